@@ -1,0 +1,189 @@
+// buildApp(config, deps): the whole broker, wired the same way in tests and in production.
+import { randomBytes, randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import underPressure from '@fastify/under-pressure';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Redis } from 'ioredis';
+import type { DestinationStream } from 'pino';
+import type { Dispatcher } from 'undici';
+import type { Config } from './config';
+import { emulatorPlugin } from './emulator/app';
+import errorHandler from './plugins/error-handler';
+import incodePlugin from './plugins/incode';
+import metricsPlugin from './plugins/metrics';
+import resultsPlugin from './plugins/results';
+import storePlugin from './plugins/store';
+import { MemoryRateCounter, RedisRateCounter, type RateCounter } from './protection/rate-counter';
+import { createSessionGuards } from './protection/session-guards';
+import healthRoutes from './routes/health';
+import onboardingsRoutes from './routes/onboardings';
+import sessionRoutes from './routes/session';
+import sessionsRoutes from './routes/sessions';
+import webRoutes from './routes/web';
+import webhookRoutes from './routes/webhooks';
+import { ErrorBody } from './schemas';
+import type { Store } from './store/types';
+
+export interface AppDeps {
+  /** A store shared with the test (else one is created from DATABASE_URL and closed with the app). */
+  store?: Store;
+  /** undici dispatcher for Incode calls (tests: other limits); production builds its own Pool. */
+  incodeDispatcher?: Dispatcher;
+  /** Where logs go (tests capture them); stdout otherwise. */
+  logStream?: DestinationStream;
+  /** false: no job worker or poller in this instance (tests that drive the pipeline by hand). */
+  runWorker?: boolean;
+  /** Rate-limit counter (else Redis when REDIS_URL is set, memory otherwise). */
+  rateCounter?: RateCounter;
+}
+
+/** Paths and headers whose values never reach a log line. */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers["x-api-key"]',
+  'req.headers["x-incode-hardware-id"]',
+  'req.headers["x-app-key"]',
+  'req.headers.cookie',
+  '*.token',
+  '*.apiKey',
+  '*.password',
+  '*.base64Image',
+  '*.resumeToken',
+  '*.access_token',
+];
+
+/** Sandbox mode fills what a developer has not configured: the emulator needs webhook credentials too. */
+function sandboxDefaults(config: Config): Config {
+  if (!config.sandbox) return config;
+  const webhook = { ...config.webhook };
+  if (!webhook.clientId && !webhook.secret) {
+    webhook.clientId = 'sandbox-incode';
+    webhook.clientSecret = randomBytes(24).toString('base64url');
+  }
+  return { ...config, webhook };
+}
+
+export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
+  const config = sandboxDefaults(inputConfig);
+  const options: FastifyServerOptions = {
+    logger: {
+      level: config.logLevel,
+      redact: { paths: [...REDACT_PATHS, `req.headers["${config.webhook.secretHeader}"]`], censor: '[redacted]' },
+      serializers: {
+        // Method and path only: query strings and headers can carry ids and credentials.
+        req: (req) => ({ method: req.method, url: String(req.url).split('?')[0], remoteAddress: req.ip }),
+      },
+      ...(deps.logStream ? { stream: deps.logStream } : {}),
+    },
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
+    },
+    // A hop count, never blind trust: X-Forwarded-For is read only as deep as the configured proxies.
+    trustProxy: (config.trustProxyHops > 0 ? config.trustProxyHops : false) as boolean,
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+  };
+  const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>();
+
+  if (config.sandbox)
+    app.log.warn(
+      { sandbox: true, upstream: config.incode.apiUrl, generatedEncryptionKey: config.encryption.generated },
+      'SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at /sandbox/incode (stored data uses a throwaway encryption key)',
+    );
+  else app.log.info({ sandbox: false, upstream: config.incode.apiUrl }, 'broker starting against Incode');
+
+  let draining = false;
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+  });
+  app.addHook('preClose', async () => {
+    draining = true;
+  });
+
+  app.addSchema(ErrorBody);
+  // Only JSON (and the webhook token endpoint's form body, registered in its own scope) is accepted.
+  app.removeContentTypeParser('text/plain');
+
+  await app.register(metricsPlugin);
+  await app.register(errorHandler);
+  await app.register(underPressure, {
+    maxEventLoopDelay: config.eventLoopMaxLagMs || 0,
+    retryAfter: 5,
+    pressureHandler: (_req, reply) => {
+      app.metrics.shed.inc();
+      reply.status(503).header('retry-after', '5').send({ code: 'OVERLOADED', message: 'The service is overloaded; retry shortly' });
+    },
+    exposeStatusRoute: false,
+  });
+  await app.register(helmet, {
+    // The JSON API needs no CSP; HTML pages (demo, operator, docs) set their own.
+    contentSecurityPolicy: false,
+    crossOriginResourcePolicy: { policy: 'cross-origin' },
+    crossOriginEmbedderPolicy: false,
+  });
+  await app.register(cors, {
+    origin: config.corsOrigins.includes('*') ? true : config.corsOrigins.length ? config.corsOrigins : false,
+    methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+    allowedHeaders: ['content-type', 'authorization', 'idempotency-key', 'x-app-key', 'x-incode-hardware-id', 'x-request-id'],
+    exposedHeaders: ['x-request-id', 'retry-after'],
+    maxAge: 600,
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Incode token broker', version: '0.1.0', description: 'Backend-for-frontend for Incode identity verification' },
+      components: { securitySchemes: { serviceKey: { type: 'http', scheme: 'bearer' } } },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  await app.register(storePlugin, { config, store: deps.store });
+  const sandboxUpstream = () => `http://127.0.0.1:${config.port}/sandbox/incode`;
+  const upstreamUrl = () => (config.sandbox ? sandboxUpstream() : config.incode.apiUrl);
+  await app.register(incodePlugin, { config, apiUrl: upstreamUrl, dispatcher: deps.incodeDispatcher });
+  await app.register(resultsPlugin, { config, runWorker: deps.runWorker });
+
+  let counter: RateCounter | null = deps.rateCounter ?? null;
+  if (!counter) {
+    if (config.redisUrl) {
+      const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false });
+      redis.on('error', (err) => app.log.warn({ err: { message: err.message } }, 'redis error'));
+      counter = new RedisRateCounter(redis);
+    } else counter = new MemoryRateCounter();
+  }
+  const ownedCounter = !deps.rateCounter ? counter : null;
+  app.addHook('onClose', async () => ownedCounter?.close());
+  const guards = createSessionGuards(app, config, counter);
+
+  if (config.sandbox) {
+    await app.register(emulatorPlugin({
+      apiKey: config.incode.apiKey,
+      clientId: config.incode.clientId ?? 'sandbox',
+      executiveEmail: config.incode.executiveEmail,
+      executivePassword: config.incode.executivePassword,
+      processingDelayMs: config.emulator.processingDelayMs,
+      corsOrigins: '*',
+      webhook: {
+        url: `http://127.0.0.1:${config.port}/webhooks/incode`,
+        oauth: config.webhook.clientId && config.webhook.clientSecret ? { tokenUrl: `http://127.0.0.1:${config.port}/webhooks/incode/token`, clientId: config.webhook.clientId, clientSecret: config.webhook.clientSecret } : undefined,
+        headers: !config.webhook.clientId && config.webhook.secret ? { [config.webhook.secretHeader]: config.webhook.secret } : undefined,
+        retryDelaysMs: [1000, 2500, 6000],
+      },
+    }), { prefix: '/sandbox/incode' });
+  }
+
+  const sdkApiUrl = () => (config.sandbox ? `${config.publicUrl}/sandbox/incode/0/` : `${config.incode.apiUrl}/0/`);
+  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl, isDraining: () => draining });
+  await app.register(sessionRoutes, { config, sdkApiUrl, guards });
+  await app.register(webhookRoutes, { config, tokenRateCounter: counter });
+  await app.register(sessionsRoutes, { config });
+  await app.register(onboardingsRoutes, { config, guards });
+  await app.register(webRoutes, { config, sdkApiUrl });
+
+  return app;
+}

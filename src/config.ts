@@ -1,0 +1,381 @@
+// The one schema for every environment variable, and a pure loadConfig(env) that validates it.
+import { randomBytes } from 'node:crypto';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    problem: string,
+  ) {
+    super(`Invalid configuration: ${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Kind =
+  | { type: 'string' }
+  | { type: 'url' }
+  | { type: 'int'; min?: number; max?: number }
+  | { type: 'bool' }
+  | { type: 'enum'; values: readonly string[] }
+  | { type: 'list' };
+
+interface VarSpec {
+  kind: Kind;
+  default?: string;
+  doc: string;
+  secret?: boolean;
+}
+
+/** Every variable the service reads. `.env.example` documents each one (a test keeps them in step). */
+export const ENV_SCHEMA = {
+  NODE_ENV: { kind: { type: 'enum', values: ['development', 'test', 'production'] }, default: 'development', doc: 'Only "production" changes anything: it refuses unsafe settings.' },
+  PORT: { kind: { type: 'int', min: 0, max: 65535 }, default: '3000', doc: 'TCP port to listen on.' },
+  HOST: { kind: { type: 'string' }, default: '127.0.0.1', doc: 'Interface to bind (0.0.0.0 in containers).' },
+  PUBLIC_URL: { kind: { type: 'url' }, doc: 'How clients reach this service; defaults to http://localhost:PORT.' },
+  LOG_LEVEL: { kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
+  CORS_ORIGINS: { kind: { type: 'list' }, default: '', doc: 'Comma-separated exact origins allowed by CORS; "*" only if set explicitly.' },
+
+  INCODE_API_URL: { kind: { type: 'url' }, default: 'https://demo-api.incodesmile.com', doc: 'Incode API base URL (demo or saas-api).' },
+  INCODE_API_KEY: { kind: { type: 'string' }, secret: true, doc: 'Incode API key. Unset = sandbox mode against the built-in emulator.' },
+  INCODE_CLIENT_ID: { kind: { type: 'string' }, doc: 'Incode client id (needed for onboarding-url).' },
+  INCODE_CONFIGURATION_ID: { kind: { type: 'string' }, doc: 'Default flow (configurationId) for new sessions.' },
+  INCODE_EXECUTIVE_EMAIL: { kind: { type: 'string' }, doc: 'Dashboard user for the executive token (reads sessions created elsewhere).' },
+  INCODE_EXECUTIVE_PASSWORD: { kind: { type: 'string' }, secret: true, doc: 'Password of INCODE_EXECUTIVE_EMAIL.' },
+  INCODE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '15000', doc: 'Header and body timeout of each Incode call.' },
+  INCODE_CONNECT_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 60000 }, default: '5000', doc: 'Connect timeout towards Incode.' },
+  INCODE_POOL_CONNECTIONS: { kind: { type: 'int', min: 1, max: 10000 }, default: '512', doc: 'Keep-alive connections in the Incode pool.' },
+  INCODE_MAX_RETRIES: { kind: { type: 'int', min: 0, max: 10 }, default: '2', doc: 'Retries of idempotent Incode calls (reads, connection failures).' },
+  INCODE_MAX_CONCURRENCY: { kind: { type: 'int', min: 1, max: 100000 }, default: '1024', doc: 'Incode calls in flight at once; more wait in line.' },
+
+  DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db.' },
+  DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts. Sandbox generates a throwaway key.' },
+  RETENTION_DAYS: { kind: { type: 'int', min: 1, max: 3650 }, default: '30', doc: 'Stored scores, OCR and tokens are erased after this many days.' },
+
+  WEBHOOK_CLIENT_ID: { kind: { type: 'string' }, doc: 'OAuth 2.0 client id Incode uses at POST /webhooks/incode/token.' },
+  WEBHOOK_CLIENT_SECRET: { kind: { type: 'string' }, secret: true, doc: 'OAuth 2.0 client secret for WEBHOOK_CLIENT_ID.' },
+  WEBHOOK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Static shared secret Incode sends as a custom header.' },
+  WEBHOOK_SECRET_HEADER: { kind: { type: 'string' }, default: 'x-webhook-secret', doc: 'Header that carries WEBHOOK_SECRET.' },
+  WEBHOOK_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 86400 }, default: '3600', doc: 'Lifetime of issued webhook access tokens.' },
+  WEBHOOK_ALLOW_UNAUTHENTICATED: { kind: { type: 'bool' }, default: 'false', doc: 'Accept webhooks without credentials (never in production).' },
+
+  RESULTS_MODE: { kind: { type: 'enum', values: ['webhook', 'polling', 'both'] }, default: 'both', doc: 'How finished sessions are detected.' },
+  POLL_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 3600000 }, default: '5000', doc: 'First delay between status polls of an unfinished session.' },
+  POLL_MAX_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 86400000 }, default: '300000', doc: 'Longest delay between polls (backoff cap).' },
+  POLL_GIVE_UP_HOURS: { kind: { type: 'int', min: 1, max: 24 * 365 }, default: '72', doc: 'Stop polling a session this long after it was created.' },
+  JOB_MAX_ATTEMPTS: { kind: { type: 'int', min: 1, max: 100 }, default: '8', doc: 'Attempts of a results or callback job before it is dead-lettered.' },
+  JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff.' },
+  WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '8', doc: 'Jobs run at once by this process.' },
+  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status when a session\'s processing is done.' },
+
+  ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation.' },
+  CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready (Standard Webhooks).' },
+  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL ("whsec_" + base64, or any string).' },
+
+  SESSION_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 256, max: 1048576 }, default: '16384', doc: 'Largest POST /session body.' },
+  ONBOARDING_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 1024, max: 104857600 }, default: '31457280', doc: 'Largest POST /onboardings body (three base64 images).' },
+  CAPTURE_MIN_GLARE: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this glare score.' },
+  CAPTURE_MIN_SHARPNESS: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this sharpness.' },
+  CAPTURE_MIN_HORIZONTAL_RESOLUTION: { kind: { type: 'int', min: 0, max: 100000 }, default: '155', doc: 'ID capture rejected below this horizontalResolution.' },
+
+  REDIS_URL: { kind: { type: 'string' }, doc: 'Redis for rate limits and idempotency shared by replicas (memory otherwise).' },
+  TRUST_PROXY_HOPS: { kind: { type: 'int', min: 0, max: 10 }, default: '0', doc: 'Load balancer hops in front; X-Forwarded-For is read only this deep.' },
+  RATE_LIMIT_WINDOW_MS: { kind: { type: 'int', min: 1000, max: 86400000 }, default: '60000', doc: 'Window of the POST /session rate limits.' },
+  RATE_LIMIT_PER_IP: { kind: { type: 'int', min: 0, max: 1000000 }, default: '30', doc: 'Sessions per client IP per window (0 = off).' },
+  RATE_LIMIT_PER_CUSTOMER: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'Sessions per externalCustomerId per window (0 = off).' },
+  RATE_LIMIT_GLOBAL: { kind: { type: 'int', min: 0, max: 100000000 }, default: '0', doc: 'Sessions per window for the whole service, a spend budget (0 = off).' },
+  CALLER_AUTH: { kind: { type: 'enum', values: ['none', 'app-keys', 'jwt'] }, default: 'none', doc: 'Who may call POST /session.' },
+  APP_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Keys accepted in X-App-Key when CALLER_AUTH=app-keys.' },
+  JWT_JWKS_URL: { kind: { type: 'url' }, doc: 'JWKS of the customer\'s identity provider (CALLER_AUTH=jwt).' },
+  JWT_ISSUER: { kind: { type: 'string' }, doc: 'Expected iss of caller JWTs.' },
+  JWT_AUDIENCE: { kind: { type: 'string' }, doc: 'Expected aud of caller JWTs.' },
+  IDEMPOTENCY_TTL_SECONDS: { kind: { type: 'int', min: 1, max: 604800 }, default: '86400', doc: 'How long an Idempotency-Key replays its session.' },
+  RESUME_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 7776000 }, default: '86400', doc: 'Lifetime of resume tokens.' },
+  CIRCUIT_FAILURE_THRESHOLD: { kind: { type: 'int', min: 1, max: 1000 }, default: '5', doc: 'Consecutive Incode failures that open the circuit.' },
+  CIRCUIT_RESET_MS: { kind: { type: 'int', min: 100, max: 3600000 }, default: '10000', doc: 'Open circuit waits this long before a probe.' },
+  EVENT_LOOP_MAX_LAG_MS: { kind: { type: 'int', min: 0, max: 60000 }, default: '1000', doc: 'Shed load (503) above this event-loop delay (0 = off).' },
+  SHUTDOWN_GRACE_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '10000', doc: 'Time for in-flight work at shutdown.' },
+
+  EMULATOR_PROCESSING_DELAY_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '1500', doc: 'Sandbox: emulator delay before a session\'s processing finishes.' },
+} as const satisfies Record<string, VarSpec>;
+
+export type EnvName = keyof typeof ENV_SCHEMA;
+
+export interface Config {
+  nodeEnv: 'development' | 'test' | 'production';
+  port: number;
+  host: string;
+  publicUrl: string;
+  logLevel: string;
+  corsOrigins: string[];
+  /** No API key: the built-in emulator is the upstream. */
+  sandbox: boolean;
+  incode: {
+    apiUrl: string;
+    apiKey: string;
+    clientId?: string;
+    configurationId?: string;
+    executiveEmail?: string;
+    executivePassword?: string;
+    timeoutMs: number;
+    connectTimeoutMs: number;
+    poolConnections: number;
+    maxRetries: number;
+    maxConcurrency: number;
+  };
+  database: { url: string };
+  encryption: { keys: { id: string; key: Buffer }[]; generated: boolean };
+  retentionDays: number;
+  webhook: {
+    clientId?: string;
+    clientSecret?: string;
+    secret?: string;
+    secretHeader: string;
+    tokenTtlSeconds: number;
+    allowUnauthenticated: boolean;
+  };
+  results: {
+    mode: 'webhook' | 'polling' | 'both';
+    pollIntervalMs: number;
+    pollMaxIntervalMs: number;
+    pollGiveUpHours: number;
+    jobMaxAttempts: number;
+    jobBackoffMs: number;
+    workerConcurrency: number;
+    markComplete: boolean;
+  };
+  adminApiKeys: string[];
+  callback: { url?: string; secret?: string };
+  limits: { sessionBodyBytes: number; onboardingBodyBytes: number };
+  capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
+  redisUrl?: string;
+  trustProxyHops: number;
+  rateLimit: { windowMs: number; perIp: number; perCustomer: number; global: number };
+  callerAuth: {
+    mode: 'none' | 'app-keys' | 'jwt';
+    appKeys: string[];
+    jwksUrl?: string;
+    issuer?: string;
+    audience?: string;
+  };
+  idempotencyTtlSeconds: number;
+  resumeTokenTtlSeconds: number;
+  circuit: { failureThreshold: number; resetMs: number };
+  eventLoopMaxLagMs: number;
+  shutdownGraceMs: number;
+  emulator: { processingDelayMs: number };
+}
+
+type Env = Record<string, string | undefined>;
+
+function read(env: Env, name: EnvName): string | undefined {
+  const spec: VarSpec = ENV_SCHEMA[name];
+  const raw = env[name];
+  const value = raw === undefined || raw.trim() === '' ? spec.default : raw.trim();
+  if (value === undefined || value === '') return undefined;
+  const kind = spec.kind;
+  switch (kind.type) {
+    case 'int': {
+      if (!/^-?\d+$/.test(value)) throw new ConfigError(name, `must be a whole number, got "${spec.secret ? '***' : value}"`);
+      const n = Number(value);
+      if (kind.min !== undefined && n < kind.min) throw new ConfigError(name, `must be at least ${kind.min}, got ${n}`);
+      if (kind.max !== undefined && n > kind.max) throw new ConfigError(name, `must be at most ${kind.max}, got ${n}`);
+      return value;
+    }
+    case 'bool':
+      if (!['true', 'false', '1', '0', 'yes', 'no'].includes(value.toLowerCase()))
+        throw new ConfigError(name, `must be true or false, got "${value}"`);
+      return value;
+    case 'enum':
+      if (!kind.values.includes(value)) throw new ConfigError(name, `must be one of ${kind.values.join(', ')}, got "${value}"`);
+      return value;
+    case 'url': {
+      let u: URL;
+      try {
+        u = new URL(value);
+      } catch {
+        throw new ConfigError(name, `must be an absolute http(s) URL, got "${value}"`);
+      }
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(name, `must use http or https, got "${u.protocol}"`);
+      return value.replace(/\/+$/, '');
+    }
+    default:
+      return value;
+  }
+}
+
+const str = (env: Env, name: EnvName) => read(env, name);
+const int = (env: Env, name: EnvName) => Number(read(env, name));
+const bool = (env: Env, name: EnvName) => ['true', '1', 'yes'].includes((read(env, name) ?? 'false').toLowerCase());
+const list = (env: Env, name: EnvName) =>
+  (read(env, name) ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+function parseKeys(raw: string | undefined): { id: string; key: Buffer }[] {
+  if (!raw) return [];
+  return raw.split(',').map((part, i) => {
+    const idx = part.indexOf(':');
+    const id = idx > 0 ? part.slice(0, idx).trim() : `k${i + 1}`;
+    const b64 = (idx > 0 ? part.slice(idx + 1) : part).trim();
+    const key = Buffer.from(b64, 'base64');
+    if (key.length !== 32) throw new ConfigError('DATA_ENCRYPTION_KEY', `key "${id}" must be 32 bytes in base64 (openssl rand -base64 32)`);
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new ConfigError('DATA_ENCRYPTION_KEY', `key id "${id}" must be 1-32 letters, digits, _ or -`);
+    return { id, key };
+  });
+}
+
+const MIN_SECRET = 16;
+
+/** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
+export function loadConfig(env: Env): Config {
+  const nodeEnv = str(env, 'NODE_ENV') as Config['nodeEnv'];
+  const production = nodeEnv === 'production';
+  const port = int(env, 'PORT');
+  const apiKey = str(env, 'INCODE_API_KEY');
+  const sandbox = !apiKey;
+  if (production && sandbox) throw new ConfigError('INCODE_API_KEY', 'is required when NODE_ENV=production (sandbox mode is for development only)');
+
+  let keys = parseKeys(str(env, 'DATA_ENCRYPTION_KEY'));
+  let generated = false;
+  if (keys.length === 0) {
+    if (!sandbox) throw new ConfigError('DATA_ENCRYPTION_KEY', 'is required with INCODE_API_KEY: stored PII must be encrypted under a key you keep (openssl rand -base64 32)');
+    keys = [{ id: 'sandbox', key: randomBytes(32) }];
+    generated = true;
+  }
+
+  const corsOrigins = list(env, 'CORS_ORIGINS');
+  for (const o of corsOrigins) {
+    if (o === '*') continue;
+    let u: URL | undefined;
+    try {
+      u = new URL(o);
+    } catch {
+      /* reported below */
+    }
+    if (!u || u.origin !== o.replace(/\/$/, '')) throw new ConfigError('CORS_ORIGINS', `entries must be exact origins like https://app.example.com, got "${o}"`);
+  }
+  if (production && corsOrigins.includes('*')) throw new ConfigError('CORS_ORIGINS', 'must not be "*" in production');
+
+  const webhook = {
+    clientId: str(env, 'WEBHOOK_CLIENT_ID'),
+    clientSecret: str(env, 'WEBHOOK_CLIENT_SECRET'),
+    secret: str(env, 'WEBHOOK_SECRET'),
+    secretHeader: str(env, 'WEBHOOK_SECRET_HEADER')!.toLowerCase(),
+    tokenTtlSeconds: int(env, 'WEBHOOK_TOKEN_TTL_SECONDS'),
+    allowUnauthenticated: bool(env, 'WEBHOOK_ALLOW_UNAUTHENTICATED'),
+  };
+  if (!!webhook.clientId !== !!webhook.clientSecret)
+    throw new ConfigError(webhook.clientId ? 'WEBHOOK_CLIENT_SECRET' : 'WEBHOOK_CLIENT_ID', 'must be set together with its pair');
+  if (production) {
+    if (webhook.allowUnauthenticated) throw new ConfigError('WEBHOOK_ALLOW_UNAUTHENTICATED', 'must not be true in production');
+    if (!webhook.secret && !webhook.clientSecret) throw new ConfigError('WEBHOOK_CLIENT_SECRET', 'or WEBHOOK_SECRET is required in production: webhooks must be authenticated');
+    if (webhook.secret && webhook.secret.length < MIN_SECRET) throw new ConfigError('WEBHOOK_SECRET', `must be at least ${MIN_SECRET} characters in production`);
+    if (webhook.clientSecret && webhook.clientSecret.length < MIN_SECRET) throw new ConfigError('WEBHOOK_CLIENT_SECRET', `must be at least ${MIN_SECRET} characters in production`);
+  }
+
+  const adminApiKeys = list(env, 'ADMIN_API_KEYS');
+  if (production) {
+    if (adminApiKeys.length === 0) throw new ConfigError('ADMIN_API_KEYS', 'is required in production: the results API must be protected');
+    if (adminApiKeys.some((k) => k.length < 24)) throw new ConfigError('ADMIN_API_KEYS', 'keys must be at least 24 characters in production');
+  }
+
+  const callerAuthMode = str(env, 'CALLER_AUTH') as Config['callerAuth']['mode'];
+  const appKeys = list(env, 'APP_API_KEYS');
+  if (callerAuthMode === 'app-keys' && appKeys.length === 0) throw new ConfigError('APP_API_KEYS', 'is required when CALLER_AUTH=app-keys');
+  const jwksUrl = str(env, 'JWT_JWKS_URL');
+  if (callerAuthMode === 'jwt') {
+    if (!jwksUrl) throw new ConfigError('JWT_JWKS_URL', 'is required when CALLER_AUTH=jwt');
+    if (!str(env, 'JWT_ISSUER')) throw new ConfigError('JWT_ISSUER', 'is required when CALLER_AUTH=jwt');
+    if (!str(env, 'JWT_AUDIENCE')) throw new ConfigError('JWT_AUDIENCE', 'is required when CALLER_AUTH=jwt');
+  }
+
+  const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };
+  if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
+
+  const executiveEmail = str(env, 'INCODE_EXECUTIVE_EMAIL');
+  const executivePassword = str(env, 'INCODE_EXECUTIVE_PASSWORD');
+  if (!!executiveEmail !== !!executivePassword)
+    throw new ConfigError(executiveEmail ? 'INCODE_EXECUTIVE_PASSWORD' : 'INCODE_EXECUTIVE_EMAIL', 'must be set together with its pair');
+
+  const databaseUrl = str(env, 'DATABASE_URL')!;
+  if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(databaseUrl))
+    throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
+
+  const pollIntervalMs = int(env, 'POLL_INTERVAL_MS');
+  const pollMaxIntervalMs = int(env, 'POLL_MAX_INTERVAL_MS');
+  if (pollMaxIntervalMs < pollIntervalMs) throw new ConfigError('POLL_MAX_INTERVAL_MS', `must be at least POLL_INTERVAL_MS (${pollIntervalMs})`);
+
+  const publicUrl = str(env, 'PUBLIC_URL') ?? `http://localhost:${port}`;
+  const incodeApiUrl = str(env, 'INCODE_API_URL')!;
+
+  return {
+    nodeEnv,
+    port,
+    host: str(env, 'HOST')!,
+    publicUrl,
+    logLevel: str(env, 'LOG_LEVEL')!,
+    corsOrigins,
+    sandbox,
+    incode: {
+      // In sandbox mode the upstream is the emulator mounted in this process.
+      apiUrl: sandbox ? `${publicUrl}/sandbox/incode` : incodeApiUrl,
+      apiKey: apiKey ?? 'sandbox-api-key',
+      clientId: str(env, 'INCODE_CLIENT_ID') ?? (sandbox ? 'sandbox' : undefined),
+      configurationId: str(env, 'INCODE_CONFIGURATION_ID'),
+      executiveEmail: executiveEmail ?? (sandbox ? 'sandbox@example.com' : undefined),
+      executivePassword: executivePassword ?? (sandbox ? 'sandbox-password' : undefined),
+      timeoutMs: int(env, 'INCODE_TIMEOUT_MS'),
+      connectTimeoutMs: int(env, 'INCODE_CONNECT_TIMEOUT_MS'),
+      poolConnections: int(env, 'INCODE_POOL_CONNECTIONS'),
+      maxRetries: int(env, 'INCODE_MAX_RETRIES'),
+      maxConcurrency: int(env, 'INCODE_MAX_CONCURRENCY'),
+    },
+    database: { url: databaseUrl },
+    encryption: { keys, generated },
+    retentionDays: int(env, 'RETENTION_DAYS'),
+    webhook,
+    results: {
+      mode: str(env, 'RESULTS_MODE') as Config['results']['mode'],
+      pollIntervalMs,
+      pollMaxIntervalMs,
+      pollGiveUpHours: int(env, 'POLL_GIVE_UP_HOURS'),
+      jobMaxAttempts: int(env, 'JOB_MAX_ATTEMPTS'),
+      jobBackoffMs: int(env, 'JOB_BACKOFF_MS'),
+      workerConcurrency: int(env, 'WORKER_CONCURRENCY'),
+      markComplete: bool(env, 'MARK_COMPLETE'),
+    },
+    adminApiKeys,
+    callback,
+    limits: {
+      sessionBodyBytes: int(env, 'SESSION_BODY_LIMIT_BYTES'),
+      onboardingBodyBytes: int(env, 'ONBOARDING_BODY_LIMIT_BYTES'),
+    },
+    capture: {
+      minGlare: int(env, 'CAPTURE_MIN_GLARE'),
+      minSharpness: int(env, 'CAPTURE_MIN_SHARPNESS'),
+      minHorizontalResolution: int(env, 'CAPTURE_MIN_HORIZONTAL_RESOLUTION'),
+    },
+    redisUrl: str(env, 'REDIS_URL'),
+    trustProxyHops: int(env, 'TRUST_PROXY_HOPS'),
+    rateLimit: {
+      windowMs: int(env, 'RATE_LIMIT_WINDOW_MS'),
+      perIp: int(env, 'RATE_LIMIT_PER_IP'),
+      perCustomer: int(env, 'RATE_LIMIT_PER_CUSTOMER'),
+      global: int(env, 'RATE_LIMIT_GLOBAL'),
+    },
+    callerAuth: {
+      mode: callerAuthMode,
+      appKeys,
+      jwksUrl,
+      issuer: str(env, 'JWT_ISSUER'),
+      audience: str(env, 'JWT_AUDIENCE'),
+    },
+    idempotencyTtlSeconds: int(env, 'IDEMPOTENCY_TTL_SECONDS'),
+    resumeTokenTtlSeconds: int(env, 'RESUME_TOKEN_TTL_SECONDS'),
+    circuit: { failureThreshold: int(env, 'CIRCUIT_FAILURE_THRESHOLD'), resetMs: int(env, 'CIRCUIT_RESET_MS') },
+    eventLoopMaxLagMs: int(env, 'EVENT_LOOP_MAX_LAG_MS'),
+    shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS'),
+    emulator: { processingDelayMs: int(env, 'EMULATOR_PROCESSING_DELAY_MS') },
+  };
+}

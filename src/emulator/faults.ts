@@ -1,0 +1,99 @@
+// Fault injection (latency, 503s, hung requests, dropped/duplicated webhooks) with a seedable PRNG for repeatable runs.
+
+export interface FaultOptions {
+  latencyMs?: number;
+  /** Extra delay only on /omni/start. */
+  startLatencyMs?: number;
+  /** 0..1: answer a 503 envelope. */
+  errorRate?: number;
+  /** 0..1: never answer (until the client gives up, or 60 s). */
+  timeoutRate?: number;
+  dropWebhookRate?: number;
+  duplicateWebhookRate?: number;
+  seed?: number;
+}
+
+/** mulberry32: tiny, fast and good enough to make fault sequences reproducible. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const clampRate = (v: number | undefined): number => (typeof v === 'number' && v > 0 ? Math.min(1, v) : 0);
+const clampMs = (v: number | undefined): number => (typeof v === 'number' && v > 0 ? Math.floor(v) : 0);
+
+export class Faults {
+  latencyMs = 0;
+  startLatencyMs = 0;
+  errorRate = 0;
+  timeoutRate = 0;
+  dropWebhookRate = 0;
+  duplicateWebhookRate = 0;
+  seed?: number;
+  private rand: () => number = Math.random;
+
+  constructor(opts: FaultOptions = {}) {
+    this.set(opts);
+  }
+
+  /** Merges the given fields; a seed (re)starts the deterministic sequence. */
+  set(opts: FaultOptions): void {
+    if ('latencyMs' in opts) this.latencyMs = clampMs(opts.latencyMs);
+    if ('startLatencyMs' in opts) this.startLatencyMs = clampMs(opts.startLatencyMs);
+    if ('errorRate' in opts) this.errorRate = clampRate(opts.errorRate);
+    if ('timeoutRate' in opts) this.timeoutRate = clampRate(opts.timeoutRate);
+    if ('dropWebhookRate' in opts) this.dropWebhookRate = clampRate(opts.dropWebhookRate);
+    if ('duplicateWebhookRate' in opts) this.duplicateWebhookRate = clampRate(opts.duplicateWebhookRate);
+    if (typeof opts.seed === 'number') {
+      this.seed = opts.seed;
+      this.rand = mulberry32(opts.seed);
+    }
+  }
+
+  reset(): void {
+    this.set({ latencyMs: 0, startLatencyMs: 0, errorRate: 0, timeoutRate: 0, dropWebhookRate: 0, duplicateWebhookRate: 0 });
+  }
+
+  snapshot(): Required<Omit<FaultOptions, 'seed'>> & { seed?: number } {
+    return {
+      latencyMs: this.latencyMs,
+      startLatencyMs: this.startLatencyMs,
+      errorRate: this.errorRate,
+      timeoutRate: this.timeoutRate,
+      dropWebhookRate: this.dropWebhookRate,
+      duplicateWebhookRate: this.duplicateWebhookRate,
+      seed: this.seed,
+    };
+  }
+
+  /** True when any per-request fault is on, so the request hook can skip all work otherwise. */
+  get requestFaultsActive(): boolean {
+    return this.latencyMs > 0 || this.errorRate > 0 || this.timeoutRate > 0;
+  }
+
+  private roll(rate: number): boolean {
+    return rate > 0 && (rate >= 1 || this.rand() < rate);
+  }
+
+  shouldError(): boolean {
+    return this.roll(this.errorRate);
+  }
+
+  shouldTimeout(): boolean {
+    return this.roll(this.timeoutRate);
+  }
+
+  shouldDropWebhook(): boolean {
+    return this.roll(this.dropWebhookRate);
+  }
+
+  shouldDuplicateWebhook(): boolean {
+    return this.roll(this.duplicateWebhookRate);
+  }
+}

@@ -1,0 +1,214 @@
+// Decodes uploaded JPEG/PNG and derives Incode-like capture metrics (sharpness, glare, brightness, side) from pixels.
+import * as jpeg from 'jpeg-js';
+import { PNG } from 'pngjs';
+
+export interface DecodedImage {
+  width: number;
+  height: number;
+  /** RGB or RGBA bytes, row-major. */
+  data: Uint8Array;
+  channels: 3 | 4;
+}
+
+export type DocumentSide = 'front' | 'back' | 'unknown';
+
+export interface ImageMetrics {
+  width: number;
+  height: number;
+  /** 0-100, higher = sharper. */
+  sharpness: number;
+  /** 0-100, higher = LESS glare (Incode's polarity). */
+  glare: number;
+  /** Mean luma 0-255. */
+  brightness: number;
+  /** Share of blown-out pixels, 0-1. */
+  blownOut: number;
+  /** Which synthetic card layout the border colour matches; real photos are 'unknown'. */
+  side: DocumentSide;
+}
+
+export class ImageDecodeError extends Error {
+  constructor(
+    message: string,
+    readonly tooLarge = false,
+  ) {
+    super(message);
+  }
+}
+
+/** Thresholds the integration guide applies; exported so samples and tests agree with the analysis. */
+export const THRESHOLDS = { sharpness: 10, glare: 10, horizontalResolution: 155, brightness: 50 } as const;
+
+// Decoding above this would cost hundreds of MB; Incode answers "image size unsupported" for such inputs.
+const MAX_MEGAPIXELS = 40;
+
+export function decodeImage(buf: Buffer): DecodedImage {
+  if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
+    try {
+      const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: MAX_MEGAPIXELS, maxMemoryUsageInMB: 512 });
+      if (!img.width || !img.height) throw new Error('empty image');
+      return { width: img.width, height: img.height, data: img.data, channels: 3 };
+    } catch (e) {
+      const msg = (e as Error).message || 'invalid JPEG';
+      throw new ImageDecodeError(`JPEG could not be decoded: ${msg}`, /maxResolutionInMP|memory/i.test(msg));
+    }
+  }
+  if (buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47) {
+    try {
+      const png = PNG.sync.read(buf);
+      if (png.width * png.height > MAX_MEGAPIXELS * 1e6) throw new ImageDecodeError('PNG too large', true);
+      return { width: png.width, height: png.height, data: png.data, channels: 4 };
+    } catch (e) {
+      if (e instanceof ImageDecodeError) throw e;
+      throw new ImageDecodeError(`PNG could not be decoded: ${(e as Error).message}`);
+    }
+  }
+  throw new ImageDecodeError('Unsupported image format (JPEG or PNG expected)');
+}
+
+/** Base64 (optionally a data: URL) to bytes; undefined if it is not base64 at all. */
+export function base64ToBuffer(s: string): Buffer | undefined {
+  let b64 = s;
+  if (b64.startsWith('data:')) {
+    const comma = b64.indexOf(',');
+    b64 = comma >= 0 ? b64.slice(comma + 1) : '';
+  }
+  b64 = b64.trim();
+  if (!b64 || !/^[A-Za-z0-9+/=_\-\s]+$/.test(b64.slice(0, 256))) return undefined;
+  const buf = Buffer.from(b64, 'base64');
+  return buf.length ? buf : undefined;
+}
+
+// Analysis runs on a box-downscaled copy near this width: cheap, and it makes the
+// sharpness score roughly independent of the upload's resolution.
+const ANALYSIS_WIDTH = 400;
+
+// Synthetic card background colours (sample-images.ts paints these) used to tell front from back.
+export const FRONT_BACKGROUND: readonly [number, number, number] = [172, 206, 236];
+export const BACK_BACKGROUND: readonly [number, number, number] = [236, 222, 186];
+
+// |Laplacian| at the 99.8th percentile that maps to sharpness 100; crisp edges of contrast ≥ ~80 reach it.
+const LAPLACIAN_FULL_SCALE = 80;
+const SHARP_PERCENTILE = 0.998;
+// Percentage points of blown-out area that cost one point of glare score: ≥ 30% blown out scores < 10.
+const GLARE_WEIGHT = 3;
+
+export function analyzeImage(img: DecodedImage): ImageMetrics {
+  const { width, height, data, channels } = img;
+  const f = Math.max(1, Math.floor(Math.max(width, height) / ANALYSIS_WIDTH));
+  const w = Math.floor(width / f);
+  const h = Math.floor(height / f);
+  const n = w * h;
+  const gray = new Uint8Array(n);
+  const r = new Uint8Array(n);
+  const g = new Uint8Array(n);
+  const b = new Uint8Array(n);
+  const area = f * f;
+  let lumaSum = 0;
+  let blown = 0;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      let sr = 0;
+      let sg = 0;
+      let sb = 0;
+      for (let dy = 0; dy < f; dy++) {
+        let p = ((y * f + dy) * width + x * f) * channels;
+        for (let dx = 0; dx < f; dx++, p += channels) {
+          sr += data[p];
+          sg += data[p + 1];
+          sb += data[p + 2];
+        }
+      }
+      const i = y * w + x;
+      const rr = sr / area;
+      const gg = sg / area;
+      const bb = sb / area;
+      r[i] = rr;
+      g[i] = gg;
+      b[i] = bb;
+      const l = 0.299 * rr + 0.587 * gg + 0.114 * bb;
+      gray[i] = l;
+      lumaSum += l;
+      if (rr >= 248 && gg >= 248 && bb >= 248) blown++;
+    }
+  }
+
+  // Histogram of |4-neighbour Laplacian|: a high percentile says "crisp edges exist somewhere",
+  // which (unlike the variance) does not punish images that are mostly flat, like a webcam test pattern.
+  const hist = new Uint32Array(1021);
+  let count = 0;
+  for (let y = 1; y < h - 1; y++) {
+    for (let x = 1; x < w - 1; x++) {
+      const i = y * w + x;
+      const lap = 4 * gray[i] - gray[i - 1] - gray[i + 1] - gray[i - w] - gray[i + w];
+      hist[lap < 0 ? -lap : lap]++;
+      count++;
+    }
+  }
+  let p = 0;
+  if (count > 0) {
+    const target = Math.floor(count * SHARP_PERCENTILE);
+    let acc = 0;
+    for (let v = 0; v < hist.length; v++) {
+      acc += hist[v];
+      if (acc > target) {
+        p = v;
+        break;
+      }
+    }
+  }
+  const sharpness = Math.min(100, Math.round((p * 100) / LAPLACIAN_FULL_SCALE));
+  const blownOut = n ? blown / n : 0;
+  const glare = Math.max(0, Math.min(100, Math.round(100 - blownOut * 100 * GLARE_WEIGHT)));
+  return {
+    width,
+    height,
+    sharpness,
+    glare,
+    brightness: n ? Math.round(lumaSum / n) : 0,
+    blownOut,
+    side: detectSide(r, g, b, w, h),
+  };
+}
+
+function detectSide(r: Uint8Array, g: Uint8Array, b: Uint8Array, w: number, h: number): DocumentSide {
+  // Four small patches just inside the corners, where the synthetic cards have plain background.
+  const pw = Math.max(1, Math.round(w * 0.04));
+  const ph = Math.max(1, Math.round(h * 0.05));
+  const ix = Math.round(w * 0.025);
+  const iy = Math.round(h * 0.03);
+  const origins: Array<[number, number]> = [
+    [ix, iy],
+    [w - ix - pw, iy],
+    [ix, h - iy - ph],
+    [w - ix - pw, h - iy - ph],
+  ];
+  let front = 0;
+  let back = 0;
+  for (const [ox, oy] of origins) {
+    let sr = 0;
+    let sg = 0;
+    let sb = 0;
+    let k = 0;
+    for (let y = Math.max(0, oy); y < Math.min(h, oy + ph); y++) {
+      for (let x = Math.max(0, ox); x < Math.min(w, ox + pw); x++) {
+        const i = y * w + x;
+        sr += r[i];
+        sg += g[i];
+        sb += b[i];
+        k++;
+      }
+    }
+    if (!k) continue;
+    const c = [sr / k, sg / k, sb / k];
+    if (near(c, FRONT_BACKGROUND)) front++;
+    else if (near(c, BACK_BACKGROUND)) back++;
+  }
+  if (front >= 3) return 'front';
+  if (back >= 3) return 'back';
+  return 'unknown';
+}
+
+function near(c: number[], ref: readonly number[]): boolean {
+  return Math.abs(c[0] - ref[0]) <= 14 && Math.abs(c[1] - ref[1]) <= 14 && Math.abs(c[2] - ref[2]) <= 14;
+}

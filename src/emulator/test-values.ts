@@ -1,0 +1,129 @@
+// Test values: `emu:` directives in externalCustomerId/externalId select outcomes that pixels cannot express.
+
+/** Selfie error codes the integration guide names (section 8 of the contract), with Incode-like texts. */
+export const SELFIE_ERROR_CODES: Record<number, string> = {
+  100: 'Image too dark.',
+  101: 'Glasses detected.',
+  4010: 'Multiple faces detected.',
+  4019: 'Face not found.',
+  1003: 'Face cropping failure.',
+  3004: 'Face cropping failure.',
+  3005: 'Face too small.',
+  3006: 'Selfie blurry.',
+  3007: 'Selfie glare.',
+  3008: 'Image size unsupported.',
+  3009: 'Wrong orientation.',
+  3010: 'Bad image compression.',
+};
+
+export function selfieErrorText(code: number): string {
+  return SELFIE_ERROR_CODES[code] ?? 'Selfie could not be processed.';
+}
+
+/** 'always' applies to every attempt; 'once' only to the first attempt of that kind. */
+export type Repeat = 'always' | 'once';
+
+export interface Directives {
+  decline: boolean;
+  warn: boolean;
+  noMatch: boolean;
+  existingUser: boolean;
+  spoof?: Repeat;
+  lenses: boolean;
+  mask: boolean;
+  dark: boolean;
+  selfieError?: { code: number; repeat: Repeat };
+  unknownDocument?: Repeat;
+  oneSided: boolean;
+  processIdError: boolean;
+  expire: boolean;
+  manual?: 'approved' | 'rejected';
+  gov: boolean;
+}
+
+export function emptyDirectives(): Directives {
+  return {
+    decline: false,
+    warn: false,
+    noMatch: false,
+    existingUser: false,
+    lenses: false,
+    mask: false,
+    dark: false,
+    oneSided: false,
+    processIdError: false,
+    expire: false,
+    gov: false,
+  };
+}
+
+interface DirectiveSpec {
+  /** Matched against the directive without its `emu:` prefix. */
+  pattern: RegExp;
+  /** Example for the docs and the tests. */
+  example: string;
+  description: string;
+  apply: (d: Directives, m: RegExpMatchArray) => void;
+}
+
+/** The one table of directives: add a row here to add a test value (README and tests read it). */
+export const DIRECTIVES: readonly DirectiveSpec[] = [
+  { pattern: /^decline$/, example: 'emu:decline', description: 'score: idValidation and overall FAIL; finish-status action "rejected"', apply: (d) => { d.decline = true; } },
+  { pattern: /^warn$/, example: 'emu:warn', description: 'score: idValidation and overall WARN', apply: (d) => { d.warn = true; } },
+  { pattern: /^no-match$/, example: 'emu:no-match', description: 'process/face confidence 0; faceRecognition.overall FAIL; overall FAIL', apply: (d) => { d.noMatch = true; } },
+  { pattern: /^existing-user$/, example: 'emu:existing-user', description: 'process/face existingUser true (+ existingInterviewId); score faceRecognition.existingUser true', apply: (d) => { d.existingUser = true; } },
+  { pattern: /^spoof$/, example: 'emu:spoof', description: 'add/face confidence 1 (spoof suspicion) on every selfie; liveness FAIL', apply: (d) => { d.spoof = 'always'; } },
+  { pattern: /^spoof-once$/, example: 'emu:spoof-once', description: 'add/face confidence 1 on the first selfie only', apply: (d) => { d.spoof = 'once'; } },
+  { pattern: /^lenses$/, example: 'emu:lenses', description: 'add/face hasLenses true', apply: (d) => { d.lenses = true; } },
+  { pattern: /^mask$/, example: 'emu:mask', description: 'add/face hasFaceMask true', apply: (d) => { d.mask = true; } },
+  { pattern: /^dark$/, example: 'emu:dark', description: 'add/face isBright false whatever the pixels', apply: (d) => { d.dark = true; } },
+  {
+    pattern: /^selfie-error-(\d{1,6})(-once)?$/,
+    example: 'emu:selfie-error-4019',
+    description: 'add/face answers the 4xx envelope with status <code> (HTTP = code when 400-499, else 400); "-once" only the first selfie',
+    apply: (d, m) => { d.selfieError = { code: Number(m[1]), repeat: m[2] ? 'once' : 'always' }; },
+  },
+  { pattern: /^unknown-document$/, example: 'emu:unknown-document', description: 'add front: classification false, failReason UNKNOWN_DOCUMENT_TYPE, horizontalResolution 0', apply: (d) => { d.unknownDocument = 'always'; } },
+  { pattern: /^unknown-document-once$/, example: 'emu:unknown-document-once', description: 'as above, first front upload only', apply: (d) => { d.unknownDocument = 'once'; } },
+  { pattern: /^one-sided$/, example: 'emu:one-sided', description: 'front: typeOfId Passport, skipBackIdCapture true; process/id needs no back', apply: (d) => { d.oneSided = true; } },
+  { pattern: /^process-id-error$/, example: 'emu:process-id-error', description: 'process/id answers HTTP 400 envelope with status 6000', apply: (d) => { d.processIdError = true; } },
+  { pattern: /^expire$/, example: 'emu:expire', description: 'once processing is done the status goes to EXPIRED instead of ONBOARDING_FINISHED', apply: (d) => { d.expire = true; } },
+  { pattern: /^manual-approved$/, example: 'emu:manual-approved', description: 'after ONBOARDING_FINISHED: MANUAL_REVIEW_APPROVED; score overall MANUAL_PENDING then MANUAL_OK', apply: (d) => { d.manual = 'approved'; } },
+  { pattern: /^manual-rejected$/, example: 'emu:manual-rejected', description: 'after ONBOARDING_FINISHED: MANUAL_REVIEW_REJECTED; score overall MANUAL_PENDING then MANUAL_FAIL', apply: (d) => { d.manual = 'rejected'; } },
+  { pattern: /^gov$/, example: 'emu:gov', description: 'ID processing also emits GOVERNMENT_VALIDATION_FINISHED; score governmentValidation filled', apply: (d) => { d.gov = true; } },
+];
+
+const PREFIX = 'emu:';
+
+/** Parses every `emu:` word of the given ids; unknown directives are listed so the caller may reject them. */
+export function parseDirectives(...ids: Array<string | undefined>): { directives: Directives; unknown: string[] } {
+  const directives = emptyDirectives();
+  const unknown: string[] = [];
+  for (const id of ids) {
+    // Cheap early exit: start is the hot path and almost no id carries directives.
+    if (!id || !id.includes(PREFIX)) continue;
+    for (const word of id.split(/[\s,]+/)) {
+      if (!word.startsWith(PREFIX)) continue;
+      const name = word.slice(PREFIX.length).toLowerCase();
+      let matched = false;
+      for (const spec of DIRECTIVES) {
+        const m = name.match(spec.pattern);
+        if (m) {
+          spec.apply(directives, m);
+          matched = true;
+          break;
+        }
+      }
+      if (!matched) unknown.push(word);
+    }
+  }
+  return { directives, unknown };
+}
+
+/** The id without its directives, e.g. for display. */
+export function stripDirectives(id: string): string {
+  return id
+    .split(/[\s,]+/)
+    .filter((w) => w && !w.startsWith(PREFIX))
+    .join(' ');
+}

@@ -1,0 +1,162 @@
+// Onboarding-status webhooks the way Incode sends them: optional OAuth2 client-credentials, static headers, backoff retries.
+import { request } from 'undici';
+import type { Faults } from './faults';
+import type { TimerSet } from './timer-set';
+
+export interface WebhookOptions {
+  url: string;
+  oauth?: { tokenUrl: string; clientId: string; clientSecret: string };
+  headers?: Record<string, string>;
+  /** Delays before each retry; Incode's newer docs: 30 s × 2.5^n, five attempts. */
+  retryDelaysMs?: number[];
+  timeoutMs?: number;
+}
+
+export interface WebhookPayload {
+  interviewId: string;
+  externalId?: string;
+  onboardingStatus: string;
+  clientId: string;
+  flowId?: string;
+}
+
+export interface DeliveryRecord {
+  interviewId: string;
+  onboardingStatus: string;
+  attempts: number;
+  outcome: 'delivered' | 'failed' | 'dropped' | 'pending';
+  lastStatusCode?: number;
+  lastError?: string;
+  at: number;
+}
+
+export const DEFAULT_RETRY_DELAYS_MS = [30_000, 75_000, 187_500, 468_750, 1_171_880];
+const RECENT_LIMIT = 200;
+
+export class WebhookSender {
+  private token?: { value: string; expiresAt: number };
+  private tokenInFlight?: Promise<string>;
+  private readonly abort = new AbortController();
+  // Per-session chain of first attempts keeps one session's statuses in order at the receiver.
+  private readonly chains = new Map<string, Promise<void>>();
+  /** Bounded log of recent deliveries, for the admin route and tests. */
+  readonly recent: DeliveryRecord[] = [];
+  readonly stats = { sent: 0, delivered: 0, failed: 0, dropped: 0, duplicated: 0, retries: 0, tokenRequests: 0 };
+  private readonly retryDelays: number[];
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly opts: WebhookOptions,
+    private readonly faults: Faults,
+    private readonly timers: TimerSet,
+  ) {
+    this.retryDelays = opts.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  send(payload: WebhookPayload): void {
+    const rec: DeliveryRecord = { interviewId: payload.interviewId, onboardingStatus: payload.onboardingStatus, attempts: 0, outcome: 'pending', at: Date.now() };
+    this.remember(rec);
+    if (this.faults.shouldDropWebhook()) {
+      rec.outcome = 'dropped';
+      this.stats.dropped++;
+      return;
+    }
+    const copies = this.faults.shouldDuplicateWebhook() ? 2 : 1;
+    if (copies === 2) this.stats.duplicated++;
+    const body = JSON.stringify(payload);
+    const prev = this.chains.get(payload.interviewId) ?? Promise.resolve();
+    const next = prev.then(async () => {
+      for (let i = 0; i < copies; i++) await this.attempt(body, rec, 0);
+    });
+    this.chains.set(payload.interviewId, next);
+    void next.finally(() => {
+      if (this.chains.get(payload.interviewId) === next) this.chains.delete(payload.interviewId);
+    });
+  }
+
+  private remember(rec: DeliveryRecord): void {
+    this.recent.push(rec);
+    if (this.recent.length > RECENT_LIMIT) this.recent.splice(0, this.recent.length - RECENT_LIMIT);
+  }
+
+  private async attempt(body: string, rec: DeliveryRecord, n: number): Promise<void> {
+    if (this.abort.signal.aborted) return;
+    rec.attempts++;
+    this.stats.sent++;
+    let ok = false;
+    try {
+      const headers: Record<string, string> = { ...(this.opts.headers ?? {}), 'content-type': 'application/json' };
+      if (this.opts.oauth) headers.authorization = `Bearer ${await this.accessToken()}`;
+      const res = await request(this.opts.url, {
+        method: 'POST',
+        headers,
+        body,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+        signal: this.abort.signal,
+      });
+      const ctype = String(res.headers['content-type'] ?? '');
+      await res.body.text().catch(() => '');
+      rec.lastStatusCode = res.statusCode;
+      // Incode's newer rule: 200 with a JSON body, or 204.
+      ok = (res.statusCode === 200 && ctype.includes('application/json')) || res.statusCode === 204;
+      if (res.statusCode === 401) this.token = undefined; // a rejected token is fetched anew on the retry
+      if (!ok) rec.lastError = `HTTP ${res.statusCode}`;
+    } catch (e) {
+      rec.lastError = (e as Error).message;
+    }
+    if (ok) {
+      rec.outcome = 'delivered';
+      this.stats.delivered++;
+      return;
+    }
+    if (n < this.retryDelays.length && !this.abort.signal.aborted) {
+      this.stats.retries++;
+      this.timers.set(() => void this.attempt(body, rec, n + 1), this.retryDelays[n]);
+      return;
+    }
+    rec.outcome = 'failed';
+    this.stats.failed++;
+  }
+
+  /** Cached client-credentials token; one exchange in flight at a time. */
+  private accessToken(): Promise<string> {
+    if (this.token && this.token.expiresAt > Date.now()) return Promise.resolve(this.token.value);
+    if (!this.tokenInFlight) {
+      this.tokenInFlight = this.fetchToken().finally(() => {
+        this.tokenInFlight = undefined;
+      });
+    }
+    return this.tokenInFlight;
+  }
+
+  private async fetchToken(): Promise<string> {
+    const o = this.opts.oauth!;
+    this.stats.tokenRequests++;
+    const res = await request(o.tokenUrl, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from(`${o.clientId}:${o.clientSecret}`).toString('base64')}`,
+        accept: 'application/json',
+      },
+      body: 'grant_type=client_credentials',
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+      signal: this.abort.signal,
+    });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) throw new Error(`token endpoint answered HTTP ${res.statusCode}`);
+    const json = JSON.parse(text) as { access_token?: unknown; expires_in?: unknown };
+    if (typeof json.access_token !== 'string') throw new Error('token endpoint returned no access_token');
+    const ttl = typeof json.expires_in === 'number' ? json.expires_in : Number(json.expires_in) || 300;
+    // Renew a little early so a token never expires in flight.
+    this.token = { value: json.access_token, expiresAt: Date.now() + Math.max(1, ttl - 5) * 1000 };
+    return json.access_token;
+  }
+
+  close(): void {
+    this.abort.abort();
+  }
+}

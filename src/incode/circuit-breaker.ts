@@ -1,0 +1,58 @@
+// A consecutive-failure circuit breaker: fail fast while Incode is down, probe once to recover.
+
+export type CircuitState = 'closed' | 'open' | 'half-open';
+
+export interface CircuitOptions {
+  failureThreshold: number;
+  resetMs: number;
+  onStateChange?: (state: CircuitState) => void;
+  now?: () => number;
+}
+
+export class CircuitBreaker {
+  private failures = 0;
+  private openedAt = 0;
+  private probing = false;
+  private current: CircuitState = 'closed';
+  private readonly now: () => number;
+
+  constructor(private readonly opts: CircuitOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  get state(): CircuitState {
+    return this.current;
+  }
+
+  /** ms until a call may be tried, 0 when one may go now. Claims the half-open probe slot. */
+  acquire(): number {
+    if (this.current === 'closed') return 0;
+    const wait = this.openedAt + this.opts.resetMs - this.now();
+    if (this.current === 'open' && wait <= 0) this.set('half-open');
+    if (this.current === 'half-open' && !this.probing) {
+      this.probing = true;
+      return 0;
+    }
+    return Math.max(wait, 1);
+  }
+
+  success(): void {
+    this.failures = 0;
+    this.probing = false;
+    if (this.current !== 'closed') this.set('closed');
+  }
+
+  failure(): void {
+    this.probing = false;
+    this.failures += 1;
+    if (this.current === 'half-open' || this.failures >= this.opts.failureThreshold) {
+      this.openedAt = this.now();
+      if (this.current !== 'open') this.set('open');
+    }
+  }
+
+  private set(s: CircuitState): void {
+    this.current = s;
+    this.opts.onStateChange?.(s);
+  }
+}

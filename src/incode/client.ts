@@ -1,0 +1,261 @@
+// Typed Incode Omni API client: one undici keep-alive Pool, one method per Incode operation.
+import { Pool, type Dispatcher } from 'undici';
+import { CircuitBreaker, type CircuitState } from './circuit-breaker';
+import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from './errors';
+import type {
+  AddFaceResponse,
+  AddIdResponse,
+  ExecutiveLoginResponse,
+  FinishStatusResponse,
+  OcrDataResponse,
+  OnboardingStatusResponse,
+  OnboardingUrlResponse,
+  ProcessFaceResponse,
+  ProcessIdResponse,
+  ScoreResponse,
+  StartRequest,
+  StartResponse,
+} from './types';
+
+export type OperationGroup = 'start' | 'capture' | 'read' | 'auth';
+
+export interface IncodeClientOptions {
+  /** e.g. https://demo-api.incodesmile.com (no trailing /0). */
+  baseUrl: string;
+  apiKey: string;
+  timeoutMs: number;
+  connectTimeoutMs: number;
+  connections: number;
+  maxRetries: number;
+  circuit?: { failureThreshold: number; resetMs: number };
+  /** Tests inject a dispatcher (e.g. an Agent with other limits); production uses its own Pool. */
+  dispatcher?: Dispatcher;
+  /** Base delay of the retry backoff. */
+  retryBaseMs?: number;
+  onCall?: (operation: string, outcome: string, seconds: number) => void;
+  onCircuitChange?: (group: OperationGroup, state: CircuitState) => void;
+}
+
+/** Per-call context: the request id travels to Incode for support tickets. */
+export interface CallContext {
+  requestId?: string;
+  signal?: AbortSignal;
+}
+
+interface CallSpec {
+  operation: string;
+  group: OperationGroup;
+  method: 'GET' | 'POST' | 'PUT';
+  path: string;
+  query?: Record<string, string | boolean | undefined>;
+  body?: unknown;
+  token?: string;
+  /** Safe to repeat after an ambiguous failure (the call has no side effect Incode would duplicate). */
+  idempotent: boolean;
+  withApiKey?: boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class IncodeClient {
+  private readonly dispatcher: Dispatcher;
+  private readonly ownsDispatcher: boolean;
+  private readonly origin: string;
+  private readonly basePath: string;
+  private readonly circuits = new Map<OperationGroup, CircuitBreaker>();
+
+  constructor(private readonly opts: IncodeClientOptions) {
+    const u = new URL(opts.baseUrl);
+    this.origin = u.origin;
+    this.basePath = u.pathname.replace(/\/+$/, '');
+    this.ownsDispatcher = !opts.dispatcher;
+    this.dispatcher =
+      opts.dispatcher ??
+      new Pool(this.origin, {
+        connections: opts.connections,
+        pipelining: 1,
+        keepAliveTimeout: 30_000,
+        headersTimeout: opts.timeoutMs,
+        bodyTimeout: opts.timeoutMs,
+        connect: { timeout: opts.connectTimeoutMs },
+      });
+  }
+
+  circuitState(group: OperationGroup): CircuitState {
+    return this.circuits.get(group)?.state ?? 'closed';
+  }
+
+  // ---- Incode operations (names follow shared/incode-api.md) ----
+
+  /** POST /omni/start. Never retried once sent: a retry could open (and bill) a second session. */
+  start(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
+    return this.call<StartResponse>({ operation: 'start', group: 'start', method: 'POST', path: '/omni/start', body: req, idempotent: false }, ctx).then((r) => {
+      if (!r || typeof r.token !== 'string' || typeof r.interviewId !== 'string')
+        throw new IncodeError('INCODE_BAD_RESPONSE', 'start', 'Incode start answered without token or interviewId');
+      return r;
+    });
+  }
+
+  addFrontId(token: string, base64Image: string, opts: { onlyFront?: boolean } = {}, ctx?: CallContext): Promise<AddIdResponse> {
+    return this.call({ operation: 'addFrontId', group: 'capture', method: 'POST', path: '/omni/add/front-id/v2', query: { onlyFront: opts.onlyFront || undefined }, body: { base64Image }, token, idempotent: false }, ctx);
+  }
+
+  addBackId(token: string, base64Image: string, opts: { retry?: boolean } = {}, ctx?: CallContext): Promise<AddIdResponse> {
+    return this.call({ operation: 'addBackId', group: 'capture', method: 'POST', path: '/omni/add/back-id/v2', query: { retry: opts.retry ?? false }, body: { base64Image }, token, idempotent: false }, ctx);
+  }
+
+  processId(token: string, ctx?: CallContext): Promise<ProcessIdResponse> {
+    return this.call({ operation: 'processId', group: 'capture', method: 'POST', path: '/omni/process/id', body: {}, token, idempotent: false }, ctx);
+  }
+
+  addFace(token: string, base64Image: string, ctx?: CallContext): Promise<AddFaceResponse> {
+    return this.call({ operation: 'addFace', group: 'capture', method: 'POST', path: '/omni/add/face/third-party', query: { imageType: 'selfie' }, body: { base64Image }, token, idempotent: false }, ctx);
+  }
+
+  processFace(token: string, ctx?: CallContext): Promise<ProcessFaceResponse> {
+    return this.call({ operation: 'processFace', group: 'capture', method: 'POST', path: '/omni/process/face', query: { imageType: 'selfie' }, body: {}, token, idempotent: false }, ctx);
+  }
+
+  /** token: the session's own token or an executive token (then interviewId names the session). */
+  getOnboardingStatus(token: string, interviewId: string, ctx?: CallContext): Promise<OnboardingStatusResponse> {
+    return this.call({ operation: 'getOnboardingStatus', group: 'read', method: 'GET', path: '/omni/get/onboarding/status', query: { id: interviewId }, token, idempotent: true }, ctx);
+  }
+
+  /** GET /omni/finish-status: every source shows GET (see shared/incode-api.md §4.8). */
+  finishStatus(token: string, ctx?: CallContext): Promise<FinishStatusResponse> {
+    return this.call({ operation: 'finishStatus', group: 'read', method: 'GET', path: '/omni/finish-status', token, idempotent: true }, ctx);
+  }
+
+  getScore(token: string, interviewId: string, ctx?: CallContext): Promise<ScoreResponse> {
+    return this.call({ operation: 'getScore', group: 'read', method: 'GET', path: '/omni/get/score', query: { id: interviewId }, token, idempotent: true }, ctx);
+  }
+
+  getOcrData(token: string, interviewId: string, ctx?: CallContext): Promise<OcrDataResponse> {
+    return this.call({ operation: 'getOcrData', group: 'read', method: 'GET', path: '/omni/get/ocr-data', query: { id: interviewId }, token, idempotent: true }, ctx);
+  }
+
+  getOnboardingUrl(token: string, clientId: string | undefined, ctx?: CallContext): Promise<OnboardingUrlResponse> {
+    return this.call({ operation: 'getOnboardingUrl', group: 'read', method: 'GET', path: '/omni/onboarding-url', query: { clientId }, token, idempotent: true }, ctx);
+  }
+
+  /** POST /executive/log-in: an executive token (24 h) that reads any session of this client. */
+  executiveLogin(email: string, password: string, ctx?: CallContext): Promise<ExecutiveLoginResponse> {
+    return this.call<ExecutiveLoginResponse>({ operation: 'executiveLogin', group: 'auth', method: 'POST', path: '/executive/log-in', body: { email, password }, idempotent: true }, ctx).then((r) => {
+      if (!r || typeof r.token !== 'string') throw new IncodeError('INCODE_BAD_RESPONSE', 'executiveLogin', 'Incode executive login answered without token');
+      return r;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsDispatcher) await this.dispatcher.close();
+  }
+
+  // ---- transport ----
+
+  private circuit(group: OperationGroup): CircuitBreaker | undefined {
+    if (!this.opts.circuit) return undefined;
+    let c = this.circuits.get(group);
+    if (!c) {
+      c = new CircuitBreaker({ ...this.opts.circuit, onStateChange: (s) => this.opts.onCircuitChange?.(group, s) });
+      this.circuits.set(group, c);
+    }
+    return c;
+  }
+
+  private async call<T>(spec: CallSpec, ctx: CallContext = {}): Promise<T> {
+    const maxAttempts = 1 + this.opts.maxRetries;
+    const base = this.opts.retryBaseMs ?? 100;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.once<T>(spec, ctx);
+      } catch (err) {
+        const e = err as IncodeError;
+        const canRetry = e.retryable && e.code !== 'INCODE_CIRCUIT_OPEN' && (spec.idempotent || e.details.notSent === true);
+        if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted) throw e;
+        // Full jitter keeps many brokers from retrying in lockstep.
+        const backoff = Math.min(e.details.retryAfterMs ?? Infinity, base * 2 ** (attempt - 1) * (0.5 + Math.random()));
+        await sleep(Math.min(backoff, 5_000));
+      }
+    }
+  }
+
+  private async once<T>(spec: CallSpec, ctx: CallContext): Promise<T> {
+    const circuit = this.circuit(spec.group);
+    const wait = circuit?.acquire() ?? 0;
+    if (wait > 0) {
+      this.opts.onCall?.(spec.operation, 'circuit_open', 0);
+      throw circuitOpenError(spec.operation, wait);
+    }
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    const headers: Record<string, string> = { 'api-version': '1.0', accept: 'application/json' };
+    if (spec.withApiKey !== false) headers['x-api-key'] = this.opts.apiKey;
+    if (spec.token) headers['x-incode-hardware-id'] = spec.token;
+    if (ctx.requestId) headers['x-request-id'] = ctx.requestId;
+    let body: string | undefined;
+    if (spec.body !== undefined) {
+      body = JSON.stringify(spec.body);
+      headers['content-type'] = 'application/json';
+    }
+    let path = this.basePath + spec.path;
+    if (spec.query) {
+      const qs = new URLSearchParams();
+      for (const [k, v] of Object.entries(spec.query)) if (v !== undefined) qs.set(k, String(v));
+      const s = qs.toString();
+      if (s) path += `?${s}`;
+    }
+
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.dispatcher.request({
+        origin: this.origin,
+        method: spec.method,
+        path,
+        headers,
+        body,
+        headersTimeout: this.opts.timeoutMs,
+        bodyTimeout: this.opts.timeoutMs,
+        signal: ctx.signal,
+      });
+    } catch (err) {
+      const e = incodeErrorFromTransport(spec.operation, err);
+      circuit?.failure();
+      this.opts.onCall?.(spec.operation, e.code === 'INCODE_TIMEOUT' ? 'timeout' : 'connection_error', seconds());
+      throw e;
+    }
+
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      const e = incodeErrorFromTransport(spec.operation, err);
+      circuit?.failure();
+      this.opts.onCall?.(spec.operation, 'timeout', seconds());
+      throw e;
+    }
+    let parsed: unknown = undefined;
+    if (text) {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+    }
+    const status = res.statusCode;
+    if (status >= 200 && status < 300) {
+      circuit?.success();
+      if (text && parsed === undefined) {
+        this.opts.onCall?.(spec.operation, 'bad_response', seconds());
+        throw new IncodeError('INCODE_BAD_RESPONSE', spec.operation, `Incode ${spec.operation} answered a body that is not JSON`, { httpStatus: status });
+      }
+      this.opts.onCall?.(spec.operation, 'ok', seconds());
+      return (parsed ?? {}) as T;
+    }
+    const e = incodeErrorFromResponse(spec.operation, status, parsed, res.headers);
+    // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit.
+    if (e.isClientError) circuit?.success();
+    else circuit?.failure();
+    this.opts.onCall?.(spec.operation, `http_${status}`, seconds());
+    throw e;
+  }
+}

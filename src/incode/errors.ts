@@ -1,0 +1,108 @@
+// Typed Incode errors, all built by one factory from the HTTP status and Incode's error envelope.
+import type { IncodeErrorBody } from './types';
+
+export type IncodeErrorCode =
+  | 'INCODE_BAD_REQUEST'
+  | 'INCODE_UNAUTHORIZED'
+  | 'INCODE_FORBIDDEN'
+  | 'INCODE_NOT_FOUND'
+  | 'INCODE_CONFLICT'
+  | 'INCODE_PAYLOAD_TOO_LARGE'
+  | 'INCODE_RATE_LIMITED'
+  | 'INCODE_UNAVAILABLE'
+  | 'INCODE_TIMEOUT'
+  | 'INCODE_CONNECTION'
+  | 'INCODE_BAD_RESPONSE'
+  | 'INCODE_CIRCUIT_OPEN';
+
+export class IncodeError extends Error {
+  override readonly name = 'IncodeError';
+  constructor(
+    readonly code: IncodeErrorCode,
+    readonly operation: string,
+    message: string,
+    readonly details: {
+      httpStatus?: number;
+      /** Incode's own code from the envelope (e.g. 4019, 6000), or the HTTP code. */
+      incodeStatus?: number;
+      /** Incode's short error text ("Face not found."), never the request or a credential. */
+      incodeError?: string;
+      retryAfterMs?: number;
+      /** True when the request certainly never reached Incode (safe to retry anything). */
+      notSent?: boolean;
+    } = {},
+  ) {
+    super(message);
+  }
+
+  /** Worth another try later: timeouts, throttling, 5xx and connection failures. */
+  get retryable(): boolean {
+    return ['INCODE_RATE_LIMITED', 'INCODE_UNAVAILABLE', 'INCODE_TIMEOUT', 'INCODE_CONNECTION', 'INCODE_CIRCUIT_OPEN'].includes(this.code);
+  }
+
+  /** Incode answered with a client error: the call itself was refused (counts as a success for the circuit). */
+  get isClientError(): boolean {
+    const s = this.details.httpStatus;
+    return s !== undefined && s >= 400 && s < 500 && s !== 429;
+  }
+}
+
+function codeForStatus(status: number): IncodeErrorCode {
+  if (status === 400 || status === 405 || status === 406 || status === 422) return 'INCODE_BAD_REQUEST';
+  if (status === 401) return 'INCODE_UNAUTHORIZED';
+  if (status === 403) return 'INCODE_FORBIDDEN';
+  if (status === 404) return 'INCODE_NOT_FOUND';
+  if (status === 409) return 'INCODE_CONFLICT';
+  if (status === 413) return 'INCODE_PAYLOAD_TOO_LARGE';
+  if (status === 429) return 'INCODE_RATE_LIMITED';
+  if (status === 408 || status === 504) return 'INCODE_TIMEOUT';
+  if (status >= 500) return 'INCODE_UNAVAILABLE';
+  return 'INCODE_BAD_RESPONSE';
+}
+
+function parseRetryAfter(value: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (!v) return undefined;
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now());
+}
+
+/** Keeps only a short, printable error text: the envelope is Incode's, but never echo more than a phrase. */
+function safeText(s: unknown): string | undefined {
+  if (typeof s !== 'string') return undefined;
+  const t = s.replace(/[^\x20-\x7e]/g, '').slice(0, 120);
+  // A JWT-looking or key-looking run never leaves this module.
+  return t.replace(/eyJ[\w-]+\.[\w-]+\.[\w-]+/g, '[token]').replace(/[A-Za-z0-9_-]{32,}/g, '[redacted]');
+}
+
+/** The one factory: HTTP status + parsed body (maybe not an envelope) → IncodeError. */
+export function incodeErrorFromResponse(operation: string, status: number, body: unknown, headers: Record<string, string | string[] | undefined> = {}): IncodeError {
+  const env = (body && typeof body === 'object' ? body : {}) as IncodeErrorBody;
+  const incodeStatus = typeof env.status === 'number' ? env.status : status;
+  const incodeError = safeText(env.error);
+  const code = codeForStatus(status);
+  return new IncodeError(code, operation, `Incode ${operation} failed with HTTP ${status}${incodeStatus !== status ? ` (Incode status ${incodeStatus})` : ''}`, {
+    httpStatus: status,
+    incodeStatus,
+    incodeError,
+    retryAfterMs: parseRetryAfter(headers['retry-after']),
+  });
+}
+
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/** Transport failures (undici errors) → IncodeError. */
+export function incodeErrorFromTransport(operation: string, err: unknown): IncodeError {
+  const e = err as { code?: string; name?: string };
+  const code = e?.code ?? '';
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || e?.name === 'TimeoutError' || e?.name === 'AbortError')
+    return new IncodeError('INCODE_TIMEOUT', operation, `Incode ${operation} timed out`);
+  if (code === 'UND_ERR_CONNECT_TIMEOUT')
+    return new IncodeError('INCODE_TIMEOUT', operation, `Incode ${operation} timed out while connecting`, { notSent: true });
+  return new IncodeError('INCODE_CONNECTION', operation, `Incode ${operation} failed: ${code || 'connection error'}`, { notSent: NOT_SENT_CODES.has(code) });
+}
+
+export function circuitOpenError(operation: string, retryAfterMs: number): IncodeError {
+  return new IncodeError('INCODE_CIRCUIT_OPEN', operation, `Incode ${operation} is failing; calls paused`, { retryAfterMs, notSent: true });
+}

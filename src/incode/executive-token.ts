@@ -1,0 +1,57 @@
+// Executive token cache: one login in flight at a time, renewed well before Incode's 24 h expiry.
+import type { IncodeClient } from './client';
+
+const LIFETIME_MS = 24 * 60 * 60 * 1000;
+
+export class ExecutiveTokenProvider {
+  private token: string | null = null;
+  private expiresAt = 0;
+  private inflight: Promise<string> | null = null;
+
+  constructor(
+    private readonly client: IncodeClient,
+    private readonly credentials: { email: string; password: string } | undefined,
+    /** Renew when less than this much lifetime is left. */
+    private readonly renewBeforeMs = 60 * 60 * 1000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get configured(): boolean {
+    return !!this.credentials;
+  }
+
+  async get(): Promise<string> {
+    if (!this.credentials) throw new Error('executive credentials are not configured');
+    if (this.token && this.now() < this.expiresAt - this.renewBeforeMs) return this.token;
+    if (!this.inflight) {
+      const { email, password } = this.credentials;
+      this.inflight = this.client
+        .executiveLogin(email, password)
+        .then((r) => {
+          this.token = r.token;
+          this.expiresAt = this.now() + (jwtLifetimeMs(r.token) ?? LIFETIME_MS);
+          return r.token;
+        })
+        .finally(() => {
+          this.inflight = null;
+        });
+    }
+    return this.inflight;
+  }
+
+  /** After a 401 the token is dropped so the next get() logs in again. */
+  invalidate(): void {
+    this.token = null;
+  }
+}
+
+/** Reads exp-iat from a JWT-shaped token when present; Incode documents 24 h, the token may say otherwise. */
+function jwtLifetimeMs(token: string): number | undefined {
+  try {
+    const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iat?: number; exp?: number };
+    if (typeof claims.exp === 'number' && typeof claims.iat === 'number' && claims.exp > claims.iat) return (claims.exp - claims.iat) * 1000;
+  } catch {
+    /* opaque token */
+  }
+  return undefined;
+}

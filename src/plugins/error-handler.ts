@@ -1,0 +1,57 @@
+// The one error handler: every failure becomes {code, message, requestId}; 5xx never carry internals.
+import fp from 'fastify-plugin';
+import type { FastifyError } from 'fastify';
+import { AppError } from '../errors';
+import { IncodeError } from '../incode/errors';
+
+interface Mapped {
+  status: number;
+  code: string;
+  message: string;
+  headers?: Record<string, string>;
+}
+
+function map(err: FastifyError | Error): Mapped {
+  if (err instanceof AppError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers };
+  if (err instanceof IncodeError) {
+    if (err.code === 'INCODE_CIRCUIT_OPEN')
+      return { status: 503, code: 'INCODE_UNAVAILABLE', message: 'Incode is failing; try again shortly', headers: { 'retry-after': String(Math.max(1, Math.ceil((err.details.retryAfterMs ?? 1000) / 1000))) } };
+    if (err.code === 'INCODE_TIMEOUT') return { status: 504, code: 'INCODE_TIMEOUT', message: 'Incode did not answer in time' };
+    return { status: 502, code: err.code, message: `Incode refused or failed the ${err.operation} call` };
+  }
+  const fe = err as FastifyError;
+  if (fe.validation) return { status: 400, code: 'VALIDATION_FAILED', message: fe.message.slice(0, 300) };
+  switch (fe.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return { status: 413, code: 'BODY_TOO_LARGE', message: 'Request body is too large' };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Content-Type must be application/json' };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return { status: 400, code: 'INVALID_JSON', message: 'Body is empty but Content-Type is application/json' };
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return { status: 400, code: 'INVALID_CONTENT_LENGTH', message: 'Content-Length does not match the body' };
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON' };
+  }
+  if (fe.statusCode === 429) return { status: 429, code: 'RATE_LIMITED', message: fe.message || 'Too many requests' };
+  if (err instanceof SyntaxError || fe.code === 'FST_ERR_BAD_STATUS_CODE') return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON' };
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
+    return { status: fe.statusCode, code: fe.code ?? 'BAD_REQUEST', message: fe.message.slice(0, 300) };
+  return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
+}
+
+export default fp(
+  async (app) => {
+    app.setErrorHandler((err, req, reply) => {
+      const m = map(err as FastifyError);
+      if (m.status >= 500) req.log.error({ err: { type: (err as Error).name, code: (err as FastifyError).code, message: (err as Error).message } }, 'request failed');
+      else req.log.info({ code: m.code, status: m.status }, 'request refused');
+      if (m.headers) reply.headers(m.headers);
+      reply.status(m.status).send({ code: m.code, message: m.message, requestId: req.id });
+    });
+    app.setNotFoundHandler((req, reply) => {
+      reply.status(404).send({ code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}`, requestId: req.id });
+    });
+  },
+  { name: 'error-handler' },
+);

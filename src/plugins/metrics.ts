@@ -1,0 +1,59 @@
+// Prometheus metrics on a registry owned by this app instance (no global default registry).
+import fp from 'fastify-plugin';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export function createMetrics() {
+  const registry = new Registry();
+  // Filled in by the results plugin once the store exists; read at scrape time.
+  const sources: { jobCounts: null | (() => Promise<Record<string, number>>) } = { jobCounts: null };
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    httpDuration: new Histogram({ name: 'http_request_duration_seconds', help: 'HTTP request latency by route and status', labelNames: ['method', 'route', 'status_code'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] }),
+    incodeDuration: new Histogram({ name: 'incode_call_duration_seconds', help: 'Incode call latency by operation and outcome', labelNames: ['operation', 'outcome'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] }),
+    circuitState: new Gauge({ name: 'incode_circuit_state', help: 'Circuit per Incode operation group: 0 closed, 1 half-open, 2 open', labelNames: ['group'], registers: [registry] }),
+    sessionsCreated: new Counter({ name: 'sessions_created_total', help: 'Incode sessions created through POST /session and /onboardings', labelNames: ['route'], registers: [registry] }),
+    webhooks: new Counter({ name: 'webhooks_received_total', help: 'Incode webhooks by onboarding status and authentication result', labelNames: ['status', 'auth'], registers: [registry] }),
+    jobs: new Counter({ name: 'result_jobs_total', help: 'Result pipeline jobs by kind and outcome (done, retry, dead)', labelNames: ['kind', 'outcome'], registers: [registry] }),
+    jobAttempts: new Histogram({ name: 'result_job_attempts', help: 'Attempts a job took to finish', labelNames: ['kind'], buckets: [1, 2, 3, 5, 8, 13], registers: [registry] }),
+    deadLetters: new Counter({ name: 'result_jobs_dead_letters_total', help: 'Jobs that exhausted their attempts', labelNames: ['kind'], registers: [registry] }),
+    sources,
+    queueDepth: new Gauge({
+      name: 'result_jobs_queue_depth',
+      help: 'Jobs by state in the durable queue',
+      labelNames: ['state'],
+      registers: [registry],
+      async collect() {
+        if (!sources.jobCounts) return;
+        for (const [state, n] of Object.entries(await sources.jobCounts())) this.set({ state }, n);
+      },
+    }),
+    pollingRepairs: new Counter({ name: 'polling_repairs_total', help: 'Results that arrived through polling with no webhook', registers: [registry] }),
+    resultsStored: new Counter({ name: 'results_stored_total', help: 'Sessions whose scores and OCR were stored, by decision', labelNames: ['decision'], registers: [registry] }),
+    shed: new Counter({ name: 'load_shed_total', help: 'Requests refused with 503 because the event loop lagged', registers: [registry] }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics;
+  }
+}
+
+export default fp(
+  async (app) => {
+    const metrics = createMetrics();
+    app.decorate('metrics', metrics);
+    app.addHook('onResponse', async (req, reply) => {
+      const route = req.routeOptions.url ?? 'unmatched';
+      metrics.httpDuration.observe({ method: req.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    });
+    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+      reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+  },
+  { name: 'metrics' },
+);

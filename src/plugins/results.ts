@@ -1,0 +1,85 @@
+// Decorates the app with the results pipeline and runs its job worker and polling reconciler.
+import fp from 'fastify-plugin';
+import type { Config } from '../config';
+import { ResultsPipeline } from '../results/pipeline';
+import { JobWorker } from '../results/worker';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    results: ResultsPipeline;
+    worker: JobWorker;
+  }
+}
+
+export default fp<{ config: Config; runWorker?: boolean }>(
+  async (app, opts) => {
+    const { config } = opts;
+    let worker: JobWorker | null = null;
+    const pipeline = new ResultsPipeline({
+      store: app.store,
+      incode: () => app.incode,
+      executiveTokens: () => app.executiveTokens,
+      config,
+      metrics: app.metrics,
+      log: app.log,
+      kick: () => worker?.kick(),
+    });
+    worker = new JobWorker({
+      store: app.store,
+      handle: (job) => pipeline.handle(job),
+      onDead: (job, code) => pipeline.onDead(job, code),
+      concurrency: config.results.workerConcurrency,
+      maxAttempts: config.results.jobMaxAttempts,
+      backoffMs: config.results.jobBackoffMs,
+      log: app.log,
+      metrics: app.metrics,
+    });
+    app.decorate('results', pipeline);
+    app.decorate('worker', worker);
+
+    app.metrics.sources.jobCounts = () => app.store.countJobs();
+
+    let pollTimer: NodeJS.Timeout | null = null;
+    let purgeTimer: NodeJS.Timeout | null = null;
+    let polling = false;
+    const pollTick = async () => {
+      if (polling) return;
+      polling = true;
+      try {
+        await pipeline.pollDue();
+      } catch (err) {
+        app.log.error({ err: { message: (err as Error).message } }, 'polling failed');
+      } finally {
+        polling = false;
+      }
+    };
+    const purge = async () => {
+      try {
+        const n = await app.store.purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now());
+        if (n) app.log.info({ erased: n }, 'retention purge');
+      } catch (err) {
+        app.log.error({ err: { message: (err as Error).message } }, 'retention purge failed');
+      }
+    };
+
+    if (opts.runWorker !== false) {
+      app.addHook('onReady', async () => {
+        worker!.start();
+        if (config.results.mode !== 'webhook') {
+          pollTimer = setInterval(pollTick, Math.min(1000, config.results.pollIntervalMs));
+          pollTimer.unref();
+        }
+        void purge();
+        purgeTimer = setInterval(purge, 3_600_000);
+        purgeTimer.unref();
+      });
+    }
+    // Runs before the store closes (hooks close in reverse order of registration).
+    app.addHook('preClose', async () => {
+      if (pollTimer) clearInterval(pollTimer);
+      if (purgeTimer) clearInterval(purgeTimer);
+      await worker!.stop(config.shutdownGraceMs);
+    });
+  },
+  { name: 'results', dependencies: ['store', 'incode', 'metrics'] },
+);

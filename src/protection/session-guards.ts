@@ -1,0 +1,90 @@
+// Cost protection for routes that create billable Incode sessions: caller auth, rate limits, idempotency keys.
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config';
+import { AppError } from '../errors';
+import { bearer, matchesAny, sha256Hex } from '../security';
+import type { RateCounter } from './rate-counter';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who called, for rate-limit and idempotency scopes: an app key's hash, a JWT subject, or nobody. */
+    caller?: string;
+  }
+}
+
+export interface SessionGuards {
+  authenticate: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  rateLimit: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  /** Runs create() once per Idempotency-Key; a retry with the same key and body gets the same session. */
+  idempotent<T extends { interviewId: string }>(req: FastifyRequest, request: unknown, create: () => Promise<T>, replay: (interviewId: string) => Promise<T>): Promise<T>;
+}
+
+export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter | null): SessionGuards {
+  const { callerAuth, rateLimit } = config;
+  const jwks = callerAuth.mode === 'jwt' && callerAuth.jwksUrl ? createRemoteJWKSet(new URL(callerAuth.jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 }) : null;
+
+  async function authenticate(req: FastifyRequest): Promise<void> {
+    if (callerAuth.mode === 'none') return;
+    if (callerAuth.mode === 'app-keys') {
+      const key = req.headers['x-app-key'];
+      if (typeof key !== 'string' || !matchesAny(key, callerAuth.appKeys)) throw new AppError(401, 'UNAUTHORIZED', 'A valid X-App-Key header is required');
+      req.caller = `key:${sha256Hex(key).slice(0, 16)}`;
+      return;
+    }
+    const token = bearer(req.headers.authorization);
+    if (!token) throw new AppError(401, 'UNAUTHORIZED', 'A bearer token from your identity provider is required', { 'www-authenticate': 'Bearer' });
+    try {
+      const { payload } = await jwtVerify(token, jwks!, { issuer: callerAuth.issuer, audience: callerAuth.audience, clockTolerance: 30 });
+      req.caller = `sub:${String(payload.sub ?? 'unknown')}`;
+    } catch {
+      throw new AppError(401, 'UNAUTHORIZED', 'Bearer token is invalid, expired or not for this service', { 'www-authenticate': 'Bearer error="invalid_token"' });
+    }
+  }
+
+  async function limit(scope: string, key: string, max: number, reply: FastifyReply, what: string): Promise<void> {
+    if (!counter || max <= 0) return;
+    const { count, resetMs } = await counter.hit(`${scope}:${key}`, rateLimit.windowMs);
+    if (count > max) {
+      const retry = Math.max(1, Math.ceil(resetMs / 1000));
+      reply.header('x-ratelimit-limit', String(max));
+      throw new AppError(429, 'RATE_LIMITED', `Too many sessions ${what}; retry in ${retry} s`, { 'retry-after': String(retry) });
+    }
+  }
+
+  async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
+    await limit('ip', req.ip, rateLimit.perIp, reply, 'from this address');
+    const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
+    if (typeof ext === 'string') await limit('customer', sha256Hex(ext), rateLimit.perCustomer, reply, 'for this customer');
+    await limit('global', 'all', rateLimit.global, reply, 'for this service');
+  }
+
+  async function idempotent<T extends { interviewId: string }>(req: FastifyRequest, request: unknown, create: () => Promise<T>, replay: (interviewId: string) => Promise<T>): Promise<T> {
+    const raw = req.headers['idempotency-key'];
+    if (typeof raw !== 'string' || raw === '') return create();
+    const scope = `session:${req.caller ?? 'anonymous'}`;
+    const key = sha256Hex(raw);
+    const requestHash = sha256Hex(JSON.stringify(request));
+    const now = Date.now();
+    const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + config.idempotencyTtlSeconds * 1000, now);
+    if (claim.state !== 'new' && claim.requestHash !== requestHash)
+      throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
+    if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', { 'retry-after': '1' });
+    if (claim.state === 'done') {
+      const { interviewId } = claim.response as { interviewId: string };
+      return replay(interviewId);
+    }
+    try {
+      const out = await create();
+      // Only the id is kept: the token stays encrypted in the sessions table.
+      await app.store.completeIdempotencyKey(scope, key, { interviewId: out.interviewId });
+      return out;
+    } catch (err) {
+      await app.store.releaseIdempotencyKey(scope, key).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  return { authenticate: (req) => authenticate(req), rateLimit: rateLimitHook, idempotent };
+}

@@ -1,0 +1,244 @@
+// The one path to a result: webhook, poll or refresh → verify by fetch → monotonic status → results job → callback.
+import type { FastifyBaseLogger } from 'fastify';
+import type { Config } from '../config';
+import type { IncodeClient } from '../incode/client';
+import { IncodeError } from '../incode/errors';
+import type { ExecutiveTokenProvider } from '../incode/executive-token';
+import type { OnboardingStatusWebhook } from '../incode/types';
+import type { Metrics } from '../plugins/metrics';
+import type { Job, SessionRecord, Store } from '../store/types';
+import { sendCallback } from './callback';
+import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank } from './status';
+
+export type Source = 'webhook' | 'poll' | 'refresh' | 'orchestrator';
+
+/** A job failure with a stable code; retryable ones go back to the queue with backoff. */
+export class JobError extends Error {
+  constructor(
+    readonly code: string,
+    readonly retryable: boolean,
+  ) {
+    super(code);
+  }
+}
+
+export interface PipelineDeps {
+  store: Store;
+  incode: () => IncodeClient;
+  executiveTokens: () => ExecutiveTokenProvider;
+  config: Config;
+  metrics: Metrics;
+  log: FastifyBaseLogger;
+  /** Called after a job is enqueued so a local worker picks it up at once. */
+  kick?: () => void;
+  now?: () => number;
+}
+
+export class ResultsPipeline {
+  private readonly now: () => number;
+  constructor(private readonly d: PipelineDeps) {
+    this.now = d.now ?? Date.now;
+  }
+
+  /** Records the webhook durably (idempotent per interviewId + status); processing happens in a job. */
+  async ingestWebhook(body: OnboardingStatusWebhook): Promise<{ duplicate: boolean }> {
+    const now = this.now();
+    const key = `${body.interviewId}:${body.onboardingStatus}`;
+    // externalId is the customer's own user id: kept out of the inbox (it is PII-adjacent and not needed).
+    const payload = { interviewId: body.interviewId, onboardingStatus: body.onboardingStatus, clientId: body.clientId, flowId: body.flowId };
+    const inserted = await this.d.store.recordEvent(
+      { key, interviewId: body.interviewId, onboardingStatus: body.onboardingStatus, payload, receivedAt: now },
+      { kind: 'verify', subject: body.interviewId, payload: { source: 'webhook', eventKey: key }, runAt: now },
+    );
+    if (inserted) this.d.kick?.();
+    return { duplicate: !inserted };
+  }
+
+  /** Fetch now: the status is re-read and, when final, scores and OCR are fetched again. */
+  async refresh(interviewId: string): Promise<void> {
+    const now = this.now();
+    await this.d.store.enqueueJob({ kind: 'verify', subject: interviewId, payload: { source: 'refresh' }, runAt: now, dedupeKey: `verify:${interviewId}:refresh` }, now);
+    this.d.kick?.();
+  }
+
+  /** Enqueues a status check for every session due for a poll and schedules its next one with backoff. */
+  async pollDue(limit = 200): Promise<number> {
+    const now = this.now();
+    const due = await this.d.store.sessionsDueForPoll(now, limit);
+    const { pollIntervalMs, pollMaxIntervalMs, pollGiveUpHours } = this.d.config.results;
+    for (const s of due) {
+      if (isTerminal(s.onboardingStatus) || s.resultsStatus === 'erased') {
+        await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts, now);
+        continue;
+      }
+      if (now - s.createdAt > pollGiveUpHours * 3_600_000) {
+        await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts, now);
+        await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now);
+        continue;
+      }
+      await this.d.store.enqueueJob({ kind: 'verify', subject: s.interviewId, payload: { source: 'poll' }, runAt: now, dedupeKey: `verify:${s.interviewId}:poll` }, now);
+      const attempts = s.pollAttempts + 1;
+      const delay = Math.min(pollMaxIntervalMs, pollIntervalMs * 2 ** Math.min(attempts, 20));
+      await this.d.store.schedulePoll(s.interviewId, now + delay, attempts, now);
+    }
+    if (due.length) this.d.kick?.();
+    return due.length;
+  }
+
+  /** First poll time for a new session, or null when polling is off. */
+  firstPollAt(now: number): number | null {
+    return this.d.config.results.mode === 'webhook' ? null : now + this.d.config.results.pollIntervalMs;
+  }
+
+  async handle(job: Job): Promise<void> {
+    switch (job.kind) {
+      case 'verify':
+        return this.verify(job);
+      case 'results':
+        return this.fetchResults(job);
+      case 'callback':
+        return this.callback(job);
+      default:
+        throw new JobError('UNKNOWN_JOB_KIND', false);
+    }
+  }
+
+  /** Called when a job is dead-lettered: the session shows why, the audit keeps it without PII. */
+  async onDead(job: Job, code: string): Promise<void> {
+    const now = this.now();
+    await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
+    if (job.kind === 'results') await this.d.store.setResultsStatus(job.subject, 'failed', code, now);
+  }
+
+  // ---- jobs ----
+
+  private async verify(job: Job): Promise<void> {
+    const id = job.subject;
+    const source = (job.payload.source as Source) ?? 'webhook';
+    const now = this.now();
+    const session = await this.d.store.getSession(id);
+    if (session?.resultsStatus === 'erased') return this.done(job);
+    const token = await this.readToken(session, id);
+    if (!token) return this.done(job);
+
+    let status: string;
+    try {
+      status = (await this.d.incode().getOnboardingStatus(token.value, id)).onboardingStatus;
+    } catch (err) {
+      if (err instanceof IncodeError && (err.code === 'INCODE_NOT_FOUND' || err.code === 'INCODE_BAD_REQUEST') && !session) {
+        // A webhook for a session Incode does not know: forged or misrouted. Recorded, nothing created.
+        await this.d.store.audit('webhook-unverified', id, { code: err.code }, now);
+        return this.done(job);
+      }
+      throw this.asJobError(err, token);
+    }
+    if (typeof status !== 'string' || !isKnownStatus(status)) {
+      await this.d.store.audit('unknown-status', id, { status: String(status).slice(0, 64) }, now);
+      return this.done(job);
+    }
+    if (!session) await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: null });
+    await this.apply(id, status, source);
+    await this.done(job);
+  }
+
+  /** Moves the session forward (never back) and starts the results job when the status has results. */
+  async apply(interviewId: string, status: string, source: Source): Promise<void> {
+    const now = this.now();
+    const rank = statusRank(status);
+    const { changed, session } = await this.d.store.advanceStatus(interviewId, status, rank, rank === PROGRESS_RANK, now);
+    if (!session) return;
+    const current = session.onboardingStatus;
+    if (isTerminal(current) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts, now);
+    if (changed && current === 'EXPIRED') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
+    const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'pending' || session.resultsStatus === 'failed');
+    if (wantResults) {
+      const enq = await this.d.store.enqueueJob(
+        { kind: 'results', subject: interviewId, payload: { status: current, source }, runAt: now, dedupeKey: `results:${interviewId}:${current}` },
+        now,
+      );
+      if (enq) this.d.kick?.();
+    }
+  }
+
+  private async fetchResults(job: Job): Promise<void> {
+    const id = job.subject;
+    const session = await this.d.store.getSession(id);
+    if (!session || session.resultsStatus === 'erased') return this.done(job);
+    const token = await this.readToken(session, id);
+    if (!token) return this.done(job);
+    const incode = this.d.incode();
+    try {
+      if (this.d.config.results.markComplete && session.origin === 'broker' && session.onboardingStatus !== 'ONBOARDING_FINISHED') {
+        await incode.finishStatus(token.value).catch((e: unknown) => {
+          if (!(e instanceof IncodeError && e.isClientError)) throw e;
+        });
+      }
+      const [scores, ocr] = await Promise.all([incode.getScore(token.value, id), incode.getOcrData(token.value, id)]);
+      const now = this.now();
+      // The session's current status decides (a reviewer's verdict may have arrived meanwhile).
+      const latest = (await this.d.store.getSession(id)) ?? session;
+      const decision = decisionFor(latest.onboardingStatus, scores);
+      await this.d.store.saveResults(id, { scores, ocr, fetchedAt: now }, decision, now);
+      this.d.metrics.resultsStored.inc({ decision });
+      if (job.payload.source === 'poll') this.d.metrics.pollingRepairs.inc();
+      if (this.d.config.callback.url) {
+        await this.d.store.enqueueJob(
+          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}` },
+          now,
+        );
+        this.d.kick?.();
+      }
+      this.d.log.info({ interviewId: id, decision }, 'results stored');
+    } catch (err) {
+      throw this.asJobError(err, token);
+    }
+  }
+
+  private async callback(job: Job): Promise<void> {
+    const { url, secret } = this.d.config.callback;
+    if (!url || !secret) return;
+    const ok = await sendCallback(url, secret, {
+      id: `${job.subject}:${job.payload.onboardingStatus}`,
+      type: 'session.results_ready',
+      data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision },
+    });
+    if (!ok.delivered) throw new JobError(ok.code, true);
+  }
+
+  // ---- helpers ----
+
+  private async done(job: Job): Promise<void> {
+    if (job.kind === 'verify' && typeof job.payload.eventKey === 'string') await this.d.store.markEventProcessed(job.payload.eventKey, this.now());
+  }
+
+  /** The session's own token when this broker created it, else an executive token, else null (recorded). */
+  private async readToken(session: SessionRecord | null, id: string): Promise<{ value: string; executive: boolean } | null> {
+    if (session?.origin === 'broker' && session.token) return { value: session.token, executive: false };
+    const exec = this.d.executiveTokens();
+    if (!exec.configured) {
+      const now = this.now();
+      await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: null });
+      await this.d.store.setResultsStatus(id, 'unprocessable', 'EXECUTIVE_CREDENTIALS_MISSING', now);
+      this.d.log.warn({ interviewId: id }, 'session created elsewhere; no executive credentials to read it');
+      return null;
+    }
+    try {
+      return { value: await exec.get(), executive: true };
+    } catch (err) {
+      throw this.asJobError(err, null);
+    }
+  }
+
+  private asJobError(err: unknown, token: { executive: boolean } | null): JobError {
+    if (err instanceof JobError) return err;
+    if (err instanceof IncodeError) {
+      if (err.code === 'INCODE_UNAUTHORIZED' && token?.executive) {
+        this.d.executiveTokens().invalidate();
+        return new JobError(err.code, true);
+      }
+      return new JobError(err.code, err.retryable);
+    }
+    this.d.log.error({ err: { message: (err as Error)?.message } }, 'job failed unexpectedly');
+    return new JobError('INTERNAL_ERROR', true);
+  }
+}

@@ -1,0 +1,50 @@
+// Onboarding status ranks (statuses only move forward) and the decision taken from Incode's overall score.
+import type { Decision } from '../store/types';
+
+export const PROGRESS_RANK = 1;
+
+const RANKS: Record<string, number> = {
+  UNKNOWN: 0,
+  ID_VALIDATION_FINISHED: PROGRESS_RANK,
+  ID_VALIDATION_FINISHED_SECOND_ID: PROGRESS_RANK,
+  GOVERNMENT_VALIDATION_FINISHED: PROGRESS_RANK,
+  POST_PROCESSING_FINISHED: PROGRESS_RANK,
+  FACE_VALIDATION_FINISHED: PROGRESS_RANK,
+  ONBOARDING_FINISHED: 2,
+  // EXPIRED ends a session that never finished, so it ranks with ONBOARDING_FINISHED and cannot replace it.
+  EXPIRED: 2,
+  MANUAL_REVIEW_APPROVED: 3,
+  MANUAL_REVIEW_REJECTED: 3,
+};
+
+export function isKnownStatus(status: string): boolean {
+  return status in RANKS;
+}
+
+export function statusRank(status: string): number {
+  return RANKS[status] ?? 0;
+}
+
+/** Statuses after which scores and OCR are final and worth fetching. */
+export function hasResults(status: string): boolean {
+  return status === 'ONBOARDING_FINISHED' || status === 'MANUAL_REVIEW_APPROVED' || status === 'MANUAL_REVIEW_REJECTED';
+}
+
+/** Nothing more will happen to a session in one of these (polling stops). */
+export function isTerminal(status: string): boolean {
+  return hasResults(status) || status === 'EXPIRED';
+}
+
+/** OK and MANUAL_OK approve, FAIL and MANUAL_FAIL decline, everything else (WARN included) goes to review. */
+export function decisionFromOverall(overallStatus: unknown): Decision {
+  if (overallStatus === 'OK' || overallStatus === 'MANUAL_OK') return 'approve';
+  if (overallStatus === 'FAIL' || overallStatus === 'MANUAL_FAIL') return 'decline';
+  return 'review';
+}
+
+/** A reviewer's decision replaces the automatic one. */
+export function decisionFor(status: string, scores: { overall?: { status?: unknown } } | null | undefined): Decision {
+  if (status === 'MANUAL_REVIEW_APPROVED') return 'approve';
+  if (status === 'MANUAL_REVIEW_REJECTED') return 'decline';
+  return decisionFromOverall(scores?.overall?.status);
+}

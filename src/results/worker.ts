@@ -1,0 +1,119 @@
+// Durable job worker: claims leased jobs, runs them with bounded concurrency, retries with backoff, dead-letters.
+import { randomUUID } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Metrics } from '../plugins/metrics';
+import type { Job, Store } from '../store/types';
+import { JobError } from './pipeline';
+
+export interface WorkerOptions {
+  store: Store;
+  handle: (job: Job) => Promise<void>;
+  onDead: (job: Job, code: string) => Promise<void>;
+  concurrency: number;
+  maxAttempts: number;
+  backoffMs: number;
+  /** A job whose worker died is claimed again after this long (kill -9 recovery). */
+  leaseMs?: number;
+  idleMs?: number;
+  log: FastifyBaseLogger;
+  metrics: Metrics;
+  now?: () => number;
+}
+
+export class JobWorker {
+  readonly owner = `w-${randomUUID()}`;
+  private running = false;
+  private active = new Set<Promise<void>>();
+  private wake: (() => void) | null = null;
+  private loop: Promise<void> | null = null;
+  private kicked = false;
+  private readonly now: () => number;
+
+  constructor(private readonly o: WorkerOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** New work was enqueued in this process: look now instead of at the next idle tick. */
+  kick(): void {
+    this.kicked = true;
+    this.wake?.();
+  }
+
+  /** Stops claiming; waits for running jobs up to graceMs (unfinished ones are re-claimed after their lease). */
+  async stop(graceMs: number): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loop;
+    if (this.active.size) await Promise.race([Promise.allSettled([...this.active]), new Promise((r) => setTimeout(r, graceMs).unref())]);
+  }
+
+  get busy(): number {
+    return this.active.size;
+  }
+
+  private async run(): Promise<void> {
+    const idleMs = this.o.idleMs ?? 200;
+    while (this.running) {
+      const free = this.o.concurrency - this.active.size;
+      let claimed: Job[] = [];
+      this.kicked = false;
+      if (free > 0) {
+        try {
+          claimed = await this.o.store.claimJobs(this.owner, free, this.o.leaseMs ?? 120_000, this.now());
+        } catch (err) {
+          this.o.log.error({ err: { message: (err as Error).message } }, 'claiming jobs failed');
+        }
+      }
+      for (const job of claimed) {
+        const p = this.execute(job).finally(() => {
+          this.active.delete(p);
+          this.wake?.();
+        });
+        this.active.add(p);
+      }
+      if (claimed.length === free && free > 0) continue;
+      if (this.kicked) continue;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, idleMs);
+        t.unref();
+        this.wake = () => {
+          clearTimeout(t);
+          this.wake = null;
+          resolve();
+        };
+      });
+    }
+  }
+
+  private async execute(job: Job): Promise<void> {
+    const { store, metrics, log } = this.o;
+    try {
+      await this.o.handle(job);
+      await store.completeJob(job.id, this.owner, this.now());
+      metrics.jobs.inc({ kind: job.kind, outcome: 'done' });
+      metrics.jobAttempts.observe({ kind: job.kind }, job.attempts);
+    } catch (err) {
+      const e = err instanceof JobError ? err : new JobError('INTERNAL_ERROR', true);
+      const now = this.now();
+      if (e.retryable && job.attempts < this.o.maxAttempts) {
+        // Exponential backoff with full jitter.
+        const delay = Math.round(this.o.backoffMs * 2 ** (job.attempts - 1) * (0.5 + Math.random()));
+        await store.failJob(job.id, this.owner, e.code, now + delay, now).catch(() => undefined);
+        metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
+        log.warn({ jobKind: job.kind, interviewId: job.subject, attempt: job.attempts, code: e.code }, 'job failed; retrying');
+      } else {
+        await store.failJob(job.id, this.owner, e.code, null, now).catch(() => undefined);
+        await this.o.onDead(job, e.code).catch(() => undefined);
+        metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
+        metrics.deadLetters.inc({ kind: job.kind });
+        log.error({ jobKind: job.kind, interviewId: job.subject, attempts: job.attempts, code: e.code }, 'job dead-lettered');
+      }
+    }
+  }
+}

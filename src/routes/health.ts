@@ -1,0 +1,47 @@
+// Liveness (/healthz) and readiness (/readyz: configuration valid, database and Incode reachable, not draining).
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { request } from 'undici';
+
+const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
+const Ready = Type.Object({ status: Type.String(), sandbox: Type.Boolean(), checks: Type.Object({ config: Check, database: Check, incode: Check, draining: Check }) });
+
+export interface HealthOptions {
+  sandbox: boolean;
+  upstreamUrl: () => string;
+  isDraining: () => boolean;
+}
+
+const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts) => {
+  let cached: { at: number; ok: boolean; detail?: string } = { at: 0, ok: false };
+
+  // Any HTTP answer proves Incode is reachable; cached briefly so probes do not hammer it.
+  async function upstream(): Promise<{ ok: boolean; detail?: string }> {
+    if (Date.now() - cached.at < 5000) return cached;
+    try {
+      const res = await request(opts.upstreamUrl() + '/omni/get/onboarding/status', { method: 'GET', headers: { 'api-version': '1.0' }, headersTimeout: 2000, bodyTimeout: 2000 });
+      await res.body.dump();
+      cached = { at: Date.now(), ok: res.statusCode < 500 };
+      if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
+    } catch (err) {
+      cached = { at: Date.now(), ok: false, detail: (err as { code?: string }).code ?? 'unreachable' };
+    }
+    return cached;
+  }
+
+  app.get('/healthz', { schema: { summary: 'Liveness', tags: ['health'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
+
+  app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: { 200: Ready, 503: Ready } } }, async (_req, reply) => {
+    const database = await app.store.ping().then(
+      () => ({ ok: true }),
+      () => ({ ok: false, detail: 'unreachable' }),
+    );
+    const incode = await upstream();
+    const draining = { ok: !opts.isDraining() };
+    const ok = database.ok && incode.ok && draining.ok;
+    reply.status(ok ? 200 : 503);
+    return { status: ok ? 'ready' : 'not ready', sandbox: opts.sandbox, checks: { config: { ok: true }, database, incode, draining } };
+  });
+};
+
+export default healthRoutes;

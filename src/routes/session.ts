@@ -1,0 +1,141 @@
+// POST /session (token broker), POST /session/resume (new token, same onboarding), GET /session/status (app view).
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { Config } from '../config';
+import { AppError } from '../errors';
+import { isValidCountryCode } from '../iso3166';
+import type { StartRequest } from '../incode/types';
+import { withErrors } from '../schemas';
+import { randomToken, sha256Hex } from '../security';
+import type { SessionGuards } from '../protection/session-guards';
+
+const SessionBody = Type.Object(
+  {
+    countryCode: Type.Optional(Type.String({ minLength: 3, maxLength: 3, description: 'ALL (default) or an ISO 3166-1 alpha-3 code; BRA for Brazilian IDs' })),
+    configurationId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$', description: 'Incode flow id; INCODE_CONFIGURATION_ID by default' })),
+    language: Type.Optional(Type.String({ pattern: '^[a-z]{2}(-[A-Z]{2})?$', description: 'e.g. en-US, es-ES, pt-BR' })),
+    externalCustomerId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description: 'Your user id' })),
+    redirectionUrl: Type.Optional(Type.String({ maxLength: 2048, pattern: '^https?://[^\\s]+$', description: 'Where the hosted flow returns the user' })),
+  },
+  { additionalProperties: false },
+);
+
+const SessionResponse = Type.Object({
+  token: Type.String({ description: 'Incode session token, for X-Incode-Hardware-Id / the Web SDK' }),
+  interviewId: Type.String(),
+  apiUrl: Type.String({ description: 'API URL to initialise the SDK with; ends in /0/ (token-only endpoints)' }),
+  resumeToken: Type.String({ description: 'Opaque; POST /session/resume exchanges it for a fresh token of the same onboarding' }),
+  resumeTokenExpiresAt: Type.String({ format: 'date-time' }),
+});
+
+const ResumeBody = Type.Object({ resumeToken: Type.String({ minLength: 20, maxLength: 128 }) }, { additionalProperties: false });
+
+const StatusResponse = Type.Object({
+  interviewId: Type.String(),
+  onboardingStatus: Type.String(),
+  resultsStatus: Type.String(),
+  decision: Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]),
+});
+
+export interface SessionRouteOptions {
+  config: Config;
+  /** The SDK's API URL (sandbox: this service's /sandbox/incode/0/). */
+  sdkApiUrl: () => string;
+  guards: SessionGuards;
+}
+
+const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app, opts) => {
+  const { config, guards } = opts;
+
+  async function issue(interviewId: string, token: string, externalCustomerId: string | undefined, origin: 'created' | 'resumed') {
+    const now = Date.now();
+    const resumeToken = randomToken(32);
+    const expiresAt = now + config.resumeTokenTtlSeconds * 1000;
+    if (origin === 'created')
+      await app.store.upsertSession({ interviewId, origin: 'broker', externalCustomerId: externalCustomerId ?? null, token, tokenHash: sha256Hex(token), nextPollAt: app.results.firstPollAt(now), now });
+    else await app.store.replaceToken(interviewId, token, now);
+    await app.store.createResumeToken(sha256Hex(resumeToken), interviewId, expiresAt, now);
+    return { token, interviewId, apiUrl: opts.sdkApiUrl(), resumeToken, resumeTokenExpiresAt: new Date(expiresAt).toISOString() };
+  }
+
+  app.post(
+    '/session',
+    {
+      bodyLimit: config.limits.sessionBodyBytes,
+      preHandler: [guards.authenticate, guards.rateLimit],
+      schema: {
+        summary: 'Start an Incode onboarding and get its session token',
+        tags: ['session'],
+        headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
+        body: Type.Optional(SessionBody),
+        response: withErrors({ 200: SessionResponse }, [401, 403, 422, 502, 504]),
+      },
+    },
+    async (req) => {
+      const body = req.body ?? {};
+      const countryCode = body.countryCode ?? 'ALL';
+      if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
+      const startReq: StartRequest = {
+        countryCode,
+        configurationId: body.configurationId ?? config.incode.configurationId,
+        externalCustomerId: body.externalCustomerId,
+        language: body.language,
+        redirectionUrl: body.redirectionUrl,
+      };
+      return guards.idempotent(req, startReq, async () => {
+        const started = await app.incode.start(startReq, { requestId: req.id });
+        app.metrics.sessionsCreated.inc({ route: 'session' });
+        return issue(started.interviewId, started.token, body.externalCustomerId, 'created');
+      }, async (interviewId) => {
+        const s = await app.store.getSession(interviewId);
+        if (!s?.token) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
+        return issue(interviewId, s.token, undefined, 'resumed');
+      });
+    },
+  );
+
+  app.post(
+    '/session/resume',
+    {
+      bodyLimit: config.limits.sessionBodyBytes,
+      preHandler: [guards.authenticate, guards.rateLimit],
+      schema: {
+        summary: 'Exchange a resume token for a fresh token of the same onboarding (no new Incode session)',
+        tags: ['session'],
+        body: ResumeBody,
+        response: withErrors({ 200: SessionResponse }, [401, 404, 502, 504]),
+      },
+    },
+    async (req) => {
+      const hash = sha256Hex(req.body.resumeToken);
+      const interviewId = await app.store.findResumeToken(hash, Date.now());
+      if (!interviewId) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown or expired');
+      const session = await app.store.getSession(interviewId);
+      if (!session || session.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The onboarding no longer exists');
+      const started = await app.incode.start({ interviewId }, { requestId: req.id });
+      if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
+      return issue(interviewId, started.token, undefined, 'resumed');
+    },
+  );
+
+  app.get(
+    '/session/status',
+    {
+      schema: {
+        summary: "The app's view of its own session: status and decision only, no personal data",
+        tags: ['session'],
+        headers: Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) }),
+        response: withErrors({ 200: StatusResponse }, [401]),
+      },
+    },
+    async (req) => {
+      const token = req.headers['x-incode-hardware-id'];
+      if (!token) throw new AppError(401, 'UNAUTHORIZED', 'X-Incode-Hardware-Id with the session token is required');
+      const session = await app.store.getSessionByTokenHash(sha256Hex(token));
+      if (!session) throw new AppError(401, 'UNAUTHORIZED', 'Unknown session token');
+      return { interviewId: session.interviewId, onboardingStatus: session.onboardingStatus, resultsStatus: session.resultsStatus, decision: session.decision };
+    },
+  );
+};
+
+export default sessionRoutes;

@@ -1,0 +1,135 @@
+// Results API for the customer's backend (service keys): read, list, refresh and erase sessions.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { Config } from '../config';
+import { AppError } from '../errors';
+import { serviceKeyGuard } from '../plugins/service-auth';
+import { withErrors } from '../schemas';
+import type { SessionRecord } from '../store/types';
+
+const InterviewParams = Type.Object({ interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
+const Decision = Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]);
+const ResultsStatus = Type.Union(['pending', 'ready', 'failed', 'unprocessable', 'erased'].map((s) => Type.Literal(s)));
+
+const Step = Type.Object({ step: Type.String(), outcome: Type.String(), code: Type.Optional(Type.Union([Type.String(), Type.Null()])), message: Type.Optional(Type.Union([Type.String(), Type.Null()])), at: Type.String() });
+
+const SessionSummary = Type.Object({
+  interviewId: Type.String(),
+  origin: Type.String(),
+  onboardingStatus: Type.String(),
+  resultsStatus: ResultsStatus,
+  decision: Decision,
+  lastError: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Type.String({ format: 'date-time' }),
+  updatedAt: Type.String({ format: 'date-time' }),
+});
+
+const SessionDetail = Type.Intersect([
+  SessionSummary,
+  Type.Object({
+    scores: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()], { description: "Incode's get/score payload as fetched" }),
+    ocr: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()], { description: "Incode's get/ocr-data payload as fetched" }),
+    fetchedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+    steps: Type.Array(Step),
+  }),
+]);
+
+const ListQuery = Type.Object(
+  {
+    onboardingStatus: Type.Optional(Type.String({ maxLength: 64, pattern: '^[A-Z0-9_]+$' })),
+    resultsStatus: Type.Optional(ResultsStatus),
+    decision: Type.Optional(Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review')])),
+    since: Type.Optional(Type.String({ format: 'date-time', description: 'updatedAt >= since' })),
+    until: Type.Optional(Type.String({ format: 'date-time', description: 'updatedAt < until' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+    cursor: Type.Optional(Type.String({ maxLength: 512 })),
+  },
+  { additionalProperties: false },
+);
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+export function summary(s: SessionRecord) {
+  return {
+    interviewId: s.interviewId,
+    origin: s.origin,
+    onboardingStatus: s.onboardingStatus,
+    resultsStatus: s.resultsStatus,
+    decision: s.decision,
+    lastError: s.lastError,
+    createdAt: iso(s.createdAt),
+    updatedAt: iso(s.updatedAt),
+  };
+}
+
+const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, opts) => {
+  app.addHook('onRequest', serviceKeyGuard(opts.config.adminApiKeys));
+  // Results are identity data: no intermediary may keep a copy.
+  app.addHook('onSend', async (_req, reply) => {
+    reply.header('cache-control', 'no-store');
+  });
+
+  app.get(
+    '/sessions/:interviewId',
+    { schema: { summary: 'A session with its decision, scores and OCR data', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 200: SessionDetail }, [401, 404]) } },
+    async (req) => {
+      const s = await app.store.getSession(req.params.interviewId);
+      if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
+      const [results, steps] = await Promise.all([app.store.getResults(s.interviewId), app.store.listSteps(s.interviewId)]);
+      return {
+        ...summary(s),
+        scores: (results?.scores as Record<string, unknown>) ?? null,
+        ocr: (results?.ocr as Record<string, unknown>) ?? null,
+        fetchedAt: results ? iso(results.fetchedAt) : null,
+        steps: steps.map((st) => ({ ...st, at: iso(st.at) })),
+      };
+    },
+  );
+
+  app.get(
+    '/sessions',
+    { schema: { summary: 'Sessions, newest first, filtered by status and time, with cursor pagination', tags: ['results'], security: [{ serviceKey: [] }], querystring: ListQuery, response: withErrors({ 200: Type.Object({ items: Type.Array(SessionSummary), nextCursor: Type.Union([Type.String(), Type.Null()]) }) }, [401]) } },
+    async (req) => {
+      const q = req.query;
+      const page = await app.store.listSessions({
+        onboardingStatus: q.onboardingStatus,
+        resultsStatus: q.resultsStatus as SessionRecord['resultsStatus'] | undefined,
+        decision: q.decision,
+        since: q.since ? Date.parse(q.since) : undefined,
+        until: q.until ? Date.parse(q.until) : undefined,
+        limit: q.limit ?? 50,
+        cursor: q.cursor,
+      }).catch((err: Error) => {
+        if (/cursor/i.test(err.message)) throw new AppError(400, 'INVALID_CURSOR', 'cursor is not one this API returned');
+        throw err;
+      });
+      return { items: page.items.map(summary), nextCursor: page.nextCursor };
+    },
+  );
+
+  app.post(
+    '/sessions/:interviewId/refresh',
+    { schema: { summary: 'Read the status from Incode now and fetch results if finished', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 202: Type.Object({ interviewId: Type.String(), queued: Type.Boolean() }) }, [401, 404, 409]) } },
+    async (req, reply) => {
+      const s = await app.store.getSession(req.params.interviewId);
+      if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
+      if (s.resultsStatus === 'erased') throw new AppError(409, 'SESSION_ERASED', 'This session was erased');
+      await app.results.refresh(s.interviewId);
+      reply.status(202);
+      return { interviewId: s.interviewId, queued: true };
+    },
+  );
+
+  app.delete(
+    '/sessions/:interviewId',
+    { schema: { summary: 'Erase the stored personal data of a session (an audit entry without PII is kept)', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 200: Type.Object({ interviewId: Type.String(), erased: Type.Boolean() }) }, [401, 404]) } },
+    async (req) => {
+      const ok = await app.store.eraseSession(req.params.interviewId, 'api-request', Date.now());
+      if (!ok) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
+      req.log.info({ interviewId: req.params.interviewId }, 'session erased');
+      return { interviewId: req.params.interviewId, erased: true };
+    },
+  );
+};
+
+export default sessionsRoutes;

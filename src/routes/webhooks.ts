@@ -1,0 +1,150 @@
+// Incode's onboarding-status webhook: OAuth 2.0 client-credentials token endpoint and the authenticated receiver.
+import { createHmac, randomBytes } from 'node:crypto';
+import formbody from '@fastify/formbody';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
+import type { Config } from '../config';
+import { AppError } from '../errors';
+import { withErrors } from '../schemas';
+import { bearer, safeEqual } from '../security';
+import { isKnownStatus } from '../results/status';
+import { MemoryRateCounter, type RateCounter } from '../protection/rate-counter';
+
+const WebhookBody = Type.Object(
+  {
+    interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }),
+    onboardingStatus: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Z0-9_]+$' }),
+    externalId: Type.Optional(Type.String({ maxLength: 256 })),
+    clientId: Type.Optional(Type.String({ maxLength: 128 })),
+    flowId: Type.Optional(Type.String({ maxLength: 128 })),
+  },
+  { additionalProperties: true },
+);
+
+const TokenBody = Type.Object(
+  { grant_type: Type.String({ maxLength: 64 }), scope: Type.Optional(Type.String({ maxLength: 256 })) },
+  { additionalProperties: true },
+);
+
+/** Stateless access tokens (HMAC over expiry and nonce) so any replica can check what another issued. */
+export class WebhookTokens {
+  private readonly key: Buffer;
+  constructor(secret: string, private readonly ttlSeconds: number) {
+    this.key = createHmac('sha256', 'incode-broker/webhook-token').update(secret).digest();
+  }
+  issue(now = Date.now()): { token: string; expiresIn: number } {
+    const exp = Math.floor(now / 1000) + this.ttlSeconds;
+    const body = `whk1.${exp}.${randomBytes(12).toString('base64url')}`;
+    return { token: `${body}.${this.mac(body)}`, expiresIn: this.ttlSeconds };
+  }
+  verify(token: string, now = Date.now()): boolean {
+    const parts = token.split('.');
+    if (parts.length !== 4 || parts[0] !== 'whk1') return false;
+    const body = parts.slice(0, 3).join('.');
+    if (!safeEqual(parts[3], this.mac(body))) return false;
+    return Number(parts[1]) > Math.floor(now / 1000);
+  }
+  private mac(body: string): string {
+    return createHmac('sha256', this.key).update(body).digest('base64url');
+  }
+}
+
+function basicCredentials(header: string | undefined): { id: string; secret: string } | null {
+  const m = header && /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!m) return null;
+  const decoded = Buffer.from(m[1], 'base64').toString('utf8');
+  const i = decoded.indexOf(':');
+  if (i < 0) return null;
+  // RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
+  const dec = (s: string) => {
+    try {
+      return decodeURIComponent(s.replace(/\+/g, ' '));
+    } catch {
+      return s;
+    }
+  };
+  return { id: dec(decoded.slice(0, i)), secret: dec(decoded.slice(i + 1)) };
+}
+
+const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config; tokenRateCounter?: RateCounter }> = async (app, opts) => {
+  const cfg = opts.config.webhook;
+  const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(cfg.clientSecret, cfg.tokenTtlSeconds) : null;
+  const counter = opts.tokenRateCounter ?? new MemoryRateCounter();
+  await app.register(formbody, { bodyLimit: 4096 });
+
+  app.post(
+    '/webhooks/incode/token',
+    {
+      bodyLimit: 4096,
+      schema: {
+        summary: 'OAuth 2.0 client-credentials token endpoint Incode calls before sending webhooks',
+        tags: ['webhooks'],
+        consumes: ['application/x-www-form-urlencoded'],
+        body: TokenBody,
+        response: withErrors(
+          { 200: Type.Object({ access_token: Type.String(), token_type: Type.Literal('Bearer'), expires_in: Type.Integer() }) },
+          [401, 404],
+        ),
+      },
+    },
+    async (req, reply) => {
+      // Guessing the client secret is the attack here: limit attempts per address.
+      const { count, resetMs } = await counter.hit(`whtoken:${req.ip}`, 60_000);
+      if (count > 30) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.ceil(resetMs / 1000)) });
+      if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
+      const creds = basicCredentials(req.headers.authorization);
+      const idOk = creds ? safeEqual(creds.id, cfg.clientId) : false;
+      const secretOk = creds ? safeEqual(creds.secret, cfg.clientSecret) : false;
+      if (!idOk || !secretOk) {
+        app.metrics.webhooks.inc({ status: 'token', auth: 'rejected' });
+        throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
+      }
+      if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
+      const t = tokens.issue();
+      reply.header('cache-control', 'no-store');
+      return { access_token: t.token, token_type: 'Bearer' as const, expires_in: t.expiresIn };
+    },
+  );
+
+  function authenticate(req: FastifyRequest): string | null {
+    const bearerToken = bearer(req.headers.authorization);
+    if (tokens && bearerToken && tokens.verify(bearerToken)) return 'oauth';
+    if (cfg.secret) {
+      const got = req.headers[cfg.secretHeader];
+      if (typeof got === 'string' && safeEqual(got, cfg.secret)) return 'secret';
+    }
+    if (!tokens && !cfg.secret && cfg.allowUnauthenticated) return 'none';
+    return null;
+  }
+
+  app.post(
+    '/webhooks/incode',
+    {
+      bodyLimit: 16384,
+      schema: {
+        summary: "Incode's onboarding-status webhook; recorded durably, then verified against Incode",
+        tags: ['webhooks'],
+        body: WebhookBody,
+        response: withErrors({ 200: Type.Object({ success: Type.Boolean() }) }, [401]),
+      },
+      // Authentication before the body is even validated: an anonymous caller learns nothing.
+      preValidation: async (req) => {
+        const how = authenticate(req);
+        if (!how) {
+          app.metrics.webhooks.inc({ status: 'unknown', auth: 'rejected' });
+          throw new AppError(401, 'UNAUTHORIZED', 'Webhook credentials are missing or wrong', { 'www-authenticate': 'Bearer' });
+        }
+        (req as FastifyRequest & { webhookAuth?: string }).webhookAuth = how;
+      },
+    },
+    async (req) => {
+      const { duplicate } = await app.results.ingestWebhook(req.body);
+      app.metrics.webhooks.inc({ status: isKnownStatus(req.body.onboardingStatus) ? req.body.onboardingStatus : 'OTHER', auth: (req as FastifyRequest & { webhookAuth?: string }).webhookAuth ?? 'unknown' });
+      req.log.info({ interviewId: req.body.interviewId, onboardingStatus: req.body.onboardingStatus, duplicate }, 'webhook recorded');
+      return { success: true };
+    },
+  );
+};
+
+export default webhookRoutes;

@@ -1,0 +1,20 @@
+// TypeBox schemas shared by several routes: the error body every route declares for its 4xx/5xx.
+import { Type, type TSchema } from '@sinclair/typebox';
+
+export const ErrorBody = Type.Object(
+  {
+    code: Type.String({ description: 'Stable machine-readable error code' }),
+    message: Type.String(),
+    requestId: Type.Optional(Type.String()),
+  },
+  { $id: 'ErrorBody', additionalProperties: true },
+);
+
+const errorRef = Type.Ref('ErrorBody');
+
+/** Response map with the given success schemas plus the error body for every error status a route can give. */
+export function withErrors<T extends Record<number, TSchema>>(ok: T, statuses: number[] = []): Record<number, TSchema> {
+  const out: Record<number, TSchema> = { ...ok };
+  for (const s of [400, 413, 415, 429, 500, 503, ...statuses]) out[s] = errorRef;
+  return out;
+}

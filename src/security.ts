@@ -1,0 +1,31 @@
+// Constant-time secret comparison and token hashing, used for every credential the broker checks.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+
+const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+
+/** Compares digests, so neither the content nor the length of the secret leaks through timing. */
+export function safeEqual(a: string, b: string): boolean {
+  return timingSafeEqual(digest(a), digest(b));
+}
+
+/** Checks every key (no early exit) so the position of a match does not leak either. */
+export function matchesAny(candidate: string, keys: readonly string[]): boolean {
+  let ok = false;
+  for (const k of keys) ok = safeEqual(candidate, k) || ok;
+  return ok;
+}
+
+export function sha256Hex(s: string): string {
+  return createHash('sha256').update(s, 'utf8').digest('hex');
+}
+
+export function randomToken(bytes = 32): string {
+  return randomBytes(bytes).toString('base64url');
+}
+
+/** The bearer credential of an Authorization header, or null. */
+export function bearer(header: string | undefined): string | null {
+  if (!header) return null;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return m ? m[1] : null;
+}

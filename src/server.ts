@@ -1,0 +1,31 @@
+// Entry point: load config (.env too), build the app, listen, and shut down gracefully on SIGTERM/SIGINT.
+import 'dotenv/config';
+import closeWithGrace from 'close-with-grace';
+import { buildApp } from './app';
+import { ConfigError, loadConfig } from './config';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw err;
+  }
+  const app = await buildApp(config);
+  // Readiness turns false, new connections are refused, in-flight requests and jobs finish, then pools close.
+  closeWithGrace({ delay: config.shutdownGraceMs + 2000 }, async ({ signal, err }) => {
+    if (err) app.log.error({ err: { message: err.message } }, 'fatal error, shutting down');
+    else app.log.info({ signal }, 'shutting down');
+    await app.close();
+  });
+  await app.listen({ port: config.port, host: config.host });
+}
+
+main().catch((err) => {
+  process.stderr.write(`failed to start: ${(err as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,116 @@
+// AES-256-GCM envelope for PII at rest, with key ids for rotation and associated data binding each ciphertext to its row and column.
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+
+export interface CipherKey {
+  id: string;
+  key: Buffer;
+}
+
+/** Thrown on any decryption problem; the message never carries plaintext or key material. */
+export class CipherError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CipherError';
+  }
+}
+
+const VERSION = 'v1';
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+const KID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+export class Cipher {
+  private readonly keys: Map<string, Buffer>;
+  /** Id of the key that encrypts; stored next to ciphertexts so a rotation can find rows still under an old key. */
+  readonly primaryKeyId: string;
+
+  /** The first key encrypts; every key decrypts (rotation: put the new key first, keep the old ones until re-encrypted). */
+  constructor(keys: CipherKey[]) {
+    if (!Array.isArray(keys) || keys.length === 0) throw new CipherError('at least one key is required');
+    this.keys = new Map();
+    for (const k of keys) {
+      if (!KID_RE.test(k.id)) throw new CipherError('key id must match [A-Za-z0-9_-]{1,64}');
+      if (!Buffer.isBuffer(k.key) || k.key.length !== 32) throw new CipherError(`key ${k.id} must be 32 bytes`);
+      if (this.keys.has(k.id)) throw new CipherError(`duplicate key id ${k.id}`);
+      // Copy so that a caller zeroing or reusing its buffer cannot change our key.
+      this.keys.set(k.id, Buffer.from(k.key));
+    }
+    this.primaryKeyId = keys[0].id;
+  }
+
+  /** `aad` names where the ciphertext lives (e.g. `results.ocr:<interviewId>`); the same value is needed to decrypt. */
+  encrypt(plain: string, aad = ''): string {
+    const kid = this.primaryKeyId;
+    const iv = randomBytes(IV_BYTES);
+    const c = createCipheriv('aes-256-gcm', this.keys.get(kid)!, iv, { authTagLength: TAG_BYTES });
+    c.setAAD(aadBytes(kid, aad));
+    const ct = Buffer.concat([c.update(plain, 'utf8'), c.final()]);
+    const tag = c.getAuthTag();
+    return [VERSION, kid, iv.toString('base64url'), tag.toString('base64url'), ct.toString('base64url')].join('.');
+  }
+
+  decrypt(blob: string, aad = ''): string {
+    if (typeof blob !== 'string') throw new CipherError('ciphertext must be a string');
+    const parts = blob.split('.');
+    if (parts.length !== 5 || parts[0] !== VERSION) throw new CipherError('malformed ciphertext');
+    const [, kid, ivB64, tagB64, ctB64] = parts;
+    const key = this.keys.get(kid);
+    if (!key) throw new CipherError(`unknown key id ${KID_RE.test(kid) ? kid : '(invalid)'}`);
+    const iv = Buffer.from(ivB64, 'base64url');
+    const tag = Buffer.from(tagB64, 'base64url');
+    if (iv.length !== IV_BYTES || tag.length !== TAG_BYTES) throw new CipherError('malformed ciphertext');
+    try {
+      const d = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
+      d.setAAD(aadBytes(kid, aad));
+      d.setAuthTag(tag);
+      return Buffer.concat([d.update(Buffer.from(ctB64, 'base64url')), d.final()]).toString('utf8');
+    } catch {
+      // The underlying error is dropped on purpose: only "it failed" is safe to report.
+      throw new CipherError('decryption failed (wrong key, wrong context or tampered data)');
+    }
+  }
+
+  encryptJson(v: unknown, aad = ''): string {
+    return this.encrypt(JSON.stringify(v === undefined ? null : v), aad);
+  }
+
+  decryptJson<T>(s: string, aad = ''): T {
+    const text = this.decrypt(s, aad);
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      // JSON.parse quotes the offending text in its message, which here is plaintext.
+      throw new CipherError('decrypted value is not valid JSON');
+    }
+  }
+
+  /** Key id a ciphertext was written under, or null when it is not one of ours. */
+  static keyIdOf(blob: string): string | null {
+    const parts = typeof blob === 'string' ? blob.split('.') : [];
+    return parts.length === 5 && parts[0] === VERSION ? parts[1] : null;
+  }
+}
+
+// Version and key id go into the AAD too, so neither can be swapped in the envelope.
+function aadBytes(kid: string, aad: string): Buffer {
+  return Buffer.from(`${VERSION}|${kid}|${aad}`, 'utf8');
+}
+
+/** Parses `kid:base64key[,kid:base64key...]` (first encrypts), the form keys take in configuration. */
+export function parseCipherKeys(spec: string): CipherKey[] {
+  const keys = spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((entry) => {
+      const i = entry.indexOf(':');
+      if (i <= 0) throw new CipherError('key spec entries must be kid:base64key');
+      return { id: entry.slice(0, i), key: Buffer.from(entry.slice(i + 1), 'base64') };
+    });
+  if (keys.length === 0) throw new CipherError('no keys in key spec');
+  return keys;
+}
+
+export function sha256Hex(s: string): string {
+  return createHash('sha256').update(s, 'utf8').digest('hex');
+}

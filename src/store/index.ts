@@ -1,0 +1,35 @@
+// Store factory: picks SQLite or PostgreSQL from the URL; re-exports the contract and the crypto helpers.
+import { Cipher } from './crypto';
+import { PostgresStore } from './postgres-store';
+import { SqliteStore } from './sqlite-store';
+import type { Store } from './types';
+
+export * from './types';
+export { Cipher, CipherError, parseCipherKeys, sha256Hex, type CipherKey } from './crypto';
+export { MIGRATIONS, migratePostgres, migrateSqlite, type Migration } from './migrations';
+export { PostgresStore, type PostgresStoreOptions } from './postgres-store';
+export { SqliteStore, type SqliteStoreOptions } from './sqlite-store';
+
+export interface CreateStoreOptions {
+  /** `sqlite:./path/file.db`, `sqlite::memory:`, `postgres://…` or `postgresql://…`. */
+  url: string;
+  cipher: Cipher;
+  pgPoolMax?: number;
+  pgSchema?: string;
+}
+
+export function createStore(opts: CreateStoreOptions): Store {
+  const { url, cipher } = opts;
+  if (/^postgres(ql)?:\/\//i.test(url)) {
+    return new PostgresStore({ url, cipher, poolMax: opts.pgPoolMax, schema: opts.pgSchema });
+  }
+  if (url.startsWith('sqlite:')) {
+    // Accept `sqlite:path`, `sqlite://path` and `sqlite::memory:`; the parent folder is created by SqliteStore.
+    let filename = url.slice('sqlite:'.length);
+    if (filename.startsWith('//')) filename = filename.slice(2);
+    if (!filename) throw new Error('sqlite URL needs a path or :memory:');
+    return new SqliteStore({ filename, cipher });
+  }
+  // Only the scheme is echoed: the rest of a URL may hold credentials.
+  throw new Error(`unsupported store URL scheme: ${url.split(':')[0] || '(none)'}`);
+}

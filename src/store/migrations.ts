@@ -1,0 +1,288 @@
+// Ordered, versioned schema migrations for both engines; each is applied once, in its own transaction.
+import type { Database } from 'better-sqlite3';
+import type { Pool } from 'pg';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sqlite: string;
+  postgres: string;
+}
+
+// Same logical schema on both engines. Times are epoch-ms integers (BIGINT on PostgreSQL, parsed back to numbers).
+// PII columns (*_enc) hold Cipher envelopes, never plaintext.
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial',
+    sqlite: `
+      CREATE TABLE sessions (
+        interview_id TEXT PRIMARY KEY,
+        origin TEXT NOT NULL,
+        external_customer_id_enc TEXT,
+        token_enc TEXT,
+        token_hash TEXT,
+        onboarding_status TEXT NOT NULL,
+        status_rank INTEGER NOT NULL DEFAULT 0,
+        results_status TEXT NOT NULL DEFAULT 'pending',
+        decision TEXT,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        next_poll_at INTEGER,
+        poll_attempts INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX sessions_token_hash ON sessions (token_hash) WHERE token_hash IS NOT NULL;
+      CREATE INDEX sessions_next_poll_at ON sessions (next_poll_at) WHERE next_poll_at IS NOT NULL;
+      CREATE INDEX sessions_updated ON sessions (updated_at DESC, interview_id DESC);
+      CREATE INDEX sessions_created_at ON sessions (created_at);
+
+      CREATE TABLE steps (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        interview_id TEXT NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
+        step TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        code TEXT,
+        message TEXT,
+        at INTEGER NOT NULL
+      );
+      CREATE INDEX steps_interview ON steps (interview_id, at);
+
+      CREATE TABLE results (
+        interview_id TEXT PRIMARY KEY REFERENCES sessions (interview_id) ON DELETE CASCADE,
+        scores_enc TEXT NOT NULL,
+        ocr_enc TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        fetched_at INTEGER NOT NULL
+      );
+
+      CREATE TABLE events (
+        key TEXT PRIMARY KEY,
+        interview_id TEXT NOT NULL,
+        onboarding_status TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        processed_at INTEGER
+      );
+      CREATE INDEX events_interview ON events (interview_id);
+
+      CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_at INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_expires_at INTEGER,
+        last_error TEXT,
+        dedupe_key TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      );
+      CREATE UNIQUE INDEX jobs_dedupe_active ON jobs (dedupe_key) WHERE state IN ('queued', 'running');
+      CREATE INDEX jobs_state_run_at ON jobs (state, run_at);
+      CREATE INDEX jobs_state_lease ON jobs (state, lease_expires_at);
+      CREATE INDEX jobs_subject ON jobs (subject);
+
+      CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        at INTEGER NOT NULL
+      );
+      CREATE INDEX audit_subject ON audit (subject, id);
+
+      CREATE TABLE idempotency_keys (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        response_enc TEXT,
+        state TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+      );
+      CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
+
+      CREATE TABLE resume_tokens (
+        token_hash TEXT PRIMARY KEY,
+        interview_id TEXT NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
+        expires_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      CREATE INDEX resume_tokens_interview ON resume_tokens (interview_id);
+      CREATE INDEX resume_tokens_expires ON resume_tokens (expires_at);
+    `,
+    // COLLATE "C" keeps interview_id ordering (and so pagination) byte-wise, identical to SQLite.
+    postgres: `
+      CREATE TABLE sessions (
+        interview_id TEXT COLLATE "C" PRIMARY KEY,
+        origin TEXT NOT NULL,
+        external_customer_id_enc TEXT,
+        token_enc TEXT,
+        token_hash TEXT,
+        onboarding_status TEXT NOT NULL,
+        status_rank INTEGER NOT NULL DEFAULT 0,
+        results_status TEXT NOT NULL DEFAULT 'pending',
+        decision TEXT,
+        last_error TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        next_poll_at BIGINT,
+        poll_attempts INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX sessions_token_hash ON sessions (token_hash) WHERE token_hash IS NOT NULL;
+      CREATE INDEX sessions_next_poll_at ON sessions (next_poll_at) WHERE next_poll_at IS NOT NULL;
+      CREATE INDEX sessions_updated ON sessions (updated_at DESC, interview_id DESC);
+      CREATE INDEX sessions_created_at ON sessions (created_at);
+
+      CREATE TABLE steps (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        interview_id TEXT COLLATE "C" NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
+        step TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        code TEXT,
+        message TEXT,
+        at BIGINT NOT NULL
+      );
+      CREATE INDEX steps_interview ON steps (interview_id, at);
+
+      CREATE TABLE results (
+        interview_id TEXT COLLATE "C" PRIMARY KEY REFERENCES sessions (interview_id) ON DELETE CASCADE,
+        scores_enc TEXT NOT NULL,
+        ocr_enc TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        fetched_at BIGINT NOT NULL
+      );
+
+      CREATE TABLE events (
+        key TEXT PRIMARY KEY,
+        interview_id TEXT NOT NULL,
+        onboarding_status TEXT NOT NULL,
+        payload JSONB NOT NULL,
+        received_at BIGINT NOT NULL,
+        processed_at BIGINT
+      );
+      CREATE INDEX events_interview ON events (interview_id);
+
+      CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        payload JSONB NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_at BIGINT NOT NULL,
+        lease_owner TEXT,
+        lease_expires_at BIGINT,
+        last_error TEXT,
+        dedupe_key TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      CREATE UNIQUE INDEX jobs_dedupe_active ON jobs (dedupe_key) WHERE state IN ('queued', 'running');
+      CREATE INDEX jobs_state_run_at ON jobs (state, run_at);
+      CREATE INDEX jobs_state_lease ON jobs (state, lease_expires_at);
+      CREATE INDEX jobs_subject ON jobs (subject);
+
+      CREATE TABLE audit (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail JSONB NOT NULL,
+        at BIGINT NOT NULL
+      );
+      CREATE INDEX audit_subject ON audit (subject, id);
+
+      CREATE TABLE idempotency_keys (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        response_enc TEXT,
+        state TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, key)
+      );
+      CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
+
+      CREATE TABLE resume_tokens (
+        token_hash TEXT PRIMARY KEY,
+        interview_id TEXT COLLATE "C" NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+      CREATE INDEX resume_tokens_interview ON resume_tokens (interview_id);
+      CREATE INDEX resume_tokens_expires ON resume_tokens (expires_at);
+    `,
+  },
+];
+
+function checkOrder(migrations: readonly Migration[]): void {
+  migrations.forEach((m, i) => {
+    if (i > 0 && m.version <= migrations[i - 1].version) throw new Error(`migrations out of order at version ${m.version}`);
+  });
+}
+
+/** SQLite: each migration in a BEGIN IMMEDIATE transaction, so processes sharing the file apply it once. Returns versions applied. */
+export function migrateSqlite(db: Database, migrations: readonly Migration[] = MIGRATIONS): number[] {
+  checkOrder(migrations);
+  const applied: number[] = [];
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+  const has = db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?');
+  const mark = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
+  for (const m of migrations) {
+    db.transaction(() => {
+      // Re-checked inside the write lock: another process may have applied it since we looked.
+      if (has.get(m.version)) return;
+      db.exec(m.sqlite);
+      mark.run(m.version, m.name, Date.now());
+      applied.push(m.version);
+    }).immediate();
+  }
+  return applied;
+}
+
+export function quoteIdent(name: string): string {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error('invalid schema name (lowercase letters, digits, _)');
+  return `"${name}"`;
+}
+
+/**
+ * PostgreSQL: each migration in a transaction holding a per-schema advisory lock, so replicas starting
+ * together apply it exactly once. Creates the schema when it is not `public`. Returns versions applied.
+ */
+export async function migratePostgres(pool: Pool, schema = 'public', migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
+  checkOrder(migrations);
+  const q = quoteIdent(schema);
+  const applied: number[] = [];
+  const client = await pool.connect();
+  try {
+    for (const m of migrations) {
+      await client.query('BEGIN');
+      try {
+        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`incode-broker:migrations:${schema}`]);
+        if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${q}`);
+        // Pin the schema for this transaction even if the pool's connection options did not.
+        await client.query(`SET LOCAL search_path TO ${q}`);
+        await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
+        const { rowCount } = await client.query('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
+        if (!rowCount) {
+          await client.query(m.postgres);
+          await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
+          applied.push(m.version);
+        }
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    }
+  } finally {
+    client.release();
+  }
+  return applied;
+}

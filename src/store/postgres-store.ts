@@ -1,0 +1,465 @@
+// Store over a pg Pool: single-statement atomic updates, SKIP LOCKED job claims, optional per-store schema (search_path per connection).
+import { Pool, type PoolClient, type QueryResultRow } from 'pg';
+import { Cipher, sha256Hex } from './crypto';
+import { migratePostgres, quoteIdent } from './migrations';
+import {
+  aad,
+  byRunAt,
+  clampLimit,
+  decodeCursor,
+  emptyCounts,
+  encodeCursor,
+  newId,
+  sessionInsertValues,
+  toAudit,
+  toJob,
+  toSession,
+  toStep,
+  type AuditRow,
+  type JobRow,
+  type SessionRow,
+  type StepRow,
+} from './rows';
+import type {
+  AuditEntry,
+  Decision,
+  IdempotencyClaim,
+  InboxEvent,
+  Job,
+  JobState,
+  ListSessionsQuery,
+  NewJob,
+  NewSession,
+  ResultsStatus,
+  SessionRecord,
+  StepRecord,
+  Store,
+  StoredResults,
+} from './types';
+
+export interface PostgresStoreOptions {
+  url: string;
+  cipher: Cipher;
+  /** Pool size (default 10). */
+  poolMax?: number;
+  /** Schema holding the tables (default 'public'); created by migrate(). Lowercase identifier. */
+  schema?: string;
+  /** Errors of idle pooled connections (the pool drops the client); without it they are ignored rather than crashing the process. */
+  onPoolError?: (err: Error) => void;
+}
+
+type Queryable = Pick<PoolClient, 'query'>;
+
+export class PostgresStore implements Store {
+  readonly engine = 'postgres' as const;
+  readonly pool: Pool;
+  readonly schema: string;
+  private readonly cipher: Cipher;
+
+  constructor(opts: PostgresStoreOptions) {
+    this.cipher = opts.cipher;
+    this.schema = opts.schema ?? 'public';
+    quoteIdent(this.schema);
+    this.pool = new Pool({
+      connectionString: opts.url,
+      max: opts.poolMax ?? 10,
+      // Set at connection start-up, so no query can ever run against another schema.
+      options: `-c search_path=${this.schema}`,
+    });
+    this.pool.on('error', (err) => opts.onPoolError?.(err));
+  }
+
+  private async q<R extends QueryResultRow>(sql: string, args: unknown[] = [], c: Queryable = this.pool) {
+    return c.query<R>(sql, args);
+  }
+
+  private async tx<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN');
+      const out = await fn(c);
+      await c.query('COMMIT');
+      return out;
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+
+  async migrate(): Promise<void> {
+    await migratePostgres(this.pool, this.schema);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  async ping(): Promise<void> {
+    await this.q('SELECT 1');
+  }
+
+  // ---- sessions
+
+  private async rec(interviewId: string, c: Queryable = this.pool): Promise<SessionRecord | null> {
+    const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE interview_id = $1', [interviewId], c);
+    return rows[0] ? toSession(rows[0], this.cipher) : null;
+  }
+
+  async upsertSession(s: NewSession): Promise<SessionRecord> {
+    const v = sessionInsertValues(s, this.cipher);
+    // One statement, so atomic. On conflict it only fills what is missing (never on an erased session) and only raises the status.
+    const { rows } = await this.q<SessionRow>(
+      `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
+         results_status, created_at, updated_at, next_poll_at, poll_attempts)
+       VALUES ($1, $2, $3, $4, $5, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0)
+       ON CONFLICT (interview_id) DO UPDATE SET
+         token_enc = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_enc ELSE s.token_enc END,
+         token_hash = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_hash ELSE s.token_hash END,
+         external_customer_id_enc = CASE WHEN s.results_status <> 'erased' AND s.external_customer_id_enc IS NULL
+           THEN excluded.external_customer_id_enc ELSE s.external_customer_id_enc END,
+         onboarding_status = CASE WHEN excluded.status_rank > s.status_rank THEN excluded.onboarding_status ELSE s.onboarding_status END,
+         status_rank = GREATEST(s.status_rank, excluded.status_rank),
+         updated_at = GREATEST(s.updated_at, excluded.updated_at)
+       WHERE excluded.status_rank > s.status_rank
+          OR (s.results_status <> 'erased' AND (
+               (s.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
+            OR (s.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
+       RETURNING *`,
+      [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at],
+    );
+    return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId)) as SessionRecord);
+  }
+
+  async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
+    await this.q(
+      `UPDATE sessions SET token_enc = $2, token_hash = $3, updated_at = GREATEST(updated_at, $4::bigint) WHERE interview_id = $1 AND results_status <> 'erased'`,
+      [interviewId, this.cipher.encrypt(token, aad.token(interviewId)), sha256Hex(token), now],
+    );
+  }
+
+  async getSession(interviewId: string): Promise<SessionRecord | null> {
+    return this.rec(interviewId);
+  }
+
+  async getSessionByTokenHash(tokenHash: string): Promise<SessionRecord | null> {
+    const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE token_hash = $1 ORDER BY created_at DESC LIMIT 1', [tokenHash]);
+    return rows[0] ? toSession(rows[0], this.cipher) : null;
+  }
+
+  async advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number) {
+    // Row lock + re-evaluated WHERE make concurrent advances serialize; repeating the same status is not a change.
+    const { rows } = await this.q<SessionRow>(
+      `UPDATE sessions SET onboarding_status = $2, status_rank = $3::int, updated_at = GREATEST(updated_at, $5::bigint)
+       WHERE interview_id = $1
+         AND (status_rank < $3::int OR (status_rank = $3::int AND $4::boolean AND onboarding_status <> $2))
+       RETURNING *`,
+      [interviewId, status, rank, equalRankReplaces, now],
+    );
+    if (rows[0]) return { changed: true, session: toSession(rows[0], this.cipher) };
+    return { changed: false, session: await this.rec(interviewId) };
+  }
+
+  async setResultsStatus(interviewId: string, status: ResultsStatus, lastError: string | null, now: number): Promise<void> {
+    // Erased is terminal: nothing may make an erased session look like it has results again.
+    await this.q(
+      `UPDATE sessions SET results_status = $2, last_error = $3, updated_at = GREATEST(updated_at, $4::bigint)
+       WHERE interview_id = $1 AND (results_status <> 'erased' OR $2 = 'erased')`,
+      [interviewId, status, lastError, now],
+    );
+  }
+
+  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void> {
+    const scores = this.cipher.encryptJson(results.scores, aad.scores(interviewId));
+    const ocr = this.cipher.encryptJson(results.ocr, aad.ocr(interviewId));
+    await this.tx(async (c) => {
+      // FOR UPDATE serializes against a concurrent erasure of the same session.
+      const { rows } = await this.q<{ results_status: string }>('SELECT results_status FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], c);
+      if (!rows[0]) throw new Error('saveResults: unknown session');
+      // A late results job must not bring PII back after an erasure.
+      if (rows[0].results_status === 'erased') return;
+      await this.q(
+        `INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES ($1, $2, $3, $4, $5::bigint)
+         ON CONFLICT (interview_id) DO UPDATE SET scores_enc = excluded.scores_enc, ocr_enc = excluded.ocr_enc,
+           key_id = excluded.key_id, fetched_at = excluded.fetched_at`,
+        [interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt],
+        c,
+      );
+      await this.q(
+        `UPDATE sessions SET results_status = 'ready', decision = $2, last_error = NULL, updated_at = GREATEST(updated_at, $3::bigint)
+         WHERE interview_id = $1`,
+        [interviewId, decision, now],
+        c,
+      );
+    });
+  }
+
+  async getResults(interviewId: string): Promise<StoredResults | null> {
+    const { rows } = await this.q<{ scores_enc: string; ocr_enc: string; fetched_at: string }>(
+      'SELECT scores_enc, ocr_enc, fetched_at FROM results WHERE interview_id = $1',
+      [interviewId],
+    );
+    const r = rows[0];
+    if (!r) return null;
+    return {
+      scores: this.cipher.decryptJson(r.scores_enc, aad.scores(interviewId)),
+      ocr: this.cipher.decryptJson(r.ocr_enc, aad.ocr(interviewId)),
+      fetchedAt: Number(r.fetched_at),
+    };
+  }
+
+  async listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const p = (v: unknown) => {
+      args.push(v);
+      return `$${args.length}`;
+    };
+    if (q.onboardingStatus !== undefined) where.push(`onboarding_status = ${p(q.onboardingStatus)}`);
+    if (q.resultsStatus !== undefined) where.push(`results_status = ${p(q.resultsStatus)}`);
+    if (q.decision !== undefined) where.push(`decision = ${p(q.decision)}`);
+    if (q.since !== undefined) where.push(`updated_at >= ${p(q.since)}::bigint`);
+    if (q.until !== undefined) where.push(`updated_at < ${p(q.until)}::bigint`);
+    if (q.cursor) {
+      const c = decodeCursor(q.cursor);
+      where.push(`(updated_at, interview_id) < (${p(c.updatedAt)}::bigint, ${p(c.interviewId)}::text)`);
+    }
+    const limit = clampLimit(q.limit);
+    const { rows } = await this.q<SessionRow>(
+      `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+       ORDER BY updated_at DESC, interview_id DESC LIMIT ${p(limit + 1)}::int`,
+      args,
+    );
+    const items = rows.slice(0, limit).map((r) => toSession(r, this.cipher));
+    return { items, nextCursor: rows.length > limit ? encodeCursor(items[items.length - 1]) : null };
+  }
+
+  async sessionsDueForPoll(now: number, limit: number): Promise<SessionRecord[]> {
+    const { rows } = await this.q<SessionRow>(
+      'SELECT * FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= $1::bigint ORDER BY next_poll_at, interview_id LIMIT $2::int',
+      [now, clampLimit(limit)],
+    );
+    return rows.map((r) => toSession(r, this.cipher));
+  }
+
+  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, now: number): Promise<void> {
+    await this.q(
+      'UPDATE sessions SET next_poll_at = $2::bigint, poll_attempts = $3::int, updated_at = GREATEST(updated_at, $4::bigint) WHERE interview_id = $1',
+      [interviewId, nextPollAt, pollAttempts, now],
+    );
+  }
+
+  async recordStep(interviewId: string, step: StepRecord): Promise<void> {
+    await this.q('INSERT INTO steps (interview_id, step, outcome, code, message, at) VALUES ($1, $2, $3, $4, $5, $6::bigint)', [
+      interviewId,
+      step.step,
+      step.outcome,
+      step.code ?? null,
+      step.message ?? null,
+      step.at,
+    ]);
+  }
+
+  async listSteps(interviewId: string): Promise<StepRecord[]> {
+    const { rows } = await this.q<StepRow>('SELECT step, outcome, code, message, at FROM steps WHERE interview_id = $1 ORDER BY at, id', [interviewId]);
+    return rows.map(toStep);
+  }
+
+  // Data-modifying CTEs: the erasure, its deletes and its audit row commit together or not at all.
+  private eraseSql(match: string, auditKind: string, detail: string): string {
+    return `WITH t AS (
+        UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, results_status = 'erased',
+          updated_at = GREATEST(updated_at, $2::bigint)
+        WHERE ${match} RETURNING interview_id, created_at),
+      r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
+      rt AS (DELETE FROM resume_tokens WHERE interview_id IN (SELECT interview_id FROM t)),
+      a AS (INSERT INTO audit (kind, subject, detail, at)
+            SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
+      SELECT count(*) AS n FROM t`;
+  }
+
+  async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
+    const { rows } = await this.q<{ n: string }>(this.eraseSql('interview_id = $1', 'erasure', `jsonb_build_object('reason', $3::text)`), [
+      interviewId,
+      now,
+      reason,
+    ]);
+    return Number(rows[0].n) > 0;
+  }
+
+  async purgeExpired(createdBefore: number, now: number): Promise<number> {
+    return this.tx(async (c) => {
+      const { rows } = await this.q<{ n: string }>(
+        this.eraseSql(
+          `created_at < $1::bigint AND results_status <> 'erased'`,
+          'retention-purge',
+          `jsonb_build_object('reason', 'retention', 'createdBefore', $1::bigint)`,
+        ),
+        [createdBefore, now],
+        c,
+      );
+      // Housekeeping of short-lived secrets rides along with the retention sweep.
+      await this.q('DELETE FROM resume_tokens WHERE expires_at <= $1::bigint', [now], c);
+      await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now], c);
+      return Number(rows[0].n);
+    });
+  }
+
+  // ---- inbox and jobs
+
+  private async insertJob(j: NewJob, now: number, c: Queryable = this.pool): Promise<boolean> {
+    // No conflict target: covers the partial unique index on active dedupe keys.
+    const r = await this.q(
+      `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
+       VALUES ($1, $2, $3, $4::jsonb, 'queued', 0, $5::bigint, $6, $7::bigint, $7::bigint) ON CONFLICT DO NOTHING`,
+      [newId(), j.kind, j.subject, JSON.stringify(j.payload ?? {}), j.runAt, j.dedupeKey ?? null, now],
+      c,
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async recordEvent(e: InboxEvent, job: NewJob): Promise<boolean> {
+    return this.tx(async (c) => {
+      const r = await this.q(
+        `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES ($1, $2, $3, $4::jsonb, $5::bigint)
+         ON CONFLICT (key) DO NOTHING`,
+        [e.key, e.interviewId, e.onboardingStatus, JSON.stringify(e.payload ?? {}), e.receivedAt],
+        c,
+      );
+      if (!r.rowCount) return false;
+      await this.insertJob(job, e.receivedAt, c);
+      return true;
+    });
+  }
+
+  async markEventProcessed(key: string, now: number): Promise<void> {
+    await this.q('UPDATE events SET processed_at = $2::bigint WHERE key = $1', [key, now]);
+  }
+
+  async enqueueJob(j: NewJob, now: number): Promise<boolean> {
+    return this.insertJob(j, now);
+  }
+
+  async claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    // SKIP LOCKED: concurrent claimers pass over each other's rows instead of waiting or double-claiming.
+    const { rows } = await this.q<JobRow>(
+      `WITH c AS (
+         SELECT id FROM jobs
+         WHERE (state = 'queued' AND run_at <= $1::bigint) OR (state = 'running' AND lease_expires_at <= $1::bigint)
+         ORDER BY run_at, created_at, id LIMIT $2::int
+         FOR UPDATE SKIP LOCKED)
+       UPDATE jobs j SET state = 'running', lease_owner = $3, lease_expires_at = $4::bigint, attempts = j.attempts + 1, updated_at = $1::bigint
+       FROM c WHERE j.id = c.id
+       RETURNING j.*`,
+      [now, clampLimit(limit), owner, now + leaseMs],
+    );
+    return rows.map(toJob).sort(byRunAt);
+  }
+
+  async completeJob(id: string, owner: string, now: number): Promise<void> {
+    await this.q(
+      `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = $3::bigint WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
+      [id, owner, now],
+    );
+  }
+
+  async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<void> {
+    if (retryAt === null) {
+      await this.q(
+        `UPDATE jobs SET state = 'dead', last_error = $3, lease_expires_at = NULL, updated_at = $4::bigint
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
+        [id, owner, errorCode, now],
+      );
+    } else {
+      await this.q(
+        `UPDATE jobs SET state = 'queued', last_error = $3, run_at = $5::bigint, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4::bigint
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
+        [id, owner, errorCode, now, retryAt],
+      );
+    }
+  }
+
+  async countJobs(): Promise<Record<JobState, number>> {
+    const counts = emptyCounts();
+    const { rows } = await this.q<{ state: JobState; n: string }>('SELECT state, count(*) AS n FROM jobs GROUP BY state');
+    for (const r of rows) if (r.state in counts) counts[r.state] = Number(r.n);
+    return counts;
+  }
+
+  async listJobs(subject: string): Promise<Job[]> {
+    const { rows } = await this.q<JobRow>('SELECT * FROM jobs WHERE subject = $1 ORDER BY created_at, run_at, id', [subject]);
+    return rows.map(toJob);
+  }
+
+  // ---- audit
+
+  async audit(kind: string, subject: string, detail: Record<string, unknown>, now: number): Promise<void> {
+    await this.q('INSERT INTO audit (kind, subject, detail, at) VALUES ($1, $2, $3::jsonb, $4::bigint)', [kind, subject, JSON.stringify(detail ?? {}), now]);
+  }
+
+  async listAudit(subject?: string): Promise<AuditEntry[]> {
+    const { rows } =
+      subject === undefined
+        ? await this.q<AuditRow>('SELECT * FROM audit ORDER BY id')
+        : await this.q<AuditRow>('SELECT * FROM audit WHERE subject = $1 ORDER BY id', [subject]);
+    return rows.map(toAudit);
+  }
+
+  // ---- idempotency keys and resume tokens
+
+  async claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim> {
+    // A concurrent release can delete the row between the upsert and the read; then simply try again.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      // An expired key is taken over as if it never existed.
+      const ins = await this.q(
+        `INSERT INTO idempotency_keys AS k (scope, key, request_hash, response_enc, state, expires_at, created_at)
+         VALUES ($1, $2, $3, NULL, 'pending', $4::bigint, $5::bigint)
+         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, response_enc = NULL, state = 'pending',
+           expires_at = excluded.expires_at, created_at = excluded.created_at
+         WHERE k.expires_at <= $5::bigint`,
+        [scope, key, requestHash, expiresAt, now],
+      );
+      if (ins.rowCount) return { state: 'new' };
+      const { rows } = await this.q<{ request_hash: string; response_enc: string | null; state: string }>(
+        'SELECT request_hash, response_enc, state FROM idempotency_keys WHERE scope = $1 AND key = $2',
+        [scope, key],
+      );
+      const r = rows[0];
+      if (!r) continue;
+      if (r.state === 'done') {
+        const response = r.response_enc === null ? null : this.cipher.decryptJson<unknown>(r.response_enc, aad.idempotencyResponse(scope, key));
+        return { state: 'done', requestHash: r.request_hash, response };
+      }
+      return { state: 'pending', requestHash: r.request_hash };
+    }
+    throw new Error('claimIdempotencyKey: key keeps changing under contention');
+  }
+
+  async completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void> {
+    // Responses can carry session tokens, so they are encrypted like any other secret.
+    const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
+    await this.q(`UPDATE idempotency_keys SET response_enc = $3, state = 'done' WHERE scope = $1 AND key = $2`, [scope, key, enc]);
+  }
+
+  async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
+    await this.q('DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2', [scope, key]);
+  }
+
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void> {
+    await this.q('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES ($1, $2, $3::bigint, $4::bigint)', [
+      tokenHash,
+      interviewId,
+      expiresAt,
+      now,
+    ]);
+  }
+
+  async findResumeToken(tokenHash: string, now: number): Promise<string | null> {
+    const { rows } = await this.q<{ interview_id: string }>('SELECT interview_id FROM resume_tokens WHERE token_hash = $1 AND expires_at > $2::bigint', [
+      tokenHash,
+      now,
+    ]);
+    return rows[0]?.interview_id ?? null;
+  }
+}

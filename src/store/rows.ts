@@ -1,0 +1,164 @@
+// Row shapes shared by both engines and their mapping to records (decryption, bigint strings to numbers, cursors).
+import { randomUUID } from 'node:crypto';
+import { Cipher, sha256Hex } from './crypto';
+import type { AuditEntry, Decision, Job, JobState, NewSession, ResultsStatus, SessionOrigin, SessionRecord, StepRecord } from './types';
+
+// The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
+export const aad = {
+  token: (id: string) => `sessions.token:${id}`,
+  externalCustomerId: (id: string) => `sessions.external_customer_id:${id}`,
+  scores: (id: string) => `results.scores:${id}`,
+  ocr: (id: string) => `results.ocr:${id}`,
+  idempotencyResponse: (scope: string, key: string) => `idempotency_keys.response:${scope}:${key}`,
+};
+
+type Num = number | string;
+const num = (v: Num): number => Number(v);
+const numOrNull = (v: Num | null | undefined): number | null => (v === null || v === undefined ? null : Number(v));
+
+export interface SessionRow {
+  interview_id: string;
+  origin: string;
+  external_customer_id_enc: string | null;
+  token_enc: string | null;
+  token_hash: string | null;
+  onboarding_status: string;
+  status_rank: Num;
+  results_status: string;
+  decision: string | null;
+  last_error: string | null;
+  created_at: Num;
+  updated_at: Num;
+  next_poll_at: Num | null;
+  poll_attempts: Num;
+}
+
+export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
+  return {
+    interviewId: r.interview_id,
+    origin: r.origin as SessionOrigin,
+    externalCustomerId: r.external_customer_id_enc ? cipher.decrypt(r.external_customer_id_enc, aad.externalCustomerId(r.interview_id)) : null,
+    token: r.token_enc ? cipher.decrypt(r.token_enc, aad.token(r.interview_id)) : null,
+    onboardingStatus: r.onboarding_status,
+    statusRank: num(r.status_rank),
+    resultsStatus: r.results_status as ResultsStatus,
+    decision: (r.decision as Decision | null) ?? null,
+    lastError: r.last_error,
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+    nextPollAt: numOrNull(r.next_poll_at),
+    pollAttempts: num(r.poll_attempts),
+  };
+}
+
+/** Column values for a new session row, PII encrypted. */
+export function sessionInsertValues(s: NewSession, cipher: Cipher) {
+  const token = s.token ?? null;
+  const ext = s.externalCustomerId ?? null;
+  return {
+    interview_id: s.interviewId,
+    origin: s.origin,
+    external_customer_id_enc: ext === null ? null : cipher.encrypt(ext, aad.externalCustomerId(s.interviewId)),
+    token_enc: token === null ? null : cipher.encrypt(token, aad.token(s.interviewId)),
+    // Derived when the caller has a token but no hash, so lookups by token always work.
+    token_hash: token === null ? null : (s.tokenHash ?? sha256Hex(token)),
+    onboarding_status: s.onboardingStatus ?? 'UNKNOWN',
+    status_rank: s.statusRank ?? 0,
+    next_poll_at: s.nextPollAt ?? null,
+    now: s.now,
+  };
+}
+
+export interface StepRow {
+  step: string;
+  outcome: string;
+  code: string | null;
+  message: string | null;
+  at: Num;
+}
+
+export function toStep(r: StepRow): StepRecord {
+  return { step: r.step, outcome: r.outcome as StepRecord['outcome'], code: r.code, message: r.message, at: num(r.at) };
+}
+
+export interface JobRow {
+  id: string;
+  kind: string;
+  subject: string;
+  payload: string | Record<string, unknown>;
+  state: string;
+  attempts: Num;
+  run_at: Num;
+  lease_owner: string | null;
+  lease_expires_at: Num | null;
+  last_error: string | null;
+  created_at: Num;
+}
+
+export function toJob(r: JobRow): Job {
+  return {
+    id: String(r.id),
+    kind: r.kind,
+    subject: r.subject,
+    payload: typeof r.payload === 'string' ? (JSON.parse(r.payload) as Record<string, unknown>) : r.payload,
+    state: r.state as JobState,
+    attempts: num(r.attempts),
+    runAt: num(r.run_at),
+    leaseOwner: r.lease_owner,
+    leaseExpiresAt: numOrNull(r.lease_expires_at),
+    lastError: r.last_error,
+    createdAt: num(r.created_at),
+  };
+}
+
+/** Claim order: due time first, then insertion, then id for a total order. */
+export function byRunAt(a: Job, b: Job): number {
+  return a.runAt - b.runAt || a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+export interface AuditRow {
+  id: Num;
+  kind: string;
+  subject: string;
+  detail: string | Record<string, unknown>;
+  at: Num;
+}
+
+export function toAudit(r: AuditRow): AuditEntry {
+  return {
+    id: String(r.id),
+    kind: r.kind,
+    subject: r.subject,
+    detail: typeof r.detail === 'string' ? (JSON.parse(r.detail) as Record<string, unknown>) : r.detail,
+    at: num(r.at),
+  };
+}
+
+export function emptyCounts(): Record<JobState, number> {
+  return { queued: 0, running: 0, done: 0, dead: 0 };
+}
+
+// Keyset cursor: the (updatedAt, interviewId) of the last row served. Opaque to callers.
+export function encodeCursor(s: SessionRecord): string {
+  return Buffer.from(JSON.stringify([s.updatedAt, s.interviewId]), 'utf8').toString('base64url');
+}
+
+export function decodeCursor(cursor: string): { updatedAt: number; interviewId: string } {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(v) && v.length === 2 && Number.isFinite(v[0]) && typeof v[1] === 'string') return { updatedAt: v[0], interviewId: v[1] };
+  } catch {
+    // fall through to the uniform error
+  }
+  throw new Error('invalid cursor');
+}
+
+export function clampLimit(limit: number, max = 1000): number {
+  const n = Math.floor(Number(limit));
+  if (!Number.isFinite(n) || n < 1) return 1;
+  return Math.min(n, max);
+}
+
+export function newId(): string {
+  return randomUUID();
+}

@@ -1,0 +1,426 @@
+// Store over better-sqlite3: WAL, cached prepared statements, BEGIN IMMEDIATE for every read-then-write so several processes can share a file.
+import Database from 'better-sqlite3';
+import type { Database as Db, Statement } from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Cipher, sha256Hex } from './crypto';
+import { migrateSqlite } from './migrations';
+import {
+  aad,
+  byRunAt,
+  clampLimit,
+  decodeCursor,
+  emptyCounts,
+  encodeCursor,
+  newId,
+  sessionInsertValues,
+  toAudit,
+  toJob,
+  toSession,
+  toStep,
+  type AuditRow,
+  type JobRow,
+  type SessionRow,
+  type StepRow,
+} from './rows';
+import type {
+  AuditEntry,
+  Decision,
+  IdempotencyClaim,
+  InboxEvent,
+  Job,
+  JobState,
+  ListSessionsQuery,
+  NewJob,
+  NewSession,
+  ResultsStatus,
+  SessionRecord,
+  StepRecord,
+  Store,
+  StoredResults,
+} from './types';
+
+export interface SqliteStoreOptions {
+  /** File path or ':memory:'. */
+  filename: string;
+  cipher: Cipher;
+}
+
+export class SqliteStore implements Store {
+  readonly engine = 'sqlite' as const;
+  /** The underlying handle, for tests and maintenance (checkpoints, backups). */
+  readonly db: Db;
+  private readonly cipher: Cipher;
+  private readonly stmts = new Map<string, Statement>();
+
+  constructor(opts: SqliteStoreOptions) {
+    this.cipher = opts.cipher;
+    if (opts.filename !== ':memory:') mkdirSync(dirname(opts.filename), { recursive: true });
+    this.db = new Database(opts.filename);
+    this.db.pragma('journal_mode = WAL');
+    // NORMAL is durable across application crashes in WAL mode and is what makes >1k commits/s possible.
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('foreign_keys = ON');
+  }
+
+  private st(sql: string): Statement {
+    let s = this.stmts.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  // Immediate: take the write lock up front; a deferred read-then-write can fail with SQLITE_BUSY without waiting.
+  private tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  async migrate(): Promise<void> {
+    migrateSqlite(this.db);
+    this.stmts.clear();
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
+  async ping(): Promise<void> {
+    this.st('SELECT 1').get();
+  }
+
+  // ---- sessions
+
+  private row(interviewId: string): SessionRow | undefined {
+    return this.st('SELECT * FROM sessions WHERE interview_id = ?').get(interviewId) as SessionRow | undefined;
+  }
+
+  private rec(interviewId: string): SessionRecord | null {
+    const r = this.row(interviewId);
+    return r ? toSession(r, this.cipher) : null;
+  }
+
+  async upsertSession(s: NewSession): Promise<SessionRecord> {
+    const v = sessionInsertValues(s, this.cipher);
+    // One statement, so it is atomic without a transaction. On conflict it only fills what is missing
+    // (never on an erased session) and only ever raises the status.
+    const r = this.st(
+      `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
+         results_status, created_at, updated_at, next_poll_at, poll_attempts)
+       VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @onboarding_status, @status_rank,
+         'pending', @now, @now, @next_poll_at, 0)
+       ON CONFLICT (interview_id) DO UPDATE SET
+         token_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_enc ELSE sessions.token_enc END,
+         token_hash = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_hash ELSE sessions.token_hash END,
+         external_customer_id_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.external_customer_id_enc IS NULL
+           THEN excluded.external_customer_id_enc ELSE sessions.external_customer_id_enc END,
+         onboarding_status = CASE WHEN excluded.status_rank > sessions.status_rank THEN excluded.onboarding_status ELSE sessions.onboarding_status END,
+         status_rank = MAX(sessions.status_rank, excluded.status_rank),
+         updated_at = MAX(sessions.updated_at, excluded.updated_at)
+       WHERE excluded.status_rank > sessions.status_rank
+          OR (sessions.results_status <> 'erased' AND (
+               (sessions.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
+            OR (sessions.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
+       RETURNING *`,
+    ).get(v) as SessionRow | undefined;
+    return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
+  }
+
+  async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
+    this.st(`UPDATE sessions SET token_enc = ?, token_hash = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ? AND results_status <> 'erased'`).run(
+      this.cipher.encrypt(token, aad.token(interviewId)),
+      sha256Hex(token),
+      now,
+      interviewId,
+    );
+  }
+
+  async getSession(interviewId: string): Promise<SessionRecord | null> {
+    return this.rec(interviewId);
+  }
+
+  async getSessionByTokenHash(tokenHash: string): Promise<SessionRecord | null> {
+    const r = this.st('SELECT * FROM sessions WHERE token_hash = ? ORDER BY created_at DESC LIMIT 1').get(tokenHash) as SessionRow | undefined;
+    return r ? toSession(r, this.cipher) : null;
+  }
+
+  async advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number) {
+    // Re-applying the very same status is not a change, so callers do not re-run side effects on repeats.
+    const r = this.st(
+      `UPDATE sessions SET onboarding_status = @status, status_rank = @rank, updated_at = MAX(updated_at, @now)
+       WHERE interview_id = @id
+         AND (status_rank < @rank OR (status_rank = @rank AND @eq = 1 AND onboarding_status <> @status))
+       RETURNING *`,
+    ).get({ id: interviewId, status, rank, eq: equalRankReplaces ? 1 : 0, now }) as SessionRow | undefined;
+    if (r) return { changed: true, session: toSession(r, this.cipher) };
+    return { changed: false, session: this.rec(interviewId) };
+  }
+
+  async setResultsStatus(interviewId: string, status: ResultsStatus, lastError: string | null, now: number): Promise<void> {
+    // Erased is terminal: nothing may make an erased session look like it has results again.
+    this.st(
+      `UPDATE sessions SET results_status = ?, last_error = ?, updated_at = MAX(updated_at, ?)
+       WHERE interview_id = ? AND (results_status <> 'erased' OR ? = 'erased')`,
+    ).run(status, lastError, now, interviewId, status);
+  }
+
+  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void> {
+    const scores = this.cipher.encryptJson(results.scores, aad.scores(interviewId));
+    const ocr = this.cipher.encryptJson(results.ocr, aad.ocr(interviewId));
+    this.tx(() => {
+      const cur = this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined;
+      if (!cur) throw new Error('saveResults: unknown session');
+      // A late results job must not bring PII back after an erasure.
+      if (cur.results_status === 'erased') return;
+      this.st(
+        `INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (interview_id) DO UPDATE SET scores_enc = excluded.scores_enc, ocr_enc = excluded.ocr_enc,
+           key_id = excluded.key_id, fetched_at = excluded.fetched_at`,
+      ).run(interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt);
+      this.st(
+        `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
+      ).run(decision, now, interviewId);
+    });
+  }
+
+  async getResults(interviewId: string): Promise<StoredResults | null> {
+    const r = this.st('SELECT scores_enc, ocr_enc, fetched_at FROM results WHERE interview_id = ?').get(interviewId) as
+      | { scores_enc: string; ocr_enc: string; fetched_at: number }
+      | undefined;
+    if (!r) return null;
+    return {
+      scores: this.cipher.decryptJson(r.scores_enc, aad.scores(interviewId)),
+      ocr: this.cipher.decryptJson(r.ocr_enc, aad.ocr(interviewId)),
+      fetchedAt: Number(r.fetched_at),
+    };
+  }
+
+  async listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (cond: string, ...vals: unknown[]) => {
+      where.push(cond);
+      args.push(...vals);
+    };
+    if (q.onboardingStatus !== undefined) add('onboarding_status = ?', q.onboardingStatus);
+    if (q.resultsStatus !== undefined) add('results_status = ?', q.resultsStatus);
+    if (q.decision !== undefined) add('decision = ?', q.decision);
+    if (q.since !== undefined) add('updated_at >= ?', q.since);
+    if (q.until !== undefined) add('updated_at < ?', q.until);
+    if (q.cursor) {
+      const c = decodeCursor(q.cursor);
+      add('(updated_at < ? OR (updated_at = ? AND interview_id < ?))', c.updatedAt, c.updatedAt, c.interviewId);
+    }
+    const limit = clampLimit(q.limit);
+    const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+                 ORDER BY updated_at DESC, interview_id DESC LIMIT ?`;
+    const rows = this.st(sql).all(...args, limit + 1) as SessionRow[];
+    const items = rows.slice(0, limit).map((r) => toSession(r, this.cipher));
+    return { items, nextCursor: rows.length > limit ? encodeCursor(items[items.length - 1]) : null };
+  }
+
+  async sessionsDueForPoll(now: number, limit: number): Promise<SessionRecord[]> {
+    const rows = this.st(
+      'SELECT * FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= ? ORDER BY next_poll_at, interview_id LIMIT ?',
+    ).all(now, clampLimit(limit)) as SessionRow[];
+    return rows.map((r) => toSession(r, this.cipher));
+  }
+
+  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, now: number): Promise<void> {
+    this.st('UPDATE sessions SET next_poll_at = ?, poll_attempts = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ?').run(
+      nextPollAt,
+      pollAttempts,
+      now,
+      interviewId,
+    );
+  }
+
+  async recordStep(interviewId: string, step: StepRecord): Promise<void> {
+    this.st('INSERT INTO steps (interview_id, step, outcome, code, message, at) VALUES (?, ?, ?, ?, ?, ?)').run(
+      interviewId,
+      step.step,
+      step.outcome,
+      step.code ?? null,
+      step.message ?? null,
+      step.at,
+    );
+  }
+
+  async listSteps(interviewId: string): Promise<StepRecord[]> {
+    const rows = this.st('SELECT step, outcome, code, message, at FROM steps WHERE interview_id = ? ORDER BY at, id').all(interviewId) as StepRow[];
+    return rows.map(toStep);
+  }
+
+  async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
+    return this.tx(() => {
+      if (!this.st('SELECT 1 FROM sessions WHERE interview_id = ?').get(interviewId)) return false;
+      this.st('DELETE FROM results WHERE interview_id = ?').run(interviewId);
+      this.st('DELETE FROM resume_tokens WHERE interview_id = ?').run(interviewId);
+      this.st(
+        `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, results_status = 'erased',
+           updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
+      ).run(now, interviewId);
+      this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run('erasure', interviewId, JSON.stringify({ reason }), now);
+      return true;
+    });
+  }
+
+  async purgeExpired(createdBefore: number, now: number): Promise<number> {
+    return this.tx(() => {
+      const due = "FROM sessions WHERE created_at < ? AND results_status <> 'erased'";
+      // Audit first: the UPDATE below changes the predicate that selects the rows.
+      this.st(
+        `INSERT INTO audit (kind, subject, detail, at)
+         SELECT 'retention-purge', interview_id, json_object('reason', 'retention', 'createdBefore', ?), ? ${due} ORDER BY created_at, interview_id`,
+      ).run(createdBefore, now, createdBefore);
+      this.st(`DELETE FROM results WHERE interview_id IN (SELECT interview_id ${due})`).run(createdBefore);
+      this.st(`DELETE FROM resume_tokens WHERE interview_id IN (SELECT interview_id ${due})`).run(createdBefore);
+      const n = this.st(
+        `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, results_status = 'erased',
+           updated_at = MAX(updated_at, ?) WHERE created_at < ? AND results_status <> 'erased'`,
+      ).run(now, createdBefore).changes;
+      // Housekeeping of short-lived secrets rides along with the retention sweep.
+      this.st('DELETE FROM resume_tokens WHERE expires_at <= ?').run(now);
+      this.st('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now);
+      return n;
+    });
+  }
+
+  // ---- inbox and jobs
+
+  private insertJob(j: NewJob, now: number): boolean {
+    return (
+      this.st(
+        `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      ).run(newId(), j.kind, j.subject, JSON.stringify(j.payload ?? {}), j.runAt, j.dedupeKey ?? null, now, now).changes > 0
+    );
+  }
+
+  async recordEvent(e: InboxEvent, job: NewJob): Promise<boolean> {
+    return this.tx(() => {
+      const inserted = this.st(
+        `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
+      ).run(e.key, e.interviewId, e.onboardingStatus, JSON.stringify(e.payload ?? {}), e.receivedAt).changes;
+      if (!inserted) return false;
+      this.insertJob(job, e.receivedAt);
+      return true;
+    });
+  }
+
+  async markEventProcessed(key: string, now: number): Promise<void> {
+    this.st('UPDATE events SET processed_at = ? WHERE key = ?').run(now, key);
+  }
+
+  async enqueueJob(j: NewJob, now: number): Promise<boolean> {
+    return this.insertJob(j, now);
+  }
+
+  async claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    const rows = this.tx(
+      () =>
+        this.st(
+          `UPDATE jobs SET state = 'running', lease_owner = @owner, lease_expires_at = @exp, attempts = attempts + 1, updated_at = @now
+           WHERE id IN (
+             SELECT id FROM jobs
+             WHERE (state = 'queued' AND run_at <= @now) OR (state = 'running' AND lease_expires_at <= @now)
+             ORDER BY run_at, created_at, id LIMIT @limit)
+           RETURNING *`,
+        ).all({ owner, exp: now + leaseMs, now, limit: clampLimit(limit) }) as JobRow[],
+    );
+    return rows.map(toJob).sort(byRunAt);
+  }
+
+  async completeJob(id: string, owner: string, now: number): Promise<void> {
+    this.st(
+      `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
+    ).run(now, id, owner);
+  }
+
+  async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<void> {
+    if (retryAt === null) {
+      this.st(
+        `UPDATE jobs SET state = 'dead', last_error = ?, lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
+      ).run(errorCode, now, id, owner);
+    } else {
+      this.st(
+        `UPDATE jobs SET state = 'queued', last_error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+         WHERE id = ? AND lease_owner = ? AND state = 'running'`,
+      ).run(errorCode, retryAt, now, id, owner);
+    }
+  }
+
+  async countJobs(): Promise<Record<JobState, number>> {
+    const counts = emptyCounts();
+    for (const r of this.st('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state').all() as { state: JobState; n: number }[]) {
+      if (r.state in counts) counts[r.state] = Number(r.n);
+    }
+    return counts;
+  }
+
+  async listJobs(subject: string): Promise<Job[]> {
+    return (this.st('SELECT * FROM jobs WHERE subject = ? ORDER BY created_at, run_at, id').all(subject) as JobRow[]).map(toJob);
+  }
+
+  // ---- audit
+
+  async audit(kind: string, subject: string, detail: Record<string, unknown>, now: number): Promise<void> {
+    this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run(kind, subject, JSON.stringify(detail ?? {}), now);
+  }
+
+  async listAudit(subject?: string): Promise<AuditEntry[]> {
+    const rows = (
+      subject === undefined ? this.st('SELECT * FROM audit ORDER BY id').all() : this.st('SELECT * FROM audit WHERE subject = ? ORDER BY id').all(subject)
+    ) as AuditRow[];
+    return rows.map(toAudit);
+  }
+
+  // ---- idempotency keys and resume tokens
+
+  async claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim> {
+    return this.tx(() => {
+      // An expired key is taken over as if it never existed.
+      const claimed = this.st(
+        `INSERT INTO idempotency_keys (scope, key, request_hash, response_enc, state, expires_at, created_at)
+         VALUES (@scope, @key, @hash, NULL, 'pending', @exp, @now)
+         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, response_enc = NULL, state = 'pending',
+           expires_at = excluded.expires_at, created_at = excluded.created_at
+         WHERE idempotency_keys.expires_at <= @now`,
+      ).run({ scope, key, hash: requestHash, exp: expiresAt, now }).changes;
+      if (claimed) return { state: 'new' } as const;
+      const r = this.st('SELECT request_hash, response_enc, state FROM idempotency_keys WHERE scope = ? AND key = ?').get(scope, key) as {
+        request_hash: string;
+        response_enc: string | null;
+        state: string;
+      };
+      if (r.state === 'done') {
+        const response = r.response_enc === null ? null : this.cipher.decryptJson<unknown>(r.response_enc, aad.idempotencyResponse(scope, key));
+        return { state: 'done', requestHash: r.request_hash, response } as const;
+      }
+      return { state: 'pending', requestHash: r.request_hash } as const;
+    });
+  }
+
+  async completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void> {
+    // Responses can carry session tokens, so they are encrypted like any other secret.
+    const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
+    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done' WHERE scope = ? AND key = ?`).run(enc, scope, key);
+  }
+
+  async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
+    this.st('DELETE FROM idempotency_keys WHERE scope = ? AND key = ?').run(scope, key);
+  }
+
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void> {
+    this.st('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES (?, ?, ?, ?)').run(tokenHash, interviewId, expiresAt, now);
+  }
+
+  async findResumeToken(tokenHash: string, now: number): Promise<string | null> {
+    const r = this.st('SELECT interview_id FROM resume_tokens WHERE token_hash = ? AND expires_at > ?').get(tokenHash, now) as
+      | { interview_id: string }
+      | undefined;
+    return r ? r.interview_id : null;
+  }
+}

@@ -1,0 +1,172 @@
+// The storage interface: one contract, two engines (SQLite, PostgreSQL). Knows no HTTP and no Incode.
+
+export type ResultsStatus = 'pending' | 'ready' | 'failed' | 'unprocessable' | 'erased';
+export type Decision = 'approve' | 'decline' | 'review';
+export type SessionOrigin = 'broker' | 'external';
+
+export interface StepRecord {
+  /** e.g. start, front, back, process-id, selfie, face-match, wait, finish, results */
+  step: string;
+  outcome: 'ok' | 'rejected' | 'failed' | 'skipped';
+  /** Stable reason code, never PII. */
+  code?: string | null;
+  /** User-facing message (from the capture checks), never PII. */
+  message?: string | null;
+  at: number;
+}
+
+export interface SessionRecord {
+  interviewId: string;
+  origin: SessionOrigin;
+  externalCustomerId: string | null;
+  /** Decrypted session token (null when erased or unknown). */
+  token: string | null;
+  onboardingStatus: string;
+  statusRank: number;
+  resultsStatus: ResultsStatus;
+  decision: Decision | null;
+  /** Stable code of the last failure (job dead-lettered, not processable...). */
+  lastError: string | null;
+  createdAt: number;
+  updatedAt: number;
+  /** Epoch ms of the next onboarding-status poll, null when polling is over. */
+  nextPollAt: number | null;
+  pollAttempts: number;
+}
+
+export interface NewSession {
+  interviewId: string;
+  origin: SessionOrigin;
+  externalCustomerId?: string | null;
+  token?: string | null;
+  /** sha256 hex of the token, for lookups by token without decrypting every row. */
+  tokenHash?: string | null;
+  onboardingStatus?: string;
+  statusRank?: number;
+  nextPollAt?: number | null;
+  now: number;
+}
+
+export interface StoredResults {
+  scores: unknown;
+  ocr: unknown;
+  fetchedAt: number;
+}
+
+export interface InboxEvent {
+  /** Idempotency key: interviewId + ':' + onboardingStatus. */
+  key: string;
+  interviewId: string;
+  onboardingStatus: string;
+  /** The webhook body with PII removed (no externalId). */
+  payload: Record<string, unknown>;
+  receivedAt: number;
+}
+
+export type JobState = 'queued' | 'running' | 'done' | 'dead';
+
+export interface Job {
+  id: string;
+  kind: string;
+  subject: string;
+  payload: Record<string, unknown>;
+  state: JobState;
+  attempts: number;
+  runAt: number;
+  leaseOwner: string | null;
+  leaseExpiresAt: number | null;
+  lastError: string | null;
+  createdAt: number;
+}
+
+export interface NewJob {
+  kind: string;
+  subject: string;
+  payload?: Record<string, unknown>;
+  runAt: number;
+  /** While a job with this key is queued or running, another enqueue with it is a no-op. */
+  dedupeKey?: string;
+}
+
+export interface ListSessionsQuery {
+  onboardingStatus?: string;
+  resultsStatus?: ResultsStatus;
+  decision?: Decision;
+  /** updatedAt >= since (epoch ms) */
+  since?: number;
+  /** updatedAt < until (epoch ms) */
+  until?: number;
+  limit: number;
+  /** Opaque cursor from a previous page. */
+  cursor?: string;
+}
+
+export interface AuditEntry {
+  id: string;
+  kind: string;
+  subject: string;
+  detail: Record<string, unknown>;
+  at: number;
+}
+
+export type IdempotencyClaim =
+  | { state: 'new' }
+  | { state: 'pending'; requestHash: string }
+  | { state: 'done'; requestHash: string; response: unknown };
+
+export interface Store {
+  readonly engine: 'sqlite' | 'postgres';
+  /** Runs pending migrations; idempotent. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+  ping(): Promise<void>;
+
+  // sessions
+  /** Inserts; if the interviewId exists, fills a missing token/externalCustomerId and returns the row. */
+  upsertSession(s: NewSession): Promise<SessionRecord>;
+  getSession(interviewId: string): Promise<SessionRecord | null>;
+  /** A fresh token for the same onboarding (resume): replaces token and hash unless the session was erased. */
+  replaceToken(interviewId: string, token: string, now: number): Promise<void>;
+  getSessionByTokenHash(tokenHash: string): Promise<SessionRecord | null>;
+  /** Atomic monotonic move: applies when rank > current rank, or rank == current and equalRankReplaces. */
+  advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionRecord | null }>;
+  setResultsStatus(interviewId: string, status: ResultsStatus, lastError: string | null, now: number): Promise<void>;
+  /** Stores scores and OCR encrypted, sets resultsStatus=ready and the decision. */
+  saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void>;
+  getResults(interviewId: string): Promise<StoredResults | null>;
+  listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }>;
+  /** Sessions with nextPollAt <= now, oldest first. */
+  sessionsDueForPoll(now: number, limit: number): Promise<SessionRecord[]>;
+  schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, now: number): Promise<void>;
+  recordStep(interviewId: string, step: StepRecord): Promise<void>;
+  listSteps(interviewId: string): Promise<StepRecord[]>;
+  /** Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. */
+  eraseSession(interviewId: string, reason: string, now: number): Promise<boolean>;
+  /** Erases PII of sessions created before `createdBefore`; returns how many. */
+  purgeExpired(createdBefore: number, now: number): Promise<number>;
+
+  // inbox and jobs
+  /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */
+  recordEvent(e: InboxEvent, job: NewJob): Promise<boolean>;
+  markEventProcessed(key: string, now: number): Promise<void>;
+  enqueueJob(j: NewJob, now: number): Promise<boolean>;
+  /** Claims up to `limit` due jobs (queued and due, or running with an expired lease) for `owner`. */
+  claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]>;
+  completeJob(id: string, owner: string, now: number): Promise<void>;
+  /** Back to queued at retryAt, or dead when retryAt is null. */
+  failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<void>;
+  countJobs(): Promise<Record<JobState, number>>;
+  listJobs(subject: string): Promise<Job[]>;
+
+  // audit
+  audit(kind: string, subject: string, detail: Record<string, unknown>, now: number): Promise<void>;
+  listAudit(subject?: string): Promise<AuditEntry[]>;
+
+  // idempotency keys and resume tokens (issue 6)
+  claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim>;
+  completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void>;
+  releaseIdempotencyKey(scope: string, key: string): Promise<void>;
+  createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void>;
+  /** interviewId for a valid, unexpired token hash. */
+  findResumeToken(tokenHash: string, now: number): Promise<string | null>;
+}

@@ -1,0 +1,128 @@
+// Starts the real broker and the real emulator on loopback ports for end-to-end tests.
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { buildApp, type AppDeps } from '../../src/app';
+import { loadConfig, type Config } from '../../src/config';
+import { buildEmulator, type EmulatorOptions } from '../../src/emulator/app';
+
+export const TEST_API_KEY = 'test-api-key-0123456789abcdef';
+export const ADMIN_KEY = 'admin-key-0123456789abcdefghijkl';
+export const WEBHOOK_CLIENT_ID = 'incode-webhooks';
+export const WEBHOOK_CLIENT_SECRET = 'webhook-secret-0123456789abcdef';
+export const EXEC_EMAIL = 'exec@example.com';
+export const EXEC_PASSWORD = 'exec-password-123';
+export const ENCRYPTION_KEY = 'k1:' + Buffer.alloc(32, 7).toString('base64');
+
+export interface Running<T = FastifyInstance> {
+  app: T;
+  url: string;
+  close: () => Promise<void>;
+}
+
+async function listen(app: FastifyInstance, port = 0): Promise<string> {
+  await app.listen({ port, host: '127.0.0.1' });
+  const { port: p } = app.server.address() as AddressInfo;
+  return `http://127.0.0.1:${p}`;
+}
+
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startEmulator(opts: Partial<EmulatorOptions> = {}): Promise<Running> {
+  const app = buildEmulator({ apiKey: TEST_API_KEY, clientId: 'testclient', executiveEmail: EXEC_EMAIL, executivePassword: EXEC_PASSWORD, processingDelayMs: 50, ...opts });
+  const url = await listen(app);
+  return { app, url, close: () => app.close() };
+}
+
+/** Captures every log line written by an app (to assert that no secret or PII is ever logged). */
+export class LogCapture extends Writable {
+  lines: string[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+    cb();
+  }
+  get text(): string {
+    return this.lines.join('\n');
+  }
+}
+
+/** Environment of a broker pointed at a running emulator (non-sandbox: real API key flow). */
+export function brokerEnv(incodeUrl: string, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'info',
+    INCODE_API_URL: incodeUrl,
+    INCODE_API_KEY: TEST_API_KEY,
+    INCODE_CLIENT_ID: 'testclient',
+    INCODE_EXECUTIVE_EMAIL: EXEC_EMAIL,
+    INCODE_EXECUTIVE_PASSWORD: EXEC_PASSWORD,
+    INCODE_TIMEOUT_MS: '3000',
+    INCODE_MAX_RETRIES: '2',
+    DATABASE_URL: 'sqlite::memory:',
+    DATA_ENCRYPTION_KEY: ENCRYPTION_KEY,
+    ADMIN_API_KEYS: ADMIN_KEY,
+    WEBHOOK_CLIENT_ID,
+    WEBHOOK_CLIENT_SECRET,
+    POLL_INTERVAL_MS: '200',
+    POLL_MAX_INTERVAL_MS: '1000',
+    JOB_BACKOFF_MS: '50',
+    RATE_LIMIT_PER_IP: '0',
+    RATE_LIMIT_PER_CUSTOMER: '0',
+    EVENT_LOOP_MAX_LAG_MS: '0',
+    ...overrides,
+  };
+}
+
+export async function startBroker(env: Record<string, string>, deps: AppDeps = {}, port = 0): Promise<Running & { config: Config; logs: LogCapture }> {
+  const logs = new LogCapture();
+  const config = loadConfig({ ...env, PORT: String(port) });
+  const app = await buildApp(config, { logStream: logs, ...deps });
+  const url = await listen(app, port);
+  return { app, url, config, logs, close: () => app.close() };
+}
+
+/** A sandbox broker (no API key): the emulator is mounted in-process; needs a fixed port known before start. */
+export async function startSandbox(overrides: Record<string, string> = {}, deps: AppDeps = {}) {
+  const port = await freePort();
+  const env = {
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'info',
+    DATABASE_URL: 'sqlite::memory:',
+    ADMIN_API_KEYS: ADMIN_KEY,
+    PUBLIC_URL: `http://127.0.0.1:${port}`,
+    EMULATOR_PROCESSING_DELAY_MS: '50',
+    POLL_INTERVAL_MS: '200',
+    POLL_MAX_INTERVAL_MS: '1000',
+    RATE_LIMIT_PER_IP: '0',
+    RATE_LIMIT_PER_CUSTOMER: '0',
+    EVENT_LOOP_MAX_LAG_MS: '0',
+    ...overrides,
+  };
+  return startBroker(env, deps, port);
+}
+
+/** Polls fn until it returns a truthy value or the deadline passes (bounded wait, no fixed sleeps). */
+export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000, stepMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  throw new Error(`waitFor timed out after ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
+}

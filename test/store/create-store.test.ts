@@ -1,0 +1,78 @@
+// createStore picks the engine from the URL and never echoes a URL (it may hold credentials) in errors.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Cipher, createStore, PostgresStore, SqliteStore } from '../../src/store';
+import { describeWith, services } from '../helpers/services';
+
+const cipher = new Cipher([{ id: 'k1', key: Buffer.alloc(32, 1) }]);
+
+describe('createStore', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'store-factory-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('opens a SQLite file, creating its parent folder', async () => {
+    const file = join(dir, 'a', 'b', 'broker.db');
+    const store = createStore({ url: `sqlite:${file}`, cipher });
+    expect(store).toBeInstanceOf(SqliteStore);
+    expect(store.engine).toBe('sqlite');
+    await store.migrate();
+    await store.ping();
+    await store.close();
+    expect(existsSync(file)).toBe(true);
+  });
+
+  it('accepts sqlite:// followed by a path', async () => {
+    const rel = join(dir, 'rel.db');
+    const s = createStore({ url: `sqlite://${rel}`, cipher });
+    await s.migrate();
+    await s.close();
+    expect(existsSync(rel)).toBe(true);
+  });
+
+  it('opens in-memory SQLite', async () => {
+    const store = createStore({ url: 'sqlite::memory:', cipher });
+    await store.migrate();
+    expect((await store.upsertSession({ interviewId: 'x', origin: 'broker', now: 1 })).interviewId).toBe('x');
+    await store.close();
+  });
+
+  it('picks PostgreSQL for postgres:// and postgresql:// without connecting', async () => {
+    for (const url of ['postgres://u:p@127.0.0.1:1/db', 'postgresql://u:p@127.0.0.1:1/db']) {
+      const s = createStore({ url, cipher, pgPoolMax: 3, pgSchema: 'tenant_a' });
+      expect(s).toBeInstanceOf(PostgresStore);
+      expect(s.engine).toBe('postgres');
+      expect((s as PostgresStore).schema).toBe('tenant_a');
+      expect((s as PostgresStore).pool.options.max).toBe(3);
+      await s.close();
+    }
+  });
+
+  it('rejects other schemes without echoing the URL', () => {
+    const e = (() => {
+      try {
+        createStore({ url: 'mysql://user:hunter2@db/x', cipher });
+      } catch (err) {
+        return err as Error;
+      }
+      return null;
+    })();
+    expect(e?.message).toMatch(/unsupported store URL scheme: mysql/);
+    expect(e?.message).not.toContain('hunter2');
+    expect(() => createStore({ url: 'sqlite:', cipher })).toThrow(/path/);
+  });
+});
+
+describeWith('postgres', 'createStore (postgres reachable)', () => {
+  it('migrates and pings a throwaway schema', async () => {
+    const schema = `store_factory_${process.pid}_${Date.now().toString(36)}`;
+    const s = createStore({ url: services.postgres, cipher, pgSchema: schema }) as PostgresStore;
+    try {
+      await s.migrate();
+      await s.ping();
+    } finally {
+      await s.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await s.close();
+    }
+  });
+});

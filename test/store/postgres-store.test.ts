@@ -1,0 +1,148 @@
+// Runs the store contract on PostgreSQL, each test in a throwaway schema, plus PostgreSQL-only checks (concurrent migrate, pools racing).
+import { Pool } from 'pg';
+import { Cipher } from '../../src/store/crypto';
+import { PostgresStore } from '../../src/store/postgres-store';
+import type { Store } from '../../src/store/types';
+import { describeWith, services } from '../helpers/services';
+import { K1, runStoreContract } from './store-contract';
+
+const RUN = `store_test_${process.pid}_${Date.now().toString(36)}`;
+let seq = 0;
+const schemas = new Set<string>();
+let admin: Pool | undefined;
+
+function adminPool(): Pool {
+  admin ??= new Pool({ connectionString: services.postgres, max: 2 });
+  return admin;
+}
+
+function newSchema(): string {
+  const s = `${RUN}_${++seq}`;
+  schemas.add(s);
+  return s;
+}
+
+async function dropSchema(s: string): Promise<void> {
+  await adminPool().query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`);
+  schemas.delete(s);
+}
+
+const open = (schema: string, cipher: Cipher, poolMax = 4) => new PostgresStore({ url: services.postgres, cipher, schema, poolMax });
+
+describeWith('postgres', 'PostgresStore', () => {
+  afterAll(async () => {
+    for (const s of [...schemas]) await dropSchema(s);
+    await admin?.end();
+  });
+
+  runStoreContract('postgres', async (cipher) => {
+    const schema = newSchema();
+    const store = open(schema, cipher);
+    return {
+      store,
+      open: async (c: Cipher) => {
+        const s = open(schema, c);
+        await s.migrate();
+        return s;
+      },
+      async exec(sql, params = []) {
+        let i = 0;
+        const { rows } = await store.pool.query(
+          sql.replace(/\?/g, () => `$${++i}`),
+          params,
+        );
+        return rows;
+      },
+      // Every column of every table, as the server would hand it to anyone with read access or a dump.
+      async dump() {
+        const { rows: tables } = await store.pool.query<{ table_name: string }>(
+          'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name',
+          [schema],
+        );
+        let out = '';
+        for (const t of tables) {
+          const { rows } = await store.pool.query<{ r: string }>(`SELECT t::text AS r FROM "${schema}"."${t.table_name}" t`);
+          out += rows.map((r) => r.r).join('\n') + '\n';
+        }
+        return out;
+      },
+      async cleanup() {
+        await store.close();
+        await dropSchema(schema);
+      },
+    };
+  });
+
+  describe('PostgreSQL specifics', () => {
+    const stores: Store[] = [];
+    afterEach(async () => {
+      for (const s of stores.splice(0)) await s.close();
+    });
+    const track = (s: PostgresStore) => (stores.push(s), s);
+
+    it('keeps its tables in its own schema', async () => {
+      const schema = newSchema();
+      const s = track(open(schema, new Cipher([K1])));
+      await s.migrate();
+      const { rows } = await adminPool().query<{ table_name: string }>(
+        'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name',
+        [schema],
+      );
+      expect(rows.map((r) => r.table_name)).toEqual([
+        'audit',
+        'events',
+        'idempotency_keys',
+        'jobs',
+        'results',
+        'resume_tokens',
+        'schema_migrations',
+        'sessions',
+        'steps',
+      ]);
+    });
+
+    it('concurrent migrate() from several replicas applies each migration once', async () => {
+      const schema = newSchema();
+      const replicas = [1, 2, 3, 4].map(() => track(open(schema, new Cipher([K1]), 2)));
+      await Promise.all(replicas.map((r) => r.migrate()));
+      await replicas[0].migrate();
+      const { rows } = await adminPool().query(`SELECT version FROM "${schema}".schema_migrations`);
+      expect(rows).toEqual([{ version: 1 }]);
+    });
+
+    it('several pools claiming at once never share a job', async () => {
+      const schema = newSchema();
+      const a = track(open(schema, new Cipher([K1]), 5));
+      const b = track(open(schema, new Cipher([K1]), 5));
+      await a.migrate();
+      await b.migrate();
+      const n = 200;
+      await Promise.all(Array.from({ length: n }, (_, i) => a.enqueueJob({ kind: 'k', subject: `j${i}`, runAt: 0 }, 0)));
+      const got: string[] = [];
+      const worker = async (s: Store, owner: string) => {
+        for (;;) {
+          const jobs = await s.claimJobs(owner, 4, 60_000, 1);
+          if (!jobs.length) return;
+          got.push(...jobs.map((j) => j.id));
+        }
+      };
+      await Promise.all([a, b, a, b, a, b, a, b].map((s, i) => worker(s, `w${i}`)));
+      expect(got).toHaveLength(n);
+      expect(new Set(got).size).toBe(n);
+      expect(await a.countJobs()).toEqual({ queued: 0, running: n, done: 0, dead: 0 });
+    });
+
+    it('returns epoch-ms bigints as numbers', async () => {
+      const s = track(open(newSchema(), new Cipher([K1])));
+      await s.migrate();
+      const big = 4_102_444_800_000; // year 2100
+      const r = await s.upsertSession({ interviewId: 'x', origin: 'broker', nextPollAt: big, now: big });
+      expect(r.createdAt).toBe(big);
+      expect(typeof r.nextPollAt).toBe('number');
+    });
+
+    it('refuses a schema name that is not a plain lowercase identifier', () => {
+      expect(() => open('bad"; DROP', new Cipher([K1]))).toThrow(/invalid schema name/);
+    });
+  });
+});

@@ -1,0 +1,588 @@
+// Shared behaviour suite for every Store engine: each engine's test file supplies a harness over a fresh database.
+import { Cipher, sha256Hex } from '../../src/store/crypto';
+import type { NewJob, SessionRecord, Store } from '../../src/store/types';
+
+export const K1 = { id: 'k1', key: Buffer.alloc(32, 1) };
+export const K2 = { id: 'k2', key: Buffer.alloc(32, 2) };
+
+export interface StoreHarness {
+  store: Store;
+  /** Another store over the same database (as another process would have); absent for private in-memory databases. */
+  open?: (cipher: Cipher) => Promise<Store>;
+  /** Raw SQL with `?` placeholders, bypassing the store (to inspect or tamper with rows). */
+  exec(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+  /** Everything the database holds, as text, the way an attacker with the file or a dump would see it. */
+  dump(): Promise<string>;
+  cleanup(): Promise<void>;
+}
+
+export type MakeHarness = (cipher: Cipher) => Promise<StoreHarness>;
+
+const T0 = 1_700_000_000_000;
+const OCR_NAME = 'Zephyrine Quillfeather-Obradovic';
+const EXT_ID = 'customer-ext-7f3a9c';
+const TOKEN = 'tok_secret_8e1b2c3d4e5f';
+
+const job = (subject: string, over: Partial<NewJob> = {}): NewJob => ({ kind: 'fetch-results', subject, payload: { n: 1 }, runAt: T0, ...over });
+
+export function runStoreContract(name: string, make: MakeHarness, opts: { shared?: boolean } = {}): void {
+  // Tests needing a second store over the same database are skipped (by name) for private in-memory databases.
+  const itShared = opts.shared === false ? it.skip : it;
+  describe(`Store contract: ${name}`, () => {
+    let h: StoreHarness;
+    let store: Store;
+    const extra: Store[] = [];
+    const open = async (cipher = new Cipher([K1])) => {
+      const s = await h.open!(cipher);
+      extra.push(s);
+      return s;
+    };
+
+    beforeEach(async () => {
+      h = await make(new Cipher([K1]));
+      store = h.store;
+      await store.migrate();
+    });
+
+    afterEach(async () => {
+      for (const s of extra.splice(0)) await s.close();
+      await h.cleanup();
+    });
+
+    const session = (id: string, over: Record<string, unknown> = {}) =>
+      store.upsertSession({ interviewId: id, origin: 'broker', token: `${TOKEN}-${id}`, externalCustomerId: EXT_ID, now: T0, ...over });
+
+    describe('lifecycle', () => {
+      it('pings and migrates idempotently', async () => {
+        await store.ping();
+        await store.migrate();
+        await store.migrate();
+        const rows = await h.exec('SELECT version FROM schema_migrations');
+        expect(rows.map((r) => Number(r.version))).toEqual([1]);
+        expect(['sqlite', 'postgres']).toContain(store.engine);
+      });
+    });
+
+    describe('sessions', () => {
+      it('inserts with defaults and reads back; unknown is null', async () => {
+        const s = await store.upsertSession({ interviewId: 'i1', origin: 'external', now: T0 });
+        expect(s).toEqual<SessionRecord>({
+          interviewId: 'i1',
+          origin: 'external',
+          externalCustomerId: null,
+          token: null,
+          onboardingStatus: 'UNKNOWN',
+          statusRank: 0,
+          resultsStatus: 'pending',
+          decision: null,
+          lastError: null,
+          createdAt: T0,
+          updatedAt: T0,
+          nextPollAt: null,
+          pollAttempts: 0,
+        });
+        expect(await store.getSession('i1')).toEqual(s);
+        expect(await store.getSession('nope')).toBeNull();
+      });
+
+      it('fills a missing token and externalCustomerId but never overwrites them', async () => {
+        await store.upsertSession({ interviewId: 'i1', origin: 'external', now: T0 });
+        const filled = await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'tA', externalCustomerId: 'eA', now: T0 + 5 });
+        expect(filled).toMatchObject({ token: 'tA', externalCustomerId: 'eA', origin: 'external', updatedAt: T0 + 5, createdAt: T0 });
+        const again = await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'tB', externalCustomerId: 'eB', now: T0 + 9 });
+        expect(again).toMatchObject({ token: 'tA', externalCustomerId: 'eA', updatedAt: T0 + 5 });
+        // Hash derived from the token when the caller gives none.
+        expect((await store.getSessionByTokenHash(sha256Hex('tA')))?.interviewId).toBe('i1');
+        expect(await store.getSessionByTokenHash(sha256Hex('tB'))).toBeNull();
+      });
+
+      it('replaceToken swaps the token and its hash, but not on an erased session', async () => {
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'old', now: T0 });
+        await store.replaceToken('i1', 'new', T0 + 1);
+        expect((await store.getSession('i1'))?.token).toBe('new');
+        expect((await store.getSessionByTokenHash(sha256Hex('new')))?.interviewId).toBe('i1');
+        expect(await store.getSessionByTokenHash(sha256Hex('old'))).toBeNull();
+        await store.eraseSession('i1', 'test', T0 + 2);
+        await store.replaceToken('i1', 'newer', T0 + 3);
+        expect((await store.getSession('i1'))?.token).toBeNull();
+      });
+
+      it('uses the caller token hash when given', async () => {
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', tokenHash: 'h-custom', now: T0 });
+        expect((await store.getSessionByTokenHash('h-custom'))?.token).toBe('t');
+      });
+
+      it('never downgrades the status on upsert, but raises it', async () => {
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', onboardingStatus: 'ONBOARDING_FINISHED', statusRank: 5, now: T0 });
+        const low = await store.upsertSession({ interviewId: 'i1', origin: 'broker', onboardingStatus: 'UNKNOWN', statusRank: 0, now: T0 + 1 });
+        expect(low).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', statusRank: 5 });
+        const high = await store.upsertSession({ interviewId: 'i1', origin: 'broker', onboardingStatus: 'MANUAL_REVIEW_APPROVED', statusRank: 6, now: T0 + 2 });
+        expect(high).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED', statusRank: 6 });
+      });
+
+      it('advanceStatus is monotonic', async () => {
+        await session('i1');
+        let r = await store.advanceStatus('i1', 'ID_VALIDATION_FINISHED', 2, true, T0 + 1);
+        expect(r.changed).toBe(true);
+        expect(r.session).toMatchObject({ onboardingStatus: 'ID_VALIDATION_FINISHED', statusRank: 2, updatedAt: T0 + 1 });
+        // Progress statuses share a rank and replace each other when allowed.
+        r = await store.advanceStatus('i1', 'FACE_VALIDATION_FINISHED', 2, true, T0 + 2);
+        expect(r).toMatchObject({ changed: true, session: { onboardingStatus: 'FACE_VALIDATION_FINISHED' } });
+        // Same status again is not a change.
+        r = await store.advanceStatus('i1', 'FACE_VALIDATION_FINISHED', 2, true, T0 + 3);
+        expect(r.changed).toBe(false);
+        r = await store.advanceStatus('i1', 'POST_PROCESSING_FINISHED', 2, false, T0 + 3);
+        expect(r).toMatchObject({ changed: false, session: { onboardingStatus: 'FACE_VALIDATION_FINISHED', updatedAt: T0 + 2 } });
+        r = await store.advanceStatus('i1', 'ONBOARDING_FINISHED', 9, false, T0 + 4);
+        expect(r.changed).toBe(true);
+        // A final status is never overwritten by a lower rank, replace flag or not.
+        r = await store.advanceStatus('i1', 'ID_VALIDATION_FINISHED', 2, true, T0 + 5);
+        expect(r).toMatchObject({ changed: false, session: { onboardingStatus: 'ONBOARDING_FINISHED', statusRank: 9 } });
+        r = await store.advanceStatus('i1', 'EXPIRED', 9, false, T0 + 6);
+        expect(r).toMatchObject({ changed: false, session: { onboardingStatus: 'ONBOARDING_FINISHED' } });
+        expect(await store.advanceStatus('nope', 'X', 1, true, T0)).toEqual({ changed: false, session: null });
+      });
+
+      it('concurrent advanceStatus calls end at the highest rank', async () => {
+        await session('i1');
+        const ranks = [3, 7, 1, 5, 9, 2, 8, 4, 6];
+        const out = await Promise.all(ranks.map((r) => store.advanceStatus('i1', `S${r}`, r, false, T0 + r)));
+        expect(out.some((o) => o.changed)).toBe(true);
+        expect(await store.getSession('i1')).toMatchObject({ onboardingStatus: 'S9', statusRank: 9 });
+      });
+
+      it('setResultsStatus records status and last error', async () => {
+        await session('i1');
+        await store.setResultsStatus('i1', 'failed', 'E_FETCH', T0 + 10);
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'failed', lastError: 'E_FETCH', updatedAt: T0 + 10 });
+        await store.setResultsStatus('nope', 'failed', null, T0);
+      });
+
+      it('saves results encrypted and reads them back', async () => {
+        await session('i1');
+        expect(await store.getResults('i1')).toBeNull();
+        const ocr = { fullName: OCR_NAME, birthDate: '1990-01-01' };
+        await store.saveResults('i1', { scores: { overall: 93.5 }, ocr, fetchedAt: T0 + 20 }, 'approve', T0 + 21);
+        expect(await store.getResults('i1')).toEqual({ scores: { overall: 93.5 }, ocr, fetchedAt: T0 + 20 });
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', decision: 'approve', lastError: null, updatedAt: T0 + 21 });
+        const [row] = await h.exec('SELECT key_id, ocr_enc FROM results WHERE interview_id = ?', ['i1']);
+        expect(row.key_id).toBe('k1');
+        expect(String(row.ocr_enc)).toMatch(/^v1\.k1\./);
+        // Saving again replaces.
+        await store.saveResults('i1', { scores: { overall: 10 }, ocr: null, fetchedAt: T0 + 30 }, 'decline', T0 + 31);
+        expect(await store.getResults('i1')).toEqual({ scores: { overall: 10 }, ocr: null, fetchedAt: T0 + 30 });
+        await expect(store.saveResults('nope', { scores: {}, ocr: {}, fetchedAt: T0 }, 'review', T0)).rejects.toThrow(/unknown session/);
+      });
+
+      it('sessionsDueForPoll returns due sessions oldest first; schedulePoll moves them', async () => {
+        await session('a', { nextPollAt: T0 + 300 });
+        await session('b', { nextPollAt: T0 + 100 });
+        await session('c', { nextPollAt: null });
+        await session('d', { nextPollAt: T0 + 200 });
+        await session('e', { nextPollAt: T0 + 5000 });
+        expect((await store.sessionsDueForPoll(T0 + 300, 10)).map((s) => s.interviewId)).toEqual(['b', 'd', 'a']);
+        expect((await store.sessionsDueForPoll(T0 + 300, 2)).map((s) => s.interviewId)).toEqual(['b', 'd']);
+        await store.schedulePoll('b', T0 + 9000, 3, T0 + 301);
+        await store.schedulePoll('d', null, 4, T0 + 301);
+        expect((await store.sessionsDueForPoll(T0 + 300, 10)).map((s) => s.interviewId)).toEqual(['a']);
+        expect(await store.getSession('b')).toMatchObject({ nextPollAt: T0 + 9000, pollAttempts: 3, updatedAt: T0 + 301 });
+        expect(await store.getSession('d')).toMatchObject({ nextPollAt: null, pollAttempts: 4 });
+      });
+
+      it('records and lists steps in time order', async () => {
+        await session('i1');
+        await store.recordStep('i1', { step: 'front', outcome: 'rejected', code: 'GLARE', message: 'Too much glare', at: T0 + 2 });
+        await store.recordStep('i1', { step: 'start', outcome: 'ok', at: T0 + 1 });
+        await store.recordStep('i1', { step: 'front', outcome: 'ok', code: null, at: T0 + 3 });
+        expect(await store.listSteps('i1')).toEqual([
+          { step: 'start', outcome: 'ok', code: null, message: null, at: T0 + 1 },
+          { step: 'front', outcome: 'rejected', code: 'GLARE', message: 'Too much glare', at: T0 + 2 },
+          { step: 'front', outcome: 'ok', code: null, message: null, at: T0 + 3 },
+        ]);
+        expect(await store.listSteps('other')).toEqual([]);
+      });
+    });
+
+    describe('listSessions', () => {
+      it('pages by updatedAt desc, interviewId desc with no duplicates or gaps, stable under inserts', async () => {
+        const ids: string[] = [];
+        for (let i = 0; i < 23; i++) {
+          const id = `s${String(i).padStart(2, '0')}`;
+          ids.push(id);
+          // Several rows share an updatedAt, so the interviewId tie-break matters.
+          await session(id, { now: T0 + Math.floor(i / 4) });
+        }
+        const expected = [...ids].sort((a, b) => {
+          const ua = Math.floor(Number(a.slice(1)) / 4);
+          const ub = Math.floor(Number(b.slice(1)) / 4);
+          return ub - ua || (a < b ? 1 : -1);
+        });
+        const seen: string[] = [];
+        let cursor: string | undefined;
+        let pages = 0;
+        do {
+          const page = await store.listSessions({ limit: 5, cursor });
+          seen.push(...page.items.map((s) => s.interviewId));
+          cursor = page.nextCursor ?? undefined;
+          if (pages === 1) {
+            // Newer sessions arriving mid-walk land before the cursor and must not disturb later pages.
+            await session('zz-new-1', { now: T0 + 100 });
+            await session('aa-new-2', { now: T0 + 100 });
+          }
+          pages++;
+        } while (cursor);
+        expect(pages).toBe(5);
+        expect(seen).toEqual(expected);
+        expect(new Set(seen).size).toBe(23);
+        const first = await store.listSessions({ limit: 2 });
+        expect(first.items.map((s) => s.interviewId)).toEqual(['zz-new-1', 'aa-new-2']);
+        const all = await store.listSessions({ limit: 100 });
+        expect(all.items).toHaveLength(25);
+        expect(all.nextCursor).toBeNull();
+      });
+
+      it('filters by onboardingStatus, resultsStatus, decision, since and until', async () => {
+        await session('a', { now: T0, onboardingStatus: 'ONBOARDING_FINISHED', statusRank: 5 });
+        await session('b', { now: T0 + 10 });
+        await session('c', { now: T0 + 20 });
+        await store.saveResults('a', { scores: {}, ocr: {}, fetchedAt: T0 }, 'approve', T0 + 30);
+        await store.saveResults('b', { scores: {}, ocr: {}, fetchedAt: T0 }, 'decline', T0 + 40);
+        const ids = async (q: object) => (await store.listSessions({ limit: 10, ...q })).items.map((s) => s.interviewId);
+        expect(await ids({ onboardingStatus: 'ONBOARDING_FINISHED' })).toEqual(['a']);
+        expect(await ids({ resultsStatus: 'ready' })).toEqual(['b', 'a']);
+        expect(await ids({ resultsStatus: 'pending' })).toEqual(['c']);
+        expect(await ids({ decision: 'decline' })).toEqual(['b']);
+        expect(await ids({ since: T0 + 30 })).toEqual(['b', 'a']);
+        expect(await ids({ until: T0 + 30 })).toEqual(['c']);
+        expect(await ids({ since: T0 + 20, until: T0 + 40, resultsStatus: 'ready' })).toEqual(['a']);
+        // Filters and the cursor combine.
+        const p1 = await store.listSessions({ limit: 1, resultsStatus: 'ready' });
+        const p2 = await store.listSessions({ limit: 1, resultsStatus: 'ready', cursor: p1.nextCursor! });
+        expect([p1.items[0].interviewId, p2.items[0].interviewId, p2.nextCursor]).toEqual(['b', 'a', null]);
+      });
+
+      it('rejects a forged cursor', async () => {
+        await expect(store.listSessions({ limit: 5, cursor: 'not-a-cursor' })).rejects.toThrow(/invalid cursor/);
+      });
+    });
+
+    describe('erasure and retention', () => {
+      it('eraseSession removes PII, keeps the row, and audits without PII', async () => {
+        await session('i1', { token: TOKEN });
+        await store.saveResults('i1', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 1);
+        await store.createResumeToken('rt-hash', 'i1', T0 + 10_000, T0);
+        await store.recordStep('i1', { step: 'start', outcome: 'ok', at: T0 });
+        expect(await store.eraseSession('i1', 'user-request', T0 + 50)).toBe(true);
+
+        const s = await store.getSession('i1');
+        expect(s).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased', decision: 'approve', updatedAt: T0 + 50 });
+        expect(await store.getResults('i1')).toBeNull();
+        expect(await store.getSessionByTokenHash(sha256Hex(TOKEN))).toBeNull();
+        expect(await store.findResumeToken('rt-hash', T0 + 1)).toBeNull();
+        expect(await store.listSteps('i1')).toHaveLength(1);
+
+        const [row] = await h.exec('SELECT token_enc, token_hash, external_customer_id_enc FROM sessions WHERE interview_id = ?', ['i1']);
+        expect(row).toEqual({ token_enc: null, token_hash: null, external_customer_id_enc: null });
+        expect(await h.exec('SELECT * FROM results WHERE interview_id = ?', ['i1'])).toEqual([]);
+
+        const audit = await store.listAudit('i1');
+        expect(audit).toHaveLength(1);
+        expect(audit[0]).toMatchObject({ kind: 'erasure', subject: 'i1', detail: { reason: 'user-request' }, at: T0 + 50 });
+        const text = JSON.stringify(audit);
+        for (const pii of [OCR_NAME, EXT_ID, TOKEN]) expect(text).not.toContain(pii);
+
+        // Nothing brings PII back afterwards.
+        await store.saveResults('i1', { scores: {}, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 60);
+        expect(await store.getResults('i1')).toBeNull();
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'again', externalCustomerId: 'again', now: T0 + 61 });
+        expect(await store.getSession('i1')).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased' });
+        await store.setResultsStatus('i1', 'ready', null, T0 + 62);
+        expect((await store.getSession('i1'))?.resultsStatus).toBe('erased');
+
+        expect(await store.eraseSession('nope', 'x', T0)).toBe(false);
+        expect(await store.listAudit('nope')).toEqual([]);
+      });
+
+      it('purgeExpired erases sessions created before the cutoff, once', async () => {
+        await session('old1', { now: T0 });
+        await session('old2', { now: T0 + 1 });
+        await session('new1', { now: T0 + 1000 });
+        await session('old-erased', { now: T0 });
+        await store.eraseSession('old-erased', 'user-request', T0 + 2);
+        await store.saveResults('old1', { scores: {}, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 3);
+        await store.createResumeToken('rt-old', 'old2', T0 + 1e9, T0);
+        await store.createResumeToken('rt-new', 'new1', T0 + 1e9, T0);
+
+        expect(await store.purgeExpired(T0 + 500, T0 + 2000)).toBe(2);
+        expect(await store.getResults('old1')).toBeNull();
+        for (const id of ['old1', 'old2']) expect(await store.getSession(id)).toMatchObject({ resultsStatus: 'erased', token: null, externalCustomerId: null });
+        expect(await store.getSession('new1')).toMatchObject({ resultsStatus: 'pending', token: `${TOKEN}-new1` });
+        expect(await store.findResumeToken('rt-old', T0)).toBeNull();
+        expect(await store.findResumeToken('rt-new', T0)).toBe('new1');
+        const purges = (await store.listAudit()).filter((a) => a.kind === 'retention-purge');
+        expect(purges.map((a) => a.subject).sort()).toEqual(['old1', 'old2']);
+        expect(purges[0]).toMatchObject({ at: T0 + 2000, detail: { reason: 'retention', createdBefore: T0 + 500 } });
+        expect(await store.purgeExpired(T0 + 500, T0 + 3000)).toBe(0);
+      });
+
+      it('purgeExpired also drops expired idempotency keys and resume tokens', async () => {
+        await session('i1', { now: T0 + 1000 });
+        await store.createResumeToken('rt-expired', 'i1', T0 + 10, T0);
+        await store.claimIdempotencyKey('start', 'k-expired', 'h', T0 + 10, T0);
+        await store.claimIdempotencyKey('start', 'k-live', 'h', T0 + 1e9, T0);
+        await store.purgeExpired(T0, T0 + 100);
+        expect(await h.exec('SELECT token_hash FROM resume_tokens')).toEqual([]);
+        expect((await h.exec('SELECT key FROM idempotency_keys')).map((r) => r.key)).toEqual(['k-live']);
+      });
+    });
+
+    describe('inbox and jobs', () => {
+      it('recordEvent stores the event and its job once', async () => {
+        const e = { key: 'i1:ONBOARDING_FINISHED', interviewId: 'i1', onboardingStatus: 'ONBOARDING_FINISHED', payload: { a: 1 }, receivedAt: T0 };
+        expect(await store.recordEvent(e, job('i1'))).toBe(true);
+        expect(await store.recordEvent({ ...e, receivedAt: T0 + 5 }, job('i1'))).toBe(false);
+        const dupes = await Promise.all([1, 2, 3].map(() => store.recordEvent(e, job('i1'))));
+        expect(dupes).toEqual([false, false, false]);
+        const jobs = await store.listJobs('i1');
+        expect(jobs).toHaveLength(1);
+        expect(jobs[0]).toMatchObject({ kind: 'fetch-results', subject: 'i1', payload: { n: 1 }, state: 'queued', attempts: 0, runAt: T0, createdAt: T0 });
+        const [ev] = await h.exec('SELECT interview_id, onboarding_status, processed_at FROM events WHERE key = ?', [e.key]);
+        expect(ev).toEqual({ interview_id: 'i1', onboarding_status: 'ONBOARDING_FINISHED', processed_at: null });
+        await store.markEventProcessed(e.key, T0 + 9);
+        const [ev2] = await h.exec('SELECT processed_at FROM events WHERE key = ?', [e.key]);
+        expect(Number(ev2.processed_at)).toBe(T0 + 9);
+      });
+
+      it('concurrent duplicate recordEvent yields exactly one job', async () => {
+        const e = { key: 'i2:X', interviewId: 'i2', onboardingStatus: 'X', payload: {}, receivedAt: T0 };
+        const out = await Promise.all(Array.from({ length: 8 }, () => store.recordEvent(e, job('i2'))));
+        expect(out.filter(Boolean)).toHaveLength(1);
+        expect(await store.listJobs('i2')).toHaveLength(1);
+      });
+
+      it('enqueueJob honours dedupeKey while a job is active', async () => {
+        expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0)).toBe(true);
+        expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0)).toBe(false);
+        expect(await store.enqueueJob(job('s', { dedupeKey: 'other' }), T0)).toBe(true);
+        expect(await store.enqueueJob(job('s'), T0)).toBe(true);
+        expect(await store.enqueueJob(job('s'), T0)).toBe(true);
+        expect(await store.claimJobs('w', 10, 1000, T0)).toHaveLength(4);
+        // Running still blocks; done frees the key.
+        expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0)).toBe(false);
+        const jobs = await store.listJobs('s');
+        for (const j of jobs) await store.completeJob(j.id, 'w', T0 + 1);
+        expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0 + 2)).toBe(true);
+        expect((await store.listJobs('s')).filter((j) => j.state === 'queued')).toHaveLength(1);
+      });
+
+      it('claims due jobs in runAt order, leases them and counts attempts', async () => {
+        await store.enqueueJob(job('c', { runAt: T0 + 30 }), T0);
+        await store.enqueueJob(job('a', { runAt: T0 + 10 }), T0);
+        await store.enqueueJob(job('b', { runAt: T0 + 20 }), T0);
+        await store.enqueueJob(job('future', { runAt: T0 + 10_000 }), T0);
+        expect(await store.claimJobs('w1', 10, 1000, T0)).toEqual([]);
+        const two = await store.claimJobs('w1', 2, 1000, T0 + 100);
+        expect(two.map((j) => j.subject)).toEqual(['a', 'b']);
+        expect(two[0]).toMatchObject({ state: 'running', attempts: 1, leaseOwner: 'w1', leaseExpiresAt: T0 + 1100 });
+        const rest = await store.claimJobs('w2', 10, 1000, T0 + 100);
+        expect(rest.map((j) => j.subject)).toEqual(['c']);
+        expect(await store.countJobs()).toEqual({ queued: 1, running: 3, done: 0, dead: 0 });
+      });
+
+      it('re-claims a job whose lease expired (crash recovery); the old owner can no longer finish it', async () => {
+        await store.enqueueJob(job('x'), T0);
+        const [a] = await store.claimJobs('crashed', 5, 1000, T0);
+        expect(await store.claimJobs('w2', 5, 1000, T0 + 999)).toEqual([]);
+        const [b] = await store.claimJobs('w2', 5, 1000, T0 + 1000);
+        expect(b).toMatchObject({ id: a.id, attempts: 2, leaseOwner: 'w2', leaseExpiresAt: T0 + 2000 });
+        await store.completeJob(a.id, 'crashed', T0 + 1001);
+        await store.failJob(a.id, 'crashed', 'E', null, T0 + 1001);
+        expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'running', leaseOwner: 'w2' });
+        await store.completeJob(a.id, 'w2', T0 + 1002);
+        expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'done' });
+        expect(await store.claimJobs('w3', 5, 1000, T0 + 99_999)).toEqual([]);
+        expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 1, dead: 0 });
+      });
+
+      it('failJob retries later or dead-letters', async () => {
+        await store.enqueueJob(job('x', { dedupeKey: 'dx' }), T0);
+        const [j] = await store.claimJobs('w', 1, 1000, T0);
+        await store.failJob(j.id, 'w', 'E_TIMEOUT', T0 + 500, T0 + 1);
+        expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'queued', runAt: T0 + 500, lastError: 'E_TIMEOUT', leaseOwner: null, leaseExpiresAt: null });
+        expect(await store.claimJobs('w', 1, 1000, T0 + 499)).toEqual([]);
+        const [again] = await store.claimJobs('w', 1, 1000, T0 + 500);
+        expect(again.attempts).toBe(2);
+        await store.failJob(again.id, 'someone-else', 'E_OTHER', null, T0 + 501);
+        expect((await store.listJobs('x'))[0].state).toBe('running');
+        await store.failJob(again.id, 'w', 'E_GIVE_UP', null, T0 + 502);
+        expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'dead', lastError: 'E_GIVE_UP', attempts: 2 });
+        expect(await store.claimJobs('w', 1, 1000, T0 + 1e9)).toEqual([]);
+        expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 0, dead: 1 });
+        // A dead job no longer holds its dedupe key.
+        expect(await store.enqueueJob(job('x', { dedupeKey: 'dx' }), T0 + 600)).toBe(true);
+      });
+
+      it('countJobs reports all four states, zero when empty; listJobs filters by subject', async () => {
+        expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 0, dead: 0 });
+        await store.enqueueJob(job('a'), T0);
+        await store.enqueueJob(job('a', { kind: 'other', payload: undefined }), T0 + 1);
+        await store.enqueueJob(job('b'), T0);
+        const a = await store.listJobs('a');
+        expect(a.map((j) => j.kind)).toEqual(['fetch-results', 'other']);
+        expect(a[1].payload).toEqual({});
+        expect(typeof a[0].id).toBe('string');
+        expect(await store.listJobs('none')).toEqual([]);
+      });
+
+      it('concurrent claims on one store never hand out a job twice', async () => {
+        for (let i = 0; i < 30; i++) await store.enqueueJob(job(`j${i}`), T0);
+        const batches = await Promise.all(Array.from({ length: 6 }, (_, i) => store.claimJobs(`w${i}`, 7, 1000, T0)));
+        const ids = batches.flat().map((j) => j.id);
+        expect(new Set(ids).size).toBe(ids.length);
+        expect(ids).toHaveLength(30);
+      });
+
+      itShared('two store instances on the same database never claim the same job', async () => {
+        const other = await open();
+        for (let i = 0; i < 60; i++) await store.enqueueJob(job(`j${i}`), T0);
+        const got: string[] = [];
+        const worker = async (s: Store, owner: string) => {
+          for (;;) {
+            const jobs = await s.claimJobs(owner, 3, 60_000, T0);
+            if (!jobs.length) return;
+            got.push(...jobs.map((j) => j.id));
+            for (const j of jobs) await s.completeJob(j.id, owner, T0 + 1);
+          }
+        };
+        await Promise.all([worker(store, 'A'), worker(other, 'B'), worker(store, 'C'), worker(other, 'D')]);
+        expect(got).toHaveLength(60);
+        expect(new Set(got).size).toBe(60);
+        expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 60, dead: 0 });
+      });
+    });
+
+    describe('audit', () => {
+      it('appends and lists, optionally by subject, in insertion order', async () => {
+        await store.audit('admin-view', 'i1', { by: 'ops' }, T0 + 2);
+        await store.audit('admin-view', 'i2', {}, T0 + 1);
+        await store.audit('config', 'i1', { nested: { a: [1, 2] } }, T0 + 3);
+        const all = await store.listAudit();
+        expect(all.map((a) => [a.kind, a.subject])).toEqual([
+          ['admin-view', 'i1'],
+          ['admin-view', 'i2'],
+          ['config', 'i1'],
+        ]);
+        const i1 = await store.listAudit('i1');
+        expect(i1).toHaveLength(2);
+        expect(i1[1]).toMatchObject({ kind: 'config', detail: { nested: { a: [1, 2] } }, at: T0 + 3 });
+        expect(typeof i1[0].id).toBe('string');
+        expect(i1[0].id).not.toBe(i1[1].id);
+      });
+    });
+
+    describe('idempotency keys', () => {
+      it('new, then pending, then done with the stored response; release frees it', async () => {
+        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0)).toEqual({ state: 'new' });
+        expect(await store.claimIdempotencyKey('start', 'k1', 'h2', T0 + 1000, T0 + 1)).toEqual({ state: 'pending', requestHash: 'h1' });
+        // Scopes are separate namespaces.
+        expect(await store.claimIdempotencyKey('other', 'k1', 'h9', T0 + 1000, T0)).toEqual({ state: 'new' });
+        const response = { status: 200, body: { token: TOKEN, list: [1, 2] } };
+        await store.completeIdempotencyKey('start', 'k1', response);
+        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 2)).toEqual({ state: 'done', requestHash: 'h1', response });
+        // Stored responses may carry tokens: encrypted at rest.
+        const [row] = await h.exec('SELECT response_enc FROM idempotency_keys WHERE scope = ? AND key = ?', ['start', 'k1']);
+        expect(String(row.response_enc)).not.toContain(TOKEN);
+        await store.releaseIdempotencyKey('start', 'k1');
+        expect(await store.claimIdempotencyKey('start', 'k1', 'h3', T0 + 1000, T0 + 3)).toEqual({ state: 'new' });
+      });
+
+      it('treats an expired key as new', async () => {
+        await store.claimIdempotencyKey('s', 'k', 'h1', T0 + 10, T0);
+        await store.completeIdempotencyKey('s', 'k', { ok: true });
+        expect((await store.claimIdempotencyKey('s', 'k', 'h2', T0 + 100, T0 + 9)).state).toBe('done');
+        expect(await store.claimIdempotencyKey('s', 'k', 'h2', T0 + 100, T0 + 10)).toEqual({ state: 'new' });
+        expect(await store.claimIdempotencyKey('s', 'k', 'h3', T0 + 100, T0 + 11)).toEqual({ state: 'pending', requestHash: 'h2' });
+      });
+
+      it('exactly one concurrent claimer gets new', async () => {
+        const out = await Promise.all(Array.from({ length: 8 }, (_, i) => store.claimIdempotencyKey('s', 'race', `h${i}`, T0 + 1000, T0)));
+        expect(out.filter((o) => o.state === 'new')).toHaveLength(1);
+        expect(out.filter((o) => o.state === 'pending')).toHaveLength(7);
+      });
+
+      it('stores an undefined response as null', async () => {
+        await store.claimIdempotencyKey('s', 'u', 'h', T0 + 1000, T0);
+        await store.completeIdempotencyKey('s', 'u', undefined);
+        expect(await store.claimIdempotencyKey('s', 'u', 'h', T0 + 1000, T0)).toEqual({ state: 'done', requestHash: 'h', response: null });
+      });
+    });
+
+    describe('resume tokens', () => {
+      it('finds a valid token by hash until it expires', async () => {
+        await session('i1');
+        await store.createResumeToken('h1', 'i1', T0 + 100, T0);
+        expect(await store.findResumeToken('h1', T0 + 99)).toBe('i1');
+        expect(await store.findResumeToken('h1', T0 + 100)).toBeNull();
+        expect(await store.findResumeToken('unknown', T0)).toBeNull();
+      });
+    });
+
+    describe('encryption at rest', () => {
+      it('the raw database holds no plaintext PII', async () => {
+        await session('i1', { token: TOKEN, externalCustomerId: EXT_ID });
+        await store.saveResults('i1', { scores: { liveness: 0.99 }, ocr: { fullName: OCR_NAME, documentNumber: 'DOC-99887766' }, fetchedAt: T0 }, 'approve', T0);
+        const raw = await h.dump();
+        expect(raw).toContain('i1');
+        for (const pii of [OCR_NAME, 'Zephyrine', 'DOC-99887766', EXT_ID, TOKEN]) expect(raw).not.toContain(pii);
+      });
+
+      it('a ciphertext moved to another row does not decrypt', async () => {
+        await session('a');
+        await session('b');
+        await store.saveResults('a', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0);
+        await store.saveResults('b', { scores: { s: 2 }, ocr: { fullName: 'Someone Else' }, fetchedAt: T0 }, 'approve', T0);
+        const [a] = await h.exec('SELECT ocr_enc FROM results WHERE interview_id = ?', ['a']);
+        await h.exec('UPDATE results SET ocr_enc = ? WHERE interview_id = ?', [a.ocr_enc, 'b']);
+        const err = await store.getResults('b').then(
+          () => null,
+          (e: Error) => e,
+        );
+        expect(err?.message).toMatch(/decryption failed/);
+        expect(err?.message).not.toContain(OCR_NAME);
+        // Token moved to another session's row fails too.
+        const [ta] = await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['a']);
+        await h.exec('UPDATE sessions SET token_enc = ? WHERE interview_id = ?', [ta.token_enc, 'b']);
+        await expect(store.getSession('b')).rejects.toThrow(/decryption failed/);
+      });
+
+      it('a tampered ciphertext does not decrypt', async () => {
+        await session('a');
+        await store.saveResults('a', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0);
+        const [r] = await h.exec('SELECT scores_enc FROM results WHERE interview_id = ?', ['a']);
+        const parts = String(r.scores_enc).split('.');
+        const ct = Buffer.from(parts[4], 'base64url');
+        ct[0] ^= 1;
+        parts[4] = ct.toString('base64url');
+        await h.exec('UPDATE results SET scores_enc = ? WHERE interview_id = ?', [parts.join('.'), 'a']);
+        await expect(store.getResults('a')).rejects.toThrow(/decryption failed/);
+      });
+
+      itShared('key rotation: a store with [k2, k1] reads k1 data and writes under k2', async () => {
+        await session('a', { token: TOKEN });
+        await store.saveResults('a', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0);
+        const rotated = await open(new Cipher([K2, K1]));
+        expect((await rotated.getResults('a'))?.ocr).toEqual({ fullName: OCR_NAME });
+        expect((await rotated.getSession('a'))?.token).toBe(TOKEN);
+        await rotated.upsertSession({ interviewId: 'b', origin: 'broker', token: 'tb', now: T0 });
+        await rotated.saveResults('b', { scores: {}, ocr: { fullName: 'B' }, fetchedAt: T0 }, 'review', T0);
+        const [row] = await h.exec('SELECT key_id, ocr_enc FROM results WHERE interview_id = ?', ['b']);
+        expect(row.key_id).toBe('k2');
+        expect(String(row.ocr_enc)).toMatch(/^v1\.k2\./);
+        // The old-key-only store cannot read data under the new key.
+        await expect(store.getResults('b')).rejects.toThrow(/unknown key id k2/);
+        const onlyK2 = await open(new Cipher([K2]));
+        await expect(onlyK2.getResults('a')).rejects.toThrow(/unknown key id k1/);
+      });
+    });
+  });
+}
