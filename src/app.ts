@@ -127,12 +127,17 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     crossOriginResourcePolicy: { policy: 'cross-origin' },
     crossOriginEmbedderPolicy: false,
   });
-  await app.register(cors, {
+  const brokerCors = {
     origin: config.corsOrigins.includes('*') ? true : config.corsOrigins.length ? config.corsOrigins : false,
     methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
     allowedHeaders: ['content-type', 'authorization', 'idempotency-key', 'x-app-key', 'x-incode-hardware-id', 'x-request-id'],
     exposedHeaders: ['x-request-id', 'retry-after'],
     maxAge: 600,
+  };
+  // The sandbox emulator answers its own CORS (the SDK's api-version header, PUT): this hook would
+  // otherwise reply to the SDK's preflights first, with the broker's narrower header list.
+  await app.register(cors, {
+    delegator: (req, cb) => cb(null, config.sandbox && req.url.startsWith('/sandbox/incode/') ? { origin: false } : brokerCors),
   });
   await app.register(swagger, {
     openapi: {
@@ -162,6 +167,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
 
   if (config.sandbox) {
     await app.register(emulatorPlugin({
+      prefix: '/sandbox/incode',
       apiKey: config.incode.apiKey,
       clientId: config.incode.clientId ?? 'sandbox',
       executiveEmail: config.incode.executiveEmail,
@@ -174,7 +180,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
         headers: !config.webhook.clientId && config.webhook.secret ? { [config.webhook.secretHeader]: config.webhook.secret } : undefined,
         retryDelaysMs: [1000, 2500, 6000],
       },
-    }), { prefix: '/sandbox/incode' });
+    }));
   }
 
   const sdkApiUrl = () => (config.sandbox ? `${config.publicUrl}/sandbox/incode/0/` : `${config.incode.apiUrl}/0/`);

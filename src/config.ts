@@ -64,6 +64,7 @@ export const ENV_SCHEMA = {
   POLL_GIVE_UP_HOURS: { kind: { type: 'int', min: 1, max: 24 * 365 }, default: '72', doc: 'Stop polling a session this long after it was created.' },
   JOB_MAX_ATTEMPTS: { kind: { type: 'int', min: 1, max: 100 }, default: '8', doc: 'Attempts of a results or callback job before it is dead-lettered.' },
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff.' },
+  JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long.' },
   WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '8', doc: 'Jobs run at once by this process.' },
   MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status when a session\'s processing is done.' },
 
@@ -140,6 +141,7 @@ export interface Config {
     pollGiveUpHours: number;
     jobMaxAttempts: number;
     jobBackoffMs: number;
+    jobLeaseMs: number;
     workerConcurrency: number;
     markComplete: boolean;
   };
@@ -342,6 +344,7 @@ export function loadConfig(env: Env): Config {
       pollGiveUpHours: int(env, 'POLL_GIVE_UP_HOURS'),
       jobMaxAttempts: int(env, 'JOB_MAX_ATTEMPTS'),
       jobBackoffMs: int(env, 'JOB_BACKOFF_MS'),
+      jobLeaseMs: int(env, 'JOB_LEASE_MS'),
       workerConcurrency: int(env, 'WORKER_CONCURRENCY'),
       markComplete: bool(env, 'MARK_COMPLETE'),
     },

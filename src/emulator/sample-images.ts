@@ -259,7 +259,8 @@ function selfieCanvas(): Canvas {
   const c = new Canvas(w, h, [0, 0, 0]);
   c.gradient(0, 0, w, h, [206, 216, 230], [168, 184, 206]);
   // Bookshelf-ish background detail so the scene is not a flat wall.
-  for (let k = 0; k < 9; k++) c.rect(40 + k * 36, 120 + (k % 3) * 10, 24, 200 - (k % 3) * 10, [[140, 90, 70], [70, 110, 140], [190, 170, 90]][k % 3] as RGB);
+  const spines: RGB[] = [[140, 90, 70], [70, 110, 140], [190, 170, 90]];
+  for (let k = 0; k < 9; k++) c.rect(40 + k * 36, 120 + (k % 3) * 10, 24, 200 - (k % 3) * 10, spines[k % 3]);
   c.ellipse(500, 1260, 430, 330, [48, 72, 118]);
   c.rect(430, 760, 140, 200, [212, 170, 140]);
   c.ellipse(500, 470, 270, 320, HAIR);

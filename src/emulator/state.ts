@@ -49,6 +49,8 @@ export interface CaptureRecord {
   glare: number;
   horizontalResolution: number;
   typeOfId: string;
+  /** One-sided document (or onlyFront=true): process/id needs no back. */
+  skipBack?: boolean;
 }
 
 export interface SelfieRecord {

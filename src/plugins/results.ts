@@ -31,6 +31,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
       concurrency: config.results.workerConcurrency,
       maxAttempts: config.results.jobMaxAttempts,
       backoffMs: config.results.jobBackoffMs,
+      leaseMs: config.results.jobLeaseMs,
       log: app.log,
       metrics: app.metrics,
     });

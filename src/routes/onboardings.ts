@@ -1,7 +1,143 @@
-// POST /onboardings: the server-side flow (placeholder until the orchestrator lands).
+// POST /onboardings: the server-to-server flow; 422 for a capture to repeat, else 202 and the rest in the background.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
+import { AppError } from '../errors';
+import { isValidCountryCode } from '../iso3166';
+import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
+import { decodeImage } from '../onboarding/images';
+import { serviceKeyGuard } from '../plugins/service-auth';
 import type { SessionGuards } from '../protection/session-guards';
+import { withErrors } from '../schemas';
 
-const onboardingsRoutes: FastifyPluginAsyncTypebox<{ config: Config; guards: SessionGuards }> = async () => {};
+// Standard alphabet, optional padding, optional data: URL prefix; whitespace is not accepted.
+const BASE64_IMAGE = '^(data:image/[a-zA-Z0-9.+-]+;base64,)?[A-Za-z0-9+/]+={0,2}$';
+const image = (description: string) => Type.String({ minLength: 16, pattern: BASE64_IMAGE, description });
+
+const OnboardingBody = Type.Object(
+  {
+    front: image('Front of the ID: base64 JPEG or PNG (a data: URL prefix is accepted)'),
+    back: Type.Optional(image('Back of the ID; may be left out for one-sided documents (passports)')),
+    selfie: image('Selfie: base64 JPEG or PNG, at least 1000 px on its short side for best results'),
+    countryCode: Type.Optional(Type.String({ minLength: 3, maxLength: 3, description: 'ALL (default) or an ISO 3166-1 alpha-3 code; BRA for Brazilian IDs' })),
+    configurationId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$', description: 'Incode flow id; INCODE_CONFIGURATION_ID by default' })),
+    language: Type.Optional(Type.String({ pattern: '^[a-z]{2}(-[A-Z]{2})?$', description: 'e.g. en-US, es-ES, pt-BR' })),
+    externalCustomerId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description: 'Your user id' })),
+  },
+  { additionalProperties: false },
+);
+
+const Accepted = Type.Object({
+  interviewId: Type.String(),
+  status: Type.Literal('processing', { description: 'Captures accepted; follow GET /sessions/:interviewId' }),
+});
+
+const CaptureRejected = Type.Object({
+  code: Type.Literal('CAPTURE_REJECTED'),
+  message: Type.String({ description: 'The message to show the user whose capture must be repeated' }),
+  step: Type.Union([Type.Literal('front'), Type.Literal('back'), Type.Literal('selfie')]),
+  reason: Type.String({ description: 'Stable reason code, e.g. ID_GLARE, SELFIE_FACE_NOT_FOUND' }),
+  interviewId: Type.String(),
+  incodeCode: Type.Optional(Type.Integer()),
+  requestId: Type.Optional(Type.String()),
+});
+
+const IncodeFailure = Type.Object({
+  code: Type.String(),
+  message: Type.String(),
+  step: Type.Optional(Type.String()),
+  interviewId: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  requestId: Type.Optional(Type.String()),
+});
+
+export interface OnboardingsRouteOptions {
+  config: Config;
+  guards: SessionGuards;
+}
+
+const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = async (app, opts) => {
+  const { config } = opts;
+  const requireServiceKey = serviceKeyGuard(config.adminApiKeys);
+  // Background finishes still running: aborted and awaited at shutdown so nothing touches a closed store.
+  const inflight = new Map<Promise<void>, AbortController>();
+
+  const orchestrator = () =>
+    new Orchestrator({ incode: () => app.incode, store: app.store, pipeline: app.results, config, log: app.log });
+
+  app.addHook('preClose', async () => {
+    for (const ac of inflight.values()) ac.abort();
+    await Promise.allSettled([...inflight.keys()]);
+  });
+
+  app.post(
+    '/onboardings',
+    {
+      bodyLimit: config.limits.onboardingBodyBytes,
+      onRequest: requireServiceKey,
+      schema: {
+        summary: 'Run the whole Incode onboarding server to server from ID and selfie images',
+        description:
+          'Captures are checked as they are uploaded (the integration guide\'s rules). A capture to repeat answers 422 with the step, a stable reason and the message to show; ' +
+          'otherwise 202 as soon as the captures are accepted, and processing, scores and OCR continue in the background (GET /sessions/:interviewId).',
+        tags: ['onboarding'],
+        security: [{ serviceKey: [] }],
+        body: OnboardingBody,
+        response: { ...withErrors({}, [401]), 202: Accepted, 422: CaptureRejected, 502: IncodeFailure, 504: IncodeFailure },
+      },
+    },
+    async (req, reply) => {
+      const body = req.body;
+      const countryCode = body.countryCode ?? 'ALL';
+      if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
+      const front = decodeImage(body.front, 'front');
+      const back = body.back !== undefined ? decodeImage(body.back, 'back') : undefined;
+      const selfie = decodeImage(body.selfie, 'selfie');
+
+      const o = orchestrator();
+      let outcome;
+      try {
+        outcome = await o.runCaptures({
+          front,
+          back,
+          selfie,
+          countryCode,
+          configurationId: body.configurationId,
+          externalCustomerId: body.externalCustomerId,
+          language: body.language,
+          requestId: req.id,
+        });
+      } catch (err) {
+        if (!(err instanceof OnboardingError)) throw err;
+        const timeout = err.code === 'INCODE_TIMEOUT';
+        reply.status(timeout ? 504 : 502);
+        return { code: err.code, message: err.message, step: err.step, interviewId: err.interviewId, requestId: req.id };
+      }
+      if (outcome.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
+      if (!outcome.ok) {
+        reply.status(422);
+        return { code: 'CAPTURE_REJECTED' as const, message: outcome.message, step: outcome.step, reason: outcome.reason, interviewId: outcome.interviewId, incodeCode: outcome.incodeCode, requestId: req.id };
+      }
+
+      const interviewId = outcome.interviewId;
+      const ac = new AbortController();
+      const p: Promise<void> = o
+        .finish(interviewId, { signal: ac.signal })
+        .then(
+          (r) => req.log.info({ interviewId, decision: r.decision }, 'onboarding finished'),
+          // The orchestrator already recorded the step and its code on the session; no PII in this line.
+          (err: unknown) => {
+            const e = err as OnboardingError;
+            if (e?.code === 'ABORTED') req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+            else req.log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
+          },
+        )
+        .finally(() => inflight.delete(p));
+      inflight.set(p, ac);
+
+      reply.status(202);
+      return { interviewId, status: 'processing' as const };
+    },
+  );
+};
+
 export default onboardingsRoutes;

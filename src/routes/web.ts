@@ -1,6 +1,217 @@
-// Demo and operator pages (placeholder).
+// Browser pages: the sandbox demo running Incode's real Web SDK (sandbox only) and the operator page (service key).
+import { readFile, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
+import { AppError } from '../errors';
+import { checkIdCapture, checkSelfie } from '../incode/capture-checks';
+import { withErrors } from '../schemas';
+import { sha256Hex } from '../security';
+import type { SessionRecord } from '../store/types';
 
-const webRoutes: FastifyPluginAsyncTypebox<{ config: Config; sdkApiUrl: () => string }> = async () => {};
+export interface WebRouteOptions {
+  config: Config;
+  /** The API URL the SDK is initialised with; its origin must be reachable from the demo page (CSP connect-src). */
+  sdkApiUrl: () => string;
+}
+
+// src/routes -> src/web; a build in dist/routes still finds the pages next to the sources.
+const WEB_DIR = [path.join(__dirname, '..', 'web'), path.join(__dirname, '..', '..', 'src', 'web')].find((d) => existsSync(path.join(d, 'demo.html'))) ?? path.join(__dirname, '..', 'web');
+const VENDOR_DIR = path.join(__dirname, '..', '..', 'vendor', 'web-sdk');
+
+/** The only files /demo/vendor serves (scripts/fetch-web-sdk.js puts them there). */
+export const VENDOR_FILES = ['react.production.min.js', 'react-dom.production.min.js', 'onBoarding.umd.js'] as const;
+
+const ASSETS: Record<string, { file: string; type: string; sandboxOnly: boolean }> = {
+  '/demo/demo.js': { file: 'demo.js', type: 'text/javascript; charset=utf-8', sandboxOnly: true },
+  '/web/operator.js': { file: 'operator.js', type: 'text/javascript; charset=utf-8', sandboxOnly: false },
+  '/web/styles.css': { file: 'styles.css', type: 'text/css; charset=utf-8', sandboxOnly: false },
+};
+
+// Hosts the SDK fetches translations, ML models and OpenCV from. None is required (the flow falls back
+// to manual capture and label keys), but with them a person on a laptop gets real texts and auto-capture.
+const SDK_ASSET_HOSTS = ['https://api.i18nexus.com', 'https://template-console.s3.amazonaws.com', 'https://sdk.incode.com'];
+
+const COMMON_CSP = ["default-src 'none'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'", "object-src 'none'"];
+
+/** The demo's CSP. The SDK bundle needs: inline styles (styled-components, framer-motion), blob: images and
+ *  workers, the camera stream, and 'unsafe-eval' + 'wasm-unsafe-eval' for its tfjs/OpenCV runtime. */
+export function demoCsp(sdkApiUrl: string): string {
+  let apiOrigin = '';
+  try {
+    apiOrigin = new URL(sdkApiUrl).origin;
+  } catch {
+    // An unparsable URL simply adds nothing beyond 'self'.
+  }
+  const hosts = SDK_ASSET_HOSTS.join(' ');
+  return [
+    ...COMMON_CSP,
+    `script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval' ${hosts}`,
+    "style-src 'self' 'unsafe-inline'",
+    `img-src 'self' data: blob: ${hosts}`,
+    "media-src 'self' blob: mediastream:",
+    "font-src 'self' data:",
+    `connect-src 'self' ${apiOrigin} ${hosts}`.replace(/\s+/g, ' '),
+    "worker-src 'self' blob:",
+  ].join('; ');
+}
+
+export const OPERATOR_CSP = [...COMMON_CSP, "script-src 'self'", "style-src 'self'", "img-src 'self'", "connect-src 'self'"].join('; ');
+
+const LeafOut = Type.Union([Type.Object({ value: Type.Union([Type.String(), Type.Null()]), status: Type.Union([Type.String(), Type.Null()]) }), Type.Null()]);
+
+const DemoResults = Type.Object({
+  interviewId: Type.String(),
+  onboardingStatus: Type.String(),
+  resultsStatus: Type.String(),
+  decision: Type.Union([Type.String(), Type.Null()]),
+  scores: Type.Union([
+    Type.Object({ overall: LeafOut, idValidation: LeafOut, liveness: LeafOut, faceRecognition: LeafOut, reason: Type.Union([Type.String(), Type.Null()]) }),
+    Type.Null(),
+  ]),
+  ocr: Type.Union([Type.Object({ fullName: Type.Union([Type.String(), Type.Null()]), address: Type.Union([Type.String(), Type.Null()]), typeOfId: Type.Union([Type.String(), Type.Null()]) }), Type.Null()]),
+});
+
+const CaptureCheckBody = Type.Object(
+  {
+    kind: Type.Union([Type.Literal('id'), Type.Literal('selfie')]),
+    httpStatus: Type.Optional(Type.Integer({ minimum: 100, maximum: 599 })),
+    response: Type.Record(Type.String(), Type.Unknown()),
+  },
+  { additionalProperties: false },
+);
+
+const CaptureCheckResult = Type.Object({ ok: Type.Boolean(), reason: Type.Optional(Type.String()), message: Type.Optional(Type.String()) });
+
+type Json = Record<string, unknown>;
+const obj = (v: unknown): Json | null => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Json) : null);
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : null);
+
+/** {value, status} of a score block's `overall` leaf (or of the leaf itself). */
+function leafOf(block: unknown): { value: string | null; status: string | null } | null {
+  const b = obj(block);
+  if (!b) return null;
+  const l = obj(b.overall) ?? b;
+  return { value: str(l.value), status: str(l.status) };
+}
+
+/** The few fields a demo shows; everything else of Incode's payloads stays on the server. */
+export function demoView(s: SessionRecord, scores: unknown, ocr: unknown) {
+  const sc = obj(scores);
+  const o = obj(ocr);
+  const name = obj(o?.name);
+  return {
+    interviewId: s.interviewId,
+    onboardingStatus: s.onboardingStatus,
+    resultsStatus: s.resultsStatus,
+    decision: s.decision,
+    scores: sc
+      ? { overall: leafOf(sc.overall), idValidation: leafOf(sc.idValidation), liveness: leafOf(sc.liveness), faceRecognition: leafOf(sc.faceRecognition), reason: str(sc.reasonMsg) }
+      : null,
+    ocr: o ? { fullName: str(name?.fullName), address: str(o.address), typeOfId: str(o.typeOfId) } : null,
+  };
+}
+
+const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) => {
+  const { config } = opts;
+  const cache = new Map<string, Buffer>();
+
+  async function webFile(name: string): Promise<Buffer> {
+    let b = cache.get(name);
+    if (!b) {
+      b = await readFile(path.join(WEB_DIR, name));
+      cache.set(name, b);
+    }
+    return b;
+  }
+
+  function page(name: string, csp: () => string) {
+    return async (_req: FastifyRequest, reply: FastifyReply) => {
+      const body = await webFile(name);
+      return reply
+        .header('content-type', 'text/html; charset=utf-8')
+        .header('content-security-policy', csp())
+        .header('cache-control', 'no-cache')
+        .header('referrer-policy', 'no-referrer')
+        .send(body);
+    };
+  }
+
+  for (const [url, asset] of Object.entries(ASSETS)) {
+    if (asset.sandboxOnly && !config.sandbox) continue;
+    app.get(url, { schema: { hide: true } }, async (_req, reply) => reply.header('content-type', asset.type).header('cache-control', 'no-cache').send(await webFile(asset.file)));
+  }
+
+  app.get('/operator', { schema: { hide: true } }, page('operator.html', () => OPERATOR_CSP));
+
+  if (!config.sandbox) return;
+
+  app.get('/', { schema: { hide: true } }, page('demo.html', () => demoCsp(opts.sdkApiUrl())));
+
+  app.get<{ Params: { file: string } }>('/demo/vendor/:file', { schema: { hide: true } }, async (req, reply) => {
+    const file = req.params.file;
+    if (!(VENDOR_FILES as readonly string[]).includes(file)) throw new AppError(404, 'NOT_FOUND', 'Unknown vendor file');
+    const full = path.join(VENDOR_DIR, file);
+    const st = await stat(full).catch(() => null);
+    if (!st) throw new AppError(404, 'WEB_SDK_MISSING', 'The Web SDK files are not installed: run `node scripts/fetch-web-sdk.js`');
+    // Pinned versions: the content changes only when the script is re-run, which changes size or mtime.
+    const etag = `"${st.size.toString(36)}-${Math.floor(st.mtimeMs).toString(36)}"`;
+    reply.header('content-type', 'text/javascript; charset=utf-8').header('cache-control', 'public, max-age=3600').header('etag', etag);
+    if (req.headers['if-none-match'] === etag) return reply.status(304).send();
+    let b = cache.get(full);
+    if (!b) {
+      b = await readFile(full);
+      cache.set(full, b);
+    }
+    return reply.send(b);
+  });
+
+  // The page hands over what the SDK's camera got back when it retook a capture; the broker's own checks
+  // word the message, so the demo shows exactly what a server-side integration would tell the user.
+  app.post(
+    '/demo/capture-check',
+    {
+      bodyLimit: 16 * 1024,
+      schema: {
+        summary: 'Sandbox only: the capture checks\' verdict and message for an add-id or add-face answer',
+        tags: ['sandbox'],
+        body: CaptureCheckBody,
+        response: withErrors({ 200: CaptureCheckResult }),
+      },
+    },
+    async (req) => {
+      const { kind, response } = req.body;
+      const httpStatus = req.body.httpStatus ?? 200;
+      if (kind === 'id') return checkIdCapture(response, config.capture);
+      const incodeStatus = typeof response.status === 'number' ? response.status : undefined;
+      return checkSelfie(httpStatus === 200 ? response : { httpStatus, incodeStatus });
+    },
+  );
+
+  // Sandbox only: in production scores and OCR (PII) go to the customer's backend, never to the browser.
+  app.get(
+    '/demo/results',
+    {
+      schema: {
+        summary: "Sandbox only: the decision, main scores and OCR fields of the caller's own session",
+        tags: ['sandbox'],
+        headers: Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) }),
+        response: withErrors({ 200: DemoResults }, [401]),
+      },
+    },
+    async (req, reply) => {
+      const token = req.headers['x-incode-hardware-id'];
+      if (!token) throw new AppError(401, 'UNAUTHORIZED', 'X-Incode-Hardware-Id with the session token is required');
+      const s = await app.store.getSessionByTokenHash(sha256Hex(token));
+      if (!s) throw new AppError(401, 'UNAUTHORIZED', 'Unknown session token');
+      const results = s.resultsStatus === 'ready' ? await app.store.getResults(s.interviewId) : null;
+      reply.header('cache-control', 'no-store');
+      return demoView(s, results?.scores, results?.ocr);
+    },
+  );
+};
+
 export default webRoutes;

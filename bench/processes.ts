@@ -1,0 +1,144 @@
+// Servers under test as child processes: spawn with a clean env, wait until they listen, read peak RSS, stop.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+
+export const ROOT = join(__dirname, '..');
+
+export interface Child {
+  name: string;
+  pid: number;
+  url: string;
+  port: number;
+  logFile: string;
+  /** Peak resident set size (VmHWM) in MB; read it before stop(). null once the process is gone. */
+  peakRssMb(): number | null;
+  /** Current RSS (VmRSS) in MB. */
+  rssMb(): number | null;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function procStatusKb(pid: number, field: 'VmHWM' | 'VmRSS'): number | null {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export function logTail(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** The few variables a child needs from ours; everything else is given explicitly (no .env, no stray config). */
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = { DOTENV_CONFIG_PATH: join(ROOT, 'bench', '.no-such-env-file') };
+  for (const k of ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ']) if (process.env[k]) env[k] = process.env[k]!;
+  return env;
+}
+
+export interface SpawnSpec {
+  name: string;
+  /** Arguments after the node executable. */
+  args: string[];
+  env: Record<string, string>;
+  port: number;
+  logDir: string;
+  readyTimeoutMs?: number;
+}
+
+/** Starts `node <args>` directly (no npm/tsx wrapper process), so the pid is the server's own. */
+export async function startChild(spec: SpawnSpec): Promise<Child> {
+  const logFile = join(spec.logDir, `${spec.name}.log`);
+  const fd = openSync(logFile, 'a');
+  const proc: ChildProcess = spawn(process.execPath, spec.args, {
+    cwd: ROOT,
+    env: { ...baseEnv(), ...spec.env },
+    stdio: ['ignore', fd, fd],
+  });
+  closeSync(fd);
+  let exited: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  const exitPromise = new Promise<void>((resolve) =>
+    proc.once('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve();
+    }),
+  );
+  const pid = proc.pid!;
+  const deadline = Date.now() + (spec.readyTimeoutMs ?? 30_000);
+  for (;;) {
+    if (exited) throw new Error(`${spec.name} exited before listening (${JSON.stringify(exited)}):\n${logTail(logFile)}`);
+    if (await canConnect(spec.port)) break;
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`${spec.name} did not listen on ${spec.port} within ${spec.readyTimeoutMs ?? 30_000} ms:\n${logTail(logFile)}`);
+    }
+    await sleep(50);
+  }
+  return {
+    name: spec.name,
+    pid,
+    port: spec.port,
+    url: `http://127.0.0.1:${spec.port}`,
+    logFile,
+    peakRssMb: () => {
+      const kb = exited ? null : procStatusKb(pid, 'VmHWM');
+      return kb === null ? null : kb / 1024;
+    },
+    rssMb: () => {
+      const kb = exited ? null : procStatusKb(pid, 'VmRSS');
+      return kb === null ? null : kb / 1024;
+    },
+    stop: async () => {
+      if (exited) return;
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 5_000);
+      await exitPromise;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** How the broker is run: compiled (dist/server.js) when the build is there, else through tsx. */
+export function brokerArgs(mode: 'compiled' | 'tsx'): string[] {
+  return mode === 'compiled' ? [join(ROOT, 'dist', 'server.js')] : ['--import', 'tsx', join(ROOT, 'src', 'server.ts')];
+}
+
+export function hasBuild(): boolean {
+  return existsSync(join(ROOT, 'dist', 'server.js'));
+}
+
+/** Bench helpers (emulator wrapper, floor proxy) are TypeScript run through tsx's loader in the same process. */
+export function tsArgs(file: string): string[] {
+  return ['--import', 'tsx', join(ROOT, 'bench', file)];
+}

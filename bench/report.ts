@@ -1,0 +1,146 @@
+// Targets, PASS/MISS checks and the printed tables of one bench run.
+import type { ResultsLatencyRun } from './results-latency';
+import type { TargetRun } from './session-bench';
+import type { WebhookRun } from './webhook-bench';
+
+export const TARGETS = {
+  atOnceThroughputVsFloor: 0.8,
+  atOnceP99VsFloor: 1.5,
+  physicalLimit200ms: 500 / 0.2,
+  throughputVsLimit200ms: 0.9,
+  p99Max200msMs: 300,
+  peakRssMaxMb: 150,
+  webhooksSqlitePerSec: 1000,
+  webhookP99MaxMs: 20,
+  resultsP50MaxMs: 100,
+  hardeningMaxLoss: 0.15,
+};
+
+export interface Check {
+  name: string;
+  value: string;
+  target: string;
+  pass: boolean;
+}
+
+export interface Report {
+  sessions: TargetRun[];
+  hardening?: { off: TargetRun; on: TargetRun };
+  webhooks: WebhookRun[];
+  results?: ResultsLatencyRun;
+}
+
+const num = (n: number | null | undefined, digits = 0) =>
+  n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const pct = (r: number) => `${(r * 100).toFixed(1)}%`;
+
+function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+const failures = (r: TargetRun) => {
+  const codes = Object.entries(r.load.statusCodes)
+    .filter(([c]) => !c.startsWith('2'))
+    .map(([c, n]) => `${n}x${c}`)
+    .join(' ');
+  return `${num(r.load.errors)} / ${num(r.load.non2xx)}${codes ? ` (${codes})` : ''}`;
+};
+
+function sessionRows(runs: TargetRun[]): string[][] {
+  return runs.map((r) => [r.target, num(r.load.okPerSec, 0), num(r.load.p50), num(r.load.p90), num(r.load.p99), failures(r), num(r.peakRssMb, 0), num(r.upstreamPeakRssMb, 0)]);
+}
+
+const SESSION_HEADERS = ['target', 'req/s (2xx)', 'p50 ms', 'p90 ms', 'p99 ms', 'errors / non-2xx', 'peak RSS MB', 'emulator RSS MB'];
+
+export function checks(rep: Report): Check[] {
+  const out: Check[] = [];
+  const find = (sc: string, t: string) => rep.sessions.find((r) => r.scenario === sc && r.target === t);
+  const rss = (r: TargetRun | undefined, what: string) => {
+    if (r?.peakRssMb != null) out.push({ name: `${what}: broker peak RSS`, value: `${num(r.peakRssMb, 0)} MB`, target: `< ${TARGETS.peakRssMaxMb} MB`, pass: r.peakRssMb < TARGETS.peakRssMaxMb });
+  };
+  const b1 = find('at-once', 'broker');
+  const f1 = find('at-once', 'floor proxy');
+  if (b1 && f1) {
+    const ratio = b1.load.okPerSec / f1.load.okPerSec;
+    out.push({ name: 'at once: broker/floor throughput', value: pct(ratio), target: `>= ${pct(TARGETS.atOnceThroughputVsFloor)}`, pass: ratio >= TARGETS.atOnceThroughputVsFloor });
+    const p = b1.load.p99 / Math.max(1, f1.load.p99);
+    out.push({ name: 'at once: broker/floor p99', value: `${p.toFixed(2)}x (${num(b1.load.p99)} vs ${num(f1.load.p99)} ms)`, target: `<= ${TARGETS.atOnceP99VsFloor}x`, pass: p <= TARGETS.atOnceP99VsFloor });
+  }
+  rss(b1, 'at once');
+  const b2 = find('200ms', 'broker');
+  if (b2) {
+    const r = b2.load.okPerSec / TARGETS.physicalLimit200ms;
+    out.push({ name: '200 ms: broker throughput / 2,500', value: `${pct(r)} (${num(b2.load.okPerSec)}/s)`, target: `>= ${pct(TARGETS.throughputVsLimit200ms)}`, pass: r >= TARGETS.throughputVsLimit200ms });
+    out.push({ name: '200 ms: broker p99', value: `${num(b2.load.p99)} ms`, target: `< ${TARGETS.p99Max200msMs} ms`, pass: b2.load.p99 < TARGETS.p99Max200msMs });
+  }
+  rss(b2, '200 ms');
+  for (const w of rep.webhooks) {
+    if (w.error) continue;
+    if (w.store === 'sqlite')
+      out.push({ name: 'webhooks (SQLite): acknowledged/s', value: num(w.load.okPerSec), target: `>= ${num(TARGETS.webhooksSqlitePerSec)}`, pass: w.load.okPerSec >= TARGETS.webhooksSqlitePerSec });
+    out.push({ name: `webhooks (${w.store === 'sqlite' ? 'SQLite' : 'PostgreSQL'}): ack p99`, value: `${num(w.load.p99)} ms`, target: `< ${TARGETS.webhookP99MaxMs} ms`, pass: w.load.p99 < TARGETS.webhookP99MaxMs });
+  }
+  if (rep.results && rep.results.p50 !== null)
+    out.push({ name: 'ONBOARDING_FINISHED -> results stored p50', value: `${num(rep.results.p50)} ms`, target: `< ${TARGETS.resultsP50MaxMs} ms`, pass: rep.results.p50 < TARGETS.resultsP50MaxMs && rep.results.stored === rep.results.sessions });
+  if (rep.hardening) {
+    const loss = 1 - rep.hardening.on.load.okPerSec / rep.hardening.off.load.okPerSec;
+    out.push({ name: 'protections ON: throughput loss vs OFF', value: pct(loss), target: `< ${pct(TARGETS.hardeningMaxLoss)}`, pass: loss < TARGETS.hardeningMaxLoss });
+  }
+  return out;
+}
+
+export function render(rep: Report, meta: { brokerMode: string; logLevel: string; durationS: number; warmupS: number }): string {
+  const parts: string[] = [];
+  const window = `${meta.warmupS} s warm-up (discarded) + ${meta.durationS} s measured`;
+  const by = (sc: string) => rep.sessions.filter((r) => r.scenario === sc);
+  if (rep.sessions.length) {
+    parts.push(`POST /session, emulator answers at once, ${by('at-once')[0]?.connections ?? '-'} connections, ${window}`);
+    parts.push(table(SESSION_HEADERS, sessionRows(by('at-once'))));
+    parts.push('');
+    parts.push(`POST /session, emulator answers after 200 ms, ${by('200ms')[0]?.connections ?? '-'} connections (physical limit 500 / 0.2 s = 2,500 req/s), ${window}`);
+    parts.push(table(SESSION_HEADERS, sessionRows(by('200ms'))));
+    parts.push('');
+  }
+  if (rep.hardening) {
+    parts.push(`POST /session, protections OFF vs ON (app key, Redis rate counters, unique Idempotency-Key), ${rep.hardening.off.connections} connections`);
+    parts.push(table(SESSION_HEADERS, sessionRows([rep.hardening.off, rep.hardening.on])));
+    parts.push('');
+  }
+  if (rep.webhooks.length) {
+    parts.push(`Webhooks: POST /webhooks/incode (Bearer), unique interviewIds, ${rep.webhooks[0].connections} connections, ${window}`);
+    parts.push(
+      table(
+        ['store', 'acked/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors / non-2xx', 'peak RSS MB', 'verify jobs done / acked'],
+        rep.webhooks.map((w) =>
+          w.error
+            ? [w.store, '-', '-', '-', '-', `skipped: ${w.error.slice(0, 60)}`, '-', '-']
+            : [w.store, num(w.load.okPerSec), num(w.load.p50), num(w.load.p90), num(w.load.p99), `${num(w.load.errors)} / ${num(w.load.non2xx)}`, num(w.peakRssMb, 0), `${num(w.verifyJobsDone)} / ${num(w.webhooksAcked)}`],
+        ),
+      ),
+    );
+    parts.push('');
+  }
+  if (rep.results) {
+    const r = rep.results;
+    parts.push(`ONBOARDING_FINISHED -> results stored (${r.stored}/${r.sessions} sessions stored, webhooks at ${r.ratePerSec}/s)`);
+    if (r.error) parts.push(`  failed: ${r.error}`);
+    else {
+      parts.push(table(['measure', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms'], [
+        ['webhook sent -> results stored', num(r.p50), num(r.p90), num(r.p99), num(r.max)],
+        ['webhook acknowledged', num(r.ackP50), '-', num(r.ackP99), '-'],
+      ]));
+    }
+    parts.push(`  method: ${r.method}`);
+    parts.push('');
+  }
+  const cs = checks(rep);
+  if (cs.length) {
+    parts.push('Targets (a MISS never fails the run; numbers from a shared 2-core machine are noisy, compare ratios)');
+    parts.push(table(['check', 'value', 'target', 'result'], cs.map((c) => [c.name, c.value, c.target, c.pass ? 'PASS' : 'MISS'])));
+  }
+  parts.push('');
+  parts.push(`Broker run ${meta.brokerMode === 'compiled' ? 'compiled (node dist/server.js)' : 'through tsx (node --import tsx src/server.ts)'}, NODE_ENV=production, LOG_LEVEL=${meta.logLevel} (logs to a file), RESULTS_MODE=webhook, SQLite unless stated.`);
+  return parts.join('\n');
+}

@@ -1,0 +1,95 @@
+// POST /session: broker vs emulator direct vs floor proxy (at once, 200 ms upstream), and protections ON vs OFF.
+import { randomUUID } from 'node:crypto';
+import { measure, type LoadResult, type LoadSpec } from './load';
+import type { Child } from './processes';
+import { API_KEY, APP_KEY, startBroker, startEmulator, startFloor, withChildren, type BenchContext } from './stack';
+
+export const SESSION_BODY = JSON.stringify({ countryCode: 'ALL', externalCustomerId: 'bench-customer-0001', language: 'en-US' });
+
+export interface Scenario {
+  id: 'at-once' | '200ms';
+  title: string;
+  startLatencyMs: number;
+  connections: number;
+}
+
+export const SCENARIOS: Scenario[] = [
+  { id: 'at-once', title: 'emulator answers /omni/start at once', startLatencyMs: 0, connections: 100 },
+  { id: '200ms', title: 'emulator answers /omni/start after 200 ms', startLatencyMs: 200, connections: 500 },
+];
+
+export type TargetName = 'broker' | 'emulator' | 'floor';
+
+export interface TargetRun {
+  scenario: string;
+  target: string;
+  connections: number;
+  load: LoadResult;
+  /** Peak RSS of the process under test (the emulator itself for the emulator-direct target). */
+  peakRssMb: number | null;
+  /** Peak RSS of the emulator behind a broker or floor proxy. */
+  upstreamPeakRssMb: number | null;
+}
+
+function spec(ctx: BenchContext, url: string, path: string, connections: number, extra: Partial<LoadSpec> = {}): LoadSpec {
+  return { url, method: 'POST', path, body: SESSION_BODY, connections, durationS: ctx.durationS, warmupS: ctx.warmupS, timeoutS: 10, ...extra };
+}
+
+async function measureOn(target: Child, upstream: Child | null, s: LoadSpec, scenario: string, name: string, log: (m: string) => void): Promise<TargetRun> {
+  log(`  ${scenario} / ${name}: ${s.connections} connections, ${s.warmupS} s warm-up + ${s.durationS} s`);
+  const load = await measure(s);
+  return { scenario, target: name, connections: s.connections, load, peakRssMb: target.peakRssMb(), upstreamPeakRssMb: upstream?.peakRssMb() ?? null };
+}
+
+/** One fresh emulator (and target) per measurement, so peak RSS and session maps start from zero. */
+export async function runTarget(ctx: BenchContext, sc: Scenario, target: TargetName, log: (m: string) => void, brokerEnv: Record<string, string> = {}, label?: string): Promise<TargetRun> {
+  return withChildren(async (track) => {
+    const emu = track(await startEmulator(ctx, `${sc.id}-${target}`, { faults: { startLatencyMs: sc.startLatencyMs } }));
+    if (target === 'emulator') {
+      return measureOn(emu, null, spec(ctx, emu.url, '/omni/start', sc.connections, { headers: { 'x-api-key': API_KEY, 'api-version': '1.0' } }), sc.id, label ?? 'emulator direct', log);
+    }
+    if (target === 'floor') {
+      const floor = track(await startFloor(ctx, sc.id, emu.url));
+      return measureOn(floor, emu, spec(ctx, floor.url, '/session', sc.connections), sc.id, label ?? 'floor proxy', log);
+    }
+    const broker = track(await startBroker(ctx, sc.id, emu.url, brokerEnv));
+    return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections), sc.id, label ?? 'broker', log);
+  });
+}
+
+export async function runSessionScenarios(ctx: BenchContext, log: (m: string) => void): Promise<TargetRun[]> {
+  const out: TargetRun[] = [];
+  for (const sc of SCENARIOS) {
+    log(`POST /session, ${sc.title}`);
+    for (const t of ['broker', 'emulator', 'floor'] as const) out.push(await runTarget(ctx, sc, t, log));
+  }
+  return out;
+}
+
+/** Protections OFF then ON, back to back, same load; ON uses app keys, Redis counters and a unique Idempotency-Key per request. */
+export async function runHardening(ctx: BenchContext, redisUrl: string, log: (m: string) => void): Promise<{ off: TargetRun; on: TargetRun }> {
+  const sc = SCENARIOS[0];
+  log('POST /session, protections OFF vs ON (emulator answers at once)');
+  const run = (name: string, env: Record<string, string>, headers: () => Record<string, string>) =>
+    withChildren(async (track) => {
+      const emu = track(await startEmulator(ctx, `hardening-${name}`, { faults: { startLatencyMs: 0 } }));
+      const broker = track(await startBroker(ctx, `hardening-${name}`, emu.url, env));
+      // Both runs build each request the same way (setupRequest), so the load generator's cost is the same.
+      return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections, { perRequest: () => ({ headers: headers() }) }), 'hardening', name, log);
+    });
+  const off = await run('protections OFF', {}, () => ({}));
+  const on = await run(
+    'protections ON',
+    {
+      CALLER_AUTH: 'app-keys',
+      APP_API_KEYS: APP_KEY,
+      // High enough never to trigger, low enough to be counted on every request.
+      RATE_LIMIT_PER_IP: '1000000',
+      RATE_LIMIT_PER_CUSTOMER: '1000000',
+      RATE_LIMIT_GLOBAL: '100000000',
+      REDIS_URL: redisUrl,
+    },
+    () => ({ 'x-app-key': APP_KEY, 'idempotency-key': randomUUID() }),
+  );
+  return { off, on };
+}

@@ -1,0 +1,403 @@
+// `incode-broker onboard`: the server-side onboarding from a terminal, against Incode or the built-in emulator.
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { parseArgs } from 'node:util';
+import { config as loadDotenv } from 'dotenv';
+import pino from 'pino';
+import { ConfigError, loadConfig, type Config } from '../config';
+import { buildEmulator } from '../emulator/app';
+import { IncodeClient } from '../incode/client';
+import { ExecutiveTokenProvider } from '../incode/executive-token';
+import { isValidCountryCode } from '../iso3166';
+import { imageKind } from '../onboarding/images';
+import { OnboardingError, Orchestrator, type CapturesOutcome, type FinishResult, type StepEvent } from '../onboarding/orchestrator';
+import { createMetrics } from '../plugins/metrics';
+import { ResultsPipeline } from '../results/pipeline';
+import { JobWorker } from '../results/worker';
+import { Cipher } from '../store/crypto';
+import { createStore } from '../store/index';
+import type { Store } from '../store/types';
+
+/** Exit codes, also listed by --help. */
+export const EXIT = { APPROVE: 0, ERROR: 1, REJECTED: 2, DECLINE: 3, REVIEW: 4 } as const;
+
+export interface CliIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  env: Record<string, string | undefined>;
+}
+
+const HELP = `Usage: incode-broker onboard --front <file> [--back <file>] --selfie <file> [options]
+
+Runs the whole Incode onboarding server to server (start, front, back, process ID, selfie,
+face match, wait for processing, mark complete when MARK_COMPLETE=true, scores and OCR) and
+prints the verdict. Without INCODE_API_KEY it runs against the built-in Incode emulator.
+
+Options:
+  --front <file>                 Front of the ID (JPEG or PNG)                 required
+  --back <file>                  Back of the ID (leave out for passports)
+  --selfie <file>                Selfie (JPEG or PNG)                          required
+  --country <ISO3>               countryCode for start: ALL (default), BRA for Brazilian IDs
+  --configuration-id <id>        Incode flow (default INCODE_CONFIGURATION_ID)
+  --external-customer-id <id>    Your user id (emulator: emu:... test values, e.g. emu:decline)
+  --language <tag>               e.g. en-US, pt-BR
+  --timeout <seconds>            Give up waiting for the results after this long (default 300)
+  --json                         Print one JSON document on stdout and nothing else
+  --verbose                      Service logs on stderr
+  -h, --help                     This help
+
+Configuration comes from the environment and ./.env (see .env.example). Data is kept in
+memory unless DATABASE_URL is set.
+
+Exit codes:
+  0  approve            the session passed
+  1  error              bad usage, unreadable file, Incode failure or timeout
+  2  capture rejected   a capture must be repeated (reason and message printed)
+  3  decline            the session failed
+  4  review             the session needs a manual review
+
+Try it (emulator):
+  npx incode-broker onboard --front samples/id-front.jpg --back samples/id-back.jpg --selfie samples/selfie.jpg
+  npx incode-broker onboard --front samples/id-front-glare.jpg --back samples/id-back.jpg --selfie samples/selfie.jpg
+  npx incode-broker onboard --front samples/id-front.jpg --back samples/id-back.jpg --selfie samples/selfie-dark.jpg
+  npx incode-broker onboard --front samples/id-front.jpg --selfie samples/selfie.jpg --external-customer-id emu:one-sided
+  npx incode-broker onboard ... --external-customer-id emu:selfie-error-4019   (or emu:spoof, emu:lenses, emu:decline, emu:warn)
+`;
+
+class UsageError extends Error {}
+
+interface OnboardArgs {
+  front: string;
+  back?: string;
+  selfie: string;
+  country?: string;
+  configurationId?: string;
+  externalCustomerId?: string;
+  language?: string;
+  timeoutMs: number;
+  json: boolean;
+  verbose: boolean;
+}
+
+function parseOnboard(argv: string[]): OnboardArgs | 'help' {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      front: { type: 'string' },
+      back: { type: 'string' },
+      selfie: { type: 'string' },
+      country: { type: 'string' },
+      'configuration-id': { type: 'string' },
+      'external-customer-id': { type: 'string' },
+      language: { type: 'string' },
+      timeout: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      verbose: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) return 'help';
+  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  if (!values.front) throw new UsageError('--front <file> is required');
+  if (!values.selfie) throw new UsageError('--selfie <file> is required');
+  const country = values.country?.toUpperCase();
+  if (country && !isValidCountryCode(country)) throw new UsageError(`--country must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil), got "${values.country}"`);
+  if (values.language && !/^[a-z]{2}(-[A-Z]{2})?$/.test(values.language)) throw new UsageError('--language must look like en-US or pt-BR');
+  let timeoutMs = 300_000;
+  if (values.timeout !== undefined) {
+    const t = Number(values.timeout);
+    if (!Number.isFinite(t) || t <= 0 || t > 86_400) throw new UsageError('--timeout must be a number of seconds between 1 and 86400');
+    timeoutMs = Math.round(t * 1000);
+  }
+  return {
+    front: values.front,
+    back: values.back,
+    selfie: values.selfie,
+    country,
+    configurationId: values['configuration-id'],
+    externalCustomerId: values['external-customer-id'],
+    language: values.language,
+    timeoutMs,
+    json: values.json ?? false,
+    verbose: values.verbose ?? false,
+  };
+}
+
+async function readImage(path: string, option: string): Promise<string> {
+  let buf: Buffer;
+  try {
+    buf = await readFile(path);
+  } catch (err) {
+    throw new UsageError(`${option}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (!imageKind(buf.subarray(0, 12))) throw new UsageError(`${option}: ${path} is not a JPEG or PNG image`);
+  return buf.toString('base64');
+}
+
+// ---- output ----
+
+interface Leaf {
+  status?: unknown;
+  value?: unknown;
+}
+
+const leafOf = (block: unknown): Leaf | null => {
+  const o = (block && typeof block === 'object' ? (block as Record<string, unknown>).overall ?? block : null) as Leaf | null;
+  return o && typeof o === 'object' ? { status: o.status ?? null, value: o.value ?? null } : null;
+};
+
+function mainScores(scores: unknown) {
+  const s = (scores && typeof scores === 'object' ? scores : {}) as Record<string, unknown>;
+  return { overall: leafOf(s.overall), idValidation: leafOf(s.idValidation), liveness: leafOf(s.liveness), faceRecognition: leafOf(s.faceRecognition) };
+}
+
+function mainOcr(ocr: unknown) {
+  const o = (ocr && typeof ocr === 'object' ? ocr : {}) as Record<string, unknown>;
+  const name = o.name && typeof o.name === 'object' ? (o.name as Record<string, unknown>) : {};
+  const fullName = typeof name.fullName === 'string' ? name.fullName : [name.firstName, name.paternalLastName].filter((x) => typeof x === 'string').join(' ') || null;
+  const address = typeof o.address === 'string' ? o.address.replace(/\s*\n\s*/g, ', ') : null;
+  return { name: fullName, address, typeOfId: typeof o.typeOfId === 'string' ? o.typeOfId : null };
+}
+
+type Outcome = 'approve' | 'decline' | 'review' | 'rejected' | 'error';
+
+const EXIT_OF: Record<Outcome, number> = { approve: EXIT.APPROVE, decline: EXIT.DECLINE, review: EXIT.REVIEW, rejected: EXIT.REJECTED, error: EXIT.ERROR };
+
+function progressPrinter(io: CliIo, enabled: boolean) {
+  const color = !!io.stderr.isTTY && !io.env.NO_COLOR;
+  const paint = (code: number, s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
+  const mark = { ok: paint(32, '✓'), rejected: paint(31, '✗'), failed: paint(31, '✗'), skipped: paint(90, '–') } as const;
+  return {
+    step(e: StepEvent) {
+      if (!enabled) return;
+      const what =
+        e.outcome === 'ok'
+          ? e.detail ?? ''
+          : e.outcome === 'skipped'
+            ? `skipped${e.code ? ` (${e.code})` : ''}`
+            : `${e.outcome}: ${e.code ?? ''}${e.message && e.outcome === 'rejected' ? ` — ${e.message}` : ''}`;
+      io.stderr.write(`${mark[e.outcome]} ${e.step.padEnd(11)} ${what}`.trimEnd() + '\n');
+    },
+    note(text: string) {
+      if (enabled) io.stderr.write(`${paint(90, '…')} ${text}\n`);
+    },
+  };
+}
+
+// ---- the command ----
+
+async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
+  const env = { ...io.env };
+  // A throwaway key is enough when nothing outlives the process (the default in-memory store).
+  if (!env.DATABASE_URL && !env.DATA_ENCRYPTION_KEY) env.DATA_ENCRYPTION_KEY = `cli:${randomBytes(32).toString('base64')}`;
+  let config: Config;
+  try {
+    const loaded = loadConfig(env);
+    // Someone is watching the terminal: poll at least every second whatever the server's setting.
+    config = { ...loaded, results: { ...loaded.results, pollIntervalMs: Math.min(loaded.results.pollIntervalMs, 1000) } };
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message);
+    throw err;
+  }
+  const [front, back, selfie] = await Promise.all([
+    readImage(args.front, '--front'),
+    args.back ? readImage(args.back, '--back') : Promise.resolve(undefined),
+    readImage(args.selfie, '--selfie'),
+  ]);
+
+  const progress = progressPrinter(io, !args.json || !!io.stderr.isTTY);
+  const log = pino({ level: args.verbose ? 'debug' : 'silent', base: undefined }, pino.destination({ fd: 2, sync: true }));
+  const cleanup: Array<() => Promise<unknown>> = [];
+  const out = { sandbox: config.sandbox, interviewId: null as string | null, steps: [] as StepEvent[] };
+
+  try {
+    let apiUrl = config.incode.apiUrl;
+    if (config.sandbox) {
+      const emulator = buildEmulator({
+        apiKey: config.incode.apiKey,
+        clientId: config.incode.clientId ?? 'sandbox',
+        executiveEmail: config.incode.executiveEmail,
+        executivePassword: config.incode.executivePassword,
+        processingDelayMs: config.emulator.processingDelayMs,
+      });
+      await emulator.listen({ port: 0, host: '127.0.0.1' });
+      cleanup.push(() => emulator.close());
+      apiUrl = `http://127.0.0.1:${(emulator.server.address() as AddressInfo).port}`;
+      progress.note('sandbox: no INCODE_API_KEY set, using the built-in Incode emulator');
+    }
+
+    const store: Store = createStore({ url: env.DATABASE_URL ? config.database.url : 'sqlite::memory:', cipher: new Cipher(config.encryption.keys) });
+    cleanup.push(() => store.close());
+    await store.migrate();
+    const client = new IncodeClient({
+      baseUrl: apiUrl,
+      apiKey: config.incode.apiKey,
+      timeoutMs: config.incode.timeoutMs,
+      connectTimeoutMs: config.incode.connectTimeoutMs,
+      connections: 8,
+      maxRetries: config.incode.maxRetries,
+      circuit: config.circuit,
+    });
+    cleanup.push(() => client.close());
+    const { executiveEmail: email, executivePassword: password } = config.incode;
+    const executive = new ExecutiveTokenProvider(client, email && password ? { email, password } : undefined);
+    const metrics = createMetrics();
+    let worker: JobWorker | null = null;
+    const pipeline = new ResultsPipeline({ store, incode: () => client, executiveTokens: () => executive, config, metrics, log, kick: () => worker?.kick() });
+    worker = new JobWorker({
+      store,
+      handle: (job) => pipeline.handle(job),
+      onDead: (job, code) => pipeline.onDead(job, code),
+      concurrency: 2,
+      maxAttempts: config.results.jobMaxAttempts,
+      backoffMs: config.results.jobBackoffMs,
+      idleMs: 50,
+      log,
+      metrics,
+    });
+    worker.start();
+    const w = worker;
+    // Runs first (cleanup is unwound last-in first-out): no job may touch the store after it closes.
+    cleanup.push(() => w.stop(2_000));
+
+    const orchestrator = new Orchestrator({
+      incode: client,
+      store,
+      pipeline,
+      config,
+      log,
+      onStep: (e) => {
+        out.steps.push(e);
+        progress.step(e);
+        if (e.step === 'face-match' && e.outcome !== 'failed') progress.note('waiting for Incode to finish processing');
+      },
+    });
+
+    let captures: CapturesOutcome;
+    let result: FinishResult | null = null;
+    try {
+      captures = await orchestrator.runCaptures({
+        front,
+        back,
+        selfie,
+        countryCode: args.country,
+        configurationId: args.configurationId,
+        externalCustomerId: args.externalCustomerId,
+        language: args.language,
+      });
+      out.interviewId = captures.interviewId;
+      if (captures.ok) result = await orchestrator.finish(captures.interviewId, { timeoutMs: args.timeoutMs });
+    } catch (err) {
+      if (!(err instanceof OnboardingError)) throw err;
+      return report(io, args, 'error', {
+        ...out,
+        interviewId: err.interviewId ?? out.interviewId,
+        error: { step: err.step, code: err.code, message: err.message, ...(err.incode?.incodeStatus !== undefined ? { incodeStatus: err.incode.incodeStatus } : {}) },
+      });
+    }
+
+    if (!captures.ok) {
+      const { step, reason, message, incodeCode } = captures;
+      return report(io, args, 'rejected', { ...out, rejection: { step, reason, message, ...(incodeCode !== undefined ? { incodeCode } : {}) } });
+    }
+    const r = result!;
+    const decision = r.decision ?? 'review';
+    return report(io, args, decision, {
+      ...out,
+      onboardingStatus: r.onboardingStatus,
+      decision: r.decision,
+      oneSided: captures.oneSided,
+      faceMatch: { matched: captures.faceMatch.ok, existingUser: captures.faceMatch.existingUser },
+      scores: mainScores(r.scores),
+      ocr: mainOcr(r.ocr),
+    });
+  } finally {
+    for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+  }
+}
+
+interface Report {
+  sandbox: boolean;
+  interviewId: string | null;
+  steps: StepEvent[];
+  onboardingStatus?: string;
+  decision?: string | null;
+  oneSided?: boolean;
+  faceMatch?: { matched: boolean; existingUser: boolean };
+  scores?: ReturnType<typeof mainScores>;
+  ocr?: ReturnType<typeof mainOcr>;
+  rejection?: { step: string; reason: string; message: string; incodeCode?: number };
+  error?: { step: string; code: string; message: string; incodeStatus?: number };
+}
+
+function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): number {
+  const exitCode = EXIT_OF[outcome];
+  if (args.json) {
+    const steps = r.steps.map((s) => ({ step: s.step, outcome: s.outcome, code: s.code ?? null, message: s.message ?? null, at: new Date(s.at).toISOString() }));
+    io.stdout.write(JSON.stringify({ outcome, exitCode, ...r, steps }, null, 2) + '\n');
+    return exitCode;
+  }
+  const lines: string[] = [];
+  const leaf = (l: Leaf | null | undefined) => (l ? `${String(l.status ?? 'UNKNOWN')}${l.value ? ` (${String(l.value)})` : ''}` : 'n/a');
+  if (outcome === 'rejected' && r.rejection) {
+    lines.push(`Capture rejected at step ${r.rejection.step}: ${r.rejection.reason}`, `Message to show: ${r.rejection.message}`);
+  } else if (outcome === 'error' && r.error) {
+    lines.push(`Error at step ${r.error.step}: ${r.error.code}`, r.error.message);
+  } else {
+    lines.push(`Verdict: ${outcome.toUpperCase()}`);
+    if (r.scores) {
+      lines.push(`Overall score: ${leaf(r.scores.overall)}`);
+      lines.push(`ID validation: ${leaf(r.scores.idValidation)}   Liveness: ${leaf(r.scores.liveness)}   Face recognition: ${leaf(r.scores.faceRecognition)}`);
+    }
+    if (r.faceMatch) lines.push(`Face match: ${r.faceMatch.matched ? 'match' : 'NO MATCH'}${r.faceMatch.existingUser ? ' (person already registered)' : ''}`);
+    if (r.ocr) {
+      lines.push(`Name: ${r.ocr.name ?? 'n/a'}`);
+      lines.push(`Address: ${r.ocr.address ?? 'n/a'}`);
+      lines.push(`Type of ID: ${r.ocr.typeOfId ?? 'n/a'}`);
+    }
+  }
+  if (r.interviewId) lines.push(`Interview ID: ${r.interviewId}${r.sandbox ? ' (emulator)' : ''}`);
+  (outcome === 'error' ? io.stderr : io.stdout).write(lines.join('\n') + '\n');
+  return exitCode;
+}
+
+/** Entry point: returns the exit code (the launcher exits with it). */
+export async function main(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  const [command, ...rest] = argv;
+  const json = rest.includes('--json');
+  const usage = (message: string) => {
+    if (json) io.stdout.write(JSON.stringify({ outcome: 'error', exitCode: EXIT.ERROR, error: { step: 'usage', code: 'USAGE', message } }, null, 2) + '\n');
+    else io.stderr.write(`incode-broker: ${message}\nRun "incode-broker --help" for usage.\n`);
+    return EXIT.ERROR;
+  };
+  if (!command) {
+    io.stderr.write(HELP);
+    return EXIT.ERROR;
+  }
+  if (command === '--help' || command === '-h' || command === 'help') {
+    io.stdout.write(HELP);
+    return EXIT.APPROVE;
+  }
+  if (command !== 'onboard') return usage(`unknown command "${command}"`);
+  // ./.env fills what the environment leaves unset (never overrides it), read into a copy rather than process.env.
+  const dotenv = loadDotenv({ quiet: true, processEnv: {} as Record<string, string> });
+  const env = { ...(dotenv.parsed ?? {}), ...io.env };
+  try {
+    const args = parseOnboard(rest);
+    if (args === 'help') {
+      io.stdout.write(HELP);
+      return EXIT.APPROVE;
+    }
+    return await onboard(args, { ...io, env });
+  } catch (err) {
+    if (err instanceof UsageError) return usage(err.message);
+    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return usage((err as Error).message);
+    const message = err instanceof Error ? err.message : String(err);
+    if (json) io.stdout.write(JSON.stringify({ outcome: 'error', exitCode: EXIT.ERROR, error: { step: 'internal', code: 'INTERNAL_ERROR', message } }, null, 2) + '\n');
+    else io.stderr.write(`incode-broker: ${message}\n`);
+    return EXIT.ERROR;
+  }
+}

@@ -1,0 +1,750 @@
+// The Incode emulator as an encapsulated Fastify plugin (+ a standalone app): routes, auth, CORS, faults, error envelope.
+import { randomBytes, createHash } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import Fastify from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import { alpha2Of, normalizeCountry } from './countries';
+import type { FaultOptions } from './faults';
+import { Faults } from './faults';
+import type { ImageMetrics } from './image-analysis';
+import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, THRESHOLDS } from './image-analysis';
+import { buildOcr, documentKind, issueYearFor, seedOf } from './ocr';
+import * as samples from './sample-images';
+import { buildScore, existingInterviewIdFor } from './scores';
+import type { OnboardingStatus, Session } from './state';
+import { canMove, isProcessed, ONBOARDING_STATUSES, SessionStore } from './state';
+import { parseDirectives, selfieErrorText } from './test-values';
+import { TimerSet } from './timer-set';
+import { TokenService } from './tokens';
+import type { WebhookOptions } from './webhook-sender';
+import { WebhookSender } from './webhook-sender';
+
+export interface EmulatorOptions {
+  /** Accepted x-api-key. */
+  apiKey: string;
+  /** Returned by start as clientId. */
+  clientId: string;
+  /** Accepted by POST /executive/log-in (no executive login when unset). */
+  executiveEmail?: string;
+  executivePassword?: string;
+  /** Mount prefix, e.g. '/sandbox/incode' ('' standalone). */
+  prefix?: string;
+  /** Delay of the async ID/face processing steps (default 1500); 0 = next tick. */
+  processingDelayMs?: number;
+  /** Session token lifetime (default 90 days). */
+  tokenTtlSeconds?: number;
+  /** HS256 secret for tokens (random by default). */
+  jwtSecret?: string;
+  webhook?: WebhookOptions;
+  faults?: FaultOptions;
+  /** CORS origins for the browser surface (default '*'). */
+  corsOrigins?: string[] | '*';
+  logger?: boolean | object;
+}
+
+/** Runtime handle on the emulator's state (tests, admin routes, the broker's sandbox mode). */
+export interface EmulatorController {
+  readonly sessions: SessionStore;
+  readonly faults: Faults;
+  readonly tokens: TokenService;
+  readonly webhooks?: WebhookSender;
+  setFaults(f: FaultOptions): void;
+  resetFaults(): void;
+  /** Forces a status (forward-only rules apply); false if the session is unknown or the move is not allowed. */
+  setStatus(interviewId: string, status: OnboardingStatus): boolean;
+  expire(interviewId: string): boolean;
+  /** Mints a session token for an existing session (e.g. an already expired one, for tests). */
+  mintSessionToken(interviewId: string, ttlSeconds?: number): string;
+  close(): void;
+}
+
+const MB = 1024 * 1024;
+const INCODE_BODY_LIMIT = 10 * MB;
+// Fastify's own limit sits above Incode's so the 10 MB rule answers with Incode's envelope, not a parser error.
+const PARSER_BODY_LIMIT = 15 * MB;
+const HOLD_MS = 60_000;
+const NINETY_DAYS = 90 * 24 * 3600;
+
+const CORS_ALLOW_HEADERS = 'api-version, x-api-key, x-incode-hardware-id, content-type, accept, sessionid, authorization';
+const CORS_ALLOW_METHODS = 'GET, POST, PUT, DELETE, OPTIONS';
+
+const REASON: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  406: 'Not Acceptable',
+  409: 'Conflict',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+type Auth = 'key' | 'session' | 'none' | 'admin';
+interface RouteCfg {
+  auth: Auth;
+  zero: boolean;
+}
+type EmuRequest = FastifyRequest & { emuSession: Session | null; emuStart: number };
+type Handler = (req: EmuRequest, reply: FastifyReply) => unknown;
+
+/** Builds the emulator's state without any HTTP; emulatorPlugin wires it to routes. */
+export function createEmulator(opts: EmulatorOptions): EmulatorController {
+  const timers = new TimerSet();
+  const faults = new Faults(opts.faults);
+  const keyRef = createHash('sha256').update(opts.apiKey).digest('hex').slice(0, 24);
+  const tokens = new TokenService(opts.jwtSecret ?? randomBytes(32).toString('hex'), keyRef);
+  const webhooks = opts.webhook?.url ? new WebhookSender(opts.webhook, faults, timers) : undefined;
+  const sessions: SessionStore = new SessionStore({
+    processingDelayMs: opts.processingDelayMs ?? 1500,
+    timers,
+    onStatus: (s, status) => {
+      if (!webhooks || !sessions.sessions.has(s.interviewId)) return;
+      const externalId = s.externalCustomerId ?? s.externalId;
+      webhooks.send({
+        interviewId: s.interviewId,
+        ...(externalId ? { externalId } : {}),
+        onboardingStatus: status,
+        clientId: opts.clientId,
+        ...(s.configurationId ? { flowId: s.configurationId } : {}),
+      });
+    },
+  });
+  return {
+    sessions,
+    faults,
+    tokens,
+    webhooks,
+    setFaults: (f) => faults.set(f),
+    resetFaults: () => faults.reset(),
+    setStatus: (id, status) => {
+      const s = sessions.get(id);
+      return !!s && sessions.setStatus(s, status);
+    },
+    expire: (id) => {
+      const s = sessions.get(id);
+      return !!s && sessions.setStatus(s, 'EXPIRED');
+    },
+    mintSessionToken: (id, ttl) => tokens.mint(id, 'ACCESS', ttl ?? opts.tokenTtlSeconds ?? NINETY_DAYS),
+    close: () => {
+      timers.clear();
+      webhooks?.close();
+    },
+  };
+}
+
+export type EmulatorPlugin = FastifyPluginAsync & { emulator: EmulatorController };
+
+/**
+ * The emulator's routes as an encapsulated plugin (no skip-override: its parsers, CORS and hooks stay
+ * inside). It mounts itself under opts.prefix; register it without a prefix of your own.
+ */
+export function emulatorPlugin(opts: EmulatorOptions, emulator: EmulatorController = createEmulator(opts)): EmulatorPlugin {
+  const plugin: FastifyPluginAsync = async (outer) => {
+    await outer.register(async (app) => routes(app, opts, emulator), { prefix: normalizePrefix(opts.prefix) });
+  };
+  return Object.assign(plugin, { emulator });
+}
+
+/** A self-contained emulator app (the standalone runner and the tests use it). */
+export function buildEmulator(opts: EmulatorOptions): FastifyInstance & { emulator: EmulatorController } {
+  const app = Fastify({ logger: opts.logger ?? false, bodyLimit: PARSER_BODY_LIMIT, forceCloseConnections: true });
+  const plugin = emulatorPlugin(opts);
+  app.decorate('emulator', plugin.emulator);
+  void app.register(plugin);
+  return app as unknown as FastifyInstance & { emulator: EmulatorController };
+}
+
+function normalizePrefix(p: string | undefined): string {
+  if (!p || p === '/') return '';
+  return ('/' + p.replace(/^\/+|\/+$/g, '')).replace(/\/+/g, '/');
+}
+
+function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorController): void {
+  const prefix = normalizePrefix(opts.prefix);
+  const { sessions, faults, tokens } = emu;
+  const ttl = opts.tokenTtlSeconds ?? NINETY_DAYS;
+  const cors = opts.corsOrigins ?? '*';
+  const corsSet = cors === '*' ? null : new Set(cors);
+  const held = new Set<ServerResponse>();
+  const knownPaths = new Map<string, Set<string>>();
+
+  const pathOf = (req: FastifyRequest): string => {
+    const q = req.url.indexOf('?');
+    const p = q >= 0 ? req.url.slice(0, q) : req.url;
+    return prefix && p.startsWith(prefix) ? p.slice(prefix.length) || '/' : p;
+  };
+
+  /** Incode's error envelope; `status` is the Incode code, the HTTP status the transport code. */
+  const fail = (reply: FastifyReply, http: number, message: string, code: number = http, error?: string): FastifyReply =>
+    reply
+      .code(http)
+      .header('content-type', 'application/json; charset=utf-8')
+      .send({ timestamp: Date.now(), status: code, error: error ?? REASON[http] ?? 'Error', message, path: pathOf(reply.request) });
+
+  app.decorateRequest('emuSession', null);
+  // Fastify only times replies when a logger or onResponse hook exists; Processing-Time needs our own clock.
+  app.decorateRequest('emuStart', 0);
+
+  // Fault/latency sleeps live in their own set so closing the app releases them at once.
+  const emuTimers = new TimerSet();
+  const emuSleep = (ms: number): Promise<void> => emuTimers.sleep(ms);
+  app.addHook('onClose', async () => emuTimers.clear());
+
+  // Own JSON parser: lenient on an empty body (FP-style clients POST with no body) and no prototype-poisoning
+  // scan on the hot path; nothing here merges request objects into prototypes.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: PARSER_BODY_LIMIT }, (_req, body, done) => {
+    const text = (body as string).trim();
+    if (!text) return done(null, {});
+    try {
+      done(null, JSON.parse(text));
+    } catch {
+      const err = new Error('Malformed JSON body') as Error & { statusCode: number };
+      err.statusCode = 400;
+      done(err, undefined);
+    }
+  });
+  // The SDK's legacy uploads send raw JPEG bytes; anything else binary is kept as a Buffer too.
+  app.addContentTypeParser(['image/jpeg', 'image/png', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit: PARSER_BODY_LIMIT }, (_req, body, done) =>
+    done(null, body),
+  );
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: PARSER_BODY_LIMIT }, (_req, body, done) => done(null, body));
+
+  app.addHook('onRequest', async (req, reply) => {
+    (req as EmuRequest).emuStart = performance.now();
+    const origin = req.headers.origin;
+    if (origin) {
+      if (!corsSet) reply.header('access-control-allow-origin', '*');
+      else if (corsSet.has(origin)) reply.header('access-control-allow-origin', origin).header('vary', 'Origin');
+      reply.header('access-control-expose-headers', 'Processing-Time');
+    }
+    if (req.method === 'OPTIONS') return;
+    const cfg = req.routeOptions.config as Partial<RouteCfg> | undefined;
+    const auth = cfg?.auth;
+    const len = req.headers['content-length'];
+    if (len && Number(len) > INCODE_BODY_LIMIT) return fail(reply, 413, 'Request body exceeds the 10 MB limit');
+    if (auth === 'admin') {
+      if (req.headers['x-api-key'] !== opts.apiKey) return fail(reply, 403, 'Invalid or missing API key');
+      return;
+    }
+    if (faults.requestFaultsActive) {
+      if (faults.shouldTimeout()) {
+        hold(reply);
+        return reply;
+      }
+      if (faults.latencyMs) await emuSleep(faults.latencyMs);
+      if (faults.shouldError()) return fail(reply, 503, 'Service temporarily unavailable (emulated fault)');
+    }
+    if (!auth) return; // 404/405 handler
+    const v = req.headers['api-version'];
+    if (v !== undefined && v !== '1.0') return fail(reply, 400, `Unsupported api-version '${String(v)}'`);
+    // /0/ is the token-only surface: the key is ignored there, except where no token can exist (start).
+    if ((auth === 'key' || !cfg.zero) && req.headers['x-api-key'] !== opts.apiKey) return fail(reply, 403, 'Invalid or missing API key');
+    if (auth !== 'session') return;
+    const claims = tokens.verify(req.headers['x-incode-hardware-id'] as string | undefined);
+    if (!claims) return fail(reply, 401, 'Invalid or missing access token');
+    const q = req.query as Record<string, string | undefined>;
+    const named = q.id || q.interviewId || q[''] || undefined;
+    if (claims.role === 'ACCESS') {
+      const s = sessions.get(claims.externalUserId);
+      if (!s) return fail(reply, 401, 'Session of this token does not exist');
+      if (named && named !== s.interviewId) return fail(reply, 401, 'Token does not grant access to this session');
+      (req as EmuRequest).emuSession = s;
+      return;
+    }
+    if (claims.role === 'EXECUTIVE') {
+      if (cfg.zero) return fail(reply, 401, 'Executive tokens are not accepted on /0/ endpoints');
+      if (!named) return fail(reply, 400, 'Query parameter id is required with an executive token');
+      const s = sessions.get(named);
+      if (!s) return fail(reply, 404, `Session ${named} not found`);
+      (req as EmuRequest).emuSession = s;
+      return;
+    }
+    return fail(reply, 401, 'Token is not a session token');
+  });
+
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('processing-time', String(Math.round(performance.now() - (req as EmuRequest).emuStart)));
+  });
+
+  app.addHook('preClose', async () => {
+    for (const res of held) res.destroy();
+    held.clear();
+  });
+  app.addHook('onClose', async () => {
+    emu.close();
+  });
+
+  /** Timeout fault: keep the request open without answering until the client gives up (or 60 s). */
+  function hold(reply: FastifyReply): void {
+    reply.hijack();
+    const res = reply.raw;
+    held.add(res);
+    const t = setTimeout(() => res.destroy(), HOLD_MS);
+    t.unref();
+    res.once('close', () => {
+      clearTimeout(t);
+      held.delete(res);
+    });
+  }
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    const http = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
+    const message = http === 413 ? 'Request body exceeds the 10 MB limit' : http === 500 ? 'Unexpected error' : err.message;
+    return fail(reply, http, message);
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    const p = pathOf(req).replace(/\/+$/, '') || '/';
+    const methods = knownPaths.get(p);
+    if (methods) return fail(reply.header('allow', [...methods].join(', ')), 405, `Request method '${req.method}' is not supported`);
+    return fail(reply, 404, `No endpoint ${req.method} ${p}`);
+  });
+
+  // Preflights for every path of the surface; the onRequest hook has already set the origin header.
+  const preflight = (_req: FastifyRequest, reply: FastifyReply) => {
+    if (reply.hasHeader('access-control-allow-origin')) {
+      reply.header('access-control-allow-methods', CORS_ALLOW_METHODS).header('access-control-allow-headers', CORS_ALLOW_HEADERS).header('access-control-max-age', '600');
+    }
+    return reply.code(204).send();
+  };
+  app.options('/', preflight);
+  app.options('/*', preflight);
+
+  const base: Partial<RouteOptions> = { bodyLimit: PARSER_BODY_LIMIT };
+  /** Registers a route on /omni/... (API key) and, unless keyOnly, on /0/omni/... (token only). */
+  function route(methods: string | string[], path: string, auth: Auth, handler: Handler, extra: Partial<RouteOptions> = {}, surfaces: Array<'key' | 'zero'> = ['key', 'zero']): void {
+    const list = Array.isArray(methods) ? methods : [methods];
+    for (const surface of surfaces) {
+      const url = surface === 'zero' ? `/0${path}` : path;
+      const set = knownPaths.get(url) ?? new Set<string>();
+      list.forEach((m) => set.add(m));
+      knownPaths.set(url, set);
+      app.route({
+        ...base,
+        ...extra,
+        method: list as RouteOptions['method'],
+        url,
+        config: { auth, zero: surface === 'zero' } satisfies RouteCfg as Record<string, unknown>,
+        handler: handler as RouteOptions['handler'],
+      });
+    }
+  }
+  const sess = (req: EmuRequest): Session => req.emuSession as Session;
+
+  // ---- start & executive -------------------------------------------------------------------------------
+
+  const startSchema = {
+    200: {
+      type: 'object',
+      properties: {
+        token: { type: 'string' },
+        interviewId: { type: 'string' },
+        interviewCode: { type: 'string' },
+        flowType: { type: 'string' },
+        idCaptureTimeout: { type: 'integer' },
+        idCaptureRetries: { type: 'integer' },
+        selfieCaptureTimeout: { type: 'integer' },
+        selfieCaptureRetries: { type: 'integer' },
+        curpValidationRetries: { type: 'integer' },
+        clientId: { type: 'string' },
+        env: { type: 'string' },
+        existingSession: { type: 'boolean' },
+      },
+    },
+  };
+  const startAnswer = (s: Session, existing: boolean) => ({
+    token: tokens.mint(s.interviewId, 'ACCESS', ttl),
+    interviewId: s.interviewId,
+    interviewCode: s.interviewCode,
+    flowType: 'flow',
+    idCaptureTimeout: 15,
+    idCaptureRetries: 3,
+    selfieCaptureTimeout: 10,
+    selfieCaptureRetries: 3,
+    curpValidationRetries: 3,
+    clientId: opts.clientId,
+    env: 'demo',
+    existingSession: existing,
+  });
+  const optString = (b: Record<string, unknown>, k: string): string | undefined | null => {
+    const v = b[k];
+    if (v === undefined || v === null || v === '') return undefined;
+    return typeof v === 'string' ? v : null;
+  };
+
+  route(
+    'POST',
+    '/omni/start',
+    'key',
+    async (req, reply) => {
+      if (faults.startLatencyMs) await emuSleep(faults.startLatencyMs);
+      const b = (req.body ?? {}) as Record<string, unknown>;
+      if (typeof b !== 'object' || Array.isArray(b) || Buffer.isBuffer(b)) return fail(reply, 400, 'Body must be a JSON object');
+      const countryCode = normalizeCountry(b.countryCode);
+      if (!countryCode) return fail(reply, 400, `Invalid countryCode '${String(b.countryCode)}': use ALL or an ISO 3166 alpha-2/alpha-3 code`);
+      const fields: Record<string, string | undefined> = {};
+      for (const k of ['configurationId', 'externalCustomerId', 'externalId', 'language', 'redirectionUrl', 'interviewId', 'uuid']) {
+        const v = optString(b, k);
+        if (v === null) return fail(reply, 400, `${k} must be a string`);
+        fields[k] = v;
+      }
+      if (b.customFields !== undefined && b.customFields !== null && (typeof b.customFields !== 'object' || Array.isArray(b.customFields))) {
+        return fail(reply, 400, 'customFields must be an object');
+      }
+      if (fields.interviewId) {
+        const s = sessions.get(fields.interviewId);
+        if (!s) return fail(reply, 404, `Session ${fields.interviewId} not found`);
+        return startAnswer(s, true);
+      }
+      const byUuid = sessions.getByUuid(fields.uuid);
+      if (byUuid) return startAnswer(byUuid, true);
+      const { directives, unknown } = parseDirectives(fields.externalCustomerId, fields.externalId);
+      if (unknown.length) return fail(reply, 400, `Unknown emulator test value(s): ${unknown.join(', ')}`);
+      const s = sessions.create({
+        countryCode,
+        configurationId: fields.configurationId,
+        externalCustomerId: fields.externalCustomerId,
+        externalId: fields.externalId,
+        language: fields.language,
+        redirectionUrl: fields.redirectionUrl,
+        uuid: fields.uuid,
+        customFields: (b.customFields as Record<string, unknown> | undefined) ?? undefined,
+        directives: fields.externalCustomerId?.includes('emu:') || fields.externalId?.includes('emu:') ? directives : undefined,
+      });
+      return startAnswer(s, false);
+    },
+    { schema: { response: startSchema } },
+  );
+
+  route(
+    'POST',
+    '/executive/log-in',
+    'key',
+    async (req, reply) => {
+      const b = (req.body ?? {}) as Record<string, unknown>;
+      if (!opts.executiveEmail || !opts.executivePassword) return fail(reply, 401, 'Executive login is not configured');
+      if (b.email !== opts.executiveEmail || b.password !== opts.executivePassword) return fail(reply, 401, 'Invalid email or password');
+      const execId = createHash('sha256').update(String(b.email)).digest('hex').slice(0, 24);
+      return { token: tokens.mint(execId, 'EXECUTIVE', 24 * 3600) };
+    },
+    {},
+    ['key'],
+  );
+
+  // ---- ID capture -------------------------------------------------------------------------------------
+
+  /** The uploaded image bytes: JSON {base64Image} (data: URL tolerated) or a raw JPEG/PNG body. */
+  function imageBytes(req: EmuRequest): Buffer | string {
+    const body = req.body as unknown;
+    if (Buffer.isBuffer(body)) return body.length ? body : 'Image body is empty';
+    if (body && typeof body === 'object') {
+      const b64 = (body as Record<string, unknown>).base64Image;
+      if (typeof b64 !== 'string' || !b64) return 'base64Image is required';
+      if (b64.length > INCODE_BODY_LIMIT * 1.4) return 'Image exceeds the 10 MB limit';
+      return base64ToBuffer(b64) ?? 'base64Image is not valid base64';
+    }
+    return 'base64Image is required';
+  }
+
+  /** Pixel metrics of the upload, or undefined after answering the 400 envelope (3010 undecodable, 3008 too large). */
+  function analyse(req: EmuRequest, reply: FastifyReply): ImageMetrics | undefined {
+    const bytes = imageBytes(req);
+    if (typeof bytes === 'string') {
+      fail(reply, 400, bytes);
+      return undefined;
+    }
+    try {
+      return analyzeImage(decodeImage(bytes));
+    } catch (e) {
+      if (!(e instanceof ImageDecodeError)) throw e;
+      const code = e.tooLarge ? 3008 : 3010;
+      fail(reply, 400, e.message, code, selfieErrorText(code));
+      return undefined;
+    }
+  }
+
+  const addId = (side: 'front' | 'back'): Handler => (req, reply) => {
+    const s = sess(req);
+    const m = analyse(req, reply);
+    if (!m) return reply;
+    const d = s.directives;
+    const kind = documentKind(s);
+    const q = req.query as Record<string, string | undefined>;
+    let failReason: string | null = null;
+    if (side === 'front') {
+      s.frontAttempts++;
+      if (d.unknownDocument === 'always' || (d.unknownDocument === 'once' && s.frontAttempts === 1)) failReason = 'UNKNOWN_DOCUMENT_TYPE';
+    }
+    if (!failReason && ((side === 'front' && m.side === 'back') || (side === 'back' && m.side === 'front'))) failReason = 'WRONG_DOCUMENT_SIDE';
+    const classification = !failReason;
+    const skipBack = kind.oneSided || (side === 'front' && q.onlyFront === 'true');
+    const record = {
+      classification,
+      failReason,
+      sharpness: m.sharpness,
+      glare: m.glare,
+      horizontalResolution: classification ? m.width : 0,
+      typeOfId: classification ? kind.typeOfId : 'Unknown',
+      skipBack,
+    };
+    if (side === 'front') s.front = record;
+    else s.back = record;
+    const correctGlare = m.glare >= THRESHOLDS.glare;
+    const correctSharpness = m.sharpness >= THRESHOLDS.sharpness;
+    if (!classification) {
+      return {
+        classification: false,
+        failReason,
+        sharpness: m.sharpness,
+        glare: m.glare,
+        horizontalResolution: 0,
+        readability: false,
+        typeOfId: 'Unknown',
+        sessionStatus: 'Alive',
+        correctGlare,
+        correctSharpness,
+        skipBackIdCapture: false,
+      };
+    }
+    return {
+      classification: true,
+      sharpness: m.sharpness,
+      glare: m.glare,
+      horizontalResolution: m.width,
+      readability: correctGlare && correctSharpness && m.width >= THRESHOLDS.horizontalResolution,
+      typeOfId: kind.typeOfId,
+      sessionStatus: 'Alive',
+      issueName: `${kind.country} ${kind.typeOfId} ${kind.subtype}`,
+      issueYear: issueYearFor(s),
+      countryCode: kind.country,
+      correctGlare,
+      correctSharpness,
+      skipBackIdCapture: skipBack,
+    };
+  };
+  route('POST', '/omni/add/front-id/v2', 'session', addId('front'));
+  route('POST', '/omni/add/front-id', 'session', addId('front'));
+  route('POST', '/omni/add/back-id/v2', 'session', addId('back'));
+  route('POST', '/omni/add/back-id', 'session', addId('back'));
+
+  route('POST', '/omni/process/id', 'session', (req, reply) => {
+    const s = sess(req);
+    if (!s.front) return fail(reply, 400, 'Front of the ID must be uploaded before process/id');
+    if (!s.front.skipBack && !s.back) return fail(reply, 400, 'Back of the ID must be uploaded before process/id (front says the document has one)');
+    if (s.directives.processIdError) return fail(reply, 400, 'Processing error', 6000, 'Processing error');
+    if (s.idPhase !== 1) sessions.startIdProcessing(s);
+    return { success: true };
+  });
+
+  // ---- selfie & face ----------------------------------------------------------------------------------
+
+  const addFace: Handler = (req, reply) => {
+    const s = sess(req);
+    const d = s.directives;
+    s.selfieAttempts++;
+    const first = s.selfieAttempts === 1;
+    if (d.selfieError && (d.selfieError.repeat === 'always' || first)) {
+      const code = d.selfieError.code;
+      const http = code >= 400 && code < 500 ? code : 400;
+      const text = selfieErrorText(code);
+      return fail(reply, http, `BadRequestException: ${text}`, code, text);
+    }
+    const m = analyse(req, reply);
+    if (!m) return reply;
+    const spoof = d.spoof === 'always' || (d.spoof === 'once' && first);
+    const isBright = !d.dark && m.brightness >= THRESHOLDS.brightness;
+    const age = 22 + (seedOf(s.interviewId, 3) % 40);
+    s.selfie = { spoof, isBright, hasLenses: d.lenses, hasFaceMask: d.mask, age, brightness: m.brightness };
+    return { confidence: spoof ? 1 : 0, isBright, hasLenses: d.lenses, hasFaceMask: d.mask, age, sessionStatus: 'Alive' };
+  };
+  route('POST', '/omni/add/face/third-party', 'session', addFace);
+  route('POST', '/omni/add/face', 'session', addFace);
+
+  route('POST', '/omni/process/face', 'session', (req, reply) => {
+    const s = sess(req);
+    if (!s.selfie) return fail(reply, 400, 'Selfie must be uploaded before process/face');
+    if (!s.front) return fail(reply, 400, 'Front of the ID must be uploaded before process/face');
+    const d = s.directives;
+    s.faceMatch = !d.noMatch;
+    if (s.facePhase !== 1) sessions.startFaceProcessing(s);
+    const out: Record<string, unknown> = { confidence: s.faceMatch ? 1 : 0, existingUser: d.existingUser };
+    if (d.existingUser) {
+      out.existingInterviewId = existingInterviewIdFor(s);
+      if (s.externalCustomerId ?? s.externalId) out.existingExternalId = s.externalCustomerId ?? s.externalId;
+      out.nameMatched = true;
+    }
+    return out;
+  });
+
+  // ---- status, finish, results ------------------------------------------------------------------------
+
+  route('GET', '/omni/get/onboarding/status', 'session', (req) => ({ onboardingStatus: sess(req).status }));
+  route('GET', '/omni/get/postprocess/isfinished', 'session', (req) => ({ finished: sess(req).idPhase === 2 }));
+
+  route(['GET', 'PUT'], '/omni/finish-status', 'session', (req) => {
+    const s = sess(req);
+    if (isProcessed(s) && canMove(s.status, 'ONBOARDING_FINISHED')) sessions.complete(s);
+    const overall = (buildScore(s).overall as { status: string }).status;
+    const done = s.status === 'ONBOARDING_FINISHED' || s.status.startsWith('MANUAL_REVIEW');
+    const action = !done ? 'none' : overall === 'OK' || overall === 'MANUAL_OK' ? 'approved' : overall === 'FAIL' || overall === 'MANUAL_FAIL' ? 'rejected' : 'none';
+    return { redirectionUrl: s.redirectionUrl ?? null, customerId: s.approvedCustomerId ?? null, action };
+  });
+
+  route('GET', '/omni/get/score', 'session', (req) => buildScore(sess(req)));
+  route('GET', '/omni/get/ocr-data', 'session', (req) => buildOcr(sess(req)));
+  route('GET', '/omni/get/ocr-data/v2', 'session', (req) => ({ ocrData: buildOcr(sess(req)) }));
+
+  route('GET', '/omni/onboarding-url', 'session', (req) => {
+    const s = sess(req);
+    const q = req.query as Record<string, string | undefined>;
+    const client = q.clientId || opts.clientId;
+    const redirect = q.redirectionUrl ?? s.redirectionUrl;
+    const url = new URL(`https://demo-onboarding.incodesmile.com/${encodeURIComponent(client)}/flow/${s.configurationId ?? 'default'}`);
+    url.searchParams.set('interviewId', s.interviewId);
+    if (redirect) url.searchParams.set('redirectionUrl', redirect);
+    return { url: url.toString() };
+  });
+
+  route('POST', '/omni/process/approve', 'session', (req) => {
+    const s = sess(req);
+    const existing = s.directives.existingUser;
+    s.approvedCustomerId ??= `${seedOf(s.interviewId, 11).toString(16).padStart(8, '0')}${s.interviewId.slice(8)}`;
+    const overall = (buildScore(s).overall as { status: string }).status;
+    return {
+      success: true,
+      uuid: s.approvedCustomerId,
+      token: tokens.mint(s.approvedCustomerId, 'CUSTOMER', 91 * 24 * 3600),
+      totalScore: overall,
+      existingCustomer: existing,
+    };
+  });
+
+  route('POST', '/omni/process/government-validation', 'session', (req) => {
+    const s = sess(req);
+    if (s.idValidated) sessions.setStatus(s, 'GOVERNMENT_VALIDATION_FINISHED');
+    return { success: true };
+  });
+
+  route('DELETE', '/omni/interview', 'session', (req) => ({ success: sessions.delete(sess(req).interviewId) }), {}, ['key']);
+
+  // ---- Web SDK token-only extras ----------------------------------------------------------------------
+
+  route('GET', '/omni/start-info', 'session', (req) => {
+    const s = sess(req);
+    const country = s.countryCode === 'ALL' ? 'US' : (alpha2Of(s.countryCode) ?? 'US');
+    return { phonePrefix: country === 'BR' ? '+55' : country === 'MX' ? '+52' : '+1', country };
+  });
+  const ok = () => ({ success: true });
+  route('POST', '/omni/add/geolocation', 'session', (req, reply) => {
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    if ((b.latitude !== undefined && typeof b.latitude !== 'number') || (b.longitude !== undefined && typeof b.longitude !== 'number')) {
+      return fail(reply, 400, 'latitude and longitude must be numbers');
+    }
+    return ok();
+  });
+  for (const p of ['/omni/add/event', '/omni/add/device-fingerprint', '/omni/add/phone', '/omni/add/name', '/omni/add/email', '/omni/session/status/set']) {
+    route('POST', p, 'session', ok);
+  }
+  route('PUT', '/omni/update', 'session', ok);
+
+  const imagesHandler: Handler = (req, reply) => {
+    const s = sess(req);
+    const wanted = ((req.body ?? {}) as { images?: unknown }).images;
+    if (wanted !== undefined && !Array.isArray(wanted)) return fail(reply, 400, 'images must be an array');
+    const out: Record<string, string> = {};
+    for (const k of (wanted as unknown[] | undefined) ?? ['croppedIDFace', 'selfie']) {
+      if (typeof k !== 'string') continue;
+      if ((k === 'croppedIDFace' || k === 'croppedFrontID' || k === 'fullFrameFrontID') && !s.front) continue;
+      if ((k === 'croppedBackID' || k === 'fullFrameBackID') && !s.back) continue;
+      if ((k === 'selfie' || k === 'croppedFace') && !s.selfie) continue;
+      if (k === 'croppedIDFace' || k === 'selfie' || k === 'croppedFace') out[k] = samples.croppedIdFace().toString('base64');
+      else if (k === 'croppedFrontID' || k === 'fullFrameFrontID') out[k] = samples.idFrontThumbnail().toString('base64');
+      else if (k === 'croppedBackID' || k === 'fullFrameBackID') out[k] = samples.idBackThumbnail().toString('base64');
+    }
+    return out;
+  };
+  route('POST', '/omni/get/images', 'session', imagesHandler);
+  route('POST', '/omni/get/images/v2', 'session', imagesHandler);
+
+  route('GET', '/omni/get/custom-fields', 'session', (req) => ({ customFields: sess(req).customFields ?? {} }));
+  route('POST', '/omni/add/custom-fields', 'session', (req, reply) => {
+    const s = sess(req);
+    const cf = ((req.body ?? {}) as { customFields?: unknown }).customFields;
+    if (!cf || typeof cf !== 'object' || Array.isArray(cf)) return fail(reply, 400, 'customFields must be an object');
+    const merged: Record<string, unknown> = { ...(s.customFields ?? {}) };
+    for (const [k, v] of Object.entries(cf)) if (k !== '__proto__' && k !== 'constructor') merged[k] = v;
+    s.customFields = merged;
+    return ok();
+  });
+  route('GET', '/omni/get/onboarding-modules', 'session', () => ({
+    modules: ['ID', 'SELFIE', 'FACE_MATCH', 'GEOLOCATION'],
+    configuration: { idCaptureTimeout: 15, idCaptureRetries: 3, selfieCaptureTimeout: 10, selfieCaptureRetries: 3 },
+  }));
+  route('GET', '/omni/asset/fetch-all', 'session', () => ({ assets: [] }));
+  route('GET', '/omni/get/data', 'session', (req) => {
+    const s = sess(req);
+    return {
+      interviewId: s.interviewId,
+      interviewCode: s.interviewCode,
+      externalId: s.externalCustomerId ?? s.externalId ?? null,
+      countryCode: s.countryCode,
+      flowId: s.configurationId ?? null,
+      onboardingStatus: s.status,
+      createdAt: s.createdAt,
+      clientId: opts.clientId,
+    };
+  });
+  route('GET', '/omni/web-libs', 'none', (req) => ({ type: (req.query as Record<string, string>).type ?? null, libs: [] }));
+  route('GET', '/omni/getRegions', 'none', () => [
+    { code: 'ALL', name: 'All countries' },
+    { code: 'BRA', name: 'Brazil' },
+    { code: 'MEX', name: 'Mexico' },
+    { code: 'USA', name: 'United States' },
+  ]);
+
+  // ---- admin (emulator only; never part of Incode's API) ----------------------------------------------
+
+  const admin = (method: string, path: string, handler: Handler) => {
+    const set = knownPaths.get(path) ?? new Set<string>();
+    set.add(method);
+    knownPaths.set(path, set);
+    app.route({ method: method as RouteOptions['method'], url: path, config: { auth: 'admin', zero: false } satisfies RouteCfg as Record<string, unknown>, handler: handler as RouteOptions['handler'] });
+  };
+  admin('GET', '/__emulator/faults', () => faults.snapshot());
+  admin('POST', '/__emulator/faults', (req, reply) => {
+    const b = req.body as FaultOptions | undefined;
+    if (!b || typeof b !== 'object' || Buffer.isBuffer(b)) return fail(reply, 400, 'Body must be a JSON object of fault settings');
+    faults.set(b);
+    return faults.snapshot();
+  });
+  admin('DELETE', '/__emulator/faults', () => {
+    faults.reset();
+    return faults.snapshot();
+  });
+  admin('GET', '/__emulator/stats', () => ({ sessions: sessions.size, heldRequests: held.size, faults: faults.snapshot(), webhooks: emu.webhooks?.stats ?? null }));
+  admin('GET', '/__emulator/webhooks', () => ({ stats: emu.webhooks?.stats ?? null, recent: emu.webhooks?.recent ?? [] }));
+  const withSession = (fn: (s: Session, req: EmuRequest, reply: FastifyReply) => unknown): Handler => (req, reply) => {
+    const s = sessions.get((req.params as { interviewId: string }).interviewId);
+    if (!s) return fail(reply, 404, 'Session not found');
+    return fn(s, req, reply);
+  };
+  admin('GET', '/__emulator/sessions/:interviewId', withSession((s) => s));
+  admin('POST', '/__emulator/sessions/:interviewId/expire', withSession((s, _req, reply) => {
+    if (!sessions.setStatus(s, 'EXPIRED')) return fail(reply, 409, `Cannot move from ${s.status} to EXPIRED`);
+    return { onboardingStatus: s.status };
+  }));
+  admin('POST', '/__emulator/sessions/:interviewId/status', withSession((s, req, reply) => {
+    const to = ((req.body ?? {}) as { onboardingStatus?: string }).onboardingStatus as OnboardingStatus;
+    if (!ONBOARDING_STATUSES.includes(to)) return fail(reply, 400, `onboardingStatus must be one of ${ONBOARDING_STATUSES.join(', ')}`);
+    if (!sessions.setStatus(s, to)) return fail(reply, 409, `Cannot move from ${s.status} to ${to}`);
+    return { onboardingStatus: s.status };
+  }));
+  admin('POST', '/__emulator/sessions/:interviewId/token', withSession((s, req) => {
+    const t = Number(((req.body ?? {}) as { ttlSeconds?: number }).ttlSeconds);
+    return { token: emu.mintSessionToken(s.interviewId, Number.isFinite(t) ? t : undefined) };
+  }));
+}

@@ -1,0 +1,61 @@
+// Standalone emulator runner (`npm run emulator`): configuration from EMULATOR_* environment variables.
+import { buildEmulator } from './app';
+import type { EmulatorOptions } from './app';
+
+const env = process.env;
+const num = (name: string): number | undefined => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : undefined);
+
+function options(): EmulatorOptions {
+  const webhookUrl = env.EMULATOR_WEBHOOK_URL;
+  return {
+    apiKey: env.EMULATOR_API_KEY ?? 'emulator-api-key',
+    clientId: env.EMULATOR_CLIENT_ID ?? 'emulator',
+    executiveEmail: env.EMULATOR_EXECUTIVE_EMAIL ?? 'executive@example.com',
+    executivePassword: env.EMULATOR_EXECUTIVE_PASSWORD ?? 'executive',
+    processingDelayMs: num('EMULATOR_PROCESSING_DELAY_MS'),
+    jwtSecret: env.EMULATOR_JWT_SECRET || undefined,
+    webhook: webhookUrl
+      ? {
+          url: webhookUrl,
+          oauth: env.EMULATOR_WEBHOOK_TOKEN_URL
+            ? { tokenUrl: env.EMULATOR_WEBHOOK_TOKEN_URL, clientId: env.EMULATOR_WEBHOOK_CLIENT_ID ?? '', clientSecret: env.EMULATOR_WEBHOOK_CLIENT_SECRET ?? '' }
+            : undefined,
+          headers: env.EMULATOR_WEBHOOK_HEADERS ? (JSON.parse(env.EMULATOR_WEBHOOK_HEADERS) as Record<string, string>) : undefined,
+        }
+      : undefined,
+    faults: {
+      latencyMs: num('EMULATOR_LATENCY_MS'),
+      startLatencyMs: num('EMULATOR_START_LATENCY_MS'),
+      errorRate: num('EMULATOR_ERROR_RATE'),
+      timeoutRate: num('EMULATOR_TIMEOUT_RATE'),
+      dropWebhookRate: num('EMULATOR_DROP_WEBHOOK_RATE'),
+      duplicateWebhookRate: num('EMULATOR_DUPLICATE_WEBHOOK_RATE'),
+      seed: num('EMULATOR_SEED'),
+    },
+    logger: env.EMULATOR_LOG === '1' || env.EMULATOR_LOG === 'true',
+  };
+}
+
+async function main(): Promise<void> {
+  const app = buildEmulator(options());
+  const port = num('EMULATOR_PORT') ?? 8701;
+  const host = env.EMULATOR_HOST ?? '127.0.0.1';
+  const address = await app.listen({ port, host });
+  process.stdout.write(`Incode emulator listening on ${address} (token-only surface: ${address}/0)\n`);
+  let closing = false;
+  const stop = () => {
+    if (closing) return;
+    closing = true;
+    app.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`emulator failed to start: ${(e as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,266 @@
+// The integration guide's capture checks (shared/incode-api.md §8) as pure functions; no imports so browsers can bundle it.
+
+/** Limits below which an ID capture must be repeated (the guide's values are the defaults). */
+export interface CaptureThresholds {
+  minGlare: number;
+  minSharpness: number;
+  minHorizontalResolution: number;
+}
+
+export const DEFAULT_CAPTURE_THRESHOLDS: Readonly<CaptureThresholds> = Object.freeze({ minGlare: 10, minSharpness: 10, minHorizontalResolution: 155 });
+
+export interface CheckPassed {
+  ok: true;
+}
+
+export interface CheckRejected {
+  ok: false;
+  /** Stable machine-readable reason; never changes wording with the message. */
+  reason: string;
+  /** What to show the user whose capture must be repeated. */
+  message: string;
+  /** Incode's own error code when the rejection came from one (selfie error envelope). */
+  incodeCode?: number;
+  /** Incode's failReason when the rejection came from one (ID captures). */
+  failReason?: string;
+}
+
+export type CheckResult = CheckPassed | CheckRejected;
+
+/** The shape of an Incode call that failed: IncodeError fits (details), so does a plain {httpStatus, incodeStatus}. */
+export interface FailedCall {
+  httpStatus?: number;
+  incodeStatus?: number;
+  details?: { httpStatus?: number; incodeStatus?: number };
+}
+
+// ---------------------------------------------------------------- ID captures
+
+/** The fields of add/front-id and add/back-id the checks read. */
+export interface IdCaptureResponse {
+  classification?: boolean;
+  failReason?: string | null;
+  glare?: number;
+  sharpness?: number;
+  horizontalResolution?: number;
+  [k: string]: unknown;
+}
+
+export const ID_REASONS = {
+  NOT_CLASSIFIED: 'ID_NOT_CLASSIFIED',
+  WRONG_SIDE: 'ID_WRONG_SIDE',
+  WRONG_ONE_SIDED: 'ID_WRONG_ONE_SIDED_DOCUMENT',
+  WRONG_UNFOLDED: 'ID_WRONG_UNFOLDED_DOCUMENT',
+  PAGE_MISMATCH: 'ID_PAGE_MISMATCH',
+  NOT_READABLE: 'ID_NOT_READABLE',
+  NOT_ALIGNED: 'ID_NOT_ALIGNED',
+  TYPE_UNACCEPTABLE: 'ID_TYPE_UNACCEPTABLE',
+  UNEXPECTED: 'ID_UNEXPECTED_ERROR',
+  GLARE: 'ID_GLARE',
+  BLURRY: 'ID_BLURRY',
+  LOW_RESOLUTION: 'ID_LOW_RESOLUTION',
+  BACK_REQUIRED: 'ID_BACK_REQUIRED',
+  IMAGE_REFUSED: 'ID_IMAGE_REFUSED',
+} as const;
+
+/** User-facing message of every ID rejection reason. */
+export const ID_MESSAGES: Readonly<Record<string, string>> = Object.freeze({
+  [ID_REASONS.NOT_CLASSIFIED]: "We couldn't recognise the document. Place the whole ID on a plain, flat surface and try again.",
+  [ID_REASONS.WRONG_SIDE]: 'That is the other side of the ID. Turn it over and try again.',
+  [ID_REASONS.WRONG_ONE_SIDED]: 'This document has two sides. Take a photo of the front and of the back.',
+  [ID_REASONS.WRONG_UNFOLDED]: 'Unfold the document and take the photo again.',
+  [ID_REASONS.PAGE_MISMATCH]: 'The pages do not belong to the same document. Take both photos of the same ID.',
+  [ID_REASONS.NOT_READABLE]: "We couldn't read the document. Make sure the text is in focus and well lit.",
+  [ID_REASONS.NOT_ALIGNED]: 'Place the ID inside the frame with all four corners visible.',
+  [ID_REASONS.TYPE_UNACCEPTABLE]: 'This type of document is not accepted. Use another ID.',
+  [ID_REASONS.UNEXPECTED]: 'Something went wrong, please try later',
+  [ID_REASONS.GLARE]: 'There is glare on the ID. Move away from direct light and try again.',
+  [ID_REASONS.BLURRY]: 'The photo of the ID is blurry. Hold still and make sure it is in focus.',
+  [ID_REASONS.LOW_RESOLUTION]: 'The photo of the ID is too small. Move closer so the ID fills the frame.',
+  [ID_REASONS.BACK_REQUIRED]: 'This ID has a back side. Take a photo of the back too.',
+  [ID_REASONS.IMAGE_REFUSED]: "We couldn't use this photo of the ID. Take it again.",
+});
+
+/** Incode failReason → stable reason; unknown failReasons fall back to ID_NOT_CLASSIFIED. */
+const FAIL_REASONS: Readonly<Record<string, string>> = Object.freeze({
+  UNKNOWN_DOCUMENT_TYPE: ID_REASONS.NOT_CLASSIFIED,
+  WRONG_DOCUMENT_SIDE: ID_REASONS.WRONG_SIDE,
+  WRONG_ONE_SIDED_DOCUMENT: ID_REASONS.WRONG_ONE_SIDED,
+  WRONG_UNFOLDED_DOCUMENT: ID_REASONS.WRONG_UNFOLDED,
+  UNFOLDED_DOCUMENT_PAGE_MISMATCH: ID_REASONS.PAGE_MISMATCH,
+  DOCUMENT_NOT_READABLE: ID_REASONS.NOT_READABLE,
+  UNABLE_TO_ALIGN_DOCUMENT: ID_REASONS.NOT_ALIGNED,
+  ID_TYPE_UNACCEPTABLE: ID_REASONS.TYPE_UNACCEPTABLE,
+  UNEXPECTED_ERROR_OCCURRED: ID_REASONS.UNEXPECTED,
+});
+
+function reject(reason: string, message: string, extra: Partial<CheckRejected> = {}): CheckRejected {
+  return { ok: false, reason, message, ...extra };
+}
+
+const idReject = (reason: string, extra: Partial<CheckRejected> = {}) => reject(reason, ID_MESSAGES[reason], extra);
+
+/** A number below the limit; a missing or non-numeric metric counts as failing (Incode always sends them). */
+const below = (v: unknown, min: number) => typeof v !== 'number' || Number.isNaN(v) || v < min;
+
+/**
+ * Checks an add/front-id or add/back-id answer. The order matters: an unclassified document also
+ * reports horizontalResolution 0, and the user should hear "not recognised", not "too small".
+ */
+export function checkIdCapture(res: IdCaptureResponse | null | undefined, thresholds: CaptureThresholds = DEFAULT_CAPTURE_THRESHOLDS): CheckResult {
+  if (!res || typeof res !== 'object') return idReject(ID_REASONS.NOT_CLASSIFIED);
+  const failReason = typeof res.failReason === 'string' && res.failReason ? res.failReason : undefined;
+  if (failReason) return idReject(FAIL_REASONS[failReason] ?? ID_REASONS.NOT_CLASSIFIED, { failReason });
+  if (res.classification !== true) return idReject(ID_REASONS.NOT_CLASSIFIED);
+  if (below(res.glare, thresholds.minGlare)) return idReject(ID_REASONS.GLARE);
+  if (below(res.sharpness, thresholds.minSharpness)) return idReject(ID_REASONS.BLURRY);
+  if (below(res.horizontalResolution, thresholds.minHorizontalResolution)) return idReject(ID_REASONS.LOW_RESOLUTION);
+  return { ok: true };
+}
+
+/** True when the front says the document has no back worth capturing (passports, some cards). */
+export function isOneSided(front: { skipBackIdCapture?: unknown; typeOfId?: unknown } | null | undefined): boolean {
+  return front?.skipBackIdCapture === true || front?.typeOfId === 'Passport';
+}
+
+// ---------------------------------------------------------------- selfie
+
+/** The guide's table: Incode selfie error code → message to show (§8). */
+export const SELFIE_ERROR_MESSAGES: Readonly<Record<number, string>> = Object.freeze({
+  100: 'Too dark',
+  101: 'Take off your glasses',
+  4010: 'Make sure you are the only one in the frame',
+  4019: 'Position your face in the center of the frame',
+  1003: 'Position your face in the center of the frame',
+  3004: 'Position your face in the center of the frame',
+  3005: 'Move closer so your face fits the frame',
+  3006: 'Photo blurry, clean the lens and hold still',
+  3007: 'Too dark, try moving elsewhere',
+  3008: 'Something went wrong, please try later',
+  3009: 'Something went wrong, please try later',
+  3010: "Couldn't capture, try moving elsewhere",
+});
+
+/** The guide's message for every code not in the table. */
+export const DEFAULT_SELFIE_MESSAGE = 'Poor conditions for selfie, try in another place';
+
+/** Stable reason for each selfie error code; codes outside the table share SELFIE_POOR_CONDITIONS. */
+export const SELFIE_ERROR_REASONS: Readonly<Record<number, string>> = Object.freeze({
+  100: 'SELFIE_TOO_DARK',
+  101: 'SELFIE_GLASSES',
+  4010: 'SELFIE_MULTIPLE_FACES',
+  4019: 'SELFIE_FACE_NOT_FOUND',
+  1003: 'SELFIE_FACE_NOT_FOUND',
+  3004: 'SELFIE_FACE_NOT_FOUND',
+  3005: 'SELFIE_FACE_TOO_SMALL',
+  3006: 'SELFIE_BLURRY',
+  3007: 'SELFIE_GLARE',
+  3008: 'SELFIE_IMAGE_UNSUPPORTED',
+  3009: 'SELFIE_IMAGE_UNSUPPORTED',
+  3010: 'SELFIE_BAD_COMPRESSION',
+});
+
+export const SELFIE_REASONS = {
+  SPOOF: 'SELFIE_SPOOF_SUSPECTED',
+  LENSES: 'SELFIE_LENSES',
+  FACE_MASK: 'SELFIE_FACE_MASK',
+  NOT_BRIGHT: 'SELFIE_NOT_BRIGHT',
+  POOR_CONDITIONS: 'SELFIE_POOR_CONDITIONS',
+} as const;
+
+/** Messages of the checks on a 200 answer, reusing the table's wording where the guide has one. */
+export const SELFIE_CHECK_MESSAGES: Readonly<Record<string, string>> = Object.freeze({
+  // A spoof suspicion is not said as such: the user may be honest and the wording must not help an attacker.
+  [SELFIE_REASONS.SPOOF]: DEFAULT_SELFIE_MESSAGE,
+  [SELFIE_REASONS.LENSES]: SELFIE_ERROR_MESSAGES[101],
+  [SELFIE_REASONS.FACE_MASK]: 'Take off your face mask',
+  [SELFIE_REASONS.NOT_BRIGHT]: SELFIE_ERROR_MESSAGES[100],
+  [SELFIE_REASONS.POOR_CONDITIONS]: DEFAULT_SELFIE_MESSAGE,
+});
+
+function toCode(code: unknown): number | undefined {
+  if (typeof code === 'number' && Number.isInteger(code)) return code;
+  if (typeof code === 'string' && /^\d{1,9}$/.test(code.trim())) return Number(code.trim());
+  return undefined;
+}
+
+/** The message the guide says to show for a selfie error code (the default one for any other code). */
+export function selfieErrorMessage(code: number | string | null | undefined): string {
+  const c = toCode(code);
+  return (c !== undefined ? SELFIE_ERROR_MESSAGES[c] : undefined) ?? DEFAULT_SELFIE_MESSAGE;
+}
+
+/** Stable reason for a selfie error code. */
+export function selfieErrorReason(code: number | string | null | undefined): string {
+  const c = toCode(code);
+  return (c !== undefined ? SELFIE_ERROR_REASONS[c] : undefined) ?? SELFIE_REASONS.POOR_CONDITIONS;
+}
+
+/** The fields of add/face the checks read. */
+export interface SelfieResponse {
+  confidence?: number;
+  isBright?: boolean;
+  hasLenses?: boolean;
+  hasFaceMask?: boolean | null;
+  [k: string]: unknown;
+}
+
+/** Tells a failed call from an answer: Errors, or objects carrying an HTTP/Incode status instead of selfie fields. */
+export function isFailedCall(x: unknown): x is FailedCall {
+  if (!x || typeof x !== 'object') return false;
+  if (x instanceof Error) return true;
+  const o = x as Record<string, unknown>;
+  const d = o.details as Record<string, unknown> | undefined;
+  return typeof o.httpStatus === 'number' || typeof o.incodeStatus === 'number' || (!!d && typeof d === 'object' && (typeof d.incodeStatus === 'number' || typeof d.httpStatus === 'number'));
+}
+
+/** Incode's own code of a failed call: the envelope's status first, the HTTP status otherwise. */
+export function failedCallCode(f: FailedCall): number | undefined {
+  return f.details?.incodeStatus ?? f.incodeStatus ?? f.details?.httpStatus ?? f.httpStatus;
+}
+
+/**
+ * Checks an add/face answer, or the failure of that call (any non-200 means "repeat the selfie").
+ * Note the polarity: here confidence > 0 is a spoof suspicion, while process/face confidence 0 is a mismatch.
+ */
+export function checkSelfie(resOrError: SelfieResponse | FailedCall | null | undefined): CheckResult {
+  if (!resOrError || typeof resOrError !== 'object') return reject(SELFIE_REASONS.POOR_CONDITIONS, DEFAULT_SELFIE_MESSAGE);
+  if (isFailedCall(resOrError)) {
+    const code = failedCallCode(resOrError);
+    return reject(selfieErrorReason(code), selfieErrorMessage(code), code !== undefined ? { incodeCode: code } : {});
+  }
+  const r = resOrError as SelfieResponse;
+  const selfieReject = (reason: string) => reject(reason, SELFIE_CHECK_MESSAGES[reason]);
+  if (typeof r.confidence === 'number' && r.confidence > 0) return selfieReject(SELFIE_REASONS.SPOOF);
+  if (r.hasLenses === true) return selfieReject(SELFIE_REASONS.LENSES);
+  if (r.hasFaceMask === true) return selfieReject(SELFIE_REASONS.FACE_MASK);
+  if (r.isBright === false) return selfieReject(SELFIE_REASONS.NOT_BRIGHT);
+  return { ok: true };
+}
+
+// ---------------------------------------------------------------- face match
+
+export interface FaceMatchResponse {
+  confidence?: number;
+  existingUser?: boolean;
+  existingInterviewId?: string;
+  [k: string]: unknown;
+}
+
+export const FACE_NO_MATCH = 'FACE_NO_MATCH';
+export const FACE_NO_MATCH_MESSAGE = 'The selfie does not match the photo on the ID';
+
+export type FaceMatchResult = (CheckPassed | CheckRejected) & {
+  /** The person is already registered with this Incode client (1:N search). */
+  existingUser: boolean;
+  existingInterviewId?: string;
+};
+
+/** process/face: confidence 0 (or none) means the selfie does not match the ID photo. */
+export function checkFaceMatch(res: FaceMatchResponse | null | undefined): FaceMatchResult {
+  const existingUser = res?.existingUser === true;
+  const extra = existingUser && typeof res?.existingInterviewId === 'string' ? { existingInterviewId: res.existingInterviewId } : {};
+  const matched = typeof res?.confidence === 'number' && res.confidence > 0;
+  if (!matched) return { ok: false, reason: FACE_NO_MATCH, message: FACE_NO_MATCH_MESSAGE, existingUser, ...extra };
+  return { ok: true, existingUser, ...extra };
+}

@@ -1,0 +1,38 @@
+// Image input checks shared by POST /onboardings and the CLI: base64 that decodes to a JPEG or PNG.
+import { AppError } from '../errors';
+
+export type ImageKind = 'jpeg' | 'png';
+
+/** Format from the first bytes; Incode takes JPEG and PNG, anything else fails there with a vaguer error. */
+export function imageKind(head: Uint8Array): ImageKind | null {
+  if (head.length >= 3 && head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'jpeg';
+  if (head.length >= 8 && head[0] === 0x89 && head[1] === 0x50 && head[2] === 0x4e && head[3] === 0x47 && head[4] === 0x0d && head[5] === 0x0a && head[6] === 0x1a && head[7] === 0x0a) return 'png';
+  return null;
+}
+
+/** Smallest plausible photo: anything shorter is a placeholder, not a capture. */
+const MIN_IMAGE_BYTES = 100;
+
+/**
+ * Returns the bare base64 (data: prefix removed) or why it is not an image. Only the head is decoded:
+ * the body is already known to use the base64 alphabet, and decoding several MB just to re-encode them is waste.
+ */
+export function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string } {
+  const comma = input.startsWith('data:') ? input.indexOf(',') : -1;
+  const b64 = comma >= 0 ? input.slice(comma + 1) : input;
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) return { error: 'is not base64' };
+  const body = b64.replace(/=+$/, '');
+  // A base64 length of 4n+1 cannot come from any byte string.
+  if (body.length % 4 === 1) return { error: 'is not valid base64 (truncated?)' };
+  if (Math.floor((body.length * 3) / 4) < MIN_IMAGE_BYTES) return { error: `is too small to be a photo (under ${MIN_IMAGE_BYTES} bytes)` };
+  const kind = imageKind(Buffer.from(body.slice(0, 12), 'base64'));
+  if (!kind) return { error: 'is not a JPEG or PNG image' };
+  return { base64: b64, kind };
+}
+
+/** parseBase64Image for a request field: 400 INVALID_IMAGE naming the field. */
+export function decodeImage(input: string, field: string): string {
+  const r = parseBase64Image(input);
+  if ('error' in r) throw new AppError(400, 'INVALID_IMAGE', `${field} ${r.error}`);
+  return r.base64;
+}

@@ -1,0 +1,415 @@
+// Server-to-server onboarding (shared/incode-api.md §8): captures in the guide's order, then wait, mark complete, results.
+import type { Config } from '../config';
+import {
+  ID_MESSAGES,
+  ID_REASONS,
+  checkFaceMatch,
+  checkIdCapture,
+  checkSelfie,
+  isOneSided,
+  type CheckRejected,
+  type CheckResult,
+  type FaceMatchResult,
+} from '../incode/capture-checks';
+import type { CallContext, IncodeClient } from '../incode/client';
+import { IncodeError } from '../incode/errors';
+import type { AddIdResponse, StartRequest } from '../incode/types';
+import type { ResultsPipeline } from '../results/pipeline';
+import { isKnownStatus, isTerminal } from '../results/status';
+import { sha256Hex } from '../security';
+import type { Decision, ResultsStatus, StepRecord, Store } from '../store/types';
+
+export const ONBOARDING_STEPS = ['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'finish', 'results'] as const;
+export type OnboardingStep = (typeof ONBOARDING_STEPS)[number];
+export type CaptureStep = 'front' | 'back' | 'selfie';
+
+export interface CaptureInput {
+  /** base64 (no data: prefix) of each image. */
+  front: string;
+  back?: string;
+  selfie: string;
+  countryCode?: string;
+  configurationId?: string;
+  externalCustomerId?: string;
+  language?: string;
+  /** Travels to Incode as x-request-id. */
+  requestId?: string;
+  signal?: AbortSignal;
+}
+
+export interface CapturesAccepted {
+  ok: true;
+  interviewId: string;
+  oneSided: boolean;
+  typeOfId?: string;
+  documentCountry?: string;
+  faceMatch: FaceMatchResult;
+}
+
+export interface CaptureRejection {
+  ok: false;
+  interviewId: string;
+  step: CaptureStep;
+  reason: string;
+  message: string;
+  incodeCode?: number;
+}
+
+export type CapturesOutcome = CapturesAccepted | CaptureRejection;
+
+export interface FinishOptions {
+  /** Overall bound of wait + mark complete + results (default: the orchestrator's waitTimeoutMs). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface FinishResult {
+  interviewId: string;
+  onboardingStatus: string;
+  resultsStatus: ResultsStatus;
+  decision: Decision | null;
+  scores: unknown;
+  ocr: unknown;
+}
+
+/** A step that could not be done (Incode failure, timeout...): says where and why, never carries PII. */
+export class OnboardingError extends Error {
+  override readonly name = 'OnboardingError';
+  constructor(
+    readonly step: OnboardingStep,
+    readonly code: string,
+    message: string,
+    readonly interviewId: string | null,
+    readonly incode?: { operation: string; httpStatus?: number; incodeStatus?: number },
+  ) {
+    super(message);
+  }
+}
+
+/** Progress as it happens (the CLI prints it); the same record goes to the store. */
+export interface StepEvent extends StepRecord {
+  interviewId: string | null;
+  /** Short non-PII detail for display, e.g. the document type. */
+  detail?: string;
+}
+
+interface Log {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface OrchestratorDeps {
+  /** A getter is accepted because the app creates its client lazily (sandbox URL known after listen). */
+  incode: IncodeClient | (() => IncodeClient);
+  store: Store;
+  pipeline: ResultsPipeline;
+  config: Config;
+  log: Log;
+  onStep?: (e: StepEvent) => void;
+  /** Default bound of finish(); processing on Incode takes seconds, a human never waits on this path. */
+  waitTimeoutMs?: number;
+  now?: () => number;
+}
+
+const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
+/** How often the store is re-read for a webhook-driven change between two Incode polls. */
+const WATCH_MS = 100;
+/** Statuses after which there is nothing left to wait for in results. */
+const RESULTS_SETTLED: readonly ResultsStatus[] = ['ready', 'failed', 'unprocessable', 'erased'];
+/** Incode refused the session itself: polling again cannot help. */
+const PERMANENT_POLL_ERRORS = new Set(['INCODE_UNAUTHORIZED', 'INCODE_FORBIDDEN', 'INCODE_NOT_FOUND']);
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** A selfie call refused with a 4xx (not an auth or session problem) is a capture to repeat, per the guide. */
+function isSelfieRefusal(err: unknown): err is IncodeError {
+  return err instanceof IncodeError && err.isClientError && ![401, 403, 404, 409].includes(err.details.httpStatus ?? 0);
+}
+
+/** The ID endpoints answer 200 even for bad images; a 400/422 there means the image itself was refused. */
+function isIdImageRefusal(err: unknown): err is IncodeError {
+  return err instanceof IncodeError && (err.details.httpStatus === 400 || err.details.httpStatus === 422);
+}
+
+export class Orchestrator {
+  private readonly now: () => number;
+
+  constructor(private readonly d: OrchestratorDeps) {
+    this.now = d.now ?? Date.now;
+  }
+
+  private get incode(): IncodeClient {
+    return typeof this.d.incode === 'function' ? this.d.incode() : this.d.incode;
+  }
+
+  /** Runs start → front → back → process-id → selfie → face-match; stops at the first capture to repeat. */
+  async runCaptures(input: CaptureInput): Promise<CapturesOutcome> {
+    const { config, store, pipeline } = this.d;
+    const ctx: CallContext = { requestId: input.requestId, signal: input.signal };
+    const startReq: StartRequest = {
+      countryCode: input.countryCode ?? 'ALL',
+      configurationId: input.configurationId ?? config.incode.configurationId,
+      externalCustomerId: input.externalCustomerId,
+      language: input.language,
+    };
+
+    let started;
+    try {
+      started = await this.incode.start(startReq, ctx);
+    } catch (err) {
+      throw await this.fail(null, 'start', err);
+    }
+    const { interviewId: id, token } = started;
+    const now = this.now();
+    // Stored before any capture: a webhook or the poller can then follow this session like any other.
+    await store.upsertSession({
+      interviewId: id,
+      origin: 'broker',
+      externalCustomerId: input.externalCustomerId ?? null,
+      token,
+      tokenHash: sha256Hex(token),
+      nextPollAt: pipeline.firstPollAt(now),
+      now,
+    });
+    await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
+
+    const thresholds = config.capture;
+
+    // front
+    let front: AddIdResponse;
+    try {
+      front = await this.incode.addFrontId(token, input.front, {}, ctx);
+    } catch (err) {
+      if (isIdImageRefusal(err)) return this.reject(id, 'front', this.imageRefused(err));
+      throw await this.fail(id, 'front', err);
+    }
+    const frontCheck = checkIdCapture(front, thresholds);
+    if (!frontCheck.ok) return this.reject(id, 'front', frontCheck);
+    const oneSided = isOneSided(front);
+    const typeOfId = typeof front.typeOfId === 'string' ? front.typeOfId : undefined;
+    const documentCountry = typeof front.countryCode === 'string' ? front.countryCode : undefined;
+    await this.record(id, 'front', 'ok', { detail: [typeOfId, documentCountry].filter(Boolean).join(' ') || undefined });
+
+    // back: skipped for one-sided documents even when one was sent
+    if (oneSided) {
+      await this.record(id, 'back', 'skipped', { code: 'ONE_SIDED_DOCUMENT' });
+    } else if (!input.back) {
+      return this.reject(id, 'back', { ok: false, reason: ID_REASONS.BACK_REQUIRED, message: ID_MESSAGES[ID_REASONS.BACK_REQUIRED] });
+    } else {
+      let back: AddIdResponse;
+      try {
+        back = await this.incode.addBackId(token, input.back, {}, ctx);
+      } catch (err) {
+        if (isIdImageRefusal(err)) return this.reject(id, 'back', this.imageRefused(err));
+        throw await this.fail(id, 'back', err);
+      }
+      const backCheck = checkIdCapture(back, thresholds);
+      if (!backCheck.ok) return this.reject(id, 'back', backCheck);
+      await this.record(id, 'back', 'ok');
+    }
+
+    // process-id right after the ID images: it runs asynchronously on Incode while the selfie goes up.
+    try {
+      const processed = await this.incode.processId(token, ctx);
+      if (processed && processed.success === false) throw new OnboardingError('process-id', 'ID_PROCESSING_FAILED', 'Incode could not start processing the ID', id);
+    } catch (err) {
+      throw await this.fail(id, 'process-id', err);
+    }
+    await this.record(id, 'process-id', 'ok');
+
+    // selfie
+    let selfieCheck: CheckResult;
+    try {
+      selfieCheck = checkSelfie(await this.incode.addFace(token, input.selfie, ctx));
+    } catch (err) {
+      if (!isSelfieRefusal(err)) throw await this.fail(id, 'selfie', err);
+      selfieCheck = checkSelfie(err);
+    }
+    if (!selfieCheck.ok) return this.reject(id, 'selfie', selfieCheck);
+    await this.record(id, 'selfie', 'ok');
+
+    // face match: a mismatch is reported, not a capture to repeat; the scores then decline the session.
+    let faceMatch: FaceMatchResult;
+    try {
+      faceMatch = checkFaceMatch(await this.incode.processFace(token, ctx));
+    } catch (err) {
+      throw await this.fail(id, 'face-match', err);
+    }
+    if (faceMatch.ok) await this.record(id, 'face-match', 'ok', { code: faceMatch.existingUser ? 'EXISTING_USER' : null, detail: faceMatch.existingUser ? 'existing user' : 'match' });
+    else await this.record(id, 'face-match', 'rejected', { code: faceMatch.reason, message: faceMatch.message, detail: faceMatch.existingUser ? 'no match, existing user' : 'no match' });
+
+    return { ok: true, interviewId: id, oneSided, typeOfId, documentCountry, faceMatch };
+  }
+
+  /**
+   * Waits for the end of processing (its own polling or a webhook, whichever moves the stored session first),
+   * marks the session completed when configured, then waits for the results job to store scores and OCR.
+   */
+  async finish(interviewId: string, opts: FinishOptions = {}): Promise<FinishResult> {
+    const { store, pipeline, config } = this.d;
+    const signal = opts.signal;
+    const deadline = this.now() + (opts.timeoutMs ?? this.d.waitTimeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS);
+    const session = await store.getSession(interviewId);
+    if (!session?.token) throw new OnboardingError('wait', 'SESSION_NOT_FOUND', 'No stored session with a token for this interviewId', interviewId);
+    const token = session.token;
+    const pollEvery = Math.max(50, config.results.pollIntervalMs);
+    const aborted = (step: OnboardingStep) => new OnboardingError(step, 'ABORTED', 'Stopped before the onboarding finished', interviewId);
+
+    // 1. wait for a final status
+    let status = session.onboardingStatus;
+    let nextPoll = this.now();
+    for (;;) {
+      if (signal?.aborted) throw aborted('wait');
+      const s = await store.getSession(interviewId);
+      if (!s || s.resultsStatus === 'erased') throw await this.fail(interviewId, 'wait', new OnboardingError('wait', 'SESSION_ERASED', 'The session was erased while waiting', interviewId));
+      status = s.onboardingStatus;
+      if (isTerminal(status)) break;
+      if (this.now() >= nextPoll) {
+        nextPoll = this.now() + pollEvery;
+        try {
+          const polled = (await this.incode.getOnboardingStatus(token, interviewId, { signal })).onboardingStatus;
+          if (typeof polled === 'string' && isKnownStatus(polled)) await pipeline.apply(interviewId, polled, 'orchestrator');
+          continue;
+        } catch (err) {
+          if (signal?.aborted) throw aborted('wait');
+          if (err instanceof IncodeError && PERMANENT_POLL_ERRORS.has(err.code)) throw await this.fail(interviewId, 'wait', err);
+          // Transient: the next poll (or a webhook) will do.
+          this.d.log.warn({ interviewId, code: err instanceof IncodeError ? err.code : 'INTERNAL_ERROR' }, 'onboarding status poll failed');
+        }
+      }
+      if (this.now() >= deadline) throw await this.timeout(interviewId, 'wait', status);
+      await sleep(WATCH_MS, signal);
+    }
+    if (status === 'EXPIRED') {
+      // The pipeline already marked the results failed (SESSION_EXPIRED).
+      await this.record(interviewId, 'wait', 'failed', { code: 'SESSION_EXPIRED', detail: status });
+      throw new OnboardingError('wait', 'SESSION_EXPIRED', 'The Incode session expired before it finished', interviewId);
+    }
+    await this.record(interviewId, 'wait', 'ok', { code: status, detail: status });
+
+    // 2. mark completed (optional in the guide: the flow may already do it)
+    if (config.results.markComplete) {
+      try {
+        await this.incode.finishStatus(token, { signal });
+        await this.record(interviewId, 'finish', 'ok');
+      } catch (err) {
+        // Not fatal: the results are already fetchable; the failure stays visible on the session.
+        const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';
+        this.d.log.warn({ interviewId, code }, 'finish-status failed');
+        await this.record(interviewId, 'finish', 'failed', { code, message: err instanceof Error ? err.message : null });
+      }
+    } else {
+      await this.record(interviewId, 'finish', 'skipped', { code: 'MARK_COMPLETE_OFF' });
+    }
+
+    // 3. results: the pipeline's job fetches and stores them; make sure one is queued, then wait for it.
+    const before = await store.getSession(interviewId);
+    if (before && before.resultsStatus === 'pending') await pipeline.apply(interviewId, before.onboardingStatus, 'orchestrator');
+    for (;;) {
+      if (signal?.aborted) throw aborted('results');
+      const s = await store.getSession(interviewId);
+      if (s && RESULTS_SETTLED.includes(s.resultsStatus)) {
+        if (s.resultsStatus !== 'ready') {
+          const code = s.lastError ?? `RESULTS_${s.resultsStatus.toUpperCase()}`;
+          await this.record(interviewId, 'results', 'failed', { code });
+          throw new OnboardingError('results', code, `Scores and OCR data could not be stored (${code})`, interviewId);
+        }
+        const results = await store.getResults(interviewId);
+        await this.record(interviewId, 'results', 'ok', { code: s.decision, detail: s.decision ?? undefined });
+        return { interviewId, onboardingStatus: s.onboardingStatus, resultsStatus: s.resultsStatus, decision: s.decision, scores: results?.scores ?? null, ocr: results?.ocr ?? null };
+      }
+      if (this.now() >= deadline) throw await this.timeout(interviewId, 'results', s?.onboardingStatus ?? status);
+      await sleep(WATCH_MS, signal);
+    }
+  }
+
+  /** runCaptures then finish: a rejection is returned as is, the rest throws OnboardingError. */
+  async run(input: CaptureInput, opts: FinishOptions = {}): Promise<{ captures: CapturesOutcome; result: FinishResult | null }> {
+    const captures = await this.runCaptures(input);
+    if (!captures.ok) return { captures, result: null };
+    return { captures, result: await this.finish(captures.interviewId, { signal: input.signal, ...opts }) };
+  }
+
+  // ---- helpers ----
+
+  private async record(interviewId: string, step: OnboardingStep, outcome: StepRecord['outcome'], extra: { code?: string | null; message?: string | null; detail?: string } = {}): Promise<void> {
+    const rec: StepRecord = { step, outcome, code: extra.code ?? null, message: extra.message ?? null, at: this.now() };
+    await this.d.store.recordStep(interviewId, rec);
+    this.emit({ ...rec, interviewId, detail: extra.detail });
+  }
+
+  private emit(e: StepEvent): void {
+    try {
+      this.d.onStep?.(e);
+    } catch {
+      // A display callback never breaks the flow.
+    }
+  }
+
+  private imageRefused(err: IncodeError): CheckRejected {
+    return { ok: false, reason: ID_REASONS.IMAGE_REFUSED, message: ID_MESSAGES[ID_REASONS.IMAGE_REFUSED], incodeCode: err.details.incodeStatus };
+  }
+
+  /** The capture must be repeated: the Incode session is abandoned, so its results will never come. */
+  private async reject(interviewId: string, step: CaptureStep, check: CheckRejected): Promise<CaptureRejection> {
+    const now = this.now();
+    await this.record(interviewId, step, 'rejected', { code: check.reason, message: check.message });
+    await this.d.store.setResultsStatus(interviewId, 'failed', 'CAPTURE_REJECTED', now);
+    await this.stopPolling(interviewId, now);
+    this.d.log.info({ interviewId, step, reason: check.reason }, 'capture rejected');
+    const out: CaptureRejection = { ok: false, interviewId, step, reason: check.reason, message: check.message };
+    if (check.incodeCode !== undefined) out.incodeCode = check.incodeCode;
+    return out;
+  }
+
+  /** Records the failed step and marks the session failed; returns the error to throw. */
+  private async fail(interviewId: string | null, step: OnboardingStep, err: unknown): Promise<OnboardingError> {
+    let e: OnboardingError;
+    if (err instanceof OnboardingError) e = err;
+    else if (err instanceof IncodeError) {
+      const detail = err.details.incodeStatus !== undefined && err.details.incodeStatus !== err.details.httpStatus ? ` (Incode status ${err.details.incodeStatus})` : '';
+      const http = err.details.httpStatus !== undefined ? ` with HTTP ${err.details.httpStatus}` : '';
+      e = new OnboardingError(step, err.code, `Incode ${err.operation} failed at step ${step}${http}${detail}`, interviewId, {
+        operation: err.operation,
+        httpStatus: err.details.httpStatus,
+        incodeStatus: err.details.incodeStatus,
+      });
+    } else e = new OnboardingError(step, 'INTERNAL_ERROR', `Step ${step} failed unexpectedly`, interviewId);
+    this.d.log.error({ interviewId, step, code: e.code, incodeStatus: e.incode?.incodeStatus }, 'onboarding step failed');
+    if (interviewId) {
+      const now = this.now();
+      try {
+        await this.d.store.recordStep(interviewId, { step, outcome: 'failed', code: e.code, message: e.message, at: now });
+        await this.d.store.setResultsStatus(interviewId, 'failed', e.code, now);
+        await this.stopPolling(interviewId, now);
+      } catch (storeErr) {
+        this.d.log.error({ interviewId, step, err: { message: (storeErr as Error).message } }, 'could not record the failed step');
+      }
+    }
+    this.emit({ step, outcome: 'failed', code: e.code, message: e.message, at: this.now(), interviewId });
+    return e;
+  }
+
+  /** Out of time: recorded, but the session stays pending so background polling or a webhook can still finish it. */
+  private async timeout(interviewId: string, step: OnboardingStep, status: string): Promise<OnboardingError> {
+    await this.record(interviewId, step, 'failed', { code: 'TIMEOUT', detail: status });
+    return new OnboardingError(step, 'TIMEOUT', `Gave up waiting at step ${step} (onboarding status ${status})`, interviewId);
+  }
+
+  private async stopPolling(interviewId: string, now: number): Promise<void> {
+    const s = await this.d.store.getSession(interviewId);
+    if (s && s.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, s.pollAttempts, now);
+  }
+}

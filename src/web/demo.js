@@ -1,0 +1,205 @@
+// Sandbox demo: broker token -> Incode Web SDK camera flow -> broker result. Plain browser JS, no build step.
+/* global document, window, location, fetch, setTimeout, URLSearchParams */
+(function () {
+  'use strict';
+
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  // Seconds the SDK's camera waits for auto-detection before offering manual capture (SDK default: 40).
+  const manualAfterMs = Math.max(1, Number(params.get('manualAfter')) || 15) * 1000;
+  const FINAL = ['ready', 'failed', 'unprocessable', 'erased'];
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  let session = null;
+
+  function setPhase(phase) {
+    // Tests and curious developers can follow the flow on <body data-phase>.
+    document.body.dataset.phase = phase;
+    for (const li of document.querySelectorAll('#steps li')) {
+      const order = ['front', 'back', 'process-id', 'selfie', 'result', 'done'];
+      const i = order.indexOf(li.dataset.step);
+      const p = order.indexOf(phase);
+      li.className = i < p ? 'done' : i === p ? 'active' : '';
+    }
+  }
+
+  function showError(text) {
+    const el = $('error');
+    el.textContent = text;
+    el.hidden = false;
+  }
+
+  function message(text, kind) {
+    const p = document.createElement('p');
+    p.className = kind || 'info';
+    p.textContent = text;
+    $('messages').append(p);
+  }
+
+  async function api(method, url, body, token) {
+    const headers = { accept: 'application/json' };
+    if (body) headers['content-type'] = 'application/json';
+    if (token) headers['x-incode-hardware-id'] = token;
+    const res = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(`${method} ${url}: HTTP ${res.status} ${data.code || ''} ${data.message || ''}`.trim());
+    return data;
+  }
+
+  function truncated(s) {
+    return s.length > 24 ? `${s.slice(0, 12)}…${s.slice(-6)} (${s.length} chars)` : s;
+  }
+
+  // The capture checks live on the server (src/incode/capture-checks.ts); the page only shows their verdict.
+  async function explainRejection(kind, response, httpStatus) {
+    try {
+      const verdict = await api('POST', '/demo/capture-check', { kind, httpStatus, response: slim(response) }, session.token);
+      if (!verdict.ok) message(`${kind === 'selfie' ? 'Selfie' : 'ID'} rejected: ${verdict.message}`, 'rejected');
+    } catch (e) {
+      message(`Capture rejected (${e.message})`, 'rejected');
+    }
+  }
+
+  // Drops images and anything large: the checks need only the flags and scores.
+  function slim(r) {
+    const out = {};
+    if (!r || typeof r !== 'object') return out;
+    for (const [k, v] of Object.entries(r)) {
+      if (v === null || typeof v === 'boolean' || typeof v === 'number' || (typeof v === 'string' && v.length < 200)) out[k] = v;
+    }
+    return out;
+  }
+
+  function onLog(kind) {
+    return (entry) => {
+      if (!entry || !entry.payload) return;
+      const { type, payload } = entry;
+      if (type === 'manualCaptureOn' || type === 'timeout') message('Auto-capture unavailable: use the capture button.', 'info');
+      // ID: attemptFailed. Selfie: the SDK names the failed check; HTTP errors carry Incode's error envelope.
+      if (['attemptFailed', 'spoofAttempt', 'lensesDetected', 'badBrightness', 'badMask'].includes(type)) {
+        const r = payload.response || {};
+        explainRejection(kind, r, typeof r.status === 'number' && r.status >= 100 && !('confidence' in r) ? r.status : 200);
+      }
+    };
+  }
+
+  function camera(incode, type) {
+    const el = $('camera');
+    el.replaceChildren();
+    return new Promise((resolve, reject) => {
+      incode.renderCamera(type, el, {
+        token: session,
+        timeout: manualAfterMs,
+        numberOfTries: 3,
+        showTutorial: false,
+        onLog: onLog(type === 'selfie' ? 'selfie' : 'id'),
+        onSuccess: resolve,
+        onError: (e) => reject(new Error(`${type} capture failed: ${(e && (e.type || e.message)) || 'unknown error'}`)),
+      });
+    });
+  }
+
+  async function waitForResult() {
+    const deadline = Date.now() + 180000;
+    while (Date.now() < deadline) {
+      const st = await api('GET', '/session/status', null, session.token);
+      $('decision').textContent = `${st.onboardingStatus}, results ${st.resultsStatus}…`;
+      if (FINAL.includes(st.resultsStatus)) return st;
+      await sleep(1000);
+    }
+    throw new Error('No result after 3 minutes');
+  }
+
+  function rows(tbody, entries) {
+    tbody.replaceChildren();
+    for (const [k, v] of entries) {
+      const tr = document.createElement('tr');
+      const th = document.createElement('th');
+      const td = document.createElement('td');
+      th.textContent = k;
+      td.textContent = v == null || v === '' ? '—' : v;
+      tr.append(th, td);
+      tbody.append(tr);
+    }
+  }
+
+  const leaf = (l) => (l ? `${l.status ?? '?'}${l.value ? ` (${l.value})` : ''}` : null);
+
+  async function showResult() {
+    setPhase('result');
+    $('result').hidden = false;
+    const st = await waitForResult();
+    const r = await api('GET', '/demo/results', null, session.token);
+    const d = $('decision');
+    d.textContent = r.decision ? r.decision.toUpperCase() : `none (${st.resultsStatus})`;
+    d.className = `decision-${r.decision || 'none'}`;
+    $('reason').textContent = r.scores?.reason || '';
+    rows($('scores'), [
+      ['Overall', leaf(r.scores?.overall)],
+      ['ID validation', leaf(r.scores?.idValidation)],
+      ['Liveness', leaf(r.scores?.liveness)],
+      ['Face recognition', leaf(r.scores?.faceRecognition)],
+      ['Onboarding status', r.onboardingStatus],
+    ]);
+    rows($('ocr'), [
+      ['Name', r.ocr?.fullName],
+      ['Address', r.ocr?.address],
+      ['Type of ID', r.ocr?.typeOfId],
+    ]);
+    setPhase('done');
+  }
+
+  async function run(scenario) {
+    $('error').hidden = true;
+    $('messages').replaceChildren();
+    $('result').hidden = true;
+    // A fresh customer id per run keeps the per-customer rate limit out of the way; the directive picks the outcome.
+    const externalCustomerId = `demo-${Math.random().toString(36).slice(2, 10)}${scenario ? ` ${scenario}` : ''}`;
+    session = await api('POST', '/session', { externalCustomerId });
+    $('session-json').textContent = JSON.stringify({ ...session, token: truncated(session.token), resumeToken: truncated(session.resumeToken) }, null, 2);
+    $('api-url').textContent = session.apiUrl;
+    $('session-box').hidden = false;
+    $('flow').hidden = false;
+
+    // From here on: exactly what a production frontend does with the token and apiUrl.
+    const incode = window.OnBoarding.create({ apiURL: session.apiUrl });
+    await incode.getOnboardingStatus(session);
+
+    setPhase('front');
+    const front = await camera(incode, 'front');
+    message('ID front accepted.', 'ok');
+    if (!front.skipBackIdCapture) {
+      setPhase('back');
+      await camera(incode, 'back');
+      message('ID back accepted.', 'ok');
+    }
+    setPhase('process-id');
+    // ID processing runs asynchronously at Incode; starting it now overlaps it with the selfie.
+    await incode.processId({ token: session.token });
+    setPhase('selfie');
+    const face = await camera(incode, 'selfie');
+    message(`Selfie accepted; face match ${face.faceMatch ? 'OK' : 'failed'}.`, face.faceMatch ? 'ok' : 'rejected');
+    $('camera').replaceChildren();
+    await showResult();
+  }
+
+  $('start-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const button = $('start-button');
+    button.disabled = true;
+    run($('scenario').value)
+      .catch((e) => {
+        setPhase('error');
+        showError(e.message || String(e));
+      })
+      .finally(() => {
+        button.disabled = false;
+      });
+  });
+  $('restart-button').addEventListener('click', () => location.reload());
+
+  const preset = params.get('scenario');
+  if (preset !== null) $('scenario').value = preset;
+  if (!window.OnBoarding) showError('The Web SDK did not load: run `node scripts/fetch-web-sdk.js` on the server.');
+  setPhase('idle');
+})();

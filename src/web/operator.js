@@ -1,0 +1,102 @@
+// Operator page: lists GET /sessions and shows GET /sessions/:id, with the service key kept in sessionStorage.
+/* global document, window, location, fetch, sessionStorage */
+(function () {
+  'use strict';
+
+  const $ = (id) => document.getElementById(id);
+  const KEY = 'broker.serviceKey';
+  let cursor = null;
+
+  function status(text, kind) {
+    $('status').textContent = text;
+    $('status').className = `status ${kind || ''}`;
+  }
+
+  async function call(url) {
+    const key = sessionStorage.getItem(KEY);
+    if (!key) throw Object.assign(new Error('unauthorized: enter a service key'), { unauthorized: true });
+    const res = await fetch(url, { headers: { authorization: `Bearer ${key}`, accept: 'application/json' } });
+    if (res.status === 401) throw Object.assign(new Error('unauthorized: the service key was refused'), { unauthorized: true });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(`HTTP ${res.status} ${data.message || ''}`.trim());
+    return data;
+  }
+
+  function age(iso) {
+    const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.round(s / 60)} min`;
+    if (s < 86400) return `${Math.round(s / 3600)} h`;
+    return `${Math.round(s / 86400)} d`;
+  }
+
+  function cell(text, cls) {
+    const td = document.createElement('td');
+    td.textContent = text == null ? '—' : text;
+    if (cls) td.className = cls;
+    return td;
+  }
+
+  function row(s) {
+    const tr = document.createElement('tr');
+    tr.dataset.interviewId = s.interviewId;
+    const idCell = document.createElement('td');
+    const a = document.createElement('a');
+    // The link shows the results in this page (an API link would need the Authorization header the browser cannot add).
+    a.href = `#${encodeURIComponent(s.interviewId)}`;
+    a.textContent = s.interviewId;
+    a.className = 'mono';
+    idCell.append(a);
+    tr.append(idCell, cell(s.onboardingStatus), cell(s.resultsStatus), cell(s.decision, `decision-${s.decision || 'none'}`), cell(age(s.createdAt)), cell(new Date(s.updatedAt).toLocaleString()));
+    return tr;
+  }
+
+  async function load(more) {
+    try {
+      const url = `/sessions?limit=50${more && cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+      const page = await call(url);
+      if (!more) $('sessions').replaceChildren();
+      for (const s of page.items) $('sessions').append(row(s));
+      cursor = page.nextCursor;
+      $('more').hidden = !cursor;
+      status(`${$('sessions').children.length} session(s)`, 'ok');
+    } catch (e) {
+      if (e.unauthorized) $('sessions').replaceChildren();
+      status(e.message, e.unauthorized ? 'unauthorized' : 'error');
+    }
+  }
+
+  async function showDetail() {
+    const id = decodeURIComponent(location.hash.slice(1));
+    if (!id) {
+      $('detail').hidden = true;
+      return;
+    }
+    try {
+      const s = await call(`/sessions/${encodeURIComponent(id)}`);
+      $('detail-title').textContent = `${s.interviewId}: ${s.decision || 'no decision'} (${s.resultsStatus})`;
+      $('detail-json').textContent = JSON.stringify(s, null, 2);
+      $('detail').hidden = false;
+    } catch (e) {
+      status(e.message, e.unauthorized ? 'unauthorized' : 'error');
+    }
+  }
+
+  $('key-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(KEY, $('key').value.trim());
+    $('key').value = '';
+    load(false).then(showDetail);
+  });
+  $('forget').addEventListener('click', () => {
+    sessionStorage.removeItem(KEY);
+    $('sessions').replaceChildren();
+    $('detail').hidden = true;
+    status('Key forgotten.', '');
+  });
+  $('more').addEventListener('click', () => load(true));
+  window.addEventListener('hashchange', showDetail);
+
+  if (sessionStorage.getItem(KEY)) load(false).then(showDetail);
+  else status('unauthorized: enter a service key', 'unauthorized');
+})();

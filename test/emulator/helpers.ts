@@ -1,0 +1,73 @@
+// Test helpers: a real emulator on a loopback port and a small JSON client over undici.
+import { request } from 'undici';
+import type { EmulatorOptions } from '../../src/emulator/app';
+import { buildEmulator } from '../../src/emulator/app';
+
+export const API_KEY = 'test-api-key';
+
+export interface Res {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: any;
+}
+
+export interface Emu {
+  app: ReturnType<typeof buildEmulator>;
+  base: string;
+  call(method: string, path: string, opts?: { body?: unknown; raw?: Buffer; headers?: Record<string, string>; token?: string; key?: string | null; contentType?: string }): Promise<Res>;
+  start(body?: Record<string, unknown>): Promise<{ token: string; interviewId: string; [k: string]: unknown }>;
+  close(): Promise<void>;
+}
+
+export async function startEmulator(opts: Partial<EmulatorOptions> = {}): Promise<Emu> {
+  const app = buildEmulator({ apiKey: API_KEY, clientId: 'acme', processingDelayMs: 5, executiveEmail: 'exec@example.com', executivePassword: 'secret', ...opts });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const addr = app.server.address() as { port: number };
+  const base = `http://127.0.0.1:${addr.port}`;
+  const call: Emu['call'] = async (method, path, o = {}) => {
+    const headers: Record<string, string> = { 'api-version': '1.0', ...(o.headers ?? {}) };
+    if (o.key !== null) headers['x-api-key'] = o.key ?? API_KEY;
+    if (o.token) headers['x-incode-hardware-id'] = o.token;
+    let body: string | Buffer | undefined;
+    if (o.raw) {
+      body = o.raw;
+      headers['content-type'] = o.contentType ?? 'image/jpeg';
+    } else if (o.body !== undefined) {
+      body = JSON.stringify(o.body);
+      headers['content-type'] = 'application/json';
+    }
+    const res = await request(base + path, { method: method as 'GET', headers, body });
+    const text = await res.body.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON */
+    }
+    return { status: res.statusCode, headers: res.headers, body: parsed };
+  };
+  const start: Emu['start'] = async (body = {}) => {
+    const r = await call('POST', '/omni/start', { body: { countryCode: 'ALL', ...body } });
+    if (r.status !== 200) throw new Error(`start failed: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
+  };
+  return { app, base, call, start, close: () => app.close() };
+}
+
+export const b64 = (b: Buffer): string => b.toString('base64');
+
+/** Polls until fn returns a truthy value (bounded). */
+export async function waitFor<T>(fn: () => Promise<T> | T, timeoutMs = 5000, stepMs = 10): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error('waitFor timed out');
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+export function expectEnvelope(r: Res, http: number, code: number = http): void {
+  expect(r.status).toBe(http);
+  expect(r.body).toEqual({ timestamp: expect.any(Number), status: code, error: expect.any(String), message: expect.any(String), path: expect.stringMatching(/^\//) });
+}

@@ -1,0 +1,34 @@
+// Drives an onboarding on the emulator's token-only (/0/) surface, as the Web SDK or a mobile app would.
+import { request } from 'undici';
+import { idBack, idFront, selfie } from '../../src/emulator/sample-images';
+
+const images = { front: idFront().toString('base64'), back: idBack().toString('base64'), selfie: selfie().toString('base64') };
+
+/** POST to the emulator with the session token only; retries 5xx so fault-injection tests still finish. */
+export async function zeroPost(apiUrl: string, path: string, token: string, body: unknown, tries = 8): Promise<unknown> {
+  const base = apiUrl.replace(/\/+$/, '');
+  for (let i = 0; ; i++) {
+    const res = await request(`${base}${path}`, {
+      method: 'POST',
+      headers: { 'api-version': '1.0', 'x-incode-hardware-id': token, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const json = await res.body.json().catch(() => null);
+    if (res.statusCode < 500 || i >= tries) {
+      if (res.statusCode >= 400) throw new Error(`${path} answered ${res.statusCode}: ${JSON.stringify(json)}`);
+      return json;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Front, back, process ID, selfie, process face: after this Incode finishes the session on its own. */
+export async function captureAll(apiUrl: string, token: string): Promise<void> {
+  await zeroPost(apiUrl, '/omni/add/front-id/v2', token, { base64Image: images.front });
+  await zeroPost(apiUrl, '/omni/add/back-id/v2', token, { base64Image: images.back });
+  await zeroPost(apiUrl, '/omni/process/id', token, {});
+  await zeroPost(apiUrl, '/omni/add/face/third-party?imageType=selfie', token, { base64Image: images.selfie });
+  await zeroPost(apiUrl, '/omni/process/face?imageType=selfie', token, {});
+}
+
+export const sampleImages = images;

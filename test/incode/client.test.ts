@@ -1,0 +1,220 @@
+// The Incode client against the real emulator over loopback, plus small real servers for failure modes.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Agent } from 'undici';
+import { IncodeClient, type IncodeClientOptions } from '../../src/incode/client';
+import { IncodeError } from '../../src/incode/errors';
+import { ExecutiveTokenProvider } from '../../src/incode/executive-token';
+import { idBack, idFront, selfie } from '../../src/emulator/sample-images';
+import { EXEC_EMAIL, EXEC_PASSWORD, TEST_API_KEY, startEmulator, waitFor, type Running } from '../helpers/harness';
+
+const b64 = (b: Buffer) => b.toString('base64');
+
+function client(baseUrl: string, extra: Partial<IncodeClientOptions> = {}) {
+  return new IncodeClient({ baseUrl, apiKey: TEST_API_KEY, timeoutMs: 2000, connectTimeoutMs: 1000, connections: 8, maxRetries: 2, retryBaseMs: 5, ...extra });
+}
+
+/** A real HTTP server whose answers the test scripts, counting the requests it gets. */
+async function scripted(handler: (req: IncomingMessage, res: ServerResponse, n: number) => void): Promise<{ url: string; hits: () => number; close: () => Promise<void> }> {
+  let n = 0;
+  const server: Server = createServer((req, res) => {
+    n += 1;
+    req.resume();
+    req.on('end', () => handler(req, res, n));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    hits: () => n,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+const envelope = (res: ServerResponse, status: number, code = status) => {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ timestamp: Date.now(), status: code, error: 'Oops', path: '/omni/x' }));
+};
+
+describe('IncodeClient against the emulator', () => {
+  let emu: Running;
+  let c: IncodeClient;
+  beforeAll(async () => {
+    emu = await startEmulator({ processingDelayMs: 20 });
+    c = client(emu.url);
+  });
+  afterAll(async () => {
+    await c.close();
+    await emu.close();
+  });
+
+  it('runs every operation of the flow with Incode headers and shapes', async () => {
+    const s = await c.start({ countryCode: 'ALL', externalCustomerId: 'cust-1' });
+    expect(s.token).toMatch(/^eyJ/);
+    expect(s.interviewId).toMatch(/^[0-9a-f]{24}$/);
+    const front = await c.addFrontId(s.token, b64(idFront()));
+    expect(front.classification).toBe(true);
+    expect(typeof front.sharpness).toBe('number');
+    const back = await c.addBackId(s.token, b64(idBack()));
+    expect(back.classification).toBe(true);
+    expect((await c.processId(s.token)).success).toBe(true);
+    const face = await c.addFace(s.token, b64(selfie()));
+    expect(face.confidence).toBe(0);
+    const match = await c.processFace(s.token);
+    expect(match.confidence).toBe(1);
+    const status = await waitFor(async () => {
+      const r = await c.getOnboardingStatus(s.token, s.interviewId);
+      return r.onboardingStatus === 'ONBOARDING_FINISHED' && r;
+    });
+    expect(status.onboardingStatus).toBe('ONBOARDING_FINISHED');
+    expect(await c.finishStatus(s.token)).toEqual(expect.any(Object));
+    const score = await c.getScore(s.token, s.interviewId);
+    expect(score.overall?.status).toBe('OK');
+    expect(typeof score.overall?.value).toBe('string');
+    const ocr = await c.getOcrData(s.token, s.interviewId);
+    expect(ocr.name).toEqual(expect.objectContaining({ fullName: expect.any(String) }));
+    expect(typeof ocr.birthDate).toBe('number');
+    const url = await c.getOnboardingUrl(s.token, 'testclient');
+    expect(url.url).toMatch(/^https?:\/\//);
+  });
+
+  it('reads any session with an executive token', async () => {
+    const s = await c.start({ countryCode: 'ALL' });
+    const exec = new ExecutiveTokenProvider(c, { email: EXEC_EMAIL, password: EXEC_PASSWORD });
+    const [t1, t2] = await Promise.all([exec.get(), exec.get()]);
+    expect(t1).toBe(t2);
+    const r = await c.getOnboardingStatus(t1, s.interviewId);
+    expect(r.onboardingStatus).toBe('UNKNOWN');
+  });
+
+  it('turns a wrong API key into INCODE_FORBIDDEN without the key in the error', async () => {
+    const bad = new IncodeClient({ baseUrl: emu.url, apiKey: 'wrong-key-SECRET', timeoutMs: 2000, connectTimeoutMs: 1000, connections: 2, maxRetries: 0 });
+    const err = await bad.start({ countryCode: 'ALL' }).catch((e: unknown) => e);
+    await bad.close();
+    expect(err).toBeInstanceOf(IncodeError);
+    expect((err as IncodeError).code).toBe('INCODE_FORBIDDEN');
+    expect((err as IncodeError).details.httpStatus).toBe(403);
+    expect(JSON.stringify(err) + (err as Error).message + (err as Error).stack).not.toContain('wrong-key-SECRET');
+  });
+
+  it('turns a bad token into INCODE_UNAUTHORIZED without the token in the error', async () => {
+    const err = (await c.getScore('eyJhbGciOiJIUzI1NiJ9.bm9wZQ.c2ln', 'abc').catch((e: unknown) => e)) as IncodeError;
+    expect(err.code).toBe('INCODE_UNAUTHORIZED');
+    expect(JSON.stringify(err) + err.message).not.toContain('bm9wZQ');
+  });
+
+  it('keeps Incode selfie codes from the error envelope', async () => {
+    const s = await c.start({ countryCode: 'ALL', externalCustomerId: 'emu:selfie-error-3006' });
+    const err = (await c.addFace(s.token, b64(selfie())).catch((e: unknown) => e)) as IncodeError;
+    expect(err).toBeInstanceOf(IncodeError);
+    expect(err.details.incodeStatus).toBe(3006);
+    expect(err.isClientError).toBe(true);
+  });
+
+  it('works through an injected dispatcher', async () => {
+    const agent = new Agent({ connections: 1 });
+    const viaAgent = client(emu.url, { dispatcher: agent });
+    expect((await viaAgent.start({ countryCode: 'BRA' })).interviewId).toHaveLength(24);
+    await viaAgent.close();
+    await agent.close();
+  });
+});
+
+describe('IncodeClient failure handling', () => {
+  it('retries reads on 503 with backoff, then succeeds', async () => {
+    const srv = await scripted((_req, res, n) => {
+      if (n < 3) return envelope(res, 503);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"onboardingStatus":"UNKNOWN"}');
+    });
+    const c = client(srv.url);
+    expect((await c.getOnboardingStatus('t', 'i')).onboardingStatus).toBe('UNKNOWN');
+    expect(srv.hits()).toBe(3);
+    await c.close();
+    await srv.close();
+  });
+
+  it('never retries start once it was sent (a retry could bill a second session)', async () => {
+    const srv = await scripted((_req, res) => envelope(res, 503));
+    const c = client(srv.url);
+    const err = (await c.start({}).catch((e: unknown) => e)) as IncodeError;
+    expect(err.code).toBe('INCODE_UNAVAILABLE');
+    expect(srv.hits()).toBe(1);
+    await c.close();
+    await srv.close();
+  });
+
+  it('does not retry client errors', async () => {
+    const srv = await scripted((_req, res) => envelope(res, 400, 4019));
+    const c = client(srv.url);
+    const err = (await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    expect(err.code).toBe('INCODE_BAD_REQUEST');
+    expect(err.details.incodeStatus).toBe(4019);
+    expect(srv.hits()).toBe(1);
+    await c.close();
+    await srv.close();
+  });
+
+  it('times out a call that never answers', async () => {
+    const srv = await scripted(() => undefined);
+    const c = client(srv.url, { timeoutMs: 200, maxRetries: 0 });
+    const started = Date.now();
+    const err = (await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    expect(err.code).toBe('INCODE_TIMEOUT');
+    expect(Date.now() - started).toBeLessThan(5000);
+    await c.close();
+    await srv.close();
+  });
+
+  it('reports a refused connection as not sent', async () => {
+    const srv = await scripted(() => undefined);
+    const url = srv.url;
+    await srv.close();
+    const c = client(url, { maxRetries: 1 });
+    const err = (await c.start({}).catch((e: unknown) => e)) as IncodeError;
+    expect(err.code).toBe('INCODE_CONNECTION');
+    expect(err.details.notSent).toBe(true);
+    await c.close();
+  });
+
+  it('answers a body that is not JSON as INCODE_BAD_RESPONSE', async () => {
+    const srv = await scripted((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<html>maintenance</html>');
+    });
+    const c = client(srv.url);
+    expect(((await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError).code).toBe('INCODE_BAD_RESPONSE');
+    await c.close();
+    await srv.close();
+  });
+
+  it('opens the circuit after consecutive failures, fails fast, and closes after a good probe', async () => {
+    let healthy = false;
+    const srv = await scripted((_req, res) => {
+      if (!healthy) return envelope(res, 500);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"onboardingStatus":"UNKNOWN"}');
+    });
+    const states: string[] = [];
+    const c = client(srv.url, { maxRetries: 0, circuit: { failureThreshold: 3, resetMs: 150 }, onCircuitChange: (_g, s) => states.push(s) });
+    for (let i = 0; i < 3; i++) expect(((await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError).code).toBe('INCODE_UNAVAILABLE');
+    const hits = srv.hits();
+    const fast = (await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    expect(fast.code).toBe('INCODE_CIRCUIT_OPEN');
+    expect(fast.details.retryAfterMs).toBeGreaterThan(0);
+    expect(srv.hits()).toBe(hits);
+    // Other operation groups have their own circuit.
+    expect(c.circuitState('start')).toBe('closed');
+    healthy = true;
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await c.getOnboardingStatus('t', 'i')).onboardingStatus).toBe('UNKNOWN');
+    expect(c.circuitState('read')).toBe('closed');
+    expect(states).toEqual(['open', 'half-open', 'closed']);
+    await c.close();
+    await srv.close();
+  });
+});

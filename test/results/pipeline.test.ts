@@ -1,0 +1,352 @@
+// End to end over HTTP: broker + emulator on loopback, webhooks with OAuth, polling, faults, erasure, PII at rest.
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify from 'fastify';
+import request from 'supertest';
+import type { AddressInfo } from 'node:net';
+import type { EmulatorOptions } from '../../src/emulator/app';
+import {
+  ADMIN_KEY,
+  TEST_API_KEY,
+  WEBHOOK_CLIENT_ID,
+  WEBHOOK_CLIENT_SECRET,
+  brokerEnv,
+  freePort,
+  startBroker,
+  startEmulator,
+  waitFor,
+} from '../helpers/harness';
+import { captureAll } from '../helpers/flow';
+
+type Pair = Awaited<ReturnType<typeof startPair>>;
+
+async function startPair(env: Record<string, string> = {}, emu: Partial<EmulatorOptions> = {}) {
+  const port = await freePort();
+  const emulator = await startEmulator({
+    webhook: {
+      url: `http://127.0.0.1:${port}/webhooks/incode`,
+      oauth: { tokenUrl: `http://127.0.0.1:${port}/webhooks/incode/token`, clientId: WEBHOOK_CLIENT_ID, clientSecret: WEBHOOK_CLIENT_SECRET },
+      retryDelaysMs: [50, 100, 200],
+    },
+    ...emu,
+  });
+  const broker = await startBroker(brokerEnv(emulator.url, env), {}, port);
+  const admin = (path: string) => request(broker.url).get(path).set('authorization', `Bearer ${ADMIN_KEY}`);
+  const newSession = async (body: Record<string, unknown> = {}) => {
+    const res = await request(broker.url).post('/session').send(body).expect(200);
+    return res.body as { token: string; interviewId: string; apiUrl: string };
+  };
+  const ready = (id: string, timeoutMs = 15_000) =>
+    waitFor(async () => {
+      const r = await admin(`/sessions/${id}`);
+      return r.status === 200 && r.body.resultsStatus === 'ready' && r.body;
+    }, timeoutMs);
+  return {
+    emulator,
+    broker,
+    admin,
+    newSession,
+    ready,
+    close: async () => {
+      await broker.close();
+      await emulator.close();
+    },
+  };
+}
+
+function webhookToken(url: string, id = WEBHOOK_CLIENT_ID, secret = WEBHOOK_CLIENT_SECRET) {
+  return request(url)
+    .post('/webhooks/incode/token')
+    .set('authorization', `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`)
+    .type('form')
+    .send({ grant_type: 'client_credentials' });
+}
+
+describe('results pipeline, end to end', () => {
+  let p: Pair;
+  afterEach(async () => p?.close());
+
+  it('session → captures on /0/ → emulator webhook (OAuth) → scores and OCR ready', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const s = await p.newSession({ externalCustomerId: 'cust-42' });
+    expect(s.apiUrl).toBe(`${p.emulator.url}/0/`);
+    await captureAll(s.apiUrl, s.token);
+    const done = await p.ready(s.interviewId);
+    expect(done.onboardingStatus).toBe('ONBOARDING_FINISHED');
+    expect(done.decision).toBe('approve');
+    expect(done.scores.overall.status).toBe('OK');
+    expect(typeof done.ocr.name.fullName).toBe('string');
+    // The app sees its status and decision, no personal data.
+    const st = await request(p.broker.url).get('/session/status').set('x-incode-hardware-id', s.token).expect(200);
+    expect(st.body).toEqual({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready', decision: 'approve' });
+    const metrics = await request(p.broker.url).get('/metrics');
+    expect(metrics.text).toMatch(/webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth"\} 1/);
+    expect(metrics.text).toMatch(/polling_repairs_total 0/);
+  });
+
+  it('maps WARN to review and FAIL to decline', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const warn = await p.newSession({ externalCustomerId: 'emu:warn' });
+    const fail = await p.newSession({ externalCustomerId: 'emu:decline' });
+    await Promise.all([captureAll(warn.apiUrl, warn.token), captureAll(fail.apiUrl, fail.token)]);
+    expect((await p.ready(warn.interviewId)).decision).toBe('review');
+    expect((await p.ready(fail.interviewId)).decision).toBe('decline');
+  });
+
+  it('processes duplicated webhooks once', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' }, { faults: { duplicateWebhookRate: 1 } });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    await p.ready(s.interviewId);
+    const jobs = await p.broker.app.store.listJobs(s.interviewId);
+    expect(jobs.filter((j) => j.kind === 'results')).toHaveLength(1);
+    const m = await request(p.broker.url).get('/metrics');
+    const finished = /webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth"\} (\d+)/.exec(m.text);
+    expect(Number(finished?.[1])).toBeGreaterThanOrEqual(2);
+  });
+
+  it('ignores late and out-of-order statuses: a final result is never moved back', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    const before = await p.ready(s.interviewId);
+    const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    for (const status of ['ID_VALIDATION_FINISHED', 'FACE_VALIDATION_FINISHED', 'UNKNOWN'])
+      await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: s.interviewId, onboardingStatus: status }).expect(200);
+    await waitFor(async () => (await p.broker.app.store.countJobs()).queued === 0 && (await p.broker.app.store.countJobs()).running === 0);
+    const after = (await p.admin(`/sessions/${s.interviewId}`)).body;
+    expect(after.onboardingStatus).toBe('ONBOARDING_FINISHED');
+    expect(after.resultsStatus).toBe('ready');
+    expect(after.fetchedAt).toBe(before.fetchedAt);
+  });
+
+  it('a forged webhook for a session that has not finished changes nothing (verify by fetch)', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const s = await p.newSession();
+    const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: 'ffffffffffffffffffffffff', onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
+    await waitFor(async () => {
+      const c = await p.broker.app.store.countJobs();
+      return c.queued === 0 && c.running === 0 && c.done >= 2;
+    });
+    const now = (await p.admin(`/sessions/${s.interviewId}`)).body;
+    expect(now.onboardingStatus).toBe('UNKNOWN');
+    expect(now.resultsStatus).toBe('pending');
+    expect(now.scores).toBeNull();
+    await p.admin('/sessions/ffffffffffffffffffffffff').expect(404);
+    const audit = await p.broker.app.store.listAudit('ffffffffffffffffffffffff');
+    expect(audit.map((a) => a.kind)).toContain('webhook-unverified');
+  });
+
+  it('polling fills in when webhooks never come', async () => {
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, { faults: { dropWebhookRate: 1 } });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    const done = await p.ready(s.interviewId);
+    expect(done.decision).toBe('approve');
+    const m = await request(p.broker.url).get('/metrics');
+    expect(m.text).toMatch(/polling_repairs_total [1-9]/);
+    expect(m.text).not.toMatch(/webhooks_received_total\{status="ONBOARDING_FINISHED"/);
+  });
+
+  it('loses no result when 30% of Incode calls fail', async () => {
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', JOB_MAX_ATTEMPTS: '30', JOB_BACKOFF_MS: '20', INCODE_MAX_RETRIES: '1', CIRCUIT_FAILURE_THRESHOLD: '1000' });
+    const sessions = [];
+    for (let i = 0; i < 6; i++) sessions.push(await p.newSession({ externalCustomerId: `c${i}` }));
+    p.emulator.app.emulator.setFaults({ errorRate: 0.3, seed: 7 });
+    await Promise.all(sessions.map((s) => captureAll(s.apiUrl, s.token)));
+    for (const s of sessions) expect((await p.ready(s.interviewId, 30_000)).resultsStatus).toBe('ready');
+    const m = await request(p.broker.url).get('/metrics');
+    expect(m.text).toMatch(/result_jobs_total\{kind="\w+",outcome="retry"\} [1-9]/);
+  });
+
+  it('dead-letters a job visibly after the configured attempts; a refresh recovers once Incode heals', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook', JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0', CIRCUIT_FAILURE_THRESHOLD: '1000' }, { faults: { dropWebhookRate: 1 } });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    await waitFor(async () => p.emulator.app.emulator.sessions.get(s.interviewId)?.status === 'ONBOARDING_FINISHED');
+    p.emulator.app.emulator.setFaults({ errorRate: 1, dropWebhookRate: 1 });
+    await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+    const failed = await waitFor(async () => {
+      const r = await p.admin(`/sessions/${s.interviewId}`);
+      return r.body.lastError && r.body;
+    });
+    expect(failed.lastError).toBe('INCODE_UNAVAILABLE');
+    expect(failed.resultsStatus).toBe('pending');
+    expect((await p.broker.app.store.listAudit(s.interviewId)).map((a) => a.kind)).toContain('dead-letter');
+    expect((await request(p.broker.url).get('/metrics')).text).toMatch(/result_jobs_dead_letters_total\{kind="verify"\} 1/);
+    p.emulator.app.emulator.setFaults({ errorRate: 0, dropWebhookRate: 1 });
+    await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+    const ok = await p.ready(s.interviewId);
+    expect(ok.decision).toBe('approve');
+    expect(ok.lastError).toBeNull();
+  });
+
+  it('reads sessions created elsewhere with an executive token; without one they are recorded as unprocessable', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    // A session started directly against Incode (e.g. a hosted-flow link), not through the broker.
+    const start = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    await captureAll(`${p.emulator.url}/0/`, start.body.token);
+    const done = await p.ready(start.body.interviewId);
+    expect(done.origin).toBe('external');
+    expect(done.decision).toBe('approve');
+    await p.close();
+
+    p = await startPair({ RESULTS_MODE: 'webhook', INCODE_EXECUTIVE_EMAIL: '', INCODE_EXECUTIVE_PASSWORD: '' });
+    const other = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    await captureAll(`${p.emulator.url}/0/`, other.body.token);
+    const rec = await waitFor(async () => {
+      const r = await p.admin(`/sessions/${other.body.interviewId}`);
+      return r.body.resultsStatus === 'unprocessable' && r.body;
+    });
+    expect(rec.lastError).toBe('EXECUTIVE_CREDENTIALS_MISSING');
+  });
+
+  it('notifies the customer with a Standard Webhooks signature, without PII', async () => {
+    const received: { headers: Record<string, unknown>; body: string }[] = [];
+    const receiver = Fastify();
+    receiver.addContentTypeParser('application/json', { parseAs: 'string' }, (_r, body, done) => done(null, body));
+    let failFirst = true;
+    receiver.post('/hook', async (req, reply) => {
+      if (failFirst) {
+        failFirst = false;
+        return reply.status(500).send({});
+      }
+      received.push({ headers: req.headers, body: req.body as string });
+      return { ok: true };
+    });
+    await receiver.listen({ port: 0, host: '127.0.0.1' });
+    const secret = 'whsec_' + Buffer.from('customer-secret-bytes').toString('base64');
+    p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`, CALLBACK_SECRET: secret });
+    const s = await p.newSession({ externalCustomerId: 'cust-secret-name' });
+    await captureAll(s.apiUrl, s.token);
+    await p.ready(s.interviewId);
+    await waitFor(async () => received.length > 0);
+    await receiver.close();
+    const { headers, body } = received[0];
+    const expected = createHmac('sha256', Buffer.from('customer-secret-bytes')).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`).digest('base64');
+    expect(headers['webhook-signature']).toBe(`v1,${expected}`);
+    const event = JSON.parse(body);
+    expect(event).toMatchObject({ type: 'session.results_ready', data: { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' } });
+    expect(body).not.toContain('cust-secret-name');
+  });
+});
+
+describe('webhook and results API authentication', () => {
+  let p: Pair;
+  beforeAll(async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook', WEBHOOK_SECRET: 'static-shared-secret-123456', WEBHOOK_SECRET_HEADER: 'x-incode-secret' });
+  });
+  afterAll(async () => p.close());
+
+  it('issues OAuth tokens only for the right client credentials', async () => {
+    const ok = await webhookToken(p.broker.url).expect(200);
+    expect(ok.body).toEqual({ access_token: expect.any(String), token_type: 'Bearer', expires_in: 3600 });
+    expect(ok.headers['cache-control']).toBe('no-store');
+    await webhookToken(p.broker.url, WEBHOOK_CLIENT_ID, 'wrong').expect(401);
+    await webhookToken(p.broker.url, 'someone', WEBHOOK_CLIENT_SECRET).expect(401);
+    await request(p.broker.url).post('/webhooks/incode/token').type('form').send({ grant_type: 'client_credentials' }).expect(401);
+    const bad = await request(p.broker.url)
+      .post('/webhooks/incode/token')
+      .set('authorization', `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`).toString('base64')}`)
+      .type('form')
+      .send({ grant_type: 'password' })
+      .expect(400);
+    expect(bad.body.code).toBe('UNSUPPORTED_GRANT_TYPE');
+  });
+
+  it('refuses webhooks without valid credentials, accepts Bearer or the static header', async () => {
+    const body = { interviewId: 'aaaaaaaaaaaaaaaaaaaaaaaa', onboardingStatus: 'ID_VALIDATION_FINISHED' };
+    const none = await request(p.broker.url).post('/webhooks/incode').send(body).expect(401);
+    expect(none.body.code).toBe('UNAUTHORIZED');
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', 'Bearer whk1.9999999999.abc.forged').send(body).expect(401);
+    await request(p.broker.url).post('/webhooks/incode').set('x-incode-secret', 'nope').send(body).expect(401);
+    await request(p.broker.url).post('/webhooks/incode').set('x-incode-secret', 'static-shared-secret-123456').send(body).expect(200, { success: true });
+    const tok = (await webhookToken(p.broker.url)).body.access_token;
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ ...body, clientId: 'x', flowId: 'y', extra: { nested: true } }).expect(200);
+    const invalid = await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: '../etc', onboardingStatus: 'x' }).expect(400);
+    expect(invalid.body.code).toBe('VALIDATION_FAILED');
+  });
+
+  it('rate limits the token endpoint', async () => {
+    let limited = 0;
+    for (let i = 0; i < 40; i++) if ((await webhookToken(p.broker.url, 'x', 'y')).status === 429) limited++;
+    expect(limited).toBeGreaterThan(0);
+  });
+
+  it('requires a service key on the results API', async () => {
+    await request(p.broker.url).get('/sessions').expect(401);
+    await request(p.broker.url).get('/sessions').set('authorization', 'Bearer wrong-key').expect(401);
+    await request(p.broker.url).get('/sessions/abc').set('authorization', `Basic ${ADMIN_KEY}`).expect(401);
+    await request(p.broker.url).delete('/sessions/abc').expect(401);
+    await request(p.broker.url).post('/sessions/abc/refresh').expect(401);
+    const ok = await p.admin('/sessions?limit=5').expect(200);
+    expect(ok.body).toEqual({ items: expect.any(Array), nextCursor: null });
+    expect(ok.headers['cache-control']).toBe('no-store');
+    await p.admin('/sessions/unknownid').expect(404);
+    await p.admin('/sessions?cursor=garbage').expect(400);
+  });
+
+  it('never accepts webhooks without credentials unless explicitly configured', async () => {
+    const open = await startBroker(brokerEnv(p.emulator.url, { WEBHOOK_CLIENT_ID: '', WEBHOOK_CLIENT_SECRET: '' }));
+    await request(open.url).post('/webhooks/incode').send({ interviewId: 'a1', onboardingStatus: 'UNKNOWN' }).expect(401);
+    await open.close();
+    const allowed = await startBroker(brokerEnv(p.emulator.url, { WEBHOOK_CLIENT_ID: '', WEBHOOK_CLIENT_SECRET: '', WEBHOOK_ALLOW_UNAUTHENTICATED: 'true' }));
+    await request(allowed.url).post('/webhooks/incode').send({ interviewId: 'a1', onboardingStatus: 'UNKNOWN' }).expect(200);
+    await allowed.close();
+  });
+});
+
+describe('erasure, retention and PII at rest', () => {
+  it('erases PII on request, keeps an audit entry, and stores no OCR value in plaintext', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'broker-pii-'));
+    const dbFile = join(dir, 'broker.db');
+    const p = await startPair({ RESULTS_MODE: 'webhook', DATABASE_URL: `sqlite:${dbFile}` });
+    try {
+      const s = await p.newSession({ externalCustomerId: 'customer-pii-7781' });
+      await captureAll(s.apiUrl, s.token);
+      const done = await p.ready(s.interviewId);
+      const fullName = done.ocr.name.fullName as string;
+      const docNumber = String(done.ocr.documentNumber ?? '');
+      (p.broker.app.store as unknown as { db: { pragma: (s: string) => void } }).db.pragma('wal_checkpoint(TRUNCATE)');
+      const raw = readFileSync(dbFile).toString('latin1');
+      expect(raw).not.toContain(fullName);
+      if (docNumber.length > 5) expect(raw).not.toContain(docNumber);
+      expect(raw).not.toContain(s.token);
+      expect(raw).not.toContain('customer-pii-7781');
+
+      await request(p.broker.url).delete(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200, { interviewId: s.interviewId, erased: true });
+      const after = (await p.admin(`/sessions/${s.interviewId}`).expect(200)).body;
+      expect(after).toMatchObject({ resultsStatus: 'erased', scores: null, ocr: null });
+      const audit = await p.broker.app.store.listAudit(s.interviewId);
+      expect(audit.map((a) => a.kind)).toContain('erasure');
+      expect(JSON.stringify(audit)).not.toContain(fullName);
+      await request(p.broker.url).get('/session/status').set('x-incode-hardware-id', s.token).expect(401);
+      await request(p.broker.url).delete('/sessions/doesnotexist').set('authorization', `Bearer ${ADMIN_KEY}`).expect(404);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('purges PII older than RETENTION_DAYS at start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'broker-ret-'));
+    const url = `sqlite:${join(dir, 'broker.db')}`;
+    const emu = await startEmulator();
+    const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }));
+    const old = Date.now() - 3 * 86_400_000;
+    await first.app.store.upsertSession({ interviewId: 'old0000000000000000000001', origin: 'broker', token: 'tok-old', now: old });
+    await first.app.store.saveResults('old0000000000000000000001', { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'OLD PERSON' } }, fetchedAt: old }, 'approve', old);
+    await first.app.store.upsertSession({ interviewId: 'new0000000000000000000001', origin: 'broker', token: 'tok-new', now: Date.now() });
+    await first.close();
+    const second = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }));
+    await waitFor(async () => (await second.app.store.getSession('old0000000000000000000001'))?.resultsStatus === 'erased');
+    expect(await second.app.store.getResults('old0000000000000000000001')).toBeNull();
+    expect((await second.app.store.getSession('new0000000000000000000001'))?.token).toBe('tok-new');
+    await second.close();
+    await emu.close();
+  });
+});
