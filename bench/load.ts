@@ -53,8 +53,10 @@ function run(spec: LoadSpec, durationS: number): Promise<autocannon.Result> {
   });
 }
 
-export async function measure(spec: LoadSpec): Promise<LoadResult> {
+/** onMeasureStart runs between the warm-up and the measured window (e.g. to read CPU counters). */
+export async function measure(spec: LoadSpec, onMeasureStart?: () => void): Promise<LoadResult> {
   const warm = spec.warmupS > 0 ? await run(spec, spec.warmupS) : null;
+  onMeasureStart?.();
   const r = await run(spec, spec.durationS);
   const statusCodes: Record<string, number> = {};
   for (const [code, v] of Object.entries(r.statusCodeStats ?? {})) statusCodes[code] = v?.count ?? 0;

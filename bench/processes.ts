@@ -12,10 +12,14 @@ export interface Child {
   url: string;
   port: number;
   logFile: string;
+  /** RSS in MB right after the child started listening (before any load). */
+  startRssMb: number | null;
   /** Peak resident set size (VmHWM) in MB; read it before stop(). null once the process is gone. */
   peakRssMb(): number | null;
   /** Current RSS (VmRSS) in MB. */
   rssMb(): number | null;
+  /** User + system CPU seconds used so far (from /proc/<pid>/stat). */
+  cpuSeconds(): number | null;
   stop(): Promise<void>;
 }
 
@@ -34,6 +38,20 @@ function procStatusKb(pid: number, field: 'VmHWM' | 'VmRSS'): number | null {
   try {
     const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+// Clock ticks per second of /proc/<pid>/stat: 100 on every Linux this runs on (getconf CLK_TCK).
+const CLK_TCK = 100;
+
+function procCpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
   } catch {
     return null;
   }
@@ -111,6 +129,10 @@ export async function startChild(spec: SpawnSpec): Promise<Child> {
     port: spec.port,
     url: `http://127.0.0.1:${spec.port}`,
     logFile,
+    startRssMb: (() => {
+      const kb = procStatusKb(pid, 'VmRSS');
+      return kb === null ? null : kb / 1024;
+    })(),
     peakRssMb: () => {
       const kb = exited ? null : procStatusKb(pid, 'VmHWM');
       return kb === null ? null : kb / 1024;
@@ -119,6 +141,7 @@ export async function startChild(spec: SpawnSpec): Promise<Child> {
       const kb = exited ? null : procStatusKb(pid, 'VmRSS');
       return kb === null ? null : kb / 1024;
     },
+    cpuSeconds: () => (exited ? null : procCpuSeconds(pid)),
     stop: async () => {
       if (exited) return;
       proc.kill('SIGTERM');

@@ -25,7 +25,7 @@ export interface Check {
 
 export interface Report {
   sessions: TargetRun[];
-  hardening?: { off: TargetRun; on: TargetRun };
+  hardening?: { off: TargetRun; limits: TargetRun; on: TargetRun };
   webhooks: WebhookRun[];
   results?: ResultsLatencyRun;
 }
@@ -49,10 +49,10 @@ const failures = (r: TargetRun) => {
 };
 
 function sessionRows(runs: TargetRun[]): string[][] {
-  return runs.map((r) => [r.target, num(r.load.okPerSec, 0), num(r.load.p50), num(r.load.p90), num(r.load.p99), failures(r), num(r.peakRssMb, 0), num(r.upstreamPeakRssMb, 0)]);
+  return runs.map((r) => [r.target, num(r.load.okPerSec, 0), num(r.load.p50), num(r.load.p90), num(r.load.p99), failures(r), `${num(r.startRssMb, 0)} -> ${num(r.peakRssMb, 0)}`, num(r.cpuUsPerReq), num(r.upstreamPeakRssMb, 0), num(r.upstreamCpuUsPerReq)]);
 }
 
-const SESSION_HEADERS = ['target', 'req/s (2xx)', 'p50 ms', 'p90 ms', 'p99 ms', 'errors / non-2xx', 'peak RSS MB', 'emulator RSS MB'];
+const SESSION_HEADERS = ['target', 'req/s (2xx)', 'p50 ms', 'p90 ms', 'p99 ms', 'errors / non-2xx', 'RSS MB start -> peak', 'CPU µs/req', 'emulator peak RSS MB', 'emulator CPU µs/req'];
 
 export function checks(rep: Report): Check[] {
   const out: Check[] = [];
@@ -105,18 +105,18 @@ export function render(rep: Report, meta: { brokerMode: string; logLevel: string
   }
   if (rep.hardening) {
     parts.push(`POST /session, protections OFF vs ON (app key, Redis rate counters, unique Idempotency-Key), ${rep.hardening.off.connections} connections`);
-    parts.push(table(SESSION_HEADERS, sessionRows([rep.hardening.off, rep.hardening.on])));
+    parts.push(table(SESSION_HEADERS, sessionRows([rep.hardening.off, rep.hardening.limits, rep.hardening.on])));
     parts.push('');
   }
   if (rep.webhooks.length) {
     parts.push(`Webhooks: POST /webhooks/incode (Bearer), unique interviewIds, ${rep.webhooks[0].connections} connections, ${window}`);
     parts.push(
       table(
-        ['store', 'acked/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors / non-2xx', 'peak RSS MB', 'verify jobs done / acked'],
+        ['store', 'acked/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors / non-2xx', 'peak RSS MB', 'CPU µs/req', 'verify jobs done / acked'],
         rep.webhooks.map((w) =>
           w.error
-            ? [w.store, '-', '-', '-', '-', `skipped: ${w.error.slice(0, 60)}`, '-', '-']
-            : [w.store, num(w.load.okPerSec), num(w.load.p50), num(w.load.p90), num(w.load.p99), `${num(w.load.errors)} / ${num(w.load.non2xx)}`, num(w.peakRssMb, 0), `${num(w.verifyJobsDone)} / ${num(w.webhooksAcked)}`],
+            ? [w.store, '-', '-', '-', '-', `skipped: ${w.error.slice(0, 60)}`, '-', '-', '-']
+            : [w.store, num(w.load.okPerSec), num(w.load.p50), num(w.load.p90), num(w.load.p99), `${num(w.load.errors)} / ${num(w.load.non2xx)}`, num(w.peakRssMb, 0), num(w.cpuUsPerReq), `${num(w.verifyJobsDone)} / ${num(w.webhooksAcked)}`],
         ),
       ),
     );

@@ -1,5 +1,5 @@
 // Time from an ONBOARDING_FINISHED webhook to scores and OCR stored, read back from the results API afterwards.
-import { Pool, request } from 'undici';
+import { Pool } from 'undici';
 import * as samples from '../src/emulator/sample-images';
 import { percentile } from './stats';
 import { ADMIN_KEY, startBroker, startEmulator, withChildren, type BenchContext } from './stack';

@@ -27,8 +27,20 @@ export interface TargetRun {
   load: LoadResult;
   /** Peak RSS of the process under test (the emulator itself for the emulator-direct target). */
   peakRssMb: number | null;
+  /** Its RSS when it had just started, before any load. */
+  startRssMb: number | null;
   /** Peak RSS of the emulator behind a broker or floor proxy. */
   upstreamPeakRssMb: number | null;
+  /** CPU time (user + system) the process under test spent per answered request in the measured window, in µs. */
+  cpuUsPerReq: number | null;
+  /** The same for the emulator behind it. */
+  upstreamCpuUsPerReq: number | null;
+}
+
+/** CPU µs per request of a child over the measured window (start is read when the window opens). */
+export function cpuPerRequest(c: Child | null, start: number | null, requests: number): number | null {
+  const end = c?.cpuSeconds() ?? null;
+  return start === null || end === null || requests <= 0 ? null : ((end - start) * 1e6) / requests;
 }
 
 function spec(ctx: BenchContext, url: string, path: string, connections: number, extra: Partial<LoadSpec> = {}): LoadSpec {
@@ -37,8 +49,23 @@ function spec(ctx: BenchContext, url: string, path: string, connections: number,
 
 async function measureOn(target: Child, upstream: Child | null, s: LoadSpec, scenario: string, name: string, log: (m: string) => void): Promise<TargetRun> {
   log(`  ${scenario} / ${name}: ${s.connections} connections, ${s.warmupS} s warm-up + ${s.durationS} s`);
-  const load = await measure(s);
-  return { scenario, target: name, connections: s.connections, load, peakRssMb: target.peakRssMb(), upstreamPeakRssMb: upstream?.peakRssMb() ?? null };
+  let cpu0: number | null = null;
+  let upCpu0: number | null = null;
+  const load = await measure(s, () => {
+    cpu0 = target.cpuSeconds();
+    upCpu0 = upstream?.cpuSeconds() ?? null;
+  });
+  return {
+    scenario,
+    target: name,
+    connections: s.connections,
+    load,
+    peakRssMb: target.peakRssMb(),
+    startRssMb: target.startRssMb,
+    upstreamPeakRssMb: upstream?.peakRssMb() ?? null,
+    cpuUsPerReq: cpuPerRequest(target, cpu0, load.total),
+    upstreamCpuUsPerReq: cpuPerRequest(upstream, upCpu0, load.total),
+  };
 }
 
 /** One fresh emulator (and target) per measurement, so peak RSS and session maps start from zero. */
@@ -66,30 +93,28 @@ export async function runSessionScenarios(ctx: BenchContext, log: (m: string) =>
   return out;
 }
 
-/** Protections OFF then ON, back to back, same load; ON uses app keys, Redis counters and a unique Idempotency-Key per request. */
-export async function runHardening(ctx: BenchContext, redisUrl: string, log: (m: string) => void): Promise<{ off: TargetRun; on: TargetRun }> {
+/** Protections OFF, then auth + Redis rate limits, then all ON (+ a unique Idempotency-Key per request), back to back, same load. */
+export async function runHardening(ctx: BenchContext, redisUrl: string, log: (m: string) => void): Promise<{ off: TargetRun; limits: TargetRun; on: TargetRun }> {
   const sc = SCENARIOS[0];
   log('POST /session, protections OFF vs ON (emulator answers at once)');
   const run = (name: string, env: Record<string, string>, headers: () => Record<string, string>) =>
     withChildren(async (track) => {
       const emu = track(await startEmulator(ctx, `hardening-${name}`, { faults: { startLatencyMs: 0 } }));
       const broker = track(await startBroker(ctx, `hardening-${name}`, emu.url, env));
-      // Both runs build each request the same way (setupRequest), so the load generator's cost is the same.
+      // Every run builds each request the same way (setupRequest), so the load generator's cost is the same.
       return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections, { perRequest: () => ({ headers: headers() }) }), 'hardening', name, log);
     });
+  const protectedEnv = {
+    CALLER_AUTH: 'app-keys',
+    APP_API_KEYS: APP_KEY,
+    // High enough never to trigger, and still counted on every request.
+    RATE_LIMIT_PER_IP: '1000000',
+    RATE_LIMIT_PER_CUSTOMER: '1000000',
+    RATE_LIMIT_GLOBAL: '100000000',
+    REDIS_URL: redisUrl,
+  };
   const off = await run('protections OFF', {}, () => ({}));
-  const on = await run(
-    'protections ON',
-    {
-      CALLER_AUTH: 'app-keys',
-      APP_API_KEYS: APP_KEY,
-      // High enough never to trigger, low enough to be counted on every request.
-      RATE_LIMIT_PER_IP: '1000000',
-      RATE_LIMIT_PER_CUSTOMER: '1000000',
-      RATE_LIMIT_GLOBAL: '100000000',
-      REDIS_URL: redisUrl,
-    },
-    () => ({ 'x-app-key': APP_KEY, 'idempotency-key': randomUUID() }),
-  );
-  return { off, on };
+  const limits = await run('app key + Redis limits', protectedEnv, () => ({ 'x-app-key': APP_KEY }));
+  const on = await run('all ON (+ Idempotency-Key)', protectedEnv, () => ({ 'x-app-key': APP_KEY, 'idempotency-key': randomUUID() }));
+  return { off, limits, on };
 }

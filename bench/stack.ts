@@ -24,7 +24,7 @@ export interface BenchContext {
 }
 
 let seq = 0;
-const label = (name: string) => `${String(++seq).padStart(2, '0')}-${name}`;
+const label = (name: string) => `${String(++seq).padStart(2, '0')}-${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/-$/, '')}`;
 
 export async function startEmulator(ctx: BenchContext, name: string, opts: Partial<EmulatorOptions> = {}): Promise<Child> {
   const port = await freePort();

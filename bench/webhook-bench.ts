@@ -4,6 +4,7 @@ import { Client } from 'pg';
 import { request } from 'undici';
 import { measure, type LoadResult } from './load';
 import type { Child } from './processes';
+import { cpuPerRequest } from './session-bench';
 import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, startBroker, startEmulator, withChildren, type BenchContext } from './stack';
 
 export const WEBHOOK_CONNECTIONS = 10;
@@ -13,6 +14,8 @@ export interface WebhookRun {
   connections: number;
   load: LoadResult;
   peakRssMb: number | null;
+  /** Broker CPU µs per acknowledged webhook over the window (includes the background verify jobs it ran meanwhile). */
+  cpuUsPerReq: number | null;
   /** Verify jobs finished by the end of the window (from /metrics): shows whether the worker keeps up. */
   verifyJobsDone: number | null;
   /** 2xx acknowledgements including the warm-up (compare with verifyJobsDone). */
@@ -60,6 +63,7 @@ async function runOne(ctx: BenchContext, store: 'sqlite' | 'postgres', databaseU
     const token = await webhookToken(broker.url);
     const nextId = idFactory();
     log(`  webhooks / ${store}: ${WEBHOOK_CONNECTIONS} connections, ${ctx.warmupS} s warm-up + ${ctx.durationS} s`);
+    let cpu0: number | null = null;
     const load = await measure({
       url: broker.url,
       method: 'POST',
@@ -69,8 +73,11 @@ async function runOne(ctx: BenchContext, store: 'sqlite' | 'postgres', databaseU
       connections: WEBHOOK_CONNECTIONS,
       durationS: ctx.durationS,
       warmupS: ctx.warmupS,
+    }, () => {
+      cpu0 = broker.cpuSeconds();
     });
-    return { store, connections: WEBHOOK_CONNECTIONS, load, peakRssMb: broker.peakRssMb(), verifyJobsDone: await verifyJobsDone(broker.url), webhooksAcked: load.ok + load.warmupOk };
+    const cpuUsPerReq = cpuPerRequest(broker, cpu0, load.total);
+    return { store, connections: WEBHOOK_CONNECTIONS, load, peakRssMb: broker.peakRssMb(), cpuUsPerReq, verifyJobsDone: await verifyJobsDone(broker.url), webhooksAcked: load.ok + load.warmupOk };
   });
 }
 
@@ -100,7 +107,7 @@ export async function runWebhookScenarios(ctx: BenchContext, pgUrl: string, log:
     out.push(await withPgDatabase(pgUrl, (url) => runOne(ctx, 'postgres', url, log)));
   } catch (err) {
     log(`  webhooks / postgres skipped: ${(err as Error).message}`);
-    out.push({ store: 'postgres', connections: WEBHOOK_CONNECTIONS, load: emptyLoad(), peakRssMb: null, verifyJobsDone: null, webhooksAcked: 0, error: (err as Error).message });
+    out.push({ store: 'postgres', connections: WEBHOOK_CONNECTIONS, load: emptyLoad(), peakRssMb: null, cpuUsPerReq: null, verifyJobsDone: null, webhooksAcked: 0, error: (err as Error).message });
   }
   return out;
 }

@@ -148,13 +148,30 @@ export function emulatorPlugin(opts: EmulatorOptions, emulator: EmulatorControll
   return Object.assign(plugin, { emulator });
 }
 
+/** The standalone app: a Fastify instance with the controller decorated as `emulator`. */
+export type EmulatorApp = FastifyInstance & { emulator: EmulatorController };
+
 /** A self-contained emulator app (the standalone runner and the tests use it). */
-export function buildEmulator(opts: EmulatorOptions): FastifyInstance & { emulator: EmulatorController } {
+export function buildEmulator(opts: EmulatorOptions): EmulatorApp {
   const app = Fastify({ logger: opts.logger ?? false, bodyLimit: PARSER_BODY_LIMIT, forceCloseConnections: true });
   const plugin = emulatorPlugin(opts);
   app.decorate('emulator', plugin.emulator);
   void app.register(plugin);
-  return app as unknown as FastifyInstance & { emulator: EmulatorController };
+  return app as unknown as EmulatorApp;
+}
+
+/**
+ * The Web SDK camera marks a selfie as `encrypted: true` by splicing a 64-character HMAC into the base64
+ * (character i of the tag at index i + 64 * (i + 1)); Incode removes it before decoding, and so do we.
+ */
+export function untagSdkSelfie(b64: string): string {
+  if (b64.length < 64 * 65) return b64;
+  let s = b64;
+  for (let i = 63; i >= 0; i--) {
+    const at = i + 64 * (i + 1);
+    s = s.slice(0, at) + s.slice(at + 1);
+  }
+  return s;
 }
 
 function normalizePrefix(p: string | undefined): string {
@@ -442,8 +459,9 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const body = req.body as unknown;
     if (Buffer.isBuffer(body)) return body.length ? body : 'Image body is empty';
     if (body && typeof body === 'object') {
-      const b64 = (body as Record<string, unknown>).base64Image;
+      let b64 = (body as Record<string, unknown>).base64Image as string | undefined;
       if (typeof b64 !== 'string' || !b64) return 'base64Image is required';
+      if ((body as Record<string, unknown>).encrypted === true) b64 = untagSdkSelfie(b64);
       if (b64.length > INCODE_BODY_LIMIT * 1.4) return 'Image exceeds the 10 MB limit';
       return base64ToBuffer(b64) ?? 'base64Image is not valid base64';
     }
@@ -453,6 +471,11 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   /** Pixel metrics of the upload, or undefined after answering the 400 envelope (3010 undecodable, 3008 too large). */
   function analyse(req: EmuRequest, reply: FastifyReply): ImageMetrics | undefined {
     const bytes = imageBytes(req);
+    // Chunked uploads carry no Content-Length for the onRequest check; Incode's 10 MB rule still holds.
+    if (Buffer.isBuffer(bytes) && bytes.length > INCODE_BODY_LIMIT) {
+      fail(reply, 413, 'Request body exceeds the 10 MB limit');
+      return undefined;
+    }
     if (typeof bytes === 'string') {
       fail(reply, 400, bytes);
       return undefined;

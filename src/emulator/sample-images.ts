@@ -4,6 +4,9 @@ import { BACK_BACKGROUND, FRONT_BACKGROUND } from './image-analysis';
 
 type RGB = readonly [number, number, number];
 
+// Local aliases: global lookups of Math are slow inside sandboxed runners (jest's vm), and these run per pixel.
+const { min, max, floor, ceil, round, sqrt, sin, PI } = Math;
+
 /** Minimal RGBA raster; just enough primitives to make something that reads as an ID card. */
 class Canvas {
   readonly data: Uint8Array;
@@ -34,16 +37,16 @@ class Canvas {
   }
 
   rect(x0: number, y0: number, w: number, h: number, c: RGB): void {
-    for (let y = Math.max(0, y0); y < Math.min(this.height, y0 + h); y++) {
-      for (let x = Math.max(0, x0); x < Math.min(this.width, x0 + w); x++) this.put(x, y, c);
+    for (let y = max(0, y0); y < min(this.height, y0 + h); y++) {
+      for (let x = max(0, x0); x < min(this.width, x0 + w); x++) this.put(x, y, c);
     }
   }
 
   /** Filled ellipse; `clip` limits it to a rectangle (e.g. the photo frame). */
   ellipse(cx: number, cy: number, rx: number, ry: number, c: RGB, clip?: [number, number, number, number]): void {
     const [cx0, cy0, cx1, cy1] = clip ?? [0, 0, this.width, this.height];
-    for (let y = Math.max(cy0, Math.floor(cy - ry)); y <= Math.min(cy1 - 1, Math.ceil(cy + ry)); y++) {
-      for (let x = Math.max(cx0, Math.floor(cx - rx)); x <= Math.min(cx1 - 1, Math.ceil(cx + rx)); x++) {
+    for (let y = max(cy0, floor(cy - ry)); y <= min(cy1 - 1, ceil(cy + ry)); y++) {
+      for (let x = max(cx0, floor(cx - rx)); x <= min(cx1 - 1, ceil(cx + rx)); x++) {
         const dx = (x - cx) / rx;
         const dy = (y - cy) / ry;
         if (dx * dx + dy * dy <= 1) this.put(x, y, c);
@@ -54,7 +57,7 @@ class Canvas {
   /** Vertical gradient fill. */
   gradient(x0: number, y0: number, w: number, h: number, top: RGB, bottom: RGB): void {
     for (let y = y0; y < y0 + h; y++) {
-      const t = (y - y0) / Math.max(1, h - 1);
+      const t = (y - y0) / max(1, h - 1);
       const c: RGB = [top[0] + (bottom[0] - top[0]) * t, top[1] + (bottom[1] - top[1]) * t, top[2] + (bottom[2] - top[2]) * t];
       for (let x = x0; x < x0 + w; x++) this.put(x, y, c);
     }
@@ -65,7 +68,7 @@ class Canvas {
     for (let k = 0; k < lines; k++) {
       const base = y0 + ((k + 0.5) * h) / lines;
       for (let x = x0; x < x0 + w; x++) {
-        const y = Math.round(base + amp * Math.sin((x / period) * 2 * Math.PI + k * 0.7));
+        const y = round(base + amp * sin((x / period) * 2 * PI + k * 0.7));
         this.put(x, y, c, 0.8);
         this.put(x, y + 1, c, 0.4);
       }
@@ -76,10 +79,10 @@ class Canvas {
   text(x0: number, y: number, maxW: number, h: number, c: RGB, rand: () => number): void {
     let x = x0;
     while (x < x0 + maxW) {
-      const wordW = Math.round(h * (1.2 + rand() * 3.5));
+      const wordW = round(h * (1.2 + rand() * 3.5));
       if (x + wordW > x0 + maxW) break;
-      for (let cx = x; cx < x + wordW; cx += Math.round(h * 0.62)) this.rect(cx, y, Math.round(h * 0.5), h, c);
-      x += wordW + Math.round(h * 0.6);
+      for (let cx = x; cx < x + wordW; cx += round(h * 0.62)) this.rect(cx, y, round(h * 0.5), h, c);
+      x += wordW + round(h * 0.6);
       if (rand() < 0.15) break;
     }
   }
@@ -87,7 +90,7 @@ class Canvas {
   /** Separable box blur, `passes` times (three passes approximate a Gaussian). */
   blur(radius: number, passes = 3): void {
     const { width: w, height: h, data } = this;
-    const tmp = new Float32Array(Math.max(w, h) * 3);
+    const tmp = new Float32Array(max(w, h) * 3);
     for (let pass = 0; pass < passes; pass++) {
       for (let y = 0; y < h; y++) blurLine(data, y * w * 4, 4, w, radius, tmp);
       for (let x = 0; x < w; x++) blurLine(data, x * 4, w * 4, h, radius, tmp);
@@ -105,8 +108,8 @@ class Canvas {
         let g = 0;
         let b = 0;
         let k = 0;
-        for (let sy = Math.floor(y * fy); sy < Math.floor((y + 1) * fy); sy++) {
-          for (let sx = Math.floor(x * fx); sx < Math.floor((x + 1) * fx); sx++) {
+        for (let sy = floor(y * fy); sy < floor((y + 1) * fy); sy++) {
+          for (let sx = floor(x * fx); sx < floor((x + 1) * fx); sx++) {
             const p = (sy * this.width + sx) * 4;
             r += this.data[p];
             g += this.data[p + 1];
@@ -156,11 +159,11 @@ function blurLine(d: Uint8Array, start: number, stride: number, len: number, r: 
   for (let c = 0; c < 3; c++) {
     let sum = 0;
     // Edge pixels repeat, so a plain background stays exactly its colour near the borders.
-    for (let k = -r; k <= r; k++) sum += tmp[Math.min(len - 1, Math.max(0, k)) * 3 + c];
+    for (let k = -r; k <= r; k++) sum += tmp[min(len - 1, max(0, k)) * 3 + c];
     for (let i = 0; i < len; i++) {
       d[start + i * stride + c] = sum / (2 * r + 1);
-      const add = Math.min(len - 1, i + r + 1);
-      const drop = Math.max(0, i - r);
+      const add = min(len - 1, i + r + 1);
+      const drop = max(0, i - r);
       sum += tmp[add * 3 + c] - tmp[drop * 3 + c];
     }
   }
@@ -190,15 +193,15 @@ function drawPortrait(c: Canvas, x0: number, y0: number, w: number, h: number, b
   const cx = x0 + w / 2;
   const s = w / 320;
   c.ellipse(cx, y0 + h * 1.02, 150 * s, 120 * s, [52, 66, 96], clip);
-  c.rect(Math.round(cx - 32 * s), Math.round(y0 + h * 0.58), Math.round(64 * s), Math.round(70 * s), [210, 168, 138]);
+  c.rect(round(cx - 32 * s), round(y0 + h * 0.58), round(64 * s), round(70 * s), [210, 168, 138]);
   c.ellipse(cx, y0 + h * 0.36, 100 * s, 118 * s, HAIR, clip);
   c.ellipse(cx, y0 + h * 0.42, 86 * s, 110 * s, SKIN, clip);
   c.ellipse(cx - 32 * s, y0 + h * 0.39, 14 * s, 8 * s, [250, 250, 250]);
   c.ellipse(cx + 32 * s, y0 + h * 0.39, 14 * s, 8 * s, [250, 250, 250]);
   c.ellipse(cx - 32 * s, y0 + h * 0.39, 6 * s, 6 * s, [60, 44, 30]);
   c.ellipse(cx + 32 * s, y0 + h * 0.39, 6 * s, 6 * s, [60, 44, 30]);
-  c.rect(Math.round(cx - 48 * s), Math.round(y0 + h * 0.335), Math.round(32 * s), Math.round(6 * s), HAIR);
-  c.rect(Math.round(cx + 16 * s), Math.round(y0 + h * 0.335), Math.round(32 * s), Math.round(6 * s), HAIR);
+  c.rect(round(cx - 48 * s), round(y0 + h * 0.335), round(32 * s), round(6 * s), HAIR);
+  c.rect(round(cx + 16 * s), round(y0 + h * 0.335), round(32 * s), round(6 * s), HAIR);
   c.ellipse(cx, y0 + h * 0.47, 8 * s, 18 * s, [206, 160, 130]);
   c.ellipse(cx, y0 + h * 0.56, 30 * s, 8 * s, [168, 76, 76]);
 }
@@ -220,7 +223,7 @@ function frontCanvas(): Canvas {
     c.text(440, y + 24, 620, 28, INK, rand);
   }
   // Signature-like stroke under the photo.
-  for (let x = 80; x < 380; x++) c.rect(x, Math.round(640 + 14 * Math.sin(x / 17) + 6 * Math.sin(x / 5)), 2, 3, [30, 40, 110]);
+  for (let x = 80; x < 380; x++) c.rect(x, round(640 + 14 * sin(x / 17) + 6 * sin(x / 5)), 2, 3, [30, 40, 110]);
   return c;
 }
 
@@ -234,9 +237,9 @@ function backCanvas(): Canvas {
   c.rect(90, 60, 1020, 150, [250, 250, 246]);
   let x = 110;
   while (x < 1090) {
-    const bw = 2 + Math.floor(rand() * 7);
+    const bw = 2 + floor(rand() * 7);
     c.rect(x, 75, bw, 120, INK);
-    x += bw + 2 + Math.floor(rand() * 6);
+    x += bw + 2 + floor(rand() * 6);
   }
   for (let row = 0; row < 3; row++) {
     c.text(110, 260 + row * 70, 240, 14, LABEL, rand);
@@ -312,7 +315,7 @@ export const glareIdFront = (): Buffer =>
     const ry = 300;
     for (let y = 0; y < c.height; y++) {
       for (let x = 0; x < c.width; x++) {
-        const d = Math.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2);
+        const d = sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2);
         if (d > 1.3) continue;
         const p = (y * c.width + x) * 4;
         // Fully saturated core, soft halo: what a phone flash on a laminated card does.

@@ -82,7 +82,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         tags: ['onboarding'],
         security: [{ serviceKey: [] }],
         body: OnboardingBody,
-        response: { ...withErrors({}, [401]), 202: Accepted, 422: CaptureRejected, 502: IncodeFailure, 504: IncodeFailure },
+        response: { ...withErrors({}, [401]), 202: Accepted, 422: CaptureRejected, 502: IncodeFailure, 503: IncodeFailure, 504: IncodeFailure },
       },
     },
     async (req, reply) => {
@@ -108,11 +108,12 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         });
       } catch (err) {
         if (!(err instanceof OnboardingError)) throw err;
-        const timeout = err.code === 'INCODE_TIMEOUT';
-        reply.status(timeout ? 504 : 502);
+        if (err.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
+        if (err.code === 'INCODE_CIRCUIT_OPEN') reply.header('retry-after', '5');
+        reply.status(err.code === 'INCODE_TIMEOUT' ? 504 : err.code === 'INCODE_CIRCUIT_OPEN' ? 503 : 502);
         return { code: err.code, message: err.message, step: err.step, interviewId: err.interviewId, requestId: req.id };
       }
-      if (outcome.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
+      app.metrics.sessionsCreated.inc({ route: 'onboardings' });
       if (!outcome.ok) {
         reply.status(422);
         return { code: 'CAPTURE_REJECTED' as const, message: outcome.message, step: outcome.step, reason: outcome.reason, interviewId: outcome.interviewId, incodeCode: outcome.incodeCode, requestId: req.id };

@@ -62,17 +62,21 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     '/session',
     {
       bodyLimit: config.limits.sessionBodyBytes,
+      // The body is optional: no body at all means every default.
+      preValidation: async (req) => {
+        if (req.body === undefined) req.body = {};
+      },
       preHandler: [guards.authenticate, guards.rateLimit],
       schema: {
         summary: 'Start an Incode onboarding and get its session token',
         tags: ['session'],
         headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
-        body: Type.Optional(SessionBody),
+        body: SessionBody,
         response: withErrors({ 200: SessionResponse }, [401, 403, 422, 502, 504]),
       },
     },
     async (req) => {
-      const body = req.body ?? {};
+      const body = req.body;
       const countryCode = body.countryCode ?? 'ALL';
       if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
       const startReq: StartRequest = {

@@ -1,4 +1,5 @@
 // Test helpers: a real emulator on a loopback port and a small JSON client over undici.
+import { createHmac } from 'node:crypto';
 import { request } from 'undici';
 import type { EmulatorOptions } from '../../src/emulator/app';
 import { buildEmulator } from '../../src/emulator/app';
@@ -70,4 +71,15 @@ export async function waitFor<T>(fn: () => Promise<T> | T, timeoutMs = 5000, ste
 export function expectEnvelope(r: Res, http: number, code: number = http): void {
   expect(r.status).toBe(http);
   expect(r.body).toEqual({ timestamp: expect.any(Number), status: code, error: expect.any(String), message: expect.any(String), path: expect.stringMatching(/^\//) });
+}
+
+/** What the Web SDK camera sends with encrypted: true: a 64-hex HMAC spliced into the base64 (char i at i + 64 * (i + 1)). */
+export function sdkTagged(b64: string): string {
+  const tag = createHmac('sha256', '2c4c31a9cb31a23971792b8105187d21e0df9f28df26f35d97af140a770daa10').update(b64).digest('hex');
+  let out = b64;
+  for (let i = 0; i < tag.length; i++) {
+    const at = i + 64 * (i + 1);
+    out = out.slice(0, at) + tag[i] + out.slice(at);
+  }
+  return out;
 }

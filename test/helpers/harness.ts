@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { buildApp, type AppDeps } from '../../src/app';
 import { loadConfig, type Config } from '../../src/config';
-import { buildEmulator, type EmulatorOptions } from '../../src/emulator/app';
+import { buildEmulator, type EmulatorApp, type EmulatorOptions } from '../../src/emulator/app';
 
 export const TEST_API_KEY = 'test-api-key-0123456789abcdef';
 export const ADMIN_KEY = 'admin-key-0123456789abcdefghijkl';
@@ -38,7 +38,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startEmulator(opts: Partial<EmulatorOptions> = {}): Promise<Running> {
+export async function startEmulator(opts: Partial<EmulatorOptions> = {}): Promise<Running<EmulatorApp>> {
   const app = buildEmulator({ apiKey: TEST_API_KEY, clientId: 'testclient', executiveEmail: EXEC_EMAIL, executivePassword: EXEC_PASSWORD, processingDelayMs: 50, ...opts });
   const url = await listen(app);
   return { app, url, close: () => app.close() };

@@ -6,6 +6,7 @@ import { IncodeClient, type IncodeClientOptions } from '../../src/incode/client'
 import { IncodeError } from '../../src/incode/errors';
 import { ExecutiveTokenProvider } from '../../src/incode/executive-token';
 import { idBack, idFront, selfie } from '../../src/emulator/sample-images';
+import type { EmulatorApp } from '../../src/emulator/app';
 import { EXEC_EMAIL, EXEC_PASSWORD, TEST_API_KEY, startEmulator, waitFor, type Running } from '../helpers/harness';
 
 const b64 = (b: Buffer) => b.toString('base64');
@@ -41,7 +42,7 @@ const envelope = (res: ServerResponse, status: number, code = status) => {
 };
 
 describe('IncodeClient against the emulator', () => {
-  let emu: Running;
+  let emu: Running<EmulatorApp>;
   let c: IncodeClient;
   beforeAll(async () => {
     emu = await startEmulator({ processingDelayMs: 20 });

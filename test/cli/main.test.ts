@@ -1,0 +1,148 @@
+// The CLI as a user runs it: a subprocess through bin/incode-broker.js against the in-process emulator.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(__dirname, '../..');
+const BIN = join(ROOT, 'bin/incode-broker.js');
+const sample = (name: string) => join(ROOT, 'samples', name);
+const GOOD = ['--front', sample('id-front.jpg'), '--back', sample('id-back.jpg'), '--selfie', sample('selfie.jpg')];
+
+let cwd: string;
+beforeAll(() => {
+  // An empty working directory: no developer .env (with a real INCODE_API_KEY) can leak into the run.
+  cwd = mkdtempSync(join(tmpdir(), 'incode-cli-'));
+});
+afterAll(() => rmSync(cwd, { recursive: true, force: true }));
+
+function run(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd,
+      // A clean environment: no INCODE_API_KEY, so the emulator is the upstream.
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? cwd, EMULATOR_PROCESSING_DELAY_MS: '50', POLL_INTERVAL_MS: '100', JOB_BACKOFF_MS: '50', ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolvePromise({ code, stdout, stderr }));
+  });
+}
+
+const noSecrets = (s: string) => {
+  expect(s).not.toMatch(/eyJ[\w-]+\.[\w-]+\./);
+  expect(s).not.toContain('sandbox-api-key');
+};
+
+describe('incode-broker onboard', () => {
+  it('approves a good session and prints progress, verdict, scores and OCR (text)', async () => {
+    const r = await run(['onboard', ...GOOD]);
+    expect(r.code).toBe(0);
+    for (const step of ['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'results']) expect(r.stderr).toMatch(new RegExp(`✓ ${step}\\b`));
+    expect(r.stdout).toMatch(/^Verdict: APPROVE$/m);
+    expect(r.stdout).toMatch(/^Overall score: OK/m);
+    expect(r.stdout).toMatch(/^ID validation: OK.*Liveness: OK.*Face recognition: OK/m);
+    expect(r.stdout).toMatch(/^Name: [A-Z]+/m);
+    expect(r.stdout).toMatch(/^Address: .+/m);
+    expect(r.stdout).toMatch(/^Type of ID: DriversLicense$/m);
+    noSecrets(r.stdout + r.stderr);
+  });
+
+  it('prints one JSON document on stdout with --json', async () => {
+    const r = await run(['onboard', ...GOOD, '--country', 'BRA', '--json']);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({
+      outcome: 'approve',
+      exitCode: 0,
+      sandbox: true,
+      interviewId: expect.any(String),
+      onboardingStatus: 'ONBOARDING_FINISHED',
+      decision: 'approve',
+      scores: { overall: { status: 'OK' }, idValidation: { status: 'OK' }, liveness: { status: 'OK' }, faceRecognition: { status: 'OK' } },
+      ocr: { name: expect.any(String), address: expect.any(String), typeOfId: 'IdentificationCard' },
+      faceMatch: { matched: true, existingUser: false },
+    });
+    expect(doc.steps.map((s: { step: string }) => s.step)).toEqual(['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'finish', 'results']);
+    // stderr is not a terminal here: nothing but the document is printed.
+    expect(r.stderr).toBe('');
+    noSecrets(r.stdout);
+  });
+
+  it('runs a one-sided document without a back', async () => {
+    const r = await run(['onboard', '--front', sample('id-front.jpg'), '--selfie', sample('selfie.jpg'), '--external-customer-id', 'emu:one-sided', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'approve', oneSided: true, ocr: { typeOfId: 'Passport' } });
+  });
+
+  it('exits 2 with the reason and the message of a rejected ID capture (text)', async () => {
+    const r = await run(['onboard', '--front', sample('id-front-glare.jpg'), '--back', sample('id-back.jpg'), '--selfie', sample('selfie.jpg')]);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toMatch(/^Capture rejected at step front: ID_GLARE$/m);
+    expect(r.stdout).toMatch(/^Message to show: .*glare/im);
+    expect(r.stderr).toMatch(/✗ front\s+rejected: ID_GLARE/);
+  });
+
+  it.each([
+    ['id-front-blurry.jpg', 'selfie.jpg', 'front', 'ID_BLURRY'],
+    ['id-front-small.jpg', 'selfie.jpg', 'front', 'ID_LOW_RESOLUTION'],
+    ['id-front.jpg', 'selfie-dark.jpg', 'selfie', 'SELFIE_NOT_BRIGHT'],
+  ])('exits 2 for %s + %s (JSON)', async (front, selfie, step, reason) => {
+    const r = await run(['onboard', '--front', sample(front), '--back', sample('id-back.jpg'), '--selfie', sample(selfie), '--json']);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'rejected', exitCode: 2, rejection: { step, reason, message: expect.any(String) } });
+  });
+
+  it('exits 2 with the guide message for a selfie error code', async () => {
+    const r = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:selfie-error-4019', '--json']);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout).rejection).toEqual({ step: 'selfie', reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame', incodeCode: 4019 });
+  });
+
+  it.each([
+    ['emu:decline', 3, 'DECLINE'],
+    ['emu:warn', 4, 'REVIEW'],
+  ])('%s exits %i', async (id, code, verdict) => {
+    const r = await run(['onboard', ...GOOD, '--external-customer-id', id]);
+    expect(r.code).toBe(code);
+    expect(r.stdout).toMatch(new RegExp(`^Verdict: ${verdict}$`, 'm'));
+  });
+
+  it('exits 1 with the step and the code of an Incode failure', async () => {
+    const text = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:process-id-error']);
+    expect(text.code).toBe(1);
+    expect(text.stderr).toMatch(/^Error at step process-id: INCODE_BAD_REQUEST$/m);
+    expect(text.stderr).toMatch(/6000/);
+    const json = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:process-id-error', '--json']);
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.stdout)).toMatchObject({ outcome: 'error', exitCode: 1, error: { step: 'process-id', code: 'INCODE_BAD_REQUEST', incodeStatus: 6000 } });
+  });
+
+  it('exits 1 on usage errors and files that are not images', async () => {
+    const missing = await run(['onboard', '--front', sample('id-front.jpg')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/--selfie <file> is required/);
+    const notImage = await run(['onboard', '--front', sample('not-an-image.jpg'), '--selfie', sample('selfie.jpg'), '--json']);
+    expect(notImage.code).toBe(1);
+    expect(JSON.parse(notImage.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/not a JPEG or PNG/) } });
+    const noFile = await run(['onboard', '--front', join(cwd, 'nope.jpg'), '--selfie', sample('selfie.jpg')]);
+    expect(noFile.code).toBe(1);
+    expect(noFile.stderr).toMatch(/cannot read/);
+    const badCountry = await run(['onboard', ...GOOD, '--country', 'XX']);
+    expect(badCountry.code).toBe(1);
+    const unknown = await run(['frobnicate']);
+    expect(unknown.code).toBe(1);
+  });
+
+  it('documents the exit codes in --help', async () => {
+    const r = await run(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Usage: incode-broker onboard/);
+    for (const line of [/0\s+approve/, /1\s+error/, /2\s+capture rejected/, /3\s+decline/, /4\s+review/]) expect(r.stdout).toMatch(line);
+    expect((await run(['onboard', '--help'])).code).toBe(0);
+  });
+});

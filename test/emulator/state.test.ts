@@ -1,0 +1,39 @@
+// The forward-only status machine and the session store.
+import { canMove, newInterviewId, SessionStore } from '../../src/emulator/state';
+import type { OnboardingStatus } from '../../src/emulator/state';
+import { TimerSet } from '../../src/emulator/timer-set';
+
+describe('status machine', () => {
+  it('only moves forward', () => {
+    expect(canMove('UNKNOWN', 'ID_VALIDATION_FINISHED')).toBe(true);
+    expect(canMove('FACE_VALIDATION_FINISHED', 'POST_PROCESSING_FINISHED')).toBe(true);
+    expect(canMove('ONBOARDING_FINISHED', 'FACE_VALIDATION_FINISHED')).toBe(false);
+    expect(canMove('ONBOARDING_FINISHED', 'MANUAL_REVIEW_APPROVED')).toBe(true);
+    expect(canMove('MANUAL_REVIEW_APPROVED', 'MANUAL_REVIEW_REJECTED')).toBe(false);
+    expect(canMove('ONBOARDING_FINISHED', 'EXPIRED')).toBe(false);
+    expect(canMove('ID_VALIDATION_FINISHED', 'EXPIRED')).toBe(true);
+    expect(canMove('EXPIRED', 'ONBOARDING_FINISHED')).toBe(false);
+    expect(canMove('ID_VALIDATION_FINISHED', 'UNKNOWN')).toBe(false);
+  });
+
+  it('notifies each real change once and never UNKNOWN', () => {
+    const seen: OnboardingStatus[] = [];
+    const timers = new TimerSet();
+    const store = new SessionStore({ processingDelayMs: 0, timers, onStatus: (_s, st) => seen.push(st) });
+    const s = store.create({ countryCode: 'ALL' });
+    expect(store.setStatus(s, 'UNKNOWN')).toBe(false);
+    expect(store.setStatus(s, 'ID_VALIDATION_FINISHED')).toBe(true);
+    expect(store.setStatus(s, 'ID_VALIDATION_FINISHED')).toBe(false);
+    store.complete(s);
+    expect(seen).toEqual(['ID_VALIDATION_FINISHED', 'ONBOARDING_FINISHED']);
+    expect(store.delete(s.interviewId)).toBe(true);
+    expect(store.get(s.interviewId)).toBeUndefined();
+    timers.clear();
+  });
+
+  it('makes unique 24-hex interview ids', () => {
+    const ids = new Set(Array.from({ length: 1000 }, () => newInterviewId()));
+    expect(ids.size).toBe(1000);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{24}$/);
+  });
+});

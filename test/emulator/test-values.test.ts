@@ -1,0 +1,154 @@
+// Every emu: test value, parsed and exercised over HTTP.
+import * as samples from '../../src/emulator/sample-images';
+import { DIRECTIVES, parseDirectives, SELFIE_ERROR_CODES, stripDirectives } from '../../src/emulator/test-values';
+import type { Emu } from './helpers';
+import { b64, expectEnvelope, startEmulator, waitFor } from './helpers';
+
+describe('parseDirectives', () => {
+  it('reads directives from a whitespace/comma separated id and keeps the rest as the id', () => {
+    const { directives, unknown } = parseDirectives('cust-1 emu:decline,emu:spoof-once  emu:selfie-error-3006-once', undefined);
+    expect(unknown).toEqual([]);
+    expect(directives).toMatchObject({ decline: true, spoof: 'once', selfieError: { code: 3006, repeat: 'once' } });
+    expect(stripDirectives('cust-1 emu:decline,emu:warn')).toBe('cust-1');
+    expect(parseDirectives('emu:nope').unknown).toEqual(['emu:nope']);
+    expect(parseDirectives('plain-id').directives.decline).toBe(false);
+  });
+
+  it('documents an example for every directive that parses', () => {
+    for (const d of DIRECTIVES) expect(parseDirectives(d.example).unknown).toEqual([]);
+  });
+});
+
+describe('test values over HTTP', () => {
+  let emu: Emu;
+  beforeAll(async () => {
+    emu = await startEmulator({ processingDelayMs: 0 });
+  });
+  afterAll(async () => {
+    await emu.close();
+  });
+
+  const front = () => ({ base64Image: b64(samples.idFront()) });
+  const back = () => ({ base64Image: b64(samples.idBack()) });
+  const face = () => ({ base64Image: b64(samples.selfie()) });
+  const status = async (t: string) => (await emu.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus as string;
+
+  async function flow(externalCustomerId: string) {
+    const s = await emu.start({ externalCustomerId });
+    const t = s.token;
+    await emu.call('POST', '/omni/add/front-id/v2', { token: t, body: front() });
+    await emu.call('POST', '/omni/add/back-id/v2', { token: t, body: back() });
+    const pid = await emu.call('POST', '/omni/process/id', { token: t });
+    const sf = await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: t, body: face() });
+    const pf = await emu.call('POST', '/omni/process/face?imageType=selfie', { token: t });
+    return { ...s, pid, sf, pf };
+  }
+  const score = async (t: string) => (await emu.call('GET', '/omni/get/score', { token: t })).body;
+
+  it.each(Object.keys(SELFIE_ERROR_CODES).map(Number).concat([4005, 9999]))('emu:selfie-error-%i answers the envelope every time', async (code) => {
+    const s = await emu.start({ externalCustomerId: `u emu:selfie-error-${code}` });
+    for (let i = 0; i < 2; i++) {
+      const r = await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: s.token, body: face() });
+      expectEnvelope(r, code >= 400 && code < 500 ? code : 400, code);
+      expect(r.body.path).toBe('/omni/add/face/third-party');
+    }
+  });
+
+  it('emu:selfie-error-<code>-once fails only the first selfie', async () => {
+    const s = await emu.start({ externalCustomerId: 'emu:selfie-error-4019-once' });
+    const first = await emu.call('POST', '/0/omni/add/face?imageType=selfie', { token: s.token, key: null, body: face() });
+    expectEnvelope(first, 400, 4019);
+    expect(first.body.error).toBe('Face not found.');
+    expect((await emu.call('POST', '/0/omni/add/face?imageType=selfie', { token: s.token, key: null, body: face() })).status).toBe(200);
+  });
+
+  it('emu:spoof, emu:spoof-once, emu:lenses, emu:mask, emu:dark shape add-face', async () => {
+    const spoof = await emu.start({ externalCustomerId: 'emu:spoof' });
+    for (let i = 0; i < 2; i++) expect((await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: spoof.token, body: face() })).body.confidence).toBe(1);
+    const once = await emu.start({ externalCustomerId: 'emu:spoof-once' });
+    expect((await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: once.token, body: face() })).body.confidence).toBe(1);
+    expect((await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: once.token, body: face() })).body.confidence).toBe(0);
+    const lm = await emu.start({ externalId: 'emu:lenses emu:mask emu:dark' });
+    expect((await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: lm.token, body: face() })).body).toMatchObject({ confidence: 0, hasLenses: true, hasFaceMask: true, isBright: false });
+  });
+
+  it('emu:spoof fails liveness and the overall score', async () => {
+    const f = await flow('emu:spoof');
+    await waitFor(async () => (await status(f.token)) === 'ONBOARDING_FINISHED');
+    const sc = await score(f.token);
+    expect(sc.liveness.overall.status).toBe('FAIL');
+    expect(sc.overall.status).toBe('FAIL');
+  });
+
+  it('emu:decline and emu:warn set the overall score', async () => {
+    const d = await flow('a emu:decline');
+    const w = await flow('b emu:warn');
+    await waitFor(async () => (await status(d.token)) === 'ONBOARDING_FINISHED' && (await status(w.token)) === 'ONBOARDING_FINISHED');
+    expect((await score(d.token)).overall.status).toBe('FAIL');
+    expect((await score(d.token)).idValidation.overall.status).toBe('FAIL');
+    expect((await emu.call('GET', '/omni/finish-status', { token: d.token })).body.action).toBe('rejected');
+    expect((await score(w.token)).overall.status).toBe('WARN');
+  });
+
+  it('emu:no-match and emu:existing-user shape process-face and the score', async () => {
+    const n = await flow('emu:no-match');
+    expect(n.pf.body).toMatchObject({ confidence: 0, existingUser: false });
+    const e = await flow('cust-9 emu:existing-user');
+    expect(e.pf.body).toMatchObject({ confidence: 1, existingUser: true, existingInterviewId: expect.stringMatching(/^[0-9a-f]{24}$/), existingExternalId: 'cust-9 emu:existing-user' });
+    await waitFor(async () => (await status(n.token)) === 'ONBOARDING_FINISHED' && (await status(e.token)) === 'ONBOARDING_FINISHED');
+    const ns = await score(n.token);
+    expect(ns.faceRecognition.overall.status).toBe('FAIL');
+    expect(ns.overall.status).toBe('FAIL');
+    expect((await score(e.token)).faceRecognition.existingUser).toBe(true);
+  });
+
+  it('emu:unknown-document and emu:unknown-document-once reject the front', async () => {
+    const a = await emu.start({ externalCustomerId: 'emu:unknown-document' });
+    for (let i = 0; i < 2; i++) {
+      const r = await emu.call('POST', '/omni/add/front-id/v2', { token: a.token, body: front() });
+      expect(r.body).toMatchObject({ classification: false, failReason: 'UNKNOWN_DOCUMENT_TYPE', horizontalResolution: 0 });
+    }
+    const o = await emu.start({ externalCustomerId: 'emu:unknown-document-once' });
+    expect((await emu.call('POST', '/omni/add/front-id/v2', { token: o.token, body: front() })).body.classification).toBe(false);
+    expect((await emu.call('POST', '/omni/add/front-id/v2', { token: o.token, body: front() })).body.classification).toBe(true);
+  });
+
+  it('emu:one-sided answers a passport and needs no back', async () => {
+    const s = await emu.start({ externalCustomerId: 'emu:one-sided' });
+    const r = await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: front() });
+    expect(r.body).toMatchObject({ classification: true, typeOfId: 'Passport', skipBackIdCapture: true });
+    expect((await emu.call('POST', '/omni/process/id', { token: s.token })).body).toEqual({ success: true });
+  });
+
+  it('emu:process-id-error answers 6000', async () => {
+    const f = await flow('emu:process-id-error');
+    expectEnvelope(f.pid, 400, 6000);
+  });
+
+  it('emu:expire ends in EXPIRED instead of finishing', async () => {
+    const f = await flow('emu:expire');
+    await waitFor(async () => (await status(f.token)) === 'EXPIRED');
+    expect(await status(f.token)).toBe('EXPIRED');
+  });
+
+  it('emu:manual-approved and emu:manual-rejected move on to manual review', async () => {
+    const a = await flow('emu:manual-approved');
+    const r = await flow('emu:manual-rejected');
+    await waitFor(async () => (await status(a.token)) === 'MANUAL_REVIEW_APPROVED' && (await status(r.token)) === 'MANUAL_REVIEW_REJECTED');
+    expect((await score(a.token)).overall.status).toBe('MANUAL_OK');
+    expect((await score(r.token)).overall.status).toBe('MANUAL_FAIL');
+  });
+
+  it('emu:gov passes through GOVERNMENT_VALIDATION_FINISHED', async () => {
+    const seen: string[] = [];
+    const orig = emu.app.emulator.sessions;
+    const f = await flow('emu:gov');
+    await waitFor(async () => {
+      const st = await status(f.token);
+      if (!seen.includes(st)) seen.push(st);
+      return st === 'ONBOARDING_FINISHED';
+    });
+    expect(orig.get(f.interviewId)?.directives.gov).toBe(true);
+    expect((await score(f.token)).governmentValidation).toMatchObject({ overall: { status: 'OK' } });
+  });
+});

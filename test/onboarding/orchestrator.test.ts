@@ -1,0 +1,272 @@
+// The orchestrator against the real emulator over loopback: passing, rejected, one-sided, BRA, failing mid-flow.
+import pino from 'pino';
+import { loadConfig, type Config } from '../../src/config';
+import { IncodeClient } from '../../src/incode/client';
+import { ExecutiveTokenProvider } from '../../src/incode/executive-token';
+import { DEFAULT_SELFIE_MESSAGE, ID_MESSAGES } from '../../src/incode/capture-checks';
+import { OnboardingError, Orchestrator, type CaptureInput, type StepEvent } from '../../src/onboarding/orchestrator';
+import { createMetrics } from '../../src/plugins/metrics';
+import { ResultsPipeline } from '../../src/results/pipeline';
+import { JobWorker } from '../../src/results/worker';
+import * as img from '../../src/emulator/sample-images';
+import { Cipher, createStore, type Store } from '../../src/store/index';
+import type { EmulatorController } from '../../src/emulator/app';
+import { brokerEnv, startEmulator, waitFor, type Running } from '../helpers/harness';
+
+const b64 = (b: Buffer) => b.toString('base64');
+const GOOD = { front: b64(img.idFront()), back: b64(img.idBack()), selfie: b64(img.selfie()) };
+
+interface Rig {
+  orchestrator: Orchestrator;
+  store: Store;
+  pipeline: ResultsPipeline;
+  config: Config;
+  events: StepEvent[];
+  close: () => Promise<void>;
+}
+
+let emulator: Running;
+
+beforeAll(async () => {
+  emulator = await startEmulator({ processingDelayMs: 50 });
+});
+afterAll(async () => {
+  await emulator.close();
+});
+
+async function rig(env: Record<string, string> = {}, incodeUrl = emulator.url): Promise<Rig> {
+  const config = loadConfig(brokerEnv(incodeUrl, { POLL_INTERVAL_MS: '100', ...env }));
+  const store = createStore({ url: 'sqlite::memory:', cipher: new Cipher(config.encryption.keys) });
+  await store.migrate();
+  const client = new IncodeClient({ baseUrl: incodeUrl, apiKey: config.incode.apiKey, timeoutMs: 3000, connectTimeoutMs: 1000, connections: 4, maxRetries: 1 });
+  const log = pino({ level: 'silent' });
+  const metrics = createMetrics();
+  const executive = new ExecutiveTokenProvider(client, { email: config.incode.executiveEmail!, password: config.incode.executivePassword! });
+  let worker: JobWorker | null = null;
+  const pipeline = new ResultsPipeline({ store, incode: () => client, executiveTokens: () => executive, config, metrics, log, kick: () => worker?.kick() });
+  worker = new JobWorker({ store, handle: (j) => pipeline.handle(j), onDead: (j, c) => pipeline.onDead(j, c), concurrency: 2, maxAttempts: 3, backoffMs: 20, idleMs: 20, log, metrics });
+  worker.start();
+  const events: StepEvent[] = [];
+  const orchestrator = new Orchestrator({ incode: client, store, pipeline, config, log, onStep: (e) => events.push(e), waitTimeoutMs: 15_000 });
+  return {
+    orchestrator,
+    store,
+    pipeline,
+    config,
+    events,
+    close: async () => {
+      await worker!.stop(1000);
+      await client.close();
+      await store.close();
+    },
+  };
+}
+
+let r: Rig;
+beforeEach(async () => {
+  r = await rig();
+});
+afterEach(async () => {
+  await r.close();
+});
+
+const input = (patch: Partial<CaptureInput> = {}): CaptureInput => ({ ...GOOD, ...patch });
+const stepsOf = async (id: string) => (await r.store.listSteps(id)).map((s) => `${s.step}:${s.outcome}`);
+
+describe('a passing session', () => {
+  it('runs every step in the guide order and stores scores and OCR', async () => {
+    const c = await r.orchestrator.runCaptures(input());
+    expect(c).toMatchObject({ ok: true, oneSided: false, typeOfId: 'DriversLicense', faceMatch: { ok: true, existingUser: false } });
+    if (!c.ok) throw new Error('rejected');
+    const stored = await r.store.getSession(c.interviewId);
+    expect(stored).toMatchObject({ origin: 'broker', resultsStatus: 'pending' });
+    expect(stored!.token).toBeTruthy();
+    expect(stored!.nextPollAt).not.toBeNull();
+
+    const result = await r.orchestrator.finish(c.interviewId);
+    expect(result).toMatchObject({ interviewId: c.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready', decision: 'approve' });
+    expect((result.scores as { overall: { status: string } }).overall.status).toBe('OK');
+    expect((result.ocr as { name: { fullName: string } }).name.fullName).toEqual(expect.any(String));
+    expect(await stepsOf(c.interviewId)).toEqual(['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:ok', 'face-match:ok', 'wait:ok', 'finish:skipped', 'results:ok']);
+    expect(r.events.map((e) => e.step)).toEqual(['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'finish', 'results']);
+    expect(await r.store.getResults(c.interviewId)).not.toBeNull();
+  });
+
+  it('marks the session completed when MARK_COMPLETE is on', async () => {
+    await r.close();
+    r = await rig({ MARK_COMPLETE: 'true' });
+    const { captures, result } = await r.orchestrator.run(input());
+    expect(result?.decision).toBe('approve');
+    expect(await stepsOf(captures.interviewId)).toContain('finish:ok');
+  });
+
+  it('sees a webhook that moves the session first (no second poll needed)', async () => {
+    await r.close();
+    const slow = await startEmulator({ processingDelayMs: 600 });
+    try {
+      r = await rig({ POLL_INTERVAL_MS: '60000', POLL_MAX_INTERVAL_MS: '60000' }, slow.url);
+      const c = await r.orchestrator.runCaptures(input());
+      if (!c.ok) throw new Error('rejected');
+      const started = Date.now();
+      const finishing = r.orchestrator.finish(c.interviewId);
+      // What POST /webhooks/incode does once the emulator has finished processing.
+      const emu = (slow.app as unknown as { emulator: EmulatorController }).emulator;
+      void waitFor(async () => emu.sessions.get(c.interviewId)?.status === 'ONBOARDING_FINISHED', 10_000, 20).then(() =>
+        r.pipeline.ingestWebhook({ interviewId: c.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }),
+      );
+      const result = await finishing;
+      expect(result.decision).toBe('approve');
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('runs a Brazilian session with countryCode BRA', async () => {
+    const { captures, result } = await r.orchestrator.run(input({ countryCode: 'BRA' }));
+    expect(captures).toMatchObject({ ok: true, typeOfId: 'IdentificationCard', documentCountry: 'BRA' });
+    expect(result?.decision).toBe('approve');
+    expect(result?.ocr).toMatchObject({ issuingCountry: 'BRA', typeOfId: 'IdentificationCard' });
+    expect(r.events[0]).toMatchObject({ step: 'start', detail: 'BRA' });
+  });
+});
+
+describe('one-sided documents', () => {
+  it('skips the back when the front is a passport, without a back image', async () => {
+    const { captures, result } = await r.orchestrator.run(input({ back: undefined, externalCustomerId: 'emu:one-sided' }));
+    expect(captures).toMatchObject({ ok: true, oneSided: true, typeOfId: 'Passport' });
+    expect(result?.decision).toBe('approve');
+    const steps = await r.store.listSteps(captures.interviewId);
+    expect(steps.find((s) => s.step === 'back')).toMatchObject({ outcome: 'skipped', code: 'ONE_SIDED_DOCUMENT' });
+  });
+
+  it('skips the back of a one-sided document even when one is sent', async () => {
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:one-sided' }));
+    expect(c).toMatchObject({ ok: true, oneSided: true });
+    expect(await stepsOf(c.interviewId)).toContain('back:skipped');
+  });
+
+  it('asks for the back of a two-sided document sent without one', async () => {
+    const c = await r.orchestrator.runCaptures(input({ back: undefined }));
+    expect(c).toMatchObject({ ok: false, step: 'back', reason: 'ID_BACK_REQUIRED', message: ID_MESSAGES.ID_BACK_REQUIRED });
+  });
+});
+
+describe('rejected captures', () => {
+  it.each([
+    ['front', 'glare', { front: b64(img.glareIdFront()) }, 'ID_GLARE'],
+    ['front', 'blurry', { front: b64(img.blurryIdFront()) }, 'ID_BLURRY'],
+    ['front', 'too small', { front: b64(img.smallIdFront()) }, 'ID_LOW_RESOLUTION'],
+    ['front', 'unknown document', { externalCustomerId: 'emu:unknown-document' }, 'ID_NOT_CLASSIFIED'],
+    ['back', 'glare', { back: b64(img.glareIdFront()) }, undefined],
+    ['selfie', 'dark pixels', { selfie: b64(img.darkSelfie()) }, 'SELFIE_NOT_BRIGHT'],
+    ['selfie', 'emu:dark', { externalCustomerId: 'emu:dark' }, 'SELFIE_NOT_BRIGHT'],
+    ['selfie', 'spoof', { externalCustomerId: 'emu:spoof' }, 'SELFIE_SPOOF_SUSPECTED'],
+    ['selfie', 'lenses', { externalCustomerId: 'emu:lenses' }, 'SELFIE_LENSES'],
+    ['selfie', 'mask', { externalCustomerId: 'emu:mask' }, 'SELFIE_FACE_MASK'],
+  ] as const)('%s: %s', async (step, _name, patch, reason) => {
+    const c = await r.orchestrator.runCaptures(input(patch as Partial<CaptureInput>));
+    expect(c.ok).toBe(false);
+    if (c.ok) return;
+    expect(c.step).toBe(step);
+    if (reason) expect(c.reason).toBe(reason);
+    expect(c.message.length).toBeGreaterThan(3);
+    const s = await r.store.getSession(c.interviewId);
+    expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED', nextPollAt: null });
+    const steps = await r.store.listSteps(c.interviewId);
+    expect(steps[steps.length - 1]).toMatchObject({ step, outcome: 'rejected', code: c.reason, message: c.message });
+  });
+
+  it.each([
+    [4019, 'SELFIE_FACE_NOT_FOUND', 'Position your face in the center of the frame'],
+    [4010, 'SELFIE_MULTIPLE_FACES', 'Make sure you are the only one in the frame'],
+    [3006, 'SELFIE_BLURRY', 'Photo blurry, clean the lens and hold still'],
+    [100, 'SELFIE_TOO_DARK', 'Too dark'],
+    [4005, 'SELFIE_POOR_CONDITIONS', DEFAULT_SELFIE_MESSAGE],
+  ])('selfie error %i → %s with the guide message', async (code, reason, message) => {
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: `emu:selfie-error-${code}` }));
+    expect(c).toMatchObject({ ok: false, step: 'selfie', reason, message, incodeCode: code });
+  });
+
+  it('reports a face mismatch and lets the scores decline the session', async () => {
+    const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-match' }));
+    expect(captures).toMatchObject({ ok: true, faceMatch: { ok: false, reason: 'FACE_NO_MATCH' } });
+    expect(result?.decision).toBe('decline');
+    const steps = await r.store.listSteps(captures.interviewId);
+    expect(steps.find((s) => s.step === 'face-match')).toMatchObject({ outcome: 'rejected', code: 'FACE_NO_MATCH' });
+  });
+
+  it('reports an existing user', async () => {
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:existing-user' }));
+    expect(c).toMatchObject({ ok: true, faceMatch: { ok: true, existingUser: true } });
+  });
+});
+
+describe('verdicts', () => {
+  it.each([
+    ['emu:decline', 'decline'],
+    ['emu:warn', 'review'],
+  ])('%s → %s', async (id, decision) => {
+    const { result } = await r.orchestrator.run(input({ externalCustomerId: id }));
+    expect(result?.decision).toBe(decision);
+  });
+});
+
+describe('failures', () => {
+  it('an Incode failure mid-flow says where and why, and leaves the session failed', async () => {
+    let err: OnboardingError | undefined;
+    await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:process-id-error' })).catch((e) => (err = e));
+    expect(err).toBeInstanceOf(OnboardingError);
+    expect(err).toMatchObject({ step: 'process-id', code: 'INCODE_BAD_REQUEST', incode: { operation: 'processId', httpStatus: 400, incodeStatus: 6000 } });
+    expect(err!.message).toMatch(/process-id/);
+    expect(err!.message).toMatch(/6000/);
+    const id = err!.interviewId!;
+    expect(await r.store.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_BAD_REQUEST', nextPollAt: null });
+    expect(await stepsOf(id)).toEqual(['start:ok', 'front:ok', 'back:ok', 'process-id:failed']);
+    expect(r.events[r.events.length - 1]).toMatchObject({ step: 'process-id', outcome: 'failed', code: 'INCODE_BAD_REQUEST' });
+  });
+
+  it('a start refused by Incode fails before any session exists', async () => {
+    await r.close();
+    r = await rig({ INCODE_API_KEY: 'wrong-key-0123456789' });
+    await expect(r.orchestrator.runCaptures(input())).rejects.toMatchObject({ step: 'start', code: 'INCODE_FORBIDDEN', interviewId: null });
+  });
+
+  it('an unreachable Incode is a clear connection error', async () => {
+    await r.close();
+    r = await rig({}, 'http://127.0.0.1:9');
+    await expect(r.orchestrator.runCaptures(input())).rejects.toMatchObject({ step: 'start', code: 'INCODE_CONNECTION' });
+  });
+
+  it('an expired session fails the wait with SESSION_EXPIRED', async () => {
+    const { captures } = await r.orchestrator.run(input({ externalCustomerId: 'emu:decline' }));
+    expect(captures.ok).toBe(true);
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:expire' }));
+    if (!c.ok) throw new Error('rejected');
+    await expect(r.orchestrator.finish(c.interviewId)).rejects.toMatchObject({ step: 'wait', code: 'SESSION_EXPIRED' });
+    expect(await r.store.getSession(c.interviewId)).toMatchObject({ onboardingStatus: 'EXPIRED', resultsStatus: 'failed', lastError: 'SESSION_EXPIRED' });
+  });
+
+  it('gives up after the timeout and records it, leaving the session pending for background polling', async () => {
+    await r.close();
+    const slow = await startEmulator({ processingDelayMs: 5000 });
+    try {
+      r = await rig({}, slow.url);
+      const c = await r.orchestrator.runCaptures(input());
+      if (!c.ok) throw new Error('rejected');
+      await expect(r.orchestrator.finish(c.interviewId, { timeoutMs: 300 })).rejects.toMatchObject({ step: 'wait', code: 'TIMEOUT' });
+      expect(await r.store.getSession(c.interviewId)).toMatchObject({ resultsStatus: 'pending' });
+      expect(await stepsOf(c.interviewId)).toContain('wait:failed');
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('stops at once when aborted', async () => {
+    const c = await r.orchestrator.runCaptures(input());
+    if (!c.ok) throw new Error('rejected');
+    const ac = new AbortController();
+    ac.abort();
+    await expect(r.orchestrator.finish(c.interviewId, { signal: ac.signal })).rejects.toMatchObject({ code: 'ABORTED' });
+  });
+});

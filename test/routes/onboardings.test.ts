@@ -1,0 +1,120 @@
+// POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502.
+import * as img from '../../src/emulator/sample-images';
+import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+
+const b64 = (b: Buffer) => b.toString('base64');
+const GOOD = { front: b64(img.idFront()), back: b64(img.idBack()), selfie: b64(img.selfie()) };
+
+let emulator: Running;
+let broker: Awaited<ReturnType<typeof startBroker>>;
+
+beforeAll(async () => {
+  emulator = await startEmulator({ processingDelayMs: 50 });
+  broker = await startBroker(brokerEnv(emulator.url, { POLL_INTERVAL_MS: '100', ONBOARDING_BODY_LIMIT_BYTES: String(12 * 1024 * 1024) }));
+});
+afterAll(async () => {
+  await broker?.close();
+  await emulator?.close();
+});
+
+async function post(body: unknown, opts: { key?: string | null; url?: string; raw?: string } = {}) {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (opts.key !== null) headers.authorization = `Bearer ${opts.key ?? ADMIN_KEY}`;
+  const res = await fetch(`${opts.url ?? broker.url}/onboardings`, { method: 'POST', headers, body: opts.raw ?? JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+async function session(id: string) {
+  const res = await fetch(`${broker.url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+  return (await res.json()) as Record<string, any>;
+}
+
+describe('POST /onboardings', () => {
+  it('answers 202 once the captures are accepted, then finishes in the background', async () => {
+    const res = await post({ ...GOOD, externalCustomerId: 'customer-1' });
+    expect(res.status).toBe(202);
+    expect(res.body).toEqual({ interviewId: expect.any(String), status: 'processing' });
+    const id = res.body.interviewId as string;
+    const done = await waitFor(async () => {
+      const s = await session(id);
+      // The orchestrator records its last step just after the results job stores them.
+      return s.resultsStatus === 'ready' && s.steps.some((st: { step: string }) => st.step === 'results') ? s : null;
+    }, 15_000);
+    expect(done).toMatchObject({ origin: 'broker', onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' });
+    expect(done.ocr.name.fullName).toEqual(expect.any(String));
+    expect(done.steps.map((s: { step: string; outcome: string }) => `${s.step}:${s.outcome}`)).toEqual([
+      'start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:ok', 'face-match:ok', 'wait:ok', 'finish:skipped', 'results:ok',
+    ]);
+    // No token or image ever reaches the logs.
+    expect(broker.logs.text).not.toContain(GOOD.front.slice(0, 64));
+    expect(broker.logs.text).not.toMatch(/eyJ[\w-]+\.[\w-]+\./);
+  });
+
+  it('accepts a data: URL prefix and a passport without a back', async () => {
+    const res = await post({ front: `data:image/jpeg;base64,${GOOD.front}`, selfie: GOOD.selfie, externalCustomerId: 'emu:one-sided' });
+    expect(res.status).toBe(202);
+  });
+
+  it('answers 422 with the step, the reason and the message of a rejected ID capture', async () => {
+    const res = await post({ ...GOOD, front: b64(img.glareIdFront()) });
+    expect(res.status).toBe(422);
+    expect(res.body).toMatchObject({ code: 'CAPTURE_REJECTED', step: 'front', reason: 'ID_GLARE', message: expect.stringMatching(/glare/i), interviewId: expect.any(String) });
+    const s = await session(res.body.interviewId);
+    expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED' });
+    expect(s.steps.at(-1)).toMatchObject({ step: 'front', outcome: 'rejected', code: 'ID_GLARE' });
+  });
+
+  it('answers 422 with the guide message for a selfie error code', async () => {
+    const res = await post({ ...GOOD, externalCustomerId: 'emu:selfie-error-3005' });
+    expect(res.status).toBe(422);
+    expect(res.body).toMatchObject({ code: 'CAPTURE_REJECTED', step: 'selfie', reason: 'SELFIE_FACE_TOO_SMALL', message: 'Move closer so your face fits the frame', incodeCode: 3005 });
+  });
+
+  it('answers 422 for a two-sided ID sent without its back', async () => {
+    const res = await post({ front: GOOD.front, selfie: GOOD.selfie });
+    expect(res.status).toBe(422);
+    expect(res.body).toMatchObject({ step: 'back', reason: 'ID_BACK_REQUIRED' });
+  });
+
+  it('answers 502 with the step when Incode fails mid-flow', async () => {
+    const res = await post({ ...GOOD, externalCustomerId: 'emu:process-id-error' });
+    expect(res.status).toBe(502);
+    expect(res.body).toMatchObject({ code: 'INCODE_BAD_REQUEST', step: 'process-id', interviewId: expect.any(String) });
+    const s = await session(res.body.interviewId);
+    expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_BAD_REQUEST' });
+  });
+
+  it('requires a service key', async () => {
+    expect((await post(GOOD, { key: null })).status).toBe(401);
+    expect((await post(GOOD, { key: 'wrong-key-0123456789abcdefghijkl' })).status).toBe(401);
+  });
+
+  it.each([
+    ['missing selfie', { front: GOOD.front, back: GOOD.back }, 'VALIDATION_FAILED'],
+    ['not base64', { ...GOOD, front: 'this is not base64 at all!!' }, 'VALIDATION_FAILED'],
+    ['base64 of text', { ...GOOD, selfie: Buffer.from('hello world, definitely not a picture of anyone at all, '.repeat(5)).toString('base64') }, 'INVALID_IMAGE'],
+    ['truncated base64', { ...GOOD, back: GOOD.back.slice(0, 4001) }, 'INVALID_IMAGE'],
+    ['unknown field', { ...GOOD, extra: 1 }, 'VALIDATION_FAILED'],
+    ['bad country', { ...GOOD, countryCode: 'XXX' }, 'INVALID_COUNTRY_CODE'],
+  ])('answers 400 for %s', async (_n, body, code) => {
+    const res = await post(body);
+    expect(res.status).toBe(400);
+    expect(res.body.code).toBe(code);
+  });
+
+  it('takes bodies of several MB (real ID photos) and answers 413 beyond the limit', async () => {
+    // 5 MB of base64 passes the size limit and is then refused as not an image.
+    const big = await post({ ...GOOD, front: 'A'.repeat(5 * 1024 * 1024) });
+    expect(big.status).toBe(400);
+    expect(big.body.code).toBe('INVALID_IMAGE');
+    const tooBig = await post({ ...GOOD, front: 'A'.repeat(13 * 1024 * 1024) });
+    expect(tooBig.status).toBe(413);
+    expect(tooBig.body.code).toBe('BODY_TOO_LARGE');
+  });
+
+  it('sizes the default limit for three photos of several MB each', async () => {
+    expect(broker.config.limits.onboardingBodyBytes).toBe(12 * 1024 * 1024);
+    const { loadConfig } = await import('../../src/config');
+    expect(loadConfig(brokerEnv(emulator.url)).limits.onboardingBodyBytes).toBeGreaterThanOrEqual(3 * 8 * 1024 * 1024);
+  });
+});

@@ -1,0 +1,163 @@
+// POST /session, /session/resume and /session/status over HTTP against the real emulator; sandbox mode; CORS.
+import request from 'supertest';
+import type { EmulatorApp } from '../../src/emulator/app';
+import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitFor, type Running } from '../helpers/harness';
+import { captureAll } from '../helpers/flow';
+
+describe('POST /session against the emulator', () => {
+  let emu: Running<EmulatorApp>;
+  let broker: Awaited<ReturnType<typeof startBroker>>;
+  beforeAll(async () => {
+    emu = await startEmulator();
+    broker = await startBroker(brokerEnv(emu.url, { CORS_ORIGINS: 'https://app.example.com', SESSION_BODY_LIMIT_BYTES: '1024' }));
+  });
+  afterAll(async () => {
+    await broker.close();
+    await emu.close();
+  });
+
+  it('answers a JSON object with the token, the interview id and the /0/ API URL', async () => {
+    const res = await request(broker.url).post('/session').expect(200);
+    expect(res.headers['content-type']).toMatch(/application\/json/);
+    expect(res.body).toEqual({
+      token: expect.stringMatching(/^eyJ/),
+      interviewId: expect.stringMatching(/^[0-9a-f]{24}$/),
+      apiUrl: `${emu.url}/0/`,
+      resumeToken: expect.any(String),
+      resumeTokenExpiresAt: expect.any(String),
+    });
+    expect(res.headers['x-request-id']).toBeTruthy();
+    expect(JSON.stringify(res.body)).not.toContain(TEST_API_KEY);
+    const s = await broker.app.store.getSession(res.body.interviewId);
+    expect(s).toMatchObject({ origin: 'broker', onboardingStatus: 'UNKNOWN', resultsStatus: 'pending', token: res.body.token });
+  });
+
+  it('passes the start options on to Incode (countryCode BRA, externalCustomerId, language, redirectionUrl)', async () => {
+    const res = await request(broker.url)
+      .post('/session')
+      .send({ countryCode: 'BRA', externalCustomerId: 'cust-9', language: 'pt-BR', redirectionUrl: 'https://app.example.com/done', configurationId: '6650c1a9e4b0f2a7d3c91e55' })
+      .expect(200);
+    const s = emu.app.emulator.sessions.get(res.body.interviewId)!;
+    expect(s).toMatchObject({ countryCode: 'BRA', externalCustomerId: 'cust-9', language: 'pt-BR', redirectionUrl: 'https://app.example.com/done', configurationId: '6650c1a9e4b0f2a7d3c91e55' });
+    const def = await request(broker.url).post('/session').send({}).expect(200);
+    expect(emu.app.emulator.sessions.get(def.body.interviewId)!.countryCode).toBe('ALL');
+  });
+
+  it.each([
+    [{ countryCode: 'XXX' }, 'INVALID_COUNTRY_CODE'],
+    [{ countryCode: 'br' }, 'VALIDATION_FAILED'],
+    [{ countryCode: 'BRAZIL' }, 'VALIDATION_FAILED'],
+    [{ countryCode: 123 }, 'INVALID_COUNTRY_CODE'],
+    [{ language: 'english' }, 'VALIDATION_FAILED'],
+    [{ redirectionUrl: 'javascript:alert(1)' }, 'VALIDATION_FAILED'],
+    [{ externalCustomerId: '' }, 'VALIDATION_FAILED'],
+    [{ unexpected: true }, 'VALIDATION_FAILED'],
+    [[1, 2], 'VALIDATION_FAILED'],
+  ])('rejects %j with 400 %s', async (body, code) => {
+    const res = await request(broker.url).post('/session').send(body as object).expect(400);
+    expect(res.body).toEqual({ code, message: expect.any(String), requestId: expect.any(String) });
+  });
+
+  it('rejects malformed JSON (400), wrong media type (415) and oversized bodies (413)', async () => {
+    expect((await request(broker.url).post('/session').set('content-type', 'application/json').send('{"countryCode":').expect(400)).body.code).toBe('INVALID_JSON');
+    expect((await request(broker.url).post('/session').set('content-type', 'text/plain').send('hello').expect(415)).body.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+    expect((await request(broker.url).post('/session').set('content-type', 'application/xml').send('<a/>').expect(415)).body.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+    expect((await request(broker.url).post('/session').send({ externalCustomerId: 'x'.repeat(2000) }).expect(413)).body.code).toBe('BODY_TOO_LARGE');
+  });
+
+  it('answers CORS preflights for allowed origins only', async () => {
+    const ok = await request(broker.url).options('/session').set('origin', 'https://app.example.com').set('access-control-request-method', 'POST').set('access-control-request-headers', 'content-type,idempotency-key');
+    expect(ok.status).toBe(204);
+    expect(ok.headers['access-control-allow-origin']).toBe('https://app.example.com');
+    expect(ok.headers['access-control-allow-headers']).toMatch(/idempotency-key/);
+    const evil = await request(broker.url).options('/session').set('origin', 'https://evil.example.com').set('access-control-request-method', 'POST');
+    expect(evil.headers['access-control-allow-origin']).toBeUndefined();
+  });
+
+  it('exchanges a resume token for a fresh token of the same onboarding, without a new session', async () => {
+    const first = (await request(broker.url).post('/session').expect(200)).body;
+    const before = emu.app.emulator.sessions.size;
+    const resumed = (await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(200)).body;
+    expect(resumed.interviewId).toBe(first.interviewId);
+    expect(resumed.resumeToken).not.toBe(first.resumeToken);
+    expect(emu.app.emulator.sessions.size).toBe(before);
+    // The new token identifies the session to the app view.
+    const st = await request(broker.url).get('/session/status').set('x-incode-hardware-id', resumed.token).expect(200);
+    expect(st.body.interviewId).toBe(first.interviewId);
+    expect((await request(broker.url).post('/session/resume').send({ resumeToken: 'x'.repeat(43) }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
+    await request(broker.url).post('/session/resume').send({ interviewId: first.interviewId }).expect(400);
+  });
+
+  it('replays the same session for a retried Idempotency-Key and refuses the key with another body', async () => {
+    const a = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c1' }).expect(200);
+    const b = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c1' }).expect(200);
+    expect(b.body.interviewId).toBe(a.body.interviewId);
+    expect(b.body.token).toBe(a.body.token);
+    const c = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c2' }).expect(422);
+    expect(c.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+  });
+
+  it('GET /session/status needs a known session token and shows no PII', async () => {
+    await request(broker.url).get('/session/status').expect(401);
+    await request(broker.url).get('/session/status').set('x-incode-hardware-id', 'nope').expect(401);
+    const s = (await request(broker.url).post('/session').send({ externalCustomerId: 'private-id-55' }).expect(200)).body;
+    const st = await request(broker.url).get('/session/status').set('x-incode-hardware-id', s.token).expect(200);
+    expect(st.body).toEqual({ interviewId: s.interviewId, onboardingStatus: 'UNKNOWN', resultsStatus: 'pending', decision: null });
+  });
+
+  it('maps Incode failures to 502 and timeouts to 504, with no upstream details', async () => {
+    emu.app.emulator.setFaults({ errorRate: 1 });
+    const bad = await request(broker.url).post('/session').expect(502);
+    expect(bad.body).toEqual({ code: 'INCODE_UNAVAILABLE', message: expect.any(String), requestId: expect.any(String) });
+    emu.app.emulator.setFaults({ timeoutRate: 1 });
+    const slow = await request(broker.url).post('/session').expect(504);
+    expect(slow.body.code).toBe('INCODE_TIMEOUT');
+    emu.app.emulator.resetFaults();
+  }, 20_000);
+
+  it('answers 502 when Incode refuses the API key', async () => {
+    const wrong = await startBroker(brokerEnv(emu.url, { INCODE_API_KEY: 'not-the-key' }));
+    const res = await request(wrong.url).post('/session').expect(502);
+    expect(res.body.code).toBe('INCODE_FORBIDDEN');
+    expect(JSON.stringify(res.body)).not.toContain('not-the-key');
+    await wrong.close();
+  });
+
+  it('serves health, readiness, the OpenAPI document and a JSON 404', async () => {
+    expect((await request(broker.url).get('/healthz').expect(200)).body).toEqual({ status: 'ok' });
+    const ready = await request(broker.url).get('/readyz').expect(200);
+    expect(ready.body).toMatchObject({ status: 'ready', sandbox: false, checks: { database: { ok: true }, incode: { ok: true } } });
+    const doc = await request(broker.url).get('/docs/json').expect(200);
+    expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/session', '/session/resume', '/webhooks/incode', '/sessions/{interviewId}', '/onboardings']));
+    const nf = await request(broker.url).get('/nope').expect(404);
+    expect(nf.body.code).toBe('NOT_FOUND');
+  });
+
+  it('readiness turns false when Incode is unreachable', async () => {
+    const gone = await startBroker(brokerEnv('http://127.0.0.1:9', {}));
+    const res = await request(gone.url).get('/readyz').expect(503);
+    expect(res.body.checks.incode.ok).toBe(false);
+    await gone.close();
+  });
+});
+
+describe('sandbox mode', () => {
+  it('mounts the emulator, says so in the first log line, and runs a whole onboarding with no API key', async () => {
+    const sb = await startSandbox();
+    try {
+      const first = JSON.parse(sb.logs.lines[0]);
+      expect(first.msg).toMatch(/SANDBOX MODE/);
+      const s = (await request(sb.url).post('/session').expect(200)).body;
+      expect(s.apiUrl).toBe(`${sb.url}/sandbox/incode/0/`);
+      await captureAll(s.apiUrl, s.token);
+      const done = await waitFor(async () => {
+        const r = await request(sb.url).get(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`);
+        return r.body.resultsStatus === 'ready' && r.body;
+      });
+      expect(done.decision).toBe('approve');
+      expect((await request(sb.url).get('/readyz').expect(200)).body.sandbox).toBe(true);
+    } finally {
+      await sb.close();
+    }
+  });
+});

@@ -1,0 +1,72 @@
+// The sandbox demo page end to end in the SDK's own camera UI, with Chromium's fake camera and manual capture.
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { ID_MESSAGES, ID_REASONS } from '../../src/incode/capture-checks';
+import { startSandbox } from '../helpers/harness';
+import { ARTIFACTS_DIR, describeBrowser, launch, type Browser } from './browser';
+
+describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () => {
+  let broker: Awaited<ReturnType<typeof startSandbox>>;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    broker = await startSandbox();
+    // Chromium's default fake camera (a green test pattern) passes the emulator's pixel checks for front and back.
+    browser = await launch();
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await broker?.close();
+  });
+
+  test('ID front rejected once (the page shows the capture checks\' message), then an approved onboarding with decision, scores and OCR', async () => {
+    const { page } = browser;
+    const cspErrors: string[] = [];
+    page.on('console', (m) => {
+      if (/Content Security Policy/i.test(m.text())) cspErrors.push(m.text());
+    });
+    // manualAfter=1: no ML models offline, so let the SDK offer its manual capture button after 1 s.
+    const res = await page.goto(`${broker.url}/?manualAfter=1&scenario=${encodeURIComponent('emu:unknown-document-once')}`);
+    expect(res?.headers()['content-security-policy']).toMatch(/default-src 'none'/);
+    await page.waitForFunction(() => typeof (window as any).OnBoarding?.create === 'function');
+    await page.click('#start-button');
+    await page.waitForFunction(() => /"apiUrl"/.test(document.getElementById('session-json')!.textContent ?? ''));
+    const shown = JSON.parse((await page.textContent('#session-json')) ?? '{}');
+    expect(shown.apiUrl).toBe(`${broker.url}/sandbox/incode/0/`);
+    expect(shown.token).toMatch(/…/);
+
+    // Drive the SDK's UI like a person: capture when the button shows, confirm the preview with "Continue".
+    const stopAt = ['done', 'error'];
+    const deadline = Date.now() + 50_000;
+    let phase = '';
+    while (Date.now() < deadline) {
+      phase = (await page.evaluate(() => document.body.dataset.phase)) ?? '';
+      if (stopAt.includes(phase)) break;
+      const cont = page.locator('button:visible', { hasText: /continue/i });
+      const capture = page.locator('img[alt="capture button"]:visible');
+      // dispatchEvent: the SDK lays a transparent retake container over its capture button.
+      if (await cont.count()) await cont.first().dispatchEvent('click');
+      else if (await capture.count()) await capture.first().dispatchEvent('click');
+      await page.waitForTimeout(250);
+    }
+    const errorText = await page.textContent('#error');
+    expect({ phase, errorText }).toEqual({ phase: stopAt[0], errorText: expect.anything() });
+
+    const messages = (await page.textContent('#messages')) ?? '';
+    expect(messages).toContain(`ID rejected: ${ID_MESSAGES[ID_REASONS.NOT_CLASSIFIED]}`);
+    expect(messages).toContain('ID front accepted.');
+    expect(messages).toContain('ID back accepted.');
+
+    mkdirSync(ARTIFACTS_DIR, { recursive: true });
+    expect(await page.textContent('#decision')).toBe('APPROVE');
+    const scores = (await page.textContent('#scores')) ?? '';
+    expect(scores).toMatch(/Overall\s*OK/);
+    expect(scores).toMatch(/Liveness\s*OK/);
+    const ocr = await page.locator('#ocr td').allTextContents();
+    expect(ocr[0]).toMatch(/\w+ \w+/);
+    expect(ocr[2]).not.toBe('—');
+    expect(cspErrors).toEqual([]);
+    await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'demo-page-final.png'), fullPage: true });
+  }, 60_000);
+});
