@@ -84,7 +84,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
     },
     // A hop count, never blind trust: X-Forwarded-For is read only as deep as the configured proxies.
-    trustProxy: (config.trustProxyHops > 0 ? config.trustProxyHops : false) as boolean,
+    // A function, not the number: Fastify >= 5.12 treats a numeric trustProxy as "trust nothing", which
+    // would put every client behind the load balancer into one rate-limit budget.
+    trustProxy: config.trustProxyHops > 0 ? (_addr: string, hop: number) => hop < config.trustProxyHops : false,
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
@@ -105,6 +107,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.addHook('preClose', async () => {
     draining = true;
   });
+  // While draining, answers close their keep-alive connection, so close() does not wait for idle sockets.
+  app.addHook('onSend', async (_req, reply) => {
+    if (draining) reply.header('connection', 'close');
+  });
 
   app.addSchema(ErrorBody);
   // Only JSON (and the webhook token endpoint's form body, registered in its own scope) is accepted.
@@ -115,7 +121,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(underPressure, {
     maxEventLoopDelay: config.eventLoopMaxLagMs || 0,
     retryAfter: 5,
-    pressureHandler: (_req, reply) => {
+    pressureHandler: (req, reply) => {
+      // Liveness and the metrics scrape are never shed: an orchestrator would kill a merely busy process,
+      // and the shedding itself must stay observable.
+      const path = req.url.split('?')[0];
+      if (path === '/healthz' || path === '/metrics') return;
       app.metrics.shed.inc();
       reply.status(503).header('retry-after', '5').send({ code: 'OVERLOADED', message: 'The service is overloaded; retry shortly' });
     },

@@ -27,6 +27,8 @@ export interface IncodeClientOptions {
   connectTimeoutMs: number;
   connections: number;
   maxRetries: number;
+  /** Calls in flight at once (INCODE_MAX_CONCURRENCY); more wait in line. Unbounded when unset. */
+  maxConcurrency?: number;
   circuit?: { failureThreshold: number; resetMs: number };
   /** Tests inject a dispatcher (e.g. an Agent with other limits); production uses its own Pool. */
   dispatcher?: Dispatcher;
@@ -63,6 +65,8 @@ export class IncodeClient {
   private readonly origin: string;
   private readonly basePath: string;
   private readonly circuits = new Map<OperationGroup, CircuitBreaker>();
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
 
   constructor(private readonly opts: IncodeClientOptions) {
     const u = new URL(opts.baseUrl);
@@ -179,13 +183,40 @@ export class IncodeClient {
     }
   }
 
+  /** Waits for one of the maxConcurrency slots; returns its release. */
+  private async slot(): Promise<() => void> {
+    const max = this.opts.maxConcurrency;
+    if (!max) return () => undefined;
+    if (this.active >= max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      // Hand the slot straight to the next caller in line (active stays the same), else free it.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
+    };
+  }
+
   private async once<T>(spec: CallSpec, ctx: CallContext): Promise<T> {
+    // The circuit is asked first: while it is open the caller gets its answer at once, not after the line.
     const circuit = this.circuit(spec.group);
     const wait = circuit?.acquire() ?? 0;
     if (wait > 0) {
       this.opts.onCall?.(spec.operation, 'circuit_open', 0);
       throw circuitOpenError(spec.operation, wait);
     }
+    const release = await this.slot();
+    try {
+      return await this.send<T>(spec, ctx, circuit);
+    } finally {
+      release();
+    }
+  }
+
+  private async send<T>(spec: CallSpec, ctx: CallContext, circuit: CircuitBreaker | undefined): Promise<T> {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const headers: Record<string, string> = { 'api-version': '1.0', accept: 'application/json' };

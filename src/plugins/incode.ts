@@ -29,6 +29,7 @@ export default fp<{ config: Config; apiUrl: () => string; dispatcher?: Dispatche
           connectTimeoutMs: config.incode.connectTimeoutMs,
           connections: config.incode.poolConnections,
           maxRetries: config.incode.maxRetries,
+          maxConcurrency: config.incode.maxConcurrency,
           circuit: config.circuit,
           dispatcher: opts.dispatcher,
           onCall: (operation, outcome, seconds) => app.metrics.incodeDuration.observe({ operation, outcome }, seconds),

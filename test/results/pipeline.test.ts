@@ -20,11 +20,31 @@ import {
   waitFor,
 } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
+import { describeWith, services } from '../helpers/services';
+import { Cipher } from '../../src/store/crypto';
+import { PostgresStore } from '../../src/store/postgres-store';
 
 type Pair = Awaited<ReturnType<typeof startPair>>;
 
+type Engine = 'sqlite' | 'postgres';
+let engine: Engine = 'sqlite';
+
+/** A PostgreSQL store in a throwaway schema, dropped when the pair closes. */
+async function pgStore() {
+  const schema = `t_pipeline_${process.pid}_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
+  const store = new PostgresStore({ url: services.postgres, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 7) }]), schema, poolMax: 8 });
+  return {
+    store,
+    drop: async () => {
+      await store.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await store.close();
+    },
+  };
+}
+
 async function startPair(env: Record<string, string> = {}, emu: Partial<EmulatorOptions> = {}) {
   const port = await freePort();
+  const pg = engine === 'postgres' ? await pgStore() : null;
   const emulator = await startEmulator({
     webhook: {
       url: `http://127.0.0.1:${port}/webhooks/incode`,
@@ -33,7 +53,7 @@ async function startPair(env: Record<string, string> = {}, emu: Partial<Emulator
     },
     ...emu,
   });
-  const broker = await startBroker(brokerEnv(emulator.url, env), {}, port);
+  const broker = await startBroker(brokerEnv(emulator.url, env), pg ? { store: pg.store } : {}, port);
   const admin = (path: string) => request(broker.url).get(path).set('authorization', `Bearer ${ADMIN_KEY}`);
   const newSession = async (body: Record<string, unknown> = {}) => {
     const res = await request(broker.url).post('/session').send(body).expect(200);
@@ -53,6 +73,7 @@ async function startPair(env: Record<string, string> = {}, emu: Partial<Emulator
     close: async () => {
       await broker.close();
       await emulator.close();
+      await pg?.drop();
     },
   };
 }
@@ -65,8 +86,11 @@ function webhookToken(url: string, id = WEBHOOK_CLIENT_ID, secret = WEBHOOK_CLIE
     .send({ grant_type: 'client_credentials' });
 }
 
-describe('results pipeline, end to end', () => {
+function pipelineSuite(which: Engine) {
   let p: Pair;
+  beforeAll(() => {
+    engine = which;
+  });
   afterEach(async () => p?.close());
 
   it('session → captures on /0/ → emulator webhook (OAuth) → scores and OCR ready', async () => {
@@ -236,7 +260,15 @@ describe('results pipeline, end to end', () => {
   });
 });
 
+}
+
+describe('results pipeline, end to end (SQLite)', () => pipelineSuite('sqlite'));
+describeWith('postgres', 'results pipeline, end to end (PostgreSQL)', () => pipelineSuite('postgres'));
+
 describe('webhook and results API authentication', () => {
+  beforeAll(() => {
+    engine = 'sqlite';
+  });
   let p: Pair;
   beforeAll(async () => {
     p = await startPair({ RESULTS_MODE: 'webhook', WEBHOOK_SECRET: 'static-shared-secret-123456', WEBHOOK_SECRET_HEADER: 'x-incode-secret' });

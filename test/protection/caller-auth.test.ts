@@ -1,0 +1,179 @@
+// Caller authentication of POST /session: static app keys (X-App-Key, rotation) and bearer JWTs verified
+// against a real JWKS served on loopback (issuer, audience, expiry, signature, alg none, garbage).
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { SignJWT, UnsecuredJWT, exportJWK, generateKeyPair, type KeyLike } from 'jose';
+import request from 'supertest';
+import type { EmulatorApp } from '../../src/emulator/app';
+import { brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
+
+type Broker = Awaited<ReturnType<typeof startBroker>>;
+
+let emu: Running<EmulatorApp>;
+beforeAll(async () => {
+  emu = await startEmulator();
+});
+afterAll(async () => emu.close());
+
+describe('CALLER_AUTH=app-keys', () => {
+  let broker: Broker;
+  const KEY_OLD = 'app-key-old-0123456789abcdef';
+  const KEY_NEW = 'app-key-new-0123456789abcdef';
+  beforeAll(async () => {
+    broker = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'app-keys', APP_API_KEYS: `${KEY_NEW},${KEY_OLD}` }));
+  });
+  afterAll(async () => broker.close());
+
+  it('refuses a missing or wrong key with 401 UNAUTHORIZED, before any Incode call', async () => {
+    const before = emu.app.emulator.sessions.size;
+    for (const key of [undefined, '', 'wrong', KEY_NEW + 'x', KEY_NEW.slice(0, -1), KEY_NEW.toUpperCase(), ` ${KEY_NEW}x`]) {
+      const r = request(broker.url).post('/session');
+      if (key !== undefined) r.set('x-app-key', key);
+      const res = await r.send({});
+      expect(res.status).toBe(401);
+      expect(res.body).toEqual({ code: 'UNAUTHORIZED', message: expect.any(String), requestId: expect.any(String) });
+    }
+    // The key in another header does not count.
+    await request(broker.url).post('/session').set('authorization', `Bearer ${KEY_NEW}`).expect(401);
+    expect(emu.app.emulator.sessions.size).toBe(before);
+  });
+
+  it('accepts every configured key (rotation) on /session and /session/resume', async () => {
+    const a = await request(broker.url).post('/session').set('x-app-key', KEY_NEW).send({}).expect(200);
+    await request(broker.url).post('/session').set('x-app-key', KEY_OLD).send({}).expect(200);
+    await request(broker.url).post('/session/resume').send({ resumeToken: a.body.resumeToken }).expect(401);
+    const r = await request(broker.url).post('/session/resume').set('x-app-key', KEY_OLD).send({ resumeToken: a.body.resumeToken }).expect(200);
+    expect(r.body.interviewId).toBe(a.body.interviewId);
+  });
+
+  it('scopes idempotency keys per caller: two apps with the same Idempotency-Key get separate sessions', async () => {
+    const a = await request(broker.url).post('/session').set('x-app-key', KEY_NEW).set('idempotency-key', 'shared-key-1').send({}).expect(200);
+    const b = await request(broker.url).post('/session').set('x-app-key', KEY_OLD).set('idempotency-key', 'shared-key-1').send({}).expect(200);
+    expect(b.body.interviewId).not.toBe(a.body.interviewId);
+    const a2 = await request(broker.url).post('/session').set('x-app-key', KEY_NEW).set('idempotency-key', 'shared-key-1').send({}).expect(200);
+    expect(a2.body.interviewId).toBe(a.body.interviewId);
+  });
+
+  it('never logs the app key', async () => {
+    expect(broker.logs.text).not.toContain(KEY_NEW);
+    expect(broker.logs.text).not.toContain(KEY_OLD);
+  });
+});
+
+describe('CALLER_AUTH=jwt against a JWKS', () => {
+  const ISSUER = 'https://idp.example.com/';
+  const AUDIENCE = 'incode-broker';
+  let idp: FastifyInstance;
+  let broker: Broker;
+  let signingKey: KeyLike;
+  let otherKey: KeyLike;
+  let jwksHits = 0;
+
+  const sign = (claims: Record<string, unknown> = {}, opts: { key?: KeyLike; kid?: string; iss?: string; aud?: string; exp?: number | string; alg?: string } = {}) => {
+    const jwt = new SignJWT({ scope: 'session:create', ...claims })
+      .setProtectedHeader({ alg: opts.alg ?? 'ES256', kid: opts.kid ?? 'k1' })
+      .setIssuedAt()
+      .setSubject('user-123')
+      .setIssuer(opts.iss ?? ISSUER)
+      .setAudience(opts.aud ?? AUDIENCE)
+      .setExpirationTime(opts.exp ?? '5m');
+    return jwt.sign(opts.key ?? signingKey);
+  };
+
+  beforeAll(async () => {
+    otherKey = (await generateKeyPair('ES256')).privateKey;
+    // The IdP's JWKS holds the public half of signingKey only.
+    const kp = await generateKeyPair('ES256', { extractable: true });
+    signingKey = kp.privateKey;
+    const jwk = { ...(await exportJWK(kp.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' };
+    idp = Fastify();
+    idp.get('/.well-known/jwks.json', async () => {
+      jwksHits++;
+      return { keys: [jwk] };
+    });
+    await idp.listen({ port: 0, host: '127.0.0.1' });
+    const jwksUrl = `http://127.0.0.1:${(idp.server.address() as AddressInfo).port}/.well-known/jwks.json`;
+    broker = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: jwksUrl, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }));
+  });
+  afterAll(async () => {
+    await broker?.close();
+    await idp?.close();
+  });
+
+  const call = (token: string | null, scheme = 'Bearer') => {
+    const r = request(broker.url).post('/session');
+    if (token !== null) r.set('authorization', `${scheme} ${token}`);
+    return r.send({});
+  };
+
+  it('accepts a valid token signed by the IdP (200)', async () => {
+    const res = await call(await sign());
+    expect(res.status).toBe(200);
+    expect(res.body.token).toMatch(/^eyJ/);
+    expect(jwksHits).toBeGreaterThanOrEqual(1);
+  });
+
+  it('refuses a missing token with 401 and WWW-Authenticate', async () => {
+    const res = await call(null);
+    expect(res.status).toBe(401);
+    expect(res.body.code).toBe('UNAUTHORIZED');
+    expect(res.headers['www-authenticate']).toMatch(/^Bearer/);
+  });
+
+  it.each<[string, () => Promise<string>]>([
+    ['wrong issuer', () => sign({}, { iss: 'https://evil.example.com/' })],
+    ['wrong audience', () => sign({}, { aud: 'someone-else' })],
+    ['expired (beyond the clock tolerance)', () => sign({}, { exp: Math.floor(Date.now() / 1000) - 120 })],
+    ['signed by another key with the same kid', () => sign({}, { key: otherKey })],
+    ['signed by another key with an unknown kid', () => sign({}, { key: otherKey, kid: 'k2' })],
+    ['alg none', async () => new UnsecuredJWT({ sub: 'user-123' }).setIssuer(ISSUER).setAudience(AUDIENCE).setIssuedAt().setExpirationTime('5m').encode()],
+    ['alg none with a stolen header', async () => {
+      const good = await sign();
+      const [, payload] = good.split('.');
+      return `${Buffer.from(JSON.stringify({ alg: 'none', kid: 'k1' })).toString('base64url')}.${payload}.`;
+    }],
+    ['tampered payload', async () => {
+      const [h, , s] = (await sign()).split('.');
+      const forged = Buffer.from(JSON.stringify({ sub: 'admin', iss: ISSUER, aud: AUDIENCE, exp: Math.floor(Date.now() / 1000) + 300 })).toString('base64url');
+      return `${h}.${forged}.${s}`;
+    }],
+    ['HS256 signed with the public key as secret', async () => {
+      const jwks = (await request(`http://127.0.0.1:${(idp.server.address() as AddressInfo).port}`).get('/.well-known/jwks.json')).body;
+      const secret = new TextEncoder().encode(JSON.stringify(jwks.keys[0]));
+      return new SignJWT({}).setProtectedHeader({ alg: 'HS256', kid: 'k1' }).setIssuer(ISSUER).setAudience(AUDIENCE).setSubject('x').setExpirationTime('5m').sign(secret);
+    }],
+    ['garbage', async () => 'not-a-jwt'],
+    ['three garbage parts', async () => 'aaa.bbb.ccc'],
+    ['huge token', async () => 'eyJ' + 'A'.repeat(8_000)],
+  ])('refuses a token that is %s with 401 UNAUTHORIZED', async (_name, make) => {
+    const before = emu.app.emulator.sessions.size;
+    const res = await call(await make());
+    expect(res.status).toBe(401);
+    expect(res.body).toEqual({ code: 'UNAUTHORIZED', message: expect.any(String), requestId: expect.any(String) });
+    expect(emu.app.emulator.sessions.size).toBe(before);
+  });
+
+  it('refuses a non-Bearer scheme and an app key in place of a JWT', async () => {
+    expect((await call(await sign(), 'Basic')).status).toBe(401);
+    const res = await request(broker.url).post('/session').set('x-app-key', 'anything').send({});
+    expect(res.status).toBe(401);
+  });
+
+  it('keeps answering 401 (not 5xx) when the JWKS endpoint is gone', async () => {
+    const emuBroker = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: 'http://127.0.0.1:9/jwks.json', JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }));
+    try {
+      const res = await request(emuBroker.url).post('/session').set('authorization', `Bearer ${await sign()}`).send({});
+      expect(res.status).toBe(401);
+      expect(res.body.code).toBe('UNAUTHORIZED');
+    } finally {
+      await emuBroker.close();
+    }
+  });
+
+  it('never logs the bearer token', async () => {
+    const t = await sign({ marker: 'x' });
+    await call(t).expect(200);
+    expect(broker.logs.text).not.toContain(t);
+    expect(broker.logs.text).not.toContain(t.split('.')[2]);
+  });
+});

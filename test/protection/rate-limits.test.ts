@@ -1,0 +1,242 @@
+// POST /session rate limits: per client IP (TRUST_PROXY_HOPS, never blind X-Forwarded-For), per
+// externalCustomerId, global budget, memory by default, and one limit shared by two processes through Redis.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import request from 'supertest';
+import type { EmulatorApp } from '../../src/emulator/app';
+import { MemoryRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
+import { brokerEnv, freePort, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { describeWith, services } from '../helpers/services';
+
+type Broker = Awaited<ReturnType<typeof startBroker>>;
+
+const post = (url: string, xff?: string, body: Record<string, unknown> = {}) => {
+  const r = request(url).post('/session');
+  if (xff !== undefined) r.set('x-forwarded-for', xff);
+  return r.send(body);
+};
+
+describe('POST /session rate limits (memory counter)', () => {
+  let emu: Running<EmulatorApp>;
+  const brokers: Broker[] = [];
+  const broker = async (env: Record<string, string>) => {
+    const b = await startBroker(brokerEnv(emu.url, env));
+    brokers.push(b);
+    return b;
+  };
+  beforeAll(async () => {
+    emu = await startEmulator();
+  });
+  afterEach(async () => {
+    while (brokers.length) await brokers.pop()!.close();
+  });
+  afterAll(async () => emu.close());
+
+  it('refuses the request over the per-IP limit with 429, Retry-After and RATE_LIMITED', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '3', RATE_LIMIT_WINDOW_MS: '60000' });
+    const before = emu.app.emulator.sessions.size;
+    for (let i = 0; i < 3; i++) await post(b.url).expect(200);
+    const res = await post(b.url).expect(429);
+    expect(res.body).toEqual({ code: 'RATE_LIMITED', message: expect.any(String), requestId: expect.any(String) });
+    const retry = Number(res.headers['retry-after']);
+    expect(Number.isInteger(retry)).toBe(true);
+    expect(retry).toBeGreaterThanOrEqual(1);
+    expect(retry).toBeLessThanOrEqual(60);
+    expect(res.headers['x-ratelimit-limit']).toBe('3');
+    // A refused request never reached Incode (no billable session).
+    expect(emu.app.emulator.sessions.size).toBe(before + 3);
+    // The resume route shares the per-IP budget: it mints tokens too.
+    expect((await request(b.url).post('/session/resume').send({ resumeToken: 'x'.repeat(43) }).expect(429)).body.code).toBe('RATE_LIMITED');
+  });
+
+  it('uses a memory counter by default, and the window resets', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '2', RATE_LIMIT_WINDOW_MS: '1000' });
+    expect(b.config.redisUrl).toBeUndefined();
+    await post(b.url).expect(200);
+    await post(b.url).expect(200);
+    const r = await post(b.url).expect(429);
+    expect(r.headers['retry-after']).toBe('1');
+    await waitFor(async () => (await post(b.url)).status === 200, 3000, 100);
+  });
+
+  it('TRUST_PROXY_HOPS=0 ignores X-Forwarded-For: a spoofed header does not reset the limit', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '2', TRUST_PROXY_HOPS: '0' });
+    await post(b.url, '1.1.1.1').expect(200);
+    await post(b.url, '2.2.2.2').expect(200);
+    for (const spoof of ['3.3.3.3', '4.4.4.4, 5.5.5.5', '::1', 'unknown', '127.0.0.2'])
+      expect((await post(b.url, spoof).expect(429)).body.code).toBe('RATE_LIMITED');
+  });
+
+  it('TRUST_PROXY_HOPS=1 limits by the right-most address; a spoofed left-most entry does not help', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '2', TRUST_PROXY_HOPS: '1' });
+    // Client A (203.0.113.10) behind the load balancer.
+    await post(b.url, '203.0.113.10').expect(200);
+    await post(b.url, '203.0.113.10').expect(200);
+    await post(b.url, '203.0.113.10').expect(429);
+    // A forges an extra left-most entry; the load balancer appends the real address on the right.
+    await post(b.url, '198.51.100.1, 203.0.113.10').expect(429);
+    await post(b.url, '198.51.100.2,203.0.113.10').expect(429);
+    // Client B has its own budget.
+    await post(b.url, '203.0.113.20').expect(200);
+    await post(b.url, '10.0.0.1, 203.0.113.20').expect(200);
+    await post(b.url, '203.0.113.20').expect(429);
+    // With no header at all the socket address (the proxy) is the client.
+    await post(b.url).expect(200);
+  });
+
+  it('TRUST_PROXY_HOPS=2 reads exactly two hops deep', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '1', TRUST_PROXY_HOPS: '2' });
+    // client, cdn-edge → the client is the second entry from the right.
+    await post(b.url, '203.0.113.7, 192.0.2.1').expect(200);
+    await post(b.url, '203.0.113.7, 192.0.2.99').expect(429);
+    await post(b.url, '6.6.6.6, 203.0.113.7, 192.0.2.1').expect(429);
+    await post(b.url, '203.0.113.8, 192.0.2.1').expect(200);
+  });
+
+  it('limits per externalCustomerId across addresses', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '2', TRUST_PROXY_HOPS: '1' });
+    await post(b.url, '203.0.113.1', { externalCustomerId: 'cust-a' }).expect(200);
+    await post(b.url, '203.0.113.2', { externalCustomerId: 'cust-a' }).expect(200);
+    const r = await post(b.url, '203.0.113.3', { externalCustomerId: 'cust-a' }).expect(429);
+    expect(r.body.code).toBe('RATE_LIMITED');
+    expect(r.headers['retry-after']).toBeDefined();
+    expect(r.body.message).toMatch(/customer/);
+    // Another customer, and no customer at all, are not affected.
+    await post(b.url, '203.0.113.3', { externalCustomerId: 'cust-b' }).expect(200);
+    await post(b.url, '203.0.113.3').expect(200);
+  });
+
+  it('enforces a global budget per window across addresses and customers', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '100', RATE_LIMIT_GLOBAL: '3', TRUST_PROXY_HOPS: '1' });
+    for (let i = 0; i < 3; i++) await post(b.url, `198.51.100.${i + 1}`, { externalCustomerId: `c${i}` }).expect(200);
+    const r = await post(b.url, '198.51.100.50', { externalCustomerId: 'c50' }).expect(429);
+    expect(r.body.message).toMatch(/service/);
+    expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+  });
+
+  it('limits are off at 0, and concurrent bursts are counted exactly', async () => {
+    const off = await broker({ RATE_LIMIT_PER_IP: '0' });
+    const statuses = await Promise.all(Array.from({ length: 8 }, () => post(off.url).then((r) => r.status)));
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    const on = await broker({ RATE_LIMIT_PER_IP: '5' });
+    const burst = await Promise.all(Array.from({ length: 12 }, () => post(on.url).then((r) => r.status)));
+    expect(burst.filter((s) => s === 200)).toHaveLength(5);
+    expect(burst.filter((s) => s === 429)).toHaveLength(7);
+  });
+
+  it('MemoryRateCounter: fixed windows and bounded memory', async () => {
+    const c = new MemoryRateCounter();
+    expect((await c.hit('a', 1000)).count).toBe(1);
+    const second = await c.hit('a', 1000);
+    expect(second.count).toBe(2);
+    expect(second.resetMs).toBeGreaterThan(0);
+    expect(second.resetMs).toBeLessThanOrEqual(1000);
+    expect((await c.hit('b', 1000)).count).toBe(1);
+    await c.close();
+  });
+});
+
+/** A broker as its own OS process (node --import tsx src/server.ts), so two of them share nothing but Redis. */
+async function spawnBroker(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess; output: () => string; stop: () => Promise<void> }> {
+  const port = await freePort();
+  let out = '';
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(__dirname, '../../src/server.ts')], {
+    cwd: join(__dirname, '../..'),
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      proc.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      proc.kill('SIGTERM');
+    });
+  try {
+    await waitFor(async () => {
+      if (proc.exitCode !== null) throw new Error(`broker exited ${proc.exitCode}: ${out}`);
+      return (await request(url).get('/healthz')).status === 200;
+    }, 20_000, 100);
+  } catch (err) {
+    await stop();
+    throw new Error(`${(err as Error).message}\n${out}`);
+  }
+  return { url, proc, output: () => out, stop };
+}
+
+describeWith('redis', 'rate limits shared through Redis', () => {
+  // A dedicated database index and a per-run client address keep this run's keys apart from anything else.
+  const redisUrl = () => {
+    const u = new URL(services.redis);
+    u.pathname = '/5';
+    return u.toString();
+  };
+  const runIp = `10.${randomBytes(1)[0]}.${randomBytes(1)[0]}.${1 + (randomBytes(1)[0] % 250)}`;
+  let emu: Running<EmulatorApp>;
+  let redis: Redis;
+  const children: Array<{ stop: () => Promise<void> }> = [];
+
+  beforeAll(async () => {
+    emu = await startEmulator();
+    redis = new Redis(redisUrl(), { maxRetriesPerRequest: 1 });
+  });
+  afterAll(async () => {
+    await Promise.all(children.map((c) => c.stop()));
+    const keys = await redis.keys(`incode-broker:rl:*${runIp}*`);
+    if (keys.length) await redis.del(...keys);
+    await redis.quit();
+    await emu.close();
+  });
+
+  it('RedisRateCounter counts atomically per key with an expiring window under its own prefix', async () => {
+    const prefix = `test:${randomBytes(6).toString('hex')}:`;
+    const a = new RedisRateCounter(new Redis(redisUrl()), prefix);
+    const b = new RedisRateCounter(new Redis(redisUrl()), prefix);
+    try {
+      const hits = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).hit('k', 5000)));
+      expect(hits.map((h) => h.count).sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      for (const h of hits) expect(h.resetMs).toBeGreaterThan(0);
+      const ttl = await redis.pttl(`${prefix}k`);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(5000);
+    } finally {
+      await redis.del(`${prefix}k`);
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('two broker processes on one Redis enforce ONE per-IP limit together', async () => {
+    const env = brokerEnv(emu.url, { REDIS_URL: redisUrl(), RATE_LIMIT_PER_IP: '10', RATE_LIMIT_WINDOW_MS: '60000', TRUST_PROXY_HOPS: '1', RESULTS_MODE: 'webhook' });
+    const [one, two] = await Promise.all([spawnBroker(env), spawnBroker(env)]);
+    children.push(one, two);
+    const statuses: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const res = await post(i % 2 ? two.url : one.url, runIp);
+      statuses.push(res.status);
+      if (res.status === 429) {
+        expect(res.body.code).toBe('RATE_LIMITED');
+        expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      }
+    }
+    expect(statuses.filter((s) => s === 200)).toHaveLength(10);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(10);
+    // Both processes served some of the ten and refused some of the rest.
+    expect(statuses.slice(0, 10).every((s) => s === 200)).toBe(true);
+    // The shared counter lives in Redis.
+    const keys = await redis.keys(`incode-broker:rl:ip:${runIp}`);
+    expect(keys).toHaveLength(1);
+    expect(Number(await redis.get(keys[0]))).toBe(20);
+    // Another client address behind the same proxy is unaffected on either process.
+    await post(one.url, `${runIp.split('.').slice(0, 3).join('.')}.251`).expect(200);
+    await redis.del(`incode-broker:rl:ip:${runIp.split('.').slice(0, 3).join('.')}.251`);
+  }, 60_000);
+});

@@ -1,0 +1,128 @@
+// The real server process: graceful shutdown on SIGTERM, and no result lost when it is killed with SIGKILL mid-job.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { request } from 'undici';
+import { ADMIN_KEY, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, freePort, startEmulator, waitFor } from './helpers/harness';
+import { captureAll } from './helpers/flow';
+
+const ROOT = join(__dirname, '..');
+
+interface Proc {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function spawnBroker(env: Record<string, string>): Proc {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+async function healthy(url: string): Promise<boolean> {
+  try {
+    const r = await request(`${url}/healthz`);
+    await r.body.dump();
+    return r.statusCode === 200;
+  } catch {
+    return false;
+  }
+}
+
+async function json(url: string, init: Parameters<typeof request>[1] = {}) {
+  const r = await request(url, init);
+  return { status: r.statusCode, body: (await r.body.json()) as any };
+}
+
+describe('server process', () => {
+  const procs: Proc[] = [];
+  afterEach(async () => {
+    for (const p of procs.splice(0)) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+  });
+
+  it('finishes in-flight requests on SIGTERM, then exits 0', async () => {
+    const emu = await startEmulator({ faults: { startLatencyMs: 800 } });
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const p = spawnBroker(brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' }));
+    procs.push(p);
+    await waitFor(() => healthy(url), 20_000, 100);
+    const inflight = json(`${url}/session`, { method: 'POST' });
+    await new Promise((r) => setTimeout(r, 200));
+    p.child.kill('SIGTERM');
+    const res = await inflight;
+    expect(res.status).toBe(200);
+    expect(res.body.token).toMatch(/^eyJ/);
+    expect(await p.exited).toBe(0);
+    expect(p.output()).toMatch(/shutting down/);
+    await expect(request(`${url}/healthz`)).rejects.toThrow();
+    await emu.close();
+  }, 30_000);
+
+  it('loses no result when killed with SIGKILL mid-job and restarted', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'broker-kill-'));
+    const dbFile = join(dir, 'broker.db');
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    // Slow Incode: every call takes 300 ms, so jobs are mid-flight when the process dies.
+    const emu = await startEmulator({
+      processingDelayMs: 50,
+      webhook: {
+        url: `${url}/webhooks/incode`,
+        oauth: { tokenUrl: `${url}/webhooks/incode/token`, clientId: WEBHOOK_CLIENT_ID, clientSecret: WEBHOOK_CLIENT_SECRET },
+        retryDelaysMs: [200, 400, 800, 1600],
+      },
+    });
+    const env = brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: `sqlite:${dbFile}`, RESULTS_MODE: 'webhook', JOB_LEASE_MS: '1000', JOB_MAX_ATTEMPTS: '20' });
+    const first = spawnBroker(env);
+    procs.push(first);
+    await waitFor(() => healthy(url), 20_000, 100);
+
+    const sessions = [];
+    for (let i = 0; i < 5; i++) sessions.push((await json(`${url}/session`, { method: 'POST' })).body as { token: string; interviewId: string; apiUrl: string });
+    await Promise.all(sessions.map((s) => captureAll(s.apiUrl, s.token)));
+    emu.app.emulator.setFaults({ latencyMs: 300 });
+    // Wait until every ONBOARDING_FINISHED webhook is durably recorded, then kill at once.
+    const db = new Database(dbFile, { readonly: true, fileMustExist: true });
+    await waitFor(async () => {
+      const row = db.prepare("SELECT COUNT(*) AS n FROM events WHERE onboarding_status = 'ONBOARDING_FINISHED'").get() as { n: number };
+      return row.n === sessions.length;
+    }, 20_000);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const pending = db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE state IN ('queued', 'running')").get() as { n: number };
+    const stored = db.prepare("SELECT COUNT(*) AS n FROM sessions WHERE results_status = 'ready'").get() as { n: number };
+    db.close();
+    // The kill landed mid-work: some results were not stored yet.
+    expect(pending.n).toBeGreaterThan(0);
+    expect(stored.n).toBeLessThan(sessions.length);
+
+    emu.app.emulator.setFaults({ latencyMs: 0 });
+    const second = spawnBroker(env);
+    procs.push(second);
+    await waitFor(() => healthy(url), 20_000, 100);
+    for (const s of sessions) {
+      const done = await waitFor(async () => {
+        const r = await json(`${url}/sessions/${s.interviewId}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+        return r.body.resultsStatus === 'ready' && r.body;
+      }, 20_000);
+      expect(done.decision).toBe('approve');
+      expect(done.ocr.name.fullName).toEqual(expect.any(String));
+    }
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+    await emu.close();
+  }, 90_000);
+
+  it('refuses to start with a message naming the variable', async () => {
+    const p = spawnBroker({ NODE_ENV: 'production' });
+    expect(await p.exited).toBe(78);
+    expect(p.output()).toMatch(/INCODE_API_KEY/);
+  }, 20_000);
+});
