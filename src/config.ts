@@ -65,7 +65,7 @@ export const ENV_SCHEMA = {
   JOB_MAX_ATTEMPTS: { kind: { type: 'int', min: 1, max: 100 }, default: '8', doc: 'Attempts of a results or callback job before it is dead-lettered.' },
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff.' },
   JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long.' },
-  WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '8', doc: 'Jobs run at once by this process.' },
+  WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '32', doc: 'Jobs run at once by this process.' },
   MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status when a session\'s processing is done.' },
 
   ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation.' },

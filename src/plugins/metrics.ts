@@ -34,6 +34,9 @@ export function createMetrics() {
   };
 }
 
+/** Every circuit is closed until told otherwise: exported at 0 from the start, so alerts and dashboards see it. */
+const CIRCUIT_GROUPS = ['start', 'capture', 'read', 'auth'] as const;
+
 export type Metrics = ReturnType<typeof createMetrics>;
 
 declare module 'fastify' {
@@ -45,6 +48,7 @@ declare module 'fastify' {
 export default fp(
   async (app) => {
     const metrics = createMetrics();
+    for (const group of CIRCUIT_GROUPS) metrics.circuitState.set({ group }, 0);
     app.decorate('metrics', metrics);
     app.addHook('onResponse', async (req, reply) => {
       const route = req.routeOptions.url ?? 'unmatched';

@@ -1,5 +1,4 @@
 // Cost protection for routes that create billable Incode sessions: caller auth, rate limits, idempotency keys.
-import { createRemoteJWKSet, jwtVerify } from 'jose';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
@@ -22,7 +21,15 @@ export interface SessionGuards {
 
 export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter | null): SessionGuards {
   const { callerAuth, rateLimit } = config;
-  const jwks = callerAuth.mode === 'jwt' && callerAuth.jwksUrl ? createRemoteJWKSet(new URL(callerAuth.jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 }) : null;
+  // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown).
+  let verifier: Promise<(token: string) => Promise<{ sub?: unknown }>> | null = null;
+  const verify = (token: string) => {
+    verifier ??= import('jose').then(({ createRemoteJWKSet, jwtVerify }) => {
+      const jwks = createRemoteJWKSet(new URL(callerAuth.jwksUrl!), { timeoutDuration: 5000, cooldownDuration: 30_000 });
+      return async (t: string) => (await jwtVerify(t, jwks, { issuer: callerAuth.issuer, audience: callerAuth.audience, clockTolerance: 30 })).payload;
+    });
+    return verifier.then((v) => v(token));
+  };
 
   async function authenticate(req: FastifyRequest): Promise<void> {
     if (callerAuth.mode === 'none') return;
@@ -35,7 +42,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     const token = bearer(req.headers.authorization);
     if (!token) throw new AppError(401, 'UNAUTHORIZED', 'A bearer token from your identity provider is required', { 'www-authenticate': 'Bearer' });
     try {
-      const { payload } = await jwtVerify(token, jwks!, { issuer: callerAuth.issuer, audience: callerAuth.audience, clockTolerance: 30 });
+      const payload = await verify(token);
       req.caller = `sub:${String(payload.sub ?? 'unknown')}`;
     } catch {
       throw new AppError(401, 'UNAUTHORIZED', 'Bearer token is invalid, expired or not for this service', { 'www-authenticate': 'Bearer error="invalid_token"' });

@@ -51,10 +51,13 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     const now = Date.now();
     const resumeToken = randomToken(32);
     const expiresAt = now + config.resumeTokenTtlSeconds * 1000;
+    const resume = { tokenHash: sha256Hex(resumeToken), expiresAt };
     if (origin === 'created')
-      await app.store.upsertSession({ interviewId, origin: 'broker', externalCustomerId: externalCustomerId ?? null, token, tokenHash: sha256Hex(token), nextPollAt: app.results.firstPollAt(now), now });
-    else await app.store.replaceToken(interviewId, token, now);
-    await app.store.createResumeToken(sha256Hex(resumeToken), interviewId, expiresAt, now);
+      await app.store.upsertSession({ interviewId, origin: 'broker', externalCustomerId: externalCustomerId ?? null, token, tokenHash: sha256Hex(token), nextPollAt: app.results.firstPollAt(now), resume, now });
+    else {
+      await app.store.replaceToken(interviewId, token, now);
+      await app.store.createResumeToken(resume.tokenHash, interviewId, expiresAt, now);
+    }
     return { token, interviewId, apiUrl: opts.sdkApiUrl(), resumeToken, resumeTokenExpiresAt: new Date(expiresAt).toISOString() };
   }
 

@@ -1,14 +1,14 @@
 // Store factory: picks SQLite or PostgreSQL from the URL; re-exports the contract and the crypto helpers.
 import { Cipher } from './crypto';
-import { PostgresStore } from './postgres-store';
-import { SqliteStore } from './sqlite-store';
+import type { PostgresStore as PostgresStoreType } from './postgres-store';
+import type { SqliteStore as SqliteStoreType } from './sqlite-store';
 import type { Store } from './types';
 
 export * from './types';
 export { Cipher, CipherError, parseCipherKeys, sha256Hex, type CipherKey } from './crypto';
 export { MIGRATIONS, migratePostgres, migrateSqlite, type Migration } from './migrations';
-export { PostgresStore, type PostgresStoreOptions } from './postgres-store';
-export { SqliteStore, type SqliteStoreOptions } from './sqlite-store';
+export type { PostgresStoreOptions } from './postgres-store';
+export type { SqliteStoreOptions } from './sqlite-store';
 
 export interface CreateStoreOptions {
   /** `sqlite:./path/file.db`, `sqlite::memory:`, `postgres://…` or `postgresql://…`. */
@@ -21,6 +21,9 @@ export interface CreateStoreOptions {
 export function createStore(opts: CreateStoreOptions): Store {
   const { url, cipher } = opts;
   if (/^postgres(ql)?:\/\//i.test(url)) {
+    // Engines load on demand: a SQLite deployment never pays pg's memory, and the other way round.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { PostgresStore } = require('./postgres-store') as { PostgresStore: typeof PostgresStoreType };
     return new PostgresStore({ url, cipher, poolMax: opts.pgPoolMax, schema: opts.pgSchema });
   }
   if (url.startsWith('sqlite:')) {
@@ -28,6 +31,8 @@ export function createStore(opts: CreateStoreOptions): Store {
     let filename = url.slice('sqlite:'.length);
     if (filename.startsWith('//')) filename = filename.slice(2);
     if (!filename) throw new Error('sqlite URL needs a path or :memory:');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { SqliteStore } = require('./sqlite-store') as { SqliteStore: typeof SqliteStoreType };
     return new SqliteStore({ filename, cipher });
   }
   // Only the scheme is echoed: the rest of a URL may hold credentials.

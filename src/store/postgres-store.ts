@@ -129,6 +129,7 @@ export class PostgresStore implements Store {
        RETURNING *`,
       [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at],
     );
+    if (s.resume) await this.createResumeToken(s.resume.tokenHash, s.interviewId, s.resume.expiresAt, s.now);
     return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId)) as SessionRecord);
   }
 

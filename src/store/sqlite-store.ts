@@ -73,9 +73,50 @@ export class SqliteStore implements Store {
     return s;
   }
 
-  // Immediate: take the write lock up front; a deferred read-then-write can fail with SQLITE_BUSY without waiting.
-  private tx<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+  // Group commit: every write issued in one turn of the event loop shares one IMMEDIATE transaction (one
+  // fsync-free WAL commit instead of one per write); each runs in its own savepoint, so one failing write
+  // rolls back alone. A write's promise settles only after the commit, so callers still ack durably.
+  private pending: { fn: () => unknown; resolve: (v: any) => void; reject: (e: unknown) => void }[] = [];
+  private flushScheduled = false;
+
+  private write<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ fn, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    if (!batch.length) return;
+    if (!this.db.open) {
+      for (const p of batch) p.reject(new Error('store is closed'));
+      return;
+    }
+    const outcomes: { ok: boolean; v?: unknown; e?: unknown }[] = [];
+    try {
+      this.db
+        .transaction(() => {
+          for (const p of batch) {
+            try {
+              outcomes.push({ ok: true, v: batch.length === 1 ? p.fn() : this.db.transaction(p.fn)() });
+            } catch (e) {
+              if (batch.length === 1) throw e;
+              outcomes.push({ ok: false, e });
+            }
+          }
+        })
+        .immediate();
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+      return;
+    }
+    batch.forEach((p, i) => (outcomes[i].ok ? p.resolve(outcomes[i].v) : p.reject(outcomes[i].e)));
   }
 
   async migrate(): Promise<void> {
@@ -84,6 +125,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.flush();
     if (this.db.open) this.db.close();
   }
 
@@ -103,38 +145,44 @@ export class SqliteStore implements Store {
   }
 
   async upsertSession(s: NewSession): Promise<SessionRecord> {
-    const v = sessionInsertValues(s, this.cipher);
-    // One statement, so it is atomic without a transaction. On conflict it only fills what is missing
-    // (never on an erased session) and only ever raises the status.
-    const r = this.st(
-      `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
-         results_status, created_at, updated_at, next_poll_at, poll_attempts)
-       VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @onboarding_status, @status_rank,
-         'pending', @now, @now, @next_poll_at, 0)
-       ON CONFLICT (interview_id) DO UPDATE SET
-         token_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_enc ELSE sessions.token_enc END,
-         token_hash = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_hash ELSE sessions.token_hash END,
-         external_customer_id_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.external_customer_id_enc IS NULL
-           THEN excluded.external_customer_id_enc ELSE sessions.external_customer_id_enc END,
-         onboarding_status = CASE WHEN excluded.status_rank > sessions.status_rank THEN excluded.onboarding_status ELSE sessions.onboarding_status END,
-         status_rank = MAX(sessions.status_rank, excluded.status_rank),
-         updated_at = MAX(sessions.updated_at, excluded.updated_at)
-       WHERE excluded.status_rank > sessions.status_rank
-          OR (sessions.results_status <> 'erased' AND (
-               (sessions.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
-            OR (sessions.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
-       RETURNING *`,
-    ).get(v) as SessionRow | undefined;
-    return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
+    return this.write(() => {
+      const v = sessionInsertValues(s, this.cipher);
+      // One statement, so it is atomic without a transaction. On conflict it only fills what is missing
+      // (never on an erased session) and only ever raises the status.
+      const r = this.st(
+        `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
+           results_status, created_at, updated_at, next_poll_at, poll_attempts)
+         VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @onboarding_status, @status_rank,
+           'pending', @now, @now, @next_poll_at, 0)
+         ON CONFLICT (interview_id) DO UPDATE SET
+           token_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_enc ELSE sessions.token_enc END,
+           token_hash = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_hash ELSE sessions.token_hash END,
+           external_customer_id_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.external_customer_id_enc IS NULL
+             THEN excluded.external_customer_id_enc ELSE sessions.external_customer_id_enc END,
+           onboarding_status = CASE WHEN excluded.status_rank > sessions.status_rank THEN excluded.onboarding_status ELSE sessions.onboarding_status END,
+           status_rank = MAX(sessions.status_rank, excluded.status_rank),
+           updated_at = MAX(sessions.updated_at, excluded.updated_at)
+         WHERE excluded.status_rank > sessions.status_rank
+            OR (sessions.results_status <> 'erased' AND (
+                 (sessions.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
+              OR (sessions.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
+         RETURNING *`,
+      ).get(v) as SessionRow | undefined;
+      if (s.resume)
+        this.st('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES (?, ?, ?, ?)').run(s.resume.tokenHash, s.interviewId, s.resume.expiresAt, s.now);
+      return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
+    });
   }
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
-    this.st(`UPDATE sessions SET token_enc = ?, token_hash = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ? AND results_status <> 'erased'`).run(
-      this.cipher.encrypt(token, aad.token(interviewId)),
-      sha256Hex(token),
-      now,
-      interviewId,
-    );
+    return this.write(() => {
+      this.st(`UPDATE sessions SET token_enc = ?, token_hash = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ? AND results_status <> 'erased'`).run(
+        this.cipher.encrypt(token, aad.token(interviewId)),
+        sha256Hex(token),
+        now,
+        interviewId,
+      );
+    });
   }
 
   async getSession(interviewId: string): Promise<SessionRecord | null> {
@@ -147,29 +195,33 @@ export class SqliteStore implements Store {
   }
 
   async advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number) {
-    // Re-applying the very same status is not a change, so callers do not re-run side effects on repeats.
-    const r = this.st(
-      `UPDATE sessions SET onboarding_status = @status, status_rank = @rank, updated_at = MAX(updated_at, @now)
-       WHERE interview_id = @id
-         AND (status_rank < @rank OR (status_rank = @rank AND @eq = 1 AND onboarding_status <> @status))
-       RETURNING *`,
-    ).get({ id: interviewId, status, rank, eq: equalRankReplaces ? 1 : 0, now }) as SessionRow | undefined;
-    if (r) return { changed: true, session: toSession(r, this.cipher) };
-    return { changed: false, session: this.rec(interviewId) };
+    return this.write(() => {
+      // Re-applying the very same status is not a change, so callers do not re-run side effects on repeats.
+      const r = this.st(
+        `UPDATE sessions SET onboarding_status = @status, status_rank = @rank, updated_at = MAX(updated_at, @now)
+         WHERE interview_id = @id
+           AND (status_rank < @rank OR (status_rank = @rank AND @eq = 1 AND onboarding_status <> @status))
+         RETURNING *`,
+      ).get({ id: interviewId, status, rank, eq: equalRankReplaces ? 1 : 0, now }) as SessionRow | undefined;
+      if (r) return { changed: true, session: toSession(r, this.cipher) };
+      return { changed: false, session: this.rec(interviewId) };
+    });
   }
 
   async setResultsStatus(interviewId: string, status: ResultsStatus, lastError: string | null, now: number): Promise<void> {
-    // Erased is terminal: nothing may make an erased session look like it has results again.
-    this.st(
-      `UPDATE sessions SET results_status = ?, last_error = ?, updated_at = MAX(updated_at, ?)
-       WHERE interview_id = ? AND (results_status <> 'erased' OR ? = 'erased')`,
-    ).run(status, lastError, now, interviewId, status);
+    return this.write(() => {
+      // Erased is terminal: nothing may make an erased session look like it has results again.
+      this.st(
+        `UPDATE sessions SET results_status = ?, last_error = ?, updated_at = MAX(updated_at, ?)
+         WHERE interview_id = ? AND (results_status <> 'erased' OR ? = 'erased')`,
+      ).run(status, lastError, now, interviewId, status);
+    });
   }
 
   async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void> {
     const scores = this.cipher.encryptJson(results.scores, aad.scores(interviewId));
     const ocr = this.cipher.encryptJson(results.ocr, aad.ocr(interviewId));
-    this.tx(() => {
+    return this.write(() => {
       const cur = this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined;
       if (!cur) throw new Error('saveResults: unknown session');
       // A late results job must not bring PII back after an erasure.
@@ -229,23 +281,27 @@ export class SqliteStore implements Store {
   }
 
   async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, now: number): Promise<void> {
-    this.st('UPDATE sessions SET next_poll_at = ?, poll_attempts = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ?').run(
-      nextPollAt,
-      pollAttempts,
-      now,
-      interviewId,
-    );
+    return this.write(() => {
+      this.st('UPDATE sessions SET next_poll_at = ?, poll_attempts = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ?').run(
+        nextPollAt,
+        pollAttempts,
+        now,
+        interviewId,
+      );
+    });
   }
 
   async recordStep(interviewId: string, step: StepRecord): Promise<void> {
-    this.st('INSERT INTO steps (interview_id, step, outcome, code, message, at) VALUES (?, ?, ?, ?, ?, ?)').run(
-      interviewId,
-      step.step,
-      step.outcome,
-      step.code ?? null,
-      step.message ?? null,
-      step.at,
-    );
+    return this.write(() => {
+      this.st('INSERT INTO steps (interview_id, step, outcome, code, message, at) VALUES (?, ?, ?, ?, ?, ?)').run(
+        interviewId,
+        step.step,
+        step.outcome,
+        step.code ?? null,
+        step.message ?? null,
+        step.at,
+      );
+    });
   }
 
   async listSteps(interviewId: string): Promise<StepRecord[]> {
@@ -254,7 +310,7 @@ export class SqliteStore implements Store {
   }
 
   async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
-    return this.tx(() => {
+    return this.write(() => {
       if (!this.st('SELECT 1 FROM sessions WHERE interview_id = ?').get(interviewId)) return false;
       this.st('DELETE FROM results WHERE interview_id = ?').run(interviewId);
       this.st('DELETE FROM resume_tokens WHERE interview_id = ?').run(interviewId);
@@ -268,7 +324,7 @@ export class SqliteStore implements Store {
   }
 
   async purgeExpired(createdBefore: number, now: number): Promise<number> {
-    return this.tx(() => {
+    return this.write(() => {
       const due = "FROM sessions WHERE created_at < ? AND results_status <> 'erased'";
       // Audit first: the UPDATE below changes the predicate that selects the rows.
       this.st(
@@ -300,7 +356,7 @@ export class SqliteStore implements Store {
   }
 
   async recordEvent(e: InboxEvent, job: NewJob): Promise<boolean> {
-    return this.tx(() => {
+    return this.write(() => {
       const inserted = this.st(
         `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
       ).run(e.key, e.interviewId, e.onboardingStatus, JSON.stringify(e.payload ?? {}), e.receivedAt).changes;
@@ -311,15 +367,19 @@ export class SqliteStore implements Store {
   }
 
   async markEventProcessed(key: string, now: number): Promise<void> {
-    this.st('UPDATE events SET processed_at = ? WHERE key = ?').run(now, key);
+    return this.write(() => {
+      this.st('UPDATE events SET processed_at = ? WHERE key = ?').run(now, key);
+    });
   }
 
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {
-    return this.insertJob(j, now);
+    return this.write(() => {
+      return this.insertJob(j, now);
+    });
   }
 
   async claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    const rows = this.tx(
+    const rows = await this.write(
       () =>
         this.st(
           `UPDATE jobs SET state = 'running', lease_owner = @owner, lease_expires_at = @exp, attempts = attempts + 1, updated_at = @now
@@ -334,22 +394,26 @@ export class SqliteStore implements Store {
   }
 
   async completeJob(id: string, owner: string, now: number): Promise<void> {
-    this.st(
-      `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-    ).run(now, id, owner);
+    return this.write(() => {
+      this.st(
+        `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
+      ).run(now, id, owner);
+    });
   }
 
   async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<void> {
-    if (retryAt === null) {
-      this.st(
-        `UPDATE jobs SET state = 'dead', last_error = ?, lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-      ).run(errorCode, now, id, owner);
-    } else {
-      this.st(
-        `UPDATE jobs SET state = 'queued', last_error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-         WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-      ).run(errorCode, retryAt, now, id, owner);
-    }
+    return this.write(() => {
+      if (retryAt === null) {
+        this.st(
+          `UPDATE jobs SET state = 'dead', last_error = ?, lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
+        ).run(errorCode, now, id, owner);
+      } else {
+        this.st(
+          `UPDATE jobs SET state = 'queued', last_error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+           WHERE id = ? AND lease_owner = ? AND state = 'running'`,
+        ).run(errorCode, retryAt, now, id, owner);
+      }
+    });
   }
 
   async countJobs(): Promise<Record<JobState, number>> {
@@ -367,7 +431,9 @@ export class SqliteStore implements Store {
   // ---- audit
 
   async audit(kind: string, subject: string, detail: Record<string, unknown>, now: number): Promise<void> {
-    this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run(kind, subject, JSON.stringify(detail ?? {}), now);
+    return this.write(() => {
+      this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run(kind, subject, JSON.stringify(detail ?? {}), now);
+    });
   }
 
   async listAudit(subject?: string): Promise<AuditEntry[]> {
@@ -380,7 +446,7 @@ export class SqliteStore implements Store {
   // ---- idempotency keys and resume tokens
 
   async claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim> {
-    return this.tx(() => {
+    return this.write(() => {
       // An expired key is taken over as if it never existed.
       const claimed = this.st(
         `INSERT INTO idempotency_keys (scope, key, request_hash, response_enc, state, expires_at, created_at)
@@ -404,17 +470,23 @@ export class SqliteStore implements Store {
   }
 
   async completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void> {
-    // Responses can carry session tokens, so they are encrypted like any other secret.
-    const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
-    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done' WHERE scope = ? AND key = ?`).run(enc, scope, key);
+    return this.write(() => {
+      // Responses can carry session tokens, so they are encrypted like any other secret.
+      const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
+      this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done' WHERE scope = ? AND key = ?`).run(enc, scope, key);
+    });
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
-    this.st('DELETE FROM idempotency_keys WHERE scope = ? AND key = ?').run(scope, key);
+    return this.write(() => {
+      this.st('DELETE FROM idempotency_keys WHERE scope = ? AND key = ?').run(scope, key);
+    });
   }
 
   async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void> {
-    this.st('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES (?, ?, ?, ?)').run(tokenHash, interviewId, expiresAt, now);
+    return this.write(() => {
+      this.st('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES (?, ?, ?, ?)').run(tokenHash, interviewId, expiresAt, now);
+    });
   }
 
   async findResumeToken(tokenHash: string, now: number): Promise<string | null> {

@@ -44,6 +44,8 @@ export interface NewSession {
   onboardingStatus?: string;
   statusRank?: number;
   nextPollAt?: number | null;
+  /** A resume token for this session, written in the same write (POST /session's one commit). */
+  resume?: { tokenHash: string; expiresAt: number };
   now: number;
 }
 

@@ -10,7 +10,7 @@ import { ADMIN_KEY, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, startBr
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 150);
+const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined;
 const params = { numRuns: RUNS, seed: SEED, endOnFailure: false, interruptAfterTimeLimit: 8000 };
 

@@ -258,8 +258,6 @@ function pipelineSuite(which: Engine) {
     expect(event).toMatchObject({ type: 'session.results_ready', data: { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' } });
     expect(body).not.toContain('cust-secret-name');
   });
-});
-
 }
 
 describe('results pipeline, end to end (SQLite)', () => pipelineSuite('sqlite'));

@@ -2,7 +2,9 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Cipher, createStore, PostgresStore, SqliteStore } from '../../src/store';
+import { Cipher, createStore } from '../../src/store';
+import { PostgresStore } from '../../src/store/postgres-store';
+import { SqliteStore } from '../../src/store/sqlite-store';
 import { describeWith, services } from '../helpers/services';
 
 const cipher = new Cipher([{ id: 'k1', key: Buffer.alloc(32, 1) }]);

@@ -107,6 +107,12 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect((await store.getSession('i1'))?.token).toBeNull();
       });
 
+      it('writes a resume token together with a new session', async () => {
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', resume: { tokenHash: 'rh', expiresAt: T0 + 100 }, now: T0 });
+        expect(await store.findResumeToken('rh', T0 + 1)).toBe('i1');
+        expect(await store.findResumeToken('rh', T0 + 100)).toBeNull();
+      });
+
       it('uses the caller token hash when given', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', tokenHash: 'h-custom', now: T0 });
         expect((await store.getSessionByTokenHash('h-custom'))?.token).toBe('t');

@@ -1,0 +1,229 @@
+// Observability and hygiene: Prometheus metrics, request ids (to the client, to Incode, on every log line),
+// helmet headers, the OpenAPI document and UI, and a full flow at LOG_LEVEL=trace whose logs carry no secret
+// and no personal data.
+import request from 'supertest';
+import type { EmulatorApp } from '../../src/emulator/app';
+import { captureAll, sampleImages } from '../helpers/flow';
+import {
+  ADMIN_KEY,
+  TEST_API_KEY,
+  WEBHOOK_CLIENT_ID,
+  WEBHOOK_CLIENT_SECRET,
+  brokerEnv,
+  freePort,
+  startBroker,
+  startEmulator,
+  waitFor,
+  type Running,
+} from '../helpers/harness';
+import { startRecordingProxy, type RecordingProxy } from './recording-proxy';
+
+type Broker = Awaited<ReturnType<typeof startBroker>>;
+
+let emu: Running<EmulatorApp>;
+let proxy: RecordingProxy;
+let broker: Broker;
+
+const admin = (path: string) => request(broker.url).get(path).set('authorization', `Bearer ${ADMIN_KEY}`);
+const ready = (id: string) =>
+  waitFor(async () => {
+    const r = await admin(`/sessions/${id}`);
+    return r.status === 200 && r.body.resultsStatus === 'ready' && r.body;
+  }, 20_000, 100);
+const logLines = () => broker.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+const basic = `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`).toString('base64')}`;
+
+beforeAll(async () => {
+  const port = await freePort();
+  emu = await startEmulator({
+    processingDelayMs: 50,
+    webhook: {
+      url: `http://127.0.0.1:${port}/webhooks/incode`,
+      oauth: { tokenUrl: `http://127.0.0.1:${port}/webhooks/incode/token`, clientId: WEBHOOK_CLIENT_ID, clientSecret: WEBHOOK_CLIENT_SECRET },
+      retryDelaysMs: [50, 100, 200],
+    },
+  });
+  proxy = await startRecordingProxy(emu.url);
+  broker = await startBroker(brokerEnv(proxy.url, { LOG_LEVEL: 'trace', RESULTS_MODE: 'both', CIRCUIT_FAILURE_THRESHOLD: '50' }), {}, port);
+});
+afterAll(async () => {
+  emu?.app.emulator.resetFaults();
+  await broker?.close();
+  await proxy?.close();
+  await emu?.close();
+});
+
+describe('request ids', () => {
+  it('echoes a client x-request-id, sends it on to Incode, and replaces an unsafe one', async () => {
+    const res = await request(broker.url).post('/session').set('x-request-id', 'client-req-0001').send({}).expect(200);
+    expect(res.headers['x-request-id']).toBe('client-req-0001');
+    const starts = proxy.records.filter((r) => r.path.endsWith('/omni/start'));
+    expect(starts[starts.length - 1].headers['x-request-id']).toBe('client-req-0001');
+
+    const bad = await request(broker.url).post('/session').set('x-request-id', 'has spaces and "quotes"').send({}).expect(200);
+    expect(bad.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    const last = proxy.records.filter((r) => r.path.endsWith('/omni/start')).pop()!;
+    expect(last.headers['x-request-id']).toBe(bad.headers['x-request-id']);
+    const long = await request(broker.url).get('/healthz').set('x-request-id', 'a'.repeat(200)).expect(200);
+    expect(long.headers['x-request-id']).not.toBe('a'.repeat(200));
+    // Without one, a fresh id per request.
+    const a = await request(broker.url).get('/healthz');
+    const b = await request(broker.url).get('/healthz');
+    expect(a.headers['x-request-id']).toBeTruthy();
+    expect(a.headers['x-request-id']).not.toBe(b.headers['x-request-id']);
+    // Error bodies carry the same id.
+    const nf = await request(broker.url).get('/nope').set('x-request-id', 'client-req-404').expect(404);
+    expect(nf.body.requestId).toBe('client-req-404');
+  });
+
+  it('sends the request id on every Incode call of a server-side onboarding', async () => {
+    const before = proxy.records.length;
+    await request(broker.url)
+      .post('/onboardings')
+      .set('authorization', `Bearer ${ADMIN_KEY}`)
+      .set('x-request-id', 'client-onb-0001')
+      .send({ front: sampleImages.front, back: sampleImages.back, selfie: sampleImages.selfie })
+      .expect(202);
+    const calls = proxy.records.slice(before).filter((r) => r.headers['x-request-id'] === 'client-onb-0001').map((r) => r.path.split('?')[0]);
+    expect(calls).toEqual(expect.arrayContaining(['/omni/start', '/omni/add/front-id/v2', '/omni/add/back-id/v2', '/omni/add/face/third-party']));
+  });
+
+  it('puts the reqId on every log line of a request, including failures', async () => {
+    await request(broker.url).post('/session').set('x-request-id', 'log-req-ok').send({}).expect(200);
+    emu.app.emulator.setFaults({ errorRate: 1 });
+    await request(broker.url).post('/session').set('x-request-id', 'log-req-fail').send({}).expect(502);
+    emu.app.emulator.resetFaults();
+    await request(broker.url).post('/session').set('x-request-id', 'log-req-400').send({ countryCode: 1 }).expect(400);
+    const lines = logLines();
+    for (const id of ['log-req-ok', 'log-req-fail', 'log-req-400']) {
+      const mine = lines.filter((l) => l.reqId === id).map((l) => l.msg);
+      // One access line per request (Fastify's own pair or the broker's single line), with its reqId.
+      expect(mine).toContain('request completed');
+    }
+    expect(lines.filter((l) => l.reqId === 'log-req-fail').map((l) => l.msg)).toContain('request failed');
+    expect(lines.filter((l) => l.reqId === 'log-req-400').map((l) => l.msg)).toContain('request refused');
+    // Every request-scoped line (it has req/res or an error of a request) names its request.
+    const scoped = lines.filter((l) => 'req' in l || 'res' in l || ['request failed', 'request refused', 'webhook recorded', 'session erased'].includes(String(l.msg)));
+    expect(scoped.length).toBeGreaterThan(10);
+    for (const l of scoped) expect(typeof l.reqId).toBe('string');
+  });
+});
+
+describe('HTTP hygiene', () => {
+  it('sends helmet security headers on API responses and no x-powered-by', async () => {
+    for (const res of [await request(broker.url).post('/session').send({}), await request(broker.url).get('/healthz'), await request(broker.url).get('/nope')]) {
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+      expect(res.headers['x-frame-options']).toBe('SAMEORIGIN');
+      expect(res.headers['strict-transport-security']).toMatch(/max-age=\d+/);
+      expect(res.headers['referrer-policy']).toBe('no-referrer');
+      expect(res.headers['x-dns-prefetch-control']).toBe('off');
+      expect(res.headers['cross-origin-opener-policy']).toBe('same-origin');
+      expect(res.headers['x-powered-by']).toBeUndefined();
+    }
+    // Results are never cached by intermediaries.
+    expect((await admin('/sessions')).headers['cache-control']).toBe('no-store');
+  });
+
+  it('serves the OpenAPI document listing the routes, and an HTML UI at /docs', async () => {
+    const doc = await request(broker.url).get('/docs/json').expect(200);
+    expect(doc.body.openapi).toMatch(/^3\./);
+    expect(Object.keys(doc.body.paths)).toEqual(
+      expect.arrayContaining(['/session', '/session/resume', '/session/status', '/webhooks/incode', '/webhooks/incode/token', '/sessions', '/sessions/{interviewId}', '/sessions/{interviewId}/refresh', '/onboardings', '/healthz', '/readyz']),
+    );
+    expect(doc.body.paths['/session'].post.responses).toHaveProperty('429');
+    const ui = await request(broker.url).get('/docs').redirects(3).expect(200);
+    expect(ui.headers['content-type']).toMatch(/text\/html/);
+    expect(ui.text).toMatch(/swagger/i);
+  });
+});
+
+describe('metrics and a full flow with no secret or PII in the logs', () => {
+  it('runs every route of a complete flow at LOG_LEVEL=trace, exposes the metrics, and logs no secret or PII', async () => {
+    const secrets: string[] = [TEST_API_KEY, ADMIN_KEY, WEBHOOK_CLIENT_SECRET, basic.slice(6)];
+    const ext = 'ext-customer-PII-7781';
+
+    // Token flow with webhooks (OAuth) and a resume.
+    const s = (await request(broker.url).post('/session').set('idempotency-key', 'obs-idem-1').send({ externalCustomerId: ext, countryCode: 'USA' }).expect(200)).body;
+    secrets.push(s.token, s.resumeToken);
+    const resumed = (await request(broker.url).post('/session/resume').send({ resumeToken: s.resumeToken }).expect(200)).body;
+    secrets.push(resumed.token, resumed.resumeToken);
+    await request(broker.url).get('/session/status').set('x-incode-hardware-id', resumed.token).expect(200);
+    await captureAll(s.apiUrl, resumed.token);
+    const done = await ready(s.interviewId);
+    secrets.push(done.ocr.name.fullName, done.ocr.documentNumber);
+
+    // The OAuth token endpoint and a webhook sent by hand.
+    const tok = (await request(broker.url).post('/webhooks/incode/token').set('authorization', basic).type('form').send({ grant_type: 'client_credentials' }).expect(200)).body;
+    secrets.push(tok.access_token);
+    await request(broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok.access_token}`).send({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
+    await request(broker.url).post('/webhooks/incode').set('authorization', 'Bearer wrong-token-value-123456').send({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(401);
+
+    // Results API.
+    await admin('/sessions?resultsStatus=ready&limit=5').expect(200);
+    await request(broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+
+    // Server-side onboarding with images.
+    const extOnb = 'ext-onboarding-PII-9912';
+    const onb = (await request(broker.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send({ front: sampleImages.front, back: sampleImages.back, selfie: sampleImages.selfie, externalCustomerId: extOnb }).expect(202)).body;
+    const onbDone = await ready(onb.interviewId);
+    secrets.push(onbDone.ocr.name.fullName, onbDone.ocr.documentNumber);
+
+    // Results through polling only (the webhook is dropped): a polling repair.
+    emu.app.emulator.setFaults({ dropWebhookRate: 1 });
+    const p = (await request(broker.url).post('/session').send({ externalCustomerId: 'ext-polled-PII-5521' }).expect(200)).body;
+    secrets.push(p.token, p.resumeToken);
+    await captureAll(p.apiUrl, p.token);
+    const polled = await ready(p.interviewId);
+    secrets.push(polled.ocr.name.fullName, polled.ocr.documentNumber);
+    emu.app.emulator.resetFaults();
+
+    // Incode failures: a 502 on start, and an onboarding whose start fails.
+    emu.app.emulator.setFaults({ errorRate: 1 });
+    await request(broker.url).post('/session').send({ externalCustomerId: ext }).expect(502);
+    const failedOnb = await request(broker.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send({ front: sampleImages.front, selfie: sampleImages.selfie, externalCustomerId: extOnb });
+    expect(failedOnb.status).toBe(502);
+    expect(JSON.stringify(failedOnb.body)).not.toMatch(/emulated|Service temporarily/);
+    emu.app.emulator.resetFaults();
+
+    // Erasure.
+    await request(broker.url).delete(`/sessions/${p.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+
+    // Metrics.
+    const metrics = (await request(broker.url).get('/metrics').expect(200)).text;
+    expect(metrics).toMatch(/^http_request_duration_seconds_count\{method="POST",route="\/session",status_code="200"\} [1-9]/m);
+    expect(metrics).toMatch(/^http_request_duration_seconds_count\{method="GET",route="\/sessions\/:interviewId",status_code="200"\} [1-9]/m);
+    expect(metrics).toMatch(/^http_request_duration_seconds_bucket\{le="0.1",method="POST",route="\/session",status_code="200"\} \d+/m);
+    expect(metrics).toMatch(/^incode_call_duration_seconds_count\{operation="start",outcome="ok"\} [1-9]/m);
+    expect(metrics).toMatch(/^incode_call_duration_seconds_count\{operation="start",outcome="http_503"\} [1-9]/m);
+    expect(metrics).toMatch(/^incode_call_duration_seconds_count\{operation="getScore",outcome="ok"\} [1-9]/m);
+    expect(metrics).toMatch(/^sessions_created_total\{route="session"\} [1-9]/m);
+    expect(metrics).toMatch(/^sessions_created_total\{route="onboardings"\} [1-9]/m);
+    expect(metrics).toMatch(/^webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth"\} [1-9]/m);
+    expect(metrics).toMatch(/^webhooks_received_total\{status="unknown",auth="rejected"\} [1-9]/m);
+    expect(metrics).toMatch(/^result_jobs_total\{kind="[a-z_]+",outcome="done"\} [1-9]/m);
+    expect(metrics).toMatch(/^result_jobs_queue_depth\{state="[a-z_]+"\} \d+/m);
+    expect(metrics).toMatch(/^polling_repairs_total [1-9]/m);
+    expect(metrics).toMatch(/^results_stored_total\{decision="approve"\} [1-9]/m);
+    expect(metrics).toMatch(/^incode_circuit_state\{group="start"\} 0/m);
+    expect(metrics).toMatch(/^process_cpu_seconds_total /m);
+    // Ids are never metric labels (unbounded cardinality).
+    expect(metrics).not.toContain(s.interviewId);
+
+    // Logs: none of the secrets, tokens, personal data or images, at trace level.
+    const lines = broker.logs.lines;
+    expect(lines.length).toBeGreaterThan(50);
+    const text = broker.logs.text;
+    // The capture works: the flow's (non-personal) ids are there.
+    expect(text).toContain(s.interviewId);
+    expect(text).toContain(onb.interviewId);
+    const forbidden = [...secrets, ext, extOnb, 'ext-polled-PII-5521', sampleImages.front.slice(0, 40), sampleImages.back.slice(0, 40), sampleImages.selfie.slice(0, 40), sampleImages.selfie.slice(1000, 1040)];
+    for (const f of forbidden) {
+      expect(typeof f).toBe('string');
+      expect(f.length).toBeGreaterThanOrEqual(6);
+      if (text.includes(f)) throw new Error(`log leaks "${f.slice(0, 12)}…": ${lines.find((l) => l.includes(f))?.slice(0, 300)}`);
+    }
+    // No query strings (ids, filters) and no request headers in request logs.
+    expect(text).not.toContain('resultsStatus=ready');
+    expect(text).not.toMatch(/"headers"\s*:/);
+  }, 60_000);
+});
