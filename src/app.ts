@@ -1,6 +1,6 @@
 // buildApp(config, deps): the whole broker, wired the same way in tests and in production.
 import { randomBytes, randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
@@ -88,7 +88,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     // One access line per request (below) instead of Fastify's two.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
   };
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>();
