@@ -47,7 +47,7 @@ export const ENV_SCHEMA = {
   INCODE_MAX_RETRIES: { kind: { type: 'int', min: 0, max: 10 }, default: '2', doc: 'Retries of idempotent Incode calls (reads, connection failures).' },
   INCODE_MAX_CONCURRENCY: { kind: { type: 'int', min: 1, max: 100000 }, default: '1024', doc: 'Incode calls in flight at once; more wait in line.' },
 
-  DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db.' },
+  DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db. Sandbox without DATA_ENCRYPTION_KEY: in memory.' },
   DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts. Sandbox generates a throwaway key.' },
   RETENTION_DAYS: { kind: { type: 'int', min: 1, max: 3650 }, default: '30', doc: 'Stored scores, OCR and tokens are erased after this many days.' },
 
@@ -300,9 +300,16 @@ export function loadConfig(env: Env): Config {
   if (!!executiveEmail !== !!executivePassword)
     throw new ConfigError(executiveEmail ? 'INCODE_EXECUTIVE_PASSWORD' : 'INCODE_EXECUTIVE_EMAIL', 'must be set together with its pair');
 
-  const databaseUrl = str(env, 'DATABASE_URL')!;
+  let databaseUrl = str(env, 'DATABASE_URL')!;
   if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
+  if (generated) {
+    // Data encrypted under a throwaway key is unreadable after a restart: keep it in memory, or refuse.
+    const explicit = env.DATABASE_URL !== undefined && env.DATABASE_URL.trim() !== '';
+    if (!explicit) databaseUrl = 'sqlite::memory:';
+    else if (databaseUrl !== 'sqlite::memory:')
+      throw new ConfigError('DATA_ENCRYPTION_KEY', 'is required with a persistent DATABASE_URL (data under a throwaway sandbox key could not be read after a restart)');
+  }
 
   const pollIntervalMs = int(env, 'POLL_INTERVAL_MS');
   const pollMaxIntervalMs = int(env, 'POLL_MAX_INTERVAL_MS');

@@ -33,6 +33,10 @@ describe('loadConfig', () => {
     expect(c.encryption.keys[0].key).toHaveLength(32);
     expect(c.results.mode).toBe('both');
     expect(c.corsOrigins).toEqual([]);
+    // A throwaway key makes stored data unreadable after a restart, so sandbox keeps it in memory.
+    expect(c.database.url).toBe('sqlite::memory:');
+    expect(errorFor({ DATABASE_URL: 'sqlite:./x.db' }).variable).toBe('DATA_ENCRYPTION_KEY');
+    expect(loadConfig({ DATABASE_URL: 'sqlite:./x.db', DATA_ENCRYPTION_KEY: KEY }).database.url).toBe('sqlite:./x.db');
   });
 
   it('reads a production configuration', () => {
