@@ -46,12 +46,15 @@ export const REDACT_PATHS = [
   'req.headers["x-incode-hardware-id"]',
   'req.headers["x-app-key"]',
   'req.headers.cookie',
-  '*.token',
-  '*.apiKey',
-  '*.password',
-  '*.base64Image',
-  '*.resumeToken',
-  '*.access_token',
+  // Explicit paths, not wildcards: a wildcard makes pino walk every logged object on every line.
+  'token',
+  'apiKey',
+  'password',
+  'base64Image',
+  'resumeToken',
+  'access_token',
+  'body',
+  'err.config',
 ];
 
 /** Sandbox mode fills what a developer has not configured: the emulator needs webhook credentials too. */

@@ -1,5 +1,6 @@
 // Constant-time secret comparison and token hashing, used for every credential the broker checks.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { randomBytesPooled } from './util/random-pool';
 
 const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
 
@@ -20,7 +21,7 @@ export function sha256Hex(s: string): string {
 }
 
 export function randomToken(bytes = 32): string {
-  return randomBytes(bytes).toString('base64url');
+  return randomBytesPooled(bytes).toString('base64url');
 }
 
 /** The bearer credential of an Authorization header, or null. */

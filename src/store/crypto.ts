@@ -1,5 +1,6 @@
 // AES-256-GCM envelope for PII at rest, with key ids for rotation and associated data binding each ciphertext to its row and column.
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
+import { randomBytesPooled } from '../util/random-pool';
 
 export interface CipherKey {
   id: string;
@@ -41,7 +42,7 @@ export class Cipher {
   /** `aad` names where the ciphertext lives (e.g. `results.ocr:<interviewId>`); the same value is needed to decrypt. */
   encrypt(plain: string, aad = ''): string {
     const kid = this.primaryKeyId;
-    const iv = randomBytes(IV_BYTES);
+    const iv = randomBytesPooled(IV_BYTES);
     const c = createCipheriv('aes-256-gcm', this.keys.get(kid)!, iv, { authTagLength: TAG_BYTES });
     c.setAAD(aadBytes(kid, aad));
     const ct = Buffer.concat([c.update(plain, 'utf8'), c.final()]);

@@ -147,6 +147,34 @@ export class SqliteStore implements Store {
   async upsertSession(s: NewSession): Promise<SessionRecord> {
     return this.write(() => {
       const v = sessionInsertValues(s, this.cipher);
+      // The common case is a brand-new session: a plain insert, and the record is built from what we hold
+      // (no RETURNING, no decrypting what we just encrypted).
+      const fresh = this.st(
+        `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
+           results_status, created_at, updated_at, next_poll_at, poll_attempts)
+         VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @onboarding_status, @status_rank,
+           'pending', @now, @now, @next_poll_at, 0)
+         ON CONFLICT (interview_id) DO NOTHING`,
+      ).run(v).changes;
+      if (fresh) {
+        if (s.resume)
+          this.st('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES (?, ?, ?, ?)').run(s.resume.tokenHash, s.interviewId, s.resume.expiresAt, s.now);
+        return {
+          interviewId: s.interviewId,
+          origin: s.origin,
+          externalCustomerId: s.externalCustomerId ?? null,
+          token: s.token ?? null,
+          onboardingStatus: v.onboarding_status,
+          statusRank: v.status_rank,
+          resultsStatus: 'pending',
+          decision: null,
+          lastError: null,
+          createdAt: s.now,
+          updatedAt: s.now,
+          nextPollAt: v.next_poll_at,
+          pollAttempts: 0,
+        } satisfies SessionRecord;
+      }
       // One statement, so it is atomic without a transaction. On conflict it only fills what is missing
       // (never on an erased session) and only ever raises the status.
       const r = this.st(
