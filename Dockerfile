@@ -6,7 +6,9 @@ WORKDIR /app
 # better-sqlite3 builds a native addon when no prebuilt binary matches.
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-RUN npm ci --ignore-scripts=false --no-audit --no-fund
+# postinstall fetches the Web SDK for the sandbox demo; it never fails the install.
+COPY scripts ./scripts
+RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev

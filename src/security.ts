@@ -16,9 +16,8 @@ export function matchesAny(candidate: string, keys: readonly string[]): boolean 
   return ok;
 }
 
-export function sha256Hex(s: string): string {
-  return createHash('sha256').update(s, 'utf8').digest('hex');
-}
+/** One definition of the token hash: the store looks sessions up by the same digest. */
+export { sha256Hex } from './store/crypto';
 
 export function randomToken(bytes = 32): string {
   return randomBytesPooled(bytes).toString('base64url');

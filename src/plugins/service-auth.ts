@@ -1,7 +1,8 @@
-// Service-key authentication (ADMIN_API_KEYS) for the results API and the operator page.
+// Caller checks shared by routes: service keys (ADMIN_API_KEYS) and an app's own session token.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors';
-import { bearer, matchesAny } from '../security';
+import { bearer, matchesAny, sha256Hex } from '../security';
+import type { SessionRecord, Store } from '../store/types';
 
 export function serviceKeyGuard(keys: readonly string[]) {
   return async function requireServiceKey(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
@@ -9,4 +10,12 @@ export function serviceKeyGuard(keys: readonly string[]) {
     if (!key || keys.length === 0 || !matchesAny(key, keys))
       throw new AppError(401, 'UNAUTHORIZED', 'A valid service key is required (Authorization: Bearer <key>)', { 'www-authenticate': 'Bearer' });
   };
+}
+
+/** The session a token belongs to (X-Incode-Hardware-Id), for the app's own views; 401 otherwise. */
+export async function sessionForToken(store: Store, token: string | undefined): Promise<SessionRecord> {
+  if (!token) throw new AppError(401, 'UNAUTHORIZED', 'X-Incode-Hardware-Id with the session token is required');
+  const session = await store.getSessionByTokenHash(sha256Hex(token));
+  if (!session) throw new AppError(401, 'UNAUTHORIZED', 'Unknown session token');
+  return session;
 }

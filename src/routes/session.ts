@@ -5,6 +5,7 @@ import type { Config } from '../config';
 import { AppError } from '../errors';
 import { isValidCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
+import { sessionForToken } from '../plugins/service-auth';
 import { withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
 import type { SessionGuards } from '../protection/session-guards';
@@ -136,10 +137,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       },
     },
     async (req) => {
-      const token = req.headers['x-incode-hardware-id'];
-      if (!token) throw new AppError(401, 'UNAUTHORIZED', 'X-Incode-Hardware-Id with the session token is required');
-      const session = await app.store.getSessionByTokenHash(sha256Hex(token));
-      if (!session) throw new AppError(401, 'UNAUTHORIZED', 'Unknown session token');
+      const session = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
       return { interviewId: session.interviewId, onboardingStatus: session.onboardingStatus, resultsStatus: session.resultsStatus, decision: session.decision };
     },
   );

@@ -9,7 +9,7 @@ import type { Config } from '../config';
 import { AppError } from '../errors';
 import { checkIdCapture, checkSelfie } from '../incode/capture-checks';
 import { withErrors } from '../schemas';
-import { sha256Hex } from '../security';
+import { sessionForToken } from '../plugins/service-auth';
 import type { SessionRecord } from '../store/types';
 
 export interface WebRouteOptions {
@@ -203,10 +203,7 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
       },
     },
     async (req, reply) => {
-      const token = req.headers['x-incode-hardware-id'];
-      if (!token) throw new AppError(401, 'UNAUTHORIZED', 'X-Incode-Hardware-Id with the session token is required');
-      const s = await app.store.getSessionByTokenHash(sha256Hex(token));
-      if (!s) throw new AppError(401, 'UNAUTHORIZED', 'Unknown session token');
+      const s = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
       const results = s.resultsStatus === 'ready' ? await app.store.getResults(s.interviewId) : null;
       reply.header('cache-control', 'no-store');
       return demoView(s, results?.scores, results?.ocr);

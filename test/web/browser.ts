@@ -1,5 +1,4 @@
 // Headless Debian Chromium for the browser tests: offline (only 127.0.0.1 resolves), fake camera, fresh profile.
-import { createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -74,13 +73,5 @@ export async function launch(opts: { fakeVideo?: string } = {}): Promise<Browser
 }
 
 /** What the SDK's camera UI sends as an "encrypted" selfie (its encryptImage): the base64 with a 64-hex HMAC spliced in. */
-export function sdkTaggedBase64(b64: string): string {
-  const tag = createHmac('sha256', '2c4c31a9cb31a23971792b8105187d21e0df9f28df26f35d97af140a770daa10').update(b64).digest('hex');
-  let out = b64;
-  for (let i = 0; i < tag.length; i++) {
-    const at = i + 64 * (i + 1);
-    out = out.slice(0, at) + tag[i] + out.slice(at);
-  }
-  return out;
-}
+export { sdkTagged as sdkTaggedBase64 } from '../emulator/helpers';
 
