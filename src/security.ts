@@ -9,11 +9,18 @@ export function safeEqual(a: string, b: string): boolean {
   return timingSafeEqual(digest(a), digest(b));
 }
 
-/** Checks every key (no early exit) so the position of a match does not leak either. */
-export function matchesAny(candidate: string, keys: readonly string[]): boolean {
-  let ok = false;
-  for (const k of keys) ok = safeEqual(candidate, k) || ok;
-  return ok;
+/**
+ * A matcher for a fixed set of keys: their digests are computed once, a candidate's once per call, and every
+ * key is compared (no early exit) so neither the content, the length nor the position of a match leaks.
+ */
+export function keyMatcher(keys: readonly string[]): (candidate: string) => boolean {
+  const digests = keys.map(digest);
+  return (candidate) => {
+    const d = digest(candidate);
+    let ok = false;
+    for (const k of digests) ok = timingSafeEqual(d, k) || ok;
+    return ok;
+  };
 }
 
 /** One definition of the token hash: the store looks sessions up by the same digest. */

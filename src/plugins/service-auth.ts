@@ -1,13 +1,14 @@
 // Caller checks shared by routes: service keys (ADMIN_API_KEYS) and an app's own session token.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors';
-import { bearer, matchesAny, sha256Hex } from '../security';
+import { bearer, keyMatcher, sha256Hex } from '../security';
 import type { SessionRecord, Store } from '../store/types';
 
 export function serviceKeyGuard(keys: readonly string[]) {
+  const matches = keyMatcher(keys);
   return async function requireServiceKey(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
     const key = bearer(req.headers.authorization);
-    if (!key || keys.length === 0 || !matchesAny(key, keys))
+    if (!key || keys.length === 0 || !matches(key))
       throw new AppError(401, 'UNAUTHORIZED', 'A valid service key is required (Authorization: Bearer <key>)', { 'www-authenticate': 'Bearer' });
   };
 }

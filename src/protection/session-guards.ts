@@ -2,8 +2,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
-import { bearer, matchesAny, sha256Hex } from '../security';
-import type { RateCounter } from './rate-counter';
+import { bearer, keyMatcher, sha256Hex } from '../security';
+import type { RateCounter, RateLimitEntry } from './rate-counter';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -21,6 +21,7 @@ export interface SessionGuards {
 
 export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter | null): SessionGuards {
   const { callerAuth, rateLimit } = config;
+  const appKeyMatches = keyMatcher(callerAuth.appKeys);
   // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown).
   let verifier: Promise<(token: string) => Promise<{ sub?: unknown }>> | null = null;
   const verify = (token: string) => {
@@ -35,7 +36,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     if (callerAuth.mode === 'none') return;
     if (callerAuth.mode === 'app-keys') {
       const key = req.headers['x-app-key'];
-      if (typeof key !== 'string' || !matchesAny(key, callerAuth.appKeys)) throw new AppError(401, 'UNAUTHORIZED', 'A valid X-App-Key header is required');
+      if (typeof key !== 'string' || !appKeyMatches(key)) throw new AppError(401, 'UNAUTHORIZED', 'A valid X-App-Key header is required');
       req.caller = `key:${sha256Hex(key).slice(0, 16)}`;
       return;
     }
@@ -49,22 +50,22 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     }
   }
 
-  async function limit(scope: string, key: string, max: number, reply: FastifyReply, what: string): Promise<void> {
-    if (!counter || max <= 0) return;
-    const { count, resetMs } = await counter.hit(`${scope}:${key}`, rateLimit.windowMs);
-    if (count > max) {
-      const retry = Math.max(1, Math.ceil(resetMs / 1000));
+  async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (!counter) return;
+    // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
+    const limits: (RateLimitEntry & { what: string })[] = [];
+    if (rateLimit.perIp > 0) limits.push({ key: `ip:${req.ip}`, max: rateLimit.perIp, what: 'from this address' });
+    const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
+    if (typeof ext === 'string' && rateLimit.perCustomer > 0) limits.push({ key: `customer:${sha256Hex(ext)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+    if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
+    if (!limits.length) return;
+    const over = await counter.hitAll(limits, rateLimit.windowMs);
+    if (over) {
+      const { max, what } = limits[over.index];
+      const retry = Math.max(1, Math.ceil(over.resetMs / 1000));
       reply.header('x-ratelimit-limit', String(max));
       throw new AppError(429, 'RATE_LIMITED', `Too many sessions ${what}; retry in ${retry} s`, { 'retry-after': String(retry) });
     }
-  }
-
-  async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
-    // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
-    await limit('ip', req.ip, rateLimit.perIp, reply, 'from this address');
-    const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
-    if (typeof ext === 'string') await limit('customer', sha256Hex(ext), rateLimit.perCustomer, reply, 'for this customer');
-    await limit('global', 'all', rateLimit.global, reply, 'for this service');
   }
 
   async function idempotent<T extends { interviewId: string }>(req: FastifyRequest, request: unknown, create: () => Promise<T>, replay: (interviewId: string) => Promise<T>): Promise<T> {

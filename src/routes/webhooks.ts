@@ -90,8 +90,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config; tokenRateCounte
     },
     async (req, reply) => {
       // Guessing the client secret is the attack here: limit attempts per address.
-      const { count, resetMs } = await counter.hit(`whtoken:${req.ip}`, 60_000);
-      if (count > 30) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.ceil(resetMs / 1000)) });
+      const over = await counter.hitAll([{ key: `whtoken:${req.ip}`, max: 30 }], 60_000);
+      if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
       if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
       const creds = basicCredentials(req.headers.authorization);
       const idOk = creds ? safeEqual(creds.id, cfg.clientId) : false;

@@ -126,14 +126,17 @@ describe('POST /session rate limits (memory counter)', () => {
     expect(burst.filter((s) => s === 429)).toHaveLength(7);
   });
 
-  it('MemoryRateCounter: fixed windows and bounded memory', async () => {
+  it('MemoryRateCounter: fixed windows, in-order limits that stop at the first one exceeded', async () => {
     const c = new MemoryRateCounter();
-    expect((await c.hit('a', 1000)).count).toBe(1);
-    const second = await c.hit('a', 1000);
-    expect(second.count).toBe(2);
-    expect(second.resetMs).toBeGreaterThan(0);
-    expect(second.resetMs).toBeLessThanOrEqual(1000);
-    expect((await c.hit('b', 1000)).count).toBe(1);
+    expect(await c.hitAll([{ key: 'a', max: 1 }], 1000)).toBeNull();
+    const second = await c.hitAll([{ key: 'a', max: 1 }], 1000);
+    expect(second).toEqual({ index: 0, count: 2, resetMs: expect.any(Number) });
+    expect(second!.resetMs).toBeGreaterThan(0);
+    expect(second!.resetMs).toBeLessThanOrEqual(1000);
+    // Refused by the first limit: the second key is not charged.
+    expect(await c.hitAll([{ key: 'a', max: 1 }, { key: 'g', max: 5 }], 1000)).toMatchObject({ index: 0 });
+    expect(await c.hitAll([{ key: 'b', max: 5 }, { key: 'g', max: 1 }], 1000)).toBeNull();
+    expect(await c.hitAll([{ key: 'b', max: 5 }, { key: 'g', max: 1 }], 1000)).toMatchObject({ index: 1, count: 2 });
     await c.close();
   });
 });
@@ -201,14 +204,19 @@ describeWith('redis', 'rate limits shared through Redis', () => {
     const a = new RedisRateCounter(new Redis(redisUrl()), prefix);
     const b = new RedisRateCounter(new Redis(redisUrl()), prefix);
     try {
-      const hits = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).hit('k', 5000)));
-      expect(hits.map((h) => h.count).sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
-      for (const h of hits) expect(h.resetMs).toBeGreaterThan(0);
+      // max 0: every hit is over the limit, so each answer reports the count it reached.
+      const hits = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).hitAll([{ key: 'k', max: 0 }], 5000)));
+      expect(hits.map((h) => h!.count).sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      for (const h of hits) expect(h!.resetMs).toBeGreaterThan(0);
+      // Within its limit a hit answers null; the key order is kept and later keys are not charged once one is over.
+      expect(await a.hitAll([{ key: 'fresh', max: 3 }], 5000)).toBeNull();
+      expect(await a.hitAll([{ key: 'k', max: 1 }, { key: 'fresh', max: 3 }], 5000)).toMatchObject({ index: 0 });
+      expect(await redis.get(`${prefix}fresh`)).toBe('1');
       const ttl = await redis.pttl(`${prefix}k`);
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(5000);
     } finally {
-      await redis.del(`${prefix}k`);
+      await redis.del(`${prefix}k`, `${prefix}fresh`);
       await a.close();
       await b.close();
     }
