@@ -84,7 +84,7 @@ export class SqliteStore implements Store {
       this.pending.push({ fn, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
-        setTimeout(() => this.flush(), 1);
+        setImmediate(() => this.flush());
       }
     });
   }

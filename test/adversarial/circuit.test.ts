@@ -59,7 +59,8 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
       const retry = Number(res.headers['retry-after']);
       expect(retry).toBeGreaterThanOrEqual(1);
       expect(retry).toBeLessThanOrEqual(Math.ceil(RESET_MS / 1000));
-      expect(ms).toBeLessThan(250);
+      // Loose on purpose (shared machine): the proof that nothing waits on Incode is the call count below.
+      expect(ms).toBeLessThan(1000);
       // No upstream body or internals.
       expect(JSON.stringify(res.body)).not.toMatch(/emulated|Service temporarily|stack|at /);
     }
@@ -122,7 +123,7 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
   });
 
   it('timeouts count as failures too, and are answered 504 before the circuit opens', async () => {
-    const slow = await startBroker(brokerEnv(proxy.url, { CIRCUIT_FAILURE_THRESHOLD: '2', CIRCUIT_RESET_MS: '5000', INCODE_TIMEOUT_MS: '200', RESULTS_MODE: 'webhook' }));
+    const slow = await startBroker(brokerEnv(proxy.url, { CIRCUIT_FAILURE_THRESHOLD: '2', CIRCUIT_RESET_MS: '10000', INCODE_TIMEOUT_MS: '2000', INCODE_MAX_RETRIES: '0', RESULTS_MODE: 'webhook' }));
     try {
       emu.app.emulator.setFaults({ timeoutRate: 1 });
       expect((await request(slow.url).post('/session').send({})).status).toBe(504);
@@ -132,7 +133,8 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
       expect(res.status).toBe(503);
       expect(res.body.code).toBe('INCODE_UNAVAILABLE');
       expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
-      expect(Date.now() - t0).toBeLessThan(150);
+      // Far below the 2 s Incode timeout it would otherwise wait for.
+      expect(Date.now() - t0).toBeLessThan(1000);
       expect((await request(slow.url).get('/healthz')).status).toBe(200);
     } finally {
       await slow.close();
