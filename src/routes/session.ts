@@ -127,6 +127,25 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
   );
 
   app.get(
+    '/session/onboarding-url',
+    {
+      schema: {
+        summary: "The hosted-flow link of the caller's own session (Incode onboarding-url with INCODE_CLIENT_ID), for apps that do not embed the SDK",
+        tags: ['session'],
+        headers: Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) }),
+        response: withErrors({ 200: Type.Object({ url: Type.String() }) }, [401, 502, 504]),
+      },
+    },
+    async (req, reply) => {
+      const session = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
+      const { url } = await app.incode.getOnboardingUrl(session.token!, config.incode.clientId, { requestId: req.id });
+      if (typeof url !== 'string') throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered without a url');
+      reply.header('cache-control', 'no-store');
+      return { url };
+    },
+  );
+
+  app.get(
     '/session/status',
     {
       schema: {

@@ -105,6 +105,14 @@ describe('POST /session against the emulator', () => {
     expect(st.body).toEqual({ interviewId: s.interviewId, onboardingStatus: 'UNKNOWN', resultsStatus: 'pending', decision: null });
   });
 
+  it('GET /session/onboarding-url gives the hosted-flow link of the caller\'s own session', async () => {
+    await request(broker.url).get('/session/onboarding-url').expect(401);
+    const s = (await request(broker.url).post('/session').expect(200)).body;
+    const res = await request(broker.url).get('/session/onboarding-url').set('x-incode-hardware-id', s.token).expect(200);
+    expect(res.body.url).toMatch(/^https?:\/\//);
+    expect(res.body.url).toContain(s.interviewId);
+  });
+
   it('maps Incode failures to 502 and timeouts to 504, with no upstream details', async () => {
     emu.app.emulator.setFaults({ errorRate: 1 });
     const bad = await request(broker.url).post('/session').expect(502);
