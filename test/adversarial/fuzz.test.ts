@@ -194,11 +194,11 @@ describe('fuzzing every public route: only 4xx, never 5xx', () => {
     );
   }, 60_000);
 
-  it('GET /session/status with random X-Incode-Hardware-Id', async () => {
+  it.each(['/session/status', '/session/onboarding-url'])('GET %s with random X-Incode-Hardware-Id', async (path) => {
     await fc.assert(
       fc.asyncProperty(fc.oneof(headerValue, fc.constant(sessionToken), fc.constant(sessionToken + 'x')), extraHeaders, async (token, extra) => {
         const h = headers(null, extra, token ? { 'x-incode-hardware-id': token } : {});
-        await expectClientError({ method: 'GET', path: '/session/status', headers: h }, (st) => st === 200 || (st >= 400 && st < 500));
+        await expectClientError({ method: 'GET', path, headers: h }, (st) => st === 200 || (st >= 400 && st < 500));
       }),
       params,
     );
