@@ -31,7 +31,7 @@ export const MIGRATIONS: readonly Migration[] = [
         updated_at INTEGER NOT NULL,
         next_poll_at INTEGER,
         poll_attempts INTEGER NOT NULL DEFAULT 0
-      ) WITHOUT ROWID;
+      );
       CREATE INDEX sessions_token_hash ON sessions (token_hash) WHERE token_hash IS NOT NULL;
       CREATE INDEX sessions_next_poll_at ON sessions (next_poll_at) WHERE next_poll_at IS NOT NULL;
       CREATE INDEX sessions_updated ON sessions (updated_at DESC, interview_id DESC);
@@ -112,7 +112,7 @@ export const MIGRATIONS: readonly Migration[] = [
         interview_id TEXT NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL,
         created_at INTEGER NOT NULL
-      ) WITHOUT ROWID;
+      );
       CREATE INDEX resume_tokens_interview ON resume_tokens (interview_id);
       CREATE INDEX resume_tokens_expires ON resume_tokens (expires_at);
     `,
