@@ -30,9 +30,12 @@ export const MIGRATIONS: readonly Migration[] = [
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
         next_poll_at INTEGER,
-        poll_attempts INTEGER NOT NULL DEFAULT 0
+        poll_attempts INTEGER NOT NULL DEFAULT 0,
+        resume_token_hash TEXT,
+        resume_expires_at INTEGER
       );
       CREATE INDEX sessions_token_hash ON sessions (token_hash) WHERE token_hash IS NOT NULL;
+      CREATE INDEX sessions_resume_token_hash ON sessions (resume_token_hash) WHERE resume_token_hash IS NOT NULL;
       CREATE INDEX sessions_next_poll_at ON sessions (next_poll_at) WHERE next_poll_at IS NOT NULL;
       CREATE INDEX sessions_updated ON sessions (updated_at DESC, interview_id DESC);
       CREATE INDEX sessions_created_at ON sessions (created_at);
@@ -107,14 +110,6 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
 
-      CREATE TABLE resume_tokens (
-        token_hash TEXT PRIMARY KEY,
-        interview_id TEXT NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
-        expires_at INTEGER NOT NULL,
-        created_at INTEGER NOT NULL
-      );
-      CREATE INDEX resume_tokens_interview ON resume_tokens (interview_id);
-      CREATE INDEX resume_tokens_expires ON resume_tokens (expires_at);
     `,
     // COLLATE "C" keeps interview_id ordering (and so pagination) byte-wise, identical to SQLite.
     postgres: `
@@ -132,9 +127,12 @@ export const MIGRATIONS: readonly Migration[] = [
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
         next_poll_at BIGINT,
-        poll_attempts INTEGER NOT NULL DEFAULT 0
+        poll_attempts INTEGER NOT NULL DEFAULT 0,
+        resume_token_hash TEXT COLLATE "C",
+        resume_expires_at BIGINT
       );
       CREATE INDEX sessions_token_hash ON sessions (token_hash) WHERE token_hash IS NOT NULL;
+      CREATE INDEX sessions_resume_token_hash ON sessions (resume_token_hash) WHERE resume_token_hash IS NOT NULL;
       CREATE INDEX sessions_next_poll_at ON sessions (next_poll_at) WHERE next_poll_at IS NOT NULL;
       CREATE INDEX sessions_updated ON sessions (updated_at DESC, interview_id DESC);
       CREATE INDEX sessions_created_at ON sessions (created_at);
@@ -209,14 +207,6 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
 
-      CREATE TABLE resume_tokens (
-        token_hash TEXT PRIMARY KEY,
-        interview_id TEXT COLLATE "C" NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
-        expires_at BIGINT NOT NULL,
-        created_at BIGINT NOT NULL
-      );
-      CREATE INDEX resume_tokens_interview ON resume_tokens (interview_id);
-      CREATE INDEX resume_tokens_expires ON resume_tokens (expires_at);
     `,
   },
 ];

@@ -270,11 +270,10 @@ export class PostgresStore implements Store {
   // Data-modifying CTEs: the erasure, its deletes and its audit row commit together or not at all.
   private eraseSql(match: string, auditKind: string, detail: string): string {
     return `WITH t AS (
-        UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, results_status = 'erased',
-          updated_at = GREATEST(updated_at, $2::bigint)
+        UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
+          resume_expires_at = NULL, results_status = 'erased', updated_at = GREATEST(updated_at, $2::bigint)
         WHERE ${match} RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
-      rt AS (DELETE FROM resume_tokens WHERE interview_id IN (SELECT interview_id FROM t)),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
       SELECT count(*) AS n FROM t`;
@@ -300,8 +299,8 @@ export class PostgresStore implements Store {
         [createdBefore, now],
         c,
       );
-      // Housekeeping of short-lived secrets rides along with the retention sweep.
-      await this.q('DELETE FROM resume_tokens WHERE expires_at <= $1::bigint', [now], c);
+      // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token
+      // is refused at lookup and cleared with its session).
       await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now], c);
       return Number(rows[0].n);
     });
@@ -447,17 +446,17 @@ export class PostgresStore implements Store {
     await this.q('DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2', [scope, key]);
   }
 
-  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void> {
-    await this.q('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES ($1, $2, $3::bigint, $4::bigint)', [
+  // One active resume token per session, kept on its row: a new one replaces (and so revokes) the previous.
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, _now: number): Promise<void> {
+    await this.q(`UPDATE sessions SET resume_token_hash = $1, resume_expires_at = $2::bigint WHERE interview_id = $3 AND results_status <> 'erased'`, [
       tokenHash,
-      interviewId,
       expiresAt,
-      now,
+      interviewId,
     ]);
   }
 
   async findResumeToken(tokenHash: string, now: number): Promise<string | null> {
-    const { rows } = await this.q<{ interview_id: string }>('SELECT interview_id FROM resume_tokens WHERE token_hash = $1 AND expires_at > $2::bigint', [
+    const { rows } = await this.q<{ interview_id: string }>('SELECT interview_id FROM sessions WHERE resume_token_hash = $1 AND resume_expires_at > $2::bigint', [
       tokenHash,
       now,
     ]);

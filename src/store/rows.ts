@@ -65,6 +65,8 @@ export function sessionInsertValues(s: NewSession, cipher: Cipher) {
     onboarding_status: s.onboardingStatus ?? 'UNKNOWN',
     status_rank: s.statusRank ?? 0,
     next_poll_at: s.nextPollAt ?? null,
+    resume_token_hash: s.resume?.tokenHash ?? null,
+    resume_expires_at: s.resume?.expiresAt ?? null,
     now: s.now,
   };
 }

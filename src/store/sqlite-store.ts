@@ -151,14 +151,12 @@ export class SqliteStore implements Store {
       // (no RETURNING, no decrypting what we just encrypted).
       const fresh = this.st(
         `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
-           results_status, created_at, updated_at, next_poll_at, poll_attempts)
+           results_status, created_at, updated_at, next_poll_at, poll_attempts, resume_token_hash, resume_expires_at)
          VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @onboarding_status, @status_rank,
-           'pending', @now, @now, @next_poll_at, 0)
+           'pending', @now, @now, @next_poll_at, 0, @resume_token_hash, @resume_expires_at)
          ON CONFLICT (interview_id) DO NOTHING`,
       ).run(v).changes;
       if (fresh) {
-        if (s.resume)
-          this.st('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES (?, ?, ?, ?)').run(s.resume.tokenHash, s.interviewId, s.resume.expiresAt, s.now);
         return {
           interviewId: s.interviewId,
           origin: s.origin,
@@ -196,8 +194,7 @@ export class SqliteStore implements Store {
               OR (sessions.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
          RETURNING *`,
       ).get(v) as SessionRow | undefined;
-      if (s.resume)
-        this.st('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES (?, ?, ?, ?)').run(s.resume.tokenHash, s.interviewId, s.resume.expiresAt, s.now);
+      if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
       return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
     });
   }
@@ -341,10 +338,9 @@ export class SqliteStore implements Store {
     return this.write(() => {
       if (!this.st('SELECT 1 FROM sessions WHERE interview_id = ?').get(interviewId)) return false;
       this.st('DELETE FROM results WHERE interview_id = ?').run(interviewId);
-      this.st('DELETE FROM resume_tokens WHERE interview_id = ?').run(interviewId);
       this.st(
-        `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, results_status = 'erased',
-           updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
+        `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
+           resume_expires_at = NULL, results_status = 'erased', updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
       ).run(now, interviewId);
       this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run('erasure', interviewId, JSON.stringify({ reason }), now);
       return true;
@@ -360,13 +356,12 @@ export class SqliteStore implements Store {
          SELECT 'retention-purge', interview_id, json_object('reason', 'retention', 'createdBefore', ?), ? ${due} ORDER BY created_at, interview_id`,
       ).run(createdBefore, now, createdBefore);
       this.st(`DELETE FROM results WHERE interview_id IN (SELECT interview_id ${due})`).run(createdBefore);
-      this.st(`DELETE FROM resume_tokens WHERE interview_id IN (SELECT interview_id ${due})`).run(createdBefore);
       const n = this.st(
-        `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, results_status = 'erased',
-           updated_at = MAX(updated_at, ?) WHERE created_at < ? AND results_status <> 'erased'`,
+        `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
+           resume_expires_at = NULL, results_status = 'erased', updated_at = MAX(updated_at, ?) WHERE created_at < ? AND results_status <> 'erased'`,
       ).run(now, createdBefore).changes;
-      // Housekeeping of short-lived secrets rides along with the retention sweep.
-      this.st('DELETE FROM resume_tokens WHERE expires_at <= ?').run(now);
+      // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token
+      // is refused at lookup and cleared with its session).
       this.st('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now);
       return n;
     });
@@ -511,14 +506,17 @@ export class SqliteStore implements Store {
     });
   }
 
-  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void> {
-    return this.write(() => {
-      this.st('INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES (?, ?, ?, ?)').run(tokenHash, interviewId, expiresAt, now);
-    });
+  // One active resume token per session, kept on its row: a new one replaces (and so revokes) the previous.
+  private setResume(interviewId: string, tokenHash: string, expiresAt: number): void {
+    this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND results_status <> 'erased'`).run(tokenHash, expiresAt, interviewId);
+  }
+
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, _now: number): Promise<void> {
+    return this.write(() => this.setResume(interviewId, tokenHash, expiresAt));
   }
 
   async findResumeToken(tokenHash: string, now: number): Promise<string | null> {
-    const r = this.st('SELECT interview_id FROM resume_tokens WHERE token_hash = ? AND expires_at > ?').get(tokenHash, now) as
+    const r = this.st('SELECT interview_id FROM sessions WHERE resume_token_hash = ? AND resume_expires_at > ?').get(tokenHash, now) as
       | { interview_id: string }
       | undefined;
     return r ? r.interview_id : null;

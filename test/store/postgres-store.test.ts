@@ -94,7 +94,6 @@ describeWith('postgres', 'PostgresStore', () => {
         'idempotency_keys',
         'jobs',
         'results',
-        'resume_tokens',
         'schema_migrations',
         'sessions',
         'steps',

@@ -332,14 +332,27 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.purgeExpired(T0 + 500, T0 + 3000)).toBe(0);
       });
 
-      it('purgeExpired also drops expired idempotency keys and resume tokens', async () => {
+      it('purgeExpired also drops expired idempotency keys; an expired resume token is refused', async () => {
         await session('i1', { now: T0 + 1000 });
         await store.createResumeToken('rt-expired', 'i1', T0 + 10, T0);
         await store.claimIdempotencyKey('start', 'k-expired', 'h', T0 + 10, T0);
         await store.claimIdempotencyKey('start', 'k-live', 'h', T0 + 1e9, T0);
         await store.purgeExpired(T0, T0 + 100);
-        expect(await h.exec('SELECT token_hash FROM resume_tokens')).toEqual([]);
+        expect(await store.findResumeToken('rt-expired', T0 + 100)).toBeNull();
         expect((await h.exec('SELECT key FROM idempotency_keys')).map((r) => r.key)).toEqual(['k-live']);
+      });
+
+      it('keeps one resume token per session: a new one revokes the previous, erasure revokes it', async () => {
+        await session('i1');
+        await store.createResumeToken('rt-1', 'i1', T0 + 1e6, T0);
+        expect(await store.findResumeToken('rt-1', T0 + 1)).toBe('i1');
+        await store.createResumeToken('rt-2', 'i1', T0 + 1e6, T0 + 2);
+        expect(await store.findResumeToken('rt-1', T0 + 3)).toBeNull();
+        expect(await store.findResumeToken('rt-2', T0 + 3)).toBe('i1');
+        await store.eraseSession('i1', 'test', T0 + 4);
+        expect(await store.findResumeToken('rt-2', T0 + 5)).toBeNull();
+        await store.createResumeToken('rt-3', 'i1', T0 + 1e6, T0 + 6);
+        expect(await store.findResumeToken('rt-3', T0 + 7)).toBeNull();
       });
     });
 
