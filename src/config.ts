@@ -60,7 +60,7 @@ export const ENV_SCHEMA = {
 
   RESULTS_MODE: { kind: { type: 'enum', values: ['webhook', 'polling', 'both'] }, default: 'both', doc: 'How finished sessions are detected.' },
   POLL_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 3600000 }, default: '5000', doc: 'First delay between status polls of an unfinished session.' },
-  POLL_MAX_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 86400000 }, default: '300000', doc: 'Longest delay between polls (backoff cap).' },
+  POLL_MAX_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 86400000 }, default: '1800000', doc: 'Longest delay between polls (backoff cap); abandoned sessions are polled at this pace until POLL_GIVE_UP_HOURS.' },
   POLL_GIVE_UP_HOURS: { kind: { type: 'int', min: 1, max: 24 * 365 }, default: '72', doc: 'Stop polling a session this long after it was created.' },
   JOB_MAX_ATTEMPTS: { kind: { type: 'int', min: 1, max: 100 }, default: '8', doc: 'Attempts of a results or callback job before it is dead-lettered.' },
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff.' },
