@@ -1,7 +1,7 @@
 // Servers under test as child processes: spawn with a clean env, wait until they listen, read peak RSS, stop.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 
 export const ROOT = join(__dirname, '..');
@@ -23,16 +23,7 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../test/helpers/free-port';
 
 function procStatusKb(pid: number, field: 'VmHWM' | 'VmRSS'): number | null {
   try {

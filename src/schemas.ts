@@ -18,3 +18,6 @@ export function withErrors<T extends Record<number, TSchema>>(ok: T, statuses: n
   for (const s of [400, 413, 415, 429, 500, 503, ...statuses]) out[s] = errorRef;
   return out;
 }
+
+/** The app's own session token, for routes that answer a session about itself (never PII). */
+export const SessionTokenHeaders = Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) });

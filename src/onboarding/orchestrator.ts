@@ -16,7 +16,6 @@ import { IncodeError } from '../incode/errors';
 import type { AddIdResponse, StartRequest } from '../incode/types';
 import type { ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal } from '../results/status';
-import { sha256Hex } from '../security';
 import type { Decision, ResultsStatus, StepRecord, Store } from '../store/types';
 
 export const ONBOARDING_STEPS = ['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'finish', 'results'] as const;
@@ -156,7 +155,7 @@ export class Orchestrator {
 
   /** Runs start → front → back → process-id → selfie → face-match; stops at the first capture to repeat. */
   async runCaptures(input: CaptureInput): Promise<CapturesOutcome> {
-    const { config, store, pipeline } = this.d;
+    const { config, pipeline } = this.d;
     const ctx: CallContext = { requestId: input.requestId, signal: input.signal };
     const startReq: StartRequest = {
       countryCode: input.countryCode ?? 'ALL',
@@ -172,31 +171,14 @@ export class Orchestrator {
       throw await this.fail(null, 'start', err);
     }
     const { interviewId: id, token } = started;
-    const now = this.now();
     // Stored before any capture: a webhook or the poller can then follow this session like any other.
-    await store.upsertSession({
-      interviewId: id,
-      origin: 'broker',
-      externalCustomerId: input.externalCustomerId ?? null,
-      token,
-      tokenHash: sha256Hex(token),
-      nextPollAt: pipeline.firstPollAt(now),
-      now,
-    });
+    await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId });
     await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
 
-    const thresholds = config.capture;
-
     // front
-    let front: AddIdResponse;
-    try {
-      front = await this.incode.addFrontId(token, input.front, {}, ctx);
-    } catch (err) {
-      if (isIdImageRefusal(err)) return this.reject(id, 'front', this.imageRefused(err));
-      throw await this.fail(id, 'front', err);
-    }
-    const frontCheck = checkIdCapture(front, thresholds);
-    if (!frontCheck.ok) return this.reject(id, 'front', frontCheck);
+    const frontSide = await this.idSide(id, 'front', () => this.incode.addFrontId(token, input.front, {}, ctx));
+    if (!frontSide.ok) return frontSide;
+    const front = frontSide.res;
     const oneSided = isOneSided(front);
     const typeOfId = typeof front.typeOfId === 'string' ? front.typeOfId : undefined;
     const documentCountry = typeof front.countryCode === 'string' ? front.countryCode : undefined;
@@ -208,15 +190,8 @@ export class Orchestrator {
     } else if (!input.back) {
       return this.reject(id, 'back', { ok: false, reason: ID_REASONS.BACK_REQUIRED, message: ID_MESSAGES[ID_REASONS.BACK_REQUIRED] });
     } else {
-      let back: AddIdResponse;
-      try {
-        back = await this.incode.addBackId(token, input.back, {}, ctx);
-      } catch (err) {
-        if (isIdImageRefusal(err)) return this.reject(id, 'back', this.imageRefused(err));
-        throw await this.fail(id, 'back', err);
-      }
-      const backCheck = checkIdCapture(back, thresholds);
-      if (!backCheck.ok) return this.reject(id, 'back', backCheck);
+      const back = await this.idSide(id, 'back', () => this.incode.addBackId(token, input.back!, {}, ctx));
+      if (!back.ok) return back;
       await this.record(id, 'back', 'ok');
     }
 
@@ -356,6 +331,19 @@ export class Orchestrator {
     } catch {
       // A display callback never breaks the flow.
     }
+  }
+
+  /** Uploads one side of the ID and applies the capture checks: Incode's answer, or the rejection to return. */
+  private async idSide(id: string, side: 'front' | 'back', upload: () => Promise<AddIdResponse>): Promise<{ ok: true; res: AddIdResponse } | CaptureRejection> {
+    let res: AddIdResponse;
+    try {
+      res = await upload();
+    } catch (err) {
+      if (isIdImageRefusal(err)) return this.reject(id, side, this.imageRefused(err));
+      throw await this.fail(id, side, err);
+    }
+    const check = checkIdCapture(res, this.d.config.capture);
+    return check.ok ? { ok: true, res } : this.reject(id, side, check);
   }
 
   private imageRefused(err: IncodeError): CheckRejected {

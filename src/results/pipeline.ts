@@ -6,7 +6,8 @@ import { IncodeError } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
-import type { Job, SessionRecord, Store } from '../store/types';
+import { sha256Hex } from '../store/crypto';
+import type { Job, NewSession, SessionRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank } from './status';
 
@@ -85,9 +86,23 @@ export class ResultsPipeline {
     return due.length;
   }
 
-  /** First poll time for a new session, or null when polling is off. */
-  firstPollAt(now: number): number | null {
-    return this.d.config.results.mode === 'webhook' ? null : now + this.d.config.results.pollIntervalMs;
+  /**
+   * Records a session this broker just started (by POST /session or the orchestrator) so that webhooks,
+   * polling and the app's token lookups can follow it; the first poll is scheduled unless polling is off.
+   */
+  async trackSession(s: { interviewId: string; token: string; externalCustomerId?: string; resume?: NewSession['resume'] }): Promise<void> {
+    const now = this.now();
+    const { mode, pollIntervalMs } = this.d.config.results;
+    await this.d.store.upsertSession({
+      interviewId: s.interviewId,
+      origin: 'broker',
+      externalCustomerId: s.externalCustomerId ?? null,
+      token: s.token,
+      tokenHash: sha256Hex(s.token),
+      nextPollAt: mode === 'webhook' ? null : now + pollIntervalMs,
+      resume: s.resume,
+      now,
+    });
   }
 
   async handle(job: Job): Promise<void> {

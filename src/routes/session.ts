@@ -6,7 +6,7 @@ import { AppError } from '../errors';
 import { isValidCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
-import { withErrors } from '../schemas';
+import { SessionTokenHeaders, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
 import type { SessionGuards } from '../protection/session-guards';
 
@@ -53,8 +53,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     const resumeToken = randomToken(32);
     const expiresAt = now + config.resumeTokenTtlSeconds * 1000;
     const resume = { tokenHash: sha256Hex(resumeToken), expiresAt };
-    if (origin === 'created')
-      await app.store.upsertSession({ interviewId, origin: 'broker', externalCustomerId: externalCustomerId ?? null, token, tokenHash: sha256Hex(token), nextPollAt: app.results.firstPollAt(now), resume, now });
+    if (origin === 'created') await app.results.trackSession({ interviewId, token, externalCustomerId, resume });
     else {
       await app.store.replaceToken(interviewId, token, now);
       await app.store.createResumeToken(resume.tokenHash, interviewId, expiresAt, now);
@@ -132,7 +131,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       schema: {
         summary: "The hosted-flow link of the caller's own session (Incode onboarding-url with INCODE_CLIENT_ID), for apps that do not embed the SDK",
         tags: ['session'],
-        headers: Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) }),
+        headers: SessionTokenHeaders,
         response: withErrors({ 200: Type.Object({ url: Type.String() }) }, [401, 502, 504]),
       },
     },
@@ -151,7 +150,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       schema: {
         summary: "The app's view of its own session: status and decision only, no personal data",
         tags: ['session'],
-        headers: Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) }),
+        headers: SessionTokenHeaders,
         response: withErrors({ 200: StatusResponse }, [401]),
       },
     },

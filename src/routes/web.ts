@@ -8,7 +8,7 @@ import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { checkIdCapture, checkSelfie } from '../incode/capture-checks';
-import { withErrors } from '../schemas';
+import { SessionTokenHeaders, withErrors } from '../schemas';
 import { sessionForToken } from '../plugins/service-auth';
 import type { SessionRecord } from '../store/types';
 
@@ -198,7 +198,7 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
       schema: {
         summary: "Sandbox only: the decision, main scores and OCR fields of the caller's own session",
         tags: ['sandbox'],
-        headers: Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) }),
+        headers: SessionTokenHeaders,
         response: withErrors({ 200: DemoResults }, [401]),
       },
     },

@@ -97,21 +97,6 @@ function aadBytes(kid: string, aad: string): Buffer {
   return Buffer.from(`${VERSION}|${kid}|${aad}`, 'utf8');
 }
 
-/** Parses `kid:base64key[,kid:base64key...]` (first encrypts), the form keys take in configuration. */
-export function parseCipherKeys(spec: string): CipherKey[] {
-  const keys = spec
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)
-    .map((entry) => {
-      const i = entry.indexOf(':');
-      if (i <= 0) throw new CipherError('key spec entries must be kid:base64key');
-      return { id: entry.slice(0, i), key: Buffer.from(entry.slice(i + 1), 'base64') };
-    });
-  if (keys.length === 0) throw new CipherError('no keys in key spec');
-  return keys;
-}
-
 export function sha256Hex(s: string): string {
   return createHash('sha256').update(s, 'utf8').digest('hex');
 }

@@ -5,7 +5,7 @@ import type { SqliteStore as SqliteStoreType } from './sqlite-store';
 import type { Store } from './types';
 
 export * from './types';
-export { Cipher, CipherError, parseCipherKeys, sha256Hex, type CipherKey } from './crypto';
+export { Cipher, CipherError, sha256Hex, type CipherKey } from './crypto';
 export { MIGRATIONS, migratePostgres, migrateSqlite, type Migration } from './migrations';
 export type { PostgresStoreOptions } from './postgres-store';
 export type { SqliteStoreOptions } from './sqlite-store';

@@ -26,17 +26,9 @@ async function listen(app: FastifyInstance, port = 0): Promise<string> {
   return `http://127.0.0.1:${p}`;
 }
 
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from './free-port';
+
+export { freePort };
 
 export async function startEmulator(opts: Partial<EmulatorOptions> = {}): Promise<Running<EmulatorApp>> {
   const app = buildEmulator({ apiKey: TEST_API_KEY, clientId: 'testclient', executiveEmail: EXEC_EMAIL, executivePassword: EXEC_PASSWORD, processingDelayMs: 50, ...opts });

@@ -1,5 +1,5 @@
 // Cipher envelope: format, AAD binding, tamper detection, key rotation, and errors that never leak plaintext.
-import { Cipher, CipherError, parseCipherKeys, sha256Hex } from '../../src/store/crypto';
+import { Cipher, CipherError, sha256Hex } from '../../src/store/crypto';
 
 const k1 = { id: 'k1', key: Buffer.alloc(32, 1) };
 const k2 = { id: 'k2', key: Buffer.alloc(32, 2) };
@@ -101,12 +101,4 @@ describe('helpers', () => {
     expect(sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
   });
 
-  it('parseCipherKeys reads kid:base64 lists in order', () => {
-    const spec = `k2:${Buffer.alloc(32, 2).toString('base64')}, k1:${Buffer.alloc(32, 1).toString('base64')}`;
-    const keys = parseCipherKeys(spec);
-    expect(keys.map((k) => k.id)).toEqual(['k2', 'k1']);
-    expect(new Cipher(keys).primaryKeyId).toBe('k2');
-    expect(() => parseCipherKeys('')).toThrow(CipherError);
-    expect(() => parseCipherKeys('nokey')).toThrow(CipherError);
-  });
 });

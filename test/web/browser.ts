@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { VENDOR_FILES } from '../../src/routes/web';
+import { startSandbox } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
 
 export const VENDOR_DIR = path.join(__dirname, '..', '..', 'vendor', 'web-sdk');
@@ -75,3 +76,21 @@ export async function launch(opts: { fakeVideo?: string } = {}): Promise<Browser
 /** What the SDK's camera UI sends as an "encrypted" selfie (its encryptImage): the base64 with a 64-hex HMAC spliced in. */
 export { sdkTagged as sdkTaggedBase64 } from '../emulator/helpers';
 
+
+/**
+ * A sandbox broker and a fresh Chromium shared by one describe block: started in beforeAll, closed in
+ * afterAll. Read `.broker` and `.browser` inside tests (they are set once beforeAll has run).
+ */
+export function sandboxWithBrowser(): { broker: Awaited<ReturnType<typeof startSandbox>>; browser: Browser } {
+  const env = {} as { broker: Awaited<ReturnType<typeof startSandbox>>; browser: Browser };
+  beforeAll(async () => {
+    env.broker = await startSandbox();
+    // Chromium's default fake camera (a green test pattern) passes the emulator's pixel checks for front and back.
+    env.browser = await launch();
+  }, 60_000);
+  afterAll(async () => {
+    await env.browser?.close();
+    await env.broker?.close();
+  });
+  return env;
+}

@@ -2,25 +2,13 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { ID_MESSAGES, ID_REASONS } from '../../src/incode/capture-checks';
-import { startSandbox } from '../helpers/harness';
-import { ARTIFACTS_DIR, describeBrowser, launch, type Browser } from './browser';
+import { ARTIFACTS_DIR, describeBrowser, sandboxWithBrowser } from './browser';
 
 describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () => {
-  let broker: Awaited<ReturnType<typeof startSandbox>>;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    broker = await startSandbox();
-    // Chromium's default fake camera (a green test pattern) passes the emulator's pixel checks for front and back.
-    browser = await launch();
-  }, 60_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await broker?.close();
-  });
+  const env = sandboxWithBrowser();
 
   test('ID front rejected once (the page shows the capture checks\' message), then an approved onboarding with decision, scores and OCR', async () => {
+    const { broker, browser } = env;
     const { page } = browser;
     const cspErrors: string[] = [];
     page.on('console', (m) => {

@@ -1,22 +1,12 @@
 // The operator page in Chromium: refuses without the service key, lists sessions (status, decision, age, link) with it.
-import { ADMIN_KEY, startSandbox } from '../helpers/harness';
-import { describeBrowser, launch, type Browser } from './browser';
+import { ADMIN_KEY } from '../helpers/harness';
+import { describeBrowser, sandboxWithBrowser } from './browser';
 
 describeBrowser('operator page (Chromium)', () => {
-  let broker: Awaited<ReturnType<typeof startSandbox>>;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    broker = await startSandbox();
-    browser = await launch();
-  }, 60_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await broker?.close();
-  });
+  const env = sandboxWithBrowser();
 
   test('unauthorized without a valid key; lists the session and opens its results with the key', async () => {
+    const { broker, browser } = env;
     const created = (await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string };
     const { page } = browser;
 
