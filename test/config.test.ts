@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, ENV_SCHEMA, loadConfig } from '../src/config';
+import { renderEnvExample } from '../src/env-example';
 
 const KEY = Buffer.alloc(32, 1).toString('base64');
 const prodEnv = {
@@ -87,8 +88,9 @@ describe('loadConfig', () => {
     expect(e.message).not.toContain('supersecretvalue');
   });
 
-  it('documents every variable in .env.example', () => {
+  it('documents every variable with its default in .env.example (npm run env:example)', () => {
     const example = readFileSync(join(__dirname, '..', '.env.example'), 'utf8');
+    expect(example).toBe(renderEnvExample());
     for (const name of Object.keys(ENV_SCHEMA)) expect(example).toMatch(new RegExp(`^${name}=`, 'm'));
   });
 });

@@ -70,8 +70,11 @@ describeWith('postgres', 'createStore (postgres reachable)', () => {
     const schema = `store_factory_${process.pid}_${Date.now().toString(36)}`;
     const s = createStore({ url: services.postgres, cipher, pgSchema: schema }) as PostgresStore;
     try {
+      expect(s.engine).toBe('postgres');
       await s.migrate();
       await s.ping();
+      const { rows } = await s.pool.query('SELECT table_name FROM information_schema.tables WHERE table_schema = $1', [schema]);
+      expect(rows.map((r: { table_name: string }) => r.table_name)).toEqual(expect.arrayContaining(['sessions', 'jobs', 'results', 'schema_migrations']));
     } finally {
       await s.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await s.close();

@@ -1,0 +1,27 @@
+// Renders .env.example from the config schema, so the documented defaults cannot drift from the code.
+import { ENV_SCHEMA } from './config';
+
+const SECTIONS: Record<string, string> = {
+  NODE_ENV: 'Service',
+  INCODE_API_URL: 'Incode',
+  DATABASE_URL: 'Storage and PII',
+  WEBHOOK_CLIENT_ID: 'Incode webhooks',
+  RESULTS_MODE: 'Results pipeline',
+  ADMIN_API_KEYS: 'Results API and customer callback',
+  SESSION_BODY_LIMIT_BYTES: 'Limits and capture checks',
+  REDIS_URL: 'Abuse and cost protection, resilience',
+  EMULATOR_PROCESSING_DELAY_MS: 'Sandbox emulator',
+};
+
+export function renderEnvExample(): string {
+  let out =
+    '# Every variable the broker reads (src/config.ts is the schema; `npm run env:example` rewrites this file).\n' +
+    '# Leave INCODE_API_KEY empty to run in sandbox mode against the built-in Incode emulator.\n';
+  for (const [name, spec] of Object.entries(ENV_SCHEMA) as [string, { doc: string; default?: string }][]) {
+    if (SECTIONS[name]) out += `\n# --- ${SECTIONS[name]} ---\n`;
+    out += `# ${spec.doc}\n${name}=${spec.default ?? ''}\n`;
+  }
+  return out;
+}
+
+if (require.main === module) process.stdout.write(renderEnvExample());
