@@ -164,9 +164,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   await app.register(storePlugin, { config, store: deps.store });
-  const sandboxUpstream = () => `http://127.0.0.1:${config.port}/sandbox/incode`;
-  const upstreamUrl = () => (config.sandbox ? sandboxUpstream() : config.incode.apiUrl);
-  await app.register(incodePlugin, { config, apiUrl: upstreamUrl, dispatcher: deps.incodeDispatcher });
+  await app.register(incodePlugin, { config, apiUrl: config.incode.apiUrl, dispatcher: deps.incodeDispatcher });
   await app.register(resultsPlugin, { config, runWorker: deps.runWorker });
 
   let counter: RateCounter | null = deps.rateCounter ?? null;
@@ -203,8 +201,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     }));
   }
 
-  const sdkApiUrl = () => (config.sandbox ? `${config.publicUrl}/sandbox/incode/0/` : `${config.incode.apiUrl}/0/`);
-  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl, isDraining: () => draining });
+  // What the SDK is initialised with: the browser-reachable URL of the token-only (/0/) surface.
+  const sdkApiUrl = config.sandbox ? `${config.publicUrl}/sandbox/incode/0/` : `${config.incode.apiUrl}/0/`;
+  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, isDraining: () => draining });
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
   await app.register(webhookRoutes, { config, tokenRateCounter: counter });
   await app.register(sessionsRoutes, { config });

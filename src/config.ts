@@ -327,8 +327,8 @@ export function loadConfig(env: Env): Config {
     corsOrigins,
     sandbox,
     incode: {
-      // In sandbox mode the upstream is the emulator mounted in this process.
-      apiUrl: sandbox ? `${publicUrl}/sandbox/incode` : incodeApiUrl,
+      // In sandbox mode the upstream is the emulator mounted in this process, called over loopback like Incode.
+      apiUrl: sandbox ? `http://127.0.0.1:${port}/sandbox/incode` : incodeApiUrl,
       apiKey: apiKey ?? 'sandbox-api-key',
       clientId: str(env, 'INCODE_CLIENT_ID') ?? (sandbox ? 'sandbox' : undefined),
       configurationId: str(env, 'INCODE_CONFIGURATION_ID'),

@@ -29,7 +29,7 @@ describe('loadConfig', () => {
     const c = loadConfig({});
     expect(c.sandbox).toBe(true);
     expect(c.port).toBe(3000);
-    expect(c.incode.apiUrl).toBe('http://localhost:3000/sandbox/incode');
+    expect(c.incode.apiUrl).toBe('http://127.0.0.1:3000/sandbox/incode');
     expect(c.encryption.generated).toBe(true);
     expect(c.encryption.keys[0].key).toHaveLength(32);
     expect(c.results.mode).toBe('both');

@@ -14,46 +14,29 @@ declare module 'fastify' {
 
 const CIRCUIT_VALUE = { closed: 0, 'half-open': 1, open: 2 } as const;
 
-export default fp<{ config: Config; apiUrl: () => string; dispatcher?: Dispatcher }>(
+export default fp<{ config: Config; apiUrl: string; dispatcher?: Dispatcher }>(
   async (app, opts) => {
     const { config } = opts;
-    let client: IncodeClient | null = null;
-    let tokens: ExecutiveTokenProvider | null = null;
-    // Created on first use: in sandbox mode the upstream URL is known only once the server listens.
-    const get = () => {
-      if (!client) {
-        client = new IncodeClient({
-          baseUrl: opts.apiUrl(),
-          apiKey: config.incode.apiKey,
-          timeoutMs: config.incode.timeoutMs,
-          connectTimeoutMs: config.incode.connectTimeoutMs,
-          connections: config.incode.poolConnections,
-          maxRetries: config.incode.maxRetries,
-          maxConcurrency: config.incode.maxConcurrency,
-          circuit: config.circuit,
-          dispatcher: opts.dispatcher,
-          onCall: (operation, outcome, seconds) => app.metrics.incodeDuration.observe({ operation, outcome }, seconds),
-          onCircuitChange: (group, state) => {
-            app.metrics.circuitState.set({ group }, CIRCUIT_VALUE[state]);
-            app.log.warn({ group, state }, 'incode circuit changed');
-          },
-        });
-      }
-      return client;
-    };
-    app.decorate('incode', { getter: get });
-    app.decorate('executiveTokens', {
-      getter: () => {
-        if (!tokens) {
-          const { executiveEmail: email, executivePassword: password } = config.incode;
-          tokens = new ExecutiveTokenProvider(get(), email && password ? { email, password } : undefined);
-        }
-        return tokens;
+    const client = new IncodeClient({
+      baseUrl: opts.apiUrl,
+      apiKey: config.incode.apiKey,
+      timeoutMs: config.incode.timeoutMs,
+      connectTimeoutMs: config.incode.connectTimeoutMs,
+      connections: config.incode.poolConnections,
+      maxRetries: config.incode.maxRetries,
+      maxConcurrency: config.incode.maxConcurrency,
+      circuit: config.circuit,
+      dispatcher: opts.dispatcher,
+      onCall: (operation, outcome, seconds) => app.metrics.incodeDuration.observe({ operation, outcome }, seconds),
+      onCircuitChange: (group, state) => {
+        app.metrics.circuitState.set({ group }, CIRCUIT_VALUE[state]);
+        app.log.warn({ group, state }, 'incode circuit changed');
       },
     });
-    app.addHook('onClose', async () => {
-      await client?.close();
-    });
+    const { executiveEmail: email, executivePassword: password } = config.incode;
+    app.decorate('incode', client);
+    app.decorate('executiveTokens', new ExecutiveTokenProvider(client, email && password ? { email, password } : undefined));
+    app.addHook('onClose', async () => client.close());
   },
   { name: 'incode', dependencies: ['metrics'] },
 );

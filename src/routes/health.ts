@@ -8,7 +8,7 @@ const Ready = Type.Object({ status: Type.String(), sandbox: Type.Boolean(), chec
 
 export interface HealthOptions {
   sandbox: boolean;
-  upstreamUrl: () => string;
+  upstreamUrl: string;
   isDraining: () => boolean;
 }
 
@@ -19,7 +19,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
   async function upstream(): Promise<{ ok: boolean; detail?: string }> {
     if (Date.now() - cached.at < 5000) return cached;
     try {
-      const res = await request(opts.upstreamUrl() + '/omni/get/onboarding/status', { method: 'GET', headers: { 'api-version': '1.0' }, headersTimeout: 2000, bodyTimeout: 2000 });
+      const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers: { 'api-version': '1.0' }, headersTimeout: 2000, bodyTimeout: 2000 });
       await res.body.dump();
       cached = { at: Date.now(), ok: res.statusCode < 500 };
       if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;

@@ -41,7 +41,7 @@ const StatusResponse = Type.Object({
 export interface SessionRouteOptions {
   config: Config;
   /** The SDK's API URL (sandbox: this service's /sandbox/incode/0/). */
-  sdkApiUrl: () => string;
+  sdkApiUrl: string;
   guards: SessionGuards;
 }
 
@@ -58,7 +58,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       await app.store.replaceToken(interviewId, token, now);
       await app.store.createResumeToken(resume.tokenHash, interviewId, expiresAt, now);
     }
-    return { token, interviewId, apiUrl: opts.sdkApiUrl(), resumeToken, resumeTokenExpiresAt: new Date(expiresAt).toISOString() };
+    return { token, interviewId, apiUrl: opts.sdkApiUrl, resumeToken, resumeTokenExpiresAt: new Date(expiresAt).toISOString() };
   }
 
   app.post(

@@ -15,7 +15,7 @@ import type { SessionRecord } from '../store/types';
 export interface WebRouteOptions {
   config: Config;
   /** The API URL the SDK is initialised with; its origin must be reachable from the demo page (CSP connect-src). */
-  sdkApiUrl: () => string;
+  sdkApiUrl: string;
 }
 
 // src/routes -> src/web; a build in dist/routes still finds the pages next to the sources.
@@ -149,7 +149,8 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
 
   if (!config.sandbox) return;
 
-  app.get('/', { schema: { hide: true } }, page('demo.html', () => demoCsp(opts.sdkApiUrl())));
+  const demoPolicy = demoCsp(opts.sdkApiUrl);
+  app.get('/', { schema: { hide: true } }, page('demo.html', () => demoPolicy));
 
   app.get<{ Params: { file: string } }>('/demo/vendor/:file', { schema: { hide: true } }, async (req, reply) => {
     const file = req.params.file;
