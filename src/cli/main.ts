@@ -246,7 +246,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
     const executive = new ExecutiveTokenProvider(client, email && password ? { email, password } : undefined);
     const metrics = createMetrics();
     let worker: JobWorker | null = null;
-    const pipeline = new ResultsPipeline({ store, incode: () => client, executiveTokens: () => executive, config, metrics, log, kick: () => worker?.kick() });
+    const pipeline = new ResultsPipeline({ store, incode: client, executiveTokens: executive, config, metrics, log, kick: () => worker?.kick() });
     worker = new JobWorker({
       store,
       handle: (job) => pipeline.handle(job),

@@ -100,7 +100,7 @@ interface Log {
 
 export interface OrchestratorDeps {
   /** A getter is accepted because the app creates its client lazily (sandbox URL known after listen). */
-  incode: IncodeClient | (() => IncodeClient);
+  incode: IncodeClient;
   store: Store;
   pipeline: ResultsPipeline;
   config: Config;
@@ -149,10 +149,6 @@ export class Orchestrator {
     this.now = d.now ?? Date.now;
   }
 
-  private get incode(): IncodeClient {
-    return typeof this.d.incode === 'function' ? this.d.incode() : this.d.incode;
-  }
-
   /** Runs start → front → back → process-id → selfie → face-match; stops at the first capture to repeat. */
   async runCaptures(input: CaptureInput): Promise<CapturesOutcome> {
     const { config, pipeline } = this.d;
@@ -166,7 +162,7 @@ export class Orchestrator {
 
     let started;
     try {
-      started = await this.incode.start(startReq, ctx);
+      started = await this.d.incode.start(startReq, ctx);
     } catch (err) {
       throw await this.fail(null, 'start', err);
     }
@@ -176,7 +172,7 @@ export class Orchestrator {
     await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
 
     // front
-    const frontSide = await this.idSide(id, 'front', () => this.incode.addFrontId(token, input.front, {}, ctx));
+    const frontSide = await this.idSide(id, 'front', () => this.d.incode.addFrontId(token, input.front, {}, ctx));
     if (!frontSide.ok) return frontSide;
     const front = frontSide.res;
     const oneSided = isOneSided(front);
@@ -190,14 +186,14 @@ export class Orchestrator {
     } else if (!input.back) {
       return this.reject(id, 'back', { ok: false, reason: ID_REASONS.BACK_REQUIRED, message: ID_MESSAGES[ID_REASONS.BACK_REQUIRED] });
     } else {
-      const back = await this.idSide(id, 'back', () => this.incode.addBackId(token, input.back!, {}, ctx));
+      const back = await this.idSide(id, 'back', () => this.d.incode.addBackId(token, input.back!, {}, ctx));
       if (!back.ok) return back;
       await this.record(id, 'back', 'ok');
     }
 
     // process-id right after the ID images: it runs asynchronously on Incode while the selfie goes up.
     try {
-      const processed = await this.incode.processId(token, ctx);
+      const processed = await this.d.incode.processId(token, ctx);
       if (processed && processed.success === false) throw new OnboardingError('process-id', 'ID_PROCESSING_FAILED', 'Incode could not start processing the ID', id);
     } catch (err) {
       throw await this.fail(id, 'process-id', err);
@@ -207,7 +203,7 @@ export class Orchestrator {
     // selfie
     let selfieCheck: CheckResult;
     try {
-      selfieCheck = checkSelfie(await this.incode.addFace(token, input.selfie, ctx));
+      selfieCheck = checkSelfie(await this.d.incode.addFace(token, input.selfie, ctx));
     } catch (err) {
       if (!isSelfieRefusal(err)) throw await this.fail(id, 'selfie', err);
       selfieCheck = checkSelfie(err);
@@ -218,7 +214,7 @@ export class Orchestrator {
     // face match: a mismatch is reported, not a capture to repeat; the scores then decline the session.
     let faceMatch: FaceMatchResult;
     try {
-      faceMatch = checkFaceMatch(await this.incode.processFace(token, ctx));
+      faceMatch = checkFaceMatch(await this.d.incode.processFace(token, ctx));
     } catch (err) {
       throw await this.fail(id, 'face-match', err);
     }
@@ -254,7 +250,7 @@ export class Orchestrator {
       if (this.now() >= nextPoll) {
         nextPoll = this.now() + pollEvery;
         try {
-          const polled = (await this.incode.getOnboardingStatus(token, interviewId, { signal })).onboardingStatus;
+          const polled = (await this.d.incode.getOnboardingStatus(token, interviewId, { signal })).onboardingStatus;
           if (typeof polled === 'string' && isKnownStatus(polled)) await pipeline.apply(interviewId, polled, 'orchestrator');
           continue;
         } catch (err) {
@@ -277,7 +273,7 @@ export class Orchestrator {
     // 2. mark completed (optional in the guide: the flow may already do it)
     if (config.results.markComplete) {
       try {
-        await this.incode.finishStatus(token, { signal });
+        await this.d.incode.finishStatus(token, { signal });
         await this.record(interviewId, 'finish', 'ok');
       } catch (err) {
         // Not fatal: the results are already fetchable; the failure stays visible on the session.

@@ -17,8 +17,8 @@ export default fp<{ config: Config; runWorker?: boolean }>(
     let worker: JobWorker | null = null;
     const pipeline = new ResultsPipeline({
       store: app.store,
-      incode: () => app.incode,
-      executiveTokens: () => app.executiveTokens,
+      incode: app.incode,
+      executiveTokens: app.executiveTokens,
       config,
       metrics: app.metrics,
       log: app.log,

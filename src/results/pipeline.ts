@@ -25,8 +25,8 @@ export class JobError extends Error {
 
 export interface PipelineDeps {
   store: Store;
-  incode: () => IncodeClient;
-  executiveTokens: () => ExecutiveTokenProvider;
+  incode: IncodeClient;
+  executiveTokens: ExecutiveTokenProvider;
   config: Config;
   metrics: Metrics;
   log: FastifyBaseLogger;
@@ -141,7 +141,7 @@ export class ResultsPipeline {
 
     let status: string;
     try {
-      status = (await this.d.incode().getOnboardingStatus(token.value, id)).onboardingStatus;
+      status = (await this.d.incode.getOnboardingStatus(token.value, id)).onboardingStatus;
     } catch (err) {
       if (err instanceof IncodeError && (err.code === 'INCODE_NOT_FOUND' || err.code === 'INCODE_BAD_REQUEST') && !session) {
         // A webhook for a session Incode does not know: forged or misrouted. Recorded, nothing created.
@@ -184,7 +184,7 @@ export class ResultsPipeline {
     if (!session || session.resultsStatus === 'erased') return this.done(job);
     const token = await this.readToken(session, id);
     if (!token) return this.done(job);
-    const incode = this.d.incode();
+    const incode = this.d.incode;
     try {
       if (this.d.config.results.markComplete && session.origin === 'broker' && session.onboardingStatus !== 'ONBOARDING_FINISHED') {
         await incode.finishStatus(token.value).catch((e: unknown) => {
@@ -232,7 +232,7 @@ export class ResultsPipeline {
   /** The session's own token when this broker created it, else an executive token, else null (recorded). */
   private async readToken(session: SessionRecord | null, id: string): Promise<{ value: string; executive: boolean } | null> {
     if (session?.origin === 'broker' && session.token) return { value: session.token, executive: false };
-    const exec = this.d.executiveTokens();
+    const exec = this.d.executiveTokens;
     if (!exec.configured) {
       const now = this.now();
       await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: null });
@@ -251,7 +251,7 @@ export class ResultsPipeline {
     if (err instanceof JobError) return err;
     if (err instanceof IncodeError) {
       if (err.code === 'INCODE_UNAUTHORIZED' && token?.executive) {
-        this.d.executiveTokens().invalidate();
+        this.d.executiveTokens.invalidate();
         return new JobError(err.code, true);
       }
       return new JobError(err.code, err.retryable);

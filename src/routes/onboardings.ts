@@ -62,7 +62,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   const inflight = new Map<Promise<void>, AbortController>();
 
   const orchestrator = () =>
-    new Orchestrator({ incode: () => app.incode, store: app.store, pipeline: app.results, config, log: app.log });
+    new Orchestrator({ incode: app.incode, store: app.store, pipeline: app.results, config, log: app.log });
 
   app.addHook('preClose', async () => {
     for (const ac of inflight.values()) ac.abort();

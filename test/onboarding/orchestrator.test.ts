@@ -43,7 +43,7 @@ async function rig(env: Record<string, string> = {}, incodeUrl = emulator.url): 
   const metrics = createMetrics();
   const executive = new ExecutiveTokenProvider(client, { email: config.incode.executiveEmail!, password: config.incode.executivePassword! });
   let worker: JobWorker | null = null;
-  const pipeline = new ResultsPipeline({ store, incode: () => client, executiveTokens: () => executive, config, metrics, log, kick: () => worker?.kick() });
+  const pipeline = new ResultsPipeline({ store, incode: client, executiveTokens: executive, config, metrics, log, kick: () => worker?.kick() });
   worker = new JobWorker({ store, handle: (j) => pipeline.handle(j), onDead: (j, c) => pipeline.onDead(j, c), concurrency: 2, maxAttempts: 3, backoffMs: 20, idleMs: 20, log, metrics });
   worker.start();
   const events: StepEvent[] = [];
