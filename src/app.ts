@@ -104,18 +104,22 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   else app.log.info({ sandbox: false, upstream: config.incode.apiUrl }, 'broker starting against Incode');
 
   let draining = false;
-  app.addHook('onRequest', async (req, reply) => {
+  // Callback-style hooks on the hot path: an async hook costs a promise per request.
+  app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-request-id', req.id);
+    done();
   });
   app.addHook('preClose', async () => {
     draining = true;
   });
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
     req.log.info({ req, res: { statusCode: reply.statusCode }, responseTime: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
+    done();
   });
   // While draining, answers close their keep-alive connection, so close() does not wait for idle sockets.
-  app.addHook('onSend', async (_req, reply) => {
+  app.addHook('onSend', (_req, reply, payload, done) => {
     if (draining) reply.header('connection', 'close');
+    done(null, payload);
   });
 
   app.addSchema(ErrorBody);
@@ -152,9 +156,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   };
   // The sandbox emulator answers its own CORS (the SDK's api-version header, PUT): this hook would
   // otherwise reply to the SDK's preflights first, with the broker's narrower header list.
-  await app.register(cors, {
-    delegator: (req, cb) => cb(null, config.sandbox && req.url.startsWith('/sandbox/incode/') ? { origin: false } : brokerCors),
-  });
+  // Outside sandbox mode the options are static (a delegator re-normalises them on every request).
+  if (config.sandbox)
+    await app.register(cors, { delegator: (req, cb) => cb(null, req.url.startsWith('/sandbox/incode/') ? { origin: false } : brokerCors) });
+  else await app.register(cors, brokerCors);
   await app.register(swagger, {
     openapi: {
       info: { title: 'Incode token broker', version: '0.1.0', description: 'Backend-for-frontend for Incode identity verification' },
@@ -207,7 +212,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
   await app.register(webhookRoutes, { config, tokenRateCounter: counter });
   await app.register(sessionsRoutes, { config });
-  await app.register(onboardingsRoutes, { config, guards });
+  await app.register(onboardingsRoutes, { config });
   await app.register(webRoutes, { config, sdkApiUrl });
 
   return app;

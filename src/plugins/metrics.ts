@@ -50,9 +50,10 @@ export default fp(
     const metrics = createMetrics();
     for (const group of CIRCUIT_GROUPS) metrics.circuitState.set({ group }, 0);
     app.decorate('metrics', metrics);
-    app.addHook('onResponse', async (req, reply) => {
+    app.addHook('onResponse', (req, reply, done) => {
       const route = req.routeOptions.url ?? 'unmatched';
       metrics.httpDuration.observe({ method: req.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
+      done();
     });
     app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
       reply.header('content-type', metrics.registry.contentType);

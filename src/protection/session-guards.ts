@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { bearer, keyMatcher, sha256Hex } from '../security';
+import type { IdempotencyRef } from '../store/types';
 import type { RateCounter, RateLimitEntry } from './rate-counter';
 
 declare module 'fastify' {
@@ -13,10 +14,18 @@ declare module 'fastify' {
 }
 
 export interface SessionGuards {
-  authenticate: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  rateLimit: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  /** Runs create() once per Idempotency-Key; a retry with the same key and body gets the same session. */
-  idempotent<T extends { interviewId: string }>(req: FastifyRequest, request: unknown, create: () => Promise<T>, replay: (interviewId: string) => Promise<T>): Promise<T>;
+  /** The preHandler hooks a billable route needs: only the configured ones, so an unused guard costs nothing. */
+  preHandlers: ((req: FastifyRequest, reply: FastifyReply) => Promise<void>)[];
+  /**
+   * Runs create() once per Idempotency-Key; a retry with the same key and body gets the same session. create()
+   * gets the claimed key and must record it with the session it stores (NewSession.idempotency), in one write.
+   */
+  idempotent<T extends { interviewId: string }>(
+    req: FastifyRequest,
+    request: unknown,
+    create: (claimed?: IdempotencyRef) => Promise<T>,
+    replay: (interviewId: string) => Promise<T>,
+  ): Promise<T>;
 }
 
 export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter | null): SessionGuards {
@@ -68,7 +77,12 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     }
   }
 
-  async function idempotent<T extends { interviewId: string }>(req: FastifyRequest, request: unknown, create: () => Promise<T>, replay: (interviewId: string) => Promise<T>): Promise<T> {
+  async function idempotent<T extends { interviewId: string }>(
+    req: FastifyRequest,
+    request: unknown,
+    create: (claimed?: IdempotencyRef) => Promise<T>,
+    replay: (interviewId: string) => Promise<T>,
+  ): Promise<T> {
     const raw = req.headers['idempotency-key'];
     if (typeof raw !== 'string' || raw === '') return create();
     const scope = `session:${req.caller ?? 'anonymous'}`;
@@ -84,15 +98,15 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
       return replay(interviewId);
     }
     try {
-      const out = await create();
-      // Only the id is kept: the token stays encrypted in the sessions table.
-      await app.store.completeIdempotencyKey(scope, key, { interviewId: out.interviewId });
-      return out;
+      // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).
+      return await create({ scope, key });
     } catch (err) {
       await app.store.releaseIdempotencyKey(scope, key).catch(() => undefined);
       throw err;
     }
   }
 
-  return { authenticate: (req) => authenticate(req), rateLimit: rateLimitHook, idempotent };
+  const anyLimit = rateLimit.perIp > 0 || rateLimit.perCustomer > 0 || rateLimit.global > 0;
+  const preHandlers = [...(callerAuth.mode === 'none' ? [] : [(req: FastifyRequest) => authenticate(req)]), ...(counter && anyLimit ? [rateLimitHook] : [])];
+  return { preHandlers, idempotent };
 }

@@ -90,7 +90,7 @@ export class ResultsPipeline {
    * Records a session this broker just started (by POST /session or the orchestrator) so that webhooks,
    * polling and the app's token lookups can follow it; the first poll is scheduled unless polling is off.
    */
-  async trackSession(s: { interviewId: string; token: string; externalCustomerId?: string; resume?: NewSession['resume'] }): Promise<void> {
+  async trackSession(s: { interviewId: string; token: string; externalCustomerId?: string; resume?: NewSession['resume']; idempotency?: NewSession['idempotency'] }): Promise<void> {
     const now = this.now();
     const { mode, pollIntervalMs } = this.d.config.results;
     await this.d.store.upsertSession({
@@ -101,6 +101,7 @@ export class ResultsPipeline {
       tokenHash: sha256Hex(s.token),
       nextPollAt: mode === 'webhook' ? null : now + pollIntervalMs,
       resume: s.resume,
+      idempotency: s.idempotency,
       now,
     });
   }

@@ -7,7 +7,6 @@ import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
-import type { SessionGuards } from '../protection/session-guards';
 import { withErrors } from '../schemas';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB
@@ -52,7 +51,6 @@ const IncodeFailure = Type.Object({
 
 export interface OnboardingsRouteOptions {
   config: Config;
-  guards: SessionGuards;
 }
 
 const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = async (app, opts) => {

@@ -5,6 +5,7 @@ import type { Config } from '../config';
 import { AppError } from '../errors';
 import { isValidCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
+import type { IdempotencyRef } from '../store/types';
 import { sessionForToken } from '../plugins/service-auth';
 import { SessionTokenHeaders, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
@@ -29,7 +30,23 @@ const SessionResponse = Type.Object({
   resumeTokenExpiresAt: Type.String({ format: 'date-time' }),
 });
 
-const ResumeBody = Type.Object({ resumeToken: Type.String({ minLength: 20, maxLength: 128 }) }, { additionalProperties: false });
+const ResumeBody = Type.Object({ resumeToken: Type.String({ minLength: 20, maxLength: 512 }) }, { additionalProperties: false });
+
+// A resume token is `<base64url(interviewId)>.<256 random bits>`: it names its session, so the check is one
+// primary-key read (no index over token hashes to keep up on every insert); only the secret's hash is stored.
+function mintResumeToken(interviewId: string): { resumeToken: string; tokenHash: string } {
+  const secret = randomToken(32);
+  return { resumeToken: `${Buffer.from(interviewId, 'utf8').toString('base64url')}.${secret}`, tokenHash: sha256Hex(secret) };
+}
+
+function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash: string } | null {
+  const dot = resumeToken.indexOf('.');
+  if (dot <= 0) return null;
+  const interviewId = Buffer.from(resumeToken.slice(0, dot), 'base64url').toString('utf8');
+  const secret = resumeToken.slice(dot + 1);
+  if (!interviewId || secret.length < 32) return null;
+  return { interviewId, tokenHash: sha256Hex(secret) };
+}
 
 const StatusResponse = Type.Object({
   interviewId: Type.String(),
@@ -48,12 +65,12 @@ export interface SessionRouteOptions {
 const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app, opts) => {
   const { config, guards } = opts;
 
-  async function issue(interviewId: string, token: string, externalCustomerId: string | undefined, origin: 'created' | 'resumed') {
+  async function issue(interviewId: string, token: string, externalCustomerId: string | undefined, origin: 'created' | 'resumed', idempotency?: IdempotencyRef) {
     const now = Date.now();
-    const resumeToken = randomToken(32);
+    const { resumeToken, tokenHash } = mintResumeToken(interviewId);
     const expiresAt = now + config.resumeTokenTtlSeconds * 1000;
-    const resume = { tokenHash: sha256Hex(resumeToken), expiresAt };
-    if (origin === 'created') await app.results.trackSession({ interviewId, token, externalCustomerId, resume });
+    const resume = { tokenHash, expiresAt };
+    if (origin === 'created') await app.results.trackSession({ interviewId, token, externalCustomerId, resume, idempotency });
     else {
       await app.store.replaceToken(interviewId, token, now);
       await app.store.createResumeToken(resume.tokenHash, interviewId, expiresAt, now);
@@ -66,10 +83,11 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     {
       bodyLimit: config.limits.sessionBodyBytes,
       // The body is optional: no body at all means every default.
-      preValidation: async (req) => {
+      preValidation: (req, _reply, done) => {
         if (req.body === undefined) req.body = {};
+        done();
       },
-      preHandler: [guards.authenticate, guards.rateLimit],
+      preHandler: guards.preHandlers,
       schema: {
         summary: 'Start an Incode onboarding and get its session token',
         tags: ['session'],
@@ -89,10 +107,10 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         language: body.language,
         redirectionUrl: body.redirectionUrl,
       };
-      return guards.idempotent(req, startReq, async () => {
+      return guards.idempotent(req, startReq, async (claimed) => {
         const started = await app.incode.start(startReq, { requestId: req.id });
         app.metrics.sessionsCreated.inc({ route: 'session' });
-        return issue(started.interviewId, started.token, body.externalCustomerId, 'created');
+        return issue(started.interviewId, started.token, body.externalCustomerId, 'created', claimed);
       }, async (interviewId) => {
         const s = await app.store.getSession(interviewId);
         if (!s?.token) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
@@ -105,7 +123,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     '/session/resume',
     {
       bodyLimit: config.limits.sessionBodyBytes,
-      preHandler: [guards.authenticate, guards.rateLimit],
+      preHandler: guards.preHandlers,
       schema: {
         summary: 'Exchange a resume token for a fresh token of the same onboarding (no new Incode session)',
         tags: ['session'],
@@ -114,9 +132,10 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       },
     },
     async (req) => {
-      const hash = sha256Hex(req.body.resumeToken);
-      const interviewId = await app.store.findResumeToken(hash, Date.now());
-      if (!interviewId) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown or expired');
+      const parsed = parseResumeToken(req.body.resumeToken);
+      if (!parsed || !(await app.store.checkResumeToken(parsed.interviewId, parsed.tokenHash, Date.now())))
+        throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown or expired');
+      const { interviewId } = parsed;
       const session = await app.store.getSession(interviewId);
       if (!session || session.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The onboarding no longer exists');
       const started = await app.incode.start({ interviewId }, { requestId: req.id });

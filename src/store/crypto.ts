@@ -1,5 +1,5 @@
 // AES-256-GCM envelope for PII at rest, with key ids for rotation and associated data binding each ciphertext to its row and column.
-import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, timingSafeEqual } from 'node:crypto';
 import { randomBytesPooled } from '../util/random-pool';
 
 export interface CipherKey {
@@ -95,6 +95,12 @@ export class Cipher {
 // Version and key id go into the AAD too, so neither can be swapped in the envelope.
 function aadBytes(kid: string, aad: string): Buffer {
   return Buffer.from(`${VERSION}|${kid}|${aad}`, 'utf8');
+}
+
+/** Constant-time equality of a stored digest and a computed one (digests have a fixed, public length). */
+export function hashesEqual(stored: string | null | undefined, given: string): boolean {
+  if (typeof stored !== 'string' || stored.length !== given.length) return false;
+  return timingSafeEqual(Buffer.from(stored, 'latin1'), Buffer.from(given, 'latin1'));
 }
 
 export function sha256Hex(s: string): string {

@@ -209,6 +209,14 @@ export const MIGRATIONS: readonly Migration[] = [
 
     `,
   },
+  {
+    // Resume tokens name their session (interviewId.secret), so they are checked by primary key: the index
+    // over their hashes only cost a random-page write on every new session.
+    version: 2,
+    name: 'resume-token-by-session',
+    sqlite: 'DROP INDEX IF EXISTS sessions_resume_token_hash;',
+    postgres: 'DROP INDEX IF EXISTS sessions_resume_token_hash;',
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

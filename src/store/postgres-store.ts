@@ -1,6 +1,6 @@
 // Store over a pg Pool: single-statement atomic updates, SKIP LOCKED job claims, optional per-store schema (search_path per connection).
 import { Pool, type PoolClient, type QueryResultRow } from 'pg';
-import { Cipher, sha256Hex } from './crypto';
+import { Cipher, hashesEqual, sha256Hex } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
 import {
   aad,
@@ -130,6 +130,7 @@ export class PostgresStore implements Store {
       [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at],
     );
     if (s.resume) await this.createResumeToken(s.resume.tokenHash, s.interviewId, s.resume.expiresAt, s.now);
+    if (s.idempotency) await this.completeIdempotencyKey(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId });
     return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId)) as SessionRecord);
   }
 
@@ -455,11 +456,11 @@ export class PostgresStore implements Store {
     ]);
   }
 
-  async findResumeToken(tokenHash: string, now: number): Promise<string | null> {
-    const { rows } = await this.q<{ interview_id: string }>('SELECT interview_id FROM sessions WHERE resume_token_hash = $1 AND resume_expires_at > $2::bigint', [
-      tokenHash,
-      now,
-    ]);
-    return rows[0]?.interview_id ?? null;
+  async checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean> {
+    const { rows } = await this.q<{ resume_token_hash: string | null }>(
+      'SELECT resume_token_hash FROM sessions WHERE interview_id = $1 AND resume_expires_at > $2::bigint',
+      [interviewId, now],
+    );
+    return hashesEqual(rows[0]?.resume_token_hash, tokenHash);
   }
 }

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { Cipher, sha256Hex } from './crypto';
+import { Cipher, hashesEqual, sha256Hex } from './crypto';
 import { migrateSqlite } from './migrations';
 import {
   aad,
@@ -74,8 +74,8 @@ export class SqliteStore implements Store {
   }
 
   // Group commit: every write issued in one turn of the event loop shares one IMMEDIATE transaction (one
-  // fsync-free WAL commit instead of one per write); each runs in its own savepoint, so one failing write
-  // rolls back alone. A write's promise settles only after the commit, so callers still ack durably.
+  // fsync-free WAL commit instead of one per write); one failing write still fails alone (see flush). A
+  // write's promise settles only after the commit, so callers still ack durably.
   private pending: { fn: () => unknown; resolve: (v: any) => void; reject: (e: unknown) => void }[] = [];
   private flushScheduled = false;
 
@@ -98,23 +98,41 @@ export class SqliteStore implements Store {
       for (const p of batch) p.reject(new Error('store is closed'));
       return;
     }
-    const outcomes: { ok: boolean; v?: unknown; e?: unknown }[] = [];
-    try {
+    // Optimistic first: the whole batch with no savepoints (two fewer statements per write). If any write
+    // throws, that transaction rolls back entirely and the batch runs again with one savepoint per write,
+    // so only the failing one fails. Writes are closures over SQLite alone, so running one twice is safe.
+    const run = (isolated: boolean) =>
       this.db
         .transaction(() => {
+          const outcomes: { ok: boolean; v?: unknown; e?: unknown }[] = [];
           for (const p of batch) {
+            if (!isolated) {
+              outcomes.push({ ok: true, v: p.fn() });
+              continue;
+            }
             try {
-              outcomes.push({ ok: true, v: batch.length === 1 ? p.fn() : this.db.transaction(p.fn)() });
+              outcomes.push({ ok: true, v: this.db.transaction(p.fn)() });
             } catch (e) {
-              if (batch.length === 1) throw e;
               outcomes.push({ ok: false, e });
             }
           }
+          return outcomes;
         })
         .immediate();
+    let outcomes: { ok: boolean; v?: unknown; e?: unknown }[];
+    try {
+      outcomes = run(false);
     } catch (e) {
-      for (const p of batch) p.reject(e);
-      return;
+      if (batch.length === 1 || !this.db.open) {
+        for (const p of batch) p.reject(e);
+        return;
+      }
+      try {
+        outcomes = run(true);
+      } catch (e2) {
+        for (const p of batch) p.reject(e2);
+        return;
+      }
     }
     batch.forEach((p, i) => (outcomes[i].ok ? p.resolve(outcomes[i].v) : p.reject(outcomes[i].e)));
   }
@@ -157,6 +175,7 @@ export class SqliteStore implements Store {
          ON CONFLICT (interview_id) DO NOTHING`,
       ).run(v).changes;
       if (fresh) {
+        if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId });
         return {
           interviewId: s.interviewId,
           origin: s.origin,
@@ -195,6 +214,7 @@ export class SqliteStore implements Store {
          RETURNING *`,
       ).get(v) as SessionRow | undefined;
       if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
+      if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId });
       return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
     });
   }
@@ -493,11 +513,13 @@ export class SqliteStore implements Store {
   }
 
   async completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void> {
-    return this.write(() => {
-      // Responses can carry session tokens, so they are encrypted like any other secret.
-      const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
-      this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done' WHERE scope = ? AND key = ?`).run(enc, scope, key);
-    });
+    return this.write(() => this.markIdempotencyDone(scope, key, response));
+  }
+
+  private markIdempotencyDone(scope: string, key: string, response: unknown): void {
+    // Responses can carry identifiers or tokens, so they are encrypted like any other secret.
+    const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
+    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done' WHERE scope = ? AND key = ?`).run(enc, scope, key);
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
@@ -515,10 +537,10 @@ export class SqliteStore implements Store {
     return this.write(() => this.setResume(interviewId, tokenHash, expiresAt));
   }
 
-  async findResumeToken(tokenHash: string, now: number): Promise<string | null> {
-    const r = this.st('SELECT interview_id FROM sessions WHERE resume_token_hash = ? AND resume_expires_at > ?').get(tokenHash, now) as
-      | { interview_id: string }
+  async checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean> {
+    const r = this.st('SELECT resume_token_hash FROM sessions WHERE interview_id = ? AND resume_expires_at > ?').get(interviewId, now) as
+      | { resume_token_hash: string | null }
       | undefined;
-    return r ? r.interview_id : null;
+    return hashesEqual(r?.resume_token_hash, tokenHash);
   }
 }

@@ -46,7 +46,14 @@ export interface NewSession {
   nextPollAt?: number | null;
   /** A resume token for this session, written in the same write (POST /session's one commit). */
   resume?: { tokenHash: string; expiresAt: number };
+  /** The claimed Idempotency-Key that created this session: marked done with it, in the same write. */
+  idempotency?: IdempotencyRef;
   now: number;
+}
+
+export interface IdempotencyRef {
+  scope: string;
+  key: string;
 }
 
 export interface StoredResults {
@@ -169,6 +176,6 @@ export interface Store {
   completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void>;
   releaseIdempotencyKey(scope: string, key: string): Promise<void>;
   createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void>;
-  /** interviewId for a valid, unexpired token hash. */
-  findResumeToken(tokenHash: string, now: number): Promise<string | null>;
+  /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */
+  checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean>;
 }

@@ -85,6 +85,9 @@ describe('POST /session against the emulator', () => {
     const st = await request(broker.url).get('/session/status').set('x-incode-hardware-id', resumed.token).expect(200);
     expect(st.body.interviewId).toBe(first.interviewId);
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: 'x'.repeat(43) }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
+    // The token names its session, but only the secret part unlocks it.
+    const forged = `${first.resumeToken.split('.')[0]}.${'A'.repeat(43)}`;
+    expect((await request(broker.url).post('/session/resume').send({ resumeToken: forged }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
     await request(broker.url).post('/session/resume').send({ interviewId: first.interviewId }).expect(400);
   });
 

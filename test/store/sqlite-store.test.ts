@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Cipher } from '../../src/store/crypto';
+import { MIGRATIONS } from '../../src/store/migrations';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { K1, runStoreContract, type StoreHarness } from './store-contract';
 
@@ -99,7 +100,7 @@ describe('SqliteStore specifics', () => {
     const b = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
     await Promise.all([a.migrate(), b.migrate()]);
     await b.migrate();
-    expect(a.db.prepare('SELECT count(*) AS n FROM schema_migrations').get()).toEqual({ n: 1 });
+    expect(a.db.prepare('SELECT count(*) AS n FROM schema_migrations').get()).toEqual({ n: MIGRATIONS.length });
     await a.close();
     await b.close();
   });

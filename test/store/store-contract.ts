@@ -1,5 +1,6 @@
 // Shared behaviour suite for every Store engine: each engine's test file supplies a harness over a fresh database.
 import { Cipher, sha256Hex } from '../../src/store/crypto';
+import { MIGRATIONS } from '../../src/store/migrations';
 import type { NewJob, SessionRecord, Store } from '../../src/store/types';
 
 export const K1 = { id: 'k1', key: Buffer.alloc(32, 1) };
@@ -59,7 +60,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.migrate();
         await store.migrate();
         const rows = await h.exec('SELECT version FROM schema_migrations');
-        expect(rows.map((r) => Number(r.version))).toEqual([1]);
+        expect(rows.map((r) => Number(r.version))).toEqual(MIGRATIONS.map((m) => m.version));
         expect(['sqlite', 'postgres']).toContain(store.engine);
       });
     });
@@ -110,8 +111,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
 
       it('writes a resume token together with a new session', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', resume: { tokenHash: 'rh', expiresAt: T0 + 100 }, now: T0 });
-        expect(await store.findResumeToken('rh', T0 + 1)).toBe('i1');
-        expect(await store.findResumeToken('rh', T0 + 100)).toBeNull();
+        expect(await store.checkResumeToken('i1', 'rh', T0 + 1)).toBe(true);
+        expect(await store.checkResumeToken('i1', 'rh', T0 + 100)).toBe(false);
       });
 
       it('uses the caller token hash when given', async () => {
@@ -285,7 +286,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(s).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased', decision: 'approve', updatedAt: T0 + 50 });
         expect(await store.getResults('i1')).toBeNull();
         expect(await store.getSessionByTokenHash(sha256Hex(TOKEN))).toBeNull();
-        expect(await store.findResumeToken('rt-hash', T0 + 1)).toBeNull();
+        expect(await store.checkResumeToken('i1', 'rt-hash', T0 + 1)).toBe(false);
         expect(await store.listSteps('i1')).toHaveLength(1);
 
         const [row] = await h.exec('SELECT token_enc, token_hash, external_customer_id_enc FROM sessions WHERE interview_id = ?', ['i1']);
@@ -324,8 +325,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getResults('old1')).toBeNull();
         for (const id of ['old1', 'old2']) expect(await store.getSession(id)).toMatchObject({ resultsStatus: 'erased', token: null, externalCustomerId: null });
         expect(await store.getSession('new1')).toMatchObject({ resultsStatus: 'pending', token: `${TOKEN}-new1` });
-        expect(await store.findResumeToken('rt-old', T0)).toBeNull();
-        expect(await store.findResumeToken('rt-new', T0)).toBe('new1');
+        expect(await store.checkResumeToken('old2', 'rt-old', T0)).toBe(false);
+        expect(await store.checkResumeToken('new1', 'rt-new', T0)).toBe(true);
         const purges = (await store.listAudit()).filter((a) => a.kind === 'retention-purge');
         expect(purges.map((a) => a.subject).sort()).toEqual(['old1', 'old2']);
         expect(purges[0]).toMatchObject({ at: T0 + 2000, detail: { reason: 'retention', createdBefore: T0 + 500 } });
@@ -338,21 +339,21 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.claimIdempotencyKey('start', 'k-expired', 'h', T0 + 10, T0);
         await store.claimIdempotencyKey('start', 'k-live', 'h', T0 + 1e9, T0);
         await store.purgeExpired(T0, T0 + 100);
-        expect(await store.findResumeToken('rt-expired', T0 + 100)).toBeNull();
+        expect(await store.checkResumeToken('i1', 'rt-expired', T0 + 100)).toBe(false);
         expect((await h.exec('SELECT key FROM idempotency_keys')).map((r) => r.key)).toEqual(['k-live']);
       });
 
       it('keeps one resume token per session: a new one revokes the previous, erasure revokes it', async () => {
         await session('i1');
         await store.createResumeToken('rt-1', 'i1', T0 + 1e6, T0);
-        expect(await store.findResumeToken('rt-1', T0 + 1)).toBe('i1');
+        expect(await store.checkResumeToken('i1', 'rt-1', T0 + 1)).toBe(true);
         await store.createResumeToken('rt-2', 'i1', T0 + 1e6, T0 + 2);
-        expect(await store.findResumeToken('rt-1', T0 + 3)).toBeNull();
-        expect(await store.findResumeToken('rt-2', T0 + 3)).toBe('i1');
+        expect(await store.checkResumeToken('i1', 'rt-1', T0 + 3)).toBe(false);
+        expect(await store.checkResumeToken('i1', 'rt-2', T0 + 3)).toBe(true);
         await store.eraseSession('i1', 'test', T0 + 4);
-        expect(await store.findResumeToken('rt-2', T0 + 5)).toBeNull();
+        expect(await store.checkResumeToken('i1', 'rt-2', T0 + 5)).toBe(false);
         await store.createResumeToken('rt-3', 'i1', T0 + 1e6, T0 + 6);
-        expect(await store.findResumeToken('rt-3', T0 + 7)).toBeNull();
+        expect(await store.checkResumeToken('i1', 'rt-3', T0 + 7)).toBe(false);
       });
     });
 
@@ -501,6 +502,12 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
     });
 
     describe('idempotency keys', () => {
+      it('a new session marks the Idempotency-Key that created it done, in the same write', async () => {
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 1000, T0)).toEqual({ state: 'new' });
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1' }, now: T0 });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 1000, T0 + 1)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId: 'i1' } });
+      });
+
       it('new, then pending, then done with the stored response; release frees it', async () => {
         expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0)).toEqual({ state: 'new' });
         expect(await store.claimIdempotencyKey('start', 'k1', 'h2', T0 + 1000, T0 + 1)).toEqual({ state: 'pending', requestHash: 'h1' });
@@ -538,12 +545,13 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
     });
 
     describe('resume tokens', () => {
-      it('finds a valid token by hash until it expires', async () => {
+      it('accepts a session\'s own token hash until it expires, and no other', async () => {
         await session('i1');
         await store.createResumeToken('h1', 'i1', T0 + 100, T0);
-        expect(await store.findResumeToken('h1', T0 + 99)).toBe('i1');
-        expect(await store.findResumeToken('h1', T0 + 100)).toBeNull();
-        expect(await store.findResumeToken('unknown', T0)).toBeNull();
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 99)).toBe(true);
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 100)).toBe(false);
+        expect(await store.checkResumeToken('i1', 'unknown', T0)).toBe(false);
+        expect(await store.checkResumeToken('i2', 'h1', T0)).toBe(false);
       });
     });
 
