@@ -145,7 +145,9 @@ export async function startChild(spec: SpawnSpec): Promise<Child> {
 
 /** How the broker is run: compiled (dist/server.js) when the build is there, else through tsx. */
 export function brokerArgs(mode: 'compiled' | 'tsx'): string[] {
-  return mode === 'compiled' ? [join(ROOT, 'dist', 'server.js')] : ['--import', 'tsx', join(ROOT, 'src', 'server.ts')];
+  // BENCH_BROKER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the broker under the bench's load.
+  const extra = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  return mode === 'compiled' ? [...extra, join(ROOT, 'dist', 'server.js')] : [...extra, '--import', 'tsx', join(ROOT, 'src', 'server.ts')];
 }
 
 export function hasBuild(): boolean {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Cipher } from '../../src/store/crypto';
-import { MIGRATIONS } from '../../src/store/migrations';
+import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { K1, runStoreContract, type StoreHarness } from './store-contract';
 
@@ -103,6 +103,25 @@ describe('SqliteStore specifics', () => {
     expect(a.db.prepare('SELECT count(*) AS n FROM schema_migrations').get()).toEqual({ n: MIGRATIONS.length });
     await a.close();
     await b.close();
+  });
+
+  it('upgrades a version-1 database in place: sessions, resume tokens and idempotency keys survive', async () => {
+    const file = tempFile();
+    const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    migrateSqlite(old.db, MIGRATIONS.slice(0, 1));
+    await old.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't1', resume: { tokenHash: 'rh', expiresAt: 2e12 }, now: 1e12 });
+    await old.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12);
+    await old.completeIdempotencyKey('session:a', 'k1', { interviewId: 'i1' });
+    await old.close();
+
+    const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    await store.migrate();
+    expect(store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').all()).toEqual(MIGRATIONS.map((m) => ({ version: m.version })));
+    expect((await store.getSession('i1'))?.token).toBe('t1');
+    expect(await store.checkResumeToken('i1', 'rh', 1e12 + 1)).toBe(true);
+    expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12 + 1)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId: 'i1' } });
+    expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name = 'sessions_resume_token_hash'").all()).toEqual([]);
+    await store.close();
   });
 
   it('several processes sharing one file never claim the same job', async () => {
