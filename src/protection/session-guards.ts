@@ -89,7 +89,11 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     const key = sha256Hex(raw);
     const requestHash = sha256Hex(JSON.stringify(request));
     const now = Date.now();
-    const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + config.idempotencyTtlSeconds * 1000, now);
+    // A pending claim holds only a lease that outlives any Incode call: if this process dies mid-request, a retry
+    // may take the key over after it rather than get 409 for the whole TTL. Completion extends it to the TTL.
+    const ttlMs = config.idempotencyTtlSeconds * 1000;
+    const leaseMs = Math.min(ttlMs, Math.max(60_000, 4 * config.incode.timeoutMs));
+    const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
     if (claim.state !== 'new' && claim.requestHash !== requestHash)
       throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
     if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', { 'retry-after': '1' });
@@ -99,7 +103,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     }
     try {
       // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).
-      return await create({ scope, key });
+      return await create({ scope, key, expiresAt: now + ttlMs });
     } catch (err) {
       await app.store.releaseIdempotencyKey(scope, key).catch(() => undefined);
       throw err;

@@ -130,7 +130,7 @@ export class PostgresStore implements Store {
       [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at],
     );
     if (s.resume) await this.createResumeToken(s.resume.tokenHash, s.interviewId, s.resume.expiresAt, s.now);
-    if (s.idempotency) await this.completeIdempotencyKey(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId });
+    if (s.idempotency) await this.completeIdempotencyKey(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt);
     return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId)) as SessionRecord);
   }
 
@@ -437,10 +437,15 @@ export class PostgresStore implements Store {
     throw new Error('claimIdempotencyKey: key keeps changing under contention');
   }
 
-  async completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void> {
+  async completeIdempotencyKey(scope: string, key: string, response: unknown, expiresAt?: number): Promise<void> {
     // Responses can carry session tokens, so they are encrypted like any other secret.
     const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
-    await this.q(`UPDATE idempotency_keys SET response_enc = $3, state = 'done' WHERE scope = $1 AND key = $2`, [scope, key, enc]);
+    await this.q(`UPDATE idempotency_keys SET response_enc = $3, state = 'done', expires_at = COALESCE($4::bigint, expires_at) WHERE scope = $1 AND key = $2`, [
+      scope,
+      key,
+      enc,
+      expiresAt ?? null,
+    ]);
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {

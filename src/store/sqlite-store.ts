@@ -175,7 +175,7 @@ export class SqliteStore implements Store {
          ON CONFLICT (interview_id) DO NOTHING`,
       ).run(v).changes;
       if (fresh) {
-        if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId });
+        if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt);
         return {
           interviewId: s.interviewId,
           origin: s.origin,
@@ -214,7 +214,7 @@ export class SqliteStore implements Store {
          RETURNING *`,
       ).get(v) as SessionRow | undefined;
       if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
-      if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId });
+      if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt);
       return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
     });
   }
@@ -512,14 +512,14 @@ export class SqliteStore implements Store {
     });
   }
 
-  async completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void> {
-    return this.write(() => this.markIdempotencyDone(scope, key, response));
+  async completeIdempotencyKey(scope: string, key: string, response: unknown, expiresAt?: number): Promise<void> {
+    return this.write(() => this.markIdempotencyDone(scope, key, response, expiresAt));
   }
 
-  private markIdempotencyDone(scope: string, key: string, response: unknown): void {
+  private markIdempotencyDone(scope: string, key: string, response: unknown, expiresAt?: number): void {
     // Responses can carry identifiers or tokens, so they are encrypted like any other secret.
     const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
-    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done' WHERE scope = ? AND key = ?`).run(enc, scope, key);
+    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done', expires_at = COALESCE(?, expires_at) WHERE scope = ? AND key = ?`).run(enc, expiresAt ?? null, scope, key);
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {

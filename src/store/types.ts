@@ -54,6 +54,8 @@ export interface NewSession {
 export interface IdempotencyRef {
   scope: string;
   key: string;
+  /** When the completed key stops replaying (its pending claim had only a short lease). */
+  expiresAt: number;
 }
 
 export interface StoredResults {
@@ -173,7 +175,8 @@ export interface Store {
 
   // idempotency keys and resume tokens (issue 6)
   claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim>;
-  completeIdempotencyKey(scope: string, key: string, response: unknown): Promise<void>;
+  /** Marks a claimed key done with its response; expiresAt (when given) replaces the pending claim's lease. */
+  completeIdempotencyKey(scope: string, key: string, response: unknown, expiresAt?: number): Promise<void>;
   releaseIdempotencyKey(scope: string, key: string): Promise<void>;
   createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void>;
   /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */

@@ -3,6 +3,7 @@ import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitFor, type Running } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
+import { sha256Hex } from '../../src/store/crypto';
 
 describe('POST /session against the emulator', () => {
   let emu: Running<EmulatorApp>;
@@ -98,6 +99,21 @@ describe('POST /session against the emulator', () => {
     expect(b.body.token).toBe(a.body.token);
     const c = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c2' }).expect(422);
     expect(c.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+  });
+
+  it('a pending Idempotency-Key answers 409 while its lease runs, and is taken over once a crashed claim has lapsed', async () => {
+    const store = broker.app.store;
+    const now = Date.now();
+    const body = { countryCode: 'ALL', configurationId: undefined, externalCustomerId: undefined, language: undefined, redirectionUrl: undefined };
+    const hash = sha256Hex(JSON.stringify(body));
+    await store.claimIdempotencyKey('session:anonymous', sha256Hex('k-live'), hash, now + 60_000, now);
+    const busy = await request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).expect(409);
+    expect(busy.body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+    // A claim whose process died: its lease ended, so the retry creates the session instead of waiting out the TTL.
+    await store.claimIdempotencyKey('session:anonymous', sha256Hex('k-crashed'), hash, now - 1, now - 120_000);
+    const taken = await request(broker.url).post('/session').set('idempotency-key', 'k-crashed').send({}).expect(200);
+    const again = await request(broker.url).post('/session').set('idempotency-key', 'k-crashed').send({}).expect(200);
+    expect(again.body.interviewId).toBe(taken.body.interviewId);
   });
 
   it('GET /session/status needs a known session token and shows no PII', async () => {

@@ -503,9 +503,11 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
 
     describe('idempotency keys', () => {
       it('a new session marks the Idempotency-Key that created it done, in the same write', async () => {
-        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 1000, T0)).toEqual({ state: 'new' });
-        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1' }, now: T0 });
-        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 1000, T0 + 1)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId: 'i1' } });
+        // The pending claim's short lease (T0 + 10) becomes the key's full lifetime (T0 + 1000) on completion.
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0)).toEqual({ state: 'new' });
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000 }, now: T0 });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 100)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId: 'i1' } });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 2000, T0 + 1000)).toEqual({ state: 'new' });
       });
 
       it('new, then pending, then done with the stored response; release frees it', async () => {
