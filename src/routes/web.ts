@@ -78,7 +78,7 @@ const DemoResults = Type.Object({
 const CaptureCheckBody = Type.Object(
   {
     kind: Type.Union([Type.Literal('id'), Type.Literal('selfie')]),
-    httpStatus: Type.Optional(Type.Integer({ minimum: 100, maximum: 599 })),
+    /** The add-id / add-face answer, or Incode's error envelope ({status: <Incode error code>, ...}) of a refused call. */
     response: Type.Record(Type.String(), Type.Unknown()),
   },
   { additionalProperties: false },
@@ -185,10 +185,10 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
     },
     async (req) => {
       const { kind, response } = req.body;
-      const httpStatus = req.body.httpStatus ?? 200;
       if (kind === 'id') return checkIdCapture(response, config.capture);
-      const incodeStatus = typeof response.status === 'number' ? response.status : undefined;
-      return checkSelfie(httpStatus === 200 ? response : { httpStatus, incodeStatus });
+      // A selfie answer carries confidence; Incode's error envelope carries the error code as status instead.
+      const refused = typeof response.status === 'number' && !('confidence' in response);
+      return checkSelfie(refused ? { incodeStatus: response.status as number } : response);
     },
   );
 

@@ -51,9 +51,9 @@
   }
 
   // The capture checks live on the server (src/incode/capture-checks.ts); the page only shows their verdict.
-  async function explainRejection(kind, response, httpStatus) {
+  async function explainRejection(kind, response) {
     try {
-      const verdict = await api('POST', '/demo/capture-check', { kind, httpStatus, response: slim(response) }, session.token);
+      const verdict = await api('POST', '/demo/capture-check', { kind, response: slim(response) }, session.token);
       if (!verdict.ok) message(`${kind === 'selfie' ? 'Selfie' : 'ID'} rejected: ${verdict.message}`, 'rejected');
     } catch (e) {
       message(`Capture rejected (${e.message})`, 'rejected');
@@ -77,8 +77,7 @@
       if (type === 'manualCaptureOn' || type === 'timeout') message('Auto-capture unavailable: use the capture button.', 'info');
       // ID: attemptFailed. Selfie: the SDK names the failed check; HTTP errors carry Incode's error envelope.
       if (['attemptFailed', 'spoofAttempt', 'lensesDetected', 'badBrightness', 'badMask'].includes(type)) {
-        const r = payload.response || {};
-        explainRejection(kind, r, typeof r.status === 'number' && r.status >= 100 && !('confidence' in r) ? r.status : 200);
+        explainRejection(kind, payload.response || {});
       }
     };
   }

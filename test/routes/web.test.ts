@@ -1,0 +1,31 @@
+// The sandbox demo's capture-check route: the verdict and message the page shows for what the SDK's camera got back.
+import request from 'supertest';
+import { SELFIE_ERROR_MESSAGES, SELFIE_ERROR_REASONS, SELFIE_REASONS } from '../../src/incode/capture-checks';
+import { startSandbox } from '../helpers/harness';
+
+let sandbox: Awaited<ReturnType<typeof startSandbox>>;
+beforeAll(async () => {
+  sandbox = await startSandbox();
+});
+afterAll(async () => {
+  await sandbox?.close();
+});
+
+describe('POST /demo/capture-check', () => {
+  const check = (body: unknown) => request(sandbox.url).post('/demo/capture-check').send(body as object);
+
+  it("words a refused selfie from Incode's error envelope (its status is Incode's error code, not HTTP)", async () => {
+    const res = await check({ kind: 'selfie', response: { status: 3006, message: 'blurry' } }).expect(200);
+    expect(res.body).toEqual({ ok: false, reason: SELFIE_ERROR_REASONS[3006], message: SELFIE_ERROR_MESSAGES[3006] });
+  });
+
+  it('judges a selfie answer by its flags, and an accepted one as ok', async () => {
+    expect((await check({ kind: 'selfie', response: { confidence: 0, isBright: true } }).expect(200)).body).toEqual({ ok: true });
+    const spoof = (await check({ kind: 'selfie', response: { confidence: 0.9, status: 200 } }).expect(200)).body;
+    expect(spoof).toMatchObject({ ok: false, reason: SELFIE_REASONS.SPOOF });
+  });
+
+  it('refuses a body with fields it does not know', async () => {
+    expect((await check({ kind: 'selfie', httpStatus: 3006, response: {} }).expect(400)).body.code).toBe('VALIDATION_FAILED');
+  });
+});
