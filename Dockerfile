@@ -22,6 +22,7 @@ WORKDIR /app
 RUN groupadd --system broker && useradd --system --gid broker --home-dir /app --shell /usr/sbin/nologin broker \
     && mkdir -p /data && chown broker:broker /data
 COPY --from=build --chown=root:root /app/node_modules ./node_modules
+# dist holds the compiled code and the web pages (npm run build copies src/web to dist/web).
 COPY --from=build --chown=root:root /app/dist ./dist
 COPY --chown=root:root package.json ./
 # No .env is copied: configuration comes from the environment (see .env.example); .dockerignore keeps it out.

@@ -1,6 +1,5 @@
 // Browser pages: the sandbox demo running Incode's real Web SDK (sandbox only) and the operator page (service key).
 import { readFile, stat } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
@@ -19,7 +18,8 @@ export interface WebRouteOptions {
 }
 
 // src/routes -> src/web; a build in dist/routes still finds the pages next to the sources.
-const WEB_DIR = [path.join(__dirname, '..', 'web'), path.join(__dirname, '..', '..', 'src', 'web')].find((d) => existsSync(path.join(d, 'demo.html'))) ?? path.join(__dirname, '..', 'web');
+// src/web beside src/routes, or dist/web beside dist/routes (npm run build copies it, so dist is self-contained).
+const WEB_DIR = path.join(__dirname, '..', 'web');
 const VENDOR_DIR = path.join(__dirname, '..', '..', 'vendor', 'web-sdk');
 
 /** The only files /demo/vendor serves (scripts/fetch-web-sdk.js puts them there). */
