@@ -5,7 +5,8 @@ import type { Pool } from 'pg';
 export interface Migration {
   version: number;
   name: string;
-  sqlite: string;
+  /** SQL, or a function for steps SQLite cannot say in SQL (it has no ADD COLUMN IF NOT EXISTS). */
+  sqlite: string | ((db: Database) => void);
   postgres: string;
 }
 
@@ -210,12 +211,24 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
-    // Resume tokens name their session (interviewId.secret), so they are checked by primary key: the index
-    // over their hashes only cost a random-page write on every new session.
+    // Resume tokens name their session (interviewId.secret): one live token per session, its hash on the session
+    // row, checked by primary key. Version 1 shipped in two shapes, and both end here: the first kept tokens in a
+    // resume_tokens table (dropped; its tokens cannot be checked this way, so they are refused and apps start a
+    // new session), the later one had the columns and an index over the hashes (dropped: it cost a random-page
+    // write on every new session and nothing reads it).
     version: 2,
     name: 'resume-token-by-session',
-    sqlite: 'DROP INDEX IF EXISTS sessions_resume_token_hash;',
-    postgres: 'DROP INDEX IF EXISTS sessions_resume_token_hash;',
+    sqlite: (db) => {
+      const columns = new Set((db.prepare("SELECT name FROM pragma_table_info('sessions')").all() as { name: string }[]).map((c) => c.name));
+      if (!columns.has('resume_token_hash')) db.exec('ALTER TABLE sessions ADD COLUMN resume_token_hash TEXT');
+      if (!columns.has('resume_expires_at')) db.exec('ALTER TABLE sessions ADD COLUMN resume_expires_at INTEGER');
+      db.exec('DROP TABLE IF EXISTS resume_tokens; DROP INDEX IF EXISTS sessions_resume_token_hash;');
+    },
+    postgres: `
+      ALTER TABLE sessions ADD COLUMN IF NOT EXISTS resume_token_hash TEXT COLLATE "C", ADD COLUMN IF NOT EXISTS resume_expires_at BIGINT;
+      DROP TABLE IF EXISTS resume_tokens;
+      DROP INDEX IF EXISTS sessions_resume_token_hash;
+    `,
   },
 ];
 
@@ -236,7 +249,8 @@ export function migrateSqlite(db: Database, migrations: readonly Migration[] = M
     db.transaction(() => {
       // Re-checked inside the write lock: another process may have applied it since we looked.
       if (has.get(m.version)) return;
-      db.exec(m.sqlite);
+      if (typeof m.sqlite === 'string') db.exec(m.sqlite);
+      else m.sqlite(db);
       mark.run(m.version, m.name, Date.now());
       applied.push(m.version);
     }).immediate();

@@ -1,7 +1,7 @@
 // Runs the store contract on PostgreSQL, each test in a throwaway schema, plus PostgreSQL-only checks (concurrent migrate, pools racing).
 import { Pool } from 'pg';
 import { Cipher } from '../../src/store/crypto';
-import { MIGRATIONS } from '../../src/store/migrations';
+import { MIGRATIONS, migratePostgres } from '../../src/store/migrations';
 import { PostgresStore } from '../../src/store/postgres-store';
 import type { Store } from '../../src/store/types';
 import { describeWith, services } from '../helpers/services';
@@ -108,6 +108,31 @@ describeWith('postgres', 'PostgresStore', () => {
       await replicas[0].migrate();
       const { rows } = await adminPool().query(`SELECT version FROM "${schema}".schema_migrations`);
       expect(rows).toEqual(MIGRATIONS.map((m) => ({ version: m.version })));
+    });
+
+    it('upgrades both shapes version 1 shipped in: resume tokens in their own table, or on sessions with an index', async () => {
+      for (const firstShape of [true, false]) {
+        const schema = newSchema();
+        const pool = adminPool();
+        await migratePostgres(pool, schema, MIGRATIONS.slice(0, 1));
+        await pool.query(`INSERT INTO "${schema}".sessions (interview_id, origin, onboarding_status, created_at, updated_at) VALUES ('i1', 'broker', 'UNKNOWN', 1, 1)`);
+        if (firstShape)
+          await pool.query(`
+            DROP INDEX "${schema}".sessions_resume_token_hash;
+            ALTER TABLE "${schema}".sessions DROP COLUMN resume_token_hash, DROP COLUMN resume_expires_at;
+            CREATE TABLE "${schema}".resume_tokens (token_hash TEXT PRIMARY KEY, interview_id TEXT NOT NULL, expires_at BIGINT NOT NULL, created_at BIGINT NOT NULL);
+          `);
+        const s = track(open(schema, new Cipher([K1])));
+        await s.migrate();
+        const { rows } = await pool.query(
+          `SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'resume_tokens')::int AS tables,
+                  (SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'sessions_resume_token_hash')::int AS indexes`,
+          [schema],
+        );
+        expect(rows).toEqual([{ tables: 0, indexes: 0 }]);
+        await s.createResumeToken('rh', 'i1', 2e12, 1);
+        expect(await s.checkResumeToken('i1', 'rh', 2)).toBe(true);
+      }
     });
 
     it('several pools claiming at once never share a job', async () => {

@@ -105,7 +105,7 @@ describe('SqliteStore specifics', () => {
     await b.close();
   });
 
-  it('upgrades a version-1 database in place: sessions, resume tokens and idempotency keys survive', async () => {
+  it('upgrades the later shape of version 1 in place: sessions, resume tokens and idempotency keys survive, the hash index goes', async () => {
     const file = tempFile();
     const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
     migrateSqlite(old.db, MIGRATIONS.slice(0, 1));
@@ -121,6 +121,32 @@ describe('SqliteStore specifics', () => {
     expect(await store.checkResumeToken('i1', 'rh', 1e12 + 1)).toBe(true);
     expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12 + 1)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId: 'i1' } });
     expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name = 'sessions_resume_token_hash'").all()).toEqual([]);
+    await store.close();
+  });
+
+  it('upgrades the first shape of version 1 too (resume tokens in their own table): the columns come, the table goes', async () => {
+    const file = tempFile();
+    const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    migrateSqlite(old.db, MIGRATIONS.slice(0, 1));
+    await old.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't1', now: 1e12 });
+    // Version 1 as it first shipped: no resume columns on sessions, a resume_tokens table instead.
+    old.db.exec(`
+      DROP INDEX sessions_resume_token_hash;
+      ALTER TABLE sessions DROP COLUMN resume_token_hash;
+      ALTER TABLE sessions DROP COLUMN resume_expires_at;
+      CREATE TABLE resume_tokens (token_hash TEXT PRIMARY KEY, interview_id TEXT NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
+        expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL);
+      INSERT INTO resume_tokens VALUES ('old-hash', 'i1', 2000000000000, 1000000000000);
+    `);
+    await old.close();
+
+    const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    await store.migrate();
+    expect((await store.getSession('i1'))?.token).toBe('t1');
+    expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name IN ('resume_tokens', 'sessions_resume_token_hash')").all()).toEqual([]);
+    expect(await store.checkResumeToken('i1', 'old-hash', 1e12 + 1)).toBe(false);
+    await store.createResumeToken('rh', 'i1', 2e12, 1e12 + 2);
+    expect(await store.checkResumeToken('i1', 'rh', 1e12 + 3)).toBe(true);
     await store.close();
   });
 
