@@ -72,8 +72,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     const resume = { tokenHash, expiresAt };
     if (origin === 'created') await app.results.trackSession({ interviewId, token, externalCustomerId, resume, idempotency });
     else {
-      await app.store.replaceToken(interviewId, token, now);
-      await app.store.createResumeToken(resume.tokenHash, interviewId, expiresAt, now);
+      // Issued together, so SQLite group-commits both in one transaction.
+      await Promise.all([app.store.replaceToken(interviewId, token, now), app.store.createResumeToken(resume.tokenHash, interviewId, expiresAt)]);
     }
     return { token, interviewId, apiUrl: opts.sdkApiUrl, resumeToken, resumeTokenExpiresAt: new Date(expiresAt).toISOString() };
   }
@@ -128,16 +128,15 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         summary: 'Exchange a resume token for a fresh token of the same onboarding (no new Incode session)',
         tags: ['session'],
         body: ResumeBody,
-        response: withErrors({ 200: SessionResponse }, [401, 404, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [401, 502, 504]),
       },
     },
     async (req) => {
       const parsed = parseResumeToken(req.body.resumeToken);
       if (!parsed || !(await app.store.checkResumeToken(parsed.interviewId, parsed.tokenHash, Date.now())))
         throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown or expired');
+      // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;
-      const session = await app.store.getSession(interviewId);
-      if (!session || session.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The onboarding no longer exists');
       const started = await app.incode.start({ interviewId }, { requestId: req.id });
       if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
       return issue(interviewId, started.token, undefined, 'resumed');

@@ -109,29 +109,36 @@ export class PostgresStore implements Store {
 
   async upsertSession(s: NewSession): Promise<SessionRecord> {
     const v = sessionInsertValues(s, this.cipher);
-    // One statement, so atomic. On conflict it only fills what is missing (never on an erased session) and only raises the status.
-    const { rows } = await this.q<SessionRow>(
-      `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
-         results_status, created_at, updated_at, next_poll_at, poll_attempts)
-       VALUES ($1, $2, $3, $4, $5, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0)
-       ON CONFLICT (interview_id) DO UPDATE SET
-         token_enc = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_enc ELSE s.token_enc END,
-         token_hash = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_hash ELSE s.token_hash END,
-         external_customer_id_enc = CASE WHEN s.results_status <> 'erased' AND s.external_customer_id_enc IS NULL
-           THEN excluded.external_customer_id_enc ELSE s.external_customer_id_enc END,
-         onboarding_status = CASE WHEN excluded.status_rank > s.status_rank THEN excluded.onboarding_status ELSE s.onboarding_status END,
-         status_rank = GREATEST(s.status_rank, excluded.status_rank),
-         updated_at = GREATEST(s.updated_at, excluded.updated_at)
-       WHERE excluded.status_rank > s.status_rank
-          OR (s.results_status <> 'erased' AND (
-               (s.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
-            OR (s.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
-       RETURNING *`,
-      [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at],
-    );
-    if (s.resume) await this.createResumeToken(s.resume.tokenHash, s.interviewId, s.resume.expiresAt, s.now);
-    if (s.idempotency) await this.completeIdempotencyKey(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt);
-    return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId)) as SessionRecord);
+    // The session, its resume token and the Idempotency-Key it completes commit together (one transaction when
+    // there is more than the row to write).
+    const write = async (c: Queryable) => {
+      // On conflict it only fills what is missing (never on an erased session) and only raises the status.
+      const { rows } = await this.q<SessionRow & { inserted: boolean }>(
+        `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
+           results_status, created_at, updated_at, next_poll_at, poll_attempts, resume_token_hash, resume_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0, $10, $11::bigint)
+         ON CONFLICT (interview_id) DO UPDATE SET
+           token_enc = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_enc ELSE s.token_enc END,
+           token_hash = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_hash ELSE s.token_hash END,
+           external_customer_id_enc = CASE WHEN s.results_status <> 'erased' AND s.external_customer_id_enc IS NULL
+             THEN excluded.external_customer_id_enc ELSE s.external_customer_id_enc END,
+           onboarding_status = CASE WHEN excluded.status_rank > s.status_rank THEN excluded.onboarding_status ELSE s.onboarding_status END,
+           status_rank = GREATEST(s.status_rank, excluded.status_rank),
+           updated_at = GREATEST(s.updated_at, excluded.updated_at)
+         WHERE excluded.status_rank > s.status_rank
+            OR (s.results_status <> 'erased' AND (
+                 (s.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
+              OR (s.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
+         RETURNING *, (xmax = 0) AS inserted`,
+        [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at, v.resume_token_hash, v.resume_expires_at],
+        c,
+      );
+      // A new row already carries its resume token; an existing one gets it here.
+      if (s.resume && !rows[0]?.inserted) await this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt, c);
+      if (s.idempotency) await this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt, c);
+      return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId, c)) as SessionRecord);
+    };
+    return s.resume || s.idempotency ? this.tx(write) : write(this.pool);
   }
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
@@ -438,14 +445,17 @@ export class PostgresStore implements Store {
   }
 
   async completeIdempotencyKey(scope: string, key: string, response: unknown, expiresAt?: number): Promise<void> {
-    // Responses can carry session tokens, so they are encrypted like any other secret.
+    await this.markIdempotencyDone(scope, key, response, expiresAt);
+  }
+
+  private async markIdempotencyDone(scope: string, key: string, response: unknown, expiresAt?: number, c: Queryable = this.pool): Promise<void> {
+    // Responses can carry identifiers or tokens, so they are encrypted like any other secret.
     const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
-    await this.q(`UPDATE idempotency_keys SET response_enc = $3, state = 'done', expires_at = COALESCE($4::bigint, expires_at) WHERE scope = $1 AND key = $2`, [
-      scope,
-      key,
-      enc,
-      expiresAt ?? null,
-    ]);
+    await this.q(
+      `UPDATE idempotency_keys SET response_enc = $3, state = 'done', expires_at = COALESCE($4::bigint, expires_at) WHERE scope = $1 AND key = $2`,
+      [scope, key, enc, expiresAt ?? null],
+      c,
+    );
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
@@ -453,12 +463,16 @@ export class PostgresStore implements Store {
   }
 
   // One active resume token per session, kept on its row: a new one replaces (and so revokes) the previous.
-  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, _now: number): Promise<void> {
-    await this.q(`UPDATE sessions SET resume_token_hash = $1, resume_expires_at = $2::bigint WHERE interview_id = $3 AND results_status <> 'erased'`, [
-      tokenHash,
-      expiresAt,
-      interviewId,
-    ]);
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void> {
+    await this.setResume(interviewId, tokenHash, expiresAt);
+  }
+
+  private async setResume(interviewId: string, tokenHash: string, expiresAt: number, c: Queryable = this.pool): Promise<void> {
+    await this.q(
+      `UPDATE sessions SET resume_token_hash = $1, resume_expires_at = $2::bigint WHERE interview_id = $3 AND results_status <> 'erased'`,
+      [tokenHash, expiresAt, interviewId],
+      c,
+    );
   }
 
   async checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean> {

@@ -533,7 +533,7 @@ export class SqliteStore implements Store {
     this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND results_status <> 'erased'`).run(tokenHash, expiresAt, interviewId);
   }
 
-  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, _now: number): Promise<void> {
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void> {
     return this.write(() => this.setResume(interviewId, tokenHash, expiresAt));
   }
 

@@ -178,7 +178,7 @@ export interface Store {
   /** Marks a claimed key done with its response; expiresAt (when given) replaces the pending claim's lease. */
   completeIdempotencyKey(scope: string, key: string, response: unknown, expiresAt?: number): Promise<void>;
   releaseIdempotencyKey(scope: string, key: string): Promise<void>;
-  createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, now: number): Promise<void>;
+  createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void>;
   /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */
   checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean>;
 }

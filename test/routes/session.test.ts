@@ -90,6 +90,10 @@ describe('POST /session against the emulator', () => {
     const forged = `${first.resumeToken.split('.')[0]}.${'A'.repeat(43)}`;
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: forged }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
     await request(broker.url).post('/session/resume').send({ interviewId: first.interviewId }).expect(400);
+    // The resume token just issued was the only live one: the first is revoked, and erasure revokes the second.
+    expect((await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
+    await request(broker.url).delete(`/sessions/${first.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+    expect((await request(broker.url).post('/session/resume').send({ resumeToken: resumed.resumeToken }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
   });
 
   it('replays the same session for a retried Idempotency-Key and refuses the key with another body', async () => {

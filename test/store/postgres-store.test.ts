@@ -130,7 +130,7 @@ describeWith('postgres', 'PostgresStore', () => {
           [schema],
         );
         expect(rows).toEqual([{ tables: 0, indexes: 0 }]);
-        await s.createResumeToken('rh', 'i1', 2e12, 1);
+        await s.createResumeToken('rh', 'i1', 2e12);
         expect(await s.checkResumeToken('i1', 'rh', 2)).toBe(true);
       }
     });

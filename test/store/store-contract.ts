@@ -278,7 +278,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it('eraseSession removes PII, keeps the row, and audits without PII', async () => {
         await session('i1', { token: TOKEN });
         await store.saveResults('i1', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 1);
-        await store.createResumeToken('rt-hash', 'i1', T0 + 10_000, T0);
+        await store.createResumeToken('rt-hash', 'i1', T0 + 10_000);
         await store.recordStep('i1', { step: 'start', outcome: 'ok', at: T0 });
         expect(await store.eraseSession('i1', 'user-request', T0 + 50)).toBe(true);
 
@@ -318,8 +318,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await session('old-erased', { now: T0 });
         await store.eraseSession('old-erased', 'user-request', T0 + 2);
         await store.saveResults('old1', { scores: {}, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 3);
-        await store.createResumeToken('rt-old', 'old2', T0 + 1e9, T0);
-        await store.createResumeToken('rt-new', 'new1', T0 + 1e9, T0);
+        await store.createResumeToken('rt-old', 'old2', T0 + 1e9);
+        await store.createResumeToken('rt-new', 'new1', T0 + 1e9);
 
         expect(await store.purgeExpired(T0 + 500, T0 + 2000)).toBe(2);
         expect(await store.getResults('old1')).toBeNull();
@@ -335,7 +335,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
 
       it('purgeExpired also drops expired idempotency keys; an expired resume token is refused', async () => {
         await session('i1', { now: T0 + 1000 });
-        await store.createResumeToken('rt-expired', 'i1', T0 + 10, T0);
+        await store.createResumeToken('rt-expired', 'i1', T0 + 10);
         await store.claimIdempotencyKey('start', 'k-expired', 'h', T0 + 10, T0);
         await store.claimIdempotencyKey('start', 'k-live', 'h', T0 + 1e9, T0);
         await store.purgeExpired(T0, T0 + 100);
@@ -345,14 +345,14 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
 
       it('keeps one resume token per session: a new one revokes the previous, erasure revokes it', async () => {
         await session('i1');
-        await store.createResumeToken('rt-1', 'i1', T0 + 1e6, T0);
+        await store.createResumeToken('rt-1', 'i1', T0 + 1e6);
         expect(await store.checkResumeToken('i1', 'rt-1', T0 + 1)).toBe(true);
-        await store.createResumeToken('rt-2', 'i1', T0 + 1e6, T0 + 2);
+        await store.createResumeToken('rt-2', 'i1', T0 + 1e6);
         expect(await store.checkResumeToken('i1', 'rt-1', T0 + 3)).toBe(false);
         expect(await store.checkResumeToken('i1', 'rt-2', T0 + 3)).toBe(true);
         await store.eraseSession('i1', 'test', T0 + 4);
         expect(await store.checkResumeToken('i1', 'rt-2', T0 + 5)).toBe(false);
-        await store.createResumeToken('rt-3', 'i1', T0 + 1e6, T0 + 6);
+        await store.createResumeToken('rt-3', 'i1', T0 + 1e6);
         expect(await store.checkResumeToken('i1', 'rt-3', T0 + 7)).toBe(false);
       });
     });
@@ -549,7 +549,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
     describe('resume tokens', () => {
       it('accepts a session\'s own token hash until it expires, and no other', async () => {
         await session('i1');
-        await store.createResumeToken('h1', 'i1', T0 + 100, T0);
+        await store.createResumeToken('h1', 'i1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 99)).toBe(true);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 100)).toBe(false);
         expect(await store.checkResumeToken('i1', 'unknown', T0)).toBe(false);
