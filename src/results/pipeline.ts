@@ -123,10 +123,9 @@ export class ResultsPipeline {
   async onDead(job: Job, code: string): Promise<void> {
     const now = this.now();
     await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
-    const session = await this.d.store.getSession(job.subject);
-    if (!session || session.resultsStatus === 'erased') return;
-    // A dead results job fails the session; a dead check or callback only records why (polling or a refresh may still succeed).
-    await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : session.resultsStatus, code, now);
+    // A dead results job fails the session; a dead check or callback only records why (polling or a refresh may
+    // still succeed), without reading the status first: a results job finishing meanwhile keeps its own.
+    await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
   }
 
   // ---- jobs ----

@@ -170,10 +170,10 @@ export class PostgresStore implements Store {
     return { changed: false, session: await this.rec(interviewId) };
   }
 
-  async setResultsStatus(interviewId: string, status: ResultsStatus, lastError: string | null, now: number): Promise<void> {
+  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
     // Erased is terminal: nothing may make an erased session look like it has results again.
     await this.q(
-      `UPDATE sessions SET results_status = $2, last_error = $3, updated_at = GREATEST(updated_at, $4::bigint)
+      `UPDATE sessions SET results_status = COALESCE($2, results_status), last_error = $3, updated_at = GREATEST(updated_at, $4::bigint)
        WHERE interview_id = $1 AND (results_status <> 'erased' OR $2 = 'erased')`,
       [interviewId, status, lastError, now],
     );

@@ -253,11 +253,11 @@ export class SqliteStore implements Store {
     });
   }
 
-  async setResultsStatus(interviewId: string, status: ResultsStatus, lastError: string | null, now: number): Promise<void> {
+  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
     return this.write(() => {
       // Erased is terminal: nothing may make an erased session look like it has results again.
       this.st(
-        `UPDATE sessions SET results_status = ?, last_error = ?, updated_at = MAX(updated_at, ?)
+        `UPDATE sessions SET results_status = COALESCE(?, results_status), last_error = ?, updated_at = MAX(updated_at, ?)
          WHERE interview_id = ? AND (results_status <> 'erased' OR ? = 'erased')`,
       ).run(status, lastError, now, interviewId, status);
     });

@@ -141,7 +141,8 @@ export interface Store {
   getSessionByTokenHash(tokenHash: string): Promise<SessionRecord | null>;
   /** Atomic monotonic move: applies when rank > current rank, or rank == current and equalRankReplaces. */
   advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionRecord | null }>;
-  setResultsStatus(interviewId: string, status: ResultsStatus, lastError: string | null, now: number): Promise<void>;
+  /** status null keeps the current one and records only lastError; an erased session never changes. */
+  setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void>;
   /** Stores scores and OCR encrypted, sets resultsStatus=ready and the decision. */
   saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void>;
   getResults(interviewId: string): Promise<StoredResults | null>;

@@ -164,6 +164,13 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.setResultsStatus('i1', 'failed', 'E_FETCH', T0 + 10);
         expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'failed', lastError: 'E_FETCH', updatedAt: T0 + 10 });
         await store.setResultsStatus('nope', 'failed', null, T0);
+        // null keeps the status as it is now and records only the error; an erased session does not change at all.
+        await store.setResultsStatus('i1', 'ready', null, T0 + 11);
+        await store.setResultsStatus('i1', null, 'E_CALLBACK', T0 + 12);
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', lastError: 'E_CALLBACK', updatedAt: T0 + 12 });
+        await store.eraseSession('i1', 'test', T0 + 13);
+        await store.setResultsStatus('i1', null, 'E_LATE', T0 + 14);
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'erased', lastError: 'E_CALLBACK', updatedAt: T0 + 13 });
       });
 
       it('saves results encrypted and reads them back', async () => {
