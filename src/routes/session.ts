@@ -150,12 +150,15 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         summary: "The hosted-flow link of the caller's own session (Incode onboarding-url with INCODE_CLIENT_ID), for apps that do not embed the SDK",
         tags: ['session'],
         headers: SessionTokenHeaders,
-        response: withErrors({ 200: Type.Object({ url: Type.String() }) }, [401, 502, 504]),
+        response: withErrors({ 200: Type.Object({ url: Type.String() }) }, [401, 404, 502, 504]),
       },
     },
     async (req, reply) => {
+      const { clientId } = config.incode;
+      // Incode builds the link from the client id; without it the call could only fail upstream (a misleading 502).
+      if (!clientId) throw new AppError(404, 'ONBOARDING_URL_NOT_CONFIGURED', 'Hosted-flow links need INCODE_CLIENT_ID');
       const session = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
-      const { url } = await app.incode.getOnboardingUrl(session.token!, config.incode.clientId, { requestId: req.id });
+      const { url } = await app.incode.getOnboardingUrl(session.token!, clientId, { requestId: req.id });
       if (typeof url !== 'string') throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered without a url');
       reply.header('cache-control', 'no-store');
       return { url };

@@ -134,6 +134,15 @@ describe('POST /session against the emulator', () => {
     const res = await request(broker.url).get('/session/onboarding-url').set('x-incode-hardware-id', s.token).expect(200);
     expect(res.body.url).toMatch(/^https?:\/\//);
     expect(res.body.url).toContain(s.interviewId);
+    // Without INCODE_CLIENT_ID the route says so instead of calling Incode.
+    const noClient = await startBroker(brokerEnv(emu.url, { INCODE_CLIENT_ID: '' }));
+    try {
+      const t = (await request(noClient.url).post('/session').expect(200)).body.token;
+      const r = await request(noClient.url).get('/session/onboarding-url').set('x-incode-hardware-id', t).expect(404);
+      expect(r.body.code).toBe('ONBOARDING_URL_NOT_CONFIGURED');
+    } finally {
+      await noClient.close();
+    }
   });
 
   it('maps Incode failures to 502 and timeouts to 504, with no upstream details', async () => {
