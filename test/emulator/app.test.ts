@@ -5,7 +5,7 @@ import { emulatorPlugin } from '../../src/emulator/app';
 import * as samples from '../../src/emulator/sample-images';
 import { decodeClaims } from '../../src/emulator/tokens';
 import type { Emu } from './helpers';
-import { API_KEY, b64, expectEnvelope, sdkTagged, startEmulator, waitFor } from './helpers';
+import { API_KEY, b64, expectEnvelope, recordStatusMoves, sdkTagged, startEmulator, waitFor } from './helpers';
 
 async function fullFlow(emu: Emu, startBody: Record<string, unknown> = {}) {
   const s = await emu.start(startBody);
@@ -289,14 +289,16 @@ describe('emulator app', () => {
 
   describe('status machine and results', () => {
     it('runs to ONBOARDING_FINISHED through the documented statuses', async () => {
+      const recorder = recordStatusMoves(emu);
       const f = await fullFlow(emu);
       expect(f.face).toEqual({ confidence: 1, existingUser: false });
-      const seen = new Set<string>();
-      await waitFor(async () => {
-        const st = await statusOf(emu, f.token);
-        seen.add(st);
-        return st === 'ONBOARDING_FINISHED';
-      });
+      await waitFor(async () => (await statusOf(emu, f.token)) === 'ONBOARDING_FINISHED');
+      recorder.stop();
+      // ID and face processing run side by side, so their order is not fixed; each status comes once, finished last.
+      const moves = recorder.movesOf(f.interviewId);
+      expect([...moves].sort()).toEqual(['FACE_VALIDATION_FINISHED', 'ID_VALIDATION_FINISHED', 'ONBOARDING_FINISHED', 'POST_PROCESSING_FINISHED']);
+      expect(moves.at(-1)).toBe('ONBOARDING_FINISHED');
+      expect(moves.indexOf('ID_VALIDATION_FINISHED')).toBeLessThan(moves.indexOf('POST_PROCESSING_FINISHED'));
       expect((await emu.call('GET', '/omni/get/postprocess/isfinished', { token: f.token })).body).toEqual({ finished: true });
       const fin = await emu.call('GET', '/omni/finish-status', { token: f.token });
       expect(fin.body).toEqual({ redirectionUrl: null, customerId: null, action: 'approved' });

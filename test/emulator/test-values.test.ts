@@ -2,7 +2,7 @@
 import * as samples from '../../src/emulator/sample-images';
 import { DIRECTIVES, parseDirectives, SELFIE_ERROR_CODES, stripDirectives } from '../../src/emulator/test-values';
 import type { Emu } from './helpers';
-import { b64, expectEnvelope, startEmulator, waitFor } from './helpers';
+import { b64, expectEnvelope, recordStatusMoves, startEmulator, waitFor } from './helpers';
 
 describe('parseDirectives', () => {
   it('reads directives from a whitespace/comma separated id and keeps the rest as the id', () => {
@@ -140,15 +140,15 @@ describe('test values over HTTP', () => {
   });
 
   it('emu:gov passes through GOVERNMENT_VALIDATION_FINISHED', async () => {
-    const seen: string[] = [];
-    const orig = emu.app.emulator.sessions;
+    const recorder = recordStatusMoves(emu);
     const f = await flow('emu:gov');
-    await waitFor(async () => {
-      const st = await status(f.token);
-      if (!seen.includes(st)) seen.push(st);
-      return st === 'ONBOARDING_FINISHED';
-    });
-    expect(orig.get(f.interviewId)?.directives.gov).toBe(true);
+    await waitFor(async () => (await status(f.token)) === 'ONBOARDING_FINISHED');
+    recorder.stop();
+    const moves = recorder.movesOf(f.interviewId);
+    expect(moves.indexOf('ID_VALIDATION_FINISHED')).toBeGreaterThanOrEqual(0);
+    expect(moves.indexOf('GOVERNMENT_VALIDATION_FINISHED')).toBeGreaterThan(moves.indexOf('ID_VALIDATION_FINISHED'));
+    expect(moves.indexOf('POST_PROCESSING_FINISHED')).toBeGreaterThan(moves.indexOf('GOVERNMENT_VALIDATION_FINISHED'));
+    expect(moves.at(-1)).toBe('ONBOARDING_FINISHED');
     expect((await score(f.token)).governmentValidation).toMatchObject({ overall: { status: 'OK' } });
   });
 });

@@ -27,8 +27,8 @@ const TOKEN = 'tok_secret_8e1b2c3d4e5f';
 const job = (subject: string, over: Partial<NewJob> = {}): NewJob => ({ kind: 'fetch-results', subject, payload: { n: 1 }, runAt: T0, ...over });
 
 export function runStoreContract(name: string, make: MakeHarness, opts: { shared?: boolean } = {}): void {
-  // Tests needing a second store over the same database are skipped (by name) for private in-memory databases.
-  // An in-memory database cannot be opened twice: those cases run on the file and PostgreSQL engines instead.
+  // Cases that open a second store over the same database do not apply to a private in-memory database (it
+  // cannot be opened twice): they run on the SQLite-file and PostgreSQL engines, which CI always has.
   const itShared = (opts.shared === false ? () => undefined : it) as typeof it;
   describe(`Store contract: ${name}`, () => {
     let h: StoreHarness;
