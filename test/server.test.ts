@@ -1,29 +1,13 @@
 // The real server process: graceful shutdown on SIGTERM, and no result lost when it is killed with SIGKILL mid-job.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { ADMIN_KEY, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, freePort, startEmulator, waitFor } from './helpers/harness';
+import { spawnBroker, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
 
-const ROOT = join(__dirname, '..');
-
-interface Proc {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-function spawnBroker(env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, output: () => out, exited };
-}
 
 async function healthy(url: string): Promise<boolean> {
   try {
@@ -41,7 +25,7 @@ async function json(url: string, init: Parameters<typeof request>[1] = {}) {
 }
 
 describe('server process', () => {
-  const procs: Proc[] = [];
+  const procs: BrokerProcess[] = [];
   afterEach(async () => {
     for (const p of procs.splice(0)) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   });

@@ -1,12 +1,11 @@
 // POST /session rate limits: per client IP (TRUST_PROXY_HOPS, never blind X-Forwarded-For), per
 // externalCustomerId, global budget, memory by default, and one limit shared by two processes through Redis.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { MemoryRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
+import { spawnBroker, type BrokerProcess } from '../helpers/broker-process';
 import { brokerEnv, freePort, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
 
@@ -141,38 +140,21 @@ describe('POST /session rate limits (memory counter)', () => {
   });
 });
 
-/** A broker as its own OS process (node --import tsx src/server.ts), so two of them share nothing but Redis. */
-async function spawnBroker(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess; output: () => string; stop: () => Promise<void> }> {
+/** A broker as its own OS process, so two of them share nothing but Redis; resolves once it answers /healthz. */
+async function startBrokerProcess(env: Record<string, string>): Promise<BrokerProcess & { url: string }> {
   const port = await freePort();
-  let out = '';
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(__dirname, '../../src/server.ts')], {
-    cwd: join(__dirname, '../..'),
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const p = spawnBroker({ ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' });
   const url = `http://127.0.0.1:${port}`;
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      proc.once('exit', () => {
-        clearTimeout(t);
-        resolve();
-      });
-      proc.kill('SIGTERM');
-    });
   try {
     await waitFor(async () => {
-      if (proc.exitCode !== null) throw new Error(`broker exited ${proc.exitCode}: ${out}`);
+      if (p.child.exitCode !== null) throw new Error(`broker exited ${p.child.exitCode}`);
       return (await request(url).get('/healthz')).status === 200;
     }, 20_000, 100);
   } catch (err) {
-    await stop();
-    throw new Error(`${(err as Error).message}\n${out}`);
+    await p.stop();
+    throw new Error(`${(err as Error).message}\n${p.output()}`);
   }
-  return { url, proc, output: () => out, stop };
+  return { ...p, url };
 }
 
 describeWith('redis', 'rate limits shared through Redis', () => {
@@ -224,7 +206,7 @@ describeWith('redis', 'rate limits shared through Redis', () => {
 
   it('two broker processes on one Redis enforce ONE per-IP limit together', async () => {
     const env = brokerEnv(emu.url, { REDIS_URL: redisUrl(), RATE_LIMIT_PER_IP: '10', RATE_LIMIT_WINDOW_MS: '60000', TRUST_PROXY_HOPS: '1', RESULTS_MODE: 'webhook' });
-    const [one, two] = await Promise.all([spawnBroker(env), spawnBroker(env)]);
+    const [one, two] = await Promise.all([startBrokerProcess(env), startBrokerProcess(env)]);
     children.push(one, two);
     const statuses: number[] = [];
     for (let i = 0; i < 20; i++) {
