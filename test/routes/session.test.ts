@@ -106,15 +106,22 @@ describe('POST /session against the emulator', () => {
   });
 
   it('a pending Idempotency-Key answers 409 while its lease runs, and is taken over once a crashed claim has lapsed', async () => {
-    const store = broker.app.store;
+    // A real first request, held at Incode for 400 ms: its retry meanwhile is told to wait.
+    emu.app.emulator.setFaults({ startLatencyMs: 400 });
+    try {
+      const first = request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).then((r) => r);
+      await new Promise((r) => setTimeout(r, 100));
+      const busy = await request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).expect(409);
+      expect(busy.body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+      expect(busy.headers['retry-after']).toBe('1');
+      expect((await first).status).toBe(200);
+    } finally {
+      emu.app.emulator.resetFaults();
+    }
+    // A claim left by a process that died mid-request (written as the anonymous caller's key): its lease ended,
+    // so the retry creates the session instead of waiting out the TTL.
     const now = Date.now();
-    const body = { countryCode: 'ALL', configurationId: undefined, externalCustomerId: undefined, language: undefined, redirectionUrl: undefined };
-    const hash = sha256Hex(JSON.stringify(body));
-    await store.claimIdempotencyKey('session:anonymous', sha256Hex('k-live'), hash, now + 60_000, now);
-    const busy = await request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).expect(409);
-    expect(busy.body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
-    // A claim whose process died: its lease ended, so the retry creates the session instead of waiting out the TTL.
-    await store.claimIdempotencyKey('session:anonymous', sha256Hex('k-crashed'), hash, now - 1, now - 120_000);
+    await broker.app.store.claimIdempotencyKey('session:anonymous', sha256Hex('k-crashed'), 'the crashed request', now - 1, now - 120_000);
     const taken = await request(broker.url).post('/session').set('idempotency-key', 'k-crashed').send({}).expect(200);
     const again = await request(broker.url).post('/session').set('idempotency-key', 'k-crashed').send({}).expect(200);
     expect(again.body.interviewId).toBe(taken.body.interviewId);
