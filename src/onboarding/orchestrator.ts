@@ -80,8 +80,10 @@ export class OnboardingError extends Error {
     message: string,
     readonly interviewId: string | null,
     readonly incode?: { operation: string; httpStatus?: number; incodeStatus?: number },
+    /** The IncodeError behind it, so an HTTP answer maps it like any other Incode failure. */
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, cause === undefined ? undefined : { cause });
   }
 }
 
@@ -369,7 +371,7 @@ export class Orchestrator {
         operation: err.operation,
         httpStatus: err.details.httpStatus,
         incodeStatus: err.details.incodeStatus,
-      });
+      }, err);
     } else e = new OnboardingError(step, 'INTERNAL_ERROR', `Step ${step} failed unexpectedly`, interviewId);
     this.d.log.error({ interviewId, step, code: e.code, incodeStatus: e.incode?.incodeStatus }, 'onboarding step failed');
     if (interviewId) {

@@ -11,7 +11,8 @@ interface Mapped {
   headers?: Record<string, string>;
 }
 
-function map(err: FastifyError | Error): Mapped {
+/** The status, code, message and headers an error is answered with (also for errors a route answers itself). */
+export function mapError(err: FastifyError | Error): Mapped {
   if (err instanceof AppError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers };
   if (err instanceof IncodeError) {
     if (err.code === 'INCODE_CIRCUIT_OPEN')
@@ -43,7 +44,7 @@ function map(err: FastifyError | Error): Mapped {
 export default fp(
   async (app) => {
     app.setErrorHandler((err, req, reply) => {
-      const m = map(err as FastifyError);
+      const m = mapError(err as FastifyError);
       if (m.status >= 500) req.log.error({ err: { type: (err as Error).name, code: (err as FastifyError).code, message: (err as Error).message } }, 'request failed');
       else req.log.info({ code: m.code, status: m.status }, 'request refused');
       if (m.headers) reply.headers(m.headers);

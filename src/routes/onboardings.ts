@@ -3,9 +3,11 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
+import { IncodeError } from '../incode/errors';
 import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
+import { mapError } from '../plugins/error-handler';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { withErrors } from '../schemas';
 
@@ -41,7 +43,7 @@ const CaptureRejected = Type.Object({
   requestId: Type.Optional(Type.String()),
 });
 
-const IncodeFailure = Type.Object({
+const StepFailure = Type.Object({
   code: Type.String(),
   message: Type.String(),
   step: Type.Optional(Type.String()),
@@ -80,7 +82,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         tags: ['onboarding'],
         security: [{ serviceKey: [] }],
         body: OnboardingBody,
-        response: { ...withErrors({}, [401]), 202: Accepted, 422: CaptureRejected, 502: IncodeFailure, 503: IncodeFailure, 504: IncodeFailure },
+        response: { ...withErrors({}, [401]), 202: Accepted, 422: CaptureRejected, 500: StepFailure, 502: StepFailure, 503: StepFailure, 504: StepFailure },
       },
     },
     async (req, reply) => {
@@ -107,9 +109,12 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       } catch (err) {
         if (!(err instanceof OnboardingError)) throw err;
         if (err.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
-        if (err.code === 'INCODE_CIRCUIT_OPEN') reply.header('retry-after', '5');
-        reply.status(err.code === 'INCODE_TIMEOUT' ? 504 : err.code === 'INCODE_CIRCUIT_OPEN' ? 503 : 502);
-        return { code: err.code, message: err.message, step: err.step, interviewId: err.interviewId, requestId: req.id };
+        // An Incode failure is answered as on every other route (503 + Retry-After for an open circuit, 504, 502);
+        // the step and the session it reached are added. Incode answering but refusing (success: false) is a 502.
+        const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
+        if (incode?.headers) reply.headers(incode.headers);
+        reply.status((incode?.status ?? (err.code === 'INTERNAL_ERROR' ? 500 : 502)) as 500 | 502 | 503 | 504);
+        return { code: incode?.code ?? err.code, message: err.message, step: err.step, interviewId: err.interviewId, requestId: req.id };
       }
       app.metrics.sessionsCreated.inc({ route: 'onboardings' });
       if (!outcome.ok) {

@@ -1,4 +1,4 @@
-// POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502.
+// POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503.
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 
@@ -82,6 +82,21 @@ describe('POST /onboardings', () => {
     expect(res.body).toMatchObject({ code: 'INCODE_BAD_REQUEST', step: 'process-id', interviewId: expect.any(String) });
     const s = await session(res.body.interviewId);
     expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_BAD_REQUEST' });
+  });
+
+  it('answers an open circuit as every route does: 503 INCODE_UNAVAILABLE with Retry-After, and the step', async () => {
+    const fragile = await startBroker(brokerEnv(emulator.url, { CIRCUIT_FAILURE_THRESHOLD: '1', CIRCUIT_RESET_MS: '60000', ONBOARDING_BODY_LIMIT_BYTES: String(12 * 1024 * 1024) }));
+    emulator.app.emulator.setFaults({ errorRate: 1 });
+    try {
+      expect((await post(GOOD, { url: fragile.url })).status).toBe(502);
+      const res = await fetch(`${fragile.url}/onboardings`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` }, body: JSON.stringify(GOOD) });
+      expect(res.status).toBe(503);
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(await res.json()).toMatchObject({ code: 'INCODE_UNAVAILABLE', step: 'start' });
+    } finally {
+      emulator.app.emulator.resetFaults();
+      await fragile.close();
+    }
   });
 
   it('requires a service key', async () => {
