@@ -17,7 +17,8 @@ import type {
   StartResponse,
 } from './types';
 
-export type OperationGroup = 'start' | 'capture' | 'read' | 'auth';
+export const OPERATION_GROUPS = ['start', 'capture', 'read', 'auth'] as const;
+export type OperationGroup = (typeof OPERATION_GROUPS)[number];
 
 export interface IncodeClientOptions {
   /** e.g. https://demo-api.incodesmile.com (no trailing /0). */

@@ -1,6 +1,7 @@
 // Prometheus metrics on a registry owned by this app instance (no global default registry).
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { OPERATION_GROUPS } from '../incode/client';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -35,7 +36,6 @@ export function createMetrics() {
 }
 
 /** Every circuit is closed until told otherwise: exported at 0 from the start, so alerts and dashboards see it. */
-const CIRCUIT_GROUPS = ['start', 'capture', 'read', 'auth'] as const;
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
@@ -48,7 +48,7 @@ declare module 'fastify' {
 export default fp(
   async (app) => {
     const metrics = createMetrics();
-    for (const group of CIRCUIT_GROUPS) metrics.circuitState.set({ group }, 0);
+    for (const group of OPERATION_GROUPS) metrics.circuitState.set({ group }, 0);
     app.decorate('metrics', metrics);
     app.addHook('onResponse', (req, reply, done) => {
       const route = req.routeOptions.url ?? 'unmatched';

@@ -61,8 +61,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   // Background finishes still running: aborted and awaited at shutdown so nothing touches a closed store.
   const inflight = new Map<Promise<void>, AbortController>();
 
-  const orchestrator = () =>
-    new Orchestrator({ incode: app.incode, store: app.store, pipeline: app.results, config, log: app.log });
+  // Stateless between onboardings: one for the plugin's life.
+  const o = new Orchestrator({ incode: app.incode, store: app.store, pipeline: app.results, config, log: app.log });
 
   app.addHook('preClose', async () => {
     for (const ac of inflight.values()) ac.abort();
@@ -93,7 +93,6 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       const back = body.back !== undefined ? decodeImage(body.back, 'back') : undefined;
       const selfie = decodeImage(body.selfie, 'selfie');
 
-      const o = orchestrator();
       let outcome;
       try {
         outcome = await o.runCaptures({
