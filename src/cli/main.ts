@@ -18,6 +18,7 @@ import { JobWorker } from '../results/worker';
 import { Cipher } from '../store/crypto';
 import { createStore } from '../store/index';
 import type { Store } from '../store/types';
+import { summarizeOcr, summarizeScores, type ScoreLeaf } from '../results/summary';
 
 /** Exit codes, also listed by --help. */
 export const EXIT = { APPROVE: 0, ERROR: 1, REJECTED: 2, DECLINE: 3, REVIEW: 4 } as const;
@@ -138,29 +139,6 @@ async function readImage(path: string, option: string): Promise<string> {
 }
 
 // ---- output ----
-
-interface Leaf {
-  status?: unknown;
-  value?: unknown;
-}
-
-const leafOf = (block: unknown): Leaf | null => {
-  const o = (block && typeof block === 'object' ? (block as Record<string, unknown>).overall ?? block : null) as Leaf | null;
-  return o && typeof o === 'object' ? { status: o.status ?? null, value: o.value ?? null } : null;
-};
-
-function mainScores(scores: unknown) {
-  const s = (scores && typeof scores === 'object' ? scores : {}) as Record<string, unknown>;
-  return { overall: leafOf(s.overall), idValidation: leafOf(s.idValidation), liveness: leafOf(s.liveness), faceRecognition: leafOf(s.faceRecognition) };
-}
-
-function mainOcr(ocr: unknown) {
-  const o = (ocr && typeof ocr === 'object' ? ocr : {}) as Record<string, unknown>;
-  const name = o.name && typeof o.name === 'object' ? (o.name as Record<string, unknown>) : {};
-  const fullName = typeof name.fullName === 'string' ? name.fullName : [name.firstName, name.paternalLastName].filter((x) => typeof x === 'string').join(' ') || null;
-  const address = typeof o.address === 'string' ? o.address.replace(/\s*\n\s*/g, ', ') : null;
-  return { name: fullName, address, typeOfId: typeof o.typeOfId === 'string' ? o.typeOfId : null };
-}
 
 type Outcome = 'approve' | 'decline' | 'review' | 'rejected' | 'error';
 
@@ -311,8 +289,8 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       decision: r.decision,
       oneSided: captures.oneSided,
       faceMatch: { matched: captures.faceMatch.ok, existingUser: captures.faceMatch.existingUser },
-      scores: mainScores(r.scores),
-      ocr: mainOcr(r.ocr),
+      scores: summarizeScores(r.scores),
+      ocr: summarizeOcr(r.ocr),
     });
   } finally {
     for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
@@ -327,8 +305,8 @@ interface Report {
   decision?: string | null;
   oneSided?: boolean;
   faceMatch?: { matched: boolean; existingUser: boolean };
-  scores?: ReturnType<typeof mainScores>;
-  ocr?: ReturnType<typeof mainOcr>;
+  scores?: ReturnType<typeof summarizeScores>;
+  ocr?: ReturnType<typeof summarizeOcr>;
   rejection?: { step: string; reason: string; message: string; incodeCode?: number };
   error?: { step: string; code: string; message: string; incodeStatus?: number };
 }
@@ -341,7 +319,7 @@ function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): numb
     return exitCode;
   }
   const lines: string[] = [];
-  const leaf = (l: Leaf | null | undefined) => (l ? `${String(l.status ?? 'UNKNOWN')}${l.value ? ` (${String(l.value)})` : ''}` : 'n/a');
+  const leaf = (l: ScoreLeaf | null | undefined) => (l ? `${String(l.status ?? 'UNKNOWN')}${l.value ? ` (${String(l.value)})` : ''}` : 'n/a');
   if (outcome === 'rejected' && r.rejection) {
     lines.push(`Capture rejected at step ${r.rejection.step}: ${r.rejection.reason}`, `Message to show: ${r.rejection.message}`);
   } else if (outcome === 'error' && r.error) {
@@ -354,7 +332,7 @@ function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): numb
     }
     if (r.faceMatch) lines.push(`Face match: ${r.faceMatch.matched ? 'match' : 'NO MATCH'}${r.faceMatch.existingUser ? ' (person already registered)' : ''}`);
     if (r.ocr) {
-      lines.push(`Name: ${r.ocr.name ?? 'n/a'}`);
+      lines.push(`Name: ${r.ocr.fullName ?? 'n/a'}`);
       lines.push(`Address: ${r.ocr.address ?? 'n/a'}`);
       lines.push(`Type of ID: ${r.ocr.typeOfId ?? 'n/a'}`);
     }

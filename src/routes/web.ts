@@ -10,6 +10,7 @@ import { checkIdCapture, checkSelfie } from '../incode/capture-checks';
 import { SessionTokenHeaders, withErrors } from '../schemas';
 import { sessionForToken } from '../plugins/service-auth';
 import type { SessionRecord } from '../store/types';
+import { summarizeOcr, summarizeScores } from '../results/summary';
 
 export interface WebRouteOptions {
   config: Config;
@@ -39,7 +40,7 @@ const COMMON_CSP = ["default-src 'none'", "base-uri 'none'", "form-action 'none'
 
 /** The demo's CSP. The SDK bundle needs: inline styles (styled-components, framer-motion), blob: images and
  *  workers, the camera stream, and 'unsafe-eval' + 'wasm-unsafe-eval' for its tfjs/OpenCV runtime. */
-export function demoCsp(sdkApiUrl: string): string {
+function demoCsp(sdkApiUrl: string): string {
   let apiOrigin = '';
   try {
     apiOrigin = new URL(sdkApiUrl).origin;
@@ -59,7 +60,7 @@ export function demoCsp(sdkApiUrl: string): string {
   ].join('; ');
 }
 
-export const OPERATOR_CSP = [...COMMON_CSP, "script-src 'self'", "style-src 'self'", "img-src 'self'", "connect-src 'self'"].join('; ');
+const OPERATOR_CSP = [...COMMON_CSP, "script-src 'self'", "style-src 'self'", "img-src 'self'", "connect-src 'self'"].join('; ');
 
 const LeafOut = Type.Union([Type.Object({ value: Type.Union([Type.String(), Type.Null()]), status: Type.Union([Type.String(), Type.Null()]) }), Type.Null()]);
 
@@ -86,54 +87,37 @@ const CaptureCheckBody = Type.Object(
 
 const CaptureCheckResult = Type.Object({ ok: Type.Boolean(), reason: Type.Optional(Type.String()), message: Type.Optional(Type.String()) });
 
-type Json = Record<string, unknown>;
-const obj = (v: unknown): Json | null => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Json) : null);
-const str = (v: unknown): string | null => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : null);
-
-/** {value, status} of a score block's `overall` leaf (or of the leaf itself). */
-function leafOf(block: unknown): { value: string | null; status: string | null } | null {
-  const b = obj(block);
-  if (!b) return null;
-  const l = obj(b.overall) ?? b;
-  return { value: str(l.value), status: str(l.status) };
-}
-
 /** The few fields a demo shows; everything else of Incode's payloads stays on the server. */
-export function demoView(s: SessionRecord, scores: unknown, ocr: unknown) {
-  const sc = obj(scores);
-  const o = obj(ocr);
-  const name = obj(o?.name);
+function demoView(s: SessionRecord, scores: unknown, ocr: unknown) {
   return {
     interviewId: s.interviewId,
     onboardingStatus: s.onboardingStatus,
     resultsStatus: s.resultsStatus,
     decision: s.decision,
-    scores: sc
-      ? { overall: leafOf(sc.overall), idValidation: leafOf(sc.idValidation), liveness: leafOf(sc.liveness), faceRecognition: leafOf(sc.faceRecognition), reason: str(sc.reasonMsg) }
-      : null,
-    ocr: o ? { fullName: str(name?.fullName), address: str(o.address), typeOfId: str(o.typeOfId) } : null,
+    scores: scores && typeof scores === 'object' ? summarizeScores(scores) : null,
+    ocr: ocr && typeof ocr === 'object' ? summarizeOcr(ocr) : null,
   };
 }
 
 const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) => {
   const { config } = opts;
-  const cache = new Map<string, Buffer>();
-
-  async function webFile(name: string): Promise<Buffer> {
-    let b = cache.get(name);
-    if (!b) {
-      b = await readFile(path.join(WEB_DIR, name));
-      cache.set(name, b);
-    }
-    return b;
+  // Files read once; `version` (the vendor files' ETag) makes a changed file be read again.
+  const cache = new Map<string, { version: string; body: Buffer }>();
+  async function readCached(full: string, version = ''): Promise<Buffer> {
+    const hit = cache.get(full);
+    if (hit && hit.version === version) return hit.body;
+    const body = await readFile(full);
+    cache.set(full, { version, body });
+    return body;
   }
+  const webFile = (name: string) => readCached(path.join(WEB_DIR, name));
 
-  function page(name: string, csp: () => string) {
+  function page(name: string, csp: string) {
     return async (_req: FastifyRequest, reply: FastifyReply) => {
       const body = await webFile(name);
       return reply
         .header('content-type', 'text/html; charset=utf-8')
-        .header('content-security-policy', csp())
+        .header('content-security-policy', csp)
         .header('cache-control', 'no-cache')
         .header('referrer-policy', 'no-referrer')
         .send(body);
@@ -145,12 +129,11 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
     app.get(url, { schema: { hide: true } }, async (_req, reply) => reply.header('content-type', asset.type).header('cache-control', 'no-cache').send(await webFile(asset.file)));
   }
 
-  app.get('/operator', { schema: { hide: true } }, page('operator.html', () => OPERATOR_CSP));
+  app.get('/operator', { schema: { hide: true } }, page('operator.html', OPERATOR_CSP));
 
   if (!config.sandbox) return;
 
-  const demoPolicy = demoCsp(opts.sdkApiUrl);
-  app.get('/', { schema: { hide: true } }, page('demo.html', () => demoPolicy));
+  app.get('/', { schema: { hide: true } }, page('demo.html', demoCsp(opts.sdkApiUrl)));
 
   app.get<{ Params: { file: string } }>('/demo/vendor/:file', { schema: { hide: true } }, async (req, reply) => {
     const file = req.params.file;
@@ -162,12 +145,7 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
     const etag = `"${st.size.toString(36)}-${Math.floor(st.mtimeMs).toString(36)}"`;
     reply.header('content-type', 'text/javascript; charset=utf-8').header('cache-control', 'public, max-age=3600').header('etag', etag);
     if (req.headers['if-none-match'] === etag) return reply.status(304).send();
-    let b = cache.get(full);
-    if (!b) {
-      b = await readFile(full);
-      cache.set(full, b);
-    }
-    return reply.send(b);
+    return reply.send(await readCached(full, etag));
   });
 
   // The page hands over what the SDK's camera got back when it retook a capture; the broker's own checks

@@ -64,7 +64,7 @@ describe('incode-broker onboard', () => {
       onboardingStatus: 'ONBOARDING_FINISHED',
       decision: 'approve',
       scores: { overall: { status: 'OK' }, idValidation: { status: 'OK' }, liveness: { status: 'OK' }, faceRecognition: { status: 'OK' } },
-      ocr: { name: expect.any(String), address: expect.any(String), typeOfId: 'IdentificationCard' },
+      ocr: { fullName: expect.any(String), address: expect.any(String), typeOfId: 'IdentificationCard' },
       faceMatch: { matched: true, existingUser: false },
     });
     expect(doc.steps.map((s: { step: string }) => s.step)).toEqual(['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'finish', 'results']);
