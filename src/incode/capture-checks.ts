@@ -125,40 +125,24 @@ export function isOneSided(front: { skipBackIdCapture?: unknown; typeOfId?: unkn
 
 // ---------------------------------------------------------------- selfie
 
-/** The guide's table: Incode selfie error code → message to show (§8). */
-export const SELFIE_ERROR_MESSAGES: Readonly<Record<number, string>> = Object.freeze({
-  100: 'Too dark',
-  101: 'Take off your glasses',
-  4010: 'Make sure you are the only one in the frame',
-  4019: 'Position your face in the center of the frame',
-  1003: 'Position your face in the center of the frame',
-  3004: 'Position your face in the center of the frame',
-  3005: 'Move closer so your face fits the frame',
-  3006: 'Photo blurry, clean the lens and hold still',
-  3007: 'Too dark, try moving elsewhere',
-  3008: 'Something went wrong, please try later',
-  3009: 'Something went wrong, please try later',
-  3010: "Couldn't capture, try moving elsewhere",
+/** The guide's table (§8): Incode selfie error code → a stable reason and the message to show. */
+export const SELFIE_ERRORS: Readonly<Record<number, { reason: string; message: string }>> = Object.freeze({
+  100: { reason: 'SELFIE_TOO_DARK', message: 'Too dark' },
+  101: { reason: 'SELFIE_GLASSES', message: 'Take off your glasses' },
+  4010: { reason: 'SELFIE_MULTIPLE_FACES', message: 'Make sure you are the only one in the frame' },
+  4019: { reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame' },
+  1003: { reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame' },
+  3004: { reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame' },
+  3005: { reason: 'SELFIE_FACE_TOO_SMALL', message: 'Move closer so your face fits the frame' },
+  3006: { reason: 'SELFIE_BLURRY', message: 'Photo blurry, clean the lens and hold still' },
+  3007: { reason: 'SELFIE_GLARE', message: 'Too dark, try moving elsewhere' },
+  3008: { reason: 'SELFIE_IMAGE_UNSUPPORTED', message: 'Something went wrong, please try later' },
+  3009: { reason: 'SELFIE_IMAGE_UNSUPPORTED', message: 'Something went wrong, please try later' },
+  3010: { reason: 'SELFIE_BAD_COMPRESSION', message: "Couldn't capture, try moving elsewhere" },
 });
 
-/** The guide's message for every code not in the table. */
+/** The guide's message for every code not in the table (reason SELFIE_POOR_CONDITIONS). */
 export const DEFAULT_SELFIE_MESSAGE = 'Poor conditions for selfie, try in another place';
-
-/** Stable reason for each selfie error code; codes outside the table share SELFIE_POOR_CONDITIONS. */
-export const SELFIE_ERROR_REASONS: Readonly<Record<number, string>> = Object.freeze({
-  100: 'SELFIE_TOO_DARK',
-  101: 'SELFIE_GLASSES',
-  4010: 'SELFIE_MULTIPLE_FACES',
-  4019: 'SELFIE_FACE_NOT_FOUND',
-  1003: 'SELFIE_FACE_NOT_FOUND',
-  3004: 'SELFIE_FACE_NOT_FOUND',
-  3005: 'SELFIE_FACE_TOO_SMALL',
-  3006: 'SELFIE_BLURRY',
-  3007: 'SELFIE_GLARE',
-  3008: 'SELFIE_IMAGE_UNSUPPORTED',
-  3009: 'SELFIE_IMAGE_UNSUPPORTED',
-  3010: 'SELFIE_BAD_COMPRESSION',
-});
 
 export const SELFIE_REASONS = {
   SPOOF: 'SELFIE_SPOOF_SUSPECTED',
@@ -172,9 +156,9 @@ export const SELFIE_REASONS = {
 export const SELFIE_CHECK_MESSAGES: Readonly<Record<string, string>> = Object.freeze({
   // A spoof suspicion is not said as such: the user may be honest and the wording must not help an attacker.
   [SELFIE_REASONS.SPOOF]: DEFAULT_SELFIE_MESSAGE,
-  [SELFIE_REASONS.LENSES]: SELFIE_ERROR_MESSAGES[101],
+  [SELFIE_REASONS.LENSES]: SELFIE_ERRORS[101].message,
   [SELFIE_REASONS.FACE_MASK]: 'Take off your face mask',
-  [SELFIE_REASONS.NOT_BRIGHT]: SELFIE_ERROR_MESSAGES[100],
+  [SELFIE_REASONS.NOT_BRIGHT]: SELFIE_ERRORS[100].message,
   [SELFIE_REASONS.POOR_CONDITIONS]: DEFAULT_SELFIE_MESSAGE,
 });
 
@@ -187,13 +171,13 @@ function toCode(code: unknown): number | undefined {
 /** The message the guide says to show for a selfie error code (the default one for any other code). */
 export function selfieErrorMessage(code: number | string | null | undefined): string {
   const c = toCode(code);
-  return (c !== undefined ? SELFIE_ERROR_MESSAGES[c] : undefined) ?? DEFAULT_SELFIE_MESSAGE;
+  return (c !== undefined ? SELFIE_ERRORS[c]?.message : undefined) ?? DEFAULT_SELFIE_MESSAGE;
 }
 
 /** Stable reason for a selfie error code. */
 export function selfieErrorReason(code: number | string | null | undefined): string {
   const c = toCode(code);
-  return (c !== undefined ? SELFIE_ERROR_REASONS[c] : undefined) ?? SELFIE_REASONS.POOR_CONDITIONS;
+  return (c !== undefined ? SELFIE_ERRORS[c]?.reason : undefined) ?? SELFIE_REASONS.POOR_CONDITIONS;
 }
 
 /** The fields of add/face the checks read. */

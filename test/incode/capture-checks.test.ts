@@ -6,7 +6,7 @@ import {
   DEFAULT_SELFIE_MESSAGE,
   FACE_NO_MATCH,
   ID_MESSAGES,
-  SELFIE_ERROR_MESSAGES,
+  SELFIE_ERRORS,
   checkFaceMatch,
   checkIdCapture,
   checkSelfie,
@@ -110,11 +110,11 @@ describe('selfie error messages (the guide table)', () => {
   it.each(table)('code %i → "%s"', (code, message) => {
     expect(selfieErrorMessage(code)).toBe(message);
     expect(selfieErrorMessage(String(code))).toBe(message);
-    expect(SELFIE_ERROR_MESSAGES[code]).toBe(message);
+    expect(SELFIE_ERRORS[code].message).toBe(message);
   });
 
   it('the exported table is exactly the guide', () => {
-    expect(Object.keys(SELFIE_ERROR_MESSAGES).map(Number).sort()).toEqual(table.map(([c]) => c).sort());
+    expect(Object.keys(SELFIE_ERRORS).map(Number).sort()).toEqual(table.map(([c]) => c).sort());
   });
 
   it.each([0, 1001, 3002, 4005, 405, 500, 6000, 99999, undefined, null, 'abc'])('unknown code %p → the default message', (code) => {

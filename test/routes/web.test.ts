@@ -1,6 +1,6 @@
 // The sandbox demo's capture-check route: the verdict and message the page shows for what the SDK's camera got back.
 import request from 'supertest';
-import { SELFIE_ERROR_MESSAGES, SELFIE_ERROR_REASONS, SELFIE_REASONS } from '../../src/incode/capture-checks';
+import { SELFIE_ERRORS, SELFIE_REASONS } from '../../src/incode/capture-checks';
 import { startSandbox } from '../helpers/harness';
 
 let sandbox: Awaited<ReturnType<typeof startSandbox>>;
@@ -16,7 +16,7 @@ describe('POST /demo/capture-check', () => {
 
   it("words a refused selfie from Incode's error envelope (its status is Incode's error code, not HTTP)", async () => {
     const res = await check({ kind: 'selfie', response: { status: 3006, message: 'blurry' } }).expect(200);
-    expect(res.body).toEqual({ ok: false, reason: SELFIE_ERROR_REASONS[3006], message: SELFIE_ERROR_MESSAGES[3006] });
+    expect(res.body).toEqual({ ok: false, ...SELFIE_ERRORS[3006] });
   });
 
   it('judges a selfie answer by its flags, and an accepted one as ok', async () => {
