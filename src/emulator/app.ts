@@ -90,8 +90,11 @@ interface RouteCfg {
 type EmuRequest = FastifyRequest & { emuSession: Session | null; emuStart: number };
 type Handler = (req: EmuRequest, reply: FastifyReply) => unknown;
 
+// The capture timeouts (s) and retries a flow hands the SDK: in start's answer and in onboarding-modules.
+const CAPTURE_SETTINGS = { idCaptureTimeout: 15, idCaptureRetries: 3, selfieCaptureTimeout: 10, selfieCaptureRetries: 3 } as const;
+
 /** Builds the emulator's state without any HTTP; emulatorPlugin wires it to routes. */
-export function createEmulator(opts: EmulatorOptions): EmulatorController {
+function createEmulator(opts: EmulatorOptions): EmulatorController {
   const timers = new TimerSet();
   const faults = new Faults(opts.faults);
   const keyRef = createHash('sha256').update(opts.apiKey).digest('hex').slice(0, 24);
@@ -141,7 +144,8 @@ export type EmulatorPlugin = FastifyPluginAsync & { emulator: EmulatorController
  * The emulator's routes as an encapsulated plugin (no skip-override: its parsers, CORS and hooks stay
  * inside). It mounts itself under opts.prefix; register it without a prefix of your own.
  */
-export function emulatorPlugin(opts: EmulatorOptions, emulator: EmulatorController = createEmulator(opts)): EmulatorPlugin {
+export function emulatorPlugin(opts: EmulatorOptions): EmulatorPlugin {
+  const emulator = createEmulator(opts);
   const plugin: FastifyPluginAsync = async (outer) => {
     await outer.register(async (app) => routes(app, opts, emulator), { prefix: normalizePrefix(opts.prefix) });
   };
@@ -164,7 +168,7 @@ export function buildEmulator(opts: EmulatorOptions): EmulatorApp {
  * The Web SDK camera marks a selfie as `encrypted: true` by splicing a 64-character HMAC into the base64
  * (character i of the tag at index i + 64 * (i + 1)); Incode removes it before decoding, and so do we.
  */
-export function untagSdkSelfie(b64: string): string {
+function untagSdkSelfie(b64: string): string {
   if (b64.length < 64 * 65) return b64;
   let s = b64;
   for (let i = 63; i >= 0; i--) {
@@ -186,7 +190,14 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   const cors = opts.corsOrigins ?? '*';
   const corsSet = cors === '*' ? null : new Set(cors);
   const held = new Set<ServerResponse>();
-  const knownPaths = new Map<string, Set<string>>();
+  // Every registered path (':param' segments match any one segment) with its methods, for 405 and Allow.
+  const knownPaths: { pattern: RegExp; methods: Set<string> }[] = [];
+  const remember = (url: string, methods: string[]) => {
+    const source = `^${url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}$`;
+    const known = knownPaths.find((k) => k.pattern.source === source);
+    if (known) methods.forEach((m) => known.methods.add(m));
+    else knownPaths.push({ pattern: new RegExp(source), methods: new Set(methods) });
+  };
 
   const pathOf = (req: FastifyRequest): string => {
     const q = req.url.indexOf('?');
@@ -316,8 +327,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   app.setNotFoundHandler((req, reply) => {
     const p = pathOf(req).replace(/\/+$/, '') || '/';
-    const methods = knownPaths.get(p);
-    if (methods) return fail(reply.header('allow', [...methods].join(', ')), 405, `Request method '${req.method}' is not supported`);
+    const methods = new Set(knownPaths.filter((k) => k.pattern.test(p)).flatMap((k) => [...k.methods]));
+    if (methods.size) return fail(reply.header('allow', [...methods].join(', ')), 405, `Request method '${req.method}' is not supported`);
     return fail(reply, 404, `No endpoint ${req.method} ${p}`);
   });
 
@@ -337,9 +348,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const list = Array.isArray(methods) ? methods : [methods];
     for (const surface of surfaces) {
       const url = surface === 'zero' ? `/0${path}` : path;
-      const set = knownPaths.get(url) ?? new Set<string>();
-      list.forEach((m) => set.add(m));
-      knownPaths.set(url, set);
+      remember(url, list);
       app.route({
         ...base,
         ...extra,
@@ -378,10 +387,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     interviewId: s.interviewId,
     interviewCode: s.interviewCode,
     flowType: 'flow',
-    idCaptureTimeout: 15,
-    idCaptureRetries: 3,
-    selfieCaptureTimeout: 10,
-    selfieCaptureRetries: 3,
+    ...CAPTURE_SETTINGS,
     curpValidationRetries: 3,
     clientId: opts.clientId,
     env: 'demo',
@@ -705,7 +711,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   });
   route('GET', '/omni/get/onboarding-modules', 'session', () => ({
     modules: ['ID', 'SELFIE', 'FACE_MATCH', 'GEOLOCATION'],
-    configuration: { idCaptureTimeout: 15, idCaptureRetries: 3, selfieCaptureTimeout: 10, selfieCaptureRetries: 3 },
+    configuration: CAPTURE_SETTINGS,
   }));
   route('GET', '/omni/asset/fetch-all', 'session', () => ({ assets: [] }));
   route('GET', '/omni/get/data', 'session', (req) => {
@@ -732,9 +738,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   // ---- admin (emulator only; never part of Incode's API) ----------------------------------------------
 
   const admin = (method: string, path: string, handler: Handler) => {
-    const set = knownPaths.get(path) ?? new Set<string>();
-    set.add(method);
-    knownPaths.set(path, set);
+    remember(path, [method]);
     app.route({ method: method as RouteOptions['method'], url: path, config: { auth: 'admin', zero: false } satisfies RouteCfg as Record<string, unknown>, handler: handler as RouteOptions['handler'] });
   };
   admin('GET', '/__emulator/faults', () => faults.snapshot());

@@ -91,6 +91,10 @@ describe('emulator app', () => {
       expectEnvelope(await emu.call('DELETE', '/omni/get/score'), 405);
       expectEnvelope(await emu.call('GET', '/omni/does-not-exist'), 404);
       expectEnvelope(await emu.call('GET', '/'), 404);
+      // Paths with a parameter too: any id on a known admin path is a known path.
+      const admin = await emu.call('DELETE', '/__emulator/sessions/0123456789abcdef01234567/expire');
+      expectEnvelope(admin, 405);
+      expect(admin.headers.allow).toBe('POST');
     });
 
     it('accepts a missing api-version but rejects another value', async () => {
