@@ -14,7 +14,7 @@ export function imageKind(head: Uint8Array): ImageKind | null {
  * Standard base64 alphabet with at most two '=' at the end, checked in one linear pass. A regular expression
  * is not safe here: on a photo of several MB a greedy pattern's backtracking stack can overflow (a 500).
  */
-export function isBase64(s: string): boolean {
+function isBase64(s: string): boolean {
   let end = s.length;
   if (end > 0 && s.charCodeAt(end - 1) === 61) end--;
   if (end > 0 && s.charCodeAt(end - 1) === 61) end--;
@@ -34,7 +34,7 @@ const MIN_IMAGE_BYTES = 100;
  * Returns the bare base64 (data: prefix removed) or why it is not an image. Only the head is decoded:
  * the body is already known to use the base64 alphabet, and decoding several MB just to re-encode them is waste.
  */
-export function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string } {
+function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string } {
   const comma = input.startsWith('data:') ? input.indexOf(',') : -1;
   const b64 = comma >= 0 ? input.slice(comma + 1) : input;
   if (!isBase64(b64)) return { error: 'is not base64' };

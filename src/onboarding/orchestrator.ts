@@ -18,8 +18,7 @@ import type { ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal } from '../results/status';
 import type { Decision, ResultsStatus, StepRecord, Store } from '../store/types';
 
-export const ONBOARDING_STEPS = ['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'finish', 'results'] as const;
-export type OnboardingStep = (typeof ONBOARDING_STEPS)[number];
+export type OnboardingStep = 'start' | 'front' | 'back' | 'process-id' | 'selfie' | 'face-match' | 'wait' | 'finish' | 'results';
 export type CaptureStep = 'front' | 'back' | 'selfie';
 
 export interface CaptureInput {
@@ -101,7 +100,6 @@ interface Log {
 }
 
 export interface OrchestratorDeps {
-  /** A getter is accepted because the app creates its client lazily (sandbox URL known after listen). */
   incode: IncodeClient;
   store: Store;
   pipeline: ResultsPipeline;
@@ -352,8 +350,7 @@ export class Orchestrator {
   private async reject(interviewId: string, step: CaptureStep, check: CheckRejected): Promise<CaptureRejection> {
     const now = this.now();
     await this.record(interviewId, step, 'rejected', { code: check.reason, message: check.message });
-    await this.d.store.setResultsStatus(interviewId, 'failed', 'CAPTURE_REJECTED', now);
-    await this.stopPolling(interviewId, now);
+    await this.abandon(interviewId, 'CAPTURE_REJECTED', now);
     this.d.log.info({ interviewId, step, reason: check.reason }, 'capture rejected');
     const out: CaptureRejection = { ok: false, interviewId, step, reason: check.reason, message: check.message };
     if (check.incodeCode !== undefined) out.incodeCode = check.incodeCode;
@@ -378,8 +375,7 @@ export class Orchestrator {
       const now = this.now();
       try {
         await this.d.store.recordStep(interviewId, { step, outcome: 'failed', code: e.code, message: e.message, at: now });
-        await this.d.store.setResultsStatus(interviewId, 'failed', e.code, now);
-        await this.stopPolling(interviewId, now);
+        await this.abandon(interviewId, e.code, now);
       } catch (storeErr) {
         this.d.log.error({ interviewId, step, err: { message: (storeErr as Error).message } }, 'could not record the failed step');
       }
@@ -394,7 +390,9 @@ export class Orchestrator {
     return new OnboardingError(step, 'TIMEOUT', `Gave up waiting at step ${step} (onboarding status ${status})`, interviewId);
   }
 
-  private async stopPolling(interviewId: string, now: number): Promise<void> {
+  /** The session will never produce results: marked failed with why, and no longer polled. */
+  private async abandon(interviewId: string, code: string, now: number): Promise<void> {
+    await this.d.store.setResultsStatus(interviewId, 'failed', code, now);
     const s = await this.d.store.getSession(interviewId);
     if (s && s.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, s.pollAttempts, now);
   }
