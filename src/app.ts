@@ -16,6 +16,7 @@ import metricsPlugin from './plugins/metrics';
 import resultsPlugin from './plugins/results';
 import storePlugin from './plugins/store';
 import { MemoryRateCounter, RedisRateCounter, type RateCounter } from './protection/rate-counter';
+import { sandboxEmulatorOptions } from './sandbox';
 import { createSessionGuards } from './protection/session-guards';
 import healthRoutes from './routes/health';
 import onboardingsRoutes from './routes/onboardings';
@@ -191,12 +192,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // The emulator is loaded in sandbox mode only; production never has it in memory.
     const { emulatorPlugin } = await import('./emulator/app');
     await app.register(emulatorPlugin({
+      ...sandboxEmulatorOptions(config),
       prefix: '/sandbox/incode',
-      apiKey: config.incode.apiKey,
-      clientId: config.incode.clientId ?? 'sandbox',
-      executiveEmail: config.incode.executiveEmail,
-      executivePassword: config.incode.executivePassword,
-      processingDelayMs: config.emulator.processingDelayMs,
       corsOrigins: '*',
       webhook: {
         url: `http://127.0.0.1:${config.port}/webhooks/incode`,

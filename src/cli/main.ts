@@ -7,18 +7,18 @@ import { config as loadDotenv } from 'dotenv';
 import pino from 'pino';
 import { ConfigError, loadConfig, type Config } from '../config';
 import { buildEmulator } from '../emulator/app';
-import { IncodeClient } from '../incode/client';
+import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
 import { isValidCountryCode } from '../iso3166';
 import { imageKind } from '../onboarding/images';
 import { OnboardingError, Orchestrator, type CapturesOutcome, type FinishResult, type StepEvent } from '../onboarding/orchestrator';
 import { createMetrics } from '../plugins/metrics';
-import { ResultsPipeline } from '../results/pipeline';
-import { JobWorker } from '../results/worker';
+import { createResultsRuntime } from '../results/runtime';
+import { summarizeOcr, summarizeScores, type ScoreLeaf } from '../results/summary';
+import { sandboxEmulatorOptions } from '../sandbox';
 import { Cipher } from '../store/crypto';
 import { createStore } from '../store/index';
 import type { Store } from '../store/types';
-import { summarizeOcr, summarizeScores, type ScoreLeaf } from '../results/summary';
 
 /** Exit codes, also listed by --help. */
 export const EXIT = { APPROVE: 0, ERROR: 1, REJECTED: 2, DECLINE: 3, REVIEW: 4 } as const;
@@ -169,8 +169,11 @@ function progressPrinter(io: CliIo, enabled: boolean) {
 
 async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   const env = { ...io.env };
-  // A throwaway key is enough when nothing outlives the process (the default in-memory store).
-  if (!env.DATABASE_URL && !env.DATA_ENCRYPTION_KEY) env.DATA_ENCRYPTION_KEY = `cli:${randomBytes(32).toString('base64')}`;
+  // Nothing outlives the process unless DATABASE_URL says otherwise, so a throwaway key is enough then.
+  if (!env.DATABASE_URL) {
+    env.DATABASE_URL = 'sqlite::memory:';
+    env.DATA_ENCRYPTION_KEY ??= `cli:${randomBytes(32).toString('base64')}`;
+  }
   let config: Config;
   try {
     const loaded = loadConfig(env);
@@ -194,52 +197,26 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   try {
     let apiUrl = config.incode.apiUrl;
     if (config.sandbox) {
-      const emulator = buildEmulator({
-        apiKey: config.incode.apiKey,
-        clientId: config.incode.clientId ?? 'sandbox',
-        executiveEmail: config.incode.executiveEmail,
-        executivePassword: config.incode.executivePassword,
-        processingDelayMs: config.emulator.processingDelayMs,
-      });
+      const emulator = buildEmulator(sandboxEmulatorOptions(config));
       await emulator.listen({ port: 0, host: '127.0.0.1' });
       cleanup.push(() => emulator.close());
       apiUrl = `http://127.0.0.1:${(emulator.server.address() as AddressInfo).port}`;
       progress.note('sandbox: no INCODE_API_KEY set, using the built-in Incode emulator');
     }
 
-    const store: Store = createStore({ url: env.DATABASE_URL ? config.database.url : 'sqlite::memory:', cipher: new Cipher(config.encryption.keys) });
+    const store: Store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys) });
     cleanup.push(() => store.close());
     await store.migrate();
-    const client = new IncodeClient({
-      baseUrl: apiUrl,
-      apiKey: config.incode.apiKey,
-      timeoutMs: config.incode.timeoutMs,
-      connectTimeoutMs: config.incode.connectTimeoutMs,
-      connections: 8,
-      maxRetries: config.incode.maxRetries,
-      circuit: config.circuit,
-    });
+    const client = new IncodeClient(incodeClientOptions(config, apiUrl));
     cleanup.push(() => client.close());
-    const { executiveEmail: email, executivePassword: password } = config.incode;
-    const executive = new ExecutiveTokenProvider(client, email && password ? { email, password } : undefined);
-    const metrics = createMetrics();
-    let worker: JobWorker | null = null;
-    const pipeline = new ResultsPipeline({ store, incode: client, executiveTokens: executive, config, metrics, log, kick: () => worker?.kick() });
-    worker = new JobWorker({
-      store,
-      handle: (job) => pipeline.handle(job),
-      onDead: (job, code) => pipeline.onDead(job, code),
-      concurrency: 2,
-      maxAttempts: config.results.jobMaxAttempts,
-      backoffMs: config.results.jobBackoffMs,
-      idleMs: 50,
-      log,
-      metrics,
-    });
+    // One onboarding at a time: two job slots, and a worker that looks for work often (someone is waiting).
+    const { pipeline, worker } = createResultsRuntime(
+      { store, incode: client, executiveTokens: ExecutiveTokenProvider.fromConfig(client, config), config, metrics: createMetrics(), log },
+      { concurrency: 2, idleMs: 50 },
+    );
     worker.start();
-    const w = worker;
     // Runs first (cleanup is unwound last-in first-out): no job may touch the store after it closes.
-    cleanup.push(() => w.stop(2_000));
+    cleanup.push(() => worker.stop(2_000));
 
     const orchestrator = new Orchestrator({
       incode: client,

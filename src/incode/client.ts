@@ -1,5 +1,6 @@
 // Typed Incode Omni API client: one undici keep-alive Pool, one method per Incode operation.
 import { Pool, type Dispatcher } from 'undici';
+import type { Config } from '../config';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker';
 import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from './errors';
 import type {
@@ -37,6 +38,20 @@ export interface IncodeClientOptions {
   retryBaseMs?: number;
   onCall?: (operation: string, outcome: string, seconds: number) => void;
   onCircuitChange?: (group: OperationGroup, state: CircuitState) => void;
+}
+
+/** The client's settings from the configuration (the app and the CLI add their own hooks). */
+export function incodeClientOptions(config: Config, baseUrl: string): IncodeClientOptions {
+  return {
+    baseUrl,
+    apiKey: config.incode.apiKey,
+    timeoutMs: config.incode.timeoutMs,
+    connectTimeoutMs: config.incode.connectTimeoutMs,
+    connections: config.incode.poolConnections,
+    maxRetries: config.incode.maxRetries,
+    maxConcurrency: config.incode.maxConcurrency,
+    circuit: config.circuit,
+  };
 }
 
 /** Per-call context: the request id travels to Incode for support tickets. */

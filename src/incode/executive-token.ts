@@ -1,4 +1,5 @@
 // Executive token cache: one login in flight at a time, renewed well before Incode's 24 h expiry.
+import type { Config } from '../config';
 import type { IncodeClient } from './client';
 
 const LIFETIME_MS = 24 * 60 * 60 * 1000;
@@ -15,6 +16,12 @@ export class ExecutiveTokenProvider {
     private readonly renewBeforeMs = 60 * 60 * 1000,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** With the executive credentials of the configuration, if any. */
+  static fromConfig(client: IncodeClient, config: Config): ExecutiveTokenProvider {
+    const { executiveEmail: email, executivePassword: password } = config.incode;
+    return new ExecutiveTokenProvider(client, email && password ? { email, password } : undefined);
+  }
 
   get configured(): boolean {
     return !!this.credentials;

@@ -2,7 +2,7 @@
 import fp from 'fastify-plugin';
 import type { Dispatcher } from 'undici';
 import type { Config } from '../config';
-import { IncodeClient } from '../incode/client';
+import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
 
 declare module 'fastify' {
@@ -18,14 +18,7 @@ export default fp<{ config: Config; apiUrl: string; dispatcher?: Dispatcher }>(
   async (app, opts) => {
     const { config } = opts;
     const client = new IncodeClient({
-      baseUrl: opts.apiUrl,
-      apiKey: config.incode.apiKey,
-      timeoutMs: config.incode.timeoutMs,
-      connectTimeoutMs: config.incode.connectTimeoutMs,
-      connections: config.incode.poolConnections,
-      maxRetries: config.incode.maxRetries,
-      maxConcurrency: config.incode.maxConcurrency,
-      circuit: config.circuit,
+      ...incodeClientOptions(config, opts.apiUrl),
       dispatcher: opts.dispatcher,
       onCall: (operation, outcome, seconds) => app.metrics.incodeDuration.observe({ operation, outcome }, seconds),
       onCircuitChange: (group, state) => {
@@ -33,9 +26,8 @@ export default fp<{ config: Config; apiUrl: string; dispatcher?: Dispatcher }>(
         app.log.warn({ group, state }, 'incode circuit changed');
       },
     });
-    const { executiveEmail: email, executivePassword: password } = config.incode;
     app.decorate('incode', client);
-    app.decorate('executiveTokens', new ExecutiveTokenProvider(client, email && password ? { email, password } : undefined));
+    app.decorate('executiveTokens', ExecutiveTokenProvider.fromConfig(client, config));
     app.addHook('onClose', async () => client.close());
   },
   { name: 'incode', dependencies: ['metrics'] },

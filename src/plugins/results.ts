@@ -1,8 +1,9 @@
 // Decorates the app with the results pipeline and runs its job worker and polling reconciler.
 import fp from 'fastify-plugin';
 import type { Config } from '../config';
-import { ResultsPipeline } from '../results/pipeline';
-import { JobWorker } from '../results/worker';
+import type { ResultsPipeline } from '../results/pipeline';
+import { createResultsRuntime } from '../results/runtime';
+import type { JobWorker } from '../results/worker';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -14,26 +15,13 @@ declare module 'fastify' {
 export default fp<{ config: Config; runWorker?: boolean }>(
   async (app, opts) => {
     const { config } = opts;
-    let worker: JobWorker | null = null;
-    const pipeline = new ResultsPipeline({
+    const { pipeline, worker } = createResultsRuntime({
       store: app.store,
       incode: app.incode,
       executiveTokens: app.executiveTokens,
       config,
       metrics: app.metrics,
       log: app.log,
-      kick: () => worker?.kick(),
-    });
-    worker = new JobWorker({
-      store: app.store,
-      handle: (job) => pipeline.handle(job),
-      onDead: (job, code) => pipeline.onDead(job, code),
-      concurrency: config.results.workerConcurrency,
-      maxAttempts: config.results.jobMaxAttempts,
-      backoffMs: config.results.jobBackoffMs,
-      leaseMs: config.results.jobLeaseMs,
-      log: app.log,
-      metrics: app.metrics,
     });
     app.decorate('results', pipeline);
     app.decorate('worker', worker);
@@ -65,7 +53,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
 
     if (opts.runWorker !== false) {
       app.addHook('onReady', async () => {
-        worker!.start();
+        worker.start();
         if (config.results.mode !== 'webhook') {
           pollTimer = setInterval(pollTick, Math.min(1000, config.results.pollIntervalMs));
           pollTimer.unref();
@@ -79,7 +67,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
     app.addHook('preClose', async () => {
       if (pollTimer) clearInterval(pollTimer);
       if (purgeTimer) clearInterval(purgeTimer);
-      await worker!.stop(config.shutdownGraceMs);
+      await worker.stop(config.shutdownGraceMs);
     });
   },
   { name: 'results', dependencies: ['store', 'incode', 'metrics'] },

@@ -1,0 +1,13 @@
+// What the built-in emulator needs from the configuration in sandbox mode (the server mounts it, the CLI listens on it).
+import type { Config } from './config';
+import type { EmulatorOptions } from './emulator/app';
+
+export function sandboxEmulatorOptions(config: Config): EmulatorOptions {
+  return {
+    apiKey: config.incode.apiKey,
+    clientId: config.incode.clientId ?? 'sandbox',
+    executiveEmail: config.incode.executiveEmail,
+    executivePassword: config.incode.executivePassword,
+    processingDelayMs: config.emulator.processingDelayMs,
+  };
+}
