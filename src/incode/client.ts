@@ -29,7 +29,8 @@ export interface IncodeClientOptions {
   connectTimeoutMs: number;
   connections: number;
   maxRetries: number;
-  /** Calls in flight at once (INCODE_MAX_CONCURRENCY); more wait in line. Unbounded when unset. */
+  /** Calls in flight at once (INCODE_MAX_CONCURRENCY): the pool never opens more connections (one call each),
+   *  and undici queues the rest. Only the pool's size when unset. */
   maxConcurrency?: number;
   circuit?: { failureThreshold: number; resetMs: number };
   /** Tests inject a dispatcher (e.g. an Agent with other limits); production uses its own Pool. */
@@ -81,8 +82,6 @@ export class IncodeClient {
   private readonly origin: string;
   private readonly basePath: string;
   private readonly circuits = new Map<OperationGroup, CircuitBreaker>();
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
 
   constructor(private readonly opts: IncodeClientOptions) {
     const u = new URL(opts.baseUrl);
@@ -92,7 +91,7 @@ export class IncodeClient {
     this.dispatcher =
       opts.dispatcher ??
       new Pool(this.origin, {
-        connections: opts.connections,
+        connections: Math.min(opts.connections, opts.maxConcurrency ?? Infinity),
         pipelining: 1,
         keepAliveTimeout: 30_000,
         headersTimeout: opts.timeoutMs,
@@ -199,23 +198,6 @@ export class IncodeClient {
     }
   }
 
-  /** Waits for one of the maxConcurrency slots; returns its release. */
-  private async slot(): Promise<() => void> {
-    const max = this.opts.maxConcurrency;
-    if (!max) return () => undefined;
-    if (this.active >= max) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.active++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      // Hand the slot straight to the next caller in line (active stays the same), else free it.
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.active--;
-    };
-  }
-
   private async once<T>(spec: CallSpec, ctx: CallContext): Promise<T> {
     // The circuit is asked first: while it is open the caller gets its answer at once, not after the line.
     const circuit = this.circuit(spec.group);
@@ -224,12 +206,7 @@ export class IncodeClient {
       this.opts.onCall?.(spec.operation, 'circuit_open', 0);
       throw circuitOpenError(spec.operation, wait);
     }
-    const release = await this.slot();
-    try {
-      return await this.send<T>(spec, ctx, circuit);
-    } finally {
-      release();
-    }
+    return this.send<T>(spec, ctx, circuit);
   }
 
   private async send<T>(spec: CallSpec, ctx: CallContext, circuit: CircuitBreaker | undefined): Promise<T> {

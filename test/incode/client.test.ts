@@ -219,3 +219,29 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 });
+
+describe('IncodeClient concurrency bound', () => {
+  it('never has more than INCODE_MAX_CONCURRENCY calls in flight; the rest wait and all complete', async () => {
+    let inflight = 0;
+    let peak = 0;
+    const srv = await scripted((_req, res) => {
+      inflight += 1;
+      peak = Math.max(peak, inflight);
+      setTimeout(() => {
+        inflight -= 1;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ onboardingStatus: 'UNKNOWN' }));
+      }, 40);
+    });
+    const c = client(srv.url, { connections: 8, maxConcurrency: 2 });
+    try {
+      const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => c.getOnboardingStatus('t', `id-${i}`)));
+      expect(answers.map((a) => a.onboardingStatus)).toEqual(Array(6).fill('UNKNOWN'));
+      expect(srv.hits()).toBe(6);
+      expect(peak).toBe(2);
+    } finally {
+      await c.close();
+      await srv.close();
+    }
+  });
+});
