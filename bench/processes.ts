@@ -16,8 +16,6 @@ export interface Child {
   startRssMb: number | null;
   /** Peak resident set size (VmHWM) in MB; read it before stop(). null once the process is gone. */
   peakRssMb(): number | null;
-  /** Current RSS (VmRSS) in MB. */
-  rssMb(): number | null;
   /** User + system CPU seconds used so far (from /proc/<pid>/stat). */
   cpuSeconds(): number | null;
   stop(): Promise<void>;
@@ -126,10 +124,6 @@ export async function startChild(spec: SpawnSpec): Promise<Child> {
     })(),
     peakRssMb: () => {
       const kb = exited ? null : procStatusKb(pid, 'VmHWM');
-      return kb === null ? null : kb / 1024;
-    },
-    rssMb: () => {
-      const kb = exited ? null : procStatusKb(pid, 'VmRSS');
       return kb === null ? null : kb / 1024;
     },
     cpuSeconds: () => (exited ? null : procCpuSeconds(pid)),

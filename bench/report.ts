@@ -131,13 +131,10 @@ export function render(rep: Report, meta: { brokerMode: string; logLevel: string
   if (rep.results) {
     const r = rep.results;
     parts.push(`ONBOARDING_FINISHED -> results stored (${r.stored}/${r.sessions} sessions stored, webhooks at ${r.ratePerSec}/s)`);
-    if (r.error) parts.push(`  failed: ${r.error}`);
-    else {
-      parts.push(table(['measure', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms'], [
-        ['webhook sent -> results stored', num(r.p50), num(r.p90), num(r.p99), num(r.max)],
-        ['webhook acknowledged', num(r.ackP50), '-', num(r.ackP99), '-'],
-      ]));
-    }
+    parts.push(table(['measure', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms'], [
+      ['webhook sent -> results stored', num(r.p50), num(r.p90), num(r.p99), num(r.max)],
+      ['webhook acknowledged', num(r.ackP50), '-', num(r.ackP99), '-'],
+    ]));
     parts.push(`  method: ${r.method}`);
     parts.push('');
   }

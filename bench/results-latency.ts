@@ -2,7 +2,7 @@
 import { Pool } from 'undici';
 import * as samples from '../src/emulator/sample-images';
 import { percentile } from './stats';
-import { ADMIN_KEY, startBroker, startEmulator, withChildren, type BenchContext } from './stack';
+import { ADMIN_KEY, CLIENT_ID, startBroker, startEmulator, withChildren, type BenchContext } from './stack';
 import { webhookToken } from './webhook-bench';
 
 export const RESULTS_SESSIONS = 200;
@@ -21,7 +21,6 @@ export interface ResultsLatencyRun {
   ackP99: number | null;
   peakRssMb: number | null;
   method: string;
-  error?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -46,8 +45,9 @@ export const RESULTS_METHOD =
   `${RESULTS_SESSIONS} sessions are created through the broker's POST /session and completed on the emulator with its token-only ` +
   'capture endpoints (small sample images, 10 ms processing, no emulator webhooks). Once the emulator says ONBOARDING_FINISHED for all, ' +
   `the bench sends each session's ONBOARDING_FINISHED webhook itself at ${RESULTS_RATE}/s and notes the send time t0. The broker verifies ` +
-  'the status with the emulator, fetches score and OCR, encrypts and stores them. Afterwards one GET /sessions?resultsStatus=ready ' +
-  "lists every session with its updatedAt (set to the storing time); latency = updatedAt - t0 (same clock, ms resolution). No polling during the run.";
+  'the status with the emulator, fetches score and OCR, encrypts and stores them. GET /sessions?resultsStatus=ready then lists ' +
+  'every stored session with its updatedAt (set to the storing time; reading does not change it), every 250 ms until all are there; ' +
+  'latency = updatedAt - t0 (same clock, ms resolution). The broker does no status polling during the run.';
 
 export async function runResultsLatency(ctx: BenchContext, log: (m: string) => void): Promise<ResultsLatencyRun> {
   log(`Results latency: ${RESULTS_SESSIONS} sessions, ONBOARDING_FINISHED webhooks at ${RESULTS_RATE}/s`);
@@ -109,7 +109,7 @@ export async function runResultsLatency(ctx: BenchContext, log: (m: string) => v
         const t0 = Date.now();
         sentAt.set(s.interviewId, t0);
         inflight.push(
-          json(bp, 'POST', '/webhooks/incode', { authorization: `Bearer ${token}` }, { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', clientId: 'benchclient' }).then((r) => {
+          json(bp, 'POST', '/webhooks/incode', { authorization: `Bearer ${token}` }, { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', clientId: CLIENT_ID }).then((r) => {
             if (r.status !== 200) throw new Error(`webhook answered ${r.status}`);
             acks.push(Date.now() - t0);
           }),

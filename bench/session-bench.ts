@@ -69,18 +69,18 @@ async function measureOn(target: Child, upstream: Child | null, s: LoadSpec, sce
 }
 
 /** One fresh emulator (and target) per measurement, so peak RSS and session maps start from zero. */
-export async function runTarget(ctx: BenchContext, sc: Scenario, target: TargetName, log: (m: string) => void, brokerEnv: Record<string, string> = {}, label?: string): Promise<TargetRun> {
+export async function runTarget(ctx: BenchContext, sc: Scenario, target: TargetName, log: (m: string) => void): Promise<TargetRun> {
   return withChildren(async (track) => {
     const emu = track(await startEmulator(ctx, `${sc.id}-${target}`, { faults: { startLatencyMs: sc.startLatencyMs } }));
     if (target === 'emulator') {
-      return measureOn(emu, null, spec(ctx, emu.url, '/omni/start', sc.connections, { headers: { 'x-api-key': API_KEY, 'api-version': '1.0' } }), sc.id, label ?? 'emulator direct', log);
+      return measureOn(emu, null, spec(ctx, emu.url, '/omni/start', sc.connections, { headers: { 'x-api-key': API_KEY, 'api-version': '1.0' } }), sc.id, 'emulator direct', log);
     }
     if (target === 'floor') {
       const floor = track(await startFloor(ctx, sc.id, emu.url));
-      return measureOn(floor, emu, spec(ctx, floor.url, '/session', sc.connections), sc.id, label ?? 'floor proxy', log);
+      return measureOn(floor, emu, spec(ctx, floor.url, '/session', sc.connections), sc.id, 'floor proxy', log);
     }
-    const broker = track(await startBroker(ctx, sc.id, emu.url, brokerEnv));
-    return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections), sc.id, label ?? 'broker', log);
+    const broker = track(await startBroker(ctx, sc.id, emu.url));
+    return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections), sc.id, 'broker', log);
   });
 }
 

@@ -5,7 +5,7 @@ import { request } from 'undici';
 import { measure, type LoadResult } from './load';
 import type { Child } from './processes';
 import { cpuPerRequest } from './session-bench';
-import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, startBroker, startEmulator, withChildren, type BenchContext } from './stack';
+import { CLIENT_ID, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, startBroker, startEmulator, withChildren, type BenchContext } from './stack';
 
 export const WEBHOOK_CONNECTIONS = 10;
 
@@ -69,7 +69,7 @@ async function runOne(ctx: BenchContext, store: 'sqlite' | 'postgres', databaseU
       method: 'POST',
       path: '/webhooks/incode',
       headers: { authorization: `Bearer ${token}` },
-      perRequest: () => ({ body: `{"interviewId":"${nextId()}","onboardingStatus":"ONBOARDING_FINISHED","clientId":"benchclient"}` }),
+      perRequest: () => ({ body: `{"interviewId":"${nextId()}","onboardingStatus":"ONBOARDING_FINISHED","clientId":"${CLIENT_ID}"}` }),
       connections: WEBHOOK_CONNECTIONS,
       durationS: ctx.durationS,
       warmupS: ctx.warmupS,

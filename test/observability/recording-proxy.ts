@@ -14,7 +14,6 @@ export interface RecordingProxy {
   records: Recorded[];
   /** Requests whose path (without query) ends with suffix. */
   count: (suffix: string) => number;
-  inflight: () => number;
   maxInflight: () => number;
   resetMax: () => void;
   close: () => Promise<void>;
@@ -63,7 +62,6 @@ export async function startRecordingProxy(target: string): Promise<RecordingProx
     url: `http://127.0.0.1:${port}`,
     records,
     count: (suffix) => records.filter((r) => r.path.split('?')[0].endsWith(suffix)).length,
-    inflight: () => inflight,
     maxInflight: () => max,
     resetMax: () => {
       max = inflight;
