@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
-import { ADMIN_KEY, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, freePort, startEmulator, waitFor } from './helpers/harness';
+import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, freePort, startEmulator, waitFor, waitForResults } from './helpers/harness';
 import { spawnBroker, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
 
@@ -92,10 +92,7 @@ describe('server process', () => {
     procs.push(second);
     await waitFor(() => healthy(url), 20_000, 100);
     for (const s of sessions) {
-      const done = await waitFor(async () => {
-        const r = await json(`${url}/sessions/${s.interviewId}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
-        return r.body.resultsStatus === 'ready' && r.body;
-      }, 20_000);
+      const done = await waitForResults(url, s.interviewId);
       expect(done.decision).toBe('approve');
       expect(done.ocr.name.fullName).toEqual(expect.any(String));
     }

@@ -3,6 +3,7 @@ import { createHmac } from 'node:crypto';
 import { request } from 'undici';
 import type { EmulatorOptions } from '../../src/emulator/app';
 import { buildEmulator } from '../../src/emulator/app';
+import { waitFor as harnessWaitFor } from '../helpers/harness';
 
 export const API_KEY = 'test-api-key';
 
@@ -57,16 +58,8 @@ export async function startEmulator(opts: Partial<EmulatorOptions> = {}): Promis
 
 export const b64 = (b: Buffer): string => b.toString('base64');
 
-/** Polls until fn returns a truthy value (bounded). */
-export async function waitFor<T>(fn: () => Promise<T> | T, timeoutMs = 5000, stepMs = 10): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error('waitFor timed out');
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-}
+/** The shared waitFor, polling faster: the emulator's own processing delays here are a few ms. */
+export const waitFor = <T>(fn: Parameters<typeof harnessWaitFor<T>>[0], timeoutMs = 5000, stepMs = 10): Promise<T> => harnessWaitFor(fn, timeoutMs, stepMs);
 
 export function expectEnvelope(r: Res, http: number, code: number = http): void {
   expect(r.status).toBe(http);

@@ -103,8 +103,11 @@ export async function startSandbox(overrides: Record<string, string> = {}, deps:
   return startBroker(env, deps, port);
 }
 
-/** Polls fn until it returns a truthy value or the deadline passes (bounded wait, no fixed sleeps). */
-export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000, stepMs = 50): Promise<T> {
+/**
+ * Polls fn until it returns a truthy value or the deadline passes (bounded wait, no fixed sleeps). A thrown error
+ * (a server not up yet) is retried, except a failed `expect`: an assertion inside fn fails the test at once.
+ */
+export async function waitFor<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 10_000, stepMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -112,9 +115,19 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
       const v = await fn();
       if (v) return v;
     } catch (err) {
+      if (err && typeof err === 'object' && 'matcherResult' in err) throw err;
       last = err;
     }
     await new Promise((r) => setTimeout(r, stepMs));
   }
   throw new Error(`waitFor timed out after ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
+}
+
+/** Waits until the results API shows the session's scores and OCR stored, and returns that view. */
+export function waitForResults(brokerUrl: string, interviewId: string, timeoutMs = 20_000): Promise<Record<string, any>> {
+  return waitFor(async () => {
+    const r = await fetch(`${brokerUrl}/sessions/${interviewId}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    const body = (await r.json()) as Record<string, any>;
+    return r.status === 200 && body.resultsStatus === 'ready' && body;
+  }, timeoutMs, 100);
 }

@@ -13,7 +13,7 @@ import {
   freePort,
   startBroker,
   startEmulator,
-  waitFor,
+  waitForResults,
   type Running,
 } from '../helpers/harness';
 import { startRecordingProxy, type RecordingProxy } from './recording-proxy';
@@ -25,11 +25,7 @@ let proxy: RecordingProxy;
 let broker: Broker;
 
 const admin = (path: string) => request(broker.url).get(path).set('authorization', `Bearer ${ADMIN_KEY}`);
-const ready = (id: string) =>
-  waitFor(async () => {
-    const r = await admin(`/sessions/${id}`);
-    return r.status === 200 && r.body.resultsStatus === 'ready' && r.body;
-  }, 20_000, 100);
+const ready = (id: string) => waitForResults(broker.url, id);
 const logLines = () => broker.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
 const basic = `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`).toString('base64')}`;
 

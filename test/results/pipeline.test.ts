@@ -18,6 +18,7 @@ import {
   startBroker,
   startEmulator,
   waitFor,
+  waitForResults,
 } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
 import { describeWith, services } from '../helpers/services';
@@ -59,11 +60,7 @@ async function startPair(env: Record<string, string> = {}, emu: Partial<Emulator
     const res = await request(broker.url).post('/session').send(body).expect(200);
     return res.body as { token: string; interviewId: string; apiUrl: string };
   };
-  const ready = (id: string, timeoutMs = 15_000) =>
-    waitFor(async () => {
-      const r = await admin(`/sessions/${id}`);
-      return r.status === 200 && r.body.resultsStatus === 'ready' && r.body;
-    }, timeoutMs);
+  const ready = (id: string, timeoutMs = 15_000) => waitForResults(broker.url, id, timeoutMs);
   return {
     emulator,
     broker,

@@ -1,7 +1,7 @@
 // POST /session, /session/resume and /session/status over HTTP against the real emulator; sandbox mode; CORS.
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
-import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitFor, type Running } from '../helpers/harness';
+import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitForResults, type Running } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
 import { sha256Hex } from '../../src/store/crypto';
 
@@ -197,10 +197,7 @@ describe('sandbox mode', () => {
       const s = (await request(sb.url).post('/session').expect(200)).body;
       expect(s.apiUrl).toBe(`${sb.url}/sandbox/incode/0/`);
       await captureAll(s.apiUrl, s.token);
-      const done = await waitFor(async () => {
-        const r = await request(sb.url).get(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`);
-        return r.body.resultsStatus === 'ready' && r.body;
-      });
+      const done = await waitForResults(sb.url, s.interviewId);
       expect(done.decision).toBe('approve');
       expect((await request(sb.url).get('/readyz').expect(200)).body.sandbox).toBe(true);
     } finally {

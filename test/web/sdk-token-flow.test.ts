@@ -1,7 +1,7 @@
 // Incode's real Web SDK (UMD 1.51.0) in Chromium, on a page of another origin, drives the broker's token-only /0/ surface.
 import Fastify, { type FastifyInstance } from 'fastify';
 import { idBack, idFront, selfie } from '../../src/emulator/sample-images';
-import { ADMIN_KEY, freePort, startSandbox, waitFor } from '../helpers/harness';
+import { freePort, startSandbox, waitForResults } from '../helpers/harness';
 import { describeBrowser, launch, sdkTaggedBase64, type Browser } from './browser';
 
 describeBrowser('Web SDK token-only flow (real @incodetech/welcome in Chromium)', () => {
@@ -121,11 +121,7 @@ describeBrowser('Web SDK token-only flow (real @incodetech/welcome in Chromium)'
     expect(broker.logs.lines.some((l) => /"method":"OPTIONS"/.test(l) && /"url":"\/session"/.test(l))).toBe(true);
 
     // The customer's backend then reads the finished session from the results API (webhook or polling).
-    const detail = await waitFor(async () => {
-      const r = await fetch(`${broker.url}/sessions/${out.session.interviewId}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
-      const body = (await r.json()) as any;
-      return body.resultsStatus === 'ready' ? body : null;
-    }, 20_000, 200);
+    const detail = await waitForResults(broker.url, out.session.interviewId);
     expect(detail.decision).toBe('approve');
     expect(detail.onboardingStatus).toBe('ONBOARDING_FINISHED');
     expect(detail.scores.overall.status).toBe('OK');
