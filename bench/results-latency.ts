@@ -1,7 +1,8 @@
 // Time from an ONBOARDING_FINISHED webhook to scores and OCR stored, read back from the results API afterwards.
 import { Pool } from 'undici';
 import * as samples from '../src/emulator/sample-images';
-import { percentile } from './stats';
+import { captureAll } from '../test/helpers/flow';
+import { mapLimit, percentile } from './stats';
 import { ADMIN_KEY, CLIENT_ID, startBroker, startEmulator, withChildren, type BenchContext } from './stack';
 import { webhookToken } from './webhook-bench';
 
@@ -32,15 +33,6 @@ async function json<T>(pool: Pool, method: 'GET' | 'POST', path: string, headers
 }
 
 /** Runs fn over items with at most `limit` in flight. */
-async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let i = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (i < items.length) await fn(items[i++]);
-    }),
-  );
-}
-
 export const RESULTS_METHOD =
   `${RESULTS_SESSIONS} sessions are created through the broker's POST /session and completed on the emulator with its token-only ` +
   'capture endpoints (small sample images, 10 ms processing, no emulator webhooks). Once the emulator says ONBOARDING_FINISHED for all, ' +
@@ -59,7 +51,7 @@ export async function runResultsLatency(ctx: BenchContext, log: (m: string) => v
     try {
       // 1. Sessions through the broker, as an app would create them.
       const sessions: { interviewId: string; token: string }[] = [];
-      await eachLimit(
+      await mapLimit(
         Array.from({ length: RESULTS_SESSIONS }, (_, i) => i),
         10,
         async (i) => {
@@ -69,23 +61,12 @@ export async function runResultsLatency(ctx: BenchContext, log: (m: string) => v
         },
       );
       // 2. Complete them on the emulator (what the Web SDK does from the browser).
-      const img = (b: Buffer) => ({ base64Image: b.toString('base64') });
-      const front = img(samples.idFrontThumbnail());
-      const back = img(samples.idBackThumbnail());
-      const face = img(samples.croppedIdFace());
-      await eachLimit(sessions, 4, async (s) => {
-        const h = { 'x-incode-hardware-id': s.token, 'api-version': '1.0' };
-        for (const [path, body] of [
-          ['/0/omni/add/front-id/v2', front],
-          ['/0/omni/add/back-id/v2', back],
-          ['/0/omni/process/id', {}],
-          ['/0/omni/add/face/third-party?imageType=selfie', face],
-          ['/0/omni/process/face?imageType=selfie', {}],
-        ] as const) {
-          const r = await json(ep, 'POST', path, h, body);
-          if (r.status !== 200) throw new Error(`emulator ${path} answered ${r.status}: ${JSON.stringify(r.body).slice(0, 200)}`);
-        }
-      });
+      const thumbnails = {
+        front: samples.idFrontThumbnail().toString('base64'),
+        back: samples.idBackThumbnail().toString('base64'),
+        selfie: samples.croppedIdFace().toString('base64'),
+      };
+      await mapLimit(sessions, 4, (s) => captureAll(`${emu.url}/0`, s.token, thumbnails));
       const deadline = Date.now() + 20_000;
       for (const s of sessions) {
         for (;;) {

@@ -1,8 +1,23 @@
-// Small numeric helpers: nearest-rank percentile of a sorted array.
+// Small helpers shared by the bench and the load test: nearest-rank percentile, a bounded parallel map.
 
 /** Nearest-rank percentile of an ascending array; null when empty. */
 export function percentile(sorted: number[], p: number): number | null {
   if (!sorted.length) return null;
   const rank = Math.ceil((p / 100) * sorted.length);
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+/** fn over items with at most `limit` running at once; results in input order. */
+export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i], i);
+      }
+    }),
+  );
+  return out;
 }

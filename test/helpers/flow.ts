@@ -23,11 +23,11 @@ export async function zeroPost(apiUrl: string, path: string, token: string, body
 }
 
 /** Front, back, process ID, selfie, process face: after this Incode finishes the session on its own. */
-export async function captureAll(apiUrl: string, token: string): Promise<void> {
-  await zeroPost(apiUrl, '/omni/add/front-id/v2', token, { base64Image: images.front });
-  await zeroPost(apiUrl, '/omni/add/back-id/v2', token, { base64Image: images.back });
+export async function captureAll(apiUrl: string, token: string, imgs: { front: string; back: string; selfie: string } = images): Promise<void> {
+  await zeroPost(apiUrl, '/omni/add/front-id/v2', token, { base64Image: imgs.front });
+  await zeroPost(apiUrl, '/omni/add/back-id/v2', token, { base64Image: imgs.back });
   await zeroPost(apiUrl, '/omni/process/id', token, {});
-  await zeroPost(apiUrl, '/omni/add/face/third-party?imageType=selfie', token, { base64Image: images.selfie });
+  await zeroPost(apiUrl, '/omni/add/face/third-party?imageType=selfie', token, { base64Image: imgs.selfie });
   await zeroPost(apiUrl, '/omni/process/face?imageType=selfie', token, {});
 }
 
