@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
-import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, freePort, startEmulator, waitFor, waitForResults } from './helpers/harness';
+import { brokerEnv, freePort, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
 import { spawnBroker, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
 
@@ -57,11 +57,7 @@ describe('server process', () => {
     // Slow Incode: every call takes 300 ms, so jobs are mid-flight when the process dies.
     const emu = await startEmulator({
       processingDelayMs: 50,
-      webhook: {
-        url: `${url}/webhooks/incode`,
-        oauth: { tokenUrl: `${url}/webhooks/incode/token`, clientId: WEBHOOK_CLIENT_ID, clientSecret: WEBHOOK_CLIENT_SECRET },
-        retryDelaysMs: [200, 400, 800, 1600],
-      },
+      webhook: webhooksTo(url, [200, 400, 800, 1600]),
     });
     const env = brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: `sqlite:${dbFile}`, RESULTS_MODE: 'webhook', JOB_LEASE_MS: '1000', JOB_MAX_ATTEMPTS: '20' });
     const first = spawnBroker(env);

@@ -131,3 +131,12 @@ export function waitForResults(brokerUrl: string, interviewId: string, timeoutMs
     return r.status === 200 && body.resultsStatus === 'ready' && body;
   }, timeoutMs, 100);
 }
+
+/** Emulator webhook settings aimed at a broker at brokerUrl, with the OAuth client the test brokers accept. */
+export function webhooksTo(brokerUrl: string, retryDelaysMs = [50, 100, 200]): NonNullable<EmulatorOptions['webhook']> {
+  return {
+    url: `${brokerUrl}/webhooks/incode`,
+    oauth: { tokenUrl: `${brokerUrl}/webhooks/incode/token`, clientId: WEBHOOK_CLIENT_ID, clientSecret: WEBHOOK_CLIENT_SECRET },
+    retryDelaysMs,
+  };
+}

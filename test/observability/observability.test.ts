@@ -15,6 +15,7 @@ import {
   startEmulator,
   waitForResults,
   type Running,
+  webhooksTo,
 } from '../helpers/harness';
 import { startRecordingProxy, type RecordingProxy } from './recording-proxy';
 
@@ -33,11 +34,7 @@ beforeAll(async () => {
   const port = await freePort();
   emu = await startEmulator({
     processingDelayMs: 50,
-    webhook: {
-      url: `http://127.0.0.1:${port}/webhooks/incode`,
-      oauth: { tokenUrl: `http://127.0.0.1:${port}/webhooks/incode/token`, clientId: WEBHOOK_CLIENT_ID, clientSecret: WEBHOOK_CLIENT_SECRET },
-      retryDelaysMs: [50, 100, 200],
-    },
+    webhook: webhooksTo(`http://127.0.0.1:${port}`),
   });
   proxy = await startRecordingProxy(emu.url);
   broker = await startBroker(brokerEnv(proxy.url, { LOG_LEVEL: 'trace', RESULTS_MODE: 'both', CIRCUIT_FAILURE_THRESHOLD: '50' }), {}, port);

@@ -19,6 +19,7 @@ import {
   startEmulator,
   waitFor,
   waitForResults,
+  webhooksTo,
 } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
 import { describeWith, services } from '../helpers/services';
@@ -47,11 +48,7 @@ async function startPair(env: Record<string, string> = {}, emu: Partial<Emulator
   const port = await freePort();
   const pg = engine === 'postgres' ? await pgStore() : null;
   const emulator = await startEmulator({
-    webhook: {
-      url: `http://127.0.0.1:${port}/webhooks/incode`,
-      oauth: { tokenUrl: `http://127.0.0.1:${port}/webhooks/incode/token`, clientId: WEBHOOK_CLIENT_ID, clientSecret: WEBHOOK_CLIENT_SECRET },
-      retryDelaysMs: [50, 100, 200],
-    },
+    webhook: webhooksTo(`http://127.0.0.1:${port}`),
     ...emu,
   });
   const broker = await startBroker(brokerEnv(emulator.url, env), pg ? { store: pg.store } : {}, port);
