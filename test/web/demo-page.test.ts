@@ -47,7 +47,14 @@ describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () =>
     expect(messages).toContain('ID back accepted.');
 
     mkdirSync(ARTIFACTS_DIR, { recursive: true });
-    expect(await page.textContent('#decision')).toBe('APPROVE');
+    // A decline shows why: the emulator's reason, the page's messages and the SDK's calls to Incode with their statuses.
+    const incodeCalls = broker.logs.lines
+      .map((l) => JSON.parse(l) as { req?: { method: string; url: string }; res?: { statusCode: number } })
+      .filter((l) => /^\/sandbox\/incode\/0\/omni\/(add\/(front|back|face)|process)/.test(l.req?.url ?? ''))
+      .map((l) => `${l.req!.url.replace('/sandbox/incode/0', '')} ${l.res?.statusCode}`);
+    const outcome = { decision: await page.textContent('#decision'), reason: await page.textContent('#reason'), messages, incodeCalls };
+    if (outcome.decision !== 'APPROVE') await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'demo-page-declined.png'), fullPage: true });
+    expect(outcome).toEqual({ decision: 'APPROVE', reason: expect.any(String), messages, incodeCalls });
     const scores = (await page.textContent('#scores')) ?? '';
     expect(scores).toMatch(/Overall\s*OK/);
     expect(scores).toMatch(/Liveness\s*OK/);
