@@ -2,7 +2,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import cors from '@fastify/cors';
-import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import underPressure from '@fastify/under-pressure';
@@ -25,6 +24,7 @@ import sessionsRoutes from './routes/sessions';
 import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
 import { ErrorBody } from './schemas';
+import { securityHeaders } from './security';
 import type { Store } from './store/types';
 
 export interface AppDeps {
@@ -106,7 +106,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
 
   let draining = false;
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
+  const helmetHeaders = securityHeaders();
   app.addHook('onRequest', (req, reply, done) => {
+    reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
     done();
   });
@@ -141,12 +143,6 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       reply.status(503).header('retry-after', '5').send({ code: 'OVERLOADED', message: 'The service is overloaded; retry shortly' });
     },
     exposeStatusRoute: false,
-  });
-  await app.register(helmet, {
-    // The JSON API needs no CSP; HTML pages (demo, operator, docs) set their own.
-    contentSecurityPolicy: false,
-    crossOriginResourcePolicy: { policy: 'cross-origin' },
-    crossOriginEmbedderPolicy: false,
   });
   const brokerCors = {
     origin: config.corsOrigins.includes('*') ? true : config.corsOrigins.length ? config.corsOrigins : false,

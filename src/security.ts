@@ -1,5 +1,7 @@
 // Constant-time secret comparison and token hashing, used for every credential the broker checks.
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import helmet from 'helmet';
 import { randomBytesPooled } from './util/random-pool';
 
 const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
@@ -35,4 +37,24 @@ export function bearer(header: string | undefined): string | null {
   if (!header) return null;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return m ? m[1] : null;
+}
+
+/**
+ * helmet's security headers for the JSON API, computed once: they do not depend on the request, and running
+ * helmet's middleware on every request costs a dozen validated setHeader calls. HTML pages set their own CSP.
+ */
+export function securityHeaders(): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const res = {
+    setHeader: (name: string, value: unknown) => void (headers[name.toLowerCase()] = String(value)),
+    removeHeader: (name: string) => void delete headers[name.toLowerCase()],
+  };
+  let failed: unknown = null;
+  helmet({ contentSecurityPolicy: false, crossOriginResourcePolicy: { policy: 'cross-origin' }, crossOriginEmbedderPolicy: false })(
+    {} as IncomingMessage,
+    res as unknown as ServerResponse,
+    (err?: unknown) => void (failed = err ?? null),
+  );
+  if (failed) throw failed;
+  return headers;
 }

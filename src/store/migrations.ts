@@ -230,6 +230,23 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP INDEX IF EXISTS sessions_resume_token_hash;
     `,
   },
+  {
+    // Lookups by session token (the app's own views) start from the interviewId the token names, checked by primary
+    // key and then by the token's hash. Only tokens that do not name their session (a format Incode might adopt) stay
+    // in the hash index: every other insert no longer writes a random index page. Rows from before keep their entry.
+    version: 3,
+    name: 'token-hash-index-for-opaque-tokens',
+    sqlite: `
+      ALTER TABLE sessions ADD COLUMN token_hash_indexed INTEGER NOT NULL DEFAULT 1;
+      DROP INDEX IF EXISTS sessions_token_hash;
+      CREATE INDEX sessions_opaque_token_hash ON sessions (token_hash) WHERE token_hash IS NOT NULL AND token_hash_indexed = 1;
+    `,
+    postgres: `
+      ALTER TABLE sessions ADD COLUMN IF NOT EXISTS token_hash_indexed SMALLINT NOT NULL DEFAULT 1;
+      DROP INDEX IF EXISTS sessions_token_hash;
+      CREATE INDEX IF NOT EXISTS sessions_opaque_token_hash ON sessions (token_hash) WHERE token_hash IS NOT NULL AND token_hash_indexed = 1;
+    `,
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

@@ -11,6 +11,7 @@ import {
   encodeCursor,
   newId,
   sessionInsertValues,
+  tokenHashIndexed,
   toAudit,
   toJob,
   toSession,
@@ -114,12 +115,13 @@ export class PostgresStore implements Store {
     const write = async (c: Queryable) => {
       // On conflict it only fills what is missing (never on an erased session) and only raises the status.
       const { rows } = await this.q<SessionRow & { inserted: boolean }>(
-        `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
+        `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
            results_status, created_at, updated_at, next_poll_at, poll_attempts, resume_token_hash, resume_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0, $10, $11::bigint)
+         VALUES ($1, $2, $3, $4, $5, $12::smallint, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0, $10, $11::bigint)
          ON CONFLICT (interview_id) DO UPDATE SET
            token_enc = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_enc ELSE s.token_enc END,
            token_hash = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_hash ELSE s.token_hash END,
+           token_hash_indexed = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_hash_indexed ELSE s.token_hash_indexed END,
            external_customer_id_enc = CASE WHEN s.results_status <> 'erased' AND s.external_customer_id_enc IS NULL
              THEN excluded.external_customer_id_enc ELSE s.external_customer_id_enc END,
            onboarding_status = CASE WHEN excluded.status_rank > s.status_rank THEN excluded.onboarding_status ELSE s.onboarding_status END,
@@ -130,7 +132,7 @@ export class PostgresStore implements Store {
                  (s.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
               OR (s.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
          RETURNING *, (xmax = 0) AS inserted`,
-        [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at, v.resume_token_hash, v.resume_expires_at],
+        [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at, v.resume_token_hash, v.resume_expires_at, v.token_hash_indexed],
         c,
       );
       // A new row already carries its resume token; an existing one gets it here.
@@ -143,8 +145,9 @@ export class PostgresStore implements Store {
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
     await this.q(
-      `UPDATE sessions SET token_enc = $2, token_hash = $3, updated_at = GREATEST(updated_at, $4::bigint) WHERE interview_id = $1 AND results_status <> 'erased'`,
-      [interviewId, this.cipher.encrypt(token, aad.token(interviewId)), sha256Hex(token), now],
+      `UPDATE sessions SET token_enc = $2, token_hash = $3, token_hash_indexed = $5::smallint, updated_at = GREATEST(updated_at, $4::bigint)
+       WHERE interview_id = $1 AND results_status <> 'erased'`,
+      [interviewId, this.cipher.encrypt(token, aad.token(interviewId)), sha256Hex(token), now, tokenHashIndexed(token, interviewId)],
     );
   }
 
@@ -152,8 +155,12 @@ export class PostgresStore implements Store {
     return this.rec(interviewId);
   }
 
-  async getSessionByTokenHash(tokenHash: string): Promise<SessionRecord | null> {
-    const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE token_hash = $1 ORDER BY created_at DESC LIMIT 1', [tokenHash]);
+  async getSessionByTokenHash(tokenHash: string, interviewIdHint: string | null = null): Promise<SessionRecord | null> {
+    if (interviewIdHint !== null) {
+      const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE interview_id = $1', [interviewIdHint]);
+      if (rows[0] && hashesEqual(rows[0].token_hash, tokenHash)) return toSession(rows[0], this.cipher);
+    }
+    const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE token_hash = $1 AND token_hash_indexed = 1 ORDER BY created_at DESC LIMIT 1', [tokenHash]);
     return rows[0] ? toSession(rows[0], this.cipher) : null;
   }
 

@@ -1,5 +1,6 @@
 // Row shapes shared by both engines and their mapping to records (decryption, bigint strings to numbers, cursors).
 import { randomUUID } from 'node:crypto';
+import { interviewIdOfToken } from '../incode/token-claims';
 import { Cipher, sha256Hex } from './crypto';
 import type { AuditEntry, Decision, Job, JobState, NewSession, ResultsStatus, SessionOrigin, SessionRecord, StepRecord } from './types';
 
@@ -52,6 +53,11 @@ export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
 }
 
 /** Column values for a new session row, PII encrypted. */
+/** 1 when lookups by this token need the hash index: it does not name its own session (see migration 3). */
+export function tokenHashIndexed(token: string | null, interviewId: string): 0 | 1 {
+  return token !== null && interviewIdOfToken(token) === interviewId ? 0 : 1;
+}
+
 export function sessionInsertValues(s: NewSession, cipher: Cipher) {
   const token = s.token ?? null;
   const ext = s.externalCustomerId ?? null;
@@ -62,6 +68,7 @@ export function sessionInsertValues(s: NewSession, cipher: Cipher) {
     token_enc: token === null ? null : cipher.encrypt(token, aad.token(s.interviewId)),
     // Derived when the caller has a token but no hash, so lookups by token always work.
     token_hash: token === null ? null : (s.tokenHash ?? sha256Hex(token)),
+    token_hash_indexed: tokenHashIndexed(token, s.interviewId),
     onboarding_status: s.onboardingStatus ?? 'UNKNOWN',
     status_rank: s.statusRank ?? 0,
     next_poll_at: s.nextPollAt ?? null,

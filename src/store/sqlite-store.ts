@@ -14,6 +14,7 @@ import {
   encodeCursor,
   newId,
   sessionInsertValues,
+  tokenHashIndexed,
   toAudit,
   toJob,
   toSession,
@@ -168,9 +169,9 @@ export class SqliteStore implements Store {
       // The common case is a brand-new session: a plain insert, and the record is built from what we hold
       // (no RETURNING, no decrypting what we just encrypted).
       const fresh = this.st(
-        `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
+        `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
            results_status, created_at, updated_at, next_poll_at, poll_attempts, resume_token_hash, resume_expires_at)
-         VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @onboarding_status, @status_rank,
+         VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @token_hash_indexed, @onboarding_status, @status_rank,
            'pending', @now, @now, @next_poll_at, 0, @resume_token_hash, @resume_expires_at)
          ON CONFLICT (interview_id) DO NOTHING`,
       ).run(v).changes;
@@ -195,13 +196,15 @@ export class SqliteStore implements Store {
       // One statement, so it is atomic without a transaction. On conflict it only fills what is missing
       // (never on an erased session) and only ever raises the status.
       const r = this.st(
-        `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, onboarding_status, status_rank,
+        `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
            results_status, created_at, updated_at, next_poll_at, poll_attempts)
-         VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @onboarding_status, @status_rank,
+         VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @token_hash_indexed, @onboarding_status, @status_rank,
            'pending', @now, @now, @next_poll_at, 0)
          ON CONFLICT (interview_id) DO UPDATE SET
            token_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_enc ELSE sessions.token_enc END,
            token_hash = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_hash ELSE sessions.token_hash END,
+           token_hash_indexed = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL
+             THEN excluded.token_hash_indexed ELSE sessions.token_hash_indexed END,
            external_customer_id_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.external_customer_id_enc IS NULL
              THEN excluded.external_customer_id_enc ELSE sessions.external_customer_id_enc END,
            onboarding_status = CASE WHEN excluded.status_rank > sessions.status_rank THEN excluded.onboarding_status ELSE sessions.onboarding_status END,
@@ -221,9 +224,12 @@ export class SqliteStore implements Store {
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
     return this.write(() => {
-      this.st(`UPDATE sessions SET token_enc = ?, token_hash = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ? AND results_status <> 'erased'`).run(
+      this.st(
+        `UPDATE sessions SET token_enc = ?, token_hash = ?, token_hash_indexed = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ? AND results_status <> 'erased'`,
+      ).run(
         this.cipher.encrypt(token, aad.token(interviewId)),
         sha256Hex(token),
+        tokenHashIndexed(token, interviewId),
         now,
         interviewId,
       );
@@ -234,8 +240,14 @@ export class SqliteStore implements Store {
     return this.rec(interviewId);
   }
 
-  async getSessionByTokenHash(tokenHash: string): Promise<SessionRecord | null> {
-    const r = this.st('SELECT * FROM sessions WHERE token_hash = ? ORDER BY created_at DESC LIMIT 1').get(tokenHash) as SessionRow | undefined;
+  async getSessionByTokenHash(tokenHash: string, interviewIdHint: string | null = null): Promise<SessionRecord | null> {
+    const named = interviewIdHint === null ? undefined : this.row(interviewIdHint);
+    const r =
+      named && hashesEqual(named.token_hash, tokenHash)
+        ? named
+        : (this.st('SELECT * FROM sessions WHERE token_hash = ? AND token_hash_indexed = 1 ORDER BY created_at DESC LIMIT 1').get(tokenHash) as
+            | SessionRow
+            | undefined);
     return r ? toSession(r, this.cipher) : null;
   }
 

@@ -138,7 +138,11 @@ export interface Store {
   getSession(interviewId: string): Promise<SessionRecord | null>;
   /** A fresh token for the same onboarding (resume): replaces token and hash unless the session was erased. */
   replaceToken(interviewId: string, token: string, now: number): Promise<void>;
-  getSessionByTokenHash(tokenHash: string): Promise<SessionRecord | null>;
+  /**
+   * The session whose token has this hash. `interviewIdHint` (the session the token names, see incode/token-claims)
+   * is tried first by primary key; tokens that name no session or another one are found through the hash index.
+   */
+  getSessionByTokenHash(tokenHash: string, interviewIdHint?: string | null): Promise<SessionRecord | null>;
   /** Atomic monotonic move: applies when rank > current rank, or rank == current and equalRankReplaces. */
   advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionRecord | null }>;
   /** status null keeps the current one and records only lastError; an erased session never changes. */

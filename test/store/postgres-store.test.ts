@@ -1,6 +1,6 @@
 // Runs the store contract on PostgreSQL, each test in a throwaway schema, plus PostgreSQL-only checks (concurrent migrate, pools racing).
 import { Pool } from 'pg';
-import { Cipher } from '../../src/store/crypto';
+import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migratePostgres } from '../../src/store/migrations';
 import { PostgresStore } from '../../src/store/postgres-store';
 import type { Store } from '../../src/store/types';
@@ -115,7 +115,9 @@ describeWith('postgres', 'PostgresStore', () => {
         const schema = newSchema();
         const pool = adminPool();
         await migratePostgres(pool, schema, MIGRATIONS.slice(0, 1));
-        await pool.query(`INSERT INTO "${schema}".sessions (interview_id, origin, onboarding_status, created_at, updated_at) VALUES ('i1', 'broker', 'UNKNOWN', 1, 1)`);
+        await pool.query(`INSERT INTO "${schema}".sessions (interview_id, origin, token_hash, onboarding_status, created_at, updated_at) VALUES ('i1', 'broker', $1, 'UNKNOWN', 1, 1)`, [
+          sha256Hex('t1'),
+        ]);
         if (firstShape)
           await pool.query(`
             DROP INDEX "${schema}".sessions_resume_token_hash;
@@ -130,6 +132,8 @@ describeWith('postgres', 'PostgresStore', () => {
           [schema],
         );
         expect(rows).toEqual([{ tables: 0, indexes: 0 }]);
+        // Migration 3: the old row keeps its entry in the (now partial) token-hash index.
+        expect((await s.getSessionByTokenHash(sha256Hex('t1')))?.interviewId).toBe('i1');
         await s.createResumeToken('rh', 'i1', 2e12);
         expect(await s.checkResumeToken('i1', 'rh', 2)).toBe(true);
       }

@@ -4,8 +4,10 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { Cipher } from '../../src/store/crypto';
+import type { Database } from 'better-sqlite3';
+import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
+import { aad } from '../../src/store/rows';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { K1, runStoreContract, type StoreHarness } from './store-contract';
 
@@ -23,6 +25,15 @@ function harness(store: SqliteStore, extra: Partial<StoreHarness> & { cleanup():
     },
     ...extra,
   };
+}
+
+// A session row as version 1's code wrote it (today's code writes columns version 1 did not have).
+function insertV1Session(db: Database, cipher: Cipher, interviewId: string, token: string, resume?: { hash: string; expiresAt: number }): void {
+  const cols = resume ? ', resume_token_hash, resume_expires_at' : '';
+  const vals = resume ? ', ?, ?' : '';
+  db.prepare(
+    `INSERT INTO sessions (interview_id, origin, token_enc, token_hash, onboarding_status, created_at, updated_at${cols}) VALUES (?, 'broker', ?, ?, 'UNKNOWN', 1e12, 1e12${vals})`,
+  ).run(interviewId, cipher.encrypt(token, aad.token(interviewId)), sha256Hex(token), ...(resume ? [resume.hash, resume.expiresAt] : []));
 }
 
 const dirs: string[] = [];
@@ -109,7 +120,7 @@ describe('SqliteStore specifics', () => {
     const file = tempFile();
     const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
     migrateSqlite(old.db, MIGRATIONS.slice(0, 1));
-    await old.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't1', resume: { tokenHash: 'rh', expiresAt: 2e12 }, now: 1e12 });
+    insertV1Session(old.db, new Cipher([K1]), 'i1', 't1', { hash: 'rh', expiresAt: 2e12 });
     await old.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12);
     await old.completeIdempotencyKey('session:a', 'k1', { interviewId: 'i1' });
     await old.close();
@@ -121,6 +132,9 @@ describe('SqliteStore specifics', () => {
     expect(await store.checkResumeToken('i1', 'rh', 1e12 + 1)).toBe(true);
     expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12 + 1)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId: 'i1' } });
     expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name = 'sessions_resume_token_hash'").all()).toEqual([]);
+    // Migration 3: the old row keeps its entry in the (now partial) token-hash index, so its opaque token still finds it.
+    expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name LIKE 'sessions_%token_hash'").all()).toEqual([{ name: 'sessions_opaque_token_hash' }]);
+    expect((await store.getSessionByTokenHash(sha256Hex('t1')))?.interviewId).toBe('i1');
     await store.close();
   });
 
@@ -128,7 +142,7 @@ describe('SqliteStore specifics', () => {
     const file = tempFile();
     const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
     migrateSqlite(old.db, MIGRATIONS.slice(0, 1));
-    await old.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't1', now: 1e12 });
+    insertV1Session(old.db, new Cipher([K1]), 'i1', 't1');
     // Version 1 as it first shipped: no resume columns on sessions, a resume_tokens table instead.
     old.db.exec(`
       DROP INDEX sessions_resume_token_hash;

@@ -115,6 +115,30 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.checkResumeToken('i1', 'rh', T0 + 100)).toBe(false);
       });
 
+      it('finds a token that names its session by primary key, without a hash-index entry; any other token through the index', async () => {
+        // Shaped like Incode's session tokens: a JWT whose externalUserId claim is the interviewId.
+        const jwt = (id: string, sig = 'sig') => `eyJhbGciOiJIUzI1NiJ9.${Buffer.from(JSON.stringify({ externalUserId: id, role: 'ACCESS' })).toString('base64url')}.${sig}`;
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: jwt('i1'), now: T0 });
+        await store.upsertSession({ interviewId: 'i2', origin: 'broker', token: 'opaque-token-i2', now: T0 });
+        await store.upsertSession({ interviewId: 'i3', origin: 'broker', token: jwt('i1', 'other'), now: T0 });
+        const indexed = await h.exec('SELECT interview_id, token_hash_indexed FROM sessions ORDER BY interview_id');
+        expect(indexed.map((r) => [r.interview_id, Number(r.token_hash_indexed)])).toEqual([['i1', 0], ['i2', 1], ['i3', 1]]);
+        expect((await store.getSessionByTokenHash(sha256Hex(jwt('i1')), 'i1'))?.interviewId).toBe('i1');
+        expect((await store.getSessionByTokenHash(sha256Hex('opaque-token-i2'), null))?.interviewId).toBe('i2');
+        // A token naming i1 that is not i1's token: the hint misses, the index finds where it belongs.
+        expect((await store.getSessionByTokenHash(sha256Hex(jwt('i1', 'other')), 'i1'))?.interviewId).toBe('i3');
+        // A forged token naming a real session is not that session's token.
+        expect(await store.getSessionByTokenHash(sha256Hex(jwt('i1', 'forged')), 'i1')).toBeNull();
+        // A new token for the session (resume) moves it out of the index, and the old one no longer matches.
+        await store.replaceToken('i2', jwt('i2'), T0 + 1);
+        expect((await h.exec('SELECT token_hash_indexed FROM sessions WHERE interview_id = ?', ['i2']))[0]).toEqual({ token_hash_indexed: 0 });
+        expect((await store.getSessionByTokenHash(sha256Hex(jwt('i2')), 'i2'))?.interviewId).toBe('i2');
+        expect(await store.getSessionByTokenHash(sha256Hex('opaque-token-i2'), null)).toBeNull();
+        // Erasure clears the hash, so neither path finds it.
+        await store.eraseSession('i1', 'test', T0 + 2);
+        expect(await store.getSessionByTokenHash(sha256Hex(jwt('i1')), 'i1')).toBeNull();
+      });
+
       it('uses the caller token hash when given', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', tokenHash: 'h-custom', now: T0 });
         expect((await store.getSessionByTokenHash('h-custom'))?.token).toBe('t');
