@@ -33,6 +33,11 @@ export const ENV_SCHEMA = {
   HOST: { kind: { type: 'string' }, default: '127.0.0.1', doc: 'Interface to bind (0.0.0.0 in containers).' },
   PUBLIC_URL: { kind: { type: 'url' }, doc: 'How clients reach this service; defaults to http://localhost:PORT.' },
   LOG_LEVEL: { kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
+  LOG_BUFFER_BYTES: {
+    kind: { type: 'int', min: 0, max: 1048576 },
+    default: '4096',
+    doc: 'stdout log lines are buffered up to this many bytes, flushed at least every 250 ms and at exit (a SIGKILL can lose the buffer); 0 writes each line synchronously.',
+  },
   CORS_ORIGINS: { kind: { type: 'list' }, default: '', doc: 'Comma-separated exact origins allowed by CORS; "*" only if set explicitly.' },
 
   INCODE_API_URL: { kind: { type: 'url' }, default: 'https://demo-api.incodesmile.com', doc: 'Incode API base URL (demo or saas-api).' },
@@ -107,6 +112,7 @@ export interface Config {
   host: string;
   publicUrl: string;
   logLevel: string;
+  logBufferBytes: number;
   corsOrigins: string[];
   /** No API key: the built-in emulator is the upstream. */
   sandbox: boolean;
@@ -324,6 +330,7 @@ export function loadConfig(env: Env): Config {
     host: str(env, 'HOST')!,
     publicUrl,
     logLevel: str(env, 'LOG_LEVEL')!,
+    logBufferBytes: int(env, 'LOG_BUFFER_BYTES'),
     corsOrigins,
     sandbox,
     incode: {
