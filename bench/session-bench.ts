@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { measure, type LoadResult, type LoadSpec } from './load';
 import type { Child } from './processes';
-import { API_KEY, APP_KEY, startBroker, startEmulator, startFloor, withChildren, type BenchContext } from './stack';
+import { API_KEY, APP_KEY, LEAN_GC_NODE_ARGS, startBroker, startEmulator, startFloor, withChildren, type BenchContext } from './stack';
 
 export const SESSION_BODY = JSON.stringify({ countryCode: 'ALL', externalCustomerId: 'bench-customer-0001', language: 'en-US' });
 
@@ -18,7 +18,9 @@ export const SCENARIOS: Scenario[] = [
   { id: '200ms', title: 'emulator answers /omni/start after 200 ms', startLatencyMs: 200, connections: 500 },
 ];
 
-export type TargetName = 'broker' | 'emulator' | 'floor';
+export type TargetName = 'broker' | 'broker-lean' | 'emulator' | 'floor';
+
+export const LEAN_TARGET = `broker, lean GC (${LEAN_GC_NODE_ARGS.join(' ')})`;
 
 export interface TargetRun {
   scenario: string;
@@ -79,8 +81,9 @@ export async function runTarget(ctx: BenchContext, sc: Scenario, target: TargetN
       const floor = track(await startFloor(ctx, sc.id, emu.url));
       return measureOn(floor, emu, spec(ctx, floor.url, '/session', sc.connections), sc.id, 'floor proxy', log);
     }
-    const broker = track(await startBroker(ctx, sc.id, emu.url));
-    return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections), sc.id, 'broker', log);
+    const lean = target === 'broker-lean';
+    const broker = track(await startBroker(ctx, lean ? `${sc.id}-lean` : sc.id, emu.url, {}, lean ? LEAN_GC_NODE_ARGS : []));
+    return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections), sc.id, lean ? LEAN_TARGET : 'broker', log);
   });
 }
 
@@ -88,7 +91,7 @@ export async function runSessionScenarios(ctx: BenchContext, log: (m: string) =>
   const out: TargetRun[] = [];
   for (const sc of SCENARIOS) {
     log(`POST /session, ${sc.title}`);
-    for (const t of ['broker', 'emulator', 'floor'] as const) out.push(await runTarget(ctx, sc, t, log));
+    for (const t of ['broker', 'broker-lean', 'emulator', 'floor'] as const) out.push(await runTarget(ctx, sc, t, log));
   }
   return out;
 }

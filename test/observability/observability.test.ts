@@ -102,6 +102,18 @@ describe('request ids', () => {
   });
 });
 
+describe('log redaction', () => {
+  it('never writes headers logged under req: the serializer keeps method, path and address only', async () => {
+    broker.app.log.info(
+      { req: { method: 'GET', url: '/x?token=leak-me-0', ip: '10.0.0.7', headers: { authorization: 'Bearer leak-me-1', 'x-app-key': 'leak-me-2' } } },
+      'redaction probe',
+    );
+    const line = logLines().find((l) => l.msg === 'redaction probe');
+    expect(line?.req).toEqual({ method: 'GET', url: '/x', remoteAddress: '10.0.0.7' });
+    expect(JSON.stringify(logLines())).not.toContain('leak-me');
+  });
+});
+
 describe('HTTP hygiene', () => {
   it('sends helmet security headers on API responses and no x-powered-by', async () => {
     for (const res of [await request(broker.url).post('/session').send({}), await request(broker.url).get('/healthz'), await request(broker.url).get('/nope')]) {
