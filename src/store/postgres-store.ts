@@ -10,6 +10,7 @@ import {
   emptyCounts,
   encodeCursor,
   newId,
+  freshSessionRecord,
   sessionInsertValues,
   tokenHashIndexed,
   toAudit,
@@ -110,6 +111,40 @@ export class PostgresStore implements Store {
 
   async upsertSession(s: NewSession): Promise<SessionRecord> {
     const v = sessionInsertValues(s, this.cipher);
+    // The common case, a brand-new session, is one statement (one round trip, one commit): the row with its resume
+    // token and, when an Idempotency-Key created it, that key marked done. An existing row takes the path below.
+    const idem = s.idempotency;
+    const { rows: fresh } = await this.q<{ inserted: number }>(
+      `WITH ins AS (
+         INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
+           results_status, created_at, updated_at, next_poll_at, poll_attempts, resume_token_hash, resume_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $12::smallint, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0, $10, $11::bigint)
+         ON CONFLICT (interview_id) DO NOTHING RETURNING interview_id
+       ), done AS (
+         UPDATE idempotency_keys SET response_enc = $13, state = 'done', expires_at = COALESCE($14::bigint, expires_at)
+         WHERE scope = $15 AND key = $16 AND EXISTS (SELECT 1 FROM ins)
+       )
+       SELECT (SELECT count(*) FROM ins)::int AS inserted`,
+      [
+        v.interview_id,
+        v.origin,
+        v.external_customer_id_enc,
+        v.token_enc,
+        v.token_hash,
+        v.onboarding_status,
+        v.status_rank,
+        v.now,
+        v.next_poll_at,
+        v.resume_token_hash,
+        v.resume_expires_at,
+        v.token_hash_indexed,
+        idem ? this.cipher.encryptJson({ interviewId: s.interviewId }, aad.idempotencyResponse(idem.scope, idem.key)) : null,
+        idem?.expiresAt ?? null,
+        idem?.scope ?? null,
+        idem?.key ?? null,
+      ],
+    );
+    if (fresh[0].inserted) return freshSessionRecord(s, v);
     // The session, its resume token and the Idempotency-Key it completes commit together (one transaction when
     // there is more than the row to write).
     const write = async (c: Queryable) => {
@@ -335,17 +370,33 @@ export class PostgresStore implements Store {
   }
 
   async recordEvent(e: InboxEvent, job: NewJob): Promise<boolean> {
-    return this.tx(async (c) => {
-      const r = await this.q(
-        `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES ($1, $2, $3, $4::jsonb, $5::bigint)
-         ON CONFLICT (key) DO NOTHING`,
-        [e.key, e.interviewId, e.onboardingStatus, JSON.stringify(e.payload ?? {}), e.receivedAt],
-        c,
-      );
-      if (!r.rowCount) return false;
-      await this.insertJob(job, e.receivedAt, c);
-      return true;
-    });
+    // One statement (so one round trip and one commit instead of BEGIN, two inserts and COMMIT): the job is
+    // queued only when the event is new, and both land or neither does.
+    const { rows } = await this.q<{ inserted: number }>(
+      `WITH ev AS (
+         INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES ($1, $2, $3, $4::jsonb, $5::bigint)
+         ON CONFLICT (key) DO NOTHING RETURNING key
+       ), job AS (
+         INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
+         SELECT $6, $7, $8, $9::jsonb, 'queued', 0, $10::bigint, $11, $5::bigint, $5::bigint WHERE EXISTS (SELECT 1 FROM ev)
+         ON CONFLICT DO NOTHING RETURNING id
+       )
+       SELECT (SELECT count(*) FROM ev)::int AS inserted`,
+      [
+        e.key,
+        e.interviewId,
+        e.onboardingStatus,
+        JSON.stringify(e.payload ?? {}),
+        e.receivedAt,
+        newId(),
+        job.kind,
+        job.subject,
+        JSON.stringify(job.payload ?? {}),
+        job.runAt,
+        job.dedupeKey ?? null,
+      ],
+    );
+    return rows[0].inserted > 0;
   }
 
   async markEventProcessed(key: string, now: number): Promise<void> {

@@ -78,6 +78,25 @@ export function sessionInsertValues(s: NewSession, cipher: Cipher) {
   };
 }
 
+/** The record of a session just inserted, built from what the caller holds (no read-back, no decrypting what was just encrypted). */
+export function freshSessionRecord(s: NewSession, v: ReturnType<typeof sessionInsertValues>): SessionRecord {
+  return {
+    interviewId: s.interviewId,
+    origin: s.origin,
+    externalCustomerId: s.externalCustomerId ?? null,
+    token: s.token ?? null,
+    onboardingStatus: v.onboarding_status,
+    statusRank: v.status_rank,
+    resultsStatus: 'pending',
+    decision: null,
+    lastError: null,
+    createdAt: s.now,
+    updatedAt: s.now,
+    nextPollAt: v.next_poll_at,
+    pollAttempts: 0,
+  };
+}
+
 export interface StepRow {
   step: string;
   outcome: string;

@@ -12,6 +12,7 @@ import {
   decodeCursor,
   emptyCounts,
   encodeCursor,
+  freshSessionRecord,
   newId,
   sessionInsertValues,
   tokenHashIndexed,
@@ -177,21 +178,7 @@ export class SqliteStore implements Store {
       ).run(v).changes;
       if (fresh) {
         if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt);
-        return {
-          interviewId: s.interviewId,
-          origin: s.origin,
-          externalCustomerId: s.externalCustomerId ?? null,
-          token: s.token ?? null,
-          onboardingStatus: v.onboarding_status,
-          statusRank: v.status_rank,
-          resultsStatus: 'pending',
-          decision: null,
-          lastError: null,
-          createdAt: s.now,
-          updatedAt: s.now,
-          nextPollAt: v.next_poll_at,
-          pollAttempts: 0,
-        } satisfies SessionRecord;
+        return freshSessionRecord(s, v);
       }
       // One statement, so it is atomic without a transaction. On conflict it only fills what is missing
       // (never on an erased session) and only ever raises the status.
