@@ -204,6 +204,35 @@ describeWith('redis', 'rate limits shared through Redis', () => {
     }
   });
 
+  it('RedisRateCounter answers each request of one event-loop turn as if it had run alone, in arrival order', async () => {
+    const prefix = `test:${randomBytes(6).toString('hex')}:`;
+    const c = new RedisRateCounter(new Redis(redisUrl()), prefix);
+    try {
+      // All issued in one turn, so they travel in one script call (and 300 > the cap of one call: two calls).
+      const many = Array.from({ length: 300 }, () => c.hitAll([{ key: 'burst', max: 250 }], 5000));
+      const mixed = [
+        c.hitAll([{ key: 'x', max: 1 }, { key: 'g', max: 10 }], 5000),
+        c.hitAll([{ key: 'x', max: 1 }, { key: 'g', max: 10 }], 5000),
+        c.hitAll([{ key: 'y', max: 5 }, { key: 'g', max: 1 }], 5000),
+        c.hitAll([{ key: 'other-window', max: 0 }], 60_000),
+      ];
+      const [burst, results] = await Promise.all([Promise.all(many), Promise.all(mixed)]);
+      expect(burst.filter((r) => r === null)).toHaveLength(250);
+      expect(burst.slice(250).map((r) => r?.count)).toEqual(Array.from({ length: 50 }, (_, i) => 251 + i));
+      // The second request goes over x and so does not charge g; the third is then the second hit on g.
+      expect(results[0]).toBeNull();
+      expect(results[1]).toMatchObject({ index: 0, count: 2 });
+      expect(results[2]).toMatchObject({ index: 1, count: 2 });
+      expect(results[3]).toMatchObject({ index: 0, count: 1 });
+      expect(await redis.get(`${prefix}g`)).toBe('2');
+      const ttl = await redis.pttl(`${prefix}other-window`);
+      expect(ttl).toBeGreaterThan(5000);
+    } finally {
+      await redis.del(`${prefix}burst`, `${prefix}x`, `${prefix}y`, `${prefix}g`, `${prefix}other-window`);
+      await c.close();
+    }
+  });
+
   it('two broker processes on one Redis enforce ONE per-IP limit together', async () => {
     const env = brokerEnv(emu.url, { REDIS_URL: redisUrl(), RATE_LIMIT_PER_IP: '10', RATE_LIMIT_WINDOW_MS: '60000', TRUST_PROXY_HOPS: '1', RESULTS_MODE: 'webhook' });
     const [one, two] = await Promise.all([startBrokerProcess(env), startBrokerProcess(env)]);
