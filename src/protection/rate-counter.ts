@@ -1,5 +1,6 @@
 // Fixed-window hit counters: in memory for one process, in Redis when replicas must share one limit.
 import type { Redis } from 'ioredis';
+import { TurnBatch } from '../util/turn-batch';
 
 export interface RateLimitEntry {
   key: string;
@@ -77,15 +78,14 @@ type RateRedis = Redis & { rateLimitBatch(numKeys: number, ...args: (string | nu
 
 interface PendingHit {
   entries: RateLimitEntry[];
+  windowMs: number;
   resolve: (v: RateLimitExceeded | null) => void;
   reject: (e: unknown) => void;
 }
 
 export class RedisRateCounter implements RateCounter {
   private readonly redis: RateRedis;
-  /** Hits of this turn, by window length (the same window for all of them in practice). */
-  private pending = new Map<number, PendingHit[]>();
-  private flushScheduled = false;
+  private readonly hits = new TurnBatch<PendingHit>((batch) => this.flush(batch));
 
   constructor(
     redis: Redis,
@@ -97,22 +97,18 @@ export class RedisRateCounter implements RateCounter {
 
   hitAll(entries: RateLimitEntry[], windowMs: number): Promise<RateLimitExceeded | null> {
     if (!entries.length) return Promise.resolve(null);
-    return new Promise((resolve, reject) => {
-      let list = this.pending.get(windowMs);
-      if (!list) this.pending.set(windowMs, (list = []));
-      list.push({ entries, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
+    return new Promise((resolve, reject) => this.hits.add({ entries, windowMs, resolve, reject }));
   }
 
-  private flush(): void {
-    this.flushScheduled = false;
-    const all = this.pending;
-    this.pending = new Map();
-    for (const [windowMs, hits] of all) for (let i = 0; i < hits.length; i += MAX_BATCH) this.send(windowMs, hits.slice(i, i + MAX_BATCH));
+  private flush(batch: PendingHit[]): void {
+    // One script call per window length (the same window for every hit in practice), at most MAX_BATCH hits each.
+    const byWindow = new Map<number, PendingHit[]>();
+    for (const h of batch) {
+      const list = byWindow.get(h.windowMs);
+      if (list) list.push(h);
+      else byWindow.set(h.windowMs, [h]);
+    }
+    for (const [windowMs, hits] of byWindow) for (let i = 0; i < hits.length; i += MAX_BATCH) this.send(windowMs, hits.slice(i, i + MAX_BATCH));
   }
 
   private send(windowMs: number, hits: PendingHit[]): void {

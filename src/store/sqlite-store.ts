@@ -4,6 +4,7 @@ import type { Database as Db, Statement } from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Cipher, hashesEqual, sha256Hex } from './crypto';
+import { TurnBatch } from '../util/turn-batch';
 import { migrateSqlite } from './migrations';
 import {
   aad,
@@ -42,6 +43,12 @@ import type {
   StoredResults,
 } from './types';
 
+interface PendingWrite {
+  fn: () => unknown;
+  resolve: (v: any) => void;
+  reject: (e: unknown) => void;
+}
+
 export interface SqliteStoreOptions {
   /** File path or ':memory:'. */
   filename: string;
@@ -78,24 +85,13 @@ export class SqliteStore implements Store {
   // Group commit: every write issued in one turn of the event loop shares one IMMEDIATE transaction (one
   // fsync-free WAL commit instead of one per write); one failing write still fails alone (see flush). A
   // write's promise settles only after the commit, so callers still ack durably.
-  private pending: { fn: () => unknown; resolve: (v: any) => void; reject: (e: unknown) => void }[] = [];
-  private flushScheduled = false;
+  private readonly writes = new TurnBatch<PendingWrite>((batch) => this.commit(batch));
 
   private write<T>(fn: () => T): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.pending.push({ fn, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
+    return new Promise<T>((resolve, reject) => this.writes.add({ fn, resolve, reject }));
   }
 
-  private flush(): void {
-    this.flushScheduled = false;
-    const batch = this.pending;
-    this.pending = [];
-    if (!batch.length) return;
+  private commit(batch: PendingWrite[]): void {
     if (!this.db.open) {
       for (const p of batch) p.reject(new Error('store is closed'));
       return;
@@ -145,7 +141,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    this.flush();
+    this.writes.drain();
     if (this.db.open) this.db.close();
   }
 
