@@ -126,18 +126,22 @@ export function isOneSided(front: { skipBackIdCapture?: unknown; typeOfId?: unkn
 // ---------------------------------------------------------------- selfie
 
 /** The guide's table (§8): Incode selfie error code → a stable reason and the message to show. */
+// Several codes share one outcome in the guide's table.
+const FACE_NOT_FOUND = { reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame' };
+const IMAGE_UNSUPPORTED = { reason: 'SELFIE_IMAGE_UNSUPPORTED', message: 'Something went wrong, please try later' };
+
 export const SELFIE_ERRORS: Readonly<Record<number, { reason: string; message: string }>> = Object.freeze({
   100: { reason: 'SELFIE_TOO_DARK', message: 'Too dark' },
   101: { reason: 'SELFIE_GLASSES', message: 'Take off your glasses' },
   4010: { reason: 'SELFIE_MULTIPLE_FACES', message: 'Make sure you are the only one in the frame' },
-  4019: { reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame' },
-  1003: { reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame' },
-  3004: { reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame' },
+  4019: FACE_NOT_FOUND,
+  1003: FACE_NOT_FOUND,
+  3004: FACE_NOT_FOUND,
   3005: { reason: 'SELFIE_FACE_TOO_SMALL', message: 'Move closer so your face fits the frame' },
   3006: { reason: 'SELFIE_BLURRY', message: 'Photo blurry, clean the lens and hold still' },
   3007: { reason: 'SELFIE_GLARE', message: 'Too dark, try moving elsewhere' },
-  3008: { reason: 'SELFIE_IMAGE_UNSUPPORTED', message: 'Something went wrong, please try later' },
-  3009: { reason: 'SELFIE_IMAGE_UNSUPPORTED', message: 'Something went wrong, please try later' },
+  3008: IMAGE_UNSUPPORTED,
+  3009: IMAGE_UNSUPPORTED,
   3010: { reason: 'SELFIE_BAD_COMPRESSION', message: "Couldn't capture, try moving elsewhere" },
 });
 

@@ -1,21 +1,9 @@
 // The results pipeline and its job worker, wired the same way for the server (plugins/results.ts) and the CLI.
-import type { FastifyBaseLogger } from 'fastify';
-import type { Config } from '../config';
-import type { IncodeClient } from '../incode/client';
-import type { ExecutiveTokenProvider } from '../incode/executive-token';
-import type { Metrics } from '../plugins/metrics';
-import type { Store } from '../store/types';
-import { ResultsPipeline } from './pipeline';
+import { ResultsPipeline, type PipelineDeps } from './pipeline';
 import { JobWorker, type WorkerOptions } from './worker';
 
-export interface ResultsRuntimeDeps {
-  store: Store;
-  incode: IncodeClient;
-  executiveTokens: ExecutiveTokenProvider;
-  config: Config;
-  metrics: Metrics;
-  log: FastifyBaseLogger;
-}
+/** The pipeline's own dependencies; the runtime supplies its kick (the worker). */
+export type ResultsRuntimeDeps = Omit<PipelineDeps, 'kick'>;
 
 /** A pipeline whose new jobs wake its worker at once; worker settings come from config unless overridden. */
 export function createResultsRuntime(d: ResultsRuntimeDeps, workerOverrides: Partial<Pick<WorkerOptions, 'concurrency' | 'idleMs'>> = {}) {
