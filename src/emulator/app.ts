@@ -191,12 +191,13 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   const corsSet = cors === '*' ? null : new Set(cors);
   const held = new Set<ServerResponse>();
   // Every registered path (':param' segments match any one segment) with its methods, for 405 and Allow.
-  const knownPaths: { pattern: RegExp; methods: Set<string> }[] = [];
+  // Keyed by the pattern's source as written (RegExp#source escapes '/', so it cannot be the key).
+  const knownPaths = new Map<string, { pattern: RegExp; methods: Set<string> }>();
   const remember = (url: string, methods: string[]) => {
     const source = `^${url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}$`;
-    const known = knownPaths.find((k) => k.pattern.source === source);
-    if (known) methods.forEach((m) => known.methods.add(m));
-    else knownPaths.push({ pattern: new RegExp(source), methods: new Set(methods) });
+    let known = knownPaths.get(source);
+    if (!known) knownPaths.set(source, (known = { pattern: new RegExp(source), methods: new Set() }));
+    for (const m of methods) known.methods.add(m);
   };
 
   const pathOf = (req: FastifyRequest): string => {
@@ -327,7 +328,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   app.setNotFoundHandler((req, reply) => {
     const p = pathOf(req).replace(/\/+$/, '') || '/';
-    const methods = new Set(knownPaths.filter((k) => k.pattern.test(p)).flatMap((k) => [...k.methods]));
+    const methods = new Set([...knownPaths.values()].filter((k) => k.pattern.test(p)).flatMap((k) => [...k.methods]));
     if (methods.size) return fail(reply.header('allow', [...methods].join(', ')), 405, `Request method '${req.method}' is not supported`);
     return fail(reply, 404, `No endpoint ${req.method} ${p}`);
   });
