@@ -83,7 +83,7 @@ export class SqliteStore implements Store {
   }
 
   // Group commit: every write issued in one turn of the event loop shares one IMMEDIATE transaction (one
-  // fsync-free WAL commit instead of one per write); one failing write still fails alone (see flush). A
+  // fsync-free WAL commit instead of one per write); one failing write still fails alone (see commit). A
   // write's promise settles only after the commit, so callers still ack durably.
   private readonly writes = new TurnBatch<PendingWrite>((batch) => this.commit(batch));
 
@@ -96,36 +96,38 @@ export class SqliteStore implements Store {
       for (const p of batch) p.reject(new Error('store is closed'));
       return;
     }
-    // Optimistic first: the whole batch with no savepoints (two fewer statements per write). If any write
-    // throws, that transaction rolls back entirely and the batch runs again with one savepoint per write,
-    // so only the failing one fails. Writes are closures over SQLite alone, so running one twice is safe.
+    // Optimistic first: the whole batch with no savepoints (two fewer statements per write). If a write throws,
+    // that transaction rolls back entirely and the batch runs again with one savepoint per write, so only the
+    // failing one fails. Writes are closures over SQLite alone, so running one twice is safe. A failure of the
+    // transaction itself (BEGIN IMMEDIATE timing out on a lock held by another process) fails the batch at once:
+    // retrying would block the event loop for another busy_timeout.
+    let writeFailed = false;
     const run = (isolated: boolean) =>
       this.db
-        .transaction(() => {
-          const outcomes: { ok: boolean; v?: unknown; e?: unknown }[] = [];
-          for (const p of batch) {
+        .transaction(() =>
+          batch.map((p) => {
             if (!isolated) {
-              outcomes.push({ ok: true, v: p.fn() });
-              continue;
+              try {
+                return { ok: true, v: p.fn() };
+              } catch (e) {
+                writeFailed = true;
+                throw e;
+              }
             }
             try {
-              outcomes.push({ ok: true, v: this.db.transaction(p.fn)() });
+              return { ok: true, v: this.db.transaction(p.fn)() };
             } catch (e) {
-              outcomes.push({ ok: false, e });
+              return { ok: false, e };
             }
-          }
-          return outcomes;
-        })
+          }),
+        )
         .immediate();
     let outcomes: { ok: boolean; v?: unknown; e?: unknown }[];
     try {
       outcomes = run(false);
     } catch (e) {
-      if (batch.length === 1 || !this.db.open) {
-        for (const p of batch) p.reject(e);
-        return;
-      }
       try {
+        if (!writeFailed || batch.length === 1) throw e;
         outcomes = run(true);
       } catch (e2) {
         for (const p of batch) p.reject(e2);

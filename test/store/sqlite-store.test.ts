@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import type { Database } from 'better-sqlite3';
+import Database from 'better-sqlite3';
 import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
 import { aad } from '../../src/store/rows';
@@ -28,7 +28,7 @@ function harness(store: SqliteStore, extra: Partial<StoreHarness> & { cleanup():
 }
 
 // A session row as version 1's code wrote it (today's code writes columns version 1 did not have).
-function insertV1Session(db: Database, cipher: Cipher, interviewId: string, token: string, resume?: { hash: string; expiresAt: number }): void {
+function insertV1Session(db: Database.Database, cipher: Cipher, interviewId: string, token: string, resume?: { hash: string; expiresAt: number }): void {
   const cols = resume ? ', resume_token_hash, resume_expires_at' : '';
   const vals = resume ? ', ?, ?' : '';
   db.prepare(
@@ -81,6 +81,28 @@ describe('SqliteStore specifics', () => {
     expect(store.db.pragma('foreign_keys', { simple: true })).toBe(1);
     await store.close();
     await store.close();
+  });
+
+  it('group commit: a database locked by another process fails the batch after one wait, not one per retry', async () => {
+    const file = tempFile();
+    const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    await store.migrate();
+    store.db.pragma('busy_timeout = 50');
+    const other = new Database(file);
+    other.exec('BEGIN IMMEDIATE');
+    const transactions = jest.spyOn(store.db, 'transaction');
+    try {
+      const results = await Promise.allSettled([store.upsertSession({ interviewId: 'a', origin: 'broker', now: 1 }), store.upsertSession({ interviewId: 'b', origin: 'broker', now: 1 })]);
+      expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      expect(String((results[0] as PromiseRejectedResult).reason)).toMatch(/locked|busy/i);
+      // One BEGIN IMMEDIATE attempt for the batch: no second run with savepoints.
+      expect(transactions).toHaveBeenCalledTimes(1);
+    } finally {
+      transactions.mockRestore();
+      other.exec('ROLLBACK');
+      other.close();
+      await store.close();
+    }
   });
 
   it('group commit: thousands of concurrent writes all land once, and a failing write fails alone', async () => {
