@@ -5,7 +5,6 @@ import type { Config } from '../config';
 import { AppError } from '../errors';
 import { isValidCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
-import type { IdempotencyRef } from '../store/types';
 import { sessionForToken } from '../plugins/service-auth';
 import { SessionTokenHeaders, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
@@ -65,17 +64,26 @@ export interface SessionRouteOptions {
 const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app, opts) => {
   const { config, guards } = opts;
 
-  async function issue(interviewId: string, token: string, externalCustomerId: string | undefined, origin: 'created' | 'resumed', idempotency?: IdempotencyRef) {
-    const now = Date.now();
+  /** A new resume token for the session; stored, it replaces (so revokes) the session's previous one. */
+  function mintResume(interviewId: string) {
     const { resumeToken, tokenHash } = mintResumeToken(interviewId);
-    const expiresAt = now + config.resumeTokenTtlSeconds * 1000;
-    const resume = { tokenHash, expiresAt };
-    if (origin === 'created') await app.results.trackSession({ interviewId, token, externalCustomerId, resume, idempotency });
-    else {
-      // Issued together, so SQLite group-commits both in one transaction.
-      await Promise.all([app.store.replaceToken(interviewId, token, now), app.store.createResumeToken(resume.tokenHash, interviewId, expiresAt)]);
-    }
-    return { token, interviewId, apiUrl: opts.sdkApiUrl, resumeToken, resumeTokenExpiresAt: new Date(expiresAt).toISOString() };
+    return { resumeToken, stored: { tokenHash, expiresAt: Date.now() + config.resumeTokenTtlSeconds * 1000 } };
+  }
+
+  function answer(interviewId: string, token: string, r: ReturnType<typeof mintResume>) {
+    return { token, interviewId, apiUrl: opts.sdkApiUrl, resumeToken: r.resumeToken, resumeTokenExpiresAt: new Date(r.stored.expiresAt).toISOString() };
+  }
+
+  /** An existing session again: with Incode's fresh token (resume), or with the token it has (Idempotency-Key replay). */
+  async function reissue(interviewId: string, token: string, fresh: boolean) {
+    const r = mintResume(interviewId);
+    const { tokenHash, expiresAt } = r.stored;
+    // Issued together, so SQLite group-commits both in one transaction.
+    await Promise.all([
+      fresh ? app.store.replaceToken(interviewId, token, Date.now()) : undefined,
+      app.store.createResumeToken(tokenHash, interviewId, expiresAt),
+    ]);
+    return answer(interviewId, token, r);
   }
 
   app.post(
@@ -93,7 +101,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         tags: ['session'],
         headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
         body: SessionBody,
-        response: withErrors({ 200: SessionResponse }, [401, 403, 422, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [401, 403, 404, 409, 422, 502, 504]),
       },
     },
     async (req) => {
@@ -110,11 +118,14 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       return guards.idempotent(req, startReq, async (claimed) => {
         const started = await app.incode.start(startReq, { requestId: req.id });
         app.metrics.sessionsCreated.inc({ route: 'session' });
-        return issue(started.interviewId, started.token, body.externalCustomerId, 'created', claimed);
+        const r = mintResume(started.interviewId);
+        await app.results.trackSession({ interviewId: started.interviewId, token: started.token, externalCustomerId: body.externalCustomerId, resume: r.stored, idempotency: claimed });
+        return answer(started.interviewId, started.token, r);
       }, async (interviewId) => {
         const s = await app.store.getSession(interviewId);
         if (!s?.token) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
-        return issue(interviewId, s.token, undefined, 'resumed');
+        // The retrying caller never saw the first answer, so its resume token is replaced, not repeated (only hashes are kept).
+        return reissue(interviewId, s.token, false);
       });
     },
   );
@@ -139,7 +150,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       const { interviewId } = parsed;
       const started = await app.incode.start({ interviewId }, { requestId: req.id });
       if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
-      return issue(interviewId, started.token, undefined, 'resumed');
+      return reissue(interviewId, started.token, true);
     },
   );
 

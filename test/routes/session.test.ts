@@ -101,6 +101,10 @@ describe('POST /session against the emulator', () => {
     const b = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c1' }).expect(200);
     expect(b.body.interviewId).toBe(a.body.interviewId);
     expect(b.body.token).toBe(a.body.token);
+    // The replay's resume token replaces the first one (the retrying caller never saw it).
+    expect(b.body.resumeToken).not.toBe(a.body.resumeToken);
+    await request(broker.url).post('/session/resume').send({ resumeToken: a.body.resumeToken }).expect(401);
+    expect((await request(broker.url).post('/session/resume').send({ resumeToken: b.body.resumeToken }).expect(200)).body.interviewId).toBe(a.body.interviewId);
     const c = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c2' }).expect(422);
     expect(c.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
   });
