@@ -171,8 +171,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     if (config.redisUrl) {
       // Loaded only when configured: ioredis costs memory a single-replica deployment does not need.
       const { Redis } = await import('ioredis');
-      // Auto-pipelining: the rate-limit scripts of all requests in one event-loop turn go out in one write.
-      const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false, enableAutoPipelining: true });
+      // No auto-pipelining: the counter already sends one script call per event-loop turn.
+      const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false });
       redis.on('error', (err) => app.log.warn({ err: { message: err.message } }, 'redis error'));
       counter = new RedisRateCounter(redis);
     } else counter = new MemoryRateCounter();

@@ -132,6 +132,8 @@ export class RedisRateCounter implements RateCounter {
   }
 
   async close() {
+    // Hits queued this turn go out before the connection does.
+    this.hits.drain();
     await this.redis.quit().catch(() => undefined);
   }
 }

@@ -28,7 +28,7 @@ export interface SessionGuards {
   ): Promise<T>;
 }
 
-export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter | null): SessionGuards {
+export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter): SessionGuards {
   const { callerAuth, rateLimit } = config;
   const appKeyMatches = keyMatcher(callerAuth.appKeys);
   // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown).
@@ -42,7 +42,6 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
   };
 
   async function authenticate(req: FastifyRequest): Promise<void> {
-    if (callerAuth.mode === 'none') return;
     if (callerAuth.mode === 'app-keys') {
       const key = req.headers['x-app-key'];
       if (typeof key !== 'string' || !appKeyMatches(key)) throw new AppError(401, 'UNAUTHORIZED', 'A valid X-App-Key header is required');
@@ -60,7 +59,6 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
   }
 
   async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
-    if (!counter) return;
     // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
     const limits: (RateLimitEntry & { what: string })[] = [];
     if (rateLimit.perIp > 0) limits.push({ key: `ip:${req.ip}`, max: rateLimit.perIp, what: 'from this address' });
@@ -111,6 +109,6 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
   }
 
   const anyLimit = rateLimit.perIp > 0 || rateLimit.perCustomer > 0 || rateLimit.global > 0;
-  const preHandlers = [...(callerAuth.mode === 'none' ? [] : [(req: FastifyRequest) => authenticate(req)]), ...(counter && anyLimit ? [rateLimitHook] : [])];
+  const preHandlers = [...(callerAuth.mode === 'none' ? [] : [authenticate]), ...(anyLimit ? [rateLimitHook] : [])];
   return { preHandlers, idempotent };
 }
