@@ -6,7 +6,6 @@ import { IncodeError } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
-import { sha256Hex } from '../store/crypto';
 import type { Job, NewSession, SessionRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank } from './status';
@@ -98,7 +97,6 @@ export class ResultsPipeline {
       origin: 'broker',
       externalCustomerId: s.externalCustomerId ?? null,
       token: s.token,
-      tokenHash: sha256Hex(s.token),
       nextPollAt: mode === 'webhook' ? null : now + pollIntervalMs,
       resume: s.resume,
       idempotency: s.idempotency,

@@ -12,6 +12,7 @@ import {
   newId,
   freshSessionRecord,
   sessionInsertValues,
+  sessionMergeSql,
   tokenHashIndexed,
   toAudit,
   toJob,
@@ -121,7 +122,7 @@ export class PostgresStore implements Store {
          VALUES ($1, $2, $3, $4, $5, $12::smallint, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0, $10, $11::bigint)
          ON CONFLICT (interview_id) DO NOTHING RETURNING interview_id
        ), done AS (
-         UPDATE idempotency_keys SET response_enc = $13, state = 'done', expires_at = COALESCE($14::bigint, expires_at)
+         UPDATE idempotency_keys SET response_enc = $13, state = 'done', expires_at = $14::bigint
          WHERE scope = $15 AND key = $16 AND EXISTS (SELECT 1 FROM ins)
        )
        SELECT (SELECT count(*) FROM ins)::int AS inserted`,
@@ -145,37 +146,22 @@ export class PostgresStore implements Store {
       ],
     );
     if (fresh[0].inserted) return freshSessionRecord(s, v);
-    // The session, its resume token and the Idempotency-Key it completes commit together (one transaction when
-    // there is more than the row to write).
-    const write = async (c: Queryable) => {
-      // On conflict it only fills what is missing (never on an erased session) and only raises the status.
-      const { rows } = await this.q<SessionRow & { inserted: boolean }>(
+    // An existing row (the insert above found it): merged by the rules both engines share, then its resume token and
+    // the Idempotency-Key it completes, in one transaction.
+    return this.tx(async (c) => {
+      const { rows } = await this.q<SessionRow>(
         `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
-           results_status, created_at, updated_at, next_poll_at, poll_attempts, resume_token_hash, resume_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $12::smallint, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0, $10, $11::bigint)
-         ON CONFLICT (interview_id) DO UPDATE SET
-           token_enc = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_enc ELSE s.token_enc END,
-           token_hash = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_hash ELSE s.token_hash END,
-           token_hash_indexed = CASE WHEN s.results_status <> 'erased' AND s.token_enc IS NULL THEN excluded.token_hash_indexed ELSE s.token_hash_indexed END,
-           external_customer_id_enc = CASE WHEN s.results_status <> 'erased' AND s.external_customer_id_enc IS NULL
-             THEN excluded.external_customer_id_enc ELSE s.external_customer_id_enc END,
-           onboarding_status = CASE WHEN excluded.status_rank > s.status_rank THEN excluded.onboarding_status ELSE s.onboarding_status END,
-           status_rank = GREATEST(s.status_rank, excluded.status_rank),
-           updated_at = GREATEST(s.updated_at, excluded.updated_at)
-         WHERE excluded.status_rank > s.status_rank
-            OR (s.results_status <> 'erased' AND (
-                 (s.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
-              OR (s.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
-         RETURNING *, (xmax = 0) AS inserted`,
-        [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at, v.resume_token_hash, v.resume_expires_at, v.token_hash_indexed],
+           results_status, created_at, updated_at, next_poll_at, poll_attempts)
+         VALUES ($1, $2, $3, $4, $5, $10::smallint, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0)
+         ${sessionMergeSql('GREATEST')}
+         RETURNING *`,
+        [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at, v.token_hash_indexed],
         c,
       );
-      // A new row already carries its resume token; an existing one gets it here.
-      if (s.resume && !rows[0]?.inserted) await this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt, c);
+      if (s.resume) await this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt, c);
       if (s.idempotency) await this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt, c);
       return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId, c)) as SessionRecord);
-    };
-    return s.resume || s.idempotency ? this.tx(write) : write(this.pool);
+    });
   }
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
@@ -379,7 +365,7 @@ export class PostgresStore implements Store {
        ), job AS (
          INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
          SELECT $6, $7, $8, $9::jsonb, 'queued', 0, $10::bigint, $11, $5::bigint, $5::bigint WHERE EXISTS (SELECT 1 FROM ev)
-         ON CONFLICT DO NOTHING RETURNING id
+         ON CONFLICT DO NOTHING
        )
        SELECT (SELECT count(*) FROM ev)::int AS inserted`,
       [
@@ -502,16 +488,12 @@ export class PostgresStore implements Store {
     throw new Error('claimIdempotencyKey: key keeps changing under contention');
   }
 
-  async completeIdempotencyKey(scope: string, key: string, response: unknown, expiresAt?: number): Promise<void> {
-    await this.markIdempotencyDone(scope, key, response, expiresAt);
-  }
-
-  private async markIdempotencyDone(scope: string, key: string, response: unknown, expiresAt?: number, c: Queryable = this.pool): Promise<void> {
+  private async markIdempotencyDone(scope: string, key: string, response: unknown, expiresAt: number, c: Queryable = this.pool): Promise<void> {
     // Responses can carry identifiers or tokens, so they are encrypted like any other secret.
     const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
     await this.q(
-      `UPDATE idempotency_keys SET response_enc = $3, state = 'done', expires_at = COALESCE($4::bigint, expires_at) WHERE scope = $1 AND key = $2`,
-      [scope, key, enc, expiresAt ?? null],
+      `UPDATE idempotency_keys SET response_enc = $3, state = 'done', expires_at = $4::bigint WHERE scope = $1 AND key = $2`,
+      [scope, key, enc, expiresAt],
       c,
     );
   }

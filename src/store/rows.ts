@@ -52,12 +52,33 @@ export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
   };
 }
 
-/** Column values for a new session row, PII encrypted. */
 /** 1 when lookups by this token need the hash index: it does not name its own session (see migration 3). */
 export function tokenHashIndexed(token: string | null, interviewId: string): 0 | 1 {
   return token !== null && interviewIdOfToken(token) === interviewId ? 0 : 1;
 }
 
+/**
+ * What an upsert of an existing session (table alias `s`) may change, the same on both engines: it fills a missing
+ * token or customer id (never on an erased session) and only ever raises the status. `greatest` is the dialect's
+ * two-argument maximum (SQLite MAX, PostgreSQL GREATEST).
+ */
+export function sessionMergeSql(greatest: 'MAX' | 'GREATEST'): string {
+  const fill = (col: string, when = col) => `${col} = CASE WHEN s.results_status <> 'erased' AND s.${when} IS NULL THEN excluded.${col} ELSE s.${col} END`;
+  return `ON CONFLICT (interview_id) DO UPDATE SET
+    ${fill('token_enc')},
+    ${fill('token_hash', 'token_enc')},
+    ${fill('token_hash_indexed', 'token_enc')},
+    ${fill('external_customer_id_enc')},
+    onboarding_status = CASE WHEN excluded.status_rank > s.status_rank THEN excluded.onboarding_status ELSE s.onboarding_status END,
+    status_rank = ${greatest}(s.status_rank, excluded.status_rank),
+    updated_at = ${greatest}(s.updated_at, excluded.updated_at)
+  WHERE excluded.status_rank > s.status_rank
+     OR (s.results_status <> 'erased' AND (
+          (s.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
+       OR (s.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))`;
+}
+
+/** Column values for a new session row, PII encrypted. */
 export function sessionInsertValues(s: NewSession, cipher: Cipher) {
   const token = s.token ?? null;
   const ext = s.externalCustomerId ?? null;
@@ -66,8 +87,7 @@ export function sessionInsertValues(s: NewSession, cipher: Cipher) {
     origin: s.origin,
     external_customer_id_enc: ext === null ? null : cipher.encrypt(ext, aad.externalCustomerId(s.interviewId)),
     token_enc: token === null ? null : cipher.encrypt(token, aad.token(s.interviewId)),
-    // Derived when the caller has a token but no hash, so lookups by token always work.
-    token_hash: token === null ? null : (s.tokenHash ?? sha256Hex(token)),
+    token_hash: token === null ? null : sha256Hex(token),
     token_hash_indexed: tokenHashIndexed(token, s.interviewId),
     onboarding_status: s.onboardingStatus ?? 'UNKNOWN',
     status_rank: s.statusRank ?? 0,

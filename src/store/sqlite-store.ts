@@ -16,6 +16,7 @@ import {
   freshSessionRecord,
   newId,
   sessionInsertValues,
+  sessionMergeSql,
   tokenHashIndexed,
   toAudit,
   toJob,
@@ -178,27 +179,13 @@ export class SqliteStore implements Store {
         if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt);
         return freshSessionRecord(s, v);
       }
-      // One statement, so it is atomic without a transaction. On conflict it only fills what is missing
-      // (never on an erased session) and only ever raises the status.
+      // An existing row: merged by the rules both engines share; write() makes this and what follows one transaction.
       const r = this.st(
-        `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
+        `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
            results_status, created_at, updated_at, next_poll_at, poll_attempts)
          VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @token_hash_indexed, @onboarding_status, @status_rank,
            'pending', @now, @now, @next_poll_at, 0)
-         ON CONFLICT (interview_id) DO UPDATE SET
-           token_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_enc ELSE sessions.token_enc END,
-           token_hash = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL THEN excluded.token_hash ELSE sessions.token_hash END,
-           token_hash_indexed = CASE WHEN sessions.results_status <> 'erased' AND sessions.token_enc IS NULL
-             THEN excluded.token_hash_indexed ELSE sessions.token_hash_indexed END,
-           external_customer_id_enc = CASE WHEN sessions.results_status <> 'erased' AND sessions.external_customer_id_enc IS NULL
-             THEN excluded.external_customer_id_enc ELSE sessions.external_customer_id_enc END,
-           onboarding_status = CASE WHEN excluded.status_rank > sessions.status_rank THEN excluded.onboarding_status ELSE sessions.onboarding_status END,
-           status_rank = MAX(sessions.status_rank, excluded.status_rank),
-           updated_at = MAX(sessions.updated_at, excluded.updated_at)
-         WHERE excluded.status_rank > sessions.status_rank
-            OR (sessions.results_status <> 'erased' AND (
-                 (sessions.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
-              OR (sessions.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))
+         ${sessionMergeSql('MAX')}
          RETURNING *`,
       ).get(v) as SessionRow | undefined;
       if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
@@ -509,14 +496,10 @@ export class SqliteStore implements Store {
     });
   }
 
-  async completeIdempotencyKey(scope: string, key: string, response: unknown, expiresAt?: number): Promise<void> {
-    return this.write(() => this.markIdempotencyDone(scope, key, response, expiresAt));
-  }
-
-  private markIdempotencyDone(scope: string, key: string, response: unknown, expiresAt?: number): void {
+  private markIdempotencyDone(scope: string, key: string, response: unknown, expiresAt: number): void {
     // Responses can carry identifiers or tokens, so they are encrypted like any other secret.
     const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
-    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done', expires_at = COALESCE(?, expires_at) WHERE scope = ? AND key = ?`).run(enc, expiresAt ?? null, scope, key);
+    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done', expires_at = ? WHERE scope = ? AND key = ?`).run(enc, expiresAt, scope, key);
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {

@@ -39,8 +39,6 @@ export interface NewSession {
   origin: SessionOrigin;
   externalCustomerId?: string | null;
   token?: string | null;
-  /** sha256 hex of the token, for lookups by token without decrypting every row. */
-  tokenHash?: string | null;
   onboardingStatus?: string;
   statusRank?: number;
   nextPollAt?: number | null;
@@ -180,8 +178,6 @@ export interface Store {
 
   // idempotency keys and resume tokens (issue 6)
   claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim>;
-  /** Marks a claimed key done with its response; expiresAt (when given) replaces the pending claim's lease. */
-  completeIdempotencyKey(scope: string, key: string, response: unknown, expiresAt?: number): Promise<void>;
   releaseIdempotencyKey(scope: string, key: string): Promise<void>;
   createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void>;
   /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */

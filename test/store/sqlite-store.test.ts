@@ -144,7 +144,10 @@ describe('SqliteStore specifics', () => {
     migrateSqlite(old.db, MIGRATIONS.slice(0, 1));
     insertV1Session(old.db, new Cipher([K1]), 'i1', 't1', { hash: 'rh', expiresAt: 2e12 });
     await old.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12);
-    await old.completeIdempotencyKey('session:a', 'k1', { interviewId: 'i1' });
+    // Completed as version 1's code did it (today's code completes a key with the session's own write).
+    old.db
+      .prepare(`UPDATE idempotency_keys SET state = 'done', response_enc = ? WHERE scope = 'session:a' AND key = 'k1'`)
+      .run(new Cipher([K1]).encryptJson({ interviewId: 'i1' }, aad.idempotencyResponse('session:a', 'k1')));
     await old.close();
 
     const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
