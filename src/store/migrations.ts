@@ -212,10 +212,11 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     // Resume tokens name their session (interviewId.secret): one live token per session, its hash on the session
-    // row, checked by primary key. Version 1 shipped in two shapes, and both end here: the first kept tokens in a
+    // row, checked by primary key. Version 1 shipped in two shapes, and both end here: the first (on SQLite a
+    // WITHOUT ROWID sessions table, which it keeps: that layout only costs insert speed) kept tokens in a
     // resume_tokens table (dropped; its tokens cannot be checked this way, so they are refused and apps start a
     // new session), the later one had the columns and an index over the hashes (dropped: it cost a random-page
-    // write on every new session and nothing reads it).
+    // write on every new session and nothing reads it). test/store/fixtures holds the first shape as shipped.
     version: 2,
     name: 'resume-token-by-session',
     sqlite: (db) => {

@@ -163,20 +163,15 @@ describe('SqliteStore specifics', () => {
     await store.close();
   });
 
-  it('upgrades the first shape of version 1 too (resume tokens in their own table): the columns come, the table goes', async () => {
+  it('upgrades the first shape of version 1 too (sessions WITHOUT ROWID, resume tokens in their own table): the columns come, the table goes', async () => {
     const file = tempFile();
     const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
-    migrateSqlite(old.db, MIGRATIONS.slice(0, 1));
+    // Version 1 exactly as it first shipped, from the fixture.
+    old.db.exec(readFileSync(join(__dirname, 'fixtures', 'v1-first-shape.sqlite.sql'), 'utf8'));
+    old.db.exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL);
+      INSERT INTO schema_migrations VALUES (1, 'initial', 1000000000000);`);
     insertV1Session(old.db, new Cipher([K1]), 'i1', 't1');
-    // Version 1 as it first shipped: no resume columns on sessions, a resume_tokens table instead.
-    old.db.exec(`
-      DROP INDEX sessions_resume_token_hash;
-      ALTER TABLE sessions DROP COLUMN resume_token_hash;
-      ALTER TABLE sessions DROP COLUMN resume_expires_at;
-      CREATE TABLE resume_tokens (token_hash TEXT PRIMARY KEY, interview_id TEXT NOT NULL REFERENCES sessions (interview_id) ON DELETE CASCADE,
-        expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL);
-      INSERT INTO resume_tokens VALUES ('old-hash', 'i1', 2000000000000, 1000000000000);
-    `);
+    old.db.exec(`INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES ('old-hash', 'i1', 2000000000000, 1000000000000)`);
     await old.close();
 
     const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
@@ -184,6 +179,7 @@ describe('SqliteStore specifics', () => {
     expect((await store.getSession('i1'))?.token).toBe('t1');
     expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name IN ('resume_tokens', 'sessions_resume_token_hash')").all()).toEqual([]);
     expect(await store.checkResumeToken('i1', 'old-hash', 1e12 + 1)).toBe(false);
+    expect((await store.getSessionByTokenHash(sha256Hex('t1')))?.interviewId).toBe('i1');
     await store.createResumeToken('rh', 'i1', 2e12);
     expect(await store.checkResumeToken('i1', 'rh', 1e12 + 3)).toBe(true);
     await store.close();
