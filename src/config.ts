@@ -48,9 +48,9 @@ export const ENV_SCHEMA = {
   INCODE_EXECUTIVE_PASSWORD: { kind: { type: 'string' }, secret: true, doc: 'Password of INCODE_EXECUTIVE_EMAIL.' },
   INCODE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '15000', doc: 'Header and body timeout of each Incode call.' },
   INCODE_CONNECT_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 60000 }, default: '5000', doc: 'Connect timeout towards Incode.' },
-  INCODE_POOL_CONNECTIONS: { kind: { type: 'int', min: 1, max: 10000 }, default: '512', doc: 'Keep-alive connections in the Incode pool.' },
+  INCODE_POOL_CONNECTIONS: { kind: { type: 'int', min: 1, max: 10000 }, default: '512', doc: 'Keep-alive connections in the Incode pool (one call each; INCODE_MAX_CONCURRENCY can only lower it).' },
   INCODE_MAX_RETRIES: { kind: { type: 'int', min: 0, max: 10 }, default: '2', doc: 'Retries of idempotent Incode calls (reads, connection failures).' },
-  INCODE_MAX_CONCURRENCY: { kind: { type: 'int', min: 1, max: 100000 }, default: '1024', doc: 'Incode calls in flight at once; more wait in line.' },
+  INCODE_MAX_CONCURRENCY: { kind: { type: 'int', min: 1, max: 100000 }, default: '1024', doc: 'Incode calls in flight at once: caps the pool at the lower of this and INCODE_POOL_CONNECTIONS; more wait in the pool queue (that wait counts in incode_call_duration_seconds).' },
 
   DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db. Sandbox without DATA_ENCRYPTION_KEY: in memory.' },
   DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts. Sandbox generates a throwaway key.' },
