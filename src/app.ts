@@ -40,9 +40,11 @@ export interface AppDeps {
   rateCounter?: RateCounter;
 }
 
-/** Paths and headers whose values never reach a log line. */
-// Headers never reach a log line: the `req` serializer below keeps method, path and address of whatever is logged
-// under `req`, so no path under req.headers is listed (each one would make pino clone `req` on every access line).
+/**
+ * Log fields whose values never reach a log line. Headers are not listed: the `req` serializer below keeps method,
+ * path and address of whatever is logged under `req` (a path under req.headers would make pino clone `req` on
+ * every access line for nothing).
+ */
 export const REDACT_PATHS = [
   // Explicit paths, not wildcards: a wildcard makes pino walk every logged object on every line.
   'token',

@@ -125,10 +125,11 @@ export function isOneSided(front: { skipBackIdCapture?: unknown; typeOfId?: unkn
 
 // ---------------------------------------------------------------- selfie
 
-/** The guide's table (§8): Incode selfie error code → a stable reason and the message to show. */
 // Several codes share one outcome in the guide's table.
 const FACE_NOT_FOUND = { reason: 'SELFIE_FACE_NOT_FOUND', message: 'Position your face in the center of the frame' };
 const IMAGE_UNSUPPORTED = { reason: 'SELFIE_IMAGE_UNSUPPORTED', message: 'Something went wrong, please try later' };
+
+/** The guide's table (§8): Incode selfie error code → a stable reason and the message to show. */
 
 export const SELFIE_ERRORS: Readonly<Record<number, { reason: string; message: string }>> = Object.freeze({
   100: { reason: 'SELFIE_TOO_DARK', message: 'Too dark' },
@@ -172,16 +173,10 @@ function toCode(code: unknown): number | undefined {
   return undefined;
 }
 
-/** The message the guide says to show for a selfie error code (the default one for any other code). */
-export function selfieErrorMessage(code: number | string | null | undefined): string {
+/** The stable reason and the message the guide says to show for a selfie error code (poor conditions for any other). */
+export function selfieError(code: number | string | null | undefined): { reason: string; message: string } {
   const c = toCode(code);
-  return (c !== undefined ? SELFIE_ERRORS[c]?.message : undefined) ?? DEFAULT_SELFIE_MESSAGE;
-}
-
-/** Stable reason for a selfie error code. */
-export function selfieErrorReason(code: number | string | null | undefined): string {
-  const c = toCode(code);
-  return (c !== undefined ? SELFIE_ERRORS[c]?.reason : undefined) ?? SELFIE_REASONS.POOR_CONDITIONS;
+  return (c !== undefined ? SELFIE_ERRORS[c] : undefined) ?? { reason: SELFIE_REASONS.POOR_CONDITIONS, message: DEFAULT_SELFIE_MESSAGE };
 }
 
 /** The fields of add/face the checks read. */
@@ -215,7 +210,8 @@ export function checkSelfie(resOrError: SelfieResponse | FailedCall | null | und
   if (!resOrError || typeof resOrError !== 'object') return reject(SELFIE_REASONS.POOR_CONDITIONS, DEFAULT_SELFIE_MESSAGE);
   if (isFailedCall(resOrError)) {
     const code = failedCallCode(resOrError);
-    return reject(selfieErrorReason(code), selfieErrorMessage(code), code !== undefined ? { incodeCode: code } : {});
+    const { reason, message } = selfieError(code);
+    return reject(reason, message, code !== undefined ? { incodeCode: code } : {});
   }
   const r = resOrError as SelfieResponse;
   const selfieReject = (reason: string) => reject(reason, SELFIE_CHECK_MESSAGES[reason]);

@@ -35,8 +35,6 @@ export function createMetrics() {
   };
 }
 
-/** Every circuit is closed until told otherwise: exported at 0 from the start, so alerts and dashboards see it. */
-
 export type Metrics = ReturnType<typeof createMetrics>;
 
 declare module 'fastify' {
@@ -48,6 +46,7 @@ declare module 'fastify' {
 export default fp(
   async (app) => {
     const metrics = createMetrics();
+    // Every circuit is closed until told otherwise: exported at 0 from the start, so alerts and dashboards see it.
     for (const group of OPERATION_GROUPS) metrics.circuitState.set({ group }, 0);
     app.decorate('metrics', metrics);
     app.addHook('onResponse', (req, reply, done) => {

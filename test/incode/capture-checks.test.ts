@@ -12,8 +12,7 @@ import {
   checkSelfie,
   isFailedCall,
   isOneSided,
-  selfieErrorMessage,
-  selfieErrorReason,
+  selfieError,
 } from '../../src/incode/capture-checks';
 import { IncodeError } from '../../src/incode/errors';
 
@@ -108,8 +107,8 @@ describe('selfie error messages (the guide table)', () => {
   ];
 
   it.each(table)('code %i → "%s"', (code, message) => {
-    expect(selfieErrorMessage(code)).toBe(message);
-    expect(selfieErrorMessage(String(code))).toBe(message);
+    expect(selfieError(code).message).toBe(message);
+    expect(selfieError(String(code)).message).toBe(message);
     expect(SELFIE_ERRORS[code].message).toBe(message);
   });
 
@@ -118,14 +117,14 @@ describe('selfie error messages (the guide table)', () => {
   });
 
   it.each([0, 1001, 3002, 4005, 405, 500, 6000, 99999, undefined, null, 'abc'])('unknown code %p → the default message', (code) => {
-    expect(selfieErrorMessage(code as number)).toBe(DEFAULT_SELFIE_MESSAGE);
-    expect(selfieErrorReason(code as number)).toBe('SELFIE_POOR_CONDITIONS');
+    expect(selfieError(code as number).message).toBe(DEFAULT_SELFIE_MESSAGE);
+    expect(selfieError(code as number).reason).toBe('SELFIE_POOR_CONDITIONS');
   });
 
   it('gives each code a stable reason', () => {
-    expect(selfieErrorReason(4019)).toBe('SELFIE_FACE_NOT_FOUND');
-    expect(selfieErrorReason(3006)).toBe('SELFIE_BLURRY');
-    expect(selfieErrorReason(4010)).toBe('SELFIE_MULTIPLE_FACES');
+    expect(selfieError(4019).reason).toBe('SELFIE_FACE_NOT_FOUND');
+    expect(selfieError(3006).reason).toBe('SELFIE_BLURRY');
+    expect(selfieError(4010).reason).toBe('SELFIE_MULTIPLE_FACES');
   });
 });
 
