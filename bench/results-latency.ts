@@ -32,7 +32,6 @@ async function json<T>(pool: Pool, method: 'GET' | 'POST', path: string, headers
   return { status: res.statusCode, body: (text ? JSON.parse(text) : {}) as T };
 }
 
-/** Runs fn over items with at most `limit` in flight. */
 export const RESULTS_METHOD =
   `${RESULTS_SESSIONS} sessions are created through the broker's POST /session and completed on the emulator with its token-only ` +
   'capture endpoints (small sample images, 10 ms processing, no emulator webhooks). Once the emulator says ONBOARDING_FINISHED for all, ' +
@@ -50,14 +49,13 @@ export async function runResultsLatency(ctx: BenchContext, log: (m: string) => v
     const ep = new Pool(emu.url, { connections: 8 });
     try {
       // 1. Sessions through the broker, as an app would create them.
-      const sessions: { interviewId: string; token: string }[] = [];
-      await mapLimit(
+      const sessions = await mapLimit(
         Array.from({ length: RESULTS_SESSIONS }, (_, i) => i),
         10,
         async (i) => {
           const r = await json<{ interviewId: string; token: string }>(bp, 'POST', '/session', {}, { countryCode: 'ALL', externalCustomerId: `bench-results-${i}` });
           if (r.status !== 200) throw new Error(`POST /session answered ${r.status}`);
-          sessions.push({ interviewId: r.body.interviewId, token: r.body.token });
+          return { interviewId: r.body.interviewId, token: r.body.token };
         },
       );
       // 2. Complete them on the emulator (what the Web SDK does from the browser).

@@ -18,7 +18,7 @@ export const SCENARIOS: Scenario[] = [
   { id: '200ms', title: 'emulator answers /omni/start after 200 ms', startLatencyMs: 200, connections: 500 },
 ];
 
-export type TargetName = 'broker' | 'broker-lean' | 'emulator' | 'floor';
+type TargetName = 'broker' | 'broker-lean' | 'emulator' | 'floor';
 
 export const LEAN_TARGET = `broker, lean GC (${LEAN_GC_NODE_ARGS.join(' ')})`;
 
@@ -71,7 +71,7 @@ async function measureOn(target: Child, upstream: Child | null, s: LoadSpec, sce
 }
 
 /** One fresh emulator (and target) per measurement, so peak RSS and session maps start from zero. */
-export async function runTarget(ctx: BenchContext, sc: Scenario, target: TargetName, log: (m: string) => void): Promise<TargetRun> {
+async function runTarget(ctx: BenchContext, sc: Scenario, target: TargetName, log: (m: string) => void): Promise<TargetRun> {
   return withChildren(async (track) => {
     const emu = track(await startEmulator(ctx, `${sc.id}-${target}`, { faults: { startLatencyMs: sc.startLatencyMs } }));
     if (target === 'emulator') {

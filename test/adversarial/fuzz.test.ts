@@ -285,10 +285,10 @@ describe('fuzzing every public route: only 4xx, never 5xx', () => {
   it('POST /onboardings (service key) with random JSON and broken images', async () => {
     const b64 = fc.oneof(
       fc.base64String({ minLength: 16, maxLength: 400 }),
-      fc.constantFrom(sampleImages.front.slice(0, 200), '/9j/' + 'A'.repeat(200), 'iVBORw0KGgo' + 'A'.repeat(200), 'data:image/jpeg;base64,/9j/' + 'A'.repeat(200), 'data:image/png;base64,', '/9j/4AAQ===='),
+      fc.constantFrom(sampleImages().front.slice(0, 200), '/9j/' + 'A'.repeat(200), 'iVBORw0KGgo' + 'A'.repeat(200), 'data:image/jpeg;base64,/9j/' + 'A'.repeat(200), 'data:image/png;base64,', '/9j/4AAQ===='),
       fieldValue,
     );
-    const real = fc.constantFrom(sampleImages.front, sampleImages.back, sampleImages.selfie);
+    const real = fc.constantFrom(sampleImages().front, sampleImages().back, sampleImages().selfie);
     const body = fc.oneof(
       { weight: 3, arbitrary: fc.record({ front: b64, back: b64, selfie: b64, countryCode: fc.oneof(fc.constantFrom('ALL', 'XXX'), fieldValue), externalCustomerId: fieldValue, extra: fieldValue }, { requiredKeys: [] }).map((o) => JSON.stringify(o)) },
       // Real images in random slots (front as selfie, ...): captures reach the emulator and its checks.

@@ -2,7 +2,12 @@
 import { request } from 'undici';
 import { idBack, idFront, selfie } from '../../src/emulator/sample-images';
 
-const images = { front: idFront().toString('base64'), back: idBack().toString('base64'), selfie: selfie().toString('base64') };
+type Images = { front: string; back: string; selfie: string };
+let images: Images | undefined;
+/** The full-size sample photos as base64, built on first use (about half a second), not on import. */
+export function sampleImages(): Images {
+  return (images ??= { front: idFront().toString('base64'), back: idBack().toString('base64'), selfie: selfie().toString('base64') });
+}
 
 /** POST to the emulator with the session token only; retries 5xx so fault-injection tests still finish. */
 export async function zeroPost(apiUrl: string, path: string, token: string, body: unknown, tries = 8): Promise<unknown> {
@@ -23,12 +28,10 @@ export async function zeroPost(apiUrl: string, path: string, token: string, body
 }
 
 /** Front, back, process ID, selfie, process face: after this Incode finishes the session on its own. */
-export async function captureAll(apiUrl: string, token: string, imgs: { front: string; back: string; selfie: string } = images): Promise<void> {
+export async function captureAll(apiUrl: string, token: string, imgs: Images = sampleImages()): Promise<void> {
   await zeroPost(apiUrl, '/omni/add/front-id/v2', token, { base64Image: imgs.front });
   await zeroPost(apiUrl, '/omni/add/back-id/v2', token, { base64Image: imgs.back });
   await zeroPost(apiUrl, '/omni/process/id', token, {});
   await zeroPost(apiUrl, '/omni/add/face/third-party?imageType=selfie', token, { base64Image: imgs.selfie });
   await zeroPost(apiUrl, '/omni/process/face?imageType=selfie', token, {});
 }
-
-export const sampleImages = images;

@@ -75,7 +75,7 @@ describe('request ids', () => {
       .post('/onboardings')
       .set('authorization', `Bearer ${ADMIN_KEY}`)
       .set('x-request-id', 'client-onb-0001')
-      .send({ front: sampleImages.front, back: sampleImages.back, selfie: sampleImages.selfie })
+      .send({ front: sampleImages().front, back: sampleImages().back, selfie: sampleImages().selfie })
       .expect(202);
     const calls = proxy.records.slice(before).filter((r) => r.headers['x-request-id'] === 'client-onb-0001').map((r) => r.path.split('?')[0]);
     expect(calls).toEqual(expect.arrayContaining(['/omni/start', '/omni/add/front-id/v2', '/omni/add/back-id/v2', '/omni/add/face/third-party']));
@@ -169,7 +169,7 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
 
     // Server-side onboarding with images.
     const extOnb = 'ext-onboarding-PII-9912';
-    const onb = (await request(broker.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send({ front: sampleImages.front, back: sampleImages.back, selfie: sampleImages.selfie, externalCustomerId: extOnb }).expect(202)).body;
+    const onb = (await request(broker.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send({ front: sampleImages().front, back: sampleImages().back, selfie: sampleImages().selfie, externalCustomerId: extOnb }).expect(202)).body;
     const onbDone = await ready(onb.interviewId);
     secrets.push(onbDone.ocr.name.fullName, onbDone.ocr.documentNumber);
 
@@ -185,7 +185,7 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
     // Incode failures: a 502 on start, and an onboarding whose start fails.
     emu.app.emulator.setFaults({ errorRate: 1 });
     await request(broker.url).post('/session').send({ externalCustomerId: ext }).expect(502);
-    const failedOnb = await request(broker.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send({ front: sampleImages.front, selfie: sampleImages.selfie, externalCustomerId: extOnb });
+    const failedOnb = await request(broker.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send({ front: sampleImages().front, selfie: sampleImages().selfie, externalCustomerId: extOnb });
     expect(failedOnb.status).toBe(502);
     expect(JSON.stringify(failedOnb.body)).not.toMatch(/emulated|Service temporarily/);
     emu.app.emulator.resetFaults();
@@ -221,7 +221,7 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
     // The capture works: the flow's (non-personal) ids are there.
     expect(text).toContain(s.interviewId);
     expect(text).toContain(onb.interviewId);
-    const forbidden = [...secrets, ext, extOnb, 'ext-polled-PII-5521', sampleImages.front.slice(0, 40), sampleImages.back.slice(0, 40), sampleImages.selfie.slice(0, 40), sampleImages.selfie.slice(1000, 1040)];
+    const forbidden = [...secrets, ext, extOnb, 'ext-polled-PII-5521', sampleImages().front.slice(0, 40), sampleImages().back.slice(0, 40), sampleImages().selfie.slice(0, 40), sampleImages().selfie.slice(1000, 1040)];
     for (const f of forbidden) {
       expect(typeof f).toBe('string');
       expect(f.length).toBeGreaterThanOrEqual(6);
