@@ -3,17 +3,32 @@ import fp from 'fastify-plugin';
 import type { FastifyError } from 'fastify';
 import { AppError } from '../errors';
 import { IncodeError } from '../incode/errors';
+import { OnboardingError } from '../onboarding/orchestrator';
 
 interface Mapped {
   status: number;
   code: string;
   message: string;
   headers?: Record<string, string>;
+  /** Fields the body carries besides code, message and requestId. */
+  extra?: Record<string, unknown>;
 }
 
-/** The status, code, message and headers an error is answered with (also for errors a route answers itself). */
-export function mapError(err: FastifyError | Error): Mapped {
+/** The status, code, message, headers and extra body fields an error is answered with. */
+function mapError(err: FastifyError | Error): Mapped {
   if (err instanceof AppError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers };
+  if (err instanceof OnboardingError) {
+    // The Incode failure behind a step is answered as on every other route (503 + Retry-After for an open circuit,
+    // 504, 502), with the step and the session it reached; Incode answering but refusing (success: false) is a 502.
+    const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
+    return {
+      status: incode?.status ?? (err.code === 'INTERNAL_ERROR' ? 500 : 502),
+      code: incode?.code ?? err.code,
+      message: err.message,
+      headers: incode?.headers,
+      extra: { step: err.step, interviewId: err.interviewId },
+    };
+  }
   if (err instanceof IncodeError) {
     if (err.code === 'INCODE_CIRCUIT_OPEN')
       return { status: 503, code: 'INCODE_UNAVAILABLE', message: 'Incode is failing; try again shortly', headers: { 'retry-after': String(Math.max(1, Math.ceil((err.details.retryAfterMs ?? 1000) / 1000))) } };
@@ -48,7 +63,7 @@ export default fp(
       if (m.status >= 500) req.log.error({ err: { type: (err as Error).name, code: (err as FastifyError).code, message: (err as Error).message } }, 'request failed');
       else req.log.info({ code: m.code, status: m.status }, 'request refused');
       if (m.headers) reply.headers(m.headers);
-      reply.status(m.status).send({ code: m.code, message: m.message, requestId: req.id });
+      reply.status(m.status).send({ code: m.code, message: m.message, ...m.extra, requestId: req.id });
     });
     app.setNotFoundHandler((req, reply) => {
       reply.status(404).send({ code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}`, requestId: req.id });

@@ -3,11 +3,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
-import { IncodeError } from '../incode/errors';
 import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
-import { mapError } from '../plugins/error-handler';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { withErrors } from '../schemas';
 
@@ -106,14 +104,9 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           requestId: req.id,
         });
       } catch (err) {
-        if (!(err instanceof OnboardingError)) throw err;
-        if (err.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
-        // An Incode failure is answered as on every other route (503 + Retry-After for an open circuit, 504, 502);
-        // the step and the session it reached are added. Incode answering but refusing (success: false) is a 502.
-        const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
-        if (incode?.headers) reply.headers(incode.headers);
-        reply.status((incode?.status ?? (err.code === 'INTERNAL_ERROR' ? 500 : 502)) as 500 | 502 | 503 | 504);
-        return { code: incode?.code ?? err.code, message: err.message, step: err.step, interviewId: err.interviewId, requestId: req.id };
+        // The error handler answers it (with the step and the session it reached); a session Incode started still counts.
+        if (err instanceof OnboardingError && err.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
+        throw err;
       }
       app.metrics.sessionsCreated.inc({ route: 'onboardings' });
       if (!outcome.ok) {
