@@ -32,6 +32,8 @@ export interface FailedCall {
   httpStatus?: number;
   incodeStatus?: number;
   details?: { httpStatus?: number; incodeStatus?: number };
+  /** Incode's error envelope as a client received it ({timestamp, status, error, message, path}): status is its code. */
+  status?: number;
 }
 
 // ---------------------------------------------------------------- ID captures
@@ -194,12 +196,18 @@ export function isFailedCall(x: unknown): x is FailedCall {
   if (x instanceof Error) return true;
   const o = x as Record<string, unknown>;
   const d = o.details as Record<string, unknown> | undefined;
-  return typeof o.httpStatus === 'number' || typeof o.incodeStatus === 'number' || (!!d && typeof d === 'object' && (typeof d.incodeStatus === 'number' || typeof d.httpStatus === 'number'));
+  return (
+    typeof o.httpStatus === 'number' ||
+    typeof o.incodeStatus === 'number' ||
+    // The envelope: a numeric status and no confidence (an add/face answer always carries confidence).
+    (typeof o.status === 'number' && !('confidence' in o)) ||
+    (!!d && typeof d === 'object' && (typeof d.incodeStatus === 'number' || typeof d.httpStatus === 'number'))
+  );
 }
 
 /** Incode's own code of a failed call: the envelope's status first, the HTTP status otherwise. */
 export function failedCallCode(f: FailedCall): number | undefined {
-  return f.details?.incodeStatus ?? f.incodeStatus ?? f.details?.httpStatus ?? f.httpStatus;
+  return f.details?.incodeStatus ?? f.incodeStatus ?? f.status ?? f.details?.httpStatus ?? f.httpStatus;
 }
 
 /**

@@ -164,9 +164,8 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
     async (req) => {
       const { kind, response } = req.body;
       if (kind === 'id') return checkIdCapture(response, config.capture);
-      // A selfie answer carries confidence; Incode's error envelope carries the error code as status instead.
-      const refused = typeof response.status === 'number' && !('confidence' in response);
-      return checkSelfie(refused ? { incodeStatus: response.status as number } : response);
+      // An answer, or Incode's error envelope (the checks read its status as the code).
+      return checkSelfie(response);
     },
   );
 

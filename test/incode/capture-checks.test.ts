@@ -72,6 +72,14 @@ describe('checkIdCapture', () => {
     expect(DEFAULT_CAPTURE_THRESHOLDS).toEqual({ minGlare: 10, minSharpness: 10, minHorizontalResolution: 155 });
   });
 
+  it("rejects Incode's error envelope as a client received it: its status is Incode's code", () => {
+    const envelope = { timestamp: 1, status: 3006, error: 'Bad Request', message: 'blurry', path: '/omni/add/face/third-party' };
+    expect(isFailedCall(envelope)).toBe(true);
+    expect(checkSelfie(envelope)).toEqual({ ok: false, reason: 'SELFIE_BLURRY', message: 'Photo blurry, clean the lens and hold still', incodeCode: 3006 });
+    // An answer with a status field but confidence is an answer, not an envelope.
+    expect(isFailedCall({ confidence: 0, status: 200 })).toBe(false);
+  });
+
   it('rejects a missing answer', () => {
     expect(checkIdCapture(null)).toMatchObject({ ok: false, reason: 'ID_NOT_CLASSIFIED' });
   });
