@@ -6,8 +6,8 @@ import { ExecutiveTokenProvider } from '../../src/incode/executive-token';
 import { DEFAULT_SELFIE_MESSAGE, ID_MESSAGES } from '../../src/incode/capture-checks';
 import { OnboardingError, Orchestrator, type CaptureInput, type StepEvent } from '../../src/onboarding/orchestrator';
 import { createMetrics } from '../../src/plugins/metrics';
-import { ResultsPipeline } from '../../src/results/pipeline';
-import { JobWorker } from '../../src/results/worker';
+import type { ResultsPipeline } from '../../src/results/pipeline';
+import { createResultsRuntime } from '../../src/results/runtime';
 import * as img from '../../src/emulator/sample-images';
 import { Cipher, createStore, type Store } from '../../src/store/index';
 import type { EmulatorController } from '../../src/emulator/app';
@@ -35,16 +35,14 @@ afterAll(async () => {
 });
 
 async function rig(env: Record<string, string> = {}, incodeUrl = emulator.url): Promise<Rig> {
-  const config = loadConfig(brokerEnv(incodeUrl, { POLL_INTERVAL_MS: '100', ...env }));
+  const config = loadConfig(brokerEnv(incodeUrl, { POLL_INTERVAL_MS: '100', JOB_MAX_ATTEMPTS: '3', JOB_BACKOFF_MS: '20', ...env }));
   const store = createStore({ url: 'sqlite::memory:', cipher: new Cipher(config.encryption.keys) });
   await store.migrate();
   const client = new IncodeClient({ baseUrl: incodeUrl, apiKey: config.incode.apiKey, timeoutMs: 3000, connectTimeoutMs: 1000, connections: 4, maxRetries: 1 });
   const log = pino({ level: 'silent' });
   const metrics = createMetrics();
-  const executive = new ExecutiveTokenProvider(client, { email: config.incode.executiveEmail!, password: config.incode.executivePassword! });
-  let worker: JobWorker | null = null;
-  const pipeline = new ResultsPipeline({ store, incode: client, executiveTokens: executive, config, metrics, log, kick: () => worker?.kick() });
-  worker = new JobWorker({ store, handle: (j) => pipeline.handle(j), onDead: (j, c) => pipeline.onDead(j, c), concurrency: 2, maxAttempts: 3, backoffMs: 20, idleMs: 20, log, metrics });
+  const executiveTokens = ExecutiveTokenProvider.fromConfig(client, config);
+  const { pipeline, worker } = createResultsRuntime({ store, incode: client, executiveTokens, config, metrics, log }, { concurrency: 2, idleMs: 20 });
   worker.start();
   const events: StepEvent[] = [];
   const orchestrator = new Orchestrator({ incode: client, store, pipeline, config, log, onStep: (e) => events.push(e), waitTimeoutMs: 15_000 });
@@ -55,7 +53,7 @@ async function rig(env: Record<string, string> = {}, incodeUrl = emulator.url): 
     config,
     events,
     close: async () => {
-      await worker!.stop(1000);
+      await worker.stop(1000);
       await client.close();
       await store.close();
     },
