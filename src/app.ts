@@ -165,7 +165,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   await app.register(storePlugin, { config, store: deps.store });
-  await app.register(incodePlugin, { config, apiUrl: config.incode.apiUrl, dispatcher: deps.incodeDispatcher });
+  await app.register(incodePlugin, { config, dispatcher: deps.incodeDispatcher });
   await app.register(resultsPlugin, { config, runWorker: deps.runWorker });
 
   let counter: RateCounter | null = deps.rateCounter ?? null;

@@ -14,11 +14,11 @@ declare module 'fastify' {
 
 const CIRCUIT_VALUE = { closed: 0, 'half-open': 1, open: 2 } as const;
 
-export default fp<{ config: Config; apiUrl: string; dispatcher?: Dispatcher }>(
+export default fp<{ config: Config; dispatcher?: Dispatcher }>(
   async (app, opts) => {
     const { config } = opts;
     const client = new IncodeClient({
-      ...incodeClientOptions(config, opts.apiUrl),
+      ...incodeClientOptions(config, config.incode.apiUrl),
       dispatcher: opts.dispatcher,
       onCall: (operation, outcome, seconds) => app.metrics.incodeDuration.observe({ operation, outcome }, seconds),
       onCircuitChange: (group, state) => {
