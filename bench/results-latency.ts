@@ -2,7 +2,7 @@
 import { Pool } from 'undici';
 import * as samples from '../src/emulator/sample-images';
 import { captureAll } from '../test/helpers/flow';
-import { mapLimit, percentile } from './stats';
+import { mapLimit, percentile } from '../test/helpers/stats';
 import { ADMIN_KEY, CLIENT_ID, startBroker, startEmulator, withChildren, type BenchContext } from './stack';
 import { webhookToken } from './webhook-bench';
 

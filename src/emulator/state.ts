@@ -99,10 +99,12 @@ export interface Session {
 // Shared by every session without directives, so 100k plain sessions do not carry 100k copies.
 const NO_DIRECTIVES: Directives = Object.freeze(emptyDirectives()) as Directives;
 
+type StatusListener = (s: Session, status: OnboardingStatus) => void;
+
 export interface StoreOptions {
   processingDelayMs: number;
   timers: TimerSet;
-  onStatus: (s: Session, status: OnboardingStatus) => void;
+  onStatus: StatusListener;
 }
 
 // ObjectId-like ids (time + per-process random + counter): unique, 24 hex, and free to make.
@@ -139,8 +141,16 @@ export type NewSession = Omit<
 export class SessionStore {
   readonly sessions = new Map<string, Session>();
   private readonly byUuid = new Map<string, string>();
+  // Observers of status moves besides the webhook sender (tests that must see a status lasting only a few ms).
+  private readonly watchers = new Set<StatusListener>();
 
   constructor(private readonly opts: StoreOptions) {}
+
+  /** Calls fn on every real status move; returns the function that stops it. */
+  watchStatus(fn: StatusListener): () => void {
+    this.watchers.add(fn);
+    return () => void this.watchers.delete(fn);
+  }
 
   get size(): number {
     return this.sessions.size;
@@ -186,6 +196,7 @@ export class SessionStore {
     s.status = status;
     if (status === 'ONBOARDING_FINISHED') s.finishedAt = Date.now();
     this.opts.onStatus(s, status);
+    for (const fn of this.watchers) fn(s, status);
     return true;
   }
 

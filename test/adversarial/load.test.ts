@@ -2,7 +2,7 @@
 // POST /session latency stays bounded with only 200/502/503/504, the process stays healthy, and once
 // Incode heals every session whose captures completed gets its results stored.
 import request from 'supertest';
-import { mapLimit, percentile } from '../../bench/stats';
+import { mapLimit, percentile } from '../helpers/stats';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { captureAll } from '../helpers/flow';
 import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';

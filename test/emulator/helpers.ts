@@ -79,16 +79,12 @@ export function sdkTagged(b64: string): string {
 
 /**
  * Records every status move the emulator's session machine makes, per interviewId (polling could miss a status
- * that lasts only a few ms). Call stop() to restore the machine.
+ * that lasts only a few ms). Call stop() to stop recording.
  */
 export function recordStatusMoves(emu: Emu): { movesOf(interviewId: string): string[]; stop(): void } {
-  const machine = emu.app.emulator.sessions;
-  const original = machine.setStatus;
   const moves = new Map<string, string[]>();
-  machine.setStatus = function (this: typeof machine, s, status) {
-    const moved = original.call(this, s, status);
-    if (moved) moves.set(s.interviewId, [...(moves.get(s.interviewId) ?? []), status]);
-    return moved;
-  };
-  return { movesOf: (id) => moves.get(id) ?? [], stop: () => void (machine.setStatus = original) };
+  const stop = emu.app.emulator.sessions.watchStatus((s, status) => {
+    moves.set(s.interviewId, [...(moves.get(s.interviewId) ?? []), status]);
+  });
+  return { movesOf: (id) => moves.get(id) ?? [], stop };
 }

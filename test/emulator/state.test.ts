@@ -31,6 +31,20 @@ describe('status machine', () => {
     timers.clear();
   });
 
+  it('tells status watchers of every real move until they stop watching', () => {
+    const timers = new TimerSet();
+    const store = new SessionStore({ processingDelayMs: 0, timers, onStatus: () => undefined });
+    const watched: string[] = [];
+    const stop = store.watchStatus((s, st) => watched.push(`${s.interviewId}:${st}`));
+    const s = store.create({ countryCode: 'ALL' });
+    store.setStatus(s, 'ID_VALIDATION_FINISHED');
+    store.setStatus(s, 'ID_VALIDATION_FINISHED');
+    stop();
+    store.complete(s);
+    expect(watched).toEqual([`${s.interviewId}:ID_VALIDATION_FINISHED`]);
+    timers.clear();
+  });
+
   it('makes unique 24-hex interview ids', () => {
     const ids = new Set(Array.from({ length: 1000 }, () => newInterviewId()));
     expect(ids.size).toBe(1000);
