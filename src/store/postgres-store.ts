@@ -27,6 +27,7 @@ import type {
   AuditEntry,
   Decision,
   IdempotencyClaim,
+  IdempotencyRef,
   InboxEvent,
   Job,
   JobState,
@@ -52,6 +53,25 @@ export interface PostgresStoreOptions {
 }
 
 type Queryable = Pick<PoolClient, 'query'>;
+
+// Statements that run alone and inside one-statement CTEs; `p` is the number of their first parameter, `when` an
+// extra condition (the CTE's "only if the row before it was new").
+
+/** Marks an Idempotency-Key done: parameters response_enc, expires_at, scope, key. */
+function idempotencyDoneSql(p: number, when = ''): string {
+  return `UPDATE idempotency_keys SET response_enc = $${p}, state = 'done', expires_at = $${p + 1}::bigint WHERE scope = $${p + 2} AND key = $${p + 3} ${when}`;
+}
+
+/** Queues a job unless an active one has its dedupe key (no conflict target: covers the partial unique index). */
+function queuedJobSql(p: number, when = ''): string {
+  return `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
+    SELECT $${p}, $${p + 1}, $${p + 2}, $${p + 3}::jsonb, 'queued', 0, $${p + 4}::bigint, $${p + 5}, $${p + 6}::bigint, $${p + 6}::bigint ${when}
+    ON CONFLICT DO NOTHING`;
+}
+
+function queuedJobParams(j: NewJob, now: number): unknown[] {
+  return [newId(), j.kind, j.subject, JSON.stringify(j.payload ?? {}), j.runAt, j.dedupeKey ?? null, now];
+}
 
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
@@ -122,8 +142,7 @@ export class PostgresStore implements Store {
          VALUES ($1, $2, $3, $4, $5, $12::smallint, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0, $10, $11::bigint)
          ON CONFLICT (interview_id) DO NOTHING RETURNING interview_id
        ), done AS (
-         UPDATE idempotency_keys SET response_enc = $13, state = 'done', expires_at = $14::bigint
-         WHERE scope = $15 AND key = $16 AND EXISTS (SELECT 1 FROM ins)
+         ${idempotencyDoneSql(13, 'AND EXISTS (SELECT 1 FROM ins)')}
        )
        SELECT (SELECT count(*) FROM ins)::int AS inserted`,
       [
@@ -139,10 +158,8 @@ export class PostgresStore implements Store {
         v.resume_token_hash,
         v.resume_expires_at,
         v.token_hash_indexed,
-        idem ? this.cipher.encryptJson({ interviewId: s.interviewId }, aad.idempotencyResponse(idem.scope, idem.key)) : null,
-        idem?.expiresAt ?? null,
-        idem?.scope ?? null,
-        idem?.key ?? null,
+        // Without a key the UPDATE matches no row (scope and key NULL).
+        ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null]),
       ],
     );
     if (fresh[0].inserted) return freshSessionRecord(s, v);
@@ -159,7 +176,7 @@ export class PostgresStore implements Store {
         c,
       );
       if (s.resume) await this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt, c);
-      if (s.idempotency) await this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt, c);
+      if (s.idempotency) await this.q(idempotencyDoneSql(1), this.idempotencyDoneParams(s.idempotency, s.interviewId), c);
       return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId, c)) as SessionRecord);
     });
   }
@@ -345,13 +362,7 @@ export class PostgresStore implements Store {
   // ---- inbox and jobs
 
   private async insertJob(j: NewJob, now: number, c: Queryable = this.pool): Promise<boolean> {
-    // No conflict target: covers the partial unique index on active dedupe keys.
-    const r = await this.q(
-      `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
-       VALUES ($1, $2, $3, $4::jsonb, 'queued', 0, $5::bigint, $6, $7::bigint, $7::bigint) ON CONFLICT DO NOTHING`,
-      [newId(), j.kind, j.subject, JSON.stringify(j.payload ?? {}), j.runAt, j.dedupeKey ?? null, now],
-      c,
-    );
+    const r = await this.q(queuedJobSql(1), queuedJobParams(j, now), c);
     return (r.rowCount ?? 0) > 0;
   }
 
@@ -363,24 +374,10 @@ export class PostgresStore implements Store {
          INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES ($1, $2, $3, $4::jsonb, $5::bigint)
          ON CONFLICT (key) DO NOTHING RETURNING key
        ), job AS (
-         INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
-         SELECT $6, $7, $8, $9::jsonb, 'queued', 0, $10::bigint, $11, $5::bigint, $5::bigint WHERE EXISTS (SELECT 1 FROM ev)
-         ON CONFLICT DO NOTHING
+         ${queuedJobSql(6, 'WHERE EXISTS (SELECT 1 FROM ev)')}
        )
        SELECT (SELECT count(*) FROM ev)::int AS inserted`,
-      [
-        e.key,
-        e.interviewId,
-        e.onboardingStatus,
-        JSON.stringify(e.payload ?? {}),
-        e.receivedAt,
-        newId(),
-        job.kind,
-        job.subject,
-        JSON.stringify(job.payload ?? {}),
-        job.runAt,
-        job.dedupeKey ?? null,
-      ],
+      [e.key, e.interviewId, e.onboardingStatus, JSON.stringify(e.payload ?? {}), e.receivedAt, ...queuedJobParams(job, e.receivedAt)],
     );
     return rows[0].inserted > 0;
   }
@@ -488,14 +485,9 @@ export class PostgresStore implements Store {
     throw new Error('claimIdempotencyKey: key keeps changing under contention');
   }
 
-  private async markIdempotencyDone(scope: string, key: string, response: unknown, expiresAt: number, c: Queryable = this.pool): Promise<void> {
-    // Responses can carry identifiers or tokens, so they are encrypted like any other secret.
-    const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
-    await this.q(
-      `UPDATE idempotency_keys SET response_enc = $3, state = 'done', expires_at = $4::bigint WHERE scope = $1 AND key = $2`,
-      [scope, key, enc, expiresAt],
-      c,
-    );
+  /** Parameters of idempotencyDoneSql. Only the id is kept (the token stays in sessions), encrypted like any response. */
+  private idempotencyDoneParams(idem: IdempotencyRef, interviewId: string): unknown[] {
+    return [this.cipher.encryptJson({ interviewId }, aad.idempotencyResponse(idem.scope, idem.key)), idem.expiresAt, idem.scope, idem.key];
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
