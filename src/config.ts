@@ -79,6 +79,11 @@ export const ENV_SCHEMA = {
 
   SESSION_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 256, max: 1048576 }, default: '16384', doc: 'Largest POST /session body.' },
   ONBOARDING_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 1024, max: 104857600 }, default: '31457280', doc: 'Largest POST /onboardings body (three base64 images).' },
+  ONBOARDING_MAX_INFLIGHT_BYTES: {
+    kind: { type: 'int', min: 0, max: 4294967296 },
+    default: '134217728',
+    doc: 'POST /onboardings bodies (by Content-Length) held at once; beyond it 503 OVERLOADED before a body is read (0 = no bound).',
+  },
   CAPTURE_MIN_GLARE: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this glare score.' },
   CAPTURE_MIN_SHARPNESS: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this sharpness.' },
   CAPTURE_MIN_HORIZONTAL_RESOLUTION: { kind: { type: 'int', min: 0, max: 100000 }, default: '155', doc: 'ID capture rejected below this horizontalResolution.' },
@@ -153,7 +158,7 @@ export interface Config {
   };
   adminApiKeys: string[];
   callback: { url?: string; secret?: string };
-  limits: { sessionBodyBytes: number; onboardingBodyBytes: number };
+  limits: { sessionBodyBytes: number; onboardingBodyBytes: number; onboardingInflightBytes: number };
   capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
   redisUrl?: string;
   trustProxyHops: number;
@@ -367,6 +372,7 @@ export function loadConfig(env: Env): Config {
     limits: {
       sessionBodyBytes: int(env, 'SESSION_BODY_LIMIT_BYTES'),
       onboardingBodyBytes: int(env, 'ONBOARDING_BODY_LIMIT_BYTES'),
+      onboardingInflightBytes: int(env, 'ONBOARDING_MAX_INFLIGHT_BYTES'),
     },
     capture: {
       minGlare: int(env, 'CAPTURE_MIN_GLARE'),

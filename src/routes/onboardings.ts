@@ -1,5 +1,6 @@
 // POST /onboardings: the server-to-server flow; 422 for a capture to repeat, else 202 and the rest in the background.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
@@ -67,11 +68,30 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
     await Promise.allSettled([...inflight.keys()]);
   });
 
+  // A 30 MB upload costs several times its size in heap while it is parsed and decoded, so what the uploads in
+  // flight announced (Content-Length; the body limit when unannounced) is bounded and the rest turned away before
+  // their bodies are read. One upload is always admitted, whatever its size: the body limit bounds it.
+  const budget = config.limits.onboardingInflightBytes;
+  let heldBytes = 0;
+  async function admitUpload(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (budget === 0) return;
+    const announced = Number(req.headers['content-length']);
+    const bytes = Number.isSafeInteger(announced) && announced >= 0 ? Math.min(announced, config.limits.onboardingBodyBytes) : config.limits.onboardingBodyBytes;
+    if (heldBytes > 0 && heldBytes + bytes > budget) {
+      app.metrics.shed.inc();
+      throw new AppError(503, 'OVERLOADED', 'Too many uploads in progress; retry shortly', { 'retry-after': '2' });
+    }
+    heldBytes += bytes;
+    // 'close' comes once whether the answer was sent or the client went away.
+    reply.raw.once('close', () => (heldBytes -= bytes));
+  }
+
   app.post(
     '/onboardings',
     {
       bodyLimit: config.limits.onboardingBodyBytes,
-      onRequest: requireServiceKey,
+      // The key first, so that only authenticated callers hold any of the budget.
+      onRequest: [requireServiceKey, admitUpload],
       schema: {
         summary: 'Run the whole Incode onboarding server to server from ID and selfie images',
         description:

@@ -1,4 +1,5 @@
-// POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503.
+// POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503, the upload budget.
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
@@ -139,5 +140,66 @@ describe('POST /onboardings', () => {
     expect(broker.config.limits.onboardingBodyBytes).toBe(12 * 1024 * 1024);
     const { loadConfig } = await import('../../src/config');
     expect(loadConfig(brokerEnv(emulator.url)).limits.onboardingBodyBytes).toBeGreaterThanOrEqual(3 * 8 * 1024 * 1024);
+  });
+
+  it('bounds the upload bytes held at once: beyond the budget 503 OVERLOADED before the body is read, and the budget comes back', async () => {
+    const small = await startBroker(brokerEnv(emulator.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(1_000_000) }));
+    const { port } = new URL(small.url);
+    const sent: ClientRequest[] = [];
+    // An upload announced at 800 kB whose body is still being sent: it holds 800 kB of the budget meanwhile.
+    const open = (length: number, key: string | null = ADMIN_KEY) => {
+      const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': length };
+      if (key) headers.authorization = `Bearer ${key}`;
+      const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/onboardings', headers });
+      const answer = new Promise<{ status: number; headers: IncomingHttpHeaders; body: Record<string, any> }>((resolve, reject) => {
+        req.once('response', (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: JSON.parse(text) }));
+        });
+        req.once('error', reject);
+      });
+      req.write('{"front":"');
+      sent.push(req);
+      return { req, answer };
+    };
+    try {
+      const first = open(800_000);
+      first.answer.catch(() => undefined);
+      // The first upload is admitted once its headers are in: wait until the second is turned away.
+      const second = await waitFor(async () => {
+        const r = await open(800_000).answer.catch(() => null);
+        return r?.status === 503 ? r : null;
+      }, 5_000);
+      expect(second.body).toMatchObject({ code: 'OVERLOADED', message: expect.any(String) });
+      expect(second.headers['retry-after']).toBe('2');
+      // Only an authenticated caller can hold or be refused any of the budget.
+      expect((await open(800_000, null).answer).status).toBe(401);
+      // A small upload still fits beside the first (200 kB left): admitted, then judged on its body.
+      const fits = await post({ front: 'x' }, { url: small.url });
+      expect(fits.status).toBe(400);
+      // The first upload ends (its client goes away): its bytes come back and a large upload is admitted again.
+      first.req.destroy();
+      const again = await waitFor(async () => {
+        const r = await post({ ...GOOD, front: 'A'.repeat(600_000) }, { url: small.url });
+        return r.status === 503 ? null : r;
+      }, 5_000);
+      expect(again).toMatchObject({ status: 400, body: { code: 'INVALID_IMAGE' } });
+    } finally {
+      // Requests whose bodies never ended would keep close() waiting.
+      for (const r of sent) r.destroy();
+      await small.close();
+    }
+  });
+
+  it('always admits one upload, even one announced above the whole budget', async () => {
+    const small = await startBroker(brokerEnv(emulator.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(100_000) }));
+    try {
+      const res = await post({ ...GOOD, front: 'A'.repeat(300_000) }, { url: small.url });
+      expect(res).toMatchObject({ status: 400, body: { code: 'INVALID_IMAGE' } });
+    } finally {
+      await small.close();
+    }
   });
 });
