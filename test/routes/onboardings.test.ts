@@ -186,6 +186,9 @@ describe('POST /onboardings', () => {
         return r.status === 503 ? null : r;
       }, 5_000);
       expect(again).toMatchObject({ status: 400, body: { code: 'INVALID_IMAGE' } });
+      // An upload answered gives its bytes back too: two more of 600 kB, one after the other, both fit.
+      for (let i = 0; i < 2; i++)
+        expect(await post({ ...GOOD, front: 'A'.repeat(600_000) }, { url: small.url })).toMatchObject({ status: 400, body: { code: 'INVALID_IMAGE' } });
     } finally {
       // Requests whose bodies never ended would keep close() waiting.
       for (const r of sent) r.destroy();
