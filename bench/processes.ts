@@ -1,10 +1,8 @@
 // Servers under test as child processes: spawn with a clean env, wait until they listen, read peak RSS, stop.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-
-export const ROOT = join(__dirname, '..');
+import { ROOT, spawnNode } from '../test/helpers/node-process';
 
 export interface Child {
   name: string;
@@ -67,13 +65,6 @@ export function logTail(file: string, lines = 15): string {
   }
 }
 
-/** The few variables a child needs from ours; everything else is given explicitly (no .env, no stray config). */
-function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = { DOTENV_CONFIG_PATH: join(ROOT, 'bench', '.no-such-env-file') };
-  for (const k of ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ']) if (process.env[k]) env[k] = process.env[k]!;
-  return env;
-}
-
 export interface SpawnSpec {
   name: string;
   /** Arguments after the node executable. */
@@ -88,19 +79,10 @@ export interface SpawnSpec {
 export async function startChild(spec: SpawnSpec): Promise<Child> {
   const logFile = join(spec.logDir, `${spec.name}.log`);
   const fd = openSync(logFile, 'a');
-  const proc: ChildProcess = spawn(process.execPath, spec.args, {
-    cwd: ROOT,
-    env: { ...baseEnv(), ...spec.env },
-    stdio: ['ignore', fd, fd],
-  });
+  const { child: proc, stop } = spawnNode(spec.args, spec.env, ['ignore', fd, fd]);
   closeSync(fd);
   let exited: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  const exitPromise = new Promise<void>((resolve) =>
-    proc.once('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve();
-    }),
-  );
+  proc.once('exit', (code, signal) => (exited = { code, signal }));
   const pid = proc.pid!;
   const deadline = Date.now() + (spec.readyTimeoutMs ?? 30_000);
   for (;;) {
@@ -127,13 +109,7 @@ export async function startChild(spec: SpawnSpec): Promise<Child> {
       return kb === null ? null : kb / 1024;
     },
     cpuSeconds: () => (exited ? null : procCpuSeconds(pid)),
-    stop: async () => {
-      if (exited) return;
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 5_000);
-      await exitPromise;
-      clearTimeout(t);
-    },
+    stop,
   };
 }
 
