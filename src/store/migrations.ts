@@ -211,25 +211,13 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
-    // Resume tokens name their session (interviewId.secret): one live token per session, its hash on the session
-    // row, checked by primary key. Version 1 shipped in two shapes, and both end here: the first (on SQLite a
-    // WITHOUT ROWID sessions table, which it keeps: that layout only costs insert speed) kept tokens in a
-    // resume_tokens table (dropped; its tokens cannot be checked this way, so they are refused and apps start a
-    // new session), the later one had the columns and an index over the hashes (dropped: it cost a random-page
-    // write on every new session and nothing reads it). test/store/fixtures holds the first shape as shipped.
+    // As shipped; never edit a migration once it has shipped (a database that ran it would never see the edit).
+    // Resume tokens name their session (interviewId.secret), so they are checked by primary key: the index
+    // over their hashes only cost a random-page write on every new session.
     version: 2,
     name: 'resume-token-by-session',
-    sqlite: (db) => {
-      const columns = new Set((db.prepare("SELECT name FROM pragma_table_info('sessions')").all() as { name: string }[]).map((c) => c.name));
-      if (!columns.has('resume_token_hash')) db.exec('ALTER TABLE sessions ADD COLUMN resume_token_hash TEXT');
-      if (!columns.has('resume_expires_at')) db.exec('ALTER TABLE sessions ADD COLUMN resume_expires_at INTEGER');
-      db.exec('DROP TABLE IF EXISTS resume_tokens; DROP INDEX IF EXISTS sessions_resume_token_hash;');
-    },
-    postgres: `
-      ALTER TABLE sessions ADD COLUMN IF NOT EXISTS resume_token_hash TEXT COLLATE "C", ADD COLUMN IF NOT EXISTS resume_expires_at BIGINT;
-      DROP TABLE IF EXISTS resume_tokens;
-      DROP INDEX IF EXISTS sessions_resume_token_hash;
-    `,
+    sqlite: 'DROP INDEX IF EXISTS sessions_resume_token_hash;',
+    postgres: 'DROP INDEX IF EXISTS sessions_resume_token_hash;',
   },
   {
     // Lookups by session token (the app's own views) start from the interviewId the token names, checked by primary
@@ -246,6 +234,25 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE sessions ADD COLUMN IF NOT EXISTS token_hash_indexed SMALLINT NOT NULL DEFAULT 1;
       DROP INDEX IF EXISTS sessions_token_hash;
       CREATE INDEX IF NOT EXISTS sessions_opaque_token_hash ON sessions (token_hash) WHERE token_hash IS NOT NULL AND token_hash_indexed = 1;
+    `,
+  },
+  {
+    // Version 1 shipped in two shapes and version 2 assumed the later one: the first (on SQLite a WITHOUT ROWID
+    // sessions table, which it keeps: that layout only costs insert speed) kept resume tokens in a resume_tokens
+    // table and had no resume columns on sessions. This brings either shape, whatever version it reached, to the
+    // columns; the old table is dropped (its tokens cannot be checked by session, so they are refused and apps
+    // start a new session). test/store/fixtures holds the first shape as shipped.
+    version: 4,
+    name: 'resume-token-columns-for-every-v1-shape',
+    sqlite: (db) => {
+      const columns = new Set((db.prepare("SELECT name FROM pragma_table_info('sessions')").all() as { name: string }[]).map((c) => c.name));
+      if (!columns.has('resume_token_hash')) db.exec('ALTER TABLE sessions ADD COLUMN resume_token_hash TEXT');
+      if (!columns.has('resume_expires_at')) db.exec('ALTER TABLE sessions ADD COLUMN resume_expires_at INTEGER');
+      db.exec('DROP TABLE IF EXISTS resume_tokens;');
+    },
+    postgres: `
+      ALTER TABLE sessions ADD COLUMN IF NOT EXISTS resume_token_hash TEXT COLLATE "C", ADD COLUMN IF NOT EXISTS resume_expires_at BIGINT;
+      DROP TABLE IF EXISTS resume_tokens;
     `,
   },
 ];

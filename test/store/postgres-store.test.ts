@@ -110,8 +110,8 @@ describeWith('postgres', 'PostgresStore', () => {
       expect(rows).toEqual(MIGRATIONS.map((m) => ({ version: m.version })));
     });
 
-    it('upgrades both shapes version 1 shipped in: resume tokens in their own table, or on sessions with an index', async () => {
-      for (const firstShape of [true, false]) {
+    it('upgrades both shapes version 1 shipped in (resume tokens in their own table, or on sessions with an index), from version 1 or 2', async () => {
+      for (const [firstShape, reached] of [[true, 1], [true, 2], [false, 1]] as const) {
         const schema = newSchema();
         const pool = adminPool();
         await migratePostgres(pool, schema, MIGRATIONS.slice(0, 1));
@@ -124,6 +124,8 @@ describeWith('postgres', 'PostgresStore', () => {
             ALTER TABLE "${schema}".sessions DROP COLUMN resume_token_hash, DROP COLUMN resume_expires_at;
             CREATE TABLE "${schema}".resume_tokens (token_hash TEXT PRIMARY KEY, interview_id TEXT NOT NULL, expires_at BIGINT NOT NULL, created_at BIGINT NOT NULL);
           `);
+        // Version 2 as it shipped assumed the later shape: a first-shape database that ran it still lacks the columns.
+        if (reached === 2) await migratePostgres(pool, schema, MIGRATIONS.slice(0, 2));
         const s = track(open(schema, new Cipher([K1])));
         await s.migrate();
         const { rows } = await pool.query(

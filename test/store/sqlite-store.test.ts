@@ -163,19 +163,24 @@ describe('SqliteStore specifics', () => {
     await store.close();
   });
 
-  it('upgrades the first shape of version 1 too (sessions WITHOUT ROWID, resume tokens in their own table): the columns come, the table goes', async () => {
+  it.each([
+    ['from version 1', 1],
+    ['after version 2 as it shipped (which assumed the later shape)', 2],
+  ])('upgrades the first shape of version 1 (sessions WITHOUT ROWID, resume tokens in their own table) %s: the columns come, the table goes', async (_n, reached) => {
     const file = tempFile();
     const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
     // Version 1 exactly as it first shipped, from the fixture.
     old.db.exec(readFileSync(join(__dirname, 'fixtures', 'v1-first-shape.sqlite.sql'), 'utf8'));
     old.db.exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL);
       INSERT INTO schema_migrations VALUES (1, 'initial', 1000000000000);`);
+    if (reached === 2) migrateSqlite(old.db, MIGRATIONS.slice(0, 2));
     insertV1Session(old.db, new Cipher([K1]), 'i1', 't1');
     old.db.exec(`INSERT INTO resume_tokens (token_hash, interview_id, expires_at, created_at) VALUES ('old-hash', 'i1', 2000000000000, 1000000000000)`);
     await old.close();
 
     const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
     await store.migrate();
+    expect(store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').all()).toEqual(MIGRATIONS.map((m) => ({ version: m.version })));
     expect((await store.getSession('i1'))?.token).toBe('t1');
     expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name IN ('resume_tokens', 'sessions_resume_token_hash')").all()).toEqual([]);
     expect(await store.checkResumeToken('i1', 'old-hash', 1e12 + 1)).toBe(false);
