@@ -1,8 +1,7 @@
 // Caller checks shared by routes: service keys (ADMIN_API_KEYS) and an app's own session token.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors';
-import { interviewIdOfToken } from '../incode/token-claims';
-import { bearer, keyMatcher, sha256Hex } from '../security';
+import { bearer, keyMatcher } from '../security';
 import type { SessionRecord, Store } from '../store/types';
 
 export function serviceKeyGuard(keys: readonly string[]) {
@@ -17,7 +16,7 @@ export function serviceKeyGuard(keys: readonly string[]) {
 /** The session a token belongs to (X-Incode-Hardware-Id), for the app's own views; 401 otherwise. */
 export async function sessionForToken(store: Store, token: string | undefined): Promise<SessionRecord> {
   if (!token) throw new AppError(401, 'UNAUTHORIZED', 'X-Incode-Hardware-Id with the session token is required');
-  const session = await store.getSessionByTokenHash(sha256Hex(token), interviewIdOfToken(token));
+  const session = await store.getSessionByToken(token);
   if (!session) throw new AppError(401, 'UNAUTHORIZED', 'Unknown session token');
   return session;
 }

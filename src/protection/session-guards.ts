@@ -95,10 +95,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     if (claim.state !== 'new' && claim.requestHash !== requestHash)
       throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
     if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', { 'retry-after': '1' });
-    if (claim.state === 'done') {
-      const { interviewId } = claim.response as { interviewId: string };
-      return replay(interviewId);
-    }
+    if (claim.state === 'done') return replay(claim.interviewId);
     try {
       // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).
       return await create({ scope, key, expiresAt: now + ttlMs });

@@ -1,6 +1,6 @@
 // Store over a pg Pool: single-statement atomic updates, SKIP LOCKED job claims, optional per-store schema (search_path per connection).
 import { Pool, type PoolClient, type QueryResultRow } from 'pg';
-import { Cipher, hashesEqual, sha256Hex } from './crypto';
+import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
 import {
   aad,
@@ -13,7 +13,10 @@ import {
   freshSessionRecord,
   sessionInsertValues,
   sessionMergeSql,
-  tokenHashIndexed,
+  tokenColumns,
+  tokenLookup,
+  idempotencyResponseEnc,
+  idempotencyResponseId,
   toAudit,
   toJob,
   toSession,
@@ -182,10 +185,11 @@ export class PostgresStore implements Store {
   }
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
+    const t = tokenColumns(token, interviewId, this.cipher);
     await this.q(
       `UPDATE sessions SET token_enc = $2, token_hash = $3, token_hash_indexed = $5::smallint, updated_at = GREATEST(updated_at, $4::bigint)
        WHERE interview_id = $1 AND results_status <> 'erased'`,
-      [interviewId, this.cipher.encrypt(token, aad.token(interviewId)), sha256Hex(token), now, tokenHashIndexed(token, interviewId)],
+      [interviewId, t.token_enc, t.token_hash, now, t.token_hash_indexed],
     );
   }
 
@@ -193,12 +197,13 @@ export class PostgresStore implements Store {
     return this.rec(interviewId);
   }
 
-  async getSessionByTokenHash(tokenHash: string, interviewIdHint: string | null = null): Promise<SessionRecord | null> {
-    if (interviewIdHint !== null) {
-      const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE interview_id = $1', [interviewIdHint]);
-      if (rows[0] && hashesEqual(rows[0].token_hash, tokenHash)) return toSession(rows[0], this.cipher);
+  async getSessionByToken(token: string): Promise<SessionRecord | null> {
+    const { hash, namedId } = tokenLookup(token);
+    if (namedId !== null) {
+      const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE interview_id = $1', [namedId]);
+      if (rows[0] && hashesEqual(rows[0].token_hash, hash)) return toSession(rows[0], this.cipher);
     }
-    const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE token_hash = $1 AND token_hash_indexed = 1 ORDER BY created_at DESC LIMIT 1', [tokenHash]);
+    const { rows } = await this.q<SessionRow>('SELECT * FROM sessions WHERE token_hash = $1 AND token_hash_indexed = 1 ORDER BY created_at DESC LIMIT 1', [hash]);
     return rows[0] ? toSession(rows[0], this.cipher) : null;
   }
 
@@ -361,10 +366,6 @@ export class PostgresStore implements Store {
 
   // ---- inbox and jobs
 
-  private async insertJob(j: NewJob, now: number, c: Queryable = this.pool): Promise<boolean> {
-    const r = await this.q(queuedJobSql(1), queuedJobParams(j, now), c);
-    return (r.rowCount ?? 0) > 0;
-  }
 
   async recordEvent(e: InboxEvent, job: NewJob): Promise<boolean> {
     // One statement (so one round trip and one commit instead of BEGIN, two inserts and COMMIT): the job is
@@ -387,7 +388,8 @@ export class PostgresStore implements Store {
   }
 
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {
-    return this.insertJob(j, now);
+    const r = await this.q(queuedJobSql(1), queuedJobParams(j, now));
+    return (r.rowCount ?? 0) > 0;
   }
 
   async claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
@@ -476,18 +478,15 @@ export class PostgresStore implements Store {
       );
       const r = rows[0];
       if (!r) continue;
-      if (r.state === 'done') {
-        const response = r.response_enc === null ? null : this.cipher.decryptJson<unknown>(r.response_enc, aad.idempotencyResponse(scope, key));
-        return { state: 'done', requestHash: r.request_hash, response };
-      }
+      if (r.state === 'done') return { state: 'done', requestHash: r.request_hash, interviewId: idempotencyResponseId(this.cipher, scope, key, r.response_enc!) };
       return { state: 'pending', requestHash: r.request_hash };
     }
     throw new Error('claimIdempotencyKey: key keeps changing under contention');
   }
 
-  /** Parameters of idempotencyDoneSql. Only the id is kept (the token stays in sessions), encrypted like any response. */
+  /** Parameters of idempotencyDoneSql. */
   private idempotencyDoneParams(idem: IdempotencyRef, interviewId: string): unknown[] {
-    return [this.cipher.encryptJson({ interviewId }, aad.idempotencyResponse(idem.scope, idem.key)), idem.expiresAt, idem.scope, idem.key];
+    return [idempotencyResponseEnc(this.cipher, idem.scope, idem.key, interviewId), idem.expiresAt, idem.scope, idem.key];
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {

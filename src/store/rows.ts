@@ -52,9 +52,32 @@ export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
   };
 }
 
-/** 1 when lookups by this token need the hash index: it does not name its own session (see migration 3). */
-export function tokenHashIndexed(token: string | null, interviewId: string): 0 | 1 {
-  return token !== null && interviewIdOfToken(token) === interviewId ? 0 : 1;
+/**
+ * A session token's columns, the same for a new session and a replaced token: encrypted, hashed, and whether
+ * lookups need the hash index (1 unless the token names its own session; see migration 3 and tokenLookup).
+ */
+export function tokenColumns(token: string | null, interviewId: string, cipher: Cipher) {
+  if (token === null) return { token_enc: null, token_hash: null, token_hash_indexed: 1 as 0 | 1 };
+  return {
+    token_enc: cipher.encrypt(token, aad.token(interviewId)),
+    token_hash: sha256Hex(token),
+    token_hash_indexed: (interviewIdOfToken(token) === interviewId ? 0 : 1) as 0 | 1,
+  };
+}
+
+/** A lookup by token: the hash to match, and the session the token names (tried first, by primary key), if any. */
+export function tokenLookup(token: string): { hash: string; namedId: string | null } {
+  return { hash: sha256Hex(token), namedId: interviewIdOfToken(token) };
+}
+
+// A completed Idempotency-Key keeps only the session it created (its token stays in sessions), encrypted like
+// every response a key may carry.
+export function idempotencyResponseEnc(cipher: Cipher, scope: string, key: string, interviewId: string): string {
+  return cipher.encryptJson({ interviewId }, aad.idempotencyResponse(scope, key));
+}
+
+export function idempotencyResponseId(cipher: Cipher, scope: string, key: string, enc: string): string {
+  return cipher.decryptJson<{ interviewId: string }>(enc, aad.idempotencyResponse(scope, key)).interviewId;
 }
 
 /**
@@ -86,9 +109,7 @@ export function sessionInsertValues(s: NewSession, cipher: Cipher) {
     interview_id: s.interviewId,
     origin: s.origin,
     external_customer_id_enc: ext === null ? null : cipher.encrypt(ext, aad.externalCustomerId(s.interviewId)),
-    token_enc: token === null ? null : cipher.encrypt(token, aad.token(s.interviewId)),
-    token_hash: token === null ? null : sha256Hex(token),
-    token_hash_indexed: tokenHashIndexed(token, s.interviewId),
+    ...tokenColumns(token, s.interviewId, cipher),
     onboarding_status: s.onboardingStatus ?? 'UNKNOWN',
     status_rank: s.statusRank ?? 0,
     next_poll_at: s.nextPollAt ?? null,

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { Cipher, hashesEqual, sha256Hex } from './crypto';
+import { Cipher, hashesEqual } from './crypto';
 import { TurnBatch } from '../util/turn-batch';
 import { migrateSqlite } from './migrations';
 import {
@@ -17,7 +17,10 @@ import {
   newId,
   sessionInsertValues,
   sessionMergeSql,
-  tokenHashIndexed,
+  tokenColumns,
+  tokenLookup,
+  idempotencyResponseEnc,
+  idempotencyResponseId,
   toAudit,
   toJob,
   toSession,
@@ -31,6 +34,7 @@ import type {
   AuditEntry,
   Decision,
   IdempotencyClaim,
+  IdempotencyRef,
   InboxEvent,
   Job,
   JobState,
@@ -93,49 +97,45 @@ export class SqliteStore implements Store {
   }
 
   private commit(batch: PendingWrite[]): void {
-    if (!this.db.open) {
-      for (const p of batch) p.reject(new Error('store is closed'));
-      return;
-    }
+    const rejectAll = (e: unknown) => batch.forEach((p) => p.reject(e));
+    if (!this.db.open) return rejectAll(new Error('store is closed'));
     // Optimistic first: the whole batch with no savepoints (two fewer statements per write). If a write throws,
     // that transaction rolls back entirely and the batch runs again with one savepoint per write, so only the
     // failing one fails. Writes are closures over SQLite alone, so running one twice is safe. A failure of the
     // transaction itself (BEGIN IMMEDIATE timing out on a lock held by another process) fails the batch at once:
     // retrying would block the event loop for another busy_timeout.
-    let writeFailed = false;
-    const run = (isolated: boolean) =>
-      this.db
-        .transaction(() =>
-          batch.map((p) => {
-            if (!isolated) {
-              try {
-                return { ok: true, v: p.fn() };
-              } catch (e) {
-                writeFailed = true;
-                throw e;
-              }
-            }
-            try {
-              return { ok: true, v: this.db.transaction(p.fn)() };
-            } catch (e) {
-              return { ok: false, e };
-            }
-          }),
-        )
-        .immediate();
-    let outcomes: { ok: boolean; v?: unknown; e?: unknown }[];
+    let failedWrite = false;
+    const together = this.db.transaction(() =>
+      batch.map((p) => {
+        try {
+          return p.fn();
+        } catch (e) {
+          failedWrite = true;
+          throw e;
+        }
+      }),
+    );
     try {
-      outcomes = run(false);
+      const values = together.immediate();
+      batch.forEach((p, i) => p.resolve(values[i]));
+      return;
     } catch (e) {
-      try {
-        if (!writeFailed || batch.length === 1) throw e;
-        outcomes = run(true);
-      } catch (e2) {
-        for (const p of batch) p.reject(e2);
-        return;
-      }
+      if (!failedWrite || batch.length === 1) return rejectAll(e);
     }
-    batch.forEach((p, i) => (outcomes[i].ok ? p.resolve(outcomes[i].v) : p.reject(outcomes[i].e)));
+    const isolated = this.db.transaction(() =>
+      batch.map((p): { ok: true; v: unknown } | { ok: false; e: unknown } => {
+        try {
+          return { ok: true, v: this.db.transaction(p.fn)() };
+        } catch (e) {
+          return { ok: false, e };
+        }
+      }),
+    );
+    try {
+      isolated.immediate().forEach((o, i) => (o.ok ? batch[i].resolve(o.v) : batch[i].reject(o.e)));
+    } catch (e) {
+      rejectAll(e);
+    }
   }
 
   async migrate(): Promise<void> {
@@ -164,8 +164,10 @@ export class SqliteStore implements Store {
   }
 
   async upsertSession(s: NewSession): Promise<SessionRecord> {
+    // Encrypted and hashed before the write: not while holding the write lock, and not again if the batch reruns.
+    const v = sessionInsertValues(s, this.cipher);
+    const done = s.idempotency && idempotencyResponseEnc(this.cipher, s.idempotency.scope, s.idempotency.key, s.interviewId);
     return this.write(() => {
-      const v = sessionInsertValues(s, this.cipher);
       // The common case is a brand-new session: a plain insert, and the record is built from what we hold
       // (no RETURNING, no decrypting what we just encrypted).
       const fresh = this.st(
@@ -176,7 +178,7 @@ export class SqliteStore implements Store {
          ON CONFLICT (interview_id) DO NOTHING`,
       ).run(v).changes;
       if (fresh) {
-        if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt);
+        if (s.idempotency) this.markIdempotencyDone(s.idempotency, done as string);
         return freshSessionRecord(s, v);
       }
       // An existing row: merged by the rules both engines share; write() makes this and what follows one transaction.
@@ -189,22 +191,17 @@ export class SqliteStore implements Store {
          RETURNING *`,
       ).get(v) as SessionRow | undefined;
       if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
-      if (s.idempotency) this.markIdempotencyDone(s.idempotency.scope, s.idempotency.key, { interviewId: s.interviewId }, s.idempotency.expiresAt);
+      if (s.idempotency) this.markIdempotencyDone(s.idempotency, done as string);
       return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
     });
   }
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
+    const t = tokenColumns(token, interviewId, this.cipher);
     return this.write(() => {
       this.st(
         `UPDATE sessions SET token_enc = ?, token_hash = ?, token_hash_indexed = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ? AND results_status <> 'erased'`,
-      ).run(
-        this.cipher.encrypt(token, aad.token(interviewId)),
-        sha256Hex(token),
-        tokenHashIndexed(token, interviewId),
-        now,
-        interviewId,
-      );
+      ).run(t.token_enc, t.token_hash, t.token_hash_indexed, now, interviewId);
     });
   }
 
@@ -212,14 +209,13 @@ export class SqliteStore implements Store {
     return this.rec(interviewId);
   }
 
-  async getSessionByTokenHash(tokenHash: string, interviewIdHint: string | null = null): Promise<SessionRecord | null> {
-    const named = interviewIdHint === null ? undefined : this.row(interviewIdHint);
+  async getSessionByToken(token: string): Promise<SessionRecord | null> {
+    const { hash, namedId } = tokenLookup(token);
+    const named = namedId === null ? undefined : this.row(namedId);
     const r =
-      named && hashesEqual(named.token_hash, tokenHash)
+      named && hashesEqual(named.token_hash, hash)
         ? named
-        : (this.st('SELECT * FROM sessions WHERE token_hash = ? AND token_hash_indexed = 1 ORDER BY created_at DESC LIMIT 1').get(tokenHash) as
-            | SessionRow
-            | undefined);
+        : (this.st('SELECT * FROM sessions WHERE token_hash = ? AND token_hash_indexed = 1 ORDER BY created_at DESC LIMIT 1').get(hash) as SessionRow | undefined);
     return r ? toSession(r, this.cipher) : null;
   }
 
@@ -488,18 +484,13 @@ export class SqliteStore implements Store {
         response_enc: string | null;
         state: string;
       };
-      if (r.state === 'done') {
-        const response = r.response_enc === null ? null : this.cipher.decryptJson<unknown>(r.response_enc, aad.idempotencyResponse(scope, key));
-        return { state: 'done', requestHash: r.request_hash, response } as const;
-      }
+      if (r.state === 'done') return { state: 'done', requestHash: r.request_hash, interviewId: idempotencyResponseId(this.cipher, scope, key, r.response_enc!) } as const;
       return { state: 'pending', requestHash: r.request_hash } as const;
     });
   }
 
-  private markIdempotencyDone(scope: string, key: string, response: unknown, expiresAt: number): void {
-    // Responses can carry identifiers or tokens, so they are encrypted like any other secret.
-    const enc = this.cipher.encryptJson(response, aad.idempotencyResponse(scope, key));
-    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done', expires_at = ? WHERE scope = ? AND key = ?`).run(enc, expiresAt, scope, key);
+  private markIdempotencyDone(idem: IdempotencyRef, responseEnc: string): void {
+    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done', expires_at = ? WHERE scope = ? AND key = ?`).run(responseEnc, idem.expiresAt, idem.scope, idem.key);
   }
 
   async releaseIdempotencyKey(scope: string, key: string): Promise<void> {

@@ -121,7 +121,7 @@ export interface AuditEntry {
 export type IdempotencyClaim =
   | { state: 'new' }
   | { state: 'pending'; requestHash: string }
-  | { state: 'done'; requestHash: string; response: unknown };
+  | { state: 'done'; requestHash: string; interviewId: string };
 
 export interface Store {
   readonly engine: 'sqlite' | 'postgres';
@@ -137,10 +137,10 @@ export interface Store {
   /** A fresh token for the same onboarding (resume): replaces token and hash unless the session was erased. */
   replaceToken(interviewId: string, token: string, now: number): Promise<void>;
   /**
-   * The session whose token has this hash. `interviewIdHint` (the session the token names, see incode/token-claims)
-   * is tried first by primary key; tokens that name no session or another one are found through the hash index.
+   * The session whose token this is. A token that names its session (see incode/token-claims) is looked up by that
+   * primary key and then matched by hash; any other through the hash index.
    */
-  getSessionByTokenHash(tokenHash: string, interviewIdHint?: string | null): Promise<SessionRecord | null>;
+  getSessionByToken(token: string): Promise<SessionRecord | null>;
   /** Atomic monotonic move: applies when rank > current rank, or rank == current and equalRankReplaces. */
   advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionRecord | null }>;
   /** status null keeps the current one and records only lastError; an erased session never changes. */

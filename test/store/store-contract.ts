@@ -1,5 +1,5 @@
 // Shared behaviour suite for every Store engine: each engine's test file supplies a harness over a fresh database.
-import { Cipher, sha256Hex } from '../../src/store/crypto';
+import { Cipher } from '../../src/store/crypto';
 import { MIGRATIONS } from '../../src/store/migrations';
 import type { NewJob, SessionRecord, Store } from '../../src/store/types';
 
@@ -93,17 +93,16 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(filled).toMatchObject({ token: 'tA', externalCustomerId: 'eA', origin: 'external', updatedAt: T0 + 5, createdAt: T0 });
         const again = await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'tB', externalCustomerId: 'eB', now: T0 + 9 });
         expect(again).toMatchObject({ token: 'tA', externalCustomerId: 'eA', updatedAt: T0 + 5 });
-        // Hash derived from the token when the caller gives none.
-        expect((await store.getSessionByTokenHash(sha256Hex('tA')))?.interviewId).toBe('i1');
-        expect(await store.getSessionByTokenHash(sha256Hex('tB'))).toBeNull();
+        expect((await store.getSessionByToken('tA'))?.interviewId).toBe('i1');
+        expect(await store.getSessionByToken('tB')).toBeNull();
       });
 
       it('replaceToken swaps the token and its hash, but not on an erased session', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'old', now: T0 });
         await store.replaceToken('i1', 'new', T0 + 1);
         expect((await store.getSession('i1'))?.token).toBe('new');
-        expect((await store.getSessionByTokenHash(sha256Hex('new')))?.interviewId).toBe('i1');
-        expect(await store.getSessionByTokenHash(sha256Hex('old'))).toBeNull();
+        expect((await store.getSessionByToken('new'))?.interviewId).toBe('i1');
+        expect(await store.getSessionByToken('old')).toBeNull();
         await store.eraseSession('i1', 'test', T0 + 2);
         await store.replaceToken('i1', 'newer', T0 + 3);
         expect((await store.getSession('i1'))?.token).toBeNull();
@@ -123,23 +122,23 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.upsertSession({ interviewId: 'i3', origin: 'broker', token: jwt('i1', 'other'), now: T0 });
         const indexed = await h.exec('SELECT interview_id, token_hash_indexed FROM sessions ORDER BY interview_id');
         expect(indexed.map((r) => [r.interview_id, Number(r.token_hash_indexed)])).toEqual([['i1', 0], ['i2', 1], ['i3', 1]]);
-        expect((await store.getSessionByTokenHash(sha256Hex(jwt('i1')), 'i1'))?.interviewId).toBe('i1');
-        expect((await store.getSessionByTokenHash(sha256Hex('opaque-token-i2'), null))?.interviewId).toBe('i2');
+        expect((await store.getSessionByToken(jwt('i1')))?.interviewId).toBe('i1');
+        expect((await store.getSessionByToken('opaque-token-i2'))?.interviewId).toBe('i2');
         // A token naming i1 that is not i1's token: the hint misses, the index finds where it belongs.
-        expect((await store.getSessionByTokenHash(sha256Hex(jwt('i1', 'other')), 'i1'))?.interviewId).toBe('i3');
+        expect((await store.getSessionByToken(jwt('i1', 'other')))?.interviewId).toBe('i3');
         // A forged token naming a real session is not that session's token.
-        expect(await store.getSessionByTokenHash(sha256Hex(jwt('i1', 'forged')), 'i1')).toBeNull();
+        expect(await store.getSessionByToken(jwt('i1', 'forged'))).toBeNull();
         // A new token for the session (resume) moves it out of the index, and the old one no longer matches.
         await store.replaceToken('i2', jwt('i2'), T0 + 1);
         expect((await h.exec('SELECT token_hash_indexed FROM sessions WHERE interview_id = ?', ['i2']))[0]).toEqual({ token_hash_indexed: 0 });
-        expect((await store.getSessionByTokenHash(sha256Hex(jwt('i2')), 'i2'))?.interviewId).toBe('i2');
-        expect(await store.getSessionByTokenHash(sha256Hex('opaque-token-i2'), null)).toBeNull();
+        expect((await store.getSessionByToken(jwt('i2')))?.interviewId).toBe('i2');
+        expect(await store.getSessionByToken('opaque-token-i2')).toBeNull();
         // Erasure clears the hash, so neither path finds it.
         await store.eraseSession('i1', 'test', T0 + 2);
-        expect(await store.getSessionByTokenHash(sha256Hex(jwt('i1')), 'i1')).toBeNull();
+        expect(await store.getSessionByToken(jwt('i1'))).toBeNull();
       });
 
-      it('an existing row (a webhook got there first) takes its resume token and completes its Idempotency-Key in the same write', async () => {
+      it('an existing row (a webhook got there first) takes its resume token and completes its Idempotency-Key', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'external', now: T0 });
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0)).toEqual({ state: 'new' });
         const s = await store.upsertSession({
@@ -152,7 +151,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         });
         expect(s).toMatchObject({ interviewId: 'i1', origin: 'external', token: 'tA' });
         expect(await store.checkResumeToken('i1', 'rh', T0 + 2)).toBe(true);
-        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 500)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId: 'i1' } });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 500)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1' });
       });
 
       it('never downgrades the status on upsert, but raises it', async () => {
@@ -327,7 +326,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         const s = await store.getSession('i1');
         expect(s).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased', decision: 'approve', updatedAt: T0 + 50 });
         expect(await store.getResults('i1')).toBeNull();
-        expect(await store.getSessionByTokenHash(sha256Hex(TOKEN))).toBeNull();
+        expect(await store.getSessionByToken(TOKEN)).toBeNull();
         expect(await store.checkResumeToken('i1', 'rt-hash', T0 + 1)).toBe(false);
         expect(await store.listSteps('i1')).toHaveLength(1);
 
@@ -545,7 +544,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         // The pending claim's short lease (T0 + 10) becomes the key's full lifetime (T0 + 1000) on completion.
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0)).toEqual({ state: 'new' });
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000 }, now: T0 });
-        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 100)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId: 'i1' } });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 100)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1' });
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 2000, T0 + 1000)).toEqual({ state: 'new' });
       });
 
@@ -556,7 +555,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('other', 'k1', 'h9', T0 + 1000, T0)).toEqual({ state: 'new' });
         const interviewId = 'interviewmarker7f3a9c';
         await session(interviewId, { idempotency: { scope: 'start', key: 'k1', expiresAt: T0 + 1000 } });
-        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 2)).toEqual({ state: 'done', requestHash: 'h1', response: { interviewId } });
+        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 2)).toEqual({ state: 'done', requestHash: 'h1', interviewId });
         // Stored responses are encrypted at rest like any other identifier.
         const [row] = await h.exec('SELECT response_enc FROM idempotency_keys WHERE scope = ? AND key = ?', ['start', 'k1']);
         expect(String(row.response_enc)).not.toContain(interviewId);
