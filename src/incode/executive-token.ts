@@ -1,6 +1,7 @@
 // Executive token cache: one login in flight at a time, renewed well before Incode's 24 h expiry.
 import type { Config } from '../config';
 import type { IncodeClient } from './client';
+import { jwtClaims } from './token-claims';
 
 const LIFETIME_MS = 24 * 60 * 60 * 1000;
 
@@ -54,11 +55,6 @@ export class ExecutiveTokenProvider {
 
 /** Reads exp-iat from a JWT-shaped token when present; Incode documents 24 h, the token may say otherwise. */
 function jwtLifetimeMs(token: string): number | undefined {
-  try {
-    const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iat?: number; exp?: number };
-    if (typeof claims.exp === 'number' && typeof claims.iat === 'number' && claims.exp > claims.iat) return (claims.exp - claims.iat) * 1000;
-  } catch {
-    /* opaque token */
-  }
-  return undefined;
+  const { iat, exp } = jwtClaims(token) ?? {};
+  return typeof exp === 'number' && typeof iat === 'number' && exp > iat ? (exp - iat) * 1000 : undefined;
 }
