@@ -100,11 +100,10 @@ function createEmulator(opts: EmulatorOptions): EmulatorController {
   const keyRef = createHash('sha256').update(opts.apiKey).digest('hex').slice(0, 24);
   const tokens = new TokenService(opts.jwtSecret ?? randomBytes(32).toString('hex'), keyRef);
   const webhooks = opts.webhook?.url ? new WebhookSender(opts.webhook, faults, timers) : undefined;
-  const sessions: SessionStore = new SessionStore({
-    processingDelayMs: opts.processingDelayMs ?? 1500,
-    timers,
-    onStatus: (s, status) => {
-      if (!webhooks || !sessions.sessions.has(s.interviewId)) return;
+  const sessions = new SessionStore({ processingDelayMs: opts.processingDelayMs ?? 1500, timers });
+  if (webhooks)
+    sessions.watchStatus((s, status) => {
+      if (!sessions.sessions.has(s.interviewId)) return;
       const externalId = s.externalCustomerId ?? s.externalId;
       webhooks.send({
         interviewId: s.interviewId,
@@ -113,8 +112,7 @@ function createEmulator(opts: EmulatorOptions): EmulatorController {
         clientId: opts.clientId,
         ...(s.configurationId ? { flowId: s.configurationId } : {}),
       });
-    },
-  });
+    });
   return {
     sessions,
     faults,

@@ -104,7 +104,6 @@ type StatusListener = (s: Session, status: OnboardingStatus) => void;
 export interface StoreOptions {
   processingDelayMs: number;
   timers: TimerSet;
-  onStatus: StatusListener;
 }
 
 // ObjectId-like ids (time + per-process random + counter): unique, 24 hex, and free to make.
@@ -141,7 +140,7 @@ export type NewSession = Omit<
 export class SessionStore {
   readonly sessions = new Map<string, Session>();
   private readonly byUuid = new Map<string, string>();
-  // Observers of status moves besides the webhook sender (tests that must see a status lasting only a few ms).
+  // Who hears of status moves: the webhook sender, and tests that must see a status lasting only a few ms.
   private readonly watchers = new Set<StatusListener>();
 
   constructor(private readonly opts: StoreOptions) {}
@@ -195,7 +194,6 @@ export class SessionStore {
     if (!canMove(s.status, status)) return false;
     s.status = status;
     if (status === 'ONBOARDING_FINISHED') s.finishedAt = Date.now();
-    this.opts.onStatus(s, status);
     for (const fn of this.watchers) fn(s, status);
     return true;
   }

@@ -19,7 +19,8 @@ describe('status machine', () => {
   it('notifies each real change once and never UNKNOWN', () => {
     const seen: OnboardingStatus[] = [];
     const timers = new TimerSet();
-    const store = new SessionStore({ processingDelayMs: 0, timers, onStatus: (_s, st) => seen.push(st) });
+    const store = new SessionStore({ processingDelayMs: 0, timers });
+    store.watchStatus((_s, st) => seen.push(st));
     const s = store.create({ countryCode: 'ALL' });
     expect(store.setStatus(s, 'UNKNOWN')).toBe(false);
     expect(store.setStatus(s, 'ID_VALIDATION_FINISHED')).toBe(true);
@@ -33,7 +34,7 @@ describe('status machine', () => {
 
   it('tells status watchers of every real move until they stop watching', () => {
     const timers = new TimerSet();
-    const store = new SessionStore({ processingDelayMs: 0, timers, onStatus: () => undefined });
+    const store = new SessionStore({ processingDelayMs: 0, timers });
     const watched: string[] = [];
     const stop = store.watchStatus((s, st) => watched.push(`${s.interviewId}:${st}`));
     const s = store.create({ countryCode: 'ALL' });
