@@ -165,10 +165,11 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       },
     },
     async (req, reply) => {
+      // The caller first: an unauthenticated request learns nothing about the configuration.
+      const session = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
       const { clientId } = config.incode;
       // Incode builds the link from the client id; without it the call could only fail upstream (a misleading 502).
       if (!clientId) throw new AppError(404, 'ONBOARDING_URL_NOT_CONFIGURED', 'Hosted-flow links need INCODE_CLIENT_ID');
-      const session = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
       const { url } = await app.incode.getOnboardingUrl(session.token!, clientId, { requestId: req.id });
       if (typeof url !== 'string') throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered without a url');
       reply.header('cache-control', 'no-store');

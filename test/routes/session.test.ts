@@ -148,6 +148,8 @@ describe('POST /session against the emulator', () => {
     // Without INCODE_CLIENT_ID the route says so instead of calling Incode.
     const noClient = await startBroker(brokerEnv(emu.url, { INCODE_CLIENT_ID: '' }));
     try {
+      // An unauthenticated caller learns nothing about the configuration.
+      expect((await request(noClient.url).get('/session/onboarding-url').expect(401)).body.code).toBe('UNAUTHORIZED');
       const t = (await request(noClient.url).post('/session').expect(200)).body.token;
       const r = await request(noClient.url).get('/session/onboarding-url').set('x-incode-hardware-id', t).expect(404);
       expect(r.body.code).toBe('ONBOARDING_URL_NOT_CONFIGURED');
