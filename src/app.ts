@@ -23,6 +23,7 @@ import sessionRoutes from './routes/session';
 import sessionsRoutes from './routes/sessions';
 import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
+import { overloadedError } from './errors';
 import { ErrorBody } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
@@ -132,14 +133,14 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(errorHandler);
   await app.register(underPressure, {
     maxEventLoopDelay: config.eventLoopMaxLagMs || 0,
-    retryAfter: 5,
-    pressureHandler: (req, reply) => {
+    // Called only under pressure. A rejection goes to the central error handler, like every other error.
+    pressureHandler: async (req) => {
       // Liveness and the metrics scrape are never shed: an orchestrator would kill a merely busy process,
       // and the shedding itself must stay observable.
       const path = req.url.split('?')[0];
       if (path === '/healthz' || path === '/metrics') return;
-      app.metrics.shed.inc();
-      reply.status(503).header('retry-after', '5').send({ code: 'OVERLOADED', message: 'The service is overloaded; retry shortly' });
+      app.metrics.shed.inc({ reason: 'event_loop' });
+      throw overloadedError('The service is overloaded; retry shortly', 5);
     },
     exposeStatusRoute: false,
   });

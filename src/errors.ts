@@ -11,3 +11,8 @@ export class AppError extends Error {
     this.name = 'AppError';
   }
 }
+
+/** 503 OVERLOADED: the one answer for load the service turns away (event-loop lag, a full upload budget). */
+export function overloadedError(message: string, retryAfterS: number): AppError {
+  return new AppError(503, 'OVERLOADED', message, { 'retry-after': String(retryAfterS) });
+}

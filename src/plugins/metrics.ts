@@ -31,7 +31,12 @@ export function createMetrics() {
     }),
     pollingRepairs: new Counter({ name: 'polling_repairs_total', help: 'Results that arrived through polling with no webhook', registers: [registry] }),
     resultsStored: new Counter({ name: 'results_stored_total', help: 'Sessions whose scores and OCR were stored, by decision', labelNames: ['decision'], registers: [registry] }),
-    shed: new Counter({ name: 'load_shed_total', help: 'Requests refused with 503 OVERLOADED: the event loop lagged, or the upload budget was full', registers: [registry] }),
+    shed: new Counter({
+      name: 'load_shed_total',
+      help: 'Requests refused with 503 OVERLOADED, by reason: event_loop (it lagged) or upload_budget (POST /onboardings bodies in flight)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
   };
 }
 

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
-import { AppError } from '../errors';
+import { AppError, overloadedError } from '../errors';
 import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
@@ -78,8 +78,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
     const announced = Number(req.headers['content-length']);
     const bytes = Number.isSafeInteger(announced) && announced >= 0 ? Math.min(announced, config.limits.onboardingBodyBytes) : config.limits.onboardingBodyBytes;
     if (heldBytes > 0 && heldBytes + bytes > budget) {
-      app.metrics.shed.inc();
-      throw new AppError(503, 'OVERLOADED', 'Too many uploads in progress; retry shortly', { 'retry-after': '2' });
+      app.metrics.shed.inc({ reason: 'upload_budget' });
+      throw overloadedError('Too many uploads in progress; retry shortly', 2);
     }
     heldBytes += bytes;
     // 'close' comes once whether the answer was sent or the client went away.

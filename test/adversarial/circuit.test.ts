@@ -205,7 +205,7 @@ describe('load shedding when the event loop lags', () => {
       }
       await lagger;
       expect(health).toBe(200);
-      expect(scrape).toMatch(/^load_shed_total [1-9]/m);
+      expect(scrape).toMatch(/^load_shed_total\{reason="event_loop"\} [1-9]/m);
       expect(shed).toBeDefined();
       expect(shed!.body.code).toBe('OVERLOADED');
       expect(shed!.headers['retry-after']).toBe('5');

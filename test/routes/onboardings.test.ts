@@ -147,11 +147,12 @@ describe('POST /onboardings', () => {
     const { port } = new URL(small.url);
     const sent: ClientRequest[] = [];
     // An upload announced at 800 kB whose body is still being sent: it holds 800 kB of the budget meanwhile.
+    // Its answer is null when none came within 2 s (an admitted upload waits for the rest of its body).
     const open = (length: number, key: string | null = ADMIN_KEY) => {
       const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': length };
       if (key) headers.authorization = `Bearer ${key}`;
       const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/onboardings', headers });
-      const answer = new Promise<{ status: number; headers: IncomingHttpHeaders; body: Record<string, any> }>((resolve, reject) => {
+      const answered = new Promise<{ status: number; headers: IncomingHttpHeaders; body: Record<string, any> }>((resolve, reject) => {
         req.once('response', (res) => {
           let text = '';
           res.setEncoding('utf8');
@@ -160,6 +161,7 @@ describe('POST /onboardings', () => {
         });
         req.once('error', reject);
       });
+      const answer = Promise.race([answered, new Promise<null>((resolve) => setTimeout(() => resolve(null), 2000).unref())]);
       req.write('{"front":"');
       sent.push(req);
       return { req, answer };
@@ -174,8 +176,9 @@ describe('POST /onboardings', () => {
       }, 5_000);
       expect(second.body).toMatchObject({ code: 'OVERLOADED', message: expect.any(String) });
       expect(second.headers['retry-after']).toBe('2');
+      expect(await (await fetch(`${small.url}/metrics`)).text()).toMatch(/^load_shed_total\{reason="upload_budget"\} [1-9]/m);
       // Only an authenticated caller can hold or be refused any of the budget.
-      expect((await open(800_000, null).answer).status).toBe(401);
+      expect((await open(800_000, null).answer)?.status).toBe(401);
       // A small upload still fits beside the first (200 kB left): admitted, then judged on its body.
       const fits = await post({ front: 'x' }, { url: small.url });
       expect(fits.status).toBe(400);
