@@ -26,11 +26,6 @@ async function main(): Promise<void> {
     if (err) app.log.error({ err: { message: err.message } }, 'fatal error, shutting down');
     else app.log.info({ signal }, 'shutting down');
     await app.close();
-    try {
-      logStream.flushSync();
-    } catch {
-      // stdout gone (closed pipe): nothing left to write to.
-    }
   });
   await app.listen({ port: config.port, host: config.host });
 }
