@@ -78,11 +78,16 @@ export class OnboardingError extends Error {
     readonly code: string,
     message: string,
     readonly interviewId: string | null,
-    readonly incode?: { operation: string; httpStatus?: number; incodeStatus?: number },
     /** The IncodeError behind it, so an HTTP answer maps it like any other Incode failure. */
-    cause?: unknown,
+    cause?: IncodeError,
   ) {
     super(message, cause === undefined ? undefined : { cause });
+  }
+
+  /** The Incode call that failed, when one did (read from the cause, so the two cannot disagree). */
+  get incode(): { operation: string; httpStatus?: number; incodeStatus?: number } | undefined {
+    const c = this.cause;
+    return c instanceof IncodeError ? { operation: c.operation, httpStatus: c.details.httpStatus, incodeStatus: c.details.incodeStatus } : undefined;
   }
 }
 
@@ -364,11 +369,7 @@ export class Orchestrator {
     else if (err instanceof IncodeError) {
       const detail = err.details.incodeStatus !== undefined && err.details.incodeStatus !== err.details.httpStatus ? ` (Incode status ${err.details.incodeStatus})` : '';
       const http = err.details.httpStatus !== undefined ? ` with HTTP ${err.details.httpStatus}` : '';
-      e = new OnboardingError(step, err.code, `Incode ${err.operation} failed at step ${step}${http}${detail}`, interviewId, {
-        operation: err.operation,
-        httpStatus: err.details.httpStatus,
-        incodeStatus: err.details.incodeStatus,
-      }, err);
+      e = new OnboardingError(step, err.code, `Incode ${err.operation} failed at step ${step}${http}${detail}`, interviewId, err);
     } else e = new OnboardingError(step, 'INTERNAL_ERROR', `Step ${step} failed unexpectedly`, interviewId);
     this.d.log.error({ interviewId, step, code: e.code, incodeStatus: e.incode?.incodeStatus }, 'onboarding step failed');
     if (interviewId) {
