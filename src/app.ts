@@ -7,7 +7,6 @@ import swaggerUi from '@fastify/swagger-ui';
 import underPressure from '@fastify/under-pressure';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { DestinationStream } from 'pino';
-import type { Dispatcher } from 'undici';
 import type { Config } from './config';
 import errorHandler from './plugins/error-handler';
 import incodePlugin from './plugins/incode';
@@ -31,8 +30,6 @@ import type { Store } from './store/types';
 export interface AppDeps {
   /** A store shared with the test (else one is created from DATABASE_URL and closed with the app). */
   store?: Store;
-  /** undici dispatcher for Incode calls (tests: other limits); production builds its own Pool. */
-  incodeDispatcher?: Dispatcher;
   /** Where logs go (tests capture them); stdout otherwise. */
   logStream?: DestinationStream;
   /** false: no job worker or poller in this instance (tests that drive the pipeline by hand). */
@@ -166,7 +163,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   await app.register(storePlugin, { config, store: deps.store });
-  await app.register(incodePlugin, { config, dispatcher: deps.incodeDispatcher });
+  await app.register(incodePlugin, { config });
   await app.register(resultsPlugin, { config, runWorker: deps.runWorker });
 
   let counter: RateCounter | null = deps.rateCounter ?? null;

@@ -33,7 +33,7 @@ export interface IncodeClientOptions {
    *  and undici queues the rest. Only the pool's size when unset. */
   maxConcurrency?: number;
   circuit?: { failureThreshold: number; resetMs: number };
-  /** Tests inject a dispatcher (e.g. an Agent with other limits); production uses its own Pool. */
+  /** Tests inject a dispatcher (e.g. an Agent); it brings its own limits (maxConcurrency sizes only our Pool). */
   dispatcher?: Dispatcher;
   /** Base delay of the retry backoff. */
   retryBaseMs?: number;

@@ -1,6 +1,5 @@
 // Decorates the app with the Incode client and the executive token provider; closes the pool on close.
 import fp from 'fastify-plugin';
-import type { Dispatcher } from 'undici';
 import type { Config } from '../config';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
@@ -14,12 +13,11 @@ declare module 'fastify' {
 
 const CIRCUIT_VALUE = { closed: 0, 'half-open': 1, open: 2 } as const;
 
-export default fp<{ config: Config; dispatcher?: Dispatcher }>(
+export default fp<{ config: Config }>(
   async (app, opts) => {
     const { config } = opts;
     const client = new IncodeClient({
       ...incodeClientOptions(config, config.incode.apiUrl),
-      dispatcher: opts.dispatcher,
       onCall: (operation, outcome, seconds) => app.metrics.incodeDuration.observe({ operation, outcome }, seconds),
       onCircuitChange: (group, state) => {
         app.metrics.circuitState.set({ group }, CIRCUIT_VALUE[state]);
