@@ -5,19 +5,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { brokerEnv, freePort, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
-import { spawnBroker, type BrokerProcess } from './helpers/broker-process';
+import { spawnBroker, untilHealthy, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
-
-
-async function healthy(url: string): Promise<boolean> {
-  try {
-    const r = await request(`${url}/healthz`);
-    await r.body.dump();
-    return r.statusCode === 200;
-  } catch {
-    return false;
-  }
-}
 
 async function json(url: string, init: Parameters<typeof request>[1] = {}) {
   const r = await request(url, init);
@@ -36,7 +25,7 @@ describe('server process', () => {
     const url = `http://127.0.0.1:${port}`;
     const p = spawnBroker(brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' }));
     procs.push(p);
-    await waitFor(() => healthy(url), 20_000, 100);
+    await untilHealthy(p, url);
     const inflight = json(`${url}/session`, { method: 'POST' });
     await new Promise((r) => setTimeout(r, 200));
     p.child.kill('SIGTERM');
@@ -62,7 +51,7 @@ describe('server process', () => {
     const env = brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: `sqlite:${dbFile}`, RESULTS_MODE: 'webhook', JOB_LEASE_MS: '1000', JOB_MAX_ATTEMPTS: '20' });
     const first = spawnBroker(env);
     procs.push(first);
-    await waitFor(() => healthy(url), 20_000, 100);
+    await untilHealthy(first, url);
 
     const sessions = [];
     for (let i = 0; i < 5; i++) sessions.push((await json(`${url}/session`, { method: 'POST' })).body as { token: string; interviewId: string; apiUrl: string });
@@ -86,7 +75,7 @@ describe('server process', () => {
     emu.app.emulator.setFaults({ latencyMs: 0 });
     const second = spawnBroker(env);
     procs.push(second);
-    await waitFor(() => healthy(url), 20_000, 100);
+    await untilHealthy(second, url);
     for (const s of sessions) {
       const done = await waitForResults(url, s.interviewId);
       expect(done.decision).toBe('approve');

@@ -1,10 +1,9 @@
 // The CLI as a user runs it: a subprocess through bin/incode-broker.js against the in-process emulator.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { ROOT, spawnNode } from '../helpers/node-process';
 
-const ROOT = resolve(__dirname, '../..');
 const BIN = join(ROOT, 'bin/incode-broker.js');
 const sample = (name: string) => join(ROOT, 'samples', name);
 const GOOD = ['--front', sample('id-front.jpg'), '--back', sample('id-back.jpg'), '--selfie', sample('selfie.jpg')];
@@ -17,17 +16,13 @@ beforeAll(() => {
 afterAll(() => rmSync(cwd, { recursive: true, force: true }));
 
 function run(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  // A clean environment: no INCODE_API_KEY, so the emulator is the upstream.
+  const { child } = spawnNode([BIN, ...args], { EMULATOR_PROCESSING_DELAY_MS: '50', POLL_INTERVAL_MS: '100', JOB_BACKOFF_MS: '50', ...extraEnv }, ['ignore', 'pipe', 'pipe'], cwd);
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd,
-      // A clean environment: no INCODE_API_KEY, so the emulator is the upstream.
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? cwd, EMULATOR_PROCESSING_DELAY_MS: '50', POLL_INTERVAL_MS: '100', JOB_BACKOFF_MS: '50', ...extraEnv },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolvePromise({ code, stdout, stderr }));
   });

@@ -13,13 +13,13 @@ export interface NodeProcess {
 }
 
 /**
- * `node <args>` from the project root with only the variables it is given, plus the few a process needs from ours.
- * DOTENV_CONFIG_PATH points dotenv away from a developer's .env, which would change what is measured or tested.
+ * `node <args>` (in the project root unless told) with only the variables it is given, plus the few a process needs
+ * from ours. DOTENV_CONFIG_PATH points dotenv away from a developer's .env, which would change what is measured or tested.
  */
-export function spawnNode(args: string[], env: Record<string, string>, stdio: StdioOptions): NodeProcess {
+export function spawnNode(args: string[], env: Record<string, string>, stdio: StdioOptions, cwd = ROOT): NodeProcess {
   const base: Record<string, string> = { DOTENV_CONFIG_PATH: join(ROOT, 'test', '.no-such-env-file') };
   for (const k of ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ']) if (process.env[k]) base[k] = process.env[k]!;
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...base, ...env }, stdio });
+  const child = spawn(process.execPath, args, { cwd, env: { ...base, ...env }, stdio });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;

@@ -5,8 +5,8 @@ import { Redis } from 'ioredis';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { MemoryRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
-import { spawnBroker, type BrokerProcess } from '../helpers/broker-process';
-import { brokerEnv, freePort, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { startBrokerProcess } from '../helpers/broker-process';
+import { brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
@@ -140,23 +140,6 @@ describe('POST /session rate limits (memory counter)', () => {
   });
 });
 
-/** A broker as its own OS process, so two of them share nothing but Redis; resolves once it answers /healthz. */
-async function startBrokerProcess(env: Record<string, string>): Promise<BrokerProcess & { url: string }> {
-  const port = await freePort();
-  const p = spawnBroker({ ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' });
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitFor(async () => {
-      if (p.child.exitCode !== null) throw new Error(`broker exited ${p.child.exitCode}`);
-      return (await request(url).get('/healthz')).status === 200;
-    }, 20_000, 100);
-  } catch (err) {
-    await p.stop();
-    throw new Error(`${(err as Error).message}\n${p.output()}`);
-  }
-  return { ...p, url };
-}
-
 describeWith('redis', 'rate limits shared through Redis', () => {
   // A dedicated database index and a per-run client address keep this run's keys apart from anything else.
   const redisUrl = () => {
@@ -234,7 +217,7 @@ describeWith('redis', 'rate limits shared through Redis', () => {
   });
 
   it('two broker processes on one Redis enforce ONE per-IP limit together', async () => {
-    const env = brokerEnv(emu.url, { REDIS_URL: redisUrl(), RATE_LIMIT_PER_IP: '10', RATE_LIMIT_WINDOW_MS: '60000', TRUST_PROXY_HOPS: '1', RESULTS_MODE: 'webhook' });
+    const env = brokerEnv(emu.url, { REDIS_URL: redisUrl(), RATE_LIMIT_PER_IP: '10', RATE_LIMIT_WINDOW_MS: '60000', TRUST_PROXY_HOPS: '1', RESULTS_MODE: 'webhook', LOG_LEVEL: 'warn' });
     const [one, two] = await Promise.all([startBrokerProcess(env), startBrokerProcess(env)]);
     children.push(one, two);
     const statuses: number[] = [];
