@@ -110,7 +110,7 @@ export async function runResultsLatency(ctx: BenchContext, log: (m: string) => v
           cursor = r.body.nextCursor;
         } while (cursor);
       }
-      const lat = [...stored].map(([id, at]) => at - sentAt.get(id)!).sort((a, b) => a - b);
+      const lat = [...stored].map(([id, at]) => at - sentAt.get(id)!);
       return {
         sessions: sessions.length,
         ratePerSec: RESULTS_RATE,
@@ -118,8 +118,8 @@ export async function runResultsLatency(ctx: BenchContext, log: (m: string) => v
         p50: percentile(lat, 50),
         p90: percentile(lat, 90),
         p99: percentile(lat, 99),
-        max: lat.length ? lat[lat.length - 1] : null,
-        ackP50: percentile(acks.sort((a, b) => a - b), 50),
+        max: percentile(lat, 100),
+        ackP50: percentile(acks, 50),
         ackP99: percentile(acks, 99),
         peakRssMb: broker.peakRssMb(),
         method: RESULTS_METHOD,

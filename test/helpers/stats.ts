@@ -1,8 +1,9 @@
 // Small helpers shared by the bench and the load test: nearest-rank percentile, a bounded parallel map.
 
-/** Nearest-rank percentile of an ascending array; null when empty. */
-export function percentile(sorted: number[], p: number): number | null {
-  if (!sorted.length) return null;
+/** Nearest-rank percentile of the values (in any order; they are not changed); null when empty. */
+export function percentile(values: readonly number[], p: number): number | null {
+  if (!values.length) return null;
+  const sorted = [...values].sort((a, b) => a - b);
   const rank = Math.ceil((p / 100) * sorted.length);
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
 }
