@@ -3,7 +3,7 @@ import { createHmac } from 'node:crypto';
 import { request } from 'undici';
 import type { EmulatorOptions } from '../../src/emulator/app';
 import { buildEmulator } from '../../src/emulator/app';
-import { waitFor as harnessWaitFor } from '../helpers/harness';
+import { waitFor as harnessWaitFor } from '../helpers/wait';
 
 export const API_KEY = 'test-api-key';
 

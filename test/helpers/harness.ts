@@ -27,8 +27,9 @@ async function listen(app: FastifyInstance, port = 0): Promise<string> {
 }
 
 import { freePort } from './free-port';
+import { waitFor } from './wait';
 
-export { freePort };
+export { freePort, waitFor };
 
 export async function startEmulator(opts: Partial<EmulatorOptions> = {}): Promise<Running<EmulatorApp>> {
   const app = buildEmulator({ apiKey: TEST_API_KEY, clientId: 'testclient', executiveEmail: EXEC_EMAIL, executivePassword: EXEC_PASSWORD, processingDelayMs: 50, ...opts });
@@ -103,25 +104,6 @@ export async function startSandbox(overrides: Record<string, string> = {}, deps:
   return startBroker(env, deps, port);
 }
 
-/**
- * Polls fn until it returns a truthy value or the deadline passes (bounded wait, no fixed sleeps). A thrown error
- * (a server not up yet) is retried, except a failed `expect`: an assertion inside fn fails the test at once.
- */
-export async function waitFor<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 10_000, stepMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      if (err && typeof err === 'object' && 'matcherResult' in err) throw err;
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-  throw new Error(`waitFor timed out after ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
-}
 
 /** Waits until the results API shows the session's scores and OCR stored, and returns that view. */
 export function waitForResults(brokerUrl: string, interviewId: string, timeoutMs = 20_000): Promise<Record<string, any>> {
