@@ -1,9 +1,10 @@
 // POST /session, /session/resume and /session/status over HTTP against the real emulator; sandbox mode; CORS.
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
-import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitForResults, type Running } from '../helpers/harness';
+import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitFor, waitForResults, type Running } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
 import { sha256Hex } from '../../src/store/crypto';
+import type { SqliteStore } from '../../src/store/sqlite-store';
 
 describe('POST /session against the emulator', () => {
   let emu: Running<EmulatorApp>;
@@ -107,6 +108,12 @@ describe('POST /session against the emulator', () => {
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: b.body.resumeToken }).expect(200)).body.interviewId).toBe(a.body.interviewId);
     const c = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c2' }).expect(422);
     expect(c.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+    // A replay after the session was erased has nothing to give back: 404, and no new session is paid for.
+    await request(broker.url).delete(`/sessions/${a.body.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+    const sessionsBefore = emu.app.emulator.sessions.size;
+    const gone = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c1' }).expect(404);
+    expect(gone.body.code).toBe('SESSION_NOT_FOUND');
+    expect(emu.app.emulator.sessions.size).toBe(sessionsBefore);
   });
 
   it('a pending Idempotency-Key answers 409 while its lease runs, and is taken over once a crashed claim has lapsed', async () => {
@@ -114,7 +121,9 @@ describe('POST /session against the emulator', () => {
     emu.app.emulator.setFaults({ startLatencyMs: 400 });
     try {
       const first = request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).then((r) => r);
-      await new Promise((r) => setTimeout(r, 100));
+      // The retry goes once the first has claimed the key (this broker's store is SQLite in memory).
+      const db = (broker.app.store as SqliteStore).db;
+      await waitFor(() => db.prepare("SELECT 1 FROM idempotency_keys WHERE key = ? AND state = 'pending'").get(sha256Hex('k-live')), 5000, 5);
       const busy = await request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).expect(409);
       expect(busy.body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
       expect(busy.headers['retry-after']).toBe('1');
