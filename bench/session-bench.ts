@@ -1,4 +1,4 @@
-// POST /session: broker vs emulator direct vs floor proxy (at once, 200 ms upstream), and protections ON vs OFF.
+// POST /session: broker (default and lean GC) vs emulator direct vs floor proxy (at once, 200 ms upstream), and protections ON vs OFF.
 import { randomUUID } from 'node:crypto';
 import { measure, type LoadResult, type LoadSpec } from './load';
 import type { Child } from './processes';
