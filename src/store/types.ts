@@ -1,4 +1,5 @@
-// The storage interface: one contract, two engines (SQLite, PostgreSQL). Knows no HTTP and no Incode.
+// The storage interface: one contract, two engines (SQLite, PostgreSQL). Knows no HTTP; of Incode only what its session
+// tokens say about themselves (incode/token-claims), to find a session by its token.
 
 export type ResultsStatus = 'pending' | 'ready' | 'failed' | 'unprocessable' | 'erased';
 export type Decision = 'approve' | 'decline' | 'review';
