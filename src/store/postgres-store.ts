@@ -11,6 +11,7 @@ import {
   encodeCursor,
   newId,
   freshSessionRecord,
+  sessionInsertSql,
   sessionInsertValues,
   sessionMergeSql,
   tokenColumns,
@@ -76,6 +77,20 @@ function queuedJobParams(j: NewJob, now: number): unknown[] {
   return [newId(), j.kind, j.subject, JSON.stringify(j.payload ?? {}), j.runAt, j.dedupeKey ?? null, now];
 }
 
+// A new session with its resume token and the Idempotency-Key it completes: one statement, one round trip, one commit.
+const NEW_ROW = sessionInsertSql('pg', { resume: true });
+const INSERT_NEW_SESSION = `WITH ins AS (
+    ${NEW_ROW.sql}
+    ON CONFLICT (interview_id) DO NOTHING RETURNING interview_id
+  ), done AS (
+    ${idempotencyDoneSql(NEW_ROW.next, 'AND EXISTS (SELECT 1 FROM ins)')}
+  )
+  SELECT (SELECT count(*) FROM ins)::int AS inserted`;
+const MERGED_ROW = sessionInsertSql('pg', { resume: false, alias: 's' });
+const MERGE_SESSION = `${MERGED_ROW.sql}
+  ${sessionMergeSql('GREATEST')}
+  RETURNING *`;
+
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
   readonly pool: Pool;
@@ -138,46 +153,16 @@ export class PostgresStore implements Store {
     // The common case, a brand-new session, is one statement (one round trip, one commit): the row with its resume
     // token and, when an Idempotency-Key created it, that key marked done. An existing row takes the path below.
     const idem = s.idempotency;
-    const { rows: fresh } = await this.q<{ inserted: number }>(
-      `WITH ins AS (
-         INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
-           results_status, created_at, updated_at, next_poll_at, poll_attempts, resume_token_hash, resume_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $12::smallint, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0, $10, $11::bigint)
-         ON CONFLICT (interview_id) DO NOTHING RETURNING interview_id
-       ), done AS (
-         ${idempotencyDoneSql(13, 'AND EXISTS (SELECT 1 FROM ins)')}
-       )
-       SELECT (SELECT count(*) FROM ins)::int AS inserted`,
-      [
-        v.interview_id,
-        v.origin,
-        v.external_customer_id_enc,
-        v.token_enc,
-        v.token_hash,
-        v.onboarding_status,
-        v.status_rank,
-        v.now,
-        v.next_poll_at,
-        v.resume_token_hash,
-        v.resume_expires_at,
-        v.token_hash_indexed,
-        // Without a key the UPDATE matches no row (scope and key NULL).
-        ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null]),
-      ],
-    );
+    const { rows: fresh } = await this.q<{ inserted: number }>(INSERT_NEW_SESSION, [
+      ...NEW_ROW.keys.map((k) => v[k]),
+      // Without a key the UPDATE matches no row (scope and key NULL).
+      ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null]),
+    ]);
     if (fresh[0].inserted) return freshSessionRecord(s, v);
     // An existing row (the insert above found it): merged by the rules both engines share, then its resume token and
     // the Idempotency-Key it completes, in one transaction.
     return this.tx(async (c) => {
-      const { rows } = await this.q<SessionRow>(
-        `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
-           results_status, created_at, updated_at, next_poll_at, poll_attempts)
-         VALUES ($1, $2, $3, $4, $5, $10::smallint, $6, $7::int, 'pending', $8::bigint, $8::bigint, $9::bigint, 0)
-         ${sessionMergeSql('GREATEST')}
-         RETURNING *`,
-        [v.interview_id, v.origin, v.external_customer_id_enc, v.token_enc, v.token_hash, v.onboarding_status, v.status_rank, v.now, v.next_poll_at, v.token_hash_indexed],
-        c,
-      );
+      const { rows } = await this.q<SessionRow>(MERGE_SESSION, MERGED_ROW.keys.map((k) => v[k]), c);
       if (s.resume) await this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt, c);
       if (s.idempotency) await this.q(idempotencyDoneSql(1), this.idempotencyDoneParams(s.idempotency, s.interviewId), c);
       return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId, c)) as SessionRecord);

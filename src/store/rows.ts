@@ -119,6 +119,52 @@ export function sessionInsertValues(s: NewSession, cipher: Cipher) {
   };
 }
 
+export type SessionInsertValues = ReturnType<typeof sessionInsertValues>;
+
+// The columns of a new session row, once for both engines: each takes a value of sessionInsertValues (with its
+// PostgreSQL cast) or a constant. The resume-token columns come last, for the statements that set them.
+const NEW_SESSION_COLUMNS: ReadonlyArray<[column: string, value: { key: keyof SessionInsertValues; pgCast?: string } | { constant: string }]> = [
+  ['interview_id', { key: 'interview_id' }],
+  ['origin', { key: 'origin' }],
+  ['external_customer_id_enc', { key: 'external_customer_id_enc' }],
+  ['token_enc', { key: 'token_enc' }],
+  ['token_hash', { key: 'token_hash' }],
+  ['token_hash_indexed', { key: 'token_hash_indexed', pgCast: 'smallint' }],
+  ['onboarding_status', { key: 'onboarding_status' }],
+  ['status_rank', { key: 'status_rank', pgCast: 'int' }],
+  ['results_status', { constant: "'pending'" }],
+  ['created_at', { key: 'now', pgCast: 'bigint' }],
+  ['updated_at', { key: 'now', pgCast: 'bigint' }],
+  ['next_poll_at', { key: 'next_poll_at', pgCast: 'bigint' }],
+  ['poll_attempts', { constant: '0' }],
+  ['resume_token_hash', { key: 'resume_token_hash' }],
+  ['resume_expires_at', { key: 'resume_expires_at', pgCast: 'bigint' }],
+];
+const RESUME_COLUMNS = 2;
+
+/**
+ * `INSERT INTO sessions [AS s] (...) VALUES (...)` for a new session row: SQLite binds sessionInsertValues by name;
+ * PostgreSQL by position, one parameter per distinct value from $1 on, in the order `keys` gives (`next` is the
+ * first number left for the rest of the statement).
+ */
+export function sessionInsertSql(dialect: 'sqlite' | 'pg', opts: { resume: boolean; alias?: string }) {
+  const columns = opts.resume ? NEW_SESSION_COLUMNS : NEW_SESSION_COLUMNS.slice(0, -RESUME_COLUMNS);
+  const keys: (keyof SessionInsertValues)[] = [];
+  const values = columns.map(([, v]) => {
+    if ('constant' in v) return v.constant;
+    if (dialect === 'sqlite') return `@${v.key}`;
+    if (!keys.includes(v.key)) keys.push(v.key);
+    const n = keys.indexOf(v.key) + 1;
+    return v.pgCast ? `$${n}::${v.pgCast}` : `$${n}`;
+  });
+  const table = opts.alias ? `sessions AS ${opts.alias}` : 'sessions';
+  return {
+    sql: `INSERT INTO ${table} (${columns.map(([c]) => c).join(', ')}) VALUES (${values.join(', ')})`,
+    keys,
+    next: keys.length + 1,
+  };
+}
+
 /** The record of a session just inserted, built from what the caller holds (no read-back, no decrypting what was just encrypted). */
 export function freshSessionRecord(s: NewSession, v: ReturnType<typeof sessionInsertValues>): SessionRecord {
   return {

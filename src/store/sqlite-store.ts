@@ -15,6 +15,7 @@ import {
   encodeCursor,
   freshSessionRecord,
   newId,
+  sessionInsertSql,
   sessionInsertValues,
   sessionMergeSql,
   tokenColumns,
@@ -59,6 +60,12 @@ export interface SqliteStoreOptions {
   filename: string;
   cipher: Cipher;
 }
+
+// A new session (with its resume token), and an existing one merged by the rules both engines share.
+const INSERT_NEW_SESSION = `${sessionInsertSql('sqlite', { resume: true }).sql} ON CONFLICT (interview_id) DO NOTHING`;
+const MERGE_SESSION = `${sessionInsertSql('sqlite', { resume: false, alias: 's' }).sql}
+  ${sessionMergeSql('MAX')}
+  RETURNING *`;
 
 export class SqliteStore implements Store {
   readonly engine = 'sqlite' as const;
@@ -170,26 +177,13 @@ export class SqliteStore implements Store {
     return this.write(() => {
       // The common case is a brand-new session: a plain insert, and the record is built from what we hold
       // (no RETURNING, no decrypting what we just encrypted).
-      const fresh = this.st(
-        `INSERT INTO sessions (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
-           results_status, created_at, updated_at, next_poll_at, poll_attempts, resume_token_hash, resume_expires_at)
-         VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @token_hash_indexed, @onboarding_status, @status_rank,
-           'pending', @now, @now, @next_poll_at, 0, @resume_token_hash, @resume_expires_at)
-         ON CONFLICT (interview_id) DO NOTHING`,
-      ).run(v).changes;
+      const fresh = this.st(INSERT_NEW_SESSION).run(v).changes;
       if (fresh) {
         if (s.idempotency) this.markIdempotencyDone(s.idempotency, done as string);
         return freshSessionRecord(s, v);
       }
       // An existing row: merged by the rules both engines share; write() makes this and what follows one transaction.
-      const r = this.st(
-        `INSERT INTO sessions AS s (interview_id, origin, external_customer_id_enc, token_enc, token_hash, token_hash_indexed, onboarding_status, status_rank,
-           results_status, created_at, updated_at, next_poll_at, poll_attempts)
-         VALUES (@interview_id, @origin, @external_customer_id_enc, @token_enc, @token_hash, @token_hash_indexed, @onboarding_status, @status_rank,
-           'pending', @now, @now, @next_poll_at, 0)
-         ${sessionMergeSql('MAX')}
-         RETURNING *`,
-      ).get(v) as SessionRow | undefined;
+      const r = this.st(MERGE_SESSION).get(v) as SessionRow | undefined;
       if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
       if (s.idempotency) this.markIdempotencyDone(s.idempotency, done as string);
       return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
