@@ -48,8 +48,9 @@ async function main(): Promise<number> {
     logLevel: env.BENCH_LOG_LEVEL ?? 'info',
     durationS: Number(env.BENCH_DURATION_S ?? 8),
     warmupS: Number(env.BENCH_WARMUP_S ?? 2),
+    rounds: Math.max(1, Number(env.BENCH_ROUNDS ?? 3)),
   };
-  log(`broker: ${ctx.brokerMode}, LOG_LEVEL=${ctx.logLevel}, ${ctx.warmupS} s warm-up + ${ctx.durationS} s per measurement; child logs in ${logDir}`);
+  log(`broker: ${ctx.brokerMode}, LOG_LEVEL=${ctx.logLevel}, ${ctx.warmupS} s warm-up + ${ctx.durationS} s per measurement, ${ctx.rounds} interleaved rounds of the paired comparisons; child logs in ${logDir}`);
 
   const rep: Report = { sessions: [], webhooks: [] };
   const crashes: string[] = [];
@@ -76,7 +77,7 @@ async function main(): Promise<number> {
   });
   rmSync(tmpDir, { recursive: true, force: true });
 
-  const meta = { brokerMode: ctx.brokerMode, logLevel: ctx.logLevel, durationS: ctx.durationS, warmupS: ctx.warmupS };
+  const meta = { brokerMode: ctx.brokerMode, logLevel: ctx.logLevel, durationS: ctx.durationS, warmupS: ctx.warmupS, rounds: ctx.rounds };
   process.stdout.write(`\n${render(rep, meta)}\n`);
   const out = join(artifacts, 'bench-latest.json');
   writeFileSync(

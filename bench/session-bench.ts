@@ -25,6 +25,8 @@ export const LEAN_TARGET = `broker, lean GC (${LEAN_GC_NODE_ARGS.join(' ')})`;
 export interface TargetRun {
   scenario: string;
   target: string;
+  /** 1 for the first measurement of a target; paired comparisons repeat in interleaved rounds. */
+  round: number;
   connections: number;
   load: LoadResult;
   /** Peak RSS of the process under test (the emulator itself for the emulator-direct target). */
@@ -49,8 +51,8 @@ function spec(ctx: BenchContext, url: string, path: string, connections: number,
   return { url, method: 'POST', path, body: SESSION_BODY, connections, durationS: ctx.durationS, warmupS: ctx.warmupS, timeoutS: 10, ...extra };
 }
 
-async function measureOn(target: Child, upstream: Child | null, s: LoadSpec, scenario: string, name: string, log: (m: string) => void): Promise<TargetRun> {
-  log(`  ${scenario} / ${name}: ${s.connections} connections, ${s.warmupS} s warm-up + ${s.durationS} s`);
+async function measureOn(target: Child, upstream: Child | null, s: LoadSpec, scenario: string, name: string, round: number, log: (m: string) => void): Promise<TargetRun> {
+  log(`  ${scenario} / ${name}${round > 1 ? ` (round ${round})` : ''}: ${s.connections} connections, ${s.warmupS} s warm-up + ${s.durationS} s`);
   let cpu0: number | null = null;
   let upCpu0: number | null = null;
   const load = await measure(s, () => {
@@ -60,6 +62,7 @@ async function measureOn(target: Child, upstream: Child | null, s: LoadSpec, sce
   return {
     scenario,
     target: name,
+    round,
     connections: s.connections,
     load,
     peakRssMb: target.peakRssMb(),
@@ -71,19 +74,19 @@ async function measureOn(target: Child, upstream: Child | null, s: LoadSpec, sce
 }
 
 /** One fresh emulator (and target) per measurement, so peak RSS and session maps start from zero. */
-async function runTarget(ctx: BenchContext, sc: Scenario, target: TargetName, log: (m: string) => void): Promise<TargetRun> {
+async function runTarget(ctx: BenchContext, sc: Scenario, target: TargetName, round: number, log: (m: string) => void): Promise<TargetRun> {
   return withChildren(async (track) => {
     const emu = track(await startEmulator(ctx, `${sc.id}-${target}`, { faults: { startLatencyMs: sc.startLatencyMs } }));
     if (target === 'emulator') {
-      return measureOn(emu, null, spec(ctx, emu.url, '/omni/start', sc.connections, { headers: { 'x-api-key': API_KEY, 'api-version': '1.0' } }), sc.id, 'emulator direct', log);
+      return measureOn(emu, null, spec(ctx, emu.url, '/omni/start', sc.connections, { headers: { 'x-api-key': API_KEY, 'api-version': '1.0' } }), sc.id, 'emulator direct', round, log);
     }
     if (target === 'floor') {
       const floor = track(await startFloor(ctx, sc.id, emu.url));
-      return measureOn(floor, emu, spec(ctx, floor.url, '/session', sc.connections), sc.id, 'floor proxy', log);
+      return measureOn(floor, emu, spec(ctx, floor.url, '/session', sc.connections), sc.id, 'floor proxy', round, log);
     }
     const lean = target === 'broker-lean';
     const broker = track(await startBroker(ctx, lean ? `${sc.id}-lean` : sc.id, emu.url, {}, lean ? LEAN_GC_NODE_ARGS : []));
-    return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections), sc.id, lean ? LEAN_TARGET : 'broker', log);
+    return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections), sc.id, lean ? LEAN_TARGET : 'broker', round, log);
   });
 }
 
@@ -91,21 +94,38 @@ export async function runSessionScenarios(ctx: BenchContext, log: (m: string) =>
   const out: TargetRun[] = [];
   for (const sc of SCENARIOS) {
     log(`POST /session, ${sc.title}`);
-    for (const t of ['broker', 'broker-lean', 'emulator', 'floor'] as const) out.push(await runTarget(ctx, sc, t, log));
+    for (const t of ['broker', 'broker-lean', 'emulator', 'floor'] as const) out.push(await runTarget(ctx, sc, t, 1, log));
+    // The machine's speed drifts over minutes (shared cores), so the broker/floor ratio at once is measured again in
+    // alternating order (floor first, then broker first...), and the checks take the median of the rounds.
+    if (sc.id !== 'at-once') continue;
+    for (let round = 2; round <= ctx.rounds; round++) {
+      const order = round % 2 === 0 ? (['floor', 'broker'] as const) : (['broker', 'floor'] as const);
+      for (const t of order) out.push(await runTarget(ctx, sc, t, round, log));
+    }
   }
   return out;
 }
 
-/** Protections OFF, then auth + Redis rate limits, then all ON (+ a unique Idempotency-Key per request), back to back, same load. */
-export async function runHardening(ctx: BenchContext, redisUrl: string, log: (m: string) => void): Promise<{ off: TargetRun; limits: TargetRun; on: TargetRun }> {
+export interface HardeningRound {
+  off: TargetRun;
+  limits: TargetRun;
+  on: TargetRun;
+}
+
+/**
+ * Protections OFF, auth + Redis rate limits, all ON (+ a unique Idempotency-Key per request), same load, in
+ * ctx.rounds rounds whose order alternates (OFF first, then ON first...) so that a drift of the machine's speed
+ * does not always favour the same side.
+ */
+export async function runHardening(ctx: BenchContext, redisUrl: string, log: (m: string) => void): Promise<HardeningRound[]> {
   const sc = SCENARIOS[0];
   log('POST /session, protections OFF vs ON (emulator answers at once)');
-  const run = (name: string, env: Record<string, string>, headers: () => Record<string, string>) =>
+  const run = (name: string, env: Record<string, string>, headers: () => Record<string, string>, round: number) =>
     withChildren(async (track) => {
       const emu = track(await startEmulator(ctx, `hardening-${name}`, { faults: { startLatencyMs: 0 } }));
       const broker = track(await startBroker(ctx, `hardening-${name}`, emu.url, env));
       // Every run builds each request the same way (setupRequest), so the load generator's cost is the same.
-      return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections, { perRequest: () => ({ headers: headers() }) }), 'hardening', name, log);
+      return measureOn(broker, emu, spec(ctx, broker.url, '/session', sc.connections, { perRequest: () => ({ headers: headers() }) }), 'hardening', name, round, log);
     });
   const protectedEnv = {
     CALLER_AUTH: 'app-keys',
@@ -116,8 +136,17 @@ export async function runHardening(ctx: BenchContext, redisUrl: string, log: (m:
     RATE_LIMIT_GLOBAL: '100000000',
     REDIS_URL: redisUrl,
   };
-  const off = await run('protections OFF', {}, () => ({}));
-  const limits = await run('app key + Redis limits', protectedEnv, () => ({ 'x-app-key': APP_KEY }));
-  const on = await run('all ON (+ Idempotency-Key)', protectedEnv, () => ({ 'x-app-key': APP_KEY, 'idempotency-key': randomUUID() }));
-  return { off, limits, on };
+  const variants = {
+    off: (round: number) => run('protections OFF', {}, () => ({}), round),
+    limits: (round: number) => run('app key + Redis limits', protectedEnv, () => ({ 'x-app-key': APP_KEY }), round),
+    on: (round: number) => run('all ON (+ Idempotency-Key)', protectedEnv, () => ({ 'x-app-key': APP_KEY, 'idempotency-key': randomUUID() }), round),
+  };
+  const rounds: HardeningRound[] = [];
+  for (let round = 1; round <= ctx.rounds; round++) {
+    const order = round % 2 === 1 ? (['off', 'limits', 'on'] as const) : (['on', 'limits', 'off'] as const);
+    const r: Partial<HardeningRound> = {};
+    for (const k of order) r[k] = await variants[k](round);
+    rounds.push(r as HardeningRound);
+  }
+  return rounds;
 }

@@ -21,6 +21,8 @@ export interface BenchContext {
   logLevel: string;
   durationS: number;
   warmupS: number;
+  /** Interleaved rounds of the paired comparisons (broker vs floor at once, protections OFF vs ON). */
+  rounds: number;
 }
 
 let seq = 0;
