@@ -50,13 +50,18 @@ export class WebhookTokens {
   }
 }
 
-function basicCredentials(header: string | undefined): { id: string; secret: string } | null {
+/**
+ * The client id and secret of a Basic header, as sent and form-decoded. RFC 6749 §2.3.1 form-urlencodes both before
+ * the Basic encoding; Incode documents plain `base64(client_id:client_secret)`. A secret with `+` or `%` reads
+ * differently under the two, so both readings are kept and either may match.
+ */
+function basicCredentials(header: string | undefined): { id: string; secret: string }[] {
   const m = header && /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
-  if (!m) return null;
+  if (!m) return [];
   const decoded = Buffer.from(m[1], 'base64').toString('utf8');
   const i = decoded.indexOf(':');
-  if (i < 0) return null;
-  // RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
+  if (i < 0) return [];
+  const raw = { id: decoded.slice(0, i), secret: decoded.slice(i + 1) };
   const dec = (s: string) => {
     try {
       return decodeURIComponent(s.replace(/\+/g, ' '));
@@ -64,7 +69,18 @@ function basicCredentials(header: string | undefined): { id: string; secret: str
       return s;
     }
   };
-  return { id: dec(decoded.slice(0, i)), secret: dec(decoded.slice(i + 1)) };
+  return [raw, { id: dec(raw.id), secret: dec(raw.secret) }];
+}
+
+/** Whether any reading matches both id and secret; every comparison runs, each in constant time. */
+function credentialsMatch(readings: { id: string; secret: string }[], id: string, secret: string): boolean {
+  let ok = false;
+  for (const r of readings) {
+    const idOk = safeEqual(r.id, id);
+    const secretOk = safeEqual(r.secret, secret);
+    ok = (idOk && secretOk) || ok;
+  }
+  return ok;
 }
 
 const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config; tokenRateCounter?: RateCounter }> = async (app, opts) => {
@@ -93,10 +109,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config; tokenRateCounte
       const over = await counter.hitAll([{ key: `whtoken:${req.ip}`, max: 30 }], 60_000);
       if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
       if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
-      const creds = basicCredentials(req.headers.authorization);
-      const idOk = creds ? safeEqual(creds.id, cfg.clientId) : false;
-      const secretOk = creds ? safeEqual(creds.secret, cfg.clientSecret) : false;
-      if (!idOk || !secretOk) {
+      if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {
         app.metrics.webhooks.inc({ status: 'token', auth: 'rejected' });
         throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
       }

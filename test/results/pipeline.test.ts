@@ -285,6 +285,22 @@ describe('webhook and results API authentication', () => {
     expect(bad.body.code).toBe('UNSUPPORTED_GRANT_TYPE');
   });
 
+  it("reads a client secret with '+' and '%' as Incode sends it (plain Basic) and as RFC 6749 encodes it", async () => {
+    const secret = 'Ab+cd/ef%2Fgh=ij+0123456789xyz';
+    const q = await startPair({ RESULTS_MODE: 'webhook', WEBHOOK_CLIENT_SECRET: secret });
+    try {
+      // Incode (and its emulator): base64(client_id:client_secret), nothing encoded.
+      await webhookToken(q.broker.url, WEBHOOK_CLIENT_ID, secret).expect(200);
+      // RFC 6749 §2.3.1: both form-urlencoded first.
+      await webhookToken(q.broker.url, encodeURIComponent(WEBHOOK_CLIENT_ID), encodeURIComponent(secret)).expect(200);
+      // Neither reading of a near miss matches.
+      await webhookToken(q.broker.url, WEBHOOK_CLIENT_ID, secret.replace(/\+/g, ' ')).expect(401);
+      await webhookToken(q.broker.url, WEBHOOK_CLIENT_ID, 'Ab+cd/ef%2Fgh=ij+0123456789xyZ').expect(401);
+    } finally {
+      await q.close();
+    }
+  });
+
   it('refuses webhooks without valid credentials, accepts Bearer or the static header', async () => {
     const body = { interviewId: 'aaaaaaaaaaaaaaaaaaaaaaaa', onboardingStatus: 'ID_VALIDATION_FINISHED' };
     const none = await request(p.broker.url).post('/webhooks/incode').send(body).expect(401);
