@@ -71,7 +71,7 @@ export const ENV_SCHEMA = {
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff.' },
   JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long.' },
   WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '32', doc: 'Jobs run at once by this process.' },
-  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status when a session\'s processing is done.' },
+  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Server-side flow: call finish-status once processing is done (needed when the Incode flow does not mark sessions completed on status).' },
 
   ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation.' },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready (Standard Webhooks).' },

@@ -12,7 +12,7 @@ import { buildOcr, documentKind, issueYearFor, seedOf } from './ocr';
 import * as samples from './sample-images';
 import { buildScore, existingInterviewIdFor } from './scores';
 import type { OnboardingStatus, Session } from './state';
-import { canMove, isProcessed, ONBOARDING_STATUSES, SessionStore } from './state';
+import { ONBOARDING_STATUSES, SessionStore } from './state';
 import { parseDirectives, selfieErrorText } from './test-values';
 import { TimerSet } from './timer-set';
 import { TokenService } from './tokens';
@@ -615,7 +615,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   route(['GET', 'PUT'], '/omni/finish-status', 'session', (req) => {
     const s = sess(req);
-    if (isProcessed(s) && canMove(s.status, 'ONBOARDING_FINISHED')) sessions.complete(s);
+    sessions.requestFinish(s);
     const overall = (buildScore(s).overall as { status: string }).status;
     const done = s.status === 'ONBOARDING_FINISHED' || s.status.startsWith('MANUAL_REVIEW');
     const action = !done ? 'none' : overall === 'OK' || overall === 'MANUAL_OK' ? 'approved' : overall === 'FAIL' || overall === 'MANUAL_FAIL' ? 'rejected' : 'none';

@@ -136,5 +136,18 @@ export function buildOcr(s: Session): Record<string, unknown> {
     ocr.issuingState = state;
     ocr.classes = 'C';
   }
+  if (s.directives.proofOfAddress) {
+    // A proof of address (utility bill) at the ID's address, issued last month. The fields object appears under
+    // both names the reference gives (Incode's TS typings: addressFieldsFromStatement; the integration guide:
+    // addressFromStatementFields) until one is confirmed.
+    const fields = { street, colony: '', postalCode, city, state };
+    const issued = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() - 1, 5));
+    ocr.addressFromStatement = address;
+    ocr.addressFieldsFromStatement = fields;
+    ocr.addressFromStatementFields = { ...fields };
+    ocr.invalidAddressFromStatement = false;
+    ocr.addressStatementEmissionDate = String(issued.getTime());
+    ocr.documentType = 'UTILITY_BILL';
+  }
   return ocr;
 }

@@ -91,6 +91,8 @@ export interface Session {
   facePhase: Phase;
   faceMatch?: boolean;
   finishScheduled?: boolean;
+  /** finish-status was called (a flow without "mark completed on status" completes only then). */
+  finishRequested?: boolean;
   reviewScheduled?: boolean;
   finishedAt?: number;
   approvedCustomerId?: string;
@@ -223,8 +225,16 @@ export class SessionStore {
     }, this.opts.processingDelayMs);
   }
 
+  /** finish-status: completes a processed session now; one still processing completes when processing ends. */
+  requestFinish(s: Session): void {
+    s.finishRequested = true;
+    if (isProcessed(s) && canMove(s.status, 'ONBOARDING_FINISHED')) this.complete(s);
+  }
+
   private maybeFinish(s: Session): void {
     if (s.idPhase !== 2 || s.facePhase !== 2 || s.finishScheduled) return;
+    // A flow without "mark completed on status" waits for finish-status (a session left unfinished still expires).
+    if (s.directives.noAutoFinish && !s.finishRequested && !s.directives.expire) return;
     s.finishScheduled = true;
     this.opts.timers.set(() => this.complete(s), this.opts.processingDelayMs);
   }

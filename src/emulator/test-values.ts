@@ -39,6 +39,8 @@ export interface Directives {
   expire: boolean;
   manual?: 'approved' | 'rejected';
   gov: boolean;
+  noAutoFinish: boolean;
+  proofOfAddress: boolean;
 }
 
 export function emptyDirectives(): Directives {
@@ -54,6 +56,8 @@ export function emptyDirectives(): Directives {
     processIdError: false,
     expire: false,
     gov: false,
+    noAutoFinish: false,
+    proofOfAddress: false,
   };
 }
 
@@ -90,6 +94,20 @@ export const DIRECTIVES: readonly DirectiveSpec[] = [
   { pattern: /^expire$/, example: 'emu:expire', description: 'once processing is done the status goes to EXPIRED instead of ONBOARDING_FINISHED', apply: (d) => { d.expire = true; } },
   { pattern: /^manual-approved$/, example: 'emu:manual-approved', description: 'after ONBOARDING_FINISHED: MANUAL_REVIEW_APPROVED; score overall MANUAL_PENDING then MANUAL_OK', apply: (d) => { d.manual = 'approved'; } },
   { pattern: /^manual-rejected$/, example: 'emu:manual-rejected', description: 'after ONBOARDING_FINISHED: MANUAL_REVIEW_REJECTED; score overall MANUAL_PENDING then MANUAL_FAIL', apply: (d) => { d.manual = 'rejected'; } },
+  {
+    pattern: /^no-auto-finish$/,
+    example: 'emu:no-auto-finish',
+    description:
+      'a flow without "mark completed on status": processing done leaves the last module status (e.g. FACE_VALIDATION_FINISHED) until finish-status is called; a call before processing ends completes the session when it ends',
+    apply: (d) => { d.noAutoFinish = true; },
+  },
+  {
+    pattern: /^proof-of-address$/,
+    example: 'emu:proof-of-address',
+    description:
+      'OCR also carries a proof of address: addressFromStatement, addressFieldsFromStatement (and addressFromStatementFields), invalidAddressFromStatement, addressStatementEmissionDate, documentType UTILITY_BILL',
+    apply: (d) => { d.proofOfAddress = true; },
+  },
   { pattern: /^gov$/, example: 'emu:gov', description: 'ID processing also emits GOVERNMENT_VALIDATION_FINISHED; score governmentValidation filled', apply: (d) => { d.gov = true; } },
 ];
 

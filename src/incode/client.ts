@@ -11,6 +11,7 @@ import type {
   OcrDataResponse,
   OnboardingStatusResponse,
   OnboardingUrlResponse,
+  PostProcessFinishedResponse,
   ProcessFaceResponse,
   ProcessIdResponse,
   ScoreResponse,
@@ -138,6 +139,11 @@ export class IncodeClient {
   /** token: the session's own token or an executive token (then interviewId names the session). */
   getOnboardingStatus(token: string, interviewId: string, ctx?: CallContext): Promise<OnboardingStatusResponse> {
     return this.call({ operation: 'getOnboardingStatus', group: 'read', method: 'GET', path: '/omni/get/onboarding/status', query: { id: interviewId }, token, idempotent: true }, ctx);
+  }
+
+  /** GET /omni/get/postprocess/isfinished: whether the ID's server-side post-processing is done (Incode's samples poll it). */
+  isPostProcessFinished(token: string, interviewId: string, ctx?: CallContext): Promise<PostProcessFinishedResponse> {
+    return this.call({ operation: 'isPostProcessFinished', group: 'read', method: 'GET', path: '/omni/get/postprocess/isfinished', query: { id: interviewId }, token, idempotent: true }, ctx);
   }
 
   /** GET /omni/finish-status: every source shows GET (see shared/incode-api.md §4.8). */

@@ -88,6 +88,11 @@ export interface OnboardingStatusResponse {
   [k: string]: unknown;
 }
 
+export interface PostProcessFinishedResponse {
+  finished: boolean;
+  [k: string]: unknown;
+}
+
 export interface FinishStatusResponse {
   redirectionUrl?: string | null;
   customerId?: string | null;
@@ -118,6 +123,9 @@ export type OcrDataResponse = Record<string, unknown> & {
   address?: string;
   addressFields?: Record<string, string>;
   typeOfId?: string;
+  /** Proof-of-address module: the statement's address, and which kind of document it was. */
+  addressFromStatement?: string;
+  addressFieldsFromStatement?: Record<string, string>;
   documentType?: string;
 };
 

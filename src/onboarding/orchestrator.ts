@@ -15,7 +15,7 @@ import type { CallContext, IncodeClient } from '../incode/client';
 import { IncodeError } from '../incode/errors';
 import type { AddIdResponse, StartRequest } from '../incode/types';
 import type { ResultsPipeline } from '../results/pipeline';
-import { isKnownStatus, isTerminal } from '../results/status';
+import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
 import type { Decision, ResultsStatus, StepRecord, Store } from '../store/types';
 
 export type OnboardingStep = 'start' | 'front' | 'back' | 'process-id' | 'selfie' | 'face-match' | 'wait' | 'finish' | 'results';
@@ -243,8 +243,9 @@ export class Orchestrator {
     const pollEvery = Math.max(50, config.results.pollIntervalMs);
     const aborted = (step: OnboardingStep) => new OnboardingError(step, 'ABORTED', 'Stopped before the onboarding finished', interviewId);
 
-    // 1. wait for a final status
+    // 1. wait for a final status (marking the session completed when processing is done and MARK_COMPLETE is on)
     let status = session.onboardingStatus;
+    let marked = false;
     let nextPoll = this.now();
     for (;;) {
       if (signal?.aborted) throw aborted('wait');
@@ -257,6 +258,12 @@ export class Orchestrator {
         try {
           const polled = (await this.d.incode.getOnboardingStatus(token, interviewId, { signal })).onboardingStatus;
           if (typeof polled === 'string' && isKnownStatus(polled)) await pipeline.apply(interviewId, polled, 'orchestrator');
+          // A flow without "mark completed on status" stops at its last module status: ONBOARDING_FINISHED comes only
+          // after finish-status, so waiting for it first would never end. Processing is done once the ID's
+          // post-processing is (the face match answered before this wait began).
+          if (config.results.markComplete && !marked && typeof polled === 'string' && statusRank(polled) === PROGRESS_RANK) {
+            if ((await this.d.incode.isPostProcessFinished(token, interviewId, { signal })).finished === true) marked = await this.markComplete(interviewId, token, signal);
+          }
           continue;
         } catch (err) {
           if (signal?.aborted) throw aborted('wait');
@@ -276,19 +283,8 @@ export class Orchestrator {
     await this.record(interviewId, 'wait', 'ok', { code: status, detail: status });
 
     // 2. mark completed (optional in the guide: the flow may already do it)
-    if (config.results.markComplete) {
-      try {
-        await this.d.incode.finishStatus(token, { signal });
-        await this.record(interviewId, 'finish', 'ok');
-      } catch (err) {
-        // Not fatal: the results are already fetchable; the failure stays visible on the session.
-        const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';
-        this.d.log.warn({ interviewId, code }, 'finish-status failed');
-        await this.record(interviewId, 'finish', 'failed', { code, message: err instanceof Error ? err.message : null });
-      }
-    } else {
-      await this.record(interviewId, 'finish', 'skipped', { code: 'MARK_COMPLETE_OFF' });
-    }
+    if (!config.results.markComplete) await this.record(interviewId, 'finish', 'skipped', { code: 'MARK_COMPLETE_OFF' });
+    else if (!marked) await this.markComplete(interviewId, token, signal);
 
     // 3. results: the pipeline's job fetches and stores them; make sure one is queued, then wait for it.
     const before = await store.getSession(interviewId);
@@ -386,9 +382,31 @@ export class Orchestrator {
   }
 
   /** Out of time: recorded, but the session stays pending so background polling or a webhook can still finish it. */
+  /**
+   * finish-status, recorded as the `finish` step. Not fatal: a failure stays visible on the session. Returns false
+   * only when a retry may succeed (Incode unavailable or timing out), so the wait asks again at its next poll.
+   */
+  private async markComplete(interviewId: string, token: string, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.d.incode.finishStatus(token, { signal });
+      await this.record(interviewId, 'finish', 'ok');
+      return true;
+    } catch (err) {
+      const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';
+      this.d.log.warn({ interviewId, code }, 'finish-status failed');
+      await this.record(interviewId, 'finish', 'failed', { code, message: err instanceof Error ? err.message : null });
+      return err instanceof IncodeError && err.isClientError;
+    }
+  }
+
   private async timeout(interviewId: string, step: OnboardingStep, status: string): Promise<OnboardingError> {
     await this.record(interviewId, step, 'failed', { code: 'TIMEOUT', detail: status });
-    return new OnboardingError(step, 'TIMEOUT', `Gave up waiting at step ${step} (onboarding status ${status})`, interviewId);
+    // Processing done but never completed: the flow likely leaves that to finish-status.
+    const hint =
+      step === 'wait' && statusRank(status) === PROGRESS_RANK && !this.d.config.results.markComplete
+        ? '; if the flow does not mark sessions completed on status, set MARK_COMPLETE=true'
+        : '';
+    return new OnboardingError(step, 'TIMEOUT', `Gave up waiting at step ${step} (onboarding status ${status})${hint}`, interviewId);
   }
 
   /** The session will never produce results: marked failed with why, and no longer polled. */

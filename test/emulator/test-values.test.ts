@@ -139,6 +139,57 @@ describe('test values over HTTP', () => {
     expect((await score(r.token)).overall.status).toBe('MANUAL_FAIL');
   });
 
+  it('emu:no-auto-finish waits for finish-status, which completes it (and fires the status change)', async () => {
+    const recorder = recordStatusMoves(emu);
+    const f = await flow('emu:no-auto-finish');
+    await waitFor(async () => (await emu.call('GET', '/omni/get/postprocess/isfinished', { token: f.token })).body.finished === true);
+    await waitFor(async () => (await status(f.token)) === 'FACE_VALIDATION_FINISHED' || (await status(f.token)) === 'POST_PROCESSING_FINISHED');
+    // Processing is done and nothing completes the session by itself.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(['FACE_VALIDATION_FINISHED', 'POST_PROCESSING_FINISHED']).toContain(await status(f.token));
+    const fin = await emu.call('GET', '/omni/finish-status', { token: f.token });
+    expect(fin.status).toBe(200);
+    expect(await status(f.token)).toBe('ONBOARDING_FINISHED');
+    recorder.stop();
+    expect(recorder.movesOf(f.interviewId).at(-1)).toBe('ONBOARDING_FINISHED');
+
+    // Called before processing ends, finish-status completes the session once it does.
+    const early = await emu.start({ externalCustomerId: 'emu:no-auto-finish' });
+    const slow = await startEmulator({ processingDelayMs: 150 });
+    try {
+      const s = await slow.start({ externalCustomerId: 'emu:no-auto-finish' });
+      const t = s.token;
+      await slow.call('POST', '/omni/add/front-id/v2', { token: t, body: front() });
+      await slow.call('POST', '/omni/add/back-id/v2', { token: t, body: back() });
+      await slow.call('POST', '/omni/process/id', { token: t });
+      await slow.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: t, body: face() });
+      await slow.call('POST', '/omni/process/face?imageType=selfie', { token: t });
+      await slow.call('GET', '/omni/finish-status', { token: t });
+      expect((await slow.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus).not.toBe('ONBOARDING_FINISHED');
+      await waitFor(async () => (await slow.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus === 'ONBOARDING_FINISHED');
+    } finally {
+      await slow.close();
+    }
+    expect(await status(early.token)).toBe('UNKNOWN');
+  });
+
+  it('emu:proof-of-address adds the proof-of-address OCR objects; without it they are absent', async () => {
+    const f = await flow('emu:proof-of-address');
+    const plain = await flow('cust-plain');
+    await waitFor(async () => (await status(f.token)) === 'ONBOARDING_FINISHED' && (await status(plain.token)) === 'ONBOARDING_FINISHED');
+    const ocr = (await emu.call('GET', '/omni/get/ocr-data', { token: f.token })).body;
+    expect(ocr).toMatchObject({
+      addressFromStatement: ocr.address,
+      addressFieldsFromStatement: ocr.addressFields,
+      addressFromStatementFields: ocr.addressFields,
+      invalidAddressFromStatement: false,
+      addressStatementEmissionDate: expect.stringMatching(/^\d{12,13}$/),
+      documentType: 'UTILITY_BILL',
+    });
+    const none = (await emu.call('GET', '/omni/get/ocr-data', { token: plain.token })).body;
+    for (const k of ['addressFromStatement', 'addressFieldsFromStatement', 'addressFromStatementFields', 'documentType']) expect(none).not.toHaveProperty(k);
+  });
+
   it('emu:gov passes through GOVERNMENT_VALIDATION_FINISHED', async () => {
     const recorder = recordStatusMoves(emu);
     const f = await flow('emu:gov');

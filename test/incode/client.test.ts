@@ -72,6 +72,7 @@ describe('IncodeClient against the emulator', () => {
       return r.onboardingStatus === 'ONBOARDING_FINISHED' && r;
     });
     expect(status.onboardingStatus).toBe('ONBOARDING_FINISHED');
+    expect(await c.isPostProcessFinished(s.token, s.interviewId)).toEqual({ finished: true });
     expect(await c.finishStatus(s.token)).toEqual(expect.any(Object));
     const score = await c.getScore(s.token, s.interviewId);
     expect(score.overall?.status).toBe('OK');

@@ -98,6 +98,27 @@ describe('a passing session', () => {
     expect(await stepsOf(captures.interviewId)).toContain('finish:ok');
   });
 
+  it('completes a flow that leaves completion to finish-status: MARK_COMPLETE marks it once processing is done', async () => {
+    await r.close();
+    r = await rig({ MARK_COMPLETE: 'true' });
+    const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'cust-9 emu:no-auto-finish' }));
+    expect(result).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready', decision: 'approve' });
+    const steps = await stepsOf(captures.interviewId);
+    // finish-status came before the wait could end: nothing else would have finished the session.
+    expect(steps.indexOf('finish:ok')).toBeGreaterThan(-1);
+    expect(steps.indexOf('finish:ok')).toBeLessThan(steps.indexOf('wait:ok'));
+    expect(steps.filter((x) => x.startsWith('finish:'))).toEqual(['finish:ok']);
+  });
+
+  it('without MARK_COMPLETE such a flow never finishes: the wait gives up and says which setting is missing', async () => {
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
+    if (!c.ok) throw new Error('rejected');
+    const err = await r.orchestrator.finish(c.interviewId, { timeoutMs: 1500 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OnboardingError);
+    expect(err).toMatchObject({ step: 'wait', code: 'TIMEOUT' });
+    expect((err as Error).message).toMatch(/MARK_COMPLETE=true/);
+  });
+
   it('sees a webhook that moves the session first (no second poll needed)', async () => {
     await r.close();
     const slow = await startEmulator({ processingDelayMs: 600 });
