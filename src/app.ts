@@ -1,6 +1,7 @@
 // buildApp(config, deps): the whole broker, wired the same way in tests and in production.
 import { randomBytes, randomUUID } from 'node:crypto';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { Server } from 'node:http';
+import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance } from 'fastify';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -13,7 +14,7 @@ import incodePlugin from './plugins/incode';
 import metricsPlugin from './plugins/metrics';
 import resultsPlugin from './plugins/results';
 import storePlugin from './plugins/store';
-import { MemoryRateCounter, RedisRateCounter, type RateCounter } from './protection/rate-counter';
+import { FailoverRateCounter, MemoryRateCounter, RedisRateCounter, type RateCounter } from './protection/rate-counter';
 import { sandboxEmulatorOptions } from './sandbox';
 import { createSessionGuards } from './protection/session-guards';
 import healthRoutes from './routes/health';
@@ -68,7 +69,7 @@ function sandboxDefaults(config: Config): Config {
 
 export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const config = sandboxDefaults(inputConfig);
-  const options: FastifyServerOptions = {
+  const options: FastifyHttpOptions<Server> = {
     logger: {
       level: config.logLevel,
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
@@ -87,6 +88,16 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // would put every client behind the load balancer into one rate-limit budget.
     trustProxy: config.trustProxyHops > 0 ? (_addr: string, hop: number) => hop < config.trustProxyHops : false,
     bodyLimit: 1024 * 1024,
+    // A request still arriving after REQUEST_TIMEOUT_MS gets 408 and loses its socket, so a stalled upload cannot hold
+    // its share of the upload budget, or app.close(), forever. Given to Node's constructor too: set only afterwards
+    // (as Fastify does), it is never enforced while headersTimeout (60 s) exceeds it (measured on Node 20). Node
+    // checks every connectionsCheckingInterval (30 s by default): a quarter of the timeout bounds the overshoot.
+    requestTimeout: config.limits.requestTimeoutMs,
+    http: {
+      requestTimeout: config.limits.requestTimeoutMs,
+      headersTimeout: Math.min(60_000, config.limits.requestTimeoutMs),
+      connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.limits.requestTimeoutMs / 4)),
+    },
     return503OnClosing: true,
     // One access line per request (below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
@@ -111,6 +122,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   });
   app.addHook('preClose', async () => {
     draining = true;
+    // Node stops enforcing REQUEST_TIMEOUT_MS once the server is closing, so a stalled upload would hold close()
+    // forever: whatever is still connected when the grace for in-flight work is over is cut.
+    const cut = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);
+    cut.unref();
+    app.server.once('close', () => clearTimeout(cut));
   });
   app.addHook('onResponse', (req, reply, done) => {
     req.log.info({ req, res: { statusCode: reply.statusCode }, responseTime: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
@@ -171,10 +187,44 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     if (config.redisUrl) {
       // Loaded only when configured: ioredis costs memory a single-replica deployment does not need.
       const { Redis } = await import('ioredis');
-      // No auto-pipelining: the counter already sends one script call per event-loop turn.
-      const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false });
-      redis.on('error', (err) => app.log.warn({ err: { message: err.message } }, 'redis error'));
-      counter = new RedisRateCounter(redis);
+      // No auto-pipelining: the counter already sends one script call per event-loop turn. Fail fast rather than
+      // queue: without a connection a command is refused at once (no offline queue, no resend after a reconnect) and
+      // a server that accepts but never answers costs at most commandTimeout; the failover then counts in memory.
+      const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 0, enableOfflineQueue: false, commandTimeout: 2000, lazyConnect: false });
+      // Every reconnect attempt emits one: the failover's single warning per outage is the one worth reading, and it
+      // carries the last of these (a refused command only says the connection is down, this says why).
+      let connectionError: string | undefined;
+      redis.on('error', (err) => {
+        connectionError = err.message;
+        app.log.debug({ err: { message: err.message } }, 'redis error');
+      });
+      const failover = new FailoverRateCounter(new RedisRateCounter(redis), {
+        // Only the message and code: never the URL, which may carry a password.
+        outage: (err) => {
+          app.metrics.rateLimitFallback.set(1);
+          const { message, code } = err as { message?: string; code?: string };
+          app.log.warn({ err: { message, code }, connectionError }, 'redis unavailable: rate limits are counted by this process alone until it answers again');
+        },
+        recovered: (downMs) => {
+          app.metrics.rateLimitFallback.set(0);
+          app.log.warn({ downMs }, 'redis answers again: rate limits are shared again');
+        },
+        fallbackHit: () => app.metrics.rateLimitFallbackHits.inc(),
+      });
+      // Commands are refused until the connection is ready, so the first requests would take a Redis still
+      // connecting for an outage: wait for it, briefly (a dead server is known at its first error, and a start with
+      // Redis down goes on in fallback).
+      if (redis.status !== 'ready') await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          redis.off('ready', done).off('error', done);
+          resolve();
+        };
+        const timer = setTimeout(done, 2000);
+        redis.once('ready', done).once('error', done);
+      });
+      await failover.check();
+      counter = failover;
     } else counter = new MemoryRateCounter();
   }
   const ownedCounter = !deps.rateCounter ? counter : null;

@@ -53,6 +53,11 @@ export const ENV_SCHEMA = {
   INCODE_MAX_CONCURRENCY: { kind: { type: 'int', min: 1, max: 100000 }, default: '1024', doc: 'Incode calls in flight at once: caps the pool at the lower of this and INCODE_POOL_CONNECTIONS; more wait in the pool queue (that wait counts in incode_call_duration_seconds).' },
 
   DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db. Sandbox without DATA_ENCRYPTION_KEY: in memory.' },
+  DATABASE_TIMEOUT_MS: {
+    kind: { type: 'int', min: 100, max: 600000 },
+    default: '10000',
+    doc: 'PostgreSQL: bound on connecting (or waiting for a pooled connection) and on each statement, client and server side; a stalled database then answers 503 DATABASE_UNAVAILABLE and /readyz 503 instead of hanging. Start-up migrations are not bounded by it (an index rebuild may take longer).',
+  },
   DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts. Sandbox generates a throwaway key.' },
   RETENTION_DAYS: { kind: { type: 'int', min: 1, max: 3650 }, default: '30', doc: 'Stored scores, OCR and tokens are erased after this many days.' },
 
@@ -84,6 +89,11 @@ export const ENV_SCHEMA = {
     default: '134217728',
     doc: 'POST /onboardings bodies (by Content-Length) held at once; beyond it 503 OVERLOADED before a body is read (0 = no bound).',
   },
+  REQUEST_TIMEOUT_MS: {
+    kind: { type: 'int', min: 1000, max: 3600000 },
+    default: '300000',
+    doc: 'A request whose headers and body have not all arrived after this long gets 408 and its connection is closed, releasing its share of ONBOARDING_MAX_INFLIGHT_BYTES (handler time is not counted). 5 min fits a full ONBOARDING_BODY_LIMIT_BYTES upload (30 MiB) over a 1 Mbit/s uplink (about 250 s).',
+  },
   CAPTURE_MIN_GLARE: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this glare score.' },
   CAPTURE_MIN_SHARPNESS: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this sharpness.' },
   CAPTURE_MIN_HORIZONTAL_RESOLUTION: { kind: { type: 'int', min: 0, max: 100000 }, default: '155', doc: 'ID capture rejected below this horizontalResolution.' },
@@ -104,7 +114,7 @@ export const ENV_SCHEMA = {
   CIRCUIT_FAILURE_THRESHOLD: { kind: { type: 'int', min: 1, max: 1000 }, default: '5', doc: 'Consecutive Incode failures that open the circuit.' },
   CIRCUIT_RESET_MS: { kind: { type: 'int', min: 100, max: 3600000 }, default: '10000', doc: 'Open circuit waits this long before a probe.' },
   EVENT_LOOP_MAX_LAG_MS: { kind: { type: 'int', min: 0, max: 60000 }, default: '1000', doc: 'Shed load (503) above this event-loop delay (0 = off).' },
-  SHUTDOWN_GRACE_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '10000', doc: 'Time for in-flight work at shutdown.' },
+  SHUTDOWN_GRACE_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '10000', doc: 'Time for in-flight work at shutdown; connections still open after it are closed (a stalled upload cannot hold shutdown).' },
 
   EMULATOR_PROCESSING_DELAY_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '1500', doc: 'Sandbox: emulator delay before a session\'s processing finishes.' },
 } as const satisfies Record<string, VarSpec>;
@@ -134,7 +144,7 @@ export interface Config {
     maxRetries: number;
     maxConcurrency: number;
   };
-  database: { url: string };
+  database: { url: string; timeoutMs: number };
   encryption: { keys: { id: string; key: Buffer }[]; generated: boolean };
   retentionDays: number;
   webhook: {
@@ -158,7 +168,7 @@ export interface Config {
   };
   adminApiKeys: string[];
   callback: { url?: string; secret?: string };
-  limits: { sessionBodyBytes: number; onboardingBodyBytes: number; onboardingInflightBytes: number };
+  limits: { sessionBodyBytes: number; onboardingBodyBytes: number; onboardingInflightBytes: number; requestTimeoutMs: number };
   capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
   redisUrl?: string;
   trustProxyHops: number;
@@ -239,6 +249,23 @@ function parseKeys(raw: string | undefined): { id: string; key: Buffer }[] {
 }
 
 const MIN_SECRET = 16;
+const MIN_API_KEY = 24;
+
+/** Production refuses secrets a guess could reach; `what` names the unit (characters, bytes) in the message. */
+function requireLength(variable: EnvName, lengths: number | readonly number[], min: number, what = 'characters'): void {
+  const list = typeof lengths !== 'number';
+  if ((list ? lengths : [lengths]).some((n) => n < min)) throw new ConfigError(variable, `${list ? 'keys ' : ''}must be at least ${min} ${what} in production`);
+}
+
+/** Loopback only: http:// there never leaves the machine (the benchmark and tests run against a local emulator). */
+function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
+}
+
+/** A Standard Webhooks "whsec_" secret counts by its decoded key, like the signer uses it; anything else by its bytes. */
+function callbackSecretBytes(secret: string): number {
+  return secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64').length : Buffer.byteLength(secret);
+}
 
 /** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
 export function loadConfig(env: Env): Config {
@@ -283,19 +310,23 @@ export function loadConfig(env: Env): Config {
   if (production) {
     if (webhook.allowUnauthenticated) throw new ConfigError('WEBHOOK_ALLOW_UNAUTHENTICATED', 'must not be true in production');
     if (!webhook.secret && !webhook.clientSecret) throw new ConfigError('WEBHOOK_CLIENT_SECRET', 'or WEBHOOK_SECRET is required in production: webhooks must be authenticated');
-    if (webhook.secret && webhook.secret.length < MIN_SECRET) throw new ConfigError('WEBHOOK_SECRET', `must be at least ${MIN_SECRET} characters in production`);
-    if (webhook.clientSecret && webhook.clientSecret.length < MIN_SECRET) throw new ConfigError('WEBHOOK_CLIENT_SECRET', `must be at least ${MIN_SECRET} characters in production`);
+    if (webhook.secret) requireLength('WEBHOOK_SECRET', webhook.secret.length, MIN_SECRET);
+    if (webhook.clientSecret) requireLength('WEBHOOK_CLIENT_SECRET', webhook.clientSecret.length, MIN_SECRET);
   }
 
   const adminApiKeys = list(env, 'ADMIN_API_KEYS');
   if (production) {
     if (adminApiKeys.length === 0) throw new ConfigError('ADMIN_API_KEYS', 'is required in production: the results API must be protected');
-    if (adminApiKeys.some((k) => k.length < 24)) throw new ConfigError('ADMIN_API_KEYS', 'keys must be at least 24 characters in production');
+    requireLength('ADMIN_API_KEYS', adminApiKeys.map((k) => k.length), MIN_API_KEY);
   }
 
   const callerAuthMode = str(env, 'CALLER_AUTH') as Config['callerAuth']['mode'];
   const appKeys = list(env, 'APP_API_KEYS');
   if (callerAuthMode === 'app-keys' && appKeys.length === 0) throw new ConfigError('APP_API_KEYS', 'is required when CALLER_AUTH=app-keys');
+  if (production) requireLength('APP_API_KEYS', appKeys.map((k) => k.length), MIN_API_KEY);
+  // In every environment: app keys ship inside frontends, so one that also opens the results API leaks all PII.
+  if (appKeys.some((k) => adminApiKeys.includes(k)))
+    throw new ConfigError('APP_API_KEYS', 'must not contain a key of ADMIN_API_KEYS: app keys ship in frontends, service keys read personal data');
   const jwksUrl = str(env, 'JWT_JWKS_URL');
   if (callerAuthMode === 'jwt') {
     if (!jwksUrl) throw new ConfigError('JWT_JWKS_URL', 'is required when CALLER_AUTH=jwt');
@@ -305,6 +336,7 @@ export function loadConfig(env: Env): Config {
 
   const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
+  if (production && callback.secret) requireLength('CALLBACK_SECRET', callbackSecretBytes(callback.secret), MIN_SECRET, 'bytes');
 
   const executiveEmail = str(env, 'INCODE_EXECUTIVE_EMAIL');
   const executivePassword = str(env, 'INCODE_EXECUTIVE_PASSWORD');
@@ -314,6 +346,9 @@ export function loadConfig(env: Env): Config {
   let databaseUrl = str(env, 'DATABASE_URL')!;
   if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
+  // Every spelling createStore() accepts for an in-memory database.
+  if (production && /^sqlite:(\/\/)?:memory:$/.test(databaseUrl))
+    throw new ConfigError('DATABASE_URL', 'must not be an in-memory database in production: every session, result and queued job would be lost on restart');
   if (generated) {
     // Data encrypted under a throwaway key is unreadable after a restart: keep it in memory, or refuse.
     const explicit = env.DATABASE_URL !== undefined && env.DATABASE_URL.trim() !== '';
@@ -328,6 +363,11 @@ export function loadConfig(env: Env): Config {
 
   const publicUrl = str(env, 'PUBLIC_URL') ?? `http://localhost:${port}`;
   const incodeApiUrl = str(env, 'INCODE_API_URL')!;
+  if (production && !sandbox) {
+    const u = new URL(incodeApiUrl);
+    if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname))
+      throw new ConfigError('INCODE_API_URL', 'must use https in production (the API key would travel in cleartext); http is allowed to a loopback host only');
+  }
 
   return {
     nodeEnv,
@@ -352,7 +392,7 @@ export function loadConfig(env: Env): Config {
       maxRetries: int(env, 'INCODE_MAX_RETRIES'),
       maxConcurrency: int(env, 'INCODE_MAX_CONCURRENCY'),
     },
-    database: { url: databaseUrl },
+    database: { url: databaseUrl, timeoutMs: int(env, 'DATABASE_TIMEOUT_MS') },
     encryption: { keys, generated },
     retentionDays: int(env, 'RETENTION_DAYS'),
     webhook,
@@ -373,6 +413,7 @@ export function loadConfig(env: Env): Config {
       sessionBodyBytes: int(env, 'SESSION_BODY_LIMIT_BYTES'),
       onboardingBodyBytes: int(env, 'ONBOARDING_BODY_LIMIT_BYTES'),
       onboardingInflightBytes: int(env, 'ONBOARDING_MAX_INFLIGHT_BYTES'),
+      requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS'),
     },
     capture: {
       minGlare: int(env, 'CAPTURE_MIN_GLARE'),

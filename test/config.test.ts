@@ -79,8 +79,71 @@ describe('loadConfig', () => {
     [{ ADMIN_API_KEYS: '' }, 'ADMIN_API_KEYS'],
     [{ ADMIN_API_KEYS: 'tooshort' }, 'ADMIN_API_KEYS'],
     [{ CORS_ORIGINS: '*' }, 'CORS_ORIGINS'],
+    // Everything would be lost on restart: sessions, results, queued jobs.
+    [{ DATABASE_URL: 'sqlite::memory:' }, 'DATABASE_URL'],
+    [{ DATABASE_URL: 'sqlite://:memory:' }, 'DATABASE_URL'],
+    // The API key would cross the network in cleartext.
+    [{ INCODE_API_URL: 'http://demo-api.incodesmile.com' }, 'INCODE_API_URL'],
+    [{ INCODE_API_URL: 'http://10.0.0.5:8080' }, 'INCODE_API_URL'],
+    [{ INCODE_API_URL: 'http://127.0.0.1.example.com' }, 'INCODE_API_URL'],
+    [{ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'short-app-key' }, 'APP_API_KEYS'],
+    // One short key among good ones is enough to refuse (rotation lists).
+    [{ APP_API_KEYS: `${'p'.repeat(32)},x` }, 'APP_API_KEYS'],
+    [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'x' }, 'CALLBACK_SECRET'],
+    // A Standard Webhooks secret counts by its decoded key, not by the length of its text.
+    [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: `whsec_${Buffer.alloc(8, 3).toString('base64')}` }, 'CALLBACK_SECRET'],
   ])('refuses unsafe production setting %j', (override, variable) => {
-    expect(errorFor({ ...prodEnv, ...override }).variable).toBe(variable);
+    const e = errorFor({ ...prodEnv, ...override });
+    expect(e.variable).toBe(variable);
+    expect(e.message).toContain(variable);
+  });
+
+  it('says why in production refusals, without echoing the value', () => {
+    expect(errorFor({ ...prodEnv, DATABASE_URL: 'sqlite::memory:' }).message).toMatch(/lost on restart/);
+    expect(errorFor({ ...prodEnv, INCODE_API_URL: 'http://demo-api.incodesmile.com' }).message).toMatch(/https.*cleartext/);
+    const short = errorFor({ ...prodEnv, APP_API_KEYS: 'short-app-key' });
+    expect(short.message).toMatch(/at least 24 characters/);
+    expect(short.message).not.toContain('short-app-key');
+    expect(errorFor({ ...prodEnv, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'tiny' }).message).toMatch(/at least 16 bytes/);
+  });
+
+  it('accepts in production what the refusals leave alone', () => {
+    // The benchmark and the tests run the production broker against an emulator on loopback.
+    for (const url of ['http://127.0.0.1:4010', 'http://localhost:4010', 'http://[::1]:4010', 'https://saas-api.incodesmile.com'])
+      expect(loadConfig({ ...prodEnv, INCODE_API_URL: url }).incode.apiUrl).toBe(url);
+    const c = loadConfig({
+      ...prodEnv,
+      DATABASE_URL: 'sqlite:./data/broker.db',
+      CALLER_AUTH: 'app-keys',
+      APP_API_KEYS: `${'p'.repeat(24)},${'q'.repeat(40)}`,
+      CALLBACK_URL: 'https://cb.example.com/hook',
+      CALLBACK_SECRET: `whsec_${Buffer.alloc(24, 3).toString('base64')}`,
+    });
+    expect(c.callerAuth.appKeys).toHaveLength(2);
+    expect(c.database.url).toBe('sqlite:./data/broker.db');
+    // Outside production short keys and an in-memory database are fine (development, tests).
+    expect(loadConfig({ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY, APP_API_KEYS: 'dev', CALLBACK_URL: 'http://cb.test/h', CALLBACK_SECRET: 'x', INCODE_API_URL: 'http://incode.test' }).callerAuth.appKeys).toEqual(['dev']);
+  });
+
+  it.each(['production', 'development', 'test'])('refuses an app key that is also an admin key (%s): app keys ship in frontends', (nodeEnv) => {
+    const shared = 'shared-key-0123456789abcdefghij';
+    const env = nodeEnv === 'production' ? prodEnv : { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY };
+    const e = errorFor({ ...env, NODE_ENV: nodeEnv, ADMIN_API_KEYS: `${'a'.repeat(32)},${shared}`, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${'b'.repeat(32)},${shared}` });
+    expect(e.variable).toBe('APP_API_KEYS');
+    expect(e.message).toMatch(/ADMIN_API_KEYS/);
+    expect(e.message).not.toContain(shared);
+  });
+
+  it('reads DATABASE_TIMEOUT_MS and REQUEST_TIMEOUT_MS with bounded ranges', () => {
+    const d = loadConfig({});
+    expect(d.database.timeoutMs).toBe(10_000);
+    expect(d.limits.requestTimeoutMs).toBe(300_000);
+    const c = loadConfig({ DATABASE_TIMEOUT_MS: '2500', REQUEST_TIMEOUT_MS: '120000' });
+    expect(c.database.timeoutMs).toBe(2500);
+    expect(c.limits.requestTimeoutMs).toBe(120_000);
+    // 0 would mean "wait forever", the very defect these bound.
+    expect(errorFor({ DATABASE_TIMEOUT_MS: '0' }).variable).toBe('DATABASE_TIMEOUT_MS');
+    expect(errorFor({ REQUEST_TIMEOUT_MS: '0' }).variable).toBe('REQUEST_TIMEOUT_MS');
   });
 
   it('never echoes a secret value in its message', () => {

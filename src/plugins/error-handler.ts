@@ -4,6 +4,7 @@ import type { FastifyError } from 'fastify';
 import { AppError } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
+import { isDatabaseUnavailable } from '../store/unavailable';
 
 interface Mapped {
   status: number;
@@ -53,6 +54,8 @@ function mapError(err: FastifyError | Error): Mapped {
   if (err instanceof SyntaxError || fe.code === 'FST_ERR_BAD_STATUS_CODE') return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON' };
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
     return { status: fe.statusCode, code: fe.code ?? 'BAD_REQUEST', message: fe.message.slice(0, 300) };
+  // A stalled or restarting database is an outage a retry can outlive, not a bug: 503 tells clients to come back.
+  if (isDatabaseUnavailable(err)) return { status: 503, code: 'DATABASE_UNAVAILABLE', message: 'The database is not answering; try again shortly', headers: { 'retry-after': '5' } };
   return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
 }
 

@@ -31,6 +31,16 @@ export function createMetrics() {
     }),
     pollingRepairs: new Counter({ name: 'polling_repairs_total', help: 'Results that arrived through polling with no webhook', registers: [registry] }),
     resultsStored: new Counter({ name: 'results_stored_total', help: 'Sessions whose scores and OCR were stored, by decision', labelNames: ['decision'], registers: [registry] }),
+    rateLimitFallback: new Gauge({
+      name: 'rate_limit_fallback',
+      help: '1 while the shared (Redis) rate-limit counter fails and limits are counted by each process alone, else 0',
+      registers: [registry],
+    }),
+    rateLimitFallbackHits: new Counter({
+      name: 'rate_limit_fallback_hits_total',
+      help: 'Rate-limit checks counted in process memory because the shared (Redis) counter was failing',
+      registers: [registry],
+    }),
     shed: new Counter({
       name: 'load_shed_total',
       help: 'Requests refused with 503 OVERLOADED, by reason: event_loop (it lagged) or upload_budget (POST /onboardings bodies in flight)',
@@ -53,6 +63,7 @@ export default fp(
     const metrics = createMetrics();
     // Every circuit is closed until told otherwise: exported at 0 from the start, so alerts and dashboards see it.
     for (const group of OPERATION_GROUPS) metrics.circuitState.set({ group }, 0);
+    metrics.rateLimitFallback.set(0);
     app.decorate('metrics', metrics);
     app.addHook('onResponse', (req, reply, done) => {
       const route = req.routeOptions.url ?? 'unmatched';

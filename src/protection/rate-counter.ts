@@ -1,4 +1,5 @@
-// Fixed-window hit counters: in memory for one process, in Redis when replicas must share one limit.
+// Fixed-window hit counters: in memory for one process, in Redis when replicas must share one limit, and a failover
+// that counts in memory while Redis is down.
 import type { Redis } from 'ioredis';
 import { TurnBatch } from '../util/turn-batch';
 
@@ -131,9 +132,103 @@ export class RedisRateCounter implements RateCounter {
     );
   }
 
+  /** Resolves once Redis answers a round trip (FailoverRateCounter probes with it during an outage). */
+  async ping(): Promise<void> {
+    await this.redis.ping();
+  }
+
   async close() {
     // Hits queued this turn go out before the connection does.
     this.hits.drain();
-    await this.redis.quit().catch(() => undefined);
+    // QUIT needs a live connection; without one, disconnect() is what stops the reconnection timer.
+    if (this.redis.status === 'ready') await this.redis.quit().catch(() => undefined);
+    else this.redis.disconnect();
+  }
+}
+
+/** What a FailoverRateCounter reports; the app turns these into one log line per outage and metrics. */
+export interface FailoverEvents {
+  /** The shared counter failed: limits are counted by this process alone from now on. Once per outage. */
+  outage(err: unknown): void;
+  /** The shared counter answers again after an outage of downMs; limits are shared again. */
+  recovered(downMs: number): void;
+  /** One request counted by the fallback during an outage. */
+  fallbackHit(): void;
+}
+
+/**
+ * A shared counter (Redis) that, while it fails, gives way to a per-process one: the limits stay enforced, only no
+ * longer summed across replicas, instead of every billable request failing with the limiter's outage. During an
+ * outage requests do not wait on the shared counter at all; a probe every probeIntervalMs brings it back.
+ */
+export class FailoverRateCounter implements RateCounter {
+  private downSince: number | null = null;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private probing = false;
+
+  constructor(
+    private readonly shared: RateCounter & { ping(): Promise<void> },
+    private readonly events: FailoverEvents,
+    private readonly fallback: RateCounter = new MemoryRateCounter(),
+    private readonly probeIntervalMs = 1000,
+  ) {}
+
+  hitAll(entries: RateLimitEntry[], windowMs: number): Promise<RateLimitExceeded | null> {
+    // Not async: the shared counter's own promise is returned as is on the hot path.
+    if (this.downSince !== null) return this.counted(entries, windowMs);
+    return this.shared.hitAll(entries, windowMs).catch((err: unknown) => {
+      this.fail(err);
+      return this.counted(entries, windowMs);
+    });
+  }
+
+  private counted(entries: RateLimitEntry[], windowMs: number): Promise<RateLimitExceeded | null> {
+    this.events.fallbackHit();
+    return this.fallback.hitAll(entries, windowMs);
+  }
+
+  /** Checks the shared counter now (at start, so an outage is reported before the first request meets it). */
+  async check(): Promise<boolean> {
+    try {
+      await this.shared.ping();
+      return true;
+    } catch (err) {
+      this.fail(err);
+      return false;
+    }
+  }
+
+  private fail(err: unknown): void {
+    // Requests in flight when it broke all fail together: the first one opens the outage, the rest join it.
+    if (this.downSince !== null) return;
+    this.downSince = Date.now();
+    this.events.outage(err);
+    this.probeTimer = setInterval(() => this.probe(), this.probeIntervalMs);
+    // A probe must never keep a finished process alive.
+    this.probeTimer.unref();
+  }
+
+  private probe(): void {
+    if (this.probing || this.downSince === null) return;
+    this.probing = true;
+    this.shared.ping().then(
+      () => {
+        const downMs = Date.now() - (this.downSince ?? Date.now());
+        this.stopProbing();
+        this.downSince = null;
+        this.events.recovered(downMs);
+      },
+      () => undefined,
+    ).finally(() => (this.probing = false));
+  }
+
+  private stopProbing(): void {
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    this.probeTimer = null;
+  }
+
+  async close() {
+    this.stopProbing();
+    await Promise.all([this.shared.close(), this.fallback.close()]);
   }
 }

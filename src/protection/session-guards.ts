@@ -52,7 +52,8 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     if (!token) throw new AppError(401, 'UNAUTHORIZED', 'A bearer token from your identity provider is required', { 'www-authenticate': 'Bearer' });
     try {
       const payload = await verify(token);
-      req.caller = `sub:${String(payload.sub ?? 'unknown')}`;
+      // Without a subject, the token itself is the caller: never one scope shared by every such token.
+      req.caller = typeof payload.sub === 'string' && payload.sub ? `sub:${payload.sub}` : `jwt:${sha256Hex(token).slice(0, 16)}`;
     } catch {
       throw new AppError(401, 'UNAUTHORIZED', 'Bearer token is invalid, expired or not for this service', { 'www-authenticate': 'Bearer error="invalid_token"' });
     }

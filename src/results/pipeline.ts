@@ -121,8 +121,10 @@ export class ResultsPipeline {
   async onDead(job: Job, code: string): Promise<void> {
     const now = this.now();
     await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
-    // A dead results job fails the session; a dead check or callback only records why (polling or a refresh may
-    // still succeed), without reading the status first: a results job finishing meanwhile keeps its own.
+    // A dead results job fails the session unless results are already stored (a refresh, or an earlier status's
+    // job, got them: the store keeps those served and records only why); a dead check or callback only records why
+    // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
+    // keeps its own.
     await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
   }
 

@@ -38,12 +38,15 @@ function mintResumeToken(interviewId: string): { resumeToken: string; tokenHash:
   return { resumeToken: `${Buffer.from(interviewId, 'utf8').toString('base64url')}.${secret}`, tokenHash: sha256Hex(secret) };
 }
 
+// What an Incode interviewId can look like; anything else in a resume token is forged and never reaches the store.
+const INTERVIEW_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
 function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash: string } | null {
   const dot = resumeToken.indexOf('.');
   if (dot <= 0) return null;
   const interviewId = Buffer.from(resumeToken.slice(0, dot), 'base64url').toString('utf8');
   const secret = resumeToken.slice(dot + 1);
-  if (!interviewId || secret.length < 32) return null;
+  if (!INTERVIEW_ID.test(interviewId) || secret.length < 32) return null;
   return { interviewId, tokenHash: sha256Hex(secret) };
 }
 
@@ -144,12 +147,20 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     },
     async (req) => {
       const parsed = parseResumeToken(req.body.resumeToken);
-      if (!parsed || !(await app.store.checkResumeToken(parsed.interviewId, parsed.tokenHash, Date.now())))
-        throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown or expired');
+      // Spent before Incode is called, so concurrent requests with one token get one fresh token, not several.
+      const expiresAt = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, Date.now()));
+      if (!parsed || !expiresAt) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown, expired or already used');
       // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;
-      const started = await app.incode.start({ interviewId }, { requestId: req.id });
-      if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
+      let started;
+      try {
+        started = await app.incode.start({ interviewId }, { requestId: req.id });
+        if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
+      } catch (err) {
+        // Incode failed: the app keeps its token to try again (unless a newer one was issued meanwhile).
+        await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt).catch(() => undefined);
+        throw err;
+      }
       return reissue(interviewId, started.token, true);
     },
   );

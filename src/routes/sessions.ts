@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import { AppError } from '../errors';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { withErrors } from '../schemas';
-import type { SessionRecord } from '../store/types';
+import { InvalidCursorError, type SessionRecord } from '../store/types';
 
 const InterviewParams = Type.Object({ interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
 const Decision = Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]);
@@ -48,6 +48,15 @@ const ListQuery = Type.Object(
 );
 
 const iso = (ms: number) => new Date(ms).toISOString();
+
+// The schema's date-time format admits what Date.parse cannot read (a leap second, 23:59:60): refused like any other
+// malformed time rather than handed to the database as NaN.
+function epochMs(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = Date.parse(value);
+  if (!Number.isSafeInteger(ms)) throw new AppError(400, 'VALIDATION_FAILED', `querystring/${name} is not a date-time this API can read`);
+  return ms;
+}
 
 export function summary(s: SessionRecord) {
   return {
@@ -95,12 +104,12 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
         onboardingStatus: q.onboardingStatus,
         resultsStatus: q.resultsStatus as SessionRecord['resultsStatus'] | undefined,
         decision: q.decision,
-        since: q.since ? Date.parse(q.since) : undefined,
-        until: q.until ? Date.parse(q.until) : undefined,
+        since: epochMs('since', q.since),
+        until: epochMs('until', q.until),
         limit: q.limit ?? 50,
         cursor: q.cursor,
-      }).catch((err: Error) => {
-        if (/cursor/i.test(err.message)) throw new AppError(400, 'INVALID_CURSOR', 'cursor is not one this API returned');
+      }).catch((err: unknown) => {
+        if (err instanceof InvalidCursorError) throw new AppError(400, 'INVALID_CURSOR', 'cursor is not one this API returned');
         throw err;
       });
       return { items: page.items.map(summary), nextCursor: page.nextCursor };

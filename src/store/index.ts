@@ -16,6 +16,8 @@ export interface CreateStoreOptions {
   cipher: Cipher;
   pgPoolMax?: number;
   pgSchema?: string;
+  /** PostgreSQL connect and statement bound in ms (DATABASE_TIMEOUT_MS); SQLite is in-process and ignores it. */
+  pgTimeoutMs?: number;
 }
 
 export function createStore(opts: CreateStoreOptions): Store {
@@ -24,7 +26,7 @@ export function createStore(opts: CreateStoreOptions): Store {
     // Engines load on demand: a SQLite deployment never pays pg's memory, and the other way round.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { PostgresStore } = require('./postgres-store') as { PostgresStore: typeof PostgresStoreType };
-    return new PostgresStore({ url, cipher, poolMax: opts.pgPoolMax, schema: opts.pgSchema });
+    return new PostgresStore({ url, cipher, poolMax: opts.pgPoolMax, schema: opts.pgSchema, timeoutMs: opts.pgTimeoutMs });
   }
   if (url.startsWith('sqlite:')) {
     // Accept `sqlite:path`, `sqlite://path` and `sqlite::memory:`; the parent folder is created by SqliteStore.

@@ -1,6 +1,6 @@
 // Ordered, versioned schema migrations for both engines; each is applied once, in its own transaction.
 import type { Database } from 'better-sqlite3';
-import type { Pool } from 'pg';
+import type { Pool, QueryConfig } from 'pg';
 
 export interface Migration {
   version: number;
@@ -292,29 +292,37 @@ export function quoteIdent(name: string): string {
  * PostgreSQL: each migration in a transaction holding a per-schema advisory lock, so replicas starting
  * together apply it exactly once. Creates the schema when it is not `public`. Returns versions applied.
  */
+/** A day: the client-side bound on one migration statement (the server-side one is off for migrations). */
+const MIGRATION_TIMEOUT_MS = 24 * 3600 * 1000;
+
 export async function migratePostgres(pool: Pool, schema = 'public', migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
   checkOrder(migrations);
   const q = quoteIdent(schema);
   const applied: number[] = [];
   const client = await pool.connect();
+  // DATABASE_TIMEOUT_MS bounds a request's statements, not a migration: an index rebuild on a large table, or the
+  // wait for another replica's migration, may take longer, and failing the start over and over would not help.
+  // (pg cannot turn its client-side query_timeout off per query, only raise it.)
+  const run = (text: string, values?: unknown[]) => client.query({ text, values, query_timeout: MIGRATION_TIMEOUT_MS } as QueryConfig);
   try {
     for (const m of migrations) {
-      await client.query('BEGIN');
+      await run('BEGIN');
       try {
-        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`incode-broker:migrations:${schema}`]);
-        if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${q}`);
+        await run('SET LOCAL statement_timeout = 0');
+        await run('SELECT pg_advisory_xact_lock(hashtext($1))', [`incode-broker:migrations:${schema}`]);
+        if (schema !== 'public') await run(`CREATE SCHEMA IF NOT EXISTS ${q}`);
         // Pin the schema for this transaction even if the pool's connection options did not.
-        await client.query(`SET LOCAL search_path TO ${q}`);
-        await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
-        const { rowCount } = await client.query('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
+        await run(`SET LOCAL search_path TO ${q}`);
+        await run('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
+        const { rowCount } = await run('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
         if (!rowCount) {
-          await client.query(m.postgres);
-          await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
+          await run(m.postgres);
+          await run('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
           applied.push(m.version);
         }
-        await client.query('COMMIT');
+        await run('COMMIT');
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        await run('ROLLBACK').catch(() => undefined);
         throw err;
       }
     }

@@ -9,6 +9,7 @@ import {
   decodeCursor,
   emptyCounts,
   encodeCursor,
+  jsonText,
   newId,
   freshSessionRecord,
   sessionInsertSql,
@@ -54,6 +55,11 @@ export interface PostgresStoreOptions {
   schema?: string;
   /** Errors of idle pooled connections (the pool drops the client); without it they are ignored rather than crashing the process. */
   onPoolError?: (err: Error) => void;
+  /**
+   * Bound in ms on getting a connection (new or pooled) and on each statement, client and server side (default
+   * 10000), so a stalled database fails requests and readiness instead of holding them forever.
+   */
+  timeoutMs?: number;
 }
 
 type Queryable = Pick<PoolClient, 'query'>;
@@ -101,11 +107,18 @@ export class PostgresStore implements Store {
     this.cipher = opts.cipher;
     this.schema = opts.schema ?? 'public';
     quoteIdent(this.schema);
+    const timeoutMs = opts.timeoutMs ?? 10_000;
     this.pool = new Pool({
       connectionString: opts.url,
       max: opts.poolMax ?? 10,
       // Set at connection start-up, so no query can ever run against another schema.
       options: `-c search_path=${this.schema}`,
+      // Covers both a connect that never completes and the wait for a free client when every one is stuck.
+      connectionTimeoutMillis: timeoutMs,
+      // Server side: a slow statement is cancelled cleanly and its locks released. Client side, a little later: the
+      // only bound when the network, not the server, stalls (a timed-out pool.query discards its connection).
+      statement_timeout: timeoutMs,
+      query_timeout: timeoutMs + 1000,
     });
     this.pool.on('error', (err) => opts.onPoolError?.(err));
   }
@@ -206,9 +219,12 @@ export class PostgresStore implements Store {
   }
 
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
-    // Erased is terminal: nothing may make an erased session look like it has results again.
+    // Erased is terminal: nothing may make an erased session look like it has results again. Stored results stay
+    // served when a later job dies (a refresh, an earlier status's job): decided in the row, so no read can go stale.
     await this.q(
-      `UPDATE sessions SET results_status = COALESCE($2, results_status), last_error = $3, updated_at = GREATEST(updated_at, $4::bigint)
+      `UPDATE sessions SET
+         results_status = CASE WHEN $2 = 'failed' AND results_status = 'ready' THEN results_status ELSE COALESCE($2, results_status) END,
+         last_error = $3, updated_at = GREATEST(updated_at, $4::bigint)
        WHERE interview_id = $1 AND (results_status <> 'erased' OR $2 = 'erased')`,
       [interviewId, status, lastError, now],
     );
@@ -363,7 +379,7 @@ export class PostgresStore implements Store {
          ${queuedJobSql(6, 'WHERE EXISTS (SELECT 1 FROM ev)')}
        )
        SELECT (SELECT count(*) FROM ev)::int AS inserted`,
-      [e.key, e.interviewId, e.onboardingStatus, JSON.stringify(e.payload ?? {}), e.receivedAt, ...queuedJobParams(job, e.receivedAt)],
+      [e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt, ...queuedJobParams(job, e.receivedAt)],
     );
     return rows[0].inserted > 0;
   }
@@ -497,5 +513,25 @@ export class PostgresStore implements Store {
       [interviewId, now],
     );
     return hashesEqual(rows[0]?.resume_token_hash, tokenHash);
+  }
+
+  async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null> {
+    if (!(await this.checkResumeToken(interviewId, tokenHash, now))) return null;
+    // Checked in constant time above; the conditional UPDATE makes the spend atomic (one winner among racers).
+    const { rows } = await this.q<{ resume_expires_at: string }>(
+      `UPDATE sessions SET resume_token_hash = NULL
+       WHERE interview_id = $1 AND resume_token_hash = $2 AND resume_expires_at > $3::bigint AND results_status <> 'erased'
+       RETURNING resume_expires_at`,
+      [interviewId, tokenHash, now],
+    );
+    return rows[0] ? Number(rows[0].resume_expires_at) : null;
+  }
+
+  async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {
+    await this.q(
+      `UPDATE sessions SET resume_token_hash = $2, resume_expires_at = $3::bigint
+       WHERE interview_id = $1 AND resume_token_hash IS NULL AND results_status <> 'erased'`,
+      [interviewId, tokenHash, expiresAt],
+    );
   }
 }

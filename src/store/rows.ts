@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { Cipher, sha256Hex } from './crypto';
-import type { AuditEntry, Decision, Job, JobState, NewSession, ResultsStatus, SessionOrigin, SessionRecord, StepRecord } from './types';
+import { InvalidCursorError, type AuditEntry, type Decision, type Job, type JobState, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
 export const aad = {
@@ -258,14 +258,44 @@ export function encodeCursor(s: SessionRecord): string {
   return Buffer.from(JSON.stringify([s.updatedAt, s.interviewId]), 'utf8').toString('base64url');
 }
 
+// A cursor is decoded from caller input: its values are checked to be ones this API could have handed out, so that a
+// forged one is a 400 on both engines instead of whatever the database makes of it (PostgreSQL refuses a fraction or
+// 1e300 as bigint and a NUL in text, with an error that would surface as a 500).
+const MAX_CURSOR_ID_LENGTH = 256;
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+
 export function decodeCursor(cursor: string): { updatedAt: number; interviewId: string } {
+  let v: unknown;
   try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(v) && v.length === 2 && Number.isFinite(v[0]) && typeof v[1] === 'string') return { updatedAt: v[0], interviewId: v[1] };
+    v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
   } catch {
-    // fall through to the uniform error
+    throw new InvalidCursorError();
   }
-  throw new Error('invalid cursor');
+  if (!Array.isArray(v) || v.length !== 2) throw new InvalidCursorError();
+  const [updatedAt, interviewId] = v as unknown[];
+  if (typeof updatedAt !== 'number' || !Number.isSafeInteger(updatedAt) || updatedAt < 0) throw new InvalidCursorError();
+  if (typeof interviewId !== 'string' || interviewId.length === 0 || interviewId.length > MAX_CURSOR_ID_LENGTH || CONTROL_CHARS.test(interviewId)) {
+    throw new InvalidCursorError();
+  }
+  return { updatedAt, interviewId };
+}
+
+// PostgreSQL's jsonb refuses \u0000 anywhere (values and keys); SQLite would keep it. Both engines store U+FFFD in
+// its place so that an event reads back the same on either. The common case (no NUL) pays one scan of the text.
+export function jsonText(value: unknown): string {
+  const text = JSON.stringify(value ?? {});
+  if (!text.includes('\\u0000')) return text;
+  return JSON.stringify(withoutNul(JSON.parse(text)));
+}
+
+function withoutNul(v: unknown): unknown {
+  if (typeof v === 'string') return v.replaceAll('\u0000', '\uFFFD');
+  if (Array.isArray(v)) return v.map(withoutNul);
+  if (v !== null && typeof v === 'object') {
+    return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [k.replaceAll('\u0000', '\uFFFD'), withoutNul(x)]));
+  }
+  return v;
 }
 
 export function clampLimit(limit: number, max = 1000): number {

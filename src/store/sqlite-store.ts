@@ -13,6 +13,7 @@ import {
   decodeCursor,
   emptyCounts,
   encodeCursor,
+  jsonText,
   freshSessionRecord,
   newId,
   sessionInsertSql,
@@ -229,11 +230,14 @@ export class SqliteStore implements Store {
 
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
     return this.write(() => {
-      // Erased is terminal: nothing may make an erased session look like it has results again.
+      // Erased is terminal: nothing may make an erased session look like it has results again. Stored results stay
+      // served when a later job dies (a refresh, an earlier status's job): decided in the row, so no read can go stale.
       this.st(
-        `UPDATE sessions SET results_status = COALESCE(?, results_status), last_error = ?, updated_at = MAX(updated_at, ?)
-         WHERE interview_id = ? AND (results_status <> 'erased' OR ? = 'erased')`,
-      ).run(status, lastError, now, interviewId, status);
+        `UPDATE sessions SET
+           results_status = CASE WHEN @status = 'failed' AND results_status = 'ready' THEN results_status ELSE COALESCE(@status, results_status) END,
+           last_error = @lastError, updated_at = MAX(updated_at, @now)
+         WHERE interview_id = @id AND (results_status <> 'erased' OR @status = 'erased')`,
+      ).run({ status, lastError, now, id: interviewId });
     });
   }
 
@@ -376,7 +380,7 @@ export class SqliteStore implements Store {
     return this.write(() => {
       const inserted = this.st(
         `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
-      ).run(e.key, e.interviewId, e.onboardingStatus, JSON.stringify(e.payload ?? {}), e.receivedAt).changes;
+      ).run(e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt).changes;
       if (!inserted) return false;
       this.insertJob(job, e.receivedAt);
       return true;
@@ -507,5 +511,27 @@ export class SqliteStore implements Store {
       | { resume_token_hash: string | null }
       | undefined;
     return hashesEqual(r?.resume_token_hash, tokenHash);
+  }
+
+  async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null> {
+    // Read, compare in constant time and clear in one write transaction: of concurrent spends, one wins.
+    return this.write(() => {
+      const r = this.st(
+        `SELECT resume_token_hash, resume_expires_at FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
+      ).get(interviewId, now) as { resume_token_hash: string | null; resume_expires_at: number } | undefined;
+      if (!r || !hashesEqual(r.resume_token_hash, tokenHash)) return null;
+      this.st('UPDATE sessions SET resume_token_hash = NULL WHERE interview_id = ?').run(interviewId);
+      return r.resume_expires_at;
+    });
+  }
+
+  async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {
+    return this.write(() => {
+      this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND resume_token_hash IS NULL AND results_status <> 'erased'`).run(
+        tokenHash,
+        expiresAt,
+        interviewId,
+      );
+    });
   }
 }

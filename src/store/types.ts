@@ -98,6 +98,14 @@ export interface NewJob {
   dedupeKey?: string;
 }
 
+/** listSessions was given a cursor it did not hand out (or one whose values it could not search by). */
+export class InvalidCursorError extends Error {
+  constructor() {
+    super('invalid cursor');
+    this.name = 'InvalidCursorError';
+  }
+}
+
 export interface ListSessionsQuery {
   onboardingStatus?: string;
   resultsStatus?: ResultsStatus;
@@ -144,11 +152,15 @@ export interface Store {
   getSessionByToken(token: string): Promise<SessionRecord | null>;
   /** Atomic monotonic move: applies when rank > current rank, or rank == current and equalRankReplaces. */
   advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionRecord | null }>;
-  /** status null keeps the current one and records only lastError; an erased session never changes. */
+  /**
+   * status null keeps the current one and records only lastError; an erased session never changes; 'failed' never
+   * replaces 'ready' (the stored results stay served, lastError says what failed since).
+   */
   setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void>;
   /** Stores scores and OCR encrypted, sets resultsStatus=ready and the decision. */
   saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void>;
   getResults(interviewId: string): Promise<StoredResults | null>;
+  /** Rejects a cursor it did not hand out with InvalidCursorError. */
   listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }>;
   /** Sessions with nextPollAt <= now, oldest first. */
   sessionsDueForPoll(now: number, limit: number): Promise<SessionRecord[]>;
@@ -183,4 +195,11 @@ export interface Store {
   createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void>;
   /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */
   checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean>;
+  /**
+   * Spends the session's resume token if tokenHash is it and unexpired (compared in constant time): of concurrent
+   * calls with one token, one gets its expiry, the others null. restoreResumeToken puts it back after a failure.
+   */
+  consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null>;
+  /** Puts a consumed resume token back, unless the session has a newer one (or was erased) meanwhile. */
+  restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void>;
 }

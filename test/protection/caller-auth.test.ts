@@ -69,11 +69,12 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
   let otherKey: KeyLike;
   let jwksHits = 0;
 
-  const sign = (claims: Record<string, unknown> = {}, opts: { key?: KeyLike; kid?: string; iss?: string; aud?: string; exp?: number | string; alg?: string } = {}) => {
+  const sign = (claims: Record<string, unknown> = {}, opts: { key?: KeyLike; kid?: string; iss?: string; aud?: string; exp?: number | string; alg?: string; sub?: string | null } = {}) => {
     const jwt = new SignJWT({ scope: 'session:create', ...claims })
       .setProtectedHeader({ alg: opts.alg ?? 'ES256', kid: opts.kid ?? 'k1' })
-      .setIssuedAt()
-      .setSubject('user-123')
+      .setIssuedAt();
+    if (opts.sub !== null) jwt.setSubject(opts.sub ?? 'user-123');
+    jwt
       .setIssuer(opts.iss ?? ISSUER)
       .setAudience(opts.aud ?? AUDIENCE)
       .setExpirationTime(opts.exp ?? '5m');
@@ -111,6 +112,14 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     expect(res.status).toBe(200);
     expect(res.body.token).toMatch(/^eyJ/);
     expect(jwksHits).toBeGreaterThanOrEqual(1);
+  });
+
+  it('scopes Idempotency-Keys of tokens without a subject per token, never in one shared scope', async () => {
+    const [a, b] = [await sign({ jti: 'a' }, { sub: null }), await sign({ jti: 'b' }, { sub: null })];
+    const post = (t: string) => request(broker.url).post('/session').set('authorization', `Bearer ${t}`).set('idempotency-key', 'same-key-no-sub').send({});
+    const first = (await post(a).expect(200)).body;
+    expect((await post(a).expect(200)).body.interviewId).toBe(first.interviewId);
+    expect((await post(b).expect(200)).body.interviewId).not.toBe(first.interviewId);
   });
 
   it('refuses a missing token with 401 and WWW-Authenticate', async () => {

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, request as httpRequest, type Server } from 'node:http';
 import Fastify from 'fastify';
 import request from 'supertest';
 import type { AddressInfo } from 'node:net';
@@ -69,6 +70,37 @@ async function startPair(env: Record<string, string> = {}, emu: Partial<Emulator
       await emulator.close();
       await pg?.drop();
     },
+  };
+}
+
+/**
+ * A loopback proxy in front of the emulator that answers 503, as Incode would when one endpoint is down, for the
+ * paths `failing` matches; everything else is forwarded. Its target is set once the emulator is listening.
+ */
+async function startOutageProxy() {
+  const state: { target: string; failing: RegExp | null } = { target: '', failing: null };
+  const server: Server = createServer((req, res) => {
+    if (state.failing?.test(req.url ?? '')) {
+      res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 503, error: 'Service Unavailable', message: 'outage' }));
+      return;
+    }
+    const t = new URL(state.target);
+    const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: { ...req.headers, host: t.host } }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    });
+    up.on('error', () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
+    req.pipe(up);
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    state,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
   };
 }
 
@@ -204,6 +236,74 @@ function pipelineSuite(which: Engine) {
     const ok = await p.ready(s.interviewId);
     expect(ok.decision).toBe('approve');
     expect(ok.lastError).toBeNull();
+  });
+
+  it('a dead results job leaves results already stored ready and says why in lastError', async () => {
+    const proxy = await startOutageProxy();
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0', CIRCUIT_FAILURE_THRESHOLD: '1000' });
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession();
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      const before = await p.ready(s.interviewId);
+      // Incode's score endpoint goes down; its status endpoint still answers, so the refresh's results job is what dies.
+      proxy.state.failing = /^\/omni\/get\/score/;
+      await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+      await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).some((j) => j.kind === 'results' && j.state === 'dead'));
+      const after = await waitFor(async () => {
+        const r = (await p.admin(`/sessions/${s.interviewId}`)).body;
+        return r.lastError && r;
+      });
+      expect(after).toMatchObject({ resultsStatus: 'ready', decision: before.decision, lastError: 'INCODE_UNAVAILABLE', scores: before.scores, fetchedAt: before.fetchedAt });
+      expect((await p.admin('/sessions?resultsStatus=ready')).body.items.map((i: { interviewId: string }) => i.interviewId)).toContain(s.interviewId);
+      expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'dead-letter').map((a) => a.detail)).toEqual([expect.objectContaining({ kind: 'results', code: 'INCODE_UNAVAILABLE' })]);
+      expect((await request(p.broker.url).get('/metrics')).text).toMatch(/result_jobs_dead_letters_total\{kind="results"\} 1/);
+      // Once Incode heals, a refresh stores fresh results and clears the error.
+      proxy.state.failing = null;
+      await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+      const healed = await waitFor(async () => {
+        const r = (await p.admin(`/sessions/${s.interviewId}`)).body;
+        return r.lastError === null && r.fetchedAt !== before.fetchedAt && r;
+      });
+      expect(healed.resultsStatus).toBe('ready');
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('acknowledges an authenticated webhook whose extra fields hold NUL characters (else Incode retries it forever)', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const s = await p.newSession();
+    const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    const body = { interviewId: s.interviewId, onboardingStatus: 'ID_VALIDATION_FINISHED', flowId: 'flow\u0000x', clientId: '\u0000', note: 'a\u0000b' };
+    const first = await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body);
+    expect([first.status, first.body]).toEqual([200, { success: true }]);
+    // Recorded once: Incode's redelivery is a duplicate, and the hint was checked like any other.
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body).expect(200);
+    const verify = await waitFor(async () => {
+      const jobs = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
+      return jobs.length === 1 && jobs[0].state === 'done' && jobs;
+    });
+    expect(verify[0].payload).toMatchObject({ source: 'webhook', eventKey: `${s.interviewId}:ID_VALIDATION_FINISHED` });
+  });
+
+  it('answers 400 with a code, never 500, for a cursor or a time the database cannot take', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const forge = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8').toString('base64url');
+    for (const v of [[1.5, 'x'], [1e300, 'x'], [1, 'a\u0000'], [1, 'a\u001fb'], [1, 'x'.repeat(300)]]) {
+      const r = await p.admin(`/sessions?cursor=${forge(v)}`);
+      expect([JSON.stringify(v), r.status, r.body.code]).toEqual([JSON.stringify(v), 400, 'INVALID_CURSOR']);
+    }
+    // A leap second is a valid RFC 3339 date-time that Date.parse cannot read.
+    for (const q of ['since=2024-01-01T23:59:60Z', 'until=2016-12-31T23:59:60Z', 'since=2016-12-31T23:59:60%2B00:00']) {
+      const r = await p.admin(`/sessions?${q}`);
+      expect([q, r.status, r.body.code]).toEqual([q, 400, 'VALIDATION_FAILED']);
+    }
+    // What the API hands out keeps working.
+    const ids = [(await p.newSession()).interviewId, (await p.newSession()).interviewId, (await p.newSession()).interviewId];
+    const page1 = (await p.admin('/sessions?limit=2&since=2000-01-01T00:00:00Z&until=9999-12-31T23:59:59Z').expect(200)).body;
+    const page2 = (await p.admin(`/sessions?limit=2&cursor=${page1.nextCursor}`).expect(200)).body;
+    expect([...page1.items, ...page2.items].map((i: { interviewId: string }) => i.interviewId).sort()).toEqual(ids.sort());
   });
 
   it('reads sessions created elsewhere with an executive token; without one they are recorded as unprocessable', async () => {

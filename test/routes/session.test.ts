@@ -97,6 +97,31 @@ describe('POST /session against the emulator', () => {
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: resumed.resumeToken }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
   });
 
+  it('spends a resume token once: of concurrent exchanges one wins; an Incode failure leaves it usable', async () => {
+    const first = (await request(broker.url).post('/session').expect(200)).body;
+    // Incode down: the exchange fails and the token is not lost.
+    emu.app.emulator.setFaults({ errorRate: 1 });
+    try {
+      expect((await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(502)).body.code).toBe('INCODE_UNAVAILABLE');
+    } finally {
+      emu.app.emulator.resetFaults();
+    }
+    const answers = await Promise.all([1, 2, 3].map(() => request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken })));
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 401, 401]);
+    const won = answers.find((a) => a.status === 200)!.body;
+    expect(won.interviewId).toBe(first.interviewId);
+    for (const a of answers.filter((x) => x.status === 401)) expect(a.body.code).toBe('INVALID_RESUME_TOKEN');
+    // The winner's new token is the live one.
+    await request(broker.url).post('/session/resume').send({ resumeToken: won.resumeToken }).expect(200);
+  });
+
+  it('refuses a resume token naming an impossible interviewId before any lookup', async () => {
+    for (const id of ['a\u0000b', '../etc', 'x'.repeat(200), 'a b']) {
+      const forged = `${Buffer.from(id, 'utf8').toString('base64url')}.${'A'.repeat(43)}`;
+      expect((await request(broker.url).post('/session/resume').send({ resumeToken: forged }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
+    }
+  });
+
   it('replays the same session for a retried Idempotency-Key and refuses the key with another body', async () => {
     const a = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c1' }).expect(200);
     const b = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c1' }).expect(200);

@@ -207,6 +207,21 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'erased', lastError: 'E_CALLBACK', updatedAt: T0 + 13 });
       });
 
+      it('setResultsStatus never turns stored results (ready) into failed, but records the error', async () => {
+        // A results job dying after another one stored the results (a refresh, an earlier status) must not hide them.
+        await session('i1');
+        await store.saveResults('i1', { scores: { overall: 1 }, ocr: {}, fetchedAt: T0 }, 'approve', T0 + 1);
+        await store.setResultsStatus('i1', 'failed', 'INCODE_UNAVAILABLE', T0 + 2);
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', decision: 'approve', lastError: 'INCODE_UNAVAILABLE', updatedAt: T0 + 2 });
+        expect((await store.listSessions({ limit: 5, resultsStatus: 'ready' })).items.map((s) => s.interviewId)).toEqual(['i1']);
+        // Other moves out of ready (e.g. erasure) still apply, and a session without results still fails.
+        await session('i2');
+        await store.setResultsStatus('i2', 'failed', 'INCODE_UNAVAILABLE', T0 + 3);
+        expect(await store.getSession('i2')).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_UNAVAILABLE' });
+        await store.eraseSession('i1', 'test', T0 + 4);
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'erased' });
+      });
+
       it('saves results encrypted and reads them back', async () => {
         await session('i1');
         expect(await store.getResults('i1')).toBeNull();
@@ -313,6 +328,17 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it('rejects a forged cursor', async () => {
         await expect(store.listSessions({ limit: 5, cursor: 'not-a-cursor' })).rejects.toThrow(/invalid cursor/);
       });
+
+      it('rejects, as an invalid cursor, well-formed JSON whose values the database would refuse', async () => {
+        await session('a');
+        const forge = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8').toString('base64url');
+        const bad = [[1.5, 'x'], [1e300, 'x'], [-1, 'x'], [1, ''], [1, 'a\u0000'], [1, 'a\u0007b'], [1, 'x'.repeat(300)], ['1', 'x'], [1, 'x', 2]];
+        for (const v of bad) await expect(store.listSessions({ limit: 5, cursor: forge(v) })).rejects.toThrow(/invalid cursor/);
+        // The cursor the API hands out keeps working.
+        await session('b', { now: T0 + 1 });
+        const first = await store.listSessions({ limit: 1 });
+        expect((await store.listSessions({ limit: 1, cursor: first.nextCursor! })).items.map((s) => s.interviewId)).toEqual(['a']);
+      });
     });
 
     describe('erasure and retention', () => {
@@ -410,6 +436,16 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.markEventProcessed(e.key, T0 + 9);
         const [ev2] = await h.exec('SELECT processed_at FROM events WHERE key = ?', [e.key]);
         expect(Number(ev2.processed_at)).toBe(T0 + 9);
+      });
+
+      it('recordEvent stores a payload holding NUL characters (PostgreSQL jsonb refuses them) with U+FFFD instead', async () => {
+        const e = { key: 'i3:X', interviewId: 'i3', onboardingStatus: 'X', payload: { flowId: 'x\u0000y', nested: { list: ['\u0000', 'ok'] }, 'k\u0000': 1 }, receivedAt: T0 };
+        expect(await store.recordEvent(e, job('i3'))).toBe(true);
+        const [ev] = await h.exec('SELECT payload FROM events WHERE key = ?', [e.key]);
+        const payload = typeof ev.payload === 'string' ? JSON.parse(ev.payload) : ev.payload;
+        expect(payload).toEqual({ flowId: 'x\uFFFDy', nested: { list: ['\uFFFD', 'ok'] }, 'k\uFFFD': 1 });
+        expect(await store.listJobs('i3')).toHaveLength(1);
+        expect(await store.recordEvent(e, job('i3'))).toBe(false);
       });
 
       it('concurrent duplicate recordEvent yields exactly one job', async () => {
@@ -587,6 +623,24 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.checkResumeToken('i1', 'h1', T0 + 100)).toBe(false);
         expect(await store.checkResumeToken('i1', 'unknown', T0)).toBe(false);
         expect(await store.checkResumeToken('i2', 'h1', T0)).toBe(false);
+      });
+
+      it('spends a token once (one winner among concurrent spends); a restore puts it back unless a newer one exists', async () => {
+        await session('i1');
+        await store.createResumeToken('h1', 'i1', T0 + 100);
+        expect(await store.consumeResumeToken('i1', 'wrong', T0)).toBeNull();
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 100)).toBeNull(); // expired
+        const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 1)));
+        expect(spends.filter((x) => x !== null)).toEqual([T0 + 100]);
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(false);
+        await store.restoreResumeToken('i1', 'h1', T0 + 100);
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(true);
+        // Spent again, then replaced by a newer token: the restore no longer applies.
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 3)).toBe(T0 + 100);
+        await store.createResumeToken('h2', 'i1', T0 + 200);
+        await store.restoreResumeToken('i1', 'h1', T0 + 100);
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 4)).toBe(false);
+        expect(await store.checkResumeToken('i1', 'h2', T0 + 4)).toBe(true);
       });
     });
 

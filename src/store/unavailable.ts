@@ -1,0 +1,24 @@
+// Tells a database that is down or stalled apart from a bug, by the errors pg raises, without loading pg.
+
+// pg and pg-pool raise these as plain Errors with no code: the message is their only stable mark.
+const PG_CLIENT_MESSAGES = new Set([
+  'Query read timeout', // query_timeout
+  'timeout exceeded when trying to connect', // connectionTimeoutMillis, waiting for a pooled client
+  'Connection terminated due to connection timeout', // connectionTimeoutMillis, opening a new one
+  'timeout expired', // connectionTimeoutMillis of a lone Client
+  'Connection terminated unexpectedly', // the server or the network dropped it mid-query
+]);
+
+// SQLSTATEs that say "try again later", not "this statement is wrong": 57014 is statement_timeout's cancel,
+// 57P01-57P03 a server shutting down or starting, 53300 too many connections, class 08 a broken connection.
+const UNAVAILABLE_SQLSTATE = /^(57014|57P0[123]|53300|08...)$/;
+
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 3; e = e.cause, depth++) {
+    if (PG_CLIENT_MESSAGES.has(e.message)) return true;
+    const { code, severity } = e as { code?: unknown; severity?: unknown };
+    // A server-side error carries a severity; other libraries' five-letter codes must not match by accident.
+    if (typeof severity === 'string' && typeof code === 'string' && UNAVAILABLE_SQLSTATE.test(code)) return true;
+  }
+  return false;
+}

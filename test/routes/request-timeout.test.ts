@@ -1,0 +1,105 @@
+// REQUEST_TIMEOUT_MS: an upload that stops arriving is answered and closed, so it gives back its share of the upload
+// budget and lets app.close() finish; a slow handler is not cut short by it.
+import net from 'node:net';
+import type { EmulatorApp } from '../../src/emulator/app';
+import { sampleImages } from '../helpers/flow';
+import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
+
+const BUDGET = 1_000_000;
+
+/** Sends the headers of a POST /onboardings announcing `length` bytes and the first few, then nothing more. */
+function stalledUpload(brokerUrl: string, length: number) {
+  const u = new URL(brokerUrl);
+  const socket = net.connect(Number(u.port), u.hostname);
+  let received = '';
+  socket.on('data', (d) => (received += d.toString()));
+  socket.on('error', () => undefined);
+  const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+  const sent = new Promise<number>((resolve) =>
+    socket.once('connect', () =>
+      socket.write(
+        `POST /onboardings HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n{"front":"`,
+        () => resolve(Date.now()),
+      ),
+    ),
+  );
+  return { socket, sent, closed, received: () => received };
+}
+
+async function upload(brokerUrl: string) {
+  const { front, back, selfie } = sampleImages();
+  const r = await fetch(`${brokerUrl}/onboardings`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ front, back, selfie }),
+    signal: AbortSignal.timeout(20_000),
+  });
+  return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+}
+
+const bounded = <T>(p: Promise<T>, ms: number) =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not within ${ms} ms`)), ms).unref())]);
+
+describe('REQUEST_TIMEOUT_MS', () => {
+  let emu: Running<EmulatorApp>;
+  beforeAll(async () => {
+    emu = await startEmulator({ processingDelayMs: 50 });
+  });
+  afterAll(async () => emu.close());
+
+  it('closes a stalled upload after the timeout and gives its upload budget back', async () => {
+    const b = await startBroker(brokerEnv(emu.url, { REQUEST_TIMEOUT_MS: '1000', ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) }), { runWorker: false });
+    const stalled = stalledUpload(b.url, BUDGET);
+    try {
+      const sentAt = await stalled.sent;
+      // While it holds the whole budget, a real upload is turned away: the stalled one really holds it.
+      const refused = await upload(b.url);
+      expect(refused.status).toBe(503);
+      expect(refused.body.code).toBe('OVERLOADED');
+
+      // Closed at the timeout plus at most a quarter of it (Node's check interval); the rest is slack.
+      const closedAt = await bounded(stalled.closed, 5000);
+      expect(closedAt - sentAt).toBeGreaterThanOrEqual(900);
+      expect(stalled.received()).toMatch(/^HTTP\/1\.1 408 /);
+
+      const admitted = await upload(b.url);
+      expect(admitted.status).toBe(202);
+      expect(admitted.body.interviewId).toEqual(expect.any(String));
+    } finally {
+      stalled.socket.destroy();
+      await b.close();
+    }
+  }, 30_000);
+
+  it('lets app.close() finish within SHUTDOWN_GRACE_MS while an upload is stalled (Node stops its timeouts once closing)', async () => {
+    const env = brokerEnv(emu.url, { REQUEST_TIMEOUT_MS: '60000', SHUTDOWN_GRACE_MS: '1000', ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) });
+    const b = await startBroker(env, { runWorker: false });
+    const stalled = stalledUpload(b.url, BUDGET);
+    try {
+      await stalled.sent;
+      // Only once the route holds it is the connection busy (an idle one is closed by close() anyway).
+      expect((await upload(b.url)).status).toBe(503);
+      const t = Date.now();
+      await bounded(b.close(), 5000);
+      expect(Date.now() - t).toBeGreaterThanOrEqual(900);
+      await bounded(stalled.closed, 1000);
+    } finally {
+      stalled.socket.destroy();
+    }
+  }, 30_000);
+
+  it('does not count the handler: an Incode call longer than the timeout still answers', async () => {
+    const slow = await startEmulator({ processingDelayMs: 50, faults: { startLatencyMs: 1800 } });
+    const b = await startBroker(brokerEnv(slow.url, { REQUEST_TIMEOUT_MS: '1000' }), { runWorker: false });
+    try {
+      const t = Date.now();
+      const r = await fetch(`${b.url}/session`, { method: 'POST', signal: AbortSignal.timeout(10_000) });
+      expect(r.status).toBe(200);
+      expect(Date.now() - t).toBeGreaterThanOrEqual(1800);
+      expect(((await r.json()) as { token: string }).token).toMatch(/^eyJ/);
+    } finally {
+      await b.close();
+      await slow.close();
+    }
+  }, 30_000);
+});

@@ -1,0 +1,132 @@
+// A PostgreSQL that stops answering mid-connection (behind a relay that goes silent) fails requests with 503
+// DATABASE_UNAVAILABLE and /readyz with 503 within about DATABASE_TIMEOUT_MS, and both recover once it answers.
+import net from 'node:net';
+import { Pool } from 'pg';
+import { loadConfig } from '../../src/config';
+import type { EmulatorApp } from '../../src/emulator/app';
+import { Cipher, createStore } from '../../src/store';
+import { migratePostgres } from '../../src/store/migrations';
+import { PostgresStore } from '../../src/store/postgres-store';
+import { isDatabaseUnavailable } from '../../src/store/unavailable';
+import { brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { describeWith, services } from '../helpers/services';
+
+/** Relays to PostgreSQL on 127.0.0.1; frozen, it keeps every connection open and relays nothing either way. */
+function silentRelay(target: URL) {
+  let frozen = false;
+  const sockets = new Set<net.Socket>();
+  const track = (s: net.Socket) => {
+    sockets.add(s);
+    s.on('error', () => undefined);
+    s.on('close', () => sockets.delete(s));
+  };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    track(client);
+    track(upstream);
+    client.on('data', (d) => frozen || upstream.write(d));
+    upstream.on('data', (d) => frozen || client.write(d));
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  return {
+    listen: () => new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port))),
+    freeze: (on: boolean) => (frozen = on),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function timed(url: string, init: RequestInit = {}) {
+  const t = Date.now();
+  const r = await fetch(url, { ...init, signal: AbortSignal.timeout(15_000) });
+  return { status: r.status, headers: r.headers, body: (await r.json()) as Record<string, any>, ms: Date.now() - t };
+}
+
+describeWith('postgres', 'PostgreSQL that stalls (DATABASE_TIMEOUT_MS)', () => {
+  const schema = `db_timeout_${process.pid}_${Date.now().toString(36)}`;
+  const relay = silentRelay(new URL(services.postgres || 'postgres://127.0.0.1:5432/test'));
+  let emu: Running<EmulatorApp>;
+
+  beforeAll(async () => {
+    emu = await startEmulator();
+  });
+  afterAll(async () => {
+    relay.freeze(false);
+    await relay.close();
+    await emu.close();
+    const admin = new Pool({ connectionString: services.postgres });
+    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await admin.end();
+  });
+
+  it('does not bound migrations: one slower than DATABASE_TIMEOUT_MS still applies', async () => {
+    const store = new PostgresStore({ url: services.postgres, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 7) }]), schema: `${schema}_mig`, timeoutMs: 200 });
+    try {
+      const slow = [{ version: 1, name: 'slow', sqlite: '', postgres: 'SELECT pg_sleep(1.5)' }];
+      expect(await migratePostgres(store.pool, `${schema}_mig`, slow)).toEqual([1]);
+      // Requests' statements stay bounded on the same pool.
+      expect(await store.pool.query('SELECT pg_sleep(1.5)').then(() => 'done', (e: { code?: string }) => e.code)).toBe('57014');
+    } finally {
+      await store.close();
+      const admin = new Pool({ connectionString: services.postgres });
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}_mig" CASCADE`);
+      await admin.end();
+    }
+  });
+
+  it('cancels a slow statement server-side at the timeout, and the error reads as "unavailable", not as a bug', async () => {
+    const store = new PostgresStore({ url: services.postgres, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 7) }]), schema, timeoutMs: 200 });
+    try {
+      const t = Date.now();
+      const err = await store.pool.query('SELECT pg_sleep(5)').then(() => null, (e: unknown) => e);
+      expect(Date.now() - t).toBeLessThan(2000);
+      expect(err).toMatchObject({ code: '57014' });
+      expect(isDatabaseUnavailable(err)).toBe(true);
+      // A wrong statement stays a bug (500), not an outage.
+      expect(isDatabaseUnavailable(await store.pool.query('SELECT * FROM no_such_table').catch((e: unknown) => e))).toBe(false);
+      expect(isDatabaseUnavailable(new Error('Query read timeout'))).toBe(true);
+      expect(isDatabaseUnavailable(new SyntaxError('Unexpected token'))).toBe(false);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('answers 503 DATABASE_UNAVAILABLE and /readyz 503 within about the timeout, then recovers', async () => {
+    const port = await relay.listen();
+    const pg = new URL(services.postgres);
+    pg.host = `127.0.0.1:${port}`;
+    const env = brokerEnv(emu.url, { DATABASE_URL: pg.toString(), DATABASE_TIMEOUT_MS: '1000' });
+    const config = loadConfig(env);
+    expect(config.database.timeoutMs).toBe(1000);
+    // The store the app would build from this config, in a schema of its own.
+    const store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys), pgSchema: schema, pgTimeoutMs: config.database.timeoutMs }) as PostgresStore;
+    expect(store.pool.options).toMatchObject({ connectionTimeoutMillis: 1000, statement_timeout: 1000 });
+    const b = await startBroker(env, { store, runWorker: false });
+    try {
+      expect((await timed(`${b.url}/session`, { method: 'POST' })).status).toBe(200);
+      expect((await timed(`${b.url}/readyz`)).status).toBe(200);
+
+      relay.freeze(true);
+      const [session, ready] = await Promise.all([timed(`${b.url}/session`, { method: 'POST' }), timed(`${b.url}/readyz`)]);
+      expect(session.status).toBe(503);
+      expect(session.body).toEqual({ code: 'DATABASE_UNAVAILABLE', message: expect.any(String), requestId: expect.any(String) });
+      expect(Number(session.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      // The client-side bound is the timeout plus one second; the rest is slack for a loaded machine.
+      expect(session.ms).toBeLessThan(6000);
+      expect(ready.status).toBe(503);
+      expect(ready.body.checks.database).toEqual({ ok: false, detail: 'unreachable' });
+      expect(ready.ms).toBeLessThan(6000);
+
+      relay.freeze(false);
+      await waitFor(async () => (await timed(`${b.url}/readyz`)).status === 200, 20_000, 200);
+      expect((await timed(`${b.url}/session`, { method: 'POST' })).status).toBe(200);
+    } finally {
+      relay.freeze(false);
+      await b.close();
+      await store.close();
+    }
+  }, 60_000);
+});
