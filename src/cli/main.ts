@@ -10,7 +10,7 @@ import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
 import { isValidCountryCode } from '../iso3166';
-import { imageKind } from '../onboarding/images';
+import { imageKind, MIN_IMAGE_BYTES } from '../onboarding/images';
 import { OnboardingError, Orchestrator, type CapturesOutcome, type FinishResult, type StepEvent } from '../onboarding/orchestrator';
 import { createMetrics } from '../plugins/metrics';
 import { createResultsRuntime } from '../results/runtime';
@@ -135,6 +135,8 @@ async function readImage(path: string, option: string): Promise<string> {
     throw new UsageError(`${option}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
   if (!imageKind(buf.subarray(0, 12))) throw new UsageError(`${option}: ${path} is not a JPEG or PNG image`);
+  // The route's rule too: refused here, before a (billable) session is started for it.
+  if (buf.length < MIN_IMAGE_BYTES) throw new UsageError(`${option}: ${path} is too small to be a photo (under ${MIN_IMAGE_BYTES} bytes)`);
   return buf.toString('base64');
 }
 
@@ -168,7 +170,9 @@ function progressPrinter(io: CliIo, enabled: boolean) {
 // ---- the command ----
 
 async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
-  const env = { ...io.env };
+  // A one-shot command, not the service: the service's production refusals (webhook secrets, a persistent
+  // database) are about a long-running server, so NODE_ENV does not change what the CLI accepts.
+  const env: Record<string, string | undefined> = { ...io.env, NODE_ENV: undefined };
   // Nothing outlives the process unless DATABASE_URL says otherwise, so a throwaway key is enough then.
   if (!env.DATABASE_URL) {
     env.DATABASE_URL = 'sqlite::memory:';

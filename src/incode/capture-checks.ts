@@ -112,7 +112,8 @@ const below = (v: unknown, min: number) => typeof v !== 'number' || Number.isNaN
 export function checkIdCapture(res: IdCaptureResponse | null | undefined, thresholds: CaptureThresholds = DEFAULT_CAPTURE_THRESHOLDS): CheckResult {
   if (!res || typeof res !== 'object') return idReject(ID_REASONS.NOT_CLASSIFIED);
   const failReason = typeof res.failReason === 'string' && res.failReason ? res.failReason : undefined;
-  if (failReason) return idReject(FAIL_REASONS[failReason] ?? ID_REASONS.NOT_CLASSIFIED, { failReason });
+  // Own keys only: a failReason such as "constructor" must not read Object.prototype.
+  if (failReason) return idReject(Object.hasOwn(FAIL_REASONS, failReason) ? FAIL_REASONS[failReason] : ID_REASONS.NOT_CLASSIFIED, { failReason });
   if (res.classification !== true) return idReject(ID_REASONS.NOT_CLASSIFIED);
   if (below(res.glare, thresholds.minGlare)) return idReject(ID_REASONS.GLARE);
   if (below(res.sharpness, thresholds.minSharpness)) return idReject(ID_REASONS.BLURRY);
@@ -178,7 +179,7 @@ function toCode(code: unknown): number | undefined {
 /** The stable reason and the message the guide says to show for a selfie error code (poor conditions for any other). */
 export function selfieError(code: number | string | null | undefined): { reason: string; message: string } {
   const c = toCode(code);
-  return (c !== undefined ? SELFIE_ERRORS[c] : undefined) ?? { reason: SELFIE_REASONS.POOR_CONDITIONS, message: DEFAULT_SELFIE_MESSAGE };
+  return (c !== undefined && Object.hasOwn(SELFIE_ERRORS, c) ? SELFIE_ERRORS[c] : undefined) ?? { reason: SELFIE_REASONS.POOR_CONDITIONS, message: DEFAULT_SELFIE_MESSAGE };
 }
 
 /** The fields of add/face the checks read. */

@@ -29,7 +29,7 @@ function base64DataLength(s: string): number {
 }
 
 /** Smallest plausible photo: anything shorter is a placeholder, not a capture. */
-const MIN_IMAGE_BYTES = 100;
+export const MIN_IMAGE_BYTES = 100;
 
 /**
  * Returns the bare base64 (data: prefix removed) or why it is not an image. Only the head is decoded:

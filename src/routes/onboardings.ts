@@ -59,11 +59,14 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   const requireServiceKey = serviceKeyGuard(config.adminApiKeys);
   // Background finishes still running: aborted and awaited at shutdown so nothing touches a closed store.
   const inflight = new Map<Promise<void>, AbortController>();
+  // Requests still in their capture steps: each may yet start a background finish, so shutdown waits for them first.
+  const capturing = new Set<Promise<unknown>>();
 
   // Stateless between onboardings: one for the plugin's life.
   const o = new Orchestrator({ incode: app.incode, store: app.store, pipeline: app.results, config, log: app.log });
 
   app.addHook('preClose', async () => {
+    await Promise.allSettled([...capturing]);
     for (const ac of inflight.values()) ac.abort();
     await Promise.allSettled([...inflight.keys()]);
   });
@@ -73,6 +76,20 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   // their bodies are read. One upload is always admitted, whatever its size: the body limit bounds it.
   const budget = config.limits.onboardingInflightBytes;
   let heldBytes = 0;
+  // A share is held until the connection has closed AND the handler no longer holds the decoded images: a client
+  // that goes away mid-flow does not free memory the captures still use.
+  interface Hold {
+    bytes: number;
+    closed: boolean;
+    working: boolean;
+    released: boolean;
+  }
+  const holds = new WeakMap<FastifyRequest, Hold>();
+  const releaseIfDone = (h: Hold) => {
+    if (h.released || !h.closed || h.working) return;
+    h.released = true;
+    heldBytes -= h.bytes;
+  };
   async function admitUpload(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (budget === 0) return;
     const announced = Number(req.headers['content-length']);
@@ -82,8 +99,14 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       throw overloadedError('Too many uploads in progress; retry shortly', 2);
     }
     heldBytes += bytes;
-    // 'close' comes once whether the answer was sent or the client went away.
-    reply.raw.once('close', () => (heldBytes -= bytes));
+    const hold: Hold = { bytes, closed: false, working: false, released: false };
+    holds.set(req, hold);
+    // 'close' comes once whether the answer was sent or the client went away; a request refused before its handler
+    // (400, 413, 415) is released there.
+    reply.raw.once('close', () => {
+      hold.closed = true;
+      releaseIfDone(hold);
+    });
   }
 
   app.post(
@@ -107,13 +130,14 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       const body = req.body;
       const countryCode = body.countryCode ?? 'ALL';
       if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
-      const front = decodeImage(body.front, 'front');
-      const back = body.back !== undefined ? decodeImage(body.back, 'back') : undefined;
-      const selfie = decodeImage(body.selfie, 'selfie');
-
+      const hold = holds.get(req);
+      if (hold) hold.working = true;
       let outcome;
-      try {
-        outcome = await o.runCaptures({
+      const captures = (async () => {
+        const front = decodeImage(body.front, 'front');
+        const back = body.back !== undefined ? decodeImage(body.back, 'back') : undefined;
+        const selfie = decodeImage(body.selfie, 'selfie');
+        return o.runCaptures({
           front,
           back,
           selfie,
@@ -123,10 +147,20 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           language: body.language,
           requestId: req.id,
         });
+      })();
+      capturing.add(captures);
+      try {
+        outcome = await captures;
       } catch (err) {
         // The error handler answers it (with the step and the session it reached); a session Incode started still counts.
         if (err instanceof OnboardingError && err.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
         throw err;
+      } finally {
+        capturing.delete(captures);
+        if (hold) {
+          hold.working = false;
+          releaseIfDone(hold);
+        }
       }
       app.metrics.sessionsCreated.inc({ route: 'onboardings' });
       if (!outcome.ok) {

@@ -67,7 +67,12 @@
   }
 
   async function showDetail() {
-    const id = decodeURIComponent(location.hash.slice(1));
+    let id = '';
+    try {
+      id = decodeURIComponent(location.hash.slice(1));
+    } catch {
+      // A hand-edited hash that is not valid percent-encoding names no session.
+    }
     if (!id) {
       $('detail').hidden = true;
       return;

@@ -1,5 +1,5 @@
 // The CLI as a user runs it: a subprocess through bin/incode-broker.js against the in-process emulator.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, spawnNode } from '../helpers/node-process';
@@ -132,6 +132,21 @@ describe('incode-broker onboard', () => {
     const unknown = await run(['frobnicate']);
     expect(unknown.code).toBe(1);
   });
+
+  it('refuses an image too small to be a photo before any session, as the route does', async () => {
+    const tiny = join(cwd, 'tiny.jpg');
+    writeFileSync(tiny, Buffer.from([0xff, 0xd8, 0xff]));
+    const r = await run(['onboard', '--front', tiny, '--back', sample('id-back.jpg'), '--selfie', sample('selfie.jpg'), '--json']);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/too small to be a photo/) } });
+  });
+
+  it('runs with NODE_ENV=production in the environment (the service refusals are not the CLI\'s)', async () => {
+    const r = await run(['onboard', ...GOOD, '--json'], { NODE_ENV: 'production' });
+    expect(r.stderr).not.toMatch(/must not be|is required in production/);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'approve' });
+  }, 30_000);
 
   it('documents the exit codes in --help', async () => {
     const r = await run(['--help']);

@@ -80,6 +80,13 @@ describe('checkIdCapture', () => {
     expect(isFailedCall({ confidence: 0, status: 200 })).toBe(false);
   });
 
+  it('reads a failReason named like an Object.prototype member as unknown, with a message', () => {
+    for (const failReason of ['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty']) {
+      const r = checkIdCapture({ ...goodId, classification: false, failReason });
+      expect(r).toMatchObject({ ok: false, reason: 'ID_NOT_CLASSIFIED', message: ID_MESSAGES.ID_NOT_CLASSIFIED, failReason });
+    }
+  });
+
   it('rejects a missing answer', () => {
     expect(checkIdCapture(null)).toMatchObject({ ok: false, reason: 'ID_NOT_CLASSIFIED' });
   });

@@ -199,6 +199,50 @@ describe('POST /onboardings', () => {
     }
   });
 
+  it('keeps an upload share held while its captures still run after the client went away', async () => {
+    // Every Incode call takes 400 ms: the captures (start, front, back, process, selfie, face) take over 2 s.
+    const slow = await startEmulator({ processingDelayMs: 50, faults: { latencyMs: 400 } });
+    const body = JSON.stringify(GOOD);
+    // Room for one such upload, not two.
+    const small = await startBroker(brokerEnv(slow.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(Math.floor(body.length * 1.5)) }));
+    try {
+      const ac = new AbortController();
+      const dropped = fetch(`${small.url}/onboardings`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` }, body, signal: ac.signal });
+      dropped.catch(() => undefined);
+      // The body is in and the captures are under way when the client gives up.
+      await waitFor(async () => slow.app.emulator.sessions.size > 0 || null, 5_000, 20);
+      ac.abort();
+      await new Promise((r) => setTimeout(r, 200));
+      // Its images are still held by the captures: a second upload does not fit yet.
+      expect((await post(GOOD, { url: small.url })).body.code).toBe('OVERLOADED');
+      // Once those captures are done, the share comes back.
+      const admitted = await waitFor(async () => {
+        const r = await post(GOOD, { url: small.url });
+        return r.status === 503 ? null : r;
+      }, 15_000);
+      expect(admitted.status).toBe(202);
+    } finally {
+      await small.close();
+      await slow.close();
+    }
+  }, 30_000);
+
+  it('finishes shutdown after a request still in its captures, without touching a closed store', async () => {
+    const slow = await startEmulator({ processingDelayMs: 50, faults: { startLatencyMs: 800 } });
+    const b = await startBroker(brokerEnv(slow.url, {}));
+    try {
+      const answer = post(GOOD, { url: b.url });
+      await new Promise((r) => setTimeout(r, 300));
+      const closing = b.close();
+      expect((await answer).status).toBe(202);
+      await closing;
+      expect(b.logs.text).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
+      expect(b.logs.text).toMatch(/onboarding left to background polling at shutdown/);
+    } finally {
+      await slow.close();
+    }
+  }, 30_000);
+
   it('always admits one upload, even one announced above the whole budget', async () => {
     const small = await startBroker(brokerEnv(emulator.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(100_000) }));
     try {
