@@ -44,7 +44,14 @@ export class ExecutiveTokenProvider {
           this.inflight = null;
         });
     }
-    return this.inflight;
+    const held = this.token;
+    const heldUntil = this.expiresAt;
+    // An early renewal that fails is no reason to drop a token that still works: it serves until it expires, and
+    // the next get() tries the login again.
+    return this.inflight.catch((err: unknown) => {
+      if (held && this.now() < heldUntil) return held;
+      throw err;
+    });
   }
 
   /** After a 401 the token is dropped so the next get() logs in again. */

@@ -17,6 +17,8 @@ export class JobError extends Error {
   constructor(
     readonly code: string,
     readonly retryable: boolean,
+    /** How long Incode asked us to wait (its Retry-After), if it did. */
+    readonly retryAfterMs?: number,
   ) {
     super(code);
   }
@@ -126,6 +128,20 @@ export class ResultsPipeline {
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
     // keeps its own.
     await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
+    if (job.kind !== 'verify') return;
+    // A dead check must not leave the session stuck: its webhook's inbox key is released, so Incode's redelivery
+    // is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can read the session.
+    if (typeof job.payload.eventKey === 'string') await this.d.store.releaseEvent(job.payload.eventKey);
+    const session = await this.d.store.getSession(job.subject);
+    if (session && session.nextPollAt === null && !isTerminal(session.onboardingStatus) && session.resultsStatus !== 'erased' && this.pollable(session.origin)) {
+      const { pollIntervalMs, pollGiveUpHours } = this.d.config.results;
+      if (now - session.createdAt <= pollGiveUpHours * 3_600_000) await this.d.store.schedulePoll(job.subject, now + pollIntervalMs, session.pollAttempts, now);
+    }
+  }
+
+  /** Whether polling is on and can read a session of this origin (one created elsewhere needs an executive token). */
+  private pollable(origin: SessionRecord['origin']): boolean {
+    return this.d.config.results.mode !== 'webhook' && (origin === 'broker' || this.d.executiveTokens.configured);
   }
 
   // ---- jobs ----
@@ -154,7 +170,10 @@ export class ResultsPipeline {
       await this.d.store.audit('unknown-status', id, { status: String(status).slice(0, 64) }, now);
       return this.done(job);
     }
-    if (!session) await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: null });
+    // A session created elsewhere is polled like a broker's when polling is on (its token here is an executive one).
+    if (!session) {
+      await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: this.pollable('external') ? now + this.d.config.results.pollIntervalMs : null });
+    }
     await this.apply(id, status, source);
     await this.done(job);
   }
@@ -191,12 +210,14 @@ export class ResultsPipeline {
           if (!(e instanceof IncodeError && e.isClientError)) throw e;
         });
       }
+      // Results are ordered by when their fetch started: a slow job's older answer never replaces a newer one.
+      const fetchedAt = this.now();
       const [scores, ocr] = await Promise.all([incode.getScore(token.value, id), incode.getOcrData(token.value, id)]);
       const now = this.now();
       // The session's current status decides (a reviewer's verdict may have arrived meanwhile).
       const latest = (await this.d.store.getSession(id)) ?? session;
       const decision = decisionFor(latest.onboardingStatus, scores);
-      await this.d.store.saveResults(id, { scores, ocr, fetchedAt: now }, decision, now);
+      await this.d.store.saveResults(id, { scores, ocr, fetchedAt }, decision, now);
       this.d.metrics.resultsStored.inc({ decision });
       if (job.payload.source === 'poll') this.d.metrics.pollingRepairs.inc();
       if (this.d.config.callback.url) {
@@ -254,7 +275,7 @@ export class ResultsPipeline {
         this.d.executiveTokens.invalidate();
         return new JobError(err.code, true);
       }
-      return new JobError(err.code, err.retryable);
+      return new JobError(err.code, err.retryable, err.details.retryAfterMs);
     }
     this.d.log.error({ err: { message: (err as Error)?.message } }, 'job failed unexpectedly');
     return new JobError('INTERNAL_ERROR', true);

@@ -5,6 +5,9 @@ import type { Metrics } from '../plugins/metrics';
 import type { Job, Store } from '../store/types';
 import { JobError } from './pipeline';
 
+/** The longest wait between two attempts of a job. */
+const MAX_BACKOFF_MS = 15 * 60 * 1000;
+
 export interface WorkerOptions {
   store: Store;
   handle: (job: Job) => Promise<void>;
@@ -102,8 +105,10 @@ export class JobWorker {
       const e = err instanceof JobError ? err : new JobError('INTERNAL_ERROR', true);
       const now = this.now();
       if (e.retryable && job.attempts < this.o.maxAttempts) {
-        // Exponential backoff with full jitter.
-        const delay = Math.round(this.o.backoffMs * 2 ** (job.attempts - 1) * (0.5 + Math.random()));
+        // Exponential backoff with jitter, capped (else a high JOB_MAX_ATTEMPTS would park a job for years, past what
+        // a bigint run_at holds), and never sooner than Incode's Retry-After.
+        const jittered = this.o.backoffMs * 2 ** Math.min(job.attempts - 1, 30) * (0.5 + Math.random());
+        const delay = Math.round(Math.min(MAX_BACKOFF_MS, Math.max(jittered, e.retryAfterMs ?? 0)));
         await store.failJob(job.id, this.owner, e.code, now + delay, now).catch(() => undefined);
         metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
         log.warn({ jobKind: job.kind, interviewId: job.subject, attempt: job.attempts, code: e.code }, 'job failed; retrying');

@@ -84,7 +84,9 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
     async (req) => {
       const s = await app.store.getSession(req.params.interviewId);
       if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
-      const [results, steps] = await Promise.all([app.store.getResults(s.interviewId), app.store.listSteps(s.interviewId)]);
+      const [stored, steps] = await Promise.all([app.store.getResults(s.interviewId), app.store.listSteps(s.interviewId)]);
+      // An erased session never shows results, whatever a racing write may have left behind.
+      const results = s.resultsStatus === 'erased' ? null : stored;
       return {
         ...summary(s),
         scores: (results?.scores as Record<string, unknown>) ?? null,

@@ -239,13 +239,17 @@ export class PostgresStore implements Store {
       if (!rows[0]) throw new Error('saveResults: unknown session');
       // A late results job must not bring PII back after an erasure.
       if (rows[0].results_status === 'erased') return;
-      await this.q(
+      // Results fetched from an earlier start than the stored ones (a slow job for an older status) are older data:
+      // they replace nothing, and the session keeps the decision taken with the newer results.
+      const saved = await this.q(
         `INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES ($1, $2, $3, $4, $5::bigint)
          ON CONFLICT (interview_id) DO UPDATE SET scores_enc = excluded.scores_enc, ocr_enc = excluded.ocr_enc,
-           key_id = excluded.key_id, fetched_at = excluded.fetched_at`,
+           key_id = excluded.key_id, fetched_at = excluded.fetched_at
+         WHERE results.fetched_at <= excluded.fetched_at`,
         [interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt],
         c,
       );
+      if (!saved.rowCount) return;
       await this.q(
         `UPDATE sessions SET results_status = 'ready', decision = $2, last_error = NULL, updated_at = GREATEST(updated_at, $3::bigint)
          WHERE interview_id = $1`,
@@ -338,30 +342,36 @@ export class PostgresStore implements Store {
       SELECT count(*) AS n FROM t`;
   }
 
+  /**
+   * Locks the rows an erasure matches (FOR UPDATE waits for a saveResults holding one) and only then erases them, in a
+   * later statement of the same transaction: in READ COMMITTED its snapshot sees the results that saveResults just
+   * committed, so they are deleted too. In one statement, the DELETE would use the snapshot taken before the wait.
+   * `match` uses only $1; $2 is now.
+   */
+  private async erase(c: PoolClient, match: string, auditKind: string, detail: string, args: unknown[]): Promise<number> {
+    await this.q(`SELECT 1 FROM sessions WHERE ${match} ORDER BY created_at, interview_id FOR UPDATE`, args.slice(0, 1), c);
+    const { rows } = await this.q<{ n: string }>(this.eraseSql(match, auditKind, detail), args, c);
+    return Number(rows[0].n);
+  }
+
   async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
-    const { rows } = await this.q<{ n: string }>(this.eraseSql('interview_id = $1', 'erasure', `jsonb_build_object('reason', $3::text)`), [
-      interviewId,
-      now,
-      reason,
-    ]);
-    return Number(rows[0].n) > 0;
+    const n = await this.tx((c) => this.erase(c, 'interview_id = $1', 'erasure', `jsonb_build_object('reason', $3::text)`, [interviewId, now, reason]));
+    return n > 0;
   }
 
   async purgeExpired(createdBefore: number, now: number): Promise<number> {
     return this.tx(async (c) => {
-      const { rows } = await this.q<{ n: string }>(
-        this.eraseSql(
-          `created_at < $1::bigint AND results_status <> 'erased'`,
-          'retention-purge',
-          `jsonb_build_object('reason', 'retention', 'createdBefore', $1::bigint)`,
-        ),
-        [createdBefore, now],
+      const n = await this.erase(
         c,
+        `created_at < $1::bigint AND results_status <> 'erased'`,
+        'retention-purge',
+        `jsonb_build_object('reason', 'retention', 'createdBefore', $1::bigint)`,
+        [createdBefore, now],
       );
       // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token
       // is refused at lookup and cleared with its session).
       await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now], c);
-      return Number(rows[0].n);
+      return n;
     });
   }
 
@@ -386,6 +396,10 @@ export class PostgresStore implements Store {
 
   async markEventProcessed(key: string, now: number): Promise<void> {
     await this.q('UPDATE events SET processed_at = $2::bigint WHERE key = $1', [key, now]);
+  }
+
+  async releaseEvent(key: string): Promise<void> {
+    await this.q('DELETE FROM events WHERE key = $1 AND processed_at IS NULL', [key]);
   }
 
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {

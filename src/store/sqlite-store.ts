@@ -249,11 +249,15 @@ export class SqliteStore implements Store {
       if (!cur) throw new Error('saveResults: unknown session');
       // A late results job must not bring PII back after an erasure.
       if (cur.results_status === 'erased') return;
-      this.st(
+      // Results fetched from an earlier start than the stored ones (a slow job for an older status) are older data:
+      // they replace nothing, and the session keeps the decision taken with the newer results.
+      const saved = this.st(
         `INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (interview_id) DO UPDATE SET scores_enc = excluded.scores_enc, ocr_enc = excluded.ocr_enc,
-           key_id = excluded.key_id, fetched_at = excluded.fetched_at`,
+           key_id = excluded.key_id, fetched_at = excluded.fetched_at
+         WHERE results.fetched_at <= excluded.fetched_at`,
       ).run(interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt);
+      if (!saved.changes) return;
       this.st(
         `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
       ).run(decision, now, interviewId);
@@ -390,6 +394,12 @@ export class SqliteStore implements Store {
   async markEventProcessed(key: string, now: number): Promise<void> {
     return this.write(() => {
       this.st('UPDATE events SET processed_at = ? WHERE key = ?').run(now, key);
+    });
+  }
+
+  async releaseEvent(key: string): Promise<void> {
+    return this.write(() => {
+      this.st('DELETE FROM events WHERE key = ? AND processed_at IS NULL').run(key);
     });
   }
 

@@ -60,6 +60,7 @@ export interface IdempotencyRef {
 export interface StoredResults {
   scores: unknown;
   ocr: unknown;
+  /** When the fetch started (epoch ms): newer results are those whose fetch started later. */
   fetchedAt: number;
 }
 
@@ -157,7 +158,10 @@ export interface Store {
    * replaces 'ready' (the stored results stay served, lastError says what failed since).
    */
   setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void>;
-  /** Stores scores and OCR encrypted, sets resultsStatus=ready and the decision. */
+  /**
+   * Stores scores and OCR encrypted, sets resultsStatus=ready and the decision; unless the stored results come from a
+   * fetch that started later (results.fetchedAt is when the fetch started): then nothing changes.
+   */
   saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void>;
   getResults(interviewId: string): Promise<StoredResults | null>;
   /** Rejects a cursor it did not hand out with InvalidCursorError. */
@@ -176,6 +180,11 @@ export interface Store {
   /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */
   recordEvent(e: InboxEvent, job: NewJob): Promise<boolean>;
   markEventProcessed(key: string, now: number): Promise<void>;
+  /**
+   * Forgets an event that was never processed (its verify job died), in one statement, so that Incode's redelivery
+   * of the same webhook is recorded and checked again instead of dropped as a duplicate. A processed event stays.
+   */
+  releaseEvent(key: string): Promise<void>;
   enqueueJob(j: NewJob, now: number): Promise<boolean>;
   /** Claims up to `limit` due jobs (queued and due, or running with an expired lease) for `owner`. */
   claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]>;

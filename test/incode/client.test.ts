@@ -93,6 +93,25 @@ describe('IncodeClient against the emulator', () => {
     expect(r.onboardingStatus).toBe('UNKNOWN');
   });
 
+  it('keeps serving a still-valid executive token when its early renewal fails, until it expires', async () => {
+    let now = Date.now();
+    const exec = new ExecutiveTokenProvider(c, { email: EXEC_EMAIL, password: EXEC_PASSWORD }, 60 * 60 * 1000, () => now);
+    const t1 = await exec.get();
+    // 30 minutes of its 24 h left: inside the renewal hour, and Incode's login is failing.
+    now += 23.5 * 3600 * 1000;
+    emu.app.emulator.setFaults({ errorRate: 1 });
+    try {
+      expect(await exec.get()).toBe(t1);
+      // Expired: nothing to fall back on.
+      now += 3600 * 1000;
+      await expect(exec.get()).rejects.toMatchObject({ code: 'INCODE_UNAVAILABLE' });
+    } finally {
+      emu.app.emulator.resetFaults();
+    }
+    // Incode answers again: a login gives a token.
+    expect(await exec.get()).toMatch(/^eyJ/);
+  });
+
   it('turns a wrong API key into INCODE_FORBIDDEN without the key in the error', async () => {
     const bad = new IncodeClient({ baseUrl: emu.url, apiKey: 'wrong-key-SECRET', timeoutMs: 2000, connectTimeoutMs: 1000, connections: 2, maxRetries: 0 });
     const err = await bad.start({ countryCode: 'ALL' }).catch((e: unknown) => e);

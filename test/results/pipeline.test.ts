@@ -104,6 +104,42 @@ async function startOutageProxy() {
   };
 }
 
+/**
+ * A loopback proxy in front of the emulator that holds back its answer to the first /omni/get/score call for
+ * `slowMs` (the score itself is read from the emulator at once); `log` records each score answer's overall status.
+ */
+async function startSlowFirstScoreProxy(slowMs: number) {
+  const state = { target: '', scores: 0, log: [] as string[] };
+  const server: Server = createServer((req, res) => {
+    const isScore = /^\/omni\/get\/score/.test(req.url ?? '');
+    const slow = isScore && state.scores++ === 0;
+    const t = new URL(state.target);
+    const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: { ...req.headers, host: t.host } }, (upRes) => {
+      const chunks: Buffer[] = [];
+      upRes.on('data', (c: Buffer) => chunks.push(c));
+      upRes.on('end', () => {
+        const b = Buffer.concat(chunks);
+        setTimeout(() => {
+          if (isScore) state.log.push(`${slow ? 'slow' : 'fast'}:${JSON.parse(b.toString()).overall?.status}`);
+          res.writeHead(upRes.statusCode ?? 502, upRes.headers).end(b);
+        }, slow ? slowMs : 0);
+      });
+    });
+    up.on('error', () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
+    req.pipe(up);
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    state,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
 function webhookToken(url: string, id = WEBHOOK_CLIENT_ID, secret = WEBHOOK_CLIENT_SECRET) {
   return request(url)
     .post('/webhooks/incode/token')
@@ -271,6 +307,91 @@ function pipelineSuite(which: Engine) {
     }
   });
 
+  it("checks Incode's redelivery of a webhook again after its verify job died; a processed one stays a duplicate", async () => {
+    const proxy = await startOutageProxy();
+    try {
+      p = await startPair(
+        { RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0', CIRCUIT_FAILURE_THRESHOLD: '1000' },
+        { faults: { dropWebhookRate: 1 } },
+      );
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession();
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      await waitFor(async () => p.emulator.app.emulator.sessions.get(s.interviewId)?.status === 'ONBOARDING_FINISHED');
+      // Incode's status endpoint is down for every attempt of the webhook's check.
+      proxy.state.failing = /onboarding\/status/;
+      const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+      const body = { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' };
+      const verifyJobs = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify').map((j) => j.state);
+      await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body).expect(200);
+      await waitFor(async () => (await verifyJobs()).includes('dead'), 10_000);
+      // Incode heals and redelivers the same webhook (as it retries): it is checked again, not dropped as a duplicate.
+      proxy.state.failing = null;
+      await waitFor(async () => {
+        await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body).expect(200);
+        return (await verifyJobs()).length === 2;
+      }, 5_000, 200);
+      const done = await p.ready(s.interviewId, 10_000);
+      expect(done).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' });
+      // Once processed, a further redelivery is a duplicate again.
+      await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body).expect(200);
+      expect(await verifyJobs()).toEqual(['dead', 'done']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('schedules a poll for a session left without one when its verify job dies', async () => {
+    const proxy = await startOutageProxy();
+    try {
+      p = await startPair(
+        { RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', INCODE_API_URL: proxy.url, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0', CIRCUIT_FAILURE_THRESHOLD: '1000' },
+        { faults: { dropWebhookRate: 1 } },
+      );
+      proxy.state.target = p.emulator.url;
+      proxy.state.failing = /onboarding\/status/;
+      const s = await p.newSession();
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      await waitFor(async () => p.emulator.app.emulator.sessions.get(s.interviewId)?.status === 'ONBOARDING_FINISHED');
+      // A session not being polled (as one recorded while RESULTS_MODE was webhook), once the checks in flight are over.
+      const store = p.broker.app.store;
+      await store.schedulePoll(s.interviewId, null, 0, Date.now());
+      await waitFor(async () => (await store.listJobs(s.interviewId)).every((j) => j.state === 'done' || j.state === 'dead'), 10_000);
+      await store.schedulePoll(s.interviewId, null, 0, Date.now());
+      const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+      await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
+      await waitFor(async () => (await store.listJobs(s.interviewId)).some((j) => j.kind === 'verify' && (j.payload as { source?: string }).source === 'webhook' && j.state === 'dead'), 10_000);
+      await waitFor(async () => typeof (await store.getSession(s.interviewId))?.nextPollAt === 'number', 5_000);
+      // Incode heals and the webhook is never redelivered: the poll finds the result.
+      proxy.state.failing = null;
+      const done = await p.ready(s.interviewId, 10_000);
+      expect(done.decision).toBe('approve');
+      expect((await store.listJobs(s.interviewId)).some((j) => j.kind === 'verify' && (j.payload as { source?: string }).source === 'poll' && j.state === 'done')).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("keeps a newer status's results when an older status's results job answers last", async () => {
+    const proxy = await startSlowFirstScoreProxy(1500);
+    try {
+      // The reviewer's verdict comes 400 ms after ONBOARDING_FINISHED, while that status's score fetch is held back.
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '5000' }, { processingDelayMs: 400 });
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession({ externalCustomerId: 'emu:manual-approved' });
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      const results = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results');
+      await waitFor(async () => (await results()).filter((j) => j.state === 'done').length === 2, 15_000);
+      // The race happened: the older fetch (MANUAL_PENDING) answered after the newer one (MANUAL_OK).
+      expect(proxy.state.log).toEqual(['fast:MANUAL_OK', 'slow:MANUAL_PENDING']);
+      const v = (await p.admin(`/sessions/${s.interviewId}`)).body;
+      expect(v).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED', resultsStatus: 'ready', decision: 'approve' });
+      expect(v.scores.overall.status).toBe('MANUAL_OK');
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('acknowledges an authenticated webhook whose extra fields hold NUL characters (else Incode retries it forever)', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     const s = await p.newSession();
@@ -324,6 +445,33 @@ function pipelineSuite(which: Engine) {
       return r.body.resultsStatus === 'unprocessable' && r.body;
     });
     expect(rec.lastError).toBe('EXECUTIVE_CREDENTIALS_MISSING');
+  });
+
+  it('polls sessions created elsewhere when polling is on and executive credentials are set; without them, unprocessable and unpolled', async () => {
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, { faults: { dropWebhookRate: 1 } });
+    const start = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    const id = start.body.interviewId as string;
+    // First seen through one webhook; every later one is lost.
+    let tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: id, onboardingStatus: 'ID_VALIDATION_FINISHED' }).expect(200);
+    const rec = await waitFor(async () => p.broker.app.store.getSession(id), 10_000);
+    expect(rec.origin).toBe('external');
+    expect(rec.nextPollAt).toEqual(expect.any(Number));
+    await captureAll(`${p.emulator.url}/0/`, start.body.token);
+    const done = await p.ready(id, 10_000);
+    expect(done).toMatchObject({ origin: 'external', onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' });
+    expect((await request(p.broker.url).get('/metrics')).text).toMatch(/polling_repairs_total [1-9]/);
+    await p.close();
+
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', INCODE_EXECUTIVE_EMAIL: '', INCODE_EXECUTIVE_PASSWORD: '' }, { faults: { dropWebhookRate: 1 } });
+    const other = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: other.body.interviewId, onboardingStatus: 'ID_VALIDATION_FINISHED' }).expect(200);
+    const unread = await waitFor(async () => {
+      const r = await p.broker.app.store.getSession(other.body.interviewId);
+      return r?.resultsStatus === 'unprocessable' && r;
+    }, 10_000);
+    expect(unread).toMatchObject({ origin: 'external', lastError: 'EXECUTIVE_CREDENTIALS_MISSING', nextPollAt: null });
   });
 
   it('notifies the customer with a Standard Webhooks signature, without PII', async () => {

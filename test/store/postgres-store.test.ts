@@ -1,10 +1,11 @@
 // Runs the store contract on PostgreSQL, each test in a throwaway schema, plus PostgreSQL-only checks (concurrent migrate, pools racing).
-import { Pool } from 'pg';
+import { Pool, type PoolClient } from 'pg';
 import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migratePostgres } from '../../src/store/migrations';
 import { PostgresStore } from '../../src/store/postgres-store';
 import type { Store } from '../../src/store/types';
 import { describeWith, services } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
 import { K1, runStoreContract } from './store-contract';
 
 const RUN = `store_test_${process.pid}_${Date.now().toString(36)}`;
@@ -170,6 +171,51 @@ describeWith('postgres', 'PostgresStore', () => {
       const r = await s.upsertSession({ interviewId: 'x', origin: 'broker', nextPollAt: big, now: big });
       expect(r.createdAt).toBe(big);
       expect(typeof r.nextPollAt).toBe('number');
+    });
+
+    it('an erasure (or retention purge) racing a results save removes the results that save commits', async () => {
+      const OCR = { fullName: 'Zephyrine Quillfeather-Obradovic' };
+      for (const how of ['erase', 'purge'] as const) {
+        const s = track(open(newSchema(), new Cipher([K1])));
+        await s.migrate();
+        await s.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'tok-i1', now: 1000 });
+        // The next transaction (saveResults's) is held just before its COMMIT, its session row still locked.
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        let saverPid: number | undefined;
+        const pool = s.pool as unknown as { connect: () => Promise<PoolClient> };
+        const connect = pool.connect;
+        pool.connect = async () => {
+          pool.connect = connect;
+          const c = await connect.call(s.pool);
+          const query = c.query;
+          c.query = (async (...args: unknown[]) => {
+            if (args[0] === 'COMMIT') {
+              c.query = query;
+              saverPid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+              await gate;
+            }
+            return (query as (...a: unknown[]) => unknown).apply(c, args);
+          }) as typeof c.query;
+          return c;
+        };
+        const save = s.saveResults('i1', { scores: { overall: 'OK' }, ocr: OCR, fetchedAt: 2000 }, 'approve', 2000);
+        await waitFor(() => saverPid, 5000, 10);
+        const erased = how === 'erase' ? s.eraseSession('i1', 'test', 3000) : s.purgeExpired(5000, 3000);
+        // The erasure is waiting for the saver's row lock before the save commits.
+        await waitFor(async () => {
+          const { rows } = await adminPool().query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [saverPid]);
+          return rows[0].n > 0;
+        }, 5000, 10);
+        release();
+        await save;
+        expect(await erased).toEqual(how === 'erase' ? true : 1);
+        expect(await s.getSession('i1')).toMatchObject({ resultsStatus: 'erased' });
+        expect(await s.getResults('i1')).toBeNull();
+        // And a later save still stores nothing.
+        await s.saveResults('i1', { scores: { overall: 'OK' }, ocr: OCR, fetchedAt: 4000 }, 'approve', 4000);
+        expect(await s.getResults('i1')).toBeNull();
+      }
     });
 
     it('refuses a schema name that is not a plain lowercase identifier', () => {

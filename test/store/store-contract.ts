@@ -238,6 +238,21 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await expect(store.saveResults('nope', { scores: {}, ocr: {}, fetchedAt: T0 }, 'review', T0)).rejects.toThrow(/unknown session/);
       });
 
+      it('keeps the results whose fetch started last: an older fetch saved later replaces nothing', async () => {
+        // A slow job for an older status (its fetch started first) finishing after a newer status's job.
+        await session('i1');
+        await store.saveResults('i1', { scores: { overall: 'MANUAL_OK' }, ocr: { v: 2 }, fetchedAt: T0 + 50 }, 'approve', T0 + 60);
+        await store.saveResults('i1', { scores: { overall: 'MANUAL_PENDING' }, ocr: { v: 1 }, fetchedAt: T0 + 40 }, 'review', T0 + 70);
+        expect(await store.getResults('i1')).toEqual({ scores: { overall: 'MANUAL_OK' }, ocr: { v: 2 }, fetchedAt: T0 + 50 });
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', decision: 'approve', updatedAt: T0 + 60 });
+        // A fetch started at the same time or later replaces.
+        await store.saveResults('i1', { scores: { overall: 'OK' }, ocr: { v: 3 }, fetchedAt: T0 + 50 }, 'approve', T0 + 80);
+        expect(await store.getResults('i1')).toEqual({ scores: { overall: 'OK' }, ocr: { v: 3 }, fetchedAt: T0 + 50 });
+        await store.saveResults('i1', { scores: { overall: 'FAIL' }, ocr: { v: 4 }, fetchedAt: T0 + 90 }, 'decline', T0 + 95);
+        expect(await store.getResults('i1')).toEqual({ scores: { overall: 'FAIL' }, ocr: { v: 4 }, fetchedAt: T0 + 90 });
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', decision: 'decline', updatedAt: T0 + 95 });
+      });
+
       it('sessionsDueForPoll returns due sessions oldest first; schedulePoll moves them', async () => {
         await session('a', { nextPollAt: T0 + 300 });
         await session('b', { nextPollAt: T0 + 100 });
@@ -436,6 +451,18 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.markEventProcessed(e.key, T0 + 9);
         const [ev2] = await h.exec('SELECT processed_at FROM events WHERE key = ?', [e.key]);
         expect(Number(ev2.processed_at)).toBe(T0 + 9);
+      });
+
+      it('releaseEvent forgets an unprocessed event so its redelivery is recorded again; a processed one stays', async () => {
+        const e = { key: 'i2:ONBOARDING_FINISHED', interviewId: 'i2', onboardingStatus: 'ONBOARDING_FINISHED', payload: {}, receivedAt: T0 };
+        expect(await store.recordEvent(e, job('i2'))).toBe(true);
+        await store.releaseEvent(e.key);
+        expect(await store.recordEvent({ ...e, receivedAt: T0 + 5 }, job('i2'))).toBe(true);
+        expect(await store.listJobs('i2')).toHaveLength(2);
+        await store.markEventProcessed(e.key, T0 + 6);
+        await store.releaseEvent(e.key);
+        expect(await store.recordEvent({ ...e, receivedAt: T0 + 7 }, job('i2'))).toBe(false);
+        expect(await store.listJobs('i2')).toHaveLength(2);
       });
 
       it('recordEvent stores a payload holding NUL characters (PostgreSQL jsonb refuses them) with U+FFFD instead', async () => {
