@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
+import { IncodeError } from '../incode/errors';
 import { bearer, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyRef } from '../store/types';
 import type { RateCounter, RateLimitEntry } from './rate-counter';
@@ -99,9 +100,13 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
     if (claim.state === 'done') return replay(claim.interviewId);
     try {
       // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).
-      return await create({ scope, key, expiresAt: now + ttlMs });
+      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now });
     } catch (err) {
-      await app.store.releaseIdempotencyKey(scope, key).catch(() => undefined);
+      // Released only when Incode certainly created nothing: the call never left, or Incode answered with an error.
+      // After a timeout, or a failure of ours once Incode had answered, a session may exist and be billed: the key
+      // stays pending until its lease lapses, so a retry meanwhile gets 409 instead of paying for a second one.
+      if (err instanceof IncodeError && (err.details.notSent === true || err.details.httpStatus !== undefined))
+        await app.store.releaseIdempotencyKey(scope, key, now).catch(() => undefined);
       throw err;
     }
   }

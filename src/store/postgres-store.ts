@@ -67,9 +67,10 @@ type Queryable = Pick<PoolClient, 'query'>;
 // Statements that run alone and inside one-statement CTEs; `p` is the number of their first parameter, `when` an
 // extra condition (the CTE's "only if the row before it was new").
 
-/** Marks an Idempotency-Key done: parameters response_enc, expires_at, scope, key. */
+/** Marks this claim of an Idempotency-Key done: parameters response_enc, expires_at, scope, key, claimed_at. */
 function idempotencyDoneSql(p: number, when = ''): string {
-  return `UPDATE idempotency_keys SET response_enc = $${p}, state = 'done', expires_at = $${p + 1}::bigint WHERE scope = $${p + 2} AND key = $${p + 3} ${when}`;
+  return `UPDATE idempotency_keys SET response_enc = $${p}, state = 'done', expires_at = $${p + 1}::bigint
+    WHERE scope = $${p + 2} AND key = $${p + 3} AND created_at = $${p + 4}::bigint ${when}`;
 }
 
 /** Queues a job unless an active one has its dedupe key (no conflict target: covers the partial unique index). */
@@ -169,7 +170,7 @@ export class PostgresStore implements Store {
     const { rows: fresh } = await this.q<{ inserted: number }>(INSERT_NEW_SESSION, [
       ...NEW_ROW.keys.map((k) => v[k]),
       // Without a key the UPDATE matches no row (scope and key NULL).
-      ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null]),
+      ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null, null]),
     ]);
     if (fresh[0].inserted) return freshSessionRecord(s, v);
     // An existing row (the insert above found it): merged by the rules both engines share, then its resume token and
@@ -501,11 +502,11 @@ export class PostgresStore implements Store {
 
   /** Parameters of idempotencyDoneSql. */
   private idempotencyDoneParams(idem: IdempotencyRef, interviewId: string): unknown[] {
-    return [idempotencyResponseEnc(this.cipher, idem.scope, idem.key, interviewId), idem.expiresAt, idem.scope, idem.key];
+    return [idempotencyResponseEnc(this.cipher, idem.scope, idem.key, interviewId), idem.expiresAt, idem.scope, idem.key, idem.claimedAt];
   }
 
-  async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
-    await this.q('DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2', [scope, key]);
+  async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {
+    await this.q(`DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at = $3::bigint AND state = 'pending'`, [scope, key, claimedAt]);
   }
 
   // One active resume token per session, kept on its row: a new one replaces (and so revokes) the previous.

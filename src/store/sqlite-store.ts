@@ -498,12 +498,19 @@ export class SqliteStore implements Store {
   }
 
   private markIdempotencyDone(idem: IdempotencyRef, responseEnc: string): void {
-    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done', expires_at = ? WHERE scope = ? AND key = ?`).run(responseEnc, idem.expiresAt, idem.scope, idem.key);
+    // This claim only: a retry that took the key over after the lease owns it now.
+    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done', expires_at = ? WHERE scope = ? AND key = ? AND created_at = ?`).run(
+      responseEnc,
+      idem.expiresAt,
+      idem.scope,
+      idem.key,
+      idem.claimedAt,
+    );
   }
 
-  async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
+  async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {
     return this.write(() => {
-      this.st('DELETE FROM idempotency_keys WHERE scope = ? AND key = ?').run(scope, key);
+      this.st(`DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND created_at = ? AND state = 'pending'`).run(scope, key, claimedAt);
     });
   }
 

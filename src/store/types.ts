@@ -55,6 +55,11 @@ export interface IdempotencyRef {
   key: string;
   /** When the completed key stops replaying (its pending claim had only a short lease). */
   expiresAt: number;
+  /**
+   * When this request claimed the key (its created_at): completing or releasing the key applies only to this claim,
+   * so a request that outlived its lease cannot complete or delete the claim of the retry that took the key over.
+   */
+  claimedAt: number;
 }
 
 export interface StoredResults {
@@ -200,7 +205,8 @@ export interface Store {
 
   // idempotency keys and resume tokens (issue 6)
   claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim>;
-  releaseIdempotencyKey(scope: string, key: string): Promise<void>;
+  /** Deletes this claim of the key (claimedAt) if it is still pending; another claim of the key is left alone. */
+  releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void>;
   createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void>;
   /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */
   checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean>;

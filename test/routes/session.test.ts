@@ -165,6 +165,30 @@ describe('POST /session against the emulator', () => {
     expect(again.body.interviewId).toBe(taken.body.interviewId);
   });
 
+  it('keeps an Idempotency-Key claimed when Incode may have created the session (timeout), frees it when Incode refused', async () => {
+    const quick = await startBroker(brokerEnv(emu.url, { INCODE_TIMEOUT_MS: '300' }));
+    try {
+      // Incode answers after the broker gave up (undici checks its timeouts about once a second): the session exists
+      // there, so a retry must not pay for another.
+      emu.app.emulator.setFaults({ startLatencyMs: 2500 });
+      const before = emu.app.emulator.sessions.size;
+      expect((await request(quick.url).post('/session').set('idempotency-key', 'k-timeout').send({}).expect(504)).body.code).toBe('INCODE_TIMEOUT');
+      expect((await request(quick.url).post('/session').set('idempotency-key', 'k-timeout').send({}).expect(409)).body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+      await waitFor(async () => emu.app.emulator.sessions.size > before || null, 5000, 20);
+      emu.app.emulator.resetFaults();
+      expect((await request(quick.url).post('/session').set('idempotency-key', 'k-timeout').send({}).expect(409)).body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+      expect(emu.app.emulator.sessions.size).toBe(before + 1);
+      // Incode answered with an error: nothing was created, so the retry goes ahead at once.
+      emu.app.emulator.setFaults({ errorRate: 1 });
+      await request(quick.url).post('/session').set('idempotency-key', 'k-refused').send({}).expect(502);
+      emu.app.emulator.resetFaults();
+      await request(quick.url).post('/session').set('idempotency-key', 'k-refused').send({}).expect(200);
+    } finally {
+      emu.app.emulator.resetFaults();
+      await quick.close();
+    }
+  }, 20_000);
+
   it('GET /session/status needs a known session token and shows no PII', async () => {
     await request(broker.url).get('/session/status').expect(401);
     await request(broker.url).get('/session/status').set('x-incode-hardware-id', 'nope').expect(401);

@@ -146,7 +146,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           origin: 'broker',
           token: 'tA',
           resume: { tokenHash: 'rh', expiresAt: T0 + 100 },
-          idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000 },
+          idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0 },
           now: T0 + 1,
         });
         expect(s).toMatchObject({ interviewId: 'i1', origin: 'external', token: 'tA' });
@@ -606,7 +606,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it('a new session marks the Idempotency-Key that created it done, in the same write', async () => {
         // The pending claim's short lease (T0 + 10) becomes the key's full lifetime (T0 + 1000) on completion.
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0)).toEqual({ state: 'new' });
-        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000 }, now: T0 });
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0 }, now: T0 });
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 100)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1' });
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 2000, T0 + 1000)).toEqual({ state: 'new' });
       });
@@ -617,18 +617,37 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         // Scopes are separate namespaces.
         expect(await store.claimIdempotencyKey('other', 'k1', 'h9', T0 + 1000, T0)).toEqual({ state: 'new' });
         const interviewId = 'interviewmarker7f3a9c';
-        await session(interviewId, { idempotency: { scope: 'start', key: 'k1', expiresAt: T0 + 1000 } });
+        // Releasing the pending claim frees the key; a release naming another claim leaves it.
+        await store.releaseIdempotencyKey('other', 'k1', T0 + 5);
+        expect(await store.claimIdempotencyKey('other', 'k1', 'h9', T0 + 1000, T0 + 1)).toEqual({ state: 'pending', requestHash: 'h9' });
+        await store.releaseIdempotencyKey('other', 'k1', T0);
+        expect(await store.claimIdempotencyKey('other', 'k1', 'h8', T0 + 1000, T0 + 2)).toEqual({ state: 'new' });
+        await session(interviewId, { idempotency: { scope: 'start', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0 } });
         expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 2)).toEqual({ state: 'done', requestHash: 'h1', interviewId });
         // Stored responses are encrypted at rest like any other identifier.
         const [row] = await h.exec('SELECT response_enc FROM idempotency_keys WHERE scope = ? AND key = ?', ['start', 'k1']);
         expect(String(row.response_enc)).not.toContain(interviewId);
-        await store.releaseIdempotencyKey('start', 'k1');
-        expect(await store.claimIdempotencyKey('start', 'k1', 'h3', T0 + 1000, T0 + 3)).toEqual({ state: 'new' });
+        // A done key is never released: it replays until it expires.
+        await store.releaseIdempotencyKey('start', 'k1', T0);
+        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 3)).toMatchObject({ state: 'done' });
+      });
+
+      it('a request that outlived its lease neither completes nor releases the claim of the retry that took the key over', async () => {
+        expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 10, T0)).toEqual({ state: 'new' });
+        // The lease lapsed: a retry takes the key over (its own claim, claimedAt T0 + 20).
+        expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 20)).toEqual({ state: 'new' });
+        // The first request ends late: its release and its completion apply to its own (gone) claim only.
+        await store.releaseIdempotencyKey('s', 'k', T0);
+        await session('late', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 1000, claimedAt: T0 } });
+        expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 21)).toEqual({ state: 'pending', requestHash: 'h' });
+        // The retry completes its own claim: the key replays the retry's session.
+        await session('retry', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 1000, claimedAt: T0 + 20 } });
+        expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 22)).toEqual({ state: 'done', requestHash: 'h', interviewId: 'retry' });
       });
 
       it('treats an expired key as new', async () => {
         await store.claimIdempotencyKey('s', 'k', 'h1', T0 + 10, T0);
-        await session('i1', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 10 } });
+        await session('i1', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 10, claimedAt: T0 } });
         expect((await store.claimIdempotencyKey('s', 'k', 'h2', T0 + 100, T0 + 9)).state).toBe('done');
         expect(await store.claimIdempotencyKey('s', 'k', 'h2', T0 + 100, T0 + 10)).toEqual({ state: 'new' });
         expect(await store.claimIdempotencyKey('s', 'k', 'h3', T0 + 100, T0 + 11)).toEqual({ state: 'pending', requestHash: 'h2' });
