@@ -1,4 +1,5 @@
 // Cost protection for routes that create billable Incode sessions: caller auth, rate limits, idempotency keys.
+import { isIPv6 } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
@@ -27,6 +28,21 @@ export interface SessionGuards {
     create: (claimed?: IdempotencyRef) => Promise<T>,
     replay: (interviewId: string) => Promise<T>,
   ): Promise<T>;
+}
+
+/**
+ * The unit the per-IP limit counts: an IPv4 address, or the /64 of an IPv6 one (one subscriber's whole prefix, which
+ * it can hop through at will). IPv4-mapped IPv6 addresses count as their IPv4 address.
+ */
+export function clientNetwork(ip: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
+  if (mapped) return mapped[1];
+  if (!isIPv6(ip)) return ip;
+  const [head, tail = ''] = ip.split('::');
+  const left = head ? head.split(':') : [];
+  const right = ip.includes('::') ? (tail ? tail.split(':') : []) : [];
+  const groups = ip.includes('::') ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
 }
 
 export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter): SessionGuards {
@@ -63,9 +79,12 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
   async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
     const limits: (RateLimitEntry & { what: string })[] = [];
-    if (rateLimit.perIp > 0) limits.push({ key: `ip:${req.ip}`, max: rateLimit.perIp, what: 'from this address' });
+    if (rateLimit.perIp > 0) limits.push({ key: `ip:${clientNetwork(req.ip)}`, max: rateLimit.perIp, what: 'from this address' });
     const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
-    if (typeof ext === 'string' && rateLimit.perCustomer > 0) limits.push({ key: `customer:${sha256Hex(ext)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+    // Per caller (one app's users never use up another's budget), and spelled one way: "Victim", "VICTIM" and
+    // "victim\u00a0" are one customer to the limit.
+    if (typeof ext === 'string' && rateLimit.perCustomer > 0)
+      limits.push({ key: `customer:${sha256Hex(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').trim().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
     if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
     if (!limits.length) return;
     const over = await counter.hitAll(limits, rateLimit.windowMs);

@@ -107,6 +107,28 @@ describe('POST /session rate limits (memory counter)', () => {
     await post(b.url, '203.0.113.3').expect(200);
   });
 
+  it('counts one customer id however it is spelled, and per calling app', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '2', CALLER_AUTH: 'app-keys', APP_API_KEYS: 'app-one-key-0123456789abcdef,app-two-key-0123456789abcdef' });
+    const as = (key: string, ext: string) => request(b.url).post('/session').set('x-app-key', key).send({ externalCustomerId: ext });
+    await as('app-one-key-0123456789abcdef', 'victim').expect(200);
+    await as('app-one-key-0123456789abcdef', 'VICTIM').expect(200);
+    await as('app-one-key-0123456789abcdef', 'victim\u00a0').expect(429);
+    // Another app's customer of the same id has a budget of its own.
+    await as('app-two-key-0123456789abcdef', 'victim').expect(200);
+  });
+
+  it('counts an IPv6 client by its /64: hopping addresses inside it does not reset the limit', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '2', TRUST_PROXY_HOPS: '1' });
+    await post(b.url, '2001:db8:1:2::1').expect(200);
+    await post(b.url, '2001:db8:1:2::2').expect(200);
+    await post(b.url, '2001:db8:1:2:ffff::6').expect(429);
+    await post(b.url, '2001:db8:1:3::1').expect(200);
+    // IPv4, also when mapped into IPv6, stays per address.
+    await post(b.url, '::ffff:203.0.113.77').expect(200);
+    await post(b.url, '203.0.113.77').expect(200);
+    await post(b.url, '203.0.113.77').expect(429);
+  });
+
   it('enforces a global budget per window across addresses and customers', async () => {
     const b = await broker({ RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '100', RATE_LIMIT_GLOBAL: '3', TRUST_PROXY_HOPS: '1' });
     for (let i = 0; i < 3; i++) await post(b.url, `198.51.100.${i + 1}`, { externalCustomerId: `c${i}` }).expect(200);
