@@ -132,11 +132,6 @@ export class RedisRateCounter implements RateCounter {
     );
   }
 
-  /** Resolves once Redis answers a round trip (FailoverRateCounter probes with it during an outage). */
-  async ping(): Promise<void> {
-    await this.redis.ping();
-  }
-
   async close() {
     // Hits queued this turn go out before the connection does.
     this.hits.drain();
@@ -167,7 +162,7 @@ export class FailoverRateCounter implements RateCounter {
   private probing = false;
 
   constructor(
-    private readonly shared: RateCounter & { ping(): Promise<void> },
+    private readonly shared: RateCounter,
     private readonly events: FailoverEvents,
     private readonly fallback: RateCounter = new MemoryRateCounter(),
     private readonly probeIntervalMs = 1000,
@@ -190,7 +185,7 @@ export class FailoverRateCounter implements RateCounter {
   /** Checks the shared counter now (at start, so an outage is reported before the first request meets it). */
   async check(): Promise<boolean> {
     try {
-      await this.shared.ping();
+      await this.probeOnce();
       return true;
     } catch (err) {
       this.fail(err);
@@ -211,7 +206,7 @@ export class FailoverRateCounter implements RateCounter {
   private probe(): void {
     if (this.probing || this.downSince === null) return;
     this.probing = true;
-    this.shared.ping().then(
+    this.probeOnce().then(
       () => {
         const downMs = Date.now() - (this.downSince ?? Date.now());
         this.stopProbing();
@@ -220,6 +215,12 @@ export class FailoverRateCounter implements RateCounter {
       },
       () => undefined,
     ).finally(() => (this.probing = false));
+  }
+
+  // A real count on a key of its own, not a PING: an error PING does not see (a full Redis refusing writes) must keep
+  // the outage open instead of flapping between outage and recovery at every probe.
+  private probeOnce(): Promise<unknown> {
+    return this.shared.hitAll([{ key: 'failover-probe', max: Number.MAX_SAFE_INTEGER }], 10_000);
   }
 
   private stopProbing(): void {

@@ -65,7 +65,11 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   // Stateless between onboardings: one for the plugin's life.
   const o = new Orchestrator({ incode: app.incode, store: app.store, pipeline: app.results, config, log: app.log });
 
+  // Set once shutdown begins: a request that finishes its captures after that (its body was still arriving) leaves
+  // the rest to polling instead of starting a background finish that nothing would stop.
+  let closing = false;
   app.addHook('preClose', async () => {
+    closing = true;
     await Promise.allSettled([...capturing]);
     for (const ac of inflight.values()) ac.abort();
     await Promise.allSettled([...inflight.keys()]);
@@ -169,6 +173,11 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       }
 
       const interviewId = outcome.interviewId;
+      if (closing) {
+        req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+        reply.status(202);
+        return { interviewId, status: 'processing' as const };
+      }
       const ac = new AbortController();
       const p: Promise<void> = o
         .finish(interviewId, { signal: ac.signal })

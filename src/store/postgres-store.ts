@@ -2,6 +2,7 @@
 import { Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
+import { isDatabaseUnavailable } from './unavailable';
 import {
   aad,
   byRunAt,
@@ -130,16 +131,21 @@ export class PostgresStore implements Store {
 
   private async tx<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
+    let broken: Error | undefined;
     try {
       await c.query('BEGIN');
       const out = await fn(c);
       await c.query('COMMIT');
       return out;
     } catch (err) {
-      await c.query('ROLLBACK').catch(() => undefined);
+      // A client whose statement timed out or lost its connection is not reused: a ROLLBACK would queue behind the
+      // stuck statement for another whole timeout, and the pool would hand the dead client out again. Destroyed
+      // (release with an error), its transaction is rolled back by the server.
+      if (isDatabaseUnavailable(err)) broken = err as Error;
+      else await c.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
       throw err;
     } finally {
-      c.release();
+      c.release(broken);
     }
   }
 

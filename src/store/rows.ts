@@ -281,19 +281,23 @@ export function decodeCursor(cursor: string): { updatedAt: number; interviewId: 
   return { updatedAt, interviewId };
 }
 
-// PostgreSQL's jsonb refuses \u0000 anywhere (values and keys); SQLite would keep it. Both engines store U+FFFD in
-// its place so that an event reads back the same on either. The common case (no NUL) pays one scan of the text.
+// PostgreSQL's jsonb refuses \u0000 and lone surrogates (\ud800 without its pair) anywhere, values and keys; SQLite
+// would keep them. Both engines store U+FFFD in their place so that an event reads back the same on either.
+// JSON.stringify writes both as \u escapes, so the common case (neither) pays one scan of the text.
 export function jsonText(value: unknown): string {
   const text = JSON.stringify(value ?? {});
-  if (!text.includes('\\u0000')) return text;
-  return JSON.stringify(withoutNul(JSON.parse(text)));
+  if (!/\\u(0000|d[89a-f])/i.test(text)) return text;
+  return JSON.stringify(storable(JSON.parse(text)));
 }
 
-function withoutNul(v: unknown): unknown {
-  if (typeof v === 'string') return v.replaceAll('\u0000', '\uFFFD');
-  if (Array.isArray(v)) return v.map(withoutNul);
+// String.prototype.toWellFormed (Node 20) is ES2024, past this project's ES2022 lib.
+const storableText = (s: string) => (s as string & { toWellFormed(): string }).toWellFormed().replaceAll('\u0000', '\uFFFD');
+
+function storable(v: unknown): unknown {
+  if (typeof v === 'string') return storableText(v);
+  if (Array.isArray(v)) return v.map(storable);
   if (v !== null && typeof v === 'object') {
-    return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [k.replaceAll('\u0000', '\uFFFD'), withoutNul(x)]));
+    return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [storableText(k), storable(x)]));
   }
   return v;
 }

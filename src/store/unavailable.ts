@@ -1,4 +1,4 @@
-// Tells a database that is down or stalled apart from a bug, by the errors pg raises, without loading pg.
+// Tells a database that is down, stalled or locked apart from a bug, by the errors pg and better-sqlite3 raise, without loading either.
 
 // pg and pg-pool raise these as plain Errors with no code: the message is their only stable mark.
 const PG_CLIENT_MESSAGES = new Set([
@@ -14,11 +14,14 @@ const PG_CLIENT_MESSAGES = new Set([
 const UNAVAILABLE_SQLSTATE = /^(57014|57P0[123]|53300|08...)$/;
 
 export function isDatabaseUnavailable(err: unknown): boolean {
-  for (let e = err, depth = 0; e instanceof Error && depth < 3; e = e.cause, depth++) {
-    if (PG_CLIENT_MESSAGES.has(e.message)) return true;
-    const { code, severity } = e as { code?: unknown; severity?: unknown };
+  // Duck-typed, not instanceof Error: a native addon's errors may come from another realm (test runners' sandboxes).
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 3; e = (e as { cause?: unknown }).cause, depth++) {
+    const { message, code, severity, name } = e as { message?: unknown; code?: unknown; severity?: unknown; name?: unknown };
+    if (typeof message === 'string' && PG_CLIENT_MESSAGES.has(message)) return true;
     // A server-side error carries a severity; other libraries' five-letter codes must not match by accident.
     if (typeof severity === 'string' && typeof code === 'string' && UNAVAILABLE_SQLSTATE.test(code)) return true;
+    // SQLite: another process held the write lock for the whole busy timeout.
+    if (name === 'SqliteError' && typeof code === 'string' && /^SQLITE_(BUSY|LOCKED)/.test(code)) return true;
   }
   return false;
 }

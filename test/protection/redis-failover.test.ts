@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { Redis } from 'ioredis';
 import type { EmulatorApp } from '../../src/emulator/app';
+import { FailoverRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
 import { brokerEnv, startBroker, startEmulator, waitFor, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
 
@@ -214,4 +215,27 @@ describeWith('redis', 'rate limits when Redis goes away and comes back', () => {
     expect(Date.now() - t).toBeLessThan(1000);
     expect(countLines(b, OUTAGE_LOG)).toBe(1);
   }, 30_000);
+});
+
+describeWith('redis', 'failover on a Redis that answers PING but refuses the rate-limit script', () => {
+  it('stays in one outage instead of flapping between outage and recovery', async () => {
+    const target = new URL(services.redis || 'redis://127.0.0.1:6379');
+    const admin = new Redis(target.toString(), { maxRetriesPerRequest: 1 });
+    const user = `rl-noscript-${process.pid}`;
+    // A user that may PING but not run scripts: what the counter sees of, e.g., a full Redis refusing writes.
+    await admin.call('ACL', 'SETUSER', user, 'on', 'nopass', '~*', '+@connection', '-@scripting');
+    const limited = new Redis({ host: target.hostname, port: Number(target.port || 6379), username: user, password: 'x', maxRetriesPerRequest: 0 });
+    const events: string[] = [];
+    const counter = new FailoverRateCounter(new RedisRateCounter(limited), { outage: () => events.push('outage'), recovered: () => events.push('recovered'), fallbackHit: () => undefined }, undefined, 50);
+    try {
+      await limited.ping();
+      expect(await counter.hitAll([{ key: `flap-${process.pid}`, max: 5 }], 60_000)).toBeNull();
+      await new Promise((r) => setTimeout(r, 600));
+      expect(events).toEqual(['outage']);
+    } finally {
+      await counter.close();
+      await admin.call('ACL', 'DELUSER', user);
+      await admin.quit();
+    }
+  });
 });

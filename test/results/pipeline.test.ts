@@ -396,7 +396,7 @@ function pipelineSuite(which: Engine) {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     const s = await p.newSession();
     const tok = (await webhookToken(p.broker.url)).body.access_token as string;
-    const body = { interviewId: s.interviewId, onboardingStatus: 'ID_VALIDATION_FINISHED', flowId: 'flow\u0000x', clientId: '\u0000', note: 'a\u0000b' };
+    const body = { interviewId: s.interviewId, onboardingStatus: 'ID_VALIDATION_FINISHED', flowId: 'flow\u0000x', clientId: '\u0000', note: 'a\u0000b', lone: 'x\ud800y' };
     const first = await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body);
     expect([first.status, first.body]).toEqual([200, { success: true }]);
     // Recorded once: Incode's redelivery is a duplicate, and the hint was checked like any other.

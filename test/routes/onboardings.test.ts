@@ -243,6 +243,33 @@ describe('POST /onboardings', () => {
     }
   }, 30_000);
 
+  it('an upload whose body is still arriving when shutdown begins is answered, and leaves the rest to polling', async () => {
+    const b = await startBroker(brokerEnv(emulator.url, {}));
+    const { port } = new URL(b.url);
+    const body = JSON.stringify(GOOD);
+    const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/onboardings', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${ADMIN_KEY}` } });
+    const answered = new Promise<number>((resolve, reject) => {
+      req.once('response', (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.once('error', reject);
+    });
+    try {
+      req.write(body.slice(0, 1000));
+      await waitFor(async () => (await fetch(`${b.url}/metrics`)).ok || null, 2000, 20);
+      const closing = b.close();
+      req.end(body.slice(1000));
+      expect(await answered).toBe(202);
+      await closing;
+      await new Promise((r) => setTimeout(r, 300));
+      expect(b.logs.text).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
+      expect(b.logs.text).toMatch(/onboarding left to background polling at shutdown/);
+    } finally {
+      req.destroy();
+    }
+  }, 30_000);
+
   it('always admits one upload, even one announced above the whole budget', async () => {
     const small = await startBroker(brokerEnv(emulator.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(100_000) }));
     try {

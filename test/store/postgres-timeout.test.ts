@@ -29,8 +29,10 @@ function silentRelay(target: URL) {
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
   });
+  let listening: Promise<number> | null = null;
   return {
-    listen: () => new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port))),
+    // Listens once; every caller gets the same port.
+    listen: () => (listening ??= new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)))),
     freeze: (on: boolean) => (frozen = on),
     close: () => {
       for (const s of sockets) s.destroy();
@@ -93,6 +95,32 @@ describeWith('postgres', 'PostgreSQL that stalls (DATABASE_TIMEOUT_MS)', () => {
       await store.close();
     }
   });
+
+  it('a transaction that stalls fails within one timeout and its connection is not reused', async () => {
+    const port = await relay.listen();
+    const pg = new URL(services.postgres);
+    pg.host = `127.0.0.1:${port}`;
+    const store = new PostgresStore({ url: pg.toString(), cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 7) }]), schema: `${schema}_tx`, timeoutMs: 1000, poolMax: 1 });
+    try {
+      await store.migrate();
+      await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't1', now: 1 });
+      relay.freeze(true);
+      const t = Date.now();
+      const err = await store.eraseSession('i1', 'test', 2).then(() => null, (e: unknown) => e);
+      // One client-side timeout (timeout + 1 s), not a second one spent on a ROLLBACK queued behind it.
+      expect(isDatabaseUnavailable(err)).toBe(true);
+      expect(Date.now() - t).toBeLessThan(3500);
+      relay.freeze(false);
+      // The pool's only client was the stalled one: the next call gets a fresh connection that works.
+      expect((await store.getSession('i1'))?.interviewId).toBe('i1');
+    } finally {
+      relay.freeze(false);
+      await store.close();
+      const admin = new Pool({ connectionString: services.postgres });
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}_tx" CASCADE`);
+      await admin.end();
+    }
+  }, 30_000);
 
   it('answers 503 DATABASE_UNAVAILABLE and /readyz 503 within about the timeout, then recovers', async () => {
     const port = await relay.listen();

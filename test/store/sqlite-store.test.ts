@@ -9,6 +9,7 @@ import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
 import { aad } from '../../src/store/rows';
 import { SqliteStore } from '../../src/store/sqlite-store';
+import { isDatabaseUnavailable } from '../../src/store/unavailable';
 import { K1, runStoreContract, type StoreHarness } from './store-contract';
 
 function harness(store: SqliteStore, extra: Partial<StoreHarness> & { cleanup(): Promise<void> }): StoreHarness {
@@ -206,4 +207,31 @@ describe('SqliteStore specifics', () => {
     expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: n, dead: 0 });
     await store.close();
   }, 60_000);
+});
+
+describe('a SQLite file locked by another process', () => {
+  it('reads as "database unavailable" (503), not as a bug', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sqlite-busy-'));
+    const a = new Database(join(dir, 'b.db'));
+    const b = new Database(join(dir, 'b.db'));
+    try {
+      a.exec('CREATE TABLE t (x)');
+      b.pragma('busy_timeout = 0');
+      a.exec('BEGIN IMMEDIATE');
+      let err: unknown;
+      try {
+        b.exec('BEGIN IMMEDIATE');
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({ code: 'SQLITE_BUSY' });
+      expect(isDatabaseUnavailable(err)).toBe(true);
+      // A wrong statement stays a bug.
+      expect(isDatabaseUnavailable((() => { try { a.exec('SELECT * FROM nope'); } catch (e) { return e; } })())).toBe(false);
+    } finally {
+      a.close();
+      b.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

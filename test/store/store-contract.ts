@@ -473,6 +473,11 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(payload).toEqual({ flowId: 'x\uFFFDy', nested: { list: ['\uFFFD', 'ok'] }, 'k\uFFFD': 1 });
         expect(await store.listJobs('i3')).toHaveLength(1);
         expect(await store.recordEvent(e, job('i3'))).toBe(false);
+        // Lone surrogates too (jsonb refuses them); a well-formed pair is kept.
+        const lone = { key: 'i4:X', interviewId: 'i4', onboardingStatus: 'X', payload: { flowId: 'x\ud800y', tail: 'z\udfff', pair: '\ud83d\ude00', 'k\udc00': 2 }, receivedAt: T0 };
+        expect(await store.recordEvent(lone, job('i4'))).toBe(true);
+        const [ev2] = await h.exec('SELECT payload FROM events WHERE key = ?', [lone.key]);
+        expect(typeof ev2.payload === 'string' ? JSON.parse(ev2.payload) : ev2.payload).toEqual({ flowId: 'x\uFFFDy', tail: 'z\uFFFD', pair: '\ud83d\ude00', 'k\uFFFD': 2 });
       });
 
       it('concurrent duplicate recordEvent yields exactly one job', async () => {
