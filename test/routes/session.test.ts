@@ -3,8 +3,11 @@ import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitFor, waitForResults, type Running } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
-import { sha256Hex } from '../../src/store/crypto';
+import { Cipher, sha256Hex } from '../../src/store/crypto';
 import type { SqliteStore } from '../../src/store/sqlite-store';
+import { Pool } from 'pg';
+import { PostgresStore } from '../../src/store/postgres-store';
+import { describeWith, services } from '../helpers/services';
 
 describe('POST /session against the emulator', () => {
   let emu: Running<EmulatorApp>;
@@ -266,6 +269,33 @@ describe('sandbox mode', () => {
       expect((await request(sb.url).get('/readyz').expect(200)).body.sandbox).toBe(true);
     } finally {
       await sb.close();
+    }
+  });
+});
+
+describeWith('postgres', 'POST /session/resume on PostgreSQL', () => {
+  it('refuses a resume token naming an impossible interviewId with 401, never a 500 from the database', async () => {
+    const schema = `resume_${process.pid}_${Date.now().toString(36)}`;
+    const store = new PostgresStore({ url: services.postgres, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 9) }]), schema });
+    await store.migrate();
+    const emu = await startEmulator();
+    const b = await startBroker(brokerEnv(emu.url), { store });
+    try {
+      // NUL is what PostgreSQL text refuses outright; the rest would be looked up for nothing.
+      for (const id of ['a\u0000b', '../etc', 'x'.repeat(200)]) {
+        const forged = `${Buffer.from(id, 'utf8').toString('base64url')}.${'A'.repeat(43)}`;
+        expect((await request(b.url).post('/session/resume').send({ resumeToken: forged }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
+      }
+      // A real one still works on this engine.
+      const s = (await request(b.url).post('/session').expect(200)).body;
+      await request(b.url).post('/session/resume').send({ resumeToken: s.resumeToken }).expect(200);
+    } finally {
+      await b.close();
+      await emu.close();
+      await store.close();
+      const admin = new Pool({ connectionString: services.postgres });
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await admin.end();
     }
   });
 });
