@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, request as httpRequest, type Server } from 'node:http';
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import Fastify from 'fastify';
 import request from 'supertest';
 import type { AddressInfo } from 'node:net';
@@ -73,71 +73,74 @@ async function startPair(env: Record<string, string> = {}, emu: Partial<Emulator
   };
 }
 
-/**
- * A loopback proxy in front of the emulator that answers 503, as Incode would when one endpoint is down, for the
- * paths `failing` matches; everything else is forwarded. Its target is set once the emulator is listening.
- */
-async function startOutageProxy() {
-  const state: { target: string; failing: RegExp | null } = { target: '', failing: null };
-  const server: Server = createServer((req, res) => {
-    if (state.failing?.test(req.url ?? '')) {
-      res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 503, error: 'Service Unavailable', message: 'outage' }));
-      return;
-    }
-    const t = new URL(state.target);
-    const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: { ...req.headers, host: t.host } }, (upRes) => {
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      upRes.pipe(res);
-    });
-    up.on('error', () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
-    req.pipe(up);
-  });
-  server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    state,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
-  };
+interface Upstream {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
 }
 
 /**
- * A loopback proxy in front of the emulator that holds back its answer to the first /omni/get/score call for
- * `slowMs` (the score itself is read from the emulator at once); `log` records each score answer's overall status.
+ * A loopback proxy in front of the emulator (its `state.target` is set once the emulator is listening). `handle`
+ * answers each request itself or calls `forward` for the emulator's whole answer, to pass on, delay or replace.
  */
-async function startSlowFirstScoreProxy(slowMs: number) {
-  const state = { target: '', scores: 0, log: [] as string[] };
-  const server: Server = createServer((req, res) => {
-    const isScore = /^\/omni\/get\/score/.test(req.url ?? '');
-    const slow = isScore && state.scores++ === 0;
-    const t = new URL(state.target);
-    const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: { ...req.headers, host: t.host } }, (upRes) => {
-      const chunks: Buffer[] = [];
-      upRes.on('data', (c: Buffer) => chunks.push(c));
-      upRes.on('end', () => {
-        const b = Buffer.concat(chunks);
-        setTimeout(() => {
-          if (isScore) state.log.push(`${slow ? 'slow' : 'fast'}:${JSON.parse(b.toString()).overall?.status}`);
-          res.writeHead(upRes.statusCode ?? 502, upRes.headers).end(b);
-        }, slow ? slowMs : 0);
+async function startEmulatorProxy<S extends { target: string }>(state: S, handle: (req: IncomingMessage, res: ServerResponse, forward: () => Promise<Upstream>) => void) {
+  const server: Server = createServer((req, res) =>
+    handle(req, res, () => {
+      const t = new URL(state.target);
+      return new Promise<Upstream>((resolve, reject) => {
+        const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: { ...req.headers, host: t.host } }, (upRes) => {
+          const chunks: Buffer[] = [];
+          upRes.on('data', (c: Buffer) => chunks.push(c));
+          upRes.on('end', () => resolve({ status: upRes.statusCode ?? 502, headers: upRes.headers, body: Buffer.concat(chunks) }));
+        });
+        up.on('error', reject);
+        req.pipe(up);
       });
-    });
-    up.on('error', () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
-    req.pipe(up);
-  });
+    }),
+  );
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     state,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
+}
+
+const pass = (res: ServerResponse, u: Upstream) => res.writeHead(u.status, u.headers).end(u.body);
+
+/** Answers 503, as Incode would when one endpoint is down, for the paths `state.failing` matches; forwards the rest. */
+function startOutageProxy() {
+  const state: { target: string; failing: RegExp | null } = { target: '', failing: null };
+  return startEmulatorProxy(state, (req, res, forward) => {
+    if (state.failing?.test(req.url ?? ''))
+      return void res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 503, error: 'Service Unavailable', message: 'outage' }));
+    forward().then((u) => pass(res, u), () => res.writeHead(502).end());
+  });
+}
+
+/**
+ * Holds back its answer to the first /omni/get/score call for `slowMs` (the score itself is read from the emulator at
+ * once); `state.log` records each score answer's overall status.
+ */
+function startSlowFirstScoreProxy(slowMs: number) {
+  const state = { target: '', scores: 0, log: [] as string[] };
+  return startEmulatorProxy(state, (req, res, forward) => {
+    const isScore = /^\/omni\/get\/score/.test(req.url ?? '');
+    const slow = isScore && state.scores++ === 0;
+    forward().then(
+      (u) =>
+        setTimeout(() => {
+          if (isScore) state.log.push(`${slow ? 'slow' : 'fast'}:${JSON.parse(u.body.toString()).overall?.status}`);
+          pass(res, u);
+        }, slow ? slowMs : 0),
+      () => res.writeHead(502).end(),
+    );
+  });
 }
 
 function webhookToken(url: string, id = WEBHOOK_CLIENT_ID, secret = WEBHOOK_CLIENT_SECRET) {
