@@ -67,13 +67,13 @@ export class ResultsPipeline {
   async pollDue(limit = 200): Promise<number> {
     const now = this.now();
     const due = await this.d.store.sessionsDueForPoll(now, limit);
-    const { pollIntervalMs, pollMaxIntervalMs, pollGiveUpHours } = this.d.config.results;
+    const { pollIntervalMs, pollMaxIntervalMs } = this.d.config.results;
     for (const s of due) {
       if (isTerminal(s.onboardingStatus) || s.resultsStatus === 'erased') {
         await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts, now);
         continue;
       }
-      if (now - s.createdAt > pollGiveUpHours * 3_600_000) {
+      if (this.pollingGaveUp(s, now)) {
         await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts, now);
         await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now);
         continue;
@@ -93,13 +93,12 @@ export class ResultsPipeline {
    */
   async trackSession(s: { interviewId: string; token: string; externalCustomerId?: string; resume?: NewSession['resume']; idempotency?: NewSession['idempotency'] }): Promise<void> {
     const now = this.now();
-    const { mode, pollIntervalMs } = this.d.config.results;
     await this.d.store.upsertSession({
       interviewId: s.interviewId,
       origin: 'broker',
       externalCustomerId: s.externalCustomerId ?? null,
       token: s.token,
-      nextPollAt: mode === 'webhook' ? null : now + pollIntervalMs,
+      nextPollAt: this.firstPollAt('broker', now),
       resume: s.resume,
       idempotency: s.idempotency,
       now,
@@ -133,15 +132,22 @@ export class ResultsPipeline {
     // is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can read the session.
     if (typeof job.payload.eventKey === 'string') await this.d.store.releaseEvent(job.payload.eventKey);
     const session = await this.d.store.getSession(job.subject);
-    if (session && session.nextPollAt === null && !isTerminal(session.onboardingStatus) && session.resultsStatus !== 'erased' && this.pollable(session.origin)) {
-      const { pollIntervalMs, pollGiveUpHours } = this.d.config.results;
-      if (now - session.createdAt <= pollGiveUpHours * 3_600_000) await this.d.store.schedulePoll(job.subject, now + pollIntervalMs, session.pollAttempts, now);
-    }
+    if (!session || session.nextPollAt !== null || isTerminal(session.onboardingStatus) || session.resultsStatus === 'erased' || this.pollingGaveUp(session, now)) return;
+    const at = this.firstPollAt(session.origin, now);
+    if (at !== null) await this.d.store.schedulePoll(job.subject, at, session.pollAttempts, now);
   }
 
-  /** Whether polling is on and can read a session of this origin (one created elsewhere needs an executive token). */
-  private pollable(origin: SessionRecord['origin']): boolean {
-    return this.d.config.results.mode !== 'webhook' && (origin === 'broker' || this.d.executiveTokens.configured);
+  /**
+   * When a session's first poll is due, or null when polling is off or cannot read it (one created elsewhere needs
+   * an executive token).
+   */
+  private firstPollAt(origin: SessionRecord['origin'], now: number): number | null {
+    const { mode, pollIntervalMs } = this.d.config.results;
+    return mode !== 'webhook' && (origin === 'broker' || this.d.executiveTokens.configured) ? now + pollIntervalMs : null;
+  }
+
+  private pollingGaveUp(s: SessionRecord, now: number): boolean {
+    return now - s.createdAt > this.d.config.results.pollGiveUpHours * 3_600_000;
   }
 
   // ---- jobs ----
@@ -172,7 +178,7 @@ export class ResultsPipeline {
     }
     // A session created elsewhere is polled like a broker's when polling is on (its token here is an executive one).
     if (!session) {
-      await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: this.pollable('external') ? now + this.d.config.results.pollIntervalMs : null });
+      await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) });
     }
     await this.apply(id, status, source);
     await this.done(job);

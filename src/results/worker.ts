@@ -105,8 +105,8 @@ export class JobWorker {
       const e = err instanceof JobError ? err : new JobError('INTERNAL_ERROR', true);
       const now = this.now();
       if (e.retryable && job.attempts < this.o.maxAttempts) {
-        // Exponential backoff with jitter, capped (else a high JOB_MAX_ATTEMPTS would park a job for years, past what
-        // a bigint run_at holds), and never sooner than Incode's Retry-After.
+        // Exponential backoff with jitter, and no sooner than Incode's Retry-After; both capped (else a high
+        // JOB_MAX_ATTEMPTS would park a job for years, past what a bigint run_at holds).
         const jittered = this.o.backoffMs * 2 ** Math.min(job.attempts - 1, 30) * (0.5 + Math.random());
         const delay = Math.round(Math.min(MAX_BACKOFF_MS, Math.max(jittered, e.retryAfterMs ?? 0)));
         await store.failJob(job.id, this.owner, e.code, now + delay, now).catch(() => undefined);

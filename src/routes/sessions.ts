@@ -84,9 +84,8 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
     async (req) => {
       const s = await app.store.getSession(req.params.interviewId);
       if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
-      const [stored, steps] = await Promise.all([app.store.getResults(s.interviewId), app.store.listSteps(s.interviewId)]);
-      // An erased session never shows results, whatever a racing write may have left behind.
-      const results = s.resultsStatus === 'erased' ? null : stored;
+      // An erased session has no results row: the store's erasure removes it and refuses later saves.
+      const [results, steps] = await Promise.all([app.store.getResults(s.interviewId), app.store.listSteps(s.interviewId)]);
       return {
         ...summary(s),
         scores: (results?.scores as Record<string, unknown>) ?? null,

@@ -288,12 +288,13 @@ export function quoteIdent(name: string): string {
   return `"${name}"`;
 }
 
+/** A day: the client-side bound on one migration statement (the server-side one is off for migrations). */
+const MIGRATION_TIMEOUT_MS = 24 * 3600 * 1000;
+
 /**
  * PostgreSQL: each migration in a transaction holding a per-schema advisory lock, so replicas starting
  * together apply it exactly once. Creates the schema when it is not `public`. Returns versions applied.
  */
-/** A day: the client-side bound on one migration statement (the server-side one is off for migrations). */
-const MIGRATION_TIMEOUT_MS = 24 * 3600 * 1000;
 
 export async function migratePostgres(pool: Pool, schema = 'public', migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
   checkOrder(migrations);
@@ -305,10 +306,11 @@ export async function migratePostgres(pool: Pool, schema = 'public', migrations:
   // (pg cannot turn its client-side query_timeout off per query, only raise it.)
   const run = (text: string, values?: unknown[]) => client.query({ text, values, query_timeout: MIGRATION_TIMEOUT_MS } as QueryConfig);
   try {
+    // Once for the connection (reset before it goes back to the pool), not once per migration.
+    await run('SET statement_timeout = 0');
     for (const m of migrations) {
       await run('BEGIN');
       try {
-        await run('SET LOCAL statement_timeout = 0');
         await run('SELECT pg_advisory_xact_lock(hashtext($1))', [`incode-broker:migrations:${schema}`]);
         if (schema !== 'public') await run(`CREATE SCHEMA IF NOT EXISTS ${q}`);
         // Pin the schema for this transaction even if the pool's connection options did not.
@@ -327,6 +329,7 @@ export async function migratePostgres(pool: Pool, schema = 'public', migrations:
       }
     }
   } finally {
+    await run('RESET statement_timeout').catch(() => undefined);
     client.release();
   }
   return applied;

@@ -11,6 +11,10 @@ import {
   emptyCounts,
   encodeCursor,
   jsonText,
+  idempotencyDoneSql,
+  pgArgs,
+  resultsStatusSql,
+  RESULTS_UPSERT_TAIL,
   newId,
   freshSessionRecord,
   sessionInsertSql,
@@ -68,11 +72,6 @@ type Queryable = Pick<PoolClient, 'query'>;
 // Statements that run alone and inside one-statement CTEs; `p` is the number of their first parameter, `when` an
 // extra condition (the CTE's "only if the row before it was new").
 
-/** Marks this claim of an Idempotency-Key done: parameters response_enc, expires_at, scope, key, claimed_at. */
-function idempotencyDoneSql(p: number, when = ''): string {
-  return `UPDATE idempotency_keys SET response_enc = $${p}, state = 'done', expires_at = $${p + 1}::bigint
-    WHERE scope = $${p + 2} AND key = $${p + 3} AND created_at = $${p + 4}::bigint ${when}`;
-}
 
 /** Queues a job unless an active one has its dedupe key (no conflict target: covers the partial unique index). */
 function queuedJobSql(p: number, when = ''): string {
@@ -82,7 +81,7 @@ function queuedJobSql(p: number, when = ''): string {
 }
 
 function queuedJobParams(j: NewJob, now: number): unknown[] {
-  return [newId(), j.kind, j.subject, JSON.stringify(j.payload ?? {}), j.runAt, j.dedupeKey ?? null, now];
+  return [newId(), j.kind, j.subject, jsonText(j.payload), j.runAt, j.dedupeKey ?? null, now];
 }
 
 // A new session with its resume token and the Idempotency-Key it completes: one statement, one round trip, one commit.
@@ -91,7 +90,7 @@ const INSERT_NEW_SESSION = `WITH ins AS (
     ${NEW_ROW.sql}
     ON CONFLICT (interview_id) DO NOTHING RETURNING interview_id
   ), done AS (
-    ${idempotencyDoneSql(NEW_ROW.next, 'AND EXISTS (SELECT 1 FROM ins)')}
+    ${idempotencyDoneSql(pgArgs(NEW_ROW.next), 'AND EXISTS (SELECT 1 FROM ins)')}
   )
   SELECT (SELECT count(*) FROM ins)::int AS inserted`;
 const MERGED_ROW = sessionInsertSql('pg', { resume: false, alias: 's' });
@@ -184,7 +183,7 @@ export class PostgresStore implements Store {
     return this.tx(async (c) => {
       const { rows } = await this.q<SessionRow>(MERGE_SESSION, MERGED_ROW.keys.map((k) => v[k]), c);
       if (s.resume) await this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt, c);
-      if (s.idempotency) await this.q(idempotencyDoneSql(1), this.idempotencyDoneParams(s.idempotency, s.interviewId), c);
+      if (s.idempotency) await this.q(idempotencyDoneSql(pgArgs(1)), this.idempotencyDoneParams(s.idempotency, s.interviewId), c);
       return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId, c)) as SessionRecord);
     });
   }
@@ -226,11 +225,10 @@ export class PostgresStore implements Store {
   }
 
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
-    // Erased is terminal: nothing may make an erased session look like it has results again. Stored results stay
-    // served when a later job dies (a refresh, an earlier status's job): decided in the row, so no read can go stale.
+    // Erased is terminal: nothing may make an erased session look like it has results again.
     await this.q(
       `UPDATE sessions SET
-         results_status = CASE WHEN $2 = 'failed' AND results_status = 'ready' THEN results_status ELSE COALESCE($2, results_status) END,
+         results_status = ${resultsStatusSql('$2')},
          last_error = $3, updated_at = GREATEST(updated_at, $4::bigint)
        WHERE interview_id = $1 AND (results_status <> 'erased' OR $2 = 'erased')`,
       [interviewId, status, lastError, now],
@@ -246,13 +244,8 @@ export class PostgresStore implements Store {
       if (!rows[0]) throw new Error('saveResults: unknown session');
       // A late results job must not bring PII back after an erasure.
       if (rows[0].results_status === 'erased') return;
-      // Results fetched from an earlier start than the stored ones (a slow job for an older status) are older data:
-      // they replace nothing, and the session keeps the decision taken with the newer results.
       const saved = await this.q(
-        `INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES ($1, $2, $3, $4, $5::bigint)
-         ON CONFLICT (interview_id) DO UPDATE SET scores_enc = excluded.scores_enc, ocr_enc = excluded.ocr_enc,
-           key_id = excluded.key_id, fetched_at = excluded.fetched_at
-         WHERE results.fetched_at <= excluded.fetched_at`,
+        `INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES ($1, $2, $3, $4, $5::bigint) ${RESULTS_UPSERT_TAIL}`,
         [interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt],
         c,
       );
@@ -468,7 +461,7 @@ export class PostgresStore implements Store {
   // ---- audit
 
   async audit(kind: string, subject: string, detail: Record<string, unknown>, now: number): Promise<void> {
-    await this.q('INSERT INTO audit (kind, subject, detail, at) VALUES ($1, $2, $3::jsonb, $4::bigint)', [kind, subject, JSON.stringify(detail ?? {}), now]);
+    await this.q('INSERT INTO audit (kind, subject, detail, at) VALUES ($1, $2, $3::jsonb, $4::bigint)', [kind, subject, jsonText(detail), now]);
   }
 
   async listAudit(subject?: string): Promise<AuditEntry[]> {

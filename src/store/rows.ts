@@ -119,7 +119,7 @@ export function sessionInsertValues(s: NewSession, cipher: Cipher) {
   };
 }
 
-export type SessionInsertValues = ReturnType<typeof sessionInsertValues>;
+type SessionInsertValues = ReturnType<typeof sessionInsertValues>;
 
 // The columns of a new session row, once for both engines: each takes a value of sessionInsertValues (with its
 // PostgreSQL cast) or a constant. The resume-token columns come last, for the statements that set them.
@@ -165,8 +165,34 @@ export function sessionInsertSql(dialect: 'sqlite' | 'pg', opts: { resume: boole
   };
 }
 
+/** A dialect's i-th parameter of a statement: PostgreSQL numbers them (with a cast where needed), SQLite does not. */
+export type SqlArg = (i: number, cast?: string) => string;
+export const pgArgs = (first: number): SqlArg => (i, cast) => `$${first + i}${cast ? `::${cast}` : ''}`;
+export const sqliteArgs: SqlArg = () => '?';
+
+/** Marks one claim of an Idempotency-Key done. Parameters: response_enc, expires_at, scope, key, claimed_at. */
+export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
+  return `UPDATE idempotency_keys SET response_enc = ${arg(0)}, state = 'done', expires_at = ${arg(1, 'bigint')}
+    WHERE scope = ${arg(2)} AND key = ${arg(3)} AND created_at = ${arg(4, 'bigint')} ${when}`;
+}
+
+/**
+ * The results_status a status update leaves: the given one (null keeps the current), except that stored results
+ * (ready) stay served when a later job dies, decided in the row so no read can go stale. `status` is the parameter.
+ */
+export const resultsStatusSql = (status: string) =>
+  `CASE WHEN ${status} = 'failed' AND results_status = 'ready' THEN results_status ELSE COALESCE(${status}, results_status) END`;
+
+/**
+ * Stores fetched results over the stored ones only when their fetch started at or after theirs: a slow job for an
+ * older status replaces nothing (the statement then changes no row, and the session keeps its decision).
+ */
+export const RESULTS_UPSERT_TAIL = `ON CONFLICT (interview_id) DO UPDATE SET scores_enc = excluded.scores_enc, ocr_enc = excluded.ocr_enc,
+    key_id = excluded.key_id, fetched_at = excluded.fetched_at
+  WHERE results.fetched_at <= excluded.fetched_at`;
+
 /** The record of a session just inserted, built from what the caller holds (no read-back, no decrypting what was just encrypted). */
-export function freshSessionRecord(s: NewSession, v: ReturnType<typeof sessionInsertValues>): SessionRecord {
+export function freshSessionRecord(s: NewSession, v: SessionInsertValues): SessionRecord {
   return {
     interviewId: s.interviewId,
     origin: s.origin,
@@ -281,9 +307,10 @@ export function decodeCursor(cursor: string): { updatedAt: number; interviewId: 
   return { updatedAt, interviewId };
 }
 
-// PostgreSQL's jsonb refuses \u0000 and lone surrogates (\ud800 without its pair) anywhere, values and keys; SQLite
-// would keep them. Both engines store U+FFFD in their place so that an event reads back the same on either.
-// JSON.stringify writes both as \u escapes, so the common case (neither) pays one scan of the text.
+// Every JSON column (event and job payloads, audit details) is written through this. PostgreSQL's jsonb refuses
+// \u0000 and lone surrogates (\ud800 without its pair) anywhere, values and keys; SQLite would keep them. Both engines
+// store U+FFFD in their place so that a row reads back the same on either. JSON.stringify writes both as \u escapes,
+// so the common case (neither) pays one scan of the text.
 export function jsonText(value: unknown): string {
   const text = JSON.stringify(value ?? {});
   if (!/\\u(0000|d[89a-f])/i.test(text)) return text;

@@ -14,6 +14,10 @@ import {
   emptyCounts,
   encodeCursor,
   jsonText,
+  idempotencyDoneSql,
+  resultsStatusSql,
+  RESULTS_UPSERT_TAIL,
+  sqliteArgs,
   freshSessionRecord,
   newId,
   sessionInsertSql,
@@ -61,6 +65,8 @@ export interface SqliteStoreOptions {
   filename: string;
   cipher: Cipher;
 }
+
+const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 
 // A new session (with its resume token), and an existing one merged by the rules both engines share.
 const INSERT_NEW_SESSION = `${sessionInsertSql('sqlite', { resume: true }).sql} ON CONFLICT (interview_id) DO NOTHING`;
@@ -230,11 +236,10 @@ export class SqliteStore implements Store {
 
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
     return this.write(() => {
-      // Erased is terminal: nothing may make an erased session look like it has results again. Stored results stay
-      // served when a later job dies (a refresh, an earlier status's job): decided in the row, so no read can go stale.
+      // Erased is terminal: nothing may make an erased session look like it has results again.
       this.st(
         `UPDATE sessions SET
-           results_status = CASE WHEN @status = 'failed' AND results_status = 'ready' THEN results_status ELSE COALESCE(@status, results_status) END,
+           results_status = ${resultsStatusSql('@status')},
            last_error = @lastError, updated_at = MAX(updated_at, @now)
          WHERE interview_id = @id AND (results_status <> 'erased' OR @status = 'erased')`,
       ).run({ status, lastError, now, id: interviewId });
@@ -249,14 +254,7 @@ export class SqliteStore implements Store {
       if (!cur) throw new Error('saveResults: unknown session');
       // A late results job must not bring PII back after an erasure.
       if (cur.results_status === 'erased') return;
-      // Results fetched from an earlier start than the stored ones (a slow job for an older status) are older data:
-      // they replace nothing, and the session keeps the decision taken with the newer results.
-      const saved = this.st(
-        `INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (interview_id) DO UPDATE SET scores_enc = excluded.scores_enc, ocr_enc = excluded.ocr_enc,
-           key_id = excluded.key_id, fetched_at = excluded.fetched_at
-         WHERE results.fetched_at <= excluded.fetched_at`,
-      ).run(interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt);
+      const saved = this.st(`INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES (?, ?, ?, ?, ?) ${RESULTS_UPSERT_TAIL}`).run(interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt);
       if (!saved.changes) return;
       this.st(
         `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
@@ -376,7 +374,7 @@ export class SqliteStore implements Store {
       this.st(
         `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
          VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-      ).run(newId(), j.kind, j.subject, JSON.stringify(j.payload ?? {}), j.runAt, j.dedupeKey ?? null, now, now).changes > 0
+      ).run(newId(), j.kind, j.subject, jsonText(j.payload), j.runAt, j.dedupeKey ?? null, now, now).changes > 0
     );
   }
 
@@ -463,7 +461,7 @@ export class SqliteStore implements Store {
 
   async audit(kind: string, subject: string, detail: Record<string, unknown>, now: number): Promise<void> {
     return this.write(() => {
-      this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run(kind, subject, JSON.stringify(detail ?? {}), now);
+      this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run(kind, subject, jsonText(detail), now);
     });
   }
 
@@ -499,13 +497,7 @@ export class SqliteStore implements Store {
 
   private markIdempotencyDone(idem: IdempotencyRef, responseEnc: string): void {
     // This claim only: a retry that took the key over after the lease owns it now.
-    this.st(`UPDATE idempotency_keys SET response_enc = ?, state = 'done', expires_at = ? WHERE scope = ? AND key = ? AND created_at = ?`).run(
-      responseEnc,
-      idem.expiresAt,
-      idem.scope,
-      idem.key,
-      idem.claimedAt,
-    );
+    this.st(IDEMPOTENCY_DONE).run(responseEnc, idem.expiresAt, idem.scope, idem.key, idem.claimedAt);
   }
 
   async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {
