@@ -40,6 +40,15 @@ export class IncodeError extends Error {
     return ['INCODE_RATE_LIMITED', 'INCODE_UNAVAILABLE', 'INCODE_TIMEOUT', 'INCODE_CONNECTION', 'INCODE_CIRCUIT_OPEN'].includes(this.code);
   }
 
+  /**
+   * Incode certainly did nothing for this call: it never left, or Incode answered with an error status. Not after a
+   * timeout, and not for a 2xx answer the client could not use (INCODE_BAD_RESPONSE): a session may exist then.
+   */
+  get certainlyNotDone(): boolean {
+    const s = this.details.httpStatus;
+    return this.details.notSent === true || (s !== undefined && s >= 400);
+  }
+
   /** Incode answered with a client error: the call itself was refused (counts as a success for the circuit). */
   get isClientError(): boolean {
     const s = this.details.httpStatus;

@@ -121,10 +121,10 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
       // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).
       return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now });
     } catch (err) {
-      // Released only when Incode certainly created nothing: the call never left, or Incode answered with an error.
-      // After a timeout, or a failure of ours once Incode had answered, a session may exist and be billed: the key
-      // stays pending until its lease lapses, so a retry meanwhile gets 409 instead of paying for a second one.
-      if (err instanceof IncodeError && (err.details.notSent === true || err.details.httpStatus !== undefined))
+      // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
+      // once Incode had answered) a session may exist and be billed: the key stays pending until its lease lapses, so a
+      // retry meanwhile gets 409 instead of paying for a second one.
+      if (err instanceof IncodeError && err.certainlyNotDone)
         await app.store.releaseIdempotencyKey(scope, key, now).catch(() => undefined);
       throw err;
     }
