@@ -5,6 +5,11 @@
 const MAX_PAYLOAD_CHARS = 4096;
 const ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
+/** What an Incode interviewId can look like: anything else named by a token is forged and never reaches the store. */
+export function isInterviewId(id: string): boolean {
+  return ID_RE.test(id);
+}
+
 /** The claims of a JWT-shaped token, unverified (null when it is not one): for hints, never for decisions. */
 export function jwtClaims(token: string): Record<string, unknown> | null {
   const a = token.indexOf('.');
@@ -21,5 +26,5 @@ export function jwtClaims(token: string): Record<string, unknown> | null {
 /** The interviewId a session token names, or null when it is not a JWT with a plausible `externalUserId`. */
 export function interviewIdOfToken(token: string): string | null {
   const id = jwtClaims(token)?.externalUserId;
-  return typeof id === 'string' && ID_RE.test(id) ? id : null;
+  return typeof id === 'string' && isInterviewId(id) ? id : null;
 }

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
+import { isInterviewId } from '../incode/token-claims';
 import { isValidCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
@@ -38,15 +39,12 @@ function mintResumeToken(interviewId: string): { resumeToken: string; tokenHash:
   return { resumeToken: `${Buffer.from(interviewId, 'utf8').toString('base64url')}.${secret}`, tokenHash: sha256Hex(secret) };
 }
 
-// What an Incode interviewId can look like; anything else in a resume token is forged and never reaches the store.
-const INTERVIEW_ID = /^[A-Za-z0-9_-]{1,128}$/;
-
 function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash: string } | null {
   const dot = resumeToken.indexOf('.');
   if (dot <= 0) return null;
   const interviewId = Buffer.from(resumeToken.slice(0, dot), 'base64url').toString('utf8');
   const secret = resumeToken.slice(dot + 1);
-  if (!INTERVIEW_ID.test(interviewId) || secret.length < 32) return null;
+  if (!isInterviewId(interviewId) || secret.length < 32) return null;
   return { interviewId, tokenHash: sha256Hex(secret) };
 }
 

@@ -23,9 +23,8 @@ import {
   webhooksTo,
 } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
-import { describeWith, services } from '../helpers/services';
-import { Cipher } from '../../src/store/crypto';
-import { PostgresStore } from '../../src/store/postgres-store';
+import { throwawayPgStore } from '../helpers/pg-schema';
+import { describeWith } from '../helpers/services';
 
 type Pair = Awaited<ReturnType<typeof startPair>>;
 
@@ -33,17 +32,7 @@ type Engine = 'sqlite' | 'postgres';
 let engine: Engine = 'sqlite';
 
 /** A PostgreSQL store in a throwaway schema, dropped when the pair closes. */
-async function pgStore() {
-  const schema = `t_pipeline_${process.pid}_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
-  const store = new PostgresStore({ url: services.postgres, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 7) }]), schema, poolMax: 8 });
-  return {
-    store,
-    drop: async () => {
-      await store.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      await store.close();
-    },
-  };
-}
+const pgStore = async () => throwawayPgStore('t_pipeline', { poolMax: 8 });
 
 async function startPair(env: Record<string, string> = {}, emu: Partial<EmulatorOptions> = {}) {
   const port = await freePort();

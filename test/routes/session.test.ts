@@ -3,11 +3,10 @@ import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitFor, waitForResults, type Running } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
-import { Cipher, sha256Hex } from '../../src/store/crypto';
+import { sha256Hex } from '../../src/store/crypto';
 import type { SqliteStore } from '../../src/store/sqlite-store';
-import { Pool } from 'pg';
-import { PostgresStore } from '../../src/store/postgres-store';
-import { describeWith, services } from '../helpers/services';
+import { throwawayPgStore } from '../helpers/pg-schema';
+import { describeWith } from '../helpers/services';
 
 describe('POST /session against the emulator', () => {
   let emu: Running<EmulatorApp>;
@@ -116,13 +115,6 @@ describe('POST /session against the emulator', () => {
     for (const a of answers.filter((x) => x.status === 401)) expect(a.body.code).toBe('INVALID_RESUME_TOKEN');
     // The winner's new token is the live one.
     await request(broker.url).post('/session/resume').send({ resumeToken: won.resumeToken }).expect(200);
-  });
-
-  it('refuses a resume token naming an impossible interviewId before any lookup', async () => {
-    for (const id of ['a\u0000b', '../etc', 'x'.repeat(200), 'a b']) {
-      const forged = `${Buffer.from(id, 'utf8').toString('base64url')}.${'A'.repeat(43)}`;
-      expect((await request(broker.url).post('/session/resume').send({ resumeToken: forged }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
-    }
   });
 
   it('replays the same session for a retried Idempotency-Key and refuses the key with another body', async () => {
@@ -275,8 +267,8 @@ describe('sandbox mode', () => {
 
 describeWith('postgres', 'POST /session/resume on PostgreSQL', () => {
   it('refuses a resume token naming an impossible interviewId with 401, never a 500 from the database', async () => {
-    const schema = `resume_${process.pid}_${Date.now().toString(36)}`;
-    const store = new PostgresStore({ url: services.postgres, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 9) }]), schema });
+    const pg = throwawayPgStore('resume');
+    const { store } = pg;
     await store.migrate();
     const emu = await startEmulator();
     const b = await startBroker(brokerEnv(emu.url), { store });
@@ -292,10 +284,7 @@ describeWith('postgres', 'POST /session/resume on PostgreSQL', () => {
     } finally {
       await b.close();
       await emu.close();
-      await store.close();
-      const admin = new Pool({ connectionString: services.postgres });
-      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      await admin.end();
+      await pg.drop();
     }
   });
 });

@@ -1,7 +1,6 @@
 // A PostgreSQL that stops answering mid-connection (behind a relay that goes silent) fails requests with 503
 // DATABASE_UNAVAILABLE and /readyz with 503 within about DATABASE_TIMEOUT_MS, and both recover once it answers.
 import net from 'node:net';
-import { Pool } from 'pg';
 import { loadConfig } from '../../src/config';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { Cipher, createStore } from '../../src/store';
@@ -9,6 +8,7 @@ import { migratePostgres } from '../../src/store/migrations';
 import { PostgresStore } from '../../src/store/postgres-store';
 import { isDatabaseUnavailable } from '../../src/store/unavailable';
 import { brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { dropSchema } from '../helpers/pg-schema';
 import { describeWith, services } from '../helpers/services';
 
 /** Relays to PostgreSQL on 127.0.0.1; frozen, it keeps every connection open and relays nothing either way. */
@@ -59,9 +59,7 @@ describeWith('postgres', 'PostgreSQL that stalls (DATABASE_TIMEOUT_MS)', () => {
     relay.freeze(false);
     await relay.close();
     await emu.close();
-    const admin = new Pool({ connectionString: services.postgres });
-    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await admin.end();
+    await dropSchema(schema);
   });
 
   it('does not bound migrations: one slower than DATABASE_TIMEOUT_MS still applies', async () => {
@@ -73,9 +71,7 @@ describeWith('postgres', 'PostgreSQL that stalls (DATABASE_TIMEOUT_MS)', () => {
       expect(await store.pool.query('SELECT pg_sleep(1.5)').then(() => 'done', (e: { code?: string }) => e.code)).toBe('57014');
     } finally {
       await store.close();
-      const admin = new Pool({ connectionString: services.postgres });
-      await admin.query(`DROP SCHEMA IF EXISTS "${schema}_mig" CASCADE`);
-      await admin.end();
+      await dropSchema(`${schema}_mig`);
     }
   });
 
@@ -116,9 +112,7 @@ describeWith('postgres', 'PostgreSQL that stalls (DATABASE_TIMEOUT_MS)', () => {
     } finally {
       relay.freeze(false);
       await store.close();
-      const admin = new Pool({ connectionString: services.postgres });
-      await admin.query(`DROP SCHEMA IF EXISTS "${schema}_tx" CASCADE`);
-      await admin.end();
+      await dropSchema(`${schema}_tx`);
     }
   }, 30_000);
 
