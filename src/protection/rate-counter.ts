@@ -1,7 +1,24 @@
 // Fixed-window hit counters: in memory for one process, in Redis when replicas must share one limit, and a failover
 // that counts in memory while Redis is down.
+import { isIPv6 } from 'node:net';
 import type { Redis } from 'ioredis';
 import { TurnBatch } from '../util/turn-batch';
+
+/**
+ * The unit every per-IP limit counts: an IPv4 address, or the /64 of an IPv6 one (one subscriber's whole prefix, which
+ * it can hop through at will). IPv4-mapped IPv6 addresses count as their IPv4 address.
+ */
+export function clientNetwork(ip: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
+  if (mapped) return mapped[1];
+  if (!isIPv6(ip)) return ip;
+  // Expand a "::" gap to the zero groups it stands for; only the first four groups are kept.
+  const gap = ip.indexOf('::');
+  const left = (gap < 0 ? ip : ip.slice(0, gap)).split(':').filter(Boolean);
+  const right = gap < 0 ? [] : ip.slice(gap + 2).split(':').filter(Boolean);
+  const groups = gap < 0 ? left : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
 
 export interface RateLimitEntry {
   key: string;
@@ -169,7 +186,7 @@ export class FailoverRateCounter implements RateCounter {
   ) {}
 
   hitAll(entries: RateLimitEntry[], windowMs: number): Promise<RateLimitExceeded | null> {
-    // Not async: the shared counter's own promise is returned as is on the hot path.
+    // Not async: one .catch on the shared counter's promise is all the failover adds on the hot path.
     if (this.downSince !== null) return this.counted(entries, windowMs);
     return this.shared.hitAll(entries, windowMs).catch((err: unknown) => {
       this.fail(err);

@@ -1,12 +1,11 @@
 // Cost protection for routes that create billable Incode sessions: caller auth, rate limits, idempotency keys.
-import { isIPv6 } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { bearer, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyRef } from '../store/types';
-import type { RateCounter, RateLimitEntry } from './rate-counter';
+import { clientNetwork, type RateCounter, type RateLimitEntry } from './rate-counter';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -28,21 +27,6 @@ export interface SessionGuards {
     create: (claimed?: IdempotencyRef) => Promise<T>,
     replay: (interviewId: string) => Promise<T>,
   ): Promise<T>;
-}
-
-/**
- * The unit the per-IP limit counts: an IPv4 address, or the /64 of an IPv6 one (one subscriber's whole prefix, which
- * it can hop through at will). IPv4-mapped IPv6 addresses count as their IPv4 address.
- */
-export function clientNetwork(ip: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
-  if (mapped) return mapped[1];
-  if (!isIPv6(ip)) return ip;
-  const [head, tail = ''] = ip.split('::');
-  const left = head ? head.split(':') : [];
-  const right = ip.includes('::') ? (tail ? tail.split(':') : []) : [];
-  const groups = ip.includes('::') ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left;
-  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
 }
 
 export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter): SessionGuards {

@@ -9,7 +9,7 @@ import { AppError } from '../errors';
 import { withErrors } from '../schemas';
 import { bearer, safeEqual } from '../security';
 import { isKnownStatus } from '../results/status';
-import { MemoryRateCounter, type RateCounter } from '../protection/rate-counter';
+import { clientNetwork, MemoryRateCounter, type RateCounter } from '../protection/rate-counter';
 
 const WebhookBody = Type.Object(
   {
@@ -106,7 +106,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config; tokenRateCounte
     },
     async (req, reply) => {
       // Guessing the client secret is the attack here: limit attempts per address.
-      const over = await counter.hitAll([{ key: `whtoken:${req.ip}`, max: 30 }], 60_000);
+      const over = await counter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
       if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
       if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
       if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {

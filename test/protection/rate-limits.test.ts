@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
-import { MemoryRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
+import { clientNetwork, MemoryRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
 import { startBrokerProcess } from '../helpers/broker-process';
 import { brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
@@ -145,6 +145,14 @@ describe('POST /session rate limits (memory counter)', () => {
     const burst = await Promise.all(Array.from({ length: 12 }, () => post(on.url).then((r) => r.status)));
     expect(burst.filter((s) => s === 200)).toHaveLength(5);
     expect(burst.filter((s) => s === 429)).toHaveLength(7);
+  });
+
+  it('clientNetwork: IPv4 as is (also mapped into IPv6), IPv6 by its /64 however it is written', () => {
+    expect(clientNetwork('203.0.113.7')).toBe('203.0.113.7');
+    expect(clientNetwork('::ffff:203.0.113.7')).toBe('203.0.113.7');
+    for (const ip of ['2001:db8:1:2::1', '2001:0db8:0001:0002:aaaa:bbbb:cccc:dddd', '2001:db8:1:2:ffff::6']) expect(clientNetwork(ip)).toBe('2001:db8:1:2::/64');
+    expect(clientNetwork('2001:db8::')).toBe('2001:db8:0:0::/64');
+    expect(clientNetwork('::1')).toBe('0:0:0:0::/64');
   });
 
   it('MemoryRateCounter: fixed windows, in-order limits that stop at the first one exceeded', async () => {
