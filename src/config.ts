@@ -76,7 +76,7 @@ export const ENV_SCHEMA = {
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff (with jitter, no sooner than Incode\'s Retry-After; at most 15 min between attempts either way).' },
   JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long.' },
   WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '32', doc: 'Jobs run at once by this process.' },
-  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Server-side flow: call finish-status once processing is done (needed when the Incode flow does not mark sessions completed on status).' },
+  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status: the server-side flow once processing is done (needed when the Incode flow does not mark sessions completed on status), and the results job for broker sessions that reach a result without ONBOARDING_FINISHED (a manual review).' },
 
   ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation.' },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready (Standard Webhooks).' },
@@ -267,6 +267,16 @@ function callbackSecretBytes(secret: string): number {
   return secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64').length : Buffer.byteLength(secret);
 }
 
+// Every spelling createStore() accepts for an in-memory database.
+const IN_MEMORY_DATABASE = /^sqlite:(\/\/)?:memory:$/;
+
+/** The API key goes with every Incode call: production sends it over https, or plain http to this machine only. */
+export function refuseCleartextIncode(incodeApiUrl: string): void {
+  const u = new URL(incodeApiUrl);
+  if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname))
+    throw new ConfigError('INCODE_API_URL', 'must use https in production (the API key would travel in cleartext); http is allowed to a loopback host only');
+}
+
 /** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
 export function loadConfig(env: Env): Config {
   const nodeEnv = str(env, 'NODE_ENV') as Config['nodeEnv'];
@@ -346,14 +356,13 @@ export function loadConfig(env: Env): Config {
   let databaseUrl = str(env, 'DATABASE_URL')!;
   if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
-  // Every spelling createStore() accepts for an in-memory database.
-  if (production && /^sqlite:(\/\/)?:memory:$/.test(databaseUrl))
+  if (production && IN_MEMORY_DATABASE.test(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must not be an in-memory database in production: every session, result and queued job would be lost on restart');
   if (generated) {
     // Data encrypted under a throwaway key is unreadable after a restart: keep it in memory, or refuse.
     const explicit = env.DATABASE_URL !== undefined && env.DATABASE_URL.trim() !== '';
     if (!explicit) databaseUrl = 'sqlite::memory:';
-    else if (databaseUrl !== 'sqlite::memory:')
+    else if (!IN_MEMORY_DATABASE.test(databaseUrl))
       throw new ConfigError('DATA_ENCRYPTION_KEY', 'is required with a persistent DATABASE_URL (data under a throwaway sandbox key could not be read after a restart)');
   }
 
@@ -363,11 +372,8 @@ export function loadConfig(env: Env): Config {
 
   const publicUrl = str(env, 'PUBLIC_URL') ?? `http://localhost:${port}`;
   const incodeApiUrl = str(env, 'INCODE_API_URL')!;
-  if (production && !sandbox) {
-    const u = new URL(incodeApiUrl);
-    if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname))
-      throw new ConfigError('INCODE_API_URL', 'must use https in production (the API key would travel in cleartext); http is allowed to a loopback host only');
-  }
+  // (Production without an API key was refused above: sandbox mode never gets here.)
+  if (production) refuseCleartextIncode(incodeApiUrl);
 
   return {
     nodeEnv,

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { config as loadDotenv } from 'dotenv';
 import pino from 'pino';
-import { ConfigError, loadConfig, type Config } from '../config';
+import { ConfigError, loadConfig, refuseCleartextIncode, type Config } from '../config';
 import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
@@ -171,7 +171,7 @@ function progressPrinter(io: CliIo, enabled: boolean) {
 
 async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   // A one-shot command, not the service: the service's production refusals (webhook secrets, a persistent
-  // database) are about a long-running server, so NODE_ENV does not change what the CLI accepts.
+  // database) are about a long-running server. The one about the API key itself still applies.
   const env: Record<string, string | undefined> = { ...io.env, NODE_ENV: undefined };
   // Nothing outlives the process unless DATABASE_URL says otherwise, so a throwaway key is enough then.
   if (!env.DATABASE_URL) {
@@ -181,6 +181,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   let config: Config;
   try {
     const loaded = loadConfig(env);
+    if (io.env.NODE_ENV === 'production' && !loaded.sandbox) refuseCleartextIncode(loaded.incode.apiUrl);
     // Someone is watching the terminal: poll at least every second whatever the server's setting.
     config = { ...loaded, results: { ...loaded.results, pollIntervalMs: Math.min(loaded.results.pollIntervalMs, 1000) } };
   } catch (err) {

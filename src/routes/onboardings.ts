@@ -173,25 +173,23 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       }
 
       const interviewId = outcome.interviewId;
-      if (closing) {
-        req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
-        reply.status(202);
-        return { interviewId, status: 'processing' as const };
+      if (closing) req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+      else {
+        const ac = new AbortController();
+        const p: Promise<void> = o
+          .finish(interviewId, { signal: ac.signal })
+          .then(
+            (r) => req.log.info({ interviewId, decision: r.decision }, 'onboarding finished'),
+            // The orchestrator already recorded the step and its code on the session; no PII in this line.
+            (err: unknown) => {
+              const e = err as OnboardingError;
+              if (e?.code === 'ABORTED') req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+              else req.log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
+            },
+          )
+          .finally(() => inflight.delete(p));
+        inflight.set(p, ac);
       }
-      const ac = new AbortController();
-      const p: Promise<void> = o
-        .finish(interviewId, { signal: ac.signal })
-        .then(
-          (r) => req.log.info({ interviewId, decision: r.decision }, 'onboarding finished'),
-          // The orchestrator already recorded the step and its code on the session; no PII in this line.
-          (err: unknown) => {
-            const e = err as OnboardingError;
-            if (e?.code === 'ABORTED') req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
-            else req.log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
-          },
-        )
-        .finally(() => inflight.delete(p));
-      inflight.set(p, ac);
 
       reply.status(202);
       return { interviewId, status: 'processing' as const };

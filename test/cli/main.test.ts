@@ -146,6 +146,10 @@ describe('incode-broker onboard', () => {
     expect(r.stderr).not.toMatch(/must not be|is required in production/);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'approve' });
+    // The rule that protects the API key still holds: no plain http to a remote Incode.
+    const cleartext = await run(['onboard', ...GOOD, '--json'], { NODE_ENV: 'production', INCODE_API_KEY: 'a-real-looking-key-0123456789', INCODE_API_URL: 'http://incode.example.com' });
+    expect(cleartext.code).toBe(1);
+    expect(JSON.parse(cleartext.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/INCODE_API_URL must use https/) } });
   }, 30_000);
 
   it('documents the exit codes in --help', async () => {
