@@ -140,11 +140,11 @@ export function buildOcr(s: Session): Record<string, unknown> {
     // A proof of address (utility bill) at the ID's address, issued last month. The fields object appears under
     // both names the reference gives (Incode's TS typings: addressFieldsFromStatement; the integration guide:
     // addressFromStatementFields) until one is confirmed.
-    const fields = { street, colony: '', postalCode, city, state };
-    const issued = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() - 1, 5));
+    const today = new Date();
+    const issued = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth() - 1, 5));
     ocr.addressFromStatement = address;
-    ocr.addressFieldsFromStatement = fields;
-    ocr.addressFromStatementFields = { ...fields };
+    ocr.addressFieldsFromStatement = { ...(ocr.addressFields as object) };
+    ocr.addressFromStatementFields = { ...(ocr.addressFields as object) };
     ocr.invalidAddressFromStatement = false;
     ocr.addressStatementEmissionDate = String(issued.getTime());
     ocr.documentType = 'UTILITY_BILL';

@@ -132,7 +132,7 @@ function interviewCodeFor(id: string): string {
 }
 
 /** ID and face processing both done (what finish-status and the automatic finish wait for). */
-export const isProcessed = (s: Session): boolean => s.idPhase === 2 && s.facePhase === 2;
+const isProcessed = (s: Session): boolean => s.idPhase === 2 && s.facePhase === 2;
 
 export type NewSession = Omit<
   Session,
@@ -228,13 +228,17 @@ export class SessionStore {
   /** finish-status: completes a processed session now; one still processing completes when processing ends. */
   requestFinish(s: Session): void {
     s.finishRequested = true;
-    if (isProcessed(s) && canMove(s.status, 'ONBOARDING_FINISHED')) this.complete(s);
+    if (isProcessed(s)) this.complete(s);
   }
 
   private maybeFinish(s: Session): void {
-    if (s.idPhase !== 2 || s.facePhase !== 2 || s.finishScheduled) return;
-    // A flow without "mark completed on status" waits for finish-status (a session left unfinished still expires).
-    if (s.directives.noAutoFinish && !s.finishRequested && !s.directives.expire) return;
+    if (!isProcessed(s) || s.finishScheduled) return;
+    // A flow without "mark completed on status" waits for finish-status (a session left unfinished still expires);
+    // one asked to finish while processing completes as soon as processing ends.
+    if (s.directives.noAutoFinish && !s.directives.expire) {
+      if (s.finishRequested) this.complete(s);
+      return;
+    }
     s.finishScheduled = true;
     this.opts.timers.set(() => this.complete(s), this.opts.processingDelayMs);
   }

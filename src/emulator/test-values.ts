@@ -70,7 +70,7 @@ interface DirectiveSpec {
   apply: (d: Directives, m: RegExpMatchArray) => void;
 }
 
-/** The one table of directives: add a row here to add a test value (README and tests read it). */
+/** The one table of directives: add a row here to add a test value, and to src/emulator/README.md (a test compares them). */
 export const DIRECTIVES: readonly DirectiveSpec[] = [
   { pattern: /^decline$/, example: 'emu:decline', description: 'score: idValidation and overall FAIL; finish-status action "rejected"', apply: (d) => { d.decline = true; } },
   { pattern: /^warn$/, example: 'emu:warn', description: 'score: idValidation and overall WARN', apply: (d) => { d.warn = true; } },

@@ -83,18 +83,21 @@ export const ID_MESSAGES: Readonly<Record<string, string>> = Object.freeze({
   [ID_REASONS.IMAGE_REFUSED]: "We couldn't use this photo of the ID. Take it again.",
 });
 
-/** Incode failReason → stable reason; unknown failReasons fall back to ID_NOT_CLASSIFIED. */
-const FAIL_REASONS: Readonly<Record<string, string>> = Object.freeze({
-  UNKNOWN_DOCUMENT_TYPE: ID_REASONS.NOT_CLASSIFIED,
-  WRONG_DOCUMENT_SIDE: ID_REASONS.WRONG_SIDE,
-  WRONG_ONE_SIDED_DOCUMENT: ID_REASONS.WRONG_ONE_SIDED,
-  WRONG_UNFOLDED_DOCUMENT: ID_REASONS.WRONG_UNFOLDED,
-  UNFOLDED_DOCUMENT_PAGE_MISMATCH: ID_REASONS.PAGE_MISMATCH,
-  DOCUMENT_NOT_READABLE: ID_REASONS.NOT_READABLE,
-  UNABLE_TO_ALIGN_DOCUMENT: ID_REASONS.NOT_ALIGNED,
-  ID_TYPE_UNACCEPTABLE: ID_REASONS.TYPE_UNACCEPTABLE,
-  UNEXPECTED_ERROR_OCCURRED: ID_REASONS.UNEXPECTED,
-});
+/**
+ * Incode failReason → stable reason; unknown failReasons fall back to ID_NOT_CLASSIFIED. A Map, so that a failReason
+ * such as "constructor" is unknown rather than an Object.prototype member.
+ */
+const FAIL_REASONS: ReadonlyMap<string, string> = new Map([
+  ['UNKNOWN_DOCUMENT_TYPE', ID_REASONS.NOT_CLASSIFIED],
+  ['WRONG_DOCUMENT_SIDE', ID_REASONS.WRONG_SIDE],
+  ['WRONG_ONE_SIDED_DOCUMENT', ID_REASONS.WRONG_ONE_SIDED],
+  ['WRONG_UNFOLDED_DOCUMENT', ID_REASONS.WRONG_UNFOLDED],
+  ['UNFOLDED_DOCUMENT_PAGE_MISMATCH', ID_REASONS.PAGE_MISMATCH],
+  ['DOCUMENT_NOT_READABLE', ID_REASONS.NOT_READABLE],
+  ['UNABLE_TO_ALIGN_DOCUMENT', ID_REASONS.NOT_ALIGNED],
+  ['ID_TYPE_UNACCEPTABLE', ID_REASONS.TYPE_UNACCEPTABLE],
+  ['UNEXPECTED_ERROR_OCCURRED', ID_REASONS.UNEXPECTED],
+]);
 
 function reject(reason: string, message: string, extra: Partial<CheckRejected> = {}): CheckRejected {
   return { ok: false, reason, message, ...extra };
@@ -112,8 +115,7 @@ const below = (v: unknown, min: number) => typeof v !== 'number' || Number.isNaN
 export function checkIdCapture(res: IdCaptureResponse | null | undefined, thresholds: CaptureThresholds = DEFAULT_CAPTURE_THRESHOLDS): CheckResult {
   if (!res || typeof res !== 'object') return idReject(ID_REASONS.NOT_CLASSIFIED);
   const failReason = typeof res.failReason === 'string' && res.failReason ? res.failReason : undefined;
-  // Own keys only: a failReason such as "constructor" must not read Object.prototype.
-  if (failReason) return idReject(Object.hasOwn(FAIL_REASONS, failReason) ? FAIL_REASONS[failReason] : ID_REASONS.NOT_CLASSIFIED, { failReason });
+  if (failReason) return idReject(FAIL_REASONS.get(failReason) ?? ID_REASONS.NOT_CLASSIFIED, { failReason });
   if (res.classification !== true) return idReject(ID_REASONS.NOT_CLASSIFIED);
   if (below(res.glare, thresholds.minGlare)) return idReject(ID_REASONS.GLARE);
   if (below(res.sharpness, thresholds.minSharpness)) return idReject(ID_REASONS.BLURRY);
@@ -179,7 +181,7 @@ function toCode(code: unknown): number | undefined {
 /** The stable reason and the message the guide says to show for a selfie error code (poor conditions for any other). */
 export function selfieError(code: number | string | null | undefined): { reason: string; message: string } {
   const c = toCode(code);
-  return (c !== undefined && Object.hasOwn(SELFIE_ERRORS, c) ? SELFIE_ERRORS[c] : undefined) ?? { reason: SELFIE_REASONS.POOR_CONDITIONS, message: DEFAULT_SELFIE_MESSAGE };
+  return (c !== undefined ? SELFIE_ERRORS[c] : undefined) ?? { reason: SELFIE_REASONS.POOR_CONDITIONS, message: DEFAULT_SELFIE_MESSAGE };
 }
 
 /** The fields of add/face the checks read. */

@@ -1,4 +1,6 @@
 // Every emu: test value, parsed and exercised over HTTP.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as samples from '../../src/emulator/sample-images';
 import { DIRECTIVES, parseDirectives, SELFIE_ERROR_CODES, stripDirectives } from '../../src/emulator/test-values';
 import type { Emu } from './helpers';
@@ -17,6 +19,13 @@ describe('parseDirectives', () => {
   it('documents an example for every directive that parses', () => {
     for (const d of DIRECTIVES) expect(parseDirectives(d.example).unknown).toEqual([]);
   });
+
+  it('the emulator README lists every directive, and only directives', () => {
+    const readme = readFileSync(join(__dirname, '../../src/emulator/README.md'), 'utf8');
+    const listed = [...readme.matchAll(/`(emu:[a-z0-9<>-]+)`/g)].map((m) => m[1].replace('<code>', '4019')).filter((v) => v !== 'emu:');
+    expect(parseDirectives(listed.join(' ')).unknown).toEqual([]);
+    for (const d of DIRECTIVES) expect(listed.filter((l) => d.pattern.test(l.slice('emu:'.length)))).not.toHaveLength(0);
+  });
 });
 
 describe('test values over HTTP', () => {
@@ -33,14 +42,15 @@ describe('test values over HTTP', () => {
   const face = () => ({ base64Image: b64(samples.selfie()) });
   const status = async (t: string) => (await emu.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus as string;
 
-  async function flow(externalCustomerId: string) {
-    const s = await emu.start({ externalCustomerId });
+  /** Every capture and processing call of one session, on `on` (this suite's emulator by default). */
+  async function flow(externalCustomerId: string, on: Emu = emu) {
+    const s = await on.start({ externalCustomerId });
     const t = s.token;
-    await emu.call('POST', '/omni/add/front-id/v2', { token: t, body: front() });
-    await emu.call('POST', '/omni/add/back-id/v2', { token: t, body: back() });
-    const pid = await emu.call('POST', '/omni/process/id', { token: t });
-    const sf = await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: t, body: face() });
-    const pf = await emu.call('POST', '/omni/process/face?imageType=selfie', { token: t });
+    await on.call('POST', '/omni/add/front-id/v2', { token: t, body: front() });
+    await on.call('POST', '/omni/add/back-id/v2', { token: t, body: back() });
+    const pid = await on.call('POST', '/omni/process/id', { token: t });
+    const sf = await on.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: t, body: face() });
+    const pf = await on.call('POST', '/omni/process/face?imageType=selfie', { token: t });
     return { ...s, pid, sf, pf };
   }
   const score = async (t: string) => (await emu.call('GET', '/omni/get/score', { token: t })).body;
@@ -154,23 +164,15 @@ describe('test values over HTTP', () => {
     expect(recorder.movesOf(f.interviewId).at(-1)).toBe('ONBOARDING_FINISHED');
 
     // Called before processing ends, finish-status completes the session once it does.
-    const early = await emu.start({ externalCustomerId: 'emu:no-auto-finish' });
     const slow = await startEmulator({ processingDelayMs: 150 });
     try {
-      const s = await slow.start({ externalCustomerId: 'emu:no-auto-finish' });
-      const t = s.token;
-      await slow.call('POST', '/omni/add/front-id/v2', { token: t, body: front() });
-      await slow.call('POST', '/omni/add/back-id/v2', { token: t, body: back() });
-      await slow.call('POST', '/omni/process/id', { token: t });
-      await slow.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: t, body: face() });
-      await slow.call('POST', '/omni/process/face?imageType=selfie', { token: t });
+      const { token: t } = await flow('emu:no-auto-finish', slow);
       await slow.call('GET', '/omni/finish-status', { token: t });
       expect((await slow.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus).not.toBe('ONBOARDING_FINISHED');
       await waitFor(async () => (await slow.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus === 'ONBOARDING_FINISHED');
     } finally {
       await slow.close();
     }
-    expect(await status(early.token)).toBe('UNKNOWN');
   });
 
   it('emu:proof-of-address adds the proof-of-address OCR objects; without it they are absent', async () => {
