@@ -70,20 +70,18 @@ export function checks(rep: Report): Check[] {
   // The broker as started by default, then with V8 flags that trade CPU for memory: both sides of the trade. The
   // default broker and the floor are paired in every round; the lean broker is measured in the first only.
   for (const [target, tag] of [['broker', ''], [LEAN_TARGET, ', lean GC']]) {
-    const pairs: [TargetRun, TargetRun][] = [];
-    for (let round = 1; ; round++) {
-      const b = find('at-once', target, round);
-      const f = find('at-once', 'floor proxy', round);
-      if (!b && !f && round > 1) break;
-      if (b && f) pairs.push([b, f]);
-    }
+    const runs = rep.sessions.filter((r) => r.scenario === 'at-once' && r.target === target);
+    const pairs = runs.flatMap((b): [TargetRun, TargetRun][] => {
+      const f = find('at-once', 'floor proxy', b.round);
+      return f ? [[b, f]] : [];
+    });
     if (pairs.length) {
       const t = perRound(pairs.map(([b, f]) => b.load.okPerSec / f.load.okPerSec), pct);
       out.push({ name: `at once${tag}: broker/floor throughput`, value: t.text, target: `>= ${pct(TARGETS.atOnceThroughputVsFloor)}`, pass: t.value >= TARGETS.atOnceThroughputVsFloor });
       const p = perRound(pairs.map(([b, f]) => b.load.p99 / Math.max(1, f.load.p99)), (v) => `${v.toFixed(2)}x`);
       out.push({ name: `at once${tag}: broker/floor p99`, value: p.text, target: `<= ${TARGETS.atOnceP99VsFloor}x`, pass: p.value <= TARGETS.atOnceP99VsFloor });
     }
-    const peak = rep.sessions.filter((r) => r.scenario === 'at-once' && r.target === target).sort((a, b) => (b.peakRssMb ?? 0) - (a.peakRssMb ?? 0))[0];
+    const peak = [...runs].sort((a, b) => (b.peakRssMb ?? 0) - (a.peakRssMb ?? 0))[0];
     rss(peak, `at once${tag}`);
     const b2 = find('200ms', target);
     if (b2) {
@@ -115,7 +113,7 @@ export function checks(rep: Report): Check[] {
   return out;
 }
 
-export function render(rep: Report, meta: { brokerMode: string; logLevel: string; durationS: number; warmupS: number; rounds: number }): string {
+export function render(rep: Report, meta: { brokerMode: string; logLevel: string; durationS: number; warmupS: number }): string {
   const parts: string[] = [];
   const window = `${meta.warmupS} s warm-up (discarded) + ${meta.durationS} s measured`;
   const by = (sc: string) => rep.sessions.filter((r) => r.scenario === sc);

@@ -35,6 +35,18 @@ function build(): 'compiled' | 'tsx' {
   return hasBuild() ? 'compiled' : 'tsx';
 }
 
+/** A positive integer from the environment, or the default; anything else stops the run with the variable's name. */
+function positiveInt(name: string, dflt: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    process.stderr.write(`${name} must be a positive integer, not ${JSON.stringify(raw)}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
 async function main(): Promise<number> {
   const artifacts = join(ROOT, 'artifacts');
   const logDir = join(artifacts, 'bench-logs');
@@ -48,7 +60,7 @@ async function main(): Promise<number> {
     logLevel: env.BENCH_LOG_LEVEL ?? 'info',
     durationS: Number(env.BENCH_DURATION_S ?? 8),
     warmupS: Number(env.BENCH_WARMUP_S ?? 2),
-    rounds: Math.max(1, Number(env.BENCH_ROUNDS ?? 3)),
+    rounds: positiveInt('BENCH_ROUNDS', 3),
   };
   log(`broker: ${ctx.brokerMode}, LOG_LEVEL=${ctx.logLevel}, ${ctx.warmupS} s warm-up + ${ctx.durationS} s per measurement, ${ctx.rounds} interleaved rounds of the paired comparisons; child logs in ${logDir}`);
 
