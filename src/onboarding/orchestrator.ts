@@ -381,7 +381,6 @@ export class Orchestrator {
     return e;
   }
 
-  /** Out of time: recorded, but the session stays pending so background polling or a webhook can still finish it. */
   /**
    * finish-status, recorded as the `finish` step. Not fatal: a failure stays visible on the session. Returns false
    * only when a retry may succeed (Incode unavailable or timing out), so the wait asks again at its next poll.
@@ -399,6 +398,7 @@ export class Orchestrator {
     }
   }
 
+  /** Out of time: recorded, but the session stays pending so background polling or a webhook can still finish it. */
   private async timeout(interviewId: string, step: OnboardingStep, status: string): Promise<OnboardingError> {
     await this.record(interviewId, step, 'failed', { code: 'TIMEOUT', detail: status });
     // Processing done but never completed: the flow likely leaves that to finish-status.

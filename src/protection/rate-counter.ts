@@ -200,14 +200,8 @@ export class FailoverRateCounter implements RateCounter {
   }
 
   /** Checks the shared counter now (at start, so an outage is reported before the first request meets it). */
-  async check(): Promise<boolean> {
-    try {
-      await this.probeOnce();
-      return true;
-    } catch (err) {
-      this.fail(err);
-      return false;
-    }
+  async check(): Promise<void> {
+    await this.probeOnce().catch((err: unknown) => this.fail(err));
   }
 
   private fail(err: unknown): void {
