@@ -13,13 +13,19 @@ const PG_CLIENT_MESSAGES = new Set([
 // 57P01-57P03 a server shutting down or starting, 53300 too many connections, class 08 a broken connection.
 const UNAVAILABLE_SQLSTATE = /^(57014|57P0[123]|53300|08...)$/;
 
+// Node's socket and resolver errors, raised by pg when it cannot open a connection at all (the server is down,
+// restarting or unreachable, or its name does not resolve yet, as in a compose stack that is still starting).
+const SOCKET_CODES = /^E(CONNREFUSED|CONNRESET|TIMEDOUT|HOSTUNREACH|NETUNREACH|PIPE|ADDRNOTAVAIL|NOTFOUND|AI_AGAIN)$/;
+
 export function isDatabaseUnavailable(err: unknown): boolean {
   // Duck-typed, not instanceof Error: a native addon's errors may come from another realm (test runners' sandboxes).
   for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 3; e = (e as { cause?: unknown }).cause, depth++) {
-    const { message, code, severity, name } = e as { message?: unknown; code?: unknown; severity?: unknown; name?: unknown };
+    const { message, code, severity, name, syscall } = e as { message?: unknown; code?: unknown; severity?: unknown; name?: unknown; syscall?: unknown };
     if (typeof message === 'string' && PG_CLIENT_MESSAGES.has(message)) return true;
     // A server-side error carries a severity; other libraries' five-letter codes must not match by accident.
     if (typeof severity === 'string' && typeof code === 'string' && UNAVAILABLE_SQLSTATE.test(code)) return true;
+    // Only system errors carry a syscall, so an application error that happens to use one of these codes does not match.
+    if (typeof syscall === 'string' && typeof code === 'string' && SOCKET_CODES.test(code)) return true;
     // SQLite: another process held the write lock for the whole busy timeout.
     if (name === 'SqliteError' && typeof code === 'string' && /^SQLITE_(BUSY|LOCKED)/.test(code)) return true;
   }

@@ -1,4 +1,4 @@
-// A PostgreSQL that stops answering mid-connection (behind a relay that goes silent) fails requests with 503
+// A PostgreSQL that stops answering mid-connection (behind a relay that goes silent) or refuses connections fails requests with 503
 // DATABASE_UNAVAILABLE and /readyz with 503 within about DATABASE_TIMEOUT_MS, and both recover once it answers.
 import net from 'node:net';
 import { loadConfig } from '../../src/config';
@@ -30,13 +30,20 @@ function silentRelay(target: URL) {
     upstream.on('close', () => client.destroy());
   });
   let listening: Promise<number> | null = null;
+  let port = 0;
   return {
     // Listens once; every caller gets the same port.
-    listen: () => (listening ??= new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)))),
+    listen: () => (listening ??= new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((port = (server.address() as net.AddressInfo).port))))),
+    // Stops listening and drops every connection, so new ones are refused (ECONNREFUSED) until reopen().
+    down: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+    reopen: () => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', () => resolve())),
     freeze: (on: boolean) => (frozen = on),
     close: () => {
       for (const s of sockets) s.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
+      return new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
     },
   };
 }
@@ -90,6 +97,21 @@ describeWith('postgres', 'PostgreSQL that stalls (DATABASE_TIMEOUT_MS)', () => {
     } finally {
       await store.close();
     }
+  });
+
+  it('a PostgreSQL that is down or whose name does not resolve reads as "unavailable"', async () => {
+    for (const url of ['postgres://127.0.0.1:1/test', 'postgres://no-such-host.invalid:5432/test']) {
+      const store = new PostgresStore({ url, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 7) }]), schema, timeoutMs: 1000 });
+      try {
+        const err = await store.getSession('i1').then(() => null, (e: unknown) => e);
+        expect(err).toMatchObject({ code: expect.stringMatching(/^E(CONNREFUSED|NOTFOUND|AI_AGAIN)$/) });
+        expect(isDatabaseUnavailable(err)).toBe(true);
+      } finally {
+        await store.close();
+      }
+    }
+    // The code alone is not enough: only system errors (which name their syscall) match.
+    expect(isDatabaseUnavailable(Object.assign(new Error('x'), { code: 'ECONNREFUSED' }))).toBe(false);
   });
 
   it('a transaction that stalls fails within one timeout and its connection is not reused', async () => {
@@ -149,6 +171,35 @@ describeWith('postgres', 'PostgreSQL that stalls (DATABASE_TIMEOUT_MS)', () => {
       relay.freeze(false);
       await b.close();
       await store.close();
+    }
+  }, 60_000);
+
+  it('answers 503 DATABASE_UNAVAILABLE while PostgreSQL refuses connections, then recovers', async () => {
+    const down = silentRelay(new URL(services.postgres || 'postgres://127.0.0.1:5432/test'));
+    const port = await down.listen();
+    const pg = new URL(services.postgres);
+    pg.host = `127.0.0.1:${port}`;
+    const env = brokerEnv(emu.url, { DATABASE_URL: pg.toString(), DATABASE_TIMEOUT_MS: '1000' });
+    const config = loadConfig(env);
+    const store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys), pgSchema: `${schema}_down`, pgTimeoutMs: config.database.timeoutMs });
+    const b = await startBroker(env, { store, runWorker: false });
+    try {
+      expect((await timed(`${b.url}/session`, { method: 'POST' })).status).toBe(200);
+      await down.down();
+      for (let i = 0; i < 3; i++) {
+        const session = await timed(`${b.url}/session`, { method: 'POST' });
+        expect(session.status).toBe(503);
+        expect(session.body).toEqual({ code: 'DATABASE_UNAVAILABLE', message: expect.any(String), requestId: expect.any(String) });
+      }
+      expect((await timed(`${b.url}/readyz`)).status).toBe(503);
+      await down.reopen();
+      await waitFor(async () => (await timed(`${b.url}/readyz`)).status === 200, 20_000, 200);
+      expect((await timed(`${b.url}/session`, { method: 'POST' })).status).toBe(200);
+    } finally {
+      await b.close();
+      await store.close();
+      await down.close();
+      await dropSchema(`${schema}_down`);
     }
   }, 60_000);
 });
