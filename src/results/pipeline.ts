@@ -122,6 +122,9 @@ export class ResultsPipeline {
   async onDead(job: Job, code: string): Promise<void> {
     const now = this.now();
     await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
+    // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
+    // here (an existing row is left as it is), so that it shows why and polling can still repair it.
+    if (job.kind === 'verify') await this.d.store.upsertSession({ interviewId: job.subject, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) });
     // A dead results job fails the session unless results are already stored (a refresh, or an earlier status's
     // job, got them: the store keeps those served and records only why); a dead check or callback only records why
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile

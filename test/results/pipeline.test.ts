@@ -364,6 +364,49 @@ function pipelineSuite(which: Engine) {
     }
   });
 
+  it('records a session created elsewhere, with a poll, when its first verify job dies; without polling, the row says why', async () => {
+    const proxy = await startOutageProxy();
+    // Incode's status endpoint is down for every attempt of the webhook's check; every later webhook is lost.
+    const dyingCheck = async (env: Record<string, string>) => {
+      p = await startPair(
+        { POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', INCODE_API_URL: proxy.url, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0', CIRCUIT_FAILURE_THRESHOLD: '1000', ...env },
+        { faults: { dropWebhookRate: 1 } },
+      );
+      proxy.state.target = p.emulator.url;
+      proxy.state.failing = /onboarding\/status/;
+      // A session started directly against Incode: the broker has no row for it until a check succeeds.
+      const start = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+      const id = start.body.interviewId as string;
+      await captureAll(`${p.emulator.url}/0/`, start.body.token);
+      await waitFor(async () => p.emulator.app.emulator.sessions.get(id)?.status === 'ONBOARDING_FINISHED');
+      const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+      await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: id, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
+      await waitFor(async () => (await p.broker.app.store.listJobs(id)).some((j) => j.kind === 'verify' && j.state === 'dead'), 10_000);
+      const rec = await waitFor(async () => {
+        const r = await p.broker.app.store.getSession(id);
+        return r?.lastError && r;
+      }, 5_000);
+      return { id, rec };
+    };
+    try {
+      const { id, rec } = await dyingCheck({ RESULTS_MODE: 'both' });
+      expect(rec).toMatchObject({ origin: 'external', onboardingStatus: 'UNKNOWN', resultsStatus: 'pending', lastError: 'INCODE_UNAVAILABLE', nextPollAt: expect.any(Number) });
+      // Incode heals and the webhook is never redelivered: the poll finds the result.
+      proxy.state.failing = null;
+      const done = await p.ready(id, 10_000);
+      expect(done).toMatchObject({ origin: 'external', onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve', lastError: null });
+      expect((await p.broker.app.store.listJobs(id)).some((j) => j.kind === 'verify' && (j.payload as { source?: string }).source === 'poll' && j.state === 'done')).toBe(true);
+      await p.close();
+
+      // Polling off: nothing will read the session again until Incode redelivers, so the row shows the failure.
+      const unpolled = await dyingCheck({ RESULTS_MODE: 'webhook' });
+      expect(unpolled.rec).toMatchObject({ origin: 'external', resultsStatus: 'pending', lastError: 'INCODE_UNAVAILABLE', nextPollAt: null });
+      expect((await p.admin('/sessions?resultsStatus=pending')).body.items.map((i: { interviewId: string }) => i.interviewId)).toContain(unpolled.id);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("keeps a newer status's results when an older status's results job answers last", async () => {
     const proxy = await startSlowFirstScoreProxy(1500);
     try {

@@ -97,6 +97,14 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSessionByToken('tB')).toBeNull();
       });
 
+      it('an upsert that brings nothing new leaves an existing row as it is (origin, poll, status, error, updatedAt)', async () => {
+        await session('i1');
+        await store.setResultsStatus('i1', null, 'INCODE_UNAVAILABLE', T0 + 2);
+        const before = await store.getSession('i1');
+        expect(await store.upsertSession({ interviewId: 'i1', origin: 'external', nextPollAt: T0 + 500, now: T0 + 9 })).toEqual(before);
+        expect(await store.getSession('i1')).toEqual(before);
+      });
+
       it('replaceToken swaps the token and its hash, but not on an erased session', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'old', now: T0 });
         await store.replaceToken('i1', 'new', T0 + 1);
