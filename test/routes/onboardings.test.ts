@@ -1,5 +1,5 @@
 // POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503, the upload budget.
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
@@ -29,6 +29,14 @@ async function post(body: unknown, opts: { key?: string | null; url?: string; ra
 async function session(id: string) {
   const res = await fetch(`${broker.url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
   return (await res.json()) as Record<string, any>;
+}
+
+/** The URLs a server receives from now on, as soon as their headers are in (an emulator's fault latency comes later). */
+function recordRequests(server: Server) {
+  const urls: string[] = [];
+  const onRequest = (req: { url?: string }) => urls.push(req.url ?? '');
+  server.on('request', onRequest);
+  return { urls, stop: () => server.off('request', onRequest) };
 }
 
 describe('POST /onboardings', () => {
@@ -206,13 +214,18 @@ describe('POST /onboardings', () => {
     // Room for one such upload, not two.
     const small = await startBroker(brokerEnv(slow.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(Math.floor(body.length * 1.5)) }));
     try {
+      // Its own connection, not the server's count: the client may open another (idle) one as it gives up.
+      let uploadGone = false;
+      small.app.server.once('request', (req) => req.socket.once('close', () => (uploadGone = true)));
       const ac = new AbortController();
       const dropped = fetch(`${small.url}/onboardings`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` }, body, signal: ac.signal });
       dropped.catch(() => undefined);
       // The body is in and the captures are under way when the client gives up.
       await waitFor(async () => slow.app.emulator.sessions.size > 0 || null, 5_000, 20);
       ac.abort();
-      await new Promise((r) => setTimeout(r, 200));
+      // Until the broker has seen the client go away, the share is held for that reason alone and the refusal
+      // below would prove nothing.
+      await waitFor(() => uploadGone, 5_000, 10);
       // Its images are still held by the captures: a second upload does not fit yet.
       expect((await post(GOOD, { url: small.url })).body.code).toBe('OVERLOADED');
       // Once those captures are done, the share comes back.
@@ -230,15 +243,22 @@ describe('POST /onboardings', () => {
   it('finishes shutdown after a request still in its captures, without touching a closed store', async () => {
     const slow = await startEmulator({ processingDelayMs: 50, faults: { startLatencyMs: 800 } });
     const b = await startBroker(brokerEnv(slow.url, {}));
+    const incode = recordRequests(slow.app.server);
     try {
       const answer = post(GOOD, { url: b.url });
-      await new Promise((r) => setTimeout(r, 300));
+      // start has reached Incode (and is held there 800 ms): the request is in its captures when shutdown begins.
+      await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
       const closing = b.close();
-      expect((await answer).status).toBe(202);
+      const res = await answer;
+      expect(res.status).toBe(202);
       await closing;
+      // Closed, the broker calls Incode no more, and a background finish reads the status as soon as it starts: had one
+      // been left running (to fail on the closed store), the emulator would have seen that read by now.
+      expect(incode.urls.filter((u) => u.includes(`id=${res.body.interviewId}`))).toEqual([]);
       expect(b.logs.text).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
       expect(b.logs.text).toMatch(/onboarding left to background polling at shutdown/);
     } finally {
+      incode.stop();
       await slow.close();
     }
   }, 30_000);
@@ -248,24 +268,35 @@ describe('POST /onboardings', () => {
     const { port } = new URL(b.url);
     const body = JSON.stringify(GOOD);
     const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/onboardings', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${ADMIN_KEY}` } });
-    const answered = new Promise<number>((resolve, reject) => {
+    const answered = new Promise<{ status: number; body: Record<string, any> }>((resolve, reject) => {
       req.once('response', (res) => {
-        res.resume();
-        resolve(res.statusCode!);
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
       });
       req.once('error', reject);
     });
+    const incode = recordRequests(emulator.app.server);
+    const received = recordRequests(b.app.server);
     try {
       req.write(body.slice(0, 1000));
-      await waitFor(async () => (await fetch(`${b.url}/metrics`)).ok || null, 2000, 20);
+      // Its headers are in, so the broker has taken it on (a request arriving once closing began gets a bare 503).
+      await waitFor(() => received.urls.includes('/onboardings'), 10_000, 10);
       const closing = b.close();
       req.end(body.slice(1000));
-      expect(await answered).toBe(202);
+      const res = await answered;
+      expect(res.status).toBe(202);
+      // Once closed, the broker's Incode client has drained and shut: every call it will ever make about this session
+      // has reached the emulator by now. A background finish reads the session's status the moment it starts (and
+      // would then fail on the closed store), whereas the captures never name the session in a query.
       await closing;
-      await new Promise((r) => setTimeout(r, 300));
+      expect(incode.urls.filter((u) => u.includes(`id=${res.body.interviewId}`))).toEqual([]);
       expect(b.logs.text).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
       expect(b.logs.text).toMatch(/onboarding left to background polling at shutdown/);
     } finally {
+      incode.stop();
+      received.stop();
       req.destroy();
     }
   }, 30_000);
