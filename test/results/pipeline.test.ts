@@ -179,11 +179,19 @@ function pipelineSuite(which: Engine) {
     const s = await p.newSession();
     await captureAll(s.apiUrl, s.token);
     await p.ready(s.interviewId);
+    // The emulator sends the copy after the first delivery is answered, so the results may be stored before it
+    // arrives: wait for it, and for whatever it queued, before counting the jobs.
+    const finishedWebhooks = async () => {
+      const m = await request(p.broker.url).get('/metrics');
+      return Number(/webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth"\} (\d+)/.exec(m.text)?.[1] ?? 0);
+    };
+    await waitFor(async () => (await finishedWebhooks()) >= 2);
+    await waitFor(async () => {
+      const c = await p.broker.app.store.countJobs();
+      return c.queued === 0 && c.running === 0;
+    });
     const jobs = await p.broker.app.store.listJobs(s.interviewId);
     expect(jobs.filter((j) => j.kind === 'results')).toHaveLength(1);
-    const m = await request(p.broker.url).get('/metrics');
-    const finished = /webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth"\} (\d+)/.exec(m.text);
-    expect(Number(finished?.[1])).toBeGreaterThanOrEqual(2);
   });
 
   it('ignores late and out-of-order statuses: a final result is never moved back', async () => {
