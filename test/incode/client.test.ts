@@ -191,6 +191,63 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('times out a body that stalls after the headers, and reports it as a timeout', async () => {
+    const srv = await scripted((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"score":');
+    });
+    const outcomes: string[] = [];
+    const c = client(srv.url, { timeoutMs: 200, maxRetries: 0, onCall: (_op, outcome) => outcomes.push(outcome) });
+    const err = (await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    expect(err.code).toBe('INCODE_TIMEOUT');
+    expect(outcomes).toEqual(['timeout']);
+    await c.close();
+    await srv.close();
+  });
+
+  it('reads a body that arrives in many chunks, with multi-byte characters split between them', async () => {
+    const name = 'JOSÉ ÁLVARO NÚÑEZ '.repeat(2000);
+    const json = Buffer.from(JSON.stringify({ name: { fullName: name } }), 'utf8');
+    const srv = await scripted((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      // Odd-sized writes with a pause between them, so the client gets several chunks cut inside characters.
+      let at = 0;
+      const next = () => {
+        if (at >= json.length) return res.end();
+        res.write(json.subarray(at, (at += 4093)));
+        setImmediate(next);
+      };
+      next();
+    });
+    const c = client(srv.url);
+    expect(await c.getOcrData('t', 'i')).toEqual({ name: { fullName: name } });
+    await c.close();
+    await srv.close();
+  });
+
+  it('stops a call when its signal aborts, in flight or still queued behind the pool, as a timeout', async () => {
+    const srv = await scripted(() => undefined);
+    const outcomes: string[] = [];
+    const c = client(srv.url, { connections: 1, maxRetries: 0, timeoutMs: 30_000, onCall: (_op, outcome) => outcomes.push(outcome) });
+    const inFlight = new AbortController();
+    const queued = new AbortController();
+    const first = c.getScore('t', 'i', { signal: inFlight.signal }).catch((e: unknown) => e);
+    const second = c.getScore('t', 'i', { signal: queued.signal }).catch((e: unknown) => e);
+    await waitFor(async () => srv.hits() === 1, 5000, 10);
+    const t = Date.now();
+    queued.abort();
+    inFlight.abort();
+    expect(((await first) as IncodeError).code).toBe('INCODE_TIMEOUT');
+    expect(((await second) as IncodeError).code).toBe('INCODE_TIMEOUT');
+    expect(Date.now() - t).toBeLessThan(5000);
+    expect(outcomes).toEqual(['timeout', 'timeout']);
+    // An already-aborted signal never reaches Incode.
+    expect(((await c.getScore('t', 'i', { signal: AbortSignal.abort() }).catch((e: unknown) => e)) as IncodeError).code).toBe('INCODE_TIMEOUT');
+    expect(srv.hits()).toBe(1);
+    await c.close();
+    await srv.close();
+  });
+
   it('reports a refused connection as not sent', async () => {
     const srv = await scripted(() => undefined);
     const url = srv.url;
