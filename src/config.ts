@@ -74,7 +74,7 @@ export const ENV_SCHEMA = {
   POLL_GIVE_UP_HOURS: { kind: { type: 'int', min: 1, max: 24 * 365 }, default: '72', doc: 'Stop polling a session this long after it was created.' },
   JOB_MAX_ATTEMPTS: { kind: { type: 'int', min: 1, max: 100 }, default: '8', doc: 'Attempts of a results or callback job before it is dead-lettered.' },
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff (with jitter, no sooner than Incode\'s Retry-After; at most 15 min between attempts either way).' },
-  JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long.' },
+  JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long; an attempt still waiting on Incode stops a fifth of it (at most 10 s) before, and is retried.' },
   WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '32', doc: 'Jobs run at once by this process.' },
   MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status: the server-side flow once processing is done (needed when the Incode flow does not mark sessions completed on status), and the results job for broker sessions that reach a result without ONBOARDING_FINISHED (a manual review).' },
 

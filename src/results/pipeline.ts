@@ -1,7 +1,7 @@
 // The one path to a result: webhook, poll or refresh → verify by fetch → monotonic status → results job → callback.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../config';
-import type { IncodeClient } from '../incode/client';
+import type { CallContext, IncodeClient } from '../incode/client';
 import { IncodeError } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
@@ -105,12 +105,13 @@ export class ResultsPipeline {
     });
   }
 
-  async handle(job: Job): Promise<void> {
+  /** Runs one job; `signal` (the worker's lease deadline) stops its Incode calls. */
+  async handle(job: Job, signal?: AbortSignal): Promise<void> {
     switch (job.kind) {
       case 'verify':
-        return this.verify(job);
+        return this.verify(job, { signal });
       case 'results':
-        return this.fetchResults(job);
+        return this.fetchResults(job, { signal });
       case 'callback':
         return this.callback(job);
       default:
@@ -155,7 +156,7 @@ export class ResultsPipeline {
 
   // ---- jobs ----
 
-  private async verify(job: Job): Promise<void> {
+  private async verify(job: Job, ctx: CallContext): Promise<void> {
     const id = job.subject;
     const source = (job.payload.source as Source) ?? 'webhook';
     const now = this.now();
@@ -166,7 +167,7 @@ export class ResultsPipeline {
 
     let status: string;
     try {
-      status = (await this.d.incode.getOnboardingStatus(token.value, id)).onboardingStatus;
+      status = (await this.d.incode.getOnboardingStatus(token.value, id, ctx)).onboardingStatus;
     } catch (err) {
       if (err instanceof IncodeError && (err.code === 'INCODE_NOT_FOUND' || err.code === 'INCODE_BAD_REQUEST') && !session) {
         // A webhook for a session Incode does not know: forged or misrouted. Recorded, nothing created.
@@ -206,7 +207,7 @@ export class ResultsPipeline {
     }
   }
 
-  private async fetchResults(job: Job): Promise<void> {
+  private async fetchResults(job: Job, ctx: CallContext): Promise<void> {
     const id = job.subject;
     const session = await this.d.store.getSession(id);
     if (!session || session.resultsStatus === 'erased') return this.done(job);
@@ -215,13 +216,13 @@ export class ResultsPipeline {
     const incode = this.d.incode;
     try {
       if (this.d.config.results.markComplete && session.origin === 'broker' && session.onboardingStatus !== 'ONBOARDING_FINISHED') {
-        await incode.finishStatus(token.value).catch((e: unknown) => {
+        await incode.finishStatus(token.value, ctx).catch((e: unknown) => {
           if (!(e instanceof IncodeError && e.isClientError)) throw e;
         });
       }
       // Results are ordered by when their fetch started: a slow job's older answer never replaces a newer one.
       const fetchedAt = this.now();
-      const [scores, ocr] = await Promise.all([incode.getScore(token.value, id), incode.getOcrData(token.value, id)]);
+      const [scores, ocr] = await Promise.all([incode.getScore(token.value, id, ctx), incode.getOcrData(token.value, id, ctx)]);
       const now = this.now();
       // The session's current status decides (a reviewer's verdict may have arrived meanwhile).
       const latest = (await this.d.store.getSession(id)) ?? session;

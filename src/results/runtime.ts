@@ -11,7 +11,7 @@ export function createResultsRuntime(d: ResultsRuntimeDeps, workerOverrides: Par
   const pipeline = new ResultsPipeline({ ...d, kick: () => worker?.kick() });
   worker = new JobWorker({
     store: d.store,
-    handle: (job) => pipeline.handle(job),
+    handle: (job, signal) => pipeline.handle(job, signal),
     onDead: (job, code) => pipeline.onDead(job, code),
     concurrency: d.config.results.workerConcurrency,
     maxAttempts: d.config.results.jobMaxAttempts,

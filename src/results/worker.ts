@@ -5,12 +5,16 @@ import type { Metrics } from '../plugins/metrics';
 import type { Job, Store } from '../store/types';
 import { JobError } from './pipeline';
 
+const DEFAULT_LEASE_MS = 120_000;
+
 /** The longest wait between two attempts of a job. */
 const MAX_BACKOFF_MS = 15 * 60 * 1000;
 
 export interface WorkerOptions {
   store: Store;
-  handle: (job: Job) => Promise<void>;
+  /** `signal` aborts before the job's lease lapses: work still waiting then (an Incode call queued behind the pool's
+   *  bound, a slow answer) stops, and the job is retried by this worker instead of run twice at once by another. */
+  handle: (job: Job, signal: AbortSignal) => Promise<void>;
   onDead: (job: Job, code: string) => Promise<void>;
   concurrency: number;
   maxAttempts: number;
@@ -68,7 +72,7 @@ export class JobWorker {
       this.kicked = false;
       if (free > 0) {
         try {
-          claimed = await this.o.store.claimJobs(this.owner, free, this.o.leaseMs ?? 120_000, this.now());
+          claimed = await this.o.store.claimJobs(this.owner, free, this.o.leaseMs ?? DEFAULT_LEASE_MS, this.now());
         } catch (err) {
           this.o.log.error({ err: { message: (err as Error).message } }, 'claiming jobs failed');
         }
@@ -96,8 +100,13 @@ export class JobWorker {
 
   private async execute(job: Job): Promise<void> {
     const { store, metrics, log } = this.o;
+    const leaseMs = this.o.leaseMs ?? DEFAULT_LEASE_MS;
+    // A margin before the lease lapses, for the attempt to be recorded as this worker's.
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), Math.max(leaseMs - Math.min(leaseMs / 5, 10_000), 1));
+    timer.unref();
     try {
-      await this.o.handle(job);
+      await this.o.handle(job, deadline.signal);
       await store.completeJob(job.id, this.owner, this.now());
       metrics.jobs.inc({ kind: job.kind, outcome: 'done' });
       metrics.jobAttempts.observe({ kind: job.kind }, job.attempts);
@@ -119,6 +128,8 @@ export class JobWorker {
         metrics.deadLetters.inc({ kind: job.kind });
         log.error({ jobKind: job.kind, interviewId: job.subject, attempts: job.attempts, code: e.code }, 'job dead-lettered');
       }
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

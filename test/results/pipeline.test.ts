@@ -114,13 +114,15 @@ function startOutageProxy() {
 
 /**
  * Holds back its answer to the first /omni/get/score call for `slowMs` (the score itself is read from the emulator at
- * once); `state.log` records each score answer's overall status.
+ * once); `state.log` records each score answer's overall status, and the held call if the broker abandons it.
  */
 function startSlowFirstScoreProxy(slowMs: number) {
   const state = { target: '', scores: 0, log: [] as string[] };
   return startEmulatorProxy(state, (req, res, forward) => {
     const isScore = /^\/omni\/get\/score/.test(req.url ?? '');
     const slow = isScore && state.scores++ === 0;
+    // The broker giving up on the held call shows as its connection closing before the answer.
+    if (slow) res.on('close', () => res.writableEnded || state.log.push('slow:abandoned'));
     forward().then(
       (u) =>
         setTimeout(() => {
@@ -434,6 +436,28 @@ function pipelineSuite(which: Engine) {
       await proxy.close();
     }
   });
+
+  it('stops an attempt whose Incode call outlasts the job lease, and retries it, instead of letting a second attempt run beside it', async () => {
+    const proxy = await startSlowFirstScoreProxy(8000);
+    try {
+      // The held score call would answer after 8 s; the lease is 2 s and Incode's own timeout is far longer.
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '30000', JOB_LEASE_MS: '2000', JOB_BACKOFF_MS: '100' });
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession();
+      const started = Date.now();
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      const v = await p.ready(s.interviewId, 20_000);
+      expect(v.resultsStatus).toBe('ready');
+      const [job] = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results');
+      // The first attempt gave up (a timeout) and the same job's second attempt stored the results.
+      expect(job).toMatchObject({ state: 'done', attempts: 2 });
+      // The held call was abandoned, well before its answer would have come, and only then was the score read again.
+      expect(Date.now() - started).toBeLessThan(8000);
+      expect(proxy.state.log).toEqual(['slow:abandoned', 'fast:OK']);
+    } finally {
+      await proxy.close();
+    }
+  }, 30_000);
 
   it('acknowledges an authenticated webhook whose extra fields hold NUL characters (else Incode retries it forever)', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' });

@@ -1,4 +1,4 @@
-// The job worker's retry schedule on a real (SQLite) store: exponential with jitter, capped, and never sooner than Incode's Retry-After.
+// The job worker on a real (SQLite) store: its retry schedule (exponential with jitter, capped, never sooner than Incode's Retry-After) and its lease deadline.
 import pino from 'pino';
 import { createMetrics } from '../../src/plugins/metrics';
 import { JobError } from '../../src/results/pipeline';
@@ -57,5 +57,45 @@ describe('job retry schedule', () => {
   it("waits at least Incode's Retry-After", async () => {
     const job = await afterOneFailure(new JobError('INCODE_RATE_LIMITED', true, 120_000), { backoffMs: 10 });
     expect(job.runAt - T0).toBe(120_000);
+  });
+});
+
+describe('job lease', () => {
+  it("aborts an attempt's signal before its lease lapses, and the attempt is then recorded as this worker's retry", async () => {
+    await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: Date.now() }, Date.now());
+    const aborted: number[] = [];
+    const started = Date.now();
+    const worker = new JobWorker({
+      store,
+      handle: (_job, signal) =>
+        new Promise<void>((_resolve, reject) =>
+          signal.addEventListener('abort', () => {
+            aborted.push(Date.now() - started);
+            reject(new JobError('INCODE_TIMEOUT', true));
+          }),
+        ),
+      onDead: async () => undefined,
+      concurrency: 2,
+      maxAttempts: 5,
+      backoffMs: 60_000,
+      leaseMs: 1000,
+      idleMs: 10,
+      log: pino({ level: 'silent' }),
+      metrics: createMetrics(),
+    });
+    worker.start();
+    try {
+      const job = await waitFor(async () => {
+        const [j] = await store.listJobs('i1');
+        return j && j.attempts === 1 && j.state === 'queued' ? j : null;
+      }, 5_000, 10);
+      expect(job.lastError).toBe('INCODE_TIMEOUT');
+      // One fifth of the lease before it lapses: no other worker could have claimed the job meanwhile.
+      expect(aborted).toHaveLength(1);
+      expect(aborted[0]).toBeGreaterThanOrEqual(700);
+      expect(aborted[0]).toBeLessThan(1000);
+    } finally {
+      await worker.stop(1000);
+    }
   });
 });
