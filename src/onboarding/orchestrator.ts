@@ -246,6 +246,8 @@ export class Orchestrator {
     // 1. wait for a final status (marking the session completed when processing is done and MARK_COMPLETE is on)
     let status = session.onboardingStatus;
     let marked = false;
+    // finish-status is asked again at each poll while it fails; the steps record each new failure, not every retry.
+    const finishFailures = { last: null as string | null };
     let nextPoll = this.now();
     for (;;) {
       if (signal?.aborted) throw aborted('wait');
@@ -262,7 +264,7 @@ export class Orchestrator {
           // after finish-status, so waiting for it first would never end. Processing is done once the ID's
           // post-processing is (the face match answered before this wait began).
           if (config.results.markComplete && !marked && typeof polled === 'string' && statusRank(polled) === PROGRESS_RANK) {
-            if ((await this.d.incode.isPostProcessFinished(token, interviewId, { signal })).finished === true) marked = await this.markComplete(interviewId, token, signal);
+            if ((await this.d.incode.isPostProcessFinished(token, interviewId, { signal })).finished === true) marked = await this.markComplete(interviewId, token, signal, finishFailures);
           }
           continue;
         } catch (err) {
@@ -284,7 +286,7 @@ export class Orchestrator {
 
     // 2. mark completed (optional in the guide: the flow may already do it)
     if (!config.results.markComplete) await this.record(interviewId, 'finish', 'skipped', { code: 'MARK_COMPLETE_OFF' });
-    else if (!marked) await this.markComplete(interviewId, token, signal);
+    else if (!marked) await this.markComplete(interviewId, token, signal, finishFailures);
 
     // 3. results: the pipeline's job fetches and stores them; make sure one is queued, then wait for it.
     const before = await store.getSession(interviewId);
@@ -384,8 +386,9 @@ export class Orchestrator {
   /**
    * finish-status, recorded as the `finish` step. Not fatal: a failure stays visible on the session. Returns false
    * only when a retry may succeed (Incode unavailable or timing out), so the wait asks again at its next poll.
+   * `failures.last` is the code of the previous attempt's failure: the same failure again is logged, not recorded.
    */
-  private async markComplete(interviewId: string, token: string, signal?: AbortSignal): Promise<boolean> {
+  private async markComplete(interviewId: string, token: string, signal: AbortSignal | undefined, failures: { last: string | null }): Promise<boolean> {
     try {
       await this.d.incode.finishStatus(token, { signal });
       await this.record(interviewId, 'finish', 'ok');
@@ -393,7 +396,8 @@ export class Orchestrator {
     } catch (err) {
       const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';
       this.d.log.warn({ interviewId, code }, 'finish-status failed');
-      await this.record(interviewId, 'finish', 'failed', { code, message: err instanceof Error ? err.message : null });
+      if (failures.last !== code) await this.record(interviewId, 'finish', 'failed', { code, message: err instanceof Error ? err.message : null });
+      failures.last = code;
       return err instanceof IncodeError && err.isClientError;
     }
   }

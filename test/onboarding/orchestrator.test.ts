@@ -1,4 +1,6 @@
 // The orchestrator against the real emulator over loopback: passing, rejected, one-sided, BRA, failing mid-flow.
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { loadConfig, type Config } from '../../src/config';
 import { IncodeClient } from '../../src/incode/client';
@@ -108,6 +110,36 @@ describe('a passing session', () => {
     expect(steps.indexOf('finish:ok')).toBeGreaterThan(-1);
     expect(steps.indexOf('finish:ok')).toBeLessThan(steps.indexOf('wait:ok'));
     expect(steps.filter((x) => x.startsWith('finish:'))).toEqual(['finish:ok']);
+  });
+
+  it('asks finish-status again while Incode fails it, and records that failure once, not at every poll', async () => {
+    // Incode answers finish-status with a 503 six times (several calls, each with its own retry), then lets it through.
+    let refused = 0;
+    const proxy = createServer((req, res) => {
+      if (req.url?.startsWith('/omni/finish-status') && refused < 6) {
+        refused += 1;
+        req.resume();
+        return void res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 503, error: 'Service Unavailable' }));
+      }
+      const target = new URL(emulator.url);
+      req.pipe(httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      }));
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    try {
+      await r.close();
+      r = await rig({ MARK_COMPLETE: 'true' }, `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`);
+      const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-auto-finish' }));
+      expect(result).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready' });
+      expect(refused).toBe(6);
+      const finish = (await r.store.listSteps(captures.interviewId)).filter((x) => x.step === 'finish');
+      expect(finish.map((x) => `${x.outcome}:${x.code ?? ''}`)).toEqual(['failed:INCODE_UNAVAILABLE', 'ok:']);
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
   });
 
   it('without MARK_COMPLETE such a flow never finishes: the wait gives up and says which setting is missing', async () => {
