@@ -35,6 +35,9 @@ const ASSETS: Record<string, { file: string; type: string; sandboxOnly: boolean 
 // Hosts the SDK fetches translations, ML models and OpenCV from. None is required (the flow falls back
 // to manual capture and label keys), but with them a person on a laptop gets real texts and auto-capture.
 const SDK_ASSET_HOSTS = ['https://api.i18nexus.com', 'https://template-console.s3.amazonaws.com', 'https://sdk.incode.com'];
+// Of those, the hosts of code: OpenCV (a script tag) from sdk.incode.com, the tfjs wasm backend and its worker from the
+// S3 bucket. i18nexus only serves translation JSON, fetched: it never needs to run script.
+const SDK_SCRIPT_HOSTS = ['https://template-console.s3.amazonaws.com', 'https://sdk.incode.com'];
 
 const COMMON_CSP = ["default-src 'none'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'", "object-src 'none'"];
 
@@ -50,7 +53,7 @@ function demoCsp(sdkApiUrl: string): string {
   const hosts = SDK_ASSET_HOSTS.join(' ');
   return [
     ...COMMON_CSP,
-    `script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval' ${hosts}`,
+    `script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval' ${SDK_SCRIPT_HOSTS.join(' ')}`,
     "style-src 'self' 'unsafe-inline'",
     `img-src 'self' data: blob: ${hosts}`,
     "media-src 'self' blob: mediastream:",

@@ -1,4 +1,4 @@
-// The sandbox demo's capture-check route: the verdict and message the page shows for what the SDK's camera got back.
+// The sandbox demo: its page's Content-Security-Policy, and its capture-check route (the verdict and message the page shows for what the SDK's camera got back).
 import request from 'supertest';
 import { SELFIE_ERRORS, SELFIE_REASONS } from '../../src/incode/capture-checks';
 import { startSandbox } from '../helpers/harness';
@@ -9,6 +9,16 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await sandbox?.close();
+});
+
+describe('the demo page', () => {
+  it("lets the SDK fetch its translations, models and the API, but run script only from the hosts of its code", async () => {
+    const res = await request(sandbox.url).get('/').expect(200);
+    const csp = Object.fromEntries(String(res.headers['content-security-policy']).split('; ').map((d) => [d.split(' ')[0], d.split(' ').slice(1)]));
+    expect(csp['script-src']).toEqual(["'self'", "'unsafe-eval'", "'wasm-unsafe-eval'", 'https://template-console.s3.amazonaws.com', 'https://sdk.incode.com']);
+    expect(csp['connect-src']).toEqual(expect.arrayContaining(["'self'", 'https://api.i18nexus.com', 'https://template-console.s3.amazonaws.com', 'https://sdk.incode.com']));
+    expect(csp['frame-ancestors']).toEqual(["'none'"]);
+  });
 });
 
 describe('POST /demo/capture-check', () => {
