@@ -381,11 +381,12 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       },
     },
   };
-  const startAnswer = (s: Session, existing: boolean) => ({
+  // flowType is only part of the answer when the request named a flow (configurationId), as Incode documents.
+  const startAnswer = (s: Session, existing: boolean, flowRequested: boolean) => ({
     token: tokens.mint(s.interviewId, 'ACCESS', ttl),
     interviewId: s.interviewId,
     interviewCode: s.interviewCode,
-    flowType: 'flow',
+    ...(flowRequested ? { flowType: 'flow' } : {}),
     ...CAPTURE_SETTINGS,
     curpValidationRetries: 3,
     clientId: opts.clientId,
@@ -420,10 +421,10 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       if (fields.interviewId) {
         const s = sessions.get(fields.interviewId);
         if (!s) return fail(reply, 404, `Session ${fields.interviewId} not found`);
-        return startAnswer(s, true);
+        return startAnswer(s, true, !!fields.configurationId);
       }
       const byUuid = sessions.getByUuid(fields.uuid);
-      if (byUuid) return startAnswer(byUuid, true);
+      if (byUuid) return startAnswer(byUuid, true, !!fields.configurationId);
       const { directives, unknown } = parseDirectives(fields.externalCustomerId, fields.externalId);
       if (unknown.length) return fail(reply, 400, `Unknown emulator test value(s): ${unknown.join(', ')}`);
       const s = sessions.create({
@@ -437,7 +438,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
         customFields: (b.customFields as Record<string, unknown> | undefined) ?? undefined,
         directives: fields.externalCustomerId?.includes('emu:') || fields.externalId?.includes('emu:') ? directives : undefined,
       });
-      return startAnswer(s, false);
+      return startAnswer(s, false, !!fields.configurationId);
     },
     { schema: { response: startSchema } },
   );

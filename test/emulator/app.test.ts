@@ -151,6 +151,17 @@ describe('emulator app', () => {
       expect(r.body.token.length).toBeLessThanOrEqual(256);
     });
 
+    it('answers flowType only when the request sent a configurationId (contract 4.1)', async () => {
+      const plain = await emu.call('POST', '/omni/start', { body: { countryCode: 'ALL' } });
+      expect(plain.status).toBe(200);
+      expect(plain.body).not.toHaveProperty('flowType');
+      const refresh = await emu.call('POST', '/omni/start', { body: { interviewId: plain.body.interviewId } });
+      expect(refresh.body).toMatchObject({ interviewId: plain.body.interviewId, existingSession: true });
+      expect(refresh.body).not.toHaveProperty('flowType');
+      const withFlow = await emu.call('POST', '/omni/start', { body: { countryCode: 'ALL', configurationId: '6650c1a9e4b0f2a7d3c91e55' } });
+      expect(withFlow.body.flowType).toBe('flow');
+    });
+
     it('accepts ISO2/ISO3/ALL country codes and rejects others', async () => {
       for (const cc of ['ALL', 'BR', 'BRA', 'us', 'MEX', undefined]) expect((await emu.call('POST', '/omni/start', { body: { countryCode: cc } })).status).toBe(200);
       expectEnvelope(await emu.call('POST', '/omni/start', { body: { countryCode: 'XYZ' } }), 400);
