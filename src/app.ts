@@ -1,7 +1,9 @@
 // buildApp(config, deps): the whole broker, wired the same way in tests and in production.
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Server } from 'node:http';
+import { STATUS_CODES, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance } from 'fastify';
+import { AjvCompiler, type ValidatorFactory } from '@fastify/ajv-compiler';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -12,9 +14,10 @@ import type { Config } from './config';
 import errorHandler from './plugins/error-handler';
 import incodePlugin from './plugins/incode';
 import metricsPlugin from './plugins/metrics';
+import rateCounterPlugin from './plugins/rate-counter';
 import resultsPlugin from './plugins/results';
 import storePlugin from './plugins/store';
-import { FailoverRateCounter, MemoryRateCounter, RedisRateCounter, type RateCounter } from './protection/rate-counter';
+import type { RateCounter } from './protection/rate-counter';
 import { sandboxEmulatorOptions } from './sandbox';
 import { createSessionGuards } from './protection/session-guards';
 import healthRoutes from './routes/health';
@@ -23,7 +26,7 @@ import sessionRoutes from './routes/session';
 import sessionsRoutes from './routes/sessions';
 import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
-import { overloadedError } from './errors';
+import { AppError, overloadedError } from './errors';
 import { ErrorBody } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
@@ -55,6 +58,34 @@ export const REDACT_PATHS = [
   'body',
   'err.config',
 ];
+
+/** The answer to a request Node could not parse or that stopped arriving: status, code and message. */
+function clientErrorAnswer(code: string | undefined): [number, string, string] {
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return [408, 'REQUEST_TIMEOUT', 'The request did not arrive in time'];
+  if (code === 'HPE_HEADER_OVERFLOW') return [431, 'HEADERS_TOO_LARGE', 'Request headers are too large'];
+  return [400, 'MALFORMED_REQUEST', 'The request is not valid HTTP/1.1'];
+}
+
+/** Where sandbox mode mounts the emulator. */
+const SANDBOX_PREFIX = '/sandbox/incode';
+
+const ajvCompilers = AjvCompiler();
+type AjvModeOptions = Extract<NonNullable<Parameters<ValidatorFactory>[1]>, { mode?: never }>;
+
+/**
+ * Query strings, params and headers are text, so their values are coerced to the schema's types; the JSON bodies of
+ * this service's clients keep theirs: `{"externalCustomerId": 0}` is a 400, not customer "0". Bodies Incode sends
+ * (webhooks: a refusal there is a retried, then lost, status) and the sandbox emulator's routes (Incode's own API
+ * does not refuse what the SDK sends) are still coerced.
+ */
+const bodyStrictValidators: ValidatorFactory = (externalSchemas, ajvOptions) => {
+  const coercing = ajvCompilers(externalSchemas, ajvOptions);
+  // Fastify passes its `ajv` option, which this app sets in Ajv's own (not JTD) mode.
+  const options = { ...ajvOptions, mode: undefined, customOptions: { ...(ajvOptions as AjvModeOptions | undefined)?.customOptions, coerceTypes: false } };
+  const strict = ajvCompilers(externalSchemas, options);
+  const lenient = (url = '') => url.startsWith(`${SANDBOX_PREFIX}/`) || url.startsWith('/webhooks/');
+  return (route) => (route.httpPart === 'body' && !lenient(route.url) ? strict : coercing)(route);
+};
 
 /** Sandbox mode fills what a developer has not configured: the emulator needs webhook credentials too. */
 function sandboxDefaults(config: Config): Config {
@@ -99,11 +130,32 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.limits.requestTimeoutMs / 4)),
     },
     return503OnClosing: true,
+    // Requests Node itself refuses (malformed, headers too large, stalled past REQUEST_TIMEOUT_MS) get the same
+    // {code, message} body as every other error. Fastify's default handler answers without a code and logs the error
+    // at trace with its rawPacket: the request's raw bytes, Authorization header and body included.
+    clientErrorHandler: (err, socket: Socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const [status, code, message] = clientErrorAnswer(err.code);
+      app.log.trace({ code: err.code, status }, 'client error');
+      // As Node does: no answer over one already under way (it would corrupt it).
+      const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (socket.writable && !inFlight?.headersSent) {
+        const body = JSON.stringify({ code, message });
+        socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      }
+      socket.destroy(err);
+    },
     // One access line per request (below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    schemaController: { compilersFactory: { buildValidator: bodyStrictValidators } },
   };
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>();
+  // An Expect other than 100-continue: Node would answer 417 itself, with no body.
+  app.server.on('checkExpectation', (_req, res: ServerResponse) => {
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
+    res.end(JSON.stringify({ code: 'EXPECTATION_FAILED', message: 'Only Expect: 100-continue is supported' }));
+  });
 
   if (config.sandbox)
     app.log.warn(
@@ -115,9 +167,24 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   let draining = false;
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
   const helmetHeaders = securityHeaders();
+  // Headers that must come once: Node keeps the first of two Authorization headers and joins two Idempotency-Key
+  // or X-App-Key headers with ", ", so a proxy reading the last one would see other credentials than this service,
+  // and a retry sending one of two keys would start (and pay for) a second session.
+  const single = new Set(['authorization', 'idempotency-key', 'x-app-key', 'x-incode-hardware-id', config.webhook.secretHeader]);
+  const singleLengths = new Set([...single].map((h) => h.length));
   app.addHook('onRequest', (req, reply, done) => {
     reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
+    const raw = req.raw.rawHeaders;
+    let seen: string | null = null;
+    for (let i = 0; i < raw.length; i += 2) {
+      // Most names are told apart by their length alone, before any lowercasing.
+      if (!singleLengths.has(raw[i].length)) continue;
+      const name = raw[i].toLowerCase();
+      if (!single.has(name)) continue;
+      if (seen?.includes(`|${name}|`)) return done(new AppError(400, 'DUPLICATE_HEADER', `The ${name} header must be sent once`));
+      seen = `${seen ?? '|'}${name}|`;
+    }
     done();
   });
   app.addHook('preClose', async () => {
@@ -164,6 +231,14 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     exposedHeaders: ['x-request-id', 'retry-after'],
     maxAge: 600,
   };
+  // @fastify/cors refuses an OPTIONS request without Origin or Access-Control-Request-Method with a text/plain 400:
+  // the same refusal, answered like every other error. Only where it would refuse (CORS enabled, not the emulator).
+  if (brokerCors.origin !== false)
+    app.addHook('onRequest', (req, _reply, done) => {
+      if (req.method !== 'OPTIONS' || (req.headers.origin && req.headers['access-control-request-method']) || (config.sandbox && req.url.startsWith('/sandbox/incode/')))
+        return done();
+      done(new AppError(400, 'INVALID_PREFLIGHT', 'A CORS preflight needs the Origin and Access-Control-Request-Method headers'));
+    });
   // The sandbox emulator answers its own CORS (the SDK's api-version header, PUT): this hook would
   // otherwise reply to the SDK's preflights first, with the broker's narrower header list.
   // Outside sandbox mode the options are static (a delegator re-normalises them on every request).
@@ -182,61 +257,15 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(incodePlugin, { config });
   await app.register(resultsPlugin, { config, runWorker: deps.runWorker });
 
-  let counter: RateCounter | null = deps.rateCounter ?? null;
-  if (!counter) {
-    if (config.redisUrl) {
-      // Loaded only when configured: ioredis costs memory a single-replica deployment does not need.
-      const { Redis } = await import('ioredis');
-      // No auto-pipelining: the counter already sends one script call per event-loop turn. Fail fast rather than
-      // queue: without a connection a command is refused at once (no offline queue, no resend after a reconnect) and
-      // a server that accepts but never answers costs at most commandTimeout; the failover then counts in memory.
-      const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 0, enableOfflineQueue: false, commandTimeout: 2000, lazyConnect: false });
-      // Every reconnect attempt emits one: the failover's single warning per outage is the one worth reading, and it
-      // carries the last of these (a refused command only says the connection is down, this says why).
-      let connectionError: string | undefined;
-      redis.on('error', (err) => {
-        connectionError = err.message;
-        app.log.debug({ err: { message: err.message } }, 'redis error');
-      });
-      const failover = new FailoverRateCounter(new RedisRateCounter(redis), {
-        // Only the message and code: never the URL, which may carry a password.
-        outage: (err) => {
-          app.metrics.rateLimitFallback.set(1);
-          const { message, code } = err as { message?: string; code?: string };
-          app.log.warn({ err: { message, code }, connectionError }, 'redis unavailable: rate limits are counted by this process alone until it answers again');
-        },
-        recovered: (downMs) => {
-          app.metrics.rateLimitFallback.set(0);
-          app.log.warn({ downMs }, 'redis answers again: rate limits are shared again');
-        },
-        fallbackHit: () => app.metrics.rateLimitFallbackHits.inc(),
-      });
-      // Commands are refused until the connection is ready, so the first requests would take a Redis still
-      // connecting for an outage: wait for it, briefly (a dead server is known at its first error, and a start with
-      // Redis down goes on in fallback).
-      if (redis.status !== 'ready') await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          redis.off('ready', done).off('error', done);
-          resolve();
-        };
-        const timer = setTimeout(done, 2000);
-        redis.once('ready', done).once('error', done);
-      });
-      await failover.check();
-      counter = failover;
-    } else counter = new MemoryRateCounter();
-  }
-  const ownedCounter = !deps.rateCounter ? counter : null;
-  app.addHook('onClose', async () => ownedCounter?.close());
-  const guards = createSessionGuards(app, config, counter);
+  await app.register(rateCounterPlugin, { config, counter: deps.rateCounter });
+  const guards = createSessionGuards(app, config, app.rateCounter);
 
   if (config.sandbox) {
     // The emulator is loaded in sandbox mode only; production never has it in memory.
     const { emulatorPlugin } = await import('./emulator/app');
     await app.register(emulatorPlugin({
       ...sandboxEmulatorOptions(config),
-      prefix: '/sandbox/incode',
+      prefix: SANDBOX_PREFIX,
       corsOrigins: '*',
       webhook: {
         url: `http://127.0.0.1:${config.port}/webhooks/incode`,
@@ -251,7 +280,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   const sdkApiUrl = config.sandbox ? `${config.publicUrl}/sandbox/incode/0/` : `${config.incode.apiUrl}/0/`;
   await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, isDraining: () => draining });
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
-  await app.register(webhookRoutes, { config, tokenRateCounter: counter });
+  await app.register(webhookRoutes, { config, tokenRateCounter: app.rateCounter });
   await app.register(sessionsRoutes, { config });
   await app.register(onboardingsRoutes, { config });
   await app.register(webRoutes, { config, sdkApiUrl });

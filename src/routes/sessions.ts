@@ -101,6 +101,9 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
     { schema: { summary: 'Sessions, newest first, filtered by status and time, with cursor pagination', tags: ['results'], security: [{ serviceKey: [] }], querystring: ListQuery, response: withErrors({ 200: Type.Object({ items: Type.Array(SessionSummary), nextCursor: Type.Union([Type.String(), Type.Null()]) }) }, [401]) } },
     async (req) => {
       const q = req.query;
+      // Ajv coerces "1e309" or "Infinity" to Infinity and then skips minimum and maximum, which only check finite numbers.
+      if (q.limit !== undefined && !(Number.isSafeInteger(q.limit) && q.limit >= 1 && q.limit <= 200))
+        throw new AppError(400, 'VALIDATION_FAILED', 'querystring/limit must be an integer from 1 to 200');
       const page = await app.store.listSessions({
         onboardingStatus: q.onboardingStatus,
         resultsStatus: q.resultsStatus as SessionRecord['resultsStatus'] | undefined,

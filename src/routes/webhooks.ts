@@ -87,38 +87,42 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config; tokenRateCounte
   const cfg = opts.config.webhook;
   const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(cfg.clientSecret, cfg.tokenTtlSeconds) : null;
   const counter = opts.tokenRateCounter ?? new MemoryRateCounter();
-  await app.register(formbody, { bodyLimit: 4096 });
+  // The form parser in a scope of the token endpoint's own: the webhook itself, like every other route, takes JSON only.
+  const tokenScope: FastifyPluginAsyncTypebox = async (scope) => {
+    await scope.register(formbody, { bodyLimit: 4096 });
 
-  app.post(
-    '/webhooks/incode/token',
-    {
-      bodyLimit: 4096,
-      schema: {
-        summary: 'OAuth 2.0 client-credentials token endpoint Incode calls before sending webhooks',
-        tags: ['webhooks'],
-        consumes: ['application/x-www-form-urlencoded'],
-        body: TokenBody,
-        response: withErrors(
-          { 200: Type.Object({ access_token: Type.String(), token_type: Type.Literal('Bearer'), expires_in: Type.Integer() }) },
-          [401, 404],
-        ),
+    scope.post(
+      '/webhooks/incode/token',
+      {
+        bodyLimit: 4096,
+        schema: {
+          summary: 'OAuth 2.0 client-credentials token endpoint Incode calls before sending webhooks',
+          tags: ['webhooks'],
+          consumes: ['application/x-www-form-urlencoded'],
+          body: TokenBody,
+          response: withErrors(
+            { 200: Type.Object({ access_token: Type.String(), token_type: Type.Literal('Bearer'), expires_in: Type.Integer() }) },
+            [401, 404],
+          ),
+        },
       },
-    },
-    async (req, reply) => {
-      // Guessing the client secret is the attack here: limit attempts per address.
-      const over = await counter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
-      if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
-      if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
-      if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {
-        app.metrics.webhooks.inc({ status: 'token', auth: 'rejected' });
-        throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
-      }
-      if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
-      const t = tokens.issue();
-      reply.header('cache-control', 'no-store');
-      return { access_token: t.token, token_type: 'Bearer' as const, expires_in: t.expiresIn };
-    },
-  );
+      async (req, reply) => {
+        // Guessing the client secret is the attack here: limit attempts per address.
+        const over = await counter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
+        if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
+        if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
+        if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {
+          app.metrics.webhooks.inc({ status: 'token', auth: 'rejected' });
+          throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
+        }
+        if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
+        const t = tokens.issue();
+        reply.header('cache-control', 'no-store');
+        return { access_token: t.token, token_type: 'Bearer' as const, expires_in: t.expiresIn };
+      },
+    );
+  };
+  await app.register(tokenScope);
 
   function authenticate(req: FastifyRequest): string | null {
     const bearerToken = bearer(req.headers.authorization);

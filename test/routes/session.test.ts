@@ -51,7 +51,11 @@ describe('POST /session against the emulator', () => {
     [{ countryCode: 'XXX' }, 'INVALID_COUNTRY_CODE'],
     [{ countryCode: 'br' }, 'VALIDATION_FAILED'],
     [{ countryCode: 'BRAZIL' }, 'VALIDATION_FAILED'],
-    [{ countryCode: 123 }, 'INVALID_COUNTRY_CODE'],
+    // JSON bodies keep their types (only query strings, params and headers are coerced from text).
+    [{ countryCode: 123 }, 'VALIDATION_FAILED'],
+    [{ externalCustomerId: 0 }, 'VALIDATION_FAILED'],
+    [{ externalCustomerId: -0 }, 'VALIDATION_FAILED'],
+    [{ language: ['en-US'] }, 'VALIDATION_FAILED'],
     [{ language: 'english' }, 'VALIDATION_FAILED'],
     [{ redirectionUrl: 'javascript:alert(1)' }, 'VALIDATION_FAILED'],
     [{ externalCustomerId: '' }, 'VALIDATION_FAILED'],

@@ -1,0 +1,72 @@
+// Decorates the app with the rate-limit counter: Redis (shared by every replica) when REDIS_URL is set, else memory; closes it on close.
+import fp from 'fastify-plugin';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config';
+import { FailoverRateCounter, MemoryRateCounter, RedisRateCounter, type RateCounter } from '../protection/rate-counter';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    rateCounter: RateCounter;
+  }
+}
+
+export interface RateCounterPluginOptions {
+  config: Config;
+  /** A counter the caller owns (tests share one between apps): used as is and not closed with the app. */
+  counter?: RateCounter;
+}
+
+/** A Redis counter that counts in this process's memory while Redis is down, with a warning and a metric per outage. */
+async function redisCounter(app: FastifyInstance, url: string): Promise<RateCounter> {
+  // Loaded only when configured: ioredis costs memory a single-replica deployment does not need.
+  const { Redis } = await import('ioredis');
+  // No auto-pipelining: the counter already sends one script call per event-loop turn. Fail fast rather than
+  // queue: without a connection a command is refused at once (no offline queue, no resend after a reconnect) and
+  // a server that accepts but never answers costs at most commandTimeout; the failover then counts in memory.
+  const redis = new Redis(url, { maxRetriesPerRequest: 0, enableOfflineQueue: false, commandTimeout: 2000, lazyConnect: false });
+  // Every reconnect attempt emits one: the failover's single warning per outage is the one worth reading, and it
+  // carries the last of these (a refused command only says the connection is down, this says why).
+  let connectionError: string | undefined;
+  redis.on('error', (err) => {
+    connectionError = err.message;
+    app.log.debug({ err: { message: err.message } }, 'redis error');
+  });
+  const failover = new FailoverRateCounter(new RedisRateCounter(redis), {
+    // Only the message and code: never the URL, which may carry a password.
+    outage: (err) => {
+      app.metrics.rateLimitFallback.set(1);
+      const { message, code } = err as { message?: string; code?: string };
+      app.log.warn({ err: { message, code }, connectionError }, 'redis unavailable: rate limits are counted by this process alone until it answers again');
+    },
+    recovered: (downMs) => {
+      app.metrics.rateLimitFallback.set(0);
+      app.log.warn({ downMs }, 'redis answers again: rate limits are shared again');
+    },
+    fallbackHit: () => app.metrics.rateLimitFallbackHits.inc(),
+  });
+  // Commands are refused until the connection is ready, so the first requests would take a Redis still
+  // connecting for an outage: wait for it, briefly (a dead server is known at its first error, and a start with
+  // Redis down goes on in fallback).
+  if (redis.status !== 'ready')
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        redis.off('ready', done).off('error', done);
+        resolve();
+      };
+      const timer = setTimeout(done, 2000);
+      redis.once('ready', done).once('error', done);
+    });
+  await failover.check();
+  return failover;
+}
+
+export default fp<RateCounterPluginOptions>(
+  async (app, opts) => {
+    const owned = !opts.counter;
+    const counter = opts.counter ?? (opts.config.redisUrl ? await redisCounter(app, opts.config.redisUrl) : new MemoryRateCounter());
+    app.decorate('rateCounter', counter);
+    if (owned) app.addHook('onClose', async () => counter.close());
+  },
+  { name: 'rate-counter', dependencies: ['metrics'] },
+);

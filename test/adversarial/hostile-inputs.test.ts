@@ -1,0 +1,569 @@
+// Hand-written hostile inputs against one running sandbox broker, sent over raw sockets so that what HTTP clients
+// refuse to send (duplicate headers, broken chunking, invalid UTF-8, stalled bodies, odd methods) reaches the server:
+// content types and encodings, duplicate and huge headers, deep JSON, 1e309 and -0, __proto__ keys, invalid UTF-8,
+// encoded path traversal, repeated query parameters, HEAD/OPTIONS and CORS preflights on every route, malformed
+// admin and webhook credentials. Every refusal is a 4xx whose JSON body has a string code and message (never a 5xx),
+// the process stays healthy, and at LOG_LEVEL=trace no secret or personal data reaches the logs.
+import net from 'node:net';
+import zlib from 'node:zlib';
+import { ADMIN_KEY, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, startSandbox } from '../helpers/harness';
+
+type Broker = Awaited<ReturnType<typeof startSandbox>>;
+
+const ALLOWED_ORIGIN = 'https://app.example.com';
+const STATIC_WEBHOOK_SECRET = 'static-webhook-secret-0123456789';
+const CUSTOMER_ID = 'hostile-customer-4711';
+const J = 'Content-Type: application/json';
+const ADMIN = `Authorization: Bearer ${ADMIN_KEY}`;
+const BASIC = `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`).toString('base64')}`;
+const FORM = 'Content-Type: application/x-www-form-urlencoded';
+
+interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  /** Interim (1xx) status codes received before the final answer. */
+  interim: number[];
+  /** The socket was closed (or timed out) without any answer. */
+  none: boolean;
+}
+
+let broker: Broker;
+let sessionToken = '';
+let resumeToken = '';
+let interviewId = '';
+let webhookBearer = '';
+const protoBefore = Object.getOwnPropertyNames(Object.prototype).sort();
+
+/** The bytes of one HTTP/1.1 request: head lines as latin1 (so any byte can be sent), body as given. */
+function httpRequest(method: string, path: string, headers: string[] = [], body: Buffer | string = ''): Buffer {
+  const b = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+  const lines = [`${method} ${path} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close', ...headers];
+  if (b.length && !headers.some((h) => /^(content-length|transfer-encoding)\s*:/i.test(h))) lines.push(`Content-Length: ${b.length}`);
+  return Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1'), b]);
+}
+
+function parseAnswer(raw: Buffer): Answer {
+  const interim: number[] = [];
+  let rest = raw;
+  for (;;) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end < 0) return { status: 0, headers: {}, body: rest.toString('latin1'), interim, none: true };
+    const head = rest.subarray(0, end).toString('latin1').split('\r\n');
+    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head[0])?.[1] ?? 0);
+    rest = rest.subarray(end + 4);
+    if (status >= 100 && status < 200) {
+      interim.push(status);
+      continue;
+    }
+    const headers: Record<string, string> = {};
+    for (const line of head.slice(1)) {
+      const i = line.indexOf(':');
+      const k = line.slice(0, i).trim().toLowerCase();
+      headers[k] = headers[k] !== undefined ? `${headers[k]}, ${line.slice(i + 1).trim()}` : line.slice(i + 1).trim();
+    }
+    let body = rest;
+    if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
+      const parts: Buffer[] = [];
+      let at = 0;
+      for (;;) {
+        const eol = body.indexOf('\r\n', at);
+        if (eol < 0) break;
+        const size = parseInt(body.subarray(at, eol).toString('latin1'), 16);
+        if (!size) break;
+        parts.push(body.subarray(eol + 2, eol + 2 + size));
+        at = eol + 2 + size + 2;
+      }
+      body = Buffer.concat(parts);
+    }
+    return { status, headers, body: body.toString('utf8'), interim, none: false };
+  }
+}
+
+/**
+ * Sends raw bytes on a new connection and reads until the server closes it. `halfClose` ends the client's side after
+ * writing (a body that stops half-way); the answer is cut off after `timeoutMs` (a server that never answers).
+ */
+function raw(data: Buffer, opts: { halfClose?: boolean; timeoutMs?: number } = {}): Promise<Answer & { ms: number }> {
+  const u = new URL(broker.url);
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(u.port), u.hostname);
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ...parseAnswer(Buffer.concat(chunks)), ms: Date.now() - started });
+    };
+    const timer = setTimeout(finish, opts.timeoutMs ?? 5000);
+    socket.on('data', (c) => chunks.push(c));
+    socket.on('close', finish);
+    socket.on('error', finish);
+    socket.write(data, () => {
+      if (opts.halfClose) socket.end();
+    });
+  });
+}
+
+const send = (method: string, path: string, headers: string[] = [], body: Buffer | string = '') => raw(httpRequest(method, path, headers, body));
+
+/** A refusal as the project promises it: the expected 4xx, a JSON body with string code and message, no internals. */
+function expectRefusal(a: Answer, status: number | number[], code?: string | RegExp): Record<string, unknown> {
+  const where = `${a.status} ${JSON.stringify(a.headers['content-type'])} ${a.body.slice(0, 300)}`;
+  expect({ where, ok: (Array.isArray(status) ? status : [status]).includes(a.status) }).toEqual({ where, ok: true });
+  expect(a.headers['content-type']).toMatch(/^application\/json/);
+  let body: Record<string, unknown>;
+  try {
+    body = JSON.parse(a.body) as Record<string, unknown>;
+  } catch {
+    throw new Error(`refusal body is not JSON: ${where}`);
+  }
+  expect(body).toEqual(expect.objectContaining({ code: expect.any(String), message: expect.any(String) }));
+  if (code !== undefined) expect(body.code).toMatch(typeof code === 'string' ? new RegExp(`^${code}$`) : code);
+  expect(a.body).not.toMatch(/\bat .+:\d+:\d+|node_modules|Error: |\/work\/|src\//);
+  return body;
+}
+
+/** Anything but a server error or a silent drop; a 4xx (other than HEAD's empty one) must be a proper refusal. */
+function expectNoServerError(a: Answer, method = 'GET'): void {
+  expect(a.none).toBe(false);
+  expect(a.status).toBeLessThan(500);
+  if (a.status >= 400 && method !== 'HEAD') expectRefusal(a, a.status);
+}
+
+async function expectHealthy(): Promise<void> {
+  const h = await send('GET', '/healthz');
+  expect(h.status).toBe(200);
+  expect(JSON.parse(h.body)).toEqual({ status: 'ok' });
+}
+
+const deepArray = (n: number) => '['.repeat(n) + ']'.repeat(n);
+const deepObject = (n: number, leaf = '1') => '{"a":'.repeat(n) + leaf + '}'.repeat(n);
+
+beforeAll(async () => {
+  broker = await startSandbox({
+    // Trace: the most a deployment can log, so a leak at any level shows here.
+    LOG_LEVEL: 'trace',
+    CORS_ORIGINS: ALLOWED_ORIGIN,
+    REQUEST_TIMEOUT_MS: '1000',
+    SESSION_BODY_LIMIT_BYTES: '1048576',
+    WEBHOOK_CLIENT_ID,
+    WEBHOOK_CLIENT_SECRET,
+    WEBHOOK_SECRET: STATIC_WEBHOOK_SECRET,
+  });
+  const s = await send('POST', '/session', [J], JSON.stringify({ externalCustomerId: CUSTOMER_ID }));
+  expect(s.status).toBe(200);
+  ({ token: sessionToken, resumeToken, interviewId } = JSON.parse(s.body));
+  const t = await send('POST', '/webhooks/incode/token', [FORM, `Authorization: ${BASIC}`], 'grant_type=client_credentials');
+  expect(t.status).toBe(200);
+  webhookBearer = JSON.parse(t.body).access_token;
+});
+
+afterAll(async () => {
+  await broker?.close();
+});
+
+describe('content types and encodings', () => {
+  it('charset variants, a BOM and a complete chunked body are read as JSON', async () => {
+    for (const ct of ['application/json; charset=utf-8', 'application/json; charset=UTF-8', 'Application/JSON', 'application/json ; charset=utf-8', 'application/json;'])
+      expect((await send('POST', '/session', [`Content-Type: ${ct}`], '{}')).status).toBe(200);
+    const bom = await send('POST', '/session', [J], Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{}')]));
+    expect(bom.status).toBe(200);
+    const chunked = await send('POST', '/session', [J, 'Transfer-Encoding: chunked'], '1\r\n{\r\n1\r\n}\r\n0\r\n\r\n');
+    expect(chunked.status).toBe(200);
+  });
+
+  it('anything but JSON is 415 on every JSON route (text/plain, multipart, form, +json, empty, none)', async () => {
+    const routes: [string, string[]][] = [
+      ['/session', []],
+      ['/session/resume', []],
+      ['/onboardings', [ADMIN]],
+      ['/webhooks/incode', [`Authorization: Bearer ${webhookBearer}`]],
+      ['/demo/capture-check', []],
+    ];
+    const types = ['Content-Type: text/plain', 'Content-Type: multipart/form-data; boundary=xx', 'Content-Type: application/merge-patch+json', 'Content-Type: ', null];
+    for (const [path, auth] of routes)
+      for (const ct of types) {
+        const body = ct?.includes('multipart') ? '--xx\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--xx--\r\n' : '{"a":1}';
+        expectRefusal(await send('POST', path, [...auth, ...(ct === null ? [] : [ct])], body), 415, 'UNSUPPORTED_MEDIA_TYPE');
+      }
+    // A form body is only for the OAuth token endpoint: the webhook itself, and every other route, take JSON only.
+    for (const [path, auth] of routes)
+      expectRefusal(await send('POST', path, [...auth, FORM], 'interviewId=abc&onboardingStatus=ONBOARDING_FINISHED'), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    expectRefusal(await send('POST', '/webhooks/incode/token', ['Content-Type: multipart/form-data; boundary=xx', `Authorization: ${BASIC}`], '--xx--'), 415, 'UNSUPPORTED_MEDIA_TYPE');
+  });
+
+  it('an empty or blank JSON body, and a gzip or deflate one (not supported), are 400', async () => {
+    expectRefusal(await send('POST', '/session', [J]), 400, 'INVALID_JSON');
+    expectRefusal(await send('POST', '/session', [J], '   '), 400, 'INVALID_JSON');
+    expectRefusal(await send('POST', '/session', [J, 'Content-Encoding: gzip'], zlib.gzipSync('{}')), 400);
+    expectRefusal(await send('POST', '/onboardings', [ADMIN, J, 'Content-Encoding: deflate'], zlib.deflateSync('{}')), 400);
+    expectRefusal(await send('POST', '/webhooks/incode/token', [FORM, 'Content-Encoding: gzip', `Authorization: ${BASIC}`], zlib.gzipSync('grant_type=client_credentials')), 400);
+  });
+
+  it('malformed framing (bad chunk size, two Content-Length, Content-Length with chunked) is a JSON 400', async () => {
+    const bad = [
+      httpRequest('POST', '/session', [J, 'Transfer-Encoding: chunked'], 'zz\r\n{}\r\n0\r\n\r\n'),
+      httpRequest('POST', '/session', [J, 'Content-Length: 2', 'Content-Length: 3'], '{}'),
+      httpRequest('GET', '/sessions', [ADMIN, 'Content-Length: 1', 'Transfer-Encoding: chunked'], '0\r\n\r\n'),
+      httpRequest('POST', '/onboardings', [ADMIN, J, 'Content-Length: 99999999999999999999'], '{}'),
+      httpRequest('GET', '/healthz', ['X-Bad: a\x00b']),
+      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+    ];
+    for (const b of bad) expectRefusal(await raw(b), 400, 'MALFORMED_REQUEST');
+    await expectHealthy();
+  });
+
+  it('a chunked body that never ends, and headers that never end, get a JSON 408 at REQUEST_TIMEOUT_MS', async () => {
+    const [body, head, expected] = await Promise.all([
+      raw(httpRequest('POST', '/session', [J, 'Transfer-Encoding: chunked'], '5\r\n{"a":'), { timeoutMs: 6000 }),
+      raw(Buffer.from('GET /sessions HTTP/1.1\r\nHost: x\r\n' + ADMIN + '\r\n'), { timeoutMs: 6000 }),
+      // Expect: 100-continue, then the body never comes.
+      raw(httpRequest('POST', '/webhooks/incode', [J, 'Expect: 100-continue', 'Content-Length: 50', `Authorization: Bearer ${webhookBearer}`]), { timeoutMs: 6000 }),
+    ]);
+    for (const a of [body, head, expected]) {
+      expectRefusal(a, 408, 'REQUEST_TIMEOUT');
+      expect(a.ms).toBeLessThan(4000);
+    }
+    expect(expected.interim).toEqual([100]);
+    await expectHealthy();
+  });
+
+  it('a body that stops half-way (the client closes its side) is refused and leaves the service healthy', async () => {
+    const chunked = await raw(httpRequest('POST', '/session', [J, 'Transfer-Encoding: chunked'], '5\r\n{"a":'), { halfClose: true });
+    const announced = await raw(httpRequest('POST', '/onboardings', [ADMIN, J, 'Content-Length: 1000'], '{"front":"'), { halfClose: true });
+    for (const a of [chunked, announced]) if (!a.none) expectRefusal(a, 400, 'MALFORMED_REQUEST');
+    await expectHealthy();
+  });
+
+  it('Expect: 100-continue works; any other expectation is a JSON 417', async () => {
+    const cont = await send('POST', '/session', [J, 'Expect: 100-continue'], '{}');
+    expect(cont.interim).toEqual([100]);
+    expect(cont.status).toBe(200);
+    expectRefusal(await send('POST', '/session', [J, 'Expect: 200-ok'], '{}'), 417, 'EXPECTATION_FAILED');
+  });
+});
+
+describe('duplicate and huge headers', () => {
+  it('two Authorization headers are refused, whichever comes first and even when both are the same', async () => {
+    for (const pair of [['Authorization: Bearer wrong-key-0123456789abcdef', ADMIN], [ADMIN, 'authorization: Bearer wrong-key-0123456789abcdef'], [ADMIN, ADMIN]])
+      expectRefusal(await send('GET', '/sessions?limit=1', pair), 400, 'DUPLICATE_HEADER');
+    expectRefusal(await send('POST', '/webhooks/incode', [J, 'Authorization: Bearer whk1.1.x.y', `Authorization: Bearer ${webhookBearer}`], '{"interviewId":"abc","onboardingStatus":"ONBOARDING_FINISHED"}'), 400, 'DUPLICATE_HEADER');
+    expectRefusal(await send('POST', '/webhooks/incode/token', [FORM, 'Authorization: Basic Zm9vOmJhcg==', `Authorization: ${BASIC}`], 'grant_type=client_credentials'), 400, 'DUPLICATE_HEADER');
+    // One of each is fine.
+    expect((await send('GET', '/sessions?limit=1', [ADMIN, 'Idempotency-Key: k1'])).status).toBe(200);
+  });
+
+  it('two Idempotency-Key or X-Incode-Hardware-Id headers are refused before a session is started or read', async () => {
+    const created = async () => Number(/sessions_created_total\{route="session"\} (\d+)/.exec((await send('GET', '/metrics')).body)?.[1] ?? 0);
+    const before = await created();
+    expectRefusal(await send('POST', '/session', [J, 'Idempotency-Key: dup-a-7f3c', 'Idempotency-Key: dup-b-7f3c'], '{}'), 400, 'DUPLICATE_HEADER');
+    expectRefusal(await send('POST', '/session', [J, 'Idempotency-Key: dup-a-7f3c', 'IDEMPOTENCY-KEY: dup-a-7f3c'], '{}'), 400, 'DUPLICATE_HEADER');
+    expectRefusal(await send('GET', '/session/status', [`X-Incode-Hardware-Id: ${sessionToken}`, 'X-Incode-Hardware-Id: other']), 400, 'DUPLICATE_HEADER');
+    expect(await created()).toBe(before);
+  });
+
+  it('two Content-Type headers never give a 5xx; two session tokens or webhook secrets are refused', async () => {
+    expectNoServerError(await send('POST', '/session', [J, 'Content-Type: text/plain'], '{}'), 'POST');
+    expectNoServerError(await send('POST', '/session', ['Content-Type: text/plain', J], '{}'), 'POST');
+    expectRefusal(await send('GET', '/session/status', [`X-Incode-Hardware-Id: ${sessionToken}`, `X-Incode-Hardware-Id: ${sessionToken}`]), 400, 'DUPLICATE_HEADER');
+    expectRefusal(await send('GET', '/demo/results', [`X-Incode-Hardware-Id: ${sessionToken}`, 'X-Incode-Hardware-Id: x']), 400, 'DUPLICATE_HEADER');
+    expectRefusal(
+      await send('POST', '/webhooks/incode', [J, `X-Webhook-Secret: ${STATIC_WEBHOOK_SECRET}`, `X-Webhook-Secret: ${STATIC_WEBHOOK_SECRET}`], '{"interviewId":"abc","onboardingStatus":"ONBOARDING_FINISHED"}'),
+      400,
+      'DUPLICATE_HEADER',
+    );
+  });
+
+  it('headers over the limit are a JSON 431; large ones under it are refused by the route', async () => {
+    expectRefusal(await send('GET', '/healthz', ['X-Big: ' + 'a'.repeat(20_000)]), 431, 'HEADERS_TOO_LARGE');
+    expectRefusal(await send('GET', '/healthz', Array.from({ length: 3000 }, (_, i) => `X-H${i}: 1`)), 431, 'HEADERS_TOO_LARGE');
+    expectRefusal(await send('GET', '/sessions?cursor=' + 'a'.repeat(70_000), [ADMIN]), 431, 'HEADERS_TOO_LARGE');
+    const big = 'Authorization: Bearer ' + 'k'.repeat(12_000);
+    expectRefusal(await send('GET', '/sessions', [big]), 401, 'UNAUTHORIZED');
+    expectRefusal(await send('POST', '/onboardings', [big, J], '{}'), 401, 'UNAUTHORIZED');
+    expectRefusal(await send('POST', '/webhooks/incode', [big, J], '{}'), 401, 'UNAUTHORIZED');
+    expectRefusal(await send('POST', '/webhooks/incode/token', ['Authorization: Basic ' + 'QUFB'.repeat(3000), FORM], 'grant_type=client_credentials'), 401, 'INVALID_CLIENT');
+    expectRefusal(await send('GET', '/session/status', ['X-Incode-Hardware-Id: ' + 'a'.repeat(5000)]), 400, 'VALIDATION_FAILED');
+    expectRefusal(await send('POST', '/session', [J, 'Idempotency-Key: ' + 'k'.repeat(300)], '{}'), 400, 'VALIDATION_FAILED');
+    await expectHealthy();
+  });
+});
+
+describe('JSON values: depth, numbers, prototype keys, invalid UTF-8', () => {
+  it('very deep nesting is refused or ignored without a stack overflow', async () => {
+    expectRefusal(await send('POST', '/session', [J], `{"x":${deepArray(300_000)}}`), 400, 'VALIDATION_FAILED');
+    expectRefusal(await send('POST', '/session', [J], deepObject(100_000)), 400, 'VALIDATION_FAILED');
+    expectRefusal(await send('POST', '/onboardings', [ADMIN, J], `{"front":${deepArray(500_000)}}`), 400, 'VALIDATION_FAILED');
+    expectRefusal(await send('POST', '/session/resume', [J], `{"resumeToken":${deepObject(50_000)}}`), 400, 'VALIDATION_FAILED');
+    // Over the route's body limit: refused before it is parsed.
+    expectRefusal(await send('POST', '/demo/capture-check', [J], deepArray(20_000)), 413, 'BODY_TOO_LARGE');
+    // Extra webhook fields are allowed, but never stored: a deep one is accepted and dropped.
+    expectNoServerError(await send('POST', '/webhooks/incode', [J, `Authorization: Bearer ${webhookBearer}`], `{"interviewId":"deepabc","onboardingStatus":"OTHER","x":${deepArray(8000)}}`), 'POST');
+    expectNoServerError(await send('POST', '/demo/capture-check', [J], `{"kind":"id","response":{"a":${deepObject(2000)}}}`), 'POST');
+    await expectHealthy();
+  });
+
+  it('__proto__ and constructor.prototype keys, at any depth, are refused on every JSON route', async () => {
+    const bodies = ['{"__proto__":{"isAdmin":true}}', '{"constructor":{"prototype":{"isAdmin":true}}}', `{"x":${deepObject(50_000, '{"__proto__":{"polluted":1}}')}}`];
+    const routes: [string, string[]][] = [
+      ['/session', []],
+      ['/session/resume', []],
+      ['/onboardings', [ADMIN]],
+      ['/webhooks/incode', [`Authorization: Bearer ${webhookBearer}`]],
+      ['/demo/capture-check', []],
+      ['/webhooks/incode/token', [`Authorization: ${BASIC}`]],
+    ];
+    for (const [path, auth] of routes) for (const b of bodies) expectRefusal(await send('POST', path, [...auth, J], b), [400, 413]);
+    // The token endpoint's form parser builds null-prototype objects: such keys are just unknown fields there.
+    expectNoServerError(await send('POST', '/webhooks/incode/token', [FORM, `Authorization: ${BASIC}`], '__proto__[isAdmin]=1&constructor[prototype][x]=1&grant_type=client_credentials'), 'POST');
+    expectRefusal(await send('GET', '/sessions?__proto__[limit]=1&constructor[prototype][x]=1', [ADMIN]), 400, 'VALIDATION_FAILED');
+    expectRefusal(await send('GET', '/session/status?__proto__[x]=1', []), 401, 'UNAUTHORIZED');
+    expect(Object.getOwnPropertyNames(Object.prototype).sort()).toEqual(protoBefore);
+    expect(({} as Record<string, unknown>).isAdmin).toBeUndefined();
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('1e309 (Infinity), -0 and numeric tricks never pass a limit check or cause a 5xx', async () => {
+    expectRefusal(await send('POST', '/session', [J], '{"countryCode":1e309}'), 400, 'VALIDATION_FAILED');
+    // JSON bodies keep their types: a number where a string is declared is refused, never the customer "0".
+    expectRefusal(await send('POST', '/session', [J], '{"externalCustomerId":-0,"configurationId":1e308}'), 400, 'VALIDATION_FAILED');
+    for (const limit of ['1e309', 'Infinity', '-Infinity', '-0', '0', '201', '1e-7', '', 'NaN'])
+      expectRefusal(await send('GET', `/sessions?limit=${limit}`, [ADMIN]), 400, 'VALIDATION_FAILED');
+    for (const since of ['1e309', '275760-09-13T00:00:00.001Z', '9999-12-31T23:59:60Z', '-0'])
+      expectRefusal(await send('GET', `/sessions?since=${encodeURIComponent(since)}`, [ADMIN]), 400, 'VALIDATION_FAILED');
+    expect((await send('GET', '/sessions?limit=2', [ADMIN])).status).toBe(200);
+    const checked = await send('POST', '/demo/capture-check', [J], '{"kind":"id","response":{"glare":1e309,"sharpness":-0,"horizontalResolution":-1e309,"classification":{"a":1}}}');
+    expect(checked.status).toBe(200);
+    expect(JSON.parse(checked.body).ok).toBe(false);
+    expectNoServerError(await send('POST', '/demo/capture-check', [J], '{"kind":"selfie","response":{"status":1e309,"confidence":-0}}'), 'POST');
+    expectRefusal(await send('POST', '/webhooks/incode/token', [J, `Authorization: ${BASIC}`], '{"grant_type":1e309}'), 400);
+  });
+
+  it('invalid UTF-8 in bodies and headers is read as replacement characters: never a 5xx', async () => {
+    const bad = Buffer.from([0xff, 0xfe, 0xc3, 0x28, 0xed, 0xa0, 0x80, 0xc0, 0xaf]);
+    const cust = await send('POST', '/session', [J], Buffer.concat([Buffer.from('{"externalCustomerId":"bad-utf8-'), bad, Buffer.from('"}')]));
+    expect(cust.status).toBe(200);
+    expectRefusal(await send('POST', '/session/resume', [J], Buffer.concat([Buffer.from('{"resumeToken":"'), bad, Buffer.from('.' + 'a'.repeat(43) + '"}')])), 401, 'INVALID_RESUME_TOKEN');
+    expectRefusal(await send('POST', '/session/resume', [J], '{"resumeToken":"\\ud800\\udc00\\ud800.' + 'a'.repeat(43) + '"}'), 401, 'INVALID_RESUME_TOKEN');
+    expectNoServerError(
+      await send('POST', '/webhooks/incode', [J, `Authorization: Bearer ${webhookBearer}`], Buffer.concat([Buffer.from('{"interviewId":"utf8abc","onboardingStatus":"OTHER","clientId":"a\\u0000\\ud800","externalId":"'), bad, Buffer.from('"}')])),
+      'POST',
+    );
+    const latin = bad.toString('latin1');
+    expectRefusal(await send('GET', '/session/status', [`X-Incode-Hardware-Id: ${latin}`]), 401, 'UNAUTHORIZED');
+    expectRefusal(await send('GET', '/sessions', [`Authorization: Bearer ${latin}`]), 401, 'UNAUTHORIZED');
+    expectRefusal(await send('POST', '/webhooks/incode/token', [FORM, `Authorization: Basic ${Buffer.concat([bad, Buffer.from(':%%')]).toString('base64')}`], 'grant_type=client_credentials'), 401, 'INVALID_CLIENT');
+    expectNoServerError(await send('POST', '/session', [J, `Idempotency-Key: ${latin}`], '{}'), 'POST');
+    // Percent-encoded invalid UTF-8 in a form body.
+    expectRefusal(await send('POST', '/webhooks/incode/token', [FORM, `Authorization: ${BASIC}`], 'grant_type=%E0%A4%A&x=%'), 400, 'UNSUPPORTED_GRANT_TYPE');
+    await expectHealthy();
+  });
+});
+
+describe('ids, paths and query strings', () => {
+  it('URL-encoded traversal, NUL and bad escapes in ids are 400, on every method of /sessions/:interviewId', async () => {
+    const ids = ['%2e%2e%2f%2e%2e%2fetc%2fpasswd', '..%2F..%2Fmetrics', '%2e', 'abc%00', 'a%20b', '%E2%80%AE'];
+    for (const id of ids) {
+      expectRefusal(await send('GET', `/sessions/${id}`, [ADMIN]), 400, 'VALIDATION_FAILED');
+      expectRefusal(await send('DELETE', `/sessions/${id}`, [ADMIN]), 400, 'VALIDATION_FAILED');
+      expectRefusal(await send('POST', `/sessions/${id}/refresh`, [ADMIN]), 400, 'VALIDATION_FAILED');
+    }
+    for (const id of ['%', '%ff', '%c0%af', '%E0%A4%A']) expectRefusal(await send('GET', `/sessions/${id}`, [ADMIN]), 400, 'FST_ERR_BAD_URL');
+    expectRefusal(await send('GET', `/sessions/${'a'.repeat(200)}`, [ADMIN]), 414, 'FST_ERR_MAX_PARAM_LENGTH');
+    for (const id of ['__proto__', 'constructor', 'hasOwnProperty']) expectRefusal(await send('GET', `/sessions/${id}`, [ADMIN]), 404, 'SESSION_NOT_FOUND');
+    // Unauthenticated callers learn nothing, whatever the id.
+    expectRefusal(await send('GET', '/sessions/..%2F..%2Fmetrics'), 401, 'UNAUTHORIZED');
+    // The real session is untouched by all of the above.
+    expect((await send('GET', `/sessions/${interviewId}`, [ADMIN])).status).toBe(200);
+  });
+
+  it('traversal out of the static and vendor directories never serves a file', async () => {
+    for (const p of ['/demo/vendor/..%2f..%2fpackage.json', '/demo/vendor/%2e%2e', '/demo/vendor/__proto__', '/docs/static/..%2f..%2f..%2fpackage.json', '/docs/static/%2e%2e/%2e%2e/%2e%2e/package.json', '/web/..%2fpackage.json', '/docs/static/nope.js']) {
+      const a = await send('GET', p);
+      expectRefusal(a, [403, 404]);
+      expect(a.body).not.toContain('incode-broker');
+    }
+    expectRefusal(await send('GET', '/docs/static/swagger-ui.css', ['Range: bytes=99999999-']), 416);
+  });
+
+  it('resume tokens naming __proto__, constructor or a path are unknown', async () => {
+    for (const id of ['__proto__', 'constructor', '../../etc/passwd', '%2e%2e', ''])
+      expectRefusal(await send('POST', '/session/resume', [J], JSON.stringify({ resumeToken: `${Buffer.from(id).toString('base64url')}.${'a'.repeat(43)}` })), [400, 401]);
+  });
+
+  it('repeated and array query parameters are 400, never a 5xx or a silently picked value', async () => {
+    for (const q of ['limit=1&limit=2', 'decision=approve&decision=decline', 'cursor=a&cursor=b', 'since=2020-01-01T00:00:00Z&since=x', 'limit[]=1', 'resultsStatus[0]=ready', 'onboardingStatus=A&onboardingStatus=B', 'x=1'])
+      expectRefusal(await send('GET', `/sessions?${q}`, [ADMIN]), 400, 'VALIDATION_FAILED');
+    for (const c of ['%ED%A0%80', '%00', 'eyJ4IjoxfQ', Buffer.from('[1e309,"\\u0000"]').toString('base64url')])
+      expectRefusal(await send('GET', `/sessions?cursor=${c}`, [ADMIN]), 400, 'INVALID_CURSOR');
+    // Routes without a query schema ignore query strings, whatever their shape.
+    for (const p of ['/healthz?a=1&a=2&a[]=3', '/metrics?name[]=a&name=b', '/docs/json?__proto__[x]=1', '/session/status?%=%'])
+      expectNoServerError(await send('GET', p, [`X-Incode-Hardware-Id: ${sessionToken}`]));
+  });
+});
+
+describe('HEAD, OPTIONS and CORS on every route', () => {
+  const routes: [string, string][] = [
+    ['GET', '/healthz'], ['GET', '/readyz'], ['GET', '/metrics'], ['POST', '/session'], ['POST', '/session/resume'], ['GET', '/session/status'],
+    ['GET', '/session/onboarding-url'], ['GET', '/sessions'], ['GET', '/sessions/abc'], ['POST', '/sessions/abc/refresh'], ['DELETE', '/sessions/abc'],
+    ['POST', '/onboardings'], ['POST', '/webhooks/incode'], ['POST', '/webhooks/incode/token'], ['GET', '/docs'], ['GET', '/docs/json'], ['GET', '/operator'],
+    ['GET', '/'], ['GET', '/demo/results'], ['POST', '/demo/capture-check'], ['GET', '/demo/demo.js'], ['GET', '/web/operator.js'], ['GET', '/no/such/route'],
+  ];
+
+  it('HEAD answers like GET without a body (404 where there is no GET)', async () => {
+    for (const [, path] of routes) {
+      const head = await send('HEAD', path);
+      const get = await send('GET', path);
+      expect(head.status).toBeLessThan(500);
+      expect(head.body).toBe('');
+      expect({ path, head: head.status }).toEqual({ path, head: get.status });
+    }
+    expect((await send('HEAD', '/session')).status).toBe(404);
+    expect((await send('HEAD', '/onboardings')).status).toBe(404);
+  });
+
+  it('OPTIONS without Origin or Access-Control-Request-Method is a JSON 400 on every route', async () => {
+    for (const [method, path] of routes) {
+      expectRefusal(await send('OPTIONS', path), 400, 'INVALID_PREFLIGHT');
+      expectRefusal(await send('OPTIONS', path, [`Origin: ${ALLOWED_ORIGIN}`]), 400, 'INVALID_PREFLIGHT');
+      expectRefusal(await send('OPTIONS', path, [`Access-Control-Request-Method: ${method}`]), 400, 'INVALID_PREFLIGHT');
+    }
+    expectRefusal(await send('OPTIONS', '*'), 400, 'INVALID_PREFLIGHT');
+  });
+
+  it('a preflight from the allowed origin is allowed, before any authentication', async () => {
+    for (const [method, path] of routes) {
+      const a = await send('OPTIONS', path, [`Origin: ${ALLOWED_ORIGIN}`, `Access-Control-Request-Method: ${method}`, 'Access-Control-Request-Headers: authorization, content-type, idempotency-key']);
+      expect(a.status).toBe(204);
+      expect(a.headers['access-control-allow-origin']).toBe(ALLOWED_ORIGIN);
+      expect(a.headers['access-control-allow-headers']).toMatch(/idempotency-key/);
+      expect(a.headers['access-control-allow-credentials']).toBeUndefined();
+    }
+  });
+
+  it('preflights and requests from other origins get no Access-Control-Allow-Origin', async () => {
+    for (const origin of ['https://evil.example.com', `${ALLOWED_ORIGIN}.evil.com`, 'HTTPS://APP.EXAMPLE.COM', 'null', `http://app.example.com`, `${ALLOWED_ORIGIN}:443`]) {
+      for (const [method, path] of routes) {
+        const a = await send('OPTIONS', path, [`Origin: ${origin}`, `Access-Control-Request-Method: ${method}`]);
+        expect(a.status).toBeLessThan(500);
+        expect(a.headers['access-control-allow-origin']).toBeUndefined();
+      }
+      const real = await send('GET', '/healthz', [`Origin: ${origin}`]);
+      expect(real.headers['access-control-allow-origin']).toBeUndefined();
+    }
+    // Two Origin headers are joined into one value that names no allowed origin: never both, never a wildcard.
+    const two = await send('OPTIONS', '/session', ['Origin: https://evil.example.com', `Origin: ${ALLOWED_ORIGIN}`, 'Access-Control-Request-Method: POST']);
+    expect(two.headers['access-control-allow-origin']).toBeUndefined();
+  });
+
+  it('odd methods and request targets are refused as JSON', async () => {
+    for (const m of ['PUT', 'PATCH', 'TRACE', 'PROPFIND']) expectRefusal(await send(m, '/sessions', [ADMIN]), 404, 'NOT_FOUND');
+    expectRefusal(await send('POST', '/sessions/abc', [ADMIN, 'X-HTTP-Method-Override: DELETE']), 404, 'NOT_FOUND');
+    expectRefusal(await raw(httpRequest('get', '/healthz')), 400, 'MALFORMED_REQUEST');
+    expectRefusal(await raw(httpRequest('GET', 'healthz')), 400, 'MALFORMED_REQUEST');
+    await expectHealthy();
+  });
+});
+
+describe('malformed admin and webhook credentials', () => {
+  const adminRoutes: [string, string][] = [['GET', '/sessions'], ['GET', `/sessions/abc`], ['POST', '/sessions/abc/refresh'], ['DELETE', '/sessions/abc'], ['POST', '/onboardings']];
+  const badAdmin = [
+    `Authorization: Basic ${Buffer.from(`admin:${ADMIN_KEY}`).toString('base64')}`,
+    'Authorization: Bearer',
+    'Authorization: Bearer ',
+    `Authorization: Bearer ${ADMIN_KEY} ${ADMIN_KEY}`,
+    `Authorization: Bearer ${ADMIN_KEY}x`,
+    `Authorization: Bearer ${ADMIN_KEY.slice(0, -1)}`,
+    `Authorization: Token ${ADMIN_KEY}`,
+    `Authorization: ${ADMIN_KEY}`,
+    `X-Api-Key: ${ADMIN_KEY}`,
+    'Authorization: Bearer \u00ff\u00fe',
+  ];
+
+  it('admin routes refuse every malformed or misplaced service key with 401 and WWW-Authenticate', async () => {
+    for (const [method, path] of adminRoutes) {
+      for (const h of badAdmin) {
+        const a = await send(method, path, method === 'GET' || method === 'DELETE' ? [h] : [h, J], method === 'GET' || method === 'DELETE' ? '' : '{}');
+        expectRefusal(a, 401, 'UNAUTHORIZED');
+        expect(a.headers['www-authenticate']).toBe('Bearer');
+      }
+      expectRefusal(await send(method, `${path}?access_token=${ADMIN_KEY}`), 401, 'UNAUTHORIZED');
+    }
+  });
+
+  it('the token endpoint refuses malformed Basic credentials with 401 INVALID_CLIENT', async () => {
+    const bad = [
+      'Authorization: Basic ####',
+      `Authorization: Basic ${Buffer.from('no-colon').toString('base64')}`,
+      `Authorization: Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:`).toString('base64')}`,
+      `Authorization: Basic ${Buffer.from(`:${WEBHOOK_CLIENT_SECRET}`).toString('base64')}`,
+      `Authorization: Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}x`).toString('base64')}`,
+      `Authorization: Bearer ${webhookBearer}`,
+      `Authorization: Basic ${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`,
+      'Authorization: Basic',
+    ];
+    for (const h of bad) {
+      const a = await send('POST', '/webhooks/incode/token', [FORM, h], 'grant_type=client_credentials');
+      expectRefusal(a, 401, 'INVALID_CLIENT');
+      expect(a.headers['www-authenticate']).toMatch(/^Basic/);
+      expect(a.body).not.toContain('access_token');
+    }
+    expectRefusal(await send('POST', '/webhooks/incode/token', [FORM, `Authorization: ${BASIC}`], 'grant_type=client_credentials&grant_type=password'), 400, 'VALIDATION_FAILED');
+    expectRefusal(await send('POST', '/webhooks/incode/token', [FORM, `Authorization: ${BASIC}`], 'grant_type=password'), 400, 'UNSUPPORTED_GRANT_TYPE');
+  });
+
+  it("a webhook's scalar fields are read as Incode may send them (a number where a string is declared), not refused", async () => {
+    const ack = await send('POST', '/webhooks/incode', [J, `Authorization: Bearer ${webhookBearer}`], JSON.stringify({ interviewId, onboardingStatus: 'ID_VALIDATION_FINISHED', flowId: 6650, clientId: 12 }));
+    expect([ack.status, JSON.parse(ack.body)]).toEqual([200, { success: true }]);
+  });
+
+  it('the webhook refuses forged, expired and misplaced credentials with 401 before reading the body', async () => {
+    const [, exp, nonce, mac] = webhookBearer.split('.');
+    const bad = [
+      `Authorization: Bearer whk1.${Number(exp) + 1000}.${nonce}.${mac}`,
+      `Authorization: Bearer whk1.1e309.${nonce}.${mac}`,
+      `Authorization: Bearer whk1.${exp}.${nonce}.${mac}x`,
+      `Authorization: Bearer whk2.${exp}.${nonce}.${mac}`,
+      `Authorization: Bearer ${webhookBearer}.extra`,
+      `Authorization: Basic ${BASIC.slice(6)}`,
+      `Authorization: Bearer ${STATIC_WEBHOOK_SECRET}`,
+      `X-Webhook-Secret: ${STATIC_WEBHOOK_SECRET}x`,
+      `X-Webhook-Secret: ${STATIC_WEBHOOK_SECRET.toUpperCase()}`,
+      `Authorization: ${webhookBearer}`,
+    ];
+    for (const h of bad) {
+      // The body is invalid too: authentication answers first.
+      const a = await send('POST', '/webhooks/incode', [J, h], '{"interviewId":"../x","onboardingStatus":1}');
+      expectRefusal(a, 401, 'UNAUTHORIZED');
+      expect(a.headers['www-authenticate']).toBe('Bearer');
+    }
+    expect((await send('POST', '/webhooks/incode', [J, `X-Webhook-Secret: ${STATIC_WEBHOOK_SECRET}`], '{"interviewId":"secretok","onboardingStatus":"OTHER"}')).status).toBe(200);
+  });
+});
+
+describe('afterwards', () => {
+  it('the process is healthy and ready, and nothing failed on the server side', async () => {
+    await expectHealthy();
+    expect((await send('GET', '/readyz')).status).toBe(200);
+    expect((await send('POST', '/session', [J], '{}')).status).toBe(200);
+    expect((await send('GET', `/session/status`, [`X-Incode-Hardware-Id: ${sessionToken}`])).status).toBe(200);
+    expect(broker.logs.lines.filter((l) => /"level":(50|60)/.test(l))).toEqual([]);
+    const metrics = await send('GET', '/metrics');
+    expect(metrics.body).not.toMatch(/status_code="5\d\d"/);
+  });
+
+  it('no secret, credential, token or customer id reached the logs, even at trace level', () => {
+    const text = broker.logs.text;
+    const secrets = [ADMIN_KEY, WEBHOOK_CLIENT_SECRET, STATIC_WEBHOOK_SECRET, BASIC.slice(6), webhookBearer, sessionToken, resumeToken, resumeToken.split('.')[1], CUSTOMER_ID, 'bad-utf8-'];
+    for (const s of secrets) expect({ secret: s.slice(0, 12), logged: text.includes(s) }).toEqual({ secret: s.slice(0, 12), logged: false });
+    // Raw request bytes (Node's parse errors carry them as rawPacket) spell out every header, Authorization included.
+    expect(text).not.toMatch(/rawPacket/);
+    const asBytes = JSON.stringify([...Buffer.from(ADMIN_KEY.slice(0, 12))]).slice(1, -1);
+    expect(text).not.toContain(asBytes);
+    expect(text).not.toMatch(/Authorization: |"authorization"/i);
+  });
+});
