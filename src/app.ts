@@ -2,7 +2,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { STATUS_CODES, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply } from 'fastify';
 import { AjvCompiler, type ValidatorFactory } from '@fastify/ajv-compiler';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
@@ -144,6 +144,13 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
         socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       }
       socket.destroy(err);
+    },
+    // Fastify answers these before any route or hook, with its own body echoing the path: the same body as every
+    // other error instead.
+    frameworkErrors: (err, req, reply: FastifyReply) => {
+      const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      const body = tooLong ? { code: 'PATH_PARAMETER_TOO_LONG', message: 'A path parameter is too long' } : { code: 'BAD_URL', message: 'The path is not valid URL encoding' };
+      void reply.code(tooLong ? 414 : 400).send({ ...body, requestId: req.id });
     },
     // One access line per request (below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
