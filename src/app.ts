@@ -182,6 +182,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.addHook('onRequest', (req, reply, done) => {
     reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
+    // Bodies are read as sent: a compressed one could only fail as "not JSON", or expand past the body limits.
+    const encoding = req.headers['content-encoding'];
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity')
+      return done(new AppError(415, 'UNSUPPORTED_CONTENT_ENCODING', 'Request bodies must not be compressed (Content-Encoding)'));
     const raw = req.raw.rawHeaders;
     let seen: string | null = null;
     for (let i = 0; i < raw.length; i += 2) {

@@ -48,7 +48,8 @@ function mapError(err: FastifyError | Error): Mapped {
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return { status: 400, code: 'INVALID_CONTENT_LENGTH', message: 'Content-Length does not match the body' };
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON' };
+      // Fastify's parser gives the same error (and no cause) for both.
+      return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON, or holds a __proto__ or constructor.prototype key' };
   }
   if (fe.statusCode === 429) return { status: 429, code: 'RATE_LIMITED', message: fe.message || 'Too many requests' };
   if (err instanceof SyntaxError || fe.code === 'FST_ERR_BAD_STATUS_CODE') return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON' };
