@@ -225,6 +225,25 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('cuts off an answer longer than maxResponseBytes instead of buffering it, and stays usable', async () => {
+    const srv = await scripted((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url?.includes('ocr')) return void res.end('{"x":"' + 'a'.repeat(2 * 1024 * 1024) + '"}');
+      res.end('{"overall":{"status":"OK"}}');
+    });
+    const outcomes: string[] = [];
+    const c = client(srv.url, { maxResponseBytes: 1024 * 1024, onCall: (_op, outcome) => outcomes.push(outcome) });
+    const err = (await c.getOcrData('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    expect(err).toBeInstanceOf(IncodeError);
+    expect(err.code).toBe('INCODE_BAD_RESPONSE');
+    expect(err.message).toMatch(/more than 1048576 bytes/);
+    expect(outcomes).toEqual(['bad_response']);
+    // The next call (a new connection if the cut one was dropped) is answered.
+    expect(await c.getScore('t', 'i')).toEqual({ overall: { status: 'OK' } });
+    await c.close();
+    await srv.close();
+  });
+
   it('stops a call when its signal aborts, in flight or still queued behind the pool, as a timeout', async () => {
     const srv = await scripted(() => undefined);
     const outcomes: string[] = [];
