@@ -132,9 +132,9 @@ export class ResultsPipeline {
     // keeps its own.
     await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
     if (job.kind !== 'verify') return;
-    // A dead check must not leave the session stuck: its webhook's inbox key is released, so Incode's redelivery
-    // is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can read the session.
-    if (typeof job.payload.eventKey === 'string') await this.d.store.releaseEvent(job.payload.eventKey);
+    // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
+    // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
+    // read the session.
     const session = await this.d.store.getSession(job.subject);
     if (!session || session.nextPollAt !== null || isTerminal(session.onboardingStatus) || session.resultsStatus === 'erased' || this.pollingGaveUp(session, now)) return;
     const at = this.firstPollAt(session.origin, now);

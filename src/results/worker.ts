@@ -121,12 +121,15 @@ export class JobWorker {
         await store.failJob(job.id, this.owner, e.code, now + delay, now).catch(() => undefined);
         metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
         log.warn({ jobKind: job.kind, interviewId: job.subject, attempt: job.attempts, code: e.code }, 'job failed; retrying');
-      } else {
-        await store.failJob(job.id, this.owner, e.code, null, now).catch(() => undefined);
+      } else if (await store.failJob(job.id, this.owner, e.code, null, now).catch(() => false)) {
         await this.o.onDead(job, e.code).catch(() => undefined);
         metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
         metrics.deadLetters.inc({ kind: job.kind });
         log.error({ jobKind: job.kind, interviewId: job.subject, attempts: job.attempts, code: e.code }, 'job dead-lettered');
+      } else {
+        // Not dead: its lease lapsed and another worker holds it (or the write failed and it is claimed again after
+        // the lease). onDead would fail the session and release its webhook while that attempt may still succeed.
+        log.warn({ jobKind: job.kind, interviewId: job.subject, attempts: job.attempts, code: e.code }, 'job failed after losing its lease; left to its holder');
       }
     } finally {
       clearTimeout(timer);

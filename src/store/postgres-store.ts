@@ -430,20 +430,24 @@ export class PostgresStore implements Store {
     );
   }
 
-  async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<void> {
-    if (retryAt === null) {
-      await this.q(
-        `UPDATE jobs SET state = 'dead', last_error = $3, lease_expires_at = NULL, updated_at = $4::bigint
-         WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
-        [id, owner, errorCode, now],
-      );
-    } else {
-      await this.q(
-        `UPDATE jobs SET state = 'queued', last_error = $3, run_at = $5::bigint, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4::bigint
-         WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
-        [id, owner, errorCode, now, retryAt],
-      );
-    }
+  async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
+    const r =
+      retryAt === null
+        ? await this.q(
+            // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
+            `WITH d AS (
+               UPDATE jobs SET state = 'dead', last_error = $3, lease_expires_at = NULL, updated_at = $4::bigint
+               WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING payload),
+             e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
+             SELECT 1 FROM d`,
+            [id, owner, errorCode, now],
+          )
+        : await this.q(
+            `UPDATE jobs SET state = 'queued', last_error = $3, run_at = $5::bigint, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4::bigint
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
+            [id, owner, errorCode, now, retryAt],
+          );
+    return (r.rowCount ?? 0) > 0;
   }
 
   async countJobs(): Promise<Record<JobState, number>> {

@@ -430,18 +430,22 @@ export class SqliteStore implements Store {
     });
   }
 
-  async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<void> {
+  async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
     return this.write(() => {
       if (retryAt === null) {
-        this.st(
+        const dead = this.st(
           `UPDATE jobs SET state = 'dead', last_error = ?, lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-        ).run(errorCode, now, id, owner);
-      } else {
+        ).run(errorCode, now, id, owner).changes > 0;
+        // In the same write: released later, a redelivery in between would be acked as a duplicate and then forgotten.
+        if (dead) this.st(`DELETE FROM events WHERE key = (SELECT json_extract(payload, '$.eventKey') FROM jobs WHERE id = ?) AND processed_at IS NULL`).run(id);
+        return dead;
+      }
+      return (
         this.st(
           `UPDATE jobs SET state = 'queued', last_error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
            WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-        ).run(errorCode, retryAt, now, id, owner);
-      }
+        ).run(errorCode, retryAt, now, id, owner).changes > 0
+      );
     });
   }
 

@@ -194,8 +194,12 @@ export interface Store {
   /** Claims up to `limit` due jobs (queued and due, or running with an expired lease) for `owner`. */
   claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]>;
   completeJob(id: string, owner: string, now: number): Promise<void>;
-  /** Back to queued at retryAt, or dead when retryAt is null. */
-  failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<void>;
+  /**
+   * Back to queued at retryAt, or dead when retryAt is null. false when `owner` no longer holds the job (its lease
+   * lapsed and another worker claimed it): nothing changed. A job that dies releases the unprocessed inbox event it
+   * was checking (payload.eventKey, see releaseEvent) in the same write: a redelivery from then on is recorded again.
+   */
+  failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean>;
   countJobs(): Promise<Record<JobState, number>>;
   listJobs(subject: string): Promise<Job[]>;
 

@@ -1,7 +1,10 @@
 // The job worker on a real (SQLite) store: its retry schedule (exponential with jitter, capped, never sooner than Incode's Retry-After) and its lease deadline.
 import pino from 'pino';
 import { createMetrics } from '../../src/plugins/metrics';
-import { JobError } from '../../src/results/pipeline';
+import { loadConfig } from '../../src/config';
+import type { ExecutiveTokenProvider } from '../../src/incode/executive-token';
+import type { IncodeClient } from '../../src/incode/client';
+import { JobError, ResultsPipeline } from '../../src/results/pipeline';
 import { JobWorker } from '../../src/results/worker';
 import { Cipher, createStore, type Store } from '../../src/store/index';
 import { waitFor } from '../helpers/wait';
@@ -97,5 +100,73 @@ describe('job lease', () => {
     } finally {
       await worker.stop(1000);
     }
+  });
+});
+
+describe('a lapsed lease', () => {
+  it('an attempt that fails after another worker took its job over dead-letters nothing (no onDead for a job it no longer holds)', async () => {
+    let clock = T0;
+    await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
+    let fail!: () => void;
+    const failing = new Promise<void>((r) => (fail = r));
+    let started = false;
+    const dead: string[] = [];
+    const worker = new JobWorker({
+      store,
+      handle: async () => {
+        started = true;
+        await failing;
+        throw new JobError('INCODE_BAD_REQUEST', false);
+      },
+      onDead: async (job, code) => void dead.push(`${job.id}:${code}`),
+      concurrency: 1,
+      maxAttempts: 5,
+      backoffMs: 10,
+      leaseMs: 1000,
+      idleMs: 10,
+      log: pino({ level: 'silent' }),
+      metrics: createMetrics(),
+      now: () => clock,
+    });
+    worker.start();
+    try {
+      await waitFor(() => started, 5_000, 5);
+      // The lease lapses (a stalled event loop or database) and another replica claims the job and is running it.
+      clock = T0 + 1000;
+      const [taken] = await store.claimJobs('other-replica', 1, 60_000, clock);
+      expect(taken).toMatchObject({ attempts: 2, leaseOwner: 'other-replica' });
+      fail();
+      await waitFor(() => worker.busy === 0, 5_000, 5);
+      expect(dead).toEqual([]);
+      expect((await store.listJobs('i1'))[0]).toMatchObject({ state: 'running', leaseOwner: 'other-replica', lastError: null });
+    } finally {
+      await worker.stop(1000);
+    }
+  });
+});
+
+describe('a dead-lettered webhook check', () => {
+  it("releases its webhook's inbox key as it dies: a redelivery arriving before onDead has run is recorded and checked, not acked and dropped", async () => {
+    const pipeline = new ResultsPipeline({
+      store,
+      config: loadConfig({ RESULTS_MODE: 'webhook' }),
+      incode: {} as IncodeClient,
+      executiveTokens: { configured: false } as ExecutiveTokenProvider,
+      metrics: createMetrics(),
+      log: pino({ level: 'silent' }),
+      now: () => T0,
+    });
+    const webhook = { interviewId: 'i1', onboardingStatus: 'ONBOARDING_FINISHED' };
+    expect(await pipeline.ingestWebhook(webhook)).toEqual({ duplicate: false });
+    const [check] = await store.claimJobs('w', 1, 60_000, T0);
+    // The worker's last attempt fails: the job is dead-lettered, then onDead runs.
+    expect(await store.failJob(check.id, 'w', 'INCODE_UNAVAILABLE', null, T0)).toBe(true);
+    const redelivery = await pipeline.ingestWebhook(webhook);
+    await pipeline.onDead(check, 'INCODE_UNAVAILABLE');
+    expect(redelivery).toEqual({ duplicate: false });
+    const queued = (await store.listJobs('i1')).filter((j) => j.state === 'queued');
+    expect(queued).toMatchObject([{ kind: 'verify', payload: { source: 'webhook', eventKey: 'i1:ONBOARDING_FINISHED' } }]);
+    // Its check still marks the redelivery processed: a further redelivery is a duplicate.
+    expect(await pipeline.ingestWebhook(webhook)).toEqual({ duplicate: true });
   });
 });

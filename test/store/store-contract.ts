@@ -473,6 +473,32 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.listJobs('i2')).toHaveLength(2);
       });
 
+      it('a job that dies releases the unprocessed event it was checking in the same write; a retry or a processed event keeps it', async () => {
+        const e = { key: 'i5:ONBOARDING_FINISHED', interviewId: 'i5', onboardingStatus: 'ONBOARDING_FINISHED', payload: {}, receivedAt: T0 };
+        const check = job('i5', { kind: 'verify', payload: { source: 'webhook', eventKey: e.key } });
+        expect(await store.recordEvent(e, check)).toBe(true);
+        const [first] = await store.claimJobs('w', 1, 1000, T0);
+        expect(await store.failJob(first.id, 'w', 'E', T0, T0)).toBe(true);
+        expect(await store.recordEvent(e, check)).toBe(false);
+        const [second] = await store.claimJobs('w', 1, 1000, T0);
+        // Another owner's dead-letter changes nothing.
+        expect(await store.failJob(second.id, 'other', 'E', null, T0)).toBe(false);
+        expect(await store.recordEvent(e, check)).toBe(false);
+        expect(await store.failJob(second.id, 'w', 'E', null, T0)).toBe(true);
+        expect(await store.recordEvent({ ...e, receivedAt: T0 + 1 }, check)).toBe(true);
+        // The redelivery's check runs and marks it processed: its later death leaves the event recorded.
+        const [third] = await store.claimJobs('w', 1, 1000, T0 + 1);
+        await store.markEventProcessed(e.key, T0 + 2);
+        expect(await store.failJob(third.id, 'w', 'E', null, T0 + 2)).toBe(true);
+        expect(await store.recordEvent(e, check)).toBe(false);
+        // A dead job without an event key releases nothing.
+        const other = { ...e, key: 'i5:X', onboardingStatus: 'X' };
+        expect(await store.recordEvent(other, job('i5'))).toBe(true);
+        const [plain] = await store.claimJobs('w', 1, 1000, T0 + 3);
+        expect(await store.failJob(plain.id, 'w', 'E', null, T0 + 3)).toBe(true);
+        expect(await store.recordEvent(other, job('i5'))).toBe(false);
+      });
+
       it('recordEvent stores a payload holding NUL characters (PostgreSQL jsonb refuses them) with U+FFFD instead', async () => {
         const e = { key: 'i3:X', interviewId: 'i3', onboardingStatus: 'X', payload: { flowId: 'x\u0000y', nested: { list: ['\u0000', 'ok'] }, 'k\u0000': 1 }, receivedAt: T0 };
         expect(await store.recordEvent(e, job('i3'))).toBe(true);
@@ -531,7 +557,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         const [b] = await store.claimJobs('w2', 5, 1000, T0 + 1000);
         expect(b).toMatchObject({ id: a.id, attempts: 2, leaseOwner: 'w2', leaseExpiresAt: T0 + 2000 });
         await store.completeJob(a.id, 'crashed', T0 + 1001);
-        await store.failJob(a.id, 'crashed', 'E', null, T0 + 1001);
+        expect(await store.failJob(a.id, 'crashed', 'E', null, T0 + 1001)).toBe(false);
+        expect(await store.failJob(a.id, 'crashed', 'E', T0 + 2000, T0 + 1001)).toBe(false);
         expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'running', leaseOwner: 'w2' });
         await store.completeJob(a.id, 'w2', T0 + 1002);
         expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'done' });
@@ -542,14 +569,14 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it('failJob retries later or dead-letters', async () => {
         await store.enqueueJob(job('x', { dedupeKey: 'dx' }), T0);
         const [j] = await store.claimJobs('w', 1, 1000, T0);
-        await store.failJob(j.id, 'w', 'E_TIMEOUT', T0 + 500, T0 + 1);
+        expect(await store.failJob(j.id, 'w', 'E_TIMEOUT', T0 + 500, T0 + 1)).toBe(true);
         expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'queued', runAt: T0 + 500, lastError: 'E_TIMEOUT', leaseOwner: null, leaseExpiresAt: null });
         expect(await store.claimJobs('w', 1, 1000, T0 + 499)).toEqual([]);
         const [again] = await store.claimJobs('w', 1, 1000, T0 + 500);
         expect(again.attempts).toBe(2);
-        await store.failJob(again.id, 'someone-else', 'E_OTHER', null, T0 + 501);
+        expect(await store.failJob(again.id, 'someone-else', 'E_OTHER', null, T0 + 501)).toBe(false);
         expect((await store.listJobs('x'))[0].state).toBe('running');
-        await store.failJob(again.id, 'w', 'E_GIVE_UP', null, T0 + 502);
+        expect(await store.failJob(again.id, 'w', 'E_GIVE_UP', null, T0 + 502)).toBe(true);
         expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'dead', lastError: 'E_GIVE_UP', attempts: 2 });
         expect(await store.claimJobs('w', 1, 1000, T0 + 1e9)).toEqual([]);
         expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 0, dead: 1 });
@@ -700,6 +727,20 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.restoreResumeToken('i1', 'h1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 4)).toBe(false);
         expect(await store.checkResumeToken('i1', 'h2', T0 + 4)).toBe(true);
+      });
+    });
+
+    describe('two replicas on one database', () => {
+      itShared('of one Idempotency-Key claimed and one resume token spent from two store instances at once, one wins each', async () => {
+        const other = await open();
+        await session('i1');
+        await store.createResumeToken('h1', 'i1', T0 + 100);
+        const [claims, spends] = await Promise.all([
+          Promise.all([store, other, store, other].map((s, i) => s.claimIdempotencyKey('s', 'k', `h${i}`, T0 + 1000, T0))),
+          Promise.all([store, other, store, other].map((s) => s.consumeResumeToken('i1', 'h1', T0 + 1))),
+        ]);
+        expect(claims.filter((c) => c.state === 'new')).toHaveLength(1);
+        expect(spends.filter((x) => x !== null)).toEqual([T0 + 100]);
       });
     });
 
