@@ -227,7 +227,12 @@ export class ResultsPipeline {
       // The session's current status decides (a reviewer's verdict may have arrived meanwhile).
       const latest = (await this.d.store.getSession(id)) ?? session;
       const decision = decisionFor(latest.onboardingStatus, scores);
-      await this.d.store.saveResults(id, { scores, ocr, fetchedAt }, decision, now);
+      if (!(await this.d.store.saveResults(id, { scores, ocr, fetchedAt }, decision, now))) {
+        // Erased meanwhile, or a fetch that started later stored its results (and sends its own callback): this
+        // older answer must not reach the customer's backend after the newer one.
+        this.d.log.info({ interviewId: id }, 'results not stored: the session was erased or has newer results');
+        return;
+      }
       this.d.metrics.resultsStored.inc({ decision });
       if (job.payload.source === 'poll') this.d.metrics.pollingRepairs.inc();
       if (this.d.config.callback.url) {

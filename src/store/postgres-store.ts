@@ -235,27 +235,28 @@ export class PostgresStore implements Store {
     );
   }
 
-  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void> {
+  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<boolean> {
     const scores = this.cipher.encryptJson(results.scores, aad.scores(interviewId));
     const ocr = this.cipher.encryptJson(results.ocr, aad.ocr(interviewId));
-    await this.tx(async (c) => {
+    return this.tx(async (c) => {
       // FOR UPDATE serializes against a concurrent erasure of the same session.
       const { rows } = await this.q<{ results_status: string }>('SELECT results_status FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], c);
       if (!rows[0]) throw new Error('saveResults: unknown session');
       // A late results job must not bring PII back after an erasure.
-      if (rows[0].results_status === 'erased') return;
+      if (rows[0].results_status === 'erased') return false;
       const saved = await this.q(
         `INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES ($1, $2, $3, $4, $5::bigint) ${RESULTS_UPSERT_TAIL}`,
         [interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt],
         c,
       );
-      if (!saved.rowCount) return;
+      if (!saved.rowCount) return false;
       await this.q(
         `UPDATE sessions SET results_status = 'ready', decision = $2, last_error = NULL, updated_at = GREATEST(updated_at, $3::bigint)
          WHERE interview_id = $1`,
         [interviewId, decision, now],
         c,
       );
+      return true;
     });
   }
 

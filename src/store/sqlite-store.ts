@@ -246,19 +246,20 @@ export class SqliteStore implements Store {
     });
   }
 
-  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void> {
+  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<boolean> {
     const scores = this.cipher.encryptJson(results.scores, aad.scores(interviewId));
     const ocr = this.cipher.encryptJson(results.ocr, aad.ocr(interviewId));
     return this.write(() => {
       const cur = this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined;
       if (!cur) throw new Error('saveResults: unknown session');
       // A late results job must not bring PII back after an erasure.
-      if (cur.results_status === 'erased') return;
+      if (cur.results_status === 'erased') return false;
       const saved = this.st(`INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES (?, ?, ?, ?, ?) ${RESULTS_UPSERT_TAIL}`).run(interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt);
-      if (!saved.changes) return;
+      if (!saved.changes) return false;
       this.st(
         `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
       ).run(decision, now, interviewId);
+      return true;
     });
   }
 

@@ -165,9 +165,10 @@ export interface Store {
   setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void>;
   /**
    * Stores scores and OCR encrypted, sets resultsStatus=ready and the decision; unless the stored results come from a
-   * fetch that started later (results.fetchedAt is when the fetch started): then nothing changes.
+   * fetch that started later (results.fetchedAt is when the fetch started), or the session was erased: then nothing
+   * changes. Returns whether the results were stored.
    */
-  saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<void>;
+  saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<boolean>;
   getResults(interviewId: string): Promise<StoredResults | null>;
   /** Rejects a cursor it did not hand out with InvalidCursorError. */
   listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }>;

@@ -417,11 +417,19 @@ function pipelineSuite(which: Engine) {
     }
   });
 
-  it("keeps a newer status's results when an older status's results job answers last", async () => {
+  it("keeps a newer status's results when an older status's results job answers last, and tells the customer once", async () => {
     const proxy = await startSlowFirstScoreProxy(1500);
+    const callbacks: string[] = [];
+    const receiver = Fastify();
+    receiver.post('/hook', async (req) => {
+      callbacks.push(JSON.stringify((req.body as { data: unknown }).data));
+      return { ok: true };
+    });
+    await receiver.listen({ port: 0, host: '127.0.0.1' });
     try {
       // The reviewer's verdict comes 400 ms after ONBOARDING_FINISHED, while that status's score fetch is held back.
-      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '5000' }, { processingDelayMs: 400 });
+      const hook = `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`;
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '5000', CALLBACK_URL: hook, CALLBACK_SECRET: `whsec_${Buffer.from('x'.repeat(24)).toString('base64')}` }, { processingDelayMs: 400 });
       proxy.state.target = p.emulator.url;
       const s = await p.newSession({ externalCustomerId: 'emu:manual-approved' });
       await captureAll(`${p.emulator.url}/0/`, s.token);
@@ -432,8 +440,12 @@ function pipelineSuite(which: Engine) {
       const v = (await p.admin(`/sessions/${s.interviewId}`)).body;
       expect(v).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED', resultsStatus: 'ready', decision: 'approve' });
       expect(v.scores.overall.status).toBe('MANUAL_OK');
+      // The older answer stored nothing, so it sent nothing: one callback, for the newer status.
+      await waitFor(async () => (await p.broker.app.store.countJobs()).queued + (await p.broker.app.store.countJobs()).running === 0);
+      expect(callbacks).toEqual([JSON.stringify({ interviewId: s.interviewId, onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve' })]);
     } finally {
       await proxy.close();
+      await receiver.close();
     }
   });
 

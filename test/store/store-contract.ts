@@ -249,12 +249,12 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it('keeps the results whose fetch started last: an older fetch saved later replaces nothing', async () => {
         // A slow job for an older status (its fetch started first) finishing after a newer status's job.
         await session('i1');
-        await store.saveResults('i1', { scores: { overall: 'MANUAL_OK' }, ocr: { v: 2 }, fetchedAt: T0 + 50 }, 'approve', T0 + 60);
-        await store.saveResults('i1', { scores: { overall: 'MANUAL_PENDING' }, ocr: { v: 1 }, fetchedAt: T0 + 40 }, 'review', T0 + 70);
+        expect(await store.saveResults('i1', { scores: { overall: 'MANUAL_OK' }, ocr: { v: 2 }, fetchedAt: T0 + 50 }, 'approve', T0 + 60)).toBe(true);
+        expect(await store.saveResults('i1', { scores: { overall: 'MANUAL_PENDING' }, ocr: { v: 1 }, fetchedAt: T0 + 40 }, 'review', T0 + 70)).toBe(false);
         expect(await store.getResults('i1')).toEqual({ scores: { overall: 'MANUAL_OK' }, ocr: { v: 2 }, fetchedAt: T0 + 50 });
         expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', decision: 'approve', updatedAt: T0 + 60 });
         // A fetch started at the same time or later replaces.
-        await store.saveResults('i1', { scores: { overall: 'OK' }, ocr: { v: 3 }, fetchedAt: T0 + 50 }, 'approve', T0 + 80);
+        expect(await store.saveResults('i1', { scores: { overall: 'OK' }, ocr: { v: 3 }, fetchedAt: T0 + 50 }, 'approve', T0 + 80)).toBe(true);
         expect(await store.getResults('i1')).toEqual({ scores: { overall: 'OK' }, ocr: { v: 3 }, fetchedAt: T0 + 50 });
         await store.saveResults('i1', { scores: { overall: 'FAIL' }, ocr: { v: 4 }, fetchedAt: T0 + 90 }, 'decline', T0 + 95);
         expect(await store.getResults('i1')).toEqual({ scores: { overall: 'FAIL' }, ocr: { v: 4 }, fetchedAt: T0 + 90 });
@@ -390,7 +390,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         for (const pii of [OCR_NAME, EXT_ID, TOKEN]) expect(text).not.toContain(pii);
 
         // Nothing brings PII back afterwards.
-        await store.saveResults('i1', { scores: {}, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 60);
+        expect(await store.saveResults('i1', { scores: {}, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 60)).toBe(false);
         expect(await store.getResults('i1')).toBeNull();
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'again', externalCustomerId: 'again', now: T0 + 61 });
         expect(await store.getSession('i1')).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased' });
