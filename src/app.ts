@@ -164,12 +164,15 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     res.end(JSON.stringify({ code: 'EXPECTATION_FAILED', message: 'Only Expect: 100-continue is supported' }));
   });
 
+  // Origin and path only: a URL's user info or query may hold credentials.
+  const upstreamUrl = new URL(config.incode.apiUrl);
+  const upstream = (upstreamUrl.origin + upstreamUrl.pathname).replace(/\/$/, '');
   if (config.sandbox)
     app.log.warn(
-      { sandbox: true, upstream: config.incode.apiUrl, generatedEncryptionKey: config.encryption.generated },
+      { sandbox: true, upstream, generatedEncryptionKey: config.encryption.generated },
       'SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at /sandbox/incode (stored data uses a throwaway encryption key)',
     );
-  else app.log.info({ sandbox: false, upstream: config.incode.apiUrl }, 'broker starting against Incode');
+  else app.log.info({ sandbox: false, upstream }, 'broker starting against Incode');
 
   let draining = false;
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
@@ -220,8 +223,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // Only JSON (and the webhook token endpoint's form body, registered in its own scope) is accepted.
   app.removeContentTypeParser('text/plain');
 
-  await app.register(metricsPlugin);
+  // The error handler first: a route takes the handler in place when it is registered, /metrics included.
   await app.register(errorHandler);
+  await app.register(metricsPlugin);
   await app.register(underPressure, {
     maxEventLoopDelay: config.eventLoopMaxLagMs || 0,
     // Called only under pressure. A rejection goes to the central error handler, like every other error.

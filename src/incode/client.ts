@@ -79,6 +79,11 @@ interface CallSpec {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Statuses a metric names one by one; the rest by class, since any upstream or proxy can answer any three digits. */
+const NAMED_STATUSES = new Set([400, 401, 403, 404, 405, 406, 408, 409, 413, 422, 429, 500, 502, 503, 504]);
+const httpOutcome = (status: number): string =>
+  NAMED_STATUSES.has(status) ? `http_${status}` : status >= 300 && status < 600 ? `http_${Math.floor(status / 100)}xx` : 'http_other';
+
 interface Exchanged {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
@@ -343,7 +348,7 @@ export class IncodeClient {
     // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit.
     if (e.isClientError) circuit?.success();
     else circuit?.failure();
-    this.opts.onCall?.(spec.operation, `http_${status}`, seconds());
+    this.opts.onCall?.(spec.operation, httpOutcome(status), seconds());
     throw e;
   }
 }

@@ -59,6 +59,8 @@ export interface FinishOptions {
   /** Overall bound of wait + mark complete + results (default: the orchestrator's waitTimeoutMs). */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** The request that started the onboarding: its polls and finish-status travel to Incode under the same id. */
+  requestId?: string;
 }
 
 export interface FinishResult {
@@ -236,6 +238,7 @@ export class Orchestrator {
   async finish(interviewId: string, opts: FinishOptions = {}): Promise<FinishResult> {
     const { store, pipeline, config } = this.d;
     const signal = opts.signal;
+    const ctx: CallContext = { requestId: opts.requestId, signal };
     const deadline = this.now() + (opts.timeoutMs ?? this.d.waitTimeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS);
     const session = await store.getSession(interviewId);
     if (!session?.token) throw new OnboardingError('wait', 'SESSION_NOT_FOUND', 'No stored session with a token for this interviewId', interviewId);
@@ -258,13 +261,13 @@ export class Orchestrator {
       if (this.now() >= nextPoll) {
         nextPoll = this.now() + pollEvery;
         try {
-          const polled = (await this.d.incode.getOnboardingStatus(token, interviewId, { signal })).onboardingStatus;
+          const polled = (await this.d.incode.getOnboardingStatus(token, interviewId, ctx)).onboardingStatus;
           if (typeof polled === 'string' && isKnownStatus(polled)) await pipeline.apply(interviewId, polled, 'orchestrator');
           // A flow without "mark completed on status" stops at its last module status: ONBOARDING_FINISHED comes only
           // after finish-status, so waiting for it first would never end. Processing is done once the ID's
           // post-processing is (the face match answered before this wait began).
           if (config.results.markComplete && !marked && typeof polled === 'string' && statusRank(polled) === PROGRESS_RANK) {
-            if ((await this.d.incode.isPostProcessFinished(token, interviewId, { signal })).finished === true) marked = await this.markComplete(interviewId, token, signal, finishFailures);
+            if ((await this.d.incode.isPostProcessFinished(token, interviewId, ctx)).finished === true) marked = await this.markComplete(interviewId, token, ctx, finishFailures);
           }
           continue;
         } catch (err) {
@@ -286,7 +289,7 @@ export class Orchestrator {
 
     // 2. mark completed (optional in the guide: the flow may already do it)
     if (!config.results.markComplete) await this.record(interviewId, 'finish', 'skipped', { code: 'MARK_COMPLETE_OFF' });
-    else if (!marked) await this.markComplete(interviewId, token, signal, finishFailures);
+    else if (!marked) await this.markComplete(interviewId, token, ctx, finishFailures);
 
     // 3. results: the pipeline's job fetches and stores them; make sure one is queued, then wait for it.
     const before = await store.getSession(interviewId);
@@ -313,7 +316,7 @@ export class Orchestrator {
   async run(input: CaptureInput, opts: FinishOptions = {}): Promise<{ captures: CapturesOutcome; result: FinishResult | null }> {
     const captures = await this.runCaptures(input);
     if (!captures.ok) return { captures, result: null };
-    return { captures, result: await this.finish(captures.interviewId, { signal: input.signal, ...opts }) };
+    return { captures, result: await this.finish(captures.interviewId, { signal: input.signal, requestId: input.requestId, ...opts }) };
   }
 
   // ---- helpers ----
@@ -388,9 +391,9 @@ export class Orchestrator {
    * only when a retry may succeed (Incode unavailable or timing out), so the wait asks again at its next poll.
    * `failures.last` is the code of the previous attempt's failure: the same failure again is logged, not recorded.
    */
-  private async markComplete(interviewId: string, token: string, signal: AbortSignal | undefined, failures: { last: string | null }): Promise<boolean> {
+  private async markComplete(interviewId: string, token: string, ctx: CallContext, failures: { last: string | null }): Promise<boolean> {
     try {
-      await this.d.incode.finishStatus(token, { signal });
+      await this.d.incode.finishStatus(token, ctx);
       await this.record(interviewId, 'finish', 'ok');
       return true;
     } catch (err) {

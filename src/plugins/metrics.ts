@@ -26,7 +26,16 @@ export function createMetrics() {
       registers: [registry],
       async collect() {
         if (!sources.jobCounts) return;
-        for (const [state, n] of Object.entries(await sources.jobCounts())) this.set({ state }, n);
+        let counts: Record<string, number>;
+        try {
+          counts = await sources.jobCounts();
+        } catch {
+          // A database outage must not fail the whole scrape (every other metric matters most then); the depth is
+          // left out, not shown stale.
+          this.reset();
+          return;
+        }
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
       },
     }),
     pollingRepairs: new Counter({ name: 'polling_repairs_total', help: 'Results that arrived through polling with no webhook', registers: [registry] }),

@@ -109,9 +109,9 @@ export class ResultsPipeline {
   async handle(job: Job, signal?: AbortSignal): Promise<void> {
     switch (job.kind) {
       case 'verify':
-        return this.verify(job, { signal });
+        return this.verify(job, { signal, requestId: `job-${job.id}` });
       case 'results':
-        return this.fetchResults(job, { signal });
+        return this.fetchResults(job, { signal, requestId: `job-${job.id}` });
       case 'callback':
         return this.callback(job);
       default:
@@ -174,7 +174,7 @@ export class ResultsPipeline {
         await this.d.store.audit('webhook-unverified', id, { code: err.code }, now);
         return this.done(job);
       }
-      throw this.asJobError(err, token);
+      throw this.asJobError(err, token, id);
     }
     if (typeof status !== 'string' || !isKnownStatus(status)) {
       await this.d.store.audit('unknown-status', id, { status: String(status).slice(0, 64) }, now);
@@ -244,7 +244,7 @@ export class ResultsPipeline {
       }
       this.d.log.info({ interviewId: id, decision }, 'results stored');
     } catch (err) {
-      throw this.asJobError(err, token);
+      throw this.asJobError(err, token, id);
     }
   }
 
@@ -279,11 +279,11 @@ export class ResultsPipeline {
     try {
       return { value: await exec.get(), executive: true };
     } catch (err) {
-      throw this.asJobError(err, null);
+      throw this.asJobError(err, null, id);
     }
   }
 
-  private asJobError(err: unknown, token: { executive: boolean } | null): JobError {
+  private asJobError(err: unknown, token: { executive: boolean } | null, interviewId: string): JobError {
     if (err instanceof JobError) return err;
     if (err instanceof IncodeError) {
       if (err.code === 'INCODE_UNAUTHORIZED' && token?.executive) {
@@ -292,7 +292,9 @@ export class ResultsPipeline {
       }
       return new JobError(err.code, err.retryable, err.details.retryAfterMs);
     }
-    this.d.log.error({ err: { message: (err as Error)?.message } }, 'job failed unexpectedly');
+    // The session to follow, and the error's kind, never its message: a parser's message quotes what it read (OCR).
+    const { name, code } = (err ?? {}) as { name?: unknown; code?: unknown };
+    this.d.log.error({ interviewId, err: { type: typeof name === 'string' ? name : typeof err, code: typeof code === 'string' ? code : undefined } }, 'job failed unexpectedly');
     return new JobError('INTERNAL_ERROR', true);
   }
 }

@@ -16,10 +16,10 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
   let cached: { at: number; ok: boolean; detail?: string } = { at: 0, ok: false };
 
   // Any HTTP answer proves Incode is reachable; cached briefly so probes do not hammer it.
-  async function upstream(): Promise<{ ok: boolean; detail?: string }> {
+  async function upstream(requestId: string): Promise<{ ok: boolean; detail?: string }> {
     if (Date.now() - cached.at < 5000) return cached;
     try {
-      const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers: { 'api-version': '1.0' }, headersTimeout: 2000, bodyTimeout: 2000 });
+      const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers: { 'api-version': '1.0', 'x-request-id': requestId }, headersTimeout: 2000, bodyTimeout: 2000 });
       await res.body.dump();
       cached = { at: Date.now(), ok: res.statusCode < 500 };
       if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
@@ -31,12 +31,12 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
 
   app.get('/healthz', { schema: { summary: 'Liveness', tags: ['health'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
 
-  app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: { 200: Ready, 503: Ready } } }, async (_req, reply) => {
+  app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: { 200: Ready, 503: Ready } } }, async (req, reply) => {
     const database = await app.store.ping().then(
       () => ({ ok: true }),
       () => ({ ok: false, detail: 'unreachable' }),
     );
-    const incode = await upstream();
+    const incode = await upstream(req.id);
     const draining = { ok: !opts.isDraining() };
     const ok = database.ok && incode.ok && draining.ok;
     reply.status(ok ? 200 : 503);

@@ -177,7 +177,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       else {
         const ac = new AbortController();
         const p: Promise<void> = o
-          .finish(interviewId, { signal: ac.signal })
+          .finish(interviewId, { signal: ac.signal, requestId: req.id })
           .then(
             (r) => req.log.info({ interviewId, decision: r.decision }, 'onboarding finished'),
             // The orchestrator already recorded the step and its code on the session; no PII in this line.

@@ -69,16 +69,44 @@ describe('request ids', () => {
     expect(nf.body.requestId).toBe('client-req-404');
   });
 
-  it('sends the request id on every Incode call of a server-side onboarding', async () => {
+  it('sends the request id on every Incode call of a server-side onboarding, the background wait included', async () => {
     const before = proxy.records.length;
-    await request(broker.url)
+    const onb = await request(broker.url)
       .post('/onboardings')
       .set('authorization', `Bearer ${ADMIN_KEY}`)
       .set('x-request-id', 'client-onb-0001')
       .send({ front: sampleImages().front, back: sampleImages().back, selfie: sampleImages().selfie })
       .expect(202);
+    await ready(onb.body.interviewId);
     const calls = proxy.records.slice(before).filter((r) => r.headers['x-request-id'] === 'client-onb-0001').map((r) => r.path.split('?')[0]);
-    expect(calls).toEqual(expect.arrayContaining(['/omni/start', '/omni/add/front-id/v2', '/omni/add/back-id/v2', '/omni/add/face/third-party']));
+    expect(calls).toEqual(expect.arrayContaining(['/omni/start', '/omni/add/front-id/v2', '/omni/add/back-id/v2', '/omni/process/id', '/omni/add/face/third-party', '/omni/process/face']));
+    // The status polls after the 202 belong to the same request: an operator follows the session to Incode by its id.
+    expect(calls).toContain('/omni/get/onboarding/status');
+  });
+
+  it('sends the request id to Incode from every other route that calls it', async () => {
+    const sent = (id: string) => proxy.records.filter((r) => r.headers['x-request-id'] === id).map((r) => r.path.split('?')[0]);
+    const s = (await request(broker.url).post('/session').set('x-request-id', 'rid-start').send({}).expect(200)).body;
+    expect(sent('rid-start')).toEqual(['/omni/start']);
+    await request(broker.url).post('/session/resume').set('x-request-id', 'rid-resume').send({ resumeToken: s.resumeToken }).expect(200);
+    expect(sent('rid-resume')).toEqual(['/omni/start']);
+    await request(broker.url).get('/session/onboarding-url').set('x-request-id', 'rid-url').set('x-incode-hardware-id', s.token).expect(200);
+    expect(sent('rid-url')).toEqual(['/omni/onboarding-url']);
+    // This broker's first readiness check (later ones within 5 s reuse its answer) probes Incode.
+    await request(broker.url).get('/readyz').set('x-request-id', 'rid-ready');
+    expect(sent('rid-ready')).toEqual(['/omni/get/onboarding/status']);
+  });
+
+  it("names the job on the Incode calls of the results pipeline (job-<id>), so Incode's logs lead back to it", async () => {
+    const before = proxy.records.length;
+    const s = (await request(broker.url).post('/session').send({}).expect(200)).body;
+    await captureAll(`${emu.url}/0/`, s.token);
+    await ready(s.interviewId);
+    const jobs = await broker.app.store.listJobs(s.interviewId);
+    const reads = proxy.records.slice(before).filter((r) => /^\/omni\/get\/(score|ocr-data)/.test(r.path) && r.path.includes(s.interviewId));
+    expect(reads.length).toBeGreaterThanOrEqual(2);
+    const named = new Set(jobs.map((j) => `job-${j.id}`));
+    for (const r of reads) expect(named.has(String(r.headers['x-request-id']))).toBe(true);
   });
 
   it('puts the reqId on every log line of a request, including failures', async () => {
