@@ -68,6 +68,7 @@ function clientErrorAnswer(code: string | undefined): [number, string, string] {
 
 /** Where sandbox mode mounts the emulator. */
 const SANDBOX_PREFIX = '/sandbox/incode';
+const isEmulatorUrl = (url: string) => url.startsWith(`${SANDBOX_PREFIX}/`);
 
 const ajvCompilers = AjvCompiler();
 type AjvModeOptions = Extract<NonNullable<Parameters<ValidatorFactory>[1]>, { mode?: never }>;
@@ -83,7 +84,7 @@ const bodyStrictValidators: ValidatorFactory = (externalSchemas, ajvOptions) => 
   // Fastify passes its `ajv` option, which this app sets in Ajv's own (not JTD) mode.
   const options = { ...ajvOptions, mode: undefined, customOptions: { ...(ajvOptions as AjvModeOptions | undefined)?.customOptions, coerceTypes: false } };
   const strict = ajvCompilers(externalSchemas, options);
-  const lenient = (url = '') => url.startsWith(`${SANDBOX_PREFIX}/`) || url.startsWith('/webhooks/');
+  const lenient = (url = '') => isEmulatorUrl(url) || url.startsWith('/webhooks/');
   return (route) => (route.httpPart === 'body' && !lenient(route.url) ? strict : coercing)(route);
 };
 
@@ -170,7 +171,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   if (config.sandbox)
     app.log.warn(
       { sandbox: true, upstream, generatedEncryptionKey: config.encryption.generated },
-      'SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at /sandbox/incode (stored data uses a throwaway encryption key)',
+      `SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at ${SANDBOX_PREFIX} (stored data uses a throwaway encryption key)`,
     );
   else app.log.info({ sandbox: false, upstream }, 'broker starting against Incode');
 
@@ -182,6 +183,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // and a retry sending one of two keys would start (and pay for) a second session.
   const single = new Set(['authorization', 'idempotency-key', 'x-app-key', 'x-incode-hardware-id', config.webhook.secretHeader]);
   const singleLengths = new Set([...single].map((h) => h.length));
+  // @fastify/cors refuses an OPTIONS request without Origin or Access-Control-Request-Method with a text/plain 400:
+  // the same refusal, answered like every other error. Only where it would refuse (CORS enabled, not the emulator).
+  const corsEnabled = config.corsOrigins.length > 0;
   app.addHook('onRequest', (req, reply, done) => {
     reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
@@ -199,6 +203,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       if (seen?.includes(`|${name}|`)) return done(new AppError(400, 'DUPLICATE_HEADER', `The ${name} header must be sent once`));
       seen = `${seen ?? '|'}${name}|`;
     }
+    if (corsEnabled && req.method === 'OPTIONS' && !(req.headers.origin && req.headers['access-control-request-method']) && !(config.sandbox && isEmulatorUrl(req.url)))
+      return done(new AppError(400, 'INVALID_PREFLIGHT', 'A CORS preflight needs the Origin and Access-Control-Request-Method headers'));
     done();
   });
   app.addHook('preClose', async () => {
@@ -246,19 +252,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     exposedHeaders: ['x-request-id', 'retry-after'],
     maxAge: 600,
   };
-  // @fastify/cors refuses an OPTIONS request without Origin or Access-Control-Request-Method with a text/plain 400:
-  // the same refusal, answered like every other error. Only where it would refuse (CORS enabled, not the emulator).
-  if (brokerCors.origin !== false)
-    app.addHook('onRequest', (req, _reply, done) => {
-      if (req.method !== 'OPTIONS' || (req.headers.origin && req.headers['access-control-request-method']) || (config.sandbox && req.url.startsWith('/sandbox/incode/')))
-        return done();
-      done(new AppError(400, 'INVALID_PREFLIGHT', 'A CORS preflight needs the Origin and Access-Control-Request-Method headers'));
-    });
   // The sandbox emulator answers its own CORS (the SDK's api-version header, PUT): this hook would
   // otherwise reply to the SDK's preflights first, with the broker's narrower header list.
   // Outside sandbox mode the options are static (a delegator re-normalises them on every request).
   if (config.sandbox)
-    await app.register(cors, { delegator: (req, cb) => cb(null, req.url.startsWith('/sandbox/incode/') ? { origin: false } : brokerCors) });
+    await app.register(cors, { delegator: (req, cb) => cb(null, isEmulatorUrl(req.url) ? { origin: false } : brokerCors) });
   else await app.register(cors, brokerCors);
   await app.register(swagger, {
     openapi: {
@@ -273,7 +271,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(resultsPlugin, { config, runWorker: deps.runWorker });
 
   await app.register(rateCounterPlugin, { config, counter: deps.rateCounter });
-  const guards = createSessionGuards(app, config, app.rateCounter);
+  const guards = createSessionGuards(app, config);
 
   if (config.sandbox) {
     // The emulator is loaded in sandbox mode only; production never has it in memory.
@@ -292,10 +290,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   }
 
   // What the SDK is initialised with: the browser-reachable URL of the token-only (/0/) surface.
-  const sdkApiUrl = config.sandbox ? `${config.publicUrl}/sandbox/incode/0/` : `${config.incode.apiUrl}/0/`;
+  const sdkApiUrl = config.sandbox ? `${config.publicUrl}${SANDBOX_PREFIX}/0/` : `${config.incode.apiUrl}/0/`;
   await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, isDraining: () => draining });
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
-  await app.register(webhookRoutes, { config, tokenRateCounter: app.rateCounter });
+  await app.register(webhookRoutes, { config });
   await app.register(sessionsRoutes, { config });
   await app.register(onboardingsRoutes, { config });
   await app.register(webRoutes, { config, sdkApiUrl });

@@ -5,7 +5,7 @@ import { AppError } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { bearer, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyRef } from '../store/types';
-import { clientNetwork, type RateCounter, type RateLimitEntry } from './rate-counter';
+import { clientNetwork, type RateLimitEntry } from './rate-counter';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -29,7 +29,7 @@ export interface SessionGuards {
   ): Promise<T>;
 }
 
-export function createSessionGuards(app: FastifyInstance, config: Config, counter: RateCounter): SessionGuards {
+export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;
   const appKeyMatches = keyMatcher(callerAuth.appKeys);
   // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown).
@@ -71,7 +71,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config, counte
       limits.push({ key: `customer:${sha256Hex(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').trim().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
     if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
     if (!limits.length) return;
-    const over = await counter.hitAll(limits, rateLimit.windowMs);
+    const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);
     if (over) {
       const { max, what } = limits[over.index];
       const retry = Math.max(1, Math.ceil(over.resetMs / 1000));

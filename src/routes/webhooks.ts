@@ -9,7 +9,7 @@ import { AppError } from '../errors';
 import { withErrors } from '../schemas';
 import { bearer, safeEqual } from '../security';
 import { isKnownStatus } from '../results/status';
-import { clientNetwork, MemoryRateCounter, type RateCounter } from '../protection/rate-counter';
+import { clientNetwork } from '../protection/rate-counter';
 
 const WebhookBody = Type.Object(
   {
@@ -83,10 +83,9 @@ function credentialsMatch(readings: { id: string; secret: string }[], id: string
   return ok;
 }
 
-const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config; tokenRateCounter?: RateCounter }> = async (app, opts) => {
+const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, opts) => {
   const cfg = opts.config.webhook;
   const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(cfg.clientSecret, cfg.tokenTtlSeconds) : null;
-  const counter = opts.tokenRateCounter ?? new MemoryRateCounter();
   // The form parser in a scope of the token endpoint's own: the webhook itself, like every other route, takes JSON only.
   const tokenScope: FastifyPluginAsyncTypebox = async (scope) => {
     await scope.register(formbody, { bodyLimit: 4096 });
@@ -108,7 +107,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config; tokenRateCounte
       },
       async (req, reply) => {
         // Guessing the client secret is the attack here: limit attempts per address.
-        const over = await counter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
+        const over = await app.rateCounter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
         if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
         if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
         if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {
