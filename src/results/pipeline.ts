@@ -107,11 +107,13 @@ export class ResultsPipeline {
 
   /** Runs one job; `signal` (the worker's lease deadline) stops its Incode calls. */
   async handle(job: Job, signal?: AbortSignal): Promise<void> {
+    // Incode's logs lead back to the job by its id.
+    const ctx: CallContext = { signal, requestId: `job-${job.id}` };
     switch (job.kind) {
       case 'verify':
-        return this.verify(job, { signal, requestId: `job-${job.id}` });
+        return this.verify(job, ctx);
       case 'results':
-        return this.fetchResults(job, { signal, requestId: `job-${job.id}` });
+        return this.fetchResults(job, ctx);
       case 'callback':
         return this.callback(job);
       default:

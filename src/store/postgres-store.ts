@@ -399,10 +399,6 @@ export class PostgresStore implements Store {
     await this.q('UPDATE events SET processed_at = $2::bigint WHERE key = $1', [key, now]);
   }
 
-  async releaseEvent(key: string): Promise<void> {
-    await this.q('DELETE FROM events WHERE key = $1 AND processed_at IS NULL', [key]);
-  }
-
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {
     const r = await this.q(queuedJobSql(1), queuedJobParams(j, now));
     return (r.rowCount ?? 0) > 0;

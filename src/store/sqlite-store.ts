@@ -396,12 +396,6 @@ export class SqliteStore implements Store {
     });
   }
 
-  async releaseEvent(key: string): Promise<void> {
-    return this.write(() => {
-      this.st('DELETE FROM events WHERE key = ? AND processed_at IS NULL').run(key);
-    });
-  }
-
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {
     return this.write(() => {
       return this.insertJob(j, now);

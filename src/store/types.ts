@@ -186,11 +186,6 @@ export interface Store {
   /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */
   recordEvent(e: InboxEvent, job: NewJob): Promise<boolean>;
   markEventProcessed(key: string, now: number): Promise<void>;
-  /**
-   * Forgets an event that was never processed (its verify job died), in one statement, so that Incode's redelivery
-   * of the same webhook is recorded and checked again instead of dropped as a duplicate. A processed event stays.
-   */
-  releaseEvent(key: string): Promise<void>;
   enqueueJob(j: NewJob, now: number): Promise<boolean>;
   /** Claims up to `limit` due jobs (queued and due, or running with an expired lease) for `owner`. */
   claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]>;
@@ -198,7 +193,8 @@ export interface Store {
   /**
    * Back to queued at retryAt, or dead when retryAt is null. false when `owner` no longer holds the job (its lease
    * lapsed and another worker claimed it): nothing changed. A job that dies releases the unprocessed inbox event it
-   * was checking (payload.eventKey, see releaseEvent) in the same write: a redelivery from then on is recorded again.
+   * was checking (payload.eventKey) in the same write, so Incode's redelivery of that webhook is recorded and checked
+   * again instead of dropped as a duplicate; a processed event stays.
    */
   failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean>;
   countJobs(): Promise<Record<JobState, number>>;
