@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/config';
 import type { ExecutiveTokenProvider } from '../../src/incode/executive-token';
 import type { IncodeClient } from '../../src/incode/client';
 import { JobError, ResultsPipeline } from '../../src/results/pipeline';
-import { JobWorker } from '../../src/results/worker';
+import { JobWorker, type WorkerOptions } from '../../src/results/worker';
 import { Cipher, createStore, type Store } from '../../src/store/index';
 import { waitFor } from '../helpers/wait';
 
@@ -17,31 +17,29 @@ beforeEach(async () => {
 });
 afterEach(async () => store.close());
 
+/** A worker on the test's store, quiet and quick to poll; each test names what it is about. */
+const worker = (o: Pick<WorkerOptions, 'handle'> & Partial<WorkerOptions>) =>
+  new JobWorker({ store, onDead: async () => undefined, concurrency: 1, maxAttempts: 5, backoffMs: 10, idleMs: 10, log: pino({ level: 'silent' }), metrics: createMetrics(), ...o });
+
 /** Runs one attempt of one job that fails with err, and returns the job as the store then holds it. */
 async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempts?: number }) {
   await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
-  const worker = new JobWorker({
-    store,
+  const w = worker({
     handle: async () => {
       throw err;
     },
-    onDead: async () => undefined,
-    concurrency: 1,
     maxAttempts: opts.maxAttempts ?? 100,
     backoffMs: opts.backoffMs,
-    idleMs: 10,
-    log: pino({ level: 'silent' }),
-    metrics: createMetrics(),
     now: () => T0,
   });
-  worker.start();
+  w.start();
   try {
     return await waitFor(async () => {
       const [job] = await store.listJobs('i1');
       return job && job.attempts === 1 && job.state === 'queued' ? job : null;
     }, 5_000, 10);
   } finally {
-    await worker.stop(1000);
+    await w.stop(1000);
   }
 }
 
@@ -68,8 +66,7 @@ describe('job lease', () => {
     await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: Date.now() }, Date.now());
     const aborted: number[] = [];
     const started = Date.now();
-    const worker = new JobWorker({
-      store,
+    const w = worker({
       handle: (_job, signal) =>
         new Promise<void>((_resolve, reject) =>
           signal.addEventListener('abort', () => {
@@ -77,16 +74,12 @@ describe('job lease', () => {
             reject(new JobError('INCODE_TIMEOUT', true));
           }),
         ),
-      onDead: async () => undefined,
       concurrency: 2,
       maxAttempts: 5,
       backoffMs: 60_000,
       leaseMs: 1000,
-      idleMs: 10,
-      log: pino({ level: 'silent' }),
-      metrics: createMetrics(),
     });
-    worker.start();
+    w.start();
     try {
       const job = await waitFor(async () => {
         const [j] = await store.listJobs('i1');
@@ -98,7 +91,7 @@ describe('job lease', () => {
       expect(aborted[0]).toBeGreaterThanOrEqual(700);
       expect(aborted[0]).toBeLessThan(1000);
     } finally {
-      await worker.stop(1000);
+      await w.stop(1000);
     }
   });
 });
@@ -111,8 +104,7 @@ describe('a lapsed lease', () => {
     const failing = new Promise<void>((r) => (fail = r));
     let started = false;
     const dead: string[] = [];
-    const worker = new JobWorker({
-      store,
+    const w = worker({
       handle: async () => {
         started = true;
         await failing;
@@ -123,12 +115,9 @@ describe('a lapsed lease', () => {
       maxAttempts: 5,
       backoffMs: 10,
       leaseMs: 1000,
-      idleMs: 10,
-      log: pino({ level: 'silent' }),
-      metrics: createMetrics(),
       now: () => clock,
     });
-    worker.start();
+    w.start();
     try {
       await waitFor(() => started, 5_000, 5);
       // The lease lapses (a stalled event loop or database) and another replica claims the job and is running it.
@@ -136,11 +125,11 @@ describe('a lapsed lease', () => {
       const [taken] = await store.claimJobs('other-replica', 1, 60_000, clock);
       expect(taken).toMatchObject({ attempts: 2, leaseOwner: 'other-replica' });
       fail();
-      await waitFor(() => worker.busy === 0, 5_000, 5);
+      await waitFor(() => w.busy === 0, 5_000, 5);
       expect(dead).toEqual([]);
       expect((await store.listJobs('i1'))[0]).toMatchObject({ state: 'running', leaseOwner: 'other-replica', lastError: null });
     } finally {
-      await worker.stop(1000);
+      await w.stop(1000);
     }
   });
 });
