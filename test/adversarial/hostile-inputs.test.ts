@@ -110,6 +110,15 @@ function raw(data: Buffer, opts: { halfClose?: boolean; timeoutMs?: number } = {
 
 const send = (method: string, path: string, headers: string[] = [], body: Buffer | string = '') => raw(httpRequest(method, path, headers, body));
 
+/** Every route that reads a JSON body, with the credentials it needs (the webhook's bearer is known once fetched). */
+const jsonRoutes = (): [string, string[]][] => [
+  ['/session', []],
+  ['/session/resume', []],
+  ['/onboardings', [ADMIN]],
+  ['/webhooks/incode', [`Authorization: Bearer ${webhookBearer}`]],
+  ['/demo/capture-check', []],
+];
+
 /** A refusal as the project promises it: the expected 4xx, a JSON body with string code and message, no internals. */
 function expectRefusal(a: Answer, status: number | number[], code?: string | RegExp): Record<string, unknown> {
   const where = `${a.status} ${JSON.stringify(a.headers['content-type'])} ${a.body.slice(0, 300)}`;
@@ -177,13 +186,7 @@ describe('content types and encodings', () => {
   });
 
   it('anything but JSON is 415 on every JSON route (text/plain, multipart, form, +json, empty, none)', async () => {
-    const routes: [string, string[]][] = [
-      ['/session', []],
-      ['/session/resume', []],
-      ['/onboardings', [ADMIN]],
-      ['/webhooks/incode', [`Authorization: Bearer ${webhookBearer}`]],
-      ['/demo/capture-check', []],
-    ];
+    const routes = jsonRoutes();
     const types = ['Content-Type: text/plain', 'Content-Type: multipart/form-data; boundary=xx', 'Content-Type: application/merge-patch+json', 'Content-Type: ', null];
     for (const [path, auth] of routes)
       for (const ct of types) {
@@ -311,14 +314,7 @@ describe('JSON values: depth, numbers, prototype keys, invalid UTF-8', () => {
 
   it('__proto__ and constructor.prototype keys, at any depth, are refused on every JSON route', async () => {
     const bodies = ['{"__proto__":{"isAdmin":true}}', '{"constructor":{"prototype":{"isAdmin":true}}}', `{"x":${deepObject(50_000, '{"__proto__":{"polluted":1}}')}}`];
-    const routes: [string, string[]][] = [
-      ['/session', []],
-      ['/session/resume', []],
-      ['/onboardings', [ADMIN]],
-      ['/webhooks/incode', [`Authorization: Bearer ${webhookBearer}`]],
-      ['/demo/capture-check', []],
-      ['/webhooks/incode/token', [`Authorization: ${BASIC}`]],
-    ];
+    const routes: [string, string[]][] = [...jsonRoutes(), ['/webhooks/incode/token', [`Authorization: ${BASIC}`]]];
     for (const [path, auth] of routes) for (const b of bodies) expectRefusal(await send('POST', path, [...auth, J], b), [400, 413]);
     // The message names the keys as a reason, since the JSON itself is valid.
     for (const b of bodies.slice(0, 2)) expect(String(expectRefusal(await send('POST', '/session', [J], b), 400, 'INVALID_JSON').message)).toMatch(/__proto__/);

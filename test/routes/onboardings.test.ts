@@ -39,6 +39,18 @@ function recordRequests(server: Server) {
   return { urls, stop: () => server.off('request', onRequest) };
 }
 
+/**
+ * After a closed broker: no background finish ran for the session, and the logs say it was left to polling. Closed,
+ * the broker's Incode client has drained: every call it will ever make has reached the emulator. A background finish
+ * reads the session's status the moment it starts (and would then fail on the closed store), whereas the captures
+ * never name the session in a query.
+ */
+function expectLeftToPolling(incodeUrls: string[], logs: string, interviewId: string) {
+  expect(incodeUrls.filter((u) => u.includes(`id=${interviewId}`))).toEqual([]);
+  expect(logs).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
+  expect(logs).toMatch(/onboarding left to background polling at shutdown/);
+}
+
 describe('POST /onboardings', () => {
   it('answers 202 once the captures are accepted, then finishes in the background', async () => {
     const res = await post({ ...GOOD, externalCustomerId: 'customer-1' });
@@ -252,11 +264,7 @@ describe('POST /onboardings', () => {
       const res = await answer;
       expect(res.status).toBe(202);
       await closing;
-      // Closed, the broker calls Incode no more, and a background finish reads the status as soon as it starts: had one
-      // been left running (to fail on the closed store), the emulator would have seen that read by now.
-      expect(incode.urls.filter((u) => u.includes(`id=${res.body.interviewId}`))).toEqual([]);
-      expect(b.logs.text).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
-      expect(b.logs.text).toMatch(/onboarding left to background polling at shutdown/);
+      expectLeftToPolling(incode.urls, b.logs.text, res.body.interviewId);
     } finally {
       incode.stop();
       await slow.close();
@@ -287,13 +295,8 @@ describe('POST /onboardings', () => {
       req.end(body.slice(1000));
       const res = await answered;
       expect(res.status).toBe(202);
-      // Once closed, the broker's Incode client has drained and shut: every call it will ever make about this session
-      // has reached the emulator by now. A background finish reads the session's status the moment it starts (and
-      // would then fail on the closed store), whereas the captures never name the session in a query.
       await closing;
-      expect(incode.urls.filter((u) => u.includes(`id=${res.body.interviewId}`))).toEqual([]);
-      expect(b.logs.text).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
-      expect(b.logs.text).toMatch(/onboarding left to background polling at shutdown/);
+      expectLeftToPolling(incode.urls, b.logs.text, res.body.interviewId);
     } finally {
       incode.stop();
       received.stop();
