@@ -372,6 +372,10 @@ export function loadConfig(env: Env): Config {
 
   const publicUrl = str(env, 'PUBLIC_URL') ?? `http://localhost:${port}`;
   const incodeApiUrl = str(env, 'INCODE_API_URL')!;
+  // The key-authenticated API is the base; the SDK's token-only URL is derived from it (base + /0/), and the
+  // executive login never lives under /0/, so a base that already ends there would break both.
+  if (/\/0\/?$/.test(new URL(incodeApiUrl).pathname))
+    throw new ConfigError('INCODE_API_URL', 'must be the API base (e.g. https://demo-api.incodesmile.com), not its token-only /0/ URL');
   // (Production without an API key was refused above: sandbox mode never gets here.)
   if (production) refuseCleartextIncode(incodeApiUrl);
 

@@ -598,6 +598,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     if (!s.selfie) return fail(reply, 400, 'Selfie must be uploaded before process/face');
     if (!s.front) return fail(reply, 400, 'Front of the ID must be uploaded before process/face');
     const d = s.directives;
+    if (d.processFaceError) return fail(reply, 400, 'Processing error', 6000, 'Processing error');
     s.faceMatch = !d.noMatch;
     if (s.facePhase !== 1) sessions.startFaceProcessing(s);
     const out: Record<string, unknown> = { confidence: s.faceMatch ? 1 : 0, existingUser: d.existingUser };

@@ -92,6 +92,10 @@ export function buildScore(s: Session): Record<string, unknown> {
   if (faceDone && d.existingUser) {
     faceRecognition.existingInterviewId = existingInterviewIdFor(s);
     faceRecognition.customerId = `cust-${existingInterviewIdFor(s).slice(-8)}`;
+    // As process/face answers it: the earlier session's externalId, when it had one.
+    const externalId = s.externalCustomerId ?? s.externalId;
+    if (externalId) faceRecognition.existingExternalId = externalId;
+    faceRecognition.nameMatch = leaf('1', 'OK');
   }
 
   const governmentValidation =

@@ -133,6 +133,7 @@ function interviewCodeFor(id: string): string {
 
 /** ID and face processing both done (what finish-status and the automatic finish wait for). */
 const isProcessed = (s: Session): boolean => s.idPhase === 2 && s.facePhase === 2;
+const isProcessing = (s: Session): boolean => s.idPhase === 1 || s.facePhase === 1;
 
 export type NewSession = Omit<
   Session,
@@ -225,20 +226,24 @@ export class SessionStore {
     }, this.opts.processingDelayMs);
   }
 
-  /** finish-status: completes a processed session now; one still processing completes when processing ends. */
+  /**
+   * finish-status marks the session completed whatever was captured (Incode then scores what it has); one still
+   * processing completes as soon as that processing ends.
+   */
   requestFinish(s: Session): void {
     s.finishRequested = true;
-    if (isProcessed(s)) this.complete(s);
+    if (!isProcessing(s)) this.complete(s);
   }
 
   private maybeFinish(s: Session): void {
-    if (!isProcessed(s) || s.finishScheduled) return;
-    // A flow without "mark completed on status" waits for finish-status (a session left unfinished still expires);
-    // one asked to finish while processing completes as soon as processing ends.
-    if (s.directives.noAutoFinish && !s.directives.expire) {
-      if (s.finishRequested) this.complete(s);
+    if (isProcessing(s)) return;
+    if (s.finishRequested) {
+      this.complete(s);
       return;
     }
+    if (!isProcessed(s) || s.finishScheduled) return;
+    // A flow without "mark completed on status" waits for finish-status (a session left unfinished still expires).
+    if (s.directives.noAutoFinish && !s.directives.expire) return;
     s.finishScheduled = true;
     this.opts.timers.set(() => this.complete(s), this.opts.processingDelayMs);
   }

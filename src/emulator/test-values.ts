@@ -6,7 +6,9 @@ export const SELFIE_ERROR_CODES: Record<number, string> = {
   101: 'Glasses detected.',
   4010: 'Multiple faces detected.',
   4019: 'Face not found.',
+  1001: 'Face cropping failure.',
   1003: 'Face cropping failure.',
+  3002: 'Face cropping failure.',
   3004: 'Face cropping failure.',
   3005: 'Face too small.',
   3006: 'Selfie blurry.',
@@ -14,6 +16,9 @@ export const SELFIE_ERROR_CODES: Record<number, string> = {
   3008: 'Image size unsupported.',
   3009: 'Wrong orientation.',
   3010: 'Bad image compression.',
+  4005: 'Spoof attempt detected.',
+  500: 'Processing error',
+  6000: 'Processing error',
 };
 
 export function selfieErrorText(code: number): string {
@@ -36,6 +41,7 @@ export interface Directives {
   unknownDocument?: Repeat;
   oneSided: boolean;
   processIdError: boolean;
+  processFaceError: boolean;
   expire: boolean;
   manual?: 'approved' | 'rejected';
   gov: boolean;
@@ -54,6 +60,7 @@ export function emptyDirectives(): Directives {
     dark: false,
     oneSided: false,
     processIdError: false,
+    processFaceError: false,
     expire: false,
     gov: false,
     noAutoFinish: false,
@@ -91,6 +98,7 @@ export const DIRECTIVES: readonly DirectiveSpec[] = [
   { pattern: /^unknown-document-once$/, example: 'emu:unknown-document-once', description: 'as above, first front upload only', apply: (d) => { d.unknownDocument = 'once'; } },
   { pattern: /^one-sided$/, example: 'emu:one-sided', description: 'front: typeOfId Passport, skipBackIdCapture true; process/id needs no back', apply: (d) => { d.oneSided = true; } },
   { pattern: /^process-id-error$/, example: 'emu:process-id-error', description: 'process/id answers HTTP 400 envelope with status 6000', apply: (d) => { d.processIdError = true; } },
+  { pattern: /^process-face-error$/, example: 'emu:process-face-error', description: 'process/face answers HTTP 400 envelope with status 6000', apply: (d) => { d.processFaceError = true; } },
   { pattern: /^expire$/, example: 'emu:expire', description: 'once processing is done the status goes to EXPIRED instead of ONBOARDING_FINISHED', apply: (d) => { d.expire = true; } },
   { pattern: /^manual-approved$/, example: 'emu:manual-approved', description: 'after ONBOARDING_FINISHED: MANUAL_REVIEW_APPROVED; score overall MANUAL_PENDING then MANUAL_OK', apply: (d) => { d.manual = 'approved'; } },
   { pattern: /^manual-rejected$/, example: 'emu:manual-rejected', description: 'after ONBOARDING_FINISHED: MANUAL_REVIEW_REJECTED; score overall MANUAL_PENDING then MANUAL_FAIL', apply: (d) => { d.manual = 'rejected'; } },

@@ -126,6 +126,8 @@ export type OcrDataResponse = Record<string, unknown> & {
   /** Proof-of-address module: the statement's address, and which kind of document it was. */
   addressFromStatement?: string;
   addressFieldsFromStatement?: Record<string, string>;
+  /** The integration guide's name for addressFieldsFromStatement. */
+  addressFromStatementFields?: Record<string, string>;
   documentType?: string;
 };
 

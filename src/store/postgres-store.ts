@@ -20,6 +20,8 @@ import {
   sessionInsertSql,
   sessionInsertValues,
   sessionMergeSql,
+  spentResumeMarker,
+  isResumeHash,
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
@@ -527,17 +529,17 @@ export class PostgresStore implements Store {
       'SELECT resume_token_hash FROM sessions WHERE interview_id = $1 AND resume_expires_at > $2::bigint',
       [interviewId, now],
     );
-    return hashesEqual(rows[0]?.resume_token_hash, tokenHash);
+    return isResumeHash(tokenHash) && hashesEqual(rows[0]?.resume_token_hash, tokenHash);
   }
 
   async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null> {
     if (!(await this.checkResumeToken(interviewId, tokenHash, now))) return null;
     // Checked in constant time above; the conditional UPDATE makes the spend atomic (one winner among racers).
     const { rows } = await this.q<{ resume_expires_at: string }>(
-      `UPDATE sessions SET resume_token_hash = NULL
+      `UPDATE sessions SET resume_token_hash = $4
        WHERE interview_id = $1 AND resume_token_hash = $2 AND resume_expires_at > $3::bigint AND results_status <> 'erased'
        RETURNING resume_expires_at`,
-      [interviewId, tokenHash, now],
+      [interviewId, tokenHash, now, spentResumeMarker(tokenHash)],
     );
     return rows[0] ? Number(rows[0].resume_expires_at) : null;
   }
@@ -545,8 +547,8 @@ export class PostgresStore implements Store {
   async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {
     await this.q(
       `UPDATE sessions SET resume_token_hash = $2, resume_expires_at = $3::bigint
-       WHERE interview_id = $1 AND resume_token_hash IS NULL AND results_status <> 'erased'`,
-      [interviewId, tokenHash, expiresAt],
+       WHERE interview_id = $1 AND resume_token_hash = $4 AND results_status <> 'erased'`,
+      [interviewId, tokenHash, expiresAt, spentResumeMarker(tokenHash)],
     );
   }
 }

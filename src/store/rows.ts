@@ -81,6 +81,22 @@ export function idempotencyResponseId(cipher: Cipher, scope: string, key: string
 }
 
 /**
+ * What a spent resume token leaves in resume_token_hash: it never matches a hash (so it cannot be spent again),
+ * and only that same token can be restored over it, so a token issued after the spend (which overwrites it) is
+ * never replaced by an older one whose Incode call failed.
+ */
+export function spentResumeMarker(tokenHash: string): string {
+  return `${SPENT}${tokenHash}`;
+}
+
+const SPENT = 'spent:';
+
+/** Whether a resume-token hash given to the store can be a live token's (a marker passed as a hash never is). */
+export function isResumeHash(tokenHash: string): boolean {
+  return typeof tokenHash === 'string' && !tokenHash.startsWith(SPENT);
+}
+
+/**
  * What an upsert of an existing session (table alias `s`) may change, the same on both engines: it fills a missing
  * token or customer id (never on an erased session) and only ever raises the status. `greatest` is the dialect's
  * two-argument maximum (SQLite MAX, PostgreSQL GREATEST).

@@ -23,6 +23,8 @@ import {
   sessionInsertSql,
   sessionInsertValues,
   sessionMergeSql,
+  spentResumeMarker,
+  isResumeHash,
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
@@ -518,27 +520,28 @@ export class SqliteStore implements Store {
     const r = this.st('SELECT resume_token_hash FROM sessions WHERE interview_id = ? AND resume_expires_at > ?').get(interviewId, now) as
       | { resume_token_hash: string | null }
       | undefined;
-    return hashesEqual(r?.resume_token_hash, tokenHash);
+    return isResumeHash(tokenHash) && hashesEqual(r?.resume_token_hash, tokenHash);
   }
 
   async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null> {
-    // Read, compare in constant time and clear in one write transaction: of concurrent spends, one wins.
+    // Read, compare in constant time and mark spent in one write transaction: of concurrent spends, one wins.
     return this.write(() => {
       const r = this.st(
         `SELECT resume_token_hash, resume_expires_at FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
       ).get(interviewId, now) as { resume_token_hash: string | null; resume_expires_at: number } | undefined;
-      if (!r || !hashesEqual(r.resume_token_hash, tokenHash)) return null;
-      this.st('UPDATE sessions SET resume_token_hash = NULL WHERE interview_id = ?').run(interviewId);
+      if (!r || !isResumeHash(tokenHash) || !hashesEqual(r.resume_token_hash, tokenHash)) return null;
+      this.st('UPDATE sessions SET resume_token_hash = ? WHERE interview_id = ?').run(spentResumeMarker(tokenHash), interviewId);
       return r.resume_expires_at;
     });
   }
 
   async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {
     return this.write(() => {
-      this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND resume_token_hash IS NULL AND results_status <> 'erased'`).run(
+      this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND resume_token_hash = ? AND results_status <> 'erased'`).run(
         tokenHash,
         expiresAt,
         interviewId,
+        spentResumeMarker(tokenHash),
       );
     });
   }

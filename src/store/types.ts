@@ -216,6 +216,6 @@ export interface Store {
    * calls with one token, one gets its expiry, the others null. restoreResumeToken puts it back after a failure.
    */
   consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null>;
-  /** Puts a consumed resume token back, unless the session has a newer one (or was erased) meanwhile. */
+  /** Puts a consumed resume token back, unless a newer one was issued since (even if that one was spent in turn) or the session was erased. */
   restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void>;
 }

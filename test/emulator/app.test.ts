@@ -328,7 +328,6 @@ describe('emulator app', () => {
       try {
         const f = await fullFlow(slow, { redirectionUrl: 'https://app.example.com/done' });
         expect(await statusOf(slow, f.token)).toBe('UNKNOWN');
-        expect((await slow.call('GET', '/omni/finish-status', { token: f.token })).body.action).toBe('none');
         expect((await slow.call('GET', '/omni/get/postprocess/isfinished', { token: f.token })).body).toEqual({ finished: false });
         await waitFor(() => slow.app.emulator.sessions.get(f.interviewId)!.idPhase === 2 && slow.app.emulator.sessions.get(f.interviewId)!.facePhase === 2);
         // The automatic finish is still processingDelayMs away; finish-status does it now.
@@ -341,6 +340,31 @@ describe('emulator app', () => {
       } finally {
         await slow.close();
       }
+    });
+
+    it('finish-status asked during processing completes the session as soon as processing ends', async () => {
+      // The automatic finish would come processingDelayMs after processing; finish-status brings it forward.
+      const slow = await startEmulator({ processingDelayMs: 600 });
+      try {
+        const f = await fullFlow(slow);
+        const fin = await slow.call('GET', '/omni/finish-status', { token: f.token });
+        expect(fin.body.action).toBe('none');
+        expect(await statusOf(slow, f.token)).not.toBe('ONBOARDING_FINISHED');
+        const s = slow.app.emulator.sessions.get(f.interviewId)!;
+        await waitFor(() => s.idPhase === 2 && s.facePhase === 2, 5000, 5);
+        expect(s.status).toBe('ONBOARDING_FINISHED');
+      } finally {
+        await slow.close();
+      }
+    });
+
+    it('finish-status completes at once a session with nothing in processing, even one that captured nothing', async () => {
+      const s = await emu.start();
+      const fin = await emu.call('GET', '/omni/finish-status', { token: s.token });
+      expect(fin.status).toBe(200);
+      expect(await statusOf(emu, s.token)).toBe('ONBOARDING_FINISHED');
+      // Incode scores what it has: nothing was validated, so nothing passes.
+      expect((await emu.call('GET', '/omni/get/score', { token: s.token })).body.overall.status).not.toBe('OK');
     });
 
     it('builds the score with string leaves, UNKNOWN before processing and OK after', async () => {

@@ -55,7 +55,7 @@ describe('test values over HTTP', () => {
   }
   const score = async (t: string) => (await emu.call('GET', '/omni/get/score', { token: t })).body;
 
-  it.each(Object.keys(SELFIE_ERROR_CODES).map(Number).concat([4005, 9999]))('emu:selfie-error-%i answers the envelope every time', async (code) => {
+  it.each(Object.keys(SELFIE_ERROR_CODES).map(Number).concat([9999]))('emu:selfie-error-%i answers the envelope every time', async (code) => {
     const s = await emu.start({ externalCustomerId: `u emu:selfie-error-${code}` });
     for (let i = 0; i < 2; i++) {
       const r = await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: s.token, body: face() });
@@ -109,7 +109,13 @@ describe('test values over HTTP', () => {
     const ns = await score(n.token);
     expect(ns.faceRecognition.overall.status).toBe('FAIL');
     expect(ns.overall.status).toBe('FAIL');
-    expect((await score(e.token)).faceRecognition.existingUser).toBe(true);
+    expect((await score(e.token)).faceRecognition).toMatchObject({
+      existingUser: true,
+      existingInterviewId: e.pf.body.existingInterviewId,
+      existingExternalId: 'cust-9 emu:existing-user',
+      nameMatch: { value: '1', status: 'OK' },
+    });
+    expect(ns.faceRecognition).not.toHaveProperty('existingExternalId');
   });
 
   it('emu:unknown-document and emu:unknown-document-once reject the front', async () => {
@@ -133,6 +139,13 @@ describe('test values over HTTP', () => {
   it('emu:process-id-error answers 6000', async () => {
     const f = await flow('emu:process-id-error');
     expectEnvelope(f.pid, 400, 6000);
+  });
+
+  it('emu:process-face-error answers 6000 on process/face, and the face is never processed', async () => {
+    const f = await flow('emu:process-face-error');
+    expectEnvelope(f.pf, 400, 6000);
+    expect(f.pf.body.path).toBe('/omni/process/face');
+    expect(emu.app.emulator.sessions.get(f.interviewId)!.facePhase).toBe(0);
   });
 
   it('emu:expire ends in EXPIRED instead of finishing', async () => {

@@ -264,17 +264,20 @@ describe('verdicts', () => {
 });
 
 describe('failures', () => {
-  it('an Incode failure mid-flow says where and why, and leaves the session failed', async () => {
+  it.each([
+    ['emu:process-id-error', 'process-id', 'processId', ['start:ok', 'front:ok', 'back:ok', 'process-id:failed']],
+    ['emu:process-face-error', 'face-match', 'processFace', ['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:ok', 'face-match:failed']],
+  ])('an Incode failure mid-flow (%s) says where and why, and leaves the session failed', async (customer, step, operation, steps) => {
     let err: OnboardingError | undefined;
-    await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:process-id-error' })).catch((e) => (err = e));
+    await r.orchestrator.runCaptures(input({ externalCustomerId: customer })).catch((e) => (err = e));
     expect(err).toBeInstanceOf(OnboardingError);
-    expect(err).toMatchObject({ step: 'process-id', code: 'INCODE_BAD_REQUEST', incode: { operation: 'processId', httpStatus: 400, incodeStatus: 6000 } });
-    expect(err!.message).toMatch(/process-id/);
+    expect(err).toMatchObject({ step, code: 'INCODE_BAD_REQUEST', incode: { operation, httpStatus: 400, incodeStatus: 6000 } });
+    expect(err!.message).toContain(step);
     expect(err!.message).toMatch(/6000/);
     const id = err!.interviewId!;
     expect(await r.store.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_BAD_REQUEST', nextPollAt: null });
-    expect(await stepsOf(id)).toEqual(['start:ok', 'front:ok', 'back:ok', 'process-id:failed']);
-    expect(r.events[r.events.length - 1]).toMatchObject({ step: 'process-id', outcome: 'failed', code: 'INCODE_BAD_REQUEST' });
+    expect(await stepsOf(id)).toEqual(steps);
+    expect(r.events[r.events.length - 1]).toMatchObject({ step, outcome: 'failed', code: 'INCODE_BAD_REQUEST' });
   });
 
   it('a start refused by Incode fails before any session exists', async () => {

@@ -699,7 +699,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.checkResumeToken('i2', 'h1', T0)).toBe(false);
       });
 
-      it('spends a token once (one winner among concurrent spends); a restore puts it back unless a newer one exists', async () => {
+      it('spends a token once (one winner among concurrent spends); a restore puts it back unless a newer one was issued since, even one spent in turn', async () => {
         await session('i1');
         await store.createResumeToken('h1', 'i1', T0 + 100);
         expect(await store.consumeResumeToken('i1', 'wrong', T0)).toBeNull();
@@ -715,6 +715,17 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.restoreResumeToken('i1', 'h1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 4)).toBe(false);
         expect(await store.checkResumeToken('i1', 'h2', T0 + 4)).toBe(true);
+        // The newer token is spent too, while the older one's call is still failing: the older restore must not
+        // take the slot, so the newer one's own restore still gives its holder a token.
+        expect(await store.consumeResumeToken('i1', 'h2', T0 + 5)).toBe(T0 + 200);
+        await store.restoreResumeToken('i1', 'h1', T0 + 100);
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 6)).toBe(false);
+        await store.restoreResumeToken('i1', 'h2', T0 + 200);
+        expect(await store.checkResumeToken('i1', 'h2', T0 + 6)).toBe(true);
+        // Restored, it can be spent once more, and then no more; the marker itself spends nothing.
+        expect(await store.consumeResumeToken('i1', 'h2', T0 + 7)).toBe(T0 + 200);
+        expect(await store.consumeResumeToken('i1', 'h2', T0 + 7)).toBeNull();
+        expect(await store.consumeResumeToken('i1', 'spent:h2', T0 + 7)).toBeNull();
       });
     });
 
