@@ -52,7 +52,7 @@ export const ENV_SCHEMA = {
   INCODE_MAX_RETRIES: { kind: { type: 'int', min: 0, max: 10 }, default: '2', doc: 'Retries of idempotent Incode calls (reads, connection failures).' },
   INCODE_MAX_CONCURRENCY: { kind: { type: 'int', min: 1, max: 100000 }, default: '1024', doc: 'Incode calls in flight at once: caps the pool at the lower of this and INCODE_POOL_CONNECTIONS; more wait in the pool queue (that wait counts in incode_call_duration_seconds).' },
 
-  DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db. Sandbox without DATA_ENCRYPTION_KEY: in memory.' },
+  DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db. Unset in sandbox mode without DATA_ENCRYPTION_KEY: in memory (a file needs a key you keep).' },
   DATABASE_TIMEOUT_MS: {
     kind: { type: 'int', min: 100, max: 600000 },
     default: '10000',
@@ -66,7 +66,7 @@ export const ENV_SCHEMA = {
   WEBHOOK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Static shared secret Incode sends as a custom header.' },
   WEBHOOK_SECRET_HEADER: { kind: { type: 'string' }, default: 'x-webhook-secret', doc: 'Header that carries WEBHOOK_SECRET.' },
   WEBHOOK_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 86400 }, default: '3600', doc: 'Lifetime of issued webhook access tokens.' },
-  WEBHOOK_ALLOW_UNAUTHENTICATED: { kind: { type: 'bool' }, default: 'false', doc: 'Accept webhooks without credentials (never in production).' },
+  WEBHOOK_ALLOW_UNAUTHENTICATED: { kind: { type: 'bool' }, default: 'false', doc: 'Accept webhooks when no webhook credentials are configured (never in production; sandbox mode always configures some).' },
 
   RESULTS_MODE: { kind: { type: 'enum', values: ['webhook', 'polling', 'both'] }, default: 'both', doc: 'How finished sessions are detected.' },
   POLL_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 3600000 }, default: '5000', doc: 'First delay between status polls of an unfinished session.' },
@@ -98,7 +98,7 @@ export const ENV_SCHEMA = {
   CAPTURE_MIN_SHARPNESS: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this sharpness.' },
   CAPTURE_MIN_HORIZONTAL_RESOLUTION: { kind: { type: 'int', min: 0, max: 100000 }, default: '155', doc: 'ID capture rejected below this horizontalResolution.' },
 
-  REDIS_URL: { kind: { type: 'string' }, doc: 'Redis for rate limits and idempotency shared by replicas (memory otherwise).' },
+  REDIS_URL: { kind: { type: 'string' }, doc: 'Redis for the rate limits shared by replicas (memory otherwise); Idempotency-Keys always live in the database.' },
   TRUST_PROXY_HOPS: { kind: { type: 'int', min: 0, max: 10 }, default: '0', doc: 'Load balancer hops in front; X-Forwarded-For is read only this deep.' },
   RATE_LIMIT_WINDOW_MS: { kind: { type: 'int', min: 1000, max: 86400000 }, default: '60000', doc: 'Window of the POST /session rate limits.' },
   RATE_LIMIT_PER_IP: { kind: { type: 'int', min: 0, max: 1000000 }, default: '30', doc: 'Sessions per client IP per window (0 = off).' },

@@ -13,13 +13,17 @@ const SECTIONS: Record<string, string> = {
   EMULATOR_PROCESSING_DELAY_MS: 'Sandbox emulator',
 };
 
+// Left commented: unset, these mean something their default does not (sandbox mode keeps data in memory unless
+// DATABASE_URL is set), so a copy of this file must behave like no file at all.
+const COMMENTED = new Set(['DATABASE_URL']);
+
 export function renderEnvExample(): string {
   let out =
     '# Every variable the broker reads (src/config.ts is the schema; `npm run env:example` rewrites this file).\n' +
     '# Leave INCODE_API_KEY empty to run in sandbox mode against the built-in Incode emulator.\n';
   for (const [name, spec] of Object.entries(ENV_SCHEMA) as [string, { doc: string; default?: string }][]) {
     if (SECTIONS[name]) out += `\n# --- ${SECTIONS[name]} ---\n`;
-    out += `# ${spec.doc}\n${name}=${spec.default ?? ''}\n`;
+    out += `# ${spec.doc}\n${COMMENTED.has(name) ? '# ' : ''}${name}=${spec.default ?? ''}\n`;
   }
   return out;
 }

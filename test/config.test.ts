@@ -1,7 +1,8 @@
 // Config validation: defaults, sandbox, production refusals, and messages that name the variable.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, ENV_SCHEMA, loadConfig } from '../src/config';
+import { parse as parseDotenv } from 'dotenv';
+import { ConfigError, ENV_SCHEMA, loadConfig, type Config } from '../src/config';
 import { renderEnvExample } from '../src/env-example';
 
 const KEY = Buffer.alloc(32, 1).toString('base64');
@@ -156,6 +157,16 @@ describe('loadConfig', () => {
   it('documents every variable with its default in .env.example (npm run env:example)', () => {
     const example = readFileSync(join(__dirname, '..', '.env.example'), 'utf8');
     expect(example).toBe(renderEnvExample());
-    for (const name of Object.keys(ENV_SCHEMA)) expect(example).toMatch(new RegExp(`^${name}=`, 'm'));
+    for (const name of Object.keys(ENV_SCHEMA)) expect(example).toMatch(new RegExp(`^(# )?${name}=`, 'm'));
+  });
+
+  it('copied to .env unchanged, .env.example starts the same sandbox as no .env at all', () => {
+    const fromExample = loadConfig(parseDotenv(readFileSync(join(__dirname, '..', '.env.example'), 'utf8')));
+    const fromNothing = loadConfig({});
+    expect(fromExample.sandbox).toBe(true);
+    expect(fromExample.database.url).toBe('sqlite::memory:');
+    // Only the throwaway key differs between two loads.
+    const withoutKeys = (c: Config) => ({ ...c, encryption: { ...c.encryption, keys: c.encryption.keys.map((k) => k.id) } });
+    expect(withoutKeys(fromExample)).toEqual(withoutKeys(fromNothing));
   });
 });

@@ -1,6 +1,6 @@
 // Executive token cache: one login in flight at a time, renewed well before Incode's 24 h expiry.
 import type { Config } from '../config';
-import type { IncodeClient } from './client';
+import type { CallContext, IncodeClient } from './client';
 import { jwtClaims } from './token-claims';
 
 const LIFETIME_MS = 24 * 60 * 60 * 1000;
@@ -28,13 +28,17 @@ export class ExecutiveTokenProvider {
     return !!this.credentials;
   }
 
-  async get(): Promise<string> {
+  /**
+   * The login a call starts carries that call's request id; not its abort signal, since the login is shared by every
+   * caller waiting on it (and one caller stopping is no reason to fail the others).
+   */
+  async get(ctx?: Pick<CallContext, 'requestId'>): Promise<string> {
     if (!this.credentials) throw new Error('executive credentials are not configured');
     if (this.token && this.now() < this.expiresAt - this.renewBeforeMs) return this.token;
     if (!this.inflight) {
       const { email, password } = this.credentials;
       this.inflight = this.client
-        .executiveLogin(email, password)
+        .executiveLogin(email, password, ctx?.requestId ? { requestId: ctx.requestId } : undefined)
         .then((r) => {
           this.token = r.token;
           this.expiresAt = this.now() + (jwtLifetimeMs(r.token) ?? LIFETIME_MS);

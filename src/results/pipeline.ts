@@ -164,7 +164,7 @@ export class ResultsPipeline {
     const now = this.now();
     const session = await this.d.store.getSession(id);
     if (session?.resultsStatus === 'erased') return this.done(job);
-    const token = await this.readToken(session, id);
+    const token = await this.readToken(session, id, ctx);
     if (!token) return this.done(job);
 
     let status: string;
@@ -213,7 +213,7 @@ export class ResultsPipeline {
     const id = job.subject;
     const session = await this.d.store.getSession(id);
     if (!session || session.resultsStatus === 'erased') return this.done(job);
-    const token = await this.readToken(session, id);
+    const token = await this.readToken(session, id, ctx);
     if (!token) return this.done(job);
     const incode = this.d.incode;
     try {
@@ -268,7 +268,7 @@ export class ResultsPipeline {
   }
 
   /** The session's own token when this broker created it, else an executive token, else null (recorded). */
-  private async readToken(session: SessionRecord | null, id: string): Promise<{ value: string; executive: boolean } | null> {
+  private async readToken(session: SessionRecord | null, id: string, ctx: CallContext): Promise<{ value: string; executive: boolean } | null> {
     if (session?.origin === 'broker' && session.token) return { value: session.token, executive: false };
     const exec = this.d.executiveTokens;
     if (!exec.configured) {
@@ -279,7 +279,7 @@ export class ResultsPipeline {
       return null;
     }
     try {
-      return { value: await exec.get(), executive: true };
+      return { value: await exec.get(ctx), executive: true };
     } catch (err) {
       throw this.asJobError(err, null, id);
     }

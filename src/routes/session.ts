@@ -102,7 +102,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         tags: ['session'],
         headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
         body: SessionBody,
-        response: withErrors({ 200: SessionResponse }, [401, 403, 404, 409, 422, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [401, 404, 409, 422, 502, 504]),
       },
     },
     async (req) => {

@@ -109,6 +109,20 @@ describe('request ids', () => {
     for (const r of reads) expect(named.has(String(r.headers['x-request-id']))).toBe(true);
   });
 
+  it('names the job on the executive login it makes to read a session started elsewhere', async () => {
+    broker.app.executiveTokens.invalidate();
+    const before = proxy.records.length;
+    // Started at Incode directly (not through this broker): the webhook's job reads it with an executive token.
+    const res = await fetch(`${emu.url}/omni/start`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, 'api-version': '1.0' }, body: '{}' });
+    const started = (await res.json()) as { token: string; interviewId: string };
+    await captureAll(`${emu.url}/0/`, started.token);
+    await ready(started.interviewId);
+    const logins = proxy.records.slice(before).filter((r) => r.path.startsWith('/executive/log-in'));
+    expect(logins.length).toBeGreaterThanOrEqual(1);
+    // Whichever job needed it first names the shared login.
+    for (const l of logins) expect(String(l.headers['x-request-id'])).toMatch(/^job-\S+$/);
+  });
+
   it('puts the reqId on every log line of a request, including failures', async () => {
     await request(broker.url).post('/session').set('x-request-id', 'log-req-ok').send({}).expect(200);
     emu.app.emulator.setFaults({ errorRate: 1 });
