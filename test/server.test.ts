@@ -26,8 +26,13 @@ describe('server process', () => {
     const p = spawnBroker(brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' }));
     procs.push(p);
     await untilHealthy(p, url);
+    // SIGTERM once the broker's call is at the emulator (held there by the latency), not after a guessed delay.
+    let started = false;
+    emu.app.server.on('request', (req: { url?: string }) => {
+      if (req.url?.startsWith('/omni/start')) started = true;
+    });
     const inflight = json(`${url}/session`, { method: 'POST' });
-    await new Promise((r) => setTimeout(r, 200));
+    await waitFor(() => started, 10_000, 10);
     p.child.kill('SIGTERM');
     const res = await inflight;
     expect(res.status).toBe(200);

@@ -109,6 +109,9 @@ export function buildScore(s: Session): Record<string, unknown> {
       : null;
 
   let overall: Verdict | 'MANUAL_OK' | 'MANUAL_FAIL' | 'MANUAL_PENDING' = worst([idVerdict, liveVerdict, faceVerdict]);
+  // A session completed with a module never run (finish-status on an abandoned flow) is scored as it stands: what
+  // was never checked did not pass.
+  if (overall === 'UNKNOWN' && s.status === 'ONBOARDING_FINISHED') overall = 'FAIL';
   if (s.status === 'MANUAL_REVIEW_APPROVED') overall = 'MANUAL_OK';
   else if (s.status === 'MANUAL_REVIEW_REJECTED') overall = 'MANUAL_FAIL';
   else if (d.manual && s.status === 'ONBOARDING_FINISHED') overall = 'MANUAL_PENDING';
@@ -146,6 +149,9 @@ function reasonFor(overall: string, id: Verdict, live: Verdict, face: Verdict): 
   if (id === 'FAIL' || id === 'WARN') parts.push(`ID validation ${id}`);
   if (live === 'FAIL') parts.push('liveness FAIL');
   if (face === 'FAIL') parts.push('face match FAIL');
+  if (id === 'UNKNOWN') parts.push('ID never validated');
+  if (live === 'UNKNOWN') parts.push('no selfie');
+  if (face === 'UNKNOWN') parts.push('face never matched');
   return parts.join(', ') || `Session ${overall}`;
 }
 

@@ -456,15 +456,14 @@ function pipelineSuite(which: Engine) {
       p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '30000', JOB_LEASE_MS: '2000', JOB_BACKOFF_MS: '100' });
       proxy.state.target = p.emulator.url;
       const s = await p.newSession();
-      const started = Date.now();
       await captureAll(`${p.emulator.url}/0/`, s.token);
       const v = await p.ready(s.interviewId, 20_000);
       expect(v.resultsStatus).toBe('ready');
       const [job] = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results');
       // The first attempt gave up (a timeout) and the same job's second attempt stored the results.
       expect(job).toMatchObject({ state: 'done', attempts: 2 });
-      // The held call was abandoned, well before its answer would have come, and only then was the score read again.
-      expect(Date.now() - started).toBeLessThan(8000);
+      // The held call was abandoned (the proxy saw the client leave before its answer) and only then was the score
+      // read again.
       expect(proxy.state.log).toEqual(['slow:abandoned', 'fast:OK']);
     } finally {
       await proxy.close();

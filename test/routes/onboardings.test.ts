@@ -157,7 +157,6 @@ describe('POST /onboardings', () => {
   });
 
   it('sizes the default limit for three photos of several MB each', async () => {
-    expect(broker.config.limits.onboardingBodyBytes).toBe(12 * 1024 * 1024);
     const { loadConfig } = await import('../../src/config');
     expect(loadConfig(brokerEnv(emulator.url)).limits.onboardingBodyBytes).toBeGreaterThanOrEqual(3 * 8 * 1024 * 1024);
   });

@@ -3,7 +3,7 @@
 import net from 'node:net';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { sampleImages } from '../helpers/flow';
-import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
+import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 
 const BUDGET = 1_000_000;
 
@@ -51,9 +51,15 @@ describe('REQUEST_TIMEOUT_MS', () => {
 
   it('closes a stalled upload after the timeout and gives its upload budget back', async () => {
     const b = await startBroker(brokerEnv(emu.url, { REQUEST_TIMEOUT_MS: '2000', ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) }), { runWorker: false });
+    // The refusal below needs the stalled upload admitted first, not merely written by the client.
+    let stalledIn = false;
+    b.app.server.on('request', (req: { url?: string }) => {
+      if (req.url === '/onboardings') stalledIn = true;
+    });
     const stalled = stalledUpload(b.url, BUDGET);
     try {
       const sentAt = await stalled.sent;
+      await waitFor(() => stalledIn, 5_000, 5);
       // While it holds the whole budget, a real upload is turned away: the stalled one really holds it.
       const refused = await upload(b.url);
       expect(refused.status).toBe(503);

@@ -727,6 +727,16 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.consumeResumeToken('i1', 'h2', T0 + 7)).toBeNull();
         expect(await store.consumeResumeToken('i1', 'spent:h2', T0 + 7)).toBeNull();
       });
+
+      it('a token spent before its session is erased is never restored after', async () => {
+        await session('i1');
+        await store.createResumeToken('h1', 'i1', T0 + 100);
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1)).toBe(T0 + 100);
+        await store.eraseSession('i1', 'test', T0 + 2);
+        await store.restoreResumeToken('i1', 'h1', T0 + 100);
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 3)).toBe(false);
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 3)).toBeNull();
+      });
     });
 
     describe('two replicas on one database', () => {
