@@ -174,6 +174,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       `SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at ${SANDBOX_PREFIX} (stored data uses a throwaway encryption key)`,
     );
   else app.log.info({ sandbox: false, upstream }, 'broker starting against Incode');
+  // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.
+  if (!config.sandbox && config.nodeEnv !== 'production')
+    app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
+  if (!config.sandbox && config.callerAuth.mode === 'none' && config.rateLimit.global === 0)
+    app.log.warn('POST /session is open to anyone (CALLER_AUTH=none) with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session');
 
   let draining = false;
   // Callback-style hooks on the hot path: an async hook costs a promise per request.

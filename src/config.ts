@@ -44,6 +44,10 @@ export const ENV_SCHEMA = {
   INCODE_API_KEY: { kind: { type: 'string' }, secret: true, doc: 'Incode API key. Unset = sandbox mode against the built-in emulator.' },
   INCODE_CLIENT_ID: { kind: { type: 'string' }, doc: 'Incode client id (needed for onboarding-url).' },
   INCODE_CONFIGURATION_ID: { kind: { type: 'string' }, doc: 'Default flow (configurationId) for new sessions.' },
+  INCODE_ALLOWED_CONFIGURATION_IDS: {
+    kind: { type: 'string' },
+    doc: 'Flows a POST /session body may name, comma-separated (the default flow always may); empty: any flow of the account. Set it when apps must not choose a lighter flow.',
+  },
   INCODE_EXECUTIVE_EMAIL: { kind: { type: 'string' }, doc: 'Dashboard user for the executive token (reads sessions created elsewhere).' },
   INCODE_EXECUTIVE_PASSWORD: { kind: { type: 'string' }, secret: true, doc: 'Password of INCODE_EXECUTIVE_EMAIL.' },
   INCODE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '15000', doc: 'Header and body timeout of each Incode call.' },
@@ -136,6 +140,8 @@ export interface Config {
     apiKey: string;
     clientId?: string;
     configurationId?: string;
+    /** Flows a caller may name; empty: any. */
+    allowedConfigurationIds: string[];
     executiveEmail?: string;
     executivePassword?: string;
     timeoutMs: number;
@@ -272,9 +278,12 @@ const IN_MEMORY_DATABASE = /^sqlite:(\/\/)?:memory:$/;
 
 /** The API key goes with every Incode call: production sends it over https, or plain http to this machine only. */
 export function refuseCleartextIncode(incodeApiUrl: string): void {
-  const u = new URL(incodeApiUrl);
-  if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname))
-    throw new ConfigError('INCODE_API_URL', 'must use https in production (the API key would travel in cleartext); http is allowed to a loopback host only');
+  refuseCleartext('INCODE_API_URL', incodeApiUrl, 'the API key would travel in cleartext');
+}
+
+function refuseCleartext(name: EnvName, url: string, why: string): void {
+  const u = new URL(url);
+  if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname)) throw new ConfigError(name, `must use https in production (${why}); http is allowed to a loopback host only`);
 }
 
 /** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
@@ -342,11 +351,13 @@ export function loadConfig(env: Env): Config {
     if (!jwksUrl) throw new ConfigError('JWT_JWKS_URL', 'is required when CALLER_AUTH=jwt');
     if (!str(env, 'JWT_ISSUER')) throw new ConfigError('JWT_ISSUER', 'is required when CALLER_AUTH=jwt');
     if (!str(env, 'JWT_AUDIENCE')) throw new ConfigError('JWT_AUDIENCE', 'is required when CALLER_AUTH=jwt');
+    if (production) refuseCleartext('JWT_JWKS_URL', jwksUrl, 'whoever sits on the path could serve its own keys and sign as any caller');
   }
 
   const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
   if (production && callback.secret) requireLength('CALLBACK_SECRET', callbackSecretBytes(callback.secret), MIN_SECRET, 'bytes');
+  if (production && callback.url) refuseCleartext('CALLBACK_URL', callback.url, 'decisions would travel in cleartext');
 
   const executiveEmail = str(env, 'INCODE_EXECUTIVE_EMAIL');
   const executivePassword = str(env, 'INCODE_EXECUTIVE_PASSWORD');
@@ -394,6 +405,7 @@ export function loadConfig(env: Env): Config {
       apiKey: apiKey ?? 'sandbox-api-key',
       clientId: str(env, 'INCODE_CLIENT_ID') ?? (sandbox ? 'sandbox' : undefined),
       configurationId: str(env, 'INCODE_CONFIGURATION_ID'),
+      allowedConfigurationIds: list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'),
       executiveEmail: executiveEmail ?? (sandbox ? 'sandbox@example.com' : undefined),
       executivePassword: executivePassword ?? (sandbox ? 'sandbox-password' : undefined),
       timeoutMs: int(env, 'INCODE_TIMEOUT_MS'),

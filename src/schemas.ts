@@ -19,5 +19,11 @@ export function withErrors<T extends Record<number, TSchema>>(ok: T, statuses: n
   return out;
 }
 
+/**
+ * A customer id: no C0/C1 controls and no bidirectional overrides or isolates, which would let an id display as
+ * another one in Incode's dashboard and in logs of the customer's own systems.
+ */
+export const CUSTOMER_ID_PATTERN = '^[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]+$';
+
 /** The app's own session token, for routes that answer a session about itself (never PII). */
 export const SessionTokenHeaders = Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) });

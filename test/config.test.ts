@@ -95,6 +95,9 @@ describe('loadConfig', () => {
     [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'x' }, 'CALLBACK_SECRET'],
     // A Standard Webhooks secret counts by its decoded key, not by the length of its text.
     [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: `whsec_${Buffer.alloc(8, 3).toString('base64')}` }, 'CALLBACK_SECRET'],
+    // Decisions in cleartext; keys anyone on the path could replace to sign as any caller.
+    [{ CALLBACK_URL: 'http://cb.example.com/hook', CALLBACK_SECRET: 's'.repeat(32) }, 'CALLBACK_URL'],
+    [{ CALLER_AUTH: 'jwt', JWT_JWKS_URL: 'http://idp.example.com/jwks.json', JWT_ISSUER: 'https://idp.example.com/', JWT_AUDIENCE: 'broker' }, 'JWT_JWKS_URL'],
   ])('refuses unsafe production setting %j', (override, variable) => {
     const e = errorFor({ ...prodEnv, ...override });
     expect(e.variable).toBe(variable);

@@ -7,6 +7,9 @@ import { bearer, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyRef } from '../store/types';
 import { clientNetwork, type RateLimitEntry } from './rate-counter';
 
+// Zero-width and soft-hyphen characters: invisible, so they must not make one customer id look like many.
+const INVISIBLE = /[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]/g;
+
 declare module 'fastify' {
   interface FastifyRequest {
     /** Who called, for rate-limit and idempotency scopes: an app key's hash, a JWT subject, or nobody. */
@@ -32,12 +35,13 @@ export interface SessionGuards {
 export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;
   const appKeyMatches = keyMatcher(callerAuth.appKeys);
-  // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown).
+  // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown). A token
+  // without exp would never expire (jose checks exp only when present), so it is refused.
   let verifier: Promise<(token: string) => Promise<{ sub?: unknown }>> | null = null;
   const verify = (token: string) => {
     verifier ??= import('jose').then(({ createRemoteJWKSet, jwtVerify }) => {
       const jwks = createRemoteJWKSet(new URL(callerAuth.jwksUrl!), { timeoutDuration: 5000, cooldownDuration: 30_000 });
-      return async (t: string) => (await jwtVerify(t, jwks, { issuer: callerAuth.issuer, audience: callerAuth.audience, clockTolerance: 30 })).payload;
+      return async (t: string) => (await jwtVerify(t, jwks, { issuer: callerAuth.issuer, audience: callerAuth.audience, clockTolerance: 30, requiredClaims: ['exp'] })).payload;
     });
     return verifier.then((v) => v(token));
   };
@@ -65,10 +69,10 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const limits: (RateLimitEntry & { what: string })[] = [];
     if (rateLimit.perIp > 0) limits.push({ key: `ip:${clientNetwork(req.ip)}`, max: rateLimit.perIp, what: 'from this address' });
     const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
-    // Per caller (one app's users never use up another's budget), and spelled one way: "Victim", "VICTIM" and
-    // "victim\u00a0" are one customer to the limit.
+    // Per caller (one app's users never use up another's budget), and spelled one way: "Victim", "VICTIM",
+    // "victim\u00a0" and "vic\u200btim" are one customer to the limit.
     if (typeof ext === 'string' && rateLimit.perCustomer > 0)
-      limits.push({ key: `customer:${sha256Hex(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').trim().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+      limits.push({ key: `customer:${sha256Hex(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').replace(INVISIBLE, '').trim().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
     if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
     if (!limits.length) return;
     const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);

@@ -8,7 +8,7 @@ import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
-import { withErrors } from '../schemas';
+import { CUSTOMER_ID_PATTERN, withErrors } from '../schemas';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB
 // can overflow its backtracking stack. Standard alphabet, optional padding, optional data: URL prefix.
@@ -22,7 +22,7 @@ const OnboardingBody = Type.Object(
     countryCode: Type.Optional(Type.String({ minLength: 3, maxLength: 3, description: 'ALL (default) or an ISO 3166-1 alpha-3 code; BRA for Brazilian IDs' })),
     configurationId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$', description: 'Incode flow id; INCODE_CONFIGURATION_ID by default' })),
     language: Type.Optional(Type.String({ pattern: '^[a-z]{2}(-[A-Z]{2})?$', description: 'e.g. en-US, es-ES, pt-BR' })),
-    externalCustomerId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description: 'Your user id' })),
+    externalCustomerId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: CUSTOMER_ID_PATTERN, description: 'Your user id (no control or bidirectional-override characters)' })),
   },
   { additionalProperties: false },
 );

@@ -7,16 +7,17 @@ import { isInterviewId } from '../incode/token-claims';
 import { isValidCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
-import { SessionTokenHeaders, withErrors } from '../schemas';
+import { CUSTOMER_ID_PATTERN, SessionTokenHeaders, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
 import type { SessionGuards } from '../protection/session-guards';
+import { isTerminal } from '../results/status';
 
 const SessionBody = Type.Object(
   {
     countryCode: Type.Optional(Type.String({ minLength: 3, maxLength: 3, description: 'ALL (default) or an ISO 3166-1 alpha-3 code; BRA for Brazilian IDs' })),
     configurationId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$', description: 'Incode flow id; INCODE_CONFIGURATION_ID by default' })),
     language: Type.Optional(Type.String({ pattern: '^[a-z]{2}(-[A-Z]{2})?$', description: 'e.g. en-US, es-ES, pt-BR' })),
-    externalCustomerId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description: 'Your user id' })),
+    externalCustomerId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: CUSTOMER_ID_PATTERN, description: 'Your user id (no control or bidirectional-override characters)' })),
     redirectionUrl: Type.Optional(Type.String({ maxLength: 2048, pattern: '^https?://[^\\s]+$', description: 'Where the hosted flow returns the user' })),
   },
   { additionalProperties: false },
@@ -105,10 +106,16 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         response: withErrors({ 200: SessionResponse }, [401, 404, 409, 422, 502, 504]),
       },
     },
-    async (req) => {
+    async (req, reply) => {
+      // A session token and a resume token: no intermediary may keep a copy.
+      reply.header('cache-control', 'no-store');
       const body = req.body;
       const countryCode = body.countryCode ?? 'ALL';
       if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
+      // The flow decides which checks run (liveness, government validation...): an app must not pick a lighter one.
+      const allowed = config.incode.allowedConfigurationIds;
+      if (body.configurationId !== undefined && allowed.length > 0 && body.configurationId !== config.incode.configurationId && !allowed.includes(body.configurationId))
+        throw new AppError(400, 'CONFIGURATION_NOT_ALLOWED', 'configurationId is not one of the flows this service allows');
       const startReq: StartRequest = {
         countryCode,
         configurationId: body.configurationId ?? config.incode.configurationId,
@@ -140,16 +147,22 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         summary: 'Exchange a resume token for a fresh token of the same onboarding (no new Incode session)',
         tags: ['session'],
         body: ResumeBody,
-        response: withErrors({ 200: SessionResponse }, [401, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [401, 409, 502, 504]),
       },
     },
-    async (req) => {
+    async (req, reply) => {
+      reply.header('cache-control', 'no-store');
       const parsed = parseResumeToken(req.body.resumeToken);
       // Spent before Incode is called, so concurrent requests with one token get one fresh token, not several.
       const expiresAt = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, Date.now()));
       if (!parsed || !expiresAt) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown, expired or already used');
       // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;
+      // A finished onboarding needs no token any more, and a fresh one could still read its scores and OCR data from
+      // Incode: a resume token that leaked from the app is worth nothing once the flow is over. (It stays spent.)
+      const session = await app.store.getSession(interviewId);
+      if (!session || isTerminal(session.onboardingStatus))
+        throw new AppError(409, 'SESSION_FINISHED', 'This onboarding has ended: its results are read by your backend, not with a new token');
       let started;
       try {
         started = await app.incode.start({ interviewId }, { requestId: req.id });

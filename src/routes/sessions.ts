@@ -15,6 +15,9 @@ const Step = Type.Object({ step: Type.String(), outcome: Type.String(), code: Ty
 
 const SessionSummary = Type.Object({
   interviewId: Type.String(),
+  externalCustomerId: Type.Union([Type.String(), Type.Null()], {
+    description: 'Your user id as sent to POST /session (or Incode reported): check it is the user who handed you this interviewId',
+  }),
   origin: Type.String(),
   onboardingStatus: Type.String(),
   resultsStatus: ResultsStatus,
@@ -61,6 +64,7 @@ function epochMs(name: string, value: string | undefined): number | undefined {
 export function summary(s: SessionRecord) {
   return {
     interviewId: s.interviewId,
+    externalCustomerId: s.externalCustomerId,
     origin: s.origin,
     onboardingStatus: s.onboardingStatus,
     resultsStatus: s.resultsStatus,

@@ -71,15 +71,13 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
   let otherKey: KeyLike;
   let jwksHits = 0;
 
-  const sign = (claims: Record<string, unknown> = {}, opts: { key?: KeyLike; kid?: string; iss?: string; aud?: string; exp?: number | string; alg?: string; sub?: string | null } = {}) => {
+  const sign = (claims: Record<string, unknown> = {}, opts: { key?: KeyLike; kid?: string; iss?: string; aud?: string; exp?: number | string | null; alg?: string; sub?: string | null } = {}) => {
     const jwt = new SignJWT({ scope: 'session:create', ...claims })
       .setProtectedHeader({ alg: opts.alg ?? 'ES256', kid: opts.kid ?? 'k1' })
       .setIssuedAt();
     if (opts.sub !== null) jwt.setSubject(opts.sub ?? 'user-123');
-    jwt
-      .setIssuer(opts.iss ?? ISSUER)
-      .setAudience(opts.aud ?? AUDIENCE)
-      .setExpirationTime(opts.exp ?? '5m');
+    jwt.setIssuer(opts.iss ?? ISSUER).setAudience(opts.aud ?? AUDIENCE);
+    if (opts.exp !== null) jwt.setExpirationTime(opts.exp ?? '5m');
     return jwt.sign(opts.key ?? signingKey);
   };
 
@@ -135,6 +133,7 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     ['wrong issuer', () => sign({}, { iss: 'https://evil.example.com/' })],
     ['wrong audience', () => sign({}, { aud: 'someone-else' })],
     ['expired (beyond the clock tolerance)', () => sign({}, { exp: Math.floor(Date.now() / 1000) - 120 })],
+    ['without exp (it would never expire)', () => sign({}, { exp: null })],
     ['signed by another key with the same kid', () => sign({}, { key: otherKey })],
     ['signed by another key with an unknown kid', () => sign({}, { key: otherKey, kid: 'k2' })],
     ['alg none', async () => new UnsecuredJWT({ sub: 'user-123' }).setIssuer(ISSUER).setAudience(AUDIENCE).setIssuedAt().setExpirationTime('5m').encode()],

@@ -113,6 +113,10 @@ describe('POST /session rate limits (memory counter)', () => {
     await as('app-one-key-0123456789abcdef', 'victim').expect(200);
     await as('app-one-key-0123456789abcdef', 'VICTIM').expect(200);
     await as('app-one-key-0123456789abcdef', 'victim\u00a0').expect(429);
+    await as('app-one-key-0123456789abcdef', 'vic\u200btim\u00ad').expect(429);
+    // Characters that would make an id display as another one are refused outright.
+    for (const ext of ['victim\u202e', 'vic\u2066tim', 'victim\u0085'])
+      expect((await as('app-one-key-0123456789abcdef', ext).expect(400)).body.code).toBe('VALIDATION_FAILED');
     // Another app's customer of the same id has a budget of its own.
     await as('app-two-key-0123456789abcdef', 'victim').expect(200);
   });

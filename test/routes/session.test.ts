@@ -103,6 +103,24 @@ describe('POST /session against the emulator', () => {
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: resumed.resumeToken }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
   });
 
+  it('refuses a resume once the onboarding has ended (409 SESSION_FINISHED), and no answer with a token is cacheable', async () => {
+    const res = await request(broker.url).post('/session').expect(200);
+    expect(res.headers['cache-control']).toBe('no-store');
+    const first = res.body;
+    await captureAll(`${emu.url}/0/`, first.token);
+    await waitForResults(broker.url, first.interviewId);
+    const starts: string[] = [];
+    const onRequest = (req: { url?: string }) => req.url?.startsWith('/omni/start') && starts.push(req.url);
+    emu.app.server.on('request', onRequest);
+    const refused = await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(409);
+    emu.app.server.off('request', onRequest);
+    expect(refused.body.code).toBe('SESSION_FINISHED');
+    expect(refused.headers['cache-control']).toBe('no-store');
+    // Incode was not asked for a token, and the resume token stays spent.
+    expect(starts).toEqual([]);
+    expect((await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
+  });
+
   it('spends a resume token once: of concurrent exchanges one wins; an Incode failure leaves it usable', async () => {
     const first = (await request(broker.url).post('/session').expect(200)).body;
     // Incode down: the exchange fails and the token is not lost.
@@ -248,6 +266,34 @@ describe('POST /session against the emulator', () => {
     const res = await request(gone.url).get('/readyz').expect(503);
     expect(res.body.checks.incode.ok).toBe(false);
     await gone.close();
+  });
+
+  it('with INCODE_ALLOWED_CONFIGURATION_IDS, a body may name only those flows (and the default one)', async () => {
+    const b = await startBroker(brokerEnv(emu.url, { INCODE_CONFIGURATION_ID: 'flow-default', INCODE_ALLOWED_CONFIGURATION_IDS: 'flow-kyc-full, flow-kyc-bra' }));
+    try {
+      const before = emu.app.emulator.sessions.size;
+      const refused = await request(b.url).post('/session').send({ configurationId: 'flow-light-test' }).expect(400);
+      expect(refused.body.code).toBe('CONFIGURATION_NOT_ALLOWED');
+      expect(emu.app.emulator.sessions.size).toBe(before);
+      for (const configurationId of ['flow-kyc-bra', 'flow-default', undefined]) {
+        const s = (await request(b.url).post('/session').send({ configurationId }).expect(200)).body;
+        expect(emu.app.emulator.sessions.get(s.interviewId)!.configurationId).toBe(configurationId ?? 'flow-default');
+      }
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('warns at start-up about a real API key outside production and an open, unbudgeted POST /session', async () => {
+    const warnings = async (extra: Record<string, string>) => {
+      const b = await startBroker(brokerEnv('http://127.0.0.1:9', extra));
+      await b.close();
+      return b.logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40).map((l) => l.msg);
+    };
+    const open = await warnings({});
+    expect(open).toEqual(expect.arrayContaining([expect.stringMatching(/without NODE_ENV=production/), expect.stringMatching(/open to anyone/)]));
+    expect((await warnings({ RATE_LIMIT_GLOBAL: '1000' })).filter((m) => /open to anyone/.test(m))).toEqual([]);
+    expect((await warnings({ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'app-key-0123456789abcdefghij' })).filter((m) => /open to anyone/.test(m))).toEqual([]);
   });
 });
 
