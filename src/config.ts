@@ -76,7 +76,7 @@ export const ENV_SCHEMA = {
   POLL_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 3600000 }, default: '5000', doc: 'First delay between status polls of an unfinished session.' },
   POLL_MAX_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 86400000 }, default: '1800000', doc: 'Longest delay between polls (backoff cap); abandoned sessions are polled at this pace until POLL_GIVE_UP_HOURS.' },
   POLL_GIVE_UP_HOURS: { kind: { type: 'int', min: 1, max: 24 * 365 }, default: '72', doc: 'Stop polling a session this long after it was created.' },
-  JOB_MAX_ATTEMPTS: { kind: { type: 'int', min: 1, max: 100 }, default: '8', doc: 'Attempts of a results or callback job before it is dead-lettered.' },
+  JOB_MAX_ATTEMPTS: { kind: { type: 'int', min: 1, max: 100 }, default: '16', doc: 'Attempts of a job before it is dead-lettered (16 with the default backoff: about an hour and a half of retries, through an Incode or callback-endpoint outage).' },
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff (with jitter, no sooner than Incode\'s Retry-After; at most 15 min between attempts either way).' },
   JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long; an attempt still waiting on Incode stops a fifth of it (at most 10 s) before, and is retried.' },
   WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '32', doc: 'Jobs run at once by this process.' },

@@ -36,6 +36,11 @@ export interface PipelineDeps {
   now?: () => number;
 }
 
+/** Finished, with results that leave the decision to a reviewer: the verdict (MANUAL_REVIEW_*) is still to come. */
+function awaitsVerdict(s: Pick<SessionRecord, 'onboardingStatus' | 'decision'>): boolean {
+  return s.onboardingStatus === 'ONBOARDING_FINISHED' && s.decision === 'review';
+}
+
 export class ResultsPipeline {
   private readonly now: () => number;
   constructor(private readonly d: PipelineDeps) {
@@ -69,13 +74,14 @@ export class ResultsPipeline {
     const due = await this.d.store.sessionsDueForPoll(now, limit);
     const { pollIntervalMs, pollMaxIntervalMs } = this.d.config.results;
     for (const s of due) {
-      if (isTerminal(s.onboardingStatus) || s.resultsStatus === 'erased') {
+      if ((isTerminal(s.onboardingStatus) && !awaitsVerdict(s)) || s.resultsStatus === 'erased') {
         await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts, now);
         continue;
       }
       if (this.pollingGaveUp(s, now)) {
         await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts, now);
-        await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now);
+        // A session waiting for a reviewer keeps the results it has; only an unfinished one failed.
+        if (!awaitsVerdict(s)) await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now);
         continue;
       }
       await this.d.store.enqueueJob({ kind: 'verify', subject: s.interviewId, payload: { source: 'poll' }, runAt: now, dedupeKey: `verify:${s.interviewId}:poll` }, now);
@@ -197,7 +203,7 @@ export class ResultsPipeline {
     const { changed, session } = await this.d.store.advanceStatus(interviewId, status, rank, rank === PROGRESS_RANK, now);
     if (!session) return;
     const current = session.onboardingStatus;
-    if (isTerminal(current) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts, now);
+    if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts, now);
     if (changed && current === 'EXPIRED') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
     const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'pending' || session.resultsStatus === 'failed');
     if (wantResults) {
@@ -239,10 +245,17 @@ export class ResultsPipeline {
       if (job.payload.source === 'poll') this.d.metrics.pollingRepairs.inc();
       if (this.d.config.callback.url) {
         await this.d.store.enqueueJob(
-          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}` },
+          // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.
+          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}:${decision}` },
           now,
         );
         this.d.kick?.();
+      }
+      // Finished but left to a reviewer: the verdict is a status change of its own, and a lost webhook for it must not
+      // leave the decision at review for good, so polling goes on (slowly, within POLL_GIVE_UP_HOURS) until it comes.
+      if (decision === 'review' && latest.onboardingStatus === 'ONBOARDING_FINISHED' && !this.pollingGaveUp(latest, now)) {
+        const at = this.firstPollAt(latest.origin, now);
+        if (at !== null) await this.d.store.schedulePoll(id, at, latest.pollAttempts, now);
       }
       this.d.log.info({ interviewId: id, decision }, 'results stored');
     } catch (err) {
@@ -253,8 +266,12 @@ export class ResultsPipeline {
   private async callback(job: Job): Promise<void> {
     const { url, secret } = this.d.config.callback;
     if (!url || !secret) return;
+    // Erased since it was queued: the customer asked for the session to be forgotten, so nothing more is said about it.
+    const session = await this.d.store.getSession(job.subject);
+    if (!session || session.resultsStatus === 'erased') return;
     const ok = await sendCallback(url, secret, {
-      id: `${job.subject}:${job.payload.onboardingStatus}`,
+      // Receivers dedupe by this id: a corrected decision for the same status must not look like a redelivery.
+      id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}`,
       type: 'session.results_ready',
       data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision },
     });

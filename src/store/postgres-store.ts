@@ -22,6 +22,7 @@ import {
   sessionMergeSql,
   spentResumeMarker,
   isResumeHash,
+  PURGE_BATCH,
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
@@ -374,6 +375,9 @@ export class PostgresStore implements Store {
       // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token
       // is refused at lookup and cleared with its session).
       await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now], c);
+      // Finished jobs and processed webhook events older than the retention (see the SQLite store), bounded per sweep.
+      await this.q(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < $1::bigint LIMIT $2)`, [createdBefore, PURGE_BATCH], c);
+      await this.q('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < $1::bigint LIMIT $2)', [createdBefore, PURGE_BATCH], c);
       return n;
     });
   }

@@ -80,6 +80,9 @@ export function idempotencyResponseId(cipher: Cipher, scope: string, key: string
   return cipher.decryptJson<{ interviewId: string }>(enc, aad.idempotencyResponse(scope, key)).interviewId;
 }
 
+/** Finished jobs and processed events deleted per retention sweep at most (the sweep runs hourly). */
+export const PURGE_BATCH = 20_000;
+
 /**
  * What a spent resume token leaves in resume_token_hash: it never matches a hash (so it cannot be spent again),
  * and only that same token can be restored over it, so a token issued after the spend (which overwrites it) is

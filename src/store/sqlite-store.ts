@@ -25,6 +25,7 @@ import {
   sessionMergeSql,
   spentResumeMarker,
   isResumeHash,
+  PURGE_BATCH,
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
@@ -366,6 +367,10 @@ export class SqliteStore implements Store {
       // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token
       // is refused at lookup and cleared with its session).
       this.st('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now);
+      // Finished jobs and processed webhook events older than the retention are history nobody reads: without this
+      // the tables (and the queue-depth count behind /metrics) only ever grow. Bounded per sweep, like a lock held.
+      this.st(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < ? LIMIT ?)`).run(createdBefore, PURGE_BATCH);
+      this.st('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < ? LIMIT ?)').run(createdBefore, PURGE_BATCH);
       return n;
     });
   }

@@ -241,6 +241,25 @@ function pipelineSuite(which: Engine) {
     expect(m.text).not.toMatch(/webhooks_received_total\{status="ONBOARDING_FINISHED"/);
   });
 
+  it("polling goes on after a finish left to a reviewer, so the verdict arrives without its webhook; then it stops", async () => {
+    // The verdict comes processingDelayMs after the finish: long enough for the finish's own results to be read first.
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, { faults: { dropWebhookRate: 1 }, processingDelayMs: 1500 });
+    const s = await p.newSession({ externalCustomerId: 'emu:manual-approved' });
+    await captureAll(s.apiUrl, s.token);
+    const pending = await waitFor(async () => {
+      const v = (await p.admin(`/sessions/${s.interviewId}`)).body;
+      return v.resultsStatus === 'ready' && v.onboardingStatus === 'ONBOARDING_FINISHED' ? v : null;
+    }, 15_000, 20);
+    expect(pending.decision).toBe('review');
+    const verdict = await waitFor(async () => {
+      const v = (await p.admin(`/sessions/${s.interviewId}`)).body;
+      return v.onboardingStatus === 'MANUAL_REVIEW_APPROVED' && v.decision === 'approve' ? v : null;
+    }, 15_000);
+    expect(verdict.scores.overall.status).toBe('MANUAL_OK');
+    // A final verdict ends polling.
+    await waitFor(async () => (await p.broker.app.store.getSession(s.interviewId))!.nextPollAt === null, 5_000);
+  });
+
   it('loses no result when 30% of Incode calls fail', async () => {
     p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', JOB_MAX_ATTEMPTS: '30', JOB_BACKOFF_MS: '20', INCODE_MAX_RETRIES: '0', CIRCUIT_FAILURE_THRESHOLD: '1000' });
     const sessions = [];
@@ -579,6 +598,36 @@ function pipelineSuite(which: Engine) {
     const event = JSON.parse(body);
     expect(event).toMatchObject({ type: 'session.results_ready', data: { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' } });
     expect(body).not.toContain('cust-secret-name');
+    expect(headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve`);
+  });
+
+  it('says nothing more about a session erased while its callback was still being retried', async () => {
+    let attempts = 0;
+    let open = false;
+    const delivered: string[] = [];
+    const receiver = Fastify();
+    receiver.post('/hook', async (req, reply) => {
+      attempts++;
+      if (!open) return reply.status(500).send({});
+      delivered.push(JSON.stringify(req.body));
+      return { ok: true };
+    });
+    await receiver.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const secret = 'whsec_' + Buffer.from('customer-secret-bytes').toString('base64');
+      p = await startPair({ RESULTS_MODE: 'webhook', JOB_BACKOFF_MS: '50', CALLBACK_URL: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`, CALLBACK_SECRET: secret });
+      const s = await p.newSession();
+      await captureAll(s.apiUrl, s.token);
+      await p.ready(s.interviewId);
+      await waitFor(() => attempts > 0);
+      await request(p.broker.url).delete(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      open = true;
+      const callbackJob = async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback');
+      await waitFor(async () => (await callbackJob())?.state === 'done', 10_000);
+      expect(delivered).toEqual([]);
+    } finally {
+      await receiver.close();
+    }
   });
 }
 

@@ -430,6 +430,29 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect((await h.exec('SELECT key FROM idempotency_keys')).map((r) => r.key)).toEqual(['k-live']);
       });
 
+      it('purgeExpired drops finished jobs and processed events older than the cutoff, and nothing still to do', async () => {
+        // Old: a processed event with its done job, and a dead job. Kept: an unprocessed event with its queued job,
+        // and a job finished after the cutoff.
+        const ev = (id: string) => ({ key: `${id}:ONBOARDING_FINISHED`, interviewId: id, onboardingStatus: 'ONBOARDING_FINISHED', payload: {}, receivedAt: T0 });
+        await store.recordEvent(ev('done-old'), job('done-old'));
+        await store.recordEvent(ev('dead-old'), job('dead-old'));
+        await store.recordEvent(ev('pending'), job('pending', { runAt: T0 + 1e9 }));
+        await store.recordEvent(ev('done-new'), job('done-new'));
+        const claimed = await store.claimJobs('w', 10, 1000, T0);
+        const of = (subject: string) => claimed.find((j) => j.subject === subject)!;
+        await store.completeJob(of('done-old').id, 'w', T0 + 10);
+        await store.markEventProcessed('done-old:ONBOARDING_FINISHED', T0 + 10);
+        await store.failJob(of('dead-old').id, 'w', 'E', null, T0 + 10);
+        await store.completeJob(of('done-new').id, 'w', T0 + 900);
+        await store.markEventProcessed('done-new:ONBOARDING_FINISHED', T0 + 900);
+        await store.purgeExpired(T0 + 500, T0 + 1000);
+        const jobs = (await h.exec('SELECT subject, state FROM jobs ORDER BY subject')).map((r) => `${r.subject}:${r.state}`);
+        expect(jobs).toEqual(['done-new:done', 'pending:queued']);
+        const events = (await h.exec('SELECT key FROM events ORDER BY key')).map((r) => r.key);
+        // dead-old's event was never marked processed (its job carried no event key to release): kept like pending's.
+        expect(events).toEqual(['dead-old:ONBOARDING_FINISHED', 'done-new:ONBOARDING_FINISHED', 'pending:ONBOARDING_FINISHED']);
+      });
+
       it('keeps one resume token per session: a new one revokes the previous, erasure revokes it', async () => {
         await session('i1');
         await store.createResumeToken('rt-1', 'i1', T0 + 1e6);
