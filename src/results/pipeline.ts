@@ -176,6 +176,7 @@ export class ResultsPipeline {
     let status: string;
     try {
       status = (await this.d.incode.getOnboardingStatus(token.value, id, ctx)).onboardingStatus;
+      if (session && !token.executive && (await this.awaitsCompletion(session, status))) status = await this.complete(id, token.value, status, ctx);
     } catch (err) {
       if (err instanceof IncodeError && (err.code === 'INCODE_NOT_FOUND' || err.code === 'INCODE_BAD_REQUEST') && !session) {
         // A webhook for a session Incode does not know: forged or misrouted. Recorded, nothing created.
@@ -194,6 +195,33 @@ export class ResultsPipeline {
     }
     await this.apply(id, status, source);
     await this.done(job);
+  }
+
+  /**
+   * A server-side onboarding whose flow leaves completion to finish-status (MARK_COMPLETE) stops at its last module
+   * status. The request that ran its captures marks it complete once processing is done, but a shutdown, a crash or
+   * its wait timing out can stop it first: then its status checks here do it, so polling finishes the onboarding
+   * instead of watching it stall until POLL_GIVE_UP_HOURS. Only a session whose captures all went through (its
+   * face-match step) qualifies: an SDK session at the same status may still have a capture to come.
+   */
+  private async awaitsCompletion(session: SessionRecord, status: unknown): Promise<boolean> {
+    if (!this.d.config.results.markComplete || session.origin !== 'broker' || typeof status !== 'string' || statusRank(status) !== PROGRESS_RANK) return false;
+    const steps = await this.d.store.listSteps(session.interviewId);
+    return steps.some((s) => s.step === 'face-match' && s.outcome === 'ok') && !steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
+  }
+
+  /** finish-status once post-processing is done; answers the status to apply (read again after finishing). */
+  private async complete(id: string, token: string, status: string, ctx: CallContext): Promise<string> {
+    if ((await this.d.incode.isPostProcessFinished(token, id, ctx)).finished !== true) return status;
+    try {
+      await this.d.incode.finishStatus(token, ctx);
+    } catch (e) {
+      // Refused (the session cannot be completed): the status stands, as in the request's own attempt.
+      if (e instanceof IncodeError && e.isClientError) return status;
+      throw e;
+    }
+    await this.d.store.recordStep(id, { step: 'finish', outcome: 'ok', code: 'BACKGROUND', at: this.now() });
+    return (await this.d.incode.getOnboardingStatus(token, id, ctx)).onboardingStatus;
   }
 
   /** Moves the session forward (never back) and starts the results job when the status has results. */

@@ -1,5 +1,8 @@
 // POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503, the upload budget.
+import { mkdtempSync } from 'node:fs';
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
@@ -269,6 +272,30 @@ describe('POST /onboardings', () => {
       await slow.close();
     }
   }, 30_000);
+
+  it('with MARK_COMPLETE, an onboarding left unfinished at shutdown is completed by the next broker polling it', async () => {
+    // Processing takes long enough that the first broker is closed before it could mark the session complete, and
+    // the flow never completes by itself (emu:no-auto-finish): only a finish-status ends it.
+    const slow = await startEmulator({ processingDelayMs: 1500 });
+    const env = { MARK_COMPLETE: 'true', DATABASE_URL: `sqlite:${join(mkdtempSync(join(tmpdir(), 'onb-')), 'broker.db')}`, POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' };
+    const first = await startBroker(brokerEnv(slow.url, env));
+    let second: Awaited<ReturnType<typeof startBroker>> | undefined;
+    try {
+      const res = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: first.url });
+      expect(res.status).toBe(202);
+      const id = res.body.interviewId as string;
+      await first.close();
+      expect(first.logs.text).toMatch(/onboarding left to background polling at shutdown/);
+      second = await startBroker(brokerEnv(slow.url, env));
+      const read = async () => (await fetch(`${second!.url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json() as Promise<Record<string, any>>;
+      const done = await waitFor(async () => ((await read()).resultsStatus === 'ready' ? read() : null), 20_000);
+      expect(done).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' });
+      expect(done.steps).toContainEqual(expect.objectContaining({ step: 'finish', outcome: 'ok', code: 'BACKGROUND' }));
+    } finally {
+      await second?.close();
+      await slow.close();
+    }
+  }, 40_000);
 
   it('an upload whose body is still arriving when shutdown begins is answered, and leaves the rest to polling', async () => {
     const b = await startBroker(brokerEnv(emulator.url, {}));
