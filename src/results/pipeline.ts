@@ -232,7 +232,8 @@ export class ResultsPipeline {
     if (!session) return;
     const current = session.onboardingStatus;
     if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts, now);
-    if (changed && current === 'EXPIRED') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
+    // Not only when this call moved it: a check retried after a failure between the two writes must still close it.
+    if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
     const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'pending' || session.resultsStatus === 'failed');
     if (wantResults) {
       const enq = await this.d.store.enqueueJob(

@@ -22,6 +22,7 @@ import {
   waitForResults,
   webhooksTo,
 } from '../helpers/harness';
+import { statusRank } from '../../src/results/status';
 import { captureAll } from '../helpers/flow';
 import { throwawayPgStore } from '../helpers/pg-schema';
 import { describeWith } from '../helpers/services';
@@ -599,6 +600,16 @@ function pipelineSuite(which: Engine) {
     expect(event).toMatchObject({ type: 'session.results_ready', data: { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' } });
     expect(body).not.toContain('cust-secret-name');
     expect(headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve`);
+  });
+
+  it('closes an expired session even when the status was written by an earlier check that failed before closing it', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const s = await p.newSession();
+    // The half-done state: EXPIRED stored, the session not yet failed (the first check died between the two writes).
+    await p.broker.app.store.advanceStatus(s.interviewId, 'EXPIRED', statusRank('EXPIRED'), false, Date.now());
+    expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ onboardingStatus: 'EXPIRED', resultsStatus: 'pending' });
+    await p.broker.app.results.apply(s.interviewId, 'EXPIRED', 'poll');
+    expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ resultsStatus: 'failed', lastError: 'SESSION_EXPIRED' });
   });
 
   it('says nothing more about a session erased while its callback was still being retried', async () => {
