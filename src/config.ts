@@ -44,6 +44,10 @@ export const ENV_SCHEMA = {
   INCODE_API_KEY: { kind: { type: 'string' }, secret: true, doc: 'Incode API key. Unset = sandbox mode against the built-in emulator.' },
   INCODE_CLIENT_ID: { kind: { type: 'string' }, doc: 'Incode client id (needed for onboarding-url).' },
   INCODE_CONFIGURATION_ID: { kind: { type: 'string' }, doc: 'Default flow (configurationId) for new sessions.' },
+  REDIRECTION_URL_ORIGINS: {
+    kind: { type: 'string' },
+    doc: 'Origins a POST /session redirectionUrl may point to, comma-separated (e.g. https://app.example.com); empty: any. Set it so a session link cannot be made to end on someone else\'s site.',
+  },
   INCODE_ALLOWED_CONFIGURATION_IDS: {
     kind: { type: 'string' },
     doc: 'Flows a POST /session body may name, comma-separated (the default flow always may); empty: any flow of the account. Set it when apps must not choose a lighter flow.',
@@ -142,6 +146,8 @@ export interface Config {
     configurationId?: string;
     /** Flows a caller may name; empty: any. */
     allowedConfigurationIds: string[];
+    /** Origins a redirectionUrl may point to; empty: any. */
+    redirectionUrlOrigins: string[];
     executiveEmail?: string;
     executivePassword?: string;
     timeoutMs: number;
@@ -354,6 +360,17 @@ export function loadConfig(env: Env): Config {
     if (production) refuseCleartext('JWT_JWKS_URL', jwksUrl, 'whoever sits on the path could serve its own keys and sign as any caller');
   }
 
+  const redirectionUrlOrigins = list(env, 'REDIRECTION_URL_ORIGINS');
+  for (const o of redirectionUrlOrigins) {
+    let u: URL | undefined;
+    try {
+      u = new URL(o);
+    } catch {
+      u = undefined;
+    }
+    if (!u || !/^https?:$/.test(u.protocol) || u.origin !== o) throw new ConfigError('REDIRECTION_URL_ORIGINS', `must list exact origins such as https://app.example.com (got "${o.slice(0, 80)}")`);
+  }
+
   const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
   if (production && callback.secret) requireLength('CALLBACK_SECRET', callbackSecretBytes(callback.secret), MIN_SECRET, 'bytes');
@@ -406,6 +423,7 @@ export function loadConfig(env: Env): Config {
       clientId: str(env, 'INCODE_CLIENT_ID') ?? (sandbox ? 'sandbox' : undefined),
       configurationId: str(env, 'INCODE_CONFIGURATION_ID'),
       allowedConfigurationIds: list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'),
+      redirectionUrlOrigins,
       executiveEmail: executiveEmail ?? (sandbox ? 'sandbox@example.com' : undefined),
       executivePassword: executivePassword ?? (sandbox ? 'sandbox-password' : undefined),
       timeoutMs: int(env, 'INCODE_TIMEOUT_MS'),

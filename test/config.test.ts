@@ -57,6 +57,7 @@ describe('loadConfig', () => {
     [{ INCODE_API_URL: 'ftp://x' }, 'INCODE_API_URL', /http or https/],
     [{ INCODE_API_URL: 'not a url' }, 'INCODE_API_URL', /absolute http\(s\) URL/],
     [{ INCODE_API_URL: 'https://demo-api.incodesmile.com/0/' }, 'INCODE_API_URL', /not its token-only \/0\/ URL/],
+    [{ REDIRECTION_URL_ORIGINS: 'https://app.example.com/done' }, 'REDIRECTION_URL_ORIGINS', /exact origins/],
     [{ INCODE_API_URL: 'https://proxy.example.com/incode/0' }, 'INCODE_API_URL', /not its token-only/],
     [{ DATA_ENCRYPTION_KEY: 'short' }, 'DATA_ENCRYPTION_KEY', /32 bytes/],
     [{ INCODE_API_KEY: 'k' }, 'DATA_ENCRYPTION_KEY', /required with INCODE_API_KEY/],

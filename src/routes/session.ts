@@ -49,6 +49,14 @@ function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash
   return { interviewId, tokenHash: sha256Hex(secret) };
 }
 
+function originOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return '';
+  }
+}
+
 const StatusResponse = Type.Object({
   interviewId: Type.String(),
   onboardingStatus: Type.String(),
@@ -116,6 +124,10 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       const allowed = config.incode.allowedConfigurationIds;
       if (body.configurationId !== undefined && allowed.length > 0 && body.configurationId !== config.incode.configurationId && !allowed.includes(body.configurationId))
         throw new AppError(400, 'CONFIGURATION_NOT_ALLOWED', 'configurationId is not one of the flows this service allows');
+      // Where the hosted flow sends the user at its end: a link must not end on someone else's site.
+      const origins = config.incode.redirectionUrlOrigins;
+      if (body.redirectionUrl !== undefined && origins.length > 0 && !origins.includes(originOf(body.redirectionUrl)))
+        throw new AppError(400, 'REDIRECTION_URL_NOT_ALLOWED', 'redirectionUrl must point to one of the origins this service allows');
       const startReq: StartRequest = {
         countryCode,
         configurationId: body.configurationId ?? config.incode.configurationId,

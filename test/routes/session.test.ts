@@ -268,8 +268,10 @@ describe('POST /session against the emulator', () => {
     await gone.close();
   });
 
-  it('with INCODE_ALLOWED_CONFIGURATION_IDS, a body may name only those flows (and the default one)', async () => {
-    const b = await startBroker(brokerEnv(emu.url, { INCODE_CONFIGURATION_ID: 'flow-default', INCODE_ALLOWED_CONFIGURATION_IDS: 'flow-kyc-full, flow-kyc-bra' }));
+  it('with INCODE_ALLOWED_CONFIGURATION_IDS and REDIRECTION_URL_ORIGINS, a body may name only those flows and return origins', async () => {
+    const b = await startBroker(
+      brokerEnv(emu.url, { INCODE_CONFIGURATION_ID: 'flow-default', INCODE_ALLOWED_CONFIGURATION_IDS: 'flow-kyc-full, flow-kyc-bra', REDIRECTION_URL_ORIGINS: 'https://app.example.com' }),
+    );
     try {
       const before = emu.app.emulator.sessions.size;
       const refused = await request(b.url).post('/session').send({ configurationId: 'flow-light-test' }).expect(400);
@@ -279,6 +281,11 @@ describe('POST /session against the emulator', () => {
         const s = (await request(b.url).post('/session').send({ configurationId }).expect(200)).body;
         expect(emu.app.emulator.sessions.get(s.interviewId)!.configurationId).toBe(configurationId ?? 'flow-default');
       }
+      for (const redirectionUrl of ['https://evil.example.com/done', 'https://app.example.com.evil.com/', 'http://app.example.com/done'])
+        expect((await request(b.url).post('/session').send({ redirectionUrl }).expect(400)).body.code).toBe('REDIRECTION_URL_NOT_ALLOWED');
+      const ok = (await request(b.url).post('/session').send({ redirectionUrl: 'https://app.example.com/kyc/done?x=1' }).expect(200)).body;
+      expect(emu.app.emulator.sessions.get(ok.interviewId)!.redirectionUrl).toBe('https://app.example.com/kyc/done?x=1');
+      expect(emu.app.emulator.sessions.size).toBe(before + 4);
     } finally {
       await b.close();
     }
