@@ -106,6 +106,9 @@ export class JobWorker {
     const timer = setTimeout(() => deadline.abort(), Math.max(leaseMs - Math.min(leaseMs / 5, 10_000), 1));
     timer.unref();
     try {
+      // Claimed again past its last attempt: every earlier attempt lost its lease without recording an outcome, as
+      // when the job itself kills the process. Dead-lettered without running, instead of crashing every replica in turn.
+      if (job.attempts > this.o.maxAttempts) throw new JobError('ATTEMPTS_EXHAUSTED', false);
       await this.o.handle(job, deadline.signal);
       await store.completeJob(job.id, this.owner, this.now());
       metrics.jobs.inc({ kind: job.kind, outcome: 'done' });

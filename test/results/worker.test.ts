@@ -43,6 +43,38 @@ async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempt
   }
 }
 
+describe('a job whose attempts all lost their lease', () => {
+  it('is dead-lettered without running again (a job that kills its process must not crash every replica in turn)', async () => {
+    await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
+    // Three attempts claimed by workers that died with it: each lease lapsed with no outcome recorded.
+    for (let i = 0; i < 3; i++) expect(await store.claimJobs(`dead-${i}`, 1, 10, T0 + i * 100)).toHaveLength(1);
+    const ran: string[] = [];
+    const dead: string[] = [];
+    const w = worker({
+      handle: async (job) => {
+        ran.push(job.id);
+      },
+      onDead: async (_job, code) => {
+        dead.push(code);
+      },
+      maxAttempts: 3,
+      now: () => T0 + 1000,
+    });
+    w.start();
+    try {
+      const job = await waitFor(async () => {
+        const [j] = await store.listJobs('i1');
+        return j?.state === 'dead' ? j : null;
+      }, 5_000, 10);
+      expect(job).toMatchObject({ attempts: 4, lastError: 'ATTEMPTS_EXHAUSTED' });
+      expect(ran).toEqual([]);
+      expect(dead).toEqual(['ATTEMPTS_EXHAUSTED']);
+    } finally {
+      await w.stop(1000);
+    }
+  });
+});
+
 describe('job retry schedule', () => {
   it('waits backoff x (0.5 to 1.5) after the first failure', async () => {
     const job = await afterOneFailure(new JobError('INCODE_UNAVAILABLE', true), { backoffMs: 1000 });
