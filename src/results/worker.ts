@@ -31,6 +31,10 @@ export class JobWorker {
   readonly owner = `w-${randomUUID()}`;
   private running = false;
   private active = new Set<Promise<void>>();
+  /** The running attempts' deadlines, so that a shutdown can stop them. */
+  private readonly deadlines = new Set<AbortController>();
+  /** Set when a shutdown's grace ran out: attempts stopped then are handed back, not counted as failures. */
+  private interrupted = false;
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
   private kicked = false;
@@ -52,12 +56,21 @@ export class JobWorker {
     this.wake?.();
   }
 
-  /** Stops claiming; waits for running jobs up to graceMs (unfinished ones are re-claimed after their lease). */
+  /**
+   * Stops claiming; waits for running jobs up to graceMs. Those still running then are stopped and handed back
+   * (queued again at once, for another replica or the next start) instead of waiting out their lease.
+   */
   async stop(graceMs: number): Promise<void> {
     this.running = false;
     this.wake?.();
     await this.loop;
-    if (this.active.size) await Promise.race([Promise.allSettled([...this.active]), new Promise((r) => setTimeout(r, graceMs).unref())]);
+    const settled = (ms: number) => Promise.race([Promise.allSettled([...this.active]), new Promise((r) => setTimeout(r, ms).unref())]);
+    if (this.active.size) await settled(graceMs);
+    if (!this.active.size) return;
+    this.interrupted = true;
+    for (const d of this.deadlines) d.abort();
+    // Stopped attempts only need to record that (an attempt that ignores the signal keeps its lease).
+    await settled(2000);
   }
 
   get busy(): number {
@@ -105,6 +118,7 @@ export class JobWorker {
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), Math.max(leaseMs - Math.min(leaseMs / 5, 10_000), 1));
     timer.unref();
+    this.deadlines.add(deadline);
     try {
       // Claimed again past its last attempt: every earlier attempt lost its lease without recording an outcome, as
       // when the job itself kills the process. Dead-lettered without running, instead of crashing every replica in turn.
@@ -116,7 +130,11 @@ export class JobWorker {
     } catch (err) {
       const e = err instanceof JobError ? err : new JobError('INTERNAL_ERROR', true);
       const now = this.now();
-      if (e.retryable && job.attempts < this.o.maxAttempts) {
+      if (this.interrupted) {
+        await store.failJob(job.id, this.owner, 'SHUTDOWN', now, now).catch(() => undefined);
+        metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
+        log.info({ jobKind: job.kind, interviewId: job.subject, attempt: job.attempts }, 'job handed back at shutdown');
+      } else if (e.retryable && job.attempts < this.o.maxAttempts) {
         // Exponential backoff with jitter, and no sooner than Incode's Retry-After; both capped (else a high
         // JOB_MAX_ATTEMPTS would park a job for years, past what a bigint run_at holds).
         const jittered = this.o.backoffMs * 2 ** Math.min(job.attempts - 1, 30) * (0.5 + Math.random());
@@ -136,6 +154,7 @@ export class JobWorker {
       }
     } finally {
       clearTimeout(timer);
+      this.deadlines.delete(deadline);
     }
   }
 }

@@ -75,6 +75,30 @@ describe('a job whose attempts all lost their lease', () => {
   });
 });
 
+describe('shutdown', () => {
+  it('stops the attempts still running when the grace period ends and queues them again at once', async () => {
+    await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
+    let started = false;
+    const w = worker({
+      // An attempt that would run far past the grace period: it ends only when told to stop.
+      handle: (_job, signal) =>
+        new Promise<void>((_resolve, reject) => {
+          started = true;
+          signal.addEventListener('abort', () => reject(new JobError('INCODE_TIMEOUT', true)));
+        }),
+      maxAttempts: 1,
+      leaseMs: 600_000,
+      now: () => T0,
+    });
+    w.start();
+    await waitFor(() => started, 5_000, 10);
+    await w.stop(200);
+    // Queued again now (not after its 10-minute lease), and not dead although it was its last attempt.
+    const [job] = await store.listJobs('i1');
+    expect(job).toMatchObject({ state: 'queued', runAt: T0, lastError: 'SHUTDOWN', attempts: 1 });
+  });
+});
+
 describe('job retry schedule', () => {
   it('waits backoff x (0.5 to 1.5) after the first failure', async () => {
     const job = await afterOneFailure(new JobError('INCODE_UNAVAILABLE', true), { backoffMs: 1000 });
