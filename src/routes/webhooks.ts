@@ -106,11 +106,12 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         },
       },
       async (req, reply) => {
-        // Guessing the client secret is the attack here: limit attempts per address.
-        const over = await app.rateCounter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
-        if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
         if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
         if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {
+          // Guessing the client secret is the attack here: failed attempts are limited per network. Incode itself is
+          // never limited, however often it asks (it may fetch a token for every webhook it sends).
+          const over = await app.rateCounter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
+          if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
           app.metrics.webhooks.inc({ status: 'token', auth: 'rejected' });
           throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
         }

@@ -700,10 +700,17 @@ describe('webhook and results API authentication', () => {
     expect(invalid.body.code).toBe('VALIDATION_FAILED');
   });
 
-  it('rate limits the token endpoint', async () => {
-    let limited = 0;
-    for (let i = 0; i < 40; i++) if ((await webhookToken(p.broker.url, 'x', 'y')).status === 429) limited++;
-    expect(limited).toBeGreaterThan(0);
+  it('rate limits failed requests to the token endpoint, never Incode asking with the right credentials', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 40; i++) statuses.push((await webhookToken(p.broker.url, 'x', 'y')).status);
+    // 401 until the window's 30 failures (earlier tests spent some) are used, then 429 to the end of the window.
+    const first429 = statuses.indexOf(429);
+    expect(first429).toBeGreaterThan(0);
+    expect(first429).toBeLessThanOrEqual(30);
+    expect(new Set(statuses.slice(0, first429))).toEqual(new Set([401]));
+    expect(new Set(statuses.slice(first429))).toEqual(new Set([429]));
+    // From the same address, past the limit: the real client still gets its tokens, as often as it asks.
+    for (let i = 0; i < 40; i++) expect((await webhookToken(p.broker.url, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET)).status).toBe(200);
   });
 
   it('requires a service key on the results API', async () => {
