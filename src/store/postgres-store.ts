@@ -54,6 +54,9 @@ import type {
   StoredResults,
 } from './types';
 
+/** Retention batches per sweep at most (the sweep runs hourly). */
+const MAX_PURGE_BATCHES = 50;
+
 export interface PostgresStoreOptions {
   url: string;
   cipher: Cipher;
@@ -61,6 +64,8 @@ export interface PostgresStoreOptions {
   poolMax?: number;
   /** Schema holding the tables (default 'public'); created by migrate(). Lowercase identifier. */
   schema?: string;
+  /** Sessions the retention purge erases per transaction (default 2,000), so each stays well inside the statement timeout. */
+  purgeBatch?: number;
   /** Errors of idle pooled connections (the pool drops the client); without it they are ignored rather than crashing the process. */
   onPoolError?: (err: Error) => void;
   /**
@@ -106,9 +111,11 @@ export class PostgresStore implements Store {
   readonly pool: Pool;
   readonly schema: string;
   private readonly cipher: Cipher;
+  private readonly purgeBatch: number;
 
   constructor(opts: PostgresStoreOptions) {
     this.cipher = opts.cipher;
+    this.purgeBatch = opts.purgeBatch ?? 2_000;
     this.schema = opts.schema ?? 'public';
     quoteIdent(this.schema);
     const timeoutMs = opts.timeoutMs ?? 10_000;
@@ -364,14 +371,17 @@ export class PostgresStore implements Store {
   }
 
   async purgeExpired(createdBefore: number, now: number): Promise<number> {
+    // In batches of purgeBatch, each its own transaction: one statement over a large backlog (the first sweep, or one
+    // after an outage) would outlast DATABASE_TIMEOUT_MS and fail every hour, so personal data would outlive its
+    // retention. At most MAX_PURGE_BATCHES per sweep; the next sweep goes on where this one stopped.
+    const due = `interview_id IN (SELECT interview_id FROM sessions WHERE created_at < $1::bigint AND results_status <> 'erased' ORDER BY created_at, interview_id LIMIT ${this.purgeBatch})`;
+    let n = 0;
+    for (let i = 0; i < MAX_PURGE_BATCHES; i++) {
+      const erased = await this.tx((c) => this.erase(c, due, 'retention-purge', `jsonb_build_object('reason', 'retention', 'createdBefore', $1::bigint)`, [createdBefore, now]));
+      n += erased;
+      if (erased < this.purgeBatch) break;
+    }
     return this.tx(async (c) => {
-      const n = await this.erase(
-        c,
-        `created_at < $1::bigint AND results_status <> 'erased'`,
-        'retention-purge',
-        `jsonb_build_object('reason', 'retention', 'createdBefore', $1::bigint)`,
-        [createdBefore, now],
-      );
       // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token
       // is refused at lookup and cleared with its session).
       await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now], c);

@@ -164,6 +164,38 @@ describeWith('postgres', 'PostgresStore', () => {
       expect(await a.countJobs()).toEqual({ queued: 0, running: n, done: 0, dead: 0 });
     });
 
+    it('purges retention in batches, each its own transaction, until the backlog is done', async () => {
+      const s = track(new PostgresStore({ url: services.postgres, cipher: new Cipher([K1]), schema: newSchema(), poolMax: 2, purgeBatch: 2 }));
+      await s.migrate();
+      for (let i = 0; i < 5; i++) await s.upsertSession({ interviewId: `old${i}`, origin: 'broker', token: `tok-${i}`, now: 1000 + i });
+      await s.upsertSession({ interviewId: 'new', origin: 'broker', token: 'tok-new', now: 9000 });
+      const commits: number[] = [];
+      const pool = s.pool as unknown as { connect: () => Promise<PoolClient> };
+      const original = pool.connect;
+      const connect = pool.connect.bind(s.pool);
+      // Pooled clients come back: each is wrapped once, so each COMMIT is counted once.
+      const wrapped = new WeakSet<PoolClient>();
+      pool.connect = async () => {
+        const c = await connect();
+        if (wrapped.has(c)) return c;
+        wrapped.add(c);
+        const query = c.query;
+        c.query = ((...args: unknown[]) => {
+          if (args[0] === 'COMMIT') commits.push(Date.now());
+          return (query as (...a: unknown[]) => unknown).apply(c, args);
+        }) as typeof c.query;
+        return c;
+      };
+      expect(await s.purgeExpired(5000, 10_000)).toBe(5);
+      // Back to the pool's own connect (its query() passes a callback this wrapper does not take).
+      pool.connect = original;
+      // Three batches (2, 2, 1) and the housekeeping: four transactions.
+      expect(commits).toHaveLength(4);
+      for (let i = 0; i < 5; i++) expect(await s.getSession(`old${i}`)).toMatchObject({ resultsStatus: 'erased', token: null });
+      expect(await s.getSession('new')).toMatchObject({ resultsStatus: 'pending', token: 'tok-new' });
+      expect((await s.listAudit()).filter((a) => a.kind === 'retention-purge')).toHaveLength(5);
+    });
+
     it('returns epoch-ms bigints as numbers', async () => {
       const s = track(open(newSchema(), new Cipher([K1])));
       await s.migrate();
