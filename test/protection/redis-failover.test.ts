@@ -17,8 +17,8 @@ function postSession(url: string, xff?: string) {
   return fetch(`${url}/session`, { method: 'POST', headers: xff ? { 'x-forwarded-for': xff } : {}, signal: AbortSignal.timeout(10_000) });
 }
 
-function webhookToken(url: string) {
-  const basic = Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`).toString('base64');
+function webhookToken(url: string, secret = WEBHOOK_CLIENT_SECRET) {
+  const basic = Buffer.from(`${WEBHOOK_CLIENT_ID}:${secret}`).toString('base64');
   return fetch(`${url}/webhooks/incode/token`, {
     method: 'POST',
     headers: { authorization: `Basic ${basic}`, 'content-type': 'application/x-www-form-urlencoded' },
@@ -128,6 +128,8 @@ describe('rate limits with Redis unreachable', () => {
     const tok = await webhookToken(b.url);
     expect(tok.status).toBe(200);
     expect(((await tok.json()) as { token_type: string }).token_type).toBe('Bearer');
+    // A failed token request is what that endpoint counts: through the per-process fallback too.
+    expect((await webhookToken(b.url, 'wrong-secret')).status).toBe(401);
 
     // One warning for the whole outage, not one per request; it says why, and no log line carries the URL's secret.
     expect(countLines(b, OUTAGE_LOG)).toBe(1);
