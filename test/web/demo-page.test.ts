@@ -33,9 +33,11 @@ describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () =>
       if (stopAt.includes(phase)) break;
       const cont = page.locator('button:visible', { hasText: /continue/i });
       const capture = page.locator('img[alt="capture button"]:visible');
-      // dispatchEvent: the SDK lays a transparent retake container over its capture button.
-      if (await cont.count()) await cont.first().dispatchEvent('click');
-      else if (await capture.count()) await capture.first().dispatchEvent('click');
+      // dispatchEvent: the SDK lays a transparent retake container over its capture button. A button seen a moment ago
+      // may be gone by the click (the SDK moved on): the next round looks again instead of waiting out a timeout.
+      const click = (l: typeof cont) => l.first().dispatchEvent('click', undefined, { timeout: 1000 }).catch(() => undefined);
+      if (await cont.count()) await click(cont);
+      else if (await capture.count()) await click(capture);
       await page.waitForTimeout(250);
     }
     const errorText = await page.textContent('#error');
