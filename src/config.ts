@@ -282,6 +282,24 @@ function callbackSecretBytes(secret: string): number {
 // Every spelling createStore() accepts for an in-memory database.
 const IN_MEMORY_DATABASE = /^sqlite:(\/\/)?:memory:$/;
 
+/**
+ * A list of exact http(s) origins, each as URL#origin spells it (so a trailing slash cannot make an entry that
+ * never matches a browser's Origin), and `*` where a wildcard is allowed.
+ */
+function origins(env: Env, name: EnvName, wildcard: boolean): string[] {
+  return list(env, name).map((o) => {
+    if (wildcard && o === '*') return o;
+    let u: URL | undefined;
+    try {
+      u = new URL(o);
+    } catch {
+      /* reported below */
+    }
+    if (!u || !/^https?:$/.test(u.protocol) || u.origin !== o.replace(/\/$/, '')) throw new ConfigError(name, `entries must be exact origins like https://app.example.com, got "${o.slice(0, 80)}"`);
+    return u.origin;
+  });
+}
+
 /** The API key goes with every Incode call: production sends it over https, or plain http to this machine only. */
 export function refuseCleartextIncode(incodeApiUrl: string): void {
   refuseCleartext('INCODE_API_URL', incodeApiUrl, 'the API key would travel in cleartext');
@@ -309,17 +327,7 @@ export function loadConfig(env: Env): Config {
     generated = true;
   }
 
-  const corsOrigins = list(env, 'CORS_ORIGINS');
-  for (const o of corsOrigins) {
-    if (o === '*') continue;
-    let u: URL | undefined;
-    try {
-      u = new URL(o);
-    } catch {
-      /* reported below */
-    }
-    if (!u || u.origin !== o.replace(/\/$/, '')) throw new ConfigError('CORS_ORIGINS', `entries must be exact origins like https://app.example.com, got "${o}"`);
-  }
+  const corsOrigins = origins(env, 'CORS_ORIGINS', true);
   if (production && corsOrigins.includes('*')) throw new ConfigError('CORS_ORIGINS', 'must not be "*" in production');
 
   const webhook = {
@@ -360,16 +368,7 @@ export function loadConfig(env: Env): Config {
     if (production) refuseCleartext('JWT_JWKS_URL', jwksUrl, 'whoever sits on the path could serve its own keys and sign as any caller');
   }
 
-  const redirectionUrlOrigins = list(env, 'REDIRECTION_URL_ORIGINS');
-  for (const o of redirectionUrlOrigins) {
-    let u: URL | undefined;
-    try {
-      u = new URL(o);
-    } catch {
-      u = undefined;
-    }
-    if (!u || !/^https?:$/.test(u.protocol) || u.origin !== o) throw new ConfigError('REDIRECTION_URL_ORIGINS', `must list exact origins such as https://app.example.com (got "${o.slice(0, 80)}")`);
-  }
+  const redirectionUrlOrigins = origins(env, 'REDIRECTION_URL_ORIGINS', false);
 
   const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');

@@ -42,10 +42,17 @@ describe('loadConfig', () => {
   });
 
   it('reads a production configuration', () => {
-    const c = loadConfig({ ...prodEnv, INCODE_API_URL: 'https://saas-api.incodesmile.com/', CORS_ORIGINS: 'https://app.example.com, https://m.example.com' });
+    const c = loadConfig({
+      ...prodEnv,
+      INCODE_API_URL: 'https://saas-api.incodesmile.com/',
+      CORS_ORIGINS: 'https://app.example.com, https://m.example.com/',
+      REDIRECTION_URL_ORIGINS: 'https://app.example.com/',
+    });
     expect(c.sandbox).toBe(false);
     expect(c.incode.apiUrl).toBe('https://saas-api.incodesmile.com');
+    // Spelled as a browser's Origin header spells them: a trailing slash would otherwise never match.
     expect(c.corsOrigins).toEqual(['https://app.example.com', 'https://m.example.com']);
+    expect(c.incode.redirectionUrlOrigins).toEqual(['https://app.example.com']);
     expect(c.encryption.keys[0].id).toBe('main');
   });
 

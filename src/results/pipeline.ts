@@ -213,15 +213,20 @@ export class ResultsPipeline {
   /** finish-status once post-processing is done; answers the status to apply (read again after finishing). */
   private async complete(id: string, token: string, status: string, ctx: CallContext): Promise<string> {
     if ((await this.d.incode.isPostProcessFinished(token, id, ctx)).finished !== true) return status;
-    try {
-      await this.d.incode.finishStatus(token, ctx);
-    } catch (e) {
-      // Refused (the session cannot be completed): the status stands, as in the request's own attempt.
-      if (e instanceof IncodeError && e.isClientError) return status;
-      throw e;
-    }
+    if (!(await this.finish(token, ctx))) return status;
     await this.d.store.recordStep(id, { step: 'finish', outcome: 'ok', code: 'BACKGROUND', at: this.now() });
     return (await this.d.incode.getOnboardingStatus(token, id, ctx)).onboardingStatus;
+  }
+
+  /** finish-status; false when Incode refuses it (a 4xx: the session cannot be completed, which is no job failure). */
+  private async finish(token: string, ctx: CallContext): Promise<boolean> {
+    try {
+      await this.d.incode.finishStatus(token, ctx);
+      return true;
+    } catch (e) {
+      if (e instanceof IncodeError && e.isClientError) return false;
+      throw e;
+    }
   }
 
   /** Moves the session forward (never back) and starts the results job when the status has results. */
@@ -252,11 +257,7 @@ export class ResultsPipeline {
     if (!token) return this.done(job);
     const incode = this.d.incode;
     try {
-      if (this.d.config.results.markComplete && session.origin === 'broker' && session.onboardingStatus !== 'ONBOARDING_FINISHED') {
-        await incode.finishStatus(token.value, ctx).catch((e: unknown) => {
-          if (!(e instanceof IncodeError && e.isClientError)) throw e;
-        });
-      }
+      if (this.d.config.results.markComplete && session.origin === 'broker' && session.onboardingStatus !== 'ONBOARDING_FINISHED') await this.finish(token.value, ctx);
       // Results are ordered by when their fetch started: a slow job's older answer never replaces a newer one.
       const fetchedAt = this.now();
       const [scores, ocr] = await Promise.all([incode.getScore(token.value, id, ctx), incode.getOcrData(token.value, id, ctx)]);
