@@ -23,6 +23,8 @@ import {
   spentResumeMarker,
   isResumeHash,
   PURGE_BATCH,
+  SESSION_PURGE_BATCH,
+  inBatches,
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
@@ -53,9 +55,6 @@ import type {
   Store,
   StoredResults,
 } from './types';
-
-/** Retention batches per sweep at most (the sweep runs hourly). */
-const MAX_PURGE_BATCHES = 50;
 
 export interface PostgresStoreOptions {
   url: string;
@@ -115,7 +114,7 @@ export class PostgresStore implements Store {
 
   constructor(opts: PostgresStoreOptions) {
     this.cipher = opts.cipher;
-    this.purgeBatch = opts.purgeBatch ?? 2_000;
+    this.purgeBatch = opts.purgeBatch ?? SESSION_PURGE_BATCH;
     this.schema = opts.schema ?? 'public';
     quoteIdent(this.schema);
     const timeoutMs = opts.timeoutMs ?? 10_000;
@@ -341,12 +340,13 @@ export class PostgresStore implements Store {
     return rows.map(toStep);
   }
 
-  // Data-modifying CTEs: the erasure, its deletes and its audit row commit together or not at all.
-  private eraseSql(match: string, auditKind: string, detail: string): string {
+  // Data-modifying CTEs: the erasure, its deletes and its audit row commit together or not at all. $1 is the
+  // array of locked interview ids, $2 now, $3 what `detail` reads.
+  private eraseSql(auditKind: string, detail: string): string {
     return `WITH t AS (
         UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
           resume_expires_at = NULL, results_status = 'erased', updated_at = GREATEST(updated_at, $2::bigint)
-        WHERE ${match} RETURNING interview_id, created_at),
+        WHERE interview_id = ANY($1::text[]) RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
@@ -354,42 +354,49 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Locks the rows an erasure matches (FOR UPDATE waits for a saveResults holding one) and only then erases them, in a
-   * later statement of the same transaction: in READ COMMITTED its snapshot sees the results that saveResults just
-   * committed, so they are deleted too. In one statement, the DELETE would use the snapshot taken before the wait.
-   * `match` uses only $1; $2 is now.
+   * Locks the rows `lock` selects (FOR UPDATE waits for a saveResults holding one) and then erases exactly those, by
+   * id, in a later statement of the same transaction: in READ COMMITTED its snapshot sees the results that saveResults
+   * just committed, so they are deleted too (in one statement, the DELETE would use the snapshot taken before the
+   * wait). Erasing by the locked ids, not by the selection again, matters when two replicas purge at once: a second
+   * evaluation could pick rows this transaction never locked and miss results saved into them meanwhile.
    */
-  private async erase(c: PoolClient, match: string, auditKind: string, detail: string, args: unknown[]): Promise<number> {
-    await this.q(`SELECT 1 FROM sessions WHERE ${match} ORDER BY created_at, interview_id FOR UPDATE`, args.slice(0, 1), c);
-    const { rows } = await this.q<{ n: string }>(this.eraseSql(match, auditKind, detail), args, c);
-    return Number(rows[0].n);
+  private async erase(c: PoolClient, lock: string, lockArgs: unknown[], auditKind: string, detail: string, detailArg: unknown, now: number): Promise<{ locked: number; erased: number }> {
+    const { rows: locked } = await this.q<{ interview_id: string }>(lock, lockArgs, c);
+    if (locked.length === 0) return { locked: 0, erased: 0 };
+    const { rows } = await this.q<{ n: string }>(this.eraseSql(auditKind, detail), [locked.map((r) => r.interview_id), now, detailArg], c);
+    return { locked: locked.length, erased: Number(rows[0].n) };
   }
 
   async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
-    const n = await this.tx((c) => this.erase(c, 'interview_id = $1', 'erasure', `jsonb_build_object('reason', $3::text)`, [interviewId, now, reason]));
-    return n > 0;
+    const { erased } = await this.tx((c) =>
+      this.erase(c, 'SELECT interview_id FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], 'erasure', `jsonb_build_object('reason', $3::text)`, reason, now),
+    );
+    return erased > 0;
   }
 
   async purgeExpired(createdBefore: number, now: number): Promise<number> {
     // In batches of purgeBatch, each its own transaction: one statement over a large backlog (the first sweep, or one
     // after an outage) would outlast DATABASE_TIMEOUT_MS and fail every hour, so personal data would outlive its
-    // retention. At most MAX_PURGE_BATCHES per sweep; the next sweep goes on where this one stopped.
-    const due = `interview_id IN (SELECT interview_id FROM sessions WHERE created_at < $1::bigint AND results_status <> 'erased' ORDER BY created_at, interview_id LIMIT ${this.purgeBatch})`;
+    // retention. A row another transaction holds is waited for, not skipped (a results save is then erased with it);
+    // FOR UPDATE checks the condition again on the row it waited for, so a replica sweeping at once never erases (or
+    // audits) a session twice.
+    const due = `SELECT interview_id FROM sessions WHERE created_at < $1::bigint AND results_status <> 'erased'
+      ORDER BY created_at, interview_id LIMIT ${this.purgeBatch} FOR UPDATE`;
+    const detail = `jsonb_build_object('reason', 'retention', 'createdBefore', $3::bigint)`;
     let n = 0;
-    for (let i = 0; i < MAX_PURGE_BATCHES; i++) {
-      const erased = await this.tx((c) => this.erase(c, due, 'retention-purge', `jsonb_build_object('reason', 'retention', 'createdBefore', $1::bigint)`, [createdBefore, now]));
+    await inBatches(this.purgeBatch, async () => {
+      const { locked, erased } = await this.tx((c) => this.erase(c, due, [createdBefore], 'retention-purge', detail, createdBefore, now));
       n += erased;
-      if (erased < this.purgeBatch) break;
-    }
-    return this.tx(async (c) => {
-      // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token
-      // is refused at lookup and cleared with its session).
-      await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now], c);
-      // Finished jobs and processed webhook events older than the retention (see the SQLite store), bounded per sweep.
-      await this.q(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < $1::bigint LIMIT $2)`, [createdBefore, PURGE_BATCH], c);
-      await this.q('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < $1::bigint LIMIT $2)', [createdBefore, PURGE_BATCH], c);
-      return n;
+      return locked;
     });
+    // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token is refused at
+    // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are
+    // history nobody reads: without this the tables (and the queue-depth count behind /metrics) only ever grow.
+    await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now]);
+    const rows = (sql: string) => async () => (await this.q(sql, [createdBefore, PURGE_BATCH])).rowCount ?? 0;
+    await inBatches(PURGE_BATCH, rows(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < $1::bigint LIMIT $2)`));
+    await inBatches(PURGE_BATCH, rows('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < $1::bigint LIMIT $2)'));
+    return n;
   }
 
   // ---- inbox and jobs

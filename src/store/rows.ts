@@ -80,8 +80,24 @@ export function idempotencyResponseId(cipher: Cipher, scope: string, key: string
   return cipher.decryptJson<{ interviewId: string }>(enc, aad.idempotencyResponse(scope, key)).interviewId;
 }
 
-/** Finished jobs and processed events deleted per retention sweep at most (the sweep runs hourly). */
-export const PURGE_BATCH = 20_000;
+/** Finished jobs and processed events deleted per statement by the retention sweep. */
+export const PURGE_BATCH = 5_000;
+/** Sessions erased per transaction by the retention sweep (each batch stays well inside a statement timeout). */
+export const SESSION_PURGE_BATCH = 2_000;
+/** How long one retention sweep goes on deleting batches at most; the next sweep (hourly) goes on from there. */
+export const PURGE_BUDGET_MS = 60_000;
+
+/**
+ * Runs `batch` (which answers how many rows it took) until one comes back short or the time budget is spent: a
+ * backlog (the first sweep, a high webhook rate) is worked off in bounded transactions instead of one that holds the
+ * write lock, or outlasts the statement timeout, for as long as the backlog is large.
+ */
+export async function inBatches(size: number, batch: () => Promise<number>, budgetMs = PURGE_BUDGET_MS): Promise<void> {
+  const started = Date.now();
+  for (;;) {
+    if ((await batch()) < size || Date.now() - started >= budgetMs) return;
+  }
+}
 
 /**
  * What a spent resume token leaves in resume_token_hash: it never matches a hash (so it cannot be spent again),

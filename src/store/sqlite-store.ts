@@ -26,6 +26,8 @@ import {
   spentResumeMarker,
   isResumeHash,
   PURGE_BATCH,
+  SESSION_PURGE_BATCH,
+  inBatches,
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
@@ -352,27 +354,38 @@ export class SqliteStore implements Store {
   }
 
   async purgeExpired(createdBefore: number, now: number): Promise<number> {
-    return this.write(() => {
-      const due = "FROM sessions WHERE created_at < ? AND results_status <> 'erased'";
-      // Audit first: the UPDATE below changes the predicate that selects the rows.
-      this.st(
-        `INSERT INTO audit (kind, subject, detail, at)
-         SELECT 'retention-purge', interview_id, json_object('reason', 'retention', 'createdBefore', ?), ? ${due} ORDER BY created_at, interview_id`,
-      ).run(createdBefore, now, createdBefore);
-      this.st(`DELETE FROM results WHERE interview_id IN (SELECT interview_id ${due})`).run(createdBefore);
-      const n = this.st(
-        `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
-           resume_expires_at = NULL, results_status = 'erased', updated_at = MAX(updated_at, ?) WHERE created_at < ? AND results_status <> 'erased'`,
-      ).run(now, createdBefore).changes;
-      // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token
-      // is refused at lookup and cleared with its session).
-      this.st('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now);
-      // Finished jobs and processed webhook events older than the retention are history nobody reads: without this
-      // the tables (and the queue-depth count behind /metrics) only ever grow. Bounded per sweep, like a lock held.
-      this.st(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < ? LIMIT ?)`).run(createdBefore, PURGE_BATCH);
-      this.st('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < ? LIMIT ?)').run(createdBefore, PURGE_BATCH);
-      return n;
-    });
+    // In batches, each its own transaction: better-sqlite3 runs on the event loop, and one statement over a large
+    // backlog would block it (and hold the file's write lock past other processes' busy_timeout) for seconds.
+    // The same LIMITed selection, evaluated three times in one transaction, names the same rows each time: nothing
+    // else writes in between, and the audit row and the deletes come before the update that changes the predicate.
+    const due = `SELECT interview_id FROM sessions WHERE created_at < @createdBefore AND results_status <> 'erased'
+      ORDER BY created_at, interview_id LIMIT ${SESSION_PURGE_BATCH}`;
+    let n = 0;
+    await inBatches(SESSION_PURGE_BATCH, () =>
+      this.write(() => {
+        const args = { createdBefore, now };
+        this.st(
+          `INSERT INTO audit (kind, subject, detail, at)
+           SELECT 'retention-purge', interview_id, json_object('reason', 'retention', 'createdBefore', @createdBefore), @now
+           FROM sessions WHERE interview_id IN (${due}) ORDER BY created_at, interview_id`,
+        ).run(args);
+        this.st(`DELETE FROM results WHERE interview_id IN (${due})`).run({ createdBefore });
+        const erased = this.st(
+          `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
+             resume_expires_at = NULL, results_status = 'erased', updated_at = MAX(updated_at, @now) WHERE interview_id IN (${due})`,
+        ).run(args).changes;
+        n += erased;
+        return erased;
+      }),
+    );
+    // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token is refused at
+    // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are
+    // history nobody reads: without this the tables (and the queue-depth count behind /metrics) only ever grow.
+    await this.write(() => this.st('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now));
+    const rows = (sql: string) => () => this.write(() => this.st(sql).run(createdBefore, PURGE_BATCH).changes);
+    await inBatches(PURGE_BATCH, rows(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < ? LIMIT ?)`));
+    await inBatches(PURGE_BATCH, rows('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < ? LIMIT ?)'));
+    return n;
   }
 
   // ---- inbox and jobs

@@ -175,7 +175,9 @@ describeWith('postgres', 'PostgresStore', () => {
       const connect = pool.connect.bind(s.pool);
       // Pooled clients come back: each is wrapped once, so each COMMIT is counted once.
       const wrapped = new WeakSet<PoolClient>();
-      pool.connect = async () => {
+      pool.connect = (async (...cb: unknown[]) => {
+        // pool.query() connects with a callback: left to the pool (a single statement has no COMMIT to count).
+        if (cb.length) return (original as (...a: unknown[]) => unknown).apply(s.pool, cb);
         const c = await connect();
         if (wrapped.has(c)) return c;
         wrapped.add(c);
@@ -185,15 +187,32 @@ describeWith('postgres', 'PostgresStore', () => {
           return (query as (...a: unknown[]) => unknown).apply(c, args);
         }) as typeof c.query;
         return c;
-      };
+      }) as typeof pool.connect;
       expect(await s.purgeExpired(5000, 10_000)).toBe(5);
       // Back to the pool's own connect (its query() passes a callback this wrapper does not take).
       pool.connect = original;
-      // Three batches (2, 2, 1) and the housekeeping: four transactions.
-      expect(commits).toHaveLength(4);
+      // Three batches (2, 2, 1), each its own transaction (the housekeeping deletes are single statements).
+      expect(commits).toHaveLength(3);
       for (let i = 0; i < 5; i++) expect(await s.getSession(`old${i}`)).toMatchObject({ resultsStatus: 'erased', token: null });
       expect(await s.getSession('new')).toMatchObject({ resultsStatus: 'pending', token: 'tok-new' });
       expect((await s.listAudit()).filter((a) => a.kind === 'retention-purge')).toHaveLength(5);
+    });
+
+    it('two replicas purging at once erase and audit each session once', async () => {
+      const schema = newSchema();
+      const a = track(new PostgresStore({ url: services.postgres, cipher: new Cipher([K1]), schema, poolMax: 2, purgeBatch: 5 }));
+      const b = track(new PostgresStore({ url: services.postgres, cipher: new Cipher([K1]), schema, poolMax: 2, purgeBatch: 5 }));
+      await a.migrate();
+      for (let round = 0; round < 3; round++) {
+        const ids = Array.from({ length: 60 }, (_, i) => `r${round}-${String(i).padStart(3, '0')}`);
+        for (const id of ids) await a.upsertSession({ interviewId: id, origin: 'broker', token: `tok-${id}`, now: 1000 });
+        const [na, nb] = await Promise.all([a.purgeExpired(5000, 10_000 + round), b.purgeExpired(5000, 10_000 + round)]);
+        // Each sweep may stop early on a short batch (the other took the rows); a third sweep finishes what is left.
+        const nc = await a.purgeExpired(5000, 10_000 + round);
+        expect(na + nb + nc).toBe(ids.length);
+        const audits = (await a.listAudit()).filter((x) => x.kind === 'retention-purge' && x.at === 10_000 + round);
+        expect(audits.map((x) => x.subject).sort()).toEqual(ids);
+      }
     });
 
     it('returns epoch-ms bigints as numbers', async () => {

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
-import { aad } from '../../src/store/rows';
+import { aad, PURGE_BATCH, SESSION_PURGE_BATCH } from '../../src/store/rows';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { isDatabaseUnavailable } from '../../src/store/unavailable';
 import { K1, runStoreContract, type StoreHarness } from './store-contract';
@@ -125,6 +125,39 @@ describe('SqliteStore specifics', () => {
     expect(bad.status).toBe('rejected');
     expect(good.status).toBe('fulfilled');
     expect(await store.getSession('ok1')).not.toBeNull();
+    await store.close();
+  });
+
+  it('retention sweep: a backlog larger than one batch is erased in several transactions, jobs and events too', async () => {
+    const store = new SqliteStore({ filename: tempFile(), cipher: new Cipher([K1]) });
+    await store.migrate();
+    const sessions = SESSION_PURGE_BATCH * 2 + 7;
+    const insert = store.db.prepare(`INSERT INTO sessions (interview_id, origin, token_enc, onboarding_status, created_at, updated_at) VALUES (?, 'broker', NULL, 'UNKNOWN', 1000, 1000)`);
+    const jobs = store.db.prepare(`INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, created_at, updated_at) VALUES (?, 'verify', 's', '{}', 'done', 1, 1, 1, 1)`);
+    const events = store.db.prepare(`INSERT INTO events (key, interview_id, onboarding_status, payload, received_at, processed_at) VALUES (?, 'i', 'DONE', '{}', 1, 1)`);
+    store.db.transaction(() => {
+      for (let i = 0; i < sessions; i++) insert.run(`old${String(i).padStart(6, '0')}`);
+      for (let i = 0; i < PURGE_BATCH * 2 + 3; i++) {
+        jobs.run(`j${i}`);
+        events.run(`e${i}`);
+      }
+    })();
+    insert.run('young');
+    store.db.prepare('UPDATE sessions SET created_at = 9000 WHERE interview_id = ?').run('young');
+    const transactions = jest.spyOn(store.db, 'transaction');
+    try {
+      expect(await store.purgeExpired(5000, 10_000)).toBe(sessions);
+      // Three session batches, the idempotency-key sweep, three batches each of jobs and events.
+      expect(transactions.mock.calls.length).toBeGreaterThanOrEqual(3 + 1 + 3 + 3);
+    } finally {
+      transactions.mockRestore();
+    }
+    const count = (sql: string) => (store.db.prepare(sql).get() as { n: number }).n;
+    expect(count(`SELECT count(*) AS n FROM sessions WHERE results_status = 'erased'`)).toBe(sessions);
+    expect(count(`SELECT count(*) AS n FROM audit WHERE kind = 'retention-purge'`)).toBe(sessions);
+    expect(count('SELECT count(*) AS n FROM jobs')).toBe(0);
+    expect(count('SELECT count(*) AS n FROM events')).toBe(0);
+    expect(await store.getSession('young')).toMatchObject({ resultsStatus: 'pending' });
     await store.close();
   });
 
