@@ -470,6 +470,15 @@ export class PostgresStore implements Store {
     return (r.rowCount ?? 0) > 0;
   }
 
+  async releaseJob(id: string, owner: string, now: number): Promise<boolean> {
+    const r = await this.q(
+      `UPDATE jobs SET state = 'queued', run_at = $3::bigint, attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::bigint
+       WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
+      [id, owner, now],
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
   async countJobs(): Promise<Record<JobState, number>> {
     const counts = emptyCounts();
     const { rows } = await this.q<{ state: JobState; n: string }>('SELECT state, count(*) AS n FROM jobs GROUP BY state');

@@ -464,6 +464,16 @@ export class SqliteStore implements Store {
     });
   }
 
+  async releaseJob(id: string, owner: string, now: number): Promise<boolean> {
+    return this.write(
+      () =>
+        this.st(
+          `UPDATE jobs SET state = 'queued', run_at = ?, attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+           WHERE id = ? AND lease_owner = ? AND state = 'running'`,
+        ).run(now, now, id, owner).changes > 0,
+    );
+  }
+
   async countJobs(): Promise<Record<JobState, number>> {
     const counts = emptyCounts();
     for (const r of this.st('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state').all() as { state: JobState; n: number }[]) {

@@ -93,9 +93,48 @@ describe('shutdown', () => {
     w.start();
     await waitFor(() => started, 5_000, 10);
     await w.stop(200);
-    // Queued again now (not after its 10-minute lease), and not dead although it was its last attempt.
+    // Queued again now (not after its 10-minute lease), not dead although it was its last attempt, and that attempt
+    // given back: a deploy must not use up the attempts of the jobs it interrupts.
     const [job] = await store.listJobs('i1');
-    expect(job).toMatchObject({ state: 'queued', runAt: T0, lastError: 'SHUTDOWN', attempts: 1 });
+    expect(job).toMatchObject({ state: 'queued', runAt: T0, attempts: 0 });
+    // The next process runs it, on its last attempt still.
+    let ran = 0;
+    const next = worker({ handle: async () => void ran++, maxAttempts: 1, now: () => T0 });
+    next.start();
+    try {
+      await waitFor(async () => (await store.listJobs('i1'))[0].state === 'done', 5_000, 10);
+    } finally {
+      await next.stop(1000);
+    }
+    expect(ran).toBe(1);
+  });
+
+  it('an attempt that outlived its lease and was claimed again by the same worker records nothing', async () => {
+    await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
+    let clock = T0;
+    const attempts: { attempt: number; finish: (ok: boolean) => void }[] = [];
+    const w = worker({
+      // Each attempt waits to be told how it ends; the abort at the lease's end is ignored, as by a stuck call.
+      handle: (job) => new Promise<void>((resolve, reject) => attempts.push({ attempt: job.attempts, finish: (ok) => (ok ? resolve() : reject(new JobError('INCODE_UNAVAILABLE', false))) })),
+      maxAttempts: 5,
+      concurrency: 2,
+      leaseMs: 1000,
+      now: () => clock,
+    });
+    w.start();
+    try {
+      await waitFor(() => attempts.length === 1, 5_000, 10);
+      clock += 5000; // the first attempt's lease lapses: the same worker claims the job again
+      await waitFor(() => attempts.length === 2, 5_000, 10);
+      // The stale first attempt fails for good: nothing recorded, the job is not dead-lettered under the second.
+      attempts[0].finish(false);
+      await new Promise((r) => setTimeout(r, 50));
+      expect((await store.listJobs('i1'))[0]).toMatchObject({ state: 'running', attempts: 2 });
+      attempts[1].finish(true);
+      await waitFor(async () => (await store.listJobs('i1'))[0].state === 'done', 5_000, 10);
+    } finally {
+      await w.stop(1000);
+    }
   });
 });
 

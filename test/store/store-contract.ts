@@ -577,6 +577,20 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 1, dead: 0 });
       });
 
+      it('releaseJob queues a running job again at once and gives its attempt back; only its holder can', async () => {
+        await store.enqueueJob(job('r', { dedupeKey: 'dr' }), T0);
+        const [j] = await store.claimJobs('w', 1, 60_000, T0);
+        expect(j.attempts).toBe(1);
+        expect(await store.releaseJob(j.id, 'someone-else', T0 + 5)).toBe(false);
+        expect(await store.releaseJob(j.id, 'w', T0 + 5)).toBe(true);
+        expect((await store.listJobs('r'))[0]).toMatchObject({ state: 'queued', runAt: T0 + 5, attempts: 0, leaseOwner: null, leaseExpiresAt: null });
+        // Still the active job of its dedupe key, and claimable at once by anyone.
+        expect(await store.enqueueJob(job('r', { dedupeKey: 'dr' }), T0 + 6)).toBe(false);
+        const [again] = await store.claimJobs('w2', 1, 60_000, T0 + 6);
+        expect(again).toMatchObject({ id: j.id, attempts: 1 });
+        expect(await store.releaseJob(j.id, 'w', T0 + 7)).toBe(false);
+      });
+
       it('failJob retries later or dead-letters', async () => {
         await store.enqueueJob(job('x', { dedupeKey: 'dx' }), T0);
         const [j] = await store.claimJobs('w', 1, 1000, T0);
