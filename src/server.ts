@@ -22,7 +22,10 @@ async function main(): Promise<void> {
   const logStream = pino.destination({ dest: 1, sync: !buffered, minLength: config.logBufferBytes, ...(buffered ? { periodicFlush: 250 } : {}) });
   const app = await buildApp(config, { logStream });
   // Readiness turns false, new connections are refused, in-flight requests and jobs finish, then pools close.
-  closeWithGrace({ delay: config.shutdownGraceMs + 2000 }, async ({ signal, err }) => {
+  // The delay bounds the whole close: requests still in their captures and then the result jobs each get up to the
+  // grace (the shutdown steps run one after the other), plus a short wind-down each, before the pools and the store
+  // close. A shorter delay would exit with a job still writing, and its handed-back state lost.
+  closeWithGrace({ delay: 2 * config.shutdownGraceMs + 5000 }, async ({ signal, err }) => {
     if (err) app.log.error({ err: { message: err.message } }, 'fatal error, shutting down');
     else app.log.info({ signal }, 'shutting down');
     await app.close();

@@ -17,6 +17,7 @@ export async function sendCallback(
   secret: string,
   event: { id: string; type: string; data: Record<string, unknown> },
   timeoutMs = 10_000,
+  signal?: AbortSignal,
 ): Promise<{ delivered: boolean; code: string }> {
   const ts = Math.floor(Date.now() / 1000);
   const msgId = `msg_${event.id.replace(/[^\w-]/g, '_')}`;
@@ -32,6 +33,8 @@ export async function sendCallback(
         'x-request-id': randomUUID(),
       },
       body,
+      // The job's lease deadline and shutdown: a slow receiver must not hold either past its time.
+      signal,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
     });

@@ -121,7 +121,7 @@ export class ResultsPipeline {
       case 'results':
         return this.fetchResults(job, ctx);
       case 'callback':
-        return this.callback(job);
+        return this.callback(job, signal);
       default:
         throw new JobError('UNKNOWN_JOB_KIND', false);
     }
@@ -293,7 +293,7 @@ export class ResultsPipeline {
     }
   }
 
-  private async callback(job: Job): Promise<void> {
+  private async callback(job: Job, signal?: AbortSignal): Promise<void> {
     const { url, secret } = this.d.config.callback;
     if (!url || !secret) return;
     // Erased since it was queued: the customer asked for the session to be forgotten, so nothing more is said about it.
@@ -304,7 +304,7 @@ export class ResultsPipeline {
       id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}`,
       type: 'session.results_ready',
       data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision },
-    });
+    }, undefined, signal);
     if (!ok.delivered) throw new JobError(ok.code, true);
   }
 

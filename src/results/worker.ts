@@ -3,9 +3,13 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Metrics } from '../plugins/metrics';
 import type { Job, Store } from '../store/types';
+import { settledWithin } from '../util/settle';
 import { JobError } from './pipeline';
 
 const DEFAULT_LEASE_MS = 120_000;
+
+/** After the grace, how long stopped attempts get to record that they were handed back. */
+export const STOP_WIND_DOWN_MS = 2_000;
 
 /** The longest wait between two attempts of a job. */
 const MAX_BACKOFF_MS = 15 * 60 * 1000;
@@ -67,13 +71,11 @@ export class JobWorker {
     this.running = false;
     this.wake?.();
     await this.loop;
-    const settled = (ms: number) => Promise.race([Promise.allSettled([...this.active]), new Promise((r) => setTimeout(r, ms).unref())]);
-    if (this.active.size) await settled(graceMs);
-    if (!this.active.size) return;
+    if (await settledWithin(this.active, graceMs)) return;
     this.interrupted = true;
     for (const d of this.deadlines) d.abort();
     // Stopped attempts only need to record that (an attempt that ignores the signal keeps its lease).
-    await settled(2000);
+    await settledWithin(this.active, STOP_WIND_DOWN_MS);
   }
 
   get busy(): number {

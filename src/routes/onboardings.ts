@@ -8,6 +8,8 @@ import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
+import { STOP_WIND_DOWN_MS } from '../results/worker';
+import { settledWithin } from '../util/settle';
 import { CUSTOMER_ID_PATTERN, withErrors } from '../schemas';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB
@@ -70,9 +72,10 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
-    await Promise.allSettled([...capturing]);
+    // Bounded: past the grace their connections are cut anyway, and the other shutdown steps must still run.
+    await settledWithin(capturing, config.shutdownGraceMs);
     for (const ac of inflight.values()) ac.abort();
-    await Promise.allSettled([...inflight.keys()]);
+    await settledWithin(inflight.keys(), STOP_WIND_DOWN_MS);
   });
 
   // A 30 MB upload costs several times its size in heap while it is parsed and decoded, so what the uploads in

@@ -472,7 +472,7 @@ export class PostgresStore implements Store {
 
   async releaseJob(id: string, owner: string, now: number): Promise<boolean> {
     const r = await this.q(
-      `UPDATE jobs SET state = 'queued', run_at = $3::bigint, attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::bigint
+      `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = $3::bigint, attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::bigint
        WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
       [id, owner, now],
     );

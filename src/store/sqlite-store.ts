@@ -468,7 +468,7 @@ export class SqliteStore implements Store {
     return this.write(
       () =>
         this.st(
-          `UPDATE jobs SET state = 'queued', run_at = ?, attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+          `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = ?, attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
            WHERE id = ? AND lease_owner = ? AND state = 'running'`,
         ).run(now, now, id, owner).changes > 0,
     );

@@ -198,8 +198,8 @@ export interface Store {
    */
   failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean>;
   /**
-   * Hands a running job back unfinished (a shutdown stopped it): queued again at once, its claim not counted as an
-   * attempt, so deploys never use up a job's attempts. false when `owner` no longer holds it.
+   * Hands a running job back unfinished (a shutdown stopped it): queued again at once with lastError SHUTDOWN, its claim
+   * not counted as an attempt, so deploys never use up a job's attempts. false when `owner` no longer holds it.
    */
   releaseJob(id: string, owner: string, now: number): Promise<boolean>;
   countJobs(): Promise<Record<JobState, number>>;

@@ -23,6 +23,8 @@ import {
   webhooksTo,
 } from '../helpers/harness';
 import { statusRank } from '../../src/results/status';
+import { Cipher } from '../../src/store/crypto';
+import { SqliteStore } from '../../src/store/sqlite-store';
 import { captureAll } from '../helpers/flow';
 import { throwawayPgStore } from '../helpers/pg-schema';
 import { describeWith } from '../helpers/services';
@@ -784,5 +786,44 @@ describe('erasure, retention and PII at rest', () => {
     expect((await second.app.store.getSession('new0000000000000000000001'))?.token).toBe('tok-new');
     await second.close();
     await emu.close();
+  });
+});
+
+describe('shutdown with a callback in flight', () => {
+  it('stops a callback whose receiver does not answer and hands its job back, instead of exiting with it still running', async () => {
+    let received = 0;
+    // A receiver that takes the request and never answers (its own 10 s timeout is far past the grace).
+    const receiver = createServer(() => void received++);
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const dbFile = join(mkdtempSync(join(tmpdir(), 'broker-cb-')), 'broker.db');
+    let p: Pair | undefined;
+    try {
+      engine = 'sqlite';
+      p = await startPair({
+        RESULTS_MODE: 'webhook',
+        DATABASE_URL: `sqlite:${dbFile}`,
+        SHUTDOWN_GRACE_MS: '200',
+        CALLBACK_URL: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`,
+        CALLBACK_SECRET: 'whsec_' + Buffer.from('customer-secret-bytes').toString('base64'),
+      });
+      const s = await p.newSession();
+      await captureAll(s.apiUrl, s.token);
+      await p.ready(s.interviewId);
+      await waitFor(() => received > 0);
+      await p.close();
+      p = undefined;
+      // Read after the broker closed its store: the attempt ended within the wind-down and recorded it.
+      const reopened = new SqliteStore({ filename: dbFile, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 1) }]) });
+      try {
+        const callback = (await reopened.listJobs(s.interviewId)).find((j) => j.kind === 'callback');
+        expect(callback).toMatchObject({ state: 'queued', lastError: 'SHUTDOWN', attempts: 0 });
+      } finally {
+        await reopened.close();
+      }
+    } finally {
+      await p?.close();
+      receiver.closeAllConnections();
+      await new Promise((r) => receiver.close(r));
+    }
   });
 });

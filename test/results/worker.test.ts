@@ -96,7 +96,7 @@ describe('shutdown', () => {
     // Queued again now (not after its 10-minute lease), not dead although it was its last attempt, and that attempt
     // given back: a deploy must not use up the attempts of the jobs it interrupts.
     const [job] = await store.listJobs('i1');
-    expect(job).toMatchObject({ state: 'queued', runAt: T0, attempts: 0 });
+    expect(job).toMatchObject({ state: 'queued', runAt: T0, lastError: 'SHUTDOWN', attempts: 0 });
     // The next process runs it, on its last attempt still.
     let ran = 0;
     const next = worker({ handle: async () => void ran++, maxAttempts: 1, now: () => T0 });

@@ -583,7 +583,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(j.attempts).toBe(1);
         expect(await store.releaseJob(j.id, 'someone-else', T0 + 5)).toBe(false);
         expect(await store.releaseJob(j.id, 'w', T0 + 5)).toBe(true);
-        expect((await store.listJobs('r'))[0]).toMatchObject({ state: 'queued', runAt: T0 + 5, attempts: 0, leaseOwner: null, leaseExpiresAt: null });
+        expect((await store.listJobs('r'))[0]).toMatchObject({ state: 'queued', runAt: T0 + 5, attempts: 0, lastError: 'SHUTDOWN', leaseOwner: null, leaseExpiresAt: null });
         // Still the active job of its dedupe key, and claimable at once by anyone.
         expect(await store.enqueueJob(job('r', { dedupeKey: 'dr' }), T0 + 6)).toBe(false);
         const [again] = await store.claimJobs('w2', 1, 60_000, T0 + 6);

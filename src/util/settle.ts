@@ -1,0 +1,17 @@
+// Waits for promises to settle, but no longer than a deadline: shutdown steps that must not hold the process forever.
+
+/** true when every promise settled within `ms`; false when the time ran out first (they go on unawaited). */
+export async function settledWithin(promises: Iterable<Promise<unknown>>, ms: number): Promise<boolean> {
+  const all = [...promises];
+  if (all.length === 0) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([Promise.allSettled(all).then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
