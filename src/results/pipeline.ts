@@ -202,12 +202,13 @@ export class ResultsPipeline {
    * status. The request that ran its captures marks it complete once processing is done, but a shutdown, a crash or
    * its wait timing out can stop it first: then its status checks here do it, so polling finishes the onboarding
    * instead of watching it stall until POLL_GIVE_UP_HOURS. Only a session whose captures all went through (its
-   * face-match step) qualifies: an SDK session at the same status may still have a capture to come.
+   * face-match step answered, match or not) qualifies: an SDK session at the same status may still have a capture to come.
    */
   private async awaitsCompletion(session: SessionRecord, status: unknown): Promise<boolean> {
     if (!this.d.config.results.markComplete || session.origin !== 'broker' || typeof status !== 'string' || statusRank(status) !== PROGRESS_RANK) return false;
     const steps = await this.d.store.listSteps(session.interviewId);
-    return steps.some((s) => s.step === 'face-match' && s.outcome === 'ok') && !steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
+    // A face match that answered no match went through too (its scores decline the session); only a failed call did not.
+    return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected')) && !steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
   }
 
   /** finish-status once post-processing is done; answers the status to apply (read again after finishing). */

@@ -273,7 +273,11 @@ describe('POST /onboardings', () => {
     }
   }, 30_000);
 
-  it('with MARK_COMPLETE, an onboarding left unfinished at shutdown is completed by the next broker polling it', async () => {
+  it.each([
+    ['emu:no-auto-finish', 'approve'],
+    // A selfie that does not match the ID went through every capture too: it must end declined, not stall at review.
+    ['emu:no-auto-finish emu:no-match', 'decline'],
+  ])('with MARK_COMPLETE, an onboarding left unfinished at shutdown is completed by the next broker polling it (%s)', async (customer, decision) => {
     // Processing takes long enough that the first broker is closed before it could mark the session complete, and
     // the flow never completes by itself (emu:no-auto-finish): only a finish-status ends it.
     const slow = await startEmulator({ processingDelayMs: 1500 });
@@ -281,7 +285,7 @@ describe('POST /onboardings', () => {
     const first = await startBroker(brokerEnv(slow.url, env));
     let second: Awaited<ReturnType<typeof startBroker>> | undefined;
     try {
-      const res = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: first.url });
+      const res = await post({ ...GOOD, externalCustomerId: customer }, { url: first.url });
       expect(res.status).toBe(202);
       const id = res.body.interviewId as string;
       await first.close();
@@ -289,7 +293,7 @@ describe('POST /onboardings', () => {
       second = await startBroker(brokerEnv(slow.url, env));
       const read = async () => (await fetch(`${second!.url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json() as Promise<Record<string, any>>;
       const done = await waitFor(async () => ((await read()).resultsStatus === 'ready' ? read() : null), 20_000);
-      expect(done).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' });
+      expect(done).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision });
       expect(done.steps).toContainEqual(expect.objectContaining({ step: 'finish', outcome: 'ok', code: 'BACKGROUND' }));
     } finally {
       await second?.close();
