@@ -51,6 +51,11 @@ export class CircuitBreaker {
     }
   }
 
+  /** A call this service gave up on itself (its deadline, a shutdown): says nothing about Incode, frees the probe slot. */
+  abandoned(): void {
+    this.probing = false;
+  }
+
   private set(s: CircuitState): void {
     this.current = s;
     this.opts.onStateChange?.(s);

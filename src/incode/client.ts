@@ -319,6 +319,13 @@ export class IncodeClient {
         throw new IncodeError('INCODE_BAD_RESPONSE', spec.operation, `Incode ${spec.operation} answered more than ${err.limit} bytes`);
       }
       const e = incodeErrorFromTransport(spec.operation, err);
+      if (ctx.signal?.aborted) {
+        // Stopped by this service (a job's lease deadline, a shutdown), often while still queued for a connection:
+        // neither a timeout of Incode's nor a failure that should open the circuit for everyone else.
+        circuit?.abandoned();
+        this.opts.onCall?.(spec.operation, 'aborted', seconds());
+        throw e;
+      }
       circuit?.failure();
       // Once the answer has begun, only a stalled body can fail it.
       const outcome = (err as ExchangeError).duringBody || e.code === 'INCODE_TIMEOUT' ? 'timeout' : 'connection_error';

@@ -244,10 +244,10 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
-  it('stops a call when its signal aborts, in flight or still queued behind the pool, as a timeout', async () => {
+  it('stops a call when its signal aborts, in flight or still queued behind the pool, as a timeout the circuit does not count', async () => {
     const srv = await scripted(() => undefined);
     const outcomes: string[] = [];
-    const c = client(srv.url, { connections: 1, maxRetries: 0, timeoutMs: 30_000, onCall: (_op, outcome) => outcomes.push(outcome) });
+    const c = client(srv.url, { connections: 1, maxRetries: 0, timeoutMs: 30_000, onCall: (_op, outcome) => outcomes.push(outcome), circuit: { failureThreshold: 1, resetMs: 60_000 } });
     const inFlight = new AbortController();
     const queued = new AbortController();
     const first = c.getScore('t', 'i', { signal: inFlight.signal }).catch((e: unknown) => e);
@@ -259,7 +259,9 @@ describe('IncodeClient failure handling', () => {
     expect(((await first) as IncodeError).code).toBe('INCODE_TIMEOUT');
     expect(((await second) as IncodeError).code).toBe('INCODE_TIMEOUT');
     expect(Date.now() - t).toBeLessThan(5000);
-    expect(outcomes).toEqual(['timeout', 'timeout']);
+    // Given up on by the caller: recorded apart from Incode's own timeouts, and the circuit stays closed.
+    expect(outcomes).toEqual(['aborted', 'aborted']);
+    expect(c.circuitState('read')).toBe('closed');
     // An already-aborted signal never reaches Incode.
     expect(((await c.getScore('t', 'i', { signal: AbortSignal.abort() }).catch((e: unknown) => e)) as IncodeError).code).toBe('INCODE_TIMEOUT');
     expect(srv.hits()).toBe(1);
