@@ -152,8 +152,8 @@ export interface IncodeErrorBody {
 export interface OnboardingStatusWebhook {
   interviewId: string;
   onboardingStatus: string;
-  externalId?: string;
-  clientId?: string;
-  flowId?: string;
+  externalId?: unknown;
+  clientId?: unknown;
+  flowId?: unknown;
   [k: string]: unknown;
 }

@@ -37,6 +37,11 @@ export interface PipelineDeps {
 }
 
 /** Finished, with results that leave the decision to a reviewer: the verdict (MANUAL_REVIEW_*) is still to come. */
+/** A webhook's informative string field as kept in the inbox: cut to 128 characters, anything else left out. */
+function boundedText(v: unknown): string | undefined {
+  return typeof v === 'string' ? v.slice(0, 128) : undefined;
+}
+
 function awaitsVerdict(s: Pick<SessionRecord, 'onboardingStatus' | 'decision'>): boolean {
   return s.onboardingStatus === 'ONBOARDING_FINISHED' && s.decision === 'review';
 }
@@ -52,7 +57,7 @@ export class ResultsPipeline {
     const now = this.now();
     const key = `${body.interviewId}:${body.onboardingStatus}`;
     // externalId is the customer's own user id: kept out of the inbox (it is PII-adjacent and not needed).
-    const payload = { interviewId: body.interviewId, onboardingStatus: body.onboardingStatus, clientId: body.clientId, flowId: body.flowId };
+    const payload = { interviewId: body.interviewId, onboardingStatus: body.onboardingStatus, clientId: boundedText(body.clientId), flowId: boundedText(body.flowId) };
     const inserted = await this.d.store.recordEvent(
       { key, interviewId: body.interviewId, onboardingStatus: body.onboardingStatus, payload, receivedAt: now },
       { kind: 'verify', subject: body.interviewId, payload: { source: 'webhook', eventKey: key }, runAt: now },

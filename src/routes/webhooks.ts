@@ -15,9 +15,11 @@ const WebhookBody = Type.Object(
   {
     interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }),
     onboardingStatus: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Z0-9_]+$' }),
-    externalId: Type.Optional(Type.String({ maxLength: 256 })),
-    clientId: Type.Optional(Type.String({ maxLength: 128 })),
-    flowId: Type.Optional(Type.String({ maxLength: 128 })),
+    // Not checked: a status Incode signed for must not be refused (and after its retries, lost) over a field this
+    // service does not need. externalId is never stored; clientId and flowId are kept, cut to a bounded length.
+    externalId: Type.Optional(Type.Unknown()),
+    clientId: Type.Optional(Type.Unknown()),
+    flowId: Type.Optional(Type.Unknown()),
   },
   { additionalProperties: true },
 );

@@ -508,6 +508,17 @@ function pipelineSuite(which: Engine) {
     expect(verify[0].payload).toMatchObject({ source: 'webhook', eventKey: `${s.interviewId}:ID_VALIDATION_FINISHED` });
   });
 
+  it('acknowledges an authenticated webhook whose informative fields are long or not strings, and records it', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const s = await p.newSession();
+    const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    const body = { interviewId: s.interviewId, onboardingStatus: 'ID_VALIDATION_FINISHED', externalId: 'e'.repeat(300), clientId: 'c'.repeat(500), flowId: 42 };
+    const res = await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body);
+    expect([res.status, res.body]).toEqual([200, { success: true }]);
+    const verify = await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'verify'));
+    expect(verify.payload).toMatchObject({ source: 'webhook', eventKey: `${s.interviewId}:ID_VALIDATION_FINISHED` });
+  });
+
   it('answers 400 with a code, never 500, for a cursor or a time the database cannot take', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     const forge = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8').toString('base64url');
