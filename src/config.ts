@@ -29,7 +29,7 @@ interface VarSpec {
 /** Every variable the service reads. `.env.example` documents each one (a test keeps them in step). */
 export const ENV_SCHEMA = {
   NODE_ENV: { kind: { type: 'enum', values: ['development', 'test', 'production'] }, default: 'development', doc: 'Only "production" changes anything: it refuses unsafe settings.' },
-  PORT: { kind: { type: 'int', min: 0, max: 65535 }, default: '3000', doc: 'TCP port to listen on.' },
+  PORT: { kind: { type: 'int', min: 0, max: 65535 }, default: '3000', doc: 'TCP port to listen on (0: any free port; not in sandbox mode, whose built-in emulator is called at this port).' },
   HOST: { kind: { type: 'string' }, default: '127.0.0.1', doc: 'Interface to bind (0.0.0.0 in containers).' },
   PUBLIC_URL: { kind: { type: 'url' }, doc: 'How clients reach this service; defaults to http://localhost:PORT.' },
   LOG_LEVEL: { kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
@@ -311,12 +311,32 @@ function refuseCleartext(name: EnvName, url: string, why: string): void {
 }
 
 /** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
+/** Whether node-postgres can read the URL: it parses it with URL and percent-decodes the user and password. */
+function isValidPostgresUrl(url: string): boolean {
+  try {
+    const u = new URL(url);
+    decodeURIComponent(u.username);
+    decodeURIComponent(u.password);
+    return u.hostname !== '' || u.searchParams.has('host');
+  } catch {
+    return false;
+  }
+}
+
+/** Where this process reaches itself: loopback when it listens on every interface, else the address it binds. */
+function selfAddress(host: string): string {
+  if (host === '0.0.0.0' || host === '::' || host === '') return '127.0.0.1';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
 export function loadConfig(env: Env): Config {
   const nodeEnv = str(env, 'NODE_ENV') as Config['nodeEnv'];
   const production = nodeEnv === 'production';
   const port = int(env, 'PORT');
   const apiKey = str(env, 'INCODE_API_KEY');
   const sandbox = !apiKey;
+  // The built-in emulator is called over loopback at this service's own port, which must therefore be known.
+  if (sandbox && port === 0) throw new ConfigError('PORT', 'must not be 0 in sandbox mode: the built-in Incode emulator is reached at this service\'s own port');
   if (production && sandbox) throw new ConfigError('INCODE_API_KEY', 'is required when NODE_ENV=production (sandbox mode is for development only)');
 
   let keys = parseKeys(str(env, 'DATA_ENCRYPTION_KEY'));
@@ -383,6 +403,10 @@ export function loadConfig(env: Env): Config {
   let databaseUrl = str(env, 'DATABASE_URL')!;
   if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
+  // Checked here so that a bad value stops the start with the variable's name, never echoing it (it may hold a password).
+  if (/^sqlite:(\/\/)?$/.test(databaseUrl)) throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path or :memory: (e.g. sqlite:./data/broker.db)');
+  if (!databaseUrl.startsWith('sqlite:') && !isValidPostgresUrl(databaseUrl))
+    throw new ConfigError('DATABASE_URL', 'is not a valid URL (characters such as / # ? % @ in the password must be percent-encoded, or give the password in PGPASSWORD)');
   if (production && IN_MEMORY_DATABASE.test(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must not be an in-memory database in production: every session, result and queued job would be lost on restart');
   if (generated) {
@@ -417,7 +441,7 @@ export function loadConfig(env: Env): Config {
     sandbox,
     incode: {
       // In sandbox mode the upstream is the emulator mounted in this process, called over loopback like Incode.
-      apiUrl: sandbox ? `http://127.0.0.1:${port}/sandbox/incode` : incodeApiUrl,
+      apiUrl: sandbox ? `http://${selfAddress(str(env, 'HOST')!)}:${port}/sandbox/incode` : incodeApiUrl,
       apiKey: apiKey ?? 'sandbox-api-key',
       clientId: str(env, 'INCODE_CLIENT_ID') ?? (sandbox ? 'sandbox' : undefined),
       configurationId: str(env, 'INCODE_CONFIGURATION_ID'),

@@ -74,6 +74,11 @@ describe('loadConfig', () => {
     [{ CALLER_AUTH: 'jwt' }, 'JWT_JWKS_URL', /required/],
     [{ CALLBACK_URL: 'https://cb.example.com/hook' }, 'CALLBACK_SECRET', /required/],
     [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL', /sqlite: or postgres/],
+    [{ DATABASE_URL: 'sqlite:' }, 'DATABASE_URL', /file path or :memory:/],
+    // A generated password with / in it, pasted into the URL: refused by name, and the value never echoed.
+    [{ DATABASE_URL: 'postgres://broker:s3cr/t+x@db:5432/broker' }, 'DATABASE_URL', /^(?!.*s3cr).*not a valid URL/],
+    [{ DATABASE_URL: 'postgres://broker:50%off@db:5432/broker' }, 'DATABASE_URL', /percent-encoded/],
+    [{ PORT: '0' }, 'PORT', /sandbox mode/],
     [{ POLL_INTERVAL_MS: '5000', POLL_MAX_INTERVAL_MS: '1000' }, 'POLL_MAX_INTERVAL_MS', /at least POLL_INTERVAL_MS/],
     [{ WEBHOOK_ALLOW_UNAUTHENTICATED: 'maybe' }, 'WEBHOOK_ALLOW_UNAUTHENTICATED', /true or false/],
   ])('rejects %j naming %s', (env, variable, message) => {
@@ -81,6 +86,19 @@ describe('loadConfig', () => {
     expect(e.variable).toBe(variable);
     expect(e.message).toContain(variable);
     expect(e.message).toMatch(message);
+  });
+
+  it('accepts a percent-encoded password, and a socket directory as host', () => {
+    for (const url of ['postgres://broker:s3cr%2Ft%25x@db:5432/broker', 'postgres:///broker?host=/var/run/postgresql'])
+      expect(loadConfig({ DATABASE_URL: url, DATA_ENCRYPTION_KEY: KEY }).database.url).toBe(url);
+  });
+
+  it('sandbox mode calls its built-in emulator at the address it listens on', () => {
+    const at = (HOST: string) => loadConfig({ HOST, PORT: '4100' }).incode.apiUrl;
+    expect(at('0.0.0.0')).toBe('http://127.0.0.1:4100/sandbox/incode');
+    expect(at('::')).toBe('http://127.0.0.1:4100/sandbox/incode');
+    expect(at('::1')).toBe('http://[::1]:4100/sandbox/incode');
+    expect(at('127.0.0.1')).toBe('http://127.0.0.1:4100/sandbox/incode');
   });
 
   it.each([
