@@ -32,12 +32,21 @@ function base64DataLength(s: string): number {
 export const MIN_IMAGE_BYTES = 100;
 
 /**
+ * Longest base64 image Incode takes: its requests are limited to 10 MB (shared doc 1.4, 4.5), the JSON around the
+ * image included. Counted in decimal megabytes, the smaller reading, less room for `{"base64Image":""}`. Refused
+ * here, before a (billable) session is started for an upload Incode would answer 413.
+ */
+export const MAX_IMAGE_BASE64_CHARS = 10_000_000 - 64;
+export const IMAGE_TOO_LARGE = `is larger than Incode accepts (10 MB of base64, about 7.4 MB of image): send a smaller or more compressed photo`;
+
+/**
  * Returns the bare base64 (data: prefix removed) or why it is not an image. Only the head is decoded:
  * the body is already known to use the base64 alphabet, and decoding several MB just to re-encode them is waste.
  */
-function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string } {
+function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string; tooLarge?: true } {
   const comma = input.startsWith('data:') ? input.indexOf(',') : -1;
   const b64 = comma >= 0 ? input.slice(comma + 1) : input;
+  if (b64.length > MAX_IMAGE_BASE64_CHARS) return { error: IMAGE_TOO_LARGE, tooLarge: true };
   const length = base64DataLength(b64);
   if (length < 0) return { error: 'is not base64' };
   // A base64 length of 4n+1 cannot come from any byte string.
@@ -51,6 +60,6 @@ function parseBase64Image(input: string): { base64: string; kind: ImageKind } | 
 /** parseBase64Image for a request field: 400 INVALID_IMAGE naming the field. */
 export function decodeImage(input: string, field: string): string {
   const r = parseBase64Image(input);
-  if ('error' in r) throw new AppError(400, 'INVALID_IMAGE', `${field} ${r.error}`);
+  if ('error' in r) throw new AppError(400, r.tooLarge ? 'IMAGE_TOO_LARGE' : 'INVALID_IMAGE', `${field} ${r.error}`);
   return r.base64;
 }

@@ -141,6 +141,14 @@ describe('incode-broker onboard', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/too small to be a photo/) } });
   });
 
+  it('refuses an image over Incode\'s 10 MB request limit before any session, as the route does', async () => {
+    const huge = join(cwd, 'huge.jpg');
+    writeFileSync(huge, Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(7_600_000)]));
+    const r = await run(['onboard', '--front', sample('id-front.jpg'), '--back', sample('id-back.jpg'), '--selfie', huge, '--json']);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/--selfie: .*larger than Incode accepts/) } });
+  });
+
   it('runs with NODE_ENV=production in the environment (the service refusals are not the CLI\'s)', async () => {
     const r = await run(['onboard', ...GOOD, '--json'], { NODE_ENV: 'production' });
     expect(r.stderr).not.toMatch(/must not be|is required in production/);

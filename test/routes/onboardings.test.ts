@@ -142,6 +142,19 @@ describe('POST /onboardings', () => {
     expect(res.body.code).toBe(code);
   });
 
+  it.each(['front', 'selfie'])('refuses a %s image over Incode\'s 10 MB request limit with 400 IMAGE_TOO_LARGE, before any session is started', async (field) => {
+    const incode = recordRequests(emulator.app.server);
+    try {
+      // A JPEG's head, then enough bytes to pass 10 MB of base64 (a photo Incode would answer 413).
+      const huge = `${GOOD.front.slice(0, 64)}${'A'.repeat(10_000_000)}`;
+      const res = await post({ ...GOOD, [field]: huge });
+      expect(res).toMatchObject({ status: 400, body: { code: 'IMAGE_TOO_LARGE', message: expect.stringContaining(field) } });
+      expect(incode.urls.filter((u) => u.startsWith('/omni/start'))).toEqual([]);
+    } finally {
+      incode.stop();
+    }
+  });
+
   it('takes bodies of several MB (real ID photos) and answers 413 beyond the limit', async () => {
     // 5 MB of base64 passes the size limit and is then refused as not an image.
     const big = await post({ ...GOOD, front: 'A'.repeat(5 * 1024 * 1024) });
