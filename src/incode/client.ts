@@ -150,6 +150,9 @@ function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, sign
   });
 }
 
+/** The longest wait before a retry; a Retry-After beyond it is the caller's to honour. */
+const MAX_RETRY_WAIT_MS = 5_000;
+
 export class IncodeClient {
   private readonly dispatcher: Dispatcher;
   private readonly ownsDispatcher: boolean;
@@ -268,11 +271,14 @@ export class IncodeClient {
         return await this.once<T>(spec, ctx);
       } catch (err) {
         const e = err as IncodeError;
-        const canRetry = e.retryable && e.code !== 'INCODE_CIRCUIT_OPEN' && (spec.idempotent || e.details.notSent === true);
+        // A 429 was turned away before Incode did anything, so even a start can go again; not past a long Retry-After,
+        // which the caller is told instead (503 with it).
+        const rateLimited = e.code === 'INCODE_RATE_LIMITED' && (e.details.retryAfterMs ?? 0) <= MAX_RETRY_WAIT_MS;
+        const canRetry = e.retryable && e.code !== 'INCODE_CIRCUIT_OPEN' && (spec.idempotent || e.details.notSent === true || rateLimited);
         if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted) throw e;
         // Full jitter keeps many brokers from retrying in lockstep.
         const backoff = Math.min(e.details.retryAfterMs ?? Infinity, base * 2 ** (attempt - 1) * (0.5 + Math.random()));
-        await sleep(Math.min(backoff, 5_000));
+        await sleep(Math.min(backoff, MAX_RETRY_WAIT_MS));
       }
     }
   }

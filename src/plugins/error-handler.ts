@@ -34,6 +34,9 @@ function mapError(err: FastifyError | Error): Mapped {
     if (err.code === 'INCODE_CIRCUIT_OPEN')
       return { status: 503, code: 'INCODE_UNAVAILABLE', message: 'Incode is failing; try again shortly', headers: { 'retry-after': String(Math.max(1, Math.ceil((err.details.retryAfterMs ?? 1000) / 1000))) } };
     if (err.code === 'INCODE_TIMEOUT') return { status: 504, code: 'INCODE_TIMEOUT', message: 'Incode did not answer in time' };
+    // Incode turned the call away before doing anything: come back later (its own Retry-After), nothing was created.
+    if (err.code === 'INCODE_RATE_LIMITED')
+      return { status: 503, code: 'INCODE_RATE_LIMITED', message: 'Incode is limiting this service\'s calls; try again shortly', headers: { 'retry-after': String(Math.max(1, Math.ceil((err.details.retryAfterMs ?? 1000) / 1000))) } };
     return { status: 502, code: err.code, message: `Incode refused or failed the ${err.operation} call` };
   }
   const fe = err as FastifyError;

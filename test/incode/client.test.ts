@@ -169,6 +169,31 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('retries a start Incode turned away with 429 (nothing was created), but not past a long Retry-After', async () => {
+    const srv = await scripted((req, res, n) => {
+      if (n === 1) {
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '0' });
+        return res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests' }));
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ token: 'tok', interviewId: 'abc' }));
+    });
+    const c = client(srv.url, { maxRetries: 2, retryBaseMs: 1 });
+    expect(await c.start({})).toMatchObject({ token: 'tok', interviewId: 'abc' });
+    expect(srv.hits()).toBe(2);
+    const slow = await scripted((_req, res) => {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '60' });
+      res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests' }));
+    });
+    const c2 = client(slow.url, { maxRetries: 2, retryBaseMs: 1 });
+    const err = (await c2.start({}).catch((e: unknown) => e)) as IncodeError;
+    expect([err.code, err.details.retryAfterMs, slow.hits()]).toEqual(['INCODE_RATE_LIMITED', 60_000, 1]);
+    await c.close();
+    await c2.close();
+    await srv.close();
+    await slow.close();
+  });
+
   it('does not retry client errors', async () => {
     const srv = await scripted((_req, res) => envelope(res, 400, 4019));
     const c = client(srv.url);

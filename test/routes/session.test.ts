@@ -1,4 +1,6 @@
 // POST /session, /session/resume and /session/status over HTTP against the real emulator; sandbox mode; CORS.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitFor, waitForResults, type Running } from '../helpers/harness';
@@ -242,6 +244,25 @@ describe('POST /session against the emulator', () => {
     expect(slow.body.code).toBe('INCODE_TIMEOUT');
     emu.app.emulator.resetFaults();
   }, 20_000);
+
+  it('answers 503 with Incode\'s Retry-After when Incode keeps limiting the calls', async () => {
+    const limited = createServer((req, res) => {
+      req.resume();
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '30' });
+      res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests', path: req.url }));
+    });
+    await new Promise<void>((r) => limited.listen(0, '127.0.0.1', r));
+    const b = await startBroker(brokerEnv(`http://127.0.0.1:${(limited.address() as AddressInfo).port}`, {}), { runWorker: false });
+    try {
+      const res = await request(b.url).post('/session').send({}).expect(503);
+      expect(res.headers['retry-after']).toBe('30');
+      expect(res.body).toEqual({ code: 'INCODE_RATE_LIMITED', message: expect.any(String), requestId: expect.any(String) });
+    } finally {
+      await b.close();
+      limited.closeAllConnections();
+      await new Promise((r) => limited.close(r));
+    }
+  });
 
   it('answers 502 when Incode refuses the API key', async () => {
     const wrong = await startBroker(brokerEnv(emu.url, { INCODE_API_KEY: 'not-the-key' }));
