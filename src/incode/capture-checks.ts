@@ -63,6 +63,7 @@ export const ID_REASONS = {
   LOW_RESOLUTION: 'ID_LOW_RESOLUTION',
   BACK_REQUIRED: 'ID_BACK_REQUIRED',
   IMAGE_REFUSED: 'ID_IMAGE_REFUSED',
+  PROCESSING_FAILED: 'ID_PROCESSING_FAILED',
 } as const;
 
 /** User-facing message of every ID rejection reason. */
@@ -81,6 +82,7 @@ export const ID_MESSAGES: Readonly<Record<string, string>> = Object.freeze({
   [ID_REASONS.LOW_RESOLUTION]: 'The photo of the ID is too small. Move closer so the ID fills the frame.',
   [ID_REASONS.BACK_REQUIRED]: 'This ID has a back side. Take a photo of the back too.',
   [ID_REASONS.IMAGE_REFUSED]: "We couldn't use this photo of the ID. Take it again.",
+  [ID_REASONS.PROCESSING_FAILED]: "We couldn't process the photos of the ID. Take the photos of the front and back again.",
 });
 
 /**
@@ -160,6 +162,7 @@ export const SELFIE_REASONS = {
   FACE_MASK: 'SELFIE_FACE_MASK',
   NOT_BRIGHT: 'SELFIE_NOT_BRIGHT',
   POOR_CONDITIONS: 'SELFIE_POOR_CONDITIONS',
+  PROCESSING_FAILED: 'SELFIE_PROCESSING_FAILED',
 } as const;
 
 /** Messages of the checks on a 200 answer, reusing the table's wording where the guide has one. */
@@ -170,6 +173,7 @@ export const SELFIE_CHECK_MESSAGES: Readonly<Record<string, string>> = Object.fr
   [SELFIE_REASONS.FACE_MASK]: 'Take off your face mask',
   [SELFIE_REASONS.NOT_BRIGHT]: SELFIE_ERRORS[100].message,
   [SELFIE_REASONS.POOR_CONDITIONS]: DEFAULT_SELFIE_MESSAGE,
+  [SELFIE_REASONS.PROCESSING_FAILED]: "We couldn't process the selfie. Take it again.",
 });
 
 function toCode(code: unknown): number | undefined {

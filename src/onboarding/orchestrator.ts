@@ -3,6 +3,8 @@ import type { Config } from '../config';
 import {
   ID_MESSAGES,
   ID_REASONS,
+  SELFIE_CHECK_MESSAGES,
+  SELFIE_REASONS,
   checkFaceMatch,
   checkIdCapture,
   checkSelfie,
@@ -144,6 +146,15 @@ function isSelfieRefusal(err: unknown): err is IncodeError {
   return err instanceof IncodeError && err.isClientError && ![401, 403, 404, 409].includes(err.details.httpStatus ?? 0);
 }
 
+/** Incode's "Processing error": a 4xx whose envelope carries status 6000. */
+function isProcessingError(err: unknown): err is IncodeError {
+  return err instanceof IncodeError && err.isClientError && err.details.incodeStatus === 6000;
+}
+
+function processingRejection(reason: string, messages: Readonly<Record<string, string>>, err?: IncodeError): CheckRejected {
+  return { ok: false, reason, message: messages[reason], ...(err ? { incodeCode: 6000 } : {}) };
+}
+
 /** The ID endpoints answer 200 even for bad images; a 400/422 there means the image itself was refused. */
 function isIdImageRefusal(err: unknown): err is IncodeError {
   return err instanceof IncodeError && (err.details.httpStatus === 400 || err.details.httpStatus === 422);
@@ -198,13 +209,17 @@ export class Orchestrator {
       await this.record(id, 'back', 'ok');
     }
 
-    // process-id right after the ID images: it runs asynchronously on Incode while the selfie goes up.
+    // process-id right after the ID images: it runs asynchronously on Incode while the selfie goes up. Incode's
+    // "Processing error" (6000), or success false, means the document step must be done again (shared doc 4.4):
+    // a capture to repeat, not an outage.
+    let processed: Awaited<ReturnType<IncodeClient['processId']>>;
     try {
-      const processed = await this.d.incode.processId(token, ctx);
-      if (processed && processed.success === false) throw new OnboardingError('process-id', 'ID_PROCESSING_FAILED', 'Incode could not start processing the ID', id);
+      processed = await this.d.incode.processId(token, ctx);
     } catch (err) {
+      if (isProcessingError(err)) return this.reject(id, 'front', processingRejection(ID_REASONS.PROCESSING_FAILED, ID_MESSAGES, err));
       throw await this.fail(id, 'process-id', err);
     }
+    if (processed && processed.success === false) return this.reject(id, 'front', processingRejection(ID_REASONS.PROCESSING_FAILED, ID_MESSAGES));
     await this.record(id, 'process-id', 'ok');
 
     // selfie
@@ -223,6 +238,8 @@ export class Orchestrator {
     try {
       faceMatch = checkFaceMatch(await this.d.incode.processFace(token, ctx));
     } catch (err) {
+      // The selfie could not be processed (6000, shared doc 4.6): take it again.
+      if (isProcessingError(err)) return this.reject(id, 'selfie', processingRejection(SELFIE_REASONS.PROCESSING_FAILED, SELFIE_CHECK_MESSAGES, err));
       throw await this.fail(id, 'face-match', err);
     }
     if (faceMatch.ok) await this.record(id, 'face-match', 'ok', { code: faceMatch.existingUser ? 'EXISTING_USER' : null, detail: faceMatch.existingUser ? 'existing user' : 'match' });

@@ -108,13 +108,17 @@ describe('incode-broker onboard', () => {
   });
 
   it('exits 1 with the step and the code of an Incode failure', async () => {
-    const text = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:process-id-error']);
+    const text = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:selfie-error-409']);
     expect(text.code).toBe(1);
-    expect(text.stderr).toMatch(/^Error at step process-id: INCODE_BAD_REQUEST$/m);
-    expect(text.stderr).toMatch(/6000/);
-    const json = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:process-id-error', '--json']);
+    expect(text.stderr).toMatch(/^Error at step selfie: INCODE_CONFLICT$/m);
+    expect(text.stderr).toMatch(/409/);
+    const json = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:selfie-error-409', '--json']);
     expect(json.code).toBe(1);
-    expect(JSON.parse(json.stdout)).toMatchObject({ outcome: 'error', exitCode: 1, error: { step: 'process-id', code: 'INCODE_BAD_REQUEST', incodeStatus: 6000 } });
+    expect(JSON.parse(json.stdout)).toMatchObject({ outcome: 'error', exitCode: 1, error: { step: 'selfie', code: 'INCODE_CONFLICT', incodeStatus: 409 } });
+    // Incode's processing error is a capture to repeat: exit 2, like any rejected capture.
+    const redo = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:process-id-error', '--json']);
+    expect(redo.code).toBe(2);
+    expect(JSON.parse(redo.stdout)).toMatchObject({ outcome: 'rejected', rejection: { step: 'front', reason: 'ID_PROCESSING_FAILED' } });
   });
 
   it('exits 1 on usage errors and files that are not images', async () => {

@@ -264,20 +264,29 @@ describe('verdicts', () => {
 });
 
 describe('failures', () => {
-  it.each([
-    ['emu:process-id-error', 'process-id', 'processId', ['start:ok', 'front:ok', 'back:ok', 'process-id:failed']],
-    ['emu:process-face-error', 'face-match', 'processFace', ['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:ok', 'face-match:failed']],
-  ])('an Incode failure mid-flow (%s) says where and why, and leaves the session failed', async (customer, step, operation, steps) => {
+  it('an Incode failure mid-flow says where and why, and leaves the session failed', async () => {
+    // A 409 on the selfie upload: not a capture to repeat (the guide's retakes are the other 4xx), a failure.
     let err: OnboardingError | undefined;
-    await r.orchestrator.runCaptures(input({ externalCustomerId: customer })).catch((e) => (err = e));
+    await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:selfie-error-409' })).catch((e) => (err = e));
     expect(err).toBeInstanceOf(OnboardingError);
-    expect(err).toMatchObject({ step, code: 'INCODE_BAD_REQUEST', incode: { operation, httpStatus: 400, incodeStatus: 6000 } });
-    expect(err!.message).toContain(step);
-    expect(err!.message).toMatch(/6000/);
+    expect(err).toMatchObject({ step: 'selfie', code: 'INCODE_CONFLICT', incode: { operation: 'addFace', httpStatus: 409 } });
+    expect(err!.message).toContain('selfie');
     const id = err!.interviewId!;
-    expect(await r.store.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_BAD_REQUEST', nextPollAt: null });
-    expect(await stepsOf(id)).toEqual(steps);
-    expect(r.events[r.events.length - 1]).toMatchObject({ step, outcome: 'failed', code: 'INCODE_BAD_REQUEST' });
+    expect(await r.store.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_CONFLICT', nextPollAt: null });
+    expect(await stepsOf(id)).toEqual(['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:failed']);
+    expect(r.events[r.events.length - 1]).toMatchObject({ step: 'selfie', outcome: 'failed', code: 'INCODE_CONFLICT' });
+  });
+
+  it.each([
+    // Incode's "Processing error" (6000): the document, or the selfie, must be captured again (shared doc 4.4, 4.6).
+    ['emu:process-id-error', 'front', 'ID_PROCESSING_FAILED', ['start:ok', 'front:ok', 'back:ok', 'front:rejected']],
+    ['emu:process-face-error', 'selfie', 'SELFIE_PROCESSING_FAILED', ['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:ok', 'selfie:rejected']],
+  ])('a processing error (%s) is a capture to repeat, not an outage', async (customer, step, reason, steps) => {
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: customer }));
+    expect(c).toMatchObject({ ok: false, step, reason, incodeCode: 6000, message: expect.stringMatching(/again/) });
+    if (c.ok) throw new Error('not rejected');
+    expect(await r.store.getSession(c.interviewId)).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED' });
+    expect(await stepsOf(c.interviewId)).toEqual(steps);
   });
 
   it('a start refused by Incode fails before any session exists', async () => {

@@ -102,11 +102,17 @@ describe('POST /onboardings', () => {
   });
 
   it('answers 502 with the step when Incode fails mid-flow', async () => {
-    const res = await post({ ...GOOD, externalCustomerId: 'emu:process-id-error' });
+    const res = await post({ ...GOOD, externalCustomerId: 'emu:selfie-error-409' });
     expect(res.status).toBe(502);
-    expect(res.body).toMatchObject({ code: 'INCODE_BAD_REQUEST', step: 'process-id', interviewId: expect.any(String) });
+    expect(res.body).toMatchObject({ code: 'INCODE_CONFLICT', step: 'selfie', interviewId: expect.any(String) });
     const s = await session(res.body.interviewId);
-    expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_BAD_REQUEST' });
+    expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_CONFLICT' });
+  });
+
+  it('answers 422 with the capture to repeat when Incode cannot process the ID (6000)', async () => {
+    const res = await post({ ...GOOD, externalCustomerId: 'emu:process-id-error' });
+    expect(res.status).toBe(422);
+    expect(res.body).toMatchObject({ code: 'CAPTURE_REJECTED', step: 'front', reason: 'ID_PROCESSING_FAILED', incodeCode: 6000, interviewId: expect.any(String) });
   });
 
   it('answers an open circuit as every route does: 503 INCODE_UNAVAILABLE with Retry-After, and the step', async () => {
