@@ -1,5 +1,5 @@
 // Constant-time secret comparison and token hashing, used for every credential the broker checks.
-import { hash, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash, hkdfSync, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import helmet from 'helmet';
 import { randomBytesPooled } from './util/random-pool';
@@ -28,6 +28,21 @@ export function keyMatcher(keys: readonly string[]): (candidate: string) => bool
 
 /** One definition of the token hash: the store looks sessions up by the same digest. */
 export { sha256Hex } from './store/crypto';
+
+/**
+ * Keyed digests of values that may hold personal data (a request naming a customer id), for lookups and equality only:
+ * a plain SHA-256 of a guessable value can be reversed by hashing candidates, an HMAC under a key derived from the data
+ * keys cannot. `digest` uses the first (current) key; `matches` also accepts the other configured keys and, for values
+ * written before digests were keyed, the plain SHA-256, so neither a key rotation nor an upgrade breaks a lookup.
+ */
+export function keyedDigest(dataKeys: readonly Buffer[], purpose: string) {
+  const keys = dataKeys.map((k) => Buffer.from(hkdfSync('sha256', k, Buffer.alloc(0), `incode-broker ${purpose} v1`, 32)));
+  const under = (key: Buffer, value: string) => createHmac('sha256', key).update(value).digest('hex');
+  return {
+    digest: (value: string): string => under(keys[0], value),
+    matches: (stored: string, value: string): boolean => keys.some((k) => safeEqual(stored, under(k, value))) || safeEqual(stored, hash('sha256', value, 'hex')),
+  };
+}
 
 export function randomToken(bytes = 32): string {
   return randomBytesPooled(bytes).toString('base64url');

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { IncodeError } from '../incode/errors';
-import { bearer, keyMatcher, sha256Hex } from '../security';
+import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyRef } from '../store/types';
 import { clientNetwork, type RateLimitEntry } from './rate-counter';
 
@@ -34,6 +34,9 @@ export interface SessionGuards {
 
 export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;
+  // A request (its externalCustomerId) and a customer's rate-limit key are kept only as keyed digests.
+  const requestDigest = keyedDigest(config.encryption.keys.map((k) => k.key), 'idempotency-request');
+  const customerDigest = keyedDigest(config.encryption.keys.map((k) => k.key), 'rate-limit-customer');
   const appKeyMatches = keyMatcher(callerAuth.appKeys);
   // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown). A token
   // without exp would never expire (jose checks exp only when present), so it is refused.
@@ -72,7 +75,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     // Per caller (one app's users never use up another's budget), and spelled one way: "Victim", "VICTIM",
     // "victim\u00a0" and "vic\u200btim" are one customer to the limit.
     if (typeof ext === 'string' && rateLimit.perCustomer > 0)
-      limits.push({ key: `customer:${sha256Hex(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').replace(INVISIBLE, '').trim().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+      limits.push({ key: `customer:${customerDigest.digest(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').replace(INVISIBLE, '').trim().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
     if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
     if (!limits.length) return;
     const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);
@@ -94,14 +97,15 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     if (typeof raw !== 'string' || raw === '') return create();
     const scope = `session:${req.caller ?? 'anonymous'}`;
     const key = sha256Hex(raw);
-    const requestHash = sha256Hex(JSON.stringify(request));
+    const body = JSON.stringify(request);
+    const requestHash = requestDigest.digest(body);
     const now = Date.now();
     // A pending claim holds only a lease that outlives any Incode call: if this process dies mid-request, a retry
     // may take the key over after it rather than get 409 for the whole TTL. Completion extends it to the TTL.
     const ttlMs = config.idempotencyTtlSeconds * 1000;
     const leaseMs = Math.min(ttlMs, Math.max(60_000, 4 * config.incode.timeoutMs));
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
-    if (claim.state !== 'new' && claim.requestHash !== requestHash)
+    if (claim.state !== 'new' && !requestDigest.matches(claim.requestHash, body))
       throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
     if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', { 'retry-after': '1' });
     if (claim.state === 'done') return replay(claim.interviewId);

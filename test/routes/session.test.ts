@@ -152,6 +152,15 @@ describe('POST /session against the emulator', () => {
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: b.body.resumeToken }).expect(200)).body.interviewId).toBe(a.body.interviewId);
     const c = await request(broker.url).post('/session').set('idempotency-key', 'k-123').send({ externalCustomerId: 'c2' }).expect(422);
     expect(c.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+    // The request (its customer id) is kept only as a keyed digest: hashing guesses of the id finds nothing.
+    const { request_hash: stored } = (broker.app.store as SqliteStore).db.prepare('SELECT request_hash FROM idempotency_keys WHERE key = ?').get(sha256Hex('k-123')) as { request_hash: string };
+    const plain = sha256Hex(JSON.stringify({ countryCode: 'ALL', configurationId: undefined, externalCustomerId: 'c1', language: undefined, redirectionUrl: undefined }));
+    expect(stored).toMatch(/^[0-9a-f]{64}$/);
+    expect(stored).not.toBe(plain);
+    // A claim written before digests were keyed (a plain SHA-256) is still recognised after an upgrade.
+    const now = Date.now();
+    await broker.app.store.claimIdempotencyKey('session:anonymous', sha256Hex('k-legacy'), plain, now + 60_000, now);
+    expect((await request(broker.url).post('/session').set('idempotency-key', 'k-legacy').send({ externalCustomerId: 'c1' }).expect(409)).body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
     // A replay after the session was erased has nothing to give back: 404, and no new session is paid for.
     await request(broker.url).delete(`/sessions/${a.body.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
     const sessionsBefore = emu.app.emulator.sessions.size;
