@@ -14,7 +14,12 @@ export function createMetrics() {
     incodeDuration: new Histogram({ name: 'incode_call_duration_seconds', help: 'Incode call latency by operation and outcome', labelNames: ['operation', 'outcome'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] }),
     circuitState: new Gauge({ name: 'incode_circuit_state', help: 'Circuit per Incode operation group: 0 closed, 1 half-open, 2 open', labelNames: ['group'], registers: [registry] }),
     sessionsCreated: new Counter({ name: 'sessions_created_total', help: 'Incode sessions created through POST /session and /onboardings', labelNames: ['route'], registers: [registry] }),
-    webhooks: new Counter({ name: 'webhooks_received_total', help: 'Incode webhooks by onboarding status and authentication result', labelNames: ['status', 'auth'], registers: [registry] }),
+    webhooks: new Counter({
+      name: 'webhooks_received_total',
+      help: 'Incode webhooks (and webhook token requests, status "token") by onboarding status, authentication result and outcome (recorded, duplicate, invalid, rejected, limited, error; issued for tokens)',
+      labelNames: ['status', 'auth', 'outcome'],
+      registers: [registry],
+    }),
     jobs: new Counter({ name: 'result_jobs_total', help: 'Result pipeline jobs by kind and outcome (done, retry, dead)', labelNames: ['kind', 'outcome'], registers: [registry] }),
     jobAttempts: new Histogram({ name: 'result_job_attempts', help: 'Attempts a job took to finish', labelNames: ['kind'], buckets: [1, 2, 3, 5, 8, 13], registers: [registry] }),
     deadLetters: new Counter({ name: 'result_jobs_dead_letters_total', help: 'Jobs that exhausted their attempts', labelNames: ['kind'], registers: [registry] }),

@@ -11,6 +11,18 @@ import { bearer, safeEqual } from '../security';
 import { isKnownStatus } from '../results/status';
 import { clientNetwork } from '../protection/rate-counter';
 
+/** What the webhook route notes on its request for the metrics hook. */
+type WebhookRequest = FastifyRequest & { webhookAuth?: string; webhookDuplicate?: boolean; body?: { onboardingStatus?: unknown } };
+
+/** The outcome label of an answer: `ok` for a 2xx, else a fixed name per kind of refusal. */
+function outcomeOf(statusCode: number, ok: string): string {
+  if (statusCode < 300) return ok;
+  if (statusCode === 401 || statusCode === 403) return 'rejected';
+  if (statusCode === 429) return 'limited';
+  if (statusCode < 500) return 'invalid';
+  return 'error';
+}
+
 const WebhookBody = Type.Object(
   {
     interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }),
@@ -96,6 +108,10 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       '/webhooks/incode/token',
       {
         bodyLimit: 4096,
+        onResponse: (_req, reply, done) => {
+          app.metrics.webhooks.inc({ status: 'token', auth: reply.statusCode === 200 ? 'oauth' : 'rejected', outcome: outcomeOf(reply.statusCode, 'issued') });
+          done();
+        },
         schema: {
           summary: 'OAuth 2.0 client-credentials token endpoint Incode calls before sending webhooks',
           tags: ['webhooks'],
@@ -114,7 +130,6 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
           // never limited, however often it asks (it may fetch a token for every webhook it sends).
           const over = await app.rateCounter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
           if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
-          app.metrics.webhooks.inc({ status: 'token', auth: 'rejected' });
           throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
         }
         if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
@@ -151,15 +166,22 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       preValidation: async (req) => {
         const how = authenticate(req);
         if (!how) {
-          app.metrics.webhooks.inc({ status: 'unknown', auth: 'rejected' });
           throw new AppError(401, 'UNAUTHORIZED', 'Webhook credentials are missing or wrong', { 'www-authenticate': 'Bearer' });
         }
-        (req as FastifyRequest & { webhookAuth?: string }).webhookAuth = how;
+        (req as WebhookRequest).webhookAuth = how;
+      },
+      // Every answer counted, refusals and failures included: a 400 or a 503 here is a status Incode will retry and
+      // may then lose, the alert that matters most.
+      onResponse: (req, reply, done) => {
+        const r = req as WebhookRequest;
+        const status = typeof r.body?.onboardingStatus === 'string' && isKnownStatus(r.body.onboardingStatus) && reply.statusCode < 300 ? r.body.onboardingStatus : reply.statusCode < 300 ? 'OTHER' : 'unknown';
+        app.metrics.webhooks.inc({ status, auth: r.webhookAuth ?? 'rejected', outcome: outcomeOf(reply.statusCode, r.webhookDuplicate ? 'duplicate' : 'recorded') });
+        done();
       },
     },
     async (req) => {
       const { duplicate } = await app.results.ingestWebhook(req.body);
-      app.metrics.webhooks.inc({ status: isKnownStatus(req.body.onboardingStatus) ? req.body.onboardingStatus : 'OTHER', auth: (req as FastifyRequest & { webhookAuth?: string }).webhookAuth ?? 'unknown' });
+      (req as WebhookRequest).webhookDuplicate = duplicate;
       req.log.info({ interviewId: req.body.interviewId, onboardingStatus: req.body.onboardingStatus, duplicate }, 'webhook recorded');
       return { success: true };
     },

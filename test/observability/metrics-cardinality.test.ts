@@ -133,7 +133,7 @@ describe('metrics cardinality', () => {
     // Unusual statuses are told by class; a status the broker acts on keeps its own label.
     expect(second).toMatch(/^incode_call_duration_seconds_count\{operation="start",outcome="http_4xx"\} 40$/m);
     expect(second).toMatch(/^incode_call_duration_seconds_count\{operation="start",outcome="http_5xx"\} 40$/m);
-    expect(second).toMatch(/^webhooks_received_total\{status="OTHER",auth="oauth"\} 40$/m);
+    expect(second).toMatch(/^webhooks_received_total\{status="OTHER",auth="oauth",outcome="recorded"\} 40$/m);
     expect(second).toMatch(/^http_request_duration_seconds_count\{method="GET",route="unmatched",status_code="404"\} [1-9]/m);
   }, 60_000);
 });

@@ -249,8 +249,9 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
     expect(metrics).toMatch(/^incode_call_duration_seconds_count\{operation="getScore",outcome="ok"\} [1-9]/m);
     expect(metrics).toMatch(/^sessions_created_total\{route="session"\} [1-9]/m);
     expect(metrics).toMatch(/^sessions_created_total\{route="onboardings"\} [1-9]/m);
-    expect(metrics).toMatch(/^webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth"\} [1-9]/m);
-    expect(metrics).toMatch(/^webhooks_received_total\{status="unknown",auth="rejected"\} [1-9]/m);
+    expect(metrics).toMatch(/^webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth",outcome="recorded"\} [1-9]/m);
+    expect(metrics).toMatch(/^webhooks_received_total\{status="unknown",auth="rejected",outcome="rejected"\} [1-9]/m);
+    expect(metrics).toMatch(/^webhooks_received_total\{status="token",auth="oauth",outcome="issued"\} [1-9]/m);
     expect(metrics).toMatch(/^result_jobs_total\{kind="[a-z_]+",outcome="done"\} [1-9]/m);
     expect(metrics).toMatch(/^result_jobs_queue_depth\{state="[a-z_]+"\} \d+/m);
     expect(metrics).toMatch(/^polling_repairs_total [1-9]/m);

@@ -166,7 +166,7 @@ function pipelineSuite(which: Engine) {
     const st = await request(p.broker.url).get('/session/status').set('x-incode-hardware-id', s.token).expect(200);
     expect(st.body).toEqual({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready', decision: 'approve' });
     const metrics = await request(p.broker.url).get('/metrics');
-    expect(metrics.text).toMatch(/webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth"\} 1/);
+    expect(metrics.text).toMatch(/webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth",outcome="recorded"\} 1/);
     expect(metrics.text).toMatch(/polling_repairs_total 0/);
   });
 
@@ -188,9 +188,10 @@ function pipelineSuite(which: Engine) {
     // arrives: wait for it, and for whatever it queued, before counting the jobs.
     const finishedWebhooks = async () => {
       const m = await request(p.broker.url).get('/metrics');
-      return Number(/webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth"\} (\d+)/.exec(m.text)?.[1] ?? 0);
+      return Number(/webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth",outcome="duplicate"\} (\d+)/.exec(m.text)?.[1] ?? 0);
     };
-    await waitFor(async () => (await finishedWebhooks()) >= 2);
+    // The copy is acknowledged and counted as a duplicate, not as a second delivery.
+    await waitFor(async () => (await finishedWebhooks()) >= 1);
     await waitFor(async () => {
       const c = await p.broker.app.store.countJobs();
       return c.queued === 0 && c.running === 0;
@@ -517,6 +518,11 @@ function pipelineSuite(which: Engine) {
     expect([res.status, res.body]).toEqual([200, { success: true }]);
     const verify = await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'verify'));
     expect(verify.payload).toMatchObject({ source: 'webhook', eventKey: `${s.interviewId}:ID_VALIDATION_FINISHED` });
+    // An authenticated webhook refused as invalid is counted as such: a status Incode will retry and may then lose.
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: 'not an id!', onboardingStatus: 'ONBOARDING_FINISHED' }).expect(400);
+    const metrics = (await request(p.broker.url).get('/metrics')).text;
+    expect(metrics).toMatch(/^webhooks_received_total\{status="unknown",auth="oauth",outcome="invalid"\} 1$/m);
+    expect(metrics).toMatch(/^webhooks_received_total\{status="ID_VALIDATION_FINISHED",auth="oauth",outcome="recorded"\} [1-9]/m);
   });
 
   it('answers 400 with a code, never 500, for a cursor or a time the database cannot take', async () => {
