@@ -160,15 +160,35 @@ function isIdImageRefusal(err: unknown): err is IncodeError {
   return err instanceof IncodeError && (err.details.httpStatus === 400 || err.details.httpStatus === 422);
 }
 
+/** A log whose lines all carry the request id (reqId, as Fastify's request logs name it). */
+function withReqId(log: Log, reqId: string): Log {
+  return {
+    info: (o, m) => log.info({ reqId, ...o }, m),
+    warn: (o, m) => log.warn({ reqId, ...o }, m),
+    error: (o, m) => log.error({ reqId, ...o }, m),
+  };
+}
+
 export class Orchestrator {
   private readonly now: () => number;
+  private scoped = false;
 
   constructor(private readonly d: OrchestratorDeps) {
     this.now = d.now ?? Date.now;
   }
 
+  /** This orchestrator logging with a request's id, so every line of one onboarding leads back to its request. */
+  private forRequest(reqId: string | undefined): Orchestrator | null {
+    if (!reqId || this.scoped) return null;
+    const o = new Orchestrator({ ...this.d, log: withReqId(this.d.log, reqId) });
+    o.scoped = true;
+    return o;
+  }
+
   /** Runs start → front → back → process-id → selfie → face-match; stops at the first capture to repeat. */
   async runCaptures(input: CaptureInput): Promise<CapturesOutcome> {
+    const scoped = this.forRequest(input.requestId);
+    if (scoped) return scoped.runCaptures(input);
     const { config, pipeline } = this.d;
     const ctx: CallContext = { requestId: input.requestId, signal: input.signal };
     const startReq: StartRequest = {
@@ -253,6 +273,8 @@ export class Orchestrator {
    * marks the session completed when configured, then waits for the results job to store scores and OCR.
    */
   async finish(interviewId: string, opts: FinishOptions = {}): Promise<FinishResult> {
+    const scoped = this.forRequest(opts.requestId);
+    if (scoped) return scoped.finish(interviewId, opts);
     const { store, pipeline, config } = this.d;
     const signal = opts.signal;
     const ctx: CallContext = { requestId: opts.requestId, signal };

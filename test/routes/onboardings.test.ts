@@ -87,6 +87,9 @@ describe('POST /onboardings', () => {
     const s = await session(res.body.interviewId);
     expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED' });
     expect(s.steps.at(-1)).toMatchObject({ step: 'front', outcome: 'rejected', code: 'ID_GLARE' });
+    // The orchestrator's own log line carries the request's id, like the request's access line.
+    const line = broker.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'capture rejected' && l.interviewId === res.body.interviewId);
+    expect(line).toMatchObject({ reqId: res.body.requestId, step: 'front', reason: 'ID_GLARE' });
   });
 
   it('answers 422 with the guide message for a selfie error code', async () => {
