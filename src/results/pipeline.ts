@@ -278,7 +278,9 @@ export class ResultsPipeline {
         return;
       }
       this.d.metrics.resultsStored.inc({ decision });
-      if (job.payload.source === 'poll') this.d.metrics.pollingRepairs.inc();
+      // A repair only when no webhook for this status came at all: one still waiting in the queue (backoff, a deep
+      // queue) or one being checked by the orchestrator's own wait does not count.
+      if (job.payload.source === 'poll' && !(await this.d.store.hasEvent(`${id}:${String(job.payload.status)}`))) this.d.metrics.pollingRepairs.inc();
       if (this.d.config.callback.url) {
         await this.d.store.enqueueJob(
           // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.

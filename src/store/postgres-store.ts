@@ -422,6 +422,10 @@ export class PostgresStore implements Store {
     await this.q('UPDATE events SET processed_at = $2::bigint WHERE key = $1', [key, now]);
   }
 
+  async hasEvent(key: string): Promise<boolean> {
+    return ((await this.q('SELECT 1 FROM events WHERE key = $1', [key])).rowCount ?? 0) > 0;
+  }
+
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {
     const r = await this.q(queuedJobSql(1), queuedJobParams(j, now));
     return (r.rowCount ?? 0) > 0;

@@ -416,6 +416,10 @@ export class SqliteStore implements Store {
     });
   }
 
+  async hasEvent(key: string): Promise<boolean> {
+    return this.st('SELECT 1 FROM events WHERE key = ?').get(key) !== undefined;
+  }
+
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {
     return this.write(() => {
       return this.insertJob(j, now);

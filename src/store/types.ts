@@ -186,6 +186,8 @@ export interface Store {
   /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */
   recordEvent(e: InboxEvent, job: NewJob): Promise<boolean>;
   markEventProcessed(key: string, now: number): Promise<void>;
+  /** Whether a webhook with this key (`<interviewId>:<status>`) was recorded (and not yet purged). */
+  hasEvent(key: string): Promise<boolean>;
   enqueueJob(j: NewJob, now: number): Promise<boolean>;
   /** Claims up to `limit` due jobs (queued and due, or running with an expired lease) for `owner`. */
   claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]>;

@@ -234,6 +234,21 @@ function pipelineSuite(which: Engine) {
     expect(audit.map((a) => a.kind)).toContain('webhook-unverified');
   });
 
+  it('results fetched by polling while the webhook for that status waits in the queue are no polling repair', async () => {
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, { faults: { dropWebhookRate: 1 } });
+    const s = await p.newSession();
+    // The webhook for the final status arrived and waits behind a long backoff (as in a deep queue): recorded in the
+    // inbox, its verify job not due for an hour.
+    const later = Date.now() + 3_600_000;
+    await p.broker.app.store.recordEvent(
+      { key: `${s.interviewId}:ONBOARDING_FINISHED`, interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', payload: {}, receivedAt: Date.now() },
+      { kind: 'verify', subject: s.interviewId, payload: { source: 'webhook', eventKey: `${s.interviewId}:ONBOARDING_FINISHED` }, runAt: later },
+    );
+    await captureAll(s.apiUrl, s.token);
+    expect((await p.ready(s.interviewId)).decision).toBe('approve');
+    expect((await request(p.broker.url).get('/metrics')).text).toMatch(/^polling_repairs_total 0$/m);
+  });
+
   it('polling fills in when webhooks never come', async () => {
     p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, { faults: { dropWebhookRate: 1 } });
     const s = await p.newSession();

@@ -470,7 +470,10 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
     describe('inbox and jobs', () => {
       it('recordEvent stores the event and its job once', async () => {
         const e = { key: 'i1:ONBOARDING_FINISHED', interviewId: 'i1', onboardingStatus: 'ONBOARDING_FINISHED', payload: { a: 1 }, receivedAt: T0 };
+        expect(await store.hasEvent(e.key)).toBe(false);
         expect(await store.recordEvent(e, job('i1'))).toBe(true);
+        expect(await store.hasEvent(e.key)).toBe(true);
+        expect(await store.hasEvent('i1:ID_VALIDATION_FINISHED')).toBe(false);
         expect(await store.recordEvent({ ...e, receivedAt: T0 + 5 }, job('i1'))).toBe(false);
         const dupes = await Promise.all([1, 2, 3].map(() => store.recordEvent(e, job('i1'))));
         expect(dupes).toEqual([false, false, false]);
