@@ -19,6 +19,7 @@ import type { AddIdResponse, StartRequest } from '../incode/types';
 import type { ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
 import type { Decision, ResultsStatus, StepRecord, Store } from '../store/types';
+import { isDatabaseUnavailable } from '../store/unavailable';
 
 export type OnboardingStep = 'start' | 'front' | 'back' | 'process-id' | 'selfie' | 'face-match' | 'wait' | 'finish' | 'results';
 export type CaptureStep = 'front' | 'back' | 'selfie';
@@ -205,9 +206,22 @@ export class Orchestrator {
       throw await this.fail(null, 'start', err);
     }
     const { interviewId: id, token } = started;
-    // Stored before any capture: a webhook or the poller can then follow this session like any other.
-    await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId });
-    await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
+    // From here on a (billed) session exists: whatever fails, the caller and the logs get its interviewId, and the
+    // session is marked failed where the store allows, instead of staying pending and polled for days.
+    const progress: { step: OnboardingStep } = { step: 'start' };
+    try {
+      // Stored before any capture: a webhook or the poller can then follow this session like any other.
+      await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId });
+      await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
+      return await this.captureSteps(id, token, input, ctx, progress);
+    } catch (err) {
+      if (err instanceof OnboardingError) throw err;
+      throw await this.fail(id, progress.step, err);
+    }
+  }
+
+  private async captureSteps(id: string, token: string, input: CaptureInput, ctx: CallContext, progress: { step: OnboardingStep }): Promise<CapturesOutcome> {
+    progress.step = 'front';
 
     // front
     const frontSide = await this.idSide(id, 'front', () => this.d.incode.addFrontId(token, input.front, {}, ctx));
@@ -219,6 +233,7 @@ export class Orchestrator {
     await this.record(id, 'front', 'ok', { detail: [typeOfId, documentCountry].filter(Boolean).join(' ') || undefined });
 
     // back: skipped for one-sided documents even when one was sent
+    progress.step = 'back';
     if (oneSided) {
       await this.record(id, 'back', 'skipped', { code: 'ONE_SIDED_DOCUMENT' });
     } else if (!input.back) {
@@ -229,6 +244,7 @@ export class Orchestrator {
       await this.record(id, 'back', 'ok');
     }
 
+    progress.step = 'process-id';
     // process-id right after the ID images: it runs asynchronously on Incode while the selfie goes up. Incode's
     // "Processing error" (6000), or success false, means the document step must be done again (shared doc 4.4):
     // a capture to repeat, not an outage.
@@ -243,6 +259,7 @@ export class Orchestrator {
     await this.record(id, 'process-id', 'ok');
 
     // selfie
+    progress.step = 'selfie';
     let selfieCheck: CheckResult;
     try {
       selfieCheck = checkSelfie(await this.d.incode.addFace(token, input.selfie, ctx));
@@ -254,6 +271,7 @@ export class Orchestrator {
     await this.record(id, 'selfie', 'ok');
 
     // face match: a mismatch is reported, not a capture to repeat; the scores then decline the session.
+    progress.step = 'face-match';
     let faceMatch: FaceMatchResult;
     try {
       faceMatch = checkFaceMatch(await this.d.incode.processFace(token, ctx));
@@ -410,7 +428,8 @@ export class Orchestrator {
       const detail = err.details.incodeStatus !== undefined && err.details.incodeStatus !== err.details.httpStatus ? ` (Incode status ${err.details.incodeStatus})` : '';
       const http = err.details.httpStatus !== undefined ? ` with HTTP ${err.details.httpStatus}` : '';
       e = new OnboardingError(step, err.code, `Incode ${err.operation} failed at step ${step}${http}${detail}`, interviewId, err);
-    } else e = new OnboardingError(step, 'INTERNAL_ERROR', `Step ${step} failed unexpectedly`, interviewId);
+    } else if (isDatabaseUnavailable(err)) e = new OnboardingError(step, 'DATABASE_UNAVAILABLE', `The database did not answer at step ${step}`, interviewId);
+    else e = new OnboardingError(step, 'INTERNAL_ERROR', `Step ${step} failed unexpectedly`, interviewId);
     this.d.log.error({ interviewId, step, code: e.code, incodeStatus: e.incode?.incodeStatus }, 'onboarding step failed');
     if (interviewId) {
       const now = this.now();

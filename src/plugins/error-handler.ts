@@ -22,6 +22,8 @@ function mapError(err: FastifyError | Error): Mapped {
     // The Incode failure behind a step is answered as on every other route (503 + Retry-After for an open circuit,
     // 504, 502), with the step and the session it reached; Incode answering but refusing (success: false) is a 502.
     const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
+    if (err.code === 'DATABASE_UNAVAILABLE')
+      return { status: 503, code: err.code, message: err.message, headers: { 'retry-after': '5' }, extra: { step: err.step, interviewId: err.interviewId } };
     return {
       status: incode?.status ?? (err.code === 'INTERNAL_ERROR' ? 500 : 502),
       code: incode?.code ?? err.code,

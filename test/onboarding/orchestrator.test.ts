@@ -289,6 +289,34 @@ describe('failures', () => {
     expect(await stepsOf(c.interviewId)).toEqual(steps);
   });
 
+  it('a database outage right after start is answered with the session Incode created, not lost', async () => {
+    const locked = Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' });
+    const upsert = jest.spyOn(r.store, 'upsertSession').mockRejectedValueOnce(locked);
+    try {
+      const err = (await r.orchestrator.runCaptures(input()).catch((e: unknown) => e)) as OnboardingError;
+      expect(err).toBeInstanceOf(OnboardingError);
+      expect(err).toMatchObject({ step: 'start', code: 'DATABASE_UNAVAILABLE', interviewId: expect.stringMatching(/^[0-9a-f]{24}$/) });
+    } finally {
+      upsert.mockRestore();
+    }
+  });
+
+  it('a store failure mid-captures fails the session at that step instead of leaving it pending', async () => {
+    const original = r.store.recordStep.bind(r.store);
+    const record = jest.spyOn(r.store, 'recordStep').mockImplementation(async (id, step) => {
+      if (step.step === 'selfie' && step.outcome === 'ok') throw new Error('disk I/O error');
+      return original(id, step);
+    });
+    try {
+      const err = (await r.orchestrator.runCaptures(input()).catch((e: unknown) => e)) as OnboardingError;
+      expect(err).toMatchObject({ step: 'selfie', code: 'INTERNAL_ERROR', interviewId: expect.any(String) });
+      expect(await r.store.getSession(err.interviewId!)).toMatchObject({ resultsStatus: 'failed', lastError: 'INTERNAL_ERROR', nextPollAt: null });
+      expect((await stepsOf(err.interviewId!)).at(-1)).toBe('selfie:failed');
+    } finally {
+      record.mockRestore();
+    }
+  });
+
   it('a start refused by Incode fails before any session exists', async () => {
     await r.close();
     r = await rig({ INCODE_API_KEY: 'wrong-key-0123456789' });

@@ -112,6 +112,17 @@ describe('POST /onboardings', () => {
     expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_CONFLICT' });
   });
 
+  it('answers 503 with the started session when the database fails right after Incode created it', async () => {
+    const locked = Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' });
+    const upsert = jest.spyOn(broker.app.store, 'upsertSession').mockRejectedValueOnce(locked);
+    try {
+      const res = await post(GOOD);
+      expect(res).toMatchObject({ status: 503, body: { code: 'DATABASE_UNAVAILABLE', step: 'start', interviewId: expect.stringMatching(/^[0-9a-f]{24}$/) } });
+    } finally {
+      upsert.mockRestore();
+    }
+  });
+
   it('answers 422 with the capture to repeat when Incode cannot process the ID (6000)', async () => {
     const res = await post({ ...GOOD, externalCustomerId: 'emu:process-id-error' });
     expect(res.status).toBe(422);
