@@ -122,8 +122,12 @@ export interface OrchestratorDeps {
 }
 
 const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
-/** How often the store is re-read for a webhook-driven change between two Incode polls. */
-const WATCH_MS = 100;
+/**
+ * How often the store is re-read for a webhook-driven change between two Incode polls. Each read decrypts the
+ * session: every onboarding waiting in the background costs that many reads a second, so a quarter second (the
+ * webhook is seen at most that late) rather than a tenth.
+ */
+const WATCH_MS = 250;
 /** Statuses after which there is nothing left to wait for in results. */
 const RESULTS_SETTLED: readonly ResultsStatus[] = ['ready', 'failed', 'unprocessable', 'erased'];
 /** Incode refused the session itself: polling again cannot help. */
