@@ -66,6 +66,11 @@ export const ENV_SCHEMA = {
     default: '10000',
     doc: 'PostgreSQL: bound on connecting (or waiting for a pooled connection) and on each statement, client and server side; a stalled database then answers 503 DATABASE_UNAVAILABLE and /readyz 503 instead of hanging. Start-up migrations are not bounded by it (an index rebuild may take longer).',
   },
+  SQLITE_SYNCHRONOUS: {
+    kind: { type: 'enum', values: ['normal', 'full'] },
+    default: 'normal',
+    doc: 'SQLite only. normal: a commit survives the process being killed, but the last ones before a power loss or OS crash may be lost. full: every group commit is fsynced first, so an acknowledged webhook survives those too, for an fsync per commit on the event loop.',
+  },
   DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts. Sandbox generates a throwaway key.' },
   RETENTION_DAYS: { kind: { type: 'int', min: 1, max: 3650 }, default: '30', doc: 'Stored scores, OCR and tokens are erased after this many days.' },
 
@@ -156,7 +161,7 @@ export interface Config {
     maxRetries: number;
     maxConcurrency: number;
   };
-  database: { url: string; timeoutMs: number };
+  database: { url: string; timeoutMs: number; sqliteSynchronous: 'normal' | 'full' };
   encryption: { keys: { id: string; key: Buffer }[]; generated: boolean };
   retentionDays: number;
   webhook: {
@@ -455,7 +460,7 @@ export function loadConfig(env: Env): Config {
       maxRetries: int(env, 'INCODE_MAX_RETRIES'),
       maxConcurrency: int(env, 'INCODE_MAX_CONCURRENCY'),
     },
-    database: { url: databaseUrl, timeoutMs: int(env, 'DATABASE_TIMEOUT_MS') },
+    database: { url: databaseUrl, timeoutMs: int(env, 'DATABASE_TIMEOUT_MS'), sqliteSynchronous: str(env, 'SQLITE_SYNCHRONOUS') as 'normal' | 'full' },
     encryption: { keys, generated },
     retentionDays: int(env, 'RETENTION_DAYS'),
     webhook,

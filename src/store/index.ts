@@ -18,6 +18,8 @@ export interface CreateStoreOptions {
   pgSchema?: string;
   /** PostgreSQL connect and statement bound in ms (DATABASE_TIMEOUT_MS); SQLite is in-process and ignores it. */
   pgTimeoutMs?: number;
+  /** SQLite's synchronous pragma (SQLITE_SYNCHRONOUS); PostgreSQL ignores it. */
+  sqliteSynchronous?: 'normal' | 'full';
 }
 
 export function createStore(opts: CreateStoreOptions): Store {
@@ -35,7 +37,7 @@ export function createStore(opts: CreateStoreOptions): Store {
     if (!filename) throw new Error('sqlite URL needs a path or :memory:');
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { SqliteStore } = require('./sqlite-store') as { SqliteStore: typeof SqliteStoreType };
-    return new SqliteStore({ filename, cipher });
+    return new SqliteStore({ filename, cipher, synchronous: opts.sqliteSynchronous });
   }
   // Only the scheme is echoed: the rest of a URL may hold credentials.
   throw new Error(`unsupported store URL scheme: ${url.split(':')[0] || '(none)'}`);

@@ -9,6 +9,8 @@ import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
 import { aad, PURGE_BATCH, SESSION_PURGE_BATCH } from '../../src/store/rows';
 import { SqliteStore } from '../../src/store/sqlite-store';
+import { createStore } from '../../src/store';
+import { loadConfig } from '../../src/config';
 import { isDatabaseUnavailable } from '../../src/store/unavailable';
 import { K1, runStoreContract, type StoreHarness } from './store-contract';
 
@@ -82,6 +84,18 @@ describe('SqliteStore specifics', () => {
     expect(store.db.pragma('foreign_keys', { simple: true })).toBe(1);
     await store.close();
     await store.close();
+  });
+
+  it('SQLITE_SYNCHRONOUS=full reaches the connection (an fsync per commit), through the store the app creates', async () => {
+    const file = tempFile();
+    const config = loadConfig({ DATABASE_URL: `sqlite:${file}`, DATA_ENCRYPTION_KEY: `k1:${Buffer.alloc(32, 7).toString('base64')}`, SQLITE_SYNCHRONOUS: 'full' });
+    const store = createStore({ url: config.database.url, cipher: new Cipher([K1]), sqliteSynchronous: config.database.sqliteSynchronous }) as SqliteStore;
+    try {
+      expect(store.db.pragma('synchronous', { simple: true })).toBe(2);
+    } finally {
+      await store.close();
+    }
+    expect(() => loadConfig({ SQLITE_SYNCHRONOUS: 'off' })).toThrow(/SQLITE_SYNCHRONOUS/);
   });
 
   it('group commit: a database locked by another process fails the batch after one wait, not one per retry', async () => {
