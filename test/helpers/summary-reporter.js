@@ -9,13 +9,19 @@ class SummaryReporter {
 
   onRunComplete(_contexts, results) {
     const skipped = [];
+    // A suite that could not run is a failure (counted in `failed` below), never listed among the skipped tests.
+    const failedToRun = [];
     for (const file of results.testResults) {
       for (const t of file.testResults) if (t.status === 'pending' || t.status === 'skipped') skipped.push(t.fullName);
-      if (file.testExecError) skipped.push(`(suite failed to run) ${file.testFilePath}`);
+      if (file.testExecError) failedToRun.push(file.testFilePath);
     }
     if (skipped.length) {
       process.stdout.write(`\nSkipped tests (${skipped.length}):\n`);
       for (const name of skipped) process.stdout.write(`  - ${name}\n`);
+    }
+    if (failedToRun.length) {
+      process.stdout.write(`\nSuites that failed to run (${failedToRun.length}):\n`);
+      for (const path of failedToRun) process.stdout.write(`  - ${path}\n`);
     }
     const summary = {
       passed: results.numPassedTests,
@@ -23,6 +29,7 @@ class SummaryReporter {
       skipped: results.numPendingTests + results.numTodoTests,
       suitesFailed: results.numFailedTestSuites,
       skippedNames: skipped,
+      failedToRun,
     };
     const dir = join(this.rootDir, 'artifacts');
     mkdirSync(dir, { recursive: true });
