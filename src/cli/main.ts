@@ -38,6 +38,7 @@ prints the verdict. Without INCODE_API_KEY it runs against the built-in Incode e
 Options:
   --front <file>                 Front of the ID (JPEG or PNG)                 required
   --back <file>                  Back of the ID (leave out for passports)
+  --one-sided                    The document has one side only (a visa, a one-sided card): no back
   --selfie <file>                Selfie (JPEG or PNG)                          required
   --country <ISO3>               countryCode for start: ALL (default), BRA for Brazilian IDs
   --configuration-id <id>        Incode flow (default INCODE_CONFIGURATION_ID)
@@ -76,6 +77,7 @@ interface OnboardArgs {
   configurationId?: string;
   externalCustomerId?: string;
   language?: string;
+  oneSided: boolean;
   timeoutMs: number;
   json: boolean;
   verbose: boolean;
@@ -94,6 +96,7 @@ function parseOnboard(argv: string[]): OnboardArgs | 'help' {
       'configuration-id': { type: 'string' },
       'external-customer-id': { type: 'string' },
       language: { type: 'string' },
+      'one-sided': { type: 'boolean', default: false },
       timeout: { type: 'string' },
       json: { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
@@ -121,6 +124,7 @@ function parseOnboard(argv: string[]): OnboardArgs | 'help' {
     configurationId: values['configuration-id'],
     externalCustomerId: values['external-customer-id'],
     language: values.language,
+    oneSided: values['one-sided'] ?? false,
     timeoutMs,
     json: values.json ?? false,
     verbose: values.verbose ?? false,
@@ -191,7 +195,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   }
   const [front, back, selfie] = await Promise.all([
     readImage(args.front, '--front'),
-    args.back ? readImage(args.back, '--back') : Promise.resolve(undefined),
+    args.back && !args.oneSided ? readImage(args.back, '--back') : Promise.resolve(undefined),
     readImage(args.selfie, '--selfie'),
   ]);
 
@@ -248,6 +252,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
         configurationId: args.configurationId,
         externalCustomerId: args.externalCustomerId,
         language: args.language,
+        oneSided: args.oneSided,
       });
       out.interviewId = captures.interviewId;
       if (captures.ok) result = await orchestrator.finish(captures.interviewId, { timeoutMs: args.timeoutMs });

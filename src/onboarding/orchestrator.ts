@@ -33,6 +33,8 @@ export interface CaptureInput {
   configurationId?: string;
   externalCustomerId?: string;
   language?: string;
+  /** Declared one-sided by the caller: the front goes up with onlyFront=true and no back is needed. */
+  oneSided?: boolean;
   /** Travels to Incode as x-request-id. */
   requestId?: string;
   signal?: AbortSignal;
@@ -228,10 +230,11 @@ export class Orchestrator {
     progress.step = 'front';
 
     // front
-    const frontSide = await this.idSide(id, 'front', () => this.d.incode.addFrontId(token, input.front, {}, ctx));
+    const declared = input.oneSided === true;
+    const frontSide = await this.idSide(id, 'front', () => this.d.incode.addFrontId(token, input.front, { onlyFront: declared }, ctx));
     if (!frontSide.ok) return frontSide;
     const front = frontSide.res;
-    const oneSided = isOneSided(front);
+    const oneSided = declared || isOneSided(front);
     const typeOfId = typeof front.typeOfId === 'string' ? front.typeOfId : undefined;
     const documentCountry = typeof front.countryCode === 'string' ? front.countryCode : undefined;
     await this.record(id, 'front', 'ok', { detail: [typeOfId, documentCountry].filter(Boolean).join(' ') || undefined });
@@ -239,7 +242,7 @@ export class Orchestrator {
     // back: skipped for one-sided documents even when one was sent
     progress.step = 'back';
     if (oneSided) {
-      await this.record(id, 'back', 'skipped', { code: 'ONE_SIDED_DOCUMENT' });
+      await this.record(id, 'back', 'skipped', { code: declared ? 'ONE_SIDED_DECLARED' : 'ONE_SIDED_DOCUMENT' });
     } else if (!input.back) {
       return this.reject(id, 'back', { ok: false, reason: ID_REASONS.BACK_REQUIRED, message: ID_MESSAGES[ID_REASONS.BACK_REQUIRED] });
     } else {

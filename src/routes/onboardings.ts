@@ -25,6 +25,9 @@ const OnboardingBody = Type.Object(
     configurationId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$', description: 'Incode flow id; INCODE_CONFIGURATION_ID by default' })),
     language: Type.Optional(Type.String({ pattern: '^[a-z]{2}(-[A-Z]{2})?$', description: 'e.g. en-US, es-ES, pt-BR' })),
     externalCustomerId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: CUSTOMER_ID_PATTERN, description: 'Your user id (no control or bidirectional-override characters)' })),
+    oneSided: Type.Optional(
+      Type.Boolean({ description: 'The document has one side only (a visa, a one-sided card): the front goes up with onlyFront=true and no back is asked for. Passports are recognised without it.' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -142,7 +145,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       let outcome;
       const captures = (async () => {
         const front = decodeImage(body.front, 'front');
-        const back = body.back !== undefined ? decodeImage(body.back, 'back') : undefined;
+        const back = body.back !== undefined && !body.oneSided ? decodeImage(body.back, 'back') : undefined;
         const selfie = decodeImage(body.selfie, 'selfie');
         return o.runCaptures({
           front,
@@ -152,6 +155,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           configurationId: body.configurationId,
           externalCustomerId: body.externalCustomerId,
           language: body.language,
+          oneSided: body.oneSided,
           requestId: req.id,
         });
       })();

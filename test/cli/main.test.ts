@@ -145,6 +145,12 @@ describe('incode-broker onboard', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/too small to be a photo/) } });
   });
 
+  it('runs a document declared --one-sided without a back', async () => {
+    const r = await run(['onboard', '--front', sample('id-front.jpg'), '--selfie', sample('selfie.jpg'), '--one-sided', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'approve' });
+  });
+
   it('refuses an image over Incode\'s 10 MB request limit before any session, as the route does', async () => {
     const huge = join(cwd, 'huge.jpg');
     writeFileSync(huge, Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(7_600_000)]));

@@ -80,6 +80,26 @@ describe('POST /onboardings', () => {
     expect(res.status).toBe(202);
   });
 
+  it('takes a document declared one-sided (oneSided): the front goes up with onlyFront=true, no back is asked for, and it finishes', async () => {
+    const incode = recordRequests(emulator.app.server);
+    let res;
+    try {
+      res = await post({ front: GOOD.front, selfie: GOOD.selfie, oneSided: true });
+      expect(res.status).toBe(202);
+      expect(incode.urls.some((u) => u.startsWith('/omni/add/front-id/v2?onlyFront=true'))).toBe(true);
+      expect(incode.urls.some((u) => u.startsWith('/omni/add/back-id'))).toBe(false);
+    } finally {
+      incode.stop();
+    }
+    const done = await waitFor(async () => {
+      const s = await session(res.body.interviewId);
+      return s.resultsStatus === 'ready' ? s : null;
+    }, 20_000);
+    expect(done.steps).toContainEqual(expect.objectContaining({ step: 'back', outcome: 'skipped', code: 'ONE_SIDED_DECLARED' }));
+    // Undeclared, the same two-sided document still needs its back.
+    expect((await post({ front: GOOD.front, selfie: GOOD.selfie })).body).toMatchObject({ step: 'back', reason: 'ID_BACK_REQUIRED' });
+  });
+
   it('answers 422 with the step, the reason and the message of a rejected ID capture', async () => {
     const res = await post({ ...GOOD, front: b64(img.glareIdFront()) });
     expect(res.status).toBe(422);
