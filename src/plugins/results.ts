@@ -30,25 +30,27 @@ export default fp<{ config: Config; runWorker?: boolean }>(
 
     let pollTimer: NodeJS.Timeout | null = null;
     let purgeTimer: NodeJS.Timeout | null = null;
-    let polling = false;
-    const pollTick = async () => {
-      if (polling) return;
-      polling = true;
-      try {
-        await pipeline.pollDue();
-      } catch (err) {
-        app.log.error({ err: { message: (err as Error).message } }, 'polling failed');
-      } finally {
-        polling = false;
-      }
+    // The poll and the sweep running now, so that shutdown can wait for them before the store closes.
+    let polling: Promise<void> | null = null;
+    let sweeping: Promise<void> | null = null;
+    const stopSweep = new AbortController();
+    const pollTick = () => {
+      polling ??= pipeline
+        .pollDue()
+        .then(
+          () => undefined,
+          (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'polling failed'),
+        )
+        .finally(() => (polling = null));
     };
-    const purge = async () => {
-      try {
-        const n = await app.store.purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now());
-        if (n) app.log.info({ erased: n }, 'retention purge');
-      } catch (err) {
-        app.log.error({ err: { message: (err as Error).message } }, 'retention purge failed');
-      }
+    const purge = () => {
+      sweeping ??= app.store
+        .purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now(), stopSweep.signal)
+        .then(
+          (n) => void (n && app.log.info({ erased: n }, 'retention purge')),
+          (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'retention purge failed'),
+        )
+        .finally(() => (sweeping = null));
     };
 
     if (opts.runWorker !== false) {
@@ -58,7 +60,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
           pollTimer = setInterval(pollTick, Math.min(1000, config.results.pollIntervalMs));
           pollTimer.unref();
         }
-        void purge();
+        purge();
         purgeTimer = setInterval(purge, 3_600_000);
         purgeTimer.unref();
       });
@@ -67,7 +69,9 @@ export default fp<{ config: Config; runWorker?: boolean }>(
     app.addHook('preClose', async () => {
       if (pollTimer) clearInterval(pollTimer);
       if (purgeTimer) clearInterval(purgeTimer);
-      await worker.stop(config.shutdownGraceMs);
+      // The sweep stops after its current batch; both finish their store calls before the store closes.
+      stopSweep.abort();
+      await Promise.all([worker.stop(config.shutdownGraceMs), polling, sweeping]);
     });
   },
   { name: 'results', dependencies: ['store', 'incode', 'metrics'] },

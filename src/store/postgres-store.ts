@@ -24,7 +24,9 @@ import {
   isResumeHash,
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
+  RELEASE_REFUND as REFUND,
   inBatches,
+  sweepLimit,
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
@@ -317,11 +319,8 @@ export class PostgresStore implements Store {
     return rows.map((r) => toSession(r, this.cipher));
   }
 
-  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, now: number): Promise<void> {
-    await this.q(
-      'UPDATE sessions SET next_poll_at = $2::bigint, poll_attempts = $3::int, updated_at = GREATEST(updated_at, $4::bigint) WHERE interview_id = $1',
-      [interviewId, nextPollAt, pollAttempts, now],
-    );
+  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void> {
+    await this.q('UPDATE sessions SET next_poll_at = $2::bigint, poll_attempts = $3::int WHERE interview_id = $1', [interviewId, nextPollAt, pollAttempts]);
   }
 
   async recordStep(interviewId: string, step: StepRecord): Promise<void> {
@@ -346,7 +345,7 @@ export class PostgresStore implements Store {
     return `WITH t AS (
         UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
           resume_expires_at = NULL, results_status = 'erased', updated_at = GREATEST(updated_at, $2::bigint)
-        WHERE interview_id = ANY($1::text[]) RETURNING interview_id, created_at),
+        WHERE interview_id = ANY($1::text[]) AND results_status <> 'erased' RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
@@ -368,13 +367,15 @@ export class PostgresStore implements Store {
   }
 
   async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
-    const { erased } = await this.tx((c) =>
+    // Known (even if erased before: a replayed request is a quiet no-op, no second audit row) is what counts.
+    const { locked } = await this.tx((c) =>
       this.erase(c, 'SELECT interview_id FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], 'erasure', `jsonb_build_object('reason', $3::text)`, reason, now),
     );
-    return erased > 0;
+    return locked > 0;
   }
 
-  async purgeExpired(createdBefore: number, now: number): Promise<number> {
+  async purgeExpired(createdBefore: number, now: number, signal?: AbortSignal): Promise<number> {
+    const limit = sweepLimit(signal);
     // In batches of purgeBatch, each its own transaction: one statement over a large backlog (the first sweep, or one
     // after an outage) would outlast DATABASE_TIMEOUT_MS and fail every hour, so personal data would outlive its
     // retention. A row another transaction holds is waited for, not skipped (a results save is then erased with it);
@@ -388,14 +389,14 @@ export class PostgresStore implements Store {
       const { locked, erased } = await this.tx((c) => this.erase(c, due, [createdBefore], 'retention-purge', detail, createdBefore, now));
       n += erased;
       return locked;
-    });
+    }, limit);
     // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token is refused at
     // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are
     // history nobody reads: without this the tables (and the queue-depth count behind /metrics) only ever grow.
     await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now]);
     const rows = (sql: string) => async () => (await this.q(sql, [createdBefore, PURGE_BATCH])).rowCount ?? 0;
-    await inBatches(PURGE_BATCH, rows(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < $1::bigint LIMIT $2)`));
-    await inBatches(PURGE_BATCH, rows('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < $1::bigint LIMIT $2)'));
+    await inBatches(PURGE_BATCH, rows(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < $1::bigint LIMIT $2)`), limit);
+    await inBatches(PURGE_BATCH, rows('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < $1::bigint LIMIT $2)'), limit);
     return n;
   }
 
@@ -476,7 +477,7 @@ export class PostgresStore implements Store {
 
   async releaseJob(id: string, owner: string, now: number): Promise<boolean> {
     const r = await this.q(
-      `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = $3::bigint, attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::bigint
+      `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = $3::bigint, attempts = GREATEST(attempts - ${REFUND}, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::bigint
        WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
       [id, owner, now],
     );

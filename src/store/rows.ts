@@ -80,6 +80,13 @@ export function idempotencyResponseId(cipher: Cipher, scope: string, key: string
   return cipher.decryptJson<{ interviewId: string }>(enc, aad.idempotencyResponse(scope, key)).interviewId;
 }
 
+/**
+ * The attempt a job handed back at shutdown gets back (releaseJob), as SQL over its row: only when the attempt before
+ * was not itself handed back. A job that hangs every process it runs in until a shutdown (or one that crashes it, as
+ * an uncaught error also closes the app) then still uses up its attempts and reaches ATTEMPTS_EXHAUSTED.
+ */
+export const RELEASE_REFUND = "CASE WHEN last_error = 'SHUTDOWN' THEN 0 ELSE 1 END";
+
 /** Finished jobs and processed events deleted per statement by the retention sweep. */
 export const PURGE_BATCH = 5_000;
 /** Sessions erased per transaction by the retention sweep (each batch stays well inside a statement timeout). */
@@ -87,15 +94,24 @@ export const SESSION_PURGE_BATCH = 2_000;
 /** How long one retention sweep goes on deleting batches at most; the next sweep (hourly) goes on from there. */
 export const PURGE_BUDGET_MS = 60_000;
 
+/** When one retention sweep stops: its time budget (shared by all its loops) or a shutdown, whichever comes first. */
+export interface SweepLimit {
+  until: number;
+  signal?: AbortSignal;
+}
+
+export function sweepLimit(signal?: AbortSignal): SweepLimit {
+  return { until: Date.now() + PURGE_BUDGET_MS, signal };
+}
+
 /**
- * Runs `batch` (which answers how many rows it took) until one comes back short or the time budget is spent: a
- * backlog (the first sweep, a high webhook rate) is worked off in bounded transactions instead of one that holds the
- * write lock, or outlasts the statement timeout, for as long as the backlog is large.
+ * Runs `batch` (which answers how many rows it took) until one comes back short or the sweep must stop: a backlog (the
+ * first sweep, a high webhook rate) is worked off in bounded transactions instead of one that holds the write lock, or
+ * outlasts the statement timeout, for as long as the backlog is large.
  */
-export async function inBatches(size: number, batch: () => Promise<number>, budgetMs = PURGE_BUDGET_MS): Promise<void> {
-  const started = Date.now();
-  for (;;) {
-    if ((await batch()) < size || Date.now() - started >= budgetMs) return;
+export async function inBatches(size: number, batch: () => Promise<number>, limit: SweepLimit): Promise<void> {
+  while (!limit.signal?.aborted && Date.now() < limit.until) {
+    if ((await batch()) < size) return;
   }
 }
 

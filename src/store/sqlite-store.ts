@@ -27,7 +27,9 @@ import {
   isResumeHash,
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
+  RELEASE_REFUND as REFUND,
   inBatches,
+  sweepLimit,
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
@@ -314,14 +316,9 @@ export class SqliteStore implements Store {
     return rows.map((r) => toSession(r, this.cipher));
   }
 
-  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, now: number): Promise<void> {
+  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void> {
     return this.write(() => {
-      this.st('UPDATE sessions SET next_poll_at = ?, poll_attempts = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ?').run(
-        nextPollAt,
-        pollAttempts,
-        now,
-        interviewId,
-      );
+      this.st('UPDATE sessions SET next_poll_at = ?, poll_attempts = ? WHERE interview_id = ?').run(nextPollAt, pollAttempts, interviewId);
     });
   }
 
@@ -345,7 +342,10 @@ export class SqliteStore implements Store {
 
   async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
     return this.write(() => {
-      if (!this.st('SELECT 1 FROM sessions WHERE interview_id = ?').get(interviewId)) return false;
+      const row = this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined;
+      if (!row) return false;
+      // Already erased: nothing left to erase, and a replayed request must not audit it again or move it in listings.
+      if (row.results_status === 'erased') return true;
       this.st('DELETE FROM results WHERE interview_id = ?').run(interviewId);
       this.st(
         `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
@@ -356,7 +356,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  async purgeExpired(createdBefore: number, now: number): Promise<number> {
+  async purgeExpired(createdBefore: number, now: number, signal?: AbortSignal): Promise<number> {
+    const limit = sweepLimit(signal);
     // In batches, each its own transaction: better-sqlite3 runs on the event loop, and one statement over a large
     // backlog would block it (and hold the file's write lock past other processes' busy_timeout) for seconds.
     // The same LIMITed selection, evaluated three times in one transaction, names the same rows each time: nothing
@@ -364,8 +365,9 @@ export class SqliteStore implements Store {
     const due = `SELECT interview_id FROM sessions WHERE created_at < @createdBefore AND results_status <> 'erased'
       ORDER BY created_at, interview_id LIMIT ${SESSION_PURGE_BATCH}`;
     let n = 0;
-    await inBatches(SESSION_PURGE_BATCH, () =>
-      this.write(() => {
+    await inBatches(SESSION_PURGE_BATCH, async () => {
+      // Counted after the write: a batch whose group commit reruns its closures must not count twice.
+      const erased = await this.write(() => {
         const args = { createdBefore, now };
         this.st(
           `INSERT INTO audit (kind, subject, detail, at)
@@ -373,21 +375,21 @@ export class SqliteStore implements Store {
            FROM sessions WHERE interview_id IN (${due}) ORDER BY created_at, interview_id`,
         ).run(args);
         this.st(`DELETE FROM results WHERE interview_id IN (${due})`).run({ createdBefore });
-        const erased = this.st(
+        return this.st(
           `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
              resume_expires_at = NULL, results_status = 'erased', updated_at = MAX(updated_at, @now) WHERE interview_id IN (${due})`,
         ).run(args).changes;
-        n += erased;
-        return erased;
-      }),
-    );
+      });
+      n += erased;
+      return erased;
+    }, limit);
     // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token is refused at
     // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are
     // history nobody reads: without this the tables (and the queue-depth count behind /metrics) only ever grow.
     await this.write(() => this.st('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now));
     const rows = (sql: string) => () => this.write(() => this.st(sql).run(createdBefore, PURGE_BATCH).changes);
-    await inBatches(PURGE_BATCH, rows(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < ? LIMIT ?)`));
-    await inBatches(PURGE_BATCH, rows('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < ? LIMIT ?)'));
+    await inBatches(PURGE_BATCH, rows(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < ? LIMIT ?)`), limit);
+    await inBatches(PURGE_BATCH, rows('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < ? LIMIT ?)'), limit);
     return n;
   }
 
@@ -475,7 +477,7 @@ export class SqliteStore implements Store {
     return this.write(
       () =>
         this.st(
-          `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = ?, attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+          `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = ?, attempts = MAX(attempts - ${REFUND}, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
            WHERE id = ? AND lease_owner = ? AND state = 'running'`,
         ).run(now, now, id, owner).changes > 0,
     );

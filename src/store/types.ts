@@ -174,13 +174,20 @@ export interface Store {
   listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }>;
   /** Sessions with nextPollAt <= now, oldest first. */
   sessionsDueForPoll(now: number, limit: number): Promise<SessionRecord[]>;
+  /**
+   * Bookkeeping of the poller: not a change of the session, so updatedAt (the order GET /sessions pages in, and what its
+   * `since` filter reads) stays as it is; else every poll would move a session past a client's cursor mid-walk.
+   */
   schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, now: number): Promise<void>;
   recordStep(interviewId: string, step: StepRecord): Promise<void>;
   listSteps(interviewId: string): Promise<StepRecord[]>;
   /** Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. */
   eraseSession(interviewId: string, reason: string, now: number): Promise<boolean>;
-  /** Erases PII of sessions created before `createdBefore`; returns how many. */
-  purgeExpired(createdBefore: number, now: number): Promise<number>;
+  /**
+   * Erases PII of sessions created before `createdBefore`, and drops finished jobs and processed events older than it;
+   * returns how many sessions. Works in batches for at most a minute; `signal` (a shutdown) stops it between batches.
+   */
+  purgeExpired(createdBefore: number, now: number, signal?: AbortSignal): Promise<number>;
 
   // inbox and jobs
   /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */
@@ -201,7 +208,8 @@ export interface Store {
   failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean>;
   /**
    * Hands a running job back unfinished (a shutdown stopped it): queued again at once with lastError SHUTDOWN, its claim
-   * not counted as an attempt, so deploys never use up a job's attempts. false when `owner` no longer holds it.
+   * not counted as an attempt unless its previous one was handed back too, so deploys do not use up a job's attempts
+   * but a job that stalls every process until it shuts down still does. false when `owner` no longer holds it.
    */
   releaseJob(id: string, owner: string, now: number): Promise<boolean>;
   countJobs(): Promise<Record<JobState, number>>;

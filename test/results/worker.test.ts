@@ -128,7 +128,7 @@ describe('shutdown', () => {
       await waitFor(() => attempts.length === 2, 5_000, 10);
       // The stale first attempt fails for good: nothing recorded, the job is not dead-lettered under the second.
       attempts[0].finish(false);
-      await new Promise((r) => setTimeout(r, 50));
+      await waitFor(() => w.busy === 1, 5_000, 5);
       expect((await store.listJobs('i1'))[0]).toMatchObject({ state: 'running', attempts: 2 });
       attempts[1].finish(true);
       await waitFor(async () => (await store.listJobs('i1'))[0].state === 'done', 5_000, 10);

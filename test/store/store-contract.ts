@@ -272,7 +272,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.schedulePoll('b', T0 + 9000, 3, T0 + 301);
         await store.schedulePoll('d', null, 4, T0 + 301);
         expect((await store.sessionsDueForPoll(T0 + 300, 10)).map((s) => s.interviewId)).toEqual(['a']);
-        expect(await store.getSession('b')).toMatchObject({ nextPollAt: T0 + 9000, pollAttempts: 3, updatedAt: T0 + 301 });
+        // Poller bookkeeping is no change of the session: updatedAt (the listing's order) stays.
+        expect(await store.getSession('b')).toMatchObject({ nextPollAt: T0 + 9000, pollAttempts: 3, updatedAt: T0 });
         expect(await store.getSession('d')).toMatchObject({ nextPollAt: null, pollAttempts: 4 });
       });
 
@@ -315,6 +316,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
             // Newer sessions arriving mid-walk land before the cursor and must not disturb later pages.
             await session('zz-new-1', { now: T0 + 100 });
             await session('aa-new-2', { now: T0 + 100 });
+            // Nor does the poller scheduling a session not yet listed: it stays where it was.
+            await store.schedulePoll('s00', T0 + 50_000, 1, T0 + 200);
           }
           pages++;
         } while (cursor);
@@ -396,6 +399,11 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSession('i1')).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased' });
         await store.setResultsStatus('i1', 'ready', null, T0 + 62);
         expect((await store.getSession('i1'))?.resultsStatus).toBe('erased');
+        // Erasing it again is a quiet no-op: known (true), but no second audit row and no new updatedAt.
+        const before = (await store.getSession('i1'))!.updatedAt;
+        expect(await store.eraseSession('i1', 'user-request', T0 + 70)).toBe(true);
+        expect((await store.getSession('i1'))!.updatedAt).toBe(before);
+        expect((await store.listAudit('i1')).filter((a) => a.kind === 'erasure')).toHaveLength(1);
 
         expect(await store.eraseSession('nope', 'x', T0)).toBe(false);
         expect(await store.listAudit('nope')).toEqual([]);
@@ -411,6 +419,9 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.createResumeToken('rt-old', 'old2', T0 + 1e9);
         await store.createResumeToken('rt-new', 'new1', T0 + 1e9);
 
+        // A sweep told to stop (a shutdown) erases nothing more.
+        expect(await store.purgeExpired(T0 + 500, T0 + 1500, AbortSignal.abort())).toBe(0);
+        expect(await store.getSession('old2')).toMatchObject({ resultsStatus: 'pending' });
         expect(await store.purgeExpired(T0 + 500, T0 + 2000)).toBe(2);
         expect(await store.getResults('old1')).toBeNull();
         for (const id of ['old1', 'old2']) expect(await store.getSession(id)).toMatchObject({ resultsStatus: 'erased', token: null, externalCustomerId: null });
@@ -592,6 +603,10 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         const [again] = await store.claimJobs('w2', 1, 60_000, T0 + 6);
         expect(again).toMatchObject({ id: j.id, attempts: 1 });
         expect(await store.releaseJob(j.id, 'w', T0 + 7)).toBe(false);
+        // Handed back twice in a row: the second time the attempt counts (a job that stalls every process until it
+        // shuts down must still reach its last attempt).
+        expect(await store.releaseJob(j.id, 'w2', T0 + 8)).toBe(true);
+        expect((await store.listJobs('r'))[0]).toMatchObject({ state: 'queued', attempts: 1, lastError: 'SHUTDOWN' });
       });
 
       it('failJob retries later or dead-letters', async () => {
