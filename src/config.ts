@@ -315,7 +315,6 @@ function refuseCleartext(name: EnvName, url: string, why: string): void {
   if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname)) throw new ConfigError(name, `must use https in production (${why}); http is allowed to a loopback host only`);
 }
 
-/** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
 /** Whether node-postgres can read the URL: it parses it with URL and percent-decodes the user and password. */
 function isValidPostgresUrl(url: string): boolean {
   try {
@@ -334,6 +333,7 @@ function selfAddress(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
+/** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
 export function loadConfig(env: Env): Config {
   const nodeEnv = str(env, 'NODE_ENV') as Config['nodeEnv'];
   const production = nodeEnv === 'production';

@@ -2,6 +2,7 @@
 import { createHmac, hash, hkdfSync, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import helmet from 'helmet';
+import { sha256Hex } from './store/crypto';
 import { randomBytesPooled } from './util/random-pool';
 
 // One-shot crypto.hash (Node >= 20.12): a quarter of createHash's cost, and it runs on every request.
@@ -27,7 +28,7 @@ export function keyMatcher(keys: readonly string[]): (candidate: string) => bool
 }
 
 /** One definition of the token hash: the store looks sessions up by the same digest. */
-export { sha256Hex } from './store/crypto';
+export { sha256Hex };
 
 /**
  * Keyed digests of values that may hold personal data (a request naming a customer id), for lookups and equality only:
@@ -40,7 +41,7 @@ export function keyedDigest(dataKeys: readonly Buffer[], purpose: string) {
   const under = (key: Buffer, value: string) => createHmac('sha256', key).update(value).digest('hex');
   return {
     digest: (value: string): string => under(keys[0], value),
-    matches: (stored: string, value: string): boolean => keys.some((k) => safeEqual(stored, under(k, value))) || safeEqual(stored, hash('sha256', value, 'hex')),
+    matches: (stored: string, value: string): boolean => keys.some((k) => safeEqual(stored, under(k, value))) || safeEqual(stored, sha256Hex(value)),
   };
 }
 

@@ -82,7 +82,7 @@ export const ID_MESSAGES: Readonly<Record<string, string>> = Object.freeze({
   [ID_REASONS.LOW_RESOLUTION]: 'The photo of the ID is too small. Move closer so the ID fills the frame.',
   [ID_REASONS.BACK_REQUIRED]: 'This ID has a back side. Take a photo of the back too.',
   [ID_REASONS.IMAGE_REFUSED]: "We couldn't use this photo of the ID. Take it again.",
-  [ID_REASONS.PROCESSING_FAILED]: "We couldn't process the photos of the ID. Take the photos of the front and back again.",
+  [ID_REASONS.PROCESSING_FAILED]: "We couldn't process the photos of the ID. Take them again.",
 });
 
 /**

@@ -13,6 +13,7 @@ export class CircuitBreaker {
   private failures = 0;
   private openedAt = 0;
   private probing = false;
+  private probeTicket = 0;
   private current: CircuitState = 'closed';
   private readonly now: () => number;
 
@@ -24,16 +25,19 @@ export class CircuitBreaker {
     return this.current;
   }
 
-  /** ms until a call may be tried, 0 when one may go now. Claims the half-open probe slot. */
-  acquire(): number {
-    if (this.current === 'closed') return 0;
+  /**
+   * `wait`: ms until a call may be tried, 0 when one may go now. A call that goes as the half-open probe gets a
+   * non-zero `probe` ticket, which only it can hand back (abandoned).
+   */
+  acquire(): { wait: number; probe: number } {
+    if (this.current === 'closed') return { wait: 0, probe: 0 };
     const wait = this.openedAt + this.opts.resetMs - this.now();
     if (this.current === 'open' && wait <= 0) this.set('half-open');
     if (this.current === 'half-open' && !this.probing) {
       this.probing = true;
-      return 0;
+      return { wait: 0, probe: ++this.probeTicket };
     }
-    return Math.max(wait, 1);
+    return { wait: Math.max(wait, 1), probe: 0 };
   }
 
   success(): void {
@@ -51,9 +55,12 @@ export class CircuitBreaker {
     }
   }
 
-  /** A call this service gave up on itself (its deadline, a shutdown): says nothing about Incode, frees the probe slot. */
-  abandoned(): void {
-    this.probing = false;
+  /**
+   * A call this service gave up on itself (its deadline, a shutdown) says nothing about Incode: if it was the probe
+   * (its ticket is the current one), the slot is free again; any other call leaves the probe in flight alone.
+   */
+  abandoned(probe: number): void {
+    if (probe !== 0 && probe === this.probeTicket) this.probing = false;
   }
 
   private set(s: CircuitState): void {

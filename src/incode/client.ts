@@ -286,15 +286,15 @@ export class IncodeClient {
   private async once<T>(spec: CallSpec, ctx: CallContext): Promise<T> {
     // The circuit is asked first: while it is open the caller gets its answer at once, not after the line.
     const circuit = this.circuit(spec.group);
-    const wait = circuit?.acquire() ?? 0;
+    const { wait, probe } = circuit?.acquire() ?? { wait: 0, probe: 0 };
     if (wait > 0) {
       this.opts.onCall?.(spec.operation, 'circuit_open', 0);
       throw circuitOpenError(spec.operation, wait);
     }
-    return this.send<T>(spec, ctx, circuit);
+    return this.send<T>(spec, ctx, circuit, probe);
   }
 
-  private async send<T>(spec: CallSpec, ctx: CallContext, circuit: CircuitBreaker | undefined): Promise<T> {
+  private async send<T>(spec: CallSpec, ctx: CallContext, circuit: CircuitBreaker | undefined, probe: number): Promise<T> {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const headers: Record<string, string> = { 'api-version': '1.0', accept: 'application/json' };
@@ -328,7 +328,7 @@ export class IncodeClient {
       if (ctx.signal?.aborted) {
         // Stopped by this service (a job's lease deadline, a shutdown), often while still queued for a connection:
         // neither a timeout of Incode's nor a failure that should open the circuit for everyone else.
-        circuit?.abandoned();
+        circuit?.abandoned(probe);
         this.opts.onCall?.(spec.operation, 'aborted', seconds());
         throw e;
       }

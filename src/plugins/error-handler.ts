@@ -15,15 +15,23 @@ interface Mapped {
   extra?: Record<string, unknown>;
 }
 
+/** When a database outage is worth trying again. */
+const DATABASE_RETRY_MS = 5000;
+
+/** A Retry-After header in whole seconds, at least one. */
+function retryAfter(ms: number): Record<string, string> {
+  return { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) };
+}
+
 /** The status, code, message, headers and extra body fields an error is answered with. */
 function mapError(err: FastifyError | Error): Mapped {
   if (err instanceof AppError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers };
   if (err instanceof OnboardingError) {
-    // The Incode failure behind a step is answered as on every other route (503 + Retry-After for an open circuit,
-    // 504, 502), with the step and the session it reached; Incode answering but refusing (success: false) is a 502.
+    // The Incode failure behind a step is answered as on every other route (503 + Retry-After for an open circuit or a
+    // rate limit, 504, 502), with the step and the session it reached; a database outage there is a 503 too.
     const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
     if (err.code === 'DATABASE_UNAVAILABLE')
-      return { status: 503, code: err.code, message: err.message, headers: { 'retry-after': '5' }, extra: { step: err.step, interviewId: err.interviewId } };
+      return { status: 503, code: err.code, message: err.message, headers: retryAfter(DATABASE_RETRY_MS), extra: { step: err.step, interviewId: err.interviewId } };
     return {
       status: incode?.status ?? (err.code === 'INTERNAL_ERROR' ? 500 : 502),
       code: incode?.code ?? err.code,
@@ -34,11 +42,11 @@ function mapError(err: FastifyError | Error): Mapped {
   }
   if (err instanceof IncodeError) {
     if (err.code === 'INCODE_CIRCUIT_OPEN')
-      return { status: 503, code: 'INCODE_UNAVAILABLE', message: 'Incode is failing; try again shortly', headers: { 'retry-after': String(Math.max(1, Math.ceil((err.details.retryAfterMs ?? 1000) / 1000))) } };
+      return { status: 503, code: 'INCODE_UNAVAILABLE', message: 'Incode is failing; try again shortly', headers: retryAfter(err.details.retryAfterMs ?? 1000) };
     if (err.code === 'INCODE_TIMEOUT') return { status: 504, code: 'INCODE_TIMEOUT', message: 'Incode did not answer in time' };
     // Incode turned the call away before doing anything: come back later (its own Retry-After), nothing was created.
     if (err.code === 'INCODE_RATE_LIMITED')
-      return { status: 503, code: 'INCODE_RATE_LIMITED', message: 'Incode is limiting this service\'s calls; try again shortly', headers: { 'retry-after': String(Math.max(1, Math.ceil((err.details.retryAfterMs ?? 1000) / 1000))) } };
+      return { status: 503, code: 'INCODE_RATE_LIMITED', message: 'Incode is limiting this service\'s calls; try again shortly', headers: retryAfter(err.details.retryAfterMs ?? 1000) };
     return { status: 502, code: err.code, message: `Incode refused or failed the ${err.operation} call` };
   }
   const fe = err as FastifyError;
@@ -61,7 +69,7 @@ function mapError(err: FastifyError | Error): Mapped {
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
     return { status: fe.statusCode, code: fe.code ?? 'BAD_REQUEST', message: fe.message.slice(0, 300) };
   // A stalled or restarting database is an outage a retry can outlive, not a bug: 503 tells clients to come back.
-  if (isDatabaseUnavailable(err)) return { status: 503, code: 'DATABASE_UNAVAILABLE', message: 'The database is not answering; try again shortly', headers: { 'retry-after': '5' } };
+  if (isDatabaseUnavailable(err)) return { status: 503, code: 'DATABASE_UNAVAILABLE', message: 'The database is not answering; try again shortly', headers: retryAfter(DATABASE_RETRY_MS) };
   return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
 }
 

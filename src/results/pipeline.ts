@@ -36,12 +36,12 @@ export interface PipelineDeps {
   now?: () => number;
 }
 
-/** Finished, with results that leave the decision to a reviewer: the verdict (MANUAL_REVIEW_*) is still to come. */
 /** A webhook's informative string field as kept in the inbox: cut to 128 characters, anything else left out. */
 function boundedText(v: unknown): string | undefined {
   return typeof v === 'string' ? v.slice(0, 128) : undefined;
 }
 
+/** Finished, with results that leave the decision to a reviewer: the verdict (MANUAL_REVIEW_*) is still to come. */
 function awaitsVerdict(s: Pick<SessionRecord, 'onboardingStatus' | 'decision'>): boolean {
   return s.onboardingStatus === 'ONBOARDING_FINISHED' && s.decision === 'review';
 }
@@ -280,7 +280,9 @@ export class ResultsPipeline {
       this.d.metrics.resultsStored.inc({ decision });
       // A repair only when no webhook for this status came at all: one still waiting in the queue (backoff, a deep
       // queue) or one being checked by the orchestrator's own wait does not count.
-      if (job.payload.source === 'poll' && !(await this.d.store.hasEvent(`${id}:${String(job.payload.status)}`))) this.d.metrics.pollingRepairs.inc();
+      // A metric only: a failed lookup must not fail a job whose results are stored.
+      const webhookCame = job.payload.source === 'poll' && (await this.d.store.hasEvent(`${id}:${String(job.payload.status)}`).catch(() => true));
+      if (job.payload.source === 'poll' && !webhookCame) this.d.metrics.pollingRepairs.inc();
       if (this.d.config.callback.url) {
         await this.d.store.enqueueJob(
           // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.

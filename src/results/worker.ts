@@ -3,13 +3,11 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Metrics } from '../plugins/metrics';
 import type { Job, Store } from '../store/types';
-import { settledWithin } from '../util/settle';
+import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import { JobError } from './pipeline';
 
 const DEFAULT_LEASE_MS = 120_000;
 
-/** After the grace, how long stopped attempts get to record that they were handed back. */
-export const STOP_WIND_DOWN_MS = 2_000;
 
 /** The longest wait between two attempts of a job. */
 const MAX_BACKOFF_MS = 15 * 60 * 1000;

@@ -8,8 +8,7 @@ import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
-import { STOP_WIND_DOWN_MS } from '../results/worker';
-import { settledWithin } from '../util/settle';
+import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import { CUSTOMER_ID_PATTERN, withErrors } from '../schemas';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB

@@ -108,8 +108,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       '/webhooks/incode/token',
       {
         bodyLimit: 4096,
-        onResponse: (_req, reply, done) => {
-          app.metrics.webhooks.inc({ status: 'token', auth: reply.statusCode === 200 ? 'oauth' : 'rejected', outcome: outcomeOf(reply.statusCode, 'issued') });
+        onResponse: (req, reply, done) => {
+          app.metrics.webhooks.inc({ status: 'token', auth: (req as WebhookRequest).webhookAuth ?? 'rejected', outcome: outcomeOf(reply.statusCode, 'issued') });
           done();
         },
         schema: {
@@ -132,6 +132,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
           if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
           throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
         }
+        (req as WebhookRequest).webhookAuth = 'oauth';
         if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
         const t = tokens.issue();
         reply.header('cache-control', 'no-store');

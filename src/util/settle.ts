@@ -1,5 +1,8 @@
 // Waits for promises to settle, but no longer than a deadline: shutdown steps that must not hold the process forever.
 
+/** After a shutdown's grace, how long stopped work gets to record that it stopped (a job handed back, a step). */
+export const STOP_WIND_DOWN_MS = 2_000;
+
 /** true when every promise settled within `ms`; false when the time ran out first (they go on unawaited). */
 export async function settledWithin(promises: Iterable<Promise<unknown>>, ms: number): Promise<boolean> {
   const all = [...promises];

@@ -246,6 +246,8 @@ function pipelineSuite(which: Engine) {
     );
     await captureAll(s.apiUrl, s.token);
     expect((await p.ready(s.interviewId)).decision).toBe('approve');
+    // The counter moves (or not) before the results job is recorded done: read it after that.
+    await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).some((j) => j.kind === 'results' && j.state === 'done'));
     expect((await request(p.broker.url).get('/metrics')).text).toMatch(/^polling_repairs_total 0$/m);
   });
 

@@ -1,0 +1,49 @@
+// The circuit breaker's states, its single half-open probe, and calls abandoned by this service.
+import { CircuitBreaker } from '../../src/incode/circuit-breaker';
+
+function breaker() {
+  let t = 1000;
+  const states: string[] = [];
+  const cb = new CircuitBreaker({ failureThreshold: 2, resetMs: 100, now: () => t, onStateChange: (s) => states.push(s) });
+  return { cb, states, advance: (ms: number) => (t += ms) };
+}
+
+describe('CircuitBreaker', () => {
+  it('opens after consecutive failures, lets one probe through after the reset time, and closes on its success', () => {
+    const { cb, states, advance } = breaker();
+    expect(cb.acquire()).toEqual({ wait: 0, probe: 0 });
+    cb.failure();
+    cb.failure();
+    expect(cb.state).toBe('open');
+    expect(cb.acquire().wait).toBe(100);
+    advance(100);
+    const probe = cb.acquire();
+    expect(probe).toEqual({ wait: 0, probe: expect.any(Number) });
+    expect(probe.probe).toBeGreaterThan(0);
+    // Only one probe at a time.
+    expect(cb.acquire().wait).toBeGreaterThan(0);
+    cb.success();
+    expect(cb.state).toBe('closed');
+    expect(states).toEqual(['open', 'half-open', 'closed']);
+  });
+
+  it('a probe abandoned by this service frees the slot; another abandoned call does not free the probe in flight', () => {
+    const { cb, advance } = breaker();
+    cb.failure();
+    cb.failure();
+    advance(100);
+    const first = cb.acquire();
+    cb.abandoned(first.probe);
+    // The abandoned probe said nothing about Incode: the next call probes, still half-open, not reopened.
+    expect(cb.state).toBe('half-open');
+    const second = cb.acquire();
+    expect(second.wait).toBe(0);
+    expect(second.probe).not.toBe(first.probe);
+    // A call that was not the probe (started before the circuit opened), or the old ticket, leaves the live probe alone.
+    cb.abandoned(0);
+    cb.abandoned(first.probe);
+    expect(cb.acquire().wait).toBeGreaterThan(0);
+    cb.failure();
+    expect(cb.state).toBe('open');
+  });
+});
