@@ -10,13 +10,18 @@ export interface ScoreLeaf {
   status: string | null;
 }
 
-/** {value, status} of a score block's `overall` leaf (or of the leaf itself). */
+/** {value, status} of a score block's `overall` leaf (or of the leaf itself); null when it has neither. */
 function leafOf(block: unknown): ScoreLeaf | null {
   const b = obj(block);
   if (!b) return null;
   const l = obj(b.overall) ?? b;
-  return { value: str(l.value), status: str(l.status) };
+  const leaf = { value: str(l.value), status: str(l.status) };
+  // A block without an overall verdict (e.g. liveness {livenessScore} alone) is "not scored", not "unknown".
+  return leaf.value === null && leaf.status === null ? null : leaf;
 }
+
+/** A non-empty string, trimmed; Incode sends "" for a field it could not read. */
+const text = (v: unknown): string | null => (typeof v === 'string' && v.trim() !== '' ? v.trim() : null);
 
 export function summarizeScores(scores: unknown) {
   const s = obj(scores) ?? {};
@@ -32,11 +37,15 @@ export function summarizeScores(scores: unknown) {
 export function summarizeOcr(ocr: unknown) {
   const o = obj(ocr) ?? {};
   const name = obj(o.name) ?? {};
-  const parts = [name.firstName, name.paternalLastName].filter((x): x is string => typeof x === 'string');
+  // givenName holds every given name (firstName only the first); Hispanic and Brazilian documents carry two surnames.
+  const parts = [text(name.givenName) ?? text(name.firstName), text(name.middleName), text(name.paternalLastName), text(name.maternalLastName)];
+  const fields = obj(o.addressFields) ?? {};
+  const fromFields = [fields.street, fields.colony, fields.city, fields.state, fields.postalCode].map(text).filter(Boolean).join(', ');
+  // Incode's address is multi-line; one line reads better in a table or a terminal.
+  const address = text(o.address) ?? text(o.checkedAddress);
   return {
-    fullName: str(name.fullName) ?? (parts.join(' ') || null),
-    // Incode's address is multi-line; one line reads better in a table or a terminal.
-    address: typeof o.address === 'string' ? o.address.replace(/\s*\n\s*/g, ', ') : null,
+    fullName: text(name.fullName) ?? (parts.filter(Boolean).join(' ') || null),
+    address: address ? address.replace(/\s*\n\s*/g, ', ') : fromFields || null,
     typeOfId: str(o.typeOfId),
   };
 }

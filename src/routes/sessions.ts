@@ -16,7 +16,7 @@ const Step = Type.Object({ step: Type.String(), outcome: Type.String(), code: Ty
 const SessionSummary = Type.Object({
   interviewId: Type.String(),
   externalCustomerId: Type.Union([Type.String(), Type.Null()], {
-    description: 'Your user id as sent to POST /session (or Incode reported): check it is the user who handed you this interviewId',
+    description: 'Your user id as sent to POST /session or POST /onboardings: check it is the user who handed you this interviewId (null for a session started elsewhere)',
   }),
   origin: Type.String(),
   onboardingStatus: Type.String(),

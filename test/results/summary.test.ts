@@ -23,4 +23,20 @@ describe('results summary', () => {
     expect(summarizeOcr({ name: { firstName: 'ANA', paternalLastName: 'LOPEZ' } })).toEqual({ fullName: 'ANA LOPEZ', address: null, typeOfId: null });
     expect(summarizeOcr(undefined)).toEqual({ fullName: null, address: null, typeOfId: null });
   });
+
+  it('builds a name from every part when fullName is missing or empty, and an address from addressFields', () => {
+    const mx = { name: { fullName: '', firstName: 'JUAN', givenName: 'JUAN CARLOS', paternalLastName: 'PEREZ', maternalLastName: 'LOPEZ' } };
+    expect(summarizeOcr(mx).fullName).toBe('JUAN CARLOS PEREZ LOPEZ');
+    expect(summarizeOcr({ name: { firstName: 'JUAN', middleName: 'CARLOS', paternalLastName: 'PEREZ' } }).fullName).toBe('JUAN CARLOS PEREZ');
+    // The BRA sample of the shared doc: no address line, parsed fields only.
+    const bra = { addressFields: { street: 'RUA DAS ACACIAS 120', postalCode: '01310000', city: 'SAO PAULO', state: 'SP' } };
+    expect(summarizeOcr(bra).address).toBe('RUA DAS ACACIAS 120, SAO PAULO, SP, 01310000');
+    expect(summarizeOcr({ address: '', checkedAddress: 'AV 1, CDMX' }).address).toBe('AV 1, CDMX');
+  });
+
+  it('leaves a score block without an overall verdict out, instead of showing it as unknown', () => {
+    const s = summarizeScores({ liveness: { livenessScore: { value: '98.1', status: 'OK' } }, faceRecognition: { existingUser: false } });
+    expect(s.liveness).toBeNull();
+    expect(s.faceRecognition).toBeNull();
+  });
 });

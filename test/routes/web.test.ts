@@ -1,7 +1,7 @@
 // The sandbox demo: its page's Content-Security-Policy, and its capture-check route (the verdict and message the page shows for what the SDK's camera got back).
 import request from 'supertest';
 import { SELFIE_ERRORS, SELFIE_REASONS } from '../../src/incode/capture-checks';
-import { startSandbox } from '../helpers/harness';
+import { brokerEnv, startBroker, startEmulator, startSandbox } from '../helpers/harness';
 
 let sandbox: Awaited<ReturnType<typeof startSandbox>>;
 beforeAll(async () => {
@@ -37,5 +37,21 @@ describe('POST /demo/capture-check', () => {
 
   it('refuses a body with fields it does not know', async () => {
     expect((await check({ kind: 'selfie', httpStatus: 3006, response: {} }).expect(400)).body.code).toBe('VALIDATION_FAILED');
+  });
+});
+
+describe('outside sandbox mode', () => {
+  it('serves neither the demo page nor the emulator: only the operator page and its assets', async () => {
+    const emulator = await startEmulator();
+    const broker = await startBroker(brokerEnv(emulator.url, {}), { runWorker: false });
+    try {
+      for (const path of ['/', '/demo/demo.js', '/demo/results']) expect([path, (await request(broker.url).get(path)).status]).toEqual([path, 404]);
+      expect((await request(broker.url).post('/sandbox/incode/omni/start').send({})).status).toBe(404);
+      expect((await request(broker.url).post('/demo/capture-check').send({ kind: 'selfie', response: {} })).status).toBe(404);
+      expect((await request(broker.url).get('/operator')).status).toBe(200);
+    } finally {
+      await broker.close();
+      await emulator.close();
+    }
   });
 });
