@@ -17,6 +17,7 @@ import type {
   ScoreResponse,
   StartRequest,
   StartResponse,
+  DeleteInterviewResponse,
 } from './types';
 
 export const OPERATION_GROUPS = ['start', 'capture', 'read', 'auth'] as const;
@@ -67,7 +68,7 @@ export interface CallContext {
 interface CallSpec {
   operation: string;
   group: OperationGroup;
-  method: 'GET' | 'POST' | 'PUT';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   path: string;
   query?: Record<string, string | boolean | undefined>;
   body?: unknown;
@@ -237,6 +238,14 @@ export class IncodeClient {
 
   getOnboardingUrl(token: string, clientId: string | undefined, ctx?: CallContext): Promise<OnboardingUrlResponse> {
     return this.call({ operation: 'getOnboardingUrl', group: 'read', method: 'GET', path: '/omni/onboarding-url', query: { clientId }, token, idempotent: true }, ctx);
+  }
+
+  /**
+   * DELETE /omni/interview: deletes the session and its data at Incode (shared doc 3; Incode's purge sample passes
+   * keepCustomer=false, which also removes the customer's identity record). With an executive token.
+   */
+  deleteInterview(token: string, interviewId: string, ctx?: CallContext): Promise<DeleteInterviewResponse> {
+    return this.call({ operation: 'deleteInterview', group: 'capture', method: 'DELETE', path: '/omni/interview', query: { interviewId, keepCustomer: false }, token, idempotent: true }, ctx);
   }
 
   /** POST /executive/log-in: an executive token (24 h) that reads any session of this client. */

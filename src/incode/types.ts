@@ -131,6 +131,12 @@ export type OcrDataResponse = Record<string, unknown> & {
   documentType?: string;
 };
 
+/** DELETE /omni/interview: the samples read a JSON body; its fields are not documented (shared doc 3). */
+export interface DeleteInterviewResponse {
+  success?: boolean;
+  [k: string]: unknown;
+}
+
 export interface OnboardingUrlResponse {
   url: string;
 }

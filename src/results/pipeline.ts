@@ -66,6 +66,21 @@ export class ResultsPipeline {
     return { duplicate: !inserted };
   }
 
+  /**
+   * Queues the deletion of a session at Incode (after it was erased here): durable, retried like any job, once per
+   * session while one is pending.
+   */
+  /** Whether an executive token can be had, without which nothing can be deleted at Incode once erased here. */
+  get canDeleteAtIncode(): boolean {
+    return this.d.executiveTokens.configured;
+  }
+
+  async deleteAtIncodeLater(interviewId: string): Promise<void> {
+    const now = this.now();
+    await this.d.store.enqueueJob({ kind: 'incode-delete', subject: interviewId, payload: {}, runAt: now, dedupeKey: `incode-delete:${interviewId}` }, now);
+    this.d.kick?.();
+  }
+
   /** Fetch now: the status is re-read and, when final, scores and OCR are fetched again. */
   async refresh(interviewId: string): Promise<void> {
     const now = this.now();
@@ -127,6 +142,8 @@ export class ResultsPipeline {
         return this.fetchResults(job, ctx);
       case 'callback':
         return this.callback(job, signal);
+      case 'incode-delete':
+        return this.deleteAtIncode(job, ctx);
       default:
         throw new JobError('UNKNOWN_JOB_KIND', false);
     }
@@ -301,6 +318,27 @@ export class ResultsPipeline {
     } catch (err) {
       throw this.asJobError(err, token, id);
     }
+  }
+
+  /** DELETE /omni/interview with an executive token; a session Incode no longer has is deleted already. */
+  private async deleteAtIncode(job: Job, ctx: CallContext): Promise<void> {
+    const id = job.subject;
+    const exec = this.d.executiveTokens;
+    // The session's own token was erased with it: only an executive token can still name the session.
+    if (!exec.configured) throw new JobError('EXECUTIVE_CREDENTIALS_MISSING', false);
+    let token: string;
+    try {
+      token = await exec.get(ctx);
+    } catch (err) {
+      throw this.asJobError(err, null, id);
+    }
+    try {
+      await this.d.incode.deleteInterview(token, id, ctx);
+    } catch (err) {
+      if (!(err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND')) throw this.asJobError(err, { executive: true }, id);
+    }
+    await this.d.store.audit('incode-deleted', id, {}, this.now());
+    this.d.log.info({ interviewId: id }, 'session deleted at Incode');
   }
 
   private async callback(job: Job, signal?: AbortSignal): Promise<void> {

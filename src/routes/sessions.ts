@@ -139,12 +139,35 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
 
   app.delete(
     '/sessions/:interviewId',
-    { schema: { summary: 'Erase the stored personal data of a session (an audit entry without PII is kept)', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 200: Type.Object({ interviewId: Type.String(), erased: Type.Boolean() }) }, [401, 404]) } },
+    {
+      schema: {
+        summary: 'Erase the stored personal data of a session (an audit entry without PII is kept); with incode=true, delete it at Incode too',
+        tags: ['results'],
+        security: [{ serviceKey: [] }],
+        params: InterviewParams,
+        querystring: Type.Object(
+          {
+            incode: Type.Optional(
+              Type.Boolean({
+                description:
+                  "Also delete the session at Incode (DELETE /omni/interview with keepCustomer=false: its images, OCR and the customer's identity record), in the background and retried; needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD. Off by default: KYC records often must be kept.",
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: withErrors({ 200: Type.Object({ interviewId: Type.String(), erased: Type.Boolean(), incodeDeletion: Type.Union([Type.Literal('queued'), Type.Null()]) }) }, [401, 404]),
+      },
+    },
     async (req) => {
-      const ok = await app.store.eraseSession(req.params.interviewId, 'api-request', Date.now());
+      const { interviewId } = req.params;
+      if (req.query.incode && !app.results.canDeleteAtIncode)
+        throw new AppError(400, 'EXECUTIVE_CREDENTIALS_MISSING', 'Deleting at Incode needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD');
+      const ok = await app.store.eraseSession(interviewId, 'api-request', Date.now());
       if (!ok) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
-      req.log.info({ interviewId: req.params.interviewId }, 'session erased');
-      return { interviewId: req.params.interviewId, erased: true };
+      if (req.query.incode) await app.results.deleteAtIncodeLater(interviewId);
+      req.log.info({ interviewId, atIncode: req.query.incode === true }, 'session erased');
+      return { interviewId, erased: true, incodeDeletion: req.query.incode ? ('queued' as const) : null };
     },
   );
 };

@@ -648,6 +648,45 @@ function pipelineSuite(which: Engine) {
     expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ resultsStatus: 'failed', lastError: 'SESSION_EXPIRED' });
   });
 
+  it('with incode=true, an erasure also deletes the session at Incode (executive token, keepCustomer=false), in the background', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    await p.ready(s.interviewId);
+    const calls: string[] = [];
+    const seen = (req: IncomingMessage) => req.method === 'DELETE' && calls.push(String(req.url));
+    p.emulator.app.server.on('request', seen);
+    try {
+      // Without the flag the erasure stays local: Incode still has the session.
+      const local = await p.newSession();
+      const kept = await request(p.broker.url).delete(`/sessions/${local.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      expect(kept.body).toEqual({ interviewId: local.interviewId, erased: true, incodeDeletion: null });
+      expect(p.emulator.app.emulator.sessions.sessions.has(local.interviewId)).toBe(true);
+
+      const res = await request(p.broker.url).delete(`/sessions/${s.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      expect(res.body).toEqual({ interviewId: s.interviewId, erased: true, incodeDeletion: 'queued' });
+      await waitFor(async () => (await p.broker.app.store.listAudit(s.interviewId)).some((a) => a.kind === 'incode-deleted'));
+      expect(p.emulator.app.emulator.sessions.sessions.has(s.interviewId)).toBe(false);
+      expect(calls).toEqual([`/omni/interview?interviewId=${s.interviewId}&keepCustomer=false`]);
+      // Asked again (the session is gone at Incode too): a quiet success, deleted already.
+      await request(p.broker.url).delete(`/sessions/${s.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      await waitFor(async () => (await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-deleted').length === 2);
+      expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete').map((j) => j.state)).toEqual(['done', 'done']);
+      // Without executive credentials nothing could name the session at Incode once erased here: refused before erasing.
+      const noExec = await startBroker(brokerEnv(p.emulator.url, { INCODE_EXECUTIVE_EMAIL: '', INCODE_EXECUTIVE_PASSWORD: '' }), { runWorker: false });
+      try {
+        const other = (await request(noExec.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+        const refused = await request(noExec.url).delete(`/sessions/${other.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(400);
+        expect(refused.body.code).toBe('EXECUTIVE_CREDENTIALS_MISSING');
+        expect(await noExec.app.store.getSession(other.interviewId)).toMatchObject({ resultsStatus: 'pending' });
+      } finally {
+        await noExec.close();
+      }
+    } finally {
+      p.emulator.app.server.off('request', seen);
+    }
+  });
+
   it('says nothing more about a session erased while its callback was still being retried', async () => {
     let attempts = 0;
     let open = false;
