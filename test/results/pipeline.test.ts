@@ -830,7 +830,7 @@ describe('erasure, retention and PII at rest', () => {
       expect(raw).not.toContain(s.token);
       expect(raw).not.toContain('customer-pii-7781');
 
-      await request(p.broker.url).delete(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200, { interviewId: s.interviewId, erased: true });
+      await request(p.broker.url).delete(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200, { interviewId: s.interviewId, erased: true, incodeDeletion: null });
       const after = (await p.admin(`/sessions/${s.interviewId}`).expect(200)).body;
       expect(after).toMatchObject({ resultsStatus: 'erased', scores: null, ocr: null });
       const audit = await p.broker.app.store.listAudit(s.interviewId);
