@@ -242,10 +242,11 @@ export class IncodeClient {
 
   /**
    * DELETE /omni/interview: deletes the session and its data at Incode (shared doc 3; Incode's purge sample passes
-   * keepCustomer=false, which also removes the customer's identity record). With an executive token.
+   * keepCustomer=false, which also removes the customer's identity record). With an executive token. In the read group:
+   * background executive traffic, whose failures must not open the circuit onboarding captures depend on.
    */
   deleteInterview(token: string, interviewId: string, ctx?: CallContext): Promise<DeleteInterviewResponse> {
-    return this.call({ operation: 'deleteInterview', group: 'capture', method: 'DELETE', path: '/omni/interview', query: { interviewId, keepCustomer: false }, token, idempotent: true }, ctx);
+    return this.call({ operation: 'deleteInterview', group: 'read', method: 'DELETE', path: '/omni/interview', query: { interviewId, keepCustomer: false }, token, idempotent: true }, ctx);
   }
 
   /** POST /executive/log-in: an executive token (24 h) that reads any session of this client. */

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin';
 import type { Config } from '../config';
 import type { ResultsPipeline } from '../results/pipeline';
 import { createResultsRuntime } from '../results/runtime';
+import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import type { JobWorker } from '../results/worker';
 
 declare module 'fastify' {
@@ -71,7 +72,8 @@ export default fp<{ config: Config; runWorker?: boolean }>(
       if (purgeTimer) clearInterval(purgeTimer);
       // The sweep stops after its current batch; both finish their store calls before the store closes.
       stopSweep.abort();
-      await Promise.all([worker.stop(config.shutdownGraceMs), polling, sweeping]);
+      // Bounded like the jobs: a slow database must not hold shutdown past its budget (the store closing then fails them).
+      await Promise.all([worker.stop(config.shutdownGraceMs), settledWithin([polling, sweeping].filter((p) => p !== null), config.shutdownGraceMs + STOP_WIND_DOWN_MS)]);
     });
   },
   { name: 'results', dependencies: ['store', 'incode', 'metrics'] },

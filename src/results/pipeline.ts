@@ -66,15 +66,15 @@ export class ResultsPipeline {
     return { duplicate: !inserted };
   }
 
-  /**
-   * Queues the deletion of a session at Incode (after it was erased here): durable, retried like any job, once per
-   * session while one is pending.
-   */
   /** Whether an executive token can be had, without which nothing can be deleted at Incode once erased here. */
   get canDeleteAtIncode(): boolean {
     return this.d.executiveTokens.configured;
   }
 
+  /**
+   * Queues the deletion of a session at Incode (after it was erased here): durable, retried like any job, once per
+   * session while one is pending.
+   */
   async deleteAtIncodeLater(interviewId: string): Promise<void> {
     const now = this.now();
     await this.d.store.enqueueJob({ kind: 'incode-delete', subject: interviewId, payload: {}, runAt: now, dedupeKey: `incode-delete:${interviewId}` }, now);
@@ -332,11 +332,14 @@ export class ResultsPipeline {
     } catch (err) {
       throw this.asJobError(err, null, id);
     }
+    let answer;
     try {
-      await this.d.incode.deleteInterview(token, id, ctx);
+      answer = await this.d.incode.deleteInterview(token, id, ctx);
     } catch (err) {
       if (!(err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND')) throw this.asJobError(err, { executive: true }, id);
     }
+    // An answer that says it did not delete is a refusal, never recorded as a deletion.
+    if (answer?.success === false) throw new JobError('INCODE_DELETE_REFUSED', false);
     await this.d.store.audit('incode-deleted', id, {}, this.now());
     this.d.log.info({ interviewId: id }, 'session deleted at Incode');
   }

@@ -38,7 +38,8 @@ export function summarizeOcr(ocr: unknown) {
   const o = obj(ocr) ?? {};
   const name = obj(o.name) ?? {};
   // givenName holds every given name (firstName only the first); Hispanic and Brazilian documents carry two surnames.
-  const parts = [text(name.givenName) ?? text(name.firstName), text(name.middleName), text(name.paternalLastName), text(name.maternalLastName)];
+  const given = text(name.givenName) ?? ([text(name.firstName), text(name.middleName)].filter(Boolean).join(' ') || null);
+  const parts = [given, text(name.paternalLastName), text(name.maternalLastName)];
   const fields = obj(o.addressFields) ?? {};
   const fromFields = [fields.street, fields.colony, fields.city, fields.state, fields.postalCode].map(text).filter(Boolean).join(', ');
   // Incode's address is multi-line; one line reads better in a table or a terminal.

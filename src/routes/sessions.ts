@@ -34,6 +34,9 @@ const SessionDetail = Type.Intersect([
     ocr: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()], { description: "Incode's get/ocr-data payload as fetched" }),
     fetchedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
     steps: Type.Array(Step),
+    incodeDeletion: Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('done'), Type.Literal('dead'), Type.Null()], {
+      description: 'The latest deletion at Incode asked for with DELETE ?incode=true: dead means it gave up (the audit and result_jobs_dead_letters_total say why); null when none was asked for',
+    }),
   }),
 ]);
 
@@ -89,13 +92,19 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
       const s = await app.store.getSession(req.params.interviewId);
       if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
       // An erased session has no results row: the store's erasure removes it and refuses later saves.
-      const [results, steps] = await Promise.all([app.store.getResults(s.interviewId), app.store.listSteps(s.interviewId)]);
+      const [results, steps, jobs] = await Promise.all([
+        app.store.getResults(s.interviewId),
+        app.store.listSteps(s.interviewId),
+        s.resultsStatus === 'erased' ? app.store.listJobs(s.interviewId) : [],
+      ]);
+      const deletion = jobs.filter((j) => j.kind === 'incode-delete').sort((a, b) => a.createdAt - b.createdAt || a.runAt - b.runAt).at(-1);
       return {
         ...summary(s),
         scores: (results?.scores as Record<string, unknown>) ?? null,
         ocr: (results?.ocr as Record<string, unknown>) ?? null,
         fetchedAt: results ? iso(results.fetchedAt) : null,
         steps: steps.map((st) => ({ ...st, at: iso(st.at) })),
+        incodeDeletion: deletion?.state ?? null,
       };
     },
   );

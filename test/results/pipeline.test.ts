@@ -672,6 +672,19 @@ function pipelineSuite(which: Engine) {
       await request(p.broker.url).delete(`/sessions/${s.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
       await waitFor(async () => (await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-deleted').length === 2);
       expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete').map((j) => j.state)).toEqual(['done', 'done']);
+      expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ resultsStatus: 'erased', incodeDeletion: 'done' });
+      // Executive login refused: the deletion gives up visibly (dead, no incode-deleted entry), the session stays at Incode.
+      const badExec = await startBroker(brokerEnv(p.emulator.url, { INCODE_EXECUTIVE_PASSWORD: 'not-the-executive-password' }));
+      try {
+        const other = (await request(badExec.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+        await request(badExec.url).delete(`/sessions/${other.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+        const detail = async () => (await request(badExec.url).get(`/sessions/${other.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`)).body as Record<string, unknown>;
+        await waitFor(async () => (await detail()).incodeDeletion === 'dead');
+        expect((await badExec.app.store.listAudit(other.interviewId)).map((a) => a.kind)).not.toContain('incode-deleted');
+        expect(p.emulator.app.emulator.sessions.sessions.has(other.interviewId)).toBe(true);
+      } finally {
+        await badExec.close();
+      }
       // Without executive credentials nothing could name the session at Incode once erased here: refused before erasing.
       const noExec = await startBroker(brokerEnv(p.emulator.url, { INCODE_EXECUTIVE_EMAIL: '', INCODE_EXECUTIVE_PASSWORD: '' }), { runWorker: false });
       try {

@@ -28,6 +28,8 @@ describe('results summary', () => {
     const mx = { name: { fullName: '', firstName: 'JUAN', givenName: 'JUAN CARLOS', paternalLastName: 'PEREZ', maternalLastName: 'LOPEZ' } };
     expect(summarizeOcr(mx).fullName).toBe('JUAN CARLOS PEREZ LOPEZ');
     expect(summarizeOcr({ name: { firstName: 'JUAN', middleName: 'CARLOS', paternalLastName: 'PEREZ' } }).fullName).toBe('JUAN CARLOS PEREZ');
+    // givenName already holds the middle name: not repeated.
+    expect(summarizeOcr({ name: { givenName: 'JUAN CARLOS', firstName: 'JUAN', middleName: 'CARLOS', paternalLastName: 'PEREZ' } }).fullName).toBe('JUAN CARLOS PEREZ');
     // The BRA sample of the shared doc: no address line, parsed fields only.
     const bra = { addressFields: { street: 'RUA DAS ACACIAS 120', postalCode: '01310000', city: 'SAO PAULO', state: 'SP' } };
     expect(summarizeOcr(bra).address).toBe('RUA DAS ACACIAS 120, SAO PAULO, SP, 01310000');
