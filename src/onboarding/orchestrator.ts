@@ -485,6 +485,6 @@ export class Orchestrator {
   private async abandon(interviewId: string, code: string, now: number): Promise<void> {
     await this.d.store.setResultsStatus(interviewId, 'failed', code, now);
     const s = await this.d.store.getSession(interviewId);
-    if (s && s.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, s.pollAttempts, now);
+    if (s && s.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, s.pollAttempts);
   }
 }

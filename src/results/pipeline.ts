@@ -95,11 +95,11 @@ export class ResultsPipeline {
     const { pollIntervalMs, pollMaxIntervalMs } = this.d.config.results;
     for (const s of due) {
       if ((isTerminal(s.onboardingStatus) && !awaitsVerdict(s)) || s.resultsStatus === 'erased') {
-        await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts, now);
+        await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts);
         continue;
       }
       if (this.pollingGaveUp(s, now)) {
-        await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts, now);
+        await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts);
         // A session waiting for a reviewer keeps the results it has; only an unfinished one failed.
         if (!awaitsVerdict(s)) await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now);
         continue;
@@ -107,7 +107,7 @@ export class ResultsPipeline {
       await this.d.store.enqueueJob({ kind: 'verify', subject: s.interviewId, payload: { source: 'poll' }, runAt: now, dedupeKey: `verify:${s.interviewId}:poll` }, now);
       const attempts = s.pollAttempts + 1;
       const delay = Math.min(pollMaxIntervalMs, pollIntervalMs * 2 ** Math.min(attempts, 20));
-      await this.d.store.schedulePoll(s.interviewId, now + delay, attempts, now);
+      await this.d.store.schedulePoll(s.interviewId, now + delay, attempts);
     }
     if (due.length) this.d.kick?.();
     return due.length;
@@ -168,7 +168,7 @@ export class ResultsPipeline {
     const session = await this.d.store.getSession(job.subject);
     if (!session || session.nextPollAt !== null || isTerminal(session.onboardingStatus) || session.resultsStatus === 'erased' || this.pollingGaveUp(session, now)) return;
     const at = this.firstPollAt(session.origin, now);
-    if (at !== null) await this.d.store.schedulePoll(job.subject, at, session.pollAttempts, now);
+    if (at !== null) await this.d.store.schedulePoll(job.subject, at, session.pollAttempts);
   }
 
   /**
@@ -259,7 +259,7 @@ export class ResultsPipeline {
     const { changed, session } = await this.d.store.advanceStatus(interviewId, status, rank, rank === PROGRESS_RANK, now);
     if (!session) return;
     const current = session.onboardingStatus;
-    if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts, now);
+    if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts);
     // Not only when this call moved it: a check retried after a failure between the two writes must still close it.
     if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
     const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'pending' || session.resultsStatus === 'failed');
@@ -312,7 +312,7 @@ export class ResultsPipeline {
       // leave the decision at review for good, so polling goes on (slowly, within POLL_GIVE_UP_HOURS) until it comes.
       if (decision === 'review' && latest.onboardingStatus === 'ONBOARDING_FINISHED' && !this.pollingGaveUp(latest, now)) {
         const at = this.firstPollAt(latest.origin, now);
-        if (at !== null) await this.d.store.schedulePoll(id, at, latest.pollAttempts, now);
+        if (at !== null) await this.d.store.schedulePoll(id, at, latest.pollAttempts);
       }
       this.d.log.info({ interviewId: id, decision }, 'results stored');
     } catch (err) {

@@ -178,7 +178,7 @@ export interface Store {
    * Bookkeeping of the poller: not a change of the session, so updatedAt (the order GET /sessions pages in, and what its
    * `since` filter reads) stays as it is; else every poll would move a session past a client's cursor mid-walk.
    */
-  schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, now: number): Promise<void>;
+  schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void>;
   recordStep(interviewId: string, step: StepRecord): Promise<void>;
   listSteps(interviewId: string): Promise<StepRecord[]>;
   /** Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. */

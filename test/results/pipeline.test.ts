@@ -397,9 +397,9 @@ function pipelineSuite(which: Engine) {
       await waitFor(async () => p.emulator.app.emulator.sessions.get(s.interviewId)?.status === 'ONBOARDING_FINISHED');
       // A session not being polled (as one recorded while RESULTS_MODE was webhook), once the checks in flight are over.
       const store = p.broker.app.store;
-      await store.schedulePoll(s.interviewId, null, 0, Date.now());
+      await store.schedulePoll(s.interviewId, null, 0);
       await waitFor(async () => (await store.listJobs(s.interviewId)).every((j) => j.state === 'done' || j.state === 'dead'), 10_000);
-      await store.schedulePoll(s.interviewId, null, 0, Date.now());
+      await store.schedulePoll(s.interviewId, null, 0);
       const tok = (await webhookToken(p.broker.url)).body.access_token as string;
       await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
       await waitFor(async () => (await store.listJobs(s.interviewId)).some((j) => j.kind === 'verify' && (j.payload as { source?: string }).source === 'webhook' && j.state === 'dead'), 10_000);

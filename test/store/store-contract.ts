@@ -269,8 +269,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await session('e', { nextPollAt: T0 + 5000 });
         expect((await store.sessionsDueForPoll(T0 + 300, 10)).map((s) => s.interviewId)).toEqual(['b', 'd', 'a']);
         expect((await store.sessionsDueForPoll(T0 + 300, 2)).map((s) => s.interviewId)).toEqual(['b', 'd']);
-        await store.schedulePoll('b', T0 + 9000, 3, T0 + 301);
-        await store.schedulePoll('d', null, 4, T0 + 301);
+        await store.schedulePoll('b', T0 + 9000, 3);
+        await store.schedulePoll('d', null, 4);
         expect((await store.sessionsDueForPoll(T0 + 300, 10)).map((s) => s.interviewId)).toEqual(['a']);
         // Poller bookkeeping is no change of the session: updatedAt (the listing's order) stays.
         expect(await store.getSession('b')).toMatchObject({ nextPollAt: T0 + 9000, pollAttempts: 3, updatedAt: T0 });
@@ -317,7 +317,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
             await session('zz-new-1', { now: T0 + 100 });
             await session('aa-new-2', { now: T0 + 100 });
             // Nor does the poller scheduling a session not yet listed: it stays where it was.
-            await store.schedulePoll('s00', T0 + 50_000, 1, T0 + 200);
+            await store.schedulePoll('s00', T0 + 50_000, 1);
           }
           pages++;
         } while (cursor);
