@@ -26,6 +26,7 @@ import {
   SESSION_PURGE_BATCH,
   RELEASE_REFUND as REFUND,
   inBatches,
+  historyPurgeSql,
   sweepLimit,
   tokenColumns,
   tokenLookup,
@@ -106,6 +107,8 @@ const MERGED_ROW = sessionInsertSql('pg', { resume: false, alias: 's' });
 const MERGE_SESSION = `${MERGED_ROW.sql}
   ${sessionMergeSql('GREATEST')}
   RETURNING *`;
+
+const HISTORY_PURGE = historyPurgeSql(pgArgs(1));
 
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
@@ -394,9 +397,7 @@ export class PostgresStore implements Store {
     // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are
     // history nobody reads: without this the tables (and the queue-depth count behind /metrics) only ever grow.
     await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now]);
-    const rows = (sql: string) => async () => (await this.q(sql, [createdBefore, PURGE_BATCH])).rowCount ?? 0;
-    await inBatches(PURGE_BATCH, rows(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < $1::bigint LIMIT $2)`), limit);
-    await inBatches(PURGE_BATCH, rows('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < $1::bigint LIMIT $2)'), limit);
+    for (const sql of HISTORY_PURGE) await inBatches(PURGE_BATCH, async () => (await this.q(sql, [createdBefore, PURGE_BATCH])).rowCount ?? 0, limit);
     return n;
   }
 

@@ -94,6 +94,17 @@ export const SESSION_PURGE_BATCH = 2_000;
 /** How long one retention sweep goes on deleting batches at most; the next sweep (hourly) goes on from there. */
 export const PURGE_BUDGET_MS = 60_000;
 
+/**
+ * The history the retention sweep drops in batches, the same on both engines: finished jobs and processed webhook
+ * events older than the cutoff. Parameters: the cutoff, then the batch size.
+ */
+export function historyPurgeSql(arg: SqlArg): string[] {
+  return [
+    `DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < ${arg(0, 'bigint')} LIMIT ${arg(1)})`,
+    `DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < ${arg(0, 'bigint')} LIMIT ${arg(1)})`,
+  ];
+}
+
 /** When one retention sweep stops: its time budget (shared by all its loops) or a shutdown, whichever comes first. */
 export interface SweepLimit {
   until: number;

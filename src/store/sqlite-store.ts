@@ -29,6 +29,7 @@ import {
   SESSION_PURGE_BATCH,
   RELEASE_REFUND as REFUND,
   inBatches,
+  historyPurgeSql,
   sweepLimit,
   tokenColumns,
   tokenLookup,
@@ -82,6 +83,8 @@ const INSERT_NEW_SESSION = `${sessionInsertSql('sqlite', { resume: true }).sql} 
 const MERGE_SESSION = `${sessionInsertSql('sqlite', { resume: false, alias: 's' }).sql}
   ${sessionMergeSql('MAX')}
   RETURNING *`;
+
+const HISTORY_PURGE = historyPurgeSql(sqliteArgs);
 
 export class SqliteStore implements Store {
   readonly engine = 'sqlite' as const;
@@ -387,9 +390,7 @@ export class SqliteStore implements Store {
     // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are
     // history nobody reads: without this the tables (and the queue-depth count behind /metrics) only ever grow.
     await this.write(() => this.st('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now));
-    const rows = (sql: string) => () => this.write(() => this.st(sql).run(createdBefore, PURGE_BATCH).changes);
-    await inBatches(PURGE_BATCH, rows(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', 'dead') AND updated_at < ? LIMIT ?)`), limit);
-    await inBatches(PURGE_BATCH, rows('DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < ? LIMIT ?)'), limit);
+    for (const sql of HISTORY_PURGE) await inBatches(PURGE_BATCH, () => this.write(() => this.st(sql).run(createdBefore, PURGE_BATCH).changes), limit);
     return n;
   }
 
