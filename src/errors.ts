@@ -12,7 +12,17 @@ export class AppError extends Error {
   }
 }
 
+/** Whole seconds until a retry is worth it, at least one (what a Retry-After header says). */
+export function retryAfterSeconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
+/** A Retry-After header for a wait of `ms`. */
+export function retryAfter(ms: number): Record<string, string> {
+  return { 'retry-after': String(retryAfterSeconds(ms)) };
+}
+
 /** 503 OVERLOADED: the one answer for load the service turns away (event-loop lag, a full upload budget). */
 export function overloadedError(message: string, retryAfterS: number): AppError {
-  return new AppError(503, 'OVERLOADED', message, { 'retry-after': String(retryAfterS) });
+  return new AppError(503, 'OVERLOADED', message, retryAfter(retryAfterS * 1000));
 }

@@ -1,7 +1,7 @@
 // The one error handler: every failure becomes {code, message, requestId}; 5xx never carry internals.
 import fp from 'fastify-plugin';
 import type { FastifyError } from 'fastify';
-import { AppError } from '../errors';
+import { AppError, retryAfter } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { isDatabaseUnavailable } from '../store/unavailable';
@@ -17,11 +17,6 @@ interface Mapped {
 
 /** When a database outage is worth trying again. */
 const DATABASE_RETRY_MS = 5000;
-
-/** A Retry-After header in whole seconds, at least one. */
-function retryAfter(ms: number): Record<string, string> {
-  return { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) };
-}
 
 /** The status, code, message, headers and extra body fields an error is answered with. */
 function mapError(err: FastifyError | Error): Mapped {

@@ -1,7 +1,7 @@
 // Cost protection for routes that create billable Incode sessions: caller auth, rate limits, idempotency keys.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
-import { AppError } from '../errors';
+import { AppError, retryAfter, retryAfterSeconds } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyRef } from '../store/types';
@@ -81,9 +81,8 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);
     if (over) {
       const { max, what } = limits[over.index];
-      const retry = Math.max(1, Math.ceil(over.resetMs / 1000));
       reply.header('x-ratelimit-limit', String(max));
-      throw new AppError(429, 'RATE_LIMITED', `Too many sessions ${what}; retry in ${retry} s`, { 'retry-after': String(retry) });
+      throw new AppError(429, 'RATE_LIMITED', `Too many sessions ${what}; retry in ${retryAfterSeconds(over.resetMs)} s`, retryAfter(over.resetMs));
     }
   }
 
@@ -107,7 +106,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
     if (claim.state !== 'new' && !requestDigest.matches(claim.requestHash, body))
       throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
-    if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', { 'retry-after': '1' });
+    if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
     if (claim.state === 'done') return replay(claim.interviewId);
     try {
       // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).

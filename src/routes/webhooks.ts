@@ -5,7 +5,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../config';
-import { AppError } from '../errors';
+import { AppError, retryAfter } from '../errors';
 import { withErrors } from '../schemas';
 import { bearer, safeEqual } from '../security';
 import { isKnownStatus } from '../results/status';
@@ -129,7 +129,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
           // Guessing the client secret is the attack here: failed attempts are limited per network. Incode itself is
           // never limited, however often it asks (it may fetch a token for every webhook it sends).
           const over = await app.rateCounter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
-          if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests', { 'retry-after': String(Math.max(1, Math.ceil(over.resetMs / 1000))) });
+          if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests', retryAfter(over.resetMs));
           throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
         }
         (req as WebhookRequest).webhookAuth = 'oauth';
