@@ -2,7 +2,7 @@
 import { createHmac, hash, hkdfSync, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import helmet from 'helmet';
-import { sha256Hex } from './store/crypto';
+import { hashesEqual, sha256Hex } from './store/crypto';
 import { randomBytesPooled } from './util/random-pool';
 
 // One-shot crypto.hash (Node >= 20.12): a quarter of createHash's cost, and it runs on every request.
@@ -41,7 +41,8 @@ export function keyedDigest(dataKeys: readonly Buffer[], purpose: string) {
   const under = (key: Buffer, value: string) => createHmac('sha256', key).update(value).digest('hex');
   return {
     digest: (value: string): string => under(keys[0], value),
-    matches: (stored: string, value: string): boolean => keys.some((k) => safeEqual(stored, under(k, value))) || safeEqual(stored, sha256Hex(value)),
+    // Fixed-length hex digests on both sides: compared as they are, in constant time.
+    matches: (stored: string, value: string): boolean => keys.some((k) => hashesEqual(stored, under(k, value))) || hashesEqual(stored, sha256Hex(value)),
   };
 }
 

@@ -24,7 +24,8 @@ import {
   isResumeHash,
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
-  RELEASE_REFUND as REFUND,
+  releaseJobSql,
+  ERASED_COLUMNS,
   inBatches,
   historyPurgeSql,
   sweepLimit,
@@ -109,6 +110,7 @@ const MERGE_SESSION = `${MERGED_ROW.sql}
   RETURNING *`;
 
 const HISTORY_PURGE = historyPurgeSql(pgArgs(1));
+const RELEASE_JOB = releaseJobSql(pgArgs(1), 'GREATEST');
 
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
@@ -346,8 +348,7 @@ export class PostgresStore implements Store {
   // array of locked interview ids, $2 now, $3 what `detail` reads.
   private eraseSql(auditKind: string, detail: string): string {
     return `WITH t AS (
-        UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
-          resume_expires_at = NULL, results_status = 'erased', updated_at = GREATEST(updated_at, $2::bigint)
+        UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = GREATEST(updated_at, $2::bigint)
         WHERE interview_id = ANY($1::text[]) AND results_status <> 'erased' RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
       a AS (INSERT INTO audit (kind, subject, detail, at)
@@ -477,12 +478,7 @@ export class PostgresStore implements Store {
   }
 
   async releaseJob(id: string, owner: string, now: number): Promise<boolean> {
-    const r = await this.q(
-      `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = $3::bigint, attempts = GREATEST(attempts - ${REFUND}, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::bigint
-       WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
-      [id, owner, now],
-    );
-    return (r.rowCount ?? 0) > 0;
+    return ((await this.q(RELEASE_JOB, [now, id, owner])).rowCount ?? 0) > 0;
   }
 
   async countJobs(): Promise<Record<JobState, number>> {

@@ -85,7 +85,21 @@ export function idempotencyResponseId(cipher: Cipher, scope: string, key: string
  * was not itself handed back. A job that hangs every process it runs in until a shutdown (or one that crashes it, as
  * an uncaught error also closes the app) then still uses up its attempts and reaches ATTEMPTS_EXHAUSTED.
  */
-export const RELEASE_REFUND = "CASE WHEN last_error = 'SHUTDOWN' THEN 0 ELSE 1 END";
+const RELEASE_REFUND = "CASE WHEN last_error = 'SHUTDOWN' THEN 0 ELSE 1 END";
+
+/**
+ * Hands a running job back (releaseJob), the same on both engines. `greatest` is the dialect's two-argument maximum.
+ * Parameters: now, id, owner.
+ */
+export function releaseJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string {
+  return `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = ${arg(0, 'bigint')}, attempts = ${greatest}(attempts - ${RELEASE_REFUND}, 0),
+      lease_owner = NULL, lease_expires_at = NULL, updated_at = ${arg(0, 'bigint')}
+    WHERE id = ${arg(1)} AND lease_owner = ${arg(2)} AND state = 'running'`;
+}
+
+/** What an erasure sets on a session row (both engines, erasure and retention): every PII column cleared. */
+export const ERASED_COLUMNS =
+  "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, results_status = 'erased'";
 
 /** Finished jobs and processed events deleted per statement by the retention sweep. */
 export const PURGE_BATCH = 5_000;

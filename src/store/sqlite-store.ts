@@ -27,7 +27,8 @@ import {
   isResumeHash,
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
-  RELEASE_REFUND as REFUND,
+  releaseJobSql,
+  ERASED_COLUMNS,
   inBatches,
   historyPurgeSql,
   sweepLimit,
@@ -85,6 +86,7 @@ const MERGE_SESSION = `${sessionInsertSql('sqlite', { resume: false, alias: 's' 
   RETURNING *`;
 
 const HISTORY_PURGE = historyPurgeSql(sqliteArgs);
+const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
 
 export class SqliteStore implements Store {
   readonly engine = 'sqlite' as const;
@@ -351,8 +353,7 @@ export class SqliteStore implements Store {
       if (row.results_status === 'erased') return true;
       this.st('DELETE FROM results WHERE interview_id = ?').run(interviewId);
       this.st(
-        `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
-           resume_expires_at = NULL, results_status = 'erased', updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
+        `UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
       ).run(now, interviewId);
       this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run('erasure', interviewId, JSON.stringify({ reason }), now);
       return true;
@@ -379,8 +380,7 @@ export class SqliteStore implements Store {
         ).run(args);
         this.st(`DELETE FROM results WHERE interview_id IN (${due})`).run({ createdBefore });
         return this.st(
-          `UPDATE sessions SET token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL,
-             resume_expires_at = NULL, results_status = 'erased', updated_at = MAX(updated_at, @now) WHERE interview_id IN (${due})`,
+          `UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, @now) WHERE interview_id IN (${due})`,
         ).run(args).changes;
       });
       n += erased;
@@ -475,13 +475,8 @@ export class SqliteStore implements Store {
   }
 
   async releaseJob(id: string, owner: string, now: number): Promise<boolean> {
-    return this.write(
-      () =>
-        this.st(
-          `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = ?, attempts = MAX(attempts - ${REFUND}, 0), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-           WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-        ).run(now, now, id, owner).changes > 0,
-    );
+    // sqliteArgs numbers nothing: now appears twice, so it is bound twice.
+    return this.write(() => this.st(RELEASE_JOB).run(now, now, id, owner).changes > 0);
   }
 
   async countJobs(): Promise<Record<JobState, number>> {
