@@ -315,6 +315,11 @@ function refuseCleartext(name: EnvName, url: string, why: string): void {
   if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname)) throw new ConfigError(name, `must use https in production (${why}); http is allowed to a loopback host only`);
 }
 
+/** The flows a body may name: the listed ones and the default one; empty (any flow) when none is listed. */
+function allowedFlows(listed: string[], defaultFlow: string | undefined): string[] {
+  return listed.length > 0 && defaultFlow && !listed.includes(defaultFlow) ? [...listed, defaultFlow] : listed;
+}
+
 /** Whether node-postgres can read the URL: it parses it with URL and percent-decodes the user and password. */
 function isValidPostgresUrl(url: string): boolean {
   try {
@@ -450,7 +455,7 @@ export function loadConfig(env: Env): Config {
       apiKey: apiKey ?? 'sandbox-api-key',
       clientId: str(env, 'INCODE_CLIENT_ID') ?? (sandbox ? 'sandbox' : undefined),
       configurationId: str(env, 'INCODE_CONFIGURATION_ID'),
-      allowedConfigurationIds: list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'),
+      allowedConfigurationIds: allowedFlows(list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'), str(env, 'INCODE_CONFIGURATION_ID')),
       redirectionUrlOrigins,
       executiveEmail: executiveEmail ?? (sandbox ? 'sandbox@example.com' : undefined),
       executivePassword: executivePassword ?? (sandbox ? 'sandbox-password' : undefined),

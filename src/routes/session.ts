@@ -122,7 +122,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
       // The flow decides which checks run (liveness, government validation...): an app must not pick a lighter one.
       const allowed = config.incode.allowedConfigurationIds;
-      if (body.configurationId !== undefined && allowed.length > 0 && body.configurationId !== config.incode.configurationId && !allowed.includes(body.configurationId))
+      if (body.configurationId !== undefined && allowed.length > 0 && !allowed.includes(body.configurationId))
         throw new AppError(400, 'CONFIGURATION_NOT_ALLOWED', 'configurationId is not one of the flows this service allows');
       // Where the hosted flow sends the user at its end: a link must not end on someone else's site.
       const origins = config.incode.redirectionUrlOrigins;
