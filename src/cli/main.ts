@@ -10,7 +10,7 @@ import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
 import { isValidCountryCode } from '../iso3166';
-import { IMAGE_TOO_LARGE, imageKind, MAX_IMAGE_BASE64_CHARS, MIN_IMAGE_BYTES } from '../onboarding/images';
+import { IMAGE_TOO_LARGE, imageKind, MIN_IMAGE_BYTES, tooLargeForIncode } from '../onboarding/images';
 import { OnboardingError, Orchestrator, type CapturesOutcome, type FinishResult, type StepEvent } from '../onboarding/orchestrator';
 import { createMetrics } from '../plugins/metrics';
 import { createResultsRuntime } from '../results/runtime';
@@ -141,7 +141,7 @@ async function readImage(path: string, option: string): Promise<string> {
   if (!imageKind(buf.subarray(0, 12))) throw new UsageError(`${option}: ${path} is not a JPEG or PNG image`);
   // The route's rule too: refused here, before a (billable) session is started for it.
   if (buf.length < MIN_IMAGE_BYTES) throw new UsageError(`${option}: ${path} is too small to be a photo (under ${MIN_IMAGE_BYTES} bytes)`);
-  if (Math.ceil(buf.length / 3) * 4 > MAX_IMAGE_BASE64_CHARS) throw new UsageError(`${option}: ${path} ${IMAGE_TOO_LARGE}`);
+  if (tooLargeForIncode(Math.ceil(buf.length / 3) * 4)) throw new UsageError(`${option}: ${path} ${IMAGE_TOO_LARGE}`);
   return buf.toString('base64');
 }
 

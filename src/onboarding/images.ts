@@ -37,6 +37,11 @@ export const MIN_IMAGE_BYTES = 100;
  * here, before a (billable) session is started for an upload Incode would answer 413.
  */
 export const MAX_IMAGE_BASE64_CHARS = 10_000_000 - 64;
+/** Whether an image Incode would refuse for its size: `base64Chars` of base64 (a file of n bytes makes 4 * ceil(n / 3)). */
+export function tooLargeForIncode(base64Chars: number): boolean {
+  return base64Chars > MAX_IMAGE_BASE64_CHARS;
+}
+
 export const IMAGE_TOO_LARGE = `is larger than Incode accepts (10 MB of base64, about 7.4 MB of image): send a smaller or more compressed photo`;
 
 /**
@@ -46,7 +51,7 @@ export const IMAGE_TOO_LARGE = `is larger than Incode accepts (10 MB of base64, 
 function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string; tooLarge?: true } {
   const comma = input.startsWith('data:') ? input.indexOf(',') : -1;
   const b64 = comma >= 0 ? input.slice(comma + 1) : input;
-  if (b64.length > MAX_IMAGE_BASE64_CHARS) return { error: IMAGE_TOO_LARGE, tooLarge: true };
+  if (tooLargeForIncode(b64.length)) return { error: IMAGE_TOO_LARGE, tooLarge: true };
   const length = base64DataLength(b64);
   if (length < 0) return { error: 'is not base64' };
   // A base64 length of 4n+1 cannot come from any byte string.

@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import { AppError } from '../errors';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { withErrors } from '../schemas';
-import { InvalidCursorError, type SessionRecord } from '../store/types';
+import { InvalidCursorError, type JobState, type SessionRecord } from '../store/types';
 
 const InterviewParams = Type.Object({ interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
 const Decision = Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]);
@@ -85,6 +85,16 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
     reply.header('cache-control', 'no-store');
   });
 
+  /**
+   * The latest deletion at Incode of an erased session: its job's state (listJobs is oldest first), or done when the
+   * retention sweep has dropped the finished job and only its audit entry is left.
+   */
+  async function incodeDeletionOf(interviewId: string): Promise<JobState | null> {
+    const job = (await app.store.listJobs(interviewId)).filter((j) => j.kind === 'incode-delete').at(-1);
+    if (job) return job.state;
+    return (await app.store.listAudit(interviewId)).some((a) => a.kind === 'incode-deleted') ? 'done' : null;
+  }
+
   app.get(
     '/sessions/:interviewId',
     { schema: { summary: 'A session with its decision, scores and OCR data', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 200: SessionDetail }, [401, 404]) } },
@@ -92,19 +102,18 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
       const s = await app.store.getSession(req.params.interviewId);
       if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
       // An erased session has no results row: the store's erasure removes it and refuses later saves.
-      const [results, steps, jobs] = await Promise.all([
+      const [results, steps, deletion] = await Promise.all([
         app.store.getResults(s.interviewId),
         app.store.listSteps(s.interviewId),
-        s.resultsStatus === 'erased' ? app.store.listJobs(s.interviewId) : [],
+        s.resultsStatus === 'erased' ? incodeDeletionOf(s.interviewId) : null,
       ]);
-      const deletion = jobs.filter((j) => j.kind === 'incode-delete').sort((a, b) => a.createdAt - b.createdAt || a.runAt - b.runAt).at(-1);
       return {
         ...summary(s),
         scores: (results?.scores as Record<string, unknown>) ?? null,
         ocr: (results?.ocr as Record<string, unknown>) ?? null,
         fetchedAt: results ? iso(results.fetchedAt) : null,
         steps: steps.map((st) => ({ ...st, at: iso(st.at) })),
-        incodeDeletion: deletion?.state ?? null,
+        incodeDeletion: deletion,
       };
     },
   );

@@ -673,6 +673,10 @@ function pipelineSuite(which: Engine) {
       await waitFor(async () => (await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-deleted').length === 2);
       expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete').map((j) => j.state)).toEqual(['done', 'done']);
       expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ resultsStatus: 'erased', incodeDeletion: 'done' });
+      // Once the retention sweep has dropped the finished jobs, the audit entry still tells it was done.
+      await p.broker.app.store.purgeExpired(Date.now() + 1000, Date.now());
+      expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete')).toEqual([]);
+      expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ incodeDeletion: 'done' });
       // Executive login refused: the deletion gives up visibly (dead, no incode-deleted entry), the session stays at Incode.
       const badExec = await startBroker(brokerEnv(p.emulator.url, { INCODE_EXECUTIVE_PASSWORD: 'not-the-executive-password' }));
       try {
