@@ -342,7 +342,8 @@ describe('emulator app', () => {
 
     it('finish-status asked during processing completes the session as soon as processing ends', async () => {
       // The automatic finish would come processingDelayMs after processing; finish-status brings it forward.
-      const slow = await startEmulator({ processingDelayMs: 600 });
+      // Long enough that finish-status surely arrives while processing runs, even on a loaded machine.
+      const slow = await startEmulator({ processingDelayMs: 2000 });
       try {
         const f = await fullFlow(slow);
         const fin = await slow.call('GET', '/omni/finish-status', { token: f.token });

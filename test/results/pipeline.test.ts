@@ -22,6 +22,7 @@ import {
   waitForResults,
   webhooksTo,
 } from '../helpers/harness';
+import { loadConfig } from '../../src/config';
 import { statusRank } from '../../src/results/status';
 import { Cipher } from '../../src/store/crypto';
 import { SqliteStore } from '../../src/store/sqlite-store';
@@ -277,8 +278,10 @@ function pipelineSuite(which: Engine) {
       return v.onboardingStatus === 'MANUAL_REVIEW_APPROVED' && v.decision === 'approve' ? v : null;
     }, 15_000);
     expect(verdict.scores.overall.status).toBe('MANUAL_OK');
-    // A final verdict ends polling.
-    await waitFor(async () => (await p.broker.app.store.getSession(s.interviewId))!.nextPollAt === null, 5_000);
+    // A final verdict ends polling: read once the verdict's results job is over (a wrongful re-schedule would come at
+    // its end, after the results are stored).
+    await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).some((j) => j.kind === 'results' && j.payload.status === 'MANUAL_REVIEW_APPROVED' && j.state === 'done'));
+    expect((await p.broker.app.store.getSession(s.interviewId))!.nextPollAt).toBeNull();
   });
 
   it('loses no result when 30% of Incode calls fail', async () => {
@@ -879,6 +882,35 @@ describe('erasure, retention and PII at rest', () => {
   });
 });
 
+describe('deleting at Incode', () => {
+  it('an answer with success false is a refusal: the deletion is dead, never audited as done', async () => {
+    // Incode's samples read a JSON body from the delete; the emulator always deletes, so this stand-in answers
+    // start, the executive login and the delete the way a refusing Incode would.
+    const incode = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url === '/omni/start') return res.end(JSON.stringify({ token: 'tok-refused', interviewId: 'aaaaaaaaaaaaaaaaaaaaaaaa' }));
+      if (req.url === '/executive/log-in') return res.end(JSON.stringify({ token: 'exec-token' }));
+      return res.end(JSON.stringify({ success: false }));
+    });
+    await new Promise<void>((r) => incode.listen(0, '127.0.0.1', r));
+    const b = await startBroker(brokerEnv(`http://127.0.0.1:${(incode.address() as AddressInfo).port}`, { RESULTS_MODE: 'webhook' }));
+    try {
+      const { interviewId } = (await request(b.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+      await request(b.url).delete(`/sessions/${interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      const detail = async () => (await request(b.url).get(`/sessions/${interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`)).body as Record<string, unknown>;
+      await waitFor(async () => (await detail()).incodeDeletion === 'dead');
+      const audit = await b.app.store.listAudit(interviewId);
+      expect(audit.map((a) => a.kind)).not.toContain('incode-deleted');
+      expect(audit.find((a) => a.kind === 'dead-letter')).toMatchObject({ detail: { kind: 'incode-delete', code: 'INCODE_DELETE_REFUSED' } });
+    } finally {
+      await b.close();
+      incode.closeAllConnections();
+      await new Promise((r) => incode.close(r));
+    }
+  });
+});
+
 describe('shutdown with a callback in flight', () => {
   it('stops a callback whose receiver does not answer and hands its job back, instead of exiting with it still running', async () => {
     let received = 0;
@@ -903,7 +935,7 @@ describe('shutdown with a callback in flight', () => {
       await p.close();
       p = undefined;
       // Read after the broker closed its store: the attempt ended within the wind-down and recorded it.
-      const reopened = new SqliteStore({ filename: dbFile, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 1) }]) });
+      const reopened = new SqliteStore({ filename: dbFile, cipher: new Cipher(loadConfig(brokerEnv('http://127.0.0.1:9')).encryption.keys) });
       try {
         const callback = (await reopened.listJobs(s.interviewId)).find((j) => j.kind === 'callback');
         expect(callback).toMatchObject({ state: 'queued', lastError: 'SHUTDOWN', attempts: 0 });

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
-import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running, waitForResults } from '../helpers/harness';
 
 const b64 = (b: Buffer) => b.toString('base64');
 const GOOD = { front: b64(img.idFront()), back: b64(img.idBack()), selfie: b64(img.selfie()) };
@@ -344,8 +344,7 @@ describe('POST /onboardings', () => {
       await first.close();
       expect(first.logs.text).toMatch(/onboarding left to background polling at shutdown/);
       second = await startBroker(brokerEnv(slow.url, env));
-      const read = async () => (await fetch(`${second!.url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json() as Promise<Record<string, any>>;
-      const done = await waitFor(async () => ((await read()).resultsStatus === 'ready' ? read() : null), 20_000);
+      const done = await waitForResults(second.url, id, 20_000);
       expect(done).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision });
       expect(done.steps).toContainEqual(expect.objectContaining({ step: 'finish', outcome: 'ok', code: 'BACKGROUND' }));
     } finally {
