@@ -26,7 +26,7 @@ import sessionRoutes from './routes/session';
 import sessionsRoutes from './routes/sessions';
 import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
-import { AppError, overloadedError } from './errors';
+import { AppError, overloadedError, retryAfter } from './errors';
 import { ErrorBody } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
@@ -130,7 +130,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       headersTimeout: Math.min(60_000, config.limits.requestTimeoutMs),
       connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.limits.requestTimeoutMs / 4)),
     },
-    return503OnClosing: true,
+    // A request arriving once shutdown began is refused by the onRequest hook below (503 SHUTTING_DOWN, with a code
+    // and the request id like every error), not by Fastify's own body.
+    return503OnClosing: false,
     // Requests Node itself refuses (malformed, headers too large, stalled past REQUEST_TIMEOUT_MS) get the same
     // {code, message} body as every other error. Fastify's default handler answers without a code and logs the error
     // at trace with its rawPacket: the request's raw bytes, Authorization header and body included.
@@ -194,6 +196,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.addHook('onRequest', (req, reply, done) => {
     reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
+    if (draining) return done(new AppError(503, 'SHUTTING_DOWN', 'The service is shutting down; retry on another instance', retryAfter(1000)));
     // Bodies are read as sent: a compressed one could only fail as "not JSON", or expand past the body limits.
     const encoding = req.headers['content-encoding'];
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity')

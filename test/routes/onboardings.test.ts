@@ -316,6 +316,9 @@ describe('POST /onboardings', () => {
       // start has reached Incode (and is held there 800 ms): the request is in its captures when shutdown begins.
       await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
       const closing = b.close();
+      // While it drains, a new request is turned away like every error: a code, Retry-After and the request id.
+      const late = await fetch(`${b.url}/healthz`);
+      expect([late.status, late.headers.get('retry-after'), await late.json()]).toEqual([503, '1', { code: 'SHUTTING_DOWN', message: expect.any(String), requestId: expect.any(String) }]);
       const res = await answer;
       expect(res.status).toBe(202);
       await closing;
@@ -371,7 +374,7 @@ describe('POST /onboardings', () => {
     const received = recordRequests(b.app.server);
     try {
       req.write(body.slice(0, 1000));
-      // Its headers are in, so the broker has taken it on (a request arriving once closing began gets a bare 503).
+      // Its headers are in, so the broker has taken it on (a request arriving once closing began gets 503 SHUTTING_DOWN).
       await waitFor(() => received.urls.includes('/onboardings'), 10_000, 10);
       const closing = b.close();
       req.end(body.slice(1000));
