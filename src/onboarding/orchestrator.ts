@@ -221,6 +221,7 @@ export class Orchestrator {
       await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
       return await this.captureSteps(id, token, input, ctx, progress);
     } catch (err) {
+      // Every step's failure ends here (the steps rethrow what is not a capture to repeat): recorded at the step reached.
       if (err instanceof OnboardingError) throw err;
       throw await this.fail(id, progress.step, err);
     }
@@ -260,7 +261,7 @@ export class Orchestrator {
       processed = await this.d.incode.processId(token, ctx);
     } catch (err) {
       if (isProcessingError(err)) return this.reject(id, 'front', processingRejection(ID_REASONS.PROCESSING_FAILED, ID_MESSAGES, err));
-      throw await this.fail(id, 'process-id', err);
+      throw err;
     }
     if (processed && processed.success === false) return this.reject(id, 'front', processingRejection(ID_REASONS.PROCESSING_FAILED, ID_MESSAGES));
     await this.record(id, 'process-id', 'ok');
@@ -271,7 +272,7 @@ export class Orchestrator {
     try {
       selfieCheck = checkSelfie(await this.d.incode.addFace(token, input.selfie, ctx));
     } catch (err) {
-      if (!isSelfieRefusal(err)) throw await this.fail(id, 'selfie', err);
+      if (!isSelfieRefusal(err)) throw err;
       selfieCheck = checkSelfie(err);
     }
     if (!selfieCheck.ok) return this.reject(id, 'selfie', selfieCheck);
@@ -285,7 +286,7 @@ export class Orchestrator {
     } catch (err) {
       // The selfie could not be processed (6000, shared doc 4.6): take it again.
       if (isProcessingError(err)) return this.reject(id, 'selfie', processingRejection(SELFIE_REASONS.PROCESSING_FAILED, SELFIE_CHECK_MESSAGES, err));
-      throw await this.fail(id, 'face-match', err);
+      throw err;
     }
     if (faceMatch.ok) await this.record(id, 'face-match', 'ok', { code: faceMatch.existingUser ? 'EXISTING_USER' : null, detail: faceMatch.existingUser ? 'existing user' : 'match' });
     else await this.record(id, 'face-match', 'rejected', { code: faceMatch.reason, message: faceMatch.message, detail: faceMatch.existingUser ? 'no match, existing user' : 'no match' });
@@ -406,7 +407,7 @@ export class Orchestrator {
       res = await upload();
     } catch (err) {
       if (isIdImageRefusal(err)) return this.reject(id, side, this.imageRefused(err));
-      throw await this.fail(id, side, err);
+      throw err;
     }
     const check = checkIdCapture(res, this.d.config.capture);
     return check.ok ? { ok: true, res } : this.reject(id, side, check);
