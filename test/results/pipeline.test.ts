@@ -668,13 +668,16 @@ function pipelineSuite(which: Engine) {
 
       const res = await request(p.broker.url).delete(`/sessions/${s.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
       expect(res.body).toEqual({ interviewId: s.interviewId, erased: true, incodeDeletion: 'queued' });
-      await waitFor(async () => (await p.broker.app.store.listAudit(s.interviewId)).some((a) => a.kind === 'incode-deleted'));
+      // The job records its audit entry before it is marked done: wait for the job, then read what it did.
+      const deletions = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete').map((j) => j.state);
+      await waitFor(async () => (await deletions()).join() === 'done');
+      expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-deleted')).toHaveLength(1);
       expect(p.emulator.app.emulator.sessions.sessions.has(s.interviewId)).toBe(false);
       expect(calls).toEqual([`/omni/interview?interviewId=${s.interviewId}&keepCustomer=false`]);
       // Asked again (the session is gone at Incode too): a quiet success, deleted already.
       await request(p.broker.url).delete(`/sessions/${s.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
-      await waitFor(async () => (await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-deleted').length === 2);
-      expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete').map((j) => j.state)).toEqual(['done', 'done']);
+      await waitFor(async () => (await deletions()).join() === 'done,done');
+      expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-deleted')).toHaveLength(2);
       expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ resultsStatus: 'erased', incodeDeletion: 'done' });
       // Once the retention sweep has dropped the finished jobs, the audit entry still tells it was done.
       await p.broker.app.store.purgeExpired(Date.now() + 1000, Date.now());
@@ -900,7 +903,11 @@ describe('deleting at Incode', () => {
       await request(b.url).delete(`/sessions/${interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
       const detail = async () => (await request(b.url).get(`/sessions/${interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`)).body as Record<string, unknown>;
       await waitFor(async () => (await detail()).incodeDeletion === 'dead');
-      const audit = await b.app.store.listAudit(interviewId);
+      // The dead letter is audited just after the job is marked dead.
+      const audit = await waitFor(async () => {
+        const entries = await b.app.store.listAudit(interviewId);
+        return entries.some((a) => a.kind === 'dead-letter') && entries;
+      });
       expect(audit.map((a) => a.kind)).not.toContain('incode-deleted');
       expect(audit.find((a) => a.kind === 'dead-letter')).toMatchObject({ detail: { kind: 'incode-delete', code: 'INCODE_DELETE_REFUSED' } });
     } finally {
