@@ -352,9 +352,10 @@ export class Orchestrator {
     }
     await this.record(interviewId, 'wait', 'ok', { code: status, detail: status });
 
-    // 2. mark completed (optional in the guide: the flow may already do it)
+    // 2. mark completed (optional in the guide: the flow may already do it), unless a status check already did
+    // while this request waited (a webhook's, a poll's: its `finish` step is recorded as BACKGROUND).
     if (!config.results.markComplete) await this.record(interviewId, 'finish', 'skipped', { code: 'MARK_COMPLETE_OFF' });
-    else if (!marked) await this.markComplete(interviewId, token, ctx, finishFailures);
+    else if (!marked && !(await store.listSteps(interviewId)).some((s) => s.step === 'finish' && s.outcome === 'ok')) await this.markComplete(interviewId, token, ctx, finishFailures);
 
     // 3. results: the pipeline's job fetches and stores them; make sure one is queued, then wait for it.
     const before = await store.getSession(interviewId);
@@ -459,8 +460,8 @@ export class Orchestrator {
    */
   private async markComplete(interviewId: string, token: string, ctx: CallContext, failures: { last: string | null }): Promise<boolean> {
     try {
-      await this.d.incode.finishStatus(token, ctx);
-      await this.record(interviewId, 'finish', 'ok');
+      // Shared with the pipeline's status checks: one finish-status call at a time, whoever asks first records it.
+      if ((await this.d.pipeline.finishOnce(interviewId, token, ctx)).ran) await this.record(interviewId, 'finish', 'ok');
       return true;
     } catch (err) {
       const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';

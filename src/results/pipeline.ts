@@ -236,21 +236,42 @@ export class ResultsPipeline {
   /** finish-status once post-processing is done; answers the status to apply (read again after finishing). */
   private async complete(id: string, token: string, status: string, ctx: CallContext): Promise<string> {
     if ((await this.d.incode.isPostProcessFinished(token, id, ctx)).finished !== true) return status;
-    if (!(await this.finish(token, ctx))) return status;
-    await this.d.store.recordStep(id, { step: 'finish', outcome: 'ok', code: 'BACKGROUND', at: this.now() });
+    const done = await this.finish(id, token, ctx);
+    if (!done) return status;
+    if (done.ran) await this.d.store.recordStep(id, { step: 'finish', outcome: 'ok', code: 'BACKGROUND', at: this.now() });
     return (await this.d.incode.getOnboardingStatus(token, id, ctx)).onboardingStatus;
   }
 
-  /** finish-status; false when Incode refuses it (a 4xx: the session cannot be completed, which is no job failure). */
-  private async finish(token: string, ctx: CallContext): Promise<boolean> {
+  /** finish-status; null when Incode refuses it (a 4xx: the session cannot be completed, which is no job failure). */
+  private async finish(id: string, token: string, ctx: CallContext): Promise<{ ran: boolean } | null> {
     try {
-      await this.d.incode.finishStatus(token, ctx);
-      return true;
+      return await this.finishOnce(id, token, ctx);
     } catch (e) {
-      if (e instanceof IncodeError && e.isClientError) return false;
+      if (e instanceof IncodeError && e.isClientError) return null;
       throw e;
     }
   }
+
+  /**
+   * finish-status, one call per session at a time in this process: the orchestrator's wait and a status check (its
+   * webhook, a poll) can find processing done in the same moment. A caller that joined a call already running gets
+   * its outcome with `ran: false` and records nothing (the one that ran records the step). Incode's failure is thrown
+   * to every caller.
+   */
+  async finishOnce(interviewId: string, token: string, ctx: CallContext): Promise<{ ran: boolean }> {
+    const running = this.finishing.get(interviewId);
+    if (running) return running.then(() => ({ ran: false }));
+    const call = this.d.incode.finishStatus(token, ctx).then(() => undefined);
+    this.finishing.set(interviewId, call);
+    try {
+      await call;
+      return { ran: true };
+    } finally {
+      this.finishing.delete(interviewId);
+    }
+  }
+
+  private readonly finishing = new Map<string, Promise<void>>();
 
   /** Moves the session forward (never back) and starts the results job when the status has results. */
   async apply(interviewId: string, status: string, source: Source): Promise<void> {
@@ -280,7 +301,7 @@ export class ResultsPipeline {
     if (!token) return this.done(job);
     const incode = this.d.incode;
     try {
-      if (this.d.config.results.markComplete && session.origin === 'broker' && session.onboardingStatus !== 'ONBOARDING_FINISHED') await this.finish(token.value, ctx);
+      if (this.d.config.results.markComplete && session.origin === 'broker' && session.onboardingStatus !== 'ONBOARDING_FINISHED') await this.finish(id, token.value, ctx);
       // Results are ordered by when their fetch started: a slow job's older answer never replaces a newer one.
       const fetchedAt = this.now();
       const [scores, ocr] = await Promise.all([incode.getScore(token.value, id, ctx), incode.getOcrData(token.value, id, ctx)]);

@@ -1,5 +1,5 @@
 // The orchestrator against the real emulator over loopback: passing, rejected, one-sided, BRA, failing mid-flow.
-import { createServer, request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { loadConfig, type Config } from '../../src/config';
@@ -22,6 +22,7 @@ interface Rig {
   orchestrator: Orchestrator;
   store: Store;
   pipeline: ResultsPipeline;
+  incode: IncodeClient;
   config: Config;
   events: StepEvent[];
   close: () => Promise<void>;
@@ -52,6 +53,7 @@ async function rig(env: Record<string, string> = {}, incodeUrl = emulator.url): 
     orchestrator,
     store,
     pipeline,
+    incode: client,
     config,
     events,
     close: async () => {
@@ -69,6 +71,32 @@ beforeEach(async () => {
 afterEach(async () => {
   await r.close();
 });
+
+/**
+ * A stand-in for Incode in front of the emulator: `intercept` may answer a request itself (returning true); every
+ * other request is passed through as it is.
+ */
+async function interceptingProxy(intercept: (req: IncomingMessage, res: ServerResponse) => boolean): Promise<{ url: string; close: () => Promise<void> }> {
+  const target = new URL(emulator.url);
+  const pass = (req: IncomingMessage, res: ServerResponse) =>
+    req.pipe(
+      httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      }),
+    );
+  const proxy = createServer((req, res) => {
+    if (!intercept(req, res)) pass(req, res);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    close: async () => {
+      proxy.closeAllConnections();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    },
+  };
+}
 
 const input = (patch: Partial<CaptureInput> = {}): CaptureInput => ({ ...GOOD, ...patch });
 const stepsOf = async (id: string) => (await r.store.listSteps(id)).map((s) => `${s.step}:${s.outcome}`);
@@ -115,31 +143,71 @@ describe('a passing session', () => {
   it('asks finish-status again while Incode fails it, and records that failure once, not at every poll', async () => {
     // Incode answers finish-status with a 503 six times (several calls, each with its own retry), then lets it through.
     let refused = 0;
-    const proxy = createServer((req, res) => {
-      if (req.url?.startsWith('/omni/finish-status') && refused < 6) {
-        refused += 1;
-        req.resume();
-        return void res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 503, error: 'Service Unavailable' }));
-      }
-      const target = new URL(emulator.url);
-      req.pipe(httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } }, (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      }));
+    const proxy = await interceptingProxy((req, res) => {
+      if (!req.url?.startsWith('/omni/finish-status') || refused >= 6) return false;
+      refused += 1;
+      req.resume();
+      res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 503, error: 'Service Unavailable' }));
+      return true;
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
     try {
       await r.close();
-      r = await rig({ MARK_COMPLETE: 'true' }, `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`);
+      r = await rig({ MARK_COMPLETE: 'true' }, proxy.url);
       const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-auto-finish' }));
       expect(result).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready' });
       expect(refused).toBe(6);
       const finish = (await r.store.listSteps(captures.interviewId)).filter((x) => x.step === 'finish');
       expect(finish.map((x) => `${x.outcome}:${x.code ?? ''}`)).toEqual(['failed:INCODE_UNAVAILABLE', 'ok:']);
     } finally {
-      proxy.closeAllConnections();
-      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      await proxy.close();
     }
+  });
+
+  describe('finish-status is asked once, whoever finds processing done', () => {
+    let finishCalls = 0;
+    let proxy: Awaited<ReturnType<typeof interceptingProxy>>;
+    beforeEach(async () => {
+      finishCalls = 0;
+      // Counts the finish-status calls that reach Incode.
+      proxy = await interceptingProxy((req) => {
+        if (req.url?.startsWith('/omni/finish-status')) finishCalls += 1;
+        return false;
+      });
+      await r.close();
+      // No polling and no emulator webhooks: only what the test does checks the session's status.
+      r = await rig({ MARK_COMPLETE: 'true', RESULTS_MODE: 'webhook' }, proxy.url);
+    });
+    afterEach(async () => {
+      await proxy.close();
+    });
+
+    it('two callers at once share one call; the one that ran it is told so', async () => {
+      const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
+      if (!c.ok) throw new Error('rejected');
+      const token = (await r.store.getSession(c.interviewId))!.token!;
+      const both = await Promise.all([r.pipeline.finishOnce(c.interviewId, token, {}), r.pipeline.finishOnce(c.interviewId, token, {})]);
+      expect(both).toEqual([{ ran: true }, { ran: false }]);
+      expect(finishCalls).toBe(1);
+      // Not a cache: a later call is a new one.
+      expect(await r.pipeline.finishOnce(c.interviewId, token, {})).toEqual({ ran: true });
+      expect(finishCalls).toBe(2);
+    });
+
+    it('a session its webhook check completed is not completed again by the request waiting on it', async () => {
+      const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
+      if (!c.ok) throw new Error('rejected');
+      const token = (await r.store.getSession(c.interviewId))!.token!;
+      await waitFor(async () => (await r.incode.isPostProcessFinished(token, c.interviewId)).finished === true, 10_000, 50);
+      // Incode's webhook for the last module status: its check finds processing done and completes the session.
+      const { onboardingStatus } = await r.incode.getOnboardingStatus(token, c.interviewId);
+      await r.pipeline.ingestWebhook({ interviewId: c.interviewId, onboardingStatus });
+      await waitFor(async () => (await r.store.getSession(c.interviewId))?.onboardingStatus === 'ONBOARDING_FINISHED', 10_000, 20);
+      const result = await r.orchestrator.finish(c.interviewId);
+      expect(result).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready' });
+      const finish = (await r.store.listSteps(c.interviewId)).filter((x) => x.step === 'finish');
+      expect(finish.map((x) => `${x.outcome}:${x.code ?? ''}`)).toEqual(['ok:BACKGROUND']);
+      expect(finishCalls).toBe(1);
+    });
   });
 
   it('without MARK_COMPLETE such a flow never finishes: the wait gives up and says which setting is missing', async () => {
