@@ -166,14 +166,14 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       reply.header('cache-control', 'no-store');
       const parsed = parseResumeToken(req.body.resumeToken);
       // Spent before Incode is called, so concurrent requests with one token get one fresh token, not several.
-      const expiresAt = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, Date.now()));
-      if (!parsed || !expiresAt) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown, expired or already used');
+      const spent = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, Date.now()));
+      if (!parsed || !spent) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown, expired or already used');
       // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;
+      const { expiresAt } = spent;
       // A finished onboarding needs no token any more, and a fresh one could still read its scores and OCR data from
       // Incode: a resume token that leaked from the app is worth nothing once the flow is over. (It stays spent.)
-      const session = await app.store.getSession(interviewId);
-      if (!session || isTerminal(session.onboardingStatus))
+      if (isTerminal(spent.onboardingStatus))
         throw new AppError(409, 'SESSION_FINISHED', 'This onboarding has ended: its results are read by your backend, not with a new token');
       let started;
       try {

@@ -55,6 +55,7 @@ import type {
   NewSession,
   ResultsStatus,
   SessionRecord,
+  SpentResumeToken,
   StepRecord,
   Store,
   StoredResults,
@@ -564,16 +565,16 @@ export class PostgresStore implements Store {
     return isResumeHash(tokenHash) && hashesEqual(rows[0]?.resume_token_hash, tokenHash);
   }
 
-  async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null> {
+  async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null> {
     if (!(await this.checkResumeToken(interviewId, tokenHash, now))) return null;
     // Checked in constant time above; the conditional UPDATE makes the spend atomic (one winner among racers).
-    const { rows } = await this.q<{ resume_expires_at: string }>(
+    const { rows } = await this.q<{ resume_expires_at: string; onboarding_status: string }>(
       `UPDATE sessions SET resume_token_hash = $4
        WHERE interview_id = $1 AND resume_token_hash = $2 AND resume_expires_at > $3::bigint AND results_status <> 'erased'
-       RETURNING resume_expires_at`,
+       RETURNING resume_expires_at, onboarding_status`,
       [interviewId, tokenHash, now, spentResumeMarker(tokenHash)],
     );
-    return rows[0] ? Number(rows[0].resume_expires_at) : null;
+    return rows[0] ? { expiresAt: Number(rows[0].resume_expires_at), onboardingStatus: rows[0].onboarding_status } : null;
   }
 
   async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {

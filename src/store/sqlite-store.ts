@@ -58,6 +58,7 @@ import type {
   NewSession,
   ResultsStatus,
   SessionRecord,
+  SpentResumeToken,
   StepRecord,
   Store,
   StoredResults,
@@ -556,15 +557,15 @@ export class SqliteStore implements Store {
     return isResumeHash(tokenHash) && hashesEqual(r?.resume_token_hash, tokenHash);
   }
 
-  async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null> {
+  async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null> {
     // Read, compare in constant time and mark spent in one write transaction: of concurrent spends, one wins.
     return this.write(() => {
       const r = this.st(
-        `SELECT resume_token_hash, resume_expires_at FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
-      ).get(interviewId, now) as { resume_token_hash: string | null; resume_expires_at: number } | undefined;
+        `SELECT resume_token_hash, resume_expires_at, onboarding_status FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
+      ).get(interviewId, now) as { resume_token_hash: string | null; resume_expires_at: number; onboarding_status: string } | undefined;
       if (!r || !isResumeHash(tokenHash) || !hashesEqual(r.resume_token_hash, tokenHash)) return null;
       this.st('UPDATE sessions SET resume_token_hash = ? WHERE interview_id = ?').run(spentResumeMarker(tokenHash), interviewId);
-      return r.resume_expires_at;
+      return { expiresAt: r.resume_expires_at, onboardingStatus: r.onboarding_status };
     });
   }
 

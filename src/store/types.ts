@@ -50,6 +50,12 @@ export interface NewSession {
   now: number;
 }
 
+/** A resume token just spent: when it would have expired (to restore it), and the status its session had then. */
+export interface SpentResumeToken {
+  expiresAt: number;
+  onboardingStatus: string;
+}
+
 export interface IdempotencyRef {
   scope: string;
   key: string;
@@ -228,9 +234,10 @@ export interface Store {
   checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean>;
   /**
    * Spends the session's resume token if tokenHash is it and unexpired (compared in constant time): of concurrent
-   * calls with one token, one gets its expiry, the others null. restoreResumeToken puts it back after a failure.
+   * calls with one token, one gets its expiry and the session's status as it was spent, the others null.
+   * restoreResumeToken puts it back after a failure.
    */
-  consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<number | null>;
+  consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null>;
   /** Puts a consumed resume token back, unless a newer one was issued since (even if that one was spent in turn) or the session was erased. */
   restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void>;
 }

@@ -1,6 +1,7 @@
 // Shared behaviour suite for every Store engine: each engine's test file supplies a harness over a fresh database.
 import { Cipher } from '../../src/store/crypto';
 import { MIGRATIONS } from '../../src/store/migrations';
+import { statusRank } from '../../src/results/status';
 import type { NewJob, SessionRecord, Store } from '../../src/store/types';
 
 export const K1 = { id: 'k1', key: Buffer.alloc(32, 1) };
@@ -760,33 +761,39 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.consumeResumeToken('i1', 'wrong', T0)).toBeNull();
         expect(await store.consumeResumeToken('i1', 'h1', T0 + 100)).toBeNull(); // expired
         const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 1)));
-        expect(spends.filter((x) => x !== null)).toEqual([T0 + 100]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN' }]);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(false);
         await store.restoreResumeToken('i1', 'h1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(true);
         // Spent again, then replaced by a newer token: the restore no longer applies.
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 3)).toBe(T0 + 100);
+        expect((await store.consumeResumeToken('i1', 'h1', T0 + 3))?.expiresAt).toBe(T0 + 100);
         await store.createResumeToken('h2', 'i1', T0 + 200);
         await store.restoreResumeToken('i1', 'h1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 4)).toBe(false);
         expect(await store.checkResumeToken('i1', 'h2', T0 + 4)).toBe(true);
         // The newer token is spent too, while the older one's call is still failing: the older restore must not
         // take the slot, so the newer one's own restore still gives its holder a token.
-        expect(await store.consumeResumeToken('i1', 'h2', T0 + 5)).toBe(T0 + 200);
+        expect((await store.consumeResumeToken('i1', 'h2', T0 + 5))?.expiresAt).toBe(T0 + 200);
         await store.restoreResumeToken('i1', 'h1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 6)).toBe(false);
         await store.restoreResumeToken('i1', 'h2', T0 + 200);
         expect(await store.checkResumeToken('i1', 'h2', T0 + 6)).toBe(true);
         // Restored, it can be spent once more, and then no more; the marker itself spends nothing.
-        expect(await store.consumeResumeToken('i1', 'h2', T0 + 7)).toBe(T0 + 200);
+        expect((await store.consumeResumeToken('i1', 'h2', T0 + 7))?.expiresAt).toBe(T0 + 200);
         expect(await store.consumeResumeToken('i1', 'h2', T0 + 7)).toBeNull();
         expect(await store.consumeResumeToken('i1', 'spent:h2', T0 + 7)).toBeNull();
+      });
+
+      it("a spend answers the session's status as it was spent (the route refuses finished onboardings without a second read)", async () => {
+        await session('i1', { onboardingStatus: 'ONBOARDING_FINISHED', statusRank: statusRank('ONBOARDING_FINISHED') });
+        await store.createResumeToken('h1', 'i1', T0 + 100);
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'ONBOARDING_FINISHED' });
       });
 
       it('a token spent before its session is erased is never restored after', async () => {
         await session('i1');
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1)).toBe(T0 + 100);
+        expect((await store.consumeResumeToken('i1', 'h1', T0 + 1))?.expiresAt).toBe(T0 + 100);
         await store.eraseSession('i1', 'test', T0 + 2);
         await store.restoreResumeToken('i1', 'h1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 3)).toBe(false);
@@ -804,7 +811,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           Promise.all([store, other, store, other].map((s) => s.consumeResumeToken('i1', 'h1', T0 + 1))),
         ]);
         expect(claims.filter((c) => c.state === 'new')).toHaveLength(1);
-        expect(spends.filter((x) => x !== null)).toEqual([T0 + 100]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN' }]);
       });
     });
 
