@@ -102,6 +102,11 @@ export const ENV_SCHEMA = {
     default: '134217728',
     doc: 'POST /onboardings bodies (by Content-Length) held at once; beyond it 503 OVERLOADED before a body is read (0 = no bound).',
   },
+  ONBOARDING_MAX_BACKGROUND: {
+    kind: { type: 'int', min: 0, max: 100000 },
+    default: '256',
+    doc: 'POST /onboardings finishes watched in the background at once (each reads its session every 250 ms until its results are stored, up to 10 min); an onboarding accepted beyond it is left to webhooks and polling like an SDK session (0 = always).',
+  },
   REQUEST_TIMEOUT_MS: {
     kind: { type: 'int', min: 1000, max: 3600000 },
     default: '300000',
@@ -185,7 +190,7 @@ export interface Config {
   };
   adminApiKeys: string[];
   callback: { url?: string; secret?: string };
-  limits: { sessionBodyBytes: number; onboardingBodyBytes: number; onboardingInflightBytes: number; requestTimeoutMs: number };
+  limits: { sessionBodyBytes: number; onboardingBodyBytes: number; onboardingInflightBytes: number; onboardingMaxBackground: number; requestTimeoutMs: number };
   capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
   redisUrl?: string;
   trustProxyHops: number;
@@ -486,6 +491,7 @@ export function loadConfig(env: Env): Config {
       sessionBodyBytes: int(env, 'SESSION_BODY_LIMIT_BYTES'),
       onboardingBodyBytes: int(env, 'ONBOARDING_BODY_LIMIT_BYTES'),
       onboardingInflightBytes: int(env, 'ONBOARDING_MAX_INFLIGHT_BYTES'),
+      onboardingMaxBackground: int(env, 'ONBOARDING_MAX_BACKGROUND'),
       requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS'),
     },
     capture: {

@@ -180,6 +180,10 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
 
       const interviewId = outcome.interviewId;
       if (closing) req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+      // Bounded: each finish watches its session until its results are stored. Past the bound the session is one
+      // like any SDK session: its webhooks and polling finish it (and mark it complete under MARK_COMPLETE).
+      else if (inflight.size >= config.limits.onboardingMaxBackground)
+        req.log.warn({ interviewId, running: inflight.size }, 'onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND finishes already running');
       else {
         const ac = new AbortController();
         const p: Promise<void> = o

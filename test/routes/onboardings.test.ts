@@ -356,6 +356,34 @@ describe('POST /onboardings', () => {
     }
   }, 40_000);
 
+  it('past ONBOARDING_MAX_BACKGROUND an accepted onboarding is left to polling, which still completes it', async () => {
+    // One background finish at a time; processing slow enough that the first is still watching when the second is
+    // accepted, and a flow that only finish-status completes (so polling must mark it complete).
+    const slow = await startEmulator({ processingDelayMs: 800 });
+    const b = await startBroker(brokerEnv(slow.url, { ONBOARDING_MAX_BACKGROUND: '1', MARK_COMPLETE: 'true', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }));
+    try {
+      const first = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
+      const second = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
+      expect([first.status, second.status]).toEqual([202, 202]);
+      expect(b.logs.text).toMatch(/onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND/);
+      const steps = (s: Record<string, any>): string[] => s.steps.map((st: { step: string; outcome: string; code: string | null }) => `${st.step}:${st.outcome}:${st.code ?? ''}`);
+      // The first is watched by its request's background finish, which records the wait and the results once stored.
+      const watched = await waitFor(async () => {
+        const s = (await (await fetch(`${b.url}/sessions/${first.body.interviewId}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json()) as Record<string, any>;
+        return steps(s).some((x) => x.startsWith('results:')) ? s : null;
+      }, 20_000);
+      const polled = await waitForResults(b.url, second.body.interviewId, 20_000);
+      expect([watched.decision, polled.decision]).toEqual(['approve', 'approve']);
+      expect(steps(watched)).toEqual(expect.arrayContaining(['wait:ok:ONBOARDING_FINISHED', 'results:ok:approve']));
+      // The second by no one but polling: it marked it complete, and no request's finish recorded a wait or results.
+      expect(steps(polled)).toContain('finish:ok:BACKGROUND');
+      expect(steps(polled).filter((x) => x.startsWith('wait:') || x.startsWith('results:'))).toEqual([]);
+    } finally {
+      await b.close();
+      await slow.close();
+    }
+  }, 40_000);
+
   it('an upload whose body is still arriving when shutdown begins is answered, and leaves the rest to polling', async () => {
     const b = await startBroker(brokerEnv(emulator.url, {}));
     const { port } = new URL(b.url);
