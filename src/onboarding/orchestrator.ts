@@ -332,7 +332,7 @@ export class Orchestrator {
           // after finish-status, so waiting for it first would never end. Processing is done once the ID's
           // post-processing is (the face match answered before this wait began).
           if (config.results.markComplete && !marked && typeof polled === 'string' && statusRank(polled) === PROGRESS_RANK) {
-            if ((await this.d.incode.isPostProcessFinished(token, interviewId, ctx)).finished === true) marked = await this.markComplete(interviewId, token, ctx, finishFailures);
+            if (await pipeline.processingDone(interviewId, token, polled, ctx)) marked = await this.markComplete(interviewId, token, ctx, finishFailures);
           }
           continue;
         } catch (err) {

@@ -235,7 +235,7 @@ export class ResultsPipeline {
 
   /** finish-status once post-processing is done; answers the status to apply (read again after finishing). */
   private async complete(id: string, token: string, status: string, ctx: CallContext): Promise<string> {
-    if ((await this.d.incode.isPostProcessFinished(token, id, ctx)).finished !== true) return status;
+    if (!(await this.processingDone(id, token, status, ctx))) return status;
     const done = await this.finish(id, token, ctx);
     if (!done) return status;
     if (done.ran) await this.d.store.recordStep(id, { step: 'finish', outcome: 'ok', code: 'BACKGROUND', at: this.now() });
@@ -249,6 +249,25 @@ export class ResultsPipeline {
     } catch (e) {
       if (e instanceof IncodeError && e.isClientError) return null;
       throw e;
+    }
+  }
+
+  /**
+   * Whether Incode's processing of a session whose captures all went through is done, so finish-status may be called:
+   * its status says POST_PROCESSING_FINISHED, or post-processing's own poll (isfinished) says finished. That poll is
+   * known from Incode's samples and SDKs, not its reference, so it never fails the session: a 404 (while the session's
+   * status reads fine, so the poll itself is what is missing) leaves the status as all there is to go by, and any
+   * other failure means "not known yet", asked again at the next status check.
+   */
+  async processingDone(interviewId: string, token: string, status: string, ctx: CallContext): Promise<boolean> {
+    if (status === 'POST_PROCESSING_FINISHED') return true;
+    try {
+      return (await this.d.incode.isPostProcessFinished(token, interviewId, ctx)).finished === true;
+    } catch (err) {
+      if (ctx.signal?.aborted) throw err;
+      const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';
+      this.d.log.warn({ interviewId, code }, 'post-processing poll failed');
+      return code === 'INCODE_NOT_FOUND';
     }
   }
 

@@ -163,6 +163,32 @@ describe('a passing session', () => {
     }
   });
 
+  it.each([
+    // A deployment without the post-processing poll: the status is all there is to go by.
+    [404, 'INCODE_NOT_FOUND'],
+    // The poll failing for a while: asked again at the next status check, never the session's failure.
+    [503, 'INCODE_UNAVAILABLE'],
+  ])('a post-processing poll answering %i does not fail the onboarding; MARK_COMPLETE still completes it', async (status) => {
+    let refused = 0;
+    const proxy = await interceptingProxy((req, res) => {
+      if (!req.url?.startsWith('/omni/get/postprocess/isfinished') || (status === 503 && refused >= 3)) return false;
+      refused += 1;
+      req.resume();
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ timestamp: Date.now(), status, error: 'refused', message: 'refused', path: '/omni/get/postprocess/isfinished' }));
+      return true;
+    });
+    try {
+      await r.close();
+      r = await rig({ MARK_COMPLETE: 'true' }, proxy.url);
+      const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-auto-finish' }));
+      expect(result).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready', decision: 'approve' });
+      expect(refused).toBeGreaterThan(0);
+      expect(await stepsOf(captures.interviewId)).toEqual(expect.arrayContaining(['wait:ok', 'finish:ok']));
+    } finally {
+      await proxy.close();
+    }
+  });
+
   describe('finish-status is asked once, whoever finds processing done', () => {
     let finishCalls = 0;
     let proxy: Awaited<ReturnType<typeof interceptingProxy>>;
