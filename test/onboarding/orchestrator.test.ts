@@ -76,8 +76,8 @@ afterEach(async () => {
  * A stand-in for Incode in front of the emulator: `intercept` may answer a request itself (returning true); every
  * other request is passed through as it is.
  */
-async function interceptingProxy(intercept: (req: IncomingMessage, res: ServerResponse) => boolean): Promise<{ url: string; close: () => Promise<void> }> {
-  const target = new URL(emulator.url);
+async function interceptingProxy(intercept: (req: IncomingMessage, res: ServerResponse) => boolean, upstream = emulator.url): Promise<{ url: string; close: () => Promise<void> }> {
+  const target = new URL(upstream);
   const pass = (req: IncomingMessage, res: ServerResponse) =>
     req.pipe(
       httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } }, (up) => {
@@ -169,6 +169,9 @@ describe('a passing session', () => {
     // The poll failing for a while: asked again at the next status check, never the session's failure.
     [503, 'INCODE_UNAVAILABLE'],
   ])('a post-processing poll answering %i does not fail the onboarding; MARK_COMPLETE still completes it', async (status) => {
+    // Slow enough processing that the wait sees the face's status (FACE_VALIDATION_FINISHED) well before the ID's
+    // post-processing ends, so it asks the poll instead of going by a POST_PROCESSING_FINISHED status.
+    const slow = await startEmulator({ processingDelayMs: 600 });
     let refused = 0;
     const proxy = await interceptingProxy((req, res) => {
       if (!req.url?.startsWith('/omni/get/postprocess/isfinished') || (status === 503 && refused >= 3)) return false;
@@ -176,7 +179,7 @@ describe('a passing session', () => {
       req.resume();
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ timestamp: Date.now(), status, error: 'refused', message: 'refused', path: '/omni/get/postprocess/isfinished' }));
       return true;
-    });
+    }, slow.url);
     try {
       await r.close();
       r = await rig({ MARK_COMPLETE: 'true' }, proxy.url);
@@ -186,6 +189,7 @@ describe('a passing session', () => {
       expect(await stepsOf(captures.interviewId)).toEqual(expect.arrayContaining(['wait:ok', 'finish:ok']));
     } finally {
       await proxy.close();
+      await slow.close();
     }
   });
 
