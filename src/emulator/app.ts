@@ -564,7 +564,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const s = sess(req);
     if (!s.front) return fail(reply, 400, 'Front of the ID must be uploaded before process/id');
     if (!s.front.skipBack && !s.back) return fail(reply, 400, 'Back of the ID must be uploaded before process/id (front says the document has one)');
-    if (s.directives.processIdError) return fail(reply, 400, 'Processing error', 6000, 'Processing error');
+    if (s.directives.processIdError) return fail(reply, s.directives.processIdError, 'Processing error', 6000, 'Processing error');
     if (s.idPhase !== 1) sessions.startIdProcessing(s);
     return { success: true };
   });
@@ -578,7 +578,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const first = s.selfieAttempts === 1;
     if (d.selfieError && (d.selfieError.repeat === 'always' || first)) {
       const code = d.selfieError.code;
-      const http = code >= 400 && code < 500 ? code : 400;
+      const http = d.selfieError.http ?? (code >= 400 && code < 500 ? code : 400);
       const text = selfieErrorText(code);
       return fail(reply, http, `BadRequestException: ${text}`, code, text);
     }
@@ -598,7 +598,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     if (!s.selfie) return fail(reply, 400, 'Selfie must be uploaded before process/face');
     if (!s.front) return fail(reply, 400, 'Front of the ID must be uploaded before process/face');
     const d = s.directives;
-    if (d.processFaceError) return fail(reply, 400, 'Processing error', 6000, 'Processing error');
+    if (d.processFaceError) return fail(reply, d.processFaceError, 'Processing error', 6000, 'Processing error');
     s.faceMatch = !d.noMatch;
     if (s.facePhase !== 1) sessions.startFaceProcessing(s);
     const out: Record<string, unknown> = { confidence: s.faceMatch ? 1 : 0, existingUser: d.existingUser };

@@ -37,11 +37,12 @@ export interface Directives {
   lenses: boolean;
   mask: boolean;
   dark: boolean;
-  selfieError?: { code: number; repeat: Repeat };
+  selfieError?: { code: number; repeat: Repeat; http?: number };
   unknownDocument?: Repeat;
   oneSided: boolean;
-  processIdError: boolean;
-  processFaceError: boolean;
+  /** The HTTP status of process/id's processing error (6000), 0 when none. */
+  processIdError: number;
+  processFaceError: number;
   expire: boolean;
   manual?: 'approved' | 'rejected';
   gov: boolean;
@@ -59,8 +60,8 @@ export function emptyDirectives(): Directives {
     mask: false,
     dark: false,
     oneSided: false,
-    processIdError: false,
-    processFaceError: false,
+    processIdError: 0,
+    processFaceError: 0,
     expire: false,
     gov: false,
     noAutoFinish: false,
@@ -89,16 +90,16 @@ export const DIRECTIVES: readonly DirectiveSpec[] = [
   { pattern: /^mask$/, example: 'emu:mask', description: 'add/face hasFaceMask true', apply: (d) => { d.mask = true; } },
   { pattern: /^dark$/, example: 'emu:dark', description: 'add/face isBright false whatever the pixels', apply: (d) => { d.dark = true; } },
   {
-    pattern: /^selfie-error-(\d{1,6})(-once)?$/,
+    pattern: /^selfie-error-(\d{1,6})(?:-http-([45]\d\d))?(-once)?$/,
     example: 'emu:selfie-error-4019',
-    description: 'add/face answers the 4xx envelope with status <code> (HTTP = code when 400-499, else 400); "-once" only the first selfie',
-    apply: (d, m) => { d.selfieError = { code: Number(m[1]), repeat: m[2] ? 'once' : 'always' }; },
+    description: 'add/face answers the envelope with status <code> (HTTP = code when 400-499, else 400; "-http-<nnn>" another 4xx or 5xx, as which status each code comes with is unknown); "-once" only the first selfie',
+    apply: (d, m) => { d.selfieError = { code: Number(m[1]), repeat: m[3] ? 'once' : 'always', ...(m[2] ? { http: Number(m[2]) } : {}) }; },
   },
   { pattern: /^unknown-document$/, example: 'emu:unknown-document', description: 'add front: classification false, failReason UNKNOWN_DOCUMENT_TYPE, horizontalResolution 0', apply: (d) => { d.unknownDocument = 'always'; } },
   { pattern: /^unknown-document-once$/, example: 'emu:unknown-document-once', description: 'as above, first front upload only', apply: (d) => { d.unknownDocument = 'once'; } },
   { pattern: /^one-sided$/, example: 'emu:one-sided', description: 'front: typeOfId Passport, skipBackIdCapture true; process/id needs no back', apply: (d) => { d.oneSided = true; } },
-  { pattern: /^process-id-error$/, example: 'emu:process-id-error', description: 'process/id answers HTTP 400 envelope with status 6000', apply: (d) => { d.processIdError = true; } },
-  { pattern: /^process-face-error$/, example: 'emu:process-face-error', description: 'process/face answers HTTP 400 envelope with status 6000', apply: (d) => { d.processFaceError = true; } },
+  { pattern: /^process-id-error(?:-http-([45]\d\d))?$/, example: 'emu:process-id-error', description: 'process/id answers the envelope with status 6000, HTTP 400 (or "-http-<nnn>": 500 was seen too)', apply: (d, m) => { d.processIdError = m[1] ? Number(m[1]) : 400; } },
+  { pattern: /^process-face-error(?:-http-([45]\d\d))?$/, example: 'emu:process-face-error', description: 'process/face answers the envelope with status 6000, HTTP 400 (or "-http-<nnn>")', apply: (d, m) => { d.processFaceError = m[1] ? Number(m[1]) : 400; } },
   { pattern: /^expire$/, example: 'emu:expire', description: 'once processing is done the status goes to EXPIRED instead of ONBOARDING_FINISHED', apply: (d) => { d.expire = true; } },
   { pattern: /^manual-approved$/, example: 'emu:manual-approved', description: 'after ONBOARDING_FINISHED: MANUAL_REVIEW_APPROVED; score overall MANUAL_PENDING then MANUAL_OK', apply: (d) => { d.manual = 'approved'; } },
   { pattern: /^manual-rejected$/, example: 'emu:manual-rejected', description: 'after ONBOARDING_FINISHED: MANUAL_REVIEW_REJECTED; score overall MANUAL_PENDING then MANUAL_FAIL', apply: (d) => { d.manual = 'rejected'; } },

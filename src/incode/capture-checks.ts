@@ -220,6 +220,8 @@ export function failedCallCode(f: FailedCall): number | undefined {
 /**
  * Checks an add/face answer, or the failure of that call (any non-200 means "repeat the selfie").
  * Note the polarity: here confidence > 0 is a spoof suspicion, while process/face confidence 0 is a mismatch.
+ * What passes is what the Web SDK lets through (confidence exactly 0, isBright truthy, no lenses, no mask): an answer
+ * missing confidence or isBright is retaken, not accepted (one without confidence was seen on a too-dark selfie).
  */
 export function checkSelfie(resOrError: SelfieResponse | FailedCall | null | undefined): CheckResult {
   if (!resOrError || typeof resOrError !== 'object') return reject(SELFIE_REASONS.POOR_CONDITIONS, DEFAULT_SELFIE_MESSAGE);
@@ -233,7 +235,8 @@ export function checkSelfie(resOrError: SelfieResponse | FailedCall | null | und
   if (typeof r.confidence === 'number' && r.confidence > 0) return selfieReject(SELFIE_REASONS.SPOOF);
   if (r.hasLenses === true) return selfieReject(SELFIE_REASONS.LENSES);
   if (r.hasFaceMask === true) return selfieReject(SELFIE_REASONS.FACE_MASK);
-  if (r.isBright === false) return selfieReject(SELFIE_REASONS.NOT_BRIGHT);
+  if (r.isBright !== true) return selfieReject(SELFIE_REASONS.NOT_BRIGHT);
+  if (r.confidence !== 0) return reject(SELFIE_REASONS.POOR_CONDITIONS, DEFAULT_SELFIE_MESSAGE);
   return { ok: true };
 }
 

@@ -368,8 +368,9 @@ export class IncodeClient {
       return (parsed ?? {}) as T;
     }
     const e = incodeErrorFromResponse(spec.operation, status, parsed, res.headers);
-    // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit.
-    if (e.isClientError) circuit?.success();
+    // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit, and not a 5xx whose
+    // envelope names one of Incode's own codes (a processing error, a selfie code): that is Incode answering.
+    if (e.isClientError || e.details.incodeStatus !== status) circuit?.success();
     else circuit?.failure();
     this.opts.onCall?.(spec.operation, httpOutcome(status), seconds());
     throw e;

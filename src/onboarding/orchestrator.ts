@@ -4,6 +4,7 @@ import {
   ID_MESSAGES,
   ID_REASONS,
   SELFIE_CHECK_MESSAGES,
+  SELFIE_ERRORS,
   SELFIE_REASONS,
   checkFaceMatch,
   checkIdCapture,
@@ -148,14 +149,26 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** A selfie call refused with a 4xx (not an auth or session problem) is a capture to repeat, per the guide. */
-function isSelfieRefusal(err: unknown): err is IncodeError {
-  return err instanceof IncodeError && err.isClientError && ![401, 403, 404, 409].includes(err.details.httpStatus ?? 0);
+/** The envelope carries one of Incode's own codes (not merely the HTTP status repeated). */
+function incodeCodeOf(err: IncodeError): number | undefined {
+  const { incodeStatus, httpStatus } = err.details;
+  return incodeStatus !== undefined && incodeStatus !== httpStatus ? incodeStatus : undefined;
 }
 
-/** Incode's "Processing error": a 4xx whose envelope carries status 6000. */
+/**
+ * A selfie call refused with a 4xx (not an auth or session problem) is a capture to repeat, per the guide; so is one
+ * whose envelope names a selfie error code under any HTTP status, since which status each code comes with is unknown.
+ * A 5xx without such a code is an outage, not a bad selfie.
+ */
+function isSelfieRefusal(err: unknown): err is IncodeError {
+  if (!(err instanceof IncodeError)) return false;
+  const code = incodeCodeOf(err);
+  return (err.isClientError && ![401, 403, 404, 409].includes(err.details.httpStatus ?? 0)) || (code !== undefined && code in SELFIE_ERRORS);
+}
+
+/** Incode's "Processing error": an envelope carrying status 6000, whatever the HTTP status (seen as 4xx and 500). */
 function isProcessingError(err: unknown): err is IncodeError {
-  return err instanceof IncodeError && err.isClientError && err.details.incodeStatus === 6000;
+  return err instanceof IncodeError && incodeCodeOf(err) === 6000;
 }
 
 function processingRejection(reason: string, messages: Readonly<Record<string, string>>, err?: IncodeError): CheckRejected {

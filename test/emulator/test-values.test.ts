@@ -141,6 +141,13 @@ describe('test values over HTTP', () => {
     expectEnvelope(f.pid, 400, 6000);
   });
 
+  it('"-http-<nnn>" answers the same envelope under another status (process/id, process/face, add/face)', async () => {
+    expectEnvelope((await flow('emu:process-id-error-http-500')).pid, 500, 6000);
+    expectEnvelope((await flow('emu:process-face-error-http-503')).pf, 503, 6000);
+    const s = await emu.start({ externalCustomerId: 'emu:selfie-error-3008-http-500' });
+    expectEnvelope(await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: s.token, body: face() }), 500, 3008);
+  });
+
   it('emu:process-face-error answers 6000 on process/face, and the face is never processed', async () => {
     const f = await flow('emu:process-face-error');
     expectEnvelope(f.pf, 400, 6000);

@@ -13,6 +13,7 @@ import {
   isFailedCall,
   isOneSided,
   selfieError,
+  type SelfieResponse,
 } from '../../src/incode/capture-checks';
 import { IncodeError } from '../../src/incode/errors';
 
@@ -156,8 +157,12 @@ describe('checkSelfie', () => {
     ['hasLenses', { hasLenses: true }, 'SELFIE_LENSES', 'Take off your glasses'],
     ['hasFaceMask', { hasFaceMask: true }, 'SELFIE_FACE_MASK', 'Take off your face mask'],
     ['isBright false', { isBright: false }, 'SELFIE_NOT_BRIGHT', 'Too dark'],
+    // As the Web SDK: only a truthy isBright and a confidence of exactly 0 pass.
+    ['isBright missing', { isBright: undefined }, 'SELFIE_NOT_BRIGHT', 'Too dark'],
+    ['confidence missing (seen on a too-dark selfie)', { confidence: undefined }, 'SELFIE_POOR_CONDITIONS', DEFAULT_SELFIE_MESSAGE],
+    ['confidence not a number', { confidence: '0' }, 'SELFIE_POOR_CONDITIONS', DEFAULT_SELFIE_MESSAGE],
   ])('rejects %s', (_n, patch, reason, message) => {
-    expect(checkSelfie({ ...good, ...patch })).toEqual({ ok: false, reason, message });
+    expect(checkSelfie({ ...good, ...patch } as SelfieResponse)).toEqual({ ok: false, reason, message });
   });
 
   it('rejects a failed call with the message of its Incode code (IncodeError)', () => {

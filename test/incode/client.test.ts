@@ -316,6 +316,16 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it("a 5xx carrying one of Incode's own codes (a processing error) is an answer: it does not open the circuit", async () => {
+    const srv = await scripted((_req, res) => envelope(res, 500, 6000));
+    const c = client(srv.url, { maxRetries: 0, circuit: { failureThreshold: 2, resetMs: 60_000 } });
+    for (let i = 0; i < 4; i++) expect(((await c.processId('t').catch((e: unknown) => e)) as IncodeError).details).toMatchObject({ httpStatus: 500, incodeStatus: 6000 });
+    expect(c.circuitState('capture')).toBe('closed');
+    expect(srv.hits()).toBe(4);
+    await c.close();
+    await srv.close();
+  });
+
   it('opens the circuit after consecutive failures, fails fast, and closes after a good probe', async () => {
     let healthy = false;
     const srv = await scripted((_req, res) => {

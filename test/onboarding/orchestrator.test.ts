@@ -337,6 +337,20 @@ describe('rejected captures', () => {
     expect(c).toMatchObject({ ok: false, step: 'selfie', reason, message, incodeCode: code });
   });
 
+  // Which HTTP status each Incode code comes with is unknown: the envelope's code decides, not the status line.
+  it('a selfie error code under a 5xx is a selfie to repeat, not an outage', async () => {
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:selfie-error-3008-http-500' }));
+    expect(c).toMatchObject({ ok: false, step: 'selfie', reason: 'SELFIE_IMAGE_UNSUPPORTED', incodeCode: 3008 });
+  });
+
+  it.each([
+    ['emu:process-id-error-http-500', 'front', 'ID_PROCESSING_FAILED'],
+    ['emu:process-face-error-http-500', 'selfie', 'SELFIE_PROCESSING_FAILED'],
+  ])('a processing error (6000) under a 500 (%s) is a capture to repeat too', async (customer, step, reason) => {
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: customer }));
+    expect(c).toMatchObject({ ok: false, step, reason, incodeCode: 6000 });
+  });
+
   it('reports a face mismatch and lets the scores decline the session', async () => {
     const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-match' }));
     expect(captures).toMatchObject({ ok: true, faceMatch: { ok: false, reason: 'FACE_NO_MATCH' } });
