@@ -12,6 +12,11 @@ export const ErrorBody = Type.Object(
 
 const errorRef = Type.Ref('ErrorBody');
 
+/** A status answered either by the route itself (schema) or by the error handler (e.g. 503 while shutting down). */
+export function orError(schema: TSchema): TSchema {
+  return Type.Union([schema, errorRef]);
+}
+
 /** Response map with the given success schemas plus the error body for every error status a route can give. */
 export function withErrors<T extends Record<number, TSchema>>(ok: T, statuses: number[] = []): Record<number, TSchema> {
   const out: Record<number, TSchema> = { ...ok };

@@ -2,6 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { request } from 'undici';
+import { orError } from '../schemas';
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
 const Ready = Type.Object({ status: Type.String(), sandbox: Type.Boolean(), checks: Type.Object({ config: Check, database: Check, incode: Check, draining: Check }) });
@@ -31,7 +32,8 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
 
   app.get('/healthz', { schema: { summary: 'Liveness', tags: ['health'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
 
-  app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: { 200: Ready, 503: Ready } } }, async (req, reply) => {
+  // 503 is the checks when one fails, or the error body when the request is turned away (shutdown, load shedding).
+  app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: { 200: Ready, 503: orError(Ready) } } }, async (req, reply) => {
     const database = await app.store.ping().then(
       () => ({ ok: true }),
       () => ({ ok: false, detail: 'unreachable' }),

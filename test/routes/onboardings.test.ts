@@ -319,6 +319,9 @@ describe('POST /onboardings', () => {
       // While it drains, a new request is turned away like every error: a code, Retry-After and the request id.
       const late = await fetch(`${b.url}/healthz`);
       expect([late.status, late.headers.get('retry-after'), await late.json()]).toEqual([503, '1', { code: 'SHUTTING_DOWN', message: expect.any(String), requestId: expect.any(String) }]);
+      // Readiness too (its own 503 body is the checks; this one is the error body, not a failed serialization).
+      const ready = await fetch(`${b.url}/readyz`);
+      expect([ready.status, await ready.json()]).toEqual([503, { code: 'SHUTTING_DOWN', message: expect.any(String), requestId: expect.any(String) }]);
       const res = await answer;
       expect(res.status).toBe(202);
       await closing;
