@@ -14,8 +14,9 @@ const SECTIONS: Record<string, string> = {
 };
 
 // Left commented: unset, these mean something their default does not (sandbox mode keeps data in memory unless
-// DATABASE_URL is set), so a copy of this file must behave like no file at all.
-const COMMENTED = new Set(['DATABASE_URL']);
+// DATABASE_URL is set), so a copy of this file must behave like no file at all. NODE_ENV and HOST too: given to
+// `docker run --env-file`, a copy would override the image's production and 0.0.0.0 with development and loopback.
+const COMMENTED = new Set(['DATABASE_URL', 'NODE_ENV', 'HOST']);
 
 export function renderEnvExample(): string {
   let out =
