@@ -73,6 +73,11 @@ export const ENV_SCHEMA = {
   },
   DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts. Sandbox generates a throwaway key.' },
   RETENTION_DAYS: { kind: { type: 'int', min: 1, max: 3650 }, default: '30', doc: 'Stored scores, OCR and tokens are erased after this many days.' },
+  RETENTION_DELETE_AT_INCODE: {
+    kind: { type: 'bool' },
+    default: 'false',
+    doc: 'The retention sweep also deletes each erased session at Incode (its images and data there; needs the executive credentials), as DELETE /sessions/:id?incode=true does.',
+  },
 
   WEBHOOK_CLIENT_ID: { kind: { type: 'string' }, doc: 'OAuth 2.0 client id Incode uses at POST /webhooks/incode/token.' },
   WEBHOOK_CLIENT_SECRET: { kind: { type: 'string' }, secret: true, doc: 'OAuth 2.0 client secret for WEBHOOK_CLIENT_ID.' },
@@ -169,6 +174,7 @@ export interface Config {
   database: { url: string; timeoutMs: number; sqliteSynchronous: 'normal' | 'full' };
   encryption: { keys: { id: string; key: Buffer }[]; generated: boolean };
   retentionDays: number;
+  retentionDeleteAtIncode: boolean;
   webhook: {
     clientId?: string;
     clientSecret?: string;
@@ -414,6 +420,10 @@ export function loadConfig(env: Env): Config {
   const executivePassword = str(env, 'INCODE_EXECUTIVE_PASSWORD');
   if (!!executiveEmail !== !!executivePassword)
     throw new ConfigError(executiveEmail ? 'INCODE_EXECUTIVE_PASSWORD' : 'INCODE_EXECUTIVE_EMAIL', 'must be set together with its pair');
+  // Incode deletes only under an executive token: without one every deletion would be dead-lettered, silently keeping data.
+  const retentionDeleteAtIncode = bool(env, 'RETENTION_DELETE_AT_INCODE');
+  if (retentionDeleteAtIncode && !executiveEmail && !sandbox)
+    throw new ConfigError('RETENTION_DELETE_AT_INCODE', 'needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD: Incode deletes sessions only under an executive token');
 
   let databaseUrl = str(env, 'DATABASE_URL')!;
   if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(databaseUrl))
@@ -473,6 +483,7 @@ export function loadConfig(env: Env): Config {
     database: { url: databaseUrl, timeoutMs: int(env, 'DATABASE_TIMEOUT_MS'), sqliteSynchronous: str(env, 'SQLITE_SYNCHRONOUS') as 'normal' | 'full' },
     encryption: { keys, generated },
     retentionDays: int(env, 'RETENTION_DAYS'),
+    retentionDeleteAtIncode,
     webhook,
     results: {
       mode: str(env, 'RESULTS_MODE') as Config['results']['mode'],

@@ -81,6 +81,7 @@ describe('loadConfig', () => {
     [{ PORT: '0' }, 'PORT', /sandbox mode/],
     [{ POLL_INTERVAL_MS: '5000', POLL_MAX_INTERVAL_MS: '1000' }, 'POLL_MAX_INTERVAL_MS', /at least POLL_INTERVAL_MS/],
     [{ WEBHOOK_ALLOW_UNAUTHENTICATED: 'maybe' }, 'WEBHOOK_ALLOW_UNAUTHENTICATED', /true or false/],
+    [{ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: `main:${KEY}`, RETENTION_DELETE_AT_INCODE: 'true' }, 'RETENTION_DELETE_AT_INCODE', /executive token/],
   ])('rejects %j naming %s', (env, variable, message) => {
     const e = errorFor(env as Record<string, string>);
     expect(e.variable).toBe(variable);

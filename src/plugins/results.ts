@@ -46,9 +46,14 @@ export default fp<{ config: Config; runWorker?: boolean }>(
     };
     const purge = () => {
       sweeping ??= app.store
-        .purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now(), stopSweep.signal)
+        .purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now(), stopSweep.signal, config.retentionDeleteAtIncode)
         .then(
-          (n) => void (n && app.log.info({ erased: n }, 'retention purge')),
+          (n) => {
+            if (!n) return;
+            app.log.info({ erased: n, deleteAtIncode: config.retentionDeleteAtIncode }, 'retention purge');
+            // Their deletions at Incode are queued: the worker takes them now rather than at its next idle poll.
+            if (config.retentionDeleteAtIncode) worker.kick();
+          },
           (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'retention purge failed'),
         )
         .finally(() => (sweeping = null));

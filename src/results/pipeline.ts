@@ -6,6 +6,7 @@ import { IncodeError } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
+import { incodeDeleteJob } from '../store/rows';
 import type { Job, NewSession, SessionRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank } from './status';
@@ -77,7 +78,7 @@ export class ResultsPipeline {
    */
   async deleteAtIncodeLater(interviewId: string): Promise<void> {
     const now = this.now();
-    await this.d.store.enqueueJob({ kind: 'incode-delete', subject: interviewId, payload: {}, runAt: now, dedupeKey: `incode-delete:${interviewId}` }, now);
+    await this.d.store.enqueueJob(incodeDeleteJob(interviewId, now), now);
     this.d.kick?.();
   }
 

@@ -16,6 +16,7 @@ import {
   resultsStatusSql,
   RESULTS_UPSERT_TAIL,
   newId,
+  incodeDeleteJob,
   freshSessionRecord,
   sessionInsertSql,
   sessionInsertValues,
@@ -94,6 +95,16 @@ function queuedJobSql(p: number, when = ''): string {
 
 function queuedJobParams(j: NewJob, now: number): unknown[] {
   return [newId(), j.kind, j.subject, jsonText(j.payload), j.runAt, j.dedupeKey ?? null, now];
+}
+
+/** Several jobs in one statement (one array per column), each skipped if an active one has its dedupe key. */
+const QUEUED_JOBS = `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
+  SELECT j.id, j.kind, j.subject, j.payload::jsonb, 'queued', 0, j.run_at, j.dedupe_key, $7::bigint, $7::bigint
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS j(id, kind, subject, payload, run_at, dedupe_key)
+  ON CONFLICT DO NOTHING`;
+
+function queuedJobsParams(jobs: NewJob[], now: number): unknown[] {
+  return [jobs.map(() => newId()), jobs.map((j) => j.kind), jobs.map((j) => j.subject), jobs.map((j) => jsonText(j.payload)), jobs.map((j) => j.runAt), jobs.map((j) => j.dedupeKey ?? null), now];
 }
 
 // A new session with its resume token and the Idempotency-Key it completes: one statement, one round trip, one commit.
@@ -364,22 +375,23 @@ export class PostgresStore implements Store {
    * wait). Erasing by the locked ids, not by the selection again, matters when two replicas purge at once: a second
    * evaluation could pick rows this transaction never locked and miss results saved into them meanwhile.
    */
-  private async erase(c: PoolClient, lock: string, lockArgs: unknown[], auditKind: string, detail: string, detailArg: unknown, now: number): Promise<{ locked: number; erased: number }> {
+  private async erase(c: PoolClient, lock: string, lockArgs: unknown[], auditKind: string, detail: string, detailArg: unknown, now: number): Promise<{ ids: string[]; erased: number }> {
     const { rows: locked } = await this.q<{ interview_id: string }>(lock, lockArgs, c);
-    if (locked.length === 0) return { locked: 0, erased: 0 };
-    const { rows } = await this.q<{ n: string }>(this.eraseSql(auditKind, detail), [locked.map((r) => r.interview_id), now, detailArg], c);
-    return { locked: locked.length, erased: Number(rows[0].n) };
+    if (locked.length === 0) return { ids: [], erased: 0 };
+    const ids = locked.map((r) => r.interview_id);
+    const { rows } = await this.q<{ n: string }>(this.eraseSql(auditKind, detail), [ids, now, detailArg], c);
+    return { ids, erased: Number(rows[0].n) };
   }
 
   async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
     // Known (even if erased before: a replayed request is a quiet no-op, no second audit row) is what counts.
-    const { locked } = await this.tx((c) =>
+    const { ids } = await this.tx((c) =>
       this.erase(c, 'SELECT interview_id FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], 'erasure', `jsonb_build_object('reason', $3::text)`, reason, now),
     );
-    return locked > 0;
+    return ids.length > 0;
   }
 
-  async purgeExpired(createdBefore: number, now: number, signal?: AbortSignal): Promise<number> {
+  async purgeExpired(createdBefore: number, now: number, signal?: AbortSignal, deleteAtIncode = false): Promise<number> {
     const limit = sweepLimit(signal);
     // In batches of purgeBatch, each its own transaction: one statement over a large backlog (the first sweep, or one
     // after an outage) would outlast DATABASE_TIMEOUT_MS and fail every hour, so personal data would outlive its
@@ -391,9 +403,13 @@ export class PostgresStore implements Store {
     const detail = `jsonb_build_object('reason', 'retention', 'createdBefore', $3::bigint)`;
     let n = 0;
     await inBatches(this.purgeBatch, async () => {
-      const { locked, erased } = await this.tx((c) => this.erase(c, due, [createdBefore], 'retention-purge', detail, createdBefore, now));
+      const { ids, erased } = await this.tx(async (c) => {
+        const r = await this.erase(c, due, [createdBefore], 'retention-purge', detail, createdBefore, now);
+        if (deleteAtIncode && r.ids.length) await this.q(QUEUED_JOBS, queuedJobsParams(r.ids.map((id) => incodeDeleteJob(id, now)), now), c);
+        return r;
+      });
       n += erased;
-      return locked;
+      return ids.length;
     }, limit);
     // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token is refused at
     // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { Cipher, sha256Hex } from './crypto';
-import { InvalidCursorError, type AuditEntry, type Decision, type Job, type JobState, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type StepRecord } from './types';
+import { InvalidCursorError, type AuditEntry, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
 export const aad = {
@@ -413,4 +413,9 @@ export function clampLimit(limit: number, max = 1000): number {
 
 export function newId(): string {
   return randomUUID();
+}
+
+/** The job that deletes a session at Incode once it is erased here: one queued per session at a time. */
+export function incodeDeleteJob(interviewId: string, now: number): NewJob {
+  return { kind: 'incode-delete', subject: interviewId, payload: {}, runAt: now, dedupeKey: `incode-delete:${interviewId}` };
 }

@@ -20,6 +20,7 @@ import {
   sqliteArgs,
   freshSessionRecord,
   newId,
+  incodeDeleteJob,
   sessionInsertSql,
   sessionInsertValues,
   sessionMergeSql,
@@ -361,7 +362,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  async purgeExpired(createdBefore: number, now: number, signal?: AbortSignal): Promise<number> {
+  async purgeExpired(createdBefore: number, now: number, signal?: AbortSignal, deleteAtIncode = false): Promise<number> {
     const limit = sweepLimit(signal);
     // In batches, each its own transaction: better-sqlite3 runs on the event loop, and one statement over a large
     // backlog would block it (and hold the file's write lock past other processes' busy_timeout) for seconds.
@@ -374,6 +375,8 @@ export class SqliteStore implements Store {
       // Counted after the write: a batch whose group commit reruns its closures must not count twice.
       const erased = await this.write(() => {
         const args = { createdBefore, now };
+        if (deleteAtIncode)
+          for (const { interview_id: id } of this.st(due).all({ createdBefore }) as { interview_id: string }[]) this.insertJob(incodeDeleteJob(id, now), now);
         this.st(
           `INSERT INTO audit (kind, subject, detail, at)
            SELECT 'retention-purge', interview_id, json_object('reason', 'retention', 'createdBefore', @createdBefore), @now

@@ -192,8 +192,10 @@ export interface Store {
   /**
    * Erases PII of sessions created before `createdBefore`, and drops finished jobs and processed events older than it;
    * returns how many sessions. Works in batches for at most a minute; `signal` (a shutdown) stops it between batches.
+   * With `deleteAtIncode`, each erased session's deletion at Incode is queued (an `incode-delete` job) in the same
+   * transaction as its erasure, so none is lost between the two.
    */
-  purgeExpired(createdBefore: number, now: number, signal?: AbortSignal): Promise<number>;
+  purgeExpired(createdBefore: number, now: number, signal?: AbortSignal, deleteAtIncode?: boolean): Promise<number>;
 
   // inbox and jobs
   /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */

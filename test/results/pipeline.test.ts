@@ -883,6 +883,30 @@ describe('erasure, retention and PII at rest', () => {
     await second.close();
     await emu.close();
   });
+
+  it('with RETENTION_DELETE_AT_INCODE, the sweep also deletes what it erases at Incode', async () => {
+    const url = `sqlite:${join(mkdtempSync(join(tmpdir(), 'broker-ret-incode-')), 'broker.db')}`;
+    const emu = await startEmulator();
+    const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }), { runWorker: false });
+    // A session Incode has, stored three days ago; and a recent one, which stays at Incode.
+    const old = await first.app.incode.start({ countryCode: 'ALL' });
+    await first.app.store.upsertSession({ interviewId: old.interviewId, origin: 'broker', token: old.token, now: Date.now() - 3 * 86_400_000 });
+    const recent = (await request(first.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+    await first.close();
+    const second = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1', RETENTION_DELETE_AT_INCODE: 'true' }));
+    try {
+      await waitFor(async () => !emu.app.emulator.sessions.sessions.has(old.interviewId));
+      expect(await second.app.store.getSession(old.interviewId)).toMatchObject({ resultsStatus: 'erased' });
+      // The job audits its deletion just before it is marked done.
+      await waitFor(async () => (await second.app.store.listJobs(old.interviewId)).some((j) => j.kind === 'incode-delete' && j.state === 'done'));
+      expect((await second.app.store.listAudit(old.interviewId)).map((a) => a.kind)).toEqual(['retention-purge', 'incode-deleted']);
+      expect(emu.app.emulator.sessions.sessions.has(recent.interviewId)).toBe(true);
+      expect((await second.app.store.listJobs(recent.interviewId)).filter((j) => j.kind === 'incode-delete')).toEqual([]);
+    } finally {
+      await second.close();
+      await emu.close();
+    }
+  });
 });
 
 describe('deleting at Incode', () => {
