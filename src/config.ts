@@ -108,9 +108,9 @@ export const ENV_SCHEMA = {
     doc: 'POST /onboardings bodies (by Content-Length) held at once; beyond it 503 OVERLOADED before a body is read (0 = no bound).',
   },
   ONBOARDING_MAX_BACKGROUND: {
-    kind: { type: 'int', min: 0, max: 100000 },
+    kind: { type: 'int', min: 1, max: 100000 },
     default: '256',
-    doc: 'POST /onboardings finishes watched in the background at once (each reads its session every 250 ms until its results are stored, up to 10 min); an onboarding accepted beyond it is left to webhooks and polling like an SDK session (0 = always).',
+    doc: 'POST /onboardings finishes watched in the background at once (each reads its session every 250 ms until its results are stored, up to 10 min); an onboarding accepted beyond it is left to webhooks and polling like an SDK session.',
   },
   REQUEST_TIMEOUT_MS: {
     kind: { type: 'int', min: 1000, max: 3600000 },

@@ -153,6 +153,17 @@ export const SELFIE_ERRORS: Readonly<Record<number, { reason: string; message: s
   3010: { reason: 'SELFIE_BAD_COMPRESSION', message: "Couldn't capture, try moving elsewhere" },
 });
 
+/** Incode's "Processing error": the document or the selfie must be captured again. */
+export const PROCESSING_ERROR_CODE = 6000;
+
+/**
+ * A code by which Incode tells that a capture must be repeated (a selfie error, a processing error). Which HTTP status
+ * each comes with is unknown, so such an answer under a 5xx is Incode answering, not failing.
+ */
+export function isCaptureCode(code: number | undefined): boolean {
+  return code !== undefined && (code === PROCESSING_ERROR_CODE || code in SELFIE_ERRORS);
+}
+
 /** The guide's message for every code not in the table (reason SELFIE_POOR_CONDITIONS). */
 export const DEFAULT_SELFIE_MESSAGE = 'Poor conditions for selfie, try in another place';
 
@@ -220,7 +231,7 @@ export function failedCallCode(f: FailedCall): number | undefined {
 /**
  * Checks an add/face answer, or the failure of that call (any non-200 means "repeat the selfie").
  * Note the polarity: here confidence > 0 is a spoof suspicion, while process/face confidence 0 is a mismatch.
- * What passes is what the Web SDK lets through (confidence exactly 0, isBright truthy, no lenses, no mask): an answer
+ * What passes is what the Web SDK lets through (confidence exactly 0, isBright truthy, lenses and mask falsy): an answer
  * missing confidence or isBright is retaken, not accepted (one without confidence was seen on a too-dark selfie).
  */
 export function checkSelfie(resOrError: SelfieResponse | FailedCall | null | undefined): CheckResult {
@@ -233,9 +244,9 @@ export function checkSelfie(resOrError: SelfieResponse | FailedCall | null | und
   const r = resOrError as SelfieResponse;
   const selfieReject = (reason: string) => reject(reason, SELFIE_CHECK_MESSAGES[reason]);
   if (typeof r.confidence === 'number' && r.confidence > 0) return selfieReject(SELFIE_REASONS.SPOOF);
-  if (r.hasLenses === true) return selfieReject(SELFIE_REASONS.LENSES);
-  if (r.hasFaceMask === true) return selfieReject(SELFIE_REASONS.FACE_MASK);
-  if (r.isBright !== true) return selfieReject(SELFIE_REASONS.NOT_BRIGHT);
+  if (r.hasLenses) return selfieReject(SELFIE_REASONS.LENSES);
+  if (r.hasFaceMask) return selfieReject(SELFIE_REASONS.FACE_MASK);
+  if (!r.isBright) return selfieReject(SELFIE_REASONS.NOT_BRIGHT);
   if (r.confidence !== 0) return reject(SELFIE_REASONS.POOR_CONDITIONS, DEFAULT_SELFIE_MESSAGE);
   return { ok: true };
 }

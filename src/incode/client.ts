@@ -1,6 +1,7 @@
 // Typed Incode Omni API client: one undici keep-alive Pool, one method per Incode operation.
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { Config } from '../config';
+import { isCaptureCode } from './capture-checks';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker';
 import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from './errors';
 import type {
@@ -368,9 +369,11 @@ export class IncodeClient {
       return (parsed ?? {}) as T;
     }
     const e = incodeErrorFromResponse(spec.operation, status, parsed, res.headers);
-    // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit, and not a 5xx whose
-    // envelope names one of Incode's own codes (a processing error, a selfie code): that is Incode answering.
-    if (e.isClientError || e.details.incodeStatus !== status) circuit?.success();
+    // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit. A 5xx naming a
+    // capture code (a processing error, a selfie code) counts neither way: Incode answered about the capture, but such
+    // answers must not close a circuit that real failures among them are opening.
+    if (e.isClientError) circuit?.success();
+    else if (status >= 500 && isCaptureCode(e.incodeCode)) circuit?.abandoned(probe);
     else circuit?.failure();
     this.opts.onCall?.(spec.operation, httpOutcome(status), seconds());
     throw e;

@@ -49,6 +49,12 @@ export class IncodeError extends Error {
     return this.details.notSent === true || (s !== undefined && s >= 400);
   }
 
+  /** One of Incode's own codes from the envelope (4019, 6000...), not merely the HTTP status repeated. */
+  get incodeCode(): number | undefined {
+    const { incodeStatus, httpStatus } = this.details;
+    return incodeStatus !== undefined && incodeStatus !== httpStatus ? incodeStatus : undefined;
+  }
+
   /** Incode answered with a client error: the call itself was refused (counts as a success for the circuit). */
   get isClientError(): boolean {
     const s = this.details.httpStatus;

@@ -3,12 +3,13 @@ import type { Config } from '../config';
 import {
   ID_MESSAGES,
   ID_REASONS,
+  PROCESSING_ERROR_CODE,
   SELFIE_CHECK_MESSAGES,
-  SELFIE_ERRORS,
   SELFIE_REASONS,
   checkFaceMatch,
   checkIdCapture,
   checkSelfie,
+  isCaptureCode,
   isOneSided,
   type CheckRejected,
   type CheckResult,
@@ -149,26 +150,24 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** The envelope carries one of Incode's own codes (not merely the HTTP status repeated). */
-function incodeCodeOf(err: IncodeError): number | undefined {
-  const { incodeStatus, httpStatus } = err.details;
-  return incodeStatus !== undefined && incodeStatus !== httpStatus ? incodeStatus : undefined;
-}
-
 /**
- * A selfie call refused with a 4xx (not an auth or session problem) is a capture to repeat, per the guide; so is one
- * whose envelope names a selfie error code under any HTTP status, since which status each code comes with is unknown.
- * A 5xx without such a code is an outage, not a bad selfie.
+ * Incode answering about the capture: a 4xx other than an auth or session problem, or a 5xx naming one of its capture
+ * codes (which HTTP status each code comes with is unknown). A bare 5xx is an outage, not a capture to repeat.
  */
-function isSelfieRefusal(err: unknown): err is IncodeError {
+function isCaptureAnswer(err: unknown): err is IncodeError {
   if (!(err instanceof IncodeError)) return false;
-  const code = incodeCodeOf(err);
-  return (err.isClientError && ![401, 403, 404, 409].includes(err.details.httpStatus ?? 0)) || (code !== undefined && code in SELFIE_ERRORS);
+  const http = err.details.httpStatus ?? 0;
+  return err.isClientError ? ![401, 403, 404, 409].includes(http) : http >= 500 && isCaptureCode(err.incodeCode);
 }
 
-/** Incode's "Processing error": an envelope carrying status 6000, whatever the HTTP status (seen as 4xx and 500). */
+/** A selfie call Incode refused: a capture to repeat, per the guide. */
+function isSelfieRefusal(err: unknown): err is IncodeError {
+  return isCaptureAnswer(err);
+}
+
+/** Incode's "Processing error" (6000, seen under a 4xx and a 500). */
 function isProcessingError(err: unknown): err is IncodeError {
-  return err instanceof IncodeError && incodeCodeOf(err) === 6000;
+  return isCaptureAnswer(err) && err.incodeCode === PROCESSING_ERROR_CODE;
 }
 
 function processingRejection(reason: string, messages: Readonly<Record<string, string>>, err?: IncodeError): CheckRejected {
@@ -447,7 +446,7 @@ export class Orchestrator {
     let e: OnboardingError;
     if (err instanceof OnboardingError) e = err;
     else if (err instanceof IncodeError) {
-      const detail = err.details.incodeStatus !== undefined && err.details.incodeStatus !== err.details.httpStatus ? ` (Incode status ${err.details.incodeStatus})` : '';
+      const detail = err.incodeCode !== undefined ? ` (Incode status ${err.incodeCode})` : '';
       const http = err.details.httpStatus !== undefined ? ` with HTTP ${err.details.httpStatus}` : '';
       e = new OnboardingError(step, err.code, `Incode ${err.operation} failed at step ${step}${http}${detail}`, interviewId, err);
     } else if (isDatabaseUnavailable(err)) e = new OnboardingError(step, 'DATABASE_UNAVAILABLE', `The database did not answer at step ${step}`, interviewId);
@@ -474,9 +473,11 @@ export class Orchestrator {
   private async markComplete(interviewId: string, token: string, ctx: CallContext, failures: { last: string | null }): Promise<boolean> {
     try {
       // Shared with the pipeline's status checks: one finish-status call at a time, whoever asks first records it.
-      if ((await this.d.pipeline.finishOnce(interviewId, token, ctx)).ran) await this.record(interviewId, 'finish', 'ok');
+      await this.d.pipeline.finishOnce(interviewId, token, ctx, () => this.record(interviewId, 'finish', 'ok'));
       return true;
     } catch (err) {
+      // Stopped by this request's own signal: the wait reports that; it is no failure of Incode's to record.
+      if (ctx.signal?.aborted) return false;
       const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';
       this.d.log.warn({ interviewId, code }, 'finish-status failed');
       if (failures.last !== code) await this.record(interviewId, 'finish', 'failed', { code, message: err instanceof Error ? err.message : null });

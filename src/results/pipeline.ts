@@ -38,6 +38,20 @@ export interface PipelineDeps {
 }
 
 /** A webhook's informative string field as kept in the inbox: cut to 128 characters, anything else left out. */
+/** Waits for p, or rejects with the signal's reason as soon as it aborts. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason ?? new Error('aborted'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
+      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
+    );
+  });
+}
+
 function boundedText(v: unknown): string | undefined {
   return typeof v === 'string' ? v.slice(0, 128) : undefined;
 }
@@ -199,7 +213,12 @@ export class ResultsPipeline {
     let status: string;
     try {
       status = (await this.d.incode.getOnboardingStatus(token.value, id, ctx)).onboardingStatus;
-      if (session && !token.executive && (await this.awaitsCompletion(session, status))) status = await this.complete(id, token.value, status, ctx);
+      if (session && !token.executive && (await this.awaitsCompletion(session, status))) {
+        const after = await this.complete(id, token.value, status, ctx);
+        // Processing still going on, and no polling to come back to it: this check comes back itself, with backoff.
+        if (after === null && this.d.config.results.mode === 'webhook') throw new JobError('PROCESSING_NOT_DONE', true);
+        status = after ?? status;
+      }
     } catch (err) {
       if (err instanceof IncodeError && (err.code === 'INCODE_NOT_FOUND' || err.code === 'INCODE_BAD_REQUEST') && !session) {
         // A webhook for a session Incode does not know: forged or misrouted. Recorded, nothing created.
@@ -234,21 +253,24 @@ export class ResultsPipeline {
     return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected')) && !steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
   }
 
-  /** finish-status once post-processing is done; answers the status to apply (read again after finishing). */
-  private async complete(id: string, token: string, status: string, ctx: CallContext): Promise<string> {
-    if (!(await this.processingDone(id, token, status, ctx))) return status;
-    const done = await this.finish(id, token, ctx);
-    if (!done) return status;
-    if (done.ran) await this.d.store.recordStep(id, { step: 'finish', outcome: 'ok', code: 'BACKGROUND', at: this.now() });
+  /**
+   * finish-status once post-processing is done; answers the status to apply (read again after finishing), or null
+   * while processing is still going on.
+   */
+  private async complete(id: string, token: string, status: string, ctx: CallContext): Promise<string | null> {
+    if (!(await this.processingDone(id, token, status, ctx))) return null;
+    const record = () => this.d.store.recordStep(id, { step: 'finish', outcome: 'ok', code: 'BACKGROUND', at: this.now() });
+    if (!(await this.finish(id, token, ctx, record))) return status;
     return (await this.d.incode.getOnboardingStatus(token, id, ctx)).onboardingStatus;
   }
 
-  /** finish-status; null when Incode refuses it (a 4xx: the session cannot be completed, which is no job failure). */
-  private async finish(id: string, token: string, ctx: CallContext): Promise<{ ran: boolean } | null> {
+  /** finish-status; false when Incode refuses it (a 4xx: the session cannot be completed, which is no job failure). */
+  private async finish(id: string, token: string, ctx: CallContext, record?: () => Promise<void>): Promise<boolean> {
     try {
-      return await this.finishOnce(id, token, ctx);
+      await this.finishOnce(id, token, ctx, record);
+      return true;
     } catch (e) {
-      if (e instanceof IncodeError && e.isClientError) return null;
+      if (e instanceof IncodeError && e.isClientError) return false;
       throw e;
     }
   }
@@ -256,42 +278,58 @@ export class ResultsPipeline {
   /**
    * Whether Incode's processing of a session whose captures all went through is done, so finish-status may be called:
    * its status says POST_PROCESSING_FINISHED, or post-processing's own poll (isfinished) says finished. That poll is
-   * known from Incode's samples and SDKs, not its reference, so it never fails the session: a 404 (while the session's
-   * status reads fine, so the poll itself is what is missing) leaves the status as all there is to go by, and any
-   * other failure means "not known yet", asked again at the next status check.
+   * known from Incode's samples and SDKs, not its reference: a 404 from it (while the session's status reads fine, so
+   * the poll itself is what is missing) leaves the status to go by, where FACE_VALIDATION_FINISHED comes after
+   * post-processing in Incode's documented order. Any other failure is thrown, for the caller to ask again later.
    */
   async processingDone(interviewId: string, token: string, status: string, ctx: CallContext): Promise<boolean> {
     if (status === 'POST_PROCESSING_FINISHED') return true;
     try {
       return (await this.d.incode.isPostProcessFinished(token, interviewId, ctx)).finished === true;
     } catch (err) {
-      if (ctx.signal?.aborted) throw err;
-      const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';
-      this.d.log.warn({ interviewId, code }, 'post-processing poll failed');
-      return code === 'INCODE_NOT_FOUND';
+      if (!(err instanceof IncodeError) || err.code !== 'INCODE_NOT_FOUND' || ctx.signal?.aborted) throw err;
+      this.d.log.debug({ interviewId, status }, 'no post-processing poll at Incode: going by the status');
+      return status === 'FACE_VALIDATION_FINISHED';
     }
   }
 
   /**
-   * finish-status, one call per session at a time in this process: the orchestrator's wait and a status check (its
-   * webhook, a poll) can find processing done in the same moment. A caller that joined a call already running gets
-   * its outcome with `ran: false` and records nothing (the one that ran records the step). Incode's failure is thrown
-   * to every caller.
+   * finish-status, one call per session at a time in this process (replicas sharing a database may each make it once;
+   * Incode takes it again without harm): the orchestrator's wait and a status check (a webhook's, a poll's) can find
+   * processing done in the same moment. `record` (the `finish` step) runs before the call is let go, so no one looks
+   * between the two and sees neither. A caller that joined a running call gets its outcome with `ran: false` and
+   * records nothing, and stops waiting when its own signal aborts; if the call it joined was stopped by its maker's
+   * signal (a job's deadline, a shutdown), a joined caller that was not stopped makes the call again itself.
    */
-  async finishOnce(interviewId: string, token: string, ctx: CallContext): Promise<{ ran: boolean }> {
+  async finishOnce(interviewId: string, token: string, ctx: CallContext, record?: () => Promise<void>): Promise<{ ran: boolean }> {
     const running = this.finishing.get(interviewId);
-    if (running) return running.then(() => ({ ran: false }));
-    const call = this.d.incode.finishStatus(token, ctx).then(() => undefined);
-    this.finishing.set(interviewId, call);
+    if (running) {
+      try {
+        await untilAborted(running.done, ctx.signal);
+        return { ran: false };
+      } catch (err) {
+        if (!running.signal?.aborted || ctx.signal?.aborted) throw err;
+        if (this.finishing.get(interviewId) === running) this.finishing.delete(interviewId);
+        return this.finishOnce(interviewId, token, ctx, record);
+      }
+    }
+    const entry = {
+      done: (async () => {
+        await this.d.incode.finishStatus(token, ctx);
+        await record?.();
+      })(),
+      signal: ctx.signal,
+    };
+    this.finishing.set(interviewId, entry);
     try {
-      await call;
+      await entry.done;
       return { ran: true };
     } finally {
-      this.finishing.delete(interviewId);
+      if (this.finishing.get(interviewId) === entry) this.finishing.delete(interviewId);
     }
   }
 
-  private readonly finishing = new Map<string, Promise<void>>();
+  private readonly finishing = new Map<string, { done: Promise<void>; signal?: AbortSignal }>();
 
   /** Moves the session forward (never back) and starts the results job when the status has results. */
   async apply(interviewId: string, status: string, source: Source): Promise<void> {

@@ -22,7 +22,7 @@ describe('parseDirectives', () => {
 
   it('the emulator README lists every directive, and only directives', () => {
     const readme = readFileSync(join(__dirname, '../../src/emulator/README.md'), 'utf8');
-    const listed = [...readme.matchAll(/`(emu:[a-z0-9<>-]+)`/g)].map((m) => m[1].replace('<code>', '4019')).filter((v) => v !== 'emu:');
+    const listed = [...readme.matchAll(/`(emu:[a-z0-9<>-]+)`/g)].map((m) => m[1].replace('<code>', '4019').replace('<nnn>', '500')).filter((v) => v !== 'emu:');
     expect(parseDirectives(listed.join(' ')).unknown).toEqual([]);
     for (const d of DIRECTIVES) expect(listed.filter((l) => d.pattern.test(l.slice('emu:'.length)))).not.toHaveLength(0);
   });

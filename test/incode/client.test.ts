@@ -316,12 +316,21 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
-  it("a 5xx carrying one of Incode's own codes (a processing error) is an answer: it does not open the circuit", async () => {
-    const srv = await scripted((_req, res) => envelope(res, 500, 6000));
+  it("a 5xx naming a capture code (a processing error) counts neither way for the circuit; another code under a 5xx does", async () => {
+    let code = 6000;
+    const srv = await scripted((_req, res) => envelope(res, 500, code));
     const c = client(srv.url, { maxRetries: 0, circuit: { failureThreshold: 2, resetMs: 60_000 } });
     for (let i = 0; i < 4; i++) expect(((await c.processId('t').catch((e: unknown) => e)) as IncodeError).details).toMatchObject({ httpStatus: 500, incodeStatus: 6000 });
     expect(c.circuitState('capture')).toBe('closed');
     expect(srv.hits()).toBe(4);
+    // One real failure, then a capture answer, then another failure: the answer in between did not reset the count.
+    code = 500;
+    await c.processId('t').catch(() => undefined);
+    code = 6000;
+    await c.processId('t').catch(() => undefined);
+    code = 7777;
+    await c.processId('t').catch(() => undefined);
+    expect(c.circuitState('capture')).toBe('open');
     await c.close();
     await srv.close();
   });

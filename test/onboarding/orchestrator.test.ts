@@ -73,20 +73,23 @@ afterEach(async () => {
 });
 
 /**
- * A stand-in for Incode in front of the emulator: `intercept` may answer a request itself (returning true); every
- * other request is passed through as it is.
+ * A stand-in for Incode in front of the emulator: `intercept` may answer a request itself, or pass it on later with
+ * `pass` (returning true); every other request is passed through as it is.
  */
-async function interceptingProxy(intercept: (req: IncomingMessage, res: ServerResponse) => boolean, upstream = emulator.url): Promise<{ url: string; close: () => Promise<void> }> {
+async function interceptingProxy(
+  intercept: (req: IncomingMessage, res: ServerResponse, pass: () => void) => boolean,
+  upstream = emulator.url,
+): Promise<{ url: string; close: () => Promise<void> }> {
   const target = new URL(upstream);
   const pass = (req: IncomingMessage, res: ServerResponse) =>
     req.pipe(
       httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } }, (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
-      }),
+      }).on('error', () => res.destroy()),
     );
   const proxy = createServer((req, res) => {
-    if (!intercept(req, res)) pass(req, res);
+    if (!intercept(req, res, () => pass(req, res))) pass(req, res);
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   return {
@@ -195,13 +198,17 @@ describe('a passing session', () => {
 
   describe('finish-status is asked once, whoever finds processing done', () => {
     let finishCalls = 0;
+    let holdMs = 0;
     let proxy: Awaited<ReturnType<typeof interceptingProxy>>;
     beforeEach(async () => {
       finishCalls = 0;
-      // Counts the finish-status calls that reach Incode.
-      proxy = await interceptingProxy((req) => {
-        if (req.url?.startsWith('/omni/finish-status')) finishCalls += 1;
-        return false;
+      holdMs = 0;
+      // Counts the finish-status calls that reach Incode, holding each holdMs first.
+      proxy = await interceptingProxy((req, _res, pass) => {
+        if (!req.url?.startsWith('/omni/finish-status')) return false;
+        finishCalls += 1;
+        setTimeout(pass, holdMs);
+        return true;
       });
       await r.close();
       // No polling and no emulator webhooks: only what the test does checks the session's status.
@@ -223,11 +230,76 @@ describe('a passing session', () => {
       expect(finishCalls).toBe(2);
     });
 
+    it('the step is recorded before the call is let go: a caller that joined finds it recorded', async () => {
+      const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
+      if (!c.ok) throw new Error('rejected');
+      const token = (await r.store.getSession(c.interviewId))!.token!;
+      let recorded = false;
+      const record = () => new Promise<void>((resolve) => setTimeout(() => ((recorded = true), resolve()), 150));
+      const first = r.pipeline.finishOnce(c.interviewId, token, {}, record);
+      expect(await r.pipeline.finishOnce(c.interviewId, token, {})).toEqual({ ran: false });
+      expect(recorded).toBe(true);
+      expect(await first).toEqual({ ran: true });
+      expect(finishCalls).toBe(1);
+    });
+
+    it("a call stopped by its maker's signal is made again by a caller that joined it; a joined caller's own signal stops its wait", async () => {
+      const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
+      if (!c.ok) throw new Error('rejected');
+      const token = (await r.store.getSession(c.interviewId))!.token!;
+      holdMs = 300;
+      const maker = new AbortController();
+      const made = r.pipeline.finishOnce(c.interviewId, token, { signal: maker.signal }).catch((e: unknown) => e);
+      const joined = r.pipeline.finishOnce(c.interviewId, token, {});
+      setTimeout(() => maker.abort(), 50);
+      expect(await made).toBeInstanceOf(Error);
+      expect(await joined).toEqual({ ran: true });
+      expect(finishCalls).toBe(2);
+      // A joined caller whose own signal aborts stops waiting at once, and the call it joined goes on.
+      holdMs = 1000;
+      const running = r.pipeline.finishOnce(c.interviewId, token, {});
+      const mine = new AbortController();
+      const started = Date.now();
+      const gaveUp = r.pipeline.finishOnce(c.interviewId, token, { signal: mine.signal }).catch((e: unknown) => e);
+      setTimeout(() => mine.abort(), 50);
+      expect(await gaveUp).toMatchObject({ name: 'AbortError' });
+      expect(Date.now() - started).toBeLessThan(800);
+      expect(await running).toEqual({ ran: true });
+    });
+
+    it('without polling, a webhook check that finds processing still going on comes back until it can complete the session', async () => {
+      await r.close();
+      await proxy.close();
+      // Slow processing: the webhook for the face's status comes while the ID is still being post-processed.
+      const slow = await startEmulator({ processingDelayMs: 800 });
+      proxy = await interceptingProxy(() => false, slow.url);
+      r = await rig({ MARK_COMPLETE: 'true', RESULTS_MODE: 'webhook', JOB_BACKOFF_MS: '100', JOB_MAX_ATTEMPTS: '16' }, proxy.url);
+      try {
+        const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
+        if (!c.ok) throw new Error('rejected');
+        const token = (await r.store.getSession(c.interviewId))!.token!;
+        const emu = (slow.app as unknown as { emulator: EmulatorController }).emulator;
+        await waitFor(async () => emu.sessions.get(c.interviewId)?.idPhase === 1 && emu.sessions.get(c.interviewId)?.status !== 'UNKNOWN', 10_000, 10);
+        const { onboardingStatus } = await r.incode.getOnboardingStatus(token, c.interviewId);
+        expect((await r.incode.isPostProcessFinished(token, c.interviewId)).finished).toBe(false);
+        await r.pipeline.ingestWebhook({ interviewId: c.interviewId, onboardingStatus });
+        // No other webhook comes (the emulator sends none here) and nothing polls: only the check coming back ends it.
+        await waitFor(async () => (await r.store.getSession(c.interviewId))?.resultsStatus === 'ready', 15_000, 50);
+        const steps = await r.store.listSteps(c.interviewId);
+        expect(steps.filter((x) => x.step === 'finish').map((x) => `${x.outcome}:${x.code ?? ''}`)).toEqual(['ok:BACKGROUND']);
+        expect((await r.store.listJobs(c.interviewId)).some((j) => j.kind === 'verify' && j.lastError === 'PROCESSING_NOT_DONE')).toBe(true);
+      } finally {
+        await slow.close();
+      }
+    });
+
     it('a session its webhook check completed is not completed again by the request waiting on it', async () => {
       const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
       if (!c.ok) throw new Error('rejected');
       const token = (await r.store.getSession(c.interviewId))!.token!;
-      await waitFor(async () => (await r.incode.isPostProcessFinished(token, c.interviewId)).finished === true, 10_000, 50);
+      // Both the ID's post-processing and the face's processing done: a finish-status then completes it at once.
+      const emu = (emulator.app as unknown as { emulator: EmulatorController }).emulator;
+      await waitFor(async () => emu.sessions.get(c.interviewId)?.idPhase === 2 && emu.sessions.get(c.interviewId)?.facePhase === 2, 10_000, 20);
       // Incode's webhook for the last module status: its check finds processing done and completes the session.
       const { onboardingStatus } = await r.incode.getOnboardingStatus(token, c.interviewId);
       await r.pipeline.ingestWebhook({ interviewId: c.interviewId, onboardingStatus });
