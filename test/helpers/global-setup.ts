@@ -2,7 +2,8 @@
 import { existsSync } from 'node:fs';
 import { Socket } from 'node:net';
 
-function reachable(host: string, port: number, ms = 500): Promise<boolean> {
+// Before any test runs, so a loaded machine is not the reason; a refused connection answers at once anyway.
+function reachable(host: string, port: number, ms = 2000): Promise<boolean> {
   return new Promise((resolve) => {
     const s = new Socket();
     const done = (ok: boolean) => {
