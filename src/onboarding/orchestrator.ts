@@ -229,7 +229,7 @@ export class Orchestrator {
     const progress: { step: OnboardingStep } = { step: 'start' };
     try {
       // Stored before any capture: a webhook or the poller can then follow this session like any other.
-      await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId });
+      await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId, configurationId: startReq.configurationId });
       await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
       return await this.captureSteps(id, token, input, ctx, progress);
     } catch (err) {

@@ -132,12 +132,20 @@ export class ResultsPipeline {
    * Records a session this broker just started (by POST /session or the orchestrator) so that webhooks,
    * polling and the app's token lookups can follow it; the first poll is scheduled unless polling is off.
    */
-  async trackSession(s: { interviewId: string; token: string; externalCustomerId?: string; resume?: NewSession['resume']; idempotency?: NewSession['idempotency'] }): Promise<void> {
+  async trackSession(s: {
+    interviewId: string;
+    token: string;
+    externalCustomerId?: string;
+    configurationId?: string;
+    resume?: NewSession['resume'];
+    idempotency?: NewSession['idempotency'];
+  }): Promise<void> {
     const now = this.now();
     await this.d.store.upsertSession({
       interviewId: s.interviewId,
       origin: 'broker',
       externalCustomerId: s.externalCustomerId ?? null,
+      configurationId: s.configurationId ?? null,
       token: s.token,
       nextPollAt: this.firstPollAt('broker', now),
       resume: s.resume,

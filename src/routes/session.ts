@@ -139,7 +139,14 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         const started = await app.incode.start(startReq, { requestId: req.id });
         app.metrics.sessionsCreated.inc({ route: 'session' });
         const r = mintResume(started.interviewId);
-        await app.results.trackSession({ interviewId: started.interviewId, token: started.token, externalCustomerId: body.externalCustomerId, resume: r.stored, idempotency: claimed });
+        await app.results.trackSession({
+          interviewId: started.interviewId,
+          token: started.token,
+          externalCustomerId: body.externalCustomerId,
+          configurationId: startReq.configurationId,
+          resume: r.stored,
+          idempotency: claimed,
+        });
         return answer(started.interviewId, started.token, r);
       }, async (interviewId) => {
         const s = await app.store.getSession(interviewId);
@@ -177,7 +184,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         throw new AppError(409, 'SESSION_FINISHED', 'This onboarding has ended: its results are read by your backend, not with a new token');
       let started;
       try {
-        started = await app.incode.start({ interviewId }, { requestId: req.id });
+        // The session's own flow where it is known: Incode documents configurationId as required on start.
+        started = await app.incode.start({ interviewId, ...(spent.configurationId ? { configurationId: spent.configurationId } : {}) }, { requestId: req.id });
         if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
       } catch (err) {
         // Incode failed: the app keeps its token to try again (unless a newer one was issued meanwhile).

@@ -255,6 +255,14 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP TABLE IF EXISTS resume_tokens;
     `,
   },
+  {
+    // The flow a session was started with, so a resume's /omni/start names it too (Incode documents configurationId
+    // as required there). Not personal data. Sessions stored before it have none, and resume without it, as before.
+    version: 5,
+    name: 'session-configuration-id',
+    sqlite: 'ALTER TABLE sessions ADD COLUMN configuration_id TEXT;',
+    postgres: 'ALTER TABLE sessions ADD COLUMN IF NOT EXISTS configuration_id TEXT;',
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

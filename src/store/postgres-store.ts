@@ -584,13 +584,14 @@ export class PostgresStore implements Store {
   async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null> {
     if (!(await this.checkResumeToken(interviewId, tokenHash, now))) return null;
     // Checked in constant time above; the conditional UPDATE makes the spend atomic (one winner among racers).
-    const { rows } = await this.q<{ resume_expires_at: string; onboarding_status: string }>(
+    const { rows } = await this.q<{ resume_expires_at: string; onboarding_status: string; configuration_id: string | null }>(
       `UPDATE sessions SET resume_token_hash = $4
        WHERE interview_id = $1 AND resume_token_hash = $2 AND resume_expires_at > $3::bigint AND results_status <> 'erased'
-       RETURNING resume_expires_at, onboarding_status`,
+       RETURNING resume_expires_at, onboarding_status, configuration_id`,
       [interviewId, tokenHash, now, spentResumeMarker(tokenHash)],
     );
-    return rows[0] ? { expiresAt: Number(rows[0].resume_expires_at), onboardingStatus: rows[0].onboarding_status } : null;
+    const r = rows[0];
+    return r ? { expiresAt: Number(r.resume_expires_at), onboardingStatus: r.onboarding_status, configurationId: r.configuration_id } : null;
   }
 
   async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {

@@ -32,6 +32,7 @@ export interface SessionRow {
   updated_at: Num;
   next_poll_at: Num | null;
   poll_attempts: Num;
+  configuration_id: string | null;
 }
 
 export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
@@ -49,6 +50,7 @@ export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
     updatedAt: num(r.updated_at),
     nextPollAt: numOrNull(r.next_poll_at),
     pollAttempts: num(r.poll_attempts),
+    configurationId: r.configuration_id ?? null,
   };
 }
 
@@ -168,13 +170,15 @@ export function sessionMergeSql(greatest: 'MAX' | 'GREATEST'): string {
     ${fill('token_hash', 'token_enc')},
     ${fill('token_hash_indexed', 'token_enc')},
     ${fill('external_customer_id_enc')},
+    ${fill('configuration_id')},
     onboarding_status = CASE WHEN excluded.status_rank > s.status_rank THEN excluded.onboarding_status ELSE s.onboarding_status END,
     status_rank = ${greatest}(s.status_rank, excluded.status_rank),
     updated_at = ${greatest}(s.updated_at, excluded.updated_at)
   WHERE excluded.status_rank > s.status_rank
      OR (s.results_status <> 'erased' AND (
           (s.token_enc IS NULL AND excluded.token_enc IS NOT NULL)
-       OR (s.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)))`;
+       OR (s.external_customer_id_enc IS NULL AND excluded.external_customer_id_enc IS NOT NULL)
+       OR (s.configuration_id IS NULL AND excluded.configuration_id IS NOT NULL)))`;
 }
 
 /** Column values for a new session row, PII encrypted. */
@@ -189,6 +193,7 @@ export function sessionInsertValues(s: NewSession, cipher: Cipher) {
     onboarding_status: s.onboardingStatus ?? 'UNKNOWN',
     status_rank: s.statusRank ?? 0,
     next_poll_at: s.nextPollAt ?? null,
+    configuration_id: s.configurationId ?? null,
     resume_token_hash: s.resume?.tokenHash ?? null,
     resume_expires_at: s.resume?.expiresAt ?? null,
     now: s.now,
@@ -213,6 +218,7 @@ const NEW_SESSION_COLUMNS: ReadonlyArray<[column: string, value: { key: keyof Se
   ['updated_at', { key: 'now', pgCast: 'bigint' }],
   ['next_poll_at', { key: 'next_poll_at', pgCast: 'bigint' }],
   ['poll_attempts', { constant: '0' }],
+  ['configuration_id', { key: 'configuration_id' }],
   ['resume_token_hash', { key: 'resume_token_hash' }],
   ['resume_expires_at', { key: 'resume_expires_at', pgCast: 'bigint' }],
 ];
@@ -283,6 +289,7 @@ export function freshSessionRecord(s: NewSession, v: SessionInsertValues): Sessi
     updatedAt: s.now,
     nextPollAt: v.next_poll_at,
     pollAttempts: 0,
+    configurationId: v.configuration_id,
   };
 }
 

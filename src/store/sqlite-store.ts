@@ -564,11 +564,11 @@ export class SqliteStore implements Store {
     // Read, compare in constant time and mark spent in one write transaction: of concurrent spends, one wins.
     return this.write(() => {
       const r = this.st(
-        `SELECT resume_token_hash, resume_expires_at, onboarding_status FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
-      ).get(interviewId, now) as { resume_token_hash: string | null; resume_expires_at: number; onboarding_status: string } | undefined;
+        `SELECT resume_token_hash, resume_expires_at, onboarding_status, configuration_id FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
+      ).get(interviewId, now) as { resume_token_hash: string | null; resume_expires_at: number; onboarding_status: string; configuration_id: string | null } | undefined;
       if (!r || !isResumeHash(tokenHash) || !hashesEqual(r.resume_token_hash, tokenHash)) return null;
       this.st('UPDATE sessions SET resume_token_hash = ? WHERE interview_id = ?').run(spentResumeMarker(tokenHash), interviewId);
-      return { expiresAt: r.resume_expires_at, onboardingStatus: r.onboarding_status };
+      return { expiresAt: r.resume_expires_at, onboardingStatus: r.onboarding_status, configurationId: r.configuration_id };
     });
   }
 

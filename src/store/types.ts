@@ -33,11 +33,14 @@ export interface SessionRecord {
   /** Epoch ms of the next onboarding-status poll, null when polling is over. */
   nextPollAt: number | null;
   pollAttempts: number;
+  /** The flow (Incode configurationId) it was started with, when this service started it and knew it. */
+  configurationId: string | null;
 }
 
 export interface NewSession {
   interviewId: string;
   origin: SessionOrigin;
+  configurationId?: string | null;
   externalCustomerId?: string | null;
   token?: string | null;
   onboardingStatus?: string;
@@ -54,6 +57,8 @@ export interface NewSession {
 export interface SpentResumeToken {
   expiresAt: number;
   onboardingStatus: string;
+  /** The flow the session was started with, for the resume's start (null when unknown). */
+  configurationId: string | null;
 }
 
 export interface IdempotencyRef {

@@ -102,6 +102,14 @@ describe('request ids', () => {
     expect(sent('rid-ready')).toEqual(['/omni/get/onboarding/status']);
   });
 
+  it("a resume's start names the session's own flow (configurationId), as its first start did", async () => {
+    const s = (await request(broker.url).post('/session').set('x-request-id', 'rid-flow-1').send({ configurationId: 'flow-resume-a' }).expect(200)).body;
+    await request(broker.url).post('/session/resume').set('x-request-id', 'rid-flow-2').send({ resumeToken: s.resumeToken }).expect(200);
+    const bodies = (id: string) => proxy.records.filter((r) => r.headers['x-request-id'] === id && r.path === '/omni/start').map((r) => JSON.parse(r.body) as Record<string, unknown>);
+    expect(bodies('rid-flow-1')).toEqual([expect.objectContaining({ configurationId: 'flow-resume-a' })]);
+    expect(bodies('rid-flow-2')).toEqual([{ interviewId: s.interviewId, configurationId: 'flow-resume-a' }]);
+  });
+
   it("names the job on the Incode calls of the results pipeline (job-<id>), so Incode's logs lead back to it", async () => {
     const before = proxy.records.length;
     const s = (await request(broker.url).post('/session').send({}).expect(200)).body;

@@ -1,5 +1,5 @@
-// A tiny HTTP proxy in front of the emulator that records every request (method, path, headers) and how
-// many were in flight at once: what the broker actually sent to "Incode".
+// A tiny HTTP proxy in front of the emulator that records every request (method, path, headers, the start of its
+// body) and how many were in flight at once: what the broker actually sent to "Incode".
 import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -7,6 +7,8 @@ export interface Recorded {
   method: string;
   path: string;
   headers: IncomingHttpHeaders;
+  /** The first 4 KiB of the body, as text (images make the rest). */
+  body: string;
 }
 
 export interface RecordingProxy {
@@ -25,7 +27,11 @@ export async function startRecordingProxy(target: string): Promise<RecordingProx
   let inflight = 0;
   let max = 0;
   const server = createServer((req, res) => {
-    records.push({ method: req.method ?? '', path: req.url ?? '', headers: { ...req.headers } });
+    const record: Recorded = { method: req.method ?? '', path: req.url ?? '', headers: { ...req.headers }, body: '' };
+    records.push(record);
+    req.on('data', (chunk: Buffer) => {
+      if (record.body.length < 4096) record.body += chunk.toString('utf8').slice(0, 4096 - record.body.length);
+    });
     inflight++;
     max = Math.max(max, inflight);
     let done = false;

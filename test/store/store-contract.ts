@@ -83,9 +83,23 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           updatedAt: T0,
           nextPollAt: null,
           pollAttempts: 0,
+          configurationId: null,
         });
         expect(await store.getSession('i1')).toEqual(s);
         expect(await store.getSession('nope')).toBeNull();
+      });
+
+      it("keeps the flow a session was started with, fills it when missing, and a resume's spend tells it", async () => {
+        const s = await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't1', configurationId: 'flow-a', now: T0 });
+        expect(s.configurationId).toBe('flow-a');
+        expect((await store.getSession('i1'))?.configurationId).toBe('flow-a');
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', configurationId: 'flow-b', now: T0 + 1 });
+        expect((await store.getSession('i1'))?.configurationId).toBe('flow-a');
+        await store.upsertSession({ interviewId: 'i2', origin: 'external', now: T0 });
+        await store.upsertSession({ interviewId: 'i2', origin: 'broker', configurationId: 'flow-c', now: T0 + 1 });
+        expect((await store.getSession('i2'))?.configurationId).toBe('flow-c');
+        await store.createResumeToken('h1', 'i1', T0 + 100);
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a' });
       });
 
       it('fills a missing token and externalCustomerId but never overwrites them', async () => {
@@ -783,7 +797,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.consumeResumeToken('i1', 'wrong', T0)).toBeNull();
         expect(await store.consumeResumeToken('i1', 'h1', T0 + 100)).toBeNull(); // expired
         const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 1)));
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN' }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: null }]);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(false);
         await store.restoreResumeToken('i1', 'h1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(true);
@@ -809,7 +823,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it("a spend answers the session's status as it was spent (the route refuses finished onboardings without a second read)", async () => {
         await session('i1', { onboardingStatus: 'ONBOARDING_FINISHED', statusRank: statusRank('ONBOARDING_FINISHED') });
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'ONBOARDING_FINISHED' });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null });
       });
 
       it('a token spent before its session is erased is never restored after', async () => {
@@ -833,7 +847,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           Promise.all([store, other, store, other].map((s) => s.consumeResumeToken('i1', 'h1', T0 + 1))),
         ]);
         expect(claims.filter((c) => c.state === 'new')).toHaveLength(1);
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN' }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: null }]);
       });
     });
 
