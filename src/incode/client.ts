@@ -370,11 +370,12 @@ export class IncodeClient {
     }
     const e = incodeErrorFromResponse(spec.operation, status, parsed, res.headers);
     // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit. A 5xx naming a
-    // capture code (a processing error, a selfie code) counts neither way: Incode answered about the capture, but such
-    // answers must not close a circuit that real failures among them are opening.
+    // capture code (a processing error, a selfie code) is Incode answering about the capture: as the half-open probe
+    // it closes the circuit; otherwise it counts neither way, so it cannot reset a count real failures are building.
     if (e.isClientError) circuit?.success();
-    else if (status >= 500 && isCaptureCode(e.incodeCode)) circuit?.abandoned(probe);
-    else circuit?.failure();
+    else if (status >= 500 && isCaptureCode(e.incodeCode)) {
+      if (probe) circuit?.success();
+    } else circuit?.failure();
     this.opts.onCall?.(spec.operation, httpOutcome(status), seconds());
     throw e;
   }

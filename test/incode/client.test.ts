@@ -335,6 +335,20 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('a half-open probe answered with a capture code shows Incode is up: the circuit closes', async () => {
+    let code = 500;
+    const srv = await scripted((_req, res) => envelope(res, 500, code));
+    const c = client(srv.url, { maxRetries: 0, circuit: { failureThreshold: 1, resetMs: 100 } });
+    await c.processId('t').catch(() => undefined);
+    expect(c.circuitState('capture')).toBe('open');
+    await new Promise((r) => setTimeout(r, 150));
+    code = 6000;
+    expect(((await c.processId('t').catch((e: unknown) => e)) as IncodeError).details.incodeStatus).toBe(6000);
+    expect(c.circuitState('capture')).toBe('closed');
+    await c.close();
+    await srv.close();
+  });
+
   it('opens the circuit after consecutive failures, fails fast, and closes after a good probe', async () => {
     let healthy = false;
     const srv = await scripted((_req, res) => {
