@@ -21,7 +21,7 @@ import type {
   DeleteInterviewResponse,
 } from './types';
 
-export const OPERATION_GROUPS = ['start', 'capture', 'read', 'auth'] as const;
+export const OPERATION_GROUPS = ['start', 'capture', 'read', 'auth', 'delete'] as const;
 export type OperationGroup = (typeof OPERATION_GROUPS)[number];
 
 export interface IncodeClientOptions {
@@ -247,7 +247,8 @@ export class IncodeClient {
    * background executive traffic, whose failures must not open the circuit onboarding captures depend on.
    */
   deleteInterview(token: string, interviewId: string, ctx?: CallContext): Promise<DeleteInterviewResponse> {
-    return this.call({ operation: 'deleteInterview', group: 'read', method: 'DELETE', path: '/omni/interview', query: { interviewId, keepCustomer: false }, token, idempotent: true }, ctx);
+    // A circuit of their own: a retention sweep's burst of deletions failing must not open the one live reads use.
+    return this.call({ operation: 'deleteInterview', group: 'delete', method: 'DELETE', path: '/omni/interview', query: { interviewId, keepCustomer: false }, token, idempotent: true }, ctx);
   }
 
   /** POST /executive/log-in: an executive token (24 h) that reads any session of this client. */

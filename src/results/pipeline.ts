@@ -2,7 +2,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../config';
 import type { CallContext, IncodeClient } from '../incode/client';
-import { IncodeError } from '../incode/errors';
+import { IncodeError, incodeErrorFromTransport } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
@@ -37,12 +37,14 @@ export interface PipelineDeps {
   now?: () => number;
 }
 
-/** A webhook's informative string field as kept in the inbox: cut to 128 characters, anything else left out. */
-/** Waits for p, or rejects with the signal's reason as soon as it aborts. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+/**
+ * Waits for p, or gives up as soon as the signal aborts, with the error an aborted call of the client's gives (so the
+ * worker and the orchestrator treat it as they treat their own aborted calls).
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, operation: string): Promise<T> {
   if (!signal) return p;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason ?? new Error('aborted'));
+    const onAbort = () => reject(incodeErrorFromTransport(operation, { name: 'AbortError' }));
     if (signal.aborted) return onAbort();
     signal.addEventListener('abort', onAbort, { once: true });
     p.then(
@@ -52,6 +54,7 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promis
   });
 }
 
+/** A webhook's informative string field as kept in the inbox: cut to 128 characters, anything else left out. */
 function boundedText(v: unknown): string | undefined {
   return typeof v === 'string' ? v.slice(0, 128) : undefined;
 }
@@ -219,12 +222,12 @@ export class ResultsPipeline {
     if (!token) return this.done(job);
 
     let status: string;
+    let processing = false;
     try {
       status = (await this.d.incode.getOnboardingStatus(token.value, id, ctx)).onboardingStatus;
       if (session && !token.executive && (await this.awaitsCompletion(session, status))) {
         const after = await this.complete(id, token.value, status, ctx);
-        // Processing still going on, and no polling to come back to it: this check comes back itself, with backoff.
-        if (after === null && this.d.config.results.mode === 'webhook') throw new JobError('PROCESSING_NOT_DONE', true);
+        processing = after === null;
         status = after ?? status;
       }
     } catch (err) {
@@ -244,6 +247,9 @@ export class ResultsPipeline {
       await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) });
     }
     await this.apply(id, status, source);
+    // Processing still going on, and no polling to come back to it: the status is stored, and this check comes back
+    // itself, with backoff (dead-lettered visibly if processing never ends).
+    if (processing && this.d.config.results.mode === 'webhook') throw new JobError('PROCESSING_NOT_DONE', true);
     await this.done(job);
   }
 
@@ -288,16 +294,25 @@ export class ResultsPipeline {
    * its status says POST_PROCESSING_FINISHED, or post-processing's own poll (isfinished) says finished. That poll is
    * known from Incode's samples and SDKs, not its reference: a 404 from it (while the session's status reads fine, so
    * the poll itself is what is missing) leaves the status to go by, where FACE_VALIDATION_FINISHED comes after
-   * post-processing in Incode's documented order. Any other failure is thrown, for the caller to ask again later.
+   * post-processing in Incode's documented order. Another refusal (not of the token) means "not known yet"; a failure
+   * (5xx, timeout, a refused token) is thrown, for the caller to retry or give up as it does with its other calls.
    */
   async processingDone(interviewId: string, token: string, status: string, ctx: CallContext): Promise<boolean> {
     if (status === 'POST_PROCESSING_FINISHED') return true;
     try {
       return (await this.d.incode.isPostProcessFinished(token, interviewId, ctx)).finished === true;
     } catch (err) {
-      if (!(err instanceof IncodeError) || err.code !== 'INCODE_NOT_FOUND' || ctx.signal?.aborted) throw err;
-      this.d.log.debug({ interviewId, status }, 'no post-processing poll at Incode: going by the status');
-      return status === 'FACE_VALIDATION_FINISHED';
+      if (!(err instanceof IncodeError) || ctx.signal?.aborted) throw err;
+      if (err.code === 'INCODE_NOT_FOUND') {
+        this.d.log.debug({ interviewId, status }, 'no post-processing poll at Incode: going by the status');
+        return status === 'FACE_VALIDATION_FINISHED';
+      }
+      // Refused otherwise (not for the token: that fails every call): not known yet, asked again at the next check.
+      if (err.isClientError && err.code !== 'INCODE_UNAUTHORIZED') {
+        this.d.log.warn({ interviewId, code: err.code }, 'post-processing poll refused');
+        return false;
+      }
+      throw err;
     }
   }
 
@@ -313,7 +328,7 @@ export class ResultsPipeline {
     const running = this.finishing.get(interviewId);
     if (running) {
       try {
-        await untilAborted(running.done, ctx.signal);
+        await untilAborted(running.done, ctx.signal, 'finishStatus');
         return { ran: false };
       } catch (err) {
         if (!running.signal?.aborted || ctx.signal?.aborted) throw err;

@@ -405,7 +405,11 @@ export class PostgresStore implements Store {
     await inBatches(this.purgeBatch, async () => {
       const { ids, erased } = await this.tx(async (c) => {
         const r = await this.erase(c, due, [createdBefore], 'retention-purge', detail, createdBefore, now);
-        if (deleteAtIncode && r.ids.length) await this.q(QUEUED_JOBS, queuedJobsParams(r.ids.map((id) => incodeDeleteJob(id, now)), now), c);
+        // Only sessions this service started: one created elsewhere is its owner's to delete at Incode.
+        if (deleteAtIncode && r.ids.length) {
+          const { rows: own } = await this.q<{ interview_id: string }>(`SELECT interview_id FROM sessions WHERE interview_id = ANY($1) AND origin = 'broker'`, [r.ids], c);
+          if (own.length) await this.q(QUEUED_JOBS, queuedJobsParams(own.map((o) => incodeDeleteJob(o.interview_id, now)), now), c);
+        }
         return r;
       });
       n += erased;

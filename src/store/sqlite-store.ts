@@ -375,8 +375,12 @@ export class SqliteStore implements Store {
       // Counted after the write: a batch whose group commit reruns its closures must not count twice.
       const erased = await this.write(() => {
         const args = { createdBefore, now };
+        // Only sessions this service started: one created elsewhere is its owner's to delete at Incode.
         if (deleteAtIncode)
-          for (const { interview_id: id } of this.st(due).all({ createdBefore }) as { interview_id: string }[]) this.insertJob(incodeDeleteJob(id, now), now);
+          for (const { interview_id: id } of this.st(`SELECT interview_id FROM sessions WHERE interview_id IN (${due}) AND origin = 'broker'`).all({ createdBefore }) as {
+            interview_id: string;
+          }[])
+            this.insertJob(incodeDeleteJob(id, now), now);
         this.st(
           `INSERT INTO audit (kind, subject, detail, at)
            SELECT 'retention-purge', interview_id, json_object('reason', 'retention', 'createdBefore', @createdBefore), @now

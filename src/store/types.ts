@@ -197,8 +197,8 @@ export interface Store {
   /**
    * Erases PII of sessions created before `createdBefore`, and drops finished jobs and processed events older than it;
    * returns how many sessions. Works in batches for at most a minute; `signal` (a shutdown) stops it between batches.
-   * With `deleteAtIncode`, each erased session's deletion at Incode is queued (an `incode-delete` job) in the same
-   * transaction as its erasure, so none is lost between the two.
+   * With `deleteAtIncode`, the deletion at Incode of each erased session this service started (origin broker) is
+   * queued (an `incode-delete` job) in the same transaction as its erasure, so none is lost between the two.
    */
   purgeExpired(createdBefore: number, now: number, signal?: AbortSignal, deleteAtIncode?: boolean): Promise<number>;
 

@@ -449,21 +449,24 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.purgeExpired(T0 + 500, T0 + 3000)).toBe(0);
       });
 
-      it('purgeExpired with deleteAtIncode queues one deletion at Incode per session it erases, and only then', async () => {
+      it('purgeExpired with deleteAtIncode queues one deletion at Incode per session of its own it erases, and only then', async () => {
         await session('old1', { now: T0 });
         await session('old2', { now: T0 + 1 });
+        // Created elsewhere and only followed here: erased here, but not this service's to delete at Incode.
+        await store.upsertSession({ interviewId: 'old-ext', origin: 'external', now: T0 + 2 });
         await session('new1', { now: T0 + 1000 });
         await session('old-erased', { now: T0 });
         await store.eraseSession('old-erased', 'user-request', T0 + 2);
         // One already queued (an erasure asked for it, still waiting): not queued twice.
         await store.enqueueJob({ kind: 'incode-delete', subject: 'old2', payload: {}, runAt: T0 + 3, dedupeKey: 'incode-delete:old2' }, T0 + 3);
         const deletions = async () =>
-          (await Promise.all(['old1', 'old2', 'new1', 'old-erased'].map((id) => store.listJobs(id))))
+          (await Promise.all(['old1', 'old2', 'old-ext', 'new1', 'old-erased'].map((id) => store.listJobs(id))))
             .flat()
             .filter((j) => j.kind === 'incode-delete')
             .map((j) => `${j.subject}:${j.state}`)
             .sort();
-        expect(await store.purgeExpired(T0 + 500, T0 + 2000, undefined, true)).toBe(2);
+        expect(await store.purgeExpired(T0 + 500, T0 + 2000, undefined, true)).toBe(3);
+        expect(await store.getSession('old-ext')).toMatchObject({ resultsStatus: 'erased' });
         expect(await deletions()).toEqual(['old1:queued', 'old2:queued']);
         // Without the flag a sweep queues none.
         await session('old3', { now: T0 + 10 });
