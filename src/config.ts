@@ -76,7 +76,7 @@ export const ENV_SCHEMA = {
   RETENTION_DELETE_AT_INCODE: {
     kind: { type: 'bool' },
     default: 'false',
-    doc: 'The retention sweep also deletes each erased session at Incode (its images and data there; needs the executive credentials), as DELETE /sessions/:id?incode=true does.',
+    doc: 'The retention sweep also deletes at Incode each erased session this service started (its images and data there; sessions only followed here are left to their owner; needs the executive credentials), as DELETE /sessions/:id?incode=true does.',
   },
 
   WEBHOOK_CLIENT_ID: { kind: { type: 'string' }, doc: 'OAuth 2.0 client id Incode uses at POST /webhooks/incode/token.' },

@@ -243,11 +243,10 @@ export class IncodeClient {
 
   /**
    * DELETE /omni/interview: deletes the session and its data at Incode (shared doc 3; Incode's purge sample passes
-   * keepCustomer=false, which also removes the customer's identity record). With an executive token. In the read group:
-   * background executive traffic, whose failures must not open the circuit onboarding captures depend on.
+   * keepCustomer=false, which also removes the customer's identity record). With an executive token. On a circuit of
+   * its own ('delete'): a retention sweep's burst of failing deletions must not open the one live reads use.
    */
   deleteInterview(token: string, interviewId: string, ctx?: CallContext): Promise<DeleteInterviewResponse> {
-    // A circuit of their own: a retention sweep's burst of deletions failing must not open the one live reads use.
     return this.call({ operation: 'deleteInterview', group: 'delete', method: 'DELETE', path: '/omni/interview', query: { interviewId, keepCustomer: false }, token, idempotent: true }, ctx);
   }
 

@@ -108,7 +108,7 @@ export const PURGE_BATCH = 5_000;
 /** Sessions erased per transaction by the retention sweep (each batch stays well inside a statement timeout). */
 export const SESSION_PURGE_BATCH = 2_000;
 /** How long one retention sweep goes on deleting batches at most; the next sweep (hourly) goes on from there. */
-export const PURGE_BUDGET_MS = 60_000;
+const PURGE_BUDGET_MS = 60_000;
 
 /**
  * The history the retention sweep drops in batches, the same on both engines: finished jobs and processed webhook
