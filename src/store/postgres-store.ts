@@ -86,9 +86,17 @@ type Queryable = Pick<PoolClient, 'query'>;
 // extra condition (the CTE's "only if the row before it was new").
 
 
+const INSERT_JOB = 'INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)';
+
+/** A session row locked for erasure, and whether this service started it. */
+interface LockedSession {
+  interview_id: string;
+  origin: string;
+}
+
 /** Queues a job unless an active one has its dedupe key (no conflict target: covers the partial unique index). */
 function queuedJobSql(p: number, when = ''): string {
-  return `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
+  return `${INSERT_JOB}
     SELECT $${p}, $${p + 1}, $${p + 2}, $${p + 3}::jsonb, 'queued', 0, $${p + 4}::bigint, $${p + 5}, $${p + 6}::bigint, $${p + 6}::bigint ${when}
     ON CONFLICT DO NOTHING`;
 }
@@ -98,7 +106,7 @@ function queuedJobParams(j: NewJob, now: number): unknown[] {
 }
 
 /** Several jobs in one statement (one array per column), each skipped if an active one has its dedupe key. */
-const QUEUED_JOBS = `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
+const QUEUED_JOBS = `${INSERT_JOB}
   SELECT j.id, j.kind, j.subject, j.payload::jsonb, 'queued', 0, j.run_at, j.dedupe_key, $7::bigint, $7::bigint
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS j(id, kind, subject, payload, run_at, dedupe_key)
   ON CONFLICT DO NOTHING`;
@@ -375,20 +383,19 @@ export class PostgresStore implements Store {
    * wait). Erasing by the locked ids, not by the selection again, matters when two replicas purge at once: a second
    * evaluation could pick rows this transaction never locked and miss results saved into them meanwhile.
    */
-  private async erase(c: PoolClient, lock: string, lockArgs: unknown[], auditKind: string, detail: string, detailArg: unknown, now: number): Promise<{ ids: string[]; erased: number }> {
-    const { rows: locked } = await this.q<{ interview_id: string }>(lock, lockArgs, c);
-    if (locked.length === 0) return { ids: [], erased: 0 };
-    const ids = locked.map((r) => r.interview_id);
-    const { rows } = await this.q<{ n: string }>(this.eraseSql(auditKind, detail), [ids, now, detailArg], c);
-    return { ids, erased: Number(rows[0].n) };
+  private async erase(c: PoolClient, lock: string, lockArgs: unknown[], auditKind: string, detail: string, detailArg: unknown, now: number): Promise<{ locked: LockedSession[]; erased: number }> {
+    const { rows: locked } = await this.q<LockedSession>(lock, lockArgs, c);
+    if (locked.length === 0) return { locked, erased: 0 };
+    const { rows } = await this.q<{ n: string }>(this.eraseSql(auditKind, detail), [locked.map((r) => r.interview_id), now, detailArg], c);
+    return { locked, erased: Number(rows[0].n) };
   }
 
   async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
     // Known (even if erased before: a replayed request is a quiet no-op, no second audit row) is what counts.
-    const { ids } = await this.tx((c) =>
-      this.erase(c, 'SELECT interview_id FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], 'erasure', `jsonb_build_object('reason', $3::text)`, reason, now),
+    const { locked } = await this.tx((c) =>
+      this.erase(c, 'SELECT interview_id, origin FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], 'erasure', `jsonb_build_object('reason', $3::text)`, reason, now),
     );
-    return ids.length > 0;
+    return locked.length > 0;
   }
 
   async purgeExpired(createdBefore: number, now: number, signal?: AbortSignal, deleteAtIncode = false): Promise<number> {
@@ -398,22 +405,20 @@ export class PostgresStore implements Store {
     // retention. A row another transaction holds is waited for, not skipped (a results save is then erased with it);
     // FOR UPDATE checks the condition again on the row it waited for, so a replica sweeping at once never erases (or
     // audits) a session twice.
-    const due = `SELECT interview_id FROM sessions WHERE created_at < $1::bigint AND results_status <> 'erased'
+    const due = `SELECT interview_id, origin FROM sessions WHERE created_at < $1::bigint AND results_status <> 'erased'
       ORDER BY created_at, interview_id LIMIT ${this.purgeBatch} FOR UPDATE`;
     const detail = `jsonb_build_object('reason', 'retention', 'createdBefore', $3::bigint)`;
     let n = 0;
     await inBatches(this.purgeBatch, async () => {
-      const { ids, erased } = await this.tx(async (c) => {
+      const { locked, erased } = await this.tx(async (c) => {
         const r = await this.erase(c, due, [createdBefore], 'retention-purge', detail, createdBefore, now);
         // Only sessions this service started: one created elsewhere is its owner's to delete at Incode.
-        if (deleteAtIncode && r.ids.length) {
-          const { rows: own } = await this.q<{ interview_id: string }>(`SELECT interview_id FROM sessions WHERE interview_id = ANY($1) AND origin = 'broker'`, [r.ids], c);
-          if (own.length) await this.q(QUEUED_JOBS, queuedJobsParams(own.map((o) => incodeDeleteJob(o.interview_id, now)), now), c);
-        }
+        const own = deleteAtIncode ? r.locked.filter((s) => s.origin === 'broker') : [];
+        if (own.length) await this.q(QUEUED_JOBS, queuedJobsParams(own.map((s) => incodeDeleteJob(s.interview_id, now)), now), c);
         return r;
       });
       n += erased;
-      return ids.length;
+      return locked.length;
     }, limit);
     // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token is refused at
     // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are

@@ -347,17 +347,24 @@ export class SqliteStore implements Store {
     return rows.map(toStep);
   }
 
+  /**
+   * Erases these sessions (results, token, customer id), each with an audit row without PII, in the order given; runs
+   * inside a write. Returns how many rows changed.
+   */
+  private eraseIds(ids: string[], auditKind: string, detail: Record<string, unknown>, now: number): number {
+    const list = JSON.stringify(ids);
+    const each = 'SELECT value FROM json_each(?)';
+    this.st(`INSERT INTO audit (kind, subject, detail, at) SELECT ?, value, ?, ? FROM json_each(?) ORDER BY key`).run(auditKind, JSON.stringify(detail), now, list);
+    this.st(`DELETE FROM results WHERE interview_id IN (${each})`).run(list);
+    return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
+  }
+
   async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
     return this.write(() => {
       const row = this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined;
       if (!row) return false;
       // Already erased: nothing left to erase, and a replayed request must not audit it again or move it in listings.
-      if (row.results_status === 'erased') return true;
-      this.st('DELETE FROM results WHERE interview_id = ?').run(interviewId);
-      this.st(
-        `UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id = ?`,
-      ).run(now, interviewId);
-      this.st('INSERT INTO audit (kind, subject, detail, at) VALUES (?, ?, ?, ?)').run('erasure', interviewId, JSON.stringify({ reason }), now);
+      if (row.results_status !== 'erased') this.eraseIds([interviewId], 'erasure', { reason }, now);
       return true;
     });
   }
@@ -366,30 +373,18 @@ export class SqliteStore implements Store {
     const limit = sweepLimit(signal);
     // In batches, each its own transaction: better-sqlite3 runs on the event loop, and one statement over a large
     // backlog would block it (and hold the file's write lock past other processes' busy_timeout) for seconds.
-    // The same LIMITed selection, evaluated three times in one transaction, names the same rows each time: nothing
-    // else writes in between, and the audit row and the deletes come before the update that changes the predicate.
-    const due = `SELECT interview_id FROM sessions WHERE created_at < @createdBefore AND results_status <> 'erased'
+    // Selected once (through the sessions_purge_due index) and erased by id, in the same transaction.
+    const due = `SELECT interview_id, origin FROM sessions WHERE created_at < ? AND results_status <> 'erased'
       ORDER BY created_at, interview_id LIMIT ${SESSION_PURGE_BATCH}`;
     let n = 0;
     await inBatches(SESSION_PURGE_BATCH, async () => {
       // Counted after the write: a batch whose group commit reruns its closures must not count twice.
       const erased = await this.write(() => {
-        const args = { createdBefore, now };
+        const rows = this.st(due).all(createdBefore) as { interview_id: string; origin: string }[];
+        if (rows.length === 0) return 0;
         // Only sessions this service started: one created elsewhere is its owner's to delete at Incode.
-        if (deleteAtIncode)
-          for (const { interview_id: id } of this.st(`SELECT interview_id FROM sessions WHERE interview_id IN (${due}) AND origin = 'broker'`).all({ createdBefore }) as {
-            interview_id: string;
-          }[])
-            this.insertJob(incodeDeleteJob(id, now), now);
-        this.st(
-          `INSERT INTO audit (kind, subject, detail, at)
-           SELECT 'retention-purge', interview_id, json_object('reason', 'retention', 'createdBefore', @createdBefore), @now
-           FROM sessions WHERE interview_id IN (${due}) ORDER BY created_at, interview_id`,
-        ).run(args);
-        this.st(`DELETE FROM results WHERE interview_id IN (${due})`).run({ createdBefore });
-        return this.st(
-          `UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, @now) WHERE interview_id IN (${due})`,
-        ).run(args).changes;
+        if (deleteAtIncode) for (const r of rows) if (r.origin === 'broker') this.insertJob(incodeDeleteJob(r.interview_id, now), now);
+        return this.eraseIds(rows.map((r) => r.interview_id), 'retention-purge', { reason: 'retention', createdBefore }, now);
       });
       n += erased;
       return erased;

@@ -75,6 +75,17 @@ runStoreContract('sqlite :memory:', async (cipher) => {
 }, { shared: false });
 
 describe('SqliteStore specifics', () => {
+  it("the retention sweep's selection searches the sessions not yet erased, never stepping over the erased ones", async () => {
+    const store = new SqliteStore({ filename: ':memory:', cipher: new Cipher([K1]) });
+    await store.migrate();
+    // The shape purgeExpired selects with: erased rows (kept as tombstones at the old end) are outside the index.
+    const plan = store.db
+      .prepare("EXPLAIN QUERY PLAN SELECT interview_id, origin FROM sessions WHERE created_at < ? AND results_status <> 'erased' ORDER BY created_at, interview_id LIMIT 2000")
+      .all(0) as { detail: string }[];
+    expect(plan.map((p) => p.detail)).toEqual([expect.stringContaining('USING INDEX sessions_purge_due')]);
+    await store.close();
+  });
+
   it('uses WAL, synchronous=NORMAL, a busy timeout and foreign keys', async () => {
     const store = new SqliteStore({ filename: tempFile(), cipher: new Cipher([K1]) });
     await store.migrate();
