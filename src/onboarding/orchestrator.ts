@@ -452,7 +452,9 @@ export class Orchestrator {
     } else if (isDatabaseUnavailable(err)) e = new OnboardingError(step, 'DATABASE_UNAVAILABLE', `The database did not answer at step ${step}`, interviewId);
     else e = new OnboardingError(step, 'INTERNAL_ERROR', `Step ${step} failed unexpectedly`, interviewId);
     this.d.log.error({ interviewId, step, code: e.code, incodeStatus: e.incode?.incodeStatus }, 'onboarding step failed');
-    if (interviewId) {
+    // Not when the database itself failed: recording that would only wait out another DATABASE_TIMEOUT_MS before the
+    // answer (503 with the interviewId); the session stays as it was, for polling to follow.
+    if (interviewId && e.code !== 'DATABASE_UNAVAILABLE') {
       const now = this.now();
       try {
         await this.d.store.recordStep(interviewId, { step, outcome: 'failed', code: e.code, message: e.message, at: now });

@@ -479,12 +479,16 @@ describe('failures', () => {
   it('a database outage right after start is answered with the session Incode created, not lost', async () => {
     const locked = Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' });
     const upsert = jest.spyOn(r.store, 'upsertSession').mockRejectedValueOnce(locked);
+    const writes = jest.spyOn(r.store, 'recordStep');
     try {
       const err = (await r.orchestrator.runCaptures(input()).catch((e: unknown) => e)) as OnboardingError;
       expect(err).toBeInstanceOf(OnboardingError);
       expect(err).toMatchObject({ step: 'start', code: 'DATABASE_UNAVAILABLE', interviewId: expect.stringMatching(/^[0-9a-f]{24}$/) });
+      // Nothing more is asked of the database that just failed (each ask would wait out its timeout first).
+      expect(writes).not.toHaveBeenCalled();
     } finally {
       upsert.mockRestore();
+      writes.mockRestore();
     }
   });
 
