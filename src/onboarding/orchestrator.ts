@@ -217,11 +217,13 @@ export class Orchestrator {
       language: input.language,
     };
 
+    // Stopped by the caller (a shutdown past its grace): said as such, not as the Incode timeout the stop looks like.
+    const stopped = (step: OnboardingStep, id: string | null) => new OnboardingError(step, 'ABORTED', 'Stopped before the captures were done', id);
     let started;
     try {
       started = await this.d.incode.start(startReq, ctx);
     } catch (err) {
-      throw await this.fail(null, 'start', err);
+      throw await this.fail(null, 'start', input.signal?.aborted ? stopped('start', null) : err);
     }
     const { interviewId: id, token } = started;
     // From here on a (billed) session exists: whatever fails, the caller and the logs get its interviewId, and the
@@ -235,7 +237,7 @@ export class Orchestrator {
     } catch (err) {
       // Every step's failure ends here (the steps rethrow what is not a capture to repeat): recorded at the step reached.
       if (err instanceof OnboardingError) throw err;
-      throw await this.fail(id, progress.step, err);
+      throw await this.fail(id, progress.step, input.signal?.aborted ? stopped(progress.step, id) : err);
     }
   }
 

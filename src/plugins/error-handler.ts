@@ -27,6 +27,9 @@ function mapError(err: FastifyError | Error): Mapped {
     const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
     if (err.code === 'DATABASE_UNAVAILABLE')
       return { status: 503, code: err.code, message: err.message, headers: retryAfter(DATABASE_RETRY_MS), extra: { step: err.step, interviewId: err.interviewId } };
+    // Stopped by this service's shutdown past its grace: as any request turned away while draining.
+    if (err.code === 'ABORTED')
+      return { status: 503, code: 'SHUTTING_DOWN', message: 'The service shut down before the captures were done; retry on another instance', headers: retryAfter(1000), extra: { step: err.step, interviewId: err.interviewId } };
     return {
       status: incode?.status ?? (err.code === 'INTERNAL_ERROR' ? 500 : 502),
       code: incode?.code ?? err.code,

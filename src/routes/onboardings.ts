@@ -63,8 +63,9 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   const requireServiceKey = serviceKeyGuard(config.adminApiKeys);
   // Background finishes still running: aborted and awaited at shutdown so nothing touches a closed store.
   const inflight = new Map<Promise<void>, AbortController>();
-  // Requests still in their capture steps: each may yet start a background finish, so shutdown waits for them first.
-  const capturing = new Set<Promise<unknown>>();
+  // Requests still in their capture steps: each may yet start a background finish, so shutdown waits for them first,
+  // and stops those still running after the grace (their Incode calls and store writes must not outlive the store).
+  const capturing = new Map<Promise<unknown>, AbortController>();
 
   // Stateless between onboardings: one for the plugin's life.
   const o = new Orchestrator({ incode: app.incode, store: app.store, pipeline: app.results, config, log: app.log });
@@ -75,9 +76,9 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   app.addHook('preClose', async () => {
     closing = true;
     // Bounded: past the grace their connections are cut anyway, and the other shutdown steps must still run.
-    await settledWithin(capturing, config.shutdownGraceMs);
-    for (const ac of inflight.values()) ac.abort();
-    await settledWithin(inflight.keys(), STOP_WIND_DOWN_MS);
+    await settledWithin(capturing.keys(), config.shutdownGraceMs);
+    for (const ac of [...capturing.values(), ...inflight.values()]) ac.abort();
+    await settledWithin([...capturing.keys(), ...inflight.keys()], STOP_WIND_DOWN_MS);
   });
 
   // A 30 MB upload costs several times its size in heap while it is parsed and decoded, so what the uploads in
@@ -142,6 +143,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       const hold = holds.get(req);
       if (hold) hold.working = true;
       let outcome;
+      const stop = new AbortController();
       const captures = (async () => {
         const front = decodeImage(body.front, 'front');
         const back = body.back !== undefined && !body.oneSided ? decodeImage(body.back, 'back') : undefined;
@@ -156,9 +158,10 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           language: body.language,
           oneSided: body.oneSided,
           requestId: req.id,
+          signal: stop.signal,
         });
       })();
-      capturing.add(captures);
+      capturing.set(captures, stop);
       try {
         outcome = await captures;
       } catch (err) {

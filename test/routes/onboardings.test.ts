@@ -387,6 +387,28 @@ describe('POST /onboardings', () => {
     }
   }, 40_000);
 
+  it('captures still running after the grace are stopped at shutdown: recorded as ABORTED, and nothing reaches Incode after', async () => {
+    // Every Incode call takes 1.5 s, the grace is 1 s: shutdown begins while the start is on its way.
+    const slow = await startEmulator({ processingDelayMs: 50, faults: { latencyMs: 1500 } });
+    const b = await startBroker(brokerEnv(slow.url, { SHUTDOWN_GRACE_MS: '1000' }));
+    const incode = recordRequests(slow.app.server);
+    try {
+      const answer = post(GOOD, { url: b.url }).catch((e: unknown) => e);
+      await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
+      await b.close();
+      expect(b.logs.text).toMatch(/"code":"ABORTED".*onboarding step failed/);
+      const sent = incode.urls.length;
+      // Left running, the captures would have gone on to the ID's front after the start's 1.5 s.
+      await new Promise((r) => setTimeout(r, 2000));
+      expect(incode.urls.slice(sent)).toEqual([]);
+      expect(incode.urls.filter((u) => u.startsWith('/omni/add/'))).toEqual([]);
+      await answer;
+    } finally {
+      incode.stop();
+      await slow.close();
+    }
+  }, 30_000);
+
   it('an upload whose body is still arriving when shutdown begins is answered, and leaves the rest to polling', async () => {
     const b = await startBroker(brokerEnv(emulator.url, {}));
     const { port } = new URL(b.url);
