@@ -56,6 +56,14 @@ export class CircuitBreaker {
   }
 
   /**
+   * An answer that proves Incode up without saying the calls work (a capture to repeat): as the half-open probe it
+   * closes the circuit; any other call leaves the count alone, so it cannot undo failures building up around it.
+   */
+  answered(probe: number): void {
+    if (probe !== 0 && probe === this.probeTicket) this.success();
+  }
+
+  /**
    * A call this service gave up on itself (its deadline, a shutdown) says nothing about Incode: if it was the probe
    * (its ticket is the current one), the slot is free again; any other call leaves the probe in flight alone.
    */

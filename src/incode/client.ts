@@ -1,7 +1,6 @@
 // Typed Incode Omni API client: one undici keep-alive Pool, one method per Incode operation.
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { Config } from '../config';
-import { isCaptureCode } from './capture-checks';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker';
 import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from './errors';
 import type {
@@ -369,13 +368,11 @@ export class IncodeClient {
       return (parsed ?? {}) as T;
     }
     const e = incodeErrorFromResponse(spec.operation, status, parsed, res.headers);
-    // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit. A 5xx naming a
-    // capture code (a processing error, a selfie code) is Incode answering about the capture: as the half-open probe
-    // it closes the circuit; otherwise it counts neither way, so it cannot reset a count real failures are building.
+    // A refused request proves Incode is up: only 5xx, 429 and timeouts count against the circuit, but not a capture's
+    // 5xx naming a capture code (a processing error, a selfie code): Incode answering about the capture.
     if (e.isClientError) circuit?.success();
-    else if (status >= 500 && isCaptureCode(e.incodeCode)) {
-      if (probe) circuit?.success();
-    } else circuit?.failure();
+    else if (spec.group === 'capture' && e.isCaptureAnswer) circuit?.answered(probe);
+    else circuit?.failure();
     this.opts.onCall?.(spec.operation, httpOutcome(status), seconds());
     throw e;
   }

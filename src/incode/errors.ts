@@ -1,4 +1,5 @@
 // Typed Incode errors, all built by one factory from the HTTP status and Incode's error envelope.
+import { isCaptureCode } from './capture-checks';
 import type { IncodeErrorBody } from './types';
 
 export type IncodeErrorCode =
@@ -53,6 +54,15 @@ export class IncodeError extends Error {
   get incodeCode(): number | undefined {
     const { incodeStatus, httpStatus } = this.details;
     return incodeStatus !== undefined && incodeStatus !== httpStatus ? incodeStatus : undefined;
+  }
+
+  /**
+   * Incode answering about a capture: a 4xx other than an auth or session problem, or a 5xx naming one of its capture
+   * codes (which HTTP status each code comes with is unknown). A bare 5xx is an outage, not a capture to repeat.
+   */
+  get isCaptureAnswer(): boolean {
+    const http = this.details.httpStatus ?? 0;
+    return this.isClientError ? ![401, 403, 404, 409].includes(http) : http >= 500 && isCaptureCode(this.incodeCode);
   }
 
   /** Incode answered with a client error: the call itself was refused (counts as a success for the circuit). */

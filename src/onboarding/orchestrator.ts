@@ -9,7 +9,6 @@ import {
   checkFaceMatch,
   checkIdCapture,
   checkSelfie,
-  isCaptureCode,
   isOneSided,
   type CheckRejected,
   type CheckResult,
@@ -150,19 +149,9 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/**
- * Incode answering about the capture: a 4xx other than an auth or session problem, or a 5xx naming one of its capture
- * codes (which HTTP status each code comes with is unknown). A bare 5xx is an outage, not a capture to repeat.
- */
+/** Incode answering about the capture (IncodeError.isCaptureAnswer): a capture to repeat, per the guide. */
 function isCaptureAnswer(err: unknown): err is IncodeError {
-  if (!(err instanceof IncodeError)) return false;
-  const http = err.details.httpStatus ?? 0;
-  return err.isClientError ? ![401, 403, 404, 409].includes(http) : http >= 500 && isCaptureCode(err.incodeCode);
-}
-
-/** A selfie call Incode refused: a capture to repeat, per the guide. */
-function isSelfieRefusal(err: unknown): err is IncodeError {
-  return isCaptureAnswer(err);
+  return err instanceof IncodeError && err.isCaptureAnswer;
 }
 
 /** Incode's "Processing error" (6000, seen under a 4xx and a 500). */
@@ -171,7 +160,7 @@ function isProcessingError(err: unknown): err is IncodeError {
 }
 
 function processingRejection(reason: string, messages: Readonly<Record<string, string>>, err?: IncodeError): CheckRejected {
-  return { ok: false, reason, message: messages[reason], ...(err ? { incodeCode: 6000 } : {}) };
+  return { ok: false, reason, message: messages[reason], ...(err?.incodeCode !== undefined ? { incodeCode: err.incodeCode } : {}) };
 }
 
 /** The ID endpoints answer 200 even for bad images; a 400/422 there means the image itself was refused. */
@@ -286,7 +275,7 @@ export class Orchestrator {
     try {
       selfieCheck = checkSelfie(await this.d.incode.addFace(token, input.selfie, ctx));
     } catch (err) {
-      if (!isSelfieRefusal(err)) throw err;
+      if (!isCaptureAnswer(err)) throw err;
       selfieCheck = checkSelfie(err);
     }
     if (!selfieCheck.ok) return this.reject(id, 'selfie', selfieCheck);

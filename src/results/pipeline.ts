@@ -320,16 +320,15 @@ export class ResultsPipeline {
    * finish-status, one call per session at a time in this process (replicas sharing a database may each make it once;
    * Incode takes it again without harm): the orchestrator's wait and a status check (a webhook's, a poll's) can find
    * processing done in the same moment. `record` (the `finish` step) runs before the call is let go, so no one looks
-   * between the two and sees neither. A caller that joined a running call gets its outcome with `ran: false` and
-   * records nothing, and stops waiting when its own signal aborts; if the call it joined was stopped by its maker's
-   * signal (a job's deadline, a shutdown), a joined caller that was not stopped makes the call again itself.
+   * between the two and sees neither. A caller that joined a running call gets its outcome and records nothing (its
+   * `record` does not run), and stops waiting when its own signal aborts; if the call it joined was stopped by its
+   * maker's signal (a job's deadline, a shutdown), a joined caller that was not stopped makes the call again itself.
    */
-  async finishOnce(interviewId: string, token: string, ctx: CallContext, record?: () => Promise<void>): Promise<{ ran: boolean }> {
+  async finishOnce(interviewId: string, token: string, ctx: CallContext, record?: () => Promise<void>): Promise<void> {
     const running = this.finishing.get(interviewId);
     if (running) {
       try {
-        await untilAborted(running.done, ctx.signal, 'finishStatus');
-        return { ran: false };
+        return await untilAborted(running.done, ctx.signal, 'finishStatus');
       } catch (err) {
         if (!running.signal?.aborted || ctx.signal?.aborted) throw err;
         if (this.finishing.get(interviewId) === running) this.finishing.delete(interviewId);
@@ -346,7 +345,6 @@ export class ResultsPipeline {
     this.finishing.set(interviewId, entry);
     try {
       await entry.done;
-      return { ran: true };
     } finally {
       if (this.finishing.get(interviewId) === entry) this.finishing.delete(interviewId);
     }

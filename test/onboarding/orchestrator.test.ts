@@ -176,7 +176,7 @@ describe('a passing session', () => {
   ])('a post-processing poll answering %i does not fail the onboarding; MARK_COMPLETE still completes it', async (status) => {
     // Slow enough processing that the wait sees the face's status (FACE_VALIDATION_FINISHED) well before the ID's
     // post-processing ends, so it asks the poll instead of going by a POST_PROCESSING_FINISHED status.
-    const slow = await startEmulator({ processingDelayMs: 600 });
+    const slow = await startEmulator({ processingDelayMs: 2000 });
     let refused = 0;
     const proxy = await interceptingProxy((req, res) => {
       if (!req.url?.startsWith('/omni/get/postprocess/isfinished') || (status === 503 && refused >= 3)) return false;
@@ -220,61 +220,69 @@ describe('a passing session', () => {
       await proxy.close();
     });
 
-    it('two callers at once share one call; the one that ran it is told so', async () => {
+    /** A session whose captures all went through, in a flow only finish-status completes. */
+    async function unfinishedSession(): Promise<{ id: string; token: string }> {
       const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
       if (!c.ok) throw new Error('rejected');
-      const token = (await r.store.getSession(c.interviewId))!.token!;
-      const both = await Promise.all([r.pipeline.finishOnce(c.interviewId, token, {}), r.pipeline.finishOnce(c.interviewId, token, {})]);
-      expect(both).toEqual([{ ran: true }, { ran: false }]);
+      return { id: c.interviewId, token: (await r.store.getSession(c.interviewId))!.token! };
+    }
+    /** A record callback that notes who recorded. */
+    const recorder = (who: string, into: string[]) => async () => void into.push(who);
+
+    it('two callers at once share one call; only the one that made it records it', async () => {
+      const { id, token } = await unfinishedSession();
+      const recorded: string[] = [];
+      await Promise.all([r.pipeline.finishOnce(id, token, {}, recorder('a', recorded)), r.pipeline.finishOnce(id, token, {}, recorder('b', recorded))]);
+      expect(recorded).toEqual(['a']);
       expect(finishCalls).toBe(1);
       // Not a cache: a later call is a new one.
-      expect(await r.pipeline.finishOnce(c.interviewId, token, {})).toEqual({ ran: true });
+      await r.pipeline.finishOnce(id, token, {}, recorder('c', recorded));
+      expect(recorded).toEqual(['a', 'c']);
       expect(finishCalls).toBe(2);
     });
 
     it('the step is recorded before the call is let go: a caller that joined finds it recorded', async () => {
-      const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
-      if (!c.ok) throw new Error('rejected');
-      const token = (await r.store.getSession(c.interviewId))!.token!;
-      let recorded = false;
-      const record = () => new Promise<void>((resolve) => setTimeout(() => ((recorded = true), resolve()), 150));
-      const first = r.pipeline.finishOnce(c.interviewId, token, {}, record);
-      expect(await r.pipeline.finishOnce(c.interviewId, token, {})).toEqual({ ran: false });
-      expect(recorded).toBe(true);
-      expect(await first).toEqual({ ran: true });
+      const { id, token } = await unfinishedSession();
+      const recorded: string[] = [];
+      const slowRecord = () => new Promise<void>((resolve) => setTimeout(() => (recorded.push('first'), resolve()), 150));
+      const first = r.pipeline.finishOnce(id, token, {}, slowRecord);
+      await r.pipeline.finishOnce(id, token, {}, recorder('joined', recorded));
+      expect(recorded).toEqual(['first']);
+      await first;
       expect(finishCalls).toBe(1);
     });
 
     it("a call stopped by its maker's signal is made again by a caller that joined it; a joined caller's own signal stops its wait", async () => {
-      const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
-      if (!c.ok) throw new Error('rejected');
-      const token = (await r.store.getSession(c.interviewId))!.token!;
+      const { id, token } = await unfinishedSession();
+      const recorded: string[] = [];
       holdMs = 300;
       const maker = new AbortController();
-      const made = r.pipeline.finishOnce(c.interviewId, token, { signal: maker.signal }).catch((e: unknown) => e);
-      const joined = r.pipeline.finishOnce(c.interviewId, token, {});
-      setTimeout(() => maker.abort(), 50);
+      const made = r.pipeline.finishOnce(id, token, { signal: maker.signal }, recorder('maker', recorded)).catch((e: unknown) => e);
+      const joined = r.pipeline.finishOnce(id, token, {}, recorder('joined', recorded));
+      // Stopped once its call has reached Incode (and is held there).
+      await waitFor(() => finishCalls === 1, 5_000, 5);
+      maker.abort();
       expect(await made).toBeInstanceOf(Error);
-      expect(await joined).toEqual({ ran: true });
+      await joined;
+      expect(recorded).toEqual(['joined']);
       expect(finishCalls).toBe(2);
-      // A joined caller whose own signal aborts stops waiting at once, and the call it joined goes on.
+      // A joined caller whose own signal aborts stops waiting at once, while the call it joined goes on.
       holdMs = 1000;
-      const running = r.pipeline.finishOnce(c.interviewId, token, {});
+      const running = r.pipeline.finishOnce(id, token, {}).then(() => 'running');
       const mine = new AbortController();
-      const started = Date.now();
-      const gaveUp = r.pipeline.finishOnce(c.interviewId, token, { signal: mine.signal }).catch((e: unknown) => e);
-      setTimeout(() => mine.abort(), 50);
-      // The same error an aborted call of the client's own gives.
-      expect(await gaveUp).toMatchObject({ name: 'IncodeError', code: 'INCODE_TIMEOUT', operation: 'finishStatus' });
-      expect(Date.now() - started).toBeLessThan(800);
-      expect(await running).toEqual({ ran: true });
+      const gaveUp = r.pipeline.finishOnce(id, token, { signal: mine.signal }).then(() => 'joined', (e: unknown) => e);
+      await waitFor(() => finishCalls === 3, 5_000, 5);
+      mine.abort();
+      expect(await Promise.race([gaveUp, running])).toMatchObject({ name: 'IncodeError', code: 'INCODE_TIMEOUT', operation: 'finishStatus' });
+      expect(await running).toBe('running');
     });
 
     it('without polling, a webhook check that finds processing still going on comes back until it can complete the session', async () => {
       await r.close();
       await proxy.close();
-      // Slow processing: the webhook for the face's status comes while the ID is still being post-processed.
-      const slow = await startEmulator({ processingDelayMs: 800 });
+      // Slow processing: the webhook for the face's status comes while the ID is still being post-processed (a 1.5 s
+      // window: the face is done 3 s after its capture, the ID's post-processing 4.5 s after process-id).
+      const slow = await startEmulator({ processingDelayMs: 3000 });
       proxy = await interceptingProxy(() => false, slow.url);
       r = await rig({ MARK_COMPLETE: 'true', RESULTS_MODE: 'webhook', JOB_BACKOFF_MS: '100', JOB_MAX_ATTEMPTS: '16' }, proxy.url);
       try {
@@ -282,12 +290,12 @@ describe('a passing session', () => {
         if (!c.ok) throw new Error('rejected');
         const token = (await r.store.getSession(c.interviewId))!.token!;
         const emu = (slow.app as unknown as { emulator: EmulatorController }).emulator;
-        await waitFor(async () => emu.sessions.get(c.interviewId)?.idPhase === 1 && emu.sessions.get(c.interviewId)?.status !== 'UNKNOWN', 10_000, 10);
+        await waitFor(async () => emu.sessions.get(c.interviewId)?.facePhase === 2, 10_000, 10);
         const { onboardingStatus } = await r.incode.getOnboardingStatus(token, c.interviewId);
         expect((await r.incode.isPostProcessFinished(token, c.interviewId)).finished).toBe(false);
         await r.pipeline.ingestWebhook({ interviewId: c.interviewId, onboardingStatus });
         // No other webhook comes (the emulator sends none here) and nothing polls: only the check coming back ends it.
-        await waitFor(async () => (await r.store.getSession(c.interviewId))?.resultsStatus === 'ready', 15_000, 50);
+        await waitFor(async () => (await r.store.getSession(c.interviewId))?.resultsStatus === 'ready', 20_000, 50);
         const steps = await r.store.listSteps(c.interviewId);
         expect(steps.filter((x) => x.step === 'finish').map((x) => `${x.outcome}:${x.code ?? ''}`)).toEqual(['ok:BACKGROUND']);
         expect((await r.store.listJobs(c.interviewId)).some((j) => j.kind === 'verify' && j.lastError === 'PROCESSING_NOT_DONE')).toBe(true);

@@ -362,7 +362,7 @@ describe('POST /onboardings', () => {
   it('past ONBOARDING_MAX_BACKGROUND an accepted onboarding is left to polling, which still completes it', async () => {
     // One background finish at a time; processing slow enough that the first is still watching when the second is
     // accepted, and a flow that only finish-status completes (so polling must mark it complete).
-    const slow = await startEmulator({ processingDelayMs: 1500 });
+    const slow = await startEmulator({ processingDelayMs: 3000 });
     const b = await startBroker(brokerEnv(slow.url, { ONBOARDING_MAX_BACKGROUND: '1', MARK_COMPLETE: 'true', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }));
     try {
       const first = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
