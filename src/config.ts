@@ -1,5 +1,6 @@
 // The one schema for every environment variable, and a pure loadConfig(env) that validates it.
 import { randomBytes } from 'node:crypto';
+import { IN_MEMORY, parseStoreUrl } from './store/url';
 
 export class ConfigError extends Error {
   constructor(
@@ -295,8 +296,11 @@ function callbackSecretBytes(secret: string): number {
   return secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64').length : Buffer.byteLength(secret);
 }
 
-// Every spelling createStore() accepts for an in-memory database.
-const IN_MEMORY_DATABASE = /^sqlite:(\/\/)?:memory:$/;
+/** Every spelling createStore() accepts for an in-memory database. */
+function isInMemoryDatabase(url: string): boolean {
+  const target = parseStoreUrl(url);
+  return target?.engine === 'sqlite' && target.filename === IN_MEMORY;
+}
 
 /**
  * A list of exact http(s) origins, each as URL#origin spells it (so a trailing slash cannot make an entry that
@@ -426,19 +430,19 @@ export function loadConfig(env: Env): Config {
     throw new ConfigError('RETENTION_DELETE_AT_INCODE', 'needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD: Incode deletes sessions only under an executive token');
 
   let databaseUrl = str(env, 'DATABASE_URL')!;
-  if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(databaseUrl))
-    throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
+  const store = parseStoreUrl(databaseUrl);
+  if (!store) throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
   // Checked here so that a bad value stops the start with the variable's name, never echoing it (it may hold a password).
-  if (/^sqlite:(\/\/)?$/.test(databaseUrl)) throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path or :memory: (e.g. sqlite:./data/broker.db)');
-  if (!databaseUrl.startsWith('sqlite:') && !isValidPostgresUrl(databaseUrl))
+  if (store.engine === 'sqlite' && !store.filename) throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path or :memory: (e.g. sqlite:./data/broker.db)');
+  if (store.engine === 'postgres' && !isValidPostgresUrl(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'is not a valid URL (characters such as / # ? % @ in the password must be percent-encoded, or give the password in PGPASSWORD)');
-  if (production && IN_MEMORY_DATABASE.test(databaseUrl))
+  if (production && isInMemoryDatabase(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must not be an in-memory database in production: every session, result and queued job would be lost on restart');
   if (generated) {
     // Data encrypted under a throwaway key is unreadable after a restart: keep it in memory, or refuse.
     const explicit = env.DATABASE_URL !== undefined && env.DATABASE_URL.trim() !== '';
     if (!explicit) databaseUrl = 'sqlite::memory:';
-    else if (!IN_MEMORY_DATABASE.test(databaseUrl))
+    else if (!isInMemoryDatabase(databaseUrl))
       throw new ConfigError('DATA_ENCRYPTION_KEY', 'is required with a persistent DATABASE_URL (data under a throwaway sandbox key could not be read after a restart)');
   }
 

@@ -3,6 +3,7 @@ import { Cipher } from './crypto';
 import type { PostgresStore as PostgresStoreType } from './postgres-store';
 import type { SqliteStore as SqliteStoreType } from './sqlite-store';
 import type { Store } from './types';
+import { parseStoreUrl } from './url';
 
 export * from './types';
 export { Cipher, CipherError, sha256Hex, type CipherKey } from './crypto';
@@ -24,16 +25,16 @@ export interface CreateStoreOptions {
 
 export function createStore(opts: CreateStoreOptions): Store {
   const { url, cipher } = opts;
-  if (/^postgres(ql)?:\/\//i.test(url)) {
+  const target = parseStoreUrl(url);
+  if (target?.engine === 'postgres') {
     // Engines load on demand: a SQLite deployment never pays pg's memory, and the other way round.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { PostgresStore } = require('./postgres-store') as { PostgresStore: typeof PostgresStoreType };
     return new PostgresStore({ url, cipher, poolMax: opts.pgPoolMax, schema: opts.pgSchema, timeoutMs: opts.pgTimeoutMs });
   }
-  if (url.startsWith('sqlite:')) {
-    // Accept `sqlite:path`, `sqlite://path` and `sqlite::memory:`; the parent folder is created by SqliteStore.
-    let filename = url.slice('sqlite:'.length);
-    if (filename.startsWith('//')) filename = filename.slice(2);
+  if (target?.engine === 'sqlite') {
+    // The parent folder is created by SqliteStore.
+    const { filename } = target;
     if (!filename) throw new Error('sqlite URL needs a path or :memory:');
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { SqliteStore } = require('./sqlite-store') as { SqliteStore: typeof SqliteStoreType };
