@@ -6,7 +6,7 @@ import { IncodeError, incodeErrorFromTransport } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
-import { incodeDeleteJob } from '../store/rows';
+import { incodeDeleteJob, webhookEventKey } from '../store/rows';
 import type { Job, NewSession, SessionRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank } from './status';
@@ -73,7 +73,7 @@ export class ResultsPipeline {
   /** Records the webhook durably (idempotent per interviewId + status); processing happens in a job. */
   async ingestWebhook(body: OnboardingStatusWebhook): Promise<{ duplicate: boolean }> {
     const now = this.now();
-    const key = `${body.interviewId}:${body.onboardingStatus}`;
+    const key = webhookEventKey(body.interviewId, body.onboardingStatus);
     // externalId is the customer's own user id: kept out of the inbox (it is PII-adjacent and not needed).
     const payload = { interviewId: body.interviewId, onboardingStatus: body.onboardingStatus, clientId: boundedText(body.clientId), flowId: boundedText(body.flowId) };
     const inserted = await this.d.store.recordEvent(
@@ -398,8 +398,8 @@ export class ResultsPipeline {
       // A repair only when no webhook for this status came at all: one still waiting in the queue (backoff, a deep
       // queue) or one being checked by the orchestrator's own wait does not count.
       // A metric only: a failed lookup must not fail a job whose results are stored.
-      const webhookCame = job.payload.source === 'poll' && (await this.d.store.hasEvent(`${id}:${String(job.payload.status)}`).catch(() => true));
-      if (job.payload.source === 'poll' && !webhookCame) this.d.metrics.pollingRepairs.inc();
+      if (job.payload.source === 'poll' && !(await this.d.store.hasEvent(webhookEventKey(id, String(job.payload.status))).catch(() => true)))
+        this.d.metrics.pollingRepairs.inc();
       if (this.d.config.callback.url) {
         await this.d.store.enqueueJob(
           // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.

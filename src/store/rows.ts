@@ -422,6 +422,11 @@ export function newId(): string {
   return randomUUID();
 }
 
+/** The inbox key of a webhook: one event per session and status (a redelivery is a duplicate). */
+export function webhookEventKey(interviewId: string, onboardingStatus: string): string {
+  return `${interviewId}:${onboardingStatus}`;
+}
+
 /** The job that deletes a session at Incode once it is erased here: one queued per session at a time. */
 export function incodeDeleteJob(interviewId: string, now: number): NewJob {
   return { kind: 'incode-delete', subject: interviewId, payload: {}, runAt: now, dedupeKey: `incode-delete:${interviewId}` };

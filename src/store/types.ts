@@ -81,7 +81,7 @@ export interface StoredResults {
 }
 
 export interface InboxEvent {
-  /** Idempotency key: interviewId + ':' + onboardingStatus. */
+  /** Idempotency key: webhookEventKey(interviewId, onboardingStatus). */
   key: string;
   interviewId: string;
   onboardingStatus: string;
