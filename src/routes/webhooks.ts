@@ -109,7 +109,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       {
         bodyLimit: 4096,
         onResponse: (req, reply, done) => {
-          app.metrics.webhooks.inc({ status: 'token', auth: (req as WebhookRequest).webhookAuth ?? 'rejected', outcome: outcomeOf(reply.statusCode, 'issued') });
+          app.metrics.webhooks.inc({ status: 'token', auth: (req as WebhookRequest).webhookAuth ?? 'unchecked', outcome: outcomeOf(reply.statusCode, 'issued') });
           done();
         },
         schema: {
@@ -126,6 +126,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       async (req, reply) => {
         if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
         if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {
+          (req as WebhookRequest).webhookAuth = 'rejected';
           // Guessing the client secret is the attack here: failed attempts are limited per network. Incode itself is
           // never limited, however often it asks (it may fetch a token for every webhook it sends).
           const over = await app.rateCounter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
@@ -166,17 +167,17 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       // Authentication before the body is even validated: an anonymous caller learns nothing.
       preValidation: async (req) => {
         const how = authenticate(req);
-        if (!how) {
-          throw new AppError(401, 'UNAUTHORIZED', 'Webhook credentials are missing or wrong', { 'www-authenticate': 'Bearer' });
-        }
-        (req as WebhookRequest).webhookAuth = how;
+        (req as WebhookRequest).webhookAuth = how ?? 'rejected';
+        if (!how) throw new AppError(401, 'UNAUTHORIZED', 'Webhook credentials are missing or wrong', { 'www-authenticate': 'Bearer' });
       },
       // Every answer counted, refusals and failures included: a 400 or a 503 here is a status Incode will retry and
       // may then lose, the alert that matters most.
       onResponse: (req, reply, done) => {
         const r = req as WebhookRequest;
-        const status = typeof r.body?.onboardingStatus === 'string' && isKnownStatus(r.body.onboardingStatus) && reply.statusCode < 300 ? r.body.onboardingStatus : reply.statusCode < 300 ? 'OTHER' : 'unknown';
-        app.metrics.webhooks.inc({ status, auth: r.webhookAuth ?? 'rejected', outcome: outcomeOf(reply.statusCode, r.webhookDuplicate ? 'duplicate' : 'recorded') });
+        const sent = r.body?.onboardingStatus;
+        const status = reply.statusCode >= 300 ? 'unknown' : typeof sent === 'string' && isKnownStatus(sent) ? sent : 'OTHER';
+        // `unchecked`: turned away before authentication ran (a malformed request, shutdown), so no credential failed.
+        app.metrics.webhooks.inc({ status, auth: r.webhookAuth ?? 'unchecked', outcome: outcomeOf(reply.statusCode, r.webhookDuplicate ? 'duplicate' : 'recorded') });
         done();
       },
     },

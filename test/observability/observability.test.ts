@@ -248,6 +248,9 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
     // Erasure.
     await request(broker.url).delete(`/sessions/${p.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
 
+    // A webhook turned away before its credentials were looked at (not JSON): no credential failed.
+    await request(broker.url).post('/webhooks/incode').set('content-type', 'text/plain').send('x').expect(415);
+
     // Metrics.
     const metrics = (await request(broker.url).get('/metrics').expect(200)).text;
     expect(metrics).toMatch(/^http_request_duration_seconds_count\{method="POST",route="\/session",status_code="200"\} [1-9]/m);
@@ -260,6 +263,7 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
     expect(metrics).toMatch(/^sessions_created_total\{route="onboardings"\} [1-9]/m);
     expect(metrics).toMatch(/^webhooks_received_total\{status="ONBOARDING_FINISHED",auth="oauth",outcome="recorded"\} [1-9]/m);
     expect(metrics).toMatch(/^webhooks_received_total\{status="unknown",auth="rejected",outcome="rejected"\} [1-9]/m);
+    expect(metrics).toMatch(/^webhooks_received_total\{status="unknown",auth="unchecked",outcome="[a-z]+"\} 1$/m);
     expect(metrics).toMatch(/^webhooks_received_total\{status="token",auth="oauth",outcome="issued"\} [1-9]/m);
     expect(metrics).toMatch(/^result_jobs_total\{kind="[a-z_]+",outcome="done"\} [1-9]/m);
     expect(metrics).toMatch(/^result_jobs_queue_depth\{state="[a-z_]+"\} \d+/m);
