@@ -10,7 +10,7 @@ import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
 import { isValidCountryCode } from '../iso3166';
-import { IMAGE_TOO_LARGE, imageKind, MIN_IMAGE_BYTES, tooLargeForIncode } from '../onboarding/images';
+import { parseBase64Image } from '../onboarding/images';
 import { OnboardingError, Orchestrator, type CapturesOutcome, type FinishResult, type StepEvent } from '../onboarding/orchestrator';
 import { createMetrics } from '../plugins/metrics';
 import { createResultsRuntime } from '../results/runtime';
@@ -138,11 +138,10 @@ async function readImage(path: string, option: string): Promise<string> {
   } catch (err) {
     throw new UsageError(`${option}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  if (!imageKind(buf.subarray(0, 12))) throw new UsageError(`${option}: ${path} is not a JPEG or PNG image`);
-  // The route's rule too: refused here, before a (billable) session is started for it.
-  if (buf.length < MIN_IMAGE_BYTES) throw new UsageError(`${option}: ${path} is too small to be a photo (under ${MIN_IMAGE_BYTES} bytes)`);
-  if (tooLargeForIncode(Math.ceil(buf.length / 3) * 4)) throw new UsageError(`${option}: ${path} ${IMAGE_TOO_LARGE}`);
-  return buf.toString('base64');
+  // The route's rules: refused here, before a (billable) session is started for it.
+  const image = parseBase64Image(buf.toString('base64'));
+  if ('error' in image) throw new UsageError(`${option}: ${path} ${image.error}`);
+  return image.base64;
 }
 
 // ---- output ----

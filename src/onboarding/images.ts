@@ -36,29 +36,26 @@ export const MIN_IMAGE_BYTES = 100;
  * image included. Counted in decimal megabytes, the smaller reading, less room for `{"base64Image":""}`. Refused
  * here, before a (billable) session is started for an upload Incode would answer 413.
  */
-export const MAX_IMAGE_BASE64_CHARS = 10_000_000 - 64;
-/** Whether an image Incode would refuse for its size: `base64Chars` of base64 (a file of n bytes makes 4 * ceil(n / 3)). */
-export function tooLargeForIncode(base64Chars: number): boolean {
-  return base64Chars > MAX_IMAGE_BASE64_CHARS;
-}
+const MAX_IMAGE_BASE64_CHARS = 10_000_000 - 64;
 
-export const IMAGE_TOO_LARGE = `is larger than Incode accepts (10 MB of base64, about 7.4 MB of image): send a smaller or more compressed photo`;
+const IMAGE_TOO_LARGE_MESSAGE = `is larger than Incode accepts (10 MB of base64, about 7.4 MB of image): send a smaller or more compressed photo`;
 
 /**
- * Returns the bare base64 (data: prefix removed) or why it is not an image. Only the head is decoded:
- * the body is already known to use the base64 alphabet, and decoding several MB just to re-encode them is waste.
+ * Returns the bare base64 (data: prefix removed) or why it is not an image, the rules of the route and the CLI alike.
+ * Only the head is decoded: the body is already known to use the base64 alphabet, and decoding several MB just to
+ * re-encode them is waste.
  */
-function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string; tooLarge?: true } {
+export function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string; tooLarge?: true } {
   const comma = input.startsWith('data:') ? input.indexOf(',') : -1;
   const b64 = comma >= 0 ? input.slice(comma + 1) : input;
-  if (tooLargeForIncode(b64.length)) return { error: IMAGE_TOO_LARGE, tooLarge: true };
+  if (b64.length > MAX_IMAGE_BASE64_CHARS) return { error: IMAGE_TOO_LARGE_MESSAGE, tooLarge: true };
   const length = base64DataLength(b64);
   if (length < 0) return { error: 'is not base64' };
   // A base64 length of 4n+1 cannot come from any byte string.
   if (length % 4 === 1) return { error: 'is not valid base64 (truncated?)' };
-  if (Math.floor((length * 3) / 4) < MIN_IMAGE_BYTES) return { error: `is too small to be a photo (under ${MIN_IMAGE_BYTES} bytes)` };
   const kind = imageKind(Buffer.from(b64.slice(0, 12), 'base64'));
   if (!kind) return { error: 'is not a JPEG or PNG image' };
+  if (Math.floor((length * 3) / 4) < MIN_IMAGE_BYTES) return { error: `is too small to be a photo (under ${MIN_IMAGE_BYTES} bytes)` };
   return { base64: b64, kind };
 }
 
