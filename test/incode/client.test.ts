@@ -36,6 +36,16 @@ async function scripted(handler: (req: IncomingMessage, res: ServerResponse, n: 
   };
 }
 
+/** The IncodeError a call failed with (a call that succeeded fails the test). */
+async function errorOf(call: Promise<unknown>): Promise<IncodeError> {
+  return call.then(
+    () => {
+      throw new Error('expected the call to fail');
+    },
+    (e: unknown) => e as IncodeError,
+  );
+}
+
 const envelope = (res: ServerResponse, status: number, code = status) => {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify({ timestamp: Date.now(), status: code, error: 'Oops', path: '/omni/x' }));
@@ -123,14 +133,14 @@ describe('IncodeClient against the emulator', () => {
   });
 
   it('turns a bad token into INCODE_UNAUTHORIZED without the token in the error', async () => {
-    const err = (await c.getScore('eyJhbGciOiJIUzI1NiJ9.bm9wZQ.c2ln', 'abc').catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c.getScore('eyJhbGciOiJIUzI1NiJ9.bm9wZQ.c2ln', 'abc'));
     expect(err.code).toBe('INCODE_UNAUTHORIZED');
     expect(JSON.stringify(err) + err.message).not.toContain('bm9wZQ');
   });
 
   it('keeps Incode selfie codes from the error envelope', async () => {
     const s = await c.start({ countryCode: 'ALL', externalCustomerId: 'emu:selfie-error-3006' });
-    const err = (await c.addFace(s.token, b64(selfie())).catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c.addFace(s.token, b64(selfie())));
     expect(err).toBeInstanceOf(IncodeError);
     expect(err.details.incodeStatus).toBe(3006);
     expect(err.isClientError).toBe(true);
@@ -162,7 +172,7 @@ describe('IncodeClient failure handling', () => {
   it('never retries start once it was sent (a retry could bill a second session)', async () => {
     const srv = await scripted((_req, res) => envelope(res, 503));
     const c = client(srv.url);
-    const err = (await c.start({}).catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c.start({}));
     expect(err.code).toBe('INCODE_UNAVAILABLE');
     expect(srv.hits()).toBe(1);
     await c.close();
@@ -186,7 +196,7 @@ describe('IncodeClient failure handling', () => {
       res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests' }));
     });
     const c2 = client(slow.url, { maxRetries: 2, retryBaseMs: 1 });
-    const err = (await c2.start({}).catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c2.start({}));
     expect([err.code, err.details.retryAfterMs, slow.hits()]).toEqual(['INCODE_RATE_LIMITED', 60_000, 1]);
     await c.close();
     await c2.close();
@@ -197,7 +207,7 @@ describe('IncodeClient failure handling', () => {
   it('does not retry client errors', async () => {
     const srv = await scripted((_req, res) => envelope(res, 400, 4019));
     const c = client(srv.url);
-    const err = (await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c.getScore('t', 'i'));
     expect(err.code).toBe('INCODE_BAD_REQUEST');
     expect(err.details.incodeStatus).toBe(4019);
     expect(srv.hits()).toBe(1);
@@ -209,7 +219,7 @@ describe('IncodeClient failure handling', () => {
     const srv = await scripted(() => undefined);
     const c = client(srv.url, { timeoutMs: 200, maxRetries: 0 });
     const started = Date.now();
-    const err = (await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c.getScore('t', 'i'));
     expect(err.code).toBe('INCODE_TIMEOUT');
     expect(Date.now() - started).toBeLessThan(5000);
     await c.close();
@@ -223,7 +233,7 @@ describe('IncodeClient failure handling', () => {
     });
     const outcomes: string[] = [];
     const c = client(srv.url, { timeoutMs: 200, maxRetries: 0, onCall: (_op, outcome) => outcomes.push(outcome) });
-    const err = (await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c.getScore('t', 'i'));
     expect(err.code).toBe('INCODE_TIMEOUT');
     expect(outcomes).toEqual(['timeout']);
     await c.close();
@@ -258,7 +268,7 @@ describe('IncodeClient failure handling', () => {
     });
     const outcomes: string[] = [];
     const c = client(srv.url, { maxResponseBytes: 1024 * 1024, onCall: (_op, outcome) => outcomes.push(outcome) });
-    const err = (await c.getOcrData('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c.getOcrData('t', 'i'));
     expect(err).toBeInstanceOf(IncodeError);
     expect(err.code).toBe('INCODE_BAD_RESPONSE');
     expect(err.message).toMatch(/more than 1048576 bytes/);
@@ -288,7 +298,7 @@ describe('IncodeClient failure handling', () => {
     expect(outcomes).toEqual(['aborted', 'aborted']);
     expect(c.circuitState('read')).toBe('closed');
     // An already-aborted signal never reaches Incode.
-    expect(((await c.getScore('t', 'i', { signal: AbortSignal.abort() }).catch((e: unknown) => e)) as IncodeError).code).toBe('INCODE_TIMEOUT');
+    expect((await errorOf(c.getScore('t', 'i', { signal: AbortSignal.abort() }))).code).toBe('INCODE_TIMEOUT');
     expect(srv.hits()).toBe(1);
     await c.close();
     await srv.close();
@@ -299,7 +309,7 @@ describe('IncodeClient failure handling', () => {
     const url = srv.url;
     await srv.close();
     const c = client(url, { maxRetries: 1 });
-    const err = (await c.start({}).catch((e: unknown) => e)) as IncodeError;
+    const err = await errorOf(c.start({}));
     expect(err.code).toBe('INCODE_CONNECTION');
     expect(err.details.notSent).toBe(true);
     await c.close();
@@ -311,7 +321,7 @@ describe('IncodeClient failure handling', () => {
       res.end('<html>maintenance</html>');
     });
     const c = client(srv.url);
-    expect(((await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError).code).toBe('INCODE_BAD_RESPONSE');
+    expect((await errorOf(c.getScore('t', 'i'))).code).toBe('INCODE_BAD_RESPONSE');
     await c.close();
     await srv.close();
   });
@@ -320,7 +330,7 @@ describe('IncodeClient failure handling', () => {
     let code = 6000;
     const srv = await scripted((_req, res) => envelope(res, 500, code));
     const c = client(srv.url, { maxRetries: 0, circuit: { failureThreshold: 2, resetMs: 60_000 } });
-    for (let i = 0; i < 4; i++) expect(((await c.processId('t').catch((e: unknown) => e)) as IncodeError).details).toMatchObject({ httpStatus: 500, incodeStatus: 6000 });
+    for (let i = 0; i < 4; i++) expect((await errorOf(c.processId('t'))).details).toMatchObject({ httpStatus: 500, incodeStatus: 6000 });
     expect(c.circuitState('capture')).toBe('closed');
     expect(srv.hits()).toBe(4);
     // One real failure, then a capture answer, then another failure: the answer in between did not reset the count.
@@ -343,7 +353,7 @@ describe('IncodeClient failure handling', () => {
     expect(c.circuitState('capture')).toBe('open');
     await new Promise((r) => setTimeout(r, 150));
     code = 6000;
-    expect(((await c.processId('t').catch((e: unknown) => e)) as IncodeError).details.incodeStatus).toBe(6000);
+    expect((await errorOf(c.processId('t'))).details.incodeStatus).toBe(6000);
     expect(c.circuitState('capture')).toBe('closed');
     await c.close();
     await srv.close();
@@ -358,9 +368,9 @@ describe('IncodeClient failure handling', () => {
     });
     const states: string[] = [];
     const c = client(srv.url, { maxRetries: 0, circuit: { failureThreshold: 3, resetMs: 150 }, onCircuitChange: (_g, s) => states.push(s) });
-    for (let i = 0; i < 3; i++) expect(((await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError).code).toBe('INCODE_UNAVAILABLE');
+    for (let i = 0; i < 3; i++) expect((await errorOf(c.getScore('t', 'i'))).code).toBe('INCODE_UNAVAILABLE');
     const hits = srv.hits();
-    const fast = (await c.getScore('t', 'i').catch((e: unknown) => e)) as IncodeError;
+    const fast = await errorOf(c.getScore('t', 'i'));
     expect(fast.code).toBe('INCODE_CIRCUIT_OPEN');
     expect(fast.details.retryAfterMs).toBeGreaterThan(0);
     expect(srv.hits()).toBe(hits);
