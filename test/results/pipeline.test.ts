@@ -683,28 +683,6 @@ function pipelineSuite(which: Engine) {
       await p.broker.app.store.purgeExpired(Date.now() + 1000, Date.now());
       expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete')).toEqual([]);
       expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ incodeDeletion: 'done' });
-      // Executive login refused: the deletion gives up visibly (dead, no incode-deleted entry), the session stays at Incode.
-      const badExec = await startBroker(brokerEnv(p.emulator.url, { INCODE_EXECUTIVE_PASSWORD: 'not-the-executive-password' }));
-      try {
-        const other = (await request(badExec.url).post('/session').send({}).expect(200)).body as { interviewId: string };
-        await request(badExec.url).delete(`/sessions/${other.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
-        const detail = async () => (await request(badExec.url).get(`/sessions/${other.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`)).body as Record<string, unknown>;
-        await waitFor(async () => (await detail()).incodeDeletion === 'dead');
-        expect((await badExec.app.store.listAudit(other.interviewId)).map((a) => a.kind)).not.toContain('incode-deleted');
-        expect(p.emulator.app.emulator.sessions.sessions.has(other.interviewId)).toBe(true);
-      } finally {
-        await badExec.close();
-      }
-      // Without executive credentials nothing could name the session at Incode once erased here: refused before erasing.
-      const noExec = await startBroker(brokerEnv(p.emulator.url, { INCODE_EXECUTIVE_EMAIL: '', INCODE_EXECUTIVE_PASSWORD: '' }), { runWorker: false });
-      try {
-        const other = (await request(noExec.url).post('/session').send({}).expect(200)).body as { interviewId: string };
-        const refused = await request(noExec.url).delete(`/sessions/${other.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(400);
-        expect(refused.body.code).toBe('EXECUTIVE_CREDENTIALS_MISSING');
-        expect(await noExec.app.store.getSession(other.interviewId)).toMatchObject({ resultsStatus: 'pending' });
-      } finally {
-        await noExec.close();
-      }
     } finally {
       p.emulator.app.server.off('request', seen);
     }
@@ -910,6 +888,36 @@ describe('erasure, retention and PII at rest', () => {
 });
 
 describe('deleting at Incode', () => {
+  it('without a working executive login the deletion gives up visibly, and without executive credentials it is refused before erasing', async () => {
+    const emu = await startEmulator();
+    try {
+      // Executive login refused: the deletion gives up visibly (dead, no incode-deleted entry), the session stays at Incode.
+      const badExec = await startBroker(brokerEnv(emu.url, { INCODE_EXECUTIVE_PASSWORD: 'not-the-executive-password' }));
+      try {
+        const other = (await request(badExec.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+        await request(badExec.url).delete(`/sessions/${other.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+        const detail = async () => (await request(badExec.url).get(`/sessions/${other.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`)).body as Record<string, unknown>;
+        await waitFor(async () => (await detail()).incodeDeletion === 'dead');
+        expect((await badExec.app.store.listAudit(other.interviewId)).map((a) => a.kind)).not.toContain('incode-deleted');
+        expect(emu.app.emulator.sessions.sessions.has(other.interviewId)).toBe(true);
+      } finally {
+        await badExec.close();
+      }
+      // Without executive credentials nothing could name the session at Incode once erased here: refused before erasing.
+      const noExec = await startBroker(brokerEnv(emu.url, { INCODE_EXECUTIVE_EMAIL: '', INCODE_EXECUTIVE_PASSWORD: '' }), { runWorker: false });
+      try {
+        const other = (await request(noExec.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+        const refused = await request(noExec.url).delete(`/sessions/${other.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(400);
+        expect(refused.body.code).toBe('EXECUTIVE_CREDENTIALS_MISSING');
+        expect(await noExec.app.store.getSession(other.interviewId)).toMatchObject({ resultsStatus: 'pending' });
+      } finally {
+        await noExec.close();
+      }
+    } finally {
+      await emu.close();
+    }
+  });
+
   it('an answer with success false is a refusal: the deletion is dead, never audited as done', async () => {
     // Incode's samples read a JSON body from the delete; the emulator always deletes, so this stand-in answers
     // start, the executive login and the delete the way a refusing Incode would.
