@@ -426,14 +426,6 @@ describe('rejected captures', () => {
     expect(c).toMatchObject({ ok: false, step: 'selfie', reason: 'SELFIE_IMAGE_UNSUPPORTED', incodeCode: 3008 });
   });
 
-  it.each([
-    ['emu:process-id-error-http-500', 'front', 'ID_PROCESSING_FAILED'],
-    ['emu:process-face-error-http-500', 'selfie', 'SELFIE_PROCESSING_FAILED'],
-  ])('a processing error (6000) under a 500 (%s) is a capture to repeat too', async (customer, step, reason) => {
-    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: customer }));
-    expect(c).toMatchObject({ ok: false, step, reason, incodeCode: 6000 });
-  });
-
   it('reports a face mismatch and lets the scores decline the session', async () => {
     const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-match' }));
     expect(captures).toMatchObject({ ok: true, faceMatch: { ok: false, reason: 'FACE_NO_MATCH' } });
@@ -473,9 +465,12 @@ describe('failures', () => {
   });
 
   it.each([
-    // Incode's "Processing error" (6000): the document, or the selfie, must be captured again (shared doc 4.4, 4.6).
+    // Incode's "Processing error" (6000): the document, or the selfie, must be captured again (shared doc 4.4, 4.6),
+    // whether it comes under a 4xx or a 500.
     ['emu:process-id-error', 'front', 'ID_PROCESSING_FAILED', ['start:ok', 'front:ok', 'back:ok', 'front:rejected']],
+    ['emu:process-id-error-http-500', 'front', 'ID_PROCESSING_FAILED', ['start:ok', 'front:ok', 'back:ok', 'front:rejected']],
     ['emu:process-face-error', 'selfie', 'SELFIE_PROCESSING_FAILED', ['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:ok', 'selfie:rejected']],
+    ['emu:process-face-error-http-500', 'selfie', 'SELFIE_PROCESSING_FAILED', ['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:ok', 'selfie:rejected']],
   ])('a processing error (%s) is a capture to repeat, not an outage', async (customer, step, reason, steps) => {
     const c = await r.orchestrator.runCaptures(input({ externalCustomerId: customer }));
     expect(c).toMatchObject({ ok: false, step, reason, incodeCode: 6000, message: expect.stringMatching(/again/) });
