@@ -55,6 +55,16 @@ export function createMetrics() {
       help: 'Rate-limit checks counted in process memory because the shared (Redis) counter was failing',
       registers: [registry],
     }),
+    reencrypted: new Counter({
+      name: 'stored_values_reencrypted_total',
+      help: 'Stored values (tokens, customer ids, scores, OCR data, idempotency responses) re-encrypted under the first DATA_ENCRYPTION_KEY by a key rotation',
+      registers: [registry],
+    }),
+    oldKeyValues: new Gauge({
+      name: 'stored_values_under_old_keys',
+      help: 'Stored values found under another key than the first DATA_ENCRYPTION_KEY by the last complete re-encryption pass (0: older keys can be removed; -1: no pass has completed, or only one key is configured)',
+      registers: [registry],
+    }),
     shed: new Counter({
       name: 'load_shed_total',
       help: 'Requests refused with 503 OVERLOADED, by reason: event_loop (it lagged) or upload_budget (POST /onboardings bodies in flight)',
@@ -78,6 +88,7 @@ export default fp(
     // Every circuit is closed until told otherwise: exported at 0 from the start, so alerts and dashboards see it.
     for (const group of OPERATION_GROUPS) metrics.circuitState.set({ group }, 0);
     metrics.rateLimitFallback.set(0);
+    metrics.oldKeyValues.set(-1);
     app.decorate('metrics', metrics);
     app.addHook('onResponse', (req, reply, done) => {
       const route = req.routeOptions.url ?? 'unmatched';

@@ -4,6 +4,8 @@ import type { Config } from '../config';
 import type { ResultsPipeline } from '../results/pipeline';
 import { createResultsRuntime } from '../results/runtime';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
+import { KeyRotation } from '../store/rekey';
+import { sweepLimit } from '../store/rows';
 import type { JobWorker } from '../results/worker';
 
 declare module 'fastify' {
@@ -44,6 +46,24 @@ export default fp<{ config: Config; runWorker?: boolean }>(
         )
         .finally(() => (polling = null));
     };
+    // More than one DATA_ENCRYPTION_KEY listed means a rotation: after the retention sweep, with a budget of its own,
+    // the sweep re-encrypts under the first key what is still under another, until a pass finds nothing left.
+    const rotation = config.encryption.keys.length > 1 ? new KeyRotation(app.store) : null;
+    const rotate = async () => {
+      if (!rotation || rotation.done) return;
+      try {
+        const passes = await rotation.run(sweepLimit(stopSweep.signal), (b) => app.metrics.reencrypted.inc(b.reencrypted));
+        for (const p of passes) app.metrics.oldKeyValues.set(p.found);
+        const keyId = config.encryption.keys[0].id;
+        if (passes.length) app.log.info({ passes, keyId }, 'key rotation: re-encryption pass complete');
+        if (!rotation.done || !passes.length) return;
+        if (rotation.last!.found === 0) app.log.info({ keyId }, 'key rotation: every stored value is under the first key; older keys can be removed from DATA_ENCRYPTION_KEY');
+        else app.log.warn({ unreadable: rotation.last!.unreadable, keyId }, 'key rotation: stored values are under keys no longer configured and cannot be read');
+      } catch (err) {
+        // The walk goes on from where it was at the next sweep.
+        app.log.error({ err: { message: (err as Error).message } }, 'key rotation failed');
+      }
+    };
     const purge = () => {
       sweeping ??= app.store
         .purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now(), stopSweep.signal, config.retentionDeleteAtIncode)
@@ -56,6 +76,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
           },
           (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'retention purge failed'),
         )
+        .then(rotate)
         .finally(() => (sweeping = null));
     };
 

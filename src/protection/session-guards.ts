@@ -4,6 +4,7 @@ import type { Config } from '../config';
 import { AppError, retryAfter, retryAfterSeconds } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
+import { hashesEqual } from '../store/crypto';
 import type { IdempotencyRef } from '../store/types';
 import { clientNetwork, type RateLimitEntry } from './rate-counter';
 
@@ -104,13 +105,18 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const ttlMs = config.idempotencyTtlSeconds * 1000;
     const leaseMs = Math.min(ttlMs, Math.max(60_000, 4 * config.incode.timeoutMs));
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
-    if (claim.state !== 'new' && !requestDigest.matches(claim.requestHash, body))
+    // A completed key compares the request's SHA-256 kept in its (re-encryptable) response, so a key rotation that
+    // retired the key under which requestHash was computed does not turn a faithful retry into a 422.
+    const same =
+      claim.state === 'new' ||
+      (claim.state === 'done' && claim.requestSha256 !== null ? hashesEqual(claim.requestSha256, sha256Hex(body)) : requestDigest.matches(claim.requestHash, body));
+    if (!same)
       throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
     if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
     if (claim.state === 'done') return replay(claim.interviewId);
     try {
       // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).
-      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now });
+      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, requestSha256: sha256Hex(body) });
     } catch (err) {
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
       // once Incode had answered) a session may exist and be billed: the key stays pending until its lease lapses, so a

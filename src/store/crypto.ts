@@ -24,6 +24,8 @@ export class Cipher {
   private readonly keys: Map<string, Buffer>;
   /** Id of the key that encrypts; stored next to ciphertexts so a rotation can find rows still under an old key. */
   readonly primaryKeyId: string;
+  /** What every ciphertext under the first key starts with (a key rotation looks for values that do not). */
+  readonly primaryPrefix: string;
 
   /** The first key encrypts; every key decrypts (rotation: put the new key first, keep the old ones until re-encrypted). */
   constructor(keys: CipherKey[]) {
@@ -37,6 +39,7 @@ export class Cipher {
       this.keys.set(k.id, Buffer.from(k.key));
     }
     this.primaryKeyId = keys[0].id;
+    this.primaryPrefix = `${VERSION}.${this.primaryKeyId}.`;
   }
 
   /** `aad` names where the ciphertext lives (e.g. `results.ocr:<interviewId>`); the same value is needed to decrypt. */

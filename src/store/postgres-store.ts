@@ -3,6 +3,7 @@ import { Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
 import { isDatabaseUnavailable } from './unavailable';
+import { ENCRYPTED_TABLES, nextCursor, reencryptRows, rekeySelectSql, rekeyUpdateParams, rekeyUpdatePostgres } from './rekey';
 import {
   aad,
   byRunAt,
@@ -33,7 +34,7 @@ import {
   tokenColumns,
   tokenLookup,
   idempotencyResponseEnc,
-  idempotencyResponseId,
+  idempotencyDone,
   toAudit,
   toJob,
   toSession,
@@ -45,6 +46,8 @@ import {
 } from './rows';
 import type {
   AuditEntry,
+  RekeyBatch,
+  RekeyCursor,
   Decision,
   IdempotencyClaim,
   IdempotencyRef,
@@ -428,6 +431,22 @@ export class PostgresStore implements Store {
     return n;
   }
 
+  async reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch> {
+    const t = ENCRYPTED_TABLES[cursor.table];
+    const after = cursor.after ?? [];
+    const { rows } = await this.q<Record<string, string | null>>(rekeySelectSql(t, pgArgs(1), this.cipher.primaryPrefix, cursor.after !== null), [...after, limit]);
+    const { found, unreadable, changed } = reencryptRows(this.cipher, t, rows);
+    let reencrypted = 0;
+    if (changed.length) {
+      // One statement for the batch; it returns the rows it changed (a value the service rewrote since the read stays).
+      const { rows: written } = await this.q<Record<string, string>>(rekeyUpdatePostgres(t), rekeyUpdateParams(t, changed));
+      const counts = new Map(changed.map((r) => [r.pk.join('\n'), r.reencrypted]));
+      for (const w of written) reencrypted += counts.get(t.pk.map((k) => w[k]).join('\n')) ?? 0;
+    }
+    const last = rows.length ? t.pk.map((k) => String(rows[rows.length - 1][k])) : null;
+    return { next: nextCursor(cursor, rows.length, last, limit), found, reencrypted, unreadable };
+  }
+
   // ---- inbox and jobs
 
 
@@ -554,7 +573,7 @@ export class PostgresStore implements Store {
       );
       const r = rows[0];
       if (!r) continue;
-      if (r.state === 'done') return { state: 'done', requestHash: r.request_hash, interviewId: idempotencyResponseId(this.cipher, scope, key, r.response_enc!) };
+      if (r.state === 'done') return idempotencyDone(this.cipher, scope, key, r.request_hash, r.response_enc!);
       return { state: 'pending', requestHash: r.request_hash };
     }
     throw new Error('claimIdempotencyKey: key keeps changing under contention');
@@ -562,7 +581,7 @@ export class PostgresStore implements Store {
 
   /** Parameters of idempotencyDoneSql. */
   private idempotencyDoneParams(idem: IdempotencyRef, interviewId: string): unknown[] {
-    return [idempotencyResponseEnc(this.cipher, idem.scope, idem.key, interviewId), idem.expiresAt, idem.scope, idem.key, idem.claimedAt];
+    return [idempotencyResponseEnc(this.cipher, idem, interviewId), idem.expiresAt, idem.scope, idem.key, idem.claimedAt];
   }
 
   async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { Cipher, sha256Hex } from './crypto';
-import { InvalidCursorError, type AuditEntry, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type StepRecord } from './types';
+import { InvalidCursorError, type AuditEntry, type IdempotencyClaim, type IdempotencyRef, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
 export const aad = {
@@ -72,14 +72,17 @@ export function tokenLookup(token: string): { hash: string; namedId: string | nu
   return { hash: sha256Hex(token), namedId: interviewIdOfToken(token) };
 }
 
-// A completed Idempotency-Key keeps only the session it created (its token stays in sessions), encrypted like
-// every response a key may carry.
-export function idempotencyResponseEnc(cipher: Cipher, scope: string, key: string, interviewId: string): string {
-  return cipher.encryptJson({ interviewId }, aad.idempotencyResponse(scope, key));
+// A completed Idempotency-Key keeps only the session it created (its token stays in sessions) and the SHA-256 of the
+// request, encrypted like every response a key may carry: unlike the request_hash column (an HMAC under a key derived
+// from the first DATA_ENCRYPTION_KEY), a key rotation re-encrypts it, so a replay still compares once the old key is gone.
+export function idempotencyResponseEnc(cipher: Cipher, idem: IdempotencyRef, interviewId: string): string {
+  return cipher.encryptJson({ interviewId, request: idem.requestSha256 }, aad.idempotencyResponse(idem.scope, idem.key));
 }
 
-export function idempotencyResponseId(cipher: Cipher, scope: string, key: string, enc: string): string {
-  return cipher.decryptJson<{ interviewId: string }>(enc, aad.idempotencyResponse(scope, key)).interviewId;
+/** The done claim a stored response makes (a response written before the request's SHA-256 was kept has none). */
+export function idempotencyDone(cipher: Cipher, scope: string, key: string, requestHash: string, enc: string): IdempotencyClaim {
+  const r = cipher.decryptJson<{ interviewId: string; request?: string }>(enc, aad.idempotencyResponse(scope, key));
+  return { state: 'done', requestHash, interviewId: r.interviewId, requestSha256: r.request ?? null };
 }
 
 /**

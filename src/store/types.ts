@@ -71,6 +71,8 @@ export interface IdempotencyRef {
    * so a request that outlived its lease cannot complete or delete the claim of the retry that took the key over.
    */
   claimedAt: number;
+  /** SHA-256 (hex) of the request, kept encrypted with the completed key's response. */
+  requestSha256: string;
 }
 
 export interface StoredResults {
@@ -147,7 +149,7 @@ export interface AuditEntry {
 export type IdempotencyClaim =
   | { state: 'new' }
   | { state: 'pending'; requestHash: string }
-  | { state: 'done'; requestHash: string; interviewId: string };
+  | { state: 'done'; requestHash: string; interviewId: string; requestSha256: string | null };
 
 export interface Store {
   readonly engine: 'sqlite' | 'postgres';
@@ -201,6 +203,12 @@ export interface Store {
    * queued (an `incode-delete` job) in the same transaction as its erasure, so none is lost between the two.
    */
   purgeExpired(createdBefore: number, now: number, signal?: AbortSignal, deleteAtIncode?: boolean): Promise<number>;
+  /**
+   * One batch of a key rotation (KeyRotation walks them): the next `limit` rows after `cursor` of the tables with
+   * encrypted columns, each value written under another key than the first re-encrypted under it if it is still the
+   * value read (one the service changed meanwhile is left to the next pass). `next` is null after the last table.
+   */
+  reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch>;
 
   // inbox and jobs
   /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */
@@ -247,4 +255,20 @@ export interface Store {
   consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null>;
   /** Puts a consumed resume token back, unless a newer one was issued since (even if that one was spent in turn) or the session was erased. */
   restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void>;
+}
+
+/** Where a key rotation's walk is: a table of ENCRYPTED_TABLES and the primary key of the last row it read there. */
+export interface RekeyCursor {
+  table: number;
+  after: string[] | null;
+}
+
+export interface RekeyBatch {
+  next: RekeyCursor | null;
+  /** Values read under another key than the first. */
+  found: number;
+  /** Of those, re-encrypted under the first key and written. */
+  reencrypted: number;
+  /** Of those, under a key no longer configured. */
+  unreadable: number;
 }

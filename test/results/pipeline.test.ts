@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type { EmulatorOptions } from '../../src/emulator/app';
 import {
   ADMIN_KEY,
+  ENCRYPTION_KEY,
   TEST_API_KEY,
   WEBHOOK_CLIENT_ID,
   WEBHOOK_CLIENT_SECRET,
@@ -860,6 +861,54 @@ describe('erasure, retention and PII at rest', () => {
     expect((await second.app.store.getSession('new0000000000000000000001'))?.token).toBe('tok-new');
     await second.close();
     await emu.close();
+  });
+
+  it('with a new key listed first, the sweep re-encrypts every stored value under it, and a broker with the new key alone reads them all', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'broker-rekey-'));
+    const dbFile = join(dir, 'broker.db');
+    const url = `sqlite:${dbFile}`;
+    const k2 = 'k2:' + Buffer.alloc(32, 9).toString('base64');
+    const emu = await startEmulator();
+    try {
+      // Under k1: a session started with an Idempotency-Key and a customer id, with its results.
+      const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url }), { runWorker: false });
+      const body = { externalCustomerId: 'customer-rekey-4411' };
+      const s = (await request(first.url).post('/session').set('idempotency-key', 'rekey-0001').send(body).expect(200)).body as { interviewId: string; token: string };
+      await first.app.store.saveResults(s.interviewId, { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'ROTA KEYES' } }, fetchedAt: Date.now() }, 'approve', Date.now());
+      await first.close();
+
+      const rotating = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, DATA_ENCRYPTION_KEY: `${k2},${ENCRYPTION_KEY}` }));
+      try {
+        const gauge = async () => (await rotating.app.metrics.oldKeyValues.get()).values[0]?.value;
+        // Two passes: the first re-encrypts token, customer id, scores, OCR and the Idempotency-Key's response; the second finds nothing left.
+        await waitFor(async () => (await gauge()) === 0);
+        expect((await rotating.app.metrics.reencrypted.get()).values[0].value).toBe(5);
+        const lines = rotating.logs.lines.map((l) => JSON.parse(l) as { msg: string; passes?: unknown; keyId?: string });
+        expect(lines.find((l) => l.msg.startsWith('key rotation: every stored value'))).toMatchObject({ keyId: 'k2' });
+        expect(lines.find((l) => l.msg.startsWith('key rotation: re-encryption pass'))?.passes).toEqual([
+          { found: 5, reencrypted: 5, unreadable: 0 },
+          { found: 0, reencrypted: 0, unreadable: 0 },
+        ]);
+        for (const secret of [s.token, 'customer-rekey-4411', 'ROTA KEYES']) expect(rotating.logs.text).not.toContain(secret);
+      } finally {
+        await rotating.close();
+      }
+
+      const onlyK2 = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, DATA_ENCRYPTION_KEY: k2 }), { runWorker: false });
+      try {
+        expect((await request(onlyK2.url).get(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200)).body).toMatchObject({
+          externalCustomerId: 'customer-rekey-4411',
+          ocr: { name: { fullName: 'ROTA KEYES' } },
+        });
+        // The Idempotency-Key's replay reads its response and the session's token.
+        const again = (await request(onlyK2.url).post('/session').set('idempotency-key', 'rekey-0001').send(body).expect(200)).body as { interviewId: string; token: string };
+        expect(again).toMatchObject({ interviewId: s.interviewId, token: s.token });
+      } finally {
+        await onlyK2.close();
+      }
+    } finally {
+      await emu.close();
+    }
   });
 
   it('with RETENTION_DELETE_AT_INCODE, the sweep also deletes what it erases at Incode', async () => {

@@ -6,7 +6,9 @@ import { PostgresStore } from '../../src/store/postgres-store';
 import type { Store } from '../../src/store/types';
 import { describeWith, services } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
-import { K1, runStoreContract } from './store-contract';
+import { aad } from '../../src/store/rows';
+import { REKEY_START } from '../../src/store/rekey';
+import { K1, K2, runStoreContract } from './store-contract';
 
 const RUN = `store_test_${process.pid}_${Date.now().toString(36)}`;
 let seq = 0;
@@ -100,6 +102,31 @@ describeWith('postgres', 'PostgresStore', () => {
         'sessions',
         'steps',
       ]);
+    });
+
+    it('a re-encryption waits for a row another transaction is changing, then leaves the value written there', async () => {
+      const schema = newSchema();
+      const k1 = new Cipher([K1]);
+      const s = track(open(schema, k1));
+      await s.migrate();
+      await s.upsertSession({ interviewId: 'c', origin: 'broker', token: 'tok-c', now: 1 });
+      const rotated = track(open(schema, new Cipher([K2, K1])));
+      const pool = adminPool();
+      const other = await pool.connect();
+      try {
+        await other.query('BEGIN');
+        const newer = k1.encrypt('tok-c2', aad.token('c'));
+        await other.query(`UPDATE "${schema}".sessions SET token_enc = $1 WHERE interview_id = 'c'`, [newer]);
+        // The batch reads the committed value, then its update waits for the row lock this transaction holds.
+        const batch = rotated.reencryptBatch(REKEY_START, 10);
+        await waitFor(async () => (await pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE sessions AS t SET token_enc%'`)).rows[0].n === 1);
+        await other.query('COMMIT');
+        expect(await batch).toMatchObject({ found: 1, reencrypted: 0, unreadable: 0 });
+        expect((await rotated.getSession('c'))?.token).toBe('tok-c2');
+        expect(await rotated.reencryptBatch(REKEY_START, 10)).toMatchObject({ found: 1, reencrypted: 1 });
+      } finally {
+        other.release();
+      }
     });
 
     it('concurrent migrate() from several replicas applies each migration once', async () => {

@@ -12,7 +12,8 @@ import { SqliteStore } from '../../src/store/sqlite-store';
 import { loadConfig } from '../../src/config';
 import { brokerEnv, startBroker } from '../helpers/harness';
 import { isDatabaseUnavailable } from '../../src/store/unavailable';
-import { K1, runStoreContract, type StoreHarness } from './store-contract';
+import { REKEY_START } from '../../src/store/rekey';
+import { K1, K2, runStoreContract, type StoreHarness } from './store-contract';
 
 function harness(store: SqliteStore, extra: Partial<StoreHarness> & { cleanup(): Promise<void> }): StoreHarness {
   return {
@@ -93,7 +94,43 @@ describe('SqliteStore specifics', () => {
     expect(store.db.pragma('synchronous', { simple: true })).toBe(1);
     expect(store.db.pragma('busy_timeout', { simple: true })).toBe(5000);
     expect(store.db.pragma('foreign_keys', { simple: true })).toBe(1);
+    // 2 is FAST.
+    expect(store.db.pragma('secure_delete', { simple: true })).toBe(2);
     await store.close();
+    await store.close();
+  });
+
+  it('leaves no copy of an erased or re-encrypted value in the file, and a re-encryption never overwrites a value written since its read', async () => {
+    const file = tempFile();
+    const k1 = new Cipher([K1]);
+    const store = new SqliteStore({ filename: file, cipher: k1 });
+    await store.migrate();
+    for (const id of ['a', 'b', 'c']) await store.upsertSession({ interviewId: id, origin: 'broker', token: `tok-${id}`, externalCustomerId: `ext-${id}`, now: 1 });
+    await store.saveResults('a', { scores: { s: 1 }, ocr: { fullName: 'A' }, fetchedAt: 1 }, 'approve', 1);
+    const enc = (id: string) => store.db.prepare('SELECT token_enc, external_customer_id_enc FROM sessions WHERE interview_id = ?').get(id) as Record<string, string | null>;
+    const erased = { ...enc('a'), ...(store.db.prepare('SELECT scores_enc, ocr_enc FROM results').get() as Record<string, string>) };
+    const rotated = { ...enc('b') };
+    await store.eraseSession('a', 'test', 2);
+
+    const k2 = new SqliteStore({ filename: file, cipher: new Cipher([K2, K1]) });
+    // The batch reads now; before its write lands, this service rewrites c's token (a resume, say) on the other connection.
+    const batch = k2.reencryptBatch(REKEY_START, 10);
+    const newer = k1.encrypt('tok-c2', aad.token('c'));
+    store.db.prepare('UPDATE sessions SET token_enc = ? WHERE interview_id = ?').run(newer, 'c');
+    // b's token and customer id; c's row is left whole, as its token is no longer the value that was read.
+    expect(await batch).toMatchObject({ found: 4, reencrypted: 2, unreadable: 0 });
+    expect(enc('c').token_enc).toBe(newer);
+    expect((await k2.getSession('c'))?.token).toBe('tok-c2');
+    // The next pass takes it as it is now (the newer token was written under k1 too).
+    expect(await k2.reencryptBatch(REKEY_START, 10)).toMatchObject({ found: 2, reencrypted: 2, unreadable: 0 });
+    const onlyK2 = new SqliteStore({ filename: file, cipher: new Cipher([K2]) });
+    expect((await onlyK2.getSession('c'))?.token).toBe('tok-c2');
+    await onlyK2.close();
+
+    store.db.pragma('wal_checkpoint(TRUNCATE)');
+    const raw = readFileSync(file).toString('latin1');
+    for (const v of [...Object.values(erased), ...Object.values(rotated)]) expect(raw).not.toContain(v);
+    await k2.close();
     await store.close();
   });
 
@@ -212,7 +249,8 @@ describe('SqliteStore specifics', () => {
     expect(store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').all()).toEqual(MIGRATIONS.map((m) => ({ version: m.version })));
     expect((await store.getSession('i1'))?.token).toBe('t1');
     expect(await store.checkResumeToken('i1', 'rh', 1e12 + 1)).toBe(true);
-    expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12 + 1)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1' });
+    // Its response predates the request's SHA-256: a replay compares the request_hash column.
+    expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12 + 1)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1', requestSha256: null });
     expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name = 'sessions_resume_token_hash'").all()).toEqual([]);
     // Migration 3: the old row keeps its entry in the (now partial) token-hash index, so its opaque token still finds it.
     expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name LIKE 'sessions_%token_hash'").all()).toEqual([{ name: 'sessions_opaque_token_hash' }]);

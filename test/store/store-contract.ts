@@ -2,7 +2,9 @@
 import { Cipher } from '../../src/store/crypto';
 import { MIGRATIONS } from '../../src/store/migrations';
 import { statusRank } from '../../src/results/status';
-import type { NewJob, SessionRecord, Store } from '../../src/store/types';
+import { ENCRYPTED_TABLES, KeyRotation, REKEY_START } from '../../src/store/rekey';
+import { sweepLimit } from '../../src/store/rows';
+import type { NewJob, RekeyCursor, SessionRecord, Store } from '../../src/store/types';
 
 export const K1 = { id: 'k1', key: Buffer.alloc(32, 1) };
 export const K2 = { id: 'k2', key: Buffer.alloc(32, 2) };
@@ -169,12 +171,12 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           origin: 'broker',
           token: 'tA',
           resume: { tokenHash: 'rh', expiresAt: T0 + 100 },
-          idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0 },
+          idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0, requestSha256: 'sha-h1' },
           now: T0 + 1,
         });
         expect(s).toMatchObject({ interviewId: 'i1', origin: 'external', token: 'tA' });
         expect(await store.checkResumeToken('i1', 'rh', T0 + 2)).toBe(true);
-        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 500)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1' });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 500)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1', requestSha256: 'sha-h1' });
       });
 
       it('never downgrades the status on upsert, but raises it', async () => {
@@ -729,8 +731,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it('a new session marks the Idempotency-Key that created it done, in the same write', async () => {
         // The pending claim's short lease (T0 + 10) becomes the key's full lifetime (T0 + 1000) on completion.
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0)).toEqual({ state: 'new' });
-        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0 }, now: T0 });
-        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 100)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1' });
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0, requestSha256: 'sha-h1' }, now: T0 });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 100)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1', requestSha256: 'sha-h1' });
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 2000, T0 + 1000)).toEqual({ state: 'new' });
       });
 
@@ -745,8 +747,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('other', 'k1', 'h9', T0 + 1000, T0 + 1)).toEqual({ state: 'pending', requestHash: 'h9' });
         await store.releaseIdempotencyKey('other', 'k1', T0);
         expect(await store.claimIdempotencyKey('other', 'k1', 'h8', T0 + 1000, T0 + 2)).toEqual({ state: 'new' });
-        await session(interviewId, { idempotency: { scope: 'start', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0 } });
-        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 2)).toEqual({ state: 'done', requestHash: 'h1', interviewId });
+        await session(interviewId, { idempotency: { scope: 'start', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0, requestSha256: 'sha-h1' } });
+        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 2)).toEqual({ state: 'done', requestHash: 'h1', interviewId, requestSha256: 'sha-h1' });
         // Stored responses are encrypted at rest like any other identifier.
         const [row] = await h.exec('SELECT response_enc FROM idempotency_keys WHERE scope = ? AND key = ?', ['start', 'k1']);
         expect(String(row.response_enc)).not.toContain(interviewId);
@@ -761,16 +763,16 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 20)).toEqual({ state: 'new' });
         // The first request ends late: its release and its completion apply to its own (gone) claim only.
         await store.releaseIdempotencyKey('s', 'k', T0);
-        await session('late', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 1000, claimedAt: T0 } });
+        await session('late', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 1000, claimedAt: T0, requestSha256: 'sha-h1' } });
         expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 21)).toEqual({ state: 'pending', requestHash: 'h' });
         // The retry completes its own claim: the key replays the retry's session.
-        await session('retry', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 1000, claimedAt: T0 + 20 } });
-        expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 22)).toEqual({ state: 'done', requestHash: 'h', interviewId: 'retry' });
+        await session('retry', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 1000, claimedAt: T0 + 20, requestSha256: 'sha-h1' } });
+        expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 22)).toEqual({ state: 'done', requestHash: 'h', interviewId: 'retry', requestSha256: 'sha-h1' });
       });
 
       it('treats an expired key as new', async () => {
         await store.claimIdempotencyKey('s', 'k', 'h1', T0 + 10, T0);
-        await session('i1', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 10, claimedAt: T0 } });
+        await session('i1', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 10, claimedAt: T0, requestSha256: 'sha-h1' } });
         expect((await store.claimIdempotencyKey('s', 'k', 'h2', T0 + 100, T0 + 9)).state).toBe('done');
         expect(await store.claimIdempotencyKey('s', 'k', 'h2', T0 + 100, T0 + 10)).toEqual({ state: 'new' });
         expect(await store.claimIdempotencyKey('s', 'k', 'h3', T0 + 100, T0 + 11)).toEqual({ state: 'pending', requestHash: 'h2' });
@@ -909,6 +911,94 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await expect(store.getResults('b')).rejects.toThrow(/unknown key id k2/);
         const onlyK2 = await open(new Cipher([K2]));
         await expect(onlyK2.getResults('a')).rejects.toThrow(/unknown key id k1/);
+      });
+
+      describe('re-encryption under the first key (key rotation)', () => {
+        // Under k1: five sessions with a token and a customer id (one of them erased: nothing left in it), results for two,
+        // one completed Idempotency-Key (its response) and one pending (no response yet).
+        const underK1 = async () => {
+          for (const id of ['a', 'b', 'c', 'd', 'e']) await session(id, { token: `${TOKEN}-${id}`, externalCustomerId: `${EXT_ID}-${id}` });
+          await store.saveResults('a', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0);
+          await store.saveResults('c', { scores: { s: 3 }, ocr: { fullName: 'C' }, fetchedAt: T0 }, 'review', T0);
+          await store.eraseSession('e', 'test', T0);
+          await store.claimIdempotencyKey('session:x', 'key-1', 'h1', T0 + 1e6, T0);
+          await store.upsertSession({ interviewId: 'f', origin: 'broker', token: 'tok-f', idempotency: { scope: 'session:x', key: 'key-1', expiresAt: T0 + 1e6, claimedAt: T0, requestSha256: 'sha-h1' }, now: T0 });
+          await store.claimIdempotencyKey('session:x', 'key-2', 'h2', T0 + 1e6, T0);
+        };
+        // a-d: token and customer id (8), f: token (1), results of a and c: scores and OCR (4), key-1's response (1).
+        const K1_VALUES = 14;
+        const underKey = async (kid: string) => {
+          const counts = await Promise.all(
+            ENCRYPTED_TABLES.flatMap((t) =>
+              t.columns.map(async (c) => Number((await h.exec(`SELECT count(*) AS n FROM ${t.table} WHERE substr(${c.name}, 1, ${kid.length + 4}) = ?`, [`v1.${kid}.`]))[0].n)),
+            ),
+          );
+          return counts.reduce((a, b) => a + b, 0);
+        };
+
+        itShared('walks every table in batches, moves each value under k2, and a store with k2 alone then reads them all', async () => {
+          await underK1();
+          const rotated = await open(new Cipher([K2, K1]));
+          // Already under k2: not counted, not rewritten.
+          await rotated.upsertSession({ interviewId: 'g', origin: 'broker', token: 'tok-g', externalCustomerId: 'ext-g', now: T0 });
+          const [g] = await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['g']);
+          const totals = { found: 0, reencrypted: 0, unreadable: 0 };
+          const tables: number[] = [];
+          for (let c: RekeyCursor | null = REKEY_START; c; ) {
+            tables.push(c.table);
+            const b = await rotated.reencryptBatch(c, 2);
+            for (const k of ['found', 'reencrypted', 'unreadable'] as const) totals[k] += b[k];
+            c = b.next;
+          }
+          expect(totals).toEqual({ found: K1_VALUES, reencrypted: K1_VALUES, unreadable: 0 });
+          // Seven sessions two at a time, then two results rows, then two idempotency keys; each table's last batch is short.
+          expect(tables).toEqual([0, 0, 0, 0, 1, 1, 2, 2]);
+          expect(await underKey('k1')).toBe(0);
+          expect(await underKey('k2')).toBe(K1_VALUES + 2);
+          expect((await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['g']))[0].token_enc).toBe(g.token_enc);
+          expect((await h.exec('SELECT key_id FROM results ORDER BY interview_id')).map((r) => r.key_id)).toEqual(['k2', 'k2']);
+
+          const onlyK2 = await open(new Cipher([K2]));
+          for (const id of ['a', 'b', 'c', 'd']) expect(await onlyK2.getSession(id)).toMatchObject({ token: `${TOKEN}-${id}`, externalCustomerId: `${EXT_ID}-${id}` });
+          expect(await onlyK2.getSession('e')).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased' });
+          expect((await onlyK2.getResults('a'))?.ocr).toEqual({ fullName: OCR_NAME });
+          expect(await onlyK2.getResults('c')).toMatchObject({ scores: { s: 3 }, ocr: { fullName: 'C' } });
+          expect(await onlyK2.claimIdempotencyKey('session:x', 'key-1', 'h1', T0 + 1e6, T0 + 1)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'f', requestSha256: 'sha-h1' });
+          expect(await onlyK2.claimIdempotencyKey('session:x', 'key-2', 'h2', T0 + 1e6, T0 + 1)).toEqual({ state: 'pending', requestHash: 'h2' });
+        });
+
+        itShared('KeyRotation passes until one finds nothing left; a value under a key no longer configured is reported, not lost', async () => {
+          await underK1();
+          const rotation = new KeyRotation(await open(new Cipher([K2, K1])));
+          expect(await rotation.run(sweepLimit())).toEqual([
+            { found: K1_VALUES, reencrypted: K1_VALUES, unreadable: 0 },
+            { found: 0, reencrypted: 0, unreadable: 0 },
+          ]);
+          expect(rotation.done).toBe(true);
+          // Done: a later sweep reads nothing more until the process restarts.
+          expect(await rotation.run(sweepLimit())).toEqual([]);
+
+          // k1 removed too early (k3 added first, k2 still listed): the values under k2 move to k3; the one under k1 cannot be
+          // read and stays as it is, and the pass after reports it again, then stops.
+          await store.upsertSession({ interviewId: 'h', origin: 'broker', token: 'tok-h', now: T0 });
+          const [before] = await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['h']);
+          const early = new KeyRotation(await open(new Cipher([{ id: 'k3', key: Buffer.alloc(32, 3) }, K2])));
+          const passes = await early.run(sweepLimit());
+          expect(passes).toEqual([{ found: K1_VALUES + 1, reencrypted: K1_VALUES, unreadable: 1 }, { found: 1, reencrypted: 0, unreadable: 1 }]);
+          expect(early.done).toBe(true);
+          expect((await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['h']))[0].token_enc).toBe(before.token_enc);
+          expect(await store.getSession('h')).toMatchObject({ token: 'tok-h' });
+        });
+
+        itShared('stops between batches when the sweep is stopped, and goes on from there', async () => {
+          await underK1();
+          const rotation = new KeyRotation(await open(new Cipher([K2, K1])));
+          const stop = new AbortController();
+          stop.abort();
+          expect(await rotation.run(sweepLimit(stop.signal))).toEqual([]);
+          expect(await underKey('k1')).toBe(K1_VALUES);
+          expect((await rotation.run(sweepLimit()))[0]).toEqual({ found: K1_VALUES, reencrypted: K1_VALUES, unreadable: 0 });
+        });
       });
     });
   });
