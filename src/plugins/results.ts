@@ -57,7 +57,8 @@ export default fp<{ config: Config; runWorker?: boolean }>(
         const keyId = config.encryption.keys[0].id;
         if (passes.length) app.log.info({ passes, keyId }, 'key rotation: re-encryption pass complete');
         if (!rotation.done || !passes.length) return;
-        if (rotation.last!.found === 0) app.log.info({ keyId }, 'key rotation: every stored value is under the first key; older keys can be removed from DATA_ENCRYPTION_KEY');
+        const removable = config.encryption.keys.slice(1).map((k) => k.id);
+        if (rotation.last!.found === 0) app.log.info({ keyId, removable }, 'key rotation: every stored value is under the first key; the others can be removed from DATA_ENCRYPTION_KEY');
         else app.log.warn({ unreadable: rotation.last!.unreadable, keyId }, 'key rotation: stored values are under keys no longer configured and cannot be read');
       } catch (err) {
         // The walk goes on from where it was at the next sweep.

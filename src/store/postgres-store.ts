@@ -435,16 +435,16 @@ export class PostgresStore implements Store {
     const t = ENCRYPTED_TABLES[cursor.table];
     const after = cursor.after ?? [];
     const { rows } = await this.q<Record<string, string | null>>(rekeySelectSql(t, pgArgs(1), this.cipher.primaryPrefix, cursor.after !== null), [...after, limit]);
-    const { found, unreadable, changed } = reencryptRows(this.cipher, t, rows);
+    const { found, unreadable, waiting, changed } = reencryptRows(this.cipher, t, rows);
     let reencrypted = 0;
     if (changed.length) {
       // One statement for the batch; it returns the rows it changed (a value the service rewrote since the read stays).
       const { rows: written } = await this.q<Record<string, string>>(rekeyUpdatePostgres(t), rekeyUpdateParams(t, changed));
-      const counts = new Map(changed.map((r) => [r.pk.join('\n'), r.reencrypted]));
-      for (const w of written) reencrypted += counts.get(t.pk.map((k) => w[k]).join('\n')) ?? 0;
+      const counts = new Map(changed.map((r) => [JSON.stringify(r.pk), r.reencrypted]));
+      for (const w of written) reencrypted += counts.get(JSON.stringify(t.pk.map((k) => w[k]))) ?? 0;
     }
     const last = rows.length ? t.pk.map((k) => String(rows[rows.length - 1][k])) : null;
-    return { next: nextCursor(cursor, rows.length, last, limit), found, reencrypted, unreadable };
+    return { next: nextCursor(cursor, rows.length, last, limit), found, reencrypted, unreadable, waiting };
   }
 
   // ---- inbox and jobs

@@ -9,8 +9,12 @@ export const REKEY_BATCH = 250;
 export interface EncryptedTable {
   table: 'sessions' | 'results' | 'idempotency_keys';
   pk: readonly string[];
-  /** Each encrypted column and the associated data its ciphertexts are bound to (by the row's primary key). */
-  columns: readonly { name: string; aad: (pk: readonly string[]) => string }[];
+  /**
+   * Each encrypted column and the associated data its ciphertexts are bound to (by the row's primary key). `waits`
+   * tells a value that still needs its key for something else: it stays where it is until it expires, and keeps the
+   * rotation from reporting the older keys removable.
+   */
+  columns: readonly { name: string; aad: (pk: readonly string[]) => string; waits?: (plain: string) => boolean }[];
   /** A column naming the key the row's values are under, kept in step with them. */
   keyId?: string;
 }
@@ -34,7 +38,25 @@ export const ENCRYPTED_TABLES: readonly EncryptedTable[] = [
     ],
     keyId: 'key_id',
   },
-  { table: 'idempotency_keys', pk: ['scope', 'key'], columns: [{ name: 'response_enc', aad: ([scope, key]) => aad.idempotencyResponse(scope, key) }] },
+  {
+    table: 'idempotency_keys',
+    pk: ['scope', 'key'],
+    columns: [
+      {
+        name: 'response_enc',
+        aad: ([scope, key]) => aad.idempotencyResponse(scope, key),
+        // Written before responses carried the request's SHA-256: a replay compares request_hash, an HMAC under the
+        // old key, until the key expires (IDEMPOTENCY_TTL_SECONDS) and the sweep deletes it.
+        waits: (plain) => {
+          try {
+            return (JSON.parse(plain) as { request?: unknown }).request === undefined;
+          } catch {
+            return false;
+          }
+        },
+      },
+    ],
+  },
 ];
 
 export const REKEY_START: RekeyCursor = { table: 0, after: null };
@@ -70,6 +92,7 @@ export interface RekeyedRow {
 export function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<string, string | null>[]) {
   let found = 0;
   let unreadable = 0;
+  let waiting = 0;
   const changed: RekeyedRow[] = [];
   for (const r of rows) {
     const pk = t.pk.map((k) => String(r[k]));
@@ -80,11 +103,14 @@ export function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<st
       let next: string | null = null;
       if (v !== null && v !== undefined) {
         rowFound++;
+        let plain: string | null = null;
         try {
-          next = cipher.encrypt(cipher.decrypt(v, c.aad(pk)), c.aad(pk));
+          plain = cipher.decrypt(v, c.aad(pk));
         } catch {
           unreadable++;
         }
+        if (plain !== null && c.waits?.(plain)) waiting++;
+        else if (plain !== null) next = cipher.encrypt(plain, c.aad(pk));
       }
       row.old.push(next === null ? null : v);
       row.next.push(next);
@@ -95,7 +121,7 @@ export function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<st
     if (row.reencrypted === rowFound) row.keyId = cipher.primaryKeyId;
     changed.push(row);
   }
-  return { found, unreadable, changed };
+  return { found, unreadable, waiting, changed };
 }
 
 /**
@@ -148,13 +174,9 @@ export function nextCursor(cursor: RekeyCursor, read: number, last: string[] | n
   return cursor.table + 1 < ENCRYPTED_TABLES.length ? { table: cursor.table + 1, after: null } : null;
 }
 
-export interface RekeyPass {
-  /** Values found under another key than the first, in the whole pass. */
-  found: number;
-  reencrypted: number;
-  /** Values under a key no longer configured: they cannot be read, by this pass or anything else. */
-  unreadable: number;
-}
+export type RekeyPass = Omit<RekeyBatch, 'next'>;
+
+const EMPTY_PASS: RekeyPass = { found: 0, reencrypted: 0, unreadable: 0, waiting: 0 };
 
 /**
  * Walks every encrypted column in passes, re-encrypting what is under an older key, a bounded amount at a time (the
@@ -162,11 +184,12 @@ export interface RekeyPass {
  * under an older key, because a replica still running with the old key order may have written behind it (and a value
  * the service changed while it was being re-encrypted is left to the next pass); a pass that found nothing left is
  * the proof that older keys are no longer needed, and the walk stops there until the process restarts. Values under a
- * key no longer configured stop it too: no pass can read them.
+ * key no longer configured stop it too: no pass can read them. Values that wait for their expiry are found again by
+ * each pass until the retention sweep has deleted them.
  */
 export class KeyRotation {
   private cursor: RekeyCursor = REKEY_START;
-  private pass: RekeyPass = { found: 0, reencrypted: 0, unreadable: 0 };
+  private pass: RekeyPass = EMPTY_PASS;
   /** The last complete pass, or null before one completes. */
   last: RekeyPass | null = null;
   done = false;
@@ -179,16 +202,21 @@ export class KeyRotation {
     while (!this.done && !limit.signal?.aborted && Date.now() < limit.until) {
       const b = await this.store.reencryptBatch(this.cursor, REKEY_BATCH);
       onBatch?.(b);
-      this.pass = { found: this.pass.found + b.found, reencrypted: this.pass.reencrypted + b.reencrypted, unreadable: this.pass.unreadable + b.unreadable };
+      const p = this.pass;
+      this.pass = { found: p.found + b.found, reencrypted: p.reencrypted + b.reencrypted, unreadable: p.unreadable + b.unreadable, waiting: p.waiting + b.waiting };
       if (b.next) {
         this.cursor = b.next;
         continue;
       }
-      this.last = this.pass;
-      completed.push(this.pass);
-      this.done = this.pass.found === this.pass.unreadable;
+      const pass = this.pass;
+      this.last = pass;
+      completed.push(pass);
+      this.done = pass.found === pass.unreadable;
       this.cursor = REKEY_START;
-      this.pass = { found: 0, reencrypted: 0, unreadable: 0 };
+      this.pass = EMPTY_PASS;
+      // A pass that moved something is checked at once by the next; one that could move nothing (values waiting to
+      // expire, or rewritten under it) is tried again at the next sweep, not over and over within this one.
+      if (pass.reencrypted === 0) break;
     }
     return completed;
   }

@@ -111,8 +111,9 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     // Erased and re-encrypted values are zeroed where they were, not left in the file's free space, where the key
-    // that still decrypts them (until a rotation retires it) would read them back. FAST: only where no extra I/O is needed.
-    this.db.pragma('secure_delete = FAST');
+    // that still decrypts them (until a rotation retires it) would read them back. ON, not FAST: FAST leaves freed
+    // overflow pages as they were, and OCR data is larger than a page. Only deletes and rewrites pay for it.
+    this.db.pragma('secure_delete = ON');
   }
 
   private st(sql: string): Statement {
@@ -407,14 +408,14 @@ export class SqliteStore implements Store {
     const t = ENCRYPTED_TABLES[cursor.table];
     // Read outside the write lock, and decrypted and encrypted again before taking it.
     const rows = this.st(rekeySelectSql(t, sqliteArgs, this.cipher.primaryPrefix, cursor.after !== null)).all(...(cursor.after ?? []), limit) as Record<string, string | null>[];
-    const { found, unreadable, changed } = reencryptRows(this.cipher, t, rows);
+    const { found, unreadable, waiting, changed } = reencryptRows(this.cipher, t, rows);
     const update = rekeyUpdateSqlite(t);
     // Counted from what the write changed: a value the service rewrote since the read is newer and stays.
     const reencrypted = changed.length
       ? await this.write(() => changed.reduce((n, r) => n + (this.st(update).run(rekeyUpdateNamed(t, r)).changes ? r.reencrypted : 0), 0))
       : 0;
     const last = rows.length ? t.pk.map((k) => String(rows[rows.length - 1][k])) : null;
-    return { next: nextCursor(cursor, rows.length, last, limit), found, reencrypted, unreadable };
+    return { next: nextCursor(cursor, rows.length, last, limit), found, reencrypted, unreadable, waiting };
   }
 
   // ---- inbox and jobs

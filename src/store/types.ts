@@ -271,4 +271,6 @@ export interface RekeyBatch {
   reencrypted: number;
   /** Of those, under a key no longer configured. */
   unreadable: number;
+  /** Of those, left under their key until they expire (an Idempotency-Key whose replay still needs it). */
+  waiting: number;
 }

@@ -2,8 +2,8 @@
 import { Cipher } from '../../src/store/crypto';
 import { MIGRATIONS } from '../../src/store/migrations';
 import { statusRank } from '../../src/results/status';
-import { ENCRYPTED_TABLES, KeyRotation, REKEY_START } from '../../src/store/rekey';
-import { sweepLimit } from '../../src/store/rows';
+import { ENCRYPTED_TABLES, KeyRotation, REKEY_BATCH, REKEY_START } from '../../src/store/rekey';
+import { aad, sweepLimit } from '../../src/store/rows';
 import type { NewJob, RekeyCursor, SessionRecord, Store } from '../../src/store/types';
 
 export const K1 = { id: 'k1', key: Buffer.alloc(32, 1) };
@@ -942,15 +942,15 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           // Already under k2: not counted, not rewritten.
           await rotated.upsertSession({ interviewId: 'g', origin: 'broker', token: 'tok-g', externalCustomerId: 'ext-g', now: T0 });
           const [g] = await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['g']);
-          const totals = { found: 0, reencrypted: 0, unreadable: 0 };
+          const totals = { found: 0, reencrypted: 0, unreadable: 0, waiting: 0 };
           const tables: number[] = [];
           for (let c: RekeyCursor | null = REKEY_START; c; ) {
             tables.push(c.table);
             const b = await rotated.reencryptBatch(c, 2);
-            for (const k of ['found', 'reencrypted', 'unreadable'] as const) totals[k] += b[k];
+            for (const k of ['found', 'reencrypted', 'unreadable', 'waiting'] as const) totals[k] += b[k];
             c = b.next;
           }
-          expect(totals).toEqual({ found: K1_VALUES, reencrypted: K1_VALUES, unreadable: 0 });
+          expect(totals).toEqual({ found: K1_VALUES, reencrypted: K1_VALUES, unreadable: 0, waiting: 0 });
           // Seven sessions two at a time, then two results rows, then two idempotency keys; each table's last batch is short.
           expect(tables).toEqual([0, 0, 0, 0, 1, 1, 2, 2]);
           expect(await underKey('k1')).toBe(0);
@@ -971,8 +971,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           await underK1();
           const rotation = new KeyRotation(await open(new Cipher([K2, K1])));
           expect(await rotation.run(sweepLimit())).toEqual([
-            { found: K1_VALUES, reencrypted: K1_VALUES, unreadable: 0 },
-            { found: 0, reencrypted: 0, unreadable: 0 },
+            { found: K1_VALUES, reencrypted: K1_VALUES, unreadable: 0, waiting: 0 },
+            { found: 0, reencrypted: 0, unreadable: 0, waiting: 0 },
           ]);
           expect(rotation.done).toBe(true);
           // Done: a later sweep reads nothing more until the process restarts.
@@ -984,20 +984,52 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           const [before] = await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['h']);
           const early = new KeyRotation(await open(new Cipher([{ id: 'k3', key: Buffer.alloc(32, 3) }, K2])));
           const passes = await early.run(sweepLimit());
-          expect(passes).toEqual([{ found: K1_VALUES + 1, reencrypted: K1_VALUES, unreadable: 1 }, { found: 1, reencrypted: 0, unreadable: 1 }]);
+          expect(passes).toEqual([
+            { found: K1_VALUES + 1, reencrypted: K1_VALUES, unreadable: 1, waiting: 0 },
+            { found: 1, reencrypted: 0, unreadable: 1, waiting: 0 },
+          ]);
           expect(early.done).toBe(true);
           expect((await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['h']))[0].token_enc).toBe(before.token_enc);
           expect(await store.getSession('h')).toMatchObject({ token: 'tok-h' });
         });
 
-        itShared('stops between batches when the sweep is stopped, and goes on from there', async () => {
+        itShared('stops between batches when the sweep is stopped, and the next sweep goes on from there', async () => {
           await underK1();
+          // 30 more sessions, so that the walk takes more than one batch of sessions.
+          for (let i = 0; i < REKEY_BATCH + 30; i++) await session(`m${String(i).padStart(3, '0')}`, { token: `tok-m${i}`, externalCustomerId: null });
+          const all = K1_VALUES + REKEY_BATCH + 30;
           const rotation = new KeyRotation(await open(new Cipher([K2, K1])));
           const stop = new AbortController();
-          stop.abort();
-          expect(await rotation.run(sweepLimit(stop.signal))).toEqual([]);
-          expect(await underKey('k1')).toBe(K1_VALUES);
-          expect((await rotation.run(sweepLimit()))[0]).toEqual({ found: K1_VALUES, reencrypted: K1_VALUES, unreadable: 0 });
+          let batches = 0;
+          expect(await rotation.run(sweepLimit(stop.signal), () => (batches++, stop.abort()))).toEqual([]);
+          expect(batches).toBe(1);
+          const movedFirst = all - (await underKey('k1'));
+          expect(movedFirst).toBeGreaterThan(0);
+          // The pass that completes counts the values of both sweeps, each once.
+          expect((await rotation.run(sweepLimit()))[0]).toEqual({ found: all, reencrypted: all, unreadable: 0, waiting: 0 });
+          expect(await underKey('k1')).toBe(0);
+        });
+
+        itShared('leaves a completed Idempotency-Key from before the request SHA-256 under its key until it expires, and only then calls the rotation done', async () => {
+          await underK1();
+          // Completed as the previous version did: its replay compares request_hash, an HMAC under the old key.
+          await store.claimIdempotencyKey('session:x', 'key-old', 'h-old', T0 + 1000, T0);
+          await h.exec(`UPDATE idempotency_keys SET state = 'done', response_enc = ? WHERE key = 'key-old'`, [
+            new Cipher([K1]).encryptJson({ interviewId: 'a' }, aad.idempotencyResponse('session:x', 'key-old')),
+          ]);
+          const rotated = await open(new Cipher([K2, K1]));
+          const rotation = new KeyRotation(rotated);
+          // The first pass moves the rest and finds it waiting; the pass after finds only it, and the sweep stops there.
+          expect(await rotation.run(sweepLimit())).toEqual([
+            { found: K1_VALUES + 1, reencrypted: K1_VALUES, unreadable: 0, waiting: 1 },
+            { found: 1, reencrypted: 0, unreadable: 0, waiting: 1 },
+          ]);
+          expect(rotation.done).toBe(false);
+          expect(await rotated.claimIdempotencyKey('session:x', 'key-old', 'h-old', T0 + 1000, T0 + 1)).toEqual({ state: 'done', requestHash: 'h-old', interviewId: 'a', requestSha256: null });
+          // Expired and swept: the next sweep's pass finds nothing left.
+          await rotated.purgeExpired(0, T0 + 1000);
+          expect(await rotation.run(sweepLimit())).toEqual([{ found: 0, reencrypted: 0, unreadable: 0, waiting: 0 }]);
+          expect(rotation.done).toBe(true);
         });
       });
     });
