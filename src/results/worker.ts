@@ -37,9 +37,6 @@ export class JobWorker {
   private readonly deadlines = new Set<AbortController>();
   /** Set when a shutdown's grace ran out: attempts stopped then are handed back, not counted as failures. */
   private interrupted = false;
-  /** The attempt each job this worker runs is at: an attempt that outlived its lease, and was claimed again here,
-   *  is stale and records nothing (the store only checks the owner, which is the same). */
-  private readonly attemptOf = new Map<string, number>();
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
   private kicked = false;
@@ -122,8 +119,6 @@ export class JobWorker {
     const timer = setTimeout(() => deadline.abort(), Math.max(leaseMs - Math.min(leaseMs / 5, 10_000), 1));
     timer.unref();
     this.deadlines.add(deadline);
-    this.attemptOf.set(job.id, job.attempts);
-    const stale = () => this.attemptOf.get(job.id) !== job.attempts;
     // reqId: the x-request-id its Incode calls carry, so a job's lines and its calls are found together.
     const jobLog = { reqId: `job-${job.id}`, jobKind: job.kind, interviewId: job.subject, attempt: job.attempts };
     try {
@@ -131,29 +126,30 @@ export class JobWorker {
       // when the job itself kills the process. Dead-lettered without running, instead of crashing every replica in turn.
       if (job.attempts > this.o.maxAttempts) throw new JobError('ATTEMPTS_EXHAUSTED', false);
       await this.o.handle(job, deadline.signal);
-      if (stale()) return log.warn(jobLog, 'job attempt finished after a later attempt took it over; not recorded');
-      await store.completeJob(job.id, this.owner, this.now());
+      // The store records the outcome only while this claim holds the job (see heldSql): an attempt that outlived its
+      // lease, here or in another process, records nothing.
+      if (!(await store.completeJob(job, this.owner, this.now()))) return log.warn(jobLog, 'job attempt finished after losing its lease; not recorded');
       metrics.jobs.inc({ kind: job.kind, outcome: 'done' });
       metrics.jobAttempts.observe({ kind: job.kind }, job.attempts);
     } catch (err) {
       const e = err instanceof JobError ? err : new JobError('INTERNAL_ERROR', true);
       const now = this.now();
-      if (stale()) {
-        log.warn({ ...jobLog, code: e.code }, 'job attempt failed after a later attempt took it over; not recorded');
-      } else if (this.interrupted) {
+      if (this.interrupted) {
         // Not a failure of the job: queued again at once, and the attempt it was on is given back.
-        await store.releaseJob(job.id, this.owner, now).catch(() => undefined);
-        metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
-        log.info(jobLog, 'job handed back at shutdown');
+        if (await store.releaseJob(job, this.owner, now).catch(() => false)) {
+          metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
+          log.info(jobLog, 'job handed back at shutdown');
+        }
       } else if (e.retryable && job.attempts < this.o.maxAttempts) {
         // Exponential backoff with jitter, and no sooner than Incode's Retry-After; both capped (else a high
         // JOB_MAX_ATTEMPTS would park a job for years, past what a bigint run_at holds).
         const jittered = this.o.backoffMs * 2 ** Math.min(job.attempts - 1, 30) * (0.5 + Math.random());
         const delay = Math.round(Math.min(MAX_BACKOFF_MS, Math.max(jittered, e.retryAfterMs ?? 0)));
-        await store.failJob(job.id, this.owner, e.code, now + delay, now).catch(() => undefined);
-        metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
-        log.warn({ ...jobLog, code: e.code }, 'job failed; retrying');
-      } else if (await store.failJob(job.id, this.owner, e.code, null, now).catch(() => false)) {
+        if (await store.failJob(job, this.owner, e.code, now + delay, now).catch(() => false)) {
+          metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
+          log.warn({ ...jobLog, code: e.code }, 'job failed; retrying');
+        } else log.warn({ ...jobLog, code: e.code }, 'job attempt failed after losing its lease; not recorded');
+      } else if (await store.failJob(job, this.owner, e.code, null, now).catch(() => false)) {
         await this.o.onDead(job, e.code).catch(() => undefined);
         metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
         metrics.deadLetters.inc({ kind: job.kind });
@@ -166,7 +162,6 @@ export class JobWorker {
     } finally {
       clearTimeout(timer);
       this.deadlines.delete(deadline);
-      if (!stale()) this.attemptOf.delete(job.id);
     }
   }
 }

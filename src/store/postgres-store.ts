@@ -27,6 +27,8 @@ import {
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
   releaseJobSql,
+  heldSql,
+  heldParams,
   ERASED_COLUMNS,
   inBatches,
   historyPurgeSql,
@@ -46,6 +48,7 @@ import {
 } from './rows';
 import type {
   AuditEntry,
+  JobLease,
   RekeyBatch,
   RekeyCursor,
   Decision,
@@ -134,6 +137,8 @@ const MERGE_SESSION = `${MERGED_ROW.sql}
 
 const HISTORY_PURGE = historyPurgeSql(pgArgs(1));
 const RELEASE_JOB = releaseJobSql(pgArgs(1), 'GREATEST');
+/** heldSql as the first three parameters. */
+const HELD = heldSql(pgArgs(1), 0);
 
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
@@ -495,35 +500,33 @@ export class PostgresStore implements Store {
     return rows.map(toJob).sort(byRunAt);
   }
 
-  async completeJob(id: string, owner: string, now: number): Promise<void> {
-    await this.q(
-      `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = $3::bigint WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
-      [id, owner, now],
-    );
+  async completeJob(job: JobLease, owner: string, now: number): Promise<boolean> {
+    const r = await this.q(`UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = $4::bigint WHERE ${HELD}`, [...heldParams(job, owner), now]);
+    return (r.rowCount ?? 0) > 0;
   }
 
-  async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
+  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
     const r =
       retryAt === null
         ? await this.q(
             // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
             `WITH d AS (
-               UPDATE jobs SET state = 'dead', last_error = $3, lease_expires_at = NULL, updated_at = $4::bigint
-               WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING payload),
+               UPDATE jobs SET state = 'dead', last_error = $4, lease_expires_at = NULL, updated_at = $5::bigint
+               WHERE ${HELD} RETURNING payload),
              e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
              SELECT 1 FROM d`,
-            [id, owner, errorCode, now],
+            [...heldParams(job, owner), errorCode, now],
           )
         : await this.q(
-            `UPDATE jobs SET state = 'queued', last_error = $3, run_at = $5::bigint, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4::bigint
-             WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
-            [id, owner, errorCode, now, retryAt],
+            `UPDATE jobs SET state = 'queued', last_error = $4, run_at = $6::bigint, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5::bigint
+             WHERE ${HELD}`,
+            [...heldParams(job, owner), errorCode, now, retryAt],
           );
     return (r.rowCount ?? 0) > 0;
   }
 
-  async releaseJob(id: string, owner: string, now: number): Promise<boolean> {
-    return ((await this.q(RELEASE_JOB, [now, id, owner])).rowCount ?? 0) > 0;
+  async releaseJob(job: JobLease, owner: string, now: number): Promise<boolean> {
+    return ((await this.q(RELEASE_JOB, [now, ...heldParams(job, owner)])).rowCount ?? 0) > 0;
   }
 
   async countJobs(): Promise<Record<JobState, number>> {

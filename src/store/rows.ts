@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { Cipher, sha256Hex } from './crypto';
-import { InvalidCursorError, type AuditEntry, type IdempotencyClaim, type IdempotencyRef, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type StepRecord } from './types';
+import { InvalidCursorError, type AuditEntry, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
 export const aad = {
@@ -93,13 +93,28 @@ export function idempotencyDone(cipher: Cipher, scope: string, key: string, requ
 const RELEASE_REFUND = "CASE WHEN last_error = 'SHUTDOWN' THEN 0 ELSE 1 END";
 
 /**
+ * A job still held by the claim that gave it `lease`: the condition of every write that records an attempt's outcome.
+ * Each claim sets a later lease expiry than the one before (a job is claimed again only once its lease has lapsed), so
+ * an attempt that outlived its lease records nothing, even in the process that claimed the job again. Parameters
+ * from `first`: id, owner, lease expiry.
+ */
+export function heldSql(arg: SqlArg, first: number): string {
+  return `id = ${arg(first)} AND lease_owner = ${arg(first + 1)} AND lease_expires_at = ${arg(first + 2, 'bigint')} AND state = 'running'`;
+}
+
+/** The parameters of heldSql. */
+export function heldParams(job: JobLease, owner: string): [string, string, number | null] {
+  return [job.id, owner, job.leaseExpiresAt];
+}
+
+/**
  * Hands a running job back (releaseJob), the same on both engines. `greatest` is the dialect's two-argument maximum.
- * Parameters: now, id, owner.
+ * Parameters: now, then heldSql's.
  */
 export function releaseJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string {
   return `UPDATE jobs SET state = 'queued', last_error = 'SHUTDOWN', run_at = ${arg(0, 'bigint')}, attempts = ${greatest}(attempts - ${RELEASE_REFUND}, 0),
       lease_owner = NULL, lease_expires_at = NULL, updated_at = ${arg(0, 'bigint')}
-    WHERE id = ${arg(1)} AND lease_owner = ${arg(2)} AND state = 'running'`;
+    WHERE ${heldSql(arg, 1)}`;
 }
 
 /** What an erasure sets on a session row (both engines, erasure and retention): every PII column cleared. */

@@ -30,6 +30,8 @@ import {
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
   releaseJobSql,
+  heldSql,
+  heldParams,
   ERASED_COLUMNS,
   inBatches,
   historyPurgeSql,
@@ -49,6 +51,7 @@ import {
 } from './rows';
 import type {
   AuditEntry,
+  JobLease,
   RekeyBatch,
   RekeyCursor,
   Decision,
@@ -92,6 +95,10 @@ const MERGE_SESSION = `${sessionInsertSql('sqlite', { resume: false, alias: 's' 
 
 const HISTORY_PURGE = historyPurgeSql(sqliteArgs);
 const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
+const COMPLETE_JOB = `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = ? WHERE ${heldSql(sqliteArgs, 0)}`;
+const DEAD_JOB = `UPDATE jobs SET state = 'dead', last_error = ?, lease_expires_at = NULL, updated_at = ? WHERE ${heldSql(sqliteArgs, 0)}`;
+const RETRY_JOB = `UPDATE jobs SET state = 'queued', last_error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+  WHERE ${heldSql(sqliteArgs, 0)}`;
 
 export class SqliteStore implements Store {
   readonly engine = 'sqlite' as const;
@@ -471,36 +478,25 @@ export class SqliteStore implements Store {
     return rows.map(toJob).sort(byRunAt);
   }
 
-  async completeJob(id: string, owner: string, now: number): Promise<void> {
-    return this.write(() => {
-      this.st(
-        `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-      ).run(now, id, owner);
-    });
+  async completeJob(job: JobLease, owner: string, now: number): Promise<boolean> {
+    return this.write(() => this.st(COMPLETE_JOB).run(now, ...heldParams(job, owner)).changes > 0);
   }
 
-  async failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
+  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
     return this.write(() => {
       if (retryAt === null) {
-        const dead = this.st(
-          `UPDATE jobs SET state = 'dead', last_error = ?, lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-        ).run(errorCode, now, id, owner).changes > 0;
+        const dead = this.st(DEAD_JOB).run(errorCode, now, ...heldParams(job, owner)).changes > 0;
         // In the same write: released later, a redelivery in between would be acked as a duplicate and then forgotten.
-        if (dead) this.st(`DELETE FROM events WHERE key = (SELECT json_extract(payload, '$.eventKey') FROM jobs WHERE id = ?) AND processed_at IS NULL`).run(id);
+        if (dead) this.st(`DELETE FROM events WHERE key = (SELECT json_extract(payload, '$.eventKey') FROM jobs WHERE id = ?) AND processed_at IS NULL`).run(job.id);
         return dead;
       }
-      return (
-        this.st(
-          `UPDATE jobs SET state = 'queued', last_error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-           WHERE id = ? AND lease_owner = ? AND state = 'running'`,
-        ).run(errorCode, retryAt, now, id, owner).changes > 0
-      );
+      return this.st(RETRY_JOB).run(errorCode, retryAt, now, ...heldParams(job, owner)).changes > 0;
     });
   }
 
-  async releaseJob(id: string, owner: string, now: number): Promise<boolean> {
+  async releaseJob(job: JobLease, owner: string, now: number): Promise<boolean> {
     // sqliteArgs numbers nothing: now appears twice, so it is bound twice.
-    return this.write(() => this.st(RELEASE_JOB).run(now, now, id, owner).changes > 0);
+    return this.write(() => this.st(RELEASE_JOB).run(now, now, ...heldParams(job, owner)).changes > 0);
   }
 
   async countJobs(): Promise<Record<JobState, number>> {

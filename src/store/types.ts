@@ -108,6 +108,9 @@ export interface Job {
   createdAt: number;
 }
 
+/** A job as a claim handed it out: the outcome of its attempt is recorded only while that claim still holds it. */
+export type JobLease = Pick<Job, 'id' | 'leaseExpiresAt'>;
+
 export interface NewJob {
   kind: string;
   subject: string;
@@ -219,20 +222,24 @@ export interface Store {
   enqueueJob(j: NewJob, now: number): Promise<boolean>;
   /** Claims up to `limit` due jobs (queued and due, or running with an expired lease) for `owner`. */
   claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]>;
-  completeJob(id: string, owner: string, now: number): Promise<void>;
   /**
-   * Back to queued at retryAt, or dead when retryAt is null. false when `owner` no longer holds the job (its lease
-   * lapsed and another worker claimed it): nothing changed. A job that dies releases the unprocessed inbox event it
+   * Marks the job done. false when this claim (`job` as claimJobs gave it, and `owner`) no longer holds it: its lease
+   * lapsed and the job was claimed again, by another worker or by the same one. Nothing changed then.
+   */
+  completeJob(job: JobLease, owner: string, now: number): Promise<boolean>;
+  /**
+   * Back to queued at retryAt, or dead when retryAt is null. false when this claim no longer holds the job (as
+   * completeJob): nothing changed. A job that dies releases the unprocessed inbox event it
    * was checking (payload.eventKey) in the same write, so Incode's redelivery of that webhook is recorded and checked
    * again instead of dropped as a duplicate; a processed event stays.
    */
-  failJob(id: string, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean>;
+  failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean>;
   /**
    * Hands a running job back unfinished (a shutdown stopped it): queued again at once with lastError SHUTDOWN, its claim
    * not counted as an attempt unless its previous one was handed back too, so deploys do not use up a job's attempts
-   * but a job that stalls every process until it shuts down still does. false when `owner` no longer holds it.
+   * but a job that stalls every process until it shuts down still does. false when this claim no longer holds it.
    */
-  releaseJob(id: string, owner: string, now: number): Promise<boolean>;
+  releaseJob(job: JobLease, owner: string, now: number): Promise<boolean>;
   countJobs(): Promise<Record<JobState, number>>;
   listJobs(subject: string): Promise<Job[]>;
 

@@ -109,7 +109,10 @@ describe('shutdown', () => {
     expect(ran).toBe(1);
   });
 
-  it('an attempt that outlived its lease and was claimed again by the same worker records nothing', async () => {
+  it.each([
+    ['fails for good', false],
+    ['succeeds', true],
+  ])('an attempt that outlived its lease and was claimed again by the same worker records nothing when it %s', async (_, staleOk) => {
     await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
     let clock = T0;
     const attempts: { attempt: number; finish: (ok: boolean) => void }[] = [];
@@ -126,8 +129,8 @@ describe('shutdown', () => {
       await waitFor(() => attempts.length === 1, 5_000, 10);
       clock += 5000; // the first attempt's lease lapses: the same worker claims the job again
       await waitFor(() => attempts.length === 2, 5_000, 10);
-      // The stale first attempt fails for good: nothing recorded, the job is not dead-lettered under the second.
-      attempts[0].finish(false);
+      // The stale first attempt ends: nothing recorded (the job is neither dead-lettered nor done under the second).
+      attempts[0].finish(staleOk);
       await waitFor(() => w.busy === 1, 5_000, 5);
       expect((await store.listJobs('i1'))[0]).toMatchObject({ state: 'running', attempts: 2 });
       attempts[1].finish(true);
@@ -244,7 +247,7 @@ describe('a dead-lettered webhook check', () => {
     expect(await pipeline.ingestWebhook(webhook)).toEqual({ duplicate: false });
     const [check] = await store.claimJobs('w', 1, 60_000, T0);
     // The worker's last attempt fails: the job is dead-lettered, then onDead runs.
-    expect(await store.failJob(check.id, 'w', 'INCODE_UNAVAILABLE', null, T0)).toBe(true);
+    expect(await store.failJob(check, 'w', 'INCODE_UNAVAILABLE', null, T0)).toBe(true);
     const redelivery = await pipeline.ingestWebhook(webhook);
     await pipeline.onDead(check, 'INCODE_UNAVAILABLE');
     expect(redelivery).toEqual({ duplicate: false });

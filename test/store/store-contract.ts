@@ -493,10 +493,10 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.recordEvent(ev('done-new'), job('done-new'));
         const claimed = await store.claimJobs('w', 10, 1000, T0);
         const of = (subject: string) => claimed.find((j) => j.subject === subject)!;
-        await store.completeJob(of('done-old').id, 'w', T0 + 10);
+        await store.completeJob(of('done-old'), 'w', T0 + 10);
         await store.markEventProcessed('done-old:ONBOARDING_FINISHED', T0 + 10);
-        await store.failJob(of('dead-old').id, 'w', 'E', null, T0 + 10);
-        await store.completeJob(of('done-new').id, 'w', T0 + 900);
+        await store.failJob(of('dead-old'), 'w', 'E', null, T0 + 10);
+        await store.completeJob(of('done-new'), 'w', T0 + 900);
         await store.markEventProcessed('done-new:ONBOARDING_FINISHED', T0 + 900);
         await store.purgeExpired(T0 + 500, T0 + 1000);
         const jobs = (await h.exec('SELECT subject, state FROM jobs ORDER BY subject')).map((r) => `${r.subject}:${r.state}`);
@@ -545,24 +545,24 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         const check = job('i5', { kind: 'verify', payload: { source: 'webhook', eventKey: e.key } });
         expect(await store.recordEvent(e, check)).toBe(true);
         const [first] = await store.claimJobs('w', 1, 1000, T0);
-        expect(await store.failJob(first.id, 'w', 'E', T0, T0)).toBe(true);
+        expect(await store.failJob(first, 'w', 'E', T0, T0)).toBe(true);
         expect(await store.recordEvent(e, check)).toBe(false);
         const [second] = await store.claimJobs('w', 1, 1000, T0);
         // Another owner's dead-letter changes nothing.
-        expect(await store.failJob(second.id, 'other', 'E', null, T0)).toBe(false);
+        expect(await store.failJob(second, 'other', 'E', null, T0)).toBe(false);
         expect(await store.recordEvent(e, check)).toBe(false);
-        expect(await store.failJob(second.id, 'w', 'E', null, T0)).toBe(true);
+        expect(await store.failJob(second, 'w', 'E', null, T0)).toBe(true);
         expect(await store.recordEvent({ ...e, receivedAt: T0 + 1 }, check)).toBe(true);
         // The redelivery's check runs and marks it processed: its later death leaves the event recorded.
         const [third] = await store.claimJobs('w', 1, 1000, T0 + 1);
         await store.markEventProcessed(e.key, T0 + 2);
-        expect(await store.failJob(third.id, 'w', 'E', null, T0 + 2)).toBe(true);
+        expect(await store.failJob(third, 'w', 'E', null, T0 + 2)).toBe(true);
         expect(await store.recordEvent(e, check)).toBe(false);
         // A dead job without an event key releases nothing.
         const other = { ...e, key: 'i5:X', onboardingStatus: 'X' };
         expect(await store.recordEvent(other, job('i5'))).toBe(true);
         const [plain] = await store.claimJobs('w', 1, 1000, T0 + 3);
-        expect(await store.failJob(plain.id, 'w', 'E', null, T0 + 3)).toBe(true);
+        expect(await store.failJob(plain, 'w', 'E', null, T0 + 3)).toBe(true);
         expect(await store.recordEvent(other, job('i5'))).toBe(false);
       });
 
@@ -598,7 +598,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         // Running still blocks; done frees the key.
         expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0)).toBe(false);
         const jobs = await store.listJobs('s');
-        for (const j of jobs) await store.completeJob(j.id, 'w', T0 + 1);
+        for (const j of jobs) await store.completeJob(j, 'w', T0 + 1);
         expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0 + 2)).toBe(true);
         expect((await store.listJobs('s')).filter((j) => j.state === 'queued')).toHaveLength(1);
       });
@@ -623,45 +623,61 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimJobs('w2', 5, 1000, T0 + 999)).toEqual([]);
         const [b] = await store.claimJobs('w2', 5, 1000, T0 + 1000);
         expect(b).toMatchObject({ id: a.id, attempts: 2, leaseOwner: 'w2', leaseExpiresAt: T0 + 2000 });
-        await store.completeJob(a.id, 'crashed', T0 + 1001);
-        expect(await store.failJob(a.id, 'crashed', 'E', null, T0 + 1001)).toBe(false);
-        expect(await store.failJob(a.id, 'crashed', 'E', T0 + 2000, T0 + 1001)).toBe(false);
+        expect(await store.completeJob(a, 'crashed', T0 + 1001)).toBe(false);
+        expect(await store.failJob(a, 'crashed', 'E', null, T0 + 1001)).toBe(false);
+        expect(await store.failJob(a, 'crashed', 'E', T0 + 2000, T0 + 1001)).toBe(false);
         expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'running', leaseOwner: 'w2' });
-        await store.completeJob(a.id, 'w2', T0 + 1002);
+        expect(await store.completeJob(a, 'w2', T0 + 1002)).toBe(false);
+        expect(await store.completeJob(b, 'w2', T0 + 1002)).toBe(true);
         expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'done' });
         expect(await store.claimJobs('w3', 5, 1000, T0 + 99_999)).toEqual([]);
         expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 1, dead: 0 });
+      });
+
+      it('an attempt that outlived its lease records nothing, even when the same worker claimed the job again', async () => {
+        await store.enqueueJob(job('y'), T0);
+        const [first] = await store.claimJobs('w', 1, 1000, T0);
+        const [second] = await store.claimJobs('w', 1, 1000, T0 + 1000);
+        expect(second).toMatchObject({ id: first.id, attempts: 2, leaseOwner: 'w', leaseExpiresAt: T0 + 2000 });
+        expect(await store.completeJob(first, 'w', T0 + 1001)).toBe(false);
+        expect(await store.failJob(first, 'w', 'E', null, T0 + 1001)).toBe(false);
+        expect(await store.failJob(first, 'w', 'E', T0 + 5000, T0 + 1001)).toBe(false);
+        expect(await store.releaseJob(first, 'w', T0 + 1001)).toBe(false);
+        expect((await store.listJobs('y'))[0]).toMatchObject({ state: 'running', attempts: 2, leaseExpiresAt: T0 + 2000 });
+        expect(await store.completeJob(second, 'w', T0 + 1002)).toBe(true);
+        expect((await store.listJobs('y'))[0]).toMatchObject({ state: 'done' });
       });
 
       it('releaseJob queues a running job again at once and gives its attempt back; only its holder can', async () => {
         await store.enqueueJob(job('r', { dedupeKey: 'dr' }), T0);
         const [j] = await store.claimJobs('w', 1, 60_000, T0);
         expect(j.attempts).toBe(1);
-        expect(await store.releaseJob(j.id, 'someone-else', T0 + 5)).toBe(false);
-        expect(await store.releaseJob(j.id, 'w', T0 + 5)).toBe(true);
+        expect(await store.releaseJob(j, 'someone-else', T0 + 5)).toBe(false);
+        expect(await store.releaseJob(j, 'w', T0 + 5)).toBe(true);
         expect((await store.listJobs('r'))[0]).toMatchObject({ state: 'queued', runAt: T0 + 5, attempts: 0, lastError: 'SHUTDOWN', leaseOwner: null, leaseExpiresAt: null });
         // Still the active job of its dedupe key, and claimable at once by anyone.
         expect(await store.enqueueJob(job('r', { dedupeKey: 'dr' }), T0 + 6)).toBe(false);
         const [again] = await store.claimJobs('w2', 1, 60_000, T0 + 6);
         expect(again).toMatchObject({ id: j.id, attempts: 1 });
-        expect(await store.releaseJob(j.id, 'w', T0 + 7)).toBe(false);
+        expect(await store.releaseJob(j, 'w', T0 + 7)).toBe(false);
         // Handed back twice in a row: the second time the attempt counts (a job that stalls every process until it
         // shuts down must still reach its last attempt).
-        expect(await store.releaseJob(j.id, 'w2', T0 + 8)).toBe(true);
+        expect(await store.releaseJob(j, 'w2', T0 + 8)).toBe(false);
+        expect(await store.releaseJob(again, 'w2', T0 + 8)).toBe(true);
         expect((await store.listJobs('r'))[0]).toMatchObject({ state: 'queued', attempts: 1, lastError: 'SHUTDOWN' });
       });
 
       it('failJob retries later or dead-letters', async () => {
         await store.enqueueJob(job('x', { dedupeKey: 'dx' }), T0);
         const [j] = await store.claimJobs('w', 1, 1000, T0);
-        expect(await store.failJob(j.id, 'w', 'E_TIMEOUT', T0 + 500, T0 + 1)).toBe(true);
+        expect(await store.failJob(j, 'w', 'E_TIMEOUT', T0 + 500, T0 + 1)).toBe(true);
         expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'queued', runAt: T0 + 500, lastError: 'E_TIMEOUT', leaseOwner: null, leaseExpiresAt: null });
         expect(await store.claimJobs('w', 1, 1000, T0 + 499)).toEqual([]);
         const [again] = await store.claimJobs('w', 1, 1000, T0 + 500);
         expect(again.attempts).toBe(2);
-        expect(await store.failJob(again.id, 'someone-else', 'E_OTHER', null, T0 + 501)).toBe(false);
+        expect(await store.failJob(again, 'someone-else', 'E_OTHER', null, T0 + 501)).toBe(false);
         expect((await store.listJobs('x'))[0].state).toBe('running');
-        expect(await store.failJob(again.id, 'w', 'E_GIVE_UP', null, T0 + 502)).toBe(true);
+        expect(await store.failJob(again, 'w', 'E_GIVE_UP', null, T0 + 502)).toBe(true);
         expect((await store.listJobs('x'))[0]).toMatchObject({ state: 'dead', lastError: 'E_GIVE_UP', attempts: 2 });
         expect(await store.claimJobs('w', 1, 1000, T0 + 1e9)).toEqual([]);
         expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 0, dead: 1 });
@@ -698,7 +714,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
             const jobs = await s.claimJobs(owner, 3, 60_000, T0);
             if (!jobs.length) return;
             got.push(...jobs.map((j) => j.id));
-            for (const j of jobs) await s.completeJob(j.id, owner, T0 + 1);
+            for (const j of jobs) await s.completeJob(j, owner, T0 + 1);
           }
         };
         await Promise.all([worker(store, 'A'), worker(other, 'B'), worker(store, 'C'), worker(other, 'D')]);
