@@ -72,7 +72,7 @@ export const ENV_SCHEMA = {
     default: 'normal',
     doc: 'SQLite only. normal: a commit survives the process being killed, but the last ones before a power loss or OS crash may be lost. full: every group commit is fsynced first, so an acknowledged webhook survives those too, for an fsync per commit on the event loop.',
   },
-  DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts, every one decrypts. To rotate, list the new key first: the hourly sweep re-encrypts what is under the others, and the metric stored_values_under_old_keys reaches 0 when they can be removed (add a new key second everywhere first, so every replica reads it). Sandbox generates a throwaway key.' },
+  DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts, every one decrypts. To rotate, list the new key first: the hourly sweep re-encrypts what is under the others, and the metric stored_values_under_old_keys reaches 0 when they can be removed (add a new key second everywhere first, so every replica reads it; Idempotency-Keys completed before this version keep it above 0 until they expire). Sandbox generates a throwaway key.' },
   RETENTION_DAYS: { kind: { type: 'int', min: 1, max: 3650 }, default: '30', doc: 'Stored scores, OCR and tokens are erased after this many days.' },
   RETENTION_DELETE_AT_INCODE: {
     kind: { type: 'bool' },

@@ -53,13 +53,16 @@ export default fp<{ config: Config; runWorker?: boolean }>(
       if (!rotation || rotation.done) return;
       try {
         const passes = await rotation.run(sweepLimit(stopSweep.signal), (b) => app.metrics.reencrypted.inc(b.reencrypted));
-        for (const p of passes) app.metrics.oldKeyValues.set(p.found);
+        const last = passes.at(-1);
+        if (!last) return;
+        app.metrics.oldKeyValues.set(last.found);
         const keyId = config.encryption.keys[0].id;
-        if (passes.length) app.log.info({ passes, keyId }, 'key rotation: re-encryption pass complete');
-        if (!rotation.done || !passes.length) return;
-        const removable = config.encryption.keys.slice(1).map((k) => k.id);
-        if (rotation.last!.found === 0) app.log.info({ keyId, removable }, 'key rotation: every stored value is under the first key; the others can be removed from DATA_ENCRYPTION_KEY');
-        else app.log.warn({ unreadable: rotation.last!.unreadable, keyId }, 'key rotation: stored values are under keys no longer configured and cannot be read');
+        app.log.info({ passes, keyId }, 'key rotation: re-encryption pass complete');
+        if (last.unreadable) app.log.warn({ unreadable: last.unreadable, keyId }, 'key rotation: stored values are under keys no longer configured and cannot be read');
+        if (last.found === 0) {
+          const unused = config.encryption.keys.slice(1).map((k) => k.id);
+          app.log.info({ keyId, unused }, 'key rotation: every stored value is under the first key; no stored value needs the others');
+        }
       } catch (err) {
         // The walk goes on from where it was at the next sweep.
         app.log.error({ err: { message: (err as Error).message } }, 'key rotation failed');

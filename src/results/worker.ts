@@ -112,7 +112,6 @@ export class JobWorker {
   }
 
   private async execute(job: Job): Promise<void> {
-    const { store, metrics, log } = this.o;
     const leaseMs = this.o.leaseMs ?? DEFAULT_LEASE_MS;
     // A margin before the lease lapses, for the attempt to be recorded as this worker's.
     const deadline = new AbortController();
@@ -121,47 +120,70 @@ export class JobWorker {
     this.deadlines.add(deadline);
     // reqId: the x-request-id its Incode calls carry, so a job's lines and its calls are found together.
     const jobLog = { reqId: `job-${job.id}`, jobKind: job.kind, interviewId: job.subject, attempt: job.attempts };
+    let failure: JobError | null = null;
     try {
       // Claimed again past its last attempt: every earlier attempt lost its lease without recording an outcome, as
       // when the job itself kills the process. Dead-lettered without running, instead of crashing every replica in turn.
       if (job.attempts > this.o.maxAttempts) throw new JobError('ATTEMPTS_EXHAUSTED', false);
       await this.o.handle(job, deadline.signal);
-      // The store records the outcome only while this claim holds the job (see heldSql): an attempt that outlived its
-      // lease, here or in another process, records nothing.
-      if (!(await store.completeJob(job, this.owner, this.now()))) return log.warn(jobLog, 'job attempt finished after losing its lease; not recorded');
-      metrics.jobs.inc({ kind: job.kind, outcome: 'done' });
-      metrics.jobAttempts.observe({ kind: job.kind }, job.attempts);
     } catch (err) {
-      const e = err instanceof JobError ? err : new JobError('INTERNAL_ERROR', true);
-      const now = this.now();
-      if (this.interrupted) {
-        // Not a failure of the job: queued again at once, and the attempt it was on is given back.
-        if (await store.releaseJob(job, this.owner, now).catch(() => false)) {
-          metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
-          log.info(jobLog, 'job handed back at shutdown');
-        }
-      } else if (e.retryable && job.attempts < this.o.maxAttempts) {
-        // Exponential backoff with jitter, and no sooner than Incode's Retry-After; both capped (else a high
-        // JOB_MAX_ATTEMPTS would park a job for years, past what a bigint run_at holds).
-        const jittered = this.o.backoffMs * 2 ** Math.min(job.attempts - 1, 30) * (0.5 + Math.random());
-        const delay = Math.round(Math.min(MAX_BACKOFF_MS, Math.max(jittered, e.retryAfterMs ?? 0)));
-        if (await store.failJob(job, this.owner, e.code, now + delay, now).catch(() => false)) {
-          metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
-          log.warn({ ...jobLog, code: e.code }, 'job failed; retrying');
-        } else log.warn({ ...jobLog, code: e.code }, 'job attempt failed after losing its lease; not recorded');
-      } else if (await store.failJob(job, this.owner, e.code, null, now).catch(() => false)) {
-        await this.o.onDead(job, e.code).catch(() => undefined);
-        metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
-        metrics.deadLetters.inc({ kind: job.kind });
-        log.error({ ...jobLog, code: e.code }, 'job dead-lettered');
-      } else {
-        // Not dead: its lease lapsed and another worker holds it (or the write failed and it is claimed again after
-        // the lease). onDead would fail the session and release its webhook while that attempt may still succeed.
-        log.warn({ ...jobLog, code: e.code }, 'job failed after losing its lease; left to its holder');
-      }
+      failure = err instanceof JobError ? err : new JobError('INTERNAL_ERROR', true);
     } finally {
       clearTimeout(timer);
       this.deadlines.delete(deadline);
+    }
+    await (failure ? this.recordFailure(job, failure, jobLog) : this.recordDone(job, jobLog));
+  }
+
+  /**
+   * Runs one of the store writes that record an attempt's outcome: true when recorded, false when this claim no longer
+   * holds the job (see heldSql: an attempt that outlived its lease, here or elsewhere, records nothing), null when the
+   * write failed (logged; the job runs again once its lease lapses).
+   */
+  private record(write: Promise<boolean>, jobLog: Record<string, unknown>, what: string): Promise<boolean | null> {
+    return write.then(
+      (held) => {
+        if (!held) this.o.log.warn(jobLog, `job attempt ${what} after losing its lease; not recorded`);
+        return held;
+      },
+      (err: unknown) => {
+        this.o.log.error({ ...jobLog, err: { message: (err as Error).message } }, `job attempt ${what}, but recording it failed; the job runs again once its lease lapses`);
+        return null;
+      },
+    );
+  }
+
+  private async recordDone(job: Job, jobLog: Record<string, unknown>): Promise<void> {
+    if (!(await this.record(this.o.store.completeJob(job, this.owner, this.now()), jobLog, 'finished'))) return;
+    this.o.metrics.jobs.inc({ kind: job.kind, outcome: 'done' });
+    this.o.metrics.jobAttempts.observe({ kind: job.kind }, job.attempts);
+  }
+
+  private async recordFailure(job: Job, e: JobError, jobLog: Record<string, unknown>): Promise<void> {
+    const { store, metrics, log } = this.o;
+    const failed = { ...jobLog, code: e.code };
+    const now = this.now();
+    if (this.interrupted) {
+      // Not a failure of the job: queued again at once, and the attempt it was on is given back.
+      if (!(await this.record(store.releaseJob(job, this.owner, now), failed, 'stopped at shutdown'))) return;
+      metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
+      log.info(jobLog, 'job handed back at shutdown');
+    } else if (e.retryable && job.attempts < this.o.maxAttempts) {
+      // Exponential backoff with jitter, and no sooner than Incode's Retry-After; both capped (else a high
+      // JOB_MAX_ATTEMPTS would park a job for years, past what a bigint run_at holds).
+      const jittered = this.o.backoffMs * 2 ** Math.min(job.attempts - 1, 30) * (0.5 + Math.random());
+      const delay = Math.round(Math.min(MAX_BACKOFF_MS, Math.max(jittered, e.retryAfterMs ?? 0)));
+      if (!(await this.record(store.failJob(job, this.owner, e.code, now + delay, now), failed, 'failed'))) return;
+      metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
+      log.warn(failed, 'job failed; retrying');
+    } else {
+      // Only a job this claim still holds is dead: else onDead would fail the session and release its webhook while
+      // the attempt that holds it now may still succeed.
+      if (!(await this.record(store.failJob(job, this.owner, e.code, null, now), failed, 'failed for good'))) return;
+      await this.o.onDead(job, e.code).catch(() => undefined);
+      metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
+      metrics.deadLetters.inc({ kind: job.kind });
+      log.error(failed, 'job dead-lettered');
     }
   }
 }

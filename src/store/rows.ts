@@ -94,9 +94,11 @@ const RELEASE_REFUND = "CASE WHEN last_error = 'SHUTDOWN' THEN 0 ELSE 1 END";
 
 /**
  * A job still held by the claim that gave it `lease`: the condition of every write that records an attempt's outcome.
- * Each claim sets a later lease expiry than the one before (a job is claimed again only once its lease has lapsed), so
- * an attempt that outlived its lease records nothing, even in the process that claimed the job again. Parameters
- * from `first`: id, owner, lease expiry.
+ * A running job is claimed again only once its lease has lapsed, so the new claim's expiry is later than the old one's
+ * and an attempt that outlived its lease records nothing, even in the worker that claimed the job again. (A job
+ * queued again and claimed by another worker may get an earlier expiry, but never under the same owner: owners are
+ * per worker, and one worker's expiries only go forward unless its clock steps back.) Parameters from `first`: id,
+ * owner, lease expiry.
  */
 export function heldSql(arg: SqlArg, first: number): string {
   return `id = ${arg(first)} AND lease_owner = ${arg(first + 1)} AND lease_expires_at = ${arg(first + 2, 'bigint')} AND state = 'running'`;

@@ -884,7 +884,7 @@ describe('erasure, retention and PII at rest', () => {
         await waitFor(async () => (await gauge()) === 0);
         expect((await rotating.app.metrics.reencrypted.get()).values[0].value).toBe(5);
         const lines = rotating.logs.lines.map((l) => JSON.parse(l) as { msg: string; passes?: unknown; keyId?: string });
-        expect(lines.find((l) => l.msg.startsWith('key rotation: every stored value'))).toMatchObject({ keyId: 'k2', removable: ['k1'] });
+        expect(lines.find((l) => l.msg.startsWith('key rotation: every stored value'))).toMatchObject({ keyId: 'k2', unused: ['k1'] });
         expect(lines.find((l) => l.msg.startsWith('key rotation: re-encryption pass'))?.passes).toEqual([
           { found: 5, reencrypted: 5, unreadable: 0, waiting: 0 },
           { found: 0, reencrypted: 0, unreadable: 0, waiting: 0 },

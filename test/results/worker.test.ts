@@ -232,6 +232,51 @@ describe('a lapsed lease', () => {
   });
 });
 
+describe('recording an outcome', () => {
+  it('a finished attempt whose completion the store fails to write is not counted as a failure: logged, and run again once its lease lapses', async () => {
+    let clock = T0;
+    await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
+    let broken = true;
+    const real = store;
+    // The store as the worker sees it: completeJob fails (a disk error, say) while `broken`.
+    const flaky = new Proxy(real, {
+      get: (target, key) => {
+        if (key === 'completeJob' && broken) return async () => Promise.reject(new Error('disk I/O error'));
+        const v = Reflect.get(target, key) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const lines: { msg: string; err?: { message: string }; code?: string }[] = [];
+    const dead: string[] = [];
+    let runs = 0;
+    const metrics = createMetrics();
+    const w = worker({
+      store: flaky,
+      handle: async () => void runs++,
+      onDead: async (_job, code) => void dead.push(code),
+      leaseMs: 1000,
+      now: () => clock,
+      metrics,
+      log: pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l)) }),
+    });
+    w.start();
+    try {
+      await waitFor(() => lines.some((l) => l.msg.includes('recording it failed')), 5_000, 5);
+      expect(lines.find((l) => l.msg.includes('recording it failed'))).toMatchObject({ err: { message: 'disk I/O error' } });
+      expect((await real.listJobs('i1'))[0]).toMatchObject({ state: 'running', attempts: 1, lastError: null });
+      expect(dead).toEqual([]);
+      expect((await metrics.jobs.get()).values).toEqual([]);
+      broken = false;
+      clock = T0 + 1000;
+      await waitFor(async () => (await real.listJobs('i1'))[0].state === 'done', 5_000, 10);
+      expect(runs).toBe(2);
+      expect((await metrics.jobs.get()).values).toMatchObject([{ labels: { kind: 'results', outcome: 'done' }, value: 1 }]);
+    } finally {
+      await w.stop(1000);
+    }
+  });
+});
+
 describe('a dead-lettered webhook check', () => {
   it("releases its webhook's inbox key as it dies: a redelivery arriving before onDead has run is recorded and checked, not acked and dropped", async () => {
     const pipeline = new ResultsPipeline({
