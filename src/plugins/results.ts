@@ -81,6 +81,9 @@ export default fp<{ config: Config; runWorker?: boolean }>(
           (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'retention purge failed'),
         )
         .then(rotate)
+        .then(async () => {
+          if (!(await app.store.truncateLog().catch(() => false))) app.log.info('the database log was not truncated (another process is reading it); the next sweep tries again');
+        })
         .finally(() => (sweeping = null));
     };
 

@@ -436,6 +436,10 @@ export class PostgresStore implements Store {
     return n;
   }
 
+  async truncateLog(): Promise<boolean> {
+    return true;
+  }
+
   async reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch> {
     const t = ENCRYPTED_TABLES[cursor.table];
     const after = cursor.after ?? [];

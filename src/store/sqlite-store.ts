@@ -411,6 +411,22 @@ export class SqliteStore implements Store {
     return n;
   }
 
+  async truncateLog(): Promise<boolean> {
+    // The WAL keeps every page version written since it was last reset, erased values included, until later frames
+    // happen to overwrite them; TRUNCATE copies what is current into the database file and empties the WAL. Not waiting
+    // on another process (its reader would hold this event loop for the whole busy timeout): the next sweep tries again.
+    const busyTimeout = this.db.pragma('busy_timeout', { simple: true }) as number;
+    this.db.pragma('busy_timeout = 0');
+    try {
+      const [r] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+      return r.busy === 0;
+    } catch {
+      return false;
+    } finally {
+      this.db.pragma(`busy_timeout = ${busyTimeout}`);
+    }
+  }
+
   async reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch> {
     const t = ENCRYPTED_TABLES[cursor.table];
     // Read outside the write lock, and decrypted and encrypted again before taking it.

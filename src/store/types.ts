@@ -212,6 +212,12 @@ export interface Store {
    * value read (one the service changed meanwhile is left to the next pass). `next` is null after the last table.
    */
   reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch>;
+  /**
+   * Drops the copies of deleted and rewritten rows the engine keeps in files of its own, after the sweep: on SQLite the
+   * WAL is checkpointed and truncated, without waiting for another process's reader (false then: the next sweep tries
+   * again); PostgreSQL's (auto)vacuum does this itself (true).
+   */
+  truncateLog(): Promise<boolean>;
 
   // inbox and jobs
   /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */

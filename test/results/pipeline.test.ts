@@ -1,6 +1,6 @@
 // End to end over HTTP: broker + emulator on loopback, webhooks with OAuth, polling, faults, erasure, PII at rest.
 import { createHmac } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -890,6 +890,8 @@ describe('erasure, retention and PII at rest', () => {
           { found: 0, reencrypted: 0, unreadable: 0, waiting: 0 },
         ]);
         for (const secret of [s.token, 'customer-rekey-4411', 'ROTA KEYES']) expect(rotating.logs.text).not.toContain(secret);
+        // The sweep ends by emptying the WAL: the values as they were under k1 are no longer in its frames.
+        await waitFor(() => statSync(`${dbFile}-wal`).size === 0);
       } finally {
         await rotating.close();
       }

@@ -1,6 +1,6 @@
 // Runs the store contract on SQLite (temp file and :memory:) plus SQLite-only checks: raw file bytes, WAL, throughput.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -144,6 +144,28 @@ describe('SqliteStore specifics', () => {
     const pieces = (v: string) => Array.from({ length: Math.ceil(v.length / 64) }, (_, i) => v.slice(i * 64, i * 64 + 64)).filter((p) => p.length >= 16);
     for (const v of [...underK1, ...erased]) for (const p of pieces(v)) expect(raw).not.toContain(p);
     await k2.close();
+    await store.close();
+  });
+
+  it('truncateLog empties the WAL, so an erased value is in neither file; with another process reading, it answers false at once', async () => {
+    const file = tempFile();
+    const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    await store.migrate();
+    await store.upsertSession({ interviewId: 'a', origin: 'broker', token: 'tok-a', externalCustomerId: 'ext-a', now: 1 });
+    const { token_enc: erased } = store.db.prepare("SELECT token_enc FROM sessions WHERE interview_id = 'a'").get() as { token_enc: string };
+    await store.eraseSession('a', 'test', 2);
+    // Zeroed in the page the erasure wrote, but the WAL still holds the page as it was written before.
+    expect(readFileSync(`${file}-wal`).toString('latin1')).toContain(erased);
+    const reader = new Database(file);
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM sessions').get();
+    expect(await store.truncateLog()).toBe(false);
+    expect(store.db.pragma('busy_timeout', { simple: true })).toBe(5000);
+    reader.exec('COMMIT');
+    reader.close();
+    expect(await store.truncateLog()).toBe(true);
+    expect(statSync(`${file}-wal`).size).toBe(0);
+    expect(readFileSync(file).toString('latin1')).not.toContain(erased);
     await store.close();
   });
 
