@@ -95,7 +95,7 @@ export const ENV_SCHEMA = {
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff (with jitter, no sooner than Incode\'s Retry-After; at most 15 min between attempts either way).' },
   JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long; an attempt still waiting on Incode stops a fifth of it (at most 10 s) before, and is retried.' },
   WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '32', doc: 'Jobs run at once by this process.' },
-  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status: the server-side flow once processing is done (needed when the Incode flow does not mark sessions completed on status), and the results job for broker sessions that reach a result without ONBOARDING_FINISHED (a manual review).' },
+  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status for sessions this service started once Incode\'s processing is done (needed when the Incode flow does not mark sessions completed on status). Never over a reviewer\'s verdict, which comes after completion.' },
 
   ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation.' },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready (Standard Webhooks).' },

@@ -380,7 +380,8 @@ export class ResultsPipeline {
     if (!token) return this.done(job);
     const incode = this.d.incode;
     try {
-      if (this.d.config.results.markComplete && session.origin === 'broker' && session.onboardingStatus !== 'ONBOARDING_FINISHED') await this.finish(id, token.value, ctx);
+      // No finish-status here: results are read at ONBOARDING_FINISHED or at a reviewer's verdict, which comes after it,
+      // and finish-status applies the flow's business rules and recalculates the score again (incode-api.md 4.8).
       // Results are ordered by when their fetch started: a slow job's older answer never replaces a newer one.
       const fetchedAt = this.now();
       const [scores, ocr] = await Promise.all([incode.getScore(token.value, id, ctx), incode.getOcrData(token.value, id, ctx)]);

@@ -285,6 +285,16 @@ function pipelineSuite(which: Engine) {
     expect((await p.broker.app.store.getSession(s.interviewId))!.nextPollAt).toBeNull();
   });
 
+  it("never calls finish-status over a reviewer's verdict, even with MARK_COMPLETE (it would apply the flow's rules again)", async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook', MARK_COMPLETE: 'true' }, { processingDelayMs: 300 });
+    const s = await p.newSession({ externalCustomerId: 'emu:manual-approved' });
+    await captureAll(s.apiUrl, s.token);
+    await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).some((j) => j.kind === 'results' && j.payload.status === 'MANUAL_REVIEW_APPROVED' && j.state === 'done'), 15_000);
+    expect((await p.admin(`/sessions/${s.interviewId}`)).body).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve', resultsStatus: 'ready' });
+    // The flow completed on its own (mark completed on status); nothing here asked for finish-status.
+    expect(p.emulator.app.emulator.sessions.sessions.get(s.interviewId)?.finishRequested).toBeFalsy();
+  });
+
   it('loses no result when 30% of Incode calls fail', async () => {
     p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', JOB_MAX_ATTEMPTS: '30', JOB_BACKOFF_MS: '20', INCODE_MAX_RETRIES: '0', CIRCUIT_FAILURE_THRESHOLD: '1000' });
     const sessions = [];
