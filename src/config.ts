@@ -56,6 +56,7 @@ export const ENV_SCHEMA = {
   INCODE_EXECUTIVE_EMAIL: { kind: { type: 'string' }, doc: 'Dashboard user for the executive token (reads sessions created elsewhere).' },
   INCODE_EXECUTIVE_PASSWORD: { kind: { type: 'string' }, secret: true, doc: 'Password of INCODE_EXECUTIVE_EMAIL.' },
   INCODE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '15000', doc: 'Header and body timeout of each Incode call.' },
+  INCODE_CAPTURE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '30000', doc: 'Header and body timeout of the capture and processing calls of the server-side flow (ID and selfie uploads, process ID, face match): Incode analyses the image before it answers, and a timed-out capture is not retried, so the onboarding ends there.' },
   INCODE_CONNECT_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 60000 }, default: '5000', doc: 'Connect timeout towards Incode.' },
   INCODE_POOL_CONNECTIONS: { kind: { type: 'int', min: 1, max: 10000 }, default: '512', doc: 'Keep-alive connections in the Incode pool (one call each; INCODE_MAX_CONCURRENCY can only lower it).' },
   INCODE_MAX_RETRIES: { kind: { type: 'int', min: 0, max: 10 }, default: '2', doc: 'Retries of idempotent Incode calls (reads, connection failures).' },
@@ -167,6 +168,7 @@ export interface Config {
     executiveEmail?: string;
     executivePassword?: string;
     timeoutMs: number;
+    captureTimeoutMs: number;
     connectTimeoutMs: number;
     poolConnections: number;
     maxRetries: number;
@@ -479,6 +481,7 @@ export function loadConfig(env: Env): Config {
       executiveEmail: executiveEmail ?? (sandbox ? 'sandbox@example.com' : undefined),
       executivePassword: executivePassword ?? (sandbox ? 'sandbox-password' : undefined),
       timeoutMs: int(env, 'INCODE_TIMEOUT_MS'),
+      captureTimeoutMs: int(env, 'INCODE_CAPTURE_TIMEOUT_MS'),
       connectTimeoutMs: int(env, 'INCODE_CONNECT_TIMEOUT_MS'),
       poolConnections: int(env, 'INCODE_POOL_CONNECTIONS'),
       maxRetries: int(env, 'INCODE_MAX_RETRIES'),

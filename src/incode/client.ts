@@ -28,6 +28,8 @@ export interface IncodeClientOptions {
   baseUrl: string;
   apiKey: string;
   timeoutMs: number;
+  /** The same for the capture and processing calls (INCODE_CAPTURE_TIMEOUT_MS); timeoutMs when unset. */
+  captureTimeoutMs?: number;
   connectTimeoutMs: number;
   connections: number;
   maxRetries: number;
@@ -51,6 +53,7 @@ export function incodeClientOptions(config: Config, baseUrl: string): IncodeClie
     baseUrl,
     apiKey: config.incode.apiKey,
     timeoutMs: config.incode.timeoutMs,
+    captureTimeoutMs: config.incode.captureTimeoutMs,
     connectTimeoutMs: config.incode.connectTimeoutMs,
     connections: config.incode.poolConnections,
     maxRetries: config.incode.maxRetries,
@@ -326,7 +329,10 @@ export class IncodeClient {
 
     let res: Exchanged;
     try {
-      const request = { origin: this.origin, method: spec.method, path, headers, body, headersTimeout: this.opts.timeoutMs, bodyTimeout: this.opts.timeoutMs };
+      // Captures get longer: Incode analyses the image before it answers, and one that times out leaves a started
+      // (billed) session without it, as captures are never retried.
+      const timeout = spec.group === 'capture' ? (this.opts.captureTimeoutMs ?? this.opts.timeoutMs) : this.opts.timeoutMs;
+      const request = { origin: this.origin, method: spec.method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout };
       res = await exchange(this.dispatcher, request, ctx.signal, this.opts.maxResponseBytes ?? MAX_RESPONSE_BYTES);
     } catch (err) {
       if (err instanceof ResponseTooLargeError) {

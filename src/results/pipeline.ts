@@ -293,8 +293,9 @@ export class ResultsPipeline {
    * Whether Incode's processing of a session whose captures all went through is done, so finish-status may be called:
    * its status says POST_PROCESSING_FINISHED, or post-processing's own poll (isfinished) says finished. That poll is
    * known from Incode's samples and SDKs, not its reference: a 404 from it (while the session's status reads fine, so
-   * the poll itself is what is missing) leaves the status to go by, where FACE_VALIDATION_FINISHED comes after
-   * post-processing in Incode's documented order. Another refusal (not of the token) means "not known yet"; a failure
+   * the poll itself is what is missing) leaves the status to go by, and FACE_VALIDATION_FINISHED, the last module
+   * status of an ID and selfie flow, is the best it tells (incode-api.md 4.7 leaves its order against
+   * POST_PROCESSING_FINISHED open, so processing may still be ending then). Another refusal (not of the token) means "not known yet"; a failure
    * (5xx, timeout, a refused token) is thrown, for the caller to retry or give up as it does with its other calls.
    */
   async processingDone(interviewId: string, token: string, status: string, ctx: CallContext): Promise<boolean> {

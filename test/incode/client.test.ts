@@ -226,6 +226,16 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('gives the capture and processing calls their own, longer timeout (INCODE_CAPTURE_TIMEOUT_MS)', async () => {
+    // Answers after 1.5 s: past the 200 ms of reads, within the 10 s of captures.
+    const srv = await scripted((_req, res) => void setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"success":true}'), 1500));
+    const c = client(srv.url, { timeoutMs: 200, captureTimeoutMs: 10_000, maxRetries: 0 });
+    expect((await errorOf(c.getScore('t', 'i'))).code).toBe('INCODE_TIMEOUT');
+    expect(await c.processId('t')).toEqual({ success: true });
+    await c.close();
+    await srv.close();
+  });
+
   it('times out a body that stalls after the headers, and reports it as a timeout', async () => {
     const srv = await scripted((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
