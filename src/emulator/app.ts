@@ -441,6 +441,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       return startAnswer(s, false, !!fields.configurationId);
     },
     { schema: { response: startSchema } },
+    // Start has no token-only variant (incode-api.md 3 and 7.15): only the API key can authenticate it.
+    ['key'],
   );
 
   route(
@@ -628,10 +630,12 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   route('GET', '/omni/get/ocr-data', 'session', (req) => buildOcr(sess(req)));
   route('GET', '/omni/get/ocr-data/v2', 'session', (req) => ({ ocrData: buildOcr(sess(req)) }));
 
-  route('GET', '/omni/onboarding-url', 'session', (req) => {
+  route('GET', '/omni/onboarding-url', 'session', (req, reply) => {
     const s = sess(req);
     const q = req.query as Record<string, string | undefined>;
-    const client = q.clientId || opts.clientId;
+    // Required (incode-api.md 4.11): the hosted flow's link names the customer's client.
+    const client = q.clientId;
+    if (!client) return fail(reply, 400, 'clientId is required');
     const redirect = q.redirectionUrl ?? s.redirectionUrl;
     const url = new URL(`https://demo-onboarding.incodesmile.com/${encodeURIComponent(client)}/flow/${s.configurationId ?? 'default'}`);
     url.searchParams.set('interviewId', s.interviewId);

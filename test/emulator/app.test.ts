@@ -182,8 +182,9 @@ describe('emulator app', () => {
       expectEnvelope(await emu.call('POST', '/omni/start', { body: { externalCustomerId: 'x emu:bogus' } }), 400);
     });
 
-    it('is not available under /0/ without an API key', async () => {
-      expectEnvelope(await emu.call('POST', '/0/omni/start', { body: {}, key: null }), 403);
+    it('has no token-only variant under /0/, with or without an API key', async () => {
+      expectEnvelope(await emu.call('POST', '/0/omni/start', { body: {}, key: null }), 404);
+      expectEnvelope(await emu.call('POST', '/0/omni/start', { body: {} }), 404);
     });
   });
 
@@ -454,7 +455,9 @@ describe('emulator app', () => {
       const t = { token: f.token, key: null } as const;
       const url = await emu.call('GET', '/0/omni/onboarding-url?clientId=acme', t);
       expect(url.body.url).toMatch(/^https:\/\/demo-onboarding\.incodesmile\.com\/acme\/flow\/flow123\?interviewId=[0-9a-f]{24}/);
-      expect((await emu.call('GET', '/omni/onboarding-url', { token: f.token })).status).toBe(200);
+      expect((await emu.call('GET', '/omni/onboarding-url?clientId=acme', { token: f.token })).status).toBe(200);
+      // clientId is required.
+      expectEnvelope(await emu.call('GET', '/omni/onboarding-url', { token: f.token }), 400);
       expect((await emu.call('GET', '/0/omni/start-info', t)).body).toEqual({ phonePrefix: '+1', country: 'US' });
       expect((await emu.call('POST', '/0/omni/add/geolocation', { ...t, body: { longitude: 1.5, latitude: 2.5 } })).body).toEqual({ success: true });
       expect((await emu.call('POST', '/0/omni/add/event', { ...t, body: { eventName: 'x', eventData: {}, eventType: 'y' } })).body).toEqual({ success: true });
