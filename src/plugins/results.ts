@@ -81,9 +81,13 @@ export default fp<{ config: Config; runWorker?: boolean }>(
           (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'retention purge failed'),
         )
         .then(rotate)
-        .then(async () => {
-          if (!(await app.store.truncateLog().catch(() => false))) app.log.info('the database log was not truncated (another process is reading it); the next sweep tries again');
-        })
+        .then(() => app.store.truncateLog())
+        .then(
+          (done) => {
+            if (!done) app.log.info('the database log was not truncated (another connection was using it); the next sweep tries again');
+          },
+          (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'truncating the database log failed'),
+        )
         .finally(() => (sweeping = null));
     };
 

@@ -3,7 +3,7 @@ import { Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
 import { isDatabaseUnavailable } from './unavailable';
-import { ENCRYPTED_TABLES, nextCursor, reencryptRows, rekeySelectSql, rekeyUpdateParams, rekeyUpdatePostgres } from './rekey';
+import { reencryptBatch, rekeySelectSql, rekeyUpdateParams, rekeyUpdatePostgres } from './rekey';
 import {
   aad,
   byRunAt,
@@ -27,7 +27,9 @@ import {
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
   releaseJobSql,
-  heldSql,
+  completeJobSql,
+  deadJobSql,
+  retryJobSql,
   heldParams,
   ERASED_COLUMNS,
   inBatches,
@@ -137,8 +139,11 @@ const MERGE_SESSION = `${MERGED_ROW.sql}
 
 const HISTORY_PURGE = historyPurgeSql(pgArgs(1));
 const RELEASE_JOB = releaseJobSql(pgArgs(1), 'GREATEST');
-/** heldSql as the first three parameters. */
-const HELD = heldSql(pgArgs(1), 0);
+const COMPLETE_JOB = completeJobSql(pgArgs(1));
+const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
+  e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
+  SELECT 1 FROM d`;
+const RETRY_JOB = retryJobSql(pgArgs(1));
 
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
@@ -437,23 +442,17 @@ export class PostgresStore implements Store {
   }
 
   async truncateLog(): Promise<boolean> {
+    // Nothing this store can do: old row versions stay until (auto)vacuum lets their space be reused, and the WAL
+    // until its segments are recycled (README, "Security and personal data").
     return true;
   }
 
   async reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch> {
-    const t = ENCRYPTED_TABLES[cursor.table];
-    const after = cursor.after ?? [];
-    const { rows } = await this.q<Record<string, string | null>>(rekeySelectSql(t, pgArgs(1), this.cipher.primaryPrefix, cursor.after !== null), [...after, limit]);
-    const { found, unreadable, waiting, changed } = reencryptRows(this.cipher, t, rows);
-    let reencrypted = 0;
-    if (changed.length) {
-      // One statement for the batch; it returns the rows it changed (a value the service rewrote since the read stays).
-      const { rows: written } = await this.q<Record<string, string>>(rekeyUpdatePostgres(t), rekeyUpdateParams(t, changed));
-      const counts = new Map(changed.map((r) => [JSON.stringify(r.pk), r.reencrypted]));
-      for (const w of written) reencrypted += counts.get(JSON.stringify(t.pk.map((k) => w[k]))) ?? 0;
-    }
-    const last = rows.length ? t.pk.map((k) => String(rows[rows.length - 1][k])) : null;
-    return { next: nextCursor(cursor, rows.length, last, limit), found, reencrypted, unreadable, waiting };
+    return reencryptBatch(this.cipher, cursor, limit, {
+      read: async (t, params, after) => (await this.q<Record<string, string | null>>(rekeySelectSql(t, pgArgs(1), this.cipher.primaryPrefix, after), params)).rows,
+      // One statement for the batch; each row it changed answers how many values it wrote.
+      write: async (t, changed) => (await this.q<{ n: number }>(rekeyUpdatePostgres(t), rekeyUpdateParams(t, changed))).rows.reduce((n, r) => n + r.n, 0),
+    });
   }
 
   // ---- inbox and jobs
@@ -505,27 +504,15 @@ export class PostgresStore implements Store {
   }
 
   async completeJob(job: JobLease, owner: string, now: number): Promise<boolean> {
-    const r = await this.q(`UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = $4::bigint WHERE ${HELD}`, [...heldParams(job, owner), now]);
-    return (r.rowCount ?? 0) > 0;
+    return ((await this.q(COMPLETE_JOB, [now, ...heldParams(job, owner)])).rowCount ?? 0) > 0;
   }
 
   async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
     const r =
       retryAt === null
-        ? await this.q(
-            // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
-            `WITH d AS (
-               UPDATE jobs SET state = 'dead', last_error = $4, lease_expires_at = NULL, updated_at = $5::bigint
-               WHERE ${HELD} RETURNING payload),
-             e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
-             SELECT 1 FROM d`,
-            [...heldParams(job, owner), errorCode, now],
-          )
-        : await this.q(
-            `UPDATE jobs SET state = 'queued', last_error = $4, run_at = $6::bigint, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5::bigint
-             WHERE ${HELD}`,
-            [...heldParams(job, owner), errorCode, now, retryAt],
-          );
+        ? // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
+          await this.q(DEAD_JOB, [errorCode, now, ...heldParams(job, owner)])
+        : await this.q(RETRY_JOB, [errorCode, retryAt, now, ...heldParams(job, owner)]);
     return (r.rowCount ?? 0) > 0;
   }
 

@@ -1,6 +1,6 @@
 // Key rotation: stored values re-encrypted under the first DATA_ENCRYPTION_KEY in bounded batches, the same on both engines.
 import type { Cipher } from './crypto';
-import { aad, type SweepLimit } from './rows';
+import { aad, hasRequestSha256, type SweepLimit } from './rows';
 import type { RekeyBatch, RekeyCursor, Store } from './types';
 
 /** Rows read per batch: a batch's decryptions run on the event loop, so it stays at a few milliseconds. */
@@ -47,13 +47,7 @@ export const ENCRYPTED_TABLES: readonly EncryptedTable[] = [
         aad: ([scope, key]) => aad.idempotencyResponse(scope, key),
         // Written before responses carried the request's SHA-256: a replay compares request_hash, an HMAC under the
         // old key, until the key expires (IDEMPOTENCY_TTL_SECONDS) and the sweep deletes it.
-        waits: (plain) => {
-          try {
-            return (JSON.parse(plain) as { request?: unknown }).request === undefined;
-          } catch {
-            return false;
-          }
-        },
+        waits: (plain) => !hasRequestSha256(plain),
       },
     ],
   },
@@ -147,7 +141,10 @@ export function rekeyUpdateNamed(t: EncryptedTable, r: RekeyedRow): Record<strin
   return named;
 }
 
-/** The same for a whole batch in one PostgreSQL statement: parameter arrays p0.., o0.., n0.. (and kid), one element per row. */
+/**
+ * The same for a whole batch in one PostgreSQL statement: parameter arrays p0.., o0.., n0.. (and kid), one element per
+ * row. Each row it changed answers how many of its values it re-encrypted.
+ */
 export function rekeyUpdatePostgres(t: EncryptedTable): string {
   const names = [...t.pk.map((_, i) => `p${i}`), ...t.columns.flatMap((_, i) => [`o${i}`, `n${i}`]), ...(t.keyId ? ['kid'] : [])];
   const set = t.columns.map((c, i) => `${c.name} = coalesce(v.n${i}, t.${c.name})`);
@@ -156,7 +153,7 @@ export function rekeyUpdatePostgres(t: EncryptedTable): string {
   return `UPDATE ${t.table} AS t SET ${set.join(', ')}
     FROM unnest(${names.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS v(${names.join(', ')})
     WHERE ${where.join(' AND ')}
-    RETURNING ${t.pk.map((k) => `t.${k}`).join(', ')}`;
+    RETURNING ${t.columns.map((_, i) => `(v.n${i} IS NOT NULL)::int`).join(' + ')} AS n`;
 }
 
 /** The PostgreSQL statement's parameters, in its order. */
@@ -168,10 +165,29 @@ export function rekeyUpdateParams(t: EncryptedTable, rows: RekeyedRow[]): (strin
   ];
 }
 
-/** Where the walk goes after a batch of `read` rows whose last key is `last`: on in this table, or on to the next. */
-export function nextCursor(cursor: RekeyCursor, read: number, last: string[] | null, limit: number): RekeyCursor | null {
-  if (read === limit && last) return { table: cursor.table, after: last };
+/** Where the walk goes after a batch: on in this table after its last row when it was full, or on to the next table. */
+function nextCursor(cursor: RekeyCursor, t: EncryptedTable, rows: Record<string, string | null>[], limit: number): RekeyCursor | null {
+  if (rows.length === limit && limit > 0) return { table: cursor.table, after: t.pk.map((k) => String(rows[rows.length - 1][k])) };
   return cursor.table + 1 < ENCRYPTED_TABLES.length ? { table: cursor.table + 1, after: null } : null;
+}
+
+/** What an engine brings to a batch: its select (rekeySelectSql in its dialect) and its compare-and-set write. */
+export interface RekeyEngine {
+  /** Runs the select with these parameters (the cursor's key values when `after`, then the limit). */
+  read(t: EncryptedTable, params: unknown[], after: boolean): Promise<Record<string, string | null>[]>;
+  /** Writes the changed rows where their values are still the ones read; answers how many values it wrote. */
+  write(t: EncryptedTable, changed: RekeyedRow[]): Promise<number>;
+}
+
+/** Store.reencryptBatch, the same on both engines but for their dialects. */
+export async function reencryptBatch(cipher: Cipher, cursor: RekeyCursor, limit: number, engine: RekeyEngine): Promise<RekeyBatch> {
+  const t = ENCRYPTED_TABLES[cursor.table];
+  const rows = await engine.read(t, [...(cursor.after ?? []), limit], cursor.after !== null);
+  // Decrypted and encrypted again before the write: on SQLite, not while holding the write lock.
+  const { found, unreadable, waiting, changed } = reencryptRows(cipher, t, rows);
+  // Counted from what the write changed: a value the service rewrote since the read is newer and stays.
+  const reencrypted = changed.length ? await engine.write(t, changed) : 0;
+  return { next: nextCursor(cursor, t, rows, limit), found, reencrypted, unreadable, waiting };
 }
 
 export type RekeyPass = Omit<RekeyBatch, 'next'>;
@@ -190,8 +206,6 @@ const EMPTY_PASS: RekeyPass = { found: 0, reencrypted: 0, unreadable: 0, waiting
 export class KeyRotation {
   private cursor: RekeyCursor = REKEY_START;
   private pass: RekeyPass = EMPTY_PASS;
-  /** The last complete pass, or null before one completes. */
-  last: RekeyPass | null = null;
   done = false;
 
   constructor(private readonly store: Pick<Store, 'reencryptBatch'>) {}
@@ -209,7 +223,6 @@ export class KeyRotation {
         continue;
       }
       const pass = this.pass;
-      this.last = pass;
       completed.push(pass);
       this.done = pass.found === pass.unreadable;
       this.cursor = REKEY_START;

@@ -79,10 +79,25 @@ export function idempotencyResponseEnc(cipher: Cipher, idem: IdempotencyRef, int
   return cipher.encryptJson({ interviewId, request: idem.requestSha256 }, aad.idempotencyResponse(idem.scope, idem.key));
 }
 
-/** The done claim a stored response makes (a response written before the request's SHA-256 was kept has none). */
+interface IdempotencyResponse {
+  interviewId: string;
+  /** Absent from a response written before the request's SHA-256 was kept. */
+  request?: string;
+}
+
+/** The done claim a stored response makes. */
 export function idempotencyDone(cipher: Cipher, scope: string, key: string, requestHash: string, enc: string): IdempotencyClaim {
-  const r = cipher.decryptJson<{ interviewId: string; request?: string }>(enc, aad.idempotencyResponse(scope, key));
+  const r = cipher.decryptJson<IdempotencyResponse>(enc, aad.idempotencyResponse(scope, key));
   return { state: 'done', requestHash, interviewId: r.interviewId, requestSha256: r.request ?? null };
+}
+
+/** Whether a decrypted response carries the request's SHA-256 (so a replay no longer needs request_hash's key). */
+export function hasRequestSha256(plain: string): boolean {
+  try {
+    return typeof (JSON.parse(plain) as IdempotencyResponse).request === 'string';
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -100,13 +115,32 @@ const RELEASE_REFUND = "CASE WHEN last_error = 'SHUTDOWN' THEN 0 ELSE 1 END";
  * per worker, and one worker's expiries only go forward unless its clock steps back.) Parameters from `first`: id,
  * owner, lease expiry.
  */
-export function heldSql(arg: SqlArg, first: number): string {
+function heldSql(arg: SqlArg, first: number): string {
   return `id = ${arg(first)} AND lease_owner = ${arg(first + 1)} AND lease_expires_at = ${arg(first + 2, 'bigint')} AND state = 'running'`;
 }
 
 /** The parameters of heldSql. */
 export function heldParams(job: JobLease, owner: string): [string, string, number | null] {
   return [job.id, owner, job.leaseExpiresAt];
+}
+
+// The writes that record an attempt's outcome, the same on both engines. Parameters in the order they appear (SQLite
+// binds `?` so), ending with heldSql's.
+
+/** completeJob. Parameters: now, then heldSql's. */
+export function completeJobSql(arg: SqlArg): string {
+  return `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = ${arg(0, 'bigint')} WHERE ${heldSql(arg, 1)}`;
+}
+
+/** failJob for good. Parameters: error code, now, then heldSql's. */
+export function deadJobSql(arg: SqlArg): string {
+  return `UPDATE jobs SET state = 'dead', last_error = ${arg(0)}, lease_expires_at = NULL, updated_at = ${arg(1, 'bigint')} WHERE ${heldSql(arg, 2)}`;
+}
+
+/** failJob with a retry. Parameters: error code, retry time, now, then heldSql's. */
+export function retryJobSql(arg: SqlArg): string {
+  return `UPDATE jobs SET state = 'queued', last_error = ${arg(0)}, run_at = ${arg(1, 'bigint')}, lease_owner = NULL, lease_expires_at = NULL,
+      updated_at = ${arg(2, 'bigint')} WHERE ${heldSql(arg, 3)}`;
 }
 
 /**

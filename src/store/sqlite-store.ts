@@ -6,7 +6,8 @@ import { dirname } from 'node:path';
 import { Cipher, hashesEqual } from './crypto';
 import { TurnBatch } from '../util/turn-batch';
 import { migrateSqlite } from './migrations';
-import { ENCRYPTED_TABLES, nextCursor, reencryptRows, rekeySelectSql, rekeyUpdateNamed, rekeyUpdateSqlite } from './rekey';
+import { IN_MEMORY } from './url';
+import { reencryptBatch, rekeySelectSql, rekeyUpdateNamed, rekeyUpdateSqlite } from './rekey';
 import {
   aad,
   byRunAt,
@@ -30,7 +31,9 @@ import {
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
   releaseJobSql,
-  heldSql,
+  completeJobSql,
+  deadJobSql,
+  retryJobSql,
   heldParams,
   ERASED_COLUMNS,
   inBatches,
@@ -94,11 +97,12 @@ const MERGE_SESSION = `${sessionInsertSql('sqlite', { resume: false, alias: 's' 
   RETURNING *`;
 
 const HISTORY_PURGE = historyPurgeSql(sqliteArgs);
+/** How long a write waits for another process's lock before the store answers "database unavailable". */
+const BUSY_TIMEOUT_MS = 5000;
 const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
-const COMPLETE_JOB = `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = ? WHERE ${heldSql(sqliteArgs, 0)}`;
-const DEAD_JOB = `UPDATE jobs SET state = 'dead', last_error = ?, lease_expires_at = NULL, updated_at = ? WHERE ${heldSql(sqliteArgs, 0)}`;
-const RETRY_JOB = `UPDATE jobs SET state = 'queued', last_error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-  WHERE ${heldSql(sqliteArgs, 0)}`;
+const COMPLETE_JOB = completeJobSql(sqliteArgs);
+const DEAD_JOB = deadJobSql(sqliteArgs);
+const RETRY_JOB = retryJobSql(sqliteArgs);
 
 export class SqliteStore implements Store {
   readonly engine = 'sqlite' as const;
@@ -109,13 +113,13 @@ export class SqliteStore implements Store {
 
   constructor(opts: SqliteStoreOptions) {
     this.cipher = opts.cipher;
-    if (opts.filename !== ':memory:') mkdirSync(dirname(opts.filename), { recursive: true });
+    if (opts.filename !== IN_MEMORY) mkdirSync(dirname(opts.filename), { recursive: true });
     this.db = new Database(opts.filename);
     this.db.pragma('journal_mode = WAL');
     // NORMAL is durable across application crashes in WAL mode and is what makes >1k commits/s possible; FULL adds
     // an fsync per (group) commit for power loss and OS crashes.
     this.db.pragma(opts.synchronous === 'full' ? 'synchronous = FULL' : 'synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     this.db.pragma('foreign_keys = ON');
     // Erased and re-encrypted values are zeroed where they were, not left in the file's free space, where the key
     // that still decrypts them (until a rotation retires it) would read them back. ON, not FAST: FAST leaves freed
@@ -415,30 +419,22 @@ export class SqliteStore implements Store {
     // The WAL keeps every page version written since it was last reset, erased values included, until later frames
     // happen to overwrite them; TRUNCATE copies what is current into the database file and empties the WAL. Not waiting
     // on another process (its reader would hold this event loop for the whole busy timeout): the next sweep tries again.
-    const busyTimeout = this.db.pragma('busy_timeout', { simple: true }) as number;
     this.db.pragma('busy_timeout = 0');
     try {
       const [r] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
       return r.busy === 0;
-    } catch {
-      return false;
     } finally {
-      this.db.pragma(`busy_timeout = ${busyTimeout}`);
+      this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     }
   }
 
   async reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch> {
-    const t = ENCRYPTED_TABLES[cursor.table];
-    // Read outside the write lock, and decrypted and encrypted again before taking it.
-    const rows = this.st(rekeySelectSql(t, sqliteArgs, this.cipher.primaryPrefix, cursor.after !== null)).all(...(cursor.after ?? []), limit) as Record<string, string | null>[];
-    const { found, unreadable, waiting, changed } = reencryptRows(this.cipher, t, rows);
-    const update = rekeyUpdateSqlite(t);
-    // Counted from what the write changed: a value the service rewrote since the read is newer and stays.
-    const reencrypted = changed.length
-      ? await this.write(() => changed.reduce((n, r) => n + (this.st(update).run(rekeyUpdateNamed(t, r)).changes ? r.reencrypted : 0), 0))
-      : 0;
-    const last = rows.length ? t.pk.map((k) => String(rows[rows.length - 1][k])) : null;
-    return { next: nextCursor(cursor, rows.length, last, limit), found, reencrypted, unreadable, waiting };
+    return reencryptBatch(this.cipher, cursor, limit, {
+      // Read outside the write lock (at once, as the batch is asked for).
+      read: async (t, params, after) => this.st(rekeySelectSql(t, sqliteArgs, this.cipher.primaryPrefix, after)).all(...params) as Record<string, string | null>[],
+      write: (t, changed) =>
+        this.write(() => changed.reduce((n, r) => n + (this.st(rekeyUpdateSqlite(t)).run(rekeyUpdateNamed(t, r)).changes ? r.reencrypted : 0), 0)),
+    });
   }
 
   // ---- inbox and jobs

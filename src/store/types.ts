@@ -215,7 +215,7 @@ export interface Store {
   /**
    * Drops the copies of deleted and rewritten rows the engine keeps in files of its own, after the sweep: on SQLite the
    * WAL is checkpointed and truncated, without waiting for another process's reader (false then: the next sweep tries
-   * again); PostgreSQL's (auto)vacuum does this itself (true).
+   * again). PostgreSQL has nothing to do here (true): its old row versions and WAL stay until reused or recycled.
    */
   truncateLog(): Promise<boolean>;
 
