@@ -55,7 +55,7 @@ export const ENV_SCHEMA = {
   },
   INCODE_EXECUTIVE_EMAIL: { kind: { type: 'string' }, doc: 'Dashboard user for the executive token (reads sessions created elsewhere).' },
   INCODE_EXECUTIVE_PASSWORD: { kind: { type: 'string' }, secret: true, doc: 'Password of INCODE_EXECUTIVE_EMAIL.' },
-  INCODE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '15000', doc: 'Header and body timeout of each Incode call.' },
+  INCODE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '15000', doc: 'Header and body timeout of each Incode call but the server-side flow\'s captures (INCODE_CAPTURE_TIMEOUT_MS).' },
   INCODE_CAPTURE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '30000', doc: 'Header and body timeout of the capture and processing calls of the server-side flow (ID and selfie uploads, process ID, face match): Incode analyses the image before it answers, and a timed-out capture is not retried, so the onboarding ends there.' },
   INCODE_CONNECT_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 60000 }, default: '5000', doc: 'Connect timeout towards Incode.' },
   INCODE_POOL_CONNECTIONS: { kind: { type: 'int', min: 1, max: 10000 }, default: '512', doc: 'Keep-alive connections in the Incode pool (one call each; INCODE_MAX_CONCURRENCY can only lower it).' },
@@ -96,7 +96,7 @@ export const ENV_SCHEMA = {
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff (with jitter, no sooner than Incode\'s Retry-After; at most 15 min between attempts either way).' },
   JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long; an attempt still waiting on Incode stops a fifth of it (at most 10 s) before, and is retried.' },
   WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '32', doc: 'Jobs run at once by this process.' },
-  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status for sessions this service started once Incode\'s processing is done (needed when the Incode flow does not mark sessions completed on status). Never over a reviewer\'s verdict, which comes after completion.' },
+  MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status for the server-side flow\'s sessions (POST /onboardings, the CLI) once Incode\'s processing is done (needed when the Incode flow does not mark sessions completed on status; an SDK frontend calls it itself). Never over a reviewer\'s verdict, which comes after completion.' },
 
   ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation.' },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready (Standard Webhooks).' },

@@ -268,8 +268,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     if (!auth) return; // 404/405 handler
     const v = req.headers['api-version'];
     if (v !== undefined && v !== '1.0') return fail(reply, 400, `Unsupported api-version '${String(v)}'`);
-    // /0/ is the token-only surface: the key is ignored there, except where no token can exist (start).
-    if ((auth === 'key' || !cfg.zero) && req.headers['x-api-key'] !== opts.apiKey) return fail(reply, 403, 'Invalid or missing API key');
+    // /0/ is the token-only surface: the key is ignored there (start, which only the key can authenticate, has no /0/ route).
+    if (!cfg.zero && req.headers['x-api-key'] !== opts.apiKey) return fail(reply, 403, 'Invalid or missing API key');
     if (auth !== 'session') return;
     const claims = tokens.verify(req.headers['x-incode-hardware-id'] as string | undefined);
     if (!claims) return fail(reply, 401, 'Invalid or missing access token');
@@ -342,7 +342,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   app.options('/*', preflight);
 
   const base: Partial<RouteOptions> = { bodyLimit: PARSER_BODY_LIMIT };
-  /** Registers a route on /omni/... (API key) and, unless keyOnly, on /0/omni/... (token only). */
+  /** Registers a route on /omni/... (API key) and, unless `surfaces` leaves it out, on /0/omni/... (token only). */
   function route(methods: string | string[], path: string, auth: Auth, handler: Handler, extra: Partial<RouteOptions> = {}, surfaces: Array<'key' | 'zero'> = ['key', 'zero']): void {
     const list = Array.isArray(methods) ? methods : [methods];
     for (const surface of surfaces) {

@@ -239,7 +239,7 @@ export class IncodeClient {
     return this.call({ operation: 'getOcrData', group: 'read', method: 'GET', path: '/omni/get/ocr-data', query: { id: interviewId }, token, idempotent: true }, ctx);
   }
 
-  getOnboardingUrl(token: string, clientId: string | undefined, ctx?: CallContext): Promise<OnboardingUrlResponse> {
+  getOnboardingUrl(token: string, clientId: string, ctx?: CallContext): Promise<OnboardingUrlResponse> {
     return this.call({ operation: 'getOnboardingUrl', group: 'read', method: 'GET', path: '/omni/onboarding-url', query: { clientId }, token, idempotent: true }, ctx);
   }
 

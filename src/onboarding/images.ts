@@ -1,10 +1,10 @@
 // Image input checks shared by POST /onboardings and the CLI: base64 that decodes to a JPEG or PNG.
 import { AppError } from '../errors';
 
-export type ImageKind = 'jpeg' | 'png';
+type ImageKind = 'jpeg' | 'png';
 
 /** Format from the first bytes; Incode takes JPEG and PNG, anything else fails there with a vaguer error. */
-export function imageKind(head: Uint8Array): ImageKind | null {
+function imageKind(head: Uint8Array): ImageKind | null {
   if (head.length >= 3 && head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'jpeg';
   if (head.length >= 8 && head[0] === 0x89 && head[1] === 0x50 && head[2] === 0x4e && head[3] === 0x47 && head[4] === 0x0d && head[5] === 0x0a && head[6] === 0x1a && head[7] === 0x0a) return 'png';
   return null;
@@ -29,7 +29,7 @@ function base64DataLength(s: string): number {
 }
 
 /** Smallest plausible photo: anything shorter is a placeholder, not a capture. */
-export const MIN_IMAGE_BYTES = 100;
+const MIN_IMAGE_BYTES = 100;
 
 /**
  * Longest base64 image Incode takes: its requests are limited to 10 MB (shared doc 1.4, 4.5), the JSON around the
@@ -45,7 +45,7 @@ const IMAGE_TOO_LARGE_MESSAGE = `is larger than Incode accepts (10 MB of base64,
  * Only the head is decoded: the body is already known to use the base64 alphabet, and decoding several MB just to
  * re-encode them is waste.
  */
-export function parseBase64Image(input: string): { base64: string; kind: ImageKind } | { error: string; tooLarge?: true } {
+export function parseBase64Image(input: string): { base64: string } | { error: string; tooLarge?: true } {
   const comma = input.startsWith('data:') ? input.indexOf(',') : -1;
   const b64 = comma >= 0 ? input.slice(comma + 1) : input;
   if (b64.length > MAX_IMAGE_BASE64_CHARS) return { error: IMAGE_TOO_LARGE_MESSAGE, tooLarge: true };
@@ -53,10 +53,9 @@ export function parseBase64Image(input: string): { base64: string; kind: ImageKi
   if (length < 0) return { error: 'is not base64' };
   // A base64 length of 4n+1 cannot come from any byte string.
   if (length % 4 === 1) return { error: 'is not valid base64 (truncated?)' };
-  const kind = imageKind(Buffer.from(b64.slice(0, 12), 'base64'));
-  if (!kind) return { error: 'is not a JPEG or PNG image' };
+  if (!imageKind(Buffer.from(b64.slice(0, 12), 'base64'))) return { error: 'is not a JPEG or PNG image' };
   if (Math.floor((length * 3) / 4) < MIN_IMAGE_BYTES) return { error: `is too small to be a photo (under ${MIN_IMAGE_BYTES} bytes)` };
-  return { base64: b64, kind };
+  return { base64: b64 };
 }
 
 /** parseBase64Image for a request field: 400 INVALID_IMAGE naming the field. */

@@ -17,7 +17,7 @@ import {
 import type { CallContext, IncodeClient } from '../incode/client';
 import { IncodeError } from '../incode/errors';
 import type { AddIdResponse, StartRequest } from '../incode/types';
-import type { ResultsPipeline } from '../results/pipeline';
+import { finishRecorded, type ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
 import type { Decision, ResultsStatus, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
@@ -358,7 +358,7 @@ export class Orchestrator {
     // 2. mark completed (optional in the guide: the flow may already do it), unless a status check already did
     // while this request waited (a webhook's, a poll's: its `finish` step is recorded as BACKGROUND).
     if (!config.results.markComplete) await this.record(interviewId, 'finish', 'skipped', { code: 'MARK_COMPLETE_OFF' });
-    else if (!marked && !(await store.listSteps(interviewId)).some((s) => s.step === 'finish' && s.outcome === 'ok')) await this.markComplete(interviewId, token, ctx, finishFailures);
+    else if (!marked && !finishRecorded(await store.listSteps(interviewId))) await this.markComplete(interviewId, token, ctx, finishFailures);
 
     // 3. results: the pipeline's job fetches and stores them; make sure one is queued, then wait for it.
     const before = await store.getSession(interviewId);

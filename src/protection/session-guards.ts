@@ -3,8 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError, retryAfter, retryAfterSeconds } from '../errors';
 import { IncodeError } from '../incode/errors';
-import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
-import { hashesEqual } from '../store/crypto';
+import { bearer, hashesEqual, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyRef } from '../store/types';
 import { clientNetwork, type RateLimitEntry } from './rate-counter';
 

@@ -7,7 +7,7 @@ import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteJob, webhookEventKey } from '../store/rows';
-import type { Job, NewSession, SessionRecord, Store } from '../store/types';
+import type { Job, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank } from './status';
 
@@ -62,6 +62,11 @@ function boundedText(v: unknown): string | undefined {
 /** Finished, with results that leave the decision to a reviewer: the verdict (MANUAL_REVIEW_*) is still to come. */
 function awaitsVerdict(s: Pick<SessionRecord, 'onboardingStatus' | 'decision'>): boolean {
   return s.onboardingStatus === 'ONBOARDING_FINISHED' && s.decision === 'review';
+}
+
+/** Whether a session's steps hold a finish-status that went through (by its own request or in the background). */
+export function finishRecorded(steps: StepRecord[]): boolean {
+  return steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
 }
 
 export class ResultsPipeline {
@@ -264,7 +269,7 @@ export class ResultsPipeline {
     if (!this.d.config.results.markComplete || session.origin !== 'broker' || typeof status !== 'string' || statusRank(status) !== PROGRESS_RANK) return false;
     const steps = await this.d.store.listSteps(session.interviewId);
     // A face match that answered no match went through too (its scores decline the session); only a failed call did not.
-    return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected')) && !steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
+    return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected')) && !finishRecorded(steps);
   }
 
   /**
@@ -274,19 +279,14 @@ export class ResultsPipeline {
   private async complete(id: string, token: string, status: string, ctx: CallContext): Promise<string | null> {
     if (!(await this.processingDone(id, token, status, ctx))) return null;
     const record = () => this.d.store.recordStep(id, { step: 'finish', outcome: 'ok', code: 'BACKGROUND', at: this.now() });
-    if (!(await this.finish(id, token, ctx, record))) return status;
-    return (await this.d.incode.getOnboardingStatus(token, id, ctx)).onboardingStatus;
-  }
-
-  /** finish-status; false when Incode refuses it (a 4xx: the session cannot be completed, which is no job failure). */
-  private async finish(id: string, token: string, ctx: CallContext, record?: () => Promise<void>): Promise<boolean> {
     try {
       await this.finishOnce(id, token, ctx, record);
-      return true;
     } catch (e) {
-      if (e instanceof IncodeError && e.isClientError) return false;
+      // Refused (a 4xx): the session cannot be completed, which is no job failure; its status stays as it is.
+      if (e instanceof IncodeError && e.isClientError) return status;
       throw e;
     }
+    return (await this.d.incode.getOnboardingStatus(token, id, ctx)).onboardingStatus;
   }
 
   /**

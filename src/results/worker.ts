@@ -136,11 +136,11 @@ export class JobWorker {
   }
 
   /**
-   * Runs one of the store writes that record an attempt's outcome: true when recorded, false when this claim no longer
-   * holds the job (see heldSql: an attempt that outlived its lease, here or elsewhere, records nothing), null when the
-   * write failed (logged; the job runs again once its lease lapses).
+   * Runs one of the store writes that record an attempt's outcome: whether it was recorded. It is not when this claim no
+   * longer holds the job (see heldSql: an attempt that outlived its lease, here or elsewhere, records nothing) or when
+   * the write failed (the job then runs again once its lease lapses); each is logged as what it is.
    */
-  private record(write: Promise<boolean>, jobLog: Record<string, unknown>, what: string): Promise<boolean | null> {
+  private record(write: Promise<boolean>, jobLog: Record<string, unknown>, what: string): Promise<boolean> {
     return write.then(
       (held) => {
         if (!held) this.o.log.warn(jobLog, `job attempt ${what} after losing its lease; not recorded`);
@@ -148,7 +148,7 @@ export class JobWorker {
       },
       (err: unknown) => {
         this.o.log.error({ ...jobLog, err: { message: (err as Error).message } }, `job attempt ${what}, but recording it failed; the job runs again once its lease lapses`);
-        return null;
+        return false;
       },
     );
   }
