@@ -97,6 +97,9 @@ const MERGE_SESSION = `${sessionInsertSql('sqlite', { resume: false, alias: 's' 
   RETURNING *`;
 
 const HISTORY_PURGE = historyPurgeSql(sqliteArgs);
+/** The sessions a retention batch erases (exported for the test of its query plan). Parameter: the cutoff. */
+export const PURGE_DUE = `SELECT interview_id, origin FROM sessions WHERE created_at < ? AND results_status <> 'erased'
+  ORDER BY created_at, interview_id LIMIT ${SESSION_PURGE_BATCH}`;
 /** How long a write waits for another process's lock before the store answers "database unavailable". */
 const BUSY_TIMEOUT_MS = 5000;
 const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
@@ -392,13 +395,11 @@ export class SqliteStore implements Store {
     // In batches, each its own transaction: better-sqlite3 runs on the event loop, and one statement over a large
     // backlog would block it (and hold the file's write lock past other processes' busy_timeout) for seconds.
     // Selected once (through the sessions_purge_due index) and erased by id, in the same transaction.
-    const due = `SELECT interview_id, origin FROM sessions WHERE created_at < ? AND results_status <> 'erased'
-      ORDER BY created_at, interview_id LIMIT ${SESSION_PURGE_BATCH}`;
     let n = 0;
     await inBatches(SESSION_PURGE_BATCH, async () => {
       // Counted after the write: a batch whose group commit reruns its closures must not count twice.
       const erased = await this.write(() => {
-        const rows = this.st(due).all(createdBefore) as { interview_id: string; origin: string }[];
+        const rows = this.st(PURGE_DUE).all(createdBefore) as { interview_id: string; origin: string }[];
         if (rows.length === 0) return 0;
         // Only sessions this service started: one created elsewhere is its owner's to delete at Incode.
         if (deleteAtIncode) for (const r of rows) if (r.origin === 'broker') this.insertJob(incodeDeleteJob(r.interview_id, now), now);

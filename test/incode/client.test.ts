@@ -233,6 +233,10 @@ describe('IncodeClient failure handling', () => {
     expect((await errorOf(c.getScore('t', 'i'))).code).toBe('INCODE_TIMEOUT');
     expect(await c.processId('t')).toEqual({ success: true });
     await c.close();
+    // And it is what bounds a capture: a shorter one than the answer times the capture out.
+    const short = client(srv.url, { timeoutMs: 10_000, captureTimeoutMs: 200, maxRetries: 0 });
+    expect((await errorOf(short.processId('t'))).code).toBe('INCODE_TIMEOUT');
+    await short.close();
     await srv.close();
   });
 

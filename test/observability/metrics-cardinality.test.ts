@@ -7,7 +7,7 @@ import request from 'supertest';
 import { loadConfig } from '../../src/config';
 import { Cipher } from '../../src/store/crypto';
 import { createStore } from '../../src/store/index';
-import type { Store } from '../../src/store/types';
+import { storeWith } from '../helpers/store-proxy';
 import { ADMIN_KEY, ENCRYPTION_KEY, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, startBroker, startSandbox } from '../helpers/harness';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
@@ -143,13 +143,7 @@ describe('metrics while the database is down', () => {
     const real = createStore({ url: 'sqlite::memory:', cipher: new Cipher(loadConfig({ NODE_ENV: 'test', INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: ENCRYPTION_KEY }).encryption.keys) });
     let down = false;
     const refused = () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED 10.9.8.7:5432'), { code: 'ECONNREFUSED', syscall: 'connect' }));
-    const store = new Proxy(real, {
-      get: (target, key) => {
-        if (key === 'countJobs' && down) return refused;
-        const v = Reflect.get(target, key) as unknown;
-        return typeof v === 'function' ? v.bind(target) : v;
-      },
-    }) as Store;
+    const store = storeWith(real, (method) => (method === 'countJobs' && down ? refused : null));
     const b = await startSandbox({}, { store });
     try {
       expect(await metricsOf(b)).toMatch(/^result_jobs_queue_depth\{state="queued"\} \d+$/m);

@@ -1,8 +1,6 @@
 // End to end over HTTP: broker + emulator on loopback, webhooks with OAuth, polling, faults, erasure, PII at rest.
 import { createHmac } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import Fastify from 'fastify';
@@ -28,6 +26,7 @@ import { statusRank } from '../../src/results/status';
 import { Cipher } from '../../src/store/crypto';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { captureAll } from '../helpers/flow';
+import { tempDir } from '../helpers/temp';
 import { throwawayPgStore } from '../helpers/pg-schema';
 import { describeWith } from '../helpers/services';
 
@@ -825,7 +824,7 @@ describe('webhook and results API authentication', () => {
 
 describe('erasure, retention and PII at rest', () => {
   it('erases PII on request, keeps an audit entry, and stores no OCR value in plaintext', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'broker-pii-'));
+    const dir = tempDir('broker-pii-');
     const dbFile = join(dir, 'broker.db');
     const p = await startPair({ RESULTS_MODE: 'webhook', DATABASE_URL: `sqlite:${dbFile}` });
     try {
@@ -856,7 +855,7 @@ describe('erasure, retention and PII at rest', () => {
   });
 
   it('purges PII older than RETENTION_DAYS at start', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'broker-ret-'));
+    const dir = tempDir('broker-ret-');
     const url = `sqlite:${join(dir, 'broker.db')}`;
     const emu = await startEmulator();
     const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }));
@@ -874,7 +873,7 @@ describe('erasure, retention and PII at rest', () => {
   });
 
   it('with a new key listed first, the sweep re-encrypts every stored value under it, and a broker with the new key alone reads them all', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'broker-rekey-'));
+    const dir = tempDir('broker-rekey-');
     const dbFile = join(dir, 'broker.db');
     const url = `sqlite:${dbFile}`;
     const k2 = 'k2:' + Buffer.alloc(32, 9).toString('base64');
@@ -887,7 +886,8 @@ describe('erasure, retention and PII at rest', () => {
       await first.app.store.saveResults(s.interviewId, { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'ROTA KEYES' } }, fetchedAt: Date.now() }, 'approve', Date.now());
       await first.close();
 
-      const rotating = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, DATA_ENCRYPTION_KEY: `${k2},${ENCRYPTION_KEY}` }));
+      // Webhooks only: a poll would write to the WAL again just after the sweep empties it.
+      const rotating = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, DATA_ENCRYPTION_KEY: `${k2},${ENCRYPTION_KEY}`, RESULTS_MODE: 'webhook' }));
       try {
         const gauge = async () => (await rotating.app.metrics.oldKeyValues.get()).values[0]?.value;
         // Two passes: the first re-encrypts token, customer id, scores, OCR and the Idempotency-Key's response; the second finds nothing left.
@@ -924,7 +924,7 @@ describe('erasure, retention and PII at rest', () => {
   });
 
   it('with RETENTION_DELETE_AT_INCODE, the sweep also deletes what it erases at Incode', async () => {
-    const url = `sqlite:${join(mkdtempSync(join(tmpdir(), 'broker-ret-incode-')), 'broker.db')}`;
+    const url = `sqlite:${join(tempDir('broker-ret-incode-'), 'broker.db')}`;
     const emu = await startEmulator();
     const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }), { runWorker: false });
     // A session Incode has, stored three days ago; and a recent one, which stays at Incode.
@@ -1017,7 +1017,7 @@ describe('shutdown with a callback in flight', () => {
     // A receiver that takes the request and never answers (its own 10 s timeout is far past the grace).
     const receiver = createServer(() => void received++);
     await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-    const dbFile = join(mkdtempSync(join(tmpdir(), 'broker-cb-')), 'broker.db');
+    const dbFile = join(tempDir('broker-cb-'), 'broker.db');
     let p: Pair | undefined;
     try {
       engine = 'sqlite';

@@ -7,6 +7,7 @@ import type { IncodeClient } from '../../src/incode/client';
 import { JobError, ResultsPipeline } from '../../src/results/pipeline';
 import { JobWorker, type WorkerOptions } from '../../src/results/worker';
 import { Cipher, createStore, type Store } from '../../src/store/index';
+import { storeWith } from '../helpers/store-proxy';
 import { waitFor } from '../helpers/wait';
 
 const T0 = 1_800_000_000_000;
@@ -239,13 +240,7 @@ describe('recording an outcome', () => {
     let broken = true;
     const real = store;
     // The store as the worker sees it: completeJob fails (a disk error, say) while `broken`.
-    const flaky = new Proxy(real, {
-      get: (target, key) => {
-        if (key === 'completeJob' && broken) return async () => Promise.reject(new Error('disk I/O error'));
-        const v = Reflect.get(target, key) as unknown;
-        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-      },
-    });
+    const flaky = storeWith(real, (method) => (method === 'completeJob' && broken ? async () => Promise.reject(new Error('disk I/O error')) : null));
     const lines: { msg: string; err?: { message: string }; code?: string }[] = [];
     const dead: string[] = [];
     let runs = 0;

@@ -387,9 +387,10 @@ describe('POST /onboardings', () => {
     }
   }, 40_000);
 
-  it('captures still running after the grace are stopped at shutdown: recorded as ABORTED, and nothing reaches Incode after', async () => {
-    // Every Incode call takes 1.5 s, the grace is 1 s: shutdown begins while the start is on its way.
-    const slow = await startEmulator({ processingDelayMs: 50, faults: { latencyMs: 1500 } });
+  it('captures still running after the grace are stopped at shutdown: logged as ABORTED, and nothing reaches Incode after', async () => {
+    // Every Incode call takes 3 s, the grace is 1 s: shutdown begins while the start is on its way, and the grace ends
+    // well before Incode answers it (no session exists yet, so the stop is logged, not recorded as a step).
+    const slow = await startEmulator({ processingDelayMs: 50, faults: { latencyMs: 3000 } });
     const b = await startBroker(brokerEnv(slow.url, { SHUTDOWN_GRACE_MS: '1000' }));
     const incode = recordRequests(slow.app.server);
     try {
@@ -398,8 +399,8 @@ describe('POST /onboardings', () => {
       await b.close();
       expect(b.logs.text).toMatch(/"code":"ABORTED".*onboarding step failed/);
       const sent = incode.urls.length;
-      // Left running, the captures would have gone on to the ID's front after the start's 1.5 s.
-      await new Promise((r) => setTimeout(r, 2000));
+      // Left running, the captures would have gone on to the ID's front after the start's 3 s.
+      await new Promise((r) => setTimeout(r, 3500));
       expect(incode.urls.slice(sent)).toEqual([]);
       expect(incode.urls.filter((u) => u.startsWith('/omni/add/'))).toEqual([]);
       await answer;

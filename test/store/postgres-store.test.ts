@@ -125,6 +125,8 @@ describeWith('postgres', 'PostgresStore', () => {
         expect((await rotated.getSession('c'))?.token).toBe('tok-c2');
         expect(await rotated.reencryptBatch(REKEY_START, 10)).toMatchObject({ found: 1, reencrypted: 1 });
       } finally {
+        // Never back in the pool inside a transaction holding the row (the schema's DROP would wait on it).
+        await other.query('ROLLBACK').catch(() => undefined);
         other.release();
       }
     });

@@ -1014,15 +1014,19 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           // 30 more sessions, so that the walk takes more than one batch of sessions.
           for (let i = 0; i < REKEY_BATCH + 30; i++) await session(`m${String(i).padStart(3, '0')}`, { token: `tok-m${i}`, externalCustomerId: null });
           const all = K1_VALUES + REKEY_BATCH + 30;
-          const rotation = new KeyRotation(await open(new Cipher([K2, K1])));
+          const rotated = await open(new Cipher([K2, K1]));
+          // The cursors the walk asks for, in order.
+          const cursors: RekeyCursor[] = [];
+          const rotation = new KeyRotation({ reencryptBatch: (c, limit) => (cursors.push(c), rotated.reencryptBatch(c, limit)) });
           const stop = new AbortController();
-          let batches = 0;
-          expect(await rotation.run(sweepLimit(stop.signal), () => (batches++, stop.abort()))).toEqual([]);
-          expect(batches).toBe(1);
-          const movedFirst = all - (await underKey('k1'));
-          expect(movedFirst).toBeGreaterThan(0);
-          // The pass that completes counts the values of both sweeps, each once.
+          let firstNext: RekeyCursor | null = null;
+          expect(await rotation.run(sweepLimit(stop.signal), (b) => ((firstNext = b.next), stop.abort()))).toEqual([]);
+          expect(cursors).toEqual([REKEY_START]);
+          expect(firstNext).toMatchObject({ table: 0, after: [expect.any(String)] });
+          expect(all - (await underKey('k1'))).toBeGreaterThan(0);
+          // The next sweep starts where the first stopped, not over again, and the pass counts each value once.
           expect((await rotation.run(sweepLimit()))[0]).toEqual({ found: all, reencrypted: all, unreadable: 0, waiting: 0 });
+          expect(cursors[1]).toEqual(firstNext);
           expect(await underKey('k1')).toBe(0);
         });
 
