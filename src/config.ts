@@ -247,7 +247,8 @@ function read(env: Env, name: EnvName): string | undefined {
       try {
         u = new URL(value);
       } catch {
-        throw new ConfigError(name, `must be an absolute http(s) URL, got "${value}"`);
+        // Not echoed: a URL can carry credentials in its user info or query.
+        throw new ConfigError(name, 'must be an absolute http(s) URL');
       }
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(name, `must use http or https, got "${u.protocol}"`);
       return value.replace(/\/+$/, '');
@@ -272,9 +273,10 @@ function parseKeys(raw: string | undefined): { id: string; key: Buffer }[] {
     const idx = part.indexOf(':');
     const id = idx > 0 ? part.slice(0, idx).trim() : `k${i + 1}`;
     const b64 = (idx > 0 ? part.slice(idx + 1) : part).trim();
+    // Neither message quotes what was given: a key written the wrong way round (`<key>:<id>`) would be its "id".
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new ConfigError('DATA_ENCRYPTION_KEY', `entry ${i + 1}: the key id (before ":") must be 1-32 letters, digits, _ or -`);
     const key = Buffer.from(b64, 'base64');
     if (key.length !== 32) throw new ConfigError('DATA_ENCRYPTION_KEY', `key "${id}" must be 32 bytes in base64 (openssl rand -base64 32)`);
-    if (!/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new ConfigError('DATA_ENCRYPTION_KEY', `key id "${id}" must be 1-32 letters, digits, _ or -`);
     return { id, key };
   });
 }

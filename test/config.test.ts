@@ -182,6 +182,14 @@ describe('loadConfig', () => {
   it('never echoes a secret value in its message', () => {
     const e = errorFor({ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: 'supersecretvalue' });
     expect(e.message).not.toContain('supersecretvalue');
+    // A key written the wrong way round (`<key>:<id>`): its id would be the key itself.
+    const reversed = errorFor({ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: `${KEY}:main` });
+    expect(reversed.variable).toBe('DATA_ENCRYPTION_KEY');
+    expect(reversed.message).not.toContain(KEY.slice(0, 12));
+    // A URL that does not parse may still carry credentials.
+    const url = errorFor({ CALLBACK_URL: 'https://u:p4ssw0rd@[bad/h?token=S3CRET', CALLBACK_SECRET: 'x'.repeat(32) });
+    expect(url.variable).toBe('CALLBACK_URL');
+    expect(url.message).not.toMatch(/p4ssw0rd|S3CRET/);
   });
 
   it('documents every variable with its default in .env.example (npm run env:example)', () => {

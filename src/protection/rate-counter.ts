@@ -38,6 +38,8 @@ export interface RateCounter {
    * not charged: a caller refused by its per-IP limit must not spend the global budget). null = all within.
    */
   hitAll(entries: RateLimitEntry[], windowMs: number): Promise<RateLimitExceeded | null>;
+  /** The key's count in its current window, without counting a hit (0 when it has none). */
+  peek(key: string): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -60,6 +62,11 @@ export class MemoryRateCounter implements RateCounter {
       if (w.count > max) return { index, count: w.count, resetMs: w.resetAt - now };
     }
     return null;
+  }
+
+  async peek(key: string) {
+    const w = this.windows.get(key);
+    return w && w.resetAt > Date.now() ? w.count : 0;
   }
 
   async close() {
@@ -149,6 +156,11 @@ export class RedisRateCounter implements RateCounter {
     );
   }
 
+  async peek(key: string) {
+    // Rare (failed credentials only), so a plain GET rather than a place in the batched script.
+    return Number(await this.redis.get(this.prefix + key)) || 0;
+  }
+
   async close() {
     // Hits queued this turn go out before the connection does.
     this.hits.drain();
@@ -191,6 +203,14 @@ export class FailoverRateCounter implements RateCounter {
     return this.shared.hitAll(entries, windowMs).catch((err: unknown) => {
       this.fail(err);
       return this.counted(entries, windowMs);
+    });
+  }
+
+  peek(key: string): Promise<number> {
+    if (this.downSince !== null) return this.fallback.peek(key);
+    return this.shared.peek(key).catch((err: unknown) => {
+      this.fail(err);
+      return this.fallback.peek(key);
     });
   }
 

@@ -12,7 +12,7 @@ const INVISIBLE = /[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]/g;
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Who called, for rate-limit and idempotency scopes: an app key's hash, a JWT subject, or nobody. */
+    /** Who called, for rate-limit and idempotency scopes: an app key's hash, a JWT subject's keyed digest, or nobody. */
     caller?: string;
   }
 }
@@ -37,6 +37,9 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   // A request (its externalCustomerId) and a customer's rate-limit key are kept only as keyed digests.
   const requestDigest = keyedDigest(config.encryption.keys.map((k) => k.key), 'idempotency-request');
   const customerDigest = keyedDigest(config.encryption.keys.map((k) => k.key), 'rate-limit-customer');
+  // A JWT subject names an end user (often an email): it scopes Idempotency-Keys, which are stored, so only a keyed
+  // digest of it is kept. (Under a new first data key the digest changes: a key in flight across a rotation is new.)
+  const subjectDigest = keyedDigest(config.encryption.keys.map((k) => k.key), 'caller-subject');
   const appKeyMatches = keyMatcher(callerAuth.appKeys);
   // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown). A token
   // without exp would never expire (jose checks exp only when present), so it is refused.
@@ -61,7 +64,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     try {
       const payload = await verify(token);
       // Without a subject, the token itself is the caller: never one scope shared by every such token.
-      req.caller = typeof payload.sub === 'string' && payload.sub ? `sub:${payload.sub}` : `jwt:${sha256Hex(token).slice(0, 16)}`;
+      req.caller = typeof payload.sub === 'string' && payload.sub ? `sub:${subjectDigest.digest(payload.sub).slice(0, 32)}` : `jwt:${sha256Hex(token).slice(0, 16)}`;
     } catch {
       throw new AppError(401, 'UNAUTHORIZED', 'Bearer token is invalid, expired or not for this service', { 'www-authenticate': 'Bearer error="invalid_token"' });
     }

@@ -3,7 +3,8 @@ import type { Decision } from '../store/types';
 
 export const PROGRESS_RANK = 1;
 
-const RANKS: Record<string, number> = {
+// A Map, not an object literal: a status string from Incode must never resolve to Object.prototype's members.
+const RANKS = new Map<string, number>(Object.entries({
   UNKNOWN: 0,
   ID_VALIDATION_FINISHED: PROGRESS_RANK,
   ID_VALIDATION_FINISHED_SECOND_ID: PROGRESS_RANK,
@@ -15,14 +16,14 @@ const RANKS: Record<string, number> = {
   EXPIRED: 2,
   MANUAL_REVIEW_APPROVED: 3,
   MANUAL_REVIEW_REJECTED: 3,
-};
+}));
 
 export function isKnownStatus(status: string): boolean {
-  return status in RANKS;
+  return RANKS.has(status);
 }
 
 export function statusRank(status: string): number {
-  return RANKS[status] ?? 0;
+  return RANKS.get(status) ?? 0;
 }
 
 /** Statuses after which scores and OCR are final and worth fetching. */

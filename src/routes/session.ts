@@ -49,6 +49,8 @@ function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash
   return { interviewId, tokenHash: sha256Hex(secret) };
 }
 
+const sessionFinished = () => new AppError(409, 'SESSION_FINISHED', 'This onboarding has ended: its results are read by your backend, not with a new token');
+
 function originOf(url: string): string {
   try {
     return new URL(url).origin;
@@ -151,6 +153,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       }, async (interviewId) => {
         const s = await app.store.getSession(interviewId);
         if (!s?.token) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
+        // As for /session/resume: a token of a finished onboarding could still read its scores and OCR data from Incode.
+        if (isTerminal(s.onboardingStatus)) throw sessionFinished();
         // The retrying caller never saw the first answer, so its resume token is replaced, not repeated (only hashes are kept).
         return reissue(interviewId, s.token, false);
       });
@@ -180,8 +184,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       const { expiresAt } = spent;
       // A finished onboarding needs no token any more, and a fresh one could still read its scores and OCR data from
       // Incode: a resume token that leaked from the app is worth nothing once the flow is over. (It stays spent.)
-      if (isTerminal(spent.onboardingStatus))
-        throw new AppError(409, 'SESSION_FINISHED', 'This onboarding has ended: its results are read by your backend, not with a new token');
+      if (isTerminal(spent.onboardingStatus)) throw sessionFinished();
       let started;
       try {
         // The session's own flow where it is known: Incode documents configurationId as required on start.

@@ -97,6 +97,9 @@ function credentialsMatch(readings: { id: string; secret: string }[], id: string
   return ok;
 }
 
+/** Failed token requests one network may make in a minute before every request from it is refused. */
+const TOKEN_FAILURES_PER_MINUTE = 30;
+
 const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, opts) => {
   const cfg = opts.config.webhook;
   const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(cfg.clientSecret, cfg.tokenTtlSeconds) : null;
@@ -125,12 +128,19 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       },
       async (req, reply) => {
         if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
+        // Guessing the client secret is the attack here: failed attempts are counted per network, and a network over
+        // the limit is refused before its credentials are even checked, so a right guess among the refusals earns
+        // nothing. Only failures count: Incode, asking from its own network, is never limited however often it asks
+        // (it may fetch a token for every webhook it sends).
+        const failures = `whtoken:${clientNetwork(req.ip)}`;
+        if ((await app.rateCounter.peek(failures)) >= TOKEN_FAILURES_PER_MINUTE) {
+          (req as WebhookRequest).webhookAuth = 'rejected';
+          throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(60_000));
+        }
         if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {
           (req as WebhookRequest).webhookAuth = 'rejected';
-          // Guessing the client secret is the attack here: failed attempts are limited per network. Incode itself is
-          // never limited, however often it asks (it may fetch a token for every webhook it sends).
-          const over = await app.rateCounter.hitAll([{ key: `whtoken:${clientNetwork(req.ip)}`, max: 30 }], 60_000);
-          if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests', retryAfter(over.resetMs));
+          const over = await app.rateCounter.hitAll([{ key: failures, max: TOKEN_FAILURES_PER_MINUTE }], 60_000);
+          if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(over.resetMs));
           throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
         }
         (req as WebhookRequest).webhookAuth = 'oauth';

@@ -6,6 +6,7 @@ import { SignJWT, UnsecuredJWT, exportJWK, generateKeyPair, type KeyLike } from 
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
+import type { SqliteStore } from '../../src/store/sqlite-store';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 
@@ -112,6 +113,17 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     expect(res.status).toBe(200);
     expect(res.body.token).toMatch(/^eyJ/);
     expect(jwksHits).toBeGreaterThanOrEqual(1);
+  });
+
+  it('scopes Idempotency-Keys per subject, and stores only a keyed digest of the subject (an end user\'s identifier)', async () => {
+    const sub = 'alice.smith@example.com';
+    const post = async (t: string) => (await request(broker.url).post('/session').set('authorization', `Bearer ${t}`).set('idempotency-key', 'key-of-alice').send({}).expect(200)).body;
+    const first = await post(await sign({}, { sub }));
+    expect((await post(await sign({ jti: 'again' }, { sub }))).interviewId).toBe(first.interviewId);
+    expect((await post(await sign({}, { sub: 'bob@example.com' }))).interviewId).not.toBe(first.interviewId);
+    const scopes = (broker.app.store as SqliteStore).db.prepare('SELECT scope FROM idempotency_keys').all() as { scope: string }[];
+    expect(scopes.length).toBeGreaterThanOrEqual(2);
+    for (const { scope } of scopes) expect(scope).not.toMatch(/alice|bob|example\.com/);
   });
 
   it('scopes Idempotency-Keys of tokens without a subject per token, never in one shared scope', async () => {

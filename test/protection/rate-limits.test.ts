@@ -6,7 +6,7 @@ import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { clientNetwork, MemoryRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
 import { startBrokerProcess } from '../helpers/broker-process';
-import { brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
@@ -170,7 +170,30 @@ describe('POST /session rate limits (memory counter)', () => {
     expect(await c.hitAll([{ key: 'a', max: 1 }, { key: 'g', max: 5 }], 1000)).toMatchObject({ index: 0 });
     expect(await c.hitAll([{ key: 'b', max: 5 }, { key: 'g', max: 1 }], 1000)).toBeNull();
     expect(await c.hitAll([{ key: 'b', max: 5 }, { key: 'g', max: 1 }], 1000)).toMatchObject({ index: 1, count: 2 });
+    // peek reads a count without adding to it, and an expired window reads 0.
+    expect([await c.peek('g'), await c.peek('g'), await c.peek('never')]).toEqual([2, 2, 0]);
+    await c.hitAll([{ key: 'short', max: 9 }], 20);
+    expect(await c.peek('short')).toBe(1);
+    await new Promise((r) => setTimeout(r, 40));
+    expect(await c.peek('short')).toBe(0);
     await c.close();
+  });
+
+  it('the webhook token endpoint refuses a network over its failed-attempt limit even the right secret, and no other network', async () => {
+    const b = await broker({ TRUST_PROXY_HOPS: '1' });
+    const token = (xff: string, secret: string) =>
+      request(b.url).post('/webhooks/incode/token').set('x-forwarded-for', xff).auth(WEBHOOK_CLIENT_ID, secret).type('form').send({ grant_type: 'client_credentials' });
+    // Incode may ask for a token before every webhook: successes are never counted.
+    for (let i = 0; i < 40; i++) await token('198.51.100.7', WEBHOOK_CLIENT_SECRET).expect(200);
+    for (let i = 0; i < 30; i++) expect((await token('203.0.113.66', `guess-${i}`).expect(401)).body.code).toBe('INVALID_CLIENT');
+    expect((await token('203.0.113.66', 'guess-30').expect(429)).body.code).toBe('RATE_LIMITED');
+    // A right guess among the refusals earns nothing.
+    const right = await token('203.0.113.66', WEBHOOK_CLIENT_SECRET).expect(429);
+    expect(right.body.code).toBe('RATE_LIMITED');
+    expect(right.body).not.toHaveProperty('access_token');
+    expect(Number(right.headers['retry-after'])).toBeGreaterThan(0);
+    // Incode's own network is not locked out by someone else's guessing.
+    expect((await token('198.51.100.7', WEBHOOK_CLIENT_SECRET).expect(200)).body.token_type).toBe('Bearer');
   });
 });
 
@@ -211,6 +234,8 @@ describeWith('redis', 'rate limits shared through Redis', () => {
       expect(await a.hitAll([{ key: 'fresh', max: 3 }], 5000)).toBeNull();
       expect(await a.hitAll([{ key: 'k', max: 1 }, { key: 'fresh', max: 3 }], 5000)).toMatchObject({ index: 0 });
       expect(await redis.get(`${prefix}fresh`)).toBe('1');
+      // peek reads the shared count without adding to it.
+      expect([await b.peek('fresh'), await b.peek('fresh'), await b.peek('never')]).toEqual([1, 1, 0]);
       const ttl = await redis.pttl(`${prefix}k`);
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(5000);

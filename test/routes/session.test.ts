@@ -105,8 +105,8 @@ describe('POST /session against the emulator', () => {
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: resumed.resumeToken }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
   });
 
-  it('refuses a resume once the onboarding has ended (409 SESSION_FINISHED), and no answer with a token is cacheable', async () => {
-    const res = await request(broker.url).post('/session').expect(200);
+  it('refuses a resume or an Idempotency-Key replay once the onboarding has ended (409 SESSION_FINISHED), and no answer with a token is cacheable', async () => {
+    const res = await request(broker.url).post('/session').set('idempotency-key', 'k-finished').expect(200);
     expect(res.headers['cache-control']).toBe('no-store');
     const first = res.body;
     await captureAll(`${emu.url}/0/`, first.token);
@@ -121,6 +121,10 @@ describe('POST /session against the emulator', () => {
     // Incode was not asked for a token, and the resume token stays spent.
     expect(starts).toEqual([]);
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
+    // A retry with the session's Idempotency-Key would hand out the same (still live) token: refused the same way.
+    const replay = await request(broker.url).post('/session').set('idempotency-key', 'k-finished').expect(409);
+    expect(replay.body.code).toBe('SESSION_FINISHED');
+    expect(JSON.stringify(replay.body)).not.toContain(first.token);
   });
 
   it('spends a resume token once: of concurrent exchanges one wins; an Incode failure leaves it usable', async () => {
