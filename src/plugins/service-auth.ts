@@ -7,8 +7,11 @@ import type { SessionRecord, Store } from '../store/types';
 export function serviceKeyGuard(keys: readonly string[]) {
   const matches = keyMatcher(keys);
   return async function requireServiceKey(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
+    // With no keys configured these routes are closed to everyone: said so, rather than hinting a key is wrong.
+    if (keys.length === 0)
+      throw new AppError(401, 'UNAUTHORIZED', 'No service keys are configured: set ADMIN_API_KEYS to use this route', { 'www-authenticate': 'Bearer' });
     const key = bearer(req.headers.authorization);
-    if (!key || keys.length === 0 || !matches(key))
+    if (!key || !matches(key))
       throw new AppError(401, 'UNAUTHORIZED', 'A valid service key is required (Authorization: Bearer <key>)', { 'www-authenticate': 'Bearer' });
   };
 }

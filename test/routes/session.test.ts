@@ -354,6 +354,19 @@ describe('sandbox mode', () => {
       await sb.close();
     }
   });
+
+  it('without ADMIN_API_KEYS says how to open the results API, in the log and in the 401', async () => {
+    const sb = await startSandbox({ ADMIN_API_KEYS: '' });
+    try {
+      expect(sb.logs.lines.some((l) => /results API .* ADMIN_API_KEYS/.test(JSON.parse(l).msg ?? ''))).toBe(true);
+      for (const res of [await request(sb.url).get('/sessions').set('authorization', 'Bearer anything'), await request(sb.url).post('/onboardings').send({})]) {
+        expect(res.status).toBe(401);
+        expect(res.body).toMatchObject({ code: 'UNAUTHORIZED', message: expect.stringMatching(/ADMIN_API_KEYS/) });
+      }
+    } finally {
+      await sb.close();
+    }
+  });
 });
 
 describeWith('postgres', 'POST /session/resume on PostgreSQL', () => {
