@@ -46,7 +46,7 @@ export function summarizeOcr(ocr: unknown) {
   const address = text(o.address) ?? text(o.checkedAddress);
   return {
     fullName: text(name.fullName) ?? (parts.filter(Boolean).join(' ') || null),
-    address: address ? address.replace(/\s*\n\s*/g, ', ') : fromFields || null,
+    address: address ? address.split('\n').map((line) => line.trim()).filter(Boolean).join(', ') : fromFields || null,
     typeOfId: str(o.typeOfId),
   };
 }

@@ -14,10 +14,17 @@ export interface HealthOptions {
 
 const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts) => {
   let cached: { at: number; ok: boolean; detail?: string } = { at: 0, ok: false };
+  let checking: Promise<{ ok: boolean; detail?: string }> | null = null;
 
-  // Any HTTP answer proves Incode is reachable; cached briefly so probes do not hammer it.
-  async function upstream(requestId: string): Promise<{ ok: boolean; detail?: string }> {
-    if (Date.now() - cached.at < 5000) return cached;
+  // Any HTTP answer proves Incode is reachable; cached briefly, and one check at a time however many probes arrive
+  // (the route is unauthenticated: a burst of probes must not become a burst of calls to Incode).
+  function upstream(requestId: string): Promise<{ ok: boolean; detail?: string }> {
+    if (Date.now() - cached.at < 5000) return Promise.resolve(cached);
+    checking ??= check(requestId).finally(() => (checking = null));
+    return checking;
+  }
+
+  async function check(requestId: string): Promise<{ ok: boolean; detail?: string }> {
     try {
       const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers: { 'api-version': '1.0', 'x-request-id': requestId }, headersTimeout: 2000, bodyTimeout: 2000 });
       await res.body.dump();

@@ -22,6 +22,9 @@ describe('results summary', () => {
     });
     expect(summarizeOcr({ name: { firstName: 'ANA', paternalLastName: 'LOPEZ' } })).toEqual({ fullName: 'ANA LOPEZ', address: null, typeOfId: null });
     expect(summarizeOcr(undefined)).toEqual({ fullName: null, address: null, typeOfId: null });
+    // Blank lines, CRLF and indentation vanish; a long run of whitespace (Incode's text, read by a linear split) too.
+    expect(summarizeOcr({ address: '\r\n CALLE 1 \r\n\n   \nCIUDAD\n' }).address).toBe('CALLE 1, CIUDAD');
+    expect(summarizeOcr({ address: `A${' '.repeat(100_000)}\nB` }).address).toBe('A, B');
   });
 
   it('builds a name from every part when fullName is missing or empty, and an address from addressFields', () => {

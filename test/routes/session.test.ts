@@ -295,6 +295,21 @@ describe('POST /session against the emulator', () => {
     expect(nf.body.code).toBe('NOT_FOUND');
   });
 
+  it('a burst of readiness probes makes one call to Incode', async () => {
+    const fresh = await startBroker(brokerEnv(emu.url));
+    const probes: string[] = [];
+    const onRequest = (req: { url?: string }) => req.url?.startsWith('/omni/get/onboarding/status') && probes.push(req.url);
+    emu.app.server.on('request', onRequest);
+    try {
+      const answers = await Promise.all(Array.from({ length: 20 }, () => request(fresh.url).get('/readyz')));
+      expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
+      expect(probes).toHaveLength(1);
+    } finally {
+      emu.app.server.off('request', onRequest);
+      await fresh.close();
+    }
+  });
+
   it('readiness turns false when Incode is unreachable', async () => {
     const gone = await startBroker(brokerEnv('http://127.0.0.1:9', {}));
     const res = await request(gone.url).get('/readyz').expect(503);
