@@ -9,7 +9,7 @@ import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteJob, webhookEventKey } from '../store/rows';
 import type { Job, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
-import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank } from './status';
+import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
 
 export type Source = 'webhook' | 'poll' | 'refresh' | 'orchestrator';
 
@@ -62,6 +62,18 @@ function boundedText(v: unknown): string | undefined {
 /** Finished, with results that leave the decision to a reviewer: the verdict (MANUAL_REVIEW_*) is still to come. */
 function awaitsVerdict(s: Pick<SessionRecord, 'onboardingStatus' | 'decision'>): boolean {
   return s.onboardingStatus === 'ONBOARDING_FINISHED' && s.decision === 'review';
+}
+
+/**
+ * Whether the session's status has results it does not show yet: none stored, or stored before a reviewer's verdict
+ * that their decision does not reflect. Such a session is never left without a check or a results job to come, even
+ * when a check died between recording the status and queueing the job.
+ */
+function resultsBehind(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision'>): boolean {
+  if (!hasResults(s.onboardingStatus)) return false;
+  if (s.resultsStatus === 'pending') return true;
+  const verdict = verdictOf(s.onboardingStatus);
+  return s.resultsStatus === 'ready' && verdict !== null && s.decision !== verdict;
 }
 
 /** Whether a session's steps hold a finish-status that went through (by its own request or in the background). */
@@ -117,7 +129,7 @@ export class ResultsPipeline {
     const due = await this.d.store.sessionsDueForPoll(now, limit);
     const { pollIntervalMs, pollMaxIntervalMs } = this.d.config.results;
     for (const s of due) {
-      if ((isTerminal(s.onboardingStatus) && !awaitsVerdict(s)) || s.resultsStatus === 'erased') {
+      if ((isTerminal(s.onboardingStatus) && !awaitsVerdict(s) && !resultsBehind(s)) || s.resultsStatus === 'erased') {
         await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts);
         continue;
       }
@@ -197,7 +209,7 @@ export class ResultsPipeline {
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
     // read the session.
     const session = await this.d.store.getSession(job.subject);
-    if (!session || session.nextPollAt !== null || isTerminal(session.onboardingStatus) || session.resultsStatus === 'erased' || this.pollingGaveUp(session, now)) return;
+    if (!session || session.nextPollAt !== null || (isTerminal(session.onboardingStatus) && !resultsBehind(session)) || session.resultsStatus === 'erased' || this.pollingGaveUp(session, now)) return;
     const at = this.firstPollAt(session.origin, now);
     if (at !== null) await this.d.store.schedulePoll(job.subject, at, session.pollAttempts);
   }
@@ -211,7 +223,7 @@ export class ResultsPipeline {
     return mode !== 'webhook' && (origin === 'broker' || this.d.executiveTokens.configured) ? now + pollIntervalMs : null;
   }
 
-  private pollingGaveUp(s: SessionRecord, now: number): boolean {
+  private pollingGaveUp(s: Pick<SessionRecord, 'createdAt'>, now: number): boolean {
     return now - s.createdAt > this.d.config.results.pollGiveUpHours * 3_600_000;
   }
 
@@ -360,10 +372,9 @@ export class ResultsPipeline {
     const { changed, session } = await this.d.store.advanceStatus(interviewId, status, rank, rank === PROGRESS_RANK, now);
     if (!session) return;
     const current = session.onboardingStatus;
-    if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts);
-    // Not only when this call moved it: a check retried after a failure between the two writes must still close it.
-    if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
-    const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'pending' || session.resultsStatus === 'failed');
+    // Not only when this call moved the status: a check run again after dying between these writes (a kill, a store
+    // failure) finds the status recorded and must still queue what it would have queued.
+    const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'failed' || resultsBehind(session));
     if (wantResults) {
       const enq = await this.d.store.enqueueJob(
         { kind: 'results', subject: interviewId, payload: { status: current, source }, runAt: now, dedupeKey: `results:${interviewId}:${current}` },
@@ -371,6 +382,9 @@ export class ResultsPipeline {
       );
       if (enq) this.d.kick?.();
     }
+    if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
+    // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here.
+    if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts);
   }
 
   private async fetchResults(job: Job, ctx: CallContext): Promise<void> {
@@ -405,7 +419,7 @@ export class ResultsPipeline {
       if (this.d.config.callback.url) {
         await this.d.store.enqueueJob(
           // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.
-          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}:${decision}` },
+          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision, storedAt: now }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}:${decision}` },
           now,
         );
         this.d.kick?.();
@@ -452,11 +466,15 @@ export class ResultsPipeline {
     // Erased since it was queued: the customer asked for the session to be forgotten, so nothing more is said about it.
     const session = await this.d.store.getSession(job.subject);
     if (!session || session.resultsStatus === 'erased') return;
+    // A decision changes only when newer results are stored, and those queue their own callback: an older event
+    // retried after it (or running beside it on another replica) must not be the last word the customer hears.
+    if (session.decision !== job.payload.decision) return;
     const ok = await sendCallback(url, secret, {
       // Receivers dedupe by this id: a corrected decision for the same status must not look like a redelivery.
       id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}`,
       type: 'session.results_ready',
-      data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision },
+      // When these results were stored: receivers order events by it (two events may still cross on the wire).
+      data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision, ...(typeof job.payload.storedAt === 'number' ? { storedAt: new Date(job.payload.storedAt).toISOString() } : {}) },
     }, undefined, signal);
     if (!ok.delivered) throw new JobError(ok.code, true);
   }

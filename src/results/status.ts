@@ -44,8 +44,13 @@ export function decisionFromOverall(overallStatus: unknown): Decision {
 }
 
 /** A reviewer's decision replaces the automatic one. */
-export function decisionFor(status: string, scores: { overall?: { status?: unknown } } | null | undefined): Decision {
+/** The decision a status settles by itself (a reviewer's verdict), or null where the scores decide. */
+export function verdictOf(status: string): Decision | null {
   if (status === 'MANUAL_REVIEW_APPROVED') return 'approve';
   if (status === 'MANUAL_REVIEW_REJECTED') return 'decline';
-  return decisionFromOverall(scores?.overall?.status);
+  return null;
+}
+
+export function decisionFor(status: string, scores: { overall?: { status?: unknown } } | null | undefined): Decision {
+  return verdictOf(status) ?? decisionFromOverall(scores?.overall?.status);
 }

@@ -42,6 +42,7 @@ import {
   toAudit,
   toJob,
   toSession,
+  toSessionState,
   toStep,
   type AuditRow,
   type JobRow,
@@ -64,6 +65,7 @@ import type {
   NewSession,
   ResultsStatus,
   SessionRecord,
+  SessionState,
   SpentResumeToken,
   StepRecord,
   Store,
@@ -349,12 +351,12 @@ export class PostgresStore implements Store {
     return { items, nextCursor: rows.length > limit ? encodeCursor(items[items.length - 1]) : null };
   }
 
-  async sessionsDueForPoll(now: number, limit: number): Promise<SessionRecord[]> {
+  async sessionsDueForPoll(now: number, limit: number): Promise<SessionState[]> {
     const { rows } = await this.q<SessionRow>(
       'SELECT * FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= $1::bigint ORDER BY next_poll_at, interview_id LIMIT $2::int',
       [now, clampLimit(limit)],
     );
-    return rows.map((r) => toSession(r, this.cipher));
+    return rows.map(toSessionState);
   }
 
   async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void> {

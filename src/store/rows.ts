@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { Cipher, sha256Hex } from './crypto';
-import { InvalidCursorError, type AuditEntry, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type StepRecord } from './types';
+import { InvalidCursorError, type AuditEntry, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type SessionState, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
 export const aad = {
@@ -37,10 +37,17 @@ export interface SessionRow {
 
 export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
   return {
-    interviewId: r.interview_id,
-    origin: r.origin as SessionOrigin,
+    ...toSessionState(r),
     externalCustomerId: r.external_customer_id_enc ? cipher.decrypt(r.external_customer_id_enc, aad.externalCustomerId(r.interview_id)) : null,
     token: r.token_enc ? cipher.decrypt(r.token_enc, aad.token(r.interview_id)) : null,
+  };
+}
+
+/** A session without its encrypted values: nothing to decrypt, so a row no configured key reads is listed too. */
+export function toSessionState(r: SessionRow): SessionState {
+  return {
+    interviewId: r.interview_id,
+    origin: r.origin as SessionOrigin,
     onboardingStatus: r.onboarding_status,
     statusRank: num(r.status_rank),
     resultsStatus: r.results_status as ResultsStatus,

@@ -46,6 +46,7 @@ import {
   toAudit,
   toJob,
   toSession,
+  toSessionState,
   toStep,
   type AuditRow,
   type JobRow,
@@ -68,6 +69,7 @@ import type {
   NewSession,
   ResultsStatus,
   SessionRecord,
+  SessionState,
   SpentResumeToken,
   StepRecord,
   Store,
@@ -337,11 +339,11 @@ export class SqliteStore implements Store {
     return { items, nextCursor: rows.length > limit ? encodeCursor(items[items.length - 1]) : null };
   }
 
-  async sessionsDueForPoll(now: number, limit: number): Promise<SessionRecord[]> {
+  async sessionsDueForPoll(now: number, limit: number): Promise<SessionState[]> {
     const rows = this.st(
       'SELECT * FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= ? ORDER BY next_poll_at, interview_id LIMIT ?',
     ).all(now, clampLimit(limit)) as SessionRow[];
-    return rows.map((r) => toSession(r, this.cipher));
+    return rows.map(toSessionState);
   }
 
   async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void> {

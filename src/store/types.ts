@@ -37,6 +37,9 @@ export interface SessionRecord {
   configurationId: string | null;
 }
 
+/** A session's state without its encrypted values (token, customer id). */
+export type SessionState = Omit<SessionRecord, 'token' | 'externalCustomerId'>;
+
 export interface NewSession {
   interviewId: string;
   origin: SessionOrigin;
@@ -188,8 +191,8 @@ export interface Store {
   getResults(interviewId: string): Promise<StoredResults | null>;
   /** Rejects a cursor it did not hand out with InvalidCursorError. */
   listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }>;
-  /** Sessions with nextPollAt <= now, oldest first. */
-  sessionsDueForPoll(now: number, limit: number): Promise<SessionRecord[]>;
+  /** Sessions with nextPollAt <= now, oldest first; nothing is decrypted, so one unreadable row holds up no poll. */
+  sessionsDueForPoll(now: number, limit: number): Promise<SessionState[]>;
   /**
    * Bookkeeping of the poller: not a change of the session, so updatedAt (the order GET /sessions pages in, and what its
    * `since` filter reads) stays as it is; else every poll would move a session past a client's cursor mid-walk.

@@ -495,7 +495,7 @@ function pipelineSuite(which: Engine) {
       expect(v.scores.overall.status).toBe('MANUAL_OK');
       // The older answer stored nothing, so it sent nothing: one callback, for the newer status.
       await waitFor(async () => (await p.broker.app.store.countJobs()).queued + (await p.broker.app.store.countJobs()).running === 0);
-      expect(callbacks).toEqual([JSON.stringify({ interviewId: s.interviewId, onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve' })]);
+      expect(callbacks.map((c) => JSON.parse(c))).toEqual([{ interviewId: s.interviewId, onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve', storedAt: expect.any(String) }]);
     } finally {
       await proxy.close();
       await receiver.close();
@@ -722,6 +722,69 @@ function pipelineSuite(which: Engine) {
       const callbackJob = async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback');
       await waitFor(async () => (await callbackJob())?.state === 'done', 10_000);
       expect(delivered).toEqual([]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("a reviewer's verdict recorded by a check that died before queueing its results is repaired by the check run again, or by a poll", async () => {
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '3600000', POLL_MAX_INTERVAL_MS: '3600000' });
+    const store = p.broker.app.store;
+    const reviewed = async () => {
+      const s = await p.newSession({ externalCustomerId: 'emu:warn' });
+      await captureAll(s.apiUrl, s.token);
+      expect((await p.ready(s.interviewId)).decision).toBe('review');
+      // The half-done state: the verdict's status stored, its results job never queued (a kill, a store failure).
+      await store.advanceStatus(s.interviewId, 'MANUAL_REVIEW_APPROVED', statusRank('MANUAL_REVIEW_APPROVED'), false, Date.now());
+      return s.interviewId;
+    };
+    const approved = (id: string) => waitFor(async () => ((await store.getSession(id))?.decision === 'approve' ? true : null), 10_000);
+    // The check run again (its job retried after its lease) finds the status already there and still queues the results.
+    const retried = await reviewed();
+    await p.broker.app.results.apply(retried, 'MANUAL_REVIEW_APPROVED', 'webhook');
+    await approved(retried);
+    // Or the poll still due for it: a final status whose results are behind is checked, not dropped from polling.
+    const polled = await reviewed();
+    await store.schedulePoll(polled, Date.now() - 1, 1);
+    expect(await p.broker.app.results.pollDue()).toBeGreaterThanOrEqual(1);
+    await approved(polled);
+    expect((await store.getSession(polled))!.nextPollAt).toBeNull();
+  });
+
+  it('a finish recorded without its results job (the process died in between) is repaired by the poll still due', async () => {
+    p = await startPair({ RESULTS_MODE: 'polling', POLL_INTERVAL_MS: '3600000', POLL_MAX_INTERVAL_MS: '3600000' }, { faults: { dropWebhookRate: 1 }, processingDelayMs: 50 });
+    const store = p.broker.app.store;
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    await waitFor(() => p.emulator.app.emulator.sessions.get(s.interviewId)?.status === 'ONBOARDING_FINISHED' || null, 10_000);
+    await store.advanceStatus(s.interviewId, 'ONBOARDING_FINISHED', statusRank('ONBOARDING_FINISHED'), false, Date.now());
+    expect(await store.getSession(s.interviewId)).toMatchObject({ resultsStatus: 'pending', nextPollAt: expect.any(Number) });
+    await store.schedulePoll(s.interviewId, Date.now() - 1, 1);
+    await p.broker.app.results.pollDue();
+    expect((await p.ready(s.interviewId)).decision).toBe('approve');
+  });
+
+  it('an older callback retried after a newer decision was stored is not sent; events carry when their results were stored', async () => {
+    const delivered: { onboardingStatus: string; decision: string; storedAt?: string }[] = [];
+    const receiver = Fastify();
+    receiver.post('/hook', async (req) => {
+      delivered.push((req.body as { data: (typeof delivered)[number] }).data);
+      return { ok: true };
+    });
+    await receiver.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const secret = 'whsec_' + Buffer.from('customer-secret-bytes').toString('base64');
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`, CALLBACK_SECRET: secret });
+      const s = await p.newSession();
+      await captureAll(s.apiUrl, s.token);
+      await p.ready(s.interviewId);
+      await waitFor(() => delivered.length > 0 || null);
+      expect(delivered[0]).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve', storedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+      // The event of an earlier decision, still being retried when the newer results were stored.
+      const now = Date.now();
+      await p.broker.app.store.enqueueJob({ kind: 'callback', subject: s.interviewId, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'review', storedAt: now - 5000 }, runAt: now, dedupeKey: `callback:${s.interviewId}:old` }, now);
+      await waitFor(async () => ((await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback' && j.payload.decision === 'review')?.state === 'done' ? true : null), 10_000);
+      expect(delivered.map((d) => d.decision)).toEqual(['approve']);
     } finally {
       await receiver.close();
     }

@@ -927,6 +927,13 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await expect(store.getResults('b')).rejects.toThrow(/unknown key id k2/);
         const onlyK2 = await open(new Cipher([K2]));
         await expect(onlyK2.getResults('a')).rejects.toThrow(/unknown key id k1/);
+        // The poller decrypts nothing: a row no configured key reads is listed like any other, not an error for all.
+        await store.schedulePoll('a', T0, 0);
+        await onlyK2.schedulePoll('b', T0 + 1, 0);
+        await expect(onlyK2.getSession('a')).rejects.toThrow(/unknown key id k1/);
+        const due = await onlyK2.sessionsDueForPoll(T0 + 10, 10);
+        expect(due.map((d) => [d.interviewId, d.onboardingStatus])).toEqual([['a', 'UNKNOWN'], ['b', 'UNKNOWN']]);
+        expect(due[0]).not.toHaveProperty('token');
       });
 
       describe('re-encryption under the first key (key rotation)', () => {
