@@ -449,7 +449,10 @@ export class Orchestrator {
       const now = this.now();
       try {
         await this.d.store.recordStep(interviewId, { step, outcome: 'failed', code: e.code, message: e.message, at: now });
-        await this.abandon(interviewId, e.code, now);
+        // A wait that failed on Incode's answer (a 403 while an API key is rotated, say) fails this request, not the
+        // session: its polling goes on, by the pipeline's own rules and limits, and stores the results once Incode answers.
+        if (step === 'wait') await this.d.store.setResultsStatus(interviewId, 'failed', e.code, now);
+        else await this.abandon(interviewId, e.code, now);
       } catch (storeErr) {
         this.d.log.error({ interviewId, step, err: { message: (storeErr as Error).message } }, 'could not record the failed step');
       }

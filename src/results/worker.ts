@@ -180,7 +180,9 @@ export class JobWorker {
       // Only a job this claim still holds is dead: else onDead would fail the session and release its webhook while
       // the attempt that holds it now may still succeed.
       if (!(await this.record(store.failJob(job, this.owner, e.code, null, now), failed, 'failed for good'))) return;
-      await this.o.onDead(job, e.code).catch(() => undefined);
+      // Its follow-up (the session's row, a poll that can still repair it) is not atomic with the dead-letter: a failure
+      // here is said, with the job, so an operator can refresh the session.
+      await this.o.onDead(job, e.code).catch((err: unknown) => log.error({ ...failed, followUpError: (err as { code?: string }).code ?? (err as Error).name }, 'dead-letter follow-up failed; refresh the session'));
       metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
       metrics.deadLetters.inc({ kind: job.kind });
       log.error(failed, 'job dead-lettered');

@@ -166,6 +166,35 @@ describe('a passing session', () => {
     }
   });
 
+  it('a status poll refused outright (403) fails the waiting request, not the session: polling goes on and stores the results', async () => {
+    let refused = 0;
+    const proxy = await interceptingProxy((req, res) => {
+      if (!req.url?.startsWith('/omni/get/onboarding/status') || refused >= 1) return false;
+      refused += 1;
+      req.resume();
+      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ timestamp: Date.now(), status: 403, error: 'Forbidden', message: 'Forbidden', path: '/omni/get/onboarding/status' }));
+      return true;
+    });
+    try {
+      await r.close();
+      r = await rig({ RESULTS_MODE: 'polling' }, proxy.url);
+      const err = (await r.orchestrator.run(input()).catch((e: unknown) => e)) as OnboardingError;
+      expect(err).toMatchObject({ step: 'wait', code: 'INCODE_FORBIDDEN' });
+      const id = err.interviewId!;
+      const s = (await r.store.getSession(id))!;
+      expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_FORBIDDEN', nextPollAt: expect.any(Number) });
+      await r.store.schedulePoll(id, Date.now() - 1, s.pollAttempts);
+      const repaired = await waitFor(async () => {
+        await r.pipeline.pollDue();
+        const x = await r.store.getSession(id);
+        return x?.resultsStatus === 'ready' ? x : null;
+      }, 10_000, 200);
+      expect(repaired).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' });
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it.each([
     // A deployment without the post-processing poll: the status is all there is to go by.
     [404, 'INCODE_NOT_FOUND'],
