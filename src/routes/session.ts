@@ -91,10 +91,12 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     const r = mintResume(interviewId);
     const { tokenHash, expiresAt } = r.stored;
     // Issued together, so SQLite group-commits both in one transaction.
-    await Promise.all([
+    const [, taken] = await Promise.all([
       fresh ? app.store.replaceToken(interviewId, token, Date.now()) : undefined,
       app.store.createResumeToken(tokenHash, interviewId, expiresAt),
     ]);
+    // Erased while Incode was asked (both writes skip an erased session): its new token is not handed out.
+    if (!taken) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session was erased');
     return answer(interviewId, token, r);
   }
 
@@ -170,7 +172,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         summary: 'Exchange a resume token for a fresh token of the same onboarding (no new Incode session)',
         tags: ['session'],
         body: ResumeBody,
-        response: withErrors({ 200: SessionResponse }, [401, 409, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [401, 404, 409, 502, 504]),
       },
     },
     async (req, reply) => {

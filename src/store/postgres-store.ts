@@ -585,16 +585,17 @@ export class PostgresStore implements Store {
   }
 
   // One active resume token per session, kept on its row: a new one replaces (and so revokes) the previous.
-  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void> {
-    await this.setResume(interviewId, tokenHash, expiresAt);
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<boolean> {
+    return this.setResume(interviewId, tokenHash, expiresAt);
   }
 
-  private async setResume(interviewId: string, tokenHash: string, expiresAt: number, c: Queryable = this.pool): Promise<void> {
-    await this.q(
+  private async setResume(interviewId: string, tokenHash: string, expiresAt: number, c: Queryable = this.pool): Promise<boolean> {
+    const { rowCount } = await this.q(
       `UPDATE sessions SET resume_token_hash = $1, resume_expires_at = $2::bigint WHERE interview_id = $3 AND results_status <> 'erased'`,
       [tokenHash, expiresAt, interviewId],
       c,
     );
+    return (rowCount ?? 0) > 0;
   }
 
   async checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean> {

@@ -576,11 +576,11 @@ export class SqliteStore implements Store {
   }
 
   // One active resume token per session, kept on its row: a new one replaces (and so revokes) the previous.
-  private setResume(interviewId: string, tokenHash: string, expiresAt: number): void {
-    this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND results_status <> 'erased'`).run(tokenHash, expiresAt, interviewId);
+  private setResume(interviewId: string, tokenHash: string, expiresAt: number): boolean {
+    return this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND results_status <> 'erased'`).run(tokenHash, expiresAt, interviewId).changes > 0;
   }
 
-  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void> {
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<boolean> {
     return this.write(() => this.setResume(interviewId, tokenHash, expiresAt));
   }
 

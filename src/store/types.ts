@@ -260,7 +260,8 @@ export interface Store {
   claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim>;
   /** Deletes this claim of the key (claimedAt) if it is still pending; another claim of the key is left alone. */
   releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void>;
-  createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<void>;
+  /** false: the session is erased or unknown, and took no token. */
+  createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<boolean>;
   /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */
   checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean>;
   /**

@@ -127,6 +127,20 @@ describe('POST /session against the emulator', () => {
     expect(JSON.stringify(replay.body)).not.toContain(first.token);
   });
 
+  it('does not hand out the fresh token of a session erased while Incode was asked for it (404)', async () => {
+    const first = (await request(broker.url).post('/session').expect(200)).body;
+    emu.app.emulator.setFaults({ startLatencyMs: 400 });
+    try {
+      const resumed = request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).then((r) => r);
+      await waitFor(async () => ((await broker.app.store.checkResumeToken(first.interviewId, sha256Hex(first.resumeToken.split('.')[1]), Date.now())) ? null : true), 5000, 5);
+      await request(broker.url).delete(`/sessions/${first.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      const res = await resumed;
+      expect([res.status, res.body.code, res.body.token]).toEqual([404, 'SESSION_NOT_FOUND', undefined]);
+    } finally {
+      emu.app.emulator.resetFaults();
+    }
+  });
+
   it('spends a resume token once: of concurrent exchanges one wins; an Incode failure leaves it usable', async () => {
     const first = (await request(broker.url).post('/session').expect(200)).body;
     // Incode down: the exchange fails and the token is not lost.

@@ -388,9 +388,12 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it('eraseSession removes PII, keeps the row, and audits without PII', async () => {
         await session('i1', { token: TOKEN });
         await store.saveResults('i1', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 1);
-        await store.createResumeToken('rt-hash', 'i1', T0 + 10_000);
+        expect(await store.createResumeToken('rt-hash', 'i1', T0 + 10_000)).toBe(true);
         await store.recordStep('i1', { step: 'start', outcome: 'ok', at: T0 });
         expect(await store.eraseSession('i1', 'user-request', T0 + 50)).toBe(true);
+        // An erased (or unknown) session takes no new resume token, and says so.
+        expect(await store.createResumeToken('rt-later', 'i1', T0 + 10_000)).toBe(false);
+        expect(await store.createResumeToken('rt-later', 'nobody', T0 + 10_000)).toBe(false);
 
         const s = await store.getSession('i1');
         expect(s).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased', decision: 'approve', updatedAt: T0 + 50 });
