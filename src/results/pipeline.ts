@@ -116,11 +116,15 @@ export class ResultsPipeline {
     this.d.kick?.();
   }
 
-  /** Fetch now: the status is re-read and, when final, scores and OCR are fetched again. */
-  async refresh(interviewId: string): Promise<void> {
+  /**
+   * Fetch now: the status is re-read and, when final, scores and OCR are fetched again. false: a refresh of this
+   * session is already queued or running, and this one joined it.
+   */
+  async refresh(interviewId: string): Promise<boolean> {
     const now = this.now();
-    await this.d.store.enqueueJob({ kind: 'verify', subject: interviewId, payload: { source: 'refresh' }, runAt: now, dedupeKey: `verify:${interviewId}:refresh` }, now);
+    const queued = await this.d.store.enqueueJob({ kind: 'verify', subject: interviewId, payload: { source: 'refresh' }, runAt: now, dedupeKey: `verify:${interviewId}:refresh` }, now);
     this.d.kick?.();
+    return queued;
   }
 
   /** Enqueues a status check for every session due for a poll and schedules its next one with backoff. */

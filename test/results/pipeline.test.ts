@@ -887,6 +887,24 @@ describe('webhook and results API authentication', () => {
   });
 });
 
+describe('POST /sessions/:interviewId/refresh', () => {
+  it('says whether it queued a refresh or joined one already queued', async () => {
+    const emu = await startEmulator();
+    // No worker: the first refresh stays queued, so the second can only join it.
+    const b = await startBroker(brokerEnv(emu.url), { runWorker: false });
+    try {
+      const s = (await request(b.url).post('/session').expect(200)).body;
+      const refresh = () => request(b.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+      expect((await refresh()).body).toEqual({ interviewId: s.interviewId, queued: true });
+      expect((await refresh()).body).toEqual({ interviewId: s.interviewId, queued: false });
+      expect((await b.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify' && j.payload.source === 'refresh')).toHaveLength(1);
+    } finally {
+      await b.close();
+      await emu.close();
+    }
+  });
+});
+
 describe('erasure, retention and PII at rest', () => {
   it('erases PII on request, keeps an audit entry, and stores no OCR value in plaintext', async () => {
     const dir = tempDir('broker-pii-');
