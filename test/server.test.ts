@@ -1,12 +1,11 @@
 // The real server process: graceful shutdown on SIGTERM, and no result lost when it is killed with SIGKILL mid-job.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { brokerEnv, freePort, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
 import { spawnBroker, untilHealthy, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
+import { tempDir } from './helpers/temp';
 
 async function json(url: string, init: Parameters<typeof request>[1] = {}) {
   const r = await request(url, init);
@@ -44,7 +43,7 @@ describe('server process', () => {
   }, 30_000);
 
   it('loses no result when killed with SIGKILL mid-job and restarted', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'broker-kill-'));
+    const dir = tempDir('broker-kill-');
     const dbFile = join(dir, 'broker.db');
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;

@@ -462,7 +462,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   // ---- ID capture -------------------------------------------------------------------------------------
 
-  /** The uploaded image bytes: JSON {base64Image} (data: URL tolerated) or a raw JPEG/PNG body. */
+  /** The uploaded image bytes: JSON {base64Image} (bare base64, no data: URL) or a raw JPEG/PNG body. */
   function imageBytes(req: EmuRequest): Buffer | string {
     const body = req.body as unknown;
     if (Buffer.isBuffer(body)) return body.length ? body : 'Image body is empty';

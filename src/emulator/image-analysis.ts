@@ -66,14 +66,12 @@ export function decodeImage(buf: Buffer): DecodedImage {
   throw new ImageDecodeError('Unsupported image format (JPEG or PNG expected)');
 }
 
-/** Base64 (optionally a data: URL) to bytes; undefined if it is not base64 at all. */
+/**
+ * Base64 to bytes; undefined if it is not base64 at all. A data: URL is not base64: Incode documents the body as
+ * "base64 without data: prefix" (incode-api.md), so a client that forgets to strip it is refused here as it would be.
+ */
 export function base64ToBuffer(s: string): Buffer | undefined {
-  let b64 = s;
-  if (b64.startsWith('data:')) {
-    const comma = b64.indexOf(',');
-    b64 = comma >= 0 ? b64.slice(comma + 1) : '';
-  }
-  b64 = b64.trim();
+  const b64 = s.trim();
   if (!b64 || !/^[A-Za-z0-9+/=_\-\s]+$/.test(b64.slice(0, 256))) return undefined;
   const buf = Buffer.from(b64, 'base64');
   return buf.length ? buf : undefined;

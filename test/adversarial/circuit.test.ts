@@ -100,7 +100,7 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
   it('lets exactly one probe through while half-open', async () => {
     await openCircuit();
     emu.app.emulator.resetFaults();
-    emu.app.emulator.setFaults({ startLatencyMs: 300 });
+    emu.app.emulator.setFaults({ startLatencyMs: 1500 });
     await new Promise((r) => setTimeout(r, RESET_MS + 50));
     const before = starts();
     const statuses = await Promise.all(Array.from({ length: 6 }, () => request(broker.url).post('/session').send({}).then((r) => r.status)));

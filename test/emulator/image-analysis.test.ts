@@ -62,10 +62,10 @@ describe('image analysis', () => {
     expect(() => decodeImage(Buffer.from('89504e470d0a1a0a0000', 'hex'))).toThrow(ImageDecodeError);
   });
 
-  it('reads base64 with or without a data: URL prefix', () => {
+  it('reads bare base64, and not a data: URL (Incode wants the base64 without its prefix)', () => {
     const raw = Buffer.from([1, 2, 3, 4]);
     expect(base64ToBuffer(raw.toString('base64'))).toEqual(raw);
-    expect(base64ToBuffer(`data:image/jpeg;base64,${raw.toString('base64')}`)).toEqual(raw);
+    expect(base64ToBuffer(`data:image/jpeg;base64,${raw.toString('base64')}`)).toBeUndefined();
     expect(base64ToBuffer('')).toBeUndefined();
     expect(base64ToBuffer('%%%')).toBeUndefined();
   });

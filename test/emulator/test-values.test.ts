@@ -183,13 +183,14 @@ describe('test values over HTTP', () => {
     recorder.stop();
     expect(recorder.movesOf(f.interviewId).at(-1)).toBe('ONBOARDING_FINISHED');
 
-    // Called before processing ends, finish-status completes the session once it does.
-    const slow = await startEmulator({ processingDelayMs: 150 });
+    // Called before processing ends, finish-status completes the session once it does (processing long enough that
+    // finish-status surely arrives while it runs, even on a loaded machine).
+    const slow = await startEmulator({ processingDelayMs: 2000 });
     try {
       const { token: t } = await flow('emu:no-auto-finish', slow);
       await slow.call('GET', '/omni/finish-status', { token: t });
       expect((await slow.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus).not.toBe('ONBOARDING_FINISHED');
-      await waitFor(async () => (await slow.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus === 'ONBOARDING_FINISHED');
+      await waitFor(async () => (await slow.call('GET', '/omni/get/onboarding/status', { token: t })).body.onboardingStatus === 'ONBOARDING_FINISHED', 15_000);
     } finally {
       await slow.close();
     }

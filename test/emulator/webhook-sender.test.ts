@@ -134,7 +134,7 @@ describe('WebhookSender', () => {
     s.send(payload());
     await waitFor(() => s.recent[0].outcome === 'failed');
     expect(s.recent[0].attempts).toBe(2);
-    expect(s.recent[0].lastError).toBeDefined();
+    expect(s.recent[0].lastError).toMatch(/ECONNREFUSED|connect/i);
   });
 
   it('drops webhooks at the drop rate', async () => {

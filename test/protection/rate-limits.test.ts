@@ -172,9 +172,9 @@ describe('POST /session rate limits (memory counter)', () => {
     expect(await c.hitAll([{ key: 'b', max: 5 }, { key: 'g', max: 1 }], 1000)).toMatchObject({ index: 1, count: 2 });
     // peek reads a count without adding to it, and an expired window reads 0.
     expect([await c.peek('g'), await c.peek('g'), await c.peek('never')]).toEqual([2, 2, 0]);
-    await c.hitAll([{ key: 'short', max: 9 }], 20);
+    await c.hitAll([{ key: 'short', max: 9 }], 1000);
     expect(await c.peek('short')).toBe(1);
-    await new Promise((r) => setTimeout(r, 40));
+    await new Promise((r) => setTimeout(r, 1100));
     expect(await c.peek('short')).toBe(0);
     await c.close();
   });
@@ -277,8 +277,13 @@ describeWith('redis', 'rate limits shared through Redis', () => {
 
   it('two broker processes on one Redis enforce ONE per-IP limit together', async () => {
     const env = brokerEnv(emu.url, { REDIS_URL: redisUrl(), RATE_LIMIT_PER_IP: '10', RATE_LIMIT_WINDOW_MS: '60000', TRUST_PROXY_HOPS: '1', RESULTS_MODE: 'webhook', LOG_LEVEL: 'warn' });
-    const [one, two] = await Promise.all([startBrokerProcess(env), startBrokerProcess(env)]);
-    children.push(one, two);
+    // Every process that started is stopped in afterAll, even when the other failed to.
+    const started = await Promise.allSettled([startBrokerProcess(env), startBrokerProcess(env)]);
+    for (const r of started) if (r.status === 'fulfilled') children.push(r.value);
+    const [one, two] = started.map((r) => {
+      if (r.status === 'rejected') throw r.reason;
+      return r.value;
+    });
     const statuses: number[] = [];
     for (let i = 0; i < 20; i++) {
       const res = await post(i % 2 ? two.url : one.url, runIp);

@@ -52,17 +52,21 @@ async function startPair(env: Record<string, string> = {}, emu: Partial<Emulator
     return res.body as { token: string; interviewId: string; apiUrl: string };
   };
   const ready = (id: string, timeoutMs = 15_000) => waitForResults(broker.url, id, timeoutMs);
+  // Idempotent: a test that closed its pair before failing must not have afterEach's second close (a second
+  // pool end throws) bury its own error.
+  let closing: Promise<void> | null = null;
   return {
     emulator,
     broker,
     admin,
     newSession,
     ready,
-    close: async () => {
-      await broker.close();
-      await emulator.close();
-      await pg?.drop();
-    },
+    close: () =>
+      (closing ??= (async () => {
+        await broker.close();
+        await emulator.close();
+        await pg?.drop();
+      })()),
   };
 }
 

@@ -1,11 +1,10 @@
 // POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503, the upload budget.
-import { mkdtempSync } from 'node:fs';
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running, waitForResults } from '../helpers/harness';
+import { tempDir } from '../helpers/temp';
 
 const b64 = (b: Buffer) => b.toString('base64');
 const GOOD = { front: b64(img.idFront()), back: b64(img.idBack()), selfie: b64(img.selfie()) };
@@ -340,7 +339,7 @@ describe('POST /onboardings', () => {
     // Processing takes long enough that the first broker is closed before it could mark the session complete, and
     // the flow never completes by itself (emu:no-auto-finish): only a finish-status ends it.
     const slow = await startEmulator({ processingDelayMs: 1500 });
-    const env = { MARK_COMPLETE: 'true', DATABASE_URL: `sqlite:${join(mkdtempSync(join(tmpdir(), 'onb-')), 'broker.db')}`, POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' };
+    const env = { MARK_COMPLETE: 'true', DATABASE_URL: `sqlite:${join(tempDir('onb-'), 'broker.db')}`, POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' };
     const first = await startBroker(brokerEnv(slow.url, env));
     let second: Awaited<ReturnType<typeof startBroker>> | undefined;
     try {

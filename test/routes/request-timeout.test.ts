@@ -82,9 +82,15 @@ describe('REQUEST_TIMEOUT_MS', () => {
   it('lets app.close() finish within SHUTDOWN_GRACE_MS while an upload is stalled (Node stops its timeouts once closing)', async () => {
     const env = brokerEnv(emu.url, { REQUEST_TIMEOUT_MS: '60000', SHUTDOWN_GRACE_MS: '1000', ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) });
     const b = await startBroker(env, { runWorker: false });
+    let stalledIn = false;
+    b.app.server.on('request', (req: { url?: string }) => {
+      if (req.url === '/onboardings') stalledIn = true;
+    });
     const stalled = stalledUpload(b.url, BUDGET);
     try {
       await stalled.sent;
+      // Admitted first, so the real upload below is the one turned away.
+      await waitFor(() => stalledIn, 5_000, 5);
       // Only once the route holds it is the connection busy (an idle one is closed by close() anyway).
       expect((await upload(b.url)).status).toBe(503);
       const t = Date.now();

@@ -21,6 +21,8 @@ describe('POST /session against the emulator', () => {
     await broker.close();
     await emu.close();
   });
+  // One test's faults never outlive it, even when it fails midway: later tests would fail for its reason.
+  afterEach(() => emu.app.emulator.resetFaults());
 
   it('answers a JSON object with the token, the interview id and the /0/ API URL', async () => {
     const res = await request(broker.url).post('/session').expect(200);
@@ -129,7 +131,7 @@ describe('POST /session against the emulator', () => {
 
   it('does not hand out the fresh token of a session erased while Incode was asked for it (404)', async () => {
     const first = (await request(broker.url).post('/session').expect(200)).body;
-    emu.app.emulator.setFaults({ startLatencyMs: 400 });
+    emu.app.emulator.setFaults({ startLatencyMs: 1500 });
     try {
       const resumed = request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).then((r) => r);
       await waitFor(async () => ((await broker.app.store.checkResumeToken(first.interviewId, sha256Hex(first.resumeToken.split('.')[1]), Date.now())) ? null : true), 5000, 5);
@@ -188,8 +190,8 @@ describe('POST /session against the emulator', () => {
   });
 
   it('a pending Idempotency-Key answers 409 while its lease runs, and is taken over once a crashed claim has lapsed', async () => {
-    // A real first request, held at Incode for 400 ms: its retry meanwhile is told to wait.
-    emu.app.emulator.setFaults({ startLatencyMs: 400 });
+    // A real first request, held at Incode for 1.5 s: its retry meanwhile is told to wait.
+    emu.app.emulator.setFaults({ startLatencyMs: 1500 });
     try {
       const first = request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).then((r) => r);
       // The retry goes once the first has claimed the key (this broker's store is SQLite in memory).

@@ -46,6 +46,8 @@ describe('createStore', () => {
       expect(s.engine).toBe('postgres');
       expect((s as PostgresStore).schema).toBe('tenant_a');
       expect((s as PostgresStore).pool.options.max).toBe(3);
+      // Nothing listens on port 1: a connection attempt would have opened a client (and failed).
+      expect((s as PostgresStore).pool.totalCount).toBe(0);
       await s.close();
     }
   });

@@ -109,7 +109,7 @@ describeBrowser('Web SDK token-only flow (real @incodetech/welcome in Chromium)'
     for (const k of ['selfiePlain', 'selfieCamera']) expect(out[k]).toEqual(expect.objectContaining({ confidence: 0, isBright: true, hasLenses: false, hasFaceMask: false }));
     expect(out.processFace).toEqual(expect.objectContaining({ confidence: expect.any(Number), existingUser: false }));
     expect(out.processFace.confidence).toBeGreaterThan(0);
-    expect(out.geolocation).toBeDefined();
+    expect(out.geolocation).toEqual({ success: true });
     expect(out.statusEnd).toEqual({ onboardingStatus: 'ONBOARDING_FINISHED' });
     expect(out.finish).toEqual(expect.objectContaining({ action: 'approved' }));
     expect(out.score.overall.status).toBe('OK');
