@@ -124,19 +124,36 @@ function startOutageProxy() {
  * Holds back its answer to the first /omni/get/score call for `slowMs` (the score itself is read from the emulator at
  * once); `state.log` records each score answer's overall status, and the held call if the broker abandons it.
  */
-function startSlowFirstScoreProxy(slowMs: number) {
+/**
+ * Holds the first score answer until a later one has been passed on (then 300 ms more), or for at most maxHoldMs: the
+ * older fetch answers last however slow the machine is.
+ */
+function startSlowFirstScoreProxy(maxHoldMs: number) {
   const state = { target: '', scores: 0, log: [] as string[] };
+  const held = () =>
+    new Promise<void>((resolve) => {
+      const since = Date.now();
+      const tick = () => (state.log.some((l) => l.startsWith('fast:')) || Date.now() - since > maxHoldMs ? setTimeout(resolve, 300) : setTimeout(tick, 20));
+      tick();
+    });
   return startEmulatorProxy(state, (req, res, forward) => {
     const isScore = /^\/omni\/get\/score/.test(req.url ?? '');
     const slow = isScore && state.scores++ === 0;
     // The broker giving up on the held call shows as its connection closing before the answer.
-    if (slow) res.on('close', () => res.writableEnded || state.log.push('slow:abandoned'));
+    let abandoned = false;
+    if (slow)
+      res.on('close', () => {
+        if (res.writableEnded) return;
+        abandoned = true;
+        state.log.push('slow:abandoned');
+      });
     forward().then(
-      (u) =>
-        setTimeout(() => {
-          if (isScore) state.log.push(`${slow ? 'slow' : 'fast'}:${JSON.parse(u.body.toString()).overall?.status}`);
-          pass(res, u);
-        }, slow ? slowMs : 0),
+      async (u) => {
+        if (slow) await held();
+        if (abandoned) return;
+        if (isScore) state.log.push(`${slow ? 'slow' : 'fast'}:${JSON.parse(u.body.toString()).overall?.status}`);
+        pass(res, u);
+      },
       () => res.writeHead(502).end(),
     );
   });
@@ -475,7 +492,7 @@ function pipelineSuite(which: Engine) {
   });
 
   it("keeps a newer status's results when an older status's results job answers last, and tells the customer once", async () => {
-    const proxy = await startSlowFirstScoreProxy(1500);
+    const proxy = await startSlowFirstScoreProxy(4000);
     const callbacks: string[] = [];
     const receiver = Fastify();
     receiver.post('/hook', async (req) => {
