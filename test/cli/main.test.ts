@@ -15,9 +15,18 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(cwd, { recursive: true, force: true }));
 
+// A CLI still running when its test ends (a timeout) is killed, not left to run beside the next tests.
+const running = new Set<ReturnType<typeof spawnNode>['child']>();
+afterEach(() => {
+  for (const c of running) c.kill('SIGKILL');
+  running.clear();
+});
+
 function run(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   // A clean environment: no INCODE_API_KEY, so the emulator is the upstream.
   const { child } = spawnNode([BIN, ...args], { EMULATOR_PROCESSING_DELAY_MS: '50', POLL_INTERVAL_MS: '100', JOB_BACKOFF_MS: '50', ...extraEnv }, ['ignore', 'pipe', 'pipe'], cwd);
+  running.add(child);
+  child.on('exit', () => running.delete(child));
   return new Promise((resolvePromise, reject) => {
     let stdout = '';
     let stderr = '';

@@ -295,10 +295,13 @@ describe('POST /session against the emulator', () => {
 
   it('answers 502 when Incode refuses the API key', async () => {
     const wrong = await startBroker(brokerEnv(emu.url, { INCODE_API_KEY: 'not-the-key' }));
-    const res = await request(wrong.url).post('/session').expect(502);
-    expect(res.body.code).toBe('INCODE_FORBIDDEN');
-    expect(JSON.stringify(res.body)).not.toContain('not-the-key');
-    await wrong.close();
+    try {
+      const res = await request(wrong.url).post('/session').expect(502);
+      expect(res.body.code).toBe('INCODE_FORBIDDEN');
+      expect(JSON.stringify(res.body)).not.toContain('not-the-key');
+    } finally {
+      await wrong.close();
+    }
   });
 
   it('serves health, readiness, the OpenAPI document and a JSON 404', async () => {
@@ -328,9 +331,12 @@ describe('POST /session against the emulator', () => {
 
   it('readiness turns false when Incode is unreachable', async () => {
     const gone = await startBroker(brokerEnv('http://127.0.0.1:9', {}));
-    const res = await request(gone.url).get('/readyz').expect(503);
-    expect(res.body.checks.incode.ok).toBe(false);
-    await gone.close();
+    try {
+      const res = await request(gone.url).get('/readyz').expect(503);
+      expect(res.body.checks.incode.ok).toBe(false);
+    } finally {
+      await gone.close();
+    }
   });
 
   it('with INCODE_ALLOWED_CONFIGURATION_IDS and REDIRECTION_URL_ORIGINS, a body may name only those flows and return origins', async () => {
