@@ -177,7 +177,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     );
   else app.log.info({ sandbox: false, upstream }, 'broker starting against Incode');
   if (config.sandbox && config.adminApiKeys.length === 0)
-    app.log.info('the results API (/sessions, /onboardings, /operator) is closed until ADMIN_API_KEYS names a service key, e.g. ADMIN_API_KEYS=dev-admin-key npm start');
+    app.log.info('the results API (/sessions, /onboardings, and the /operator page\'s calls) is closed until ADMIN_API_KEYS names a service key, e.g. ADMIN_API_KEYS=dev-admin-key npm start');
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.
   if (!config.sandbox && config.nodeEnv !== 'production')
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');

@@ -449,9 +449,10 @@ export class Orchestrator {
       const now = this.now();
       try {
         await this.d.store.recordStep(interviewId, { step, outcome: 'failed', code: e.code, message: e.message, at: now });
-        // A wait that failed on Incode's answer (a 403 while an API key is rotated, say) fails this request, not the
-        // session: its polling goes on, by the pipeline's own rules and limits, and stores the results once Incode answers.
-        if (step === 'wait') await this.d.store.setResultsStatus(interviewId, 'failed', e.code, now);
+        // A wait turned away for the API key (a 403 while a key is rotated, say) fails this request, not the session:
+        // the results stay pending with the reason, and its polling goes on by the pipeline's own rules and limits,
+        // storing the results once Incode answers again. A session or token Incode does not know (404, 401) is given up.
+        if (step === 'wait' && e.code === 'INCODE_FORBIDDEN') await this.d.store.setResultsStatus(interviewId, null, e.code, now);
         else await this.abandon(interviewId, e.code, now);
       } catch (storeErr) {
         this.d.log.error({ interviewId, step, err: { message: (storeErr as Error).message } }, 'could not record the failed step');

@@ -134,7 +134,7 @@ export class ResultsPipeline {
     const { pollIntervalMs, pollMaxIntervalMs } = this.d.config.results;
     for (const s of due) {
       if ((isTerminal(s.onboardingStatus) && !awaitsVerdict(s) && !resultsBehind(s)) || s.resultsStatus === 'erased') {
-        await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts);
+        await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
         continue;
       }
       if (this.pollingGaveUp(s, now)) {
@@ -387,8 +387,10 @@ export class ResultsPipeline {
       if (enq) this.d.kick?.();
     }
     if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
-    // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here.
-    if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, session.pollAttempts);
+    // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here. And
+    // only the poll this check saw: the results job may already have stored a `review` and scheduled the poll that
+    // waits for the reviewer's verdict, which must stay.
+    if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.stopPolling(interviewId, session.nextPollAt);
   }
 
   private async fetchResults(job: Job, ctx: CallContext): Promise<void> {
@@ -423,7 +425,7 @@ export class ResultsPipeline {
       if (this.d.config.callback.url) {
         await this.d.store.enqueueJob(
           // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.
-          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision, storedAt: now }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}:${decision}` },
+          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}:${decision}` },
           now,
         );
         this.d.kick?.();
@@ -477,8 +479,9 @@ export class ResultsPipeline {
       // Receivers dedupe by this id: a corrected decision for the same status must not look like a redelivery.
       id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}`,
       type: 'session.results_ready',
-      // When these results were stored: receivers order events by it (two events may still cross on the wire).
-      data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision, ...(typeof job.payload.storedAt === 'number' ? { storedAt: new Date(job.payload.storedAt).toISOString() } : {}) },
+      // The session's last change as this event leaves (it is the session's current state): receivers order events by
+      // it, since two may still cross on the wire, and a decision that came back (A, B, A) leaves with a newer time.
+      data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision, updatedAt: new Date(session.updatedAt).toISOString() },
     }, undefined, signal);
     if (!ok.delivered) throw new JobError(ok.code, true);
   }

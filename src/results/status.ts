@@ -43,7 +43,6 @@ export function decisionFromOverall(overallStatus: unknown): Decision {
   return 'review';
 }
 
-/** A reviewer's decision replaces the automatic one. */
 /** The decision a status settles by itself (a reviewer's verdict), or null where the scores decide. */
 export function verdictOf(status: string): Decision | null {
   if (status === 'MANUAL_REVIEW_APPROVED') return 'approve';
@@ -51,6 +50,7 @@ export function verdictOf(status: string): Decision | null {
   return null;
 }
 
+/** A reviewer's decision replaces the automatic one. */
 export function decisionFor(status: string, scores: { overall?: { status?: unknown } } | null | undefined): Decision {
   return verdictOf(status) ?? decisionFromOverall(scores?.overall?.status);
 }

@@ -91,12 +91,13 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     const r = mintResume(interviewId);
     const { tokenHash, expiresAt } = r.stored;
     // Issued together, so SQLite group-commits both in one transaction.
-    const [, taken] = await Promise.all([
-      fresh ? app.store.replaceToken(interviewId, token, Date.now()) : undefined,
+    const [replaced, taken] = await Promise.all([
+      fresh ? app.store.replaceToken(interviewId, token, Date.now()) : true,
       app.store.createResumeToken(tokenHash, interviewId, expiresAt),
     ]);
-    // Erased while Incode was asked (both writes skip an erased session): its new token is not handed out.
-    if (!taken) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session was erased');
+    // Erased while Incode was asked (both writes skip an erased session, and on PostgreSQL an erasure can fall between
+    // the two): its new token is not handed out.
+    if (!replaced || !taken) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session was erased');
     return answer(interviewId, token, r);
   }
 

@@ -100,8 +100,24 @@ function credentialsMatch(readings: { id: string; secret: string }[], id: string
 /** Failed token requests one network may make in a minute before every request from it is refused. */
 const TOKEN_FAILURES_PER_MINUTE = 30;
 
+/** Runs fn after every earlier call for the same key has settled: a queue per key, gone once it drains. */
+function serializer() {
+  const tails = new Map<string, Promise<unknown>>();
+  return async <T>(key: string, fn: () => Promise<T>): Promise<T> => {
+    const run = (tails.get(key) ?? Promise.resolve()).then(fn, fn);
+    const tail = run.catch(() => undefined);
+    tails.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (tails.get(key) === tail) tails.delete(key);
+    }
+  };
+}
+
 const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, opts) => {
   const cfg = opts.config.webhook;
+  const oneAtATime = serializer();
   const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(cfg.clientSecret, cfg.tokenTtlSeconds) : null;
   // The form parser in a scope of the token endpoint's own: the webhook itself, like every other route, takes JSON only.
   const tokenScope: FastifyPluginAsyncTypebox = async (scope) => {
@@ -132,17 +148,22 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         // the limit is refused before its credentials are even checked, so a right guess among the refusals earns
         // nothing. Only failures count: Incode, asking from its own network, is never limited however often it asks
         // (it may fetch a token for every webhook it sends).
-        const failures = `whtoken:${clientNetwork(req.ip)}`;
-        if ((await app.rateCounter.peek(failures)) >= TOKEN_FAILURES_PER_MINUTE) {
-          (req as WebhookRequest).webhookAuth = 'rejected';
-          throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(60_000));
-        }
-        if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId, cfg.clientSecret)) {
-          (req as WebhookRequest).webhookAuth = 'rejected';
-          const over = await app.rateCounter.hitAll([{ key: failures, max: TOKEN_FAILURES_PER_MINUTE }], 60_000);
-          if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(over.resetMs));
-          throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
-        }
+        // One check at a time per network in this process, so a burst of guesses cannot all read the count before any
+        // of them adds to it (a shared counter answers over the network); replicas each add at most one more.
+        const network = clientNetwork(req.ip);
+        const failures = `whtoken:${network}`;
+        await oneAtATime(network, async () => {
+          if ((await app.rateCounter.peek(failures)) >= TOKEN_FAILURES_PER_MINUTE) {
+            (req as WebhookRequest).webhookAuth = 'unchecked';
+            throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(60_000));
+          }
+          if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId!, cfg.clientSecret!)) {
+            (req as WebhookRequest).webhookAuth = 'rejected';
+            const over = await app.rateCounter.hitAll([{ key: failures, max: TOKEN_FAILURES_PER_MINUTE }], 60_000);
+            if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(over.resetMs));
+            throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
+          }
+        });
         (req as WebhookRequest).webhookAuth = 'oauth';
         if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
         const t = tokens.issue();

@@ -239,13 +239,14 @@ export class PostgresStore implements Store {
     });
   }
 
-  async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
+  async replaceToken(interviewId: string, token: string, now: number): Promise<boolean> {
     const t = tokenColumns(token, interviewId, this.cipher);
-    await this.q(
+    const { rowCount } = await this.q(
       `UPDATE sessions SET token_enc = $2, token_hash = $3, token_hash_indexed = $5::smallint, updated_at = GREATEST(updated_at, $4::bigint)
        WHERE interview_id = $1 AND results_status <> 'erased'`,
       [interviewId, t.token_enc, t.token_hash, now, t.token_hash_indexed],
     );
+    return (rowCount ?? 0) > 0;
   }
 
   async getSession(interviewId: string): Promise<SessionRecord | null> {
@@ -357,6 +358,11 @@ export class PostgresStore implements Store {
       [now, clampLimit(limit)],
     );
     return rows.map(toSessionState);
+  }
+
+  async stopPolling(interviewId: string, seen: number | null): Promise<boolean> {
+    const { rowCount } = await this.q('UPDATE sessions SET next_poll_at = NULL WHERE interview_id = $1 AND next_poll_at IS NOT DISTINCT FROM $2::bigint', [interviewId, seen]);
+    return (rowCount ?? 0) > 0;
   }
 
   async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void> {

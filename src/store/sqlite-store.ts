@@ -237,13 +237,14 @@ export class SqliteStore implements Store {
     });
   }
 
-  async replaceToken(interviewId: string, token: string, now: number): Promise<void> {
+  async replaceToken(interviewId: string, token: string, now: number): Promise<boolean> {
     const t = tokenColumns(token, interviewId, this.cipher);
-    return this.write(() => {
-      this.st(
-        `UPDATE sessions SET token_enc = ?, token_hash = ?, token_hash_indexed = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ? AND results_status <> 'erased'`,
-      ).run(t.token_enc, t.token_hash, t.token_hash_indexed, now, interviewId);
-    });
+    return this.write(
+      () =>
+        this.st(
+          `UPDATE sessions SET token_enc = ?, token_hash = ?, token_hash_indexed = ?, updated_at = MAX(updated_at, ?) WHERE interview_id = ? AND results_status <> 'erased'`,
+        ).run(t.token_enc, t.token_hash, t.token_hash_indexed, now, interviewId).changes > 0,
+    );
   }
 
   async getSession(interviewId: string): Promise<SessionRecord | null> {
@@ -344,6 +345,10 @@ export class SqliteStore implements Store {
       'SELECT * FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= ? ORDER BY next_poll_at, interview_id LIMIT ?',
     ).all(now, clampLimit(limit)) as SessionRow[];
     return rows.map(toSessionState);
+  }
+
+  async stopPolling(interviewId: string, seen: number | null): Promise<boolean> {
+    return this.write(() => this.st('UPDATE sessions SET next_poll_at = NULL WHERE interview_id = ? AND next_poll_at IS ?').run(interviewId, seen).changes > 0);
   }
 
   async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void> {

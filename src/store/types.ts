@@ -169,7 +169,8 @@ export interface Store {
   upsertSession(s: NewSession): Promise<SessionRecord>;
   getSession(interviewId: string): Promise<SessionRecord | null>;
   /** A fresh token for the same onboarding (resume): replaces token and hash unless the session was erased. */
-  replaceToken(interviewId: string, token: string, now: number): Promise<void>;
+  /** false: the session is erased or unknown, and kept no token. */
+  replaceToken(interviewId: string, token: string, now: number): Promise<boolean>;
   /**
    * The session whose token this is. A token that names its session (see incode/token-claims) is looked up by that
    * primary key and then matched by hash; any other through the hash index.
@@ -198,6 +199,11 @@ export interface Store {
    * `since` filter reads) stays as it is; else every poll would move a session past a client's cursor mid-walk.
    */
   schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void>;
+  /**
+   * Ends polling only if the next poll is still the one `seen` says (compare-and-set): a poll another check scheduled
+   * meanwhile (a reviewer's verdict still to come) is kept. false when it was.
+   */
+  stopPolling(interviewId: string, seen: number | null): Promise<boolean>;
   recordStep(interviewId: string, step: StepRecord): Promise<void>;
   listSteps(interviewId: string): Promise<StepRecord[]>;
   /** Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. */

@@ -166,7 +166,7 @@ describe('a passing session', () => {
     }
   });
 
-  it('a status poll refused outright (403) fails the waiting request, not the session: polling goes on and stores the results', async () => {
+  it('a status read refused for the API key (403) fails the waiting request, not the session: polling goes on and stores the results', async () => {
     let refused = 0;
     const proxy = await interceptingProxy((req, res) => {
       if (!req.url?.startsWith('/omni/get/onboarding/status') || refused >= 1) return false;
@@ -182,7 +182,7 @@ describe('a passing session', () => {
       expect(err).toMatchObject({ step: 'wait', code: 'INCODE_FORBIDDEN' });
       const id = err.interviewId!;
       const s = (await r.store.getSession(id))!;
-      expect(s).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_FORBIDDEN', nextPollAt: expect.any(Number) });
+      expect(s).toMatchObject({ resultsStatus: 'pending', lastError: 'INCODE_FORBIDDEN', nextPollAt: expect.any(Number) });
       await r.store.schedulePoll(id, Date.now() - 1, s.pollAttempts);
       const repaired = await waitFor(async () => {
         await r.pipeline.pollDue();

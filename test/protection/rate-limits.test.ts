@@ -2,6 +2,7 @@
 // externalCustomerId, global budget, memory by default, and one limit shared by two processes through Redis.
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { Pool } from 'undici';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { clientNetwork, MemoryRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
@@ -305,4 +306,36 @@ describeWith('redis', 'rate limits shared through Redis', () => {
     await post(one.url, `${runIp.split('.').slice(0, 3).join('.')}.251`).expect(200);
     await redis.del(`incode-broker:rl:ip:${runIp.split('.').slice(0, 3).join('.')}.251`);
   }, 60_000);
+
+  it('reads a parallel burst of guesses at the webhook token endpoint one by one: a right guess in it earns nothing, through the shared counter too', async () => {
+    const b = await startBroker(brokerEnv(emu.url, { REDIS_URL: redisUrl(), TRUST_PROXY_HOPS: '1', RESULTS_MODE: 'webhook' }), { runWorker: false });
+    const guesser = `${runIp.split('.').slice(0, 3).join('.')}.252`;
+    // 100 connections opened first, so the guesses arrive together and are read in the same turns.
+    const pool = new Pool(b.url, { connections: 100, pipelining: 1 });
+    try {
+      await Promise.all(Array.from({ length: 100 }, () => pool.request({ method: 'GET', path: '/healthz' }).then((r) => r.body.dump())));
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          pool
+            .request({
+              method: 'POST',
+              path: '/webhooks/incode/token',
+              // The last one is a right guess: it must find the network already over its limit.
+              headers: { 'x-forwarded-for': guesser, authorization: `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${i === 99 ? WEBHOOK_CLIENT_SECRET : `guess-${i}`}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+              body: 'grant_type=client_credentials',
+            })
+            .then(async (r) => (await r.body.dump(), r.statusCode)),
+        ),
+      );
+      // Every guess was read against the count the ones before it left: thirty checked, the rest refused unread, the
+      // right one among them.
+      expect(answers.filter((s) => s === 401)).toHaveLength(30);
+      expect(answers.filter((s) => s === 429)).toHaveLength(70);
+      expect(answers[99]).toBe(429);
+    } finally {
+      await pool.close();
+      await redis.del(`incode-broker:rl:whtoken:${guesser}`);
+      await b.close();
+    }
+  });
 });

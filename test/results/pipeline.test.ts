@@ -25,6 +25,13 @@ import { loadConfig } from '../../src/config';
 import { statusRank } from '../../src/results/status';
 import { Cipher } from '../../src/store/crypto';
 import { SqliteStore } from '../../src/store/sqlite-store';
+import type { NewJob } from '../../src/store/types';
+import { ResultsPipeline } from '../../src/results/pipeline';
+import type { IncodeClient } from '../../src/incode/client';
+import type { ExecutiveTokenProvider } from '../../src/incode/executive-token';
+import { createMetrics } from '../../src/plugins/metrics';
+import pino from 'pino';
+import { storeWith } from '../helpers/store-proxy';
 import { captureAll } from '../helpers/flow';
 import { tempDir } from '../helpers/temp';
 import { throwawayPgStore } from '../helpers/pg-schema';
@@ -516,7 +523,7 @@ function pipelineSuite(which: Engine) {
       expect(v.scores.overall.status).toBe('MANUAL_OK');
       // The older answer stored nothing, so it sent nothing: one callback, for the newer status.
       await waitFor(async () => (await p.broker.app.store.countJobs()).queued + (await p.broker.app.store.countJobs()).running === 0);
-      expect(callbacks.map((c) => JSON.parse(c))).toEqual([{ interviewId: s.interviewId, onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve', storedAt: expect.any(String) }]);
+      expect(callbacks.map((c) => JSON.parse(c))).toEqual([{ interviewId: s.interviewId, onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve', updatedAt: expect.any(String) }]);
     } finally {
       await proxy.close();
       await receiver.close();
@@ -785,8 +792,8 @@ function pipelineSuite(which: Engine) {
     expect((await p.ready(s.interviewId)).decision).toBe('approve');
   });
 
-  it('an older callback retried after a newer decision was stored is not sent; events carry when their results were stored', async () => {
-    const delivered: { onboardingStatus: string; decision: string; storedAt?: string }[] = [];
+  it("an older callback retried after a newer decision was stored is not sent; events carry the session's last change", async () => {
+    const delivered: { onboardingStatus: string; decision: string; updatedAt?: string }[] = [];
     const receiver = Fastify();
     receiver.post('/hook', async (req) => {
       delivered.push((req.body as { data: (typeof delivered)[number] }).data);
@@ -800,10 +807,11 @@ function pipelineSuite(which: Engine) {
       await captureAll(s.apiUrl, s.token);
       await p.ready(s.interviewId);
       await waitFor(() => delivered.length > 0 || null);
-      expect(delivered[0]).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve', storedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+      const stored = (await p.broker.app.store.getSession(s.interviewId))!;
+      expect(delivered[0]).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve', updatedAt: new Date(stored.updatedAt).toISOString() });
       // The event of an earlier decision, still being retried when the newer results were stored.
       const now = Date.now();
-      await p.broker.app.store.enqueueJob({ kind: 'callback', subject: s.interviewId, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'review', storedAt: now - 5000 }, runAt: now, dedupeKey: `callback:${s.interviewId}:old` }, now);
+      await p.broker.app.store.enqueueJob({ kind: 'callback', subject: s.interviewId, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'review' }, runAt: now, dedupeKey: `callback:${s.interviewId}:old` }, now);
       await waitFor(async () => ((await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback' && j.payload.decision === 'review')?.state === 'done' ? true : null), 10_000);
       expect(delivered.map((d) => d.decision)).toEqual(['approve']);
     } finally {
@@ -905,6 +913,37 @@ describe('webhook and results API authentication', () => {
     const allowed = await startBroker(brokerEnv(p.emulator.url, { WEBHOOK_CLIENT_ID: '', WEBHOOK_CLIENT_SECRET: '', WEBHOOK_ALLOW_UNAUTHENTICATED: 'true' }));
     await request(allowed.url).post('/webhooks/incode').send({ interviewId: 'a1', onboardingStatus: 'UNKNOWN' }).expect(200);
     await allowed.close();
+  });
+});
+
+describe('apply, against a results job that finishes first', () => {
+  it("keeps the verdict poll that job scheduled: a final status ends only the poll the check itself saw", async () => {
+    const config = loadConfig(brokerEnv('http://127.0.0.1:9', { RESULTS_MODE: 'both' }));
+    const real = new SqliteStore({ filename: ':memory:', cipher: new Cipher(config.encryption.keys) });
+    await real.migrate();
+    const verdictPollAt = Date.now() + 60_000;
+    // Another replica's results job stores a `review` and schedules the poll for the verdict as soon as it is queued,
+    // before this check goes on to end polling.
+    const store = storeWith(real, (method) =>
+      method === 'enqueueJob'
+        ? async (...args: never[]) => {
+            const [job, now] = args as unknown as [NewJob, number];
+            const queued = await real.enqueueJob(job, now);
+            if (job.kind === 'results') {
+              await real.saveResults(job.subject, { scores: { overall: { status: 'MANUAL_PENDING' } }, ocr: {}, fetchedAt: now }, 'review', now);
+              await real.schedulePoll(job.subject, verdictPollAt, 1);
+            }
+            return queued;
+          }
+        : null,
+    );
+    const pipeline = new ResultsPipeline({ store, incode: {} as IncodeClient, executiveTokens: { configured: false } as ExecutiveTokenProvider, config, metrics: createMetrics(), log: pino({ level: 'silent' }) });
+    const id = 'e'.repeat(24);
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    expect((await real.getSession(id))!.nextPollAt).toEqual(expect.any(Number));
+    await pipeline.apply(id, 'ONBOARDING_FINISHED', 'webhook');
+    expect(await real.getSession(id)).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'review', nextPollAt: verdictPollAt });
+    await real.close();
   });
 });
 

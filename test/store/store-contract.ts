@@ -124,13 +124,14 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
 
       it('replaceToken swaps the token and its hash, but not on an erased session', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'old', now: T0 });
-        await store.replaceToken('i1', 'new', T0 + 1);
+        expect(await store.replaceToken('i1', 'new', T0 + 1)).toBe(true);
         expect((await store.getSession('i1'))?.token).toBe('new');
         expect((await store.getSessionByToken('new'))?.interviewId).toBe('i1');
         expect(await store.getSessionByToken('old')).toBeNull();
         await store.eraseSession('i1', 'test', T0 + 2);
-        await store.replaceToken('i1', 'newer', T0 + 3);
+        expect(await store.replaceToken('i1', 'newer', T0 + 3)).toBe(false);
         expect((await store.getSession('i1'))?.token).toBeNull();
+        expect(await store.replaceToken('nobody', 'x', T0 + 3)).toBe(false);
       });
 
       it('writes a resume token together with a new session', async () => {
@@ -292,6 +293,13 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         // Poller bookkeeping is no change of the session: updatedAt (the listing's order) stays.
         expect(await store.getSession('b')).toMatchObject({ nextPollAt: T0 + 9000, pollAttempts: 3, updatedAt: T0 });
         expect(await store.getSession('d')).toMatchObject({ nextPollAt: null, pollAttempts: 4 });
+        // stopPolling ends only the poll the caller saw: one rescheduled meanwhile stays.
+        expect(await store.stopPolling('b', T0 + 100)).toBe(false);
+        expect((await store.getSession('b'))!.nextPollAt).toBe(T0 + 9000);
+        expect(await store.stopPolling('b', T0 + 9000)).toBe(true);
+        expect(await store.getSession('b')).toMatchObject({ nextPollAt: null, pollAttempts: 3 });
+        expect(await store.stopPolling('b', null)).toBe(true);
+        expect(await store.stopPolling('nobody', null)).toBe(false);
       });
 
       it('records and lists steps in time order', async () => {
