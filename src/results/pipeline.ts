@@ -472,9 +472,10 @@ export class ResultsPipeline {
     // Erased since it was queued: the customer asked for the session to be forgotten, so nothing more is said about it.
     const session = await this.d.store.getSession(job.subject);
     if (!session || session.resultsStatus === 'erased') return;
-    // A decision changes only when newer results are stored, and those queue their own callback: an older event
-    // retried after it (or running beside it on another replica) must not be the last word the customer hears.
-    if (session.decision !== job.payload.decision) return;
+    // An event of a state the session has left (another decision, or another status: a reviewer's verdict may keep the
+    // decision) is not sent: the newer state's results queue its own event, and an older one retried after it (or running
+    // beside it on another replica) must not be the last word the customer hears.
+    if (session.decision !== job.payload.decision || session.onboardingStatus !== job.payload.onboardingStatus) return;
     const ok = await sendCallback(url, secret, {
       // Receivers dedupe by this id: a corrected decision for the same status must not look like a redelivery.
       id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}`,

@@ -327,11 +327,11 @@ describeWith('redis', 'rate limits shared through Redis', () => {
             .then(async (r) => (await r.body.dump(), r.statusCode)),
         ),
       );
-      // Every guess was read against the count the ones before it left: thirty checked, the rest refused unread, the
-      // right one among them.
-      expect(answers.filter((s) => s === 401)).toHaveLength(30);
-      expect(answers.filter((s) => s === 429)).toHaveLength(70);
-      expect(answers[99]).toBe(429);
+      // Every guess was read against the count the ones before it left: thirty checked, the rest refused unread. The
+      // right one earns a token only if it was among the thirty (arrival order is not fixed); read together with the
+      // others it would have been checked too, a thirty-first.
+      expect(answers.filter((s) => s !== 429)).toHaveLength(30);
+      expect(answers.filter((s) => s === 200).length).toBeLessThanOrEqual(1);
     } finally {
       await pool.close();
       await redis.del(`incode-broker:rl:whtoken:${guesser}`);

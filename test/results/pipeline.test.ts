@@ -813,7 +813,10 @@ function pipelineSuite(which: Engine) {
       const now = Date.now();
       await p.broker.app.store.enqueueJob({ kind: 'callback', subject: s.interviewId, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'review' }, runAt: now, dedupeKey: `callback:${s.interviewId}:old` }, now);
       await waitFor(async () => ((await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback' && j.payload.decision === 'review')?.state === 'done' ? true : null), 10_000);
-      expect(delivered.map((d) => d.decision)).toEqual(['approve']);
+      // Nor one of an earlier status with the same decision (a reviewer's verdict that agreed with the scores).
+      await p.broker.app.store.enqueueJob({ kind: 'callback', subject: s.interviewId, payload: { onboardingStatus: 'ID_VALIDATION_FINISHED', decision: 'approve' }, runAt: now, dedupeKey: `callback:${s.interviewId}:older-status` }, now);
+      await waitFor(async () => ((await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback' && j.payload.onboardingStatus === 'ID_VALIDATION_FINISHED')?.state === 'done' ? true : null), 10_000);
+      expect(delivered.map((d) => `${d.onboardingStatus}:${d.decision}`)).toEqual(['ONBOARDING_FINISHED:approve']);
     } finally {
       await receiver.close();
     }
