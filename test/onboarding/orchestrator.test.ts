@@ -101,6 +101,22 @@ async function interceptingProxy(
   };
 }
 
+/**
+ * A proxy that answers Incode's error envelope with `status` to the first `times` requests whose path starts with
+ * `path` (every one when times is Infinity), and passes everything else on; `refused()` counts the refusals.
+ */
+async function refusingProxy(path: string, status: number, times: number, upstream = emulator.url) {
+  let refused = 0;
+  const proxy = await interceptingProxy((req, res) => {
+    if (!req.url?.startsWith(path) || refused >= times) return false;
+    refused += 1;
+    req.resume();
+    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ timestamp: Date.now(), status, error: 'refused', message: 'refused', path }));
+    return true;
+  }, upstream);
+  return { ...proxy, refused: () => refused };
+}
+
 const input = (patch: Partial<CaptureInput> = {}): CaptureInput => ({ ...GOOD, ...patch });
 const stepsOf = async (id: string) => (await r.store.listSteps(id)).map((s) => `${s.step}:${s.outcome}`);
 
@@ -145,20 +161,13 @@ describe('a passing session', () => {
 
   it('asks finish-status again while Incode fails it, and records that failure once, not at every poll', async () => {
     // Incode answers finish-status with a 503 six times (several calls, each with its own retry), then lets it through.
-    let refused = 0;
-    const proxy = await interceptingProxy((req, res) => {
-      if (!req.url?.startsWith('/omni/finish-status') || refused >= 6) return false;
-      refused += 1;
-      req.resume();
-      res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 503, error: 'Service Unavailable' }));
-      return true;
-    });
+    const proxy = await refusingProxy('/omni/finish-status', 503, 6);
     try {
       await r.close();
       r = await rig({ MARK_COMPLETE: 'true' }, proxy.url);
       const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-auto-finish' }));
       expect(result).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready' });
-      expect(refused).toBe(6);
+      expect(proxy.refused()).toBe(6);
       const finish = (await r.store.listSteps(captures.interviewId)).filter((x) => x.step === 'finish');
       expect(finish.map((x) => `${x.outcome}:${x.code ?? ''}`)).toEqual(['failed:INCODE_UNAVAILABLE', 'ok:']);
     } finally {
@@ -167,14 +176,7 @@ describe('a passing session', () => {
   });
 
   it('a status read refused for the API key (403) fails the waiting request, not the session: polling goes on and stores the results', async () => {
-    let refused = 0;
-    const proxy = await interceptingProxy((req, res) => {
-      if (!req.url?.startsWith('/omni/get/onboarding/status') || refused >= 1) return false;
-      refused += 1;
-      req.resume();
-      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ timestamp: Date.now(), status: 403, error: 'Forbidden', message: 'Forbidden', path: '/omni/get/onboarding/status' }));
-      return true;
-    });
+    const proxy = await refusingProxy('/omni/get/onboarding/status', 403, 1);
     try {
       await r.close();
       r = await rig({ RESULTS_MODE: 'polling' }, proxy.url);
@@ -206,20 +208,13 @@ describe('a passing session', () => {
     // Slow enough processing that the wait sees the face's status (FACE_VALIDATION_FINISHED) well before the ID's
     // post-processing ends, so it asks the poll instead of going by a POST_PROCESSING_FINISHED status.
     const slow = await startEmulator({ processingDelayMs: 2000 });
-    let refused = 0;
-    const proxy = await interceptingProxy((req, res) => {
-      if (!req.url?.startsWith('/omni/get/postprocess/isfinished') || (status === 503 && refused >= 3)) return false;
-      refused += 1;
-      req.resume();
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ timestamp: Date.now(), status, error: 'refused', message: 'refused', path: '/omni/get/postprocess/isfinished' }));
-      return true;
-    }, slow.url);
+    const proxy = await refusingProxy('/omni/get/postprocess/isfinished', status, status === 503 ? 3 : Infinity, slow.url);
     try {
       await r.close();
       r = await rig({ MARK_COMPLETE: 'true' }, proxy.url);
       const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-auto-finish' }));
       expect(result).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready', decision: 'approve' });
-      expect(refused).toBeGreaterThan(0);
+      expect(proxy.refused()).toBeGreaterThan(0);
       expect(await stepsOf(captures.interviewId)).toEqual(expect.arrayContaining(['wait:ok', 'finish:ok']));
     } finally {
       await proxy.close();
