@@ -311,7 +311,7 @@ function isInMemoryDatabase(url: string): boolean {
  * never matches a browser's Origin), and `*` where a wildcard is allowed.
  */
 function origins(env: Env, name: EnvName, wildcard: boolean): string[] {
-  return list(env, name).map((o) => {
+  return list(env, name).map((o, i) => {
     if (wildcard && o === '*') return o;
     let u: URL | undefined;
     try {
@@ -319,7 +319,9 @@ function origins(env: Env, name: EnvName, wildcard: boolean): string[] {
     } catch {
       /* reported below */
     }
-    if (!u || !/^https?:$/.test(u.protocol) || u.origin !== o.replace(/\/$/, '')) throw new ConfigError(name, `entries must be exact origins like https://app.example.com, got "${o.slice(0, 80)}"`);
+    if (!u || !/^https?:$/.test(u.protocol) || u.origin !== o.replace(/\/$/, ''))
+      // The entry is named by its place, not echoed: a URL can carry credentials in its user info.
+      throw new ConfigError(name, `entries must be exact origins like https://app.example.com (entry ${i + 1} is not)`);
     return u.origin;
   });
 }

@@ -41,7 +41,8 @@ export function keyedDigest(dataKeys: readonly Buffer[], purpose: string) {
   const under = (key: Buffer, value: string) => createHmac('sha256', key).update(value).digest('hex');
   return {
     digest: (value: string): string => under(keys[0], value),
-    // Fixed-length hex digests on both sides: compared as they are, in constant time.
+    // Fixed-length hex digests on both sides: compared as they are, in constant time. The plain SHA-256 is not only
+    // for values from before digests were keyed: a completed Idempotency-Key keeps one, so it survives a key rotation.
     matches: (stored: string, value: string): boolean => keys.some((k) => hashesEqual(stored, under(k, value))) || hashesEqual(stored, sha256Hex(value)),
   };
 }

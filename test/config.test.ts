@@ -190,6 +190,11 @@ describe('loadConfig', () => {
     const url = errorFor({ CALLBACK_URL: 'https://u:p4ssw0rd@[bad/h?token=S3CRET', CALLBACK_SECRET: 'x'.repeat(32) });
     expect(url.variable).toBe('CALLBACK_URL');
     expect(url.message).not.toMatch(/p4ssw0rd|S3CRET/);
+    // Nor an origin list's entry: it is named by its place.
+    const origin = errorFor({ CORS_ORIGINS: 'https://app.example.com,https://u:s3cret@evil.example.com/path' });
+    expect(origin.variable).toBe('CORS_ORIGINS');
+    expect(origin.message).toMatch(/entry 2 is not/);
+    expect(origin.message).not.toContain('s3cret');
   });
 
   it('documents every variable with its default in .env.example (npm run env:example)', () => {

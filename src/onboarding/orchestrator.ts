@@ -133,8 +133,8 @@ const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
 const WATCH_MS = 250;
 /** Statuses after which there is nothing left to wait for in results. */
 const RESULTS_SETTLED: readonly ResultsStatus[] = ['ready', 'failed', 'unprocessable', 'erased'];
-/** Incode refused the session itself: polling again cannot help. */
-const PERMANENT_POLL_ERRORS = new Set(['INCODE_UNAUTHORIZED', 'INCODE_FORBIDDEN', 'INCODE_NOT_FOUND']);
+/** Incode does not know the session or its token: polling again cannot help, so the session is given up. */
+const SESSION_GONE_ERRORS = new Set(['INCODE_UNAUTHORIZED', 'INCODE_NOT_FOUND']);
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -340,7 +340,10 @@ export class Orchestrator {
           continue;
         } catch (err) {
           if (signal?.aborted) throw aborted('wait');
-          if (err instanceof IncodeError && PERMANENT_POLL_ERRORS.has(err.code)) throw await this.fail(interviewId, 'wait', err);
+          if (err instanceof IncodeError && SESSION_GONE_ERRORS.has(err.code)) throw await this.fail(interviewId, 'wait', err);
+          // Turned away for the API key (a 403 while a key is rotated, say): this request fails, not the session. Its
+          // results stay pending with the reason, and polling goes on by the pipeline's own rules and limits.
+          if (err instanceof IncodeError && err.code === 'INCODE_FORBIDDEN') throw await this.fail(interviewId, 'wait', err, { keepSession: true });
           // Transient: the next poll (or a webhook) will do.
           this.d.log.warn({ interviewId, code: err instanceof IncodeError ? err.code : 'INTERNAL_ERROR' }, 'onboarding status poll failed');
         }
@@ -433,7 +436,8 @@ export class Orchestrator {
   }
 
   /** Records the failed step and marks the session failed; returns the error to throw. */
-  private async fail(interviewId: string | null, step: OnboardingStep, err: unknown): Promise<OnboardingError> {
+  /** The error to answer, recorded as the step's failure; the session is given up unless `keepSession`. */
+  private async fail(interviewId: string | null, step: OnboardingStep, err: unknown, opts: { keepSession?: boolean } = {}): Promise<OnboardingError> {
     let e: OnboardingError;
     if (err instanceof OnboardingError) e = err;
     else if (err instanceof IncodeError) {
@@ -449,10 +453,7 @@ export class Orchestrator {
       const now = this.now();
       try {
         await this.d.store.recordStep(interviewId, { step, outcome: 'failed', code: e.code, message: e.message, at: now });
-        // A wait turned away for the API key (a 403 while a key is rotated, say) fails this request, not the session:
-        // the results stay pending with the reason, and its polling goes on by the pipeline's own rules and limits,
-        // storing the results once Incode answers again. A session or token Incode does not know (404, 401) is given up.
-        if (step === 'wait' && e.code === 'INCODE_FORBIDDEN') await this.d.store.setResultsStatus(interviewId, null, e.code, now);
+        if (opts.keepSession) await this.d.store.setResultsStatus(interviewId, null, e.code, now);
         else await this.abandon(interviewId, e.code, now);
       } catch (storeErr) {
         this.d.log.error({ interviewId, step, err: { message: (storeErr as Error).message } }, 'could not record the failed step');
@@ -498,6 +499,6 @@ export class Orchestrator {
   private async abandon(interviewId: string, code: string, now: number): Promise<void> {
     await this.d.store.setResultsStatus(interviewId, 'failed', code, now);
     const s = await this.d.store.getSession(interviewId);
-    if (s && s.nextPollAt !== null) await this.d.store.schedulePoll(interviewId, null, s.pollAttempts);
+    if (s && s.nextPollAt !== null) await this.d.store.stopPolling(interviewId, s.nextPollAt);
   }
 }

@@ -5,11 +5,13 @@ import { bearer, keyMatcher } from '../security';
 import type { SessionRecord, Store } from '../store/types';
 
 export function serviceKeyGuard(keys: readonly string[]) {
+  // With no keys configured these routes are closed to everyone: said so, rather than hinting a key is wrong.
+  if (keys.length === 0)
+    return async function noServiceKeys(_req: FastifyRequest, _reply: FastifyReply): Promise<void> {
+      throw new AppError(401, 'UNAUTHORIZED', 'No service keys are configured: set ADMIN_API_KEYS to use this route', { 'www-authenticate': 'Bearer' });
+    };
   const matches = keyMatcher(keys);
   return async function requireServiceKey(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
-    // With no keys configured these routes are closed to everyone: said so, rather than hinting a key is wrong.
-    if (keys.length === 0)
-      throw new AppError(401, 'UNAUTHORIZED', 'No service keys are configured: set ADMIN_API_KEYS to use this route', { 'www-authenticate': 'Bearer' });
     const key = bearer(req.headers.authorization);
     if (!key || !matches(key))
       throw new AppError(401, 'UNAUTHORIZED', 'A valid service key is required (Authorization: Bearer <key>)', { 'www-authenticate': 'Bearer' });

@@ -32,14 +32,19 @@ export interface RateLimitExceeded {
   resetMs: number;
 }
 
+export interface RateWindow {
+  count: number;
+  resetMs: number;
+}
+
 export interface RateCounter {
   /**
    * Counts one hit on each key in order, in one step, and stops at the first one over its max (later keys are
    * not charged: a caller refused by its per-IP limit must not spend the global budget). null = all within.
    */
   hitAll(entries: RateLimitEntry[], windowMs: number): Promise<RateLimitExceeded | null>;
-  /** The key's count in its current window, without counting a hit (0 when it has none). */
-  peek(key: string): Promise<number>;
+  /** The key's count in its current window and the ms left of it, without counting a hit (0 and windowMs when none). */
+  peek(key: string, windowMs: number): Promise<RateWindow>;
   close(): Promise<void>;
 }
 
@@ -64,9 +69,10 @@ export class MemoryRateCounter implements RateCounter {
     return null;
   }
 
-  async peek(key: string) {
+  async peek(key: string, windowMs: number) {
+    const now = Date.now();
     const w = this.windows.get(key);
-    return w && w.resetAt > Date.now() ? w.count : 0;
+    return w && w.resetAt > now ? { count: w.count, resetMs: w.resetAt - now } : { count: 0, resetMs: windowMs };
   }
 
   async close() {
@@ -156,9 +162,10 @@ export class RedisRateCounter implements RateCounter {
     );
   }
 
-  async peek(key: string) {
-    // Rare (failed credentials only), so a plain GET rather than a place in the batched script.
-    return Number(await this.redis.get(this.prefix + key)) || 0;
+  async peek(key: string, windowMs: number) {
+    // Rare (the webhook token endpoint), so plain commands rather than a place in the batched script.
+    const [count, ttl] = await Promise.all([this.redis.get(this.prefix + key), this.redis.pttl(this.prefix + key)]);
+    return { count: Number(count) || 0, resetMs: ttl > 0 ? ttl : windowMs };
   }
 
   async close() {
@@ -206,11 +213,11 @@ export class FailoverRateCounter implements RateCounter {
     });
   }
 
-  peek(key: string): Promise<number> {
-    if (this.downSince !== null) return this.fallback.peek(key);
-    return this.shared.peek(key).catch((err: unknown) => {
+  peek(key: string, windowMs: number): Promise<RateWindow> {
+    if (this.downSince !== null) return this.fallback.peek(key, windowMs);
+    return this.shared.peek(key, windowMs).catch((err: unknown) => {
       this.fail(err);
-      return this.fallback.peek(key);
+      return this.fallback.peek(key, windowMs);
     });
   }
 
@@ -263,4 +270,34 @@ export class FailoverRateCounter implements RateCounter {
     this.stopProbing();
     await Promise.all([this.shared.close(), this.fallback.close()]);
   }
+}
+
+/** What a failure-limited check came to: passed, failed (and counted), or not run because the key is over its limit. */
+export type LimitedCheck = { outcome: 'passed' } | { outcome: 'failed' } | { outcome: 'refused'; resetMs: number };
+
+/**
+ * Limits the failures of a check (a credential guess) per key: once `max` failures are counted in a window, the key is
+ * refused before the check even runs, so a right guess among the refusals earns nothing; a passing check is never
+ * counted. Checks of one key run one at a time in this process, so a burst cannot read the count before any of its
+ * failures is added to it (a shared counter answers over the network); replicas each add at most one more.
+ */
+export function failureLimiter(counter: RateCounter, max: number, windowMs: number) {
+  const tails = new Map<string, Promise<unknown>>();
+  const limited = async (key: string, check: () => boolean): Promise<LimitedCheck> => {
+    const seen = await counter.peek(key, windowMs);
+    if (seen.count >= max) return { outcome: 'refused', resetMs: seen.resetMs };
+    if (check()) return { outcome: 'passed' };
+    const over = await counter.hitAll([{ key, max }], windowMs);
+    return over ? { outcome: 'refused', resetMs: over.resetMs } : { outcome: 'failed' };
+  };
+  return async (key: string, check: () => boolean): Promise<LimitedCheck> => {
+    const run = (tails.get(key) ?? Promise.resolve()).then(() => limited(key, check));
+    const tail = run.catch(() => undefined);
+    tails.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (tails.get(key) === tail) tails.delete(key);
+    }
+  };
 }

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError, retryAfter, retryAfterSeconds } from '../errors';
 import { IncodeError } from '../incode/errors';
-import { bearer, hashesEqual, keyedDigest, keyMatcher, sha256Hex } from '../security';
+import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyRef } from '../store/types';
 import { clientNetwork, type RateLimitEntry } from './rate-counter';
 
@@ -35,11 +35,12 @@ export interface SessionGuards {
 export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;
   // A request (its externalCustomerId) and a customer's rate-limit key are kept only as keyed digests.
-  const requestDigest = keyedDigest(config.encryption.keys.map((k) => k.key), 'idempotency-request');
-  const customerDigest = keyedDigest(config.encryption.keys.map((k) => k.key), 'rate-limit-customer');
+  const dataKeys = config.encryption.keys.map((k) => k.key);
+  const requestDigest = keyedDigest(dataKeys, 'idempotency-request');
+  const customerDigest = keyedDigest(dataKeys, 'rate-limit-customer');
   // A JWT subject names an end user (often an email): it scopes Idempotency-Keys, which are stored, so only a keyed
   // digest of it is kept. (Under a new first data key the digest changes: a key in flight across a rotation is new.)
-  const subjectDigest = keyedDigest(config.encryption.keys.map((k) => k.key), 'caller-subject');
+  const subjectDigest = keyedDigest(dataKeys, 'caller-subject');
   const appKeyMatches = keyMatcher(callerAuth.appKeys);
   // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown). A token
   // without exp would never expire (jose checks exp only when present), so it is refused.
@@ -107,11 +108,9 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const ttlMs = config.idempotencyTtlSeconds * 1000;
     const leaseMs = Math.min(ttlMs, Math.max(60_000, 4 * config.incode.timeoutMs));
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
-    // A completed key compares the request's SHA-256 kept in its (re-encryptable) response, so a key rotation that
-    // retired the key under which requestHash was computed does not turn a faithful retry into a 422.
-    const same =
-      claim.state === 'new' ||
-      (claim.state === 'done' && claim.requestSha256 !== null ? hashesEqual(claim.requestSha256, sha256Hex(body)) : requestDigest.matches(claim.requestHash, body));
+    // A completed key's digest is the request's SHA-256 kept in its (re-encryptable) response, which matches accepts
+    // too: a key rotation that retired the key of the request_hash HMAC does not turn a faithful retry into a 422.
+    const same = claim.state === 'new' || requestDigest.matches(claim.requestHash, body);
     if (!same)
       throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
     if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));

@@ -76,6 +76,11 @@ function resultsBehind(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatu
   return s.resultsStatus === 'ready' && verdict !== null && s.decision !== verdict;
 }
 
+/** Whether polling has anything left to find: a status to come, a reviewer's verdict, or results the status still lacks. */
+function keepsPolling(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision'>): boolean {
+  return s.resultsStatus !== 'erased' && (!isTerminal(s.onboardingStatus) || awaitsVerdict(s) || resultsBehind(s));
+}
+
 /** Whether a session's steps hold a finish-status that went through (by its own request or in the background). */
 export function finishRecorded(steps: StepRecord[]): boolean {
   return steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
@@ -133,12 +138,12 @@ export class ResultsPipeline {
     const due = await this.d.store.sessionsDueForPoll(now, limit);
     const { pollIntervalMs, pollMaxIntervalMs } = this.d.config.results;
     for (const s of due) {
-      if ((isTerminal(s.onboardingStatus) && !awaitsVerdict(s) && !resultsBehind(s)) || s.resultsStatus === 'erased') {
+      if (!keepsPolling(s)) {
         await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
         continue;
       }
       if (this.pollingGaveUp(s, now)) {
-        await this.d.store.schedulePoll(s.interviewId, null, s.pollAttempts);
+        await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
         // A session waiting for a reviewer keeps the results it has; only an unfinished one failed.
         if (!awaitsVerdict(s)) await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now);
         continue;
@@ -202,18 +207,16 @@ export class ResultsPipeline {
     await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
     // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
     // here (an existing row is left as it is), so that it shows why and polling can still repair it.
-    if (job.kind === 'verify') await this.d.store.upsertSession({ interviewId: job.subject, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) });
+    const session = job.kind === 'verify' ? await this.d.store.upsertSession({ interviewId: job.subject, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) }) : null;
     // A dead results job fails the session unless results are already stored (a refresh, or an earlier status's
     // job, got them: the store keeps those served and records only why); a dead check or callback only records why
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
     // keeps its own.
     await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
-    if (job.kind !== 'verify') return;
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
-    // read the session.
-    const session = await this.d.store.getSession(job.subject);
-    if (!session || session.nextPollAt !== null || (isTerminal(session.onboardingStatus) && !resultsBehind(session)) || session.resultsStatus === 'erased' || this.pollingGaveUp(session, now)) return;
+    // read the session (the row as upsertSession answered it: setting lastError changed nothing polling reads).
+    if (!session || session.nextPollAt !== null || !keepsPolling(session) || this.pollingGaveUp(session, now)) return;
     const at = this.firstPollAt(session.origin, now);
     if (at !== null) await this.d.store.schedulePoll(job.subject, at, session.pollAttempts);
   }
@@ -387,8 +390,8 @@ export class ResultsPipeline {
       if (enq) this.d.kick?.();
     }
     if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
-    // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here. And
-    // only the poll this check saw: the results job may already have stored a `review` and scheduled the poll that
+    // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here (so not
+    // keepsPolling, which would count the results just queued as still missing). And only the poll this check saw: the results job may already have stored a `review` and scheduled the poll that
     // waits for the reviewer's verdict, which must stay.
     if (isTerminal(current) && !awaitsVerdict(session) && session.nextPollAt !== null) await this.d.store.stopPolling(interviewId, session.nextPollAt);
   }
@@ -432,7 +435,7 @@ export class ResultsPipeline {
       }
       // Finished but left to a reviewer: the verdict is a status change of its own, and a lost webhook for it must not
       // leave the decision at review for good, so polling goes on (slowly, within POLL_GIVE_UP_HOURS) until it comes.
-      if (decision === 'review' && latest.onboardingStatus === 'ONBOARDING_FINISHED' && !this.pollingGaveUp(latest, now)) {
+      if (awaitsVerdict({ onboardingStatus: latest.onboardingStatus, decision }) && !this.pollingGaveUp(latest, now)) {
         const at = this.firstPollAt(latest.origin, now);
         if (at !== null) await this.d.store.schedulePoll(id, at, latest.pollAttempts);
       }

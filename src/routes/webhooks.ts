@@ -9,7 +9,7 @@ import { AppError, retryAfter } from '../errors';
 import { withErrors } from '../schemas';
 import { bearer, safeEqual } from '../security';
 import { isKnownStatus } from '../results/status';
-import { clientNetwork } from '../protection/rate-counter';
+import { clientNetwork, failureLimiter } from '../protection/rate-counter';
 
 /** What the webhook route notes on its request for the metrics hook. */
 type WebhookRequest = FastifyRequest & { webhookAuth?: string; webhookDuplicate?: boolean; body?: { onboardingStatus?: unknown } };
@@ -100,24 +100,10 @@ function credentialsMatch(readings: { id: string; secret: string }[], id: string
 /** Failed token requests one network may make in a minute before every request from it is refused. */
 const TOKEN_FAILURES_PER_MINUTE = 30;
 
-/** Runs fn after every earlier call for the same key has settled: a queue per key, gone once it drains. */
-function serializer() {
-  const tails = new Map<string, Promise<unknown>>();
-  return async <T>(key: string, fn: () => Promise<T>): Promise<T> => {
-    const run = (tails.get(key) ?? Promise.resolve()).then(fn, fn);
-    const tail = run.catch(() => undefined);
-    tails.set(key, tail);
-    try {
-      return await run;
-    } finally {
-      if (tails.get(key) === tail) tails.delete(key);
-    }
-  };
-}
-
 const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, opts) => {
   const cfg = opts.config.webhook;
-  const oneAtATime = serializer();
+  const { clientId, clientSecret } = cfg;
+  const tokenFailures = failureLimiter(app.rateCounter, TOKEN_FAILURES_PER_MINUTE, 60_000);
   const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(cfg.clientSecret, cfg.tokenTtlSeconds) : null;
   // The form parser in a scope of the token endpoint's own: the webhook itself, like every other route, takes JSON only.
   const tokenScope: FastifyPluginAsyncTypebox = async (scope) => {
@@ -143,27 +129,17 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         },
       },
       async (req, reply) => {
-        if (!tokens || !cfg.clientId || !cfg.clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
+        if (!tokens || !clientId || !clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
         // Guessing the client secret is the attack here: failed attempts are counted per network, and a network over
-        // the limit is refused before its credentials are even checked, so a right guess among the refusals earns
-        // nothing. Only failures count: Incode, asking from its own network, is never limited however often it asks
-        // (it may fetch a token for every webhook it sends).
-        // One check at a time per network in this process, so a burst of guesses cannot all read the count before any
-        // of them adds to it (a shared counter answers over the network); replicas each add at most one more.
-        const network = clientNetwork(req.ip);
-        const failures = `whtoken:${network}`;
-        await oneAtATime(network, async () => {
-          if ((await app.rateCounter.peek(failures)) >= TOKEN_FAILURES_PER_MINUTE) {
-            (req as WebhookRequest).webhookAuth = 'unchecked';
-            throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(60_000));
-          }
-          if (!credentialsMatch(basicCredentials(req.headers.authorization), cfg.clientId!, cfg.clientSecret!)) {
-            (req as WebhookRequest).webhookAuth = 'rejected';
-            const over = await app.rateCounter.hitAll([{ key: failures, max: TOKEN_FAILURES_PER_MINUTE }], 60_000);
-            if (over) throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(over.resetMs));
-            throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
-          }
-        });
+        // the limit is refused before its credentials are even checked. Only failures count: Incode, asking from its
+        // own network, is never limited however often it asks (it may fetch a token for every webhook it sends).
+        const check = await tokenFailures(`whtoken:${clientNetwork(req.ip)}`, () => credentialsMatch(basicCredentials(req.headers.authorization), clientId, clientSecret));
+        if (check.outcome !== 'passed') {
+          // Refused unread: its credentials were never looked at.
+          (req as WebhookRequest).webhookAuth = check.outcome === 'failed' ? 'rejected' : 'unchecked';
+          if (check.outcome === 'refused') throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(check.resetMs));
+          throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
+        }
         (req as WebhookRequest).webhookAuth = 'oauth';
         if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
         const t = tokens.issue();

@@ -22,7 +22,10 @@ const KID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 export class Cipher {
   private readonly keys: Map<string, Buffer>;
-  /** Id of the key that encrypts; stored next to ciphertexts so a rotation can find rows still under an old key. */
+  /**
+   * Id of the key that encrypts. It is part of every ciphertext, which is what a rotation looks at; the results table's
+   * key_id column repeats it for operators and queries, and is kept right, but nothing reads it to decide.
+   */
   readonly primaryKeyId: string;
   /** What every ciphertext under the first key starts with (a key rotation looks for values that do not). */
   readonly primaryPrefix: string;

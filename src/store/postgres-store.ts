@@ -43,6 +43,7 @@ import {
   toJob,
   toSession,
   toSessionState,
+  sessionsDueSql,
   toStep,
   type AuditRow,
   type JobRow,
@@ -146,6 +147,7 @@ const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
   e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
   SELECT 1 FROM d`;
 const RETRY_JOB = retryJobSql(pgArgs(1));
+const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
@@ -353,10 +355,7 @@ export class PostgresStore implements Store {
   }
 
   async sessionsDueForPoll(now: number, limit: number): Promise<SessionState[]> {
-    const { rows } = await this.q<SessionRow>(
-      'SELECT * FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= $1::bigint ORDER BY next_poll_at, interview_id LIMIT $2::int',
-      [now, clampLimit(limit)],
-    );
+    const { rows } = await this.q<SessionRow>(SESSIONS_DUE, [now, clampLimit(limit)]);
     return rows.map(toSessionState);
   }
 

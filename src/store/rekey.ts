@@ -1,6 +1,6 @@
 // Key rotation: stored values re-encrypted under the first DATA_ENCRYPTION_KEY in bounded batches, the same on both engines.
 import type { Cipher } from './crypto';
-import { aad, hasRequestSha256, type SweepLimit } from './rows';
+import { aad, clampLimit, hasRequestSha256, type SqlArg, type SweepLimit } from './rows';
 import type { RekeyBatch, RekeyCursor, Store } from './types';
 
 /** Rows read per batch: a batch's decryptions run on the event loop, so it stays at a few milliseconds. */
@@ -46,7 +46,8 @@ export const ENCRYPTED_TABLES: readonly EncryptedTable[] = [
         name: 'response_enc',
         aad: ([scope, key]) => aad.idempotencyResponse(scope, key),
         // Written before responses carried the request's SHA-256: a replay compares request_hash, an HMAC under the
-        // old key, until the key expires (IDEMPOTENCY_TTL_SECONDS) and the sweep deletes it.
+        // old key, until the key expires (IDEMPOTENCY_TTL_SECONDS) and the sweep deletes it. Transitional: remove
+        // (with hasRequestSha256 and `waits`) once no deployment upgrades from a version before stop 16.
         waits: (plain) => !hasRequestSha256(plain),
       },
     ],
@@ -61,7 +62,7 @@ export const REKEY_START: RekeyCursor = { table: 0, after: null };
  * every ciphertext under the first key starts with; its key id is checked by Cipher, so it is safe as a literal.
  * Parameters: the cursor's key values (when `after`), then the limit.
  */
-export function rekeySelectSql(t: EncryptedTable, arg: (i: number) => string, prefix: string, after: boolean): string {
+export function rekeySelectSql(t: EncryptedTable, arg: SqlArg, prefix: string, after: boolean): string {
   if (!/^[A-Za-z0-9_.-]+$/.test(prefix)) throw new Error('unexpected ciphertext prefix');
   const keys = t.pk.join(', ');
   const stale = t.columns.map((c) => `CASE WHEN substr(${c.name}, 1, ${prefix.length}) <> '${prefix}' THEN ${c.name} END AS ${c.name}`);
@@ -70,7 +71,7 @@ export function rekeySelectSql(t: EncryptedTable, arg: (i: number) => string, pr
 }
 
 /** A row of the batch as re-encrypted: per column the value read and its replacement (both null when left alone). */
-export interface RekeyedRow {
+interface RekeyedRow {
   pk: string[];
   old: (string | null)[];
   next: (string | null)[];
@@ -83,7 +84,7 @@ export interface RekeyedRow {
  * Decrypts each value the select returned and encrypts it again under the first key, with the same associated data.
  * A value under a key no longer configured cannot be read: it is counted as unreadable and left as it is.
  */
-export function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<string, string | null>[]) {
+function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<string, string | null>[]) {
   let found = 0;
   let unreadable = 0;
   let waiting = 0;
@@ -172,7 +173,7 @@ function nextCursor(cursor: RekeyCursor, t: EncryptedTable, rows: Record<string,
 }
 
 /** What an engine brings to a batch: its select (rekeySelectSql in its dialect) and its compare-and-set write. */
-export interface RekeyEngine {
+interface RekeyEngine {
   /** Runs the select with these parameters (the cursor's key values when `after`, then the limit). */
   read(t: EncryptedTable, params: unknown[], after: boolean): Promise<Record<string, string | null>[]>;
   /** Writes the changed rows where their values are still the ones read; answers how many values it wrote. */
@@ -180,8 +181,9 @@ export interface RekeyEngine {
 }
 
 /** Store.reencryptBatch, the same on both engines but for their dialects. */
-export async function reencryptBatch(cipher: Cipher, cursor: RekeyCursor, limit: number, engine: RekeyEngine): Promise<RekeyBatch> {
+export async function reencryptBatch(cipher: Cipher, cursor: RekeyCursor, asked: number, engine: RekeyEngine): Promise<RekeyBatch> {
   const t = ENCRYPTED_TABLES[cursor.table];
+  const limit = clampLimit(asked, REKEY_BATCH * 4);
   const rows = await engine.read(t, [...(cursor.after ?? []), limit], cursor.after !== null);
   // Decrypted and encrypted again before the write: on SQLite, not while holding the write lock.
   const { found, unreadable, waiting, changed } = reencryptRows(cipher, t, rows);
@@ -190,7 +192,7 @@ export async function reencryptBatch(cipher: Cipher, cursor: RekeyCursor, limit:
   return { next: nextCursor(cursor, t, rows, limit), found, reencrypted, unreadable, waiting };
 }
 
-export type RekeyPass = Omit<RekeyBatch, 'next'>;
+type RekeyPass = Omit<RekeyBatch, 'next'>;
 
 const EMPTY_PASS: RekeyPass = { found: 0, reencrypted: 0, unreadable: 0, waiting: 0 };
 

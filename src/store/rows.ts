@@ -43,6 +43,16 @@ export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
   };
 }
 
+/**
+ * Sessions due for a poll, oldest first (parameters: now, limit), with only the columns toSessionState reads: the poller
+ * runs every second or so, and needs no ciphertext.
+ */
+export function sessionsDueSql(arg: SqlArg): string {
+  return `SELECT interview_id, origin, onboarding_status, status_rank, results_status, decision, last_error, created_at, updated_at,
+      next_poll_at, poll_attempts, configuration_id
+    FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= ${arg(0, 'bigint')} ORDER BY next_poll_at, interview_id LIMIT ${arg(1, 'int')}`;
+}
+
 /** A session without its encrypted values: nothing to decrypt, so a row no configured key reads is listed too. */
 export function toSessionState(r: SessionRow): SessionState {
   return {
@@ -92,10 +102,13 @@ interface IdempotencyResponse {
   request?: string;
 }
 
-/** The done claim a stored response makes. */
+/**
+ * The done claim a stored response makes. Its request digest is the SHA-256 the response keeps (which
+ * keyedDigest.matches accepts as well as an HMAC), or, for a response written before that, the request_hash HMAC.
+ */
 export function idempotencyDone(cipher: Cipher, scope: string, key: string, requestHash: string, enc: string): IdempotencyClaim {
   const r = cipher.decryptJson<IdempotencyResponse>(enc, aad.idempotencyResponse(scope, key));
-  return { state: 'done', requestHash, interviewId: r.interviewId, requestSha256: r.request ?? null };
+  return { state: 'done', requestHash: r.request ?? requestHash, interviewId: r.interviewId };
 }
 
 /** Whether a decrypted response carries the request's SHA-256 (so a replay no longer needs request_hash's key). */

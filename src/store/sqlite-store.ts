@@ -47,6 +47,7 @@ import {
   toJob,
   toSession,
   toSessionState,
+  sessionsDueSql,
   toStep,
   type AuditRow,
   type JobRow,
@@ -108,6 +109,7 @@ const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
 const COMPLETE_JOB = completeJobSql(sqliteArgs);
 const DEAD_JOB = deadJobSql(sqliteArgs);
 const RETRY_JOB = retryJobSql(sqliteArgs);
+const SESSIONS_DUE = sessionsDueSql(sqliteArgs);
 
 export class SqliteStore implements Store {
   readonly engine = 'sqlite' as const;
@@ -341,9 +343,7 @@ export class SqliteStore implements Store {
   }
 
   async sessionsDueForPoll(now: number, limit: number): Promise<SessionState[]> {
-    const rows = this.st(
-      'SELECT * FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= ? ORDER BY next_poll_at, interview_id LIMIT ?',
-    ).all(now, clampLimit(limit)) as SessionRow[];
+    const rows = this.st(SESSIONS_DUE).all(now, clampLimit(limit)) as SessionRow[];
     return rows.map(toSessionState);
   }
 
@@ -440,8 +440,10 @@ export class SqliteStore implements Store {
     return reencryptBatch(this.cipher, cursor, limit, {
       // Read outside the write lock (at once, as the batch is asked for).
       read: async (t, params, after) => this.st(rekeySelectSql(t, sqliteArgs, this.cipher.primaryPrefix, after)).all(...params) as Record<string, string | null>[],
-      write: (t, changed) =>
-        this.write(() => changed.reduce((n, r) => n + (this.st(rekeyUpdateSqlite(t)).run(rekeyUpdateNamed(t, r)).changes ? r.reencrypted : 0), 0)),
+      write: (t, changed) => {
+        const update = this.st(rekeyUpdateSqlite(t));
+        return this.write(() => changed.reduce((n, r) => n + (update.run(rekeyUpdateNamed(t, r)).changes ? r.reencrypted : 0), 0));
+      },
     });
   }
 

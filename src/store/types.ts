@@ -155,7 +155,7 @@ export interface AuditEntry {
 export type IdempotencyClaim =
   | { state: 'new' }
   | { state: 'pending'; requestHash: string }
-  | { state: 'done'; requestHash: string; interviewId: string; requestSha256: string | null };
+  | { state: 'done'; requestHash: string; interviewId: string };
 
 export interface Store {
   readonly engine: 'sqlite' | 'postgres';
@@ -218,7 +218,9 @@ export interface Store {
   /**
    * One batch of a key rotation (KeyRotation walks them): the next `limit` rows after `cursor` of the tables with
    * encrypted columns, each value written under another key than the first re-encrypted under it if it is still the
-   * value read (one the service changed meanwhile is left to the next pass). `next` is null after the last table.
+   * value read (one the service changed meanwhile is left to the next pass). A value whose column `waits` (an
+   * Idempotency-Key response from before requests were kept as SHA-256) is left as it is and counted in `waiting`.
+   * `next` is null after the last table.
    */
   reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch>;
   /**

@@ -171,12 +171,17 @@ describe('POST /session rate limits (memory counter)', () => {
     expect(await c.hitAll([{ key: 'a', max: 1 }, { key: 'g', max: 5 }], 1000)).toMatchObject({ index: 0 });
     expect(await c.hitAll([{ key: 'b', max: 5 }, { key: 'g', max: 1 }], 1000)).toBeNull();
     expect(await c.hitAll([{ key: 'b', max: 5 }, { key: 'g', max: 1 }], 1000)).toMatchObject({ index: 1, count: 2 });
-    // peek reads a count without adding to it, and an expired window reads 0.
-    expect([await c.peek('g'), await c.peek('g'), await c.peek('never')]).toEqual([2, 2, 0]);
+    // peek reads a count and the time left of its window without adding to it; no window reads 0 and a whole one.
+    const counts = async (key: string) => (await c.peek(key, 1000)).count;
+    expect([await counts('g'), await counts('g'), await counts('never')]).toEqual([2, 2, 0]);
+    expect((await c.peek('never', 1000)).resetMs).toBe(1000);
     await c.hitAll([{ key: 'short', max: 9 }], 1000);
-    expect(await c.peek('short')).toBe(1);
+    const short = await c.peek('short', 1000);
+    expect(short.count).toBe(1);
+    expect(short.resetMs).toBeGreaterThan(0);
+    expect(short.resetMs).toBeLessThanOrEqual(1000);
     await new Promise((r) => setTimeout(r, 1100));
-    expect(await c.peek('short')).toBe(0);
+    expect(await c.peek('short', 1000)).toEqual({ count: 0, resetMs: 1000 });
     await c.close();
   });
 
@@ -193,6 +198,8 @@ describe('POST /session rate limits (memory counter)', () => {
     expect(right.body.code).toBe('RATE_LIMITED');
     expect(right.body).not.toHaveProperty('access_token');
     expect(Number(right.headers['retry-after'])).toBeGreaterThan(0);
+    // What is left of the minute the failures were counted in, not a fixed minute.
+    expect(Number(right.headers['retry-after'])).toBeLessThanOrEqual(60);
     // Incode's own network is not locked out by someone else's guessing.
     expect((await token('198.51.100.7', WEBHOOK_CLIENT_SECRET).expect(200)).body.token_type).toBe('Bearer');
   });
@@ -236,7 +243,12 @@ describeWith('redis', 'rate limits shared through Redis', () => {
       expect(await a.hitAll([{ key: 'k', max: 1 }, { key: 'fresh', max: 3 }], 5000)).toMatchObject({ index: 0 });
       expect(await redis.get(`${prefix}fresh`)).toBe('1');
       // peek reads the shared count without adding to it.
-      expect([await b.peek('fresh'), await b.peek('fresh'), await b.peek('never')]).toEqual([1, 1, 0]);
+      const counts = async (key: string) => (await b.peek(key, 5000)).count;
+      expect([await counts('fresh'), await counts('fresh'), await counts('never')]).toEqual([1, 1, 0]);
+      const fresh = await b.peek('fresh', 5000);
+      expect(fresh.resetMs).toBeGreaterThan(0);
+      expect(fresh.resetMs).toBeLessThanOrEqual(5000);
+      expect((await b.peek('never', 5000)).resetMs).toBe(5000);
       const ttl = await redis.pttl(`${prefix}k`);
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(5000);

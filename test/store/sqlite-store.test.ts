@@ -280,7 +280,7 @@ describe('SqliteStore specifics', () => {
     expect((await store.getSession('i1'))?.token).toBe('t1');
     expect(await store.checkResumeToken('i1', 'rh', 1e12 + 1)).toBe(true);
     // Its response predates the request's SHA-256: a replay compares the request_hash column.
-    expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12 + 1)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1', requestSha256: null });
+    expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12 + 1)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1' });
     expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name = 'sessions_resume_token_hash'").all()).toEqual([]);
     // Migration 3: the old row keeps its entry in the (now partial) token-hash index, so its opaque token still finds it.
     expect(store.db.prepare("SELECT name FROM sqlite_master WHERE name LIKE 'sessions_%token_hash'").all()).toEqual([{ name: 'sessions_opaque_token_hash' }]);

@@ -177,7 +177,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         });
         expect(s).toMatchObject({ interviewId: 'i1', origin: 'external', token: 'tA' });
         expect(await store.checkResumeToken('i1', 'rh', T0 + 2)).toBe(true);
-        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 500)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1', requestSha256: 'sha-h1' });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 500)).toEqual({ state: 'done', requestHash: 'sha-h1', interviewId: 'i1' });
       });
 
       it('never downgrades the status on upsert, but raises it', async () => {
@@ -759,7 +759,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         // The pending claim's short lease (T0 + 10) becomes the key's full lifetime (T0 + 1000) on completion.
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0)).toEqual({ state: 'new' });
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', idempotency: { scope: 'session:a', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0, requestSha256: 'sha-h1' }, now: T0 });
-        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 100)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'i1', requestSha256: 'sha-h1' });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 100)).toEqual({ state: 'done', requestHash: 'sha-h1', interviewId: 'i1' });
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 2000, T0 + 1000)).toEqual({ state: 'new' });
       });
 
@@ -775,7 +775,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.releaseIdempotencyKey('other', 'k1', T0);
         expect(await store.claimIdempotencyKey('other', 'k1', 'h8', T0 + 1000, T0 + 2)).toEqual({ state: 'new' });
         await session(interviewId, { idempotency: { scope: 'start', key: 'k1', expiresAt: T0 + 1000, claimedAt: T0, requestSha256: 'sha-h1' } });
-        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 2)).toEqual({ state: 'done', requestHash: 'h1', interviewId, requestSha256: 'sha-h1' });
+        expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0 + 2)).toEqual({ state: 'done', requestHash: 'sha-h1', interviewId });
         // Stored responses are encrypted at rest like any other identifier.
         const [row] = await h.exec('SELECT response_enc FROM idempotency_keys WHERE scope = ? AND key = ?', ['start', 'k1']);
         expect(String(row.response_enc)).not.toContain(interviewId);
@@ -794,7 +794,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 21)).toEqual({ state: 'pending', requestHash: 'h' });
         // The retry completes its own claim: the key replays the retry's session.
         await session('retry', { idempotency: { scope: 's', key: 'k', expiresAt: T0 + 1000, claimedAt: T0 + 20, requestSha256: 'sha-h1' } });
-        expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 22)).toEqual({ state: 'done', requestHash: 'h', interviewId: 'retry', requestSha256: 'sha-h1' });
+        expect(await store.claimIdempotencyKey('s', 'k', 'h', T0 + 30, T0 + 22)).toEqual({ state: 'done', requestHash: 'sha-h1', interviewId: 'retry' });
       });
 
       it('treats an expired key as new', async () => {
@@ -997,7 +997,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           expect(await onlyK2.getSession('e')).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased' });
           expect((await onlyK2.getResults('a'))?.ocr).toEqual({ fullName: OCR_NAME });
           expect(await onlyK2.getResults('c')).toMatchObject({ scores: { s: 3 }, ocr: { fullName: 'C' } });
-          expect(await onlyK2.claimIdempotencyKey('session:x', 'key-1', 'h1', T0 + 1e6, T0 + 1)).toEqual({ state: 'done', requestHash: 'h1', interviewId: 'f', requestSha256: 'sha-h1' });
+          expect(await onlyK2.claimIdempotencyKey('session:x', 'key-1', 'h1', T0 + 1e6, T0 + 1)).toEqual({ state: 'done', requestHash: 'sha-h1', interviewId: 'f' });
           expect(await onlyK2.claimIdempotencyKey('session:x', 'key-2', 'h2', T0 + 1e6, T0 + 1)).toEqual({ state: 'pending', requestHash: 'h2' });
         });
 
@@ -1063,7 +1063,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
             { found: 1, reencrypted: 0, unreadable: 0, waiting: 1 },
           ]);
           expect(rotation.done).toBe(false);
-          expect(await rotated.claimIdempotencyKey('session:x', 'key-old', 'h-old', T0 + 1000, T0 + 1)).toEqual({ state: 'done', requestHash: 'h-old', interviewId: 'a', requestSha256: null });
+          expect(await rotated.claimIdempotencyKey('session:x', 'key-old', 'h-old', T0 + 1000, T0 + 1)).toEqual({ state: 'done', requestHash: 'h-old', interviewId: 'a' });
           // Expired and swept: the next sweep's pass finds nothing left.
           await rotated.purgeExpired(0, T0 + 1000);
           expect(await rotation.run(sweepLimit())).toEqual([{ found: 0, reencrypted: 0, unreadable: 0, waiting: 0 }]);
