@@ -1,8 +1,8 @@
 // The CLI as a user runs it: a subprocess through bin/incode-broker.js against the in-process emulator.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, spawnNode } from '../helpers/node-process';
+import { ROOT, spawnNode, type NodeProcess } from '../helpers/node-process';
+import { tempDir } from '../helpers/temp';
 
 const BIN = join(ROOT, 'bin/incode-broker.js');
 const sample = (name: string) => join(ROOT, 'samples', name);
@@ -11,22 +11,22 @@ const GOOD = ['--front', sample('id-front.jpg'), '--back', sample('id-back.jpg')
 let cwd: string;
 beforeAll(() => {
   // An empty working directory: no developer .env (with a real INCODE_API_KEY) can leak into the run.
-  cwd = mkdtempSync(join(tmpdir(), 'incode-cli-'));
+  cwd = tempDir('incode-cli-');
 });
-afterAll(() => rmSync(cwd, { recursive: true, force: true }));
 
-// A CLI still running when its test ends (a timeout) is killed, not left to run beside the next tests.
-const running = new Set<ReturnType<typeof spawnNode>['child']>();
-afterEach(() => {
-  for (const c of running) c.kill('SIGKILL');
+// A CLI still running when its test ends (a timeout) is stopped, not left to run beside the next tests.
+const running = new Set<NodeProcess>();
+afterEach(async () => {
+  await Promise.all([...running].map((p) => p.stop()));
   running.clear();
 });
 
 function run(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   // A clean environment: no INCODE_API_KEY, so the emulator is the upstream.
-  const { child } = spawnNode([BIN, ...args], { EMULATOR_PROCESSING_DELAY_MS: '50', POLL_INTERVAL_MS: '100', JOB_BACKOFF_MS: '50', ...extraEnv }, ['ignore', 'pipe', 'pipe'], cwd);
-  running.add(child);
-  child.on('exit', () => running.delete(child));
+  const proc = spawnNode([BIN, ...args], { EMULATOR_PROCESSING_DELAY_MS: '50', POLL_INTERVAL_MS: '100', JOB_BACKOFF_MS: '50', ...extraEnv }, ['ignore', 'pipe', 'pipe'], cwd);
+  const { child } = proc;
+  running.add(proc);
+  child.on('exit', () => running.delete(proc));
   return new Promise((resolvePromise, reject) => {
     let stdout = '';
     let stderr = '';

@@ -1,4 +1,5 @@
 // Starts the real broker and the real emulator on loopback ports for end-to-end tests.
+import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
@@ -120,5 +121,19 @@ export function webhooksTo(brokerUrl: string, retryDelaysMs = [50, 100, 200]): N
     url: `${brokerUrl}/webhooks/incode`,
     oauth: { tokenUrl: `${brokerUrl}/webhooks/incode/token`, clientId: WEBHOOK_CLIENT_ID, clientSecret: WEBHOOK_CLIENT_SECRET },
     retryDelaysMs,
+  };
+}
+
+/** The requests a server receives from now on (method and URL), as soon as their headers are in, until stop(). */
+export function recordRequests(server: Server) {
+  const requests: { method: string; url: string }[] = [];
+  const onRequest = (req: IncomingMessage) => requests.push({ method: req.method ?? '', url: req.url ?? '' });
+  server.on('request', onRequest);
+  return {
+    requests,
+    get urls() {
+      return requests.map((r) => r.url);
+    },
+    stop: () => void server.off('request', onRequest),
   };
 }

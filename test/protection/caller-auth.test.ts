@@ -7,6 +7,7 @@ import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
 import type { SqliteStore } from '../../src/store/sqlite-store';
+import { sha256Hex } from '../../src/security';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 
@@ -123,7 +124,12 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     expect((await post(await sign({}, { sub: 'bob@example.com' }))).interviewId).not.toBe(first.interviewId);
     const scopes = (broker.app.store as SqliteStore).db.prepare('SELECT scope FROM idempotency_keys').all() as { scope: string }[];
     expect(scopes.length).toBeGreaterThanOrEqual(2);
-    for (const { scope } of scopes) expect(scope).not.toMatch(/alice|bob|example\.com/);
+    for (const { scope } of scopes) {
+      expect(scope).toMatch(/^session:sub:[0-9a-f]{32}$/);
+      expect(scope).not.toMatch(/alice|bob|example\.com/);
+      // Keyed: not the plain SHA-256 anyone could compute from a guessed subject.
+      expect(scope).not.toContain(sha256Hex(sub).slice(0, 32));
+    }
   });
 
   it('scopes Idempotency-Keys of tokens without a subject per token, never in one shared scope', async () => {

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
-import { clientNetwork, MemoryRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
+import { clientNetwork, MemoryRateCounter, RedisRateCounter, type RateCounter } from '../../src/protection/rate-counter';
 import { startBrokerProcess } from '../helpers/broker-process';
 import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
@@ -185,6 +185,34 @@ describe('POST /session rate limits (memory counter)', () => {
     await c.close();
   });
 
+  it('the webhook token endpoint checks one request of a network at a time: a right guess sent amid the guesses earns nothing', async () => {
+    // A counter that answers its reads late, as a shared one over the network does: checked side by side, every guess
+    // (the right one too) would read the count before any failure was added to it.
+    const slow = new MemoryRateCounter();
+    const counter: RateCounter = {
+      hitAll: (entries, windowMs) => slow.hitAll(entries, windowMs),
+      // Read at once, answered 100 ms later: the count it answers is what it was when asked.
+      peek: async (key, windowMs) => {
+        const seen = await slow.peek(key, windowMs);
+        return new Promise((resolve) => setTimeout(() => resolve(seen), 100));
+      },
+      close: () => slow.close(),
+    };
+    const b = await startBroker(brokerEnv(emu.url, { TRUST_PROXY_HOPS: '1' }), { rateCounter: counter });
+    brokers.push(b);
+    let arrived = 0;
+    b.app.server.on('request', (req: { url?: string }) => req.url === '/webhooks/incode/token' && arrived++);
+    const token = (secret: string) =>
+      request(b.url).post('/webhooks/incode/token').set('x-forwarded-for', '203.0.113.77').auth(WEBHOOK_CLIENT_ID, secret).type('form').send({ grant_type: 'client_credentials' });
+    const guesses = Array.from({ length: 30 }, (_, i) => token(`guess-${i}`).then((r) => r.status));
+    // Sent once every guess is in, while their reads are still under way.
+    await waitFor(() => arrived >= 30 || null, 5000, 5);
+    const right = await token(WEBHOOK_CLIENT_SECRET);
+    expect((await Promise.all(guesses)).every((st) => st === 401)).toBe(true);
+    expect([right.status, right.body.code]).toEqual([429, 'RATE_LIMITED']);
+    expect(right.body).not.toHaveProperty('access_token');
+  });
+
   it('the webhook token endpoint refuses a network over its failed-attempt limit even the right secret, and no other network', async () => {
     const b = await broker({ TRUST_PROXY_HOPS: '1' });
     const token = (xff: string, secret: string) =>
@@ -319,31 +347,27 @@ describeWith('redis', 'rate limits shared through Redis', () => {
     await redis.del(`incode-broker:rl:ip:${runIp.split('.').slice(0, 3).join('.')}.251`);
   }, 60_000);
 
-  it('reads a parallel burst of guesses at the webhook token endpoint one by one: a right guess in it earns nothing, through the shared counter too', async () => {
+  it('counts a parallel burst of wrong guesses at the webhook token endpoint one by one through the shared counter; the right secret after it is refused', async () => {
     const b = await startBroker(brokerEnv(emu.url, { REDIS_URL: redisUrl(), TRUST_PROXY_HOPS: '1', RESULTS_MODE: 'webhook' }), { runWorker: false });
     const guesser = `${runIp.split('.').slice(0, 3).join('.')}.252`;
-    // 100 connections opened first, so the guesses arrive together and are read in the same turns.
+    // 100 connections opened first, so the guesses arrive together.
     const pool = new Pool(b.url, { connections: 100, pipelining: 1 });
+    const token = (secret: string) =>
+      pool
+        .request({
+          method: 'POST',
+          path: '/webhooks/incode/token',
+          headers: { 'x-forwarded-for': guesser, authorization: `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+          body: 'grant_type=client_credentials',
+        })
+        .then(async (r) => ({ status: r.statusCode, body: (await r.body.json()) as { code?: string; access_token?: string } }));
     try {
       await Promise.all(Array.from({ length: 100 }, () => pool.request({ method: 'GET', path: '/healthz' }).then((r) => r.body.dump())));
-      const answers = await Promise.all(
-        Array.from({ length: 100 }, (_, i) =>
-          pool
-            .request({
-              method: 'POST',
-              path: '/webhooks/incode/token',
-              // The last one is a right guess: it must find the network already over its limit.
-              headers: { 'x-forwarded-for': guesser, authorization: `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${i === 99 ? WEBHOOK_CLIENT_SECRET : `guess-${i}`}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
-              body: 'grant_type=client_credentials',
-            })
-            .then(async (r) => (await r.body.dump(), r.statusCode)),
-        ),
-      );
-      // Every guess was read against the count the ones before it left: thirty checked, the rest refused unread. The
-      // right one earns a token only if it was among the thirty (arrival order is not fixed); read together with the
-      // others it would have been checked too, a thirty-first.
-      expect(answers.filter((s) => s !== 429)).toHaveLength(30);
-      expect(answers.filter((s) => s === 200).length).toBeLessThanOrEqual(1);
+      const answers = await Promise.all(Array.from({ length: 100 }, (_, i) => token(`guess-${i}`)));
+      expect(answers.filter((a) => a.status === 401)).toHaveLength(30);
+      expect(answers.filter((a) => a.status === 429)).toHaveLength(70);
+      const right = await token(WEBHOOK_CLIENT_SECRET);
+      expect([right.status, right.body.code, right.body.access_token]).toEqual([429, 'RATE_LIMITED', undefined]);
     } finally {
       await pool.close();
       await redis.del(`incode-broker:rl:whtoken:${guesser}`);

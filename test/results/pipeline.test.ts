@@ -15,6 +15,7 @@ import {
   WEBHOOK_CLIENT_SECRET,
   brokerEnv,
   freePort,
+  recordRequests,
   startBroker,
   startEmulator,
   waitFor,
@@ -128,12 +129,9 @@ function startOutageProxy() {
 }
 
 /**
- * Holds back its answer to the first /omni/get/score call for `slowMs` (the score itself is read from the emulator at
- * once); `state.log` records each score answer's overall status, and the held call if the broker abandons it.
- */
-/**
  * Holds the first score answer until a later one has been passed on (then 300 ms more), or for at most maxHoldMs: the
- * older fetch answers last however slow the machine is.
+ * older fetch answers last however slow the machine is. The score itself is read from the emulator at once;
+ * `state.log` records each score answer's overall status, and the held call if the broker abandons it.
  */
 function startSlowFirstScoreProxy(maxHoldMs: number) {
   const state = { target: '', scores: 0, log: [] as string[] };
@@ -172,6 +170,29 @@ function webhookToken(url: string, id = WEBHOOK_CLIENT_ID, secret = WEBHOOK_CLIE
     .set('authorization', `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`)
     .type('form')
     .send({ grant_type: 'client_credentials' });
+}
+
+/** The customer's callback secret the tests sign with (Standard Webhooks `whsec_` form). */
+const CALLBACK_SECRET_BYTES = Buffer.from('customer-secret-bytes');
+const CALLBACK_SECRET = `whsec_${CALLBACK_SECRET_BYTES.toString('base64')}`;
+
+/**
+ * A customer's callback receiver on loopback: every delivery attempt is counted, and kept (headers and body as sent)
+ * when `accept` says yes for that attempt (its 1-based number), else answered 500.
+ */
+async function callbackReceiver(accept: (attempt: number) => boolean = () => true) {
+  let attempts = 0;
+  const received: { headers: Record<string, unknown>; body: string; data: Record<string, unknown> }[] = [];
+  const receiver = Fastify();
+  receiver.addContentTypeParser('application/json', { parseAs: 'string' }, (_r, body, done) => done(null, body));
+  receiver.post('/hook', async (req, reply) => {
+    if (!accept(++attempts)) return reply.status(500).send({});
+    const body = req.body as string;
+    received.push({ headers: req.headers, body, data: (JSON.parse(body) as { data: Record<string, unknown> }).data });
+    return { ok: true };
+  });
+  await receiver.listen({ port: 0, host: '127.0.0.1' });
+  return { hook: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`, received, attempts: () => attempts, close: () => receiver.close() };
 }
 
 function pipelineSuite(which: Engine) {
@@ -319,7 +340,9 @@ function pipelineSuite(which: Engine) {
     await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).some((j) => j.kind === 'results' && j.payload.status === 'MANUAL_REVIEW_APPROVED' && j.state === 'done'), 15_000);
     expect((await p.admin(`/sessions/${s.interviewId}`)).body).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve', resultsStatus: 'ready' });
     // The flow completed on its own (mark completed on status); nothing here asked for finish-status.
-    expect(p.emulator.app.emulator.sessions.sessions.get(s.interviewId)?.finishRequested).toBeFalsy();
+    const atIncode = p.emulator.app.emulator.sessions.sessions.get(s.interviewId);
+    expect(atIncode).toBeDefined();
+    expect(atIncode!.finishRequested).toBeFalsy();
   });
 
   it('loses no result when 30% of Incode calls fail', async () => {
@@ -500,17 +523,10 @@ function pipelineSuite(which: Engine) {
 
   it("keeps a newer status's results when an older status's results job answers last, and tells the customer once", async () => {
     const proxy = await startSlowFirstScoreProxy(4000);
-    const callbacks: string[] = [];
-    const receiver = Fastify();
-    receiver.post('/hook', async (req) => {
-      callbacks.push(JSON.stringify((req.body as { data: unknown }).data));
-      return { ok: true };
-    });
-    await receiver.listen({ port: 0, host: '127.0.0.1' });
+    const receiver = await callbackReceiver();
     try {
       // The reviewer's verdict comes 400 ms after ONBOARDING_FINISHED, while that status's score fetch is held back.
-      const hook = `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`;
-      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '5000', CALLBACK_URL: hook, CALLBACK_SECRET: `whsec_${Buffer.from('x'.repeat(24)).toString('base64')}` }, { processingDelayMs: 400 });
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '5000', CALLBACK_URL: receiver.hook, CALLBACK_SECRET }, { processingDelayMs: 400 });
       proxy.state.target = p.emulator.url;
       const s = await p.newSession({ externalCustomerId: 'emu:manual-approved' });
       await captureAll(`${p.emulator.url}/0/`, s.token);
@@ -523,7 +539,7 @@ function pipelineSuite(which: Engine) {
       expect(v.scores.overall.status).toBe('MANUAL_OK');
       // The older answer stored nothing, so it sent nothing: one callback, for the newer status.
       await waitFor(async () => (await p.broker.app.store.countJobs()).queued + (await p.broker.app.store.countJobs()).running === 0);
-      expect(callbacks.map((c) => JSON.parse(c))).toEqual([{ interviewId: s.interviewId, onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve', updatedAt: expect.any(String) }]);
+      expect(receiver.received.map((c) => c.data)).toEqual([{ interviewId: s.interviewId, onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve', updatedAt: expect.any(String) }]);
     } finally {
       await proxy.close();
       await receiver.close();
@@ -533,7 +549,8 @@ function pipelineSuite(which: Engine) {
   it('stops an attempt whose Incode call outlasts the job lease, and retries it, instead of letting a second attempt run beside it', async () => {
     const proxy = await startSlowFirstScoreProxy(8000);
     try {
-      // The held score call would answer after 8 s; the lease is 2 s and Incode's own timeout is far longer.
+      // The held score call would answer after up to 8 s (no later one comes to release it); the lease is 2 s and
+      // Incode's own timeout is far longer.
       p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '30000', JOB_LEASE_MS: '2000', JOB_BACKOFF_MS: '100' });
       proxy.state.target = p.emulator.url;
       const s = await p.newSession();
@@ -650,28 +667,20 @@ function pipelineSuite(which: Engine) {
   });
 
   it('notifies the customer with a Standard Webhooks signature, without PII', async () => {
-    const received: { headers: Record<string, unknown>; body: string }[] = [];
-    const receiver = Fastify();
-    receiver.addContentTypeParser('application/json', { parseAs: 'string' }, (_r, body, done) => done(null, body));
-    let failFirst = true;
-    receiver.post('/hook', async (req, reply) => {
-      if (failFirst) {
-        failFirst = false;
-        return reply.status(500).send({});
-      }
-      received.push({ headers: req.headers, body: req.body as string });
-      return { ok: true };
-    });
-    await receiver.listen({ port: 0, host: '127.0.0.1' });
-    const secret = 'whsec_' + Buffer.from('customer-secret-bytes').toString('base64');
-    p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`, CALLBACK_SECRET: secret });
-    const s = await p.newSession({ externalCustomerId: 'cust-secret-name' });
-    await captureAll(s.apiUrl, s.token);
-    await p.ready(s.interviewId);
-    await waitFor(async () => received.length > 0);
-    await receiver.close();
-    const { headers, body } = received[0];
-    const expected = createHmac('sha256', Buffer.from('customer-secret-bytes')).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`).digest('base64');
+    // The first delivery fails: the event is retried.
+    const receiver = await callbackReceiver((attempt) => attempt > 1);
+    let s!: Awaited<ReturnType<Pair['newSession']>>;
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET });
+      s = await p.newSession({ externalCustomerId: 'cust-secret-name' });
+      await captureAll(s.apiUrl, s.token);
+      await p.ready(s.interviewId);
+      await waitFor(async () => receiver.received.length > 0);
+    } finally {
+      await receiver.close();
+    }
+    const { headers, body } = receiver.received[0];
+    const expected = createHmac('sha256', CALLBACK_SECRET_BYTES).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`).digest('base64');
     expect(headers['webhook-signature']).toBe(`v1,${expected}`);
     const event = JSON.parse(body);
     expect(event).toMatchObject({ type: 'session.results_ready', data: { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' } });
@@ -694,9 +703,8 @@ function pipelineSuite(which: Engine) {
     const s = await p.newSession();
     await captureAll(s.apiUrl, s.token);
     await p.ready(s.interviewId);
-    const calls: string[] = [];
-    const seen = (req: IncomingMessage) => req.method === 'DELETE' && calls.push(String(req.url));
-    p.emulator.app.server.on('request', seen);
+    const incode = recordRequests(p.emulator.app.server);
+    const calls = () => incode.requests.filter((r) => r.method === 'DELETE').map((r) => r.url);
     try {
       // Without the flag the erasure stays local: Incode still has the session.
       const local = await p.newSession();
@@ -711,7 +719,7 @@ function pipelineSuite(which: Engine) {
       await waitFor(async () => (await deletions()).join() === 'done');
       expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-deleted')).toHaveLength(1);
       expect(p.emulator.app.emulator.sessions.sessions.has(s.interviewId)).toBe(false);
-      expect(calls).toEqual([`/omni/interview?interviewId=${s.interviewId}&keepCustomer=false`]);
+      expect(calls()).toEqual([`/omni/interview?interviewId=${s.interviewId}&keepCustomer=false`]);
       // Asked again (the session is gone at Incode too): a quiet success, deleted already.
       await request(p.broker.url).delete(`/sessions/${s.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
       await waitFor(async () => (await deletions()).join() === 'done,done');
@@ -722,34 +730,24 @@ function pipelineSuite(which: Engine) {
       expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete')).toEqual([]);
       expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ incodeDeletion: 'done' });
     } finally {
-      p.emulator.app.server.off('request', seen);
+      incode.stop();
     }
   });
 
   it('says nothing more about a session erased while its callback was still being retried', async () => {
-    let attempts = 0;
     let open = false;
-    const delivered: string[] = [];
-    const receiver = Fastify();
-    receiver.post('/hook', async (req, reply) => {
-      attempts++;
-      if (!open) return reply.status(500).send({});
-      delivered.push(JSON.stringify(req.body));
-      return { ok: true };
-    });
-    await receiver.listen({ port: 0, host: '127.0.0.1' });
+    const receiver = await callbackReceiver(() => open);
     try {
-      const secret = 'whsec_' + Buffer.from('customer-secret-bytes').toString('base64');
-      p = await startPair({ RESULTS_MODE: 'webhook', JOB_BACKOFF_MS: '50', CALLBACK_URL: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`, CALLBACK_SECRET: secret });
+      p = await startPair({ RESULTS_MODE: 'webhook', JOB_BACKOFF_MS: '50', CALLBACK_URL: receiver.hook, CALLBACK_SECRET });
       const s = await p.newSession();
       await captureAll(s.apiUrl, s.token);
       await p.ready(s.interviewId);
-      await waitFor(() => attempts > 0);
+      await waitFor(() => receiver.attempts() > 0);
       await request(p.broker.url).delete(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
       open = true;
       const callbackJob = async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback');
       await waitFor(async () => (await callbackJob())?.state === 'done', 10_000);
-      expect(delivered).toEqual([]);
+      expect(receiver.received).toEqual([]);
     } finally {
       await receiver.close();
     }
@@ -793,22 +791,16 @@ function pipelineSuite(which: Engine) {
   });
 
   it("an older callback retried after a newer decision was stored is not sent; events carry the session's last change", async () => {
-    const delivered: { onboardingStatus: string; decision: string; updatedAt?: string }[] = [];
-    const receiver = Fastify();
-    receiver.post('/hook', async (req) => {
-      delivered.push((req.body as { data: (typeof delivered)[number] }).data);
-      return { ok: true };
-    });
-    await receiver.listen({ port: 0, host: '127.0.0.1' });
+    const receiver = await callbackReceiver();
+    const delivered = () => receiver.received.map((r) => r.data);
     try {
-      const secret = 'whsec_' + Buffer.from('customer-secret-bytes').toString('base64');
-      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`, CALLBACK_SECRET: secret });
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET });
       const s = await p.newSession();
       await captureAll(s.apiUrl, s.token);
       await p.ready(s.interviewId);
-      await waitFor(() => delivered.length > 0 || null);
+      await waitFor(() => receiver.received.length > 0 || null);
       const stored = (await p.broker.app.store.getSession(s.interviewId))!;
-      expect(delivered[0]).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve', updatedAt: new Date(stored.updatedAt).toISOString() });
+      expect(delivered()[0]).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve', updatedAt: new Date(stored.updatedAt).toISOString() });
       // The event of an earlier decision, still being retried when the newer results were stored.
       const now = Date.now();
       await p.broker.app.store.enqueueJob({ kind: 'callback', subject: s.interviewId, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'review' }, runAt: now, dedupeKey: `callback:${s.interviewId}:old` }, now);
@@ -816,7 +808,7 @@ function pipelineSuite(which: Engine) {
       // Nor one of an earlier status with the same decision (a reviewer's verdict that agreed with the scores).
       await p.broker.app.store.enqueueJob({ kind: 'callback', subject: s.interviewId, payload: { onboardingStatus: 'ID_VALIDATION_FINISHED', decision: 'approve' }, runAt: now, dedupeKey: `callback:${s.interviewId}:older-status` }, now);
       await waitFor(async () => ((await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback' && j.payload.onboardingStatus === 'ID_VALIDATION_FINISHED')?.state === 'done' ? true : null), 10_000);
-      expect(delivered.map((d) => `${d.onboardingStatus}:${d.decision}`)).toEqual(['ONBOARDING_FINISHED:approve']);
+      expect(delivered().map((d) => `${d.onboardingStatus}:${d.decision}`)).toEqual(['ONBOARDING_FINISHED:approve']);
     } finally {
       await receiver.close();
     }
@@ -1172,7 +1164,7 @@ describe('shutdown with a callback in flight', () => {
         DATABASE_URL: `sqlite:${dbFile}`,
         SHUTDOWN_GRACE_MS: '200',
         CALLBACK_URL: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`,
-        CALLBACK_SECRET: 'whsec_' + Buffer.from('customer-secret-bytes').toString('base64'),
+        CALLBACK_SECRET,
       });
       const s = await p.newSession();
       await captureAll(s.apiUrl, s.token);

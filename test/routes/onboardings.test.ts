@@ -1,9 +1,9 @@
 // POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503, the upload budget.
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type Server } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
-import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running, waitForResults } from '../helpers/harness';
+import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running, waitForResults } from '../helpers/harness';
 import { tempDir } from '../helpers/temp';
 
 const b64 = (b: Buffer) => b.toString('base64');
@@ -31,14 +31,6 @@ async function post(body: unknown, opts: { key?: string | null; url?: string; ra
 async function session(id: string) {
   const res = await fetch(`${broker.url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
   return (await res.json()) as Record<string, any>;
-}
-
-/** The URLs a server receives from now on, as soon as their headers are in (an emulator's fault latency comes later). */
-function recordRequests(server: Server) {
-  const urls: string[] = [];
-  const onRequest = (req: { url?: string }) => urls.push(req.url ?? '');
-  server.on('request', onRequest);
-  return { urls, stop: () => server.off('request', onRequest) };
 }
 
 /**

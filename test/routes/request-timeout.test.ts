@@ -1,15 +1,27 @@
 // REQUEST_TIMEOUT_MS: an upload that stops arriving is answered and closed, so it gives back its share of the upload
 // budget and lets app.close() finish; a slow handler is not cut short by it.
 import net from 'node:net';
+import type { Server } from 'node:http';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { sampleImages } from '../helpers/flow';
-import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
 
 const BUDGET = 1_000_000;
 
-/** Sends the headers of a POST /onboardings announcing `length` bytes and the first few, then nothing more. */
-function stalledUpload(brokerUrl: string, length: number) {
-  const u = new URL(brokerUrl);
+/**
+ * Sends the headers of a POST /onboardings announcing `length` bytes and the first few, then nothing more. `admitted`
+ * settles once the broker's server has taken the request in (not merely once the client wrote it).
+ */
+function stalledUpload(broker: { url: string; app: { server: Server } }, length: number) {
+  const u = new URL(broker.url);
+  const admitted = new Promise<void>((resolve) => {
+    const onRequest = (req: { url?: string }) => {
+      if (req.url !== '/onboardings') return;
+      broker.app.server.off('request', onRequest);
+      resolve();
+    };
+    broker.app.server.on('request', onRequest);
+  });
   const socket = net.connect(Number(u.port), u.hostname);
   let received = '';
   socket.on('data', (d) => (received += d.toString()));
@@ -23,7 +35,7 @@ function stalledUpload(brokerUrl: string, length: number) {
       ),
     ),
   );
-  return { socket, sent, closed, received: () => received };
+  return { socket, sent, admitted, closed, received: () => received };
 }
 
 async function upload(brokerUrl: string) {
@@ -51,15 +63,11 @@ describe('REQUEST_TIMEOUT_MS', () => {
 
   it('closes a stalled upload after the timeout and gives its upload budget back', async () => {
     const b = await startBroker(brokerEnv(emu.url, { REQUEST_TIMEOUT_MS: '2000', ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) }), { runWorker: false });
-    // The refusal below needs the stalled upload admitted first, not merely written by the client.
-    let stalledIn = false;
-    b.app.server.on('request', (req: { url?: string }) => {
-      if (req.url === '/onboardings') stalledIn = true;
-    });
-    const stalled = stalledUpload(b.url, BUDGET);
+    const stalled = stalledUpload(b, BUDGET);
     try {
       const sentAt = await stalled.sent;
-      await waitFor(() => stalledIn, 5_000, 5);
+      // The refusal below needs the stalled upload admitted first, not merely written by the client.
+      await bounded(stalled.admitted, 5000);
       // While it holds the whole budget, a real upload is turned away: the stalled one really holds it.
       const refused = await upload(b.url);
       expect(refused.status).toBe(503);
@@ -82,15 +90,11 @@ describe('REQUEST_TIMEOUT_MS', () => {
   it('lets app.close() finish within SHUTDOWN_GRACE_MS while an upload is stalled (Node stops its timeouts once closing)', async () => {
     const env = brokerEnv(emu.url, { REQUEST_TIMEOUT_MS: '60000', SHUTDOWN_GRACE_MS: '1000', ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) });
     const b = await startBroker(env, { runWorker: false });
-    let stalledIn = false;
-    b.app.server.on('request', (req: { url?: string }) => {
-      if (req.url === '/onboardings') stalledIn = true;
-    });
-    const stalled = stalledUpload(b.url, BUDGET);
+    const stalled = stalledUpload(b, BUDGET);
     try {
       await stalled.sent;
       // Admitted first, so the real upload below is the one turned away.
-      await waitFor(() => stalledIn, 5_000, 5);
+      await bounded(stalled.admitted, 5000);
       // Only once the route holds it is the connection busy (an idle one is closed by close() anyway).
       expect((await upload(b.url)).status).toBe(503);
       const t = Date.now();

@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
-import { ADMIN_KEY, TEST_API_KEY, brokerEnv, startBroker, startEmulator, startSandbox, waitFor, waitForResults, type Running } from '../helpers/harness';
+import { ADMIN_KEY, TEST_API_KEY, brokerEnv, recordRequests, startBroker, startEmulator, startSandbox, waitFor, waitForResults, type Running } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
 import { sha256Hex } from '../../src/store/crypto';
 import type { SqliteStore } from '../../src/store/sqlite-store';
@@ -89,13 +89,18 @@ describe('POST /session against the emulator', () => {
   it('exchanges a resume token for a fresh token of the same onboarding, without a new session', async () => {
     const first = (await request(broker.url).post('/session').expect(200)).body;
     const before = emu.app.emulator.sessions.size;
+    // The emulator's tokens carry their issue time in seconds: resumed in a later second, the fresh token differs.
+    await new Promise((r) => setTimeout(r, 1005 - (Date.now() % 1000)));
     const resumed = (await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(200)).body;
     expect(resumed.interviewId).toBe(first.interviewId);
+    expect(resumed.token).not.toBe(first.token);
     expect(resumed.resumeToken).not.toBe(first.resumeToken);
     expect(emu.app.emulator.sessions.size).toBe(before);
     // The new token identifies the session to the app view.
     const st = await request(broker.url).get('/session/status').set('x-incode-hardware-id', resumed.token).expect(200);
     expect(st.body.interviewId).toBe(first.interviewId);
+    // The replaced token no longer does (the README tells the app to switch).
+    expect((await request(broker.url).get('/session/status').set('x-incode-hardware-id', first.token).expect(401)).body.code).toBe('UNAUTHORIZED');
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: 'x'.repeat(43) }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
     // The token names its session, but only the secret part unlocks it.
     const forged = `${first.resumeToken.split('.')[0]}.${'A'.repeat(43)}`;
@@ -113,11 +118,10 @@ describe('POST /session against the emulator', () => {
     const first = res.body;
     await captureAll(`${emu.url}/0/`, first.token);
     await waitForResults(broker.url, first.interviewId);
-    const starts: string[] = [];
-    const onRequest = (req: { url?: string }) => req.url?.startsWith('/omni/start') && starts.push(req.url);
-    emu.app.server.on('request', onRequest);
+    const incode = recordRequests(emu.app.server);
     const refused = await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(409);
-    emu.app.server.off('request', onRequest);
+    incode.stop();
+    const starts = incode.urls.filter((u) => u.startsWith('/omni/start'));
     expect(refused.body.code).toBe('SESSION_FINISHED');
     expect(refused.headers['cache-control']).toBe('no-store');
     // Incode was not asked for a token, and the resume token stays spent.
@@ -316,16 +320,14 @@ describe('POST /session against the emulator', () => {
 
   it('a burst of readiness probes makes one call to Incode', async () => {
     const fresh = await startBroker(brokerEnv(emu.url));
-    const probes: string[] = [];
-    // Readiness asks without an id; the shared broker's own polls (with ?id=) are not counted.
-    const onRequest = (req: { url?: string }) => req.url === '/omni/get/onboarding/status' && probes.push(req.url);
-    emu.app.server.on('request', onRequest);
+    const incode = recordRequests(emu.app.server);
     try {
       const answers = await Promise.all(Array.from({ length: 20 }, () => request(fresh.url).get('/readyz')));
       expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
-      expect(probes).toHaveLength(1);
+      // Readiness asks without an id; the shared broker's own polls (with ?id=) are not counted.
+      expect(incode.urls.filter((u) => u === '/omni/get/onboarding/status')).toHaveLength(1);
     } finally {
-      emu.app.server.off('request', onRequest);
+      incode.stop();
       await fresh.close();
     }
   });

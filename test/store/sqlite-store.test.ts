@@ -1,7 +1,6 @@
 // Runs the store contract on SQLite (temp file and :memory:) plus SQLite-only checks: raw file bytes, WAL, throughput.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
@@ -335,7 +334,7 @@ describe('SqliteStore specifics', () => {
 
 describe('a SQLite file locked by another process', () => {
   it('reads as "database unavailable" (503), not as a bug', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sqlite-busy-'));
+    const dir = tempDir('sqlite-busy-');
     const a = new Database(join(dir, 'b.db'));
     const b = new Database(join(dir, 'b.db'));
     try {
@@ -355,7 +354,6 @@ describe('a SQLite file locked by another process', () => {
     } finally {
       a.close();
       b.close();
-      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

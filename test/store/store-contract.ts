@@ -1029,7 +1029,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
 
         itShared('stops between batches when the sweep is stopped, and the next sweep goes on from there', async () => {
           await underK1();
-          // 30 more sessions, so that the walk takes more than one batch of sessions.
+          // A batch and 30 more sessions, so that the walk takes more than one batch of sessions.
           for (let i = 0; i < REKEY_BATCH + 30; i++) await session(`m${String(i).padStart(3, '0')}`, { token: `tok-m${i}`, externalCustomerId: null });
           const all = K1_VALUES + REKEY_BATCH + 30;
           const rotated = await open(new Cipher([K2, K1]));
