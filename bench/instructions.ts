@@ -60,7 +60,9 @@ async function count(ctx: BenchContext, target: 'broker' | 'floor', incodeUrl: s
       : { PORT: String(port), FLOOR_UPSTREAM: incodeUrl, FLOOR_API_KEY: API_KEY, HOST: '127.0.0.1' };
   // valgrind names its control pipe after USER and HOST, and callgrind_control looks for it by its own: both see the same.
   const identity = { HOST: childEnv.HOST, ...(env.USER ? { USER: env.USER } : {}), ...(env.LOGNAME ? { LOGNAME: env.LOGNAME } : {}) };
-  const args = target === 'broker' ? [join(ROOT, 'dist', 'server.js')] : ['--import', 'tsx', join(ROOT, 'bench', 'floor-proxy.ts')];
+  // BENCH_BROKER_NODE_ARGS as in `npm run bench` (e.g. GC flags to count what they cost).
+  const brokerFlags = (env.BENCH_BROKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const args = target === 'broker' ? [...brokerFlags, join(ROOT, 'dist', 'server.js')] : ['--import', 'tsx', join(ROOT, 'bench', 'floor-proxy.ts')];
   const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${out}/cg.%p`, process.execPath, ...args], {
     cwd: ROOT,
     env: { PATH: env.PATH ?? '', HOME: env.HOME ?? '', ...childEnv, ...identity },
@@ -107,7 +109,9 @@ async function main(): Promise<number> {
   const ctx: BenchContext = { logDir, tmpDir: mkdtempSync(join(tmpdir(), 'incode-instr-')), brokerMode: 'compiled', logLevel: env.BENCH_LOG_LEVEL ?? 'info', durationS: 0, warmupS: 0, rounds: 1 };
   const rows: [string, ThreadCounts][] = [];
   try {
-    for (const target of ['broker', 'floor'] as const) {
+    // INSTR_TARGETS=broker counts the broker alone (an A/B of its flags or code).
+    const targets = (env.INSTR_TARGETS ?? 'broker,floor').split(',').filter((t): t is 'broker' | 'floor' => t === 'broker' || t === 'floor');
+    for (const target of targets) {
       process.stderr.write(`${target}: ${WARMUP} requests of warm-up, then ${MEASURED} counted, under callgrind...\n`);
       const emu = await startEmulator(ctx, `instructions-${target}`, { faults: { startLatencyMs: 0 } });
       try {
@@ -122,8 +126,9 @@ async function main(): Promise<number> {
   const k = (n: number) => `${Math.round(n / MEASURED / 1000).toLocaleString('en-US')} k`;
   process.stdout.write(`\ninstructions per POST /session (${MEASURED} requests after ${WARMUP} of warm-up)\ntarget   main thread  all threads\n`);
   for (const [name, c] of rows) process.stdout.write(`${name.padEnd(8)} ${k(c.main).padStart(11)}  ${k(c.all).padStart(11)}\n`);
-  const [broker, floor] = rows.map(([, c]) => c);
-  process.stdout.write(`broker / floor, main thread: ${(broker.main / floor.main).toFixed(2)}x\n`);
+  const broker = rows.find(([n]) => n === 'broker')?.[1];
+  const floor = rows.find(([n]) => n === 'floor')?.[1];
+  if (broker && floor) process.stdout.write(`broker / floor, main thread: ${(broker.main / floor.main).toFixed(2)}x\n`);
   return 0;
 }
 

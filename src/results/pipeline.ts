@@ -100,7 +100,8 @@ export class ResultsPipeline {
     const payload = { interviewId: body.interviewId, onboardingStatus: body.onboardingStatus, clientId: boundedText(body.clientId), flowId: boundedText(body.flowId) };
     const inserted = await this.d.store.recordEvent(
       { key, interviewId: body.interviewId, onboardingStatus: body.onboardingStatus, payload, receivedAt: now },
-      { kind: 'verify', subject: body.interviewId, payload: { source: 'webhook', eventKey: key }, runAt: now },
+      // The status the webhook claims goes with its check: a read that is still behind it is tried again (verify).
+      { kind: 'verify', subject: body.interviewId, payload: { source: 'webhook', eventKey: key, claimed: body.onboardingStatus }, runAt: now },
     );
     if (inserted) this.d.kick?.();
     return { duplicate: !inserted };
@@ -271,9 +272,16 @@ export class ResultsPipeline {
       await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) });
     }
     await this.apply(id, status, source);
-    // Processing still going on, and no polling to come back to it: the status is stored, and this check comes back
-    // itself, with backoff (dead-lettered visibly if processing never ends).
-    if (processing && this.d.config.results.mode === 'webhook') throw new JobError('PROCESSING_NOT_DONE', true);
+    if (this.d.config.results.mode === 'webhook') {
+      // No polling to come back to this session, so this check comes back itself, with backoff (and is dead-lettered
+      // visibly if it never gets there): while processing still goes on (the status is stored), and while Incode's
+      // status read is behind the status its webhook announced (a read served before the change reached it would
+      // otherwise leave a finished session unfinished here for good). What was read is applied either way: the
+      // webhook's claim is never taken for the status.
+      if (processing) throw new JobError('PROCESSING_NOT_DONE', true);
+      const claimed = job.payload.claimed;
+      if (typeof claimed === 'string' && statusRank(claimed) > statusRank(status)) throw new JobError('STATUS_BEHIND_WEBHOOK', true);
+    }
     await this.done(job);
   }
 

@@ -265,16 +265,19 @@ function pipelineSuite(which: Engine) {
     expect(after.fetchedAt).toBe(before.fetchedAt);
   });
 
-  it('a forged webhook for a session that has not finished changes nothing (verify by fetch)', async () => {
-    p = await startPair({ RESULTS_MODE: 'webhook' });
+  it('a forged webhook for a session that has not finished changes nothing (verify by fetch): its check is retried, then dead', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook', JOB_MAX_ATTEMPTS: '3', JOB_BACKOFF_MS: '20' });
     const s = await p.newSession();
     const tok = (await webhookToken(p.broker.url)).body.access_token as string;
     await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
     await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: 'ffffffffffffffffffffffff', onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
     await waitFor(async () => {
       const c = await p.broker.app.store.countJobs();
-      return c.queued === 0 && c.running === 0 && c.done >= 2;
+      return c.queued === 0 && c.running === 0 && c.done >= 1 && c.dead >= 1;
     });
+    // Incode's read stays behind the claim: the check came back as often as allowed, and each time applied only what it read.
+    const [check] = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
+    expect(check).toMatchObject({ state: 'dead', attempts: 3, lastError: 'STATUS_BEHIND_WEBHOOK' });
     const now = (await p.admin(`/sessions/${s.interviewId}`)).body;
     expect(now.onboardingStatus).toBe('UNKNOWN');
     expect(now.resultsStatus).toBe('pending');
@@ -282,6 +285,21 @@ function pipelineSuite(which: Engine) {
     await p.admin('/sessions/ffffffffffffffffffffffff').expect(404);
     const audit = await p.broker.app.store.listAudit('ffffffffffffffffffffffff');
     expect(audit.map((a) => a.kind)).toContain('webhook-unverified');
+  });
+
+  it("without polling, a webhook ahead of the status Incode reads is checked again until the read catches up", async () => {
+    // Incode's own webhooks are dropped: the one below, sent before processing ends, is the only word of the finish.
+    p = await startPair({ RESULTS_MODE: 'webhook' }, { faults: { dropWebhookRate: 1 }, processingDelayMs: 1000 });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
+    const done = await p.ready(s.interviewId);
+    expect(done.onboardingStatus).toBe('ONBOARDING_FINISHED');
+    expect(done.decision).toBe('approve');
+    const [check] = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
+    expect(check.state).toBe('done');
+    expect(check.attempts).toBeGreaterThan(1);
   });
 
   it('results fetched by polling while the webhook for that status waits in the queue are no polling repair', async () => {
