@@ -590,7 +590,8 @@ function pipelineSuite(which: Engine) {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     const s = await p.newSession();
     const tok = (await webhookToken(p.broker.url)).body.access_token as string;
-    const body = { interviewId: s.interviewId, onboardingStatus: 'ID_VALIDATION_FINISHED', flowId: 'flow\u0000x', clientId: '\u0000', note: 'a\u0000b', lone: 'x\ud800y' };
+    // The status Incode reads for a new session, so the check is done at once (one ahead of the read would come back).
+    const body = { interviewId: s.interviewId, onboardingStatus: 'UNKNOWN', flowId: 'flow\u0000x', clientId: '\u0000', note: 'a\u0000b', lone: 'x\ud800y' };
     const first = await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body);
     expect([first.status, first.body]).toEqual([200, { success: true }]);
     // Recorded once: Incode's redelivery is a duplicate, and the hint was checked like any other.
@@ -599,7 +600,7 @@ function pipelineSuite(which: Engine) {
       const jobs = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
       return jobs.length === 1 && jobs[0].state === 'done' && jobs;
     });
-    expect(verify[0].payload).toMatchObject({ source: 'webhook', eventKey: `${s.interviewId}:ID_VALIDATION_FINISHED` });
+    expect(verify[0].payload).toMatchObject({ source: 'webhook', eventKey: `${s.interviewId}:UNKNOWN`, claimed: 'UNKNOWN' });
   });
 
   it('acknowledges an authenticated webhook whose informative fields are long or not strings, and records it', async () => {
