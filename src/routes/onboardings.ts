@@ -1,6 +1,6 @@
 // POST /onboardings: the server-to-server flow; 422 for a capture to repeat, else 202 and the rest in the background.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError, overloadedError } from '../errors';
@@ -80,6 +80,33 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
     for (const ac of [...capturing.values(), ...inflight.values()]) ac.abort();
     await settledWithin([...capturing.keys(), ...inflight.keys()], STOP_WIND_DOWN_MS);
   });
+
+  /**
+   * Watches an accepted onboarding until its results are stored. Out of the handler on purpose: a closure made in the
+   * handler would share its scope, so the request and its decoded images (tens of MB) would stay in memory for as
+   * long as the finish runs (up to 10 min), after the upload budget has already given their bytes back.
+   */
+  function finishInBackground(interviewId: string, requestId: string, log: FastifyBaseLogger): void {
+    if (closing) return void log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+    // Bounded: each finish watches its session until its results are stored. Past the bound the session is one
+    // like any SDK session: its webhooks and polling finish it (and mark it complete under MARK_COMPLETE).
+    if (inflight.size >= config.limits.onboardingMaxBackground)
+      return void log.warn({ interviewId, running: inflight.size }, 'onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND finishes already running');
+    const ac = new AbortController();
+    const p: Promise<void> = o
+      .finish(interviewId, { signal: ac.signal, requestId })
+      .then(
+        (r) => log.info({ interviewId, decision: r.decision }, 'onboarding finished'),
+        // The orchestrator already recorded the step and its code on the session; no PII in this line.
+        (err: unknown) => {
+          const e = err as OnboardingError;
+          if (e?.code === 'ABORTED') log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+          else log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
+        },
+      )
+      .finally(() => inflight.delete(p));
+    inflight.set(p, ac);
+  }
 
   // A 30 MB upload costs several times its size in heap while it is parsed and decoded, so what the uploads in
   // flight announced (Content-Length; the body limit when unannounced) is bounded and the rest turned away before
@@ -182,28 +209,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       }
 
       const interviewId = outcome.interviewId;
-      if (closing) req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
-      // Bounded: each finish watches its session until its results are stored. Past the bound the session is one
-      // like any SDK session: its webhooks and polling finish it (and mark it complete under MARK_COMPLETE).
-      else if (inflight.size >= config.limits.onboardingMaxBackground)
-        req.log.warn({ interviewId, running: inflight.size }, 'onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND finishes already running');
-      else {
-        const ac = new AbortController();
-        const p: Promise<void> = o
-          .finish(interviewId, { signal: ac.signal, requestId: req.id })
-          .then(
-            (r) => req.log.info({ interviewId, decision: r.decision }, 'onboarding finished'),
-            // The orchestrator already recorded the step and its code on the session; no PII in this line.
-            (err: unknown) => {
-              const e = err as OnboardingError;
-              if (e?.code === 'ABORTED') req.log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
-              else req.log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
-            },
-          )
-          .finally(() => inflight.delete(p));
-        inflight.set(p, ac);
-      }
-
+      finishInBackground(interviewId, req.id, req.log);
       reply.status(202);
       return { interviewId, status: 'processing' as const };
     },

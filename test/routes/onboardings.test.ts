@@ -1,6 +1,8 @@
 // POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503, the upload budget.
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running, waitForResults } from '../helpers/harness';
@@ -28,8 +30,20 @@ async function post(body: unknown, opts: { key?: string | null; url?: string; ra
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
 
-async function session(id: string) {
-  const res = await fetch(`${broker.url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+/** A JPEG grown to about `bytes` more by comment (COM) segments after its start marker, which decoders skip. */
+function withCommentSegments(jpegBytes: Buffer, bytes: number): Buffer {
+  const segments: Buffer[] = [];
+  for (let left = bytes; left > 0; left -= 65_533) {
+    const data = Buffer.alloc(Math.min(left, 65_533), 0x61);
+    const head = Buffer.from([0xff, 0xfe, 0, 0]);
+    head.writeUInt16BE(data.length + 2, 2);
+    segments.push(head, data);
+  }
+  return Buffer.concat([jpegBytes.subarray(0, 2), ...segments, jpegBytes.subarray(2)]);
+}
+
+async function session(id: string, url = broker.url) {
+  const res = await fetch(`${url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
   return (await res.json()) as Record<string, any>;
 }
 
@@ -433,6 +447,40 @@ describe('POST /onboardings', () => {
       req.destroy();
     }
   }, 30_000);
+
+  it('does not keep an accepted upload in memory while its onboarding finishes in the background', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const heapAfterGc = () => {
+      for (let i = 0; i < 3; i++) gc();
+      return process.memoryUsage().heapUsed;
+    };
+    // Incode's processing outlasts the test: the background finish is still watching when the heap is measured.
+    const slow = await startEmulator({ processingDelayMs: 60_000 });
+    const b = await startBroker(brokerEnv(slow.url, { ONBOARDING_BODY_LIMIT_BYTES: String(16 * 1024 * 1024) }));
+    try {
+      // One small onboarding first, so that what its first request compiles and caches is not counted below.
+      expect((await post(GOOD, { url: b.url })).status).toBe(202);
+      const before = heapAfterGc();
+      // A real ID photo's size (comment segments the decoder skips), built and sent in a scope of its own so that the
+      // test holds none of it afterwards: 8 MB of base64, one byte a character in the heap.
+      const interviewId = await (async () => {
+        const front = b64(withCommentSegments(img.idFront(), 6 * 1024 * 1024));
+        const r = await post({ ...GOOD, front }, { url: b.url });
+        expect(r.status).toBe(202);
+        return r.body.interviewId as string;
+      })();
+      await new Promise((r) => setTimeout(r, 200));
+      // Still being watched in the background: its results cannot have arrived.
+      expect((await session(interviewId, b.url)).resultsStatus).toBe('pending');
+      const retained = heapAfterGc() - before;
+      // Held, the upload alone would be over 8 MB (11 MB measured before the fix).
+      expect(retained).toBeLessThan(4 * 1024 * 1024);
+    } finally {
+      await b.close();
+      await slow.close();
+    }
+  });
 
   it('always admits one upload, even one announced above the whole budget', async () => {
     const small = await startBroker(brokerEnv(emulator.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(100_000) }));
