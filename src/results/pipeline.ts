@@ -152,7 +152,8 @@ export class ResultsPipeline {
       await this.d.store.enqueueJob({ kind: 'verify', subject: s.interviewId, payload: { source: 'poll' }, runAt: now, dedupeKey: `verify:${s.interviewId}:poll` }, now);
       const attempts = s.pollAttempts + 1;
       const delay = Math.min(pollMaxIntervalMs, pollIntervalMs * 2 ** Math.min(attempts, 20));
-      await this.d.store.schedulePoll(s.interviewId, now + delay, attempts);
+      // Only the poll it listed: an abandoned onboarding or a final check may have ended polling since.
+      await this.d.store.schedulePoll(s.interviewId, now + delay, attempts, s.nextPollAt);
     }
     if (due.length) this.d.kick?.();
     return due.length;
@@ -219,7 +220,7 @@ export class ResultsPipeline {
     // read the session (the row as upsertSession answered it: setting lastError changed nothing polling reads).
     if (!session || session.nextPollAt !== null || !keepsPolling(session) || this.pollingGaveUp(session, now)) return;
     const at = this.firstPollAt(session.origin, now);
-    if (at !== null) await this.d.store.schedulePoll(job.subject, at, session.pollAttempts);
+    if (at !== null) await this.d.store.schedulePoll(job.subject, at, session.pollAttempts, null);
   }
 
   /**

@@ -364,8 +364,15 @@ export class PostgresStore implements Store {
     return (rowCount ?? 0) > 0;
   }
 
-  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void> {
-    await this.q('UPDATE sessions SET next_poll_at = $2::bigint, poll_attempts = $3::int WHERE interview_id = $1', [interviewId, nextPollAt, pollAttempts]);
+  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, seen?: number | null): Promise<void> {
+    if (seen === undefined) await this.q('UPDATE sessions SET next_poll_at = $2::bigint, poll_attempts = $3::int WHERE interview_id = $1', [interviewId, nextPollAt, pollAttempts]);
+    else
+      await this.q('UPDATE sessions SET next_poll_at = $2::bigint, poll_attempts = $3::int WHERE interview_id = $1 AND next_poll_at IS NOT DISTINCT FROM $4::bigint', [
+        interviewId,
+        nextPollAt,
+        pollAttempts,
+        seen,
+      ]);
   }
 
   async recordStep(interviewId: string, step: StepRecord): Promise<void> {

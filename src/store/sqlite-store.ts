@@ -351,9 +351,10 @@ export class SqliteStore implements Store {
     return this.write(() => this.st('UPDATE sessions SET next_poll_at = NULL WHERE interview_id = ? AND next_poll_at IS ?').run(interviewId, seen).changes > 0);
   }
 
-  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void> {
+  async schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, seen?: number | null): Promise<void> {
     return this.write(() => {
-      this.st('UPDATE sessions SET next_poll_at = ?, poll_attempts = ? WHERE interview_id = ?').run(nextPollAt, pollAttempts, interviewId);
+      if (seen === undefined) this.st('UPDATE sessions SET next_poll_at = ?, poll_attempts = ? WHERE interview_id = ?').run(nextPollAt, pollAttempts, interviewId);
+      else this.st('UPDATE sessions SET next_poll_at = ?, poll_attempts = ? WHERE interview_id = ? AND next_poll_at IS ?').run(nextPollAt, pollAttempts, interviewId, seen);
     });
   }
 

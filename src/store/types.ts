@@ -197,8 +197,10 @@ export interface Store {
   /**
    * Bookkeeping of the poller: not a change of the session, so updatedAt (the order GET /sessions pages in, and what its
    * `since` filter reads) stays as it is; else every poll would move a session past a client's cursor mid-walk.
+   * With `seen`, only if the next poll is still that one (compare-and-set): the poller's reschedule must not bring back
+   * polling that a check or an abandoned onboarding ended after the poller listed the session.
    */
-  schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number): Promise<void>;
+  schedulePoll(interviewId: string, nextPollAt: number | null, pollAttempts: number, seen?: number | null): Promise<void>;
   /**
    * Ends polling only if the next poll is still the one `seen` says (compare-and-set): a poll another check scheduled
    * meanwhile (a reviewer's verdict still to come) is kept. false when it was.

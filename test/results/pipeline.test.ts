@@ -961,6 +961,36 @@ describe('apply, against a results job that finishes first', () => {
   });
 });
 
+describe('pollDue, against an onboarding abandoned after the listing', () => {
+  it('does not bring back polling that was ended between listing the session and rescheduling it', async () => {
+    const config = loadConfig(brokerEnv('http://127.0.0.1:9', { RESULTS_MODE: 'both' }));
+    const real = new SqliteStore({ filename: ':memory:', cipher: new Cipher(config.encryption.keys) });
+    await real.migrate();
+    // The orchestrator abandons the session (a rejected capture) right after the poller listed it as due.
+    const store = storeWith(real, (method) =>
+      method === 'sessionsDueForPoll'
+        ? async (...args: never[]) => {
+            const [now, limit] = args as unknown as [number, number];
+            const due = await real.sessionsDueForPoll(now, limit);
+            for (const s of due) {
+              await real.setResultsStatus(s.interviewId, 'failed', 'CAPTURE_REJECTED', now);
+              await real.stopPolling(s.interviewId, s.nextPollAt);
+            }
+            return due;
+          }
+        : null,
+    );
+    let clock = Date.now();
+    const pipeline = new ResultsPipeline({ store, incode: {} as IncodeClient, executiveTokens: { configured: false } as ExecutiveTokenProvider, config, metrics: createMetrics(), log: pino({ level: 'silent' }), now: () => clock });
+    const id = 'f'.repeat(24);
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    clock = (await real.getSession(id))!.nextPollAt! + 1;
+    expect(await pipeline.pollDue()).toBe(1);
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED', nextPollAt: null });
+    await real.close();
+  });
+});
+
 describe('POST /sessions/:interviewId/refresh', () => {
   it('says whether it queued a refresh or joined one already queued', async () => {
     const emu = await startEmulator();

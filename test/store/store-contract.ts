@@ -300,6 +300,15 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSession('b')).toMatchObject({ nextPollAt: null, pollAttempts: 3 });
         expect(await store.stopPolling('b', null)).toBe(true);
         expect(await store.stopPolling('nobody', null)).toBe(false);
+        // With the poll it saw, schedulePoll is a compare-and-set too: polling ended meanwhile stays ended.
+        await store.schedulePoll('a', T0 + 7000, 1, T0 + 100);
+        expect(await store.getSession('a')).toMatchObject({ nextPollAt: T0 + 300, pollAttempts: 0 });
+        await store.schedulePoll('b', T0 + 7000, 4, T0 + 9000);
+        expect(await store.getSession('b')).toMatchObject({ nextPollAt: null, pollAttempts: 3 });
+        await store.schedulePoll('a', T0 + 7000, 1, T0 + 300);
+        expect(await store.getSession('a')).toMatchObject({ nextPollAt: T0 + 7000, pollAttempts: 1 });
+        await store.schedulePoll('c', T0 + 8000, 2, null);
+        expect(await store.getSession('c')).toMatchObject({ nextPollAt: T0 + 8000, pollAttempts: 2 });
       });
 
       it('records and lists steps in time order', async () => {
