@@ -86,13 +86,17 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
   });
 
   /**
-   * The latest deletion at Incode of an erased session: its job's state (listJobs is oldest first), or done when the
-   * retention sweep has dropped the finished job and only its audit entry is left.
+   * The latest deletion at Incode of an erased session: its job's state (listJobs is oldest first), or, once the
+   * retention sweep has dropped the finished job, what the last audit entry about one says: done, or dead (given up).
+   * A deletion that failed must never read as one that was not asked for.
    */
   async function incodeDeletionOf(interviewId: string): Promise<JobState | null> {
     const job = (await app.store.listJobs(interviewId)).filter((j) => j.kind === 'incode-delete').at(-1);
     if (job) return job.state;
-    return (await app.store.listAudit(interviewId)).some((a) => a.kind === 'incode-deleted') ? 'done' : null;
+    const last = (await app.store.listAudit(interviewId))
+      .filter((a) => a.kind === 'incode-deleted' || (a.kind === 'dead-letter' && a.detail.kind === 'incode-delete'))
+      .at(-1);
+    return last ? (last.kind === 'incode-deleted' ? 'done' : 'dead') : null;
   }
 
   app.get(

@@ -1147,6 +1147,10 @@ describe('deleting at Incode', () => {
         const detail = async () => (await request(badExec.url).get(`/sessions/${other.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`)).body as Record<string, unknown>;
         await waitFor(async () => (await detail()).incodeDeletion === 'dead');
         expect((await badExec.app.store.listAudit(other.interviewId)).map((a) => a.kind)).not.toContain('incode-deleted');
+        // Once the retention sweep has dropped the dead job, its dead-letter entry still tells it gave up.
+        await badExec.app.store.purgeExpired(Date.now() + 1000, Date.now());
+        expect((await badExec.app.store.listJobs(other.interviewId)).filter((j) => j.kind === 'incode-delete')).toEqual([]);
+        expect((await detail()).incodeDeletion).toBe('dead');
         expect(emu.app.emulator.sessions.sessions.has(other.interviewId)).toBe(true);
       } finally {
         await badExec.close();
