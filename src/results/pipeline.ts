@@ -294,7 +294,9 @@ export class ResultsPipeline {
    * face-match step answered, match or not) qualifies: an SDK session at the same status may still have a capture to come.
    */
   private async awaitsCompletion(session: SessionRecord, status: unknown): Promise<boolean> {
-    if (!this.d.config.results.markComplete || session.origin !== 'broker' || typeof status !== 'string' || statusRank(status) !== PROGRESS_RANK) return false;
+    // Not yet at a module status (UNKNOWN: processing has not shown) counts too: without polling, a check that gave up
+    // there would leave an onboarding no finish watches unfinished for good.
+    if (!this.d.config.results.markComplete || session.origin !== 'broker' || typeof status !== 'string' || !isKnownStatus(status) || statusRank(status) > PROGRESS_RANK) return false;
     const steps = await this.d.store.listSteps(session.interviewId);
     // A face match that answered no match went through too (its scores decline the session); only a failed call did not.
     return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected')) && !finishRecorded(steps);

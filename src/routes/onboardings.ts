@@ -82,26 +82,44 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   });
 
   /**
+   * Without polling (RESULTS_MODE=webhook) nothing else comes back to an onboarding that no finish watches: its last
+   * webhook may have been checked before its captures were recorded, too early to mark it complete. A status check is
+   * queued instead, which comes back by itself while processing goes on (verify).
+   */
+  async function checkLater(interviewId: string, log: FastifyBaseLogger): Promise<void> {
+    if (config.results.mode !== 'webhook') return;
+    await app.results.refresh(interviewId).catch((err: unknown) => log.error({ interviewId, err }, 'status check of an unwatched onboarding could not be queued'));
+  }
+
+  /**
    * Watches an accepted onboarding until its results are stored. Out of the handler on purpose: a closure made in the
    * handler would share its scope, so the request and its decoded images (tens of MB) would stay in memory for as
    * long as the finish runs (up to 10 min), after the upload budget has already given their bytes back.
    */
-  function finishInBackground(interviewId: string, requestId: string, log: FastifyBaseLogger): void {
-    if (closing) return void log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+  async function finishInBackground(interviewId: string, requestId: string, log: FastifyBaseLogger): Promise<void> {
+    if (closing) {
+      log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+      return checkLater(interviewId, log);
+    }
     // Bounded: each finish watches its session until its results are stored. Past the bound the session is one
     // like any SDK session: its webhooks and polling finish it (and mark it complete under MARK_COMPLETE).
-    if (inflight.size >= config.limits.onboardingMaxBackground)
-      return void log.warn({ interviewId, running: inflight.size }, 'onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND finishes already running');
+    if (inflight.size >= config.limits.onboardingMaxBackground) {
+      log.warn({ interviewId, running: inflight.size }, 'onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND finishes already running');
+      return checkLater(interviewId, log);
+    }
     const ac = new AbortController();
     const p: Promise<void> = o
       .finish(interviewId, { signal: ac.signal, requestId })
       .then(
         (r) => log.info({ interviewId, decision: r.decision }, 'onboarding finished'),
         // The orchestrator already recorded the step and its code on the session; no PII in this line.
-        (err: unknown) => {
+        async (err: unknown) => {
           const e = err as OnboardingError;
           if (e?.code === 'ABORTED') log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
           else log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
+          // Stopped, timed out or refused for a while (the session kept pending), as opposed to given up: checked later.
+          // Part of p, so shutdown waits for it while the store is still open.
+          if (config.results.mode === 'webhook' && (await app.store.getSession(interviewId).catch(() => null))?.resultsStatus === 'pending') await checkLater(interviewId, log);
         },
       )
       .finally(() => inflight.delete(p));
@@ -209,7 +227,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       }
 
       const interviewId = outcome.interviewId;
-      finishInBackground(interviewId, req.id, req.log);
+      await finishInBackground(interviewId, req.id, req.log);
       reply.status(202);
       return { interviewId, status: 'processing' as const };
     },

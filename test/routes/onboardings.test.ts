@@ -392,6 +392,28 @@ describe('POST /onboardings', () => {
     }
   }, 40_000);
 
+  it('without polling, an onboarding past ONBOARDING_MAX_BACKGROUND is still marked complete: a queued status check comes back until it is', async () => {
+    // RESULTS_MODE=webhook and no webhook ever arrives (this emulator sends none): only the broker's own check is left.
+    const slow = await startEmulator({ processingDelayMs: 1500 });
+    const b = await startBroker(brokerEnv(slow.url, { RESULTS_MODE: 'webhook', ONBOARDING_MAX_BACKGROUND: '1', MARK_COMPLETE: 'true' }));
+    try {
+      const first = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
+      const second = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
+      expect([first.status, second.status]).toEqual([202, 202]);
+      expect(b.logs.text).toMatch(/onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND/);
+      const done = await waitForResults(b.url, second.body.interviewId, 20_000);
+      expect(done.decision).toBe('approve');
+      expect(done.steps.map((st: { step: string; outcome: string; code: string | null }) => `${st.step}:${st.outcome}:${st.code ?? ''}`)).toContain('finish:ok:BACKGROUND');
+      // The check came back while processing went on, instead of ending at the first status it read.
+      const checks = (await b.app.store.listJobs(second.body.interviewId)).filter((j) => j.kind === 'verify');
+      expect(checks).toEqual([expect.objectContaining({ state: 'done', payload: { source: 'refresh' } })]);
+      expect(checks[0].attempts).toBeGreaterThan(1);
+    } finally {
+      await b.close();
+      await slow.close();
+    }
+  }, 40_000);
+
   it('captures still running after the grace are stopped at shutdown: logged as ABORTED, and nothing reaches Incode after', async () => {
     // Every Incode call takes 3 s, the grace is 1 s: shutdown begins while the start is on its way, and the grace ends
     // well before Incode answers it (no session exists yet, so the stop is logged, not recorded as a step).
