@@ -305,7 +305,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
   await app.register(webhookRoutes, { config });
   await app.register(sessionsRoutes, { config });
-  await app.register(onboardingsRoutes, { config });
+  await app.register(onboardingsRoutes, { config, guards });
   await app.register(webRoutes, { config, sdkApiUrl });
 
   return app;

@@ -19,7 +19,7 @@ import { IncodeError } from '../incode/errors';
 import type { AddIdResponse, StartRequest } from '../incode/types';
 import { finishRecorded, type ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
-import type { Decision, ResultsStatus, StepRecord, Store } from '../store/types';
+import type { Decision, IdempotencyRef, ResultsStatus, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
 
 export type OnboardingStep = 'start' | 'front' | 'back' | 'process-id' | 'selfie' | 'face-match' | 'wait' | 'finish' | 'results';
@@ -39,6 +39,8 @@ export interface CaptureInput {
   /** Travels to Incode as x-request-id. */
   requestId?: string;
   signal?: AbortSignal;
+  /** The Idempotency-Key claimed for this onboarding: completed by the session's own write, as POST /session's is. */
+  idempotency?: IdempotencyRef;
 }
 
 export interface CapturesAccepted {
@@ -220,7 +222,7 @@ export class Orchestrator {
     const progress: { step: OnboardingStep } = { step: 'start' };
     try {
       // Stored before any capture: a webhook or the poller can then follow this session like any other.
-      await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId, configurationId: startReq.configurationId });
+      await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId, configurationId: startReq.configurationId, idempotency: input.idempotency });
       await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
       return await this.captureSteps(id, token, input, ctx, progress);
     } catch (err) {

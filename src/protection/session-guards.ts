@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import { AppError, retryAfter, retryAfterSeconds } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
-import type { IdempotencyRef } from '../store/types';
+import type { IdempotencyAnswer, IdempotencyRef } from '../store/types';
 import { clientNetwork, type RateLimitEntry } from './rate-counter';
 
 // Zero-width and soft-hyphen characters: invisible, so they must not make one customer id look like many.
@@ -24,13 +24,25 @@ export interface SessionGuards {
    * Runs create() once per Idempotency-Key; a retry with the same key and body gets the same session. create()
    * gets the claimed key and must record it with the session it stores (NewSession.idempotency), in one write.
    */
-  idempotent<T extends { interviewId: string }>(
+  idempotent<T>(
     req: FastifyRequest,
     request: unknown,
     create: (claimed?: IdempotencyRef) => Promise<T>,
-    replay: (interviewId: string) => Promise<T>,
+    replay: (interviewId: string, answer?: IdempotencyAnswer) => Promise<T>,
+    opts?: IdempotencyOptions,
   ): Promise<T>;
 }
+
+export interface IdempotencyOptions {
+  /** The keys' namespace: one key sent to two routes is two keys. 'session' by default. */
+  route?: 'session' | 'onboarding';
+  /** How long a claim may stay pending before a retry takes it over: longer than create() can run. */
+  leaseMs?: number;
+  /** Whether a failure of create() certainly created nothing at Incode, so that the key is released for a retry. */
+  createdNothing?: (err: unknown) => boolean;
+}
+
+const certainlyNotStarted = (err: unknown) => err instanceof IncodeError && err.certainlyNotDone;
 
 export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;
@@ -90,15 +102,16 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     }
   }
 
-  async function idempotent<T extends { interviewId: string }>(
+  async function idempotent<T>(
     req: FastifyRequest,
     request: unknown,
     create: (claimed?: IdempotencyRef) => Promise<T>,
-    replay: (interviewId: string) => Promise<T>,
+    replay: (interviewId: string, answer?: IdempotencyAnswer) => Promise<T>,
+    opts: IdempotencyOptions = {},
   ): Promise<T> {
     const raw = req.headers['idempotency-key'];
     if (typeof raw !== 'string' || raw === '') return create();
-    const scope = `session:${req.caller ?? 'anonymous'}`;
+    const scope = `${opts.route ?? 'session'}:${req.caller ?? 'anonymous'}`;
     const key = sha256Hex(raw);
     const body = JSON.stringify(request);
     const requestHash = requestDigest.digest(body);
@@ -106,7 +119,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     // A pending claim holds only a lease that outlives any Incode call: if this process dies mid-request, a retry
     // may take the key over after it rather than get 409 for the whole TTL. Completion extends it to the TTL.
     const ttlMs = config.idempotencyTtlSeconds * 1000;
-    const leaseMs = Math.min(ttlMs, Math.max(60_000, 4 * config.incode.timeoutMs));
+    const leaseMs = Math.min(ttlMs, opts.leaseMs ?? Math.max(60_000, 4 * config.incode.timeoutMs));
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
     // A completed key's digest is the request's SHA-256 kept in its (re-encryptable) response, which matches accepts
     // too: a key rotation that retired the key of the request_hash HMAC does not turn a faithful retry into a 422.
@@ -114,7 +127,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     if (!same)
       throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
     if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
-    if (claim.state === 'done') return replay(claim.interviewId);
+    if (claim.state === 'done') return replay(claim.interviewId, claim.answer);
     try {
       // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).
       return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, requestSha256: sha256Hex(body) });
@@ -122,8 +135,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
       // once Incode had answered) a session may exist and be billed: the key stays pending until its lease lapses, so a
       // retry meanwhile gets 409 instead of paying for a second one.
-      if (err instanceof IncodeError && err.certainlyNotDone)
-        await app.store.releaseIdempotencyKey(scope, key, now).catch(() => undefined);
+      if ((opts.createdNothing ?? certainlyNotStarted)(err)) await app.store.releaseIdempotencyKey(scope, key, now).catch(() => undefined);
       throw err;
     }
   }

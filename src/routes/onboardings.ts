@@ -1,15 +1,19 @@
 // POST /onboardings: the server-to-server flow; 422 for a capture to repeat, else 202 and the rest in the background.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
-import { Type } from '@sinclair/typebox';
+import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../config';
-import { AppError, overloadedError } from '../errors';
+import { AppError, overloadedError, retryAfter } from '../errors';
+import { IncodeError } from '../incode/errors';
 import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
+import type { SessionGuards } from '../protection/session-guards';
+import { sha256Hex } from '../security';
+import type { IdempotencyAnswer } from '../store/types';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
-import { CUSTOMER_ID_PATTERN, withErrors } from '../schemas';
+import { CUSTOMER_ID_PATTERN, orError, withErrors } from '../schemas';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB
 // can overflow its backtracking stack. Standard alphabet, optional padding, optional data: URL prefix.
@@ -54,12 +58,26 @@ const StepFailure = Type.Object({
   requestId: Type.Optional(Type.String()),
 });
 
+/** What the route answers itself (202, 422), and so what a replay of its Idempotency-Key gets back. */
+type OnboardingAnswer = Static<typeof Accepted> | Static<typeof CaptureRejected>;
+
+/** Nothing was started at Incode: no session was made, and Incode certainly did not make one (else the key stays held). */
+const startedNothing = (err: unknown) => {
+  if (!(err instanceof OnboardingError)) return true;
+  return err.interviewId === null && (!(err.cause instanceof IncodeError) || err.cause.certainlyNotDone);
+};
+
 export interface OnboardingsRouteOptions {
   config: Config;
+  /** For the Idempotency-Key (the caller authentication and rate limits of app routes do not apply here). */
+  guards: SessionGuards;
 }
 
 const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = async (app, opts) => {
-  const { config } = opts;
+  const { config, guards } = opts;
+  // How long an Idempotency-Key claim or a session without an answer counts as still running: longer than the start
+  // and five captures can take, each bounded by INCODE_TIMEOUT_MS.
+  const onboardingLeaseMs = 60_000 + 8 * config.incode.timeoutMs;
   const requireServiceKey = serviceKeyGuard(config.adminApiKeys);
   // Background finishes still running: aborted and awaited at shutdown so nothing touches a closed store.
   const inflight = new Map<Promise<void>, AbortController>();
@@ -177,8 +195,13 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           'otherwise 202 as soon as the captures are accepted, and processing, scores and OCR continue in the background (GET /sessions/:interviewId).',
         tags: ['onboarding'],
         security: [{ serviceKey: [] }],
+        headers: Type.Object({
+          'idempotency-key': Type.Optional(
+            Type.String({ minLength: 1, maxLength: 255, description: 'A retry with the same key and images gets the first answer (202 or 422) instead of a second, billed onboarding' }),
+          ),
+        }),
         body: OnboardingBody,
-        response: { ...withErrors({}, [401]), 202: Accepted, 422: CaptureRejected, 500: StepFailure, 502: StepFailure, 503: StepFailure, 504: StepFailure },
+        response: { ...withErrors({}, [401, 404, 409]), 202: Accepted, 422: orError(CaptureRejected), 500: StepFailure, 502: StepFailure, 503: StepFailure, 504: StepFailure },
       },
     },
     async (req, reply) => {
@@ -187,49 +210,67 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
       const hold = holds.get(req);
       if (hold) hold.working = true;
-      let outcome;
-      const stop = new AbortController();
-      const captures = (async () => {
+      try {
+        // Checked before any Idempotency-Key is claimed: a bad image is a 400 whatever the key.
         const front = decodeImage(body.front, 'front');
         const back = body.back !== undefined && !body.oneSided ? decodeImage(body.back, 'back') : undefined;
         const selfie = decodeImage(body.selfie, 'selfie');
-        return o.runCaptures({
-          front,
-          back,
-          selfie,
-          countryCode,
-          configurationId: body.configurationId,
-          externalCustomerId: body.externalCustomerId,
-          language: body.language,
-          oneSided: body.oneSided,
-          requestId: req.id,
-          signal: stop.signal,
-        });
-      })();
-      capturing.set(captures, stop);
-      try {
-        outcome = await captures;
-      } catch (err) {
-        // The error handler answers it (with the step and the session it reached); a session Incode started still counts.
-        if (err instanceof OnboardingError && err.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
-        throw err;
+        const input = { countryCode, configurationId: body.configurationId, externalCustomerId: body.externalCustomerId, language: body.language, oneSided: body.oneSided };
+        // The images by their digests: a retry must send the same ones, and hashing 30 MB once beats serialising it.
+        const request = { ...input, front: sha256Hex(front), back: back === undefined ? null : sha256Hex(back), selfie: sha256Hex(selfie) };
+        return await guards.idempotent(
+          req,
+          request,
+          async (claimed) => {
+            const stop = new AbortController();
+            const captures = o.runCaptures({ ...input, front, back, selfie, requestId: req.id, signal: stop.signal, idempotency: claimed });
+            capturing.set(captures, stop);
+            let outcome;
+            try {
+              outcome = await captures;
+            } catch (err) {
+              // The error handler answers it (with the step and the session it reached); a session Incode started still counts.
+              if (err instanceof OnboardingError && err.interviewId) app.metrics.sessionsCreated.inc({ route: 'onboardings' });
+              throw err;
+            } finally {
+              capturing.delete(captures);
+            }
+            app.metrics.sessionsCreated.inc({ route: 'onboardings' });
+            let answer: IdempotencyAnswer;
+            if (!outcome.ok) {
+              const { message, step, reason, interviewId, incodeCode } = outcome;
+              answer = { statusCode: 422, body: { code: 'CAPTURE_REJECTED' as const, message, step, reason, interviewId, incodeCode, requestId: req.id } };
+            } else {
+              await finishInBackground(outcome.interviewId, req.id, req.log);
+              answer = { statusCode: 202, body: { interviewId: outcome.interviewId, status: 'processing' as const } };
+            }
+            // The key was completed by the session's own write; its replays now get this answer.
+            if (claimed) await app.store.recordIdempotencyAnswer(claimed, outcome.interviewId, answer);
+            reply.status(answer.statusCode as 202 | 422);
+            return answer.body as OnboardingAnswer;
+          },
+          async (interviewId, answer) => {
+            if (answer) {
+              reply.status(answer.statusCode as 202 | 422);
+              return answer.body as OnboardingAnswer;
+            }
+            // Started, with no answer kept: still running its captures (here or on another replica), or it failed at a
+            // step (its answer said so, with this interviewId) or its process died.
+            const s = await app.store.getSession(interviewId);
+            if (!s || s.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
+            const steps = await app.store.listSteps(interviewId);
+            if (s.resultsStatus === 'pending' && !steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < onboardingLeaseMs)
+              throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
+            throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`);
+          },
+          { route: 'onboarding', leaseMs: onboardingLeaseMs, createdNothing: startedNothing },
+        );
       } finally {
-        capturing.delete(captures);
         if (hold) {
           hold.working = false;
           releaseIfDone(hold);
         }
       }
-      app.metrics.sessionsCreated.inc({ route: 'onboardings' });
-      if (!outcome.ok) {
-        reply.status(422);
-        return { code: 'CAPTURE_REJECTED' as const, message: outcome.message, step: outcome.step, reason: outcome.reason, interviewId: outcome.interviewId, incodeCode: outcome.incodeCode, requestId: req.id };
-      }
-
-      const interviewId = outcome.interviewId;
-      await finishInBackground(interviewId, req.id, req.log);
-      reply.status(202);
-      return { interviewId, status: 'processing' as const };
     },
   );
 };

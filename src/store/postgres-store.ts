@@ -13,6 +13,7 @@ import {
   encodeCursor,
   jsonText,
   idempotencyDoneSql,
+  idempotencyAnswerSql,
   pgArgs,
   resultsStatusSql,
   RESULTS_UPSERT_TAIL,
@@ -58,6 +59,7 @@ import type {
   Decision,
   IdempotencyClaim,
   IdempotencyRef,
+  IdempotencyAnswer,
   InboxEvent,
   Job,
   JobState,
@@ -590,6 +592,10 @@ export class PostgresStore implements Store {
   /** Parameters of idempotencyDoneSql. */
   private idempotencyDoneParams(idem: IdempotencyRef, interviewId: string): unknown[] {
     return [idempotencyResponseEnc(this.cipher, idem, interviewId), idem.expiresAt, idem.scope, idem.key, idem.claimedAt];
+  }
+
+  async recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void> {
+    await this.q(idempotencyAnswerSql(pgArgs(1)), [idempotencyResponseEnc(this.cipher, idem, interviewId, answer), idem.scope, idem.key, idem.claimedAt]);
   }
 
   async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { Cipher, sha256Hex } from './crypto';
-import { InvalidCursorError, type AuditEntry, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type SessionState, type StepRecord } from './types';
+import { InvalidCursorError, type AuditEntry, type IdempotencyAnswer, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type SessionState, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
 export const aad = {
@@ -92,14 +92,16 @@ export function tokenLookup(token: string): { hash: string; namedId: string | nu
 // A completed Idempotency-Key keeps only the session it created (its token stays in sessions) and the SHA-256 of the
 // request, encrypted like every response a key may carry: unlike the request_hash column (an HMAC under a key derived
 // from the first DATA_ENCRYPTION_KEY), a key rotation re-encrypts it, so a replay still compares once the old key is gone.
-export function idempotencyResponseEnc(cipher: Cipher, idem: IdempotencyRef, interviewId: string): string {
-  return cipher.encryptJson({ interviewId, request: idem.requestSha256 }, aad.idempotencyResponse(idem.scope, idem.key));
+export function idempotencyResponseEnc(cipher: Cipher, idem: IdempotencyRef, interviewId: string, answer?: IdempotencyAnswer): string {
+  return cipher.encryptJson({ interviewId, request: idem.requestSha256, ...(answer ? { answer } : {}) }, aad.idempotencyResponse(idem.scope, idem.key));
 }
 
 interface IdempotencyResponse {
   interviewId: string;
   /** Absent from a response written before the request's SHA-256 was kept. */
   request?: string;
+  /** The request's final answer, when its route keeps one (recordIdempotencyAnswer). */
+  answer?: IdempotencyAnswer;
 }
 
 /**
@@ -108,7 +110,7 @@ interface IdempotencyResponse {
  */
 export function idempotencyDone(cipher: Cipher, scope: string, key: string, requestHash: string, enc: string): IdempotencyClaim {
   const r = cipher.decryptJson<IdempotencyResponse>(enc, aad.idempotencyResponse(scope, key));
-  return { state: 'done', requestHash: r.request ?? requestHash, interviewId: r.interviewId };
+  return { state: 'done', requestHash: r.request ?? requestHash, interviewId: r.interviewId, ...(r.answer ? { answer: r.answer } : {}) };
 }
 
 /** Whether a decrypted response carries the request's SHA-256 (so a replay no longer needs request_hash's key). */
@@ -327,6 +329,11 @@ export const pgArgs = (first: number): SqlArg => (i, cast) => `$${first + i}${ca
 export const sqliteArgs: SqlArg = () => '?';
 
 /** Marks one claim of an Idempotency-Key done. Parameters: response_enc, expires_at, scope, key, claimed_at. */
+/** A done key's response replaced by one that also holds the final answer; parameters: response, scope, key, claimedAt. */
+export function idempotencyAnswerSql(arg: SqlArg): string {
+  return `UPDATE idempotency_keys SET response_enc = ${arg(0)} WHERE scope = ${arg(1)} AND key = ${arg(2)} AND created_at = ${arg(3, 'bigint')} AND state = 'done'`;
+}
+
 export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
   return `UPDATE idempotency_keys SET response_enc = ${arg(0)}, state = 'done', expires_at = ${arg(1, 'bigint')}
     WHERE scope = ${arg(2)} AND key = ${arg(3)} AND created_at = ${arg(4, 'bigint')} ${when}`;

@@ -17,6 +17,7 @@ import {
   encodeCursor,
   jsonText,
   idempotencyDoneSql,
+  idempotencyAnswerSql,
   resultsStatusSql,
   RESULTS_UPSERT_TAIL,
   sqliteArgs,
@@ -62,6 +63,7 @@ import type {
   Decision,
   IdempotencyClaim,
   IdempotencyRef,
+  IdempotencyAnswer,
   InboxEvent,
   Job,
   JobState,
@@ -92,6 +94,7 @@ export interface SqliteStoreOptions {
 }
 
 const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
+const IDEMPOTENCY_ANSWER = idempotencyAnswerSql(sqliteArgs);
 
 // A new session (with its resume token), and an existing one merged by the rules both engines share.
 const INSERT_NEW_SESSION = `${sessionInsertSql('sqlite', { resume: true }).sql} ON CONFLICT (interview_id) DO NOTHING`;
@@ -575,6 +578,13 @@ export class SqliteStore implements Store {
   private markIdempotencyDone(idem: IdempotencyRef, responseEnc: string): void {
     // This claim only: a retry that took the key over after the lease owns it now.
     this.st(IDEMPOTENCY_DONE).run(responseEnc, idem.expiresAt, idem.scope, idem.key, idem.claimedAt);
+  }
+
+  async recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void> {
+    const enc = idempotencyResponseEnc(this.cipher, idem, interviewId, answer);
+    return this.write(() => {
+      this.st(IDEMPOTENCY_ANSWER).run(enc, idem.scope, idem.key, idem.claimedAt);
+    });
   }
 
   async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {

@@ -152,10 +152,16 @@ export interface AuditEntry {
   at: number;
 }
 
+/** The final answer of a request made with an Idempotency-Key, kept (encrypted) for its replays. */
+export interface IdempotencyAnswer {
+  statusCode: number;
+  body: unknown;
+}
+
 export type IdempotencyClaim =
   | { state: 'new' }
   | { state: 'pending'; requestHash: string }
-  | { state: 'done'; requestHash: string; interviewId: string };
+  | { state: 'done'; requestHash: string; interviewId: string; answer?: IdempotencyAnswer };
 
 export interface Store {
   readonly engine: 'sqlite' | 'postgres';
@@ -270,6 +276,11 @@ export interface Store {
   claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim>;
   /** Deletes this claim of the key (claimedAt) if it is still pending; another claim of the key is left alone. */
   releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void>;
+  /**
+   * Keeps the final answer of a request whose key its session's write already completed (POST /onboardings answers
+   * only after its captures), so that a replay gets that answer. This claim only, and only once it is done.
+   */
+  recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void>;
   /** false: the session is erased or unknown, and took no token. */
   createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<boolean>;
   /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */

@@ -23,8 +23,9 @@ afterAll(async () => {
   await emulator?.close();
 });
 
-async function post(body: unknown, opts: { key?: string | null; url?: string; raw?: string } = {}) {
+async function post(body: unknown, opts: { key?: string | null; url?: string; raw?: string; idempotencyKey?: string } = {}) {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (opts.idempotencyKey) headers['idempotency-key'] = opts.idempotencyKey;
   if (opts.key !== null) headers.authorization = `Bearer ${opts.key ?? ADMIN_KEY}`;
   const res = await fetch(`${opts.url ?? broker.url}/onboardings`, { method: 'POST', headers, body: opts.raw ?? JSON.stringify(body) });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
@@ -168,6 +169,64 @@ describe('POST /onboardings', () => {
       await fragile.close();
     }
   });
+
+  it('with an Idempotency-Key, a retry gets the first answer (202, or 422 for a capture to repeat) instead of a second billed session', async () => {
+    const incode = recordRequests(emulator.app.server);
+    const starts = () => incode.urls.filter((u) => u.startsWith('/omni/start')).length;
+    try {
+      const first = await post(GOOD, { idempotencyKey: 'onb-key-1' });
+      expect(first).toMatchObject({ status: 202, body: { interviewId: expect.any(String), status: 'processing' } });
+      const again = await post(GOOD, { idempotencyKey: 'onb-key-1' });
+      expect(again).toEqual(first);
+      expect(starts()).toBe(1);
+      // Other images under the same key: refused, never a second onboarding.
+      const other = await post({ ...GOOD, selfie: b64(img.darkSelfie()) }, { idempotencyKey: 'onb-key-1' });
+      expect(other).toMatchObject({ status: 422, body: { code: 'IDEMPOTENCY_KEY_REUSED' } });
+      // A capture to repeat is the answer too: the retry is told the same, it does not start another session.
+      const rejected = await post({ ...GOOD, front: b64(img.glareIdFront()) }, { idempotencyKey: 'onb-key-2' });
+      expect(rejected).toMatchObject({ status: 422, body: { code: 'CAPTURE_REJECTED', step: 'front', reason: 'ID_GLARE' } });
+      expect(await post({ ...GOOD, front: b64(img.glareIdFront()) }, { idempotencyKey: 'onb-key-2' })).toEqual(rejected);
+      expect(starts()).toBe(2);
+      // A step that failed after the start: the session exists, so the retry is told where it stopped, not billed again.
+      const failed = await post({ ...GOOD, externalCustomerId: 'emu:selfie-error-409' }, { idempotencyKey: 'onb-key-3' });
+      expect(failed).toMatchObject({ status: 502, body: { code: 'INCODE_CONFLICT', step: 'selfie', interviewId: expect.any(String) } });
+      const retried = await post({ ...GOOD, externalCustomerId: 'emu:selfie-error-409' }, { idempotencyKey: 'onb-key-3' });
+      expect(retried).toMatchObject({ status: 409, body: { code: 'ONBOARDING_NOT_COMPLETED', message: expect.stringContaining(failed.body.interviewId) } });
+      expect(starts()).toBe(3);
+      // A bad image is refused before any key is claimed: fixed, the same key still works.
+      expect(await post({ ...GOOD, front: 'A'.repeat(2000) }, { idempotencyKey: 'onb-key-4' })).toMatchObject({ status: 400, body: { code: 'INVALID_IMAGE' } });
+      expect((await post(GOOD, { idempotencyKey: 'onb-key-4' })).status).toBe(202);
+      // Without a key, or with another one, the same images are a new onboarding.
+      expect((await post(GOOD)).body.interviewId).not.toBe(first.body.interviewId);
+      expect(starts()).toBe(5);
+    } finally {
+      incode.stop();
+    }
+  });
+
+  it('with an Idempotency-Key, a retry while the first request still runs its captures gets 409 IDEMPOTENCY_IN_PROGRESS', async () => {
+    // Every Incode call takes 400 ms: the start, then five captures.
+    const slow = await startEmulator({ processingDelayMs: 50, faults: { latencyMs: 400 } });
+    const b = await startBroker(brokerEnv(slow.url, {}));
+    const incode = recordRequests(slow.app.server);
+    try {
+      const first = post(GOOD, { url: b.url, idempotencyKey: 'onb-slow' });
+      // While Incode's start is still answering: the key is claimed and pending.
+      await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
+      expect(await post(GOOD, { url: b.url, idempotencyKey: 'onb-slow' })).toMatchObject({ status: 409, body: { code: 'IDEMPOTENCY_IN_PROGRESS' } });
+      // Once the session exists and the captures run: the key is done (by the session's write), with no answer yet.
+      await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/add/front-id')), 10_000, 10);
+      expect(await post(GOOD, { url: b.url, idempotencyKey: 'onb-slow' })).toMatchObject({ status: 409, body: { code: 'IDEMPOTENCY_IN_PROGRESS' } });
+      const done = await first;
+      expect(done.status).toBe(202);
+      expect(await post(GOOD, { url: b.url, idempotencyKey: 'onb-slow' })).toEqual(done);
+      expect(incode.urls.filter((u) => u.startsWith('/omni/start'))).toHaveLength(1);
+    } finally {
+      incode.stop();
+      await b.close();
+      await slow.close();
+    }
+  }, 30_000);
 
   it('requires a service key', async () => {
     expect((await post(GOOD, { key: null })).status).toBe(401);

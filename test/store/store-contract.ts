@@ -180,6 +180,23 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 500)).toEqual({ state: 'done', requestHash: 'sha-h1', interviewId: 'i1' });
       });
 
+      it("keeps a done key's final answer for its replays, for that claim only and only once done", async () => {
+        const idem = { scope: 'onboarding:a', key: 'k2', expiresAt: T0 + 1000, claimedAt: T0, requestSha256: 'sha-h2' };
+        const answer = { statusCode: 422, body: { code: 'CAPTURE_REJECTED', step: 'front', interviewId: 'i2' } };
+        expect(await store.claimIdempotencyKey('onboarding:a', 'k2', 'h2', T0 + 10, T0)).toEqual({ state: 'new' });
+        // Still pending (no session written it done): nothing is kept.
+        await store.recordIdempotencyAnswer(idem, 'i2', answer);
+        expect(await store.claimIdempotencyKey('onboarding:a', 'k2', 'h2', T0 + 10, T0 + 1)).toEqual({ state: 'pending', requestHash: 'h2' });
+        await store.upsertSession({ interviewId: 'i2', origin: 'broker', token: 't2', idempotency: idem, now: T0 + 2 });
+        expect(await store.claimIdempotencyKey('onboarding:a', 'k2', 'h2', T0 + 10, T0 + 3)).toEqual({ state: 'done', requestHash: 'sha-h2', interviewId: 'i2' });
+        // Another claim of the key (one that took it over after the lease) is not this one's to answer for.
+        await store.recordIdempotencyAnswer({ ...idem, claimedAt: T0 - 1 }, 'i2', { statusCode: 500, body: {} });
+        await store.recordIdempotencyAnswer(idem, 'i2', answer);
+        expect(await store.claimIdempotencyKey('onboarding:a', 'k2', 'h2', T0 + 10, T0 + 4)).toEqual({ state: 'done', requestHash: 'sha-h2', interviewId: 'i2', answer });
+        // Kept encrypted, like every response.
+        expect(JSON.stringify(await h.exec('SELECT * FROM idempotency_keys'))).not.toContain('CAPTURE_REJECTED');
+      });
+
       it('never downgrades the status on upsert, but raises it', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', onboardingStatus: 'ONBOARDING_FINISHED', statusRank: 5, now: T0 });
         const low = await store.upsertSession({ interviewId: 'i1', origin: 'broker', onboardingStatus: 'UNKNOWN', statusRank: 0, now: T0 + 1 });
