@@ -1,7 +1,7 @@
 // Caller checks shared by routes: service keys (ADMIN_API_KEYS) and an app's own session token.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors';
-import { bearer, keyMatcher } from '../security';
+import { bearer, keyMatcher, sha256Hex } from '../security';
 import type { SessionRecord, Store } from '../store/types';
 
 export function serviceKeyGuard(keys: readonly string[]) {
@@ -15,6 +15,8 @@ export function serviceKeyGuard(keys: readonly string[]) {
     const key = bearer(req.headers.authorization);
     if (!key || !matches(key))
       throw new AppError(401, 'UNAUTHORIZED', 'A valid service key is required (Authorization: Bearer <key>)', { 'www-authenticate': 'Bearer' });
+    // Who called, by the key's digest: one backend's Idempotency-Keys never meet another's.
+    req.caller = `svc:${sha256Hex(key).slice(0, 16)}`;
   };
 }
 

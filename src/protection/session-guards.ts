@@ -129,7 +129,8 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
     if (claim.state === 'done') return replay(claim.interviewId, claim.answer);
     try {
-      // The key is marked done by the session's own write (only the id is kept; the token stays in sessions).
+      // The key is marked done by the session's own write (only the id is kept, and a route's final answer if it keeps
+      // one with recordIdempotencyAnswer; the token stays in sessions).
       return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, requestSha256: sha256Hex(body) });
     } catch (err) {
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours

@@ -251,11 +251,12 @@ export class ResultsPipeline {
     let processing = false;
     try {
       status = (await this.d.incode.getOnboardingStatus(token.value, id, ctx)).onboardingStatus;
-      if (session && !token.executive && (await this.awaitsCompletion(session, status))) {
+      const awaiting = session && !token.executive ? await this.awaitsCompletion(session, status) : null;
+      if (awaiting === 'finish') {
         const after = await this.complete(id, token.value, status, ctx);
         processing = after === null;
         status = after ?? status;
-      }
+      } else if (awaiting === 'processing') processing = true;
     } catch (err) {
       if (err instanceof IncodeError && (err.code === 'INCODE_NOT_FOUND' || err.code === 'INCODE_BAD_REQUEST') && !session) {
         // A webhook for a session Incode does not know: forged or misrouted. Recorded, nothing created.
@@ -292,14 +293,19 @@ export class ResultsPipeline {
    * its wait timing out can stop it first: then its status checks here do it, so polling finishes the onboarding
    * instead of watching it stall until POLL_GIVE_UP_HOURS. Only a session whose captures all went through (its
    * face-match step answered, match or not) qualifies: an SDK session at the same status may still have a capture to come.
+   * 'finish' at a module status (finish-status once processing is done); 'processing' at UNKNOWN without polling
+   * (RESULTS_MODE=webhook), where a check that stopped there would leave an onboarding that no finish watches
+   * unfinished for good, so it comes back; null otherwise.
    */
-  private async awaitsCompletion(session: SessionRecord, status: unknown): Promise<boolean> {
-    // Not yet at a module status (UNKNOWN: processing has not shown) counts too: without polling, a check that gave up
-    // there would leave an onboarding no finish watches unfinished for good.
-    if (!this.d.config.results.markComplete || session.origin !== 'broker' || typeof status !== 'string' || !isKnownStatus(status) || statusRank(status) > PROGRESS_RANK) return false;
+  private async awaitsCompletion(session: SessionRecord, status: unknown): Promise<'finish' | 'processing' | null> {
+    if (!this.d.config.results.markComplete || session.origin !== 'broker' || typeof status !== 'string') return null;
+    const rank = statusRank(status);
+    const early = status === 'UNKNOWN' && this.d.config.results.mode === 'webhook';
+    if (rank !== PROGRESS_RANK && !early) return null;
     const steps = await this.d.store.listSteps(session.interviewId);
     // A face match that answered no match went through too (its scores decline the session); only a failed call did not.
-    return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected')) && !finishRecorded(steps);
+    if (!steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected')) || finishRecorded(steps)) return null;
+    return early ? 'processing' : 'finish';
   }
 
   /**

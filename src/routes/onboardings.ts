@@ -61,11 +61,18 @@ const StepFailure = Type.Object({
 /** What the route answers itself (202, 422), and so what a replay of its Idempotency-Key gets back. */
 type OnboardingAnswer = Static<typeof Accepted> | Static<typeof CaptureRejected>;
 
-/** Nothing was started at Incode: no session was made, and Incode certainly did not make one (else the key stays held). */
-const startedNothing = (err: unknown) => {
-  if (!(err instanceof OnboardingError)) return true;
-  return err.interviewId === null && (!(err.cause instanceof IncodeError) || err.cause.certainlyNotDone);
-};
+/**
+ * Nothing was started at Incode, so the key is free for a retry: refused before any call (ours), or a start that Incode
+ * certainly did not carry out. A start stopped midway, timed out or failed oddly may have made a session: the key stays.
+ */
+const startedNothing = (err: unknown) =>
+  err instanceof AppError || (err instanceof OnboardingError && err.interviewId === null && err.cause instanceof IncodeError && err.cause.certainlyNotDone);
+
+/** Sends a kept (or first) answer; a 422 carries this request's id, so a replay is traced as itself. */
+function answered(reply: FastifyReply, answer: IdempotencyAnswer, requestId: string): OnboardingAnswer {
+  reply.status(answer.statusCode as 202 | 422);
+  return (answer.statusCode === 422 ? { ...(answer.body as object), requestId } : answer.body) as OnboardingAnswer;
+}
 
 export interface OnboardingsRouteOptions {
   config: Config;
@@ -100,12 +107,14 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   });
 
   /**
-   * Without polling (RESULTS_MODE=webhook) nothing else comes back to an onboarding that no finish watches: its last
-   * webhook may have been checked before its captures were recorded, too early to mark it complete. A status check is
-   * queued instead, which comes back by itself while processing goes on (verify).
+   * Without polling (RESULTS_MODE=webhook) nothing else comes back to an onboarding that no finish watches and that only
+   * this service marks complete (MARK_COMPLETE): its last webhook may have been checked before its captures were
+   * recorded, too early to mark it complete. A status check is queued instead, which comes back by itself while
+   * processing goes on (verify). Without MARK_COMPLETE, Incode completes it and its webhooks say so.
    */
+  const checksLater = config.results.mode === 'webhook' && config.results.markComplete;
   async function checkLater(interviewId: string, log: FastifyBaseLogger): Promise<void> {
-    if (config.results.mode !== 'webhook') return;
+    if (!checksLater) return;
     await app.results.refresh(interviewId).catch((err: unknown) => log.error({ interviewId, err }, 'status check of an unwatched onboarding could not be queued'));
   }
 
@@ -120,7 +129,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       return checkLater(interviewId, log);
     }
     // Bounded: each finish watches its session until its results are stored. Past the bound the session is one
-    // like any SDK session: its webhooks and polling finish it (and mark it complete under MARK_COMPLETE).
+    // like any SDK session: its webhooks and polling (without polling, the check queued here) finish it, and mark it
+    // complete under MARK_COMPLETE.
     if (inflight.size >= config.limits.onboardingMaxBackground) {
       log.warn({ interviewId, running: inflight.size }, 'onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND finishes already running');
       return checkLater(interviewId, log);
@@ -137,7 +147,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           else log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
           // Stopped, timed out or refused for a while (the session kept pending), as opposed to given up: checked later.
           // Part of p, so shutdown waits for it while the store is still open.
-          if (config.results.mode === 'webhook' && (await app.store.getSession(interviewId).catch(() => null))?.resultsStatus === 'pending') await checkLater(interviewId, log);
+          if (checksLater && (await app.store.getSession(interviewId).catch(() => null))?.resultsStatus === 'pending') await checkLater(interviewId, log);
         },
       )
       .finally(() => inflight.delete(p));
@@ -239,27 +249,28 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
             let answer: IdempotencyAnswer;
             if (!outcome.ok) {
               const { message, step, reason, interviewId, incodeCode } = outcome;
-              answer = { statusCode: 422, body: { code: 'CAPTURE_REJECTED' as const, message, step, reason, interviewId, incodeCode, requestId: req.id } };
+              answer = { statusCode: 422, body: { code: 'CAPTURE_REJECTED' as const, message, step, reason, interviewId, incodeCode } };
             } else {
               await finishInBackground(outcome.interviewId, req.id, req.log);
               answer = { statusCode: 202, body: { interviewId: outcome.interviewId, status: 'processing' as const } };
             }
-            // The key was completed by the session's own write; its replays now get this answer.
-            if (claimed) await app.store.recordIdempotencyAnswer(claimed, outcome.interviewId, answer);
-            reply.status(answer.statusCode as 202 | 422);
-            return answer.body as OnboardingAnswer;
+            // The key was completed by the session's own write; its replays now get this answer. A failure to keep it
+            // does not turn the answer decided here into an error: a replay then goes by the session's steps.
+            if (claimed)
+              await app.store.recordIdempotencyAnswer(claimed, outcome.interviewId, answer).catch((err: unknown) => req.log.error({ interviewId: outcome.interviewId, err }, 'Idempotency-Key answer not kept'));
+            return answered(reply, answer, req.id);
           },
           async (interviewId, answer) => {
-            if (answer) {
-              reply.status(answer.statusCode as 202 | 422);
-              return answer.body as OnboardingAnswer;
-            }
-            // Started, with no answer kept: still running its captures (here or on another replica), or it failed at a
-            // step (its answer said so, with this interviewId) or its process died.
+            if (answer) return answered(reply, answer, req.id);
+            // Started, with no answer kept: its captures still running (here or on another replica), done but their
+            // answer not kept, failed at a step (that answer named this interviewId), or its process died.
             const s = await app.store.getSession(interviewId);
             if (!s || s.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
             const steps = await app.store.listSteps(interviewId);
-            if (s.resultsStatus === 'pending' && !steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < onboardingLeaseMs)
+            // The face match answered (match or not): the captures went through, which the first answer said with 202.
+            if (steps.some((st) => st.step === 'face-match' && (st.outcome === 'ok' || st.outcome === 'rejected')))
+              return answered(reply, { statusCode: 202, body: { interviewId, status: 'processing' } }, req.id);
+            if (!steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < onboardingLeaseMs)
               throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
             throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`);
           },

@@ -7,6 +7,10 @@ import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running, waitForResults } from '../helpers/harness';
 import { tempDir } from '../helpers/temp';
+import { storeWith } from '../helpers/store-proxy';
+import { loadConfig } from '../../src/config';
+import { Cipher } from '../../src/store/crypto';
+import { SqliteStore } from '../../src/store/sqlite-store';
 
 const b64 = (b: Buffer) => b.toString('base64');
 const GOOD = { front: b64(img.idFront()), back: b64(img.idBack()), selfie: b64(img.selfie()) };
@@ -185,7 +189,10 @@ describe('POST /onboardings', () => {
       // A capture to repeat is the answer too: the retry is told the same, it does not start another session.
       const rejected = await post({ ...GOOD, front: b64(img.glareIdFront()) }, { idempotencyKey: 'onb-key-2' });
       expect(rejected).toMatchObject({ status: 422, body: { code: 'CAPTURE_REJECTED', step: 'front', reason: 'ID_GLARE' } });
-      expect(await post({ ...GOOD, front: b64(img.glareIdFront()) }, { idempotencyKey: 'onb-key-2' })).toEqual(rejected);
+      // The same answer, traced as the retry's own request.
+      const replayed = await post({ ...GOOD, front: b64(img.glareIdFront()) }, { idempotencyKey: 'onb-key-2' });
+      expect(replayed).toEqual({ status: 422, body: { ...rejected.body, requestId: expect.any(String) } });
+      expect(replayed.body.requestId).not.toBe(rejected.body.requestId);
       expect(starts()).toBe(2);
       // A step that failed after the start: the session exists, so the retry is told where it stopped, not billed again.
       const failed = await post({ ...GOOD, externalCustomerId: 'emu:selfie-error-409' }, { idempotencyKey: 'onb-key-3' });
@@ -201,6 +208,30 @@ describe('POST /onboardings', () => {
       expect(starts()).toBe(5);
     } finally {
       incode.stop();
+    }
+  });
+
+  it("keeps one service key's Idempotency-Keys apart from another's, and replays an accepted onboarding whose answer could not be kept", async () => {
+    const OTHER_KEY = 'second-backend-service-key-0123456789';
+    const config = loadConfig(brokerEnv(emulator.url, { ADMIN_API_KEYS: `${ADMIN_KEY},${OTHER_KEY}` }));
+    const real = new SqliteStore({ filename: ':memory:', cipher: new Cipher(config.encryption.keys) });
+    await real.migrate();
+    // The database fails the one write that keeps the final answer: the onboarding is accepted all the same.
+    const store = storeWith(real, (method) => (method === 'recordIdempotencyAnswer' ? async () => Promise.reject(new Error('database blip')) : null));
+    const b = await startBroker(brokerEnv(emulator.url, { ADMIN_API_KEYS: `${ADMIN_KEY},${OTHER_KEY}` }), { store });
+    try {
+      const first = await post(GOOD, { url: b.url, idempotencyKey: 'shared-key-string' });
+      expect(first).toMatchObject({ status: 202, body: { status: 'processing' } });
+      expect(b.logs.text).toMatch(/Idempotency-Key answer not kept/);
+      // Replayed from the session's steps (its captures went through), not a second onboarding.
+      expect(await post(GOOD, { url: b.url, idempotencyKey: 'shared-key-string' })).toEqual(first);
+      // The same key string from another backend's service key is its own key.
+      const other = await post(GOOD, { url: b.url, idempotencyKey: 'shared-key-string', key: OTHER_KEY });
+      expect(other.status).toBe(202);
+      expect(other.body.interviewId).not.toBe(first.body.interviewId);
+    } finally {
+      await b.close();
+      await real.close();
     }
   });
 
