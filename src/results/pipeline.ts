@@ -7,7 +7,7 @@ import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteJob, webhookEventKey } from '../store/rows';
-import type { Job, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
+import type { Job, NewJob, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
 
@@ -124,11 +124,16 @@ export class ResultsPipeline {
 
   /**
    * Fetch now: the status is re-read and, when final, scores and OCR are fetched again. false: a refresh of this
-   * session is already queued or running, and this one joined it.
+   * session that has not read Incode yet was already queued, and this one joined it.
    */
   async refresh(interviewId: string): Promise<boolean> {
     const now = this.now();
-    const queued = await this.d.store.enqueueJob({ kind: 'verify', subject: interviewId, payload: { source: 'refresh' }, runAt: now, dedupeKey: `verify:${interviewId}:refresh` }, now);
+    const job = (dedupeKey: string): NewJob => ({ kind: 'verify', subject: interviewId, payload: { source: 'refresh' }, runAt: now, dedupeKey });
+    let queued = await this.d.store.enqueueJob(job(`verify:${interviewId}:refresh`), now);
+    // One under way may have read Incode already, before whatever made the caller ask: one more is queued, which reads
+    // it afresh. At most one such waits; a refresh asked meanwhile joins it.
+    if (!queued && (await this.d.store.listJobs(interviewId)).some((j) => j.kind === 'verify' && j.payload.source === 'refresh' && j.state === 'running'))
+      queued = await this.d.store.enqueueJob(job(`verify:${interviewId}:refresh:next`), now);
     this.d.kick?.();
     return queued;
   }

@@ -153,7 +153,7 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
       const s = await app.store.getSession(req.params.interviewId);
       if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
       if (s.resultsStatus === 'erased') throw new AppError(409, 'SESSION_ERASED', 'This session was erased');
-      // queued false: a refresh already queued or under way took this one in (it may have read the status already).
+      // queued false: a refresh still queued (it has not read Incode yet) took this one in.
       const queued = await app.results.refresh(s.interviewId);
       reply.status(202);
       return { interviewId: s.interviewId, queued };

@@ -1007,6 +1007,33 @@ describe('POST /sessions/:interviewId/refresh', () => {
       await emu.close();
     }
   });
+
+  it('queues one more when the refresh under way may have read Incode already; a third joins that one', async () => {
+    // Every Incode call takes 1 s: the first refresh's status read is still on its way when the second is asked.
+    const emu = await startEmulator({ faults: { latencyMs: 1000 } });
+    // No polling: every status read below is a refresh's.
+    const b = await startBroker(brokerEnv(emu.url, { RESULTS_MODE: 'webhook' }));
+    const incode = recordRequests(emu.app.server);
+    try {
+      const s = (await request(b.url).post('/session').expect(200)).body;
+      const refresh = async () => (await request(b.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202)).body;
+      const refreshes = async () => (await b.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify' && j.payload.source === 'refresh');
+      expect(await refresh()).toEqual({ interviewId: s.interviewId, queued: true });
+      await waitFor(async () => (await refreshes()).some((j) => j.state === 'running'), 10_000, 10);
+      expect(await refresh()).toEqual({ interviewId: s.interviewId, queued: true });
+      expect(await refresh()).toEqual({ interviewId: s.interviewId, queued: false });
+      // Both ran, each with a status read of its own.
+      await waitFor(async () => {
+        const jobs = await refreshes();
+        return jobs.length === 2 && jobs.every((j) => j.state === 'done');
+      }, 15_000);
+      expect(incode.urls.filter((u) => u.startsWith(`/omni/get/onboarding/status?id=${s.interviewId}`))).toHaveLength(2);
+    } finally {
+      incode.stop();
+      await b.close();
+      await emu.close();
+    }
+  }, 30_000);
 });
 
 describe('erasure, retention and PII at rest', () => {
