@@ -28,7 +28,7 @@ export function keyMatcher(keys: readonly string[]): (candidate: string) => bool
 }
 
 /** One definition of the token hash (the store looks sessions up by the same digest) and of comparing digests. */
-export { hashesEqual, sha256Hex };
+export { sha256Hex };
 
 /**
  * Keyed digests of values that may hold personal data (a request naming a customer id), for lookups and equality only:

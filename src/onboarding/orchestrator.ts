@@ -437,7 +437,6 @@ export class Orchestrator {
     return out;
   }
 
-  /** Records the failed step and marks the session failed; returns the error to throw. */
   /** The error to answer, recorded as the step's failure; the session is given up unless `keepSession`. */
   private async fail(interviewId: string | null, step: OnboardingStep, err: unknown, opts: { keepSession?: boolean } = {}): Promise<OnboardingError> {
     let e: OnboardingError;

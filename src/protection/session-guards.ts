@@ -42,7 +42,8 @@ export interface IdempotencyOptions {
   createdNothing?: (err: unknown) => boolean;
 }
 
-const certainlyNotStarted = (err: unknown) => err instanceof IncodeError && err.certainlyNotDone;
+/** Incode certainly created nothing: the call never left, or Incode refused it outright. */
+export const certainlyNotStarted = (err: unknown) => err instanceof IncodeError && err.certainlyNotDone;
 
 export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;

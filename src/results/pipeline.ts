@@ -7,7 +7,7 @@ import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteJob, webhookEventKey } from '../store/rows';
-import type { Job, NewJob, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
+import type { Job, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
 
@@ -76,14 +76,24 @@ function resultsBehind(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatu
   return s.resultsStatus === 'ready' && verdict !== null && s.decision !== verdict;
 }
 
-/** Whether polling has anything left to find: a status to come, a reviewer's verdict, or results the status still lacks. */
+/**
+ * Whether polling has anything left to find: a status to come, a reviewer's verdict, or results the status still lacks.
+ * Never for a session given up before it finished (an abandoned onboarding, polling that gave up), whichever poll a
+ * race with its abandonment left scheduled.
+ */
 function keepsPolling(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision'>): boolean {
-  return s.resultsStatus !== 'erased' && (!isTerminal(s.onboardingStatus) || awaitsVerdict(s) || resultsBehind(s));
+  if (s.resultsStatus === 'erased' || (s.resultsStatus === 'failed' && !isTerminal(s.onboardingStatus))) return false;
+  return !isTerminal(s.onboardingStatus) || awaitsVerdict(s) || resultsBehind(s);
 }
 
 /** Whether a session's steps hold a finish-status that went through (by its own request or in the background). */
 export function finishRecorded(steps: StepRecord[]): boolean {
   return steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
+}
+
+/** Whether a server-side onboarding's captures all went through: its face match answered (a no-match declines it later). */
+export function capturesWentThrough(steps: StepRecord[]): boolean {
+  return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected'));
 }
 
 export class ResultsPipeline {
@@ -123,17 +133,20 @@ export class ResultsPipeline {
   }
 
   /**
-   * Fetch now: the status is re-read and, when final, scores and OCR are fetched again. false: a refresh of this
-   * session that has not read Incode yet was already queued, and this one joined it.
+   * Fetch now: the status is re-read and, when final, scores and OCR are fetched again. false: this one joined a
+   * refresh that has not read Incode yet (or, rarely, two already under way).
    */
   async refresh(interviewId: string): Promise<boolean> {
     const now = this.now();
-    const job = (dedupeKey: string): NewJob => ({ kind: 'verify', subject: interviewId, payload: { source: 'refresh' }, runAt: now, dedupeKey });
-    let queued = await this.d.store.enqueueJob(job(`verify:${interviewId}:refresh`), now);
-    // One under way may have read Incode already, before whatever made the caller ask: one more is queued, which reads
-    // it afresh. At most one such waits; a refresh asked meanwhile joins it.
-    if (!queued && (await this.d.store.listJobs(interviewId)).some((j) => j.kind === 'verify' && j.payload.source === 'refresh' && j.state === 'running'))
-      queued = await this.d.store.enqueueJob(job(`verify:${interviewId}:refresh:next`), now);
+    const enqueue = (dedupeKey: string) => this.d.store.enqueueJob({ kind: 'verify', subject: interviewId, payload: { source: 'refresh' }, runAt: now, dedupeKey }, now);
+    const key = `verify:${interviewId}:refresh`;
+    let queued = await enqueue(key);
+    if (!queued) {
+      // Joined only while it has not read Incode: one under way (or waiting out a failed attempt's backoff) may have
+      // read it before whatever made the caller ask, so one more is queued beside it, which a refresh asked meanwhile joins.
+      const active = await this.d.store.activeJob(key);
+      if (!(active?.state === 'queued' && active.attempts === 0)) queued = await enqueue(active ? `${key}:next` : key);
+    }
     this.d.kick?.();
     return queued;
   }
@@ -308,8 +321,7 @@ export class ResultsPipeline {
     const early = status === 'UNKNOWN' && this.d.config.results.mode === 'webhook';
     if (rank !== PROGRESS_RANK && !early) return null;
     const steps = await this.d.store.listSteps(session.interviewId);
-    // A face match that answered no match went through too (its scores decline the session); only a failed call did not.
-    if (!steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected')) || finishRecorded(steps)) return null;
+    if (!capturesWentThrough(steps) || finishRecorded(steps)) return null;
     return early ? 'processing' : 'finish';
   }
 

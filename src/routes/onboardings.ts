@@ -4,16 +4,16 @@ import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError, overloadedError, retryAfter } from '../errors';
-import { IncodeError } from '../incode/errors';
 import { isValidCountryCode } from '../iso3166';
-import { OnboardingError, Orchestrator } from '../onboarding/orchestrator';
+import { OnboardingError, Orchestrator, type CaptureStep } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
-import type { SessionGuards } from '../protection/session-guards';
+import { certainlyNotStarted, type SessionGuards } from '../protection/session-guards';
+import { capturesWentThrough } from '../results/pipeline';
 import { sha256Hex } from '../security';
-import type { IdempotencyAnswer } from '../store/types';
+import type { IdempotencyAnswer, StepRecord } from '../store/types';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
-import { CUSTOMER_ID_PATTERN, orError, withErrors } from '../schemas';
+import { CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, orError, withErrors } from '../schemas';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB
 // can overflow its backtracking stack. Standard alphabet, optional padding, optional data: URL prefix.
@@ -58,15 +58,17 @@ const StepFailure = Type.Object({
   requestId: Type.Optional(Type.String()),
 });
 
+const CAPTURE_STEPS: ReadonlySet<string> = new Set<CaptureStep>(['front', 'back', 'selfie']);
+
 /** What the route answers itself (202, 422), and so what a replay of its Idempotency-Key gets back. */
 type OnboardingAnswer = Static<typeof Accepted> | Static<typeof CaptureRejected>;
 
 /**
- * Nothing was started at Incode, so the key is free for a retry: refused before any call (ours), or a start that Incode
- * certainly did not carry out. A start stopped midway, timed out or failed oddly may have made a session: the key stays.
+ * Nothing was started at Incode, so the key is free for a retry: a start that Incode certainly did not carry out (every
+ * failure of the captures comes as an OnboardingError). A start stopped midway, timed out or failed oddly may have made
+ * a session: the key stays.
  */
-const startedNothing = (err: unknown) =>
-  err instanceof AppError || (err instanceof OnboardingError && err.interviewId === null && err.cause instanceof IncodeError && err.cause.certainlyNotDone);
+const startedNothing = (err: unknown) => err instanceof OnboardingError && err.interviewId === null && certainlyNotStarted(err.cause);
 
 /** Sends a kept (or first) answer; a 422 carries this request's id, so a replay is traced as itself. */
 function answered(reply: FastifyReply, answer: IdempotencyAnswer, requestId: string): OnboardingAnswer {
@@ -82,9 +84,10 @@ export interface OnboardingsRouteOptions {
 
 const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = async (app, opts) => {
   const { config, guards } = opts;
-  // How long an Idempotency-Key claim or a session without an answer counts as still running: longer than the start
-  // and five captures can take, each bounded by INCODE_TIMEOUT_MS.
-  const onboardingLeaseMs = 60_000 + 8 * config.incode.timeoutMs;
+  // How long a session whose Idempotency-Key has no answer yet counts as still running its captures: longer than the
+  // start (INCODE_TIMEOUT_MS) and the five capture calls (INCODE_CAPTURE_TIMEOUT_MS each) can take. (The key's own
+  // pending claim covers the start alone: the session's write completes it.)
+  const capturesMs = 60_000 + config.incode.timeoutMs + 5 * config.incode.captureTimeoutMs;
   const requireServiceKey = serviceKeyGuard(config.adminApiKeys);
   // Background finishes still running: aborted and awaited at shutdown so nothing touches a closed store.
   const inflight = new Map<Promise<void>, AbortController>();
@@ -205,11 +208,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           'otherwise 202 as soon as the captures are accepted, and processing, scores and OCR continue in the background (GET /sessions/:interviewId).',
         tags: ['onboarding'],
         security: [{ serviceKey: [] }],
-        headers: Type.Object({
-          'idempotency-key': Type.Optional(
-            Type.String({ minLength: 1, maxLength: 255, description: 'A retry with the same key and images gets the first answer (202 or 422) instead of a second, billed onboarding' }),
-          ),
-        }),
+        headers: IdempotencyKeyHeaders('A retry with the same key and images gets the first answer (202 or 422) instead of a second, billed onboarding'),
         body: OnboardingBody,
         response: { ...withErrors({}, [401, 404, 409]), 202: Accepted, 422: orError(CaptureRejected), 500: StepFailure, 502: StepFailure, 503: StepFailure, 504: StepFailure },
       },
@@ -267,14 +266,17 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
             const s = await app.store.getSession(interviewId);
             if (!s || s.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
             const steps = await app.store.listSteps(interviewId);
-            // The face match answered (match or not): the captures went through, which the first answer said with 202.
-            if (steps.some((st) => st.step === 'face-match' && (st.outcome === 'ok' || st.outcome === 'rejected')))
-              return answered(reply, { statusCode: 202, body: { interviewId, status: 'processing' } }, req.id);
-            if (!steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < onboardingLeaseMs)
+            // Rebuilt from the steps: the captures went through (the first answer was 202), or one was rejected (422;
+            // its Incode code, which the steps do not keep, aside).
+            if (capturesWentThrough(steps)) return answered(reply, { statusCode: 202, body: { interviewId, status: 'processing' } }, req.id);
+            const rejected = steps.find((st): st is StepRecord & { step: CaptureStep } => st.outcome === 'rejected' && CAPTURE_STEPS.has(st.step));
+            if (rejected)
+              return answered(reply, { statusCode: 422, body: { code: 'CAPTURE_REJECTED', message: rejected.message ?? '', step: rejected.step, reason: rejected.code ?? '', interviewId } }, req.id);
+            if (!steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < capturesMs)
               throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
             throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`);
           },
-          { route: 'onboarding', leaseMs: onboardingLeaseMs, createdNothing: startedNothing },
+          { route: 'onboarding', createdNothing: startedNothing },
         );
       } finally {
         if (hold) {

@@ -7,7 +7,7 @@ import { isInterviewId } from '../incode/token-claims';
 import { isValidCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
-import { CUSTOMER_ID_PATTERN, SessionTokenHeaders, withErrors } from '../schemas';
+import { CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, SessionTokenHeaders, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
 import type { SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
@@ -114,7 +114,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       schema: {
         summary: 'Start an Incode onboarding and get its session token',
         tags: ['session'],
-        headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })) }),
+        headers: IdempotencyKeyHeaders(),
         body: SessionBody,
         response: withErrors({ 200: SessionResponse }, [401, 404, 409, 422, 502, 504]),
       },

@@ -14,6 +14,7 @@ import {
   jsonText,
   idempotencyDoneSql,
   idempotencyAnswerSql,
+  activeJobSql,
   pgArgs,
   resultsStatusSql,
   RESULTS_UPSERT_TAIL,
@@ -150,6 +151,8 @@ const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
   SELECT 1 FROM d`;
 const RETRY_JOB = retryJobSql(pgArgs(1));
 const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
+const IDEMPOTENCY_ANSWER = idempotencyAnswerSql(pgArgs(1));
+const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
 
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
@@ -548,6 +551,11 @@ export class PostgresStore implements Store {
     return rows.map(toJob);
   }
 
+  async activeJob(dedupeKey: string): Promise<Job | null> {
+    const { rows } = await this.q<JobRow>(ACTIVE_JOB_SQL, [dedupeKey]);
+    return rows[0] ? toJob(rows[0]) : null;
+  }
+
   // ---- audit
 
   async audit(kind: string, subject: string, detail: Record<string, unknown>, now: number): Promise<void> {
@@ -595,7 +603,7 @@ export class PostgresStore implements Store {
   }
 
   async recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void> {
-    await this.q(idempotencyAnswerSql(pgArgs(1)), [idempotencyResponseEnc(this.cipher, idem, interviewId, answer), idem.scope, idem.key, idem.claimedAt]);
+    await this.q(IDEMPOTENCY_ANSWER, [idempotencyResponseEnc(this.cipher, idem, interviewId, answer), idem.scope, idem.key, idem.claimedAt]);
   }
 
   async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {

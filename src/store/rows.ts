@@ -89,8 +89,8 @@ export function tokenLookup(token: string): { hash: string; namedId: string | nu
   return { hash: sha256Hex(token), namedId: interviewIdOfToken(token) };
 }
 
-// A completed Idempotency-Key keeps only the session it created (its token stays in sessions) and the SHA-256 of the
-// request, encrypted like every response a key may carry: unlike the request_hash column (an HMAC under a key derived
+// A completed Idempotency-Key keeps the session it created (its token stays in sessions), the SHA-256 of the request and,
+// for a route that keeps one (recordIdempotencyAnswer), its final answer, encrypted like every response a key may carry: unlike the request_hash column (an HMAC under a key derived
 // from the first DATA_ENCRYPTION_KEY), a key rotation re-encrypts it, so a replay still compares once the old key is gone.
 export function idempotencyResponseEnc(cipher: Cipher, idem: IdempotencyRef, interviewId: string, answer?: IdempotencyAnswer): string {
   return cipher.encryptJson({ interviewId, request: idem.requestSha256, ...(answer ? { answer } : {}) }, aad.idempotencyResponse(idem.scope, idem.key));
@@ -399,6 +399,9 @@ export interface JobRow {
   last_error: string | null;
   created_at: Num;
 }
+
+/** The active job of a dedupe key, through the partial unique index that allows only one. Parameter: the key. */
+export const activeJobSql = (arg: SqlArg) => `SELECT * FROM jobs WHERE dedupe_key = ${arg(0)} AND state IN ('queued', 'running')`;
 
 export function toJob(r: JobRow): Job {
   return {

@@ -18,6 +18,7 @@ import {
   jsonText,
   idempotencyDoneSql,
   idempotencyAnswerSql,
+  activeJobSql,
   resultsStatusSql,
   RESULTS_UPSERT_TAIL,
   sqliteArgs,
@@ -95,6 +96,7 @@ export interface SqliteStoreOptions {
 
 const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 const IDEMPOTENCY_ANSWER = idempotencyAnswerSql(sqliteArgs);
+const ACTIVE_JOB = activeJobSql(sqliteArgs);
 
 // A new session (with its resume token), and an existing one merged by the rules both engines share.
 const INSERT_NEW_SESSION = `${sessionInsertSql('sqlite', { resume: true }).sql} ON CONFLICT (interview_id) DO NOTHING`;
@@ -535,6 +537,11 @@ export class SqliteStore implements Store {
 
   async listJobs(subject: string): Promise<Job[]> {
     return (this.st('SELECT * FROM jobs WHERE subject = ? ORDER BY created_at, run_at, id').all(subject) as JobRow[]).map(toJob);
+  }
+
+  async activeJob(dedupeKey: string): Promise<Job | null> {
+    const r = this.st(ACTIVE_JOB).get(dedupeKey) as JobRow | undefined;
+    return r ? toJob(r) : null;
   }
 
   // ---- audit

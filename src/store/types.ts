@@ -267,6 +267,8 @@ export interface Store {
   releaseJob(job: JobLease, owner: string, now: number): Promise<boolean>;
   countJobs(): Promise<Record<JobState, number>>;
   listJobs(subject: string): Promise<Job[]>;
+  /** The queued or running job holding a dedupe key (at most one does), or null. */
+  activeJob(dedupeKey: string): Promise<Job | null>;
 
   // audit
   audit(kind: string, subject: string, detail: Record<string, unknown>, now: number): Promise<void>;

@@ -289,18 +289,19 @@ function pipelineSuite(which: Engine) {
 
   it("without polling, a webhook ahead of the status Incode reads is checked again until the read catches up", async () => {
     // Incode's own webhooks are dropped: the one below, sent before processing ends, is the only word of the finish.
-    p = await startPair({ RESULTS_MODE: 'webhook' }, { faults: { dropWebhookRate: 1 }, processingDelayMs: 1000 });
+    p = await startPair({ RESULTS_MODE: 'webhook' }, { faults: { dropWebhookRate: 1 }, processingDelayMs: 2000 });
     const s = await p.newSession();
     await captureAll(s.apiUrl, s.token);
     const tok = (await webhookToken(p.broker.url)).body.access_token as string;
     await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED' }).expect(200);
-    const done = await p.ready(s.interviewId);
+    // The check's backoff doubles from JOB_BACKOFF_MS, so it may come back some seconds after the read caught up.
+    const done = await p.ready(s.interviewId, 30_000);
     expect(done.onboardingStatus).toBe('ONBOARDING_FINISHED');
     expect(done.decision).toBe('approve');
     const [check] = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
     expect(check.state).toBe('done');
     expect(check.attempts).toBeGreaterThan(1);
-  });
+  }, 45_000);
 
   it('results fetched by polling while the webhook for that status waits in the queue are no polling repair', async () => {
     p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, { faults: { dropWebhookRate: 1 } });
@@ -930,15 +931,40 @@ describe('webhook and results API authentication', () => {
   });
 });
 
+type StoreOverride = Parameters<typeof storeWith>[1];
+
+/**
+ * A pipeline over an in-memory SQLite store (closed after the test) whose methods `override` may replace, to stage a
+ * race in the store; no Incode, and a clock the test moves.
+ */
+const bareStores: SqliteStore[] = [];
+afterEach(async () => {
+  for (const s of bareStores.splice(0)) await s.close();
+});
+async function barePipeline(override: (real: SqliteStore) => StoreOverride = () => () => null) {
+  const config = loadConfig(brokerEnv('http://127.0.0.1:9', { RESULTS_MODE: 'both' }));
+  const real = new SqliteStore({ filename: ':memory:', cipher: new Cipher(config.encryption.keys) });
+  bareStores.push(real);
+  await real.migrate();
+  const clock = { now: Date.now() };
+  const pipeline = new ResultsPipeline({
+    store: storeWith(real, override(real)),
+    incode: {} as IncodeClient,
+    executiveTokens: { configured: false } as ExecutiveTokenProvider,
+    config,
+    metrics: createMetrics(),
+    log: pino({ level: 'silent' }),
+    now: () => clock.now,
+  });
+  return { real, pipeline, clock };
+}
+
 describe('apply, against a results job that finishes first', () => {
   it("keeps the verdict poll that job scheduled: a final status ends only the poll the check itself saw", async () => {
-    const config = loadConfig(brokerEnv('http://127.0.0.1:9', { RESULTS_MODE: 'both' }));
-    const real = new SqliteStore({ filename: ':memory:', cipher: new Cipher(config.encryption.keys) });
-    await real.migrate();
     const verdictPollAt = Date.now() + 60_000;
     // Another replica's results job stores a `review` and schedules the poll for the verdict as soon as it is queued,
     // before this check goes on to end polling.
-    const store = storeWith(real, (method) =>
+    const { real, pipeline } = await barePipeline((real) => (method) =>
       method === 'enqueueJob'
         ? async (...args: never[]) => {
             const [job, now] = args as unknown as [NewJob, number];
@@ -951,23 +977,18 @@ describe('apply, against a results job that finishes first', () => {
           }
         : null,
     );
-    const pipeline = new ResultsPipeline({ store, incode: {} as IncodeClient, executiveTokens: { configured: false } as ExecutiveTokenProvider, config, metrics: createMetrics(), log: pino({ level: 'silent' }) });
     const id = 'e'.repeat(24);
     await pipeline.trackSession({ interviewId: id, token: 'tok' });
     expect((await real.getSession(id))!.nextPollAt).toEqual(expect.any(Number));
     await pipeline.apply(id, 'ONBOARDING_FINISHED', 'webhook');
     expect(await real.getSession(id)).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'review', nextPollAt: verdictPollAt });
-    await real.close();
   });
 });
 
 describe('pollDue, against an onboarding abandoned after the listing', () => {
   it('does not bring back polling that was ended between listing the session and rescheduling it', async () => {
-    const config = loadConfig(brokerEnv('http://127.0.0.1:9', { RESULTS_MODE: 'both' }));
-    const real = new SqliteStore({ filename: ':memory:', cipher: new Cipher(config.encryption.keys) });
-    await real.migrate();
     // The orchestrator abandons the session (a rejected capture) right after the poller listed it as due.
-    const store = storeWith(real, (method) =>
+    const { real, pipeline, clock } = await barePipeline((real) => (method) =>
       method === 'sessionsDueForPoll'
         ? async (...args: never[]) => {
             const [now, limit] = args as unknown as [number, number];
@@ -980,14 +1001,44 @@ describe('pollDue, against an onboarding abandoned after the listing', () => {
           }
         : null,
     );
-    let clock = Date.now();
-    const pipeline = new ResultsPipeline({ store, incode: {} as IncodeClient, executiveTokens: { configured: false } as ExecutiveTokenProvider, config, metrics: createMetrics(), log: pino({ level: 'silent' }), now: () => clock });
     const id = 'f'.repeat(24);
     await pipeline.trackSession({ interviewId: id, token: 'tok' });
-    clock = (await real.getSession(id))!.nextPollAt! + 1;
+    clock.now = (await real.getSession(id))!.nextPollAt! + 1;
     expect(await pipeline.pollDue()).toBe(1);
     expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED', nextPollAt: null });
-    await real.close();
+  });
+
+  it('stops, without a check, the polling of a session given up before it finished that a race left scheduled', async () => {
+    const { real, pipeline, clock } = await barePipeline();
+    const id = 'a'.repeat(24);
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    // Abandoned (a rejected capture), while the poller's reschedule won the race against the abandonment's stop.
+    await real.setResultsStatus(id, 'failed', 'CAPTURE_REJECTED', clock.now);
+    clock.now = (await real.getSession(id))!.nextPollAt! + 1;
+    expect(await pipeline.pollDue()).toBe(1);
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED', nextPollAt: null });
+    expect(await real.listJobs(id)).toEqual([]);
+  });
+});
+
+describe('refresh, against the refresh already there', () => {
+  it('joins one that has not read Incode yet; beside one under way or waiting out a failed attempt, queues one more', async () => {
+    const { real, pipeline, clock } = await barePipeline();
+    const id = 'b'.repeat(24);
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    const refreshes = async () => (await real.listJobs(id)).filter((j) => j.kind === 'verify' && j.payload.source === 'refresh');
+    expect(await pipeline.refresh(id)).toBe(true);
+    expect(await pipeline.refresh(id)).toBe(false);
+    // Its attempt failed and it waits out the backoff: it may have read Incode already.
+    const [claimed] = await real.claimJobs('w1', 10, 60_000, clock.now);
+    expect(await real.failJob(claimed, 'w1', 'INCODE_TIMEOUT', clock.now + 60_000, clock.now)).toBe(true);
+    expect(await pipeline.refresh(id)).toBe(true);
+    expect(await pipeline.refresh(id)).toBe(false);
+    // The new one first: the failed one waits until its backoff is over.
+    expect((await refreshes()).map((j) => [j.state, j.attempts])).toEqual([
+      ['queued', 0],
+      ['queued', 1],
+    ]);
   });
 });
 

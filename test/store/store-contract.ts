@@ -191,6 +191,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('onboarding:a', 'k2', 'h2', T0 + 10, T0 + 3)).toEqual({ state: 'done', requestHash: 'sha-h2', interviewId: 'i2' });
         // Another claim of the key (one that took it over after the lease) is not this one's to answer for.
         await store.recordIdempotencyAnswer({ ...idem, claimedAt: T0 - 1 }, 'i2', { statusCode: 500, body: {} });
+        expect(await store.claimIdempotencyKey('onboarding:a', 'k2', 'h2', T0 + 10, T0 + 4)).toEqual({ state: 'done', requestHash: 'sha-h2', interviewId: 'i2' });
         await store.recordIdempotencyAnswer(idem, 'i2', answer);
         expect(await store.claimIdempotencyKey('onboarding:a', 'k2', 'h2', T0 + 10, T0 + 4)).toEqual({ state: 'done', requestHash: 'sha-h2', interviewId: 'i2', answer });
         // Kept encrypted, like every response.
@@ -625,17 +626,21 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.listJobs('i2')).toHaveLength(1);
       });
 
-      it('enqueueJob honours dedupeKey while a job is active', async () => {
+      it('enqueueJob honours dedupeKey while a job is active; activeJob names that job', async () => {
+        expect(await store.activeJob('poll:s')).toBeNull();
         expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0)).toBe(true);
         expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0)).toBe(false);
+        expect(await store.activeJob('poll:s')).toMatchObject({ subject: 's', state: 'queued', attempts: 0 });
         expect(await store.enqueueJob(job('s', { dedupeKey: 'other' }), T0)).toBe(true);
         expect(await store.enqueueJob(job('s'), T0)).toBe(true);
         expect(await store.enqueueJob(job('s'), T0)).toBe(true);
         expect(await store.claimJobs('w', 10, 1000, T0)).toHaveLength(4);
         // Running still blocks; done frees the key.
         expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0)).toBe(false);
+        expect(await store.activeJob('poll:s')).toMatchObject({ state: 'running', attempts: 1 });
         const jobs = await store.listJobs('s');
         for (const j of jobs) await store.completeJob(j, 'w', T0 + 1);
+        expect(await store.activeJob('poll:s')).toBeNull();
         expect(await store.enqueueJob(job('s', { dedupeKey: 'poll:s' }), T0 + 2)).toBe(true);
         expect((await store.listJobs('s')).filter((j) => j.state === 'queued')).toHaveLength(1);
       });
