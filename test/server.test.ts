@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
-import { brokerEnv, freePort, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
+import { brokerEnv, freePort, recordRequests, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
 import { spawnBroker, untilHealthy, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
 import { tempDir } from './helpers/temp';
@@ -26,12 +26,10 @@ describe('server process', () => {
     procs.push(p);
     await untilHealthy(p, url);
     // SIGTERM once the broker's call is at the emulator (held there by the latency), not after a guessed delay.
-    let started = false;
-    emu.app.server.on('request', (req: { url?: string }) => {
-      if (req.url?.startsWith('/omni/start')) started = true;
-    });
+    const incode = recordRequests(emu.app.server);
     const inflight = json(`${url}/session`, { method: 'POST' });
-    await waitFor(() => started, 10_000, 10);
+    await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
+    incode.stop();
     p.child.kill('SIGTERM');
     const res = await inflight;
     expect(res.status).toBe(200);

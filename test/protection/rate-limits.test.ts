@@ -189,23 +189,28 @@ describe('POST /session rate limits (memory counter)', () => {
     // A counter that answers its reads late, as a shared one over the network does: checked side by side, every guess
     // (the right one too) would read the count before any failure was added to it.
     const slow = new MemoryRateCounter();
+    // Reads are held until the right request has arrived too: the count each answers is what it was when asked.
+    let allArrived!: () => void;
+    const gate = new Promise<void>((resolve) => (allArrived = resolve));
     const counter: RateCounter = {
       hitAll: (entries, windowMs) => slow.hitAll(entries, windowMs),
-      // Read at once, answered 100 ms later: the count it answers is what it was when asked.
       peek: async (key, windowMs) => {
         const seen = await slow.peek(key, windowMs);
-        return new Promise((resolve) => setTimeout(() => resolve(seen), 100));
+        await gate;
+        return seen;
       },
       close: () => slow.close(),
     };
     const b = await startBroker(brokerEnv(emu.url, { TRUST_PROXY_HOPS: '1' }), { rateCounter: counter });
     brokers.push(b);
     let arrived = 0;
-    b.app.server.on('request', (req: { url?: string }) => req.url === '/webhooks/incode/token' && arrived++);
+    b.app.server.on('request', (req: { url?: string }) => {
+      if (req.url === '/webhooks/incode/token' && ++arrived === 31) allArrived();
+    });
     const token = (secret: string) =>
       request(b.url).post('/webhooks/incode/token').set('x-forwarded-for', '203.0.113.77').auth(WEBHOOK_CLIENT_ID, secret).type('form').send({ grant_type: 'client_credentials' });
     const guesses = Array.from({ length: 30 }, (_, i) => token(`guess-${i}`).then((r) => r.status));
-    // Sent once every guess is in, while their reads are still under way.
+    // Sent once every guess is in, while their reads are still held.
     await waitFor(() => arrived >= 30 || null, 5000, 5);
     const right = await token(WEBHOOK_CLIENT_SECRET);
     expect((await Promise.all(guesses)).every((st) => st === 401)).toBe(true);

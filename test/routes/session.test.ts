@@ -136,15 +136,11 @@ describe('POST /session against the emulator', () => {
   it('does not hand out the fresh token of a session erased while Incode was asked for it (404)', async () => {
     const first = (await request(broker.url).post('/session').expect(200)).body;
     emu.app.emulator.setFaults({ startLatencyMs: 1500 });
-    try {
-      const resumed = request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).then((r) => r);
-      await waitFor(async () => ((await broker.app.store.checkResumeToken(first.interviewId, sha256Hex(first.resumeToken.split('.')[1]), Date.now())) ? null : true), 5000, 5);
-      await request(broker.url).delete(`/sessions/${first.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
-      const res = await resumed;
-      expect([res.status, res.body.code, res.body.token]).toEqual([404, 'SESSION_NOT_FOUND', undefined]);
-    } finally {
-      emu.app.emulator.resetFaults();
-    }
+    const resumed = request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).then((r) => r);
+    await waitFor(async () => ((await broker.app.store.checkResumeToken(first.interviewId, sha256Hex(first.resumeToken.split('.')[1]), Date.now())) ? null : true), 5000, 5);
+    await request(broker.url).delete(`/sessions/${first.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+    const res = await resumed;
+    expect([res.status, res.body.code, res.body.token]).toEqual([404, 'SESSION_NOT_FOUND', undefined]);
   });
 
   it('spends a resume token once: of concurrent exchanges one wins; an Incode failure leaves it usable', async () => {
@@ -196,18 +192,15 @@ describe('POST /session against the emulator', () => {
   it('a pending Idempotency-Key answers 409 while its lease runs, and is taken over once a crashed claim has lapsed', async () => {
     // A real first request, held at Incode for 1.5 s: its retry meanwhile is told to wait.
     emu.app.emulator.setFaults({ startLatencyMs: 1500 });
-    try {
-      const first = request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).then((r) => r);
-      // The retry goes once the first has claimed the key (this broker's store is SQLite in memory).
-      const db = (broker.app.store as SqliteStore).db;
-      await waitFor(() => db.prepare("SELECT 1 FROM idempotency_keys WHERE key = ? AND state = 'pending'").get(sha256Hex('k-live')), 5000, 5);
-      const busy = await request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).expect(409);
-      expect(busy.body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
-      expect(busy.headers['retry-after']).toBe('1');
-      expect((await first).status).toBe(200);
-    } finally {
-      emu.app.emulator.resetFaults();
-    }
+    const first = request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).then((r) => r);
+    // The retry goes once the first has claimed the key (this broker's store is SQLite in memory).
+    const db = (broker.app.store as SqliteStore).db;
+    await waitFor(() => db.prepare("SELECT 1 FROM idempotency_keys WHERE key = ? AND state = 'pending'").get(sha256Hex('k-live')), 5000, 5);
+    const busy = await request(broker.url).post('/session').set('idempotency-key', 'k-live').send({}).expect(409);
+    expect(busy.body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+    expect(busy.headers['retry-after']).toBe('1');
+    expect((await first).status).toBe(200);
+    emu.app.emulator.resetFaults();
     // A claim left by a process that died mid-request (written as the anonymous caller's key): its lease ended,
     // so the retry creates the session instead of waiting out the TTL.
     const now = Date.now();
@@ -236,7 +229,6 @@ describe('POST /session against the emulator', () => {
       emu.app.emulator.resetFaults();
       await request(quick.url).post('/session').set('idempotency-key', 'k-refused').send({}).expect(200);
     } finally {
-      emu.app.emulator.resetFaults();
       await quick.close();
     }
   }, 20_000);

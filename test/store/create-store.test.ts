@@ -1,17 +1,16 @@
 // createStore picks the engine from the URL and never echoes a URL (it may hold credentials) in errors.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Cipher, createStore } from '../../src/store';
 import { PostgresStore } from '../../src/store/postgres-store';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { describeWith, services } from '../helpers/services';
+import { tempDir } from '../helpers/temp';
 
 const cipher = new Cipher([{ id: 'k1', key: Buffer.alloc(32, 1) }]);
 
 describe('createStore', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'store-factory-'));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir('store-factory-');
 
   it('opens a SQLite file, creating its parent folder', async () => {
     const file = join(dir, 'a', 'b', 'broker.db');
