@@ -110,7 +110,9 @@ async function main(): Promise<number> {
   const rows: [string, ThreadCounts][] = [];
   try {
     // INSTR_TARGETS=broker counts the broker alone (an A/B of its flags or code).
-    const targets = (env.INSTR_TARGETS ?? 'broker,floor').split(',').filter((t): t is 'broker' | 'floor' => t === 'broker' || t === 'floor');
+    const named = (env.INSTR_TARGETS ?? 'broker,floor').split(',');
+    const targets = named.filter((t): t is 'broker' | 'floor' => t === 'broker' || t === 'floor');
+    if (targets.length !== named.length) throw new Error(`INSTR_TARGETS takes broker and/or floor, not ${named.join(',')}`);
     for (const target of targets) {
       process.stderr.write(`${target}: ${WARMUP} requests of warm-up, then ${MEASURED} counted, under callgrind...\n`);
       const emu = await startEmulator(ctx, `instructions-${target}`, { faults: { startLatencyMs: 0 } });
