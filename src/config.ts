@@ -47,11 +47,11 @@ export const ENV_SCHEMA = {
   INCODE_CONFIGURATION_ID: { kind: { type: 'string' }, doc: 'Default flow (configurationId) for new sessions.' },
   REDIRECTION_URL_ORIGINS: {
     kind: { type: 'string' },
-    doc: 'Origins a POST /session redirectionUrl may point to, comma-separated (e.g. https://app.example.com); empty: any. Set it so a session link cannot be made to end on someone else\'s site.',
+    doc: 'Origins a POST /session redirectionUrl may point to, comma-separated (e.g. https://app.example.com); empty (the default): no redirectionUrl is accepted, so a session link cannot be made to end on someone else\'s site; "*": any origin (refused in production).',
   },
   INCODE_ALLOWED_CONFIGURATION_IDS: {
     kind: { type: 'string' },
-    doc: 'Flows a POST /session body may name, comma-separated (the default flow always may); empty: any flow of the account. Set it when apps must not choose a lighter flow.',
+    doc: 'Flows a POST /session body may name, comma-separated (the default flow always may); empty (the default): only INCODE_CONFIGURATION_ID, so an app cannot pick a lighter flow (one without liveness, say); "*": any flow of the account.',
   },
   INCODE_EXECUTIVE_EMAIL: { kind: { type: 'string' }, doc: 'Dashboard user for the executive token (reads sessions created elsewhere).' },
   INCODE_EXECUTIVE_PASSWORD: { kind: { type: 'string' }, secret: true, doc: 'Password of INCODE_EXECUTIVE_EMAIL.' },
@@ -161,9 +161,9 @@ export interface Config {
     apiKey: string;
     clientId?: string;
     configurationId?: string;
-    /** Flows a caller may name; empty: any. */
+    /** Flows a caller may name (the default flow among them); ['*']: any. */
     allowedConfigurationIds: string[];
-    /** Origins a redirectionUrl may point to; empty: any. */
+    /** Origins a redirectionUrl may point to; empty: none; ['*']: any. */
     redirectionUrlOrigins: string[];
     executiveEmail?: string;
     executivePassword?: string;
@@ -337,8 +337,13 @@ function refuseCleartext(name: EnvName, url: string, why: string): void {
 }
 
 /** The flows a body may name: the listed ones and the default one; empty (any flow) when none is listed. */
+/** The flows a caller may name: those listed and the default one, or ['*'] for any. */
 function allowedFlows(listed: string[], defaultFlow: string | undefined): string[] {
-  return listed.length > 0 && defaultFlow && !listed.includes(defaultFlow) ? [...listed, defaultFlow] : listed;
+  if (listed.includes('*')) {
+    if (listed.length > 1) throw new ConfigError('INCODE_ALLOWED_CONFIGURATION_IDS', 'is either "*" or a list of flows, not both');
+    return listed;
+  }
+  return defaultFlow && !listed.includes(defaultFlow) ? [...listed, defaultFlow] : listed;
 }
 
 /** Whether node-postgres can read the URL: it parses it with URL and percent-decodes the user and password. */
@@ -419,7 +424,11 @@ export function loadConfig(env: Env): Config {
     if (production) refuseCleartext('JWT_JWKS_URL', jwksUrl, 'whoever sits on the path could serve its own keys and sign as any caller');
   }
 
-  const redirectionUrlOrigins = origins(env, 'REDIRECTION_URL_ORIGINS', false);
+  const redirectionUrlOrigins = origins(env, 'REDIRECTION_URL_ORIGINS', true);
+  if (redirectionUrlOrigins.includes('*') && redirectionUrlOrigins.length > 1) throw new ConfigError('REDIRECTION_URL_ORIGINS', 'is either "*" or a list of origins, not both');
+  // A link to the bank's onboarding that ends on any site is a phishing kit: whoever starts the session holds its token.
+  if (production && redirectionUrlOrigins.includes('*')) throw new ConfigError('REDIRECTION_URL_ORIGINS', 'must not be "*" in production: list the origins a session may redirect to');
+  const allowedConfigurationIds = allowedFlows(list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'), str(env, 'INCODE_CONFIGURATION_ID'));
 
   const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
@@ -480,7 +489,7 @@ export function loadConfig(env: Env): Config {
       apiKey: apiKey ?? 'sandbox-api-key',
       clientId: str(env, 'INCODE_CLIENT_ID') ?? (sandbox ? 'sandbox' : undefined),
       configurationId: str(env, 'INCODE_CONFIGURATION_ID'),
-      allowedConfigurationIds: allowedFlows(list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'), str(env, 'INCODE_CONFIGURATION_ID')),
+      allowedConfigurationIds,
       redirectionUrlOrigins,
       executiveEmail: executiveEmail ?? (sandbox ? 'sandbox@example.com' : undefined),
       executivePassword: executivePassword ?? (sandbox ? 'sandbox-password' : undefined),

@@ -65,6 +65,8 @@ describe('loadConfig', () => {
     [{ INCODE_API_URL: 'not a url' }, 'INCODE_API_URL', /absolute http\(s\) URL/],
     [{ INCODE_API_URL: 'https://demo-api.incodesmile.com/0/' }, 'INCODE_API_URL', /not its token-only \/0\/ URL/],
     [{ REDIRECTION_URL_ORIGINS: 'https://app.example.com/done' }, 'REDIRECTION_URL_ORIGINS', /exact origins/],
+    [{ REDIRECTION_URL_ORIGINS: '*, https://app.example.com' }, 'REDIRECTION_URL_ORIGINS', /either "\*" or a list/],
+    [{ INCODE_ALLOWED_CONFIGURATION_IDS: 'flow-a,*' }, 'INCODE_ALLOWED_CONFIGURATION_IDS', /either "\*" or a list/],
     [{ INCODE_API_URL: 'https://proxy.example.com/incode/0' }, 'INCODE_API_URL', /not its token-only/],
     [{ DATA_ENCRYPTION_KEY: 'short' }, 'DATA_ENCRYPTION_KEY', /32 bytes/],
     [{ INCODE_API_KEY: 'k' }, 'DATA_ENCRYPTION_KEY', /required with INCODE_API_KEY/],
@@ -89,6 +91,16 @@ describe('loadConfig', () => {
     expect(e.message).toMatch(message);
   });
 
+  it('lets callers name only the default flow and no redirect origin unless told otherwise', () => {
+    expect(loadConfig({}).incode).toMatchObject({ allowedConfigurationIds: [], redirectionUrlOrigins: [] });
+    expect(loadConfig({ INCODE_CONFIGURATION_ID: 'flow-default' }).incode.allowedConfigurationIds).toEqual(['flow-default']);
+    expect(loadConfig({ INCODE_CONFIGURATION_ID: 'flow-default', INCODE_ALLOWED_CONFIGURATION_IDS: 'flow-a' }).incode.allowedConfigurationIds).toEqual(['flow-a', 'flow-default']);
+    expect(loadConfig({ INCODE_CONFIGURATION_ID: 'flow-default', INCODE_ALLOWED_CONFIGURATION_IDS: '*', REDIRECTION_URL_ORIGINS: '*' }).incode).toMatchObject({
+      allowedConfigurationIds: ['*'],
+      redirectionUrlOrigins: ['*'],
+    });
+  });
+
   it('accepts a percent-encoded password, and a socket directory as host', () => {
     for (const url of ['postgres://broker:s3cr%2Ft%25x@db:5432/broker', 'postgres:///broker?host=/var/run/postgresql'])
       expect(loadConfig({ DATABASE_URL: url, DATA_ENCRYPTION_KEY: KEY }).database.url).toBe(url);
@@ -109,6 +121,8 @@ describe('loadConfig', () => {
     [{ ADMIN_API_KEYS: '' }, 'ADMIN_API_KEYS'],
     [{ ADMIN_API_KEYS: 'tooshort' }, 'ADMIN_API_KEYS'],
     [{ CORS_ORIGINS: '*' }, 'CORS_ORIGINS'],
+    // A bank-branded onboarding link that ends on any site: whoever started the session holds its token.
+    [{ REDIRECTION_URL_ORIGINS: '*' }, 'REDIRECTION_URL_ORIGINS'],
     // Everything would be lost on restart: sessions, results, queued jobs.
     [{ DATABASE_URL: 'sqlite::memory:' }, 'DATABASE_URL'],
     [{ DATABASE_URL: 'sqlite://:memory:' }, 'DATABASE_URL'],

@@ -127,12 +127,12 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
       // The flow decides which checks run (liveness, government validation...): an app must not pick a lighter one.
       const allowed = config.incode.allowedConfigurationIds;
-      if (body.configurationId !== undefined && allowed.length > 0 && !allowed.includes(body.configurationId))
-        throw new AppError(400, 'CONFIGURATION_NOT_ALLOWED', 'configurationId is not one of the flows this service allows');
+      if (body.configurationId !== undefined && !allowed.includes('*') && !allowed.includes(body.configurationId))
+        throw new AppError(400, 'CONFIGURATION_NOT_ALLOWED', 'configurationId is not one of the flows this service allows (INCODE_ALLOWED_CONFIGURATION_IDS)');
       // Where the hosted flow sends the user at its end: a link must not end on someone else's site.
       const origins = config.incode.redirectionUrlOrigins;
-      if (body.redirectionUrl !== undefined && origins.length > 0 && !origins.includes(originOf(body.redirectionUrl)))
-        throw new AppError(400, 'REDIRECTION_URL_NOT_ALLOWED', 'redirectionUrl must point to one of the origins this service allows');
+      if (body.redirectionUrl !== undefined && !origins.includes('*') && !origins.includes(originOf(body.redirectionUrl)))
+        throw new AppError(400, 'REDIRECTION_URL_NOT_ALLOWED', origins.length === 0 ? 'redirectionUrl is not accepted: this service allows no redirect origins (REDIRECTION_URL_ORIGINS)' : 'redirectionUrl must point to one of the origins this service allows');
       const startReq: StartRequest = {
         countryCode,
         configurationId: body.configurationId ?? config.incode.configurationId,

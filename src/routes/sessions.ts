@@ -19,6 +19,9 @@ const SessionSummary = Type.Object({
     description: 'Your user id as sent to POST /session or POST /onboardings: check it is the user who handed you this interviewId (null for a session started elsewhere)',
   }),
   origin: Type.String(),
+  configurationId: Type.Union([Type.String(), Type.Null()], {
+    description: 'The Incode flow the session was started with (null when this service did not start it or used the account\'s default flow): check it is one whose checks your decision needs',
+  }),
   onboardingStatus: Type.String(),
   resultsStatus: ResultsStatus,
   decision: Decision,
@@ -69,6 +72,7 @@ export function summary(s: SessionRecord) {
     interviewId: s.interviewId,
     externalCustomerId: s.externalCustomerId,
     origin: s.origin,
+    configurationId: s.configurationId,
     onboardingStatus: s.onboardingStatus,
     resultsStatus: s.resultsStatus,
     decision: s.decision,

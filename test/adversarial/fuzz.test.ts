@@ -157,6 +157,9 @@ beforeAll(async () => {
       SESSION_BODY_LIMIT_BYTES: '16384',
       ONBOARDING_BODY_LIMIT_BYTES: '2097152',
       RESULTS_MODE: 'webhook',
+      // Any flow and return URL, so that fuzzed ones reach Incode instead of stopping at the allow-lists.
+      INCODE_ALLOWED_CONFIGURATION_IDS: '*',
+      REDIRECTION_URL_ORIGINS: '*',
     }),
   );
   const s = await send({ method: 'POST', path: '/session', headers: { 'content-type': 'application/json' }, body: '{"externalCustomerId":"fuzz-1"}' });

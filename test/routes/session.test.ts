@@ -15,7 +15,9 @@ describe('POST /session against the emulator', () => {
   let broker: Awaited<ReturnType<typeof startBroker>>;
   beforeAll(async () => {
     emu = await startEmulator();
-    broker = await startBroker(brokerEnv(emu.url, { CORS_ORIGINS: 'https://app.example.com', SESSION_BODY_LIMIT_BYTES: '1024' }));
+    broker = await startBroker(
+      brokerEnv(emu.url, { CORS_ORIGINS: 'https://app.example.com', SESSION_BODY_LIMIT_BYTES: '1024', INCODE_ALLOWED_CONFIGURATION_IDS: '*', REDIRECTION_URL_ORIGINS: 'https://app.example.com' }),
+    );
   });
   afterAll(async () => {
     await broker.close();
@@ -346,7 +348,12 @@ describe('POST /session against the emulator', () => {
       for (const configurationId of ['flow-kyc-bra', 'flow-default', undefined]) {
         const s = (await request(b.url).post('/session').send({ configurationId }).expect(200)).body;
         expect(emu.app.emulator.sessions.get(s.interviewId)!.configurationId).toBe(configurationId ?? 'flow-default');
+        // The customer's backend sees which flow produced the verdict it is about to trust.
+        const view = (await request(b.url).get(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200)).body;
+        expect(view.configurationId).toBe(configurationId ?? 'flow-default');
       }
+      const listed = (await request(b.url).get('/sessions').set('authorization', `Bearer ${ADMIN_KEY}`).expect(200)).body.items as { configurationId: string | null }[];
+      expect(listed.map((x) => x.configurationId)).toEqual(expect.arrayContaining(['flow-kyc-bra', 'flow-default']));
       for (const redirectionUrl of ['https://evil.example.com/done', 'https://app.example.com.evil.com/', 'http://app.example.com/done'])
         expect((await request(b.url).post('/session').send({ redirectionUrl }).expect(400)).body.code).toBe('REDIRECTION_URL_NOT_ALLOWED');
       const ok = (await request(b.url).post('/session').send({ redirectionUrl: 'https://app.example.com/kyc/done?x=1' }).expect(200)).body;
@@ -354,6 +361,25 @@ describe('POST /session against the emulator', () => {
       expect(emu.app.emulator.sessions.size).toBe(before + 4);
     } finally {
       await b.close();
+    }
+  });
+
+  it('by default a body may name only the default flow and no redirectionUrl; "*" opens either', async () => {
+    const closed = await startBroker(brokerEnv(emu.url, { INCODE_CONFIGURATION_ID: 'flow-default' }));
+    const open = await startBroker(brokerEnv(emu.url, { INCODE_ALLOWED_CONFIGURATION_IDS: '*', REDIRECTION_URL_ORIGINS: '*' }));
+    try {
+      const before = emu.app.emulator.sessions.size;
+      expect((await request(closed.url).post('/session').send({ configurationId: 'flow-light-test' }).expect(400)).body.code).toBe('CONFIGURATION_NOT_ALLOWED');
+      const refused = (await request(closed.url).post('/session').send({ redirectionUrl: 'https://app.example.com/done' }).expect(400)).body;
+      expect(refused).toMatchObject({ code: 'REDIRECTION_URL_NOT_ALLOWED', message: expect.stringContaining('REDIRECTION_URL_ORIGINS') });
+      expect(emu.app.emulator.sessions.size).toBe(before);
+      const named = (await request(closed.url).post('/session').send({ configurationId: 'flow-default' }).expect(200)).body;
+      expect(emu.app.emulator.sessions.get(named.interviewId)!.configurationId).toBe('flow-default');
+      const any = (await request(open.url).post('/session').send({ configurationId: 'flow-light-test', redirectionUrl: 'https://elsewhere.example.net/x' }).expect(200)).body;
+      expect(emu.app.emulator.sessions.get(any.interviewId)).toMatchObject({ configurationId: 'flow-light-test', redirectionUrl: 'https://elsewhere.example.net/x' });
+    } finally {
+      await closed.close();
+      await open.close();
     }
   });
 
