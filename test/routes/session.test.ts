@@ -364,6 +364,16 @@ describe('POST /session against the emulator', () => {
     }
   });
 
+  it('a damaged stored row is a 500 logged as a fault, never a 400 that blames the client', async () => {
+    const s = (await request(broker.url).post('/session').send({}).expect(200)).body;
+    await request(broker.url).delete(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+    // The erasure's audit entry, which the erased session's view reads, no longer parses (JSON.parse throws a SyntaxError).
+    expect((broker.app.store as SqliteStore).db.prepare('UPDATE audit SET detail = ? WHERE subject = ?').run('{damaged', s.interviewId).changes).toBeGreaterThan(0);
+    const res = await request(broker.url).get(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(500);
+    expect(res.body).toEqual({ code: 'INTERNAL_ERROR', message: 'Internal error', requestId: expect.any(String) });
+    expect(broker.logs.text).toMatch(/"level":50,.*JSON.*"msg":"request failed"/);
+  });
+
   it('by default a body may name only the default flow and no redirectionUrl; "*" opens either', async () => {
     const closed = await startBroker(brokerEnv(emu.url, { INCODE_CONFIGURATION_ID: 'flow-default' }));
     const open = await startBroker(brokerEnv(emu.url, { INCODE_ALLOWED_CONFIGURATION_IDS: '*', REDIRECTION_URL_ORIGINS: '*' }));
