@@ -555,7 +555,10 @@ export class ResultsPipeline {
         this.d.executiveTokens.invalidate();
         return new JobError(err.code, true);
       }
-      return new JobError(err.code, err.retryable, err.details.retryAfterMs);
+      // Refused for the API key: while a key is rotated one instance can hold a key Incode no longer takes, so the job
+      // waits with backoff for a right one (the orchestrator's wait keeps its session for the same reason); a key that
+      // stays wrong is still dead-lettered visibly after JOB_MAX_ATTEMPTS.
+      return new JobError(err.code, err.retryable || err.code === 'INCODE_FORBIDDEN', err.details.retryAfterMs);
     }
     // The session to follow, and the error's kind, never its message: a parser's message quotes what it read (OCR).
     const { name, code } = (err ?? {}) as { name?: unknown; code?: unknown };

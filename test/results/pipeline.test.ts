@@ -120,10 +120,10 @@ const pass = (res: ServerResponse, u: Upstream) => res.writeHead(u.status, u.hea
 
 /** Answers 503, as Incode would when one endpoint is down, for the paths `state.failing` matches; forwards the rest. */
 function startOutageProxy() {
-  const state: { target: string; failing: RegExp | null } = { target: '', failing: null };
+  const state: { target: string; failing: RegExp | null; status: number; left: number } = { target: '', failing: null, status: 503, left: Infinity };
   return startEmulatorProxy(state, (req, res, forward) => {
-    if (state.failing?.test(req.url ?? ''))
-      return void res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 503, error: 'Service Unavailable', message: 'outage' }));
+    if (state.failing?.test(req.url ?? '') && state.left-- > 0)
+      return void res.writeHead(state.status, { 'content-type': 'application/json' }).end(JSON.stringify({ status: state.status, error: 'refused', message: 'outage' }));
     forward().then((u) => pass(res, u), () => res.writeHead(502).end());
   });
 }
@@ -397,6 +397,25 @@ function pipelineSuite(which: Engine) {
     const ok = await p.ready(s.interviewId);
     expect(ok.decision).toBe('approve');
     expect(ok.lastError).toBeNull();
+  });
+
+  it('a results fetch refused for the API key (403, a key being rotated) is retried with backoff, not dead-lettered at once', async () => {
+    const proxy = await startOutageProxy();
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, JOB_MAX_ATTEMPTS: '5', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0' });
+      proxy.state.target = p.emulator.url;
+      Object.assign(proxy.state, { failing: /^\/omni\/get\/score/, status: 403, left: 2 });
+      const s = await p.newSession();
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      const ready = await p.ready(s.interviewId);
+      expect(ready).toMatchObject({ resultsStatus: 'ready', decision: 'approve', lastError: null });
+      expect(proxy.state.left).toBeLessThan(0);
+      const results = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results');
+      expect(results).toEqual([expect.objectContaining({ state: 'done', attempts: 3 })]);
+      expect((await p.broker.app.store.listAudit(s.interviewId)).map((a) => a.kind)).not.toContain('dead-letter');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('a dead results job leaves results already stored ready and says why in lastError', async () => {
