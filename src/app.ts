@@ -181,6 +181,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.
   if (!config.sandbox && config.nodeEnv !== 'production')
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
+  if (!config.sandbox && config.metricsTokens.length === 0)
+    app.log.info('GET /metrics is open to whoever reaches this port (no METRICS_TOKENS): keep the port on an internal network');
   if (!config.sandbox && config.callerAuth.mode === 'none' && config.rateLimit.global === 0)
     app.log.warn('POST /session is open to anyone (CALLER_AUTH=none) with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session');
 
@@ -241,7 +243,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
 
   // The error handler first: a route takes the handler in place when it is registered, /metrics included.
   await app.register(errorHandler);
-  await app.register(metricsPlugin);
+  await app.register(metricsPlugin, { tokens: config.metricsTokens });
   await app.register(underPressure, {
     maxEventLoopDelay: config.eventLoopMaxLagMs || 0,
     // Called only under pressure. A rejection goes to the central error handler, like every other error.

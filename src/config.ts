@@ -99,6 +99,12 @@ export const ENV_SCHEMA = {
   MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status for the server-side flow\'s sessions (POST /onboardings, the CLI) once Incode\'s processing is done (needed when the Incode flow does not mark sessions completed on status; an SDK frontend calls it itself). Never over a reviewer\'s verdict, which comes after completion.' },
 
   ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation.' },
+  METRICS_TOKENS: {
+    kind: { type: 'list' },
+    secret: true,
+    default: '',
+    doc: 'Bearer tokens that may read GET /metrics, comma-separated for rotation (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port, so keep that port on an internal network.',
+  },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready (Standard Webhooks).' },
   CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL ("whsec_" + base64, or any string).' },
 
@@ -198,6 +204,8 @@ export interface Config {
     markComplete: boolean;
   };
   adminApiKeys: string[];
+  /** Bearer tokens for GET /metrics; empty: open. */
+  metricsTokens: string[];
   callback: { url?: string; secret?: string };
   limits: { sessionBodyBytes: number; onboardingBodyBytes: number; onboardingInflightBytes: number; onboardingMaxBackground: number; requestTimeoutMs: number };
   capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
@@ -408,6 +416,8 @@ export function loadConfig(env: Env): Config {
     if (adminApiKeys.length === 0) throw new ConfigError('ADMIN_API_KEYS', 'is required in production: the results API must be protected');
     requireLength('ADMIN_API_KEYS', adminApiKeys.map((k) => k.length), MIN_API_KEY);
   }
+  const metricsTokens = list(env, 'METRICS_TOKENS');
+  if (production) requireLength('METRICS_TOKENS', metricsTokens.map((k) => k.length), MIN_API_KEY);
 
   const callerAuthMode = str(env, 'CALLER_AUTH') as Config['callerAuth']['mode'];
   const appKeys = list(env, 'APP_API_KEYS');
@@ -517,6 +527,7 @@ export function loadConfig(env: Env): Config {
       markComplete: bool(env, 'MARK_COMPLETE'),
     },
     adminApiKeys,
+    metricsTokens,
     callback,
     limits: {
       sessionBodyBytes: int(env, 'SESSION_BODY_LIMIT_BYTES'),

@@ -120,6 +120,7 @@ describe('loadConfig', () => {
     [{ WEBHOOK_CLIENT_SECRET: 'short' }, 'WEBHOOK_CLIENT_SECRET'],
     [{ ADMIN_API_KEYS: '' }, 'ADMIN_API_KEYS'],
     [{ ADMIN_API_KEYS: 'tooshort' }, 'ADMIN_API_KEYS'],
+    [{ METRICS_TOKENS: 'tooshort' }, 'METRICS_TOKENS'],
     [{ CORS_ORIGINS: '*' }, 'CORS_ORIGINS'],
     // A bank-branded onboarding link that ends on any site: whoever started the session holds its token.
     [{ REDIRECTION_URL_ORIGINS: '*' }, 'REDIRECTION_URL_ORIGINS'],

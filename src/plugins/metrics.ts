@@ -1,7 +1,9 @@
 // Prometheus metrics on a registry owned by this app instance (no global default registry).
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AppError } from '../errors';
 import { OPERATION_GROUPS } from '../incode/client';
+import { bearer, keyMatcher } from '../security';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -82,8 +84,13 @@ declare module 'fastify' {
   }
 }
 
-export default fp(
-  async (app) => {
+export interface MetricsOptions {
+  /** Bearer tokens that may read /metrics; empty: open. */
+  tokens: readonly string[];
+}
+
+export default fp<MetricsOptions>(
+  async (app, opts) => {
     const metrics = createMetrics();
     // Every circuit is closed until told otherwise: exported at 0 from the start, so alerts and dashboards see it.
     for (const group of OPERATION_GROUPS) metrics.circuitState.set({ group }, 0);
@@ -95,7 +102,13 @@ export default fp(
       metrics.httpDuration.observe({ method: req.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
       done();
     });
-    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    // Volumes and decisions are business data: behind a token when one is configured (compared in constant time).
+    const allowed = opts.tokens.length > 0 ? keyMatcher(opts.tokens) : null;
+    app.get('/metrics', { schema: { hide: true } }, async (req, reply) => {
+      if (allowed) {
+        const token = bearer(req.headers.authorization);
+        if (!token || !allowed(token)) throw new AppError(401, 'UNAUTHORIZED', 'A metrics token is required (Authorization: Bearer <METRICS_TOKENS token>)', { 'www-authenticate': 'Bearer' });
+      }
       reply.header('content-type', metrics.registry.contentType);
       return metrics.registry.metrics();
     });

@@ -13,6 +13,7 @@ import {
   freePort,
   startBroker,
   startEmulator,
+  startSandbox,
   waitForResults,
   type Running,
   webhooksTo,
@@ -37,7 +38,7 @@ beforeAll(async () => {
     webhook: webhooksTo(`http://127.0.0.1:${port}`),
   });
   proxy = await startRecordingProxy(emu.url);
-  broker = await startBroker(brokerEnv(proxy.url, { LOG_LEVEL: 'trace', RESULTS_MODE: 'both', CIRCUIT_FAILURE_THRESHOLD: '50' }), {}, port);
+  broker = await startBroker(brokerEnv(proxy.url, { LOG_LEVEL: 'trace', RESULTS_MODE: 'both', CIRCUIT_FAILURE_THRESHOLD: '50', INCODE_ALLOWED_CONFIGURATION_IDS: 'flow-resume-a' }), {}, port);
 });
 afterAll(async () => {
   emu?.app.emulator.resetFaults();
@@ -194,6 +195,25 @@ describe('HTTP hygiene', () => {
     const ui = await request(broker.url).get('/docs').redirects(3).expect(200);
     expect(ui.headers['content-type']).toMatch(/text\/html/);
     expect(ui.text).toMatch(/swagger/i);
+  });
+});
+
+describe('GET /metrics with METRICS_TOKENS', () => {
+  it('answers a scrape only with one of the tokens (either during a rotation), and says 401 with a code otherwise', async () => {
+    const [TOKEN_OLD, TOKEN_NEW] = ['metrics-token-old-0123456789abcdef', 'metrics-token-new-0123456789abcdef'];
+    const b = await startSandbox({ METRICS_TOKENS: `${TOKEN_NEW},${TOKEN_OLD}` });
+    try {
+      for (const auth of [undefined, 'Bearer wrong', `Bearer ${TOKEN_NEW}x`, `Basic ${TOKEN_NEW}`, `Bearer ${ADMIN_KEY}`]) {
+        const req = request(b.url).get('/metrics');
+        const res = await (auth ? req.set('authorization', auth) : req).expect(401);
+        expect(res.body).toMatchObject({ code: 'UNAUTHORIZED' });
+        expect(res.headers['www-authenticate']).toBe('Bearer');
+        expect(res.text).not.toMatch(/process_cpu/);
+      }
+      for (const token of [TOKEN_OLD, TOKEN_NEW]) expect((await request(b.url).get('/metrics').set('authorization', `Bearer ${token}`).expect(200)).text).toMatch(/http_request_duration_seconds/);
+    } finally {
+      await b.close();
+    }
   });
 });
 
