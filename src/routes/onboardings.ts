@@ -116,6 +116,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
    * processing goes on (verify). Without MARK_COMPLETE, Incode completes it and its webhooks say so.
    */
   const checksLater = config.results.mode === 'webhook' && config.results.markComplete;
+  // What finishes an onboarding that no background finish watches, as the log lines name it.
+  const leftTo = { both: 'webhooks and polling', polling: 'polling', webhook: checksLater ? 'webhooks and a queued status check' : 'webhooks' }[config.results.mode];
   async function checkLater(interviewId: string, log: FastifyBaseLogger): Promise<void> {
     if (!checksLater) return;
     await app.results.refresh(interviewId).catch((err: unknown) => log.error({ interviewId, err }, 'status check of an unwatched onboarding could not be queued'));
@@ -128,14 +130,14 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
    */
   async function finishInBackground(interviewId: string, requestId: string, log: FastifyBaseLogger): Promise<void> {
     if (closing) {
-      log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+      log.warn({ interviewId }, `onboarding left to ${leftTo} at shutdown`);
       return checkLater(interviewId, log);
     }
     // Bounded: each finish watches its session until its results are stored. Past the bound the session is one
     // like any SDK session: its webhooks and polling (without polling, the check queued here) finish it, and mark it
     // complete under MARK_COMPLETE.
     if (inflight.size >= config.limits.onboardingMaxBackground) {
-      log.warn({ interviewId, running: inflight.size }, 'onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND finishes already running');
+      log.warn({ interviewId, running: inflight.size }, `onboarding left to ${leftTo}: ONBOARDING_MAX_BACKGROUND finishes already running`);
       return checkLater(interviewId, log);
     }
     const ac = new AbortController();
@@ -146,7 +148,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         // The orchestrator already recorded the step and its code on the session; no PII in this line.
         async (err: unknown) => {
           const e = err as OnboardingError;
-          if (e?.code === 'ABORTED') log.warn({ interviewId }, 'onboarding left to background polling at shutdown');
+          if (e?.code === 'ABORTED') log.warn({ interviewId }, `onboarding left to ${leftTo} at shutdown`);
           else log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
           // Stopped, timed out or refused for a while (the session kept pending), as opposed to given up: checked later.
           // Part of p, so shutdown waits for it while the store is still open.

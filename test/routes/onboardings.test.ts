@@ -85,7 +85,7 @@ async function session(id: string, url = broker.url) {
 function expectLeftToPolling(incodeUrls: string[], logs: string, interviewId: string) {
   expect(incodeUrls.filter((u) => u.includes(`id=${interviewId}`))).toEqual([]);
   expect(logs).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
-  expect(logs).toMatch(/onboarding left to background polling at shutdown/);
+  expect(logs).toMatch(/onboarding left to webhooks and polling at shutdown/);
 }
 
 describe('POST /onboardings', () => {
@@ -454,7 +454,7 @@ describe('POST /onboardings', () => {
       expect(res.status).toBe(202);
       const id = res.body.interviewId as string;
       await first.close();
-      expect(first.logs.text).toMatch(/onboarding left to background polling at shutdown/);
+      expect(first.logs.text).toMatch(/onboarding left to webhooks and polling at shutdown/);
       second = await startBroker(brokerEnv(slow.url, env));
       const done = await waitForResults(second.url, id, 20_000);
       expect(done).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision });
@@ -495,7 +495,7 @@ describe('POST /onboardings', () => {
       const first = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
       const second = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
       expect([first.status, second.status]).toEqual([202, 202]);
-      expect(b.logs.text).toMatch(/onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND/);
+      expect(b.logs.text).toMatch(/onboarding left to webhooks and a queued status check: ONBOARDING_MAX_BACKGROUND/);
       const done = await waitForResults(b.url, second.body.interviewId, 20_000);
       expect(done.decision).toBe('approve');
       expect(done.steps.map((st: { step: string; outcome: string; code: string | null }) => `${st.step}:${st.outcome}:${st.code ?? ''}`)).toContain('finish:ok:BACKGROUND');
