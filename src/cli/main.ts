@@ -254,7 +254,14 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
         oneSided: args.oneSided,
       });
       out.interviewId = captures.interviewId;
-      if (captures.ok) result = await orchestrator.finish(captures.interviewId, { timeoutMs: args.timeoutMs });
+      if (captures.ok) {
+        const { interviewId } = captures;
+        // A wait that gave up leaves the session to a broker sharing DATABASE_URL, as the service's own route does.
+        result = await orchestrator.finish(interviewId, { timeoutMs: args.timeoutMs }).catch(async (err: unknown) => {
+          await orchestrator.handOff(interviewId);
+          throw err;
+        });
+      }
     } catch (err) {
       if (!(err instanceof OnboardingError)) throw err;
       return report(io, args, 'error', {

@@ -179,6 +179,11 @@ function withReqId(log: Log, reqId: string): Log {
   };
 }
 
+/** Whether handOff() queues a status check: nothing else comes back to an onboarding only this service completes. */
+export function handOffQueuesCheck(config: Config): boolean {
+  return config.results.mode === 'webhook' && config.results.markComplete;
+}
+
 export class Orchestrator {
   private readonly now: () => number;
   private scoped = false;
@@ -193,6 +198,22 @@ export class Orchestrator {
     const o = new Orchestrator({ ...this.d, log: withReqId(this.d.log, reqId) });
     o.scoped = true;
     return o;
+  }
+
+  /**
+   * Hands an onboarding that no finish() watches any more (left at shutdown, past ONBOARDING_MAX_BACKGROUND, or after a
+   * wait that gave up with its session still pending) to the rest of the service. Webhooks and polling finish it, but
+   * without polling (RESULTS_MODE=webhook), when only this service marks it complete (MARK_COMPLETE), nothing else
+   * would come back to it: its last webhook may have been checked before its captures were recorded, too early to mark
+   * it complete. A status check is queued then, which comes back by itself while processing goes on (verify). Never throws.
+   */
+  async handOff(interviewId: string, log: Log = this.d.log): Promise<void> {
+    if (!handOffQueuesCheck(this.d.config)) return;
+    try {
+      if ((await this.d.store.getSession(interviewId))?.resultsStatus === 'pending') await this.d.pipeline.refresh(interviewId);
+    } catch (err) {
+      log.error({ interviewId, err }, 'status check of an unwatched onboarding could not be queued');
+    }
   }
 
   /** Runs start → front → back → process-id → selfie → face-match; stops at the first capture to repeat. */

@@ -5,7 +5,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError, overloadedError, retryAfter } from '../errors';
 import { isValidCountryCode } from '../iso3166';
-import { OnboardingError, Orchestrator, type CaptureStep } from '../onboarding/orchestrator';
+import { OnboardingError, Orchestrator, handOffQueuesCheck, type CaptureStep } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { certainlyNotStarted, type SessionGuards } from '../protection/session-guards';
@@ -109,19 +109,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
     await settledWithin([...capturing.keys(), ...inflight.keys()], STOP_WIND_DOWN_MS);
   });
 
-  /**
-   * Without polling (RESULTS_MODE=webhook) nothing else comes back to an onboarding that no finish watches and that only
-   * this service marks complete (MARK_COMPLETE): its last webhook may have been checked before its captures were
-   * recorded, too early to mark it complete. A status check is queued instead, which comes back by itself while
-   * processing goes on (verify). Without MARK_COMPLETE, Incode completes it and its webhooks say so.
-   */
-  const checksLater = config.results.mode === 'webhook' && config.results.markComplete;
   // What finishes an onboarding that no background finish watches, as the log lines name it.
-  const leftTo = { both: 'webhooks and polling', polling: 'polling', webhook: checksLater ? 'webhooks and a queued status check' : 'webhooks' }[config.results.mode];
-  async function checkLater(interviewId: string, log: FastifyBaseLogger): Promise<void> {
-    if (!checksLater) return;
-    await app.results.refresh(interviewId).catch((err: unknown) => log.error({ interviewId, err }, 'status check of an unwatched onboarding could not be queued'));
-  }
+  const leftTo = { both: 'webhooks and polling', polling: 'polling', webhook: handOffQueuesCheck(config) ? 'webhooks and a queued status check' : 'webhooks' }[config.results.mode];
 
   /**
    * Watches an accepted onboarding until its results are stored. Out of the handler on purpose: a closure made in the
@@ -131,14 +120,14 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   async function finishInBackground(interviewId: string, requestId: string, log: FastifyBaseLogger): Promise<void> {
     if (closing) {
       log.warn({ interviewId }, `onboarding left to ${leftTo} at shutdown`);
-      return checkLater(interviewId, log);
+      return o.handOff(interviewId, log);
     }
     // Bounded: each finish watches its session until its results are stored. Past the bound the session is one
     // like any SDK session: its webhooks and polling (without polling, the check queued here) finish it, and mark it
     // complete under MARK_COMPLETE.
     if (inflight.size >= config.limits.onboardingMaxBackground) {
       log.warn({ interviewId, running: inflight.size }, `onboarding left to ${leftTo}: ONBOARDING_MAX_BACKGROUND finishes already running`);
-      return checkLater(interviewId, log);
+      return o.handOff(interviewId, log);
     }
     const ac = new AbortController();
     const p: Promise<void> = o
@@ -152,7 +141,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           else log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
           // Stopped, timed out or refused for a while (the session kept pending), as opposed to given up: checked later.
           // Part of p, so shutdown waits for it while the store is still open.
-          if (checksLater && (await app.store.getSession(interviewId).catch(() => null))?.resultsStatus === 'pending') await checkLater(interviewId, log);
+          await o.handOff(interviewId, log);
         },
       )
       .finally(() => inflight.delete(p));

@@ -1,6 +1,9 @@
 // The CLI as a user runs it: a subprocess through bin/incode-broker.js against the in-process emulator.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadConfig } from '../../src/config';
+import { Cipher } from '../../src/store/crypto';
+import { createStore } from '../../src/store/index';
 import { ROOT, spawnNode, type NodeProcess } from '../helpers/node-process';
 import { tempDir } from '../helpers/temp';
 
@@ -177,6 +180,25 @@ describe('incode-broker onboard', () => {
     const cleartext = await run(['onboard', ...GOOD, '--json'], { NODE_ENV: 'production', INCODE_API_KEY: 'a-real-looking-key-0123456789', INCODE_API_URL: 'http://incode.example.com' });
     expect(cleartext.code).toBe(1);
     expect(JSON.parse(cleartext.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/INCODE_API_URL must use https/) } });
+  }, 30_000);
+
+  it('with RESULTS_MODE=webhook and MARK_COMPLETE, a wait that gives up leaves a status check queued for a broker sharing the database', async () => {
+    // Nothing polls in that mode and only this service marks the onboarding complete: without the check, a broker
+    // reading the same database would never come back to it.
+    const env = { DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') };
+    const r = await run(['onboard', ...GOOD, '--timeout', '1', '--json'], { ...env, EMULATOR_PROCESSING_DELAY_MS: '30000', RESULTS_MODE: 'webhook', MARK_COMPLETE: 'true' });
+    expect(r.code).toBe(1);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.error).toMatchObject({ step: 'wait', code: 'TIMEOUT' });
+    const config = loadConfig(env);
+    const store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys) });
+    try {
+      expect(await store.getSession(doc.interviewId)).toMatchObject({ resultsStatus: 'pending' });
+      const checks = (await store.listJobs(doc.interviewId)).filter((j) => j.kind === 'verify');
+      expect(checks).toEqual([expect.objectContaining({ state: expect.stringMatching(/^(queued|running)$/), payload: { source: 'refresh' } })]);
+    } finally {
+      await store.close();
+    }
   }, 30_000);
 
   it('documents the exit codes in --help', async () => {
