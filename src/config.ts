@@ -118,7 +118,7 @@ export const ENV_SCHEMA = {
   ONBOARDING_MAX_BACKGROUND: {
     kind: { type: 'int', min: 1, max: 100000 },
     default: '256',
-    doc: 'POST /onboardings finishes watched in the background at once (each reads its session every 250 ms until its results are stored, up to 10 min); an onboarding accepted beyond it is left to webhooks and polling like an SDK session.',
+    doc: 'POST /onboardings finishes watched in the background at once (each reads its session every 250 ms until its results are stored, up to 10 min); an onboarding accepted beyond it is left to what finishes an SDK session in the configured RESULTS_MODE (webhooks and polling, polling, or webhooks; with webhook and MARK_COMPLETE, a queued status check too).',
   },
   REQUEST_TIMEOUT_MS: {
     kind: { type: 'int', min: 1000, max: 3600000 },
@@ -344,7 +344,6 @@ function refuseCleartext(name: EnvName, url: string, why: string): void {
   if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname)) throw new ConfigError(name, `must use https in production (${why}); http is allowed to a loopback host only`);
 }
 
-/** The flows a body may name: the listed ones and the default one; empty (any flow) when none is listed. */
 /** The flows a caller may name: those listed and the default one, or ['*'] for any. */
 function allowedFlows(listed: string[], defaultFlow: string | undefined): string[] {
   if (listed.includes('*')) {
