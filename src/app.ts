@@ -182,7 +182,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   if (!config.sandbox && config.nodeEnv !== 'production')
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
   if (!config.sandbox && config.metricsTokens.length === 0)
-    app.log.info('GET /metrics is open to whoever reaches this port (no METRICS_TOKENS): keep the port on an internal network');
+    app.log.warn('GET /metrics is open to whoever reaches this port (no METRICS_TOKENS): set METRICS_TOKENS, or block the path at the ingress');
   if (!config.sandbox && config.callerAuth.mode === 'none' && config.rateLimit.global === 0)
     app.log.warn('POST /session is open to anyone (CALLER_AUTH=none) with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session');
 

@@ -103,7 +103,7 @@ export const ENV_SCHEMA = {
     kind: { type: 'list' },
     secret: true,
     default: '',
-    doc: 'Bearer tokens that may read GET /metrics, comma-separated for rotation (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port, so keep that port on an internal network.',
+    doc: 'Bearer tokens that may read GET /metrics, comma-separated for rotation (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port, which also serves POST /session and the webhooks, so block the path at the ingress.',
   },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready (Standard Webhooks).' },
   CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL ("whsec_" + base64, or any string).' },
@@ -425,6 +425,7 @@ export function loadConfig(env: Env): Config {
   // In every environment: app keys ship inside frontends, so one that also opens the results API leaks all PII.
   if (appKeys.some((k) => adminApiKeys.includes(k)))
     throw new ConfigError('APP_API_KEYS', 'must not contain a key of ADMIN_API_KEYS: app keys ship in frontends, service keys read personal data');
+  if (appKeys.some((k) => metricsTokens.includes(k))) throw new ConfigError('METRICS_TOKENS', 'must not contain a key of APP_API_KEYS: app keys ship in frontends');
   const jwksUrl = str(env, 'JWT_JWKS_URL');
   if (callerAuthMode === 'jwt') {
     if (!jwksUrl) throw new ConfigError('JWT_JWKS_URL', 'is required when CALLER_AUTH=jwt');

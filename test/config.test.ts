@@ -182,6 +182,15 @@ describe('loadConfig', () => {
     expect(e.message).not.toContain(shared);
   });
 
+  it.each(['production', 'development', 'test'])('refuses a metrics token that is also an app key (%s)', (nodeEnv) => {
+    const shared = 'shared-key-0123456789abcdefghij';
+    const env = nodeEnv === 'production' ? prodEnv : { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY };
+    const e = errorFor({ ...env, NODE_ENV: nodeEnv, METRICS_TOKENS: shared, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${'b'.repeat(32)},${shared}` });
+    expect(e.variable).toBe('METRICS_TOKENS');
+    expect(e.message).toMatch(/APP_API_KEYS/);
+    expect(e.message).not.toContain(shared);
+  });
+
   it('reads DATABASE_TIMEOUT_MS and REQUEST_TIMEOUT_MS with bounded ranges', () => {
     const d = loadConfig({});
     expect(d.database.timeoutMs).toBe(10_000);

@@ -178,7 +178,8 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   // database) are about a long-running server. The one about the API key itself still applies.
   const env: Record<string, string | undefined> = { ...io.env, NODE_ENV: undefined };
   // Nothing outlives the process unless DATABASE_URL says otherwise, so a throwaway key is enough then.
-  if (!env.DATABASE_URL) {
+  const inMemory = !env.DATABASE_URL;
+  if (inMemory) {
     env.DATABASE_URL = 'sqlite::memory:';
     env.DATA_ENCRYPTION_KEY ??= `cli:${randomBytes(32).toString('base64')}`;
   }
@@ -256,9 +257,13 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       out.interviewId = captures.interviewId;
       if (captures.ok) {
         const { interviewId } = captures;
-        // A wait that gave up leaves the session to a broker sharing DATABASE_URL, as the service's own route does.
+        // A wait that gave up leaves the session to a broker sharing DATABASE_URL, as the service's own route does: this
+        // process's worker stops first, so what is queued for that broker stays queued. An in-memory store ends here.
         result = await orchestrator.finish(interviewId, { timeoutMs: args.timeoutMs }).catch(async (err: unknown) => {
-          await orchestrator.handOff(interviewId);
+          if (!inMemory) {
+            await worker.stop(2_000);
+            await orchestrator.handOff(interviewId);
+          }
           throw err;
         });
       }
