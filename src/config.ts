@@ -68,6 +68,11 @@ export const ENV_SCHEMA = {
     default: '10000',
     doc: 'PostgreSQL: bound on connecting (or waiting for a pooled connection) and on each statement, client and server side; a stalled database then answers 503 DATABASE_UNAVAILABLE and /readyz 503 instead of hanging. Start-up migrations are not bounded by it (an index rebuild may take longer).',
   },
+  DATABASE_POOL_MAX: {
+    kind: { type: 'int', min: 1, max: 1000 },
+    default: '10',
+    doc: 'PostgreSQL: connections this process opens at most (requests, webhooks and jobs share them); replicas x this must stay under the server\'s max_connections. A larger pool gave the jobs more throughput but the webhook acknowledgements a higher p99 in the benchmark (README, Benchmark).',
+  },
   SQLITE_SYNCHRONOUS: {
     kind: { type: 'enum', values: ['normal', 'full'] },
     default: 'normal',
@@ -180,7 +185,7 @@ export interface Config {
     maxRetries: number;
     maxConcurrency: number;
   };
-  database: { url: string; timeoutMs: number; sqliteSynchronous: 'normal' | 'full' };
+  database: { url: string; timeoutMs: number; poolMax: number; sqliteSynchronous: 'normal' | 'full' };
   encryption: { keys: { id: string; key: Buffer }[]; generated: boolean };
   retentionDays: number;
   retentionDeleteAtIncode: boolean;
@@ -510,7 +515,7 @@ export function loadConfig(env: Env): Config {
       maxRetries: int(env, 'INCODE_MAX_RETRIES'),
       maxConcurrency: int(env, 'INCODE_MAX_CONCURRENCY'),
     },
-    database: { url: databaseUrl, timeoutMs: int(env, 'DATABASE_TIMEOUT_MS'), sqliteSynchronous: str(env, 'SQLITE_SYNCHRONOUS') as 'normal' | 'full' },
+    database: { url: databaseUrl, timeoutMs: int(env, 'DATABASE_TIMEOUT_MS'), poolMax: int(env, 'DATABASE_POOL_MAX'), sqliteSynchronous: str(env, 'SQLITE_SYNCHRONOUS') as 'normal' | 'full' },
     encryption: { keys, generated },
     retentionDays: int(env, 'RETENTION_DAYS'),
     retentionDeleteAtIncode,

@@ -91,6 +91,12 @@ describe('loadConfig', () => {
     expect(e.message).toMatch(message);
   });
 
+  it('reads DATABASE_POOL_MAX (10 by default) within its bounds', () => {
+    expect(loadConfig({}).database.poolMax).toBe(10);
+    expect(loadConfig({ DATABASE_POOL_MAX: '40' }).database.poolMax).toBe(40);
+    for (const bad of ['0', '1001', 'ten']) expect(errorFor({ DATABASE_POOL_MAX: bad }).variable).toBe('DATABASE_POOL_MAX');
+  });
+
   it('lets callers name only the default flow and no redirect origin unless told otherwise', () => {
     expect(loadConfig({}).incode).toMatchObject({ allowedConfigurationIds: [], redirectionUrlOrigins: [] });
     expect(loadConfig({ INCODE_CONFIGURATION_ID: 'flow-default' }).incode.allowedConfigurationIds).toEqual(['flow-default']);

@@ -214,7 +214,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       progress.note('sandbox: no INCODE_API_KEY set, using the built-in Incode emulator');
     }
 
-    const store: Store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys), pgTimeoutMs: config.database.timeoutMs, sqliteSynchronous: config.database.sqliteSynchronous });
+    const store: Store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys), pgTimeoutMs: config.database.timeoutMs, pgPoolMax: config.database.poolMax, sqliteSynchronous: config.database.sqliteSynchronous });
     cleanup.push(() => store.close());
     await store.migrate();
     const client = new IncodeClient(incodeClientOptions(config, apiUrl));

@@ -14,7 +14,7 @@ declare module 'fastify' {
 export default fp<{ config: Config; store?: Store }>(
   async (app, opts) => {
     const owned = !opts.store;
-    const store = opts.store ?? createStore({ url: opts.config.database.url, cipher: new Cipher(opts.config.encryption.keys), pgTimeoutMs: opts.config.database.timeoutMs, sqliteSynchronous: opts.config.database.sqliteSynchronous });
+    const store = opts.store ?? createStore({ url: opts.config.database.url, cipher: new Cipher(opts.config.encryption.keys), pgTimeoutMs: opts.config.database.timeoutMs, pgPoolMax: opts.config.database.poolMax, sqliteSynchronous: opts.config.database.sqliteSynchronous });
     await store.migrate();
     app.decorate('store', store);
     if (owned) app.addHook('onClose', async () => store.close());
