@@ -45,7 +45,8 @@ describe('server process', () => {
     const dbFile = join(dir, 'broker.db');
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    // Slow Incode: every call takes 300 ms, so jobs are mid-flight when the process dies.
+    // Slow Incode: every call takes 1.5 s (from the captures' end), so jobs are mid-flight when the process dies, even
+    // when this test's own polling of the database is slow to notice the last webhook.
     const emu = await startEmulator({
       processingDelayMs: 50,
       webhook: webhooksTo(url, [200, 400, 800, 1600]),
@@ -58,7 +59,7 @@ describe('server process', () => {
     const sessions = [];
     for (let i = 0; i < 5; i++) sessions.push((await json(`${url}/session`, { method: 'POST' })).body as { token: string; interviewId: string; apiUrl: string });
     await Promise.all(sessions.map((s) => captureAll(s.apiUrl, s.token)));
-    emu.app.emulator.setFaults({ latencyMs: 300 });
+    emu.app.emulator.setFaults({ latencyMs: 1500 });
     // Wait until every ONBOARDING_FINISHED webhook is durably recorded, then kill at once.
     const db = new Database(dbFile, { readonly: true, fileMustExist: true });
     await waitFor(async () => {

@@ -326,12 +326,12 @@ describe('emulator app', () => {
     });
 
     it('finish-status finishes at once when processing is done, and statuses never go back', async () => {
-      // Long enough that the test calls finish-status before the automatic finish, processingDelayMs after processing.
+      // A flow that waits for finish-status (no automatic finish to race, however slow the machine).
       const slow = await startEmulator({ processingDelayMs: 800 });
       try {
-        const f = await fullFlow(slow, { redirectionUrl: 'https://app.example.com/done' });
+        const f = await fullFlow(slow, { redirectionUrl: 'https://app.example.com/done', externalCustomerId: 'emu:no-auto-finish' });
         await waitFor(() => slow.app.emulator.sessions.get(f.interviewId)!.idPhase === 2 && slow.app.emulator.sessions.get(f.interviewId)!.facePhase === 2);
-        // The automatic finish is still processingDelayMs away; finish-status does it now.
+        // Processing is done and nothing else finishes the session; finish-status does it now.
         expect(['FACE_VALIDATION_FINISHED', 'POST_PROCESSING_FINISHED']).toContain(await statusOf(slow, f.token));
         const fin = await slow.call('GET', '/omni/finish-status', { token: f.token });
         expect(fin.body).toMatchObject({ redirectionUrl: 'https://app.example.com/done', action: 'approved' });

@@ -304,9 +304,10 @@ describe('a passing session', () => {
     it('without polling, a webhook check that finds processing still going on comes back until it can complete the session', async () => {
       await r.close();
       await proxy.close();
-      // Slow processing: the webhook for the face's status comes while the ID is still being post-processed (a 1.5 s
-      // window: the face is done 3 s after its capture, the ID's post-processing 4.5 s after process-id).
-      const slow = await startEmulator({ processingDelayMs: 3000 });
+      // Slow processing: the webhook for the face's status comes while the ID is still being post-processed (a 3 s
+      // window, room for the reads and the first check on a loaded machine: the face is done 6 s after its capture,
+      // the ID's post-processing 9 s after process-id).
+      const slow = await startEmulator({ processingDelayMs: 6000 });
       proxy = await interceptingProxy(() => false, slow.url);
       r = await rig({ MARK_COMPLETE: 'true', RESULTS_MODE: 'webhook', JOB_BACKOFF_MS: '100', JOB_MAX_ATTEMPTS: '16' }, proxy.url);
       try {

@@ -1079,19 +1079,29 @@ describe('POST /sessions/:interviewId/refresh', () => {
   });
 
   it('queues one more when the refresh under way may have read Incode already; a third joins that one', async () => {
-    // Every Incode call takes 1 s: the first refresh's status read is still on its way when the second is asked.
-    const emu = await startEmulator({ faults: { latencyMs: 1000 } });
+    // The first refresh's status read is held until the second and third have been asked: it is still on its way then,
+    // however slow the machine (a read asked meanwhile waits with it).
+    const emu = await startEmulator();
+    const held: (() => void)[] = [];
+    let holding = true;
+    const proxy = await startEmulatorProxy({ target: emu.url }, (req, res, forward) => {
+      const go = () => void forward().then((u) => pass(res, u), () => res.writeHead(502).end());
+      if (holding && (req.url ?? '').startsWith('/omni/get/onboarding/status')) held.push(go);
+      else go();
+    });
     // No polling: every status read below is a refresh's.
-    const b = await startBroker(brokerEnv(emu.url, { RESULTS_MODE: 'webhook' }));
+    const b = await startBroker(brokerEnv(proxy.url, { RESULTS_MODE: 'webhook' }));
     const incode = recordRequests(emu.app.server);
     try {
       const s = (await request(b.url).post('/session').expect(200)).body;
       const refresh = async () => (await request(b.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202)).body;
       const refreshes = async () => (await b.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify' && j.payload.source === 'refresh');
       expect(await refresh()).toEqual({ interviewId: s.interviewId, queued: true });
-      await waitFor(async () => (await refreshes()).some((j) => j.state === 'running'), 10_000, 10);
+      await waitFor(() => held.length > 0, 10_000, 10);
       expect(await refresh()).toEqual({ interviewId: s.interviewId, queued: true });
       expect(await refresh()).toEqual({ interviewId: s.interviewId, queued: false });
+      holding = false;
+      for (const go of held.splice(0)) go();
       // Both ran, each with a status read of its own.
       await waitFor(async () => {
         const jobs = await refreshes();
@@ -1101,6 +1111,7 @@ describe('POST /sessions/:interviewId/refresh', () => {
     } finally {
       incode.stop();
       await b.close();
+      await proxy.close();
       await emu.close();
     }
   }, 30_000);
