@@ -82,7 +82,12 @@ const REASON: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-type Auth = 'key' | 'session' | 'none' | 'admin';
+/**
+ * key: the API key alone; session: a session or an executive token (Incode's "token/exec" reads); access: a session
+ * token only (captures, processing, finish-status); exec: an executive token only (deleting a session); admin: the
+ * emulator's own control routes; none: no credentials.
+ */
+type Auth = 'key' | 'session' | 'access' | 'exec' | 'none' | 'admin';
 interface RouteCfg {
   auth: Auth;
   zero: boolean;
@@ -270,12 +275,13 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     if (v !== undefined && v !== '1.0') return fail(reply, 400, `Unsupported api-version '${String(v)}'`);
     // /0/ is the token-only surface: the key is ignored there (start, which only the key can authenticate, has no /0/ route).
     if (!cfg.zero && req.headers['x-api-key'] !== opts.apiKey) return fail(reply, 403, 'Invalid or missing API key');
-    if (auth !== 'session') return;
+    if (auth !== 'session' && auth !== 'access' && auth !== 'exec') return;
     const claims = tokens.verify(req.headers['x-incode-hardware-id'] as string | undefined);
     if (!claims) return fail(reply, 401, 'Invalid or missing access token');
     const q = req.query as Record<string, string | undefined>;
     const named = q.id || q.interviewId || q[''] || undefined;
     if (claims.role === 'ACCESS') {
+      if (auth === 'exec') return fail(reply, 401, 'This endpoint takes an executive token');
       const s = sessions.get(claims.externalUserId);
       if (!s) return fail(reply, 401, 'Session of this token does not exist');
       if (named && named !== s.interviewId) return fail(reply, 401, 'Token does not grant access to this session');
@@ -284,6 +290,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     }
     if (claims.role === 'EXECUTIVE') {
       if (cfg.zero) return fail(reply, 401, 'Executive tokens are not accepted on /0/ endpoints');
+      if (auth === 'access') return fail(reply, 401, 'This endpoint takes a session token, not an executive token');
       if (!named) return fail(reply, 400, 'Query parameter id is required with an executive token');
       const s = sessions.get(named);
       if (!s) return fail(reply, 404, `Session ${named} not found`);
@@ -557,12 +564,12 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       skipBackIdCapture: skipBack,
     };
   };
-  route('POST', '/omni/add/front-id/v2', 'session', addId('front'));
-  route('POST', '/omni/add/front-id', 'session', addId('front'));
-  route('POST', '/omni/add/back-id/v2', 'session', addId('back'));
-  route('POST', '/omni/add/back-id', 'session', addId('back'));
+  route('POST', '/omni/add/front-id/v2', 'access', addId('front'));
+  route('POST', '/omni/add/front-id', 'access', addId('front'));
+  route('POST', '/omni/add/back-id/v2', 'access', addId('back'));
+  route('POST', '/omni/add/back-id', 'access', addId('back'));
 
-  route('POST', '/omni/process/id', 'session', (req, reply) => {
+  route('POST', '/omni/process/id', 'access', (req, reply) => {
     const s = sess(req);
     if (!s.front) return fail(reply, 400, 'Front of the ID must be uploaded before process/id');
     if (!s.front.skipBack && !s.back) return fail(reply, 400, 'Back of the ID must be uploaded before process/id (front says the document has one)');
@@ -592,10 +599,10 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     s.selfie = { spoof, isBright, hasLenses: d.lenses, hasFaceMask: d.mask, age, brightness: m.brightness };
     return { confidence: spoof ? 1 : 0, isBright, hasLenses: d.lenses, hasFaceMask: d.mask, age, sessionStatus: 'Alive' };
   };
-  route('POST', '/omni/add/face/third-party', 'session', addFace);
-  route('POST', '/omni/add/face', 'session', addFace);
+  route('POST', '/omni/add/face/third-party', 'access', addFace);
+  route('POST', '/omni/add/face', 'access', addFace);
 
-  route('POST', '/omni/process/face', 'session', (req, reply) => {
+  route('POST', '/omni/process/face', 'access', (req, reply) => {
     const s = sess(req);
     if (!s.selfie) return fail(reply, 400, 'Selfie must be uploaded before process/face');
     if (!s.front) return fail(reply, 400, 'Front of the ID must be uploaded before process/face');
@@ -615,9 +622,9 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   // ---- status, finish, results ------------------------------------------------------------------------
 
   route('GET', '/omni/get/onboarding/status', 'session', (req) => ({ onboardingStatus: sess(req).status }));
-  route('GET', '/omni/get/postprocess/isfinished', 'session', (req) => ({ finished: sess(req).idPhase === 2 }));
+  route('GET', '/omni/get/postprocess/isfinished', 'access', (req) => ({ finished: sess(req).idPhase === 2 }));
 
-  route(['GET', 'PUT'], '/omni/finish-status', 'session', (req) => {
+  route(['GET', 'PUT'], '/omni/finish-status', 'access', (req) => {
     const s = sess(req);
     sessions.requestFinish(s);
     const overall = (buildScore(s).overall as { status: string }).status;
@@ -657,13 +664,13 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     };
   });
 
-  route('POST', '/omni/process/government-validation', 'session', (req) => {
+  route('POST', '/omni/process/government-validation', 'access', (req) => {
     const s = sess(req);
     if (s.idValidated) sessions.setStatus(s, 'GOVERNMENT_VALIDATION_FINISHED');
     return { success: true };
   });
 
-  route('DELETE', '/omni/interview', 'session', (req) => ({ success: sessions.delete(sess(req).interviewId) }), {}, ['key']);
+  route('DELETE', '/omni/interview', 'exec', (req) => ({ success: sessions.delete(sess(req).interviewId) }), {}, ['key']);
 
   // ---- Web SDK token-only extras ----------------------------------------------------------------------
 

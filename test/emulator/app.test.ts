@@ -84,6 +84,33 @@ describe('emulator app', () => {
       expectEnvelope(await emu.call('POST', '/0/executive/log-in', { body: { email: 'exec@example.com', password: 'secret' } }), 404);
     });
 
+    it("takes each kind of token only where Incode's endpoint table lists it: captures and finish-status a session token, a deletion an executive one", async () => {
+      const exec = (await emu.call('POST', '/executive/log-in', { body: { email: 'exec@example.com', password: 'secret' } })).body.token as string;
+      const s = await emu.start();
+      const id = `?id=${s.interviewId}`;
+      for (const [method, path] of [
+        ['POST', '/omni/add/front-id/v2'],
+        ['POST', '/omni/add/back-id/v2'],
+        ['POST', '/omni/process/id'],
+        ['POST', '/omni/add/face/third-party'],
+        ['POST', '/omni/process/face'],
+        ['GET', '/omni/get/postprocess/isfinished'],
+        ['GET', '/omni/finish-status'],
+      ] as const) {
+        const r = await emu.call(method, `${path}${id}`, { token: exec, ...(method === 'POST' ? { body: {} } : {}) });
+        expectEnvelope(r, 401);
+        expect(r.body.message).toMatch(/session token/);
+      }
+      // Reads take either (Incode's "token/exec").
+      expect((await emu.call('GET', `/omni/get/onboarding/status${id}`, { token: exec })).status).toBe(200);
+      expect((await emu.call('GET', `/omni/get/onboarding/status${id}`, { token: s.token })).status).toBe(200);
+      const refused = await emu.call('DELETE', `/omni/interview${id}`, { token: s.token });
+      expectEnvelope(refused, 401);
+      expect(emu.app.emulator.sessions.get(s.interviewId)).toBeDefined();
+      expect((await emu.call('DELETE', `/omni/interview${id}`, { token: exec })).body).toEqual({ success: true });
+      expect(emu.app.emulator.sessions.get(s.interviewId)).toBeUndefined();
+    });
+
     it('answers 405 for a wrong method and 404 for an unknown path, both as envelopes', async () => {
       const r = await emu.call('GET', '/omni/start');
       expectEnvelope(r, 405);
