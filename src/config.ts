@@ -323,8 +323,16 @@ function isInMemoryDatabase(url: string): boolean {
  * A list of exact http(s) origins, each as URL#origin spells it (so a trailing slash cannot make an entry that
  * never matches a browser's Origin), and `*` where a wildcard is allowed.
  */
+/** A list that may be "*" (any) instead, never both: "*, https://a" would silently mean any. */
+function wildcardOr(name: EnvName, entries: string[], what: string): string[] {
+  if (entries.includes('*') && entries.length > 1) throw new ConfigError(name, `is either "*" or a list of ${what}, not both`);
+  return entries;
+}
+
 function origins(env: Env, name: EnvName, wildcard: boolean): string[] {
-  return list(env, name).map((o, i) => {
+  const entries = list(env, name);
+  if (wildcard) wildcardOr(name, entries, 'origins');
+  return entries.map((o, i) => {
     if (wildcard && o === '*') return o;
     let u: URL | undefined;
     try {
@@ -351,10 +359,7 @@ function refuseCleartext(name: EnvName, url: string, why: string): void {
 
 /** The flows a caller may name: those listed and the default one, or ['*'] for any. */
 function allowedFlows(listed: string[], defaultFlow: string | undefined): string[] {
-  if (listed.includes('*')) {
-    if (listed.length > 1) throw new ConfigError('INCODE_ALLOWED_CONFIGURATION_IDS', 'is either "*" or a list of flows, not both');
-    return listed;
-  }
+  if (wildcardOr('INCODE_ALLOWED_CONFIGURATION_IDS', listed, 'flows').includes('*')) return listed;
   return defaultFlow && !listed.includes(defaultFlow) ? [...listed, defaultFlow] : listed;
 }
 
@@ -440,7 +445,6 @@ export function loadConfig(env: Env): Config {
   }
 
   const redirectionUrlOrigins = origins(env, 'REDIRECTION_URL_ORIGINS', true);
-  if (redirectionUrlOrigins.includes('*') && redirectionUrlOrigins.length > 1) throw new ConfigError('REDIRECTION_URL_ORIGINS', 'is either "*" or a list of origins, not both');
   // A link to the bank's onboarding that ends on any site is a phishing kit: whoever starts the session holds its token.
   if (production && redirectionUrlOrigins.includes('*')) throw new ConfigError('REDIRECTION_URL_ORIGINS', 'must not be "*" in production: list the origins a session may redirect to');
   const allowedConfigurationIds = allowedFlows(list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'), str(env, 'INCODE_CONFIGURATION_ID'));

@@ -27,7 +27,7 @@ export function keyMatcher(keys: readonly string[]): (candidate: string) => bool
   };
 }
 
-/** One definition of the token hash (the store looks sessions up by the same digest) and of comparing digests. */
+/** One definition of the token hash (the store looks sessions up by the same digest). */
 export { sha256Hex };
 
 /**

@@ -67,6 +67,7 @@ describe('loadConfig', () => {
     [{ REDIRECTION_URL_ORIGINS: 'https://app.example.com/done' }, 'REDIRECTION_URL_ORIGINS', /exact origins/],
     [{ REDIRECTION_URL_ORIGINS: '*, https://app.example.com' }, 'REDIRECTION_URL_ORIGINS', /either "\*" or a list/],
     [{ INCODE_ALLOWED_CONFIGURATION_IDS: 'flow-a,*' }, 'INCODE_ALLOWED_CONFIGURATION_IDS', /either "\*" or a list/],
+    [{ CORS_ORIGINS: 'https://app.example.com,*' }, 'CORS_ORIGINS', /either "\*" or a list/],
     [{ INCODE_API_URL: 'https://proxy.example.com/incode/0' }, 'INCODE_API_URL', /not its token-only/],
     [{ DATA_ENCRYPTION_KEY: 'short' }, 'DATA_ENCRYPTION_KEY', /32 bytes/],
     [{ INCODE_API_KEY: 'k' }, 'DATA_ENCRYPTION_KEY', /required with INCODE_API_KEY/],

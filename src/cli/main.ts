@@ -16,8 +16,7 @@ import { createMetrics } from '../plugins/metrics';
 import { createResultsRuntime } from '../results/runtime';
 import { summarizeOcr, summarizeScores, type ScoreLeaf } from '../results/summary';
 import { sandboxEmulatorOptions } from '../sandbox';
-import { Cipher } from '../store/crypto';
-import { createStore } from '../store/index';
+import { createStore, storeOptions } from '../store/index';
 import type { Store } from '../store/types';
 
 /** Exit codes, also listed by --help. */
@@ -214,7 +213,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       progress.note('sandbox: no INCODE_API_KEY set, using the built-in Incode emulator');
     }
 
-    const store: Store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys), pgTimeoutMs: config.database.timeoutMs, pgPoolMax: config.database.poolMax, sqliteSynchronous: config.database.sqliteSynchronous });
+    const store: Store = createStore(storeOptions(config));
     cleanup.push(() => store.close());
     await store.migrate();
     const client = new IncodeClient(incodeClientOptions(config, apiUrl));

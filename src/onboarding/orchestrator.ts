@@ -99,6 +99,11 @@ export class OnboardingError extends Error {
     const c = this.cause;
     return c instanceof IncodeError ? { operation: c.operation, httpStatus: c.details.httpStatus, incodeStatus: c.details.incodeStatus } : undefined;
   }
+
+  /** Incode certainly started nothing: no session exists, and the start behind it certainly did nothing at Incode. */
+  get certainlyNotDone(): boolean {
+    return this.interviewId === null && this.cause instanceof IncodeError && this.cause.certainlyNotDone;
+  }
 }
 
 /** Progress as it happens (the CLI prints it); the same record goes to the store. */

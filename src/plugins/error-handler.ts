@@ -63,9 +63,6 @@ function mapError(err: FastifyError | Error): Mapped {
       return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON, or holds a __proto__ or constructor.prototype key' };
   }
   if (fe.statusCode === 429) return { status: 429, code: 'RATE_LIMITED', message: fe.message || 'Too many requests' };
-  // A body parser's SyntaxError carries its 400; one thrown by the service's own code (a damaged stored row, say) does
-  // not, and is a fault to alert on, not the client's.
-  if (err instanceof SyntaxError && fe.statusCode === 400) return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON' };
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
     return { status: fe.statusCode, code: fe.code ?? 'BAD_REQUEST', message: fe.message.slice(0, 300) };
   // A stalled or restarting database is an outage a retry can outlive, not a bug: 503 tells clients to come back.

@@ -1,9 +1,8 @@
 // Prometheus metrics on a registry owned by this app instance (no global default registry).
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { AppError } from '../errors';
 import { OPERATION_GROUPS } from '../incode/client';
-import { bearer, keyMatcher } from '../security';
+import { bearerKeyGuard } from './service-auth';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -102,13 +101,9 @@ export default fp<MetricsOptions>(
       metrics.httpDuration.observe({ method: req.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
       done();
     });
-    // Volumes and decisions are business data: behind a token when one is configured (compared in constant time).
-    const allowed = opts.tokens.length > 0 ? keyMatcher(opts.tokens) : null;
-    app.get('/metrics', { schema: { hide: true } }, async (req, reply) => {
-      if (allowed) {
-        const token = bearer(req.headers.authorization);
-        if (!token || !allowed(token)) throw new AppError(401, 'UNAUTHORIZED', 'A metrics token is required (Authorization: Bearer <METRICS_TOKENS token>)', { 'www-authenticate': 'Bearer' });
-      }
+    // Volumes and decisions are business data: behind a token when one is configured.
+    const onRequest = opts.tokens.length > 0 ? [bearerKeyGuard(opts.tokens, 'A metrics token is required (Authorization: Bearer <METRICS_TOKENS token>)')] : [];
+    app.get('/metrics', { schema: { hide: true }, onRequest }, async (_req, reply) => {
       reply.header('content-type', metrics.registry.contentType);
       return metrics.registry.metrics();
     });

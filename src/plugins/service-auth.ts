@@ -4,20 +4,24 @@ import { AppError } from '../errors';
 import { bearer, keyMatcher, sha256Hex } from '../security';
 import type { SessionRecord, Store } from '../store/types';
 
+/** A hook that lets through only a request bearing one of `keys` (compared in constant time); 401 with `refusal` otherwise. */
+export function bearerKeyGuard(keys: readonly string[], refusal: string, accepted?: (req: FastifyRequest, key: string) => void) {
+  const matches = keyMatcher(keys);
+  return async function requireBearerKey(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
+    const key = bearer(req.headers.authorization);
+    if (!key || !matches(key)) throw new AppError(401, 'UNAUTHORIZED', refusal, { 'www-authenticate': 'Bearer' });
+    accepted?.(req, key);
+  };
+}
+
 export function serviceKeyGuard(keys: readonly string[]) {
   // With no keys configured these routes are closed to everyone: said so, rather than hinting a key is wrong.
   if (keys.length === 0)
     return async function noServiceKeys(_req: FastifyRequest, _reply: FastifyReply): Promise<void> {
       throw new AppError(401, 'UNAUTHORIZED', 'No service keys are configured: set ADMIN_API_KEYS to use this route', { 'www-authenticate': 'Bearer' });
     };
-  const matches = keyMatcher(keys);
-  return async function requireServiceKey(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
-    const key = bearer(req.headers.authorization);
-    if (!key || !matches(key))
-      throw new AppError(401, 'UNAUTHORIZED', 'A valid service key is required (Authorization: Bearer <key>)', { 'www-authenticate': 'Bearer' });
-    // Who called, by the key's digest: one backend's Idempotency-Keys never meet another's.
-    req.caller = `svc:${sha256Hex(key).slice(0, 16)}`;
-  };
+  // Who called, by the key's digest: one backend's Idempotency-Keys never meet another's.
+  return bearerKeyGuard(keys, 'A valid service key is required (Authorization: Bearer <key>)', (req, key) => (req.caller = `svc:${sha256Hex(key).slice(0, 16)}`));
 }
 
 /** The session a token belongs to (X-Incode-Hardware-Id), for the app's own views; 401 otherwise. */

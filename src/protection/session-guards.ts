@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError, retryAfter, retryAfterSeconds } from '../errors';
 import { IncodeError } from '../incode/errors';
+import { OnboardingError } from '../onboarding/orchestrator';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyAnswer, IdempotencyRef } from '../store/types';
 import { clientNetwork, type RateLimitEntry } from './rate-counter';
@@ -12,7 +13,7 @@ const INVISIBLE = /[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]/g;
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Who called, for rate-limit and idempotency scopes: an app key's hash, a JWT subject's keyed digest, or nobody. */
+    /** Who called, for rate-limit and idempotency scopes: an app key's or a service key's hash, a JWT subject's keyed digest, or nobody. */
     caller?: string;
   }
 }
@@ -23,10 +24,11 @@ export interface SessionGuards {
   /**
    * Runs create() once per Idempotency-Key; a retry with the same key and body gets the same session. create()
    * gets the claimed key and must record it with the session it stores (NewSession.idempotency), in one write.
+   * `request` builds what a retry must repeat, only when a key was sent (for an upload, digests of tens of MB).
    */
   idempotent<T>(
     req: FastifyRequest,
-    request: unknown,
+    request: () => unknown,
     create: (claimed?: IdempotencyRef) => Promise<T>,
     replay: (interviewId: string, answer?: IdempotencyAnswer) => Promise<T>,
     opts?: IdempotencyOptions,
@@ -36,14 +38,16 @@ export interface SessionGuards {
 export interface IdempotencyOptions {
   /** The keys' namespace: one key sent to two routes is two keys. 'session' by default. */
   route?: 'session' | 'onboarding';
-  /** How long a claim may stay pending before a retry takes it over: longer than create() can run. */
-  leaseMs?: number;
-  /** Whether a failure of create() certainly created nothing at Incode, so that the key is released for a retry. */
-  createdNothing?: (err: unknown) => boolean;
 }
 
-/** Incode certainly created nothing: the call never left, or Incode refused it outright. */
-export const certainlyNotStarted = (err: unknown) => err instanceof IncodeError && err.certainlyNotDone;
+/**
+ * Incode certainly created nothing, so the key is released for a retry: the start never left or Incode refused it
+ * outright (an OnboardingError says so of the start behind it, before any session existed).
+ */
+const certainlyNotStarted = (err: unknown) => (err instanceof IncodeError || err instanceof OnboardingError) && err.certainlyNotDone;
+
+/** A claim still pending: its first request is running (here or on another replica). */
+export const idempotencyInProgress = () => new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
 
 export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;
@@ -105,7 +109,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
 
   async function idempotent<T>(
     req: FastifyRequest,
-    request: unknown,
+    request: () => unknown,
     create: (claimed?: IdempotencyRef) => Promise<T>,
     replay: (interviewId: string, answer?: IdempotencyAnswer) => Promise<T>,
     opts: IdempotencyOptions = {},
@@ -114,20 +118,20 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     if (typeof raw !== 'string' || raw === '') return create();
     const scope = `${opts.route ?? 'session'}:${req.caller ?? 'anonymous'}`;
     const key = sha256Hex(raw);
-    const body = JSON.stringify(request);
+    const body = JSON.stringify(request());
     const requestHash = requestDigest.digest(body);
     const now = Date.now();
     // A pending claim holds only a lease that outlives any Incode call: if this process dies mid-request, a retry
     // may take the key over after it rather than get 409 for the whole TTL. Completion extends it to the TTL.
     const ttlMs = config.idempotencyTtlSeconds * 1000;
-    const leaseMs = Math.min(ttlMs, opts.leaseMs ?? Math.max(60_000, 4 * config.incode.timeoutMs));
+    const leaseMs = Math.min(ttlMs, Math.max(60_000, 4 * config.incode.timeoutMs));
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
     // A completed key's digest is the request's SHA-256 kept in its (re-encryptable) response, which matches accepts
     // too: a key rotation that retired the key of the request_hash HMAC does not turn a faithful retry into a 422.
     const same = claim.state === 'new' || requestDigest.matches(claim.requestHash, body);
     if (!same)
       throw new AppError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body');
-    if (claim.state === 'pending') throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
+    if (claim.state === 'pending') throw idempotencyInProgress();
     if (claim.state === 'done') return replay(claim.interviewId, claim.answer);
     try {
       // The key is marked done by the session's own write (only the id is kept, and a route's final answer if it keeps
@@ -137,7 +141,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
       // once Incode had answered) a session may exist and be billed: the key stays pending until its lease lapses, so a
       // retry meanwhile gets 409 instead of paying for a second one.
-      if ((opts.createdNothing ?? certainlyNotStarted)(err)) await app.store.releaseIdempotencyKey(scope, key, now).catch(() => undefined);
+      if (certainlyNotStarted(err)) await app.store.releaseIdempotencyKey(scope, key, now).catch(() => undefined);
       throw err;
     }
   }

@@ -3,12 +3,12 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../config';
-import { AppError, overloadedError, retryAfter } from '../errors';
+import { AppError, overloadedError } from '../errors';
 import { isValidCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator, handOffQueuesCheck, type CaptureStep } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
-import { certainlyNotStarted, type SessionGuards } from '../protection/session-guards';
+import { idempotencyInProgress, type SessionGuards } from '../protection/session-guards';
 import { capturesWentThrough } from '../results/pipeline';
 import { sha256Hex } from '../security';
 import type { IdempotencyAnswer, StepRecord } from '../store/types';
@@ -62,13 +62,6 @@ const CAPTURE_STEPS: ReadonlySet<string> = new Set<CaptureStep>(['front', 'back'
 
 /** What the route answers itself (202, 422), and so what a replay of its Idempotency-Key gets back. */
 type OnboardingAnswer = Static<typeof Accepted> | Static<typeof CaptureRejected>;
-
-/**
- * Nothing was started at Incode, so the key is free for a retry: a start that Incode certainly did not carry out (every
- * failure of the captures comes as an OnboardingError). A start stopped midway, timed out or failed oddly may have made
- * a session: the key stays.
- */
-const startedNothing = (err: unknown) => err instanceof OnboardingError && err.interviewId === null && certainlyNotStarted(err.cause);
 
 /** Sends a kept (or first) answer; a 422 carries this request's id, so a replay is traced as itself. */
 function answered(reply: FastifyReply, answer: IdempotencyAnswer, requestId: string): OnboardingAnswer {
@@ -216,11 +209,10 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         const back = body.back !== undefined && !body.oneSided ? decodeImage(body.back, 'back') : undefined;
         const selfie = decodeImage(body.selfie, 'selfie');
         const input = { countryCode, configurationId: body.configurationId, externalCustomerId: body.externalCustomerId, language: body.language, oneSided: body.oneSided };
-        // The images by their digests: a retry must send the same ones, and hashing 30 MB once beats serialising it.
-        const request = { ...input, front: sha256Hex(front), back: back === undefined ? null : sha256Hex(back), selfie: sha256Hex(selfie) };
         return await guards.idempotent(
           req,
-          request,
+          // The images by their digests: a retry must send the same ones, and hashing 30 MB once beats serialising it.
+          () => ({ ...input, front: sha256Hex(front), back: back === undefined ? null : sha256Hex(back), selfie: sha256Hex(selfie) }),
           async (claimed) => {
             const stop = new AbortController();
             const captures = o.runCaptures({ ...input, front, back, selfie, requestId: req.id, signal: stop.signal, idempotency: claimed });
@@ -251,11 +243,12 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
             return answered(reply, answer, req.id);
           },
           async (interviewId, answer) => {
+            // An erased session's kept answer is not replayed either: erasure does not reach the key's row.
+            const s = await app.store.getSession(interviewId);
+            if (!s || s.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
             if (answer) return answered(reply, answer, req.id);
             // Started, with no answer kept: its captures still running (here or on another replica), done but their
             // answer not kept, failed at a step (that answer named this interviewId), or its process died.
-            const s = await app.store.getSession(interviewId);
-            if (!s || s.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
             const steps = await app.store.listSteps(interviewId);
             // Rebuilt from the steps: the captures went through (the first answer was 202), or one was rejected (422;
             // its Incode code, which the steps do not keep, aside).
@@ -264,10 +257,10 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
             if (rejected)
               return answered(reply, { statusCode: 422, body: { code: 'CAPTURE_REJECTED', message: rejected.message ?? '', step: rejected.step, reason: rejected.code ?? '', interviewId } }, req.id);
             if (!steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < capturesMs)
-              throw new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
+              throw idempotencyInProgress();
             throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`);
           },
-          { route: 'onboarding', createdNothing: startedNothing },
+          { route: 'onboarding' },
         );
       } finally {
         if (hold) {

@@ -140,7 +140,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         language: body.language,
         redirectionUrl: body.redirectionUrl,
       };
-      return guards.idempotent(req, startReq, async (claimed) => {
+      return guards.idempotent(req, () => startReq, async (claimed) => {
         const started = await app.incode.start(startReq, { requestId: req.id });
         app.metrics.sessionsCreated.inc({ route: 'session' });
         const r = mintResume(started.interviewId);

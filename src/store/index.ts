@@ -1,4 +1,5 @@
 // Store factory: picks SQLite or PostgreSQL from the URL; re-exports the contract and the crypto helpers.
+import type { Config } from '../config';
 import { Cipher } from './crypto';
 import type { PostgresStore as PostgresStoreType } from './postgres-store';
 import type { SqliteStore as SqliteStoreType } from './sqlite-store';
@@ -21,6 +22,12 @@ export interface CreateStoreOptions {
   pgTimeoutMs?: number;
   /** SQLite's synchronous pragma (SQLITE_SYNCHRONOUS); PostgreSQL ignores it. */
   sqliteSynchronous?: 'normal' | 'full';
+}
+
+/** The store the configuration names, with its settings: one place for the service and the CLI. */
+export function storeOptions(config: Pick<Config, 'database' | 'encryption'>): CreateStoreOptions {
+  const { url, timeoutMs, poolMax, sqliteSynchronous } = config.database;
+  return { url, cipher: new Cipher(config.encryption.keys), pgTimeoutMs: timeoutMs, pgPoolMax: poolMax, sqliteSynchronous };
 }
 
 export function createStore(opts: CreateStoreOptions): Store {

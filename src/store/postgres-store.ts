@@ -13,7 +13,6 @@ import {
   encodeCursor,
   jsonText,
   idempotencyDoneSql,
-  idempotencyAnswerSql,
   activeJobSql,
   pgArgs,
   resultsStatusSql,
@@ -151,7 +150,8 @@ const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
   SELECT 1 FROM d`;
 const RETRY_JOB = retryJobSql(pgArgs(1));
 const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
-const IDEMPOTENCY_ANSWER = idempotencyAnswerSql(pgArgs(1));
+// Keeps a done claim's final answer (the claim's own completion again, on a done row only).
+const IDEMPOTENCY_ANSWER = idempotencyDoneSql(pgArgs(1), "AND state = 'done'");
 const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
 
 export class PostgresStore implements Store {
@@ -603,7 +603,7 @@ export class PostgresStore implements Store {
   }
 
   async recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void> {
-    await this.q(IDEMPOTENCY_ANSWER, [idempotencyResponseEnc(this.cipher, idem, interviewId, answer), idem.scope, idem.key, idem.claimedAt]);
+    await this.q(IDEMPOTENCY_ANSWER, [idempotencyResponseEnc(this.cipher, idem, interviewId, answer), idem.expiresAt, idem.scope, idem.key, idem.claimedAt]);
   }
 
   async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {

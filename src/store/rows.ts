@@ -328,11 +328,6 @@ export type SqlArg = (i: number, cast?: string) => string;
 export const pgArgs = (first: number): SqlArg => (i, cast) => `$${first + i}${cast ? `::${cast}` : ''}`;
 export const sqliteArgs: SqlArg = () => '?';
 
-/** A done key's response replaced by one that also holds the final answer; parameters: response, scope, key, claimedAt. */
-export function idempotencyAnswerSql(arg: SqlArg): string {
-  return `UPDATE idempotency_keys SET response_enc = ${arg(0)} WHERE scope = ${arg(1)} AND key = ${arg(2)} AND created_at = ${arg(3, 'bigint')} AND state = 'done'`;
-}
-
 /** Marks one claim of an Idempotency-Key done. Parameters: response_enc, expires_at, scope, key, claimed_at. */
 export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
   return `UPDATE idempotency_keys SET response_enc = ${arg(0)}, state = 'done', expires_at = ${arg(1, 'bigint')}

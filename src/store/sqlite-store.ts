@@ -17,7 +17,6 @@ import {
   encodeCursor,
   jsonText,
   idempotencyDoneSql,
-  idempotencyAnswerSql,
   activeJobSql,
   resultsStatusSql,
   RESULTS_UPSERT_TAIL,
@@ -95,7 +94,8 @@ export interface SqliteStoreOptions {
 }
 
 const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
-const IDEMPOTENCY_ANSWER = idempotencyAnswerSql(sqliteArgs);
+// Keeps a done claim's final answer (the claim's own completion again, on a done row only).
+const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
 
 // A new session (with its resume token), and an existing one merged by the rules both engines share.
@@ -590,7 +590,7 @@ export class SqliteStore implements Store {
   async recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void> {
     const enc = idempotencyResponseEnc(this.cipher, idem, interviewId, answer);
     return this.write(() => {
-      this.st(IDEMPOTENCY_ANSWER).run(enc, idem.scope, idem.key, idem.claimedAt);
+      this.st(IDEMPOTENCY_ANSWER).run(enc, idem.expiresAt, idem.scope, idem.key, idem.claimedAt);
     });
   }
 

@@ -230,6 +230,10 @@ describe('POST /onboardings', () => {
       // Without a key, or with another one, the same images are a new onboarding.
       expect((await post(GOOD)).body.interviewId).not.toBe(first.body.interviewId);
       expect(starts()).toBe(5);
+      // An erased session's key replays nothing, not even its kept answer: 404, as POST /session answers.
+      expect((await fetch(`${broker.url}/sessions/${first.body.interviewId}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status).toBe(200);
+      expect(await post(GOOD, { idempotencyKey: 'onb-key-1' })).toMatchObject({ status: 404, body: { code: 'SESSION_NOT_FOUND' } });
+      expect(starts()).toBe(5);
     } finally {
       incode.stop();
     }
@@ -476,7 +480,7 @@ describe('POST /onboardings', () => {
       const steps = (s: Record<string, any>): string[] => s.steps.map((st: { step: string; outcome: string; code: string | null }) => `${st.step}:${st.outcome}:${st.code ?? ''}`);
       // The first is watched by its request's background finish, which records the wait and the results once stored.
       const watched = await waitFor(async () => {
-        const s = (await (await fetch(`${b.url}/sessions/${first.body.interviewId}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json()) as Record<string, any>;
+        const s = await session(first.body.interviewId, b.url);
         return steps(s).some((x) => x.startsWith('results:')) ? s : null;
       }, 20_000);
       const polled = await waitForResults(b.url, second.body.interviewId, 20_000);
