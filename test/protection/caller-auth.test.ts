@@ -7,7 +7,7 @@ import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
 import type { SqliteStore } from '../../src/store/sqlite-store';
-import { sha256Hex } from '../../src/security';
+import { keyedDigest, sha256Hex } from '../../src/security';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 
@@ -130,6 +130,9 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
       // Keyed: not the plain SHA-256 anyone could compute from a guessed subject.
       for (const subject of [sub, 'bob@example.com']) expect(scope).not.toContain(sha256Hex(subject).slice(0, 32));
     }
+    // The digest under a key derived from the data key: whoever lacks that key cannot test a guessed subject against it.
+    const subjectDigest = keyedDigest(broker.config.encryption.keys.map((k) => k.key), 'caller-subject');
+    expect(scopes.map((s) => s.scope)).toEqual(expect.arrayContaining([sub, 'bob@example.com'].map((x) => `session:sub:${subjectDigest.digest(x).slice(0, 32)}`)));
   });
 
   it('scopes Idempotency-Keys of tokens without a subject per token, never in one shared scope', async () => {

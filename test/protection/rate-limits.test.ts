@@ -7,7 +7,7 @@ import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { clientNetwork, MemoryRateCounter, RedisRateCounter, type RateCounter } from '../../src/protection/rate-counter';
 import { startBrokerProcess } from '../helpers/broker-process';
-import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
@@ -205,16 +205,18 @@ describe('POST /session rate limits (memory counter)', () => {
     };
     const b = await startBroker(brokerEnv(emu.url, { TRUST_PROXY_HOPS: '1' }), { rateCounter: counter });
     brokers.push(b);
-    let arrived = 0;
-    b.app.server.on('request', (req: { url?: string }) => {
-      if (req.url === '/webhooks/incode/token' && ++arrived === 31) allArrived();
-    });
+    const seen = recordRequests(b.app.server);
+    const arrived = (n: number) => waitFor(() => seen.urls.filter((u) => u === '/webhooks/incode/token').length >= n || null, 5000, 5);
     const token = (secret: string) =>
       request(b.url).post('/webhooks/incode/token').set('x-forwarded-for', '203.0.113.77').auth(WEBHOOK_CLIENT_ID, secret).type('form').send({ grant_type: 'client_credentials' });
     const guesses = Array.from({ length: 30 }, (_, i) => token(`guess-${i}`).then((r) => r.status));
-    // Sent once every guess is in, while their reads are still held.
-    await waitFor(() => arrived >= 30 || null, 5000, 5);
-    const right = await token(WEBHOOK_CLIENT_SECRET);
+    // Sent once every guess is in, while their reads are still held; the reads go on once it is in too.
+    await arrived(30);
+    const answer = token(WEBHOOK_CLIENT_SECRET).then((r) => r);
+    await arrived(31);
+    seen.stop();
+    allArrived();
+    const right = await answer;
     expect((await Promise.all(guesses)).every((st) => st === 401)).toBe(true);
     expect([right.status, right.body.code]).toEqual([429, 'RATE_LIMITED']);
     expect(right.body).not.toHaveProperty('access_token');

@@ -32,7 +32,7 @@ import type { IncodeClient } from '../../src/incode/client';
 import type { ExecutiveTokenProvider } from '../../src/incode/executive-token';
 import { createMetrics } from '../../src/plugins/metrics';
 import pino from 'pino';
-import { storeWith } from '../helpers/store-proxy';
+import { memoryStore, storeWith } from '../helpers/store-proxy';
 import { captureAll } from '../helpers/flow';
 import { tempDir } from '../helpers/temp';
 import { throwawayPgStore } from '../helpers/pg-schema';
@@ -962,9 +962,8 @@ afterEach(async () => {
 });
 async function barePipeline(override: (real: SqliteStore) => StoreOverride = () => () => null) {
   const config = loadConfig(brokerEnv('http://127.0.0.1:9', { RESULTS_MODE: 'both' }));
-  const real = new SqliteStore({ filename: ':memory:', cipher: new Cipher(config.encryption.keys) });
+  const real = await memoryStore();
   bareStores.push(real);
-  await real.migrate();
   const clock = { now: Date.now() };
   const pipeline = new ResultsPipeline({
     store: storeWith(real, override(real)),

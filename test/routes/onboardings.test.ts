@@ -7,10 +7,7 @@ import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running, waitForResults } from '../helpers/harness';
 import { tempDir } from '../helpers/temp';
-import { storeWith } from '../helpers/store-proxy';
-import { loadConfig } from '../../src/config';
-import { Cipher } from '../../src/store/crypto';
-import { SqliteStore } from '../../src/store/sqlite-store';
+import { memoryStore, storeWith } from '../helpers/store-proxy';
 
 const b64 = (b: Buffer) => b.toString('base64');
 const GOOD = { front: b64(img.idFront()), back: b64(img.idBack()), selfie: b64(img.selfie()) };
@@ -70,6 +67,9 @@ function withCommentSegments(jpegBytes: Buffer, bytes: number): Buffer {
   }
   return Buffer.concat([jpegBytes.subarray(0, 2), ...segments, jpegBytes.subarray(2)]);
 }
+
+/** A session's steps as step:outcome:code. */
+const stepCodes = (s: Record<string, any>): string[] => s.steps.map((st: { step: string; outcome: string; code: string | null }) => `${st.step}:${st.outcome}:${st.code ?? ''}`);
 
 async function session(id: string, url = broker.url) {
   const res = await fetch(`${url}/sessions/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
@@ -241,9 +241,7 @@ describe('POST /onboardings', () => {
 
   it("keeps one service key's Idempotency-Keys apart from another's, and replays an accepted onboarding whose answer could not be kept", async () => {
     const OTHER_KEY = 'second-backend-service-key-0123456789';
-    const config = loadConfig(brokerEnv(emulator.url, { ADMIN_API_KEYS: `${ADMIN_KEY},${OTHER_KEY}` }));
-    const real = new SqliteStore({ filename: ':memory:', cipher: new Cipher(config.encryption.keys) });
-    await real.migrate();
+    const real = await memoryStore();
     // The database fails the one write that keeps the final answer: the onboarding is accepted all the same.
     const store = storeWith(real, (method) => (method === 'recordIdempotencyAnswer' ? async () => Promise.reject(new Error('database blip')) : null));
     const b = await startBroker(brokerEnv(emulator.url, { ADMIN_API_KEYS: `${ADMIN_KEY},${OTHER_KEY}` }), { store });
@@ -477,18 +475,17 @@ describe('POST /onboardings', () => {
       const second = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
       expect([first.status, second.status]).toEqual([202, 202]);
       expect(b.logs.text).toMatch(/onboarding left to webhooks and polling: ONBOARDING_MAX_BACKGROUND/);
-      const steps = (s: Record<string, any>): string[] => s.steps.map((st: { step: string; outcome: string; code: string | null }) => `${st.step}:${st.outcome}:${st.code ?? ''}`);
       // The first is watched by its request's background finish, which records the wait and the results once stored.
       const watched = await waitFor(async () => {
         const s = await session(first.body.interviewId, b.url);
-        return steps(s).some((x) => x.startsWith('results:')) ? s : null;
+        return stepCodes(s).some((x) => x.startsWith('results:')) ? s : null;
       }, 20_000);
       const polled = await waitForResults(b.url, second.body.interviewId, 20_000);
       expect([watched.decision, polled.decision]).toEqual(['approve', 'approve']);
-      expect(steps(watched)).toEqual(expect.arrayContaining(['wait:ok:ONBOARDING_FINISHED', 'results:ok:approve']));
+      expect(stepCodes(watched)).toEqual(expect.arrayContaining(['wait:ok:ONBOARDING_FINISHED', 'results:ok:approve']));
       // The second by no one but polling: it marked it complete, and no request's finish recorded a wait or results.
-      expect(steps(polled)).toContain('finish:ok:BACKGROUND');
-      expect(steps(polled).filter((x) => x.startsWith('wait:') || x.startsWith('results:'))).toEqual([]);
+      expect(stepCodes(polled)).toContain('finish:ok:BACKGROUND');
+      expect(stepCodes(polled).filter((x) => x.startsWith('wait:') || x.startsWith('results:'))).toEqual([]);
     });
   }, 40_000);
 
@@ -502,7 +499,7 @@ describe('POST /onboardings', () => {
       expect(b.logs.text).toMatch(/onboarding left to webhooks and a queued status check: ONBOARDING_MAX_BACKGROUND/);
       const done = await waitForResults(b.url, second.body.interviewId, 20_000);
       expect(done.decision).toBe('approve');
-      expect(done.steps.map((st: { step: string; outcome: string; code: string | null }) => `${st.step}:${st.outcome}:${st.code ?? ''}`)).toContain('finish:ok:BACKGROUND');
+      expect(stepCodes(done)).toContain('finish:ok:BACKGROUND');
       // The check came back while processing went on, instead of ending at the first status it read.
       const checks = (await b.app.store.listJobs(second.body.interviewId)).filter((j) => j.kind === 'verify');
       expect(checks).toEqual([expect.objectContaining({ state: 'done', payload: { source: 'refresh' } })]);

@@ -4,24 +4,18 @@ import net from 'node:net';
 import type { Server } from 'node:http';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { sampleImages } from '../helpers/flow';
-import { ADMIN_KEY, brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
+import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 
 const BUDGET = 1_000_000;
 
 /**
  * Sends the headers of a POST /onboardings announcing `length` bytes and the first few, then nothing more. `admitted`
- * settles once the broker's server has taken the request in (not merely once the client wrote it).
+ * waits (up to 5 s) until the broker's server has taken the request in (not merely until the client wrote it).
  */
 function stalledUpload(broker: { url: string; app: { server: Server } }, length: number) {
   const u = new URL(broker.url);
-  const admitted = new Promise<void>((resolve) => {
-    const onRequest = (req: { url?: string }) => {
-      if (req.url !== '/onboardings') return;
-      broker.app.server.off('request', onRequest);
-      resolve();
-    };
-    broker.app.server.on('request', onRequest);
-  });
+  const seen = recordRequests(broker.app.server);
+  const admitted = () => waitFor(() => seen.urls.includes('/onboardings'), 5000, 5).finally(seen.stop);
   const socket = net.connect(Number(u.port), u.hostname);
   let received = '';
   socket.on('data', (d) => (received += d.toString()));
@@ -67,7 +61,7 @@ describe('REQUEST_TIMEOUT_MS', () => {
     try {
       const sentAt = await stalled.sent;
       // The refusal below needs the stalled upload admitted first, not merely written by the client.
-      await bounded(stalled.admitted, 5000);
+      await stalled.admitted();
       // While it holds the whole budget, a real upload is turned away: the stalled one really holds it.
       const refused = await upload(b.url);
       expect(refused.status).toBe(503);
@@ -94,7 +88,7 @@ describe('REQUEST_TIMEOUT_MS', () => {
     try {
       await stalled.sent;
       // Admitted first, so the real upload below is the one turned away.
-      await bounded(stalled.admitted, 5000);
+      await stalled.admitted();
       // Only once the route holds it is the connection busy (an idle one is closed by close() anyway).
       expect((await upload(b.url)).status).toBe(503);
       const t = Date.now();
