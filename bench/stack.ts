@@ -65,6 +65,7 @@ export function brokerEnv(ctx: BenchContext, port: number, incodeUrl: string, ov
     RATE_LIMIT_PER_CUSTOMER: '0',
     RATE_LIMIT_GLOBAL: '0',
     SHUTDOWN_GRACE_MS: '1000',
+    SHUTDOWN_DELAY_MS: '0',
     ...overrides,
   };
 }

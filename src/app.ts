@@ -27,9 +27,19 @@ import sessionsRoutes from './routes/sessions';
 import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
 import { AppError, overloadedError, retryAfter } from './errors';
-import { ErrorBody } from './schemas';
+import { ErrorBody, securitySchemes } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /**
+     * /readyz answers 503 from now on while every route still serves: the first step of a SIGTERM shutdown, so a
+     * load balancer takes this instance out of rotation before it refuses connections.
+     */
+    leaveRotation(): void;
+  }
+}
 
 export interface AppDeps {
   /** A store shared with the test (else one is created from DATABASE_URL and closed with the app). */
@@ -187,6 +197,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     app.log.warn('POST /session is open to anyone (CALLER_AUTH=none) with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session');
 
   let draining = false;
+  let inRotation = true;
+  app.decorate('leaveRotation', () => {
+    inRotation = false;
+  });
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
   const helmetHeaders = securityHeaders();
   // Headers that must come once: Node keeps the first of two Authorization headers and joins two Idempotency-Key
@@ -273,7 +287,14 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   await app.register(swagger, {
     openapi: {
       info: { title: 'Incode token broker', version: '0.1.0', description: 'Backend-for-frontend for Incode identity verification' },
-      components: { securitySchemes: { serviceKey: { type: 'http', scheme: 'bearer' } } },
+      components: { securitySchemes: securitySchemes(config.webhook.secretHeader) },
+    },
+    // POST /session takes no body at all as every default; the generator marks every declared body required.
+    transformObject: (doc) => {
+      if (!('openapiObject' in doc)) return doc.swaggerObject;
+      const body = doc.openapiObject.paths?.['/session']?.post?.requestBody;
+      if (body && !('$ref' in body)) body.required = false;
+      return doc.openapiObject;
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
@@ -303,7 +324,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
 
   // What the SDK is initialised with: the browser-reachable URL of the token-only (/0/) surface.
   const sdkApiUrl = config.sandbox ? `${config.publicUrl}${SANDBOX_PREFIX}/0/` : `${config.incode.apiUrl}/0/`;
-  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl });
+  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, inRotation: () => inRotation });
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
   await app.register(webhookRoutes, { config });
   await app.register(sessionsRoutes, { config });

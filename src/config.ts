@@ -32,7 +32,7 @@ export const ENV_SCHEMA = {
   NODE_ENV: { kind: { type: 'enum', values: ['development', 'test', 'production'] }, default: 'development', doc: 'Only "production" changes anything: it refuses unsafe settings.' },
   PORT: { kind: { type: 'int', min: 0, max: 65535 }, default: '3000', doc: 'TCP port to listen on (0: any free port; not in sandbox mode, whose built-in emulator is called at this port).' },
   HOST: { kind: { type: 'string' }, default: '127.0.0.1', doc: 'Interface to bind (0.0.0.0 in containers).' },
-  PUBLIC_URL: { kind: { type: 'url' }, doc: 'How clients reach this service; defaults to http://localhost:PORT.' },
+  PUBLIC_URL: { kind: { type: 'url' }, doc: 'Sandbox mode: how clients reach this service, for the apiUrl that POST /session hands out (the built-in emulator); defaults to http://localhost:PORT. With a real INCODE_API_KEY the apiUrl is Incode\'s and this is unused.' },
   LOG_LEVEL: { kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
   LOG_BUFFER_BYTES: {
     kind: { type: 'int', min: 0, max: 1048576 },
@@ -62,7 +62,7 @@ export const ENV_SCHEMA = {
   INCODE_MAX_RETRIES: { kind: { type: 'int', min: 0, max: 10 }, default: '2', doc: 'Retries of idempotent Incode calls (reads, connection failures).' },
   INCODE_MAX_CONCURRENCY: { kind: { type: 'int', min: 1, max: 100000 }, default: '1024', doc: 'Incode calls in flight at once: caps the pool at the lower of this and INCODE_POOL_CONNECTIONS; more wait in the pool queue (that wait counts in incode_call_duration_seconds).' },
 
-  DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db. Unset in sandbox mode without DATA_ENCRYPTION_KEY: in memory (a file needs a key you keep).' },
+  DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db (the password in the URL, percent-encoded, or in PGPASSWORD, which the PostgreSQL driver reads). Unset in sandbox mode without DATA_ENCRYPTION_KEY: in memory (a file needs a key you keep).' },
   DATABASE_TIMEOUT_MS: {
     kind: { type: 'int', min: 100, max: 600000 },
     default: '10000',
@@ -134,7 +134,7 @@ export const ENV_SCHEMA = {
   CAPTURE_MIN_SHARPNESS: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this sharpness.' },
   CAPTURE_MIN_HORIZONTAL_RESOLUTION: { kind: { type: 'int', min: 0, max: 100000 }, default: '155', doc: 'ID capture rejected below this horizontalResolution.' },
 
-  REDIS_URL: { kind: { type: 'string' }, doc: 'Redis for the rate limits shared by replicas (memory otherwise); Idempotency-Keys always live in the database.' },
+  REDIS_URL: { kind: { type: 'string' }, doc: 'Redis for the rate limits shared by replicas (memory otherwise), redis:// or rediss:// (TLS); Idempotency-Keys always live in the database.' },
   TRUST_PROXY_HOPS: { kind: { type: 'int', min: 0, max: 10 }, default: '0', doc: 'Load balancer hops in front; X-Forwarded-For is read only this deep.' },
   RATE_LIMIT_WINDOW_MS: { kind: { type: 'int', min: 1000, max: 86400000 }, default: '60000', doc: 'Window of the POST /session rate limits.' },
   RATE_LIMIT_PER_IP: { kind: { type: 'int', min: 0, max: 1000000 }, default: '30', doc: 'Sessions per client IP per window (0 = off).' },
@@ -151,6 +151,7 @@ export const ENV_SCHEMA = {
   CIRCUIT_RESET_MS: { kind: { type: 'int', min: 100, max: 3600000 }, default: '10000', doc: 'Open circuit waits this long before a probe.' },
   EVENT_LOOP_MAX_LAG_MS: { kind: { type: 'int', min: 0, max: 60000 }, default: '1000', doc: 'Shed load (503) above this event-loop delay (0 = off).' },
   SHUTDOWN_GRACE_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '10000', doc: 'Time for in-flight work at shutdown; connections still open after it are closed (a stalled upload cannot hold shutdown).' },
+  SHUTDOWN_DELAY_MS: { kind: { type: 'int', min: 0, max: 120000 }, default: '5000', doc: 'On SIGTERM, time spent answering /readyz with 503 while still serving, before new connections are refused: a load balancer stops routing here first (SIGINT skips it).' },
 
   EMULATOR_PROCESSING_DELAY_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '1500', doc: 'Sandbox: emulator delay before a session\'s processing finishes.' },
 } as const satisfies Record<string, VarSpec>;
@@ -229,6 +230,8 @@ export interface Config {
   circuit: { failureThreshold: number; resetMs: number };
   eventLoopMaxLagMs: number;
   shutdownGraceMs: number;
+  /** SIGTERM: out of the load balancer's rotation (readiness 503) this long before the server closes. */
+  shutdownDelayMs: number;
   emulator: { processingDelayMs: number };
 }
 
@@ -382,6 +385,24 @@ function selfAddress(host: string): string {
 }
 
 /** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
+/** REDIS_URL, checked: ioredis reads a malformed URL as its defaults, so a typo would make the limits per process. */
+function redisUrl(env: Env): string | undefined {
+  const value = str(env, 'REDIS_URL');
+  if (value === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL (characters such as / # ? % @ in the password must be percent-encoded)');
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new ConfigError('REDIS_URL', `must use redis: or rediss:, got "${u.protocol}"`);
+  if (!u.hostname) throw new ConfigError('REDIS_URL', 'must name a host (redis://host:6379)');
+  // ioredis reads the path as the database number: anything else is a password's unencoded "/" or "@" shifting the parts.
+  if (!/^(\/\d*)?$/.test(u.pathname) || u.hash)
+    throw new ConfigError('REDIS_URL', 'may end only in a database number (redis://host:6379/0); characters such as / # ? % @ in the password must be percent-encoded');
+  return value;
+}
+
 export function loadConfig(env: Env): Config {
   const nodeEnv = str(env, 'NODE_ENV') as Config['nodeEnv'];
   const production = nodeEnv === 'production';
@@ -550,7 +571,7 @@ export function loadConfig(env: Env): Config {
       minSharpness: int(env, 'CAPTURE_MIN_SHARPNESS'),
       minHorizontalResolution: int(env, 'CAPTURE_MIN_HORIZONTAL_RESOLUTION'),
     },
-    redisUrl: str(env, 'REDIS_URL'),
+    redisUrl: redisUrl(env),
     trustProxyHops: int(env, 'TRUST_PROXY_HOPS'),
     rateLimit: {
       windowMs: int(env, 'RATE_LIMIT_WINDOW_MS'),
@@ -570,6 +591,7 @@ export function loadConfig(env: Env): Config {
     circuit: { failureThreshold: int(env, 'CIRCUIT_FAILURE_THRESHOLD'), resetMs: int(env, 'CIRCUIT_RESET_MS') },
     eventLoopMaxLagMs: int(env, 'EVENT_LOOP_MAX_LAG_MS'),
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS'),
+    shutdownDelayMs: int(env, 'SHUTDOWN_DELAY_MS'),
     emulator: { processingDelayMs: int(env, 'EMULATOR_PROCESSING_DELAY_MS') },
   };
 }

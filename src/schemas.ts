@@ -17,10 +17,20 @@ export function orError(schema: TSchema): TSchema {
   return Type.Union([schema, errorRef]);
 }
 
-/** Response map with the given success schemas plus the error body for every error status a route can give. */
+/**
+ * Error statuses any route can give, whatever it does: a malformed request or a header sent twice (400), a compressed
+ * body (415), a fault (500), shutdown or load shedding (503).
+ */
+const EVERY_ROUTE = [400, 415, 500, 503];
+/** A route that reads a body (any POST or DELETE: one may be sent) adds 413. */
+export const WITH_BODY = [413];
+/** A route behind a rate limit adds 429. */
+export const RATE_LIMITED = [429];
+
+/** Response map with the given success schemas plus the error body for every error status the route can give. */
 export function withErrors<T extends Record<number, TSchema>>(ok: T, statuses: number[] = []): Record<number, TSchema> {
   const out: Record<number, TSchema> = { ...ok };
-  for (const s of [400, 413, 415, 429, 500, 503, ...statuses]) out[s] = errorRef;
+  for (const s of [...EVERY_ROUTE, ...statuses]) out[s] ??= errorRef;
   return out;
 }
 
@@ -36,3 +46,28 @@ export const SessionTokenHeaders = Type.Object({ 'x-incode-hardware-id': Type.Op
 /** The Idempotency-Key header of a route that starts billable sessions; `description` says what a retry gets. */
 export const IdempotencyKeyHeaders = (description?: string) =>
   Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255, ...(description ? { description } : {}) })) });
+
+/** An OpenAPI security requirement: any one of the listed schemes. */
+export type Security = Record<string, string[]>[];
+
+/** OpenAPI security schemes: how each kind of caller proves itself; each route names the ones it accepts. */
+export function securitySchemes(secretHeader: string) {
+  return {
+    serviceKey: { type: 'http', scheme: 'bearer', description: 'A service key of ADMIN_API_KEYS: the customer backend' },
+    appKey: { type: 'apiKey', in: 'header', name: 'x-app-key', description: 'CALLER_AUTH=app-keys: one of APP_API_KEYS' },
+    callerJwt: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: "CALLER_AUTH=jwt: a JWT from the customer's identity provider (JWT_JWKS_URL, JWT_ISSUER, JWT_AUDIENCE)" },
+    sessionToken: { type: 'apiKey', in: 'header', name: 'x-incode-hardware-id', description: 'The Incode session token POST /session answered' },
+    webhookOAuth: { type: 'oauth2', description: 'Incode\'s webhooks: a bearer token from the client-credentials endpoint (WEBHOOK_CLIENT_ID)', flows: { clientCredentials: { tokenUrl: '/webhooks/incode/token', scopes: {} } } },
+    webhookSecret: { type: 'apiKey', in: 'header', name: secretHeader, description: 'Incode\'s webhooks: the static WEBHOOK_SECRET' },
+    webhookClient: { type: 'http', scheme: 'basic', description: 'The token endpoint: WEBHOOK_CLIENT_ID and WEBHOOK_CLIENT_SECRET' },
+  } as const;
+}
+
+/** What POST /session and /session/resume require under CALLER_AUTH: nothing (none), an app key or a JWT. */
+export function callerSecurity(mode: 'none' | 'app-keys' | 'jwt'): { security?: Security } {
+  if (mode === 'app-keys') return { security: [{ appKey: [] }] };
+  if (mode === 'jwt') return { security: [{ callerJwt: [] }] };
+  return {};
+}
+
+export const SESSION_TOKEN_SECURITY: Security = [{ sessionToken: [] }];

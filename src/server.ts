@@ -1,9 +1,16 @@
 // Entry point: load config (.env too), build the app, listen, and shut down gracefully on SIGTERM/SIGINT.
 import 'dotenv/config';
+import { setTimeout as sleep } from 'node:timers/promises';
 import closeWithGrace from 'close-with-grace';
+import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { buildApp } from './app';
 import { ConfigError, loadConfig } from './config';
+
+/** What a fatal error's log line keeps: its kind, message and stack, never the properties an error may carry. */
+function fatal(err: Error) {
+  return { type: err.name, message: err.message, stack: err.stack };
+}
 
 async function main(): Promise<void> {
   let config;
@@ -20,17 +27,55 @@ async function main(): Promise<void> {
   // flushes the buffer at exit, including after a fatal error; only a SIGKILL loses it.
   const buffered = config.logBufferBytes > 0;
   const logStream = pino.destination({ dest: 1, sync: !buffered, minLength: config.logBufferBytes, ...(buffered ? { periodicFlush: 250 } : {}) });
-  const app = await buildApp(config, { logStream });
-  // Readiness turns false, new connections are refused, in-flight requests and jobs finish, then pools close.
-  // The delay bounds the whole close: requests still in their captures and then the result jobs each get up to the
-  // grace (the shutdown steps run one after the other), plus a short wind-down each, before the pools and the store
-  // close. A shorter delay would exit with a job still writing, and its handed-back state lost.
-  closeWithGrace({ delay: 2 * config.shutdownGraceMs + 5000 }, async ({ signal, err }) => {
-    if (err) app.log.error({ err: { message: err.message } }, 'fatal error, shutting down');
-    else app.log.info({ signal }, 'shutting down');
-    await app.close();
+  // Until the app exists (its log has the redaction and request-id setup), the same stream without them: start-up
+  // writes no request data.
+  const bootLog = pino({ level: config.logLevel }, logStream);
+  // Filled in as start-up goes: the shutdown below may run at any point of it.
+  const live: { app?: FastifyInstance; stopping: boolean; listening: boolean } = { stopping: false, listening: false };
+  const log = () => live.app?.log ?? bootLog;
+  const { shutdownDelayMs, shutdownGraceMs } = config;
+  // A rejection without an Error (Promise.reject()) would reach close-with-grace as a normal exit, code 0.
+  process.on('unhandledRejection', (reason) => {
+    throw reason instanceof Error ? reason : new Error(`unhandled rejection: ${String(reason)}`);
   });
+  // Installed before the app is built: a SIGTERM during a long migration or a slow database connect is answered
+  // (as PID 1 in a container, Node would otherwise ignore it until the orchestrator's SIGKILL).
+  // The delay bounds the whole close: out of rotation first (SIGTERM), then requests still in their captures and the
+  // result jobs each get up to the grace (the shutdown steps run one after the other), plus a short wind-down each,
+  // before the pools and the store close. A shorter delay would exit with a job still writing, and its handed-back
+  // state lost.
+  closeWithGrace(
+    {
+      delay: shutdownDelayMs + 2 * shutdownGraceMs + 5000,
+      // SIGUSR2 is nodemon's and debuggers' restart signal, not a request to stop.
+      skip: ['unhandledRejection', 'SIGUSR2'],
+      logger: { error: (m: unknown) => log().error(m instanceof Error ? { err: fatal(m) } : {}, m instanceof Error ? 'shutdown failed' : String(m)) },
+      onSecondSignal: (signal: string) => log().error({ signal }, 'second signal, exiting now'),
+      onSecondError: (e: unknown) => log().error({ err: e instanceof Error ? fatal(e) : { message: String(e) } }, 'second fatal error while shutting down, exiting now'),
+      onTimeout: (ms: number) => log().error({ delayMs: ms }, 'shutdown did not finish in time, exiting now'),
+    },
+    async ({ signal, err }) => {
+      live.stopping = true;
+      if (err) log().error({ err: fatal(err) }, 'fatal error, shutting down');
+      else log().info({ signal, ...(signal === 'SIGTERM' && live.listening ? { outOfRotationMs: shutdownDelayMs } : {}) }, 'shutting down');
+      const built = await building.catch(() => undefined);
+      if (!built) return;
+      // An orchestrator's SIGTERM: out of the load balancer's rotation while still serving, then close. A Ctrl-C
+      // (SIGINT) has no load balancer to wait for; a fatal error no time.
+      if (signal === 'SIGTERM' && shutdownDelayMs > 0 && live.listening) {
+        built.leaveRotation();
+        await sleep(shutdownDelayMs);
+      }
+      await built.close();
+    },
+  );
+  // Declared after the handlers, which can run only once this line has (a signal is handled on a later turn).
+  const building = buildApp(config, { logStream });
+  const app = await building;
+  live.app = app;
+  if (live.stopping) return;
   await app.listen({ port: config.port, host: config.host });
+  live.listening = true;
 }
 
 main().catch((err) => {

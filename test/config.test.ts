@@ -84,12 +84,24 @@ describe('loadConfig', () => {
     [{ PORT: '0' }, 'PORT', /sandbox mode/],
     [{ POLL_INTERVAL_MS: '5000', POLL_MAX_INTERVAL_MS: '1000' }, 'POLL_MAX_INTERVAL_MS', /at least POLL_INTERVAL_MS/],
     [{ WEBHOOK_ALLOW_UNAUTHENTICATED: 'maybe' }, 'WEBHOOK_ALLOW_UNAUTHENTICATED', /true or false/],
+    // ioredis would read these as its defaults (localhost:6379), making a typo'd shared limit silently per process.
+    [{ REDIS_URL: 'redis-host:6379' }, 'REDIS_URL', /redis: or rediss:/],
+    [{ REDIS_URL: 'http://redis:6379' }, 'REDIS_URL', /redis: or rediss:/],
+    [{ REDIS_URL: 'redis://:p@ss/word@redis:6379' }, 'REDIS_URL', /^(?!.*ss\/word).*percent-encoded/],
+    [{ SHUTDOWN_DELAY_MS: '-1' }, 'SHUTDOWN_DELAY_MS', /at least 0/],
     [{ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: `main:${KEY}`, RETENTION_DELETE_AT_INCODE: 'true' }, 'RETENTION_DELETE_AT_INCODE', /executive token/],
   ])('rejects %j naming %s', (env, variable, message) => {
     const e = errorFor(env as Record<string, string>);
     expect(e.variable).toBe(variable);
     expect(e.message).toContain(variable);
     expect(e.message).toMatch(message);
+  });
+
+  it('reads REDIS_URL (redis:// or rediss://) and SHUTDOWN_DELAY_MS (5 s by default)', () => {
+    expect(loadConfig({}).redisUrl).toBeUndefined();
+    expect(loadConfig({ REDIS_URL: 'rediss://user:pw@cache.internal:6380/2' }).redisUrl).toBe('rediss://user:pw@cache.internal:6380/2');
+    expect(loadConfig({}).shutdownDelayMs).toBe(5000);
+    expect(loadConfig({ SHUTDOWN_DELAY_MS: '0' }).shutdownDelayMs).toBe(0);
   });
 
   it('reads DATABASE_POOL_MAX (10 by default) within its bounds', () => {

@@ -40,6 +40,43 @@ describe('server process', () => {
     await emu.close();
   }, 30_000);
 
+  it('on SIGTERM leaves the rotation first: /readyz answers 503 while requests are still served, then it closes', async () => {
+    const emu = await startEmulator();
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const p = spawnBroker(brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_DELAY_MS: '5000' }));
+    procs.push(p);
+    await untilHealthy(p, url);
+    expect((await json(`${url}/readyz`)).status).toBe(200);
+    const signalled = Date.now();
+    p.child.kill('SIGTERM');
+    await waitFor(async () => (await json(`${url}/readyz`)).status === 503, 4000, 20);
+    const ready = await json(`${url}/readyz`);
+    expect(ready.body).toMatchObject({ code: 'SHUTTING_DOWN' });
+    // Out of rotation, not closed: a request the load balancer still sends is served on a new connection.
+    const res = await json(`${url}/session`, { method: 'POST', headers: { connection: 'close' } });
+    expect(res.status).toBe(200);
+    expect(res.body.token).toMatch(/^eyJ/);
+    expect(await p.exited).toBe(0);
+    expect(Date.now() - signalled).toBeGreaterThanOrEqual(5000);
+    expect(p.output()).toMatch(/"outOfRotationMs":5000/);
+    await emu.close();
+  }, 30_000);
+
+  it('on SIGINT (an interactive stop) skips the out-of-rotation delay', async () => {
+    const emu = await startEmulator();
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const p = spawnBroker(brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_DELAY_MS: '60000' }));
+    procs.push(p);
+    await untilHealthy(p, url);
+    p.child.kill('SIGINT');
+    // The test's own timeout is well under the delay: exiting at all proves it was skipped.
+    expect(await p.exited).toBe(0);
+    expect(p.output()).not.toMatch(/outOfRotationMs/);
+    await emu.close();
+  }, 30_000);
+
   it('loses no result when killed with SIGKILL mid-job and restarted', async () => {
     const dir = tempDir('broker-kill-');
     const dbFile = join(dir, 'broker.db');

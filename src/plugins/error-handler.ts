@@ -20,7 +20,7 @@ const DATABASE_RETRY_MS = 5000;
 
 /** The status, code, message, headers and extra body fields an error is answered with. */
 function mapError(err: FastifyError | Error): Mapped {
-  if (err instanceof AppError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers };
+  if (err instanceof AppError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers, extra: err.extra };
   if (err instanceof OnboardingError) {
     // The Incode failure behind a step is answered as on every other route (503 + Retry-After for an open circuit or a
     // rate limit, 504, 502), with the step and the session it reached; a database outage there is a 503 too.
@@ -53,7 +53,8 @@ function mapError(err: FastifyError | Error): Mapped {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return { status: 413, code: 'BODY_TOO_LARGE', message: 'Request body is too large' };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Content-Type must be application/json' };
+      // Every route takes JSON but the webhook token endpoint, which takes a form (OAuth 2.0 client credentials).
+      return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Unsupported Content-Type: send application/json (the OAuth token endpoint: application/x-www-form-urlencoded)' };
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return { status: 400, code: 'INVALID_JSON', message: 'Body is empty but Content-Type is application/json' };
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':

@@ -1,8 +1,9 @@
-// Liveness (/healthz) and readiness (/readyz: configuration valid, database and Incode reachable; while draining, every request, this one too, is turned away with 503).
+// Liveness (/healthz) and readiness (/readyz: configuration valid, database and Incode reachable; 503 once out of rotation at shutdown, and while draining every request is turned away with 503).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { request } from 'undici';
-import { orError } from '../schemas';
+import { AppError, retryAfter } from '../errors';
+import { orError, withErrors } from '../schemas';
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
 const Ready = Type.Object({ status: Type.String(), sandbox: Type.Boolean(), checks: Type.Object({ config: Check, database: Check, incode: Check }) });
@@ -10,6 +11,8 @@ const Ready = Type.Object({ status: Type.String(), sandbox: Type.Boolean(), chec
 export interface HealthOptions {
   sandbox: boolean;
   upstreamUrl: string;
+  /** false once a SIGTERM took the instance out of rotation (it still serves everything else). */
+  inRotation: () => boolean;
 }
 
 const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts) => {
@@ -36,10 +39,11 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
     return cached;
   }
 
-  app.get('/healthz', { schema: { summary: 'Liveness', tags: ['health'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
+  app.get('/healthz', { schema: { summary: 'Liveness', tags: ['health'], response: withErrors({ 200: Type.Object({ status: Type.Literal('ok') }) }) } }, async () => ({ status: 'ok' as const }));
 
   // 503 is the checks when one fails, or the error body when the request is turned away (shutdown, load shedding).
-  app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: { 200: Ready, 503: orError(Ready) } } }, async (req, reply) => {
+  app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: withErrors({ 200: Ready, 503: orError(Ready) }) } }, async (req, reply) => {
+    if (!opts.inRotation()) throw new AppError(503, 'SHUTTING_DOWN', 'The service is shutting down; retry on another instance', retryAfter(1000));
     const database = await app.store.ping().then(
       () => ({ ok: true }),
       () => ({ ok: false, detail: 'unreachable' }),

@@ -13,7 +13,7 @@ import { capturesWentThrough } from '../results/pipeline';
 import { sha256Hex } from '../security';
 import type { IdempotencyAnswer, StepRecord } from '../store/types';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
-import { CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, orError, withErrors } from '../schemas';
+import { CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, orError, WITH_BODY, withErrors } from '../schemas';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB
 // can overflow its backtracking stack. Standard alphabet, optional padding, optional data: URL prefix.
@@ -194,7 +194,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         security: [{ serviceKey: [] }],
         headers: IdempotencyKeyHeaders('A retry with the same key and images gets the first answer (202 or 422) instead of a second, billed onboarding'),
         body: OnboardingBody,
-        response: { ...withErrors({}, [401, 404, 409]), 202: Accepted, 422: orError(CaptureRejected), 500: StepFailure, 502: StepFailure, 503: StepFailure, 504: StepFailure },
+        response: { ...withErrors({}, [...WITH_BODY, 401, 404, 409]), 202: Accepted, 422: orError(CaptureRejected), 500: StepFailure, 502: StepFailure, 503: StepFailure, 504: StepFailure },
       },
     },
     async (req, reply) => {
@@ -258,7 +258,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
               return answered(reply, { statusCode: 422, body: { code: 'CAPTURE_REJECTED', message: rejected.message ?? '', step: rejected.step, reason: rejected.code ?? '', interviewId } }, req.id);
             if (!steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < capturesMs)
               throw idempotencyInProgress();
-            throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`);
+            throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`, {}, { interviewId });
           },
           { route: 'onboarding' },
         );

@@ -7,7 +7,7 @@ import { isInterviewId } from '../incode/token-claims';
 import { isValidCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
-import { CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, SessionTokenHeaders, withErrors } from '../schemas';
+import { callerSecurity, CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
 import type { SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
@@ -114,9 +114,10 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       schema: {
         summary: 'Start an Incode onboarding and get its session token',
         tags: ['session'],
+        ...callerSecurity(config.callerAuth.mode),
         headers: IdempotencyKeyHeaders(),
         body: SessionBody,
-        response: withErrors({ 200: SessionResponse }, [401, 404, 409, 422, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 404, 409, 422, 502, 504]),
       },
     },
     async (req, reply) => {
@@ -172,8 +173,9 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       schema: {
         summary: 'Exchange a resume token for a fresh token of the same onboarding (no new Incode session)',
         tags: ['session'],
+        ...callerSecurity(config.callerAuth.mode),
         body: ResumeBody,
-        response: withErrors({ 200: SessionResponse }, [401, 404, 409, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 404, 409, 502, 504]),
       },
     },
     async (req, reply) => {
@@ -208,6 +210,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       schema: {
         summary: "The hosted-flow link of the caller's own session (Incode onboarding-url with INCODE_CLIENT_ID), for apps that do not embed the SDK",
         tags: ['session'],
+        security: SESSION_TOKEN_SECURITY,
         headers: SessionTokenHeaders,
         response: withErrors({ 200: Type.Object({ url: Type.String() }) }, [401, 404, 502, 504]),
       },
@@ -231,6 +234,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       schema: {
         summary: "The app's view of its own session: status and decision only, no personal data",
         tags: ['session'],
+        security: SESSION_TOKEN_SECURITY,
         headers: SessionTokenHeaders,
         response: withErrors({ 200: StatusResponse }, [401]),
       },

@@ -7,7 +7,7 @@ import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { checkIdCapture, checkSelfie } from '../incode/capture-checks';
-import { SessionTokenHeaders, withErrors } from '../schemas';
+import { SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { sessionForToken } from '../plugins/service-auth';
 import type { SessionRecord } from '../store/types';
 import { summarizeOcr, summarizeScores } from '../results/summary';
@@ -161,7 +161,7 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
         summary: 'Sandbox only: the capture checks\' verdict and message for an add-id or add-face answer',
         tags: ['sandbox'],
         body: CaptureCheckBody,
-        response: withErrors({ 200: CaptureCheckResult }),
+        response: withErrors({ 200: CaptureCheckResult }, WITH_BODY),
       },
     },
     async (req) => {
@@ -179,6 +179,7 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
       schema: {
         summary: "Sandbox only: the decision, main scores and OCR fields of the caller's own session",
         tags: ['sandbox'],
+        security: SESSION_TOKEN_SECURITY,
         headers: SessionTokenHeaders,
         response: withErrors({ 200: DemoResults }, [401]),
       },

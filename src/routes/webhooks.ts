@@ -6,7 +6,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError, retryAfter } from '../errors';
-import { withErrors } from '../schemas';
+import { RATE_LIMITED, type Security, WITH_BODY, withErrors } from '../schemas';
 import { bearer, safeEqual } from '../security';
 import { isKnownStatus } from '../results/status';
 import { clientNetwork, failureLimiter } from '../protection/rate-counter';
@@ -121,10 +121,11 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
           summary: 'OAuth 2.0 client-credentials token endpoint Incode calls before sending webhooks',
           tags: ['webhooks'],
           consumes: ['application/x-www-form-urlencoded'],
+          security: [{ webhookClient: [] }],
           body: TokenBody,
           response: withErrors(
             { 200: Type.Object({ access_token: Type.String(), token_type: Type.Literal('Bearer'), expires_in: Type.Integer() }) },
-            [401, 404],
+            [...WITH_BODY, ...RATE_LIMITED, 401, 404],
           ),
         },
       },
@@ -161,6 +162,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
     return null;
   }
 
+  // Whichever is configured; with neither (WEBHOOK_ALLOW_UNAUTHENTICATED, never in production) none is checked.
+  const webhookSecurity: Security = [...(tokens ? [{ webhookOAuth: [] }] : []), ...(cfg.secret ? [{ webhookSecret: [] }] : [])];
   app.post(
     '/webhooks/incode',
     {
@@ -168,8 +171,9 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       schema: {
         summary: "Incode's onboarding-status webhook; recorded durably, then verified against Incode",
         tags: ['webhooks'],
+        security: webhookSecurity,
         body: WebhookBody,
-        response: withErrors({ 200: Type.Object({ success: Type.Boolean() }) }, [401]),
+        response: withErrors({ 200: Type.Object({ success: Type.Boolean() }) }, [...WITH_BODY, 401]),
       },
       // Authentication before the body is even validated: an anonymous caller learns nothing.
       preValidation: async (req) => {

@@ -73,6 +73,8 @@ export function brokerEnv(incodeUrl: string, overrides: Record<string, string> =
     RATE_LIMIT_PER_IP: '0',
     RATE_LIMIT_PER_CUSTOMER: '0',
     EVENT_LOOP_MAX_LAG_MS: '0',
+    // A stop is at once unless a test asks for the out-of-rotation delay.
+    SHUTDOWN_DELAY_MS: '0',
     ...overrides,
   };
 }

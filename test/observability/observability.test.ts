@@ -198,6 +198,47 @@ describe('HTTP hygiene', () => {
   });
 });
 
+describe('the OpenAPI document', () => {
+  it('says how each route authenticates, the statuses it can give, and that POST /session may have no body', async () => {
+    const b = await startSandbox({ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'app-key-0123456789abcdefghijkl', WEBHOOK_SECRET: 'webhook-secret-0123456789abcdef' });
+    try {
+      const doc = (await request(b.url).get('/docs/json').expect(200)).body;
+      const schemes = doc.components.securitySchemes;
+      expect(schemes.appKey).toMatchObject({ type: 'apiKey', in: 'header', name: 'x-app-key' });
+      expect(schemes.sessionToken).toMatchObject({ type: 'apiKey', in: 'header', name: 'x-incode-hardware-id' });
+      const op = (path: string, method: string) => doc.paths[path][method];
+      expect(op('/session', 'post').security).toEqual([{ appKey: [] }]);
+      expect(op('/session/resume', 'post').security).toEqual([{ appKey: [] }]);
+      expect(op('/session/status', 'get').security).toEqual([{ sessionToken: [] }]);
+      expect(op('/sessions', 'get').security).toEqual([{ serviceKey: [] }]);
+      expect(op('/webhooks/incode/token', 'post').security).toEqual([{ webhookClient: [] }]);
+      expect(op('/webhooks/incode', 'post').security).toEqual(expect.arrayContaining([{ webhookSecret: [] }]));
+      // The session token is the security scheme's header, not also a parameter.
+      expect((op('/session/status', 'get').parameters ?? []).map((p: { name: string }) => p.name)).not.toContain('x-incode-hardware-id');
+      expect(op('/session', 'post').requestBody.required).toBe(false);
+      expect(op('/session/resume', 'post').requestBody.required).toBe(true);
+      const statuses = (path: string, method: string) => Object.keys(op(path, method).responses);
+      // Rate limits are on the session routes and the token endpoint only; 413 only where a body is read.
+      expect(statuses('/session', 'post')).toEqual(expect.arrayContaining(['200', '413', '429', '502', '504']));
+      expect(statuses('/onboardings', 'post')).toEqual(expect.arrayContaining(['202', '413', '422']));
+      expect(statuses('/onboardings', 'post')).not.toContain('429');
+      expect(statuses('/sessions', 'get')).toEqual(expect.arrayContaining(['200', '400', '401', '415', '500', '503']));
+      expect(statuses('/sessions', 'get')).not.toContain('413');
+      expect(statuses('/sessions', 'get')).not.toContain('429');
+      expect(statuses('/healthz', 'get')).toEqual(expect.arrayContaining(['200', '400', '415', '500', '503']));
+    } finally {
+      await b.close();
+    }
+    // Without caller authentication POST /session names no scheme: it is open.
+    const open = await startSandbox();
+    try {
+      expect((await request(open.url).get('/docs/json').expect(200)).body.paths['/session'].post.security).toBeUndefined();
+    } finally {
+      await open.close();
+    }
+  });
+});
+
 describe('GET /metrics with METRICS_TOKENS', () => {
   it('answers a scrape only with one of the tokens (either during a rotation), and says 401 with a code otherwise', async () => {
     const [TOKEN_OLD, TOKEN_NEW] = ['metrics-token-old-0123456789abcdef', 'metrics-token-new-0123456789abcdef'];

@@ -222,7 +222,7 @@ describe('POST /onboardings', () => {
       const failed = await post({ ...GOOD, externalCustomerId: 'emu:selfie-error-409' }, { idempotencyKey: 'onb-key-3' });
       expect(failed).toMatchObject({ status: 502, body: { code: 'INCODE_CONFLICT', step: 'selfie', interviewId: expect.any(String) } });
       const retried = await post({ ...GOOD, externalCustomerId: 'emu:selfie-error-409' }, { idempotencyKey: 'onb-key-3' });
-      expect(retried).toMatchObject({ status: 409, body: { code: 'ONBOARDING_NOT_COMPLETED', message: expect.stringContaining(failed.body.interviewId) } });
+      expect(retried).toMatchObject({ status: 409, body: { code: 'ONBOARDING_NOT_COMPLETED', interviewId: failed.body.interviewId, message: expect.stringContaining(failed.body.interviewId) } });
       expect(starts()).toBe(3);
       // A bad image is refused before any key is claimed: fixed, the same key still works.
       expect(await post({ ...GOOD, front: 'A'.repeat(2000) }, { idempotencyKey: 'onb-key-4' })).toMatchObject({ status: 400, body: { code: 'INVALID_IMAGE' } });
