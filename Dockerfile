@@ -40,6 +40,6 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
 # node directly (not npm) so SIGTERM reaches the process and graceful shutdown runs: the service installs its signal
 # handlers before anything else, so even as PID 1 a stop during start-up is answered. On SIGTERM it first leaves the
 # load balancer's rotation for SHUTDOWN_DELAY_MS, then drains: give the container SHUTDOWN_DELAY_MS + 2 x
-# SHUTDOWN_GRACE_MS + 5 s to stop (30 s at the defaults; `docker run --stop-timeout 30`, Kubernetes'
-# terminationGracePeriodSeconds), or it is killed mid-drain.
+# SHUTDOWN_GRACE_MS + 5 s to stop, with room (30 s at the defaults: `docker run --stop-timeout 40`, Kubernetes'
+# terminationGracePeriodSeconds: 40), or it is killed mid-drain.
 CMD ["node", "--enable-source-maps", "dist/server.js"]

@@ -384,24 +384,30 @@ function selfAddress(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
-/** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
-/** REDIS_URL, checked: ioredis reads a malformed URL as its defaults, so a typo would make the limits per process. */
+/**
+ * REDIS_URL, checked: a value whose parts a password's unencoded "/" or "@" shifted would make ioredis connect
+ * somewhere else or to its defaults, and the shared limits silently per process. The forms ioredis reads: a
+ * redis:// or rediss:// URL, host:port without a scheme, or a Unix socket path.
+ */
 function redisUrl(env: Env): string | undefined {
   const value = str(env, 'REDIS_URL');
-  if (value === undefined) return undefined;
+  if (value === undefined || value.startsWith('/')) return value;
+  const refuse = (why: string) => new ConfigError('REDIS_URL', `${why}: redis://[:password@]host[:port][/db], rediss:// for TLS, host:port or a socket path; characters such as / # ? % @ in the password must be percent-encoded`);
   let u: URL;
   try {
-    u = new URL(value);
+    u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `redis://${value}`);
   } catch {
-    throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL (characters such as / # ? % @ in the password must be percent-encoded)');
+    throw refuse('is not a valid URL');
   }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new ConfigError('REDIS_URL', `must use redis: or rediss:, got "${u.protocol}"`);
-  if (!u.hostname) throw new ConfigError('REDIS_URL', 'must name a host (redis://host:6379)');
-  // ioredis reads the path as the database number: anything else is a password's unencoded "/" or "@" shifting the parts.
-  if (!/^(\/\d*)?$/.test(u.pathname) || u.hash)
-    throw new ConfigError('REDIS_URL', 'may end only in a database number (redis://host:6379/0); characters such as / # ? % @ in the password must be percent-encoded');
+  // The scheme is not echoed: a value without "//" would show a user name there.
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw refuse('must use redis: or rediss:');
+  if (!u.hostname) throw refuse('must name a host');
+  // ioredis reads the path as the database number.
+  if (!/^(\/\d*)?$/.test(u.pathname) || u.hash) throw refuse('may end only in a database number');
   return value;
 }
+
+/** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
 
 export function loadConfig(env: Env): Config {
   const nodeEnv = str(env, 'NODE_ENV') as Config['nodeEnv'];

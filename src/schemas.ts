@@ -22,8 +22,10 @@ export function orError(schema: TSchema): TSchema {
  * body (415), a fault (500), shutdown or load shedding (503).
  */
 const EVERY_ROUTE = [400, 415, 500, 503];
-/** A route that reads a body (any POST or DELETE: one may be sent) adds 413. */
-export const WITH_BODY = [413];
+/** A route that reads a body (any POST or DELETE: one may be sent) adds 413, and 408 for one still arriving after REQUEST_TIMEOUT_MS. */
+export const WITH_BODY = [408, 413];
+/** A route with a path parameter adds 414: one longer than the router takes is refused before the route runs. */
+export const WITH_PATH_PARAM = [414];
 /** A route behind a rate limit adds 429. */
 export const RATE_LIMITED = [429];
 

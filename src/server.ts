@@ -8,8 +8,8 @@ import { buildApp } from './app';
 import { ConfigError, loadConfig } from './config';
 
 /** What a fatal error's log line keeps: its kind, message and stack, never the properties an error may carry. */
-function fatal(err: Error) {
-  return { type: err.name, message: err.message, stack: err.stack };
+function fatal(err: unknown) {
+  return err instanceof Error ? { type: err.name, message: err.message, stack: err.stack } : { type: typeof err, message: String(err) };
 }
 
 async function main(): Promise<void> {
@@ -47,26 +47,30 @@ async function main(): Promise<void> {
   closeWithGrace(
     {
       delay: shutdownDelayMs + 2 * shutdownGraceMs + 5000,
-      // SIGUSR2 is nodemon's and debuggers' restart signal, not a request to stop.
-      skip: ['unhandledRejection', 'SIGUSR2'],
-      logger: { error: (m: unknown) => log().error(m instanceof Error ? { err: fatal(m) } : {}, m instanceof Error ? 'shutdown failed' : String(m)) },
+      skip: ['unhandledRejection'],
+      logger: { error: (m: unknown) => log().error(typeof m === 'string' ? {} : { err: fatal(m) }, typeof m === 'string' ? m : 'shutdown failed') },
       onSecondSignal: (signal: string) => log().error({ signal }, 'second signal, exiting now'),
-      onSecondError: (e: unknown) => log().error({ err: e instanceof Error ? fatal(e) : { message: String(e) } }, 'second fatal error while shutting down, exiting now'),
+      onSecondError: (e: unknown) => log().error({ err: fatal(e) }, 'second fatal error while shutting down, exiting now'),
       onTimeout: (ms: number) => log().error({ delayMs: ms }, 'shutdown did not finish in time, exiting now'),
     },
-    async ({ signal, err }) => {
+    async (out) => {
+      const { signal } = out;
       live.stopping = true;
-      if (err) log().error({ err: fatal(err) }, 'fatal error, shutting down');
+      // An uncaught throw of a non-Error (even undefined) is fatal too: close-with-grace exits 1 only for a truthy err.
+      const failed = 'err' in out;
+      if (failed) log().error({ err: fatal(out.err) }, 'fatal error, shutting down');
       else log().info({ signal, ...(signal === 'SIGTERM' && live.listening ? { outOfRotationMs: shutdownDelayMs } : {}) }, 'shutting down');
       const built = await building.catch(() => undefined);
-      if (!built) return;
-      // An orchestrator's SIGTERM: out of the load balancer's rotation while still serving, then close. A Ctrl-C
-      // (SIGINT) has no load balancer to wait for; a fatal error no time.
-      if (signal === 'SIGTERM' && shutdownDelayMs > 0 && live.listening) {
-        built.leaveRotation();
-        await sleep(shutdownDelayMs);
+      if (built) {
+        // An orchestrator's SIGTERM: out of the load balancer's rotation while still serving, then close. A Ctrl-C
+        // (SIGINT) has no load balancer to wait for; a fatal error no time.
+        if (signal === 'SIGTERM' && shutdownDelayMs > 0 && live.listening) {
+          built.leaveRotation();
+          await sleep(shutdownDelayMs);
+        }
+        await built.close();
       }
-      await built.close();
+      if (failed && !out.err) process.exit(1);
     },
   );
   // Declared after the handlers, which can run only once this line has (a signal is handled on a later turn).

@@ -84,10 +84,10 @@ describe('loadConfig', () => {
     [{ PORT: '0' }, 'PORT', /sandbox mode/],
     [{ POLL_INTERVAL_MS: '5000', POLL_MAX_INTERVAL_MS: '1000' }, 'POLL_MAX_INTERVAL_MS', /at least POLL_INTERVAL_MS/],
     [{ WEBHOOK_ALLOW_UNAUTHENTICATED: 'maybe' }, 'WEBHOOK_ALLOW_UNAUTHENTICATED', /true or false/],
-    // ioredis would read these as its defaults (localhost:6379), making a typo'd shared limit silently per process.
-    [{ REDIS_URL: 'redis-host:6379' }, 'REDIS_URL', /redis: or rediss:/],
-    [{ REDIS_URL: 'http://redis:6379' }, 'REDIS_URL', /redis: or rediss:/],
-    [{ REDIS_URL: 'redis://:p@ss/word@redis:6379' }, 'REDIS_URL', /^(?!.*ss\/word).*percent-encoded/],
+    // A password's unencoded "/" shifts the URL's parts: ioredis would connect to host "ss", database "word@redis:6379".
+    [{ REDIS_URL: 'redis://:p@ss/word@redis:6379' }, 'REDIS_URL', /^(?!.*ss\/word).*database number.*percent-encoded/],
+    [{ REDIS_URL: 'http://redis:6379' }, 'REDIS_URL', /must use redis: or rediss:/],
+    [{ REDIS_URL: 'redis:///0' }, 'REDIS_URL', /must name a host/],
     [{ SHUTDOWN_DELAY_MS: '-1' }, 'SHUTDOWN_DELAY_MS', /at least 0/],
     [{ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: `main:${KEY}`, RETENTION_DELETE_AT_INCODE: 'true' }, 'RETENTION_DELETE_AT_INCODE', /executive token/],
   ])('rejects %j naming %s', (env, variable, message) => {
@@ -99,7 +99,9 @@ describe('loadConfig', () => {
 
   it('reads REDIS_URL (redis:// or rediss://) and SHUTDOWN_DELAY_MS (5 s by default)', () => {
     expect(loadConfig({}).redisUrl).toBeUndefined();
-    expect(loadConfig({ REDIS_URL: 'rediss://user:pw@cache.internal:6380/2' }).redisUrl).toBe('rediss://user:pw@cache.internal:6380/2');
+    // Every form ioredis reads.
+    for (const url of ['rediss://user:pw@cache.internal:6380/2', 'redis://:p%2Fw@redis:6379/0', 'redis://[::1]:6379', 'redis://redis?family=6', 'redis-host:6379', '/run/redis/redis.sock'])
+      expect(loadConfig({ REDIS_URL: url }).redisUrl).toBe(url);
     expect(loadConfig({}).shutdownDelayMs).toBe(5000);
     expect(loadConfig({ SHUTDOWN_DELAY_MS: '0' }).shutdownDelayMs).toBe(0);
   });

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { serviceKeyGuard } from '../plugins/service-auth';
-import { WITH_BODY, withErrors } from '../schemas';
+import { WITH_BODY, WITH_PATH_PARAM, withErrors } from '../schemas';
 import { InvalidCursorError, type JobState, type SessionRecord } from '../store/types';
 
 const InterviewParams = Type.Object({ interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
@@ -105,7 +105,7 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
 
   app.get(
     '/sessions/:interviewId',
-    { schema: { summary: 'A session with its decision, scores and OCR data', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 200: SessionDetail }, [401, 404]) } },
+    { schema: { summary: 'A session with its decision, scores and OCR data', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 200: SessionDetail }, [...WITH_PATH_PARAM, 401, 404]) } },
     async (req) => {
       const s = await app.store.getSession(req.params.interviewId);
       if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
@@ -152,7 +152,7 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
 
   app.post(
     '/sessions/:interviewId/refresh',
-    { schema: { summary: 'Read the status from Incode now and fetch results if finished', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 202: Type.Object({ interviewId: Type.String(), queued: Type.Boolean() }) }, [...WITH_BODY, 401, 404, 409]) } },
+    { schema: { summary: 'Read the status from Incode now and fetch results if finished', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 202: Type.Object({ interviewId: Type.String(), queued: Type.Boolean() }) }, [...WITH_BODY, ...WITH_PATH_PARAM, 401, 404, 409]) } },
     async (req, reply) => {
       const s = await app.store.getSession(req.params.interviewId);
       if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
@@ -183,7 +183,7 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
           },
           { additionalProperties: false },
         ),
-        response: withErrors({ 200: Type.Object({ interviewId: Type.String(), erased: Type.Boolean(), incodeDeletion: Type.Union([Type.Literal('queued'), Type.Null()]) }) }, [...WITH_BODY, 401, 404]),
+        response: withErrors({ 200: Type.Object({ interviewId: Type.String(), erased: Type.Boolean(), incodeDeletion: Type.Union([Type.Literal('queued'), Type.Null()]) }) }, [...WITH_BODY, ...WITH_PATH_PARAM, 401, 404]),
       },
     },
     async (req) => {

@@ -226,6 +226,8 @@ describe('the OpenAPI document', () => {
       expect(statuses('/sessions', 'get')).not.toContain('413');
       expect(statuses('/sessions', 'get')).not.toContain('429');
       expect(statuses('/healthz', 'get')).toEqual(expect.arrayContaining(['200', '400', '415', '500', '503']));
+      expect(statuses('/sessions/{interviewId}', 'get')).toEqual(expect.arrayContaining(['200', '404', '414']));
+      expect(statuses('/webhooks/incode', 'post')).toEqual(expect.arrayContaining(['200', '401', '408', '413']));
     } finally {
       await b.close();
     }
