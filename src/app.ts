@@ -324,7 +324,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
 
   // What the SDK is initialised with: the browser-reachable URL of the token-only (/0/) surface.
   const sdkApiUrl = config.sandbox ? `${config.publicUrl}${SANDBOX_PREFIX}/0/` : `${config.incode.apiUrl}/0/`;
-  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, inRotation: () => inRotation });
+  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, requireIncode: config.readinessRequiresIncode, inRotation: () => inRotation });
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
   await app.register(webhookRoutes, { config });
   await app.register(sessionsRoutes, { config });

@@ -151,6 +151,7 @@ export const ENV_SCHEMA = {
   CIRCUIT_RESET_MS: { kind: { type: 'int', min: 100, max: 3600000 }, default: '10000', doc: 'Open circuit waits this long before a probe.' },
   EVENT_LOOP_MAX_LAG_MS: { kind: { type: 'int', min: 0, max: 60000 }, default: '1000', doc: 'Shed load (503) above this event-loop delay (0 = off).' },
   SHUTDOWN_GRACE_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '10000', doc: 'Time for in-flight work at shutdown; connections still open after it are closed (a stalled upload cannot hold shutdown).' },
+  READINESS_REQUIRES_INCODE: { kind: { type: 'bool' }, default: 'true', doc: 'false: /readyz stays 200 ("degraded") while Incode is unreachable, so an Incode outage does not take every replica out of the load balancer (the results API and webhooks keep working; Incode calls get 503 from the circuit).' },
   SHUTDOWN_DELAY_MS: { kind: { type: 'int', min: 0, max: 120000 }, default: '5000', doc: 'On SIGTERM, time spent answering /readyz with 503 while still serving, before new connections are refused: a load balancer stops routing here first (SIGINT skips it).' },
 
   EMULATOR_PROCESSING_DELAY_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '1500', doc: 'Sandbox: emulator delay before a session\'s processing finishes.' },
@@ -230,6 +231,8 @@ export interface Config {
   circuit: { failureThreshold: number; resetMs: number };
   eventLoopMaxLagMs: number;
   shutdownGraceMs: number;
+  /** Whether /readyz fails while Incode is unreachable (else it answers 200, "degraded"). */
+  readinessRequiresIncode: boolean;
   /** SIGTERM: out of the load balancer's rotation (readiness 503) this long before the server closes. */
   shutdownDelayMs: number;
   emulator: { processingDelayMs: number };
@@ -598,6 +601,7 @@ export function loadConfig(env: Env): Config {
     eventLoopMaxLagMs: int(env, 'EVENT_LOOP_MAX_LAG_MS'),
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS'),
     shutdownDelayMs: int(env, 'SHUTDOWN_DELAY_MS'),
+    readinessRequiresIncode: bool(env, 'READINESS_REQUIRES_INCODE'),
     emulator: { processingDelayMs: int(env, 'EMULATOR_PROCESSING_DELAY_MS') },
   };
 }

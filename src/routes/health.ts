@@ -11,6 +11,8 @@ const Ready = Type.Object({ status: Type.String(), sandbox: Type.Boolean(), chec
 export interface HealthOptions {
   sandbox: boolean;
   upstreamUrl: string;
+  /** false: Incode unreachable leaves readiness at 200, "degraded" (READINESS_REQUIRES_INCODE). */
+  requireIncode: boolean;
   /** false once a SIGTERM took the instance out of rotation (it still serves everything else). */
   inRotation: () => boolean;
 }
@@ -49,9 +51,9 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
       () => ({ ok: false, detail: 'unreachable' }),
     );
     const incode = await upstream(req.id);
-    const ok = database.ok && incode.ok;
+    const ok = database.ok && (incode.ok || !opts.requireIncode);
     reply.status(ok ? 200 : 503);
-    return { status: ok ? 'ready' : 'not ready', sandbox: opts.sandbox, checks: { config: { ok: true }, database, incode } };
+    return { status: !ok ? 'not ready' : incode.ok ? 'ready' : 'degraded', sandbox: opts.sandbox, checks: { config: { ok: true }, database, incode } };
   });
 };
 

@@ -8,6 +8,7 @@ import { captureAll } from '../helpers/flow';
 import { sha256Hex } from '../../src/store/crypto';
 import type { SqliteStore } from '../../src/store/sqlite-store';
 import { throwawayPgStore } from '../helpers/pg-schema';
+import { memoryStore, storeWith } from '../helpers/store-proxy';
 import { describeWith } from '../helpers/services';
 
 describe('POST /session against the emulator', () => {
@@ -333,6 +334,22 @@ describe('POST /session against the emulator', () => {
       expect(res.body.checks.incode.ok).toBe(false);
     } finally {
       await gone.close();
+    }
+  });
+
+  it('with READINESS_REQUIRES_INCODE=false, an unreachable Incode leaves readiness at 200, "degraded"; a database outage still fails it', async () => {
+    const real = await memoryStore();
+    let databaseDown = false;
+    const store = storeWith(real, (m) => (m === 'ping' && databaseDown ? async () => Promise.reject(new Error('connection refused')) : null));
+    const gone = await startBroker(brokerEnv('http://127.0.0.1:9', { READINESS_REQUIRES_INCODE: 'false' }), { store });
+    try {
+      const res = await request(gone.url).get('/readyz').expect(200);
+      expect(res.body).toMatchObject({ status: 'degraded', checks: { database: { ok: true }, incode: { ok: false } } });
+      databaseDown = true;
+      expect((await request(gone.url).get('/readyz').expect(503)).body).toMatchObject({ status: 'not ready', checks: { database: { ok: false } } });
+    } finally {
+      await gone.close();
+      await real.close();
     }
   });
 
