@@ -1,6 +1,6 @@
 // `incode-broker onboard`: the server-side onboarding from a terminal, against Incode or the built-in emulator.
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { config as loadDotenv } from 'dotenv';
@@ -10,7 +10,7 @@ import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
 import { isValidCountryCode } from '../iso3166';
-import { parseBase64Image } from '../onboarding/images';
+import { IMAGE_TOO_LARGE_MESSAGE, MAX_IMAGE_BYTES, parseBase64Image } from '../onboarding/images';
 import { OnboardingError, Orchestrator, type CapturesOutcome, type FinishResult, type StepEvent } from '../onboarding/orchestrator';
 import { createMetrics } from '../plugins/metrics';
 import { createResultsRuntime } from '../results/runtime';
@@ -44,12 +44,14 @@ Options:
   --external-customer-id <id>    Your user id (emulator: emu:... test values, e.g. emu:decline)
   --language <tag>               e.g. en-US, pt-BR
   --timeout <seconds>            Give up waiting for the results after this long (default 300)
+  --show-ocr                     Also print the name and address read from the ID (personal data)
   --json                         Print one JSON document on stdout and nothing else
   --verbose                      Service logs on stderr
   -h, --help                     This help
 
 Configuration comes from the environment and ./.env (see .env.example). Data is kept in
-memory unless DATABASE_URL is set.
+memory unless DATABASE_URL is set: against Incode, set it to the broker's database, so that a
+session whose wait gives up (or whose process stops) is still followed up by the broker.
 
 Exit codes:
   0  approve            the session passed
@@ -80,6 +82,7 @@ interface OnboardArgs {
   timeoutMs: number;
   json: boolean;
   verbose: boolean;
+  showOcr: boolean;
 }
 
 function parseOnboard(argv: string[]): OnboardArgs | 'help' {
@@ -99,6 +102,7 @@ function parseOnboard(argv: string[]): OnboardArgs | 'help' {
       timeout: { type: 'string' },
       json: { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
+      'show-ocr': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -127,14 +131,20 @@ function parseOnboard(argv: string[]): OnboardArgs | 'help' {
     timeoutMs,
     json: values.json ?? false,
     verbose: values.verbose ?? false,
+    showOcr: values['show-ocr'] ?? false,
   };
 }
 
 async function readImage(path: string, option: string): Promise<string> {
   let buf: Buffer;
   try {
+    // Looked at before it is read: a video, a device such as /dev/zero or a pipe would fill the memory or block.
+    const st = await stat(path);
+    if (!st.isFile()) throw new UsageError(`${option}: ${path} is not a regular file`);
+    if (st.size > MAX_IMAGE_BYTES) throw new UsageError(`${option}: ${path} ${IMAGE_TOO_LARGE_MESSAGE}`);
     buf = await readFile(path);
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     throw new UsageError(`${option}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
   // The route's rules: refused here, before a (billable) session is started for it.
@@ -211,6 +221,9 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       cleanup.push(() => emulator.close());
       apiUrl = `http://127.0.0.1:${(emulator.server.address() as AddressInfo).port}`;
       progress.note('sandbox: no INCODE_API_KEY set, using the built-in Incode emulator');
+    } else if (inMemory) {
+      // Said even with --json (on stderr): this process will be the only record of a billed session.
+      io.stderr.write('warning: no DATABASE_URL: this onboarding is recorded in this process only; if its wait gives up or the process stops, nothing follows it up (set DATABASE_URL to the broker\'s database)\n');
     }
 
     const store: Store = createStore(storeOptions(config));
@@ -288,11 +301,16 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       oneSided: captures.oneSided,
       faceMatch: { matched: captures.faceMatch.ok, existingUser: captures.faceMatch.existingUser },
       scores: summarizeScores(r.scores),
-      ocr: summarizeOcr(r.ocr),
+      ocr: ocrView(summarizeOcr(r.ocr), args.showOcr),
     });
   } finally {
     for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
   }
+}
+
+/** The type of ID always; the name and address (personal data) only when asked for, so logs of a run do not keep them. */
+function ocrView(ocr: ReturnType<typeof summarizeOcr>, show: boolean): Partial<ReturnType<typeof summarizeOcr>> {
+  return show ? ocr : { typeOfId: ocr.typeOfId };
 }
 
 interface Report {
@@ -304,7 +322,7 @@ interface Report {
   oneSided?: boolean;
   faceMatch?: { matched: boolean; existingUser: boolean };
   scores?: ReturnType<typeof summarizeScores>;
-  ocr?: ReturnType<typeof summarizeOcr>;
+  ocr?: Partial<ReturnType<typeof summarizeOcr>>;
   rejection?: { step: string; reason: string; message: string; incodeCode?: number };
   error?: { step: string; code: string; message: string; incodeStatus?: number };
 }
@@ -330,8 +348,10 @@ function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): numb
     }
     if (r.faceMatch) lines.push(`Face match: ${r.faceMatch.matched ? 'match' : 'NO MATCH'}${r.faceMatch.existingUser ? ' (person already registered)' : ''}`);
     if (r.ocr) {
-      lines.push(`Name: ${r.ocr.fullName ?? 'n/a'}`);
-      lines.push(`Address: ${r.ocr.address ?? 'n/a'}`);
+      if (args.showOcr) {
+        lines.push(`Name: ${r.ocr.fullName ?? 'n/a'}`);
+        lines.push(`Address: ${r.ocr.address ?? 'n/a'}`);
+      }
       lines.push(`Type of ID: ${r.ocr.typeOfId ?? 'n/a'}`);
     }
   }

@@ -1,5 +1,5 @@
 // Operator page: lists GET /sessions and shows GET /sessions/:id, with the service key kept in sessionStorage.
-/* global document, window, location, fetch, sessionStorage */
+/* global document, window, location, history, fetch, sessionStorage */
 (function () {
   'use strict';
 
@@ -93,10 +93,20 @@
     $('key').value = '';
     load(false).then(showDetail);
   });
-  $('forget').addEventListener('click', () => {
+  // Forgetting the key also clears what it showed: the next person at a shared screen finds no session's personal
+  // data in the page, its DOM or its address.
+  function forget() {
     sessionStorage.removeItem(KEY);
     $('sessions').replaceChildren();
     $('detail').hidden = true;
+    $('detail-title').textContent = '';
+    $('detail-json').textContent = '';
+    cursor = null;
+    $('more').hidden = true;
+    history.replaceState(null, '', location.pathname);
+  }
+  $('forget').addEventListener('click', () => {
+    forget();
     status('Key forgotten.', '');
   });
   $('more').addEventListener('click', () => load(true));

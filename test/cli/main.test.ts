@@ -47,7 +47,7 @@ const noSecrets = (s: string) => {
 
 describe('incode-broker onboard', () => {
   it('approves a good session and prints progress, verdict, scores and OCR (text)', async () => {
-    const r = await run(['onboard', ...GOOD]);
+    const r = await run(['onboard', ...GOOD, '--show-ocr']);
     expect(r.code).toBe(0);
     for (const step of ['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'results']) expect(r.stderr).toMatch(new RegExp(`✓ ${step}\\b`));
     expect(r.stdout).toMatch(/^Verdict: APPROVE$/m);
@@ -60,7 +60,7 @@ describe('incode-broker onboard', () => {
   });
 
   it('prints one JSON document on stdout with --json', async () => {
-    const r = await run(['onboard', ...GOOD, '--country', 'BRA', '--json']);
+    const r = await run(['onboard', ...GOOD, '--country', 'BRA', '--json', '--show-ocr']);
     expect(r.code).toBe(0);
     const doc = JSON.parse(r.stdout);
     expect(doc).toMatchObject({
@@ -78,6 +78,23 @@ describe('incode-broker onboard', () => {
     // stderr is not a terminal here: nothing but the document is printed.
     expect(r.stderr).toBe('');
     noSecrets(r.stdout);
+  });
+
+  it('prints the name and address read from the ID only with --show-ocr (text and JSON)', async () => {
+    const text = await run(['onboard', ...GOOD]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^Verdict: APPROVE$/m);
+    expect(text.stdout).toMatch(/^Type of ID: DriversLicense$/m);
+    expect(text.stdout).not.toMatch(/^(Name|Address):/m);
+    const json = await run(['onboard', ...GOOD, '--json']);
+    expect(JSON.parse(json.stdout).ocr).toEqual({ typeOfId: 'DriversLicense' });
+  });
+
+  it('warns on stderr, even with --json, when it runs against Incode with nothing but memory to record the session', async () => {
+    const r = await run(['onboard', ...GOOD, '--json'], { INCODE_API_KEY: 'a-real-looking-key-0123456789', INCODE_API_URL: 'http://127.0.0.1:9', INCODE_MAX_RETRIES: '0' });
+    expect(r.stderr).toMatch(/^warning: no DATABASE_URL: this onboarding is recorded in this process only/m);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { step: 'start' } });
   });
 
   it('runs a one-sided document without a back', async () => {
@@ -143,6 +160,10 @@ describe('incode-broker onboard', () => {
     const noFile = await run(['onboard', '--front', join(cwd, 'nope.jpg'), '--selfie', sample('selfie.jpg')]);
     expect(noFile.code).toBe(1);
     expect(noFile.stderr).toMatch(/cannot read/);
+    // A device is not read at all (/dev/zero would fill the memory, a pipe block).
+    const device = await run(['onboard', '--front', '/dev/zero', '--selfie', sample('selfie.jpg')]);
+    expect(device.code).toBe(1);
+    expect(device.stderr).toMatch(/--front: \/dev\/zero is not a regular file/);
     const badCountry = await run(['onboard', ...GOOD, '--country', 'XX']);
     expect(badCountry.code).toBe(1);
     const unknown = await run(['frobnicate']);

@@ -37,4 +37,46 @@ describeBrowser('operator page (Chromium)', () => {
     expect(await page.evaluate(() => sessionStorage.getItem('broker.serviceKey'))).toBe(ADMIN_KEY);
     expect(page.url()).not.toContain(ADMIN_KEY);
   }, 60_000);
+
+  test('"Forget key" also clears the session it showed: no personal data left in the page, its DOM or its address', async () => {
+    const { broker, browser } = env;
+    const created = (await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string };
+    const { page } = browser;
+    await page.goto(`${broker.url}/operator#${created.interviewId}`);
+    await page.evaluate((key) => sessionStorage.setItem('broker.serviceKey', key), ADMIN_KEY);
+    await page.reload();
+    await page.locator('#detail').waitFor();
+    expect(await page.textContent('#detail-json')).toContain(created.interviewId);
+    await page.click('#forget');
+    await page.waitForFunction(() => /forgotten/.test(document.getElementById('status')!.textContent ?? ''));
+    expect(await page.textContent('#detail-json')).toBe('');
+    expect(await page.textContent('#detail-title')).toBe('');
+    expect(await page.locator('#sessions tr').count()).toBe(0);
+    expect(await page.isHidden('#more')).toBe(true);
+    expect(page.url()).not.toContain('#');
+    expect(await page.evaluate(() => sessionStorage.getItem('broker.serviceKey'))).toBeNull();
+  }, 60_000);
+
+  test('the API docs render under their own CSP (never framed, nothing from other origins), opened apart from the page holding the key', async () => {
+    const { broker, browser } = env;
+    const { page } = browser;
+    await page.goto(`${broker.url}/operator`);
+    // A new tab without an opener: it does not get a copy of this tab's sessionStorage.
+    expect(await page.getAttribute('a[href="/docs"]', 'target')).toBe('_blank');
+    expect(await page.getAttribute('a[href="/docs"]', 'rel')).toMatch(/noopener/);
+    const violations: string[] = [];
+    page.on('console', (m) => {
+      if (/Content Security Policy/i.test(m.text())) violations.push(m.text());
+    });
+    const res = await page.goto(`${broker.url}/docs`);
+    const csp = res?.headers()['content-security-policy'] ?? '';
+    expect(csp).toMatch(/frame-ancestors 'none'/);
+    expect(csp).not.toMatch(/https:|unsafe-inline|validator\.swagger\.io/);
+    await page.locator('.swagger-ui .info .title').waitFor();
+    expect(await page.textContent('.swagger-ui .info .title')).toMatch(/Incode token broker/);
+    await page.locator('.opblock-summary-path', { hasText: '/session/resume' }).first().waitFor();
+    // No script, connection or frame refused. (Swagger UI applies one inline style that the plugin's own policy
+    // refuses too: cosmetic, and left refused rather than allowing inline styles.)
+    expect(violations.filter((v) => !/directive 'style-src/.test(v))).toEqual([]);
+  }, 60_000);
 });
