@@ -65,13 +65,14 @@ function awaitsVerdict(s: Pick<SessionRecord, 'onboardingStatus' | 'decision'>):
 }
 
 /**
- * Whether the session's status has results it does not show yet: none stored, or stored before a reviewer's verdict
- * that their decision does not reflect. Such a session is never left without a check or a results job to come, even
- * when a check died between recording the status and queueing the job.
+ * Whether the session's status has results it does not show yet: none stored, their fetch dead-lettered (an Incode
+ * outage longer than a job's attempts), or stored before a reviewer's verdict that their decision does not reflect.
+ * Such a session is never left without a check or a results job to come (within POLL_GIVE_UP_HOURS when polling is
+ * on), even when a check died between recording the status and queueing the job.
  */
 function resultsBehind(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision'>): boolean {
   if (!hasResults(s.onboardingStatus)) return false;
-  if (s.resultsStatus === 'pending') return true;
+  if (s.resultsStatus === 'pending' || s.resultsStatus === 'failed') return true;
   const verdict = verdictOf(s.onboardingStatus);
   return s.resultsStatus === 'ready' && verdict !== null && s.decision !== verdict;
 }
@@ -221,13 +222,22 @@ export class ResultsPipeline {
     }
   }
 
-  /** Called when a job is dead-lettered: the session shows why, the audit keeps it without PII. */
-  async onDead(job: Job, code: string): Promise<void> {
+  /**
+   * Called when a job is dead-lettered (`retryable`: it failed only for want of attempts, an outage that outlasted
+   * them): the session shows why, the audit keeps it without PII.
+   */
+  async onDead(job: Job, code: string, retryable = false): Promise<void> {
     const now = this.now();
     await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
     // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
-    // here (an existing row is left as it is), so that it shows why and polling can still repair it.
-    const session = job.kind === 'verify' ? await this.d.store.upsertSession({ interviewId: job.subject, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) }) : null;
+    // here (an existing row is left as it is), so that it shows why and polling can still repair it. A results fetch
+    // that died of an outage is tried again by polling too (its next check queues it again), read before it fails.
+    const session =
+      job.kind === 'verify'
+        ? await this.d.store.upsertSession({ interviewId: job.subject, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) })
+        : job.kind === 'results' && retryable
+          ? await this.d.store.getSession(job.subject)
+          : null;
     // A dead results job fails the session unless results are already stored (a refresh, or an earlier status's
     // job, got them: the store keeps those served and records only why); a dead check or callback only records why
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
@@ -292,16 +302,15 @@ export class ResultsPipeline {
       await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) });
     }
     await this.apply(id, status, source);
-    if (this.d.config.results.mode === 'webhook') {
-      // No polling to come back to this session, so this check comes back itself, with backoff (and is dead-lettered
-      // visibly if it never gets there): while processing still goes on (the status is stored), and while Incode's
-      // status read is behind the status its webhook announced (a read served before the change reached it would
-      // otherwise leave a finished session unfinished here for good). What was read is applied either way: the
-      // webhook's claim is never taken for the status.
-      if (processing) throw new JobError('PROCESSING_NOT_DONE', true);
-      const claimed = job.payload.claimed;
-      if (typeof claimed === 'string' && statusRank(claimed) > statusRank(status)) throw new JobError('STATUS_BEHIND_WEBHOOK', true);
-    }
+    // Without polling to come back to this session, this check comes back itself, with backoff (and is dead-lettered
+    // visibly if it never gets there) while processing still goes on (the status is stored).
+    if (processing && this.d.config.results.mode === 'webhook') throw new JobError('PROCESSING_NOT_DONE', true);
+    // And in every mode while Incode's status read is behind the status its webhook announced (a read served before the
+    // change reached it): polling stops at a final status, so a reviewer's verdict on a session already finished (or one
+    // past POLL_GIVE_UP_HOURS) would otherwise be lost for good. What was read is applied either way: the webhook's
+    // claim is never taken for the status.
+    const claimed = job.payload.claimed;
+    if (typeof claimed === 'string' && statusRank(claimed) > statusRank(status)) throw new JobError('STATUS_BEHIND_WEBHOOK', true);
     await this.done(job);
   }
 

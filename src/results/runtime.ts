@@ -12,7 +12,7 @@ export function createResultsRuntime(d: ResultsRuntimeDeps, workerOverrides: Par
   worker = new JobWorker({
     store: d.store,
     handle: (job, signal) => pipeline.handle(job, signal),
-    onDead: (job, code) => pipeline.onDead(job, code),
+    onDead: (job, code, retryable) => pipeline.onDead(job, code, retryable),
     concurrency: d.config.results.workerConcurrency,
     maxAttempts: d.config.results.jobMaxAttempts,
     backoffMs: d.config.results.jobBackoffMs,

@@ -17,7 +17,8 @@ export interface WorkerOptions {
   /** `signal` aborts before the job's lease lapses: work still waiting then (an Incode call queued behind the pool's
    *  bound, a slow answer) stops, and the job is retried by this worker instead of run twice at once by another. */
   handle: (job: Job, signal: AbortSignal) => Promise<void>;
-  onDead: (job: Job, code: string) => Promise<void>;
+  /** `retryable`: the job failed only for want of attempts (else its failure was final, or it crashed every process). */
+  onDead: (job: Job, code: string, retryable: boolean) => Promise<void>;
   concurrency: number;
   maxAttempts: number;
   backoffMs: number;
@@ -182,7 +183,7 @@ export class JobWorker {
       if (!(await this.record(store.failJob(job, this.owner, e.code, null, now), failed, 'failed for good'))) return;
       // Its follow-up (the session's row, a poll that can still repair it) is not atomic with the dead-letter: a failure
       // here is said, with the job, so an operator can refresh the session.
-      await this.o.onDead(job, e.code).catch((err: unknown) => log.error({ ...failed, followUpError: (err as { code?: string }).code ?? (err as Error).name }, 'dead-letter follow-up failed; refresh the session'));
+      await this.o.onDead(job, e.code, e.retryable).catch((err: unknown) => log.error({ ...failed, followUpError: (err as { code?: string }).code ?? (err as Error).name }, 'dead-letter follow-up failed; refresh the session'));
       metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
       metrics.deadLetters.inc({ kind: job.kind });
       log.error(failed, 'job dead-lettered');

@@ -399,6 +399,47 @@ function pipelineSuite(which: Engine) {
     expect(ok.lastError).toBeNull();
   });
 
+  it('with polling on, a results fetch dead-lettered by an outage longer than its attempts is tried again by polling, no refresh needed', async () => {
+    const proxy = await startOutageProxy();
+    try {
+      p = await startPair({ RESULTS_MODE: 'both', INCODE_API_URL: proxy.url, POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0', CIRCUIT_FAILURE_THRESHOLD: '1000' }, { faults: { dropWebhookRate: 1 } });
+      proxy.state.target = p.emulator.url;
+      // The score endpoint is down for the first fetch's two attempts and then some.
+      Object.assign(proxy.state, { failing: /^\/omni\/get\/score/, status: 503, left: 4 });
+      const s = await p.newSession();
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      const ready = await p.ready(s.interviewId, 20_000);
+      expect(ready).toMatchObject({ resultsStatus: 'ready', decision: 'approve', lastError: null });
+      const results = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results');
+      expect(results[0]).toMatchObject({ state: 'dead', attempts: 2, lastError: 'INCODE_UNAVAILABLE' });
+      expect(results.at(-1)).toMatchObject({ state: 'done' });
+      expect((await p.broker.app.store.listAudit(s.interviewId)).map((a) => a.kind)).toContain('dead-letter');
+      // The session's final results ended polling again.
+      expect((await p.broker.app.store.getSession(s.interviewId))!.nextPollAt).toBeNull();
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("with polling on, a reviewer's verdict announced after polling stopped is checked again until Incode's status read shows it", async () => {
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', JOB_BACKOFF_MS: '50', JOB_MAX_ATTEMPTS: '30' }, { faults: { dropWebhookRate: 1 }, processingDelayMs: 50 });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    expect((await p.ready(s.interviewId)).decision).toBe('approve');
+    await waitFor(async () => (await p.broker.app.store.getSession(s.interviewId))!.nextPollAt === null);
+    // A reviewer overrides the approval; its webhook comes before Incode's status read shows the verdict.
+    const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: s.interviewId, onboardingStatus: 'MANUAL_REVIEW_REJECTED' }).expect(200);
+    await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).some((j) => j.kind === 'verify' && j.lastError === 'STATUS_BEHIND_WEBHOOK'), 10_000);
+    const emu = p.emulator.app.emulator.sessions;
+    expect(emu.setStatus(emu.get(s.interviewId)!, 'MANUAL_REVIEW_REJECTED')).toBe(true);
+    const verdict = await waitFor(async () => {
+      const v = (await p.admin(`/sessions/${s.interviewId}`)).body;
+      return v.onboardingStatus === 'MANUAL_REVIEW_REJECTED' && v.decision === 'decline' ? v : null;
+    }, 20_000);
+    expect(verdict.resultsStatus).toBe('ready');
+  });
+
   it('a results fetch refused for the API key (403, a key being rotated) is retried with backoff, not dead-lettered at once', async () => {
     const proxy = await startOutageProxy();
     try {
