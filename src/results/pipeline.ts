@@ -127,9 +127,9 @@ export class ResultsPipeline {
    * Queues the deletion of a session at Incode (after it was erased here): durable, retried like any job, once per
    * session while one is pending.
    */
-  async deleteAtIncodeLater(interviewId: string): Promise<void> {
+  async deleteAtIncodeLater(interviewId: string, at?: number): Promise<void> {
     const now = this.now();
-    await this.d.store.enqueueJob(incodeDeleteJob(interviewId, now), now);
+    await this.d.store.enqueueJob(incodeDeleteJob(interviewId, now, at), now);
     this.d.kick?.();
   }
 

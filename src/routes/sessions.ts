@@ -37,8 +37,9 @@ const SessionDetail = Type.Intersect([
     ocr: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()], { description: "Incode's get/ocr-data payload as fetched" }),
     fetchedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
     steps: Type.Array(Step),
-    incodeDeletion: Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('done'), Type.Literal('dead'), Type.Null()], {
-      description: 'The latest deletion at Incode asked for with DELETE ?incode=true: dead means it gave up (the audit and result_jobs_dead_letters_total say why); null when none was asked for',
+    incodeDeletion: Type.Union([Type.Literal('scheduled'), Type.Literal('queued'), Type.Literal('running'), Type.Literal('done'), Type.Literal('dead'), Type.Null()], {
+      description:
+        'The latest deletion at Incode: asked for with DELETE ?incode=true, or scheduled for the end of the retention period (RETENTION_DELETE_AT_INCODE) when the session was erased here before it; dead means it gave up (the audit and result_jobs_dead_letters_total say why); null when none was asked for',
     }),
   }),
 ]);
@@ -94,9 +95,9 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
    * retention sweep has dropped the finished job, what the last audit entry about one says: done, or dead (given up).
    * A deletion that failed must never read as one that was not asked for.
    */
-  async function incodeDeletionOf(interviewId: string): Promise<JobState | null> {
+  async function incodeDeletionOf(interviewId: string): Promise<JobState | 'scheduled' | null> {
     const job = (await app.store.listJobs(interviewId)).filter((j) => j.kind === 'incode-delete').at(-1);
-    if (job) return job.state;
+    if (job) return job.state === 'queued' && job.runAt > Date.now() && job.attempts === 0 ? 'scheduled' : job.state;
     const last = (await app.store.listAudit(interviewId))
       .filter((a) => a.kind === 'incode-deleted' || (a.kind === 'dead-letter' && a.detail.kind === 'incode-delete'))
       .at(-1);
@@ -183,18 +184,42 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
           },
           { additionalProperties: false },
         ),
-        response: withErrors({ 200: Type.Object({ interviewId: Type.String(), erased: Type.Boolean(), incodeDeletion: Type.Union([Type.Literal('queued'), Type.Null()]) }) }, [...WITH_BODY, ...WITH_PATH_PARAM, 401, 404]),
+        response: withErrors(
+          {
+            200: Type.Object({
+              interviewId: Type.String(),
+              erased: Type.Boolean(),
+              incodeDeletion: Type.Union([Type.Literal('queued'), Type.Literal('scheduled'), Type.Null()]),
+              incodeDeletionAt: Type.Optional(Type.String({ format: 'date-time', description: 'When a scheduled deletion at Incode is due' })),
+            }),
+          },
+          [...WITH_BODY, ...WITH_PATH_PARAM, 401, 404],
+        ),
       },
     },
     async (req) => {
       const { interviewId } = req.params;
       if (req.query.incode && !app.results.canDeleteAtIncode)
         throw new AppError(400, 'EXECUTIVE_CREDENTIALS_MISSING', 'Deleting at Incode needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD');
+      // Erased here before its retention period is over, with RETENTION_DELETE_AT_INCODE: the sweep, which deletes at
+      // Incode what it erases, will never select it, so its deletion there is scheduled now for when the sweep would have.
+      const due = !req.query.incode && opts.config.retentionDeleteAtIncode ? await app.store.getSession(interviewId) : null;
       const ok = await app.store.eraseSession(interviewId, 'api-request', Date.now());
       if (!ok) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
-      if (req.query.incode) await app.results.deleteAtIncodeLater(interviewId);
-      req.log.info({ interviewId, atIncode: req.query.incode === true }, 'session erased');
-      return { interviewId, erased: true, incodeDeletion: req.query.incode ? ('queued' as const) : null };
+      if (req.query.incode) {
+        await app.results.deleteAtIncodeLater(interviewId);
+        req.log.info({ interviewId, atIncode: true }, 'session erased');
+        return { interviewId, erased: true, incodeDeletion: 'queued' as const };
+      }
+      // Only sessions this service started (one created elsewhere is its owner's to delete), and once.
+      if (due && due.origin === 'broker' && due.resultsStatus !== 'erased') {
+        const at = due.createdAt + opts.config.retentionDays * 86_400_000;
+        await app.results.deleteAtIncodeLater(interviewId, at);
+        req.log.info({ interviewId, atIncode: false, incodeDeletionAt: at }, 'session erased');
+        return { interviewId, erased: true, incodeDeletion: 'scheduled' as const, incodeDeletionAt: new Date(at).toISOString() };
+      }
+      req.log.info({ interviewId, atIncode: false }, 'session erased');
+      return { interviewId, erased: true, incodeDeletion: null };
     },
   );
 };

@@ -176,8 +176,10 @@ export function releaseJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string
 }
 
 /** What an erasure sets on a session row (both engines, erasure and retention): every PII column cleared. */
+// The decision goes too: with the interviewId it says how a person's verification ended. The status stays (where the
+// flow was, which the state machine reads), and the audit rows say when and why it was erased.
 export const ERASED_COLUMNS =
-  "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, results_status = 'erased'";
+  "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, decision = NULL, last_error = NULL, results_status = 'erased'";
 
 /** Finished jobs and processed events deleted per statement by the retention sweep. */
 export const PURGE_BATCH = 5_000;
@@ -507,6 +509,7 @@ export function webhookEventKey(interviewId: string, onboardingStatus: string): 
 }
 
 /** The job that deletes a session at Incode once it is erased here: one queued per session at a time. */
-export function incodeDeleteJob(interviewId: string, now: number): NewJob {
-  return { kind: 'incode-delete', subject: interviewId, payload: {}, runAt: now, dedupeKey: `incode-delete:${interviewId}` };
+export function incodeDeleteJob(interviewId: string, now: number, at?: number): NewJob {
+  // A deletion due later (at the end of the retention period) has a key of its own: one asked for now is not folded into it.
+  return { kind: 'incode-delete', subject: interviewId, payload: {}, runAt: at ?? now, dedupeKey: `incode-delete:${interviewId}${at === undefined ? '' : ':due'}` };
 }

@@ -778,6 +778,26 @@ function pipelineSuite(which: Engine) {
     expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ resultsStatus: 'failed', lastError: 'SESSION_EXPIRED' });
   });
 
+  it('with RETENTION_DELETE_AT_INCODE, a session erased here before its retention period is over is deleted at Incode when the period ends', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook', RETENTION_DAYS: '1', RETENTION_DELETE_AT_INCODE: 'true' });
+    const s = await p.newSession();
+    const due = (await p.broker.app.store.getSession(s.interviewId))!.createdAt + 86_400_000;
+    const del = (query = '') => request(p.broker.url).delete(`/sessions/${s.interviewId}${query}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+    // The sweep, which deletes at Incode what it erases, never selects an erased session: the deletion is scheduled now.
+    expect((await del()).body).toEqual({ interviewId: s.interviewId, erased: true, incodeDeletion: 'scheduled', incodeDeletionAt: new Date(due).toISOString() });
+    const deletions = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete');
+    expect(await deletions()).toEqual([expect.objectContaining({ state: 'queued', runAt: due, attempts: 0 })]);
+    expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ resultsStatus: 'erased', decision: null, incodeDeletion: 'scheduled' });
+    expect(p.emulator.app.emulator.sessions.sessions.has(s.interviewId)).toBe(true);
+    // Erased again: nothing scheduled twice.
+    expect((await del()).body).toEqual({ interviewId: s.interviewId, erased: true, incodeDeletion: null });
+    expect(await deletions()).toHaveLength(1);
+    // Asked for now: done at once, not folded into the one due later.
+    expect((await del('?incode=true')).body).toMatchObject({ incodeDeletion: 'queued' });
+    await waitFor(async () => (await deletions()).some((j) => j.state === 'done'));
+    expect(p.emulator.app.emulator.sessions.sessions.has(s.interviewId)).toBe(false);
+  });
+
   it('with incode=true, an erasure also deletes the session at Incode (executive token, keepCustomer=false), in the background', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     const s = await p.newSession();

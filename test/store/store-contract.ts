@@ -248,7 +248,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', lastError: 'E_CALLBACK', updatedAt: T0 + 12 });
         await store.eraseSession('i1', 'test', T0 + 13);
         await store.setResultsStatus('i1', null, 'E_LATE', T0 + 14);
-        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'erased', lastError: 'E_CALLBACK', updatedAt: T0 + 13 });
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'erased', lastError: null, updatedAt: T0 + 13 });
       });
 
       it('setResultsStatus never turns stored results (ready) into failed, but records the error', async () => {
@@ -425,13 +425,14 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.saveResults('i1', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 1);
         expect(await store.createResumeToken('rt-hash', 'i1', T0 + 10_000)).toBe(true);
         await store.recordStep('i1', { step: 'start', outcome: 'ok', at: T0 });
+        await store.setResultsStatus('i1', null, 'INCODE_UNAVAILABLE', T0 + 2);
         expect(await store.eraseSession('i1', 'user-request', T0 + 50)).toBe(true);
         // An erased (or unknown) session takes no new resume token, and says so.
         expect(await store.createResumeToken('rt-later', 'i1', T0 + 10_000)).toBe(false);
         expect(await store.createResumeToken('rt-later', 'nobody', T0 + 10_000)).toBe(false);
 
         const s = await store.getSession('i1');
-        expect(s).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased', decision: 'approve', updatedAt: T0 + 50 });
+        expect(s).toMatchObject({ token: null, externalCustomerId: null, resultsStatus: 'erased', decision: null, lastError: null, updatedAt: T0 + 50 });
         expect(await store.getResults('i1')).toBeNull();
         expect(await store.getSessionByToken(TOKEN)).toBeNull();
         expect(await store.checkResumeToken('i1', 'rt-hash', T0 + 1)).toBe(false);
