@@ -18,13 +18,19 @@ describe('server process', () => {
     for (const p of procs.splice(0)) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   });
 
-  it('finishes in-flight requests on SIGTERM, then exits 0', async () => {
-    const emu = await startEmulator({ faults: { startLatencyMs: 800 } });
+  /** A healthy broker process against the emulator at `incodeUrl`, on a port of its own (killed after the test if still running). */
+  async function brokerProcess(incodeUrl: string, env: Record<string, string>) {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const p = spawnBroker(brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' }));
+    const p = spawnBroker(brokerEnv(incodeUrl, { PORT: String(port), HOST: '127.0.0.1', ...env }));
     procs.push(p);
     await untilHealthy(p, url);
+    return { p, url };
+  }
+
+  it('finishes in-flight requests on SIGTERM, then exits 0', async () => {
+    const emu = await startEmulator({ faults: { startLatencyMs: 800 } });
+    const { p, url } = await brokerProcess(emu.url, { DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' });
     // SIGTERM once the broker's call is at the emulator (held there by the latency), not after a guessed delay.
     const incode = recordRequests(emu.app.server);
     const inflight = json(`${url}/session`, { method: 'POST' });
@@ -42,11 +48,7 @@ describe('server process', () => {
 
   it('on SIGTERM leaves the rotation first: /readyz answers 503 while requests are still served, then it closes', async () => {
     const emu = await startEmulator();
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const p = spawnBroker(brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_DELAY_MS: '5000' }));
-    procs.push(p);
-    await untilHealthy(p, url);
+    const { p, url } = await brokerProcess(emu.url, { SHUTDOWN_DELAY_MS: '5000' });
     expect((await json(`${url}/readyz`)).status).toBe(200);
     const signalled = Date.now();
     p.child.kill('SIGTERM');
@@ -65,11 +67,7 @@ describe('server process', () => {
 
   it('on SIGINT (an interactive stop) skips the out-of-rotation delay', async () => {
     const emu = await startEmulator();
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const p = spawnBroker(brokerEnv(emu.url, { PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_DELAY_MS: '60000' }));
-    procs.push(p);
-    await untilHealthy(p, url);
+    const { p } = await brokerProcess(emu.url, { SHUTDOWN_DELAY_MS: '60000' });
     p.child.kill('SIGINT');
     // The test's own timeout is well under the delay: exiting at all proves it was skipped.
     expect(await p.exited).toBe(0);
