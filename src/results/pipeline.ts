@@ -6,7 +6,7 @@ import { IncodeError, incodeErrorFromTransport } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
-import { incodeDeleteJob, webhookEventKey } from '../store/rows';
+import { incodeDeleteJob, incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
 import type { Job, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
@@ -229,6 +229,11 @@ export class ResultsPipeline {
   async onDead(job: Job, code: string, retryable = false): Promise<void> {
     const now = this.now();
     await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
+    // An erasure at Incode stopped by an outage is tried again later rather than left undone (for a week).
+    if (job.kind === 'incode-delete' && retryable) {
+      const again = incodeDeleteRetryJob(job, now);
+      if (again) await this.d.store.enqueueJob(again, now);
+    }
     // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
     // here (an existing row is left as it is), so that it shows why and polling can still repair it. A results fetch
     // that died of an outage is tried again by polling too (its next check queues it again), read before it fails.

@@ -513,3 +513,19 @@ export function incodeDeleteJob(interviewId: string, now: number, at?: number): 
   // A deletion due later (at the end of the retention period) has a key of its own: one asked for now is not folded into it.
   return { kind: 'incode-delete', subject: interviewId, payload: {}, runAt: at ?? now, dedupeKey: `incode-delete:${interviewId}${at === undefined ? '' : ':due'}` };
 }
+
+/** How long after a deletion at Incode was first dead-lettered by an outage it is still tried again. */
+export const INCODE_DELETE_RETRY_FOR_MS = 7 * 86_400_000;
+/** The wait before a dead-lettered deletion is tried again (a new job, with all its attempts). */
+export const INCODE_DELETE_RETRY_AFTER_MS = 3_600_000;
+
+/**
+ * A deletion at Incode dead-lettered by an outage (all its attempts used on 5xx, timeouts...), tried again an hour later,
+ * for a week from its first dead letter: an erasure the customer was promised is not left to an operator's eye. Null
+ * past that week, and for a refusal (a final failure is not retried).
+ */
+export function incodeDeleteRetryJob(dead: Job, now: number): NewJob | null {
+  const since = typeof dead.payload.deadSince === 'number' ? dead.payload.deadSince : now;
+  if (now - since >= INCODE_DELETE_RETRY_FOR_MS) return null;
+  return { kind: 'incode-delete', subject: dead.subject, payload: { deadSince: since }, runAt: now + INCODE_DELETE_RETRY_AFTER_MS, dedupeKey: `incode-delete:${dead.subject}:retry` };
+}
