@@ -244,9 +244,11 @@ export class IncodeClient {
   }
 
   /**
-   * DELETE /omni/interview: deletes the session and its data at Incode (shared doc 3; Incode's purge sample passes
-   * keepCustomer=false, which also removes the customer's identity record). With an executive token. On a circuit of
-   * its own ('delete'): a retention sweep's burst of failing deletions must not open the one live reads use.
+   * DELETE /omni/interview: deletes the session and its data at Incode (shared doc 3). keepCustomer=false, meant to
+   * remove the customer's identity record too, is what an Incode sample's deleteSession passes; the doc's endpoint table
+   * does not list it (its purge-webhook sample uses DELETE /omni/interviews with deletePiiDataOnly instead), so an
+   * account that ignores it still deletes the session. With an executive token. On a circuit of its own ('delete'): a
+   * retention sweep's burst of failing deletions must not open the one live reads use.
    */
   deleteInterview(token: string, interviewId: string, ctx?: CallContext): Promise<DeleteInterviewResponse> {
     return this.call({ operation: 'deleteInterview', group: 'delete', method: 'DELETE', path: '/omni/interview', query: { interviewId, keepCustomer: false }, token, idempotent: true }, ctx);
@@ -284,14 +286,15 @@ export class IncodeClient {
         return await this.once<T>(spec, ctx);
       } catch (err) {
         const e = err as IncodeError;
-        // A 429 was turned away before Incode did anything, so even a start can go again; not past a long Retry-After,
-        // which the caller is told instead (503 with it).
-        const rateLimited = e.code === 'INCODE_RATE_LIMITED' && (e.details.retryAfterMs ?? 0) <= MAX_RETRY_WAIT_MS;
-        const canRetry = e.retryable && e.code !== 'INCODE_CIRCUIT_OPEN' && (spec.idempotent || e.details.notSent === true || rateLimited);
+        // A 429 was turned away before Incode did anything, so even a start can go again. Never sooner than Incode's
+        // Retry-After, and not at all past a long one, which the caller is told instead (503 with it; a job waits it out).
+        const retryAfterMs = e.details.retryAfterMs ?? 0;
+        const rateLimited = e.code === 'INCODE_RATE_LIMITED';
+        const canRetry = e.retryable && e.code !== 'INCODE_CIRCUIT_OPEN' && retryAfterMs <= MAX_RETRY_WAIT_MS && (spec.idempotent || e.details.notSent === true || rateLimited);
         if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted) throw e;
         // Full jitter keeps many brokers from retrying in lockstep.
-        const backoff = Math.min(e.details.retryAfterMs ?? Infinity, base * 2 ** (attempt - 1) * (0.5 + Math.random()));
-        await sleep(Math.min(backoff, MAX_RETRY_WAIT_MS));
+        const backoff = base * 2 ** (attempt - 1) * (0.5 + Math.random());
+        await sleep(Math.min(Math.max(retryAfterMs, backoff), MAX_RETRY_WAIT_MS));
       }
     }
   }

@@ -42,12 +42,14 @@ export class IncodeError extends Error {
   }
 
   /**
-   * Incode certainly did nothing for this call: it never left, or Incode answered with an error status. Not after a
-   * timeout, and not for a 2xx answer the client could not use (INCODE_BAD_RESPONSE): a session may exist then.
+   * Incode certainly did nothing for this call: it never left, or Incode refused it (a 4xx). Not after a timeout, not
+   * for a 5xx (a gateway's 502 or 504 may come after the service behind it created the session, and a 500 may come
+   * from a step after the one that did; incode-api.md 2.4 counts them as unknown outcomes), and not for a 2xx answer
+   * the client could not use (INCODE_BAD_RESPONSE): a session may exist then.
    */
   get certainlyNotDone(): boolean {
     const s = this.details.httpStatus;
-    return this.details.notSent === true || (s !== undefined && s >= 400);
+    return this.details.notSent === true || (s !== undefined && s >= 400 && s < 500 && s !== 408);
   }
 
   /** One of Incode's own codes from the envelope (4019, 6000...), not merely the HTTP status repeated. */

@@ -178,7 +178,7 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
             incode: Type.Optional(
               Type.Boolean({
                 description:
-                  "Also delete the session at Incode (DELETE /omni/interview with keepCustomer=false: its images, OCR and the customer's identity record), in the background and retried; needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD. Off by default: KYC records often must be kept.",
+                  "Also delete the session at Incode (DELETE /omni/interview with keepCustomer=false: its images and OCR, and the customer's identity record where Incode honours keepCustomer), in the background and retried; needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD. Off by default: KYC records often must be kept.",
               }),
             ),
           },

@@ -170,6 +170,18 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('passes a long Retry-After on a read back to the caller instead of retrying sooner', async () => {
+    const srv = await scripted((_req, res) => {
+      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '60' });
+      res.end(JSON.stringify({ timestamp: 1, status: 503, error: 'Service Unavailable' }));
+    });
+    const c = client(srv.url, { maxRetries: 3, retryBaseMs: 1 });
+    const err = await errorOf(c.getOnboardingStatus('t', 'i'));
+    expect([err.code, err.details.retryAfterMs, srv.hits()]).toEqual(['INCODE_UNAVAILABLE', 60_000, 1]);
+    await c.close();
+    await srv.close();
+  });
+
   it('never retries start once it was sent (a retry could bill a second session)', async () => {
     const srv = await scripted((_req, res) => envelope(res, 503));
     const c = client(srv.url);
@@ -192,6 +204,21 @@ describe('IncodeClient failure handling', () => {
     const c = client(srv.url, { maxRetries: 2, retryBaseMs: 1 });
     expect(await c.start({})).toMatchObject({ token: 'tok', interviewId: 'abc' });
     expect(srv.hits()).toBe(2);
+    // Never sooner than Incode's Retry-After, however short the backoff.
+    const waited = await scripted((_req, res, n) => {
+      if (n === 1) {
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
+        return res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests' }));
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ token: 'tok', interviewId: 'abc' }));
+    });
+    const c3 = client(waited.url, { maxRetries: 2, retryBaseMs: 1 });
+    const t0 = Date.now();
+    await c3.start({});
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(990);
+    await c3.close();
+    await waited.close();
     const slow = await scripted((_req, res) => {
       res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '60' });
       res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests' }));

@@ -2,16 +2,19 @@
 import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from '../../src/incode/errors';
 
 describe('IncodeError.certainlyNotDone', () => {
-  it('holds for calls that never left and for error answers', () => {
+  it('holds for calls that never left and for refusals (4xx)', () => {
     expect(circuitOpenError('start', 1000).certainlyNotDone).toBe(true);
     expect(incodeErrorFromTransport('start', { code: 'UND_ERR_CONNECT_TIMEOUT' }).certainlyNotDone).toBe(true);
     expect(incodeErrorFromTransport('start', { code: 'ECONNREFUSED' }).certainlyNotDone).toBe(true);
-    for (const status of [400, 403, 429, 500, 503]) expect(incodeErrorFromResponse('start', status, { status, error: 'x' }).certainlyNotDone).toBe(true);
+    for (const status of [400, 401, 403, 404, 409, 413, 429]) expect(incodeErrorFromResponse('start', status, { status, error: 'x' }).certainlyNotDone).toBe(true);
   });
 
   it('does not hold when Incode may have created a session', () => {
     expect(incodeErrorFromTransport('start', { code: 'UND_ERR_HEADERS_TIMEOUT' }).certainlyNotDone).toBe(false);
     expect(incodeErrorFromTransport('start', { code: 'ECONNRESET' }).certainlyNotDone).toBe(false);
+    // A 5xx is an unknown outcome: a gateway's 502 or 504 may follow the session's creation behind it.
+    for (const status of [500, 502, 503, 504]) expect(incodeErrorFromResponse('start', status, { status, error: 'x' }).certainlyNotDone).toBe(false);
+    expect(incodeErrorFromResponse('start', 408, { status: 408, error: 'x' }).certainlyNotDone).toBe(false);
     // A 2xx answer the client could not use: the session exists at Incode.
     expect(new IncodeError('INCODE_BAD_RESPONSE', 'start', 'Incode start answered a body that is not JSON', { httpStatus: 200 }).certainlyNotDone).toBe(false);
   });

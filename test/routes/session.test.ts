@@ -213,8 +213,9 @@ describe('POST /session against the emulator', () => {
     expect(again.body.interviewId).toBe(taken.body.interviewId);
   });
 
-  it('keeps an Idempotency-Key claimed when Incode may have created the session (timeout), frees it when Incode refused', async () => {
+  it('keeps an Idempotency-Key claimed when Incode may have created the session (timeout, 5xx), frees it when Incode refused (4xx)', async () => {
     const quick = await startBroker(brokerEnv(emu.url, { INCODE_TIMEOUT_MS: '300' }));
+    const wrongKey = await startBroker(brokerEnv(emu.url, { INCODE_API_KEY: 'not-the-emulator-key-0123456789' }));
     try {
       // Incode answers after the broker gave up (undici checks its timeouts about once a second): the session exists
       // there, so a retry must not pay for another.
@@ -226,13 +227,17 @@ describe('POST /session against the emulator', () => {
       emu.app.emulator.resetFaults();
       expect((await request(quick.url).post('/session').set('idempotency-key', 'k-timeout').send({}).expect(409)).body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
       expect(emu.app.emulator.sessions.size).toBe(before + 1);
-      // Incode answered with an error: nothing was created, so the retry goes ahead at once.
+      // A 5xx is an unknown outcome (a gateway's 502 or 504 may follow the session's creation): the key stays claimed.
       emu.app.emulator.setFaults({ errorRate: 1 });
-      await request(quick.url).post('/session').set('idempotency-key', 'k-refused').send({}).expect(502);
+      await request(quick.url).post('/session').set('idempotency-key', 'k-5xx').send({}).expect(502);
       emu.app.emulator.resetFaults();
-      await request(quick.url).post('/session').set('idempotency-key', 'k-refused').send({}).expect(200);
+      expect((await request(quick.url).post('/session').set('idempotency-key', 'k-5xx').send({}).expect(409)).body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+      // Incode refused (403, a wrong API key): nothing was created, so the retry goes to Incode again at once.
+      expect((await request(wrongKey.url).post('/session').set('idempotency-key', 'k-refused').send({}).expect(502)).body.code).toBe('INCODE_FORBIDDEN');
+      expect((await request(wrongKey.url).post('/session').set('idempotency-key', 'k-refused').send({}).expect(502)).body.code).toBe('INCODE_FORBIDDEN');
     } finally {
       await quick.close();
+      await wrongKey.close();
     }
   }, 20_000);
 
