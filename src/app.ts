@@ -193,8 +193,13 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
   if (!config.sandbox && config.metricsTokens.length === 0)
     app.log.warn('GET /metrics is open to whoever reaches this port (no METRICS_TOKENS): set METRICS_TOKENS, or block the path at the ingress');
-  if (!config.sandbox && config.callerAuth.mode === 'none' && config.rateLimit.global === 0)
-    app.log.warn('POST /session is open to anyone (CALLER_AUTH=none) with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session');
+  if (!config.sandbox && config.callerAuth.mode !== 'jwt' && config.rateLimit.global === 0)
+    app.log.warn(
+      { callerAuth: config.callerAuth.mode },
+      config.callerAuth.mode === 'none'
+        ? 'POST /session is open to anyone (CALLER_AUTH=none) with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session'
+        : 'POST /session takes app keys, which ship inside apps anyone can unpack, with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session',
+    );
 
   let draining = false;
   let inRotation = true;

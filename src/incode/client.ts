@@ -66,6 +66,11 @@ export function incodeClientOptions(config: Config, baseUrl: string): IncodeClie
 export interface CallContext {
   requestId?: string;
   signal?: AbortSignal;
+  /**
+   * Epoch ms after which the call is not sent any more: one still waiting for a connection then is dropped unsent
+   * (INCODE_TIMEOUT, certainly not done). No timer: it is looked at when the call's turn comes.
+   */
+  sendBefore?: number;
 }
 
 interface CallSpec {
@@ -94,7 +99,8 @@ interface Exchanged {
   text: string;
 }
 
-type ExchangeError = Error & { duringBody?: boolean };
+/** `neverSent`: stopped by the caller's signal before the request left (still waiting for a connection). */
+type ExchangeError = Error & { duringBody?: boolean; neverSent?: boolean };
 
 /** An answer longer than the client takes: cut off rather than buffered whole. */
 class ResponseTooLargeError extends Error {
@@ -111,15 +117,17 @@ const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
  * request(): Incode's answers are JSON read whole, so the stream request() wraps every body in (and its promise
  * chain) is pure cost, measured at about 4 % of the broker's instructions per new session.
  */
-function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, maxBytes: number): Promise<Exchanged> {
+function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, maxBytes: number, sendBefore?: number): Promise<Exchanged> {
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new undiciErrors.RequestAbortedError());
+    if (signal?.aborted) return reject(Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: true }));
     let controller: Dispatcher.DispatchController | null = null;
-    let abortReason: Error | null = null;
+    let abortReason: ExchangeError | null = null;
     const onAbort = () => {
-      abortReason = new undiciErrors.RequestAbortedError();
-      // Still queued in the pool: aborted as soon as it starts.
-      controller?.abort(abortReason);
+      // No controller yet: the pool has not started the request, so none of it was written.
+      abortReason = Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: controller === null });
+      // Still queued in the pool: the caller is answered now, and the request is dropped as soon as its turn comes.
+      if (controller === null) reject(abortReason);
+      else controller.abort(abortReason);
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     let statusCode = 0;
@@ -130,6 +138,7 @@ function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, sign
     dispatcher.dispatch(opts, {
       onRequestStart(c) {
         controller = c;
+        if (!abortReason && sendBefore !== undefined && Date.now() > sendBefore) abortReason = Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: true });
         if (abortReason) c.abort(abortReason);
       },
       onResponseStart(_c, status, h) {
@@ -148,7 +157,7 @@ function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, sign
       },
       onResponseError(_c, err) {
         signal?.removeEventListener('abort', onAbort);
-        reject(Object.assign(err, { duringBody: started }));
+        reject(Object.assign(err, { duringBody: started, neverSent: abortReason?.neverSent === true }));
       },
     });
   });
@@ -336,7 +345,7 @@ export class IncodeClient {
       // (billed) session without it, as captures are never retried.
       const timeout = spec.group === 'capture' ? (this.opts.captureTimeoutMs ?? this.opts.timeoutMs) : this.opts.timeoutMs;
       const request = { origin: this.origin, method: spec.method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout };
-      res = await exchange(this.dispatcher, request, ctx.signal, this.opts.maxResponseBytes ?? MAX_RESPONSE_BYTES);
+      res = await exchange(this.dispatcher, request, ctx.signal, this.opts.maxResponseBytes ?? MAX_RESPONSE_BYTES, ctx.sendBefore);
     } catch (err) {
       if (err instanceof ResponseTooLargeError) {
         circuit?.failure();
@@ -344,11 +353,14 @@ export class IncodeClient {
         throw new IncodeError('INCODE_BAD_RESPONSE', spec.operation, `Incode ${spec.operation} answered more than ${err.limit} bytes`);
       }
       const e = incodeErrorFromTransport(spec.operation, err);
-      if (ctx.signal?.aborted) {
-        // Stopped by this service (a job's lease deadline, a shutdown), often while still queued for a connection:
-        // neither a timeout of Incode's nor a failure that should open the circuit for everyone else.
+      const neverSent = (err as ExchangeError).neverSent === true;
+      if (ctx.signal?.aborted || neverSent) {
+        // Stopped by this service (a job's lease deadline, a shutdown, a call's send deadline), often while still
+        // queued for a connection: neither a timeout of Incode's nor a failure that should open the circuit for everyone else.
         circuit?.abandoned(probe);
         this.opts.onCall?.(spec.operation, 'aborted', seconds());
+        // Never sent: Incode certainly did nothing (a start's Idempotency-Key can be freed).
+        if (neverSent) throw new IncodeError('INCODE_TIMEOUT', spec.operation, `Incode ${spec.operation} waited too long for a connection and was not sent`, { notSent: true });
         throw e;
       }
       circuit?.failure();

@@ -1,17 +1,27 @@
 // Fixed-window hit counters: in memory for one process, in Redis when replicas must share one limit, and a failover
 // that counts in memory while Redis is down.
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import type { Redis } from 'ioredis';
 import { TurnBatch } from '../util/turn-batch';
 
 /**
  * The unit every per-IP limit counts: an IPv4 address, or the /64 of an IPv6 one (one subscriber's whole prefix, which
- * it can hop through at will). IPv4-mapped IPv6 addresses count as their IPv4 address.
+ * it can hop through at will). IPv4-mapped IPv6 addresses, however written, count as their IPv4 address. The address
+ * comes from X-Forwarded-For behind a proxy, written as that proxy writes it ("[v6]:port", "v4:port"): anything that
+ * is not an address then is counted as `fallback` (the peer's own address), never as the text itself, which would
+ * give every made-up value a budget and a counter of its own.
  */
-export function clientNetwork(ip: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
-  if (mapped) return mapped[1];
-  if (!isIPv6(ip)) return ip;
+export function clientNetwork(ip: string, fallback?: string): string {
+  const bare = /^\[([^\]]+)\](?::\d+)?$/.exec(ip)?.[1] ?? /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(ip)?.[1] ?? ip;
+  if (isIPv4(bare)) return bare;
+  if (!isIPv6(bare)) return fallback !== undefined && fallback !== ip ? clientNetwork(fallback) : 'unknown';
+  // ::ffff:1.2.3.4, ::ffff:102:304, 0:0:0:0:0:ffff:1.2.3.4...: the URL parser writes every spelling one way.
+  const mapped = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(new URL(`http://[${bare}]`).hostname);
+  if (mapped) {
+    const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  ip = bare;
   // Expand a "::" gap to the zero groups it stands for; only the first four groups are kept.
   const gap = ip.indexOf('::');
   const left = (gap < 0 ? ip : ip.slice(0, gap)).split(':').filter(Boolean);

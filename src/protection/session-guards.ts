@@ -8,8 +8,29 @@ import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyAnswer, IdempotencyRef } from '../store/types';
 import { clientNetwork, type RateLimitEntry } from './rate-counter';
 
-// Zero-width and soft-hyphen characters: invisible, so they must not make one customer id look like many.
-const INVISIBLE = /[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]/g;
+/**
+ * How long a pending Idempotency-Key claim holds: longer than any Incode call, so a retry meanwhile gets 409; if the
+ * process dies mid-request, a retry may take the key over after it rather than get 409 for the whole TTL.
+ */
+export function idempotencyLeaseMs(config: Pick<Config, 'idempotencyTtlSeconds' | 'incode'>): number {
+  return Math.min(config.idempotencyTtlSeconds * 1000, Math.max(60_000, 4 * config.incode.timeoutMs));
+}
+
+/** A route's synchronous check of a request as a preHandler hook (callback style: no promise per request). */
+function sync(check: (req: FastifyRequest) => void) {
+  return function checkRequest(req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
+    try {
+      check(req);
+    } catch (err) {
+      return done(err as Error);
+    }
+    done();
+  };
+}
+
+// Characters that display as nothing (zero-width, soft hyphen, variation selectors, tags, fillers...): they must not
+// make one customer id look like many.
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\u180e]/gu;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -18,9 +39,14 @@ declare module 'fastify' {
   }
 }
 
+type GuardHook = ((req: FastifyRequest, reply: FastifyReply) => Promise<void>) | ((req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void);
+
 export interface SessionGuards {
-  /** The preHandler hooks a billable route needs: only the configured ones, so an unused guard costs nothing. */
-  preHandlers: ((req: FastifyRequest, reply: FastifyReply) => Promise<void>)[];
+  /**
+   * The preHandler hooks a billable route needs: only the configured ones, so an unused guard costs nothing. The
+   * route's own checks of the request (`between`) run after caller authentication and before the rate limits.
+   */
+  preHandlers(...between: Array<(req: FastifyRequest) => void>): GuardHook[];
   /**
    * Runs create() once per Idempotency-Key; a retry with the same key and body gets the same session. create()
    * gets the claimed key and must record it with the session it stores (NewSession.idempotency), in one write.
@@ -91,12 +117,13 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
     const limits: (RateLimitEntry & { what: string })[] = [];
-    if (rateLimit.perIp > 0) limits.push({ key: `ip:${clientNetwork(req.ip)}`, max: rateLimit.perIp, what: 'from this address' });
+    if (rateLimit.perIp > 0) limits.push({ key: `ip:${clientNetwork(req.ip, req.socket.remoteAddress)}`, max: rateLimit.perIp, what: 'from this address' });
     const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
     // Per caller (one app's users never use up another's budget), and spelled one way: "Victim", "VICTIM",
-    // "victim\u00a0" and "vic\u200btim" are one customer to the limit.
+    // "victim\u00a0", "vic\u200btim" and "victim\ufe0f" are one customer to the limit, and so are "Strasse" and
+    // "Straße" (upper-casing first folds ß to SS, as full case folding does).
     if (typeof ext === 'string' && rateLimit.perCustomer > 0)
-      limits.push({ key: `customer:${customerDigest.digest(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').replace(INVISIBLE, '').trim().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+      limits.push({ key: `customer:${customerDigest.digest(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').replace(INVISIBLE, '').trim().toUpperCase().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
     if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
     if (!limits.length) return;
     const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);
@@ -124,7 +151,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     // A pending claim holds only a lease that outlives any Incode call: if this process dies mid-request, a retry
     // may take the key over after it rather than get 409 for the whole TTL. Completion extends it to the TTL.
     const ttlMs = config.idempotencyTtlSeconds * 1000;
-    const leaseMs = Math.min(ttlMs, Math.max(60_000, 4 * config.incode.timeoutMs));
+    const leaseMs = idempotencyLeaseMs(config);
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
     // A completed key's digest is the request's SHA-256 kept in its (re-encryptable) response, which matches accepts
     // too: a key rotation that retired the key of the request_hash HMAC does not turn a faithful retry into a 422.
@@ -147,6 +174,10 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   }
 
   const anyLimit = rateLimit.perIp > 0 || rateLimit.perCustomer > 0 || rateLimit.global > 0;
-  const preHandlers = [...(callerAuth.mode === 'none' ? [] : [authenticate]), ...(anyLimit ? [rateLimitHook] : [])];
+  const authentication = callerAuth.mode === 'none' ? [] : [authenticate];
+  const limits = anyLimit ? [rateLimitHook] : [];
+  // `between`: a route's own checks of the request, after the caller is known and before anything is counted, so a
+  // request refused for its content never uses up a budget (a customer's, the service's) for nothing.
+  const preHandlers = (...between: Array<(req: FastifyRequest) => void>) => [...authentication, ...between.map(sync), ...limits];
   return { preHandlers, idempotent };
 }

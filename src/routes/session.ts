@@ -1,6 +1,7 @@
 // POST /session (token broker), POST /session/resume (new token, same onboarding), GET /session/status (app view).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type } from '@sinclair/typebox';
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { isInterviewId } from '../incode/token-claims';
@@ -9,7 +10,7 @@ import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
 import { callerSecurity, CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
-import type { SessionGuards } from '../protection/session-guards';
+import { idempotencyLeaseMs, type SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
 
 const SessionBody = Type.Object(
@@ -75,6 +76,21 @@ export interface SessionRouteOptions {
 
 const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app, opts) => {
   const { config, guards } = opts;
+  const startDeadlineMs = Math.max(1000, idempotencyLeaseMs(config) - 5000);
+
+  /** POST /session's options, refused before any rate limit counts the request (and before Incode is called). */
+  function checkStartOptions(req: FastifyRequest): void {
+    const body = req.body as Static<typeof SessionBody>;
+    if (!isValidCountryCode(body.countryCode ?? 'ALL')) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
+    // The flow decides which checks run (liveness, government validation...): an app must not pick a lighter one.
+    const allowed = config.incode.allowedConfigurationIds;
+    if (body.configurationId !== undefined && !allowed.includes('*') && !allowed.includes(body.configurationId))
+      throw new AppError(400, 'CONFIGURATION_NOT_ALLOWED', 'configurationId is not one of the flows this service allows (INCODE_ALLOWED_CONFIGURATION_IDS)');
+    // Where the hosted flow sends the user at its end: a link must not end on someone else's site.
+    const origins = config.incode.redirectionUrlOrigins;
+    if (body.redirectionUrl !== undefined && !origins.includes('*') && !origins.includes(originOf(body.redirectionUrl)))
+      throw new AppError(400, 'REDIRECTION_URL_NOT_ALLOWED', origins.length === 0 ? 'redirectionUrl is not accepted: this service allows no redirect origins (REDIRECTION_URL_ORIGINS)' : 'redirectionUrl must point to one of the origins this service allows');
+  }
 
   /** A new resume token for the session; stored, it replaces (so revokes) the session's previous one. */
   function mintResume(interviewId: string) {
@@ -110,7 +126,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         if (req.body === undefined) req.body = {};
         done();
       },
-      preHandler: guards.preHandlers,
+      preHandler: guards.preHandlers(checkStartOptions),
       schema: {
         summary: 'Start an Incode onboarding and get its session token',
         tags: ['session'],
@@ -124,25 +140,17 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       // A session token and a resume token: no intermediary may keep a copy.
       reply.header('cache-control', 'no-store');
       const body = req.body;
-      const countryCode = body.countryCode ?? 'ALL';
-      if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
-      // The flow decides which checks run (liveness, government validation...): an app must not pick a lighter one.
-      const allowed = config.incode.allowedConfigurationIds;
-      if (body.configurationId !== undefined && !allowed.includes('*') && !allowed.includes(body.configurationId))
-        throw new AppError(400, 'CONFIGURATION_NOT_ALLOWED', 'configurationId is not one of the flows this service allows (INCODE_ALLOWED_CONFIGURATION_IDS)');
-      // Where the hosted flow sends the user at its end: a link must not end on someone else's site.
-      const origins = config.incode.redirectionUrlOrigins;
-      if (body.redirectionUrl !== undefined && !origins.includes('*') && !origins.includes(originOf(body.redirectionUrl)))
-        throw new AppError(400, 'REDIRECTION_URL_NOT_ALLOWED', origins.length === 0 ? 'redirectionUrl is not accepted: this service allows no redirect origins (REDIRECTION_URL_ORIGINS)' : 'redirectionUrl must point to one of the origins this service allows');
       const startReq: StartRequest = {
-        countryCode,
+        countryCode: body.countryCode ?? 'ALL',
         configurationId: body.configurationId ?? config.incode.configurationId,
         externalCustomerId: body.externalCustomerId,
         language: body.language,
         redirectionUrl: body.redirectionUrl,
       };
       return guards.idempotent(req, () => startReq, async (claimed) => {
-        const started = await app.incode.start(startReq, { requestId: req.id });
+        // Started before its key's claim lapses, or not at all: a start still waiting for a connection then (Incode
+        // slow, the pool full) is dropped unsent, and its key freed, rather than sent beside a retry that took the key.
+        const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: Date.now() + startDeadlineMs });
         app.metrics.sessionsCreated.inc({ route: 'session' });
         const r = mintResume(started.interviewId);
         await app.results.trackSession({
@@ -169,7 +177,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     '/session/resume',
     {
       bodyLimit: config.limits.sessionBodyBytes,
-      preHandler: guards.preHandlers,
+      preHandler: guards.preHandlers(),
       schema: {
         summary: 'Exchange a resume token for a fresh token of the same onboarding (no new Incode session)',
         tags: ['session'],

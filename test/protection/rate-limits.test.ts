@@ -110,6 +110,15 @@ describe('POST /session rate limits (memory counter)', () => {
     await post(b.url, '203.0.113.3').expect(200);
   });
 
+  it('counts no request refused for its options: a bad countryCode or flow never uses up a customer\'s or the service\'s budget', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '2', RATE_LIMIT_GLOBAL: '3' });
+    for (const bad of [{ countryCode: 'ZZZ' }, { configurationId: 'flow-light' }, { redirectionUrl: 'https://elsewhere.example.com/' }, { countryCode: 'QQQ' }])
+      expect((await request(b.url).post('/session').send({ externalCustomerId: 'victim', ...bad }).expect(400)).body.code).toMatch(/^(INVALID_COUNTRY_CODE|CONFIGURATION_NOT_ALLOWED|REDIRECTION_URL_NOT_ALLOWED)$/);
+    await request(b.url).post('/session').send({ externalCustomerId: 'victim' }).expect(200);
+    await request(b.url).post('/session').send({ externalCustomerId: 'victim' }).expect(200);
+    await request(b.url).post('/session').send({ externalCustomerId: 'victim' }).expect(429);
+  });
+
   it('counts one customer id however it is spelled, and per calling app', async () => {
     const b = await broker({ RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '2', CALLER_AUTH: 'app-keys', APP_API_KEYS: 'app-one-key-0123456789abcdef,app-two-key-0123456789abcdef' });
     const as = (key: string, ext: string) => request(b.url).post('/session').set('x-app-key', key).send({ externalCustomerId: ext });
@@ -117,6 +126,11 @@ describe('POST /session rate limits (memory counter)', () => {
     await as('app-one-key-0123456789abcdef', 'VICTIM').expect(200);
     await as('app-one-key-0123456789abcdef', 'victim\u00a0').expect(429);
     await as('app-one-key-0123456789abcdef', 'vic\u200btim\u00ad').expect(429);
+    // Variation selectors, tag characters and fillers display as nothing too; ß folds to ss.
+    for (const ext of ['victim\ufe0f', 'vic\u{e0041}tim', 'victim\u3164', 'VICTIM\u034f']) await as('app-one-key-0123456789abcdef', ext).expect(429);
+    await as('app-one-key-0123456789abcdef', 'strasse').expect(200);
+    await as('app-one-key-0123456789abcdef', 'STRASSE').expect(200);
+    await as('app-one-key-0123456789abcdef', 'Straße').expect(429);
     // Characters that would make an id display as another one are refused outright.
     for (const ext of ['victim\u202e', 'vic\u2066tim', 'victim\u0085'])
       expect((await as('app-one-key-0123456789abcdef', ext).expect(400)).body.code).toBe('VALIDATION_FAILED');
@@ -160,6 +174,16 @@ describe('POST /session rate limits (memory counter)', () => {
     for (const ip of ['2001:db8:1:2::1', '2001:0db8:0001:0002:aaaa:bbbb:cccc:dddd', '2001:db8:1:2:ffff::6']) expect(clientNetwork(ip)).toBe('2001:db8:1:2::/64');
     expect(clientNetwork('2001:db8::')).toBe('2001:db8:0:0::/64');
     expect(clientNetwork('::1')).toBe('0:0:0:0::/64');
+    // Every spelling of an IPv4-mapped address is its IPv4 address.
+    for (const ip of ['::ffff:102:304', '0:0:0:0:0:ffff:1.2.3.4', '::FFFF:1.2.3.4', '0000:0000:0000:0000:0000:ffff:0102:0304']) expect(clientNetwork(ip)).toBe('1.2.3.4');
+    // As a proxy may write it in X-Forwarded-For, with a port or brackets.
+    expect(clientNetwork('203.0.113.7:51234')).toBe('203.0.113.7');
+    expect(clientNetwork('[2001:db8:1:2::1]:443')).toBe('2001:db8:1:2::/64');
+    // Not an address: the peer's own, never the text (each made-up value would get a budget of its own).
+    for (const junk of ['not-an-ip', 'x'.repeat(10_000), '1.2.3.4.5', '203.0.113.7, 198.51.100.1']) {
+      expect(clientNetwork(junk, '10.0.0.9')).toBe('10.0.0.9');
+      expect(clientNetwork(junk)).toBe('unknown');
+    }
   });
 
   it('MemoryRateCounter: fixed windows, in-order limits that stop at the first one exceeded', async () => {

@@ -424,7 +424,11 @@ describe('POST /session against the emulator', () => {
     const open = await warnings({});
     expect(open).toEqual(expect.arrayContaining([expect.stringMatching(/without NODE_ENV=production/), expect.stringMatching(/open to anyone/)]));
     expect((await warnings({ RATE_LIMIT_GLOBAL: '1000' })).filter((m) => /open to anyone/.test(m))).toEqual([]);
-    expect((await warnings({ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'app-key-0123456789abcdefghij' })).filter((m) => /open to anyone/.test(m))).toEqual([]);
+    // App keys ship inside apps: without a budget, that is said too (not "open to anyone").
+    const appKeys = await warnings({ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'app-key-0123456789abcdefghij' });
+    expect(appKeys.filter((m) => /open to anyone/.test(m))).toEqual([]);
+    expect(appKeys).toEqual(expect.arrayContaining([expect.stringMatching(/app keys, which ship inside apps.*no RATE_LIMIT_GLOBAL/)]));
+    expect((await warnings({ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'app-key-0123456789abcdefghij', RATE_LIMIT_GLOBAL: '1000' })).filter((m) => /RATE_LIMIT_GLOBAL/.test(m))).toEqual([]);
   });
 });
 
