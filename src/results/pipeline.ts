@@ -310,12 +310,16 @@ export class ResultsPipeline {
     // Without polling to come back to this session, this check comes back itself, with backoff (and is dead-lettered
     // visibly if it never gets there) while processing still goes on (the status is stored).
     if (processing && this.d.config.results.mode === 'webhook') throw new JobError('PROCESSING_NOT_DONE', true);
-    // And in every mode while Incode's status read is behind the status its webhook announced (a read served before the
-    // change reached it): polling stops at a final status, so a reviewer's verdict on a session already finished (or one
-    // past POLL_GIVE_UP_HOURS) would otherwise be lost for good. What was read is applied either way: the webhook's
-    // claim is never taken for the status.
+    // And while Incode's status read is behind the status its webhook announced (a read served before the change reached
+    // it), unless a poll is still to come back to the session: polling stops at a final status, so a reviewer's verdict
+    // on a session already finished (or one past POLL_GIVE_UP_HOURS) would otherwise be lost for good. What was read is
+    // applied either way: the webhook's claim is never taken for the status.
     const claimed = job.payload.claimed;
-    if (typeof claimed === 'string' && statusRank(claimed) > statusRank(status)) throw new JobError('STATUS_BEHIND_WEBHOOK', true);
+    if (typeof claimed === 'string' && statusRank(claimed) > statusRank(status)) {
+      const after = this.d.config.results.mode === 'webhook' ? null : await this.d.store.getSession(id);
+      const polled = after !== null && after.nextPollAt !== null && !this.pollingGaveUp(after, this.now());
+      if (!polled) throw new JobError('STATUS_BEHIND_WEBHOOK', true);
+    }
     await this.done(job);
   }
 

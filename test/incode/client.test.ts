@@ -246,26 +246,22 @@ describe('IncodeClient failure handling', () => {
   });
 
   it('retries a start Incode turned away with 429 (nothing was created), but not past a long Retry-After', async () => {
-    const srv = await scripted((req, res, n) => {
-      if (n === 1) {
-        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '0' });
-        return res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests' }));
-      }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ token: 'tok', interviewId: 'abc' }));
-    });
+    // Throttled once (429 with this Retry-After), then a session.
+    const throttledOnce = (retryAfter: string) =>
+      scripted((_req, res, n) => {
+        if (n === 1) {
+          res.writeHead(429, { 'content-type': 'application/json', 'retry-after': retryAfter });
+          return res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests' }));
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ token: 'tok', interviewId: 'abc' }));
+      });
+    const srv = await throttledOnce('0');
     const c = client(srv.url, { maxRetries: 2, retryBaseMs: 1 });
     expect(await c.start({})).toMatchObject({ token: 'tok', interviewId: 'abc' });
     expect(srv.hits()).toBe(2);
     // Never sooner than Incode's Retry-After, however short the backoff.
-    const waited = await scripted((_req, res, n) => {
-      if (n === 1) {
-        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
-        return res.end(JSON.stringify({ timestamp: 1, status: 429, error: 'Too Many Requests' }));
-      }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ token: 'tok', interviewId: 'abc' }));
-    });
+    const waited = await throttledOnce('1');
     const c3 = client(waited.url, { maxRetries: 2, retryBaseMs: 1 });
     const t0 = Date.now();
     await c3.start({});
