@@ -119,7 +119,8 @@ const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
  */
 function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, maxBytes: number, sendBefore?: number): Promise<Exchanged> {
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: true }));
+    // Already stopped, or already past its send deadline: not dispatched at all.
+    if (signal?.aborted || (sendBefore !== undefined && Date.now() > sendBefore)) return reject(Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: true }));
     let controller: Dispatcher.DispatchController | null = null;
     let abortReason: ExchangeError | null = null;
     const onAbort = () => {
@@ -138,6 +139,7 @@ function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, sign
     dispatcher.dispatch(opts, {
       onRequestStart(c) {
         controller = c;
+        // Its turn came too late (undici then closes the connection it was given: rare, and only under overload).
         if (!abortReason && sendBefore !== undefined && Date.now() > sendBefore) abortReason = Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: true });
         if (abortReason) c.abort(abortReason);
       },
@@ -300,7 +302,8 @@ export class IncodeClient {
         const retryAfterMs = e.details.retryAfterMs ?? 0;
         const rateLimited = e.code === 'INCODE_RATE_LIMITED';
         const canRetry = e.retryable && e.code !== 'INCODE_CIRCUIT_OPEN' && retryAfterMs <= MAX_RETRY_WAIT_MS && (spec.idempotent || e.details.notSent === true || rateLimited);
-        if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted) throw e;
+        const tooLate = ctx.sendBefore !== undefined && Date.now() > ctx.sendBefore;
+        if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted || tooLate) throw e;
         // Full jitter keeps many brokers from retrying in lockstep.
         const backoff = base * 2 ** (attempt - 1) * (0.5 + Math.random());
         await sleep(Math.min(Math.max(retryAfterMs, backoff), MAX_RETRY_WAIT_MS));

@@ -12,7 +12,8 @@ import { TurnBatch } from '../util/turn-batch';
  * give every made-up value a budget and a counter of its own.
  */
 export function clientNetwork(ip: string, fallback?: string): string {
-  const bare = /^\[([^\]]+)\](?::\d+)?$/.exec(ip)?.[1] ?? /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(ip)?.[1] ?? ip;
+  // A link-local peer's zone id (fe80::1%eth0) names an interface of this host, not the client.
+  const bare = (/^\[([^\]]+)\](?::\d+)?$/.exec(ip)?.[1] ?? /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(ip)?.[1] ?? ip).replace(/%.*$/, '');
   if (isIPv4(bare)) return bare;
   if (!isIPv6(bare)) return fallback !== undefined && fallback !== ip ? clientNetwork(fallback) : 'unknown';
   // ::ffff:1.2.3.4, ::ffff:102:304, 0:0:0:0:0:ffff:1.2.3.4...: the URL parser writes every spelling one way.

@@ -317,7 +317,8 @@ export class ResultsPipeline {
     const claimed = job.payload.claimed;
     if (typeof claimed === 'string' && statusRank(claimed) > statusRank(status)) {
       const after = this.d.config.results.mode === 'webhook' ? null : await this.d.store.getSession(id);
-      const polled = after !== null && after.nextPollAt !== null && !this.pollingGaveUp(after, this.now());
+      // A poll due after polling gives up would be stopped unread.
+      const polled = after !== null && after.nextPollAt !== null && !this.pollingGaveUp(after, after.nextPollAt);
       if (!polled) throw new JobError('STATUS_BEHIND_WEBHOOK', true);
     }
     await this.done(job);

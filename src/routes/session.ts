@@ -76,7 +76,7 @@ export interface SessionRouteOptions {
 
 const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app, opts) => {
   const { config, guards } = opts;
-  const startDeadlineMs = Math.max(1000, idempotencyLeaseMs(config) - 5000);
+  const leaseMs = idempotencyLeaseMs(config);
 
   /** POST /session's options, refused before any rate limit counts the request (and before Incode is called). */
   function checkStartOptions(req: FastifyRequest): void {
@@ -148,9 +148,12 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         redirectionUrl: body.redirectionUrl,
       };
       return guards.idempotent(req, () => startReq, async (claimed) => {
-        // Started before its key's claim lapses, or not at all: a start still waiting for a connection then (Incode
-        // slow, the pool full) is dropped unsent, and its key freed, rather than sent beside a retry that took the key.
-        const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: Date.now() + startDeadlineMs });
+        // Sent early enough to be over (INCODE_TIMEOUT_MS at most once sent) before its key's claim lapses, or not at
+        // all: a start still waiting for a connection then (Incode slow, the pool full) is dropped unsent, and its key
+        // freed, rather than sent beside a retry that took the key over.
+        // (With a lease too short for that, set by a tiny IDEMPOTENCY_TTL_SECONDS, there is no deadline.)
+        const sendBy = claimed ? claimed.claimedAt + leaseMs - config.incode.timeoutMs - 2000 : 0;
+        const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: claimed && sendBy > claimed.claimedAt ? sendBy : undefined });
         app.metrics.sessionsCreated.inc({ route: 'session' });
         const r = mintResume(started.interviewId);
         await app.results.trackSession({

@@ -214,6 +214,12 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
       // Only sessions this service started (one created elsewhere is its owner's to delete), and once.
       if (due && due.origin === 'broker' && due.resultsStatus !== 'erased') {
         const at = due.createdAt + opts.config.retentionDays * 86_400_000;
+        // Past its retention period already (the sweep had not come to it yet): now.
+        if (at <= Date.now()) {
+          await app.results.deleteAtIncodeLater(interviewId);
+          req.log.info({ interviewId, atIncode: true }, 'session erased');
+          return { interviewId, erased: true, incodeDeletion: 'queued' as const };
+        }
         await app.results.deleteAtIncodeLater(interviewId, at);
         req.log.info({ interviewId, atIncode: false, incodeDeletionAt: at }, 'session erased');
         return { interviewId, erased: true, incodeDeletion: 'scheduled' as const, incodeDeletionAt: new Date(at).toISOString() };

@@ -271,6 +271,14 @@ export const MIGRATIONS: readonly Migration[] = [
     sqlite: "CREATE INDEX IF NOT EXISTS sessions_purge_due ON sessions (created_at, interview_id) WHERE results_status <> 'erased';",
     postgres: `CREATE INDEX IF NOT EXISTS sessions_purge_due ON sessions (created_at, interview_id COLLATE "C") WHERE results_status <> 'erased';`,
   },
+  {
+    // An erasure clears the decision and the last error too since this version (with the interviewId, the decision says
+    // how a person's verification ended): the same for sessions erased before it.
+    version: 7,
+    name: 'erased-sessions-without-decision',
+    sqlite: "UPDATE sessions SET decision = NULL, last_error = NULL WHERE results_status = 'erased' AND (decision IS NOT NULL OR last_error IS NOT NULL);",
+    postgres: "UPDATE sessions SET decision = NULL, last_error = NULL WHERE results_status = 'erased' AND (decision IS NOT NULL OR last_error IS NOT NULL);",
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

@@ -218,6 +218,8 @@ describe('IncodeClient failure handling', () => {
     releaseAgain();
     expect((await ahead).interviewId).toBe('s1');
     expect(await late).toMatchObject({ code: 'INCODE_TIMEOUT', certainlyNotDone: true });
+    // Already past its deadline: not dispatched at all, and not retried.
+    expect(await errorOf(c3.start({}, { sendBefore: Date.now() - 1 }))).toMatchObject({ code: 'INCODE_TIMEOUT', certainlyNotDone: true });
     // A call whose turn comes in time is sent as usual.
     expect((await c3.start({}, { sendBefore: Date.now() + 5000 })).interviewId).toBe('s2');
     expect(slowFirst.hits()).toBe(2);

@@ -179,6 +179,9 @@ describe('POST /session rate limits (memory counter)', () => {
     // As a proxy may write it in X-Forwarded-For, with a port or brackets.
     expect(clientNetwork('203.0.113.7:51234')).toBe('203.0.113.7');
     expect(clientNetwork('[2001:db8:1:2::1]:443')).toBe('2001:db8:1:2::/64');
+    // A link-local peer's zone id names an interface here, not the client (and is no URL host: it must not throw).
+    expect(clientNetwork('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(clientNetwork('::ffff:1.2.3.4%1')).toBe('1.2.3.4');
     // Not an address: the peer's own, never the text (each made-up value would get a budget of its own).
     for (const junk of ['not-an-ip', 'x'.repeat(10_000), '1.2.3.4.5', '203.0.113.7, 198.51.100.1']) {
       expect(clientNetwork(junk, '10.0.0.9')).toBe('10.0.0.9');

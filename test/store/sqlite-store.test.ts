@@ -287,6 +287,21 @@ describe('SqliteStore specifics', () => {
     await store.close();
   });
 
+  it('schema version 7 clears the decision and last error of sessions erased before it, and leaves the others', async () => {
+    const file = tempFile();
+    const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    migrateSqlite(old.db, MIGRATIONS.filter((m) => m.version < 7));
+    const insert = old.db.prepare("INSERT INTO sessions (interview_id, origin, onboarding_status, status_rank, results_status, decision, last_error, created_at, updated_at, poll_attempts) VALUES (?, 'broker', 'ONBOARDING_FINISHED', 2, ?, ?, ?, 1, 1, 0)");
+    insert.run('erased1', 'erased', 'decline', 'INCODE_UNAVAILABLE');
+    insert.run('kept1', 'ready', 'approve', null);
+    await old.close();
+    const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    await store.migrate();
+    expect(await store.getSession('erased1')).toMatchObject({ resultsStatus: 'erased', decision: null, lastError: null });
+    expect(await store.getSession('kept1')).toMatchObject({ resultsStatus: 'ready', decision: 'approve' });
+    await store.close();
+  });
+
   it.each([
     ['from version 1', 1],
     ['after version 2 as it shipped (which assumed the later shape)', 2],
