@@ -113,10 +113,15 @@ export async function startChild(spec: SpawnSpec): Promise<Child> {
   };
 }
 
+/** Node flags given in an environment variable (BENCH_BROKER_NODE_ARGS, BENCH_FLOOR_NODE_ARGS), space-separated. */
+export function nodeArgs(name: string, env: Record<string, string | undefined> = process.env): string[] {
+  return (env[name] ?? '').split(' ').filter(Boolean);
+}
+
 /** How the broker is run: compiled (dist/server.js) when the build is there, else through tsx. */
 export function brokerArgs(mode: 'compiled' | 'tsx'): string[] {
   // BENCH_BROKER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the broker under the bench's load.
-  const extra = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const extra = nodeArgs('BENCH_BROKER_NODE_ARGS');
   return mode === 'compiled' ? [...extra, join(ROOT, 'dist', 'server.js')] : [...extra, '--import', 'tsx', join(ROOT, 'src', 'server.ts')];
 }
 

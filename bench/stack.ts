@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { EmulatorOptions } from '../src/emulator/app';
-import { brokerArgs, freePort, startChild, tsArgs, type Child } from './processes';
+import { brokerArgs, freePort, nodeArgs, startChild, tsArgs, type Child } from './processes';
 
 export const API_KEY = 'bench-api-key-0123456789abcdef';
 export const CLIENT_ID = 'benchclient';
@@ -85,7 +85,7 @@ export async function startBroker(ctx: BenchContext, name: string, incodeUrl: st
 
 export async function startFloor(ctx: BenchContext, name: string, incodeUrl: string): Promise<Child> {
   const port = await freePort();
-  return startChild({ name: label(`floor-${name}`), args: [...(process.env.BENCH_FLOOR_NODE_ARGS ?? '').split(' ').filter(Boolean), ...tsArgs('floor-proxy.ts')], env: { PORT: String(port), FLOOR_UPSTREAM: incodeUrl, FLOOR_API_KEY: API_KEY }, port, logDir: ctx.logDir });
+  return startChild({ name: label(`floor-${name}`), args: [...nodeArgs('BENCH_FLOOR_NODE_ARGS'), ...tsArgs('floor-proxy.ts')], env: { PORT: String(port), FLOOR_UPSTREAM: incodeUrl, FLOOR_API_KEY: API_KEY }, port, logDir: ctx.logDir });
 }
 
 /** Runs fn with the children it starts, stopping all of them afterwards (also on failure). */

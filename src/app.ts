@@ -26,7 +26,7 @@ import sessionRoutes from './routes/session';
 import sessionsRoutes from './routes/sessions';
 import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
-import { AppError, overloadedError, retryAfter } from './errors';
+import { AppError, overloadedError, shuttingDownError } from './errors';
 import { ErrorBody, securitySchemes } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
@@ -219,7 +219,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.addHook('onRequest', (req, reply, done) => {
     reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
-    if (draining) return done(new AppError(503, 'SHUTTING_DOWN', 'The service is shutting down; retry on another instance', retryAfter(1000)));
+    if (draining) return done(shuttingDownError());
     // Bodies are read as sent: a compressed one could only fail as "not JSON", or expand past the body limits.
     const encoding = req.headers['content-encoding'];
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity')
@@ -294,7 +294,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       info: { title: 'Incode token broker', version: '0.1.0', description: 'Backend-for-frontend for Incode identity verification' },
       components: { securitySchemes: securitySchemes(config.webhook.secretHeader) },
     },
-    // POST /session takes no body at all as every default; the generator marks every declared body required.
+    // POST /session takes a request without a body (every option at its default); the generator marks every declared
+    // body required.
     transformObject: (doc) => {
       if (!('openapiObject' in doc)) return doc.swaggerObject;
       const body = doc.openapiObject.paths?.['/session']?.post?.requestBody;

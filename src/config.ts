@@ -83,7 +83,7 @@ export const ENV_SCHEMA = {
   RETENTION_DELETE_AT_INCODE: {
     kind: { type: 'bool' },
     default: 'false',
-    doc: 'The retention sweep also deletes at Incode each erased session this service started (its images and data there; sessions only followed here are left to their owner; needs the executive credentials), as DELETE /sessions/:id?incode=true does.',
+    doc: 'The retention sweep also deletes at Incode each erased session this service started (its images and data there; sessions only followed here are left to their owner; needs the executive credentials), as DELETE /sessions/:id?incode=true does; a session erased by DELETE before its retention period ends has that deletion scheduled for then.',
   },
 
   WEBHOOK_CLIENT_ID: { kind: { type: 'string' }, doc: 'OAuth 2.0 client id Incode uses at POST /webhooks/incode/token.' },
@@ -134,7 +134,7 @@ export const ENV_SCHEMA = {
   CAPTURE_MIN_SHARPNESS: { kind: { type: 'int', min: 0, max: 100 }, default: '10', doc: 'ID capture rejected below this sharpness.' },
   CAPTURE_MIN_HORIZONTAL_RESOLUTION: { kind: { type: 'int', min: 0, max: 100000 }, default: '155', doc: 'ID capture rejected below this horizontalResolution.' },
 
-  REDIS_URL: { kind: { type: 'string' }, doc: 'Redis for the rate limits shared by replicas (memory otherwise), redis:// or rediss:// (TLS); Idempotency-Keys always live in the database.' },
+  REDIS_URL: { kind: { type: 'string' }, doc: 'Redis for the rate limits shared by replicas (memory otherwise): redis://[:password@]host[:port][/db], rediss:// for TLS, host:port or a Unix socket path; Idempotency-Keys always live in the database.' },
   TRUST_PROXY_HOPS: { kind: { type: 'int', min: 0, max: 10 }, default: '0', doc: 'Load balancer hops in front; X-Forwarded-For is read only this deep.' },
   RATE_LIMIT_WINDOW_MS: { kind: { type: 'int', min: 1000, max: 86400000 }, default: '60000', doc: 'Window of the POST /session rate limits.' },
   RATE_LIMIT_PER_IP: { kind: { type: 'int', min: 0, max: 1000000 }, default: '30', doc: 'Sessions per client IP per window (0 = off).' },
@@ -411,7 +411,6 @@ function redisUrl(env: Env): string | undefined {
 }
 
 /** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
-
 export function loadConfig(env: Env): Config {
   const nodeEnv = str(env, 'NODE_ENV') as Config['nodeEnv'];
   const production = nodeEnv === 'production';

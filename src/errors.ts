@@ -24,6 +24,11 @@ export function retryAfter(ms: number): Record<string, string> {
   return { 'retry-after': String(retryAfterSeconds(ms)) };
 }
 
+/** 503 SHUTTING_DOWN: what an instance leaving (out of rotation, then draining) answers; another instance can serve. */
+export function shuttingDownError(): AppError {
+  return new AppError(503, 'SHUTTING_DOWN', 'The service is shutting down; retry on another instance', retryAfter(1000));
+}
+
 /** 503 OVERLOADED: the one answer for load the service turns away (event-loop lag, a full upload budget). */
 export function overloadedError(message: string, retryAfterS: number): AppError {
   return new AppError(503, 'OVERLOADED', message, retryAfter(retryAfterS * 1000));

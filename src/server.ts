@@ -58,13 +58,14 @@ async function main(): Promise<void> {
       live.stopping = true;
       // An uncaught throw of a non-Error (even undefined) is fatal too: close-with-grace exits 1 only for a truthy err.
       const failed = 'err' in out;
+      // An orchestrator's SIGTERM: out of the load balancer's rotation while still serving, then close. A Ctrl-C
+      // (SIGINT) has no load balancer to wait for; a fatal error no time.
+      const leaving = signal === 'SIGTERM' && shutdownDelayMs > 0 && live.listening;
       if (failed) log().error({ err: fatal(out.err) }, 'fatal error, shutting down');
-      else log().info({ signal, ...(signal === 'SIGTERM' && live.listening ? { outOfRotationMs: shutdownDelayMs } : {}) }, 'shutting down');
+      else log().info({ signal, ...(leaving ? { outOfRotationMs: shutdownDelayMs } : {}) }, 'shutting down');
       const built = await building.catch(() => undefined);
       if (built) {
-        // An orchestrator's SIGTERM: out of the load balancer's rotation while still serving, then close. A Ctrl-C
-        // (SIGINT) has no load balancer to wait for; a fatal error no time.
-        if (signal === 'SIGTERM' && shutdownDelayMs > 0 && live.listening) {
+        if (leaving) {
           built.leaveRotation();
           await sleep(shutdownDelayMs);
         }

@@ -348,10 +348,8 @@ function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): numb
     }
     if (r.faceMatch) lines.push(`Face match: ${r.faceMatch.matched ? 'match' : 'NO MATCH'}${r.faceMatch.existingUser ? ' (person already registered)' : ''}`);
     if (r.ocr) {
-      if (args.showOcr) {
-        lines.push(`Name: ${r.ocr.fullName ?? 'n/a'}`);
-        lines.push(`Address: ${r.ocr.address ?? 'n/a'}`);
-      }
+      // ocrView left the name and address in only when --show-ocr asked for them.
+      if ('fullName' in r.ocr) lines.push(`Name: ${r.ocr.fullName ?? 'n/a'}`, `Address: ${r.ocr.address ?? 'n/a'}`);
       lines.push(`Type of ID: ${r.ocr.typeOfId ?? 'n/a'}`);
     }
   }

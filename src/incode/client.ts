@@ -363,7 +363,7 @@ export class IncodeClient {
         circuit?.abandoned(probe);
         this.opts.onCall?.(spec.operation, 'aborted', seconds());
         // Never sent: Incode certainly did nothing (a start's Idempotency-Key can be freed).
-        if (neverSent) throw new IncodeError('INCODE_TIMEOUT', spec.operation, `Incode ${spec.operation} waited too long for a connection and was not sent`, { notSent: true });
+        if (neverSent) throw new IncodeError('INCODE_TIMEOUT', spec.operation, `Incode ${spec.operation} was stopped before it was sent (its deadline passed while it waited for a connection, or this service stopped it)`, { notSent: true });
         throw e;
       }
       circuit?.failure();

@@ -31,6 +31,11 @@ export function clientNetwork(ip: string, fallback?: string): string {
   return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
 }
 
+/** The client network of a request: its address as TRUST_PROXY_HOPS reads it, else the peer's own. */
+export function requestNetwork(req: { ip: string; socket: { remoteAddress?: string } }): string {
+  return clientNetwork(req.ip, req.socket.remoteAddress);
+}
+
 export interface RateLimitEntry {
   key: string;
   max: number;

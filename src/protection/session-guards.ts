@@ -6,15 +6,22 @@ import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyAnswer, IdempotencyRef } from '../store/types';
-import { clientNetwork, type RateLimitEntry } from './rate-counter';
+import { requestNetwork, type RateLimitEntry } from './rate-counter';
 
 /**
  * How long a pending Idempotency-Key claim holds: longer than any Incode call, so a retry meanwhile gets 409; if the
- * process dies mid-request, a retry may take the key over after it rather than get 409 for the whole TTL.
+ * process dies mid-request, a retry may take the key over after it rather than get 409 for the whole TTL. Completion
+ * extends it to the TTL.
  */
-export function idempotencyLeaseMs(config: Pick<Config, 'idempotencyTtlSeconds' | 'incode'>): number {
+function idempotencyLeaseMs(config: Pick<Config, 'idempotencyTtlSeconds' | 'incode'>): number {
   return Math.min(config.idempotencyTtlSeconds * 1000, Math.max(60_000, 4 * config.incode.timeoutMs));
 }
+
+/** A key this request claimed, as create() gets it. */
+export type ClaimedKey = IdempotencyRef & {
+  /** When the pending claim lapses unless completed: whatever could bill must be over by then. */
+  leaseExpiresAt: number;
+};
 
 /** A route's synchronous check of a request as a preHandler hook (callback style: no promise per request). */
 function sync(check: (req: FastifyRequest) => void) {
@@ -55,7 +62,7 @@ export interface SessionGuards {
   idempotent<T>(
     req: FastifyRequest,
     request: () => unknown,
-    create: (claimed?: IdempotencyRef) => Promise<T>,
+    create: (claimed?: ClaimedKey) => Promise<T>,
     replay: (interviewId: string, answer?: IdempotencyAnswer) => Promise<T>,
     opts?: IdempotencyOptions,
   ): Promise<T>;
@@ -117,7 +124,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
     const limits: (RateLimitEntry & { what: string })[] = [];
-    if (rateLimit.perIp > 0) limits.push({ key: `ip:${clientNetwork(req.ip, req.socket.remoteAddress)}`, max: rateLimit.perIp, what: 'from this address' });
+    if (rateLimit.perIp > 0) limits.push({ key: `ip:${requestNetwork(req)}`, max: rateLimit.perIp, what: 'from this address' });
     const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
     // Per caller (one app's users never use up another's budget), and spelled one way: "Victim", "VICTIM",
     // "victim\u00a0", "vic\u200btim" and "victim\ufe0f" are one customer to the limit, and so are "Strasse" and
@@ -137,7 +144,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   async function idempotent<T>(
     req: FastifyRequest,
     request: () => unknown,
-    create: (claimed?: IdempotencyRef) => Promise<T>,
+    create: (claimed?: ClaimedKey) => Promise<T>,
     replay: (interviewId: string, answer?: IdempotencyAnswer) => Promise<T>,
     opts: IdempotencyOptions = {},
   ): Promise<T> {
@@ -148,11 +155,9 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const body = JSON.stringify(request());
     const requestHash = requestDigest.digest(body);
     const now = Date.now();
-    // A pending claim holds only a lease that outlives any Incode call: if this process dies mid-request, a retry
-    // may take the key over after it rather than get 409 for the whole TTL. Completion extends it to the TTL.
     const ttlMs = config.idempotencyTtlSeconds * 1000;
-    const leaseMs = idempotencyLeaseMs(config);
-    const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, now + leaseMs, now);
+    const leaseExpiresAt = now + idempotencyLeaseMs(config);
+    const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, leaseExpiresAt, now);
     // A completed key's digest is the request's SHA-256 kept in its (re-encryptable) response, which matches accepts
     // too: a key rotation that retired the key of the request_hash HMAC does not turn a faithful retry into a 422.
     const same = claim.state === 'new' || requestDigest.matches(claim.requestHash, body);
@@ -163,7 +168,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     try {
       // The key is marked done by the session's own write (only the id is kept, and a route's final answer if it keeps
       // one with recordIdempotencyAnswer; the token stays in sessions).
-      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, requestSha256: sha256Hex(body) });
+      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, leaseExpiresAt, requestSha256: sha256Hex(body) });
     } catch (err) {
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
       // once Incode had answered) a session may exist and be billed: the key stays pending until its lease lapses, so a

@@ -65,10 +65,10 @@ function awaitsVerdict(s: Pick<SessionRecord, 'onboardingStatus' | 'decision'>):
 }
 
 /**
- * Whether the session's status has results it does not show yet: none stored, their fetch dead-lettered (an Incode
- * outage longer than a job's attempts), or stored before a reviewer's verdict that their decision does not reflect.
- * Such a session is never left without a check or a results job to come (within POLL_GIVE_UP_HOURS when polling is
- * on), even when a check died between recording the status and queueing the job.
+ * Whether the session's status has results it does not show yet: none stored, their fetch dead-lettered (`failed`,
+ * whatever it died of), or stored before a reviewer's verdict that their decision does not reflect. A check of such a
+ * session queues the fetch again; polling comes back to it (within POLL_GIVE_UP_HOURS) when a poll is scheduled,
+ * which onDead does for a fetch that died of an outage, not of a final refusal.
  */
 function resultsBehind(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision'>): boolean {
   if (!hasResults(s.onboardingStatus)) return false;
@@ -129,7 +129,7 @@ export class ResultsPipeline {
    */
   async deleteAtIncodeLater(interviewId: string, at?: number): Promise<void> {
     const now = this.now();
-    await this.d.store.enqueueJob(incodeDeleteJob(interviewId, now, at), now);
+    await this.d.store.enqueueJob(at === undefined ? incodeDeleteJob(interviewId, now) : incodeDeleteJob(interviewId, at, 'due'), now);
     this.d.kick?.();
   }
 
@@ -265,8 +265,9 @@ export class ResultsPipeline {
     return mode !== 'webhook' && (origin === 'broker' || this.d.executiveTokens.configured) ? now + pollIntervalMs : null;
   }
 
-  private pollingGaveUp(s: Pick<SessionRecord, 'createdAt'>, now: number): boolean {
-    return now - s.createdAt > this.d.config.results.pollGiveUpHours * 3_600_000;
+  /** Whether polling has given up on the session by `at` (now, or when a poll is due). */
+  private pollingGaveUp(s: Pick<SessionRecord, 'createdAt'>, at: number): boolean {
+    return at - s.createdAt > this.d.config.results.pollGiveUpHours * 3_600_000;
   }
 
   // ---- jobs ----
@@ -434,7 +435,7 @@ export class ResultsPipeline {
     const current = session.onboardingStatus;
     // Not only when this call moved the status: a check run again after dying between these writes (a kill, a store
     // failure) finds the status recorded and must still queue what it would have queued.
-    const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'failed' || resultsBehind(session));
+    const wantResults = hasResults(current) && (changed || source === 'refresh' || resultsBehind(session));
     if (wantResults) {
       const enq = await this.d.store.enqueueJob(
         { kind: 'results', subject: interviewId, payload: { status: current, source }, runAt: now, dedupeKey: `results:${interviewId}:${current}` },

@@ -17,7 +17,10 @@ export interface WorkerOptions {
   /** `signal` aborts before the job's lease lapses: work still waiting then (an Incode call queued behind the pool's
    *  bound, a slow answer) stops, and the job is retried by this worker instead of run twice at once by another. */
   handle: (job: Job, signal: AbortSignal) => Promise<void>;
-  /** `retryable`: the job failed only for want of attempts (else its failure was final, or it crashed every process). */
+  /**
+   * `retryable`: its last failure was one worth trying again (an outage, a 5xx, a timeout, a fault of ours), only its
+   * attempts ran out; else its failure was final, or it crashed every process that ran it.
+   */
   onDead: (job: Job, code: string, retryable: boolean) => Promise<void>;
   concurrency: number;
   maxAttempts: number;

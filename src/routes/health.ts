@@ -1,12 +1,12 @@
-// Liveness (/healthz) and readiness (/readyz: configuration valid, database and Incode reachable; 503 once out of rotation at shutdown, and while draining every request is turned away with 503).
+// Liveness (/healthz) and readiness (/readyz: configuration valid, database and Incode reachable or, without READINESS_REQUIRES_INCODE, degraded; 503 once out of rotation at shutdown).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { request } from 'undici';
-import { AppError, retryAfter } from '../errors';
+import { shuttingDownError } from '../errors';
 import { orError, withErrors } from '../schemas';
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
-const Ready = Type.Object({ status: Type.String(), sandbox: Type.Boolean(), checks: Type.Object({ config: Check, database: Check, incode: Check }) });
+const Ready = Type.Object({ status: Type.Union([Type.Literal('ready'), Type.Literal('degraded'), Type.Literal('not ready')]), sandbox: Type.Boolean(), checks: Type.Object({ config: Check, database: Check, incode: Check }) });
 
 export interface HealthOptions {
   sandbox: boolean;
@@ -45,7 +45,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
 
   // 503 is the checks when one fails, or the error body when the request is turned away (shutdown, load shedding).
   app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: withErrors({ 200: Ready, 503: orError(Ready) }) } }, async (req, reply) => {
-    if (!opts.inRotation()) throw new AppError(503, 'SHUTTING_DOWN', 'The service is shutting down; retry on another instance', retryAfter(1000));
+    if (!opts.inRotation()) throw shuttingDownError();
     const database = await app.store.ping().then(
       () => ({ ok: true }),
       () => ({ ok: false, detail: 'unreachable' }),

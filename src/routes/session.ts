@@ -10,7 +10,7 @@ import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
 import { callerSecurity, CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
-import { idempotencyLeaseMs, type SessionGuards } from '../protection/session-guards';
+import type { SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
 
 const SessionBody = Type.Object(
@@ -50,6 +50,9 @@ function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash
   return { interviewId, tokenHash: sha256Hex(secret) };
 }
 
+/** Room between a start's end at the latest (sent, then INCODE_TIMEOUT_MS) and its key's claim lapsing. */
+const SEND_MARGIN_MS = 2000;
+
 const sessionFinished = () => new AppError(409, 'SESSION_FINISHED', 'This onboarding has ended: its results are read by your backend, not with a new token');
 
 function originOf(url: string): string {
@@ -76,7 +79,6 @@ export interface SessionRouteOptions {
 
 const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app, opts) => {
   const { config, guards } = opts;
-  const leaseMs = idempotencyLeaseMs(config);
 
   /** POST /session's options, refused before any rate limit counts the request (and before Incode is called). */
   function checkStartOptions(req: FastifyRequest): void {
@@ -152,7 +154,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         // all: a start still waiting for a connection then (Incode slow, the pool full) is dropped unsent, and its key
         // freed, rather than sent beside a retry that took the key over.
         // (With a lease too short for that, set by a tiny IDEMPOTENCY_TTL_SECONDS, there is no deadline.)
-        const sendBy = claimed ? claimed.claimedAt + leaseMs - config.incode.timeoutMs - 2000 : 0;
+        const sendBy = claimed ? claimed.leaseExpiresAt - config.incode.timeoutMs - SEND_MARGIN_MS : 0;
         const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: claimed && sendBy > claimed.claimedAt ? sendBy : undefined });
         app.metrics.sessionsCreated.inc({ route: 'session' });
         const r = mintResume(started.interviewId);

@@ -39,7 +39,7 @@ const SessionDetail = Type.Intersect([
     steps: Type.Array(Step),
     incodeDeletion: Type.Union([Type.Literal('scheduled'), Type.Literal('queued'), Type.Literal('running'), Type.Literal('done'), Type.Literal('dead'), Type.Null()], {
       description:
-        'The latest deletion at Incode: asked for with DELETE ?incode=true, or scheduled for the end of the retention period (RETENTION_DELETE_AT_INCODE) when the session was erased here before it; dead means it gave up (the audit and result_jobs_dead_letters_total say why); null when none was asked for',
+        'The latest deletion at Incode: asked for with DELETE ?incode=true, or scheduled (for the end of the retention period with RETENTION_DELETE_AT_INCODE when the session was erased here before it, or an hour after one an Incode outage dead-lettered); dead means it gave up (the audit and result_jobs_dead_letters_total say why); null when none was asked for',
     }),
   }),
 ]);
@@ -202,30 +202,18 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
       if (req.query.incode && !app.results.canDeleteAtIncode)
         throw new AppError(400, 'EXECUTIVE_CREDENTIALS_MISSING', 'Deleting at Incode needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD');
       // Erased here before its retention period is over, with RETENTION_DELETE_AT_INCODE: the sweep, which deletes at
-      // Incode what it erases, will never select it, so its deletion there is scheduled now for when the sweep would have.
-      const due = !req.query.incode && opts.config.retentionDeleteAtIncode ? await app.store.getSession(interviewId) : null;
-      const ok = await app.store.eraseSession(interviewId, 'api-request', Date.now());
+      // Incode what it erases, will never select it, so its deletion there is scheduled now for when the sweep would
+      // have. Only for a session this service started (one created elsewhere is its owner's to delete), and once.
+      const before = !req.query.incode && opts.config.retentionDeleteAtIncode ? await app.store.getSession(interviewId) : null;
+      const now = Date.now();
+      const ok = await app.store.eraseSession(interviewId, 'api-request', now);
       if (!ok) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
-      if (req.query.incode) {
-        await app.results.deleteAtIncodeLater(interviewId);
-        req.log.info({ interviewId, atIncode: true }, 'session erased');
-        return { interviewId, erased: true, incodeDeletion: 'queued' as const };
-      }
-      // Only sessions this service started (one created elsewhere is its owner's to delete), and once.
-      if (due && due.origin === 'broker' && due.resultsStatus !== 'erased') {
-        const at = due.createdAt + opts.config.retentionDays * 86_400_000;
-        // Past its retention period already (the sweep had not come to it yet): now.
-        if (at <= Date.now()) {
-          await app.results.deleteAtIncodeLater(interviewId);
-          req.log.info({ interviewId, atIncode: true }, 'session erased');
-          return { interviewId, erased: true, incodeDeletion: 'queued' as const };
-        }
-        await app.results.deleteAtIncodeLater(interviewId, at);
-        req.log.info({ interviewId, atIncode: false, incodeDeletionAt: at }, 'session erased');
-        return { interviewId, erased: true, incodeDeletion: 'scheduled' as const, incodeDeletionAt: new Date(at).toISOString() };
-      }
-      req.log.info({ interviewId, atIncode: false }, 'session erased');
-      return { interviewId, erased: true, incodeDeletion: null };
+      const retentionEnds = before?.origin === 'broker' && before.resultsStatus !== 'erased' ? before.createdAt + opts.config.retentionDays * 86_400_000 : null;
+      // Asked for, or past the retention period already (the sweep had not come to it yet): now.
+      const incodeDeletion = req.query.incode || (retentionEnds !== null && retentionEnds <= now) ? 'queued' : retentionEnds !== null ? 'scheduled' : null;
+      if (incodeDeletion) await app.results.deleteAtIncodeLater(interviewId, incodeDeletion === 'scheduled' ? retentionEnds! : undefined);
+      req.log.info({ interviewId, incodeDeletion, ...(incodeDeletion === 'scheduled' ? { incodeDeletionAt: retentionEnds } : {}) }, 'session erased');
+      return { interviewId, erased: true, incodeDeletion, ...(incodeDeletion === 'scheduled' ? { incodeDeletionAt: new Date(retentionEnds!).toISOString() } : {}) };
     },
   );
 };

@@ -9,7 +9,7 @@ import { AppError, retryAfter } from '../errors';
 import { RATE_LIMITED, type Security, WITH_BODY, withErrors } from '../schemas';
 import { bearer, safeEqual } from '../security';
 import { isKnownStatus } from '../results/status';
-import { clientNetwork, failureLimiter } from '../protection/rate-counter';
+import { failureLimiter, requestNetwork } from '../protection/rate-counter';
 
 /** What the webhook route notes on its request for the metrics hook. */
 type WebhookRequest = FastifyRequest & { webhookAuth?: string; webhookDuplicate?: boolean; body?: { onboardingStatus?: unknown } };
@@ -134,7 +134,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         // Guessing the client secret is the attack here: failed attempts are counted per network, and a network over
         // the limit is refused before its credentials are even checked. Only failures count: Incode, asking from its
         // own network, is never limited however often it asks (it may fetch a token for every webhook it sends).
-        const check = await tokenFailures(`whtoken:${clientNetwork(req.ip, req.socket.remoteAddress)}`, () => credentialsMatch(basicCredentials(req.headers.authorization), clientId, clientSecret));
+        const check = await tokenFailures(`whtoken:${requestNetwork(req)}`, () => credentialsMatch(basicCredentials(req.headers.authorization), clientId, clientSecret));
         if (check.outcome !== 'passed') {
           // Refused unread: its credentials were never looked at.
           (req as WebhookRequest).webhookAuth = check.outcome === 'failed' ? 'rejected' : 'unchecked';

@@ -175,9 +175,11 @@ export function releaseJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string
     WHERE ${heldSql(arg, 1)}`;
 }
 
-/** What an erasure sets on a session row (both engines, erasure and retention): every PII column cleared. */
-// The decision goes too: with the interviewId it says how a person's verification ended. The status stays (where the
-// flow was, which the state machine reads), and the audit rows say when and why it was erased.
+/**
+ * What an erasure sets on a session row (both engines, erasure and retention): every PII column cleared, the decision
+ * too (with the interviewId it says how a person's verification ended). The status stays (where the flow was, which
+ * the state machine reads), and the audit rows say when and why it was erased.
+ */
 export const ERASED_COLUMNS =
   "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, decision = NULL, last_error = NULL, results_status = 'erased'";
 
@@ -509,9 +511,12 @@ export function webhookEventKey(interviewId: string, onboardingStatus: string): 
 }
 
 /** The job that deletes a session at Incode once it is erased here: one queued per session at a time. */
-export function incodeDeleteJob(interviewId: string, now: number, at?: number): NewJob {
-  // A deletion due later (at the end of the retention period) has a key of its own: one asked for now is not folded into it.
-  return { kind: 'incode-delete', subject: interviewId, payload: {}, runAt: at ?? now, dedupeKey: `incode-delete:${interviewId}${at === undefined ? '' : ':due'}` };
+/**
+ * A deletion at Incode due at `runAt`: asked for now, due at the end of the retention period, or a retry after an
+ * outage dead-lettered one. Each kind has a key of its own, so one asked for now is never folded into one due later.
+ */
+export function incodeDeleteJob(interviewId: string, runAt: number, kind: 'now' | 'due' | 'retry' = 'now', payload: Record<string, unknown> = {}): NewJob {
+  return { kind: 'incode-delete', subject: interviewId, payload, runAt, dedupeKey: `incode-delete:${interviewId}${kind === 'now' ? '' : `:${kind}`}` };
 }
 
 /** How long after a deletion at Incode was first dead-lettered by an outage it is still tried again. */
@@ -527,5 +532,5 @@ export const INCODE_DELETE_RETRY_AFTER_MS = 3_600_000;
 export function incodeDeleteRetryJob(dead: Job, now: number): NewJob | null {
   const since = typeof dead.payload.deadSince === 'number' ? dead.payload.deadSince : now;
   if (now - since >= INCODE_DELETE_RETRY_FOR_MS) return null;
-  return { kind: 'incode-delete', subject: dead.subject, payload: { deadSince: since }, runAt: now + INCODE_DELETE_RETRY_AFTER_MS, dedupeKey: `incode-delete:${dead.subject}:retry` };
+  return incodeDeleteJob(dead.subject, now + INCODE_DELETE_RETRY_AFTER_MS, 'retry', { deadSince: since });
 }

@@ -182,58 +182,60 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
-  it('a start its caller stops while it still waits for a connection was never sent: Incode certainly did nothing', async () => {
+  /** A server that holds its first answer until released (the answers are sessions s1, s2...), behind a one-connection client. */
+  async function heldFirst() {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
-    const srv = await scripted((_req, res) => {
-      void held.then(() => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ token: 'tok', interviewId: 'abc' }));
-      });
-    });
-    // One connection: the second start waits in the pool behind the first.
-    const c = client(srv.url, { connections: 1, maxConcurrency: 1 });
-    const first = c.start({});
-    await waitFor(() => srv.hits() === 1, 5000, 10);
-    const queued = await errorOf(c.start({}, { signal: AbortSignal.timeout(100) }));
-    expect(queued.code).toBe('INCODE_TIMEOUT');
-    expect(queued.certainlyNotDone).toBe(true);
-    release();
-    expect((await first).interviewId).toBe('abc');
-    expect(srv.hits()).toBe(1);
-    // A send deadline, looked at when the call's turn comes (no timer): past it, the call is dropped unsent.
-    let releaseAgain!: () => void;
-    const heldAgain = new Promise<void>((r) => (releaseAgain = r));
-    const slowFirst = await scripted((_req, res, n) => {
-      void (n === 1 ? heldAgain : Promise.resolve()).then(() => {
+    const srv = await scripted((_req, res, n) => {
+      void (n === 1 ? held : Promise.resolve()).then(() => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ token: 'tok', interviewId: `s${n}` }));
       });
     });
-    const c3 = client(slowFirst.url, { connections: 1, maxConcurrency: 1 });
-    const ahead = c3.start({});
-    await waitFor(() => slowFirst.hits() === 1, 5000, 10);
-    const late = errorOf(c3.start({}, { sendBefore: Date.now() + 100 }));
+    // One connection: a second start waits in the pool behind the first.
+    const c = client(srv.url, { connections: 1, maxConcurrency: 1 });
+    const first = c.start({});
+    await waitFor(() => srv.hits() === 1, 5000, 10);
+    return { srv, c, first, release, close: async () => (await c.close(), await srv.close()) };
+  }
+
+  it('a start its caller stops while it still waits for a connection is answered at once, never sent: Incode certainly did nothing', async () => {
+    const h = await heldFirst();
+    const stop = new AbortController();
+    const queued = errorOf(h.c.start({}, { signal: stop.signal }));
+    stop.abort();
+    expect(await queued).toMatchObject({ code: 'INCODE_TIMEOUT', certainlyNotDone: true });
+    h.release();
+    expect((await h.first).interviewId).toBe('s1');
+    // The pool's next call is the next one Incode sees: the stopped one was dropped, not sent.
+    expect((await h.c.start({})).interviewId).toBe('s2');
+    expect(h.srv.hits()).toBe(2);
+    await h.close();
+  });
+
+  it('a start past its send deadline when its turn comes is dropped unsent, and one already past it is not dispatched', async () => {
+    const h = await heldFirst();
+    const late = errorOf(h.c.start({}, { sendBefore: Date.now() + 100 }));
     await new Promise((r) => setTimeout(r, 300));
-    releaseAgain();
-    expect((await ahead).interviewId).toBe('s1');
+    h.release();
+    expect((await h.first).interviewId).toBe('s1');
     expect(await late).toMatchObject({ code: 'INCODE_TIMEOUT', certainlyNotDone: true });
-    // Already past its deadline: not dispatched at all, and not retried.
-    expect(await errorOf(c3.start({}, { sendBefore: Date.now() - 1 }))).toMatchObject({ code: 'INCODE_TIMEOUT', certainlyNotDone: true });
-    // A call whose turn comes in time is sent as usual.
-    expect((await c3.start({}, { sendBefore: Date.now() + 5000 })).interviewId).toBe('s2');
-    expect(slowFirst.hits()).toBe(2);
-    await c3.close();
-    await slowFirst.close();
-    await c.close();
-    await srv.close();
-    // Stopped once sent (Incode never answers): a session may exist, so it is not "certainly nothing".
+    expect(await errorOf(h.c.start({}, { sendBefore: Date.now() - 1 }))).toMatchObject({ code: 'INCODE_TIMEOUT', certainlyNotDone: true });
+    // A call whose turn comes in time is sent as usual, and is the second Incode sees.
+    expect((await h.c.start({}, { sendBefore: Date.now() + 5000 })).interviewId).toBe('s2');
+    expect(h.srv.hits()).toBe(2);
+    await h.close();
+  });
+
+  it('a start stopped once sent is not "certainly nothing": a session may exist', async () => {
     const silent = await scripted(() => undefined);
-    const c2 = client(silent.url);
-    const inFlight = await errorOf(c2.start({}, { signal: AbortSignal.timeout(300) }));
-    expect(silent.hits()).toBe(1);
-    expect(inFlight.certainlyNotDone).toBe(false);
-    await c2.close().catch(() => undefined);
+    const c = client(silent.url);
+    const stop = new AbortController();
+    const inFlight = errorOf(c.start({}, { signal: stop.signal }));
+    await waitFor(() => silent.hits() === 1, 5000, 10);
+    stop.abort();
+    expect((await inFlight).certainlyNotDone).toBe(false);
+    await c.close().catch(() => undefined);
     await silent.close();
   });
 

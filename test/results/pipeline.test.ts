@@ -28,6 +28,7 @@ import { Cipher } from '../../src/store/crypto';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import type { NewJob } from '../../src/store/types';
 import { ResultsPipeline } from '../../src/results/pipeline';
+import { INCODE_DELETE_RETRY_AFTER_MS, INCODE_DELETE_RETRY_FOR_MS, incodeDeleteJob } from '../../src/store/rows';
 import type { IncodeClient } from '../../src/incode/client';
 import type { ExecutiveTokenProvider } from '../../src/incode/executive-token';
 import { createMetrics } from '../../src/plugins/metrics';
@@ -438,6 +439,24 @@ function pipelineSuite(which: Engine) {
       return v.onboardingStatus === 'MANUAL_REVIEW_REJECTED' && v.decision === 'decline' ? v : null;
     }, 20_000);
     expect(verdict.resultsStatus).toBe('ready');
+  });
+
+  it('a deletion at Incode dead-lettered by an outage is queued again for an hour later (the worker says it died only for want of attempts)', async () => {
+    const proxy = await startOutageProxy();
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0' });
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession();
+      Object.assign(proxy.state, { failing: /^\/omni\/interview\?/, status: 503 });
+      const t0 = Date.now();
+      await request(p.broker.url).delete(`/sessions/${s.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      const again = await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'incode-delete' && j.state === 'queued' && typeof j.payload.deadSince === 'number') ?? null, 10_000);
+      expect(again.runAt).toBeGreaterThanOrEqual(t0 + 3_600_000);
+      expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete' && j.state === 'dead')).toEqual([expect.objectContaining({ attempts: 2, lastError: 'INCODE_UNAVAILABLE' })]);
+      expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body.incodeDeletion).toBe('scheduled');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('a results fetch refused for the API key (403, a key being rotated) is retried with backoff, not dead-lettered at once', async () => {
@@ -1406,5 +1425,46 @@ describe('shutdown with a callback in flight', () => {
       receiver.closeAllConnections();
       await new Promise((r) => receiver.close(r));
     }
+  });
+});
+
+describe('a dead-lettered deletion at Incode', () => {
+  it('is tried again an hour later when an outage outlasted its attempts, for a week from its first dead letter; a refusal is not', async () => {
+    const T0 = 1_800_000_000_000;
+    const store = await memoryStore();
+    const pipeline = new ResultsPipeline({
+      store,
+      config: loadConfig({}),
+      incode: {} as IncodeClient,
+      executiveTokens: { configured: true } as ExecutiveTokenProvider,
+      metrics: createMetrics(),
+      log: pino({ level: 'silent' }),
+      now: () => clock,
+    });
+    let clock = T0;
+    const dieNow = async () => {
+      const [job] = await store.claimJobs('w', 1, 60_000, clock);
+      expect(job).toMatchObject({ kind: 'incode-delete', subject: 'i1' });
+      expect(await store.failJob(job, 'w', 'INCODE_UNAVAILABLE', null, clock)).toBe(true);
+      return job;
+    };
+    const queued = async () => (await store.listJobs('i1')).filter((j) => j.state === 'queued');
+    await store.enqueueJob(incodeDeleteJob('i1', T0), T0);
+    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
+    expect(await queued()).toEqual([expect.objectContaining({ kind: 'incode-delete', runAt: T0 + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
+    // Its retry dies too, within the week: once more, still counted from the first dead letter.
+    clock = T0 + INCODE_DELETE_RETRY_AFTER_MS;
+    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
+    expect(await queued()).toEqual([expect.objectContaining({ runAt: clock + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
+    // A week after the first: given up (the dead letters and the audit say so).
+    clock = T0 + INCODE_DELETE_RETRY_FOR_MS;
+    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
+    expect(await queued()).toEqual([]);
+    // A refusal is final.
+    await store.enqueueJob(incodeDeleteJob('i1', clock), clock);
+    await pipeline.onDead(await dieNow(), 'INCODE_DELETE_REFUSED', false);
+    expect(await queued()).toEqual([]);
+    expect((await store.listAudit('i1')).filter((a) => a.kind === 'dead-letter')).toHaveLength(4);
+    await store.close();
   });
 });

@@ -7,7 +7,6 @@ import type { IncodeClient } from '../../src/incode/client';
 import { JobError, ResultsPipeline } from '../../src/results/pipeline';
 import { JobWorker, type WorkerOptions } from '../../src/results/worker';
 import { Cipher, createStore, type Store } from '../../src/store/index';
-import { INCODE_DELETE_RETRY_AFTER_MS, INCODE_DELETE_RETRY_FOR_MS, incodeDeleteJob } from '../../src/store/rows';
 import { storeWith } from '../helpers/store-proxy';
 import { waitFor } from '../helpers/wait';
 
@@ -298,43 +297,5 @@ describe('a dead-lettered webhook check', () => {
     expect(queued).toMatchObject([{ kind: 'verify', payload: { source: 'webhook', eventKey: 'i1:ONBOARDING_FINISHED' } }]);
     // Its check still marks the redelivery processed: a further redelivery is a duplicate.
     expect(await pipeline.ingestWebhook(webhook)).toEqual({ duplicate: true });
-  });
-});
-
-describe('a dead-lettered deletion at Incode', () => {
-  it('is tried again an hour later when an outage outlasted its attempts, for a week from its first dead letter; a refusal is not', async () => {
-    const pipeline = new ResultsPipeline({
-      store,
-      config: loadConfig({}),
-      incode: {} as IncodeClient,
-      executiveTokens: { configured: true } as ExecutiveTokenProvider,
-      metrics: createMetrics(),
-      log: pino({ level: 'silent' }),
-      now: () => clock,
-    });
-    let clock = T0;
-    const dieNow = async () => {
-      const [job] = await store.claimJobs('w', 1, 60_000, clock);
-      expect(job).toMatchObject({ kind: 'incode-delete', subject: 'i1' });
-      expect(await store.failJob(job, 'w', 'INCODE_UNAVAILABLE', null, clock)).toBe(true);
-      return job;
-    };
-    const queued = async () => (await store.listJobs('i1')).filter((j) => j.state === 'queued');
-    await store.enqueueJob(incodeDeleteJob('i1', T0), T0);
-    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
-    expect(await queued()).toEqual([expect.objectContaining({ kind: 'incode-delete', runAt: T0 + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
-    // Its retry dies too, within the week: once more, still counted from the first dead letter.
-    clock = T0 + INCODE_DELETE_RETRY_AFTER_MS;
-    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
-    expect(await queued()).toEqual([expect.objectContaining({ runAt: clock + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
-    // A week after the first: given up (the dead letters and the audit say so).
-    clock = T0 + INCODE_DELETE_RETRY_FOR_MS;
-    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
-    expect(await queued()).toEqual([]);
-    // A refusal is final.
-    await store.enqueueJob(incodeDeleteJob('i1', clock), clock);
-    await pipeline.onDead(await dieNow(), 'INCODE_DELETE_REFUSED', false);
-    expect(await queued()).toEqual([]);
-    expect((await store.listAudit('i1')).filter((a) => a.kind === 'dead-letter')).toHaveLength(4);
   });
 });
