@@ -16,6 +16,16 @@ export type IncodeErrorCode =
   | 'INCODE_BAD_RESPONSE'
   | 'INCODE_CIRCUIT_OPEN';
 
+const OUTAGE_CODES: ReadonlySet<string> = new Set(['INCODE_RATE_LIMITED', 'INCODE_UNAVAILABLE', 'INCODE_TIMEOUT', 'INCODE_CONNECTION', 'INCODE_CIRCUIT_OPEN']);
+
+/**
+ * Whether an error code (an IncodeError's, or the lastError it left on a job or a session) says Incode was out of
+ * reach or overloaded (timeouts, throttling, 5xx, connection failures), not that it refused: what time can mend.
+ */
+export function isOutageCode(code: string | null | undefined): boolean {
+  return code != null && OUTAGE_CODES.has(code);
+}
+
 export class IncodeError extends Error {
   override readonly name = 'IncodeError';
   constructor(
@@ -38,7 +48,7 @@ export class IncodeError extends Error {
 
   /** Worth another try later: timeouts, throttling, 5xx and connection failures. */
   get retryable(): boolean {
-    return ['INCODE_RATE_LIMITED', 'INCODE_UNAVAILABLE', 'INCODE_TIMEOUT', 'INCODE_CONNECTION', 'INCODE_CIRCUIT_OPEN'].includes(this.code);
+    return isOutageCode(this.code);
   }
 
   /**

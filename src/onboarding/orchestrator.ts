@@ -39,8 +39,11 @@ export interface CaptureInput {
   /** Travels to Incode as x-request-id. */
   requestId?: string;
   signal?: AbortSignal;
-  /** The Idempotency-Key claimed for this onboarding: completed by the session's own write, as POST /session's is. */
-  idempotency?: IdempotencyRef;
+  /**
+   * The Idempotency-Key claimed for this onboarding: completed by the session's own write, as POST /session's is; its
+   * sendBefore bounds when the start may still be sent, as POST /session's does.
+   */
+  idempotency?: IdempotencyRef & { sendBefore?: number };
 }
 
 export interface CapturesAccepted {
@@ -238,7 +241,7 @@ export class Orchestrator {
     const stopped = (step: OnboardingStep, id: string | null) => new OnboardingError(step, 'ABORTED', 'Stopped before the captures were done', id);
     let started;
     try {
-      started = await this.d.incode.start(startReq, ctx);
+      started = await this.d.incode.start(startReq, { ...ctx, sendBefore: input.idempotency?.sendBefore });
     } catch (err) {
       throw await this.fail(null, 'start', input.signal?.aborted ? stopped('start', null) : err);
     }

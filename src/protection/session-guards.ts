@@ -17,10 +17,17 @@ function idempotencyLeaseMs(config: Pick<Config, 'idempotencyTtlSeconds' | 'inco
   return Math.min(config.idempotencyTtlSeconds * 1000, Math.max(60_000, 4 * config.incode.timeoutMs));
 }
 
+/** Room between the end, at the latest, of a start sent at the deadline (INCODE_TIMEOUT_MS) and the claim lapsing. */
+const SEND_MARGIN_MS = 2000;
+
 /** A key this request claimed, as create() gets it. */
 export type ClaimedKey = IdempotencyRef & {
-  /** When the pending claim lapses unless completed: whatever could bill must be over by then. */
-  leaseExpiresAt: number;
+  /**
+   * The latest moment the billable start made under this claim may still be sent (CallContext.sendBefore): early
+   * enough to be over before the pending claim lapses, else a retry that took the key over could start a second
+   * session beside it. Undefined when a tiny IDEMPOTENCY_TTL_SECONDS leaves no room for a deadline.
+   */
+  sendBefore?: number;
 };
 
 /** A route's synchronous check of a request as a preHandler hook (callback style: no promise per request). */
@@ -168,7 +175,8 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     try {
       // The key is marked done by the session's own write (only the id is kept, and a route's final answer if it keeps
       // one with recordIdempotencyAnswer; the token stays in sessions).
-      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, leaseExpiresAt, requestSha256: sha256Hex(body) });
+      const sendBefore = leaseExpiresAt - config.incode.timeoutMs - SEND_MARGIN_MS;
+      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, sendBefore: sendBefore > now ? sendBefore : undefined, requestSha256: sha256Hex(body) });
     } catch (err) {
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
       // once Incode had answered) a session may exist and be billed: the key stays pending until its lease lapses, so a

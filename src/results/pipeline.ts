@@ -2,7 +2,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../config';
 import type { CallContext, IncodeClient } from '../incode/client';
-import { IncodeError, incodeErrorFromTransport } from '../incode/errors';
+import { IncodeError, incodeErrorFromTransport, isOutageCode } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
@@ -65,14 +65,14 @@ function awaitsVerdict(s: Pick<SessionRecord, 'onboardingStatus' | 'decision'>):
 }
 
 /**
- * Whether the session's status has results it does not show yet: none stored, their fetch dead-lettered (`failed`,
- * whatever it died of), or stored before a reviewer's verdict that their decision does not reflect. A check of such a
- * session queues the fetch again; polling comes back to it (within POLL_GIVE_UP_HOURS) when a poll is scheduled,
- * which onDead does for a fetch that died of an outage, not of a final refusal.
+ * Whether the session's status has results it does not show yet: none stored, their fetch dead-lettered by an outage
+ * (a `failed` whose lastError time can mend; not a final refusal), or stored before a reviewer's verdict that their
+ * decision does not reflect. Polling comes back to such a session (within POLL_GIVE_UP_HOURS), and its check queues
+ * the fetch.
  */
-function resultsBehind(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision'>): boolean {
+function resultsBehind(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision' | 'lastError'>): boolean {
   if (!hasResults(s.onboardingStatus)) return false;
-  if (s.resultsStatus === 'pending' || s.resultsStatus === 'failed') return true;
+  if (s.resultsStatus === 'pending' || (s.resultsStatus === 'failed' && isOutageCode(s.lastError))) return true;
   const verdict = verdictOf(s.onboardingStatus);
   return s.resultsStatus === 'ready' && verdict !== null && s.decision !== verdict;
 }
@@ -82,7 +82,7 @@ function resultsBehind(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatu
  * Never for a session given up before it finished (an abandoned onboarding, polling that gave up), whichever poll a
  * race with its abandonment left scheduled.
  */
-function keepsPolling(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision'>): boolean {
+function keepsPolling(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus' | 'decision' | 'lastError'>): boolean {
   if (s.resultsStatus === 'erased' || (s.resultsStatus === 'failed' && !isTerminal(s.onboardingStatus))) return false;
   return !isTerminal(s.onboardingStatus) || awaitsVerdict(s) || resultsBehind(s);
 }
@@ -223,26 +223,24 @@ export class ResultsPipeline {
   }
 
   /**
-   * Called when a job is dead-lettered (`retryable`: it failed only for want of attempts, an outage that outlasted
-   * them): the session shows why, the audit keeps it without PII.
+   * Called when a job is dead-lettered (`retryable`: its last failure was worth another try, only its attempts ran
+   * out): the session shows why, the audit keeps it without PII. An outage that outlasted the attempts (not a refusal,
+   * nor a fault of ours) is tried again later.
    */
   async onDead(job: Job, code: string, retryable = false): Promise<void> {
     const now = this.now();
+    const outage = retryable && isOutageCode(code);
     await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
     // An erasure at Incode stopped by an outage is tried again later rather than left undone (for a week).
-    if (job.kind === 'incode-delete' && retryable) {
+    if (job.kind === 'incode-delete' && outage) {
       const again = incodeDeleteRetryJob(job, now);
       if (again) await this.d.store.enqueueJob(again, now);
     }
     // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
     // here (an existing row is left as it is), so that it shows why and polling can still repair it. A results fetch
-    // that died of an outage is tried again by polling too (its next check queues it again), read before it fails.
-    const session =
-      job.kind === 'verify'
-        ? await this.d.store.upsertSession({ interviewId: job.subject, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) })
-        : job.kind === 'results' && retryable
-          ? await this.d.store.getSession(job.subject)
-          : null;
+    // that died of an outage is tried again by polling too (its next check queues it again): its row is read once the
+    // failure is recorded, which is what polling goes by.
+    const session = job.kind === 'verify' ? await this.d.store.upsertSession({ interviewId: job.subject, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) }) : null;
     // A dead results job fails the session unless results are already stored (a refresh, or an earlier status's
     // job, got them: the store keeps those served and records only why); a dead check or callback only records why
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
@@ -250,10 +248,11 @@ export class ResultsPipeline {
     await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
-    // read the session (the row as upsertSession answered it: setting lastError changed nothing polling reads).
-    if (!session || session.nextPollAt !== null || !keepsPolling(session) || this.pollingGaveUp(session, now)) return;
-    const at = this.firstPollAt(session.origin, now);
-    if (at !== null) await this.d.store.schedulePoll(job.subject, at, session.pollAttempts, null);
+    // read the session (the row as upsertSession answered it, which setting lastError on a check leaves as it was).
+    const followed = session ?? (job.kind === 'results' && outage ? await this.d.store.getSession(job.subject) : null);
+    if (!followed || followed.nextPollAt !== null || !keepsPolling(followed) || this.pollingGaveUp(followed, now)) return;
+    const at = this.firstPollAt(followed.origin, now);
+    if (at !== null) await this.d.store.schedulePoll(job.subject, at, followed.pollAttempts, null);
   }
 
   /**
@@ -435,7 +434,7 @@ export class ResultsPipeline {
     const current = session.onboardingStatus;
     // Not only when this call moved the status: a check run again after dying between these writes (a kill, a store
     // failure) finds the status recorded and must still queue what it would have queued.
-    const wantResults = hasResults(current) && (changed || source === 'refresh' || resultsBehind(session));
+    const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'failed' || resultsBehind(session));
     if (wantResults) {
       const enq = await this.d.store.enqueueJob(
         { kind: 'results', subject: interviewId, payload: { status: current, source }, runAt: now, dedupeKey: `results:${interviewId}:${current}` },

@@ -50,9 +50,6 @@ function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash
   return { interviewId, tokenHash: sha256Hex(secret) };
 }
 
-/** Room between a start's end at the latest (sent, then INCODE_TIMEOUT_MS) and its key's claim lapsing. */
-const SEND_MARGIN_MS = 2000;
-
 const sessionFinished = () => new AppError(409, 'SESSION_FINISHED', 'This onboarding has ended: its results are read by your backend, not with a new token');
 
 function originOf(url: string): string {
@@ -150,12 +147,9 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         redirectionUrl: body.redirectionUrl,
       };
       return guards.idempotent(req, () => startReq, async (claimed) => {
-        // Sent early enough to be over (INCODE_TIMEOUT_MS at most once sent) before its key's claim lapses, or not at
-        // all: a start still waiting for a connection then (Incode slow, the pool full) is dropped unsent, and its key
-        // freed, rather than sent beside a retry that took the key over.
-        // (With a lease too short for that, set by a tiny IDEMPOTENCY_TTL_SECONDS, there is no deadline.)
-        const sendBy = claimed ? claimed.leaseExpiresAt - config.incode.timeoutMs - SEND_MARGIN_MS : 0;
-        const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: claimed && sendBy > claimed.claimedAt ? sendBy : undefined });
+        // A start still waiting for a connection at its claim's deadline (Incode slow, the pool full) is dropped unsent,
+        // and its key freed, rather than sent beside a retry that took the key over.
+        const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: claimed?.sendBefore });
         app.metrics.sessionsCreated.inc({ route: 'session' });
         const r = mintResume(started.interviewId);
         await app.results.trackSession({

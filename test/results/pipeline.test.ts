@@ -1429,23 +1429,14 @@ describe('shutdown with a callback in flight', () => {
 });
 
 describe('a dead-lettered deletion at Incode', () => {
-  it('is tried again an hour later when an outage outlasted its attempts, for a week from its first dead letter; a refusal is not', async () => {
+  it('is tried again an hour later when an outage outlasted its attempts, for a week from its first dead letter; a refusal or a fault of ours is not', async () => {
     const T0 = 1_800_000_000_000;
-    const store = await memoryStore();
-    const pipeline = new ResultsPipeline({
-      store,
-      config: loadConfig({}),
-      incode: {} as IncodeClient,
-      executiveTokens: { configured: true } as ExecutiveTokenProvider,
-      metrics: createMetrics(),
-      log: pino({ level: 'silent' }),
-      now: () => clock,
-    });
-    let clock = T0;
+    const { real: store, pipeline, clock } = await barePipeline();
+    clock.now = T0;
     const dieNow = async () => {
-      const [job] = await store.claimJobs('w', 1, 60_000, clock);
+      const [job] = await store.claimJobs('w', 1, 60_000, clock.now);
       expect(job).toMatchObject({ kind: 'incode-delete', subject: 'i1' });
-      expect(await store.failJob(job, 'w', 'INCODE_UNAVAILABLE', null, clock)).toBe(true);
+      expect(await store.failJob(job, 'w', 'INCODE_UNAVAILABLE', null, clock.now)).toBe(true);
       return job;
     };
     const queued = async () => (await store.listJobs('i1')).filter((j) => j.state === 'queued');
@@ -1453,18 +1444,20 @@ describe('a dead-lettered deletion at Incode', () => {
     await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
     expect(await queued()).toEqual([expect.objectContaining({ kind: 'incode-delete', runAt: T0 + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
     // Its retry dies too, within the week: once more, still counted from the first dead letter.
-    clock = T0 + INCODE_DELETE_RETRY_AFTER_MS;
+    clock.now = T0 + INCODE_DELETE_RETRY_AFTER_MS;
     await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
-    expect(await queued()).toEqual([expect.objectContaining({ runAt: clock + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
+    expect(await queued()).toEqual([expect.objectContaining({ runAt: clock.now + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
     // A week after the first: given up (the dead letters and the audit say so).
-    clock = T0 + INCODE_DELETE_RETRY_FOR_MS;
+    clock.now = T0 + INCODE_DELETE_RETRY_FOR_MS;
     await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
     expect(await queued()).toEqual([]);
-    // A refusal is final.
-    await store.enqueueJob(incodeDeleteJob('i1', clock), clock);
-    await pipeline.onDead(await dieNow(), 'INCODE_DELETE_REFUSED', false);
-    expect(await queued()).toEqual([]);
-    expect((await store.listAudit('i1')).filter((a) => a.kind === 'dead-letter')).toHaveLength(4);
-    await store.close();
+    // A refusal is final, and so are failures worth retrying within a job that time does not mend (a refused executive
+    // token, a fault of ours).
+    for (const [code, retryable] of [['INCODE_DELETE_REFUSED', false], ['INCODE_FORBIDDEN', true], ['INTERNAL_ERROR', true]] as const) {
+      await store.enqueueJob(incodeDeleteJob('i1', clock.now), clock.now);
+      await pipeline.onDead(await dieNow(), code, retryable);
+      expect(await queued()).toEqual([]);
+    }
+    expect((await store.listAudit('i1')).filter((a) => a.kind === 'dead-letter')).toHaveLength(6);
   });
 });
