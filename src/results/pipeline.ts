@@ -6,7 +6,7 @@ import { IncodeError, incodeErrorFromTransport, isOutageCode } from '../incode/e
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
-import { incodeDeleteJob, incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
+import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
 import type { Job, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
@@ -121,16 +121,6 @@ export class ResultsPipeline {
   /** Whether an executive token can be had, without which nothing can be deleted at Incode once erased here. */
   get canDeleteAtIncode(): boolean {
     return this.d.executiveTokens.configured;
-  }
-
-  /**
-   * Queues the deletion of a session at Incode (after it was erased here): durable, retried like any job, once per
-   * session while one is pending.
-   */
-  async deleteAtIncodeLater(interviewId: string, at?: number): Promise<void> {
-    const now = this.now();
-    await this.d.store.enqueueJob(at === undefined ? incodeDeleteJob(interviewId, now) : incodeDeleteJob(interviewId, at, 'due'), now);
-    this.d.kick?.();
   }
 
   /**

@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import { AppError } from '../errors';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { WITH_BODY, WITH_PATH_PARAM, withErrors } from '../schemas';
-import { InvalidCursorError, type JobState, type SessionRecord } from '../store/types';
+import { InvalidCursorError, type IncodeDeletionAt, type JobState, type SessionRecord } from '../store/types';
 
 const InterviewParams = Type.Object({ interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
 const Decision = Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]);
@@ -201,19 +201,25 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
       const { interviewId } = req.params;
       if (req.query.incode && !app.results.canDeleteAtIncode)
         throw new AppError(400, 'EXECUTIVE_CREDENTIALS_MISSING', 'Deleting at Incode needs INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD');
-      // Erased here before its retention period is over, with RETENTION_DELETE_AT_INCODE: the sweep, which deletes at
-      // Incode what it erases, will never select it, so its deletion there is scheduled now for when the sweep would
-      // have. Only for a session this service started (one created elsewhere is its owner's to delete), and once.
-      const before = !req.query.incode && opts.config.retentionDeleteAtIncode ? await app.store.getSession(interviewId) : null;
+      // Asked for: now. Else, with RETENTION_DELETE_AT_INCODE, at the end of the retention period (now if that is past):
+      // the sweep, which deletes at Incode what it erases, will never select an erased session. Only for a session this
+      // service started (one created elsewhere is its owner's to delete). Queued with the erasure, in its transaction.
       const now = Date.now();
-      const ok = await app.store.eraseSession(interviewId, 'api-request', now);
+      const retentionMs = opts.config.retentionDays * 86_400_000;
+      const decided: { at: number | null } = { at: null };
+      const when: IncodeDeletionAt | undefined = req.query.incode
+        ? () => (decided.at = now)
+        : opts.config.retentionDeleteAtIncode
+          ? (s) => (decided.at = s.origin === 'broker' ? s.createdAt + retentionMs : null)
+          : undefined;
+      const ok = await app.store.eraseSession(interviewId, 'api-request', now, when);
       if (!ok) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
-      const retentionEnds = before?.origin === 'broker' && before.resultsStatus !== 'erased' ? before.createdAt + opts.config.retentionDays * 86_400_000 : null;
-      // Asked for, or past the retention period already (the sweep had not come to it yet): now.
-      const incodeDeletion = req.query.incode || (retentionEnds !== null && retentionEnds <= now) ? 'queued' : retentionEnds !== null ? 'scheduled' : null;
-      if (incodeDeletion) await app.results.deleteAtIncodeLater(interviewId, incodeDeletion === 'scheduled' ? retentionEnds! : undefined);
-      req.log.info({ interviewId, incodeDeletion, ...(incodeDeletion === 'scheduled' ? { incodeDeletionAt: retentionEnds } : {}) }, 'session erased');
-      return { interviewId, erased: true, incodeDeletion, ...(incodeDeletion === 'scheduled' ? { incodeDeletionAt: new Date(retentionEnds!).toISOString() } : {}) };
+      const { at } = decided;
+      const incodeDeletion = at === null ? null : at <= now ? 'queued' : 'scheduled';
+      if (incodeDeletion === 'queued') app.worker.kick();
+      const due = at !== null && incodeDeletion === 'scheduled' ? { incodeDeletionAt: new Date(at).toISOString() } : {};
+      req.log.info({ interviewId, incodeDeletion, ...due }, 'session erased');
+      return { interviewId, erased: true, incodeDeletion, ...due };
     },
   );
 };

@@ -18,6 +18,7 @@ import {
   resultsStatusSql,
   RESULTS_UPSERT_TAIL,
   newId,
+  erasureIncodeDeleteJob,
   incodeDeleteJob,
   freshSessionRecord,
   sessionInsertSql,
@@ -73,6 +74,8 @@ import type {
   StepRecord,
   Store,
   StoredResults,
+  IncodeDeletionAt,
+  SessionOrigin,
 } from './types';
 
 export interface PostgresStoreOptions {
@@ -105,6 +108,8 @@ const INSERT_JOB = 'INSERT INTO jobs (id, kind, subject, payload, state, attempt
 interface LockedSession {
   interview_id: string;
   origin: string;
+  /** Only where the lock asks for it (an erasure that may delete at Incode). */
+  created_at?: string | number;
 }
 
 /** Queues a job unless an active one has its dedupe key (no conflict target: covers the partial unique index). */
@@ -422,11 +427,15 @@ export class PostgresStore implements Store {
     return { locked, erased: Number(rows[0].n) };
   }
 
-  async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
+  async eraseSession(interviewId: string, reason: string, now: number, incodeDeletionAt?: IncodeDeletionAt): Promise<boolean> {
     // Known (even if erased before: a replayed request is a quiet no-op, no second audit row) is what counts.
-    const { locked } = await this.tx((c) =>
-      this.erase(c, 'SELECT interview_id, origin FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], 'erasure', `jsonb_build_object('reason', $3::text)`, reason, now),
-    );
+    const { locked } = await this.tx(async (c) => {
+      const r = await this.erase(c, 'SELECT interview_id, origin, created_at FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], 'erasure', `jsonb_build_object('reason', $3::text)`, reason, now);
+      const [s] = r.locked;
+      const at = s ? (incodeDeletionAt?.({ origin: s.origin as SessionOrigin, createdAt: Number(s.created_at) }) ?? null) : null;
+      if (at !== null) await this.q(QUEUED_JOBS, queuedJobsParams([erasureIncodeDeleteJob(interviewId, at, now)], now), c);
+      return r;
+    });
     return locked.length > 0;
   }
 

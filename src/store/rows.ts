@@ -519,6 +519,11 @@ export function incodeDeleteJob(interviewId: string, runAt: number, kind: 'now' 
   return { kind: 'incode-delete', subject: interviewId, payload, runAt, dedupeKey: `incode-delete:${interviewId}${kind === 'now' ? '' : `:${kind}`}` };
 }
 
+/** The deletion at Incode an erasure asked for at `at`: now when that time has come, else due then. */
+export function erasureIncodeDeleteJob(interviewId: string, at: number, now: number): NewJob {
+  return at <= now ? incodeDeleteJob(interviewId, now) : incodeDeleteJob(interviewId, at, 'due');
+}
+
 /** How long after a deletion at Incode was first dead-lettered by an outage it is still tried again. */
 export const INCODE_DELETE_RETRY_FOR_MS = 7 * 86_400_000;
 /** The wait before a dead-lettered deletion is tried again (a new job, with all its attempts). */

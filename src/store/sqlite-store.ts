@@ -23,6 +23,7 @@ import {
   sqliteArgs,
   freshSessionRecord,
   newId,
+  erasureIncodeDeleteJob,
   incodeDeleteJob,
   sessionInsertSql,
   sessionInsertValues,
@@ -77,6 +78,8 @@ import type {
   StepRecord,
   Store,
   StoredResults,
+  IncodeDeletionAt,
+  SessionOrigin,
 } from './types';
 
 interface PendingWrite {
@@ -393,12 +396,14 @@ export class SqliteStore implements Store {
     return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
   }
 
-  async eraseSession(interviewId: string, reason: string, now: number): Promise<boolean> {
+  async eraseSession(interviewId: string, reason: string, now: number, incodeDeletionAt?: IncodeDeletionAt): Promise<boolean> {
     return this.write(() => {
-      const row = this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined;
+      const row = this.st('SELECT results_status, origin, created_at FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string; origin: SessionOrigin; created_at: number } | undefined;
       if (!row) return false;
       // Already erased: nothing left to erase, and a replayed request must not audit it again or move it in listings.
       if (row.results_status !== 'erased') this.eraseIds([interviewId], 'erasure', { reason }, now);
+      const at = incodeDeletionAt?.({ origin: row.origin, createdAt: Number(row.created_at) }) ?? null;
+      if (at !== null) this.insertJob(erasureIncodeDeleteJob(interviewId, at, now), now);
       return true;
     });
   }

@@ -64,6 +64,9 @@ export interface SpentResumeToken {
   configurationId: string | null;
 }
 
+/** When an erased session is to be deleted at Incode (epoch ms), decided from its row; null: not at all. */
+export type IncodeDeletionAt = (s: { origin: SessionOrigin; createdAt: number }) => number | null;
+
 export interface IdempotencyRef {
   scope: string;
   key: string;
@@ -215,7 +218,12 @@ export interface Store {
   recordStep(interviewId: string, step: StepRecord): Promise<void>;
   listSteps(interviewId: string): Promise<StepRecord[]>;
   /** Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. */
-  eraseSession(interviewId: string, reason: string, now: number): Promise<boolean>;
+  /**
+   * `incodeDeletionAt` (read from the row inside the erasure's transaction) says when to delete the session at Incode
+   * too, or null not to: the deletion job is queued in the same transaction as the erasure, so neither can happen
+   * without the other (one due now or earlier runs at once).
+   */
+  eraseSession(interviewId: string, reason: string, now: number, incodeDeletionAt?: IncodeDeletionAt): Promise<boolean>;
   /**
    * Erases PII of sessions created before `createdBefore`, and drops finished jobs and processed events older than it;
    * returns how many sessions. Works in batches for at most a minute; `signal` (a shutdown) stops it between batches.

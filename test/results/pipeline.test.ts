@@ -808,8 +808,8 @@ function pipelineSuite(which: Engine) {
     expect(await deletions()).toEqual([expect.objectContaining({ state: 'queued', runAt: due, attempts: 0 })]);
     expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ resultsStatus: 'erased', decision: null, incodeDeletion: 'scheduled' });
     expect(p.emulator.app.emulator.sessions.sessions.has(s.interviewId)).toBe(true);
-    // Erased again: nothing scheduled twice.
-    expect((await del()).body).toEqual({ interviewId: s.interviewId, erased: true, incodeDeletion: null });
+    // Erased again (a retry of a DELETE whose answer was lost): the same answer, and nothing scheduled twice.
+    expect((await del()).body).toEqual({ interviewId: s.interviewId, erased: true, incodeDeletion: 'scheduled', incodeDeletionAt: new Date(due).toISOString() });
     expect(await deletions()).toHaveLength(1);
     // Asked for now: done at once, not folded into the one due later.
     expect((await del('?incode=true')).body).toMatchObject({ incodeDeletion: 'queued' });
