@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { ROOT } from '../test/helpers/node-process';
-import { freePort, nodeArgs } from './processes';
+import { brokerArgs, freePort, nodeArgs, tsArgs } from './processes';
 import { SESSION_BODY } from './session-bench';
 import { API_KEY, brokerEnv, startEmulator, type BenchContext } from './stack';
 
@@ -60,9 +60,8 @@ async function count(ctx: BenchContext, target: 'broker' | 'floor', incodeUrl: s
       : { PORT: String(port), FLOOR_UPSTREAM: incodeUrl, FLOOR_API_KEY: API_KEY, HOST: '127.0.0.1' };
   // valgrind names its control pipe after USER and HOST, and callgrind_control looks for it by its own: both see the same.
   const identity = { HOST: childEnv.HOST, ...(env.USER ? { USER: env.USER } : {}), ...(env.LOGNAME ? { LOGNAME: env.LOGNAME } : {}) };
-  // BENCH_BROKER_NODE_ARGS as in `npm run bench` (e.g. GC flags to count what they cost).
-  const brokerFlags = nodeArgs('BENCH_BROKER_NODE_ARGS', env);
-  const args = target === 'broker' ? [...brokerFlags, join(ROOT, 'dist', 'server.js')] : ['--import', 'tsx', join(ROOT, 'bench', 'floor-proxy.ts')];
+  // The processes `npm run bench` runs, with its BENCH_BROKER_NODE_ARGS / BENCH_FLOOR_NODE_ARGS (e.g. GC flags to count what they cost).
+  const args = target === 'broker' ? brokerArgs('compiled') : [...nodeArgs('BENCH_FLOOR_NODE_ARGS'), ...tsArgs('floor-proxy.ts')];
   const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${out}/cg.%p`, process.execPath, ...args], {
     cwd: ROOT,
     env: { PATH: env.PATH ?? '', HOME: env.HOME ?? '', ...childEnv, ...identity },

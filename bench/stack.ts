@@ -78,9 +78,9 @@ export function brokerEnv(ctx: BenchContext, port: number, incodeUrl: string, ov
  */
 export const LEAN_GC_NODE_ARGS = ['--max-old-space-size=1024', '--max-semi-space-size=8'];
 
-export async function startBroker(ctx: BenchContext, name: string, incodeUrl: string, overrides: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Child> {
+export async function startBroker(ctx: BenchContext, name: string, incodeUrl: string, overrides: Record<string, string> = {}, extraNodeArgs: string[] = []): Promise<Child> {
   const port = await freePort();
-  return startChild({ name: label(`broker-${name}`), args: [...nodeArgs, ...brokerArgs(ctx.brokerMode)], env: brokerEnv(ctx, port, incodeUrl, overrides), port, logDir: ctx.logDir });
+  return startChild({ name: label(`broker-${name}`), args: [...extraNodeArgs, ...brokerArgs(ctx.brokerMode)], env: brokerEnv(ctx, port, incodeUrl, overrides), port, logDir: ctx.logDir });
 }
 
 export async function startFloor(ctx: BenchContext, name: string, incodeUrl: string): Promise<Child> {

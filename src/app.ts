@@ -9,7 +9,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import underPressure from '@fastify/under-pressure';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { DestinationStream } from 'pino';
+import pino, { type DestinationStream } from 'pino';
 import type { Config } from './config';
 import errorHandler from './plugins/error-handler';
 import incodePlugin from './plugins/incode';
@@ -39,6 +39,15 @@ declare module 'fastify' {
      */
     leaveRotation(): void;
   }
+}
+
+/**
+ * `err` in a log line: an Error as pino writes it; an object already cut down to what may be logged (the error
+ * handler's and the fatal line's { type, code, message }) as it is, where pino's own serializer would overwrite its
+ * type with "Object".
+ */
+export function errSerializer(err: Error): pino.SerializedError {
+  return err instanceof Error ? pino.stdSerializers.err(err) : (err as pino.SerializedError);
 }
 
 export interface AppDeps {
@@ -118,6 +127,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       serializers: {
         // Method and path only: query strings and headers can carry ids and credentials.
         req: (req) => ({ method: req.method, url: String(req.url).split('?')[0], remoteAddress: req.ip }),
+        err: errSerializer,
       },
       ...(deps.logStream ? { stream: deps.logStream } : {}),
     },

@@ -325,21 +325,21 @@ function isInMemoryDatabase(url: string): boolean {
   return target?.engine === 'sqlite' && target.filename === IN_MEMORY;
 }
 
-/**
- * A list of exact http(s) origins, each as URL#origin spells it (so a trailing slash cannot make an entry that
- * never matches a browser's Origin), and `*` where a wildcard is allowed.
- */
 /** A list that may be "*" (any) instead, never both: "*, https://a" would silently mean any. */
 function wildcardOr(name: EnvName, entries: string[], what: string): string[] {
   if (entries.includes('*') && entries.length > 1) throw new ConfigError(name, `is either "*" or a list of ${what}, not both`);
   return entries;
 }
 
-function origins(env: Env, name: EnvName, wildcard: boolean): string[] {
-  const entries = list(env, name);
-  if (wildcard) wildcardOr(name, entries, 'origins');
+/**
+ * A list of exact http(s) origins, each as URL#origin spells it (so a trailing slash cannot make an entry that
+ * never matches a browser's Origin), or `*` for any, which production refuses (`why` says what to list instead).
+ */
+function origins(env: Env, name: EnvName, production: boolean, why = ''): string[] {
+  const entries = wildcardOr(name, list(env, name), 'origins');
+  if (production && entries.includes('*')) throw new ConfigError(name, `must not be "*" in production${why}`);
   return entries.map((o, i) => {
-    if (wildcard && o === '*') return o;
+    if (o === '*') return o;
     let u: URL | undefined;
     try {
       u = new URL(o);
@@ -429,8 +429,7 @@ export function loadConfig(env: Env): Config {
     generated = true;
   }
 
-  const corsOrigins = origins(env, 'CORS_ORIGINS', true);
-  if (production && corsOrigins.includes('*')) throw new ConfigError('CORS_ORIGINS', 'must not be "*" in production');
+  const corsOrigins = origins(env, 'CORS_ORIGINS', production);
 
   const webhook = {
     clientId: str(env, 'WEBHOOK_CLIENT_ID'),
@@ -473,9 +472,8 @@ export function loadConfig(env: Env): Config {
     if (production) refuseCleartext('JWT_JWKS_URL', jwksUrl, 'whoever sits on the path could serve its own keys and sign as any caller');
   }
 
-  const redirectionUrlOrigins = origins(env, 'REDIRECTION_URL_ORIGINS', true);
+  const redirectionUrlOrigins = origins(env, 'REDIRECTION_URL_ORIGINS', production, ': list the origins a session may redirect to');
   // A link to the bank's onboarding that ends on any site is a phishing kit: whoever starts the session holds its token.
-  if (production && redirectionUrlOrigins.includes('*')) throw new ConfigError('REDIRECTION_URL_ORIGINS', 'must not be "*" in production: list the origins a session may redirect to');
   const allowedConfigurationIds = allowedFlows(list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'), str(env, 'INCODE_CONFIGURATION_ID'));
 
   const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };

@@ -1,4 +1,5 @@
 // ISO 3166-1 alpha-3 country codes: the values POST /session accepts for countryCode besides ALL.
+import { AppError } from './errors';
 
 export const ISO3166_ALPHA3 = new Set(
   (
@@ -15,4 +16,9 @@ export const ISO3166_ALPHA3 = new Set(
 
 export function isValidCountryCode(code: string): boolean {
   return code === 'ALL' || ISO3166_ALPHA3.has(code);
+}
+
+/** The routes' refusal of a countryCode (absent means ALL): 400 INVALID_COUNTRY_CODE. */
+export function assertCountryCode(code: string | undefined): void {
+  if (code !== undefined && !isValidCountryCode(code)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
 }

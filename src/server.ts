@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
-import { buildApp } from './app';
+import { buildApp, errSerializer } from './app';
 import { ConfigError, loadConfig } from './config';
 
 /** What a fatal error's log line keeps: its kind, message and stack, never the properties an error may carry. */
@@ -29,9 +29,9 @@ async function main(): Promise<void> {
   const logStream = pino.destination({ dest: 1, sync: !buffered, minLength: config.logBufferBytes, ...(buffered ? { periodicFlush: 250 } : {}) });
   // Until the app exists (its log has the redaction and request-id setup), the same stream without them: start-up
   // writes no request data.
-  const bootLog = pino({ level: config.logLevel }, logStream);
+  const bootLog = pino({ level: config.logLevel, serializers: { err: errSerializer } }, logStream);
   // Filled in as start-up goes: the shutdown below may run at any point of it.
-  const live: { app?: FastifyInstance; stopping: boolean; listening: boolean } = { stopping: false, listening: false };
+  const live: { app?: FastifyInstance; stopping: boolean } = { stopping: false };
   const log = () => live.app?.log ?? bootLog;
   const { shutdownDelayMs, shutdownGraceMs } = config;
   // A rejection without an Error (Promise.reject()) would reach close-with-grace as a normal exit, code 0.
@@ -60,7 +60,7 @@ async function main(): Promise<void> {
       const failed = 'err' in out;
       // An orchestrator's SIGTERM: out of the load balancer's rotation while still serving, then close. A Ctrl-C
       // (SIGINT) has no load balancer to wait for; a fatal error no time.
-      const leaving = signal === 'SIGTERM' && shutdownDelayMs > 0 && live.listening;
+      const leaving = signal === 'SIGTERM' && shutdownDelayMs > 0 && live.app?.server.listening === true;
       if (failed) log().error({ err: fatal(out.err) }, 'fatal error, shutting down');
       else log().info({ signal, ...(leaving ? { outOfRotationMs: shutdownDelayMs } : {}) }, 'shutting down');
       const built = await building.catch(() => undefined);
@@ -80,7 +80,6 @@ async function main(): Promise<void> {
   live.app = app;
   if (live.stopping) return;
   await app.listen({ port: config.port, host: config.host });
-  live.listening = true;
 }
 
 main().catch((err) => {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { brokerEnv, freePort, recordRequests, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
-import { spawnBroker, untilHealthy, type BrokerProcess } from './helpers/broker-process';
+import { spawnBroker, startBrokerProcess, untilHealthy, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
 import { tempDir } from './helpers/temp';
 
@@ -18,14 +18,11 @@ describe('server process', () => {
     for (const p of procs.splice(0)) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   });
 
-  /** A healthy broker process against the emulator at `incodeUrl`, on a port of its own (killed after the test if still running). */
+  /** A healthy broker process against the emulator at `incodeUrl` (killed after the test if still running). */
   async function brokerProcess(incodeUrl: string, env: Record<string, string>) {
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const p = spawnBroker(brokerEnv(incodeUrl, { PORT: String(port), HOST: '127.0.0.1', ...env }));
+    const p = await startBrokerProcess(brokerEnv(incodeUrl, env));
     procs.push(p);
-    await untilHealthy(p, url);
-    return { p, url };
+    return { p, url: p.url };
   }
 
   it('finishes in-flight requests on SIGTERM, then exits 0', async () => {

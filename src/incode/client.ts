@@ -99,8 +99,14 @@ interface Exchanged {
   text: string;
 }
 
-/** `neverSent`: stopped by the caller's signal before the request left (still waiting for a connection). */
+/** `neverSent`: stopped before the request left (by the caller's signal, or past its send deadline). */
 type ExchangeError = Error & { duringBody?: boolean; neverSent?: boolean };
+
+/** The abort of a request, and whether none of it was written. */
+const abortError = (neverSent: boolean): ExchangeError => Object.assign(new undiciErrors.RequestAbortedError(), { neverSent });
+
+/** Whether a call's send deadline (CallContext.sendBefore) has passed. */
+const pastSendBefore = (sendBefore: number | undefined) => sendBefore !== undefined && Date.now() > sendBefore;
 
 /** An answer longer than the client takes: cut off rather than buffered whole. */
 class ResponseTooLargeError extends Error {
@@ -120,12 +126,12 @@ const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, maxBytes: number, sendBefore?: number): Promise<Exchanged> {
   return new Promise((resolve, reject) => {
     // Already stopped, or already past its send deadline: not dispatched at all.
-    if (signal?.aborted || (sendBefore !== undefined && Date.now() > sendBefore)) return reject(Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: true }));
+    if (signal?.aborted || pastSendBefore(sendBefore)) return reject(abortError(true));
     let controller: Dispatcher.DispatchController | null = null;
     let abortReason: ExchangeError | null = null;
     const onAbort = () => {
       // No controller yet: the pool has not started the request, so none of it was written.
-      abortReason = Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: controller === null });
+      abortReason = abortError(controller === null);
       // Still queued in the pool: the caller is answered now, and the request is dropped as soon as its turn comes.
       if (controller === null) reject(abortReason);
       else controller.abort(abortReason);
@@ -140,7 +146,7 @@ function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, sign
       onRequestStart(c) {
         controller = c;
         // Its turn came too late (undici then closes the connection it was given: rare, and only under overload).
-        if (!abortReason && sendBefore !== undefined && Date.now() > sendBefore) abortReason = Object.assign(new undiciErrors.RequestAbortedError(), { neverSent: true });
+        if (!abortReason && pastSendBefore(sendBefore)) abortReason = abortError(true);
         if (abortReason) c.abort(abortReason);
       },
       onResponseStart(_c, status, h) {
@@ -302,8 +308,7 @@ export class IncodeClient {
         const retryAfterMs = e.details.retryAfterMs ?? 0;
         const rateLimited = e.code === 'INCODE_RATE_LIMITED';
         const canRetry = e.retryable && e.code !== 'INCODE_CIRCUIT_OPEN' && retryAfterMs <= MAX_RETRY_WAIT_MS && (spec.idempotent || e.details.notSent === true || rateLimited);
-        const tooLate = ctx.sendBefore !== undefined && Date.now() > ctx.sendBefore;
-        if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted || tooLate) throw e;
+        if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted || pastSendBefore(ctx.sendBefore)) throw e;
         // Full jitter keeps many brokers from retrying in lockstep.
         const backoff = base * 2 ** (attempt - 1) * (0.5 + Math.random());
         await sleep(Math.min(Math.max(retryAfterMs, backoff), MAX_RETRY_WAIT_MS));

@@ -16,8 +16,9 @@ export function clientNetwork(ip: string, fallback?: string): string {
   const bare = (/^\[([^\]]+)\](?::\d+)?$/.exec(ip)?.[1] ?? /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(ip)?.[1] ?? ip).replace(/%.*$/, '');
   if (isIPv4(bare)) return bare;
   if (!isIPv6(bare)) return fallback !== undefined && fallback !== ip ? clientNetwork(fallback) : 'unknown';
-  // ::ffff:1.2.3.4, ::ffff:102:304, 0:0:0:0:0:ffff:1.2.3.4...: the URL parser writes every spelling one way.
-  const mapped = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(new URL(`http://[${bare}]`).hostname);
+  // ::ffff:1.2.3.4, ::ffff:102:304, 0:0:0:0:0:ffff:1.2.3.4...: the URL parser writes every spelling one way (asked
+  // only of an address that can be one: every spelling has its ffff).
+  const mapped = /ffff/i.test(bare) ? /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(new URL(`http://[${bare}]`).hostname) : null;
   if (mapped) {
     const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
     return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;

@@ -4,7 +4,7 @@ import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError, overloadedError } from '../errors';
-import { isValidCountryCode } from '../iso3166';
+import { assertCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator, handOffQueuesCheck, type CaptureStep } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
@@ -199,8 +199,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
     },
     async (req, reply) => {
       const body = req.body;
+      assertCountryCode(body.countryCode);
       const countryCode = body.countryCode ?? 'ALL';
-      if (!isValidCountryCode(countryCode)) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
       const hold = holds.get(req);
       if (hold) hold.working = true;
       try {

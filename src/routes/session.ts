@@ -5,7 +5,7 @@ import type { FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { isInterviewId } from '../incode/token-claims';
-import { isValidCountryCode } from '../iso3166';
+import { assertCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
 import { callerSecurity, CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
@@ -80,7 +80,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
   /** POST /session's options, refused before any rate limit counts the request (and before Incode is called). */
   function checkStartOptions(req: FastifyRequest): void {
     const body = req.body as Static<typeof SessionBody>;
-    if (!isValidCountryCode(body.countryCode ?? 'ALL')) throw new AppError(400, 'INVALID_COUNTRY_CODE', 'countryCode must be ALL or an ISO 3166-1 alpha-3 code (BRA for Brazil)');
+    assertCountryCode(body.countryCode);
     // The flow decides which checks run (liveness, government validation...): an app must not pick a lighter one.
     const allowed = config.incode.allowedConfigurationIds;
     if (body.configurationId !== undefined && !allowed.includes('*') && !allowed.includes(body.configurationId))

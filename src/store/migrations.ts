@@ -12,6 +12,9 @@ export interface Migration {
 
 // Same logical schema on both engines. Times are epoch-ms integers (BIGINT on PostgreSQL, parsed back to numbers).
 // PII columns (*_enc) hold Cipher envelopes, never plaintext.
+/** Schema version 7, the same on both engines. */
+const CLEAR_ERASED_DECISIONS = "UPDATE sessions SET decision = NULL, last_error = NULL WHERE results_status = 'erased' AND (decision IS NOT NULL OR last_error IS NOT NULL);";
+
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -276,8 +279,8 @@ export const MIGRATIONS: readonly Migration[] = [
     // how a person's verification ended): the same for sessions erased before it.
     version: 7,
     name: 'erased-sessions-without-decision',
-    sqlite: "UPDATE sessions SET decision = NULL, last_error = NULL WHERE results_status = 'erased' AND (decision IS NOT NULL OR last_error IS NOT NULL);",
-    postgres: "UPDATE sessions SET decision = NULL, last_error = NULL WHERE results_status = 'erased' AND (decision IS NOT NULL OR last_error IS NOT NULL);",
+    sqlite: CLEAR_ERASED_DECISIONS,
+    postgres: CLEAR_ERASED_DECISIONS,
   },
 ];
 

@@ -510,7 +510,6 @@ export function webhookEventKey(interviewId: string, onboardingStatus: string): 
   return `${interviewId}:${onboardingStatus}`;
 }
 
-/** The job that deletes a session at Incode once it is erased here: one queued per session at a time. */
 /**
  * A deletion at Incode due at `runAt`: asked for now, due at the end of the retention period, or a retry after an
  * outage dead-lettered one. Each kind has a key of its own, so one asked for now is never folded into one due later.
