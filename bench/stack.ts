@@ -63,6 +63,8 @@ export function brokerEnv(ctx: BenchContext, port: number, incodeUrl: string, ov
     CALLER_AUTH: 'none',
     RATE_LIMIT_PER_IP: '0',
     RATE_LIMIT_PER_CUSTOMER: '0',
+    RATE_LIMIT_PER_IPV6_SITE: '0',
+    RATE_LIMIT_PER_SUBJECT: '0',
     RATE_LIMIT_GLOBAL: '0',
     SHUTDOWN_GRACE_MS: '1000',
     SHUTDOWN_DELAY_MS: '0',

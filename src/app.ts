@@ -7,6 +7,7 @@ import { AjvCompiler, type ValidatorFactory } from '@fastify/ajv-compiler';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import swaggerUiCsp from '@fastify/swagger-ui/static/csp.json';
 import underPressure from '@fastify/under-pressure';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import pino, { type DestinationStream } from 'pino';
@@ -203,12 +204,14 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
   if (!config.sandbox && config.metricsTokens.length === 0)
     app.log.warn('GET /metrics is open to whoever reaches this port (no METRICS_TOKENS): set METRICS_TOKENS, or block the path at the ingress');
-  if (!config.sandbox && config.callerAuth.mode !== 'jwt' && config.rateLimit.global === 0)
+  if (!config.sandbox && config.rateLimit.global === 0)
     app.log.warn(
       { callerAuth: config.callerAuth.mode },
-      config.callerAuth.mode === 'none'
-        ? 'POST /session is open to anyone (CALLER_AUTH=none) with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session'
-        : 'POST /session takes app keys, which ship inside apps anyone can unpack, with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session',
+      {
+        none: 'POST /session is open to anyone (CALLER_AUTH=none) with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session',
+        'app-keys': 'POST /session takes app keys, which ship inside apps anyone can unpack, with no RATE_LIMIT_GLOBAL budget: every call creates a billable Incode session',
+        jwt: 'POST /session takes any token of the identity provider with no RATE_LIMIT_GLOBAL budget: if anyone can sign up there, every new account can create billable Incode sessions',
+      }[config.callerAuth.mode],
     );
 
   let draining = false;
@@ -313,19 +316,24 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       return doc.openapiObject;
     },
   });
-  // The docs page gets a CSP of its own (helmet's is off: the demo page sets its own): Swagger UI's inline code by hash,
-  // nothing from other origins, never framed, no validator badge calling out.
+  // The docs page gets a CSP of its own (helmet's is off: the demo page sets its own), written out here whole rather
+  // than edited from the plugin's default, so an upgrade cannot loosen it: Swagger UI's inline code by the hashes the
+  // plugin ships, nothing from other origins, never framed, no validator badge calling out.
   await app.register(swaggerUi, {
     routePrefix: '/docs',
     uiConfig: { validatorUrl: null },
-    staticCSP: true,
-    transformStaticCSP: (header) =>
-      `${header
-        .replace("frame-ancestors 'self'", "frame-ancestors 'none'")
-        .replace(' validator.swagger.io', '')
-        .replace("font-src 'self' https: data:", "font-src 'self' data:")
-        .replace("style-src 'self' https:", "style-src 'self'")
-        .replace(' upgrade-insecure-requests;', '')} form-action 'none';`,
+    staticCSP: {
+      'default-src': ["'self'"],
+      'base-uri': ["'self'"],
+      'font-src': ["'self'", 'data:'],
+      'frame-ancestors': ["'none'"],
+      'img-src': ["'self'", 'data:'],
+      'object-src': ["'none'"],
+      'script-src': ["'self'", ...swaggerUiCsp.script],
+      'script-src-attr': ["'none'"],
+      'style-src': ["'self'", ...swaggerUiCsp.style],
+      'form-action': ["'none'"],
+    },
   });
 
   await app.register(storePlugin, { config, store: deps.store });

@@ -96,7 +96,7 @@ export const ENV_SCHEMA = {
   RESULTS_MODE: { kind: { type: 'enum', values: ['webhook', 'polling', 'both'] }, default: 'both', doc: 'How finished sessions are detected.' },
   POLL_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 3600000 }, default: '5000', doc: 'First delay between status polls of an unfinished session.' },
   POLL_MAX_INTERVAL_MS: { kind: { type: 'int', min: 50, max: 86400000 }, default: '1800000', doc: 'Longest delay between polls (backoff cap); abandoned sessions are polled at this pace until POLL_GIVE_UP_HOURS.' },
-  POLL_GIVE_UP_HOURS: { kind: { type: 'int', min: 1, max: 24 * 365 }, default: '72', doc: 'Stop polling a session this long after it was created.' },
+  POLL_GIVE_UP_HOURS: { kind: { type: 'int', min: 1, max: 24 * 365 }, default: '72', doc: 'Stop polling a session this long after its last sign of life (its start, a status move, a resume, stored results); a later one polls it again.' },
   JOB_MAX_ATTEMPTS: { kind: { type: 'int', min: 1, max: 100 }, default: '16', doc: 'Attempts of a job before it is dead-lettered (16 with the default backoff: about an hour and a half of retries, through an Incode or callback-endpoint outage).' },
   JOB_BACKOFF_MS: { kind: { type: 'int', min: 10, max: 3600000 }, default: '1000', doc: 'Base delay of the jobs\' exponential backoff (with jitter, no sooner than Incode\'s Retry-After; at most 15 min between attempts either way).' },
   JOB_LEASE_MS: { kind: { type: 'int', min: 500, max: 3600000 }, default: '120000', doc: 'A job whose worker died (crash, kill -9) is run again after this long; an attempt still waiting on Incode stops a fifth of it (at most 10 s) before, and is retried.' },
@@ -138,7 +138,9 @@ export const ENV_SCHEMA = {
   TRUST_PROXY_HOPS: { kind: { type: 'int', min: 0, max: 10 }, default: '0', doc: 'Load balancer hops in front; X-Forwarded-For is read only this deep.' },
   RATE_LIMIT_WINDOW_MS: { kind: { type: 'int', min: 1000, max: 86400000 }, default: '60000', doc: 'Window of the POST /session rate limits.' },
   RATE_LIMIT_PER_IP: { kind: { type: 'int', min: 0, max: 1000000 }, default: '30', doc: 'Sessions per client IP per window (0 = off).' },
+  RATE_LIMIT_PER_IPV6_SITE: { kind: { type: 'int', min: 0, max: 1000000 }, default: '120', doc: 'Sessions per IPv6 /48 per window (0 = off): RATE_LIMIT_PER_IP counts an IPv6 client by its /64, and one site\'s /48 holds 65,536 of them.' },
   RATE_LIMIT_PER_CUSTOMER: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'Sessions per externalCustomerId per window (0 = off).' },
+  RATE_LIMIT_PER_SUBJECT: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'With CALLER_AUTH=jwt, sessions per token subject (one end user) per window, whatever its address or externalCustomerId (0 = off).' },
   RATE_LIMIT_GLOBAL: { kind: { type: 'int', min: 0, max: 100000000 }, default: '0', doc: 'Sessions per window for the whole service, a spend budget (0 = off).' },
   CALLER_AUTH: { kind: { type: 'enum', values: ['none', 'app-keys', 'jwt'] }, default: 'none', doc: 'Who may call POST /session.' },
   APP_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Keys accepted in X-App-Key when CALLER_AUTH=app-keys.' },
@@ -218,7 +220,7 @@ export interface Config {
   capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
   redisUrl?: string;
   trustProxyHops: number;
-  rateLimit: { windowMs: number; perIp: number; perCustomer: number; global: number };
+  rateLimit: { windowMs: number; perIp: number; perIpv6Site: number; perCustomer: number; perSubject: number; global: number };
   callerAuth: {
     mode: 'none' | 'app-keys' | 'jwt';
     appKeys: string[];
@@ -582,7 +584,9 @@ export function loadConfig(env: Env): Config {
     rateLimit: {
       windowMs: int(env, 'RATE_LIMIT_WINDOW_MS'),
       perIp: int(env, 'RATE_LIMIT_PER_IP'),
+      perIpv6Site: int(env, 'RATE_LIMIT_PER_IPV6_SITE'),
       perCustomer: int(env, 'RATE_LIMIT_PER_CUSTOMER'),
+      perSubject: int(env, 'RATE_LIMIT_PER_SUBJECT'),
       global: int(env, 'RATE_LIMIT_GLOBAL'),
     },
     callerAuth: {

@@ -262,7 +262,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       if (req.headers['x-api-key'] !== opts.apiKey) return fail(reply, 403, 'Invalid or missing API key');
       return;
     }
-    if (faults.requestFaultsActive) {
+    if (faults.requestFaultsActive && faults.appliesTo(req.url.split('?', 1)[0])) {
       if (faults.shouldTimeout()) {
         hold(reply);
         return reply;

@@ -10,6 +10,11 @@ export interface FaultOptions {
   timeoutRate?: number;
   dropWebhookRate?: number;
   duplicateWebhookRate?: number;
+  /**
+   * When not empty, latency, errors and timeouts hit only requests whose path contains one of these (["/omni/add/"]:
+   * Incode's image endpoints failing while start still works, a partial outage).
+   */
+  faultPaths?: string[];
   seed?: number;
 }
 
@@ -35,6 +40,7 @@ export class Faults {
   timeoutRate = 0;
   dropWebhookRate = 0;
   duplicateWebhookRate = 0;
+  faultPaths: string[] = [];
   seed?: number;
   private rand: () => number = Math.random;
 
@@ -50,6 +56,7 @@ export class Faults {
     if ('timeoutRate' in opts) this.timeoutRate = clampRate(opts.timeoutRate);
     if ('dropWebhookRate' in opts) this.dropWebhookRate = clampRate(opts.dropWebhookRate);
     if ('duplicateWebhookRate' in opts) this.duplicateWebhookRate = clampRate(opts.duplicateWebhookRate);
+    if ('faultPaths' in opts) this.faultPaths = Array.isArray(opts.faultPaths) ? opts.faultPaths.filter((p): p is string => typeof p === 'string' && p !== '').slice(0, 32) : [];
     if (typeof opts.seed === 'number') {
       this.seed = opts.seed;
       this.rand = mulberry32(opts.seed);
@@ -57,7 +64,7 @@ export class Faults {
   }
 
   reset(): void {
-    this.set({ latencyMs: 0, startLatencyMs: 0, errorRate: 0, timeoutRate: 0, dropWebhookRate: 0, duplicateWebhookRate: 0 });
+    this.set({ latencyMs: 0, startLatencyMs: 0, errorRate: 0, timeoutRate: 0, dropWebhookRate: 0, duplicateWebhookRate: 0, faultPaths: [] });
   }
 
   snapshot(): Required<Omit<FaultOptions, 'seed'>> & { seed?: number } {
@@ -68,6 +75,7 @@ export class Faults {
       timeoutRate: this.timeoutRate,
       dropWebhookRate: this.dropWebhookRate,
       duplicateWebhookRate: this.duplicateWebhookRate,
+      faultPaths: [...this.faultPaths],
       seed: this.seed,
     };
   }
@@ -75,6 +83,11 @@ export class Faults {
   /** True when any per-request fault is on, so the request hook can skip all work otherwise. */
   get requestFaultsActive(): boolean {
     return this.latencyMs > 0 || this.errorRate > 0 || this.timeoutRate > 0;
+  }
+
+  /** Whether the per-request faults apply to a request for this URL (faultPaths). */
+  appliesTo(url: string): boolean {
+    return this.faultPaths.length === 0 || this.faultPaths.some((p) => url.includes(p));
   }
 
   private roll(rate: number): boolean {

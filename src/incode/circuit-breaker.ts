@@ -25,6 +25,11 @@ export class CircuitBreaker {
     return this.current;
   }
 
+  /** ms until a call may be tried, 0 when one may go now (or the half-open probe is due), without taking the probe. */
+  get retryInMs(): number {
+    return this.current === 'open' ? Math.max(0, this.openedAt + this.opts.resetMs - this.now()) : 0;
+  }
+
   /**
    * `wait`: ms until a call may be tried, 0 when one may go now. A call that goes as the half-open probe gets a
    * non-zero `probe` ticket, which only it can hand back (abandoned).

@@ -202,6 +202,11 @@ export class IncodeClient {
     return this.circuits.get(group)?.state ?? 'closed';
   }
 
+  /** ms until the group's calls may go again (0: now): asked before work that would be wasted while they cannot. */
+  circuitWait(group: OperationGroup): number {
+    return this.circuits.get(group)?.retryInMs ?? 0;
+  }
+
   // ---- Incode operations (names follow shared/incode-api.md) ----
 
   /** POST /omni/start. Never retried once sent: a retry could open (and bill) a second session. */

@@ -11,15 +11,17 @@ function imageKind(head: Uint8Array): ImageKind | null {
 }
 
 /**
- * The length of s without its padding when s is standard base64 (at most two '=' at the end), else -1; checked
- * in one linear pass. A regular expression is not safe here: on a photo of several MB a greedy pattern's
- * backtracking stack can overflow (a 500).
+ * The length of s without its padding when s is standard base64 (at most two '=' at the end, and then only where they
+ * complete the last group of four), else -1; checked in one linear pass. A regular expression is not safe here: on a
+ * photo of several MB a greedy pattern's backtracking stack can overflow (a 500). Unpadded base64 is taken (Node and
+ * Java decoders accept it); misplaced padding, a stray "==" appended or a cut tail ending "AA=", is not: Incode's
+ * decoder would refuse it only after a billable session was started for it.
  */
 function base64DataLength(s: string): number {
   let end = s.length;
   if (end > 0 && s.charCodeAt(end - 1) === 61) end--;
   if (end > 0 && s.charCodeAt(end - 1) === 61) end--;
-  if (end === 0) return -1;
+  if (end === 0 || (end < s.length && s.length % 4 !== 0)) return -1;
   for (let i = 0; i < end; i++) {
     const c = s.charCodeAt(i);
     const ok = (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 43 || c === 47;

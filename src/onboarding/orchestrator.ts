@@ -15,7 +15,7 @@ import {
   type FaceMatchResult,
 } from '../incode/capture-checks';
 import type { CallContext, IncodeClient } from '../incode/client';
-import { IncodeError } from '../incode/errors';
+import { circuitOpenError, IncodeError } from '../incode/errors';
 import type { AddIdResponse, StartRequest } from '../incode/types';
 import { finishRecorded, type ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
@@ -239,6 +239,10 @@ export class Orchestrator {
 
     // Stopped by the caller (a shutdown past its grace): said as such, not as the Incode timeout the stop looks like.
     const stopped = (step: OnboardingStep, id: string | null) => new OnboardingError(step, 'ABORTED', 'Stopped before the captures were done', id);
+    // Incode's capture calls paused by their circuit (its image endpoints failing while start still works): a session
+    // started now would be billed and then abandoned at its first capture. Refused before it, like the capture would be.
+    const paused = this.d.incode.circuitWait('capture');
+    if (paused > 0) throw await this.fail(null, 'front', circuitOpenError('addFrontId', paused));
     let started;
     try {
       started = await this.d.incode.start(startReq, { ...ctx, sendBefore: input.idempotency?.sendBefore });

@@ -23,7 +23,7 @@ export function createMetrics() {
     }),
     jobs: new Counter({ name: 'result_jobs_total', help: 'Result pipeline jobs by kind and outcome (done, retry, dead)', labelNames: ['kind', 'outcome'], registers: [registry] }),
     jobAttempts: new Histogram({ name: 'result_job_attempts', help: 'Attempts a job took to finish', labelNames: ['kind'], buckets: [1, 2, 3, 5, 8, 13], registers: [registry] }),
-    deadLetters: new Counter({ name: 'result_jobs_dead_letters_total', help: 'Jobs that exhausted their attempts', labelNames: ['kind'], registers: [registry] }),
+    deadLetters: new Counter({ name: 'result_jobs_dead_letters_total', help: 'Jobs given up on: their attempts exhausted, or failed for good at once (a refusal no retry can change)', labelNames: ['kind'], registers: [registry] }),
     sources,
     queueDepth: new Gauge({
       name: 'result_jobs_queue_depth',
@@ -45,7 +45,7 @@ export function createMetrics() {
       },
     }),
     pollingRepairs: new Counter({ name: 'polling_repairs_total', help: 'Results that arrived through polling with no webhook', registers: [registry] }),
-    resultsStored: new Counter({ name: 'results_stored_total', help: 'Sessions whose scores and OCR were stored, by decision', labelNames: ['decision'], registers: [registry] }),
+    resultsStored: new Counter({ name: 'results_stored_total', help: 'Scores and OCR stored, by decision: once per fetch saved, so a refresh or a reviewer\'s verdict that stores newer results of a session counts again', labelNames: ['decision'], registers: [registry] }),
     rateLimitFallback: new Gauge({
       name: 'rate_limit_fallback',
       help: '1 while the shared (Redis) rate-limit counter fails and limits are counted by each process alone, else 0',

@@ -32,6 +32,15 @@ export function clientNetwork(ip: string, fallback?: string): string {
   return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
 }
 
+/**
+ * The /48 an IPv6 network (clientNetwork's "a:b:c:d::/64") belongs to, null for IPv4: one site's allocation (a tunnel
+ * broker hands out a /48 for free), whose 65,536 /64s would each get the per-IP budget of their own.
+ */
+export function ipv6Site(network: string): string | null {
+  if (!network.endsWith('::/64')) return null;
+  return `${network.split(':', 3).join(':')}::/48`;
+}
+
 /** The client network of a request: its address as TRUST_PROXY_HOPS reads it, else the peer's own. */
 export function requestNetwork(req: { ip: string; socket: { remoteAddress?: string } }): string {
   return clientNetwork(req.ip, req.socket.remoteAddress);

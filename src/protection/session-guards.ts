@@ -6,7 +6,7 @@ import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { IdempotencyAnswer, IdempotencyRef } from '../store/types';
-import { requestNetwork, type RateLimitEntry } from './rate-counter';
+import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
 
 /**
  * How long a pending Idempotency-Key claim holds: longer than any Incode call, so a retry meanwhile gets 409; if the
@@ -17,8 +17,19 @@ function idempotencyLeaseMs(config: Pick<Config, 'idempotencyTtlSeconds' | 'inco
   return Math.min(config.idempotencyTtlSeconds * 1000, Math.max(60_000, 4 * config.incode.timeoutMs));
 }
 
-/** Room between the end, at the latest, of a start sent at the deadline (INCODE_TIMEOUT_MS) and the claim lapsing. */
+/** Room between the end, at the latest, of a start sent at its deadline and the claim lapsing. */
 const SEND_MARGIN_MS = 2000;
+
+/**
+ * When a claim made at `now` lapses, and the latest moment its start may be sent (ClaimedKey.sendBefore). A start sent
+ * then may take INCODE_TIMEOUT_MS for its headers and as long again for its body (undici times the two apart), so
+ * twice the timeout is kept free before the lease ends.
+ */
+export function claimDeadlines(config: Pick<Config, 'idempotencyTtlSeconds' | 'incode'>, now: number): { leaseExpiresAt: number; sendBefore?: number } {
+  const leaseExpiresAt = now + idempotencyLeaseMs(config);
+  const sendBefore = leaseExpiresAt - 2 * config.incode.timeoutMs - SEND_MARGIN_MS;
+  return sendBefore > now ? { leaseExpiresAt, sendBefore } : { leaseExpiresAt };
+}
 
 /** A key this request claimed, as create() gets it. */
 export type ClaimedKey = IdempotencyRef & {
@@ -45,6 +56,17 @@ function sync(check: (req: FastifyRequest) => void) {
 // Characters that display as nothing (zero-width, soft hyphen, variation selectors, tags, fillers...): they must not
 // make one customer id look like many.
 const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\u180e]/gu;
+
+/**
+ * One spelling per customer id for its rate limit: "Victim", "VICTIM", "victim\u00a0", "vic\u200btim" and "victim\ufe0f"
+ * are one customer, and so are "Strasse" and "Straße" (upper-casing first folds ß to SS, as full case folding does).
+ * The invisibles go first: one between a letter and its combining accent ("Jose\u200b\u0301") would keep NFKC from
+ * composing the pair, and removed afterwards would leave a spelling of "José" of its own; and again after NFKC, which
+ * maps some characters to invisible ones. NFKC again at the end: case mapping can decompose.
+ */
+export function foldCustomerId(id: string): string {
+  return id.replace(INVISIBLE, '').normalize('NFKC').replace(INVISIBLE, '').trim().toUpperCase().toLowerCase().normalize('NFKC');
+}
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -131,13 +153,18 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
     const limits: (RateLimitEntry & { what: string })[] = [];
-    if (rateLimit.perIp > 0) limits.push({ key: `ip:${requestNetwork(req)}`, max: rateLimit.perIp, what: 'from this address' });
+    if (rateLimit.perIp > 0 || rateLimit.perIpv6Site > 0) {
+      const network = requestNetwork(req);
+      if (rateLimit.perIp > 0) limits.push({ key: `ip:${network}`, max: rateLimit.perIp, what: 'from this address' });
+      const site = rateLimit.perIpv6Site > 0 ? ipv6Site(network) : null;
+      if (site) limits.push({ key: `ip:${site}`, max: rateLimit.perIpv6Site, what: 'from this network' });
+    }
+    // In jwt mode a caller is one end user (a token's subject): its budget whatever address or customer id it sends.
+    if (rateLimit.perSubject > 0 && callerAuth.mode === 'jwt' && req.caller) limits.push({ key: `caller:${req.caller}`, max: rateLimit.perSubject, what: 'for this user' });
     const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
-    // Per caller (one app's users never use up another's budget), and spelled one way: "Victim", "VICTIM",
-    // "victim\u00a0", "vic\u200btim" and "victim\ufe0f" are one customer to the limit, and so are "Strasse" and
-    // "Straße" (upper-casing first folds ß to SS, as full case folding does).
+    // Per caller (one app's users never use up another's budget), and spelled one way (foldCustomerId).
     if (typeof ext === 'string' && rateLimit.perCustomer > 0)
-      limits.push({ key: `customer:${customerDigest.digest(`${req.caller ?? 'anonymous'}\n${ext.normalize('NFKC').replace(INVISIBLE, '').trim().toUpperCase().toLowerCase()}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+      limits.push({ key: `customer:${customerDigest.digest(`${req.caller ?? 'anonymous'}\n${foldCustomerId(ext)}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
     if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
     if (!limits.length) return;
     const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);
@@ -163,7 +190,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const requestHash = requestDigest.digest(body);
     const now = Date.now();
     const ttlMs = config.idempotencyTtlSeconds * 1000;
-    const leaseExpiresAt = now + idempotencyLeaseMs(config);
+    const { leaseExpiresAt, sendBefore } = claimDeadlines(config, now);
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, leaseExpiresAt, now);
     // A completed key's digest is the request's SHA-256 kept in its (re-encryptable) response, which matches accepts
     // too: a key rotation that retired the key of the request_hash HMAC does not turn a faithful retry into a 422.
@@ -175,8 +202,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     try {
       // The key is marked done by the session's own write (only the id is kept, and a route's final answer if it keeps
       // one with recordIdempotencyAnswer; the token stays in sessions).
-      const sendBefore = leaseExpiresAt - config.incode.timeoutMs - SEND_MARGIN_MS;
-      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, sendBefore: sendBefore > now ? sendBefore : undefined, requestSha256: sha256Hex(body) });
+      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, sendBefore, requestSha256: sha256Hex(body) });
     } catch (err) {
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
       // once Incode had answered) a session may exist and be billed: the key stays pending until its lease lapses, so a
@@ -186,7 +212,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     }
   }
 
-  const anyLimit = rateLimit.perIp > 0 || rateLimit.perCustomer > 0 || rateLimit.global > 0;
+  const anyLimit = rateLimit.perIp > 0 || rateLimit.perIpv6Site > 0 || rateLimit.perCustomer > 0 || (rateLimit.perSubject > 0 && callerAuth.mode === 'jwt') || rateLimit.global > 0;
   const authentication = callerAuth.mode === 'none' ? [] : [authenticate];
   const limits = anyLimit ? [rateLimitHook] : [];
   // `between`: a route's own checks of the request, after the caller is known and before anything is counted, so a

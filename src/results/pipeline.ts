@@ -255,8 +255,26 @@ export class ResultsPipeline {
   }
 
   /** Whether polling has given up on the session by `at` (now, or when a poll is due). */
-  private pollingGaveUp(s: Pick<SessionRecord, 'createdAt'>, at: number): boolean {
-    return at - s.createdAt > this.d.config.results.pollGiveUpHours * 3_600_000;
+  private pollingGaveUp(s: Pick<SessionRecord, 'createdAt' | 'updatedAt'>, at: number): boolean {
+    // Counted from the session's last sign of life (its start, a status move, a resume, stored results), not its start
+    // alone: a user who comes back on day four must not find polling given up for good.
+    return at - Math.max(s.createdAt, s.updatedAt) > this.d.config.results.pollGiveUpHours * 3_600_000;
+  }
+
+  /**
+   * Polling again for a session it gave up on (POLLING_GAVE_UP) that shows a sign of life: a status move (a webhook's,
+   * a read's), or a resume. Its results are pending again; without this, a final status whose webhook was lost (or any
+   * final status with RESULTS_MODE=polling) would leave a finished onboarding failed for good.
+   */
+  async revive(interviewId: string, session?: SessionRecord | null): Promise<void> {
+    const s = session === undefined ? await this.d.store.getSession(interviewId) : session;
+    if (!s || s.resultsStatus !== 'failed' || s.lastError !== 'POLLING_GAVE_UP' || isTerminal(s.onboardingStatus)) return;
+    const now = this.now();
+    const next = this.firstPollAt(s.origin, now);
+    if (next === null) return;
+    await this.d.store.setResultsStatus(interviewId, 'pending', null, now);
+    await this.d.store.schedulePoll(interviewId, next, 0);
+    this.d.log.info({ interviewId }, 'polling resumed for a session it had given up on');
   }
 
   // ---- jobs ----
@@ -433,6 +451,7 @@ export class ResultsPipeline {
       if (enq) this.d.kick?.();
     }
     if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
+    if (changed) await this.revive(interviewId, session);
     // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here (so not
     // keepsPolling, which would count the results just queued as still missing). And only the poll this check saw: the results job may already have stored a `review` and scheduled the poll that
     // waits for the reviewer's verdict, which must stay.

@@ -207,7 +207,11 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt).catch(() => undefined);
         throw err;
       }
-      return reissue(interviewId, started.token, true);
+      const answer = await reissue(interviewId, started.token, true);
+      // The user is back: polling that gave up on the session watches it again (a failure here must not cost the
+      // token just issued; the next webhook's status move revives it too).
+      await app.results.revive(interviewId).catch((err: unknown) => req.log.error({ interviewId, err }, 'polling not resumed'));
+      return answer;
     },
   );
 

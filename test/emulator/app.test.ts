@@ -577,6 +577,17 @@ describe('emulator app', () => {
       expect(a).toContain(200);
     });
 
+    it('limits the faults to faultPaths when given (a partial outage: image uploads fail, start works)', async () => {
+      const set = await emu.call('POST', '/__emulator/faults', { body: { errorRate: 1, faultPaths: ['/omni/add/'] } });
+      expect(set.body.faultPaths).toEqual(['/omni/add/']);
+      const s = await emu.start();
+      expectEnvelope(await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: { base64Image: 'AAAA' } }), 503);
+      expectEnvelope(await emu.call('POST', '/0/omni/add/face/third-party?imageType=selfie', { token: s.token, key: null, body: { base64Image: 'AAAA' } }), 503);
+      expect((await emu.call('GET', `/omni/get/onboarding/status?id=${s.interviewId}`, { token: s.token })).status).toBe(200);
+      expect((await emu.call('DELETE', '/__emulator/faults')).body.faultPaths).toEqual([]);
+      expect((await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: { base64Image: 'AAAA' } })).status).not.toBe(503);
+    });
+
     it('holds requests without answering at the timeout rate', async () => {
       const r = await emu.call('POST', '/__emulator/faults', { body: { timeoutRate: 1 } });
       expect(r.body.timeoutRate).toBe(1);

@@ -72,6 +72,8 @@ export function brokerEnv(incodeUrl: string, overrides: Record<string, string> =
     JOB_BACKOFF_MS: '50',
     RATE_LIMIT_PER_IP: '0',
     RATE_LIMIT_PER_CUSTOMER: '0',
+    RATE_LIMIT_PER_IPV6_SITE: '0',
+    RATE_LIMIT_PER_SUBJECT: '0',
     EVENT_LOOP_MAX_LAG_MS: '0',
     // A stop is at once unless a test asks for the out-of-rotation delay.
     SHUTDOWN_DELAY_MS: '0',
@@ -101,6 +103,8 @@ export async function startSandbox(overrides: Record<string, string> = {}, deps:
     POLL_MAX_INTERVAL_MS: '1000',
     RATE_LIMIT_PER_IP: '0',
     RATE_LIMIT_PER_CUSTOMER: '0',
+    RATE_LIMIT_PER_IPV6_SITE: '0',
+    RATE_LIMIT_PER_SUBJECT: '0',
     EVENT_LOOP_MAX_LAG_MS: '0',
     ...overrides,
   };

@@ -83,6 +83,7 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     return jwt.sign(opts.key ?? signingKey);
   };
 
+  let jwksUrl = '';
   beforeAll(async () => {
     otherKey = (await generateKeyPair('ES256')).privateKey;
     // The IdP's JWKS holds the public half of signingKey only.
@@ -95,7 +96,7 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
       return { keys: [jwk] };
     });
     await idp.listen({ port: 0, host: '127.0.0.1' });
-    const jwksUrl = `http://127.0.0.1:${(idp.server.address() as AddressInfo).port}/.well-known/jwks.json`;
+    jwksUrl = `http://127.0.0.1:${(idp.server.address() as AddressInfo).port}/.well-known/jwks.json`;
     broker = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: jwksUrl, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE, LOG_LEVEL: 'trace' }));
   });
   afterAll(async () => {
@@ -108,6 +109,22 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     if (token !== null) r.set('authorization', `${scheme} ${token}`);
     return r.send({});
   };
+
+  it('limits each token subject (one end user) whatever address or customer id it sends (RATE_LIMIT_PER_SUBJECT)', async () => {
+    const limited = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: jwksUrl, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE, TRUST_PROXY_HOPS: '1', RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '100', RATE_LIMIT_PER_SUBJECT: '2' }));
+    try {
+      const as = async (sub: string, i: number) =>
+        request(limited.url).post('/session').set('authorization', `Bearer ${await sign({ jti: `j${i}` }, { sub })}`).set('x-forwarded-for', `203.0.113.${i}`).send({ externalCustomerId: `customer-${i}` });
+      expect((await as('mallory', 1)).status).toBe(200);
+      expect((await as('mallory', 2)).status).toBe(200);
+      const over = await as('mallory', 3);
+      expect(over.status).toBe(429);
+      expect(over.body).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringMatching(/for this user/) });
+      expect((await as('alice', 4)).status).toBe(200);
+    } finally {
+      await limited.close();
+    }
+  });
 
   it('accepts a valid token signed by the IdP (200)', async () => {
     const res = await call(await sign());

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
-import { clientNetwork, MemoryRateCounter, RedisRateCounter, type RateCounter } from '../../src/protection/rate-counter';
+import { clientNetwork, ipv6Site, MemoryRateCounter, RedisRateCounter, type RateCounter } from '../../src/protection/rate-counter';
 import { startBrokerProcess } from '../helpers/broker-process';
 import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
@@ -110,6 +110,21 @@ describe('POST /session rate limits (memory counter)', () => {
     await post(b.url, '203.0.113.3').expect(200);
   });
 
+  it('counts an IPv6 client by its /64 and, with a budget of its own, its site\'s /48 (RATE_LIMIT_PER_IPV6_SITE)', async () => {
+    const b = await broker({ TRUST_PROXY_HOPS: '1', RATE_LIMIT_PER_IP: '2', RATE_LIMIT_PER_IPV6_SITE: '3' });
+    await post(b.url, '2001:db8:1:1::1').expect(200);
+    await post(b.url, '2001:db8:1:1::2').expect(200);
+    await post(b.url, '2001:db8:1:1::3').expect(429);
+    // Another /64 of the same /48: its own per-IP budget, but the site's is nearly spent.
+    await post(b.url, '2001:db8:1:2::1').expect(200);
+    const over = await post(b.url, '2001:db8:1:3::1').expect(429);
+    expect(over.body.message).toMatch(/from this network/);
+    expect(over.headers['x-ratelimit-limit']).toBe('3');
+    // Another site, and IPv4, are not counted with it.
+    await post(b.url, '2001:db8:2:1::1').expect(200);
+    await post(b.url, '203.0.113.9').expect(200);
+  });
+
   it('counts no request refused for its options: a bad countryCode or flow never uses up a customer\'s or the service\'s budget', async () => {
     const b = await broker({ RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '2', RATE_LIMIT_GLOBAL: '3' });
     for (const bad of [{ countryCode: 'ZZZ' }, { configurationId: 'flow-light' }, { redirectionUrl: 'https://elsewhere.example.com/' }, { countryCode: 'QQQ' }])
@@ -131,6 +146,10 @@ describe('POST /session rate limits (memory counter)', () => {
     await as('app-one-key-0123456789abcdef', 'strasse').expect(200);
     await as('app-one-key-0123456789abcdef', 'STRASSE').expect(200);
     await as('app-one-key-0123456789abcdef', 'Straße').expect(429);
+    // An invisible character between a letter and its accent does not make another spelling of it.
+    await as('app-one-key-0123456789abcdef', 'José').expect(200);
+    await as('app-one-key-0123456789abcdef', 'JOSE\u0301').expect(200);
+    for (const ext of ['Jose\u200b\u0301', 'jose\u034f\u0301', 'JOS\u00c9\u2060']) await as('app-one-key-0123456789abcdef', ext).expect(429);
     // Characters that would make an id display as another one are refused outright.
     for (const ext of ['victim\u202e', 'vic\u2066tim', 'victim\u0085'])
       expect((await as('app-one-key-0123456789abcdef', ext).expect(400)).body.code).toBe('VALIDATION_FAILED');
@@ -166,6 +185,14 @@ describe('POST /session rate limits (memory counter)', () => {
     const burst = await Promise.all(Array.from({ length: 12 }, () => post(on.url).then((r) => r.status)));
     expect(burst.filter((s) => s === 200)).toHaveLength(5);
     expect(burst.filter((s) => s === 429)).toHaveLength(7);
+  });
+
+  it('ipv6Site: the /48 of an IPv6 network, none for IPv4', () => {
+    expect(ipv6Site(clientNetwork('2001:0db8:0001:0002::1'))).toBe('2001:db8:1::/48');
+    expect(ipv6Site(clientNetwork('2001:db8::'))).toBe('2001:db8:0::/48');
+    expect(ipv6Site(clientNetwork('203.0.113.7'))).toBeNull();
+    expect(ipv6Site(clientNetwork('::ffff:203.0.113.7'))).toBeNull();
+    expect(ipv6Site('unknown')).toBeNull();
   });
 
   it('clientNetwork: IPv4 as is (also mapped into IPv6), IPv6 by its /64 however it is written', () => {

@@ -1119,6 +1119,60 @@ describe('pollDue, against an onboarding abandoned after the listing', () => {
   });
 });
 
+describe('polling that gives up', () => {
+  const hours = (h: number) => h * 3_600_000;
+  const dueNow = async (real: SqliteStore, id: string, now: number) => real.schedulePoll(id, now - 1, 5);
+
+  it('gives up POLL_GIVE_UP_HOURS after the last sign of life, not after the start, and polls again when the status moves', async () => {
+    const { real, pipeline, clock } = await barePipeline();
+    const t0 = clock.now;
+    const id = 'c'.repeat(24);
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    // The ID on day two: 80 h after the start is only 50 h after that.
+    clock.now = t0 + hours(30);
+    await pipeline.apply(id, 'ID_VALIDATION_FINISHED', 'webhook');
+    clock.now = t0 + hours(80);
+    await dueNow(real, id, clock.now);
+    expect(await pipeline.pollDue()).toBe(1);
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', nextPollAt: expect.any(Number) });
+    expect((await real.listJobs(id)).filter((j) => j.payload.source === 'poll')).toHaveLength(1);
+    // 73 h of silence since: given up.
+    clock.now = t0 + hours(30 + 73);
+    await dueNow(real, id, clock.now);
+    await pipeline.pollDue();
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP', nextPollAt: null });
+    // The user comes back and takes the selfie: the status move brings polling back, so a lost final webhook is repaired.
+    clock.now += hours(1);
+    await pipeline.apply(id, 'FACE_VALIDATION_FINISHED', 'webhook');
+    const revived = (await real.getSession(id))!;
+    expect(revived).toMatchObject({ resultsStatus: 'pending', lastError: null, onboardingStatus: 'FACE_VALIDATION_FINISHED' });
+    expect(revived.nextPollAt).toBeGreaterThan(clock.now);
+    clock.now = revived.nextPollAt! + 1;
+    expect(await pipeline.pollDue()).toBe(1);
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', nextPollAt: expect.any(Number) });
+  });
+
+  it('polls again a session given up on when its user resumes it, and leaves any other failure alone', async () => {
+    const { real, pipeline, clock } = await barePipeline();
+    const id = 'd'.repeat(24);
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    clock.now += hours(73);
+    await dueNow(real, id, clock.now);
+    await pipeline.pollDue();
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP', nextPollAt: null });
+    await real.replaceToken(id, 'tok-2', clock.now);
+    await pipeline.revive(id);
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', lastError: null, nextPollAt: expect.any(Number) });
+    // An abandoned onboarding (a capture to repeat) stays abandoned.
+    const other = 'e'.repeat(23) + 'f';
+    await pipeline.trackSession({ interviewId: other, token: 'tok' });
+    await real.setResultsStatus(other, 'failed', 'CAPTURE_REJECTED', clock.now);
+    await real.stopPolling(other, (await real.getSession(other))!.nextPollAt);
+    await pipeline.revive(other);
+    expect(await real.getSession(other)).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED', nextPollAt: null });
+  });
+});
+
 describe('refresh, against the refresh already there', () => {
   it('joins one that has not read Incode yet; beside one under way or waiting out a failed attempt, queues one more', async () => {
     const { real, pipeline, clock } = await barePipeline();

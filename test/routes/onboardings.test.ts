@@ -198,6 +198,33 @@ describe('POST /onboardings', () => {
     }
   });
 
+  it('starts no session while the capture calls\' circuit is open (image uploads failing, start working): 503 at once, nothing billed', async () => {
+    const fragile = await startBroker(brokerEnv(emulator.url, { CIRCUIT_FAILURE_THRESHOLD: '1', CIRCUIT_RESET_MS: '60000', ONBOARDING_BODY_LIMIT_BYTES: String(12 * 1024 * 1024) }));
+    emulator.app.emulator.setFaults({ errorRate: 1, faultPaths: ['/omni/add/'] });
+    const incode = recordRequests(emulator.app.server);
+    const starts = () => incode.urls.filter((u) => u.startsWith('/omni/start')).length;
+    try {
+      // The first onboarding finds out: its session was started, its front upload failed.
+      expect((await post(GOOD, { url: fragile.url })).body).toMatchObject({ code: 'INCODE_UNAVAILABLE', step: 'front', interviewId: expect.any(String) });
+      expect(starts()).toBe(1);
+      const res = await fetch(`${fragile.url}/onboardings`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}`, 'idempotency-key': 'onb-circuit-1' }, body: JSON.stringify(GOOD) });
+      expect(res.status).toBe(503);
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      const body = (await res.json()) as Record<string, unknown>;
+      expect(body).toMatchObject({ code: 'INCODE_UNAVAILABLE', step: 'front' });
+      expect(body.interviewId ?? null).toBeNull();
+      expect(starts()).toBe(1);
+      // Nothing was started under the key, so it was freed: a retry under it is refused for the circuit again, not
+      // told 409 that a request with this key is still running.
+      expect((await post(GOOD, { url: fragile.url, idempotencyKey: 'onb-circuit-1' })).body.code).toBe('INCODE_UNAVAILABLE');
+      expect(starts()).toBe(1);
+    } finally {
+      incode.stop();
+      emulator.app.emulator.resetFaults();
+      await fragile.close();
+    }
+  });
+
   it('with an Idempotency-Key, a retry gets the first answer (202, or 422 for a capture to repeat) instead of a second billed session', async () => {
     const incode = recordRequests(emulator.app.server);
     const starts = () => incode.urls.filter((u) => u.startsWith('/omni/start')).length;
@@ -293,6 +320,9 @@ describe('POST /onboardings', () => {
     ['not base64', { ...GOOD, front: 'this is not base64 at all!!' }, 'INVALID_IMAGE'],
     ['base64 of text', { ...GOOD, selfie: Buffer.from('hello world, definitely not a picture of anyone at all, '.repeat(5)).toString('base64') }, 'INVALID_IMAGE'],
     ['truncated base64', { ...GOOD, back: GOOD.back.slice(0, 4001) }, 'INVALID_IMAGE'],
+    // Padding only completes the last group of four: a stray "==" or a cut tail ending "=" is no base64 Incode decodes.
+    ['padding after a complete group', { ...GOOD, front: `${GOOD.front.slice(0, 4000)}==` }, 'INVALID_IMAGE'],
+    ['padding on a cut tail', { ...GOOD, selfie: `${GOOD.selfie.slice(0, 4002)}=` }, 'INVALID_IMAGE'],
     ['unknown field', { ...GOOD, extra: 1 }, 'VALIDATION_FAILED'],
     ['bad country', { ...GOOD, countryCode: 'XXX' }, 'INVALID_COUNTRY_CODE'],
   ])('answers 400 for %s', async (_n, body, code) => {

@@ -21,6 +21,26 @@ describe('the demo page', () => {
   });
 });
 
+describe('the API docs page', () => {
+  it('has a CSP of its own, written out whole: nothing from other origins, never framed, no form posts, no inline script', async () => {
+    const res = await request(sandbox.url).get('/docs').redirects(3).expect(200);
+    expect(res.text).toMatch(/swagger-ui/);
+    const csp = Object.fromEntries(String(res.headers['content-security-policy']).split(';').map((d) => d.trim()).filter(Boolean).map((d) => [d.split(' ')[0], d.split(' ').slice(1)]));
+    expect(csp).toEqual({
+      'default-src': ["'self'"],
+      'base-uri': ["'self'"],
+      'font-src': ["'self'", 'data:'],
+      'frame-ancestors': ["'none'"],
+      'img-src': ["'self'", 'data:'],
+      'object-src': ["'none'"],
+      'script-src': ["'self'"],
+      'script-src-attr': ["'none'"],
+      'style-src': ["'self'"],
+      'form-action': ["'none'"],
+    });
+  });
+});
+
 describe('POST /demo/capture-check', () => {
   const check = (body: unknown) => request(sandbox.url).post('/demo/capture-check').send(body as object);
 
