@@ -1,9 +1,16 @@
 #!/usr/bin/env node
-// Launcher: runs the TypeScript CLI through tsx so a fresh clone needs `npm install` and no build.
+// Launcher: runs the TypeScript CLI through tsx so a fresh clone needs `npm install` and no build; where the dev
+// dependencies were pruned (a deployment: `npm run build && npm prune --omit=dev`), the compiled one in dist/.
 'use strict';
 
-require('tsx/cjs');
-const { main } = require('../src/cli/main.ts');
+let tsx = true;
+try {
+  require.resolve('tsx/cjs');
+} catch {
+  tsx = false;
+}
+if (tsx) require('tsx/cjs');
+const { main } = tsx ? require('../src/cli/main.ts') : require('../dist/cli/main.js');
 
 main(process.argv.slice(2)).then(
   (code) => {

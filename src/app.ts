@@ -11,7 +11,7 @@ import swaggerUiCsp from '@fastify/swagger-ui/static/csp.json';
 import underPressure from '@fastify/under-pressure';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import pino, { type DestinationStream } from 'pino';
-import type { Config } from './config';
+import { selfAddress, type Config } from './config';
 import errorHandler from './plugins/error-handler';
 import incodePlugin from './plugins/incode';
 import metricsPlugin from './plugins/metrics';
@@ -194,7 +194,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   if (config.sandbox)
     app.log.warn(
       { sandbox: true, upstream, generatedEncryptionKey: config.encryption.generated },
-      `SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at ${SANDBOX_PREFIX} (stored data uses a throwaway encryption key)`,
+      `SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at ${SANDBOX_PREFIX} (${config.encryption.generated ? 'stored data uses a throwaway encryption key' : 'stored data is encrypted with DATA_ENCRYPTION_KEY'})`,
     );
   else app.log.info({ sandbox: false, upstream }, 'broker starting against Incode');
   if (config.sandbox && config.adminApiKeys.length === 0)
@@ -202,6 +202,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.
   if (!config.sandbox && config.nodeEnv !== 'production')
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
+  // The default INCODE_API_URL is Incode's demo environment, which refuses a production key: say it where it shows.
+  if (!config.sandbox && config.nodeEnv === 'production' && upstreamUrl.hostname.startsWith('demo-'))
+    app.log.warn({ upstream }, "INCODE_API_URL is Incode's demo environment with NODE_ENV=production: a production API key is refused there (set https://saas-api.incodesmile.com)");
   if (!config.sandbox && config.metricsTokens.length === 0)
     app.log.warn('GET /metrics is open to whoever reaches this port (no METRICS_TOKENS): set METRICS_TOKENS, or block the path at the ingress');
   if (!config.sandbox && config.rateLimit.global === 0)
@@ -351,8 +354,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       prefix: SANDBOX_PREFIX,
       corsOrigins: '*',
       webhook: {
-        url: `http://127.0.0.1:${config.port}/webhooks/incode`,
-        oauth: config.webhook.clientId && config.webhook.clientSecret ? { tokenUrl: `http://127.0.0.1:${config.port}/webhooks/incode/token`, clientId: config.webhook.clientId, clientSecret: config.webhook.clientSecret } : undefined,
+        // To this process as it listens (HOST may be one interface only, not loopback).
+        url: `http://${selfAddress(config.host)}:${config.port}/webhooks/incode`,
+        oauth: config.webhook.clientId && config.webhook.clientSecret ? { tokenUrl: `http://${selfAddress(config.host)}:${config.port}/webhooks/incode/token`, clientId: config.webhook.clientId, clientSecret: config.webhook.clientSecret } : undefined,
         headers: !config.webhook.clientId && config.webhook.secret ? { [config.webhook.secretHeader]: config.webhook.secret } : undefined,
         retryDelaysMs: [1000, 2500, 6000],
       },
@@ -361,7 +365,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
 
   // What the SDK is initialised with: the browser-reachable URL of the token-only (/0/) surface.
   const sdkApiUrl = config.sandbox ? `${config.publicUrl}${SANDBOX_PREFIX}/0/` : `${config.incode.apiUrl}/0/`;
-  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, requireIncode: config.readinessRequiresIncode, inRotation: () => inRotation });
+  await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, apiKey: config.incode.apiKey, requireIncode: config.readinessRequiresIncode, inRotation: () => inRotation });
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
   await app.register(webhookRoutes, { config });
   await app.register(sessionsRoutes, { config });

@@ -41,7 +41,7 @@ export const ENV_SCHEMA = {
   },
   CORS_ORIGINS: { kind: { type: 'list' }, default: '', doc: 'Comma-separated exact origins allowed by CORS; "*" only if set explicitly.' },
 
-  INCODE_API_URL: { kind: { type: 'url' }, default: 'https://demo-api.incodesmile.com', doc: 'Incode API base URL (demo or saas-api).' },
+  INCODE_API_URL: { kind: { type: 'url' }, default: 'https://demo-api.incodesmile.com', doc: 'Incode API base URL: https://saas-api.incodesmile.com for production, https://demo-api.incodesmile.com (the default) for Incode\'s demo environment; a key works only in its own.' },
   INCODE_API_KEY: { kind: { type: 'string' }, secret: true, doc: 'Incode API key. Unset = sandbox mode against the built-in emulator.' },
   INCODE_CLIENT_ID: { kind: { type: 'string' }, doc: 'Incode client id (needed for onboarding-url).' },
   INCODE_CONFIGURATION_ID: { kind: { type: 'string' }, doc: 'Default flow (configurationId) for new sessions.' },
@@ -384,7 +384,7 @@ function isValidPostgresUrl(url: string): boolean {
 }
 
 /** Where this process reaches itself: loopback when it listens on every interface, else the address it binds. */
-function selfAddress(host: string): string {
+export function selfAddress(host: string): string {
   if (host === '0.0.0.0' || host === '::' || host === '') return '127.0.0.1';
   return host.includes(':') ? `[${host}]` : host;
 }

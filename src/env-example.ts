@@ -16,7 +16,8 @@ const SECTIONS: Record<string, string> = {
 // Left commented: unset, these mean something their default does not (sandbox mode keeps data in memory unless
 // DATABASE_URL is set), so a copy of this file must behave like no file at all. NODE_ENV and HOST too: given to
 // `docker run --env-file`, a copy would override the image's production and 0.0.0.0 with development and loopback.
-const COMMENTED = new Set(['DATABASE_URL', 'NODE_ENV', 'HOST']);
+// INCODE_API_URL too: a copy must not choose Incode's demo environment for a deployment (compose requires it set).
+const COMMENTED = new Set(['DATABASE_URL', 'NODE_ENV', 'HOST', 'INCODE_API_URL']);
 
 export function renderEnvExample(): string {
   let out =

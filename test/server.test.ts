@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
-import { brokerEnv, freePort, recordRequests, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
+import { ADMIN_KEY, brokerEnv, freePort, recordRequests, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
 import { spawnBroker, startBrokerProcess, untilHealthy, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
 import { tempDir } from './helpers/temp';
@@ -24,6 +24,19 @@ describe('server process', () => {
     procs.push(p);
     return { p, url: p.url };
   }
+
+  it('in sandbox mode bound to one interface (HOST not loopback\'s 127.0.0.1), its emulator\'s webhooks reach it there', async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.2:${port}`;
+    const p = spawnBroker({ PORT: String(port), HOST: '127.0.0.2', PUBLIC_URL: url, DATABASE_URL: 'sqlite::memory:', ADMIN_API_KEYS: ADMIN_KEY, EMULATOR_PROCESSING_DELAY_MS: '50', RESULTS_MODE: 'webhook', SHUTDOWN_DELAY_MS: '0' });
+    procs.push(p);
+    await untilHealthy(p, url);
+    const s = await json(`${url}/session`, { method: 'POST' });
+    expect(s.body.apiUrl).toBe(`${url}/sandbox/incode/0/`);
+    await captureAll(s.body.apiUrl, s.body.token);
+    // Webhooks alone bring the results (no polling): they must have been delivered to 127.0.0.2.
+    expect((await waitForResults(url, s.body.interviewId)).resultsStatus).toBe('ready');
+  }, 30_000);
 
   it('finishes in-flight requests on SIGTERM, then exits 0', async () => {
     const emu = await startEmulator({ faults: { startLatencyMs: 800 } });

@@ -190,7 +190,8 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   const inMemory = !env.DATABASE_URL;
   if (inMemory) {
     env.DATABASE_URL = 'sqlite::memory:';
-    env.DATA_ENCRYPTION_KEY ??= `cli:${randomBytes(32).toString('base64')}`;
+    // An empty one counts as none: the line `.env.example` leaves for it, copied to .env.
+    if (!env.DATA_ENCRYPTION_KEY) env.DATA_ENCRYPTION_KEY = `cli:${randomBytes(32).toString('base64')}`;
   }
   let config: Config;
   try {

@@ -7,7 +7,7 @@ import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
-import type { Job, NewSession, SessionRecord, StepRecord, Store } from '../store/types';
+import type { Job, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
 
@@ -266,7 +266,7 @@ export class ResultsPipeline {
    * a read's), or a resume. Its results are pending again; without this, a final status whose webhook was lost (or any
    * final status with RESULTS_MODE=polling) would leave a finished onboarding failed for good.
    */
-  async revive(interviewId: string, session?: SessionRecord | null): Promise<void> {
+  async revive(interviewId: string, session?: SessionState | null): Promise<void> {
     const s = session === undefined ? await this.d.store.getSession(interviewId) : session;
     if (!s || s.resultsStatus !== 'failed' || s.lastError !== 'POLLING_GAVE_UP' || isTerminal(s.onboardingStatus)) return;
     const now = this.now();

@@ -11,6 +11,8 @@ const Ready = Type.Object({ status: Type.Union([Type.Literal('ready'), Type.Lite
 export interface HealthOptions {
   sandbox: boolean;
   upstreamUrl: string;
+  /** Sent with the probe, so a key Incode refuses (a production key against the demo host, say) is not "ready". */
+  apiKey: string;
   /** false: Incode unreachable leaves readiness at 200, "degraded" (READINESS_REQUIRES_INCODE). */
   requireIncode: boolean;
   /** false once a SIGTERM took the instance out of rotation (it still serves everything else). */
@@ -21,8 +23,9 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
   let cached: { at: number; ok: boolean; detail?: string } = { at: 0, ok: false };
   let checking: Promise<{ ok: boolean; detail?: string }> | null = null;
 
-  // Any HTTP answer proves Incode is reachable; cached briefly, and one check at a time however many probes arrive
-  // (the route is unauthenticated: a burst of probes must not become a burst of calls to Incode).
+  // Any HTTP answer but a 5xx proves Incode is reachable, and any but a 403 that it takes the API key (the probe has no
+  // session token: a 401 is the answer when the key is good). Cached briefly, and one check at a time however many
+  // probes arrive (the route is unauthenticated: a burst of probes must not become a burst of calls to Incode).
   function upstream(requestId: string): Promise<{ ok: boolean; detail?: string }> {
     if (Date.now() - cached.at < 5000) return Promise.resolve(cached);
     checking ??= check(requestId).finally(() => (checking = null));
@@ -31,10 +34,11 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
 
   async function check(requestId: string): Promise<{ ok: boolean; detail?: string }> {
     try {
-      const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers: { 'api-version': '1.0', 'x-request-id': requestId }, headersTimeout: 2000, bodyTimeout: 2000 });
+      const headers = { 'api-version': '1.0', 'x-api-key': opts.apiKey, 'x-request-id': requestId };
+      const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers, headersTimeout: 2000, bodyTimeout: 2000 });
       await res.body.dump();
-      cached = { at: Date.now(), ok: res.statusCode < 500 };
-      if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
+      cached = { at: Date.now(), ok: res.statusCode < 500 && res.statusCode !== 403 };
+      if (!cached.ok) cached.detail = res.statusCode === 403 ? 'INCODE_API_KEY refused (HTTP 403): is INCODE_API_URL the environment of this key?' : `HTTP ${res.statusCode}`;
     } catch (err) {
       cached = { at: Date.now(), ok: false, detail: (err as { code?: string }).code ?? 'unreachable' };
     }

@@ -33,6 +33,8 @@ import {
   deadJobSql,
   retryJobSql,
   heldParams,
+  assertNotErasing,
+  ERASED_CALLBACK_JOB,
   ERASED_COLUMNS,
   inBatches,
   historyPurgeSql,
@@ -284,11 +286,14 @@ export class PostgresStore implements Store {
        RETURNING *`,
       [interviewId, status, rank, equalRankReplaces, now],
     );
-    if (rows[0]) return { changed: true, session: toSession(rows[0], this.cipher) };
-    return { changed: false, session: await this.rec(interviewId) };
+    // State only, nothing decrypted (as on SQLite): the callers read no encrypted field.
+    if (rows[0]) return { changed: true, session: toSessionState(rows[0]) };
+    const cur = await this.q<SessionRow>('SELECT * FROM sessions WHERE interview_id = $1', [interviewId]);
+    return { changed: false, session: cur.rows[0] ? toSessionState(cur.rows[0]) : null };
   }
 
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
+    assertNotErasing(status);
     // Erased is terminal: nothing may make an erased session look like it has results again.
     await this.q(
       `UPDATE sessions SET
@@ -408,6 +413,7 @@ export class PostgresStore implements Store {
         UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = GREATEST(updated_at, $2::bigint)
         WHERE interview_id = ANY($1::text[]) AND results_status <> 'erased' RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
+      j AS (UPDATE jobs SET ${ERASED_CALLBACK_JOB} AND subject IN (SELECT interview_id FROM t)),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
       SELECT count(*) AS n FROM t`;

@@ -183,6 +183,21 @@ export function releaseJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string
 export const ERASED_COLUMNS =
   "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, decision = NULL, last_error = NULL, results_status = 'erased'";
 
+/**
+ * What an erasure leaves of the session's callback jobs (SET ... WHERE, the subject's condition to follow): their
+ * payload and dedupe key name its decision, which the erasure clears from the session too. A job still queued then
+ * finds the session erased and sends nothing.
+ */
+export const ERASED_CALLBACK_JOB = "payload = '{}', dedupe_key = NULL WHERE kind = 'callback'";
+
+/**
+ * setResultsStatus never erases: 'erased' without the erasure's deletions would leave the PII in a row that every
+ * later erasure then skips as done.
+ */
+export function assertNotErasing(status: ResultsStatus | null): void {
+  if (status === 'erased') throw new Error('setResultsStatus cannot erase a session: eraseSession does');
+}
+
 /** Finished jobs and processed events deleted per statement by the retention sweep. */
 export const PURGE_BATCH = 5_000;
 /** Sessions erased per transaction by the retention sweep (each batch stays well inside a statement timeout). */

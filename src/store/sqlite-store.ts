@@ -37,6 +37,8 @@ import {
   deadJobSql,
   retryJobSql,
   heldParams,
+  assertNotErasing,
+  ERASED_CALLBACK_JOB,
   ERASED_COLUMNS,
   inBatches,
   historyPurgeSql,
@@ -280,12 +282,16 @@ export class SqliteStore implements Store {
            AND (status_rank < @rank OR (status_rank = @rank AND @eq = 1 AND onboarding_status <> @status))
          RETURNING *`,
       ).get({ id: interviewId, status, rank, eq: equalRankReplaces ? 1 : 0, now }) as SessionRow | undefined;
-      if (r) return { changed: true, session: toSession(r, this.cipher) };
-      return { changed: false, session: this.rec(interviewId) };
+      // State only, nothing decrypted: a value under a key no longer configured must not undo (here) what PostgreSQL
+      // has committed by then, and the callers read no encrypted field.
+      if (r) return { changed: true, session: toSessionState(r) };
+      const cur = this.row(interviewId);
+      return { changed: false, session: cur ? toSessionState(cur) : null };
     });
   }
 
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
+    assertNotErasing(status);
     return this.write(() => {
       // Erased is terminal: nothing may make an erased session look like it has results again.
       this.st(
@@ -393,6 +399,7 @@ export class SqliteStore implements Store {
     const each = 'SELECT value FROM json_each(?)';
     this.st(`INSERT INTO audit (kind, subject, detail, at) SELECT ?, value, ?, ? FROM json_each(?) ORDER BY key`).run(auditKind, JSON.stringify(detail), now, list);
     this.st(`DELETE FROM results WHERE interview_id IN (${each})`).run(list);
+    this.st(`UPDATE jobs SET ${ERASED_CALLBACK_JOB} AND subject IN (${each})`).run(list);
     return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
   }
 

@@ -186,7 +186,8 @@ export interface Store {
    */
   getSessionByToken(token: string): Promise<SessionRecord | null>;
   /** Atomic monotonic move: applies when rank > current rank, or rank == current and equalRankReplaces. */
-  advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionRecord | null }>;
+  /** The session's state after it (nothing decrypted, so a value under a retired key cannot fail the change). */
+  advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionState | null }>;
   /**
    * status null keeps the current one and records only lastError; an erased session never changes; 'failed' never
    * replaces 'ready' (the stored results stay served, lastError says what failed since).

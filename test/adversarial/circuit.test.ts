@@ -92,7 +92,8 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
       expect([200, 503]).toContain(res.status);
       return res.status === 200 && res.body;
     }, 5000, 100);
-    expect(Date.now() - healedAt).toBeLessThan(RESET_MS + 1000);
+    // Closed within about one reset delay of healing (room for a loaded machine's probe and polling step).
+    expect(Date.now() - healedAt).toBeLessThan(RESET_MS + 3000);
     expect(ok.interviewId).toMatch(/^[0-9a-f]{24}$/);
     expect(await gauge(broker.url, 'start')).toBe(0);
     for (let i = 0; i < 3; i++) await request(broker.url).post('/session').send({}).expect(200);

@@ -164,7 +164,12 @@ beforeAll(async () => {
   );
   const s = await send({ method: 'POST', path: '/session', headers: { 'content-type': 'application/json' }, body: '{"externalCustomerId":"fuzz-1"}' });
   expect(s.status).toBe(200);
-  ({ token: sessionToken, resumeToken, interviewId } = JSON.parse(s.text));
+  ({ token: sessionToken, interviewId } = JSON.parse(s.text));
+  // The resume property gets a session of its own: a resume replaces its session's token, which would leave the
+  // token properties below only their 401 to test.
+  const r = await send({ method: 'POST', path: '/session', headers: { 'content-type': 'application/json' }, body: '{"externalCustomerId":"fuzz-2"}' });
+  expect(r.status).toBe(200);
+  ({ resumeToken } = JSON.parse(r.text));
   const t = await send({ method: 'POST', path: '/webhooks/incode/token', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`).toString('base64')}` }, body: 'grant_type=client_credentials' });
   expect(t.status).toBe(200);
   webhookBearer = JSON.parse(t.text).access_token;
@@ -334,8 +339,13 @@ describe('fuzzing every public route: only 4xx, never 5xx', () => {
   it('the inputs reached the handlers: every fuzzed route accepted some of them', () => {
     // A gate that refused everything (auth, content type, a schema) would make "never 5xx" hold trivially.
     const accepted = (line: string) => (stats.get(line) ?? 0) > 0;
-    for (const line of ['POST /session 200', 'POST /webhooks/incode 200', 'POST /webhooks/incode/token 200', 'GET /sessions 200', 'POST /onboardings 202'])
-      expect({ line, accepted: accepted(line) }).toEqual({ line, accepted: true });
+    const lines = ['POST /session 200', 'POST /session/resume 200', 'GET /session/status 200', 'GET /session/onboarding-url 200', 'POST /webhooks/incode 200', 'POST /webhooks/incode/token 200', 'GET /sessions 200', 'POST /onboardings 202'];
+    for (const line of lines) expect({ line, accepted: accepted(line) }).toEqual({ line, accepted: true });
+    // The session routes, by their keys' prefix (the path holds the id).
+    for (const [prefix, status] of [['GET /sessions/', 200], ['POST /sessions/', 202]] as const) {
+      const hit = [...stats].some(([k, n]) => n > 0 && k.startsWith(prefix) && k.endsWith(` ${status}`));
+      expect({ prefix, status, hit }).toEqual({ prefix, status, hit: true });
+    }
   });
 
   it('the process is still healthy and Object.prototype is untouched', async () => {

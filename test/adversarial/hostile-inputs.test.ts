@@ -574,6 +574,11 @@ describe('afterwards', () => {
 
   it('no secret, credential, token or customer id reached the logs, even at trace level', () => {
     const text = broker.logs.text;
+    // The requests were logged (a log stream wired elsewhere would make every check below pass): the session's id
+    // and the refusals' request lines are there.
+    expect(broker.logs.lines.length).toBeGreaterThan(100);
+    expect(text).toContain(interviewId);
+    expect(text).toMatch(/"reqId":"[^"]+".*"statusCode":401/);
     const secrets = [ADMIN_KEY, WEBHOOK_CLIENT_SECRET, STATIC_WEBHOOK_SECRET, BASIC.slice(6), webhookBearer, sessionToken, resumeToken, resumeToken.split('.')[1], CUSTOMER_ID, 'bad-utf8-'];
     for (const s of secrets) expect({ secret: s.slice(0, 12), logged: text.includes(s) }).toEqual({ secret: s.slice(0, 12), logged: false });
     // Raw request bytes (Node's parse errors carry them as rawPacket) spell out every header, Authorization included.

@@ -462,17 +462,23 @@ describe('IncodeClient failure handling', () => {
       res.end('{"onboardingStatus":"UNKNOWN"}');
     });
     const states: string[] = [];
-    const c = client(srv.url, { maxRetries: 0, circuit: { failureThreshold: 3, resetMs: 150 }, onCircuitChange: (_g, s) => states.push(s) });
+    // A reset long enough that the fail-fast call below lands inside it on a loaded machine.
+    const c = client(srv.url, { maxRetries: 0, circuit: { failureThreshold: 3, resetMs: 1500 }, onCircuitChange: (_g, s) => states.push(s) });
     for (let i = 0; i < 3; i++) expect((await errorOf(c.getScore('t', 'i'))).code).toBe('INCODE_UNAVAILABLE');
     const hits = srv.hits();
     const fast = await errorOf(c.getScore('t', 'i'));
     expect(fast.code).toBe('INCODE_CIRCUIT_OPEN');
     expect(fast.details.retryAfterMs).toBeGreaterThan(0);
     expect(srv.hits()).toBe(hits);
-    // Other operation groups have their own circuit.
+    // Other operation groups have their own circuit; circuitWait says how long until a call may go, and takes no probe.
     expect(c.circuitState('start')).toBe('closed');
+    expect(c.circuitWait('start')).toBe(0);
+    expect(c.circuitWait('read')).toBeGreaterThan(0);
+    expect(c.circuitWait('read')).toBeLessThanOrEqual(1500);
     healthy = true;
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 1600));
+    expect(c.circuitWait('read')).toBe(0);
+    expect(c.circuitState('read')).toBe('open');
     expect((await c.getOnboardingStatus('t', 'i')).onboardingStatus).toBe('UNKNOWN');
     expect(c.circuitState('read')).toBe('closed');
     expect(states).toEqual(['open', 'half-open', 'closed']);

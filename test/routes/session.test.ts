@@ -1,5 +1,6 @@
 // POST /session, /session/resume and /session/status over HTTP against the real emulator; sandbox mode; CORS.
 import { createServer } from 'node:http';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
@@ -10,6 +11,7 @@ import type { SqliteStore } from '../../src/store/sqlite-store';
 import { throwawayPgStore } from '../helpers/pg-schema';
 import { memoryStore, storeWith } from '../helpers/store-proxy';
 import { describeWith } from '../helpers/services';
+import { tempDir } from '../helpers/temp';
 
 describe('POST /session against the emulator', () => {
   let emu: Running<EmulatorApp>;
@@ -297,12 +299,15 @@ describe('POST /session against the emulator', () => {
     }
   });
 
-  it('answers 502 when Incode refuses the API key', async () => {
+  it('answers 502 when Incode refuses the API key, and is not ready while it does', async () => {
     const wrong = await startBroker(brokerEnv(emu.url, { INCODE_API_KEY: 'not-the-key' }));
     try {
       const res = await request(wrong.url).post('/session').expect(502);
       expect(res.body.code).toBe('INCODE_FORBIDDEN');
       expect(JSON.stringify(res.body)).not.toContain('not-the-key');
+      const ready = await request(wrong.url).get('/readyz').expect(503);
+      expect(ready.body.checks.incode).toEqual({ ok: false, detail: expect.stringMatching(/INCODE_API_KEY refused \(HTTP 403\)/) });
+      expect(JSON.stringify(ready.body)).not.toContain('not-the-key');
     } finally {
       await wrong.close();
     }
@@ -436,6 +441,18 @@ describe('POST /session against the emulator', () => {
     expect(await warnings(jwt)).toEqual(expect.arrayContaining([expect.stringMatching(/any token of the identity provider.*no RATE_LIMIT_GLOBAL/)]));
     expect((await warnings({ ...jwt, RATE_LIMIT_GLOBAL: '1000' })).filter((m) => /RATE_LIMIT_GLOBAL/.test(m))).toEqual([]);
   });
+
+  it("warns in production when INCODE_API_URL is left at Incode's demo environment", async () => {
+    const dir = tempDir('broker-prod-');
+    const prod = async (extra: Record<string, string>) => {
+      const env = brokerEnv('https://demo-api.incodesmile.com', { NODE_ENV: 'production', DATABASE_URL: `sqlite:${join(dir, `${extra.INCODE_API_URL ? 'saas' : 'demo'}.db`)}`, METRICS_TOKENS: 'm'.repeat(32), ...extra });
+      const b = await startBroker(env);
+      await b.close();
+      return b.logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40).map((l) => l.msg);
+    };
+    expect(await prod({})).toEqual(expect.arrayContaining([expect.stringMatching(/demo environment with NODE_ENV=production/)]));
+    expect((await prod({ INCODE_API_URL: 'https://saas-api.incodesmile.com' })).filter((m) => /demo environment/.test(m))).toEqual([]);
+  });
 });
 
 describe('sandbox mode', () => {
@@ -443,7 +460,7 @@ describe('sandbox mode', () => {
     const sb = await startSandbox();
     try {
       const first = JSON.parse(sb.logs.lines[0]);
-      expect(first.msg).toMatch(/SANDBOX MODE/);
+      expect(first.msg).toMatch(/SANDBOX MODE.*throwaway encryption key/);
       const s = (await request(sb.url).post('/session').expect(200)).body;
       expect(s.apiUrl).toBe(`${sb.url}/sandbox/incode/0/`);
       await captureAll(s.apiUrl, s.token);

@@ -206,6 +206,16 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(high).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED', statusRank: 6 });
       });
 
+      itShared('advanceStatus moves a session whose encrypted values are under a key no longer configured, alike on every engine', async () => {
+        await session('i1');
+        const onlyK2 = await open(new Cipher([K2]));
+        const r = await onlyK2.advanceStatus('i1', 'ONBOARDING_FINISHED', 9, false, T0 + 1);
+        expect(r).toMatchObject({ changed: true, session: { interviewId: 'i1', onboardingStatus: 'ONBOARDING_FINISHED', statusRank: 9 } });
+        expect(r.session).not.toHaveProperty('token');
+        expect((await onlyK2.advanceStatus('i1', 'ONBOARDING_FINISHED', 9, false, T0 + 2)).changed).toBe(false);
+        expect(await store.getSession('i1')).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', token: `${TOKEN}-i1` });
+      });
+
       it('advanceStatus is monotonic', async () => {
         await session('i1');
         let r = await store.advanceStatus('i1', 'ID_VALIDATION_FINISHED', 2, true, T0 + 1);
@@ -426,7 +436,16 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.createResumeToken('rt-hash', 'i1', T0 + 10_000)).toBe(true);
         await store.recordStep('i1', { step: 'start', outcome: 'ok', at: T0 });
         await store.setResultsStatus('i1', null, 'INCODE_UNAVAILABLE', T0 + 2);
+        // The customer callback of its decision, still queued, and one of another session.
+        const callback = (id: string): NewJob => ({ kind: 'callback', subject: id, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'decline' }, runAt: T0 + 1e6, dedupeKey: `callback:${id}:ONBOARDING_FINISHED:decline` });
+        await session('i2');
+        expect(await store.enqueueJob(callback('i1'), T0 + 3)).toBe(true);
+        expect(await store.enqueueJob(callback('i2'), T0 + 3)).toBe(true);
         expect(await store.eraseSession('i1', 'user-request', T0 + 50)).toBe(true);
+        // Its decision is gone from the jobs too (payload and dedupe key); the other session's job is untouched.
+        expect((await store.listJobs('i1')).map((j) => [j.kind, j.payload])).toEqual([['callback', {}]]);
+        expect((await h.exec("SELECT dedupe_key FROM jobs WHERE subject = ?", ['i1']))[0].dedupe_key).toBeNull();
+        expect((await store.listJobs('i2'))[0]).toMatchObject({ payload: { decision: 'decline' } });
         // An erased (or unknown) session takes no new resume token, and says so.
         expect(await store.createResumeToken('rt-later', 'i1', T0 + 10_000)).toBe(false);
         expect(await store.createResumeToken('rt-later', 'nobody', T0 + 10_000)).toBe(false);
@@ -447,6 +466,10 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(audit[0]).toMatchObject({ kind: 'erasure', subject: 'i1', detail: { reason: 'user-request' }, at: T0 + 50 });
         const text = JSON.stringify(audit);
         for (const pii of [OCR_NAME, EXT_ID, TOKEN]) expect(text).not.toContain(pii);
+
+        // setResultsStatus cannot mark a session erased without erasing it.
+        await expect(store.setResultsStatus('i2', 'erased', null, T0 + 51)).rejects.toThrow(/eraseSession/);
+        expect(await store.getSession('i2')).toMatchObject({ resultsStatus: 'pending', token: `${TOKEN}-i2` });
 
         // Nothing brings PII back afterwards.
         expect(await store.saveResults('i1', { scores: {}, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 60)).toBe(false);
@@ -478,8 +501,10 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         // A sweep told to stop (a shutdown) erases nothing more.
         expect(await store.purgeExpired(T0 + 500, T0 + 1500, AbortSignal.abort())).toBe(0);
         expect(await store.getSession('old2')).toMatchObject({ resultsStatus: 'pending' });
+        await store.enqueueJob({ kind: 'callback', subject: 'old1', payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' }, runAt: T0 + 1e6, dedupeKey: 'callback:old1:ONBOARDING_FINISHED:approve' }, T0 + 3);
         expect(await store.purgeExpired(T0 + 500, T0 + 2000)).toBe(2);
         expect(await store.getResults('old1')).toBeNull();
+        expect((await store.listJobs('old1')).map((j) => j.payload)).toEqual([{}]);
         for (const id of ['old1', 'old2']) expect(await store.getSession(id)).toMatchObject({ resultsStatus: 'erased', token: null, externalCustomerId: null });
         expect(await store.getSession('new1')).toMatchObject({ resultsStatus: 'pending', token: `${TOKEN}-new1` });
         expect(await store.checkResumeToken('old2', 'rt-old', T0)).toBe(false);
