@@ -73,3 +73,14 @@ export function callerSecurity(mode: 'none' | 'app-keys' | 'jwt'): { security?: 
 }
 
 export const SESSION_TOKEN_SECURITY: Security = [{ sessionToken: [] }];
+
+/**
+ * onRequest hook of a route whose body is optional: a request announcing JSON but carrying nothing (no length, or
+ * Content-Length: 0, as HTTP wrappers that always set Content-Type send it) is taken as a request without a body,
+ * not refused as empty JSON.
+ */
+export function emptyBodyAsNone(req: { headers: Record<string, string | string[] | undefined> }, _reply: unknown, done: () => void): void {
+  const length = req.headers['content-length'];
+  if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) delete req.headers['content-type'];
+  done();
+}

@@ -1,6 +1,7 @@
 // `incode-broker onboard`: the server-side onboarding from a terminal, against Incode or the built-in emulator.
 import { randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { config as loadDotenv } from 'dotenv';
@@ -137,15 +138,30 @@ function parseOnboard(argv: string[]): OnboardArgs | 'help' {
 
 async function readImage(path: string, option: string): Promise<string> {
   let buf: Buffer;
+  let file: FileHandle | undefined;
   try {
-    // Looked at before it is read: a video, a device such as /dev/zero or a pipe would fill the memory or block.
-    const st = await stat(path);
+    // Opened once, looked at, then read through that same handle and never past the limit: a video, a device such as
+    // /dev/zero or a pipe would fill the memory or block, and a file growing (or a path swapped) after the look must
+    // not get past it either.
+    // Non-blocking: opening a named pipe would otherwise wait for a writer before it could be refused.
+    file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const st = await file.stat();
     if (!st.isFile()) throw new UsageError(`${option}: ${path} is not a regular file`);
     if (st.size > MAX_IMAGE_BYTES) throw new UsageError(`${option}: ${path} ${IMAGE_TOO_LARGE_MESSAGE}`);
-    buf = await readFile(path);
+    buf = Buffer.allocUnsafe(MAX_IMAGE_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await file.read(buf, length, buf.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > MAX_IMAGE_BYTES) throw new UsageError(`${option}: ${path} ${IMAGE_TOO_LARGE_MESSAGE}`);
+    }
+    buf = buf.subarray(0, length);
   } catch (err) {
     if (err instanceof UsageError) throw err;
     throw new UsageError(`${option}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  } finally {
+    await file?.close().catch(() => undefined);
   }
   // The route's rules: refused here, before a (billable) session is started for it.
   const image = parseBase64Image(buf.toString('base64'));

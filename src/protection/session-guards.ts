@@ -108,6 +108,17 @@ export interface IdempotencyOptions {
  */
 const certainlyNotStarted = (err: unknown) => (err instanceof IncodeError || err instanceof OnboardingError) && err.certainlyNotDone;
 
+/**
+ * Whether jose failed to get the JWKS rather than judged the token: a timeout, an answer that is no key set (jose's
+ * generic error is used only there), or the connection itself (a system error such as ECONNREFUSED).
+ */
+function keySetUnavailable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'ERR_JWKS_TIMEOUT' || code === 'ERR_JWKS_INVALID' || code === 'ERR_JOSE_GENERIC') return true;
+  // System errors (ECONNREFUSED, EAI_AGAIN...), not jose's or Node's own ERR_ codes.
+  return typeof code === 'string' && /^E(?!RR_)[A-Z_]+$/.test(code);
+}
+
 /** A claim still pending: its first request is running (here or on another replica). */
 export const idempotencyInProgress = () => new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
 
@@ -145,7 +156,10 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
       const payload = await verify(token);
       // Without a subject, the token itself is the caller: never one scope shared by every such token.
       req.caller = typeof payload.sub === 'string' && payload.sub ? `sub:${subjectDigest.digest(payload.sub).slice(0, 32)}` : `jwt:${sha256Hex(token).slice(0, 16)}`;
-    } catch {
+    } catch (err) {
+      // The identity provider's key set could not be had: the token is not known to be bad, so no invalid_token (a
+      // client would refresh it, or sign its user out) but a 503 to retry.
+      if (keySetUnavailable(err)) throw new AppError(503, 'AUTH_UNAVAILABLE', "The identity provider's signing keys could not be fetched; retry shortly", retryAfter(5000));
       throw new AppError(401, 'UNAUTHORIZED', 'Bearer token is invalid, expired or not for this service', { 'www-authenticate': 'Bearer error="invalid_token"' });
     }
   }

@@ -8,7 +8,7 @@ import { isInterviewId } from '../incode/token-claims';
 import { assertCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
-import { callerSecurity, CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
+import { callerSecurity, CUSTOMER_ID_PATTERN, emptyBodyAsNone, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
 import type { SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
@@ -120,7 +120,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     '/session',
     {
       bodyLimit: config.limits.sessionBodyBytes,
-      // The body is optional: no body at all means every default.
+      // The body is optional: no body at all (an empty one included) means every default.
+      onRequest: emptyBodyAsNone,
       preValidation: (req, _reply, done) => {
         if (req.body === undefined) req.body = {};
         done();
@@ -207,7 +208,15 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt).catch(() => undefined);
         throw err;
       }
-      const answer = await reissue(interviewId, started.token, true);
+      let answer;
+      try {
+        answer = await reissue(interviewId, started.token, true);
+      } catch (err) {
+        // The new tokens could not be kept (the database failed: a 503 to retry): the app keeps its resume token for
+        // that retry, as when Incode fails. Not for an erased session (404), which has nothing to resume.
+        if (!(err instanceof AppError && err.statusCode === 404)) await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt).catch(() => undefined);
+        throw err;
+      }
       // The user is back: polling that gave up on the session watches it again (a failure here must not cost the
       // token just issued; the next webhook's status move revives it too).
       await app.results.revive(interviewId).catch((err: unknown) => req.log.error({ interviewId, err }, 'polling not resumed'));
@@ -250,7 +259,9 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         response: withErrors({ 200: StatusResponse }, [401]),
       },
     },
-    async (req) => {
+    async (req, reply) => {
+      // Chosen by a header, not the URL: a shared cache keyed on the URL must never hand one user's answer to another.
+      reply.header('cache-control', 'no-store');
       const session = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
       return { interviewId: session.interviewId, onboardingStatus: session.onboardingStatus, resultsStatus: session.resultsStatus, decision: session.decision };
     },

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { serviceKeyGuard } from '../plugins/service-auth';
-import { WITH_BODY, WITH_PATH_PARAM, withErrors } from '../schemas';
+import { emptyBodyAsNone, WITH_BODY, WITH_PATH_PARAM, withErrors } from '../schemas';
 import { InvalidCursorError, type IncodeDeletionAt, type JobState, type SessionRecord } from '../store/types';
 
 const InterviewParams = Type.Object({ interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
@@ -153,7 +153,7 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
 
   app.post(
     '/sessions/:interviewId/refresh',
-    { schema: { summary: 'Read the status from Incode now and fetch results if finished', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 202: Type.Object({ interviewId: Type.String(), queued: Type.Boolean() }) }, [...WITH_BODY, ...WITH_PATH_PARAM, 401, 404, 409]) } },
+    { onRequest: emptyBodyAsNone, schema: { summary: 'Read the status from Incode now and fetch results if finished', tags: ['results'], security: [{ serviceKey: [] }], params: InterviewParams, response: withErrors({ 202: Type.Object({ interviewId: Type.String(), queued: Type.Boolean() }) }, [...WITH_BODY, ...WITH_PATH_PARAM, 401, 404, 409]) } },
     async (req, reply) => {
       const s = await app.store.getSession(req.params.interviewId);
       if (!s) throw new AppError(404, 'SESSION_NOT_FOUND', 'No session with this interviewId');
@@ -168,6 +168,7 @@ const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app
   app.delete(
     '/sessions/:interviewId',
     {
+      onRequest: emptyBodyAsNone,
       schema: {
         summary: 'Erase the stored personal data of a session (an audit entry without PII is kept); with incode=true, delete it at Incode too',
         tags: ['results'],

@@ -88,7 +88,14 @@ const CaptureCheckBody = Type.Object(
   { additionalProperties: false },
 );
 
-const CaptureCheckResult = Type.Object({ ok: Type.Boolean(), reason: Type.Optional(Type.String()), message: Type.Optional(Type.String()) });
+const CaptureCheckResult = Type.Object({
+  ok: Type.Boolean(),
+  reason: Type.Optional(Type.String()),
+  message: Type.Optional(Type.String()),
+  // What the checks return with a rejection that came from Incode's own answer, as POST /onboardings' 422 carries it.
+  incodeCode: Type.Optional(Type.Integer()),
+  failReason: Type.Optional(Type.String()),
+});
 
 /** The few fields a demo shows; everything else of Incode's payloads stays on the server. */
 function demoView(s: SessionRecord, scores: unknown, ocr: unknown) {

@@ -6,6 +6,9 @@
   const $ = (id) => document.getElementById(id);
   const KEY = 'broker.serviceKey';
   let cursor = null;
+  // Bumped when the key is forgotten or replaced: an answer to a request sent before is dropped, never shown.
+  let generation = 0;
+  const stale = () => Object.assign(new Error('stale'), { stale: true });
 
   function status(text, kind) {
     $('status').textContent = text;
@@ -15,11 +18,21 @@
   async function call(url) {
     const key = sessionStorage.getItem(KEY);
     if (!key) throw Object.assign(new Error('unauthorized: enter a service key'), { unauthorized: true });
+    const sent = generation;
     const res = await fetch(url, { headers: { authorization: `Bearer ${key}`, accept: 'application/json' } });
+    if (sent !== generation) throw stale();
     if (res.status === 401) throw Object.assign(new Error('unauthorized: the service key was refused'), { unauthorized: true });
     const data = await res.json().catch(() => ({}));
+    if (sent !== generation) throw stale();
     if (!res.ok) throw new Error(`HTTP ${res.status} ${data.message || ''}`.trim());
     return data;
+  }
+
+  /** A failed call: a refused key is dropped with all it showed; an answer for a forgotten key says nothing. */
+  function failed(e) {
+    if (e.stale) return;
+    if (e.unauthorized) clearView();
+    status(e.message, e.unauthorized ? 'unauthorized' : 'error');
   }
 
   function age(iso) {
@@ -60,9 +73,10 @@
       cursor = page.nextCursor;
       $('more').hidden = !cursor;
       status(`${$('sessions').children.length} session(s)`, 'ok');
+      return true;
     } catch (e) {
-      if (e.unauthorized) $('sessions').replaceChildren();
-      status(e.message, e.unauthorized ? 'unauthorized' : 'error');
+      failed(e);
+      return false;
     }
   }
 
@@ -83,19 +97,21 @@
       $('detail-json').textContent = JSON.stringify(s, null, 2);
       $('detail').hidden = false;
     } catch (e) {
-      status(e.message, e.unauthorized ? 'unauthorized' : 'error');
+      failed(e);
     }
   }
 
   $('key-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
+    generation++;
     sessionStorage.setItem(KEY, $('key').value.trim());
     $('key').value = '';
-    load(false).then(showDetail);
+    load(false).then((ok) => ok && showDetail());
   });
   // Forgetting the key also clears what it showed: the next person at a shared screen finds no session's personal
   // data in the page, its DOM or its address.
-  function forget() {
+  function clearView() {
+    generation++;
     sessionStorage.removeItem(KEY);
     $('sessions').replaceChildren();
     $('detail').hidden = true;
@@ -103,6 +119,9 @@
     $('detail-json').textContent = '';
     cursor = null;
     $('more').hidden = true;
+  }
+  function forget() {
+    clearView();
     history.replaceState(null, '', location.pathname);
   }
   $('forget').addEventListener('click', () => {
@@ -112,6 +131,6 @@
   $('more').addEventListener('click', () => load(true));
   window.addEventListener('hashchange', showDetail);
 
-  if (sessionStorage.getItem(KEY)) load(false).then(showDetail);
+  if (sessionStorage.getItem(KEY)) load(false).then((ok) => ok && showDetail());
   else status('unauthorized: enter a service key', 'unauthorized');
 })();

@@ -1,5 +1,6 @@
 // The CLI as a user runs it: a subprocess through bin/incode-broker.js against the in-process emulator.
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config';
 import { Cipher } from '../../src/store/crypto';
@@ -164,6 +165,16 @@ describe('incode-broker onboard', () => {
     const device = await run(['onboard', '--front', '/dev/zero', '--selfie', sample('selfie.jpg')]);
     expect(device.code).toBe(1);
     expect(device.stderr).toMatch(/--front: \/dev\/zero is not a regular file/);
+    // Nor through a symlink, nor a named pipe with no writer (opening it must not wait for one).
+    const link = join(cwd, 'zero-link.jpg');
+    symlinkSync('/dev/zero', link);
+    const linked = await run(['onboard', '--front', link, '--selfie', sample('selfie.jpg')]);
+    expect(linked.stderr).toMatch(/is not a regular file/);
+    const fifo = join(cwd, 'pipe.jpg');
+    execFileSync('mkfifo', [fifo]);
+    const piped = await run(['onboard', '--front', fifo, '--selfie', sample('selfie.jpg')]);
+    expect(piped.code).toBe(1);
+    expect(piped.stderr).toMatch(/--front: .*pipe\.jpg is not a regular file/);
     const badCountry = await run(['onboard', ...GOOD, '--country', 'XX']);
     expect(badCountry.code).toBe(1);
     const unknown = await run(['frobnicate']);

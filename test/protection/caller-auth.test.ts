@@ -207,14 +207,32 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     expect(res.status).toBe(401);
   });
 
-  it('keeps answering 401 (not 5xx) when the JWKS endpoint is gone', async () => {
+  it('answers 503 AUTH_UNAVAILABLE with Retry-After (not invalid_token) while the JWKS endpoint is gone, and 401 for a token it can judge', async () => {
     const emuBroker = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: 'http://127.0.0.1:9/jwks.json', JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }));
     try {
+      const before = emu.app.emulator.sessions.size;
       const res = await request(emuBroker.url).post('/session').set('authorization', `Bearer ${await sign()}`).send({});
-      expect(res.status).toBe(401);
-      expect(res.body.code).toBe('UNAUTHORIZED');
+      expect(res.status).toBe(503);
+      expect(res.body).toEqual({ code: 'AUTH_UNAVAILABLE', message: expect.any(String), requestId: expect.any(String) });
+      expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(res.headers['www-authenticate']).toBeUndefined();
+      expect(emu.app.emulator.sessions.size).toBe(before);
+      // Not a token at all: refused without the key set.
+      expect((await request(emuBroker.url).post('/session').set('authorization', 'Bearer not-a-jwt').send({})).status).toBe(401);
     } finally {
       await emuBroker.close();
+    }
+    // An identity provider that answers, but with an error instead of its key set: the same.
+    const failing = Fastify();
+    failing.get('/jwks.json', async (_req, reply) => reply.code(500).send({ error: 'down' }));
+    await failing.listen({ port: 0, host: '127.0.0.1' });
+    const failingBroker = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: `http://127.0.0.1:${(failing.server.address() as AddressInfo).port}/jwks.json`, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }));
+    try {
+      const res = await request(failingBroker.url).post('/session').set('authorization', `Bearer ${await sign()}`).send({});
+      expect(res).toMatchObject({ status: 503, body: { code: 'AUTH_UNAVAILABLE' } });
+    } finally {
+      await failingBroker.close();
+      await failing.close();
     }
   });
 

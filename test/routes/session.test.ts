@@ -148,6 +148,33 @@ describe('POST /session against the emulator', () => {
     expect([res.status, res.body.code, res.body.token]).toEqual([404, 'SESSION_NOT_FOUND', undefined]);
   });
 
+  it('a resume whose new tokens the database could not keep (503) leaves the resume token usable for the retry', async () => {
+    const real = await memoryStore();
+    let failNext = false;
+    // The database gives out after Incode answered: the write of the new resume token is refused as a locked SQLite would.
+    const store = storeWith(real, (m) =>
+      m === 'createResumeToken' && failNext
+        ? async () => {
+            failNext = false;
+            throw Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' });
+          }
+        : null,
+    );
+    const b = await startBroker(brokerEnv(emu.url), { store });
+    try {
+      const first = (await request(b.url).post('/session').expect(200)).body;
+      failNext = true;
+      const failed = await request(b.url).post('/session/resume').send({ resumeToken: first.resumeToken });
+      expect([failed.status, failed.body.code]).toEqual([503, 'DATABASE_UNAVAILABLE']);
+      expect(failed.headers['retry-after']).toBeDefined();
+      const retried = await request(b.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(200);
+      expect(retried.body).toMatchObject({ interviewId: first.interviewId, token: expect.any(String), resumeToken: expect.any(String) });
+    } finally {
+      await b.close();
+      await real.close();
+    }
+  });
+
   it('spends a resume token once: of concurrent exchanges one wins; an Incode failure leaves it usable', async () => {
     const first = (await request(broker.url).post('/session').expect(200)).body;
     // Incode down: the exchange fails and the token is not lost.
@@ -249,6 +276,8 @@ describe('POST /session against the emulator', () => {
     const s = (await request(broker.url).post('/session').send({ externalCustomerId: 'private-id-55' }).expect(200)).body;
     const st = await request(broker.url).get('/session/status').set('x-incode-hardware-id', s.token).expect(200);
     expect(st.body).toEqual({ interviewId: s.interviewId, onboardingStatus: 'UNKNOWN', resultsStatus: 'pending', decision: null });
+    // The answer depends on a header: never kept by a cache keyed on the URL.
+    expect(st.headers['cache-control']).toBe('no-store');
   });
 
   it('GET /session/onboarding-url gives the hosted-flow link of the caller\'s own session', async () => {

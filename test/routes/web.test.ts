@@ -46,7 +46,8 @@ describe('POST /demo/capture-check', () => {
 
   it("words a refused selfie from Incode's error envelope (its status is Incode's error code, not HTTP)", async () => {
     const res = await check({ kind: 'selfie', response: { status: 3006, message: 'blurry' } }).expect(200);
-    expect(res.body).toEqual({ ok: false, ...SELFIE_ERRORS[3006] });
+    // With Incode's code, as POST /onboardings' 422 carries it.
+    expect(res.body).toEqual({ ok: false, ...SELFIE_ERRORS[3006], incodeCode: 3006 });
   });
 
   it('judges a selfie answer by its flags, and an accepted one as ok', async () => {

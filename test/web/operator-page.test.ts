@@ -57,6 +57,50 @@ describeBrowser('operator page (Chromium)', () => {
     expect(await page.evaluate(() => sessionStorage.getItem('broker.serviceKey'))).toBeNull();
   }, 60_000);
 
+  test('an answer still on its way when the key is forgotten is dropped, and a refused key takes what was shown with it', async () => {
+    const { broker, browser } = env;
+    const mk = async () => ((await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string }).interviewId;
+    const [first, second] = [await mk(), await mk()];
+    const { page } = browser;
+    await page.goto(`${broker.url}/operator#${first}`);
+    await page.evaluate((key) => sessionStorage.setItem('broker.serviceKey', key), ADMIN_KEY);
+    await page.reload();
+    await page.locator('#detail').waitFor();
+    // The second session's answer is held at the network until the key has been forgotten.
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    await page.route(`**/sessions/${second}`, async (route) => {
+      await released;
+      await route.continue();
+    });
+    try {
+      const answered = page.waitForResponse((r) => r.url().endsWith(`/sessions/${second}`));
+      await page.evaluate((id) => (location.hash = `#${id}`), second);
+      await page.click('#forget');
+      release();
+      await answered;
+      // Give the page's handler its turn after the answer.
+      await page.evaluate(() => new Promise((r) => setTimeout(r, 100)));
+      expect(await page.isHidden('#detail')).toBe(true);
+      expect(await page.textContent('#detail-json')).toBe('');
+      expect(await page.textContent('#status')).toBe('Key forgotten.');
+    } finally {
+      await page.unroute(`**/sessions/${second}`);
+    }
+    // A refused key: what the previous key showed goes, and the refused key is not kept.
+    await page.goto(`${broker.url}/operator#${first}`);
+    await page.evaluate((key) => sessionStorage.setItem('broker.serviceKey', key), ADMIN_KEY);
+    await page.reload();
+    await page.locator('#detail').waitFor();
+    await page.fill('#key', 'not-the-key-0123456789abcdefghij');
+    await page.click('#key-form button[type=submit]');
+    await page.waitForFunction(() => /refused/.test(document.getElementById('status')!.textContent ?? ''));
+    expect(await page.isHidden('#detail')).toBe(true);
+    expect(await page.textContent('#detail-json')).toBe('');
+    expect(await page.locator('#sessions tr').count()).toBe(0);
+    expect(await page.evaluate(() => sessionStorage.getItem('broker.serviceKey'))).toBeNull();
+  }, 60_000);
+
   test('the API docs render under their own CSP (never framed, nothing from other origins), opened apart from the page holding the key', async () => {
     const { broker, browser } = env;
     const { page } = browser;
