@@ -39,6 +39,8 @@ declare module 'fastify' {
      * load balancer takes this instance out of rotation before it refuses connections.
      */
     leaveRotation(): void;
+    /** Whether close() has begun (its first preClose hook ran): work that outlives a request must not start then. */
+    closing(): boolean;
   }
 }
 
@@ -202,6 +204,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.
   if (!config.sandbox && config.nodeEnv !== 'production')
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
+  // A job's attempt is stopped a fifth of its lease (at most 10 s) before it lapses: shorter than one Incode call, and
+  // a slow answer fails every attempt until the job is dead-lettered.
+  const { jobLeaseMs } = config.results;
+  if (jobLeaseMs - Math.min(jobLeaseMs / 5, 10_000) < config.incode.timeoutMs)
+    app.log.warn({ jobLeaseMs, incodeTimeoutMs: config.incode.timeoutMs }, 'JOB_LEASE_MS leaves a job\'s attempt less time than one Incode call may take (INCODE_TIMEOUT_MS): a slow answer fails every attempt');
   // The default INCODE_API_URL is Incode's demo environment, which refuses a production key: say it where it shows.
   if (!config.sandbox && config.nodeEnv === 'production' && upstreamUrl.hostname.startsWith('demo-'))
     app.log.warn({ upstream }, "INCODE_API_URL is Incode's demo environment with NODE_ENV=production: a production API key is refused there (set https://saas-api.incodesmile.com)");
@@ -222,6 +229,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.decorate('leaveRotation', () => {
     inRotation = false;
   });
+  app.decorate('closing', () => draining);
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
   const helmetHeaders = securityHeaders();
   // Headers that must come once: Node keeps the first of two Authorization headers and joins two Idempotency-Key

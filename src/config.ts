@@ -78,7 +78,7 @@ export const ENV_SCHEMA = {
     default: 'normal',
     doc: 'SQLite only. normal: a commit survives the process being killed, but the last ones before a power loss or OS crash may be lost. full: every group commit is fsynced first, so an acknowledged webhook survives those too, for an fsync per commit on the event loop.',
   },
-  DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]", first one encrypts, every one decrypts. To rotate, list the new key first: the hourly sweep re-encrypts what is under the others, and the metric stored_values_under_old_keys reaches 0 when they can be removed (add a new key second everywhere first, so every replica reads it; Idempotency-Keys completed before this version keep it above 0 until they expire). Sandbox generates a throwaway key.' },
+  DATA_ENCRYPTION_KEY: { kind: { type: 'string' }, secret: true, doc: 'AES-256 keys for PII at rest: "kid:base64key[,kid:base64key...]" (a key alone may omit its id: it is k1), first one encrypts, every one decrypts. To rotate, list the new key first: the hourly sweep re-encrypts what is under the others, and the metric stored_values_under_old_keys reaches 0 when they can be removed (add a new key second everywhere first, so every replica reads it; Idempotency-Keys completed before this version keep it above 0 until they expire). Sandbox generates a throwaway key.' },
   RETENTION_DAYS: { kind: { type: 'int', min: 1, max: 3650 }, default: '30', doc: 'Stored scores, OCR and tokens are erased after this many days.' },
   RETENTION_DELETE_AT_INCODE: {
     kind: { type: 'bool' },
@@ -290,9 +290,15 @@ const list = (env: Env, name: EnvName) =>
 
 function parseKeys(raw: string | undefined): { id: string; key: Buffer }[] {
   if (!raw) return [];
-  return raw.split(',').map((part, i) => {
+  const parts = raw.split(',');
+  // A key without an id is k1 when it is the only one. In a list, ids by position would rename a key when the list
+  // is reordered for a rotation (OLD was k1; in NEW,OLD it would be k2 and NEW k1), and every value stored under
+  // "k1" would then be read with the wrong key: each entry of a list names its id.
+  if (parts.length > 1 && parts.some((part) => !(part.indexOf(':') > 0)))
+    throw new ConfigError('DATA_ENCRYPTION_KEY', 'with several keys, give each its id (id:base64key); a key set alone without one is k1, so a rotation from it lists "k2:<new>,k1:<old>"');
+  const keys = parts.map((part, i) => {
     const idx = part.indexOf(':');
-    const id = idx > 0 ? part.slice(0, idx).trim() : `k${i + 1}`;
+    const id = idx > 0 ? part.slice(0, idx).trim() : 'k1';
     const b64 = (idx > 0 ? part.slice(idx + 1) : part).trim();
     // Neither message quotes what was given: a key written the wrong way round (`<key>:<id>`) would be its "id".
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new ConfigError('DATA_ENCRYPTION_KEY', `entry ${i + 1}: the key id (before ":") must be 1-32 letters, digits, _ or -`);
@@ -300,6 +306,12 @@ function parseKeys(raw: string | undefined): { id: string; key: Buffer }[] {
     if (key.length !== 32) throw new ConfigError('DATA_ENCRYPTION_KEY', `key "${id}" must be 32 bytes in base64 (openssl rand -base64 32)`);
     return { id, key };
   });
+  const ids = new Set<string>();
+  for (const { id } of keys) {
+    if (ids.has(id)) throw new ConfigError('DATA_ENCRYPTION_KEY', `key id "${id}" is listed twice: each key needs an id of its own`);
+    ids.add(id);
+  }
+  return keys;
 }
 
 const MIN_SECRET = 16;

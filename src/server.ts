@@ -79,7 +79,15 @@ async function main(): Promise<void> {
   const app = await building;
   live.app = app;
   if (live.stopping) return;
-  await app.listen({ port: config.port, host: config.host });
+  try {
+    await app.listen({ port: config.port, host: config.host });
+  } catch (err) {
+    // The worker started when the app became ready, before the bind: closed, it hands back the jobs it claimed
+    // instead of leaving them leased for JOB_LEASE_MS. The message names where it could not listen.
+    await app.close().catch(() => undefined);
+    const code = (err as { code?: unknown }).code;
+    throw new Error(`cannot listen on ${config.host}:${config.port} (HOST, PORT)${typeof code === 'string' ? `: ${code}` : ''}`, { cause: err });
+  }
 }
 
 main().catch((err) => {

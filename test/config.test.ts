@@ -224,6 +224,22 @@ describe('loadConfig', () => {
     expect(errorFor({ REQUEST_TIMEOUT_MS: '0' }).variable).toBe('REQUEST_TIMEOUT_MS');
   });
 
+  it('names every key of a DATA_ENCRYPTION_KEY list by its id, never by its place, and refuses an id listed twice', () => {
+    const other = Buffer.alloc(32, 2).toString('base64');
+    // Alone, a key without an id is k1, as it always was.
+    expect(loadConfig({ DATA_ENCRYPTION_KEY: KEY }).encryption.keys.map((k) => k.id)).toEqual(['k1']);
+    // Reordered for a rotation, bare keys would swap names (and every stored value be read with the other key).
+    for (const value of [`${other},${KEY}`, `k2:${other},${KEY}`]) {
+      const e = errorFor({ DATA_ENCRYPTION_KEY: value });
+      expect(e.variable).toBe('DATA_ENCRYPTION_KEY');
+      expect(e.message).toMatch(/give each its id/);
+      expect(e.message).not.toContain(KEY.slice(0, 12));
+    }
+    expect(loadConfig({ DATA_ENCRYPTION_KEY: `k2:${other},k1:${KEY}` }).encryption.keys.map((k) => k.id)).toEqual(['k2', 'k1']);
+    const twice = errorFor({ DATA_ENCRYPTION_KEY: `a:${KEY},a:${other}` });
+    expect([twice.variable, twice.message]).toEqual(['DATA_ENCRYPTION_KEY', expect.stringMatching(/"a" is listed twice/)]);
+  });
+
   it('never echoes a secret value in its message', () => {
     const e = errorFor({ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: 'supersecretvalue' });
     expect(e.message).not.toContain('supersecretvalue');

@@ -1,8 +1,10 @@
 // The real server process: graceful shutdown on SIGTERM, and no result lost when it is killed with SIGKILL mid-job.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
-import { ADMIN_KEY, brokerEnv, freePort, recordRequests, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
+import { ADMIN_KEY, brokerEnv, freePort, recordRequests, startBroker, startEmulator, waitFor, waitForResults, webhooksTo } from './helpers/harness';
 import { spawnBroker, startBrokerProcess, untilHealthy, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
 import { tempDir } from './helpers/temp';
@@ -134,6 +136,35 @@ describe('server process', () => {
     expect(await second.exited).toBe(0);
     await emu.close();
   }, 90_000);
+
+  it('exits 1 naming HOST and PORT when the port is taken, after closing the app (no job left leased)', async () => {
+    // Incode slow enough that a job claimed before the failed bind is still running when the process ends.
+    const emu = await startEmulator({ faults: { latencyMs: 3000 } });
+    const dbFile = join(tempDir('broker-port-'), 'broker.db');
+    const env = brokerEnv(emu.url, { DATABASE_URL: `sqlite:${dbFile}`, RESULTS_MODE: 'webhook', SHUTDOWN_GRACE_MS: '0' });
+    // Jobs waiting in the database (written by a broker without a worker), for the worker that starts before the bind.
+    const writer = await startBroker(env, { runWorker: false });
+    for (let i = 0; i < 4; i++) await writer.app.store.enqueueJob({ kind: 'verify', subject: `${'a'.repeat(23)}${i}`, payload: { source: 'refresh' }, runAt: Date.now() }, Date.now());
+    await writer.close();
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = String((taken.address() as AddressInfo).port);
+    try {
+      const p = spawnBroker({ ...env, PORT: port, HOST: '127.0.0.1' });
+      procs.push(p);
+      expect(await p.exited).toBe(1);
+      expect(p.output()).toMatch(new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(HOST, PORT\\): EADDRINUSE`));
+      const db = new Database(dbFile, { readonly: true });
+      try {
+        expect(db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE state = 'running'").get()).toEqual({ n: 0 });
+      } finally {
+        db.close();
+      }
+    } finally {
+      await new Promise<void>((r) => taken.close(() => r()));
+      await emu.close();
+    }
+  }, 60_000);
 
   it('refuses to start with a message naming the variable', async () => {
     const p = spawnBroker({ NODE_ENV: 'production' });

@@ -42,8 +42,30 @@ export const THRESHOLDS = { sharpness: 10, glare: 10, horizontalResolution: 155,
 // Decoding above this would cost hundreds of MB; Incode answers "image size unsupported" for such inputs.
 const MAX_MEGAPIXELS = 40;
 
+// A camera's JPEG has one scan, a progressive one about ten (an embedded thumbnail adds its own). jpeg-js decodes
+// every scan over the whole image synchronously, so thousands of tiny scans would hold the event loop for minutes.
+const MAX_JPEG_SCANS = 100;
+const SOS = Buffer.from([0xff, 0xda]);
+
+/** Start-of-scan markers in a JPEG (entropy-coded data never holds FF DA: a data FF is followed by 00 or a restart). */
+function jpegScans(buf: Buffer, limit: number): number {
+  let n = 0;
+  for (let at = buf.indexOf(SOS, 2); at >= 0 && n <= limit; at = buf.indexOf(SOS, at + 2)) n++;
+  return n;
+}
+
+/**
+ * A PNG's size from its header (IHDR, always the first chunk), read before anything is inflated: a small file can
+ * declare an image of gigabytes, which pngjs would allocate before any size check after decoding could refuse it.
+ */
+function pngDimensions(buf: Buffer): { width: number; height: number } | null {
+  if (buf.length < 24 || buf.toString('latin1', 12, 16) !== 'IHDR') return null;
+  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
+}
+
 export function decodeImage(buf: Buffer): DecodedImage {
   if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
+    if (jpegScans(buf, MAX_JPEG_SCANS) > MAX_JPEG_SCANS) throw new ImageDecodeError(`JPEG has more than ${MAX_JPEG_SCANS} scans`);
     try {
       const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: MAX_MEGAPIXELS, maxMemoryUsageInMB: 512 });
       if (!img.width || !img.height) throw new Error('empty image');
@@ -54,6 +76,9 @@ export function decodeImage(buf: Buffer): DecodedImage {
     }
   }
   if (buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47) {
+    const declared = pngDimensions(buf);
+    if (!declared) throw new ImageDecodeError('PNG could not be decoded: no IHDR header');
+    if (declared.width * declared.height > MAX_MEGAPIXELS * 1e6) throw new ImageDecodeError('PNG too large', true);
     try {
       const png = PNG.sync.read(buf);
       if (png.width * png.height > MAX_MEGAPIXELS * 1e6) throw new ImageDecodeError('PNG too large', true);

@@ -117,9 +117,11 @@ export class JobWorker {
 
   private async execute(job: Job): Promise<void> {
     const leaseMs = this.o.leaseMs ?? DEFAULT_LEASE_MS;
-    // A margin before the lease lapses, for the attempt to be recorded as this worker's.
+    // A margin before the lease lapses, for the attempt to be recorded as this worker's. Counted from the lease the
+    // claim wrote, not from now: a claim that took long to answer (a slow database) has used some of it already.
     const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(), Math.max(leaseMs - Math.min(leaseMs / 5, 10_000), 1));
+    const lapsesAt = job.leaseExpiresAt ?? this.now() + leaseMs;
+    const timer = setTimeout(() => deadline.abort(), Math.max(lapsesAt - Math.min(leaseMs / 5, 10_000) - this.now(), 1));
     timer.unref();
     this.deadlines.add(deadline);
     // reqId: the x-request-id its Incode calls carry, so a job's lines and its calls are found together.

@@ -111,7 +111,9 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
    * long as the finish runs (up to 10 min), after the upload budget has already given their bytes back.
    */
   async function finishInBackground(interviewId: string, requestId: string, log: FastifyBaseLogger): Promise<void> {
-    if (closing) {
+    // Also once the app's close() has begun, before this plugin's own hook runs: the worker stops first (it was
+    // registered first), and a finish started meanwhile would need it.
+    if (closing || app.closing()) {
       log.warn({ interviewId }, `onboarding left to ${leftTo} at shutdown`);
       return o.handOff(interviewId, log);
     }

@@ -62,6 +62,35 @@ describe('image analysis', () => {
     expect(() => decodeImage(Buffer.from('89504e470d0a1a0a0000', 'hex'))).toThrow(ImageDecodeError);
   });
 
+  it('refuses a PNG declaring a huge image from its header, before inflating anything (a decompression bomb)', () => {
+    // A real bomb: 20000 x 20000 RGBA of zeros, whose IDAT deflates to about 1.6 MB; only the header is needed here.
+    const png = new PNG({ width: 1, height: 1 });
+    const small = PNG.sync.write(png);
+    const bomb = Buffer.from(small);
+    bomb.writeUInt32BE(20_000, 16);
+    bomb.writeUInt32BE(20_000, 20);
+    const t = Date.now();
+    let err: unknown;
+    try {
+      decodeImage(bomb);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ImageDecodeError);
+    expect(err).toMatchObject({ tooLarge: true, message: 'PNG too large' });
+    expect(Date.now() - t).toBeLessThan(1000);
+  });
+
+  it('refuses a JPEG of thousands of scans before decoding it (each would be decoded over the whole image)', () => {
+    const good = samples.selfie();
+    // Empty start-of-scan segments after the image's own: what matters is that no decoder ever walks them.
+    const scans = Buffer.concat(Array.from({ length: 5000 }, () => Buffer.from([0xff, 0xda, 0x00, 0x02])));
+    const bomb = Buffer.concat([good.subarray(0, good.length - 2), scans, Buffer.from([0xff, 0xd9])]);
+    expect(() => decodeImage(bomb)).toThrow(/more than 100 scans/);
+    // A real progressive-sized count is fine.
+    expect(decodeImage(good).width).toBeGreaterThan(0);
+  });
+
   it('reads bare base64, and not a data: URL (Incode wants the base64 without its prefix)', () => {
     const raw = Buffer.from([1, 2, 3, 4]);
     expect(base64ToBuffer(raw.toString('base64'))).toEqual(raw);

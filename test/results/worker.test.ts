@@ -197,6 +197,44 @@ describe('job lease', () => {
   });
 });
 
+describe('a slow claim', () => {
+  it("counts the attempt's deadline from the lease the claim wrote, so a claim that took long to answer still aborts before it lapses", async () => {
+    await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: Date.now() }, Date.now());
+    const real = store;
+    // The database answers the claim 2.5 s after it was made (a pool wait, a slow statement): its lease started then.
+    const slow = storeWith(real, (m) => (m === 'claimJobs' ? async (...args: never[]) => {
+      const claimed = await (real.claimJobs as (...a: never[]) => Promise<unknown>)(...args);
+      await new Promise((r) => setTimeout(r, 2500));
+      return claimed;
+    } : null));
+    const aborted: number[] = [];
+    const w = worker({
+      store: slow,
+      handle: (job, signal) =>
+        new Promise<void>((_resolve, reject) =>
+          signal.addEventListener('abort', () => {
+            aborted.push(job.leaseExpiresAt! - Date.now());
+            reject(new JobError('INCODE_TIMEOUT', true));
+          }),
+        ),
+      backoffMs: 60_000,
+      leaseMs: 6000,
+    });
+    w.start();
+    try {
+      await waitFor(async () => {
+        const [j] = await real.listJobs('i1');
+        return j && j.attempts === 1 && j.state === 'queued' ? j : null;
+      }, 15_000, 10);
+      // Still before the lease lapsed (counted from the claim, the abort would have come 1.3 s after it).
+      expect(aborted).toHaveLength(1);
+      expect(aborted[0]).toBeGreaterThan(0);
+    } finally {
+      await w.stop(1000);
+    }
+  });
+});
+
 describe('a lapsed lease', () => {
   it('an attempt that fails after another worker took its job over dead-letters nothing (no onDead for a job it no longer holds)', async () => {
     let clock = T0;
