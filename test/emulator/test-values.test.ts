@@ -76,6 +76,8 @@ describe('test values over HTTP', () => {
     const spoof = await emu.start({ externalCustomerId: 'emu:spoof' });
     for (let i = 0; i < 2; i++) expect((await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: spoof.token, body: face() })).body.confidence).toBe(1);
     const once = await emu.start({ externalCustomerId: 'emu:spoof-once' });
+    // A selfie that could not be decoded is no liveness check: the spoof comes with the first one looked at.
+    expect((await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: once.token, body: { base64Image: Buffer.from('not an image at all, just text').toString('base64') } })).status).toBeGreaterThanOrEqual(400);
     expect((await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: once.token, body: face() })).body.confidence).toBe(1);
     expect((await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: once.token, body: face() })).body.confidence).toBe(0);
     const lm = await emu.start({ externalId: 'emu:lenses emu:mask emu:dark' });
