@@ -138,7 +138,7 @@ export const ENV_SCHEMA = {
   TRUST_PROXY_HOPS: { kind: { type: 'int', min: 0, max: 10 }, default: '0', doc: 'Load balancer hops in front; X-Forwarded-For is read only this deep.' },
   RATE_LIMIT_WINDOW_MS: { kind: { type: 'int', min: 1000, max: 86400000 }, default: '60000', doc: 'Window of the POST /session rate limits.' },
   RATE_LIMIT_PER_IP: { kind: { type: 'int', min: 0, max: 1000000 }, default: '30', doc: 'Sessions per client IP per window (0 = off).' },
-  RATE_LIMIT_PER_IPV6_SITE: { kind: { type: 'int', min: 0, max: 1000000 }, default: '120', doc: 'Sessions per IPv6 /48 per window (0 = off): RATE_LIMIT_PER_IP counts an IPv6 client by its /64, and one site\'s /48 holds 65,536 of them.' },
+  RATE_LIMIT_PER_IPV6_SITE: { kind: { type: 'int', min: 0, max: 1000000 }, default: '0', doc: 'Sessions per IPv6 /48 per window (0 = off): RATE_LIMIT_PER_IP counts an IPv6 client by its /64, and one /48 (a free tunnel broker hands out one) holds 65,536 of them. Off by default: a mobile carrier may put many users in one /48; set it well above one site\'s use.' },
   RATE_LIMIT_PER_CUSTOMER: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'Sessions per externalCustomerId per window (0 = off).' },
   RATE_LIMIT_PER_SUBJECT: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'With CALLER_AUTH=jwt, sessions per token subject (one end user) per window, whatever its address or externalCustomerId (0 = off).' },
   RATE_LIMIT_GLOBAL: { kind: { type: 'int', min: 0, max: 100000000 }, default: '0', doc: 'Sessions per window for the whole service, a spend budget (0 = off).' },
@@ -295,7 +295,7 @@ function parseKeys(raw: string | undefined): { id: string; key: Buffer }[] {
   // is reordered for a rotation (OLD was k1; in NEW,OLD it would be k2 and NEW k1), and every value stored under
   // "k1" would then be read with the wrong key: each entry of a list names its id.
   if (parts.length > 1 && parts.some((part) => !(part.indexOf(':') > 0)))
-    throw new ConfigError('DATA_ENCRYPTION_KEY', 'with several keys, give each its id (id:base64key); a key set alone without one is k1, so a rotation from it lists "k2:<new>,k1:<old>"');
+    throw new ConfigError('DATA_ENCRYPTION_KEY', 'with several keys, give each its id (id:base64key): a key set alone without one is k1 (a rotation from it lists "k2:<new>,k1:<old>"), and a list written without ids named its keys by place, k1, k2... (write that list as "k1:<first>,k2:<second>" before reordering it)');
   const keys = parts.map((part, i) => {
     const idx = part.indexOf(':');
     const id = idx > 0 ? part.slice(0, idx).trim() : 'k1';

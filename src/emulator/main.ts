@@ -31,6 +31,7 @@ function options(): EmulatorOptions {
       dropWebhookRate: num('EMULATOR_DROP_WEBHOOK_RATE'),
       duplicateWebhookRate: num('EMULATOR_DUPLICATE_WEBHOOK_RATE'),
       seed: num('EMULATOR_SEED'),
+      faultPaths: env.EMULATOR_FAULT_PATHS ? env.EMULATOR_FAULT_PATHS.split(',').map((p) => p.trim()).filter(Boolean) : undefined,
     },
     logger: env.EMULATOR_LOG === '1' || env.EMULATOR_LOG === 'true',
   };

@@ -109,14 +109,15 @@ export interface IdempotencyOptions {
 const certainlyNotStarted = (err: unknown) => (err instanceof IncodeError || err instanceof OnboardingError) && err.certainlyNotDone;
 
 /**
- * Whether jose failed to get the JWKS rather than judged the token: a timeout, an answer that is no key set (jose's
- * generic error is used only there), or the connection itself (a system error such as ECONNREFUSED).
+ * Whether jose judged the token (a bad signature, claims, format, algorithm, or a key id the key set lacks), as
+ * opposed to failing to get the key set at all: a timeout, an answer that is no key set (jose's generic error is used
+ * only there), the connection or its TLS (an expired certificate), anything else.
  */
-function keySetUnavailable(err: unknown): boolean {
+function tokenJudged(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'ERR_JWKS_TIMEOUT' || code === 'ERR_JWKS_INVALID' || code === 'ERR_JOSE_GENERIC') return true;
-  // System errors (ECONNREFUSED, EAI_AGAIN...), not jose's or Node's own ERR_ codes.
-  return typeof code === 'string' && /^E(?!RR_)[A-Z_]+$/.test(code);
+  if (typeof code !== 'string') return false;
+  if (code === 'ERR_JWKS_NO_MATCHING_KEY' || code === 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') return true;
+  return /^ERR_(JWT|JWS|JWE|JOSE)_/.test(code) && code !== 'ERR_JOSE_GENERIC';
 }
 
 /** A claim still pending: its first request is running (here or on another replica). */
@@ -159,7 +160,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     } catch (err) {
       // The identity provider's key set could not be had: the token is not known to be bad, so no invalid_token (a
       // client would refresh it, or sign its user out) but a 503 to retry.
-      if (keySetUnavailable(err)) throw new AppError(503, 'AUTH_UNAVAILABLE', "The identity provider's signing keys could not be fetched; retry shortly", retryAfter(5000));
+      if (!tokenJudged(err)) throw new AppError(503, 'AUTH_UNAVAILABLE', "The identity provider's signing keys could not be fetched; retry shortly", retryAfter(5000));
       throw new AppError(401, 'UNAUTHORIZED', 'Bearer token is invalid, expired or not for this service', { 'www-authenticate': 'Bearer error="invalid_token"' });
     }
   }
@@ -167,18 +168,17 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   async function rateLimitHook(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     // req.ip honours TRUST_PROXY_HOPS: X-Forwarded-For is read only as deep as the configured proxies.
     const limits: (RateLimitEntry & { what: string })[] = [];
-    if (rateLimit.perIp > 0 || rateLimit.perIpv6Site > 0) {
-      const network = requestNetwork(req);
-      if (rateLimit.perIp > 0) limits.push({ key: `ip:${network}`, max: rateLimit.perIp, what: 'from this address' });
-      const site = rateLimit.perIpv6Site > 0 ? ipv6Site(network) : null;
-      if (site) limits.push({ key: `ip:${site}`, max: rateLimit.perIpv6Site, what: 'from this network' });
-    }
+    const network = rateLimit.perIp > 0 || rateLimit.perIpv6Site > 0 ? requestNetwork(req) : '';
+    if (rateLimit.perIp > 0) limits.push({ key: `ip:${network}`, max: rateLimit.perIp, what: 'from this address' });
     // In jwt mode a caller is one end user (a token's subject): its budget whatever address or customer id it sends.
     if (rateLimit.perSubject > 0 && callerAuth.mode === 'jwt' && req.caller) limits.push({ key: `caller:${req.caller}`, max: rateLimit.perSubject, what: 'for this user' });
     const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
     // Per caller (one app's users never use up another's budget), and spelled one way (foldCustomerId).
     if (typeof ext === 'string' && rateLimit.perCustomer > 0)
       limits.push({ key: `customer:${customerDigest.digest(`${req.caller ?? 'anonymous'}\n${foldCustomerId(ext)}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+    // The /48 after the narrower limits: a request they refuse spends none of a network that many users may share.
+    const site = rateLimit.perIpv6Site > 0 ? ipv6Site(network) : null;
+    if (site) limits.push({ key: `ip:${site}`, max: rateLimit.perIpv6Site, what: 'from this network' });
     if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
     if (!limits.length) return;
     const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);

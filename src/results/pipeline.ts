@@ -255,10 +255,11 @@ export class ResultsPipeline {
   }
 
   /** Whether polling has given up on the session by `at` (now, or when a poll is due). */
-  private pollingGaveUp(s: Pick<SessionRecord, 'createdAt' | 'updatedAt'>, at: number): boolean {
+  private pollingGaveUp(s: Pick<SessionRecord, 'createdAt' | 'activeAt'>, at: number): boolean {
     // Counted from the session's last sign of life (its start, a status move, a resume, stored results), not its start
-    // alone: a user who comes back on day four must not find polling given up for good.
-    return at - Math.max(s.createdAt, s.updatedAt) > this.d.config.results.pollGiveUpHours * 3_600_000;
+    // alone: a user who comes back on day four must not find polling given up for good. Not from updatedAt, which a
+    // check failing for good moves at each dead letter: it would be polled until the retention purge.
+    return at - Math.max(s.createdAt, s.activeAt) > this.d.config.results.pollGiveUpHours * 3_600_000;
   }
 
   /**
@@ -451,7 +452,8 @@ export class ResultsPipeline {
       if (enq) this.d.kick?.();
     }
     if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
-    if (changed) await this.revive(interviewId, session);
+    // Not only when this call moved the status: one that died after the move and before reviving runs again unchanged.
+    await this.revive(interviewId, session);
     // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here (so not
     // keepsPolling, which would count the results just queued as still missing). And only the poll this check saw: the results job may already have stored a `review` and scheduled the poll that
     // waits for the reviewer's verdict, which must stay.

@@ -282,6 +282,15 @@ export const MIGRATIONS: readonly Migration[] = [
     sqlite: CLEAR_ERASED_DECISIONS,
     postgres: CLEAR_ERASED_DECISIONS,
   },
+  {
+    // A session's last sign of life (a status move, a resume, stored results), apart from updated_at, which a recorded
+    // failure moves too: polling gives up counting from it. Rows from before stay null and read updated_at instead (no
+    // rewrite of every row at upgrade).
+    version: 8,
+    name: 'session-active-at',
+    sqlite: 'ALTER TABLE sessions ADD COLUMN active_at INTEGER;',
+    postgres: 'ALTER TABLE sessions ADD COLUMN IF NOT EXISTS active_at BIGINT;',
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

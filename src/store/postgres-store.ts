@@ -256,7 +256,8 @@ export class PostgresStore implements Store {
   async replaceToken(interviewId: string, token: string, now: number): Promise<boolean> {
     const t = tokenColumns(token, interviewId, this.cipher);
     const { rowCount } = await this.q(
-      `UPDATE sessions SET token_enc = $2, token_hash = $3, token_hash_indexed = $5::smallint, updated_at = GREATEST(updated_at, $4::bigint)
+      `UPDATE sessions SET token_enc = $2, token_hash = $3, token_hash_indexed = $5::smallint, updated_at = GREATEST(updated_at, $4::bigint),
+         active_at = GREATEST(COALESCE(active_at, 0), $4::bigint)
        WHERE interview_id = $1 AND results_status <> 'erased'`,
       [interviewId, t.token_enc, t.token_hash, now, t.token_hash_indexed],
     );
@@ -280,7 +281,8 @@ export class PostgresStore implements Store {
   async advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number) {
     // Row lock + re-evaluated WHERE make concurrent advances serialize; repeating the same status is not a change.
     const { rows } = await this.q<SessionRow>(
-      `UPDATE sessions SET onboarding_status = $2, status_rank = $3::int, updated_at = GREATEST(updated_at, $5::bigint)
+      `UPDATE sessions SET onboarding_status = $2, status_rank = $3::int, updated_at = GREATEST(updated_at, $5::bigint),
+         active_at = GREATEST(COALESCE(active_at, 0), $5::bigint)
        WHERE interview_id = $1
          AND (status_rank < $3::int OR (status_rank = $3::int AND $4::boolean AND onboarding_status <> $2))
        RETURNING *`,
@@ -320,7 +322,8 @@ export class PostgresStore implements Store {
       );
       if (!saved.rowCount) return false;
       await this.q(
-        `UPDATE sessions SET results_status = 'ready', decision = $2, last_error = NULL, updated_at = GREATEST(updated_at, $3::bigint)
+        `UPDATE sessions SET results_status = 'ready', decision = $2, last_error = NULL, updated_at = GREATEST(updated_at, $3::bigint),
+           active_at = GREATEST(COALESCE(active_at, 0), $3::bigint)
          WHERE interview_id = $1`,
         [interviewId, decision, now],
         c,

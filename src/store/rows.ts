@@ -30,6 +30,8 @@ export interface SessionRow {
   last_error: string | null;
   created_at: Num;
   updated_at: Num;
+  /** Schema version 8: null on rows from before it (updated_at stands in). */
+  active_at?: Num | null;
   next_poll_at: Num | null;
   poll_attempts: Num;
   configuration_id: string | null;
@@ -49,7 +51,7 @@ export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
  */
 export function sessionsDueSql(arg: SqlArg): string {
   return `SELECT interview_id, origin, onboarding_status, status_rank, results_status, decision, last_error, created_at, updated_at,
-      next_poll_at, poll_attempts, configuration_id
+      active_at, next_poll_at, poll_attempts, configuration_id
     FROM sessions WHERE next_poll_at IS NOT NULL AND next_poll_at <= ${arg(0, 'bigint')} ORDER BY next_poll_at, interview_id LIMIT ${arg(1, 'int')}`;
 }
 
@@ -65,6 +67,7 @@ export function toSessionState(r: SessionRow): SessionState {
     lastError: r.last_error,
     createdAt: num(r.created_at),
     updatedAt: num(r.updated_at),
+    activeAt: numOrNull(r.active_at ?? null) ?? num(r.updated_at),
     nextPollAt: numOrNull(r.next_poll_at),
     pollAttempts: num(r.poll_attempts),
     configurationId: r.configuration_id ?? null,
@@ -311,6 +314,7 @@ const NEW_SESSION_COLUMNS: ReadonlyArray<[column: string, value: { key: keyof Se
   ['results_status', { constant: "'pending'" }],
   ['created_at', { key: 'now', pgCast: 'bigint' }],
   ['updated_at', { key: 'now', pgCast: 'bigint' }],
+  ['active_at', { key: 'now', pgCast: 'bigint' }],
   ['next_poll_at', { key: 'next_poll_at', pgCast: 'bigint' }],
   ['poll_attempts', { constant: '0' }],
   ['configuration_id', { key: 'configuration_id' }],
@@ -382,6 +386,7 @@ export function freshSessionRecord(s: NewSession, v: SessionInsertValues): Sessi
     lastError: null,
     createdAt: s.now,
     updatedAt: s.now,
+    activeAt: s.now,
     nextPollAt: v.next_poll_at,
     pollAttempts: 0,
     configurationId: v.configuration_id,

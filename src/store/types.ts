@@ -30,6 +30,11 @@ export interface SessionRecord {
   lastError: string | null;
   createdAt: number;
   updatedAt: number;
+  /**
+   * The session's last sign of life: its start, a status move, a new token (a resume), stored results. Not a recorded
+   * failure: polling gives up POLL_GIVE_UP_HOURS after it, however often a check failing for good writes its error.
+   */
+  activeAt: number;
   /** Epoch ms of the next onboarding-status poll, null when polling is over. */
   nextPollAt: number | null;
   pollAttempts: number;

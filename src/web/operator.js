@@ -103,16 +103,18 @@
 
   $('key-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    generation++;
+    // What the previous key showed goes first: a new key that fails for another reason than a refusal (a 5xx, the
+    // network) must not leave it on screen, nor page on with its cursor.
+    clearView(true);
     sessionStorage.setItem(KEY, $('key').value.trim());
     $('key').value = '';
     load(false).then((ok) => ok && showDetail());
   });
   // Forgetting the key also clears what it showed: the next person at a shared screen finds no session's personal
   // data in the page, its DOM or its address.
-  function clearView() {
+  function clearView(keepKey) {
     generation++;
-    sessionStorage.removeItem(KEY);
+    if (!keepKey) sessionStorage.removeItem(KEY);
     $('sessions').replaceChildren();
     $('detail').hidden = true;
     $('detail-title').textContent = '';

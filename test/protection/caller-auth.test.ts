@@ -1,6 +1,10 @@
 // Caller authentication of POST /session: static app keys (X-App-Key, rotation) and bearer JWTs verified
 // against a real JWKS served on loopback (issuer, audience, expiry, signature, alg none, garbage).
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SignJWT, UnsecuredJWT, exportJWK, generateKeyPair, type KeyLike } from 'jose';
 import request from 'supertest';
@@ -8,6 +12,7 @@ import type { EmulatorApp } from '../../src/emulator/app';
 import { brokerEnv, startBroker, startEmulator, type Running } from '../helpers/harness';
 import type { SqliteStore } from '../../src/store/sqlite-store';
 import { keyedDigest, sha256Hex } from '../../src/security';
+import { tempDir } from '../helpers/temp';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 
@@ -221,6 +226,19 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
       expect((await request(emuBroker.url).post('/session').set('authorization', 'Bearer not-a-jwt').send({})).status).toBe(401);
     } finally {
       await emuBroker.close();
+    }
+    // An identity provider whose TLS fails (a certificate this service does not trust, as an expired one): the same.
+    const dir = tempDir('idp-tls-');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    const tls = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (_req, res) => res.end('{"keys":[]}'));
+    await new Promise<void>((r) => tls.listen(0, '127.0.0.1', r));
+    const tlsBroker = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: `https://127.0.0.1:${(tls.address() as AddressInfo).port}/jwks.json`, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }));
+    try {
+      const res = await request(tlsBroker.url).post('/session').set('authorization', `Bearer ${await sign()}`).send({});
+      expect(res).toMatchObject({ status: 503, body: { code: 'AUTH_UNAVAILABLE' } });
+    } finally {
+      await tlsBroker.close();
+      await new Promise<void>((r) => tls.close(() => r()));
     }
     // An identity provider that answers, but with an error instead of its key set: the same.
     const failing = Fastify();

@@ -1152,6 +1152,19 @@ describe('polling that gives up', () => {
     expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', nextPollAt: expect.any(Number) });
   });
 
+  it('gives up even while a check failing for good records its error again and again (only signs of life count)', async () => {
+    const { real, pipeline, clock } = await barePipeline();
+    const t0 = clock.now;
+    const id = 'c'.repeat(23) + 'd';
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    // Its status checks die every few hours (a refused token, say), each dead letter recording its code.
+    for (let h = 4; h <= 72; h += 4) await real.setResultsStatus(id, null, 'INCODE_UNAUTHORIZED', t0 + hours(h));
+    clock.now = t0 + hours(73);
+    await dueNow(real, id, clock.now);
+    await pipeline.pollDue();
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP', nextPollAt: null });
+  });
+
   it('polls again a session given up on when its user resumes it, and leaves any other failure alone', async () => {
     const { real, pipeline, clock } = await barePipeline();
     const id = 'd'.repeat(24);

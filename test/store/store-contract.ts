@@ -83,6 +83,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           lastError: null,
           createdAt: T0,
           updatedAt: T0,
+          activeAt: T0,
           nextPollAt: null,
           pollAttempts: 0,
           configurationId: null,
@@ -214,6 +215,29 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(r.session).not.toHaveProperty('token');
         expect((await onlyK2.advanceStatus('i1', 'ONBOARDING_FINISHED', 9, false, T0 + 2)).changed).toBe(false);
         expect(await store.getSession('i1')).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', token: `${TOKEN}-i1` });
+      });
+
+      it('activeAt moves with signs of life (a status move, a new token, stored results), not with a recorded failure or a poll', async () => {
+        await session('i1', { nextPollAt: T0 + 10 });
+        const at = async () => (await store.getSession('i1'))!.activeAt;
+        expect(await at()).toBe(T0);
+        await store.setResultsStatus('i1', null, 'INCODE_UNAUTHORIZED', T0 + 5);
+        await store.schedulePoll('i1', T0 + 100, 3);
+        expect(await at()).toBe(T0);
+        expect((await store.getSession('i1'))!.updatedAt).toBe(T0 + 5);
+        await store.advanceStatus('i1', 'ID_VALIDATION_FINISHED', 1, true, T0 + 10);
+        expect(await at()).toBe(T0 + 10);
+        // The same status again is no move.
+        await store.advanceStatus('i1', 'ID_VALIDATION_FINISHED', 1, true, T0 + 15);
+        expect(await at()).toBe(T0 + 10);
+        await store.replaceToken('i1', 'tok-2', T0 + 20);
+        expect(await at()).toBe(T0 + 20);
+        await store.saveResults('i1', { scores: { s: 1 }, ocr: {}, fetchedAt: T0 + 25 }, 'review', T0 + 30);
+        expect(await at()).toBe(T0 + 30);
+        // A row from before the column (schema version 8) reads its updatedAt.
+        await h.exec('UPDATE sessions SET active_at = NULL WHERE interview_id = ?', ['i1']);
+        const legacy = (await store.getSession('i1'))!;
+        expect(legacy.activeAt).toBe(legacy.updatedAt);
       });
 
       it('advanceStatus is monotonic', async () => {
