@@ -7,7 +7,7 @@ import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
-import type { Job, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
+import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
 import { sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
 
@@ -477,7 +477,13 @@ export class ResultsPipeline {
       // The session's current status decides (a reviewer's verdict may have arrived meanwhile).
       const latest = (await this.d.store.getSession(id)) ?? session;
       const decision = decisionFor(latest.onboardingStatus, scores);
-      if (!(await this.d.store.saveResults(id, { scores, ocr, fetchedAt }, decision, now))) {
+      // The customer's callback is queued in the results' own write: a crash right after it cannot lose the callback,
+      // and an erasure cannot fall between the two and leave a job naming the decision after it.
+      const callback: NewJob | undefined = this.d.config.callback.url
+        ? // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.
+          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}:${decision}` }
+        : undefined;
+      if (!(await this.d.store.saveResults(id, { scores, ocr, fetchedAt }, decision, now, callback))) {
         // Erased meanwhile, or a fetch that started later stored its results (and sends its own callback): this
         // older answer must not reach the customer's backend after the newer one.
         this.d.log.info({ interviewId: id }, 'results not stored: the session was erased or has newer results');
@@ -489,14 +495,7 @@ export class ResultsPipeline {
       // A metric only: a failed lookup must not fail a job whose results are stored.
       if (job.payload.source === 'poll' && !(await this.d.store.hasEvent(webhookEventKey(id, String(job.payload.status))).catch(() => true)))
         this.d.metrics.pollingRepairs.inc();
-      if (this.d.config.callback.url) {
-        await this.d.store.enqueueJob(
-          // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.
-          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}:${decision}` },
-          now,
-        );
-        this.d.kick?.();
-      }
+      if (callback) this.d.kick?.();
       // Finished but left to a reviewer: the verdict is a status change of its own, and a lost webhook for it must not
       // leave the decision at review for good, so polling goes on (slowly, within POLL_GIVE_UP_HOURS) until it comes.
       if (awaitsVerdict({ onboardingStatus: latest.onboardingStatus, decision }) && !this.pollingGaveUp(latest, now)) {

@@ -306,7 +306,7 @@ export class PostgresStore implements Store {
     );
   }
 
-  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<boolean> {
+  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number, then?: NewJob): Promise<boolean> {
     const scores = this.cipher.encryptJson(results.scores, aad.scores(interviewId));
     const ocr = this.cipher.encryptJson(results.ocr, aad.ocr(interviewId));
     return this.tx(async (c) => {
@@ -328,6 +328,7 @@ export class PostgresStore implements Store {
         [interviewId, decision, now],
         c,
       );
+      if (then) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
       return true;
     });
   }

@@ -303,7 +303,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<boolean> {
+  async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number, then?: NewJob): Promise<boolean> {
     const scores = this.cipher.encryptJson(results.scores, aad.scores(interviewId));
     const ocr = this.cipher.encryptJson(results.ocr, aad.ocr(interviewId));
     return this.write(() => {
@@ -316,6 +316,7 @@ export class SqliteStore implements Store {
       this.st(
         `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ?`,
       ).run(decision, now, now, interviewId);
+      if (then) this.insertJob(then, now);
       return true;
     });
   }

@@ -201,9 +201,10 @@ export interface Store {
   /**
    * Stores scores and OCR encrypted, sets resultsStatus=ready and the decision; unless the stored results come from a
    * fetch that started later (results.fetchedAt is when the fetch started), or the session was erased: then nothing
-   * changes. Returns whether the results were stored.
+   * changes. Returns whether the results were stored. `then`, a job queued in the same write when they are (the
+   * customer's callback), so that neither a crash nor an erasure can come between the two.
    */
-  saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number): Promise<boolean>;
+  saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number, then?: NewJob): Promise<boolean>;
   getResults(interviewId: string): Promise<StoredResults | null>;
   /** Rejects a cursor it did not hand out with InvalidCursorError. */
   listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }>;

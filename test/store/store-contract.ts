@@ -331,6 +331,20 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', decision: 'decline', updatedAt: T0 + 95 });
       });
 
+      it('queues the job given with stored results in the same write, and none when they are not stored', async () => {
+        const callback = (id: string, decision: string): NewJob => ({ kind: 'callback', subject: id, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision }, runAt: T0, dedupeKey: `callback:${id}:ONBOARDING_FINISHED:${decision}` });
+        await session('i1');
+        expect(await store.saveResults('i1', { scores: {}, ocr: {}, fetchedAt: T0 + 50 }, 'approve', T0 + 60, callback('i1', 'approve'))).toBe(true);
+        // An older fetch replaces nothing, and announces nothing.
+        expect(await store.saveResults('i1', { scores: {}, ocr: {}, fetchedAt: T0 + 40 }, 'decline', T0 + 70, callback('i1', 'decline'))).toBe(false);
+        expect((await store.listJobs('i1')).map((j) => j.payload.decision)).toEqual(['approve']);
+        // An erased session: nothing stored, no job naming a decision.
+        await session('i2');
+        await store.eraseSession('i2', 'test', T0 + 80);
+        expect(await store.saveResults('i2', { scores: {}, ocr: {}, fetchedAt: T0 + 90 }, 'decline', T0 + 95, callback('i2', 'decline'))).toBe(false);
+        expect(await store.listJobs('i2')).toEqual([]);
+      });
+
       it('sessionsDueForPoll returns due sessions oldest first; schedulePoll moves them', async () => {
         await session('a', { nextPollAt: T0 + 300 });
         await session('b', { nextPollAt: T0 + 100 });
