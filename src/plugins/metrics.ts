@@ -27,7 +27,7 @@ export function createMetrics() {
     sources,
     queueDepth: new Gauge({
       name: 'result_jobs_queue_depth',
-      help: 'Jobs by state in the durable queue',
+      help: 'Jobs in the durable queue by state: queued, running, dead (done ones are counted by result_jobs_total)',
       labelNames: ['state'],
       registers: [registry],
       async collect() {
@@ -41,7 +41,8 @@ export function createMetrics() {
           this.reset();
           return;
         }
-        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+        // The queue: done jobs are result_jobs_total's to count, not a depth.
+        for (const [state, n] of Object.entries(counts)) if (state !== 'done') this.set({ state }, n);
       },
     }),
     pollingRepairs: new Counter({ name: 'polling_repairs_total', help: 'Results that arrived through polling with no webhook', registers: [registry] }),

@@ -29,7 +29,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
     app.decorate('results', pipeline);
     app.decorate('worker', worker);
 
-    app.metrics.sources.jobCounts = () => app.store.countJobs();
+    app.metrics.sources.jobCounts = () => app.store.countJobs({ done: false });
 
     let pollTimer: NodeJS.Timeout | null = null;
     let purgeTimer: NodeJS.Timeout | null = null;

@@ -9,6 +9,7 @@ import {
   byRunAt,
   clampLimit,
   decodeCursor,
+  countJobsSql,
   emptyCounts,
   encodeCursor,
   jsonText,
@@ -558,9 +559,9 @@ export class PostgresStore implements Store {
     return ((await this.q(RELEASE_JOB, [now, ...heldParams(job, owner)])).rowCount ?? 0) > 0;
   }
 
-  async countJobs(): Promise<Record<JobState, number>> {
+  async countJobs(opts: { done?: boolean } = {}): Promise<Record<JobState, number>> {
     const counts = emptyCounts();
-    const { rows } = await this.q<{ state: JobState; n: string }>('SELECT state, count(*) AS n FROM jobs GROUP BY state');
+    const { rows } = await this.q<{ state: JobState; n: string }>(countJobsSql(opts.done !== false));
     for (const r of rows) if (r.state in counts) counts[r.state] = Number(r.n);
     return counts;
   }

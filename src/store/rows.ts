@@ -461,6 +461,15 @@ export function toAudit(r: AuditRow): AuditEntry {
   };
 }
 
+/**
+ * Jobs counted by state. Without the done ones (the metrics' queue depth), only the (state, run_at) index's ranges of
+ * the other states are read: the done jobs, kept for RETENTION_DAYS, grow to millions, and on SQLite a scan of them
+ * would hold the event loop at every scrape.
+ */
+export function countJobsSql(done: boolean): string {
+  return done ? 'SELECT state, COUNT(*) AS n FROM jobs GROUP BY state' : "SELECT state, COUNT(*) AS n FROM jobs WHERE state IN ('queued', 'running', 'dead') GROUP BY state";
+}
+
 export function emptyCounts(): Record<JobState, number> {
   return { queued: 0, running: 0, done: 0, dead: 0 };
 }

@@ -13,6 +13,7 @@ import {
   byRunAt,
   clampLimit,
   decodeCursor,
+  countJobsSql,
   emptyCounts,
   encodeCursor,
   jsonText,
@@ -540,9 +541,9 @@ export class SqliteStore implements Store {
     return this.write(() => this.st(RELEASE_JOB).run(now, now, ...heldParams(job, owner)).changes > 0);
   }
 
-  async countJobs(): Promise<Record<JobState, number>> {
+  async countJobs(opts: { done?: boolean } = {}): Promise<Record<JobState, number>> {
     const counts = emptyCounts();
-    for (const r of this.st('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state').all() as { state: JobState; n: number }[]) {
+    for (const r of this.st(countJobsSql(opts.done !== false)).all() as { state: JobState; n: number }[]) {
       if (r.state in counts) counts[r.state] = Number(r.n);
     }
     return counts;

@@ -280,7 +280,8 @@ export interface Store {
    * but a job that stalls every process until it shuts down still does. false when this claim no longer holds it.
    */
   releaseJob(job: JobLease, owner: string, now: number): Promise<boolean>;
-  countJobs(): Promise<Record<JobState, number>>;
+  /** With `done: false` (the metrics' queue depth) the done jobs are not counted (0): only the queue is read. */
+  countJobs(opts?: { done?: boolean }): Promise<Record<JobState, number>>;
   listJobs(subject: string): Promise<Job[]>;
   /** The queued or running job holding a dedupe key (at most one does), or null. */
   activeJob(dedupeKey: string): Promise<Job | null>;

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
-import { aad, PURGE_BATCH, SESSION_PURGE_BATCH } from '../../src/store/rows';
+import { aad, countJobsSql, PURGE_BATCH, SESSION_PURGE_BATCH } from '../../src/store/rows';
 import { PURGE_DUE, SqliteStore } from '../../src/store/sqlite-store';
 import { loadConfig } from '../../src/config';
 import { brokerEnv, startBroker } from '../helpers/harness';
@@ -75,6 +75,14 @@ describe('SqliteStore specifics', () => {
     // The shape purgeExpired selects with: erased rows (kept as tombstones at the old end) are outside the index.
     const plan = store.db.prepare(`EXPLAIN QUERY PLAN ${PURGE_DUE}`).all(0) as { detail: string }[];
     expect(plan.map((p) => p.detail)).toEqual([expect.stringContaining('USING INDEX sessions_purge_due')]);
+    await store.close();
+  });
+
+  it("the metrics' queue depth reads the queue's index ranges, never every done job", async () => {
+    const store = new SqliteStore({ filename: ':memory:', cipher: new Cipher([K1]) });
+    await store.migrate();
+    const plan = (store.db.prepare(`EXPLAIN QUERY PLAN ${countJobsSql(false)}`).all() as { detail: string }[]).map((p) => p.detail);
+    expect(plan).toEqual([expect.stringMatching(/^SEARCH jobs USING COVERING INDEX jobs_state_(run_at|lease) \(state=\?\)$/)]);
     await store.close();
   });
 

@@ -801,6 +801,11 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(a[1].payload).toEqual({});
         expect(typeof a[0].id).toBe('string');
         expect(await store.listJobs('none')).toEqual([]);
+        // The queue alone (the metrics' depth): a done job is not counted.
+        const [claimed] = await store.claimJobs('w', 1, 1000, T0 + 5);
+        expect(await store.completeJob(claimed, 'w', T0 + 6)).toBe(true);
+        expect(await store.countJobs()).toEqual({ queued: 2, running: 0, done: 1, dead: 0 });
+        expect(await store.countJobs({ done: false })).toEqual({ queued: 2, running: 0, done: 0, dead: 0 });
       });
 
       it('concurrent claims on one store never hand out a job twice', async () => {
