@@ -161,19 +161,24 @@ describe('job retry schedule', () => {
   });
 });
 
+/** A job handler that runs until its deadline aborts it, noting how long before the lease lapsed that came. */
+const untilAborted =
+  (aborted: number[]): WorkerOptions['handle'] =>
+  (job, signal) =>
+    new Promise<void>((_resolve, reject) =>
+      signal.addEventListener('abort', () => {
+        aborted.push(job.leaseExpiresAt! - Date.now());
+        reject(new JobError('INCODE_TIMEOUT', true));
+      }),
+    );
+
 describe('job lease', () => {
   it("aborts an attempt's signal before its lease lapses, and the attempt is then recorded as this worker's retry", async () => {
     await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: Date.now() }, Date.now());
     // Each abort: how long before the lease of the claim it belongs to lapses.
     const aborted: number[] = [];
     const w = worker({
-      handle: (job, signal) =>
-        new Promise<void>((_resolve, reject) =>
-          signal.addEventListener('abort', () => {
-            aborted.push(job.leaseExpiresAt! - Date.now());
-            reject(new JobError('INCODE_TIMEOUT', true));
-          }),
-        ),
+      handle: untilAborted(aborted),
       concurrency: 2,
       maxAttempts: 5,
       backoffMs: 60_000,
@@ -210,13 +215,7 @@ describe('a slow claim', () => {
     const aborted: number[] = [];
     const w = worker({
       store: slow,
-      handle: (job, signal) =>
-        new Promise<void>((_resolve, reject) =>
-          signal.addEventListener('abort', () => {
-            aborted.push(job.leaseExpiresAt! - Date.now());
-            reject(new JobError('INCODE_TIMEOUT', true));
-          }),
-        ),
+      handle: untilAborted(aborted),
       backoffMs: 60_000,
       leaseMs: 6000,
     });
