@@ -105,14 +105,10 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
   async function reissue(interviewId: string, token: string, fresh: boolean) {
     const r = mintResume(interviewId);
     const { tokenHash, expiresAt } = r.stored;
-    // Issued together, so SQLite group-commits both in one transaction.
-    const [replaced, taken] = await Promise.all([
-      fresh ? app.store.replaceToken(interviewId, token, Date.now()) : true,
-      app.store.createResumeToken(tokenHash, interviewId, expiresAt),
-    ]);
-    // Erased while Incode was asked (both writes skip an erased session, and on PostgreSQL an erasure can fall between
-    // the two): its new token is not handed out.
-    if (!replaced || !taken) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session was erased');
+    // A fresh Incode token is kept in the same single write as the new resume token: never one without the other.
+    const taken = await app.store.createResumeToken(tokenHash, interviewId, expiresAt, fresh ? { token, now: Date.now() } : undefined);
+    // Erased while Incode was asked (the write skips an erased session): its new token is not handed out.
+    if (!taken) throw new AppError(404, 'SESSION_NOT_FOUND', 'The session was erased');
     return answer(interviewId, token, r);
   }
 

@@ -631,8 +631,17 @@ export class PostgresStore implements Store {
   }
 
   // One active resume token per session, kept on its row: a new one replaces (and so revokes) the previous.
-  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<boolean> {
-    return this.setResume(interviewId, tokenHash, expiresAt);
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, newToken?: { token: string; now: number }): Promise<boolean> {
+    if (!newToken) return this.setResume(interviewId, tokenHash, expiresAt);
+    // One statement: the token and the resume token are kept together or not at all.
+    const t = tokenColumns(newToken.token, interviewId, this.cipher);
+    const { rowCount } = await this.q(
+      `UPDATE sessions SET token_enc = $2, token_hash = $3, token_hash_indexed = $5::smallint, updated_at = GREATEST(updated_at, $4::bigint),
+         active_at = GREATEST(COALESCE(active_at, 0), $4::bigint), resume_token_hash = $6, resume_expires_at = $7::bigint
+       WHERE interview_id = $1 AND results_status <> 'erased'`,
+      [interviewId, t.token_enc, t.token_hash, newToken.now, t.token_hash_indexed, tokenHash, expiresAt],
+    );
+    return (rowCount ?? 0) > 0;
   }
 
   private async setResume(interviewId: string, tokenHash: string, expiresAt: number, c: Queryable = this.pool): Promise<boolean> {

@@ -619,8 +619,16 @@ export class SqliteStore implements Store {
     return this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND results_status <> 'erased'`).run(tokenHash, expiresAt, interviewId).changes > 0;
   }
 
-  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<boolean> {
-    return this.write(() => this.setResume(interviewId, tokenHash, expiresAt));
+  async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, newToken?: { token: string; now: number }): Promise<boolean> {
+    if (!newToken) return this.write(() => this.setResume(interviewId, tokenHash, expiresAt));
+    const t = tokenColumns(newToken.token, interviewId, this.cipher);
+    return this.write(
+      () =>
+        this.st(
+          `UPDATE sessions SET token_enc = ?, token_hash = ?, token_hash_indexed = ?, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?),
+             resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND results_status <> 'erased'`,
+        ).run(t.token_enc, t.token_hash, t.token_hash_indexed, newToken.now, newToken.now, tokenHash, expiresAt, interviewId).changes > 0,
+    );
   }
 
   async checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean> {

@@ -299,8 +299,11 @@ export interface Store {
    * only after its captures), so that a replay gets that answer. This claim only, and only once it is done.
    */
   recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void>;
-  /** false: the session is erased or unknown, and took no token. */
-  createResumeToken(tokenHash: string, interviewId: string, expiresAt: number): Promise<boolean>;
+  /**
+   * false: the session is erased or unknown, and took no token. With `newToken` (a resume: Incode's fresh session
+   * token), that token replaces the stored one in the same single write, so neither can be kept without the other.
+   */
+  createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, newToken?: { token: string; now: number }): Promise<boolean>;
   /** Whether tokenHash is this session's current, unexpired resume token (compared in constant time). */
   checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean>;
   /**

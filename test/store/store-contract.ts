@@ -135,6 +135,19 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.replaceToken('nobody', 'x', T0 + 3)).toBe(false);
       });
 
+      it('createResumeToken with a fresh session token keeps both in one write, and neither on an erased session', async () => {
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'old', now: T0 });
+        expect(await store.createResumeToken('rt-1', 'i1', T0 + 1000, { token: 'fresh', now: T0 + 1 })).toBe(true);
+        expect(await store.getSession('i1')).toMatchObject({ token: 'fresh', updatedAt: T0 + 1, activeAt: T0 + 1 });
+        expect((await store.getSessionByToken('fresh'))?.interviewId).toBe('i1');
+        expect(await store.getSessionByToken('old')).toBeNull();
+        expect(await store.checkResumeToken('i1', 'rt-1', T0 + 2)).toBe(true);
+        await store.eraseSession('i1', 'test', T0 + 3);
+        expect(await store.createResumeToken('rt-2', 'i1', T0 + 1000, { token: 'fresher', now: T0 + 4 })).toBe(false);
+        expect(await store.getSession('i1')).toMatchObject({ token: null });
+        expect(await store.checkResumeToken('i1', 'rt-2', T0 + 5)).toBe(false);
+      });
+
       it('writes a resume token together with a new session', async () => {
         await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't', resume: { tokenHash: 'rh', expiresAt: T0 + 100 }, now: T0 });
         expect(await store.checkResumeToken('i1', 'rh', T0 + 1)).toBe(true);
