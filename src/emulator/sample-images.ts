@@ -296,38 +296,44 @@ export const idBack = (): Buffer => memo('back', () => backCanvas().jpeg());
 /** A good selfie, 1000x1200, well lit. */
 export const selfie = (): Buffer => memo('selfie', () => selfieCanvas().jpeg());
 
-/** The front, heavily blurred: sharpness < 10. */
-export const blurryIdFront = (): Buffer =>
-  memo('blurry', () => {
-    const c = frontCanvas();
-    c.blur(20, 3);
-    // High quality: JPEG block noise would otherwise read as edges.
-    return c.jpeg(95);
-  });
+/** A card heavily blurred: sharpness < 10. High quality: JPEG block noise would otherwise read as edges. */
+function blurred(c: Canvas): Buffer {
+  c.blur(20, 3);
+  return c.jpeg(95);
+}
 
-/** The front with a large blown-out reflection: glare < 10. */
-export const glareIdFront = (): Buffer =>
-  memo('glare', () => {
-    const c = frontCanvas();
-    const cx = 760;
-    const cy = 380;
-    const rx = 420;
-    const ry = 300;
-    for (let y = 0; y < c.height; y++) {
-      for (let x = 0; x < c.width; x++) {
-        const d = sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2);
-        if (d > 1.3) continue;
-        const p = (y * c.width + x) * 4;
-        // Fully saturated core, soft halo: what a phone flash on a laminated card does.
-        const a = d <= 1 ? 1 : (1.3 - d) / 0.3;
-        for (let k = 0; k < 3; k++) c.data[p + k] = c.data[p + k] + (255 - c.data[p + k]) * a;
-      }
+/** A card with a large blown-out reflection: glare < 10. */
+function withGlare(c: Canvas): Buffer {
+  const cx = 760;
+  const cy = 380;
+  const rx = 420;
+  const ry = 300;
+  for (let y = 0; y < c.height; y++) {
+    for (let x = 0; x < c.width; x++) {
+      const d = sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2);
+      if (d > 1.3) continue;
+      const p = (y * c.width + x) * 4;
+      // Fully saturated core, soft halo: what a phone flash on a laminated card does.
+      const a = d <= 1 ? 1 : (1.3 - d) / 0.3;
+      for (let k = 0; k < 3; k++) c.data[p + k] = c.data[p + k] + (255 - c.data[p + k]) * a;
     }
-    return c.jpeg(92);
-  });
+  }
+  return c.jpeg(92);
+}
 
+/** A card at 150x95: horizontalResolution < 155. */
+const tiny = (c: Canvas): Buffer => c.scaled(150, 95).jpeg(92);
+
+/** The front, heavily blurred: sharpness < 10. */
+export const blurryIdFront = (): Buffer => memo('blurry', () => blurred(frontCanvas()));
+/** The front with a large blown-out reflection: glare < 10. */
+export const glareIdFront = (): Buffer => memo('glare', () => withGlare(frontCanvas()));
 /** The front at 150x95: horizontalResolution < 155. */
-export const smallIdFront = (): Buffer => memo('small', () => frontCanvas().scaled(150, 95).jpeg(92));
+export const smallIdFront = (): Buffer => memo('small', () => tiny(frontCanvas()));
+/** The back, each failing the same one check as the fronts above: the guide checks both sides alike. */
+export const blurryIdBack = (): Buffer => memo('blurry-back', () => blurred(backCanvas()));
+export const glareIdBack = (): Buffer => memo('glare-back', () => withGlare(backCanvas()));
+export const smallIdBack = (): Buffer => memo('small-back', () => tiny(backCanvas()));
 
 /** The selfie at ~10% exposure: isBright false. */
 export const darkSelfie = (): Buffer =>

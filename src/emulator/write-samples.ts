@@ -10,6 +10,9 @@ export const SAMPLE_FILES: Record<string, () => Buffer> = {
   'id-front-blurry.jpg': samples.blurryIdFront,
   'id-front-glare.jpg': samples.glareIdFront,
   'id-front-small.jpg': samples.smallIdFront,
+  'id-back-blurry.jpg': samples.blurryIdBack,
+  'id-back-glare.jpg': samples.glareIdBack,
+  'id-back-small.jpg': samples.smallIdBack,
   'selfie-dark.jpg': samples.darkSelfie,
   'not-an-image.jpg': samples.notAnImage,
 };

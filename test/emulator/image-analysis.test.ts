@@ -31,6 +31,22 @@ describe('image analysis', () => {
     expect(small.glare).toBeGreaterThanOrEqual(THRESHOLDS.glare);
   });
 
+  it('fails the blurry, glare and small backs on exactly their own check, still read as backs', () => {
+    const blurry = metrics(samples.blurryIdBack());
+    expect(blurry).toMatchObject({ side: 'back' });
+    expect(blurry.sharpness).toBeLessThan(THRESHOLDS.sharpness);
+    expect(blurry.glare).toBeGreaterThanOrEqual(THRESHOLDS.glare);
+    const glare = metrics(samples.glareIdBack());
+    expect(glare).toMatchObject({ side: 'back' });
+    expect(glare.glare).toBeLessThan(THRESHOLDS.glare);
+    expect(glare.sharpness).toBeGreaterThanOrEqual(THRESHOLDS.sharpness);
+    const small = metrics(samples.smallIdBack());
+    expect(small).toMatchObject({ side: 'back' });
+    expect(small.width).toBeLessThan(THRESHOLDS.horizontalResolution);
+    expect(small.sharpness).toBeGreaterThanOrEqual(THRESHOLDS.sharpness);
+    expect(small.glare).toBeGreaterThanOrEqual(THRESHOLDS.glare);
+  });
+
   it('measures selfie brightness', () => {
     expect(metrics(samples.selfie()).brightness).toBeGreaterThanOrEqual(THRESHOLDS.brightness);
     expect(metrics(samples.darkSelfie()).brightness).toBeLessThan(THRESHOLDS.brightness);

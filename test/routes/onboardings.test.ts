@@ -146,6 +146,16 @@ describe('POST /onboardings', () => {
     expect(line).toMatchObject({ reqId: res.body.requestId, step: 'front', reason: 'ID_GLARE' });
   });
 
+  it.each([
+    ['blurry', () => img.blurryIdBack(), 'ID_BLURRY'],
+    ['glare', () => img.glareIdBack(), 'ID_GLARE'],
+    ['small', () => img.smallIdBack(), 'ID_LOW_RESOLUTION'],
+  ])('applies the ID capture checks to the back too: a %s back is a capture to repeat at step back', async (_n, back, reason) => {
+    const res = await post({ ...GOOD, back: b64(back()) });
+    expect(res.status).toBe(422);
+    expect(res.body).toMatchObject({ code: 'CAPTURE_REJECTED', step: 'back', reason, interviewId: expect.any(String) });
+  });
+
   it('answers 422 with the guide message for a selfie error code', async () => {
     const res = await post({ ...GOOD, externalCustomerId: 'emu:selfie-error-3005' });
     expect(res.status).toBe(422);
