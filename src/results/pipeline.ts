@@ -235,7 +235,10 @@ export class ResultsPipeline {
     // job, got them: the store keeps those served and records only why); a dead check or callback only records why
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
     // keeps its own.
-    await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
+    // Except over a session polling gave up on: its POLLING_GAVE_UP is what a later sign of life revives it by (the
+    // audit row above keeps the check's code).
+    const gaveUp = session?.resultsStatus === 'failed' && session.lastError === 'POLLING_GAVE_UP';
+    if (!gaveUp) await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
     // read the session (the row as upsertSession answered it, which setting lastError on a check leaves as it was).
@@ -271,10 +274,14 @@ export class ResultsPipeline {
     const s = session === undefined ? await this.d.store.getSession(interviewId) : session;
     if (!s || s.resultsStatus !== 'failed' || s.lastError !== 'POLLING_GAVE_UP' || isTerminal(s.onboardingStatus)) return;
     const now = this.now();
+    // No sign of life since it gave up (a refresh of an unmoved status, say): it would only give up again.
+    if (this.pollingGaveUp(s, now)) return;
     const next = this.firstPollAt(s.origin, now);
     if (next === null) return;
-    await this.d.store.setResultsStatus(interviewId, 'pending', null, now);
+    // The poll first: dying between the two leaves the session given up (which the check's rerun revives), never
+    // pending with nothing to poll it.
     await this.d.store.schedulePoll(interviewId, next, 0);
+    await this.d.store.setResultsStatus(interviewId, 'pending', null, now);
     this.d.log.info({ interviewId }, 'polling resumed for a session it had given up on');
   }
 

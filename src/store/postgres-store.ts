@@ -298,10 +298,11 @@ export class PostgresStore implements Store {
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
     assertNotErasing(status);
     // Erased is terminal: nothing may make an erased session look like it has results again.
+    // A row from before schema version 8 keeps its last sign of life as it was before this write moves updated_at.
     await this.q(
       `UPDATE sessions SET
          results_status = ${resultsStatusSql('$2')},
-         last_error = $3, updated_at = GREATEST(updated_at, $4::bigint)
+         last_error = $3, active_at = COALESCE(active_at, updated_at), updated_at = GREATEST(updated_at, $4::bigint)
        WHERE interview_id = $1 AND (results_status <> 'erased' OR $2 = 'erased')`,
       [interviewId, status, lastError, now],
     );

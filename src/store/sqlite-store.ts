@@ -294,11 +294,13 @@ export class SqliteStore implements Store {
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
     assertNotErasing(status);
     return this.write(() => {
-      // Erased is terminal: nothing may make an erased session look like it has results again.
+      // Erased is terminal: nothing may make an erased session look like it has results again. A row from before
+      // schema version 8 keeps its last sign of life as it was before this write moves updated_at (a recorded failure
+      // is none), so that polling still gives up on it.
       this.st(
         `UPDATE sessions SET
            results_status = ${resultsStatusSql('@status')},
-           last_error = @lastError, updated_at = MAX(updated_at, @now)
+           last_error = @lastError, active_at = COALESCE(active_at, updated_at), updated_at = MAX(updated_at, @now)
          WHERE interview_id = @id AND (results_status <> 'erased' OR @status = 'erased')`,
       ).run({ status, lastError, now, id: interviewId });
     });

@@ -1165,6 +1165,28 @@ describe('polling that gives up', () => {
     expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP', nextPollAt: null });
   });
 
+  it('keeps a given-up session revivable through a dead check, and does not revive it without a sign of life', async () => {
+    const { real, pipeline, clock } = await barePipeline();
+    const id = 'e'.repeat(24);
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    clock.now += hours(73);
+    await dueNow(real, id, clock.now);
+    await pipeline.pollDue();
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP' });
+    // A check that dies (a webhook's, after its retries): its code is audited, the gave-up mark stays.
+    await real.enqueueJob({ kind: 'verify', subject: id, payload: { source: 'webhook' }, runAt: clock.now }, clock.now);
+    const [check] = await real.listJobs(id);
+    await pipeline.onDead(check, 'INCODE_UNAVAILABLE', true);
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP' });
+    // A status check that finds nothing moved (a refresh) does not revive it: it would only give up again.
+    await pipeline.apply(id, 'UNKNOWN', 'refresh');
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP', nextPollAt: null });
+    // The user comes back: revived.
+    clock.now += hours(1);
+    await pipeline.apply(id, 'ID_VALIDATION_FINISHED', 'webhook');
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', lastError: null, nextPollAt: expect.any(Number) });
+  });
+
   it('polls again a session given up on when its user resumes it, and leaves any other failure alone', async () => {
     const { real, pipeline, clock } = await barePipeline();
     const id = 'd'.repeat(24);

@@ -247,10 +247,13 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await at()).toBe(T0 + 20);
         await store.saveResults('i1', { scores: { s: 1 }, ocr: {}, fetchedAt: T0 + 25 }, 'review', T0 + 30);
         expect(await at()).toBe(T0 + 30);
-        // A row from before the column (schema version 8) reads its updatedAt.
+        // A row from before the column (schema version 8) reads its updatedAt, and a recorded failure, which moves
+        // updatedAt, keeps the sign of life it had.
         await h.exec('UPDATE sessions SET active_at = NULL WHERE interview_id = ?', ['i1']);
         const legacy = (await store.getSession('i1'))!;
         expect(legacy.activeAt).toBe(legacy.updatedAt);
+        await store.setResultsStatus('i1', null, 'INCODE_UNAUTHORIZED', T0 + 500);
+        expect(await store.getSession('i1')).toMatchObject({ updatedAt: T0 + 500, activeAt: legacy.updatedAt });
       });
 
       it('advanceStatus is monotonic', async () => {
