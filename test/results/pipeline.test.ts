@@ -1122,6 +1122,14 @@ describe('pollDue, against an onboarding abandoned after the listing', () => {
 describe('polling that gives up', () => {
   const hours = (h: number) => h * 3_600_000;
   const dueNow = async (real: SqliteStore, id: string, now: number) => real.schedulePoll(id, now - 1, 5);
+  /** A session started, then left alone past POLL_GIVE_UP_HOURS: polling has given up on it. */
+  const givenUp = async (real: SqliteStore, pipeline: ResultsPipeline, clock: { now: number }, id: string) => {
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    clock.now += hours(73);
+    await dueNow(real, id, clock.now);
+    await pipeline.pollDue();
+    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP', nextPollAt: null });
+  };
 
   it('gives up POLL_GIVE_UP_HOURS after the last sign of life, not after the start, and polls again when the status moves', async () => {
     const { real, pipeline, clock } = await barePipeline();
@@ -1168,11 +1176,7 @@ describe('polling that gives up', () => {
   it('keeps a given-up session revivable through a dead check, and does not revive it without a sign of life', async () => {
     const { real, pipeline, clock } = await barePipeline();
     const id = 'e'.repeat(24);
-    await pipeline.trackSession({ interviewId: id, token: 'tok' });
-    clock.now += hours(73);
-    await dueNow(real, id, clock.now);
-    await pipeline.pollDue();
-    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP' });
+    await givenUp(real, pipeline, clock, id);
     // A check that dies (a webhook's, after its retries): its code is audited, the gave-up mark stays.
     await real.enqueueJob({ kind: 'verify', subject: id, payload: { source: 'webhook' }, runAt: clock.now }, clock.now);
     const [check] = await real.listJobs(id);
@@ -1190,11 +1194,7 @@ describe('polling that gives up', () => {
   it('polls again a session given up on when its user resumes it, and leaves any other failure alone', async () => {
     const { real, pipeline, clock } = await barePipeline();
     const id = 'd'.repeat(24);
-    await pipeline.trackSession({ interviewId: id, token: 'tok' });
-    clock.now += hours(73);
-    await dueNow(real, id, clock.now);
-    await pipeline.pollDue();
-    expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP', nextPollAt: null });
+    await givenUp(real, pipeline, clock, id);
     await real.replaceToken(id, 'tok-2', clock.now);
     await pipeline.revive(id);
     expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', lastError: null, nextPollAt: expect.any(Number) });
