@@ -77,10 +77,13 @@ export class IncodeError extends Error {
     return this.isClientError ? ![401, 403, 404, 409].includes(http) : http >= 500 && isCaptureCode(this.incodeCode);
   }
 
-  /** Incode answered with a client error: the call itself was refused (counts as a success for the circuit). */
+  /**
+   * Incode answered with a client error: the call itself was refused (counts as a success for the circuit). Not a 429
+   * (it is limiting), nor a 408: a request timeout says nothing about the call, which may even have run.
+   */
   get isClientError(): boolean {
     const s = this.details.httpStatus;
-    return s !== undefined && s >= 400 && s < 500 && s !== 429;
+    return s !== undefined && s >= 400 && s < 500 && s !== 429 && s !== 408;
   }
 }
 
@@ -100,7 +103,8 @@ function codeForStatus(status: number): IncodeErrorCode {
 function parseRetryAfter(value: string | string[] | undefined): number | undefined {
   const v = Array.isArray(value) ? value[0] : value;
   if (!v) return undefined;
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  // Delay-seconds (a fraction too: Date.parse would read "1.5" as a date in 2001, a wait of 0).
+  if (/^\d+(\.\d+)?$/.test(v)) return Math.ceil(Number(v) * 1000);
   const t = Date.parse(v);
   return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now());
 }

@@ -4,11 +4,17 @@ import type { CallContext, IncodeClient } from './client';
 import { jwtClaims } from './token-claims';
 
 const LIFETIME_MS = 24 * 60 * 60 * 1000;
+/** After a failed login, how long callers get its error (or the token still held) instead of another login. */
+const LOGIN_RETRY_MS = 30_000;
 
 export class ExecutiveTokenProvider {
   private token: string | null = null;
   private expiresAt = 0;
+  /** When to log in again: before expiry by renewBeforeMs, or by a quarter of the lifetime when that is shorter. */
+  private renewAt = 0;
   private inflight: Promise<string> | null = null;
+  /** A failed login: every caller would otherwise start its own, each sending the credentials Incode just refused. */
+  private failed: { err: unknown; until: number } | null = null;
 
   constructor(
     private readonly client: IncodeClient,
@@ -34,16 +40,32 @@ export class ExecutiveTokenProvider {
    */
   async get(ctx?: Pick<CallContext, 'requestId'>): Promise<string> {
     if (!this.credentials) throw new Error('executive credentials are not configured');
-    if (this.token && this.now() < this.expiresAt - this.renewBeforeMs) return this.token;
+    const now = this.now();
+    if (this.token && now < this.renewAt) return this.token;
+    if (this.failed && now < this.failed.until && !this.inflight) {
+      if (this.token && now < this.expiresAt) return this.token;
+      throw this.failed.err;
+    }
     if (!this.inflight) {
       const { email, password } = this.credentials;
       this.inflight = this.client
         .executiveLogin(email, password, ctx?.requestId ? { requestId: ctx.requestId } : undefined)
-        .then((r) => {
-          this.token = r.token;
-          this.expiresAt = this.now() + (jwtLifetimeMs(r.token) ?? LIFETIME_MS);
-          return r.token;
-        })
+        .then(
+          (r) => {
+            const lifetime = jwtLifetimeMs(r.token) ?? LIFETIME_MS;
+            const at = this.now();
+            this.token = r.token;
+            this.expiresAt = at + lifetime;
+            // A token living no longer than the margin would otherwise be renewed at every call.
+            this.renewAt = this.expiresAt - Math.min(this.renewBeforeMs, lifetime / 4);
+            this.failed = null;
+            return r.token;
+          },
+          (err: unknown) => {
+            this.failed = { err, until: this.now() + LOGIN_RETRY_MS };
+            throw err;
+          },
+        )
         .finally(() => {
           this.inflight = null;
         });
@@ -58,9 +80,14 @@ export class ExecutiveTokenProvider {
     });
   }
 
-  /** After a 401 the token is dropped so the next get() logs in again. */
-  invalidate(): void {
+  /**
+   * After a 401 the token is dropped so the next get() logs in again; only the one refused (`token`, when known): a
+   * newer one a renewal stored meanwhile stays, or every call still in flight on the old one would log in again.
+   */
+  invalidate(token?: string): void {
+    if (token !== undefined && token !== this.token) return;
     this.token = null;
+    this.failed = null;
   }
 }
 

@@ -531,7 +531,7 @@ export class ResultsPipeline {
     try {
       answer = await this.d.incode.deleteInterview(token, id, ctx);
     } catch (err) {
-      if (!(err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND')) throw this.asJobError(err, { executive: true }, id);
+      if (!(err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND')) throw this.asJobError(err, { executive: true, value: token }, id);
     }
     // An answer that says it did not delete is a refusal, never recorded as a deletion.
     if (answer?.success === false) throw new JobError('INCODE_DELETE_REFUSED', false);
@@ -584,11 +584,11 @@ export class ResultsPipeline {
     }
   }
 
-  private asJobError(err: unknown, token: { executive: boolean } | null, interviewId: string): JobError {
+  private asJobError(err: unknown, token: { executive: boolean; value?: string } | null, interviewId: string): JobError {
     if (err instanceof JobError) return err;
     if (err instanceof IncodeError) {
       if (err.code === 'INCODE_UNAUTHORIZED' && token?.executive) {
-        this.d.executiveTokens.invalidate();
+        this.d.executiveTokens.invalidate(token.value);
         return new JobError(err.code, true);
       }
       // Refused for the API key: while a key is rotated one instance can hold a key Incode no longer takes, so the job

@@ -19,3 +19,26 @@ describe('IncodeError.certainlyNotDone', () => {
     expect(new IncodeError('INCODE_BAD_RESPONSE', 'start', 'Incode start answered a body that is not JSON', { httpStatus: 200 }).certainlyNotDone).toBe(false);
   });
 });
+
+describe('an HTTP 408 from Incode', () => {
+  it('is a timeout, not a refusal: no capture to repeat, no proof that Incode is up, retryable', () => {
+    const e = incodeErrorFromResponse('addFace', 408, {});
+    expect(e.code).toBe('INCODE_TIMEOUT');
+    expect(e.isClientError).toBe(false);
+    expect(e.isCaptureAnswer).toBe(false);
+    expect(e.retryable).toBe(true);
+    // A real refusal still is one.
+    expect(incodeErrorFromResponse('addFace', 400, { status: 4019, error: 'Face not found.' }).isCaptureAnswer).toBe(true);
+  });
+});
+
+describe("Incode's Retry-After", () => {
+  it('reads delay-seconds, whole or not, and an HTTP date', () => {
+    expect(incodeErrorFromResponse('start', 429, {}, { 'retry-after': '3' }).details.retryAfterMs).toBe(3000);
+    expect(incodeErrorFromResponse('start', 429, {}, { 'retry-after': '1.5' }).details.retryAfterMs).toBe(1500);
+    const at = new Date(Date.now() + 10_000).toUTCString();
+    const ms = incodeErrorFromResponse('start', 503, {}, { 'retry-after': at }).details.retryAfterMs!;
+    expect(ms).toBeGreaterThan(5000);
+    expect(ms).toBeLessThanOrEqual(10_000);
+  });
+});
