@@ -31,6 +31,7 @@ import { AppError, overloadedError, shuttingDownError } from './errors';
 import { ErrorBody, securitySchemes } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
+import { attemptMarginMs } from './results/worker';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -204,10 +205,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.
   if (!config.sandbox && config.nodeEnv !== 'production')
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
-  // A job's attempt is stopped a fifth of its lease (at most 10 s) before it lapses: shorter than one Incode call, and
-  // a slow answer fails every attempt until the job is dead-lettered.
+  // A job's attempt is stopped before its lease lapses: shorter than one Incode call, and a slow answer fails every
+  // attempt until the job is dead-lettered.
   const { jobLeaseMs } = config.results;
-  if (jobLeaseMs - Math.min(jobLeaseMs / 5, 10_000) < config.incode.timeoutMs)
+  if (jobLeaseMs - attemptMarginMs(jobLeaseMs) < config.incode.timeoutMs)
     app.log.warn({ jobLeaseMs, incodeTimeoutMs: config.incode.timeoutMs }, 'JOB_LEASE_MS leaves a job\'s attempt less time than one Incode call may take (INCODE_TIMEOUT_MS): a slow answer fails every attempt');
   // The default INCODE_API_URL is Incode's demo environment, which refuses a production key: say it where it shows.
   if (!config.sandbox && config.nodeEnv === 'production' && upstreamUrl.hostname.startsWith('demo-'))

@@ -593,9 +593,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     }
     const m = analyse(req, reply);
     if (!m) return reply;
-    // The first selfie that could be looked at: one Incode could not decode (3010) was no liveness check.
-    s.selfiesAnalysed++;
-    const spoof = d.spoof === 'always' || (d.spoof === 'once' && s.selfiesAnalysed === 1);
+    // The first selfie that could be looked at (none recorded yet): one Incode could not decode (3010) was no liveness check.
+    const spoof = d.spoof === 'always' || (d.spoof === 'once' && !s.selfie);
     const isBright = !d.dark && m.brightness >= THRESHOLDS.brightness;
     const age = 22 + (seedOf(s.interviewId, 3) % 40);
     s.selfie = { spoof, isBright, hasLenses: d.lenses, hasFaceMask: d.mask, age, brightness: m.brightness };

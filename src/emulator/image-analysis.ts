@@ -81,10 +81,8 @@ export function decodeImage(buf: Buffer): DecodedImage {
     if (declared.width * declared.height > MAX_MEGAPIXELS * 1e6) throw new ImageDecodeError('PNG too large', true);
     try {
       const png = PNG.sync.read(buf);
-      if (png.width * png.height > MAX_MEGAPIXELS * 1e6) throw new ImageDecodeError('PNG too large', true);
       return { width: png.width, height: png.height, data: png.data, channels: 4 };
     } catch (e) {
-      if (e instanceof ImageDecodeError) throw e;
       throw new ImageDecodeError(`PNG could not be decoded: ${(e as Error).message}`);
     }
   }

@@ -85,8 +85,6 @@ export interface Session {
   frontAttempts: number;
   selfie?: SelfieRecord;
   selfieAttempts: number;
-  /** Selfies that decoded: what an `-once` outcome drawn from the pixels' analysis counts (an unreadable one is not a try). */
-  selfiesAnalysed: number;
   idPhase: Phase;
   /** ID validation done: OCR and ID scores are readable (before post-processing ends). */
   idValidated?: boolean;
@@ -139,7 +137,7 @@ const isProcessing = (s: Session): boolean => s.idPhase === 1 || s.facePhase ===
 
 export type NewSession = Omit<
   Session,
-  'interviewId' | 'interviewCode' | 'createdAt' | 'status' | 'frontAttempts' | 'selfieAttempts' | 'selfiesAnalysed' | 'idPhase' | 'facePhase' | 'directives'
+  'interviewId' | 'interviewCode' | 'createdAt' | 'status' | 'frontAttempts' | 'selfieAttempts' | 'idPhase' | 'facePhase' | 'directives'
 > & { directives?: Directives };
 
 export class SessionStore {
@@ -171,7 +169,6 @@ export class SessionStore {
       status: 'UNKNOWN',
       frontAttempts: 0,
       selfieAttempts: 0,
-      selfiesAnalysed: 0,
       idPhase: 0,
       facePhase: 0,
     };

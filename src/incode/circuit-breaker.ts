@@ -36,7 +36,7 @@ export class CircuitBreaker {
    */
   acquire(): { wait: number; probe: number } {
     if (this.current === 'closed') return { wait: 0, probe: 0 };
-    const wait = this.openedAt + this.opts.resetMs - this.now();
+    const wait = this.retryInMs;
     if (this.current === 'open' && wait <= 0) this.set('half-open');
     if (this.current === 'half-open' && !this.probing) {
       this.probing = true;

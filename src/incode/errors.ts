@@ -58,8 +58,7 @@ export class IncodeError extends Error {
    * the client could not use (INCODE_BAD_RESPONSE): a session may exist then.
    */
   get certainlyNotDone(): boolean {
-    const s = this.details.httpStatus;
-    return this.details.notSent === true || (s !== undefined && s >= 400 && s < 500 && s !== 408);
+    return this.details.notSent === true || this.isClientError || this.details.httpStatus === 429;
   }
 
   /** One of Incode's own codes from the envelope (4019, 6000...), not merely the HTTP status repeated. */

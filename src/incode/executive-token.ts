@@ -43,7 +43,8 @@ export class ExecutiveTokenProvider {
     const now = this.now();
     if (this.token && now < this.renewAt) return this.token;
     if (this.failed && now < this.failed.until && !this.inflight) {
-      if (this.token && now < this.expiresAt) return this.token;
+      const held = this.stillValid(now);
+      if (held) return held;
       throw this.failed.err;
     }
     if (!this.inflight) {
@@ -70,14 +71,18 @@ export class ExecutiveTokenProvider {
           this.inflight = null;
         });
     }
-    const held = this.token;
-    const heldUntil = this.expiresAt;
-    // An early renewal that fails is no reason to drop a token that still works: it serves until it expires, and
-    // the next get() tries the login again.
+    // An early renewal that fails is no reason to drop a token that still works: it serves until it expires (or a
+    // 401 drops it), and a later get() tries the login again.
     return this.inflight.catch((err: unknown) => {
-      if (held && this.now() < heldUntil) return held;
+      const held = this.stillValid(this.now());
+      if (held) return held;
       throw err;
     });
+  }
+
+  /** The token held, while it has not expired. */
+  private stillValid(now: number): string | null {
+    return this.token && now < this.expiresAt ? this.token : null;
   }
 
   /**

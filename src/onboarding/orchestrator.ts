@@ -19,7 +19,7 @@ import { circuitOpenError, IncodeError } from '../incode/errors';
 import type { AddIdResponse, StartRequest } from '../incode/types';
 import { finishRecorded, type ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
-import type { Decision, IdempotencyRef, ResultsStatus, StepRecord, Store } from '../store/types';
+import type { ClaimedKey, Decision, ResultsStatus, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
 
 export type OnboardingStep = 'start' | 'front' | 'back' | 'process-id' | 'selfie' | 'face-match' | 'wait' | 'finish' | 'results';
@@ -43,7 +43,7 @@ export interface CaptureInput {
    * The Idempotency-Key claimed for this onboarding: completed by the session's own write, as POST /session's is; its
    * sendBefore bounds when the start may still be sent, as POST /session's does.
    */
-  idempotency?: IdempotencyRef & { sendBefore?: number };
+  idempotency?: ClaimedKey;
 }
 
 export interface CapturesAccepted {

@@ -5,7 +5,9 @@ import { AppError, retryAfter, retryAfterSeconds } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
-import type { IdempotencyAnswer, IdempotencyRef } from '../store/types';
+import type { ClaimedKey, IdempotencyAnswer } from '../store/types';
+
+export type { ClaimedKey };
 import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
 
 /**
@@ -30,16 +32,6 @@ export function claimDeadlines(config: Pick<Config, 'idempotencyTtlSeconds' | 'i
   const sendBefore = leaseExpiresAt - 2 * config.incode.timeoutMs - SEND_MARGIN_MS;
   return sendBefore > now ? { leaseExpiresAt, sendBefore } : { leaseExpiresAt };
 }
-
-/** A key this request claimed, as create() gets it. */
-export type ClaimedKey = IdempotencyRef & {
-  /**
-   * The latest moment the billable start made under this claim may still be sent (CallContext.sendBefore): early
-   * enough to be over before the pending claim lapses, else a retry that took the key over could start a second
-   * session beside it. Undefined when a tiny IDEMPOTENCY_TTL_SECONDS leaves no room for a deadline.
-   */
-  sendBefore?: number;
-};
 
 /** A route's synchronous check of a request as a preHandler hook (callback style: no promise per request). */
 function sync(check: (req: FastifyRequest) => void) {

@@ -235,10 +235,8 @@ export class ResultsPipeline {
     // job, got them: the store keeps those served and records only why); a dead check or callback only records why
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
     // keeps its own.
-    // Except over a session polling gave up on: its POLLING_GAVE_UP is what a later sign of life revives it by (the
-    // audit row above keeps the check's code).
-    const gaveUp = session?.resultsStatus === 'failed' && session.lastError === 'POLLING_GAVE_UP';
-    if (!gaveUp) await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
+    // (Over a session polling gave up on, the store keeps POLLING_GAVE_UP; the audit row above keeps the code.)
+    await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
     // read the session (the row as upsertSession answered it, which setting lastError on a check leaves as it was).
@@ -258,11 +256,11 @@ export class ResultsPipeline {
   }
 
   /** Whether polling has given up on the session by `at` (now, or when a poll is due). */
-  private pollingGaveUp(s: Pick<SessionRecord, 'createdAt' | 'activeAt'>, at: number): boolean {
-    // Counted from the session's last sign of life (its start, a status move, a resume, stored results), not its start
-    // alone: a user who comes back on day four must not find polling given up for good. Not from updatedAt, which a
+  private pollingGaveUp(s: Pick<SessionRecord, 'activeAt'>, at: number): boolean {
+    // Counted from the session's last sign of life (its start, a status move, a resume, stored results; activeAt is
+    // never before createdAt), not its start alone: a user who comes back on day four must not find polling given up for good. Not from updatedAt, which a
     // check failing for good moves at each dead letter: it would be polled until the retention purge.
-    return at - Math.max(s.createdAt, s.activeAt) > this.d.config.results.pollGiveUpHours * 3_600_000;
+    return at - s.activeAt > this.d.config.results.pollGiveUpHours * 3_600_000;
   }
 
   /**

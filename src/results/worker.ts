@@ -33,6 +33,11 @@ export interface WorkerOptions {
   now?: () => number;
 }
 
+/** How long before its lease lapses an attempt is stopped: a fifth of the lease, at most 10 s. */
+export function attemptMarginMs(leaseMs: number): number {
+  return Math.min(leaseMs / 5, 10_000);
+}
+
 export class JobWorker {
   readonly owner = `w-${randomUUID()}`;
   private running = false;
@@ -121,7 +126,7 @@ export class JobWorker {
     // claim wrote, not from now: a claim that took long to answer (a slow database) has used some of it already.
     const deadline = new AbortController();
     const lapsesAt = job.leaseExpiresAt ?? this.now() + leaseMs;
-    const timer = setTimeout(() => deadline.abort(), Math.max(lapsesAt - Math.min(leaseMs / 5, 10_000) - this.now(), 1));
+    const timer = setTimeout(() => deadline.abort(), Math.max(lapsesAt - attemptMarginMs(leaseMs) - this.now(), 1));
     timer.unref();
     this.deadlines.add(deadline);
     // reqId: the x-request-id its Incode calls carry, so a job's lines and its calls are found together.

@@ -20,25 +20,27 @@ export interface HealthOptions {
 }
 
 const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts) => {
-  let cached: { at: number; ok: boolean; detail?: string } = { at: 0, ok: false };
-  let checking: Promise<{ ok: boolean; detail?: string }> | null = null;
+  let cached: { at: number; ok: boolean; keyRefused?: boolean; detail?: string } = { at: 0, ok: false };
+  let checking: Promise<{ ok: boolean; keyRefused?: boolean; detail?: string }> | null = null;
 
   // Any HTTP answer but a 5xx proves Incode is reachable, and any but a 403 that it takes the API key (the probe has no
   // session token: a 401 is the answer when the key is good). Cached briefly, and one check at a time however many
   // probes arrive (the route is unauthenticated: a burst of probes must not become a burst of calls to Incode).
-  function upstream(requestId: string): Promise<{ ok: boolean; detail?: string }> {
+  function upstream(requestId: string): Promise<{ ok: boolean; keyRefused?: boolean; detail?: string }> {
     if (Date.now() - cached.at < 5000) return Promise.resolve(cached);
     checking ??= check(requestId).finally(() => (checking = null));
     return checking;
   }
 
-  async function check(requestId: string): Promise<{ ok: boolean; detail?: string }> {
+  async function check(requestId: string): Promise<{ ok: boolean; keyRefused?: boolean; detail?: string }> {
     try {
       const headers = { 'api-version': '1.0', 'x-api-key': opts.apiKey, 'x-request-id': requestId };
       const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers, headersTimeout: 2000, bodyTimeout: 2000 });
       await res.body.dump();
-      cached = { at: Date.now(), ok: res.statusCode < 500 && res.statusCode !== 403 };
-      if (!cached.ok) cached.detail = res.statusCode === 403 ? 'INCODE_API_KEY refused (HTTP 403): is INCODE_API_URL the environment of this key?' : `HTTP ${res.statusCode}`;
+      const keyRefused = res.statusCode === 403;
+      cached = { at: Date.now(), ok: res.statusCode < 500 && !keyRefused };
+      if (keyRefused) cached = { ...cached, keyRefused, detail: 'INCODE_API_KEY refused (HTTP 403): is INCODE_API_URL the environment of this key?' };
+      else if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
     } catch (err) {
       cached = { at: Date.now(), ok: false, detail: (err as { code?: string }).code ?? 'unreachable' };
     }
@@ -54,8 +56,10 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
       () => ({ ok: true }),
       () => ({ ok: false, detail: 'unreachable' }),
     );
-    const incode = await upstream(req.id);
-    const ok = database.ok && (incode.ok || !opts.requireIncode);
+    const { keyRefused, ...incode } = await upstream(req.id);
+    // READINESS_REQUIRES_INCODE=false rides out an Incode that cannot be reached, not a key it refuses: that is this
+    // instance's configuration, and every call it makes would fail.
+    const ok = database.ok && !keyRefused && (incode.ok || !opts.requireIncode);
     reply.status(ok ? 200 : 503);
     return { status: !ok ? 'not ready' : incode.ok ? 'ready' : 'degraded', sandbox: opts.sandbox, checks: { config: { ok: true }, database, incode } };
   });

@@ -91,11 +91,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   // Stateless between onboardings: one for the plugin's life.
   const o = new Orchestrator({ incode: app.incode, store: app.store, pipeline: app.results, config, log: app.log });
 
-  // Set once shutdown begins: a request that finishes its captures after that (its body was still arriving) leaves
-  // the rest to polling instead of starting a background finish that nothing would stop.
-  let closing = false;
   app.addHook('preClose', async () => {
-    closing = true;
     // Bounded: past the grace their connections are cut anyway, and the other shutdown steps must still run.
     await settledWithin(capturing.keys(), config.shutdownGraceMs);
     for (const ac of [...capturing.values(), ...inflight.values()]) ac.abort();
@@ -111,9 +107,10 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
    * long as the finish runs (up to 10 min), after the upload budget has already given their bytes back.
    */
   async function finishInBackground(interviewId: string, requestId: string, log: FastifyBaseLogger): Promise<void> {
-    // Also once the app's close() has begun, before this plugin's own hook runs: the worker stops first (it was
-    // registered first), and a finish started meanwhile would need it.
-    if (closing || app.closing()) {
+    // Once the app's close() has begun (its first preClose hook, before the worker's or this plugin's): a request that
+    // finishes its captures after that (its body was still arriving) leaves the rest to polling instead of starting a
+    // background finish that nothing would stop, and that would need the worker.
+    if (app.closing()) {
       log.warn({ interviewId }, `onboarding left to ${leftTo} at shutdown`);
       return o.handOff(interviewId, log);
     }

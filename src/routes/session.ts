@@ -194,28 +194,22 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       // A finished onboarding needs no token any more, and a fresh one could still read its scores and OCR data from
       // Incode: a resume token that leaked from the app is worth nothing once the flow is over. (It stays spent.)
       if (isTerminal(spent.onboardingStatus)) throw sessionFinished();
-      let started;
-      try {
-        // The session's own flow where it is known: Incode documents configurationId as required on start.
-        started = await app.incode.start({ interviewId, ...(spent.configurationId ? { configurationId: spent.configurationId } : {}) }, { requestId: req.id });
-        if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
-      } catch (err) {
-        // Incode failed: the app keeps its token to try again (unless a newer one was issued meanwhile).
-        await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt).catch(() => undefined);
-        throw err;
-      }
       let answer;
       try {
+        // The session's own flow where it is known: Incode documents configurationId as required on start.
+        const started = await app.incode.start({ interviewId, ...(spent.configurationId ? { configurationId: spent.configurationId } : {}) }, { requestId: req.id });
+        if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
         answer = await reissue(interviewId, started.token, true);
       } catch (err) {
-        // The new tokens could not be kept (the database failed: a 503 to retry): the app keeps its resume token for
-        // that retry, as when Incode fails. Not for an erased session (404), which has nothing to resume.
+        // Incode failed, or the new tokens could not be kept (the database failed: a 503 to retry): the app keeps its
+        // token to try again (unless a newer one was issued meanwhile). Not for an erased session (404), which has
+        // nothing to resume.
         if (!(err instanceof AppError && err.statusCode === 404)) await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt).catch(() => undefined);
         throw err;
       }
       // The user is back: polling that gave up on the session watches it again (a failure here must not cost the
       // token just issued; the next webhook's status move revives it too).
-      await app.results.revive(interviewId).catch((err: unknown) => req.log.error({ interviewId, err }, 'polling not resumed'));
+      if (spent.pollingGaveUp) await app.results.revive(interviewId).catch((err: unknown) => req.log.error({ interviewId, err }, 'polling not resumed'));
       return answer;
     },
   );

@@ -16,7 +16,7 @@ import {
   idempotencyDoneSql,
   activeJobSql,
   pgArgs,
-  resultsStatusSql,
+  setResultsStatusSql,
   RESULTS_UPSERT_TAIL,
   newId,
   erasureIncodeDeleteJob,
@@ -37,6 +37,8 @@ import {
   assertNotErasing,
   ERASED_CALLBACK_JOB,
   ERASED_COLUMNS,
+  toSpentResumeToken,
+  type SpentRow,
   inBatches,
   historyPurgeSql,
   sweepLimit,
@@ -161,6 +163,7 @@ const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(pgArgs(1), "AND state = 'done'");
 const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
+const SET_RESULTS_STATUS_SQL = setResultsStatusSql({ id: '$1', status: '$2', lastError: '$3', now: '$4::bigint' }, 'GREATEST');
 
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
@@ -255,12 +258,17 @@ export class PostgresStore implements Store {
   }
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<boolean> {
-    const t = tokenColumns(token, interviewId, this.cipher);
+    return this.setToken(interviewId, tokenColumns(token, interviewId, this.cipher), now);
+  }
+
+  /** The session's token replaced (a new token is a sign of life), unless it was erased. */
+  private async setToken(interviewId: string, t: ReturnType<typeof tokenColumns>, now: number, c: Queryable = this.pool): Promise<boolean> {
     const { rowCount } = await this.q(
       `UPDATE sessions SET token_enc = $2, token_hash = $3, token_hash_indexed = $5::smallint, updated_at = GREATEST(updated_at, $4::bigint),
          active_at = GREATEST(COALESCE(active_at, 0), $4::bigint)
        WHERE interview_id = $1 AND results_status <> 'erased'`,
       [interviewId, t.token_enc, t.token_hash, now, t.token_hash_indexed],
+      c,
     );
     return (rowCount ?? 0) > 0;
   }
@@ -297,15 +305,7 @@ export class PostgresStore implements Store {
 
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
     assertNotErasing(status);
-    // Erased is terminal: nothing may make an erased session look like it has results again.
-    // A row from before schema version 8 keeps its last sign of life as it was before this write moves updated_at.
-    await this.q(
-      `UPDATE sessions SET
-         results_status = ${resultsStatusSql('$2')},
-         last_error = $3, active_at = COALESCE(active_at, updated_at), updated_at = GREATEST(updated_at, $4::bigint)
-       WHERE interview_id = $1 AND (results_status <> 'erased' OR $2 = 'erased')`,
-      [interviewId, status, lastError, now],
-    );
+    await this.q(SET_RESULTS_STATUS_SQL, [interviewId, status, lastError, now]);
   }
 
   async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number, then?: NewJob): Promise<boolean> {
@@ -634,15 +634,10 @@ export class PostgresStore implements Store {
   // One active resume token per session, kept on its row: a new one replaces (and so revokes) the previous.
   async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, newToken?: { token: string; now: number }): Promise<boolean> {
     if (!newToken) return this.setResume(interviewId, tokenHash, expiresAt);
-    // One statement: the token and the resume token are kept together or not at all.
     const t = tokenColumns(newToken.token, interviewId, this.cipher);
-    const { rowCount } = await this.q(
-      `UPDATE sessions SET token_enc = $2, token_hash = $3, token_hash_indexed = $5::smallint, updated_at = GREATEST(updated_at, $4::bigint),
-         active_at = GREATEST(COALESCE(active_at, 0), $4::bigint), resume_token_hash = $6, resume_expires_at = $7::bigint
-       WHERE interview_id = $1 AND results_status <> 'erased'`,
-      [interviewId, t.token_enc, t.token_hash, newToken.now, t.token_hash_indexed, tokenHash, expiresAt],
-    );
-    return (rowCount ?? 0) > 0;
+    // One transaction: the token and the resume token are kept together or not at all (the first write locks the row,
+    // so an erasure cannot fall between them).
+    return this.tx(async (c) => (await this.setToken(interviewId, t, newToken.now, c)) && this.setResume(interviewId, tokenHash, expiresAt, c));
   }
 
   private async setResume(interviewId: string, tokenHash: string, expiresAt: number, c: Queryable = this.pool): Promise<boolean> {
@@ -665,14 +660,13 @@ export class PostgresStore implements Store {
   async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null> {
     if (!(await this.checkResumeToken(interviewId, tokenHash, now))) return null;
     // Checked in constant time above; the conditional UPDATE makes the spend atomic (one winner among racers).
-    const { rows } = await this.q<{ resume_expires_at: string; onboarding_status: string; configuration_id: string | null }>(
+    const { rows } = await this.q<SpentRow>(
       `UPDATE sessions SET resume_token_hash = $4
        WHERE interview_id = $1 AND resume_token_hash = $2 AND resume_expires_at > $3::bigint AND results_status <> 'erased'
-       RETURNING resume_expires_at, onboarding_status, configuration_id`,
+       RETURNING resume_expires_at, onboarding_status, configuration_id, results_status, last_error`,
       [interviewId, tokenHash, now, spentResumeMarker(tokenHash)],
     );
-    const r = rows[0];
-    return r ? { expiresAt: Number(r.resume_expires_at), onboardingStatus: r.onboarding_status, configurationId: r.configuration_id } : null;
+    return rows[0] ? toSpentResumeToken(rows[0]) : null;
   }
 
   async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {

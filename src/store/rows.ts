@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { Cipher, sha256Hex } from './crypto';
-import { InvalidCursorError, type AuditEntry, type IdempotencyAnswer, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type SessionState, type StepRecord } from './types';
+import { InvalidCursorError, type AuditEntry, type IdempotencyAnswer, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type SessionState, type SpentResumeToken, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
 export const aad = {
@@ -193,6 +193,24 @@ export const ERASED_COLUMNS =
  */
 export const ERASED_CALLBACK_JOB = "payload = '{}', dedupe_key = NULL WHERE kind = 'callback'";
 
+/** The columns a spent resume token answers with, on both engines. */
+export interface SpentRow {
+  resume_expires_at: Num;
+  onboarding_status: string;
+  configuration_id: string | null;
+  results_status: string;
+  last_error: string | null;
+}
+
+export function toSpentResumeToken(r: SpentRow): SpentResumeToken {
+  return {
+    expiresAt: num(r.resume_expires_at),
+    onboardingStatus: r.onboarding_status,
+    configurationId: r.configuration_id,
+    pollingGaveUp: r.results_status === 'failed' && r.last_error === 'POLLING_GAVE_UP',
+  };
+}
+
 /**
  * setResultsStatus never erases: 'erased' without the erasure's deletions would leave the PII in a row that every
  * later erasure then skips as done.
@@ -363,6 +381,20 @@ export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
  */
 export const resultsStatusSql = (status: string) =>
   `CASE WHEN ${status} = 'failed' AND results_status = 'ready' THEN results_status ELSE COALESCE(${status}, results_status) END`;
+
+/**
+ * setResultsStatus on both engines (its parameters as each names them). An erased session never changes. Recording
+ * only an error (status null) leaves a session polling gave up on marked POLLING_GAVE_UP, which is what a later sign of
+ * life revives it by, whichever job's failure it is. A row from before schema version 8 keeps its last sign of life
+ * as it was before this write moves updated_at (a recorded failure is none), so that polling still gives up on it.
+ */
+export function setResultsStatusSql(p: { id: string; status: string; lastError: string; now: string }, greatest: 'MAX' | 'GREATEST'): string {
+  return `UPDATE sessions SET
+      results_status = ${resultsStatusSql(p.status)},
+      last_error = CASE WHEN ${p.status} IS NULL AND results_status = 'failed' AND last_error = 'POLLING_GAVE_UP' THEN last_error ELSE ${p.lastError} END,
+      active_at = COALESCE(active_at, updated_at), updated_at = ${greatest}(updated_at, ${p.now})
+    WHERE interview_id = ${p.id} AND results_status <> 'erased'`;
+}
 
 /**
  * Stores fetched results over the stored ones only when their fetch started at or after theirs: a slow job for an

@@ -19,7 +19,7 @@ import {
   jsonText,
   idempotencyDoneSql,
   activeJobSql,
-  resultsStatusSql,
+  setResultsStatusSql,
   RESULTS_UPSERT_TAIL,
   sqliteArgs,
   freshSessionRecord,
@@ -41,6 +41,8 @@ import {
   assertNotErasing,
   ERASED_CALLBACK_JOB,
   ERASED_COLUMNS,
+  toSpentResumeToken,
+  type SpentRow,
   inBatches,
   historyPurgeSql,
   sweepLimit,
@@ -103,6 +105,7 @@ const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
+const SET_RESULTS_STATUS = setResultsStatusSql({ id: '@id', status: '@status', lastError: '@lastError', now: '@now' }, 'MAX');
 
 // A new session (with its resume token), and an existing one merged by the rules both engines share.
 const INSERT_NEW_SESSION = `${sessionInsertSql('sqlite', { resume: true }).sql} ON CONFLICT (interview_id) DO NOTHING`;
@@ -252,11 +255,15 @@ export class SqliteStore implements Store {
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<boolean> {
     const t = tokenColumns(token, interviewId, this.cipher);
-    return this.write(
-      () =>
-        this.st(
-          `UPDATE sessions SET token_enc = ?, token_hash = ?, token_hash_indexed = ?, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ? AND results_status <> 'erased'`,
-        ).run(t.token_enc, t.token_hash, t.token_hash_indexed, now, now, interviewId).changes > 0,
+    return this.write(() => this.setToken(interviewId, t, now));
+  }
+
+  /** Inside a write: the session's token replaced (a new token is a sign of life), unless it was erased. */
+  private setToken(interviewId: string, t: ReturnType<typeof tokenColumns>, now: number): boolean {
+    return (
+      this.st(
+        `UPDATE sessions SET token_enc = ?, token_hash = ?, token_hash_indexed = ?, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ? AND results_status <> 'erased'`,
+      ).run(t.token_enc, t.token_hash, t.token_hash_indexed, now, now, interviewId).changes > 0
     );
   }
 
@@ -294,15 +301,7 @@ export class SqliteStore implements Store {
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
     assertNotErasing(status);
     return this.write(() => {
-      // Erased is terminal: nothing may make an erased session look like it has results again. A row from before
-      // schema version 8 keeps its last sign of life as it was before this write moves updated_at (a recorded failure
-      // is none), so that polling still gives up on it.
-      this.st(
-        `UPDATE sessions SET
-           results_status = ${resultsStatusSql('@status')},
-           last_error = @lastError, active_at = COALESCE(active_at, updated_at), updated_at = MAX(updated_at, @now)
-         WHERE interview_id = @id AND (results_status <> 'erased' OR @status = 'erased')`,
-      ).run({ status, lastError, now, id: interviewId });
+      this.st(SET_RESULTS_STATUS).run({ status, lastError, now, id: interviewId });
     });
   }
 
@@ -624,13 +623,8 @@ export class SqliteStore implements Store {
   async createResumeToken(tokenHash: string, interviewId: string, expiresAt: number, newToken?: { token: string; now: number }): Promise<boolean> {
     if (!newToken) return this.write(() => this.setResume(interviewId, tokenHash, expiresAt));
     const t = tokenColumns(newToken.token, interviewId, this.cipher);
-    return this.write(
-      () =>
-        this.st(
-          `UPDATE sessions SET token_enc = ?, token_hash = ?, token_hash_indexed = ?, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?),
-             resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND results_status <> 'erased'`,
-        ).run(t.token_enc, t.token_hash, t.token_hash_indexed, newToken.now, newToken.now, tokenHash, expiresAt, interviewId).changes > 0,
-    );
+    // One transaction: the token and the resume token are kept together or not at all.
+    return this.write(() => this.setToken(interviewId, t, newToken.now) && this.setResume(interviewId, tokenHash, expiresAt));
   }
 
   async checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean> {
@@ -644,11 +638,11 @@ export class SqliteStore implements Store {
     // Read, compare in constant time and mark spent in one write transaction: of concurrent spends, one wins.
     return this.write(() => {
       const r = this.st(
-        `SELECT resume_token_hash, resume_expires_at, onboarding_status, configuration_id FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
-      ).get(interviewId, now) as { resume_token_hash: string | null; resume_expires_at: number; onboarding_status: string; configuration_id: string | null } | undefined;
+        `SELECT resume_token_hash, resume_expires_at, onboarding_status, configuration_id, results_status, last_error FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
+      ).get(interviewId, now) as (SpentRow & { resume_token_hash: string | null }) | undefined;
       if (!r || !isResumeHash(tokenHash) || !hashesEqual(r.resume_token_hash, tokenHash)) return null;
       this.st('UPDATE sessions SET resume_token_hash = ? WHERE interview_id = ?').run(spentResumeMarker(tokenHash), interviewId);
-      return { expiresAt: r.resume_expires_at, onboardingStatus: r.onboarding_status, configurationId: r.configuration_id };
+      return toSpentResumeToken(r);
     });
   }
 

@@ -67,6 +67,8 @@ export interface SpentResumeToken {
   onboardingStatus: string;
   /** The flow the session was started with, for the resume's start (null when unknown). */
   configurationId: string | null;
+  /** Polling had given up on the session (POLLING_GAVE_UP): the resume is the sign of life that revives it. */
+  pollingGaveUp: boolean;
 }
 
 /** When an erased session is to be deleted at Incode (epoch ms), decided from its row; null: not at all. */
@@ -85,6 +87,16 @@ export interface IdempotencyRef {
   /** SHA-256 (hex) of the request, kept encrypted with the completed key's response. */
   requestSha256: string;
 }
+
+/** A key a request claimed, as the route's create() gets it. */
+export type ClaimedKey = IdempotencyRef & {
+  /**
+   * The latest moment the billable start made under this claim may still be sent (CallContext.sendBefore): early
+   * enough to be over before the pending claim lapses, else a retry that took the key over could start a second
+   * session beside it. Undefined when a tiny IDEMPOTENCY_TTL_SECONDS leaves no room for a deadline.
+   */
+  sendBefore?: number;
+};
 
 export interface StoredResults {
   scores: unknown;

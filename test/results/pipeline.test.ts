@@ -1195,7 +1195,8 @@ describe('polling that gives up', () => {
     const { real, pipeline, clock } = await barePipeline();
     const id = 'd'.repeat(24);
     await givenUp(real, pipeline, clock, id);
-    await real.replaceToken(id, 'tok-2', clock.now);
+    // The resume's write (Incode's fresh token with the new resume token), then the route's revival.
+    await real.createResumeToken('rt-2', id, clock.now + hours(24), { token: 'tok-2', now: clock.now });
     await pipeline.revive(id);
     expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', lastError: null, nextPollAt: expect.any(Number) });
     // An abandoned onboarding (a capture to repeat) stays abandoned.

@@ -340,6 +340,13 @@ describe('POST /session against the emulator', () => {
     } finally {
       await wrong.close();
     }
+    // READINESS_REQUIRES_INCODE=false rides out an unreachable Incode, not a key it refuses.
+    const lenient = await startBroker(brokerEnv(emu.url, { INCODE_API_KEY: 'not-the-key', READINESS_REQUIRES_INCODE: 'false' }));
+    try {
+      expect((await request(lenient.url).get('/readyz').expect(503)).body).toMatchObject({ status: 'not ready', checks: { incode: { ok: false } } });
+    } finally {
+      await lenient.close();
+    }
   });
 
   it('serves health, readiness, the OpenAPI document and a JSON 404', async () => {

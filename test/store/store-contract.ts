@@ -102,7 +102,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.upsertSession({ interviewId: 'i2', origin: 'broker', configurationId: 'flow-c', now: T0 + 1 });
         expect((await store.getSession('i2'))?.configurationId).toBe('flow-c');
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a' });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a', pollingGaveUp: false });
       });
 
       it('fills a missing token and externalCustomerId but never overwrites them', async () => {
@@ -285,6 +285,15 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         const out = await Promise.all(ranks.map((r) => store.advanceStatus('i1', `S${r}`, r, false, T0 + r)));
         expect(out.some((o) => o.changed)).toBe(true);
         expect(await store.getSession('i1')).toMatchObject({ onboardingStatus: 'S9', statusRank: 9 });
+      });
+
+      it('setResultsStatus keeps POLLING_GAVE_UP when it records only an error, and not when it sets a status', async () => {
+        await session('i1');
+        await store.setResultsStatus('i1', 'failed', 'POLLING_GAVE_UP', T0 + 1);
+        await store.setResultsStatus('i1', null, 'INCODE_UNAVAILABLE', T0 + 2);
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'failed', lastError: 'POLLING_GAVE_UP', updatedAt: T0 + 2 });
+        await store.setResultsStatus('i1', 'pending', null, T0 + 3);
+        expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'pending', lastError: null });
       });
 
       it('setResultsStatus records status and last error', async () => {
@@ -945,7 +954,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.consumeResumeToken('i1', 'wrong', T0)).toBeNull();
         expect(await store.consumeResumeToken('i1', 'h1', T0 + 100)).toBeNull(); // expired
         const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 1)));
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: null }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(false);
         await store.restoreResumeToken('i1', 'h1', T0 + 100);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(true);
@@ -971,7 +980,14 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it("a spend answers the session's status as it was spent (the route refuses finished onboardings without a second read)", async () => {
         await session('i1', { onboardingStatus: 'ONBOARDING_FINISHED', statusRank: statusRank('ONBOARDING_FINISHED') });
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null, pollingGaveUp: false });
+      });
+
+      it('a spend says whether polling had given up on the session (the resume revives it without another read)', async () => {
+        await session('i1');
+        await store.setResultsStatus('i1', 'failed', 'POLLING_GAVE_UP', T0 + 1);
+        await store.createResumeToken('h1', 'i1', T0 + 100);
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2)).toMatchObject({ pollingGaveUp: true });
       });
 
       it('a token spent before its session is erased is never restored after', async () => {
@@ -995,7 +1011,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           Promise.all([store, other, store, other].map((s) => s.consumeResumeToken('i1', 'h1', T0 + 1))),
         ]);
         expect(claims.filter((c) => c.state === 'new')).toHaveLength(1);
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: null }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
       });
     });
 
