@@ -485,8 +485,10 @@ export class ResultsPipeline {
       // The customer's callback is queued in the results' own write: a crash right after it cannot lose the callback,
       // and an erasure cannot fall between the two and leave a job naming the decision after it.
       const callback: NewJob | undefined = this.d.config.callback.url
-        ? // Per status and decision: a refresh that changes the decision is a new event, not a duplicate of the first.
-          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision }, runAt: now, dedupeKey: `callback:${id}:${latest.onboardingStatus}:${decision}` }
+        ? // A new event for each change of status or decision (A, B, then A again is three), none for a refresh that
+          // changed nothing; not a dedupe key, which an event of the same state still running would refuse.
+          // Ordered by the fetch of the results they announce, as the results themselves are.
+          { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision, fetchedAt }, runAt: now, unlessRepeat: 'fetchedAt' }
         : undefined;
       if (!(await this.d.store.saveResults(id, { scores, ocr, fetchedAt }, decision, now, callback))) {
         // Erased meanwhile, or a fetch that started later stored its results (and sends its own callback): this
@@ -548,8 +550,9 @@ export class ResultsPipeline {
     // beside it on another replica) must not be the last word the customer hears.
     if (session.decision !== job.payload.decision || session.onboardingStatus !== job.payload.onboardingStatus) return;
     const ok = await sendCallback(url, secret, {
-      // Receivers dedupe by this id: a corrected decision for the same status must not look like a redelivery.
-      id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}`,
+      // Receivers dedupe by this id: one per event, the same on every retry of it; a state the session comes back to
+      // (A, B, A) is a new event with a new id, not a redelivery of the first.
+      id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}:${job.id}`,
       type: 'session.results_ready',
       // The session's last change as this event leaves (it is the session's current state): receivers order events by
       // it, since two may still cross on the wire, and a decision that came back (A, B, A) leaves with a newer time.

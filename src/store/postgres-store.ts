@@ -15,6 +15,9 @@ import {
   jsonText,
   idempotencyDoneSql,
   activeJobSql,
+  recordStepSql,
+  jobsOfKindSql,
+  repeatsLatest,
   pgArgs,
   setResultsStatusSql,
   RESULTS_UPSERT_TAIL,
@@ -163,6 +166,8 @@ const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(pgArgs(1), "AND state = 'done'");
 const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
+const RECORD_STEP_SQL = recordStepSql(pgArgs(1));
+const JOBS_OF_KIND_SQL = jobsOfKindSql(pgArgs(1));
 const SET_RESULTS_STATUS_SQL = setResultsStatusSql({ id: '$1', status: '$2', lastError: '$3', now: '$4::bigint' }, 'GREATEST');
 
 export class PostgresStore implements Store {
@@ -330,7 +335,8 @@ export class PostgresStore implements Store {
         [interviewId, decision, now],
         c,
       );
-      if (then) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
+      if (then && !(then.unlessRepeat && repeatsLatest(then, (await this.q<JobRow>(JOBS_OF_KIND_SQL, [then.subject, then.kind], c)).rows)))
+        await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
       return true;
     });
   }
@@ -397,13 +403,13 @@ export class PostgresStore implements Store {
   }
 
   async recordStep(interviewId: string, step: StepRecord): Promise<void> {
-    await this.q('INSERT INTO steps (interview_id, step, outcome, code, message, at) VALUES ($1, $2, $3, $4, $5, $6::bigint)', [
-      interviewId,
+    await this.q(RECORD_STEP_SQL, [
       step.step,
       step.outcome,
       step.code ?? null,
       step.message ?? null,
       step.at,
+      interviewId,
     ]);
   }
 
@@ -419,6 +425,7 @@ export class PostgresStore implements Store {
         UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = GREATEST(updated_at, $2::bigint)
         WHERE interview_id = ANY($1::text[]) AND results_status <> 'erased' RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
+      s AS (DELETE FROM steps WHERE interview_id IN (SELECT interview_id FROM t)),
       j AS (UPDATE jobs SET ${ERASED_CALLBACK_JOB} AND subject IN (SELECT interview_id FROM t)),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)

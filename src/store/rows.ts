@@ -180,8 +180,9 @@ export function releaseJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string
 
 /**
  * What an erasure sets on a session row (both engines, erasure and retention): every PII column cleared, the decision
- * too (with the interviewId it says how a person's verification ended). The status stays (where the flow was, which
- * the state machine reads), and the audit rows say when and why it was erased.
+ * too (with the interviewId it says how a person's verification ended), and the session's steps are deleted (their
+ * codes name the decision, a face that did not match, a capture's failure). The status stays (where the flow was,
+ * which the state machine reads), and the audit rows say when and why it was erased.
  */
 export const ERASED_COLUMNS =
   "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, decision = NULL, last_error = NULL, results_status = 'erased'";
@@ -192,6 +193,15 @@ export const ERASED_COLUMNS =
  * finds the session erased and sends nothing.
  */
 export const ERASED_CALLBACK_JOB = "payload = '{}', dedupe_key = NULL WHERE kind = 'callback'";
+
+/**
+ * A step of an erased session, recorded by a server-side onboarding still running when it was erased, is not written
+ * (the erasure deleted its steps: their codes and outcomes say how the checks went). INSERT ... SELECT on both
+ * engines; parameters: step, outcome, code, message, at, interview_id.
+ */
+export const recordStepSql = (arg: SqlArg) =>
+  `INSERT INTO steps (interview_id, step, outcome, code, message, at)
+   SELECT interview_id, ${arg(0)}, ${arg(1)}, ${arg(2)}, ${arg(3)}, ${arg(4, 'bigint')} FROM sessions WHERE interview_id = ${arg(5)} AND results_status <> 'erased'`;
 
 /** The columns a spent resume token answers with, on both engines. */
 export interface SpentRow {
@@ -453,6 +463,32 @@ export interface JobRow {
 
 /** The active job of a dedupe key, through the partial unique index that allows only one. Parameter: the key. */
 export const activeJobSql = (arg: SqlArg) => `SELECT * FROM jobs WHERE dedupe_key = ${arg(0)} AND state IN ('queued', 'running')`;
+
+/** A subject's jobs of a kind, what repeatsLatest reads. Parameters: subject, kind. */
+export const jobsOfKindSql = (arg: SqlArg) => `SELECT payload, state FROM jobs WHERE subject = ${arg(0)} AND kind = ${arg(1)}`;
+
+/**
+ * Whether a NewJob with `unlessRepeat` would only repeat the latest of the subject's jobs of its kind (latest by the
+ * payload value `unlessRepeat` names, never by the clocks of the replicas that queued them): the same payload
+ * otherwise (flat values; jsonb reorders keys) in a job that has not died. A dead one is repeated, so a refresh can
+ * send it again.
+ */
+export function repeatsLatest(j: NewJob, rows: Pick<JobRow, 'payload' | 'state'>[]): boolean {
+  const order = j.unlessRepeat;
+  if (!order) return false;
+  const payloadOf = (r: Pick<JobRow, 'payload'>) => (typeof r.payload === 'string' ? (JSON.parse(r.payload) as Record<string, unknown>) : r.payload);
+  const rank = (p: Record<string, unknown>) => (typeof p[order] === 'number' ? (p[order] as number) : -Infinity);
+  let latest: { payload: Record<string, unknown>; state: string } | undefined;
+  for (const r of rows) {
+    const payload = payloadOf(r);
+    if (!latest || rank(payload) >= rank(latest.payload)) latest = { payload, state: r.state };
+  }
+  if (!latest || latest.state === 'dead') return false;
+  const prev = latest.payload;
+  const next = j.payload ?? {};
+  const keys = Object.keys(next).filter((k) => k !== order);
+  return keys.length === Object.keys(prev).filter((k) => k !== order).length && keys.every((k) => Object.is(prev[k], next[k]));
+}
 
 export function toJob(r: JobRow): Job {
   return {

@@ -19,6 +19,9 @@ import {
   jsonText,
   idempotencyDoneSql,
   activeJobSql,
+  recordStepSql,
+  jobsOfKindSql,
+  repeatsLatest,
   setResultsStatusSql,
   RESULTS_UPSERT_TAIL,
   sqliteArgs,
@@ -105,6 +108,8 @@ const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
+const RECORD_STEP = recordStepSql(sqliteArgs);
+const JOBS_OF_KIND = jobsOfKindSql(sqliteArgs);
 const SET_RESULTS_STATUS = setResultsStatusSql({ id: '@id', status: '@status', lastError: '@lastError', now: '@now' }, 'MAX');
 
 // A new session (with its resume token), and an existing one merged by the rules both engines share.
@@ -318,7 +323,7 @@ export class SqliteStore implements Store {
       this.st(
         `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ?`,
       ).run(decision, now, now, interviewId);
-      if (then) this.insertJob(then, now);
+      if (then && !(then.unlessRepeat && repeatsLatest(then, this.st(JOBS_OF_KIND).all(then.subject, then.kind) as JobRow[]))) this.insertJob(then, now);
       return true;
     });
   }
@@ -377,13 +382,13 @@ export class SqliteStore implements Store {
 
   async recordStep(interviewId: string, step: StepRecord): Promise<void> {
     return this.write(() => {
-      this.st('INSERT INTO steps (interview_id, step, outcome, code, message, at) VALUES (?, ?, ?, ?, ?, ?)').run(
-        interviewId,
+      this.st(RECORD_STEP).run(
         step.step,
         step.outcome,
         step.code ?? null,
         step.message ?? null,
         step.at,
+        interviewId,
       );
     });
   }
@@ -402,6 +407,7 @@ export class SqliteStore implements Store {
     const each = 'SELECT value FROM json_each(?)';
     this.st(`INSERT INTO audit (kind, subject, detail, at) SELECT ?, value, ?, ? FROM json_each(?) ORDER BY key`).run(auditKind, JSON.stringify(detail), now, list);
     this.st(`DELETE FROM results WHERE interview_id IN (${each})`).run(list);
+    this.st(`DELETE FROM steps WHERE interview_id IN (${each})`).run(list);
     this.st(`UPDATE jobs SET ${ERASED_CALLBACK_JOB} AND subject IN (${each})`).run(list);
     return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
   }

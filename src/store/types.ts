@@ -141,6 +141,13 @@ export interface NewJob {
   runAt: number;
   /** While a job with this key is queued or running, another enqueue with it is a no-op. */
   dedupeKey?: string;
+  /**
+   * The payload value that orders the subject's jobs of this kind (a number): the job is not queued when the latest
+   * of them by it has the same payload otherwise and has not died, an event that would only repeat the last one
+   * announced (a refresh that changed nothing). Unlike dedupeKey, a job of an earlier payload still running does not
+   * stop it (A, B, then A again is three events).
+   */
+  unlessRepeat?: string;
 }
 
 /** listSessions was given a cursor it did not hand out (or one whose values it could not search by). */

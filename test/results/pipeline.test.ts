@@ -932,6 +932,71 @@ function pipelineSuite(which: Engine) {
       await receiver.close();
     }
   });
+
+  it('a decision that comes back (A, B, A) while the first event is still being sent is a third event, with its own id; a refresh that changes nothing sends none', async () => {
+    // The score's overall status as Incode answers it, rewritten on the way to the broker so refreshes change the decision.
+    const proxy = await startEmulatorProxy({ target: '', overall: null as string | null }, (req, res, forward) =>
+      forward().then(
+        (u) => {
+          if (!/^\/omni\/get\/score/.test(req.url ?? '') || !proxy.state.overall) return pass(res, u);
+          const body = JSON.parse(u.body.toString()) as { overall: { status: string } };
+          body.overall.status = proxy.state.overall;
+          const out = Buffer.from(JSON.stringify(body));
+          res.writeHead(u.status, { ...u.headers, 'content-length': String(out.length) }).end(out);
+        },
+        () => res.writeHead(502).end(),
+      ),
+    );
+    // The receiver holds the first delivery until released: the first event is on the wire while the others are stored.
+    let release = () => {};
+    const firstHeld = new Promise<void>((resolve) => (release = resolve));
+    const received: { id: string; data: Record<string, unknown> }[] = [];
+    const receiver = Fastify();
+    receiver.post('/hook', async (req) => {
+      const event = { id: String(req.headers['webhook-id']), data: (req.body as { data: Record<string, unknown> }).data };
+      received.push(event);
+      if (received.length === 1) await firstHeld;
+      return { ok: true };
+    });
+    await receiver.listen({ port: 0, host: '127.0.0.1' });
+    const hook = `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`;
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, CALLBACK_URL: hook, CALLBACK_SECRET });
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession();
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      await p.ready(s.interviewId);
+      await waitFor(() => received.length === 1 || null);
+      const decided = async (decision: string) => {
+        await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+        await waitFor(async () => (await p.broker.app.store.getSession(s.interviewId))?.decision === decision || null, 10_000);
+      };
+      proxy.state.overall = 'WARN';
+      await decided('review');
+      await waitFor(() => received.some((e) => e.data.decision === 'review') || null, 10_000);
+      proxy.state.overall = 'OK';
+      await decided('approve');
+      await waitFor(() => received.length === 3 || null, 10_000);
+      release();
+      const callbacks = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'callback');
+      await waitFor(async () => (await callbacks()).every((j) => j.state === 'done') || null, 10_000);
+      // Three events, three ids; the last change a receiver can order by says approve.
+      expect(new Set(received.map((e) => e.id)).size).toBe(3);
+      const last = [...received].sort((a, b) => String(a.data.updatedAt).localeCompare(String(b.data.updatedAt))).pop()!;
+      expect(last.data).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' });
+      // A refresh that stores the same decision again is no event.
+      const resultsJobs = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results');
+      const before = (await resultsJobs()).length;
+      await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+      await waitFor(async () => ((await resultsJobs()).length > before && (await resultsJobs()).every((j) => j.state === 'done')) || null, 10_000);
+      expect(await callbacks()).toHaveLength(3);
+      expect(received).toHaveLength(3);
+    } finally {
+      release();
+      await receiver.close();
+      await proxy.close();
+    }
+  });
 }
 
 describe('results pipeline, end to end (SQLite)', () => pipelineSuite('sqlite'));

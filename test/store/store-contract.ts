@@ -4,7 +4,7 @@ import { MIGRATIONS } from '../../src/store/migrations';
 import { statusRank } from '../../src/results/status';
 import { ENCRYPTED_TABLES, KeyRotation, REKEY_BATCH, REKEY_START } from '../../src/store/rekey';
 import { aad, sweepLimit } from '../../src/store/rows';
-import type { NewJob, RekeyCursor, SessionRecord, Store } from '../../src/store/types';
+import type { Decision, NewJob, RekeyCursor, SessionRecord, Store } from '../../src/store/types';
 
 export const K1 = { id: 'k1', key: Buffer.alloc(32, 1) };
 export const K2 = { id: 'k2', key: Buffer.alloc(32, 2) };
@@ -370,6 +370,33 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.listJobs('i2')).toEqual([]);
       });
 
+      it('a job unlessRepeat is not queued when it repeats the latest one of its kind, alive; a state that comes back is queued even while the first runs', async () => {
+        // Ordered by the payload's fetchedAt, never by when (or on which replica's clock) each was queued: here a later
+        // event is queued with an earlier time.
+        const event = (decision: Decision, fetchedAt: number) =>
+          [{ scores: {}, ocr: {}, fetchedAt }, decision, T0 + 1000 - fetchedAt, { kind: 'callback', subject: 'i1', payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision, fetchedAt }, runAt: T0, unlessRepeat: 'fetchedAt' }] as const;
+        const decisions = async () => (await store.listJobs('i1')).filter((j) => j.kind === 'callback').map((j) => `${j.payload.decision}:${j.state}`).sort();
+        await session('i1');
+        // Another kind of job of the session is not what a repeat is measured against.
+        await store.enqueueJob({ kind: 'results', subject: 'i1', payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'review' }, runAt: T0 }, T0);
+        expect(await store.saveResults('i1', ...event('approve', T0 + 10))).toBe(true);
+        // Stored again unchanged (a refresh): no second event.
+        expect(await store.saveResults('i1', ...event('approve', T0 + 20))).toBe(true);
+        expect(await decisions()).toEqual(['approve:queued']);
+        const claimed = await store.claimJobs('w', 10, 60_000, T0 + 25);
+        expect(claimed.map((j) => j.kind).sort()).toEqual(['callback', 'results']);
+        // A, B, A: the third is an event of its own although the first is still running.
+        expect(await store.saveResults('i1', ...event('review', T0 + 30))).toBe(true);
+        expect(await store.saveResults('i1', ...event('approve', T0 + 40))).toBe(true);
+        expect(await decisions()).toEqual(['approve:queued', 'approve:running', 'review:queued']);
+        // The latest event died (its receiver gave up): storing the same state again queues it again.
+        const again = await store.claimJobs('w', 10, 60_000, T0 + 45);
+        const third = again.find((j) => j.payload.fetchedAt === T0 + 40)!;
+        expect(await store.failJob(third, 'w', 'CALLBACK_HTTP_500', null, T0 + 46)).toBe(true);
+        expect(await store.saveResults('i1', ...event('approve', T0 + 50))).toBe(true);
+        expect(await decisions()).toEqual(['approve:dead', 'approve:queued', 'approve:running', 'review:running']);
+      });
+
       it('sessionsDueForPoll returns due sessions oldest first; schedulePoll moves them', async () => {
         await session('a', { nextPollAt: T0 + 300 });
         await session('b', { nextPollAt: T0 + 100 });
@@ -498,6 +525,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.saveResults('i1', { scores: { s: 1 }, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 1);
         expect(await store.createResumeToken('rt-hash', 'i1', T0 + 10_000)).toBe(true);
         await store.recordStep('i1', { step: 'start', outcome: 'ok', at: T0 });
+        await store.recordStep('i1', { step: 'face-match', outcome: 'rejected', code: 'FACE_NOT_MATCHED', message: 'The selfie does not match the ID', at: T0 + 1 });
+        await store.recordStep('i1', { step: 'results', outcome: 'ok', code: 'decline', at: T0 + 1 });
         await store.setResultsStatus('i1', null, 'INCODE_UNAVAILABLE', T0 + 2);
         // The customer callback of its decision, still queued, and one of another session.
         const callback = (id: string): NewJob => ({ kind: 'callback', subject: id, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'decline' }, runAt: T0 + 1e6, dedupeKey: `callback:${id}:ONBOARDING_FINISHED:decline` });
@@ -518,7 +547,12 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getResults('i1')).toBeNull();
         expect(await store.getSessionByToken(TOKEN)).toBeNull();
         expect(await store.checkResumeToken('i1', 'rt-hash', T0 + 1)).toBe(false);
-        expect(await store.listSteps('i1')).toHaveLength(1);
+        // Its steps went with it (their codes said how the checks went), and an onboarding still running records none.
+        expect(await store.listSteps('i1')).toEqual([]);
+        await store.recordStep('i1', { step: 'results', outcome: 'failed', code: 'RESULTS_ERASED', at: T0 + 55 });
+        expect(await store.listSteps('i1')).toEqual([]);
+        await store.recordStep('i2', { step: 'start', outcome: 'ok', at: T0 + 55 });
+        expect(await store.listSteps('i2')).toHaveLength(1);
 
         const [row] = await h.exec('SELECT token_enc, token_hash, external_customer_id_enc FROM sessions WHERE interview_id = ?', ['i1']);
         expect(row).toEqual({ token_enc: null, token_hash: null, external_customer_id_enc: null });
@@ -560,6 +594,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.saveResults('old1', { scores: {}, ocr: { fullName: OCR_NAME }, fetchedAt: T0 }, 'approve', T0 + 3);
         await store.createResumeToken('rt-old', 'old2', T0 + 1e9);
         await store.createResumeToken('rt-new', 'new1', T0 + 1e9);
+        for (const id of ['old1', 'new1']) await store.recordStep(id, { step: 'results', outcome: 'ok', code: 'approve', at: T0 + 4 });
 
         // A sweep told to stop (a shutdown) erases nothing more.
         expect(await store.purgeExpired(T0 + 500, T0 + 1500, AbortSignal.abort())).toBe(0);
@@ -567,6 +602,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.enqueueJob({ kind: 'callback', subject: 'old1', payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' }, runAt: T0 + 1e6, dedupeKey: 'callback:old1:ONBOARDING_FINISHED:approve' }, T0 + 3);
         expect(await store.purgeExpired(T0 + 500, T0 + 2000)).toBe(2);
         expect(await store.getResults('old1')).toBeNull();
+        expect(await store.listSteps('old1')).toEqual([]);
+        expect(await store.listSteps('new1')).toHaveLength(1);
         expect((await store.listJobs('old1')).map((j) => j.payload)).toEqual([{}]);
         for (const id of ['old1', 'old2']) expect(await store.getSession(id)).toMatchObject({ resultsStatus: 'erased', token: null, externalCustomerId: null });
         expect(await store.getSession('new1')).toMatchObject({ resultsStatus: 'pending', token: `${TOKEN}-new1` });
