@@ -46,12 +46,15 @@ declare module 'fastify' {
 }
 
 /**
- * `err` in a log line: an Error as pino writes it; an object already cut down to what may be logged (the error
- * handler's and the fatal line's { type, code, message }) as it is, where pino's own serializer would overwrite its
- * type with "Object".
+ * `err` in a log line: an Error cut down to its type, code, message and stack (not pino's every own property: a pg
+ * error's `detail` and `where`, a library's `cause` chain or request options can quote values); an object already cut
+ * down to what may be logged (the error handler's and the fatal line's { type, code, message }) as it is, where pino's
+ * own serializer would overwrite its type with "Object".
  */
 export function errSerializer(err: Error): pino.SerializedError {
-  return err instanceof Error ? pino.stdSerializers.err(err) : (err as pino.SerializedError);
+  if (!(err instanceof Error)) return err as pino.SerializedError;
+  const { code } = err as { code?: unknown };
+  return { type: err.name, message: err.message, stack: err.stack ?? '', ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}) } as pino.SerializedError;
 }
 
 export interface AppDeps {

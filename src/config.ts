@@ -424,7 +424,7 @@ function redisUrl(env: Env): string | undefined {
   return value;
 }
 
-/** Pure apart from generating a throwaway sandbox key: same env in, same config out. */
+/** Pure apart from generating the sandbox's throwaway keys: same env in, same config out. */
 export function loadConfig(env: Env): Config {
   const nodeEnv = str(env, 'NODE_ENV') as Config['nodeEnv'];
   const production = nodeEnv === 'production';
@@ -546,13 +546,15 @@ export function loadConfig(env: Env): Config {
     incode: {
       // In sandbox mode the upstream is the emulator mounted in this process, called over loopback like Incode.
       apiUrl: sandbox ? `http://${selfAddress(str(env, 'HOST')!)}:${port}/sandbox/incode` : incodeApiUrl,
-      apiKey: apiKey ?? 'sandbox-api-key',
+      // Random per process: the emulator's admin routes (sessions, their customer ids, minted tokens) take this key,
+      // and a sandbox bound to a reachable address must not open them to anyone who read this file.
+      apiKey: apiKey ?? `sandbox-${randomBytes(18).toString('base64url')}`,
       clientId: str(env, 'INCODE_CLIENT_ID') ?? (sandbox ? 'sandbox' : undefined),
       configurationId: str(env, 'INCODE_CONFIGURATION_ID'),
       allowedConfigurationIds,
       redirectionUrlOrigins,
       executiveEmail: executiveEmail ?? (sandbox ? 'sandbox@example.com' : undefined),
-      executivePassword: executivePassword ?? (sandbox ? 'sandbox-password' : undefined),
+      executivePassword: executivePassword ?? (sandbox ? `sandbox-${randomBytes(18).toString('base64url')}` : undefined),
       timeoutMs: int(env, 'INCODE_TIMEOUT_MS'),
       captureTimeoutMs: int(env, 'INCODE_CAPTURE_TIMEOUT_MS'),
       connectTimeoutMs: int(env, 'INCODE_CONNECT_TIMEOUT_MS'),

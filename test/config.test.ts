@@ -269,8 +269,13 @@ describe('loadConfig', () => {
     const fromNothing = loadConfig({});
     expect(fromExample.sandbox).toBe(true);
     expect(fromExample.database.url).toBe('sqlite::memory:');
-    // Only the throwaway key differs between two loads.
-    const withoutKeys = (c: Config) => ({ ...c, encryption: { ...c.encryption, keys: c.encryption.keys.map((k) => k.id) } });
+    // Only the throwaway keys differ between two loads: the encryption key, the emulator's API key and executive password.
+    const withoutKeys = (c: Config) => ({
+      ...c,
+      encryption: { ...c.encryption, keys: c.encryption.keys.map((k) => k.id) },
+      incode: { ...c.incode, apiKey: c.incode.apiKey.replace(/^sandbox-[\w-]{24}$/, 'sandbox-*'), executivePassword: c.incode.executivePassword?.replace(/^sandbox-[\w-]{24}$/, 'sandbox-*') },
+    });
     expect(withoutKeys(fromExample)).toEqual(withoutKeys(fromNothing));
+    expect(fromNothing.incode.apiKey).not.toBe(loadConfig({}).incode.apiKey);
   });
 });

@@ -1,5 +1,5 @@
 // The Incode emulator as an encapsulated Fastify plugin (+ a standalone app): routes, auth, CORS, faults, error envelope.
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes, createHash, timingSafeEqual } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import Fastify from 'fastify';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
@@ -203,6 +203,9 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     for (const m of methods) known.methods.add(m);
   };
 
+  // Compared as digests in constant time: in sandbox mode this key guards the emulator's admin routes on a reachable host.
+  const keyDigest = createHash('sha256').update(opts.apiKey).digest();
+  const keyMatches = (sent: unknown) => typeof sent === 'string' && timingSafeEqual(createHash('sha256').update(sent).digest(), keyDigest);
   const pathOf = (req: FastifyRequest): string => {
     const q = req.url.indexOf('?');
     const p = q >= 0 ? req.url.slice(0, q) : req.url;
@@ -259,7 +262,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const len = req.headers['content-length'];
     if (len && Number(len) > INCODE_BODY_LIMIT) return fail(reply, 413, 'Request body exceeds the 10 MB limit');
     if (auth === 'admin') {
-      if (req.headers['x-api-key'] !== opts.apiKey) return fail(reply, 403, 'Invalid or missing API key');
+      if (!keyMatches(req.headers['x-api-key'])) return fail(reply, 403, 'Invalid or missing API key');
       return;
     }
     if (faults.requestFaultsActive && faults.appliesTo(req.url.split('?', 1)[0])) {
@@ -274,7 +277,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const v = req.headers['api-version'];
     if (v !== undefined && v !== '1.0') return fail(reply, 400, `Unsupported api-version '${String(v)}'`);
     // /0/ is the token-only surface: the key is ignored there (start, which only the key can authenticate, has no /0/ route).
-    if (!cfg.zero && req.headers['x-api-key'] !== opts.apiKey) return fail(reply, 403, 'Invalid or missing API key');
+    if (!cfg.zero && !keyMatches(req.headers['x-api-key'])) return fail(reply, 403, 'Invalid or missing API key');
     if (auth !== 'session' && auth !== 'access' && auth !== 'exec') return;
     const claims = tokens.verify(req.headers['x-incode-hardware-id'] as string | undefined);
     if (!claims) return fail(reply, 401, 'Invalid or missing access token');

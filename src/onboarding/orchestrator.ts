@@ -220,7 +220,7 @@ export class Orchestrator {
     try {
       if ((await this.d.store.getSession(interviewId))?.resultsStatus === 'pending') await this.d.pipeline.refresh(interviewId);
     } catch (err) {
-      log.error({ interviewId, err }, 'status check of an unwatched onboarding could not be queued');
+      log.error({ interviewId, err: { message: (err as Error).message } }, 'status check of an unwatched onboarding could not be queued');
     }
   }
 

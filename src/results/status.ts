@@ -43,6 +43,14 @@ export function decisionFromOverall(overallStatus: unknown): Decision {
   return 'review';
 }
 
+/**
+ * A status as a log line may carry it: a reviewer's verdict is the decision itself, which with the interviewId says how
+ * a person's verification ended, and logs outlive an erasure; it is logged as MANUAL_REVIEW_VERDICT.
+ */
+export function loggedStatus(status: unknown): unknown {
+  return typeof status === 'string' && verdictOf(status) !== null ? 'MANUAL_REVIEW_VERDICT' : status;
+}
+
 /** The decision a status settles by itself (a reviewer's verdict), or null where the scores decide. */
 export function verdictOf(status: string): Decision | null {
   if (status === 'MANUAL_REVIEW_APPROVED') return 'approve';

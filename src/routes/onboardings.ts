@@ -125,7 +125,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
     const p: Promise<void> = o
       .finish(interviewId, { signal: ac.signal, requestId })
       .then(
-        (r) => log.info({ interviewId, decision: r.decision }, 'onboarding finished'),
+        (r) => log.info({ interviewId, resultsStatus: r.resultsStatus }, 'onboarding finished'),
         // The orchestrator already recorded the step and its code on the session; no PII in this line.
         async (err: unknown) => {
           const e = err as OnboardingError;
@@ -238,7 +238,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
             // The key was completed by the session's own write; its replays now get this answer. A failure to keep it
             // does not turn the answer decided here into an error: a replay then goes by the session's steps.
             if (claimed)
-              await app.store.recordIdempotencyAnswer(claimed, outcome.interviewId, answer).catch((err: unknown) => req.log.error({ interviewId: outcome.interviewId, err }, 'Idempotency-Key answer not kept'));
+              await app.store.recordIdempotencyAnswer(claimed, outcome.interviewId, answer).catch((err: unknown) => req.log.error({ interviewId: outcome.interviewId, err: { message: (err as Error).message } }, 'Idempotency-Key answer not kept'));
             return answered(reply, answer, req.id);
           },
           async (interviewId, answer) => {

@@ -209,7 +209,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       }
       // The user is back: polling that gave up on the session watches it again (a failure here must not cost the
       // token just issued; the next webhook's status move revives it too).
-      if (spent.pollingGaveUp) await app.results.revive(interviewId).catch((err: unknown) => req.log.error({ interviewId, err }, 'polling not resumed'));
+      if (spent.pollingGaveUp) await app.results.revive(interviewId).catch((err: unknown) => req.log.error({ interviewId, err: { message: (err as Error).message } }, 'polling not resumed'));
       return answer;
     },
   );

@@ -8,7 +8,7 @@ import type { Config } from '../config';
 import { AppError, retryAfter } from '../errors';
 import { RATE_LIMITED, type Security, WITH_BODY, withErrors } from '../schemas';
 import { bearer, safeEqual } from '../security';
-import { isKnownStatus } from '../results/status';
+import { isKnownStatus, loggedStatus } from '../results/status';
 import { failureLimiter, requestNetwork } from '../protection/rate-counter';
 
 /** What the webhook route notes on its request for the metrics hook. */
@@ -195,7 +195,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
     async (req) => {
       const { duplicate } = await app.results.ingestWebhook(req.body);
       (req as WebhookRequest).webhookDuplicate = duplicate;
-      req.log.info({ interviewId: req.body.interviewId, onboardingStatus: req.body.onboardingStatus, duplicate }, 'webhook recorded');
+      req.log.info({ interviewId: req.body.interviewId, onboardingStatus: loggedStatus(req.body.onboardingStatus), duplicate }, 'webhook recorded');
       return { success: true };
     },
   );

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
-import { buildApp } from '../../src/app';
+import { buildApp, errSerializer } from '../../src/app';
 import { loadConfig } from '../../src/config';
 import { sampleImages } from '../helpers/flow';
 import {
@@ -194,5 +194,22 @@ describe('database and Redis URLs with passwords that fail to connect', () => {
       expect(b.logs.text).toMatch(/WRONGPASS|NOAUTH/);
       expectNoLeak(b.logs, ['redis-password-wrong-2121']);
     });
+  });
+});
+
+describe('an error logged as a whole', () => {
+  it('keeps its type, code, message and stack, none of the values a library hangs on it (a pg error detail, a cause)', () => {
+    const err = Object.assign(new Error('null value in column "token_enc" violates not-null constraint'), {
+      code: '23502',
+      detail: 'Failing row contains (ext-customer-PII-4411, secret-token-value).',
+      where: 'SQL statement "INSERT INTO sessions ..."',
+      cause: new Error('ext-customer-PII-4411'),
+    });
+    const out = JSON.stringify(errSerializer(err));
+    expect(JSON.parse(out)).toMatchObject({ type: 'Error', code: '23502', message: err.message, stack: expect.stringContaining('log-safety') });
+    expect(out).not.toContain('ext-customer-PII-4411');
+    expect(out).not.toContain('secret-token-value');
+    // What is already cut down to what may be logged passes as it is.
+    expect(errSerializer({ type: 'X', code: 'Y', message: 'z' } as unknown as Error)).toEqual({ type: 'X', code: 'Y', message: 'z' });
   });
 });

@@ -4,6 +4,7 @@
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { captureAll, sampleImages } from '../helpers/flow';
+import { waitFor } from '../helpers/wait';
 import {
   ADMIN_KEY,
   TEST_API_KEY,
@@ -284,6 +285,9 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
     // Results API.
     await admin('/sessions?resultsStatus=ready&limit=5').expect(200);
     await request(broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+    // A reviewer's verdict (the decision itself), sent by Incode's webhook: stored and served, never logged.
+    await request(emu.url).post(`/__emulator/sessions/${s.interviewId}/status`).set('x-api-key', TEST_API_KEY).send({ onboardingStatus: 'MANUAL_REVIEW_REJECTED' }).expect(200);
+    await waitFor(async () => (await admin(`/sessions/${s.interviewId}`)).body.decision === 'decline' || null, 15_000);
 
     // Server-side onboarding with images.
     const extOnb = 'ext-onboarding-PII-9912';
@@ -350,6 +354,10 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
       expect(f.length).toBeGreaterThanOrEqual(6);
       if (text.includes(f)) throw new Error(`log leaks "${f.slice(0, 12)}…": ${lines.find((l) => l.includes(f))?.slice(0, 300)}`);
     }
+    // Nor how a verification ended (a decision, a reviewer's verdict): logs outlive an erasure.
+    expect(text).toContain('MANUAL_REVIEW_VERDICT');
+    expect(text).not.toMatch(/MANUAL_REVIEW_(APPROVED|REJECTED)/);
+    expect(text).not.toMatch(/"decision"\s*:/);
     // No query strings (ids, filters) and no request headers in request logs.
     expect(text).not.toContain('resultsStatus=ready');
     expect(text).not.toMatch(/"headers"\s*:/);

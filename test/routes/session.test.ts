@@ -506,6 +506,12 @@ describe('sandbox mode', () => {
       const done = await waitForResults(sb.url, s.interviewId);
       expect(done.decision).toBe('approve');
       expect((await request(sb.url).get('/readyz').expect(200)).body.sandbox).toBe(true);
+      // The emulator's admin routes (its sessions' customer ids, minted tokens) take a key no one outside knows.
+      for (const key of ['sandbox-api-key', 'sandbox', '']) {
+        await request(sb.url).get('/sandbox/incode/__emulator/webhooks').set('x-api-key', key).expect(403);
+        await request(sb.url).get(`/sandbox/incode/__emulator/sessions/${s.interviewId}`).set('x-api-key', key).expect(403);
+      }
+      await request(sb.url).get(`/sandbox/incode/__emulator/sessions/${s.interviewId}`).set('x-api-key', sb.config.incode.apiKey).expect(200);
     } finally {
       await sb.close();
     }
