@@ -15,6 +15,7 @@ import {
   jsonText,
   idempotencyDoneSql,
   activeJobSql,
+  recordEventSql,
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
@@ -38,12 +39,13 @@ import {
   retryJobSql,
   heldParams,
   assertNotErasing,
-  ERASED_CALLBACK_JOB,
+  ERASED_JOBS,
   ERASED_COLUMNS,
   toSpentResumeToken,
   type SpentRow,
   inBatches,
   historyPurgeSql,
+  expiredKeysPurgeSql,
   sweepLimit,
   tokenColumns,
   tokenLookup,
@@ -156,6 +158,7 @@ const MERGE_SESSION = `${MERGED_ROW.sql}
   RETURNING *`;
 
 const HISTORY_PURGE = historyPurgeSql(pgArgs(1));
+const EXPIRED_KEYS_PURGE = expiredKeysPurgeSql(pgArgs(1));
 const RELEASE_JOB = releaseJobSql(pgArgs(1), 'GREATEST');
 const COMPLETE_JOB = completeJobSql(pgArgs(1));
 const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
@@ -166,6 +169,7 @@ const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(pgArgs(1), "AND state = 'done'");
 const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
+const RECORD_EVENT_SQL = recordEventSql(pgArgs(1), 'jsonb');
 const RECORD_STEP_SQL = recordStepSql(pgArgs(1));
 const JOBS_OF_KIND_SQL = jobsOfKindSql(pgArgs(1));
 const SET_RESULTS_STATUS_SQL = setResultsStatusSql({ id: '$1', status: '$2', lastError: '$3', now: '$4::bigint' }, 'GREATEST');
@@ -426,7 +430,8 @@ export class PostgresStore implements Store {
         WHERE interview_id = ANY($1::text[]) AND results_status <> 'erased' RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
       s AS (DELETE FROM steps WHERE interview_id IN (SELECT interview_id FROM t)),
-      j AS (UPDATE jobs SET ${ERASED_CALLBACK_JOB} AND subject IN (SELECT interview_id FROM t)),
+      e AS (DELETE FROM events WHERE interview_id IN (SELECT interview_id FROM t)),
+      j AS (UPDATE jobs SET ${ERASED_JOBS} AND subject IN (SELECT interview_id FROM t)),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
       SELECT count(*) AS n FROM t`;
@@ -483,7 +488,7 @@ export class PostgresStore implements Store {
     // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token is refused at
     // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are
     // history nobody reads: without this the tables (and the queue-depth count behind /metrics) only ever grow.
-    await this.q('DELETE FROM idempotency_keys WHERE expires_at <= $1::bigint', [now]);
+    await inBatches(PURGE_BATCH, async () => (await this.q(EXPIRED_KEYS_PURGE, [now, PURGE_BATCH])).rowCount ?? 0, limit);
     for (const sql of HISTORY_PURGE) await inBatches(PURGE_BATCH, async () => (await this.q(sql, [createdBefore, PURGE_BATCH])).rowCount ?? 0, limit);
     return n;
   }
@@ -510,13 +515,13 @@ export class PostgresStore implements Store {
     // queued only when the event is new, and both land or neither does.
     const { rows } = await this.q<{ inserted: number }>(
       `WITH ev AS (
-         INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES ($1, $2, $3, $4::jsonb, $5::bigint)
+         ${RECORD_EVENT_SQL}
          ON CONFLICT (key) DO NOTHING RETURNING key
        ), job AS (
-         ${queuedJobSql(6, 'WHERE EXISTS (SELECT 1 FROM ev)')}
+         ${queuedJobSql(7, 'WHERE EXISTS (SELECT 1 FROM ev)')}
        )
        SELECT (SELECT count(*) FROM ev)::int AS inserted`,
-      [e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt, ...queuedJobParams(job, e.receivedAt)],
+      [e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt, e.interviewId, ...queuedJobParams(job, e.receivedAt)],
     );
     return rows[0].inserted > 0;
   }

@@ -180,19 +180,21 @@ export function releaseJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string
 
 /**
  * What an erasure sets on a session row (both engines, erasure and retention): every PII column cleared, the decision
- * too (with the interviewId it says how a person's verification ended), and the session's steps are deleted (their
- * codes name the decision, a face that did not match, a capture's failure). The status stays (where the flow was,
+ * too (with the interviewId it says how a person's verification ended), and a reviewer's verdict status, which is the
+ * decision, becomes MANUAL_REVIEW_VERDICT (its rank stays, so nothing moves it back). The session's steps and inbox
+ * events are deleted (their codes and statuses say how the checks went). Other statuses stay (where the flow was,
  * which the state machine reads), and the audit rows say when and why it was erased.
  */
 export const ERASED_COLUMNS =
-  "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, decision = NULL, last_error = NULL, results_status = 'erased'";
+  "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, decision = NULL, last_error = NULL, results_status = 'erased', " +
+  "onboarding_status = CASE WHEN onboarding_status IN ('MANUAL_REVIEW_APPROVED', 'MANUAL_REVIEW_REJECTED') THEN 'MANUAL_REVIEW_VERDICT' ELSE onboarding_status END";
 
 /**
- * What an erasure leaves of the session's callback jobs (SET ... WHERE, the subject's condition to follow): their
- * payload and dedupe key name its decision, which the erasure clears from the session too. A job still queued then
- * finds the session erased and sends nothing.
+ * What an erasure leaves of the session's jobs that name its state (SET ... WHERE, the subject's condition to follow):
+ * a callback's payload and dedupe key name its decision, a check's or a results fetch's the status (a verdict among
+ * them). A job still queued then finds the session erased and does nothing; a deletion at Incode keeps its payload.
  */
-export const ERASED_CALLBACK_JOB = "payload = '{}', dedupe_key = NULL WHERE kind = 'callback'";
+export const ERASED_JOBS = "payload = '{}', dedupe_key = NULL WHERE kind IN ('callback', 'verify', 'results')";
 
 /**
  * A step of an erased session, recorded by a server-side onboarding still running when it was erased, is not written
@@ -246,6 +248,13 @@ export function historyPurgeSql(arg: SqlArg): string[] {
     `DELETE FROM events WHERE key IN (SELECT key FROM events WHERE processed_at < ${arg(0, 'bigint')} LIMIT ${arg(1)})`,
   ];
 }
+
+/**
+ * Expired Idempotency-Keys, dropped in batches like the history (a backlog must not hold SQLite's write lock, nor run
+ * past PostgreSQL's statement timeout and take the history purge after it down with it). Parameters: now, batch size.
+ */
+export const expiredKeysPurgeSql = (arg: SqlArg) =>
+  `DELETE FROM idempotency_keys WHERE (scope, key) IN (SELECT scope, key FROM idempotency_keys WHERE expires_at <= ${arg(0, 'bigint')} LIMIT ${arg(1)})`;
 
 /** When one retention sweep stops: its time budget (shared by all its loops) or a shutdown, whichever comes first. */
 export interface SweepLimit {
@@ -463,6 +472,16 @@ export interface JobRow {
 
 /** The active job of a dedupe key, through the partial unique index that allows only one. Parameter: the key. */
 export const activeJobSql = (arg: SqlArg) => `SELECT * FROM jobs WHERE dedupe_key = ${arg(0)} AND state IN ('queued', 'running')`;
+
+/**
+ * An inbox event's insert (its conflict clause to follow), skipped for an erased session: a webhook arriving after the
+ * erasure (a reviewer's verdict) must not record its status again. Parameters: key, interview_id, onboarding_status,
+ * payload, received_at, interview_id again (SQLite's parameters go by place).
+ */
+export const recordEventSql = (arg: SqlArg, payloadType?: string) =>
+  `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at)
+   SELECT ${arg(0)}, ${arg(1)}, ${arg(2)}, ${arg(3, payloadType)}, ${arg(4, 'bigint')}
+   WHERE NOT EXISTS (SELECT 1 FROM sessions WHERE interview_id = ${arg(5)} AND results_status = 'erased')`;
 
 /** A subject's jobs of a kind, what repeatsLatest reads. Parameters: subject, kind. */
 export const jobsOfKindSql = (arg: SqlArg) => `SELECT payload, state FROM jobs WHERE subject = ${arg(0)} AND kind = ${arg(1)}`;

@@ -19,6 +19,7 @@ import {
   jsonText,
   idempotencyDoneSql,
   activeJobSql,
+  recordEventSql,
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
@@ -42,12 +43,13 @@ import {
   retryJobSql,
   heldParams,
   assertNotErasing,
-  ERASED_CALLBACK_JOB,
+  ERASED_JOBS,
   ERASED_COLUMNS,
   toSpentResumeToken,
   type SpentRow,
   inBatches,
   historyPurgeSql,
+  expiredKeysPurgeSql,
   sweepLimit,
   tokenColumns,
   tokenLookup,
@@ -108,6 +110,7 @@ const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
+const RECORD_EVENT = `${recordEventSql(sqliteArgs)} ON CONFLICT (key) DO NOTHING`;
 const RECORD_STEP = recordStepSql(sqliteArgs);
 const JOBS_OF_KIND = jobsOfKindSql(sqliteArgs);
 const SET_RESULTS_STATUS = setResultsStatusSql({ id: '@id', status: '@status', lastError: '@lastError', now: '@now' }, 'MAX');
@@ -119,6 +122,7 @@ const MERGE_SESSION = `${sessionInsertSql('sqlite', { resume: false, alias: 's' 
   RETURNING *`;
 
 const HISTORY_PURGE = historyPurgeSql(sqliteArgs);
+const EXPIRED_KEYS_PURGE = expiredKeysPurgeSql(sqliteArgs);
 /** The sessions a retention batch erases (exported for the test of its query plan). Parameter: the cutoff. */
 export const PURGE_DUE = `SELECT interview_id, origin FROM sessions WHERE created_at < ? AND results_status <> 'erased'
   ORDER BY created_at, interview_id LIMIT ${SESSION_PURGE_BATCH}`;
@@ -408,7 +412,8 @@ export class SqliteStore implements Store {
     this.st(`INSERT INTO audit (kind, subject, detail, at) SELECT ?, value, ?, ? FROM json_each(?) ORDER BY key`).run(auditKind, JSON.stringify(detail), now, list);
     this.st(`DELETE FROM results WHERE interview_id IN (${each})`).run(list);
     this.st(`DELETE FROM steps WHERE interview_id IN (${each})`).run(list);
-    this.st(`UPDATE jobs SET ${ERASED_CALLBACK_JOB} AND subject IN (${each})`).run(list);
+    this.st(`DELETE FROM events WHERE interview_id IN (${each})`).run(list);
+    this.st(`UPDATE jobs SET ${ERASED_JOBS} AND subject IN (${each})`).run(list);
     return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
   }
 
@@ -445,7 +450,7 @@ export class SqliteStore implements Store {
     // Housekeeping of short-lived secrets rides along with the retention sweep (an expired resume token is refused at
     // lookup and cleared with its session). Finished jobs and processed webhook events older than the retention are
     // history nobody reads: without this the tables (and the queue-depth count behind /metrics) only ever grow.
-    await this.write(() => this.st('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now));
+    await inBatches(PURGE_BATCH, () => this.write(() => this.st(EXPIRED_KEYS_PURGE).run(now, PURGE_BATCH).changes), limit);
     for (const sql of HISTORY_PURGE) await inBatches(PURGE_BATCH, () => this.write(() => this.st(sql).run(createdBefore, PURGE_BATCH).changes), limit);
     return n;
   }
@@ -487,9 +492,7 @@ export class SqliteStore implements Store {
 
   async recordEvent(e: InboxEvent, job: NewJob): Promise<boolean> {
     return this.write(() => {
-      const inserted = this.st(
-        `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
-      ).run(e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt).changes;
+      const inserted = this.st(RECORD_EVENT).run(e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt, e.interviewId).changes;
       if (!inserted) return false;
       this.insertJob(job, e.receivedAt);
       return true;

@@ -273,7 +273,7 @@ export interface Store {
   truncateLog(): Promise<boolean>;
 
   // inbox and jobs
-  /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */
+  /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded), or the session was erased. */
   recordEvent(e: InboxEvent, job: NewJob): Promise<boolean>;
   markEventProcessed(key: string, now: number): Promise<void>;
   /** Whether a webhook with this key (`<interviewId>:<status>`) was recorded (and not yet purged). */

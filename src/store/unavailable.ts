@@ -10,8 +10,9 @@ const PG_CLIENT_MESSAGES = new Set([
 ]);
 
 // SQLSTATEs that say "try again later", not "this statement is wrong": 57014 is statement_timeout's cancel,
-// 57P01-57P03 a server shutting down or starting, 53300 too many connections, class 08 a broken connection.
-const UNAVAILABLE_SQLSTATE = /^(57014|57P0[123]|53300|08...)$/;
+// 57P01-57P03 a server shutting down or starting, 53300 too many connections, class 08 a broken connection, 40P01 a
+// deadlock PostgreSQL broke (two replicas' writes locking rows in opposite orders), 40001 a serialization failure.
+const UNAVAILABLE_SQLSTATE = /^(57014|57P0[123]|53300|08...|40P01|40001)$/;
 
 // Node's socket and resolver errors, raised by pg when it cannot open a connection at all (the server is down,
 // restarting or unreachable, or its name does not resolve yet, as in a compose stack that is still starting).

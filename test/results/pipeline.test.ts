@@ -784,7 +784,10 @@ function pipelineSuite(which: Engine) {
     const event = JSON.parse(body);
     expect(event).toMatchObject({ type: 'session.results_ready', data: { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' } });
     expect(body).not.toContain('cust-secret-name');
-    expect(headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve`);
+    // The event's own id (its job's), the same on its retry: the first attempt was refused.
+    const job = (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback')!;
+    expect(job).toMatchObject({ state: 'done', attempts: 2 });
+    expect(headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve_${job.id}`);
   });
 
   it('closes an expired session even when the status was written by an earlier check that failed before closing it', async () => {

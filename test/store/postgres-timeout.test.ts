@@ -99,6 +99,33 @@ describeWith('postgres', 'PostgreSQL that stalls (DATABASE_TIMEOUT_MS)', () => {
     }
   });
 
+  it('a deadlock between replicas reads as "unavailable" (a 503 to retry), not as a bug', async () => {
+    const store = new PostgresStore({ url: services.postgres, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 7) }]), schema: `${schema}_dl`, timeoutMs: 10_000 });
+    const [a, b] = [await store.pool.connect(), await store.pool.connect()];
+    try {
+      await store.migrate();
+      await store.upsertSession({ interviewId: 'i1', origin: 'broker', now: 1 });
+      await store.upsertSession({ interviewId: 'i2', origin: 'broker', now: 1 });
+      const touch = (c: typeof a, id: string) => c.query('UPDATE sessions SET updated_at = updated_at + 1 WHERE interview_id = $1', [id]);
+      await a.query('BEGIN');
+      await b.query('BEGIN');
+      await touch(a, 'i1');
+      await touch(b, 'i2');
+      // Each waits for the other's row: PostgreSQL breaks the cycle by failing one of them.
+      const outcomes = await Promise.all([touch(a, 'i2').then(() => null, (e: unknown) => e), touch(b, 'i1').then(() => null, (e: unknown) => e)]);
+      const err = outcomes.find((e) => e !== null);
+      expect(err).toMatchObject({ code: '40P01' });
+      expect(isDatabaseUnavailable(err)).toBe(true);
+    } finally {
+      await a.query('ROLLBACK').catch(() => undefined);
+      await b.query('ROLLBACK').catch(() => undefined);
+      a.release();
+      b.release();
+      await store.close();
+      await dropSchema(`${schema}_dl`);
+    }
+  });
+
   it('a PostgreSQL that is down or whose name does not resolve reads as "unavailable"', async () => {
     for (const url of ['postgres://127.0.0.1:1/test', 'postgres://no-such-host.invalid:5432/test']) {
       const store = new PostgresStore({ url, cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 7) }]), schema, timeoutMs: 1000 });

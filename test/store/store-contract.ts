@@ -3,7 +3,7 @@ import { Cipher } from '../../src/store/crypto';
 import { MIGRATIONS } from '../../src/store/migrations';
 import { statusRank } from '../../src/results/status';
 import { ENCRYPTED_TABLES, KeyRotation, REKEY_BATCH, REKEY_START } from '../../src/store/rekey';
-import { aad, sweepLimit } from '../../src/store/rows';
+import { aad, incodeDeleteJob, sweepLimit } from '../../src/store/rows';
 import type { Decision, NewJob, RekeyCursor, SessionRecord, Store } from '../../src/store/types';
 
 export const K1 = { id: 'k1', key: Buffer.alloc(32, 1) };
@@ -528,15 +528,27 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.recordStep('i1', { step: 'face-match', outcome: 'rejected', code: 'FACE_NOT_MATCHED', message: 'The selfie does not match the ID', at: T0 + 1 });
         await store.recordStep('i1', { step: 'results', outcome: 'ok', code: 'decline', at: T0 + 1 });
         await store.setResultsStatus('i1', null, 'INCODE_UNAVAILABLE', T0 + 2);
+        // A reviewer's verdict, recorded from its webhook: the status is the decision itself.
+        const verdict = { key: 'i1:MANUAL_REVIEW_REJECTED', interviewId: 'i1', onboardingStatus: 'MANUAL_REVIEW_REJECTED', payload: { onboardingStatus: 'MANUAL_REVIEW_REJECTED' }, receivedAt: T0 + 2 };
+        expect(await store.recordEvent(verdict, { kind: 'verify', subject: 'i1', payload: { eventKey: verdict.key, claimed: 'MANUAL_REVIEW_REJECTED' }, runAt: T0 + 1e6, dedupeKey: 'verify:i1:MANUAL_REVIEW_REJECTED' })).toBe(true);
+        await store.advanceStatus('i1', 'MANUAL_REVIEW_REJECTED', statusRank('MANUAL_REVIEW_REJECTED'), false, T0 + 2);
+        await store.enqueueJob(incodeDeleteJob('i1', T0 + 1e6, 'due', { note: 'kept' }), T0 + 2);
         // The customer callback of its decision, still queued, and one of another session.
         const callback = (id: string): NewJob => ({ kind: 'callback', subject: id, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision: 'decline' }, runAt: T0 + 1e6, dedupeKey: `callback:${id}:ONBOARDING_FINISHED:decline` });
         await session('i2');
         expect(await store.enqueueJob(callback('i1'), T0 + 3)).toBe(true);
         expect(await store.enqueueJob(callback('i2'), T0 + 3)).toBe(true);
         expect(await store.eraseSession('i1', 'user-request', T0 + 50)).toBe(true);
-        // Its decision is gone from the jobs too (payload and dedupe key); the other session's job is untouched.
-        expect((await store.listJobs('i1')).map((j) => [j.kind, j.payload])).toEqual([['callback', {}]]);
-        expect((await h.exec("SELECT dedupe_key FROM jobs WHERE subject = ?", ['i1']))[0].dedupe_key).toBeNull();
+        // Its decision and verdict are gone from the jobs too (payload and dedupe key), but for the deletion at Incode;
+        // the other session's job is untouched.
+        expect((await store.listJobs('i1')).map((j) => [j.kind, j.payload]).sort()).toEqual([['callback', {}], ['incode-delete', { note: 'kept' }], ['verify', {}]]);
+        expect((await h.exec("SELECT dedupe_key FROM jobs WHERE subject = ? AND kind <> 'incode-delete'", ['i1'])).map((r) => r.dedupe_key)).toEqual([null, null]);
+        // Nor does its status or its inbox say it: the verdict's rank stays, so nothing moves it back.
+        expect(await store.hasEvent(verdict.key)).toBe(false);
+        expect(await store.getSession('i1')).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_VERDICT', statusRank: statusRank('MANUAL_REVIEW_REJECTED') });
+        expect(await store.recordEvent({ ...verdict, receivedAt: T0 + 60 }, { kind: 'verify', subject: 'i1', payload: { eventKey: verdict.key }, runAt: T0 + 60 })).toBe(false);
+        expect(await store.hasEvent(verdict.key)).toBe(false);
+        expect((await store.listJobs('i1')).filter((j) => j.kind === 'verify')).toHaveLength(1);
         expect((await store.listJobs('i2'))[0]).toMatchObject({ payload: { decision: 'decline' } });
         // An erased (or unknown) session takes no new resume token, and says so.
         expect(await store.createResumeToken('rt-later', 'i1', T0 + 10_000)).toBe(false);
