@@ -98,6 +98,11 @@ type Handler = (req: EmuRequest, reply: FastifyReply) => unknown;
 // The capture timeouts (s) and retries a flow hands the SDK: in start's answer and in onboarding-modules.
 const CAPTURE_SETTINGS = { idCaptureTimeout: 15, idCaptureRetries: 3, selfieCaptureTimeout: 10, selfieCaptureRetries: 3 } as const;
 
+// Secrets are compared as digests in constant time: in sandbox mode the emulator's API key guards its admin routes,
+// and its executive password the executive login, on whatever host the broker binds.
+const digestOf = (secret: string) => createHash('sha256').update(secret).digest();
+const sameSecret = (sent: unknown, expected: string) => typeof sent === 'string' && timingSafeEqual(digestOf(sent), digestOf(expected));
+
 /** Builds the emulator's state without any HTTP; emulatorPlugin wires it to routes. */
 function createEmulator(opts: EmulatorOptions): EmulatorController {
   const timers = new TimerSet();
@@ -203,9 +208,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     for (const m of methods) known.methods.add(m);
   };
 
-  // Compared as digests in constant time: in sandbox mode this key guards the emulator's admin routes on a reachable host.
-  const keyDigest = createHash('sha256').update(opts.apiKey).digest();
-  const keyMatches = (sent: unknown) => typeof sent === 'string' && timingSafeEqual(createHash('sha256').update(sent).digest(), keyDigest);
+  const keyDigest = digestOf(opts.apiKey);
+  const keyMatches = (sent: unknown) => typeof sent === 'string' && timingSafeEqual(digestOf(sent), keyDigest);
   const pathOf = (req: FastifyRequest): string => {
     const q = req.url.indexOf('?');
     const p = q >= 0 ? req.url.slice(0, q) : req.url;
@@ -462,7 +466,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     async (req, reply) => {
       const b = (req.body ?? {}) as Record<string, unknown>;
       if (!opts.executiveEmail || !opts.executivePassword) return fail(reply, 401, 'Executive login is not configured');
-      if (b.email !== opts.executiveEmail || b.password !== opts.executivePassword) return fail(reply, 401, 'Invalid email or password');
+      if (!sameSecret(b.email, opts.executiveEmail) || !sameSecret(b.password, opts.executivePassword)) return fail(reply, 401, 'Invalid email or password');
       const execId = createHash('sha256').update(String(b.email)).digest('hex').slice(0, 24);
       return { token: tokens.mint(execId, 'EXECUTIVE', 24 * 3600) };
     },

@@ -444,7 +444,8 @@ export class ResultsPipeline {
     const now = this.now();
     const rank = statusRank(status);
     const { changed, session } = await this.d.store.advanceStatus(interviewId, status, rank, rank === PROGRESS_RANK, now);
-    if (!session) return;
+    // Erased while this check read Incode: nothing more is done for it (no results job naming its status either).
+    if (!session || session.resultsStatus === 'erased') return;
     const current = session.onboardingStatus;
     // Not only when this call moved the status: a check run again after dying between these writes (a kill, a store
     // failure) finds the status recorded and must still queue what it would have queued.
@@ -487,7 +488,7 @@ export class ResultsPipeline {
       const callback: NewJob | undefined = this.d.config.callback.url
         ? // A new event for each change of status or decision (A, B, then A again is three), none for a refresh that
           // changed nothing; not a dedupe key, which an event of the same state still running would refuse.
-          // Ordered by the fetch of the results they announce, as the results themselves are.
+          // Ordered by the fetch of the results they announce, as the stored results themselves are.
           { kind: 'callback', subject: id, payload: { onboardingStatus: latest.onboardingStatus, decision, fetchedAt }, runAt: now, unlessRepeat: 'fetchedAt' }
         : undefined;
       if (!(await this.d.store.saveResults(id, { scores, ocr, fetchedAt }, decision, now, callback))) {

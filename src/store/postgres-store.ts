@@ -2,7 +2,7 @@
 import { Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
-import { isDatabaseUnavailable } from './unavailable';
+import { connectionSound, isDatabaseUnavailable } from './unavailable';
 import { reencryptBatch, rekeySelectSql, rekeyUpdateParams, rekeyUpdatePostgres } from './rekey';
 import {
   aad,
@@ -16,6 +16,7 @@ import {
   idempotencyDoneSql,
   activeJobSql,
   recordEventSql,
+  ERASURE_FENCE,
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
@@ -169,8 +170,8 @@ const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(pgArgs(1), "AND state = 'done'");
 const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
-const RECORD_EVENT_SQL = recordEventSql(pgArgs(1), 'jsonb');
-const RECORD_STEP_SQL = recordStepSql(pgArgs(1));
+const RECORD_EVENT_SQL = recordEventSql(pgArgs(1), 'jsonb', ERASURE_FENCE);
+const RECORD_STEP_SQL = recordStepSql(pgArgs(1), ERASURE_FENCE);
 const JOBS_OF_KIND_SQL = jobsOfKindSql(pgArgs(1));
 const SET_RESULTS_STATUS_SQL = setResultsStatusSql({ id: '$1', status: '$2', lastError: '$3', now: '$4::bigint' }, 'GREATEST');
 
@@ -218,7 +219,8 @@ export class PostgresStore implements Store {
       // A client whose statement timed out or lost its connection is not reused: a ROLLBACK would queue behind the
       // stuck statement for another whole timeout, and the pool would hand the dead client out again. Destroyed
       // (release with an error), its transaction is rolled back by the server.
-      if (isDatabaseUnavailable(err)) broken = err as Error;
+      // A deadlock or serialization failure leaves the connection sound: rolled back and reused like any failure.
+      if (isDatabaseUnavailable(err) && !connectionSound(err)) broken = err as Error;
       else await c.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
       throw err;
     } finally {
@@ -297,11 +299,12 @@ export class PostgresStore implements Store {
   }
 
   async advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number) {
-    // Row lock + re-evaluated WHERE make concurrent advances serialize; repeating the same status is not a change.
+    // Row lock + re-evaluated WHERE make concurrent advances serialize (and one racing an erasure sees it erased);
+    // repeating the same status is not a change.
     const { rows } = await this.q<SessionRow>(
       `UPDATE sessions SET onboarding_status = $2, status_rank = $3::int, updated_at = GREATEST(updated_at, $5::bigint),
          active_at = GREATEST(COALESCE(active_at, 0), $5::bigint)
-       WHERE interview_id = $1
+       WHERE interview_id = $1 AND results_status <> 'erased'
          AND (status_rank < $3::int OR (status_rank = $3::int AND $4::boolean AND onboarding_status <> $2))
        RETURNING *`,
       [interviewId, status, rank, equalRankReplaces, now],

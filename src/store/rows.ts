@@ -199,11 +199,11 @@ export const ERASED_JOBS = "payload = '{}', dedupe_key = NULL WHERE kind IN ('ca
 /**
  * A step of an erased session, recorded by a server-side onboarding still running when it was erased, is not written
  * (the erasure deleted its steps: their codes and outcomes say how the checks went). INSERT ... SELECT on both
- * engines; parameters: step, outcome, code, message, at, interview_id.
+ * engines; parameters: step, outcome, code, message, at, interview_id. `lock` is PostgreSQL's row lock (ERASURE_FENCE).
  */
-export const recordStepSql = (arg: SqlArg) =>
+export const recordStepSql = (arg: SqlArg, lock = '') =>
   `INSERT INTO steps (interview_id, step, outcome, code, message, at)
-   SELECT interview_id, ${arg(0)}, ${arg(1)}, ${arg(2)}, ${arg(3)}, ${arg(4, 'bigint')} FROM sessions WHERE interview_id = ${arg(5)} AND results_status <> 'erased'`;
+   SELECT interview_id, ${arg(0)}, ${arg(1)}, ${arg(2)}, ${arg(3)}, ${arg(4, 'bigint')} FROM sessions WHERE interview_id = ${arg(5)} AND results_status <> 'erased'${lock}`;
 
 /** The columns a spent resume token answers with, on both engines. */
 export interface SpentRow {
@@ -478,19 +478,28 @@ export const activeJobSql = (arg: SqlArg) => `SELECT * FROM jobs WHERE dedupe_ke
  * erasure (a reviewer's verdict) must not record its status again. Parameters: key, interview_id, onboarding_status,
  * payload, received_at, interview_id again (SQLite's parameters go by place).
  */
-export const recordEventSql = (arg: SqlArg, payloadType?: string) =>
+export const recordEventSql = (arg: SqlArg, payloadType?: string, lock = '') =>
   `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at)
    SELECT ${arg(0)}, ${arg(1)}, ${arg(2)}, ${arg(3, payloadType)}, ${arg(4, 'bigint')}
-   WHERE NOT EXISTS (SELECT 1 FROM sessions WHERE interview_id = ${arg(5)} AND results_status = 'erased')`;
-
-/** A subject's jobs of a kind, what repeatsLatest reads. Parameters: subject, kind. */
-export const jobsOfKindSql = (arg: SqlArg) => `SELECT payload, state FROM jobs WHERE subject = ${arg(0)} AND kind = ${arg(1)}`;
+   WHERE COALESCE((SELECT results_status FROM sessions WHERE interview_id = ${arg(5)}${lock}), '') <> 'erased'`;
 
 /**
- * Whether a NewJob with `unlessRepeat` would only repeat the latest of the subject's jobs of its kind (latest by the
- * payload value `unlessRepeat` names, never by the clocks of the replicas that queued them): the same payload
- * otherwise (flat values; jsonb reorders keys) in a job that has not died. A dead one is repeated, so a refresh can
- * send it again.
+ * PostgreSQL's lock for the two inserts above: the session's row, whatever its state, so an insert running beside an
+ * erasure waits for it and then reads the row as erased (READ COMMITTED re-reads a locked row), instead of going by a
+ * snapshot taken before it and leaving a row the erasure's own deletes could not see. KEY SHARE conflicts only with
+ * the erasure's FOR UPDATE, not with other writers. SQLite's single writer needs none.
+ */
+export const ERASURE_FENCE = ' FOR KEY SHARE';
+
+/** A subject's jobs of a kind in the order they were queued, what repeatsLatest reads. Parameters: subject, kind. */
+export const jobsOfKindSql = (arg: SqlArg) => `SELECT payload, state FROM jobs WHERE subject = ${arg(0)} AND kind = ${arg(1)} ORDER BY created_at, id`;
+
+/**
+ * Whether a NewJob with `unlessRepeat` would only repeat the latest of the subject's jobs of its kind: the same payload
+ * otherwise (flat values; jsonb reorders keys) in a job that has not died. Latest by the payload value `unlessRepeat`
+ * names (a callback's is its results' fetchedAt, the order the stored results themselves go by), then, for equal
+ * values or jobs from before it was written, by when they were queued. A dead one is repeated, so a refresh can send
+ * it again.
  */
 export function repeatsLatest(j: NewJob, rows: Pick<JobRow, 'payload' | 'state'>[]): boolean {
   const order = j.unlessRepeat;

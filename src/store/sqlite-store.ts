@@ -295,7 +295,7 @@ export class SqliteStore implements Store {
       // Re-applying the very same status is not a change, so callers do not re-run side effects on repeats.
       const r = this.st(
         `UPDATE sessions SET onboarding_status = @status, status_rank = @rank, updated_at = MAX(updated_at, @now), active_at = MAX(COALESCE(active_at, 0), @now)
-         WHERE interview_id = @id
+         WHERE interview_id = @id AND results_status <> 'erased'
            AND (status_rank < @rank OR (status_rank = @rank AND @eq = 1 AND onboarding_status <> @status))
          RETURNING *`,
       ).get({ id: interviewId, status, rank, eq: equalRankReplaces ? 1 : 0, now }) as SessionRow | undefined;

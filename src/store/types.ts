@@ -209,8 +209,11 @@ export interface Store {
    * primary key and then matched by hash; any other through the hash index.
    */
   getSessionByToken(token: string): Promise<SessionRecord | null>;
-  /** Atomic monotonic move: applies when rank > current rank, or rank == current and equalRankReplaces. */
-  /** The session's state after it (nothing decrypted, so a value under a retired key cannot fail the change). */
+  /**
+   * Atomic monotonic move: applies when rank > current rank, or rank == current and equalRankReplaces; never to an
+   * erased session (a check that read Incode before the erasure must not write a verdict back). Answers the session's
+   * state after it (nothing decrypted, so a value under a retired key cannot fail the change).
+   */
   advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionState | null }>;
   /**
    * status null keeps the current one and records only lastError; an erased session never changes; 'failed' never

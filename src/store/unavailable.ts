@@ -14,6 +14,15 @@ const PG_CLIENT_MESSAGES = new Set([
 // deadlock PostgreSQL broke (two replicas' writes locking rows in opposite orders), 40001 a serialization failure.
 const UNAVAILABLE_SQLSTATE = /^(57014|57P0[123]|53300|08...|40P01|40001)$/;
 
+/** Of those, the ones after which the connection is still sound: its transaction is rolled back and it is reused. */
+const CONNECTION_SOUND_SQLSTATE = /^(40P01|40001)$/;
+
+/** Whether a failed transaction's connection can still be rolled back and reused (a deadlock broken by the server). */
+export function connectionSound(err: unknown): boolean {
+  const { code, severity } = (err ?? {}) as { code?: unknown; severity?: unknown };
+  return typeof severity === 'string' && typeof code === 'string' && CONNECTION_SOUND_SQLSTATE.test(code);
+}
+
 // Node's socket and resolver errors, raised by pg when it cannot open a connection at all (the server is down,
 // restarting or unreachable, or its name does not resolve yet, as in a compose stack that is still starting).
 const SOCKET_CODES = /^E(CONNREFUSED|CONNRESET|TIMEDOUT|HOSTUNREACH|NETUNREACH|PIPE|ADDRNOTAVAIL|NOTFOUND|AI_AGAIN)$/;

@@ -298,6 +298,45 @@ describeWith('postgres', 'PostgresStore', () => {
       }
     });
 
+    it('a webhook, a step or a status move racing an erasure waits for it and then writes nothing (no row its deletes could not see)', async () => {
+      const s = track(open(newSchema(), new Cipher([K1])));
+      await s.migrate();
+      await s.upsertSession({ interviewId: 'i1', origin: 'broker', token: 'tok-i1', now: 1000 });
+      await s.advanceStatus('i1', 'ONBOARDING_FINISHED', 2, false, 1000);
+      // An erasure in progress, as eraseSession runs it: the row locked FOR UPDATE, then its statement, not yet committed.
+      const eraser = await s.pool.connect();
+      try {
+        await eraser.query('BEGIN');
+        await eraser.query("SELECT 1 FROM sessions WHERE interview_id = 'i1' FOR UPDATE");
+        await eraser.query("UPDATE sessions SET results_status = 'erased' WHERE interview_id = 'i1'");
+        await eraser.query("DELETE FROM events WHERE interview_id = 'i1'");
+        await eraser.query("DELETE FROM steps WHERE interview_id = 'i1'");
+        const key = 'i1:MANUAL_REVIEW_REJECTED';
+        const racing = [
+          s.recordEvent({ key, interviewId: 'i1', onboardingStatus: 'MANUAL_REVIEW_REJECTED', payload: {}, receivedAt: 2000 }, { kind: 'verify', subject: 'i1', payload: { eventKey: key }, runAt: 2000 }),
+          s.recordStep('i1', { step: 'results', outcome: 'ok', code: 'decline', at: 2000 }),
+          s.advanceStatus('i1', 'MANUAL_REVIEW_REJECTED', 3, false, 2000),
+        ];
+        // Each waits for the erasure's lock.
+        await waitFor(async () => {
+          const { rows } = await adminPool().query<{ n: number }>(
+            'SELECT count(*)::int AS n FROM pg_stat_activity WHERE (SELECT pid FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND query LIKE $1 LIMIT 1) = ANY(pg_blocking_pids(pid))',
+            ['%DELETE FROM steps%'],
+          );
+          return rows[0].n >= 3;
+        }, 5000, 10);
+        await eraser.query('COMMIT');
+        const [recorded, , moved] = await Promise.all(racing);
+        expect(recorded).toBe(false);
+        expect(await s.hasEvent(key)).toBe(false);
+        expect(await s.listJobs('i1')).toEqual([]);
+        expect(await s.listSteps('i1')).toEqual([]);
+        expect(moved).toMatchObject({ changed: false, session: { onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'erased' } });
+      } finally {
+        eraser.release();
+      }
+    });
+
     it('refuses a schema name that is not a plain lowercase identifier', () => {
       expect(() => open('bad"; DROP', new Cipher([K1]))).toThrow(/invalid schema name/);
     });

@@ -310,6 +310,32 @@ describe('SqliteStore specifics', () => {
     await store.close();
   });
 
+  it('schema version 9 removes what said how an erased session ended (steps, inbox, job payloads, a verdict status), and leaves the others', async () => {
+    const file = tempFile();
+    const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    migrateSqlite(old.db, MIGRATIONS.filter((m) => m.version < 9));
+    const insert = old.db.prepare("INSERT INTO sessions (interview_id, origin, onboarding_status, status_rank, results_status, created_at, updated_at, poll_attempts) VALUES (?, 'broker', ?, 3, ?, 1, 1, 0)");
+    insert.run('erased1', 'MANUAL_REVIEW_REJECTED', 'erased');
+    insert.run('kept1', 'MANUAL_REVIEW_APPROVED', 'ready');
+    for (const id of ['erased1', 'kept1']) {
+      old.db.prepare("INSERT INTO steps (interview_id, step, outcome, code, at) VALUES (?, 'results', 'ok', 'decline', 1)").run(id);
+      old.db.prepare("INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES (?, ?, 'MANUAL_REVIEW_REJECTED', '{}', 1)").run(`${id}:MANUAL_REVIEW_REJECTED`, id);
+      old.db.prepare(`INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at) VALUES (?, 'verify', ?, '{"claimed":"MANUAL_REVIEW_REJECTED"}', 'done', 1, 1, ?, 1, 1)`).run(`job-${id}`, id, `verify:${id}`);
+    }
+    await old.close();
+    const store = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
+    await store.migrate();
+    expect(await store.getSession('erased1')).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_VERDICT', statusRank: 3 });
+    expect(await store.listSteps('erased1')).toEqual([]);
+    expect(await store.hasEvent('erased1:MANUAL_REVIEW_REJECTED')).toBe(false);
+    expect((await store.listJobs('erased1'))[0].payload).toEqual({});
+    expect(await store.getSession('kept1')).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED' });
+    expect(await store.listSteps('kept1')).toHaveLength(1);
+    expect(await store.hasEvent('kept1:MANUAL_REVIEW_REJECTED')).toBe(true);
+    expect((await store.listJobs('kept1'))[0].payload).toEqual({ claimed: 'MANUAL_REVIEW_REJECTED' });
+    await store.close();
+  });
+
   it.each([
     ['from version 1', 1],
     ['after version 2 as it shipped (which assumed the later shape)', 2],

@@ -397,6 +397,24 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await decisions()).toEqual(['approve:dead', 'approve:queued', 'approve:running', 'review:running']);
       });
 
+      it('unlessRepeat goes by when jobs were queued where the ordering value is equal or missing (jobs from before it)', async () => {
+        await session('i1');
+        const legacy = (decision: Decision, at: number) => store.enqueueJob({ kind: 'callback', subject: 'i1', payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision }, runAt: at, dedupeKey: `callback:i1:${decision}` }, at);
+        await legacy('approve', T0 + 1);
+        await legacy('review', T0 + 2);
+        const save = (decision: Decision, fetchedAt: number, now: number) =>
+          store.saveResults('i1', { scores: {}, ocr: {}, fetchedAt }, decision, now, { kind: 'callback', subject: 'i1', payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision, fetchedAt }, runAt: now, unlessRepeat: 'fetchedAt' });
+        const count = async () => (await store.listJobs('i1')).filter((j) => j.kind === 'callback').length;
+        // The last event announced was review (the later of the two older jobs): approve is news, review would not be.
+        await save('approve', T0 + 10, T0 + 10);
+        expect(await count()).toBe(3);
+        // Equal fetch times: the later queued one is the latest.
+        await save('review', T0 + 10, T0 + 11);
+        expect(await count()).toBe(4);
+        await save('review', T0 + 10, T0 + 12);
+        expect(await count()).toBe(4);
+      });
+
       it('sessionsDueForPoll returns due sessions oldest first; schedulePoll moves them', async () => {
         await session('a', { nextPollAt: T0 + 300 });
         await session('b', { nextPollAt: T0 + 100 });
@@ -549,6 +567,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.recordEvent({ ...verdict, receivedAt: T0 + 60 }, { kind: 'verify', subject: 'i1', payload: { eventKey: verdict.key }, runAt: T0 + 60 })).toBe(false);
         expect(await store.hasEvent(verdict.key)).toBe(false);
         expect((await store.listJobs('i1')).filter((j) => j.kind === 'verify')).toHaveLength(1);
+        // And no check that read Incode before the erasure writes a status after it.
+        expect(await store.advanceStatus('i1', 'MANUAL_REVIEW_APPROVED', statusRank('MANUAL_REVIEW_APPROVED') + 1, true, T0 + 60)).toMatchObject({ changed: false, session: { onboardingStatus: 'MANUAL_REVIEW_VERDICT' } });
         expect((await store.listJobs('i2'))[0]).toMatchObject({ payload: { decision: 'decline' } });
         // An erased (or unknown) session takes no new resume token, and says so.
         expect(await store.createResumeToken('rt-later', 'i1', T0 + 10_000)).toBe(false);
