@@ -35,6 +35,14 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
   });
   afterEach(() => emu.app.emulator.resetFaults());
 
+  /** Whatever an earlier test left: healed, and the circuit closed by a probe that succeeded (or was closed already). */
+  async function closedCircuit(): Promise<void> {
+    emu.app.emulator.resetFaults();
+    await new Promise((r) => setTimeout(r, RESET_MS + 50));
+    await request(broker.url).post('/session').send({}).expect(200);
+    expect(await gauge(broker.url, 'start')).toBe(0);
+  }
+
   /** Fails until the circuit opens: exactly threshold calls reach Incode. */
   async function openCircuit(): Promise<void> {
     emu.app.emulator.setFaults({ errorRate: 1 });
@@ -52,16 +60,12 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
     await openCircuit();
     const calls = starts();
     for (let i = 0; i < 10; i++) {
-      const t0 = Date.now();
       const res = await request(broker.url).post('/session').send({});
-      const ms = Date.now() - t0;
       expect(res.status).toBe(503);
       expect(res.body).toEqual({ code: 'INCODE_UNAVAILABLE', message: expect.any(String), requestId: expect.any(String) });
       const retry = Number(res.headers['retry-after']);
       expect(retry).toBeGreaterThanOrEqual(1);
       expect(retry).toBeLessThanOrEqual(Math.ceil(RESET_MS / 1000));
-      // Loose on purpose (shared machine): the proof that nothing waits on Incode is the call count below.
-      expect(ms).toBeLessThan(1000);
       // No upstream body or internals.
       expect(JSON.stringify(res.body)).not.toMatch(/emulated|Service temporarily|stack|at /);
     }
@@ -73,6 +77,8 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
   });
 
   it('a failed half-open probe reopens the circuit; after healing it closes and the gauge is 0', async () => {
+    await closedCircuit();
+    await openCircuit();
     // Still failing after the reset delay: one probe reaches Incode, fails, and the circuit reopens.
     emu.app.emulator.setFaults({ errorRate: 1 });
     await new Promise((r) => setTimeout(r, RESET_MS + 50));
@@ -85,15 +91,12 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
 
     // Healed: after CIRCUIT_RESET_MS the probe succeeds and the circuit closes.
     emu.app.emulator.resetFaults();
-    const healedAt = Date.now();
     const ok = await waitFor(async () => {
       const res = await request(broker.url).post('/session').send({});
       // Only "still open" until it heals (a failed expect inside waitFor fails the test at once).
       expect([200, 503]).toContain(res.status);
       return res.status === 200 && res.body;
     }, 5000, 100);
-    // Closed within about one reset delay of healing (room for a loaded machine's probe and polling step).
-    expect(Date.now() - healedAt).toBeLessThan(RESET_MS + 3000);
     expect(ok.interviewId).toMatch(/^[0-9a-f]{24}$/);
     expect(await gauge(broker.url, 'start')).toBe(0);
     for (let i = 0; i < 3; i++) await request(broker.url).post('/session').send({}).expect(200);
@@ -131,13 +134,13 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
       emu.app.emulator.setFaults({ timeoutRate: 1 });
       expect((await request(slow.url).post('/session').send({})).status).toBe(504);
       expect((await request(slow.url).post('/session').send({})).status).toBe(504);
-      const t0 = Date.now();
+      const before = starts();
       const res = await request(slow.url).post('/session').send({});
       expect(res.status).toBe(503);
       expect(res.body.code).toBe('INCODE_UNAVAILABLE');
       expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
-      // Far below the 2 s Incode timeout it would otherwise wait for.
-      expect(Date.now() - t0).toBeLessThan(1000);
+      // Answered without waiting on Incode: no call reached it.
+      expect(starts()).toBe(before);
       expect((await request(slow.url).get('/healthz')).status).toBe(200);
     } finally {
       await slow.close();

@@ -49,7 +49,8 @@ const pgStore = async () => throwawayPgStore('t_pipeline', { poolMax: 8 });
 
 async function startPair(env: Record<string, string> = {}, emu: Partial<EmulatorOptions> = {}) {
   const port = await freePort();
-  const pg = engine === 'postgres' ? await pgStore() : null;
+  // A test that names its own database (a SQLite file to read back) gets it, whichever suite's engine ran last.
+  const pg = engine === 'postgres' && !env.DATABASE_URL ? await pgStore() : null;
   const emulator = await startEmulator({
     webhook: webhooksTo(`http://127.0.0.1:${port}`),
     ...emu,
@@ -620,16 +621,18 @@ function pipelineSuite(which: Engine) {
   });
 
   it("keeps a newer status's results when an older status's results job answers last, and tells the customer once", async () => {
-    const proxy = await startSlowFirstScoreProxy(4000);
+    // Held until the newer fetch has answered, however slow the machine (the bound only ends a broken run), and within
+    // the broker's own timeout for the call.
+    const proxy = await startSlowFirstScoreProxy(25_000);
     const receiver = await callbackReceiver();
     try {
       // The reviewer's verdict comes 400 ms after ONBOARDING_FINISHED, while that status's score fetch is held back.
-      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '5000', CALLBACK_URL: receiver.hook, CALLBACK_SECRET }, { processingDelayMs: 400 });
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, INCODE_TIMEOUT_MS: '30000', CALLBACK_URL: receiver.hook, CALLBACK_SECRET }, { processingDelayMs: 400 });
       proxy.state.target = p.emulator.url;
       const s = await p.newSession({ externalCustomerId: 'emu:manual-approved' });
       await captureAll(`${p.emulator.url}/0/`, s.token);
       const results = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results');
-      await waitFor(async () => (await results()).filter((j) => j.state === 'done').length === 2, 15_000);
+      await waitFor(async () => (await results()).filter((j) => j.state === 'done').length === 2, 30_000);
       // The race happened: the older fetch (MANUAL_PENDING) answered after the newer one (MANUAL_OK).
       expect(proxy.state.log).toEqual(['fast:MANUAL_OK', 'slow:MANUAL_PENDING']);
       const v = (await p.admin(`/sessions/${s.interviewId}`)).body;
@@ -642,7 +645,7 @@ function pipelineSuite(which: Engine) {
       await proxy.close();
       await receiver.close();
     }
-  });
+  }, 60_000);
 
   it('stops an attempt whose Incode call outlasts the job lease, and retries it, instead of letting a second attempt run beside it', async () => {
     const proxy = await startSlowFirstScoreProxy(8000);
@@ -1390,18 +1393,24 @@ describe('erasure, retention and PII at rest', () => {
     const dir = tempDir('broker-ret-');
     const url = `sqlite:${join(dir, 'broker.db')}`;
     const emu = await startEmulator();
-    const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }));
-    const old = Date.now() - 3 * 86_400_000;
-    await first.app.store.upsertSession({ interviewId: 'old0000000000000000000001', origin: 'broker', token: 'tok-old', now: old });
-    await first.app.store.saveResults('old0000000000000000000001', { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'OLD PERSON' } }, fetchedAt: old }, 'approve', old);
-    await first.app.store.upsertSession({ interviewId: 'new0000000000000000000001', origin: 'broker', token: 'tok-new', now: Date.now() });
-    await first.close();
-    const second = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }));
-    await waitFor(async () => (await second.app.store.getSession('old0000000000000000000001'))?.resultsStatus === 'erased');
-    expect(await second.app.store.getResults('old0000000000000000000001')).toBeNull();
-    expect((await second.app.store.getSession('new0000000000000000000001'))?.token).toBe('tok-new');
-    await second.close();
-    await emu.close();
+    const started: { close: () => Promise<void> }[] = [];
+    try {
+      const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }));
+      started.push(first);
+      const old = Date.now() - 3 * 86_400_000;
+      await first.app.store.upsertSession({ interviewId: 'old0000000000000000000001', origin: 'broker', token: 'tok-old', now: old });
+      await first.app.store.saveResults('old0000000000000000000001', { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'OLD PERSON' } }, fetchedAt: old }, 'approve', old);
+      await first.app.store.upsertSession({ interviewId: 'new0000000000000000000001', origin: 'broker', token: 'tok-new', now: Date.now() });
+      await started.pop()!.close();
+      const second = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, RETENTION_DAYS: '1' }));
+      started.push(second);
+      await waitFor(async () => (await second.app.store.getSession('old0000000000000000000001'))?.resultsStatus === 'erased');
+      expect(await second.app.store.getResults('old0000000000000000000001')).toBeNull();
+      expect((await second.app.store.getSession('new0000000000000000000001'))?.token).toBe('tok-new');
+    } finally {
+      for (const b of started) await b.close();
+      await emu.close();
+    }
   });
 
   it('with a new key listed first, the sweep re-encrypts every stored value under it, and a broker with the new key alone reads them all', async () => {

@@ -171,6 +171,35 @@ describeWith('postgres', 'PostgresStore', () => {
       }
     });
 
+    it('schema versions 7 and 9 clear what sessions erased before them kept (decision, steps, inbox, job payloads, a verdict status), and leave the others', async () => {
+      const schema = newSchema();
+      const pool = adminPool();
+      await migratePostgres(pool, schema, MIGRATIONS.filter((m) => m.version < 7));
+      const q = (sql: string, args: unknown[] = []) => pool.query(sql.replace(/"S"/g, `"${schema}"`), args);
+      for (const [id, results, status] of [['erased1', 'erased', 'MANUAL_REVIEW_REJECTED'], ['kept1', 'ready', 'MANUAL_REVIEW_APPROVED']]) {
+        await q(
+          `INSERT INTO "S".sessions (interview_id, origin, onboarding_status, status_rank, results_status, decision, last_error, created_at, updated_at) VALUES ($1, 'broker', $2, 3, $3, 'decline', 'X', 1, 1)`,
+          [id, status, results],
+        );
+        await q(`INSERT INTO "S".steps (interview_id, step, outcome, code, at) VALUES ($1, 'results', 'ok', 'decline', 1)`, [id]);
+        await q(`INSERT INTO "S".events (key, interview_id, onboarding_status, payload, received_at) VALUES ($1, $2, 'MANUAL_REVIEW_REJECTED', '{}', 1)`, [`${id}:MANUAL_REVIEW_REJECTED`, id]);
+        await q(
+          `INSERT INTO "S".jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at) VALUES ($1, 'verify', $2, '{"claimed":"MANUAL_REVIEW_REJECTED"}', 'done', 1, 1, $3, 1, 1)`,
+          [`job-${id}`, id, `verify:${id}`],
+        );
+      }
+      const s = track(open(schema, new Cipher([K1])));
+      await s.migrate();
+      expect(await s.getSession('erased1')).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_VERDICT', statusRank: 3, decision: null, lastError: null });
+      expect(await s.listSteps('erased1')).toEqual([]);
+      expect(await s.hasEvent('erased1:MANUAL_REVIEW_REJECTED')).toBe(false);
+      expect((await s.listJobs('erased1'))[0]).toMatchObject({ payload: {} });
+      expect(await s.getSession('kept1')).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'decline', lastError: 'X' });
+      expect(await s.listSteps('kept1')).toHaveLength(1);
+      expect(await s.hasEvent('kept1:MANUAL_REVIEW_REJECTED')).toBe(true);
+      expect((await s.listJobs('kept1'))[0]).toMatchObject({ payload: { claimed: 'MANUAL_REVIEW_REJECTED' } });
+    });
+
     it('several pools claiming at once never share a job', async () => {
       const schema = newSchema();
       const a = track(open(schema, new Cipher([K1]), 5));
@@ -306,6 +335,7 @@ describeWith('postgres', 'PostgresStore', () => {
       // An erasure in progress, as eraseSession runs it: the row locked FOR UPDATE, then its statement, not yet committed.
       const eraser = await s.pool.connect();
       try {
+        const eraserPid = (await eraser.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
         await eraser.query('BEGIN');
         await eraser.query("SELECT 1 FROM sessions WHERE interview_id = 'i1' FOR UPDATE");
         await eraser.query("UPDATE sessions SET results_status = 'erased' WHERE interview_id = 'i1'");
@@ -319,10 +349,7 @@ describeWith('postgres', 'PostgresStore', () => {
         ];
         // Each waits for the erasure's lock.
         await waitFor(async () => {
-          const { rows } = await adminPool().query<{ n: number }>(
-            'SELECT count(*)::int AS n FROM pg_stat_activity WHERE (SELECT pid FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND query LIKE $1 LIMIT 1) = ANY(pg_blocking_pids(pid))',
-            ['%DELETE FROM steps%'],
-          );
+          const { rows } = await adminPool().query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [eraserPid]);
           return rows[0].n >= 3;
         }, 5000, 10);
         await eraser.query('COMMIT');
