@@ -42,6 +42,11 @@ declare module 'fastify' {
     leaveRotation(): void;
     /** Whether close() has begun (its first preClose hook ran): work that outlives a request must not start then. */
     closing(): boolean;
+    /**
+     * Aborts when close() begins, before any other preClose hook: a plugin whose own hook runs later (Fastify runs them
+     * one after another, the root's first) starts its wind-down then, in parallel with the others, within the grace.
+     */
+    readonly closeSignal: AbortSignal;
   }
 }
 
@@ -234,6 +239,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     inRotation = false;
   });
   app.decorate('closing', () => draining);
+  const closeBegun = new AbortController();
+  app.decorate('closeSignal', closeBegun.signal);
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
   const helmetHeaders = securityHeaders();
   // Headers that must come once: Node keeps the first of two Authorization headers and joins two Idempotency-Key
@@ -268,6 +275,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   });
   app.addHook('preClose', async () => {
     draining = true;
+    closeBegun.abort();
     // Node stops enforcing REQUEST_TIMEOUT_MS once the server is closing, so a stalled upload would hold close()
     // forever: whatever is still connected when the grace for in-flight work is over is cut.
     const cut = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);

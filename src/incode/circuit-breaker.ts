@@ -25,9 +25,13 @@ export class CircuitBreaker {
     return this.current;
   }
 
-  /** ms until a call may be tried, 0 when one may go now (or the half-open probe is due), without taking the probe. */
+  /**
+   * ms until a call may be tried, 0 when one may go now (or the half-open probe is due), without taking the probe.
+   * Half-open with its probe in flight is not "now" either: nothing else goes until the probe answers.
+   */
   get retryInMs(): number {
-    return this.current === 'open' ? Math.max(0, this.openedAt + this.opts.resetMs - this.now()) : 0;
+    if (this.current === 'open') return Math.max(0, this.openedAt + this.opts.resetMs - this.now());
+    return this.current === 'half-open' && this.probing ? 1 : 0;
   }
 
   /**
@@ -51,7 +55,12 @@ export class CircuitBreaker {
     if (this.current !== 'closed') this.set('closed');
   }
 
-  failure(): void {
+  /**
+   * A failed call. Once the circuit has opened only the probe's failure counts (its ticket): a call let through
+   * before it opened and failing late says nothing new, and must not free the probe slot while the probe is still out.
+   */
+  failure(probe = 0): void {
+    if (this.current !== 'closed' && (probe === 0 || probe !== this.probeTicket)) return;
     this.probing = false;
     this.failures += 1;
     if (this.current === 'half-open' || this.failures >= this.opts.failureThreshold) {

@@ -1,4 +1,5 @@
 // Typed Incode Omni API client: one undici keep-alive Pool, one method per Incode operation.
+import { setTimeout as delay } from 'node:timers/promises';
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { Config } from '../config';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker';
@@ -86,7 +87,8 @@ interface CallSpec {
   withApiKey?: boolean;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Resolves after ms; rejects at once when the signal aborts (a job's deadline, a shutdown), so no one waits out a backoff. */
+const sleep = (ms: number, signal?: AbortSignal) => delay(ms, undefined, { signal });
 
 /** Statuses a metric names one by one; the rest by class, since any upstream or proxy can answer any three digits. */
 const NAMED_STATUSES = new Set([400, 401, 403, 404, 405, 406, 408, 409, 413, 422, 429, 500, 502, 503, 504]);
@@ -316,7 +318,10 @@ export class IncodeClient {
         if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted || pastSendBefore(ctx.sendBefore)) throw e;
         // Full jitter keeps many brokers from retrying in lockstep.
         const backoff = base * 2 ** (attempt - 1) * (0.5 + Math.random());
-        await sleep(Math.min(Math.max(retryAfterMs, backoff), MAX_RETRY_WAIT_MS));
+        // Stopped while waiting: the caller gets the answer it would have had, not an abort of the wait.
+        await sleep(Math.min(Math.max(retryAfterMs, backoff), MAX_RETRY_WAIT_MS), ctx.signal).catch(() => {
+          throw e;
+        });
       }
     }
   }
@@ -361,7 +366,7 @@ export class IncodeClient {
       res = await exchange(this.dispatcher, request, ctx.signal, this.opts.maxResponseBytes ?? MAX_RESPONSE_BYTES, ctx.sendBefore);
     } catch (err) {
       if (err instanceof ResponseTooLargeError) {
-        circuit?.failure();
+        circuit?.failure(probe);
         this.opts.onCall?.(spec.operation, 'bad_response', seconds());
         throw new IncodeError('INCODE_BAD_RESPONSE', spec.operation, `Incode ${spec.operation} answered more than ${err.limit} bytes`);
       }
@@ -376,7 +381,7 @@ export class IncodeClient {
         if (neverSent) throw new IncodeError('INCODE_TIMEOUT', spec.operation, `Incode ${spec.operation} was stopped before it was sent (its deadline passed while it waited for a connection, or this service stopped it)`, { notSent: true });
         throw e;
       }
-      circuit?.failure();
+      circuit?.failure(probe);
       // Once the answer has begun, only a stalled body can fail it.
       const outcome = (err as ExchangeError).duringBody || e.code === 'INCODE_TIMEOUT' ? 'timeout' : 'connection_error';
       this.opts.onCall?.(spec.operation, outcome, seconds());
@@ -406,7 +411,7 @@ export class IncodeClient {
     // 5xx naming a capture code (a processing error, a selfie code): Incode answering about the capture.
     if (e.isClientError) circuit?.success();
     else if (spec.group === 'capture' && e.isCaptureAnswer) circuit?.answered(probe);
-    else circuit?.failure();
+    else circuit?.failure(probe);
     this.opts.onCall?.(spec.operation, httpOutcome(status), seconds());
     throw e;
   }

@@ -1,6 +1,7 @@
 // Executive token cache: one login in flight at a time, renewed well before Incode's 24 h expiry.
 import type { Config } from '../config';
 import type { CallContext, IncodeClient } from './client';
+import { IncodeError } from './errors';
 import { jwtClaims } from './token-claims';
 
 const LIFETIME_MS = 24 * 60 * 60 * 1000;
@@ -36,9 +37,10 @@ export class ExecutiveTokenProvider {
 
   /**
    * The login a call starts carries that call's request id; not its abort signal, since the login is shared by every
-   * caller waiting on it (and one caller stopping is no reason to fail the others).
+   * caller waiting on it (and one caller stopping is no reason to fail the others). A caller whose signal aborts (its
+   * job's deadline, a shutdown) stops waiting at once; the login goes on for the others.
    */
-  async get(ctx?: Pick<CallContext, 'requestId'>): Promise<string> {
+  async get(ctx?: Pick<CallContext, 'requestId' | 'signal'>): Promise<string> {
     if (!this.credentials) throw new Error('executive credentials are not configured');
     const now = this.now();
     if (this.token && now < this.renewAt) return this.token;
@@ -71,13 +73,21 @@ export class ExecutiveTokenProvider {
           this.inflight = null;
         });
     }
+    // A token that still works serves while its early renewal is in flight: no caller waits on a login it does not
+    // need (the renewal's failure is kept in `failed`, not thrown at anyone).
+    const held = this.stillValid(now);
+    if (held) {
+      this.inflight.catch(() => undefined);
+      return held;
+    }
     // An early renewal that fails is no reason to drop a token that still works: it serves until it expires (or a
     // 401 drops it), and a later get() tries the login again.
-    return this.inflight.catch((err: unknown) => {
-      const held = this.stillValid(this.now());
-      if (held) return held;
+    const waited = this.inflight.catch((err: unknown) => {
+      const still = this.stillValid(this.now());
+      if (still) return still;
       throw err;
     });
+    return ctx?.signal ? untilAborted(waited, ctx.signal) : waited;
   }
 
   /** The token held, while it has not expired. */
@@ -94,6 +104,20 @@ export class ExecutiveTokenProvider {
     this.token = null;
     this.failed = null;
   }
+}
+
+/** `p`, or a timeout error (nothing was sent for this caller) as soon as the caller's signal aborts. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  const stopped = () => new IncodeError('INCODE_TIMEOUT', 'executiveLogin', 'Stopped while waiting for the executive login', { notSent: true });
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(stopped());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(stopped());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** Reads exp-iat from a JWT-shaped token when present; Incode documents 24 h, the token may say otherwise. */

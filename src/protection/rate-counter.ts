@@ -222,6 +222,7 @@ export class FailoverRateCounter implements RateCounter {
   private downSince: number | null = null;
   private probeTimer: NodeJS.Timeout | null = null;
   private probing = false;
+  private closed = false;
 
   constructor(
     private readonly shared: RateCounter,
@@ -258,8 +259,9 @@ export class FailoverRateCounter implements RateCounter {
   }
 
   private fail(err: unknown): void {
-    // Requests in flight when it broke all fail together: the first one opens the outage, the rest join it.
-    if (this.downSince !== null) return;
+    // Requests in flight when it broke all fail together: the first one opens the outage, the rest join it. Once
+    // closed, the hits that closing the client rejects open none (nor a probe timer nothing would ever clear).
+    if (this.downSince !== null || this.closed) return;
     this.downSince = Date.now();
     this.events.outage(err);
     this.probeTimer = setInterval(() => this.probe(), this.probeIntervalMs);
@@ -293,6 +295,7 @@ export class FailoverRateCounter implements RateCounter {
   }
 
   async close() {
+    this.closed = true;
     this.stopProbing();
     await Promise.all([this.shared.close(), this.fallback.close()]);
   }

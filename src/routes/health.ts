@@ -25,24 +25,28 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
 
   // Any HTTP answer but a 5xx proves Incode is reachable, and any but a 403 that it takes the API key (the probe has no
   // session token: a 401 is the answer when the key is good). Cached briefly, and one check at a time however many
-  // probes arrive (the route is unauthenticated: a burst of probes must not become a burst of calls to Incode).
+  // probes arrive (the route is unauthenticated: a burst of probes must not become a burst of calls to Incode). Once a
+  // first answer is known, a probe gets the last one at once while the next is fetched: an orchestrator's probe
+  // (often timed out after 1 s) never waits on a slow or unreachable Incode.
   function upstream(requestId: string): Promise<{ ok: boolean; keyRefused?: boolean; detail?: string }> {
     if (Date.now() - cached.at < 5000) return Promise.resolve(cached);
     checking ??= check(requestId).finally(() => (checking = null));
-    return checking;
+    return cached.at > 0 ? Promise.resolve(cached) : checking;
   }
 
   async function check(requestId: string): Promise<{ ok: boolean; keyRefused?: boolean; detail?: string }> {
     try {
       const headers = { 'api-version': '1.0', 'x-api-key': opts.apiKey, 'x-request-id': requestId };
-      const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers, headersTimeout: 2000, bodyTimeout: 2000 });
+      // One deadline for the whole probe, connecting included (undici's own connect timeout is 10 s).
+      const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers, headersTimeout: 2000, bodyTimeout: 2000, signal: AbortSignal.timeout(2000) });
       await res.body.dump();
       const keyRefused = res.statusCode === 403;
       cached = { at: Date.now(), ok: res.statusCode < 500 && !keyRefused };
       if (keyRefused) cached = { ...cached, keyRefused, detail: 'INCODE_API_KEY refused (HTTP 403): is INCODE_API_URL the environment of this key?' };
       else if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
     } catch (err) {
-      cached = { at: Date.now(), ok: false, detail: (err as { code?: string }).code ?? 'unreachable' };
+      const { code, name } = (err ?? {}) as { code?: unknown; name?: unknown };
+      cached = { at: Date.now(), ok: false, detail: typeof code === 'string' ? code : name === 'TimeoutError' ? 'timeout' : 'unreachable' };
     }
     return cached;
   }

@@ -43,7 +43,41 @@ describe('CircuitBreaker', () => {
     cb.abandoned(0);
     cb.abandoned(first.probe);
     expect(cb.acquire().wait).toBeGreaterThan(0);
-    cb.failure();
+    cb.failure(second.probe);
     expect(cb.state).toBe('open');
+  });
+
+  it("a late failure of a call let through before the circuit opened neither reopens it nor frees the probe's slot", () => {
+    const { cb, states, advance } = breaker();
+    cb.failure();
+    cb.failure();
+    // Still open: a late failure does not push the reset further.
+    advance(60);
+    cb.failure(0);
+    advance(40);
+    const probe = cb.acquire();
+    expect(probe.probe).toBeGreaterThan(0);
+    cb.failure(0);
+    expect(cb.state).toBe('half-open');
+    // One probe at a time, still: nothing else goes, and work waiting on the circuit (circuitWait) is told to wait.
+    expect(cb.acquire().wait).toBeGreaterThan(0);
+    expect(cb.retryInMs).toBeGreaterThan(0);
+    cb.failure(probe.probe);
+    expect(cb.state).toBe('open');
+    expect(states).toEqual(['open', 'half-open', 'open']);
+  });
+
+  it('retryInMs: 0 when a call may go, the probe included; above 0 while open or while the half-open probe is out', () => {
+    const { cb, advance } = breaker();
+    expect(cb.retryInMs).toBe(0);
+    cb.failure();
+    cb.failure();
+    expect(cb.retryInMs).toBe(100);
+    advance(100);
+    expect(cb.retryInMs).toBe(0);
+    const probe = cb.acquire();
+    expect(cb.retryInMs).toBeGreaterThan(0);
+    cb.abandoned(probe.probe);
+    expect(cb.retryInMs).toBe(0);
   });
 });

@@ -184,6 +184,32 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it("stops waiting out a retry's backoff when the caller's signal aborts (a job's deadline, a shutdown), with the answer it had", async () => {
+    const srv = await scripted((_req, res) => {
+      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5' });
+      res.end(JSON.stringify({ timestamp: 1, status: 503, error: 'Service Unavailable' }));
+    });
+    const c = client(srv.url, { maxRetries: 3, retryBaseMs: 1 });
+    const ac = new AbortController();
+    try {
+      let settled = false;
+      const call = errorOf(c.getOnboardingStatus('t', 'i', { signal: ac.signal })).finally(() => (settled = true));
+      // The first answer came back and the retry is waiting its 5 s.
+      await waitFor(() => srv.hits() === 1, 5000, 10);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(settled).toBe(false);
+      ac.abort();
+      await new Promise((r) => setImmediate(r));
+      expect(settled).toBe(true);
+      const err = await call;
+      expect([err.code, srv.hits()]).toEqual(['INCODE_UNAVAILABLE', 1]);
+    } finally {
+      ac.abort();
+      await c.close();
+      await srv.close();
+    }
+  });
+
   /** A server that holds its first answer until released (the answers are sessions s1, s2...), behind a one-connection client. */
   async function heldFirst() {
     let release!: () => void;

@@ -27,10 +27,34 @@ describe('ExecutiveTokenProvider', () => {
     const first = await p.get();
     for (let i = 0; i < 5; i++) expect(await p.get()).toBe(first);
     expect(calls).toHaveLength(1);
-    // Renewed in the last quarter of its 30 minutes.
+    // Renewed in the last quarter of its 30 minutes; the token still valid serves while the renewal runs.
     clock.now = 23 * 60 * 1000;
+    expect(await p.get()).toBe(first);
+    await new Promise((r) => setImmediate(r));
     expect(await p.get()).not.toBe(first);
     expect(calls).toHaveLength(2);
+  });
+
+  it('no caller waits on a renewal while the token still works; one whose signal aborts stops waiting for a first login', async () => {
+    const clock = { now: 0 };
+    const logins: ((token: string) => void)[] = [];
+    const { client, calls } = loginCounter(() => new Promise<string>((r) => logins.push(r)));
+    const p = new ExecutiveTokenProvider(client, creds, 60 * 60 * 1000, () => clock.now);
+    // No token yet: callers wait for the login; one whose job is stopped gets a timeout at once, the others the token.
+    const ac = new AbortController();
+    const stopped = p.get({ signal: ac.signal });
+    const waiting = p.get();
+    ac.abort();
+    await expect(stopped).rejects.toMatchObject({ code: 'INCODE_TIMEOUT', details: { notSent: true } });
+    logins[0](jwt(24 * 3600, 1));
+    const first = await waiting;
+    // In the renewal window the renewal hangs (Incode slow): every caller still gets the held token at once.
+    clock.now = 23.5 * 3600 * 1000;
+    for (let i = 0; i < 5; i++) expect(await p.get()).toBe(first);
+    expect(calls).toHaveLength(2);
+    logins[1](jwt(24 * 3600, 2));
+    await new Promise((r) => setImmediate(r));
+    expect(await p.get()).not.toBe(first);
   });
 
   it('after a failed login, callers get its error (or the token still valid) instead of logging in again, for 30 s', async () => {
@@ -66,6 +90,8 @@ describe('ExecutiveTokenProvider', () => {
     const p = new ExecutiveTokenProvider(client, creds, 60 * 60 * 1000, () => clock.now);
     const t1 = await p.get();
     clock.now = 23.5 * 3600 * 1000;
+    expect(await p.get()).toBe(t1);
+    await new Promise((r) => setImmediate(r));
     const t2 = await p.get();
     expect(t2).not.toBe(t1);
     // A job that sent t1 gets a 401 for it now.

@@ -373,6 +373,33 @@ describe('POST /session against the emulator', () => {
     }
   });
 
+  it('once a first check is in, a probe never waits on a slow Incode: it gets the last answer while the next is fetched', async () => {
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let hits = 0;
+    const upstream = createServer((_req, res) => {
+      // The first check is answered (401: the key is good, no token); the next is held as a stalled Incode would.
+      void (++hits === 1 ? Promise.resolve() : held).then(() => res.writeHead(401, { 'content-type': 'application/json' }).end('{}'));
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    const b = await startBroker(brokerEnv(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`));
+    try {
+      expect((await request(b.url).get('/readyz').expect(200)).body.status).toBe('ready');
+      // Past the 5 s cache: the next probe starts a check Incode does not answer, and is answered from the last one.
+      await new Promise((r) => setTimeout(r, 5100));
+      expect((await request(b.url).get('/readyz').expect(200)).body.status).toBe('ready');
+      await waitFor(() => hits === 2, 5000, 10);
+      // Still held: later probes neither wait for it nor start another.
+      expect((await request(b.url).get('/readyz').expect(200)).body.status).toBe('ready');
+      expect(hits).toBe(2);
+    } finally {
+      release();
+      await b.close();
+      upstream.closeAllConnections();
+      await new Promise((r) => upstream.close(r));
+    }
+  }, 20_000);
+
   it('readiness turns false when Incode is unreachable', async () => {
     const gone = await startBroker(brokerEnv('http://127.0.0.1:9', {}));
     try {
