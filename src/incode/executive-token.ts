@@ -23,12 +23,17 @@ export class ExecutiveTokenProvider {
     /** Renew when less than this much lifetime is left. */
     private readonly renewBeforeMs = 60 * 60 * 1000,
     private readonly now: () => number = Date.now,
+    /**
+     * Told of each failed login (its error code): a renewal that fails while the held token still serves is thrown at
+     * no one, and a rotated password must not stay unnoticed until the token expires and every job fails.
+     */
+    private readonly onLoginFailed?: (code: string) => void,
   ) {}
 
   /** With the executive credentials of the configuration, if any. */
-  static fromConfig(client: IncodeClient, config: Config): ExecutiveTokenProvider {
+  static fromConfig(client: IncodeClient, config: Config, onLoginFailed?: (code: string) => void): ExecutiveTokenProvider {
     const { executiveEmail: email, executivePassword: password } = config.incode;
-    return new ExecutiveTokenProvider(client, email && password ? { email, password } : undefined);
+    return new ExecutiveTokenProvider(client, email && password ? { email, password } : undefined, undefined, undefined, onLoginFailed);
   }
 
   get configured(): boolean {
@@ -66,6 +71,8 @@ export class ExecutiveTokenProvider {
           },
           (err: unknown) => {
             this.failed = { err, until: this.now() + LOGIN_RETRY_MS };
+            const code = (err as { code?: unknown })?.code;
+            this.onLoginFailed?.(typeof code === 'string' ? code : 'INTERNAL_ERROR');
             throw err;
           },
         )

@@ -25,7 +25,12 @@ export default fp<{ config: Config }>(
       },
     });
     app.decorate('incode', client);
-    app.decorate('executiveTokens', ExecutiveTokenProvider.fromConfig(client, config));
+    app.decorate(
+      'executiveTokens',
+      ExecutiveTokenProvider.fromConfig(client, config, (code) =>
+        app.log.warn({ code }, 'executive login failed: the held executive token serves until it expires; check INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD'),
+      ),
+    );
     app.addHook('onClose', async () => client.close());
   },
   { name: 'incode', dependencies: ['metrics'] },

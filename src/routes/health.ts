@@ -37,16 +37,28 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
   async function check(requestId: string): Promise<{ ok: boolean; keyRefused?: boolean; detail?: string }> {
     try {
       const headers = { 'api-version': '1.0', 'x-api-key': opts.apiKey, 'x-request-id': requestId };
-      // One deadline for the whole probe, connecting included (undici's own connect timeout is 10 s).
-      const res = await request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers, headersTimeout: 2000, bodyTimeout: 2000, signal: AbortSignal.timeout(2000) });
+      // One deadline for the whole probe, connecting included: undici's connect timeout is 10 s, and an abort signal
+      // does not stop a connection attempt still under way, so the probe is raced against the deadline (the request
+      // itself is aborted, and ends at its own timeouts).
+      const ac = new AbortController();
+      const sent = request(opts.upstreamUrl + '/omni/get/onboarding/status', { method: 'GET', headers, headersTimeout: 2000, bodyTimeout: 2000, signal: ac.signal });
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          ac.abort();
+          reject(Object.assign(new Error('readiness probe timed out'), { code: 'TIMEOUT' }));
+        }, 2000);
+      });
+      sent.catch(() => undefined);
+      const res = await Promise.race([sent, deadline]).finally(() => clearTimeout(timer));
       await res.body.dump();
       const keyRefused = res.statusCode === 403;
       cached = { at: Date.now(), ok: res.statusCode < 500 && !keyRefused };
       if (keyRefused) cached = { ...cached, keyRefused, detail: 'INCODE_API_KEY refused (HTTP 403): is INCODE_API_URL the environment of this key?' };
       else if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
     } catch (err) {
-      const { code, name } = (err ?? {}) as { code?: unknown; name?: unknown };
-      cached = { at: Date.now(), ok: false, detail: typeof code === 'string' ? code : name === 'TimeoutError' ? 'timeout' : 'unreachable' };
+      const { code } = (err ?? {}) as { code?: unknown };
+      cached = { at: Date.now(), ok: false, detail: typeof code === 'string' ? code : 'unreachable' };
     }
     return cached;
   }

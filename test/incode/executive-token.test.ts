@@ -64,13 +64,16 @@ describe('ExecutiveTokenProvider', () => {
       if (refuse) throw new IncodeError('INCODE_UNAUTHORIZED', 'executiveLogin', 'refused', { httpStatus: 401 });
       return jwt(24 * 3600, n);
     });
-    const p = new ExecutiveTokenProvider(client, creds, 60 * 60 * 1000, () => clock.now);
+    const failures: string[] = [];
+    const p = new ExecutiveTokenProvider(client, creds, 60 * 60 * 1000, () => clock.now, (code) => failures.push(code));
     const held = await p.get();
-    // The password was rotated: in the renewal window, the failed renewal is tried once, and the held token serves.
+    // The password was rotated: in the renewal window, the failed renewal is tried once, and the held token serves;
+    // the failure is reported once (a log line), though no caller sees it.
     refuse = true;
     clock.now = 23.5 * 3600 * 1000;
     for (let i = 0; i < 10; i++) expect(await p.get()).toBe(held);
     expect(calls).toHaveLength(2);
+    expect(failures).toEqual(['INCODE_UNAUTHORIZED']);
     // Expired, still refused: the error, without a login per caller.
     clock.now = 24 * 3600 * 1000 + 1;
     await expect(p.get()).rejects.toMatchObject({ code: 'INCODE_UNAUTHORIZED' });
