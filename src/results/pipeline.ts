@@ -290,7 +290,9 @@ export class ResultsPipeline {
     const source = (job.payload.source as Source) ?? 'webhook';
     const now = this.now();
     const session = await this.d.store.getSession(id);
-    if (session?.resultsStatus === 'erased') return this.done(job);
+    // A webhook for a session erased here (a reviewer's verdict that came after the erasure): its event and this check
+    // name a status, so erasing again sweeps them (no second audit entry).
+    if (session?.resultsStatus === 'erased') return void (await this.d.store.eraseSession(id, 'late-webhook', now));
     const token = await this.readToken(session, id, ctx);
     if (!token) return this.done(job);
 

@@ -15,7 +15,6 @@ import {
   jsonText,
   idempotencyDoneSql,
   activeJobSql,
-  recordEventSql,
   ERASURE_FENCE,
   recordStepSql,
   jobsOfKindSql,
@@ -170,7 +169,6 @@ const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(pgArgs(1), "AND state = 'done'");
 const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
-const RECORD_EVENT_SQL = recordEventSql(pgArgs(1), 'jsonb', ERASURE_FENCE);
 const RECORD_STEP_SQL = recordStepSql(pgArgs(1), ERASURE_FENCE);
 const JOBS_OF_KIND_SQL = jobsOfKindSql(pgArgs(1));
 const SET_RESULTS_STATUS_SQL = setResultsStatusSql({ id: '$1', status: '$2', lastError: '$3', now: '$4::bigint' }, 'GREATEST');
@@ -426,15 +424,17 @@ export class PostgresStore implements Store {
   }
 
   // Data-modifying CTEs: the erasure, its deletes and its audit row commit together or not at all. $1 is the
-  // array of locked interview ids, $2 now, $3 what `detail` reads.
+  // array of locked interview ids, $2 now, $3 what `detail` reads. Steps, inbox events and job payloads are swept for
+  // every locked id, erased before or not: a webhook recorded since (its check) is swept by erasing again.
+
   private eraseSql(auditKind: string, detail: string): string {
     return `WITH t AS (
         UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = GREATEST(updated_at, $2::bigint)
         WHERE interview_id = ANY($1::text[]) AND results_status <> 'erased' RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
-      s AS (DELETE FROM steps WHERE interview_id IN (SELECT interview_id FROM t)),
-      e AS (DELETE FROM events WHERE interview_id IN (SELECT interview_id FROM t)),
-      j AS (UPDATE jobs SET ${ERASED_JOBS} AND subject IN (SELECT interview_id FROM t)),
+      s AS (DELETE FROM steps WHERE interview_id = ANY($1::text[])),
+      e AS (DELETE FROM events WHERE interview_id = ANY($1::text[])),
+      j AS (UPDATE jobs SET ${ERASED_JOBS} AND subject = ANY($1::text[])),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
       SELECT count(*) AS n FROM t`;
@@ -455,7 +455,8 @@ export class PostgresStore implements Store {
   }
 
   async eraseSession(interviewId: string, reason: string, now: number, incodeDeletionAt?: IncodeDeletionAt): Promise<boolean> {
-    // Known (even if erased before: a replayed request is a quiet no-op, no second audit row) is what counts.
+    // Known (even if erased before: a replayed request adds no second audit row, and sweeps what arrived since) is
+    // what counts.
     const { locked } = await this.tx(async (c) => {
       const r = await this.erase(c, 'SELECT interview_id, origin, created_at FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], 'erasure', `jsonb_build_object('reason', $3::text)`, reason, now);
       const [s] = r.locked;
@@ -518,13 +519,13 @@ export class PostgresStore implements Store {
     // queued only when the event is new, and both land or neither does.
     const { rows } = await this.q<{ inserted: number }>(
       `WITH ev AS (
-         ${RECORD_EVENT_SQL}
+         INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES ($1, $2, $3, $4::jsonb, $5::bigint)
          ON CONFLICT (key) DO NOTHING RETURNING key
        ), job AS (
-         ${queuedJobSql(7, 'WHERE EXISTS (SELECT 1 FROM ev)')}
+         ${queuedJobSql(6, 'WHERE EXISTS (SELECT 1 FROM ev)')}
        )
        SELECT (SELECT count(*) FROM ev)::int AS inserted`,
-      [e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt, e.interviewId, ...queuedJobParams(job, e.receivedAt)],
+      [e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt, ...queuedJobParams(job, e.receivedAt)],
     );
     return rows[0].inserted > 0;
   }

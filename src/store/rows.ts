@@ -474,20 +474,10 @@ export interface JobRow {
 export const activeJobSql = (arg: SqlArg) => `SELECT * FROM jobs WHERE dedupe_key = ${arg(0)} AND state IN ('queued', 'running')`;
 
 /**
- * An inbox event's insert (its conflict clause to follow), skipped for an erased session: a webhook arriving after the
- * erasure (a reviewer's verdict) must not record its status again. Parameters: key, interview_id, onboarding_status,
- * payload, received_at, interview_id again (SQLite's parameters go by place).
- */
-export const recordEventSql = (arg: SqlArg, payloadType?: string, lock = '') =>
-  `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at)
-   SELECT ${arg(0)}, ${arg(1)}, ${arg(2)}, ${arg(3, payloadType)}, ${arg(4, 'bigint')}
-   WHERE COALESCE((SELECT results_status FROM sessions WHERE interview_id = ${arg(5)}${lock}), '') <> 'erased'`;
-
-/**
- * PostgreSQL's lock for the two inserts above: the session's row, whatever its state, so an insert running beside an
- * erasure waits for it and then reads the row as erased (READ COMMITTED re-reads a locked row), instead of going by a
- * snapshot taken before it and leaving a row the erasure's own deletes could not see. KEY SHARE conflicts only with
- * the erasure's FOR UPDATE, not with other writers. SQLite's single writer needs none.
+ * PostgreSQL's lock for recordStepSql: the session's row, so a step recorded beside an erasure waits for it and then
+ * reads the row as erased (READ COMMITTED re-reads a locked row), instead of going by a snapshot taken before it and
+ * leaving a row the erasure's own delete could not see. KEY SHARE conflicts only with the erasure's FOR UPDATE, not
+ * with other writers. SQLite's single writer needs none.
  */
 export const ERASURE_FENCE = ' FOR KEY SHARE';
 

@@ -19,7 +19,6 @@ import {
   jsonText,
   idempotencyDoneSql,
   activeJobSql,
-  recordEventSql,
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
@@ -110,7 +109,6 @@ const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
-const RECORD_EVENT = `${recordEventSql(sqliteArgs)} ON CONFLICT (key) DO NOTHING`;
 const RECORD_STEP = recordStepSql(sqliteArgs);
 const JOBS_OF_KIND = jobsOfKindSql(sqliteArgs);
 const SET_RESULTS_STATUS = setResultsStatusSql({ id: '@id', status: '@status', lastError: '@lastError', now: '@now' }, 'MAX');
@@ -411,18 +409,26 @@ export class SqliteStore implements Store {
     const each = 'SELECT value FROM json_each(?)';
     this.st(`INSERT INTO audit (kind, subject, detail, at) SELECT ?, value, ?, ? FROM json_each(?) ORDER BY key`).run(auditKind, JSON.stringify(detail), now, list);
     this.st(`DELETE FROM results WHERE interview_id IN (${each})`).run(list);
+    this.sweepErased(list);
+    return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
+  }
+
+  /** What says how the checks of these sessions (a JSON list of ids) went: their steps, inbox events and job payloads. */
+  private sweepErased(list: string): void {
+    const each = 'SELECT value FROM json_each(?)';
     this.st(`DELETE FROM steps WHERE interview_id IN (${each})`).run(list);
     this.st(`DELETE FROM events WHERE interview_id IN (${each})`).run(list);
     this.st(`UPDATE jobs SET ${ERASED_JOBS} AND subject IN (${each})`).run(list);
-    return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
   }
 
   async eraseSession(interviewId: string, reason: string, now: number, incodeDeletionAt?: IncodeDeletionAt): Promise<boolean> {
     return this.write(() => {
       const row = this.st('SELECT results_status, origin, created_at FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string; origin: SessionOrigin; created_at: number } | undefined;
       if (!row) return false;
-      // Already erased: nothing left to erase, and a replayed request must not audit it again or move it in listings.
+      // Already erased: no second audit entry and no move in listings, but what arrived since (a webhook's event and
+      // check) is swept again.
       if (row.results_status !== 'erased') this.eraseIds([interviewId], 'erasure', { reason }, now);
+      else this.sweepErased(JSON.stringify([interviewId]));
       const at = incodeDeletionAt?.({ origin: row.origin, createdAt: Number(row.created_at) }) ?? null;
       if (at !== null) this.insertJob(erasureIncodeDeleteJob(interviewId, at, now), now);
       return true;
@@ -492,7 +498,9 @@ export class SqliteStore implements Store {
 
   async recordEvent(e: InboxEvent, job: NewJob): Promise<boolean> {
     return this.write(() => {
-      const inserted = this.st(RECORD_EVENT).run(e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt, e.interviewId).changes;
+      const inserted = this.st(
+        `INSERT INTO events (key, interview_id, onboarding_status, payload, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
+      ).run(e.key, e.interviewId, e.onboardingStatus, jsonText(e.payload), e.receivedAt).changes;
       if (!inserted) return false;
       this.insertJob(job, e.receivedAt);
       return true;

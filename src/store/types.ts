@@ -246,7 +246,10 @@ export interface Store {
   stopPolling(interviewId: string, seen: number | null): Promise<boolean>;
   recordStep(interviewId: string, step: StepRecord): Promise<void>;
   listSteps(interviewId: string): Promise<StepRecord[]>;
-  /** Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. */
+  /**
+   * Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. A
+   * session erased before gets no second audit entry, but its steps, inbox events and job payloads are swept again
+   * (a webhook that arrived since). */
   /**
    * `incodeDeletionAt` (read from the row inside the erasure's transaction) says when to delete the session at Incode
    * too, or null not to: the deletion job is queued in the same transaction as the erasure, so neither can happen
@@ -276,7 +279,7 @@ export interface Store {
   truncateLog(): Promise<boolean>;
 
   // inbox and jobs
-  /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded), or the session was erased. */
+  /** Records the event and enqueues its job in one transaction. false = duplicate (already recorded). */
   recordEvent(e: InboxEvent, job: NewJob): Promise<boolean>;
   markEventProcessed(key: string, now: number): Promise<void>;
   /** Whether a webhook with this key (`<interviewId>:<status>`) was recorded (and not yet purged). */

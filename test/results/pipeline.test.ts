@@ -1384,6 +1384,16 @@ describe('erasure, retention and PII at rest', () => {
       expect(JSON.stringify(audit)).not.toContain(fullName);
       await request(p.broker.url).get('/session/status').set('x-incode-hardware-id', s.token).expect(401);
       await request(p.broker.url).delete('/sessions/doesnotexist').set('authorization', `Bearer ${ADMIN_KEY}`).expect(404);
+      // A reviewer's verdict after the erasure: Incode's webhook is acknowledged, and its check sweeps its event and its
+      // own payload (which name the verdict); the status does not move.
+      const verifies = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
+      const before = (await verifies()).length;
+      await request(p.emulator.url).post(`/__emulator/sessions/${s.interviewId}/status`).set('x-api-key', TEST_API_KEY).send({ onboardingStatus: 'MANUAL_REVIEW_REJECTED' }).expect(200);
+      await waitFor(async () => (await verifies()).length > before && (await verifies()).every((j) => j.state === 'done'), 10_000);
+      expect(await p.broker.app.store.hasEvent(`${s.interviewId}:MANUAL_REVIEW_REJECTED`)).toBe(false);
+      expect((await verifies()).map((j) => j.payload)).toEqual((await verifies()).map(() => ({})));
+      expect((await p.admin(`/sessions/${s.interviewId}`).expect(200)).body).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'erased', decision: null, steps: [] });
+      expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'erasure')).toHaveLength(1);
     } finally {
       await p.close();
     }

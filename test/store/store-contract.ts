@@ -564,9 +564,15 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         // Nor does its status or its inbox say it: the verdict's rank stays, so nothing moves it back.
         expect(await store.hasEvent(verdict.key)).toBe(false);
         expect(await store.getSession('i1')).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_VERDICT', statusRank: statusRank('MANUAL_REVIEW_REJECTED') });
-        expect(await store.recordEvent({ ...verdict, receivedAt: T0 + 60 }, { kind: 'verify', subject: 'i1', payload: { eventKey: verdict.key }, runAt: T0 + 60 })).toBe(false);
+        // A webhook after the erasure is recorded (the inbox does not read the session); its check erases again, which
+        // sweeps it and its job's payload, with no second audit entry.
+        expect(await store.recordEvent({ ...verdict, receivedAt: T0 + 60 }, { kind: 'verify', subject: 'i1', payload: { eventKey: verdict.key, claimed: 'MANUAL_REVIEW_REJECTED' }, runAt: T0 + 60 })).toBe(true);
+        expect(await store.hasEvent(verdict.key)).toBe(true);
+        expect(await store.eraseSession('i1', 'late-webhook', T0 + 61)).toBe(true);
         expect(await store.hasEvent(verdict.key)).toBe(false);
-        expect((await store.listJobs('i1')).filter((j) => j.kind === 'verify')).toHaveLength(1);
+        expect((await store.listJobs('i1')).filter((j) => j.kind === 'verify').map((j) => j.payload)).toEqual([{}, {}]);
+        expect((await store.listAudit('i1')).filter((a) => a.kind === 'erasure')).toHaveLength(1);
+        expect((await store.getSession('i1'))!.updatedAt).toBe(T0 + 50);
         // And no check that read Incode before the erasure writes a status after it.
         expect(await store.advanceStatus('i1', 'MANUAL_REVIEW_APPROVED', statusRank('MANUAL_REVIEW_APPROVED') + 1, true, T0 + 60)).toMatchObject({ changed: false, session: { onboardingStatus: 'MANUAL_REVIEW_VERDICT' } });
         expect((await store.listJobs('i2'))[0]).toMatchObject({ payload: { decision: 'decline' } });
