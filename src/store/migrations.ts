@@ -350,7 +350,25 @@ const MIGRATION_TIMEOUT_MS = 24 * 3600 * 1000;
  * together apply it exactly once. Creates the schema when it is not `public`. Returns versions applied.
  */
 
-export async function migratePostgres(pool: Pool, schema = 'public', migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
+/**
+ * How a migration waits for the table locks it needs: a few seconds at a time, then it lets go and tries again. A lock
+ * request waiting behind an open transaction (an older replica's, in a rolling deploy) queues every later query on
+ * that table behind it, so a wait without a bound would stall the replicas still serving; one that gives up at once
+ * would fail every start while traffic runs.
+ */
+export interface MigrationLockWait {
+  lockTimeoutMs: number;
+  attempts: number;
+}
+
+const LOCK_WAIT: MigrationLockWait = { lockTimeoutMs: 2000, attempts: 30 };
+
+export async function migratePostgres(
+  pool: Pool,
+  schema = 'public',
+  migrations: readonly Migration[] = MIGRATIONS,
+  lockWait: MigrationLockWait = LOCK_WAIT,
+): Promise<number[]> {
   checkOrder(migrations);
   const q = quoteIdent(schema);
   const applied: number[] = [];
@@ -363,23 +381,32 @@ export async function migratePostgres(pool: Pool, schema = 'public', migrations:
     // Once for the connection (reset before it goes back to the pool), not once per migration.
     await run('SET statement_timeout = 0');
     for (const m of migrations) {
-      await run('BEGIN');
-      try {
-        await run('SELECT pg_advisory_xact_lock(hashtext($1))', [`incode-broker:migrations:${schema}`]);
-        if (schema !== 'public') await run(`CREATE SCHEMA IF NOT EXISTS ${q}`);
-        // Pin the schema for this transaction even if the pool's connection options did not.
-        await run(`SET LOCAL search_path TO ${q}`);
-        await run('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
-        const { rowCount } = await run('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
-        if (!rowCount) {
-          await run(m.postgres);
-          await run('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
-          applied.push(m.version);
+      for (let attempt = 1; ; attempt++) {
+        await run('BEGIN');
+        try {
+          // Waiting for another replica's migration is not bounded (it holds no table lock others queue behind).
+          await run('SELECT pg_advisory_xact_lock(hashtext($1))', [`incode-broker:migrations:${schema}`]);
+          await run(`SET LOCAL lock_timeout = ${Math.max(1, Math.round(lockWait.lockTimeoutMs))}`);
+          if (schema !== 'public') await run(`CREATE SCHEMA IF NOT EXISTS ${q}`);
+          // Pin the schema for this transaction even if the pool's connection options did not.
+          await run(`SET LOCAL search_path TO ${q}`);
+          await run('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
+          const { rowCount } = await run('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
+          if (!rowCount) {
+            await run(m.postgres);
+            await run('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
+          }
+          await run('COMMIT');
+          if (!rowCount) applied.push(m.version);
+          break;
+        } catch (err) {
+          await run('ROLLBACK').catch(() => undefined);
+          // 55P03: lock_timeout. Let the queries queued behind the lock request through, then ask again.
+          if ((err as { code?: unknown }).code !== '55P03') throw err;
+          if (attempt >= lockWait.attempts)
+            throw new Error(`schema migration ${m.version} (${m.name}) could not take its table locks in ${lockWait.attempts} tries of ${lockWait.lockTimeoutMs} ms: a long transaction holds them; start again once it ends`);
+          await new Promise((r) => setTimeout(r, Math.min(lockWait.lockTimeoutMs, 1000)));
         }
-        await run('COMMIT');
-      } catch (err) {
-        await run('ROLLBACK').catch(() => undefined);
-        throw err;
       }
     }
   } finally {

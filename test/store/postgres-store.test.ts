@@ -200,6 +200,29 @@ describeWith('postgres', 'PostgresStore', () => {
       expect((await s.listJobs('kept1'))[0]).toMatchObject({ payload: { claimed: 'MANUAL_REVIEW_REJECTED' } });
     });
 
+    it('a migration waiting for a table lock gives way at its lock timeout and asks again, and says so when the lock never comes', async () => {
+      const schema = newSchema();
+      const pool = new Pool({ connectionString: services.postgres, max: 3 });
+      const holder = await pool.connect();
+      try {
+        await migratePostgres(pool, schema);
+        // An older replica's transaction reading the table a migration must alter.
+        await holder.query('BEGIN');
+        await holder.query(`LOCK TABLE "${schema}".sessions IN ACCESS SHARE MODE`);
+        const alter = [{ version: 1000, name: 'alters-sessions', sqlite: '', postgres: 'ALTER TABLE sessions ADD COLUMN lock_probe INTEGER' }];
+        await expect(migratePostgres(pool, schema, alter, { lockTimeoutMs: 100, attempts: 3 })).rejects.toThrow(/schema migration 1000 \(alters-sessions\) could not take its table locks in 3 tries/);
+        // Asked again until the holder is done: then it applies.
+        const migrating = migratePostgres(pool, schema, alter, { lockTimeoutMs: 100, attempts: 100 });
+        await new Promise((r) => setTimeout(r, 300));
+        await holder.query('COMMIT');
+        expect(await migrating).toEqual([1000]);
+      } finally {
+        await holder.query('ROLLBACK').catch(() => undefined);
+        holder.release();
+        await pool.end();
+      }
+    });
+
     it('several pools claiming at once never share a job', async () => {
       const schema = newSchema();
       const a = track(open(schema, new Cipher([K1]), 5));
