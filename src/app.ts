@@ -221,6 +221,12 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // The default INCODE_API_URL is Incode's demo environment, which refuses a production key: say it where it shows.
   if (!config.sandbox && config.nodeEnv === 'production' && upstreamUrl.hostname.startsWith('demo-'))
     app.log.warn({ upstream }, "INCODE_API_URL is Incode's demo environment with NODE_ENV=production: a production API key is refused there (set https://saas-api.incodesmile.com)");
+  // Incode documents configurationId as required on /omni/start (its integration guide falls back to the account's
+  // default flow): a start refused for it would fail every session, so say so before the first one.
+  if (!config.sandbox && !config.incode.configurationId)
+    app.log.warn("no INCODE_CONFIGURATION_ID: sessions are started without a configurationId, which Incode documents as required (without it the account's default flow is used where Incode allows it); set the flow's id");
+  if (!config.sandbox && !config.results.markComplete)
+    app.log.info('MARK_COMPLETE=false: POST /onboardings sessions reach ONBOARDING_FINISHED only if their Incode flow marks them completed on status; Incode\'s integration guide calls finish-status, which MARK_COMPLETE=true does');
   if (!config.sandbox && config.metricsTokens.length === 0)
     app.log.warn('GET /metrics is open to whoever reaches this port (no METRICS_TOKENS): set METRICS_TOKENS, or block the path at the ingress');
   if (!config.sandbox && config.rateLimit.global === 0)

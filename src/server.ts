@@ -40,8 +40,9 @@ async function main(): Promise<void> {
   });
   // Installed before the app is built: a SIGTERM during a long migration or a slow database connect is answered
   // (as PID 1 in a container, Node would otherwise ignore it until the orchestrator's SIGKILL).
-  // The delay bounds the whole close: out of rotation first (SIGTERM), then requests still in their captures and the
-  // result jobs each get up to the grace (the shutdown steps run one after the other), plus a short wind-down each,
+  // The delay bounds the whole close: out of rotation first (SIGTERM), then the result jobs get up to the grace while
+  // requests still in their captures run on within the same grace (counted from the start of the close), plus a short
+  // wind-down each,
   // before the pools and the store close. A shorter delay would exit with a job still writing, and its handed-back
   // state lost.
   closeWithGrace(

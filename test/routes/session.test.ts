@@ -519,6 +519,16 @@ describe('POST /session against the emulator', () => {
     expect(await prod({})).toEqual(expect.arrayContaining([expect.stringMatching(/demo environment with NODE_ENV=production/)]));
     expect((await prod({ INCODE_API_URL: 'https://saas-api.incodesmile.com' })).filter((m) => /demo environment/.test(m))).toEqual([]);
   });
+
+  it('warns at start-up when no INCODE_CONFIGURATION_ID names the flow, which Incode documents as required on start', async () => {
+    const warnings = async (extra: Record<string, string>) => {
+      const b = await startBroker(brokerEnv(emu.url, extra));
+      await b.close();
+      return b.logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40 && /INCODE_CONFIGURATION_ID/.test(l.msg));
+    };
+    expect(await warnings({ INCODE_CONFIGURATION_ID: '' })).toHaveLength(1);
+    expect(await warnings({ INCODE_CONFIGURATION_ID: 'flow-0123456789abcdef01234567' })).toHaveLength(0);
+  });
 });
 
 describe('sandbox mode', () => {
