@@ -110,7 +110,7 @@ export const ENV_SCHEMA = {
     default: '',
     doc: 'Bearer tokens that may read GET /metrics, comma-separated for rotation (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port, which also serves POST /session and the webhooks, so block the path at the ingress.',
   },
-  CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready (Standard Webhooks).' },
+  CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready or fail for good (Standard Webhooks; session.results_ready, session.results_failed).' },
   CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL ("whsec_" + base64, or any string).' },
 
   SESSION_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 256, max: 1048576 }, default: '16384', doc: 'Largest POST /session body.' },

@@ -12,6 +12,16 @@ export function signStandardWebhook(secret: string, msgId: string, timestampSeco
   return `v1,${mac}`;
 }
 
+/**
+ * The customer's event of results that failed for good (EXPIRED, a results fetch dead-lettered, polling that gave up, a
+ * server-side onboarding abandoned): queued by setResultsStatus in the write that fails them, or nothing without
+ * CALLBACK_URL. Ordered among the session's events by its time, as results are by their fetch's start (unlessRepeat).
+ */
+export function resultsFailedEvent(callback: { url?: string }, interviewId: string, code: string, now: number) {
+  if (!callback.url) return undefined;
+  return { kind: 'callback', subject: interviewId, payload: { event: 'results_failed', resultsStatus: 'failed', code, fetchedAt: now }, runAt: now };
+}
+
 export async function sendCallback(
   url: string,
   secret: string,

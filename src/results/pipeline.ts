@@ -8,7 +8,7 @@ import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
-import { sendCallback } from './callback';
+import { resultsFailedEvent, sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
 
 export type Source = 'webhook' | 'poll' | 'refresh' | 'orchestrator';
@@ -155,7 +155,7 @@ export class ResultsPipeline {
       if (this.pollingGaveUp(s, now)) {
         await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
         // A session waiting for a reviewer keeps the results it has; only an unfinished one failed.
-        if (!awaitsVerdict(s)) await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now);
+        if (!awaitsVerdict(s)) await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now, resultsFailedEvent(this.d.config.callback, s.interviewId, 'POLLING_GAVE_UP', now));
         continue;
       }
       await this.d.store.enqueueJob({ kind: 'verify', subject: s.interviewId, payload: { source: 'poll' }, runAt: now, dedupeKey: `verify:${s.interviewId}:poll` }, now);
@@ -236,7 +236,7 @@ export class ResultsPipeline {
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
     // keeps its own.
     // (Over a session polling gave up on, the store keeps POLLING_GAVE_UP; the audit row above keeps the code.)
-    await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now);
+    await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now, job.kind === 'results' ? resultsFailedEvent(this.d.config.callback, job.subject, code, now) : undefined);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
     // read the session (the row as upsertSession answered it, which setting lastError on a check leaves as it was).
@@ -459,7 +459,8 @@ export class ResultsPipeline {
       );
       if (enq) this.d.kick?.();
     }
-    if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now);
+    if (current === 'EXPIRED' && session.resultsStatus === 'pending')
+      await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now, resultsFailedEvent(this.d.config.callback, interviewId, 'SESSION_EXPIRED', now));
     // Not only when this call moved the status: one that died after the move and before reviving runs again unchanged.
     await this.revive(interviewId, session);
     // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here (so not
@@ -549,6 +550,7 @@ export class ResultsPipeline {
     // Erased since it was queued: the customer asked for the session to be forgotten, so nothing more is said about it.
     const session = await this.d.store.getSession(job.subject);
     if (!session || session.resultsStatus === 'erased') return;
+    if (job.payload.event === 'results_failed') return this.failedCallback(job, session, url, secret, signal);
     // An event of a state the session has left (another decision, or another status: a reviewer's verdict may keep the
     // decision) is not sent: the newer state's results queue its own event, and an older one retried after it (or running
     // beside it on another replica) must not be the last word the customer hears.
@@ -561,6 +563,17 @@ export class ResultsPipeline {
       // The session's last change as this event leaves (it is the session's current state): receivers order events by
       // it, since two may still cross on the wire, and a decision that came back (A, B, A) leaves with a newer time.
       data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision, updatedAt: new Date(session.updatedAt).toISOString() },
+    }, undefined, signal);
+    if (!ok.delivered) throw new JobError(ok.code, true);
+  }
+
+  /** The event of results that failed for good, unless the session has left that state (a refresh stored results since). */
+  private async failedCallback(job: Job, session: SessionRecord, url: string, secret: string, signal?: AbortSignal): Promise<void> {
+    if (session.resultsStatus !== job.payload.resultsStatus) return;
+    const ok = await sendCallback(url, secret, {
+      id: `${job.subject}:${session.onboardingStatus}:${session.resultsStatus}:${job.id}`,
+      type: 'session.results_failed',
+      data: { interviewId: job.subject, onboardingStatus: session.onboardingStatus, resultsStatus: session.resultsStatus, code: job.payload.code, updatedAt: new Date(session.updatedAt).toISOString() },
     }, undefined, signal);
     if (!ok.delivered) throw new JobError(ok.code, true);
   }

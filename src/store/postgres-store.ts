@@ -313,9 +313,18 @@ export class PostgresStore implements Store {
     return { changed: false, session: cur.rows[0] ? toSessionState(cur.rows[0]) : null };
   }
 
-  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
+  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<void> {
     assertNotErasing(status);
-    await this.q(SET_RESULTS_STATUS_SQL, [interviewId, status, lastError, now]);
+    if (!then || status === null) {
+      await this.q(SET_RESULTS_STATUS_SQL, [interviewId, status, lastError, now]);
+      return;
+    }
+    await this.tx(async (c) => {
+      const { rows } = await this.q<{ results_status: string }>('SELECT results_status FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], c);
+      if (!rows[0]) return;
+      const after = await this.q<{ results_status: string }>(`${SET_RESULTS_STATUS_SQL} RETURNING results_status`, [interviewId, status, lastError, now], c);
+      if (rows[0].results_status !== status && after.rows[0]?.results_status === status) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
+    });
   }
 
   async saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number, then?: NewJob): Promise<boolean> {

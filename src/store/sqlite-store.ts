@@ -305,10 +305,13 @@ export class SqliteStore implements Store {
     });
   }
 
-  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void> {
+  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<void> {
     assertNotErasing(status);
     return this.write(() => {
+      const statusOf = () => (this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined)?.results_status;
+      const before = then ? statusOf() : undefined;
       this.st(SET_RESULTS_STATUS).run({ status, lastError, now, id: interviewId });
+      if (then && status !== null && before !== undefined && before !== status && statusOf() === status) this.insertJob(then, now);
     });
   }
 

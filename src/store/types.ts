@@ -217,9 +217,10 @@ export interface Store {
   advanceStatus(interviewId: string, status: string, rank: number, equalRankReplaces: boolean, now: number): Promise<{ changed: boolean; session: SessionState | null }>;
   /**
    * status null keeps the current one and records only lastError; an erased session never changes; 'failed' never
-   * replaces 'ready' (the stored results stay served, lastError says what failed since).
+   * replaces 'ready' (the stored results stay served, lastError says what failed since). `then` is queued in the same
+   * write, only when this write moved the session to `status` (the customer's event of a failure, once per failure).
    */
-  setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number): Promise<void>;
+  setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<void>;
   /**
    * Stores scores and OCR encrypted, sets resultsStatus=ready and the decision; unless the stored results come from a
    * fetch that started later (results.fetchedAt is when the fetch started), or the session was erased: then nothing

@@ -939,6 +939,30 @@ function pipelineSuite(which: Engine) {
     }
   });
 
+  it('tells the customer of results that failed for good (an expired session), once, signed like every event', async () => {
+    const receiver = await callbackReceiver();
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET });
+      const s = await p.newSession();
+      // The user never captured anything; the session expires at Incode, whose webhook says so.
+      await request(p.emulator.url).post(`/__emulator/sessions/${s.interviewId}/status`).set('x-api-key', TEST_API_KEY).send({ onboardingStatus: 'EXPIRED' }).expect(200);
+      await waitFor(() => receiver.received.length > 0 || null, 10_000);
+      const failed = receiver.received[0];
+      expect(JSON.parse(failed.body)).toMatchObject({ type: 'session.results_failed', data: { interviewId: s.interviewId, onboardingStatus: 'EXPIRED', resultsStatus: 'failed', code: 'SESSION_EXPIRED', updatedAt: expect.any(String) } });
+      expect(String(failed.headers['webhook-id'])).toMatch(new RegExp(`^msg_${s.interviewId}_EXPIRED_failed_[0-9a-f-]{36}$`));
+      const signed = createHmac('sha256', CALLBACK_SECRET_BYTES).update(`${failed.headers['webhook-id']}.${failed.headers['webhook-timestamp']}.${failed.body}`).digest('base64');
+      expect(failed.headers['webhook-signature']).toBe(`v1,${signed}`);
+      // Incode says it again (a duplicate webhook, a refresh): the failure was told once.
+      await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+      const jobs = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind !== 'callback');
+      await waitFor(async () => (await jobs()).every((j) => j.state === 'done' || j.state === 'dead') || null, 10_000);
+      await waitFor(async () => (await p.broker.app.store.countJobs()).queued === 0 || null, 10_000);
+      expect(receiver.received).toHaveLength(1);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it('a decision that comes back (A, B, A) while the first event is still being sent is a third event, with its own id; a refresh that changes nothing sends none', async () => {
     // The score's overall status as Incode answers it, rewritten on the way to the broker so refreshes change the decision.
     const proxy = await startEmulatorProxy({ target: '', overall: null as string | null }, (req, res, forward) =>

@@ -370,6 +370,26 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.listJobs('i2')).toEqual([]);
       });
 
+      it('setResultsStatus queues its job only when this write moves the session to the status given', async () => {
+        const event = (code: string, at: number): NewJob => ({ kind: 'callback', subject: 'i1', payload: { event: 'results_failed', resultsStatus: 'failed', code, fetchedAt: at }, runAt: at });
+        const events = async (id = 'i1') => (await store.listJobs(id)).filter((j) => j.kind === 'callback').map((j) => j.payload.code);
+        await session('i1');
+        await store.setResultsStatus('i1', 'failed', 'SESSION_EXPIRED', T0 + 1, event('SESSION_EXPIRED', T0 + 1));
+        expect(await events()).toEqual(['SESSION_EXPIRED']);
+        // Failed again (another cause): no second event for the same failure.
+        await store.setResultsStatus('i1', 'failed', 'INCODE_UNAVAILABLE', T0 + 2, event('INCODE_UNAVAILABLE', T0 + 2));
+        expect(await events()).toEqual(['SESSION_EXPIRED']);
+        // Results stored since, then a failure that cannot replace them: no event either.
+        await session('i2');
+        await store.saveResults('i2', { scores: {}, ocr: {}, fetchedAt: T0 + 3 }, 'approve', T0 + 3);
+        await store.setResultsStatus('i2', 'failed', 'INCODE_UNAVAILABLE', T0 + 4, { ...event('INCODE_UNAVAILABLE', T0 + 4), subject: 'i2' });
+        expect(await events('i2')).toEqual([]);
+        expect(await store.getSession('i2')).toMatchObject({ resultsStatus: 'ready', lastError: 'INCODE_UNAVAILABLE' });
+        // An unknown or erased session takes none.
+        await store.setResultsStatus('nobody', 'failed', 'X', T0 + 5, { ...event('X', T0 + 5), subject: 'nobody' });
+        expect(await store.listJobs('nobody')).toEqual([]);
+      });
+
       it('a job unlessRepeat is not queued when it repeats the latest one of its kind, alive; a state that comes back is queued even while the first runs', async () => {
         // Ordered by the payload's fetchedAt, never by when (or on which replica's clock) each was queued: here a later
         // event is queued with an earlier time.
