@@ -236,7 +236,11 @@ export class ResultsPipeline {
     // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
     // keeps its own.
     // (Over a session polling gave up on, the store keeps POLLING_GAVE_UP; the audit row above keeps the code.)
-    await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now, job.kind === 'results' ? resultsFailedEvent(this.d.config.callback, job.subject, code, now) : undefined);
+    // A dead customer callback says nothing about the session's results: over a failed one it leaves lastError, which
+    // decides whether polling still repairs an outage (its audit row and metric keep why the event was not delivered).
+    const callbackOverFailure = job.kind === 'callback' && (await this.d.store.getSession(job.subject))?.resultsStatus === 'failed';
+    if (!callbackOverFailure)
+      await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now, job.kind === 'results' ? resultsFailedEvent(this.d.config.callback, job.subject, code, now) : undefined);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
     // read the session (the row as upsertSession answered it, which setting lastError on a check leaves as it was).
@@ -570,8 +574,13 @@ export class ResultsPipeline {
   /** The event of results that failed for good, unless the session has left that state (a refresh stored results since). */
   private async failedCallback(job: Job, session: SessionRecord, url: string, secret: string, signal?: AbortSignal): Promise<void> {
     if (session.resultsStatus !== job.payload.resultsStatus) return;
+    // Only the session's latest failure speaks: one revived and failed again since queued its own event.
+    const at = (j: Job) => (typeof j.payload.fetchedAt === 'number' ? j.payload.fetchedAt : -Infinity);
+    const later = (await this.d.store.listJobs(job.subject)).some((j) => j.kind === 'callback' && j.id !== job.id && j.payload.event === 'results_failed' && at(j) > at(job));
+    if (later) return;
     const ok = await sendCallback(url, secret, {
-      id: `${job.subject}:${session.onboardingStatus}:${session.resultsStatus}:${job.id}`,
+      // Fixed when queued, the same on every retry (the status may move meanwhile: it is in `data`, as it is now).
+      id: `${job.subject}:results_failed:${job.id}`,
       type: 'session.results_failed',
       data: { interviewId: job.subject, onboardingStatus: session.onboardingStatus, resultsStatus: session.resultsStatus, code: job.payload.code, updatedAt: new Date(session.updatedAt).toISOString() },
     }, undefined, signal);

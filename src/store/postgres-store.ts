@@ -349,7 +349,8 @@ export class PostgresStore implements Store {
         [interviewId, decision, now],
         c,
       );
-      if (then && !(then.unlessRepeat && repeatsLatest(then, (await this.q<JobRow>(JOBS_OF_KIND_SQL, [then.subject, then.kind], c)).rows)))
+      // Over a failure the customer was told of, stored results are news whatever was announced before it.
+      if (then && !(then.unlessRepeat && rows[0].results_status !== 'failed' && repeatsLatest(then, (await this.q<JobRow>(JOBS_OF_KIND_SQL, [then.subject, then.kind], c)).rows)))
         await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
       return true;
     });

@@ -496,9 +496,13 @@ export function repeatsLatest(j: NewJob, rows: Pick<JobRow, 'payload' | 'state'>
   if (!order) return false;
   const payloadOf = (r: Pick<JobRow, 'payload'>) => (typeof r.payload === 'string' ? (JSON.parse(r.payload) as Record<string, unknown>) : r.payload);
   const rank = (p: Record<string, unknown>) => (typeof p[order] === 'number' ? (p[order] as number) : -Infinity);
+  // Compared with the latest job of the same event (`event` in the payload): another event's (a failure's) times are
+  // not on the same scale. saveResults never takes a store over a failure for a repeat.
+  const kind = j.payload?.event;
   let latest: { payload: Record<string, unknown>; state: string } | undefined;
   for (const r of rows) {
     const payload = payloadOf(r);
+    if (payload.event !== kind) continue;
     if (!latest || rank(payload) >= rank(latest.payload)) latest = { payload, state: r.state };
   }
   if (!latest || latest.state === 'dead') return false;

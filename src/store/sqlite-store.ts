@@ -328,7 +328,8 @@ export class SqliteStore implements Store {
       this.st(
         `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ?`,
       ).run(decision, now, now, interviewId);
-      if (then && !(then.unlessRepeat && repeatsLatest(then, this.st(JOBS_OF_KIND).all(then.subject, then.kind) as JobRow[]))) this.insertJob(then, now);
+      // Over a failure the customer was told of, stored results are news whatever was announced before it.
+      if (then && !(then.unlessRepeat && cur.results_status !== 'failed' && repeatsLatest(then, this.st(JOBS_OF_KIND).all(then.subject, then.kind) as JobRow[]))) this.insertJob(then, now);
       return true;
     });
   }

@@ -949,7 +949,7 @@ function pipelineSuite(which: Engine) {
       await waitFor(() => receiver.received.length > 0 || null, 10_000);
       const failed = receiver.received[0];
       expect(JSON.parse(failed.body)).toMatchObject({ type: 'session.results_failed', data: { interviewId: s.interviewId, onboardingStatus: 'EXPIRED', resultsStatus: 'failed', code: 'SESSION_EXPIRED', updatedAt: expect.any(String) } });
-      expect(String(failed.headers['webhook-id'])).toMatch(new RegExp(`^msg_${s.interviewId}_EXPIRED_failed_[0-9a-f-]{36}$`));
+      expect(String(failed.headers['webhook-id'])).toMatch(new RegExp(`^msg_${s.interviewId}_results_failed_[0-9a-f-]{36}$`));
       const signed = createHmac('sha256', CALLBACK_SECRET_BYTES).update(`${failed.headers['webhook-id']}.${failed.headers['webhook-timestamp']}.${failed.body}`).digest('base64');
       expect(failed.headers['webhook-signature']).toBe(`v1,${signed}`);
       // Incode says it again (a duplicate webhook, a refresh): the failure was told once.
@@ -958,6 +958,21 @@ function pipelineSuite(which: Engine) {
       await waitFor(async () => (await jobs()).every((j) => j.state === 'done' || j.state === 'dead') || null, 10_000);
       await waitFor(async () => (await p.broker.app.store.countJobs()).queued === 0 || null, 10_000);
       expect(receiver.received).toHaveLength(1);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("a failure event its receiver never takes dead-letters without overwriting the session's reason (which polling goes by)", async () => {
+    const receiver = await callbackReceiver(() => false);
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10' });
+      const s = await p.newSession();
+      await request(p.emulator.url).post(`/__emulator/sessions/${s.interviewId}/status`).set('x-api-key', TEST_API_KEY).send({ onboardingStatus: 'EXPIRED' }).expect(200);
+      const callback = async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback');
+      await waitFor(async () => (await callback())?.state === 'dead' || null, 10_000);
+      expect(receiver.attempts()).toBe(2);
+      expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ resultsStatus: 'failed', lastError: 'SESSION_EXPIRED' });
     } finally {
       await receiver.close();
     }
