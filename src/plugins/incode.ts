@@ -28,7 +28,7 @@ export default fp<{ config: Config }>(
     app.decorate(
       'executiveTokens',
       ExecutiveTokenProvider.fromConfig(client, config, (code) =>
-        app.log.warn({ code }, 'executive login failed: the held executive token serves until it expires; check INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD'),
+        app.log.warn({ code }, 'executive login failed (a token already held, if any, still serves until it expires): check INCODE_EXECUTIVE_EMAIL and INCODE_EXECUTIVE_PASSWORD'),
       ),
     );
     app.addHook('onClose', async () => client.close());

@@ -40,6 +40,7 @@ import {
   heldParams,
   assertNotErasing,
   ERASED_JOBS,
+  ERASED_VERDICT_STATUS,
   ERASED_COLUMNS,
   toSpentResumeToken,
   type SpentRow,
@@ -445,6 +446,7 @@ export class PostgresStore implements Store {
       s AS (DELETE FROM steps WHERE interview_id = ANY($1::text[])),
       e AS (DELETE FROM events WHERE interview_id = ANY($1::text[])),
       j AS (UPDATE jobs SET ${ERASED_JOBS} AND subject = ANY($1::text[])),
+      v AS (UPDATE sessions SET ${ERASED_VERDICT_STATUS} AND interview_id = ANY($1::text[])),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
       SELECT count(*) AS n FROM t`;

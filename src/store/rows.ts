@@ -194,6 +194,13 @@ export const ERASED_COLUMNS =
  * a callback's payload and dedupe key name its decision, a check's or a results fetch's the status (a verdict among
  * them). A job still queued then finds the session erased and does nothing; a deletion at Incode keeps its payload.
  */
+/**
+ * A reviewer's verdict status left on a session erased already (by a replica from before schema version 9), read as
+ * the erasure now writes it (SET ... WHERE, the subject's condition to follow with AND).
+ */
+export const ERASED_VERDICT_STATUS =
+  "onboarding_status = 'MANUAL_REVIEW_VERDICT' WHERE results_status = 'erased' AND onboarding_status IN ('MANUAL_REVIEW_APPROVED', 'MANUAL_REVIEW_REJECTED')";
+
 export const ERASED_JOBS = "payload = '{}', dedupe_key = NULL WHERE kind IN ('callback', 'verify', 'results')";
 
 /**

@@ -43,6 +43,7 @@ import {
   heldParams,
   assertNotErasing,
   ERASED_JOBS,
+  ERASED_VERDICT_STATUS,
   ERASED_COLUMNS,
   toSpentResumeToken,
   type SpentRow,
@@ -423,6 +424,7 @@ export class SqliteStore implements Store {
     this.st(`DELETE FROM steps WHERE interview_id IN (${each})`).run(list);
     this.st(`DELETE FROM events WHERE interview_id IN (${each})`).run(list);
     this.st(`UPDATE jobs SET ${ERASED_JOBS} AND subject IN (${each})`).run(list);
+    this.st(`UPDATE sessions SET ${ERASED_VERDICT_STATUS} AND interview_id IN (${each})`).run(list);
   }
 
   async eraseSession(interviewId: string, reason: string, now: number, incodeDeletionAt?: IncodeDeletionAt): Promise<boolean> {

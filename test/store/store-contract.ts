@@ -593,6 +593,10 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect((await store.listJobs('i1')).filter((j) => j.kind === 'verify').map((j) => j.payload)).toEqual([{}, {}]);
         expect((await store.listAudit('i1')).filter((a) => a.kind === 'erasure')).toHaveLength(1);
         expect((await store.getSession('i1'))!.updatedAt).toBe(T0 + 50);
+        // A verdict status an older replica wrote over the erased row is read as the erasure writes it, by erasing again.
+        await h.exec("UPDATE sessions SET onboarding_status = 'MANUAL_REVIEW_APPROVED' WHERE interview_id = ?", ['i1']);
+        expect(await store.eraseSession('i1', 'again', T0 + 62)).toBe(true);
+        expect(await store.getSession('i1')).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_VERDICT', updatedAt: T0 + 50 });
         // And no check that read Incode before the erasure writes a status after it.
         expect(await store.advanceStatus('i1', 'MANUAL_REVIEW_APPROVED', statusRank('MANUAL_REVIEW_APPROVED') + 1, true, T0 + 60)).toMatchObject({ changed: false, session: { onboardingStatus: 'MANUAL_REVIEW_VERDICT' } });
         expect((await store.listJobs('i2'))[0]).toMatchObject({ payload: { decision: 'decline' } });
