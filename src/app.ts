@@ -43,10 +43,10 @@ declare module 'fastify' {
     /** Whether close() has begun (its first preClose hook ran): work that outlives a request must not start then. */
     closing(): boolean;
     /**
-     * Aborts when close() begins, before any other preClose hook: a plugin whose own hook runs later (Fastify runs them
-     * one after another, the root's first) starts its wind-down then, in parallel with the others, within the grace.
+     * When close() began (its first preClose hook), or null: a plugin whose own hook runs later (Fastify runs them one
+     * after another, the root's first) counts its share of the grace from then.
      */
-    readonly closeSignal: AbortSignal;
+    closingSince(): number | null;
   }
 }
 
@@ -239,14 +239,14 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       }[config.callerAuth.mode],
     );
 
-  let draining = false;
+  // When close() began: from then on the instance is draining.
+  let closingAt: number | null = null;
   let inRotation = true;
   app.decorate('leaveRotation', () => {
     inRotation = false;
   });
-  app.decorate('closing', () => draining);
-  const closeBegun = new AbortController();
-  app.decorate('closeSignal', closeBegun.signal);
+  app.decorate('closing', () => closingAt !== null);
+  app.decorate('closingSince', () => closingAt);
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
   const helmetHeaders = securityHeaders();
   // Headers that must come once: Node keeps the first of two Authorization headers and joins two Idempotency-Key
@@ -260,7 +260,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.addHook('onRequest', (req, reply, done) => {
     reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
-    if (draining) return done(shuttingDownError());
+    if (closingAt !== null) return done(shuttingDownError());
     // Bodies are read as sent: a compressed one could only fail as "not JSON", or expand past the body limits.
     const encoding = req.headers['content-encoding'];
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity')
@@ -280,8 +280,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     done();
   });
   app.addHook('preClose', async () => {
-    draining = true;
-    closeBegun.abort();
+    closingAt = Date.now();
     // Node stops enforcing REQUEST_TIMEOUT_MS once the server is closing, so a stalled upload would hold close()
     // forever: whatever is still connected when the grace for in-flight work is over is cut.
     const cut = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);
@@ -294,7 +293,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   });
   // While draining, answers close their keep-alive connection, so close() does not wait for idle sockets.
   app.addHook('onSend', (_req, reply, payload, done) => {
-    if (draining) reply.header('connection', 'close');
+    if (closingAt !== null) reply.header('connection', 'close');
     done(null, payload);
   });
 

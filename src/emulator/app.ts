@@ -101,7 +101,10 @@ const CAPTURE_SETTINGS = { idCaptureTimeout: 15, idCaptureRetries: 3, selfieCapt
 // Secrets are compared as digests in constant time: in sandbox mode the emulator's API key guards its admin routes,
 // and its executive password the executive login, on whatever host the broker binds.
 const digestOf = (secret: string) => createHash('sha256').update(secret).digest();
-const sameSecret = (sent: unknown, expected: string) => typeof sent === 'string' && timingSafeEqual(digestOf(sent), digestOf(expected));
+const matcherOf = (expected: string) => {
+  const want = digestOf(expected);
+  return (sent: unknown) => typeof sent === 'string' && timingSafeEqual(digestOf(sent), want);
+};
 
 /** Builds the emulator's state without any HTTP; emulatorPlugin wires it to routes. */
 function createEmulator(opts: EmulatorOptions): EmulatorController {
@@ -208,8 +211,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     for (const m of methods) known.methods.add(m);
   };
 
-  const keyDigest = digestOf(opts.apiKey);
-  const keyMatches = (sent: unknown) => typeof sent === 'string' && timingSafeEqual(digestOf(sent), keyDigest);
+  const keyMatches = matcherOf(opts.apiKey);
   const pathOf = (req: FastifyRequest): string => {
     const q = req.url.indexOf('?');
     const p = q >= 0 ? req.url.slice(0, q) : req.url;
@@ -466,7 +468,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     async (req, reply) => {
       const b = (req.body ?? {}) as Record<string, unknown>;
       if (!opts.executiveEmail || !opts.executivePassword) return fail(reply, 401, 'Executive login is not configured');
-      if (!sameSecret(b.email, opts.executiveEmail) || !sameSecret(b.password, opts.executivePassword)) return fail(reply, 401, 'Invalid email or password');
+      if (!matcherOf(opts.executiveEmail)(b.email) || !matcherOf(opts.executivePassword)(b.password)) return fail(reply, 401, 'Invalid email or password');
       const execId = createHash('sha256').update(String(b.email)).digest('hex').slice(0, 24);
       return { token: tokens.mint(execId, 'EXECUTIVE', 24 * 3600) };
     },

@@ -60,7 +60,7 @@ export class CircuitBreaker {
    * before it opened and failing late says nothing new, and must not free the probe slot while the probe is still out.
    */
   failure(probe = 0): void {
-    if (this.current !== 'closed' && (probe === 0 || probe !== this.probeTicket)) return;
+    if (this.current !== 'closed' && !this.isProbe(probe)) return;
     this.probing = false;
     this.failures += 1;
     if (this.current === 'half-open' || this.failures >= this.opts.failureThreshold) {
@@ -74,7 +74,7 @@ export class CircuitBreaker {
    * closes the circuit; any other call leaves the count alone, so it cannot undo failures building up around it.
    */
   answered(probe: number): void {
-    if (probe !== 0 && probe === this.probeTicket) this.success();
+    if (this.isProbe(probe)) this.success();
   }
 
   /**
@@ -82,7 +82,12 @@ export class CircuitBreaker {
    * (its ticket is the current one), the slot is free again; any other call leaves the probe in flight alone.
    */
   abandoned(probe: number): void {
-    if (probe !== 0 && probe === this.probeTicket) this.probing = false;
+    if (this.isProbe(probe)) this.probing = false;
+  }
+
+  /** Whether this ticket is the probe in flight (or the last one sent): 0 is any other call's. */
+  private isProbe(probe: number): boolean {
+    return probe !== 0 && probe === this.probeTicket;
   }
 
   private set(s: CircuitState): void {

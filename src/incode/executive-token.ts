@@ -2,6 +2,7 @@
 import type { Config } from '../config';
 import type { CallContext, IncodeClient } from './client';
 import { IncodeError } from './errors';
+import { untilAborted } from '../util/settle';
 import { jwtClaims } from './token-claims';
 
 const LIFETIME_MS = 24 * 60 * 60 * 1000;
@@ -71,30 +72,22 @@ export class ExecutiveTokenProvider {
           },
           (err: unknown) => {
             this.failed = { err, until: this.now() + LOGIN_RETRY_MS };
-            const code = (err as { code?: unknown })?.code;
-            this.onLoginFailed?.(typeof code === 'string' ? code : 'INTERNAL_ERROR');
+            this.onLoginFailed?.(err instanceof IncodeError ? err.code : 'INTERNAL_ERROR');
             throw err;
           },
         )
         .finally(() => {
           this.inflight = null;
         });
+      // A renewal no caller waits for (a token still serves) must not be an unhandled rejection when it fails.
+      this.inflight.catch(() => undefined);
     }
     // A token that still works serves while its early renewal is in flight: no caller waits on a login it does not
-    // need (the renewal's failure is kept in `failed`, not thrown at anyone).
+    // need, and a renewal that fails is no reason to drop it (its failure is kept in `failed`; the token serves until
+    // it expires, or a 401 drops it).
     const held = this.stillValid(now);
-    if (held) {
-      this.inflight.catch(() => undefined);
-      return held;
-    }
-    // An early renewal that fails is no reason to drop a token that still works: it serves until it expires (or a
-    // 401 drops it), and a later get() tries the login again.
-    const waited = this.inflight.catch((err: unknown) => {
-      const still = this.stillValid(this.now());
-      if (still) return still;
-      throw err;
-    });
-    return ctx?.signal ? untilAborted(waited, ctx.signal) : waited;
+    if (held) return held;
+    return untilAborted(this.inflight, ctx?.signal, () => new IncodeError('INCODE_TIMEOUT', 'executiveLogin', 'Stopped while waiting for the executive login', { notSent: true }));
   }
 
   /** The token held, while it has not expired. */
@@ -111,20 +104,6 @@ export class ExecutiveTokenProvider {
     this.token = null;
     this.failed = null;
   }
-}
-
-/** `p`, or a timeout error (nothing was sent for this caller) as soon as the caller's signal aborts. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  const stopped = () => new IncodeError('INCODE_TIMEOUT', 'executiveLogin', 'Stopped while waiting for the executive login', { notSent: true });
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(stopped());
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(stopped());
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 /** Reads exp-iat from a JWT-shaped token when present; Incode documents 24 h, the token may say otherwise. */

@@ -7,7 +7,6 @@ import { OnboardingError } from '../onboarding/orchestrator';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { ClaimedKey, IdempotencyAnswer } from '../store/types';
 
-export type { ClaimedKey };
 import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
 
 /**

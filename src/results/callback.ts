@@ -15,7 +15,7 @@ export function signStandardWebhook(secret: string, msgId: string, timestampSeco
 /**
  * The customer's event of results that failed for good (EXPIRED, a results fetch dead-lettered, polling that gave up, a
  * server-side onboarding abandoned): queued by setResultsStatus in the write that fails them, or nothing without
- * CALLBACK_URL. Ordered among the session's events by its time, as results are by their fetch's start (unlessRepeat).
+ * CALLBACK_URL. `fetchedAt` is the failure's time: the sender speaks only for the session's latest failure by it.
  */
 export function resultsFailedEvent(callback: { url?: string }, interviewId: string, code: string, now: number) {
   if (!callback.url) return undefined;

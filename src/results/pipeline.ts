@@ -8,6 +8,7 @@ import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
+import { untilAborted } from '../util/settle';
 import { resultsFailedEvent, sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
 
@@ -35,23 +36,6 @@ export interface PipelineDeps {
   /** Called after a job is enqueued so a local worker picks it up at once. */
   kick?: () => void;
   now?: () => number;
-}
-
-/**
- * Waits for p, or gives up as soon as the signal aborts, with the error an aborted call of the client's gives (so the
- * worker and the orchestrator treat it as they treat their own aborted calls).
- */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, operation: string): Promise<T> {
-  if (!signal) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(incodeErrorFromTransport(operation, { name: 'AbortError' }));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
-      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
-    );
-  });
 }
 
 /** A webhook's informative string field as kept in the inbox: cut to 128 characters, anything else left out. */
@@ -95,6 +79,26 @@ export function finishRecorded(steps: StepRecord[]): boolean {
 /** Whether a server-side onboarding's captures all went through: its face match answered (a no-match declines it later). */
 export function capturesWentThrough(steps: StepRecord[]): boolean {
   return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected'));
+}
+
+type CallbackEvent = Parameters<typeof sendCallback>[2];
+
+/**
+ * The event of stored results, or null for a state the session has left (another decision, or another status: a
+ * reviewer's verdict may keep the decision): the newer state's results queue their own event, and an older one retried
+ * after it (or running beside it on another replica) must not be the last word the customer hears.
+ */
+function readyEvent(job: Job, session: SessionRecord): CallbackEvent | null {
+  if (session.decision !== job.payload.decision || session.onboardingStatus !== job.payload.onboardingStatus) return null;
+  return {
+    // Receivers dedupe by this id: one per event, the same on every retry of it; a state the session comes back to
+    // (A, B, A) is a new event with a new id, not a redelivery of the first.
+    id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}:${job.id}`,
+    type: 'session.results_ready',
+    // The session's last change as this event leaves (it is the session's current state): receivers order events by
+    // it, since two may still cross on the wire, and a decision that came back (A, B, A) leaves with a newer time.
+    data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision, updatedAt: new Date(session.updatedAt).toISOString() },
+  };
 }
 
 export class ResultsPipeline {
@@ -233,8 +237,8 @@ export class ResultsPipeline {
     const session = job.kind === 'verify' ? await this.d.store.upsertSession({ interviewId: job.subject, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) }) : null;
     // A dead results job fails the session unless results are already stored (a refresh, or an earlier status's
     // job, got them: the store keeps those served and records only why); a dead check or callback only records why
-    // (polling or a refresh may still succeed). Neither reads the status first: a results job finishing meanwhile
-    // keeps its own.
+    // (polling or a refresh may still succeed). The results and check jobs do not read the status first: a results
+    // job finishing meanwhile keeps its own.
     // (Over a session polling gave up on, the store keeps POLLING_GAVE_UP; the audit row above keeps the code.)
     // A dead customer callback says nothing about the session's results: over a failed one it leaves lastError, which
     // decides whether polling still repairs an outage (its audit row and metric keep why the event was not delivered).
@@ -421,7 +425,7 @@ export class ResultsPipeline {
     const running = this.finishing.get(interviewId);
     if (running) {
       try {
-        return await untilAborted(running.done, ctx.signal, 'finishStatus');
+        return await untilAborted(running.done, ctx.signal, () => incodeErrorFromTransport('finishStatus', { name: 'AbortError' }));
       } catch (err) {
         if (!running.signal?.aborted || ctx.signal?.aborted) throw err;
         if (this.finishing.get(interviewId) === running) this.finishing.delete(interviewId);
@@ -554,37 +558,25 @@ export class ResultsPipeline {
     // Erased since it was queued: the customer asked for the session to be forgotten, so nothing more is said about it.
     const session = await this.d.store.getSession(job.subject);
     if (!session || session.resultsStatus === 'erased') return;
-    if (job.payload.event === 'results_failed') return this.failedCallback(job, session, url, secret, signal);
-    // An event of a state the session has left (another decision, or another status: a reviewer's verdict may keep the
-    // decision) is not sent: the newer state's results queue its own event, and an older one retried after it (or running
-    // beside it on another replica) must not be the last word the customer hears.
-    if (session.decision !== job.payload.decision || session.onboardingStatus !== job.payload.onboardingStatus) return;
-    const ok = await sendCallback(url, secret, {
-      // Receivers dedupe by this id: one per event, the same on every retry of it; a state the session comes back to
-      // (A, B, A) is a new event with a new id, not a redelivery of the first.
-      id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}:${job.id}`,
-      type: 'session.results_ready',
-      // The session's last change as this event leaves (it is the session's current state): receivers order events by
-      // it, since two may still cross on the wire, and a decision that came back (A, B, A) leaves with a newer time.
-      data: { interviewId: job.subject, onboardingStatus: job.payload.onboardingStatus, decision: job.payload.decision, updatedAt: new Date(session.updatedAt).toISOString() },
-    }, undefined, signal);
+    const event = job.payload.event === 'results_failed' ? await this.failedEvent(job, session) : readyEvent(job, session);
+    if (!event) return;
+    const ok = await sendCallback(url, secret, event, undefined, signal);
     if (!ok.delivered) throw new JobError(ok.code, true);
   }
 
   /** The event of results that failed for good, unless the session has left that state (a refresh stored results since). */
-  private async failedCallback(job: Job, session: SessionRecord, url: string, secret: string, signal?: AbortSignal): Promise<void> {
-    if (session.resultsStatus !== job.payload.resultsStatus) return;
+  private async failedEvent(job: Job, session: SessionRecord): Promise<CallbackEvent | null> {
+    if (session.resultsStatus !== job.payload.resultsStatus) return null;
     // Only the session's latest failure speaks: one revived and failed again since queued its own event.
     const at = (j: Job) => (typeof j.payload.fetchedAt === 'number' ? j.payload.fetchedAt : -Infinity);
     const later = (await this.d.store.listJobs(job.subject)).some((j) => j.kind === 'callback' && j.id !== job.id && j.payload.event === 'results_failed' && at(j) > at(job));
-    if (later) return;
-    const ok = await sendCallback(url, secret, {
+    if (later) return null;
+    return {
       // Fixed when queued, the same on every retry (the status may move meanwhile: it is in `data`, as it is now).
       id: `${job.subject}:results_failed:${job.id}`,
       type: 'session.results_failed',
       data: { interviewId: job.subject, onboardingStatus: session.onboardingStatus, resultsStatus: session.resultsStatus, code: job.payload.code, updatedAt: new Date(session.updatedAt).toISOString() },
-    }, undefined, signal);
-    if (!ok.delivered) throw new JobError(ok.code, true);
+    };
   }
 
   // ---- helpers ----

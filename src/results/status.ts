@@ -51,11 +51,14 @@ export function loggedStatus(status: unknown): unknown {
   return typeof status === 'string' && verdictOf(status) !== null ? 'MANUAL_REVIEW_VERDICT' : status;
 }
 
+const VERDICTS: Readonly<Record<string, Decision>> = { MANUAL_REVIEW_APPROVED: 'approve', MANUAL_REVIEW_REJECTED: 'decline' };
+
+/** The statuses that are a reviewer's verdict: each settles the decision by itself. */
+export const VERDICT_STATUSES: readonly string[] = Object.keys(VERDICTS);
+
 /** The decision a status settles by itself (a reviewer's verdict), or null where the scores decide. */
 export function verdictOf(status: string): Decision | null {
-  if (status === 'MANUAL_REVIEW_APPROVED') return 'approve';
-  if (status === 'MANUAL_REVIEW_REJECTED') return 'decline';
-  return null;
+  return Object.hasOwn(VERDICTS, status) ? VERDICTS[status] : null;
 }
 
 /** A reviewer's decision replaces the automatic one. */

@@ -49,9 +49,10 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
           reject(Object.assign(new Error('readiness probe timed out'), { code: 'TIMEOUT' }));
         }, 2000);
       });
-      sent.catch(() => undefined);
-      const res = await Promise.race([sent, deadline]).finally(() => clearTimeout(timer));
-      await res.body.dump();
+      // The body read inside the same deadline: the probe is bounded whole, answer included.
+      const answered = sent.then(async (r) => (await r.body.dump(), r));
+      answered.catch(() => undefined);
+      const res = await Promise.race([answered, deadline]).finally(() => clearTimeout(timer));
       const keyRefused = res.statusCode === 403;
       cached = { at: Date.now(), ok: res.statusCode < 500 && !keyRefused };
       if (keyRefused) cached = { ...cached, keyRefused, detail: 'INCODE_API_KEY refused (HTTP 403): is INCODE_API_URL the environment of this key?' };

@@ -93,11 +93,9 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
 
   // The grace counts from the moment close() begins, as the cut of connections does: this hook runs only after the
   // root's (the worker's stop among them, which may take the whole grace), so it waits only for what is left of it.
-  let closeBegunAt: number | null = null;
-  app.closeSignal.addEventListener('abort', () => (closeBegunAt = Date.now()), { once: true });
   app.addHook('preClose', async () => {
     // Bounded: past the grace their connections are cut anyway, and the other shutdown steps must still run.
-    const left = Math.max(0, (closeBegunAt ?? Date.now()) + config.shutdownGraceMs - Date.now());
+    const left = Math.max(0, (app.closingSince() ?? Date.now()) + config.shutdownGraceMs - Date.now());
     await settledWithin(capturing.keys(), left);
     for (const ac of [...capturing.values(), ...inflight.values()]) ac.abort();
     await settledWithin([...capturing.keys(), ...inflight.keys()], STOP_WIND_DOWN_MS);

@@ -346,11 +346,6 @@ export function quoteIdent(name: string): string {
 const MIGRATION_TIMEOUT_MS = 24 * 3600 * 1000;
 
 /**
- * PostgreSQL: each migration in a transaction holding a per-schema advisory lock, so replicas starting
- * together apply it exactly once. Creates the schema when it is not `public`. Returns versions applied.
- */
-
-/**
  * How a migration waits for the table locks it needs: a few seconds at a time, then it lets go and tries again. A lock
  * request waiting behind an open transaction (an older replica's, in a rolling deploy) queues every later query on
  * that table behind it, so a wait without a bound would stall the replicas still serving; one that gives up at once
@@ -363,6 +358,10 @@ export interface MigrationLockWait {
 
 const LOCK_WAIT: MigrationLockWait = { lockTimeoutMs: 2000, attempts: 30 };
 
+/**
+ * PostgreSQL: each migration in a transaction holding a per-schema advisory lock, so replicas starting
+ * together apply it exactly once. Creates the schema when it is not `public`. Returns versions applied.
+ */
 export async function migratePostgres(
   pool: Pool,
   schema = 'public',

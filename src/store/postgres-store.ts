@@ -19,6 +19,7 @@ import {
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
+  movedTo,
   pgArgs,
   setResultsStatusSql,
   RESULTS_UPSERT_TAIL,
@@ -324,7 +325,7 @@ export class PostgresStore implements Store {
       const { rows } = await this.q<{ results_status: string }>('SELECT results_status FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], c);
       if (!rows[0]) return;
       const after = await this.q<{ results_status: string }>(`${SET_RESULTS_STATUS_SQL} RETURNING results_status`, [interviewId, status, lastError, now], c);
-      if (rows[0].results_status !== status && after.rows[0]?.results_status === status) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
+      if (movedTo(status, rows[0].results_status, after.rows[0]?.results_status)) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
     });
   }
 
@@ -350,9 +351,8 @@ export class PostgresStore implements Store {
         [interviewId, decision, now],
         c,
       );
-      // Over a failure the customer was told of, stored results are news whatever was announced before it.
-      if (then && !(then.unlessRepeat && rows[0].results_status !== 'failed' && repeatsLatest(then, (await this.q<JobRow>(JOBS_OF_KIND_SQL, [then.subject, then.kind], c)).rows)))
-        await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
+      const earlier = then?.unlessRepeat ? (await this.q<JobRow>(JOBS_OF_KIND_SQL, [then.subject, then.kind], c)).rows : [];
+      if (then && !repeatsLatest(then, rows[0].results_status, () => earlier)) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
       return true;
     });
   }

@@ -1,6 +1,7 @@
 // Row shapes shared by both engines and their mapping to records (decryption, bigint strings to numbers, cursors).
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
+import { VERDICT_STATUSES } from '../results/status';
 import { Cipher, sha256Hex } from './crypto';
 import { InvalidCursorError, type AuditEntry, type IdempotencyAnswer, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type SessionState, type SpentResumeToken, type StepRecord } from './types';
 
@@ -178,29 +179,31 @@ export function releaseJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string
     WHERE ${heldSql(arg, 1)}`;
 }
 
+/** The reviewer's verdict statuses as an SQL list: each is the decision itself, which an erasure does not keep. */
+const VERDICT_STATUSES_SQL = `(${VERDICT_STATUSES.map((v) => `'${v}'`).join(', ')})`;
+
 /**
  * What an erasure sets on a session row (both engines, erasure and retention): every PII column cleared, the decision
  * too (with the interviewId it says how a person's verification ended), and a reviewer's verdict status, which is the
- * decision, becomes MANUAL_REVIEW_VERDICT (its rank stays, so nothing moves it back). The session's steps and inbox
- * events are deleted (their codes and statuses say how the checks went). Other statuses stay (where the flow was,
- * which the state machine reads), and the audit rows say when and why it was erased.
+ * decision, becomes MANUAL_REVIEW_VERDICT (its rank stays, so nothing moves it back). Other statuses stay (where the
+ * flow was, which the state machine reads), and the audit rows say when and why it was erased. The session's steps,
+ * inbox events and job payloads go in the same write (the engines' sweep of an erased session).
  */
 export const ERASED_COLUMNS =
   "token_enc = NULL, token_hash = NULL, external_customer_id_enc = NULL, resume_token_hash = NULL, resume_expires_at = NULL, decision = NULL, last_error = NULL, results_status = 'erased', " +
-  "onboarding_status = CASE WHEN onboarding_status IN ('MANUAL_REVIEW_APPROVED', 'MANUAL_REVIEW_REJECTED') THEN 'MANUAL_REVIEW_VERDICT' ELSE onboarding_status END";
+  `onboarding_status = CASE WHEN onboarding_status IN ${VERDICT_STATUSES_SQL} THEN 'MANUAL_REVIEW_VERDICT' ELSE onboarding_status END`;
+
+/**
+ * A reviewer's verdict status left on a session erased already (by a replica from before schema version 9), read as
+ * the erasure now writes it (SET ... WHERE, the subject's condition to follow with AND).
+ */
+export const ERASED_VERDICT_STATUS = `onboarding_status = 'MANUAL_REVIEW_VERDICT' WHERE results_status = 'erased' AND onboarding_status IN ${VERDICT_STATUSES_SQL}`;
 
 /**
  * What an erasure leaves of the session's jobs that name its state (SET ... WHERE, the subject's condition to follow):
  * a callback's payload and dedupe key name its decision, a check's or a results fetch's the status (a verdict among
  * them). A job still queued then finds the session erased and does nothing; a deletion at Incode keeps its payload.
  */
-/**
- * A reviewer's verdict status left on a session erased already (by a replica from before schema version 9), read as
- * the erasure now writes it (SET ... WHERE, the subject's condition to follow with AND).
- */
-export const ERASED_VERDICT_STATUS =
-  "onboarding_status = 'MANUAL_REVIEW_VERDICT' WHERE results_status = 'erased' AND onboarding_status IN ('MANUAL_REVIEW_APPROVED', 'MANUAL_REVIEW_REJECTED')";
-
 export const ERASED_JOBS = "payload = '{}', dedupe_key = NULL WHERE kind IN ('callback', 'verify', 'results')";
 
 /**
@@ -488,6 +491,11 @@ export const activeJobSql = (arg: SqlArg) => `SELECT * FROM jobs WHERE dedupe_ke
  */
 export const ERASURE_FENCE = ' FOR KEY SHARE';
 
+/** Whether a setResultsStatus write moved the session to `status` (its `then` is queued only then). */
+export function movedTo(status: string | null, before: string | undefined, after: string | undefined): boolean {
+  return status !== null && before !== undefined && before !== status && after === status;
+}
+
 /** A subject's jobs of a kind in the order they were queued, what repeatsLatest reads. Parameters: subject, kind. */
 export const jobsOfKindSql = (arg: SqlArg) => `SELECT payload, state FROM jobs WHERE subject = ${arg(0)} AND kind = ${arg(1)} ORDER BY created_at, id`;
 
@@ -498,16 +506,17 @@ export const jobsOfKindSql = (arg: SqlArg) => `SELECT payload, state FROM jobs W
  * values or jobs from before it was written, by when they were queued. A dead one is repeated, so a refresh can send
  * it again.
  */
-export function repeatsLatest(j: NewJob, rows: Pick<JobRow, 'payload' | 'state'>[]): boolean {
+export function repeatsLatest(j: NewJob, statusBefore: string, rows: () => Pick<JobRow, 'payload' | 'state'>[]): boolean {
   const order = j.unlessRepeat;
-  if (!order) return false;
+  // Over a failure the customer was told of, stored results are news whatever was announced before it.
+  if (!order || statusBefore === 'failed') return false;
   const payloadOf = (r: Pick<JobRow, 'payload'>) => (typeof r.payload === 'string' ? (JSON.parse(r.payload) as Record<string, unknown>) : r.payload);
   const rank = (p: Record<string, unknown>) => (typeof p[order] === 'number' ? (p[order] as number) : -Infinity);
   // Compared with the latest job of the same event (`event` in the payload): another event's (a failure's) times are
   // not on the same scale. saveResults never takes a store over a failure for a repeat.
   const kind = j.payload?.event;
   let latest: { payload: Record<string, unknown>; state: string } | undefined;
-  for (const r of rows) {
+  for (const r of rows()) {
     const payload = payloadOf(r);
     if (payload.event !== kind) continue;
     if (!latest || rank(payload) >= rank(latest.payload)) latest = { payload, state: r.state };

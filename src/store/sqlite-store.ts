@@ -22,6 +22,7 @@ import {
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
+  movedTo,
   setResultsStatusSql,
   RESULTS_UPSERT_TAIL,
   sqliteArgs,
@@ -308,11 +309,12 @@ export class SqliteStore implements Store {
 
   async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<void> {
     assertNotErasing(status);
+    const args = { status, lastError, now, id: interviewId };
     return this.write(() => {
-      const statusOf = () => (this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined)?.results_status;
-      const before = then ? statusOf() : undefined;
-      this.st(SET_RESULTS_STATUS).run({ status, lastError, now, id: interviewId });
-      if (then && status !== null && before !== undefined && before !== status && statusOf() === status) this.insertJob(then, now);
+      if (!then) return void this.st(SET_RESULTS_STATUS).run(args);
+      const before = (this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined)?.results_status;
+      const after = (this.st(`${SET_RESULTS_STATUS} RETURNING results_status`).get(args) as { results_status: string } | undefined)?.results_status;
+      if (movedTo(status, before, after)) this.insertJob(then, now);
     });
   }
 
@@ -329,8 +331,7 @@ export class SqliteStore implements Store {
       this.st(
         `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ?`,
       ).run(decision, now, now, interviewId);
-      // Over a failure the customer was told of, stored results are news whatever was announced before it.
-      if (then && !(then.unlessRepeat && cur.results_status !== 'failed' && repeatsLatest(then, this.st(JOBS_OF_KIND).all(then.subject, then.kind) as JobRow[]))) this.insertJob(then, now);
+      if (then && !repeatsLatest(then, cur.results_status, () => this.st(JOBS_OF_KIND).all(then.subject, then.kind) as JobRow[])) this.insertJob(then, now);
       return true;
     });
   }

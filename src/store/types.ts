@@ -250,8 +250,8 @@ export interface Store {
   /**
    * Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. A
    * session erased before gets no second audit entry, but its steps, inbox events and job payloads are swept again
-   * (a webhook that arrived since). */
-  /**
+   * (a webhook that arrived since).
+   *
    * `incodeDeletionAt` (read from the row inside the erasure's transaction) says when to delete the session at Incode
    * too, or null not to: the deletion job is queued in the same transaction as the erasure, so neither can happen
    * without the other (one due now or earlier runs at once).

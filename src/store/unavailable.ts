@@ -17,10 +17,16 @@ const UNAVAILABLE_SQLSTATE = /^(57014|57P0[123]|53300|08...|40P01|40001)$/;
 /** Of those, the ones after which the connection is still sound: its transaction is rolled back and it is reused. */
 const CONNECTION_SOUND_SQLSTATE = /^(40P01|40001)$/;
 
+/** The error and its causes, as far as the checks below look. */
+function* causes(err: unknown): Generator<Record<string, unknown>> {
+  // Duck-typed, not instanceof Error: a native addon's errors may come from another realm (test runners' sandboxes).
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 3; e = (e as { cause?: unknown }).cause, depth++) yield e as Record<string, unknown>;
+}
+
 /** Whether a failed transaction's connection can still be rolled back and reused (a deadlock broken by the server). */
 export function connectionSound(err: unknown): boolean {
-  const { code, severity } = (err ?? {}) as { code?: unknown; severity?: unknown };
-  return typeof severity === 'string' && typeof code === 'string' && CONNECTION_SOUND_SQLSTATE.test(code);
+  for (const { code, severity } of causes(err)) if (typeof severity === 'string' && typeof code === 'string' && CONNECTION_SOUND_SQLSTATE.test(code)) return true;
+  return false;
 }
 
 // Node's socket and resolver errors, raised by pg when it cannot open a connection at all (the server is down,
@@ -28,9 +34,7 @@ export function connectionSound(err: unknown): boolean {
 const SOCKET_CODES = /^E(CONNREFUSED|CONNRESET|TIMEDOUT|HOSTUNREACH|NETUNREACH|PIPE|ADDRNOTAVAIL|NOTFOUND|AI_AGAIN)$/;
 
 export function isDatabaseUnavailable(err: unknown): boolean {
-  // Duck-typed, not instanceof Error: a native addon's errors may come from another realm (test runners' sandboxes).
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 3; e = (e as { cause?: unknown }).cause, depth++) {
-    const { message, code, severity, name, syscall } = e as { message?: unknown; code?: unknown; severity?: unknown; name?: unknown; syscall?: unknown };
+  for (const { message, code, severity, name, syscall } of causes(err)) {
     if (typeof message === 'string' && PG_CLIENT_MESSAGES.has(message)) return true;
     // A server-side error carries a severity; other libraries' five-letter codes must not match by accident.
     if (typeof severity === 'string' && typeof code === 'string' && UNAVAILABLE_SQLSTATE.test(code)) return true;

@@ -18,3 +18,21 @@ export async function settledWithin(promises: Iterable<Promise<unknown>>, ms: nu
     clearTimeout(timer);
   }
 }
+
+/**
+ * `p`, or the error `stopped` makes as soon as `signal` aborts: a caller that is stopped (a job's deadline, a shutdown)
+ * stops waiting for work shared with others, which goes on for them.
+ */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, stopped: () => Error): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(stopped());
+    // Handled first, so a `p` that fails after an abort is never an unhandled rejection.
+    p.then(
+      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
+      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
+    );
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
