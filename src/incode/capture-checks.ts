@@ -237,7 +237,8 @@ export function failedCallCode(f: FailedCall): number | undefined {
 export function checkSelfie(resOrError: SelfieResponse | FailedCall | null | undefined): CheckResult {
   if (!resOrError || typeof resOrError !== 'object') return reject(SELFIE_REASONS.POOR_CONDITIONS, DEFAULT_SELFIE_MESSAGE);
   if (isFailedCall(resOrError)) {
-    const code = failedCallCode(resOrError);
+    // Only an integer is a code: a JSON 1e400 parses to Infinity, which no answer schema can carry.
+    const code = toCode(failedCallCode(resOrError));
     const { reason, message } = selfieError(code);
     return reject(reason, message, code !== undefined ? { incodeCode: code } : {});
   }

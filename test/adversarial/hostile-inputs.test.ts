@@ -354,6 +354,13 @@ describe('JSON values: depth, numbers, prototype keys, invalid UTF-8', () => {
     expect(checked.status).toBe(200);
     expect(JSON.parse(checked.body).ok).toBe(false);
     expect(expectAccepted(await send('POST', '/demo/capture-check', [J], '{"kind":"selfie","response":{"status":1e309,"confidence":-0}}'))).toHaveProperty('ok');
+    // A failed call whose status is no integer (Infinity, a fraction) carries no code: poor conditions, not a 500.
+    for (const failed of ['{"status":1e400}', '{"httpStatus":1e400}', '{"details":{"incodeStatus":-1e400}}', '{"status":1.5}'])
+      expect(expectAccepted(await send('POST', '/demo/capture-check', [J], `{"kind":"selfie","response":${failed}}`))).toEqual({
+        ok: false,
+        reason: 'SELFIE_POOR_CONDITIONS',
+        message: 'Poor conditions for selfie, try in another place',
+      });
     expectRefusal(await send('POST', '/webhooks/incode/token', [J, `Authorization: ${BASIC}`], '{"grant_type":1e309}'), 400);
   });
 

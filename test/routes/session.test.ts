@@ -56,6 +56,12 @@ describe('POST /session against the emulator', () => {
     expect(emu.app.emulator.sessions.get(def.body.interviewId)!.countryCode).toBe('ALL');
   });
 
+  it('stores a customer id outside the Basic Multilingual Plane exactly as sent', async () => {
+    const res = await request(broker.url).post('/session').send({ externalCustomerId: 'ana-😀-𝒳' }).expect(200);
+    expect(await broker.app.store.getSession(res.body.interviewId)).toMatchObject({ externalCustomerId: 'ana-😀-𝒳' });
+    expect(emu.app.emulator.sessions.get(res.body.interviewId)!.externalCustomerId).toBe('ana-😀-𝒳');
+  });
+
   it.each([
     [{ countryCode: 'XXX' }, 'INVALID_COUNTRY_CODE'],
     [{ countryCode: 'br' }, 'VALIDATION_FAILED'],
@@ -68,6 +74,9 @@ describe('POST /session against the emulator', () => {
     [{ language: 'english' }, 'VALIDATION_FAILED'],
     [{ redirectionUrl: 'javascript:alert(1)' }, 'VALIDATION_FAILED'],
     [{ externalCustomerId: '' }, 'VALIDATION_FAILED'],
+    // A lone surrogate: UTF-8 cannot carry it, so the id stored would not be the id sent.
+    [{ externalCustomerId: 'a\ud800b' }, 'VALIDATION_FAILED'],
+    [{ externalCustomerId: '\udc00' }, 'VALIDATION_FAILED'],
     [{ unexpected: true }, 'VALIDATION_FAILED'],
     [[1, 2], 'VALIDATION_FAILED'],
   ])('rejects %j with 400 %s', async (body, code) => {
