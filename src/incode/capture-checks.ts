@@ -157,11 +157,17 @@ export const SELFIE_ERRORS: Readonly<Record<number, { reason: string; message: s
 export const PROCESSING_ERROR_CODE = 6000;
 
 /**
+ * Capture codes Incode's add/face is seen answering that the guide's table leaves to "any other" (incode-api.md 4.5:
+ * 1001 and 3002 face cropping failures, 4005 "Spoof attempt detected").
+ */
+const OTHER_CAPTURE_CODES: ReadonlySet<number> = new Set([1001, 3002, 4005]);
+
+/**
  * A code by which Incode tells that a capture must be repeated (a selfie error, a processing error). Which HTTP status
- * each comes with is unknown, so such an answer under a 5xx is Incode answering, not failing.
+ * each comes with is unknown, so such an answer under a 5xx, or a 404 or 409, is Incode answering, not failing.
  */
 export function isCaptureCode(code: number | undefined): boolean {
-  return code !== undefined && (code === PROCESSING_ERROR_CODE || code in SELFIE_ERRORS);
+  return code !== undefined && (code === PROCESSING_ERROR_CODE || code in SELFIE_ERRORS || OTHER_CAPTURE_CODES.has(code));
 }
 
 /** The guide's message for every code not in the table (reason SELFIE_POOR_CONDITIONS). */

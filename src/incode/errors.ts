@@ -68,12 +68,16 @@ export class IncodeError extends Error {
   }
 
   /**
-   * Incode answering about a capture: a 4xx other than an auth or session problem, or a 5xx naming one of its capture
-   * codes (which HTTP status each code comes with is unknown). A bare 5xx is an outage, not a capture to repeat.
+   * Incode answering about a capture (the guide: any status but 200 means "take it again"): an error naming one of
+   * its capture codes under any 4xx or 5xx but an auth refusal, since which HTTP status each code comes with is
+   * unknown; or, with no such code, a 4xx other than an auth or session problem. A bare 5xx, 404 or 409 is no capture
+   * answer: an outage, a session Incode does not know, a conflict.
    */
   get isCaptureAnswer(): boolean {
     const http = this.details.httpStatus ?? 0;
-    return this.isClientError ? ![401, 403, 404, 409].includes(http) : http >= 500 && isCaptureCode(this.incodeCode);
+    if (http === 401 || http === 403) return false;
+    if (isCaptureCode(this.incodeCode)) return this.isClientError || http >= 500;
+    return this.isClientError && http !== 404 && http !== 409;
   }
 
   /**

@@ -446,9 +446,31 @@ describe('rejected captures', () => {
   });
 
   // Which HTTP status each Incode code comes with is unknown: the envelope's code decides, not the status line.
-  it('a selfie error code under a 5xx is a selfie to repeat, not an outage', async () => {
-    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:selfie-error-3008-http-500' }));
-    expect(c).toMatchObject({ ok: false, step: 'selfie', reason: 'SELFIE_IMAGE_UNSUPPORTED', incodeCode: 3008 });
+  it.each([
+    ['emu:selfie-error-3008-http-500', 'SELFIE_IMAGE_UNSUPPORTED', 'Something went wrong, please try later', 3008],
+    // Codes Incode's add/face is seen answering outside the guide's table: "any other", whatever the status line.
+    ['emu:selfie-error-4005-http-500', 'SELFIE_POOR_CONDITIONS', DEFAULT_SELFIE_MESSAGE, 4005],
+    ['emu:selfie-error-1001-http-503', 'SELFIE_POOR_CONDITIONS', DEFAULT_SELFIE_MESSAGE, 1001],
+    // A capture code under a 404 or 409 is still Incode answering about the selfie, not a session it lost.
+    ['emu:selfie-error-4019-http-404', 'SELFIE_FACE_NOT_FOUND', 'Position your face in the center of the frame', 4019],
+    ['emu:selfie-error-3002-http-409', 'SELFIE_POOR_CONDITIONS', DEFAULT_SELFIE_MESSAGE, 3002],
+  ])('a selfie error code under another status (%s) is a selfie to repeat, not an outage', async (customer, reason, message, code) => {
+    const c = await r.orchestrator.runCaptures(input({ externalCustomerId: customer }));
+    expect(c).toMatchObject({ ok: false, step: 'selfie', reason, message, incodeCode: code });
+    if (c.ok) throw new Error('not rejected');
+    expect(await stepsOf(c.interviewId)).toEqual(['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:rejected']);
+  });
+
+  it.each([
+    // No capture code: a bare 500 is an outage, a 404 a session Incode does not know, a 401 an auth refusal, even
+    // when the envelope names a capture code.
+    ['emu:selfie-error-500-http-500', 'INCODE_UNAVAILABLE'],
+    ['emu:selfie-error-404', 'INCODE_NOT_FOUND'],
+    ['emu:selfie-error-4019-http-401', 'INCODE_UNAUTHORIZED'],
+  ])('a selfie upload failing with %s is a failure, not a capture to repeat', async (customer, code) => {
+    const err = (await r.orchestrator.runCaptures(input({ externalCustomerId: customer })).catch((e: unknown) => e)) as OnboardingError;
+    expect(err).toBeInstanceOf(OnboardingError);
+    expect(err).toMatchObject({ step: 'selfie', code });
   });
 
   it('reports a face mismatch and lets the scores decline the session', async () => {
