@@ -622,7 +622,7 @@ export class PostgresStore implements Store {
   // ---- idempotency keys and resume tokens
 
   async claimIdempotencyKey(scope: string, key: string, requestHash: string, expiresAt: number, now: number): Promise<IdempotencyClaim> {
-    // A concurrent release can delete the row between the upsert and the read; then simply try again.
+    // A concurrent release can delete the row between the upsert and the read; then try again, a few times.
     for (let attempt = 0; attempt < 5; attempt++) {
       // An expired key is taken over as if it never existed.
       const ins = await this.q(
@@ -643,7 +643,9 @@ export class PostgresStore implements Store {
       if (r.state === 'done') return idempotencyDone(this.cipher, scope, key, r.request_hash, r.response_enc!);
       return { state: 'pending', requestHash: r.request_hash };
     }
-    throw new Error('claimIdempotencyKey: key keeps changing under contention');
+    // Claimed and released by others five times over while this one looked: the key is busy, as a pending claim is
+    // (409, come back later), never a 500 for what is a client's concurrent retries.
+    return { state: 'pending', requestHash };
   }
 
   /** Parameters of idempotencyDoneSql. */

@@ -296,6 +296,29 @@ describeWith('postgres', 'PostgresStore', () => {
       }
     });
 
+    it('an Idempotency-Key claimed and released by others each time it is read answers pending, never throws', async () => {
+      const s = track(open(newSchema(), new Cipher([K1])));
+      await s.migrate();
+      // Another claimant takes the key before each upsert and releases it before each read: the worst interleaving.
+      const query = s.pool.query.bind(s.pool) as (sql: string, args?: unknown[]) => Promise<unknown>;
+      let reads = 0;
+      const spy = jest.spyOn(s.pool, 'query').mockImplementation((async (sql: string, args?: unknown[]) => {
+        if (/^INSERT INTO idempotency_keys/.test(sql))
+          await query(`INSERT INTO idempotency_keys (scope, key, request_hash, state, expires_at, created_at) VALUES ('session:a', 'k', 'other', 'pending', 9e12, 1)`);
+        if (/^SELECT request_hash/.test(sql)) {
+          reads += 1;
+          await query(`DELETE FROM idempotency_keys WHERE scope = 'session:a' AND key = 'k'`);
+        }
+        return query(sql, args);
+      }) as never);
+      try {
+        expect(await s.claimIdempotencyKey('session:a', 'k', 'mine', 2e12, 1e12)).toEqual({ state: 'pending', requestHash: 'mine' });
+        expect(reads).toBe(5);
+      } finally {
+        spy.mockRestore();
+      }
+    });
+
     it('returns epoch-ms bigints as numbers', async () => {
       const s = track(open(newSchema(), new Cipher([K1])));
       await s.migrate();
