@@ -103,7 +103,7 @@ export const ENV_SCHEMA = {
   WORKER_CONCURRENCY: { kind: { type: 'int', min: 1, max: 256 }, default: '32', doc: 'Jobs run at once by this process.' },
   MARK_COMPLETE: { kind: { type: 'bool' }, default: 'false', doc: 'Call finish-status for the server-side flow\'s sessions (POST /onboardings, the CLI) once Incode\'s processing is done (needed when the Incode flow does not mark sessions completed on status; an SDK frontend calls it itself). Never over a reviewer\'s verdict, which comes after completion.' },
 
-  ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation.' },
+  ADMIN_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Service keys for the results API (Bearer), comma-separated for rotation. None may also be an app key, a metrics token or a webhook secret.' },
   METRICS_TOKENS: {
     kind: { type: 'list' },
     secret: true,
@@ -478,6 +478,12 @@ export function loadConfig(env: Env): Config {
   if (appKeys.some((k) => adminApiKeys.includes(k)))
     throw new ConfigError('APP_API_KEYS', 'must not contain a key of ADMIN_API_KEYS: app keys ship in frontends, service keys read personal data');
   if (appKeys.some((k) => metricsTokens.includes(k))) throw new ConfigError('METRICS_TOKENS', 'must not contain a key of APP_API_KEYS: app keys ship in frontends');
+  // A service key opens every session's personal data: none may double as a secret held by a scraper or by Incode.
+  if (metricsTokens.some((k) => adminApiKeys.includes(k)))
+    throw new ConfigError('METRICS_TOKENS', 'must not contain a key of ADMIN_API_KEYS: a scraper\'s token would read personal data');
+  for (const [name, secret] of [['WEBHOOK_SECRET', webhook.secret], ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret]] as const)
+    if (secret && adminApiKeys.includes(secret))
+      throw new ConfigError(name, 'must not be a key of ADMIN_API_KEYS: the secret Incode holds would read personal data');
   const jwksUrl = str(env, 'JWT_JWKS_URL');
   if (callerAuthMode === 'jwt') {
     if (!jwksUrl) throw new ConfigError('JWT_JWKS_URL', 'is required when CALLER_AUTH=jwt');

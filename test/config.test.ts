@@ -212,6 +212,20 @@ describe('loadConfig', () => {
     expect(e.message).not.toContain(shared);
   });
 
+  it.each([
+    ['METRICS_TOKENS', (k: string) => ({ METRICS_TOKENS: `${'m'.repeat(32)},${k}` })],
+    ['WEBHOOK_SECRET', (k: string) => ({ WEBHOOK_SECRET: k })],
+    ['WEBHOOK_CLIENT_SECRET', (k: string) => ({ WEBHOOK_CLIENT_ID: 'incode', WEBHOOK_CLIENT_SECRET: k })],
+  ])('refuses %s equal to an admin key, in every environment: a service key reads personal data', (variable, set) => {
+    const shared = 'shared-key-0123456789abcdefghij';
+    for (const env of [prodEnv, { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY }]) {
+      const e = errorFor({ ...env, ADMIN_API_KEYS: `${'a'.repeat(32)},${shared}`, ...set(shared) });
+      expect(e.variable).toBe(variable);
+      expect(e.message).toMatch(/ADMIN_API_KEYS/);
+      expect(e.message).not.toContain(shared);
+    }
+  });
+
   it('reads DATABASE_TIMEOUT_MS and REQUEST_TIMEOUT_MS with bounded ranges', () => {
     const d = loadConfig({});
     expect(d.database.timeoutMs).toBe(10_000);
