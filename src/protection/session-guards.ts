@@ -7,6 +7,7 @@ import { OnboardingError } from '../onboarding/orchestrator';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { ClaimedKey, IdempotencyAnswer } from '../store/types';
 
+import { createJwtVerifier, tokenJudged } from './jwt-verifier';
 import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
 
 /**
@@ -99,18 +100,6 @@ export interface IdempotencyOptions {
  */
 const certainlyNotStarted = (err: unknown) => (err instanceof IncodeError || err instanceof OnboardingError) && err.certainlyNotDone;
 
-/**
- * Whether jose judged the token (a bad signature, claims, format, algorithm, or a key id the key set lacks), as
- * opposed to failing to get the key set at all: a timeout, an answer that is no key set (jose's generic error is used
- * only there), the connection or its TLS (an expired certificate), anything else.
- */
-function tokenJudged(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return false;
-  if (code === 'ERR_JWKS_NO_MATCHING_KEY' || code === 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') return true;
-  return /^ERR_(JWT|JWS|JWE|JOSE)_/.test(code) && code !== 'ERR_JOSE_GENERIC';
-}
-
 /** A claim still pending: its first request is running (here or on another replica). */
 export const idempotencyInProgress = () => new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
 
@@ -124,16 +113,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   // digest of it is kept. (Under a new first data key the digest changes: a key in flight across a rotation is new.)
   const subjectDigest = keyedDigest(dataKeys, 'caller-subject');
   const appKeyMatches = keyMatcher(callerAuth.appKeys);
-  // jose is loaded only in jwt mode; the key set is fetched lazily and cached by jose (with a cooldown). A token
-  // without exp would never expire (jose checks exp only when present), so it is refused.
-  let verifier: Promise<(token: string) => Promise<{ sub?: unknown }>> | null = null;
-  const verify = (token: string) => {
-    verifier ??= import('jose').then(({ createRemoteJWKSet, jwtVerify }) => {
-      const jwks = createRemoteJWKSet(new URL(callerAuth.jwksUrl!), { timeoutDuration: 5000, cooldownDuration: 30_000 });
-      return async (t: string) => (await jwtVerify(t, jwks, { issuer: callerAuth.issuer, audience: callerAuth.audience, clockTolerance: 30, requiredClaims: ['exp'] })).payload;
-    });
-    return verifier.then((v) => v(token));
-  };
+  const verify = createJwtVerifier({ jwksUrl: callerAuth.jwksUrl!, issuer: callerAuth.issuer!, audience: callerAuth.audience! });
 
   async function authenticate(req: FastifyRequest): Promise<void> {
     if (callerAuth.mode === 'app-keys') {

@@ -1,0 +1,89 @@
+// Verifies callers' JWTs against the identity provider's key set (fetched and cached by jose), sparing it while it fails.
+import type { FlattenedJWSInput, JSONWebKeySet, JWSHeaderParameters, JWTPayload, KeyLike } from 'jose';
+
+/** After a failed fetch of the key set, how long no request fetches it again. */
+export const JWKS_FAILURE_PAUSE_MS = 5000;
+
+export interface JwtVerifierOptions {
+  jwksUrl: string;
+  issuer: string;
+  audience: string;
+  now?: () => number;
+}
+
+/**
+ * Whether jose judged the token (a bad signature, claims, format, algorithm, or a key id the key set lacks), as
+ * opposed to failing to get the key set at all: a timeout, an answer that is no key set (jose's generic error is used
+ * only there), the connection or its TLS (an expired certificate), anything else.
+ */
+export function tokenJudged(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return false;
+  if (code === 'ERR_JWKS_NO_MATCHING_KEY' || code === 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') return true;
+  return /^ERR_(JWT|JWS|JWE|JOSE)_/.test(code) && code !== 'ERR_JOSE_GENERIC';
+}
+
+class KeySetUnavailable extends Error {
+  constructor() {
+    super("the identity provider's key set could not be fetched a moment ago");
+  }
+}
+
+/**
+ * A token's payload once its signature, issuer, audience and expiry check out. A token without exp would never expire
+ * (jose checks exp only when present), so it is refused. jose is loaded on first use, so only jwt mode loads it.
+ */
+export function createJwtVerifier(opts: JwtVerifierOptions): (token: string) => Promise<JWTPayload> {
+  let ready: Promise<(token: string) => Promise<JWTPayload>> | null = null;
+  return (token) => (ready ??= build(opts)).then((verify) => verify(token));
+}
+
+async function build({ jwksUrl, issuer, audience, now = Date.now }: JwtVerifierOptions): Promise<(token: string) => Promise<JWTPayload>> {
+  const { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify } = await import('jose');
+  const remote = createRemoteJWKSet(new URL(jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 });
+  // jose pauses its refetches only after a fetch that succeeded: while the identity provider fails (or before it
+  // ever answered), every request with a token would fetch again, so anyone could make this service hammer it.
+  let failedAt = -Infinity;
+  let held: { jwks: JSONWebKeySet; getKey: ReturnType<typeof createLocalJWKSet> } | undefined;
+
+  const getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<KeyLike> => {
+    if (now() < failedAt + JWKS_FAILURE_PAUSE_MS) {
+      // No fetch during the pause: keys still fresh verify the tokens they can; a key id they lack is no verdict on
+      // the token (the provider may have rotated), so that one waits too.
+      const jwks = remote.jwks();
+      if (!jwks || !remote.fresh) throw new KeySetUnavailable();
+      if (held?.jwks !== jwks) held = { jwks, getKey: createLocalJWKSet(jwks) };
+      try {
+        return await held.getKey(header, token);
+      } catch (err) {
+        if (err instanceof errors.JWKSNoMatchingKey) throw new KeySetUnavailable();
+        throw err;
+      }
+    }
+    try {
+      return await remote(header, token);
+    } catch (err) {
+      if (!tokenJudged(err)) failedAt = now();
+      throw err;
+    }
+  };
+
+  const claims = { issuer, audience, clockTolerance: 30, requiredClaims: ['exp'] };
+  return async (token) => {
+    try {
+      return (await jwtVerify(token, getKey, claims)).payload;
+    } catch (err) {
+      if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw err;
+      // Several keys fit the token (a provider that signs without a key id, mid-rotation): jose leaves trying each to
+      // its caller. Only a bad signature moves on to the next key; a bad claim is the token's verdict.
+      for await (const key of err as unknown as AsyncIterable<KeyLike>) {
+        try {
+          return (await jwtVerify(token, key, claims)).payload;
+        } catch (inner) {
+          if (!(inner instanceof errors.JWSSignatureVerificationFailed)) throw inner;
+        }
+      }
+      throw new errors.JWSSignatureVerificationFailed();
+    }
+  };
+}

@@ -1,0 +1,91 @@
+// The JWT verifier against a real key set served on loopback: no fetch storm while the provider fails, and key sets
+// where several keys fit a token.
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { SignJWT, exportJWK, generateKeyPair, type JWK, type KeyLike } from 'jose';
+import { createJwtVerifier, JWKS_FAILURE_PAUSE_MS, tokenJudged } from '../../src/protection/jwt-verifier';
+
+const ISSUER = 'https://idp.example.com/';
+const AUDIENCE = 'incode-broker';
+
+interface Idp {
+  url: string;
+  hits: number;
+  answer: { keys: JWK[] } | null;
+  close(): Promise<void>;
+}
+
+async function startIdp(answer: { keys: JWK[] } | null): Promise<Idp> {
+  const app: FastifyInstance = Fastify();
+  const idp: Idp = { url: '', hits: 0, answer, close: () => app.close() };
+  app.get('/jwks.json', async (_req, reply) => {
+    idp.hits++;
+    return idp.answer ? idp.answer : reply.code(500).send({ error: 'down' });
+  });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  idp.url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/jwks.json`;
+  return idp;
+}
+
+async function keyPair(kid?: string): Promise<{ privateKey: KeyLike; jwk: JWK }> {
+  const kp = await generateKeyPair('ES256', { extractable: true });
+  return { privateKey: kp.privateKey, jwk: { ...(await exportJWK(kp.publicKey)), alg: 'ES256', use: 'sig', ...(kid ? { kid } : {}) } };
+}
+
+function sign(key: KeyLike, { kid, aud = AUDIENCE }: { kid?: string; aud?: string } = {}): Promise<string> {
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'ES256', ...(kid ? { kid } : {}) })
+    .setSubject('user-1')
+    .setIssuer(ISSUER)
+    .setAudience(aud)
+    .setIssuedAt()
+    .setExpirationTime('5m')
+    .sign(key);
+}
+
+const failure = (p: Promise<unknown>) => p.then(() => new Error('verified'), (e: unknown) => e);
+
+describe('createJwtVerifier', () => {
+  const idps: Idp[] = [];
+  afterEach(async () => {
+    for (const idp of idps.splice(0)) await idp.close();
+  });
+
+  it('after a failed fetch of the key set, fetches it again only once the pause is over, and then verifies', async () => {
+    const k1 = await keyPair('k1');
+    const idp = await startIdp(null);
+    idps.push(idp);
+    let now = 1_000_000;
+    const verify = createJwtVerifier({ jwksUrl: idp.url, issuer: ISSUER, audience: AUDIENCE, now: () => now });
+    const token = await sign(k1.privateKey, { kid: 'k1' });
+    for (let i = 0; i < 20; i++) {
+      const err = await failure(verify(token));
+      expect(tokenJudged(err)).toBe(false); // unavailable: the token is not known to be bad
+    }
+    // Twenty tokens, one fetch: the failure pauses the fetches (jose's own pause follows only a success).
+    expect(idp.hits).toBe(1);
+    now += JWKS_FAILURE_PAUSE_MS - 1;
+    expect(tokenJudged(await failure(verify(token)))).toBe(false);
+    expect(idp.hits).toBe(1);
+    idp.answer = { keys: [k1.jwk] };
+    now += 1;
+    expect(await verify(token)).toMatchObject({ sub: 'user-1', iss: ISSUER });
+    expect(idp.hits).toBe(2);
+  });
+
+  it('tries each key when several fit a token without a key id, and judges the token by the one that verifies', async () => {
+    const [a, b, stranger] = await Promise.all([keyPair(), keyPair(), keyPair()]);
+    const idp = await startIdp({ keys: [a.jwk, b.jwk] });
+    idps.push(idp);
+    const verify = createJwtVerifier({ jwksUrl: idp.url, issuer: ISSUER, audience: AUDIENCE });
+    expect(await verify(await sign(b.privateKey))).toMatchObject({ sub: 'user-1' });
+    expect(await verify(await sign(a.privateKey))).toMatchObject({ sub: 'user-1' });
+    // No key verifies it: a bad signature, judged (401), not an outage.
+    const forged = await failure(verify(await sign(stranger.privateKey)));
+    expect(forged).toMatchObject({ code: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' });
+    expect(tokenJudged(forged)).toBe(true);
+    // The right key, the wrong audience: that claim is the verdict, not a reason to try the next key.
+    expect(await failure(verify(await sign(b.privateKey, { aud: 'someone-else' })))).toMatchObject({ code: 'ERR_JWT_CLAIM_VALIDATION_FAILED' });
+    expect(idp.hits).toBe(1);
+  });
+});
