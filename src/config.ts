@@ -111,7 +111,7 @@ export const ENV_SCHEMA = {
     doc: 'Bearer tokens that may read GET /metrics, comma-separated for rotation (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port, which also serves POST /session and the webhooks, so block the path at the ingress.',
   },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready or fail for good (Standard Webhooks; session.results_ready, session.results_failed).' },
-  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL ("whsec_" + base64, or any string).' },
+  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL: "whsec_" + base64 as Standard Webhooks libraries expect (e.g. "whsec_" + `openssl rand -base64 32`), or any other string, used as its UTF-8 bytes (such a receiver verifies with the raw secret, format "raw").' },
 
   SESSION_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 256, max: 1048576 }, default: '16384', doc: 'Largest POST /session body.' },
   ONBOARDING_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 1024, max: 104857600 }, default: '31457280', doc: 'Largest POST /onboardings body (three base64 images).' },
@@ -498,6 +498,10 @@ export function loadConfig(env: Env): Config {
 
   const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
+  // Node decodes base64 leniently (it skips what is not base64): a receiver's Standard Webhooks library would refuse
+  // such a secret, or read other bytes from it, and every signature would fail there.
+  if (callback.secret?.startsWith('whsec_') && !/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(callback.secret.slice(6)))
+    throw new ConfigError('CALLBACK_SECRET', 'must be "whsec_" followed by standard base64 (with its padding), as Standard Webhooks libraries read it');
   if (production && callback.secret) requireLength('CALLBACK_SECRET', callbackSecretBytes(callback.secret), MIN_SECRET, 'bytes');
   if (production && callback.url) refuseCleartext('CALLBACK_URL', callback.url, 'decisions would travel in cleartext');
 

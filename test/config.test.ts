@@ -167,6 +167,21 @@ describe('loadConfig', () => {
     expect(e.message).toContain(variable);
   });
 
+  it.each([
+    ['whsec_abc$def+ghij', 'a character outside base64'],
+    ['whsec_' + Buffer.alloc(32, 7).toString('base64url'), 'the URL-safe alphabet'],
+    ['whsec_' + Buffer.alloc(32, 7).toString('base64').replace(/=+$/, ''), 'no padding'],
+    ['whsec_ ' + Buffer.alloc(32, 7).toString('base64'), 'a space'],
+  ])('refuses a "whsec_" CALLBACK_SECRET that is not standard base64 (%s: %s) in every environment', (secret) => {
+    for (const env of [prodEnv, { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY }]) {
+      const e = errorFor({ ...env, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: secret });
+      expect(e.variable).toBe('CALLBACK_SECRET');
+      expect(e.message).not.toContain(secret.slice(6));
+    }
+    const good = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
+    expect(loadConfig({ ...prodEnv, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: good }).callback.secret).toBe(good);
+  });
+
   it('says why in production refusals, without echoing the value', () => {
     expect(errorFor({ ...prodEnv, DATABASE_URL: 'sqlite::memory:' }).message).toMatch(/lost on restart/);
     expect(errorFor({ ...prodEnv, INCODE_API_URL: 'http://demo-api.incodesmile.com' }).message).toMatch(/https.*cleartext/);
