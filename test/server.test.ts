@@ -157,6 +157,8 @@ describe('server process', () => {
       const db = new Database(dbFile, { readonly: true });
       try {
         expect(db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE state = 'running'").get()).toEqual({ n: 0 });
+        // Not trivially: the worker did claim jobs before the bind failed, and handed them back on the way out.
+        expect((db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' AND last_error = 'SHUTDOWN'").get() as { n: number }).n).toBeGreaterThan(0);
       } finally {
         db.close();
       }
