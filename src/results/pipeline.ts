@@ -484,6 +484,11 @@ export class ResultsPipeline {
     const token = await this.readToken(session, id, ctx);
     if (!token) return this.done(job);
     const incode = this.d.incode;
+    // Read before this attempt stores anything: results stored since the job was queued come from an earlier attempt
+    // of it (the job failed after storing, or outlived its lease) or from a later fetch, and either way the repair was
+    // counted then. Only for a poll's job, the one that can be a repair.
+    const storedSinceQueued =
+      job.payload.source === 'poll' ? await this.d.store.getResults(id).then((r) => r !== null && r.fetchedAt >= job.createdAt, () => true) : true;
     try {
       // No finish-status here: results are read at ONBOARDING_FINISHED or at a reviewer's verdict, which comes after it,
       // and finish-status applies the flow's business rules and recalculates the score again (incode-api.md 4.8).
@@ -512,7 +517,7 @@ export class ResultsPipeline {
       // A repair only when no webhook for this status came at all: one still waiting in the queue (backoff, a deep
       // queue) or one being checked by the orchestrator's own wait does not count.
       // A metric only: a failed lookup must not fail a job whose results are stored.
-      if (job.payload.source === 'poll' && !(await this.d.store.hasEvent(webhookEventKey(id, String(job.payload.status))).catch(() => true)))
+      if (!storedSinceQueued && !(await this.d.store.hasEvent(webhookEventKey(id, String(job.payload.status))).catch(() => true)))
         this.d.metrics.pollingRepairs.inc();
       if (callback) this.d.kick?.();
       // Finished but left to a reviewer: the verdict is a status change of its own, and a lost webhook for it must not

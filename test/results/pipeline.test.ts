@@ -26,7 +26,7 @@ import { loadConfig } from '../../src/config';
 import { statusRank } from '../../src/results/status';
 import { Cipher } from '../../src/store/crypto';
 import { SqliteStore } from '../../src/store/sqlite-store';
-import type { NewJob } from '../../src/store/types';
+import type { NewJob, Store } from '../../src/store/types';
 import { ResultsPipeline } from '../../src/results/pipeline';
 import { INCODE_DELETE_RETRY_AFTER_MS, INCODE_DELETE_RETRY_FOR_MS, incodeDeleteJob } from '../../src/store/rows';
 import type { IncodeClient } from '../../src/incode/client';
@@ -47,15 +47,17 @@ let engine: Engine = 'sqlite';
 /** A PostgreSQL store in a throwaway schema, dropped when the pair closes. */
 const pgStore = async () => throwawayPgStore('t_pipeline', { poolMax: 8 });
 
-async function startPair(env: Record<string, string> = {}, emu: Partial<EmulatorOptions> = {}) {
+/** `override` replaces store methods for a while (storeWith), over the suite's engine (in-memory SQLite for sqlite). */
+async function startPair(env: Record<string, string> = {}, emu: Partial<EmulatorOptions> = {}, override?: (real: Store) => StoreOverride) {
   const port = await freePort();
   // A test that names its own database (a SQLite file to read back) gets it, whichever suite's engine ran last.
   const pg = engine === 'postgres' && !env.DATABASE_URL ? await pgStore() : null;
+  const base = pg?.store ?? (override ? await memoryStore() : null);
   const emulator = await startEmulator({
     webhook: webhooksTo(`http://127.0.0.1:${port}`),
     ...emu,
   });
-  const broker = await startBroker(brokerEnv(emulator.url, env), pg ? { store: pg.store } : {}, port);
+  const broker = await startBroker(brokerEnv(emulator.url, env), base ? { store: override ? storeWith(base, override(base)) : base } : {}, port);
   const admin = (path: string) => request(broker.url).get(path).set('authorization', `Bearer ${ADMIN_KEY}`);
   const newSession = async (body: Record<string, unknown> = {}) => {
     const res = await request(broker.url).post('/session').send(body).expect(200);
@@ -331,6 +333,30 @@ function pipelineSuite(which: Engine) {
     const m = await request(p.broker.url).get('/metrics');
     expect(m.text).toMatch(/polling_repairs_total [1-9]/);
     expect(m.text).not.toMatch(/webhooks_received_total\{status="ONBOARDING_FINISHED"/);
+  });
+
+  it('a repair is counted once, though its results job runs again after failing to record that it finished', async () => {
+    // The first results job's completion cannot be written (a disk error): it runs again once its lease lapses.
+    let failed = 0;
+    p = await startPair(
+      { RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', JOB_LEASE_MS: '1000' },
+      { faults: { dropWebhookRate: 1 } },
+      (real) => (method) =>
+        method === 'completeJob'
+          ? async (...args: never[]) => {
+              const [lease, owner, now] = args as unknown as Parameters<Store['completeJob']>;
+              const jobs = await real.listJobs(String((await real.listSessions({ limit: 1 })).items[0]?.interviewId));
+              if (jobs.find((j) => j.id === lease.id)?.kind === 'results' && failed++ === 0) throw new Error('disk I/O error');
+              return real.completeJob(lease, owner, now);
+            }
+          : null,
+    );
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    expect((await p.ready(s.interviewId)).decision).toBe('approve');
+    await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).some((j) => j.kind === 'results' && j.state === 'done'), 15_000);
+    expect(failed).toBe(2);
+    expect((await request(p.broker.url).get('/metrics')).text).toMatch(/^polling_repairs_total 1$/m);
   });
 
   it("polling goes on after a finish left to a reviewer, so the verdict arrives without its webhook; then it stops", async () => {
