@@ -11,8 +11,8 @@ export function createMetrics() {
   collectDefaultMetrics({ register: registry });
   return {
     registry,
-    httpDuration: new Histogram({ name: 'http_request_duration_seconds', help: 'HTTP request latency by route and status', labelNames: ['method', 'route', 'status_code'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] }),
-    incodeDuration: new Histogram({ name: 'incode_call_duration_seconds', help: 'Incode call latency by operation and outcome', labelNames: ['operation', 'outcome'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] }),
+    httpDuration: new Histogram({ name: 'http_request_duration_seconds', help: 'HTTP request latency by route and status', labelNames: ['method', 'route', 'status_code'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [registry] }),
+    incodeDuration: new Histogram({ name: 'incode_call_duration_seconds', help: 'Incode call latency by operation and outcome', labelNames: ['operation', 'outcome'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry] }),
     circuitState: new Gauge({ name: 'incode_circuit_state', help: 'Circuit per Incode operation group: 0 closed, 1 half-open, 2 open', labelNames: ['group'], registers: [registry] }),
     sessionsCreated: new Counter({ name: 'sessions_created_total', help: 'Incode sessions created through POST /session and /onboardings', labelNames: ['route'], registers: [registry] }),
     webhooks: new Counter({
@@ -22,7 +22,7 @@ export function createMetrics() {
       registers: [registry],
     }),
     jobs: new Counter({ name: 'result_jobs_total', help: 'Result pipeline jobs by kind and outcome (done, retry, dead)', labelNames: ['kind', 'outcome'], registers: [registry] }),
-    jobAttempts: new Histogram({ name: 'result_job_attempts', help: 'Attempts a job took to finish', labelNames: ['kind'], buckets: [1, 2, 3, 5, 8, 13], registers: [registry] }),
+    jobAttempts: new Histogram({ name: 'result_job_attempts', help: 'Attempts a job took, finished or dead-lettered', labelNames: ['kind'], buckets: [1, 2, 3, 5, 8, 13, 21], registers: [registry] }),
     deadLetters: new Counter({ name: 'result_jobs_dead_letters_total', help: 'Jobs given up on: their attempts exhausted, or failed for good at once (a refusal no retry can change)', labelNames: ['kind'], registers: [registry] }),
     sources,
     queueDepth: new Gauge({

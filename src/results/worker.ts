@@ -196,6 +196,7 @@ export class JobWorker {
       await this.o.onDead(job, e.code, e.retryable).catch((err: unknown) => log.error({ ...failed, followUpError: (err as { code?: string }).code ?? (err as Error).name }, 'dead-letter follow-up failed; refresh the session'));
       metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
       metrics.deadLetters.inc({ kind: job.kind });
+      metrics.jobAttempts.observe({ kind: job.kind }, job.attempts);
       log.error(failed, 'job dead-lettered');
     }
   }

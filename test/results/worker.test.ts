@@ -51,6 +51,7 @@ describe('a job whose attempts all lost their lease', () => {
     for (let i = 0; i < 3; i++) expect(await store.claimJobs(`dead-${i}`, 1, 10, T0 + i * 100)).toHaveLength(1);
     const ran: string[] = [];
     const dead: string[] = [];
+    const metrics = createMetrics();
     const w = worker({
       handle: async (job) => {
         ran.push(job.id);
@@ -58,6 +59,7 @@ describe('a job whose attempts all lost their lease', () => {
       onDead: async (_job, code, retryable) => {
         dead.push(`${code}:${retryable}`);
       },
+      metrics,
       maxAttempts: 3,
       now: () => T0 + 1000,
     });
@@ -71,6 +73,13 @@ describe('a job whose attempts all lost their lease', () => {
       expect(ran).toEqual([]);
       // Not an outage that outlasted the attempts: nothing retries it later.
       expect(dead).toEqual(['ATTEMPTS_EXHAUSTED:false']);
+      // The attempts a dead letter took are observed too, not only those of jobs that finished.
+      const attempts = await waitFor(async () => {
+        const text = await metrics.registry.getSingleMetricAsString('result_job_attempts');
+        return /_count\{kind="results"\} [1-9]/.test(text) ? text : null;
+      }, 5_000, 10);
+      expect(attempts).toMatch(/^result_job_attempts_count\{kind="results"\} 1$/m);
+      expect(attempts).toMatch(/^result_job_attempts_sum\{kind="results"\} 4$/m);
     } finally {
       await w.stop(1000);
     }
