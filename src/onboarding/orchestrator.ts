@@ -366,7 +366,7 @@ export class Orchestrator {
         nextPoll = this.now() + pollEvery;
         try {
           const polled = (await this.d.incode.getOnboardingStatus(token, interviewId, ctx)).onboardingStatus;
-          if (typeof polled === 'string' && isKnownStatus(polled)) await pipeline.apply(interviewId, polled, 'orchestrator');
+          if (typeof polled === 'string' && isKnownStatus(polled)) await pipeline.apply(interviewId, polled, 'orchestrator', ctx.requestId);
           // A flow without "mark completed on status" stops at its last module status: ONBOARDING_FINISHED comes only
           // after finish-status, so waiting for it first would never end. Processing is done once the ID's
           // post-processing is (the face match answered before this wait began).
@@ -401,7 +401,7 @@ export class Orchestrator {
 
     // 3. results: the pipeline's job fetches and stores them; make sure one is queued, then wait for it.
     const before = await store.getSession(interviewId);
-    if (before && before.resultsStatus === 'pending') await pipeline.apply(interviewId, before.onboardingStatus, 'orchestrator');
+    if (before && before.resultsStatus === 'pending') await pipeline.apply(interviewId, before.onboardingStatus, 'orchestrator', ctx.requestId);
     for (;;) {
       if (signal?.aborted) throw aborted('results');
       const s = await store.getSession(interviewId);

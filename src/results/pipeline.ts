@@ -276,7 +276,7 @@ export class ResultsPipeline {
    * a read's), or a resume. Its results are pending again; without this, a final status whose webhook was lost (or any
    * final status with RESULTS_MODE=polling) would leave a finished onboarding failed for good.
    */
-  async revive(interviewId: string, session?: SessionState | null): Promise<void> {
+  async revive(interviewId: string, session?: SessionState | null, requestId?: string): Promise<void> {
     const s = session === undefined ? await this.d.store.getSession(interviewId) : session;
     if (!s || s.resultsStatus !== 'failed' || s.lastError !== 'POLLING_GAVE_UP' || isTerminal(s.onboardingStatus)) return;
     const now = this.now();
@@ -288,7 +288,12 @@ export class ResultsPipeline {
     // pending with nothing to poll it.
     await this.d.store.schedulePoll(interviewId, next, 0);
     await this.d.store.setResultsStatus(interviewId, 'pending', null, now);
-    this.d.log.info({ interviewId }, 'polling resumed for a session it had given up on');
+    this.logFor(requestId).info({ interviewId }, 'polling resumed for a session it had given up on');
+  }
+
+  /** The log of one job's or request's work: its lines carry the id its Incode calls carry (x-request-id). */
+  private logFor(requestId: string | undefined): FastifyBaseLogger {
+    return requestId ? this.d.log.child({ reqId: requestId }) : this.d.log;
   }
 
   // ---- jobs ----
@@ -320,7 +325,7 @@ export class ResultsPipeline {
         await this.d.store.audit('webhook-unverified', id, { code: err.code }, now);
         return this.done(job);
       }
-      throw this.asJobError(err, token, id);
+      throw this.asJobError(err, token, id, ctx);
     }
     if (typeof status !== 'string' || !isKnownStatus(status)) {
       await this.d.store.audit('unknown-status', id, { status: String(status).slice(0, 64) }, now);
@@ -330,7 +335,7 @@ export class ResultsPipeline {
     if (!session) {
       await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: this.firstPollAt('external', now) });
     }
-    await this.apply(id, status, source);
+    await this.apply(id, status, source, ctx.requestId);
     // Without polling to come back to this session, this check comes back itself, with backoff (and is dead-lettered
     // visibly if it never gets there) while processing still goes on (the status is stored).
     if (processing && this.d.config.results.mode === 'webhook') throw new JobError('PROCESSING_NOT_DONE', true);
@@ -401,12 +406,12 @@ export class ResultsPipeline {
     } catch (err) {
       if (!(err instanceof IncodeError) || ctx.signal?.aborted) throw err;
       if (err.code === 'INCODE_NOT_FOUND') {
-        this.d.log.debug({ interviewId, status }, 'no post-processing poll at Incode: going by the status');
+        this.logFor(ctx.requestId).debug({ interviewId, status }, 'no post-processing poll at Incode: going by the status');
         return status === 'FACE_VALIDATION_FINISHED';
       }
       // Refused otherwise (not for the token: that fails every call): not known yet, asked again at the next check.
       if (err.isClientError && err.code !== 'INCODE_UNAUTHORIZED') {
-        this.d.log.warn({ interviewId, code: err.code }, 'post-processing poll refused');
+        this.logFor(ctx.requestId).warn({ interviewId, code: err.code }, 'post-processing poll refused');
         return false;
       }
       throw err;
@@ -450,7 +455,7 @@ export class ResultsPipeline {
   private readonly finishing = new Map<string, { done: Promise<void>; signal?: AbortSignal }>();
 
   /** Moves the session forward (never back) and starts the results job when the status has results. */
-  async apply(interviewId: string, status: string, source: Source): Promise<void> {
+  async apply(interviewId: string, status: string, source: Source, requestId?: string): Promise<void> {
     const now = this.now();
     const rank = statusRank(status);
     const { changed, session } = await this.d.store.advanceStatus(interviewId, status, rank, rank === PROGRESS_RANK, now);
@@ -470,7 +475,7 @@ export class ResultsPipeline {
     if (current === 'EXPIRED' && session.resultsStatus === 'pending')
       await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now, resultsFailedEvent(this.d.config.callback, interviewId, 'SESSION_EXPIRED', now));
     // Not only when this call moved the status: one that died after the move and before reviving runs again unchanged.
-    await this.revive(interviewId, session);
+    await this.revive(interviewId, session, requestId);
     // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here (so not
     // keepsPolling, which would count the results just queued as still missing). And only the poll this check saw: the results job may already have stored a `review` and scheduled the poll that
     // waits for the reviewer's verdict, which must stay.
@@ -510,7 +515,7 @@ export class ResultsPipeline {
       if (!(await this.d.store.saveResults(id, { scores, ocr, fetchedAt }, decision, now, callback))) {
         // Erased meanwhile, or a fetch that started later stored its results (and sends its own callback): this
         // older answer must not reach the customer's backend after the newer one.
-        this.d.log.info({ interviewId: id }, 'results not stored: the session was erased or has newer results');
+        this.logFor(ctx.requestId).info({ interviewId: id }, 'results not stored: the session was erased or has newer results');
         return;
       }
       this.d.metrics.resultsStored.inc({ decision });
@@ -527,9 +532,9 @@ export class ResultsPipeline {
         if (at !== null) await this.d.store.schedulePoll(id, at, latest.pollAttempts);
       }
       // Not the decision: with the interviewId it says how a person's verification ended, and logs outlive an erasure.
-      this.d.log.info({ interviewId: id }, 'results stored');
+      this.logFor(ctx.requestId).info({ interviewId: id }, 'results stored');
     } catch (err) {
-      throw this.asJobError(err, token, id);
+      throw this.asJobError(err, token, id, ctx);
     }
   }
 
@@ -543,18 +548,18 @@ export class ResultsPipeline {
     try {
       token = await exec.get(ctx);
     } catch (err) {
-      throw this.asJobError(err, null, id);
+      throw this.asJobError(err, null, id, ctx);
     }
     let answer;
     try {
       answer = await this.d.incode.deleteInterview(token, id, ctx);
     } catch (err) {
-      if (!(err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND')) throw this.asJobError(err, { executive: true, value: token }, id);
+      if (!(err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND')) throw this.asJobError(err, { executive: true, value: token }, id, ctx);
     }
     // An answer that says it did not delete is a refusal, never recorded as a deletion.
     if (answer?.success === false) throw new JobError('INCODE_DELETE_REFUSED', false);
     await this.d.store.audit('incode-deleted', id, {}, this.now());
-    this.d.log.info({ interviewId: id }, 'session deleted at Incode');
+    this.logFor(ctx.requestId).info({ interviewId: id }, 'session deleted at Incode');
   }
 
   private async callback(job: Job, signal?: AbortSignal): Promise<void> {
@@ -598,17 +603,17 @@ export class ResultsPipeline {
       const now = this.now();
       await this.d.store.upsertSession({ interviewId: id, origin: 'external', now, nextPollAt: null });
       await this.d.store.setResultsStatus(id, 'unprocessable', 'EXECUTIVE_CREDENTIALS_MISSING', now);
-      this.d.log.warn({ interviewId: id }, 'session created elsewhere; no executive credentials to read it');
+      this.logFor(ctx.requestId).warn({ interviewId: id }, 'session created elsewhere; no executive credentials to read it');
       return null;
     }
     try {
       return { value: await exec.get(ctx), executive: true };
     } catch (err) {
-      throw this.asJobError(err, null, id);
+      throw this.asJobError(err, null, id, ctx);
     }
   }
 
-  private asJobError(err: unknown, token: { executive: boolean; value?: string } | null, interviewId: string): JobError {
+  private asJobError(err: unknown, token: { executive: boolean; value?: string } | null, interviewId: string, ctx: CallContext): JobError {
     if (err instanceof JobError) return err;
     if (err instanceof IncodeError) {
       if (err.code === 'INCODE_UNAUTHORIZED' && token?.executive) {
@@ -622,7 +627,7 @@ export class ResultsPipeline {
     }
     // The session to follow, and the error's kind, never its message: a parser's message quotes what it read (OCR).
     const { name, code } = (err ?? {}) as { name?: unknown; code?: unknown };
-    this.d.log.error({ interviewId, err: { type: typeof name === 'string' ? name : typeof err, code: typeof code === 'string' ? code : undefined } }, 'job failed unexpectedly');
+    this.logFor(ctx.requestId).error({ interviewId, err: { type: typeof name === 'string' ? name : typeof err, code: typeof code === 'string' ? code : undefined } }, 'job failed unexpectedly');
     return new JobError('INTERNAL_ERROR', true);
   }
 }

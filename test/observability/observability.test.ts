@@ -122,6 +122,9 @@ describe('request ids', () => {
     expect(reads.length).toBeGreaterThanOrEqual(2);
     const named = new Set(jobs.map((j) => `job-${j.id}`));
     for (const r of reads) expect(named.has(String(r.headers['x-request-id']))).toBe(true);
+    // The job's own log lines carry that id too, not only the worker's: "results stored" is the pipeline's.
+    const stored = await waitFor(() => logLines().find((l) => l.msg === 'results stored' && l.interviewId === s.interviewId) ?? null);
+    expect(named.has(String(stored.reqId))).toBe(true);
   });
 
   it('names the job on the executive login it makes to read a session started elsewhere', async () => {
