@@ -152,6 +152,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // would put every client behind the load balancer into one rate-limit budget.
     trustProxy: config.trustProxyHops > 0 ? (_addr: string, hop: number) => hop < config.trustProxyHops : false,
     bodyLimit: 1024 * 1024,
+    // No plugin timeout (Fastify's is 10 s): it also bounds each preClose hook, and cut short it skips the later ones
+    // and closes the store under the result jobs still handing themselves back (a SHUTDOWN_GRACE_MS of 10 s or more),
+    // and it would fail a start whose PostgreSQL migration waits for another replica's lock. Start-up is bounded by the
+    // database's own timeouts and the migration's lock retries, shutdown by the grace and server.ts's overall limit.
+    pluginTimeout: 0,
     // A request still arriving after REQUEST_TIMEOUT_MS gets 408 and loses its socket, so a stalled upload cannot hold
     // its share of the upload budget, or app.close(), forever. Given to Node's constructor too: set only afterwards
     // (as Fastify does), it is never enforced while headersTimeout (60 s) exceeds it (measured on Node 20). Node

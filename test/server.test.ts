@@ -168,6 +168,30 @@ describe('server process', () => {
     }
   }, 60_000);
 
+  it('a shutdown whose grace runs past 10 s lets a job run out the grace and hands it back before the store closes', async () => {
+    // Incode slower than the grace: the job is still waiting on it when the grace ends, and is stopped then.
+    const emu = await startEmulator({ faults: { latencyMs: 13_000 } });
+    const dbFile = join(tempDir('broker-grace-'), 'broker.db');
+    const broker = await startBroker(brokerEnv(emu.url, { DATABASE_URL: `sqlite:${dbFile}`, RESULTS_MODE: 'webhook', SHUTDOWN_GRACE_MS: '10500', INCODE_TIMEOUT_MS: '60000' }));
+    try {
+      await broker.app.store.enqueueJob({ kind: 'verify', subject: 'b'.repeat(24), payload: { source: 'refresh' }, runAt: Date.now() }, Date.now());
+      await waitFor(async () => (await broker.app.store.listJobs('b'.repeat(24)))[0]?.state === 'running');
+      const started = Date.now();
+      // Fastify's default plugin timeout (10 s) would reject here, having closed the store under the worker.
+      await broker.close();
+      expect(Date.now() - started).toBeGreaterThanOrEqual(10_000);
+      const db = new Database(dbFile, { readonly: true });
+      try {
+        expect(db.prepare('SELECT state, last_error AS lastError FROM jobs').all()).toEqual([{ state: 'queued', lastError: 'SHUTDOWN' }]);
+      } finally {
+        db.close();
+      }
+    } finally {
+      await broker.close().catch(() => undefined);
+      await emu.close();
+    }
+  }, 40_000);
+
   it('refuses to start with a message naming the variable', async () => {
     const p = spawnBroker({ NODE_ENV: 'production' });
     expect(await p.exited).toBe(78);
