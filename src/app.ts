@@ -286,6 +286,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   });
   app.addHook('preClose', async () => {
     closingAt = Date.now();
+    // No new connections from here on (Fastify stops listening only after every preClose hook, which may take the
+    // whole grace): a connection refused is one a load balancer retries elsewhere. Idle keep-alive connections close
+    // too; requests in flight go on, and one arriving on a connection still open gets 503 SHUTTING_DOWN.
+    if (app.server.listening) app.server.close();
     // Node stops enforcing REQUEST_TIMEOUT_MS once the server is closing, so a stalled upload would hold close()
     // forever: whatever is still connected when the grace for in-flight work is over is cut.
     const cut = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);

@@ -1,5 +1,6 @@
 // POST /onboardings on a real broker against the real emulator: 202 then results, 422 with the message, 400, 401, 413, 502, 503, the upload budget.
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -86,6 +87,17 @@ function expectLeftToPolling(incodeUrls: string[], logs: string, interviewId: st
   expect(incodeUrls.filter((u) => u.includes(`id=${interviewId}`))).toEqual([]);
   expect(logs).not.toMatch(/onboarding did not finish|onboarding status poll failed/);
   expect(logs).toMatch(/onboarding left to webhooks and polling at shutdown/);
+}
+
+/** Ends the headers of a request begun on `socket` and reads the whole answer (the server closes the connection). */
+function endRequest(socket: Socket): Promise<string> {
+  let raw = '';
+  socket.on('data', (d: Buffer) => (raw += d.toString()));
+  return new Promise((resolve, reject) => {
+    socket.once('close', () => resolve(raw));
+    socket.once('error', reject);
+    socket.write('\r\n');
+  });
 }
 
 describe('POST /onboardings', () => {
@@ -476,13 +488,22 @@ describe('POST /onboardings', () => {
       const answer = post(GOOD, { url: b.url });
       // start has reached Incode (and is held there 800 ms): the request is in its captures when shutdown begins.
       await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
+      // A connection whose request has begun (headers under way) before shutdown.
+      const open = connect({ host: '127.0.0.1', port: Number(new URL(b.url).port) });
+      await new Promise((r) => open.once('connect', r));
+      open.write('GET /readyz HTTP/1.1\r\nHost: x\r\n');
+      await new Promise((r) => setTimeout(r, 50));
       const closing = b.close();
-      // While it drains, a new request is turned away like every error: a code, Retry-After and the request id.
-      const late = await fetch(`${b.url}/healthz`);
-      expect([late.status, late.headers.get('retry-after'), await late.json()]).toEqual([503, '1', { code: 'SHUTTING_DOWN', message: expect.any(String), requestId: expect.any(String) }]);
-      // Readiness too (its own 503 body is the checks; this one is the error body, not a failed serialization).
-      const ready = await fetch(`${b.url}/readyz`);
-      expect([ready.status, await ready.json()]).toEqual([503, { code: 'SHUTTING_DOWN', message: expect.any(String), requestId: expect.any(String) }]);
+      // While it drains, no new connection is taken (a load balancer retries a refused one elsewhere), though the
+      // request in flight goes on.
+      const late = await fetch(`${b.url}/healthz`).then((r) => r.status, (e: Error & { cause?: { code?: string } }) => e.cause?.code);
+      expect(late).toBe('ECONNREFUSED');
+      // A request that does arrive meanwhile, on a connection taken before (its headers begun, so not idle), is
+      // turned away like every error: a code, Retry-After and the request id.
+      const raw = await endRequest(open);
+      expect(raw).toMatch(/^HTTP\/1\.1 503 /);
+      expect(raw).toMatch(/\r\nretry-after: 1\r\n/i);
+      expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4))).toEqual({ code: 'SHUTTING_DOWN', message: expect.any(String), requestId: expect.any(String) });
       const res = await answer;
       expect(res.status).toBe(202);
       await closing;
