@@ -8,6 +8,8 @@
   // Seconds the SDK's camera waits for auto-detection before offering manual capture (SDK default: 40).
   const manualAfterMs = Math.max(1, Number(params.get('manualAfter')) || 15) * 1000;
   const FINAL = ['ready', 'failed', 'unprocessable', 'erased'];
+  // A finished session left to a reviewer: its verdict is another status change, shown if it comes this soon.
+  const VERDICT_WAIT_MS = 30000;
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   let session = null;
@@ -16,7 +18,7 @@
     // Tests and curious developers can follow the flow on <body data-phase>.
     document.body.dataset.phase = phase;
     for (const li of document.querySelectorAll('#steps li')) {
-      const order = ['front', 'back', 'process-id', 'selfie', 'result', 'done'];
+      const order = ['front', 'back', 'process-id', 'selfie', 'finish', 'result', 'done'];
       const i = order.indexOf(li.dataset.step);
       const p = order.indexOf(phase);
       li.className = i < p ? 'done' : i === p ? 'active' : '';
@@ -100,10 +102,13 @@
 
   async function waitForResult() {
     const deadline = Date.now() + 180000;
+    let verdictBy = null;
     while (Date.now() < deadline) {
       const st = await api('GET', '/session/status', null, session.token);
-      $('decision').textContent = `${st.onboardingStatus}, results ${st.resultsStatus}…`;
-      if (FINAL.includes(st.resultsStatus)) return st;
+      const awaitsVerdict = st.resultsStatus === 'ready' && st.decision === 'review' && st.onboardingStatus === 'ONBOARDING_FINISHED';
+      $('decision').textContent = awaitsVerdict ? 'REVIEW: waiting for a reviewer…' : `${st.onboardingStatus}, results ${st.resultsStatus}…`;
+      if (awaitsVerdict) verdictBy ??= Date.now() + VERDICT_WAIT_MS;
+      if (FINAL.includes(st.resultsStatus) && (!awaitsVerdict || Date.now() >= verdictBy)) return st;
       await sleep(1000);
     }
     throw new Error('No result after 3 minutes');
@@ -179,6 +184,11 @@
     const face = await camera(incode, 'selfie');
     message(`Selfie accepted; face match ${face.faceMatch ? 'OK' : 'failed'}.`, face.faceMatch ? 'ok' : 'rejected');
     $('camera').replaceChildren();
+    // Marks the onboarding finished (Incode's finish-status): a flow whose last step does not complete the session
+    // on its own never reaches ONBOARDING_FINISHED without it, and its results never come.
+    setPhase('finish');
+    await incode.getFinishStatus(null, { token: session.token });
+    message('Onboarding marked finished.', 'ok');
     await showResult();
   }
 
@@ -197,7 +207,9 @@
   });
   $('restart-button').addEventListener('click', () => location.reload());
 
+  // ?scenario= picks a listed scenario, or any combination of the emulator's test values (listed as such).
   const preset = params.get('scenario');
+  if (preset !== null && preset !== '' && ![...$('scenario').options].some((o) => o.value === preset)) $('scenario').add(new window.Option(`Test values: ${preset}`, preset));
   if (preset !== null) $('scenario').value = preset;
   if (!window.OnBoarding) showError('The Web SDK did not load: run `node scripts/fetch-web-sdk.js` on the server.');
   setPhase('idle');

@@ -4,6 +4,31 @@ import path from 'node:path';
 import { ID_MESSAGES, ID_REASONS } from '../../src/incode/capture-checks';
 import { ARTIFACTS_DIR, describeBrowser, sandboxWithBrowser } from './browser';
 
+type Page = ReturnType<typeof sandboxWithBrowser>['browser']['page'];
+
+/** Drives the SDK's UI like a person until the page is done (or failed), and expects it done without an error. */
+async function driveToEnd(page: Page): Promise<void> {
+  // Capture when the button shows, confirm the preview with "Continue".
+  const stopAt = ['done', 'error'];
+  const deadline = Date.now() + 50_000;
+  let phase = '';
+  while (Date.now() < deadline) {
+    phase = (await page.evaluate(() => document.body.dataset.phase)) ?? '';
+    if (stopAt.includes(phase)) break;
+    const cont = page.locator('button:visible', { hasText: /continue/i });
+    const capture = page.locator('img[alt="capture button"]:visible');
+    // dispatchEvent: the SDK lays a transparent retake container over its capture button. A button seen a moment ago
+    // may be gone by the click (the SDK moved on): the next round looks again instead of waiting out a timeout.
+    const click = (l: typeof cont) => l.first().dispatchEvent('click', undefined, { timeout: 1000 }).catch(() => undefined);
+    if (await cont.count()) await click(cont);
+    else if (await capture.count()) await click(capture);
+    await page.waitForTimeout(250);
+  }
+  // Together, so a wrong phase shows the page's error text in the failure.
+  const errorText = ((await page.textContent('#error')) ?? '').trim();
+  expect({ phase, errorText }).toEqual({ phase: stopAt[0], errorText: '' });
+}
+
 describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () => {
   const env = sandboxWithBrowser();
 
@@ -24,25 +49,7 @@ describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () =>
     expect(shown.apiUrl).toBe(`${broker.url}/sandbox/incode/0/`);
     expect(shown.token).toMatch(/…/);
 
-    // Drive the SDK's UI like a person: capture when the button shows, confirm the preview with "Continue".
-    const stopAt = ['done', 'error'];
-    const deadline = Date.now() + 50_000;
-    let phase = '';
-    while (Date.now() < deadline) {
-      phase = (await page.evaluate(() => document.body.dataset.phase)) ?? '';
-      if (stopAt.includes(phase)) break;
-      const cont = page.locator('button:visible', { hasText: /continue/i });
-      const capture = page.locator('img[alt="capture button"]:visible');
-      // dispatchEvent: the SDK lays a transparent retake container over its capture button. A button seen a moment ago
-      // may be gone by the click (the SDK moved on): the next round looks again instead of waiting out a timeout.
-      const click = (l: typeof cont) => l.first().dispatchEvent('click', undefined, { timeout: 1000 }).catch(() => undefined);
-      if (await cont.count()) await click(cont);
-      else if (await capture.count()) await click(capture);
-      await page.waitForTimeout(250);
-    }
-    // Together, so a wrong phase shows the page's error text in the failure.
-    const errorText = ((await page.textContent('#error')) ?? '').trim();
-    expect({ phase, errorText }).toEqual({ phase: stopAt[0], errorText: '' });
+    await driveToEnd(page);
 
     const messages = (await page.textContent('#messages')) ?? '';
     expect(messages).toContain(`ID rejected: ${ID_MESSAGES[ID_REASONS.NOT_CLASSIFIED]}`);
@@ -76,5 +83,23 @@ describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () =>
     expect(ocr[2]).not.toBe('—');
     expect(cspErrors).toEqual([]);
     await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'demo-page-final.png'), fullPage: true });
+  }, 60_000);
+
+  test("marks the onboarding finished itself (a flow that completes only on finish-status) and waits for a reviewer's verdict", async () => {
+    const { broker, browser } = env;
+    const { page } = browser;
+    // Any combination of test values through ?scenario=: a flow left to the frontend's finish-status, then a reviewer.
+    await page.goto(`${broker.url}/?manualAfter=1&scenario=${encodeURIComponent('emu:no-auto-finish emu:manual-approved')}`);
+    await page.waitForFunction(() => typeof (window as any).OnBoarding?.create === 'function');
+    await page.click('#start-button');
+    await page.waitForFunction(() => /"apiUrl"/.test(document.getElementById('session-json')!.textContent ?? ''));
+    const { interviewId } = JSON.parse((await page.textContent('#session-json')) ?? '{}') as { interviewId: string };
+    await driveToEnd(page);
+    expect(await page.textContent('#messages')).toContain('Onboarding marked finished.');
+    const finishCalls = broker.logs.lines.filter((l) => l.includes('/sandbox/incode/0/omni/finish-status') && l.includes('"statusCode":200'));
+    expect(finishCalls.length).toBeGreaterThanOrEqual(1);
+    // Not the REVIEW of the finish: the verdict that follows it, as the stored session says.
+    expect(await page.textContent('#decision')).toBe('APPROVE');
+    expect(await broker.app.store.getSession(interviewId)).toMatchObject({ onboardingStatus: 'MANUAL_REVIEW_APPROVED', decision: 'approve' });
   }, 60_000);
 });
