@@ -302,7 +302,7 @@ export class PostgresStore implements Store {
     // Row lock + re-evaluated WHERE make concurrent advances serialize (and one racing an erasure sees it erased);
     // repeating the same status is not a change.
     const { rows } = await this.q<SessionRow>(
-      `UPDATE sessions SET onboarding_status = $2, status_rank = $3::int, updated_at = GREATEST(updated_at, $5::bigint),
+      `UPDATE sessions SET onboarding_status = $2, status_rank = $3::int, updated_at = GREATEST(updated_at + 1, $5::bigint),
          active_at = GREATEST(COALESCE(active_at, 0), $5::bigint)
        WHERE interview_id = $1 AND results_status <> 'erased'
          AND (status_rank < $3::int OR (status_rank = $3::int AND $4::boolean AND onboarding_status <> $2))
@@ -345,7 +345,7 @@ export class PostgresStore implements Store {
       );
       if (!saved.rowCount) return false;
       await this.q(
-        `UPDATE sessions SET results_status = 'ready', decision = $2, last_error = NULL, updated_at = GREATEST(updated_at, $3::bigint),
+        `UPDATE sessions SET results_status = 'ready', decision = $2, last_error = NULL, updated_at = GREATEST(updated_at + 1, $3::bigint),
            active_at = GREATEST(COALESCE(active_at, 0), $3::bigint)
          WHERE interview_id = $1`,
         [interviewId, decision, now],

@@ -421,7 +421,7 @@ export function setResultsStatusSql(p: { id: string; status: string; lastError: 
   return `UPDATE sessions SET
       results_status = ${resultsStatusSql(p.status)},
       last_error = CASE WHEN ${p.status} IS NULL AND results_status = 'failed' AND last_error = 'POLLING_GAVE_UP' THEN last_error ELSE ${p.lastError} END,
-      active_at = COALESCE(active_at, updated_at), updated_at = ${greatest}(updated_at, ${p.now})
+      active_at = COALESCE(active_at, updated_at), updated_at = ${greatest}(updated_at + 1, ${p.now})
     WHERE interview_id = ${p.id} AND results_status <> 'erased'`;
 }
 

@@ -294,7 +294,7 @@ export class SqliteStore implements Store {
     return this.write(() => {
       // Re-applying the very same status is not a change, so callers do not re-run side effects on repeats.
       const r = this.st(
-        `UPDATE sessions SET onboarding_status = @status, status_rank = @rank, updated_at = MAX(updated_at, @now), active_at = MAX(COALESCE(active_at, 0), @now)
+        `UPDATE sessions SET onboarding_status = @status, status_rank = @rank, updated_at = MAX(updated_at + 1, @now), active_at = MAX(COALESCE(active_at, 0), @now)
          WHERE interview_id = @id AND results_status <> 'erased'
            AND (status_rank < @rank OR (status_rank = @rank AND @eq = 1 AND onboarding_status <> @status))
          RETURNING *`,
@@ -329,7 +329,7 @@ export class SqliteStore implements Store {
       const saved = this.st(`INSERT INTO results (interview_id, scores_enc, ocr_enc, key_id, fetched_at) VALUES (?, ?, ?, ?, ?) ${RESULTS_UPSERT_TAIL}`).run(interviewId, scores, ocr, this.cipher.primaryKeyId, results.fetchedAt);
       if (!saved.changes) return false;
       this.st(
-        `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ?`,
+        `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at + 1, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ?`,
       ).run(decision, now, now, interviewId);
       if (then && !repeatsLatest(then, cur.results_status, () => this.st(JOBS_OF_KIND).all(then.subject, then.kind) as JobRow[])) this.insertJob(then, now);
       return true;

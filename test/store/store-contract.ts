@@ -356,6 +356,17 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', decision: 'decline', updatedAt: T0 + 95 });
       });
 
+      it('moves updatedAt strictly up with each change, even from a writer whose clock is behind (events are ordered by it)', async () => {
+        await session('i1');
+        await store.saveResults('i1', { scores: { overall: 'OK' }, ocr: {}, fetchedAt: T0 + 5 }, 'approve', T0 + 10);
+        // Another replica, its clock 3 ms behind, stores newer results: two states, never one time.
+        expect(await store.saveResults('i1', { scores: { overall: 'FAIL' }, ocr: {}, fetchedAt: T0 + 6 }, 'decline', T0 + 7)).toBe(true);
+        expect(await store.getSession('i1')).toMatchObject({ decision: 'decline', updatedAt: T0 + 11 });
+        expect((await store.advanceStatus('i1', 'MANUAL_REVIEW_APPROVED', 10, false, T0 + 8)).session).toMatchObject({ updatedAt: T0 + 12 });
+        await store.setResultsStatus('i1', 'failed', 'E_SKEW', T0 + 9);
+        expect(await store.getSession('i1')).toMatchObject({ updatedAt: T0 + 13 });
+      });
+
       it('queues the job given with stored results in the same write, and none when they are not stored', async () => {
         const callback = (id: string, decision: string): NewJob => ({ kind: 'callback', subject: id, payload: { onboardingStatus: 'ONBOARDING_FINISHED', decision }, runAt: T0, dedupeKey: `callback:${id}:ONBOARDING_FINISHED:${decision}` });
         await session('i1');
