@@ -383,7 +383,7 @@ export class PostgresStore implements Store {
     if (q.decision !== undefined) where.push(`decision = ${p(q.decision)}`);
     if (q.since !== undefined) where.push(`updated_at >= ${p(q.since)}::bigint`);
     if (q.until !== undefined) where.push(`updated_at < ${p(q.until)}::bigint`);
-    if (q.cursor) {
+    if (q.cursor !== undefined) {
       const c = decodeCursor(q.cursor);
       where.push(`(updated_at, interview_id) < (${p(c.updatedAt)}::bigint, ${p(c.interviewId)}::text)`);
     }

@@ -360,7 +360,7 @@ export class SqliteStore implements Store {
     if (q.decision !== undefined) add('decision = ?', q.decision);
     if (q.since !== undefined) add('updated_at >= ?', q.since);
     if (q.until !== undefined) add('updated_at < ?', q.until);
-    if (q.cursor) {
+    if (q.cursor !== undefined) {
       const c = decodeCursor(q.cursor);
       add('(updated_at < ? OR (updated_at = ? AND interview_id < ?))', c.updatedAt, c.updatedAt, c.interviewId);
     }
