@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import { AppError } from '../errors';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { emptyBodyAsNone, WITH_BODY, WITH_PATH_PARAM, withErrors } from '../schemas';
-import { InvalidCursorError, type IncodeDeletionAt, type JobState, type SessionRecord } from '../store/types';
+import { InvalidCursorError, type IncodeDeletionAt, type JobState, type SessionListing, type SessionRecord } from '../store/types';
 
 const InterviewParams = Type.Object({ interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
 const Decision = Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]);
@@ -68,7 +68,7 @@ function epochMs(name: string, value: string | undefined): number | undefined {
   return ms;
 }
 
-export function summary(s: SessionRecord) {
+export function summary(s: SessionListing) {
   return {
     interviewId: s.interviewId,
     externalCustomerId: s.externalCustomerId,

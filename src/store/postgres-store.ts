@@ -56,6 +56,7 @@ import {
   toAudit,
   toJob,
   toSession,
+  toSessionListing,
   toSessionState,
   sessionsDueSql,
   toStep,
@@ -80,6 +81,7 @@ import type {
   NewJob,
   NewSession,
   ResultsStatus,
+  SessionListing,
   SessionRecord,
   SessionState,
   SpentResumeToken,
@@ -371,7 +373,7 @@ export class PostgresStore implements Store {
     };
   }
 
-  async listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }> {
+  async listSessions(q: ListSessionsQuery): Promise<{ items: SessionListing[]; nextCursor: string | null }> {
     const where: string[] = [];
     const args: unknown[] = [];
     const p = (v: unknown) => {
@@ -393,7 +395,7 @@ export class PostgresStore implements Store {
        ORDER BY updated_at DESC, interview_id DESC LIMIT ${p(limit + 1)}::int`,
       args,
     );
-    const items = rows.slice(0, limit).map((r) => toSession(r, this.cipher));
+    const items = rows.slice(0, limit).map((r) => toSessionListing(r, this.cipher));
     return { items, nextCursor: rows.length > limit ? encodeCursor(items[items.length - 1]) : null };
   }
 

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { VERDICT_STATUSES } from '../results/status';
 import { Cipher, sha256Hex } from './crypto';
-import { InvalidCursorError, type AuditEntry, type IdempotencyAnswer, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionOrigin, type SessionRecord, type SessionState, type SpentResumeToken, type StepRecord } from './types';
+import { InvalidCursorError, type AuditEntry, type IdempotencyAnswer, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionListing, type SessionOrigin, type SessionRecord, type SessionState, type SpentResumeToken, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
 export const aad = {
@@ -39,10 +39,14 @@ export interface SessionRow {
 }
 
 export function toSession(r: SessionRow, cipher: Cipher): SessionRecord {
+  return { ...toSessionListing(r, cipher), token: r.token_enc ? cipher.decrypt(r.token_enc, aad.token(r.interview_id)) : null };
+}
+
+/** A session as the list serves it: no token, so none is decrypted (one decryption per row, not two). */
+export function toSessionListing(r: SessionRow, cipher: Cipher): SessionListing {
   return {
     ...toSessionState(r),
     externalCustomerId: r.external_customer_id_enc ? cipher.decrypt(r.external_customer_id_enc, aad.externalCustomerId(r.interview_id)) : null,
-    token: r.token_enc ? cipher.decrypt(r.token_enc, aad.token(r.interview_id)) : null,
   };
 }
 
@@ -581,7 +585,7 @@ export function emptyCounts(): Record<JobState, number> {
 }
 
 // Keyset cursor: the (updatedAt, interviewId) of the last row served. Opaque to callers.
-export function encodeCursor(s: SessionRecord): string {
+export function encodeCursor(s: Pick<SessionRecord, 'updatedAt' | 'interviewId'>): string {
   return Buffer.from(JSON.stringify([s.updatedAt, s.interviewId]), 'utf8').toString('base64url');
 }
 

@@ -59,6 +59,7 @@ import {
   toAudit,
   toJob,
   toSession,
+  toSessionListing,
   toSessionState,
   sessionsDueSql,
   toStep,
@@ -83,6 +84,7 @@ import type {
   NewJob,
   NewSession,
   ResultsStatus,
+  SessionListing,
   SessionRecord,
   SessionState,
   SpentResumeToken,
@@ -348,7 +350,7 @@ export class SqliteStore implements Store {
     };
   }
 
-  async listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }> {
+  async listSessions(q: ListSessionsQuery): Promise<{ items: SessionListing[]; nextCursor: string | null }> {
     const where: string[] = [];
     const args: unknown[] = [];
     const add = (cond: string, ...vals: unknown[]) => {
@@ -368,7 +370,7 @@ export class SqliteStore implements Store {
     const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
                  ORDER BY updated_at DESC, interview_id DESC LIMIT ?`;
     const rows = this.st(sql).all(...args, limit + 1) as SessionRow[];
-    const items = rows.slice(0, limit).map((r) => toSession(r, this.cipher));
+    const items = rows.slice(0, limit).map((r) => toSessionListing(r, this.cipher));
     return { items, nextCursor: rows.length > limit ? encodeCursor(items[items.length - 1]) : null };
   }
 

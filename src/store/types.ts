@@ -42,6 +42,9 @@ export interface SessionRecord {
   configurationId: string | null;
 }
 
+/** A session as GET /sessions lists it: everything but its token. */
+export type SessionListing = Omit<SessionRecord, 'token'>;
+
 /** A session's state without its encrypted values (token, customer id). */
 export type SessionState = Omit<SessionRecord, 'token' | 'externalCustomerId'>;
 
@@ -230,7 +233,7 @@ export interface Store {
   saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number, then?: NewJob): Promise<boolean>;
   getResults(interviewId: string): Promise<StoredResults | null>;
   /** Rejects a cursor it did not hand out with InvalidCursorError. */
-  listSessions(q: ListSessionsQuery): Promise<{ items: SessionRecord[]; nextCursor: string | null }>;
+  listSessions(q: ListSessionsQuery): Promise<{ items: SessionListing[]; nextCursor: string | null }>;
   /** Sessions with nextPollAt <= now, oldest first; nothing is decrypted, so one unreadable row holds up no poll. */
   sessionsDueForPoll(now: number, limit: number): Promise<SessionState[]>;
   /**

@@ -230,6 +230,14 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSession('i1')).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', token: `${TOKEN}-i1` });
       });
 
+      itShared('lists a session whose token is under a key no longer configured: the list decrypts no token, which it does not serve', async () => {
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: `${TOKEN}-i1`, now: T0 });
+        const onlyK2 = await open(new Cipher([K2]));
+        const { items } = await onlyK2.listSessions({ limit: 10 });
+        expect(items).toEqual([expect.objectContaining({ interviewId: 'i1', externalCustomerId: null })]);
+        expect(items[0]).not.toHaveProperty('token');
+      });
+
       it('activeAt moves with signs of life (a status move, a new token, stored results), not with a recorded failure or a poll', async () => {
         await session('i1', { nextPollAt: T0 + 10 });
         const at = async () => (await store.getSession('i1'))!.activeAt;
