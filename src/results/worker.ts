@@ -177,7 +177,8 @@ export class JobWorker {
     if (this.interrupted) {
       // Not a failure of the job: queued again at once, and the attempt it was on is given back.
       if (!(await this.record(store.releaseJob(job, this.owner, now), failed, 'stopped at shutdown'))) return;
-      metrics.jobs.inc({ kind: job.kind, outcome: 'retry' });
+      // Its own outcome: a deploy is no retry, and must not raise the retry rate an alert watches.
+      metrics.jobs.inc({ kind: job.kind, outcome: 'released' });
       log.info(jobLog, 'job handed back at shutdown');
     } else if (e.retryable && job.attempts < this.o.maxAttempts) {
       // Exponential backoff with jitter, and no sooner than Incode's Retry-After; both capped (else a high

@@ -90,7 +90,9 @@ describe('shutdown', () => {
   it('stops the attempts still running when the grace period ends and queues them again at once', async () => {
     await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
     let started = false;
+    const metrics = createMetrics();
     const w = worker({
+      metrics,
       // An attempt that would run far past the grace period: it ends only when told to stop.
       handle: (_job, signal) =>
         new Promise<void>((_resolve, reject) => {
@@ -108,6 +110,10 @@ describe('shutdown', () => {
     // given back: a deploy must not use up the attempts of the jobs it interrupts.
     const [job] = await store.listJobs('i1');
     expect(job).toMatchObject({ state: 'queued', runAt: T0, lastError: 'SHUTDOWN', attempts: 0 });
+    // Counted as handed back, not as a retry: deploys do not raise the retry rate.
+    const counted = await metrics.registry.getSingleMetricAsString('result_jobs_total');
+    expect(counted).toMatch(/^result_jobs_total\{kind="results",outcome="released"\} 1$/m);
+    expect(counted).not.toMatch(/outcome="retry"/);
     // The next process runs it, on its last attempt still.
     let ran = 0;
     const next = worker({ handle: async () => void ran++, maxAttempts: 1, now: () => T0 });
