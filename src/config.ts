@@ -147,7 +147,7 @@ export const ENV_SCHEMA = {
   JWT_JWKS_URL: { kind: { type: 'url' }, doc: 'JWKS of the customer\'s identity provider (CALLER_AUTH=jwt).' },
   JWT_ISSUER: { kind: { type: 'string' }, doc: 'Expected iss of caller JWTs.' },
   JWT_AUDIENCE: { kind: { type: 'string' }, doc: 'Expected aud of caller JWTs.' },
-  IDEMPOTENCY_TTL_SECONDS: { kind: { type: 'int', min: 1, max: 604800 }, default: '86400', doc: 'How long an Idempotency-Key replays its session.' },
+  IDEMPOTENCY_TTL_SECONDS: { kind: { type: 'int', min: 1, max: 604800 }, default: '86400', doc: 'How long an Idempotency-Key replays its session. A key whose first request is still running holds for max(60 s, 4 x INCODE_TIMEOUT_MS) whatever this is.' },
   RESUME_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 7776000 }, default: '86400', doc: 'Lifetime of resume tokens.' },
   CIRCUIT_FAILURE_THRESHOLD: { kind: { type: 'int', min: 1, max: 1000 }, default: '5', doc: 'Consecutive Incode failures that open the circuit.' },
   CIRCUIT_RESET_MS: { kind: { type: 'int', min: 100, max: 3600000 }, default: '10000', doc: 'Open circuit waits this long before a probe.' },

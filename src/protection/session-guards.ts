@@ -13,10 +13,11 @@ import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
 /**
  * How long a pending Idempotency-Key claim holds: longer than any Incode call, so a retry meanwhile gets 409; if the
  * process dies mid-request, a retry may take the key over after it rather than get 409 for the whole TTL. Completion
- * extends it to the TTL.
+ * sets it to the TTL. Never shortened to a short TTL: a lease that a start can outlast would let a retry take the key
+ * over and start a second billed session beside it (and leave no room for a send deadline).
  */
-function idempotencyLeaseMs(config: Pick<Config, 'idempotencyTtlSeconds' | 'incode'>): number {
-  return Math.min(config.idempotencyTtlSeconds * 1000, Math.max(60_000, 4 * config.incode.timeoutMs));
+function idempotencyLeaseMs(config: Pick<Config, 'incode'>): number {
+  return Math.max(60_000, 4 * config.incode.timeoutMs);
 }
 
 /** Room between the end, at the latest, of a start sent at its deadline and the claim lapsing. */
@@ -27,10 +28,10 @@ const SEND_MARGIN_MS = 2000;
  * then may take INCODE_TIMEOUT_MS for its headers and as long again for its body (undici times the two apart), so
  * twice the timeout is kept free before the lease ends.
  */
-export function claimDeadlines(config: Pick<Config, 'idempotencyTtlSeconds' | 'incode'>, now: number): { leaseExpiresAt: number; sendBefore?: number } {
+export function claimDeadlines(config: Pick<Config, 'incode'>, now: number): { leaseExpiresAt: number; sendBefore: number } {
   const leaseExpiresAt = now + idempotencyLeaseMs(config);
-  const sendBefore = leaseExpiresAt - 2 * config.incode.timeoutMs - SEND_MARGIN_MS;
-  return sendBefore > now ? { leaseExpiresAt, sendBefore } : { leaseExpiresAt };
+  // At least 4 x the timeout: always more than twice the timeout and the margin ahead.
+  return { leaseExpiresAt, sendBefore: leaseExpiresAt - 2 * config.incode.timeoutMs - SEND_MARGIN_MS };
 }
 
 /** A route's synchronous check of a request as a preHandler hook (callback style: no promise per request). */

@@ -96,7 +96,7 @@ export type ClaimedKey = IdempotencyRef & {
   /**
    * The latest moment the billable start made under this claim may still be sent (CallContext.sendBefore): early
    * enough to be over before the pending claim lapses, else a retry that took the key over could start a second
-   * session beside it. Undefined when a tiny IDEMPOTENCY_TTL_SECONDS leaves no room for a deadline.
+   * session beside it.
    */
   sendBefore?: number;
 };

@@ -251,6 +251,23 @@ describe('POST /session against the emulator', () => {
     expect(again.body.interviewId).toBe(taken.body.interviewId);
   });
 
+  it('an IDEMPOTENCY_TTL_SECONDS shorter than a start does not let a retry start a second session beside the first', async () => {
+    const shortTtl = await startBroker(brokerEnv(emu.url, { IDEMPOTENCY_TTL_SECONDS: '1' }));
+    try {
+      emu.app.emulator.setFaults({ startLatencyMs: 2500 });
+      const before = emu.app.emulator.sessions.size;
+      const first = request(shortTtl.url).post('/session').set('idempotency-key', 'k-short').send({}).then((r) => r);
+      // Past the TTL, the first still at Incode: its claim holds for as long as a start may take.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await request(shortTtl.url).post('/session').set('idempotency-key', 'k-short').send({}).expect(409)).body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+      expect((await first).status).toBe(200);
+      expect(emu.app.emulator.sessions.size).toBe(before + 1);
+    } finally {
+      emu.app.emulator.resetFaults();
+      await shortTtl.close();
+    }
+  });
+
   it('keeps an Idempotency-Key claimed when Incode may have created the session (timeout, 5xx), frees it when Incode refused (4xx)', async () => {
     const quick = await startBroker(brokerEnv(emu.url, { INCODE_TIMEOUT_MS: '300' }));
     const wrongKey = await startBroker(brokerEnv(emu.url, { INCODE_API_KEY: 'not-the-emulator-key-0123456789' }));
