@@ -16,7 +16,7 @@ import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
  * sets it to the TTL. Never shortened to a short TTL: a lease that a start can outlast would let a retry take the key
  * over and start a second billed session beside it (and leave no room for a send deadline).
  */
-function idempotencyLeaseMs(config: Pick<Config, 'incode'>): number {
+export function startLeaseMs(config: Pick<Config, 'incode'>): number {
   return Math.max(60_000, 4 * config.incode.timeoutMs);
 }
 
@@ -29,7 +29,7 @@ const SEND_MARGIN_MS = 2000;
  * twice the timeout is kept free before the lease ends.
  */
 export function claimDeadlines(config: Pick<Config, 'incode'>, now: number): { leaseExpiresAt: number; sendBefore: number } {
-  const leaseExpiresAt = now + idempotencyLeaseMs(config);
+  const leaseExpiresAt = now + startLeaseMs(config);
   // At least 4 x the timeout: always more than twice the timeout and the margin ahead.
   return { leaseExpiresAt, sendBefore: leaseExpiresAt - 2 * config.incode.timeoutMs - SEND_MARGIN_MS };
 }

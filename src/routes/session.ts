@@ -10,7 +10,7 @@ import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
 import { callerSecurity, CUSTOMER_ID_PATTERN, emptyBodyAsNone, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
-import type { SessionGuards } from '../protection/session-guards';
+import { startLeaseMs, type SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
 
 const SessionBody = Type.Object(
@@ -186,11 +186,14 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       reply.header('cache-control', 'no-store');
       const parsed = parseResumeToken(req.body.resumeToken);
       // Spent before Incode is called, so concurrent requests with one token get one fresh token, not several.
-      const spent = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, Date.now()));
+      // The spend holds the token as long as an Idempotency-Key holds a start: if this request never restores it (its
+      // process dies), the token can be spent again after that.
+      const now = Date.now();
+      const spent = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, now, now + startLeaseMs(config)));
       if (!parsed || !spent) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown, expired or already used');
       // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;
-      const { expiresAt } = spent;
+      const { expiresAt, heldUntil } = spent;
       // A finished onboarding needs no token any more, and a fresh one could still read its scores and OCR data from
       // Incode: a resume token that leaked from the app is worth nothing once the flow is over. (It stays spent.)
       if (isTerminal(spent.onboardingStatus)) throw sessionFinished();
@@ -204,7 +207,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         // Incode failed, or the new tokens could not be kept (the database failed: a 503 to retry): the app keeps its
         // token to try again (unless a newer one was issued meanwhile). Not for an erased session (404), which has
         // nothing to resume.
-        if (!(err instanceof AppError && err.statusCode === 404)) await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt).catch(() => undefined);
+        if (!(err instanceof AppError && err.statusCode === 404)) await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt, heldUntil).catch(() => undefined);
         throw err;
       }
       // The user is back: polling that gave up on the session watches it again (a failure here must not cost the

@@ -31,6 +31,7 @@ import {
   sessionInsertValues,
   sessionMergeSql,
   spentResumeMarker,
+  resumeSpendable,
   isResumeHash,
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
@@ -689,23 +690,29 @@ export class PostgresStore implements Store {
     return isResumeHash(tokenHash) && hashesEqual(rows[0]?.resume_token_hash, tokenHash);
   }
 
-  async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null> {
-    if (!(await this.checkResumeToken(interviewId, tokenHash, now))) return null;
-    // Checked in constant time above; the conditional UPDATE makes the spend atomic (one winner among racers).
+  async consumeResumeToken(interviewId: string, tokenHash: string, now: number, heldUntil: number): Promise<SpentResumeToken | null> {
+    const { rows: read } = await this.q<{ resume_token_hash: string | null }>(
+      'SELECT resume_token_hash FROM sessions WHERE interview_id = $1 AND resume_expires_at > $2::bigint',
+      [interviewId, now],
+    );
+    const stored = read[0]?.resume_token_hash;
+    if (!resumeSpendable(stored, tokenHash, now)) return null;
+    // Compared in constant time above; the UPDATE conditional on the value read makes the spend atomic (one winner
+    // among racers).
     const { rows } = await this.q<SpentRow>(
       `UPDATE sessions SET resume_token_hash = $4
        WHERE interview_id = $1 AND resume_token_hash = $2 AND resume_expires_at > $3::bigint AND results_status <> 'erased'
        RETURNING resume_expires_at, onboarding_status, configuration_id, results_status, last_error`,
-      [interviewId, tokenHash, now, spentResumeMarker(tokenHash)],
+      [interviewId, stored, now, spentResumeMarker(tokenHash, heldUntil)],
     );
-    return rows[0] ? toSpentResumeToken(rows[0]) : null;
+    return rows[0] ? toSpentResumeToken(rows[0], heldUntil) : null;
   }
 
-  async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {
+  async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number, heldUntil: number): Promise<void> {
     await this.q(
       `UPDATE sessions SET resume_token_hash = $2, resume_expires_at = $3::bigint
        WHERE interview_id = $1 AND resume_token_hash = $4 AND results_status <> 'erased'`,
-      [interviewId, tokenHash, expiresAt, spentResumeMarker(tokenHash)],
+      [interviewId, tokenHash, expiresAt, spentResumeMarker(tokenHash, heldUntil)],
     );
   }
 }

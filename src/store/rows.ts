@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { interviewIdOfToken } from '../incode/token-claims';
 import { VERDICT_STATUSES } from '../results/status';
-import { Cipher, sha256Hex } from './crypto';
+import { Cipher, hashesEqual, sha256Hex } from './crypto';
 import { InvalidCursorError, type AuditEntry, type IdempotencyAnswer, type IdempotencyClaim, type IdempotencyRef, type JobLease, type Decision, type Job, type JobState, type NewJob, type NewSession, type ResultsStatus, type SessionListing, type SessionOrigin, type SessionRecord, type SessionState, type SpentResumeToken, type StepRecord } from './types';
 
 // The AAD of every encrypted column: a ciphertext copied to another row or column no longer decrypts.
@@ -228,9 +228,10 @@ export interface SpentRow {
   last_error: string | null;
 }
 
-export function toSpentResumeToken(r: SpentRow): SpentResumeToken {
+export function toSpentResumeToken(r: SpentRow, heldUntil: number): SpentResumeToken {
   return {
     expiresAt: num(r.resume_expires_at),
+    heldUntil,
     onboardingStatus: r.onboarding_status,
     configurationId: r.configuration_id,
     pollingGaveUp: r.results_status === 'failed' && r.last_error === 'POLLING_GAVE_UP',
@@ -292,15 +293,28 @@ export async function inBatches(size: number, batch: () => Promise<number>, limi
 }
 
 /**
- * What a spent resume token leaves in resume_token_hash: it never matches a hash (so it cannot be spent again),
- * and only that same token can be restored over it, so a token issued after the spend (which overwrites it) is
- * never replaced by an older one whose Incode call failed.
+ * What a spent resume token leaves in resume_token_hash until `heldUntil`: it never matches a hash (so it cannot be
+ * spent again meanwhile), and only that same spend can restore its token over it, so a token issued after the spend
+ * (which overwrites it) is never replaced by an older one whose Incode call failed. Once `heldUntil` is past, the
+ * token may be spent again: a spend whose process died (or whose restore the database refused) does not lose it.
  */
-export function spentResumeMarker(tokenHash: string): string {
-  return `${SPENT}${tokenHash}`;
+export function spentResumeMarker(tokenHash: string, heldUntil: number): string {
+  return `${SPENT}${tokenHash}:${heldUntil}`;
 }
 
 const SPENT = 'spent:';
+
+/**
+ * Whether `stored` (resume_token_hash) lets `tokenHash` be spent at `now`: it is that hash, or that hash's spend whose
+ * hold has lapsed. Compared in constant time.
+ */
+export function resumeSpendable(stored: string | null | undefined, tokenHash: string, now: number): boolean {
+  if (!isResumeHash(tokenHash) || typeof stored !== 'string') return false;
+  if (!stored.startsWith(SPENT)) return hashesEqual(stored, tokenHash);
+  const at = stored.lastIndexOf(':');
+  const heldUntil = Number(stored.slice(at + 1));
+  return hashesEqual(stored.slice(SPENT.length, at), tokenHash) && Number.isFinite(heldUntil) && heldUntil <= now;
+}
 
 /** Whether a resume-token hash given to the store can be a live token's (a marker passed as a hash never is). */
 export function isResumeHash(tokenHash: string): boolean {

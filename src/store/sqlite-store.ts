@@ -34,6 +34,7 @@ import {
   sessionInsertValues,
   sessionMergeSql,
   spentResumeMarker,
+  resumeSpendable,
   isResumeHash,
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
@@ -660,25 +661,25 @@ export class SqliteStore implements Store {
     return isResumeHash(tokenHash) && hashesEqual(r?.resume_token_hash, tokenHash);
   }
 
-  async consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null> {
+  async consumeResumeToken(interviewId: string, tokenHash: string, now: number, heldUntil: number): Promise<SpentResumeToken | null> {
     // Read, compare in constant time and mark spent in one write transaction: of concurrent spends, one wins.
     return this.write(() => {
       const r = this.st(
         `SELECT resume_token_hash, resume_expires_at, onboarding_status, configuration_id, results_status, last_error FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
       ).get(interviewId, now) as (SpentRow & { resume_token_hash: string | null }) | undefined;
-      if (!r || !isResumeHash(tokenHash) || !hashesEqual(r.resume_token_hash, tokenHash)) return null;
-      this.st('UPDATE sessions SET resume_token_hash = ? WHERE interview_id = ?').run(spentResumeMarker(tokenHash), interviewId);
-      return toSpentResumeToken(r);
+      if (!r || !resumeSpendable(r.resume_token_hash, tokenHash, now)) return null;
+      this.st('UPDATE sessions SET resume_token_hash = ? WHERE interview_id = ?').run(spentResumeMarker(tokenHash, heldUntil), interviewId);
+      return toSpentResumeToken(r, heldUntil);
     });
   }
 
-  async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void> {
+  async restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number, heldUntil: number): Promise<void> {
     return this.write(() => {
       this.st(`UPDATE sessions SET resume_token_hash = ?, resume_expires_at = ? WHERE interview_id = ? AND resume_token_hash = ? AND results_status <> 'erased'`).run(
         tokenHash,
         expiresAt,
         interviewId,
-        spentResumeMarker(tokenHash),
+        spentResumeMarker(tokenHash, heldUntil),
       );
     });
   }

@@ -67,6 +67,8 @@ export interface NewSession {
 /** A resume token just spent: when it would have expired (to restore it), and the status its session had then. */
 export interface SpentResumeToken {
   expiresAt: number;
+  /** Until when the spend holds the token (restoreResumeToken names it); after it the token may be spent again. */
+  heldUntil: number;
   onboardingStatus: string;
   /** The flow the session was started with, for the resume's start (null when unknown). */
   configurationId: string | null;
@@ -337,12 +339,16 @@ export interface Store {
   checkResumeToken(interviewId: string, tokenHash: string, now: number): Promise<boolean>;
   /**
    * Spends the session's resume token if tokenHash is it and unexpired (compared in constant time): of concurrent
-   * calls with one token, one gets its expiry and the session's status as it was spent, the others null.
-   * restoreResumeToken puts it back after a failure.
+   * calls with one token, one gets its expiry and the session's status as it was spent, the others null. The spend
+   * holds until `heldUntil`: restoreResumeToken puts the token back after a failure, and a spend never restored (its
+   * process died, the database refused the restore) lets the token be spent again once the hold is over.
    */
-  consumeResumeToken(interviewId: string, tokenHash: string, now: number): Promise<SpentResumeToken | null>;
-  /** Puts a consumed resume token back, unless a newer one was issued since (even if that one was spent in turn) or the session was erased. */
-  restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number): Promise<void>;
+  consumeResumeToken(interviewId: string, tokenHash: string, now: number, heldUntil: number): Promise<SpentResumeToken | null>;
+  /**
+   * Puts the token a spend (its `heldUntil`) consumed back, unless a newer one was issued since (even if that one was
+   * spent in turn), the token was spent again after the hold, or the session was erased.
+   */
+  restoreResumeToken(interviewId: string, tokenHash: string, expiresAt: number, heldUntil: number): Promise<void>;
 }
 
 /** Where a key rotation's walk is: a table of ENCRYPTED_TABLES and the primary key of the last row it read there. */

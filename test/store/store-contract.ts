@@ -102,7 +102,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.upsertSession({ interviewId: 'i2', origin: 'broker', configurationId: 'flow-c', now: T0 + 1 });
         expect((await store.getSession('i2'))?.configurationId).toBe('flow-c');
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a', pollingGaveUp: false });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 1000)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 1000, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a', pollingGaveUp: false });
       });
 
       it('fills a missing token and externalCustomerId but never overwrites them', async () => {
@@ -1067,55 +1067,77 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       });
 
       it('spends a token once (one winner among concurrent spends); a restore puts it back unless a newer one was issued since, even one spent in turn', async () => {
+        // Each spend holds past the steps below, which restore what they spent.
+        const HOLD = T0 + 50;
         await session('i1');
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'wrong', T0)).toBeNull();
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 100)).toBeNull(); // expired
-        const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 1)));
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
+        expect(await store.consumeResumeToken('i1', 'wrong', T0, HOLD)).toBeNull();
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 100, HOLD)).toBeNull(); // expired
+        const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 1, HOLD)));
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: HOLD, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(false);
-        await store.restoreResumeToken('i1', 'h1', T0 + 100);
+        await store.restoreResumeToken('i1', 'h1', T0 + 100, HOLD);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(true);
         // Spent again, then replaced by a newer token: the restore no longer applies.
-        expect((await store.consumeResumeToken('i1', 'h1', T0 + 3))?.expiresAt).toBe(T0 + 100);
+        expect((await store.consumeResumeToken('i1', 'h1', T0 + 3, HOLD))?.expiresAt).toBe(T0 + 100);
         await store.createResumeToken('h2', 'i1', T0 + 200);
-        await store.restoreResumeToken('i1', 'h1', T0 + 100);
+        await store.restoreResumeToken('i1', 'h1', T0 + 100, HOLD);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 4)).toBe(false);
         expect(await store.checkResumeToken('i1', 'h2', T0 + 4)).toBe(true);
         // The newer token is spent too, while the older one's call is still failing: the older restore must not
         // take the slot, so the newer one's own restore still gives its holder a token.
-        expect((await store.consumeResumeToken('i1', 'h2', T0 + 5))?.expiresAt).toBe(T0 + 200);
-        await store.restoreResumeToken('i1', 'h1', T0 + 100);
+        expect((await store.consumeResumeToken('i1', 'h2', T0 + 5, HOLD))?.expiresAt).toBe(T0 + 200);
+        await store.restoreResumeToken('i1', 'h1', T0 + 100, HOLD);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 6)).toBe(false);
-        await store.restoreResumeToken('i1', 'h2', T0 + 200);
+        await store.restoreResumeToken('i1', 'h2', T0 + 200, HOLD);
         expect(await store.checkResumeToken('i1', 'h2', T0 + 6)).toBe(true);
         // Restored, it can be spent once more, and then no more; the marker itself spends nothing.
-        expect((await store.consumeResumeToken('i1', 'h2', T0 + 7))?.expiresAt).toBe(T0 + 200);
-        expect(await store.consumeResumeToken('i1', 'h2', T0 + 7)).toBeNull();
-        expect(await store.consumeResumeToken('i1', 'spent:h2', T0 + 7)).toBeNull();
+        expect((await store.consumeResumeToken('i1', 'h2', T0 + 7, HOLD))?.expiresAt).toBe(T0 + 200);
+        expect(await store.consumeResumeToken('i1', 'h2', T0 + 7, HOLD)).toBeNull();
+        expect(await store.consumeResumeToken('i1', 'spent:h2', T0 + 7, HOLD)).toBeNull();
+      });
+
+      it('a spend never restored (its process died) holds the token only until its hold is over; then it may be spent once more', async () => {
+        await session('i1');
+        await store.createResumeToken('h1', 'i1', T0 + 10_000);
+        expect(await store.consumeResumeToken('i1', 'h1', T0, T0 + 100)).toMatchObject({ heldUntil: T0 + 100 });
+        // Held: neither spendable nor checkable, however often asked.
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 99, T0 + 199)).toBeNull();
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 99)).toBe(false);
+        // The hold is over: one of several concurrent spends wins, and holds it anew.
+        const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 100, T0 + 300)));
+        expect(spends.filter((x) => x !== null)).toEqual([expect.objectContaining({ heldUntil: T0 + 300 })]);
+        // The first spend's late restore no longer applies (the token was spent again since); the second's does.
+        await store.restoreResumeToken('i1', 'h1', T0 + 10_000, T0 + 100);
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 200, T0 + 400)).toBeNull();
+        await store.restoreResumeToken('i1', 'h1', T0 + 10_000, T0 + 300);
+        expect(await store.checkResumeToken('i1', 'h1', T0 + 200)).toBe(true);
+        // Another token's lapsed spend is no way in, nor is a marker passed as a hash.
+        expect(await store.consumeResumeToken('i1', 'h2', T0 + 5000, T0 + 6000)).toBeNull();
+        expect(await store.consumeResumeToken('i1', `spent:h1:${T0 + 300}`, T0 + 5000, T0 + 6000)).toBeNull();
       });
 
       it("a spend answers the session's status as it was spent (the route refuses finished onboardings without a second read)", async () => {
         await session('i1', { onboardingStatus: 'ONBOARDING_FINISHED', statusRank: statusRank('ONBOARDING_FINISHED') });
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1)).toEqual({ expiresAt: T0 + 100, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null, pollingGaveUp: false });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 50, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null, pollingGaveUp: false });
       });
 
       it('a spend says whether polling had given up on the session (the resume revives it without another read)', async () => {
         await session('i1');
         await store.setResultsStatus('i1', 'failed', 'POLLING_GAVE_UP', T0 + 1);
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2)).toMatchObject({ pollingGaveUp: true });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 50)).toMatchObject({ pollingGaveUp: true });
       });
 
       it('a token spent before its session is erased is never restored after', async () => {
         await session('i1');
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect((await store.consumeResumeToken('i1', 'h1', T0 + 1))?.expiresAt).toBe(T0 + 100);
+        expect((await store.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50))?.expiresAt).toBe(T0 + 100);
         await store.eraseSession('i1', 'test', T0 + 2);
-        await store.restoreResumeToken('i1', 'h1', T0 + 100);
+        await store.restoreResumeToken('i1', 'h1', T0 + 100, T0 + 50);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 3)).toBe(false);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 3)).toBeNull();
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 3, T0 + 50)).toBeNull();
       });
     });
 
@@ -1126,10 +1148,10 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.createResumeToken('h1', 'i1', T0 + 100);
         const [claims, spends] = await Promise.all([
           Promise.all([store, other, store, other].map((s, i) => s.claimIdempotencyKey('s', 'k', `h${i}`, T0 + 1000, T0))),
-          Promise.all([store, other, store, other].map((s) => s.consumeResumeToken('i1', 'h1', T0 + 1))),
+          Promise.all([store, other, store, other].map((s) => s.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50))),
         ]);
         expect(claims.filter((c) => c.state === 'new')).toHaveLength(1);
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: T0 + 50, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
       });
     });
 
