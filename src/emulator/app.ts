@@ -112,8 +112,8 @@ function createEmulator(opts: EmulatorOptions): EmulatorController {
   const faults = new Faults(opts.faults);
   const keyRef = createHash('sha256').update(opts.apiKey).digest('hex').slice(0, 24);
   const tokens = new TokenService(opts.jwtSecret ?? randomBytes(32).toString('hex'), keyRef);
-  const webhooks = opts.webhook?.url ? new WebhookSender(opts.webhook, faults, timers) : undefined;
   const sessions = new SessionStore({ processingDelayMs: opts.processingDelayMs ?? 1500, timers });
+  const webhooks = opts.webhook?.url ? new WebhookSender(opts.webhook, faults, timers, (id) => sessions.sessions.has(id)) : undefined;
   if (webhooks)
     sessions.watchStatus((s, status) => {
       if (!sessions.sessions.has(s.interviewId)) return;

@@ -37,7 +37,8 @@ export class WebhookSender {
   private token?: { value: string; expiresAt: number };
   private tokenInFlight?: Promise<string>;
   private readonly abort = new AbortController();
-  // Per-session chain of first attempts keeps one session's statuses in order at the receiver.
+  // Per-session chain of first attempts: one session's first deliveries leave in order (retries may still cross them,
+  // as Incode documents no order).
   private readonly chains = new Map<string, Promise<void>>();
   /** Bounded log of recent deliveries, for the admin route and tests. */
   readonly recent: DeliveryRecord[] = [];
@@ -49,6 +50,8 @@ export class WebhookSender {
     private readonly opts: WebhookOptions,
     private readonly faults: Faults,
     private readonly timers: TimerSet,
+    /** Whether the session still exists: a retry for a deleted one is not sent. */
+    private readonly exists: (interviewId: string) => boolean = () => true,
   ) {
     this.retryDelays = opts.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
@@ -67,7 +70,10 @@ export class WebhookSender {
     const body = JSON.stringify(payload);
     const prev = this.chains.get(payload.interviewId) ?? Promise.resolve();
     const next = prev.then(async () => {
-      for (let i = 0; i < copies; i++) await this.attempt(body, rec, 0);
+      await this.attempt(body, rec, 0);
+      // The duplicate is one more delivery of the same body, sent once: it has no retries of its own, and its outcome
+      // is not the webhook's.
+      if (copies === 2) await this.post(body).catch(() => undefined);
     });
     this.chains.set(payload.interviewId, next);
     void next.finally(() => {
@@ -80,29 +86,45 @@ export class WebhookSender {
     if (this.recent.length > RECENT_LIMIT) this.recent.splice(0, this.recent.length - RECENT_LIMIT);
   }
 
+  /** One POST of a webhook body: whether the receiver took it (Incode's newer rule: 200 with a JSON body, or 204). */
+  private async post(body: string): Promise<{ ok: boolean; statusCode: number }> {
+    this.stats.sent++;
+    // The static headers by their lowercase names, so the JSON type and the bearer below replace any of the same name
+    // (sent twice, the receiver would read the first).
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(this.opts.headers ?? {})) headers[name.toLowerCase()] = value;
+    headers['content-type'] = 'application/json';
+    if (this.opts.oauth) headers.authorization = `Bearer ${await this.accessToken()}`;
+    const res = await request(this.opts.url, {
+      method: 'POST',
+      headers,
+      body,
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+      signal: this.abort.signal,
+    });
+    const ctype = String(res.headers['content-type'] ?? '');
+    await res.body.text().catch(() => '');
+    if (res.statusCode === 401 && this.opts.oauth && headers.authorization === `Bearer ${this.token?.value}`) this.token = undefined; // fetched anew on the retry
+    return { ok: (res.statusCode === 200 && ctype.includes('application/json')) || res.statusCode === 204, statusCode: res.statusCode };
+  }
+
   private async attempt(body: string, rec: DeliveryRecord, n: number): Promise<void> {
     if (this.abort.signal.aborted) return;
+    // Deleted meanwhile (DELETE /omni/interview): Incode has nothing left to report on.
+    if (n > 0 && !this.exists(rec.interviewId)) {
+      rec.outcome = 'failed';
+      rec.lastError = 'session deleted';
+      this.stats.failed++;
+      return;
+    }
     rec.attempts++;
-    this.stats.sent++;
     let ok = false;
     try {
-      const headers: Record<string, string> = { ...(this.opts.headers ?? {}), 'content-type': 'application/json' };
-      if (this.opts.oauth) headers.authorization = `Bearer ${await this.accessToken()}`;
-      const res = await request(this.opts.url, {
-        method: 'POST',
-        headers,
-        body,
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-        signal: this.abort.signal,
-      });
-      const ctype = String(res.headers['content-type'] ?? '');
-      await res.body.text().catch(() => '');
+      const res = await this.post(body);
       rec.lastStatusCode = res.statusCode;
-      // Incode's newer rule: 200 with a JSON body, or 204.
-      ok = (res.statusCode === 200 && ctype.includes('application/json')) || res.statusCode === 204;
-      if (res.statusCode === 401) this.token = undefined; // a rejected token is fetched anew on the retry
-      if (!ok) rec.lastError = `HTTP ${res.statusCode}`;
+      ok = res.ok;
+      rec.lastError = ok ? undefined : `HTTP ${res.statusCode}`;
     } catch (e) {
       rec.lastError = (e as Error).message;
     }

@@ -94,10 +94,10 @@ describe('WebhookSender', () => {
     senders.splice(0).forEach((s) => s.close());
     timers.splice(0).forEach((t) => t.clear());
   });
-  function sender(url: string, faults = new Faults(), extra: Partial<ConstructorParameters<typeof WebhookSender>[0]> = {}) {
+  function sender(url: string, faults = new Faults(), extra: Partial<ConstructorParameters<typeof WebhookSender>[0]> = {}, exists?: (id: string) => boolean) {
     const t = new TimerSet();
     timers.push(t);
-    const s = new WebhookSender({ url, retryDelaysMs: [10, 10, 10], timeoutMs: 2000, ...extra }, faults, t);
+    const s = new WebhookSender({ url, retryDelaysMs: [10, 10, 10], timeoutMs: 2000, ...extra }, faults, t, exists);
     senders.push(s);
     return s;
   }
@@ -159,6 +159,54 @@ describe('WebhookSender', () => {
       s.send(payload('POST_PROCESSING_FINISHED'));
       await waitFor(() => rx.hits.length === 4);
       expect(rx.hits.map((h) => h.body.onboardingStatus)).toEqual(['ID_VALIDATION_FINISHED', 'ID_VALIDATION_FINISHED', 'POST_PROCESSING_FINISHED', 'POST_PROCESSING_FINISHED']);
+    } finally {
+      await rx.app.close();
+    }
+  });
+
+  it('a duplicate is one more delivery, sent once: it does not double the retries of a webhook that keeps failing', async () => {
+    const rx = await receiver(() => ({ code: 500 }));
+    try {
+      const s = sender(`${rx.base}/hook`, new Faults({ duplicateWebhookRate: 1 }), { retryDelaysMs: [5, 5] });
+      s.send(payload());
+      await waitFor(() => s.recent[0].outcome === 'failed');
+      await new Promise((r) => setTimeout(r, 50));
+      // Three attempts of the webhook, and its one duplicate.
+      expect(rx.hits).toHaveLength(4);
+      expect(s.stats).toMatchObject({ failed: 1, duplicated: 1, retries: 2 });
+      expect(s.recent[0].attempts).toBe(3);
+    } finally {
+      await rx.app.close();
+    }
+  });
+
+  it('static headers never replace the JSON content type or the OAuth bearer, whatever their spelling', async () => {
+    const rx = await receiver(() => ({ code: 200 }));
+    try {
+      const s = sender(`${rx.base}/hook`, new Faults(), {
+        headers: { 'Content-Type': 'text/plain', Authorization: 'Basic c3RhdGljOnN0YXRpYw==', 'X-Incode-Secret': 's3cret' },
+        oauth: { tokenUrl: `${rx.base}/token`, clientId: 'cid', clientSecret: 'csecret' },
+      });
+      s.send(payload());
+      await waitFor(() => s.recent[0].outcome === 'delivered');
+      expect(rx.hits[0].headers).toMatchObject({ 'content-type': 'application/json', authorization: 'Bearer tok-1', 'x-incode-secret': 's3cret' });
+      expect(rx.hits[0].body).toEqual(payload());
+    } finally {
+      await rx.app.close();
+    }
+  });
+
+  it('sends no retry for a session deleted meanwhile', async () => {
+    const rx = await receiver(() => ({ code: 500 }));
+    let exists = true;
+    try {
+      const s = sender(`${rx.base}/hook`, new Faults(), { retryDelaysMs: [30, 30] }, () => exists);
+      s.send(payload());
+      await waitFor(() => rx.hits.length === 1);
+      exists = false;
+      await waitFor(() => s.recent[0].outcome === 'failed');
+      expect(rx.hits).toHaveLength(1);
+      expect(s.recent[0]).toMatchObject({ attempts: 1, lastError: 'session deleted' });
     } finally {
       await rx.app.close();
     }
