@@ -79,7 +79,9 @@ const REASON: Record<number, string> = {
   413: 'Payload Too Large',
   415: 'Unsupported Media Type',
   500: 'Internal Server Error',
+  502: 'Bad Gateway',
   503: 'Service Unavailable',
+  504: 'Gateway Timeout',
 };
 
 /**
@@ -92,7 +94,7 @@ interface RouteCfg {
   auth: Auth;
   zero: boolean;
 }
-type EmuRequest = FastifyRequest & { emuSession: Session | null; emuStart: number };
+type EmuRequest = FastifyRequest & { emuSession: Session | null; emuStart: number; emuFailWith: number };
 type Handler = (req: EmuRequest, reply: FastifyReply) => unknown;
 
 // The capture timeouts (s) and retries a flow hands the SDK: in start's answer and in onboarding-modules.
@@ -228,6 +230,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   app.decorateRequest('emuSession', null);
   // Fastify only times replies when a logger or onResponse hook exists; Processing-Time needs our own clock.
   app.decorateRequest('emuStart', 0);
+  // The error fault's status when it replaces the answer after the handler ran (errorAfterHandler), else 0.
+  app.decorateRequest('emuFailWith', 0);
 
   // Fault/latency sleeps live in their own set so closing the app releases them at once.
   const emuTimers = new TimerSet();
@@ -277,7 +281,11 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
         return reply;
       }
       if (faults.latencyMs) await emuSleep(faults.latencyMs);
-      if (faults.shouldError()) return fail(reply, 503, 'Service temporarily unavailable (emulated fault)');
+      if (faults.shouldError()) {
+        const status = faults.errorStatus();
+        if (!faults.errorAfterHandler) return fail(reply, status, 'Service temporarily unavailable (emulated fault)');
+        (req as EmuRequest).emuFailWith = status;
+      }
     }
     if (!auth) return; // 404/405 handler
     const v = req.headers['api-version'];
@@ -309,8 +317,14 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     return fail(reply, 401, 'Token is not a session token');
   });
 
-  app.addHook('onSend', async (req, reply) => {
+  app.addHook('onSend', async (req, reply, payload) => {
     reply.header('processing-time', String(Math.round(performance.now() - (req as EmuRequest).emuStart)));
+    const status = (req as EmuRequest).emuFailWith;
+    if (!status) return payload;
+    // The call was carried out; its answer is lost on the way back.
+    (req as EmuRequest).emuFailWith = 0;
+    reply.code(status).header('content-type', 'application/json; charset=utf-8');
+    return JSON.stringify({ timestamp: Date.now(), status, error: REASON[status] ?? 'Error', message: 'Answer lost on its way back (emulated fault)', path: pathOf(req) });
   });
 
   app.addHook('preClose', async () => {

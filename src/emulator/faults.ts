@@ -4,8 +4,15 @@ export interface FaultOptions {
   latencyMs?: number;
   /** Extra delay only on /omni/start. */
   startLatencyMs?: number;
-  /** 0..1: answer a 503 envelope. */
+  /** 0..1: answer a 5xx envelope instead. */
   errorRate?: number;
+  /** The statuses of the error fault, one picked at random each time (500-599; default [503]). */
+  errorStatuses?: number[];
+  /**
+   * The error replaces the answer after the call was carried out, as a reply lost on its way back (a gateway's 502 or
+   * 504): a start then created its session, a capture was stored. By default the call is refused before it runs.
+   */
+  errorAfterHandler?: boolean;
   /** 0..1: never answer (until the client gives up, or 60 s). */
   timeoutRate?: number;
   dropWebhookRate?: number;
@@ -37,6 +44,8 @@ export class Faults {
   latencyMs = 0;
   startLatencyMs = 0;
   errorRate = 0;
+  errorStatuses: number[] = [503];
+  errorAfterHandler = false;
   timeoutRate = 0;
   dropWebhookRate = 0;
   duplicateWebhookRate = 0;
@@ -53,6 +62,11 @@ export class Faults {
     if ('latencyMs' in opts) this.latencyMs = clampMs(opts.latencyMs);
     if ('startLatencyMs' in opts) this.startLatencyMs = clampMs(opts.startLatencyMs);
     if ('errorRate' in opts) this.errorRate = clampRate(opts.errorRate);
+    if ('errorStatuses' in opts) {
+      const valid = Array.isArray(opts.errorStatuses) ? opts.errorStatuses.filter((s): s is number => Number.isInteger(s) && s >= 500 && s <= 599).slice(0, 16) : [];
+      this.errorStatuses = valid.length ? valid : [503];
+    }
+    if ('errorAfterHandler' in opts) this.errorAfterHandler = opts.errorAfterHandler === true;
     if ('timeoutRate' in opts) this.timeoutRate = clampRate(opts.timeoutRate);
     if ('dropWebhookRate' in opts) this.dropWebhookRate = clampRate(opts.dropWebhookRate);
     if ('duplicateWebhookRate' in opts) this.duplicateWebhookRate = clampRate(opts.duplicateWebhookRate);
@@ -64,7 +78,7 @@ export class Faults {
   }
 
   reset(): void {
-    this.set({ latencyMs: 0, startLatencyMs: 0, errorRate: 0, timeoutRate: 0, dropWebhookRate: 0, duplicateWebhookRate: 0, faultPaths: [] });
+    this.set({ latencyMs: 0, startLatencyMs: 0, errorRate: 0, errorStatuses: [503], errorAfterHandler: false, timeoutRate: 0, dropWebhookRate: 0, duplicateWebhookRate: 0, faultPaths: [] });
   }
 
   snapshot(): Required<Omit<FaultOptions, 'seed'>> & { seed?: number } {
@@ -72,6 +86,8 @@ export class Faults {
       latencyMs: this.latencyMs,
       startLatencyMs: this.startLatencyMs,
       errorRate: this.errorRate,
+      errorStatuses: [...this.errorStatuses],
+      errorAfterHandler: this.errorAfterHandler,
       timeoutRate: this.timeoutRate,
       dropWebhookRate: this.dropWebhookRate,
       duplicateWebhookRate: this.duplicateWebhookRate,
@@ -96,6 +112,12 @@ export class Faults {
 
   shouldError(): boolean {
     return this.roll(this.errorRate);
+  }
+
+  /** The status of an error the fault answers: one of errorStatuses. */
+  errorStatus(): number {
+    const list = this.errorStatuses;
+    return list.length === 1 ? list[0] : list[Math.min(list.length - 1, Math.floor(this.rand() * list.length))];
   }
 
   shouldTimeout(): boolean {

@@ -27,6 +27,8 @@ function options(): EmulatorOptions {
       latencyMs: num('EMULATOR_LATENCY_MS'),
       startLatencyMs: num('EMULATOR_START_LATENCY_MS'),
       errorRate: num('EMULATOR_ERROR_RATE'),
+      errorStatuses: env.EMULATOR_ERROR_STATUSES ? env.EMULATOR_ERROR_STATUSES.split(',').map((s) => Number(s.trim())) : undefined,
+      errorAfterHandler: env.EMULATOR_ERROR_AFTER_HANDLER === '1' || env.EMULATOR_ERROR_AFTER_HANDLER === 'true',
       timeoutRate: num('EMULATOR_TIMEOUT_RATE'),
       dropWebhookRate: num('EMULATOR_DROP_WEBHOOK_RATE'),
       duplicateWebhookRate: num('EMULATOR_DUPLICATE_WEBHOOK_RATE'),

@@ -577,6 +577,29 @@ describe('emulator app', () => {
       expect(a).toContain(200);
     });
 
+    it('answers the errorStatuses given, and with errorAfterHandler only after the call was carried out (a reply lost on its way back)', async () => {
+      emu.app.emulator.setFaults({ errorRate: 1, errorStatuses: [500, 502, 504], seed: 9 });
+      const seen = new Set<number>();
+      for (let i = 0; i < 30; i++) {
+        const r = await emu.call('GET', '/omni/getRegions');
+        expectEnvelope(r, r.status);
+        expect(r.body.status).toBe(r.status);
+        seen.add(r.status);
+      }
+      expect([...seen].sort()).toEqual([500, 502, 504]);
+      // Refused before it runs (the default): no session.
+      const before = emu.app.emulator.sessions.size;
+      expect((await emu.call('POST', '/omni/start', { body: {} })).status).toBeGreaterThanOrEqual(500);
+      expect(emu.app.emulator.sessions.size).toBe(before);
+      // Carried out, its answer lost: the session exists though the caller saw a 504.
+      emu.app.emulator.setFaults({ errorStatuses: [504], errorAfterHandler: true });
+      expectEnvelope(await emu.call('POST', '/omni/start', { body: {} }), 504);
+      expect(emu.app.emulator.sessions.size).toBe(before + 1);
+      expect((await emu.call('GET', '/__emulator/faults')).body).toMatchObject({ errorStatuses: [504], errorAfterHandler: true });
+      emu.app.emulator.resetFaults();
+      expect((await emu.call('GET', '/__emulator/faults')).body).toMatchObject({ errorStatuses: [503], errorAfterHandler: false });
+    });
+
     it('limits the faults to faultPaths when given (a partial outage: image uploads fail, start works)', async () => {
       const set = await emu.call('POST', '/__emulator/faults', { body: { errorRate: 1, faultPaths: ['/omni/add/'] } });
       expect(set.body.faultPaths).toEqual(['/omni/add/']);

@@ -251,6 +251,21 @@ describe('POST /session against the emulator', () => {
     expect(again.body.interviewId).toBe(taken.body.interviewId);
   });
 
+  it('a start whose answer was lost after Incode created the session (a gateway 502/504) is not retried, and its key stays claimed', async () => {
+    for (const status of [502, 504]) {
+      emu.app.emulator.setFaults({ errorRate: 1, errorStatuses: [status], errorAfterHandler: true, faultPaths: ['/omni/start'] });
+      const before = emu.app.emulator.sessions.size;
+      const key = `k-lost-${status}`;
+      const res = await request(broker.url).post('/session').set('idempotency-key', key).send({});
+      expect(res.status).toBe(status);
+      // The session exists at Incode (billed), once: neither the client nor a retry under the key starts another.
+      expect(emu.app.emulator.sessions.size).toBe(before + 1);
+      emu.app.emulator.resetFaults();
+      expect((await request(broker.url).post('/session').set('idempotency-key', key).send({}).expect(409)).body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+      expect(emu.app.emulator.sessions.size).toBe(before + 1);
+    }
+  });
+
   it('an IDEMPOTENCY_TTL_SECONDS shorter than a start does not let a retry start a second session beside the first', async () => {
     const shortTtl = await startBroker(brokerEnv(emu.url, { IDEMPOTENCY_TTL_SECONDS: '1' }));
     try {
