@@ -4,11 +4,20 @@ import type { FlattenedJWSInput, JSONWebKeySet, JWSHeaderParameters, JWTPayload,
 /** After a failed fetch of the key set, how long no request fetches it again. */
 export const JWKS_FAILURE_PAUSE_MS = 5000;
 
+/**
+ * How long keys last fetched keep verifying tokens while the identity provider fails, past jose's 10 minutes of
+ * freshness: an outage of the provider does not turn every valid token into a 503 at once. (A key it removed during
+ * its own outage is still taken that long.)
+ */
+export const JWKS_STALE_IF_ERROR_MS = 60 * 60 * 1000;
+
 export interface JwtVerifierOptions {
   jwksUrl: string;
   issuer: string;
   audience: string;
   now?: () => number;
+  /** How long fetched keys count as fresh before they are fetched again (jose's default: 10 minutes). */
+  cacheMaxAgeMs?: number;
 }
 
 /**
@@ -38,33 +47,42 @@ export function createJwtVerifier(opts: JwtVerifierOptions): (token: string) => 
   return (token) => (ready ??= build(opts)).then((verify) => verify(token));
 }
 
-async function build({ jwksUrl, issuer, audience, now = Date.now }: JwtVerifierOptions): Promise<(token: string) => Promise<JWTPayload>> {
+async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs = 600_000 }: JwtVerifierOptions): Promise<(token: string) => Promise<JWTPayload>> {
   const { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify } = await import('jose');
-  const remote = createRemoteJWKSet(new URL(jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 });
+  const remote = createRemoteJWKSet(new URL(jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: cacheMaxAgeMs });
   // jose pauses its refetches only after a fetch that succeeded: while the identity provider fails (or before it
   // ever answered), every request with a token would fetch again, so anyone could make this service hammer it.
   let failedAt = -Infinity;
-  let held: { jwks: JSONWebKeySet; getKey: ReturnType<typeof createLocalJWKSet> } | undefined;
+  // The keys last fetched and when (as this verifier saw them come in), for the pause and for an outage.
+  let held: { jwks: JSONWebKeySet; at: number; getKey: ReturnType<typeof createLocalJWKSet> } | undefined;
+  const noteKeys = () => {
+    const jwks = remote.jwks();
+    if (jwks && held?.jwks !== jwks) held = { jwks, at: now(), getKey: createLocalJWKSet(jwks) };
+  };
+  // The keys last fetched, while not older than the outage allowance: a key id they lack is no verdict on the token
+  // (the provider may have rotated), so that one waits for the provider too.
+  const fromHeldKeys = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<KeyLike> => {
+    if (!held || now() - held.at > JWKS_STALE_IF_ERROR_MS) throw new KeySetUnavailable();
+    try {
+      return await held.getKey(header, token);
+    } catch (err) {
+      if (err instanceof errors.JWKSNoMatchingKey) throw new KeySetUnavailable();
+      throw err;
+    }
+  };
 
   const getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<KeyLike> => {
-    if (now() < failedAt + JWKS_FAILURE_PAUSE_MS) {
-      // No fetch during the pause: keys still fresh verify the tokens they can; a key id they lack is no verdict on
-      // the token (the provider may have rotated), so that one waits too.
-      const jwks = remote.jwks();
-      if (!jwks || !remote.fresh) throw new KeySetUnavailable();
-      if (held?.jwks !== jwks) held = { jwks, getKey: createLocalJWKSet(jwks) };
-      try {
-        return await held.getKey(header, token);
-      } catch (err) {
-        if (err instanceof errors.JWKSNoMatchingKey) throw new KeySetUnavailable();
-        throw err;
-      }
-    }
+    // No fetch during the pause after a failed one.
+    if (now() < failedAt + JWKS_FAILURE_PAUSE_MS) return fromHeldKeys(header, token);
     try {
-      return await remote(header, token);
+      const key = await remote(header, token);
+      noteKeys();
+      return key;
     } catch (err) {
-      if (!tokenJudged(err)) failedAt = now();
-      throw err;
+      noteKeys();
+      if (tokenJudged(err)) throw err;
+      failedAt = now();
+      return fromHeldKeys(header, token);
     }
   };
 

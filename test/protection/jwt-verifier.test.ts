@@ -3,7 +3,7 @@
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SignJWT, exportJWK, generateKeyPair, type JWK, type KeyLike } from 'jose';
-import { createJwtVerifier, JWKS_FAILURE_PAUSE_MS, tokenJudged } from '../../src/protection/jwt-verifier';
+import { createJwtVerifier, JWKS_FAILURE_PAUSE_MS, JWKS_STALE_IF_ERROR_MS, tokenJudged } from '../../src/protection/jwt-verifier';
 
 const ISSUER = 'https://idp.example.com/';
 const AUDIENCE = 'incode-broker';
@@ -71,6 +71,27 @@ describe('createJwtVerifier', () => {
     now += 1;
     expect(await verify(token)).toMatchObject({ sub: 'user-1', iss: ISSUER });
     expect(idp.hits).toBe(2);
+  });
+
+  it('while the identity provider fails, keys fetched within the last hour still verify the tokens they can, and no longer after', async () => {
+    const k1 = await keyPair('k1');
+    const idp = await startIdp({ keys: [k1.jwk] });
+    idps.push(idp);
+    let now = 1_000_000;
+    const verify = createJwtVerifier({ jwksUrl: idp.url, issuer: ISSUER, audience: AUDIENCE, now: () => now, cacheMaxAgeMs: 20 });
+    const token = await sign(k1.privateKey, { kid: 'k1' });
+    expect(await verify(token)).toMatchObject({ sub: 'user-1' });
+    idp.answer = null;
+    // The keys are no longer fresh, and fetching them again fails: the ones held still verify.
+    await new Promise((r) => setTimeout(r, 40));
+    expect(await verify(token)).toMatchObject({ sub: 'user-1' });
+    expect(idp.hits).toBe(2);
+    // A key id they lack waits for the provider (503), it is not judged invalid.
+    const other = await keyPair('k2');
+    expect(tokenJudged(await failure(verify(await sign(other.privateKey, { kid: 'k2' }))))).toBe(false);
+    // An hour after they came in, the provider still failing, they are no longer taken.
+    now += JWKS_STALE_IF_ERROR_MS + JWKS_FAILURE_PAUSE_MS;
+    expect(tokenJudged(await failure(verify(token)))).toBe(false);
   });
 
   it('tries each key when several fit a token without a key id, and judges the token by the one that verifies', async () => {
