@@ -21,6 +21,9 @@ function options(): EmulatorOptions {
             ? { tokenUrl: env.EMULATOR_WEBHOOK_TOKEN_URL, clientId: env.EMULATOR_WEBHOOK_CLIENT_ID ?? '', clientSecret: env.EMULATOR_WEBHOOK_CLIENT_SECRET ?? '' }
             : undefined,
           headers: env.EMULATOR_WEBHOOK_HEADERS ? (JSON.parse(env.EMULATOR_WEBHOOK_HEADERS) as Record<string, string>) : undefined,
+          // Comma-separated delays before each retry ("" for none: the single delivery older Incode docs describe).
+          retryDelaysMs: env.EMULATOR_WEBHOOK_RETRY_DELAYS_MS !== undefined ? env.EMULATOR_WEBHOOK_RETRY_DELAYS_MS.split(',').filter((d) => d.trim() !== '').map((d) => Number(d.trim())).filter((d) => Number.isFinite(d) && d >= 0) : undefined,
+          timeoutMs: num('EMULATOR_WEBHOOK_TIMEOUT_MS'),
         }
       : undefined,
     faults: {
