@@ -136,10 +136,10 @@ export const ENV_SCHEMA = {
 
   REDIS_URL: { kind: { type: 'string' }, doc: 'Redis for the rate limits shared by replicas (memory otherwise): redis://[:password@]host[:port][/db], rediss:// for TLS, host:port or a Unix socket path; Idempotency-Keys always live in the database.' },
   TRUST_PROXY_HOPS: { kind: { type: 'int', min: 0, max: 10 }, default: '0', doc: 'Load balancer hops in front; X-Forwarded-For is read only this deep.' },
-  RATE_LIMIT_WINDOW_MS: { kind: { type: 'int', min: 1000, max: 86400000 }, default: '60000', doc: 'Window of the POST /session rate limits.' },
+  RATE_LIMIT_WINDOW_MS: { kind: { type: 'int', min: 1000, max: 86400000 }, default: '60000', doc: 'Window of the POST /session rate limits: fixed, each starting at its key\'s first hit, so up to twice a budget can pass across a window\'s end.' },
   RATE_LIMIT_PER_IP: { kind: { type: 'int', min: 0, max: 1000000 }, default: '30', doc: 'Sessions per client IP per window (0 = off).' },
   RATE_LIMIT_PER_IPV6_SITE: { kind: { type: 'int', min: 0, max: 1000000 }, default: '0', doc: 'Sessions per IPv6 /48 per window (0 = off): RATE_LIMIT_PER_IP counts an IPv6 client by its /64, and one /48 (a free tunnel broker hands out one) holds 65,536 of them. Off by default: a mobile carrier may put many users in one /48; set it well above one site\'s use.' },
-  RATE_LIMIT_PER_CUSTOMER: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'Sessions per externalCustomerId per window (0 = off).' },
+  RATE_LIMIT_PER_CUSTOMER: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'Sessions per externalCustomerId per window (0 = off), per app key, or across every user of the identity provider with CALLER_AUTH=jwt.' },
   RATE_LIMIT_PER_SUBJECT: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'With CALLER_AUTH=jwt, sessions per token subject (one end user) per window, whatever its address or externalCustomerId (0 = off).' },
   RATE_LIMIT_GLOBAL: { kind: { type: 'int', min: 0, max: 100000000 }, default: '0', doc: 'Sessions per window for the whole service, a spend budget (0 = off).' },
   CALLER_AUTH: { kind: { type: 'enum', values: ['none', 'app-keys', 'jwt'] }, default: 'none', doc: 'Who may call POST /session.' },

@@ -58,7 +58,8 @@ const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\u180e]/gu;
  * maps some characters to invisible ones. NFKC again at the end: case mapping can decompose.
  */
 export function foldCustomerId(id: string): string {
-  return id.replace(INVISIBLE, '').normalize('NFKC').replace(INVISIBLE, '').trim().toUpperCase().toLowerCase().normalize('NFKC');
+  // Lower-cased first too: capital ẞ upper-cases to itself, and only from ß does upper-casing reach SS.
+  return id.replace(INVISIBLE, '').normalize('NFKC').replace(INVISIBLE, '').trim().toLowerCase().toUpperCase().toLowerCase().normalize('NFKC');
 }
 
 declare module 'fastify' {
@@ -145,9 +146,12 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     // In jwt mode a caller is one end user (a token's subject): its budget whatever address or customer id it sends.
     if (rateLimit.perSubject > 0 && callerAuth.mode === 'jwt' && req.caller) limits.push({ key: `caller:${req.caller}`, max: rateLimit.perSubject, what: 'for this user' });
     const ext = (req.body as { externalCustomerId?: unknown } | undefined)?.externalCustomerId;
-    // Per caller (one app's users never use up another's budget), and spelled one way (foldCustomerId).
+    // Per calling app (one app's users never use up another's budget), and spelled one way (foldCustomerId). With JWTs
+    // every token is the one app's (a caller is one of its users): per user, as many accounts as anyone signs up for
+    // would each have the customer's whole budget.
+    const callerApp = callerAuth.mode === 'jwt' ? 'jwt' : (req.caller ?? 'anonymous');
     if (typeof ext === 'string' && rateLimit.perCustomer > 0)
-      limits.push({ key: `customer:${customerDigest.digest(`${req.caller ?? 'anonymous'}\n${foldCustomerId(ext)}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+      limits.push({ key: `customer:${customerDigest.digest(`${callerApp}\n${foldCustomerId(ext)}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
     // The /48 after the narrower limits: a request they refuse spends none of a network that many users may share.
     const site = rateLimit.perIpv6Site > 0 ? ipv6Site(network) : null;
     if (site) limits.push({ key: `ip:${site}`, max: rateLimit.perIpv6Site, what: 'from this network' });

@@ -135,6 +135,21 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     }
   });
 
+  it('counts a customer id across every user of the identity provider (RATE_LIMIT_PER_CUSTOMER), not per user', async () => {
+    const limited = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: jwksUrl, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE, RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '2', RATE_LIMIT_PER_SUBJECT: '100' }));
+    try {
+      const as = async (sub: string) => request(limited.url).post('/session').set('authorization', `Bearer ${await sign({}, { sub })}`).send({ externalCustomerId: 'victim' });
+      expect((await as('mallory-1')).status).toBe(200);
+      expect((await as('mallory-2')).status).toBe(200);
+      // A third account signed up at the identity provider gets no budget of its own for the same customer.
+      const over = await as('mallory-3');
+      expect(over.status).toBe(429);
+      expect(over.body).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringMatching(/for this customer/) });
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('accepts a valid token signed by the IdP (200)', async () => {
     const res = await call(await sign());
     expect(res.status).toBe(200);
