@@ -302,14 +302,20 @@ function parseKeys(raw: string | undefined): { id: string; key: Buffer }[] {
     const b64 = (idx > 0 ? part.slice(idx + 1) : part).trim();
     // Neither message quotes what was given: a key written the wrong way round (`<key>:<id>`) would be its "id".
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new ConfigError('DATA_ENCRYPTION_KEY', `entry ${i + 1}: the key id (before ":") must be 1-32 letters, digits, _ or -`);
-    const key = Buffer.from(b64, 'base64');
-    if (key.length !== 32) throw new ConfigError('DATA_ENCRYPTION_KEY', `key "${id}" must be 32 bytes in base64 (openssl rand -base64 32)`);
-    return { id, key };
+    // Exactly 32 bytes of base64 (or base64url): Node's decoder skips what is not base64 and stops at "=", so a list
+    // written with another separator ("k2:<new>;k1:<old>") would start with the old key silently dropped.
+    if (!/^(?:[A-Za-z0-9+/]{43}|[A-Za-z0-9_-]{43})=?$/.test(b64) || !/[AEIMQUYcgkosw048]=?$/.test(b64))
+      throw new ConfigError('DATA_ENCRYPTION_KEY', `key "${id}" must be 32 bytes in base64 (openssl rand -base64 32), entries separated by commas`);
+    return { id, key: Buffer.from(b64, 'base64') };
   });
   const ids = new Set<string>();
-  for (const { id } of keys) {
+  const material = new Set<string>();
+  for (const { id, key } of keys) {
     if (ids.has(id)) throw new ConfigError('DATA_ENCRYPTION_KEY', `key id "${id}" is listed twice: each key needs an id of its own`);
+    // The same key under a new id would make a rotation that completes without changing the key.
+    if (material.has(key.toString('hex'))) throw new ConfigError('DATA_ENCRYPTION_KEY', `key "${id}" is the same key as another id's: a rotation needs a new key`);
     ids.add(id);
+    material.add(key.toString('hex'));
   }
   return keys;
 }

@@ -241,6 +241,20 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reads DATA_ENCRYPTION_KEY strictly: a list written with another separator, trailing junk or one key under two ids is refused', () => {
+    const NEW = Buffer.alloc(32, 7).toString('base64');
+    const OLD = Buffer.alloc(32, 9).toString('base64');
+    for (const value of [`k2:${NEW};k1:${OLD}`, `k2:${NEW} k1:${OLD}`, `k2:${NEW}k1:${OLD}`, `${NEW}JUNKJUNK`, `k1:${NEW.slice(0, -2)}B=`]) {
+      const e = errorFor({ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: value });
+      expect(e.variable).toBe('DATA_ENCRYPTION_KEY');
+      expect(e.message).not.toContain(NEW);
+    }
+    expect(errorFor({ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: `k2:${NEW},k1:${NEW}` }).message).toMatch(/same key as another id/);
+    // The spellings of one key: base64 with or without its padding, and base64url.
+    for (const value of [NEW, NEW.replace(/=$/, ''), Buffer.alloc(32, 7).toString('base64url'), `k2:${NEW}, k1:${OLD}`])
+      expect(loadConfig({ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: value }).encryption.keys[0].key).toEqual(Buffer.alloc(32, 7));
+  });
+
   it('reads DATABASE_TIMEOUT_MS and REQUEST_TIMEOUT_MS with bounded ranges', () => {
     const d = loadConfig({});
     expect(d.database.timeoutMs).toBe(10_000);
