@@ -50,7 +50,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
     // the sweep re-encrypts under the first key what is still under another, until a pass finds nothing left.
     const rotation = config.encryption.keys.length > 1 ? new KeyRotation(app.store) : null;
     const rotate = async () => {
-      if (!rotation || rotation.done) return;
+      if (!rotation) return;
       try {
         const passes = await rotation.run(sweepLimit(stopSweep.signal), (b) => app.metrics.reencrypted.inc(b.reencrypted));
         const last = passes.at(-1);

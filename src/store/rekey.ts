@@ -201,8 +201,9 @@ const EMPTY_PASS: RekeyPass = { found: 0, reencrypted: 0, unreadable: 0, waiting
  * hourly sweep's budget), going on where it stopped. Passes repeat while the last one found something it could read
  * under an older key, because a replica still running with the old key order may have written behind it (and a value
  * the service changed while it was being re-encrypted is left to the next pass); a pass that found nothing left is
- * the proof that older keys are no longer needed, and the walk stops there until the process restarts. Values under a
- * key no longer configured stop it too: no pass can read them. Values that wait for their expiry are found again by
+ * the proof that older keys are no longer needed, and the walk stops there until the next sweep, which checks it with
+ * one more pass: a replica still on the old key order (a rolling deploy) may have written since, and the gauge must
+ * not go on saying 0 over it. Values under a key no longer configured stop it too: no pass can read them. Values that wait for their expiry are found again by
  * each pass until the retention sweep has deleted them.
  */
 export class KeyRotation {
@@ -215,6 +216,8 @@ export class KeyRotation {
   /** Goes on with the walk until it is done or `limit` stops it; returns each pass that completed meanwhile. */
   async run(limit: SweepLimit, onBatch?: (b: RekeyBatch) => void): Promise<RekeyPass[]> {
     const completed: RekeyPass[] = [];
+    // Done at an earlier sweep: checked again now, from the start.
+    this.done = false;
     while (!this.done && !limit.signal?.aborted && Date.now() < limit.until) {
       const b = await this.store.reencryptBatch(this.cursor, REKEY_BATCH);
       onBatch?.(b);
