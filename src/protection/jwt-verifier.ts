@@ -1,5 +1,5 @@
 // Verifies callers' JWTs against the identity provider's key set (fetched and cached by jose), sparing it while it fails.
-import type { FlattenedJWSInput, JSONWebKeySet, JWSHeaderParameters, JWTPayload, KeyLike } from 'jose';
+import type { ExportedJWKSCache, FlattenedJWSInput, JSONWebKeySet, JWSHeaderParameters, JWTPayload, KeyLike } from 'jose';
 
 /** After a failed fetch of the key set, how long no request fetches it again. */
 export const JWKS_FAILURE_PAUSE_MS = 5000;
@@ -48,16 +48,18 @@ export function createJwtVerifier(opts: JwtVerifierOptions): (token: string) => 
 }
 
 async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs = 600_000 }: JwtVerifierOptions): Promise<(token: string) => Promise<JWTPayload>> {
-  const { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify } = await import('jose');
-  const remote = createRemoteJWKSet(new URL(jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: cacheMaxAgeMs });
+  const { createLocalJWKSet, createRemoteJWKSet, errors, jwksCache, jwtVerify } = await import('jose');
+  // jose fills this in at each fetch that succeeds (its uat changes then, and only then): how this verifier knows when
+  // the keys it holds came in. (remote.jwks() hands out a copy at every call, so it cannot tell.)
+  const fetched: { jwks?: JSONWebKeySet; uat?: number } = {};
+  const remote = createRemoteJWKSet(new URL(jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: cacheMaxAgeMs, [jwksCache]: fetched as ExportedJWKSCache });
   // jose pauses its refetches only after a fetch that succeeded: while the identity provider fails (or before it
   // ever answered), every request with a token would fetch again, so anyone could make this service hammer it.
   let failedAt = -Infinity;
-  // The keys last fetched and when (as this verifier saw them come in), for the pause and for an outage.
-  let held: { jwks: JSONWebKeySet; at: number; getKey: ReturnType<typeof createLocalJWKSet> } | undefined;
+  // The keys last fetched and when (on this verifier's clock, as it saw them come in), for the pause and an outage.
+  let held: { uat: number; at: number; getKey: ReturnType<typeof createLocalJWKSet> } | undefined;
   const noteKeys = () => {
-    const jwks = remote.jwks();
-    if (jwks && held?.jwks !== jwks) held = { jwks, at: now(), getKey: createLocalJWKSet(jwks) };
+    if (fetched.jwks && fetched.uat !== undefined && held?.uat !== fetched.uat) held = { uat: fetched.uat, at: now(), getKey: createLocalJWKSet(fetched.jwks) };
   };
   // The keys last fetched, while not older than the outage allowance: a key id they lack is no verdict on the token
   // (the provider may have rotated), so that one waits for the provider too.
@@ -79,7 +81,7 @@ async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs 
       noteKeys();
       return key;
     } catch (err) {
-      noteKeys();
+      noteKeys(); // a refetch for an unknown key id may have succeeded before the token was judged
       if (tokenJudged(err)) throw err;
       failedAt = now();
       return fromHeldKeys(header, token);
