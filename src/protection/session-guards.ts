@@ -16,7 +16,7 @@ import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
  * sets it to the TTL. Never shortened to a short TTL: a lease that a start can outlast would let a retry take the key
  * over and start a second billed session beside it (and leave no room for a send deadline).
  */
-export function startLeaseMs(config: Pick<Config, 'incode'>): number {
+function startLeaseMs(config: Pick<Config, 'incode'>): number {
   return Math.max(60_000, 4 * config.incode.timeoutMs);
 }
 
@@ -94,6 +94,8 @@ export interface SessionGuards {
 export interface IdempotencyOptions {
   /** The keys' namespace: one key sent to two routes is two keys. 'session' by default. */
   route?: 'session' | 'onboarding';
+  /** How long the route's work may run after its session is started (a completed key replays at least that long). */
+  runsForMs?: number;
 }
 
 /**
@@ -192,7 +194,10 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     try {
       // The key is marked done by the session's own write (only the id is kept, and a route's final answer if it keeps
       // one with recordIdempotencyAnswer; the token stays in sessions).
-      return await create({ scope, key, expiresAt: now + ttlMs, claimedAt: now, sendBefore, requestSha256: sha256Hex(body) });
+      // Completed, the key replays for the TTL, and at least as long as the first request could still have been running
+      // (its lease, or the route's own longer work): a retry of it never starts a second billed session.
+      const expiresAt = Math.max(now + ttlMs, leaseExpiresAt, now + (opts.runsForMs ?? 0));
+      return await create({ scope, key, expiresAt, claimedAt: now, sendBefore, requestSha256: sha256Hex(body) });
     } catch (err) {
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
       // once Incode had answered) a session may exist and be billed: the key stays pending until its lease lapses, so a

@@ -262,7 +262,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
               throw idempotencyInProgress();
             throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`, {}, { interviewId });
           },
-          { route: 'onboarding' },
+          { route: 'onboarding', runsForMs: capturesMs },
         );
       } finally {
         if (hold) {

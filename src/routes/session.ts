@@ -10,7 +10,7 @@ import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
 import { callerSecurity, CUSTOMER_ID_PATTERN, emptyBodyAsNone, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
-import { startLeaseMs, type SessionGuards } from '../protection/session-guards';
+import { claimDeadlines, type SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
 
 const SessionBody = Type.Object(
@@ -188,8 +188,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       // Spent before Incode is called, so concurrent requests with one token get one fresh token, not several.
       // The spend holds the token as long as an Idempotency-Key holds a start: if this request never restores it (its
       // process dies), the token can be spent again after that.
-      const now = Date.now();
-      const spent = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, now, now + startLeaseMs(config)));
+      const { leaseExpiresAt: holdUntil, sendBefore } = claimDeadlines(config, Date.now());
+      const spent = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, Date.now(), holdUntil));
       if (!parsed || !spent) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown, expired or already used');
       // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;
@@ -200,7 +200,9 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       let answer;
       try {
         // The session's own flow where it is known: Incode documents configurationId as required on start.
-        const started = await app.incode.start({ interviewId, ...(spent.configurationId ? { configurationId: spent.configurationId } : {}) }, { requestId: req.id });
+        // Sent before the hold's deadline, or not at all: a start still waiting past it could run beside a second
+        // exchange of the same token, once the hold is over.
+        const started = await app.incode.start({ interviewId, ...(spent.configurationId ? { configurationId: spent.configurationId } : {}) }, { requestId: req.id, sendBefore });
         if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
         answer = await reissue(interviewId, started.token, true);
       } catch (err) {

@@ -275,7 +275,12 @@ describe('POST /session against the emulator', () => {
       // Past the TTL, the first still at Incode: its claim holds for as long as a start may take.
       await new Promise((r) => setTimeout(r, 1500));
       expect((await request(shortTtl.url).post('/session').set('idempotency-key', 'k-short').send({}).expect(409)).body.code).toBe('IDEMPOTENCY_IN_PROGRESS');
-      expect((await first).status).toBe(200);
+      const done = await first;
+      expect(done.status).toBe(200);
+      expect(emu.app.emulator.sessions.size).toBe(before + 1);
+      // Completed past its TTL: a retry now still gets that session (the TTL never ends a key before its lease would).
+      emu.app.emulator.resetFaults();
+      expect((await request(shortTtl.url).post('/session').set('idempotency-key', 'k-short').send({}).expect(200)).body.interviewId).toBe(done.body.interviewId);
       expect(emu.app.emulator.sessions.size).toBe(before + 1);
     } finally {
       emu.app.emulator.resetFaults();
