@@ -169,6 +169,7 @@ describe('loadConfig', () => {
 
   it.each([
     ['whsec_abc$def+ghij', 'a character outside base64'],
+    ['whsec_', 'nothing after the prefix'],
     ['whsec_' + Buffer.alloc(32, 7).toString('base64url'), 'the URL-safe alphabet'],
     ['whsec_' + Buffer.alloc(32, 7).toString('base64').replace(/=+$/, ''), 'no padding'],
     ['whsec_ ' + Buffer.alloc(32, 7).toString('base64'), 'a space'],
@@ -176,7 +177,7 @@ describe('loadConfig', () => {
     for (const env of [prodEnv, { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY }]) {
       const e = errorFor({ ...env, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: secret });
       expect(e.variable).toBe('CALLBACK_SECRET');
-      expect(e.message).not.toContain(secret.slice(6));
+      if (secret.length > 6) expect(e.message).not.toContain(secret.slice(6));
     }
     const good = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
     expect(loadConfig({ ...prodEnv, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: good }).callback.secret).toBe(good);

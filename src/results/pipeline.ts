@@ -493,7 +493,7 @@ export class ResultsPipeline {
     // of it (the job failed after storing, or outlived its lease) or from a later fetch, and either way the repair was
     // counted then. Only for a poll's job, the one that can be a repair.
     const storedSinceQueued =
-      job.payload.source === 'poll' ? await this.d.store.getResults(id).then((r) => r !== null && r.fetchedAt >= job.createdAt, () => true) : true;
+      job.payload.source === 'poll' ? await this.d.store.resultsFetchedAt(id).then((at) => at !== null && at >= job.createdAt, () => true) : true;
     try {
       // No finish-status here: results are read at ONBOARDING_FINISHED or at a reviewer's verdict, which comes after it,
       // and finish-status applies the flow's business rules and recalculates the score again (incode-api.md 4.8).

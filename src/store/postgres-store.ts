@@ -360,6 +360,11 @@ export class PostgresStore implements Store {
     });
   }
 
+  async resultsFetchedAt(interviewId: string): Promise<number | null> {
+    const { rows } = await this.q<{ fetched_at: string }>('SELECT fetched_at FROM results WHERE interview_id = $1', [interviewId]);
+    return rows[0] ? Number(rows[0].fetched_at) : null;
+  }
+
   async getResults(interviewId: string): Promise<StoredResults | null> {
     const { rows } = await this.q<{ scores_enc: string; ocr_enc: string; fetched_at: string }>(
       'SELECT scores_enc, ocr_enc, fetched_at FROM results WHERE interview_id = $1',
@@ -443,7 +448,7 @@ export class PostgresStore implements Store {
 
   private eraseSql(auditKind: string, detail: string): string {
     return `WITH t AS (
-        UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = GREATEST(updated_at, $2::bigint)
+        UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = GREATEST(updated_at + 1, $2::bigint)
         WHERE interview_id = ANY($1::text[]) AND results_status <> 'erased' RETURNING interview_id, created_at),
       r AS (DELETE FROM results WHERE interview_id IN (SELECT interview_id FROM t)),
       s AS (DELETE FROM steps WHERE interview_id = ANY($1::text[])),

@@ -210,12 +210,15 @@ export class KeyRotation {
   private cursor: RekeyCursor = REKEY_START;
   private pass: RekeyPass = EMPTY_PASS;
   done = false;
+  private unreadableLeft = false;
 
   constructor(private readonly store: Pick<Store, 'reencryptBatch'>) {}
 
   /** Goes on with the walk until it is done or `limit` stops it; returns each pass that completed meanwhile. */
   async run(limit: SweepLimit, onBatch?: (b: RekeyBatch) => void): Promise<RekeyPass[]> {
     const completed: RekeyPass[] = [];
+    // Stopped by values no configured key reads: no pass can change that before a restart with the key listed again.
+    if (this.unreadableLeft) return completed;
     // Done at an earlier sweep: checked again now, from the start.
     this.done = false;
     while (!this.done && !limit.signal?.aborted && Date.now() < limit.until) {
@@ -230,6 +233,7 @@ export class KeyRotation {
       const pass = this.pass;
       completed.push(pass);
       this.done = pass.found === pass.unreadable;
+      this.unreadableLeft = this.done && pass.unreadable > 0;
       this.cursor = REKEY_START;
       this.pass = EMPTY_PASS;
       // A pass that moved something is checked at once by the next; one that could move nothing (values waiting to

@@ -336,7 +336,7 @@ export function sessionMergeSql(greatest: 'MAX' | 'GREATEST'): string {
     ${fill('configuration_id')},
     onboarding_status = CASE WHEN excluded.status_rank > s.status_rank THEN excluded.onboarding_status ELSE s.onboarding_status END,
     status_rank = ${greatest}(s.status_rank, excluded.status_rank),
-    updated_at = ${greatest}(s.updated_at, excluded.updated_at)
+    updated_at = CASE WHEN excluded.status_rank > s.status_rank THEN ${greatest}(s.updated_at + 1, excluded.updated_at) ELSE ${greatest}(s.updated_at, excluded.updated_at) END
   WHERE excluded.status_rank > s.status_rank
      OR (s.results_status <> 'erased' AND (
           (s.token_enc IS NULL AND excluded.token_enc IS NOT NULL)

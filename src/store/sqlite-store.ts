@@ -339,6 +339,11 @@ export class SqliteStore implements Store {
     });
   }
 
+  async resultsFetchedAt(interviewId: string): Promise<number | null> {
+    const r = this.st('SELECT fetched_at FROM results WHERE interview_id = ?').get(interviewId) as { fetched_at: number } | undefined;
+    return r ? Number(r.fetched_at) : null;
+  }
+
   async getResults(interviewId: string): Promise<StoredResults | null> {
     const r = this.st('SELECT scores_enc, ocr_enc, fetched_at FROM results WHERE interview_id = ?').get(interviewId) as
       | { scores_enc: string; ocr_enc: string; fetched_at: number }
@@ -419,7 +424,7 @@ export class SqliteStore implements Store {
     this.st(`INSERT INTO audit (kind, subject, detail, at) SELECT ?, value, ?, ? FROM json_each(?) ORDER BY key`).run(auditKind, JSON.stringify(detail), now, list);
     this.st(`DELETE FROM results WHERE interview_id IN (${each})`).run(list);
     this.sweepErased(list);
-    return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
+    return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at + 1, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
   }
 
   /** What says how the checks of these sessions (a JSON list of ids) went: their steps, inbox events and job payloads. */

@@ -234,6 +234,8 @@ export interface Store {
    */
   saveResults(interviewId: string, results: StoredResults, decision: Decision, now: number, then?: NewJob): Promise<boolean>;
   getResults(interviewId: string): Promise<StoredResults | null>;
+  /** When the stored results' fetch started (null: none stored), without decrypting them. */
+  resultsFetchedAt(interviewId: string): Promise<number | null>;
   /** Rejects a cursor it did not hand out with InvalidCursorError. */
   listSessions(q: ListSessionsQuery): Promise<{ items: SessionListing[]; nextCursor: string | null }>;
   /** Sessions with nextPollAt <= now, oldest first; nothing is decrypted, so one unreadable row holds up no poll. */

@@ -355,6 +355,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.saveResults('i1', { scores: { overall: 'MANUAL_OK' }, ocr: { v: 2 }, fetchedAt: T0 + 50 }, 'approve', T0 + 60)).toBe(true);
         expect(await store.saveResults('i1', { scores: { overall: 'MANUAL_PENDING' }, ocr: { v: 1 }, fetchedAt: T0 + 40 }, 'review', T0 + 70)).toBe(false);
         expect(await store.getResults('i1')).toEqual({ scores: { overall: 'MANUAL_OK' }, ocr: { v: 2 }, fetchedAt: T0 + 50 });
+        expect(await store.resultsFetchedAt('i1')).toBe(T0 + 50);
+        expect(await store.resultsFetchedAt('none')).toBeNull();
         expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'ready', decision: 'approve', updatedAt: T0 + 60 });
         // A fetch started at the same time or later replaces.
         expect(await store.saveResults('i1', { scores: { overall: 'OK' }, ocr: { v: 3 }, fetchedAt: T0 + 50 }, 'approve', T0 + 80)).toBe(true);
@@ -1302,6 +1304,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
             { found: 1, reencrypted: 0, unreadable: 1, waiting: 0 },
           ]);
           expect(early.done).toBe(true);
+          // Stopped there: no later sweep scans again for what no configured key can read.
+          expect(await early.run(sweepLimit())).toEqual([]);
           expect((await h.exec('SELECT token_enc FROM sessions WHERE interview_id = ?', ['h']))[0].token_enc).toBe(before.token_enc);
           expect(await store.getSession('h')).toMatchObject({ token: 'tok-h' });
         });
