@@ -94,7 +94,7 @@ export interface SessionGuards {
 export interface IdempotencyOptions {
   /** The keys' namespace: one key sent to two routes is two keys. 'session' by default. */
   route?: 'session' | 'onboarding';
-  /** How long the route's work may run after its session is started (a completed key replays at least that long). */
+  /** How long the route's work may run after its session is started (a completed key replays at least that long past the latest start). */
   runsForMs?: number;
 }
 
@@ -195,8 +195,9 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
       // The key is marked done by the session's own write (only the id is kept, and a route's final answer if it keeps
       // one with recordIdempotencyAnswer; the token stays in sessions).
       // Completed, the key replays for the TTL, and at least as long as the first request could still have been running
-      // (its lease, or the route's own longer work): a retry of it never starts a second billed session.
-      const expiresAt = Math.max(now + ttlMs, leaseExpiresAt, now + (opts.runsForMs ?? 0));
+      // (its lease; for a route's longer work, that work counted from the latest its session can have started): a retry
+      // of it never starts a second billed session.
+      const expiresAt = Math.max(now + ttlMs, leaseExpiresAt + (opts.runsForMs ?? 0));
       return await create({ scope, key, expiresAt, claimedAt: now, sendBefore, requestSha256: sha256Hex(body) });
     } catch (err) {
       // Released only when Incode certainly created nothing. Otherwise (a timeout, an unusable 2xx, a failure of ours
