@@ -213,6 +213,9 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   try {
     const loaded = loadConfig(env);
     if (io.env.NODE_ENV === 'production' && !loaded.sandbox) refuseCleartextIncode(loaded.incode.apiUrl);
+    // The sandbox's sessions exist only in this process's emulator: written into a broker's database, the broker would
+    // poll them at Incode, fail them and announce it.
+    if (loaded.sandbox && !inMemory) throw new ConfigError('DATABASE_URL', 'must not be set in sandbox mode (no INCODE_API_KEY): the emulator\'s sessions would be written into that database');
     // Someone is watching the terminal: poll at least every second whatever the server's setting.
     config = { ...loaded, results: { ...loaded.results, pollIntervalMs: Math.min(loaded.results.pollIntervalMs, 1000) } };
   } catch (err) {
@@ -249,9 +252,12 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
     const client = new IncodeClient(incodeClientOptions(config, apiUrl));
     cleanup.push(() => client.close());
     // One onboarding at a time: two job slots, and a worker that looks for work often (someone is waiting).
+    // Only this onboarding's jobs: with a DATABASE_URL a broker shares, its jobs are the broker's to run, with its
+    // settings (callbacks, executive credentials), not this process's.
+    let ownSession: string | null = null;
     const { pipeline, worker } = createResultsRuntime(
       { store, incode: client, executiveTokens: ExecutiveTokenProvider.fromConfig(client, config), config, metrics: createMetrics(), log },
-      { concurrency: 2, idleMs: 50 },
+      { concurrency: 2, idleMs: 50, onlySubject: () => ownSession },
     );
     worker.start();
     // Runs first (cleanup is unwound last-in first-out): no job may touch the store after it closes.
@@ -264,6 +270,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       config,
       log,
       onStep: (e) => {
+        ownSession ??= e.interviewId;
         out.steps.push(e);
         progress.step(e);
         if (e.step === 'face-match' && e.outcome !== 'failed') progress.note('waiting for Incode to finish processing');

@@ -6,7 +6,7 @@ import { JobWorker, type WorkerOptions } from './worker';
 export type ResultsRuntimeDeps = Omit<PipelineDeps, 'kick'>;
 
 /** A pipeline whose new jobs wake its worker at once; worker settings come from config unless overridden. */
-export function createResultsRuntime(d: ResultsRuntimeDeps, workerOverrides: Partial<Pick<WorkerOptions, 'concurrency' | 'idleMs'>> = {}) {
+export function createResultsRuntime(d: ResultsRuntimeDeps, workerOverrides: Partial<Pick<WorkerOptions, 'concurrency' | 'idleMs' | 'onlySubject'>> = {}) {
   let worker: JobWorker | null = null;
   const pipeline = new ResultsPipeline({ ...d, kick: () => worker?.kick() });
   worker = new JobWorker({

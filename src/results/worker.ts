@@ -31,6 +31,11 @@ export interface WorkerOptions {
   log: FastifyBaseLogger;
   metrics: Metrics;
   now?: () => number;
+  /**
+   * Only the jobs of this session (nothing while it returns null): a process that follows one onboarding of its own
+   * (the CLI) on a database a broker shares must not run the broker's jobs with its own settings.
+   */
+  onlySubject?: () => string | null;
 }
 
 /** How long before its lease lapses an attempt is stopped: a fifth of the lease, at most 10 s. */
@@ -92,9 +97,10 @@ export class JobWorker {
       const free = this.o.concurrency - this.active.size;
       let claimed: Job[] = [];
       this.kicked = false;
-      if (free > 0) {
+      const subject = this.o.onlySubject ? this.o.onlySubject() : undefined;
+      if (free > 0 && subject !== null) {
         try {
-          claimed = await this.o.store.claimJobs(this.owner, free, this.o.leaseMs ?? DEFAULT_LEASE_MS, this.now());
+          claimed = await this.o.store.claimJobs(this.owner, free, this.o.leaseMs ?? DEFAULT_LEASE_MS, this.now(), subject);
         } catch (err) {
           this.o.log.error({ err: { message: (err as Error).message } }, 'claiming jobs failed');
         }

@@ -563,18 +563,19 @@ export class PostgresStore implements Store {
     return (r.rowCount ?? 0) > 0;
   }
 
-  async claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+  async claimJobs(owner: string, limit: number, leaseMs: number, now: number, subject?: string): Promise<Job[]> {
     // SKIP LOCKED: concurrent claimers pass over each other's rows instead of waiting or double-claiming.
     const { rows } = await this.q<JobRow>(
       `WITH c AS (
          SELECT id FROM jobs
-         WHERE (state = 'queued' AND run_at <= $1::bigint) OR (state = 'running' AND lease_expires_at <= $1::bigint)
+         WHERE ((state = 'queued' AND run_at <= $1::bigint) OR (state = 'running' AND lease_expires_at <= $1::bigint))
+           AND ($5::text IS NULL OR subject = $5::text)
          ORDER BY run_at, created_at, id LIMIT $2::int
          FOR UPDATE SKIP LOCKED)
        UPDATE jobs j SET state = 'running', lease_owner = $3, lease_expires_at = $4::bigint, attempts = j.attempts + 1, updated_at = $1::bigint
        FROM c WHERE j.id = c.id
        RETURNING j.*`,
-      [now, clampLimit(limit), owner, now + leaseMs],
+      [now, clampLimit(limit), owner, now + leaseMs, subject ?? null],
     );
     return rows.map(toJob).sort(byRunAt);
   }

@@ -538,17 +538,18 @@ export class SqliteStore implements Store {
     });
   }
 
-  async claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+  async claimJobs(owner: string, limit: number, leaseMs: number, now: number, subject?: string): Promise<Job[]> {
     const rows = await this.write(
       () =>
         this.st(
           `UPDATE jobs SET state = 'running', lease_owner = @owner, lease_expires_at = @exp, attempts = attempts + 1, updated_at = @now
            WHERE id IN (
              SELECT id FROM jobs
-             WHERE (state = 'queued' AND run_at <= @now) OR (state = 'running' AND lease_expires_at <= @now)
+             WHERE ((state = 'queued' AND run_at <= @now) OR (state = 'running' AND lease_expires_at <= @now))
+               AND (@subject IS NULL OR subject = @subject)
              ORDER BY run_at, created_at, id LIMIT @limit)
            RETURNING *`,
-        ).all({ owner, exp: now + leaseMs, now, limit: clampLimit(limit) }) as JobRow[],
+        ).all({ owner, exp: now + leaseMs, now, limit: clampLimit(limit), subject: subject ?? null }) as JobRow[],
     );
     return rows.map(toJob).sort(byRunAt);
   }

@@ -294,7 +294,7 @@ export interface Store {
   hasEvent(key: string): Promise<boolean>;
   enqueueJob(j: NewJob, now: number): Promise<boolean>;
   /** Claims up to `limit` due jobs (queued and due, or running with an expired lease) for `owner`. */
-  claimJobs(owner: string, limit: number, leaseMs: number, now: number): Promise<Job[]>;
+  claimJobs(owner: string, limit: number, leaseMs: number, now: number, subject?: string): Promise<Job[]>;
   /**
    * Marks the job done. false when this claim (`job` as claimJobs gave it, and `owner`) no longer holds it: its lease
    * lapsed and the job was claimed again, by another worker or by the same one. Nothing changed then.

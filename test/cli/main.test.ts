@@ -7,6 +7,7 @@ import { Cipher } from '../../src/store/crypto';
 import { createStore } from '../../src/store/index';
 import { ROOT, spawnNode, type NodeProcess } from '../helpers/node-process';
 import { tempDir } from '../helpers/temp';
+import { TEST_API_KEY, startEmulator } from '../helpers/harness';
 
 const BIN = join(ROOT, 'bin/incode-broker.js');
 const sample = (name: string) => join(ROOT, 'samples', name);
@@ -218,21 +219,54 @@ describe('incode-broker onboard', () => {
   it('with RESULTS_MODE=webhook and MARK_COMPLETE, a wait that gives up leaves a status check queued for a broker sharing the database', async () => {
     // Nothing polls in that mode and only this service marks the onboarding complete: without the check, a broker
     // reading the same database would never come back to it. The CLI's own worker has stopped first: it stays queued.
-    const env = { DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') };
-    const r = await run(['onboard', ...GOOD, '--timeout', '1', '--json'], { ...env, EMULATOR_PROCESSING_DELAY_MS: '30000', RESULTS_MODE: 'webhook', MARK_COMPLETE: 'true' });
-    expect(r.code).toBe(1);
-    const doc = JSON.parse(r.stdout);
-    expect(doc.error).toMatchObject({ step: 'wait', code: 'TIMEOUT' });
+    const emu = await startEmulator({ processingDelayMs: 30_000 });
+    try {
+      const env = { DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') };
+      const r = await run(['onboard', ...GOOD, '--timeout', '1', '--json'], { ...env, INCODE_API_KEY: TEST_API_KEY, INCODE_API_URL: emu.url, RESULTS_MODE: 'webhook', MARK_COMPLETE: 'true' });
+      expect(r.code).toBe(1);
+      const doc = JSON.parse(r.stdout);
+      expect(doc.error).toMatchObject({ step: 'wait', code: 'TIMEOUT' });
+      const config = loadConfig({ ...env, INCODE_API_KEY: TEST_API_KEY });
+      const store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys) });
+      try {
+        expect(await store.getSession(doc.interviewId)).toMatchObject({ resultsStatus: 'pending' });
+        const checks = (await store.listJobs(doc.interviewId)).filter((j) => j.kind === 'verify');
+        expect(checks).toEqual([expect.objectContaining({ state: 'queued', attempts: 0, payload: { source: 'refresh' } })]);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await emu.close();
+    }
+  }, 30_000);
+
+  it("on a database a broker shares, runs only its own onboarding's jobs: the broker's stay queued for the broker", async () => {
+    const emu = await startEmulator();
+    const env = { DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'), INCODE_API_KEY: TEST_API_KEY };
     const config = loadConfig(env);
     const store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys) });
     try {
-      expect(await store.getSession(doc.interviewId)).toMatchObject({ resultsStatus: 'pending' });
-      const checks = (await store.listJobs(doc.interviewId)).filter((j) => j.kind === 'verify');
-      expect(checks).toEqual([expect.objectContaining({ state: 'queued', attempts: 0, payload: { source: 'refresh' } })]);
+      await store.migrate();
+      // The broker's work, due now: a status check, a customer callback and an erasure at Incode of other sessions.
+      const now = Date.now();
+      for (const [kind, subject] of [['verify', 'b'.repeat(24)], ['callback', 'c'.repeat(24)], ['incode-delete', 'd'.repeat(24)]] as const)
+        await store.enqueueJob({ kind, subject, payload: {}, runAt: now }, now);
+      const r = await run(['onboard', ...GOOD, '--json'], { ...env, INCODE_API_URL: emu.url });
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'approve' });
+      for (const subject of ['b', 'c', 'd'].map((c) => c.repeat(24)))
+        expect(await store.listJobs(subject)).toEqual([expect.objectContaining({ state: 'queued', attempts: 0 })]);
     } finally {
       await store.close();
+      await emu.close();
     }
   }, 30_000);
+
+  it('refuses a DATABASE_URL in sandbox mode: the emulator\'s sessions would be written into that database', async () => {
+    const r = await run(['onboard', ...GOOD, '--json'], { DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') });
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/DATABASE_URL must not be set in sandbox mode/) } });
+  });
 
   it('documents the exit codes in --help', async () => {
     const r = await run(['--help']);

@@ -730,6 +730,14 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect((await h.exec('SELECT key FROM idempotency_keys')).map((r) => r.key)).toEqual(['k-live']);
       });
 
+      it('claims only the jobs of one session when asked (a CLI sharing a broker\'s database)', async () => {
+        for (const subject of ['mine', 'theirs', 'mine']) await store.enqueueJob({ kind: 'verify', subject, payload: {}, runAt: T0 }, T0);
+        const claimed = await store.claimJobs('cli', 10, 1000, T0, 'mine');
+        expect(claimed.map((j) => j.subject)).toEqual(['mine', 'mine']);
+        expect(await store.listJobs('theirs')).toEqual([expect.objectContaining({ state: 'queued' })]);
+        expect((await store.claimJobs('broker', 10, 1000, T0)).map((j) => j.subject)).toEqual(['theirs']);
+      });
+
       it('purgeExpired drops finished jobs and processed events older than the cutoff, and nothing still to do', async () => {
         // Old: a processed event with its done job, and a dead job. Kept: an unprocessed event with its queued job,
         // and a job finished after the cutoff.
