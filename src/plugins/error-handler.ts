@@ -26,16 +26,16 @@ function mapError(err: FastifyError | Error): Mapped {
     // rate limit, 504, 502), with the step and the session it reached; a database outage there is a 503 too.
     const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
     if (err.code === 'DATABASE_UNAVAILABLE')
-      return { status: 503, code: err.code, message: err.message, headers: retryAfter(DATABASE_RETRY_MS), extra: { step: err.step, interviewId: err.interviewId } };
+      return { status: 503, code: err.code, message: err.message, headers: retryAfter(DATABASE_RETRY_MS), extra: stepExtra(err) };
     // Stopped by this service's shutdown past its grace: as any request turned away while draining.
     if (err.code === 'ABORTED')
-      return { status: 503, code: 'SHUTTING_DOWN', message: 'The service shut down before the captures were done; retry on another instance', headers: retryAfter(1000), extra: { step: err.step, interviewId: err.interviewId } };
+      return { status: 503, code: 'SHUTTING_DOWN', message: 'The service shut down before the captures were done; retry on another instance', headers: retryAfter(1000), extra: stepExtra(err) };
     return {
       status: incode?.status ?? (err.code === 'INTERNAL_ERROR' ? 500 : 502),
       code: incode?.code ?? err.code,
       message: err.message,
       headers: incode?.headers,
-      extra: { step: err.step, interviewId: err.interviewId },
+      extra: stepExtra(err),
     };
   }
   if (err instanceof IncodeError) {
@@ -86,3 +86,8 @@ export default fp(
   },
   { name: 'error-handler' },
 );
+
+/** Where an onboarding stopped, and its session when one was started (none is named before Incode created one). */
+function stepExtra(err: { step: string; interviewId: string | null | undefined }): Record<string, unknown> {
+  return err.interviewId ? { step: err.step, interviewId: err.interviewId } : { step: err.step };
+}
