@@ -40,11 +40,10 @@ declare module 'fastify' {
      * load balancer takes this instance out of rotation before it refuses connections.
      */
     leaveRotation(): void;
-    /** Whether close() has begun (its first preClose hook ran): work that outlives a request must not start then. */
-    closing(): boolean;
     /**
-     * When close() began (its first preClose hook), or null: a plugin whose own hook runs later (Fastify runs them one
-     * after another, the root's first) counts its share of the grace from then.
+     * When close() began (its first preClose hook), or null before: work that outlives a request must not start once
+     * it has, and a plugin whose own hook runs later (Fastify runs them one after another, the root's first) counts its
+     * share of the grace from then.
      */
     closingSince(): number | null;
   }
@@ -250,7 +249,6 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.decorate('leaveRotation', () => {
     inRotation = false;
   });
-  app.decorate('closing', () => closingAt !== null);
   app.decorate('closingSince', () => closingAt);
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
   const helmetHeaders = securityHeaders();

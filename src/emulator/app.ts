@@ -214,6 +214,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   };
 
   const keyMatches = matcherOf(opts.apiKey);
+  const executive = opts.executiveEmail && opts.executivePassword ? { email: matcherOf(opts.executiveEmail), password: matcherOf(opts.executivePassword) } : null;
   const pathOf = (req: FastifyRequest): string => {
     const q = req.url.indexOf('?');
     const p = q >= 0 ? req.url.slice(0, q) : req.url;
@@ -481,8 +482,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     'key',
     async (req, reply) => {
       const b = (req.body ?? {}) as Record<string, unknown>;
-      if (!opts.executiveEmail || !opts.executivePassword) return fail(reply, 401, 'Executive login is not configured');
-      if (!matcherOf(opts.executiveEmail)(b.email) || !matcherOf(opts.executivePassword)(b.password)) return fail(reply, 401, 'Invalid email or password');
+      if (!executive) return fail(reply, 401, 'Executive login is not configured');
+      if (!executive.email(b.email) || !executive.password(b.password)) return fail(reply, 401, 'Invalid email or password');
       const execId = createHash('sha256').update(String(b.email)).digest('hex').slice(0, 24);
       return { token: tokens.mint(execId, 'EXECUTIVE', 24 * 3600) };
     },

@@ -4,6 +4,8 @@ import type { EmulatorOptions } from './app';
 
 const env = process.env;
 const num = (name: string): number | undefined => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : undefined);
+/** A comma-separated variable's entries, trimmed, empty ones left out (undefined when the variable is unset). */
+const list = (name: string): string[] | undefined => env[name]?.split(',').map((v) => v.trim()).filter(Boolean);
 
 function options(): EmulatorOptions {
   const webhookUrl = env.EMULATOR_WEBHOOK_URL;
@@ -22,7 +24,7 @@ function options(): EmulatorOptions {
             : undefined,
           headers: env.EMULATOR_WEBHOOK_HEADERS ? (JSON.parse(env.EMULATOR_WEBHOOK_HEADERS) as Record<string, string>) : undefined,
           // Comma-separated delays before each retry ("" for none: the single delivery older Incode docs describe).
-          retryDelaysMs: env.EMULATOR_WEBHOOK_RETRY_DELAYS_MS !== undefined ? env.EMULATOR_WEBHOOK_RETRY_DELAYS_MS.split(',').filter((d) => d.trim() !== '').map((d) => Number(d.trim())).filter((d) => Number.isFinite(d) && d >= 0) : undefined,
+          retryDelaysMs: list('EMULATOR_WEBHOOK_RETRY_DELAYS_MS')?.map(Number).filter((d) => Number.isFinite(d) && d >= 0),
           timeoutMs: num('EMULATOR_WEBHOOK_TIMEOUT_MS'),
         }
       : undefined,
@@ -30,13 +32,13 @@ function options(): EmulatorOptions {
       latencyMs: num('EMULATOR_LATENCY_MS'),
       startLatencyMs: num('EMULATOR_START_LATENCY_MS'),
       errorRate: num('EMULATOR_ERROR_RATE'),
-      errorStatuses: env.EMULATOR_ERROR_STATUSES ? env.EMULATOR_ERROR_STATUSES.split(',').map((s) => Number(s.trim())) : undefined,
+      errorStatuses: list('EMULATOR_ERROR_STATUSES')?.map(Number),
       errorAfterHandler: env.EMULATOR_ERROR_AFTER_HANDLER === '1' || env.EMULATOR_ERROR_AFTER_HANDLER === 'true',
       timeoutRate: num('EMULATOR_TIMEOUT_RATE'),
       dropWebhookRate: num('EMULATOR_DROP_WEBHOOK_RATE'),
       duplicateWebhookRate: num('EMULATOR_DUPLICATE_WEBHOOK_RATE'),
       seed: num('EMULATOR_SEED'),
-      faultPaths: env.EMULATOR_FAULT_PATHS ? env.EMULATOR_FAULT_PATHS.split(',').map((p) => p.trim()).filter(Boolean) : undefined,
+      faultPaths: list('EMULATOR_FAULT_PATHS'),
     },
     logger: env.EMULATOR_LOG === '1' || env.EMULATOR_LOG === 'true',
   };

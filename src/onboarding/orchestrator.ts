@@ -17,7 +17,6 @@ import {
 import type { CallContext, IncodeClient } from '../incode/client';
 import { circuitOpenError, IncodeError } from '../incode/errors';
 import type { AddIdResponse, StartRequest } from '../incode/types';
-import { resultsFailedEvent } from '../results/callback';
 import { finishRecorded, type ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
 import type { ClaimedKey, Decision, ResultsStatus, StepRecord, Store } from '../store/types';
@@ -532,7 +531,7 @@ export class Orchestrator {
 
   /** The session will never produce results: marked failed with why, and no longer polled. */
   private async abandon(interviewId: string, code: string, now: number): Promise<void> {
-    await this.d.store.setResultsStatus(interviewId, 'failed', code, now, resultsFailedEvent(this.d.config.callback, interviewId, code, now));
+    await this.d.pipeline.failResults(interviewId, code, now);
     const s = await this.d.store.getSession(interviewId);
     if (s && s.nextPollAt !== null) await this.d.store.stopPolling(interviewId, s.nextPollAt);
   }

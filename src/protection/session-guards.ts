@@ -6,7 +6,6 @@ import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { ClaimedKey, IdempotencyAnswer } from '../store/types';
-
 import { createJwtVerifier, tokenJudged } from './jwt-verifier';
 import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
 

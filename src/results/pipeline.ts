@@ -159,7 +159,7 @@ export class ResultsPipeline {
       if (this.pollingGaveUp(s, now)) {
         await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
         // A session waiting for a reviewer keeps the results it has; only an unfinished one failed.
-        if (!awaitsVerdict(s)) await this.d.store.setResultsStatus(s.interviewId, 'failed', 'POLLING_GAVE_UP', now, resultsFailedEvent(this.d.config.callback, s.interviewId, 'POLLING_GAVE_UP', now));
+        if (!awaitsVerdict(s)) await this.failResults(s.interviewId, 'POLLING_GAVE_UP', now);
         continue;
       }
       await this.d.store.enqueueJob({ kind: 'verify', subject: s.interviewId, payload: { source: 'poll' }, runAt: now, dedupeKey: `verify:${s.interviewId}:poll` }, now);
@@ -243,8 +243,8 @@ export class ResultsPipeline {
     // A dead customer callback says nothing about the session's results: over a failed one it leaves lastError, which
     // decides whether polling still repairs an outage (its audit row and metric keep why the event was not delivered).
     const callbackOverFailure = job.kind === 'callback' && (await this.d.store.getSession(job.subject))?.resultsStatus === 'failed';
-    if (!callbackOverFailure)
-      await this.d.store.setResultsStatus(job.subject, job.kind === 'results' ? 'failed' : null, code, now, job.kind === 'results' ? resultsFailedEvent(this.d.config.callback, job.subject, code, now) : undefined);
+    if (job.kind === 'results') await this.failResults(job.subject, code, now);
+    else if (!callbackOverFailure) await this.d.store.setResultsStatus(job.subject, null, code, now);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
     // read the session (the row as upsertSession answered it, which setting lastError on a check leaves as it was).
@@ -289,6 +289,14 @@ export class ResultsPipeline {
     await this.d.store.schedulePoll(interviewId, next, 0);
     await this.d.store.setResultsStatus(interviewId, 'pending', null, now);
     this.logFor(requestId).info({ interviewId }, 'polling resumed for a session it had given up on');
+  }
+
+  /**
+   * Marks the session's results failed for good, with why, and queues the customer's event of it in the same write
+   * (sent only when that write moved the session to failed).
+   */
+  async failResults(interviewId: string, code: string, now: number): Promise<void> {
+    await this.d.store.setResultsStatus(interviewId, 'failed', code, now, resultsFailedEvent(this.d.config.callback, interviewId, code, now));
   }
 
   /** The log of one job's or request's work: its lines carry the id its Incode calls carry (x-request-id). */
@@ -472,8 +480,7 @@ export class ResultsPipeline {
       );
       if (enq) this.d.kick?.();
     }
-    if (current === 'EXPIRED' && session.resultsStatus === 'pending')
-      await this.d.store.setResultsStatus(interviewId, 'failed', 'SESSION_EXPIRED', now, resultsFailedEvent(this.d.config.callback, interviewId, 'SESSION_EXPIRED', now));
+    if (current === 'EXPIRED' && session.resultsStatus === 'pending') await this.failResults(interviewId, 'SESSION_EXPIRED', now);
     // Not only when this call moved the status: one that died after the move and before reviving runs again unchanged.
     await this.revive(interviewId, session, requestId);
     // Polling stops last: until the results job is queued, the next poll is what repairs a check that died here (so not

@@ -113,7 +113,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
     // Once the app's close() has begun (its first preClose hook, before the worker's or this plugin's): a request that
     // finishes its captures after that (its body was still arriving) leaves the rest to polling instead of starting a
     // background finish that nothing would stop, and that would need the worker.
-    if (app.closing()) {
+    if (app.closingSince() !== null) {
       log.warn({ interviewId }, `onboarding left to ${leftTo} at shutdown`);
       return o.handOff(interviewId, log);
     }

@@ -188,8 +188,9 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       // Spent before Incode is called, so concurrent requests with one token get one fresh token, not several.
       // The spend holds the token as long as an Idempotency-Key holds a start: if this request never restores it (its
       // process dies), the token can be spent again after that.
-      const { leaseExpiresAt: holdUntil, sendBefore } = claimDeadlines(config, Date.now());
-      const spent = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, Date.now(), holdUntil));
+      const now = Date.now();
+      const { leaseExpiresAt: holdUntil, sendBefore } = claimDeadlines(config, now);
+      const spent = parsed && (await app.store.consumeResumeToken(parsed.interviewId, parsed.tokenHash, now, holdUntil));
       if (!parsed || !spent) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown, expired or already used');
       // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;

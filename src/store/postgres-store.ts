@@ -445,7 +445,6 @@ export class PostgresStore implements Store {
   // Data-modifying CTEs: the erasure, its deletes and its audit row commit together or not at all. $1 is the
   // array of locked interview ids, $2 now, $3 what `detail` reads. Steps, inbox events and job payloads are swept for
   // every locked id, erased before or not: a webhook recorded since (its check) is swept by erasing again.
-
   private eraseSql(auditKind: string, detail: string): string {
     return `WITH t AS (
         UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = GREATEST(updated_at + 1, $2::bigint)

@@ -100,7 +100,7 @@ export type ClaimedKey = IdempotencyRef & {
    * enough to be over before the pending claim lapses, else a retry that took the key over could start a second
    * session beside it.
    */
-  sendBefore?: number;
+  sendBefore: number;
 };
 
 export interface StoredResults {
