@@ -179,6 +179,9 @@ describe('loadConfig', () => {
       expect(e.variable).toBe('CALLBACK_SECRET');
       if (secret.length > 6) expect(e.message).not.toContain(secret.slice(6));
     }
+  });
+
+  it('takes a "whsec_" CALLBACK_SECRET of standard base64 with its padding', () => {
     const good = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
     expect(loadConfig({ ...prodEnv, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: good }).callback.secret).toBe(good);
   });

@@ -7,7 +7,7 @@ import { Cipher } from '../../src/store/crypto';
 import { createStore } from '../../src/store/index';
 import { ROOT, spawnNode, type NodeProcess } from '../helpers/node-process';
 import { tempDir } from '../helpers/temp';
-import { TEST_API_KEY, startEmulator } from '../helpers/harness';
+import { ENCRYPTION_KEY, TEST_API_KEY, startEmulator } from '../helpers/harness';
 
 const BIN = join(ROOT, 'bin/incode-broker.js');
 const sample = (name: string) => join(ROOT, 'samples', name);
@@ -40,6 +40,13 @@ function run(args: string[], extraEnv: Record<string, string> = {}): Promise<{ c
     child.on('error', reject);
     child.on('close', (code) => resolvePromise({ code, stdout, stderr }));
   });
+}
+
+/** A database of its own in a file, as a broker would share it, and the store the test reads it with. */
+const sharedDatabase = () => ({ DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: ENCRYPTION_KEY });
+function openStore(env: Record<string, string>) {
+  const config = loadConfig({ ...env, INCODE_API_KEY: TEST_API_KEY });
+  return createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys) });
 }
 
 const noSecrets = (s: string) => {
@@ -221,13 +228,12 @@ describe('incode-broker onboard', () => {
     // reading the same database would never come back to it. The CLI's own worker has stopped first: it stays queued.
     const emu = await startEmulator({ processingDelayMs: 30_000 });
     try {
-      const env = { DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') };
+      const env = sharedDatabase();
       const r = await run(['onboard', ...GOOD, '--timeout', '1', '--json'], { ...env, INCODE_API_KEY: TEST_API_KEY, INCODE_API_URL: emu.url, RESULTS_MODE: 'webhook', MARK_COMPLETE: 'true' });
       expect(r.code).toBe(1);
       const doc = JSON.parse(r.stdout);
       expect(doc.error).toMatchObject({ step: 'wait', code: 'TIMEOUT' });
-      const config = loadConfig({ ...env, INCODE_API_KEY: TEST_API_KEY });
-      const store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys) });
+      const store = openStore(env);
       try {
         expect(await store.getSession(doc.interviewId)).toMatchObject({ resultsStatus: 'pending' });
         const checks = (await store.listJobs(doc.interviewId)).filter((j) => j.kind === 'verify');
@@ -242,28 +248,30 @@ describe('incode-broker onboard', () => {
 
   it("on a database a broker shares, runs only its own onboarding's jobs: the broker's stay queued for the broker", async () => {
     const emu = await startEmulator();
-    const env = { DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'), INCODE_API_KEY: TEST_API_KEY };
-    const config = loadConfig(env);
-    const store = createStore({ url: config.database.url, cipher: new Cipher(config.encryption.keys) });
     try {
-      await store.migrate();
-      // The broker's work, due now: a status check, a customer callback and an erasure at Incode of other sessions.
-      const now = Date.now();
-      for (const [kind, subject] of [['verify', 'b'.repeat(24)], ['callback', 'c'.repeat(24)], ['incode-delete', 'd'.repeat(24)]] as const)
-        await store.enqueueJob({ kind, subject, payload: {}, runAt: now }, now);
-      const r = await run(['onboard', ...GOOD, '--json'], { ...env, INCODE_API_URL: emu.url });
-      expect(r.code).toBe(0);
-      expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'approve' });
-      for (const subject of ['b', 'c', 'd'].map((c) => c.repeat(24)))
-        expect(await store.listJobs(subject)).toEqual([expect.objectContaining({ state: 'queued', attempts: 0 })]);
+      const env = sharedDatabase();
+      const store = openStore(env);
+      try {
+        await store.migrate();
+        // The broker's work, due now: a status check, a customer callback and an erasure at Incode of other sessions.
+        const now = Date.now();
+        for (const [kind, subject] of [['verify', 'b'.repeat(24)], ['callback', 'c'.repeat(24)], ['incode-delete', 'd'.repeat(24)]] as const)
+          await store.enqueueJob({ kind, subject, payload: {}, runAt: now }, now);
+        const r = await run(['onboard', ...GOOD, '--json'], { ...env, INCODE_API_KEY: TEST_API_KEY, INCODE_API_URL: emu.url });
+        expect(r.code).toBe(0);
+        expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'approve' });
+        for (const subject of ['b', 'c', 'd'].map((c) => c.repeat(24)))
+          expect(await store.listJobs(subject)).toEqual([expect.objectContaining({ state: 'queued', attempts: 0 })]);
+      } finally {
+        await store.close();
+      }
     } finally {
-      await store.close();
       await emu.close();
     }
   }, 30_000);
 
   it('refuses a DATABASE_URL in sandbox mode: the emulator\'s sessions would be written into that database', async () => {
-    const r = await run(['onboard', ...GOOD, '--json'], { DATABASE_URL: `sqlite:${join(tempDir('incode-cli-db-'), 'cli.db')}`, DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') });
+    const r = await run(['onboard', ...GOOD, '--json'], sharedDatabase());
     expect(r.code).toBe(1);
     expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/DATABASE_URL must not be set in sandbox mode/) } });
   });

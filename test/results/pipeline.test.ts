@@ -77,7 +77,9 @@ async function startPair(env: Record<string, string> = {}, emu: Partial<Emulator
       (closing ??= (async () => {
         await broker.close();
         await emulator.close();
-        await pg?.drop();
+        // The broker closes only a store it opened itself.
+        if (pg) await pg.drop();
+        else await base?.close();
       })()),
   };
 }
@@ -982,7 +984,12 @@ function pipelineSuite(which: Engine) {
       await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
       const jobs = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind !== 'callback');
       await waitFor(async () => (await jobs()).every((j) => j.state === 'done' || j.state === 'dead') || null, 10_000);
-      await waitFor(async () => (await p.broker.app.store.countJobs()).queued === 0 || null, 10_000);
+      // Nothing queued or being sent any more, and one failure event among the session's jobs.
+      await waitFor(async () => {
+        const c = await p.broker.app.store.countJobs();
+        return c.queued + c.running === 0 || null;
+      }, 10_000);
+      expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'callback')).toHaveLength(1);
       expect(receiver.received).toHaveLength(1);
     } finally {
       await receiver.close();

@@ -484,23 +484,30 @@ describe('POST /onboardings', () => {
   }, 30_000);
 
   it('finishes shutdown after a request still in its captures, without touching a closed store', async () => {
-    await withOwnIncode({ processingDelayMs: 50, faults: { startLatencyMs: 800 } }, {}, async ({ b, incode }) => {
+    await withOwnIncode({ processingDelayMs: 50, faults: { startLatencyMs: 2000 } }, {}, async ({ b, incode }) => {
       const answer = post(GOOD, { url: b.url });
-      // start has reached Incode (and is held there 800 ms): the request is in its captures when shutdown begins.
+      // start has reached Incode (and is held there 2 s): the request is in its captures when shutdown begins.
       await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
       // A connection whose request has begun (headers under way) before shutdown.
       const open = connect({ host: '127.0.0.1', port: Number(new URL(b.url).port) });
-      await new Promise((r) => open.once('connect', r));
-      open.write('GET /readyz HTTP/1.1\r\nHost: x\r\n');
-      await new Promise((r) => setTimeout(r, 50));
-      const closing = b.close();
-      // While it drains, no new connection is taken (a load balancer retries a refused one elsewhere), though the
-      // request in flight goes on.
-      const late = await fetch(`${b.url}/healthz`).then((r) => r.status, (e: Error & { cause?: { code?: string } }) => e.cause?.code);
-      expect(late).toBe('ECONNREFUSED');
-      // A request that does arrive meanwhile, on a connection taken before (its headers begun, so not idle), is
-      // turned away like every error: a code, Retry-After and the request id.
-      const raw = await endRequest(open);
+      let raw: string;
+      let closing: Promise<void>;
+      try {
+        await new Promise((r) => open.once('connect', r));
+        open.write('GET /readyz HTTP/1.1\r\nHost: x\r\n');
+        await new Promise((r) => setTimeout(r, 50));
+        closing = b.close();
+        // While it drains, no new connection is taken (a load balancer retries a refused one elsewhere), though the
+        // request in flight goes on.
+        const late = await fetch(`${b.url}/healthz`).then((r) => r.status, (e: Error & { cause?: { code?: string } }) => e.cause?.code);
+        expect(late).toBe('ECONNREFUSED');
+        // A request that does arrive meanwhile, on a connection taken before (its headers begun, so not idle), is
+        // turned away like every error: a code, Retry-After and the request id.
+        raw = await endRequest(open);
+      } finally {
+        // A half-written request left open would hold the server's close until its headers timeout.
+        open.destroy();
+      }
       expect(raw).toMatch(/^HTTP\/1\.1 503 /);
       expect(raw).toMatch(/\r\nretry-after: 1\r\n/i);
       expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4))).toEqual({ code: 'SHUTTING_DOWN', message: expect.any(String), requestId: expect.any(String) });
