@@ -10,7 +10,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import swaggerUiCsp from '@fastify/swagger-ui/static/csp.json';
 import underPressure from '@fastify/under-pressure';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import pino, { type DestinationStream } from 'pino';
+import type { DestinationStream } from 'pino';
 import { selfAddress, type Config } from './config';
 import errorHandler from './plugins/error-handler';
 import incodePlugin from './plugins/incode';
@@ -28,6 +28,7 @@ import sessionsRoutes from './routes/sessions';
 import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
 import { AppError, overloadedError, shuttingDownError } from './errors';
+import { REDACT_PATHS, errSerializer } from './logging';
 import { ErrorBody, securitySchemes } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
@@ -49,18 +50,6 @@ declare module 'fastify' {
   }
 }
 
-/**
- * `err` in a log line: an Error cut down to its type, code, message and stack (not pino's every own property: a pg
- * error's `detail` and `where`, a library's `cause` chain or request options can quote values); an object already cut
- * down to what may be logged (the error handler's and the fatal line's { type, code, message }) as it is, where pino's
- * own serializer would overwrite its type with "Object".
- */
-export function errSerializer(err: Error): pino.SerializedError {
-  if (!(err instanceof Error)) return err as pino.SerializedError;
-  const { code } = err as { code?: unknown };
-  return { type: err.name, message: err.message, stack: err.stack ?? '', ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}) } as pino.SerializedError;
-}
-
 export interface AppDeps {
   /** A store shared with the test (else one is created from DATABASE_URL and closed with the app). */
   store?: Store;
@@ -72,22 +61,6 @@ export interface AppDeps {
   rateCounter?: RateCounter;
 }
 
-/**
- * Log fields whose values never reach a log line. Headers are not listed: the `req` serializer below keeps method,
- * path and address of whatever is logged under `req` (a path under req.headers would make pino clone `req` on
- * every access line for nothing).
- */
-export const REDACT_PATHS = [
-  // Explicit paths, not wildcards: a wildcard makes pino walk every logged object on every line.
-  'token',
-  'apiKey',
-  'password',
-  'base64Image',
-  'resumeToken',
-  'access_token',
-  'body',
-  'err.config',
-];
 
 /** The answer to a request Node could not parse or that stopped arriving: status, code and message. */
 function clientErrorAnswer(code: string | undefined): [number, string, string] {
@@ -142,9 +115,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       },
       ...(deps.logStream ? { stream: deps.logStream } : {}),
     },
+    // A caller's own id is kept (its lines and ours are found together), unless it takes the form of the result jobs'
+    // ids (job-<n>), which would pass its request off as a job in the logs and in the calls Incode sees.
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
-      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
+      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) && !/^job-/i.test(given) ? given : randomUUID();
     },
     // A hop count, never blind trust: X-Forwarded-For is read only as deep as the configured proxies.
     // A function, not the number: Fastify >= 5.12 treats a numeric trustProxy as "trust nothing", which

@@ -48,8 +48,8 @@ export const CUSTOMER_ID_PATTERN = '^[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u
 export const SessionTokenHeaders = Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) });
 
 /** The Idempotency-Key header of a route that starts billable sessions; `description` says what a retry gets. */
-export const IdempotencyKeyHeaders = (description?: string) =>
-  Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255, ...(description ? { description } : {}) })) });
+export const IdempotencyKeyHeaders = (description?: string, minLength = 1) =>
+  Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength, maxLength: 255, ...(description ? { description } : {}) })) });
 
 /** An OpenAPI security requirement: any one of the listed schemes. */
 export type Security = Record<string, string[]>[];

@@ -4,7 +4,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
-import { buildApp, errSerializer } from './app';
+import { buildApp } from './app';
+import { errSerializer } from './logging';
 import { ConfigError, loadConfig } from './config';
 
 /** What a fatal error's log line keeps: its kind, message and stack, never the properties an error may carry. */

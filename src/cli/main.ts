@@ -11,6 +11,7 @@ import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
 import { isValidCountryCode } from '../iso3166';
+import { REDACT_PATHS, errSerializer } from '../logging';
 import { IMAGE_TOO_LARGE_MESSAGE, MAX_IMAGE_BYTES, parseBase64Image } from '../onboarding/images';
 import { OnboardingError, Orchestrator, type CapturesOutcome, type FinishResult, type StepEvent } from '../onboarding/orchestrator';
 import { createMetrics } from '../plugins/metrics';
@@ -229,7 +230,11 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   ]);
 
   const progress = progressPrinter(io, !args.json || !!io.stderr.isTTY);
-  const log = pino({ level: args.verbose ? 'debug' : 'silent', base: undefined }, pino.destination({ fd: 2, sync: true }));
+  // The app's redaction and error serializer: --verbose lines are read, pasted, kept in CI logs.
+  const log = pino(
+    { level: args.verbose ? 'debug' : 'silent', base: undefined, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, serializers: { err: errSerializer } },
+    pino.destination({ fd: 2, sync: true }),
+  );
   const cleanup: Array<() => Promise<unknown>> = [];
   const out = { sandbox: config.sandbox, interviewId: null as string | null, steps: [] as StepEvent[] };
 

@@ -44,7 +44,10 @@ export interface IncodeClientOptions {
   retryBaseMs?: number;
   /** The longest answer read (32 MiB by default); a longer one fails the call as INCODE_BAD_RESPONSE. */
   maxResponseBytes?: number;
+  /** Every call that got an answer or failed on its way (outcome: ok, an HTTP status or class, timeout, ...), timed. */
   onCall?: (operation: string, outcome: string, seconds: number) => void;
+  /** A call refused at once by its open circuit: never sent, so not a latency. */
+  onCircuitRejection?: (operation: string) => void;
   onCircuitChange?: (group: OperationGroup, state: CircuitState) => void;
 }
 
@@ -85,6 +88,11 @@ interface CallSpec {
   /** Safe to repeat after an ambiguous failure (the call has no side effect Incode would duplicate). */
   idempotent: boolean;
   withApiKey?: boolean;
+  /**
+   * What a 2xx body must hold to be the operation's answer (else INCODE_BAD_RESPONSE), checked before the call is
+   * counted: an answer the broker cannot use is a `bad_response`, not an `ok`.
+   */
+  expects?: { valid: (body: unknown) => boolean; missing: string };
 }
 
 /** Resolves after ms; rejects at once when the signal aborts (a job's deadline, a shutdown), so no one waits out a backoff. */
@@ -213,11 +221,8 @@ export class IncodeClient {
 
   /** POST /omni/start. Never retried once sent: a retry could open (and bill) a second session. */
   start(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
-    return this.call<StartResponse>({ operation: 'start', group: 'start', method: 'POST', path: '/omni/start', body: req, idempotent: false }, ctx).then((r) => {
-      if (!r || typeof r.token !== 'string' || typeof r.interviewId !== 'string')
-        throw new IncodeError('INCODE_BAD_RESPONSE', 'start', 'Incode start answered without token or interviewId');
-      return r;
-    });
+    const expects = { valid: (r: unknown) => typeof (r as StartResponse)?.token === 'string' && typeof (r as StartResponse).interviewId === 'string', missing: 'token or interviewId' };
+    return this.call<StartResponse>({ operation: 'start', group: 'start', method: 'POST', path: '/omni/start', body: req, idempotent: false, expects }, ctx);
   }
 
   addFrontId(token: string, base64Image: string, opts: { onlyFront?: boolean } = {}, ctx?: CallContext): Promise<AddIdResponse> {
@@ -280,10 +285,8 @@ export class IncodeClient {
 
   /** POST /executive/log-in: an executive token (24 h) that reads any session of this client. */
   executiveLogin(email: string, password: string, ctx?: CallContext): Promise<ExecutiveLoginResponse> {
-    return this.call<ExecutiveLoginResponse>({ operation: 'executiveLogin', group: 'auth', method: 'POST', path: '/executive/log-in', body: { email, password }, idempotent: true }, ctx).then((r) => {
-      if (!r || typeof r.token !== 'string') throw new IncodeError('INCODE_BAD_RESPONSE', 'executiveLogin', 'Incode executive login answered without token');
-      return r;
-    });
+    const expects = { valid: (r: unknown) => typeof (r as ExecutiveLoginResponse)?.token === 'string', missing: 'token' };
+    return this.call<ExecutiveLoginResponse>({ operation: 'executiveLogin', group: 'auth', method: 'POST', path: '/executive/log-in', body: { email, password }, idempotent: true, expects }, ctx);
   }
 
   async close(): Promise<void> {
@@ -331,7 +334,7 @@ export class IncodeClient {
     const circuit = this.circuit(spec.group);
     const { wait, probe } = circuit?.acquire() ?? { wait: 0, probe: 0 };
     if (wait > 0) {
-      this.opts.onCall?.(spec.operation, 'circuit_open', 0);
+      this.opts.onCircuitRejection?.(spec.operation);
       throw circuitOpenError(spec.operation, wait);
     }
     return this.send<T>(spec, ctx, circuit, probe);
@@ -402,6 +405,10 @@ export class IncodeClient {
       if (text && parsed === undefined) {
         this.opts.onCall?.(spec.operation, 'bad_response', seconds());
         throw new IncodeError('INCODE_BAD_RESPONSE', spec.operation, `Incode ${spec.operation} answered a body that is not JSON`, { httpStatus: status });
+      }
+      if (spec.expects && !spec.expects.valid(parsed)) {
+        this.opts.onCall?.(spec.operation, 'bad_response', seconds());
+        throw new IncodeError('INCODE_BAD_RESPONSE', spec.operation, `Incode ${spec.operation} answered without ${spec.expects.missing}`, { httpStatus: status });
       }
       this.opts.onCall?.(spec.operation, 'ok', seconds());
       return (parsed ?? {}) as T;

@@ -256,7 +256,7 @@ export class Orchestrator {
     try {
       // Stored before any capture: a webhook or the poller can then follow this session like any other.
       await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId, configurationId: startReq.configurationId, idempotency: input.idempotency });
-      await this.record(id, 'start', 'ok', { detail: startReq.countryCode });
+      await this.captured(id, 'start', 'ok', { detail: startReq.countryCode });
       return await this.captureSteps(id, token, input, ctx, progress);
     } catch (err) {
       // Every step's failure ends here (the steps rethrow what is not a capture to repeat): recorded at the step reached.
@@ -276,18 +276,18 @@ export class Orchestrator {
     const oneSided = declared || isOneSided(front);
     const typeOfId = typeof front.typeOfId === 'string' ? front.typeOfId : undefined;
     const documentCountry = typeof front.countryCode === 'string' ? front.countryCode : undefined;
-    await this.record(id, 'front', 'ok', { detail: [typeOfId, documentCountry].filter(Boolean).join(' ') || undefined });
+    await this.captured(id, 'front', 'ok', { detail: [typeOfId, documentCountry].filter(Boolean).join(' ') || undefined });
 
     // back: skipped for one-sided documents even when one was sent
     progress.step = 'back';
     if (oneSided) {
-      await this.record(id, 'back', 'skipped', { code: declared ? 'ONE_SIDED_DECLARED' : 'ONE_SIDED_DOCUMENT' });
+      await this.captured(id, 'back', 'skipped', { code: declared ? 'ONE_SIDED_DECLARED' : 'ONE_SIDED_DOCUMENT' });
     } else if (!input.back) {
       return this.reject(id, 'back', { ok: false, reason: ID_REASONS.BACK_REQUIRED, message: ID_MESSAGES[ID_REASONS.BACK_REQUIRED] });
     } else {
       const back = await this.idSide(id, 'back', () => this.d.incode.addBackId(token, input.back!, {}, ctx));
       if (!back.ok) return back;
-      await this.record(id, 'back', 'ok');
+      await this.captured(id, 'back', 'ok');
     }
 
     progress.step = 'process-id';
@@ -302,7 +302,7 @@ export class Orchestrator {
       throw err;
     }
     if (processed && processed.success === false) return this.reject(id, 'front', processingRejection(ID_REASONS.PROCESSING_FAILED, ID_MESSAGES));
-    await this.record(id, 'process-id', 'ok');
+    await this.captured(id, 'process-id', 'ok');
 
     // selfie
     progress.step = 'selfie';
@@ -314,7 +314,7 @@ export class Orchestrator {
       selfieCheck = checkSelfie(err);
     }
     if (!selfieCheck.ok) return this.reject(id, 'selfie', selfieCheck);
-    await this.record(id, 'selfie', 'ok');
+    await this.captured(id, 'selfie', 'ok');
 
     // face match: a mismatch is reported, not a capture to repeat; the scores then decline the session.
     progress.step = 'face-match';
@@ -326,8 +326,8 @@ export class Orchestrator {
       if (isProcessingError(err)) return this.reject(id, 'selfie', processingRejection(SELFIE_REASONS.PROCESSING_FAILED, SELFIE_CHECK_MESSAGES, err));
       throw err;
     }
-    if (faceMatch.ok) await this.record(id, 'face-match', 'ok', { code: faceMatch.existingUser ? 'EXISTING_USER' : null, detail: faceMatch.existingUser ? 'existing user' : 'match' });
-    else await this.record(id, 'face-match', 'rejected', { code: faceMatch.reason, message: faceMatch.message, detail: faceMatch.existingUser ? 'no match, existing user' : 'no match' });
+    if (faceMatch.ok) await this.captured(id, 'face-match', 'ok', { code: faceMatch.existingUser ? 'EXISTING_USER' : null, detail: faceMatch.existingUser ? 'existing user' : 'match' });
+    else await this.captured(id, 'face-match', 'rejected', { code: faceMatch.reason, message: faceMatch.message, detail: faceMatch.existingUser ? 'no match, existing user' : 'no match' });
 
     return { ok: true, interviewId: id, oneSided, typeOfId, documentCountry, faceMatch };
   }
@@ -428,10 +428,21 @@ export class Orchestrator {
 
   // ---- helpers ----
 
-  private async record(interviewId: string, step: OnboardingStep, outcome: StepRecord['outcome'], extra: { code?: string | null; message?: string | null; detail?: string } = {}): Promise<void> {
+  /** Records a step (not written for an erased session) and reports it; whether it was written. */
+  private async record(interviewId: string, step: OnboardingStep, outcome: StepRecord['outcome'], extra: { code?: string | null; message?: string | null; detail?: string } = {}): Promise<boolean> {
     const rec: StepRecord = { step, outcome, code: extra.code ?? null, message: extra.message ?? null, at: this.now() };
-    await this.d.store.recordStep(interviewId, rec);
+    const written = await this.d.store.recordStep(interviewId, rec);
     this.emit({ ...rec, interviewId, detail: extra.detail });
+    return written;
+  }
+
+  /**
+   * A capture step's record, which stops the captures when the session was erased meanwhile (DELETE /sessions/:id
+   * while they ran): no more of the person's images go to Incode for a session its owner had erased.
+   */
+  private async captured(interviewId: string, step: OnboardingStep, outcome: StepRecord['outcome'], extra: { code?: string | null; message?: string | null; detail?: string } = {}): Promise<void> {
+    if (!(await this.record(interviewId, step, outcome, extra)))
+      throw new OnboardingError(step, 'SESSION_NOT_FOUND', `Session ${interviewId} was erased while its captures ran; nothing more was sent to Incode`, interviewId);
   }
 
   private emit(e: StepEvent): void {
@@ -510,9 +521,11 @@ export class Orchestrator {
     } catch (err) {
       // Stopped by this request's own signal: the wait reports that; it is no failure of Incode's to record.
       if (ctx.signal?.aborted) return false;
+      // An IncodeError's message is this service's own words; any other error's could quote what it read (a store's
+      // error, its values), and the step's message is stored in clear and served by GET /sessions/:id.
       const code = err instanceof IncodeError ? err.code : 'INTERNAL_ERROR';
       this.d.log.warn({ interviewId, code }, 'finish-status failed');
-      if (failures.last !== code) await this.record(interviewId, 'finish', 'failed', { code, message: err instanceof Error ? err.message : null });
+      if (failures.last !== code) await this.record(interviewId, 'finish', 'failed', { code, message: err instanceof IncodeError ? err.message : 'finish-status failed unexpectedly' });
       failures.last = code;
       return err instanceof IncodeError && err.isClientError;
     }

@@ -5,6 +5,7 @@ import { AppError, retryAfter } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { isDatabaseUnavailable } from '../store/unavailable';
+import { errorShape } from '../util/error-shape';
 
 interface Mapped {
   status: number;
@@ -27,6 +28,8 @@ function mapError(err: FastifyError | Error): Mapped {
     const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
     if (err.code === 'DATABASE_UNAVAILABLE')
       return { status: 503, code: err.code, message: err.message, headers: retryAfter(DATABASE_RETRY_MS), extra: stepExtra(err) };
+    // Erased while its captures ran (they stopped there).
+    if (err.code === 'SESSION_NOT_FOUND') return { status: 404, code: err.code, message: err.message, extra: stepExtra(err) };
     // Stopped by this service's shutdown past its grace: as any request turned away while draining.
     if (err.code === 'ABORTED')
       return { status: 503, code: 'SHUTTING_DOWN', message: 'The service shut down before the captures were done; retry on another instance', headers: retryAfter(1000), extra: stepExtra(err) };
@@ -75,7 +78,9 @@ export default fp(
   async (app) => {
     app.setErrorHandler((err, req, reply) => {
       const m = mapError(err as FastifyError);
-      if (m.status >= 500) req.log.error({ err: { type: (err as Error).name, code: (err as FastifyError).code, message: (err as Error).message } }, 'request failed');
+      // An outage's message is the driver's own words ("Connection terminated..."), worth reading; any other error's
+      // could quote the data it failed on, so only its kind, code and frames are logged.
+      if (m.status >= 500) req.log.error({ err: isDatabaseUnavailable(err) ? { type: (err as Error).name, code: (err as FastifyError).code, message: (err as Error).message } : errorShape(err) }, 'request failed');
       else req.log.info({ code: m.code, status: m.status }, 'request refused');
       if (m.headers) reply.headers(m.headers);
       reply.status(m.status).send({ code: m.code, message: m.message, ...m.extra, requestId: req.id });

@@ -1,7 +1,7 @@
 // Decorates the app with the Incode client and the executive token provider; closes the pool on close.
 import fp from 'fastify-plugin';
 import type { Config } from '../config';
-import { IncodeClient, incodeClientOptions } from '../incode/client';
+import { IncodeClient, OPERATION_GROUPS, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
 
 declare module 'fastify' {
@@ -19,11 +19,15 @@ export default fp<{ config: Config }>(
     const client = new IncodeClient({
       ...incodeClientOptions(config, config.incode.apiUrl),
       onCall: (operation, outcome, seconds) => app.metrics.incodeDuration.observe({ operation, outcome }, seconds),
-      onCircuitChange: (group, state) => {
-        app.metrics.circuitState.set({ group }, CIRCUIT_VALUE[state]);
-        app.log.warn({ group, state }, 'incode circuit changed');
-      },
+      onCircuitRejection: (operation) => app.metrics.incodeCircuitRejections.inc({ operation }),
+      onCircuitChange: (group, state) => app.log.warn({ group, state }, 'incode circuit changed'),
     });
+    // An open circuit whose pause is over is reported half-open: its next call goes, as the probe.
+    app.metrics.sources.circuitStates = () =>
+      OPERATION_GROUPS.map((group) => {
+        const state = client.circuitState(group);
+        return [group, state === 'open' && client.circuitWait(group) === 0 ? CIRCUIT_VALUE['half-open'] : CIRCUIT_VALUE[state]];
+      });
     app.decorate('incode', client);
     app.decorate(
       'executiveTokens',

@@ -7,13 +7,24 @@ import { bearerKeyGuard } from './service-auth';
 export function createMetrics() {
   const registry = new Registry();
   // Filled in by the results plugin once the store exists; read at scrape time.
-  const sources: { jobCounts: null | (() => Promise<Record<string, number>>) } = { jobCounts: null };
+  const sources: { jobCounts: null | (() => Promise<Record<string, number>>); circuitStates: null | (() => Iterable<[string, number]>) } = { jobCounts: null, circuitStates: null };
   collectDefaultMetrics({ register: registry });
   return {
     registry,
     httpDuration: new Histogram({ name: 'http_request_duration_seconds', help: 'HTTP request latency by route and status', labelNames: ['method', 'route', 'status_code'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [registry] }),
     incodeDuration: new Histogram({ name: 'incode_call_duration_seconds', help: 'Incode call latency by operation and outcome', labelNames: ['operation', 'outcome'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry] }),
-    circuitState: new Gauge({ name: 'incode_circuit_state', help: 'Circuit per Incode operation group: 0 closed, 1 half-open, 2 open', labelNames: ['group'], registers: [registry] }),
+    incodeCircuitRejections: new Counter({ name: 'incode_circuit_rejections_total', help: 'Incode calls refused at once by their open circuit (never sent), by operation', labelNames: ['operation'], registers: [registry] }),
+    circuitState: new Gauge({
+      name: 'incode_circuit_state',
+      help: 'Circuit per Incode operation group: 0 closed, 1 half-open (its pause is over: the next call probes), 2 open (calls refused)',
+      labelNames: ['group'],
+      registers: [registry],
+      // Read at scrape time: an open circuit turns half-open only when a call comes, so a quiet group's change would
+      // never be set, and an alert on "open" would fire long after its calls may go again.
+      collect() {
+        if (sources.circuitStates) for (const [group, value] of sources.circuitStates()) this.set({ group }, value);
+      },
+    }),
     sessionsCreated: new Counter({ name: 'sessions_created_total', help: 'Incode sessions created through POST /session and /onboardings', labelNames: ['route'], registers: [registry] }),
     webhooks: new Counter({
       name: 'webhooks_received_total',

@@ -8,6 +8,7 @@ import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
+import { errorShape } from '../util/error-shape';
 import { untilAborted } from '../util/settle';
 import { resultsFailedEvent, sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
@@ -434,7 +435,7 @@ export class ResultsPipeline {
    * `record` does not run), and stops waiting when its own signal aborts; if the call it joined was stopped by its
    * maker's signal (a job's deadline, a shutdown), a joined caller that was not stopped makes the call again itself.
    */
-  async finishOnce(interviewId: string, token: string, ctx: CallContext, record?: () => Promise<void>): Promise<void> {
+  async finishOnce(interviewId: string, token: string, ctx: CallContext, record?: () => Promise<unknown>): Promise<void> {
     const running = this.finishing.get(interviewId);
     if (running) {
       try {
@@ -633,8 +634,7 @@ export class ResultsPipeline {
       return new JobError(err.code, err.retryable || err.code === 'INCODE_FORBIDDEN', err.details.retryAfterMs);
     }
     // The session to follow, and the error's kind, never its message: a parser's message quotes what it read (OCR).
-    const { name, code } = (err ?? {}) as { name?: unknown; code?: unknown };
-    this.logFor(ctx.requestId).error({ interviewId, err: { type: typeof name === 'string' ? name : typeof err, code: typeof code === 'string' ? code : undefined } }, 'job failed unexpectedly');
+    this.logFor(ctx.requestId).error({ interviewId, err: errorShape(err) }, 'job failed unexpectedly');
     return new JobError('INTERNAL_ERROR', true);
   }
 }

@@ -127,7 +127,10 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         summary: 'Start an Incode onboarding and get its session token',
         tags: ['session'],
         ...callerSecurity(config.callerAuth.mode),
-        headers: IdempotencyKeyHeaders(),
+        // Unless callers are told apart by JWT, everyone shares one key space, and a replay answers the session's
+        // token (which reads the person's results at Incode): a key someone else can guess hands them the session.
+        // Length is no entropy, but it refuses the counters and short labels no one should use (a UUID has 36).
+        headers: IdempotencyKeyHeaders('At least 16 characters and unguessable (a UUID v4): a retry with the same key and body gets the same session', 16),
         body: SessionBody,
         response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 404, 409, 422, 502, 504]),
       },
@@ -215,7 +218,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       }
       // The user is back: polling that gave up on the session watches it again (a failure here must not cost the
       // token just issued; the next webhook's status move revives it too).
-      if (spent.pollingGaveUp) await app.results.revive(interviewId).catch((err: unknown) => req.log.error({ interviewId, err: { message: (err as Error).message } }, 'polling not resumed'));
+      if (spent.pollingGaveUp) await app.results.revive(interviewId, undefined, req.id).catch((err: unknown) => req.log.error({ interviewId, err: { message: (err as Error).message } }, 'polling not resumed'));
       return answer;
     },
   );

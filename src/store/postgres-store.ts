@@ -354,7 +354,8 @@ export class PostgresStore implements Store {
         [interviewId, decision, now],
         c,
       );
-      const earlier = then?.unlessRepeat ? (await this.q<JobRow>(JOBS_OF_KIND_SQL, [then.subject, then.kind], c)).rows : [];
+      // repeatsLatest reads no jobs over a failure, so none are fetched for it.
+      const earlier = then?.unlessRepeat && rows[0].results_status !== 'failed' ? (await this.q<JobRow>(JOBS_OF_KIND_SQL, [then.subject, then.kind], c)).rows : [];
       if (then && !repeatsLatest(then, rows[0].results_status, () => earlier)) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
       return true;
     });
@@ -426,15 +427,9 @@ export class PostgresStore implements Store {
       ]);
   }
 
-  async recordStep(interviewId: string, step: StepRecord): Promise<void> {
-    await this.q(RECORD_STEP_SQL, [
-      step.step,
-      step.outcome,
-      step.code ?? null,
-      step.message ?? null,
-      step.at,
-      interviewId,
-    ]);
+  async recordStep(interviewId: string, step: StepRecord): Promise<boolean> {
+    const { rowCount } = await this.q(RECORD_STEP_SQL, [step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, interviewId]);
+    return (rowCount ?? 0) > 0;
   }
 
   async listSteps(interviewId: string): Promise<StepRecord[]> {

@@ -396,17 +396,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  async recordStep(interviewId: string, step: StepRecord): Promise<void> {
-    return this.write(() => {
-      this.st(RECORD_STEP).run(
-        step.step,
-        step.outcome,
-        step.code ?? null,
-        step.message ?? null,
-        step.at,
-        interviewId,
-      );
-    });
+  async recordStep(interviewId: string, step: StepRecord): Promise<boolean> {
+    return this.write(() => this.st(RECORD_STEP).run(step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, interviewId).changes > 0);
   }
 
   async listSteps(interviewId: string): Promise<StepRecord[]> {

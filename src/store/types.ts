@@ -252,7 +252,8 @@ export interface Store {
    * meanwhile (a reviewer's verdict still to come) is kept. false when it was.
    */
   stopPolling(interviewId: string, seen: number | null): Promise<boolean>;
-  recordStep(interviewId: string, step: StepRecord): Promise<void>;
+  /** Whether it was written: not for an erased (or unknown) session, whose steps the erasure deleted. */
+  recordStep(interviewId: string, step: StepRecord): Promise<boolean>;
   listSteps(interviewId: string): Promise<StepRecord[]>;
   /**
    * Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. A

@@ -449,6 +449,21 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('counts a 2xx start or executive login without what it must hold as bad_response, never ok', async () => {
+    const srv = await scripted((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(req.url?.includes('start') ? '{"interviewId":"665f00000000000000000001"}' : '{"expiresAt":1}');
+    });
+    const outcomes: string[] = [];
+    const c = client(srv.url, { maxRetries: 0, onCall: (op, outcome) => outcomes.push(`${op}:${outcome}`) });
+    const started = await errorOf(c.start({ countryCode: 'ALL' }));
+    expect([started.code, started.message]).toEqual(['INCODE_BAD_RESPONSE', 'Incode start answered without token or interviewId']);
+    expect((await errorOf(c.executiveLogin('e', 'p'))).message).toBe('Incode executiveLogin answered without token');
+    expect(outcomes).toEqual(['start:bad_response', 'executiveLogin:bad_response']);
+    await c.close();
+    await srv.close();
+  });
+
   it("a 5xx naming a capture code (a processing error) counts neither way for the circuit; another code under a 5xx does", async () => {
     let code = 6000;
     const srv = await scripted((_req, res) => envelope(res, 500, code));

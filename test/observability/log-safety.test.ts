@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
-import { buildApp, errSerializer } from '../../src/app';
+import { buildApp } from '../../src/app';
+import { errSerializer } from '../../src/logging';
 import { loadConfig } from '../../src/config';
 import { sampleImages } from '../helpers/flow';
 import {

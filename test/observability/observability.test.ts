@@ -61,6 +61,9 @@ describe('request ids', () => {
     expect(last.headers['x-request-id']).toBe(bad.headers['x-request-id']);
     const long = await request(broker.url).get('/healthz').set('x-request-id', 'a'.repeat(200)).expect(200);
     expect(long.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    // A result job's form (job-<n>) is the jobs' own: a request cannot pass itself off as one.
+    const jobLike = await request(broker.url).get('/healthz').set('x-request-id', 'Job-42').expect(200);
+    expect(jobLike.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     // Without one, a fresh id per request.
     const a = await request(broker.url).get('/healthz');
     const b = await request(broker.url).get('/healthz');
@@ -270,7 +273,7 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
     const ext = 'ext-customer-PII-7781';
 
     // Token flow with webhooks (OAuth) and a resume.
-    const s = (await request(broker.url).post('/session').set('idempotency-key', 'obs-idem-1').send({ externalCustomerId: ext, countryCode: 'USA' }).expect(200)).body;
+    const s = (await request(broker.url).post('/session').set('idempotency-key', 'obs-idem-1-0123456789abcdef').send({ externalCustomerId: ext, countryCode: 'USA' }).expect(200)).body;
     secrets.push(s.token, s.resumeToken);
     const resumed = (await request(broker.url).post('/session/resume').send({ resumeToken: s.resumeToken }).expect(200)).body;
     secrets.push(resumed.token, resumed.resumeToken);

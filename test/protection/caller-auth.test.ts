@@ -54,10 +54,10 @@ describe('CALLER_AUTH=app-keys', () => {
   });
 
   it('scopes idempotency keys per caller: two apps with the same Idempotency-Key get separate sessions', async () => {
-    const a = await request(broker.url).post('/session').set('x-app-key', KEY_NEW).set('idempotency-key', 'shared-key-1').send({}).expect(200);
-    const b = await request(broker.url).post('/session').set('x-app-key', KEY_OLD).set('idempotency-key', 'shared-key-1').send({}).expect(200);
+    const a = await request(broker.url).post('/session').set('x-app-key', KEY_NEW).set('idempotency-key', 'shared-key-1-0123456789abcdef').send({}).expect(200);
+    const b = await request(broker.url).post('/session').set('x-app-key', KEY_OLD).set('idempotency-key', 'shared-key-1-0123456789abcdef').send({}).expect(200);
     expect(b.body.interviewId).not.toBe(a.body.interviewId);
-    const a2 = await request(broker.url).post('/session').set('x-app-key', KEY_NEW).set('idempotency-key', 'shared-key-1').send({}).expect(200);
+    const a2 = await request(broker.url).post('/session').set('x-app-key', KEY_NEW).set('idempotency-key', 'shared-key-1-0123456789abcdef').send({}).expect(200);
     expect(a2.body.interviewId).toBe(a.body.interviewId);
   });
 
@@ -159,7 +159,7 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
 
   it('scopes Idempotency-Keys per subject, and stores only a keyed digest of the subject (an end user\'s identifier)', async () => {
     const sub = 'alice.smith@example.com';
-    const post = async (t: string) => (await request(broker.url).post('/session').set('authorization', `Bearer ${t}`).set('idempotency-key', 'key-of-alice').send({}).expect(200)).body;
+    const post = async (t: string) => (await request(broker.url).post('/session').set('authorization', `Bearer ${t}`).set('idempotency-key', 'key-of-alice-0123456789abcdef').send({}).expect(200)).body;
     const first = await post(await sign({}, { sub }));
     expect((await post(await sign({ jti: 'again' }, { sub }))).interviewId).toBe(first.interviewId);
     expect((await post(await sign({}, { sub: 'bob@example.com' }))).interviewId).not.toBe(first.interviewId);
@@ -178,7 +178,7 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
 
   it('scopes Idempotency-Keys of tokens without a subject per token, never in one shared scope', async () => {
     const [a, b] = [await sign({ jti: 'a' }, { sub: null }), await sign({ jti: 'b' }, { sub: null })];
-    const post = (t: string) => request(broker.url).post('/session').set('authorization', `Bearer ${t}`).set('idempotency-key', 'same-key-no-sub').send({});
+    const post = (t: string) => request(broker.url).post('/session').set('authorization', `Bearer ${t}`).set('idempotency-key', 'same-key-no-sub-0123456789abcdef').send({});
     const first = (await post(a).expect(200)).body;
     expect((await post(a).expect(200)).body.interviewId).toBe(first.interviewId);
     expect((await post(b).expect(200)).body.interviewId).not.toBe(first.interviewId);

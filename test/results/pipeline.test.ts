@@ -1505,7 +1505,7 @@ describe('erasure, retention and PII at rest', () => {
       // Under k1: a session started with an Idempotency-Key and a customer id, with its results.
       const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url }), { runWorker: false });
       const body = { externalCustomerId: 'customer-rekey-4411' };
-      const s = (await request(first.url).post('/session').set('idempotency-key', 'rekey-0001').send(body).expect(200)).body as { interviewId: string; token: string };
+      const s = (await request(first.url).post('/session').set('idempotency-key', 'rekey-0001-0123456789abcdef').send(body).expect(200)).body as { interviewId: string; token: string };
       await first.app.store.saveResults(s.interviewId, { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'ROTA KEYES' } }, fetchedAt: Date.now() }, 'approve', Date.now());
       await first.close();
 
@@ -1536,7 +1536,7 @@ describe('erasure, retention and PII at rest', () => {
           ocr: { name: { fullName: 'ROTA KEYES' } },
         });
         // The Idempotency-Key's replay reads its response and the session's token.
-        const again = (await request(onlyK2.url).post('/session').set('idempotency-key', 'rekey-0001').send(body).expect(200)).body as { interviewId: string; token: string };
+        const again = (await request(onlyK2.url).post('/session').set('idempotency-key', 'rekey-0001-0123456789abcdef').send(body).expect(200)).body as { interviewId: string; token: string };
         expect(again).toMatchObject({ interviewId: s.interviewId, token: s.token });
       } finally {
         await onlyK2.close();

@@ -23,7 +23,7 @@ const worker = (o: Pick<WorkerOptions, 'handle'> & Partial<WorkerOptions>) =>
   new JobWorker({ store, onDead: async () => undefined, concurrency: 1, maxAttempts: 5, backoffMs: 10, idleMs: 10, log: pino({ level: 'silent' }), metrics: createMetrics(), ...o });
 
 /** Runs one attempt of one job that fails with err, and returns the job as the store then holds it. */
-async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempts?: number }) {
+async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempts?: number; log?: WorkerOptions['log'] }) {
   await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
   const w = worker({
     handle: async () => {
@@ -32,6 +32,7 @@ async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempt
     maxAttempts: opts.maxAttempts ?? 100,
     backoffMs: opts.backoffMs,
     now: () => T0,
+    ...(opts.log ? { log: opts.log } : {}),
   });
   w.start();
   try {
@@ -43,6 +44,30 @@ async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempt
     await w.stop(1000);
   }
 }
+
+describe('a failure the handler did not name', () => {
+  const captured = () => {
+    const lines: string[] = [];
+    return { lines, log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }) };
+  };
+
+  it('is logged by its kind, never its message, and retried as INTERNAL_ERROR', async () => {
+    const { lines, log } = captured();
+    const job = await afterOneFailure(new TypeError('Cannot read "MARIA GONZALEZ"'), { backoffMs: 10, log });
+    expect(job.lastError).toBe('INTERNAL_ERROR');
+    const line = lines.map((l) => JSON.parse(l) as { msg: string; err?: { type?: string }; reqId?: string }).find((l) => l.msg === 'job failed unexpectedly');
+    expect(line).toMatchObject({ err: { type: 'TypeError' }, reqId: `job-${job.id}` });
+    expect(lines.join('\n')).not.toContain('GONZALEZ');
+  });
+
+  it('is named DATABASE_UNAVAILABLE when the database did not answer, so an outage is not taken for a defect', async () => {
+    const busy = Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' });
+    const { lines, log } = captured();
+    const job = await afterOneFailure(busy, { backoffMs: 10, log });
+    expect(job.lastError).toBe('DATABASE_UNAVAILABLE');
+    expect(lines.some((l) => l.includes('job failed unexpectedly'))).toBe(false);
+  });
+});
 
 describe('a job whose attempts all lost their lease', () => {
   it('is dead-lettered without running again (a job that kills its process must not crash every replica in turn)', async () => {

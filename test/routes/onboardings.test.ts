@@ -342,6 +342,21 @@ describe('POST /onboardings', () => {
     });
   }, 30_000);
 
+  it('stops its captures when the session is erased while they run: 404, and no more images go to Incode', async () => {
+    await withOwnIncode({ processingDelayMs: 50, faults: { latencyMs: 400 } }, {}, async ({ b, slow, incode }) => {
+      const first = post(GOOD, { url: b.url });
+      // The front is on its way to Incode when the session's owner erases it.
+      await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/add/front-id')), 10_000, 10);
+      const [interviewId] = [...slow.app.emulator.sessions.sessions.keys()];
+      await fetch(`${b.url}/sessions/${interviewId}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => expect(r.status).toBe(200));
+      expect(await first).toEqual({ status: 404, body: expect.objectContaining({ code: 'SESSION_NOT_FOUND', interviewId }) });
+      expect(incode.urls.filter((u) => /\/omni\/(add\/(back-id|face)|process\/)/.test(u))).toEqual([]);
+      // Nothing of it came back: no steps were recorded after the erasure.
+      const view = await fetch(`${b.url}/sessions/${interviewId}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json() as Promise<Record<string, unknown>>);
+      expect(view).toMatchObject({ resultsStatus: 'erased', steps: [] });
+    });
+  }, 30_000);
+
   it('requires a service key', async () => {
     expect((await post(GOOD, { key: null })).status).toBe(401);
     expect((await post(GOOD, { key: 'wrong-key-0123456789abcdefghijkl' })).status).toBe(401);

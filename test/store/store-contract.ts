@@ -632,9 +632,9 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.checkResumeToken('i1', 'rt-hash', T0 + 1)).toBe(false);
         // Its steps went with it (their codes said how the checks went), and an onboarding still running records none.
         expect(await store.listSteps('i1')).toEqual([]);
-        await store.recordStep('i1', { step: 'results', outcome: 'failed', code: 'RESULTS_ERASED', at: T0 + 55 });
+        expect(await store.recordStep('i1', { step: 'results', outcome: 'failed', code: 'RESULTS_ERASED', at: T0 + 55 })).toBe(false);
         expect(await store.listSteps('i1')).toEqual([]);
-        await store.recordStep('i2', { step: 'start', outcome: 'ok', at: T0 + 55 });
+        expect(await store.recordStep('i2', { step: 'start', outcome: 'ok', at: T0 + 55 })).toBe(true);
         expect(await store.listSteps('i2')).toHaveLength(1);
 
         const [row] = await h.exec('SELECT token_enc, token_hash, external_customer_id_enc FROM sessions WHERE interview_id = ?', ['i1']);

@@ -1,0 +1,31 @@
+// What every logger of this service (the app's, the server's boot log, the CLI's) leaves out of its lines.
+import type pino from 'pino';
+
+/**
+ * `err` in a log line: an Error cut down to its type, code, message and stack (not pino's every own property: a pg
+ * error's `detail` and `where`, a library's `cause` chain or request options can quote values); an object already cut
+ * down to what may be logged (the error handler's and the fatal line's { type, code, message }) as it is, where pino's
+ * own serializer would overwrite its type with "Object".
+ */
+export function errSerializer(err: Error): pino.SerializedError {
+  if (!(err instanceof Error)) return err as pino.SerializedError;
+  const { code } = err as { code?: unknown };
+  return { type: err.name, message: err.message, stack: err.stack ?? '', ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}) } as pino.SerializedError;
+}
+
+/**
+ * Log fields whose values never reach a log line. Headers are not listed: the app's `req` serializer keeps method,
+ * path and address of whatever is logged under `req` (a path under req.headers would make pino clone `req` on
+ * every access line for nothing).
+ */
+export const REDACT_PATHS = [
+  // Explicit paths, not wildcards: a wildcard makes pino walk every logged object on every line.
+  'token',
+  'apiKey',
+  'password',
+  'base64Image',
+  'resumeToken',
+  'access_token',
+  'body',
+  'err.config',
+];
