@@ -13,7 +13,7 @@ import * as samples from './sample-images';
 import { buildScore, existingInterviewIdFor } from './scores';
 import type { OnboardingStatus, Session } from './state';
 import { ONBOARDING_STATUSES, SessionStore } from './state';
-import { parseDirectives, selfieErrorText } from './test-values';
+import { ID_ERROR_TEXTS, parseDirectives, selfieErrorText } from './test-values';
 import { TimerSet } from './timer-set';
 import { TokenService } from './tokens';
 import type { WebhookOptions } from './webhook-sender';
@@ -531,6 +531,11 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   const addId = (side: 'front' | 'back'): Handler => (req, reply) => {
     const s = sess(req);
+    const refused = s.directives.idError;
+    if (refused?.side === side) {
+      const text = ID_ERROR_TEXTS[refused.code] ?? 'Image could not be processed.';
+      return fail(reply, refused.http, `BadRequestException: ${text}`, refused.code, text);
+    }
     const m = analyse(req, reply);
     if (!m) return reply;
     const d = s.directives;

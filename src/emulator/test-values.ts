@@ -25,6 +25,9 @@ export function selfieErrorText(code: number): string {
   return SELFIE_ERROR_CODES[code] ?? 'Selfie could not be processed.';
 }
 
+/** The texts of the codes Incode's ID-image endpoints are seen refusing with (incode-api.md 4.2, FP's mapping). */
+export const ID_ERROR_TEXTS: Record<number, string> = { 1003: 'Face cropping failure.', 4019: 'Face not found.' };
+
 /** 'always' applies to every attempt; 'once' only to the first attempt of that kind. */
 export type Repeat = 'always' | 'once';
 
@@ -38,6 +41,8 @@ export interface Directives {
   mask: boolean;
   dark: boolean;
   selfieError?: { code: number; repeat: Repeat; http?: number };
+  /** add front-id / back-id answering Incode's error envelope instead of an analysis (incode-api.md 4.2: 1003, 4019). */
+  idError?: { side: 'front' | 'back'; code: number; http: number };
   unknownDocument?: Repeat;
   oneSided: boolean;
   /** The HTTP status of process/id's processing error (6000), 0 when none. */
@@ -94,6 +99,12 @@ export const DIRECTIVES: readonly DirectiveSpec[] = [
     example: 'emu:selfie-error-4019',
     description: 'add/face answers the envelope with status <code> (HTTP = code when 400-499, else 400; "-http-<nnn>" another 4xx or 5xx, as which status each code comes with is unknown); "-once" only the first selfie',
     apply: (d, m) => { d.selfieError = { code: Number(m[1]), repeat: m[3] ? 'once' : 'always', ...(m[2] ? { http: Number(m[2]) } : {}) }; },
+  },
+  {
+    pattern: /^(front|back)-error-(\d{1,6})(?:-http-([45]\d\d))?$/,
+    example: 'emu:front-error-1003',
+    description: 'add front-id (or back-id) answers the envelope with status <code> under HTTP 400 ("-http-<nnn>" another 4xx or 5xx), as Incode\'s refusals of an ID image (1003, 4019) come',
+    apply: (d, m) => { d.idError = { side: m[1] as 'front' | 'back', code: Number(m[2]), http: m[3] ? Number(m[3]) : 400 }; },
   },
   { pattern: /^unknown-document$/, example: 'emu:unknown-document', description: 'add front: classification false, failReason UNKNOWN_DOCUMENT_TYPE, horizontalResolution 0', apply: (d) => { d.unknownDocument = 'always'; } },
   { pattern: /^unknown-document-once$/, example: 'emu:unknown-document-once', description: 'as above, first front upload only', apply: (d) => { d.unknownDocument = 'once'; } },

@@ -173,9 +173,13 @@ function processingRejection(reason: string, messages: Readonly<Record<string, s
   return { ok: false, reason, message: messages[reason], ...(err?.incodeCode !== undefined ? { incodeCode: err.incodeCode } : {}) };
 }
 
-/** The ID endpoints answer 200 even for bad images; a 400/422 there means the image itself was refused. */
+/**
+ * The ID endpoints answer 200 even for bad images; an error answer about the capture (IncodeError.isCaptureAnswer: a
+ * 4xx other than an auth or session problem, or a capture code such as 1003 or 4019 under any status, since which
+ * status each comes with is unknown) means the image itself was refused: taken again, as the selfie's are.
+ */
 function isIdImageRefusal(err: unknown): err is IncodeError {
-  return err instanceof IncodeError && (err.details.httpStatus === 400 || err.details.httpStatus === 422);
+  return isCaptureAnswer(err);
 }
 
 /** A log whose lines all carry the request id (reqId, as Fastify's request logs name it). */

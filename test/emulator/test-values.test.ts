@@ -131,6 +131,16 @@ describe('test values over HTTP', () => {
     expect((await emu.call('POST', '/omni/add/front-id/v2', { token: o.token, body: front() })).body.classification).toBe(true);
   });
 
+  it('emu:front-error-<code> and emu:back-error-<code>(-http-<nnn>) refuse that side of the ID with the envelope', async () => {
+    const f = await emu.start({ externalCustomerId: 'emu:front-error-1003' });
+    const refused = await emu.call('POST', '/omni/add/front-id/v2', { token: f.token, body: front() });
+    expectEnvelope(refused, 400, 1003);
+    expect(refused.body).toMatchObject({ error: 'Face cropping failure.', path: '/omni/add/front-id/v2' });
+    const b = await emu.start({ externalCustomerId: 'emu:back-error-4019-http-500' });
+    expect((await emu.call('POST', '/omni/add/front-id/v2', { token: b.token, body: front() })).body.classification).toBe(true);
+    expectEnvelope(await emu.call('POST', '/omni/add/back-id/v2', { token: b.token, body: back() }), 500, 4019);
+  });
+
   it('emu:one-sided answers a passport and needs no back', async () => {
     const s = await emu.start({ externalCustomerId: 'emu:one-sided' });
     const r = await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: front() });

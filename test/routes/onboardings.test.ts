@@ -174,6 +174,16 @@ describe('POST /onboardings', () => {
     expect(res.body).toMatchObject({ code: 'CAPTURE_REJECTED', step: 'selfie', reason: 'SELFIE_FACE_TOO_SMALL', message: 'Move closer so your face fits the frame', incodeCode: 3005 });
   });
 
+  it.each([
+    ['front', 'emu:front-error-1003', 1003],
+    ['front', 'emu:front-error-4019-http-500', 4019],
+    ['back', 'emu:back-error-1003-http-406', 1003],
+  ])('answers 422 ID_IMAGE_REFUSED at step %s when Incode refuses the ID image with an error envelope (%s), whatever its status', async (step, ext, incodeCode) => {
+    const res = await post({ ...GOOD, externalCustomerId: ext });
+    expect(res.status).toBe(422);
+    expect(res.body).toMatchObject({ code: 'CAPTURE_REJECTED', step, reason: 'ID_IMAGE_REFUSED', message: "We couldn't use this photo of the ID. Take it again.", incodeCode });
+  });
+
   it('answers 422 for a two-sided ID sent without its back', async () => {
     const res = await post({ front: GOOD.front, selfie: GOOD.selfie });
     expect(res.status).toBe(422);
