@@ -2,7 +2,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { STATUS_CODES, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply, type FastifySchemaValidationError } from 'fastify';
 import { AjvCompiler, type ValidatorFactory } from '@fastify/ajv-compiler';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
@@ -74,6 +74,28 @@ const SANDBOX_PREFIX = '/sandbox/incode';
 const isEmulatorUrl = (url: string) => url.startsWith(`${SANDBOX_PREFIX}/`);
 
 const ajvCompilers = AjvCompiler();
+
+/**
+ * A validation failure as one readable sentence: a value outside a set of literals (Ajv reports one "must be equal to
+ * constant" per literal of the union, then "must match a schema in anyOf") becomes "must be one of: a, b, c"; the
+ * rest as Fastify words them ("body/countryCode must match pattern ...").
+ */
+export function validationError(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const allowed = new Map<string, string[]>();
+  const parts: string[] = [];
+  for (const e of errors) {
+    const where = `${dataVar}${e.instancePath}`;
+    const params = e.params as { allowedValue?: unknown; allowedValues?: unknown[] };
+    const values = e.keyword === 'const' ? [params.allowedValue] : e.keyword === 'enum' ? (params.allowedValues ?? []) : null;
+    if (values) {
+      const list = allowed.get(where) ?? [];
+      if (!allowed.has(where)) allowed.set(where, list);
+      list.push(...values.map(String));
+    } else if (!(e.keyword === 'anyOf' && allowed.has(where))) parts.push(`${where} ${e.message ?? 'is not valid'}`);
+  }
+  for (const [where, values] of allowed) parts.unshift(`${where} must be one of: ${[...new Set(values)].join(', ')}`);
+  return new Error([...new Set(parts)].join('; '));
+}
 type AjvModeOptions = Extract<NonNullable<Parameters<ValidatorFactory>[1]>, { mode?: never }>;
 
 /**
@@ -126,6 +148,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // would put every client behind the load balancer into one rate-limit budget.
     trustProxy: config.trustProxyHops > 0 ? (_addr: string, hop: number) => hop < config.trustProxyHops : false,
     bodyLimit: 1024 * 1024,
+    schemaErrorFormatter: validationError,
     // No plugin timeout (Fastify's is 10 s): it also bounds each preClose hook, and cut short it skips the later ones
     // and closes the store under the result jobs still handing themselves back (a SHUTDOWN_GRACE_MS of 10 s or more),
     // and it would fail a start whose PostgreSQL migration waits for another replica's lock. Start-up is bounded by the
@@ -285,6 +308,23 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
 
   // The error handler first: a route takes the handler in place when it is registered, /metrics included.
   await app.register(errorHandler);
+  // Before any route, /metrics included: the document is built from the routes registered after it.
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Incode token broker', version: '0.1.0', description: 'Backend-for-frontend for Incode identity verification' },
+      components: { securitySchemes: securitySchemes(config.webhook.secretHeader) },
+    },
+    // The sandbox's emulator stands in for Incode, whose API is not this service's: left out of its document.
+    transform: ({ schema, url }) => ({ schema: isEmulatorUrl(url) ? { ...schema, hide: true } : schema, url }),
+    // POST /session takes a request without a body (every option at its default); the generator marks every declared
+    // body required.
+    transformObject: (doc) => {
+      if (!('openapiObject' in doc)) return doc.swaggerObject;
+      const body = doc.openapiObject.paths?.['/session']?.post?.requestBody;
+      if (body && !('$ref' in body)) body.required = false;
+      return doc.openapiObject;
+    },
+  });
   await app.register(metricsPlugin, { tokens: config.metricsTokens });
   await app.register(underPressure, {
     maxEventLoopDelay: config.eventLoopMaxLagMs || 0,
@@ -312,20 +352,6 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   if (config.sandbox)
     await app.register(cors, { delegator: (req, cb) => cb(null, isEmulatorUrl(req.url) ? { origin: false } : brokerCors) });
   else await app.register(cors, brokerCors);
-  await app.register(swagger, {
-    openapi: {
-      info: { title: 'Incode token broker', version: '0.1.0', description: 'Backend-for-frontend for Incode identity verification' },
-      components: { securitySchemes: securitySchemes(config.webhook.secretHeader) },
-    },
-    // POST /session takes a request without a body (every option at its default); the generator marks every declared
-    // body required.
-    transformObject: (doc) => {
-      if (!('openapiObject' in doc)) return doc.swaggerObject;
-      const body = doc.openapiObject.paths?.['/session']?.post?.requestBody;
-      if (body && !('$ref' in body)) body.required = false;
-      return doc.openapiObject;
-    },
-  });
   // The docs page gets a CSP of its own (helmet's is off: the demo page sets its own), written out here whole rather
   // than edited from the plugin's default, so an upgrade cannot loosen it: Swagger UI's inline code by the hashes the
   // plugin ships, nothing from other origins, never framed, no validator badge calling out.

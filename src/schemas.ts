@@ -3,7 +3,7 @@ import { Type, type TSchema } from '@sinclair/typebox';
 
 export const ErrorBody = Type.Object(
   {
-    code: Type.String({ description: 'Stable machine-readable error code' }),
+    code: Type.String({ description: "Stable machine-readable error code (the README's error table lists them by status)" }),
     message: Type.String(),
     requestId: Type.Optional(Type.String()),
   },

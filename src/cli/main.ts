@@ -121,6 +121,8 @@ function parseOnboard(argv: string[]): OnboardArgs | 'help' {
     if (!Number.isFinite(t) || t <= 0 || t > 86_400) throw new UsageError('--timeout must be a number of seconds between 1 and 86400');
     timeoutMs = Math.round(t * 1000);
   }
+  // Nothing of a back would be sent: said now, rather than a step shown skipped that the user thought was sent.
+  if (values.back && values['one-sided']) throw new UsageError('--back and --one-sided cannot be given together: a one-sided document has no back');
   return {
     front: values.front,
     back: values.back,
@@ -204,7 +206,11 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   // database) are about a long-running server. The one about the API key itself still applies.
   const env: Record<string, string | undefined> = { ...io.env, NODE_ENV: undefined };
   // Nothing outlives the process unless DATABASE_URL says otherwise, so a throwaway key is enough then.
-  const inMemory = !env.DATABASE_URL;
+  const inMemory = !env.DATABASE_URL?.trim() || env.DATABASE_URL.trim() === 'sqlite::memory:';
+  // The sandbox's sessions exist only in this process's emulator: written into a broker's database, the broker would
+  // poll them at Incode, fail them and announce it. Said before anything else the database would need (its key).
+  if (!inMemory && !env.INCODE_API_KEY?.trim())
+    throw new UsageError('DATABASE_URL must not be set in sandbox mode (no INCODE_API_KEY): the emulator\'s sessions would be written into that database');
   if (inMemory) {
     env.DATABASE_URL = 'sqlite::memory:';
     // An empty one counts as none: the line `.env.example` leaves for it, copied to .env.
@@ -214,8 +220,6 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   try {
     const loaded = loadConfig(env);
     if (io.env.NODE_ENV === 'production' && !loaded.sandbox) refuseCleartextIncode(loaded.incode.apiUrl);
-    // The sandbox's sessions exist only in this process's emulator: written into a broker's database, the broker would
-    // poll them at Incode, fail them and announce it.
     if (loaded.sandbox && !inMemory) throw new ConfigError('DATABASE_URL', 'must not be set in sandbox mode (no INCODE_API_KEY): the emulator\'s sessions would be written into that database');
     // Someone is watching the terminal: poll at least every second whatever the server's setting.
     config = { ...loaded, results: { ...loaded.results, pollIntervalMs: Math.min(loaded.results.pollIntervalMs, 1000) } };
@@ -225,7 +229,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   }
   const [front, back, selfie] = await Promise.all([
     readImage(args.front, '--front'),
-    args.back && !args.oneSided ? readImage(args.back, '--back') : Promise.resolve(undefined),
+    args.back ? readImage(args.back, '--back') : Promise.resolve(undefined),
     readImage(args.selfie, '--selfie'),
   ]);
 

@@ -1,7 +1,9 @@
 // Prometheus metrics on a registry owned by this app instance (no global default registry).
+import { Type } from '@sinclair/typebox';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { OPERATION_GROUPS } from '../incode/client';
+import { withErrors } from '../schemas';
 import { bearerKeyGuard } from './service-auth';
 
 export function createMetrics() {
@@ -115,7 +117,12 @@ export default fp<MetricsOptions>(
     });
     // Volumes and decisions are business data: behind a token when one is configured.
     const onRequest = opts.tokens.length > 0 ? [bearerKeyGuard(opts.tokens, 'A metrics token is required (Authorization: Bearer <METRICS_TOKENS token>)')] : [];
-    app.get('/metrics', { schema: { hide: true }, onRequest }, async (_req, reply) => {
+    const schema = {
+      summary: 'Prometheus metrics, in the text exposition format (Authorization: Bearer <METRICS_TOKENS token> when tokens are set)',
+      tags: ['operations'],
+      response: withErrors({ 200: Type.String({ description: 'text/plain; version=0.0.4' }) }, [401]),
+    };
+    app.get('/metrics', { schema, onRequest }, async (_req, reply) => {
       reply.header('content-type', metrics.registry.contentType);
       return metrics.registry.metrics();
     });

@@ -377,7 +377,7 @@ describe('JSON values: depth, numbers, prototype keys, invalid UTF-8', () => {
     expectRefusal(await send('GET', '/session/status', [`X-Incode-Hardware-Id: ${latin}`]), 401, 'UNAUTHORIZED');
     expectRefusal(await send('GET', '/sessions', [`Authorization: Bearer ${latin}`]), 401, 'UNAUTHORIZED');
     expectRefusal(await send('POST', '/webhooks/incode/token', [FORM, `Authorization: Basic ${Buffer.concat([bad, Buffer.from(':%%')]).toString('base64')}`], 'grant_type=client_credentials'), 401, 'INVALID_CLIENT');
-    expect(expectAccepted(await send('POST', '/session', [J, `Idempotency-Key: ${latin}`], '{}'))).toHaveProperty('token');
+    expect(expectAccepted(await send('POST', '/session', [J, `Idempotency-Key: ${latin}-0123456789abcdef`], '{}'))).toHaveProperty('token');
     // Percent-encoded invalid UTF-8 in a form body.
     expectRefusal(await send('POST', '/webhooks/incode/token', [FORM, `Authorization: ${BASIC}`], 'grant_type=%E0%A4%A&x=%'), 400, 'UNSUPPORTED_GRANT_TYPE');
     await expectHealthy();
@@ -418,6 +418,11 @@ describe('ids, paths and query strings', () => {
   it('resume tokens naming __proto__, constructor or a path are unknown', async () => {
     for (const id of ['__proto__', 'constructor', '../../etc/passwd', '%2e%2e', ''])
       expectRefusal(await send('POST', '/session/resume', [J], JSON.stringify({ resumeToken: `${Buffer.from(id).toString('base64url')}.${'a'.repeat(43)}` })), [400, 401]);
+  });
+
+  it('a value outside a set is refused with the set it must be one of, once, not one line per literal', async () => {
+    const refused = expectRefusal(await send('GET', '/sessions?resultsStatus=bogus', [ADMIN]), 400, 'VALIDATION_FAILED');
+    expect(refused.message).toBe('querystring/resultsStatus must be one of: pending, ready, failed, unprocessable, erased');
   });
 
   it('repeated and array query parameters are 400, never a 5xx or a silently picked value', async () => {

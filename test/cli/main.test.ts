@@ -167,6 +167,9 @@ describe('incode-broker onboard', () => {
     const notImage = await run(['onboard', '--front', sample('not-an-image.jpg'), '--selfie', sample('selfie.jpg'), '--json']);
     expect(notImage.code).toBe(1);
     expect(JSON.parse(notImage.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/not a JPEG or PNG/) } });
+    const both = await run(['onboard', ...GOOD, '--one-sided']);
+    expect(both.code).toBe(1);
+    expect(both.stderr).toMatch(/--back and --one-sided cannot be given together/);
     const noFile = await run(['onboard', '--front', join(cwd, 'nope.jpg'), '--selfie', sample('selfie.jpg')]);
     expect(noFile.code).toBe(1);
     expect(noFile.stderr).toMatch(/cannot read/);
@@ -270,8 +273,12 @@ describe('incode-broker onboard', () => {
     }
   }, 30_000);
 
-  it('refuses a DATABASE_URL in sandbox mode: the emulator\'s sessions would be written into that database', async () => {
-    const r = await run(['onboard', ...GOOD, '--json'], sharedDatabase());
+  it.each([
+    ['with its key', sharedDatabase],
+    // Said first, not after a refusal for the missing key that setting it would only replace with this one.
+    ['without a DATA_ENCRYPTION_KEY', () => ({ DATABASE_URL: sharedDatabase().DATABASE_URL })],
+  ])('refuses a DATABASE_URL in sandbox mode (%s): the emulator\'s sessions would be written into that database', async (_n, env) => {
+    const r = await run(['onboard', ...GOOD, '--json'], env());
     expect(r.code).toBe(1);
     expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(/DATABASE_URL must not be set in sandbox mode/) } });
   });

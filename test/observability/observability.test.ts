@@ -214,6 +214,9 @@ describe('the OpenAPI document', () => {
       expect(schemes.appKey).toMatchObject({ type: 'apiKey', in: 'header', name: 'x-app-key' });
       expect(schemes.sessionToken).toMatchObject({ type: 'apiKey', in: 'header', name: 'x-incode-hardware-id' });
       const op = (path: string, method: string) => doc.paths[path][method];
+      // The scrape is listed; the sandbox's emulator (Incode's API, not this service's) is not.
+      expect(Object.keys(op('/metrics', 'get').responses)).toEqual(expect.arrayContaining(['200', '401']));
+      expect(Object.keys(doc.paths).filter((p) => p.startsWith('/sandbox/'))).toEqual([]);
       expect(op('/session', 'post').security).toEqual([{ appKey: [] }]);
       expect(op('/session/resume', 'post').security).toEqual([{ appKey: [] }]);
       expect(op('/session/status', 'get').security).toEqual([{ sessionToken: [] }]);
