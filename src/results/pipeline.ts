@@ -102,6 +102,9 @@ function readyEvent(job: Job, session: SessionRecord): CallbackEvent | null {
   };
 }
 
+/** A job's failure when Incode refused the session's own token: retried with an executive token. */
+const SESSION_TOKEN_REFUSED = 'SESSION_TOKEN_REFUSED';
+
 export class ResultsPipeline {
   private readonly now: () => number;
   constructor(private readonly d: PipelineDeps) {
@@ -315,7 +318,7 @@ export class ResultsPipeline {
     // A webhook for a session erased here (a reviewer's verdict that came after the erasure): its event and this check
     // name a status, so erasing again sweeps them (no second audit entry).
     if (session?.resultsStatus === 'erased') return void (await this.d.store.eraseSession(id, 'late-webhook', now));
-    const token = await this.readToken(session, id, ctx);
+    const token = await this.readToken(session, id, ctx, job);
     if (!token) return this.done(job);
 
     let status: string;
@@ -494,7 +497,7 @@ export class ResultsPipeline {
     const id = job.subject;
     const session = await this.d.store.getSession(id);
     if (!session || session.resultsStatus === 'erased') return this.done(job);
-    const token = await this.readToken(session, id, ctx);
+    const token = await this.readToken(session, id, ctx, job);
     if (!token) return this.done(job);
     const incode = this.d.incode;
     // Read before this attempt stores anything: results stored since the job was queued come from an earlier attempt
@@ -604,8 +607,14 @@ export class ResultsPipeline {
   }
 
   /** The session's own token when this broker created it, else an executive token, else null (recorded). */
-  private async readToken(session: SessionRecord | null, id: string, ctx: CallContext): Promise<{ value: string; executive: boolean } | null> {
-    if (session?.origin === 'broker' && session.token) return { value: session.token, executive: false };
+  /**
+   * The token a job reads the session with: the session's own for one the broker started, unless Incode refused it at
+   * the job's last attempt (SESSION_TOKEN_REFUSED: it expired, as a reviewer's verdict can come after an account's
+   * shorter token lifetime) and executive credentials can read it instead; an executive token otherwise.
+   */
+  private async readToken(session: SessionRecord | null, id: string, ctx: CallContext, job: Job): Promise<{ value: string; executive: boolean } | null> {
+    const refused = job.lastError === SESSION_TOKEN_REFUSED && this.d.executiveTokens.configured;
+    if (session?.origin === 'broker' && session.token && !refused) return { value: session.token, executive: false };
     const exec = this.d.executiveTokens;
     if (!exec.configured) {
       const now = this.now();
@@ -628,6 +637,8 @@ export class ResultsPipeline {
         this.d.executiveTokens.invalidate(token.value);
         return new JobError(err.code, true);
       }
+      // The session's own token refused: its next attempt reads with an executive token (readToken), when there is one.
+      if (err.code === 'INCODE_UNAUTHORIZED' && token && this.d.executiveTokens.configured) return new JobError(SESSION_TOKEN_REFUSED, true);
       // Refused for the API key: while a key is rotated one instance can hold a key Incode no longer takes, so the job
       // waits with backoff for a right one (the orchestrator's wait keeps its session for the same reason); a key that
       // stays wrong is still dead-lettered visibly after JOB_MAX_ATTEMPTS.

@@ -749,6 +749,18 @@ function pipelineSuite(which: Engine) {
     expect([...page1.items, ...page2.items].map((i: { interviewId: string }) => i.interviewId).sort()).toEqual(ids.sort());
   });
 
+  it('reads a session whose own token Incode no longer takes (expired) with an executive token, instead of giving up', async () => {
+    // Session tokens live 4 s here (an account's shorter lifetime): processing ends, and its webhook comes, after that.
+    p = await startPair({ RESULTS_MODE: 'webhook' }, { tokenTtlSeconds: 4, processingDelayMs: 5000 });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    const done = await p.ready(s.interviewId, 20_000);
+    expect(done).toMatchObject({ origin: 'broker', onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' });
+    // It was the session token that was refused first: the jobs' attempts say so.
+    const jobs = await p.broker.app.store.listJobs(s.interviewId);
+    expect(jobs.filter((j) => j.lastError === 'SESSION_TOKEN_REFUSED').length).toBeGreaterThan(0);
+  }, 40_000);
+
   it('reads sessions created elsewhere with an executive token; without one they are recorded as unprocessable', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     // A session started directly against Incode (e.g. a hosted-flow link), not through the broker.
