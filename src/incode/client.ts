@@ -219,10 +219,13 @@ export class IncodeClient {
 
   // ---- Incode operations (names follow shared/incode-api.md) ----
 
-  /** POST /omni/start. Never retried once sent: a retry could open (and bill) a second session. */
+  /**
+   * POST /omni/start. A new session's is never retried once sent: a retry could open (and bill) a second session. One
+   * naming an existing interviewId only issues another token for it (shared doc 2.3), so it is retried like a read.
+   */
   start(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
     const expects = { valid: (r: unknown) => typeof (r as StartResponse)?.token === 'string' && typeof (r as StartResponse).interviewId === 'string', missing: 'token or interviewId' };
-    return this.call<StartResponse>({ operation: 'start', group: 'start', method: 'POST', path: '/omni/start', body: req, idempotent: false, expects }, ctx);
+    return this.call<StartResponse>({ operation: 'start', group: 'start', method: 'POST', path: '/omni/start', body: req, idempotent: req.interviewId !== undefined, expects }, ctx);
   }
 
   addFrontId(token: string, base64Image: string, opts: { onlyFront?: boolean } = {}, ctx?: CallContext): Promise<AddIdResponse> {

@@ -277,6 +277,19 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('retries a start that names an existing session (a resume: another token, no new session) like a read', async () => {
+    const srv = await scripted((_req, res, n) => {
+      if (n === 1) return envelope(res, 503);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ token: 'tok-2', interviewId: '665f00000000000000000001' }));
+    });
+    const c = client(srv.url, { maxRetries: 1, retryBaseMs: 1 });
+    expect(await c.start({ interviewId: '665f00000000000000000001' })).toMatchObject({ token: 'tok-2' });
+    expect(srv.hits()).toBe(2);
+    await c.close();
+    await srv.close();
+  });
+
   it('retries a start Incode turned away with 429 (nothing was created), but not past a long Retry-After', async () => {
     // Throttled once (429 with this Retry-After), then a session.
     const throttledOnce = (retryAfter: string) =>
