@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # Multi-stage build: compile with dev dependencies, ship only production ones, run as a non-root user.
 # Node 22 (maintained LTS; Node 20 reached its end of life in April 2026). The test suite runs on Node 20.20 on the
 # project's CI machines, where no newer Node can be installed; every dependency supports both (README, Deployment).
@@ -15,7 +14,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund && npm rebuild better-sqlite3
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build && npm prune --omit=dev
+# The compiler's intermediates and the addon's sources are not needed once it is built (tens of MB when it compiled).
+RUN npm run build && npm prune --omit=dev \
+    && rm -rf node_modules/better-sqlite3/build/Release/obj* node_modules/better-sqlite3/deps node_modules/better-sqlite3/src
 
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \

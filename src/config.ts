@@ -487,9 +487,14 @@ export function loadConfig(env: Env): Config {
   // A service key opens every session's personal data: none may double as a secret held by a scraper or by Incode.
   if (metricsTokens.some((k) => adminApiKeys.includes(k)))
     throw new ConfigError('METRICS_TOKENS', 'must not contain a key of ADMIN_API_KEYS: a scraper\'s token would read personal data');
-  for (const [name, secret] of [['WEBHOOK_SECRET', webhook.secret], ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret]] as const)
+  for (const [name, secret] of [['WEBHOOK_SECRET', webhook.secret], ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret]] as const) {
     if (secret && adminApiKeys.includes(secret))
       throw new ConfigError(name, 'must not be a key of ADMIN_API_KEYS: the secret Incode holds would read personal data');
+    // An app key ships in frontends and a scraper's token sits in its configuration: either would let its holder post
+    // webhooks, each one a status check at Incode.
+    if (secret && (appKeys.includes(secret) || metricsTokens.includes(secret)))
+      throw new ConfigError(name, 'must not be a key of APP_API_KEYS or METRICS_TOKENS: whoever holds that key could post webhooks');
+  }
   const jwksUrl = str(env, 'JWT_JWKS_URL');
   if (callerAuthMode === 'jwt') {
     if (!jwksUrl) throw new ConfigError('JWT_JWKS_URL', 'is required when CALLER_AUTH=jwt');

@@ -245,6 +245,19 @@ describe('loadConfig', () => {
     }
   });
 
+  it.each([
+    ['WEBHOOK_SECRET', 'APP_API_KEYS', (k: string) => ({ WEBHOOK_SECRET: k, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${'b'.repeat(32)},${k}` })],
+    ['WEBHOOK_CLIENT_SECRET', 'METRICS_TOKENS', (k: string) => ({ WEBHOOK_CLIENT_ID: 'incode', WEBHOOK_CLIENT_SECRET: k, METRICS_TOKENS: k })],
+  ])('refuses %s equal to a key of %s, in every environment: its holder could post webhooks', (variable, other, set) => {
+    const shared = 'shared-key-0123456789abcdefghij';
+    for (const env of [prodEnv, { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY }]) {
+      const e = errorFor({ ...env, ...set(shared) });
+      expect(e.variable).toBe(variable);
+      expect(e.message).toContain(other);
+      expect(e.message).not.toContain(shared);
+    }
+  });
+
   it('reads DATA_ENCRYPTION_KEY strictly: a list written with another separator, trailing junk or one key under two ids is refused', () => {
     const NEW = Buffer.alloc(32, 7).toString('base64');
     const OLD = Buffer.alloc(32, 9).toString('base64');
