@@ -75,6 +75,12 @@ export interface CallContext {
    * (INCODE_TIMEOUT, certainly not done). No timer: it is looked at when the call's turn comes.
    */
   sendBefore?: number;
+  /**
+   * Whether whoever asked for the call has gone (its client closed the connection): a call still waiting for a
+   * connection then is dropped unsent, as past sendBefore (no one would get its answer, and a start is billed). Asked
+   * when its turn comes, never after it was sent.
+   */
+  callerGone?: () => boolean;
 }
 
 interface CallSpec {
@@ -115,8 +121,8 @@ type ExchangeError = Error & { duringBody?: boolean; neverSent?: boolean };
 /** The abort of a request, and whether none of it was written. */
 const abortError = (neverSent: boolean): ExchangeError => Object.assign(new undiciErrors.RequestAbortedError(), { neverSent });
 
-/** Whether a call's send deadline (CallContext.sendBefore) has passed. */
-const pastSendBefore = (sendBefore: number | undefined) => sendBefore !== undefined && Date.now() > sendBefore;
+/** Whether a call may no longer be sent: its send deadline (CallContext.sendBefore) passed, or its caller left. */
+const tooLate = (sendBefore: number | undefined, callerGone?: () => boolean) => (sendBefore !== undefined && Date.now() > sendBefore) || callerGone?.() === true;
 
 /** An answer longer than the client takes: cut off rather than buffered whole. */
 class ResponseTooLargeError extends Error {
@@ -133,10 +139,10 @@ const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
  * request(): Incode's answers are JSON read whole, so the stream request() wraps every body in (and its promise
  * chain) is pure cost, measured at about 4 % of the broker's instructions per new session.
  */
-function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, maxBytes: number, sendBefore?: number): Promise<Exchanged> {
+function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, maxBytes: number, sendBefore?: number, callerGone?: () => boolean): Promise<Exchanged> {
   return new Promise((resolve, reject) => {
-    // Already stopped, or already past its send deadline: not dispatched at all.
-    if (signal?.aborted || pastSendBefore(sendBefore)) return reject(abortError(true));
+    // Already stopped, past its send deadline or its caller gone: not dispatched at all.
+    if (signal?.aborted || tooLate(sendBefore, callerGone)) return reject(abortError(true));
     let controller: Dispatcher.DispatchController | null = null;
     let abortReason: ExchangeError | null = null;
     const onAbort = () => {
@@ -155,8 +161,8 @@ function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, sign
     dispatcher.dispatch(opts, {
       onRequestStart(c) {
         controller = c;
-        // Its turn came too late (undici then closes the connection it was given: rare, and only under overload).
-        if (!abortReason && pastSendBefore(sendBefore)) abortReason = abortError(true);
+        // Its turn came too late, or for no one (undici then closes the connection it was given: only under overload).
+        if (!abortReason && tooLate(sendBefore, callerGone)) abortReason = abortError(true);
         if (abortReason) c.abort(abortReason);
       },
       onResponseStart(_c, status, h) {
@@ -321,7 +327,7 @@ export class IncodeClient {
         const retryAfterMs = e.details.retryAfterMs ?? 0;
         const rateLimited = e.code === 'INCODE_RATE_LIMITED';
         const canRetry = e.retryable && e.code !== 'INCODE_CIRCUIT_OPEN' && retryAfterMs <= MAX_RETRY_WAIT_MS && (spec.idempotent || e.details.notSent === true || rateLimited);
-        if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted || pastSendBefore(ctx.sendBefore)) throw e;
+        if (!canRetry || attempt >= maxAttempts || ctx.signal?.aborted || tooLate(ctx.sendBefore, ctx.callerGone)) throw e;
         // Full jitter keeps many brokers from retrying in lockstep.
         const backoff = base * 2 ** (attempt - 1) * (0.5 + Math.random());
         // Stopped while waiting: the caller gets the answer it would have had, not an abort of the wait.
@@ -369,7 +375,7 @@ export class IncodeClient {
       // (billed) session without it, as captures are never retried.
       const timeout = spec.group === 'capture' ? (this.opts.captureTimeoutMs ?? this.opts.timeoutMs) : this.opts.timeoutMs;
       const request = { origin: this.origin, method: spec.method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout };
-      res = await exchange(this.dispatcher, request, ctx.signal, this.opts.maxResponseBytes ?? MAX_RESPONSE_BYTES, ctx.sendBefore);
+      res = await exchange(this.dispatcher, request, ctx.signal, this.opts.maxResponseBytes ?? MAX_RESPONSE_BYTES, ctx.sendBefore, ctx.callerGone);
     } catch (err) {
       if (err instanceof ResponseTooLargeError) {
         circuit?.failure(probe);
@@ -384,7 +390,7 @@ export class IncodeClient {
         circuit?.abandoned(probe);
         this.opts.onCall?.(spec.operation, 'aborted', seconds());
         // Never sent: Incode certainly did nothing (a start's Idempotency-Key can be freed).
-        if (neverSent) throw new IncodeError('INCODE_TIMEOUT', spec.operation, `Incode ${spec.operation} was stopped before it was sent (its deadline passed while it waited for a connection, or this service stopped it)`, { notSent: true });
+        if (neverSent) throw new IncodeError('INCODE_TIMEOUT', spec.operation, `Incode ${spec.operation} was stopped before it was sent (its deadline passed while it waited for a connection, its caller left, or this service stopped it)`, { notSent: true });
         throw e;
       }
       circuit?.failure(probe);

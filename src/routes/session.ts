@@ -50,6 +50,12 @@ function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash
   return { interviewId, tokenHash: sha256Hex(secret) };
 }
 
+/**
+ * Whether the request's client has gone: its connection closed (Node ends the request when the client does, unless it
+ * half-closes), as a client that timed out closes it. Read, never listened to: no cost unless a call waits.
+ */
+const callerGone = (req: FastifyRequest) => () => req.socket.destroyed;
+
 const sessionFinished = () => new AppError(409, 'SESSION_FINISHED', 'This onboarding has ended: its results are read by your backend, not with a new token');
 
 function originOf(url: string): string {
@@ -148,8 +154,9 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       };
       return guards.idempotent(req, () => startReq, async (claimed) => {
         // A start still waiting for a connection at its claim's deadline (Incode slow, the pool full) is dropped unsent,
-        // and its key freed, rather than sent beside a retry that took the key over.
-        const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: claimed?.sendBefore });
+        // and its key freed, rather than sent beside a retry that took the key over; so is one whose caller left
+        // meanwhile (it gave up waiting): no one would get the session it pays for.
+        const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: claimed?.sendBefore, callerGone: callerGone(req) });
         app.metrics.sessionsCreated.inc({ route: 'session' });
         const r = mintResume(started.interviewId);
         await app.results.trackSession({
@@ -206,7 +213,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         // The session's own flow where it is known: Incode documents configurationId as required on start.
         // Sent before the hold's deadline, or not at all: a start still waiting past it could run beside a second
         // exchange of the same token, once the hold is over.
-        const started = await app.incode.start({ interviewId, ...(spent.configurationId ? { configurationId: spent.configurationId } : {}) }, { requestId: req.id, sendBefore });
+        const started = await app.incode.start({ interviewId, ...(spent.configurationId ? { configurationId: spent.configurationId } : {}) }, { requestId: req.id, sendBefore, callerGone: callerGone(req) });
         if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
         answer = await reissue(interviewId, started.token, true);
       } catch (err) {
@@ -240,7 +247,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       const { clientId } = config.incode;
       // Incode builds the link from the client id; without it the call could only fail upstream (a misleading 502).
       if (!clientId) throw new AppError(404, 'ONBOARDING_URL_NOT_CONFIGURED', 'Hosted-flow links need INCODE_CLIENT_ID');
-      const { url } = await app.incode.getOnboardingUrl(session.token!, clientId, { requestId: req.id });
+      const { url } = await app.incode.getOnboardingUrl(session.token!, clientId, { requestId: req.id, callerGone: callerGone(req) });
       if (typeof url !== 'string') throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered without a url');
       reply.header('cache-control', 'no-store');
       return { url };

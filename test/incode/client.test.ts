@@ -440,6 +440,32 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('drops a call still queued behind the pool once its caller has gone, unsent: a start no one would receive is never billed', async () => {
+    let held: import('node:http').ServerResponse | null = null;
+    const srv = await scripted((_req, res, n) => {
+      if (n === 1) return void (held = res);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ token: 'tok', interviewId: '665f00000000000000000002' }));
+    });
+    const c = client(srv.url, { connections: 1, maxRetries: 0, timeoutMs: 30_000 });
+    const first = c.start({});
+    let gone = false;
+    const second = errorOf(c.start({}, { callerGone: () => gone }));
+    await waitFor(async () => held !== null, 5000, 10);
+    // The second caller leaves while its start waits for the only connection; then the first is answered.
+    gone = true;
+    held!.writeHead(200, { 'content-type': 'application/json' });
+    held!.end(JSON.stringify({ token: 'tok', interviewId: '665f00000000000000000001' }));
+    expect((await first).interviewId).toBe('665f00000000000000000001');
+    const err = await second;
+    expect([err.code, err.certainlyNotDone]).toEqual(['INCODE_TIMEOUT', true]);
+    expect(srv.hits()).toBe(1);
+    // A caller still there is served on the same connection.
+    expect((await c.start({}, { callerGone: () => false })).interviewId).toBe('665f00000000000000000002');
+    await c.close();
+    await srv.close();
+  });
+
   it('reports a refused connection as not sent', async () => {
     const srv = await scripted(() => undefined);
     const url = srv.url;

@@ -332,6 +332,30 @@ describe('POST /session against the emulator', () => {
     expect(st.headers['cache-control']).toBe('no-store');
   });
 
+  it('does not send the start of a caller that left while it waited for a connection to Incode (nothing billed for no one)', async () => {
+    const slow = await startEmulator({ faults: { startLatencyMs: 1500 } });
+    const b = await startBroker(brokerEnv(slow.url, { INCODE_MAX_CONCURRENCY: '1' }));
+    const starts = recordRequests(slow.app.server);
+    try {
+      // supertest sends when asked for the result.
+      const first = request(b.url).post('/session').then((r) => r);
+      await waitFor(() => starts.urls.some((u) => u.startsWith('/omni/start')), 5000, 10);
+      // Queued behind the first start (one connection): its client gives up before the connection frees.
+      const leaving = fetch(`${b.url}/session`, { method: 'POST', signal: AbortSignal.timeout(300) }).catch((e: unknown) => e);
+      expect(await leaving).toMatchObject({ name: 'TimeoutError' });
+      expect((await first).status).toBe(200);
+      // The next caller is served: the connection was not wasted on the one that left.
+      await request(b.url).post('/session').expect(200);
+      expect(starts.urls.filter((u) => u.startsWith('/omni/start'))).toHaveLength(2);
+      const metrics = (await request(b.url).get('/metrics')).text;
+      expect(metrics).toMatch(/incode_call_duration_seconds_count\{operation="start",outcome="aborted"\} 1$/m);
+    } finally {
+      starts.stop();
+      await b.close();
+      await slow.close();
+    }
+  }, 20_000);
+
   it('GET /session/status refuses a session token past its expiry (it opens nothing at Incode either)', async () => {
     const shortLived = await startEmulator({ tokenTtlSeconds: 1 });
     const b = await startBroker(brokerEnv(shortLived.url));
