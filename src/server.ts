@@ -8,6 +8,9 @@ import { buildApp } from './app';
 import { errSerializer } from './logging';
 import { ConfigError, loadConfig } from './config';
 
+/** The most log output held in memory while stdout is not read. */
+const MAX_LOG_BACKLOG_BYTES = 64 * 1024 * 1024;
+
 /** What a fatal error's log line keeps: its kind, message and stack, never the properties an error may carry. */
 function fatal(err: unknown) {
   return err instanceof Error ? { type: err.name, message: err.message, stack: err.stack } : { type: typeof err, message: String(err) };
@@ -27,7 +30,16 @@ async function main(): Promise<void> {
   // One write per few kilobytes instead of one per line: a synchronous write per request is measurable CPU. pino
   // flushes the buffer at exit, including after a fatal error; only a SIGKILL loses it.
   const buffered = config.logBufferBytes > 0;
-  const logStream = pino.destination({ dest: 1, sync: !buffered, minLength: config.logBufferBytes, ...(buffered ? { periodicFlush: 250 } : {}) });
+  // Buffered, a stdout that stops being read (a stalled log driver) would hold every line in memory: past 64 MiB
+  // waiting, lines are dropped (and counted on stderr once the stall ends) rather than the process running out of memory.
+  const logStream = pino.destination({ dest: 1, sync: !buffered, minLength: config.logBufferBytes, ...(buffered ? { periodicFlush: 250, maxLength: MAX_LOG_BACKLOG_BYTES } : {}) });
+  let dropped = 0;
+  logStream.on('drop', () => {
+    if (dropped++ === 0) setTimeout(() => {
+      process.stderr.write(`log lines dropped: ${dropped} (stdout was not being read)\n`);
+      dropped = 0;
+    }, 10_000).unref();
+  });
   // Until the app exists (its log has the redaction and request-id setup), the same stream without them: start-up
   // writes no request data.
   const bootLog = pino({ level: config.logLevel, serializers: { err: errSerializer } }, logStream);

@@ -64,6 +64,8 @@ const INCODE_BODY_LIMIT = 10 * MB;
 const PARSER_BODY_LIMIT = 15 * MB;
 const HOLD_MS = 60_000;
 const NINETY_DAYS = 90 * 24 * 3600;
+const MAX_CUSTOM_FIELDS = 100;
+const MAX_CUSTOM_FIELDS_CHARS = 64 * 1024;
 
 const CORS_ALLOW_HEADERS = 'api-version, x-api-key, x-incode-hardware-id, content-type, accept, sessionid, authorization';
 const CORS_ALLOW_METHODS = 'GET, POST, PUT, DELETE, OPTIONS';
@@ -748,6 +750,9 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     if (!cf || typeof cf !== 'object' || Array.isArray(cf)) return fail(reply, 400, 'customFields must be an object');
     const merged: Record<string, unknown> = { ...(s.customFields ?? {}) };
     for (const [k, v] of Object.entries(cf)) if (k !== '__proto__' && k !== 'constructor') merged[k] = v;
+    // Sessions stay small (every one is kept in memory): a few fields of a few words each, as a flow's custom fields are.
+    if (Object.keys(merged).length > MAX_CUSTOM_FIELDS || JSON.stringify(merged).length > MAX_CUSTOM_FIELDS_CHARS)
+      return fail(reply, 400, `customFields may hold at most ${MAX_CUSTOM_FIELDS} fields and ${MAX_CUSTOM_FIELDS_CHARS} characters of JSON`);
     s.customFields = merged;
     return ok();
   });

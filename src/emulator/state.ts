@@ -106,7 +106,15 @@ type StatusListener = (s: Session, status: OnboardingStatus) => void;
 export interface StoreOptions {
   processingDelayMs: number;
   timers: TimerSet;
+  /** The most sessions kept; past it the oldest are forgotten (as if Incode had deleted them). */
+  maxSessions?: number;
 }
+
+/**
+ * Half a million sessions, a few hundred MB: more than any test or benchmark run makes, and a bound for an emulator left
+ * running (the sandbox's, on a reachable HOST) that anyone can start sessions on.
+ */
+const MAX_SESSIONS = 500_000;
 
 // ObjectId-like ids (time + per-process random + counter): unique, 24 hex, and free to make.
 const PROCESS_PART = randomBytes(5).toString('hex');
@@ -172,6 +180,9 @@ export class SessionStore {
       idPhase: 0,
       facePhase: 0,
     };
+    // The oldest first: a Map iterates in insertion order.
+    const max = this.opts.maxSessions ?? MAX_SESSIONS;
+    while (this.sessions.size >= max) this.delete(this.sessions.keys().next().value as string);
     this.sessions.set(interviewId, s);
     if (s.uuid) this.byUuid.set(s.uuid, interviewId);
     return s;

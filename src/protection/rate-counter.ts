@@ -75,18 +75,24 @@ export interface RateCounter {
 }
 
 export class MemoryRateCounter implements RateCounter {
+  // In the order their windows began (a window that starts again is moved to the end), so, with one window length,
+  // in the order they end: the expired ones are always at the front.
   private windows = new Map<string, { count: number; resetAt: number }>();
-  private sweeps = 0;
 
   async hitAll(entries: RateLimitEntry[], windowMs: number) {
     const now = Date.now();
-    // Bounded memory: drop expired windows now and then.
-    if (++this.sweeps % 1000 === 0) for (const [k, v] of this.windows) if (v.resetAt <= now) this.windows.delete(k);
+    // Bounded memory at a constant cost per hit: the windows that ended are dropped from the front (a key per address
+    // or customer id a client can vary, so the map holds only the current windows' keys).
+    for (const [k, v] of this.windows) {
+      if (v.resetAt > now) break;
+      this.windows.delete(k);
+    }
     for (let index = 0; index < entries.length; index++) {
       const { key, max } = entries[index];
       let w = this.windows.get(key);
       if (!w || w.resetAt <= now) {
         w = { count: 0, resetAt: now + windowMs };
+        this.windows.delete(key);
         this.windows.set(key, w);
       }
       w.count += 1;
@@ -277,6 +283,8 @@ export class FailoverRateCounter implements RateCounter {
         const downMs = Date.now() - (this.downSince ?? Date.now());
         this.stopProbing();
         this.downSince = null;
+        // What this process counted alone is the shared counter's to count again: not kept until the next outage.
+        void this.fallback.close();
         this.events.recovered(downMs);
       },
       () => undefined,

@@ -496,6 +496,11 @@ describe('emulator app', () => {
       expect(Object.keys((await emu.call('POST', '/0/omni/get/images/v2', { ...t, body: { images: ['selfie'] } })).body)).toEqual(['selfie']);
       expect((await emu.call('POST', '/0/omni/add/custom-fields', { ...t, body: { customFields: { a: 1 } } })).body).toEqual({ success: true });
       expect((await emu.call('GET', '/0/omni/get/custom-fields', t)).body).toEqual({ customFields: { a: 1 } });
+      // Sessions stay small: a flood of fields is refused, and what was there stays.
+      const many = Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`f${i}`, i]));
+      expectEnvelope(await emu.call('POST', '/0/omni/add/custom-fields', { ...t, body: { customFields: many } }), 400);
+      expectEnvelope(await emu.call('POST', '/0/omni/add/custom-fields', { ...t, body: { customFields: { big: 'x'.repeat(70_000) } } }), 400);
+      expect((await emu.call('GET', '/0/omni/get/custom-fields', t)).body).toEqual({ customFields: { a: 1 } });
       expect((await emu.call('PUT', '/0/omni/update', { ...t, body: { phone: '1' } })).body).toEqual({ success: true });
       expect((await emu.call('POST', '/0/omni/add/device-fingerprint', { ...t, body: { hash: 'h' } })).body).toEqual({ success: true });
       expect((await emu.call('POST', '/0/omni/session/status/set?action=abandon', { ...t, body: {} })).body).toEqual({ success: true });

@@ -32,6 +32,17 @@ describe('status machine', () => {
     timers.clear();
   });
 
+  it('keeps at most maxSessions, forgetting the oldest (with its uuid) first', () => {
+    const timers = new TimerSet();
+    const store = new SessionStore({ processingDelayMs: 0, timers, maxSessions: 3 });
+    const made = Array.from({ length: 5 }, (_, i) => store.create({ countryCode: 'ALL', uuid: `u${i}` }));
+    expect(store.size).toBe(3);
+    expect(made.map((m) => store.get(m.interviewId) !== undefined)).toEqual([false, false, true, true, true]);
+    expect(store.getByUuid('u0')).toBeUndefined();
+    expect(store.getByUuid('u4')?.interviewId).toBe(made[4].interviewId);
+    timers.clear();
+  });
+
   it('tells status watchers of every real move until they stop watching', () => {
     const timers = new TimerSet();
     const store = new SessionStore({ processingDelayMs: 0, timers });

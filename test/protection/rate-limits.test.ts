@@ -241,6 +241,21 @@ describe('POST /session rate limits (memory counter)', () => {
     await c.close();
   });
 
+  it('MemoryRateCounter keeps only the current windows: keys a client varies (an address, a customer id) do not pile up', async () => {
+    const c = new MemoryRateCounter();
+    const size = () => (c as unknown as { windows: Map<string, unknown> }).windows.size;
+    for (let i = 0; i < 5000; i++) await c.hitAll([{ key: `ip:${i}`, max: 10 }], 300);
+    await new Promise((r) => setTimeout(r, 350));
+    // A key whose window started again is counted anew, and kept (moved behind the rest); with that one hit the
+    // 4,999 ended windows went.
+    await c.hitAll([{ key: 'ip:0', max: 10 }], 5000);
+    expect(size()).toBe(1);
+    expect((await c.peek('ip:0', 5000)).count).toBe(1);
+    await c.hitAll([{ key: 'late', max: 10 }], 300);
+    expect(size()).toBe(2);
+    await c.close();
+  });
+
   it('the webhook token endpoint checks one request of a network at a time: a right guess sent amid the guesses earns nothing', async () => {
     // A counter that answers its reads late, as a shared one over the network does: checked side by side, every guess
     // (the right one too) would read the count before any failure was added to it.
