@@ -558,14 +558,21 @@ export class PostgresStore implements Store {
   }
 
   async claimJobs(owner: string, limit: number, leaseMs: number, now: number, subject?: string): Promise<Job[]> {
-    // SKIP LOCKED: concurrent claimers pass over each other's rows instead of waiting or double-claiming.
+    // SKIP LOCKED: concurrent claimers pass over each other's rows instead of waiting or double-claiming. The due
+    // queued jobs and the lapsed leases are read apart, each in its index's order and at most `limit` of each (one
+    // query with an OR between them sorted the whole due backlog at every claim), then the earliest `limit` of both.
     const { rows } = await this.q<JobRow>(
-      `WITH c AS (
-         SELECT id FROM jobs
-         WHERE ((state = 'queued' AND run_at <= $1::bigint) OR (state = 'running' AND lease_expires_at <= $1::bigint))
-           AND ($5::text IS NULL OR subject = $5::text)
+      `WITH queued AS (
+         SELECT id, run_at, created_at FROM jobs
+         WHERE state = 'queued' AND run_at <= $1::bigint AND ($5::text IS NULL OR subject = $5::text)
          ORDER BY run_at, created_at, id LIMIT $2::int
-         FOR UPDATE SKIP LOCKED)
+         FOR UPDATE SKIP LOCKED),
+       lapsed AS (
+         SELECT id, run_at, created_at FROM jobs
+         WHERE state = 'running' AND lease_expires_at <= $1::bigint AND ($5::text IS NULL OR subject = $5::text)
+         ORDER BY run_at, created_at, id LIMIT $2::int
+         FOR UPDATE SKIP LOCKED),
+       c AS (SELECT id FROM (SELECT * FROM queued UNION ALL SELECT * FROM lapsed) due ORDER BY run_at, created_at, id LIMIT $2::int)
        UPDATE jobs j SET state = 'running', lease_owner = $3, lease_expires_at = $4::bigint, attempts = j.attempts + 1, updated_at = $1::bigint
        FROM c WHERE j.id = c.id
        RETURNING j.*`,

@@ -115,6 +115,22 @@ const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
 const RECORD_STEP = recordStepSql(sqliteArgs);
+
+/**
+ * Claims the earliest due jobs: the due queued ones and the lapsed leases read apart, each in its index's order (one
+ * query with an OR between them sorted the whole due backlog at every claim), then the earliest of both, as
+ * PostgreSQL's claim does.
+ */
+export const CLAIM_JOBS = `UPDATE jobs SET state = 'running', lease_owner = @owner, lease_expires_at = @exp, attempts = attempts + 1, updated_at = @now
+  WHERE id IN (
+    SELECT id FROM (
+      SELECT * FROM (SELECT id, run_at, created_at FROM jobs WHERE state = 'queued' AND run_at <= @now AND (@subject IS NULL OR subject = @subject)
+                     ORDER BY run_at, created_at, id LIMIT @limit)
+      UNION ALL
+      SELECT * FROM (SELECT id, run_at, created_at FROM jobs WHERE state = 'running' AND lease_expires_at <= @now AND (@subject IS NULL OR subject = @subject)
+                     ORDER BY run_at, created_at, id LIMIT @limit))
+    ORDER BY run_at, created_at, id LIMIT @limit)
+  RETURNING *`;
 const JOBS_OF_KIND = jobsOfKindSql(sqliteArgs);
 const SET_RESULTS_STATUS = setResultsStatusSql({ id: '@id', status: '@status', lastError: '@lastError', now: '@now' }, 'MAX');
 
@@ -370,7 +386,9 @@ export class SqliteStore implements Store {
     if (q.until !== undefined) add('updated_at < ?', q.until);
     if (q.cursor !== undefined) {
       const c = decodeCursor(q.cursor);
-      add('(updated_at < ? OR (updated_at = ? AND interview_id < ?))', c.updatedAt, c.updatedAt, c.interviewId);
+      // A row value, which SQLite seeks in sessions_updated: written as an OR it scanned the index from the top, a cost
+      // that grew with the page's depth.
+      add('(updated_at, interview_id) < (?, ?)', c.updatedAt, c.interviewId);
     }
     const limit = clampLimit(q.limit);
     const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
@@ -530,18 +548,7 @@ export class SqliteStore implements Store {
   }
 
   async claimJobs(owner: string, limit: number, leaseMs: number, now: number, subject?: string): Promise<Job[]> {
-    const rows = await this.write(
-      () =>
-        this.st(
-          `UPDATE jobs SET state = 'running', lease_owner = @owner, lease_expires_at = @exp, attempts = attempts + 1, updated_at = @now
-           WHERE id IN (
-             SELECT id FROM jobs
-             WHERE ((state = 'queued' AND run_at <= @now) OR (state = 'running' AND lease_expires_at <= @now))
-               AND (@subject IS NULL OR subject = @subject)
-             ORDER BY run_at, created_at, id LIMIT @limit)
-           RETURNING *`,
-        ).all({ owner, exp: now + leaseMs, now, limit: clampLimit(limit), subject: subject ?? null }) as JobRow[],
-    );
+    const rows = await this.write(() => this.st(CLAIM_JOBS).all({ owner, exp: now + leaseMs, now, limit: clampLimit(limit), subject: subject ?? null }) as JobRow[]);
     return rows.map(toJob).sort(byRunAt);
   }
 

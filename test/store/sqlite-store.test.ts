@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
 import { aad, countJobsSql, PURGE_BATCH, SESSION_PURGE_BATCH } from '../../src/store/rows';
-import { PURGE_DUE, SqliteStore } from '../../src/store/sqlite-store';
+import { CLAIM_JOBS, PURGE_DUE, SqliteStore } from '../../src/store/sqlite-store';
 import { loadConfig } from '../../src/config';
 import { brokerEnv, startBroker } from '../helpers/harness';
 import { isDatabaseUnavailable } from '../../src/store/unavailable';
@@ -82,7 +82,17 @@ describe('SqliteStore specifics', () => {
     const store = new SqliteStore({ filename: ':memory:', cipher: new Cipher([K1]) });
     await store.migrate();
     const plan = (store.db.prepare(`EXPLAIN QUERY PLAN ${countJobsSql(false)}`).all() as { detail: string }[]).map((p) => p.detail);
-    expect(plan).toEqual([expect.stringMatching(/^SEARCH jobs USING COVERING INDEX jobs_state_(run_at|lease) \(state=\?\)$/)]);
+    expect(plan).toEqual([expect.stringMatching(/^SEARCH jobs USING COVERING INDEX jobs_(claim|state_lease|state_updated) \(state=\?\)$/)]);
+    await store.close();
+  });
+
+  it('claims jobs by reading the due queue in its index order, never sorting the whole due backlog', async () => {
+    const store = new SqliteStore({ filename: ':memory:', cipher: new Cipher([K1]) });
+    await store.migrate();
+    const plan = (store.db.prepare(`EXPLAIN QUERY PLAN ${CLAIM_JOBS}`).all({ owner: 'w', exp: 1, now: 1, limit: 10, subject: null }) as { detail: string }[]).map((p) => p.detail);
+    expect(plan).toContain('SEARCH jobs USING INDEX jobs_claim (state=? AND run_at<?)');
+    // The only sorts: the few lapsed leases, and the two short lists merged.
+    expect(plan.filter((d) => d.includes('TEMP B-TREE')).length).toBeLessThanOrEqual(2);
     await store.close();
   });
 
