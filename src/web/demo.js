@@ -77,10 +77,12 @@
       if (!entry || !entry.payload) return;
       const { type, payload } = entry;
       if (type === 'manualCaptureOn' || type === 'timeout') message('Auto-capture unavailable: use the capture button.', 'info');
-      // ID: attemptFailed. Selfie: the SDK names the failed check; HTTP errors carry Incode's error envelope.
-      if (['attemptFailed', 'spoofAttempt', 'lensesDetected', 'badBrightness', 'badMask'].includes(type)) {
-        explainRejection(kind, payload.response || {});
-      }
+      // ID: attemptFailed. Selfie: the SDK names the failed check. When Incode refused the upload itself (an error
+      // envelope, e.g. a selfie error code), the SDK logs it without Incode's answer (InternalServerError from its camera,
+      // attemptFailed with no response from its file input): asking the checks about nothing would read as "too dark".
+      const refused = type === 'InternalServerError' || (type === 'attemptFailed' && !(payload.response && typeof payload.response === 'object'));
+      if (refused) message(`${kind === 'selfie' ? 'Selfie' : 'ID'} refused by Incode: take it again.`, 'rejected');
+      else if (['attemptFailed', 'spoofAttempt', 'lensesDetected', 'badBrightness', 'badMask'].includes(type)) explainRejection(kind, payload.response || {});
     };
   }
 
@@ -167,7 +169,6 @@
 
     // From here on: exactly what a production frontend does with the token and apiUrl.
     const incode = window.OnBoarding.create({ apiURL: session.apiUrl });
-    await incode.getOnboardingStatus(session);
 
     setPhase('front');
     const front = await camera(incode, 'front');

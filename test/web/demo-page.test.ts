@@ -85,6 +85,20 @@ describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () =>
     await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'demo-page-final.png'), fullPage: true });
   }, 60_000);
 
+  test('a selfie Incode refuses with an error code (3006) is shown as refused, then taken again', async () => {
+    const { broker, browser } = env;
+    const { page } = browser;
+    await page.goto(`${broker.url}/?manualAfter=1&scenario=${encodeURIComponent('emu:selfie-error-3006-once')}`);
+    await page.waitForFunction(() => typeof (window as any).OnBoarding?.create === 'function');
+    await page.click('#start-button');
+    await driveToEnd(page);
+    const messages = (await page.textContent('#messages')) ?? '';
+    expect(messages).toContain('Selfie refused by Incode: take it again.');
+    // Not what asking the checks about an answer that never came would say (the "too dark" of a missing isBright).
+    expect(messages).not.toContain('Too dark');
+    expect(messages).toContain('Selfie accepted');
+  }, 60_000);
+
   test("marks the onboarding finished itself (a flow that completes only on finish-status) and waits for a reviewer's verdict", async () => {
     const { broker, browser } = env;
     const { page } = browser;
