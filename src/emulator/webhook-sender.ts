@@ -172,7 +172,10 @@ export class WebhookSender {
     if (res.statusCode !== 200) throw new Error(`token endpoint answered HTTP ${res.statusCode}`);
     const json = JSON.parse(text) as { access_token?: unknown; expires_in?: unknown };
     if (typeof json.access_token !== 'string') throw new Error('token endpoint returned no access_token');
-    const ttl = typeof json.expires_in === 'number' ? json.expires_in : Number(json.expires_in) || 300;
+    // Required by the exchange Incode documents (shared doc 5.2): a token endpoint that leaves it out is refused, as a
+    // broker whose answer Incode could not use would find out only in production.
+    if (typeof json.expires_in !== 'number' || !(json.expires_in > 0)) throw new Error('token endpoint returned no expires_in (a number of seconds)');
+    const ttl = json.expires_in;
     // Renew a little early so a token never expires in flight.
     this.token = { value: json.access_token, expiresAt: Date.now() + Math.max(1, ttl - 5) * 1000 };
     return json.access_token;

@@ -12,7 +12,7 @@ interface Hit {
   body: any;
 }
 
-async function receiver(answer: (n: number) => { code: number; json?: boolean }) {
+async function receiver(answer: (n: number) => { code: number; json?: boolean }, tokenAnswer: (n: number) => Record<string, unknown> = (n) => ({ access_token: `tok-${n}`, expires_in: 3600 })) {
   const app: FastifyInstance = Fastify();
   const hits: Hit[] = [];
   const tokenHits: Hit[] = [];
@@ -23,7 +23,7 @@ async function receiver(answer: (n: number) => { code: number; json?: boolean })
     if (req.headers.authorization !== expected || req.body !== 'grant_type=client_credentials' || !String(req.headers['content-type']).startsWith('application/x-www-form-urlencoded')) {
       return reply.code(401).send({ error: 'invalid_client' });
     }
-    return { access_token: `tok-${tokenHits.length}`, expires_in: 3600 };
+    return tokenAnswer(tokenHits.length);
   });
   app.post('/hook', async (req, reply) => {
     hits.push({ headers: req.headers, body: req.body });
@@ -219,6 +219,19 @@ describe('WebhookSender', () => {
       await waitFor(() => s.recent[0].outcome === 'delivered');
       expect(rx.tokenHits).toHaveLength(2);
       expect(rx.hits[1].headers.authorization).toBe('Bearer tok-2');
+    } finally {
+      await rx.app.close();
+    }
+  });
+
+  it('fails the delivery when the token endpoint answers without expires_in, which the exchange requires', async () => {
+    const rx = await receiver(() => ({ code: 200 }), (n) => ({ access_token: `tok-${n}`, token_type: 'Bearer' }));
+    try {
+      const s = sender(`${rx.base}/hook`, new Faults(), { retryDelaysMs: [], oauth: { tokenUrl: `${rx.base}/token`, clientId: 'cid', clientSecret: 'csecret' } });
+      s.send(payload());
+      await waitFor(() => s.recent[0].outcome === 'failed');
+      expect(rx.tokenHits).toHaveLength(1);
+      expect(rx.hits).toHaveLength(0);
     } finally {
       await rx.app.close();
     }
