@@ -629,7 +629,9 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const isBright = !d.dark && m.brightness >= THRESHOLDS.brightness;
     const age = 22 + (seedOf(s.interviewId, 3) % 40);
     s.selfie = { spoof, isBright, hasLenses: d.lenses, hasFaceMask: d.mask, age, brightness: m.brightness };
-    return { confidence: spoof ? 1 : 0, isBright, hasLenses: d.lenses, hasFaceMask: d.mask, age, sessionStatus: 'Alive' };
+    const answer: Record<string, unknown> = { confidence: spoof ? 1 : 0, isBright, hasLenses: d.lenses, hasFaceMask: d.maskNull ? null : d.mask, age, sessionStatus: 'Alive' };
+    if (d.noConfidence) delete answer.confidence;
+    return answer;
   };
   route('POST', '/omni/add/face/third-party', 'access', addFace);
   route('POST', '/omni/add/face', 'access', addFace);

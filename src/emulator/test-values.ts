@@ -39,6 +39,9 @@ export interface Directives {
   spoof?: Repeat;
   lenses: boolean;
   mask: boolean;
+  /** add/face answer variants seen in the field (shared doc 4.5): hasFaceMask null (the flow does not check masks), confidence left out. */
+  maskNull: boolean;
+  noConfidence: boolean;
   dark: boolean;
   selfieError?: { code: number; repeat: Repeat; http?: number };
   /** add front-id / back-id answering Incode's error envelope instead of an analysis (incode-api.md 4.2: 1003, 4019). */
@@ -63,6 +66,8 @@ export function emptyDirectives(): Directives {
     existingUser: false,
     lenses: false,
     mask: false,
+    maskNull: false,
+    noConfidence: false,
     dark: false,
     oneSided: false,
     processIdError: 0,
@@ -93,6 +98,8 @@ export const DIRECTIVES: readonly DirectiveSpec[] = [
   { pattern: /^spoof-once$/, example: 'emu:spoof-once', description: 'add/face confidence 1 on the first selfie only', apply: (d) => { d.spoof = 'once'; } },
   { pattern: /^lenses$/, example: 'emu:lenses', description: 'add/face hasLenses true', apply: (d) => { d.lenses = true; } },
   { pattern: /^mask$/, example: 'emu:mask', description: 'add/face hasFaceMask true', apply: (d) => { d.mask = true; } },
+  { pattern: /^mask-null$/, example: 'emu:mask-null', description: 'add/face hasFaceMask null (a flow without the mask check)', apply: (d) => { d.maskNull = true; } },
+  { pattern: /^no-confidence$/, example: 'emu:no-confidence', description: 'add/face answers without confidence (seen by a production client on a brightness problem)', apply: (d) => { d.noConfidence = true; } },
   { pattern: /^dark$/, example: 'emu:dark', description: 'add/face isBright false whatever the pixels', apply: (d) => { d.dark = true; } },
   {
     pattern: /^selfie-error-(\d{1,6})(?:-http-([45]\d\d))?(-once)?$/,

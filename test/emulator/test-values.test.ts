@@ -120,6 +120,16 @@ describe('test values over HTTP', () => {
     expect(ns.faceRecognition).not.toHaveProperty('existingExternalId');
   });
 
+  it('emu:mask-null and emu:no-confidence shape add-face as Incode was seen to (hasFaceMask null, no confidence)', async () => {
+    const m = await emu.start({ externalCustomerId: 'emu:mask-null' });
+    const masked = (await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: m.token, body: face() })).body;
+    expect(masked).toMatchObject({ confidence: 0, hasFaceMask: null });
+    const n = await emu.start({ externalCustomerId: 'emu:no-confidence' });
+    const none = (await emu.call('POST', '/omni/add/face/third-party?imageType=selfie', { token: n.token, body: face() })).body;
+    expect(none).not.toHaveProperty('confidence');
+    expect(none).toMatchObject({ isBright: true, hasLenses: false });
+  });
+
   it('emu:unknown-document and emu:unknown-document-once reject the front', async () => {
     const a = await emu.start({ externalCustomerId: 'emu:unknown-document' });
     for (let i = 0; i < 2; i++) {

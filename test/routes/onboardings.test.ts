@@ -184,6 +184,12 @@ describe('POST /onboardings', () => {
     expect(res.body).toMatchObject({ code: 'CAPTURE_REJECTED', step, reason: 'ID_IMAGE_REFUSED', message: "We couldn't use this photo of the ID. Take it again.", incodeCode });
   });
 
+  it('takes a selfie answer with hasFaceMask null (a flow without the mask check), and retakes one without confidence', async () => {
+    expect(await post({ ...GOOD, externalCustomerId: 'emu:mask-null' })).toMatchObject({ status: 202 });
+    const none = await post({ ...GOOD, externalCustomerId: 'emu:no-confidence' });
+    expect(none).toMatchObject({ status: 422, body: { code: 'CAPTURE_REJECTED', step: 'selfie', reason: 'SELFIE_POOR_CONDITIONS', message: 'Poor conditions for selfie, try in another place' } });
+  });
+
   it('answers 422 for a two-sided ID sent without its back', async () => {
     const res = await post({ front: GOOD.front, selfie: GOOD.selfie });
     expect(res.status).toBe(422);
