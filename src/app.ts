@@ -76,25 +76,28 @@ const isEmulatorUrl = (url: string) => url.startsWith(`${SANDBOX_PREFIX}/`);
 const ajvCompilers = AjvCompiler();
 
 /**
- * A validation failure as one readable sentence: a value outside a set of literals (Ajv reports one "must be equal to
- * constant" per literal of the union, then "must match a schema in anyOf") becomes "must be one of: a, b, c"; the
- * rest as Fastify words them ("body/countryCode must match pattern ...").
+ * A validation failure as one readable sentence per place: a value outside a set of literals (Ajv reports one "must be
+ * equal to constant" per literal of the union, then "must match a schema in anyOf") becomes "must be one of: a, b, c";
+ * the other branches of a union are joined by "or", since any one of them would do; the rest as Fastify words them.
  */
 export function validationError(errors: FastifySchemaValidationError[], dataVar: string): Error {
-  const allowed = new Map<string, string[]>();
-  const parts: string[] = [];
+  const byPlace = new Map<string, { allowed: string[]; other: string[]; union: boolean }>();
   for (const e of errors) {
     const where = `${dataVar}${e.instancePath}`;
+    let at = byPlace.get(where);
+    if (!at) byPlace.set(where, (at = { allowed: [], other: [], union: false }));
     const params = e.params as { allowedValue?: unknown; allowedValues?: unknown[] };
-    const values = e.keyword === 'const' ? [params.allowedValue] : e.keyword === 'enum' ? (params.allowedValues ?? []) : null;
-    if (values) {
-      const list = allowed.get(where) ?? [];
-      if (!allowed.has(where)) allowed.set(where, list);
-      list.push(...values.map(String));
-    } else if (!(e.keyword === 'anyOf' && allowed.has(where))) parts.push(`${where} ${e.message ?? 'is not valid'}`);
+    if (e.keyword === 'const') at.allowed.push(String(params.allowedValue));
+    else if (e.keyword === 'enum') at.allowed.push(...(params.allowedValues ?? []).map(String));
+    else if (e.keyword === 'anyOf') at.union = true;
+    else at.other.push(e.message ?? 'is not valid');
   }
-  for (const [where, values] of allowed) parts.unshift(`${where} must be one of: ${[...new Set(values)].join(', ')}`);
-  return new Error([...new Set(parts)].join('; '));
+  const parts: string[] = [];
+  for (const [where, at] of byPlace) {
+    const says = [...(at.allowed.length ? [`must be one of: ${[...new Set(at.allowed)].join(', ')}`] : []), ...new Set(at.other)];
+    parts.push(`${where} ${says.length ? says.join(at.union ? ' or ' : '; ') : 'must match a schema in anyOf'}`);
+  }
+  return new Error(parts.join('; '));
 }
 type AjvModeOptions = Extract<NonNullable<Parameters<ValidatorFactory>[1]>, { mode?: never }>;
 

@@ -35,9 +35,10 @@ export const ENV_SCHEMA = {
   PUBLIC_URL: { kind: { type: 'url' }, doc: 'Sandbox mode: how clients reach this service, for the apiUrl that POST /session hands out (the built-in emulator); defaults to http://localhost:PORT. With a real INCODE_API_KEY the apiUrl is Incode\'s and this is unused.' },
   LOG_LEVEL: { kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
   LOG_BUFFER_BYTES: {
-    kind: { type: 'int', min: 0, max: 1048576 },
+    // Below the log stream's 16 KiB write size, which it refuses a buffer threshold to reach.
+    kind: { type: 'int', min: 0, max: 16383 },
     default: '4096',
-    doc: 'stdout log lines are buffered up to this many bytes, flushed at least every 250 ms and at exit (a SIGKILL can lose the buffer); 0 writes each line synchronously.',
+    doc: 'stdout log lines are buffered up to this many bytes (at most 16383), flushed at least every 250 ms and at exit (a SIGKILL can lose the buffer); 0 writes each line synchronously.',
   },
   CORS_ORIGINS: { kind: { type: 'list' }, default: '', doc: 'Comma-separated exact origins allowed by CORS; "*" only if set explicitly.' },
 

@@ -1,5 +1,7 @@
 // What every logger of this service (the app's, the server's boot log, the CLI's) leaves out of its lines.
 import type pino from 'pino';
+import { isDatabaseUnavailable } from './store/unavailable';
+import { errorShape } from './util/error-shape';
 
 /**
  * `err` in a log line: an Error cut down to its type, code, message and stack (not pino's every own property: a pg
@@ -29,3 +31,15 @@ export const REDACT_PATHS = [
   'body',
   'err.config',
 ];
+
+/**
+ * An unexpected error as a log field: a database outage by its driver's own words ("Connection terminated...", worth
+ * reading and quoting no data), any other error by its kind, code and frames only (errorShape).
+ */
+export function loggedError(err: unknown): Record<string, unknown> {
+  if (isDatabaseUnavailable(err)) {
+    const { name, code, message } = err as { name?: unknown; code?: unknown; message?: unknown };
+    return { type: name, code, message };
+  }
+  return errorShape(err);
+}

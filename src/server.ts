@@ -31,15 +31,10 @@ async function main(): Promise<void> {
   // flushes the buffer at exit, including after a fatal error; only a SIGKILL loses it.
   const buffered = config.logBufferBytes > 0;
   // Buffered, a stdout that stops being read (a stalled log driver) would hold every line in memory: past 64 MiB
-  // waiting, lines are dropped (and counted on stderr once the stall ends) rather than the process running out of memory.
+  // waiting, lines are dropped rather than the process running out of memory, and counted (log_lines_dropped_total;
+  // not written anywhere, since stderr often goes to the same stalled driver).
   const logStream = pino.destination({ dest: 1, sync: !buffered, minLength: config.logBufferBytes, ...(buffered ? { periodicFlush: 250, maxLength: MAX_LOG_BACKLOG_BYTES } : {}) });
-  let dropped = 0;
-  logStream.on('drop', () => {
-    if (dropped++ === 0) setTimeout(() => {
-      process.stderr.write(`log lines dropped: ${dropped} (stdout was not being read)\n`);
-      dropped = 0;
-    }, 10_000).unref();
-  });
+  logStream.on('drop', () => live.app?.metrics.logLinesDropped.inc());
   // Until the app exists (its log has the redaction and request-id setup), the same stream without them: start-up
   // writes no request data.
   const bootLog = pino({ level: config.logLevel, serializers: { err: errSerializer } }, logStream);

@@ -220,7 +220,6 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   try {
     const loaded = loadConfig(env);
     if (io.env.NODE_ENV === 'production' && !loaded.sandbox) refuseCleartextIncode(loaded.incode.apiUrl);
-    if (loaded.sandbox && !inMemory) throw new ConfigError('DATABASE_URL', 'must not be set in sandbox mode (no INCODE_API_KEY): the emulator\'s sessions would be written into that database');
     // Someone is watching the terminal: poll at least every second whatever the server's setting.
     config = { ...loaded, results: { ...loaded.results, pollIntervalMs: Math.min(loaded.results.pollIntervalMs, 1000) } };
   } catch (err) {

@@ -1,4 +1,4 @@
-// What an Incode token says about itself, used only as a hint (a lookup, a refresh time): it stays opaque for every decision.
+// What an Incode token says about itself, used only as a hint (a lookup, a refresh time, which token a job tries first): it stays opaque for every decision.
 // Incode's session tokens are JWTs whose `externalUserId` claim is the interviewId (shared doc 2.3, inferred from
 // public samples). The signature cannot be checked here, so a caller must still match the whole token (its hash).
 

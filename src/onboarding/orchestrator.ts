@@ -11,6 +11,7 @@ import {
   checkSelfie,
   isOneSided,
   type CheckRejected,
+  isCaptureCode,
   type CheckResult,
   type FaceMatchResult,
 } from '../incode/capture-checks';
@@ -21,6 +22,7 @@ import { finishRecorded, type ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
 import type { ClaimedKey, Decision, ResultsStatus, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
+import { loggedError } from '../logging';
 
 export type OnboardingStep = 'start' | 'front' | 'back' | 'process-id' | 'selfie' | 'face-match' | 'wait' | 'finish' | 'results';
 export type CaptureStep = 'front' | 'back' | 'selfie';
@@ -174,12 +176,15 @@ function processingRejection(reason: string, messages: Readonly<Record<string, s
 }
 
 /**
- * The ID endpoints answer 200 even for bad images; an error answer about the capture (IncodeError.isCaptureAnswer: a
- * 4xx other than an auth or session problem, or a capture code such as 1003 or 4019 under any status, since which
- * status each comes with is unknown) means the image itself was refused: taken again, as the selfie's are.
+ * The ID endpoints answer 200 even for bad images; an error answer about the image means it was refused, to take
+ * again: a capture code such as 1003 or 4019 under any status but an auth refusal (which status each comes with is
+ * unknown), or a bare 400 or 422. Not another bare 4xx: a 405, 406 or 413 says the call itself is wrong (a defect, or
+ * Incode's API changed), which a new photo cannot mend.
  */
 function isIdImageRefusal(err: unknown): err is IncodeError {
-  return isCaptureAnswer(err);
+  if (!isCaptureAnswer(err)) return false;
+  const http = err.details.httpStatus;
+  return isCaptureCode(err.incodeCode) || http === 400 || http === 422;
 }
 
 /** A log whose lines all carry the request id (reqId, as Fastify's request logs name it). */
@@ -224,7 +229,7 @@ export class Orchestrator {
     try {
       if ((await this.d.store.getSession(interviewId))?.resultsStatus === 'pending') await this.d.pipeline.refresh(interviewId);
     } catch (err) {
-      log.error({ interviewId, err: { message: (err as Error).message } }, 'status check of an unwatched onboarding could not be queued');
+      log.error({ interviewId, err: loggedError(err) }, 'status check of an unwatched onboarding could not be queued');
     }
   }
 
@@ -505,7 +510,7 @@ export class Orchestrator {
         if (opts.keepSession) await this.d.store.setResultsStatus(interviewId, null, e.code, now);
         else await this.abandon(interviewId, e.code, now);
       } catch (storeErr) {
-        this.d.log.error({ interviewId, step, err: { message: (storeErr as Error).message } }, 'could not record the failed step');
+        this.d.log.error({ interviewId, step, err: loggedError(storeErr) }, 'could not record the failed step');
       }
     }
     this.emit({ step, outcome: 'failed', code: e.code, message: e.message, at: this.now(), interviewId });

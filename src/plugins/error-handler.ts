@@ -5,7 +5,7 @@ import { AppError, retryAfter } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { isDatabaseUnavailable } from '../store/unavailable';
-import { errorShape } from '../util/error-shape';
+import { loggedError } from '../logging';
 
 interface Mapped {
   status: number;
@@ -80,7 +80,7 @@ export default fp(
       const m = mapError(err as FastifyError);
       // An outage's message is the driver's own words ("Connection terminated..."), worth reading; any other error's
       // could quote the data it failed on, so only its kind, code and frames are logged.
-      if (m.status >= 500) req.log.error({ err: isDatabaseUnavailable(err) ? { type: (err as Error).name, code: (err as FastifyError).code, message: (err as Error).message } : errorShape(err) }, 'request failed');
+      if (m.status >= 500) req.log.error({ err: loggedError(err) }, 'request failed');
       else req.log.info({ code: m.code, status: m.status }, 'request refused');
       if (m.headers) reply.headers(m.headers);
       reply.status(m.status).send({ code: m.code, message: m.message, ...m.extra, requestId: req.id });

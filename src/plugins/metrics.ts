@@ -80,6 +80,11 @@ export function createMetrics() {
       help: 'Stored values found under another key than the first DATA_ENCRYPTION_KEY by the last complete re-encryption pass (0: older keys can be removed; -1: no pass has completed, or only one key is configured)',
       registers: [registry],
     }),
+    logLinesDropped: new Counter({
+      name: 'log_lines_dropped_total',
+      help: 'Log lines dropped because stdout was not being read and 64 MiB of them were already waiting',
+      registers: [registry],
+    }),
     shed: new Counter({
       name: 'load_shed_total',
       help: 'Requests refused with 503 OVERLOADED, by reason: event_loop (it lagged) or upload_budget (POST /onboardings bodies in flight)',

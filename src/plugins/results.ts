@@ -7,6 +7,7 @@ import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import { KeyRotation } from '../store/rekey';
 import { sweepLimit } from '../store/rows';
 import type { JobWorker } from '../results/worker';
+import { loggedError } from '../logging';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -42,7 +43,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
         .pollDue()
         .then(
           () => undefined,
-          (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'polling failed'),
+          (err: unknown) => app.log.error({ err: loggedError(err) }, 'polling failed'),
         )
         .finally(() => (polling = null));
     };
@@ -65,7 +66,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
         }
       } catch (err) {
         // The walk goes on from where it was at the next sweep.
-        app.log.error({ err: { message: (err as Error).message } }, 'key rotation failed');
+        app.log.error({ err: loggedError(err) }, 'key rotation failed');
       }
     };
     const purge = () => {
@@ -78,7 +79,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
             // Their deletions at Incode are queued: the worker takes them now rather than at its next idle poll.
             if (config.retentionDeleteAtIncode) worker.kick();
           },
-          (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'retention purge failed'),
+          (err: unknown) => app.log.error({ err: loggedError(err) }, 'retention purge failed'),
         )
         .then(rotate)
         .then(() => app.store.truncateLog())
@@ -86,7 +87,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
           (done) => {
             if (!done) app.log.info('the database log was not truncated (another connection was using it); the next sweep tries again');
           },
-          (err: unknown) => app.log.error({ err: { message: (err as Error).message } }, 'truncating the database log failed'),
+          (err: unknown) => app.log.error({ err: loggedError(err) }, 'truncating the database log failed'),
         )
         .finally(() => (sweeping = null));
     };

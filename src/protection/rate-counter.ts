@@ -75,25 +75,33 @@ export interface RateCounter {
 }
 
 export class MemoryRateCounter implements RateCounter {
-  // In the order their windows began (a window that starts again is moved to the end), so, with one window length,
-  // in the order they end: the expired ones are always at the front.
-  private windows = new Map<string, { count: number; resetAt: number }>();
+  // One map per window length (POST /session's RATE_LIMIT_WINDOW_MS, the webhook token endpoint's minute), each in the
+  // order its windows began (a window that starts again is moved to the end), so in the order they end: the ended
+  // ones are always at the front, and no long window holds short ones behind it.
+  private byLength = new Map<number, Map<string, { count: number; resetAt: number }>>();
+
+  private windows(windowMs: number) {
+    let w = this.byLength.get(windowMs);
+    if (!w) this.byLength.set(windowMs, (w = new Map()));
+    return w;
+  }
 
   async hitAll(entries: RateLimitEntry[], windowMs: number) {
     const now = Date.now();
+    const windows = this.windows(windowMs);
     // Bounded memory at a constant cost per hit: the windows that ended are dropped from the front (a key per address
     // or customer id a client can vary, so the map holds only the current windows' keys).
-    for (const [k, v] of this.windows) {
+    for (const [k, v] of windows) {
       if (v.resetAt > now) break;
-      this.windows.delete(k);
+      windows.delete(k);
     }
     for (let index = 0; index < entries.length; index++) {
       const { key, max } = entries[index];
-      let w = this.windows.get(key);
+      let w = windows.get(key);
       if (!w || w.resetAt <= now) {
         w = { count: 0, resetAt: now + windowMs };
-        this.windows.delete(key);
-        this.windows.set(key, w);
+        windows.delete(key);
+        windows.set(key, w);
       }
       w.count += 1;
       if (w.count > max) return { index, count: w.count, resetMs: w.resetAt - now };
@@ -103,12 +111,17 @@ export class MemoryRateCounter implements RateCounter {
 
   async peek(key: string, windowMs: number) {
     const now = Date.now();
-    const w = this.windows.get(key);
+    const w = this.byLength.get(windowMs)?.get(key);
     return w && w.resetAt > now ? { count: w.count, resetMs: w.resetAt - now } : { count: 0, resetMs: windowMs };
   }
 
+  /** Forgets every count (the failover's, once the shared counter counts again). */
+  clear(): void {
+    this.byLength.clear();
+  }
+
   async close() {
-    this.windows.clear();
+    this.clear();
   }
 }
 
@@ -233,7 +246,7 @@ export class FailoverRateCounter implements RateCounter {
   constructor(
     private readonly shared: RateCounter,
     private readonly events: FailoverEvents,
-    private readonly fallback: RateCounter = new MemoryRateCounter(),
+    private readonly fallback: MemoryRateCounter = new MemoryRateCounter(),
     private readonly probeIntervalMs = 1000,
   ) {}
 
@@ -284,7 +297,7 @@ export class FailoverRateCounter implements RateCounter {
         this.stopProbing();
         this.downSince = null;
         // What this process counted alone is the shared counter's to count again: not kept until the next outage.
-        void this.fallback.close();
+        this.fallback.clear();
         this.events.recovered(downMs);
       },
       () => undefined,

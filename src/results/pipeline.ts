@@ -4,10 +4,12 @@ import type { Config } from '../config';
 import type { CallContext, IncodeClient } from '../incode/client';
 import { IncodeError, incodeErrorFromTransport, isOutageCode } from '../incode/errors';
 import type { ExecutiveTokenProvider } from '../incode/executive-token';
+import { jwtClaims } from '../incode/token-claims';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
+import { isDatabaseUnavailable } from '../store/unavailable';
 import { errorShape } from '../util/error-shape';
 import { untilAborted } from '../util/settle';
 import { resultsFailedEvent, sendCallback } from './callback';
@@ -104,6 +106,12 @@ function readyEvent(job: Job, session: SessionRecord): CallbackEvent | null {
 
 /** A job's failure when Incode refused the session's own token: retried with an executive token. */
 const SESSION_TOKEN_REFUSED = 'SESSION_TOKEN_REFUSED';
+
+/** Whether a token's own `exp` claim (seconds) has passed; false for one that states none. */
+function pastExpiry(token: string, now: number): boolean {
+  const exp = jwtClaims(token)?.exp;
+  return typeof exp === 'number' && exp * 1000 <= now;
+}
 
 export class ResultsPipeline {
   private readonly now: () => number;
@@ -606,15 +614,17 @@ export class ResultsPipeline {
     if (job.kind === 'verify' && typeof job.payload.eventKey === 'string') await this.d.store.markEventProcessed(job.payload.eventKey, this.now());
   }
 
-  /** The session's own token when this broker created it, else an executive token, else null (recorded). */
   /**
-   * The token a job reads the session with: the session's own for one the broker started, unless Incode refused it at
-   * the job's last attempt (SESSION_TOKEN_REFUSED: it expired, as a reviewer's verdict can come after an account's
-   * shorter token lifetime) and executive credentials can read it instead; an executive token otherwise.
+   * The token a job reads the session with: the session's own for one the broker started, an executive token for any
+   * other; null (recorded) when there is none. The session's own gives way to an executive token, where executive
+   * credentials are set, once it is past the expiry its claims state (a reviewer's verdict can come after an account's
+   * shorter token lifetime), or when Incode refused it at the job's last attempt (SESSION_TOKEN_REFUSED). Which token
+   * to try is all the claims decide: Incode still checks whichever is sent.
    */
   private async readToken(session: SessionRecord | null, id: string, ctx: CallContext, job: Job): Promise<{ value: string; executive: boolean } | null> {
-    const refused = job.lastError === SESSION_TOKEN_REFUSED && this.d.executiveTokens.configured;
-    if (session?.origin === 'broker' && session.token && !refused) return { value: session.token, executive: false };
+    const own = session?.origin === 'broker' ? session.token : null;
+    const spent = own !== null && this.d.executiveTokens.configured && (job.lastError === SESSION_TOKEN_REFUSED || pastExpiry(own, this.now()));
+    if (own && !spent) return { value: own, executive: false };
     const exec = this.d.executiveTokens;
     if (!exec.configured) {
       const now = this.now();
@@ -644,6 +654,8 @@ export class ResultsPipeline {
       // stays wrong is still dead-lettered visibly after JOB_MAX_ATTEMPTS.
       return new JobError(err.code, err.retryable || err.code === 'INCODE_FORBIDDEN', err.details.retryAfterMs);
     }
+    // An outage, not a defect: named as one (the worker's own catch does the same for what fails outside this).
+    if (isDatabaseUnavailable(err)) return new JobError('DATABASE_UNAVAILABLE', true);
     // The session to follow, and the error's kind, never its message: a parser's message quotes what it read (OCR).
     this.logFor(ctx.requestId).error({ interviewId, err: errorShape(err) }, 'job failed unexpectedly');
     return new JobError('INTERNAL_ERROR', true);

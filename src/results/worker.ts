@@ -7,6 +7,7 @@ import { isDatabaseUnavailable } from '../store/unavailable';
 import { errorShape } from '../util/error-shape';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import { JobError } from './pipeline';
+import { loggedError } from '../logging';
 
 const DEFAULT_LEASE_MS = 120_000;
 
@@ -104,7 +105,7 @@ export class JobWorker {
         try {
           claimed = await this.o.store.claimJobs(this.owner, free, this.o.leaseMs ?? DEFAULT_LEASE_MS, this.now(), subject);
         } catch (err) {
-          this.o.log.error({ err: { message: (err as Error).message } }, 'claiming jobs failed');
+          this.o.log.error({ err: loggedError(err) }, 'claiming jobs failed');
         }
       }
       for (const job of claimed) {
@@ -177,7 +178,7 @@ export class JobWorker {
         return held;
       },
       (err: unknown) => {
-        this.o.log.error({ ...jobLog, err: { message: (err as Error).message } }, `job attempt ${what}, but recording it failed; the job runs again once its lease lapses`);
+        this.o.log.error({ ...jobLog, err: loggedError(err) }, `job attempt ${what}, but recording it failed; the job runs again once its lease lapses`);
         return false;
       },
     );

@@ -14,6 +14,7 @@ import { sha256Hex } from '../security';
 import type { IdempotencyAnswer, StepRecord } from '../store/types';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import { CUSTOMER_ID_PATTERN, IdempotencyKeyHeaders, orError, WITH_BODY, withErrors } from '../schemas';
+import { loggedError } from '../logging';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB
 // can overflow its backtracking stack. Standard alphabet, optional padding, optional data: URL prefix.
@@ -241,7 +242,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
             // The key was completed by the session's own write; its replays now get this answer. A failure to keep it
             // does not turn the answer decided here into an error: a replay then goes by the session's steps.
             if (claimed)
-              await app.store.recordIdempotencyAnswer(claimed, outcome.interviewId, answer).catch((err: unknown) => req.log.error({ interviewId: outcome.interviewId, err: { message: (err as Error).message } }, 'Idempotency-Key answer not kept'));
+              await app.store.recordIdempotencyAnswer(claimed, outcome.interviewId, answer).catch((err: unknown) => req.log.error({ interviewId: outcome.interviewId, err: loggedError(err) }, 'Idempotency-Key answer not kept'));
             return answered(reply, answer, req.id);
           },
           async (interviewId, answer) => {

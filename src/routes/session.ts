@@ -12,6 +12,7 @@ import { callerSecurity, CUSTOMER_ID_PATTERN, emptyBodyAsNone, IdempotencyKeyHea
 import { randomToken, sha256Hex } from '../security';
 import { claimDeadlines, type SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
+import { loggedError } from '../logging';
 
 const SessionBody = Type.Object(
   {
@@ -225,7 +226,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       }
       // The user is back: polling that gave up on the session watches it again (a failure here must not cost the
       // token just issued; the next webhook's status move revives it too).
-      if (spent.pollingGaveUp) await app.results.revive(interviewId, undefined, req.id).catch((err: unknown) => req.log.error({ interviewId, err: { message: (err as Error).message } }, 'polling not resumed'));
+      if (spent.pollingGaveUp) await app.results.revive(interviewId, undefined, req.id).catch((err: unknown) => req.log.error({ interviewId, err: loggedError(err) }, 'polling not resumed'));
       return answer;
     },
   );

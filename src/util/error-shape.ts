@@ -7,7 +7,10 @@
  */
 export function errorShape(err: unknown): { type: string; code?: string; at?: string[] } {
   const { name, code, stack } = (err ?? {}) as { name?: unknown; code?: unknown; stack?: unknown };
-  const at = typeof stack === 'string' ? stack.split('\n').filter((l) => /^\s+at /.test(l)).slice(0, 8).map((l) => l.trim()) : [];
+  // The stack begins with the error's own text ("Name: message"), whose lines could look like frames: cut off first.
+  const head = err instanceof Error ? String(err) : '';
+  const frames = typeof stack === 'string' ? (head && stack.startsWith(head) ? stack.slice(head.length) : '') : '';
+  const at = frames.split('\n').filter((l) => /^\s+at /.test(l)).slice(0, 8).map((l) => l.trim());
   return {
     type: typeof name === 'string' ? name : typeof err,
     ...(typeof code === 'string' ? { code } : {}),

@@ -184,6 +184,11 @@ describe('POST /onboardings', () => {
     expect(res.body).toMatchObject({ code: 'CAPTURE_REJECTED', step, reason: 'ID_IMAGE_REFUSED', message: "We couldn't use this photo of the ID. Take it again.", incodeCode });
   });
 
+  it('answers a bare 405/406 on an ID image (no capture code: the call itself is wrong) as a failure, not a photo to take again', async () => {
+    const res = await post({ ...GOOD, externalCustomerId: 'emu:front-error-406-http-406' });
+    expect(res).toMatchObject({ status: 502, body: { code: 'INCODE_BAD_REQUEST', step: 'front' } });
+  });
+
   it('takes a selfie answer with hasFaceMask null (a flow without the mask check), and retakes one without confidence', async () => {
     expect(await post({ ...GOOD, externalCustomerId: 'emu:mask-null' })).toMatchObject({ status: 202 });
     const none = await post({ ...GOOD, externalCustomerId: 'emu:no-confidence' });
