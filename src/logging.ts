@@ -33,11 +33,12 @@ export const REDACT_PATHS = [
 ];
 
 /**
- * An unexpected error as a log field: a database outage by its driver's own words ("Connection terminated...", worth
- * reading and quoting no data), any other error by its kind, code and frames only (errorShape).
+ * An unexpected error as a log field: a database outage, or any SQLite error, by its driver's own words ("Connection
+ * terminated...", "disk I/O error": worth reading, and SQLite's name columns, never values), any other error by its
+ * kind, code and frames only (errorShape).
  */
 export function loggedError(err: unknown): Record<string, unknown> {
-  if (isDatabaseUnavailable(err)) {
+  if (isDatabaseUnavailable(err) || (err as { name?: unknown } | null)?.name === 'SqliteError') {
     const { name, code, message } = err as { name?: unknown; code?: unknown; message?: unknown };
     return { type: name, code, message };
   }

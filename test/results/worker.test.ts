@@ -319,7 +319,8 @@ describe('recording an outcome', () => {
     let broken = true;
     const real = store;
     // The store as the worker sees it: completeJob fails (a disk error, say) while `broken`.
-    const flaky = storeWith(real, (method) => (method === 'completeJob' && broken ? async () => Promise.reject(new Error('disk I/O error')) : null));
+    const ioError = () => Object.assign(new Error('disk I/O error'), { name: 'SqliteError', code: 'SQLITE_IOERR' });
+    const flaky = storeWith(real, (method) => (method === 'completeJob' && broken ? async () => Promise.reject(ioError()) : null));
     const lines: { msg: string; err?: { message: string }; code?: string }[] = [];
     const dead: string[] = [];
     let runs = 0;
