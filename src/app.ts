@@ -317,6 +317,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       info: { title: 'Incode token broker', version: '0.1.0', description: 'Backend-for-frontend for Incode identity verification' },
       components: { securitySchemes: securitySchemes(config.webhook.secretHeader) },
     },
+    // Shared schemas under their own names (ErrorBody, not def-0), which generated clients name their types after.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
     // The sandbox's emulator stands in for Incode, whose API is not this service's: left out of its document.
     transform: ({ schema, url }) => ({ schema: isEmulatorUrl(url) ? { ...schema, hide: true } : schema, url }),
     // POST /session takes a request without a body (every option at its default); the generator marks every declared
@@ -346,7 +348,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     origin: config.corsOrigins.includes('*') ? true : config.corsOrigins.length ? config.corsOrigins : false,
     methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
     allowedHeaders: ['content-type', 'authorization', 'idempotency-key', 'x-app-key', 'x-incode-hardware-id', 'x-request-id'],
-    exposedHeaders: ['x-request-id', 'retry-after'],
+    exposedHeaders: ['x-request-id', 'retry-after', 'x-ratelimit-limit'],
     maxAge: 600,
   };
   // The sandbox emulator answers its own CORS (the SDK's api-version header, PUT): this hook would

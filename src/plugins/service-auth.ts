@@ -26,8 +26,10 @@ export function serviceKeyGuard(keys: readonly string[]) {
 
 /** The session a token belongs to (X-Incode-Hardware-Id), for the app's own views; 401 otherwise. */
 export async function sessionForToken(store: Store, token: string | undefined): Promise<SessionRecord> {
-  if (!token) throw new AppError(401, 'UNAUTHORIZED', 'X-Incode-Hardware-Id with the session token is required');
+  // RFC 9110 asks every 401 for a challenge: the header the session token goes in.
+  const challenge = { 'www-authenticate': 'ApiKey header="x-incode-hardware-id"' };
+  if (!token) throw new AppError(401, 'UNAUTHORIZED', 'X-Incode-Hardware-Id with the session token is required', challenge);
   const session = await store.getSessionByToken(token);
-  if (!session) throw new AppError(401, 'UNAUTHORIZED', 'Unknown session token');
+  if (!session) throw new AppError(401, 'UNAUTHORIZED', 'Unknown session token', challenge);
   return session;
 }

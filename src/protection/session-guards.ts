@@ -121,7 +121,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   async function authenticate(req: FastifyRequest): Promise<void> {
     if (callerAuth.mode === 'app-keys') {
       const key = req.headers['x-app-key'];
-      if (typeof key !== 'string' || !appKeyMatches(key)) throw new AppError(401, 'UNAUTHORIZED', 'A valid X-App-Key header is required');
+      if (typeof key !== 'string' || !appKeyMatches(key)) throw new AppError(401, 'UNAUTHORIZED', 'A valid X-App-Key header is required', { 'www-authenticate': 'ApiKey header="x-app-key"' });
       req.caller = `key:${sha256Hex(key).slice(0, 16)}`;
       return;
     }

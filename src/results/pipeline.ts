@@ -425,14 +425,14 @@ export class ResultsPipeline {
       return (await this.d.incode.isPostProcessFinished(token, interviewId, ctx)).finished === true;
     } catch (err) {
       if (!(err instanceof IncodeError) || ctx.signal?.aborted) throw err;
-      if (err.code === 'INCODE_NOT_FOUND') {
-        this.logFor(ctx.requestId).debug({ interviewId, status }, 'no post-processing poll at Incode: going by the status');
-        return status === 'FACE_VALIDATION_FINISHED';
-      }
-      // Refused otherwise (not for the token: that fails every call): not known yet, asked again at the next check.
+      // No such poll at this deployment (404), or one this account may not use (another refusal, not for the token:
+      // that fails every call): going by the status, as a status that never reads POST_PROCESSING_FINISHED (the ID's
+      // post-processing ended before the face) would otherwise keep the session from being completed for good.
       if (err.isClientError && err.code !== 'INCODE_UNAUTHORIZED') {
-        this.logFor(ctx.requestId).warn({ interviewId, code: err.code }, 'post-processing poll refused');
-        return false;
+        const log = this.logFor(ctx.requestId);
+        if (err.code === 'INCODE_NOT_FOUND') log.debug({ interviewId, status }, 'no post-processing poll at Incode: going by the status');
+        else log.warn({ interviewId, code: err.code }, 'post-processing poll refused: going by the status');
+        return status === 'FACE_VALIDATION_FINISHED';
       }
       throw err;
     }

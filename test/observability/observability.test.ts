@@ -195,6 +195,9 @@ describe('HTTP hygiene', () => {
   it('serves the OpenAPI document listing the routes, and an HTML UI at /docs', async () => {
     const doc = await request(broker.url).get('/docs/json').expect(200);
     expect(doc.body.openapi).toMatch(/^3\./);
+    // The shared error body under its own name, which generated clients name their type after (not def-0).
+    expect(doc.body.components.schemas).toHaveProperty('ErrorBody');
+    expect(JSON.stringify(doc.body.paths['/session'].post.responses['400'])).toContain('#/components/schemas/ErrorBody');
     expect(Object.keys(doc.body.paths)).toEqual(
       expect.arrayContaining(['/session', '/session/resume', '/session/status', '/webhooks/incode', '/webhooks/incode/token', '/sessions', '/sessions/{interviewId}', '/sessions/{interviewId}/refresh', '/onboardings', '/healthz', '/readyz']),
     );

@@ -66,7 +66,8 @@ describe('CALLER_AUTH=app-keys', () => {
     const before = broker.logs.lines.length;
     await request(broker.url).post('/session').set('x-app-key', KEY_NEW).send({}).expect(200);
     await request(broker.url).post('/session').set('x-app-key', KEY_OLD).send({}).expect(200);
-    await request(broker.url).post('/session').set('x-app-key', `${KEY_NEW}x`).send({}).expect(401);
+    const refused = await request(broker.url).post('/session').set('x-app-key', `${KEY_NEW}x`).send({}).expect(401);
+    expect(refused.headers['www-authenticate']).toBe('ApiKey header="x-app-key"');
     expect(broker.logs.lines.length).toBeGreaterThan(before + 3);
     expect(broker.logs.text).not.toContain(KEY_NEW);
     expect(broker.logs.text).not.toContain(KEY_OLD);

@@ -195,10 +195,12 @@ describe('POST /onboardings', () => {
     expect(none).toMatchObject({ status: 422, body: { code: 'CAPTURE_REJECTED', step: 'selfie', reason: 'SELFIE_POOR_CONDITIONS', message: 'Poor conditions for selfie, try in another place' } });
   });
 
-  it('answers 422 for a two-sided ID sent without its back', async () => {
-    const res = await post({ front: GOOD.front, selfie: GOOD.selfie });
+  it('answers 422 for a two-sided ID sent without its back, uncacheable like every answer of the route', async () => {
+    const res = await fetch(`${broker.url}/onboardings`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` }, body: JSON.stringify({ front: GOOD.front, selfie: GOOD.selfie }) });
     expect(res.status).toBe(422);
-    expect(res.body).toMatchObject({ step: 'back', reason: 'ID_BACK_REQUIRED' });
+    expect(await res.json()).toMatchObject({ step: 'back', reason: 'ID_BACK_REQUIRED' });
+    // It names a session and how its captures went: no intermediary may keep it.
+    expect(res.headers.get('cache-control')).toBe('no-store');
   });
 
   it('answers 502 with the step when Incode fails mid-flow', async () => {

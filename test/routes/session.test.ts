@@ -96,6 +96,10 @@ describe('POST /session against the emulator', () => {
     expect(ok.status).toBe(204);
     expect(ok.headers['access-control-allow-origin']).toBe('https://app.example.com');
     expect(ok.headers['access-control-allow-headers']).toMatch(/idempotency-key/);
+    // A browser frontend reads the refusal's budget and wait too.
+    const actual = await request(broker.url).post('/session').set('origin', 'https://app.example.com').send({}).expect(200);
+    expect(actual.headers['access-control-expose-headers']).toMatch(/retry-after/);
+    expect(actual.headers['access-control-expose-headers']).toMatch(/x-ratelimit-limit/);
     const evil = await request(broker.url).options('/session').set('origin', 'https://evil.example.com').set('access-control-request-method', 'POST');
     expect(evil.headers['access-control-allow-origin']).toBeUndefined();
   });
@@ -323,8 +327,9 @@ describe('POST /session against the emulator', () => {
   }, 20_000);
 
   it('GET /session/status needs a known session token and shows no PII', async () => {
-    await request(broker.url).get('/session/status').expect(401);
-    await request(broker.url).get('/session/status').set('x-incode-hardware-id', 'nope').expect(401);
+    // Each 401 carries its challenge (RFC 9110): the header the token goes in.
+    for (const res of [await request(broker.url).get('/session/status').expect(401), await request(broker.url).get('/session/status').set('x-incode-hardware-id', 'nope').expect(401)])
+      expect(res.headers['www-authenticate']).toBe('ApiKey header="x-incode-hardware-id"');
     const s = (await request(broker.url).post('/session').send({ externalCustomerId: 'private-id-55' }).expect(200)).body;
     const st = await request(broker.url).get('/session/status').set('x-incode-hardware-id', s.token).expect(200);
     expect(st.body).toEqual({ interviewId: s.interviewId, onboardingStatus: 'UNKNOWN', resultsStatus: 'pending', decision: null });
