@@ -80,6 +80,12 @@ export function createMetrics() {
       help: 'Stored values found under another key than the first DATA_ENCRYPTION_KEY by the last complete re-encryption pass (0: older keys can be removed; -1: no pass has completed, or only one key is configured)',
       registers: [registry],
     }),
+    requestsAborted: new Counter({
+      name: 'http_requests_aborted_total',
+      help: 'Requests whose client went away before their body was whole (uploads given up on), by route: answered to no one, so absent from http_request_duration_seconds',
+      labelNames: ['route'],
+      registers: [registry],
+    }),
     logLinesDropped: new Counter({
       name: 'log_lines_dropped_total',
       help: 'Log lines dropped because stdout was not being read and 64 MiB of them were already waiting',

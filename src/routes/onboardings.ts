@@ -193,6 +193,11 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
       bodyLimit: config.limits.onboardingBodyBytes,
       // The key first, so that only authenticated callers hold any of the budget.
       onRequest: [requireServiceKey, admitUpload],
+      // An upload its client gave up on before it was whole gets no answer, so no latency sample either: counted here.
+      onRequestAbort: (req, done) => {
+        app.metrics.requestsAborted.inc({ route: '/onboardings' });
+        done();
+      },
       schema: {
         summary: 'Run the whole Incode onboarding server to server from ID and selfie images',
         description:

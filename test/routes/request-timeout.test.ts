@@ -55,6 +55,20 @@ describe('REQUEST_TIMEOUT_MS', () => {
   });
   afterAll(async () => emu.close());
 
+  it('counts an upload its client gave up on before the body was whole, which no latency sample records', async () => {
+    const b = await startBroker(brokerEnv(emu.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) }), { runWorker: false });
+    try {
+      const aborted = async () => (await fetch(`${b.url}/metrics`).then((r) => r.text())).match(/^http_requests_aborted_total\{route="\/onboardings"\} (\d+)$/m)?.[1];
+      const stalled = stalledUpload(b, BUDGET);
+      await stalled.sent;
+      await stalled.admitted();
+      stalled.socket.destroy();
+      await waitFor(async () => (await aborted()) === '1', 5000, 20);
+    } finally {
+      await b.close();
+    }
+  });
+
   it('closes a stalled upload after the timeout and gives its upload budget back', async () => {
     const b = await startBroker(brokerEnv(emu.url, { REQUEST_TIMEOUT_MS: '2000', ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) }), { runWorker: false });
     const stalled = stalledUpload(b, BUDGET);
