@@ -29,6 +29,18 @@ export class JobError extends Error {
   }
 }
 
+/**
+ * A job's failure that no code names (a fault of ours, a store write outside the job's own handling): a database
+ * outage as DATABASE_UNAVAILABLE, so it is told apart from a defect in the retry and dead-letter lines and lastError;
+ * anything else logged by its kind, code and frames, never its message (a parser's quotes what it read: OCR), as
+ * INTERNAL_ERROR. Retried either way.
+ */
+export function unnamedFailure(err: unknown, log: FastifyBaseLogger, fields: Record<string, unknown>): JobError {
+  if (isDatabaseUnavailable(err)) return new JobError('DATABASE_UNAVAILABLE', true);
+  log.error({ ...fields, err: errorShape(err) }, 'job failed unexpectedly');
+  return new JobError('INTERNAL_ERROR', true);
+}
+
 export interface PipelineDeps {
   store: Store;
   incode: IncodeClient;
@@ -416,8 +428,9 @@ export class ResultsPipeline {
    * known from Incode's samples and SDKs, not its reference: a 404 from it (while the session's status reads fine, so
    * the poll itself is what is missing) leaves the status to go by, and FACE_VALIDATION_FINISHED, the last module
    * status of an ID and selfie flow, is the best it tells (incode-api.md 4.7 leaves its order against
-   * POST_PROCESSING_FINISHED open, so processing may still be ending then). Another refusal (not of the token) means "not known yet"; a failure
-   * (5xx, timeout, a refused token) is thrown, for the caller to retry or give up as it does with its other calls.
+   * POST_PROCESSING_FINISHED open, so processing may still be ending then). Another refusal (not of the token: a poll this
+   * account may not use) is gone by the status the same way; a failure (5xx, timeout, a refused token) is thrown, for
+   * the caller to retry or give up as it does with its other calls.
    */
   async processingDone(interviewId: string, token: string, status: string, ctx: CallContext): Promise<boolean> {
     if (status === 'POST_PROCESSING_FINISHED') return true;
@@ -654,10 +667,6 @@ export class ResultsPipeline {
       // stays wrong is still dead-lettered visibly after JOB_MAX_ATTEMPTS.
       return new JobError(err.code, err.retryable || err.code === 'INCODE_FORBIDDEN', err.details.retryAfterMs);
     }
-    // An outage, not a defect: named as one (the worker's own catch does the same for what fails outside this).
-    if (isDatabaseUnavailable(err)) return new JobError('DATABASE_UNAVAILABLE', true);
-    // The session to follow, and the error's kind, never its message: a parser's message quotes what it read (OCR).
-    this.logFor(ctx.requestId).error({ interviewId, err: errorShape(err) }, 'job failed unexpectedly');
-    return new JobError('INTERNAL_ERROR', true);
+    return unnamedFailure(err, this.logFor(ctx.requestId), { interviewId });
   }
 }

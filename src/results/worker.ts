@@ -3,10 +3,8 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Metrics } from '../plugins/metrics';
 import type { Job, Store } from '../store/types';
-import { isDatabaseUnavailable } from '../store/unavailable';
-import { errorShape } from '../util/error-shape';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
-import { JobError } from './pipeline';
+import { JobError, unnamedFailure } from './pipeline';
 import { loggedError } from '../logging';
 
 const DEFAULT_LEASE_MS = 120_000;
@@ -147,23 +145,12 @@ export class JobWorker {
       if (job.attempts > this.o.maxAttempts) throw new JobError('ATTEMPTS_EXHAUSTED', false);
       await this.o.handle(job, deadline.signal);
     } catch (err) {
-      failure = err instanceof JobError ? err : this.unexpected(err, jobLog);
+      failure = err instanceof JobError ? err : unnamedFailure(err, this.o.log, jobLog);
     } finally {
       clearTimeout(timer);
       this.deadlines.delete(deadline);
     }
     await (failure ? this.recordFailure(job, failure, jobLog) : this.recordDone(job, jobLog));
-  }
-
-  /**
-   * A failure the handler did not name (a store write outside its own error handling, a fault of ours): logged by its
-   * kind, code and frames, never its message (see errorShape), and named DATABASE_UNAVAILABLE when it is one, so
-   * an outage is told apart from a defect in the retry and dead-letter lines and the job's lastError. Retried either way.
-   */
-  private unexpected(err: unknown, jobLog: Record<string, unknown>): JobError {
-    if (isDatabaseUnavailable(err)) return new JobError('DATABASE_UNAVAILABLE', true);
-    this.o.log.error({ ...jobLog, err: errorShape(err) }, 'job failed unexpectedly');
-    return new JobError('INTERNAL_ERROR', true);
   }
 
   /**
