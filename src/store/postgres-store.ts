@@ -19,6 +19,8 @@ import {
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
+  CLAIM_ORDER,
+  dueJobsSql,
   movedTo,
   pgArgs,
   setResultsStatusSql,
@@ -175,6 +177,7 @@ const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(pgArgs(1), "AND state = 'done'");
 const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
 const RECORD_STEP_SQL = recordStepSql(pgArgs(1), ERASURE_FENCE);
+const CLAIM_DUE = dueJobsSql({ now: '$1::bigint', limit: '$2::int', subject: '$5::text' }, ' FOR UPDATE SKIP LOCKED');
 const JOBS_OF_KIND_SQL = jobsOfKindSql(pgArgs(1));
 const SET_RESULTS_STATUS_SQL = setResultsStatusSql({ id: '$1', status: '$2', lastError: '$3', now: '$4::bigint' }, 'GREATEST');
 
@@ -558,21 +561,10 @@ export class PostgresStore implements Store {
   }
 
   async claimJobs(owner: string, limit: number, leaseMs: number, now: number, subject?: string): Promise<Job[]> {
-    // SKIP LOCKED: concurrent claimers pass over each other's rows instead of waiting or double-claiming. The due
-    // queued jobs and the lapsed leases are read apart, each in its index's order and at most `limit` of each (one
-    // query with an OR between them sorted the whole due backlog at every claim), then the earliest `limit` of both.
+    // SKIP LOCKED: concurrent claimers pass over each other's rows instead of waiting or double-claiming.
     const { rows } = await this.q<JobRow>(
-      `WITH queued AS (
-         SELECT id, run_at, created_at FROM jobs
-         WHERE state = 'queued' AND run_at <= $1::bigint AND ($5::text IS NULL OR subject = $5::text)
-         ORDER BY run_at, created_at, id LIMIT $2::int
-         FOR UPDATE SKIP LOCKED),
-       lapsed AS (
-         SELECT id, run_at, created_at FROM jobs
-         WHERE state = 'running' AND lease_expires_at <= $1::bigint AND ($5::text IS NULL OR subject = $5::text)
-         ORDER BY run_at, created_at, id LIMIT $2::int
-         FOR UPDATE SKIP LOCKED),
-       c AS (SELECT id FROM (SELECT * FROM queued UNION ALL SELECT * FROM lapsed) due ORDER BY run_at, created_at, id LIMIT $2::int)
+      `WITH queued AS (${CLAIM_DUE.queued}), lapsed AS (${CLAIM_DUE.lapsed}),
+       c AS (SELECT id FROM (SELECT * FROM queued UNION ALL SELECT * FROM lapsed) due ORDER BY ${CLAIM_ORDER} LIMIT $2::int)
        UPDATE jobs j SET state = 'running', lease_owner = $3, lease_expires_at = $4::bigint, attempts = j.attempts + 1, updated_at = $1::bigint
        FROM c WHERE j.id = c.id
        RETURNING j.*`,

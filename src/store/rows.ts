@@ -411,6 +411,21 @@ export function sessionInsertSql(dialect: 'sqlite' | 'pg', opts: { resume: boole
   };
 }
 
+/** The order jobs are claimed in: when due, then when queued. */
+export const CLAIM_ORDER = 'run_at, created_at, id';
+
+/**
+ * The two halves of a job claim, each read apart in its index's order and at most `limit` long (one query with an OR
+ * between them sorted the whole due backlog at every claim): the queued jobs whose time has come and the running ones
+ * whose lease lapsed. The claim takes the earliest `limit` of both (CLAIM_ORDER). `p` spells the parameters in the
+ * dialect (now, limit, and the one subject to claim for, or NULL); `lock` is PostgreSQL's row lock.
+ */
+export function dueJobsSql(p: { now: string; limit: string; subject: string }, lock = ''): { queued: string; lapsed: string } {
+  const half = (due: string) =>
+    `SELECT id, run_at, created_at FROM jobs WHERE ${due} AND (${p.subject} IS NULL OR subject = ${p.subject}) ORDER BY ${CLAIM_ORDER} LIMIT ${p.limit}${lock}`;
+  return { queued: half(`state = 'queued' AND run_at <= ${p.now}`), lapsed: half(`state = 'running' AND lease_expires_at <= ${p.now}`) };
+}
+
 /** A dialect's i-th parameter of a statement: PostgreSQL numbers them (with a cast where needed), SQLite does not. */
 export type SqlArg = (i: number, cast?: string) => string;
 export const pgArgs = (first: number): SqlArg => (i, cast) => `$${first + i}${cast ? `::${cast}` : ''}`;

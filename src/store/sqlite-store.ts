@@ -22,6 +22,8 @@ import {
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
+  CLAIM_ORDER,
+  dueJobsSql,
   movedTo,
   setResultsStatusSql,
   RESULTS_UPSERT_TAIL,
@@ -116,20 +118,10 @@ const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
 const RECORD_STEP = recordStepSql(sqliteArgs);
 
-/**
- * Claims the earliest due jobs: the due queued ones and the lapsed leases read apart, each in its index's order (one
- * query with an OR between them sorted the whole due backlog at every claim), then the earliest of both, as
- * PostgreSQL's claim does.
- */
+const DUE = dueJobsSql({ now: '@now', limit: '@limit', subject: '@subject' });
+/** Claims the earliest due jobs (dueJobsSql). Parameters by name: owner, exp, now, limit, subject. */
 export const CLAIM_JOBS = `UPDATE jobs SET state = 'running', lease_owner = @owner, lease_expires_at = @exp, attempts = attempts + 1, updated_at = @now
-  WHERE id IN (
-    SELECT id FROM (
-      SELECT * FROM (SELECT id, run_at, created_at FROM jobs WHERE state = 'queued' AND run_at <= @now AND (@subject IS NULL OR subject = @subject)
-                     ORDER BY run_at, created_at, id LIMIT @limit)
-      UNION ALL
-      SELECT * FROM (SELECT id, run_at, created_at FROM jobs WHERE state = 'running' AND lease_expires_at <= @now AND (@subject IS NULL OR subject = @subject)
-                     ORDER BY run_at, created_at, id LIMIT @limit))
-    ORDER BY run_at, created_at, id LIMIT @limit)
+  WHERE id IN (SELECT id FROM (SELECT * FROM (${DUE.queued}) UNION ALL SELECT * FROM (${DUE.lapsed})) ORDER BY ${CLAIM_ORDER} LIMIT @limit)
   RETURNING *`;
 const JOBS_OF_KIND = jobsOfKindSql(sqliteArgs);
 const SET_RESULTS_STATUS = setResultsStatusSql({ id: '@id', status: '@status', lastError: '@lastError', now: '@now' }, 'MAX');
