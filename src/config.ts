@@ -341,7 +341,7 @@ function callbackSecretBytes(secret: string): number {
 }
 
 /** Every spelling createStore() accepts for an in-memory database. */
-function isInMemoryDatabase(url: string): boolean {
+export function isInMemoryDatabase(url: string): boolean {
   const target = parseStoreUrl(url);
   return target?.engine === 'sqlite' && target.filename === IN_MEMORY;
 }
@@ -493,8 +493,8 @@ export function loadConfig(env: Env): Config {
       throw new ConfigError(name, 'must not be a key of ADMIN_API_KEYS: the secret Incode holds would read personal data');
     // An app key ships in frontends and a scraper's token sits in its configuration: either would let its holder post
     // webhooks, each one a status check at Incode.
-    if (secret && (appKeys.includes(secret) || metricsTokens.includes(secret)))
-      throw new ConfigError(name, 'must not be a key of APP_API_KEYS or METRICS_TOKENS: whoever holds that key could post webhooks');
+    for (const [list, keys] of [['APP_API_KEYS', appKeys], ['METRICS_TOKENS', metricsTokens]] as const)
+      if (secret && keys.includes(secret)) throw new ConfigError(name, `must not be a key of ${list}: whoever holds that key could post webhooks`);
   }
   const jwksUrl = str(env, 'JWT_JWKS_URL');
   if (callerAuthMode === 'jwt') {

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { config as loadDotenv } from 'dotenv';
 import pino from 'pino';
-import { ConfigError, loadConfig, refuseCleartextIncode, type Config } from '../config';
+import { ConfigError, isInMemoryDatabase, loadConfig, refuseCleartextIncode, type Config } from '../config';
 import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
@@ -206,7 +206,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
   // database) are about a long-running server. The one about the API key itself still applies.
   const env: Record<string, string | undefined> = { ...io.env, NODE_ENV: undefined };
   // Nothing outlives the process unless DATABASE_URL says otherwise, so a throwaway key is enough then.
-  const inMemory = !env.DATABASE_URL?.trim() || env.DATABASE_URL.trim() === 'sqlite::memory:';
+  const inMemory = !env.DATABASE_URL?.trim() || isInMemoryDatabase(env.DATABASE_URL.trim());
   // The sandbox's sessions exist only in this process's emulator: written into a broker's database, the broker would
   // poll them at Incode, fail them and announce it. Said before anything else the database would need (its key).
   if (!inMemory && !env.INCODE_API_KEY?.trim())
