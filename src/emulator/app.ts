@@ -13,7 +13,7 @@ import * as samples from './sample-images';
 import { buildScore, existingInterviewIdFor } from './scores';
 import type { OnboardingStatus, Session } from './state';
 import { ONBOARDING_STATUSES, SessionStore } from './state';
-import { ID_ERROR_TEXTS, parseDirectives, selfieErrorText } from './test-values';
+import { parseDirectives, selfieErrorText } from './test-values';
 import { TimerSet } from './timer-set';
 import { TokenService } from './tokens';
 import type { WebhookOptions } from './webhook-sender';
@@ -535,7 +535,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const s = sess(req);
     const refused = s.directives.idError;
     if (refused?.side === side) {
-      const text = ID_ERROR_TEXTS[refused.code] ?? 'Image could not be processed.';
+      const text = selfieErrorText(refused.code, 'Image could not be processed.');
       return fail(reply, refused.http, `BadRequestException: ${text}`, refused.code, text);
     }
     const m = analyse(req, reply);

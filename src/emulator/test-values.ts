@@ -21,12 +21,13 @@ export const SELFIE_ERROR_CODES: Record<number, string> = {
   6000: 'Processing error',
 };
 
-export function selfieErrorText(code: number): string {
-  return SELFIE_ERROR_CODES[code] ?? 'Selfie could not be processed.';
+/**
+ * The envelope's text for a code: the ID-image endpoints are seen refusing with the same face codes (1003, 4019:
+ * incode-api.md 4.2, FP's mapping), so one table serves both; `fallback` for a code it lacks.
+ */
+export function selfieErrorText(code: number, fallback = 'Selfie could not be processed.'): string {
+  return SELFIE_ERROR_CODES[code] ?? fallback;
 }
-
-/** The texts of the codes Incode's ID-image endpoints are seen refusing with (incode-api.md 4.2, FP's mapping). */
-export const ID_ERROR_TEXTS: Record<number, string> = { 1003: 'Face cropping failure.', 4019: 'Face not found.' };
 
 /** 'always' applies to every attempt; 'once' only to the first attempt of that kind. */
 export type Repeat = 'always' | 'once';
