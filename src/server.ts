@@ -34,12 +34,12 @@ async function main(): Promise<void> {
   // waiting, lines are dropped rather than the process running out of memory, and counted (log_lines_dropped_total;
   // not written anywhere, since stderr often goes to the same stalled driver).
   const logStream = pino.destination({ dest: 1, sync: !buffered, minLength: config.logBufferBytes, ...(buffered ? { periodicFlush: 250, maxLength: MAX_LOG_BACKLOG_BYTES } : {}) });
-  logStream.on('drop', () => live.app?.metrics.logLinesDropped.inc());
   // Until the app exists (its log has the redaction and request-id setup), the same stream without them: start-up
   // writes no request data.
   const bootLog = pino({ level: config.logLevel, serializers: { err: errSerializer } }, logStream);
   // Filled in as start-up goes: the shutdown below may run at any point of it.
   const live: { app?: FastifyInstance; stopping: boolean } = { stopping: false };
+  logStream.on('drop', () => live.app?.metrics.logLinesDropped.inc());
   const log = () => live.app?.log ?? bootLog;
   const { shutdownDelayMs, shutdownGraceMs } = config;
   // A rejection without an Error (Promise.reject()) would reach close-with-grace as a normal exit, code 0.
