@@ -115,6 +115,13 @@ export class MemoryRateCounter implements RateCounter {
     return w && w.resetAt > now ? { count: w.count, resetMs: w.resetAt - now } : { count: 0, resetMs: windowMs };
   }
 
+  /** How many keys have a window held in memory (what bounds this counter's memory). */
+  get size(): number {
+    let n = 0;
+    for (const w of this.byLength.values()) n += w.size;
+    return n;
+  }
+
   /** Forgets every count (the failover's, once the shared counter counts again). */
   clear(): void {
     this.byLength.clear();
