@@ -5,21 +5,15 @@ import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { startRecordingProxy, type RecordingProxy } from '../observability/recording-proxy';
+import { metricValue } from '../helpers/metrics';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 
 // Long enough that a burst of requests on a loaded machine all fall within one open period (a later one would be the probe).
 const RESET_MS = 2000;
 
-/** A sample's value on /metrics (undefined when absent): `series` is the metric name with its labels, as printed. */
-async function sample(url: string, series: string): Promise<number | undefined> {
-  const text = (await request(url).get('/metrics').expect(200)).text;
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
-
-const gauge = (url: string, group: string) => sample(url, `incode_circuit_state{group="${group}"}`);
-const rejections = async (url: string) => (await sample(url, 'incode_circuit_rejections_total{operation="start"}')) ?? 0;
+const gauge = (url: string, group: string) => metricValue(url, `incode_circuit_state{group="${group}"}`);
+const rejections = async (url: string) => (await metricValue(url, 'incode_circuit_rejections_total{operation="start"}')) ?? 0;
 
 describe('circuit breaker against an emulator that fails, then heals', () => {
   let emu: Running<EmulatorApp>;

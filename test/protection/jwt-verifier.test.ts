@@ -96,10 +96,13 @@ describe('createJwtVerifier', () => {
     const other = await keyPair('k2');
     await expectUnavailable(verify(await sign(other.privateKey, { kid: 'k2' })));
     // Within the hour they still serve, however often the provider is asked and fails meanwhile...
+    const asked = idp.hits;
     for (let i = 0; i < 3; i++) {
       now += JWKS_STALE_IF_ERROR_MS / 3 - 60_000;
       expect(await verify(token)).toMatchObject({ sub: 'user-1' });
     }
+    // (each past the pause after a failed fetch, so each asked again)
+    expect(idp.hits).toBe(asked + 3);
     // ...and once they are older than that, the provider still failing, they are no longer taken.
     now += 4 * 60_000;
     await expectUnavailable(verify(token));

@@ -7,6 +7,7 @@ import type { EmulatorApp } from '../../src/emulator/app';
 import { FailoverRateCounter, RedisRateCounter } from '../../src/protection/rate-counter';
 import { brokerEnv, startBroker, startEmulator, waitFor, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
+import { metricValue } from '../helpers/metrics';
 
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 
@@ -27,11 +28,7 @@ function webhookToken(url: string, secret = WEBHOOK_CLIENT_SECRET) {
   });
 }
 
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(' ')[1]) : NaN;
-}
+const metric = async (url: string, name: string) => (await metricValue(url, name)) ?? NaN;
 
 const countLines = (b: Broker, re: RegExp) => b.logs.lines.filter((l) => re.test(l)).length;
 

@@ -48,6 +48,10 @@ let engine: Engine = 'sqlite';
 const pgStore = async () => throwawayPgStore('t_pipeline', { poolMax: 8 });
 
 /** `override` replaces store methods for a while (storeWith), over the suite's engine (in-memory SQLite for sqlite). */
+/** A session started at Incode directly (a hosted-flow link, another backend), not through the broker. */
+const startAtIncode = (pair: { emulator: { url: string } }) =>
+  request(pair.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+
 async function startPair(env: Record<string, string> = {}, emu: Partial<EmulatorOptions> = {}, override?: (real: Store) => StoreOverride) {
   const port = await freePort();
   // A test that names its own database (a SQLite file to read back) gets it, whichever suite's engine ran last.
@@ -616,7 +620,7 @@ function pipelineSuite(which: Engine) {
       proxy.state.target = p.emulator.url;
       proxy.state.failing = /onboarding\/status/;
       // A session started directly against Incode: the broker has no row for it until a check succeeds.
-      const start = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+      const start = await startAtIncode(p);
       const id = start.body.interviewId as string;
       await captureAll(`${p.emulator.url}/0/`, start.body.token);
       await waitFor(async () => p.emulator.app.emulator.sessions.get(id)?.status === 'ONBOARDING_FINISHED');
@@ -761,7 +765,7 @@ function pipelineSuite(which: Engine) {
     expect(jobs.filter((j) => j.lastError !== null)).toEqual([]);
 
     // A token Incode refuses before its stated expiry (revoked, say): the next attempt reads with an executive token.
-    const other = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    const other = await startAtIncode(p);
     await p.broker.app.results.trackSession({ interviewId: other.body.interviewId, token: 'not-a-token-incode-takes' });
     await captureAll(`${p.emulator.url}/0/`, other.body.token);
     const read = await p.ready(other.body.interviewId, 30_000);
@@ -773,7 +777,7 @@ function pipelineSuite(which: Engine) {
   it('reads sessions created elsewhere with an executive token; without one they are recorded as unprocessable', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     // A session started directly against Incode (e.g. a hosted-flow link), not through the broker.
-    const start = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    const start = await startAtIncode(p);
     await captureAll(`${p.emulator.url}/0/`, start.body.token);
     const done = await p.ready(start.body.interviewId);
     expect(done.origin).toBe('external');
@@ -781,7 +785,7 @@ function pipelineSuite(which: Engine) {
     await p.close();
 
     p = await startPair({ RESULTS_MODE: 'webhook', INCODE_EXECUTIVE_EMAIL: '', INCODE_EXECUTIVE_PASSWORD: '' });
-    const other = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    const other = await startAtIncode(p);
     await captureAll(`${p.emulator.url}/0/`, other.body.token);
     const rec = await waitFor(async () => {
       const r = await p.admin(`/sessions/${other.body.interviewId}`);
@@ -792,7 +796,7 @@ function pipelineSuite(which: Engine) {
 
   it('polls sessions created elsewhere when polling is on and executive credentials are set; without them, unprocessable and unpolled', async () => {
     p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, { faults: { dropWebhookRate: 1 } });
-    const start = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    const start = await startAtIncode(p);
     const id = start.body.interviewId as string;
     // First seen through one webhook; every later one is lost.
     let tok = (await webhookToken(p.broker.url)).body.access_token as string;
@@ -807,7 +811,7 @@ function pipelineSuite(which: Engine) {
     await p.close();
 
     p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300', INCODE_EXECUTIVE_EMAIL: '', INCODE_EXECUTIVE_PASSWORD: '' }, { faults: { dropWebhookRate: 1 } });
-    const other = await request(p.emulator.url).post('/omni/start').set('x-api-key', TEST_API_KEY).set('api-version', '1.0').send({ countryCode: 'ALL' }).expect(200);
+    const other = await startAtIncode(p);
     tok = (await webhookToken(p.broker.url)).body.access_token as string;
     await request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send({ interviewId: other.body.interviewId, onboardingStatus: 'ID_VALIDATION_FINISHED' }).expect(200);
     const unread = await waitFor(async () => {

@@ -8,6 +8,7 @@ import { JobError, ResultsPipeline } from '../../src/results/pipeline';
 import { JobWorker, type WorkerOptions } from '../../src/results/worker';
 import { Cipher, createStore, type Store } from '../../src/store/index';
 import { storeWith } from '../helpers/store-proxy';
+import { LogCapture } from '../helpers/harness';
 import { waitFor } from '../helpers/wait';
 
 const T0 = 1_800_000_000_000;
@@ -47,8 +48,8 @@ async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempt
 
 describe('a failure the handler did not name', () => {
   const captured = () => {
-    const lines: string[] = [];
-    return { lines, log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }) };
+    const logs = new LogCapture();
+    return { lines: logs.lines, log: pino({ level: 'info' }, logs) };
   };
 
   it('is logged by its kind, never its message, and retried as INTERNAL_ERROR', async () => {

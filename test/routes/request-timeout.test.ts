@@ -5,6 +5,7 @@ import type { Server } from 'node:http';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { sampleImages } from '../helpers/flow';
 import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { metricValue } from '../helpers/metrics';
 
 const BUDGET = 1_000_000;
 
@@ -58,12 +59,12 @@ describe('REQUEST_TIMEOUT_MS', () => {
   it('counts an upload its client gave up on before the body was whole, which no latency sample records', async () => {
     const b = await startBroker(brokerEnv(emu.url, { ONBOARDING_MAX_INFLIGHT_BYTES: String(BUDGET) }), { runWorker: false });
     try {
-      const aborted = async () => (await fetch(`${b.url}/metrics`).then((r) => r.text())).match(/^http_requests_aborted_total\{route="\/onboardings"\} (\d+)$/m)?.[1];
+      const aborted = () => metricValue(b.url, 'http_requests_aborted_total{route="/onboardings"}');
       const stalled = stalledUpload(b, BUDGET);
       await stalled.sent;
       await stalled.admitted();
       stalled.socket.destroy();
-      await waitFor(async () => (await aborted()) === '1', 5000, 20);
+      await waitFor(async () => (await aborted()) === 1, 5000, 20);
     } finally {
       await b.close();
     }

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migrateSqlite } from '../../src/store/migrations';
-import { aad, countJobsSql, PURGE_BATCH, SESSION_PURGE_BATCH } from '../../src/store/rows';
+import { aad, countJobsSql, historyPurgeSql, PURGE_BATCH, SESSION_PURGE_BATCH, sqliteArgs } from '../../src/store/rows';
 import { CLAIM_JOBS, PURGE_DUE, SqliteStore } from '../../src/store/sqlite-store';
 import { loadConfig } from '../../src/config';
 import { brokerEnv, startBroker } from '../helpers/harness';
@@ -83,6 +83,15 @@ describe('SqliteStore specifics', () => {
     await store.migrate();
     const plan = (store.db.prepare(`EXPLAIN QUERY PLAN ${countJobsSql(false)}`).all() as { detail: string }[]).map((p) => p.detail);
     expect(plan).toEqual([expect.stringMatching(/^SEARCH jobs USING COVERING INDEX jobs_(claim|state_lease|state_updated) \(state=\?\)$/)]);
+    await store.close();
+  });
+
+  it('finds the history the hourly purge drops by index, never by a scan of jobs or events', async () => {
+    const store = new SqliteStore({ filename: ':memory:', cipher: new Cipher([K1]) });
+    await store.migrate();
+    const plans = historyPurgeSql(sqliteArgs).map((sql) => (store.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(0, 10) as { detail: string }[]).map((p) => p.detail).join(' | '));
+    expect(plans[0]).toMatch(/SEARCH jobs USING (COVERING )?INDEX jobs_state_updated \(state=\? AND updated_at<\?\)/);
+    expect(plans[1]).toMatch(/SEARCH events USING (COVERING )?INDEX events_processed_at \(processed_at<\?\)/);
     await store.close();
   });
 
