@@ -1,13 +1,13 @@
 // The one error handler: every failure becomes {code, message, requestId}; 5xx never carry internals.
 import fp from 'fastify-plugin';
-import type { FastifyError } from 'fastify';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, retryAfter } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
 
-interface Mapped {
+export interface Mapped {
   status: number;
   code: string;
   message: string;
@@ -74,17 +74,20 @@ function mapError(err: FastifyError | Error): Mapped {
   return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
 }
 
+/** Answers an error as every route does; `fields` adds what one endpoint's protocol asks of its error bodies. */
+export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, fields?: (m: Mapped) => Record<string, unknown>): void {
+  const m = mapError(err as FastifyError);
+  // An outage's message is the driver's own words ("Connection terminated..."), worth reading; any other error's
+  // could quote the data it failed on, so only its kind, code and frames are logged.
+  if (m.status >= 500) req.log.error({ err: loggedError(err) }, 'request failed');
+  else req.log.info({ code: m.code, status: m.status }, 'request refused');
+  if (m.headers) reply.headers(m.headers);
+  reply.status(m.status).send({ code: m.code, message: m.message, ...m.extra, ...fields?.(m), requestId: req.id });
+}
+
 export default fp(
   async (app) => {
-    app.setErrorHandler((err, req, reply) => {
-      const m = mapError(err as FastifyError);
-      // An outage's message is the driver's own words ("Connection terminated..."), worth reading; any other error's
-      // could quote the data it failed on, so only its kind, code and frames are logged.
-      if (m.status >= 500) req.log.error({ err: loggedError(err) }, 'request failed');
-      else req.log.info({ code: m.code, status: m.status }, 'request refused');
-      if (m.headers) reply.headers(m.headers);
-      reply.status(m.status).send({ code: m.code, message: m.message, ...m.extra, requestId: req.id });
-    });
+    app.setErrorHandler((err, req, reply) => sendError(err, req, reply));
     app.setNotFoundHandler((req, reply) => {
       reply.status(404).send({ code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}`, requestId: req.id });
     });

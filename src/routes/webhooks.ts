@@ -6,6 +6,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError, retryAfter } from '../errors';
+import { type Mapped, sendError } from '../plugins/error-handler';
 import { RATE_LIMITED, type Security, WITH_BODY, withErrors } from '../schemas';
 import { bearer, safeEqual } from '../security';
 import { isKnownStatus, loggedStatus } from '../results/status';
@@ -97,6 +98,13 @@ function credentialsMatch(readings: { id: string; secret: string }[], id: string
   return ok;
 }
 
+/** RFC 6749's error for a refused token request (section 5.2); none for a limit, an outage or a missing endpoint. */
+function oauthErrorFields(m: Mapped): Record<string, string> {
+  const error =
+    m.code === 'INVALID_CLIENT' ? 'invalid_client' : m.code === 'UNSUPPORTED_GRANT_TYPE' ? 'unsupported_grant_type' : m.status === 400 || m.status === 413 || m.status === 415 ? 'invalid_request' : null;
+  return error ? { error, error_description: m.message } : {};
+}
+
 /** Failed token requests one network may make in a minute before every request from it is refused. */
 const TOKEN_FAILURES_PER_MINUTE = 30;
 
@@ -108,6 +116,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
   // The form parser in a scope of the token endpoint's own: the webhook itself, like every other route, takes JSON only.
   const tokenScope: FastifyPluginAsyncTypebox = async (scope) => {
     await scope.register(formbody, { bodyLimit: 4096 });
+    // An OAuth client reads `error` (RFC 6749 section 5.2); the body keeps the broker's `code` beside it.
+    scope.setErrorHandler((err, req, reply) => sendError(err, req, reply, oauthErrorFields));
 
     scope.post(
       '/webhooks/incode/token',

@@ -1119,16 +1119,21 @@ describe('webhook and results API authentication', () => {
     const ok = await webhookToken(p.broker.url).expect(200);
     expect(ok.body).toEqual({ access_token: expect.any(String), token_type: 'Bearer', expires_in: 3600 });
     expect(ok.headers['cache-control']).toBe('no-store');
-    await webhookToken(p.broker.url, WEBHOOK_CLIENT_ID, 'wrong').expect(401);
+    const wrong = await webhookToken(p.broker.url, WEBHOOK_CLIENT_ID, 'wrong').expect(401);
+    // RFC 6749 section 5.2's error beside the broker's own code, for an OAuth client's library.
+    expect(wrong.body).toMatchObject({ code: 'INVALID_CLIENT', error: 'invalid_client', error_description: expect.any(String) });
     await webhookToken(p.broker.url, 'someone', WEBHOOK_CLIENT_SECRET).expect(401);
     await request(p.broker.url).post('/webhooks/incode/token').type('form').send({ grant_type: 'client_credentials' }).expect(401);
-    const bad = await request(p.broker.url)
-      .post('/webhooks/incode/token')
-      .set('authorization', `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`).toString('base64')}`)
-      .type('form')
-      .send({ grant_type: 'password' })
-      .expect(400);
-    expect(bad.body.code).toBe('UNSUPPORTED_GRANT_TYPE');
+    const basic = `Basic ${Buffer.from(`${WEBHOOK_CLIENT_ID}:${WEBHOOK_CLIENT_SECRET}`).toString('base64')}`;
+    const bad = await request(p.broker.url).post('/webhooks/incode/token').set('authorization', basic).type('form').send({ grant_type: 'password' }).expect(400);
+    expect(bad.body).toMatchObject({ code: 'UNSUPPORTED_GRANT_TYPE', error: 'unsupported_grant_type' });
+    const missing = await request(p.broker.url).post('/webhooks/incode/token').set('authorization', basic).type('form').send({ scope: 'x' }).expect(400);
+    expect(missing.body).toMatchObject({ code: 'VALIDATION_FAILED', error: 'invalid_request' });
+    const json = await request(p.broker.url).post('/webhooks/incode/token').set('authorization', basic).type('text').send('grant_type=client_credentials').expect(415);
+    expect(json.body).toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE', error: 'invalid_request' });
+    // The webhook itself, outside the token endpoint's scope, answers as every route does.
+    const hook = await request(p.broker.url).post('/webhooks/incode').send({ interviewId: 'x', onboardingStatus: 'ONBOARDING_FINISHED' }).expect(401);
+    expect(hook.body.error).toBeUndefined();
   });
 
   it("reads a client secret with '+' and '%' as Incode sends it (plain Basic) and as RFC 6749 encodes it", async () => {
