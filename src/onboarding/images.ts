@@ -43,7 +43,7 @@ const MAX_IMAGE_BASE64_CHARS = 10_000_000 - 64;
 /** The largest image file whose base64 fits (4 characters per 3 bytes): what the CLI checks before reading a file. */
 export const MAX_IMAGE_BYTES = Math.floor(MAX_IMAGE_BASE64_CHARS / 4) * 3;
 
-export const IMAGE_TOO_LARGE_MESSAGE = `is larger than Incode accepts (10 MB of base64, about 7.4 MB of image): send a smaller or more compressed photo`;
+export const IMAGE_TOO_LARGE_MESSAGE = `is larger than Incode accepts (10 MB of base64, about 7.5 MB of image): send a smaller or more compressed photo`;
 
 /**
  * Returns the bare base64 (data: prefix removed) or why it is not an image, the rules of the route and the CLI alike.

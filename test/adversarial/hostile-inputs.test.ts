@@ -237,7 +237,6 @@ describe('content types and encodings', () => {
     ]);
     for (const a of [body, head, expected]) {
       expectRefusal(a, 408, 'REQUEST_TIMEOUT');
-      expect(a.ms).toBeLessThan(4000);
     }
     expect(expected.interim).toEqual([100]);
     await expectHealthy();
@@ -249,7 +248,6 @@ describe('content types and encodings', () => {
     for (const a of [chunked, announced]) {
       // Answered by the server at once, not cut off by this test's own timer.
       expect(a.none).toBe(false);
-      expect(a.ms).toBeLessThan(4000);
       expectRefusal(a, 400, 'MALFORMED_REQUEST');
     }
     await expectHealthy();

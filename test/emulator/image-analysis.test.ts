@@ -85,7 +85,6 @@ describe('image analysis', () => {
     const bomb = Buffer.from(small);
     bomb.writeUInt32BE(20_000, 16);
     bomb.writeUInt32BE(20_000, 20);
-    const t = Date.now();
     let err: unknown;
     try {
       decodeImage(bomb);
@@ -93,8 +92,8 @@ describe('image analysis', () => {
       err = e;
     }
     expect(err).toBeInstanceOf(ImageDecodeError);
+    // Its IDAT holds a few bytes: inflated first, it would fail as truncated data, not as too large.
     expect(err).toMatchObject({ tooLarge: true, message: 'PNG too large' });
-    expect(Date.now() - t).toBeLessThan(1000);
   });
 
   it('refuses a JPEG of thousands of scans before decoding it (each would be decoded over the whole image)', () => {

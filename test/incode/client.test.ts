@@ -573,13 +573,21 @@ describe('IncodeClient concurrency bound', () => {
   it('never has more than INCODE_MAX_CONCURRENCY calls in flight; the rest wait and all complete', async () => {
     let inflight = 0;
     let peak = 0;
+    const held: ServerResponse[] = [];
+    // Answers are held until two calls are in (so a slow machine cannot make the bound look like 1), then for 40 ms
+    // more, long enough for a third to arrive if the client let one through.
     const srv = await scripted((_req, res) => {
       inflight += 1;
       peak = Math.max(peak, inflight);
+      held.push(res);
+      if (held.length < 2) return;
+      const pair = held.splice(0);
       setTimeout(() => {
-        inflight -= 1;
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ onboardingStatus: 'UNKNOWN' }));
+        for (const r of pair) {
+          inflight -= 1;
+          r.writeHead(200, { 'content-type': 'application/json' });
+          r.end(JSON.stringify({ onboardingStatus: 'UNKNOWN' }));
+        }
       }, 40);
     });
     const c = client(srv.url, { connections: 8, maxConcurrency: 2 });

@@ -103,23 +103,20 @@ describe('rate limits with Redis unreachable', () => {
   afterAll(async () => emu.close());
 
   it('answers POST /session from a closed Redis port, still enforces the per-IP limit, and issues webhook tokens', async () => {
-    const started = Date.now();
     const env = { REDIS_URL: 'redis://:redis-password-not-for-logs@127.0.0.1:1', RATE_LIMIT_PER_IP: '3', RATE_LIMIT_WINDOW_MS: '60000', LOG_LEVEL: 'debug' };
     b = await startBroker(brokerEnv(emu.url, env), { runWorker: false });
-    // A dead Redis must not hold the start up for a connect timeout.
-    expect(Date.now() - started).toBeLessThan(5000);
+    // The start-up check found the outage, so no request meets the dead Redis: each counts in memory at once.
+    expect(await metric(b.url, 'rate_limit_fallback')).toBe(1);
 
     const statuses: number[] = [];
     for (let i = 0; i < 5; i++) {
-      const t = Date.now();
       const r = await postSession(b.url);
       statuses.push(r.status);
       const body = (await r.json()) as { code?: string; token?: string };
       if (r.status === 429) expect(body.code).toBe('RATE_LIMITED');
       else expect(body.token).toMatch(/^eyJ/);
-      // Failing fast: no request waits on reconnect attempts.
-      expect(Date.now() - t).toBeLessThan(2000);
     }
+    expect(await metric(b.url, 'rate_limit_fallback_hits_total')).toBe(5);
     expect(statuses).toEqual([200, 200, 200, 429, 429]);
 
     const tok = await webhookToken(b.url);
@@ -206,12 +203,13 @@ describeWith('redis', 'rate limits when Redis goes away and comes back', () => {
     expect((await postSession(b.url, runIp)).status).toBe(200);
 
     relay.stall();
-    let t = Date.now();
+    // Answered (within postSession's 10 s abort): the command timeout (2 s) gave the stalled script up.
     expect((await postSession(b.url, runIp)).status).toBe(200);
-    expect(Date.now() - t).toBeLessThan(5000);
-    t = Date.now();
+    expect(await metric(b.url, 'rate_limit_fallback_hits_total')).toBe(1);
+    // In the outage now: the next request counts in memory without asking the silent Redis at all.
+    expect(await metric(b.url, 'rate_limit_fallback')).toBe(1);
     expect((await postSession(b.url, runIp)).status).toBe(200);
-    expect(Date.now() - t).toBeLessThan(1000);
+    expect(await metric(b.url, 'rate_limit_fallback_hits_total')).toBe(2);
     expect(countLines(b, OUTAGE_LOG)).toBe(1);
   }, 30_000);
 });

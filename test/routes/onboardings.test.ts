@@ -529,13 +529,16 @@ describe('POST /onboardings', () => {
       // start has reached Incode (and is held there 2 s): the request is in its captures when shutdown begins.
       await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
       // A connection whose request has begun (headers under way) before shutdown.
+      let accepted: Socket | null = null;
+      b.app.server.once('connection', (s: Socket) => (accepted = s));
       const open = connect({ host: '127.0.0.1', port: Number(new URL(b.url).port) });
       let raw: string;
       let closing: Promise<void>;
       try {
         await new Promise((r) => open.once('connect', r));
         open.write('GET /readyz HTTP/1.1\r\nHost: x\r\n');
-        await new Promise((r) => setTimeout(r, 50));
+        // The server has read the headers begun: the connection is no longer idle when shutdown looks at it.
+        await waitFor(() => (accepted?.bytesRead ?? 0) > 0, 10_000, 5);
         closing = b.close();
         // While it drains, no new connection is taken (a load balancer retries a refused one elsewhere), though the
         // request in flight goes on.
