@@ -70,6 +70,9 @@ function clientErrorAnswer(code: string | undefined): [number, string, string] {
 }
 
 /** Where sandbox mode mounts the emulator. */
+/** What a browser frontend may read of an answer (Retry-After and the limit of a 429 among them). */
+const CORS_EXPOSED_HEADERS = ['x-request-id', 'retry-after', 'x-ratelimit-limit'];
+
 const SANDBOX_PREFIX = '/sandbox/incode';
 const isEmulatorUrl = (url: string) => url.startsWith(`${SANDBOX_PREFIX}/`);
 
@@ -129,6 +132,7 @@ function sandboxDefaults(config: Config): Config {
 
 export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const config = sandboxDefaults(inputConfig);
+  const helmetHeaders = securityHeaders();
   const options: FastifyHttpOptions<Server> = {
     logger: {
       level: config.logLevel,
@@ -163,6 +167,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // checks every connectionsCheckingInterval (30 s by default): a quarter of the timeout bounds the overshoot.
     requestTimeout: config.limits.requestTimeoutMs,
     http: {
+      // Node refuses a request without Host by itself, with an empty 400: the onRequest hook below answers it as every
+      // error is answered.
+      requireHostHeader: false,
       requestTimeout: config.limits.requestTimeoutMs,
       headersTimeout: Math.min(60_000, config.limits.requestTimeoutMs),
       connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.limits.requestTimeoutMs / 4)),
@@ -187,9 +194,14 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     },
     // Fastify answers these before any route or hook, with its own body echoing the path: the same body as every
     // other error instead.
+    // No hook has run for them: the headers every answer carries are set here.
     frameworkErrors: (err, req, reply: FastifyReply) => {
       const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
       const body = tooLong ? { code: 'PATH_PARAMETER_TOO_LONG', message: 'A path parameter is too long' } : { code: 'BAD_URL', message: 'The path is not valid URL encoding' };
+      reply.headers(helmetHeaders).header('x-request-id', req.id);
+      const origin = req.headers.origin;
+      if (origin && !(config.sandbox && isEmulatorUrl(req.url)) && (config.corsOrigins.includes('*') || config.corsOrigins.includes(origin)))
+        reply.headers({ 'access-control-allow-origin': origin, vary: 'Origin', 'access-control-expose-headers': CORS_EXPOSED_HEADERS.join(', ') });
       void reply.code(tooLong ? 414 : 400).send({ ...body, requestId: req.id });
     },
     // One access line per request (below) instead of Fastify's two.
@@ -252,7 +264,6 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   });
   app.decorate('closingSince', () => closingAt);
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
-  const helmetHeaders = securityHeaders();
   // Headers that must come once: Node keeps the first of two Authorization headers and joins two Idempotency-Key
   // or X-App-Key headers with ", ", so a proxy reading the last one would see other credentials than this service,
   // and a retry sending one of two keys would start (and pay for) a second session.
@@ -265,6 +276,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
     if (closingAt !== null) return done(shuttingDownError());
+    if (req.headers.host === undefined && req.raw.httpVersion === '1.1') return done(new AppError(400, 'MALFORMED_REQUEST', 'An HTTP/1.1 request needs a Host header'));
     // Bodies are read as sent: a compressed one could only fail as "not JSON", or expand past the body limits.
     const encoding = req.headers['content-encoding'];
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity')
@@ -348,7 +360,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     origin: config.corsOrigins.includes('*') ? true : config.corsOrigins.length ? config.corsOrigins : false,
     methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
     allowedHeaders: ['content-type', 'authorization', 'idempotency-key', 'x-app-key', 'x-incode-hardware-id', 'x-request-id'],
-    exposedHeaders: ['x-request-id', 'retry-after', 'x-ratelimit-limit'],
+    exposedHeaders: CORS_EXPOSED_HEADERS,
     maxAge: 600,
   };
   // The sandbox emulator answers its own CORS (the SDK's api-version header, PUT): this hook would

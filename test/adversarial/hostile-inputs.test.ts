@@ -390,13 +390,26 @@ describe('ids, paths and query strings', () => {
       expectRefusal(await send('DELETE', `/sessions/${id}`, [ADMIN]), 400, 'VALIDATION_FAILED');
       expectRefusal(await send('POST', `/sessions/${id}/refresh`, [ADMIN]), 400, 'VALIDATION_FAILED');
     }
+    // Refused before any hook: answered like every other error all the same (a request id, its header, the security
+    // headers, CORS for an allowed origin), and nothing of the path echoed back.
+    const likeEveryError = (a: Answer, body: Record<string, unknown>) => {
+      expect(a.headers['x-request-id']).toBe(body.requestId);
+      expect(a.headers['x-content-type-options']).toBe('nosniff');
+      expect(a.headers['access-control-allow-origin']).toBe(ALLOWED_ORIGIN);
+      expect(a.headers['access-control-expose-headers']).toContain('x-request-id');
+    };
     for (const id of ['%', '%ff', '%c0%af', '%E0%A4%A']) {
-      const bad = expectRefusal(await send('GET', `/sessions/${id}`, [ADMIN]), 400, 'BAD_URL');
-      // Answered like every other error: a request id, and nothing of the path echoed back.
+      const a = await send('GET', `/sessions/${id}`, [ADMIN, `Origin: ${ALLOWED_ORIGIN}`]);
+      const bad = expectRefusal(a, 400, 'BAD_URL');
       expect(bad).toEqual({ code: 'BAD_URL', message: expect.any(String), requestId: expect.any(String) });
+      likeEveryError(a, bad);
     }
-    const long = expectRefusal(await send('GET', `/sessions/${'a'.repeat(200)}`, [ADMIN]), 414, 'PATH_PARAMETER_TOO_LONG');
+    const a = await send('GET', `/sessions/${'a'.repeat(200)}`, [ADMIN, `Origin: ${ALLOWED_ORIGIN}`]);
+    const long = expectRefusal(a, 414, 'PATH_PARAMETER_TOO_LONG');
     expect(String(long.message)).not.toContain('aaaa');
+    likeEveryError(a, long);
+    // Another origin is not told it may read the answer.
+    expect((await send('GET', '/sessions/%ff', [ADMIN, 'Origin: https://evil.example'])).headers['access-control-allow-origin']).toBeUndefined();
     for (const id of ['__proto__', 'constructor', 'hasOwnProperty']) expectRefusal(await send('GET', `/sessions/${id}`, [ADMIN]), 404, 'SESSION_NOT_FOUND');
     // Unauthenticated callers learn nothing, whatever the id.
     expectRefusal(await send('GET', '/sessions/..%2F..%2Fmetrics'), 401, 'UNAUTHORIZED');
@@ -498,6 +511,11 @@ describe('HEAD, OPTIONS and CORS on every route', () => {
     expectRefusal(await send('POST', '/sessions/abc', [ADMIN, 'X-HTTP-Method-Override: DELETE']), 404, 'NOT_FOUND');
     expectRefusal(await raw(httpRequest('get', '/healthz')), 400, 'MALFORMED_REQUEST');
     expectRefusal(await raw(httpRequest('GET', 'healthz')), 400, 'MALFORMED_REQUEST');
+    // HTTP/1.1 without Host (Node's own answer would be an empty 400); HTTP/1.0 needs none.
+    const noHost = await raw(Buffer.from('POST /session HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}'));
+    expectRefusal(noHost, 400, 'MALFORMED_REQUEST');
+    expect(noHost.headers['x-request-id']).toEqual(expect.any(String));
+    expect((await raw(Buffer.from('GET /healthz HTTP/1.0\r\n\r\n'))).status).toBe(200);
     await expectHealthy();
   });
 });
