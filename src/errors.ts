@@ -33,3 +33,11 @@ export function shuttingDownError(): AppError {
 export function overloadedError(message: string, retryAfterS: number): AppError {
   return new AppError(503, 'OVERLOADED', message, retryAfter(retryAfterS * 1000));
 }
+
+/** When a database outage is worth trying again. */
+const DATABASE_RETRY_MS = 5000;
+
+/** 503 DATABASE_UNAVAILABLE: the database is not answering (a retry can outlive it). */
+export function databaseUnavailableError(): AppError {
+  return new AppError(503, 'DATABASE_UNAVAILABLE', 'The database is not answering; try again shortly', retryAfter(DATABASE_RETRY_MS));
+}

@@ -1,7 +1,7 @@
 // The one error handler: every failure becomes {code, message, requestId}; 5xx never carry internals.
 import fp from 'fastify-plugin';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, retryAfter } from '../errors';
+import { AppError, databaseUnavailableError, retryAfter } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { isDatabaseUnavailable } from '../store/unavailable';
@@ -16,8 +16,6 @@ export interface Mapped {
   extra?: Record<string, unknown>;
 }
 
-/** When a database outage is worth trying again. */
-const DATABASE_RETRY_MS = 5000;
 
 /** The status, code, message, headers and extra body fields an error is answered with. */
 function mapError(err: FastifyError | Error): Mapped {
@@ -27,7 +25,7 @@ function mapError(err: FastifyError | Error): Mapped {
     // rate limit, 504, 502), with the step and the session it reached; a database outage there is a 503 too.
     const incode = err.cause instanceof IncodeError ? mapError(err.cause) : null;
     if (err.code === 'DATABASE_UNAVAILABLE')
-      return { status: 503, code: err.code, message: err.message, headers: retryAfter(DATABASE_RETRY_MS), extra: stepExtra(err) };
+      return { ...mapError(databaseUnavailableError()), message: err.message, extra: stepExtra(err) };
     // Erased while its captures ran (they stopped there).
     if (err.code === 'SESSION_NOT_FOUND') return { status: 404, code: err.code, message: err.message, extra: stepExtra(err) };
     // Stopped by this service's shutdown past its grace: as any request turned away while draining.
@@ -70,13 +68,15 @@ function mapError(err: FastifyError | Error): Mapped {
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
     return { status: fe.statusCode, code: fe.code ?? 'BAD_REQUEST', message: fe.message.slice(0, 300) };
   // A stalled or restarting database is an outage a retry can outlive, not a bug: 503 tells clients to come back.
-  if (isDatabaseUnavailable(err)) return { status: 503, code: 'DATABASE_UNAVAILABLE', message: 'The database is not answering; try again shortly', headers: retryAfter(DATABASE_RETRY_MS) };
+  if (isDatabaseUnavailable(err)) return mapError(databaseUnavailableError());
   return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
 }
 
 /** Answers an error as every route does; `fields` adds what one endpoint's protocol asks of its error bodies. */
 export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, fields?: (m: Mapped) => Record<string, unknown>): void {
   const m = mapError(err as FastifyError);
+  // Until a probe has an answer, billable starts are refused before Incode is called (the session could not be kept).
+  if (m.code === 'DATABASE_UNAVAILABLE' && req.server.hasDecorator('databaseOutage')) req.server.databaseOutage.noticed();
   // An outage's message is the driver's own words ("Connection terminated..."), worth reading; any other error's
   // could quote the data it failed on, so only its kind, code and frames are logged.
   if (m.status >= 500) req.log.error({ err: loggedError(err) }, 'request failed');

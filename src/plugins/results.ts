@@ -70,8 +70,10 @@ export default fp<{ config: Config; runWorker?: boolean }>(
       }
     };
     const purge = () => {
-      sweeping ??= app.store
-        .purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now(), stopSweep.signal, config.retentionDeleteAtIncode)
+      sweeping ??= pipeline
+        .followUpDeadLetters()
+        .catch((err: unknown) => app.log.error({ err: loggedError(err) }, 'following up dead-lettered jobs failed'))
+        .then(() => app.store.purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now(), stopSweep.signal, config.retentionDeleteAtIncode))
         .then(
           (n) => {
             if (!n) return;

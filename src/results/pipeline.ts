@@ -116,6 +116,12 @@ function readyEvent(job: Job, session: SessionRecord): CallbackEvent | null {
   };
 }
 
+/** How far back the sweep looks for dead-lettered results jobs never followed up: a week of downtime. */
+const DEAD_LETTER_REPAIR_WINDOW_MS = 7 * 86_400_000;
+/** A dead-letter younger than this may still be followed up by its worker. */
+const FOLLOW_UP_GRACE_MS = 120_000;
+const DEAD_LETTER_REPAIR_BATCH = 500;
+
 /** A job's failure when Incode refused the session's own token: retried with an executive token. */
 const SESSION_TOKEN_REFUSED = 'SESSION_TOKEN_REFUSED';
 
@@ -276,6 +282,23 @@ export class ResultsPipeline {
     if (!followed || followed.nextPollAt !== null || !keepsPolling(followed) || this.pollingGaveUp(followed, now)) return;
     const at = this.firstPollAt(followed.origin, now);
     if (at !== null) await this.d.store.schedulePoll(job.subject, at, followed.pollAttempts, null);
+  }
+
+  /**
+   * Follows up results jobs dead-lettered by a process that stopped before their follow-up (the dead-letter and the
+   * follow-up are two writes, and a SIGKILL or a crash can come between them): such a session would read pending for
+   * good, with no job and no poll to fetch its results, and the customer would never hear it failed. Jobs dead for less
+   * than FOLLOW_UP_GRACE_MS are left to the worker that may still be following them up. Answers how many it took.
+   */
+  async followUpDeadLetters(now = this.now()): Promise<number> {
+    const jobs = await this.d.store.unfollowedDeadResults(now - DEAD_LETTER_REPAIR_WINDOW_MS, now - FOLLOW_UP_GRACE_MS, DEAD_LETTER_REPAIR_BATCH);
+    for (const job of jobs) {
+      const code = job.lastError ?? 'INTERNAL_ERROR';
+      this.d.log.warn({ jobId: job.id, kind: job.kind, interviewId: job.subject, code }, 'a dead-lettered job was never followed up (its process stopped); following it up now');
+      // Its last failure was retryable exactly when it was an outage: the others are refusals and faults of ours.
+      await this.onDead(job, code, isOutageCode(code));
+    }
+    return jobs.length;
   }
 
   /**

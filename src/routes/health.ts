@@ -70,8 +70,8 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
   app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: withErrors({ 200: Ready, 503: orError(Ready) }) } }, async (req, reply) => {
     if (!opts.inRotation()) throw shuttingDownError();
     const database = await app.store.ping().then(
-      () => ({ ok: true }),
-      () => ({ ok: false, detail: 'unreachable' }),
+      () => (app.databaseOutage.answered(), { ok: true }),
+      () => (app.databaseOutage.noticed(), { ok: false, detail: 'unreachable' }),
     );
     const { keyRefused, ...incode } = await upstream(req.id);
     // READINESS_REQUIRES_INCODE=false rides out an Incode that cannot be reached, not a key it refuses: that is this

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../config';
-import { AppError, overloadedError } from '../errors';
+import { AppError, databaseUnavailableError, overloadedError } from '../errors';
 import { assertCountryCode } from '../iso3166';
 import { OnboardingError, Orchestrator, handOffQueuesCheck, type CaptureStep } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
@@ -227,6 +227,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
           // The images by their digests: a retry must send the same ones, and hashing 30 MB once beats serialising it.
           () => ({ ...input, front: sha256Hex(front), back: back === undefined ? null : sha256Hex(back), selfie: sha256Hex(selfie) }),
           async (claimed) => {
+            // A database known to be down could keep neither the session nor its steps: refused before Incode bills one.
+            if (app.databaseOutage.down) throw databaseUnavailableError();
             const stop = new AbortController();
             const captures = o.runCaptures({ ...input, front, back, selfie, requestId: req.id, signal: stop.signal, idempotency: claimed });
             capturing.set(captures, stop);

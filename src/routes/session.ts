@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../config';
-import { AppError } from '../errors';
+import { AppError, databaseUnavailableError } from '../errors';
 import { isInterviewId } from '../incode/token-claims';
 import { assertCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
@@ -154,6 +154,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         redirectionUrl: body.redirectionUrl,
       };
       return guards.idempotent(req, () => startReq, async (claimed) => {
+        // A database known to be down could not keep the session Incode would create (and bill): refused unsent.
+        if (app.databaseOutage.down) throw databaseUnavailableError();
         // A start still waiting for a connection at its claim's deadline (Incode slow, the pool full) is dropped unsent,
         // and its key freed, rather than sent beside a retry that took the key over; so is one whose caller left
         // meanwhile (it gave up waiting): no one would get the session it pays for.

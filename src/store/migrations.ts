@@ -391,6 +391,11 @@ export async function migratePostgres(
   const q = quoteIdent(schema);
   const applied: number[] = [];
   const client = await pool.connect();
+  // Checked out, the client is not watched by the pool: a connection the server ends between statements is emitted as
+  // 'error' on it (an uncaught exception otherwise); the next statement fails the start instead, and the client goes.
+  let lost: Error | undefined;
+  const onLost = (err: Error) => (lost ??= err);
+  client.on('error', onLost);
   // DATABASE_TIMEOUT_MS bounds a request's statements, not a migration: an index rebuild on a large table, or the
   // wait for another replica's migration, may take longer, and failing the start over and over would not help.
   // (pg cannot turn its client-side query_timeout off per query, only raise it.)
@@ -427,9 +432,12 @@ export async function migratePostgres(
         }
       }
     }
+  } catch (err) {
+    throw lost ?? err;
   } finally {
-    await run('RESET statement_timeout').catch(() => undefined);
-    client.release();
+    if (!lost) await run('RESET statement_timeout').catch(() => undefined);
+    client.off('error', onLost);
+    client.release(lost);
   }
   return applied;
 }

@@ -40,6 +40,7 @@ import {
   releaseJobSql,
   completeJobSql,
   deadJobSql,
+  unfollowedDeadResultsSql,
   retryJobSql,
   heldParams,
   assertNotErasing,
@@ -165,6 +166,7 @@ const MERGE_SESSION = `${MERGED_ROW.sql}
   RETURNING *`;
 
 const HISTORY_PURGE = historyPurgeSql(pgArgs(1));
+const UNFOLLOWED_DEAD_RESULTS = unfollowedDeadResultsSql(pgArgs(1));
 const EXPIRED_KEYS_PURGE = expiredKeysPurgeSql(pgArgs(1));
 const RELEASE_JOB = releaseJobSql(pgArgs(1), 'GREATEST');
 const COMPLETE_JOB = completeJobSql(pgArgs(1));
@@ -216,20 +218,28 @@ export class PostgresStore implements Store {
   private async tx<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
     let broken: Error | undefined;
+    // A checked-out client is not watched by the pool: its connection ending between two statements (a server restart,
+    // a terminated backend) is emitted as 'error' on it, an uncaught exception that would end the process. Kept
+    // instead, it is what the transaction failed of (the next statement only says the client is not queryable).
+    let lost: Error | undefined;
+    const onLost = (err: Error) => (lost ??= err);
+    c.on('error', onLost);
     try {
       await c.query('BEGIN');
       const out = await fn(c);
       await c.query('COMMIT');
       return out;
     } catch (err) {
+      const failure = lost ?? err;
       // A client whose statement timed out or lost its connection is not reused: a ROLLBACK would queue behind the
       // stuck statement for another whole timeout, and the pool would hand the dead client out again. Destroyed
       // (release with an error), its transaction is rolled back by the server.
       // A deadlock or serialization failure leaves the connection sound: rolled back and reused like any failure.
-      if (isDatabaseUnavailable(err) && !connectionSound(err)) broken = err as Error;
+      if (lost || (isDatabaseUnavailable(err) && !connectionSound(err))) broken = failure as Error;
       else await c.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
-      throw err;
+      throw failure;
     } finally {
+      c.off('error', onLost);
       c.release(broken);
     }
   }
@@ -599,6 +609,11 @@ export class PostgresStore implements Store {
 
   async listJobs(subject: string): Promise<Job[]> {
     const { rows } = await this.q<JobRow>('SELECT * FROM jobs WHERE subject = $1 ORDER BY created_at, run_at, id', [subject]);
+    return rows.map(toJob);
+  }
+
+  async unfollowedDeadResults(since: number, before: number, limit: number): Promise<Job[]> {
+    const { rows } = await this.q<JobRow>(UNFOLLOWED_DEAD_RESULTS, [since, before, limit]);
     return rows.map(toJob);
   }
 

@@ -561,6 +561,19 @@ export function repeatsLatest(j: NewJob, statusBefore: string, rows: () => Pick<
   return keys.length === Object.keys(prev).filter((k) => k !== order).length && keys.every((k) => Object.is(prev[k], next[k]));
 }
 
+/**
+ * Store.unfollowedDeadResults, the same on both engines (jobs_state_updated finds the dead jobs by age; jobs_subject
+ * the session's others). Parameters: since, before, limit.
+ */
+export function unfollowedDeadResultsSql(arg: SqlArg): string {
+  return `SELECT j.* FROM jobs j JOIN sessions s ON s.interview_id = j.subject
+    WHERE j.state = 'dead' AND j.updated_at >= ${arg(0, 'bigint')} AND j.updated_at < ${arg(1, 'bigint')} AND j.kind = 'results'
+      AND s.results_status = 'pending' AND s.next_poll_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.subject = j.subject AND o.kind = 'results'
+        AND (o.state IN ('queued', 'running') OR (o.state = 'dead' AND (o.updated_at > j.updated_at OR (o.updated_at = j.updated_at AND o.id > j.id)))))
+    ORDER BY j.updated_at, j.id LIMIT ${arg(2, 'int')}`;
+}
+
 export function toJob(r: JobRow): Job {
   return {
     id: String(r.id),

@@ -43,6 +43,7 @@ import {
   releaseJobSql,
   completeJobSql,
   deadJobSql,
+  unfollowedDeadResultsSql,
   retryJobSql,
   heldParams,
   assertNotErasing,
@@ -142,6 +143,7 @@ const BUSY_TIMEOUT_MS = 5000;
 const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
 const COMPLETE_JOB = completeJobSql(sqliteArgs);
 const DEAD_JOB = deadJobSql(sqliteArgs);
+const UNFOLLOWED_DEAD_RESULTS = unfollowedDeadResultsSql(sqliteArgs);
 const RETRY_JOB = retryJobSql(sqliteArgs);
 const SESSIONS_DUE = sessionsDueSql(sqliteArgs);
 
@@ -575,6 +577,10 @@ export class SqliteStore implements Store {
 
   async listJobs(subject: string): Promise<Job[]> {
     return (this.st('SELECT * FROM jobs WHERE subject = ? ORDER BY created_at, run_at, id').all(subject) as JobRow[]).map(toJob);
+  }
+
+  async unfollowedDeadResults(since: number, before: number, limit: number): Promise<Job[]> {
+    return (this.st(UNFOLLOWED_DEAD_RESULTS).all(since, before, limit) as JobRow[]).map(toJob);
   }
 
   async activeJob(dedupeKey: string): Promise<Job | null> {

@@ -317,6 +317,12 @@ export interface Store {
   /** With `done: false` (the metrics' queue depth) the done jobs are not counted (0): only the queue is read. */
   countJobs(opts?: { done?: boolean }): Promise<Record<JobState, number>>;
   listJobs(subject: string): Promise<Job[]>;
+  /**
+   * Results jobs dead-lettered between `since` and `before` whose follow-up never ran (the process died between the
+   * dead-letter and it): their session still reads pending, with no poll due and no results job queued or running.
+   * The latest such job per session, oldest first.
+   */
+  unfollowedDeadResults(since: number, before: number, limit: number): Promise<Job[]>;
   /** The queued or running job holding a dedupe key (at most one does), or null. */
   activeJob(dedupeKey: string): Promise<Job | null>;
 

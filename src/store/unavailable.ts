@@ -7,6 +7,7 @@ const PG_CLIENT_MESSAGES = new Set([
   'Connection terminated due to connection timeout', // connectionTimeoutMillis, opening a new one
   'timeout expired', // connectionTimeoutMillis of a lone Client
   'Connection terminated unexpectedly', // the server or the network dropped it mid-query
+  'Client has encountered a connection error and is not queryable', // a statement on a client whose connection ended
 ]);
 
 // SQLSTATEs that say "try again later", not "this statement is wrong": 57014 is statement_timeout's cancel,

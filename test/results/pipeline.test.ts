@@ -1740,3 +1740,64 @@ describe('a dead-lettered deletion at Incode', () => {
     expect((await store.listAudit('i1')).filter((a) => a.kind === 'dead-letter')).toHaveLength(6);
   });
 });
+
+describe('a results job dead-lettered by a process that stopped before its follow-up', () => {
+  it('is followed up by the sweep, once: the session fails with its code, and an outage is left to polling to repair', async () => {
+    const { real: store, pipeline, clock } = await barePipeline();
+    const outage = 'f'.repeat(24);
+    const refused = 'g'.repeat(24);
+    for (const id of [outage, refused]) {
+      await pipeline.trackSession({ interviewId: id, token: 'tok' });
+      // The final status queues the results job and ends polling.
+      await pipeline.apply(id, 'ONBOARDING_FINISHED', 'webhook');
+    }
+    const dead = await store.claimJobs('w', 10, 60_000, clock.now);
+    expect(dead.map((j) => j.kind)).toEqual(['results', 'results']);
+    for (const j of dead) expect(await store.failJob(j, 'w', j.subject === outage ? 'INCODE_UNAVAILABLE' : 'INCODE_BAD_RESPONSE', null, clock.now)).toBe(true);
+    // The process stops here, before the worker's onDead: nothing would ever fetch these results again.
+    for (const id of [outage, refused]) expect(await store.getSession(id)).toMatchObject({ resultsStatus: 'pending', nextPollAt: null });
+    // A minute on, the worker may still be following them up.
+    expect(await pipeline.followUpDeadLetters(clock.now + 60_000)).toBe(0);
+    clock.now += 180_000;
+    expect(await pipeline.followUpDeadLetters()).toBe(2);
+    expect(await store.getSession(outage)).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_UNAVAILABLE', nextPollAt: expect.any(Number) });
+    expect(await store.getSession(refused)).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_BAD_RESPONSE', nextPollAt: null });
+    expect(await pipeline.followUpDeadLetters()).toBe(0);
+    for (const id of [outage, refused]) expect((await store.listAudit(id)).filter((a) => a.kind === 'dead-letter')).toHaveLength(1);
+  });
+
+  it('a broker starting on the database follows it up at once, and the customer hears the session failed', async () => {
+    const dbFile = join(tempDir('broker-deadletter-'), 'broker.db');
+    const url = `sqlite:${dbFile}`;
+    const emu = await startEmulator();
+    const receiver = await callbackReceiver();
+    const env = { DATABASE_URL: url, RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET };
+    try {
+      // The first process: the session finishes, its results job dies, and the process stops before the follow-up.
+      const first = await startBroker(brokerEnv(emu.url, env), { runWorker: false });
+      let s: { interviewId: string };
+      try {
+        s = (await request(first.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+        await first.app.results.apply(s.interviewId, 'ONBOARDING_FINISHED', 'webhook');
+        const [job] = await first.app.store.claimJobs('gone', 1, 60_000, Date.now());
+        expect(job).toMatchObject({ kind: 'results', subject: s.interviewId });
+        // Three minutes ago: past the grace a live worker has for its follow-up.
+        expect(await first.app.store.failJob(job, 'gone', 'INCODE_UNAVAILABLE', null, Date.now() - 180_000)).toBe(true);
+      } finally {
+        await first.close();
+      }
+
+      const second = await startBroker(brokerEnv(emu.url, env));
+      try {
+        await waitFor(async () => (await second.app.store.getSession(s.interviewId))?.resultsStatus === 'failed');
+        await waitFor(() => receiver.received.some((e) => (JSON.parse(e.body) as { type: string }).type === 'session.results_failed' && e.data.interviewId === s.interviewId));
+        expect(second.logs.lines.filter((l) => l.includes('was never followed up'))).toHaveLength(1);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await emu.close();
+      await receiver.close();
+    }
+  });
+});

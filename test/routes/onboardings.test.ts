@@ -229,9 +229,12 @@ describe('POST /onboardings', () => {
     try {
       const res = await post(GOOD);
       expect(res).toMatchObject({ status: 503, body: { code: 'DATABASE_UNAVAILABLE', step: 'start', interviewId: expect.stringMatching(/^[0-9a-f]{24}$/) } });
+      // Noticed: starts wait for the probe's answer (the database answers it at once).
+      expect(broker.app.databaseOutage.down).toBe(true);
     } finally {
       upsert.mockRestore();
     }
+    await waitFor(() => !broker.app.databaseOutage.down, 10_000, 50);
   });
 
   it('answers 422 with the capture to repeat when Incode cannot process the ID (6000)', async () => {

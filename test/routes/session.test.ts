@@ -13,6 +13,9 @@ import { memoryStore, storeWith } from '../helpers/store-proxy';
 import { describeWith } from '../helpers/services';
 import { tempDir } from '../helpers/temp';
 import { metricValue } from '../helpers/metrics';
+import { idBack, idFront, selfie } from '../../src/emulator/sample-images';
+
+const onboardingBody = () => ({ front: idFront().toString('base64'), back: idBack().toString('base64'), selfie: selfie().toString('base64') });
 
 describe('POST /session against the emulator', () => {
   let emu: Running<EmulatorApp>;
@@ -184,6 +187,42 @@ describe('POST /session against the emulator', () => {
       const retried = await request(b.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(200);
       expect(retried.body).toMatchObject({ interviewId: first.interviewId, token: expect.any(String), resumeToken: expect.any(String) });
     } finally {
+      await b.close();
+      await real.close();
+    }
+  });
+
+  it('once a start finds the database down, the next are refused before Incode is called (no billed session no one can keep), until it answers again', async () => {
+    const real = await memoryStore();
+    let down = false;
+    const busy = () => Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' });
+    const store = storeWith(real, (m) =>
+      down && m !== 'close'
+        ? async () => {
+            throw busy();
+          }
+        : null,
+    );
+    const b = await startBroker(brokerEnv(emu.url), { store });
+    try {
+      await request(b.url).post('/session').expect(200);
+      down = true;
+      const started = emu.app.emulator.sessions.size;
+      // The first learns it the hard way: Incode created a session this service could not keep.
+      const first = await request(b.url).post('/session').send({});
+      expect([first.status, first.body.code, first.headers['retry-after']]).toEqual([503, 'DATABASE_UNAVAILABLE', '5']);
+      expect(emu.app.emulator.sessions.size).toBe(started + 1);
+      // The next ones, and a server-side onboarding, are refused unsent.
+      for (let i = 0; i < 3; i++) expect((await request(b.url).post('/session').send({})).body.code).toBe('DATABASE_UNAVAILABLE');
+      const onboarding = await request(b.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send(onboardingBody());
+      expect([onboarding.status, onboarding.body.code]).toEqual([503, 'DATABASE_UNAVAILABLE']);
+      expect(emu.app.emulator.sessions.size).toBe(started + 1);
+      // Back: the probe hears it within a second or so, and starts go through again.
+      down = false;
+      await waitFor(async () => ((await request(b.url).post('/session').send({})).status === 200 ? true : null), 10_000, 100);
+      expect(emu.app.emulator.sessions.size).toBe(started + 2);
+    } finally {
+      down = false;
       await b.close();
       await real.close();
     }

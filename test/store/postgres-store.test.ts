@@ -2,6 +2,7 @@
 import { Pool, type PoolClient } from 'pg';
 import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migratePostgres } from '../../src/store/migrations';
+import { isDatabaseUnavailable } from '../../src/store/unavailable';
 import { PostgresStore } from '../../src/store/postgres-store';
 import type { Store } from '../../src/store/types';
 import { describeWith, services } from '../helpers/services';
@@ -83,6 +84,39 @@ describeWith('postgres', 'PostgresStore', () => {
       for (const s of stores.splice(0)) await s.close();
     });
     const track = (s: PostgresStore) => (stores.push(s), s);
+
+    it('a connection the server ends between two statements of a transaction fails that transaction as unavailable, never the process', async () => {
+      const s = track(open(newSchema(), new Cipher([K1]), 1));
+      await s.migrate();
+      const tx = (s as unknown as { tx<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> }).tx.bind(s);
+      const failed = await tx(async (c) => {
+        const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        // Idle in its transaction when the server ends it (a restart, pg_terminate_backend): the client hears it
+        // between statements, with no query of its own to fail.
+        await adminPool().query('SELECT pg_terminate_backend($1)', [rows[0].pid]);
+        await waitFor(() => (c as unknown as { _queryable: boolean })._queryable === false);
+        await c.query('SELECT 1');
+      }).then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect(isDatabaseUnavailable(failed)).toBe(true);
+      // The dead client was not handed back to the pool (of one): the next statement gets a new connection.
+      expect(await s.getSession('nobody')).toBeNull();
+      // Likewise a migration's client.
+      const pool = new Pool({ connectionString: services.postgres, max: 1 });
+      try {
+        const c = await pool.connect();
+        const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        c.release();
+        const schema = newSchema();
+        const slow = [{ version: 1, name: 'terminated', sqlite: '', postgres: `SELECT pg_terminate_backend(${rows[0].pid}) FROM pg_sleep(0)` }, { version: 2, name: 'after', sqlite: '', postgres: 'SELECT 1' }];
+        expect(isDatabaseUnavailable(await migratePostgres(pool, schema, slow).then(() => null, (err: unknown) => err))).toBe(true);
+        expect((await pool.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+      } finally {
+        await pool.end();
+      }
+    });
 
     it('keeps its tables in its own schema', async () => {
       const schema = newSchema();

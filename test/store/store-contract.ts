@@ -761,6 +761,33 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(events).toEqual(['dead-old:ONBOARDING_FINISHED', 'done-new:ONBOARDING_FINISHED', 'pending:ONBOARDING_FINISHED']);
       });
 
+      it('unfollowedDeadResults finds the latest dead results job of a session left pending with nothing to fetch it', async () => {
+        const ids = ['stuck', 'polled', 'live', 'failed', 'twice', 'fresh', 'verify', 'old'];
+        for (const id of ids) await session(id);
+        for (const id of ids) await store.enqueueJob(job(id, { kind: id === 'verify' ? 'verify' : 'results' }), T0);
+        await store.enqueueJob(job('twice', { kind: 'results', payload: { n: 2 } }), T0);
+        const claimed = await store.claimJobs('w', 20, 10_000, T0);
+        expect(claimed).toHaveLength(ids.length + 1);
+        const deadAt: Record<string, number> = { fresh: T0 + 900, old: T0 - 1 };
+        for (const j of claimed) {
+          const at = j.subject === 'twice' ? T0 + 10 * Number(j.payload.n) : (deadAt[j.subject] ?? T0 + 10);
+          expect(await store.failJob(j, 'w', `E-${j.subject}-${String(j.payload.n)}`, null, at)).toBe(true);
+        }
+        // What a follow-up (or other work) leaves, and a session read as it should be is not taken.
+        await store.schedulePoll('polled', T0 + 1e6, 0);
+        await store.enqueueJob(job('live', { kind: 'results', runAt: T0 + 1e9 }), T0 + 20);
+        await store.setResultsStatus('failed', 'failed', 'E-failed-1', T0 + 20);
+        const found = await store.unfollowedDeadResults(T0, T0 + 500, 10);
+        expect(found.map((j) => [j.subject, j.kind, j.state, j.lastError])).toEqual([
+          ['stuck', 'results', 'dead', 'E-stuck-1'],
+          ['twice', 'results', 'dead', 'E-twice-2'],
+        ]);
+        expect(await store.unfollowedDeadResults(T0, T0 + 500, 1)).toHaveLength(1);
+        // An erased session has nothing left to follow up.
+        await store.eraseSession('stuck', 'test', T0 + 30);
+        expect((await store.unfollowedDeadResults(T0, T0 + 500, 10)).map((j) => j.subject)).toEqual(['twice']);
+      });
+
       it('keeps one resume token per session: a new one revokes the previous, erasure revokes it', async () => {
         await session('i1');
         await store.createResumeToken('rt-1', 'i1', T0 + 1e6);
