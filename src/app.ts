@@ -11,7 +11,7 @@ import swaggerUiCsp from '@fastify/swagger-ui/static/csp.json';
 import underPressure from '@fastify/under-pressure';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { DestinationStream } from 'pino';
-import { selfAddress, type Config } from './config';
+import { isInMemoryDatabase, selfAddress, type Config } from './config';
 import errorHandler from './plugins/error-handler';
 import incodePlugin from './plugins/incode';
 import metricsPlugin from './plugins/metrics';
@@ -225,6 +225,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       `SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at ${SANDBOX_PREFIX} (${config.encryption.generated ? 'stored data uses a throwaway encryption key' : 'stored data is encrypted with DATA_ENCRYPTION_KEY'})`,
     );
   else app.log.info({ sandbox: false, upstream }, 'broker starting against Incode');
+  // The emulator keeps its sessions in this process: what a database kept from an earlier one is unknown to it.
+  if (config.sandbox && !isInMemoryDatabase(config.database.url))
+    app.log.warn("sandbox mode with a persistent DATABASE_URL: the emulator's sessions live in this process only, so sessions stored by an earlier process are unknown to it after a restart (their checks fail and are dead-lettered); use it to try the database, not to keep sandbox sessions");
   if (config.sandbox && config.adminApiKeys.length === 0)
     app.log.info('the results API (/sessions, /onboardings, and the /operator page\'s calls) is closed until ADMIN_API_KEYS names a service key, e.g. ADMIN_API_KEYS=dev-admin-key npm start');
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.

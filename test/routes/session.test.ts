@@ -677,6 +677,17 @@ describe('sandbox mode', () => {
     }
   });
 
+  it('warns that a persistent database outlives the emulator\'s sessions, and says nothing in memory', async () => {
+    const warned = async (env: Record<string, string>) => {
+      const sb = await startSandbox(env);
+      await sb.close();
+      return sb.logs.lines.some((l) => /sandbox mode with a persistent DATABASE_URL/.test(JSON.parse(l).msg ?? ''));
+    };
+    const file = `sqlite:${join(tempDir('sandbox-db-'), 'broker.db')}`;
+    expect(await warned({ DATABASE_URL: file, DATA_ENCRYPTION_KEY: 'k1:' + Buffer.alloc(32, 3).toString('base64') })).toBe(true);
+    expect(await warned({})).toBe(false);
+  });
+
   it('without ADMIN_API_KEYS says how to open the results API, in the log and in the 401', async () => {
     const sb = await startSandbox({ ADMIN_API_KEYS: '' });
     try {
