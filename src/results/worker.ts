@@ -12,6 +12,10 @@ const DEFAULT_LEASE_MS = 120_000;
 
 /** The longest wait between two attempts of a job. */
 const MAX_BACKOFF_MS = 15 * 60 * 1000;
+/** Failed claims in a row wait longer each time, up to this (a database outage is not asked five times a second). */
+const MAX_CLAIM_BACKOFF_MS = 5000;
+/** How often a claim failure that goes on is said again. */
+const CLAIM_FAILURE_LOG_MS = 30_000;
 
 export interface WorkerOptions {
   store: Store;
@@ -94,6 +98,9 @@ export class JobWorker {
 
   private async run(): Promise<void> {
     const idleMs = this.o.idleMs ?? 200;
+    // Claims failing in a row (a database outage): tried less often, and said once, then every half minute.
+    let failures = 0;
+    let saidAt = 0;
     while (this.running) {
       const free = this.o.concurrency - this.active.size;
       let claimed: Job[] = [];
@@ -102,8 +109,15 @@ export class JobWorker {
       if (free > 0 && subject !== null) {
         try {
           claimed = await this.o.store.claimJobs(this.owner, free, this.o.leaseMs ?? DEFAULT_LEASE_MS, this.now(), subject);
+          if (failures > 0) this.o.log.info({ failures }, 'claiming jobs works again');
+          failures = 0;
         } catch (err) {
-          this.o.log.error({ err: loggedError(err) }, 'claiming jobs failed');
+          failures++;
+          const at = Date.now();
+          if (failures === 1 || at - saidAt >= CLAIM_FAILURE_LOG_MS) {
+            saidAt = at;
+            this.o.log.error({ err: loggedError(err), failures }, 'claiming jobs failed');
+          }
         }
       }
       for (const job of claimed) {
@@ -115,8 +129,9 @@ export class JobWorker {
       }
       if (claimed.length === free && free > 0) continue;
       if (this.kicked) continue;
+      const waitMs = failures > 0 ? Math.min(idleMs * 2 ** Math.min(failures, 10), MAX_CLAIM_BACKOFF_MS) : idleMs;
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, idleMs);
+        const t = setTimeout(resolve, waitMs);
         t.unref();
         this.wake = () => {
           clearTimeout(t);

@@ -378,3 +378,38 @@ describe('a dead-lettered webhook check', () => {
     expect(await pipeline.ingestWebhook(webhook)).toEqual({ duplicate: true });
   });
 });
+
+describe('claims that keep failing (a database outage)', () => {
+  it('are tried less and less often and said once, then the worker says it works again and runs the queue', async () => {
+    await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
+    const logs = new LogCapture();
+    let down = true;
+    const tries: number[] = [];
+    const failing = storeWith(store, (m) =>
+      m === 'claimJobs'
+        ? async (...args: never[]) => {
+            tries.push(performance.now());
+            if (down) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED', syscall: 'connect' });
+            return (store.claimJobs as (...a: never[]) => Promise<unknown>)(...args);
+          }
+        : null,
+    );
+    const ran: string[] = [];
+    const w = worker({ store: failing, handle: async (job) => void ran.push(job.subject), log: pino({ level: 'info' }, logs), now: () => T0 });
+    w.start();
+    try {
+      await waitFor(() => tries.length >= 7, 20_000, 10);
+      // Each wait at least doubles the last (10 ms idle: 20, 40, 80 ... ms); a loaded machine only stretches them.
+      const gaps = tries.slice(1, 7).map((t, i) => t - tries[i]);
+      gaps.forEach((gap, i) => expect(gap).toBeGreaterThanOrEqual(0.9 * 10 * 2 ** (i + 1)));
+      down = false;
+      await waitFor(() => ran.length === 1, 20_000, 10);
+      const msgs = logs.lines.map((l) => JSON.parse(l) as { msg: string; failures?: number });
+      expect(msgs.filter((l) => l.msg === 'claiming jobs failed')).toHaveLength(1);
+      expect(msgs.find((l) => l.msg === 'claiming jobs works again')?.failures).toBeGreaterThanOrEqual(7);
+    } finally {
+      down = false;
+      await w.stop(1000);
+    }
+  });
+});
