@@ -24,6 +24,9 @@ import type { ClaimedKey, Decision, ResultsStatus, StepRecord, Store } from '../
 import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
 
+/** Incode failures that do not say the call did nothing: it may have been carried out before the answer was lost. */
+const MAY_HAVE_BEEN_DONE: ReadonlySet<string> = new Set(['INCODE_UNAVAILABLE', 'INCODE_TIMEOUT', 'INCODE_CONNECTION']);
+
 export type OnboardingStep = 'start' | 'front' | 'back' | 'process-id' | 'selfie' | 'face-match' | 'wait' | 'finish' | 'results';
 export type CaptureStep = 'front' | 'back' | 'selfie';
 
@@ -507,7 +510,11 @@ export class Orchestrator {
       const now = this.now();
       try {
         await this.d.store.recordStep(interviewId, { step, outcome: 'failed', code: e.code, message: e.message, at: now });
-        if (opts.keepSession) await this.d.store.setResultsStatus(interviewId, null, e.code, now);
+        // The last capture's 5xx, timeout or dropped connection may come after Incode did the work (a gateway's 502 or
+        // 504 behind it): the session can still finish there, so it is kept pending and polled like any other (the
+        // caller has its interviewId), its results stored and announced if it does, POLLING_GAVE_UP if it never does.
+        const mayFinish = step === 'face-match' && MAY_HAVE_BEEN_DONE.has(e.code);
+        if (opts.keepSession || mayFinish) await this.d.store.setResultsStatus(interviewId, null, e.code, now);
         else await this.abandon(interviewId, e.code, now);
       } catch (storeErr) {
         this.d.log.error({ interviewId, step, err: loggedError(storeErr) }, 'could not record the failed step');

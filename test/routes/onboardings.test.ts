@@ -237,6 +237,21 @@ describe('POST /onboardings', () => {
     await waitFor(() => !broker.app.databaseOutage.down, 10_000, 50);
   });
 
+  it('a 5xx on the last capture that came after Incode did the work: the session stays pending and polled, so the results that come are stored', async () => {
+    // Face matching is done, then the answer is lost behind a gateway's 503; the finished webhook is lost too.
+    const faults = { errorRate: 1, errorStatuses: [503], errorAfterHandler: true, faultPaths: ['/omni/process/face'], dropWebhookRate: 1 };
+    await withOwnIncode({ processingDelayMs: 50, faults }, { RESULTS_MODE: 'both', POLL_INTERVAL_MS: '200', POLL_MAX_INTERVAL_MS: '400' }, async ({ b, slow }) => {
+      const res = await post(GOOD, { url: b.url });
+      expect(res).toMatchObject({ status: 502, body: { code: 'INCODE_UNAVAILABLE', step: 'face-match', interviewId: expect.stringMatching(/^[0-9a-f]{24}$/) } });
+      const id = res.body.interviewId as string;
+      expect(await b.app.store.getSession(id)).toMatchObject({ resultsStatus: 'pending', lastError: 'INCODE_UNAVAILABLE', nextPollAt: expect.any(Number) });
+      await waitFor(() => slow.app.emulator.sessions.get(id)?.status === 'ONBOARDING_FINISHED', 15_000, 20);
+      // Polling finds it finished and fetches what Incode has.
+      const done = await waitForResults(b.url, id, 20_000);
+      expect(done).toMatchObject({ resultsStatus: 'ready', decision: 'approve' });
+    });
+  }, 40_000);
+
   it('answers 422 with the capture to repeat when Incode cannot process the ID (6000)', async () => {
     const res = await post({ ...GOOD, externalCustomerId: 'emu:process-id-error' });
     expect(res.status).toBe(422);
