@@ -1,5 +1,6 @@
 // The one schema for every environment variable, and a pure loadConfig(env) that validates it.
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { IN_MEMORY, parseStoreUrl } from './store/url';
 
 export class ConfigError extends Error {
@@ -14,7 +15,8 @@ export class ConfigError extends Error {
 
 type Kind =
   | { type: 'string' }
-  | { type: 'url' }
+  /** `base`: a base URL others are appended to (no query, fragment or user info). */
+  | { type: 'url'; base?: true }
   | { type: 'int'; min?: number; max?: number }
   | { type: 'bool' }
   | { type: 'enum'; values: readonly string[] }
@@ -32,7 +34,7 @@ export const ENV_SCHEMA = {
   NODE_ENV: { kind: { type: 'enum', values: ['development', 'test', 'production'] }, default: 'development', doc: 'Only "production" changes anything: it refuses unsafe settings.' },
   PORT: { kind: { type: 'int', min: 0, max: 65535 }, default: '3000', doc: 'TCP port to listen on (0: any free port; not in sandbox mode, whose built-in emulator is called at this port).' },
   HOST: { kind: { type: 'string' }, default: '127.0.0.1', doc: 'Interface to bind (0.0.0.0 in containers).' },
-  PUBLIC_URL: { kind: { type: 'url' }, doc: 'Sandbox mode: how clients reach this service, for the apiUrl that POST /session hands out (the built-in emulator); defaults to http://localhost:PORT. With a real INCODE_API_KEY the apiUrl is Incode\'s and this is unused.' },
+  PUBLIC_URL: { kind: { type: 'url', base: true }, doc: 'Sandbox mode: how clients reach this service, for the apiUrl that POST /session hands out (the built-in emulator); defaults to http://localhost:PORT. With a real INCODE_API_KEY the apiUrl is Incode\'s and this is unused.' },
   LOG_LEVEL: { kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
   LOG_BUFFER_BYTES: {
     // Below the log stream's 16 KiB write size, which it refuses a buffer threshold to reach.
@@ -42,7 +44,7 @@ export const ENV_SCHEMA = {
   },
   CORS_ORIGINS: { kind: { type: 'list' }, default: '', doc: 'Comma-separated exact origins allowed by CORS; "*" only if set explicitly.' },
 
-  INCODE_API_URL: { kind: { type: 'url' }, default: 'https://demo-api.incodesmile.com', doc: 'Incode API base URL: https://saas-api.incodesmile.com for production, https://demo-api.incodesmile.com (the default) for Incode\'s demo environment; a key works only in its own.' },
+  INCODE_API_URL: { kind: { type: 'url', base: true }, default: 'https://demo-api.incodesmile.com', doc: 'Incode API base URL: https://saas-api.incodesmile.com for production, https://demo-api.incodesmile.com (the default) for Incode\'s demo environment; a key works only in its own.' },
   INCODE_API_KEY: { kind: { type: 'string' }, secret: true, doc: 'Incode API key. Unset = sandbox mode against the built-in emulator.' },
   INCODE_CLIENT_ID: { kind: { type: 'string' }, doc: 'Incode client id (needed for onboarding-url).' },
   INCODE_CONFIGURATION_ID: { kind: { type: 'string' }, doc: 'Default flow (configurationId) for new sessions.' },
@@ -273,6 +275,9 @@ function read(env: Env, name: EnvName): string | undefined {
         throw new ConfigError(name, 'must be an absolute http(s) URL');
       }
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(name, `must use http or https, got "${u.protocol}"`);
+      // Paths are appended to a base URL: a query or fragment would end up in the middle of every URL made from it.
+      if (kind.base && (u.search || u.hash || u.username || u.password || value.includes('?') || value.includes('#')))
+        throw new ConfigError(name, 'must be a base URL without query, fragment or user info (paths are appended to it)');
       return value.replace(/\/+$/, '');
     }
     default:
@@ -321,7 +326,33 @@ function parseKeys(raw: string | undefined): { id: string; key: Buffer }[] {
   return keys;
 }
 
+/** An HTTP header name (RFC 9110 token), lowercased as Node presents them: another could never arrive. */
+function headerName(env: Env, name: EnvName): string {
+  const value = str(env, name)!;
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(value)) throw new ConfigError(name, 'must be an HTTP header name (letters, digits and - only, in practice)');
+  return value.toLowerCase();
+}
+
+/**
+ * Keys a client sends in a header: printable ASCII without spaces, or no request could ever match them (a bearer
+ * token ends at its first space; header bytes are read as latin1).
+ */
+function headerKeys(name: EnvName, keys: readonly string[]): void {
+  if (keys.some((k) => !/^[\x21-\x7e]+$/.test(k))) throw new ConfigError(name, 'keys must be printable ASCII without spaces (a header carries them)');
+}
+
 const MIN_SECRET = 16;
+/** Fewer distinct characters than this in a production secret: a placeholder ("aaaa...", "1111..."), not a secret. */
+const MIN_DISTINCT = 6;
+
+/** Production refuses a secret of few distinct characters, however long. */
+function requireVariety(variable: EnvName, secrets: readonly (string | Buffer | undefined)[]): void {
+  for (const secret of secrets) {
+    if (secret === undefined) continue;
+    const distinct = new Set<string | number>(typeof secret === 'string' ? secret : secret.values()).size;
+    if (distinct < MIN_DISTINCT) throw new ConfigError(variable, `looks like a placeholder (${distinct} distinct ${typeof secret === 'string' ? 'characters' : 'bytes'}): use a random secret in production`);
+  }
+}
 const MIN_API_KEY = 24;
 
 /** Production refuses secrets a guess could reach; `what` names the unit (characters, bytes) in the message. */
@@ -437,6 +468,11 @@ export function loadConfig(env: Env): Config {
   const production = nodeEnv === 'production';
   const port = int(env, 'PORT');
   const apiKey = str(env, 'INCODE_API_KEY');
+  const host = str(env, 'HOST')!;
+  // An address or a name, as listen() takes it and as the sandbox's own URL is built from it (an IPv6 address goes in
+  // brackets there, so it may not bring its own, nor a zone or a port).
+  if (!(isIP(host) && !host.includes('%')) && !/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(host))
+    throw new ConfigError('HOST', 'must be an IP address or a host name, without brackets, zone, port or spaces');
   const sandbox = !apiKey;
   // The built-in emulator is called over loopback at this service's own port, which must therefore be known.
   if (sandbox && port === 0) throw new ConfigError('PORT', 'must not be 0 in sandbox mode: the built-in Incode emulator is reached at this service\'s own port');
@@ -456,31 +492,41 @@ export function loadConfig(env: Env): Config {
     clientId: str(env, 'WEBHOOK_CLIENT_ID'),
     clientSecret: str(env, 'WEBHOOK_CLIENT_SECRET'),
     secret: str(env, 'WEBHOOK_SECRET'),
-    secretHeader: str(env, 'WEBHOOK_SECRET_HEADER')!.toLowerCase(),
+    secretHeader: headerName(env, 'WEBHOOK_SECRET_HEADER'),
     tokenTtlSeconds: int(env, 'WEBHOOK_TOKEN_TTL_SECONDS'),
     allowUnauthenticated: bool(env, 'WEBHOOK_ALLOW_UNAUTHENTICATED'),
   };
   if (!!webhook.clientId !== !!webhook.clientSecret)
     throw new ConfigError(webhook.clientId ? 'WEBHOOK_CLIENT_SECRET' : 'WEBHOOK_CLIENT_ID', 'must be set together with its pair');
+  if (webhook.secret) headerKeys('WEBHOOK_SECRET', [webhook.secret]);
   if (production) {
     if (webhook.allowUnauthenticated) throw new ConfigError('WEBHOOK_ALLOW_UNAUTHENTICATED', 'must not be true in production');
     if (!webhook.secret && !webhook.clientSecret) throw new ConfigError('WEBHOOK_CLIENT_SECRET', 'or WEBHOOK_SECRET is required in production: webhooks must be authenticated');
     if (webhook.secret) requireLength('WEBHOOK_SECRET', webhook.secret.length, MIN_SECRET);
     if (webhook.clientSecret) requireLength('WEBHOOK_CLIENT_SECRET', webhook.clientSecret.length, MIN_SECRET);
+    requireVariety('WEBHOOK_SECRET', [webhook.secret]);
+    requireVariety('WEBHOOK_CLIENT_SECRET', [webhook.clientSecret]);
+    requireVariety('DATA_ENCRYPTION_KEY', keys.map((k) => k.key));
   }
 
   const adminApiKeys = list(env, 'ADMIN_API_KEYS');
+  headerKeys('ADMIN_API_KEYS', adminApiKeys);
   if (production) {
     if (adminApiKeys.length === 0) throw new ConfigError('ADMIN_API_KEYS', 'is required in production: the results API must be protected');
     requireLength('ADMIN_API_KEYS', adminApiKeys.map((k) => k.length), MIN_API_KEY);
+    requireVariety('ADMIN_API_KEYS', adminApiKeys);
   }
   const metricsTokens = list(env, 'METRICS_TOKENS');
+  headerKeys('METRICS_TOKENS', metricsTokens);
   if (production) requireLength('METRICS_TOKENS', metricsTokens.map((k) => k.length), MIN_API_KEY);
+  if (production) requireVariety('METRICS_TOKENS', metricsTokens);
 
   const callerAuthMode = str(env, 'CALLER_AUTH') as Config['callerAuth']['mode'];
   const appKeys = list(env, 'APP_API_KEYS');
+  headerKeys('APP_API_KEYS', appKeys);
   if (callerAuthMode === 'app-keys' && appKeys.length === 0) throw new ConfigError('APP_API_KEYS', 'is required when CALLER_AUTH=app-keys');
   if (production) requireLength('APP_API_KEYS', appKeys.map((k) => k.length), MIN_API_KEY);
+  if (production) requireVariety('APP_API_KEYS', appKeys);
   // In every environment: app keys ship inside frontends, so one that also opens the results API leaks all PII.
   if (appKeys.some((k) => adminApiKeys.includes(k)))
     throw new ConfigError('APP_API_KEYS', 'must not contain a key of ADMIN_API_KEYS: app keys ship in frontends, service keys read personal data');
@@ -515,6 +561,13 @@ export function loadConfig(env: Env): Config {
   if (callback.secret?.startsWith('whsec_') && !/^(?=.)(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(callback.secret.slice(6)))
     throw new ConfigError('CALLBACK_SECRET', 'must be "whsec_" followed by standard base64 (with its padding), as Standard Webhooks libraries read it');
   if (production && callback.secret) requireLength('CALLBACK_SECRET', callbackSecretBytes(callback.secret), MIN_SECRET, 'bytes');
+  if (production) requireVariety('CALLBACK_SECRET', [callback.secret]);
+  // The callback's receiver holds this secret: it must open nothing here (the results API, webhooks, metrics).
+  for (const [list, keys] of [['ADMIN_API_KEYS', adminApiKeys], ['METRICS_TOKENS', metricsTokens], ['APP_API_KEYS', appKeys], ['WEBHOOK_SECRET', webhook.secret ? [webhook.secret] : []], ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret ? [webhook.clientSecret] : []]] as const)
+    if (callback.secret && keys.includes(callback.secret)) throw new ConfigError('CALLBACK_SECRET', `must not be a key of ${list}: the customer's receiver holds it`);
+  // Nor may the Incode API key double as a key of this service's: whoever holds one holds the other.
+  for (const [list, keys] of [['ADMIN_API_KEYS', adminApiKeys], ['METRICS_TOKENS', metricsTokens], ['APP_API_KEYS', appKeys], ['WEBHOOK_SECRET', webhook.secret ? [webhook.secret] : []], ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret ? [webhook.clientSecret] : []]] as const)
+    if (apiKey && keys.includes(apiKey)) throw new ConfigError(list, 'must not contain the INCODE_API_KEY: each secret has one holder');
   if (production && callback.url) refuseCleartext('CALLBACK_URL', callback.url, 'decisions would travel in cleartext');
 
   const executiveEmail = str(env, 'INCODE_EXECUTIVE_EMAIL');
@@ -559,7 +612,7 @@ export function loadConfig(env: Env): Config {
   return {
     nodeEnv,
     port,
-    host: str(env, 'HOST')!,
+    host,
     publicUrl,
     logLevel: str(env, 'LOG_LEVEL')!,
     logBufferBytes: int(env, 'LOG_BUFFER_BYTES'),
@@ -567,7 +620,7 @@ export function loadConfig(env: Env): Config {
     sandbox,
     incode: {
       // In sandbox mode the upstream is the emulator mounted in this process, called over loopback like Incode.
-      apiUrl: sandbox ? `http://${selfAddress(str(env, 'HOST')!)}:${port}/sandbox/incode` : incodeApiUrl,
+      apiUrl: sandbox ? `http://${selfAddress(host)}:${port}/sandbox/incode` : incodeApiUrl,
       // Random per process: the emulator's admin routes (sessions, their customer ids, minted tokens) take this key,
       // and a sandbox bound to a reachable address must not open them to anyone who read this file.
       apiKey: apiKey ?? `sandbox-${randomBytes(18).toString('base64url')}`,

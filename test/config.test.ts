@@ -5,14 +5,16 @@ import { parse as parseDotenv } from 'dotenv';
 import { ConfigError, ENV_SCHEMA, loadConfig, type Config } from '../src/config';
 import { renderEnvExample } from '../src/env-example';
 
-const KEY = Buffer.alloc(32, 1).toString('base64');
+/** A production-looking secret of n characters starting with c (distinct per c; not a run of one character). */
+const key = (c: string, n: number) => `${c}-Zq8Wm2Xr7Tp4Vn6Ys1Lb9Hd5`.repeat(Math.ceil(n / 26) + 1).slice(0, n);
+const KEY = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) % 256)).toString('base64');
 const prodEnv = {
   NODE_ENV: 'production',
   INCODE_API_KEY: 'live-key',
   DATA_ENCRYPTION_KEY: `main:${KEY}`,
-  ADMIN_API_KEYS: 'a'.repeat(32),
+  ADMIN_API_KEYS: key('a', 32),
   WEBHOOK_CLIENT_ID: 'incode',
-  WEBHOOK_CLIENT_SECRET: 's'.repeat(32),
+  WEBHOOK_CLIENT_SECRET: key('s', 32),
 };
 
 function errorFor(env: Record<string, string>): ConfigError {
@@ -154,12 +156,12 @@ describe('loadConfig', () => {
     [{ INCODE_API_URL: 'http://127.0.0.1.example.com' }, 'INCODE_API_URL'],
     [{ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'short-app-key' }, 'APP_API_KEYS'],
     // One short key among good ones is enough to refuse (rotation lists).
-    [{ APP_API_KEYS: `${'p'.repeat(32)},x` }, 'APP_API_KEYS'],
+    [{ APP_API_KEYS: `${key('p', 32)},x` }, 'APP_API_KEYS'],
     [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'x' }, 'CALLBACK_SECRET'],
     // A Standard Webhooks secret counts by its decoded key, not by the length of its text.
     [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: `whsec_${Buffer.alloc(8, 3).toString('base64')}` }, 'CALLBACK_SECRET'],
     // Decisions in cleartext; keys anyone on the path could replace to sign as any caller.
-    [{ CALLBACK_URL: 'http://cb.example.com/hook', CALLBACK_SECRET: 's'.repeat(32) }, 'CALLBACK_URL'],
+    [{ CALLBACK_URL: 'http://cb.example.com/hook', CALLBACK_SECRET: key('c', 32) }, 'CALLBACK_URL'],
     [{ CALLER_AUTH: 'jwt', JWT_JWKS_URL: 'http://idp.example.com/jwks.json', JWT_ISSUER: 'https://idp.example.com/', JWT_AUDIENCE: 'broker' }, 'JWT_JWKS_URL'],
   ])('refuses unsafe production setting %j', (override, variable) => {
     const e = errorFor({ ...prodEnv, ...override });
@@ -186,6 +188,57 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...prodEnv, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: good }).callback.secret).toBe(good);
   });
 
+  it.each([
+    [{ ADMIN_API_KEYS: 'a'.repeat(32) }, 'ADMIN_API_KEYS'],
+    [{ ADMIN_API_KEYS: `${key('a', 32)},${'ab'.repeat(16)}` }, 'ADMIN_API_KEYS'],
+    [{ WEBHOOK_CLIENT_SECRET: '1'.repeat(32) }, 'WEBHOOK_CLIENT_SECRET'],
+    [{ WEBHOOK_SECRET: '12341234123412341234' }, 'WEBHOOK_SECRET'],
+    [{ METRICS_TOKENS: 'm'.repeat(32) }, 'METRICS_TOKENS'],
+    [{ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'p'.repeat(32) }, 'APP_API_KEYS'],
+    [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'c'.repeat(32) }, 'CALLBACK_SECRET'],
+    [{ DATA_ENCRYPTION_KEY: Buffer.alloc(32).toString('base64') }, 'DATA_ENCRYPTION_KEY'],
+  ])('refuses a placeholder secret in production (few distinct characters, however long): %j', (override, variable) => {
+    const e = errorFor({ ...prodEnv, ...override });
+    expect([e.variable, e.message]).toEqual([variable, expect.stringMatching(/placeholder/)]);
+    // Allowed elsewhere: a developer's "dev-key" is nobody's business.
+    if (variable !== 'CALLBACK_SECRET') expect(() => loadConfig({ ...prodEnv, ...override, NODE_ENV: 'development' })).not.toThrow();
+  });
+
+  it.each([
+    ['CALLBACK_SECRET', { CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: key('a', 32) }],
+    ['ADMIN_API_KEYS', { INCODE_API_KEY: key('a', 32) }],
+    ['WEBHOOK_CLIENT_SECRET', { INCODE_API_KEY: key('s', 32) }],
+  ])('refuses one secret held in two roles (%s), in every environment', (variable, override) => {
+    for (const NODE_ENV of ['production', 'development']) expect(errorFor({ ...prodEnv, ...override, NODE_ENV }).variable).toBe(variable);
+  });
+
+  it.each([
+    [{ HOST: '[::1]' }, 'HOST'],
+    [{ HOST: 'fe80::1%lo' }, 'HOST'],
+    [{ HOST: 'localhost:80' }, 'HOST'],
+    [{ HOST: 'not a host' }, 'HOST'],
+    [{ WEBHOOK_SECRET_HEADER: 'x bad header' }, 'WEBHOOK_SECRET_HEADER'],
+    [{ WEBHOOK_SECRET_HEADER: 'x-webhook-secret:' }, 'WEBHOOK_SECRET_HEADER'],
+    [{ ADMIN_API_KEYS: 'dev key with space' }, 'ADMIN_API_KEYS'],
+    [{ ADMIN_API_KEYS: 'clé-secrète-ünïcode-0123456789' }, 'ADMIN_API_KEYS'],
+    [{ METRICS_TOKENS: 'tab\there' }, 'METRICS_TOKENS'],
+    [{ WEBHOOK_SECRET: 'with space inside' }, 'WEBHOOK_SECRET'],
+    [{ PUBLIC_URL: 'https://pub.example.com/?x=1' }, 'PUBLIC_URL'],
+    [{ PUBLIC_URL: 'https://pub.example.com/#x' }, 'PUBLIC_URL'],
+    [{ INCODE_API_URL: 'https://user:pw@saas-api.incodesmile.com' }, 'INCODE_API_URL'],
+  ])('refuses a value no request could match, or a base URL others could not be appended to: %j', (override, variable) => {
+    const e = errorFor({ ...override });
+    expect(e.variable).toBe(variable);
+    // Never echoed: it may be a secret.
+    expect(e.message).not.toContain(Object.values(override)[0]);
+  });
+
+  it('takes IPv4, IPv6 and host names for HOST, and a header name of any case', () => {
+    for (const HOST of ['0.0.0.0', '::', '::1', 'localhost', 'broker.internal']) expect(loadConfig({ HOST, PORT: '3000' }).host).toBe(HOST);
+    expect(loadConfig({ HOST: '::1' }).incode.apiUrl).toBe('http://[::1]:3000/sandbox/incode');
+    expect(loadConfig({ WEBHOOK_SECRET_HEADER: 'X-Incode-Secret' }).webhook.secretHeader).toBe('x-incode-secret');
+  });
+
   it('says why in production refusals, without echoing the value', () => {
     expect(errorFor({ ...prodEnv, DATABASE_URL: 'sqlite::memory:' }).message).toMatch(/lost on restart/);
     expect(errorFor({ ...prodEnv, INCODE_API_URL: 'http://demo-api.incodesmile.com' }).message).toMatch(/https.*cleartext/);
@@ -203,7 +256,7 @@ describe('loadConfig', () => {
       ...prodEnv,
       DATABASE_URL: 'sqlite:./data/broker.db',
       CALLER_AUTH: 'app-keys',
-      APP_API_KEYS: `${'p'.repeat(24)},${'q'.repeat(40)}`,
+      APP_API_KEYS: `${key('p', 24)},${key('q', 40)}`,
       CALLBACK_URL: 'https://cb.example.com/hook',
       CALLBACK_SECRET: `whsec_${Buffer.alloc(24, 3).toString('base64')}`,
     });
@@ -216,7 +269,7 @@ describe('loadConfig', () => {
   it.each(['production', 'development', 'test'])('refuses an app key that is also an admin key (%s): app keys ship in frontends', (nodeEnv) => {
     const shared = 'shared-key-0123456789abcdefghij';
     const env = nodeEnv === 'production' ? prodEnv : { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY };
-    const e = errorFor({ ...env, NODE_ENV: nodeEnv, ADMIN_API_KEYS: `${'a'.repeat(32)},${shared}`, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${'b'.repeat(32)},${shared}` });
+    const e = errorFor({ ...env, NODE_ENV: nodeEnv, ADMIN_API_KEYS: `${key('a', 32)},${shared}`, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${key('b', 32)},${shared}` });
     expect(e.variable).toBe('APP_API_KEYS');
     expect(e.message).toMatch(/ADMIN_API_KEYS/);
     expect(e.message).not.toContain(shared);
@@ -225,20 +278,20 @@ describe('loadConfig', () => {
   it.each(['production', 'development', 'test'])('refuses a metrics token that is also an app key (%s)', (nodeEnv) => {
     const shared = 'shared-key-0123456789abcdefghij';
     const env = nodeEnv === 'production' ? prodEnv : { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY };
-    const e = errorFor({ ...env, NODE_ENV: nodeEnv, METRICS_TOKENS: shared, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${'b'.repeat(32)},${shared}` });
+    const e = errorFor({ ...env, NODE_ENV: nodeEnv, METRICS_TOKENS: shared, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${key('b', 32)},${shared}` });
     expect(e.variable).toBe('METRICS_TOKENS');
     expect(e.message).toMatch(/APP_API_KEYS/);
     expect(e.message).not.toContain(shared);
   });
 
   it.each([
-    ['METRICS_TOKENS', (k: string) => ({ METRICS_TOKENS: `${'m'.repeat(32)},${k}` })],
+    ['METRICS_TOKENS', (k: string) => ({ METRICS_TOKENS: `${key('m', 32)},${k}` })],
     ['WEBHOOK_SECRET', (k: string) => ({ WEBHOOK_SECRET: k })],
     ['WEBHOOK_CLIENT_SECRET', (k: string) => ({ WEBHOOK_CLIENT_ID: 'incode', WEBHOOK_CLIENT_SECRET: k })],
   ])('refuses %s equal to an admin key, in every environment: a service key reads personal data', (variable, set) => {
     const shared = 'shared-key-0123456789abcdefghij';
     for (const env of [prodEnv, { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY }]) {
-      const e = errorFor({ ...env, ADMIN_API_KEYS: `${'a'.repeat(32)},${shared}`, ...set(shared) });
+      const e = errorFor({ ...env, ADMIN_API_KEYS: `${key('a', 32)},${shared}`, ...set(shared) });
       expect(e.variable).toBe(variable);
       expect(e.message).toMatch(/ADMIN_API_KEYS/);
       expect(e.message).not.toContain(shared);
@@ -246,7 +299,7 @@ describe('loadConfig', () => {
   });
 
   it.each([
-    ['WEBHOOK_SECRET', 'APP_API_KEYS', (k: string) => ({ WEBHOOK_SECRET: k, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${'b'.repeat(32)},${k}` })],
+    ['WEBHOOK_SECRET', 'APP_API_KEYS', (k: string) => ({ WEBHOOK_SECRET: k, CALLER_AUTH: 'app-keys', APP_API_KEYS: `${key('b', 32)},${k}` })],
     ['WEBHOOK_CLIENT_SECRET', 'METRICS_TOKENS', (k: string) => ({ WEBHOOK_CLIENT_ID: 'incode', WEBHOOK_CLIENT_SECRET: k, METRICS_TOKENS: k })],
   ])('refuses %s equal to a key of %s, in every environment: its holder could post webhooks', (variable, other, set) => {
     const shared = 'shared-key-0123456789abcdefghij';
@@ -308,7 +361,7 @@ describe('loadConfig', () => {
     expect(reversed.variable).toBe('DATA_ENCRYPTION_KEY');
     expect(reversed.message).not.toContain(KEY.slice(0, 12));
     // A URL that does not parse may still carry credentials.
-    const url = errorFor({ CALLBACK_URL: 'https://u:p4ssw0rd@[bad/h?token=S3CRET', CALLBACK_SECRET: 'x'.repeat(32) });
+    const url = errorFor({ CALLBACK_URL: 'https://u:p4ssw0rd@[bad/h?token=S3CRET', CALLBACK_SECRET: key('x', 32) });
     expect(url.variable).toBe('CALLBACK_URL');
     expect(url.message).not.toMatch(/p4ssw0rd|S3CRET/);
     // Nor an origin list's entry: it is named by its place.

@@ -1,4 +1,5 @@
 // POST /session, /session/resume and /session/status over HTTP against the real emulator; sandbox mode; CORS.
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -634,7 +635,7 @@ describe('POST /session against the emulator', () => {
   it("warns in production when INCODE_API_URL is left at Incode's demo environment", async () => {
     const dir = tempDir('broker-prod-');
     const prod = async (extra: Record<string, string>) => {
-      const env = brokerEnv('https://demo-api.incodesmile.com', { NODE_ENV: 'production', DATABASE_URL: `sqlite:${join(dir, `${extra.INCODE_API_URL ? 'saas' : 'demo'}.db`)}`, METRICS_TOKENS: 'm'.repeat(32), ...extra });
+      const env = brokerEnv('https://demo-api.incodesmile.com', { NODE_ENV: 'production', DATABASE_URL: `sqlite:${join(dir, `${extra.INCODE_API_URL ? 'saas' : 'demo'}.db`)}`, METRICS_TOKENS: 'metrics-token-Zq8Wm2Xr7Tp4Vn6Ys1Lb9', DATA_ENCRYPTION_KEY: `k1:${randomBytes(32).toString('base64')}`, ...extra });
       const b = await startBroker(env);
       await b.close();
       return b.logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40).map((l) => l.msg);
