@@ -229,8 +229,9 @@ describe('loadConfig', () => {
   ])('refuses a value no request could match, or a base URL others could not be appended to: %j', (override, variable) => {
     const e = errorFor({ ...override });
     expect(e.variable).toBe(variable);
-    // Never echoed: it may be a secret.
+    // Never echoed: it may be a secret (a URL's user info among them).
     expect(e.message).not.toContain(Object.values(override)[0]);
+    expect(e.message).not.toMatch(/user:pw/);
   });
 
   it('takes IPv4, IPv6 and host names for HOST, and a header name of any case', () => {

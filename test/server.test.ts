@@ -1,4 +1,5 @@
 // The real server process: graceful shutdown on SIGTERM, and no result lost when it is killed with SIGKILL mid-job.
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -191,6 +192,18 @@ describe('server process', () => {
       await emu.close();
     }
   }, 40_000);
+
+  it('exits 1 naming DATABASE_URL when the database cannot be opened (never its password)', async () => {
+    const key = `k1:${Buffer.from(Array.from({ length: 32 }, (_, i) => i * 7 + 3)).toString('base64')}`;
+    for (const url of ['postgres://broker:db-password-4477@127.0.0.1:1/test', `sqlite:${join(tempDir('broker-db-'), 'file')}/under-a-file.db`]) {
+      if (url.startsWith('sqlite:')) writeFileSync(url.slice('sqlite:'.length).split('/under-a-file.db')[0], 'not a directory');
+      const p = spawnBroker({ DATABASE_URL: url, DATA_ENCRYPTION_KEY: key, DATABASE_TIMEOUT_MS: '2000' });
+      procs.push(p);
+      expect(await p.exited).toBe(1);
+      expect(p.output()).toMatch(/failed to start: the database of DATABASE_URL could not be opened: /);
+      expect(p.output()).not.toContain('db-password-4477');
+    }
+  }, 30_000);
 
   it('refuses to start with a message naming the variable', async () => {
     const p = spawnBroker({ NODE_ENV: 'production' });

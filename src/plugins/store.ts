@@ -16,8 +16,16 @@ declare module 'fastify' {
 export default fp<{ config: Config; store?: Store }>(
   async (app, opts) => {
     const owned = !opts.store;
-    const store = opts.store ?? createStore(storeOptions(opts.config));
-    await store.migrate();
+    let store: Store | undefined;
+    try {
+      store = opts.store ?? createStore(storeOptions(opts.config));
+      await store.migrate();
+    } catch (err) {
+      if (owned) await store?.close().catch(() => undefined);
+      // "connect ECONNREFUSED" or "EACCES: mkdir" alone does not say which setting to look at. The driver's words
+      // name a host, a port or a path, never the URL's password.
+      throw new Error(`the database of DATABASE_URL could not be opened: ${(err as Error).message}`, { cause: err });
+    }
     app.decorate('store', store);
     const outage = new DatabaseOutage(() => store.ping());
     app.decorate('databaseOutage', outage);

@@ -40,7 +40,6 @@ describe('an Incode that echoes what it was sent in its error bodies', () => {
   let upstream: Server;
   let broker: Broker;
   const tokens: string[] = [];
-  const UPSTREAM_PASSWORD = 'upstream-userinfo-pw-5151';
   /** How /omni/add/front-id answers: 500 fails the step, 400 refuses the image. */
   let frontStatus = 500;
   /** Paths Incode was asked for: the risky calls must have happened for their absence from the logs to mean anything. */
@@ -73,7 +72,7 @@ describe('an Incode that echoes what it was sent in its error bodies', () => {
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
     const { port } = upstream.address() as AddressInfo;
     broker = await startBroker(
-      brokerEnv(`http://incode:${UPSTREAM_PASSWORD}@127.0.0.1:${port}`, {
+      brokerEnv(`http://127.0.0.1:${port}`, {
         LOG_LEVEL: 'trace',
         RESULTS_MODE: 'both',
         INCODE_MAX_RETRIES: '0',
@@ -134,7 +133,6 @@ describe('an Incode that echoes what it was sent in its error bodies', () => {
       WEBHOOK_CLIENT_SECRET,
       auth,
       EXEC_PASSWORD,
-      UPSTREAM_PASSWORD,
       ext,
       extOnb,
       'Bad request:',
