@@ -69,10 +69,10 @@ function clientErrorAnswer(code: string | undefined): [number, string, string] {
   return [400, 'MALFORMED_REQUEST', 'The request is not valid HTTP/1.1'];
 }
 
-/** Where sandbox mode mounts the emulator. */
 /** What a browser frontend may read of an answer (Retry-After and the limit of a 429 among them). */
 const CORS_EXPOSED_HEADERS = ['x-request-id', 'retry-after', 'x-ratelimit-limit'];
 
+/** Where sandbox mode mounts the emulator. */
 const SANDBOX_PREFIX = '/sandbox/incode';
 const isEmulatorUrl = (url: string) => url.startsWith(`${SANDBOX_PREFIX}/`);
 

@@ -471,7 +471,7 @@ export function loadConfig(env: Env): Config {
   const host = str(env, 'HOST')!;
   // An address or a name, as listen() takes it and as the sandbox's own URL is built from it (an IPv6 address goes in
   // brackets there, so it may not bring its own, nor a zone or a port).
-  if (!(isIP(host) && !host.includes('%')) && !/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(host))
+  if (!(isIP(host) && !host.includes('%')) && !/^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$/.test(host))
     throw new ConfigError('HOST', 'must be an IP address or a host name, without brackets, zone, port or spaces');
   const sandbox = !apiKey;
   // The built-in emulator is called over loopback at this service's own port, which must therefore be known.
@@ -561,13 +561,23 @@ export function loadConfig(env: Env): Config {
   if (callback.secret?.startsWith('whsec_') && !/^(?=.)(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(callback.secret.slice(6)))
     throw new ConfigError('CALLBACK_SECRET', 'must be "whsec_" followed by standard base64 (with its padding), as Standard Webhooks libraries read it');
   if (production && callback.secret) requireLength('CALLBACK_SECRET', callbackSecretBytes(callback.secret), MIN_SECRET, 'bytes');
-  if (production) requireVariety('CALLBACK_SECRET', [callback.secret]);
-  // The callback's receiver holds this secret: it must open nothing here (the results API, webhooks, metrics).
-  for (const [list, keys] of [['ADMIN_API_KEYS', adminApiKeys], ['METRICS_TOKENS', metricsTokens], ['APP_API_KEYS', appKeys], ['WEBHOOK_SECRET', webhook.secret ? [webhook.secret] : []], ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret ? [webhook.clientSecret] : []]] as const)
+  // A "whsec_" secret by the bytes it signs with: its prefix alone has six distinct characters.
+  if (production && callback.secret) requireVariety('CALLBACK_SECRET', [callback.secret.startsWith('whsec_') ? Buffer.from(callback.secret.slice(6), 'base64') : callback.secret]);
+  // The keys that open something here (the results API, webhooks, metrics, session starts), by who holds them.
+  const held = [
+    ['ADMIN_API_KEYS', adminApiKeys],
+    ['METRICS_TOKENS', metricsTokens],
+    ['APP_API_KEYS', appKeys],
+    ['WEBHOOK_SECRET', webhook.secret ? [webhook.secret] : []],
+    ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret ? [webhook.clientSecret] : []],
+  ] as const;
+  // The callback's receiver holds its secret, and Incode's API key is Incode's and this service's: neither may open
+  // anything else (whoever holds one would hold the other).
+  for (const [list, keys] of held) {
     if (callback.secret && keys.includes(callback.secret)) throw new ConfigError('CALLBACK_SECRET', `must not be a key of ${list}: the customer's receiver holds it`);
-  // Nor may the Incode API key double as a key of this service's: whoever holds one holds the other.
-  for (const [list, keys] of [['ADMIN_API_KEYS', adminApiKeys], ['METRICS_TOKENS', metricsTokens], ['APP_API_KEYS', appKeys], ['WEBHOOK_SECRET', webhook.secret ? [webhook.secret] : []], ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret ? [webhook.clientSecret] : []]] as const)
     if (apiKey && keys.includes(apiKey)) throw new ConfigError(list, 'must not contain the INCODE_API_KEY: each secret has one holder');
+  }
+  if (apiKey && callback.secret === apiKey) throw new ConfigError('CALLBACK_SECRET', "must not be the INCODE_API_KEY: the customer's receiver holds it");
   if (production && callback.url) refuseCleartext('CALLBACK_URL', callback.url, 'decisions would travel in cleartext');
 
   const executiveEmail = str(env, 'INCODE_EXECUTIVE_EMAIL');

@@ -184,7 +184,7 @@ describe('loadConfig', () => {
   });
 
   it('takes a "whsec_" CALLBACK_SECRET of standard base64 with its padding', () => {
-    const good = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
+    const good = 'whsec_' + Buffer.from(KEY, 'base64').toString('base64');
     expect(loadConfig({ ...prodEnv, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: good }).callback.secret).toBe(good);
   });
 
@@ -196,6 +196,7 @@ describe('loadConfig', () => {
     [{ METRICS_TOKENS: 'm'.repeat(32) }, 'METRICS_TOKENS'],
     [{ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'p'.repeat(32) }, 'APP_API_KEYS'],
     [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'c'.repeat(32) }, 'CALLBACK_SECRET'],
+    [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: `whsec_${Buffer.alloc(24, 3).toString('base64')}` }, 'CALLBACK_SECRET'],
     [{ DATA_ENCRYPTION_KEY: Buffer.alloc(32).toString('base64') }, 'DATA_ENCRYPTION_KEY'],
   ])('refuses a placeholder secret in production (few distinct characters, however long): %j', (override, variable) => {
     const e = errorFor({ ...prodEnv, ...override });
@@ -208,6 +209,7 @@ describe('loadConfig', () => {
     ['CALLBACK_SECRET', { CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: key('a', 32) }],
     ['ADMIN_API_KEYS', { INCODE_API_KEY: key('a', 32) }],
     ['WEBHOOK_CLIENT_SECRET', { INCODE_API_KEY: key('s', 32) }],
+    ['CALLBACK_SECRET', { INCODE_API_KEY: key('c', 32), CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: key('c', 32) }],
   ])('refuses one secret held in two roles (%s), in every environment', (variable, override) => {
     for (const NODE_ENV of ['production', 'development']) expect(errorFor({ ...prodEnv, ...override, NODE_ENV }).variable).toBe(variable);
   });
@@ -235,7 +237,7 @@ describe('loadConfig', () => {
   });
 
   it('takes IPv4, IPv6 and host names for HOST, and a header name of any case', () => {
-    for (const HOST of ['0.0.0.0', '::', '::1', 'localhost', 'broker.internal']) expect(loadConfig({ HOST, PORT: '3000' }).host).toBe(HOST);
+    for (const HOST of ['0.0.0.0', '::', '::1', 'localhost', 'broker.internal', 'broker_1']) expect(loadConfig({ HOST, PORT: '3000' }).host).toBe(HOST);
     expect(loadConfig({ HOST: '::1' }).incode.apiUrl).toBe('http://[::1]:3000/sandbox/incode');
     expect(loadConfig({ WEBHOOK_SECRET_HEADER: 'X-Incode-Secret' }).webhook.secretHeader).toBe('x-incode-secret');
   });
@@ -259,7 +261,7 @@ describe('loadConfig', () => {
       CALLER_AUTH: 'app-keys',
       APP_API_KEYS: `${key('p', 24)},${key('q', 40)}`,
       CALLBACK_URL: 'https://cb.example.com/hook',
-      CALLBACK_SECRET: `whsec_${Buffer.alloc(24, 3).toString('base64')}`,
+      CALLBACK_SECRET: `whsec_${Buffer.from(KEY, 'base64').subarray(0, 24).toString('base64')}`,
     });
     expect(c.callerAuth.appKeys).toHaveLength(2);
     expect(c.database.url).toBe('sqlite:./data/broker.db');

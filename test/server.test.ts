@@ -200,7 +200,7 @@ describe('server process', () => {
       const p = spawnBroker({ DATABASE_URL: url, DATA_ENCRYPTION_KEY: key, DATABASE_TIMEOUT_MS: '2000' });
       procs.push(p);
       expect(await p.exited).toBe(1);
-      expect(p.output()).toMatch(/failed to start: the database of DATABASE_URL could not be opened: /);
+      expect(p.output()).toMatch(/failed to start: the database of DATABASE_URL could not be opened or migrated: /);
       expect(p.output()).not.toContain('db-password-4477');
     }
   }, 30_000);

@@ -24,9 +24,6 @@ import type { ClaimedKey, Decision, ResultsStatus, StepRecord, Store } from '../
 import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
 
-/** Incode failures that do not say the call did nothing: it may have been carried out before the answer was lost. */
-const MAY_HAVE_BEEN_DONE: ReadonlySet<string> = new Set(['INCODE_UNAVAILABLE', 'INCODE_TIMEOUT', 'INCODE_CONNECTION']);
-
 export type OnboardingStep = 'start' | 'front' | 'back' | 'process-id' | 'selfie' | 'face-match' | 'wait' | 'finish' | 'results';
 export type CaptureStep = 'front' | 'back' | 'selfie';
 
@@ -96,8 +93,8 @@ export class OnboardingError extends Error {
     readonly code: string,
     message: string,
     readonly interviewId: string | null,
-    /** The IncodeError behind it, so an HTTP answer maps it like any other Incode failure. */
-    cause?: IncodeError,
+    /** The IncodeError behind it, so an HTTP answer maps it like any other Incode failure (or the database's). */
+    cause?: unknown,
   ) {
     super(message, cause === undefined ? undefined : { cause });
   }
@@ -501,7 +498,7 @@ export class Orchestrator {
       const detail = err.incodeCode !== undefined ? ` (Incode status ${err.incodeCode})` : '';
       const http = err.details.httpStatus !== undefined ? ` with HTTP ${err.details.httpStatus}` : '';
       e = new OnboardingError(step, err.code, `Incode ${err.operation} failed at step ${step}${http}${detail}`, interviewId, err);
-    } else if (isDatabaseUnavailable(err)) e = new OnboardingError(step, 'DATABASE_UNAVAILABLE', `The database did not answer at step ${step}`, interviewId);
+    } else if (isDatabaseUnavailable(err)) e = new OnboardingError(step, 'DATABASE_UNAVAILABLE', `The database did not answer at step ${step}`, interviewId, err);
     else e = new OnboardingError(step, 'INTERNAL_ERROR', `Step ${step} failed unexpectedly`, interviewId);
     this.d.log.error({ interviewId, step, code: e.code, incodeStatus: e.incode?.incodeStatus }, 'onboarding step failed');
     // Not when the database itself failed: recording that would only wait out another DATABASE_TIMEOUT_MS before the
@@ -513,7 +510,7 @@ export class Orchestrator {
         // The last capture's 5xx, timeout or dropped connection may come after Incode did the work (a gateway's 502 or
         // 504 behind it): the session can still finish there, so it is kept pending and polled like any other (the
         // caller has its interviewId), its results stored and announced if it does, POLLING_GAVE_UP if it never does.
-        const mayFinish = step === 'face-match' && MAY_HAVE_BEEN_DONE.has(e.code);
+        const mayFinish = step === 'face-match' && err instanceof IncodeError && !err.certainlyNotDone;
         if (opts.keepSession || mayFinish) await this.d.store.setResultsStatus(interviewId, null, e.code, now);
         else await this.abandon(interviewId, e.code, now);
       } catch (storeErr) {

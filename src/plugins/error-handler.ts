@@ -4,7 +4,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, databaseUnavailableError, retryAfter } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
-import { isDatabaseUnavailable } from '../store/unavailable';
+import { isDatabaseUnavailable, suggestsDatabaseDown } from '../store/unavailable';
 import { loggedError } from '../logging';
 
 export interface Mapped {
@@ -76,7 +76,8 @@ function mapError(err: FastifyError | Error): Mapped {
 export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, fields?: (m: Mapped) => Record<string, unknown>): void {
   const m = mapError(err as FastifyError);
   // Until a probe has an answer, billable starts are refused before Incode is called (the session could not be kept).
-  if (m.code === 'DATABASE_UNAVAILABLE' && req.server.hasDecorator('databaseOutage')) req.server.databaseOutage.noticed();
+  if (m.code === 'DATABASE_UNAVAILABLE' && req.server.hasDecorator('databaseOutage') && suggestsDatabaseDown(err instanceof OnboardingError ? err.cause : err))
+    req.server.databaseOutage.noticed();
   // An outage's message is the driver's own words ("Connection terminated..."), worth reading; any other error's
   // could quote the data it failed on, so only its kind, code and frames are logged.
   if (m.status >= 500) req.log.error({ err: loggedError(err) }, 'request failed');

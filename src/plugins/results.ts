@@ -71,7 +71,7 @@ export default fp<{ config: Config; runWorker?: boolean }>(
     };
     const purge = () => {
       sweeping ??= pipeline
-        .followUpDeadLetters()
+        .followUpDeadLetters(Date.now(), stopSweep.signal)
         .catch((err: unknown) => app.log.error({ err: loggedError(err) }, 'following up dead-lettered jobs failed'))
         .then(() => app.store.purgeExpired(Date.now() - config.retentionDays * 86_400_000, Date.now(), stopSweep.signal, config.retentionDeleteAtIncode))
         .then(

@@ -24,10 +24,13 @@ export default fp<{ config: Config; store?: Store }>(
       if (owned) await store?.close().catch(() => undefined);
       // "connect ECONNREFUSED" or "EACCES: mkdir" alone does not say which setting to look at. The driver's words
       // name a host, a port or a path, never the URL's password.
-      throw new Error(`the database of DATABASE_URL could not be opened: ${(err as Error).message}`, { cause: err });
+      throw new Error(`the database of DATABASE_URL could not be opened or migrated: ${(err as Error).message}`, { cause: err });
     }
     app.decorate('store', store);
-    const outage = new DatabaseOutage(() => store.ping());
+    const outage = new DatabaseOutage(() => store.ping(), {
+      down: () => app.log.warn('the database is not answering: new sessions are refused (503 DATABASE_UNAVAILABLE) before Incode is called until it does'),
+      up: (downMs) => app.log.info({ downMs }, 'the database answers again: new sessions are started again'),
+    });
     app.decorate('databaseOutage', outage);
     app.addHook('onClose', async () => {
       outage.close();

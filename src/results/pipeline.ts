@@ -11,6 +11,7 @@ import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
 import { errorShape } from '../util/error-shape';
+import { loggedError } from '../logging';
 import { untilAborted } from '../util/settle';
 import { resultsFailedEvent, sendCallback } from './callback';
 import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
@@ -290,15 +291,26 @@ export class ResultsPipeline {
    * good, with no job and no poll to fetch its results, and the customer would never hear it failed. Jobs dead for less
    * than FOLLOW_UP_GRACE_MS are left to the worker that may still be following them up. Answers how many it took.
    */
-  async followUpDeadLetters(now = this.now()): Promise<number> {
+  async followUpDeadLetters(now = this.now(), signal?: AbortSignal): Promise<number> {
     const jobs = await this.d.store.unfollowedDeadResults(now - DEAD_LETTER_REPAIR_WINDOW_MS, now - FOLLOW_UP_GRACE_MS, DEAD_LETTER_REPAIR_BATCH);
+    let followed = 0;
     for (const job of jobs) {
+      if (signal?.aborted) break;
+      // Read again: a webhook or a refresh may have queued a new results job since the batch was selected.
+      const [session, others] = await Promise.all([this.d.store.getSession(job.subject), this.d.store.listJobs(job.subject)]);
+      if (session?.resultsStatus !== 'pending' || others.some((o) => o.kind === 'results' && (o.state === 'queued' || o.state === 'running'))) continue;
       const code = job.lastError ?? 'INTERNAL_ERROR';
       this.d.log.warn({ jobId: job.id, kind: job.kind, interviewId: job.subject, code }, 'a dead-lettered job was never followed up (its process stopped); following it up now');
       // Its last failure was retryable exactly when it was an outage: the others are refusals and faults of ours.
-      await this.onDead(job, code, isOutageCode(code));
+      // One that fails is left for the next sweep; the others go on.
+      try {
+        await this.onDead(job, code, isOutageCode(code));
+        followed++;
+      } catch (err) {
+        this.d.log.error({ jobId: job.id, err: loggedError(err) }, 'following up a dead-lettered job failed; the next sweep tries again');
+      }
     }
-    return jobs.length;
+    return followed;
   }
 
   /**

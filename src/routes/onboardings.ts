@@ -222,13 +222,14 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         const back = body.back !== undefined && !body.oneSided ? decodeImage(body.back, 'back') : undefined;
         const selfie = decodeImage(body.selfie, 'selfie');
         const input = { countryCode, configurationId: body.configurationId, externalCustomerId: body.externalCustomerId, language: body.language, oneSided: body.oneSided };
+        // A database known to be down could keep neither the session nor its steps: refused before Incode bills one,
+        // and before an Idempotency-Key is claimed (held, it would turn the retry the answer asks for into a 409).
+        if (app.databaseOutage.down) throw databaseUnavailableError();
         return await guards.idempotent(
           req,
           // The images by their digests: a retry must send the same ones, and hashing 30 MB once beats serialising it.
           () => ({ ...input, front: sha256Hex(front), back: back === undefined ? null : sha256Hex(back), selfie: sha256Hex(selfie) }),
           async (claimed) => {
-            // A database known to be down could keep neither the session nor its steps: refused before Incode bills one.
-            if (app.databaseOutage.down) throw databaseUnavailableError();
             const stop = new AbortController();
             const captures = o.runCaptures({ ...input, front, back, selfie, requestId: req.id, signal: stop.signal, idempotency: claimed });
             capturing.set(captures, stop);

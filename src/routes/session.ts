@@ -153,9 +153,10 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         language: body.language,
         redirectionUrl: body.redirectionUrl,
       };
+      // A database known to be down could not keep the session Incode would create (and bill): refused unsent, and
+      // before an Idempotency-Key is claimed, which would hold the key past the retry the answer asks for.
+      if (app.databaseOutage.down) throw databaseUnavailableError();
       return guards.idempotent(req, () => startReq, async (claimed) => {
-        // A database known to be down could not keep the session Incode would create (and bill): refused unsent.
-        if (app.databaseOutage.down) throw databaseUnavailableError();
         // A start still waiting for a connection at its claim's deadline (Incode slow, the pool full) is dropped unsent,
         // and its key freed, rather than sent beside a retry that took the key over; so is one whose caller left
         // meanwhile (it gave up waiting): no one would get the session it pays for.

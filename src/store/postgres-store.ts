@@ -240,7 +240,8 @@ export class PostgresStore implements Store {
       throw failure;
     } finally {
       c.off('error', onLost);
-      c.release(broken);
+      // Lost after its last statement answered (a COMMIT that went through): still not handed out again.
+      c.release(lost ?? broken);
     }
   }
 

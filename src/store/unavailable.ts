@@ -46,3 +46,14 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   }
   return false;
 }
+
+/**
+ * Whether a failure says the database itself may be down (unreachable, stalled, restarting), not that one transaction
+ * lost a race: a deadlock or serialization failure leaves the database answering, and so does a SQLite file another
+ * process holds locked (its reads go on).
+ */
+export function suggestsDatabaseDown(err: unknown): boolean {
+  if (!isDatabaseUnavailable(err) || connectionSound(err)) return false;
+  for (const { name } of causes(err)) if (name === 'SqliteError') return false;
+  return true;
+}

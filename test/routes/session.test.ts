@@ -196,32 +196,55 @@ describe('POST /session against the emulator', () => {
   it('once a start finds the database down, the next are refused before Incode is called (no billed session no one can keep), until it answers again', async () => {
     const real = await memoryStore();
     let down = false;
-    const busy = () => Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' });
+    // What PostgreSQL's driver throws when the server is gone; a deadlock and a locked SQLite file say nothing of the kind.
+    const refused = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED', syscall: 'connect' });
+    let raceLost: Error | null = null;
     const store = storeWith(real, (m) =>
       down && m !== 'close'
         ? async () => {
-            throw busy();
+            throw refused();
           }
-        : null,
+        : raceLost && m === 'upsertSession'
+          ? async () => {
+              const e = raceLost!;
+              raceLost = null;
+              throw e;
+            }
+          : null,
     );
     const b = await startBroker(brokerEnv(emu.url), { store });
+    const post = (key?: string) => request(b.url).post('/session').set(key ? { 'idempotency-key': key } : {}).send({});
     try {
-      await request(b.url).post('/session').expect(200);
+      await post().expect(200);
+      // One transaction losing a race, or a busy SQLite file: answered 503, but the database is not taken for down.
+      for (const e of [
+        Object.assign(new Error('deadlock detected'), { code: '40P01', severity: 'ERROR' }),
+        Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' }),
+      ]) {
+        raceLost = e;
+        expect((await post()).body.code).toBe('DATABASE_UNAVAILABLE');
+        expect(b.app.databaseOutage.down).toBe(false);
+      }
       down = true;
       const started = emu.app.emulator.sessions.size;
       // The first learns it the hard way: Incode created a session this service could not keep.
-      const first = await request(b.url).post('/session').send({});
+      const first = await post();
       expect([first.status, first.body.code, first.headers['retry-after']]).toEqual([503, 'DATABASE_UNAVAILABLE', '5']);
       expect(emu.app.emulator.sessions.size).toBe(started + 1);
-      // The next ones, and a server-side onboarding, are refused unsent.
-      for (let i = 0; i < 3; i++) expect((await request(b.url).post('/session').send({})).body.code).toBe('DATABASE_UNAVAILABLE');
+      expect(b.app.databaseOutage.down).toBe(true);
+      // The next ones, with or without an Idempotency-Key, and a server-side onboarding, are refused unsent.
+      for (let i = 0; i < 3; i++) expect((await post()).body.code).toBe('DATABASE_UNAVAILABLE');
+      expect((await post('retry-after-outage-0123456789')).body.code).toBe('DATABASE_UNAVAILABLE');
       const onboarding = await request(b.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send(onboardingBody());
       expect([onboarding.status, onboarding.body.code]).toEqual([503, 'DATABASE_UNAVAILABLE']);
       expect(emu.app.emulator.sessions.size).toBe(started + 1);
-      // Back: the probe hears it within a second or so, and starts go through again.
+      // Back: the probe hears it within a second or so, and starts go through again; the key refused meanwhile was
+      // never claimed, so its retry starts the session (no 409 until a lease lapses).
       down = false;
-      await waitFor(async () => ((await request(b.url).post('/session').send({})).status === 200 ? true : null), 10_000, 100);
+      await waitFor(() => !b.app.databaseOutage.down, 10_000, 20);
+      expect((await post('retry-after-outage-0123456789')).status).toBe(200);
       expect(emu.app.emulator.sessions.size).toBe(started + 2);
+      expect(b.logs.lines.filter((l) => /the database is not answering|the database answers again/.test(l))).toHaveLength(2);
     } finally {
       down = false;
       await b.close();
