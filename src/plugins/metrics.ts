@@ -9,7 +9,11 @@ import { bearerKeyGuard } from './service-auth';
 export function createMetrics() {
   const registry = new Registry();
   // Filled in by the results plugin once the store exists; read at scrape time.
-  const sources: { jobCounts: null | (() => Promise<Record<string, number>>); circuitStates: null | (() => Iterable<[string, number]>) } = { jobCounts: null, circuitStates: null };
+  const sources: { jobCounts: null | (() => Promise<Record<string, number>>); circuitStates: null | (() => Iterable<[string, number]>); databaseDown: null | (() => boolean) } = {
+    jobCounts: null,
+    circuitStates: null,
+    databaseDown: null,
+  };
   collectDefaultMetrics({ register: registry });
   return {
     registry,
@@ -60,6 +64,14 @@ export function createMetrics() {
     }),
     pollingRepairs: new Counter({ name: 'polling_repairs_total', help: 'Results that arrived through polling with no webhook', registers: [registry] }),
     resultsStored: new Counter({ name: 'results_stored_total', help: 'Scores and OCR stored, by decision: once per fetch saved, so a refresh or a reviewer\'s verdict that stores newer results of a session counts again', labelNames: ['decision'], registers: [registry] }),
+    databaseUnavailable: new Gauge({
+      name: 'database_unavailable',
+      help: '1 while the database is known to be down (new sessions are refused before Incode is called until a probe has an answer), else 0',
+      registers: [registry],
+      collect() {
+        if (sources.databaseDown) this.set(sources.databaseDown() ? 1 : 0);
+      },
+    }),
     rateLimitFallback: new Gauge({
       name: 'rate_limit_fallback',
       help: '1 while the shared (Redis) rate-limit counter fails and limits are counted by each process alone, else 0',

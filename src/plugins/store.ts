@@ -32,6 +32,8 @@ export default fp<{ config: Config; store?: Store }>(
       up: (downMs) => app.log.info({ downMs }, 'the database answers again: new sessions are started again'),
     });
     app.decorate('databaseOutage', outage);
+    // Read at scrape time, like the circuits: an alert on it sees the latch as starts do.
+    if (app.hasDecorator('metrics')) app.metrics.sources.databaseDown = () => outage.down;
     app.addHook('onClose', async () => {
       outage.close();
       if (owned) await store.close();

@@ -232,6 +232,7 @@ describe('POST /session against the emulator', () => {
       expect([first.status, first.body.code, first.headers['retry-after']]).toEqual([503, 'DATABASE_UNAVAILABLE', '5']);
       expect(emu.app.emulator.sessions.size).toBe(started + 1);
       expect(b.app.databaseOutage.down).toBe(true);
+      expect(await metricValue(b.url, 'database_unavailable')).toBe(1);
       // The next ones, with or without an Idempotency-Key, and a server-side onboarding, are refused unsent.
       for (let i = 0; i < 3; i++) expect((await post()).body.code).toBe('DATABASE_UNAVAILABLE');
       expect((await post('retry-after-outage-0123456789')).body.code).toBe('DATABASE_UNAVAILABLE');
@@ -242,6 +243,7 @@ describe('POST /session against the emulator', () => {
       // never claimed, so its retry starts the session (no 409 until a lease lapses).
       down = false;
       await waitFor(() => !b.app.databaseOutage.down, 10_000, 20);
+      expect(await metricValue(b.url, 'database_unavailable')).toBe(0);
       expect((await post('retry-after-outage-0123456789')).status).toBe(200);
       expect(emu.app.emulator.sessions.size).toBe(started + 2);
       expect(b.logs.lines.filter((l) => /the database is not answering|the database answers again/.test(l))).toHaveLength(2);
