@@ -318,6 +318,18 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.getSession('i1')).toMatchObject({ resultsStatus: 'erased', lastError: null, updatedAt: T0 + 13 });
       });
 
+      it('setResultsStatus sets pending again only over a session polling gave up on (results stored meanwhile stay ready)', async () => {
+        for (const id of ['gave-up', 'stored', 'rejected']) await session(id);
+        await store.setResultsStatus('gave-up', 'failed', 'POLLING_GAVE_UP', T0 + 1);
+        await store.setResultsStatus('rejected', 'failed', 'CAPTURE_REJECTED', T0 + 1);
+        await store.saveResults('stored', { scores: { overall: 1 }, ocr: {}, fetchedAt: T0 }, 'approve', T0 + 1);
+        await store.setResultsStatus('stored', null, 'INCODE_TIMEOUT', T0 + 2);
+        for (const id of ['gave-up', 'stored', 'rejected']) await store.setResultsStatus(id, 'pending', null, T0 + 3);
+        expect(await store.getSession('gave-up')).toMatchObject({ resultsStatus: 'pending', lastError: null });
+        expect(await store.getSession('stored')).toMatchObject({ resultsStatus: 'ready', decision: 'approve', lastError: 'INCODE_TIMEOUT' });
+        expect(await store.getSession('rejected')).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED' });
+      });
+
       it('setResultsStatus never turns stored results (ready) into failed, but records the error', async () => {
         // A results job dying after another one stored the results (a refresh, an earlier status) must not hide them.
         await session('i1');
