@@ -298,7 +298,7 @@ export class ResultsPipeline {
       if (signal?.aborted) break;
       // Read again: a webhook or a refresh may have queued a new results job since the batch was selected.
       const [session, others] = await Promise.all([this.d.store.getSession(job.subject), this.d.store.listJobs(job.subject)]);
-      if (session?.resultsStatus !== 'pending' || others.some((o) => o.kind === 'results' && (o.state === 'queued' || o.state === 'running'))) continue;
+      if (session?.resultsStatus !== 'pending' || session.nextPollAt !== null || others.some((o) => o.kind === 'results' && (o.state === 'queued' || o.state === 'running'))) continue;
       const code = job.lastError ?? 'INTERNAL_ERROR';
       this.d.log.warn({ jobId: job.id, kind: job.kind, interviewId: job.subject, code }, 'a dead-lettered job was never followed up (its process stopped); following it up now');
       // Its last failure was retryable exactly when it was an outage: the others are refusals and faults of ours.
@@ -347,6 +347,9 @@ export class ResultsPipeline {
     // pending with nothing to poll it.
     await this.d.store.schedulePoll(interviewId, next, 0);
     await this.d.store.setResultsStatus(interviewId, 'pending', null, now);
+    // A compare-and-set: results another replica stored meanwhile stay ready (the poll just scheduled then finds
+    // nothing to do and stops).
+    if ((await this.d.store.getSession(interviewId))?.resultsStatus !== 'pending') return;
     this.logFor(requestId).info({ interviewId }, 'polling resumed for a session it had given up on');
   }
 

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { request } from 'undici';
 import { shuttingDownError } from '../errors';
+import { suggestsDatabaseDown } from '../store/unavailable';
 import { orError, withErrors } from '../schemas';
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
@@ -71,7 +72,11 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
     if (!opts.inRotation()) throw shuttingDownError();
     const database = await app.store.ping().then(
       () => (app.databaseOutage.answered(), { ok: true }),
-      () => (app.databaseOutage.noticed(), { ok: false, detail: 'unreachable' }),
+      (err: unknown) => {
+        // Down as requests find it down: a refused login or a missing database is a configuration to fix, not an outage.
+        if (suggestsDatabaseDown(err)) app.databaseOutage.noticed();
+        return { ok: false, detail: 'unreachable' };
+      },
     );
     const { keyRefused, ...incode } = await upstream(req.id);
     // READINESS_REQUIRES_INCODE=false rides out an Incode that cannot be reached, not a key it refuses: that is this

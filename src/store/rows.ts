@@ -442,26 +442,23 @@ export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
  * (ready) stay served when a later job dies, decided in the row so no read can go stale. `status` is the parameter.
  */
 export const resultsStatusSql = (status: string) =>
-  `CASE WHEN ${status} = 'failed' AND results_status = 'ready' THEN results_status WHEN ${pendingRefused(status)} THEN results_status ELSE COALESCE(${status}, results_status) END`;
-
-/**
- * Pending again only revives a session polling gave up on (a compare-and-set: another replica may have stored its
- * results meanwhile, which must not read pending again).
- */
-const pendingRefused = (status: string) => `${status} = 'pending' AND NOT (results_status = 'failed' AND last_error = 'POLLING_GAVE_UP')`;
+  `CASE WHEN ${status} = 'failed' AND results_status = 'ready' THEN results_status ELSE COALESCE(${status}, results_status) END`;
 
 /**
  * setResultsStatus on both engines (its parameters as each names them). An erased session never changes. Recording
  * only an error (status null) leaves a session polling gave up on marked POLLING_GAVE_UP, which is what a later sign of
  * life revives it by, whichever job's failure it is. A row from before schema version 8 keeps its last sign of life
  * as it was before this write moves updated_at (a recorded failure is none), so that polling still gives up on it.
+ * Pending again is a compare-and-set: it only revives a session polling gave up on (another replica may have stored
+ * its results meanwhile, which must not read pending again), and writes nothing otherwise.
  */
 export function setResultsStatusSql(p: { id: string; status: string; lastError: string; now: string }, greatest: 'MAX' | 'GREATEST'): string {
   return `UPDATE sessions SET
       results_status = ${resultsStatusSql(p.status)},
-      last_error = CASE WHEN ${p.status} IS NULL AND results_status = 'failed' AND last_error = 'POLLING_GAVE_UP' THEN last_error WHEN ${pendingRefused(p.status)} THEN last_error ELSE ${p.lastError} END,
+      last_error = CASE WHEN ${p.status} IS NULL AND results_status = 'failed' AND last_error = 'POLLING_GAVE_UP' THEN last_error ELSE ${p.lastError} END,
       active_at = COALESCE(active_at, updated_at), updated_at = ${greatest}(updated_at + 1, ${p.now})
-    WHERE interview_id = ${p.id} AND results_status <> 'erased'`;
+    WHERE interview_id = ${p.id} AND results_status <> 'erased'
+      AND (COALESCE(CAST(${p.status} AS TEXT), '') <> 'pending' OR (results_status = 'failed' AND COALESCE(last_error, '') = 'POLLING_GAVE_UP'))`;
 }
 
 /**

@@ -247,6 +247,11 @@ describe('POST /session against the emulator', () => {
       expect((await post('retry-after-outage-0123456789')).status).toBe(200);
       expect(emu.app.emulator.sessions.size).toBe(started + 2);
       expect(b.logs.lines.filter((l) => /the database is not answering|the database answers again/.test(l))).toHaveLength(2);
+      // A server-side onboarding that meets the outage first sets it as well (its failure names the database's).
+      down = true;
+      const first2 = await request(b.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send(onboardingBody());
+      expect([first2.status, first2.body.code, first2.body.step]).toEqual([503, 'DATABASE_UNAVAILABLE', 'start']);
+      expect(b.app.databaseOutage.down).toBe(true);
     } finally {
       down = false;
       await b.close();

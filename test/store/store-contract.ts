@@ -319,15 +319,20 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       });
 
       it('setResultsStatus sets pending again only over a session polling gave up on (results stored meanwhile stay ready)', async () => {
-        for (const id of ['gave-up', 'stored', 'rejected']) await session(id);
+        const ids = ['gave-up', 'stored', 'rejected', 'no-error'];
+        for (const id of ids) await session(id);
         await store.setResultsStatus('gave-up', 'failed', 'POLLING_GAVE_UP', T0 + 1);
         await store.setResultsStatus('rejected', 'failed', 'CAPTURE_REJECTED', T0 + 1);
+        await store.setResultsStatus('no-error', 'failed', null, T0 + 1);
         await store.saveResults('stored', { scores: { overall: 1 }, ocr: {}, fetchedAt: T0 }, 'approve', T0 + 1);
         await store.setResultsStatus('stored', null, 'INCODE_TIMEOUT', T0 + 2);
-        for (const id of ['gave-up', 'stored', 'rejected']) await store.setResultsStatus(id, 'pending', null, T0 + 3);
-        expect(await store.getSession('gave-up')).toMatchObject({ resultsStatus: 'pending', lastError: null });
+        const before = new Map<string, unknown>();
+        for (const id of ids) before.set(id, await store.getSession(id));
+        for (const id of ids) await store.setResultsStatus(id, 'pending', null, T0 + 3);
+        expect(await store.getSession('gave-up')).toMatchObject({ resultsStatus: 'pending', lastError: null, updatedAt: T0 + 3 });
+        // The others are not written at all (their updatedAt too: a listing by change would show them changed).
+        for (const id of ['stored', 'rejected', 'no-error']) expect(await store.getSession(id)).toEqual(before.get(id));
         expect(await store.getSession('stored')).toMatchObject({ resultsStatus: 'ready', decision: 'approve', lastError: 'INCODE_TIMEOUT' });
-        expect(await store.getSession('rejected')).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURE_REJECTED' });
       });
 
       it('setResultsStatus never turns stored results (ready) into failed, but records the error', async () => {
