@@ -37,6 +37,8 @@ class Relay {
   private server: net.Server | null = null;
   private readonly pairs = new Set<[net.Socket, net.Socket | null]>();
   private stalled = false;
+  /** What clients sent while stalled (read and dropped, never answered). */
+  private heard = '';
   port = 0;
 
   constructor(private readonly target: { host: string; port: number }) {}
@@ -48,6 +50,7 @@ class Relay {
         const pair: [net.Socket, null] = [client, null];
         this.pairs.add(pair);
         client.on('close', () => this.pairs.delete(pair));
+        client.on('data', (c: Buffer) => (this.heard += c.toString('latin1')));
         return;
       }
       const upstream = net.connect(this.target.port, this.target.host);
@@ -73,9 +76,16 @@ class Relay {
       if (!upstream) continue;
       client.unpipe(upstream);
       upstream.unpipe(client);
-      client.pause();
       upstream.pause();
+      // Unpiped, the client side is paused: read on, never answering.
+      client.on('data', (c: Buffer) => (this.heard += c.toString('latin1')));
+      client.resume();
     }
+  }
+
+  /** Rate-limit script calls (EVALSHA, or EVAL after NOSCRIPT) sent to the stalled Redis so far; PINGs are not counted. */
+  scriptCalls(): number {
+    return (this.heard.match(/\$(?:7\r\nevalsha|4\r\neval)\r\n/gi) ?? []).length;
   }
 
   /** Stops listening and cuts every connection: reconnects are refused. */
@@ -206,10 +216,13 @@ describeWith('redis', 'rate limits when Redis goes away and comes back', () => {
     // Answered (within postSession's 10 s abort): the command timeout (2 s) gave the stalled script up.
     expect((await postSession(b.url, runIp)).status).toBe(200);
     expect(await metric(b.url, 'rate_limit_fallback_hits_total')).toBe(1);
-    // In the outage now: the next request counts in memory without asking the silent Redis at all.
+    await waitFor(() => relay.scriptCalls() === 1, 5000, 10);
+    // In the outage now: the next request counts in memory without asking the silent Redis at all (its probes are
+    // PINGs; not one more script call reaches it).
     expect(await metric(b.url, 'rate_limit_fallback')).toBe(1);
     expect((await postSession(b.url, runIp)).status).toBe(200);
     expect(await metric(b.url, 'rate_limit_fallback_hits_total')).toBe(2);
+    expect(relay.scriptCalls()).toBe(1);
     expect(countLines(b, OUTAGE_LOG)).toBe(1);
   }, 30_000);
 });
