@@ -71,8 +71,8 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
   app.get('/readyz', { schema: { summary: 'Readiness', tags: ['health'], response: withErrors({ 200: Ready, 503: orError(Ready) }) } }, async (req, reply) => {
     if (!opts.inRotation()) throw shuttingDownError();
     const database = await app.store.ping().then(
-      // Only the latch's own probes clear it: a ping sent before the outage began could answer after it.
-      () => ({ ok: true }),
+      // Ready means ready for new sessions too: an answer clears the latch at once, without waiting for its probe.
+      () => (app.databaseOutage.answered(), { ok: true }),
       (err: unknown) => {
         // Down as requests find it down: a refused login or a missing database is a configuration to fix, not an outage.
         if (suggestsDatabaseDown(err)) app.databaseOutage.noticed();
