@@ -344,21 +344,21 @@ function headerKeys(name: EnvName, keys: readonly string[]): void {
 const MIN_SECRET = 16;
 /** Fewer distinct characters than this in a production secret: a placeholder ("aaaa...", "1111..."), not a secret. */
 const MIN_DISTINCT = 6;
-
-/** Production refuses a secret of few distinct characters, however long. */
-function requireVariety(variable: EnvName, secrets: readonly (string | Buffer | undefined)[]): void {
-  for (const secret of secrets) {
-    if (secret === undefined) continue;
-    const distinct = new Set<string | number>(typeof secret === 'string' ? secret : secret.values()).size;
-    if (distinct < MIN_DISTINCT) throw new ConfigError(variable, `looks like a placeholder (${distinct} distinct ${typeof secret === 'string' ? 'characters' : 'bytes'}): use a random secret in production`);
-  }
-}
 const MIN_API_KEY = 24;
 
-/** Production refuses secrets a guess could reach; `what` names the unit (characters, bytes) in the message. */
-function requireLength(variable: EnvName, lengths: number | readonly number[], min: number, what = 'characters'): void {
-  const list = typeof lengths !== 'number';
-  if ((list ? lengths : [lengths]).some((n) => n < min)) throw new ConfigError(variable, `${list ? 'keys ' : ''}must be at least ${min} ${what} in production`);
+/**
+ * Production refuses secrets a guess could reach: shorter than `min` (characters; bytes for a Buffer), or a
+ * placeholder of fewer than MIN_DISTINCT distinct ones, however long. A list is a variable of several keys.
+ */
+function requireSecret(variable: EnvName, secrets: string | Buffer | readonly (string | Buffer)[] | undefined, min: number): void {
+  if (secrets === undefined) return;
+  const list = Array.isArray(secrets);
+  for (const secret of list ? secrets : [secrets as string | Buffer]) {
+    const unit = typeof secret === 'string' ? 'characters' : 'bytes';
+    if (secret.length < min) throw new ConfigError(variable, `${list ? 'keys ' : ''}must be at least ${min} ${unit} in production`);
+    const distinct = new Set<string | number>(typeof secret === 'string' ? secret : secret.values()).size;
+    if (distinct < MIN_DISTINCT) throw new ConfigError(variable, `looks like a placeholder (${distinct} distinct ${unit}): use a random secret in production`);
+  }
 }
 
 /** Loopback only: http:// there never leaves the machine (the benchmark and tests run against a local emulator). */
@@ -366,9 +366,9 @@ function isLoopbackHost(hostname: string): boolean {
   return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }
 
-/** A Standard Webhooks "whsec_" secret counts by its decoded key, like the signer uses it; anything else by its bytes. */
-function callbackSecretBytes(secret: string): number {
-  return secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64').length : Buffer.byteLength(secret);
+/** A Standard Webhooks "whsec_" secret is its decoded key, as the signer uses it; anything else its bytes. */
+function callbackSecretKey(secret: string): Buffer {
+  return secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64') : Buffer.from(secret);
 }
 
 /** Every spelling createStore() accepts for an in-memory database. */
@@ -502,31 +502,26 @@ export function loadConfig(env: Env): Config {
   if (production) {
     if (webhook.allowUnauthenticated) throw new ConfigError('WEBHOOK_ALLOW_UNAUTHENTICATED', 'must not be true in production');
     if (!webhook.secret && !webhook.clientSecret) throw new ConfigError('WEBHOOK_CLIENT_SECRET', 'or WEBHOOK_SECRET is required in production: webhooks must be authenticated');
-    if (webhook.secret) requireLength('WEBHOOK_SECRET', webhook.secret.length, MIN_SECRET);
-    if (webhook.clientSecret) requireLength('WEBHOOK_CLIENT_SECRET', webhook.clientSecret.length, MIN_SECRET);
-    requireVariety('WEBHOOK_SECRET', [webhook.secret]);
-    requireVariety('WEBHOOK_CLIENT_SECRET', [webhook.clientSecret]);
-    requireVariety('DATA_ENCRYPTION_KEY', keys.map((k) => k.key));
+    requireSecret('WEBHOOK_SECRET', webhook.secret, MIN_SECRET);
+    requireSecret('WEBHOOK_CLIENT_SECRET', webhook.clientSecret, MIN_SECRET);
+    requireSecret('DATA_ENCRYPTION_KEY', keys.map((k) => k.key), 32);
   }
 
   const adminApiKeys = list(env, 'ADMIN_API_KEYS');
   headerKeys('ADMIN_API_KEYS', adminApiKeys);
   if (production) {
     if (adminApiKeys.length === 0) throw new ConfigError('ADMIN_API_KEYS', 'is required in production: the results API must be protected');
-    requireLength('ADMIN_API_KEYS', adminApiKeys.map((k) => k.length), MIN_API_KEY);
-    requireVariety('ADMIN_API_KEYS', adminApiKeys);
+    requireSecret('ADMIN_API_KEYS', adminApiKeys, MIN_API_KEY);
   }
   const metricsTokens = list(env, 'METRICS_TOKENS');
   headerKeys('METRICS_TOKENS', metricsTokens);
-  if (production) requireLength('METRICS_TOKENS', metricsTokens.map((k) => k.length), MIN_API_KEY);
-  if (production) requireVariety('METRICS_TOKENS', metricsTokens);
+  if (production) requireSecret('METRICS_TOKENS', metricsTokens, MIN_API_KEY);
 
   const callerAuthMode = str(env, 'CALLER_AUTH') as Config['callerAuth']['mode'];
   const appKeys = list(env, 'APP_API_KEYS');
   headerKeys('APP_API_KEYS', appKeys);
   if (callerAuthMode === 'app-keys' && appKeys.length === 0) throw new ConfigError('APP_API_KEYS', 'is required when CALLER_AUTH=app-keys');
-  if (production) requireLength('APP_API_KEYS', appKeys.map((k) => k.length), MIN_API_KEY);
-  if (production) requireVariety('APP_API_KEYS', appKeys);
+  if (production) requireSecret('APP_API_KEYS', appKeys, MIN_API_KEY);
   // In every environment: app keys ship inside frontends, so one that also opens the results API leaks all PII.
   if (appKeys.some((k) => adminApiKeys.includes(k)))
     throw new ConfigError('APP_API_KEYS', 'must not contain a key of ADMIN_API_KEYS: app keys ship in frontends, service keys read personal data');
@@ -560,9 +555,8 @@ export function loadConfig(env: Env): Config {
   // such a secret, or read other bytes from it, and every signature would fail there.
   if (callback.secret?.startsWith('whsec_') && !/^(?=.)(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(callback.secret.slice(6)))
     throw new ConfigError('CALLBACK_SECRET', 'must be "whsec_" followed by standard base64 (with its padding), as Standard Webhooks libraries read it');
-  if (production && callback.secret) requireLength('CALLBACK_SECRET', callbackSecretBytes(callback.secret), MIN_SECRET, 'bytes');
-  // A "whsec_" secret by the bytes it signs with: its prefix alone has six distinct characters.
-  if (production && callback.secret) requireVariety('CALLBACK_SECRET', [callback.secret.startsWith('whsec_') ? Buffer.from(callback.secret.slice(6), 'base64') : callback.secret]);
+  // By the bytes it signs with (a "whsec_" prefix alone has six distinct characters).
+  if (production && callback.secret) requireSecret('CALLBACK_SECRET', callbackSecretKey(callback.secret), MIN_SECRET);
   // The keys that open something here (the results API, webhooks, metrics, session starts), by who holds them.
   const held = [
     ['ADMIN_API_KEYS', adminApiKeys],
