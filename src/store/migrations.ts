@@ -1,6 +1,7 @@
 // Ordered, versioned schema migrations for both engines; each is applied once, in its own transaction.
 import type { Database } from 'better-sqlite3';
 import type { Pool, QueryConfig } from 'pg';
+import { watchCheckedOut } from './unavailable';
 
 export interface Migration {
   version: number;
@@ -391,11 +392,8 @@ export async function migratePostgres(
   const q = quoteIdent(schema);
   const applied: number[] = [];
   const client = await pool.connect();
-  // Checked out, the client is not watched by the pool: a connection the server ends between statements is emitted as
-  // 'error' on it (an uncaught exception otherwise); the next statement fails the start instead, and the client goes.
-  let lost: Error | undefined;
-  const onLost = (err: Error) => (lost ??= err);
-  client.on('error', onLost);
+  // A connection the server ends between statements fails the start, as the error it raised.
+  const watch = watchCheckedOut(client);
   // DATABASE_TIMEOUT_MS bounds a request's statements, not a migration: an index rebuild on a large table, or the
   // wait for another replica's migration, may take longer, and failing the start over and over would not help.
   // (pg cannot turn its client-side query_timeout off per query, only raise it.)
@@ -433,11 +431,10 @@ export async function migratePostgres(
       }
     }
   } catch (err) {
-    throw lost ?? err;
+    throw watch.lost ?? err;
   } finally {
-    if (!lost) await run('RESET statement_timeout').catch(() => undefined);
-    client.off('error', onLost);
-    client.release(lost);
+    if (!watch.lost) await run('RESET statement_timeout').catch(() => undefined);
+    watch.release();
   }
   return applied;
 }

@@ -2,7 +2,7 @@
 import { Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
-import { connectionSound, isDatabaseUnavailable } from './unavailable';
+import { connectionSound, isDatabaseUnavailable, watchCheckedOut } from './unavailable';
 import { reencryptBatch, rekeySelectSql, rekeyUpdateParams, rekeyUpdatePostgres } from './rekey';
 import {
   aad,
@@ -217,31 +217,26 @@ export class PostgresStore implements Store {
 
   private async tx<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
+    const watch = watchCheckedOut(c);
     let broken: Error | undefined;
-    // A checked-out client is not watched by the pool: its connection ending between two statements (a server restart,
-    // a terminated backend) is emitted as 'error' on it, an uncaught exception that would end the process. Kept
-    // instead, it is what the transaction failed of (the next statement only says the client is not queryable).
-    let lost: Error | undefined;
-    const onLost = (err: Error) => (lost ??= err);
-    c.on('error', onLost);
     try {
       await c.query('BEGIN');
       const out = await fn(c);
       await c.query('COMMIT');
       return out;
     } catch (err) {
-      const failure = lost ?? err;
+      // A connection lost between statements is what the transaction failed of.
+      const failure = watch.lost ?? err;
       // A client whose statement timed out or lost its connection is not reused: a ROLLBACK would queue behind the
       // stuck statement for another whole timeout, and the pool would hand the dead client out again. Destroyed
       // (release with an error), its transaction is rolled back by the server.
       // A deadlock or serialization failure leaves the connection sound: rolled back and reused like any failure.
-      if (lost || (isDatabaseUnavailable(err) && !connectionSound(err))) broken = failure as Error;
+      if (watch.lost || (isDatabaseUnavailable(err) && !connectionSound(err))) broken = failure as Error;
       else await c.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
       throw failure;
     } finally {
-      c.off('error', onLost);
       // Lost after its last statement answered (a COMMIT that went through): still not handed out again.
-      c.release(lost ?? broken);
+      watch.release(broken);
     }
   }
 

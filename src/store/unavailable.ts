@@ -1,4 +1,4 @@
-// Tells a database that is down, stalled or locked apart from a bug, by the errors pg and better-sqlite3 raise, without loading either.
+// Tells a database that is down, stalled or locked apart from a bug, by the errors pg and better-sqlite3 raise, without loading either; and hears a checked-out client lose its connection.
 
 // pg and pg-pool raise these as plain Errors with no code: the message is their only stable mark.
 const PG_CLIENT_MESSAGES = new Set([
@@ -56,4 +56,29 @@ export function suggestsDatabaseDown(err: unknown): boolean {
   if (!isDatabaseUnavailable(err) || connectionSound(err)) return false;
   for (const { name } of causes(err)) if (name === 'SqliteError') return false;
   return true;
+}
+
+/**
+ * Listens on a checked-out PostgreSQL client for the error its connection raises when the server ends it between two
+ * statements (a restart, a terminated backend): the pool stops listening once the client is handed out, and an
+ * unheard 'error' is an uncaught exception that ends the process. `lost` is that error (the next statement only says
+ * the client is not queryable); `release` stops listening and hands the client back, destroyed when it was lost or
+ * `broken` names why.
+ */
+export function watchCheckedOut(client: { on(e: 'error', f: (err: Error) => void): unknown; off(e: 'error', f: (err: Error) => void): unknown; release(err?: Error | boolean): void }): {
+  readonly lost: Error | undefined;
+  release(broken?: Error): void;
+} {
+  let lost: Error | undefined;
+  const onLost = (err: Error) => (lost ??= err);
+  client.on('error', onLost);
+  return {
+    get lost() {
+      return lost;
+    },
+    release(broken) {
+      client.off('error', onLost);
+      client.release(lost ?? broken);
+    },
+  };
 }
