@@ -16,7 +16,6 @@ export interface Mapped {
   extra?: Record<string, unknown>;
 }
 
-
 /** The status, code, message, headers and extra body fields an error is answered with. */
 function mapError(err: FastifyError | Error): Mapped {
   if (err instanceof AppError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers, extra: err.extra };

@@ -346,10 +346,9 @@ export class ResultsPipeline {
     // The poll first: dying between the two leaves the session given up (which the check's rerun revives), never
     // pending with nothing to poll it.
     await this.d.store.schedulePoll(interviewId, next, 0);
-    await this.d.store.setResultsStatus(interviewId, 'pending', null, now);
     // A compare-and-set: results another replica stored meanwhile stay ready (the poll just scheduled then finds
     // nothing to do and stops).
-    if ((await this.d.store.getSession(interviewId))?.resultsStatus !== 'pending') return;
+    if (!(await this.d.store.setResultsStatus(interviewId, 'pending', null, now))) return;
     this.logFor(requestId).info({ interviewId }, 'polling resumed for a session it had given up on');
   }
 

@@ -327,17 +327,15 @@ export class PostgresStore implements Store {
     return { changed: false, session: cur.rows[0] ? toSessionState(cur.rows[0]) : null };
   }
 
-  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<void> {
+  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<boolean> {
     assertNotErasing(status);
-    if (!then || status === null) {
-      await this.q(SET_RESULTS_STATUS_SQL, [interviewId, status, lastError, now]);
-      return;
-    }
-    await this.tx(async (c) => {
+    if (!then || status === null) return ((await this.q(SET_RESULTS_STATUS_SQL, [interviewId, status, lastError, now])).rowCount ?? 0) > 0;
+    return this.tx(async (c) => {
       const { rows } = await this.q<{ results_status: string }>('SELECT results_status FROM sessions WHERE interview_id = $1 FOR UPDATE', [interviewId], c);
-      if (!rows[0]) return;
+      if (!rows[0]) return false;
       const after = await this.q<{ results_status: string }>(`${SET_RESULTS_STATUS_SQL} RETURNING results_status`, [interviewId, status, lastError, now], c);
       if (movedTo(status, rows[0].results_status, after.rows[0]?.results_status)) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
+      return after.rows.length > 0;
     });
   }
 

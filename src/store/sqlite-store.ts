@@ -320,14 +320,15 @@ export class SqliteStore implements Store {
     });
   }
 
-  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<void> {
+  async setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<boolean> {
     assertNotErasing(status);
     const args = { status, lastError, now, id: interviewId };
     return this.write(() => {
-      if (!then) return void this.st(SET_RESULTS_STATUS).run(args);
+      if (!then) return this.st(SET_RESULTS_STATUS).run(args).changes > 0;
       const before = (this.st('SELECT results_status FROM sessions WHERE interview_id = ?').get(interviewId) as { results_status: string } | undefined)?.results_status;
       const after = (this.st(`${SET_RESULTS_STATUS} RETURNING results_status`).get(args) as { results_status: string } | undefined)?.results_status;
       if (movedTo(status, before, after)) this.insertJob(then, now);
+      return after !== undefined;
     });
   }
 

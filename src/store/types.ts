@@ -224,8 +224,9 @@ export interface Store {
    * status null keeps the current one and records only lastError; an erased session never changes; 'failed' never
    * replaces 'ready' (the stored results stay served, lastError says what failed since). `then` is queued in the same
    * write, only when this write moved the session to `status` (the customer's event of a failure, once per failure).
+   * 'pending' applies only over a session polling gave up on (failed, POLLING_GAVE_UP). Answers whether it wrote.
    */
-  setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<void>;
+  setResultsStatus(interviewId: string, status: ResultsStatus | null, lastError: string | null, now: number, then?: NewJob): Promise<boolean>;
   /**
    * Stores scores and OCR encrypted, sets resultsStatus=ready and the decision; unless the stored results come from a
    * fetch that started later (results.fetchedAt is when the fetch started), or the session was erased: then nothing

@@ -328,7 +328,9 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.setResultsStatus('stored', null, 'INCODE_TIMEOUT', T0 + 2);
         const before = new Map<string, unknown>();
         for (const id of ids) before.set(id, await store.getSession(id));
-        for (const id of ids) await store.setResultsStatus(id, 'pending', null, T0 + 3);
+        const wrote: boolean[] = [];
+        for (const id of ids) wrote.push(await store.setResultsStatus(id, 'pending', null, T0 + 3));
+        expect(wrote).toEqual([true, false, false, false]);
         expect(await store.getSession('gave-up')).toMatchObject({ resultsStatus: 'pending', lastError: null, updatedAt: T0 + 3 });
         // The others are not written at all (their updatedAt too: a listing by change would show them changed).
         for (const id of ['stored', 'rejected', 'no-error']) expect(await store.getSession(id)).toEqual(before.get(id));
