@@ -10,7 +10,6 @@ import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
-import { errorShape } from '../util/error-shape';
 import { loggedError } from '../logging';
 import { untilAborted } from '../util/settle';
 import { resultsFailedEvent, sendCallback } from './callback';
@@ -33,12 +32,12 @@ export class JobError extends Error {
 /**
  * A job's failure that no code names (a fault of ours, a store write outside the job's own handling): a database
  * outage as DATABASE_UNAVAILABLE, so it is told apart from a defect in the retry and dead-letter lines and lastError;
- * anything else logged by its kind, code and frames, never its message (a parser's quotes what it read: OCR), as
- * INTERNAL_ERROR. Retried either way.
+ * anything else logged as every unexpected error is (loggedError: never a message that could quote what it read, OCR),
+ * as INTERNAL_ERROR. Retried either way.
  */
 export function unnamedFailure(err: unknown, log: FastifyBaseLogger, fields: Record<string, unknown>): JobError {
   if (isDatabaseUnavailable(err)) return new JobError('DATABASE_UNAVAILABLE', true);
-  log.error({ ...fields, err: errorShape(err) }, 'job failed unexpectedly');
+  log.error({ ...fields, err: loggedError(err) }, 'job failed unexpectedly');
   return new JobError('INTERNAL_ERROR', true);
 }
 
