@@ -11,7 +11,7 @@ import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, THRESHOLDS
 import { buildOcr, documentKind, issueYearFor, seedOf } from './ocr';
 import * as samples from './sample-images';
 import { buildScore, existingInterviewIdFor } from './scores';
-import type { OnboardingStatus, Session } from './state';
+import type { CustomFields, OnboardingStatus, Session } from './state';
 import { ONBOARDING_STATUSES, SessionStore } from './state';
 import { parseDirectives, selfieErrorText } from './test-values';
 import { TimerSet } from './timer-set';
@@ -66,6 +66,28 @@ const HOLD_MS = 60_000;
 const NINETY_DAYS = 90 * 24 * 3600;
 const MAX_CUSTOM_FIELDS = 100;
 const MAX_CUSTOM_FIELDS_CHARS = 64 * 1024;
+
+/**
+ * Why custom fields are refused, or null: Incode's are flat key/value metadata "with max entries/lengths enforced"
+ * (incode-api.md 4.1), so nested values are refused too (they are what a deep body would blow the stack with, or what
+ * a few bytes of JSON would hold thousands of objects in memory with).
+ */
+function customFieldsProblem(fields: Record<string, unknown>): string | null {
+  const keys = Object.keys(fields);
+  if (keys.length > MAX_CUSTOM_FIELDS) return `customFields may hold at most ${MAX_CUSTOM_FIELDS} fields`;
+  for (const k of keys) {
+    const v = fields[k];
+    if (v !== null && typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') return `customFields.${k.slice(0, 64)} must be a string, number, boolean or null`;
+  }
+  if (JSON.stringify(fields).length > MAX_CUSTOM_FIELDS_CHARS) return `customFields may hold at most ${MAX_CUSTOM_FIELDS_CHARS} characters of JSON`;
+  return null;
+}
+
+/** Own enumerable fields but the names that would reach Object.prototype. */
+function plainFields(from: object, into: Record<string, unknown> = {}): Record<string, unknown> {
+  for (const [k, v] of Object.entries(from)) if (k !== '__proto__' && k !== 'constructor' && k !== 'prototype') into[k] = v;
+  return into;
+}
 
 const CORS_ALLOW_HEADERS = 'api-version, x-api-key, x-incode-hardware-id, content-type, accept, sessionid, authorization';
 const CORS_ALLOW_METHODS = 'GET, POST, PUT, DELETE, OPTIONS';
@@ -185,12 +207,16 @@ export function buildEmulator(opts: EmulatorOptions): EmulatorApp {
  */
 function untagSdkSelfie(b64: string): string {
   if (b64.length < 64 * 65) return b64;
-  let s = b64;
-  for (let i = 63; i >= 0; i--) {
+  // The tag's characters sit in the first 4,160; the text between them is copied once, never the whole string per tag
+  // character.
+  let out = '';
+  let next = 0;
+  for (let i = 0; i < 64; i++) {
     const at = i + 64 * (i + 1);
-    s = s.slice(0, at) + s.slice(at + 1);
+    out += b64.slice(next, at);
+    next = at + 1;
   }
-  return s;
+  return out + b64.slice(next);
 }
 
 function normalizePrefix(p: string | undefined): string {
@@ -451,6 +477,9 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       if (b.customFields !== undefined && b.customFields !== null && (typeof b.customFields !== 'object' || Array.isArray(b.customFields))) {
         return fail(reply, 400, 'customFields must be an object');
       }
+      const customFields = b.customFields ? plainFields(b.customFields) : undefined;
+      const cfProblem = customFields && customFieldsProblem(customFields);
+      if (cfProblem) return fail(reply, 400, cfProblem);
       if (fields.interviewId) {
         const s = sessions.get(fields.interviewId);
         if (!s) return fail(reply, 404, `Session ${fields.interviewId} not found`);
@@ -468,7 +497,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
         language: fields.language,
         redirectionUrl: fields.redirectionUrl,
         uuid: fields.uuid,
-        customFields: (b.customFields as Record<string, unknown> | undefined) ?? undefined,
+        customFields: customFields as CustomFields | undefined,
         directives: fields.externalCustomerId?.includes('emu:') || fields.externalId?.includes('emu:') ? directives : undefined,
       });
       return startAnswer(s, false, !!fields.configurationId);
@@ -502,8 +531,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     if (body && typeof body === 'object') {
       let b64 = (body as Record<string, unknown>).base64Image as string | undefined;
       if (typeof b64 !== 'string' || !b64) return 'base64Image is required';
-      if ((body as Record<string, unknown>).encrypted === true) b64 = untagSdkSelfie(b64);
       if (b64.length > INCODE_BODY_LIMIT * 1.4) return 'Image exceeds the 10 MB limit';
+      if ((body as Record<string, unknown>).encrypted === true) b64 = untagSdkSelfie(b64);
       return base64ToBuffer(b64) ?? 'base64Image is not valid base64';
     }
     return 'base64Image is required';
@@ -750,12 +779,11 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const s = sess(req);
     const cf = ((req.body ?? {}) as { customFields?: unknown }).customFields;
     if (!cf || typeof cf !== 'object' || Array.isArray(cf)) return fail(reply, 400, 'customFields must be an object');
-    const merged: Record<string, unknown> = { ...(s.customFields ?? {}) };
-    for (const [k, v] of Object.entries(cf)) if (k !== '__proto__' && k !== 'constructor') merged[k] = v;
     // Sessions stay small (every one is kept in memory): a few fields of a few words each, as a flow's custom fields are.
-    if (Object.keys(merged).length > MAX_CUSTOM_FIELDS || JSON.stringify(merged).length > MAX_CUSTOM_FIELDS_CHARS)
-      return fail(reply, 400, `customFields may hold at most ${MAX_CUSTOM_FIELDS} fields and ${MAX_CUSTOM_FIELDS_CHARS} characters of JSON`);
-    s.customFields = merged;
+    const merged = plainFields(cf, { ...(s.customFields ?? {}) });
+    const problem = customFieldsProblem(merged);
+    if (problem) return fail(reply, 400, problem);
+    sessions.setCustomFields(s, merged as CustomFields);
     return ok();
   });
   route('GET', '/omni/get/onboarding-modules', 'session', () => ({

@@ -39,8 +39,16 @@ export class ImageDecodeError extends Error {
 /** Thresholds the integration guide applies; exported so samples and tests agree with the analysis. */
 export const THRESHOLDS = { sharpness: 10, glare: 10, horizontalResolution: 155, brightness: 50 } as const;
 
-// Decoding above this would cost hundreds of MB; Incode answers "image size unsupported" for such inputs.
-const MAX_MEGAPIXELS = 40;
+// Incode takes requests up to 10 MB and has no documented pixel limit; this one is the emulator's own, since it decodes
+// on its event loop (a sandbox's emulator is the broker's process). 16 MP holds a phone's 12 MP photo; above it
+// Incode's "Image size unsupported" (3008) answers.
+const MAX_MEGAPIXELS = 16;
+
+// jpeg-js allocates every 8x8 block of every component before it reads any scan data, as an Int32Array(64) of its own:
+// about 600 bytes each once its objects are counted (its own maxMemoryUsageInMB counts 256), so a 618-byte file that
+// declares 40 MP made it allocate 1.2 GB for 3 s. The frame header is read first and the blocks counted.
+const JPEG_BLOCK_BYTES = 600;
+const MAX_JPEG_BLOCK_BYTES = 384 * 1024 * 1024;
 
 // A camera's JPEG has one scan, a progressive one about ten (an embedded thumbnail adds its own). jpeg-js decodes
 // every scan over the whole image synchronously, so thousands of tiny scans would hold the event loop for minutes.
@@ -54,18 +62,82 @@ function jpegScans(buf: Buffer, limit: number): number {
   return n;
 }
 
-/**
- * A PNG's size from its header (IHDR, always the first chunk), read before anything is inflated: a small file can
- * declare an image of gigabytes, which pngjs would allocate before any size check after decoding could refuse it.
- */
-function pngDimensions(buf: Buffer): { width: number; height: number } | null {
-  if (buf.length < 24 || buf.toString('latin1', 12, 16) !== 'IHDR') return null;
-  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
+export interface JpegFrame {
+  width: number;
+  height: number;
+  /** The 8x8 blocks jpeg-js allocates for the frame, all components together (as its prepareComponents counts them). */
+  blocks: number;
 }
+
+// Start-of-frame markers: baseline, extended, progressive and lossless, Huffman or arithmetic (not DHT C4, JPG C8, DAC CC).
+const SOF_MARKERS = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd, 0xce, 0xcf]);
+
+/**
+ * The first frame header of a JPEG, walked to through the marker segments before it (APPn, DQT, DHT...); null when
+ * there is none before the first scan or the file ends first. The frame header always precedes the scans.
+ */
+export function jpegFrame(buf: Buffer): JpegFrame | null {
+  let at = 2;
+  while (at + 4 <= buf.length) {
+    if (buf[at] !== 0xff) return null;
+    const marker = buf[at + 1];
+    // Fill bytes and the markers that carry no length (TEM, RSTn).
+    if (marker === 0xff) {
+      at++;
+      continue;
+    }
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      at += 2;
+      continue;
+    }
+    if (marker === 0xda || marker === 0xd9) return null;
+    const length = buf.readUInt16BE(at + 2);
+    if (length < 2) return null;
+    if (SOF_MARKERS.has(marker)) {
+      const f = at + 4;
+      if (f + 6 > buf.length) return null;
+      const height = buf.readUInt16BE(f + 1);
+      const width = buf.readUInt16BE(f + 3);
+      const components = buf[f + 5];
+      if (f + 6 + 3 * components > buf.length) return null;
+      const sampling: { h: number; v: number }[] = [];
+      for (let c = 0; c < components; c++) {
+        const hv = buf[f + 6 + 3 * c + 1];
+        sampling.push({ h: Math.max(1, hv >> 4), v: Math.max(1, hv & 15) });
+      }
+      const maxH = Math.max(1, ...sampling.map((c) => c.h));
+      const maxV = Math.max(1, ...sampling.map((c) => c.v));
+      const mcusPerLine = Math.ceil(width / 8 / maxH);
+      const mcusPerColumn = Math.ceil(height / 8 / maxV);
+      const blocks = sampling.reduce((n, c) => n + mcusPerLine * c.h * mcusPerColumn * c.v, 0);
+      return { width, height, blocks };
+    }
+    at += 2 + length;
+  }
+  return null;
+}
+
+/**
+ * A PNG's header (IHDR, always the first chunk), read before anything is inflated: a small file can declare an image of
+ * gigabytes, which pngjs would allocate before any size check after decoding could refuse it. `bytesPerPixel` is the
+ * inflated data's (16-bit samples take two bytes each).
+ */
+function pngHeader(buf: Buffer): { width: number; height: number; bytesPerPixel: number } | null {
+  if (buf.length < 29 || buf.toString('latin1', 12, 16) !== 'IHDR') return null;
+  const bitDepth = buf[24];
+  const channels = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[buf[25]] ?? 4;
+  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20), bytesPerPixel: Math.max(1, (channels * bitDepth) / 8) };
+}
+
+/** The most inflated pixel data a PNG may have: a 16 MP image of 8-bit RGBA (pngjs holds it and its RGBA copy). */
+const MAX_PNG_INFLATED_BYTES = MAX_MEGAPIXELS * 1e6 * 4;
 
 export function decodeImage(buf: Buffer): DecodedImage {
   if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
     if (jpegScans(buf, MAX_JPEG_SCANS) > MAX_JPEG_SCANS) throw new ImageDecodeError(`JPEG has more than ${MAX_JPEG_SCANS} scans`);
+    const frame = jpegFrame(buf);
+    if (!frame || !frame.width || !frame.height) throw new ImageDecodeError('JPEG could not be decoded: no frame header');
+    if (frame.width * frame.height > MAX_MEGAPIXELS * 1e6 || frame.blocks * JPEG_BLOCK_BYTES > MAX_JPEG_BLOCK_BYTES) throw new ImageDecodeError('JPEG too large', true);
     try {
       const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: MAX_MEGAPIXELS, maxMemoryUsageInMB: 512 });
       if (!img.width || !img.height) throw new Error('empty image');
@@ -76,9 +148,10 @@ export function decodeImage(buf: Buffer): DecodedImage {
     }
   }
   if (buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47) {
-    const declared = pngDimensions(buf);
+    const declared = pngHeader(buf);
     if (!declared) throw new ImageDecodeError('PNG could not be decoded: no IHDR header');
-    if (declared.width * declared.height > MAX_MEGAPIXELS * 1e6) throw new ImageDecodeError('PNG too large', true);
+    const pixels = declared.width * declared.height;
+    if (pixels > MAX_MEGAPIXELS * 1e6 || pixels * declared.bytesPerPixel > MAX_PNG_INFLATED_BYTES) throw new ImageDecodeError('PNG too large', true);
     try {
       const png = PNG.sync.read(buf);
       return { width: png.width, height: png.height, data: png.data, channels: 4 };

@@ -3,9 +3,10 @@ import { THRESHOLDS } from './image-analysis';
 import { seedOf } from './ocr';
 import type { CaptureRecord, Session } from './state';
 
+/** Incode's ValueStatusKey. Either half may be missing: its own composed example has `{"value":""}` and `{"status":"OK"}`. */
 export interface Leaf {
-  value: string;
-  status: string;
+  value?: string;
+  status?: string;
   key?: string;
 }
 
@@ -84,7 +85,8 @@ export function buildScore(s: Session): Record<string, unknown> {
   const faceRecognition: Record<string, unknown> = {
     existingUser: faceDone && d.existingUser,
     maskCheck: sf ? leaf(sf.hasFaceMask ? '1' : '0', sf.hasFaceMask ? 'FAIL' : 'OK') : leaf('', 'UNKNOWN'),
-    lensesCheck: sf ? leaf(sf.hasLenses ? '1' : '0', sf.hasLenses ? 'FAIL' : 'OK') : leaf('', 'UNKNOWN'),
+    // As Incode's example shows a passed one: a status and no value.
+    lensesCheck: sf ? (sf.hasLenses ? leaf('1', 'FAIL') : { status: 'OK' }) : leaf('', 'UNKNOWN'),
     faceBrightness: sf ? leaf(sf.brightness.toFixed(1), sf.isBright ? 'OK' : 'FAIL') : leaf('', 'UNKNOWN'),
     appliedRule: null,
     overall: leaf(faceValue, faceVerdict),
@@ -108,15 +110,24 @@ export function buildScore(s: Session): Record<string, unknown> {
         }
       : null;
 
-  let overall: Verdict | 'MANUAL_OK' | 'MANUAL_FAIL' | 'MANUAL_PENDING' = worst([idVerdict, liveVerdict, faceVerdict]);
+  let overall: Verdict | 'MANUAL' | 'MANUAL_OK' | 'MANUAL_FAIL' | 'MANUAL_PENDING' | '' = worst([idVerdict, liveVerdict, faceVerdict]);
   // A session completed with a module never run (finish-status on an abandoned flow) is scored as it stands: what
   // was never checked did not pass.
   if (overall === 'UNKNOWN' && s.status === 'ONBOARDING_FINISHED') overall = 'FAIL';
   if (s.status === 'MANUAL_REVIEW_APPROVED') overall = 'MANUAL_OK';
   else if (s.status === 'MANUAL_REVIEW_REJECTED') overall = 'MANUAL_FAIL';
   else if (d.manual && s.status === 'ONBOARDING_FINISHED') overall = 'MANUAL_PENDING';
+  else if (d.overall !== undefined && s.status === 'ONBOARDING_FINISHED') overall = d.overall;
   const overallValue =
-    overall === 'OK' || overall === 'MANUAL_OK' ? pct(92, s, 4) : overall === 'WARN' || overall === 'MANUAL_PENDING' ? pct(70, s, 4) : overall === 'UNKNOWN' ? '0.0' : pct(8, s, 4);
+    overall === 'OK' || overall === 'MANUAL_OK'
+      ? pct(92, s, 4)
+      : overall === 'WARN' || overall === 'MANUAL_PENDING' || overall === 'MANUAL'
+        ? pct(70, s, 4)
+        : overall === 'UNKNOWN'
+          ? '0.0'
+          : overall === ''
+            ? ''
+            : pct(8, s, 4);
 
   return {
     idValidation: {
@@ -128,7 +139,8 @@ export function buildScore(s: Session): Record<string, unknown> {
     },
     liveness: {
       livenessScore: leaf(liveValue, liveVerdict),
-      photoQuality: leaf(sf ? sf.brightness.toFixed(1) : '', sf ? (sf.isBright ? 'OK' : 'FAIL') : 'UNKNOWN'),
+      // A selfie of good quality as Incode's example shows it: an empty value and no status.
+      photoQuality: sf && !sf.isBright ? leaf(sf.brightness.toFixed(1), 'FAIL') : sf ? { value: '' } : leaf('', 'UNKNOWN'),
       overall: leaf(liveValue, liveVerdict),
     },
     faceRecognition,
@@ -142,7 +154,8 @@ export function buildScore(s: Session): Record<string, unknown> {
 function reasonFor(overall: string, id: Verdict, live: Verdict, face: Verdict): string {
   if (overall === 'MANUAL_OK') return 'Session approved in manual review';
   if (overall === 'MANUAL_FAIL') return 'Session rejected in manual review';
-  if (overall === 'MANUAL_PENDING') return 'Session needs manual review';
+  if (overall === 'MANUAL_PENDING' || overall === 'MANUAL') return 'Session needs manual review';
+  if (overall === '') return '';
   if (overall === 'OK') return 'Session passed ID, face and liveness checks';
   if (overall === 'UNKNOWN') return 'Session is still being processed';
   const parts: string[] = [];

@@ -77,7 +77,7 @@ export interface Session {
   language?: string;
   redirectionUrl?: string;
   uuid?: string;
-  customFields?: Record<string, unknown>;
+  customFields?: CustomFields;
   directives: Directives;
   status: OnboardingStatus;
   front?: CaptureRecord;
@@ -103,11 +103,21 @@ const NO_DIRECTIVES: Directives = Object.freeze(emptyDirectives()) as Directives
 
 type StatusListener = (s: Session, status: OnboardingStatus) => void;
 
+/** Incode's custom fields: flat key/value metadata (incode-api.md 4.1), so a session's are a few kilobytes at most. */
+export type CustomFields = Readonly<Record<string, string | number | boolean | null>>;
+
+const charsOf = (f: CustomFields | undefined): number => (f ? JSON.stringify(f).length : 0);
+
+/** Custom fields of every session together, in characters of JSON: past it, the oldest sessions are forgotten. */
+const MAX_CUSTOM_FIELD_CHARS = 64 * 1024 * 1024;
+
 export interface StoreOptions {
   processingDelayMs: number;
   timers: TimerSet;
   /** The most sessions kept; past it the oldest are forgotten (as if Incode had deleted them). */
   maxSessions?: number;
+  /** The most characters of custom-field JSON kept over all sessions (each session's are capped by the API too). */
+  maxCustomFieldChars?: number;
 }
 
 /**
@@ -151,6 +161,7 @@ export type NewSession = Omit<
 export class SessionStore {
   readonly sessions = new Map<string, Session>();
   private readonly byUuid = new Map<string, string>();
+  private customFieldChars = 0;
   // Who hears of status moves: the webhook sender, and tests that must see a status lasting only a few ms.
   private readonly watchers = new Set<StatusListener>();
 
@@ -170,6 +181,7 @@ export class SessionStore {
     const interviewId = newInterviewId();
     const s: Session = {
       ...init,
+      customFields: undefined,
       directives: init.directives ?? NO_DIRECTIVES,
       interviewId,
       interviewCode: interviewCodeFor(interviewId),
@@ -185,7 +197,27 @@ export class SessionStore {
     while (this.sessions.size >= max) this.delete(this.sessions.keys().next().value as string);
     this.sessions.set(interviewId, s);
     if (s.uuid) this.byUuid.set(s.uuid, interviewId);
+    if (init.customFields) this.setCustomFields(s, init.customFields);
     return s;
+  }
+
+  /**
+   * Sets a session's custom fields. Sessions are kept in memory, and anyone who can start them can fill each one's
+   * fields to the API's cap: past the store's budget the oldest other sessions are forgotten, as past maxSessions.
+   */
+  setCustomFields(s: Session, fields: CustomFields | undefined): void {
+    this.customFieldChars += charsOf(fields) - charsOf(s.customFields);
+    s.customFields = fields;
+    const budget = this.opts.maxCustomFieldChars ?? MAX_CUSTOM_FIELD_CHARS;
+    for (const id of this.sessions.keys()) {
+      if (this.customFieldChars <= budget) break;
+      if (id !== s.interviewId) this.delete(id);
+    }
+  }
+
+  /** Characters of custom-field JSON held over all sessions. */
+  get customFieldsSize(): number {
+    return this.customFieldChars;
   }
 
   get(id: string | undefined): Session | undefined {
@@ -196,6 +228,7 @@ export class SessionStore {
     const s = this.sessions.get(id);
     if (!s) return false;
     if (s.uuid) this.byUuid.delete(s.uuid);
+    this.customFieldChars -= charsOf(s.customFields);
     return this.sessions.delete(id);
   }
 

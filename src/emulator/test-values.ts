@@ -54,6 +54,8 @@ export interface Directives {
   processFaceError: number;
   expire: boolean;
   manual?: 'approved' | 'rejected';
+  /** The overall score status a finished session gets instead of its checks' verdict: the ones no check sets. */
+  overall?: 'UNKNOWN' | 'MANUAL' | '';
   gov: boolean;
   noAutoFinish: boolean;
   proofOfAddress: boolean;
@@ -135,6 +137,12 @@ export const DIRECTIVES: readonly DirectiveSpec[] = [
     description:
       'OCR also carries a proof of address: addressFromStatement, addressFieldsFromStatement (and addressFromStatementFields), invalidAddressFromStatement, addressStatementEmissionDate, documentType UTILITY_BILL',
     apply: (d) => { d.proofOfAddress = true; },
+  },
+  {
+    pattern: /^overall-(unknown|manual|blank)$/,
+    example: 'emu:overall-blank',
+    description: 'score: overall status UNKNOWN, MANUAL or "" (blank, seen in the field) once ONBOARDING_FINISHED, whatever the checks gave',
+    apply: (d, m) => { d.overall = m[1] === 'blank' ? '' : (m[1].toUpperCase() as 'UNKNOWN' | 'MANUAL'); },
   },
   { pattern: /^gov$/, example: 'emu:gov', description: 'ID processing also emits GOVERNMENT_VALIDATION_FINISHED; score governmentValidation filled', apply: (d) => { d.gov = true; } },
 ];

@@ -1,6 +1,6 @@
 // Typed Incode Omni API client: one undici keep-alive Pool, one method per Incode operation.
 import { setTimeout as delay } from 'node:timers/promises';
-import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
+import { Pool, errors as undiciErrors, type Dispatcher } from '../util/undici';
 import type { Config } from '../config';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker';
 import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from './errors';

@@ -1,6 +1,6 @@
 // Customer notification signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).
 import { createHmac, randomUUID } from 'node:crypto';
-import { request } from 'undici';
+import { request } from '../util/undici';
 
 /** "whsec_<base64>" secrets are decoded as Standard Webhooks says; any other string is used as bytes. */
 export function secretBytes(secret: string): Buffer {

@@ -1,7 +1,7 @@
 // Liveness (/healthz) and readiness (/readyz: configuration valid, database and Incode reachable or, without READINESS_REQUIRES_INCODE, degraded; 503 once out of rotation at shutdown).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { request } from 'undici';
+import { request } from '../util/undici';
 import { shuttingDownError } from '../errors';
 import { suggestsDatabaseDown } from '../store/unavailable';
 import { orError, withErrors } from '../schemas';

@@ -500,6 +500,11 @@ describe('emulator app', () => {
       const many = Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`f${i}`, i]));
       expectEnvelope(await emu.call('POST', '/0/omni/add/custom-fields', { ...t, body: { customFields: many } }), 400);
       expectEnvelope(await emu.call('POST', '/0/omni/add/custom-fields', { ...t, body: { customFields: { big: 'x'.repeat(70_000) } } }), 400);
+      // Flat key/value metadata: a nested value is refused, which keeps a few bytes of JSON from holding thousands of
+      // objects in memory, and a deep one from overflowing the stack (a 500 once).
+      expectEnvelope(await emu.call('POST', '/0/omni/add/custom-fields', { ...t, body: { customFields: { a: Array.from({ length: 20_000 }, () => ({})) } } }), 400);
+      const deep = `{"customFields":{"a":${'['.repeat(100_000)}${']'.repeat(100_000)}}}`;
+      expectEnvelope(await emu.call('POST', '/0/omni/add/custom-fields', { ...t, raw: Buffer.from(deep), contentType: 'application/json' }), 400);
       expect((await emu.call('GET', '/0/omni/get/custom-fields', t)).body).toEqual({ customFields: { a: 1 } });
       expect((await emu.call('PUT', '/0/omni/update', { ...t, body: { phone: '1' } })).body).toEqual({ success: true });
       expect((await emu.call('POST', '/0/omni/add/device-fingerprint', { ...t, body: { hash: 'h' } })).body).toEqual({ success: true });

@@ -1,7 +1,8 @@
 // Pixel metrics on the synthetic samples and on a real Chromium fake-camera frame.
 import { readFileSync } from 'node:fs';
 import { PNG } from 'pngjs';
-import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, THRESHOLDS } from '../../src/emulator/image-analysis';
+import * as jpeg from 'jpeg-js';
+import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, jpegFrame, THRESHOLDS } from '../../src/emulator/image-analysis';
 import * as samples from '../../src/emulator/sample-images';
 
 const metrics = (b: Buffer) => analyzeImage(decodeImage(b));
@@ -104,6 +105,59 @@ describe('image analysis', () => {
     expect(() => decodeImage(bomb)).toThrow(/more than 100 scans/);
     // A real progressive-sized count is fine.
     expect(decodeImage(good).width).toBeGreaterThan(0);
+  });
+
+  /** A small real JPEG whose frame header is rewritten to declare width x height (its scan data stays the small image's). */
+  function jpegDeclaring(width: number, height: number): Buffer {
+    const raw = { width: 16, height: 16, data: Buffer.alloc(16 * 16 * 4, 200) };
+    const small = Buffer.from(jpeg.encode(raw, 90).data);
+    const frame = jpegFrame(small)!;
+    expect(frame).toMatchObject({ width: 16, height: 16 });
+    const sof = [0xc0, 0xc1, 0xc2].map((m) => small.indexOf(Buffer.from([0xff, m]), 2)).find((i) => i > 0)!;
+    const out = Buffer.from(small);
+    out.writeUInt16BE(height, sof + 5);
+    out.writeUInt16BE(width, sof + 7);
+    return out;
+  }
+
+  it('reads a JPEG frame header: size and the 8x8 blocks of every component, subsampling counted', () => {
+    // The samples are jpeg-js's encodings; the selfie is a real size.
+    const sf = samples.selfie();
+    const { width, height } = decodeImage(sf);
+    const frame = jpegFrame(sf)!;
+    expect(frame).toMatchObject({ width, height });
+    // Three components, none subsampled by jpeg-js's encoder: three blocks per 8x8 of the image.
+    expect(frame.blocks).toBe(3 * Math.ceil(width / 8) * Math.ceil(height / 8));
+    expect(jpegFrame(Buffer.from([0xff, 0xd8, 0xff, 0xd9]))).toBeNull();
+  });
+
+  it('refuses a tiny JPEG declaring a huge frame before decoding it (its decoder allocates every block up front)', () => {
+    // 618 bytes that declared 39.9 MP once cost 3 s of the event loop and 1.2 GB.
+    const bomb = jpegDeclaring(6320, 6320);
+    expect(bomb.length).toBeLessThan(2000);
+    let err: unknown;
+    try {
+      decodeImage(bomb);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ tooLarge: true, message: 'JPEG too large' });
+    // Over 16 MP, and under it with too many blocks (15.6 MP of three full-resolution components: about 440 MB).
+    expect(() => decodeImage(jpegDeclaring(4900, 3300))).toThrow('JPEG too large');
+    expect(() => decodeImage(jpegDeclaring(4600, 3400))).toThrow('JPEG too large');
+    // A frame of a few MP goes on to the decoder, which finds the small image's data too short for it.
+    expect(() => decodeImage(jpegDeclaring(2000, 1500))).toThrow(expect.objectContaining({ tooLarge: false }));
+  });
+
+  it('refuses a 16-bit PNG whose inflated pixels would pass the 8-bit budget, from its header', () => {
+    const png = PNG.sync.write(new PNG({ width: 1, height: 1 }));
+    const wide = Buffer.from(png);
+    wide.writeUInt32BE(4000, 16);
+    wide.writeUInt32BE(3500, 20);
+    // 14 MP of 8-bit RGBA: within the budget, so the decoder is reached (and fails on the 1-pixel data).
+    expect(() => decodeImage(wide)).toThrow(expect.objectContaining({ tooLarge: false }));
+    wide[24] = 16;
+    expect(() => decodeImage(wide)).toThrow(expect.objectContaining({ tooLarge: true, message: 'PNG too large' }));
   });
 
   it('reads bare base64, and not a data: URL (Incode wants the base64 without its prefix)', () => {

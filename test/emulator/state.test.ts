@@ -43,6 +43,27 @@ describe('status machine', () => {
     timers.clear();
   });
 
+  it('keeps at most maxCustomFieldChars of custom fields over all sessions, forgetting the oldest others first', () => {
+    const timers = new TimerSet();
+    const store = new SessionStore({ processingDelayMs: 0, timers, maxCustomFieldChars: 100 });
+    const field = { note: 'x'.repeat(30) }; // 41 characters of JSON
+    const a = store.create({ countryCode: 'ALL', customFields: field });
+    const b = store.create({ countryCode: 'ALL' });
+    store.setCustomFields(b, field);
+    expect(store.customFieldsSize).toBe(82);
+    const c = store.create({ countryCode: 'ALL' });
+    // Over the budget: the oldest session goes, not the one being written.
+    store.setCustomFields(c, field);
+    expect([a, b, c].map((s) => store.get(s.interviewId) !== undefined)).toEqual([false, true, true]);
+    expect(store.customFieldsSize).toBe(82);
+    // Replacing a session's fields counts the difference; deleting it gives its share back.
+    store.setCustomFields(c, { n: 1 });
+    expect(store.customFieldsSize).toBe(41 + 7);
+    store.delete(b.interviewId);
+    expect(store.customFieldsSize).toBe(7);
+    timers.clear();
+  });
+
   it('tells status watchers of every real move until they stop watching', () => {
     const timers = new TimerSet();
     const store = new SessionStore({ processingDelayMs: 0, timers });

@@ -102,6 +102,30 @@ describe('test values over HTTP', () => {
     expect((await score(w.token)).overall.status).toBe('WARN');
   });
 
+  it.each([
+    ['emu:overall-unknown', 'UNKNOWN', '0.0'],
+    ['emu:overall-manual', 'MANUAL', expect.stringMatching(/^\d+\.\d$/)],
+    ['emu:overall-blank', '', ''],
+  ])('%s sets the overall status of a finished session, whatever its checks gave', async (value, overall, scoreValue) => {
+    const f = await flow(value);
+    await waitFor(async () => (await status(f.token)) === 'ONBOARDING_FINISHED');
+    const sc = await score(f.token);
+    expect(sc.overall).toEqual({ value: scoreValue, status: overall });
+    // The checks themselves passed: only the overall is forced.
+    expect(sc.idValidation.overall.status).toBe('OK');
+  });
+
+  it("leaves as Incode's own example shows them: a good selfie's photoQuality without a status, a passed lensesCheck without a value", async () => {
+    const f = await flow('plain');
+    await waitFor(async () => (await status(f.token)) === 'ONBOARDING_FINISHED');
+    const sc = await score(f.token);
+    expect(sc.liveness.photoQuality).toEqual({ value: '' });
+    expect(sc.faceRecognition.lensesCheck).toEqual({ status: 'OK' });
+    const lenses = await flow('emu:lenses');
+    await waitFor(async () => (await status(lenses.token)) === 'ONBOARDING_FINISHED');
+    expect((await score(lenses.token)).faceRecognition.lensesCheck).toEqual({ value: '1', status: 'FAIL' });
+  });
+
   it('emu:no-match and emu:existing-user shape process-face and the score', async () => {
     const n = await flow('emu:no-match');
     expect(n.pf.body).toMatchObject({ confidence: 0, existingUser: false });

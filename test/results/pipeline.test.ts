@@ -239,6 +239,18 @@ function pipelineSuite(which: Engine) {
     expect((await p.ready(fail.interviewId)).decision).toBe('decline');
   });
 
+  it('maps an overall UNKNOWN, MANUAL or blank at ONBOARDING_FINISHED to review, never approve', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const sessions = await Promise.all(['emu:overall-unknown', 'emu:overall-manual', 'emu:overall-blank'].map((externalCustomerId) => p.newSession({ externalCustomerId })));
+    await Promise.all(sessions.map((s) => captureAll(s.apiUrl, s.token)));
+    for (const s of sessions) {
+      const done = await p.ready(s.interviewId);
+      expect(done.decision).toBe('review');
+      // Stored as Incode sent it.
+      expect(['UNKNOWN', 'MANUAL', '']).toContain(done.scores.overall.status);
+    }
+  });
+
   it('processes duplicated webhooks once', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' }, { faults: { duplicateWebhookRate: 1 } });
     const s = await p.newSession();

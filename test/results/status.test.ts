@@ -1,5 +1,5 @@
-// Onboarding status ranks: only Incode's own statuses are known, and nothing else ranks above UNKNOWN.
-import { hasResults, isKnownStatus, isTerminal, statusRank } from '../../src/results/status';
+// Onboarding status ranks (only Incode's own statuses are known, nothing else ranks above UNKNOWN) and the decision.
+import { decisionFor, decisionFromOverall, hasResults, isKnownStatus, isTerminal, statusRank } from '../../src/results/status';
 
 describe('status ranks', () => {
   it('ranks Incode statuses so they only move forward', () => {
@@ -15,5 +15,45 @@ describe('status ranks', () => {
   it.each(['constructor', 'toString', '__proto__', 'hasOwnProperty', 'valueOf'])('%s is neither known nor ranked', (name) => {
     expect(isKnownStatus(name)).toBe(false);
     expect(statusRank(name)).toBe(0);
+  });
+});
+
+// Incode's overall statuses (shared/incode-api.md 4.9: OK, WARN, FAIL, UNKNOWN, MANUAL, MANUAL_OK, MANUAL_FAIL,
+// MANUAL_PENDING, and "" seen) and shapes it never documents: nothing but an explicit pass approves.
+describe('decision from the overall score', () => {
+  it.each([
+    ['OK', 'approve'],
+    ['MANUAL_OK', 'approve'],
+    ['FAIL', 'decline'],
+    ['MANUAL_FAIL', 'decline'],
+    ['WARN', 'review'],
+    ['UNKNOWN', 'review'],
+    ['MANUAL', 'review'],
+    ['MANUAL_PENDING', 'review'],
+    ['', 'review'],
+    ['ok', 'review'],
+    [' OK', 'review'],
+    [null, 'review'],
+    [undefined, 'review'],
+    [1, 'review'],
+    [true, 'review'],
+    [{ status: 'OK' }, 'review'],
+    [['OK'], 'review'],
+  ])('%j gives %s', (overall, decision) => {
+    expect(decisionFromOverall(overall)).toBe(decision);
+  });
+
+  it('reads overall.status only, and a missing score or section is a review', () => {
+    expect(decisionFor('ONBOARDING_FINISHED', { overall: { status: 'OK' } })).toBe('approve');
+    expect(decisionFor('ONBOARDING_FINISHED', { overall: { value: '95.1' } as { status?: unknown } })).toBe('review');
+    expect(decisionFor('ONBOARDING_FINISHED', {})).toBe('review');
+    expect(decisionFor('ONBOARDING_FINISHED', null)).toBe('review');
+    expect(decisionFor('ONBOARDING_FINISHED', undefined)).toBe('review');
+  });
+
+  it("a reviewer's verdict replaces the score's decision either way", () => {
+    expect(decisionFor('MANUAL_REVIEW_APPROVED', { overall: { status: 'FAIL' } })).toBe('approve');
+    expect(decisionFor('MANUAL_REVIEW_REJECTED', { overall: { status: 'OK' } })).toBe('decline');
+    expect(decisionFor('MANUAL_REVIEW_APPROVED', null)).toBe('approve');
   });
 });
