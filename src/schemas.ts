@@ -6,11 +6,17 @@ export const ErrorBody = Type.Object(
     code: Type.String({ description: "Stable machine-readable error code (the README's error table lists them by status)" }),
     message: Type.String(),
     requestId: Type.Optional(Type.String()),
+    interviewId: Type.Optional(Type.String({ description: 'The session an error is about, where there is one (ONBOARDING_NOT_COMPLETED)' })),
   },
   { $id: 'ErrorBody', additionalProperties: true },
 );
 
 const errorRef = Type.Ref('ErrorBody');
+
+/** A session's decision, wherever it is answered: null until its results are in. */
+export const Decision = Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]);
+/** Where a session's results stand, wherever it is answered. */
+export const ResultsStatus = Type.Union(['pending', 'ready', 'failed', 'unprocessable', 'erased'].map((s) => Type.Literal(s)));
 
 /** A status answered either by the route itself (schema) or by the error handler (e.g. 503 while shutting down). */
 export function orError(schema: TSchema): TSchema {
@@ -29,10 +35,54 @@ export const WITH_PATH_PARAM = [414];
 /** A route behind a rate limit adds 429. */
 export const RATE_LIMITED = [429];
 
-/** Response map with the given success schemas plus the error body for every error status the route can give. */
-export function withErrors<T extends Record<number, TSchema>>(ok: T, statuses: number[] = []): Record<number, TSchema> {
-  const out: Record<number, TSchema> = { ...ok };
-  for (const s of [...EVERY_ROUTE, ...statuses]) out[s] ??= errorRef;
+/** What each status means, as the OpenAPI document says it (never its generator's "Default Response"). */
+const STATUS_DESCRIPTIONS: Readonly<Record<number, string>> = {
+  200: 'Success',
+  202: 'Accepted: the work goes on in the background',
+  400: 'Invalid request: `code` says which check failed',
+  401: 'Missing or invalid credentials',
+  403: 'Forbidden',
+  404: 'Not found',
+  408: 'The request body was still arriving after REQUEST_TIMEOUT_MS',
+  409: 'Conflict with the state of the session or of the Idempotency-Key',
+  413: 'Body too large',
+  414: 'URL too long',
+  415: 'Unsupported media type or content encoding',
+  422: 'Refused for its content (a reused Idempotency-Key, a rejected capture)',
+  429: 'Rate limited: retry after Retry-After seconds',
+  500: 'Unexpected error (never with internals)',
+  502: 'Incode failed or refused the call',
+  503: 'Unavailable for now (shutting down, overloaded, a circuit open, the database down): retry after Retry-After seconds',
+  504: 'Incode timed out',
+};
+
+const header = (type: 'string' | 'integer', description: string) => ({ type, description });
+/** Every answer carries its request id, the one every log line of the request carries. */
+const REQUEST_ID = { 'x-request-id': header('string', 'The request id: the one you sent when it is valid, else a new one; every log line of the request carries it') };
+const RETRY_AFTER = { 'retry-after': header('integer', 'Seconds to wait before retrying') };
+const STATUS_HEADERS: Readonly<Record<number, Record<string, { type: string; description: string }>>> = {
+  401: { 'www-authenticate': header('string', 'The credentials expected (not sent for a refused resume token)') },
+  409: { 'retry-after': header('integer', 'With IDEMPOTENCY_IN_PROGRESS: seconds before a retry') },
+  429: { ...RETRY_AFTER, 'x-ratelimit-limit': header('integer', 'The limit that was reached, per RATE_LIMIT_WINDOW_MS') },
+  503: RETRY_AFTER,
+};
+
+/**
+ * A response as the OpenAPI document shows it: its description and the headers it carries. Fastify's serializer
+ * ignores both keywords; @fastify/swagger reads them from the response schema.
+ */
+function documented(status: number, schema: TSchema): TSchema {
+  return { ...schema, description: schema.description ?? STATUS_DESCRIPTIONS[status] ?? 'Answer', headers: { ...REQUEST_ID, ...STATUS_HEADERS[status] } } as TSchema;
+}
+
+/**
+ * Response map with the given schemas (success statuses, and error statuses a route answers with a body of its own)
+ * plus the error body for every other error status the route can give, each with its description and headers.
+ */
+export function withErrors<T extends Record<number, TSchema>>(own: T, statuses: number[] = []): Record<number, TSchema> {
+  const out: Record<number, TSchema> = {};
+  for (const [s, schema] of Object.entries(own)) out[Number(s)] = documented(Number(s), schema);
+  for (const s of [...EVERY_ROUTE, ...statuses]) out[s] ??= documented(s, errorRef);
   return out;
 }
 
@@ -64,6 +114,7 @@ export function securitySchemes(secretHeader: string) {
     webhookOAuth: { type: 'oauth2', description: 'Incode\'s webhooks: a bearer token from the client-credentials endpoint (WEBHOOK_CLIENT_ID)', flows: { clientCredentials: { tokenUrl: '/webhooks/incode/token', scopes: {} } } },
     webhookSecret: { type: 'apiKey', in: 'header', name: secretHeader, description: 'Incode\'s webhooks: the static WEBHOOK_SECRET' },
     webhookClient: { type: 'http', scheme: 'basic', description: 'The token endpoint: WEBHOOK_CLIENT_ID and WEBHOOK_CLIENT_SECRET' },
+    metricsToken: { type: 'http', scheme: 'bearer', description: 'GET /metrics when METRICS_TOKENS is set: one of its tokens' },
   } as const;
 }
 

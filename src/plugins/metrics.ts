@@ -1,5 +1,5 @@
 // Prometheus metrics on a registry owned by this app instance (no global default registry).
-import { Type } from '@sinclair/typebox';
+import { Type, type TSchema } from '@sinclair/typebox';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { OPERATION_GROUPS } from '../incode/client';
@@ -143,7 +143,9 @@ export default fp<MetricsOptions>(
     const schema = {
       summary: 'Prometheus metrics, in the text exposition format (Authorization: Bearer <METRICS_TOKENS token> when tokens are set)',
       tags: ['operations'],
-      response: withErrors({ 200: Type.String({ description: 'text/plain; version=0.0.4' }) }, [401]),
+      ...(opts.tokens.length > 0 ? { security: [{ metricsToken: [] }] } : {}),
+      // Text, not JSON: the document says so by content type (the body is sent as the registry writes it).
+      response: withErrors({ 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: Type.String() } } } as unknown as TSchema }, opts.tokens.length > 0 ? [401] : []),
     };
     app.get('/metrics', { schema, onRequest }, async (_req, reply) => {
       reply.header('content-type', metrics.registry.contentType);

@@ -79,7 +79,10 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
         return { ok: false, detail: 'unreachable' };
       },
     );
-    const { keyRefused, ...incode } = await upstream(req.id);
+    const probe = await upstream(req.id);
+    const { keyRefused } = probe;
+    // What the answer says of Incode, and not the cache's own bookkeeping (its time).
+    const incode = { ok: probe.ok, ...(probe.detail !== undefined ? { detail: probe.detail } : {}) };
     // READINESS_REQUIRES_INCODE=false rides out an Incode that cannot be reached, not a key it refuses: that is this
     // instance's configuration, and every call it makes would fail.
     const ok = database.ok && !keyRefused && (incode.ok || !opts.requireIncode);

@@ -18,7 +18,9 @@ import { loggedError } from '../logging';
 
 // The alphabet is checked in code (decodeImage), not by a schema pattern: a regular expression over several MB
 // can overflow its backtracking stack. Standard alphabet, optional padding, optional data: URL prefix.
-const image = (description: string) => Type.String({ minLength: 16, contentEncoding: 'base64', description });
+// No contentEncoding: the document would call it format byte, and a gateway validating against that would refuse the
+// data: URL prefix this route accepts.
+const image = (description: string) => Type.String({ minLength: 16, description });
 
 const OnboardingBody = Type.Object(
   {
@@ -207,7 +209,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         security: [{ serviceKey: [] }],
         headers: IdempotencyKeyHeaders('A retry with the same key and images gets the first answer (202 or 422) instead of a second, billed onboarding'),
         body: OnboardingBody,
-        response: { ...withErrors({}, [...WITH_BODY, 401, 404, 409]), 202: Accepted, 422: orError(CaptureRejected), 500: StepFailure, 502: StepFailure, 503: StepFailure, 504: StepFailure },
+        response: withErrors({ 202: Accepted, 422: orError(CaptureRejected), 500: StepFailure, 502: StepFailure, 503: StepFailure, 504: StepFailure }, [...WITH_BODY, 401, 404, 409]),
       },
     },
     async (req, reply) => {

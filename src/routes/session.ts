@@ -8,7 +8,7 @@ import { isInterviewId } from '../incode/token-claims';
 import { assertCountryCode } from '../iso3166';
 import type { StartRequest } from '../incode/types';
 import { sessionForToken } from '../plugins/service-auth';
-import { callerSecurity, CUSTOMER_ID_PATTERN, emptyBodyAsNone, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
+import { callerSecurity, CUSTOMER_ID_PATTERN, Decision, ResultsStatus, emptyBodyAsNone, IdempotencyKeyHeaders, RATE_LIMITED, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { randomToken, sha256Hex } from '../security';
 import { claimDeadlines, type SessionGuards } from '../protection/session-guards';
 import { isTerminal } from '../results/status';
@@ -70,8 +70,8 @@ function originOf(url: string): string {
 const StatusResponse = Type.Object({
   interviewId: Type.String(),
   onboardingStatus: Type.String(),
-  resultsStatus: Type.String(),
-  decision: Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]),
+  resultsStatus: ResultsStatus,
+  decision: Decision,
 });
 
 export interface SessionRouteOptions {

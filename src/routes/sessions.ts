@@ -4,14 +4,18 @@ import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { serviceKeyGuard } from '../plugins/service-auth';
-import { emptyBodyAsNone, WITH_BODY, WITH_PATH_PARAM, withErrors } from '../schemas';
+import { Decision, emptyBodyAsNone, ResultsStatus, WITH_BODY, WITH_PATH_PARAM, withErrors } from '../schemas';
 import { InvalidCursorError, type IncodeDeletionAt, type JobState, type SessionListing, type SessionRecord } from '../store/types';
 
 const InterviewParams = Type.Object({ interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
-const Decision = Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review'), Type.Null()]);
-const ResultsStatus = Type.Union(['pending', 'ready', 'failed', 'unprocessable', 'erased'].map((s) => Type.Literal(s)));
 
-const Step = Type.Object({ step: Type.String(), outcome: Type.String(), code: Type.Optional(Type.Union([Type.String(), Type.Null()])), message: Type.Optional(Type.Union([Type.String(), Type.Null()])), at: Type.String() });
+const Step = Type.Object({
+  step: Type.String(),
+  outcome: Type.Union(['ok', 'rejected', 'failed', 'skipped'].map((o) => Type.Literal(o))),
+  code: Type.Union([Type.String(), Type.Null()]),
+  message: Type.Union([Type.String(), Type.Null()]),
+  at: Type.String({ format: 'date-time' }),
+});
 
 const SessionSummary = Type.Object({
   interviewId: Type.String(),

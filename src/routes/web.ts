@@ -7,7 +7,7 @@ import { Type } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError } from '../errors';
 import { checkIdCapture, checkSelfie } from '../incode/capture-checks';
-import { SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
+import { Decision, ResultsStatus, SESSION_TOKEN_SECURITY, SessionTokenHeaders, WITH_BODY, withErrors } from '../schemas';
 import { sessionForToken } from '../plugins/service-auth';
 import type { SessionRecord } from '../store/types';
 import { summarizeOcr, summarizeScores } from '../results/summary';
@@ -70,8 +70,8 @@ const LeafOut = Type.Union([Type.Object({ value: Type.Union([Type.String(), Type
 const DemoResults = Type.Object({
   interviewId: Type.String(),
   onboardingStatus: Type.String(),
-  resultsStatus: Type.String(),
-  decision: Type.Union([Type.String(), Type.Null()]),
+  resultsStatus: ResultsStatus,
+  decision: Decision,
   scores: Type.Union([
     Type.Object({ overall: LeafOut, idValidation: LeafOut, liveness: LeafOut, faceRecognition: LeafOut, reason: Type.Union([Type.String(), Type.Null()]) }),
     Type.Null(),

@@ -42,6 +42,18 @@ const TokenBody = Type.Object(
   { additionalProperties: true },
 );
 
+/** The token endpoint's refusals: the service's error body with RFC 6749's two fields (section 5.2). */
+const OAuthError = Type.Object(
+  {
+    code: Type.String(),
+    message: Type.String(),
+    requestId: Type.Optional(Type.String()),
+    error: Type.Optional(Type.String({ description: 'RFC 6749: invalid_client, unsupported_grant_type or invalid_request (absent for a refusal of another kind, e.g. a limit)' })),
+    error_description: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true },
+);
+
 /** Stateless access tokens (HMAC over expiry and nonce) so any replica can check what another issued. */
 export class WebhookTokens {
   private readonly key: Buffer;
@@ -130,12 +142,13 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         schema: {
           summary: 'OAuth 2.0 client-credentials token endpoint Incode calls before sending webhooks',
           tags: ['webhooks'],
-          consumes: ['application/x-www-form-urlencoded'],
+          // RFC 6749 asks for a form; a JSON body is taken too, as some OAuth clients send one.
+          consumes: ['application/x-www-form-urlencoded', 'application/json'],
           security: [{ webhookClient: [] }],
           body: TokenBody,
           response: withErrors(
-            { 200: Type.Object({ access_token: Type.String(), token_type: Type.Literal('Bearer'), expires_in: Type.Integer() }) },
-            [...WITH_BODY, ...RATE_LIMITED, 401, 404],
+            { 200: Type.Object({ access_token: Type.String(), token_type: Type.Literal('Bearer'), expires_in: Type.Integer() }), 400: OAuthError, 401: OAuthError, 413: OAuthError, 415: OAuthError },
+            [...WITH_BODY, ...RATE_LIMITED, 404],
           ),
         },
       },

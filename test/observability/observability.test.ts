@@ -217,8 +217,11 @@ describe('the OpenAPI document', () => {
       expect(schemes.appKey).toMatchObject({ type: 'apiKey', in: 'header', name: 'x-app-key' });
       expect(schemes.sessionToken).toMatchObject({ type: 'apiKey', in: 'header', name: 'x-incode-hardware-id' });
       const op = (path: string, method: string) => doc.paths[path][method];
-      // The scrape is listed; the sandbox's emulator (Incode's API, not this service's) is not.
-      expect(Object.keys(op('/metrics', 'get').responses)).toEqual(expect.arrayContaining(['200', '401']));
+      // The scrape is listed (open without METRICS_TOKENS: no 401, no scheme); the sandbox's emulator (Incode's API, not
+      // this service's) is not.
+      expect(Object.keys(op('/metrics', 'get').responses)).toContain('200');
+      expect(Object.keys(op('/metrics', 'get').responses)).not.toContain('401');
+      expect(op('/metrics', 'get').security).toBeUndefined();
       expect(Object.keys(doc.paths).filter((p) => p.startsWith('/sandbox/'))).toEqual([]);
       expect(op('/session', 'post').security).toEqual([{ appKey: [] }]);
       expect(op('/session/resume', 'post').security).toEqual([{ appKey: [] }]);
@@ -250,6 +253,53 @@ describe('the OpenAPI document', () => {
       expect((await request(open.url).get('/docs/json').expect(200)).body.paths['/session'].post.security).toBeUndefined();
     } finally {
       await open.close();
+    }
+  });
+});
+
+describe('the OpenAPI document, for generated clients', () => {
+  it('describes every response and its headers, /metrics as text behind its token, and the bodies as sent', async () => {
+    const b = await startSandbox({ METRICS_TOKENS: 'metrics-token-0123456789abcdefghij', WEBHOOK_CLIENT_ID: 'incode-hooks', WEBHOOK_CLIENT_SECRET: 'hook-secret-0123456789abcdef' });
+    try {
+      const doc = (await request(b.url).get('/docs/json').expect(200)).body;
+      const schemes = doc.components.securitySchemes;
+      const ops = Object.entries(doc.paths as Record<string, Record<string, any>>).flatMap(([path, item]) => Object.entries(item).map(([method, op]) => ({ path, method, op })));
+      expect(ops.length).toBeGreaterThan(15);
+      for (const { path, method, op } of ops) {
+        // Every security requirement names a scheme the document defines.
+        for (const req of op.security ?? []) for (const name of Object.keys(req)) expect([path, method, name, name in schemes]).toEqual([path, method, name, true]);
+        for (const [status, res] of Object.entries(op.responses as Record<string, any>)) {
+          const where = `${method.toUpperCase()} ${path} ${status}`;
+          expect([where, res.description]).not.toEqual([where, 'Default Response']);
+          expect([where, Object.keys(res.headers ?? {})]).toEqual([where, expect.arrayContaining(['x-request-id'])]);
+          if (status === '429') expect([where, Object.keys(res.headers)]).toEqual([where, expect.arrayContaining(['retry-after', 'x-ratelimit-limit'])]);
+          if (status === '503') expect([where, Object.keys(res.headers)]).toEqual([where, expect.arrayContaining(['retry-after'])]);
+          if (status === '401') expect([where, Object.keys(res.headers)]).toEqual([where, expect.arrayContaining(['www-authenticate'])]);
+        }
+      }
+      const op = (path: string, method: string) => doc.paths[path][method];
+      // Prometheus text, not JSON, and behind the metrics token.
+      const scrape = op('/metrics', 'get');
+      expect(Object.keys(scrape.responses['200'].content)).toEqual(['text/plain']);
+      expect(scrape.security).toEqual([{ metricsToken: [] }]);
+      expect(schemes.metricsToken).toMatchObject({ type: 'http', scheme: 'bearer' });
+      expect(Object.keys(scrape.responses)).toContain('401');
+      // A session's steps as GET /sessions/:id sends them: code and message always there (null when empty), dates as dates.
+      const step = JSON.stringify(op('/sessions/{interviewId}', 'get').responses['200']);
+      expect(step).toMatch(/"required":\["step","outcome","code","message","at"\]/);
+      expect(step).toMatch(/"at":\{"format":"date-time"/);
+      // Image fields take a data: URL prefix: not declared as plain base64 (format byte), which a gateway would enforce.
+      const upload = JSON.stringify(op('/onboardings', 'post').requestBody);
+      expect(upload).not.toContain('"byte"');
+      // The token endpoint's refusals carry RFC 6749's fields; it takes a form or JSON.
+      const token = op('/webhooks/incode/token', 'post');
+      expect(Object.keys(token.requestBody.content)).toEqual(expect.arrayContaining(['application/x-www-form-urlencoded', 'application/json']));
+      expect(JSON.stringify(token.responses['401'])).toContain('"error_description"');
+      // The app's own status and the results list share one set of results statuses and decisions.
+      expect(JSON.stringify(op('/session/status', 'get').responses['200'])).toContain('"unprocessable"');
+      expect(JSON.stringify(doc.components.schemas.ErrorBody)).toContain('"interviewId"');
+    } finally {
+      await b.close();
     }
   });
 });
