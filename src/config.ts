@@ -145,6 +145,7 @@ export const ENV_SCHEMA = {
   RATE_LIMIT_PER_CUSTOMER: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'Sessions per externalCustomerId per window (0 = off), per app key, or across every user of the identity provider with CALLER_AUTH=jwt.' },
   RATE_LIMIT_PER_SUBJECT: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'With CALLER_AUTH=jwt, sessions per token subject (one end user) per window, whatever its address or externalCustomerId (0 = off).' },
   RATE_LIMIT_GLOBAL: { kind: { type: 'int', min: 0, max: 100000000 }, default: '0', doc: 'Sessions per window for the whole service, a spend budget (0 = off).' },
+  RATE_LIMIT_MEMORY_MAX_KEYS: { kind: { type: 'int', min: 1, max: 10000000 }, default: '200000', doc: 'Without REDIS_URL (or while Redis is down), the most clients (addresses, networks, customer ids) the in-memory rate counter holds, about 140 bytes each; when full, a client it is not counting yet gets 429 until a window ends (rate_limit_counter_full_total counts them).' },
   CALLER_AUTH: { kind: { type: 'enum', values: ['none', 'app-keys', 'jwt'] }, default: 'none', doc: 'Who may call POST /session.' },
   APP_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Keys accepted in X-App-Key when CALLER_AUTH=app-keys.' },
   JWT_JWKS_URL: { kind: { type: 'url' }, doc: 'JWKS of the customer\'s identity provider (CALLER_AUTH=jwt).' },
@@ -223,7 +224,7 @@ export interface Config {
   capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
   redisUrl?: string;
   trustProxyHops: number;
-  rateLimit: { windowMs: number; perIp: number; perIpv6Site: number; perCustomer: number; perSubject: number; global: number };
+  rateLimit: { windowMs: number; perIp: number; perIpv6Site: number; perCustomer: number; perSubject: number; global: number; memoryMaxKeys: number };
   callerAuth: {
     mode: 'none' | 'app-keys' | 'jwt';
     appKeys: string[];
@@ -681,6 +682,7 @@ export function loadConfig(env: Env): Config {
       perCustomer: int(env, 'RATE_LIMIT_PER_CUSTOMER'),
       perSubject: int(env, 'RATE_LIMIT_PER_SUBJECT'),
       global: int(env, 'RATE_LIMIT_GLOBAL'),
+      memoryMaxKeys: int(env, 'RATE_LIMIT_MEMORY_MAX_KEYS'),
     },
     callerAuth: {
       mode: callerAuthMode,

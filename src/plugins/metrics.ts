@@ -82,6 +82,11 @@ export function createMetrics() {
       help: 'Rate-limit checks counted in process memory because the shared (Redis) counter was failing',
       registers: [registry],
     }),
+    rateLimitCounterFull: new Counter({
+      name: 'rate_limit_counter_full_total',
+      help: 'Requests refused (429) because the in-memory rate counter held its most keys and could not count a new client',
+      registers: [registry],
+    }),
     reencrypted: new Counter({
       name: 'stored_values_reencrypted_total',
       help: 'Stored values (tokens, customer ids, scores, OCR data, idempotency responses) re-encrypted under the first DATA_ENCRYPTION_KEY by a key rotation',

@@ -16,8 +16,23 @@ export interface RateCounterPluginOptions {
   counter?: RateCounter;
 }
 
+/** The in-memory counter (alone, or Redis's failover), which says when it is full: a metric, and a warning a minute. */
+function memoryCounter(app: FastifyInstance, maxKeys: number): MemoryRateCounter {
+  let warnedAt = 0;
+  return new MemoryRateCounter({
+    maxKeys,
+    full: () => {
+      app.metrics.rateLimitCounterFull.inc();
+      const now = Date.now();
+      if (now - warnedAt < 60_000) return;
+      warnedAt = now;
+      app.log.warn({ maxKeys }, 'the in-memory rate counter is full: clients it is not counting yet are refused (429) until windows end; many addresses or customer ids at once (a flood?), or set REDIS_URL');
+    },
+  });
+}
+
 /** A Redis counter that counts in this process's memory while Redis is down, with a warning and a metric per outage. */
-async function redisCounter(app: FastifyInstance, url: string): Promise<RateCounter> {
+async function redisCounter(app: FastifyInstance, url: string, maxKeys: number): Promise<RateCounter> {
   // Loaded only when configured: ioredis costs memory a single-replica deployment does not need.
   const { Redis } = await import('ioredis');
   // No auto-pipelining: the counter already sends one script call per event-loop turn. Fail fast rather than
@@ -43,7 +58,7 @@ async function redisCounter(app: FastifyInstance, url: string): Promise<RateCoun
       app.log.warn({ downMs }, 'redis answers again: rate limits are shared again');
     },
     fallbackHit: () => app.metrics.rateLimitFallbackHits.inc(),
-  });
+  }, memoryCounter(app, maxKeys));
   // Commands are refused until the connection is ready, so the first requests would take a Redis still
   // connecting for an outage: wait for it, briefly (a dead server is known at its first error, and a start with
   // Redis down goes on in fallback).
@@ -64,7 +79,8 @@ async function redisCounter(app: FastifyInstance, url: string): Promise<RateCoun
 export default fp<RateCounterPluginOptions>(
   async (app, opts) => {
     const owned = !opts.counter;
-    const counter = opts.counter ?? (opts.config.redisUrl ? await redisCounter(app, opts.config.redisUrl) : new MemoryRateCounter());
+    const { redisUrl, rateLimit } = opts.config;
+    const counter = opts.counter ?? (redisUrl ? await redisCounter(app, redisUrl, rateLimit.memoryMaxKeys) : memoryCounter(app, rateLimit.memoryMaxKeys));
     app.decorate('rateCounter', counter);
     if (owned) app.addHook('onClose', async () => counter.close());
   },

@@ -51,11 +51,15 @@ export interface RateLimitEntry {
   max: number;
 }
 
-/** The first limit a hit went over: which entry, its count and ms until its window resets. */
+/**
+ * The first limit a hit went over: which entry, its count and ms until its window resets. `full`: not over its max,
+ * but a key it needed could not be counted (an in-memory counter holding its most keys), so it is refused as over.
+ */
 export interface RateLimitExceeded {
   index: number;
   count: number;
   resetMs: number;
+  full?: boolean;
 }
 
 export interface RateWindow {
@@ -74,7 +78,27 @@ export interface RateCounter {
   close(): Promise<void>;
 }
 
+/**
+ * The most keys an in-memory counter holds: about 140 bytes each, so some 30 MB. Each address, IPv6 /64 and customer
+ * id gets a key, which clients choose: without a bound, a flood from changing addresses (a free IPv6 /48 has 65,536
+ * /64s) would grow memory for as long as a window lasts (RATE_LIMIT_WINDOW_MS may be a day).
+ */
+export const MEMORY_COUNTER_MAX_KEYS = 200_000;
+
+export interface MemoryRateCounterOptions {
+  /** MEMORY_COUNTER_MAX_KEYS by default. */
+  maxKeys?: number;
+  /** Called when a hit needs a new key and the counter is full (once per hit so refused). */
+  full?: () => void;
+}
+
 export class MemoryRateCounter implements RateCounter {
+  private readonly maxKeys: number;
+
+  constructor(private readonly opts: MemoryRateCounterOptions = {}) {
+    this.maxKeys = opts.maxKeys ?? MEMORY_COUNTER_MAX_KEYS;
+  }
+
   // One map per window length (POST /session's RATE_LIMIT_WINDOW_MS, the webhook token endpoint's minute), each in the
   // order its windows began (a window that starts again is moved to the end), so in the order they end: the ended
   // ones are always at the front, and no long window holds short ones behind it.
@@ -98,6 +122,13 @@ export class MemoryRateCounter implements RateCounter {
     for (let index = 0; index < entries.length; index++) {
       const { key, max } = entries[index];
       let w = windows.get(key);
+      // Full, a new key is refused rather than an old one forgotten: forgetting would reset the count of whoever is
+      // over a limit, so a flood could buy an address a fresh budget. Those already counted go on as before; a new
+      // client waits, at most until the earliest window ends.
+      if (!w && this.size >= this.maxKeys && !this.dropEnded(now)) {
+        this.opts.full?.();
+        return { index, count: 0, resetMs: Math.max(1, this.earliestEnd() - now), full: true };
+      }
       if (!w || w.resetAt <= now) {
         w = { count: 0, resetAt: now + windowMs };
         windows.delete(key);
@@ -107,6 +138,26 @@ export class MemoryRateCounter implements RateCounter {
       if (w.count > max) return { index, count: w.count, resetMs: w.resetAt - now };
     }
     return null;
+  }
+
+  /** Drops every window that ended, of every length; whether that made room for a key. */
+  private dropEnded(now: number): boolean {
+    for (const windows of this.byLength.values())
+      for (const [k, v] of windows) {
+        if (v.resetAt > now) break;
+        windows.delete(k);
+      }
+    return this.size < this.maxKeys;
+  }
+
+  /** When the first of the held windows ends (each map is in the order its windows end). */
+  private earliestEnd(): number {
+    let end = Infinity;
+    for (const windows of this.byLength.values()) {
+      const first = windows.values().next().value as { resetAt: number } | undefined;
+      if (first && first.resetAt < end) end = first.resetAt;
+    }
+    return end === Infinity ? Date.now() + 1000 : end;
   }
 
   async peek(key: string, windowMs: number) {

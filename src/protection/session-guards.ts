@@ -159,6 +159,8 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
     if (!limits.length) return;
     const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);
+    // No limit was reached: the counter could not take this client's keys (it holds its most), so it is refused uncounted.
+    if (over?.full) throw new AppError(429, 'RATE_LIMITED', `Too many clients are being counted right now; retry in ${retryAfterSeconds(over.resetMs)} s`, retryAfter(over.resetMs));
     if (over) {
       const { max, what } = limits[over.index];
       reply.header('x-ratelimit-limit', String(max));

@@ -259,6 +259,50 @@ describe('POST /session rate limits (memory counter)', () => {
     await c.close();
   });
 
+  it('MemoryRateCounter holds at most maxKeys: a new key is refused (full) while those counted go on, never an old one forgotten', async () => {
+    let full = 0;
+    const c = new MemoryRateCounter({ maxKeys: 3, full: () => full++ });
+    for (const k of ['a', 'b', 'c']) expect(await c.hitAll([{ key: k, max: 1 }], 60_000)).toBeNull();
+    const refused = await c.hitAll([{ key: 'd', max: 5 }], 60_000);
+    expect(refused).toEqual({ index: 0, count: 0, resetMs: expect.any(Number), full: true });
+    expect(refused!.resetMs).toBeGreaterThan(0);
+    expect(refused!.resetMs).toBeLessThanOrEqual(60_000);
+    expect(full).toBe(1);
+    expect(c.size).toBe(3);
+    // A client already over its limit stays over it: forgetting its key to make room would give it a fresh budget.
+    expect(await c.hitAll([{ key: 'a', max: 1 }], 60_000)).toMatchObject({ index: 0, count: 2 });
+    expect(full).toBe(1);
+    // The first key of a request counted, its second one new: refused at that one, as over it.
+    expect(await c.hitAll([{ key: 'b', max: 9 }, { key: 'e', max: 9 }], 60_000)).toMatchObject({ index: 1, full: true });
+    // Ended windows make room, of any length.
+    const d = new MemoryRateCounter({ maxKeys: 2 });
+    await d.hitAll([{ key: 'x', max: 9 }], 50);
+    await d.hitAll([{ key: 'y', max: 9 }], 60_000);
+    expect(await d.hitAll([{ key: 'z', max: 9 }], 60_000)).toMatchObject({ full: true });
+    await new Promise((r) => setTimeout(r, 80));
+    expect(await d.hitAll([{ key: 'z', max: 9 }], 60_000)).toBeNull();
+    expect(d.size).toBe(2);
+  });
+
+  it('a full in-memory counter refuses new clients with 429 before Incode is called, counts them and warns once', async () => {
+    const b = await broker({ RATE_LIMIT_PER_IP: '100', RATE_LIMIT_PER_CUSTOMER: '100', RATE_LIMIT_MEMORY_MAX_KEYS: '4', TRUST_PROXY_HOPS: '1' });
+    const before = emu.app.emulator.sessions.size;
+    // Two clients, each an address and a customer id: four keys.
+    await post(b.url, '198.51.100.1', { externalCustomerId: 'c-1' }).expect(200);
+    await post(b.url, '198.51.100.2', { externalCustomerId: 'c-2' }).expect(200);
+    for (let i = 3; i < 6; i++) {
+      const r = await post(b.url, `198.51.100.${i}`, { externalCustomerId: `c-${i}` }).expect(429);
+      expect(r.body).toEqual({ code: 'RATE_LIMITED', message: expect.stringMatching(/^Too many clients are being counted right now; retry in \d+ s$/), requestId: expect.any(String) });
+      expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(r.headers['x-ratelimit-limit']).toBeUndefined();
+    }
+    // Those already counted go on.
+    await post(b.url, '198.51.100.1', { externalCustomerId: 'c-1' }).expect(200);
+    expect(emu.app.emulator.sessions.size).toBe(before + 3);
+    expect((await request(b.url).get('/metrics').expect(200)).text).toMatch(/^rate_limit_counter_full_total 3$/m);
+    expect(b.logs.lines.filter((l) => l.includes('the in-memory rate counter is full'))).toHaveLength(1);
+  });
+
   it('the webhook token endpoint checks one request of a network at a time: a right guess sent amid the guesses earns nothing', async () => {
     // A counter that answers its reads late, as a shared one over the network does: checked side by side, every guess
     // (the right one too) would read the count before any failure was added to it.
