@@ -783,7 +783,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const merged = plainFields(cf, { ...(s.customFields ?? {}) });
     const problem = customFieldsProblem(merged);
     if (problem) return fail(reply, 400, problem);
-    sessions.setCustomFields(s, merged as CustomFields);
+    if (!sessions.setCustomFields(s, merged as CustomFields)) return fail(reply, 404, 'Session not found');
     return ok();
   });
   route('GET', '/omni/get/onboarding-modules', 'session', () => ({

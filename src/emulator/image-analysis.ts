@@ -49,6 +49,10 @@ const MAX_MEGAPIXELS = 16;
 // declares 40 MP made it allocate 1.2 GB for 3 s. The frame header is read first and the blocks counted.
 const JPEG_BLOCK_BYTES = 600;
 const MAX_JPEG_BLOCK_BYTES = 384 * 1024 * 1024;
+// jpeg-js's own limit, by its own accounting (256 bytes a block, plus its output): what the budget above lets through
+// (about 170 MB of blocks by that count, and a 16 MP image's output) passes it, and it still holds should the two
+// readings of a file ever differ.
+const JPEG_DECODER_MAX_MB = 320;
 
 // A camera's JPEG has one scan, a progressive one about ten (an embedded thumbnail adds its own). jpeg-js decodes
 // every scan over the whole image synchronously, so thousands of tiny scans would hold the event loop for minutes.
@@ -62,59 +66,92 @@ function jpegScans(buf: Buffer, limit: number): number {
   return n;
 }
 
-export interface JpegFrame {
+export interface JpegFrames {
+  /** Frame headers found; jpeg-js decodes one only, but allocates every one's blocks as it meets it. */
+  frames: number;
+  /** The largest frame's size in pixels, and that frame's width and height. */
+  pixels: number;
   width: number;
   height: number;
-  /** The 8x8 blocks jpeg-js allocates for the frame, all components together (as its prepareComponents counts them). */
+  /** The 8x8 blocks jpeg-js allocates for all of them (as its prepareComponents counts a frame's). */
   blocks: number;
+  /** A frame header jpeg-js would refuse (no components, more than four, a sampling factor of 0 or over 4). */
+  invalid: boolean;
 }
 
 // Start-of-frame markers: baseline, extended, progressive and lossless, Huffman or arithmetic (not DHT C4, JPG C8, DAC CC).
 const SOF_MARKERS = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd, 0xce, 0xcf]);
 
+/** One frame header's size and blocks; components by id, a repeated id replacing the earlier one, as jpeg-js keeps them. */
+function frameBlocks(buf: Buffer, f: number): { width: number; height: number; blocks: number; invalid: boolean } | null {
+  if (f + 6 > buf.length) return null;
+  const height = buf.readUInt16BE(f + 1);
+  const width = buf.readUInt16BE(f + 3);
+  const count = buf[f + 5];
+  if (f + 6 + 3 * count > buf.length) return null;
+  const byId = new Map<number, { h: number; v: number }>();
+  for (let c = 0; c < count; c++) {
+    const hv = buf[f + 6 + 3 * c + 1];
+    byId.set(buf[f + 6 + 3 * c], { h: hv >> 4, v: hv & 15 });
+  }
+  const components = [...byId.values()];
+  const invalid = count === 0 || count > 4 || components.some((c) => c.h < 1 || c.h > 4 || c.v < 1 || c.v > 4);
+  if (invalid) return { width, height, blocks: 0, invalid };
+  const maxH = Math.max(...components.map((c) => c.h));
+  const maxV = Math.max(...components.map((c) => c.v));
+  const mcusPerLine = Math.ceil(width / 8 / maxH);
+  const mcusPerColumn = Math.ceil(height / 8 / maxV);
+  return { width, height, blocks: components.reduce((n, c) => n + mcusPerLine * c.h * mcusPerColumn * c.v, 0), invalid };
+}
+
 /**
- * The first frame header of a JPEG, walked to through the marker segments before it (APPn, DQT, DHT...); null when
- * there is none before the first scan or the file ends first. The frame header always precedes the scans.
+ * Every frame header of a JPEG, read as a decoder walks the file: marker segments by their length, scans by their
+ * entropy-coded data up to the next marker (a data 0xFF is followed by 00 or a restart marker), anything else skipped
+ * up to the next 0xFF. Nothing is decoded; jpeg-js walks the whole file too, allocating each frame's blocks as it
+ * meets it and refusing more than one frame only at the end.
  */
-export function jpegFrame(buf: Buffer): JpegFrame | null {
+export function jpegFrames(buf: Buffer): JpegFrames {
+  const out: JpegFrames = { frames: 0, pixels: 0, width: 0, height: 0, blocks: 0, invalid: false };
   let at = 2;
-  while (at + 4 <= buf.length) {
-    if (buf[at] !== 0xff) return null;
+  while (at + 2 <= buf.length) {
+    if (buf[at] !== 0xff) {
+      at = buf.indexOf(0xff, at);
+      if (at < 0) break;
+      continue;
+    }
     const marker = buf[at + 1];
-    // Fill bytes and the markers that carry no length (TEM, RSTn).
+    // Fill bytes, and the markers that carry no length (a stuffed 00, TEM, RSTn).
     if (marker === 0xff) {
       at++;
       continue;
     }
-    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+    if (marker === 0x00 || marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
       at += 2;
       continue;
     }
-    if (marker === 0xda || marker === 0xd9) return null;
+    if (marker === 0xd9 || at + 4 > buf.length) break;
     const length = buf.readUInt16BE(at + 2);
-    if (length < 2) return null;
     if (SOF_MARKERS.has(marker)) {
-      const f = at + 4;
-      if (f + 6 > buf.length) return null;
-      const height = buf.readUInt16BE(f + 1);
-      const width = buf.readUInt16BE(f + 3);
-      const components = buf[f + 5];
-      if (f + 6 + 3 * components > buf.length) return null;
-      const sampling: { h: number; v: number }[] = [];
-      for (let c = 0; c < components; c++) {
-        const hv = buf[f + 6 + 3 * c + 1];
-        sampling.push({ h: Math.max(1, hv >> 4), v: Math.max(1, hv & 15) });
-      }
-      const maxH = Math.max(1, ...sampling.map((c) => c.h));
-      const maxV = Math.max(1, ...sampling.map((c) => c.v));
-      const mcusPerLine = Math.ceil(width / 8 / maxH);
-      const mcusPerColumn = Math.ceil(height / 8 / maxV);
-      const blocks = sampling.reduce((n, c) => n + mcusPerLine * c.h * mcusPerColumn * c.v, 0);
-      return { width, height, blocks };
+      const f = frameBlocks(buf, at + 4);
+      if (!f) break;
+      out.frames++;
+      out.blocks += f.blocks;
+      out.invalid ||= f.invalid;
+      if (f.width * f.height >= out.pixels) Object.assign(out, { pixels: f.width * f.height, width: f.width, height: f.height });
     }
-    at += 2 + length;
+    at += 2 + Math.max(2, length);
+    if (marker === 0xda) {
+      // The scan's data, up to the next marker that is not a stuffed byte or a restart.
+      for (;;) {
+        at = buf.indexOf(0xff, at);
+        if (at < 0 || at + 1 >= buf.length) return out;
+        const next = buf[at + 1];
+        if (next !== 0x00 && next !== 0xff && !(next >= 0xd0 && next <= 0xd7)) break;
+        at += next === 0xff ? 1 : 2;
+      }
+    }
   }
-  return null;
+  return out;
 }
 
 /**
@@ -135,11 +172,12 @@ const MAX_PNG_INFLATED_BYTES = MAX_MEGAPIXELS * 1e6 * 4;
 export function decodeImage(buf: Buffer): DecodedImage {
   if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
     if (jpegScans(buf, MAX_JPEG_SCANS) > MAX_JPEG_SCANS) throw new ImageDecodeError(`JPEG has more than ${MAX_JPEG_SCANS} scans`);
-    const frame = jpegFrame(buf);
-    if (!frame || !frame.width || !frame.height) throw new ImageDecodeError('JPEG could not be decoded: no frame header');
-    if (frame.width * frame.height > MAX_MEGAPIXELS * 1e6 || frame.blocks * JPEG_BLOCK_BYTES > MAX_JPEG_BLOCK_BYTES) throw new ImageDecodeError('JPEG too large', true);
+    const frames = jpegFrames(buf);
+    if (frames.pixels > MAX_MEGAPIXELS * 1e6 || frames.blocks * JPEG_BLOCK_BYTES > MAX_JPEG_BLOCK_BYTES) throw new ImageDecodeError('JPEG too large', true);
+    // What jpeg-js would refuse too, only after allocating: refused before.
+    if (frames.frames !== 1 || frames.invalid || !frames.pixels) throw new ImageDecodeError(`JPEG could not be decoded: ${frames.frames === 0 ? 'no frame header' : frames.frames > 1 ? 'more than one frame' : 'invalid frame header'}`);
     try {
-      const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: MAX_MEGAPIXELS, maxMemoryUsageInMB: 512 });
+      const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: MAX_MEGAPIXELS, maxMemoryUsageInMB: JPEG_DECODER_MAX_MB });
       if (!img.width || !img.height) throw new Error('empty image');
       return { width: img.width, height: img.height, data: img.data, channels: 3 };
     } catch (e) {

@@ -205,7 +205,9 @@ export class SessionStore {
    * Sets a session's custom fields. Sessions are kept in memory, and anyone who can start them can fill each one's
    * fields to the API's cap: past the store's budget the oldest other sessions are forgotten, as past maxSessions.
    */
-  setCustomFields(s: Session, fields: CustomFields | undefined): void {
+  setCustomFields(s: Session, fields: CustomFields | undefined): boolean {
+    // Forgotten meanwhile (its request was read before its body arrived): nothing to count, and nothing to keep.
+    if (this.sessions.get(s.interviewId) !== s) return false;
     this.customFieldChars += charsOf(fields) - charsOf(s.customFields);
     s.customFields = fields;
     const budget = this.opts.maxCustomFieldChars ?? MAX_CUSTOM_FIELD_CHARS;
@@ -213,6 +215,7 @@ export class SessionStore {
       if (this.customFieldChars <= budget) break;
       if (id !== s.interviewId) this.delete(id);
     }
+    return true;
   }
 
   /** Characters of custom-field JSON held over all sessions. */

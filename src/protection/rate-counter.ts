@@ -49,6 +49,8 @@ export function requestNetwork(req: { ip: string; socket: { remoteAddress?: stri
 export interface RateLimitEntry {
   key: string;
   max: number;
+  /** One key every client shares (the service's budget): never refused for room in a full counter, being one. */
+  shared?: boolean;
 }
 
 /**
@@ -119,16 +121,23 @@ export class MemoryRateCounter implements RateCounter {
       if (v.resetAt > now) break;
       windows.delete(k);
     }
+    // Full, a new key is refused rather than an old one forgotten: forgetting would reset the count of whoever is over
+    // a limit, so a flood could buy an address a fresh budget. Those already counted go on as before; a new client
+    // waits, at most until the earliest window ends. Checked for all of a request's keys before any is charged.
+    let missing = 0;
+    let firstMissing = -1;
+    for (let index = 0; index < entries.length; index++)
+      if (!entries[index].shared && !windows.has(entries[index].key)) {
+        missing++;
+        if (firstMissing < 0) firstMissing = index;
+      }
+    if (missing > 0 && this.size + missing > this.maxKeys && (this.dropEnded(now), this.size + missing > this.maxKeys)) {
+      this.opts.full?.();
+      return { index: firstMissing, count: 0, resetMs: Math.max(1, this.earliestEnd() - now), full: true };
+    }
     for (let index = 0; index < entries.length; index++) {
       const { key, max } = entries[index];
       let w = windows.get(key);
-      // Full, a new key is refused rather than an old one forgotten: forgetting would reset the count of whoever is
-      // over a limit, so a flood could buy an address a fresh budget. Those already counted go on as before; a new
-      // client waits, at most until the earliest window ends.
-      if (!w && this.size >= this.maxKeys && !this.dropEnded(now)) {
-        this.opts.full?.();
-        return { index, count: 0, resetMs: Math.max(1, this.earliestEnd() - now), full: true };
-      }
       if (!w || w.resetAt <= now) {
         w = { count: 0, resetAt: now + windowMs };
         windows.delete(key);
@@ -140,14 +149,13 @@ export class MemoryRateCounter implements RateCounter {
     return null;
   }
 
-  /** Drops every window that ended, of every length; whether that made room for a key. */
-  private dropEnded(now: number): boolean {
+  /** Drops every window that ended, of every length. */
+  private dropEnded(now: number): void {
     for (const windows of this.byLength.values())
       for (const [k, v] of windows) {
         if (v.resetAt > now) break;
         windows.delete(k);
       }
-    return this.size < this.maxKeys;
   }
 
   /** When the first of the held windows ends (each map is in the order its windows end). */
@@ -391,11 +399,23 @@ export type LimitedCheck = { outcome: 'passed' } | { outcome: 'failed' } | { out
  */
 export function failureLimiter(counter: RateCounter, max: number, windowMs: number) {
   const tails = new Map<string, Promise<unknown>>();
+  // The failures a full in-memory counter could not take, counted together as if from one key: guessing from keys it is
+  // not counting is limited too. While that shared budget is spent, a key with no failures of its own is refused
+  // unchecked (a right guess among the refusals earns nothing), until the shared window ends.
+  let overflow = { count: 0, resetAt: 0 };
   const limited = async (key: string, check: () => boolean): Promise<LimitedCheck> => {
     const seen = await counter.peek(key, windowMs);
     if (seen.count >= max) return { outcome: 'refused', resetMs: seen.resetMs };
+    const now = Date.now();
+    if (seen.count === 0 && overflow.resetAt > now && overflow.count >= max) return { outcome: 'refused', resetMs: overflow.resetAt - now };
     if (check()) return { outcome: 'passed' };
     const over = await counter.hitAll([{ key, max }], windowMs);
+    if (over?.full) {
+      const at = Date.now();
+      if (overflow.resetAt <= at) overflow = { count: 0, resetAt: at + windowMs };
+      overflow.count++;
+      return { outcome: 'failed' };
+    }
     return over ? { outcome: 'refused', resetMs: over.resetMs } : { outcome: 'failed' };
   };
   return async (key: string, check: () => boolean): Promise<LimitedCheck> => {

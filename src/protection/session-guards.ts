@@ -156,7 +156,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     // The /48 after the narrower limits: a request they refuse spends none of a network that many users may share.
     const site = rateLimit.perIpv6Site > 0 ? ipv6Site(network) : null;
     if (site) limits.push({ key: `ip:${site}`, max: rateLimit.perIpv6Site, what: 'from this network' });
-    if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service' });
+    if (rateLimit.global > 0) limits.push({ key: 'global:all', max: rateLimit.global, what: 'for this service', shared: true });
     if (!limits.length) return;
     const over = await app.rateCounter.hitAll(limits, rateLimit.windowMs);
     // No limit was reached: the counter could not take this client's keys (it holds its most), so it is refused uncounted.

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { PNG } from 'pngjs';
 import * as jpeg from 'jpeg-js';
-import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, jpegFrame, THRESHOLDS } from '../../src/emulator/image-analysis';
+import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, jpegFrames, THRESHOLDS } from '../../src/emulator/image-analysis';
 import * as samples from '../../src/emulator/sample-images';
 
 const metrics = (b: Buffer) => analyzeImage(decodeImage(b));
@@ -107,46 +107,82 @@ describe('image analysis', () => {
     expect(decodeImage(good).width).toBeGreaterThan(0);
   });
 
-  /** A small real JPEG whose frame header is rewritten to declare width x height (its scan data stays the small image's). */
-  function jpegDeclaring(width: number, height: number): Buffer {
-    const raw = { width: 16, height: 16, data: Buffer.alloc(16 * 16 * 4, 200) };
-    const small = Buffer.from(jpeg.encode(raw, 90).data);
-    const frame = jpegFrame(small)!;
-    expect(frame).toMatchObject({ width: 16, height: 16 });
-    const sof = [0xc0, 0xc1, 0xc2].map((m) => small.indexOf(Buffer.from([0xff, m]), 2)).find((i) => i > 0)!;
-    const out = Buffer.from(small);
-    out.writeUInt16BE(height, sof + 5);
-    out.writeUInt16BE(width, sof + 7);
-    return out;
+  const smallJpeg = () => Buffer.from(jpeg.encode({ width: 16, height: 16, data: Buffer.alloc(16 * 16 * 4, 200) }, 90).data);
+  /** Where the first frame header (SOF0-2) of a JPEG starts, its FF included. */
+  const sofAt = (b: Buffer) => [0xc0, 0xc1, 0xc2].map((m) => b.indexOf(Buffer.from([0xff, m]), 2)).filter((i) => i > 0).sort((x, y) => x - y)[0];
+  /** A frame header (SOF0) declaring width x height with the given components: [id, h, v]. */
+  const sof = (width: number, height: number, comps: [number, number, number][]) => {
+    const seg = Buffer.alloc(10 + 3 * comps.length);
+    seg.writeUInt16BE(0xffc0, 0);
+    seg.writeUInt16BE(8 + 3 * comps.length, 2);
+    seg[4] = 8;
+    seg.writeUInt16BE(height, 5);
+    seg.writeUInt16BE(width, 7);
+    seg[9] = comps.length;
+    comps.forEach(([id, h, v], i) => seg.set([id, (h << 4) | v, 0], 10 + 3 * i));
+    return seg;
+  };
+  /** A small real JPEG with its frame header replaced by `segment` (or, with `keep`, `segment` added before it). */
+  function withFrame(segment: Buffer, keep = false): Buffer {
+    const small = smallJpeg();
+    const at = sofAt(small);
+    const end = at + 2 + small.readUInt16BE(at + 2);
+    return Buffer.concat([small.subarray(0, at), segment, keep ? small.subarray(at) : small.subarray(end)]);
   }
+  const YCC: [number, number, number][] = [[1, 1, 1], [2, 1, 1], [3, 1, 1]];
+  const jpegDeclaring = (width: number, height: number) => withFrame(sof(width, height, YCC));
+  const refusal = (b: Buffer) => {
+    try {
+      decodeImage(b);
+    } catch (e) {
+      return e as ImageDecodeError;
+    }
+    throw new Error('decoded');
+  };
 
-  it('reads a JPEG frame header: size and the 8x8 blocks of every component, subsampling counted', () => {
+  it('reads a JPEG as a decoder walks it: its frame header, size and the 8x8 blocks of every component, subsampling counted', () => {
     // The samples are jpeg-js's encodings; the selfie is a real size.
     const sf = samples.selfie();
     const { width, height } = decodeImage(sf);
-    const frame = jpegFrame(sf)!;
-    expect(frame).toMatchObject({ width, height });
     // Three components, none subsampled by jpeg-js's encoder: three blocks per 8x8 of the image.
-    expect(frame.blocks).toBe(3 * Math.ceil(width / 8) * Math.ceil(height / 8));
-    expect(jpegFrame(Buffer.from([0xff, 0xd8, 0xff, 0xd9]))).toBeNull();
+    expect(jpegFrames(sf)).toEqual({ frames: 1, pixels: width * height, width, height, blocks: 3 * Math.ceil(width / 8) * Math.ceil(height / 8), invalid: false });
+    // 4:2:0: a luma block per 8x8, each chroma component a quarter of that.
+    expect(jpegFrames(withFrame(sof(64, 32, [[1, 2, 2], [2, 1, 1], [3, 1, 1]])))).toMatchObject({ frames: 1, blocks: 8 * 4 + 2 * 4 * 2 });
+    expect(jpegFrames(Buffer.from([0xff, 0xd8, 0xff, 0xd9]))).toMatchObject({ frames: 0 });
+    // Hostile walks end: a segment length of 0, garbage between markers, a file cut in a header.
+    expect(jpegFrames(Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x00, 0x12, 0xff, 0xff, 0xff, 0xc0, 0x00]))).toMatchObject({ frames: 0 });
+    expect(jpegFrames(Buffer.concat([Buffer.from([0xff, 0xd8, 0x42, 0x42]), sof(16, 16, YCC)]))).toMatchObject({ frames: 1, width: 16 });
   });
 
   it('refuses a tiny JPEG declaring a huge frame before decoding it (its decoder allocates every block up front)', () => {
     // 618 bytes that declared 39.9 MP once cost 3 s of the event loop and 1.2 GB.
     const bomb = jpegDeclaring(6320, 6320);
     expect(bomb.length).toBeLessThan(2000);
-    let err: unknown;
-    try {
-      decodeImage(bomb);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toMatchObject({ tooLarge: true, message: 'JPEG too large' });
+    expect(refusal(bomb)).toMatchObject({ tooLarge: true, message: 'JPEG too large' });
     // Over 16 MP, and under it with too many blocks (15.6 MP of three full-resolution components: about 440 MB).
-    expect(() => decodeImage(jpegDeclaring(4900, 3300))).toThrow('JPEG too large');
-    expect(() => decodeImage(jpegDeclaring(4600, 3400))).toThrow('JPEG too large');
+    expect(refusal(jpegDeclaring(4900, 3300))).toMatchObject({ tooLarge: true });
+    expect(refusal(jpegDeclaring(4600, 3400))).toMatchObject({ tooLarge: true });
     // A frame of a few MP goes on to the decoder, which finds the small image's data too short for it.
-    expect(() => decodeImage(jpegDeclaring(2000, 1500))).toThrow(expect.objectContaining({ tooLarge: false }));
+    expect(refusal(jpegDeclaring(2000, 1500))).toMatchObject({ tooLarge: false });
+  });
+
+  it("counts blocks as jpeg-js allocates them: a repeated component id, a second frame, a frame it would refuse", () => {
+    // An id listed twice counts once, as jpeg-js keeps it: the last. Counted as listed, a 4x4 first entry made every
+    // component's blocks a sixteenth of what jpeg-js allocates (here 178 MB counted for 450 MB).
+    expect(refusal(withFrame(sof(4000, 4000, [[0, 4, 4], [0, 1, 1], [1, 1, 1], [2, 1, 1]])))).toMatchObject({ tooLarge: true });
+    // 255 components (ids 0-253 listed after a 4x4 one): refused unread, as jpeg-js could not decode them anyway.
+    const manyIds = sof(4000, 4000, [[0, 4, 4], ...Array.from({ length: 254 }, (_, i): [number, number, number] => [i, 1, 1])]);
+    expect(refusal(withFrame(manyIds))).toMatchObject({ tooLarge: false, message: 'JPEG could not be decoded: invalid frame header' });
+    expect(jpegFrames(withFrame(sof(64, 64, [[1, 1, 1], [1, 1, 1], [1, 1, 1]])))).toMatchObject({ blocks: 64, invalid: false });
+    // A tiny frame header, then a huge one: both allocated by jpeg-js before it refuses the second frame.
+    const two = withFrame(sof(4000, 4000, [[1, 4, 4], [2, 4, 4], [3, 4, 4]]), true);
+    expect(jpegFrames(two)).toMatchObject({ frames: 2 });
+    expect(refusal(two)).toMatchObject({ tooLarge: true });
+    expect(refusal(withFrame(sof(32, 32, YCC), true))).toMatchObject({ tooLarge: false, message: 'JPEG could not be decoded: more than one frame' });
+    // Five components, or a sampling factor of 0 or 5: refused unread.
+    expect(refusal(withFrame(sof(32, 32, [[1, 1, 1], [2, 1, 1], [3, 1, 1], [4, 1, 1], [5, 1, 1]])))).toMatchObject({ message: 'JPEG could not be decoded: invalid frame header' });
+    expect(refusal(withFrame(sof(32, 32, [[1, 0, 1]])))).toMatchObject({ message: 'JPEG could not be decoded: invalid frame header' });
+    expect(refusal(withFrame(sof(32, 32, [[1, 5, 1]])))).toMatchObject({ message: 'JPEG could not be decoded: invalid frame header' });
   });
 
   it('refuses a 16-bit PNG whose inflated pixels would pass the 8-bit budget, from its header', () => {

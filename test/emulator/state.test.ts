@@ -61,6 +61,10 @@ describe('status machine', () => {
     expect(store.customFieldsSize).toBe(41 + 7);
     store.delete(b.interviewId);
     expect(store.customFieldsSize).toBe(7);
+    // A session forgotten while its request was being read: its write counts nothing and is not kept.
+    store.delete(c.interviewId);
+    expect(store.setCustomFields(c, field)).toBe(false);
+    expect(store.customFieldsSize).toBe(0);
     timers.clear();
   });
 

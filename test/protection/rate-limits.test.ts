@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
-import { clientNetwork, ipv6Site, MemoryRateCounter, RedisRateCounter, type RateCounter } from '../../src/protection/rate-counter';
+import { clientNetwork, failureLimiter, ipv6Site, MemoryRateCounter, RedisRateCounter, type RateCounter } from '../../src/protection/rate-counter';
 import { startBrokerProcess } from '../helpers/broker-process';
 import { WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
 import { describeWith, services } from '../helpers/services';
@@ -272,8 +272,12 @@ describe('POST /session rate limits (memory counter)', () => {
     // A client already over its limit stays over it: forgetting its key to make room would give it a fresh budget.
     expect(await c.hitAll([{ key: 'a', max: 1 }], 60_000)).toMatchObject({ index: 0, count: 2 });
     expect(full).toBe(1);
-    // The first key of a request counted, its second one new: refused at that one, as over it.
+    // The first key of a request counted, its second one new: refused at that one, and the first not charged for it.
     expect(await c.hitAll([{ key: 'b', max: 9 }, { key: 'e', max: 9 }], 60_000)).toMatchObject({ index: 1, full: true });
+    expect((await c.peek('b', 60_000)).count).toBe(1);
+    // The service's own budget is one key every client shares: never refused for room.
+    expect(await c.hitAll([{ key: 'b', max: 9 }, { key: 'global:all', max: 9, shared: true }], 60_000)).toBeNull();
+    expect((await c.peek('global:all', 60_000)).count).toBe(1);
     // Ended windows make room, of any length.
     const d = new MemoryRateCounter({ maxKeys: 2 });
     await d.hitAll([{ key: 'x', max: 9 }], 50);
@@ -282,6 +286,19 @@ describe('POST /session rate limits (memory counter)', () => {
     await new Promise((r) => setTimeout(r, 80));
     expect(await d.hitAll([{ key: 'z', max: 9 }], 60_000)).toBeNull();
     expect(d.size).toBe(2);
+  });
+
+  it('failureLimiter over a full counter counts the failures it cannot take together: guessing from new networks stops too', async () => {
+    const c = new MemoryRateCounter({ maxKeys: 1 });
+    await c.hitAll([{ key: 'somebody', max: 9 }], 60_000);
+    const limited = failureLimiter(c, 3, 60_000);
+    let checks = 0;
+    const guess = (net: string, right = false) => limited(net, () => (checks++, right));
+    // Each failure from a network the counter cannot hold is still answered as a failure, and counted in the overflow.
+    for (let i = 0; i < 3; i++) expect(await guess(`net-${i}`)).toEqual({ outcome: 'failed' });
+    // Spent: a network with no failures of its own is refused unchecked, the right secret too.
+    expect(await guess('net-9', true)).toEqual({ outcome: 'refused', resetMs: expect.any(Number) });
+    expect(checks).toBe(3);
   });
 
   it('a full in-memory counter refuses new clients with 429 before Incode is called, counts them and warns once', async () => {
