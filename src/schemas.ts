@@ -68,11 +68,15 @@ const STATUS_HEADERS: Readonly<Record<number, Record<string, { type: string; des
 };
 
 /**
- * A response as the OpenAPI document shows it: its description and the headers it carries. Fastify's serializer
- * ignores both keywords; @fastify/swagger reads them from the response schema.
+ * A response as the OpenAPI document shows it: its description and the headers it carries, in the two keywords
+ * @fastify/swagger reads from a response schema and the serializer ignores. The description goes in its own keyword
+ * (but beside a reference), not `description`: fast-json-stringify copies a union's keywords into each branch, and
+ * would refuse to merge two descriptions.
  */
 function documented(status: number, schema: TSchema): TSchema {
-  return { ...schema, description: schema.description ?? STATUS_DESCRIPTIONS[status] ?? 'Answer', headers: { ...REQUEST_ID, ...STATUS_HEADERS[status] } } as TSchema;
+  const description = schema.description ?? STATUS_DESCRIPTIONS[status] ?? 'Answer';
+  // A reference is resolved before its own keywords are read: its description stays beside it (a ref is no union).
+  return { ...schema, 'x-response-description': description, ...('$ref' in schema ? { description } : {}), headers: { ...REQUEST_ID, ...STATUS_HEADERS[status] } } as TSchema;
 }
 
 /**
