@@ -6,12 +6,14 @@ ARG NODE_IMAGE=node:22-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
-# better-sqlite3 builds a native addon when no prebuilt binary matches.
+# better-sqlite3 builds its native addon from source (below).
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 # No install scripts but better-sqlite3's: the postinstall fetches the Web SDK for the sandbox demo, which this image
-# does not ship (an air-gapped build would wait for it to time out).
-RUN npm ci --ignore-scripts --no-audit --no-fund && npm rebuild better-sqlite3
+# does not ship (an air-gapped build would wait for it to time out). The addon is compiled here, against the image's
+# own Node headers: no prebuilt binary downloaded unchecked from GitHub, no headers from nodejs.org.
+RUN npm ci --ignore-scripts --no-audit --no-fund \
+    && npm_config_build_from_source=true npm_config_nodedir=/usr/local npm rebuild better-sqlite3
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 # The compiler's intermediates and the addon's sources are not needed once it is built (tens of MB when it compiled).

@@ -27,7 +27,16 @@ export function renderEnvExample(): string {
     if (SECTIONS[name]) out += `\n# --- ${SECTIONS[name]} ---\n`;
     out += `# ${spec.doc}\n${COMMENTED.has(name) ? '# ' : ''}${name}=${spec.default ?? ''}\n`;
   }
+  out += '\n# --- docker-compose.yml only (the broker does not read these; compose refuses to start without them) ---\n';
+  for (const [name, doc] of COMPOSE_ONLY) out += `# ${doc}\n# ${name}=\n`;
   return out;
 }
+
+/** What docker-compose.yml needs beside the broker's own variables: hex secrets (each sits in a URL or a command). */
+const COMPOSE_ONLY: readonly [string, string][] = [
+  ['POSTGRES_PASSWORD', "PostgreSQL's superuser password, set on its first start (e.g. openssl rand -hex 32)."],
+  ['BROKER_DB_PASSWORD', "The broker's own database role's password (deploy/postgres-init.sh creates the role), hex."],
+  ['REDIS_PASSWORD', "Redis's password (requirepass), hex: it sits in the broker's REDIS_URL."],
+];
 
 if (require.main === module) process.stdout.write(renderEnvExample());

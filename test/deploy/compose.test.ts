@@ -1,0 +1,106 @@
+// docker-compose.yml as deployed: the broker's environment passes the production checks, and the data services stay private.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { loadConfig } from '../../src/config';
+import { ROOT } from '../helpers/node-process';
+
+type Service = {
+  environment?: Record<string, string | number>;
+  env_file?: string | string[];
+  ports?: string[];
+  networks?: string[];
+  command?: string[];
+  volumes?: string[];
+  stop_grace_period?: string;
+  mem_limit?: string;
+  logging?: { options?: Record<string, string> };
+};
+const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: Record<string, Service>; networks: Record<string, { internal?: boolean }> };
+const { broker, postgres, redis } = compose.services;
+
+/** A filled .env as the README asks for (secrets of the lengths and variety production requires). */
+const secret = (c: string) => `${c}9Zq8Wm2Xr7Tp4Vn6Ys1Lb9Hd5Kc3Jf0`;
+const DOT_ENV: Record<string, string> = {
+  POSTGRES_PASSWORD: 'a1b2c3d4e5f60718293a4b5c6d7e8f90',
+  BROKER_DB_PASSWORD: 'b1c2d3e4f5a60718293a4b5c6d7e8f91',
+  REDIS_PASSWORD: 'c1d2e3f4a5b60718293a4b5c6d7e8f92',
+  INCODE_API_URL: 'https://saas-api.incodesmile.com',
+  INCODE_API_KEY: 'live-api-key-0123456789',
+  DATA_ENCRYPTION_KEY: `k1:${Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) % 256)).toString('base64')}`,
+  ADMIN_API_KEYS: secret('a'),
+  WEBHOOK_CLIENT_ID: 'incode-webhooks',
+  WEBHOOK_CLIENT_SECRET: secret('w'),
+  METRICS_TOKENS: secret('m'),
+};
+
+/** Compose's interpolation of ${NAME}, ${NAME:?message} and ${NAME:-default}, failing as compose does on a missing required one. */
+function interpolate(value: string, vars: Record<string, string>): string {
+  return value.replace(/\$\{([A-Z0-9_]+)(?::([?-])([^}]*))?\}/g, (_m, name: string, op?: string, arg?: string) => {
+    const v = vars[name];
+    if (v !== undefined && v !== '') return v;
+    if (op === '?') throw new Error(`compose: ${arg}`);
+    return op === '-' ? (arg ?? '') : '';
+  });
+}
+
+/** The broker container's environment: the .env file (env_file), then the compose file's own environment over it. */
+function brokerEnvironment(dotEnv: Record<string, string>): Record<string, string> {
+  const own = Object.fromEntries(Object.entries(broker.environment ?? {}).map(([k, v]) => [k, interpolate(String(v), dotEnv)]));
+  return { ...dotEnv, ...own };
+}
+
+describe('docker-compose.yml', () => {
+  it("gives the broker an environment production accepts, with PostgreSQL and Redis as the compose file names them", () => {
+    expect(broker.env_file).toBe('.env');
+    const config = loadConfig(brokerEnvironment(DOT_ENV));
+    expect(config.sandbox).toBe(false);
+    expect(config.database.url).toBe('postgres://broker@postgres:5432/broker');
+    expect(config.redisUrl).toBe(`redis://:${DOT_ENV.REDIS_PASSWORD}@redis:6379`);
+    expect(config.metricsTokens).toHaveLength(1);
+    // The broker's own role's password, not the superuser's.
+    expect(brokerEnvironment(DOT_ENV).PGPASSWORD).toBe(DOT_ENV.BROKER_DB_PASSWORD);
+  });
+
+  it.each(['POSTGRES_PASSWORD', 'BROKER_DB_PASSWORD', 'REDIS_PASSWORD', 'INCODE_API_URL', 'INCODE_API_KEY', 'DATA_ENCRYPTION_KEY', 'ADMIN_API_KEYS', 'METRICS_TOKENS'])(
+    'refuses to start without %s, naming it',
+    (name) => {
+      const without = { ...DOT_ENV, [name]: '' };
+      const all = () => {
+        brokerEnvironment(without);
+        for (const s of [postgres, redis]) {
+          for (const v of Object.values(s.environment ?? {})) interpolate(String(v), without);
+          for (const c of s.command ?? []) interpolate(c, without);
+        }
+      };
+      expect(all).toThrow(new RegExp(`set ${name} in \\.env`));
+    },
+  );
+
+  it('keeps PostgreSQL and Redis private: no published port, an internal network only, a Redis password', () => {
+    expect(compose.networks.backend.internal).toBe(true);
+    for (const s of [postgres, redis]) {
+      expect(s.ports).toBeUndefined();
+      expect(s.networks).toEqual(['backend']);
+    }
+    expect(broker.networks).toEqual(expect.arrayContaining(['backend', 'default']));
+    expect(broker.ports).toEqual(['127.0.0.1:3000:3000']);
+    expect(redis.command).toEqual(expect.arrayContaining(['--requirepass']));
+    // The broker's role is created on PostgreSQL's first start, by the script mounted for it.
+    expect(postgres.volumes).toEqual(expect.arrayContaining(['./deploy/postgres-init.sh:/docker-entrypoint-initdb.d/10-broker-role.sh:ro']));
+    expect(readFileSync(join(ROOT, 'deploy', 'postgres-init.sh'), 'utf8')).toMatch(/CREATE ROLE broker LOGIN PASSWORD :'pw' NOSUPERUSER/);
+    for (const s of [broker, postgres, redis]) {
+      expect(s.mem_limit).toEqual(expect.any(String));
+      expect(s.logging?.options?.['max-size']).toEqual(expect.any(String));
+    }
+  });
+
+  it("gives the broker time to drain: stop_grace_period covers the shutdown its pinned settings take", () => {
+    const env = brokerEnvironment(DOT_ENV);
+    const { shutdownDelayMs, shutdownGraceMs } = loadConfig(env);
+    // The values compose pins win over any .env.
+    expect(loadConfig(brokerEnvironment({ ...DOT_ENV, SHUTDOWN_GRACE_MS: '60000' })).shutdownGraceMs).toBe(shutdownGraceMs);
+    const grace = /^(\d+)s$/.exec(broker.stop_grace_period ?? '');
+    expect(Number(grace![1]) * 1000).toBeGreaterThanOrEqual(shutdownDelayMs + 2 * shutdownGraceMs + 5000);
+  });
+});
