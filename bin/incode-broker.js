@@ -12,7 +12,22 @@ try {
 if (tsx) require('tsx/cjs');
 const { main } = tsx ? require('../src/cli/main.ts') : require('../dist/cli/main.js');
 
-main(process.argv.slice(2)).then(
+// A closed stdout (`| head`) must not turn the verdict into a crash: what could not be written is lost, the exit code is not.
+process.stdout.on('error', (err) => {
+  if (err.code !== 'EPIPE') throw err;
+});
+// The first Ctrl-C or SIGTERM stops the run, which reports what it has (the session's interviewId above all); a second
+// one quits at once.
+const stop = new globalThis.AbortController();
+const interrupted = (signal) => {
+  if (stop.signal.aborted) process.exit(130);
+  process.stderr.write(`incode-broker: ${signal}: stopping (again to quit at once)\n`);
+  stop.abort();
+};
+process.on('SIGINT', interrupted);
+process.on('SIGTERM', interrupted);
+
+main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: stop.signal }).then(
   (code) => {
     // Exit once stdout is flushed (pipes are asynchronous on some platforms); open handles must not keep us alive.
     process.stdout.write('', () => process.exit(code));

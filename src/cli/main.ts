@@ -28,6 +28,8 @@ export interface CliIo {
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
   stderr: NodeJS.WritableStream & { isTTY?: boolean };
   env: Record<string, string | undefined>;
+  /** Aborted by the launcher on SIGINT or SIGTERM: the run stops and reports what it has (its interviewId above all). */
+  signal?: AbortSignal;
 }
 
 const HELP = `Usage: incode-broker onboard --front <file> [--back <file>] --selfie <file> [options]
@@ -57,7 +59,9 @@ session whose wait gives up (or whose process stops) is still followed up by the
 
 Exit codes:
   0  approve            the session passed
-  1  error              bad usage, unreadable file, Incode failure or timeout
+  1  error              bad usage, unreadable file, Incode failure or timeout, interrupted
+                        (Ctrl-C or SIGTERM: the report says the session's interviewId; a second one
+                        quits at once with 130)
   2  capture rejected   a capture must be repeated (reason and message printed)
   3  decline            the session failed
   4  review             the session needs a manual review
@@ -118,7 +122,7 @@ function parseOnboard(argv: string[]): OnboardArgs | 'help' {
   let timeoutMs = 300_000;
   if (values.timeout !== undefined) {
     const t = Number(values.timeout);
-    if (!Number.isFinite(t) || t <= 0 || t > 86_400) throw new UsageError('--timeout must be a number of seconds between 1 and 86400');
+    if (!Number.isFinite(t) || t < 1 || t > 86_400) throw new UsageError('--timeout must be a number of seconds between 1 and 86400');
     timeoutMs = Math.round(t * 1000);
   }
   // Nothing of a back would be sent: said now, rather than a step shown skipped that the user thought was sent.
@@ -166,6 +170,7 @@ async function readImage(path: string, option: string): Promise<string> {
   } finally {
     await file?.close().catch(() => undefined);
   }
+  if (buf.length === 0) throw new UsageError(`${option}: ${path} is empty`);
   // The route's rules: refused here, before a (billable) session is started for it.
   const image = parseBase64Image(buf.toString('base64'));
   if ('error' in image) throw new UsageError(`${option}: ${path} ${image.error}`);
@@ -187,7 +192,8 @@ function progressPrinter(io: CliIo, enabled: boolean) {
       if (!enabled) return;
       const what =
         e.outcome === 'ok'
-          ? e.detail ?? ''
+          ? // The session's id as soon as it exists: whatever happens next, the user can look it up.
+            e.step === 'start' ? `${e.detail ?? ''} ${e.interviewId}`.trim() : (e.detail ?? '')
           : e.outcome === 'skipped'
             ? `skipped${e.code ? ` (${e.code})` : ''}`
             : `${e.outcome}: ${e.code ?? ''}${e.message && e.outcome === 'rejected' ? ` — ${e.message}` : ''}`;
@@ -256,7 +262,10 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
 
     const store: Store = createStore(storeOptions(config));
     cleanup.push(() => store.close());
-    await store.migrate();
+    // Named as the server names it: a bare "connect ECONNREFUSED" does not say it was the database.
+    await store.migrate().catch((err: unknown) => {
+      throw new Error(`the database of DATABASE_URL could not be opened or migrated: ${err instanceof Error ? err.message : String(err)}`);
+    });
     const client = new IncodeClient(incodeClientOptions(config, apiUrl));
     cleanup.push(() => client.close());
     // One onboarding at a time: two job slots, and a worker that looks for work often (someone is waiting).
@@ -289,6 +298,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
     let result: FinishResult | null = null;
     try {
       captures = await orchestrator.runCaptures({
+        signal: io.signal,
         front,
         back,
         selfie,
@@ -303,7 +313,7 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
         const { interviewId } = captures;
         // A wait that gave up leaves the session to a broker sharing DATABASE_URL, as the service's own route does: this
         // process's worker stops first, so what is queued for that broker stays queued. An in-memory store ends here.
-        result = await orchestrator.finish(interviewId, { timeoutMs: args.timeoutMs }).catch(async (err: unknown) => {
+        result = await orchestrator.finish(interviewId, { timeoutMs: args.timeoutMs, signal: io.signal }).catch(async (err: unknown) => {
           if (!inMemory) {
             await worker.stop(2_000);
             await orchestrator.handOff(interviewId);

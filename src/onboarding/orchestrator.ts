@@ -552,7 +552,19 @@ export class Orchestrator {
       step === 'wait' && statusRank(status) === PROGRESS_RANK && !this.d.config.results.markComplete
         ? '; if the flow does not mark sessions completed on status, set MARK_COMPLETE=true'
         : '';
-    return new OnboardingError(step, 'TIMEOUT', `Gave up waiting at step ${step} (onboarding status ${status})${hint}`, interviewId);
+    // Why the results have not come, when the pipeline knows (a code such as INCODE_UNAVAILABLE: never personal data),
+    // rather than a bare timeout that reads as Incode being slow: the session's, else that of a job still retrying.
+    const lastError = await this.lastError(interviewId).catch(() => null);
+    const cause = lastError ? `; last error: ${lastError}` : '';
+    return new OnboardingError(step, 'TIMEOUT', `Gave up waiting at step ${step} (onboarding status ${status})${cause}${hint}`, interviewId);
+  }
+
+  /** The session's last error, else that of the job of it tried most recently and not done (a retry's reason). */
+  private async lastError(interviewId: string): Promise<string | null> {
+    const session = await this.d.store.getSession(interviewId);
+    if (session?.lastError) return session.lastError;
+    const failing = (await this.d.store.listJobs(interviewId)).filter((j) => j.state !== 'done' && j.lastError);
+    return failing.sort((a, b) => b.runAt - a.runAt)[0]?.lastError ?? null;
   }
 
   /** The session will never produce results: marked failed with why, and no longer polled. */

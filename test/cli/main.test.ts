@@ -60,6 +60,8 @@ describe('incode-broker onboard', () => {
     const r = await run(['onboard', ...GOOD, '--show-ocr']);
     expect(r.code).toBe(0);
     for (const step of ['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'results']) expect(r.stderr).toMatch(new RegExp(`✓ ${step}\\b`));
+    // The session's id as soon as it exists: whatever happens next, the user can look it up.
+    expect(r.stderr).toMatch(/^✓ start\s+ALL [0-9a-f]{24}$/m);
     expect(r.stdout).toMatch(/^Verdict: APPROVE$/m);
     expect(r.stdout).toMatch(/^Overall score: OK/m);
     expect(r.stdout).toMatch(/^ID validation: OK.*Liveness: OK.*Face recognition: OK/m);
@@ -191,6 +193,47 @@ describe('incode-broker onboard', () => {
     expect(badCountry.code).toBe(1);
     const unknown = await run(['frobnicate']);
     expect(unknown.code).toBe(1);
+  });
+
+  it('refuses a timeout under a second and an empty file, each by what is wrong with it', async () => {
+    const short = await run(['onboard', ...GOOD, '--timeout', '0.5']);
+    expect(short.code).toBe(1);
+    expect(short.stderr).toMatch(/--timeout must be a number of seconds between 1 and 86400/);
+    const empty = join(cwd, 'empty.jpg');
+    writeFileSync(empty, '');
+    const r = await run(['onboard', '--front', empty, '--selfie', sample('selfie.jpg')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--front: .*empty\.jpg is empty/);
+  });
+
+  it('stops on Ctrl-C and reports the session it started (its interviewId), exit 1', async () => {
+    // Processing that outlasts the test: the run is still waiting when it is interrupted.
+    const proc = spawnNode([BIN, 'onboard', ...GOOD], { EMULATOR_PROCESSING_DELAY_MS: '600000', POLL_INTERVAL_MS: '100' }, ['ignore', 'pipe', 'pipe'], cwd);
+    running.add(proc);
+    let stdout = '';
+    let stderr = '';
+    proc.child.stdout!.on('data', (d) => (stdout += d));
+    const waiting = new Promise<void>((resolve) => proc.child.stderr!.on('data', (d) => ((stderr += d), stderr.includes('waiting for Incode') && resolve())));
+    await waiting;
+    const id = /^✓ start\s+ALL ([0-9a-f]{24})$/m.exec(stderr)![1];
+    proc.child.kill('SIGINT');
+    expect(await proc.exited).toBe(1);
+    // The report of an error goes to stderr, as every error does.
+    await new Promise((r) => setImmediate(r));
+    expect(stderr).toMatch(/SIGINT: stopping/);
+    expect(stderr).toMatch(/^Error at step wait: ABORTED$/m);
+    expect(stderr).toContain(`Interview ID: ${id}`);
+    expect(stdout).toBe('');
+  });
+
+  it('keeps its verdict as exit code when stdout is closed before the report (| head), with no crash', async () => {
+    const proc = spawnNode([BIN, 'onboard', ...GOOD, '--json'], { EMULATOR_PROCESSING_DELAY_MS: '50', POLL_INTERVAL_MS: '100', JOB_BACKOFF_MS: '50' }, ['ignore', 'pipe', 'pipe'], cwd);
+    running.add(proc);
+    proc.child.stdout!.destroy();
+    let stderr = '';
+    proc.child.stderr!.on('data', (d) => (stderr += d));
+    expect(await proc.exited).toBe(0);
+    expect(stderr).not.toMatch(/EPIPE|Unhandled/);
   });
 
   it('refuses an image too small to be a photo before any session, as the route does', async () => {

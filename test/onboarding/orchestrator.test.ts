@@ -597,6 +597,23 @@ describe('failures', () => {
     }
   });
 
+  it("a wait that gives up on results says why they have not come (the pipeline's last error), not a bare timeout", async () => {
+    await r.close();
+    const failing = await startEmulator();
+    try {
+      r = await rig({ JOB_MAX_ATTEMPTS: '100' }, failing.url);
+      const c = await r.orchestrator.runCaptures(input());
+      if (!c.ok) throw new Error('rejected');
+      // Every score read fails from now on: Incode down for results only.
+      (failing.app as unknown as { emulator: EmulatorController }).emulator.setFaults({ errorRate: 1, errorStatuses: [500], faultPaths: ['/omni/get/score'] });
+      const err = await r.orchestrator.finish(c.interviewId, { timeoutMs: 4000 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ step: 'results', code: 'TIMEOUT' });
+      expect((err as Error).message).toMatch(/^Gave up waiting at step results \(onboarding status ONBOARDING_FINISHED\); last error: INCODE_/);
+    } finally {
+      await failing.close();
+    }
+  });
+
   it('stops at once when aborted', async () => {
     const c = await r.orchestrator.runCaptures(input());
     if (!c.ok) throw new Error('rejected');
