@@ -114,7 +114,7 @@ export const ENV_SCHEMA = {
     doc: 'Bearer tokens that may read GET /metrics, comma-separated for rotation (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port, which also serves POST /session and the webhooks, so block the path at the ingress.',
   },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready or fail for good (Standard Webhooks; session.results_ready, session.results_failed).' },
-  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL: "whsec_" + base64 as Standard Webhooks libraries expect (e.g. "whsec_" + `openssl rand -base64 32`), or any other string, used as its UTF-8 bytes (such a receiver verifies with the raw secret, format "raw").' },
+  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL: "whsec_" + base64 as Standard Webhooks libraries expect (e.g. "whsec_" + `openssl rand -base64 32`), or any other string, used as its UTF-8 bytes (such a receiver verifies with the raw secret, format "raw"). To rotate it, list the new and the old, separated by a space (the new first): each signs every callback until receivers have the new one and the old is removed.' },
 
   SESSION_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 256, max: 1048576 }, default: '16384', doc: 'Largest POST /session body.' },
   ONBOARDING_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 1024, max: 104857600 }, default: '31457280', doc: 'Largest POST /onboardings body (three base64 images).' },
@@ -219,7 +219,8 @@ export interface Config {
   adminApiKeys: string[];
   /** Bearer tokens for GET /metrics; empty: open. */
   metricsTokens: string[];
-  callback: { url?: string; secret?: string };
+  /** `secret` is the first of `secrets` (CALLBACK_SECRET's, space-separated during a rotation), each signing every callback. */
+  callback: { url?: string; secret?: string; secrets: string[] };
   limits: { sessionBodyBytes: number; onboardingBodyBytes: number; onboardingInflightBytes: number; onboardingMaxBackground: number; requestTimeoutMs: number };
   capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
   redisUrl?: string;
@@ -550,14 +551,19 @@ export function loadConfig(env: Env): Config {
   // A link to the bank's onboarding that ends on any site is a phishing kit: whoever starts the session holds its token.
   const allowedConfigurationIds = allowedFlows(list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'), str(env, 'INCODE_CONFIGURATION_ID'));
 
-  const callback = { url: str(env, 'CALLBACK_URL'), secret: str(env, 'CALLBACK_SECRET') };
+  // Several secrets, separated by spaces, during a rotation: each signs every callback (the first is the new one).
+  const callbackSecrets = (str(env, 'CALLBACK_SECRET') ?? '').split(/\s+/).filter(Boolean);
+  const callback = { url: str(env, 'CALLBACK_URL'), secret: callbackSecrets[0], secrets: callbackSecrets };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
-  // Node decodes base64 leniently (it skips what is not base64): a receiver's Standard Webhooks library would refuse
-  // such a secret, or read other bytes from it, and every signature would fail there.
-  if (callback.secret?.startsWith('whsec_') && !/^(?=.)(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(callback.secret.slice(6)))
-    throw new ConfigError('CALLBACK_SECRET', 'must be "whsec_" followed by standard base64 (with its padding), as Standard Webhooks libraries read it');
-  // By the bytes it signs with (a "whsec_" prefix alone has six distinct characters).
-  if (production && callback.secret) requireSecret('CALLBACK_SECRET', callbackSecretKey(callback.secret), MIN_SECRET);
+  if (callbackSecrets.length > 3) throw new ConfigError('CALLBACK_SECRET', 'holds at most 3 secrets (the new one first, during a rotation)');
+  for (const secret of callbackSecrets) {
+    // Node decodes base64 leniently (it skips what is not base64): a receiver's Standard Webhooks library would refuse
+    // such a secret, or read other bytes from it, and every signature would fail there.
+    if (secret.startsWith('whsec_') && !/^(?=.)(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(secret.slice(6)))
+      throw new ConfigError('CALLBACK_SECRET', 'must be "whsec_" followed by standard base64 (with its padding), as Standard Webhooks libraries read it');
+    // By the bytes it signs with (a "whsec_" prefix alone has six distinct characters).
+    if (production) requireSecret('CALLBACK_SECRET', callbackSecretKey(secret), MIN_SECRET);
+  }
   // The keys that open something here (the results API, webhooks, metrics, session starts), by who holds them.
   const held = [
     ['ADMIN_API_KEYS', adminApiKeys],
@@ -569,10 +575,10 @@ export function loadConfig(env: Env): Config {
   // The callback's receiver holds its secret, and Incode's API key is Incode's and this service's: neither may open
   // anything else (whoever holds one would hold the other).
   for (const [list, keys] of held) {
-    if (callback.secret && keys.includes(callback.secret)) throw new ConfigError('CALLBACK_SECRET', `must not be a key of ${list}: the customer's receiver holds it`);
+    if (callbackSecrets.some((s) => keys.includes(s))) throw new ConfigError('CALLBACK_SECRET', `must not be a key of ${list}: the customer's receiver holds it`);
     if (apiKey && keys.includes(apiKey)) throw new ConfigError(list, 'must not contain the INCODE_API_KEY: each secret has one holder');
   }
-  if (apiKey && callback.secret === apiKey) throw new ConfigError('CALLBACK_SECRET', "must not be the INCODE_API_KEY: the customer's receiver holds it");
+  if (apiKey && callbackSecrets.includes(apiKey)) throw new ConfigError('CALLBACK_SECRET', "must not be the INCODE_API_KEY: the customer's receiver holds it");
   if (production && callback.url) refuseCleartext('CALLBACK_URL', callback.url, 'decisions would travel in cleartext');
 
   const executiveEmail = str(env, 'INCODE_EXECUTIVE_EMAIL');

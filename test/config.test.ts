@@ -188,6 +188,18 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...prodEnv, CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: good }).callback.secret).toBe(good);
   });
 
+  it('takes several CALLBACK_SECRETs during a rotation (the new one first), each checked as one', () => {
+    const next = 'whsec_' + Buffer.from(key('n', 32)).toString('base64');
+    const old = 'whsec_' + Buffer.from(KEY, 'base64').toString('base64');
+    const cb = { ...prodEnv, CALLBACK_URL: 'https://cb.example.com/hook' };
+    expect(loadConfig({ ...cb, CALLBACK_SECRET: `${next}  ${old}` }).callback).toMatchObject({ secret: next, secrets: [next, old] });
+    expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} whsec_not-base64!` })).toMatchObject({ variable: 'CALLBACK_SECRET', message: expect.stringMatching(/standard base64/) });
+    expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} whsec_${Buffer.alloc(32).toString('base64')}` })).toMatchObject({ variable: 'CALLBACK_SECRET' });
+    expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} ${old} ${key('x', 32)} ${key('y', 32)}` }).message).toMatch(/at most 3/);
+    // Neither may be another role's key.
+    expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} ${prodEnv.ADMIN_API_KEYS}` }).message).toMatch(/ADMIN_API_KEYS/);
+  });
+
   it.each([
     [{ ADMIN_API_KEYS: 'a'.repeat(32) }, 'ADMIN_API_KEYS'],
     [{ ADMIN_API_KEYS: `${key('a', 32)},${'ab'.repeat(16)}` }, 'ADMIN_API_KEYS'],

@@ -22,16 +22,26 @@ export function resultsFailedEvent(callback: { url?: string }, interviewId: stri
   return { kind: 'callback', subject: interviewId, payload: { event: 'results_failed', resultsStatus: 'failed', code, fetchedAt: now }, runAt: now };
 }
 
+/**
+ * One delivery attempt of an event. `secrets`: every secret of CALLBACK_SECRET, each signing it (Standard Webhooks'
+ * space-separated signatures), so a receiver holding either the new or the old one during a rotation verifies it.
+ * The payload's `timestamp` is when the event happened, the same on every attempt (the body of one webhook-id never
+ * changes); the `webhook-timestamp` header is the attempt's, as receivers check it against replays.
+ */
 export async function sendCallback(
   url: string,
-  secret: string,
-  event: { id: string; type: string; data: Record<string, unknown> },
+  secrets: string | readonly string[],
+  event: { id: string; type: string; occurredAt: number; data: Record<string, unknown> },
   timeoutMs = 10_000,
   signal?: AbortSignal,
 ): Promise<{ delivered: boolean; code: string }> {
   const ts = Math.floor(Date.now() / 1000);
   const msgId = `msg_${event.id.replace(/[^\w-]/g, '_')}`;
-  const body = JSON.stringify({ type: event.type, timestamp: new Date(ts * 1000).toISOString(), data: event.data });
+  const body = JSON.stringify({ type: event.type, timestamp: new Date(event.occurredAt).toISOString(), data: event.data });
+  const signatures = (typeof secrets === 'string' ? [secrets] : secrets).map((s) => signStandardWebhook(s, msgId, ts, body));
+  // The whole attempt within timeoutMs: undici's own timeouts bound each wait for a byte, so a receiver trickling its
+  // answer would hold a worker slot for the job's whole lease.
+  const deadline = AbortSignal.timeout(timeoutMs);
   try {
     const res = await request(url, {
       method: 'POST',
@@ -39,12 +49,12 @@ export async function sendCallback(
         'content-type': 'application/json',
         'webhook-id': msgId,
         'webhook-timestamp': String(ts),
-        'webhook-signature': signStandardWebhook(secret, msgId, ts, body),
+        'webhook-signature': signatures.join(' '),
         'x-request-id': randomUUID(),
       },
       body,
       // The job's lease deadline and shutdown: a slow receiver must not hold either past its time.
-      signal,
+      signal: signal ? AbortSignal.any([signal, deadline]) : deadline,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
     });

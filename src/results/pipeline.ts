@@ -103,12 +103,39 @@ type CallbackEvent = Parameters<typeof sendCallback>[2];
  * reviewer's verdict may keep the decision): the newer state's results queue their own event, and an older one retried
  * after it (or running beside it on another replica) must not be the last word the customer hears.
  */
+/**
+ * The event's id, which receivers dedupe by: one per event, the same on every retry of it (a later retry job carries it
+ * in its payload); a state the session comes back to (A, B, A) is a new event with a new id, not a redelivery.
+ */
+function callbackEventId(job: Job): string {
+  if (typeof job.payload.eventId === 'string') return job.payload.eventId;
+  return job.payload.event === 'results_failed' ? `${job.subject}:results_failed:${job.id}` : `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}:${job.id}`;
+}
+
+/** When the event happened: its results stored or its failure recorded (the job's queueing, for one without). */
+const occurredAt = (job: Job): number => (typeof job.payload.fetchedAt === 'number' ? job.payload.fetchedAt : job.createdAt);
+
+/** How long a customer callback that keeps failing is tried again after its attempts run out, and how often. */
+export const CALLBACK_RETRY_FOR_MS = 3 * 86_400_000;
+export const CALLBACK_RETRY_AFTER_MS = 3_600_000;
+
+/**
+ * A dead-lettered callback tried again an hour later, with all its attempts and its event's id, for three days from its
+ * first dead letter: a receiver down for longer than one job's attempts (about 90 minutes at the defaults) still hears
+ * of every result. Null past those days.
+ */
+function callbackRetryJob(dead: Job, now: number): NewJob | null {
+  const since = typeof dead.payload.deadSince === 'number' ? dead.payload.deadSince : now;
+  if (now - since >= CALLBACK_RETRY_FOR_MS) return null;
+  const eventId = callbackEventId(dead);
+  return { kind: 'callback', subject: dead.subject, payload: { ...dead.payload, eventId, deadSince: since }, runAt: now + CALLBACK_RETRY_AFTER_MS, dedupeKey: `callback-retry:${eventId}` };
+}
+
 function readyEvent(job: Job, session: SessionRecord): CallbackEvent | null {
   if (session.decision !== job.payload.decision || session.onboardingStatus !== job.payload.onboardingStatus) return null;
   return {
-    // Receivers dedupe by this id: one per event, the same on every retry of it; a state the session comes back to
-    // (A, B, A) is a new event with a new id, not a redelivery of the first.
-    id: `${job.subject}:${job.payload.onboardingStatus}:${job.payload.decision}:${job.id}`,
+    id: callbackEventId(job),
+    occurredAt: occurredAt(job),
     type: 'session.results_ready',
     // The session's last change as this event leaves (it is the session's current state): receivers order events by
     // it, since two may still cross on the wire, and a decision that came back (A, B, A) leaves with a newer time.
@@ -258,6 +285,11 @@ export class ResultsPipeline {
     // An erasure at Incode stopped by an outage is tried again later rather than left undone (for a week).
     if (job.kind === 'incode-delete' && outage) {
       const again = incodeDeleteRetryJob(job, now);
+      if (again) await this.d.store.enqueueJob(again, now);
+    }
+    // So is a customer callback whose receiver was down or refusing longer than its attempts (for three days).
+    if (job.kind === 'callback' && this.d.config.callback.url) {
+      const again = callbackRetryJob(job, now);
       if (again) await this.d.store.enqueueJob(again, now);
     }
     // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
@@ -638,7 +670,7 @@ export class ResultsPipeline {
     if (!session || session.resultsStatus === 'erased') return;
     const event = job.payload.event === 'results_failed' ? await this.failedEvent(job, session) : readyEvent(job, session);
     if (!event) return;
-    const ok = await sendCallback(url, secret, event, undefined, signal);
+    const ok = await sendCallback(url, this.d.config.callback.secrets.length ? this.d.config.callback.secrets : secret, event, undefined, signal);
     if (!ok.delivered) throw new JobError(ok.code, true);
   }
 
@@ -651,7 +683,8 @@ export class ResultsPipeline {
     if (later) return null;
     return {
       // Fixed when queued, the same on every retry (the status may move meanwhile: it is in `data`, as it is now).
-      id: `${job.subject}:results_failed:${job.id}`,
+      id: callbackEventId(job),
+      occurredAt: occurredAt(job),
       type: 'session.results_failed',
       data: { interviewId: job.subject, onboardingStatus: session.onboardingStatus, resultsStatus: session.resultsStatus, code: job.payload.code, updatedAt: new Date(session.updatedAt).toISOString() },
     };

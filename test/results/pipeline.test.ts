@@ -27,7 +27,8 @@ import { statusRank } from '../../src/results/status';
 import { Cipher } from '../../src/store/crypto';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import type { NewJob, Store } from '../../src/store/types';
-import { ResultsPipeline } from '../../src/results/pipeline';
+import { CALLBACK_RETRY_AFTER_MS, CALLBACK_RETRY_FOR_MS, ResultsPipeline } from '../../src/results/pipeline';
+import { sendCallback } from '../../src/results/callback';
 import { INCODE_DELETE_RETRY_AFTER_MS, INCODE_DELETE_RETRY_FOR_MS, incodeDeleteJob } from '../../src/store/rows';
 import type { IncodeClient } from '../../src/incode/client';
 import type { ExecutiveTokenProvider } from '../../src/incode/executive-token';
@@ -192,17 +193,24 @@ const CALLBACK_SECRET = `whsec_${CALLBACK_SECRET_BYTES.toString('base64')}`;
  */
 async function callbackReceiver(accept: (attempt: number) => boolean = () => true) {
   let attempts = 0;
+  let acceptAll = false;
   const received: { headers: Record<string, unknown>; body: string; data: Record<string, unknown> }[] = [];
   const receiver = Fastify();
   receiver.addContentTypeParser('application/json', { parseAs: 'string' }, (_r, body, done) => done(null, body));
   receiver.post('/hook', async (req, reply) => {
-    if (!accept(++attempts)) return reply.status(500).send({});
+    if (!accept(++attempts) && !acceptAll) return reply.status(500).send({});
     const body = req.body as string;
     received.push({ headers: req.headers, body, data: (JSON.parse(body) as { data: Record<string, unknown> }).data });
     return { ok: true };
   });
   await receiver.listen({ port: 0, host: '127.0.0.1' });
-  return { hook: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`, received, attempts: () => attempts, close: () => receiver.close() };
+  return {
+    hook: `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`,
+    received,
+    attempts: () => attempts,
+    acceptFromNowOn: () => (acceptAll = true),
+    close: () => receiver.close(),
+  };
 }
 
 function pipelineSuite(which: Engine) {
@@ -856,6 +864,75 @@ function pipelineSuite(which: Engine) {
     const job = (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback')!;
     expect(job).toMatchObject({ state: 'done', attempts: 2 });
     expect(headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve_${job.id}`);
+    // The payload's timestamp is when the results were stored, the same on every attempt of the event.
+    expect(event.timestamp).toBe(new Date(job.payload.fetchedAt as number).toISOString());
+  });
+
+  it('signs each callback with every secret of CALLBACK_SECRET during a rotation, and gives the whole attempt one deadline', async () => {
+    const NEW_BYTES = Buffer.from('the-new-customer-secret-bytes');
+    const receiver = await callbackReceiver();
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET: `whsec_${NEW_BYTES.toString('base64')} ${CALLBACK_SECRET}` });
+      const s = await p.newSession();
+      await captureAll(s.apiUrl, s.token);
+      await p.ready(s.interviewId);
+      await waitFor(async () => receiver.received.length > 0);
+    } finally {
+      await receiver.close();
+    }
+    const { headers, body } = receiver.received[0];
+    const sign = (key: Buffer) => `v1,${createHmac('sha256', key).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`).digest('base64')}`;
+    // Space-separated, the new one first: a receiver holding either verifies it.
+    expect(headers['webhook-signature']).toBe(`${sign(NEW_BYTES)} ${sign(CALLBACK_SECRET_BYTES)}`);
+    // A receiver that answers at once and then trickles its body (a byte every 100 ms, for 20 s) is let go at the
+    // attempt's deadline, not after its last byte: the attempt is over while the receiver is still writing.
+    let finished = false;
+    const trickle = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      const t = setInterval(() => res.write('.'), 100);
+      res.on('close', () => clearInterval(t));
+      setTimeout(() => (clearInterval(t), res.end(), (finished = true)), 20_000);
+    });
+    await new Promise<void>((r) => trickle.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(trickle.address() as AddressInfo).port}/`;
+      const sent = await sendCallback(url, CALLBACK_SECRET, { id: 'e1', type: 'session.results_ready', occurredAt: 0, data: {} }, 500);
+      // Its 200 came: delivered.
+      expect(sent).toEqual({ delivered: true, code: 'OK' });
+      expect(finished).toBe(false);
+    } finally {
+      trickle.closeAllConnections();
+      await new Promise((r) => trickle.close(r));
+    }
+  });
+
+  it('tries a callback its receiver never took again an hour later, as the same event (its webhook-id), for three days', async () => {
+    const receiver = await callbackReceiver(() => false);
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10' });
+      const s = await p.newSession();
+      await captureAll(s.apiUrl, s.token);
+      await p.ready(s.interviewId);
+      const callbacks = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'callback');
+      await waitFor(async () => ((await callbacks()).some((j) => j.state === 'dead') && (await callbacks()).length === 2) || null, 10_000);
+      const [dead, again] = [(await callbacks()).find((j) => j.state === 'dead')!, (await callbacks()).find((j) => j.state === 'queued')!];
+      expect(again.runAt - Date.now()).toBeGreaterThan(CALLBACK_RETRY_AFTER_MS - 60_000);
+      expect(again.payload).toMatchObject({ ...dead.payload, eventId: `${s.interviewId}:ONBOARDING_FINISHED:approve:${dead.id}`, deadSince: expect.any(Number) });
+      // Its time comes, the receiver takes it: the same webhook-id as the attempts before.
+      const attemptsBefore = receiver.attempts();
+      receiver.acceptFromNowOn();
+      await p.broker.app.store.enqueueJob({ ...again, kind: 'callback', runAt: Date.now(), dedupeKey: 'callback-retry:now' }, Date.now());
+      await waitFor(async () => receiver.received.length > 0 || null, 10_000);
+      expect(receiver.attempts()).toBeGreaterThan(attemptsBefore);
+      expect(receiver.received[0].headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve_${dead.id}`);
+      // Past three days from its first dead letter, a dead retry is not queued again.
+      const old = { ...again, state: 'dead' as const, payload: { ...again.payload, deadSince: Date.now() - CALLBACK_RETRY_FOR_MS } };
+      const before = (await callbacks()).length;
+      await p.broker.app.results.onDead(old, 'CALLBACK_HTTP_500', true);
+      expect((await callbacks()).length).toBe(before);
+    } finally {
+      await receiver.close();
+    }
   });
 
   it('closes an expired session even when the status was written by an earlier check that failed before closing it', async () => {
