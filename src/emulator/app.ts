@@ -117,6 +117,8 @@ type Auth = 'key' | 'session' | 'access' | 'exec' | 'none' | 'admin';
 interface RouteCfg {
   auth: Auth;
   zero: boolean;
+  /** The query parameter naming the session (with an executive token): `id`, or `interviewId` for DELETE /omni/interview. */
+  idParam: 'id' | 'interviewId';
 }
 type EmuRequest = FastifyRequest & { emuSession: Session | null; emuStart: number; emuFailWith: number };
 type Handler = (req: EmuRequest, reply: FastifyReply) => unknown;
@@ -317,15 +319,21 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       }
     }
     if (!auth) return; // 404/405 handler
+    // Every request of Incode's clients carries it (incode-api.md 2.2, the Web SDK's axios defaults): a client that stops
+    // sending it is told here rather than by Incode in production.
     const v = req.headers['api-version'];
-    if (v !== undefined && v !== '1.0') return fail(reply, 400, `Unsupported api-version '${String(v)}'`);
+    if (v === undefined) return fail(reply, 400, 'The api-version header is required (api-version: 1.0)');
+    if (v !== '1.0') return fail(reply, 400, `Unsupported api-version '${String(v)}'`);
     // /0/ is the token-only surface: the key is ignored there (start, which only the key can authenticate, has no /0/ route).
     if (!cfg.zero && !keyMatches(req.headers['x-api-key'])) return fail(reply, 403, 'Invalid or missing API key');
     if (auth !== 'session' && auth !== 'access' && auth !== 'exec') return;
     const claims = tokens.verify(req.headers['x-incode-hardware-id'] as string | undefined);
     if (!claims) return fail(reply, 401, 'Invalid or missing access token');
     const q = req.query as Record<string, string | undefined>;
-    const named = q.id || q.interviewId || q[''] || undefined;
+    // The session a request names, under the name Incode's clients use for that endpoint: `id` (the samples; the Web SDK
+    // sends getOnboardingStatus's with no name at all, `?=<id>`), and `interviewId` for DELETE /omni/interview alone.
+    // Not any of them anywhere: a client sending the wrong one would pass here and fail against Incode.
+    const named = (cfg.idParam === 'interviewId' ? q.interviewId : q.id || q['']) || undefined;
     if (claims.role === 'ACCESS') {
       if (auth === 'exec') return fail(reply, 401, 'This endpoint takes an executive token');
       const s = sessions.get(claims.externalUserId);
@@ -402,7 +410,15 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   const base: Partial<RouteOptions> = { bodyLimit: PARSER_BODY_LIMIT };
   /** Registers a route on /omni/... (API key) and, unless `surfaces` leaves it out, on /0/omni/... (token only). */
-  function route(methods: string | string[], path: string, auth: Auth, handler: Handler, extra: Partial<RouteOptions> = {}, surfaces: Array<'key' | 'zero'> = ['key', 'zero']): void {
+  function route(
+    methods: string | string[],
+    path: string,
+    auth: Auth,
+    handler: Handler,
+    extra: Partial<RouteOptions> = {},
+    surfaces: Array<'key' | 'zero'> = ['key', 'zero'],
+    idParam: RouteCfg['idParam'] = 'id',
+  ): void {
     const list = Array.isArray(methods) ? methods : [methods];
     for (const surface of surfaces) {
       const url = surface === 'zero' ? `/0${path}` : path;
@@ -412,7 +428,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
         ...extra,
         method: list as RouteOptions['method'],
         url,
-        config: { auth, zero: surface === 'zero' } satisfies RouteCfg as Record<string, unknown>,
+        config: { auth, zero: surface === 'zero', idParam } satisfies RouteCfg as Record<string, unknown>,
         handler: handler as RouteOptions['handler'],
       });
     }
@@ -706,6 +722,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     // Required (incode-api.md 4.11): the hosted flow's link names the customer's client.
     const client = q.clientId;
     if (!client) return fail(reply, 400, 'clientId is required');
+    // The account's own client id only: a wrong INCODE_CLIENT_ID must fail here as it would at Incode, not in production.
+    if (client !== opts.clientId) return fail(reply, 400, `Unknown clientId '${client.slice(0, 64)}'`);
     const redirect = q.redirectionUrl ?? s.redirectionUrl;
     const url = new URL(`https://demo-onboarding.incodesmile.com/${encodeURIComponent(client)}/flow/${s.configurationId ?? 'default'}`);
     url.searchParams.set('interviewId', s.interviewId);
@@ -733,7 +751,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     return { success: true };
   });
 
-  route('DELETE', '/omni/interview', 'exec', (req) => ({ success: sessions.delete(sess(req).interviewId) }), {}, ['key']);
+  route('DELETE', '/omni/interview', 'exec', (req) => ({ success: sessions.delete(sess(req).interviewId) }), {}, ['key'], 'interviewId');
 
   // ---- Web SDK token-only extras ----------------------------------------------------------------------
 
@@ -816,7 +834,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   const admin = (method: string, path: string, handler: Handler) => {
     remember(path, [method]);
-    app.route({ method: method as RouteOptions['method'], url: path, config: { auth: 'admin', zero: false } satisfies RouteCfg as Record<string, unknown>, handler: handler as RouteOptions['handler'] });
+    app.route({ method: method as RouteOptions['method'], url: path, config: { auth: 'admin', zero: false, idParam: 'id' } satisfies RouteCfg as Record<string, unknown>, handler: handler as RouteOptions['handler'] });
   };
   admin('GET', '/__emulator/faults', () => faults.snapshot());
   admin('POST', '/__emulator/faults', (req, reply) => {

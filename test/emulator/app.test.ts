@@ -107,7 +107,10 @@ describe('emulator app', () => {
       const refused = await emu.call('DELETE', `/omni/interview${id}`, { token: s.token });
       expectEnvelope(refused, 401);
       expect(emu.app.emulator.sessions.get(s.interviewId)).toBeDefined();
-      expect((await emu.call('DELETE', `/omni/interview${id}`, { token: exec })).body).toEqual({ success: true });
+      // A deletion names its session as Incode's sample does (interviewId), and only so: a client sending id would pass
+      // an emulator that took either, and fail against Incode.
+      expectEnvelope(await emu.call('DELETE', `/omni/interview${id}`, { token: exec }), 400);
+      expect((await emu.call('DELETE', `/omni/interview?interviewId=${s.interviewId}`, { token: exec })).body).toEqual({ success: true });
       expect(emu.app.emulator.sessions.get(s.interviewId)).toBeUndefined();
     });
 
@@ -124,12 +127,25 @@ describe('emulator app', () => {
       expect(admin.headers.allow).toBe('POST');
     });
 
-    it('accepts a missing api-version but rejects another value', async () => {
+    it('requires api-version: 1.0, as every client of Incode sends it', async () => {
       expect((await emu.call('POST', '/omni/start', { body: {}, headers: { 'api-version': '1.0' } })).status).toBe(200);
       const res = await request(`${emu.base}/omni/start`, { method: 'POST', headers: { 'x-api-key': API_KEY, 'content-type': 'application/json' }, body: '{}' });
-      expect(res.statusCode).toBe(200);
-      await res.body.text();
+      expect(res.statusCode).toBe(400);
+      expect(await res.body.json()).toMatchObject({ status: 400, message: expect.stringMatching(/api-version header is required/) });
       expectEnvelope(await emu.call('POST', '/omni/start', { body: {}, headers: { 'api-version': '2.0' } }), 400);
+    });
+
+    it('reads a session id under the name its endpoint takes (id; the Web SDK sends none), not any other', async () => {
+      const s = await emu.start({});
+      const exec = (await emu.call('POST', '/executive/log-in', { body: { email: 'exec@example.com', password: 'secret' } })).body.token as string;
+      expect((await emu.call('GET', `/omni/get/score?id=${s.interviewId}`, { token: exec })).status).toBe(200);
+      expect((await emu.call('GET', `/omni/get/onboarding/status?=${s.interviewId}`, { token: s.token })).status).toBe(200);
+      expectEnvelope(await emu.call('GET', `/omni/get/score?interviewId=${s.interviewId}`, { token: exec }), 400);
+    });
+
+    it("takes only the account's own clientId for a hosted-flow link", async () => {
+      const s = await emu.start({});
+      expectEnvelope(await emu.call('GET', '/omni/onboarding-url?clientId=someone-else', { token: s.token }), 400);
     });
 
     it('turns malformed JSON and bodies over 10 MB into envelopes', async () => {
@@ -663,11 +679,11 @@ describe('emulatorPlugin inside a host app', () => {
     await host.listen({ port: 0, host: '127.0.0.1' });
     const base = `http://127.0.0.1:${(host.server.address() as { port: number }).port}`;
     try {
-      const start = await request(`${base}/sandbox/incode/omni/start`, { method: 'POST', headers: { 'x-api-key': API_KEY, 'content-type': 'application/json' }, body: '{}' });
+      const start = await request(`${base}/sandbox/incode/omni/start`, { method: 'POST', headers: { 'x-api-key': API_KEY, 'api-version': '1.0', 'content-type': 'application/json' }, body: '{}' });
       const s = (await start.body.json()) as { token: string; interviewId: string };
       expect(start.statusCode).toBe(200);
       expect(plugin.emulator.sessions.get(s.interviewId)).toBeDefined();
-      const st = await request(`${base}/sandbox/incode/0/omni/get/onboarding/status`, { headers: { 'x-incode-hardware-id': s.token, origin: 'http://x' } });
+      const st = await request(`${base}/sandbox/incode/0/omni/get/onboarding/status`, { headers: { 'x-incode-hardware-id': s.token, 'api-version': '1.0', origin: 'http://x' } });
       expect(await st.body.json()).toEqual({ onboardingStatus: 'UNKNOWN' });
       expect(st.headers['access-control-allow-origin']).toBe('*');
       const nf = await request(`${base}/sandbox/incode/omni/nope`);
