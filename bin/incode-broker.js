@@ -12,15 +12,18 @@ try {
 if (tsx) require('tsx/cjs');
 const { main } = tsx ? require('../src/cli/main.ts') : require('../dist/cli/main.js');
 
-// A closed stdout (`| head`) must not turn the verdict into a crash: what could not be written is lost, the exit code is not.
-process.stdout.on('error', (err) => {
-  if (err.code !== 'EPIPE') throw err;
-});
+// A closed stdout or stderr (`| head`) must not turn the verdict into a crash: what could not be written is lost, the
+// exit code is not.
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (err) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
 // The first Ctrl-C or SIGTERM stops the run, which reports what it has (the session's interviewId above all); a second
 // one quits at once.
 const stop = new globalThis.AbortController();
 const interrupted = (signal) => {
-  if (stop.signal.aborted) process.exit(130);
+  // 128 + the signal's number, as a shell reports it.
+  if (stop.signal.aborted) process.exit(signal === 'SIGTERM' ? 143 : 130);
   process.stderr.write(`incode-broker: ${signal}: stopping (again to quit at once)\n`);
   stop.abort();
 };

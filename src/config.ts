@@ -114,7 +114,7 @@ export const ENV_SCHEMA = {
     doc: 'Bearer tokens that may read GET /metrics, comma-separated for rotation (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port, which also serves POST /session and the webhooks, so block the path at the ingress.',
   },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready or fail for good (Standard Webhooks; session.results_ready, session.results_failed).' },
-  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL: "whsec_" + base64 as Standard Webhooks libraries expect (e.g. "whsec_" + `openssl rand -base64 32`), or any other string, used as its UTF-8 bytes (such a receiver verifies with the raw secret, format "raw"). To rotate it, list the new and the old, separated by a space (the new first): each signs every callback until receivers have the new one and the old is removed.' },
+  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL: "whsec_" + base64 as Standard Webhooks libraries expect (e.g. "whsec_" + `openssl rand -base64 32`), or any other string, used as its UTF-8 bytes (such a receiver verifies with the raw secret, format "raw"). To rotate a "whsec_" secret, list the new and the old, separated by a space (the new first): each signs every callback until receivers have the new one and the old is removed.' },
 
   SESSION_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 256, max: 1048576 }, default: '16384', doc: 'Largest POST /session body.' },
   ONBOARDING_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 1024, max: 104857600 }, default: '31457280', doc: 'Largest POST /onboardings body (three base64 images).' },
@@ -551,8 +551,11 @@ export function loadConfig(env: Env): Config {
   // A link to the bank's onboarding that ends on any site is a phishing kit: whoever starts the session holds its token.
   const allowedConfigurationIds = allowedFlows(list(env, 'INCODE_ALLOWED_CONFIGURATION_IDS'), str(env, 'INCODE_CONFIGURATION_ID'));
 
-  // Several secrets, separated by spaces, during a rotation: each signs every callback (the first is the new one).
-  const callbackSecrets = (str(env, 'CALLBACK_SECRET') ?? '').split(/\s+/).filter(Boolean);
+  // Several "whsec_" secrets, separated by spaces, during a rotation: each signs every callback (the first is the new
+  // one). A value whose words are not all "whsec_" is one raw secret, spaces included, as it always was.
+  const rawCallbackSecret = str(env, 'CALLBACK_SECRET');
+  const words = (rawCallbackSecret ?? '').split(/\s+/).filter(Boolean);
+  const callbackSecrets = words.length > 1 && words.every((w) => w.startsWith('whsec_')) ? words : rawCallbackSecret ? [rawCallbackSecret] : [];
   const callback = { url: str(env, 'CALLBACK_URL'), secret: callbackSecrets[0], secrets: callbackSecrets };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
   if (callbackSecrets.length > 3) throw new ConfigError('CALLBACK_SECRET', 'holds at most 3 secrets (the new one first, during a rotation)');

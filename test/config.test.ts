@@ -195,9 +195,13 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...cb, CALLBACK_SECRET: `${next}  ${old}` }).callback).toMatchObject({ secret: next, secrets: [next, old] });
     expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} whsec_not-base64!` })).toMatchObject({ variable: 'CALLBACK_SECRET', message: expect.stringMatching(/standard base64/) });
     expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} whsec_${Buffer.alloc(32).toString('base64')}` })).toMatchObject({ variable: 'CALLBACK_SECRET' });
-    expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} ${old} ${key('x', 32)} ${key('y', 32)}` }).message).toMatch(/at most 3/);
+    const w = (c: string) => 'whsec_' + Buffer.from(key(c, 32)).toString('base64');
+    expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} ${old} ${w('x')} ${w('y')}` }).message).toMatch(/at most 3/);
     // Neither may be another role's key.
-    expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} ${prodEnv.ADMIN_API_KEYS}` }).message).toMatch(/ADMIN_API_KEYS/);
+    expect(errorFor({ ...cb, ADMIN_API_KEYS: w('z'), CALLBACK_SECRET: `${next} ${w('z')}` }).message).toMatch(/ADMIN_API_KEYS/);
+    // A raw secret (not "whsec_") is one secret, spaces and all, as before.
+    const raw = `${key('r', 20)} and ${key('q', 20)}`;
+    expect(loadConfig({ ...cb, CALLBACK_SECRET: raw }).callback.secrets).toEqual([raw]);
   });
 
   it.each([

@@ -61,7 +61,7 @@ Exit codes:
   0  approve            the session passed
   1  error              bad usage, unreadable file, Incode failure or timeout, interrupted
                         (Ctrl-C or SIGTERM: the report says the session's interviewId; a second one
-                        quits at once with 130)
+                        quits at once with 130, 143 for SIGTERM)
   2  capture rejected   a capture must be repeated (reason and message printed)
   3  decline            the session failed
   4  review             the session needs a manual review

@@ -254,9 +254,12 @@ export class Orchestrator {
     if (paused > 0) throw await this.fail(null, 'front', circuitOpenError('addFrontId', paused));
     let started;
     try {
-      started = await this.d.incode.start(startReq, { ...ctx, sendBefore: input.idempotency?.sendBefore });
+      // Not stopped by the caller's signal once under way: cut off after it was sent, the start may have created (and
+      // billed) a session no one would know the id of. A stop meanwhile is seen at the first capture, with the id.
+      if (input.signal?.aborted) throw stopped('start', null);
+      started = await this.d.incode.start(startReq, { ...ctx, signal: undefined, sendBefore: input.idempotency?.sendBefore });
     } catch (err) {
-      throw await this.fail(null, 'start', input.signal?.aborted ? stopped('start', null) : err);
+      throw await this.fail(null, 'start', err);
     }
     const { interviewId: id, token } = started;
     // From here on a (billed) session exists: whatever fails, the caller and the logs get its interviewId, and the
@@ -270,7 +273,11 @@ export class Orchestrator {
     } catch (err) {
       // Every step's failure ends here (the steps rethrow what is not a capture to repeat): recorded at the step reached.
       if (err instanceof OnboardingError) throw err;
-      throw await this.fail(id, progress.step, input.signal?.aborted ? stopped(progress.step, id) : err);
+      const aborted = input.signal?.aborted === true;
+      // Stopped while the face match was on its way: Incode may have done it and finish the session, which is kept
+      // pending and polled like one whose face match timed out (fail() decides so for Incode's own failures).
+      const mayFinish = aborted && progress.step === 'face-match' && !(err instanceof IncodeError && err.certainlyNotDone);
+      throw await this.fail(id, progress.step, aborted ? stopped(progress.step, id) : err, { keepSession: mayFinish });
     }
   }
 

@@ -27,6 +27,10 @@ export default fp<{ config: Config; store?: Store }>(
       throw new Error(`the database of DATABASE_URL could not be opened or migrated: ${(err as Error).message}`, { cause: err });
     }
     app.decorate('store', store);
+    // A superuser could read files and run programs on the database server (COPY ... PROGRAM): the broker needs its own
+    // database's ownership only. Said, not refused: moving an existing deployment to another role is a manual step.
+    if (await store.connectedAsSuperuser?.().catch(() => false))
+      app.log.warn('DATABASE_URL logs in as a PostgreSQL superuser: give the broker a role of its own that owns its database (docker-compose.yml does; deploy/postgres-init.sh)');
     const outage = new DatabaseOutage(() => store.ping(), {
       down: () => app.log.warn('the database is not answering: new sessions are refused (503 DATABASE_UNAVAILABLE) before Incode is called until it does'),
       up: (downMs) => app.log.info({ downMs }, 'the database answers again: new sessions are started again'),

@@ -25,8 +25,8 @@ export function resultsFailedEvent(callback: { url?: string }, interviewId: stri
 /**
  * One delivery attempt of an event. `secrets`: every secret of CALLBACK_SECRET, each signing it (Standard Webhooks'
  * space-separated signatures), so a receiver holding either the new or the old one during a rotation verifies it.
- * The payload's `timestamp` is when the event happened, the same on every attempt (the body of one webhook-id never
- * changes); the `webhook-timestamp` header is the attempt's, as receivers check it against replays.
+ * The payload's `timestamp` is when the event happened, the same on every attempt of one webhook-id; the
+ * `webhook-timestamp` header is the attempt's, as receivers check it against replays.
  */
 export async function sendCallback(
   url: string,

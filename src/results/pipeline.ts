@@ -287,10 +287,12 @@ export class ResultsPipeline {
       const again = incodeDeleteRetryJob(job, now);
       if (again) await this.d.store.enqueueJob(again, now);
     }
-    // So is a customer callback whose receiver was down or refusing longer than its attempts (for three days).
-    if (job.kind === 'callback' && this.d.config.callback.url) {
+    // So is a customer callback whose receiver was down or refusing longer than its attempts (for three days), unless
+    // the session was erased meanwhile: its payload, cleared by the erasure, would be written back with it.
+    if (job.kind === 'callback' && retryable && this.d.config.callback.url) {
       const again = callbackRetryJob(job, now);
-      if (again) await this.d.store.enqueueJob(again, now);
+      const current = again && (await this.d.store.getSession(job.subject));
+      if (again && current && current.resultsStatus !== 'erased') await this.d.store.enqueueJob(again, now);
     }
     // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
     // here (an existing row is left as it is), so that it shows why and polling can still repair it. A results fetch
@@ -302,11 +304,11 @@ export class ResultsPipeline {
     // (polling or a refresh may still succeed). The results and check jobs do not read the status first: a results
     // job finishing meanwhile keeps its own.
     // (Over a session polling gave up on, the store keeps POLLING_GAVE_UP; the audit row above keeps the code.)
-    // A dead customer callback says nothing about the session's results: over a failed one it leaves lastError, which
-    // decides whether polling still repairs an outage (its audit row and metric keep why the event was not delivered).
-    const callbackOverFailure = job.kind === 'callback' && (await this.d.store.getSession(job.subject))?.resultsStatus === 'failed';
+    // A dead customer callback says nothing about the session's results, and leaves the session as it is: its audit row
+    // and metric keep why the event was not delivered (over a failed session, lastError decides whether polling still
+    // repairs an outage; over any, an hourly retry would move its updatedAt for days).
     if (job.kind === 'results') await this.failResults(job.subject, code, now);
-    else if (!callbackOverFailure) await this.d.store.setResultsStatus(job.subject, null, code, now);
+    else if (job.kind !== 'callback') await this.d.store.setResultsStatus(job.subject, null, code, now);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
     // read the session (the row as upsertSession answered it, which setting lastError on a check leaves as it was).

@@ -244,6 +244,11 @@ export class PostgresStore implements Store {
     await migratePostgres(this.pool, this.schema);
   }
 
+  async connectedAsSuperuser(): Promise<boolean> {
+    const { rows } = await this.pool.query<{ rolsuper: boolean }>('SELECT rolsuper FROM pg_roles WHERE rolname = current_user');
+    return rows[0]?.rolsuper === true;
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }

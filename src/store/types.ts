@@ -199,6 +199,8 @@ export interface Store {
   readonly engine: 'sqlite' | 'postgres';
   /** Runs pending migrations; idempotent. */
   migrate(): Promise<void>;
+  /** PostgreSQL: whether this service logs in as a superuser, which nothing here needs (and which can run programs on the server). */
+  connectedAsSuperuser?(): Promise<boolean>;
   close(): Promise<void>;
   ping(): Promise<void>;
 

@@ -58,8 +58,9 @@ describe('docker-compose.yml', () => {
     expect(config.database.url).toBe('postgres://broker@postgres:5432/broker');
     expect(config.redisUrl).toBe(`redis://:${DOT_ENV.REDIS_PASSWORD}@redis:6379`);
     expect(config.metricsTokens).toHaveLength(1);
-    // The broker's own role's password, not the superuser's.
+    // The broker's own role's password, never the superuser's (which env_file would otherwise hand it with all of .env).
     expect(brokerEnvironment(DOT_ENV).PGPASSWORD).toBe(DOT_ENV.BROKER_DB_PASSWORD);
+    expect(brokerEnvironment(DOT_ENV).POSTGRES_PASSWORD).toBe('');
   });
 
   it.each(['POSTGRES_PASSWORD', 'BROKER_DB_PASSWORD', 'REDIS_PASSWORD', 'INCODE_API_URL', 'INCODE_API_KEY', 'DATA_ENCRYPTION_KEY', 'ADMIN_API_KEYS', 'METRICS_TOKENS'])(
@@ -86,6 +87,8 @@ describe('docker-compose.yml', () => {
     expect(broker.networks).toEqual(expect.arrayContaining(['backend', 'default']));
     expect(broker.ports).toEqual(['127.0.0.1:3000:3000']);
     expect(redis.command).toEqual(expect.arrayContaining(['--requirepass']));
+    // Healthy only when the password works: redis-cli exits 0 on NOAUTH unless told -e.
+    expect((redis as { healthcheck?: { test?: string[] } }).healthcheck?.test).toEqual(['CMD', 'redis-cli', '-e', 'ping']);
     // The broker's role is created on PostgreSQL's first start, by the script mounted for it.
     expect(postgres.volumes).toEqual(expect.arrayContaining(['./deploy/postgres-init.sh:/docker-entrypoint-initdb.d/10-broker-role.sh:ro']));
     expect(readFileSync(join(ROOT, 'deploy', 'postgres-init.sh'), 'utf8')).toMatch(/CREATE ROLE broker LOGIN PASSWORD :'pw' NOSUPERUSER/);

@@ -621,4 +621,43 @@ describe('failures', () => {
     ac.abort();
     await expect(r.orchestrator.finish(c.interviewId, { signal: ac.signal })).rejects.toMatchObject({ code: 'ABORTED' });
   });
+
+  it('a stop during the start lets the start finish: the session it may have billed is known, and recorded', async () => {
+    await r.close();
+    const slow = await startEmulator({ faults: { startLatencyMs: 1500 } });
+    try {
+      r = await rig({}, slow.url);
+      const ac = new AbortController();
+      const before = (slow.app as unknown as { emulator: EmulatorController }).emulator.sessions.size;
+      const running = r.orchestrator.runCaptures({ ...input(), signal: ac.signal });
+      // Stopped while the start waits for its answer.
+      setTimeout(() => ac.abort(), 300);
+      const err = (await running.catch((e: unknown) => e)) as OnboardingError;
+      expect(err).toMatchObject({ code: 'ABORTED' });
+      // Not cut off mid-way: Incode's session exists, and so does its record here, with its id.
+      expect((slow.app as unknown as { emulator: EmulatorController }).emulator.sessions.size).toBe(before + 1);
+      expect(err.interviewId).toMatch(/^[0-9a-f]{24}$/);
+      expect(await r.store.getSession(err.interviewId!)).toMatchObject({ interviewId: err.interviewId });
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('a stop while the face match is on its way keeps the session pending, as Incode may still finish it', async () => {
+    await r.close();
+    // Only the face match is slow: it is sent, and the stop comes while it waits for Incode's answer.
+    const slow = await startEmulator({ faults: { latencyMs: 3000, faultPaths: ['/omni/process/face'] } });
+    try {
+      r = await rig({}, slow.url);
+      const ac = new AbortController();
+      const running = r.orchestrator.runCaptures({ ...input(), signal: ac.signal });
+      await waitFor(async () => r.events.some((e) => e.step === 'selfie' && e.outcome === 'ok') || null, 10_000, 5);
+      setTimeout(() => ac.abort(), 800);
+      const err = (await running.catch((e: unknown) => e)) as OnboardingError;
+      expect(err).toMatchObject({ step: 'face-match', code: 'ABORTED' });
+      expect(await r.store.getSession(err.interviewId!)).toMatchObject({ resultsStatus: 'pending' });
+    } finally {
+      await slow.close();
+    }
+  });
 });

@@ -925,11 +925,19 @@ function pipelineSuite(which: Engine) {
       await waitFor(async () => receiver.received.length > 0 || null, 10_000);
       expect(receiver.attempts()).toBeGreaterThan(attemptsBefore);
       expect(receiver.received[0].headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve_${dead.id}`);
-      // Past three days from its first dead letter, a dead retry is not queued again.
+      // A dead callback leaves the session as it was (its audit row says why): no lastError, no move of updatedAt.
+      expect((await p.broker.app.store.getSession(s.interviewId))?.lastError).toBeNull();
+      // Past three days from its first dead letter, a dead retry is not queued again; nor one whose failure no retry
+      // changes, nor one of a session erased since.
       const old = { ...again, state: 'dead' as const, payload: { ...again.payload, deadSince: Date.now() - CALLBACK_RETRY_FOR_MS } };
       const before = (await callbacks()).length;
       await p.broker.app.results.onDead(old, 'CALLBACK_HTTP_500', true);
+      await p.broker.app.results.onDead({ ...again, id: 'other-1', payload: { ...again.payload, eventId: 'e-2' } }, 'ATTEMPTS_EXHAUSTED', false);
       expect((await callbacks()).length).toBe(before);
+      await request(p.broker.url).delete(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      const afterErasure = (await callbacks()).length;
+      await p.broker.app.results.onDead({ ...again, id: 'other-2', payload: { ...again.payload, eventId: 'e-3' } }, 'CALLBACK_HTTP_500', true);
+      expect((await callbacks()).length).toBe(afterErasure);
     } finally {
       await receiver.close();
     }

@@ -67,6 +67,24 @@ describe('createStore', () => {
 });
 
 describeWith('postgres', 'createStore (postgres reachable)', () => {
+  it('tells whether it logs in as a superuser (the test server\'s postgres does; a role of its own does not)', async () => {
+    const role = `nosuper_${process.pid}_${Date.now().toString(36)}`;
+    const admin = createStore({ url: services.postgres, cipher }) as PostgresStore;
+    await admin.pool.query(`CREATE ROLE "${role}" LOGIN NOSUPERUSER`);
+    const url = new URL(services.postgres);
+    url.username = role;
+    const own = createStore({ url: url.toString(), cipher }) as PostgresStore;
+    try {
+      expect(await admin.connectedAsSuperuser()).toBe(true);
+      expect(await own.connectedAsSuperuser()).toBe(false);
+    } finally {
+      await own.close();
+      await admin.pool.query(`DROP ROLE "${role}"`);
+      await admin.close();
+    }
+  });
+
+
   it('migrates and pings a throwaway schema', async () => {
     const schema = `store_factory_${process.pid}_${Date.now().toString(36)}`;
     const s = createStore({ url: services.postgres, cipher, pgSchema: schema }) as PostgresStore;
