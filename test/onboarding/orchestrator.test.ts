@@ -215,9 +215,19 @@ describe('a passing session', () => {
     try {
       await r.close();
       r = await rig({ MARK_COMPLETE: 'true' }, proxy.url);
+      // The statuses Incode answered: one reading POST_PROCESSING_FINISHED says processing is done by itself, and the
+      // poll is rightly not asked. That happens when a loaded machine runs the captures slowly enough for the ID's
+      // post-processing to end before the wait's first look, so it is told, not assumed.
+      const read: string[] = [];
+      const status0 = r.incode.getOnboardingStatus.bind(r.incode);
+      r.incode.getOnboardingStatus = async (...a: Parameters<typeof status0>) => {
+        const res = await status0(...a);
+        read.push(String(res.onboardingStatus));
+        return res;
+      };
       const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-auto-finish' }));
       expect(result).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready', decision: 'approve' });
-      expect(proxy.refused()).toBeGreaterThan(0);
+      if (!read.includes('POST_PROCESSING_FINISHED')) expect(proxy.refused()).toBeGreaterThan(0);
       expect(await stepsOf(captures.interviewId)).toEqual(expect.arrayContaining(['wait:ok', 'finish:ok']));
     } finally {
       await proxy.close();
