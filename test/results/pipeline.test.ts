@@ -841,20 +841,24 @@ function pipelineSuite(which: Engine) {
     expect(unread).toMatchObject({ origin: 'external', lastError: 'EXECUTIVE_CREDENTIALS_MISSING', nextPollAt: null });
   });
 
-  it('notifies the customer with a Standard Webhooks signature, without PII', async () => {
-    // The first delivery fails: the event is retried.
-    const receiver = await callbackReceiver((attempt) => attempt > 1);
-    let s!: Awaited<ReturnType<Pair['newSession']>>;
+  /** A session run to its results with a callback receiver (`accept` as callbackReceiver's): the first delivery taken. */
+  async function firstDelivery(env: Record<string, string>, session: Record<string, unknown> = {}, accept?: (attempt: number) => boolean) {
+    const receiver = await callbackReceiver(accept);
     try {
-      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET });
-      s = await p.newSession({ externalCustomerId: 'cust-secret-name' });
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, ...env });
+      const s = await p.newSession(session);
       await captureAll(s.apiUrl, s.token);
       await p.ready(s.interviewId);
       await waitFor(async () => receiver.received.length > 0);
+      return { s, ...receiver.received[0] };
     } finally {
       await receiver.close();
     }
-    const { headers, body } = receiver.received[0];
+  }
+
+  it('notifies the customer with a Standard Webhooks signature, without PII', async () => {
+    // The first delivery fails: the event is retried.
+    const { s, headers, body } = await firstDelivery({ CALLBACK_SECRET }, { externalCustomerId: 'cust-secret-name' }, (attempt) => attempt > 1);
     const expected = createHmac('sha256', CALLBACK_SECRET_BYTES).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`).digest('base64');
     expect(headers['webhook-signature']).toBe(`v1,${expected}`);
     const event = JSON.parse(body);
@@ -870,17 +874,7 @@ function pipelineSuite(which: Engine) {
 
   it('signs each callback with every secret of CALLBACK_SECRET during a rotation, and gives the whole attempt one deadline', async () => {
     const NEW_BYTES = Buffer.from('the-new-customer-secret-bytes');
-    const receiver = await callbackReceiver();
-    try {
-      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET: `whsec_${NEW_BYTES.toString('base64')} ${CALLBACK_SECRET}` });
-      const s = await p.newSession();
-      await captureAll(s.apiUrl, s.token);
-      await p.ready(s.interviewId);
-      await waitFor(async () => receiver.received.length > 0);
-    } finally {
-      await receiver.close();
-    }
-    const { headers, body } = receiver.received[0];
+    const { headers, body } = await firstDelivery({ CALLBACK_SECRET: `whsec_${NEW_BYTES.toString('base64')} ${CALLBACK_SECRET}` });
     const sign = (key: Buffer) => `v1,${createHmac('sha256', key).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`).digest('base64')}`;
     // Space-separated, the new one first: a receiver holding either verifies it.
     expect(headers['webhook-signature']).toBe(`${sign(NEW_BYTES)} ${sign(CALLBACK_SECRET_BYTES)}`);
