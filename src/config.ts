@@ -555,6 +555,9 @@ export function loadConfig(env: Env): Config {
   // one). A value whose words are not all "whsec_" is one raw secret, spaces included, as it always was.
   const rawCallbackSecret = str(env, 'CALLBACK_SECRET');
   const words = (rawCallbackSecret ?? '').split(/\s+/).filter(Boolean);
+  // Mixed, it is neither: a rotation from or to a raw secret cannot be told from a raw secret with a space in it.
+  if (words.length > 1 && words.some((w) => w.startsWith('whsec_')) && !words.every((w) => w.startsWith('whsec_')))
+    throw new ConfigError('CALLBACK_SECRET', 'several secrets (a rotation) must all be "whsec_" secrets; a raw secret is one value');
   const callbackSecrets = words.length > 1 && words.every((w) => w.startsWith('whsec_')) ? words : rawCallbackSecret ? [rawCallbackSecret] : [];
   const callback = { url: str(env, 'CALLBACK_URL'), secret: callbackSecrets[0], secrets: callbackSecrets };
   if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');

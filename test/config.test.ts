@@ -199,7 +199,9 @@ describe('loadConfig', () => {
     expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} ${old} ${w('x')} ${w('y')}` }).message).toMatch(/at most 3/);
     // Neither may be another role's key.
     expect(errorFor({ ...cb, ADMIN_API_KEYS: w('z'), CALLBACK_SECRET: `${next} ${w('z')}` }).message).toMatch(/ADMIN_API_KEYS/);
-    // A raw secret (not "whsec_") is one secret, spaces and all, as before.
+    // A raw secret (not "whsec_") is one secret, spaces and all, as before; a rotation mixing the two is refused (it could
+    // not be told from a raw secret with a space in it).
+    expect(errorFor({ ...cb, CALLBACK_SECRET: `${next} ${key('r', 24)}` }).message).toMatch(/must all be "whsec_" secrets/);
     const raw = `${key('r', 20)} and ${key('q', 20)}`;
     expect(loadConfig({ ...cb, CALLBACK_SECRET: raw }).callback.secrets).toEqual([raw]);
   });

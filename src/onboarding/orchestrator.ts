@@ -254,12 +254,14 @@ export class Orchestrator {
     if (paused > 0) throw await this.fail(null, 'front', circuitOpenError('addFrontId', paused));
     let started;
     try {
-      // Not stopped by the caller's signal once under way: cut off after it was sent, the start may have created (and
-      // billed) a session no one would know the id of. A stop meanwhile is seen at the first capture, with the id.
-      if (input.signal?.aborted) throw stopped('start', null);
-      started = await this.d.incode.start(startReq, { ...ctx, signal: undefined, sendBefore: input.idempotency?.sendBefore });
+      // The caller's stop holds the start back only while it waits to be sent (and keeps it from being retried): one cut
+      // off once sent may have created (and billed) a session no one would know the id of. A stop after that is seen
+      // at the first capture, with the id.
+      started = await this.d.incode.start(startReq, { ...ctx, signal: undefined, callerGone: () => input.signal?.aborted === true, sendBefore: input.idempotency?.sendBefore });
     } catch (err) {
-      throw await this.fail(null, 'start', err);
+      // Stopped before it left: said as a stop, with the unsent call as its cause (certainly not done, so an
+      // Idempotency-Key is freed).
+      throw await this.fail(null, 'start', input.signal?.aborted ? new OnboardingError('start', 'ABORTED', 'Stopped before the captures were done', null, err) : err);
     }
     const { interviewId: id, token } = started;
     // From here on a (billed) session exists: whatever fails, the caller and the logs get its interviewId, and the

@@ -304,11 +304,13 @@ export class ResultsPipeline {
     // (polling or a refresh may still succeed). The results and check jobs do not read the status first: a results
     // job finishing meanwhile keeps its own.
     // (Over a session polling gave up on, the store keeps POLLING_GAVE_UP; the audit row above keeps the code.)
-    // A dead customer callback says nothing about the session's results, and leaves the session as it is: its audit row
-    // and metric keep why the event was not delivered (over a failed session, lastError decides whether polling still
-    // repairs an outage; over any, an hourly retry would move its updatedAt for days).
+    // A dead customer callback says nothing about the session's results: its first dead letter shows in lastError (the
+    // session's one sign that its event was not delivered), but not over a failed session, where lastError decides
+    // whether polling still repairs an outage, and not again for its hourly retries, which would move the session's
+    // updatedAt for days (the audit row and the metric keep each).
+    const callbackQuiet = job.kind === 'callback' && (typeof job.payload.deadSince === 'number' || (await this.d.store.getSession(job.subject))?.resultsStatus === 'failed');
     if (job.kind === 'results') await this.failResults(job.subject, code, now);
-    else if (job.kind !== 'callback') await this.d.store.setResultsStatus(job.subject, null, code, now);
+    else if (!callbackQuiet) await this.d.store.setResultsStatus(job.subject, null, code, now);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
     // Incode's redelivery is checked again instead of dropped as a duplicate, and a poll is scheduled when polling can
     // read the session (the row as upsertSession answered it, which setting lastError on a check leaves as it was).

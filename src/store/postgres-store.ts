@@ -245,7 +245,8 @@ export class PostgresStore implements Store {
   }
 
   async connectedAsSuperuser(): Promise<boolean> {
-    const { rows } = await this.pool.query<{ rolsuper: boolean }>('SELECT rolsuper FROM pg_roles WHERE rolname = current_user');
+    // The login's, not the role it may set (a superuser login can always set itself back).
+    const { rows } = await this.pool.query<{ rolsuper: boolean }>('SELECT rolsuper FROM pg_roles WHERE rolname = session_user');
     return rows[0]?.rolsuper === true;
   }
 

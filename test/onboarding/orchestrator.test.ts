@@ -215,14 +215,15 @@ describe('a passing session', () => {
     try {
       await r.close();
       r = await rig({ MARK_COMPLETE: 'true' }, proxy.url);
-      // The statuses Incode answered: one reading POST_PROCESSING_FINISHED says processing is done by itself, and the
-      // poll is rightly not asked. That happens when a loaded machine runs the captures slowly enough for the ID's
-      // post-processing to end before the wait's first look, so it is told, not assumed.
+      // The statuses Incode answered before the poll was first asked: one reading POST_PROCESSING_FINISHED says
+      // processing is done by itself, and the poll is rightly not asked. That happens when a loaded machine runs the
+      // captures slowly enough for the ID's post-processing to end before the wait's first look, so it is told, not
+      // assumed (reads after the poll was refused, as the 503 case's later ones, say nothing about it).
       const read: string[] = [];
       const status0 = r.incode.getOnboardingStatus.bind(r.incode);
       r.incode.getOnboardingStatus = async (...a: Parameters<typeof status0>) => {
         const res = await status0(...a);
-        read.push(String(res.onboardingStatus));
+        if (proxy.refused() === 0) read.push(String(res.onboardingStatus));
         return res;
       };
       const { captures, result } = await r.orchestrator.run(input({ externalCustomerId: 'emu:no-auto-finish' }));
@@ -651,6 +652,17 @@ describe('failures', () => {
     } finally {
       await slow.close();
     }
+  });
+
+  it('a stop before the start is sent sends nothing: the error says so (an Idempotency-Key is freed for it)', async () => {
+    const emu = (emulator.app as unknown as { emulator: EmulatorController }).emulator;
+    const before = emu.sessions.size;
+    const ac = new AbortController();
+    ac.abort();
+    const err = (await r.orchestrator.runCaptures({ ...input(), signal: ac.signal }).catch((e: unknown) => e)) as OnboardingError;
+    expect(err).toMatchObject({ step: 'start', code: 'ABORTED', interviewId: null });
+    expect(err.certainlyNotDone).toBe(true);
+    expect(emu.sessions.size).toBe(before);
   });
 
   it('a stop while the face match is on its way keeps the session pending, as Incode may still finish it', async () => {
