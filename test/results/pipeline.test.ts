@@ -919,8 +919,11 @@ function pipelineSuite(which: Engine) {
       await waitFor(async () => receiver.received.length > 0 || null, 10_000);
       expect(receiver.attempts()).toBeGreaterThan(attemptsBefore);
       expect(receiver.received[0].headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve_${dead.id}`);
-      // A dead callback leaves the session as it was (its audit row says why): no lastError, no move of updatedAt.
-      expect((await p.broker.app.store.getSession(s.interviewId))?.lastError).toBeNull();
+      // Its first dead letter shows on the session; a retry's dead letter does not move it again (it would, hourly).
+      const shown = (await p.broker.app.store.getSession(s.interviewId))!;
+      expect(shown.lastError).toMatch(/^CALLBACK_HTTP_500$/);
+      await p.broker.app.results.onDead({ ...again, state: 'dead' }, 'CALLBACK_HTTP_502', true);
+      expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ lastError: 'CALLBACK_HTTP_500', updatedAt: shown.updatedAt });
       // Past three days from its first dead letter, a dead retry is not queued again; nor one whose failure no retry
       // changes, nor one of a session erased since.
       const old = { ...again, state: 'dead' as const, payload: { ...again.payload, deadSince: Date.now() - CALLBACK_RETRY_FOR_MS } };
