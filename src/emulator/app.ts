@@ -7,7 +7,7 @@ import { alpha2Of, normalizeCountry } from './countries';
 import type { FaultOptions } from './faults';
 import { Faults } from './faults';
 import type { ImageMetrics } from './image-analysis';
-import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, THRESHOLDS } from './image-analysis';
+import { analyzeImage, base64ToBuffer, declaredPixels, decodeImage, ImageDecodeError, THRESHOLDS } from './image-analysis';
 import { buildOcr, documentKind, issueYearFor, seedOf } from './ocr';
 import * as samples from './sample-images';
 import { buildScore, existingInterviewIdFor } from './scores';
@@ -31,6 +31,13 @@ export interface EmulatorOptions {
   prefix?: string;
   /** Delay of the async ID/face processing steps (default 1500); 0 = next tick. */
   processingDelayMs?: number;
+  /**
+   * Megapixels decoded per second over all uploads, with a burst: past it an upload gets Incode's 429 (it throttles its
+   * document and face endpoints) with Retry-After, before anything is decoded. Decoding runs on the process's event loop,
+   * the broker's own in sandbox mode, where a client could otherwise keep it busy (a 12 MP photo costs 1-2 s of CPU).
+   * Unlimited by default (the tests' and benchmark's emulators).
+   */
+  decodeBudget?: { megapixelsPerSecond: number; burstMegapixels: number };
   /** Session token lifetime (default 90 days). */
   tokenTtlSeconds?: number;
   /** HS256 secret for tokens (random by default). */
@@ -102,6 +109,7 @@ const REASON: Record<number, string> = {
   409: 'Conflict',
   413: 'Payload Too Large',
   415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
   500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
@@ -554,6 +562,25 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     return 'base64Image is required';
   }
 
+  // The decode budget's bucket, in megapixels: full at start, refilled continuously.
+  const budget = opts.decodeBudget;
+  let bucket = budget?.burstMegapixels ?? 0;
+  let refilledAt = Date.now();
+  /** Takes an upload's megapixels from the budget; the ms to wait when they are not there (nothing is taken then). */
+  const takeDecode = (megapixels: number): number => {
+    if (!budget) return 0;
+    const now = Date.now();
+    bucket = Math.min(budget.burstMegapixels, bucket + ((now - refilledAt) / 1000) * budget.megapixelsPerSecond);
+    refilledAt = now;
+    // One larger than the whole burst waits for a full bucket, not forever.
+    const need = Math.min(megapixels, budget.burstMegapixels);
+    if (bucket >= need) {
+      bucket -= need;
+      return 0;
+    }
+    return Math.ceil(((need - bucket) / budget.megapixelsPerSecond) * 1000);
+  };
+
   /** Pixel metrics of the upload, or undefined after answering the 400 envelope (3010 undecodable, 3008 too large). */
   function analyse(req: EmuRequest, reply: FastifyReply): ImageMetrics | undefined {
     const bytes = imageBytes(req);
@@ -564,6 +591,12 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     }
     if (typeof bytes === 'string') {
       fail(reply, 400, bytes);
+      return undefined;
+    }
+    const waitMs = takeDecode(declaredPixels(bytes) / 1e6);
+    if (waitMs > 0) {
+      reply.header('retry-after', String(Math.ceil(waitMs / 1000)));
+      fail(reply, 429, 'Too many image uploads: retry later');
       return undefined;
     }
     try {

@@ -169,6 +169,16 @@ function pngHeader(buf: Buffer): { width: number; height: number; bytesPerPixel:
 /** The most inflated pixel data a PNG may have: a 16 MP image of 8-bit RGBA (pngjs holds it and its RGBA copy). */
 const MAX_PNG_INFLATED_BYTES = MAX_MEGAPIXELS * 1e6 * 4;
 
+/** The pixels an upload declares in its header (a JPEG's largest frame, a PNG's IHDR), before anything is decoded; 0 if none. */
+export function declaredPixels(buf: Buffer): number {
+  if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) return jpegFrames(buf).pixels;
+  if (buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47) {
+    const h = pngHeader(buf);
+    return h ? h.width * h.height : 0;
+  }
+  return 0;
+}
+
 export function decodeImage(buf: Buffer): DecodedImage {
   if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
     if (jpegScans(buf, MAX_JPEG_SCANS) > MAX_JPEG_SCANS) throw new ImageDecodeError(`JPEG has more than ${MAX_JPEG_SCANS} scans`);

@@ -40,8 +40,13 @@ export async function sendCallback(
   const body = JSON.stringify({ type: event.type, timestamp: new Date(event.occurredAt).toISOString(), data: event.data });
   const signatures = (typeof secrets === 'string' ? [secrets] : secrets).map((s) => signStandardWebhook(s, msgId, ts, body));
   // The whole attempt within timeoutMs: undici's own timeouts bound each wait for a byte, so a receiver trickling its
-  // answer would hold a worker slot for the job's whole lease.
-  const deadline = AbortSignal.timeout(timeoutMs);
+  // answer would hold a worker slot for the job's whole lease. By hand rather than AbortSignal.any: the caller's signal
+  // (a job's, a shutdown's) gets one listener, removed when the attempt ends, never one left behind per attempt.
+  const stop = new AbortController();
+  const timer = setTimeout(() => stop.abort(), timeoutMs);
+  const onAbort = () => stop.abort();
+  if (signal?.aborted) stop.abort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const res = await request(url, {
       method: 'POST',
@@ -54,7 +59,7 @@ export async function sendCallback(
       },
       body,
       // The job's lease deadline and shutdown: a slow receiver must not hold either past its time.
-      signal: signal ? AbortSignal.any([signal, deadline]) : deadline,
+      signal: stop.signal,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
     });
@@ -62,5 +67,8 @@ export async function sendCallback(
     return res.statusCode >= 200 && res.statusCode < 300 ? { delivered: true, code: 'OK' } : { delivered: false, code: `CALLBACK_HTTP_${res.statusCode}` };
   } catch {
     return { delivered: false, code: 'CALLBACK_UNREACHABLE' };
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
   }
 }

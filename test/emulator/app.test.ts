@@ -4,6 +4,8 @@ import { request } from 'undici';
 import { emulatorPlugin } from '../../src/emulator/app';
 import * as samples from '../../src/emulator/sample-images';
 import { decodeClaims } from '../../src/emulator/tokens';
+import { loadConfig } from '../../src/config';
+import { sandboxEmulatorOptions } from '../../src/sandbox';
 import type { Emu } from './helpers';
 import { API_KEY, b64, expectEnvelope, recordStatusMoves, sdkTagged, startEmulator, waitFor } from './helpers';
 
@@ -701,5 +703,31 @@ describe('emulatorPlugin inside a host app', () => {
     } finally {
       await host.close();
     }
+  });
+});
+
+describe('emulator decode budget', () => {
+  it('answers Incode\'s 429 with Retry-After, before decoding, once uploads pass their megapixels a second', async () => {
+    // 1.5 MP of burst, refilled at 0.01 MP/s: one 1200 x 760 front (0.91 MP) fits, a second does not for a minute.
+    const emu = await startEmulator({ decodeBudget: { megapixelsPerSecond: 0.01, burstMegapixels: 1.5 } });
+    try {
+      const s = await emu.start({});
+      const front = { base64Image: b64(samples.idFront()) };
+      expect((await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: front })).status).toBe(200);
+      const refused = await emu.call('POST', '/omni/add/back-id/v2', { token: s.token, body: { base64Image: b64(samples.idBack()) } });
+      expectEnvelope(refused, 429);
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThan(30);
+      // What is not an image costs nothing and is refused as before.
+      expectEnvelope(await emu.call('POST', '/omni/add/back-id/v2', { token: s.token, body: { base64Image: b64(Buffer.from('not an image at all, just text')) } }), 400, 3010);
+    } finally {
+      await emu.close();
+    }
+  });
+
+  it('is on for the sandbox, the emulator in the service\'s own process', () => {
+    const options = sandboxEmulatorOptions(loadConfig({}));
+    expect(options.decodeBudget).toEqual({ megapixelsPerSecond: expect.any(Number), burstMegapixels: expect.any(Number) });
+    // Room for a few onboardings' captures at once (three 2 MP images each).
+    expect(options.decodeBudget!.burstMegapixels).toBeGreaterThanOrEqual(24);
   });
 });
