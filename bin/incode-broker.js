@@ -20,7 +20,7 @@ for (const stream of [process.stdout, process.stderr])
   });
 // The first Ctrl-C or SIGTERM stops the run, which reports what it has (the session's interviewId above all); a second
 // one quits at once.
-const stop = new globalThis.AbortController();
+const stop = new AbortController();
 const interrupted = (signal) => {
   // 128 + the signal's number, as a shell reports it.
   if (stop.signal.aborted) process.exit(signal === 'SIGTERM' ? 143 : 130);

@@ -1,6 +1,7 @@
 // The one schema for every environment variable, and a pure loadConfig(env) that validates it.
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
+import { MEMORY_COUNTER_MAX_KEYS } from './protection/rate-counter';
 import { IN_MEMORY, parseStoreUrl } from './store/url';
 
 export class ConfigError extends Error {
@@ -145,7 +146,7 @@ export const ENV_SCHEMA = {
   RATE_LIMIT_PER_CUSTOMER: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'Sessions per externalCustomerId per window (0 = off), per app key, or across every user of the identity provider with CALLER_AUTH=jwt.' },
   RATE_LIMIT_PER_SUBJECT: { kind: { type: 'int', min: 0, max: 1000000 }, default: '10', doc: 'With CALLER_AUTH=jwt, sessions per token subject (one end user) per window, whatever its address or externalCustomerId (0 = off).' },
   RATE_LIMIT_GLOBAL: { kind: { type: 'int', min: 0, max: 100000000 }, default: '0', doc: 'Sessions per window for the whole service, a spend budget (0 = off).' },
-  RATE_LIMIT_MEMORY_MAX_KEYS: { kind: { type: 'int', min: 1, max: 10000000 }, default: '200000', doc: 'Without REDIS_URL (or while Redis is down), the most clients (addresses, networks, customer ids) the in-memory rate counter holds, about 140 bytes each; when full, a client it is not counting yet gets 429 until a window ends (rate_limit_counter_full_total counts them).' },
+  RATE_LIMIT_MEMORY_MAX_KEYS: { kind: { type: 'int', min: 1, max: 10000000 }, default: String(MEMORY_COUNTER_MAX_KEYS), doc: 'Without REDIS_URL (or while Redis is down), the most clients (addresses, networks, customer ids) the in-memory rate counter holds, about 140 bytes each; when full, a client it is not counting yet gets 429 until a window ends (rate_limit_counter_full_total counts them).' },
   CALLER_AUTH: { kind: { type: 'enum', values: ['none', 'app-keys', 'jwt'] }, default: 'none', doc: 'Who may call POST /session.' },
   APP_API_KEYS: { kind: { type: 'list' }, secret: true, default: '', doc: 'Keys accepted in X-App-Key when CALLER_AUTH=app-keys.' },
   JWT_JWKS_URL: { kind: { type: 'url' }, doc: 'JWKS of the customer\'s identity provider (CALLER_AUTH=jwt).' },
@@ -219,8 +220,8 @@ export interface Config {
   adminApiKeys: string[];
   /** Bearer tokens for GET /metrics; empty: open. */
   metricsTokens: string[];
-  /** `secret` is the first of `secrets` (CALLBACK_SECRET's, space-separated during a rotation), each signing every callback. */
-  callback: { url?: string; secret?: string; secrets: string[] };
+  /** CALLBACK_SECRET's secrets (several, space-separated, during a rotation; the new one first), each signing every callback. */
+  callback: { url?: string; secrets: string[] };
   limits: { sessionBodyBytes: number; onboardingBodyBytes: number; onboardingInflightBytes: number; onboardingMaxBackground: number; requestTimeoutMs: number };
   capture: { minGlare: number; minSharpness: number; minHorizontalResolution: number };
   redisUrl?: string;
@@ -555,12 +556,13 @@ export function loadConfig(env: Env): Config {
   // one). A value whose words are not all "whsec_" is one raw secret, spaces included, as it always was.
   const rawCallbackSecret = str(env, 'CALLBACK_SECRET');
   const words = (rawCallbackSecret ?? '').split(/\s+/).filter(Boolean);
+  const whsec = words.filter((w) => w.startsWith('whsec_')).length;
   // Mixed, it is neither: a rotation from or to a raw secret cannot be told from a raw secret with a space in it.
-  if (words.length > 1 && words.some((w) => w.startsWith('whsec_')) && !words.every((w) => w.startsWith('whsec_')))
+  if (words.length > 1 && whsec > 0 && whsec < words.length)
     throw new ConfigError('CALLBACK_SECRET', 'several secrets (a rotation) must all be "whsec_" secrets; a raw secret is one value');
-  const callbackSecrets = words.length > 1 && words.every((w) => w.startsWith('whsec_')) ? words : rawCallbackSecret ? [rawCallbackSecret] : [];
-  const callback = { url: str(env, 'CALLBACK_URL'), secret: callbackSecrets[0], secrets: callbackSecrets };
-  if (callback.url && !callback.secret) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
+  const callbackSecrets = words.length > 1 && whsec === words.length ? words : rawCallbackSecret ? [rawCallbackSecret] : [];
+  const callback = { url: str(env, 'CALLBACK_URL'), secrets: callbackSecrets };
+  if (callback.url && !callbackSecrets.length) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
   if (callbackSecrets.length > 3) throw new ConfigError('CALLBACK_SECRET', 'holds at most 3 secrets (the new one first, during a rotation)');
   for (const secret of callbackSecrets) {
     // Node decodes base64 leniently (it skips what is not base64): a receiver's Standard Webhooks library would refuse

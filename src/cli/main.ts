@@ -18,7 +18,7 @@ import { createMetrics } from '../plugins/metrics';
 import { createResultsRuntime } from '../results/runtime';
 import { summarizeOcr, summarizeScores, type ScoreLeaf } from '../results/summary';
 import { sandboxEmulatorOptions } from '../sandbox';
-import { createStore, storeOptions } from '../store/index';
+import { createStore, openStore, storeOptions } from '../store/index';
 import type { Store } from '../store/types';
 
 /** Exit codes, also listed by --help. */
@@ -260,12 +260,8 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       io.stderr.write('warning: no DATABASE_URL: this onboarding is recorded in this process only; if its wait gives up or the process stops, nothing follows it up (set DATABASE_URL to the broker\'s database)\n');
     }
 
-    const store: Store = createStore(storeOptions(config));
+    const store: Store = await openStore(() => createStore(storeOptions(config)));
     cleanup.push(() => store.close());
-    // Named as the server names it: a bare "connect ECONNREFUSED" does not say it was the database.
-    await store.migrate().catch((err: unknown) => {
-      throw new Error(`the database of DATABASE_URL could not be opened or migrated: ${err instanceof Error ? err.message : String(err)}`);
-    });
     const client = new IncodeClient(incodeClientOptions(config, apiUrl));
     cleanup.push(() => client.close());
     // One onboarding at a time: two job slots, and a worker that looks for work often (someone is waiting).

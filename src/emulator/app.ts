@@ -7,7 +7,7 @@ import { alpha2Of, normalizeCountry } from './countries';
 import type { FaultOptions } from './faults';
 import { Faults } from './faults';
 import type { ImageMetrics } from './image-analysis';
-import { analyzeImage, base64ToBuffer, declaredPixels, decodeImage, ImageDecodeError, THRESHOLDS } from './image-analysis';
+import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, THRESHOLDS } from './image-analysis';
 import { buildOcr, documentKind, issueYearFor, seedOf } from './ocr';
 import * as samples from './sample-images';
 import { buildScore, existingInterviewIdFor } from './scores';
@@ -90,6 +90,13 @@ function customFieldsProblem(fields: Record<string, unknown>): string | null {
   return null;
 }
 
+/** An upload past the decode budget, before it was decoded: answered 429 after `waitMs`. */
+class DecodeThrottled extends Error {
+  constructor(readonly waitMs: number) {
+    super('decode budget spent');
+  }
+}
+
 /** Own enumerable fields but the names that would reach Object.prototype. */
 function plainFields(from: object, into: Record<string, unknown> = {}): Record<string, unknown> {
   for (const [k, v] of Object.entries(from)) if (k !== '__proto__' && k !== 'constructor' && k !== 'prototype') into[k] = v;
@@ -125,8 +132,8 @@ type Auth = 'key' | 'session' | 'access' | 'exec' | 'none' | 'admin';
 interface RouteCfg {
   auth: Auth;
   zero: boolean;
-  /** The query parameter naming the session (with an executive token): `id`, or `interviewId` for DELETE /omni/interview. */
-  idParam: 'id' | 'interviewId';
+  /** The query parameter naming the session (with an executive token) when not `id`: DELETE /omni/interview's. */
+  idParam?: 'interviewId';
 }
 type EmuRequest = FastifyRequest & { emuSession: Session | null; emuStart: number; emuFailWith: number };
 type Handler = (req: EmuRequest, reply: FastifyReply) => unknown;
@@ -425,7 +432,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     handler: Handler,
     extra: Partial<RouteOptions> = {},
     surfaces: Array<'key' | 'zero'> = ['key', 'zero'],
-    idParam: RouteCfg['idParam'] = 'id',
+    idParam?: RouteCfg['idParam'],
   ): void {
     const list = Array.isArray(methods) ? methods : [methods];
     for (const surface of surfaces) {
@@ -593,15 +600,20 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       fail(reply, 400, bytes);
       return undefined;
     }
-    const waitMs = takeDecode(declaredPixels(bytes) / 1e6);
-    if (waitMs > 0) {
-      reply.header('retry-after', String(Math.ceil(waitMs / 1000)));
-      fail(reply, 429, 'Too many image uploads: retry later');
-      return undefined;
-    }
+    // Decoded only within the budget, asked once the header passed its checks (an image refused for its size costs
+    // nothing); past it Incode's 429, with the wait.
+    const admit = (pixels: number) => {
+      const waitMs = takeDecode(pixels / 1e6);
+      if (waitMs > 0) throw new DecodeThrottled(waitMs);
+    };
     try {
-      return analyzeImage(decodeImage(bytes));
+      return analyzeImage(decodeImage(bytes, admit));
     } catch (e) {
+      if (e instanceof DecodeThrottled) {
+        reply.header('retry-after', String(Math.ceil(e.waitMs / 1000)));
+        fail(reply, 429, 'Too many image uploads: retry later');
+        return undefined;
+      }
       if (!(e instanceof ImageDecodeError)) throw e;
       const code = e.tooLarge ? 3008 : 3010;
       fail(reply, 400, e.message, code, selfieErrorText(code));
@@ -867,7 +879,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   const admin = (method: string, path: string, handler: Handler) => {
     remember(path, [method]);
-    app.route({ method: method as RouteOptions['method'], url: path, config: { auth: 'admin', zero: false, idParam: 'id' } satisfies RouteCfg as Record<string, unknown>, handler: handler as RouteOptions['handler'] });
+    app.route({ method: method as RouteOptions['method'], url: path, config: { auth: 'admin', zero: false } satisfies RouteCfg as Record<string, unknown>, handler: handler as RouteOptions['handler'] });
   };
   admin('GET', '/__emulator/faults', () => faults.snapshot());
   admin('POST', '/__emulator/faults', (req, reply) => {

@@ -169,23 +169,19 @@ function pngHeader(buf: Buffer): { width: number; height: number; bytesPerPixel:
 /** The most inflated pixel data a PNG may have: a 16 MP image of 8-bit RGBA (pngjs holds it and its RGBA copy). */
 const MAX_PNG_INFLATED_BYTES = MAX_MEGAPIXELS * 1e6 * 4;
 
-/** The pixels an upload declares in its header (a JPEG's largest frame, a PNG's IHDR), before anything is decoded; 0 if none. */
-export function declaredPixels(buf: Buffer): number {
-  if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) return jpegFrames(buf).pixels;
-  if (buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47) {
-    const h = pngHeader(buf);
-    return h ? h.width * h.height : 0;
-  }
-  return 0;
-}
-
-export function decodeImage(buf: Buffer): DecodedImage {
+/**
+ * The pixels of a JPEG or PNG. `admit` is told the pixels its header declares once every check of the header passed,
+ * before anything is decoded, and throws to stop it there (a decode budget): an image refused for its size costs it
+ * nothing, and the file is walked once.
+ */
+export function decodeImage(buf: Buffer, admit?: (pixels: number) => void): DecodedImage {
   if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
     if (jpegScans(buf, MAX_JPEG_SCANS) > MAX_JPEG_SCANS) throw new ImageDecodeError(`JPEG has more than ${MAX_JPEG_SCANS} scans`);
     const frames = jpegFrames(buf);
     if (frames.pixels > MAX_MEGAPIXELS * 1e6 || frames.blocks * JPEG_BLOCK_BYTES > MAX_JPEG_BLOCK_BYTES) throw new ImageDecodeError('JPEG too large', true);
     // What jpeg-js would refuse too, only after allocating: refused before.
     if (frames.frames !== 1 || frames.invalid || !frames.pixels) throw new ImageDecodeError(`JPEG could not be decoded: ${frames.frames === 0 ? 'no frame header' : frames.frames > 1 ? 'more than one frame' : 'invalid frame header'}`);
+    admit?.(frames.pixels);
     try {
       const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: MAX_MEGAPIXELS, maxMemoryUsageInMB: JPEG_DECODER_MAX_MB });
       if (!img.width || !img.height) throw new Error('empty image');
@@ -200,6 +196,7 @@ export function decodeImage(buf: Buffer): DecodedImage {
     if (!declared) throw new ImageDecodeError('PNG could not be decoded: no IHDR header');
     const pixels = declared.width * declared.height;
     if (pixels > MAX_MEGAPIXELS * 1e6 || pixels * declared.bytesPerPixel > MAX_PNG_INFLATED_BYTES) throw new ImageDecodeError('PNG too large', true);
+    admit?.(pixels);
     try {
       const png = PNG.sync.read(buf);
       return { width: png.width, height: png.height, data: png.data, channels: 4 };

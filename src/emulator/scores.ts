@@ -118,16 +118,7 @@ export function buildScore(s: Session): Record<string, unknown> {
   else if (s.status === 'MANUAL_REVIEW_REJECTED') overall = 'MANUAL_FAIL';
   else if (d.manual && s.status === 'ONBOARDING_FINISHED') overall = 'MANUAL_PENDING';
   else if (d.overall !== undefined && s.status === 'ONBOARDING_FINISHED') overall = d.overall;
-  const overallValue =
-    overall === 'OK' || overall === 'MANUAL_OK'
-      ? pct(92, s, 4)
-      : overall === 'WARN' || overall === 'MANUAL_PENDING' || overall === 'MANUAL'
-        ? pct(70, s, 4)
-        : overall === 'UNKNOWN'
-          ? '0.0'
-          : overall === ''
-            ? ''
-            : pct(8, s, 4);
+  const overallValue = overallValueOf(overall, s);
 
   return {
     idValidation: {
@@ -149,6 +140,25 @@ export function buildScore(s: Session): Record<string, unknown> {
     overall: leaf(overallValue, overall),
     reasonMsg: reasonFor(overall, idVerdict, liveVerdict, faceVerdict),
   };
+}
+
+/** The overall score's value for its status: high for a pass, middling for a review, none for a blank. */
+function overallValueOf(overall: string, s: Session): string {
+  switch (overall) {
+    case 'OK':
+    case 'MANUAL_OK':
+      return pct(92, s, 4);
+    case 'WARN':
+    case 'MANUAL_PENDING':
+    case 'MANUAL':
+      return pct(70, s, 4);
+    case 'UNKNOWN':
+      return '0.0';
+    case '':
+      return '';
+    default:
+      return pct(8, s, 4);
+  }
 }
 
 function reasonFor(overall: string, id: Verdict, live: Verdict, face: Verdict): string {

@@ -247,7 +247,8 @@ export class Orchestrator {
     };
 
     // Stopped by the caller (a shutdown past its grace): said as such, not as the Incode timeout the stop looks like.
-    const stopped = (step: OnboardingStep, id: string | null) => new OnboardingError(step, 'ABORTED', 'Stopped before the captures were done', id);
+    // With the failure the stop cut short as its cause: whether that call was certainly never sent still counts.
+    const stopped = (step: OnboardingStep, id: string | null, cause: unknown) => new OnboardingError(step, 'ABORTED', 'Stopped before the captures were done', id, cause);
     // Incode's capture calls paused by their circuit (its image endpoints failing while start still works): a session
     // started now would be billed and then abandoned at its first capture. Refused before it, like the capture would be.
     const paused = this.d.incode.circuitWait('capture');
@@ -261,7 +262,7 @@ export class Orchestrator {
     } catch (err) {
       // Stopped before it left: said as a stop, with the unsent call as its cause (certainly not done, so an
       // Idempotency-Key is freed).
-      throw await this.fail(null, 'start', input.signal?.aborted ? new OnboardingError('start', 'ABORTED', 'Stopped before the captures were done', null, err) : err);
+      throw await this.fail(null, 'start', input.signal?.aborted ? stopped('start', null, err) : err);
     }
     const { interviewId: id, token } = started;
     // From here on a (billed) session exists: whatever fails, the caller and the logs get its interviewId, and the
@@ -275,11 +276,7 @@ export class Orchestrator {
     } catch (err) {
       // Every step's failure ends here (the steps rethrow what is not a capture to repeat): recorded at the step reached.
       if (err instanceof OnboardingError) throw err;
-      const aborted = input.signal?.aborted === true;
-      // Stopped while the face match was on its way: Incode may have done it and finish the session, which is kept
-      // pending and polled like one whose face match timed out (fail() decides so for Incode's own failures).
-      const mayFinish = aborted && progress.step === 'face-match' && !(err instanceof IncodeError && err.certainlyNotDone);
-      throw await this.fail(id, progress.step, aborted ? stopped(progress.step, id) : err, { keepSession: mayFinish });
+      throw await this.fail(id, progress.step, input.signal?.aborted ? stopped(progress.step, id, err) : err);
     }
   }
 
@@ -517,9 +514,12 @@ export class Orchestrator {
       try {
         await this.d.store.recordStep(interviewId, { step, outcome: 'failed', code: e.code, message: e.message, at: now });
         // The last capture's 5xx, timeout or dropped connection may come after Incode did the work (a gateway's 502 or
-        // 504 behind it): the session can still finish there, so it is kept pending and polled like any other (the
-        // caller has its interviewId), its results stored and announced if it does, POLLING_GAVE_UP if it never does.
-        const mayFinish = step === 'face-match' && err instanceof IncodeError && !err.certainlyNotDone;
+        // 504 behind it), and so may a stop while it was on its way: the session can still finish there, so it is kept
+        // pending and polled like any other (the caller has its interviewId), its results stored and announced if it
+        // does, POLLING_GAVE_UP if it never does. Not when the call was certainly never sent.
+        const stop = err instanceof OnboardingError && err.code === 'ABORTED';
+        const call = stop ? err.cause : err;
+        const mayFinish = step === 'face-match' && (call instanceof IncodeError ? !call.certainlyNotDone : stop);
         if (opts.keepSession || mayFinish) await this.d.store.setResultsStatus(interviewId, null, e.code, now);
         else await this.abandon(interviewId, e.code, now);
       } catch (storeErr) {

@@ -1,7 +1,7 @@
 // Decorates the app with the store (SQLite or PostgreSQL by DATABASE_URL), migrated at start, closed on close.
 import fp from 'fastify-plugin';
 import type { Config } from '../config';
-import { createStore, storeOptions } from '../store/index';
+import { createStore, openStore, storeOptions } from '../store/index';
 import type { Store } from '../store/types';
 import { DatabaseOutage } from '../store/outage';
 
@@ -16,16 +16,7 @@ declare module 'fastify' {
 export default fp<{ config: Config; store?: Store }>(
   async (app, opts) => {
     const owned = !opts.store;
-    let store: Store | undefined;
-    try {
-      store = opts.store ?? createStore(storeOptions(opts.config));
-      await store.migrate();
-    } catch (err) {
-      if (owned) await store?.close().catch(() => undefined);
-      // "connect ECONNREFUSED" or "EACCES: mkdir" alone does not say which setting to look at. The driver's words
-      // name a host, a port or a path, never the URL's password.
-      throw new Error(`the database of DATABASE_URL could not be opened or migrated: ${(err as Error).message}`, { cause: err });
-    }
+    const store = await openStore(() => opts.store ?? createStore(storeOptions(opts.config)), owned);
     app.decorate('store', store);
     // A superuser could read files and run programs on the database server (COPY ... PROGRAM): the broker needs its own
     // database's ownership only. Said, not refused: moving an existing deployment to another role is a manual step.

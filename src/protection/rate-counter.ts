@@ -94,6 +94,14 @@ export interface MemoryRateCounterOptions {
   full?: () => void;
 }
 
+/** Drops the windows of one length that ended: they sit at the front of its map, which is in the order they end. */
+function dropEndedOf(windows: Map<string, { resetAt: number }>, now: number): void {
+  for (const [k, v] of windows) {
+    if (v.resetAt > now) break;
+    windows.delete(k);
+  }
+}
+
 export class MemoryRateCounter implements RateCounter {
   private readonly maxKeys: number;
 
@@ -117,10 +125,7 @@ export class MemoryRateCounter implements RateCounter {
     const windows = this.windows(windowMs);
     // Bounded memory at a constant cost per hit: the windows that ended are dropped from the front (a key per address
     // or customer id a client can vary, so the map holds only the current windows' keys).
-    for (const [k, v] of windows) {
-      if (v.resetAt > now) break;
-      windows.delete(k);
-    }
+    dropEndedOf(windows, now);
     // Full, a new key is refused rather than an old one forgotten: forgetting would reset the count of whoever is over
     // a limit, so a flood could buy an address a fresh budget. Those already counted go on as before; a new client
     // waits, at most until the earliest window ends. Checked for all of a request's keys before any is charged.
@@ -131,9 +136,12 @@ export class MemoryRateCounter implements RateCounter {
         missing++;
         if (firstMissing < 0) firstMissing = index;
       }
-    if (missing > 0 && this.size + missing > this.maxKeys && (this.dropEnded(now), this.size + missing > this.maxKeys)) {
-      this.opts.full?.();
-      return { index: firstMissing, count: 0, resetMs: Math.max(1, this.earliestEnd() - now), full: true };
+    if (missing > 0 && this.size + missing > this.maxKeys) {
+      for (const w of this.byLength.values()) dropEndedOf(w, now);
+      if (this.size + missing > this.maxKeys) {
+        this.opts.full?.();
+        return { index: firstMissing, count: 0, resetMs: Math.max(1, this.earliestEnd() - now), full: true };
+      }
     }
     for (let index = 0; index < entries.length; index++) {
       const { key, max } = entries[index];
@@ -147,15 +155,6 @@ export class MemoryRateCounter implements RateCounter {
       if (w.count > max) return { index, count: w.count, resetMs: w.resetAt - now };
     }
     return null;
-  }
-
-  /** Drops every window that ended, of every length. */
-  private dropEnded(now: number): void {
-    for (const windows of this.byLength.values())
-      for (const [k, v] of windows) {
-        if (v.resetAt > now) break;
-        windows.delete(k);
-      }
   }
 
   /** When the first of the held windows ends (each map is in the order its windows end). */

@@ -30,7 +30,7 @@ export function resultsFailedEvent(callback: { url?: string }, interviewId: stri
  */
 export async function sendCallback(
   url: string,
-  secrets: string | readonly string[],
+  secrets: readonly string[],
   event: { id: string; type: string; occurredAt: number; data: Record<string, unknown> },
   timeoutMs = 10_000,
   signal?: AbortSignal,
@@ -38,7 +38,7 @@ export async function sendCallback(
   const ts = Math.floor(Date.now() / 1000);
   const msgId = `msg_${event.id.replace(/[^\w-]/g, '_')}`;
   const body = JSON.stringify({ type: event.type, timestamp: new Date(event.occurredAt).toISOString(), data: event.data });
-  const signatures = (typeof secrets === 'string' ? [secrets] : secrets).map((s) => signStandardWebhook(s, msgId, ts, body));
+  const signatures = secrets.map((s) => signStandardWebhook(s, msgId, ts, body));
   // The whole attempt within timeoutMs: undici's own timeouts bound each wait for a byte, so a receiver trickling its
   // answer would hold a worker slot for the job's whole lease. By hand rather than AbortSignal.any: the caller's signal
   // (a job's, a shutdown's) gets one listener, removed when the attempt ends, never one left behind per attempt.

@@ -7,7 +7,7 @@ import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import { jwtClaims } from '../incode/token-claims';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
-import { incodeDeleteRetryJob, webhookEventKey } from '../store/rows';
+import { incodeDeleteRetryJob, retryWindowStart, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
@@ -99,11 +99,6 @@ export function capturesWentThrough(steps: StepRecord[]): boolean {
 type CallbackEvent = Parameters<typeof sendCallback>[2];
 
 /**
- * The event of stored results, or null for a state the session has left (another decision, or another status: a
- * reviewer's verdict may keep the decision): the newer state's results queue their own event, and an older one retried
- * after it (or running beside it on another replica) must not be the last word the customer hears.
- */
-/**
  * The event's id, which receivers dedupe by: one per event, the same on every retry of it (a later retry job carries it
  * in its payload); a state the session comes back to (A, B, A) is a new event with a new id, not a redelivery.
  */
@@ -125,12 +120,17 @@ export const CALLBACK_RETRY_AFTER_MS = 3_600_000;
  * of every result. Null past those days.
  */
 function callbackRetryJob(dead: Job, now: number): NewJob | null {
-  const since = typeof dead.payload.deadSince === 'number' ? dead.payload.deadSince : now;
-  if (now - since >= CALLBACK_RETRY_FOR_MS) return null;
+  const since = retryWindowStart(dead, now, CALLBACK_RETRY_FOR_MS);
+  if (since === null) return null;
   const eventId = callbackEventId(dead);
   return { kind: 'callback', subject: dead.subject, payload: { ...dead.payload, eventId, deadSince: since }, runAt: now + CALLBACK_RETRY_AFTER_MS, dedupeKey: `callback-retry:${eventId}` };
 }
 
+/**
+ * The event of stored results, or null for a state the session has left (another decision, or another status: a
+ * reviewer's verdict may keep the decision): the newer state's results queue their own event, and an older one retried
+ * after it (or running beside it on another replica) must not be the last word the customer hears.
+ */
 function readyEvent(job: Job, session: SessionRecord): CallbackEvent | null {
   if (session.decision !== job.payload.decision || session.onboardingStatus !== job.payload.onboardingStatus) return null;
   return {
@@ -289,10 +289,10 @@ export class ResultsPipeline {
     }
     // So is a customer callback whose receiver was down or refusing longer than its attempts (for three days), unless
     // the session was erased meanwhile: its payload, cleared by the erasure, would be written back with it.
-    if (job.kind === 'callback' && retryable && this.d.config.callback.url) {
+    const callbackSession = job.kind === 'callback' ? await this.d.store.getSession(job.subject) : null;
+    if (job.kind === 'callback' && retryable && this.d.config.callback.url && callbackSession && callbackSession.resultsStatus !== 'erased') {
       const again = callbackRetryJob(job, now);
-      const current = again && (await this.d.store.getSession(job.subject));
-      if (again && current && current.resultsStatus !== 'erased') await this.d.store.enqueueJob(again, now);
+      if (again) await this.d.store.enqueueJob(again, now);
     }
     // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
     // here (an existing row is left as it is), so that it shows why and polling can still repair it. A results fetch
@@ -308,7 +308,7 @@ export class ResultsPipeline {
     // session's one sign that its event was not delivered), but not over a failed session, where lastError decides
     // whether polling still repairs an outage, and not again for its hourly retries, which would move the session's
     // updatedAt for days (the audit row and the metric keep each).
-    const callbackQuiet = job.kind === 'callback' && (typeof job.payload.deadSince === 'number' || (await this.d.store.getSession(job.subject))?.resultsStatus === 'failed');
+    const callbackQuiet = job.kind === 'callback' && (typeof job.payload.deadSince === 'number' || callbackSession?.resultsStatus === 'failed');
     if (job.kind === 'results') await this.failResults(job.subject, code, now);
     else if (!callbackQuiet) await this.d.store.setResultsStatus(job.subject, null, code, now);
     // A dead check must not leave the session stuck: its webhook's inbox key was released as it died (failJob), so
@@ -667,14 +667,14 @@ export class ResultsPipeline {
   }
 
   private async callback(job: Job, signal?: AbortSignal): Promise<void> {
-    const { url, secret } = this.d.config.callback;
-    if (!url || !secret) return;
+    const { url, secrets } = this.d.config.callback;
+    if (!url || !secrets.length) return;
     // Erased since it was queued: the customer asked for the session to be forgotten, so nothing more is said about it.
     const session = await this.d.store.getSession(job.subject);
     if (!session || session.resultsStatus === 'erased') return;
     const event = job.payload.event === 'results_failed' ? await this.failedEvent(job, session) : readyEvent(job, session);
     if (!event) return;
-    const ok = await sendCallback(url, this.d.config.callback.secrets.length ? this.d.config.callback.secrets : secret, event, undefined, signal);
+    const ok = await sendCallback(url, secrets, event, undefined, signal);
     if (!ok.delivered) throw new JobError(ok.code, true);
   }
 

@@ -50,3 +50,20 @@ export function createStore(opts: CreateStoreOptions): Store {
   // Only the scheme is echoed: the rest of a URL may hold credentials.
   throw new Error(`unsupported store URL scheme: ${url.split(':')[0] || '(none)'}`);
 }
+
+/**
+ * A store made and migrated, for the service and the CLI alike. Failing, it is closed again (when `owned`) and the
+ * error names DATABASE_URL: "connect ECONNREFUSED" or "EACCES: mkdir" alone does not say which setting to look at.
+ * The driver's words after it name a host, a port or a path, never the URL's password.
+ */
+export async function openStore(make: () => Store, owned = true): Promise<Store> {
+  let store: Store | undefined;
+  try {
+    store = make();
+    await store.migrate();
+    return store;
+  } catch (err) {
+    if (owned) await store?.close().catch(() => undefined);
+    throw new Error(`the database of DATABASE_URL could not be opened or migrated: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+}

@@ -718,7 +718,15 @@ export const INCODE_DELETE_RETRY_AFTER_MS = 3_600_000;
  * past that week, and for a refusal (a final failure is not retried).
  */
 export function incodeDeleteRetryJob(dead: Job, now: number): NewJob | null {
+  const since = retryWindowStart(dead, now, INCODE_DELETE_RETRY_FOR_MS);
+  return since === null ? null : incodeDeleteJob(dead.subject, now + INCODE_DELETE_RETRY_AFTER_MS, 'retry', { deadSince: since });
+}
+
+/**
+ * When a dead-lettered job's chain of later retries began (its first dead letter, carried as `deadSince` by each retry
+ * job), or null once that is `forMs` ago: the retries stop then.
+ */
+export function retryWindowStart(dead: Job, now: number, forMs: number): number | null {
   const since = typeof dead.payload.deadSince === 'number' ? dead.payload.deadSince : now;
-  if (now - since >= INCODE_DELETE_RETRY_FOR_MS) return null;
-  return incodeDeleteJob(dead.subject, now + INCODE_DELETE_RETRY_AFTER_MS, 'retry', { deadSince: since });
+  return now - since >= forMs ? null : since;
 }

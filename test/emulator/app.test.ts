@@ -1,5 +1,6 @@
 // HTTP behaviour of the emulator: auth, envelope, start, captures, status machine, results, CORS, faults, plugin mounting.
 import Fastify from 'fastify';
+import * as jpeg from 'jpeg-js';
 import { request } from 'undici';
 import { emulatorPlugin } from '../../src/emulator/app';
 import * as samples from '../../src/emulator/sample-images';
@@ -712,6 +713,14 @@ describe('emulator decode budget', () => {
     const emu = await startEmulator({ decodeBudget: { megapixelsPerSecond: 0.01, burstMegapixels: 1.5 } });
     try {
       const s = await emu.start({});
+      // An image refused for its size is refused before the budget is asked: it costs nothing (a 20 MP frame header on a
+      // small file would otherwise take the whole burst).
+      const small = Buffer.from(jpeg.encode({ width: 16, height: 16, data: Buffer.alloc(16 * 16 * 4, 200) }, 90).data);
+      const sof = small.indexOf(Buffer.from([0xff, 0xc0]), 2);
+      const huge = Buffer.from(small);
+      huge.writeUInt16BE(4000, sof + 5);
+      huge.writeUInt16BE(5000, sof + 7);
+      expectEnvelope(await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: { base64Image: b64(huge) } }), 400, 3008);
       const front = { base64Image: b64(samples.idFront()) };
       expect((await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: front })).status).toBe(200);
       const refused = await emu.call('POST', '/omni/add/back-id/v2', { token: s.token, body: { base64Image: b64(samples.idBack()) } });

@@ -890,7 +890,7 @@ function pipelineSuite(which: Engine) {
     await new Promise<void>((r) => trickle.listen(0, '127.0.0.1', r));
     try {
       const url = `http://127.0.0.1:${(trickle.address() as AddressInfo).port}/`;
-      const sent = await sendCallback(url, CALLBACK_SECRET, { id: 'e1', type: 'session.results_ready', occurredAt: 0, data: {} }, 500);
+      const sent = await sendCallback(url, [CALLBACK_SECRET], { id: 'e1', type: 'session.results_ready', occurredAt: 0, data: {} }, 500);
       // Its 200 came: delivered.
       expect(sent).toEqual({ delivered: true, code: 'OK' });
       expect(finished).toBe(false);
