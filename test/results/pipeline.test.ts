@@ -864,8 +864,11 @@ function pipelineSuite(which: Engine) {
     const event = JSON.parse(body);
     expect(event).toMatchObject({ type: 'session.results_ready', data: { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' } });
     expect(body).not.toContain('cust-secret-name');
-    // The event's own id (its job's), the same on its retry: the first attempt was refused.
-    const job = (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback')!;
+    // The event's own id (its job's), the same on its retry: the first attempt was refused. The job is marked done once
+    // the receiver's answer is read, a moment after the receiver saw the delivery.
+    const callbackJob = async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'callback');
+    await waitFor(async () => ((await callbackJob())?.state === 'done' ? true : null), 10_000);
+    const job = (await callbackJob())!;
     expect(job).toMatchObject({ state: 'done', attempts: 2 });
     expect(headers['webhook-id']).toBe(`msg_${s.interviewId}_ONBOARDING_FINISHED_approve_${job.id}`);
     // The payload's timestamp is when the results were stored, the same on every attempt of the event.
