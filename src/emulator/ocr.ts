@@ -46,10 +46,14 @@ const US_CITIES: ReadonlyArray<[string, string, string]> = [
   ['SPRINGFIELD', 'IL', '62701'], ['AUSTIN', 'TX', '73301'], ['PORTLAND', 'OR', '97201'], ['DENVER', 'CO', '80202'],
 ];
 
-const DAY = 86_400_000;
 
-/** Year the synthetic document was issued (add-id issueYear and OCR issueDate agree). */
-export const issueYearFor = (s: Session): number => 2016 + ((seedOf(s.interviewId, 7) >>> 15) % 8);
+/**
+ * Year the synthetic ten-year document was issued (add-id issueYear and OCR issueDate agree), counted from the year the
+ * session began, so that its dates agree with its scores whatever year the emulator runs in: one to eight years before
+ * (still valid), or eleven to eighteen for emu:decline, whose scores say `documentExpired` FAIL.
+ */
+export const issueYearFor = (s: Session): number =>
+  new Date(s.createdAt).getUTCFullYear() - 1 - ((seedOf(s.interviewId, 7) >>> 15) % 8) - (s.directives.decline ? 10 : 0);
 
 export function buildOcr(s: Session): Record<string, unknown> {
   if (!s.idValidated) return {};
@@ -64,12 +68,14 @@ export function buildOcr(s: Session): Record<string, unknown> {
   const paternal = bra ? (last1 === last2 ? last1 : `${last1} ${last2}`) : last1;
   const fullName = `${first} ${middle} ${paternal}`;
 
-  // UTC midnights: birth 1960-2003, issue 2016-2023, expiry issue + 10 years.
+  // UTC midnights: birth 1960-2003, issue as issueYearFor says, expiry the same day 10 years after it.
   const birthDate = Date.UTC(1960 + (h2 % 44), (h2 >>> 6) % 12, 1 + ((h2 >>> 10) % 28));
   const issueYear = issueYearFor(s);
-  const issuedAtMs = Date.UTC(issueYear, (h2 >>> 18) % 12, 1 + ((h2 >>> 22) % 28));
-  const expireAtMs = issuedAtMs + 3652 * DAY;
-  const expirationYear = new Date(expireAtMs).getUTCFullYear();
+  const issueMonth = (h2 >>> 18) % 12;
+  const issueDay = 1 + ((h2 >>> 22) % 28);
+  const issuedAtMs = Date.UTC(issueYear, issueMonth, issueDay);
+  const expirationYear = issueYear + 10;
+  const expireAtMs = Date.UTC(expirationYear, issueMonth, issueDay);
 
   const number = String(100000000 + (h % 900000000));
   let street: string;
