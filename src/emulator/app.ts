@@ -572,11 +572,12 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   // The decode budget's bucket, in megapixels: full at start, refilled continuously.
   const budget = opts.decodeBudget;
   let bucket = budget?.burstMegapixels ?? 0;
-  let refilledAt = Date.now();
+  // Monotonic: a wall clock stepped back would refill by a negative amount and refuse every upload meanwhile.
+  let refilledAt = performance.now();
   /** Takes an upload's megapixels from the budget; the ms to wait when they are not there (nothing is taken then). */
   const takeDecode = (megapixels: number): number => {
     if (!budget) return 0;
-    const now = Date.now();
+    const now = performance.now();
     bucket = Math.min(budget.burstMegapixels, bucket + ((now - refilledAt) / 1000) * budget.megapixelsPerSecond);
     refilledAt = now;
     // One larger than the whole burst waits for a full bucket, not forever.

@@ -18,7 +18,8 @@ export class CircuitBreaker {
   private readonly now: () => number;
 
   constructor(private readonly opts: CircuitOptions) {
-    this.now = opts.now ?? Date.now;
+    // Monotonic: the wall clock stepped back by NTP would hold the circuit open for the step's length on top.
+    this.now = opts.now ?? (() => performance.now());
   }
 
   get state(): CircuitState {

@@ -103,13 +103,19 @@ function codeForStatus(status: number): IncodeErrorCode {
   return 'INCODE_BAD_RESPONSE';
 }
 
+/**
+ * The longest wait of Incode's Retry-After this service takes and passes on to its callers: a larger one (a proxy's
+ * mistake, a date years ahead) would tell apps to come back next year, or print as `1e+23`, which is no HTTP value.
+ */
+export const MAX_UPSTREAM_RETRY_AFTER_MS = 15 * 60_000;
+
 function parseRetryAfter(value: string | string[] | undefined): number | undefined {
   const v = Array.isArray(value) ? value[0] : value;
   if (!v) return undefined;
   // Delay-seconds (a fraction too: Date.parse would read "1.5" as a date in 2001, a wait of 0).
-  if (/^\d+(\.\d+)?$/.test(v)) return Math.ceil(Number(v) * 1000);
+  if (/^\d+(\.\d+)?$/.test(v)) return Math.min(MAX_UPSTREAM_RETRY_AFTER_MS, Math.ceil(Number(v) * 1000));
   const t = Date.parse(v);
-  return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now());
+  return Number.isNaN(t) ? undefined : Math.min(MAX_UPSTREAM_RETRY_AFTER_MS, Math.max(0, t - Date.now()));
 }
 
 /** Keeps only a short, printable error text: the envelope is Incode's, but never echo more than a phrase. */

@@ -92,6 +92,8 @@ export interface MemoryRateCounterOptions {
   maxKeys?: number;
   /** Called when a hit needs a new key and the counter is full (once per hit so refused). */
   full?: () => void;
+  /** The clock, monotonic by default: windows measured on the wall clock would stretch by any step NTP takes back. */
+  now?: () => number;
 }
 
 /** Drops the windows of one length that ended: they sit at the front of its map, which is in the order they end. */
@@ -105,8 +107,11 @@ function dropEndedOf(windows: Map<string, { resetAt: number }>, now: number): vo
 export class MemoryRateCounter implements RateCounter {
   private readonly maxKeys: number;
 
+  private readonly now: () => number;
+
   constructor(private readonly opts: MemoryRateCounterOptions = {}) {
     this.maxKeys = opts.maxKeys ?? MEMORY_COUNTER_MAX_KEYS;
+    this.now = opts.now ?? (() => performance.now());
   }
 
   // One map per window length (POST /session's RATE_LIMIT_WINDOW_MS, the webhook token endpoint's minute), each in the
@@ -121,7 +126,7 @@ export class MemoryRateCounter implements RateCounter {
   }
 
   async hitAll(entries: RateLimitEntry[], windowMs: number) {
-    const now = Date.now();
+    const now = this.now();
     const windows = this.windows(windowMs);
     // Bounded memory at a constant cost per hit: the windows that ended are dropped from the front (a key per address
     // or customer id a client can vary, so the map holds only the current windows' keys).
@@ -164,11 +169,11 @@ export class MemoryRateCounter implements RateCounter {
       const first = windows.values().next().value as { resetAt: number } | undefined;
       if (first && first.resetAt < end) end = first.resetAt;
     }
-    return end === Infinity ? Date.now() + 1000 : end;
+    return end === Infinity ? this.now() + 1000 : end;
   }
 
   async peek(key: string, windowMs: number) {
-    const now = Date.now();
+    const now = this.now();
     const w = this.byLength.get(windowMs)?.get(key);
     return w && w.resetAt > now ? { count: w.count, resetMs: w.resetAt - now } : { count: 0, resetMs: windowMs };
   }

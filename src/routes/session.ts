@@ -98,10 +98,15 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       throw new AppError(400, 'REDIRECTION_URL_NOT_ALLOWED', origins.length === 0 ? 'redirectionUrl is not accepted: this service allows no redirect origins (REDIRECTION_URL_ORIGINS)' : 'redirectionUrl must point to one of the origins this service allows');
   }
 
-  /** A new resume token for the session; stored, it replaces (so revokes) the session's previous one. */
-  function mintResume(interviewId: string) {
+  /**
+   * A new resume token for the session; stored, it replaces (so revokes) the session's previous one. It expires no
+   * later than the session's erasure by the retention purge (RETENTION_DAYS after `createdAt`): the expiry told to the
+   * app is one the token keeps.
+   */
+  function mintResume(interviewId: string, createdAt: number) {
     const { resumeToken, tokenHash } = mintResumeToken(interviewId);
-    return { resumeToken, stored: { tokenHash, expiresAt: Date.now() + config.resumeTokenTtlSeconds * 1000 } };
+    const expiresAt = Math.min(Date.now() + config.resumeTokenTtlSeconds * 1000, createdAt + config.retentionDays * 86_400_000);
+    return { resumeToken, stored: { tokenHash, expiresAt } };
   }
 
   function answer(interviewId: string, token: string, r: ReturnType<typeof mintResume>) {
@@ -109,8 +114,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
   }
 
   /** An existing session again: with Incode's fresh token (resume), or with the token it has (Idempotency-Key replay). */
-  async function reissue(interviewId: string, token: string, fresh: boolean) {
-    const r = mintResume(interviewId);
+  async function reissue(interviewId: string, createdAt: number, token: string, fresh: boolean) {
+    const r = mintResume(interviewId, createdAt);
     const { tokenHash, expiresAt } = r.stored;
     // A fresh Incode token is kept in the same single write as the new resume token: never one without the other.
     const taken = await app.store.createResumeToken(tokenHash, interviewId, expiresAt, fresh ? { token, now: Date.now() } : undefined);
@@ -162,7 +167,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         // meanwhile (it gave up waiting): no one would get the session it pays for.
         const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: claimed?.sendBefore, callerGone: callerGone(req) });
         app.metrics.sessionsCreated.inc({ route: 'session' });
-        const r = mintResume(started.interviewId);
+        const r = mintResume(started.interviewId, Date.now());
         await app.results.trackSession({
           interviewId: started.interviewId,
           token: started.token,
@@ -178,7 +183,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         // As for /session/resume: a token of a finished onboarding could still read its scores and OCR data from Incode.
         if (isTerminal(s.onboardingStatus)) throw sessionFinished();
         // The retrying caller never saw the first answer, so its resume token is replaced, not repeated (only hashes are kept).
-        return reissue(interviewId, s.token, false);
+        return reissue(interviewId, s.createdAt, s.token, false);
       });
     },
   );
@@ -208,7 +213,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       if (!parsed || !spent) throw new AppError(401, 'INVALID_RESUME_TOKEN', 'Resume token is unknown, expired or already used');
       // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;
-      const { expiresAt, heldUntil } = spent;
+      const { expiresAt, heldUntil, createdAt } = spent;
       // A finished onboarding needs no token any more, and a fresh one could still read its scores and OCR data from
       // Incode: a resume token that leaked from the app is worth nothing once the flow is over. (It stays spent.)
       if (isTerminal(spent.onboardingStatus)) throw sessionFinished();
@@ -219,7 +224,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         // exchange of the same token, once the hold is over.
         const started = await app.incode.start({ interviewId, ...(spent.configurationId ? { configurationId: spent.configurationId } : {}) }, { requestId: req.id, sendBefore, callerGone: callerGone(req) });
         if (started.interviewId !== interviewId) throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered another session');
-        answer = await reissue(interviewId, started.token, true);
+        answer = await reissue(interviewId, createdAt, started.token, true);
       } catch (err) {
         // Incode failed, or the new tokens could not be kept (the database failed: a 503 to retry): the app keeps its
         // token to try again (unless a newer one was issued meanwhile). Not for an erased session (404), which has

@@ -446,7 +446,7 @@ export class PostgresStore implements Store {
   }
 
   async listSteps(interviewId: string): Promise<StepRecord[]> {
-    const { rows } = await this.q<StepRow>('SELECT step, outcome, code, message, at FROM steps WHERE interview_id = $1 ORDER BY at, id', [interviewId]);
+    const { rows } = await this.q<StepRow>('SELECT step, outcome, code, message, at FROM steps WHERE interview_id = $1 ORDER BY id', [interviewId]);
     return rows.map(toStep);
   }
 
@@ -716,7 +716,7 @@ export class PostgresStore implements Store {
     const { rows } = await this.q<SpentRow>(
       `UPDATE sessions SET resume_token_hash = $4
        WHERE interview_id = $1 AND resume_token_hash = $2 AND resume_expires_at > $3::bigint AND results_status <> 'erased'
-       RETURNING resume_expires_at, onboarding_status, configuration_id, results_status, last_error`,
+       RETURNING resume_expires_at, created_at, onboarding_status, configuration_id, results_status, last_error`,
       [interviewId, stored, now, spentResumeMarker(tokenHash, heldUntil)],
     );
     return rows[0] ? toSpentResumeToken(rows[0], heldUntil) : null;

@@ -222,6 +222,7 @@ export const recordStepSql = (arg: SqlArg, lock = '') =>
 /** The columns a spent resume token answers with, on both engines. */
 export interface SpentRow {
   resume_expires_at: Num;
+  created_at: Num;
   onboarding_status: string;
   configuration_id: string | null;
   results_status: string;
@@ -232,6 +233,7 @@ export function toSpentResumeToken(r: SpentRow, heldUntil: number): SpentResumeT
   return {
     expiresAt: num(r.resume_expires_at),
     heldUntil,
+    createdAt: num(r.created_at),
     onboardingStatus: r.onboarding_status,
     configurationId: r.configuration_id,
     pollingGaveUp: r.results_status === 'failed' && r.last_error === 'POLLING_GAVE_UP',

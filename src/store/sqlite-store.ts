@@ -414,7 +414,7 @@ export class SqliteStore implements Store {
   }
 
   async listSteps(interviewId: string): Promise<StepRecord[]> {
-    const rows = this.st('SELECT step, outcome, code, message, at FROM steps WHERE interview_id = ? ORDER BY at, id').all(interviewId) as StepRow[];
+    const rows = this.st('SELECT step, outcome, code, message, at FROM steps WHERE interview_id = ? ORDER BY id').all(interviewId) as StepRow[];
     return rows.map(toStep);
   }
 
@@ -668,7 +668,7 @@ export class SqliteStore implements Store {
     // Read, compare in constant time and mark spent in one write transaction: of concurrent spends, one wins.
     return this.write(() => {
       const r = this.st(
-        `SELECT resume_token_hash, resume_expires_at, onboarding_status, configuration_id, results_status, last_error FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
+        `SELECT resume_token_hash, resume_expires_at, created_at, onboarding_status, configuration_id, results_status, last_error FROM sessions WHERE interview_id = ? AND resume_expires_at > ? AND results_status <> 'erased'`,
       ).get(interviewId, now) as (SpentRow & { resume_token_hash: string | null }) | undefined;
       if (!r || !resumeSpendable(r.resume_token_hash, tokenHash, now)) return null;
       this.st('UPDATE sessions SET resume_token_hash = ? WHERE interview_id = ?').run(spentResumeMarker(tokenHash, heldUntil), interviewId);

@@ -69,6 +69,8 @@ export interface SpentResumeToken {
   expiresAt: number;
   /** Until when the spend holds the token (restoreResumeToken names it); after it the token may be spent again. */
   heldUntil: number;
+  /** When the session was created (the retention purge erases it RETENTION_DAYS later). */
+  createdAt: number;
   onboardingStatus: string;
   /** The flow the session was started with, for the resume's start (null when unknown). */
   configurationId: string | null;
@@ -257,6 +259,10 @@ export interface Store {
   stopPolling(interviewId: string, seen: number | null): Promise<boolean>;
   /** Whether it was written: not for an erased (or unknown) session, whose steps the erasure deleted. */
   recordStep(interviewId: string, step: StepRecord): Promise<boolean>;
+  /**
+   * In the order they were recorded: a session's steps are written one after another, and a wall clock stepped back
+   * between two of them must not list the later one first.
+   */
   listSteps(interviewId: string): Promise<StepRecord[]>;
   /**
    * Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. A

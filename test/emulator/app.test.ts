@@ -733,6 +733,21 @@ describe('emulator decode budget', () => {
     }
   });
 
+  it('refills on a monotonic clock: the wall clock stepped back an hour does not refuse every upload for that hour', async () => {
+    const realNow = Date.now.bind(Date);
+    let offset = 0;
+    const spy = jest.spyOn(Date, 'now').mockImplementation(() => realNow() + offset);
+    const emu = await startEmulator({ decodeBudget: { megapixelsPerSecond: 1, burstMegapixels: 1.5 } });
+    try {
+      const s = await emu.start({});
+      offset = -3_600_000;
+      expect((await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: { base64Image: b64(samples.idFront()) } })).status).toBe(200);
+    } finally {
+      spy.mockRestore();
+      await emu.close();
+    }
+  });
+
   it('is on for the sandbox, the emulator in the service\'s own process', () => {
     const options = sandboxEmulatorOptions(loadConfig({}));
     expect(options.decodeBudget).toEqual({ megapixelsPerSecond: expect.any(Number), burstMegapixels: expect.any(Number) });

@@ -80,4 +80,18 @@ describe('CircuitBreaker', () => {
     cb.abandoned(probe.probe);
     expect(cb.retryInMs).toBe(0);
   });
+
+  it('measures its reset time on a monotonic clock: the wall clock stepped back an hour does not hold it open an hour longer', () => {
+    let wall = Date.now();
+    const spy = jest.spyOn(Date, 'now').mockImplementation(() => wall);
+    try {
+      const cb = new CircuitBreaker({ failureThreshold: 1, resetMs: 10_000 });
+      cb.failure();
+      wall -= 3_600_000;
+      expect(cb.retryInMs).toBeGreaterThan(0);
+      expect(cb.retryInMs).toBeLessThanOrEqual(10_000);
+    } finally {
+      spy.mockRestore();
+    }
+  });
 });

@@ -1,5 +1,6 @@
 // Incode errors built by the one factory: which failures prove that Incode did nothing for the call.
-import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from '../../src/incode/errors';
+import { IncodeError, MAX_UPSTREAM_RETRY_AFTER_MS, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from '../../src/incode/errors';
+import { retryAfter } from '../../src/errors';
 
 describe('IncodeError.certainlyNotDone', () => {
   it('holds for calls that never left and for refusals (4xx)', () => {
@@ -40,5 +41,14 @@ describe("Incode's Retry-After", () => {
     const ms = incodeErrorFromResponse('start', 503, {}, { 'retry-after': at }).details.retryAfterMs!;
     expect(ms).toBeGreaterThan(5000);
     expect(ms).toBeLessThanOrEqual(10_000);
+  });
+
+  it('takes at most 15 minutes of it, so a caller is never told to come back next year or given a header like 1e+23', () => {
+    expect(MAX_UPSTREAM_RETRY_AFTER_MS).toBe(900_000);
+    for (const v of ['99999999999999999999999', '31536000', new Date(Date.now() + 400 * 86_400_000).toUTCString()]) {
+      const ms = incodeErrorFromResponse('start', 429, {}, { 'retry-after': v }).details.retryAfterMs!;
+      expect(ms).toBe(MAX_UPSTREAM_RETRY_AFTER_MS);
+      expect(retryAfter(ms)).toEqual({ 'retry-after': '900' });
+    }
   });
 });

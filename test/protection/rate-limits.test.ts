@@ -241,6 +241,21 @@ describe('POST /session rate limits (memory counter)', () => {
     await c.close();
   });
 
+  it('MemoryRateCounter measures windows on a monotonic clock: the wall clock stepped back an hour does not stretch one by an hour', async () => {
+    const c = new MemoryRateCounter();
+    await c.hitAll([{ key: 'a', max: 1 }], 1000);
+    const wall = Date.now();
+    const spy = jest.spyOn(Date, 'now').mockReturnValue(wall - 3_600_000);
+    try {
+      const refused = await c.hitAll([{ key: 'a', max: 1 }], 1000);
+      expect(refused!.resetMs).toBeLessThanOrEqual(1000);
+      expect((await c.peek('a', 1000)).resetMs).toBeLessThanOrEqual(1000);
+    } finally {
+      spy.mockRestore();
+    }
+    await c.close();
+  });
+
   it('MemoryRateCounter keeps only the current windows, whatever other window lengths it also counts', async () => {
     const c = new MemoryRateCounter();
     // A long window first (the webhook token endpoint's minute beside POST /session's short one): it must not hold the

@@ -11,12 +11,36 @@ import { sha256Hex } from '../../src/store/crypto';
 import type { SqliteStore } from '../../src/store/sqlite-store';
 import { throwawayPgStore } from '../helpers/pg-schema';
 import { memoryStore, storeWith } from '../helpers/store-proxy';
-import { describeWith } from '../helpers/services';
+import { describeWith, services } from '../helpers/services';
+import { Pool } from 'pg';
 import { tempDir } from '../helpers/temp';
 import { metricValue } from '../helpers/metrics';
 import { idBack, idFront, selfie } from '../../src/emulator/sample-images';
 
 const onboardingBody = () => ({ front: idFront().toString('base64'), back: idBack().toString('base64'), selfie: selfie().toString('base64') });
+
+/**
+ * RETENTION_DAYS=1 under a week-long RESUME_TOKEN_TTL_SECONDS: every resume token's advertised expiry is no later than
+ * the session's erasure by the retention purge, also for a session started 23 hours ago. `age` backdates the session.
+ */
+async function resumeExpiryWithinRetention(start: typeof startBroker, age: (url: string, interviewId: string, createdAt: number) => Promise<void>, extra: Record<string, string> = {}) {
+  const emu = await startEmulator();
+  const b = await start(brokerEnv(emu.url, { RETENTION_DAYS: '1', RESUME_TOKEN_TTL_SECONDS: '604800', ...extra }));
+  try {
+    const before = Date.now();
+    const s = (await request(b.url).post('/session').expect(200)).body;
+    expect(Date.parse(s.resumeTokenExpiresAt)).toBeLessThanOrEqual(Date.now() + 86_400_000);
+    expect(Date.parse(s.resumeTokenExpiresAt)).toBeGreaterThanOrEqual(before + 86_400_000 - 1000);
+    const createdAt = Date.now() - 23 * 3_600_000;
+    await age(b.url, s.interviewId, createdAt);
+    const resumed = (await request(b.url).post('/session/resume').send({ resumeToken: s.resumeToken }).expect(200)).body;
+    expect(Date.parse(resumed.resumeTokenExpiresAt)).toBeLessThanOrEqual(createdAt + 86_400_000);
+    expect(Date.parse(resumed.resumeTokenExpiresAt)).toBeGreaterThan(Date.now());
+  } finally {
+    await b.close();
+    await emu.close();
+  }
+}
 
 describe('POST /session against the emulator', () => {
   let emu: Running<EmulatorApp>;
@@ -733,7 +757,41 @@ describe('sandbox mode', () => {
   });
 });
 
+describe('resume token expiry', () => {
+  it('is never later than the retention purge erases the session (SQLite)', async () => {
+    let db: SqliteStore['db'] | undefined;
+    await resumeExpiryWithinRetention(
+      async (env, deps) => {
+        const b = await startBroker(env, deps);
+        db = (b.app.store as SqliteStore).db;
+        return b;
+      },
+      async (_url, interviewId, createdAt) => void db!.prepare('UPDATE sessions SET created_at = ? WHERE interview_id = ?').run(createdAt, interviewId),
+    );
+  });
+});
+
 describeWith('postgres', 'POST /session/resume on PostgreSQL', () => {
+  it('gives a resume token no later expiry than the retention purge erases the session', async () => {
+    const pg = throwawayPgStore('resumeexp');
+    await pg.store.migrate();
+    try {
+      await resumeExpiryWithinRetention(
+        (env, deps) => startBroker(env, { ...deps, store: pg.store }),
+        async (_url, interviewId, createdAt) => {
+          const admin = new Pool({ connectionString: services.postgres, max: 1 });
+          try {
+            await admin.query(`UPDATE "${pg.schema}".sessions SET created_at = $1 WHERE interview_id = $2`, [createdAt, interviewId]);
+          } finally {
+            await admin.end();
+          }
+        },
+      );
+    } finally {
+      await pg.drop();
+    }
+  });
+
   it('refuses a resume token naming an impossible interviewId with 401, never a 500 from the database', async () => {
     const pg = throwawayPgStore('resume');
     const { store } = pg;
