@@ -7,7 +7,10 @@ export interface WebhookOptions {
   url: string;
   oauth?: { tokenUrl: string; clientId: string; clientSecret: string };
   headers?: Record<string, string>;
-  /** Delays before each retry; Incode's newer docs: 30 s × 2.5^n, five attempts. */
+  /**
+   * Delays before each retry; Incode's newer docs: 30 s × 2.5^n, "max 5 attempts" beside five delays, read as five
+   * retries after the first delivery (incode-api.md §5.3 and §7.2; the emulator's README says so).
+   */
   retryDelaysMs?: number[];
   timeoutMs?: number;
 }
@@ -88,13 +91,14 @@ export class WebhookSender {
 
   /** One POST of a webhook body: whether the receiver took it (Incode's newer rule: 200 with a JSON body, or 204). */
   private async post(body: string): Promise<{ ok: boolean; statusCode: number }> {
-    this.stats.sent++;
     // The static headers by their lowercase names, so the JSON type and the bearer below replace any of the same name
     // (sent twice, the receiver would read the first).
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(this.opts.headers ?? {})) headers[name.toLowerCase()] = value;
     headers['content-type'] = 'application/json';
     if (this.opts.oauth) headers.authorization = `Bearer ${await this.accessToken()}`;
+    // Counted once it leaves: a delivery that never got its token sent nothing.
+    this.stats.sent++;
     const res = await request(this.opts.url, {
       method: 'POST',
       headers,

@@ -34,7 +34,7 @@ export function createMetrics() {
     sessionsCreated: new Counter({ name: 'sessions_created_total', help: 'Incode sessions created through POST /session and /onboardings', labelNames: ['route'], registers: [registry] }),
     webhooks: new Counter({
       name: 'webhooks_received_total',
-      help: 'Incode webhooks (and webhook token requests, status "token") by onboarding status, authentication result and outcome (recorded, duplicate, invalid, rejected, limited, error; issued for tokens)',
+      help: 'Incode webhooks (and webhook token requests, status "token") by onboarding status (none for a webhook of another type), authentication result and outcome (recorded, duplicate, ignored, invalid, rejected, limited, error; issued for tokens)',
       labelNames: ['status', 'auth', 'outcome'],
       registers: [registry],
     }),

@@ -13,7 +13,7 @@ import { isKnownStatus, loggedStatus } from '../results/status';
 import { failureLimiter, requestNetwork } from '../protection/rate-counter';
 
 /** What the webhook route notes on its request for the metrics hook. */
-type WebhookRequest = FastifyRequest & { webhookAuth?: string; webhookDuplicate?: boolean; body?: { onboardingStatus?: unknown } };
+type WebhookRequest = FastifyRequest & { webhookAuth?: string; webhookOutcome?: 'duplicate' | 'ignored'; body?: { onboardingStatus?: unknown } };
 
 /** The outcome label of an answer: `ok` for a 2xx, else a fixed name per kind of refusal. */
 function outcomeOf(statusCode: number, ok: string): string {
@@ -26,15 +26,20 @@ function outcomeOf(statusCode: number, ok: string): string {
 
 const WebhookBody = Type.Object(
   {
-    interviewId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }),
-    onboardingStatus: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Z0-9_]+$' }),
-    // Not checked: a status Incode signed for must not be refused (and after its retries, lost) over a field this
-    // service does not need. externalId is never stored; clientId and flowId are kept, cut to a bounded length.
+    interviewId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' })),
+    // Any printable text: Incode's list of statuses grows, and a status it signed for must not be refused (and after its
+    // retries, lost) over its spelling. The verify job reads the real status from Incode; this one is only the hint.
+    // Absent: a webhook of another type (Incode configures one URL per type, and an operator may point several here).
+    onboardingStatus: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[\\x20-\\x7E]+$' })),
+    // Not checked, for the same reason. externalId is never stored; clientId and flowId are kept, cut to a bounded length.
     externalId: Type.Optional(Type.Unknown()),
     clientId: Type.Optional(Type.Unknown()),
     flowId: Type.Optional(Type.Unknown()),
   },
-  { additionalProperties: true },
+  {
+    additionalProperties: true,
+    description: 'An onboarding-status webhook (interviewId and onboardingStatus); a webhook of another type (no onboardingStatus) is acknowledged and ignored',
+  },
 );
 
 const TokenBody = Type.Object(
@@ -54,6 +59,12 @@ const OAuthError = Type.Object(
   { additionalProperties: true },
 );
 
+/**
+ * How long after its advertised expiry a webhook token is still taken: Incode may send a webhook with a token it holds
+ * up to its `expires_in`, and that webhook arrives a moment later (the other replicas' clocks too may run ahead).
+ */
+export const WEBHOOK_TOKEN_GRACE_SECONDS = 60;
+
 /** Stateless access tokens (HMAC over expiry and nonce) so any replica can check what another issued. */
 export class WebhookTokens {
   private readonly key: Buffer;
@@ -61,7 +72,8 @@ export class WebhookTokens {
     this.key = createHmac('sha256', 'incode-broker/webhook-token').update(secret).digest();
   }
   issue(now = Date.now()): { token: string; expiresIn: number } {
-    const exp = Math.floor(now / 1000) + this.ttlSeconds;
+    // Rounded up: never a moment shorter than the `expires_in` told.
+    const exp = Math.ceil(now / 1000) + this.ttlSeconds;
     const body = `whk1.${exp}.${randomBytes(12).toString('base64url')}`;
     return { token: `${body}.${this.mac(body)}`, expiresIn: this.ttlSeconds };
   }
@@ -70,7 +82,7 @@ export class WebhookTokens {
     if (parts.length !== 4 || parts[0] !== 'whk1') return false;
     const body = parts.slice(0, 3).join('.');
     if (!safeEqual(parts[3], this.mac(body))) return false;
-    return Number(parts[1]) > Math.floor(now / 1000);
+    return (Number(parts[1]) + WEBHOOK_TOKEN_GRACE_SECONDS) * 1000 > now;
   }
   private mac(body: string): string {
     return createHmac('sha256', this.key).update(body).digest('base64url');
@@ -209,16 +221,26 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       onResponse: (req, reply, done) => {
         const r = req as WebhookRequest;
         const sent = r.body?.onboardingStatus;
-        const status = reply.statusCode >= 300 ? 'unknown' : typeof sent === 'string' && isKnownStatus(sent) ? sent : 'OTHER';
+        const status = reply.statusCode >= 300 ? 'unknown' : sent === undefined ? 'none' : typeof sent === 'string' && isKnownStatus(sent) ? sent : 'OTHER';
         // `unchecked`: turned away before authentication ran (a malformed request, shutdown), so no credential failed.
-        app.metrics.webhooks.inc({ status, auth: r.webhookAuth ?? 'unchecked', outcome: outcomeOf(reply.statusCode, r.webhookDuplicate ? 'duplicate' : 'recorded') });
+        app.metrics.webhooks.inc({ status, auth: r.webhookAuth ?? 'unchecked', outcome: outcomeOf(reply.statusCode, r.webhookOutcome ?? 'recorded') });
         done();
       },
     },
     async (req) => {
-      const { duplicate } = await app.results.ingestWebhook(req.body);
-      (req as WebhookRequest).webhookDuplicate = duplicate;
-      req.log.info({ interviewId: req.body.interviewId, onboardingStatus: loggedStatus(req.body.onboardingStatus), duplicate }, 'webhook recorded');
+      const { interviewId, onboardingStatus } = req.body;
+      if (onboardingStatus === undefined) {
+        // Another type of webhook (face authentication, watchlist, session events...): nothing this service acts on.
+        // Acknowledged, or Incode would retry it for half an hour and count a failing endpoint; its field names are
+        // logged (never its values) so an operator sees what is arriving here.
+        (req as WebhookRequest).webhookOutcome = 'ignored';
+        req.log.info({ fields: Object.keys(req.body).slice(0, 20).map((k) => k.slice(0, 40)) }, 'webhook of another type ignored (no onboardingStatus)');
+        return { success: true };
+      }
+      if (interviewId === undefined) throw new AppError(400, 'VALIDATION_FAILED', 'body must have required property \'interviewId\' beside onboardingStatus');
+      const { duplicate } = await app.results.ingestWebhook({ ...req.body, interviewId, onboardingStatus });
+      if (duplicate) (req as WebhookRequest).webhookOutcome = 'duplicate';
+      req.log.info({ interviewId, onboardingStatus: loggedStatus(onboardingStatus), duplicate }, 'webhook recorded');
       return { success: true };
     },
   );

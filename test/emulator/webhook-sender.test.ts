@@ -249,6 +249,8 @@ describe('WebhookSender', () => {
       s.send(payload());
       await waitFor(() => s.recent[0].outcome === 'failed');
       expect(rx.hits).toHaveLength(0);
+      // Nothing was sent: its stats say so (the tally of POSTs counted only those that left).
+      expect(s.stats).toMatchObject({ sent: 0, failed: 1, tokenRequests: 1 });
     } finally {
       await rx.app.close();
     }

@@ -754,6 +754,32 @@ function pipelineSuite(which: Engine) {
     expect(metrics).toMatch(/^webhooks_received_total\{status="ID_VALIDATION_FINISHED",auth="oauth",outcome="recorded"\} [1-9]/m);
   });
 
+  it('records a status of any spelling as a hint to verify, and acknowledges a webhook of another type without recording it', async () => {
+    p = await startPair({ RESULTS_MODE: 'webhook' });
+    const s = await p.newSession();
+    const tok = (await webhookToken(p.broker.url)).body.access_token as string;
+    const send = (body: object) => request(p.broker.url).post('/webhooks/incode').set('authorization', `Bearer ${tok}`).send(body);
+    // Incode's list of statuses grows: one spelled unlike the rest is still recorded, and read back from Incode.
+    expect((await send({ interviewId: s.interviewId, onboardingStatus: 'onboarding_finished' })).status).toBe(200);
+    const verify = await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'verify'));
+    expect(verify.payload).toMatchObject({ source: 'webhook', claimed: 'onboarding_finished' });
+    // Face authentication's payload and a session event, pointed at the same URL: acknowledged, so Incode does not
+    // retry them for half an hour, and nothing recorded.
+    const other = await send({ interviewId: s.interviewId, customerId: 'c1', overallStatus: 'PASS', hint: 'MARIA GONZALEZ' });
+    expect([other.status, other.body]).toEqual([200, { success: true }]);
+    expect((await send({ event_type: 'SESSION_SUCCEEDED', data: { secretValue: 'MARIA GONZALEZ' } })).status).toBe(200);
+    expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify')).toHaveLength(1);
+    // A status without the session it is about is still refused.
+    expect((await send({ onboardingStatus: 'ONBOARDING_FINISHED' })).body.code).toBe('VALIDATION_FAILED');
+    const metrics = (await request(p.broker.url).get('/metrics')).text;
+    expect(metrics).toMatch(/^webhooks_received_total\{status="none",auth="oauth",outcome="ignored"\} 2$/m);
+    expect(metrics).toMatch(/^webhooks_received_total\{status="OTHER",auth="oauth",outcome="recorded"\} 1$/m);
+    // Its field names are logged for the operator, never its values.
+    expect(p.broker.logs.text).toMatch(/webhook of another type ignored/);
+    expect(p.broker.logs.text).toMatch(/overallStatus/);
+    expect(p.broker.logs.text).not.toMatch(/MARIA|PASS/);
+  });
+
   it('answers 400 with a code, never 500, for a cursor or a time the database cannot take', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     const forge = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8').toString('base64url');
