@@ -337,11 +337,24 @@ function checkOrder(migrations: readonly Migration[]): void {
   });
 }
 
+/**
+ * Refuses a database a newer build has migrated: this build would write rows the way its own schema wants (an older
+ * build moves a status without what a later version keeps beside it, or leaves what a later one cleaned up), unseen.
+ */
+function refuseNewerSchema(newest: number | null, migrations: readonly Migration[]): void {
+  const known = migrations.at(-1)?.version ?? 0;
+  if (newest !== null && newest > known)
+    throw new Error(
+      `the database's schema is version ${newest}, newer than this build's ${known}: it was migrated by a newer release. Run a release at least as new (going back past a schema change needs the database restored from before it)`,
+    );
+}
+
 /** SQLite: each migration in a BEGIN IMMEDIATE transaction, so processes sharing the file apply it once. Returns versions applied. */
 export function migrateSqlite(db: Database, migrations: readonly Migration[] = MIGRATIONS): number[] {
   checkOrder(migrations);
   const applied: number[] = [];
   db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+  refuseNewerSchema((db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null }).v, migrations);
   const has = db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?');
   const mark = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
   for (const m of migrations) {
@@ -401,6 +414,9 @@ export async function migratePostgres(
   try {
     // Once for the connection (reset before it goes back to the pool), not once per migration.
     await run('SET statement_timeout = 0');
+    const table = `${q}.schema_migrations`;
+    const { rows: exists } = await run('SELECT to_regclass($1) IS NOT NULL AS e', [table]);
+    if (exists[0].e) refuseNewerSchema((await run(`SELECT MAX(version) AS v FROM ${table}`)).rows[0].v, migrations);
     for (const m of migrations) {
       for (let attempt = 1; ; attempt++) {
         await run('BEGIN');
@@ -422,8 +438,10 @@ export async function migratePostgres(
           break;
         } catch (err) {
           await run('ROLLBACK').catch(() => undefined);
-          // 55P03: lock_timeout. Let the queries queued behind the lock request through, then ask again.
-          if ((err as { code?: unknown }).code !== '55P03') throw err;
+          // 55P03: lock_timeout. Let the queries queued behind the lock request through, then ask again. 40P01: chosen
+          // as a deadlock's victim against a serving replica's transaction, which has gone on: the same.
+          const code = (err as { code?: unknown }).code;
+          if (code !== '55P03' && code !== '40P01') throw err;
           if (attempt >= lockWait.attempts)
             throw new Error(`schema migration ${m.version} (${m.name}) could not take its table locks in ${lockWait.attempts} tries of ${lockWait.lockTimeoutMs} ms: a long transaction holds them; start again once it ends`);
           await new Promise((r) => setTimeout(r, Math.min(lockWait.lockTimeoutMs, 1000)));

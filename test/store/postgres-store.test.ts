@@ -165,6 +165,16 @@ describeWith('postgres', 'PostgresStore', () => {
       }
     });
 
+    it('refuses a database a newer release migrated, naming both versions', async () => {
+      const schema = newSchema();
+      const pool = adminPool();
+      await migratePostgres(pool, schema);
+      const older = MIGRATIONS.slice(0, -1);
+      await expect(migratePostgres(pool, schema, older)).rejects.toThrow(new RegExp(`schema is version ${MIGRATIONS.at(-1)!.version}, newer than this build's ${older.at(-1)!.version}`));
+      // The full list, the database's own: nothing to refuse, nothing to apply.
+      expect(await migratePostgres(pool, schema)).toEqual([]);
+    });
+
     it('concurrent migrate() from several replicas applies each migration once', async () => {
       const schema = newSchema();
       const replicas = [1, 2, 3, 4].map(() => track(open(schema, new Cipher([K1]), 2)));

@@ -69,6 +69,17 @@ runStoreContract('sqlite :memory:', async (cipher) => {
 }, { shared: false });
 
 describe('SqliteStore specifics', () => {
+  it('refuses a database a newer release migrated, naming both versions, and changes nothing in it', async () => {
+    const store = new SqliteStore({ filename: ':memory:', cipher: new Cipher([K1]) });
+    await store.migrate();
+    const latest = MIGRATIONS.at(-1)!.version;
+    store.db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, 0)').run(latest + 1, 'from-the-future');
+    await expect(store.migrate()).rejects.toThrow(new RegExp(`schema is version ${latest + 1}, newer than this build's ${latest}`));
+    // An older build is the same case: this one, knowing fewer migrations, on a database at the full list.
+    expect(() => migrateSqlite(store.db, MIGRATIONS.slice(0, -1))).toThrow(new RegExp(`version ${latest + 1}, newer than this build's ${MIGRATIONS.at(-2)!.version}`));
+    await store.close();
+  });
+
   it("the retention sweep's selection searches the sessions not yet erased, never stepping over the erased ones", async () => {
     const store = new SqliteStore({ filename: ':memory:', cipher: new Cipher([K1]) });
     await store.migrate();
