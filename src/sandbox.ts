@@ -1,6 +1,7 @@
 // What the built-in emulator needs from the configuration in sandbox mode (the server mounts it, the CLI listens on it).
 import type { Config } from './config';
 import type { EmulatorOptions } from './emulator/app';
+import { MAX_MEGAPIXELS } from './emulator/image-analysis';
 
 export function sandboxEmulatorOptions(config: Config): EmulatorOptions {
   return {
@@ -9,8 +10,9 @@ export function sandboxEmulatorOptions(config: Config): EmulatorOptions {
     executiveEmail: config.incode.executiveEmail,
     executivePassword: config.incode.executivePassword,
     processingDelayMs: config.emulator.processingDelayMs,
-    // In the service's own process: a client's uploads may keep its event loop busy half a core's time at most (a 12 MP
-    // photo costs 1-2 s to decode), with room for a few onboardings' captures at once.
-    decodeBudget: { megapixelsPerSecond: 4, burstMegapixels: 48 },
+    // In the service's own process: uploads may keep its event loop busy half a core's time at most (a 12 MP photo
+    // costs 1-2 s to decode). The burst is one largest image (16 MP, or about five onboardings' sample captures): three
+    // 12 MP photos let in at once held the loop long enough for load shedding to refuse every other request.
+    decodeBudget: { megapixelsPerSecond: 4, burstMegapixels: MAX_MEGAPIXELS },
   };
 }

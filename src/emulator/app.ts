@@ -132,10 +132,10 @@ type Auth = 'key' | 'session' | 'access' | 'exec' | 'none' | 'admin';
 interface RouteCfg {
   auth: Auth;
   zero: boolean;
-  /** The query parameter naming the session (with an executive token) when not `id`: DELETE /omni/interview's. */
+  /** The query parameter naming the session (with an executive token) when not `id`: DELETE /omni/interview's and approve's. */
   idParam?: 'interviewId';
 }
-type EmuRequest = FastifyRequest & { emuSession: Session | null; emuStart: number; emuFailWith: number };
+type EmuRequest = FastifyRequest & { emuSession: Session | null; emuFailWith: number };
 type Handler = (req: EmuRequest, reply: FastifyReply) => unknown;
 
 // The capture timeouts (s) and retries a flow hands the SDK: in start's answer and in onboarding-modules.
@@ -275,7 +275,6 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
 
   app.decorateRequest('emuSession', null);
   // Fastify only times replies when a logger or onResponse hook exists; Processing-Time needs our own clock.
-  app.decorateRequest('emuStart', 0);
   // The error fault's status when it replaces the answer after the handler ran (errorAfterHandler), else 0.
   app.decorateRequest('emuFailWith', 0);
 
@@ -304,14 +303,10 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   );
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: PARSER_BODY_LIMIT }, (_req, body, done) => done(null, body));
 
+  /** The Access-Control-Allow-Origin for a request's Origin: `*` unless corsOrigins lists some, then the origin if listed. */
+  const allowedOrigin = (origin: string | undefined): string | null => (!origin ? null : !corsSet ? '*' : corsSet.has(origin) ? origin : null);
+
   app.addHook('onRequest', async (req, reply) => {
-    (req as EmuRequest).emuStart = performance.now();
-    const origin = req.headers.origin;
-    if (origin) {
-      if (!corsSet) reply.header('access-control-allow-origin', '*');
-      else if (corsSet.has(origin)) reply.header('access-control-allow-origin', origin).header('vary', 'Origin');
-      reply.header('access-control-expose-headers', 'Processing-Time');
-    }
     if (req.method === 'OPTIONS') return;
     const cfg = req.routeOptions.config as Partial<RouteCfg> | undefined;
     const auth = cfg?.auth;
@@ -369,8 +364,17 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     return fail(reply, 401, 'Token is not a session token');
   });
 
+  // On every answer, from whatever refused it: in the sandbox the service's own checks (a duplicated header, load
+  // shedding) may answer before this app's hooks run, and a browser would read an answer without CORS as a network
+  // error (the SDK then fails on a missing `data`). Processing time from the moment the server took the request.
   app.addHook('onSend', async (req, reply, payload) => {
-    reply.header('processing-time', String(Math.round(performance.now() - (req as EmuRequest).emuStart)));
+    const allowed = allowedOrigin(req.headers.origin);
+    if (allowed) {
+      reply.header('access-control-allow-origin', allowed);
+      if (allowed !== '*') reply.header('vary', 'Origin');
+    }
+    if (req.headers.origin) reply.header('access-control-expose-headers', 'Processing-Time, Retry-After');
+    reply.header('processing-time', String(Math.round(reply.elapsedTime)));
     const status = (req as EmuRequest).emuFailWith;
     if (!status) return payload;
     // The call was carried out; its answer is lost on the way back.
@@ -413,9 +417,9 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     return fail(reply, 404, `No endpoint ${req.method} ${p}`);
   });
 
-  // Preflights for every path of the surface; the onRequest hook has already set the origin header.
-  const preflight = (_req: FastifyRequest, reply: FastifyReply) => {
-    if (reply.hasHeader('access-control-allow-origin')) {
+  // Preflights for every path of the surface; the onSend hook adds the origin header.
+  const preflight = (req: FastifyRequest, reply: FastifyReply) => {
+    if (allowedOrigin(req.headers.origin)) {
       reply.header('access-control-allow-methods', CORS_ALLOW_METHODS).header('access-control-allow-headers', CORS_ALLOW_HEADERS).header('access-control-max-age', '600');
     }
     return reply.code(204).send();
@@ -789,7 +793,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
       totalScore: overall,
       existingCustomer: existing,
     };
-  });
+  }, {}, ['key', 'zero'], 'interviewId');
 
   route('POST', '/omni/process/government-validation', 'access', (req) => {
     const s = sess(req);

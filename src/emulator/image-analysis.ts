@@ -42,7 +42,7 @@ export const THRESHOLDS = { sharpness: 10, glare: 10, horizontalResolution: 155,
 // Incode takes requests up to 10 MB and has no documented pixel limit; this one is the emulator's own, since it decodes
 // on its event loop (a sandbox's emulator is the broker's process). 16 MP holds a phone's 12 MP photo; above it
 // Incode's "Image size unsupported" (3008) answers.
-const MAX_MEGAPIXELS = 16;
+export const MAX_MEGAPIXELS = 16;
 
 // jpeg-js allocates every 8x8 block of every component before it reads any scan data, as an Int32Array(64) of its own:
 // about 600 bytes each once its objects are counted (its own maxMemoryUsageInMB counts 256), so a 618-byte file that

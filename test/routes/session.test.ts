@@ -4,6 +4,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
+import { request as undiciRequest } from 'undici';
 import type { EmulatorApp } from '../../src/emulator/app';
 import { ADMIN_KEY, TEST_API_KEY, brokerEnv, recordRequests, startBroker, startEmulator, startSandbox, waitFor, waitForResults, type Running } from '../helpers/harness';
 import { captureAll } from '../helpers/flow';
@@ -727,6 +728,26 @@ describe('sandbox mode', () => {
         await request(sb.url).get(`/sandbox/incode/__emulator/sessions/${s.interviewId}`).set('x-api-key', key).expect(403);
       }
       await request(sb.url).get(`/sandbox/incode/__emulator/sessions/${s.interviewId}`).set('x-api-key', sb.config.incode.apiKey).expect(200);
+    } finally {
+      await sb.close();
+    }
+  });
+
+  it("answers the SDK with CORS and a true Processing-Time even when the service's own checks refuse the call before the emulator's", async () => {
+    const sb = await startSandbox();
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const s = (await request(sb.url).post('/session').expect(200)).body;
+      // A duplicated token header: refused by the service itself, before the emulator's hooks run.
+      const res = await undiciRequest(`${sb.url}/sandbox/incode/0/omni/get/onboarding/status?id=${s.interviewId}`, {
+        headers: ['origin', 'http://a.example', 'api-version', '1.0', 'x-incode-hardware-id', s.token, 'X-Incode-Hardware-Id', s.token],
+      });
+      await res.body.text();
+      expect(res.statusCode).toBe(400);
+      expect(res.headers['access-control-allow-origin']).toBe('*');
+      expect(res.headers['access-control-expose-headers']).toMatch(/Processing-Time/);
+      // Not the time since the process started (1.5 s and more here).
+      expect(Number(res.headers['processing-time'])).toBeLessThan(1000);
     } finally {
       await sb.close();
     }
