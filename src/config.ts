@@ -67,6 +67,11 @@ export const ENV_SCHEMA = {
   INCODE_MAX_CONCURRENCY: { kind: { type: 'int', min: 1, max: 100000 }, default: '1024', doc: 'Incode calls in flight at once: caps the pool at the lower of this and INCODE_POOL_CONNECTIONS; more wait in the pool queue (that wait counts in incode_call_duration_seconds).' },
 
   DATABASE_URL: { kind: { type: 'string' }, default: 'sqlite:./data/broker.db', doc: 'sqlite:<file>, sqlite::memory: or postgres://user@host/db (the password in the URL, percent-encoded, or in PGPASSWORD, which the PostgreSQL driver reads). Unset in sandbox mode without DATA_ENCRYPTION_KEY: in memory (a file needs a key you keep).' },
+  DATABASE_SCHEMA: {
+    kind: { type: 'string' },
+    default: 'public',
+    doc: 'PostgreSQL: the schema the tables live in (created if missing; lowercase letters, digits and _). The service pins it on every connection: a search_path in DATABASE_URL\'s options is refused.',
+  },
   DATABASE_TIMEOUT_MS: {
     kind: { type: 'int', min: 100, max: 600000 },
     default: '10000',
@@ -194,7 +199,7 @@ export interface Config {
     maxRetries: number;
     maxConcurrency: number;
   };
-  database: { url: string; timeoutMs: number; poolMax: number; sqliteSynchronous: 'normal' | 'full' };
+  database: { url: string; schema: string; timeoutMs: number; poolMax: number; sqliteSynchronous: 'normal' | 'full' };
   encryption: { keys: { id: string; key: Buffer }[]; generated: boolean };
   retentionDays: number;
   retentionDeleteAtIncode: boolean;
@@ -605,6 +610,10 @@ export function loadConfig(env: Env): Config {
   if (store.engine === 'sqlite' && !store.filename) throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path or :memory: (e.g. sqlite:./data/broker.db)');
   if (store.engine === 'postgres' && !isValidPostgresUrl(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'is not a valid URL (characters such as / # ? % @ in the password must be percent-encoded, or give the password in PGPASSWORD)');
+  const databaseSchema = str(env, 'DATABASE_SCHEMA')!;
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(databaseSchema)) throw new ConfigError('DATABASE_SCHEMA', 'must be lowercase letters, digits and _ (at most 63, not starting with a digit)');
+  if (store.engine === 'postgres' && /search_path/i.test(new URL(databaseUrl).searchParams.get('options') ?? ''))
+    throw new ConfigError('DATABASE_URL', 'sets search_path in its options: the service sets it on every connection; name the schema in DATABASE_SCHEMA instead');
   if (production && isInMemoryDatabase(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must not be an in-memory database in production: every session, result and queued job would be lost on restart');
   if (generated) {
@@ -656,7 +665,7 @@ export function loadConfig(env: Env): Config {
       maxRetries: int(env, 'INCODE_MAX_RETRIES'),
       maxConcurrency: int(env, 'INCODE_MAX_CONCURRENCY'),
     },
-    database: { url: databaseUrl, timeoutMs: int(env, 'DATABASE_TIMEOUT_MS'), poolMax: int(env, 'DATABASE_POOL_MAX'), sqliteSynchronous: str(env, 'SQLITE_SYNCHRONOUS') as 'normal' | 'full' },
+    database: { url: databaseUrl, schema: databaseSchema, timeoutMs: int(env, 'DATABASE_TIMEOUT_MS'), poolMax: int(env, 'DATABASE_POOL_MAX'), sqliteSynchronous: str(env, 'SQLITE_SYNCHRONOUS') as 'normal' | 'full' },
     encryption: { keys, generated },
     retentionDays: int(env, 'RETENTION_DAYS'),
     retentionDeleteAtIncode,

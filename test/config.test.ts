@@ -83,6 +83,11 @@ describe('loadConfig', () => {
     // A generated password with / in it, pasted into the URL: refused by name, and the value never echoed.
     [{ DATABASE_URL: 'postgres://broker:s3cr/t+x@db:5432/broker' }, 'DATABASE_URL', /^(?!.*s3cr).*not a valid URL/],
     [{ DATABASE_URL: 'postgres://broker:50%off@db:5432/broker' }, 'DATABASE_URL', /percent-encoded/],
+    // node-postgres would let the URL's search_path replace the one the service pins: tables made in one schema,
+    // queried in another.
+    [{ DATABASE_URL: 'postgres://broker@db/broker?options=-c%20search_path%3Dbroker' }, 'DATABASE_URL', /DATABASE_SCHEMA/],
+    [{ DATABASE_SCHEMA: 'Broker' }, 'DATABASE_SCHEMA', /lowercase/],
+    [{ DATABASE_SCHEMA: 'a;drop' }, 'DATABASE_SCHEMA', /lowercase/],
     [{ PORT: '0' }, 'PORT', /sandbox mode/],
     [{ POLL_INTERVAL_MS: '5000', POLL_MAX_INTERVAL_MS: '1000' }, 'POLL_MAX_INTERVAL_MS', /at least POLL_INTERVAL_MS/],
     [{ WEBHOOK_ALLOW_UNAUTHENTICATED: 'maybe' }, 'WEBHOOK_ALLOW_UNAUTHENTICATED', /true or false/],

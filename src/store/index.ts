@@ -26,8 +26,8 @@ export interface CreateStoreOptions {
 
 /** The store the configuration names, with its settings: one place for the service and the CLI. */
 export function storeOptions(config: Pick<Config, 'database' | 'encryption'>): CreateStoreOptions {
-  const { url, timeoutMs, poolMax, sqliteSynchronous } = config.database;
-  return { url, cipher: new Cipher(config.encryption.keys), pgTimeoutMs: timeoutMs, pgPoolMax: poolMax, sqliteSynchronous };
+  const { url, schema, timeoutMs, poolMax, sqliteSynchronous } = config.database;
+  return { url, cipher: new Cipher(config.encryption.keys), pgTimeoutMs: timeoutMs, pgPoolMax: poolMax, pgSchema: schema, sqliteSynchronous };
 }
 
 export function createStore(opts: CreateStoreOptions): Store {

@@ -2,6 +2,7 @@
 import { Pool, type PoolClient, type QueryResultRow } from 'pg';
 import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
+import { splitPgOptions } from './url';
 import { connectionSound, isDatabaseUnavailable, watchCheckedOut } from './unavailable';
 import { reencryptBatch, rekeySelectSql, rekeyUpdateParams, rekeyUpdatePostgres } from './rekey';
 import {
@@ -196,11 +197,13 @@ export class PostgresStore implements Store {
     this.schema = opts.schema ?? 'public';
     quoteIdent(this.schema);
     const timeoutMs = opts.timeoutMs ?? 10_000;
+    const { url, options } = splitPgOptions(opts.url);
     this.pool = new Pool({
-      connectionString: opts.url,
+      connectionString: url,
       max: opts.poolMax ?? 10,
-      // Set at connection start-up, so no query can ever run against another schema.
-      options: `-c search_path=${this.schema}`,
+      // Set at connection start-up, so no query can ever run against another schema; after the URL's own options, if
+      // any, so that none of them can move it (migrations pin it too: the two would disagree).
+      options: `${options ? `${options} ` : ''}-c search_path=${this.schema}`,
       // Covers both a connect that never completes and the wait for a free client when every one is stuck.
       connectionTimeoutMillis: timeoutMs,
       // Server side: a slow statement is cancelled cleanly and its locks released. Client side, a little later: the

@@ -14,3 +14,21 @@ export function parseStoreUrl(url: string): StoreTarget | null {
 }
 
 export const IN_MEMORY = ':memory:';
+
+/**
+ * A PostgreSQL URL without its `options` parameter, and that parameter's value: node-postgres lets the URL's options
+ * replace the store's own (its `-c search_path=`), so the store puts them back in front of its own instead, where a
+ * later `-c` of the same setting wins. A URL without options is returned as given.
+ */
+export function splitPgOptions(url: string): { url: string; options: string | undefined } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { url, options: undefined };
+  }
+  const options = u.searchParams.get('options');
+  if (options === null) return { url, options: undefined };
+  u.searchParams.delete('options');
+  return { url: u.toString(), options };
+}

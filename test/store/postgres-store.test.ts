@@ -175,6 +175,18 @@ describeWith('postgres', 'PostgresStore', () => {
       expect(await migratePostgres(pool, schema)).toEqual([]);
     });
 
+    it("keeps its schema with a DATABASE_URL that has options of its own, and keeps those options too", async () => {
+      const schema = newSchema();
+      const url = new URL(services.postgres);
+      url.searchParams.set('options', '-c work_mem=7MB');
+      const s = track(new PostgresStore({ url: url.toString(), cipher: new Cipher([K1]), schema, poolMax: 2 }));
+      await s.migrate();
+      await s.upsertSession({ interviewId: 'opt1', origin: 'broker', token: 't', now: 1 });
+      expect((await s.getSession('opt1'))?.interviewId).toBe('opt1');
+      const { rows } = await s.pool.query('SELECT current_schema() AS schema, current_setting(\'work_mem\') AS mem');
+      expect(rows[0]).toEqual({ schema, mem: '7MB' });
+    });
+
     it('concurrent migrate() from several replicas applies each migration once', async () => {
       const schema = newSchema();
       const replicas = [1, 2, 3, 4].map(() => track(open(schema, new Cipher([K1]), 2)));

@@ -102,7 +102,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.upsertSession({ interviewId: 'i2', origin: 'broker', configurationId: 'flow-c', now: T0 + 1 });
         expect((await store.getSession('i2'))?.configurationId).toBe('flow-c');
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 1000)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 1000, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a', pollingGaveUp: false });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 1000)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 1000, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a', pollingGaveUp: false });
       });
 
       it('fills a missing token and externalCustomerId but never overwrites them', async () => {
@@ -1130,7 +1130,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.consumeResumeToken('i1', 'wrong', T0, HOLD)).toBeNull();
         expect(await store.consumeResumeToken('i1', 'h1', T0 + 100, HOLD)).toBeNull(); // expired
         const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 1, HOLD)));
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: HOLD, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: HOLD, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(false);
         await store.restoreResumeToken('i1', 'h1', T0 + 100, HOLD);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(true);
@@ -1176,7 +1176,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it("a spend answers the session's status as it was spent (the route refuses finished onboardings without a second read)", async () => {
         await session('i1', { onboardingStatus: 'ONBOARDING_FINISHED', statusRank: statusRank('ONBOARDING_FINISHED') });
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 50, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null, pollingGaveUp: false });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 50, createdAt: T0, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null, pollingGaveUp: false });
       });
 
       it('a spend says whether polling had given up on the session (the resume revives it without another read)', async () => {
@@ -1207,7 +1207,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           Promise.all([store, other, store, other].map((s) => s.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50))),
         ]);
         expect(claims.filter((c) => c.state === 'new')).toHaveLength(1);
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: T0 + 50, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: T0 + 50, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
       });
     });
 
