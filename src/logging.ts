@@ -38,7 +38,9 @@ export const REDACT_PATHS = [
  * kind, code and frames only (errorShape).
  */
 export function loggedError(err: unknown): Record<string, unknown> {
-  if (isDatabaseUnavailable(err) || (err as { name?: unknown } | null)?.name === 'SqliteError') {
+  // A CipherError's message never carries plaintext or key material (crypto.ts), and names the key id that is missing.
+  const name = (err as { name?: unknown } | null)?.name;
+  if (isDatabaseUnavailable(err) || name === 'SqliteError' || name === 'CipherError') {
     const { name, code, message } = err as { name?: unknown; code?: unknown; message?: unknown };
     return { type: name, code, message };
   }

@@ -6,6 +6,7 @@ import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { isDatabaseUnavailable, suggestsDatabaseDown } from '../store/unavailable';
 import { loggedError } from '../logging';
+import { CipherError } from '../store/crypto';
 
 export interface Mapped {
   status: number;
@@ -68,6 +69,9 @@ function mapError(err: FastifyError | Error): Mapped {
     return { status: fe.statusCode, code: fe.code ?? 'BAD_REQUEST', message: fe.message.slice(0, 300) };
   // A stalled or restarting database is an outage a retry can outlive, not a bug: 503 tells clients to come back.
   if (isDatabaseUnavailable(err)) return mapError(databaseUnavailableError());
+  // Stored data under a key DATA_ENCRYPTION_KEY no longer lists (removed before the rotation's sweep was done): a code
+  // of its own to alert on; the log names the key id, the answer nothing.
+  if (err instanceof CipherError) return { status: 500, code: 'STORED_DATA_UNREADABLE', message: 'Stored data could not be decrypted' };
   return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
 }
 

@@ -1648,6 +1648,29 @@ describe('erasure, retention and PII at rest', () => {
     }
   });
 
+  it('answers 500 STORED_DATA_UNREADABLE, and logs the missing key id, for data under a key removed from DATA_ENCRYPTION_KEY', async () => {
+    const dir = tempDir('broker-nokey-');
+    const url = `sqlite:${join(dir, 'broker.db')}`;
+    const emu = await startEmulator();
+    try {
+      const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url }), { runWorker: false });
+      const s = (await request(first.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+      await first.app.store.saveResults(s.interviewId, { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'LOST KEYES' } }, fetchedAt: Date.now() }, 'approve', Date.now());
+      await first.close();
+      const second = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, DATA_ENCRYPTION_KEY: 'k2:' + Buffer.alloc(32, 9).toString('base64'), RESULTS_MODE: 'webhook' }), { runWorker: false });
+      try {
+        const res = await request(second.url).get(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`);
+        expect([res.status, res.body.code, res.body.message]).toEqual([500, 'STORED_DATA_UNREADABLE', 'Stored data could not be decrypted']);
+        expect(second.logs.text).toMatch(/unknown key id k1/);
+        expect(second.logs.text).not.toContain('LOST KEYES');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await emu.close();
+    }
+  });
+
   it('with a new key listed first, the sweep re-encrypts every stored value under it, and a broker with the new key alone reads them all', async () => {
     const dir = tempDir('broker-rekey-');
     const dbFile = join(dir, 'broker.db');
