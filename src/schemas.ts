@@ -63,7 +63,7 @@ const RETRY_AFTER = { 'retry-after': header('integer', 'Seconds to wait before r
 const STATUS_HEADERS: Readonly<Record<number, Record<string, { type: string; description: string }>>> = {
   401: { 'www-authenticate': header('string', 'The credentials expected (not sent for a refused resume token)') },
   409: { 'retry-after': header('integer', 'With IDEMPOTENCY_IN_PROGRESS: seconds before a retry') },
-  429: { ...RETRY_AFTER, 'x-ratelimit-limit': header('integer', 'The limit that was reached, per RATE_LIMIT_WINDOW_MS') },
+  429: { ...RETRY_AFTER, 'x-ratelimit-limit': header('integer', 'The limit that was reached, in its window (RATE_LIMIT_WINDOW_MS for sessions; a minute for failed webhook token requests); absent when no limit was reached but the service counts too many clients to count one more') },
   503: RETRY_AFTER,
 };
 

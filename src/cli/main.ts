@@ -43,7 +43,8 @@ Options:
   --back <file>                  Back of the ID (leave out for passports)
   --one-sided                    The document has one side only (a visa, a one-sided card): no back
   --selfie <file>                Selfie (JPEG or PNG)                          required
-  --country <ISO3>               countryCode for start: ALL (default), BRA for Brazilian IDs
+  --country <ISO3>               countryCode for start: ALL (default), BRA for Brazilian IDs, or another
+                                 ISO 3166-1 alpha-3 code, in capitals (USA, MEX...)
   --configuration-id <id>        Incode flow (default INCODE_CONFIGURATION_ID)
   --external-customer-id <id>    Your user id (emulator: emu:... test values, e.g. emu:decline)
   --language <tag>               e.g. en-US, pt-BR

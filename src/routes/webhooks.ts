@@ -173,7 +173,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         if (check.outcome !== 'passed') {
           // Refused unread: its credentials were never looked at.
           (req as WebhookRequest).webhookAuth = check.outcome === 'failed' ? 'rejected' : 'unchecked';
-          if (check.outcome === 'refused') throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', retryAfter(check.resetMs));
+          if (check.outcome === 'refused')
+            throw new AppError(429, 'RATE_LIMITED', 'Too many failed token requests from this network', { ...retryAfter(check.resetMs), 'x-ratelimit-limit': String(TOKEN_FAILURES_PER_MINUTE) });
           throw new AppError(401, 'INVALID_CLIENT', 'Client authentication failed', { 'www-authenticate': 'Basic realm="webhooks"' });
         }
         (req as WebhookRequest).webhookAuth = 'oauth';

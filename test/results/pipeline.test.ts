@@ -1301,6 +1301,8 @@ describe('webhook and results API authentication', () => {
     // rate-limit tests, which can vary the client address).
     const right = await webhookToken(p.broker.url, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET);
     expect([right.status, right.body.code, right.body.access_token]).toEqual([429, 'RATE_LIMITED', undefined]);
+    // The limit reached, as on every 429 that one did (README, OpenAPI).
+    expect([right.headers['x-ratelimit-limit'], Number(right.headers['retry-after']) > 0]).toEqual(['30', true]);
   });
 
   it('requires a service key on the results API', async () => {
