@@ -97,7 +97,13 @@ export const ENV_SCHEMA = {
 
   WEBHOOK_CLIENT_ID: { kind: { type: 'string' }, doc: 'OAuth 2.0 client id Incode uses at POST /webhooks/incode/token.' },
   WEBHOOK_CLIENT_SECRET: { kind: { type: 'string' }, secret: true, doc: 'OAuth 2.0 client secret for WEBHOOK_CLIENT_ID.' },
+  WEBHOOK_CLIENT_SECRET_PREVIOUS: {
+    kind: { type: 'string' },
+    secret: true,
+    doc: 'During a rotation of WEBHOOK_CLIENT_SECRET: the old secret, still taken at the token endpoint, and the tokens issued under it still valid until they expire. Set the new one in WEBHOOK_CLIENT_SECRET and the old one here, then in Incode\'s dashboard; remove it a token lifetime (WEBHOOK_TOKEN_TTL_SECONDS) after the dashboard changed.',
+  },
   WEBHOOK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Static shared secret Incode sends as a custom header.' },
+  WEBHOOK_SECRET_PREVIOUS: { kind: { type: 'string' }, secret: true, doc: 'During a rotation of WEBHOOK_SECRET: the old one, still taken until Incode\'s dashboard sends the new one.' },
   WEBHOOK_SECRET_HEADER: { kind: { type: 'string' }, default: 'x-webhook-secret', doc: 'Header that carries WEBHOOK_SECRET.' },
   WEBHOOK_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 86400 }, default: '3600', doc: 'Lifetime of issued webhook access tokens.' },
   WEBHOOK_ALLOW_UNAUTHENTICATED: { kind: { type: 'bool' }, default: 'false', doc: 'Accept webhooks when no webhook credentials are configured (never in production; sandbox mode always configures some).' },
@@ -206,7 +212,11 @@ export interface Config {
   webhook: {
     clientId?: string;
     clientSecret?: string;
+    /** The client secret a rotation replaces (WEBHOOK_CLIENT_SECRET_PREVIOUS), still taken. */
+    previousClientSecret?: string;
     secret?: string;
+    /** The static secret a rotation replaces (WEBHOOK_SECRET_PREVIOUS), still taken. */
+    previousSecret?: string;
     secretHeader: string;
     tokenTtlSeconds: number;
     allowUnauthenticated: boolean;
@@ -499,7 +509,9 @@ export function loadConfig(env: Env): Config {
   const webhook = {
     clientId: str(env, 'WEBHOOK_CLIENT_ID'),
     clientSecret: str(env, 'WEBHOOK_CLIENT_SECRET'),
+    previousClientSecret: str(env, 'WEBHOOK_CLIENT_SECRET_PREVIOUS'),
     secret: str(env, 'WEBHOOK_SECRET'),
+    previousSecret: str(env, 'WEBHOOK_SECRET_PREVIOUS'),
     secretHeader: headerName(env, 'WEBHOOK_SECRET_HEADER'),
     tokenTtlSeconds: int(env, 'WEBHOOK_TOKEN_TTL_SECONDS'),
     allowUnauthenticated: bool(env, 'WEBHOOK_ALLOW_UNAUTHENTICATED'),
@@ -507,6 +519,16 @@ export function loadConfig(env: Env): Config {
   if (!!webhook.clientId !== !!webhook.clientSecret)
     throw new ConfigError(webhook.clientId ? 'WEBHOOK_CLIENT_SECRET' : 'WEBHOOK_CLIENT_ID', 'must be set together with its pair');
   if (webhook.secret) headerKeys('WEBHOOK_SECRET', [webhook.secret]);
+  for (const [previous, current, name, currentName] of [
+    [webhook.previousClientSecret, webhook.clientSecret, 'WEBHOOK_CLIENT_SECRET_PREVIOUS', 'WEBHOOK_CLIENT_SECRET'],
+    [webhook.previousSecret, webhook.secret, 'WEBHOOK_SECRET_PREVIOUS', 'WEBHOOK_SECRET'],
+  ] as const) {
+    if (previous === undefined) continue;
+    if (!current) throw new ConfigError(name, `is the secret a rotation replaces: set the new one in ${currentName}`);
+    if (previous === current) throw new ConfigError(name, `must differ from ${currentName} (remove it once the rotation is over)`);
+    if (production) requireSecret(name, previous, MIN_SECRET);
+  }
+  if (webhook.previousSecret) headerKeys('WEBHOOK_SECRET_PREVIOUS', [webhook.previousSecret]);
   if (production) {
     if (webhook.allowUnauthenticated) throw new ConfigError('WEBHOOK_ALLOW_UNAUTHENTICATED', 'must not be true in production');
     if (!webhook.secret && !webhook.clientSecret) throw new ConfigError('WEBHOOK_CLIENT_SECRET', 'or WEBHOOK_SECRET is required in production: webhooks must be authenticated');
@@ -537,7 +559,12 @@ export function loadConfig(env: Env): Config {
   // A service key opens every session's personal data: none may double as a secret held by a scraper or by Incode.
   if (metricsTokens.some((k) => adminApiKeys.includes(k)))
     throw new ConfigError('METRICS_TOKENS', 'must not contain a key of ADMIN_API_KEYS: a scraper\'s token would read personal data');
-  for (const [name, secret] of [['WEBHOOK_SECRET', webhook.secret], ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret]] as const) {
+  for (const [name, secret] of [
+    ['WEBHOOK_SECRET', webhook.secret],
+    ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret],
+    ['WEBHOOK_SECRET_PREVIOUS', webhook.previousSecret],
+    ['WEBHOOK_CLIENT_SECRET_PREVIOUS', webhook.previousClientSecret],
+  ] as const) {
     if (secret && adminApiKeys.includes(secret))
       throw new ConfigError(name, 'must not be a key of ADMIN_API_KEYS: the secret Incode holds would read personal data');
     // An app key ships in frontends and a scraper's token sits in its configuration: either would let its holder post
@@ -582,8 +609,8 @@ export function loadConfig(env: Env): Config {
     ['ADMIN_API_KEYS', adminApiKeys],
     ['METRICS_TOKENS', metricsTokens],
     ['APP_API_KEYS', appKeys],
-    ['WEBHOOK_SECRET', webhook.secret ? [webhook.secret] : []],
-    ['WEBHOOK_CLIENT_SECRET', webhook.clientSecret ? [webhook.clientSecret] : []],
+    ['WEBHOOK_SECRET', [webhook.secret, webhook.previousSecret].filter((k) => k !== undefined)],
+    ['WEBHOOK_CLIENT_SECRET', [webhook.clientSecret, webhook.previousClientSecret].filter((k) => k !== undefined)],
   ] as const;
   // The callback's receiver holds its secret, and Incode's API key is Incode's and this service's: neither may open
   // anything else (whoever holds one would hold the other).

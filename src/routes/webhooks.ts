@@ -65,27 +65,33 @@ const OAuthError = Type.Object(
  */
 export const WEBHOOK_TOKEN_GRACE_SECONDS = 60;
 
-/** Stateless access tokens (HMAC over expiry and nonce) so any replica can check what another issued. */
+/**
+ * Stateless access tokens (HMAC over expiry and nonce) so any replica can check what another issued. Signed under the
+ * first secret's key; any secret's key verifies, so the tokens Incode holds stay good through a rotation of the
+ * client secret (the old one listed second until they have expired).
+ */
 export class WebhookTokens {
-  private readonly key: Buffer;
-  constructor(secret: string, private readonly ttlSeconds: number) {
-    this.key = createHmac('sha256', 'incode-broker/webhook-token').update(secret).digest();
+  private readonly keys: Buffer[];
+  constructor(secrets: string | readonly string[], private readonly ttlSeconds: number) {
+    this.keys = (typeof secrets === 'string' ? [secrets] : secrets).map((secret) => createHmac('sha256', 'incode-broker/webhook-token').update(secret).digest());
   }
   issue(now = Date.now()): { token: string; expiresIn: number } {
     // Rounded up: never a moment shorter than the `expires_in` told.
     const exp = Math.ceil(now / 1000) + this.ttlSeconds;
     const body = `whk1.${exp}.${randomBytes(12).toString('base64url')}`;
-    return { token: `${body}.${this.mac(body)}`, expiresIn: this.ttlSeconds };
+    return { token: `${body}.${this.mac(this.keys[0], body)}`, expiresIn: this.ttlSeconds };
   }
   verify(token: string, now = Date.now()): boolean {
     const parts = token.split('.');
     if (parts.length !== 4 || parts[0] !== 'whk1') return false;
     const body = parts.slice(0, 3).join('.');
-    if (!safeEqual(parts[3], this.mac(body))) return false;
-    return (Number(parts[1]) + WEBHOOK_TOKEN_GRACE_SECONDS) * 1000 > now;
+    // Every key compared, each in constant time: which one matched is not told by the time taken.
+    let signed = false;
+    for (const key of this.keys) signed = safeEqual(parts[3], this.mac(key, body)) || signed;
+    return signed && (Number(parts[1]) + WEBHOOK_TOKEN_GRACE_SECONDS) * 1000 > now;
   }
-  private mac(body: string): string {
-    return createHmac('sha256', this.key).update(body).digest('base64url');
+  private mac(key: Buffer, body: string): string {
+    return createHmac('sha256', key).update(body).digest('base64url');
   }
 }
 
@@ -111,13 +117,15 @@ function basicCredentials(header: string | undefined): { id: string; secret: str
   return [raw, { id: dec(raw.id), secret: dec(raw.secret) }];
 }
 
-/** Whether any reading matches both id and secret; every comparison runs, each in constant time. */
-function credentialsMatch(readings: { id: string; secret: string }[], id: string, secret: string): boolean {
+/** Whether any reading matches the id and one of the secrets; every comparison runs, each in constant time. */
+function credentialsMatch(readings: { id: string; secret: string }[], id: string, secrets: readonly string[]): boolean {
   let ok = false;
   for (const r of readings) {
     const idOk = safeEqual(r.id, id);
-    const secretOk = safeEqual(r.secret, secret);
-    ok = (idOk && secretOk) || ok;
+    for (const secret of secrets) {
+      const secretOk = safeEqual(r.secret, secret);
+      ok = (idOk && secretOk) || ok;
+    }
   }
   return ok;
 }
@@ -136,7 +144,10 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
   const cfg = opts.config.webhook;
   const { clientId, clientSecret } = cfg;
   const tokenFailures = failureLimiter(app.rateCounter, TOKEN_FAILURES_PER_MINUTE, 60_000);
-  const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(cfg.clientSecret, cfg.tokenTtlSeconds) : null;
+  // The new secret first (it signs), the one a rotation replaces after it.
+  const clientSecrets = [cfg.clientSecret, cfg.previousClientSecret].filter((k): k is string => !!k);
+  const staticSecrets = [cfg.secret, cfg.previousSecret].filter((k): k is string => !!k);
+  const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(clientSecrets, cfg.tokenTtlSeconds) : null;
   // The form parser in a scope of the token endpoint's own: the webhook itself, like every other route, takes JSON only.
   const tokenScope: FastifyPluginAsyncTypebox = async (scope) => {
     await scope.register(formbody, { bodyLimit: 4096 });
@@ -169,7 +180,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         // Guessing the client secret is the attack here: failed attempts are counted per network, and a network over
         // the limit is refused before its credentials are even checked. Only failures count: Incode, asking from its
         // own network, is never limited however often it asks (it may fetch a token for every webhook it sends).
-        const check = await tokenFailures(`whtoken:${requestNetwork(req)}`, () => credentialsMatch(basicCredentials(req.headers.authorization), clientId, clientSecret));
+        const check = await tokenFailures(`whtoken:${requestNetwork(req)}`, () => credentialsMatch(basicCredentials(req.headers.authorization), clientId, clientSecrets));
         if (check.outcome !== 'passed') {
           // Refused unread: its credentials were never looked at.
           (req as WebhookRequest).webhookAuth = check.outcome === 'failed' ? 'rejected' : 'unchecked';
@@ -190,9 +201,11 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
   function authenticate(req: FastifyRequest): string | null {
     const bearerToken = bearer(req.headers.authorization);
     if (tokens && bearerToken && tokens.verify(bearerToken)) return 'oauth';
-    if (cfg.secret) {
+    if (staticSecrets.length) {
       const got = req.headers[cfg.secretHeader];
-      if (typeof got === 'string' && safeEqual(got, cfg.secret)) return 'secret';
+      let matched = false;
+      if (typeof got === 'string') for (const secret of staticSecrets) matched = safeEqual(got, secret) || matched;
+      if (matched) return 'secret';
     }
     if (!tokens && !cfg.secret && cfg.allowUnauthenticated) return 'none';
     return null;
