@@ -101,6 +101,9 @@ interface CallSpec {
   expects?: { valid: (body: unknown) => boolean; missing: string };
 }
 
+/** A JSON object (not an array, not null). */
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 /** Resolves after ms; rejects at once when the signal aborts (a job's deadline, a shutdown), so no one waits out a backoff. */
 const sleep = (ms: number, signal?: AbortSignal) => delay(ms, undefined, { signal });
 
@@ -139,12 +142,24 @@ const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
  * request(): Incode's answers are JSON read whole, so the stream request() wraps every body in (and its promise
  * chain) is pure cost, measured at about 4 % of the broker's instructions per new session.
  */
-function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, maxBytes: number, sendBefore?: number, callerGone?: () => boolean): Promise<Exchanged> {
+function exchange(
+  dispatcher: Dispatcher,
+  opts: Dispatcher.DispatchOptions,
+  signal: AbortSignal | undefined,
+  maxBytes: number,
+  sendBefore?: number,
+  callerGone?: () => boolean,
+  deadlineMs?: number,
+): Promise<Exchanged> {
   return new Promise((resolve, reject) => {
     // Already stopped, past its send deadline or its caller gone: not dispatched at all.
     if (signal?.aborted || tooLate(sendBefore, callerGone)) return reject(abortError(true));
     let controller: Dispatcher.DispatchController | null = null;
     let abortReason: ExchangeError | null = null;
+    // The whole exchange's bound once sent: undici's header and body timeouts each bound one wait for a byte, so an
+    // answer trickled a byte at a time would otherwise hold the call (a start, a capture) for as long as it trickles.
+    let deadline: NodeJS.Timeout | undefined;
+    let started = false;
     const onAbort = () => {
       // No controller yet: the pool has not started the request, so none of it was written.
       abortReason = abortError(controller === null);
@@ -157,13 +172,18 @@ function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, sign
     let headers: Exchanged['headers'] = {};
     const chunks: Buffer[] = [];
     let size = 0;
-    let started = false;
+    const settled = () => {
+      signal?.removeEventListener('abort', onAbort);
+      if (deadline) clearTimeout(deadline);
+    };
     dispatcher.dispatch(opts, {
       onRequestStart(c) {
         controller = c;
         // Its turn came too late, or for no one (undici then closes the connection it was given: only under overload).
         if (!abortReason && tooLate(sendBefore, callerGone)) abortReason = abortError(true);
-        if (abortReason) c.abort(abortReason);
+        if (abortReason) return c.abort(abortReason);
+        if (deadlineMs !== undefined)
+          deadline = setTimeout(() => c.abort(started ? new undiciErrors.BodyTimeoutError() : new undiciErrors.HeadersTimeoutError()), deadlineMs);
       },
       onResponseStart(_c, status, h) {
         statusCode = status;
@@ -176,11 +196,11 @@ function exchange(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, sign
         chunks.push(chunk);
       },
       onResponseEnd() {
-        signal?.removeEventListener('abort', onAbort);
+        settled();
         resolve({ statusCode, headers, text: chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks).toString('utf8') });
       },
       onResponseError(_c, err) {
-        signal?.removeEventListener('abort', onAbort);
+        settled();
         reject(Object.assign(err, { duringBody: started, neverSent: abortReason?.neverSent === true }));
       },
     });
@@ -264,17 +284,25 @@ export class IncodeClient {
     return this.call({ operation: 'isPostProcessFinished', group: 'read', method: 'GET', path: '/omni/get/postprocess/isfinished', query: { id: interviewId }, token, idempotent: true }, ctx);
   }
 
-  /** GET /omni/finish-status: every source shows GET (see shared/incode-api.md §4.8). */
+  /**
+   * GET /omni/finish-status: every source shows GET (see shared/incode-api.md §4.8). Not idempotent for all its GET: it
+   * applies the business rules, recalculates the score and fires the webhook, so it is repeated only when it was
+   * certainly not sent; after a timeout its caller (the wait's next poll, a job's next attempt) asks again.
+   */
   finishStatus(token: string, ctx?: CallContext): Promise<FinishStatusResponse> {
-    return this.call({ operation: 'finishStatus', group: 'read', method: 'GET', path: '/omni/finish-status', token, idempotent: true }, ctx);
+    return this.call({ operation: 'finishStatus', group: 'read', method: 'GET', path: '/omni/finish-status', token, idempotent: false }, ctx);
   }
 
+  /** The scores: an object with Incode's `overall` block, which the decision is made from (else INCODE_BAD_RESPONSE, retried). */
   getScore(token: string, interviewId: string, ctx?: CallContext): Promise<ScoreResponse> {
-    return this.call({ operation: 'getScore', group: 'read', method: 'GET', path: '/omni/get/score', query: { id: interviewId }, token, idempotent: true }, ctx);
+    const expects = { valid: (r: unknown) => isPlainObject(r) && isPlainObject(r.overall), missing: 'the overall score' };
+    return this.call({ operation: 'getScore', group: 'read', method: 'GET', path: '/omni/get/score', query: { id: interviewId }, token, idempotent: true, expects }, ctx);
   }
 
+  /** The OCR data: an object, empty when nothing was read (an empty or non-object answer is INCODE_BAD_RESPONSE, retried). */
   getOcrData(token: string, interviewId: string, ctx?: CallContext): Promise<OcrDataResponse> {
-    return this.call({ operation: 'getOcrData', group: 'read', method: 'GET', path: '/omni/get/ocr-data', query: { id: interviewId }, token, idempotent: true }, ctx);
+    const expects = { valid: isPlainObject, missing: 'an OCR object' };
+    return this.call({ operation: 'getOcrData', group: 'read', method: 'GET', path: '/omni/get/ocr-data', query: { id: interviewId }, token, idempotent: true, expects }, ctx);
   }
 
   getOnboardingUrl(token: string, clientId: string, ctx?: CallContext): Promise<OnboardingUrlResponse> {
@@ -375,7 +403,9 @@ export class IncodeClient {
       // (billed) session without it, as captures are never retried.
       const timeout = spec.group === 'capture' ? (this.opts.captureTimeoutMs ?? this.opts.timeoutMs) : this.opts.timeoutMs;
       const request = { origin: this.origin, method: spec.method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout };
-      res = await exchange(this.dispatcher, request, ctx.signal, this.opts.maxResponseBytes ?? MAX_RESPONSE_BYTES, ctx.sendBefore, ctx.callerGone);
+      // Headers within `timeout`, then the body within `timeout` more, as a whole (the Idempotency-Key claim's
+      // deadlines count on this bound).
+      res = await exchange(this.dispatcher, request, ctx.signal, this.opts.maxResponseBytes ?? MAX_RESPONSE_BYTES, ctx.sendBefore, ctx.callerGone, 2 * timeout);
     } catch (err) {
       if (err instanceof ResponseTooLargeError) {
         circuit?.failure(probe);

@@ -70,12 +70,15 @@ export class IncodeError extends Error {
   /**
    * Incode answering about a capture (the guide: any status but 200 means "take it again"): an error naming one of
    * its capture codes under any 4xx or 5xx but an auth refusal, since which HTTP status each code comes with is
-   * unknown; or, with no such code, a 4xx other than an auth or session problem. A bare 5xx, 404 or 409 is no capture
-   * answer: an outage, a session Incode does not know, a conflict.
+   * unknown; a selfie's bare 500; or, with no such code, a 4xx other than an auth or session problem. Any other bare
+   * 5xx, a 404 or a 409 is no capture answer: an outage, a session Incode does not know, a conflict.
    */
   get isCaptureAnswer(): boolean {
     const http = this.details.httpStatus ?? 0;
     if (http === 401 || http === 403) return false;
+    // A selfie's 500 too: the guide's selfie check repeats the capture on any status but 200, and its code table names
+    // 500 (an image Incode could not process). A 502, 503 or 504 is a gateway's: an outage.
+    if (this.operation === 'addFace' && http === 500) return true;
     if (isCaptureCode(this.incodeCode)) return this.isClientError || http >= 500;
     return this.isClientError && http !== 404 && http !== 409;
   }

@@ -524,8 +524,9 @@ export class ResultsPipeline {
   }
 
   /**
-   * finish-status, one call per session at a time in this process (replicas sharing a database may each make it once;
-   * Incode takes it again without harm): the orchestrator's wait and a status check (a webhook's, a poll's) can find
+   * finish-status, one call per session at a time in this process (replicas sharing a database may each make it once:
+   * a second call re-applies the business rules and fires another webhook, which the inbox takes as a duplicate; the
+   * client never repeats one that may have been sent): the orchestrator's wait and a status check (a webhook's, a poll's) can find
    * processing done in the same moment. `record` (the `finish` step) runs before the call is let go, so no one looks
    * between the two and sees neither. A caller that joined a running call gets its outcome and records nothing (its
    * `record` does not run), and stops waiting when its own signal aborts; if the call it joined was stopped by its
@@ -737,8 +738,10 @@ export class ResultsPipeline {
       if (err.code === 'INCODE_UNAUTHORIZED' && token && this.d.executiveTokens.configured) return new JobError(SESSION_TOKEN_REFUSED, true);
       // Refused for the API key: while a key is rotated one instance can hold a key Incode no longer takes, so the job
       // waits with backoff for a right one (the orchestrator's wait keeps its session for the same reason); a key that
-      // stays wrong is still dead-lettered visibly after JOB_MAX_ATTEMPTS.
-      return new JobError(err.code, err.retryable || err.code === 'INCODE_FORBIDDEN', err.details.retryAfterMs);
+      // stays wrong is still dead-lettered visibly after JOB_MAX_ATTEMPTS. An answer the client could not use (an empty
+      // or misshapen score, status or OCR) is read again too: a proxy's glitch passes, and one that stays is
+      // dead-lettered just as visibly, never stored as a result to decide from.
+      return new JobError(err.code, err.retryable || err.code === 'INCODE_FORBIDDEN' || err.code === 'INCODE_BAD_RESPONSE', err.details.retryAfterMs);
     }
     return unnamedFailure(err, this.logFor(ctx.requestId), { interviewId });
   }

@@ -602,3 +602,72 @@ describe('IncodeClient concurrency bound', () => {
     }
   });
 });
+
+describe('IncodeClient answers it cannot use, and calls that must not repeat', () => {
+  it.each([
+    ['an empty 200', (res: ServerResponse) => res.writeHead(200).end()],
+    ['a 204', (res: ServerResponse) => res.writeHead(204).end()],
+    ['an array', (res: ServerResponse) => res.writeHead(200, { 'content-type': 'application/json' }).end('[]')],
+    ['no overall block', (res: ServerResponse) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"liveness":{}}')],
+  ])('takes %s from get/score as INCODE_BAD_RESPONSE (its job reads it again), never as scores to decide from', async (_name, answer) => {
+    const srv = await scripted((_req, res) => answer(res));
+    const c = client(srv.url, { maxRetries: 1 });
+    try {
+      const err = await errorOf(c.getScore('t', 'i'));
+      expect([err.code, srv.hits()]).toEqual(['INCODE_BAD_RESPONSE', 1]);
+    } finally {
+      await c.close();
+      await srv.close();
+    }
+  });
+
+  it('takes an OCR object, an empty one included, and nothing else', async () => {
+    const bodies = ['{}', '{"name":{"fullName":"X"}}', '', 'null', '[1]'];
+    const srv = await scripted((_req, res, n) => res.writeHead(200, { 'content-type': 'application/json' }).end(bodies[n - 1]));
+    const c = client(srv.url, { maxRetries: 0 });
+    try {
+      expect(await c.getOcrData('t', 'i')).toEqual({});
+      expect(await c.getOcrData('t', 'i')).toEqual({ name: { fullName: 'X' } });
+      for (let i = 0; i < 3; i++) expect((await errorOf(c.getOcrData('t', 'i'))).code).toBe('INCODE_BAD_RESPONSE');
+    } finally {
+      await c.close();
+      await srv.close();
+    }
+  });
+
+  it('bounds a whole call: an answer trickled a byte at a time times out after its header and body time, not when the trickle ends', async () => {
+    const timers: NodeJS.Timeout[] = [];
+    const srv = await scripted((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const body = '{"onboardingStatus":"ONBOARDING_FINISHED"}      ';
+      // One byte every 100 ms: each wait is far under the 300 ms body timeout, the whole answer takes about 5 s.
+      for (let i = 0; i < body.length; i++) timers.push(setTimeout(() => (i === body.length - 1 ? res.end(body[i]) : res.write(body[i])), 100 * (i + 1)));
+    });
+    const c = client(srv.url, { timeoutMs: 300, maxRetries: 0 });
+    try {
+      const started = Date.now();
+      const err = await errorOf(c.getOnboardingStatus('t', 'i'));
+      expect(err.code).toBe('INCODE_TIMEOUT');
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      for (const t of timers) clearTimeout(t);
+      await c.close();
+      await srv.close();
+    }
+  });
+
+  it('sends finish-status once when its answer is late: it applies the business rules and fires the webhook again', async () => {
+    const srv = await scripted((_req, res) => {
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"redirectionUrl":"x","action":"approved"}'), 600);
+    });
+    const c = client(srv.url, { timeoutMs: 200, maxRetries: 2 });
+    try {
+      expect((await errorOf(c.finishStatus('t'))).code).toBe('INCODE_TIMEOUT');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(srv.hits()).toBe(1);
+    } finally {
+      await c.close();
+      await srv.close();
+    }
+  });
+});

@@ -468,6 +468,9 @@ describe('rejected captures', () => {
     // A capture code under a 404 or 409 is still Incode answering about the selfie, not a session it lost.
     ['emu:selfie-error-4019-http-404', 'SELFIE_FACE_NOT_FOUND', 'Position your face in the center of the frame', 4019],
     ['emu:selfie-error-3002-http-409', 'SELFIE_POOR_CONDITIONS', DEFAULT_SELFIE_MESSAGE, 3002],
+    // A bare 500: the guide repeats the selfie on any status but 200, and its code table names 500 (an image Incode
+    // could not process).
+    ['emu:selfie-error-500-http-500', 'SELFIE_POOR_CONDITIONS', DEFAULT_SELFIE_MESSAGE, 500],
   ])('a selfie error code under another status (%s) is a selfie to repeat, not an outage', async (customer, reason, message, code) => {
     const c = await r.orchestrator.runCaptures(input({ externalCustomerId: customer }));
     expect(c).toMatchObject({ ok: false, step: 'selfie', reason, message, incodeCode: code });
@@ -476,9 +479,10 @@ describe('rejected captures', () => {
   });
 
   it.each([
-    // No capture code: a bare 500 is an outage, a 404 a session Incode does not know, a 401 an auth refusal, even
-    // when the envelope names a capture code.
-    ['emu:selfie-error-500-http-500', 'INCODE_UNAVAILABLE'],
+    // No capture code: a gateway's 502 or 503 is an outage, a 404 a session Incode does not know, a 401 an auth
+    // refusal, even when the envelope names a capture code.
+    ['emu:selfie-error-503-http-503', 'INCODE_UNAVAILABLE'],
+    ['emu:selfie-error-502-http-502', 'INCODE_UNAVAILABLE'],
     ['emu:selfie-error-404', 'INCODE_NOT_FOUND'],
     ['emu:selfie-error-4019-http-401', 'INCODE_UNAUTHORIZED'],
   ])('a selfie upload failing with %s is a failure, not a capture to repeat', async (customer, code) => {

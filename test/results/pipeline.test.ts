@@ -131,10 +131,11 @@ const pass = (res: ServerResponse, u: Upstream) => res.writeHead(u.status, u.hea
 
 /** Answers 503, as Incode would when one endpoint is down, for the paths `state.failing` matches; forwards the rest. */
 function startOutageProxy() {
-  const state: { target: string; failing: RegExp | null; status: number; left: number } = { target: '', failing: null, status: 503, left: Infinity };
+  const state: { target: string; failing: RegExp | null; status: number; left: number; body?: string } = { target: '', failing: null, status: 503, left: Infinity };
   return startEmulatorProxy(state, (req, res, forward) => {
+    // `body`, when set, is the answer as sent (an empty or misshapen 200, say); else Incode's error envelope.
     if (state.failing?.test(req.url ?? '') && state.left-- > 0)
-      return void res.writeHead(state.status, { 'content-type': 'application/json' }).end(JSON.stringify({ status: state.status, error: 'refused', message: 'outage' }));
+      return void res.writeHead(state.status, { 'content-type': 'application/json' }).end(state.body ?? JSON.stringify({ status: state.status, error: 'refused', message: 'outage' }));
     forward().then((u) => pass(res, u), () => res.writeHead(502).end());
   });
 }
@@ -451,6 +452,25 @@ function pipelineSuite(which: Engine) {
     const ok = await p.ready(s.interviewId);
     expect(ok.decision).toBe('approve');
     expect(ok.lastError).toBeNull();
+  });
+
+  it('reads an empty or misshapen score again, and decides from the real one, never from the empty answer', async () => {
+    const proxy = await startOutageProxy();
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, JOB_BACKOFF_MS: '10' });
+      proxy.state.target = p.emulator.url;
+      Object.assign(proxy.state, { failing: /^\/omni\/get\/score/, status: 200, body: '', left: 2 });
+      const s = await p.newSession();
+      await captureAll(`${p.emulator.url}/0/`, s.token);
+      const ready = await p.ready(s.interviewId, 20_000);
+      expect(ready).toMatchObject({ resultsStatus: 'ready', decision: 'approve', lastError: null });
+      expect(proxy.state.left).toBeLessThan(0);
+      const results = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results');
+      expect(results.at(-1)).toMatchObject({ state: 'done' });
+      expect(results.at(-1)!.attempts).toBeGreaterThan(2);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('with polling on, a results fetch dead-lettered by an outage longer than its attempts is tried again by polling, no refresh needed', async () => {
