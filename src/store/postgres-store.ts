@@ -20,6 +20,7 @@ import {
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
+  wakeQueuedJobSql,
   CLAIM_ORDER,
   dueJobsSql,
   movedTo,
@@ -182,6 +183,7 @@ const ACTIVE_JOB_SQL = activeJobSql(pgArgs(1));
 const RECORD_STEP_SQL = recordStepSql(pgArgs(1), ERASURE_FENCE);
 const CLAIM_DUE = dueJobsSql({ now: '$1::bigint', limit: '$2::int', subject: '$5::text' }, ' FOR UPDATE SKIP LOCKED');
 const JOBS_OF_KIND_SQL = jobsOfKindSql(pgArgs(1));
+const WAKE_QUEUED_JOB_SQL = wakeQueuedJobSql(pgArgs(1));
 const SET_RESULTS_STATUS_SQL = setResultsStatusSql({ id: '$1', status: '$2', lastError: '$3', now: '$4::bigint' }, 'GREATEST');
 
 export class PostgresStore implements Store {
@@ -372,7 +374,9 @@ export class PostgresStore implements Store {
       );
       // repeatsLatest reads no jobs over a failure, so none are fetched for it.
       const earlier = then?.unlessRepeat && rows[0].results_status !== 'failed' ? (await this.q<JobRow>(JOBS_OF_KIND_SQL, [then.subject, then.kind], c)).rows : [];
-      if (then && !repeatsLatest(then, rows[0].results_status, () => earlier)) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
+      const repeat = then && repeatsLatest(then, rows[0].results_status, () => earlier);
+      if (then && !repeat) await this.q(queuedJobSql(1), queuedJobParams(then, now), c);
+      else if (repeat && repeat.queued) await this.q(WAKE_QUEUED_JOB_SQL, [now, repeat.queued, now], c);
       return true;
     });
   }

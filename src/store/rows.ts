@@ -535,16 +535,24 @@ export function movedTo(status: string | null, before: string | undefined, after
 }
 
 /** A subject's jobs of a kind in the order they were queued, what repeatsLatest reads. Parameters: subject, kind. */
-export const jobsOfKindSql = (arg: SqlArg) => `SELECT payload, state FROM jobs WHERE subject = ${arg(0)} AND kind = ${arg(1)} ORDER BY created_at, id`;
+export const jobsOfKindSql = (arg: SqlArg) => `SELECT id, payload, state FROM jobs WHERE subject = ${arg(0)} AND kind = ${arg(1)} ORDER BY created_at, id`;
+
+/** Brings a queued job's run forward to now (a repeat of it was asked for). Parameters: now, id, now. */
+export const wakeQueuedJobSql = (arg: SqlArg) => `UPDATE jobs SET run_at = ${arg(0, 'bigint')} WHERE id = ${arg(1)} AND state = 'queued' AND run_at > ${arg(2, 'bigint')}`;
+
+/** A job's delivery bookkeeping, not its event: a dead callback's retry carries its event's id and first dead letter. */
+const BOOKKEEPING = new Set(['eventId', 'deadSince']);
 
 /**
  * Whether a NewJob with `unlessRepeat` would only repeat the latest of the subject's jobs of its kind: the same payload
- * otherwise (flat values; jsonb reorders keys) in a job that has not died. Latest by the payload value `unlessRepeat`
- * names (a callback's is its results' fetchedAt, the order the stored results themselves go by), then, for equal
- * values or jobs from before it was written, by when they were queued. A dead one is repeated, so a refresh can send
- * it again.
+ * otherwise (flat values, delivery bookkeeping aside; jsonb reorders keys) in a job that has not died. Latest by the
+ * payload value `unlessRepeat` names (a callback's is its results' fetchedAt, the order the stored results themselves
+ * go by), then, for equal values or jobs from before it was written, by when they were queued. A dead one is repeated,
+ * so a refresh can send it again. A repeat of a job still queued names it (`queued`), to be run now rather than
+ * later: a refresh while a dead callback waits out its hour sends that event, under its own id, instead of a second
+ * copy under another.
  */
-export function repeatsLatest(j: NewJob, statusBefore: string, rows: () => Pick<JobRow, 'payload' | 'state'>[]): boolean {
+export function repeatsLatest(j: NewJob, statusBefore: string, rows: () => Pick<JobRow, 'id' | 'payload' | 'state'>[]): false | { queued: string | null } {
   const order = j.unlessRepeat;
   // Over a failure the customer was told of, stored results are news whatever was announced before it.
   if (!order || statusBefore === 'failed') return false;
@@ -553,17 +561,19 @@ export function repeatsLatest(j: NewJob, statusBefore: string, rows: () => Pick<
   // Compared with the latest job of the same event (`event` in the payload): another event's (a failure's) times are
   // not on the same scale. saveResults never takes a store over a failure for a repeat.
   const kind = j.payload?.event;
-  let latest: { payload: Record<string, unknown>; state: string } | undefined;
+  let latest: { id: string; payload: Record<string, unknown>; state: string } | undefined;
   for (const r of rows()) {
     const payload = payloadOf(r);
     if (payload.event !== kind) continue;
-    if (!latest || rank(payload) >= rank(latest.payload)) latest = { payload, state: r.state };
+    if (!latest || rank(payload) >= rank(latest.payload)) latest = { id: r.id, payload, state: r.state };
   }
   if (!latest || latest.state === 'dead') return false;
   const prev = latest.payload;
   const next = j.payload ?? {};
-  const keys = Object.keys(next).filter((k) => k !== order);
-  return keys.length === Object.keys(prev).filter((k) => k !== order).length && keys.every((k) => Object.is(prev[k], next[k]));
+  const compared = (p: Record<string, unknown>) => Object.keys(p).filter((k) => k !== order && !BOOKKEEPING.has(k));
+  const keys = compared(next);
+  const same = keys.length === compared(prev).length && keys.every((k) => Object.is(prev[k], next[k]));
+  return same && { queued: latest.state === 'queued' ? latest.id : null };
 }
 
 /**

@@ -22,6 +22,7 @@ import {
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
+  wakeQueuedJobSql,
   CLAIM_ORDER,
   dueJobsSql,
   movedTo,
@@ -125,6 +126,7 @@ export const CLAIM_JOBS = `UPDATE jobs SET state = 'running', lease_owner = @own
   WHERE id IN (SELECT id FROM (SELECT * FROM (${DUE.queued}) UNION ALL SELECT * FROM (${DUE.lapsed})) ORDER BY ${CLAIM_ORDER} LIMIT @limit)
   RETURNING *`;
 const JOBS_OF_KIND = jobsOfKindSql(sqliteArgs);
+const WAKE_QUEUED_JOB = wakeQueuedJobSql(sqliteArgs);
 const SET_RESULTS_STATUS = setResultsStatusSql({ id: '@id', status: '@status', lastError: '@lastError', now: '@now' }, 'MAX');
 
 // A new session (with its resume token), and an existing one merged by the rules both engines share.
@@ -345,7 +347,9 @@ export class SqliteStore implements Store {
       this.st(
         `UPDATE sessions SET results_status = 'ready', decision = ?, last_error = NULL, updated_at = MAX(updated_at + 1, ?), active_at = MAX(COALESCE(active_at, 0), ?) WHERE interview_id = ?`,
       ).run(decision, now, now, interviewId);
-      if (then && !repeatsLatest(then, cur.results_status, () => this.st(JOBS_OF_KIND).all(then.subject, then.kind) as JobRow[])) this.insertJob(then, now);
+      const repeat = then && repeatsLatest(then, cur.results_status, () => this.st(JOBS_OF_KIND).all(then.subject, then.kind) as JobRow[]);
+      if (then && !repeat) this.insertJob(then, now);
+      else if (repeat && repeat.queued) this.st(WAKE_QUEUED_JOB).run(now, repeat.queued, now);
       return true;
     });
   }

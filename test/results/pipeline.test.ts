@@ -989,6 +989,28 @@ function pipelineSuite(which: Engine) {
     }
   });
 
+  it('a refresh while a dead callback waits out its hour sends that event now, under its own webhook-id, not a second copy', async () => {
+    const receiver = await callbackReceiver(() => false);
+    try {
+      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10' });
+      const s = await p.newSession();
+      await captureAll(s.apiUrl, s.token);
+      await p.ready(s.interviewId);
+      const callbacks = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'callback');
+      await waitFor(async () => ((await callbacks()).some((j) => j.state === 'dead') && (await callbacks()).length === 2) || null, 10_000);
+      const dead = (await callbacks()).find((j) => j.state === 'dead')!;
+      // The receiver is back, and the operator asks for the results again: nothing changed at Incode.
+      receiver.acceptFromNowOn();
+      await request(p.broker.url).post(`/sessions/${s.interviewId}/refresh`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(202);
+      await waitFor(async () => receiver.received.length > 0 || null, 15_000);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(receiver.received.map((r) => r.headers['webhook-id'])).toEqual([`msg_${s.interviewId}_ONBOARDING_FINISHED_approve_${dead.id}`]);
+      expect((await callbacks()).length).toBe(2);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it('closes an expired session even when the status was written by an earlier check that failed before closing it', async () => {
     p = await startPair({ RESULTS_MODE: 'webhook' });
     const s = await p.newSession();
