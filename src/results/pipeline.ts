@@ -96,6 +96,25 @@ export function capturesWentThrough(steps: StepRecord[]): boolean {
   return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected'));
 }
 
+/**
+ * How long a server-side onboarding may still be running its captures: its start (INCODE_TIMEOUT_MS), its five
+ * capture calls (INCODE_CAPTURE_TIMEOUT_MS each) and a minute's room. Past it no process is still sending them.
+ */
+export function capturesWindowMs(config: Pick<Config, 'incode'>): number {
+  return 60_000 + config.incode.timeoutMs + 5 * config.incode.captureTimeoutMs;
+}
+
+/**
+ * A server-side onboarding whose process died before its selfie went up (SIGKILL, a crash): its steps began, none
+ * failed, and neither an accepted selfie nor a face match is recorded. Its session can never finish at Incode (no
+ * selfie was sent, so no face match either). One whose selfie went up is not: its face match may have been sent
+ * before the process died, and polling decides.
+ */
+export function capturesInterrupted(steps: StepRecord[]): boolean {
+  if (!steps.some((s) => s.step === 'start' && s.outcome === 'ok')) return false;
+  return !steps.some((s) => s.outcome !== 'ok' || (s.step === 'selfie' && s.outcome === 'ok') || s.step === 'face-match');
+}
+
 type CallbackEvent = Parameters<typeof sendCallback>[2];
 
 /**
@@ -208,8 +227,16 @@ export class ResultsPipeline {
     const now = this.now();
     const due = await this.d.store.sessionsDueForPoll(now, limit);
     const { pollIntervalMs, pollMaxIntervalMs } = this.d.config.results;
+    const capturesOverBefore = now - capturesWindowMs(this.d.config);
     for (const s of due) {
       if (!keepsPolling(s)) {
+        await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
+        continue;
+      }
+      // An onboarding whose process died mid-captures would otherwise be polled, pending, for POLL_GIVE_UP_HOURS: it
+      // is failed as soon as no process can still be running it (its steps are read only for a session that old).
+      if (s.origin === 'broker' && s.resultsStatus === 'pending' && !isTerminal(s.onboardingStatus) && s.createdAt < capturesOverBefore && capturesInterrupted(await this.d.store.listSteps(s.interviewId))) {
+        await this.failResults(s.interviewId, 'CAPTURES_INTERRUPTED', now);
         await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
         continue;
       }

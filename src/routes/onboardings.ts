@@ -9,7 +9,7 @@ import { OnboardingError, Orchestrator, handOffQueuesCheck, type CaptureStep } f
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { idempotencyInProgress, type SessionGuards } from '../protection/session-guards';
-import { capturesWentThrough } from '../results/pipeline';
+import { capturesWentThrough, capturesWindowMs } from '../results/pipeline';
 import { sha256Hex } from '../security';
 import type { IdempotencyAnswer, StepRecord } from '../store/types';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
@@ -88,7 +88,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   // How long a session whose Idempotency-Key has no answer yet counts as still running its captures: longer than the
   // start (INCODE_TIMEOUT_MS) and the five capture calls (INCODE_CAPTURE_TIMEOUT_MS each) can take. (The key's own
   // pending claim covers the start alone: the session's write completes it.)
-  const capturesMs = 60_000 + config.incode.timeoutMs + 5 * config.incode.captureTimeoutMs;
+  const capturesMs = capturesWindowMs(config);
   const requireServiceKey = serviceKeyGuard(config.adminApiKeys);
   // Background finishes still running: aborted and awaited at shutdown so nothing touches a closed store.
   const inflight = new Map<Promise<void>, AbortController>();

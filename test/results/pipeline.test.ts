@@ -1423,6 +1423,30 @@ describe('apply, against a results job that finishes first', () => {
   });
 });
 
+describe('pollDue, against server-side onboardings whose process died mid-captures', () => {
+  it('fails one that never got its selfie up once no process can still be running it, and keeps polling the others', async () => {
+    const { real, pipeline, clock } = await barePipeline();
+    const started = Date.now() - 2 * 3_600_000;
+    clock.now = started;
+    const ids = { interrupted: 'a'.repeat(24), selfieUp: 'b'.repeat(24), sdk: 'c'.repeat(24), recent: 'd'.repeat(24) };
+    for (const id of Object.values(ids)) if (id !== ids.recent) await pipeline.trackSession({ interviewId: id, token: `tok-${id}` });
+    const ok = (id: string, ...steps: string[]) => Promise.all(steps.map((step, i) => real.recordStep(id, { step: step as never, outcome: 'ok', at: started + i })));
+    await ok(ids.interrupted, 'start', 'front', 'back', 'process-id');
+    // The face match may have been sent before the process died: Incode may still finish it.
+    await ok(ids.selfieUp, 'start', 'front', 'back', 'process-id', 'selfie');
+    // Started a moment ago: its captures may still be running in another process.
+    clock.now = Date.now() - 1000;
+    await pipeline.trackSession({ interviewId: ids.recent, token: 'tok-recent' });
+    await ok(ids.recent, 'start', 'front');
+    clock.now = Date.now();
+    // All of them due for a poll now.
+    for (const id of Object.values(ids)) await real.schedulePoll(id, clock.now - 1, 0);
+    expect(await pipeline.pollDue()).toBe(4);
+    expect(await real.getSession(ids.interrupted)).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURES_INTERRUPTED', nextPollAt: null });
+    for (const id of [ids.selfieUp, ids.sdk, ids.recent]) expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', nextPollAt: expect.any(Number) });
+  });
+});
+
 describe('pollDue, against an onboarding abandoned after the listing', () => {
   it('does not bring back polling that was ended between listing the session and rescheduling it', async () => {
     // The orchestrator abandons the session (a rejected capture) right after the poller listed it as due.
