@@ -130,6 +130,9 @@ function sandboxDefaults(config: Config): Config {
   return { ...config, webhook };
 }
 
+/** Paths only a backend calls (with a service key): the results API and the server-side flow. */
+const BACKEND_ONLY = /^\/(sessions|onboardings)(\/|\?|$)/;
+
 export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const config = sandboxDefaults(inputConfig);
   const helmetHeaders = securityHeaders();
@@ -296,6 +299,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     }
     if (corsEnabled && req.method === 'OPTIONS' && !(req.headers.origin && req.headers['access-control-request-method']) && !(config.sandbox && isEmulatorUrl(req.url)))
       return done(new AppError(400, 'INVALID_PREFLIGHT', 'A CORS preflight needs the Origin and Access-Control-Request-Method headers'));
+    if (req.method === 'OPTIONS' && BACKEND_ONLY.test(req.url))
+      return done(new AppError(403, 'CORS_NOT_ALLOWED', 'The results API and the server-side flow take no cross-origin browser calls: call them from your backend'));
     done();
   });
   app.addHook('preClose', async () => {
@@ -419,6 +424,12 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // What the SDK is initialised with: the browser-reachable URL of the token-only (/0/) surface.
   const sdkApiUrl = config.sandbox ? `${config.publicUrl}${SANDBOX_PREFIX}/0/` : `${config.incode.apiUrl}/0/`;
   await app.register(healthRoutes, { sandbox: config.sandbox, upstreamUrl: config.incode.apiUrl, apiKey: config.incode.apiKey, requireIncode: config.readinessRequiresIncode, inRotation: () => inRotation });
+  // The results API and the server-side flow are for backends holding a service key: no CORS headers on their answers
+  // (and their preflights refused above), so a page on an allowed app origin that somehow held a service key could
+  // neither read personal data nor erase a session from a browser.
+  app.addHook('onRoute', (route) => {
+    if (BACKEND_ONLY.test(route.url)) route.config = { ...(route.config as object), cors: false } as typeof route.config;
+  });
   await app.register(sessionRoutes, { config, sdkApiUrl, guards });
   await app.register(webhookRoutes, { config });
   await app.register(sessionsRoutes, { config });

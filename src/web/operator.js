@@ -1,10 +1,12 @@
-// Operator page: lists GET /sessions and shows GET /sessions/:id, with the service key kept in sessionStorage.
-/* global document, window, location, history, fetch, sessionStorage */
+// Operator page: lists GET /sessions and shows GET /sessions/:id, with the service key held in this page's memory only.
+/* global document, window, location, history, fetch */
 (function () {
   'use strict';
 
   const $ = (id) => document.getElementById(id);
-  const KEY = 'broker.serviceKey';
+  // In memory, never in Web Storage: Chromium writes a tab's sessionStorage to the profile on disk (to restore the tab
+  // after a restart), and a restored tab would reload every session's personal data with it. A reload asks again.
+  let serviceKey = '';
   let cursor = null;
   // Bumped when the key is forgotten or replaced: an answer to a request sent before is dropped, never shown.
   let generation = 0;
@@ -16,7 +18,7 @@
   }
 
   async function call(url) {
-    const key = sessionStorage.getItem(KEY);
+    const key = serviceKey;
     if (!key) throw Object.assign(new Error('unauthorized: enter a service key'), { unauthorized: true });
     const sent = generation;
     const res = await fetch(url, { headers: { authorization: `Bearer ${key}`, accept: 'application/json' } });
@@ -106,7 +108,7 @@
     // What the previous key showed goes first: a new key that fails for another reason than a refusal (a 5xx, the
     // network) must not leave it on screen, nor page on with its cursor.
     clearView(true);
-    sessionStorage.setItem(KEY, $('key').value.trim());
+    serviceKey = $('key').value.trim();
     $('key').value = '';
     load(false).then((ok) => ok && showDetail());
   });
@@ -114,7 +116,7 @@
   // data in the page, its DOM or its address.
   function clearView(keepKey) {
     generation++;
-    if (!keepKey) sessionStorage.removeItem(KEY);
+    if (!keepKey) serviceKey = '';
     $('sessions').replaceChildren();
     $('detail').hidden = true;
     $('detail-title').textContent = '';
@@ -133,6 +135,5 @@
   $('more').addEventListener('click', () => load(true));
   window.addEventListener('hashchange', showDetail);
 
-  if (sessionStorage.getItem(KEY)) load(false).then((ok) => ok && showDetail());
-  else status('unauthorized: enter a service key', 'unauthorized');
+  status('unauthorized: enter a service key', 'unauthorized');
 })();

@@ -134,6 +134,18 @@ describe('POST /session against the emulator', () => {
     expect(evil.headers['access-control-allow-origin']).toBeUndefined();
   });
 
+  it('gives the results API and the server-side flow no CORS, even for an allowed app origin: backends call them', async () => {
+    const origin = 'https://app.example.com';
+    for (const [path, method] of [['/sessions', 'GET'], ['/sessions/aaaaaaaaaaaaaaaaaaaaaaaa', 'DELETE'], ['/onboardings', 'POST']]) {
+      const pre = await request(broker.url).options(path).set('origin', origin).set('access-control-request-method', method).set('access-control-request-headers', 'authorization');
+      expect([path, pre.status, pre.body.code, pre.headers['access-control-allow-origin']]).toEqual([path, 403, 'CORS_NOT_ALLOWED', undefined]);
+    }
+    const listed = await request(broker.url).get('/sessions').set('origin', origin).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+    expect(listed.headers['access-control-allow-origin']).toBeUndefined();
+    // The app's own routes keep theirs.
+    expect((await request(broker.url).post('/session').set('origin', origin).send({}).expect(200)).headers['access-control-allow-origin']).toBe(origin);
+  });
+
   it('exchanges a resume token for a fresh token of the same onboarding, without a new session', async () => {
     const first = (await request(broker.url).post('/session').expect(200)).body;
     const before = emu.app.emulator.sessions.size;

@@ -1,6 +1,16 @@
 // The operator page in Chromium: refuses without the service key, lists sessions (status, decision, age, link) with it.
+import type { Page } from 'playwright-core';
 import { ADMIN_KEY } from '../helpers/harness';
 import { describeBrowser, sandboxWithBrowser } from './browser';
+
+/** Enters the service key in the page's form, as an operator does. */
+async function signIn(page: Page, key = ADMIN_KEY): Promise<void> {
+  await page.fill('#key', key);
+  await page.click('#key-form button[type=submit]');
+}
+
+/** Everything the page keeps in the browser's Web Storage, which Chromium writes to the profile on disk. */
+const webStorage = (page: Page) => page.evaluate(() => JSON.stringify({ session: { ...sessionStorage }, local: { ...localStorage } }));
 
 describeBrowser('operator page (Chromium)', () => {
   const env = sandboxWithBrowser();
@@ -33,9 +43,13 @@ describeBrowser('operator page (Chromium)', () => {
     await row.locator('a').click();
     await page.locator('#detail').waitFor();
     expect(JSON.parse((await page.textContent('#detail-json')) ?? '{}').interviewId).toBe(created.interviewId);
-    // The key stays in the tab's sessionStorage, never in a cookie or the URL.
-    expect(await page.evaluate(() => sessionStorage.getItem('broker.serviceKey'))).toBe(ADMIN_KEY);
+    // The key is in the page's memory only: not in Web Storage (on disk), a cookie or the URL; a reload asks again.
+    expect(await webStorage(page)).not.toContain(ADMIN_KEY);
+    expect(await page.context().cookies()).toEqual([]);
     expect(page.url()).not.toContain(ADMIN_KEY);
+    await page.reload();
+    await page.waitForFunction(() => /unauthorized/.test(document.getElementById('status')!.textContent ?? ''));
+    expect(await page.locator('#sessions tr').count()).toBe(0);
   }, 60_000);
 
   test('"Forget key" also clears the session it showed: no personal data left in the page, its DOM or its address', async () => {
@@ -43,8 +57,7 @@ describeBrowser('operator page (Chromium)', () => {
     const created = (await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string };
     const { page } = browser;
     await page.goto(`${broker.url}/operator#${created.interviewId}`);
-    await page.evaluate((key) => sessionStorage.setItem('broker.serviceKey', key), ADMIN_KEY);
-    await page.reload();
+    await signIn(page);
     await page.locator('#detail').waitFor();
     expect(await page.textContent('#detail-json')).toContain(created.interviewId);
     await page.click('#forget');
@@ -54,7 +67,7 @@ describeBrowser('operator page (Chromium)', () => {
     expect(await page.locator('#sessions tr').count()).toBe(0);
     expect(await page.isHidden('#more')).toBe(true);
     expect(page.url()).not.toContain('#');
-    expect(await page.evaluate(() => sessionStorage.getItem('broker.serviceKey'))).toBeNull();
+    expect(await webStorage(page)).not.toContain(ADMIN_KEY);
   }, 60_000);
 
   test('an answer still on its way when the key is forgotten is dropped, and a refused key takes what was shown with it', async () => {
@@ -63,8 +76,7 @@ describeBrowser('operator page (Chromium)', () => {
     const [first, second] = [await mk(), await mk()];
     const { page } = browser;
     await page.goto(`${broker.url}/operator#${first}`);
-    await page.evaluate((key) => sessionStorage.setItem('broker.serviceKey', key), ADMIN_KEY);
-    await page.reload();
+    await signIn(page);
     await page.locator('#detail').waitFor();
     // The second session's answer is held at the network until the key has been forgotten.
     let release!: () => void;
@@ -93,8 +105,7 @@ describeBrowser('operator page (Chromium)', () => {
     }
     // A refused key: what the previous key showed goes, and the refused key is not kept.
     await page.goto(`${broker.url}/operator#${first}`);
-    await page.evaluate((key) => sessionStorage.setItem('broker.serviceKey', key), ADMIN_KEY);
-    await page.reload();
+    await signIn(page);
     await page.locator('#detail').waitFor();
     await page.fill('#key', 'not-the-key-0123456789abcdefghij');
     await page.click('#key-form button[type=submit]');
@@ -102,14 +113,14 @@ describeBrowser('operator page (Chromium)', () => {
     expect(await page.isHidden('#detail')).toBe(true);
     expect(await page.textContent('#detail-json')).toBe('');
     expect(await page.locator('#sessions tr').count()).toBe(0);
-    expect(await page.evaluate(() => sessionStorage.getItem('broker.serviceKey'))).toBeNull();
+    expect(await webStorage(page)).not.toContain(ADMIN_KEY);
   }, 60_000);
 
   test('the API docs render under their own CSP (never framed, nothing from other origins), opened apart from the page holding the key', async () => {
     const { broker, browser } = env;
     const { page } = browser;
     await page.goto(`${broker.url}/operator`);
-    // A new tab without an opener: it does not get a copy of this tab's sessionStorage.
+    // A new tab without an opener: the docs page shares nothing with the one holding the key.
     expect(await page.getAttribute('a[href="/docs"]', 'target')).toBe('_blank');
     expect(await page.getAttribute('a[href="/docs"]', 'rel')).toMatch(/noopener/);
     const violations: string[] = [];
