@@ -69,7 +69,8 @@ export function securityHeaders(): Record<string, string> {
     removeHeader: (name: string) => void delete headers[name.toLowerCase()],
   };
   let failed: unknown = null;
-  helmet({ contentSecurityPolicy: false, crossOriginResourcePolicy: { policy: 'cross-origin' }, crossOriginEmbedderPolicy: false })(
+  // Framed by no one, as the pages' own frame-ancestors 'none' says (helmet's default SAMEORIGIN would contradict it).
+  helmet({ contentSecurityPolicy: false, crossOriginResourcePolicy: { policy: 'cross-origin' }, crossOriginEmbedderPolicy: false, frameguard: { action: 'deny' } })(
     {} as IncomingMessage,
     res as unknown as ServerResponse,
     (err?: unknown) => void (failed = err ?? null),

@@ -181,7 +181,7 @@ describe('HTTP hygiene', () => {
   it('sends helmet security headers on API responses and no x-powered-by', async () => {
     for (const res of [await request(broker.url).post('/session').send({}), await request(broker.url).get('/healthz'), await request(broker.url).get('/nope')]) {
       expect(res.headers['x-content-type-options']).toBe('nosniff');
-      expect(res.headers['x-frame-options']).toBe('SAMEORIGIN');
+      expect(res.headers['x-frame-options']).toBe('DENY');
       expect(res.headers['strict-transport-security']).toMatch(/max-age=\d+/);
       expect(res.headers['referrer-policy']).toBe('no-referrer');
       expect(res.headers['x-dns-prefetch-control']).toBe('off');
