@@ -133,6 +133,18 @@ function sandboxDefaults(config: Config): Config {
 /** Paths only a backend calls (with a service key): the results API and the server-side flow. */
 const BACKEND_ONLY = /^\/(sessions|onboardings)(\/|\?|$)/;
 
+/** Whether a request path is one of them, percent-decoded as the router reads it (`/%73essions` is `/sessions`). */
+function isBackendOnly(url: string): boolean {
+  const path = url.split('?', 1)[0];
+  if (BACKEND_ONLY.test(path)) return true;
+  if (!path.includes('%')) return false;
+  try {
+    return BACKEND_ONLY.test(decodeURIComponent(path));
+  } catch {
+    return false;
+  }
+}
+
 export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const config = sandboxDefaults(inputConfig);
   const helmetHeaders = securityHeaders();
@@ -299,7 +311,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     }
     if (corsEnabled && req.method === 'OPTIONS' && !(req.headers.origin && req.headers['access-control-request-method']) && !(config.sandbox && isEmulatorUrl(req.url)))
       return done(new AppError(400, 'INVALID_PREFLIGHT', 'A CORS preflight needs the Origin and Access-Control-Request-Method headers'));
-    if (req.method === 'OPTIONS' && BACKEND_ONLY.test(req.url))
+    if (req.method === 'OPTIONS' && isBackendOnly(req.url))
       return done(new AppError(403, 'CORS_NOT_ALLOWED', 'The results API and the server-side flow take no cross-origin browser calls: call them from your backend'));
     done();
   });

@@ -59,7 +59,7 @@ export const ENV_SCHEMA = {
   },
   INCODE_EXECUTIVE_EMAIL: { kind: { type: 'string' }, doc: 'Dashboard user for the executive token (reads sessions created elsewhere).' },
   INCODE_EXECUTIVE_PASSWORD: { kind: { type: 'string' }, secret: true, doc: 'Password of INCODE_EXECUTIVE_EMAIL.' },
-  INCODE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '15000', doc: 'Header and body timeout of each Incode call but the server-side flow\'s captures (INCODE_CAPTURE_TIMEOUT_MS).' },
+  INCODE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '15000', doc: 'Header and body timeout of each Incode call but the server-side flow\'s captures (INCODE_CAPTURE_TIMEOUT_MS); a whole call, once sent, ends within twice it.' },
   INCODE_CAPTURE_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 300000 }, default: '30000', doc: 'Header and body timeout of the capture and processing calls of the server-side flow (ID and selfie uploads, process ID, face match): Incode analyses the image before it answers, and a timed-out capture is not retried, so the onboarding ends there.' },
   INCODE_CONNECT_TIMEOUT_MS: { kind: { type: 'int', min: 100, max: 60000 }, default: '5000', doc: 'Connect timeout towards Incode.' },
   INCODE_POOL_CONNECTIONS: { kind: { type: 'int', min: 1, max: 10000 }, default: '512', doc: 'Keep-alive connections in the Incode pool (one call each; INCODE_MAX_CONCURRENCY can only lower it).' },

@@ -97,22 +97,31 @@ export function capturesWentThrough(steps: StepRecord[]): boolean {
 }
 
 /**
- * How long a server-side onboarding may still be running its captures: its start (INCODE_TIMEOUT_MS), its five
- * capture calls (INCODE_CAPTURE_TIMEOUT_MS each) and a minute's room. Past it no process is still sending them.
+ * How long a server-side onboarding is taken to be running its captures (an Idempotency-Key's replay says so until
+ * then): its start (INCODE_TIMEOUT_MS), its five capture calls (INCODE_CAPTURE_TIMEOUT_MS each) and a minute's room.
  */
 export function capturesWindowMs(config: Pick<Config, 'incode'>): number {
   return 60_000 + config.incode.timeoutMs + 5 * config.incode.captureTimeoutMs;
 }
 
 /**
+ * How old a server-side onboarding must be before polling calls its captures interrupted: far past anything live
+ * captures can take (each call's headers and body may each take its whole timeout, and a call may wait in the pool's
+ * queue first), so a slow onboarding still uploading is never failed under it; at least half an hour.
+ */
+export function capturesAbandonedAfterMs(config: Pick<Config, 'incode'>): number {
+  return Math.max(30 * 60_000, 2 * (60_000 + 2 * config.incode.timeoutMs + 10 * config.incode.captureTimeoutMs));
+}
+
+/**
  * A server-side onboarding whose process died before its selfie went up (SIGKILL, a crash): its steps began, none
- * failed, and neither an accepted selfie nor a face match is recorded. Its session can never finish at Incode (no
- * selfie was sent, so no face match either). One whose selfie went up is not: its face match may have been sent
- * before the process died, and polling decides.
+ * failed or was rejected (a one-sided document's back is `skipped`), and neither an accepted selfie nor a face match
+ * is recorded. Its session can never finish at Incode (no selfie was sent, so no face match either). One whose
+ * selfie went up is not: its face match may have been sent before the process died, and polling decides.
  */
 export function capturesInterrupted(steps: StepRecord[]): boolean {
   if (!steps.some((s) => s.step === 'start' && s.outcome === 'ok')) return false;
-  return !steps.some((s) => s.outcome !== 'ok' || (s.step === 'selfie' && s.outcome === 'ok') || s.step === 'face-match');
+  return !steps.some((s) => s.outcome === 'failed' || s.outcome === 'rejected' || (s.step === 'selfie' && s.outcome === 'ok') || s.step === 'face-match');
 }
 
 type CallbackEvent = Parameters<typeof sendCallback>[2];
@@ -227,15 +236,19 @@ export class ResultsPipeline {
     const now = this.now();
     const due = await this.d.store.sessionsDueForPoll(now, limit);
     const { pollIntervalMs, pollMaxIntervalMs } = this.d.config.results;
-    const capturesOverBefore = now - capturesWindowMs(this.d.config);
+    // Looked at in the hour after a session passes that age (polls come at least every POLL_MAX_INTERVAL_MS), so an
+    // unfinished SDK session is not read for steps at every poll of its POLL_GIVE_UP_HOURS.
+    const abandonedAfter = capturesAbandonedAfterMs(this.d.config);
+    const lookUntil = abandonedAfter + 2 * pollMaxIntervalMs + 3_600_000;
     for (const s of due) {
       if (!keepsPolling(s)) {
         await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
         continue;
       }
       // An onboarding whose process died mid-captures would otherwise be polled, pending, for POLL_GIVE_UP_HOURS: it
-      // is failed as soon as no process can still be running it (its steps are read only for a session that old).
-      if (s.origin === 'broker' && s.resultsStatus === 'pending' && !isTerminal(s.onboardingStatus) && s.createdAt < capturesOverBefore && capturesInterrupted(await this.d.store.listSteps(s.interviewId))) {
+      // is failed once no process can still be running it.
+      const age = now - s.createdAt;
+      if (s.origin === 'broker' && s.resultsStatus === 'pending' && !isTerminal(s.onboardingStatus) && age > abandonedAfter && age < lookUntil && capturesInterrupted(await this.d.store.listSteps(s.interviewId))) {
         await this.failResults(s.interviewId, 'CAPTURES_INTERRUPTED', now);
         await this.d.store.stopPolling(s.interviewId, s.nextPollAt);
         continue;

@@ -104,10 +104,17 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
    * app is one the token keeps.
    */
   function mintResume(interviewId: string, createdAt: number) {
+    const now = Date.now();
+    const expiresAt = Math.min(now + config.resumeTokenTtlSeconds * 1000, erasedAt(createdAt));
+    // Past its retention, not yet purged (the sweep is hourly): no token that would be expired as it is handed out.
+    if (expiresAt <= now) throw pastRetention();
     const { resumeToken, tokenHash } = mintResumeToken(interviewId);
-    const expiresAt = Math.min(Date.now() + config.resumeTokenTtlSeconds * 1000, createdAt + config.retentionDays * 86_400_000);
     return { resumeToken, stored: { tokenHash, expiresAt } };
   }
+
+  /** When the retention purge erases a session created at `createdAt`. */
+  const erasedAt = (createdAt: number) => createdAt + config.retentionDays * 86_400_000;
+  const pastRetention = () => new AppError(404, 'SESSION_NOT_FOUND', 'The session is past its retention period and is being erased');
 
   function answer(interviewId: string, token: string, r: ReturnType<typeof mintResume>) {
     return { token, interviewId, apiUrl: opts.sdkApiUrl, resumeToken: r.resumeToken, resumeTokenExpiresAt: new Date(r.stored.expiresAt).toISOString() };
@@ -217,6 +224,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       // A finished onboarding needs no token any more, and a fresh one could still read its scores and OCR data from
       // Incode: a resume token that leaked from the app is worth nothing once the flow is over. (It stays spent.)
       if (isTerminal(spent.onboardingStatus)) throw sessionFinished();
+      // Nor one past its retention: Incode is not asked for a token the answer could not carry.
+      if (erasedAt(createdAt) <= now) throw pastRetention();
       let answer;
       try {
         // The session's own flow where it is known: Incode documents configurationId as required on start.

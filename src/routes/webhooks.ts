@@ -8,7 +8,7 @@ import type { Config } from '../config';
 import { AppError, retryAfter } from '../errors';
 import { type Mapped, sendError } from '../plugins/error-handler';
 import { RATE_LIMITED, type Security, WITH_BODY, withErrors } from '../schemas';
-import { bearer, safeEqual } from '../security';
+import { bearer, keyMatcher, safeEqual } from '../security';
 import { isKnownStatus, loggedStatus } from '../results/status';
 import { failureLimiter, requestNetwork } from '../protection/rate-counter';
 
@@ -117,15 +117,13 @@ function basicCredentials(header: string | undefined): { id: string; secret: str
   return [raw, { id: dec(raw.id), secret: dec(raw.secret) }];
 }
 
-/** Whether any reading matches the id and one of the secrets; every comparison runs, each in constant time. */
-function credentialsMatch(readings: { id: string; secret: string }[], id: string, secrets: readonly string[]): boolean {
+/** Whether any reading matches the id and one of the secrets (`secretMatches`, a keyMatcher); every comparison runs. */
+function credentialsMatch(readings: { id: string; secret: string }[], id: string, secretMatches: (candidate: string) => boolean): boolean {
   let ok = false;
   for (const r of readings) {
     const idOk = safeEqual(r.id, id);
-    for (const secret of secrets) {
-      const secretOk = safeEqual(r.secret, secret);
-      ok = (idOk && secretOk) || ok;
-    }
+    const secretOk = secretMatches(r.secret);
+    ok = (idOk && secretOk) || ok;
   }
   return ok;
 }
@@ -146,7 +144,9 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
   const tokenFailures = failureLimiter(app.rateCounter, TOKEN_FAILURES_PER_MINUTE, 60_000);
   // The new secret first (it signs), the one a rotation replaces after it.
   const clientSecrets = [cfg.clientSecret, cfg.previousClientSecret].filter((k): k is string => !!k);
+  const clientSecretMatches = keyMatcher(clientSecrets);
   const staticSecrets = [cfg.secret, cfg.previousSecret].filter((k): k is string => !!k);
+  const staticSecretMatches = keyMatcher(staticSecrets);
   const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(clientSecrets, cfg.tokenTtlSeconds) : null;
   // The form parser in a scope of the token endpoint's own: the webhook itself, like every other route, takes JSON only.
   const tokenScope: FastifyPluginAsyncTypebox = async (scope) => {
@@ -180,7 +180,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         // Guessing the client secret is the attack here: failed attempts are counted per network, and a network over
         // the limit is refused before its credentials are even checked. Only failures count: Incode, asking from its
         // own network, is never limited however often it asks (it may fetch a token for every webhook it sends).
-        const check = await tokenFailures(`whtoken:${requestNetwork(req)}`, () => credentialsMatch(basicCredentials(req.headers.authorization), clientId, clientSecrets));
+        const check = await tokenFailures(`whtoken:${requestNetwork(req)}`, () => credentialsMatch(basicCredentials(req.headers.authorization), clientId, clientSecretMatches));
         if (check.outcome !== 'passed') {
           // Refused unread: its credentials were never looked at.
           (req as WebhookRequest).webhookAuth = check.outcome === 'failed' ? 'rejected' : 'unchecked';
@@ -203,9 +203,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
     if (tokens && bearerToken && tokens.verify(bearerToken)) return 'oauth';
     if (staticSecrets.length) {
       const got = req.headers[cfg.secretHeader];
-      let matched = false;
-      if (typeof got === 'string') for (const secret of staticSecrets) matched = safeEqual(got, secret) || matched;
-      if (matched) return 'secret';
+      if (typeof got === 'string' && staticSecretMatches(got)) return 'secret';
     }
     if (!tokens && !cfg.secret && cfg.allowUnauthenticated) return 'none';
     return null;

@@ -354,11 +354,13 @@ export function migrateSqlite(db: Database, migrations: readonly Migration[] = M
   checkOrder(migrations);
   const applied: number[] = [];
   db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
-  refuseNewerSchema((db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null }).v, migrations);
+  const newest = db.prepare('SELECT MAX(version) AS v FROM schema_migrations');
   const has = db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?');
   const mark = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
   for (const m of migrations) {
     db.transaction(() => {
+      // Inside the write lock, at every step: a newer release may be migrating the same file right now.
+      refuseNewerSchema((newest.get() as { v: number | null }).v, migrations);
       // Re-checked inside the write lock: another process may have applied it since we looked.
       if (has.get(m.version)) return;
       if (typeof m.sqlite === 'string') db.exec(m.sqlite);
@@ -414,9 +416,6 @@ export async function migratePostgres(
   try {
     // Once for the connection (reset before it goes back to the pool), not once per migration.
     await run('SET statement_timeout = 0');
-    const table = `${q}.schema_migrations`;
-    const { rows: exists } = await run('SELECT to_regclass($1) IS NOT NULL AS e', [table]);
-    if (exists[0].e) refuseNewerSchema((await run(`SELECT MAX(version) AS v FROM ${table}`)).rows[0].v, migrations);
     for (const m of migrations) {
       for (let attempt = 1; ; attempt++) {
         await run('BEGIN');
@@ -428,6 +427,8 @@ export async function migratePostgres(
           // Pin the schema for this transaction even if the pool's connection options did not.
           await run(`SET LOCAL search_path TO ${q}`);
           await run('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
+          // Under the advisory lock, at every step: a newer release may have migrated since this one began.
+          refuseNewerSchema((await run('SELECT MAX(version) AS v FROM schema_migrations')).rows[0].v, migrations);
           const { rowCount } = await run('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
           if (!rowCount) {
             await run(m.postgres);

@@ -478,8 +478,19 @@ describe('HEAD, OPTIONS and CORS on every route', () => {
     expectRefusal(await send('OPTIONS', '*'), 400, 'INVALID_PREFLIGHT');
   });
 
+  // The results API and the server-side flow: backends only, no CORS (their paths spelled any way the router reads).
+  const backendOnly = (path: string) => /^\/(sessions|onboardings)(\/|$)/.test(path);
+
+  it('the results API and the server-side flow refuse preflights, however their path is spelled', async () => {
+    for (const [method, path] of [...routes.filter(([, p]) => backendOnly(p)), ['DELETE', '/%73essions/abc'], ['POST', '/%6Fnboardings'], ['GET', '/sessions%2F']] as [string, string][]) {
+      const a = await send('OPTIONS', path, [`Origin: ${ALLOWED_ORIGIN}`, `Access-Control-Request-Method: ${method}`, 'Access-Control-Request-Headers: authorization']);
+      expectRefusal(a, 403, 'CORS_NOT_ALLOWED');
+      expect(a.headers['access-control-allow-origin']).toBeUndefined();
+    }
+  });
+
   it('a preflight from the allowed origin is allowed, before any authentication', async () => {
-    for (const [method, path] of routes) {
+    for (const [method, path] of routes.filter(([, p]) => !backendOnly(p))) {
       const a = await send('OPTIONS', path, [`Origin: ${ALLOWED_ORIGIN}`, `Access-Control-Request-Method: ${method}`, 'Access-Control-Request-Headers: authorization, content-type, idempotency-key']);
       expect(a.status).toBe(204);
       expect(a.headers['access-control-allow-origin']).toBe(ALLOWED_ORIGIN);
@@ -493,7 +504,7 @@ describe('HEAD, OPTIONS and CORS on every route', () => {
       for (const [method, path] of routes) {
         const a = await send('OPTIONS', path, [`Origin: ${origin}`, `Access-Control-Request-Method: ${method}`]);
         // Answered as a preflight (so a browser sees the refusal), just without the allowing header.
-        expect({ path, answered: !a.none, status: a.status }).toEqual({ path, answered: true, status: 204 });
+        expect({ path, answered: !a.none, status: a.status }).toEqual({ path, answered: true, status: backendOnly(path) ? 403 : 204 });
         expect(a.headers['access-control-allow-origin']).toBeUndefined();
       }
       const real = await send('GET', '/healthz', [`Origin: ${origin}`]);

@@ -1426,23 +1426,31 @@ describe('apply, against a results job that finishes first', () => {
 describe('pollDue, against server-side onboardings whose process died mid-captures', () => {
   it('fails one that never got its selfie up once no process can still be running it, and keeps polling the others', async () => {
     const { real, pipeline, clock } = await barePipeline();
-    const started = Date.now() - 2 * 3_600_000;
+    // 45 minutes ago: past the half hour no live captures take, within the hour after it that polling looks.
+    const started = Date.now() - 45 * 60_000;
     clock.now = started;
-    const ids = { interrupted: 'a'.repeat(24), selfieUp: 'b'.repeat(24), sdk: 'c'.repeat(24), recent: 'd'.repeat(24) };
+    const ids = { interrupted: 'a'.repeat(24), oneSided: 'e'.repeat(24), selfieUp: 'b'.repeat(24), sdk: 'c'.repeat(24), recent: 'd'.repeat(24) };
     for (const id of Object.values(ids)) if (id !== ids.recent) await pipeline.trackSession({ interviewId: id, token: `tok-${id}` });
-    const ok = (id: string, ...steps: string[]) => Promise.all(steps.map((step, i) => real.recordStep(id, { step: step as never, outcome: 'ok', at: started + i })));
-    await ok(ids.interrupted, 'start', 'front', 'back', 'process-id');
+    const steps = async (id: string, ...list: string[]) => {
+      for (const [i, step] of list.entries()) {
+        const [name, outcome = 'ok'] = step.split(':');
+        await real.recordStep(id, { step: name as never, outcome: outcome as never, at: started + i });
+      }
+    };
+    await steps(ids.interrupted, 'start', 'front', 'back', 'process-id');
+    // A passport: its back skipped.
+    await steps(ids.oneSided, 'start', 'front', 'back:skipped', 'process-id');
     // The face match may have been sent before the process died: Incode may still finish it.
-    await ok(ids.selfieUp, 'start', 'front', 'back', 'process-id', 'selfie');
-    // Started a moment ago: its captures may still be running in another process.
-    clock.now = Date.now() - 1000;
+    await steps(ids.selfieUp, 'start', 'front', 'back', 'process-id', 'selfie');
+    // Started 20 minutes ago: a slow onboarding's captures may still be running in another process.
+    clock.now = Date.now() - 20 * 60_000;
     await pipeline.trackSession({ interviewId: ids.recent, token: 'tok-recent' });
-    await ok(ids.recent, 'start', 'front');
+    await steps(ids.recent, 'start', 'front');
     clock.now = Date.now();
     // All of them due for a poll now.
     for (const id of Object.values(ids)) await real.schedulePoll(id, clock.now - 1, 0);
-    expect(await pipeline.pollDue()).toBe(4);
-    expect(await real.getSession(ids.interrupted)).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURES_INTERRUPTED', nextPollAt: null });
+    expect(await pipeline.pollDue()).toBe(5);
+    for (const id of [ids.interrupted, ids.oneSided]) expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'failed', lastError: 'CAPTURES_INTERRUPTED', nextPollAt: null });
     for (const id of [ids.selfieUp, ids.sdk, ids.recent]) expect(await real.getSession(id)).toMatchObject({ resultsStatus: 'pending', nextPollAt: expect.any(Number) });
   });
 });

@@ -37,6 +37,10 @@ async function resumeExpiryWithinRetention(start: typeof startBroker, age: (url:
     const resumed = (await request(b.url).post('/session/resume').send({ resumeToken: s.resumeToken }).expect(200)).body;
     expect(Date.parse(resumed.resumeTokenExpiresAt)).toBeLessThanOrEqual(createdAt + 86_400_000);
     expect(Date.parse(resumed.resumeTokenExpiresAt)).toBeGreaterThan(Date.now());
+    // Past its retention and not yet purged: no token that would be expired as it is handed out.
+    await age(b.url, s.interviewId, Date.now() - 25 * 3_600_000);
+    const late = await request(b.url).post('/session/resume').send({ resumeToken: resumed.resumeToken });
+    expect([late.status, late.body.code]).toEqual([404, 'SESSION_NOT_FOUND']);
   } finally {
     await b.close();
     await emu.close();
