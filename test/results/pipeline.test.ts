@@ -949,15 +949,24 @@ function pipelineSuite(which: Engine) {
     }
   });
 
+  /**
+   * A finished session whose callback its receiver refused until it was dead-lettered (two attempts), its hourly retry
+   * now queued: the pair started, the session and its callback jobs.
+   */
+  async function deadCallbackWaiting(hook: string) {
+    p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: hook, CALLBACK_SECRET, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10' });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    await p.ready(s.interviewId);
+    const callbacks = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'callback');
+    await waitFor(async () => ((await callbacks()).some((j) => j.state === 'dead') && (await callbacks()).length === 2) || null, 10_000);
+    return { s, callbacks };
+  }
+
   it('tries a callback its receiver never took again an hour later, as the same event (its webhook-id), for three days', async () => {
     const receiver = await callbackReceiver(() => false);
     try {
-      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10' });
-      const s = await p.newSession();
-      await captureAll(s.apiUrl, s.token);
-      await p.ready(s.interviewId);
-      const callbacks = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'callback');
-      await waitFor(async () => ((await callbacks()).some((j) => j.state === 'dead') && (await callbacks()).length === 2) || null, 10_000);
+      const { s, callbacks } = await deadCallbackWaiting(receiver.hook);
       const [dead, again] = [(await callbacks()).find((j) => j.state === 'dead')!, (await callbacks()).find((j) => j.state === 'queued')!];
       expect(again.runAt - Date.now()).toBeGreaterThan(CALLBACK_RETRY_AFTER_MS - 60_000);
       expect(again.payload).toMatchObject({ ...dead.payload, eventId: `${s.interviewId}:ONBOARDING_FINISHED:approve:${dead.id}`, deadSince: expect.any(Number) });
@@ -992,12 +1001,7 @@ function pipelineSuite(which: Engine) {
   it('a refresh while a dead callback waits out its hour sends that event now, under its own webhook-id, not a second copy', async () => {
     const receiver = await callbackReceiver(() => false);
     try {
-      p = await startPair({ RESULTS_MODE: 'webhook', CALLBACK_URL: receiver.hook, CALLBACK_SECRET, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10' });
-      const s = await p.newSession();
-      await captureAll(s.apiUrl, s.token);
-      await p.ready(s.interviewId);
-      const callbacks = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'callback');
-      await waitFor(async () => ((await callbacks()).some((j) => j.state === 'dead') && (await callbacks()).length === 2) || null, 10_000);
+      const { s, callbacks } = await deadCallbackWaiting(receiver.hook);
       const dead = (await callbacks()).find((j) => j.state === 'dead')!;
       // The receiver is back, and the operator asks for the results again: nothing changed at Incode.
       receiver.acceptFromNowOn();
