@@ -133,9 +133,17 @@ function sandboxDefaults(config: Config): Config {
 /** Paths only a backend calls (with a service key): the results API and the server-side flow. */
 const BACKEND_ONLY = /^\/(sessions|onboardings)(\/|\?|$)/;
 
-/** Whether a request path is one of them, percent-decoded as the router reads it (`/%73essions` is `/sessions`). */
+/**
+ * Whether a request target names one of them as the router reads it: its path (an absolute-form target's too), before
+ * any `?` or `#`, percent-decoded (`/%73essions` is `/sessions`).
+ */
 function isBackendOnly(url: string): boolean {
-  const path = url.split('?', 1)[0];
+  let path = url;
+  if (!path.startsWith('/')) {
+    const slash = path.indexOf('/', path.indexOf('//') + 2);
+    path = path.indexOf('//') >= 0 && slash > 0 ? path.slice(slash) : path;
+  }
+  path = path.split(/[?#]/, 1)[0];
   if (BACKEND_ONLY.test(path)) return true;
   if (!path.includes('%')) return false;
   try {
@@ -215,7 +223,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       const body = tooLong ? { code: 'PATH_PARAMETER_TOO_LONG', message: 'A path parameter is too long' } : { code: 'BAD_URL', message: 'The path is not valid URL encoding' };
       reply.headers(helmetHeaders).header('x-request-id', req.id);
       const origin = req.headers.origin;
-      if (origin && !(config.sandbox && isEmulatorUrl(req.url)) && (config.corsOrigins.includes('*') || config.corsOrigins.includes(origin)))
+      // CORS as the route's answers would carry it: the SDK reads an answer without it as a network error.
+      if (origin && config.sandbox && isEmulatorUrl(req.url)) reply.header('access-control-allow-origin', '*');
+      else if (origin && !isBackendOnly(req.url) && (config.corsOrigins.includes('*') || config.corsOrigins.includes(origin)))
         reply.headers({ 'access-control-allow-origin': origin, vary: 'Origin', 'access-control-expose-headers': CORS_EXPOSED_HEADERS.join(', ') });
       void reply.code(tooLong ? 414 : 400).send({ ...body, requestId: req.id });
     },

@@ -11,8 +11,9 @@ export function sandboxEmulatorOptions(config: Config): EmulatorOptions {
     executivePassword: config.incode.executivePassword,
     processingDelayMs: config.emulator.processingDelayMs,
     // In the service's own process: uploads may keep its event loop busy half a core's time at most (a 12 MP photo
-    // costs 1-2 s to decode). The burst is one largest image (16 MP, or about five onboardings' sample captures): three
-    // 12 MP photos let in at once held the loop long enough for load shedding to refuse every other request.
-    decodeBudget: { megapixelsPerSecond: 4, burstMegapixels: MAX_MEGAPIXELS },
+    // costs 1-2 s to decode), with room for many onboardings' small captures at once (about 17 of the samples'). Images
+    // over 4 MP also share a burst of one largest image (16 MP): three 12 MP photos let in at once held the loop long
+    // enough for load shedding to refuse every other request.
+    decodeBudget: { megapixelsPerSecond: 4, burstMegapixels: 48, large: { overMegapixels: 4, burstMegapixels: MAX_MEGAPIXELS } },
   };
 }

@@ -76,6 +76,10 @@ describe('server process', () => {
     expect(await p.exited).toBe(0);
     expect(Date.now() - signalled).toBeGreaterThanOrEqual(8000);
     expect(p.output()).toMatch(/"outOfRotationMs":8000/);
+    // Its refusals are deliberate: a warn line each, no error with a stack per probe.
+    const refusals = p.output().split('\n').filter((l) => l.includes('"SHUTTING_DOWN"'));
+    expect(refusals.length).toBeGreaterThan(0);
+    for (const line of refusals) expect(JSON.parse(line)).toMatchObject({ level: 40, msg: 'request refused' });
     await emu.close();
   }, 30_000);
 

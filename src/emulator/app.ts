@@ -35,9 +35,11 @@ export interface EmulatorOptions {
    * Megapixels decoded per second over all uploads, with a burst: past it an upload gets Incode's 429 (it throttles its
    * document and face endpoints) with Retry-After, before anything is decoded. Decoding runs on the process's event loop,
    * the broker's own in sandbox mode, where a client could otherwise keep it busy (a 12 MP photo costs 1-2 s of CPU).
-   * Unlimited by default (the tests' and benchmark's emulators).
+   * Unlimited by default (the tests' and benchmark's emulators). `large`: images over `overMegapixels` also take from a
+   * burst of their own, so that a few large photos are not decoded back to back (each holds the loop for seconds),
+   * while many small captures still pass together.
    */
-  decodeBudget?: { megapixelsPerSecond: number; burstMegapixels: number };
+  decodeBudget?: { megapixelsPerSecond: number; burstMegapixels: number; large?: { overMegapixels: number; burstMegapixels: number } };
   /** Session token lifetime (default 90 days). */
   tokenTtlSeconds?: number;
   /** HS256 secret for tokens (random by default). */
@@ -239,6 +241,30 @@ function untagSdkSelfie(b64: string): string {
 function normalizePrefix(p: string | undefined): string {
   if (!p || p === '/') return '';
   return ('/' + p.replace(/^\/+|\/+$/g, '')).replace(/\/+/g, '/');
+}
+
+/**
+ * A token bucket of megapixels, refilled continuously on a monotonic clock (a wall clock stepped back would refill by a
+ * negative amount and refuse every upload meanwhile). One larger than the whole burst waits for a full bucket.
+ */
+function megapixelBucket(perSecond: number, burst: number) {
+  let level = burst;
+  let at = performance.now();
+  const refill = (now: number) => {
+    level = Math.min(burst, level + ((now - at) / 1000) * perSecond);
+    at = now;
+  };
+  return {
+    /** ms until `megapixels` are there (0: now). */
+    wait(megapixels: number, now: number): number {
+      refill(now);
+      const need = Math.min(megapixels, burst);
+      return level >= need ? 0 : Math.ceil(((need - level) / perSecond) * 1000);
+    },
+    take(megapixels: number): void {
+      level -= Math.min(megapixels, burst);
+    },
+  };
 }
 
 function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorController): void {
@@ -573,24 +599,20 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     return 'base64Image is required';
   }
 
-  // The decode budget's bucket, in megapixels: full at start, refilled continuously.
+  // The decode budget's buckets, in megapixels: full at start, refilled continuously.
   const budget = opts.decodeBudget;
-  let bucket = budget?.burstMegapixels ?? 0;
-  // Monotonic: a wall clock stepped back would refill by a negative amount and refuse every upload meanwhile.
-  let refilledAt = performance.now();
+  const all = budget ? megapixelBucket(budget.megapixelsPerSecond, budget.burstMegapixels) : null;
+  const large = budget?.large ? megapixelBucket(budget.megapixelsPerSecond, budget.large.burstMegapixels) : null;
   /** Takes an upload's megapixels from the budget; the ms to wait when they are not there (nothing is taken then). */
   const takeDecode = (megapixels: number): number => {
-    if (!budget) return 0;
+    if (!all) return 0;
     const now = performance.now();
-    bucket = Math.min(budget.burstMegapixels, bucket + ((now - refilledAt) / 1000) * budget.megapixelsPerSecond);
-    refilledAt = now;
-    // One larger than the whole burst waits for a full bucket, not forever.
-    const need = Math.min(megapixels, budget.burstMegapixels);
-    if (bucket >= need) {
-      bucket -= need;
-      return 0;
-    }
-    return Math.ceil(((need - bucket) / budget.megapixelsPerSecond) * 1000);
+    const isLarge = large !== null && megapixels > budget!.large!.overMegapixels;
+    const wait = Math.max(all.wait(megapixels, now), isLarge ? large.wait(megapixels, now) : 0);
+    if (wait > 0) return wait;
+    all.take(megapixels);
+    if (isLarge) large.take(megapixels);
+    return 0;
   };
 
   /** Pixel metrics of the upload, or undefined after answering the 400 envelope (3010 undecodable, 3008 too large). */

@@ -75,6 +75,9 @@ function mapError(err: FastifyError | Error): Mapped {
   return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
 }
 
+/** The 503s this service gives on purpose: a replica leaving, load shed. */
+const DELIBERATE_503 = new Set(['SHUTTING_DOWN', 'OVERLOADED']);
+
 /** Answers an error as every route does; `fields` adds what one endpoint's protocol asks of its error bodies. */
 export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, fields?: (m: Mapped) => Record<string, unknown>): void {
   const m = mapError(err as FastifyError);
@@ -83,7 +86,10 @@ export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply
     req.server.databaseOutage.noticed();
   // An outage's message is the driver's own words ("Connection terminated..."), worth reading; any other error's
   // could quote the data it failed on, so only its kind, code and frames are logged.
-  if (m.status >= 500) req.log.error({ err: loggedError(err) }, 'request failed');
+  // A 503 this service gives on purpose (draining, shedding load) is no failure: one warn line without frames, as
+  // under overload an error line with a stack per refused request would add to the load it sheds.
+  if (m.status >= 500 && !(err instanceof AppError && DELIBERATE_503.has(m.code))) req.log.error({ err: loggedError(err) }, 'request failed');
+  else if (m.status >= 500) req.log.warn({ code: m.code, status: m.status }, 'request refused');
   else req.log.info({ code: m.code, status: m.status }, 'request refused');
   if (m.headers) reply.headers(m.headers);
   reply.status(m.status).send({ code: m.code, message: m.message, ...m.extra, ...fields?.(m), requestId: req.id });

@@ -45,9 +45,12 @@ function mintResumeToken(interviewId: string): { resumeToken: string; tokenHash:
 function parseResumeToken(resumeToken: string): { interviewId: string; tokenHash: string } | null {
   const dot = resumeToken.indexOf('.');
   if (dot <= 0) return null;
-  const interviewId = Buffer.from(resumeToken.slice(0, dot), 'base64url').toString('utf8');
+  const named = resumeToken.slice(0, dot);
+  const interviewId = Buffer.from(named, 'base64url').toString('utf8');
   const secret = resumeToken.slice(dot + 1);
-  if (!isInterviewId(interviewId) || secret.length < 32) return null;
+  // Only the spelling mintResumeToken gives: Node's base64url decoding skips padding and stray characters, so many
+  // strings would name one session.
+  if (!isInterviewId(interviewId) || Buffer.from(interviewId, 'utf8').toString('base64url') !== named || secret.length < 32) return null;
   return { interviewId, tokenHash: sha256Hex(secret) };
 }
 

@@ -30,7 +30,7 @@ const WebhookBody = Type.Object(
     // Any printable text: Incode's list of statuses grows, and a status it signed for must not be refused (and after its
     // retries, lost) over its spelling. The verify job reads the real status from Incode; this one is only the hint.
     // Absent: a webhook of another type (Incode configures one URL per type, and an operator may point several here).
-    onboardingStatus: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[\\x20-\\x7E]+$' })),
+    onboardingStatus: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[\\x20-\\x7E]*[\\x21-\\x7E][\\x20-\\x7E]*$' })),
     // Not checked, for the same reason. externalId is never stored; clientId and flowId are kept, cut to a bounded length.
     externalId: Type.Optional(Type.Unknown()),
     clientId: Type.Optional(Type.Unknown()),
@@ -233,20 +233,26 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       onResponse: (req, reply, done) => {
         const r = req as WebhookRequest;
         const sent = r.body?.onboardingStatus;
-        const status = reply.statusCode >= 300 ? 'unknown' : sent === undefined ? 'none' : typeof sent === 'string' && isKnownStatus(sent) ? sent : 'OTHER';
+        const known = typeof sent === 'string' ? sent.trim() : undefined;
+        const status = reply.statusCode >= 300 ? 'unknown' : sent === undefined ? 'none' : known !== undefined && isKnownStatus(known) ? known : 'OTHER';
         // `unchecked`: turned away before authentication ran (a malformed request, shutdown), so no credential failed.
         app.metrics.webhooks.inc({ status, auth: r.webhookAuth ?? 'unchecked', outcome: outcomeOf(reply.statusCode, r.webhookOutcome ?? 'recorded') });
         done();
       },
     },
     async (req) => {
-      const { interviewId, onboardingStatus } = req.body;
+      const { interviewId } = req.body;
+      // Spaces around it are no part of a status (the schema asks for at least one character besides them).
+      const onboardingStatus = req.body.onboardingStatus?.trim();
       if (onboardingStatus === undefined) {
         // Another type of webhook (face authentication, watchlist, session events...): nothing this service acts on.
         // Acknowledged, or Incode would retry it for half an hour and count a failing endpoint; its field names are
         // logged (never its values) so an operator sees what is arriving here.
         (req as WebhookRequest).webhookOutcome = 'ignored';
-        req.log.info({ fields: Object.keys(req.body).slice(0, 20).map((k) => k.slice(0, 40)) }, 'webhook of another type ignored (no onboardingStatus)');
+        // Names shaped like field names only: a key is text its sender chose, and could hold anything.
+        const keys = Object.keys(req.body);
+        const fields = keys.filter((k) => /^[A-Za-z0-9_.-]{1,40}$/.test(k)).slice(0, 20);
+        req.log.info({ fields, otherFields: keys.length - fields.length }, 'webhook of another type ignored (no onboardingStatus)');
         return { success: true };
       }
       if (interviewId === undefined) throw new AppError(400, 'VALIDATION_FAILED', 'body must have required property \'interviewId\' beside onboardingStatus');

@@ -391,12 +391,12 @@ describe('ids, paths and query strings', () => {
       expectRefusal(await send('POST', `/sessions/${id}/refresh`, [ADMIN]), 400, 'VALIDATION_FAILED');
     }
     // Refused before any hook: answered like every other error all the same (a request id, its header, the security
-    // headers, CORS for an allowed origin), and nothing of the path echoed back.
+    // headers, and CORS as its route gives it: none for the results API, even to an allowed origin), and nothing of
+    // the path echoed back.
     const likeEveryError = (a: Answer, body: Record<string, unknown>) => {
       expect(a.headers['x-request-id']).toBe(body.requestId);
       expect(a.headers['x-content-type-options']).toBe('nosniff');
-      expect(a.headers['access-control-allow-origin']).toBe(ALLOWED_ORIGIN);
-      expect(a.headers['access-control-expose-headers']).toContain('x-request-id');
+      expect(a.headers['access-control-allow-origin']).toBeUndefined();
     };
     for (const id of ['%', '%ff', '%c0%af', '%E0%A4%A']) {
       const a = await send('GET', `/sessions/${id}`, [ADMIN, `Origin: ${ALLOWED_ORIGIN}`]);
@@ -408,8 +408,11 @@ describe('ids, paths and query strings', () => {
     const long = expectRefusal(a, 414, 'PATH_PARAMETER_TOO_LONG');
     expect(String(long.message)).not.toContain('aaaa');
     likeEveryError(a, long);
-    // Another origin is not told it may read the answer.
-    expect((await send('GET', '/sessions/%ff', [ADMIN, 'Origin: https://evil.example'])).headers['access-control-allow-origin']).toBeUndefined();
+    // An app route's refusal does carry it, for an allowed origin only.
+    const app = await send('GET', '/session/%ff', [`Origin: ${ALLOWED_ORIGIN}`]);
+    expect([app.status, app.headers['access-control-allow-origin']]).toEqual([400, ALLOWED_ORIGIN]);
+    expect(app.headers['access-control-expose-headers']).toContain('x-request-id');
+    expect((await send('GET', '/session/%ff', ['Origin: https://evil.example'])).headers['access-control-allow-origin']).toBeUndefined();
     for (const id of ['__proto__', 'constructor', 'hasOwnProperty']) expectRefusal(await send('GET', `/sessions/${id}`, [ADMIN]), 404, 'SESSION_NOT_FOUND');
     // Unauthenticated callers learn nothing, whatever the id.
     expectRefusal(await send('GET', '/sessions/..%2F..%2Fmetrics'), 401, 'UNAUTHORIZED');
@@ -482,11 +485,17 @@ describe('HEAD, OPTIONS and CORS on every route', () => {
   const backendOnly = (path: string) => /^\/(sessions|onboardings)(\/|$)/.test(path);
 
   it('the results API and the server-side flow refuse preflights, however their path is spelled', async () => {
-    for (const [method, path] of [...routes.filter(([, p]) => backendOnly(p)), ['DELETE', '/%73essions/abc'], ['POST', '/%6Fnboardings'], ['GET', '/sessions%2F']] as [string, string][]) {
+    const spellings: [string, string][] = [['DELETE', '/%73essions/abc'], ['POST', '/%6Fnboardings'], ['GET', '/sessions%2F'], ['DELETE', 'http://x/sessions/abc'], ['GET', '/sessions#x']];
+    for (const [method, path] of [...routes.filter(([, p]) => backendOnly(p)), ...spellings]) {
       const a = await send('OPTIONS', path, [`Origin: ${ALLOWED_ORIGIN}`, `Access-Control-Request-Method: ${method}`, 'Access-Control-Request-Headers: authorization']);
       expectRefusal(a, 403, 'CORS_NOT_ALLOWED');
       expect(a.headers['access-control-allow-origin']).toBeUndefined();
     }
+  });
+
+  it("the sandbox emulator's URLs carry CORS on the service's own refusals too (the SDK reads an answer without it as a network error)", async () => {
+    const a = await send('GET', '/sandbox/incode/0/omni/%zz', [`Origin: ${ALLOWED_ORIGIN}`]);
+    expect([a.status, a.headers['access-control-allow-origin']]).toEqual([400, '*']);
   });
 
   it('a preflight from the allowed origin is allowed, before any authentication', async () => {

@@ -738,6 +738,22 @@ describe('emulator decode budget', () => {
     }
   });
 
+  it('lets large images through one burst of their own, small ones through the whole budget', async () => {
+    // Images over 0.5 MP share 1 MP of burst (one 0.91 MP ID side), while the budget as a whole has 48.
+    const emu = await startEmulator({ decodeBudget: { megapixelsPerSecond: 0.01, burstMegapixels: 48, large: { overMegapixels: 0.5, burstMegapixels: 1 } } });
+    try {
+      const s = await emu.start({});
+      expect((await emu.call('POST', '/omni/add/front-id/v2', { token: s.token, body: { base64Image: b64(samples.idFront()) } })).status).toBe(200);
+      const refused = await emu.call('POST', '/omni/add/back-id/v2', { token: s.token, body: { base64Image: b64(samples.idBack()) } });
+      expectEnvelope(refused, 429);
+      // A small image still passes: the whole budget has room.
+      const small = Buffer.from(jpeg.encode({ width: 400, height: 300, data: Buffer.alloc(400 * 300 * 4, 128) }, 90).data);
+      expect((await emu.call('POST', '/omni/add/back-id/v2', { token: s.token, body: { base64Image: b64(small) } })).status).not.toBe(429);
+    } finally {
+      await emu.close();
+    }
+  });
+
   it('refills on a monotonic clock: the wall clock stepped back an hour does not refuse every upload for that hour', async () => {
     const realNow = Date.now.bind(Date);
     let offset = 0;
@@ -755,9 +771,12 @@ describe('emulator decode budget', () => {
 
   it('is on for the sandbox, the emulator in the service\'s own process', () => {
     const options = sandboxEmulatorOptions(loadConfig({}));
-    expect(options.decodeBudget).toEqual({ megapixelsPerSecond: expect.any(Number), burstMegapixels: expect.any(Number) });
-    // Room for the largest image the emulator takes (16 MP), and no more: three 12 MP photos at once held the service's
-    // event loop past EVENT_LOOP_MAX_LAG_MS, and load shedding refused everyone else.
-    expect(options.decodeBudget!.burstMegapixels).toBe(MAX_MEGAPIXELS);
+    expect(options.decodeBudget).toEqual({ megapixelsPerSecond: expect.any(Number), burstMegapixels: expect.any(Number), large: expect.any(Object) });
+    // Room for a few onboardings' captures at once (three 2 MP images each), and, for large images, for one of the
+    // largest the emulator takes (16 MP) and no more: three 12 MP photos at once held the service's event loop past
+    // EVENT_LOOP_MAX_LAG_MS, and load shedding refused everyone else.
+    expect(options.decodeBudget!.burstMegapixels).toBeGreaterThanOrEqual(24);
+    expect(options.decodeBudget!.large).toEqual({ overMegapixels: expect.any(Number), burstMegapixels: MAX_MEGAPIXELS });
+    expect(options.decodeBudget!.large!.overMegapixels).toBeLessThanOrEqual(4);
   });
 });

@@ -170,6 +170,11 @@ describe('POST /session against the emulator', () => {
     const forged = `${first.resumeToken.split('.')[0]}.${'A'.repeat(43)}`;
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: forged }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
     await request(broker.url).post('/session/resume').send({ interviewId: first.interviewId }).expect(400);
+    // Only the spelling the service gave: padding or stray characters in the named part (which lenient base64url
+    // decoding would skip) make it no token, the right secret included.
+    const [named, secret] = resumed.resumeToken.split('.');
+    for (const odd of [`${named}==.${secret}`, `${named}!.${secret}`, `${named.slice(0, 4)} ${named.slice(4)}.${secret}`])
+      expect((await request(broker.url).post('/session/resume').send({ resumeToken: odd }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
     // The resume token just issued was the only live one: the first is revoked, and erasure revokes the second.
     expect((await request(broker.url).post('/session/resume').send({ resumeToken: first.resumeToken }).expect(401)).body.code).toBe('INVALID_RESUME_TOKEN');
     await request(broker.url).delete(`/sessions/${first.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
