@@ -126,7 +126,7 @@ export const ENV_SCHEMA = {
     doc: 'Bearer tokens that may read GET /metrics, comma-separated for rotation (Prometheus: authorization.credentials); empty: /metrics is open to whoever reaches the port, which also serves POST /session and the webhooks, so block the path at the ingress.',
   },
   CALLBACK_URL: { kind: { type: 'url' }, doc: 'Customer endpoint notified when results are ready or fail for good (Standard Webhooks; session.results_ready, session.results_failed).' },
-  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL: "whsec_" + base64 as Standard Webhooks libraries expect (e.g. "whsec_" + `openssl rand -base64 32`), or any other string, used as its UTF-8 bytes (such a receiver verifies with the raw secret, format "raw"). To rotate a "whsec_" secret, list the new and the old, separated by a space (the new first): each signs every callback until receivers have the new one and the old is removed.' },
+  CALLBACK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Signing secret for CALLBACK_URL: "whsec_" + base64 as Standard Webhooks libraries expect (e.g. "whsec_" + `openssl rand -base64 32`), or any other string of printable ASCII, used as its bytes (such a receiver verifies with the raw secret, format "raw", which reads one byte per character). To rotate a "whsec_" secret, list the new and the old, separated by a space (the new first): each signs every callback until receivers have the new one and the old is removed.' },
 
   SESSION_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 256, max: 1048576 }, default: '16384', doc: 'Largest POST /session body.' },
   ONBOARDING_BODY_LIMIT_BYTES: { kind: { type: 'int', min: 1024, max: 104857600 }, default: '31457280', doc: 'Largest POST /onboardings body (three base64 images).' },
@@ -597,6 +597,10 @@ export function loadConfig(env: Env): Config {
   if (callback.url && !callbackSecrets.length) throw new ConfigError('CALLBACK_SECRET', 'is required when CALLBACK_URL is set');
   if (callbackSecrets.length > 3) throw new ConfigError('CALLBACK_SECRET', 'holds at most 3 secrets (the new one first, during a rotation)');
   for (const secret of callbackSecrets) {
+    // Standard Webhooks libraries read a raw secret one byte per character (charCodeAt), not as UTF-8: an accented
+    // letter or a euro sign would be other bytes there, and every signature would fail at the receiver.
+    if (!secret.startsWith('whsec_') && !/^[\x20-\x7E]+$/.test(secret))
+      throw new ConfigError('CALLBACK_SECRET', 'a raw secret must be printable ASCII, as Standard Webhooks libraries read it one byte per character (use a "whsec_" secret for any bytes)');
     // Node decodes base64 leniently (it skips what is not base64): a receiver's Standard Webhooks library would refuse
     // such a secret, or read other bytes from it, and every signature would fail there.
     if (secret.startsWith('whsec_') && !/^(?=.)(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(secret.slice(6)))

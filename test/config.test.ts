@@ -88,6 +88,8 @@ describe('loadConfig', () => {
     [{ DATABASE_URL: 'postgres://broker@db/broker?options=-c%20search_path%3Dbroker' }, 'DATABASE_URL', /DATABASE_SCHEMA/],
     [{ DATABASE_SCHEMA: 'Broker' }, 'DATABASE_SCHEMA', /lowercase/],
     [{ DATABASE_SCHEMA: 'a;drop' }, 'DATABASE_SCHEMA', /lowercase/],
+    // Standard Webhooks libraries read a raw secret one byte per character: a UTF-8 one would verify nowhere.
+    [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'pässwörd-€-secret-1234567890' }, 'CALLBACK_SECRET', /printable ASCII/],
     [{ PORT: '0' }, 'PORT', /sandbox mode/],
     [{ POLL_INTERVAL_MS: '5000', POLL_MAX_INTERVAL_MS: '1000' }, 'POLL_MAX_INTERVAL_MS', /at least POLL_INTERVAL_MS/],
     [{ WEBHOOK_ALLOW_UNAUTHENTICATED: 'maybe' }, 'WEBHOOK_ALLOW_UNAUTHENTICATED', /true or false/],

@@ -69,7 +69,10 @@ function epochMs(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const ms = Date.parse(value);
   if (!Number.isSafeInteger(ms)) throw new AppError(400, 'VALIDATION_FAILED', `querystring/${name} is not a date-time this API can read`);
-  return ms;
+  // Times are kept in whole milliseconds, and Date.parse drops the digits below one: a bound between two milliseconds
+  // is the next one, so `updatedAt >= since` and `updatedAt < until` hold as written (…06.4355Z is after …06.435Z).
+  const fraction = /\.(\d+)/.exec(value)?.[1] ?? '';
+  return /[1-9]/.test(fraction.slice(3)) ? ms + 1 : ms;
 }
 
 export function summary(s: SessionListing) {

@@ -822,6 +822,13 @@ function pipelineSuite(which: Engine) {
     const page1 = (await p.admin('/sessions?limit=2&since=2000-01-01T00:00:00Z&until=9999-12-31T23:59:59Z').expect(200)).body;
     const page2 = (await p.admin(`/sessions?limit=2&cursor=${page1.nextCursor}`).expect(200)).body;
     expect([...page1.items, ...page2.items].map((i: { interviewId: string }) => i.interviewId).sort()).toEqual(ids.sort());
+    // Bounds finer than a millisecond hold as written: half a millisecond after a session's updatedAt excludes it from
+    // `since` and includes it in `until`; exactly at it, the other way round.
+    const one = (await p.admin(`/sessions/${ids[0]}`).expect(200)).body as { updatedAt: string };
+    const listed = async (q: string) => ((await p.admin(`/sessions?${q}`).expect(200)).body.items as { interviewId: string }[]).some((i) => i.interviewId === ids[0]);
+    const half = one.updatedAt.replace(/Z$/, '5Z');
+    expect([await listed(`since=${half}`), await listed(`until=${half}`)]).toEqual([false, true]);
+    expect([await listed(`since=${one.updatedAt}`), await listed(`until=${one.updatedAt}`)]).toEqual([true, false]);
   });
 
   it('reads a session whose own token Incode no longer takes (expired) with an executive token, instead of giving up', async () => {
