@@ -410,12 +410,13 @@ export function failureLimiter(counter: RateCounter, max: number, windowMs: numb
   const limited = async (key: string, check: () => boolean): Promise<LimitedCheck> => {
     const seen = await counter.peek(key, windowMs);
     if (seen.count >= max) return { outcome: 'refused', resetMs: seen.resetMs };
-    const now = Date.now();
+    // Monotonic, as the in-memory counter's own windows: a wall clock stepped back would stretch this one too.
+    const now = performance.now();
     if (seen.count === 0 && overflow.resetAt > now && overflow.count >= max) return { outcome: 'refused', resetMs: overflow.resetAt - now };
     if (check()) return { outcome: 'passed' };
     const over = await counter.hitAll([{ key, max }], windowMs);
     if (over?.full) {
-      const at = Date.now();
+      const at = performance.now();
       if (overflow.resetAt <= at) overflow = { count: 0, resetAt: at + windowMs };
       overflow.count++;
       return { outcome: 'failed' };

@@ -314,6 +314,16 @@ describe('POST /session rate limits (memory counter)', () => {
     // Spent: a network with no failures of its own is refused unchecked, the right secret too.
     expect(await guess('net-9', true)).toEqual({ outcome: 'refused', resetMs: expect.any(Number) });
     expect(checks).toBe(3);
+    // Its window is measured on a monotonic clock: the wall clock stepped back an hour does not stretch it by an hour.
+    const wall = Date.now();
+    const spy = jest.spyOn(Date, 'now').mockReturnValue(wall - 3_600_000);
+    try {
+      const refused = await guess('net-10');
+      expect(refused.outcome).toBe('refused');
+      expect((refused as { resetMs: number }).resetMs).toBeLessThanOrEqual(60_000);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('a full in-memory counter refuses new clients with 429 before Incode is called, counts them and warns once', async () => {
