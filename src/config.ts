@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { MEMORY_COUNTER_MAX_KEYS } from './protection/rate-counter';
-import { IN_MEMORY, parseStoreUrl } from './store/url';
+import { IN_MEMORY, isSchemaName, parseStoreUrl, splitPgOptions } from './store/url';
 
 export class ConfigError extends Error {
   constructor(
@@ -642,8 +642,10 @@ export function loadConfig(env: Env): Config {
   if (store.engine === 'postgres' && !isValidPostgresUrl(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'is not a valid URL (characters such as / # ? % @ in the password must be percent-encoded, or give the password in PGPASSWORD)');
   const databaseSchema = str(env, 'DATABASE_SCHEMA')!;
-  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(databaseSchema)) throw new ConfigError('DATABASE_SCHEMA', 'must be lowercase letters, digits and _ (at most 63, not starting with a digit)');
-  if (store.engine === 'postgres' && /search_path/i.test(new URL(databaseUrl).searchParams.get('options') ?? ''))
+  if (!isSchemaName(databaseSchema)) throw new ConfigError('DATABASE_SCHEMA', 'must be lowercase letters, digits and _ (at most 63, not starting with a digit)');
+  // The store puts the URL's options before its own search_path (splitPgOptions), where the later wins: one named in
+  // them would be silently overridden, so it is refused by name instead.
+  if (store.engine === 'postgres' && /search_path/i.test(splitPgOptions(databaseUrl).options ?? ''))
     throw new ConfigError('DATABASE_URL', 'sets search_path in its options: the service sets it on every connection; name the schema in DATABASE_SCHEMA instead');
   if (production && isInMemoryDatabase(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'must not be an in-memory database in production: every session, result and queued job would be lost on restart');

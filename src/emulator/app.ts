@@ -603,15 +603,16 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   const budget = opts.decodeBudget;
   const all = budget ? megapixelBucket(budget.megapixelsPerSecond, budget.burstMegapixels) : null;
   const large = budget?.large ? megapixelBucket(budget.megapixelsPerSecond, budget.large.burstMegapixels) : null;
+  const largeOver = budget?.large?.overMegapixels ?? Infinity;
   /** Takes an upload's megapixels from the budget; the ms to wait when they are not there (nothing is taken then). */
   const takeDecode = (megapixels: number): number => {
     if (!all) return 0;
     const now = performance.now();
-    const isLarge = large !== null && megapixels > budget!.large!.overMegapixels;
-    const wait = Math.max(all.wait(megapixels, now), isLarge ? large.wait(megapixels, now) : 0);
+    const alsoLarge = megapixels > largeOver ? large : null;
+    const wait = Math.max(all.wait(megapixels, now), alsoLarge?.wait(megapixels, now) ?? 0);
     if (wait > 0) return wait;
     all.take(megapixels);
-    if (isLarge) large.take(megapixels);
+    alsoLarge?.take(megapixels);
     return 0;
   };
 

@@ -115,10 +115,9 @@ export const MAX_UPSTREAM_RETRY_AFTER_MS = 15 * 60_000;
 function parseRetryAfter(value: string | string[] | undefined): number | undefined {
   const v = Array.isArray(value) ? value[0] : value;
   if (!v) return undefined;
-  // Delay-seconds (a fraction too: Date.parse would read "1.5" as a date in 2001, a wait of 0).
-  if (/^\d+(\.\d+)?$/.test(v)) return Math.min(MAX_UPSTREAM_RETRY_AFTER_MS, Math.ceil(Number(v) * 1000));
-  const t = Date.parse(v);
-  return Number.isNaN(t) ? undefined : Math.min(MAX_UPSTREAM_RETRY_AFTER_MS, Math.max(0, t - Date.now()));
+  // Delay-seconds (a fraction too: Date.parse would read "1.5" as a date in 2001, a wait of 0), else an HTTP date.
+  const ms = /^\d+(\.\d+)?$/.test(v) ? Math.ceil(Number(v) * 1000) : Date.parse(v) - Date.now();
+  return Number.isNaN(ms) ? undefined : Math.min(MAX_UPSTREAM_RETRY_AFTER_MS, Math.max(0, ms));
 }
 
 /** Keeps only a short, printable error text: the envelope is Incode's, but never echo more than a phrase. */

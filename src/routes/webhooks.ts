@@ -72,8 +72,8 @@ export const WEBHOOK_TOKEN_GRACE_SECONDS = 60;
  */
 export class WebhookTokens {
   private readonly keys: Buffer[];
-  constructor(secrets: string | readonly string[], private readonly ttlSeconds: number) {
-    this.keys = (typeof secrets === 'string' ? [secrets] : secrets).map((secret) => createHmac('sha256', 'incode-broker/webhook-token').update(secret).digest());
+  constructor(secrets: readonly string[], private readonly ttlSeconds: number) {
+    this.keys = secrets.map((secret) => createHmac('sha256', 'incode-broker/webhook-token').update(secret).digest());
   }
   issue(now = Date.now()): { token: string; expiresIn: number } {
     // Rounded up: never a moment shorter than the `expires_in` told.
@@ -233,8 +233,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
       onResponse: (req, reply, done) => {
         const r = req as WebhookRequest;
         const sent = r.body?.onboardingStatus;
-        const known = typeof sent === 'string' ? sent.trim() : undefined;
-        const status = reply.statusCode >= 300 ? 'unknown' : sent === undefined ? 'none' : known !== undefined && isKnownStatus(known) ? known : 'OTHER';
+        const status = reply.statusCode >= 300 ? 'unknown' : sent === undefined ? 'none' : typeof sent === 'string' && isKnownStatus(sent) ? sent : 'OTHER';
         // `unchecked`: turned away before authentication ran (a malformed request, shutdown), so no credential failed.
         app.metrics.webhooks.inc({ status, auth: r.webhookAuth ?? 'unchecked', outcome: outcomeOf(reply.statusCode, r.webhookOutcome ?? 'recorded') });
         done();
@@ -242,8 +241,10 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
     },
     async (req) => {
       const { interviewId } = req.body;
-      // Spaces around it are no part of a status (the schema asks for at least one character besides them).
+      // Spaces around it are no part of a status (the schema asks for at least one character besides them); written
+      // back, so the metric (onResponse) counts the status as recorded.
       const onboardingStatus = req.body.onboardingStatus?.trim();
+      req.body.onboardingStatus = onboardingStatus;
       if (onboardingStatus === undefined) {
         // Another type of webhook (face authentication, watchlist, session events...): nothing this service acts on.
         // Acknowledged, or Incode would retry it for half an hour and count a failing endpoint; its field names are

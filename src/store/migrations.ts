@@ -2,6 +2,7 @@
 import type { Database } from 'better-sqlite3';
 import type { Pool, QueryConfig } from 'pg';
 import { watchCheckedOut } from './unavailable';
+import { isSchemaName } from './url';
 
 export interface Migration {
   version: number;
@@ -373,7 +374,7 @@ export function migrateSqlite(db: Database, migrations: readonly Migration[] = M
 }
 
 export function quoteIdent(name: string): string {
-  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error('invalid schema name (lowercase letters, digits, _)');
+  if (!isSchemaName(name)) throw new Error('invalid schema name (lowercase letters, digits, _)');
   return `"${name}"`;
 }
 

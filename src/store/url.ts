@@ -15,6 +15,9 @@ export function parseStoreUrl(url: string): StoreTarget | null {
 
 export const IN_MEMORY = ':memory:';
 
+/** A PostgreSQL schema name this service takes (DATABASE_SCHEMA): lowercase letters, digits and _, as an identifier. */
+export const isSchemaName = (name: string): boolean => /^[a-z_][a-z0-9_]{0,62}$/.test(name);
+
 /**
  * A PostgreSQL URL without its `options` parameter, and that parameter's value: node-postgres lets the URL's options
  * replace the store's own (its `-c search_path=`), so the store puts them back in front of its own instead, where a

@@ -6,7 +6,7 @@ import { WEBHOOK_CLIENT_ID, brokerEnv, startBroker, startEmulator } from '../hel
 
 describe('WebhookTokens', () => {
   it('holds a token for its whole expires_in, whatever the millisecond it was issued at, plus a short grace', () => {
-    const tokens = new WebhookTokens('webhook-client-secret', 60);
+    const tokens = new WebhookTokens(['webhook-client-secret'], 60);
     for (const issuedAt of [1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_999]) {
       const { token, expiresIn } = tokens.issue(issuedAt);
       expect(expiresIn).toBe(60);
@@ -18,10 +18,10 @@ describe('WebhookTokens', () => {
   });
 
   it('refuses a token signed with another secret, or altered', () => {
-    const { token } = new WebhookTokens('webhook-client-secret', 60).issue();
-    expect(new WebhookTokens('another-client-secret', 60).verify(token)).toBe(false);
+    const { token } = new WebhookTokens(['webhook-client-secret'], 60).issue();
+    expect(new WebhookTokens(['another-client-secret'], 60).verify(token)).toBe(false);
     const [v, exp, nonce, mac] = token.split('.');
-    expect(new WebhookTokens('webhook-client-secret', 60).verify([v, String(Number(exp) + 3600), nonce, mac].join('.'))).toBe(false);
+    expect(new WebhookTokens(['webhook-client-secret'], 60).verify([v, String(Number(exp) + 3600), nonce, mac].join('.'))).toBe(false);
   });
 });
 
