@@ -74,7 +74,8 @@ const CORS_EXPOSED_HEADERS = ['x-request-id', 'retry-after', 'x-ratelimit-limit'
 
 /** Where sandbox mode mounts the emulator. */
 const SANDBOX_PREFIX = '/sandbox/incode';
-const isEmulatorUrl = (url: string) => url.startsWith(`${SANDBOX_PREFIX}/`);
+// The prefix itself too: the router (ignoring trailing slashes) also registers the emulator's `/*` route without it.
+const isEmulatorUrl = (url: string) => url.startsWith(`${SANDBOX_PREFIX}/`) || url.split('?', 1)[0] === SANDBOX_PREFIX;
 
 const ajvCompilers = AjvCompiler();
 
@@ -178,6 +179,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // would put every client behind the load balancer into one rate-limit budget.
     trustProxy: config.trustProxyHops > 0 ? (_addr: string, hop: number) => hop < config.trustProxyHops : false,
     bodyLimit: 1024 * 1024,
+    // A webhook URL typed into Incode's dashboard with a trailing slash would otherwise answer 404 to every status,
+    // each retried for half an hour and then lost: /webhooks/incode/ is /webhooks/incode, and so on for every route.
+    routerOptions: { ignoreTrailingSlash: true },
     schemaErrorFormatter: validationError,
     // No plugin timeout (Fastify's is 10 s): it also bounds each preClose hook, and cut short it skips the later ones
     // and closes the store under the result jobs still handing themselves back (a SHUTDOWN_GRACE_MS of 10 s or more),
@@ -379,8 +383,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     pressureHandler: async (req) => {
       // Liveness and the metrics scrape are never shed: an orchestrator would kill a merely busy process,
       // and the shedding itself must stay observable.
-      const path = req.url.split('?')[0];
-      if (path === '/healthz' || path === '/metrics') return;
+      const route = req.routeOptions.url;
+      if (route === '/healthz' || route === '/metrics') return;
       app.metrics.shed.inc({ reason: 'event_loop' });
       throw overloadedError('The service is overloaded; retry shortly', 5);
     },

@@ -68,6 +68,22 @@ describe('webhook secret rotation', () => {
     }
   });
 
+  it('takes a webhook and a token request at a URL given with a trailing slash, as Incode is configured with it', async () => {
+    const emu = await startEmulator();
+    const b = await startBroker(brokerEnv(emu.url, { WEBHOOK_CLIENT_SECRET: NEW, RESULTS_MODE: 'webhook' }), { runWorker: false });
+    try {
+      const res = await request(b.url).post('/webhooks/incode/token/').auth(WEBHOOK_CLIENT_ID, NEW).type('form').send({ grant_type: 'client_credentials' }).expect(200);
+      await request(b.url)
+        .post('/webhooks/incode/')
+        .set('authorization', `Bearer ${res.body.access_token as string}`)
+        .send({ interviewId: 'aaaaaaaaaaaaaaaaaaaaaaaa', onboardingStatus: 'ID_VALIDATION_FINISHED' })
+        .expect(200);
+    } finally {
+      await b.close();
+      await emu.close();
+    }
+  });
+
   it.each([
     [{ WEBHOOK_SECRET_PREVIOUS: OLD }, 'WEBHOOK_SECRET_PREVIOUS', /set the new one in WEBHOOK_SECRET/],
     [{ WEBHOOK_SECRET: NEW, WEBHOOK_SECRET_PREVIOUS: NEW }, 'WEBHOOK_SECRET_PREVIOUS', /must differ/],
