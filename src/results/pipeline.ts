@@ -469,6 +469,16 @@ export class ResultsPipeline {
         await this.d.store.audit('webhook-unverified', id, { code: err.code }, now);
         return this.done(job);
       }
+      if (err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND' && session) {
+        // Incode no longer knows a session followed here (deleted there, or gone with its own retention): no read can
+        // help, and each poll's check would be dead-lettered again until POLLING_GAVE_UP, days later. Results still
+        // pending fail for good (announced); stored ones stay. A refresh later reads again.
+        await this.d.store.audit('incode-not-found', id, { source }, now);
+        if (session.resultsStatus === 'pending') await this.failResults(id, 'INCODE_NOT_FOUND', now);
+        if (session.nextPollAt !== null) await this.d.store.stopPolling(id, session.nextPollAt);
+        this.logFor(ctx.requestId).warn({ interviewId: id }, 'Incode no longer knows this session: polling stopped');
+        return this.done(job);
+      }
       throw this.asJobError(err, token, id, ctx);
     }
     if (typeof status !== 'string' || !isKnownStatus(status)) {

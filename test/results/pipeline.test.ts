@@ -362,6 +362,24 @@ function pipelineSuite(which: Engine) {
     expect(m.text).not.toMatch(/webhooks_received_total\{status="ONBOARDING_FINISHED"/);
   });
 
+  it('stops polling a session Incode no longer knows (deleted there) and fails its results once, instead of a dead letter per poll', async () => {
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '200' });
+    const s = await p.newSession();
+    const kept = await p.newSession();
+    p.emulator.app.emulator.sessions.delete(s.interviewId);
+    await waitFor(async () => (await p.admin(`/sessions/${s.interviewId}`).expect(200)).body.resultsStatus === 'failed');
+    const stored = await p.broker.app.store.getSession(s.interviewId);
+    expect(stored).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_NOT_FOUND', nextPollAt: null });
+    // Polls went on for the other session meanwhile; none came back to this one.
+    const jobs = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
+    const settled = (await jobs()).length;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await jobs()).length).toBe(settled);
+    expect((await jobs()).filter((j) => j.state === 'dead')).toEqual([]);
+    expect((await p.broker.app.store.getSession(kept.interviewId))?.nextPollAt).not.toBeNull();
+    expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-not-found')).toHaveLength(1);
+  });
+
   it('a repair is counted once, though its results job runs again after failing to record that it finished', async () => {
     // The first results job's completion cannot be written (a disk error): it runs again once its lease lapses.
     let failed = 0;
