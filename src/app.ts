@@ -20,6 +20,7 @@ import resultsPlugin from './plugins/results';
 import storePlugin from './plugins/store';
 import type { RateCounter } from './protection/rate-counter';
 import { sandboxEmulatorOptions } from './sandbox';
+import { STOP_WIND_DOWN_MS } from './util/settle';
 import { createSessionGuards } from './protection/session-guards';
 import healthRoutes from './routes/health';
 import onboardingsRoutes from './routes/onboardings';
@@ -254,6 +255,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       `SANDBOX MODE: no INCODE_API_KEY set; using the built-in Incode emulator at ${SANDBOX_PREFIX} (${config.encryption.generated ? 'stored data uses a throwaway encryption key' : 'stored data is encrypted with DATA_ENCRYPTION_KEY'})`,
     );
   else app.log.info({ sandbox: false, upstream }, 'broker starting against Incode');
+  for (const { name, meant } of config.misspeltVariables)
+    app.log.warn({ variable: name, meant }, `${name} is set but is no variable of this service, so it is ignored: did you mean ${meant}?`);
   // The emulator keeps its sessions in this process: what a database kept from an earlier one is unknown to it.
   if (config.sandbox && !isInMemoryDatabase(config.database.url))
     app.log.warn("sandbox mode with a persistent DATABASE_URL: the emulator's sessions live in this process only, so sessions stored by an earlier process are unknown to it after a restart (their checks fail and are dead-lettered); use it to try the database, not to keep sandbox sessions");
@@ -307,7 +310,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.addHook('onRequest', (req, reply, done) => {
     reply.headers(helmetHeaders);
     reply.header('x-request-id', req.id);
-    if (closingAt !== null) return done(shuttingDownError());
+    if (closingAt !== null && !(config.sandbox && isEmulatorUrl(req.url))) return done(shuttingDownError());
     if (req.headers.host === undefined && req.raw.httpVersion === '1.1') return done(new AppError(400, 'MALFORMED_REQUEST', 'An HTTP/1.1 request needs a Host header'));
     // Bodies are read as sent: a compressed one could only fail as "not JSON", or expand past the body limits.
     const encoding = req.headers['content-encoding'];
@@ -334,10 +337,13 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // No new connections from here on (Fastify stops listening only after every preClose hook, which may take the
     // whole grace): a connection refused is one a load balancer retries elsewhere. Idle keep-alive connections close
     // too; requests in flight go on, and one arriving on a connection still open gets 503 SHUTTING_DOWN.
-    if (app.server.listening) app.server.close();
+    // In sandbox mode the emulator is reached over this very listener: the onboardings still in their captures need it
+    // (the hook above lets its calls through), so it stops listening when the close goes on, after these hooks.
+    if (app.server.listening && !config.sandbox) app.server.close();
     // Node stops enforcing REQUEST_TIMEOUT_MS once the server is closing, so a stalled upload would hold close()
-    // forever: whatever is still connected when the grace for in-flight work is over is cut.
-    const cut = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);
+    // forever: whatever is still connected when the grace for in-flight work is over is cut, a wind-down after it, in
+    // which the captures stopped at the grace answer 503 SHUTTING_DOWN with their interviewId.
+    const cut = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs + STOP_WIND_DOWN_MS);
     cut.unref();
     app.server.once('close', () => clearTimeout(cut));
   });

@@ -259,9 +259,50 @@ export interface Config {
   /** SIGTERM: out of the load balancer's rotation (readiness 503) this long before the server closes. */
   shutdownDelayMs: number;
   emulator: { processingDelayMs: number };
+  /** Variables set that look like a misspelling of one of this service's (which would be ignored): warned at start. */
+  misspeltVariables: { name: string; meant: string }[];
 }
 
 type Env = Record<string, string | undefined>;
+
+/** Edit distance with adjacent transpositions (optimal string alignment), stopping early past `max`. */
+function editDistance(a: string, b: string, max: number): number {
+  if (Math.abs(a.length - b.length) > max) return max + 1;
+  let prev2: number[] = [];
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    let best = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, prev2[j - 2] + 1);
+      row.push(d);
+      best = Math.min(best, d);
+    }
+    if (best > max) return max + 1;
+    prev2 = prev;
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/**
+ * Names in the environment one or two letters off a variable of this service (or in another case), with an
+ * underscore in both: a typo that would otherwise be ignored without a word (RETENTION_DAY keeping data for the
+ * default 30 days). Only warned: the environment also holds other programs' variables.
+ */
+function misspeltVariables(env: Env): { name: string; meant: string }[] {
+  const known = Object.keys(ENV_SCHEMA).filter((k) => k.includes('_'));
+  const found: { name: string; meant: string }[] = [];
+  for (const name of Object.keys(env)) {
+    if (!name.includes('_') || name in ENV_SCHEMA || name.length > 64) continue;
+    const upper = name.toUpperCase();
+    const meant = upper !== name && upper in ENV_SCHEMA ? upper : known.find((k) => editDistance(upper, k, 2) <= 2);
+    if (meant) found.push({ name, meant });
+  }
+  return found;
+}
 
 function read(env: Env, name: EnvName): string | undefined {
   const spec: VarSpec = ENV_SCHEMA[name];
@@ -642,7 +683,7 @@ export function loadConfig(env: Env): Config {
   if (store.engine === 'postgres' && !isValidPostgresUrl(databaseUrl))
     throw new ConfigError('DATABASE_URL', 'is not a valid URL (characters such as / # ? % @ in the password must be percent-encoded, or give the password in PGPASSWORD)');
   const databaseSchema = str(env, 'DATABASE_SCHEMA')!;
-  if (!isSchemaName(databaseSchema)) throw new ConfigError('DATABASE_SCHEMA', 'must be lowercase letters, digits and _ (at most 63, not starting with a digit)');
+  if (!isSchemaName(databaseSchema)) throw new ConfigError('DATABASE_SCHEMA', 'must be lowercase letters, digits and _ (at most 63, not starting with a digit, nor pg_ or information_schema, which PostgreSQL keeps)');
   // The store puts the URL's options before its own search_path (splitPgOptions), where the later wins: one named in
   // them would be silently overridden, so it is refused by name instead.
   if (store.engine === 'postgres' && /search_path/i.test(splitPgOptions(databaseUrl).options ?? ''))
@@ -671,6 +712,7 @@ export function loadConfig(env: Env): Config {
   if (production) refuseCleartextIncode(incodeApiUrl);
 
   return {
+    misspeltVariables: misspeltVariables(env),
     nodeEnv,
     port,
     host,

@@ -72,7 +72,10 @@ async function main(): Promise<void> {
       const leaving = signal === 'SIGTERM' && shutdownDelayMs > 0 && live.app?.server.listening === true;
       if (failed) log().error({ err: fatal(out.err) }, 'fatal error, shutting down');
       else log().info({ signal, ...(leaving ? { outOfRotationMs: shutdownDelayMs } : {}) }, 'shutting down');
-      const built = await building.catch(() => undefined);
+      // A start still under way (a migration waiting for another replica's lock, a database slow to connect) gets the
+      // grace, then is left: nothing has served yet, and a migration's transaction rolls back with its connection.
+      const built = await Promise.race([building.catch(() => undefined), sleep(shutdownGraceMs).then(() => undefined)]);
+      if (!built && !failed) log().warn({ graceMs: shutdownGraceMs }, 'stopped before start-up finished');
       if (built) {
         if (leaving) {
           built.leaveRotation();

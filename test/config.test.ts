@@ -88,6 +88,9 @@ describe('loadConfig', () => {
     [{ DATABASE_URL: 'postgres://broker@db/broker?options=-c%20search_path%3Dbroker' }, 'DATABASE_URL', /DATABASE_SCHEMA/],
     [{ DATABASE_SCHEMA: 'Broker' }, 'DATABASE_SCHEMA', /lowercase/],
     [{ DATABASE_SCHEMA: 'a;drop' }, 'DATABASE_SCHEMA', /lowercase/],
+    // PostgreSQL refuses to create these: the start failed later, naming DATABASE_URL.
+    [{ DATABASE_SCHEMA: 'pg_broker' }, 'DATABASE_SCHEMA', /nor pg_/],
+    [{ DATABASE_SCHEMA: 'information_schema' }, 'DATABASE_SCHEMA', /nor pg_/],
     // Standard Webhooks libraries read a raw secret one byte per character: a UTF-8 one would verify nowhere.
     [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'pässwörd-€-secret-1234567890' }, 'CALLBACK_SECRET', /printable ASCII/],
     [{ PORT: '0' }, 'PORT', /sandbox mode/],
@@ -104,6 +107,30 @@ describe('loadConfig', () => {
     expect(e.variable).toBe(variable);
     expect(e.message).toContain(variable);
     expect(e.message).toMatch(message);
+  });
+
+  it("names variables one or two letters off one of this service's (ignored otherwise), and no other", () => {
+    const env = {
+      RETENTION_DAY: '7',
+      DATABASE_SHEMA: 'broker',
+      WEBHOOK_SECRET_PREVOIUS: 'old-secret-0123456789',
+      database_schema: 'broker',
+      // Another program's variables, however close to this service's names in form.
+      HOME: '/root',
+      PATH: '/usr/bin',
+      HOSTNAME: 'vm',
+      POSTGRES_PASSWORD: 'x',
+      REDIS_PASSWORD: 'x',
+      NODE_OPTIONS: '',
+      RETENTION_DAYS: '30',
+    };
+    expect(loadConfig(env).misspeltVariables).toEqual([
+      { name: 'RETENTION_DAY', meant: 'RETENTION_DAYS' },
+      { name: 'DATABASE_SHEMA', meant: 'DATABASE_SCHEMA' },
+      { name: 'WEBHOOK_SECRET_PREVOIUS', meant: 'WEBHOOK_SECRET_PREVIOUS' },
+      { name: 'database_schema', meant: 'DATABASE_SCHEMA' },
+    ]);
+    expect(loadConfig({}).misspeltVariables).toEqual([]);
   });
 
   it('reads REDIS_URL (redis:// or rediss://) and SHUTDOWN_DELAY_MS (5 s by default)', () => {

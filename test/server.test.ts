@@ -9,6 +9,9 @@ import { ADMIN_KEY, brokerEnv, freePort, recordRequests, startBroker, startEmula
 import { spawnBroker, startBrokerProcess, untilHealthy, type BrokerProcess } from './helpers/broker-process';
 import { captureAll } from './helpers/flow';
 import { tempDir } from './helpers/temp';
+import { Client } from 'pg';
+import { dropSchema, schemaName } from './helpers/pg-schema';
+import { describeWith, services } from './helpers/services';
 
 async function json(url: string, init: Parameters<typeof request>[1] = {}) {
   const r = await request(url, init);
@@ -214,4 +217,32 @@ describe('server process', () => {
     expect(await p.exited).toBe(78);
     expect(p.output()).toMatch(/INCODE_API_KEY/);
   }, 20_000);
+});
+
+describeWith('postgres', 'server process on PostgreSQL', () => {
+  it('a SIGTERM while start-up waits for another replica\'s migration lock exits 0 after the grace, not at the hard limit', async () => {
+    const schema = schemaName('lockwait');
+    const holder = new Client({ connectionString: services.postgres });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`incode-broker:migrations:${schema}`]);
+    const key = `k1:${Buffer.alloc(32, 9).toString('base64')}`;
+    const p = spawnBroker({ DATABASE_URL: services.postgres, DATABASE_SCHEMA: schema, DATA_ENCRYPTION_KEY: key, SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DELAY_MS: '0' });
+    try {
+      // Its start is held at the lock (it cannot be healthy): give it time to get there.
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(p.child.exitCode).toBeNull();
+      const signalled = Date.now();
+      p.child.kill('SIGTERM');
+      // The hard limit would be 0 + 2 × 1 s + 5 s, and exit 1.
+      expect(await p.exited).toBe(0);
+      expect(Date.now() - signalled).toBeLessThan(5000);
+      expect(p.output()).toMatch(/stopped before start-up finished/);
+    } finally {
+      if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await holder.end();
+      await dropSchema(schema);
+    }
+  }, 30_000);
 });

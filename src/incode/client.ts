@@ -2,6 +2,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Pool, errors as undiciErrors, type Dispatcher } from '../util/undici';
 import type { Config } from '../config';
+import { STOP_WIND_DOWN_MS } from '../util/settle';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker';
 import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from './errors';
 import type {
@@ -326,8 +327,19 @@ export class IncodeClient {
     return this.call<ExecutiveLoginResponse>({ operation: 'executiveLogin', group: 'auth', method: 'POST', path: '/executive/log-in', body: { email, password }, idempotent: true, expects }, ctx);
   }
 
-  async close(): Promise<void> {
-    if (this.ownsDispatcher) await this.dispatcher.close();
+  /**
+   * Closes the pool. Calls still out get `windDownMs` to finish, then are dropped: the pool's close() alone waits for
+   * every one (a start whose request the shutdown already cut: up to twice INCODE_TIMEOUT_MS), past the shutdown's hard
+   * limit, which then exits 1 with the store never closed.
+   */
+  async close(windDownMs = STOP_WIND_DOWN_MS): Promise<void> {
+    if (!this.ownsDispatcher) return;
+    const ac = new AbortController();
+    const closed = this.dispatcher.close().then(() => true);
+    const late = delay(windDownMs, false, { signal: ac.signal }).catch(() => false);
+    const inTime = await Promise.race([closed, late]);
+    ac.abort();
+    if (!inTime) await this.dispatcher.destroy();
   }
 
   // ---- transport ----

@@ -15,8 +15,12 @@ export function parseStoreUrl(url: string): StoreTarget | null {
 
 export const IN_MEMORY = ':memory:';
 
-/** A PostgreSQL schema name this service takes (DATABASE_SCHEMA): lowercase letters, digits and _, as an identifier. */
-export const isSchemaName = (name: string): boolean => /^[a-z_][a-z0-9_]{0,62}$/.test(name);
+/**
+ * A PostgreSQL schema name this service takes (DATABASE_SCHEMA): lowercase letters, digits and _, as an identifier,
+ * and none PostgreSQL keeps for itself (it refuses to create a `pg_` schema; its catalogs are no place for tables).
+ */
+export const isSchemaName = (name: string): boolean =>
+  /^[a-z_][a-z0-9_]{0,62}$/.test(name) && !name.startsWith('pg_') && name !== 'information_schema';
 
 /**
  * A PostgreSQL URL without its `options` parameter, and that parameter's value: node-postgres lets the URL's options

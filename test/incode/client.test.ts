@@ -348,6 +348,19 @@ describe('IncodeClient failure handling', () => {
     await srv.close();
   });
 
+  it('closes within its wind-down though a call is still out, dropping that call, instead of waiting out its timeout', async () => {
+    const srv = await scripted(() => undefined);
+    // A start sent just before a shutdown, which Incode never answers: only its 60 s timeout would end it.
+    const c = client(srv.url, { timeoutMs: 60_000, maxRetries: 0 });
+    const call = errorOf(c.start({ countryCode: 'ALL' }));
+    await waitFor(() => srv.hits() === 1, 5000, 10);
+    const started = Date.now();
+    await c.close(300);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect((await call).code).toBe('INCODE_CONNECTION');
+    await srv.close();
+  }, 15_000);
+
   it('gives the capture and processing calls their own, longer timeout (INCODE_CAPTURE_TIMEOUT_MS)', async () => {
     // Answers after 1.5 s: past the 200 ms of reads, within the 10 s of captures.
     const srv = await scripted((_req, res) => void setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"success":true}'), 1500));

@@ -6,7 +6,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
-import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, waitFor, type Running, waitForResults } from '../helpers/harness';
+import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, startSandbox, waitFor, type Running, waitForResults } from '../helpers/harness';
 import { tempDir } from '../helpers/temp';
 import { memoryStore, storeWith } from '../helpers/store-proxy';
 
@@ -660,6 +660,40 @@ describe('POST /onboardings', () => {
       expect(incode.urls.filter((u) => u.startsWith('/omni/add/'))).toEqual([]);
       await answer;
     });
+  }, 30_000);
+
+  it('captures stopped at the grace answer 503 SHUTTING_DOWN naming their session, before the connections are cut', async () => {
+    // The start answers at once, the captures take 3 s each: the grace (1 s) ends while the ID's front is on its way.
+    await withOwnIncode({ processingDelayMs: 50, faults: { latencyMs: 3000, faultPaths: ['/omni/add/'] } }, { SHUTDOWN_GRACE_MS: '1000' }, async ({ b, incode }) => {
+      const answer = post(GOOD, { url: b.url });
+      await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/add/')), 10_000, 10);
+      const closing = b.close();
+      const res = await answer;
+      expect(res).toMatchObject({ status: 503, body: { code: 'SHUTTING_DOWN', step: 'front', interviewId: expect.stringMatching(/^[0-9a-f]{24}$/) } });
+      await closing;
+    });
+  }, 30_000);
+
+  it('in sandbox mode, captures under way when shutdown begins still reach the emulator, which this listener serves', async () => {
+    const b = await startSandbox({ SHUTDOWN_GRACE_MS: '10000' });
+    try {
+      // Each emulator call takes 300 ms: the shutdown begins while the captures are still to come.
+      const faults = await fetch(`${b.url}/sandbox/incode/__emulator/faults`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': b.config.incode.apiKey },
+        body: JSON.stringify({ latencyMs: 300, faultPaths: ['/omni/'] }),
+      });
+      expect(faults.status).toBe(200);
+      const received = recordRequests(b.app.server);
+      const answer = post(GOOD, { url: b.url });
+      await waitFor(() => received.urls.some((u) => u.startsWith('/sandbox/incode/omni/start')), 10_000, 10);
+      received.stop();
+      const closing = b.app.close();
+      expect(await answer).toMatchObject({ status: 202, body: { status: 'processing' } });
+      await closing;
+    } finally {
+      await b.close().catch(() => undefined);
+    }
   }, 30_000);
 
   it('an upload whose body is still arriving when shutdown begins is answered, and leaves the rest to polling', async () => {
