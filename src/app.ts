@@ -29,7 +29,7 @@ import sessionsRoutes from './routes/sessions';
 import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
 import { AppError, overloadedError, shuttingDownError } from './errors';
-import { REDACT_PATHS, errSerializer } from './logging';
+import { REDACT_PATHS, errSerializer, requestPath } from './logging';
 import { ErrorBody, securitySchemes } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
@@ -140,12 +140,7 @@ const BACKEND_ONLY = /^\/(sessions|onboardings)(\/|\?|$)/;
  * any `?` or `#`, percent-decoded (`/%73essions` is `/sessions`).
  */
 function isBackendOnly(url: string): boolean {
-  let path = url;
-  if (!path.startsWith('/')) {
-    const slash = path.indexOf('/', path.indexOf('//') + 2);
-    path = path.indexOf('//') >= 0 && slash > 0 ? path.slice(slash) : path;
-  }
-  path = path.split(/[?#]/, 1)[0];
+  const path = requestPath(url);
   if (BACKEND_ONLY.test(path)) return true;
   if (!path.includes('%')) return false;
   try {
@@ -164,7 +159,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       serializers: {
         // Method and path only: query strings and headers can carry ids and credentials.
-        req: (req) => ({ method: req.method, url: String(req.url).split('?')[0], remoteAddress: req.ip }),
+        req: (req) => ({ method: req.method, url: requestPath(String(req.url)), remoteAddress: req.ip }),
         err: errSerializer,
       },
       ...(deps.logStream ? { stream: deps.logStream } : {}),

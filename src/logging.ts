@@ -16,6 +16,21 @@ export function errSerializer(err: Error): pino.SerializedError {
 }
 
 /**
+ * A request target as logged and as a 404 names it: its path alone. An absolute-form target (`GET http://u:pw@host/x`)
+ * loses its scheme, user info and host, any target its query and fragment: each can carry credentials.
+ */
+export function requestPath(url: string): string {
+  let path = url;
+  if (!path.startsWith('/')) {
+    const origin = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(path);
+    if (!origin) return path === '*' ? '*' : '';
+    path = path.slice(origin[0].length);
+  }
+  const end = path.search(/[?#]/);
+  return end < 0 ? path : path.slice(0, end);
+}
+
+/**
  * Log fields whose values never reach a log line. Headers are not listed: the app's `req` serializer keeps method,
  * path and address of whatever is logged under `req` (a path under req.headers would make pino clone `req` on
  * every access line for nothing).

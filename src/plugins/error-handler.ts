@@ -5,7 +5,7 @@ import { AppError, databaseUnavailableError, retryAfter } from '../errors';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
 import { isDatabaseUnavailable, suggestsDatabaseDown } from '../store/unavailable';
-import { loggedError } from '../logging';
+import { loggedError, requestPath } from '../logging';
 import { CipherError } from '../store/crypto';
 
 export interface Mapped {
@@ -78,6 +78,17 @@ function mapError(err: FastifyError | Error): Mapped {
 /** The 503s this service gives on purpose: a replica leaving, load shed. */
 const DELIBERATE_503 = new Set(['SHUTTING_DOWN', 'OVERLOADED']);
 
+/**
+ * Whether a 5xx is this service's own choice: draining, shedding load, or failing fast while Incode's circuit is open
+ * (the failures that opened it were logged as they came; one error line with frames per refused request during an
+ * outage would bury them).
+ */
+function deliberate(err: unknown, m: Mapped): boolean {
+  if (err instanceof AppError) return DELIBERATE_503.has(m.code);
+  const cause = err instanceof OnboardingError ? err.cause : err;
+  return cause instanceof IncodeError && cause.code === 'INCODE_CIRCUIT_OPEN';
+}
+
 /** Answers an error as every route does; `fields` adds what one endpoint's protocol asks of its error bodies. */
 export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, fields?: (m: Mapped) => Record<string, unknown>): void {
   const m = mapError(err as FastifyError);
@@ -86,9 +97,9 @@ export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply
     req.server.databaseOutage.noticed();
   // An outage's message is the driver's own words ("Connection terminated..."), worth reading; any other error's
   // could quote the data it failed on, so only its kind, code and frames are logged.
-  // A 503 this service gives on purpose (draining, shedding load) is no failure: one warn line without frames, as
-  // under overload an error line with a stack per refused request would add to the load it sheds.
-  if (m.status >= 500 && !(err instanceof AppError && DELIBERATE_503.has(m.code))) req.log.error({ err: loggedError(err) }, 'request failed');
+  // A 503 this service gives on purpose (draining, shedding load, an open circuit) is no failure: one warn line
+  // without frames, as under overload an error line with a stack per refused request would add to the load it sheds.
+  if (m.status >= 500 && !deliberate(err, m)) req.log.error({ err: loggedError(err) }, 'request failed');
   else if (m.status >= 500) req.log.warn({ code: m.code, status: m.status }, 'request refused');
   else req.log.info({ code: m.code, status: m.status }, 'request refused');
   if (m.headers) reply.headers(m.headers);
@@ -99,7 +110,7 @@ export default fp(
   async (app) => {
     app.setErrorHandler((err, req, reply) => sendError(err, req, reply));
     app.setNotFoundHandler((req, reply) => {
-      reply.status(404).send({ code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}`, requestId: req.id });
+      reply.status(404).send({ code: 'NOT_FOUND', message: `No route ${req.method} ${requestPath(req.url).slice(0, 200)}`, requestId: req.id });
     });
   },
   { name: 'error-handler' },

@@ -69,6 +69,11 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
       expect(JSON.stringify(res.body)).not.toMatch(/emulated|Service temporarily|stack|at /);
     }
     expect(starts()).toBe(calls);
+    // Each refusal is one warn line without frames: an error line with a stack per request would bury the failures
+    // that opened the circuit.
+    const refusals = broker.logs.lines.filter((l) => l.includes('"INCODE_UNAVAILABLE"') && l.includes('"status":503')).map((l) => JSON.parse(l));
+    expect(refusals.length).toBeGreaterThanOrEqual(10);
+    for (const l of refusals) expect(l).toMatchObject({ level: 40, msg: 'request refused' });
     expect(await gauge(broker.url, 'start')).toBe(2);
     // Refusals are counted, not timed: a latency of 0 s per refusal would drag the call latency down in an outage.
     expect(await rejections(broker.url)).toBe(rejectedBefore + 10);

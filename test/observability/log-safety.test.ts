@@ -2,10 +2,11 @@
 // passwords and images in its error bodies, and database and Redis URLs with passwords that fail to connect.
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { buildApp } from '../../src/app';
-import { errSerializer } from '../../src/logging';
+import { errSerializer, requestPath } from '../../src/logging';
 import { loadConfig } from '../../src/config';
 import { sampleImages } from '../helpers/flow';
 import {
@@ -211,4 +212,39 @@ describe('an error logged as a whole', () => {
     // What is already cut down to what may be logged passes as it is.
     expect(errSerializer({ type: 'X', code: 'Y', message: 'z' } as unknown as Error)).toEqual({ type: 'X', code: 'Y', message: 'z' });
   });
+});
+
+describe('a request target with credentials in it', () => {
+  it('is logged and named by its path alone: no user info, host, query or fragment', async () => {
+    const b = await startSandbox();
+    const { port } = new URL(b.url);
+    const rawGet = (target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => socket.end(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`));
+        let text = '';
+        socket.on('data', (d) => (text += d.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+      });
+    try {
+      const absolute = await rawGet(`http://user:absform-PASSWORD-77@127.0.0.1:${port}/nope?t=query-SECRET-88`);
+      expect(absolute).toMatch(/^HTTP\/1\.1 404/);
+      expect(absolute).toContain('No route GET /nope');
+      expect(await rawGet('/healthz#frag-SECRET-99')).toMatch(/^HTTP\/1\.1 200/);
+      await waitFor(() => b.logs.lines.some((l) => l.includes('"url":"/nope"')) && b.logs.lines.some((l) => l.includes('"url":"/healthz"')), 5000, 10);
+      for (const secret of ['absform-PASSWORD-77', 'query-SECRET-88']) expect(absolute).not.toContain(secret);
+      expectNoLeak(b.logs, ['absform-PASSWORD-77', 'query-SECRET-88', 'frag-SECRET-99']);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it.each([
+    ['/sessions/abc?x=1', '/sessions/abc'],
+    ['/healthz#frag', '/healthz'],
+    ['http://u:p@host:1/sessions?x', '/sessions'],
+    ['HTTPS://host', ''],
+    ['*', '*'],
+    ['host:443', ''],
+  ])('requestPath(%j) is %j', (url, path) => expect(requestPath(url)).toBe(path));
 });
