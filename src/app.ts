@@ -228,6 +228,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       else if (origin && !isBackendOnly(req.url) && (config.corsOrigins.includes('*') || config.corsOrigins.includes(origin)))
         reply.headers({ 'access-control-allow-origin': origin, vary: 'Origin', 'access-control-expose-headers': CORS_EXPOSED_HEADERS.join(', ') });
       void reply.code(tooLong ? 414 : 400).send({ ...body, requestId: req.id });
+      // Nor will any hook: the refusal's log lines and its latency are recorded here, as for every other answer.
+      req.log.info({ code: body.code, status: reply.statusCode }, 'request refused');
+      req.log.info({ req, res: { statusCode: reply.statusCode }, responseTime: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
+      app.metrics.httpDuration.observe({ method: req.method, route: 'unmatched', status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
     },
     // One access line per request (below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),

@@ -110,7 +110,8 @@ const sleep = (ms: number, signal?: AbortSignal) => delay(ms, undefined, { signa
 
 /** Statuses a metric names one by one; the rest by class, since any upstream or proxy can answer any three digits. */
 const NAMED_STATUSES = new Set([400, 401, 403, 404, 405, 406, 408, 409, 413, 422, 429, 500, 502, 503, 504]);
-const httpOutcome = (status: number): string =>
+/** A call's HTTP answer as the `outcome` of incode_call_duration_seconds: named statuses by name, others by class. */
+export const httpOutcome = (status: number): string =>
   NAMED_STATUSES.has(status) ? `http_${status}` : status >= 300 && status < 600 ? `http_${Math.floor(status / 100)}xx` : 'http_other';
 
 interface Exchanged {

@@ -13,7 +13,7 @@ import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
 import { untilAborted } from '../util/settle';
 import { resultsFailedEvent, sendCallback } from './callback';
-import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, statusRank, verdictOf } from './status';
+import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, recordedStatus, statusRank, verdictOf } from './status';
 
 export type Source = 'webhook' | 'poll' | 'refresh' | 'orchestrator';
 
@@ -482,7 +482,7 @@ export class ResultsPipeline {
       throw this.asJobError(err, token, id, ctx);
     }
     if (typeof status !== 'string' || !isKnownStatus(status)) {
-      await this.d.store.audit('unknown-status', id, { status: String(status).slice(0, 64) }, now);
+      await this.d.store.audit('unknown-status', id, { status: recordedStatus(status) }, now);
       return this.done(job);
     }
     // A session created elsewhere is polled like a broker's when polling is on (its token here is an executive one).

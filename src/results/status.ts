@@ -48,7 +48,16 @@ export function decisionFromOverall(overallStatus: unknown): Decision {
  * a person's verification ended, and logs outlive an erasure; it is logged as MANUAL_REVIEW_VERDICT.
  */
 export function loggedStatus(status: unknown): unknown {
-  return typeof status === 'string' && verdictOf(status) !== null ? 'MANUAL_REVIEW_VERDICT' : status;
+  if (typeof status === 'string' && verdictOf(status) !== null) return 'MANUAL_REVIEW_VERDICT';
+  return recordedStatus(status);
+}
+
+/**
+ * A status as a log line or an audit entry keeps it: Incode's status names are letters and underscores; any other
+ * text a webhook or a status read may carry (a name, a document number, an email) is kept as OTHER.
+ */
+export function recordedStatus(status: unknown): string {
+  return typeof status === 'string' && /^[A-Za-z_]{1,64}$/.test(status) ? status : 'OTHER';
 }
 
 const VERDICTS: Readonly<Record<string, Decision>> = { MANUAL_REVIEW_APPROVED: 'approve', MANUAL_REVIEW_REJECTED: 'decline' };

@@ -5,6 +5,7 @@ import { request } from '../util/undici';
 import { shuttingDownError } from '../errors';
 import { suggestsDatabaseDown } from '../store/unavailable';
 import { orError, withErrors } from '../schemas';
+import { httpOutcome } from '../incode/client';
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
 const Ready = Type.Object({ status: Type.Union([Type.Literal('ready'), Type.Literal('degraded'), Type.Literal('not ready')]), sandbox: Type.Boolean(), checks: Type.Object({ config: Check, database: Check, incode: Check }) });
@@ -36,6 +37,9 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
   }
 
   async function check(requestId: string): Promise<{ ok: boolean; keyRefused?: boolean; detail?: string }> {
+    const started = performance.now();
+    // Timed like every other Incode call; its usual answer is a 401 (no session token), which says the key is taken.
+    const observe = (outcome: string) => app.metrics.incodeDuration.observe({ operation: 'readinessProbe', outcome }, (performance.now() - started) / 1000);
     try {
       const headers = { 'api-version': '1.0', 'x-api-key': opts.apiKey, 'x-request-id': requestId };
       // One deadline for the whole probe, connecting included: undici's connect timeout is 10 s, and an abort signal
@@ -54,12 +58,14 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
       const answered = sent.then(async (r) => (await r.body.dump(), r));
       answered.catch(() => undefined);
       const res = await Promise.race([answered, deadline]).finally(() => clearTimeout(timer));
+      observe(res.statusCode >= 200 && res.statusCode < 300 ? 'ok' : httpOutcome(res.statusCode));
       const keyRefused = res.statusCode === 403;
       cached = { at: Date.now(), ok: res.statusCode < 500 && !keyRefused };
       if (keyRefused) cached = { ...cached, keyRefused, detail: 'INCODE_API_KEY refused (HTTP 403): is INCODE_API_URL the environment of this key?' };
       else if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
     } catch (err) {
       const { code } = (err ?? {}) as { code?: unknown };
+      observe(code === 'TIMEOUT' ? 'timeout' : 'connection_error');
       cached = { at: Date.now(), ok: false, detail: typeof code === 'string' ? code : 'unreachable' };
     }
     return cached;

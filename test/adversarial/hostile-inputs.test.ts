@@ -398,9 +398,11 @@ describe('ids, paths and query strings', () => {
       expect(a.headers['x-content-type-options']).toBe('nosniff');
       expect(a.headers['access-control-allow-origin']).toBeUndefined();
     };
+    let bad0: Record<string, unknown> = {};
     for (const id of ['%', '%ff', '%c0%af', '%E0%A4%A']) {
       const a = await send('GET', `/sessions/${id}`, [ADMIN, `Origin: ${ALLOWED_ORIGIN}`]);
       const bad = expectRefusal(a, 400, 'BAD_URL');
+      bad0 = bad;
       expect(bad).toEqual({ code: 'BAD_URL', message: expect.any(String), requestId: expect.any(String) });
       likeEveryError(a, bad);
     }
@@ -408,6 +410,16 @@ describe('ids, paths and query strings', () => {
     const long = expectRefusal(a, 414, 'PATH_PARAMETER_TOO_LONG');
     expect(String(long.message)).not.toContain('aaaa');
     likeEveryError(a, long);
+    // Logged and timed like every other answer, though no hook runs for them.
+    for (const [status, code] of [[400, 'BAD_URL'], [414, 'PATH_PARAMETER_TOO_LONG']] as const) {
+      const refused = broker.logs.lines.filter((l) => l.includes('"request refused"') && l.includes(`"code":"${code}"`));
+      expect(refused.length).toBeGreaterThan(0);
+      const { requestId } = code === 'BAD_URL' ? bad0 : long;
+      expect(broker.logs.lines.some((l) => l.includes('"request completed"') && l.includes(`"reqId":"${String(requestId)}"`) && l.includes(`"statusCode":${status}`))).toBe(true);
+    }
+    const scrape = (await send('GET', '/metrics')).body;
+    expect(String(scrape)).toMatch(/http_request_duration_seconds_count\{method="GET",route="unmatched",status_code="414"\} [1-9]/);
+    expect(String(scrape)).toMatch(/http_request_duration_seconds_count\{method="GET",route="unmatched",status_code="400"\} [1-9]/);
     // An app route's refusal does carry it, for an allowed origin only.
     const app = await send('GET', '/session/%ff', [`Origin: ${ALLOWED_ORIGIN}`]);
     expect([app.status, app.headers['access-control-allow-origin']]).toEqual([400, ALLOWED_ORIGIN]);

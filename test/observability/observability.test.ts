@@ -105,6 +105,9 @@ describe('request ids', () => {
     // This broker's first readiness check (later ones within 5 s reuse its answer) probes Incode.
     await request(broker.url).get('/readyz').set('x-request-id', 'rid-ready');
     expect(sent('rid-ready')).toEqual(['/omni/get/onboarding/status']);
+    // Timed like every Incode call: a 401 (no session token) is its answer when the key is taken.
+    const metrics = (await request(broker.url).get('/metrics')).text;
+    expect(metrics).toMatch(/^incode_call_duration_seconds_count\{operation="readinessProbe",outcome="http_401"\} 1$/m);
   });
 
   it("a resume's start names the session's own flow (configurationId), as its first start did", async () => {

@@ -1,5 +1,5 @@
 // Onboarding status ranks (only Incode's own statuses are known, nothing else ranks above UNKNOWN) and the decision.
-import { decisionFor, decisionFromOverall, hasResults, isKnownStatus, isTerminal, statusRank } from '../../src/results/status';
+import { decisionFor, decisionFromOverall, hasResults, isKnownStatus, isTerminal, loggedStatus, recordedStatus, statusRank } from '../../src/results/status';
 
 describe('status ranks', () => {
   it('ranks Incode statuses so they only move forward', () => {
@@ -55,5 +55,23 @@ describe('decision from the overall score', () => {
     expect(decisionFor('MANUAL_REVIEW_APPROVED', { overall: { status: 'FAIL' } })).toBe('approve');
     expect(decisionFor('MANUAL_REVIEW_REJECTED', { overall: { status: 'OK' } })).toBe('decline');
     expect(decisionFor('MANUAL_REVIEW_APPROVED', null)).toBe('approve');
+  });
+});
+
+describe('a status as logs and audit entries keep it', () => {
+  it.each([
+    ['ONBOARDING_FINISHED', 'ONBOARDING_FINISHED'],
+    ['onboarding_finished', 'onboarding_finished'],
+    ['MANUAL_REVIEW_APPROVED', 'MANUAL_REVIEW_VERDICT'],
+    ['maria@example.com', 'OTHER'],
+    ['X1234567', 'OTHER'],
+    ['MARIA GONZALEZ', 'OTHER'],
+    [42, 'OTHER'],
+  ])('logs %j as %j', (status, logged) => expect(loggedStatus(status)).toBe(logged));
+
+  it('keeps a status name as it is, anything else as OTHER', () => {
+    expect(recordedStatus('NEW_STATUS')).toBe('NEW_STATUS');
+    expect(recordedStatus('1987-02-03')).toBe('OTHER');
+    expect(recordedStatus('A'.repeat(65))).toBe('OTHER');
   });
 });
