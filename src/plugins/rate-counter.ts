@@ -42,11 +42,25 @@ async function redisCounter(app: FastifyInstance, url: string, maxKeys: number):
   // Every reconnect attempt emits one: the failover's single warning per outage is the one worth reading, and it
   // carries the last of these (a refused command only says the connection is down, this says why).
   let connectionError: string | undefined;
-  redis.on('error', (err) => {
+  // A database number the server does not have (REDIS_URL's /N past its `databases`): ioredis reports the failed
+  // SELECT as an error event and goes on in database 0, where another deployment's counters may live. Until a
+  // connection has selected it, the shared counter counts as down (the outage's warning names the error).
+  let selectFailed: Error | null = null;
+  redis.on('connect', () => (selectFailed = null));
+  // This connection's trouble is over: an outage that comes later must not be reported with an earlier cause.
+  redis.on('ready', () => (connectionError = undefined));
+  redis.on('error', (err: Error & { command?: { name?: string } }) => {
+    if (err.command?.name === 'select') selectFailed = err;
     connectionError = err.message;
     app.log.debug({ err: { message: err.message } }, 'redis error');
   });
-  const failover = new FailoverRateCounter(new RedisRateCounter(redis), {
+  const shared = new RedisRateCounter(redis);
+  const selected: RateCounter = {
+    hitAll: (entries, windowMs) => (selectFailed ? Promise.reject(selectFailed) : shared.hitAll(entries, windowMs)),
+    peek: (key, windowMs) => (selectFailed ? Promise.reject(selectFailed) : shared.peek(key, windowMs)),
+    close: () => shared.close(),
+  };
+  const failover = new FailoverRateCounter(selected, {
     // Only the message and code: never the URL, which may carry a password.
     outage: (err) => {
       app.metrics.rateLimitFallback.set(1);

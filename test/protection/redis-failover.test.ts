@@ -206,6 +206,14 @@ describeWith('redis', 'rate limits when Redis goes away and comes back', () => {
     expect((await postSession(b.url, runIp)).status).toBe(200);
     expect(await redis.get(key)).toBe('2');
     expect(countLines(b, OUTAGE_LOG)).toBe(1);
+
+    // Another outage of another kind later: its warning does not carry the first one's cause.
+    relay.stall();
+    expect((await postSession(b.url, runIp)).status).toBe(200);
+    await waitFor(() => countLines(broker, OUTAGE_LOG) === 2, 10_000, 50);
+    const second = b.logs.lines.filter((l) => OUTAGE_LOG.test(l))[1];
+    expect(second).toMatch(/timed out/i);
+    expect(second).not.toMatch(/ECONNREFUSED/);
   }, 30_000);
 
   it('a Redis that accepts but never answers costs a request at most the command timeout, then none', async () => {
@@ -248,4 +256,30 @@ describeWith('redis', 'failover on a Redis that answers PING but refuses the rat
       await admin.quit();
     }
   });
+});
+
+describeWith('redis', 'a REDIS_URL naming a database the server does not have', () => {
+  it('is an outage that lasts (counted in memory, one warning naming the error), never counted in database 0', async () => {
+    const emu = await startEmulator();
+    const target = new URL(services.redis || 'redis://127.0.0.1:6379');
+    const db0 = new Redis(target.toString(), { maxRetriesPerRequest: 1 });
+    const runIp = `10.${randomBytes(1)[0]}.${randomBytes(1)[0]}.${1 + (randomBytes(1)[0] % 250)}`;
+    const url = new URL(target);
+    url.pathname = '/9999';
+    const b = await startBroker(brokerEnv(emu.url, { REDIS_URL: url.toString(), RATE_LIMIT_PER_IP: '1000', TRUST_PROXY_HOPS: '1' }), { runWorker: false });
+    try {
+      for (let i = 0; i < 3; i++) expect((await postSession(b.url, runIp)).status).toBe(200);
+      // Past a probe or two (one a second): still down, not "answers again" as the probes land in database 0.
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(await metric(b.url, 'rate_limit_fallback')).toBe(1);
+      expect(countLines(b, RECOVERY_LOG)).toBe(0);
+      expect(countLines(b, OUTAGE_LOG)).toBe(1);
+      expect(b.logs.lines.find((l) => OUTAGE_LOG.test(l))).toMatch(/DB index/);
+      expect(await db0.get(`incode-broker:rl:ip:${runIp}`)).toBeNull();
+    } finally {
+      await b.close();
+      await db0.quit();
+      await emu.close();
+    }
+  }, 30_000);
 });
