@@ -48,6 +48,11 @@ declare module 'fastify' {
      * share of the grace from then.
      */
     closingSince(): number | null;
+    /**
+     * Runs `fn` the moment close() begins, before any preClose hook's wait: a plugin whose own hook runs later can time
+     * what it must do at the end of the grace from the start of the close, whatever the hooks before it take.
+     */
+    onClosing(fn: () => void): void;
   }
 }
 
@@ -258,7 +263,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     app.log.warn({ variable: name, meant }, `${name} is set but is no variable of this service, so it is ignored: did you mean ${meant}?`);
   // The emulator keeps its sessions in this process: what a database kept from an earlier one is unknown to it.
   if (config.sandbox && !isInMemoryDatabase(config.database.url))
-    app.log.warn("sandbox mode with a persistent DATABASE_URL: the emulator's sessions live in this process only, so sessions stored by an earlier process are unknown to it after a restart (their checks fail and are dead-lettered); use it to try the database, not to keep sandbox sessions");
+    app.log.warn("sandbox mode with a persistent DATABASE_URL: the emulator's sessions live in this process only, so sessions stored by an earlier process are unknown to it after a restart (their checks find no such session, and they end failed, INCODE_NOT_FOUND); use it to try the database, not to keep sandbox sessions");
   if (config.sandbox && config.adminApiKeys.length === 0)
     app.log.info('the results API (/sessions, /onboardings, and the /operator page\'s calls) is closed until ADMIN_API_KEYS names a service key, e.g. ADMIN_API_KEYS=dev-admin-key npm start');
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.
@@ -297,6 +302,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     inRotation = false;
   });
   app.decorate('closingSince', () => closingAt);
+  const closingListeners: (() => void)[] = [];
+  app.decorate('onClosing', (fn: () => void) => void closingListeners.push(fn));
   // Callback-style hooks on the hot path: an async hook costs a promise per request.
   // Headers that must come once: Node keeps the first of two Authorization headers and joins two Idempotency-Key
   // or X-App-Key headers with ", ", so a proxy reading the last one would see other credentials than this service,
@@ -333,6 +340,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   });
   app.addHook('preClose', async () => {
     closingAt = Date.now();
+    for (const fn of closingListeners) fn();
     // No new connections from here on (Fastify stops listening only after every preClose hook, which may take the
     // whole grace): a connection refused is one a load balancer retries elsewhere. Idle keep-alive connections close
     // too; requests in flight go on, and one arriving on a connection still open gets 503 SHUTTING_DOWN.

@@ -74,8 +74,10 @@ async function main(): Promise<void> {
       else log().info({ signal, ...(leaving ? { outOfRotationMs: shutdownDelayMs } : {}) }, 'shutting down');
       // A start still under way (a migration waiting for another replica's lock, a database slow to connect) gets the
       // grace, then is left: nothing has served yet, and a migration's transaction rolls back with its connection.
-      const built = await Promise.race([building.catch(() => undefined), sleep(shutdownGraceMs).then(() => undefined)]);
-      if (!built && !failed) log().warn({ graceMs: shutdownGraceMs }, 'stopped before start-up finished');
+      const late = Symbol('late');
+      const settled = await Promise.race([building.catch(() => undefined), sleep(shutdownGraceMs).then(() => late)]);
+      if (settled === late) log().warn({ graceMs: shutdownGraceMs }, 'stopped before start-up finished');
+      const built = typeof settled === 'symbol' ? undefined : settled;
       if (built) {
         if (leaving) {
           built.leaveRotation();

@@ -41,6 +41,11 @@ export class IncodeError extends Error {
       retryAfterMs?: number;
       /** True when the request certainly never reached Incode (safe to retry anything). */
       notSent?: boolean;
+      /**
+       * True when the answer's body was Incode's error envelope (a numeric `status` and an `error` text), not a proxy's
+       * or a gateway's page: the client error is Incode's own word.
+       */
+      envelope?: boolean;
     } = {},
   ) {
     super(message);
@@ -139,6 +144,7 @@ export function incodeErrorFromResponse(operation: string, status: number, body:
     incodeStatus,
     incodeError,
     retryAfterMs: parseRetryAfter(headers['retry-after']),
+    envelope: typeof env.status === 'number' && typeof env.error === 'string',
   });
 }
 

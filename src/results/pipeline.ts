@@ -91,17 +91,32 @@ export function finishRecorded(steps: StepRecord[]): boolean {
   return steps.some((s) => s.step === 'finish' && s.outcome === 'ok');
 }
 
+/**
+ * Failures a sign of life undoes (a status move, a resume): polling gave up on the session, or Incode said it did
+ * not know it (a status move proves it does).
+ */
+const REVIVABLE = new Set(['POLLING_GAVE_UP', 'INCODE_NOT_FOUND']);
+
 /** Whether a server-side onboarding's captures all went through: its face match answered (a no-match declines it later). */
 export function capturesWentThrough(steps: StepRecord[]): boolean {
   return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected'));
 }
 
 /**
+ * Whether its face match may have run at Incode though its answer failed (a 5xx, a timeout, a stop: the session was
+ * kept pending for it, not failed): the session may still reach its last status, and only finish-status completes it.
+ */
+export function faceMatchMayHaveRun(steps: StepRecord[], session: Pick<SessionRecord, 'resultsStatus'>): boolean {
+  return session.resultsStatus === 'pending' && steps.some((s) => s.step === 'face-match' && s.outcome === 'failed');
+}
+
+/**
  * How long a server-side onboarding is taken to be running its captures (an Idempotency-Key's replay says so until
- * then): its start (INCODE_TIMEOUT_MS), its five capture calls (INCODE_CAPTURE_TIMEOUT_MS each) and a minute's room.
+ * then): its start and its five capture calls, each of which may take its timeout (INCODE_TIMEOUT_MS,
+ * INCODE_CAPTURE_TIMEOUT_MS) for its answer's headers and again for its body, and a minute's room.
  */
 export function capturesWindowMs(config: Pick<Config, 'incode'>): number {
-  return 60_000 + config.incode.timeoutMs + 5 * config.incode.captureTimeoutMs;
+  return 60_000 + 2 * config.incode.timeoutMs + 10 * config.incode.captureTimeoutMs;
 }
 
 /**
@@ -406,13 +421,13 @@ export class ResultsPipeline {
   }
 
   /**
-   * Polling again for a session it gave up on (POLLING_GAVE_UP) that shows a sign of life: a status move (a webhook's,
-   * a read's), or a resume. Its results are pending again; without this, a final status whose webhook was lost (or any
+   * Polling again for a session it gave up on (POLLING_GAVE_UP), or that Incode said it did not know (INCODE_NOT_FOUND),
+   * that shows a sign of life: a status move (a webhook's, a read's), or a resume. Its results are pending again; without this, a final status whose webhook was lost (or any
    * final status with RESULTS_MODE=polling) would leave a finished onboarding failed for good.
    */
   async revive(interviewId: string, session?: SessionState | null, requestId?: string): Promise<void> {
     const s = session === undefined ? await this.d.store.getSession(interviewId) : session;
-    if (!s || s.resultsStatus !== 'failed' || s.lastError !== 'POLLING_GAVE_UP' || isTerminal(s.onboardingStatus)) return;
+    if (!s || s.resultsStatus !== 'failed' || !REVIVABLE.has(s.lastError ?? '') || isTerminal(s.onboardingStatus)) return;
     const now = this.now();
     // No sign of life since it gave up (a refresh of an unmoved status, say): it would only give up again.
     if (this.pollingGaveUp(s, now)) return;
@@ -469,10 +484,13 @@ export class ResultsPipeline {
         await this.d.store.audit('webhook-unverified', id, { code: err.code }, now);
         return this.done(job);
       }
-      if (err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND' && session) {
+      if (err instanceof IncodeError && err.code === 'INCODE_NOT_FOUND' && err.details.envelope && session) {
         // Incode no longer knows a session followed here (deleted there, or gone with its own retention): no read can
         // help, and each poll's check would be dead-lettered again until POLLING_GAVE_UP, days later. Results still
-        // pending fail for good (announced); stored ones stay. A refresh later reads again.
+        // pending fail for good (announced); stored ones stay. A refresh, a resume or a status move (its webhook)
+        // later reads again. Only Incode's own 404 (its error envelope, not a proxy's page), and only when this check
+        // reads it again after its backoff: a gateway's passing 404 must not end a live session.
+        if (job.attempts < Math.min(2, this.d.config.results.jobMaxAttempts)) throw new JobError('INCODE_NOT_FOUND', true);
         await this.d.store.audit('incode-not-found', id, { source }, now);
         if (session.resultsStatus === 'pending') await this.failResults(id, 'INCODE_NOT_FOUND', now);
         if (session.nextPollAt !== null) await this.d.store.stopPolling(id, session.nextPollAt);
@@ -523,7 +541,7 @@ export class ResultsPipeline {
     const early = status === 'UNKNOWN' && this.d.config.results.mode === 'webhook';
     if (rank !== PROGRESS_RANK && !early) return null;
     const steps = await this.d.store.listSteps(session.interviewId);
-    if (!capturesWentThrough(steps) || finishRecorded(steps)) return null;
+    if (!(capturesWentThrough(steps) || faceMatchMayHaveRun(steps, session)) || finishRecorded(steps)) return null;
     return early ? 'processing' : 'finish';
   }
 

@@ -53,8 +53,10 @@ export function loggedStatus(status: unknown): unknown {
 }
 
 /**
- * A status as a log line or an audit entry keeps it: Incode's status names are letters and underscores; any other
- * text a webhook or a status read may carry (a name, a document number, an email) is kept as OTHER.
+ * A status as a log line or an audit entry keeps it: Incode's status names are letters and underscores, and text of
+ * any other shape a webhook or a status read may carry (a document number, an email, a date, words with spaces) is
+ * kept as OTHER. A single word could still be a name: this narrows what an authenticated sender's text can put in a
+ * line, it does not screen it.
  */
 export function recordedStatus(status: unknown): string {
   return typeof status === 'string' && /^[A-Za-z_]{1,64}$/.test(status) ? status : 'OTHER';

@@ -65,7 +65,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
       else if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
     } catch (err) {
       const { code } = (err ?? {}) as { code?: unknown };
-      observe(code === 'TIMEOUT' ? 'timeout' : 'connection_error');
+      observe(code === 'TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'connection_error');
       cached = { at: Date.now(), ok: false, detail: typeof code === 'string' ? code : 'unreachable' };
     }
     return cached;

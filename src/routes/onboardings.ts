@@ -9,7 +9,7 @@ import { OnboardingError, Orchestrator, handOffQueuesCheck, type CaptureStep } f
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { idempotencyInProgress, type SessionGuards } from '../protection/session-guards';
-import { capturesWentThrough, capturesWindowMs } from '../results/pipeline';
+import { capturesWentThrough, capturesWindowMs, faceMatchMayHaveRun } from '../results/pipeline';
 import { sha256Hex } from '../security';
 import type { IdempotencyAnswer, StepRecord } from '../store/types';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
@@ -99,13 +99,24 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   // Stateless between onboardings: one for the plugin's life.
   const o = new Orchestrator({ incode: app.incode, store: app.store, pipeline: app.results, config, log: app.log });
 
-  // The grace counts from the moment close() begins, as the cut of connections does: this hook runs only after the
-  // root's (the worker's stop among them, which may take the whole grace), so it waits only for what is left of it.
+  // The grace counts from the moment close() begins, as the cut of connections does: captures still running at its end
+  // are stopped then by a timer set at that moment, not by this plugin's hook, which runs only after the root's (the
+  // worker's stop among them, which may take the grace and its wind-down), so that their 503 SHUTTING_DOWN is sent
+  // within the wind-down before connections are cut.
+  const stopAll = () => {
+    for (const ac of [...capturing.values(), ...inflight.values()]) ac.abort();
+  };
+  let stopTimer: NodeJS.Timeout | undefined;
+  app.onClosing(() => {
+    stopTimer = setTimeout(stopAll, config.shutdownGraceMs);
+    stopTimer.unref();
+  });
   app.addHook('preClose', async () => {
     // Bounded: past the grace their connections are cut anyway, and the other shutdown steps must still run.
     const left = Math.max(0, (app.closingSince() ?? Date.now()) + config.shutdownGraceMs - Date.now());
     await settledWithin(capturing.keys(), left);
-    for (const ac of [...capturing.values(), ...inflight.values()]) ac.abort();
+    clearTimeout(stopTimer);
+    stopAll();
     await settledWithin([...capturing.keys(), ...inflight.keys()], STOP_WIND_DOWN_MS);
   });
 
@@ -276,6 +287,10 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
               return answered(reply, { statusCode: 422, body: { code: 'CAPTURE_REJECTED', message: rejected.message ?? '', step: rejected.step, reason: rejected.code ?? '', interviewId } }, req.id);
             if (!steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < capturesMs)
               throw idempotencyInProgress();
+            // Its face match failed in a way that does not say Incode did nothing: the session may still finish, and
+            // captures sent again would start and bill a second one.
+            if (s.resultsStatus === 'ready' || faceMatchMayHaveRun(steps, s))
+              throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId}, whose face match failed but may have reached Incode: the session may still finish (GET /sessions/${interviewId}); send the captures again with a new Idempotency-Key only once it shows failed`, {}, { interviewId });
             throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`, {}, { interviewId });
           },
           { route: 'onboarding', runsForMs: capturesMs },

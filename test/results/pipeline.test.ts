@@ -27,7 +27,7 @@ import { statusRank } from '../../src/results/status';
 import { Cipher } from '../../src/store/crypto';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import type { NewJob, Store } from '../../src/store/types';
-import { CALLBACK_RETRY_AFTER_MS, CALLBACK_RETRY_FOR_MS, ResultsPipeline } from '../../src/results/pipeline';
+import { CALLBACK_RETRY_AFTER_MS, CALLBACK_RETRY_FOR_MS, ResultsPipeline, capturesWindowMs } from '../../src/results/pipeline';
 import { sendCallback } from '../../src/results/callback';
 import { INCODE_DELETE_RETRY_AFTER_MS, INCODE_DELETE_RETRY_FOR_MS, incodeDeleteJob } from '../../src/store/rows';
 import type { IncodeClient } from '../../src/incode/client';
@@ -378,6 +378,24 @@ function pipelineSuite(which: Engine) {
     expect((await jobs()).filter((j) => j.state === 'dead')).toEqual([]);
     expect((await p.broker.app.store.getSession(kept.interviewId))?.nextPollAt).not.toBeNull();
     expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-not-found')).toHaveLength(1);
+  });
+
+  it("a 404 that is not Incode's own (a gateway's page) never ends a session: it stays pending and polled", async () => {
+    // Every status read answered by a proxy's HTML 404, as a misrouted ingress would: not Incode saying it has no such session.
+    const proxy = await startEmulatorProxy({ target: '' }, (req, res, forward) => {
+      if (/^\/omni\/get\/onboarding\/status/.test(req.url ?? '')) return void res.writeHead(404, { 'content-type': 'text/html' }).end('<html><body>404 Not Found</body></html>');
+      forward().then((u) => pass(res, u), () => res.writeHead(502).end());
+    });
+    try {
+      p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '200', INCODE_API_URL: proxy.url });
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession();
+      await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify' && j.lastError === 'INCODE_NOT_FOUND').length >= 2 || null);
+      expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ resultsStatus: 'pending', nextPollAt: expect.any(Number) });
+      expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-not-found')).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('a repair is counted once, though its results job runs again after failing to record that it finished', async () => {
@@ -810,7 +828,7 @@ function pipelineSuite(which: Engine) {
     const other = await send({ interviewId: s.interviewId, customerId: 'c1', overallStatus: 'PASS', hint: 'MARIA GONZALEZ', 'email maria@example.com': 1 });
     expect([other.status, other.body]).toEqual([200, { success: true }]);
     expect((await send({ event_type: 'SESSION_SUCCEEDED', data: { secretValue: 'MARIA GONZALEZ' } })).status).toBe(200);
-    expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify').length).toBeLessThanOrEqual(2);
+    expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify')).toHaveLength(2);
     // A status without the session it is about is still refused, and one of spaces only; spaces around one are no part
     // of it.
     expect((await send({ onboardingStatus: 'ONBOARDING_FINISHED' })).body.code).toBe('VALIDATION_FAILED');
@@ -1785,6 +1803,39 @@ describe('erasure, retention and PII at rest', () => {
     }
   });
 
+  it('with a single key, a pass at start finds stored values under a key taken off the list too early, and names that key', async () => {
+    const dir = tempDir('broker-onekey-');
+    const url = `sqlite:${join(dir, 'broker.db')}`;
+    const emu = await startEmulator();
+    try {
+      const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url }), { runWorker: false });
+      const s = (await request(first.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+      await first.app.store.saveResults(s.interviewId, { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'EARLY KEYES' } }, fetchedAt: Date.now() }, 'approve', Date.now());
+      await first.close();
+      // k1 removed before the sweep moved anything: only k2 is listed.
+      const second = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, DATA_ENCRYPTION_KEY: 'k2:' + Buffer.alloc(32, 9).toString('base64'), RESULTS_MODE: 'webhook' }));
+      try {
+        const gauge = async () => (await second.app.metrics.oldKeyValues.get()).values[0]?.value;
+        // The session's token, and the results' scores and OCR.
+        await waitFor(async () => (await gauge()) === 3);
+        const warning = second.logs.lines.map((l) => JSON.parse(l) as { msg: string; missingKeyIds?: string[]; level: number }).find((l) => l.msg.includes('under keys no longer configured'));
+        expect(warning).toMatchObject({ level: 40, missingKeyIds: ['k1'], unreadable: 3 });
+        expect(second.logs.text).not.toContain('EARLY KEYES');
+      } finally {
+        await second.close();
+      }
+      // With its own key alone: one pass at start, nothing found, the gauge at 0 (no longer -1).
+      const fresh = await startBroker(brokerEnv(emu.url, { DATABASE_URL: `sqlite:${join(dir, 'fresh.db')}`, RESULTS_MODE: 'webhook' }));
+      try {
+        await waitFor(async () => (await fresh.app.metrics.oldKeyValues.get()).values[0]?.value === 0);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await emu.close();
+    }
+  });
+
   it('with a new key listed first, the sweep re-encrypts every stored value under it, and a broker with the new key alone reads them all', async () => {
     const dir = tempDir('broker-rekey-');
     const dbFile = join(dir, 'broker.db');
@@ -2059,5 +2110,11 @@ describe('a results job dead-lettered by a process that stopped before its follo
       await emu.close();
       await receiver.close();
     }
+  });
+});
+
+describe('capturesWindowMs', () => {
+  it('covers a start and five captures each taking its timeout for its headers and again for its body, and a minute', () => {
+    expect(capturesWindowMs({ incode: { timeoutMs: 3000, captureTimeoutMs: 15_000 } } as Parameters<typeof capturesWindowMs>[0])).toBe(60_000 + 2 * 3000 + 10 * 15_000);
   });
 });

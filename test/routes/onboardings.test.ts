@@ -662,6 +662,22 @@ describe('POST /onboardings', () => {
     });
   }, 30_000);
 
+  it('a face match Incode ran but answered with a 502 is marked complete by its status checks (MARK_COMPLETE), and its key says to look it up', async () => {
+    // Incode does the face match, then its gateway answers 502; the flow waits for finish-status (no auto-finish).
+    const faults = { errorRate: 1, errorStatuses: [502], errorAfterHandler: true, faultPaths: ['/omni/process/face'] };
+    await withOwnIncode({ processingDelayMs: 50, faults }, { MARK_COMPLETE: 'true', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, async ({ b, incode }) => {
+      const body = { ...GOOD, externalCustomerId: 'emu:no-auto-finish' };
+      const first = await post(body, { url: b.url, idempotencyKey: 'onb-face-502-0001' });
+      expect(first).toMatchObject({ status: 502, body: { code: 'INCODE_UNAVAILABLE', step: 'face-match', interviewId: expect.any(String) } });
+      const { interviewId } = first.body as { interviewId: string };
+      const replay = await post(body, { url: b.url, idempotencyKey: 'onb-face-502-0001' });
+      expect(replay).toMatchObject({ status: 409, body: { code: 'ONBOARDING_NOT_COMPLETED', interviewId, message: expect.stringContaining('may still finish') } });
+      expect((await waitForResults(b.url, interviewId, 20_000)).onboardingStatus).toBe('ONBOARDING_FINISHED');
+      expect(incode.urls.filter((u) => u.startsWith('/omni/finish-status'))).toHaveLength(1);
+      expect(incode.urls.filter((u) => u.startsWith('/omni/start'))).toHaveLength(1);
+    });
+  }, 40_000);
+
   it('captures stopped at the grace answer 503 SHUTTING_DOWN naming their session, before the connections are cut', async () => {
     // The start answers at once, the captures take 3 s each: the grace (1 s) ends while the ID's front is on its way.
     await withOwnIncode({ processingDelayMs: 50, faults: { latencyMs: 3000, faultPaths: ['/omni/add/'] } }, { SHUTDOWN_GRACE_MS: '1000' }, async ({ b, incode }) => {
@@ -672,6 +688,30 @@ describe('POST /onboardings', () => {
       expect(res).toMatchObject({ status: 503, body: { code: 'SHUTTING_DOWN', step: 'front', interviewId: expect.stringMatching(/^[0-9a-f]{24}$/) } });
       await closing;
     });
+  }, 30_000);
+
+  it('captures are stopped at the grace, and answer, though an earlier shutdown step (a stalled poll) takes the grace and more', async () => {
+    const slow = await startEmulator({ processingDelayMs: 50, faults: { latencyMs: 3000, faultPaths: ['/omni/add/'] } });
+    const real = await memoryStore();
+    // Once shutdown is near, the poller's read of due sessions never answers: the results plugin's stop then waits
+    // the grace and its wind-down before the onboardings' own shutdown step runs.
+    let stall = false;
+    const store = storeWith(real, (method) => (method === 'sessionsDueForPoll' && stall ? () => new Promise<never>(() => undefined) : null));
+    const b = await startBroker(brokerEnv(slow.url, { SHUTDOWN_GRACE_MS: '1000', POLL_INTERVAL_MS: '100' }), { store });
+    const incode = recordRequests(slow.app.server);
+    try {
+      const answer = post(GOOD, { url: b.url });
+      await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/add/')), 10_000, 10);
+      stall = true;
+      await new Promise((r) => setTimeout(r, 300));
+      const closing = b.close();
+      expect(await answer).toMatchObject({ status: 503, body: { code: 'SHUTTING_DOWN', interviewId: expect.any(String) } });
+      await closing;
+    } finally {
+      incode.stop();
+      await slow.close();
+      await real.close();
+    }
   }, 30_000);
 
   it('in sandbox mode, captures under way when shutdown begins still reach the emulator, which this listener serves', async () => {
