@@ -94,7 +94,7 @@ export function createMetrics() {
     }),
     oldKeyValues: new Gauge({
       name: 'stored_values_under_old_keys',
-      help: 'Stored values found under another key than the first DATA_ENCRYPTION_KEY by the last complete re-encryption pass (0: older keys can be removed; -1: no pass has completed, or only one key is configured)',
+      help: 'Stored values found under another key than the first DATA_ENCRYPTION_KEY by the last complete re-encryption pass (0: older keys can be removed; -1: no pass has completed yet; with a single key, one pass at start counts values under keys no longer listed)',
       registers: [registry],
     }),
     requestsAborted: new Counter({

@@ -49,18 +49,28 @@ export default fp<{ config: Config; runWorker?: boolean }>(
     };
     // More than one DATA_ENCRYPTION_KEY listed means a rotation: after the retention sweep, with a budget of its own,
     // the sweep re-encrypts under the first key what is still under another, until a pass finds nothing left.
-    const rotation = config.encryption.keys.length > 1 ? new KeyRotation(app.store) : null;
+    // With a single key there is nothing to move, but one pass at start checks that no stored value is under a key
+    // taken off the list too early (the last step of a rotation, where that mistake is made): its reads would fail.
+    // A key leaves the list only at a restart, so once is enough.
+    const single = config.encryption.keys.length === 1;
+    const rotation = new KeyRotation(app.store);
+    let checked = false;
     const rotate = async () => {
-      if (!rotation) return;
+      if (single && checked) return;
       try {
         const passes = await rotation.run(sweepLimit(stopSweep.signal), (b) => app.metrics.reencrypted.inc(b.reencrypted));
         const last = passes.at(-1);
         if (!last) return;
+        checked = true;
         app.metrics.oldKeyValues.set(last.found);
         const keyId = config.encryption.keys[0].id;
-        app.log.info({ passes, keyId }, 'key rotation: re-encryption pass complete');
-        if (last.unreadable) app.log.warn({ unreadable: last.unreadable, keyId }, 'key rotation: stored values are under keys no longer configured and cannot be read');
-        if (last.found === 0) {
+        if (!single) app.log.info({ passes, keyId }, 'key rotation: re-encryption pass complete');
+        if (last.unreadable)
+          app.log.warn(
+            { unreadable: last.unreadable, keyId, missingKeyIds: last.missingKeyIds ?? [] },
+            'key rotation: stored values are under keys no longer configured and cannot be read: list those keys in DATA_ENCRYPTION_KEY again (after the first)',
+          );
+        if (last.found === 0 && !single) {
           const unused = config.encryption.keys.slice(1).map((k) => k.id);
           app.log.info({ keyId, unused }, 'key rotation: every stored value is under the first key; no stored value needs the others');
         }

@@ -1,5 +1,5 @@
 // Key rotation: stored values re-encrypted under the first DATA_ENCRYPTION_KEY in bounded batches, the same on both engines.
-import type { Cipher } from './crypto';
+import { Cipher } from './crypto';
 import { aad, clampLimit, hasRequestSha256, type SqlArg, type SweepLimit } from './rows';
 import type { RekeyBatch, RekeyCursor, Store } from './types';
 
@@ -88,6 +88,8 @@ function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<string, s
   let found = 0;
   let unreadable = 0;
   let waiting = 0;
+  // The key ids of what cannot be read, for the warning to name the key to list again (a handful is enough).
+  const missing = new Set<string>();
   const changed: RekeyedRow[] = [];
   for (const r of rows) {
     const pk = t.pk.map((k) => String(r[k]));
@@ -103,6 +105,8 @@ function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<string, s
           plain = cipher.decrypt(v, c.aad(pk));
         } catch {
           unreadable++;
+          const id = Cipher.keyIdOf(v);
+          if (id !== null && missing.size < 5) missing.add(id);
         }
         if (plain !== null && c.waits?.(plain)) waiting++;
         else if (plain !== null) next = cipher.encrypt(plain, c.aad(pk));
@@ -116,7 +120,7 @@ function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<string, s
     if (row.reencrypted === rowFound) row.keyId = cipher.primaryKeyId;
     changed.push(row);
   }
-  return { found, unreadable, waiting, changed };
+  return { found, unreadable, waiting, changed, missingKeyIds: [...missing] };
 }
 
 /**
@@ -186,10 +190,10 @@ export async function reencryptBatch(cipher: Cipher, cursor: RekeyCursor, asked:
   const limit = clampLimit(asked, REKEY_BATCH * 4);
   const rows = await engine.read(t, [...(cursor.after ?? []), limit], cursor.after !== null);
   // Decrypted and encrypted again before the write: on SQLite, not while holding the write lock.
-  const { found, unreadable, waiting, changed } = reencryptRows(cipher, t, rows);
+  const { found, unreadable, waiting, changed, missingKeyIds } = reencryptRows(cipher, t, rows);
   // Counted from what the write changed: a value the service rewrote since the read is newer and stays.
   const reencrypted = changed.length ? await engine.write(t, changed) : 0;
-  return { next: nextCursor(cursor, t, rows, limit), found, reencrypted, unreadable, waiting };
+  return { next: nextCursor(cursor, t, rows, limit), found, reencrypted, unreadable, waiting, ...(missingKeyIds.length ? { missingKeyIds } : {}) };
 }
 
 type RekeyPass = Omit<RekeyBatch, 'next'>;
@@ -225,7 +229,8 @@ export class KeyRotation {
       const b = await this.store.reencryptBatch(this.cursor, REKEY_BATCH);
       onBatch?.(b);
       const p = this.pass;
-      this.pass = { found: p.found + b.found, reencrypted: p.reencrypted + b.reencrypted, unreadable: p.unreadable + b.unreadable, waiting: p.waiting + b.waiting };
+      const missing = [...new Set([...(p.missingKeyIds ?? []), ...(b.missingKeyIds ?? [])])].slice(0, 5);
+      this.pass = { found: p.found + b.found, reencrypted: p.reencrypted + b.reencrypted, unreadable: p.unreadable + b.unreadable, waiting: p.waiting + b.waiting, ...(missing.length ? { missingKeyIds: missing } : {}) };
       if (b.next) {
         this.cursor = b.next;
         continue;

@@ -385,4 +385,6 @@ export interface RekeyBatch {
   unreadable: number;
   /** Of those, left under their key until they expire (an Idempotency-Key whose replay still needs it). */
   waiting: number;
+  /** The ids of the keys the unreadable values are under (a few), when there are any. */
+  missingKeyIds?: string[];
 }

@@ -1354,8 +1354,8 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           const early = new KeyRotation(await open(new Cipher([{ id: 'k3', key: Buffer.alloc(32, 3) }, K2])));
           const passes = await early.run(sweepLimit());
           expect(passes).toEqual([
-            { found: K1_VALUES + 1, reencrypted: K1_VALUES, unreadable: 1, waiting: 0 },
-            { found: 1, reencrypted: 0, unreadable: 1, waiting: 0 },
+            { found: K1_VALUES + 1, reencrypted: K1_VALUES, unreadable: 1, waiting: 0, missingKeyIds: ['k1'] },
+            { found: 1, reencrypted: 0, unreadable: 1, waiting: 0, missingKeyIds: ['k1'] },
           ]);
           expect(early.done).toBe(true);
           // Stopped there: no later sweep scans again for what no configured key can read.
