@@ -30,6 +30,53 @@ function base64DataLength(s: string): number {
   return end;
 }
 
+/** `n` bytes at `offset` of the data base64 `b64` (its first `chars` characters, padding excluded), or null past its end. */
+function bytesAt(b64: string, chars: number, offset: number, n: number): Buffer | null {
+  if (offset < 0 || offset + n > Math.floor((chars * 3) / 4)) return null;
+  const first = Math.floor(offset / 3) * 4;
+  const bytes = Buffer.from(b64.slice(first, Math.min(chars, Math.ceil((offset + n) / 3) * 4)), 'base64');
+  const skip = offset - (first / 4) * 3;
+  return bytes.length >= skip + n ? bytes.subarray(skip, skip + n) : null;
+}
+
+/** Markers a JPEG may hold between its segments that carry no length: TEM, RST0-7, and SOI. */
+const STANDALONE = new Set([0x01, 0xd0, 0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8]);
+
+/**
+ * Whether the image's own header says what it is: a JPEG's segments, walked by their lengths (a few bytes decoded per
+ * segment), reach a frame header (SOFn) with a width before any scan; a PNG starts with its IHDR chunk and a size.
+ * A blob that only starts with an image's magic bytes would otherwise start a billable session that Incode refuses.
+ */
+function hasImageHeader(kind: ImageKind, b64: string, chars: number): boolean {
+  const at = (offset: number, n: number) => bytesAt(b64, chars, offset, n);
+  if (kind === 'png') {
+    const ihdr = at(8, 16);
+    return ihdr !== null && ihdr.readUInt32BE(0) === 13 && ihdr.toString('latin1', 4, 8) === 'IHDR' && ihdr.readUInt32BE(8) > 0 && ihdr.readUInt32BE(12) > 0;
+  }
+  let pos = 2;
+  // Bounded: a real photo's header is a handful of segments (each at most 64 KB); 10 MB of them is about 160.
+  for (let hops = 0; hops < 4096; hops++) {
+    const m = at(pos, 2);
+    if (!m || m[0] !== 0xff) return false;
+    const marker = m[1];
+    // Fill bytes (FF FF...) before a marker, and markers without a length.
+    if (marker === 0xff) pos += 1;
+    else if (STANDALONE.has(marker)) pos += 2;
+    // A scan or the image's end before any frame header: not a photo.
+    else if (marker === 0xda || marker === 0xd9 || marker === 0x00) return false;
+    else {
+      const len = at(pos + 2, 2)?.readUInt16BE(0);
+      if (len === undefined || len < 2) return false;
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        const frame = at(pos + 4, 5);
+        return frame !== null && len >= 8 && frame.readUInt16BE(3) > 0;
+      }
+      pos += 2 + len;
+    }
+  }
+  return false;
+}
+
 /** Smallest plausible photo: anything shorter is a placeholder, not a capture. */
 const MIN_IMAGE_BYTES = 100;
 
@@ -58,8 +105,10 @@ export function parseBase64Image(input: string): { base64: string } | { error: s
   if (length < 0) return { error: 'is not base64' };
   // A base64 length of 4n+1 cannot come from any byte string.
   if (length % 4 === 1) return { error: 'is not valid base64 (truncated?)' };
-  if (!imageKind(Buffer.from(b64.slice(0, 12), 'base64'))) return { error: 'is not a JPEG or PNG image' };
+  const kind = imageKind(Buffer.from(b64.slice(0, 12), 'base64'));
+  if (!kind) return { error: 'is not a JPEG or PNG image' };
   if (Math.floor((length * 3) / 4) < MIN_IMAGE_BYTES) return { error: `is too small to be a photo (under ${MIN_IMAGE_BYTES} bytes)` };
+  if (!hasImageHeader(kind, b64, length)) return { error: `is not a readable ${kind === 'png' ? 'PNG' : 'JPEG'} (no image header with its size)` };
   return { base64: b64 };
 }
 

@@ -1,0 +1,54 @@
+// The server-side flow's image checks: base64 of a JPEG or PNG whose own header says it is one, before any session.
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as img from '../../src/emulator/sample-images';
+import { parseBase64Image } from '../../src/onboarding/images';
+
+const b64 = (b: Buffer) => b.toString('base64');
+const SIG_PNG = Buffer.from('89504e470d0a1a0a', 'hex');
+
+/** A PNG's signature and IHDR chunk (width × height), padded to a photo's minimum size; CRCs are not checked here. */
+function pngHead(width: number, height: number): Buffer {
+  const ihdr = Buffer.alloc(25);
+  ihdr.writeUInt32BE(13, 0);
+  ihdr.write('IHDR', 4, 'latin1');
+  ihdr.writeUInt32BE(width, 8);
+  ihdr.writeUInt32BE(height, 12);
+  return Buffer.concat([SIG_PNG, ihdr, Buffer.alloc(200)]);
+}
+
+/** A JPEG grown by comment (COM) segments after its start marker: a real header far into the file. */
+function withComments(jpeg: Buffer, bytes: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let left = bytes; left > 0; left -= 65_533) {
+    const data = Buffer.alloc(Math.min(left, 65_533), 0x61);
+    const head = Buffer.from([0xff, 0xfe, 0, 0]);
+    head.writeUInt16BE(data.length + 2, 2);
+    parts.push(head, data);
+  }
+  return Buffer.concat([jpeg.subarray(0, 2), ...parts, jpeg.subarray(2)]);
+}
+
+describe('parseBase64Image', () => {
+  it.each([
+    ['the emulator samples', [img.idFront(), img.idBack(), img.selfie(), img.smallIdFront()]],
+    ['the samples folder', ['id-front.jpg', 'id-back.jpg', 'selfie.jpg'].map((f) => readFileSync(join(__dirname, '../../samples', f)))],
+    ['a JPEG whose frame header comes after 6 MB of other segments', [withComments(img.idFront(), 6 * 1024 * 1024)]],
+    ['a PNG', [pngHead(640, 480)]],
+  ])('takes %s', (_what, images) => {
+    for (const image of images) expect(parseBase64Image(b64(image))).toEqual({ base64: b64(image) });
+    // As a data URL too, without its prefix.
+    expect(parseBase64Image(`data:image/jpeg;base64,${b64(images[0])}`)).toEqual({ base64: b64(images[0]) });
+  });
+
+  it.each([
+    ['random bytes behind a JPEG start', Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), randomBytes(50_000)])],
+    ['a JPEG cut before its frame header', img.idFront().subarray(0, 120)],
+    ['a JPEG whose scan comes before any frame header', Buffer.concat([Buffer.from('ffd8ffda000c', 'hex'), Buffer.alloc(300)])],
+    ['a PNG signature and garbage', Buffer.concat([SIG_PNG, randomBytes(5000)])],
+    ['a PNG of width 0', pngHead(0, 480)],
+  ])('refuses %s as no readable image', (_what, image) => {
+    expect(parseBase64Image(b64(image))).toEqual({ error: expect.stringMatching(/^is not a readable (JPEG|PNG)/) });
+  });
+});
