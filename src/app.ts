@@ -263,7 +263,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     app.log.warn({ variable: name, meant }, `${name} is set but is no variable of this service, so it is ignored: did you mean ${meant}?`);
   // The emulator keeps its sessions in this process: what a database kept from an earlier one is unknown to it.
   if (config.sandbox && !isInMemoryDatabase(config.database.url))
-    app.log.warn("sandbox mode with a persistent DATABASE_URL: the emulator's sessions live in this process only, so sessions stored by an earlier process are unknown to it after a restart (their checks find no such session, and they end failed, INCODE_NOT_FOUND); use it to try the database, not to keep sandbox sessions");
+    app.log.warn("sandbox mode with a persistent DATABASE_URL: the emulator's sessions live in this process only, so sessions stored by an earlier process are unknown to it after a restart (their checks find no such session, and they end failed, INCODE_SESSION_GONE); use it to try the database, not to keep sandbox sessions");
   if (config.sandbox && config.adminApiKeys.length === 0)
     app.log.info('the results API (/sessions, /onboardings, and the /operator page\'s calls) is closed until ADMIN_API_KEYS names a service key, e.g. ADMIN_API_KEYS=dev-admin-key npm start');
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.

@@ -75,8 +75,11 @@ function mapError(err: FastifyError | Error): Mapped {
   return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
 }
 
-/** The 503s this service gives on purpose: a replica leaving, load shed. */
-const DELIBERATE_503 = new Set(['SHUTTING_DOWN', 'OVERLOADED']);
+/**
+ * The 503s this service gives on purpose: a replica leaving, load shed, billable starts refused while the database is
+ * known down (the failure that found it was logged with its cause; the AppError is only ever the latch's refusal).
+ */
+const DELIBERATE_503 = new Set(['SHUTTING_DOWN', 'OVERLOADED', 'DATABASE_UNAVAILABLE']);
 
 /**
  * Whether a 5xx is this service's own choice: draining, shedding load, or failing fast while Incode's circuit is open

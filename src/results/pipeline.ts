@@ -7,7 +7,7 @@ import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import { jwtClaims } from '../incode/token-claims';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
-import { incodeDeleteRetryJob, retryWindowStart, webhookEventKey } from '../store/rows';
+import { REVIVABLE_FAILURES, incodeDeleteRetryJob, retryWindowStart, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
@@ -95,7 +95,7 @@ export function finishRecorded(steps: StepRecord[]): boolean {
  * Failures a sign of life undoes (a status move, a resume): polling gave up on the session, or Incode said it did
  * not know it (a status move proves it does).
  */
-const REVIVABLE = new Set(['POLLING_GAVE_UP', 'INCODE_NOT_FOUND']);
+const REVIVABLE: ReadonlySet<string> = new Set(REVIVABLE_FAILURES);
 
 /** Whether a server-side onboarding's captures all went through: its face match answered (a no-match declines it later). */
 export function capturesWentThrough(steps: StepRecord[]): boolean {
@@ -421,7 +421,7 @@ export class ResultsPipeline {
   }
 
   /**
-   * Polling again for a session it gave up on (POLLING_GAVE_UP), or that Incode said it did not know (INCODE_NOT_FOUND),
+   * Polling again for a session it gave up on (POLLING_GAVE_UP), or that Incode said it did not know (INCODE_SESSION_GONE),
    * that shows a sign of life: a status move (a webhook's, a read's), or a resume. Its results are pending again; without this, a final status whose webhook was lost (or any
    * final status with RESULTS_MODE=polling) would leave a finished onboarding failed for good.
    */
@@ -490,9 +490,11 @@ export class ResultsPipeline {
         // pending fail for good (announced); stored ones stay. A refresh, a resume or a status move (its webhook)
         // later reads again. Only Incode's own 404 (its error envelope, not a proxy's page), and only when this check
         // reads it again after its backoff: a gateway's passing 404 must not end a live session.
-        if (job.attempts < Math.min(2, this.d.config.results.jobMaxAttempts)) throw new JobError('INCODE_NOT_FOUND', true);
+        // The attempt before it said so too: this 404, or the session's own token refused, read now with an executive token.
+        const confirmed = job.lastError === 'INCODE_NOT_FOUND' || job.lastError === SESSION_TOKEN_REFUSED;
+        if (!confirmed && this.d.config.results.jobMaxAttempts > 1) throw new JobError('INCODE_NOT_FOUND', true);
         await this.d.store.audit('incode-not-found', id, { source }, now);
-        if (session.resultsStatus === 'pending') await this.failResults(id, 'INCODE_NOT_FOUND', now);
+        if (session.resultsStatus === 'pending') await this.failResults(id, 'INCODE_SESSION_GONE', now);
         if (session.nextPollAt !== null) await this.d.store.stopPolling(id, session.nextPollAt);
         this.logFor(ctx.requestId).warn({ interviewId: id }, 'Incode no longer knows this session: polling stopped');
         return this.done(job);

@@ -289,7 +289,9 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
               throw idempotencyInProgress();
             // Its face match failed in a way that does not say Incode did nothing: the session may still finish, and
             // captures sent again would start and bill a second one.
-            if (s.resultsStatus === 'ready' || faceMatchMayHaveRun(steps, s))
+            if (s.resultsStatus === 'ready')
+              throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId}, whose answer was a failure, but the session has since finished: its results are at GET /sessions/${interviewId}`, {}, { interviewId });
+            if (faceMatchMayHaveRun(steps, s))
               throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId}, whose face match failed but may have reached Incode: the session may still finish (GET /sessions/${interviewId}); send the captures again with a new Idempotency-Key only once it shows failed`, {}, { interviewId });
             throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`, {}, { interviewId });
           },

@@ -178,14 +178,20 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         const started = await app.incode.start(startReq, { requestId: req.id, sendBefore: claimed?.sendBefore, callerGone: callerGone(req) });
         app.metrics.sessionsCreated.inc({ route: 'session' });
         const r = mintResume(started.interviewId, Date.now());
-        await app.results.trackSession({
-          interviewId: started.interviewId,
-          token: started.token,
-          externalCustomerId: body.externalCustomerId,
-          configurationId: startReq.configurationId,
-          resume: r.stored,
-          idempotency: claimed,
-        });
+        await app.results
+          .trackSession({
+            interviewId: started.interviewId,
+            token: started.token,
+            externalCustomerId: body.externalCustomerId,
+            configurationId: startReq.configurationId,
+            resume: r.stored,
+            idempotency: claimed,
+          })
+          .catch((err: unknown) => {
+            // Created (and billed) at Incode, followed by no one: its id is the operator's only way to find it there.
+            req.log.warn({ interviewId: started.interviewId }, 'Incode started this session but it could not be recorded: no one follows it');
+            throw err;
+          });
         return answer(started.interviewId, started.token, r);
       }, async (interviewId) => {
         const s = await app.store.getSession(interviewId);

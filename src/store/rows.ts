@@ -448,19 +448,26 @@ export const resultsStatusSql = (status: string) =>
 
 /**
  * setResultsStatus on both engines (its parameters as each names them). An erased session never changes. Recording
- * only an error (status null) leaves a session polling gave up on marked POLLING_GAVE_UP, which is what a later sign of
- * life revives it by, whichever job's failure it is. A row from before schema version 8 keeps its last sign of life
+ * only an error (status null) leaves a session polling gave up on marked POLLING_GAVE_UP (or one Incode said it did not
+ * know, INCODE_SESSION_GONE), which is what a later sign of life revives it by, whichever job's failure it is. A row from before schema version 8 keeps its last sign of life
  * as it was before this write moves updated_at (a recorded failure is none), so that polling still gives up on it.
- * Pending again is a compare-and-set: it only revives a session polling gave up on (another replica may have stored
+ * Pending again is a compare-and-set: it only revives a session failed for one of those (another replica may have stored
  * its results meanwhile, which must not read pending again), and writes nothing otherwise.
  */
+/**
+ * The failures a later sign of life undoes: polling gave up (POLLING_GAVE_UP), or Incode said twice it had no such
+ * session (INCODE_SESSION_GONE; a status move proves it has). Literals in SQL below: fixed strings of this module.
+ */
+export const REVIVABLE_FAILURES = ['POLLING_GAVE_UP', 'INCODE_SESSION_GONE'] as const;
+const REVIVABLE_SQL = `(${REVIVABLE_FAILURES.map((c) => `'${c}'`).join(', ')})`;
+
 export function setResultsStatusSql(p: { id: string; status: string; lastError: string; now: string }, greatest: 'MAX' | 'GREATEST'): string {
   return `UPDATE sessions SET
       results_status = ${resultsStatusSql(p.status)},
-      last_error = CASE WHEN ${p.status} IS NULL AND results_status = 'failed' AND last_error = 'POLLING_GAVE_UP' THEN last_error ELSE ${p.lastError} END,
+      last_error = CASE WHEN ${p.status} IS NULL AND results_status = 'failed' AND last_error IN ${REVIVABLE_SQL} THEN last_error ELSE ${p.lastError} END,
       active_at = COALESCE(active_at, updated_at), updated_at = ${greatest}(updated_at + 1, ${p.now})
     WHERE interview_id = ${p.id} AND results_status <> 'erased'
-      AND (COALESCE(CAST(${p.status} AS TEXT), '') <> 'pending' OR (results_status = 'failed' AND COALESCE(last_error, '') = 'POLLING_GAVE_UP'))`;
+      AND (COALESCE(CAST(${p.status} AS TEXT), '') <> 'pending' OR (results_status = 'failed' AND COALESCE(last_error, '') IN ${REVIVABLE_SQL}))`;
 }
 
 /**

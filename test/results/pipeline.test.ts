@@ -369,7 +369,7 @@ function pipelineSuite(which: Engine) {
     p.emulator.app.emulator.sessions.delete(s.interviewId);
     await waitFor(async () => (await p.admin(`/sessions/${s.interviewId}`).expect(200)).body.resultsStatus === 'failed');
     const stored = await p.broker.app.store.getSession(s.interviewId);
-    expect(stored).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_NOT_FOUND', nextPollAt: null });
+    expect(stored).toMatchObject({ resultsStatus: 'failed', lastError: 'INCODE_SESSION_GONE', nextPollAt: null });
     // Polls went on for the other session meanwhile; none came back to this one.
     const jobs = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
     const settled = (await jobs()).length;
@@ -378,6 +378,33 @@ function pipelineSuite(which: Engine) {
     expect((await jobs()).filter((j) => j.state === 'dead')).toEqual([]);
     expect((await p.broker.app.store.getSession(kept.interviewId))?.nextPollAt).not.toBeNull();
     expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-not-found')).toHaveLength(1);
+    // A status move (its webhook: Incode knows the session after all) revives it: pending again, and polled.
+    await p.broker.app.results.apply(s.interviewId, 'ID_VALIDATION_FINISHED', 'webhook');
+    expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ resultsStatus: 'pending', lastError: null, nextPollAt: expect.any(Number) });
+  });
+
+  it('a single 404 of Incode\'s between answers that find the session ends nothing: only two in a row do', async () => {
+    // Status reads answer in turn a 403 (a key being rotated: the check's attempt fails, the client does not repeat
+    // it), Incode's 404 envelope, then the real status: a check's second attempt meets a 404 after a failure of
+    // another kind, which is no second word that the session is gone.
+    let reads = 0;
+    const proxy = await startEmulatorProxy({ target: '' }, (req, res, forward) => {
+      const turn = /^\/omni\/get\/onboarding\/status/.test(req.url ?? '') ? reads++ % 3 : 2;
+      if (turn === 0) return void res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ timestamp: Date.now(), status: 403, error: 'Forbidden' }));
+      if (turn === 1)
+        return void res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ timestamp: Date.now(), status: 404, error: 'Not Found', path: '/omni/get/onboarding/status' }));
+      forward().then((u) => pass(res, u), () => res.writeHead(502).end());
+    });
+    try {
+      p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '200', INCODE_API_URL: proxy.url });
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession();
+      await waitFor(() => reads >= 9 || null);
+      expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ resultsStatus: 'pending', nextPollAt: expect.any(Number) });
+      expect((await p.broker.app.store.listAudit(s.interviewId)).filter((a) => a.kind === 'incode-not-found')).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("a 404 that is not Incode's own (a gateway's page) never ends a session: it stays pending and polled", async () => {

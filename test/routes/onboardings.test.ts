@@ -674,6 +674,9 @@ describe('POST /onboardings', () => {
       expect(replay).toMatchObject({ status: 409, body: { code: 'ONBOARDING_NOT_COMPLETED', interviewId, message: expect.stringContaining('may still finish') } });
       expect((await waitForResults(b.url, interviewId, 20_000)).onboardingStatus).toBe('ONBOARDING_FINISHED');
       expect(incode.urls.filter((u) => u.startsWith('/omni/finish-status'))).toHaveLength(1);
+      // Finished since: its key's replay says so, not to wait for a failure that will not come.
+      const after = await post(body, { url: b.url, idempotencyKey: 'onb-face-502-0001' });
+      expect(after).toMatchObject({ status: 409, body: { code: 'ONBOARDING_NOT_COMPLETED', interviewId, message: expect.stringContaining('has since finished') } });
       expect(incode.urls.filter((u) => u.startsWith('/omni/start'))).toHaveLength(1);
     });
   }, 40_000);

@@ -279,8 +279,17 @@ describe('POST /session against the emulator', () => {
       expect(emu.app.emulator.sessions.size).toBe(started + 1);
       expect(b.app.databaseOutage.down).toBe(true);
       expect(await metricValue(b.url, 'database_unavailable')).toBe(1);
+      // That session is billed and followed by no one: its id is logged, for the operator to find it at Incode.
+      const orphan = [...emu.app.emulator.sessions.sessions.keys()].at(-1)!;
+      expect(b.logs.lines.filter((l) => l.includes('could not be recorded')).some((l) => l.includes(orphan))).toBe(true);
       // The next ones, with or without an Idempotency-Key, and a server-side onboarding, are refused unsent.
+      const before = b.logs.lines.length;
       for (let i = 0; i < 3; i++) expect((await post()).body.code).toBe('DATABASE_UNAVAILABLE');
+      // Refused on purpose while the database is known down: one warn line each, no error with frames (an outage
+      // would otherwise flood the log at the request rate).
+      const refusals = b.logs.lines.slice(before).map((l) => JSON.parse(l) as { level: number; msg: string; err?: unknown });
+      expect(refusals.filter((l) => l.msg === 'request refused')).toHaveLength(3);
+      expect(refusals.filter((l) => l.level >= 50 || l.err !== undefined)).toEqual([]);
       expect((await post('retry-after-outage-0123456789')).body.code).toBe('DATABASE_UNAVAILABLE');
       const onboarding = await request(b.url).post('/onboardings').set('authorization', `Bearer ${ADMIN_KEY}`).send(onboardingBody());
       expect([onboarding.status, onboarding.body.code]).toEqual([503, 'DATABASE_UNAVAILABLE']);
@@ -543,6 +552,16 @@ describe('POST /session against the emulator', () => {
       expect((await request(lenient.url).get('/readyz').expect(503)).body).toMatchObject({ status: 'not ready', checks: { incode: { ok: false } } });
     } finally {
       await lenient.close();
+    }
+  });
+
+  it('is not ready while INCODE_API_URL is not the API\'s base (its status route answers 404), whatever READINESS_REQUIRES_INCODE says', async () => {
+    const wrong = await startBroker(brokerEnv(`${emu.url}/api/v2`, { READINESS_REQUIRES_INCODE: 'false' }));
+    try {
+      const ready = await request(wrong.url).get('/readyz').expect(503);
+      expect(ready.body).toMatchObject({ status: 'not ready', checks: { incode: { ok: false, detail: expect.stringMatching(/HTTP 404: is INCODE_API_URL the API's base URL/) } } });
+    } finally {
+      await wrong.close();
     }
   });
 
