@@ -9,6 +9,18 @@ export function sampleImages(): Images {
   return (images ??= { front: idFront().toString('base64'), back: idBack().toString('base64'), selfie: selfie().toString('base64') });
 }
 
+/** A JPEG grown to about `bytes` more by comment (COM) segments after its start marker, which decoders skip. */
+export function withCommentSegments(jpegBytes: Buffer, bytes: number): Buffer {
+  const segments: Buffer[] = [];
+  for (let left = bytes; left > 0; left -= 65_533) {
+    const data = Buffer.alloc(Math.min(left, 65_533), 0x61);
+    const head = Buffer.from([0xff, 0xfe, 0, 0]);
+    head.writeUInt16BE(data.length + 2, 2);
+    segments.push(head, data);
+  }
+  return Buffer.concat([jpegBytes.subarray(0, 2), ...segments, jpegBytes.subarray(2)]);
+}
+
 /** POST to the emulator with the session token only; retries 5xx so fault-injection tests still finish. */
 export async function zeroPost(apiUrl: string, path: string, token: string, body: unknown, tries = 8): Promise<unknown> {
   const base = apiUrl.replace(/\/+$/, '');

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as img from '../../src/emulator/sample-images';
 import { parseBase64Image } from '../../src/onboarding/images';
+import { withCommentSegments } from '../helpers/flow';
 
 const b64 = (b: Buffer) => b.toString('base64');
 const SIG_PNG = Buffer.from('89504e470d0a1a0a', 'hex');
@@ -25,23 +26,11 @@ function hashChain(n: number): Buffer {
   return Buffer.concat(parts).subarray(0, n);
 }
 
-/** A JPEG grown by comment (COM) segments after its start marker: a real header far into the file. */
-function withComments(jpeg: Buffer, bytes: number): Buffer {
-  const parts: Buffer[] = [];
-  for (let left = bytes; left > 0; left -= 65_533) {
-    const data = Buffer.alloc(Math.min(left, 65_533), 0x61);
-    const head = Buffer.from([0xff, 0xfe, 0, 0]);
-    head.writeUInt16BE(data.length + 2, 2);
-    parts.push(head, data);
-  }
-  return Buffer.concat([jpeg.subarray(0, 2), ...parts, jpeg.subarray(2)]);
-}
-
 describe('parseBase64Image', () => {
   it.each([
     ['the emulator samples', [img.idFront(), img.idBack(), img.selfie(), img.smallIdFront()]],
     ['the samples folder', ['id-front.jpg', 'id-back.jpg', 'selfie.jpg'].map((f) => readFileSync(join(__dirname, '../../samples', f)))],
-    ['a JPEG whose frame header comes after 6 MB of other segments', [withComments(img.idFront(), 6 * 1024 * 1024)]],
+    ['a JPEG whose frame header comes after 6 MB of other segments', [withCommentSegments(img.idFront(), 6 * 1024 * 1024)]],
     ['a PNG', [pngHead(640, 480)]],
   ])('takes %s', (_what, images) => {
     for (const image of images) expect(parseBase64Image(b64(image))).toEqual({ base64: b64(image) });

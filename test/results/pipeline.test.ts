@@ -1807,15 +1807,22 @@ describe('erasure, retention and PII at rest', () => {
     }
   });
 
-  it('answers 500 STORED_DATA_UNREADABLE, and logs the missing key id, for data under a key removed from DATA_ENCRYPTION_KEY', async () => {
-    const dir = tempDir('broker-nokey-');
+  /** A SQLite file holding one session with its results, all under the test brokers' key (k1). */
+  async function storedUnderK1(emuUrl: string, fullName: string): Promise<{ url: string; dir: string; interviewId: string }> {
+    const dir = tempDir('broker-keys-');
     const url = `sqlite:${join(dir, 'broker.db')}`;
+    const first = await startBroker(brokerEnv(emuUrl, { DATABASE_URL: url }), { runWorker: false });
+    const s = (await request(first.url).post('/session').send({}).expect(200)).body as { interviewId: string };
+    await first.app.store.saveResults(s.interviewId, { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName } }, fetchedAt: Date.now() }, 'approve', Date.now());
+    await first.close();
+    return { url, dir, interviewId: s.interviewId };
+  }
+
+  it('answers 500 STORED_DATA_UNREADABLE, and logs the missing key id, for data under a key removed from DATA_ENCRYPTION_KEY', async () => {
     const emu = await startEmulator();
     try {
-      const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url }), { runWorker: false });
-      const s = (await request(first.url).post('/session').send({}).expect(200)).body as { interviewId: string };
-      await first.app.store.saveResults(s.interviewId, { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'LOST KEYES' } }, fetchedAt: Date.now() }, 'approve', Date.now());
-      await first.close();
+      const { url, interviewId } = await storedUnderK1(emu.url, 'LOST KEYES');
+      const s = { interviewId };
       const second = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, DATA_ENCRYPTION_KEY: 'k2:' + Buffer.alloc(32, 9).toString('base64'), RESULTS_MODE: 'webhook' }), { runWorker: false });
       try {
         const res = await request(second.url).get(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`);
@@ -1831,14 +1838,9 @@ describe('erasure, retention and PII at rest', () => {
   });
 
   it('with a single key, a pass at start finds stored values under a key taken off the list too early, and names that key', async () => {
-    const dir = tempDir('broker-onekey-');
-    const url = `sqlite:${join(dir, 'broker.db')}`;
     const emu = await startEmulator();
     try {
-      const first = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url }), { runWorker: false });
-      const s = (await request(first.url).post('/session').send({}).expect(200)).body as { interviewId: string };
-      await first.app.store.saveResults(s.interviewId, { scores: { overall: { status: 'OK' } }, ocr: { name: { fullName: 'EARLY KEYES' } }, fetchedAt: Date.now() }, 'approve', Date.now());
-      await first.close();
+      const { url, dir } = await storedUnderK1(emu.url, 'EARLY KEYES');
       // k1 removed before the sweep moved anything: only k2 is listed.
       const second = await startBroker(brokerEnv(emu.url, { DATABASE_URL: url, DATA_ENCRYPTION_KEY: 'k2:' + Buffer.alloc(32, 9).toString('base64'), RESULTS_MODE: 'webhook' }));
       try {

@@ -7,6 +7,7 @@ import { runInNewContext } from 'node:vm';
 import type { EmulatorApp } from '../../src/emulator/app';
 import * as img from '../../src/emulator/sample-images';
 import { ADMIN_KEY, brokerEnv, recordRequests, startBroker, startEmulator, startSandbox, waitFor, type Running, waitForResults } from '../helpers/harness';
+import { withCommentSegments } from '../helpers/flow';
 import { tempDir } from '../helpers/temp';
 import { memoryStore, storeWith } from '../helpers/store-proxy';
 
@@ -55,18 +56,6 @@ async function post(body: unknown, opts: { key?: string | null; url?: string; ra
   if (opts.key !== null) headers.authorization = `Bearer ${opts.key ?? ADMIN_KEY}`;
   const res = await fetch(`${opts.url ?? broker.url}/onboardings`, { method: 'POST', headers, body: opts.raw ?? JSON.stringify(body) });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
-}
-
-/** A JPEG grown to about `bytes` more by comment (COM) segments after its start marker, which decoders skip. */
-function withCommentSegments(jpegBytes: Buffer, bytes: number): Buffer {
-  const segments: Buffer[] = [];
-  for (let left = bytes; left > 0; left -= 65_533) {
-    const data = Buffer.alloc(Math.min(left, 65_533), 0x61);
-    const head = Buffer.from([0xff, 0xfe, 0, 0]);
-    head.writeUInt16BE(data.length + 2, 2);
-    segments.push(head, data);
-  }
-  return Buffer.concat([jpegBytes.subarray(0, 2), ...segments, jpegBytes.subarray(2)]);
 }
 
 /** A session's steps as step:outcome:code. */
