@@ -40,6 +40,7 @@ import {
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
   releaseJobSql,
+  deferJobSql,
   completeJobSql,
   deadJobSql,
   unfollowedDeadResultsSql,
@@ -171,6 +172,7 @@ const HISTORY_PURGE = historyPurgeSql(pgArgs(1));
 const UNFOLLOWED_DEAD_RESULTS = unfollowedDeadResultsSql(pgArgs(1));
 const EXPIRED_KEYS_PURGE = expiredKeysPurgeSql(pgArgs(1));
 const RELEASE_JOB = releaseJobSql(pgArgs(1), 'GREATEST');
+const DEFER_JOB = deferJobSql(pgArgs(1), 'GREATEST');
 const COMPLETE_JOB = completeJobSql(pgArgs(1));
 const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
   e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
@@ -605,6 +607,10 @@ export class PostgresStore implements Store {
 
   async releaseJob(job: JobLease, owner: string, now: number): Promise<boolean> {
     return ((await this.q(RELEASE_JOB, [now, ...heldParams(job, owner)])).rowCount ?? 0) > 0;
+  }
+
+  async deferJob(job: JobLease, owner: string, runAt: number, now: number): Promise<boolean> {
+    return ((await this.q(DEFER_JOB, [runAt, now, ...heldParams(job, owner)])).rowCount ?? 0) > 0;
   }
 
   async countJobs(opts: { done?: boolean } = {}): Promise<Record<JobState, number>> {

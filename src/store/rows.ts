@@ -174,6 +174,17 @@ export function retryJobSql(arg: SqlArg): string {
 }
 
 /**
+ * Puts a running job off (deferJob), the same on both engines: queued for `runAt`, its attempt given back and its last
+ * error kept (the attempt never reached Incode). `greatest` is the dialect's two-argument maximum. Parameters: run at,
+ * now, then heldSql's.
+ */
+export function deferJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string {
+  return `UPDATE jobs SET state = 'queued', run_at = ${arg(0, 'bigint')}, attempts = ${greatest}(attempts - 1, 0),
+      lease_owner = NULL, lease_expires_at = NULL, updated_at = ${arg(1, 'bigint')}
+    WHERE ${heldSql(arg, 2)}`;
+}
+
+/**
  * Hands a running job back (releaseJob), the same on both engines. `greatest` is the dialect's two-argument maximum.
  * Parameters: now, then heldSql's.
  */

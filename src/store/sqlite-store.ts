@@ -42,6 +42,7 @@ import {
   PURGE_BATCH,
   SESSION_PURGE_BATCH,
   releaseJobSql,
+  deferJobSql,
   completeJobSql,
   deadJobSql,
   unfollowedDeadResultsSql,
@@ -143,6 +144,7 @@ export const PURGE_DUE = `SELECT interview_id, origin FROM sessions WHERE create
 /** How long a write waits for another process's lock before the store answers "database unavailable". */
 const BUSY_TIMEOUT_MS = 5000;
 const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
+const DEFER_JOB = deferJobSql(sqliteArgs, 'MAX');
 const COMPLETE_JOB = completeJobSql(sqliteArgs);
 const DEAD_JOB = deadJobSql(sqliteArgs);
 const UNFOLLOWED_DEAD_RESULTS = unfollowedDeadResultsSql(sqliteArgs);
@@ -570,6 +572,10 @@ export class SqliteStore implements Store {
   async releaseJob(job: JobLease, owner: string, now: number): Promise<boolean> {
     // sqliteArgs numbers nothing: now appears twice, so it is bound twice.
     return this.write(() => this.st(RELEASE_JOB).run(now, now, ...heldParams(job, owner)).changes > 0);
+  }
+
+  async deferJob(job: JobLease, owner: string, runAt: number, now: number): Promise<boolean> {
+    return this.write(() => this.st(DEFER_JOB).run(runAt, now, ...heldParams(job, owner)).changes > 0);
   }
 
   async countJobs(opts: { done?: boolean } = {}): Promise<Record<JobState, number>> {

@@ -323,6 +323,11 @@ export interface Store {
    * but a job that stalls every process until it shuts down still does. false when this claim no longer holds it.
    */
   releaseJob(job: JobLease, owner: string, now: number): Promise<boolean>;
+  /**
+   * Puts a running job off until `runAt` without counting its attempt or changing its last error: it was refused before
+   * reaching Incode (an open circuit), which says nothing of the job. false when this claim no longer holds it.
+   */
+  deferJob(job: JobLease, owner: string, runAt: number, now: number): Promise<boolean>;
   /** With `done: false` (the metrics' queue depth) the done jobs are not counted (0): only the queue is read. */
   countJobs(opts?: { done?: boolean }): Promise<Record<JobState, number>>;
   listJobs(subject: string): Promise<Job[]>;

@@ -413,3 +413,35 @@ describe('claims that keep failing (a database outage)', () => {
     }
   });
 });
+
+describe('an open Incode circuit', () => {
+  it('puts the refused job off without using an attempt, and claims nothing more until the circuit may let a call through', async () => {
+    const t0 = Date.now();
+    for (let i = 0; i < 50; i++) await store.enqueueJob({ kind: 'verify', subject: `s${i}`, runAt: t0 }, t0);
+    let ran = 0;
+    const w = worker({
+      concurrency: 4,
+      handle: async () => {
+        ran++;
+        throw new JobError('INCODE_CIRCUIT_OPEN', true, 1500);
+      },
+    });
+    w.start();
+    try {
+      await waitFor(() => ran >= 4 || null, 5000, 5);
+      // Well within the pause: only the first claim's jobs met the circuit; the backlog was not claimed job by job.
+      await new Promise((r) => setTimeout(r, 700));
+      expect(ran).toBe(4);
+    } finally {
+      await w.stop(1000);
+    }
+    const jobs = (await Promise.all(Array.from({ length: 50 }, (_, i) => store.listJobs(`s${i}`)))).flat();
+    const putOff = jobs.filter((j) => j.runAt > t0);
+    expect(putOff).toHaveLength(4);
+    for (const j of putOff) {
+      // Queued again for when the circuit may let a call through, its attempt given back and no error of its own.
+      expect(j).toMatchObject({ state: 'queued', attempts: 0, lastError: null });
+      expect(j.runAt).toBeGreaterThanOrEqual(t0 + 1500);
+    }
+  });
+});

@@ -972,6 +972,19 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect((await store.listJobs('r'))[0]).toMatchObject({ state: 'queued', attempts: 1, lastError: 'SHUTDOWN' });
       });
 
+      it('deferJob puts a running job off until a time, its attempt given back and its last error kept; only its holder can', async () => {
+        await store.enqueueJob(job('df', { dedupeKey: 'ddf' }), T0);
+        const [j] = await store.claimJobs('w', 1, 60_000, T0);
+        expect(await store.failJob(j, 'w', 'INCODE_NOT_FOUND', T0 + 1, T0 + 1)).toBe(true);
+        const [k] = await store.claimJobs('w', 1, 60_000, T0 + 1);
+        expect(k.attempts).toBe(2);
+        expect(await store.deferJob(k, 'someone-else', T0 + 3000, T0 + 2)).toBe(false);
+        expect(await store.deferJob(k, 'w', T0 + 3000, T0 + 2)).toBe(true);
+        expect((await store.listJobs('df'))[0]).toMatchObject({ state: 'queued', runAt: T0 + 3000, attempts: 1, lastError: 'INCODE_NOT_FOUND', leaseOwner: null, leaseExpiresAt: null });
+        expect(await store.claimJobs('w', 1, 60_000, T0 + 2999)).toEqual([]);
+        expect(await store.deferJob(k, 'w', T0 + 4000, T0 + 3)).toBe(false);
+      });
+
       it('failJob retries later or dead-letters', async () => {
         await store.enqueueJob(job('x', { dedupeKey: 'dx' }), T0);
         const [j] = await store.claimJobs('w', 1, 1000, T0);
