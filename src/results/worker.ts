@@ -16,9 +16,8 @@ const MAX_BACKOFF_MS = 15 * 60 * 1000;
 const MAX_CLAIM_BACKOFF_MS = 5000;
 /** How often a claim failure that goes on is said again. */
 const CLAIM_FAILURE_LOG_MS = 30_000;
-/** A job refused by an open circuit comes back no sooner than this, and the worker claims nothing meanwhile, up to the most. */
-const CIRCUIT_PAUSE_MIN_MS = 1000;
-const CIRCUIT_PAUSE_MAX_MS = 30_000;
+/** A job refused by an open circuit comes back no sooner than this. */
+const CIRCUIT_DEFER_MIN_MS = 1000;
 
 export interface WorkerOptions {
   store: Store;
@@ -62,8 +61,6 @@ export class JobWorker {
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
   private kicked = false;
-  /** Until when claiming waits: an attempt was refused by an open circuit, which every other would meet too. */
-  private pausedUntil = 0;
   private readonly now: () => number;
 
   constructor(private readonly o: WorkerOptions) {
@@ -111,8 +108,7 @@ export class JobWorker {
       let claimed: Job[] = [];
       this.kicked = false;
       const subject = this.o.onlySubject ? this.o.onlySubject() : undefined;
-      const paused = this.pausedUntil - this.now();
-      if (free > 0 && subject !== null && paused <= 0) {
+      if (free > 0 && subject !== null) {
         try {
           claimed = await this.o.store.claimJobs(this.owner, free, this.o.leaseMs ?? DEFAULT_LEASE_MS, this.now(), subject);
           if (failures > 0) this.o.log.info({ failures }, 'claiming jobs works again');
@@ -135,7 +131,7 @@ export class JobWorker {
       }
       if (claimed.length === free && free > 0) continue;
       if (this.kicked) continue;
-      const waitMs = failures > 0 ? Math.min(idleMs * 2 ** Math.min(failures, 10), MAX_CLAIM_BACKOFF_MS) : Math.max(idleMs, paused);
+      const waitMs = failures > 0 ? Math.min(idleMs * 2 ** Math.min(failures, 10), MAX_CLAIM_BACKOFF_MS) : idleMs;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, waitMs);
         t.unref();
@@ -209,11 +205,12 @@ export class JobWorker {
       metrics.jobs.inc({ kind: job.kind, outcome: 'released' });
       log.info(jobLog, 'job handed back at shutdown');
     } else if (e.code === 'INCODE_CIRCUIT_OPEN') {
-      // Refused before reaching Incode: no attempt of the job's, no line per job. Claiming pauses until the circuit
-      // may let a call through, so a backlog is not claimed and refused job by job (each a write) through an outage.
-      const pause = Math.min(CIRCUIT_PAUSE_MAX_MS, Math.max(CIRCUIT_PAUSE_MIN_MS, e.retryAfterMs ?? 0));
-      this.pausedUntil = Math.max(this.pausedUntil, now + pause);
-      if (!(await this.record(store.deferJob(job, this.owner, now + pause + Math.round(Math.random() * CIRCUIT_PAUSE_MIN_MS), now), failed, 'put off'))) return;
+      // Refused before reaching Incode: no attempt of the job's, no line per job. Put off until the circuit may let a
+      // call through, and for longer the longer the job has waited (half its age, up to the retry cap), so a backlog
+      // met by a long outage is claimed a few times in all, not at every reset of the circuit; other work (customer
+      // callbacks) is claimed as usual meanwhile.
+      const wait = Math.max(CIRCUIT_DEFER_MIN_MS, e.retryAfterMs ?? 0, Math.min(MAX_BACKOFF_MS, (now - job.createdAt) / 2));
+      if (!(await this.record(store.deferJob(job, this.owner, now + Math.round(wait * (1 + Math.random() / 2)), now), failed, 'put off'))) return;
       metrics.jobs.inc({ kind: job.kind, outcome: 'deferred' });
       log.debug(failed, 'job put off: the Incode circuit is open');
     } else if (e.retryable && job.attempts < this.o.maxAttempts) {

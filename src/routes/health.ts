@@ -65,8 +65,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
       const misrouted = res.statusCode === 404;
       cached = { at: Date.now(), ok: res.statusCode < 500 && !keyRefused && !misrouted };
       if (keyRefused) cached = { ...cached, keyRefused, detail: 'INCODE_API_KEY refused (HTTP 403): is INCODE_API_URL the environment of this key?' };
-      // Refused like a key: a configuration to fix, not an outage to ride out (READINESS_REQUIRES_INCODE=false).
-      else if (misrouted) cached = { ...cached, keyRefused: true, detail: "HTTP 404: is INCODE_API_URL the API's base URL (e.g. https://saas-api.incodesmile.com)?" };
+      else if (misrouted) cached.detail = "HTTP 404: is INCODE_API_URL the API's base URL (e.g. https://saas-api.incodesmile.com)?";
       else if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
     } catch (err) {
       const { code } = (err ?? {}) as { code?: unknown };

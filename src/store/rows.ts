@@ -247,7 +247,7 @@ export function toSpentResumeToken(r: SpentRow, heldUntil: number): SpentResumeT
     createdAt: num(r.created_at),
     onboardingStatus: r.onboarding_status,
     configurationId: r.configuration_id,
-    pollingGaveUp: r.results_status === 'failed' && r.last_error === 'POLLING_GAVE_UP',
+    pollingGaveUp: r.results_status === 'failed' && (REVIVABLE_FAILURES as readonly unknown[]).includes(r.last_error),
   };
 }
 

@@ -74,7 +74,7 @@ export interface SpentResumeToken {
   onboardingStatus: string;
   /** The flow the session was started with, for the resume's start (null when unknown). */
   configurationId: string | null;
-  /** Polling had given up on the session (POLLING_GAVE_UP): the resume is the sign of life that revives it. */
+  /** Polling had given up on the session (POLLING_GAVE_UP, or INCODE_SESSION_GONE): the resume is the sign of life that revives it. */
   pollingGaveUp: boolean;
 }
 

@@ -415,33 +415,37 @@ describe('claims that keep failing (a database outage)', () => {
 });
 
 describe('an open Incode circuit', () => {
-  it('puts the refused job off without using an attempt, and claims nothing more until the circuit may let a call through', async () => {
+  it('puts refused jobs off without using an attempt, the longer the older they are, and other work runs meanwhile', async () => {
     const t0 = Date.now();
     for (let i = 0; i < 50; i++) await store.enqueueJob({ kind: 'verify', subject: `s${i}`, runAt: t0 }, t0);
-    let ran = 0;
+    // One that has waited ten minutes already, and a customer callback (no Incode call) behind all of them.
+    await store.enqueueJob({ kind: 'verify', subject: 'old', runAt: t0 - 600_000 }, t0 - 600_000);
+    await store.enqueueJob({ kind: 'callback', subject: 'cb', runAt: t0 + 1 }, t0 + 1);
+    const runs = new Map<string, number>();
     const w = worker({
       concurrency: 4,
-      handle: async () => {
-        ran++;
-        throw new JobError('INCODE_CIRCUIT_OPEN', true, 1500);
+      handle: async (job) => {
+        runs.set(job.subject, (runs.get(job.subject) ?? 0) + 1);
+        if (job.kind !== 'callback') throw new JobError('INCODE_CIRCUIT_OPEN', true, 1500);
       },
     });
     w.start();
     try {
-      await waitFor(() => ran >= 4 || null, 5000, 5);
-      // Well within the pause: only the first claim's jobs met the circuit; the backlog was not claimed job by job.
-      await new Promise((r) => setTimeout(r, 700));
-      expect(ran).toBe(4);
+      await waitFor(async () => (await store.listJobs('cb'))[0]?.state === 'done' || null, 5000, 5);
+      await new Promise((r) => setTimeout(r, 300));
     } finally {
       await w.stop(1000);
     }
-    const jobs = (await Promise.all(Array.from({ length: 50 }, (_, i) => store.listJobs(`s${i}`)))).flat();
-    const putOff = jobs.filter((j) => j.runAt > t0);
-    expect(putOff).toHaveLength(4);
-    for (const j of putOff) {
-      // Queued again for when the circuit may let a call through, its attempt given back and no error of its own.
+    // Each refused job was claimed once in that time, not over and over.
+    expect([...runs.values()].every((n) => n === 1)).toBe(true);
+    expect(runs.size).toBe(52);
+    const verify = (await Promise.all([...Array.from({ length: 50 }, (_, i) => `s${i}`), 'old'].map((id) => store.listJobs(id)))).flat();
+    for (const j of verify) {
+      // Queued again, its attempt given back and no error of its own.
       expect(j).toMatchObject({ state: 'queued', attempts: 0, lastError: null });
       expect(j.runAt).toBeGreaterThanOrEqual(t0 + 1500);
     }
+    // The one that had waited ten minutes: put off for at least half that.
+    expect(verify.find((j) => j.subject === 'old')!.runAt).toBeGreaterThanOrEqual(t0 + 300_000);
   });
 });

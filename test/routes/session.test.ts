@@ -555,13 +555,19 @@ describe('POST /session against the emulator', () => {
     }
   });
 
-  it('is not ready while INCODE_API_URL is not the API\'s base (its status route answers 404), whatever READINESS_REQUIRES_INCODE says', async () => {
-    const wrong = await startBroker(brokerEnv(`${emu.url}/api/v2`, { READINESS_REQUIRES_INCODE: 'false' }));
+  it('is not ready while INCODE_API_URL is not the API\'s base (its status route answers 404); degraded with READINESS_REQUIRES_INCODE=false', async () => {
+    const wrong = await startBroker(brokerEnv(`${emu.url}/api/v2`));
     try {
       const ready = await request(wrong.url).get('/readyz').expect(503);
       expect(ready.body).toMatchObject({ status: 'not ready', checks: { incode: { ok: false, detail: expect.stringMatching(/HTTP 404: is INCODE_API_URL the API's base URL/) } } });
     } finally {
       await wrong.close();
+    }
+    const lenient = await startBroker(brokerEnv(`${emu.url}/api/v2`, { READINESS_REQUIRES_INCODE: 'false' }));
+    try {
+      expect((await request(lenient.url).get('/readyz').expect(200)).body).toMatchObject({ status: 'degraded', checks: { incode: { ok: false } } });
+    } finally {
+      await lenient.close();
     }
   });
 

@@ -1197,6 +1197,16 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.setResultsStatus('i1', 'failed', 'POLLING_GAVE_UP', T0 + 1);
         await store.createResumeToken('h1', 'i1', T0 + 100);
         expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 50)).toMatchObject({ pollingGaveUp: true });
+        // Or Incode had said it no longer knew the session (a resume Incode takes proves it does).
+        await session('i2');
+        await store.setResultsStatus('i2', 'failed', 'INCODE_SESSION_GONE', T0 + 1);
+        await store.createResumeToken('h2', 'i2', T0 + 100);
+        expect(await store.consumeResumeToken('i2', 'h2', T0 + 2, T0 + 50)).toMatchObject({ pollingGaveUp: true });
+        // Not a session failed for another reason (a capture Incode refused).
+        await session('i3');
+        await store.setResultsStatus('i3', 'failed', 'INCODE_NOT_FOUND', T0 + 1);
+        await store.createResumeToken('h3', 'i3', T0 + 100);
+        expect(await store.consumeResumeToken('i3', 'h3', T0 + 2, T0 + 50)).toMatchObject({ pollingGaveUp: false });
       });
 
       it('a token spent before its session is erased is never restored after', async () => {
