@@ -92,6 +92,18 @@ export function finishRecorded(steps: StepRecord[]): boolean {
 }
 
 /**
+ * Two Incode reads made together, answered once both have: when one fails, the failure of a call that reached Incode
+ * is the one thrown, not the other's refusal by the open circuit (a half-open circuit lets one call through as its
+ * probe and refuses the other at once): the job's attempt then counts, where an open circuit's refusal alone puts it off.
+ */
+export async function bothReads<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  if (ra.status === 'fulfilled' && rb.status === 'fulfilled') return [ra.value, rb.value];
+  const errors = [ra, rb].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+  throw errors.find((e) => !(e instanceof IncodeError && e.code === 'INCODE_CIRCUIT_OPEN')) ?? errors[0];
+}
+
+/**
  * Failures a sign of life undoes (a status move, a resume): polling gave up on the session, or Incode said it did
  * not know it (a status move proves it does).
  */
@@ -240,7 +252,8 @@ export class ResultsPipeline {
       // Joined only while it has not read Incode: one under way (or waiting out a failed attempt's backoff) may have
       // read it before whatever made the caller ask, so one more is queued beside it, which a refresh asked meanwhile joins.
       const active = await this.d.store.activeJob(key);
-      if (!(active?.state === 'queued' && active.attempts === 0)) queued = await enqueue(active ? `${key}:next` : key);
+      // Nor one put off by an open circuit (its attempt given back, due later): the refresh runs now beside it.
+      if (!(active?.state === 'queued' && active.attempts === 0 && active.runAt <= now)) queued = await enqueue(active ? `${key}:next` : key);
     }
     this.d.kick?.();
     return queued;
@@ -674,7 +687,7 @@ export class ResultsPipeline {
       // and finish-status applies the flow's business rules and recalculates the score again (incode-api.md 4.8).
       // Results are ordered by when their fetch started: a slow job's older answer never replaces a newer one.
       const fetchedAt = this.now();
-      const [scores, ocr] = await Promise.all([incode.getScore(token.value, id, ctx), incode.getOcrData(token.value, id, ctx)]);
+      const [scores, ocr] = await bothReads(incode.getScore(token.value, id, ctx), incode.getOcrData(token.value, id, ctx));
       const now = this.now();
       // The session's current status decides (a reviewer's verdict may have arrived meanwhile).
       const latest = (await this.d.store.getSession(id)) ?? session;

@@ -210,7 +210,8 @@ export class JobWorker {
       // met by a long outage is claimed a few times in all, not at every reset of the circuit; other work (customer
       // callbacks) is claimed as usual meanwhile.
       const wait = Math.max(CIRCUIT_DEFER_MIN_MS, e.retryAfterMs ?? 0, Math.min(MAX_BACKOFF_MS, (now - job.createdAt) / 2));
-      if (!(await this.record(store.deferJob(job, this.owner, now + Math.round(wait * (1 + Math.random() / 2)), now), failed, 'put off'))) return;
+      const putOff = Math.round(Math.min(MAX_BACKOFF_MS, wait * (1 + Math.random() / 2)));
+      if (!(await this.record(store.deferJob(job, this.owner, now + putOff, now), failed, 'put off'))) return;
       metrics.jobs.inc({ kind: job.kind, outcome: 'deferred' });
       log.debug(failed, 'job put off: the Incode circuit is open');
     } else if (e.retryable && job.attempts < this.o.maxAttempts) {

@@ -4,7 +4,8 @@ import { createMetrics } from '../../src/plugins/metrics';
 import { loadConfig } from '../../src/config';
 import type { ExecutiveTokenProvider } from '../../src/incode/executive-token';
 import type { IncodeClient } from '../../src/incode/client';
-import { JobError, ResultsPipeline } from '../../src/results/pipeline';
+import { IncodeError } from '../../src/incode/errors';
+import { JobError, ResultsPipeline, bothReads } from '../../src/results/pipeline';
 import { JobWorker, type WorkerOptions } from '../../src/results/worker';
 import { Cipher, createStore, type Store } from '../../src/store/index';
 import { storeWith } from '../helpers/store-proxy';
@@ -447,5 +448,40 @@ describe('an open Incode circuit', () => {
     }
     // The one that had waited ten minutes: put off for at least half that.
     expect(verify.find((j) => j.subject === 'old')!.runAt).toBeGreaterThanOrEqual(t0 + 300_000);
+  });
+});
+
+describe('bothReads (a results job reading score and OCR together)', () => {
+  const circuitOpen = () => new IncodeError('INCODE_CIRCUIT_OPEN', 'getOcrData', 'paused', { retryAfterMs: 1, notSent: true });
+  it("fails with the call that reached Incode, not with the other's refusal by the half-open circuit", async () => {
+    // The score read goes as the probe and fails after a while; the OCR read is refused at once.
+    const probe = new Promise<never>((_, reject) => setTimeout(() => reject(new IncodeError('INCODE_UNAVAILABLE', 'getScore', 'HTTP 503', { httpStatus: 503 })), 50));
+    await expect(bothReads(probe, Promise.reject(circuitOpen()))).rejects.toMatchObject({ code: 'INCODE_UNAVAILABLE' });
+    // Both refused by the circuit: that refusal, which puts the job off.
+    await expect(bothReads(Promise.reject(circuitOpen()), Promise.reject(circuitOpen()))).rejects.toMatchObject({ code: 'INCODE_CIRCUIT_OPEN' });
+    await expect(bothReads(Promise.resolve(1), Promise.resolve('a'))).resolves.toEqual([1, 'a']);
+  });
+});
+
+describe('a refresh beside a check put off by an open circuit', () => {
+  it('runs now in a check of its own instead of joining the one due later', async () => {
+    const pipeline = new ResultsPipeline({
+      store,
+      config: loadConfig({ RESULTS_MODE: 'webhook' }),
+      incode: {} as IncodeClient,
+      executiveTokens: { configured: false } as ExecutiveTokenProvider,
+      metrics: createMetrics(),
+      log: pino({ level: 'silent' }),
+      now: () => T0,
+    });
+    expect(await pipeline.refresh('i1')).toBe(true);
+    // Its check meets the open circuit and is put off for a while, its attempt given back.
+    const [check] = await store.claimJobs('w', 1, 60_000, T0);
+    expect(await store.deferJob(check, 'w', T0 + 600_000, T0)).toBe(true);
+    expect(await pipeline.refresh('i1')).toBe(true);
+    const due = (await store.listJobs('i1')).filter((j) => j.state === 'queued' && j.runAt <= T0);
+    expect(due).toHaveLength(1);
+    // A refresh while that one waits to run joins it.
+    expect(await pipeline.refresh('i1')).toBe(false);
   });
 });
