@@ -24,6 +24,18 @@ afterEach(async () => store.close());
 const worker = (o: Pick<WorkerOptions, 'handle'> & Partial<WorkerOptions>) =>
   new JobWorker({ store, onDead: async () => undefined, concurrency: 1, maxAttempts: 5, backoffMs: 10, idleMs: 10, log: pino({ level: 'silent' }), metrics: createMetrics(), ...o });
 
+/** A pipeline on the test's store at T0, webhooks only, that never calls Incode (the test plays the worker's part). */
+const webhookPipeline = () =>
+  new ResultsPipeline({
+    store,
+    config: loadConfig({ RESULTS_MODE: 'webhook' }),
+    incode: {} as IncodeClient,
+    executiveTokens: { configured: false } as ExecutiveTokenProvider,
+    metrics: createMetrics(),
+    log: pino({ level: 'silent' }),
+    now: () => T0,
+  });
+
 /** Runs one attempt of one job that fails with err, and returns the job as the store then holds it. */
 async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempts?: number; log?: WorkerOptions['log'] }) {
   await store.enqueueJob({ kind: 'results', subject: 'i1', runAt: T0 }, T0);
@@ -356,15 +368,7 @@ describe('recording an outcome', () => {
 
 describe('a dead-lettered webhook check', () => {
   it("releases its webhook's inbox key as it dies: a redelivery arriving before onDead has run is recorded and checked, not acked and dropped", async () => {
-    const pipeline = new ResultsPipeline({
-      store,
-      config: loadConfig({ RESULTS_MODE: 'webhook' }),
-      incode: {} as IncodeClient,
-      executiveTokens: { configured: false } as ExecutiveTokenProvider,
-      metrics: createMetrics(),
-      log: pino({ level: 'silent' }),
-      now: () => T0,
-    });
+    const pipeline = webhookPipeline();
     const webhook = { interviewId: 'i1', onboardingStatus: 'ONBOARDING_FINISHED' };
     expect(await pipeline.ingestWebhook(webhook)).toEqual({ duplicate: false });
     const [check] = await store.claimJobs('w', 1, 60_000, T0);
@@ -465,15 +469,7 @@ describe('bothReads (a results job reading score and OCR together)', () => {
 
 describe('a refresh beside a check put off by an open circuit', () => {
   it('runs now in a check of its own instead of joining the one due later', async () => {
-    const pipeline = new ResultsPipeline({
-      store,
-      config: loadConfig({ RESULTS_MODE: 'webhook' }),
-      incode: {} as IncodeClient,
-      executiveTokens: { configured: false } as ExecutiveTokenProvider,
-      metrics: createMetrics(),
-      log: pino({ level: 'silent' }),
-      now: () => T0,
-    });
+    const pipeline = webhookPipeline();
     expect(await pipeline.refresh('i1')).toBe(true);
     // Its check meets the open circuit and is put off for a while, its attempt given back.
     const [check] = await store.claimJobs('w', 1, 60_000, T0);
