@@ -2,7 +2,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { STATUS_CODES, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply, type FastifySchemaValidationError } from 'fastify';
+import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchemaValidationError } from 'fastify';
 import { AjvCompiler, type ValidatorFactory } from '@fastify/ajv-compiler';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
@@ -14,7 +14,7 @@ import type { DestinationStream } from 'pino';
 import { isInMemoryDatabase, selfAddress, type Config } from './config';
 import errorHandler from './plugins/error-handler';
 import incodePlugin from './plugins/incode';
-import metricsPlugin from './plugins/metrics';
+import metricsPlugin, { observeAnswer } from './plugins/metrics';
 import rateCounterPlugin from './plugins/rate-counter';
 import resultsPlugin from './plugins/results';
 import storePlugin from './plugins/store';
@@ -155,6 +155,11 @@ function isBackendOnly(url: string): boolean {
   }
 }
 
+/** The one access line of a request. */
+function logCompleted(req: FastifyRequest, reply: FastifyReply): void {
+  req.log.info({ req, res: { statusCode: reply.statusCode }, responseTime: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
+}
+
 export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const config = sandboxDefaults(inputConfig);
   const helmetHeaders = securityHeaders();
@@ -235,8 +240,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       void reply.code(tooLong ? 414 : 400).send({ ...body, requestId: req.id });
       // Nor will any hook: the refusal's log lines and its latency are recorded here, as for every other answer.
       req.log.info({ code: body.code, status: reply.statusCode }, 'request refused');
-      req.log.info({ req, res: { statusCode: reply.statusCode }, responseTime: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
-      app.metrics.httpDuration.observe({ method: req.method, route: 'unmatched', status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
+      logCompleted(req, reply);
+      observeAnswer(app.metrics, req, reply);
     },
     // One access line per request (below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
@@ -355,7 +360,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     app.server.once('close', () => clearTimeout(cut));
   });
   app.addHook('onResponse', (req, reply, done) => {
-    req.log.info({ req, res: { statusCode: reply.statusCode }, responseTime: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
+    logCompleted(req, reply);
     done();
   });
   // While draining, answers close their keep-alive connection, so close() does not wait for idle sockets.

@@ -74,10 +74,9 @@ async function main(): Promise<void> {
       else log().info({ signal, ...(leaving ? { outOfRotationMs: shutdownDelayMs } : {}) }, 'shutting down');
       // A start still under way (a migration waiting for another replica's lock, a database slow to connect) gets the
       // grace, then is left: nothing has served yet, and a migration's transaction rolls back with its connection.
-      const late = Symbol('late');
-      const settled = await Promise.race([building.catch(() => undefined), sleep(shutdownGraceMs).then(() => late)]);
-      if (settled === late) log().warn({ graceMs: shutdownGraceMs }, 'stopped before start-up finished');
-      const built = typeof settled === 'symbol' ? undefined : settled;
+      const built = await Promise.race([building.catch(() => null), sleep(shutdownGraceMs).then(() => undefined)]);
+      // undefined: the grace ran out first; null: the start failed (main() says why).
+      if (built === undefined) log().warn({ graceMs: shutdownGraceMs }, 'stopped before start-up finished');
       if (built) {
         if (leaving) {
           built.leaveRotation();

@@ -1,6 +1,7 @@
 // Prometheus metrics on a registry owned by this app instance (no global default registry).
 import { Type, type TSchema } from '@sinclair/typebox';
 import fp from 'fastify-plugin';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { OPERATION_GROUPS } from '../incode/client';
 import { withErrors } from '../schemas';
@@ -130,6 +131,11 @@ export interface MetricsOptions {
   tokens: readonly string[];
 }
 
+/** An answer in the latency histogram, by its route's pattern (`unmatched` when none, or none was reached). */
+export function observeAnswer(metrics: Metrics, req: FastifyRequest, reply: FastifyReply): void {
+  metrics.httpDuration.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
+}
+
 export default fp<MetricsOptions>(
   async (app, opts) => {
     const metrics = createMetrics();
@@ -139,8 +145,7 @@ export default fp<MetricsOptions>(
     metrics.oldKeyValues.set(-1);
     app.decorate('metrics', metrics);
     app.addHook('onResponse', (req, reply, done) => {
-      const route = req.routeOptions.url ?? 'unmatched';
-      metrics.httpDuration.observe({ method: req.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
+      observeAnswer(metrics, req, reply);
       done();
     });
     // Volumes and decisions are business data: behind a token when one is configured.

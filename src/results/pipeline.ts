@@ -7,7 +7,7 @@ import type { ExecutiveTokenProvider } from '../incode/executive-token';
 import { jwtClaims } from '../incode/token-claims';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
-import { REVIVABLE_FAILURES, incodeDeleteRetryJob, retryWindowStart, webhookEventKey } from '../store/rows';
+import { incodeDeleteRetryJob, retryWindowStart, revivableFailure, webhookEventKey } from '../store/rows';
 import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
@@ -103,12 +103,6 @@ export async function bothReads<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A,
   throw errors.find((e) => !(e instanceof IncodeError && e.code === 'INCODE_CIRCUIT_OPEN')) ?? errors[0];
 }
 
-/**
- * Failures a sign of life undoes (a status move, a resume): polling gave up on the session, or Incode said it did
- * not know it (a status move proves it does).
- */
-const REVIVABLE: ReadonlySet<string> = new Set(REVIVABLE_FAILURES);
-
 /** Whether a server-side onboarding's captures all went through: its face match answered (a no-match declines it later). */
 export function capturesWentThrough(steps: StepRecord[]): boolean {
   return steps.some((s) => s.step === 'face-match' && (s.outcome === 'ok' || s.outcome === 'rejected'));
@@ -132,12 +126,12 @@ export function capturesWindowMs(config: Pick<Config, 'incode'>): number {
 }
 
 /**
- * How old a server-side onboarding must be before polling calls its captures interrupted: far past anything live
- * captures can take (each call's headers and body may each take its whole timeout, and a call may wait in the pool's
- * queue first), so a slow onboarding still uploading is never failed under it; at least half an hour.
+ * How old a server-side onboarding must be before polling calls its captures interrupted: twice anything live captures
+ * can take (capturesWindowMs; a call may also wait in the pool's queue first), so a slow onboarding still uploading is
+ * never failed under it; at least half an hour.
  */
 export function capturesAbandonedAfterMs(config: Pick<Config, 'incode'>): number {
-  return Math.max(30 * 60_000, 2 * (60_000 + 2 * config.incode.timeoutMs + 10 * config.incode.captureTimeoutMs));
+  return Math.max(30 * 60_000, 2 * capturesWindowMs(config));
 }
 
 /**
@@ -440,7 +434,7 @@ export class ResultsPipeline {
    */
   async revive(interviewId: string, session?: SessionState | null, requestId?: string): Promise<void> {
     const s = session === undefined ? await this.d.store.getSession(interviewId) : session;
-    if (!s || s.resultsStatus !== 'failed' || !REVIVABLE.has(s.lastError ?? '') || isTerminal(s.onboardingStatus)) return;
+    if (!s || !revivableFailure(s) || isTerminal(s.onboardingStatus)) return;
     const now = this.now();
     // No sign of life since it gave up (a refresh of an unmoved status, say): it would only give up again.
     if (this.pollingGaveUp(s, now)) return;

@@ -6,6 +6,7 @@ import { shuttingDownError } from '../errors';
 import { suggestsDatabaseDown } from '../store/unavailable';
 import { orError, withErrors } from '../schemas';
 import { httpOutcome } from '../incode/client';
+import { incodeErrorFromTransport } from '../incode/errors';
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
 const Ready = Type.Object({ status: Type.Union([Type.Literal('ready'), Type.Literal('degraded'), Type.Literal('not ready')]), sandbox: Type.Boolean(), checks: Type.Object({ config: Check, database: Check, incode: Check }) });
@@ -69,7 +70,8 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
       else if (!cached.ok) cached.detail = `HTTP ${res.statusCode}`;
     } catch (err) {
       const { code } = (err ?? {}) as { code?: unknown };
-      observe(code === 'TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'connection_error');
+      // The probe's own deadline, or undici's timeouts as the client classes them.
+      observe(code === 'TIMEOUT' || incodeErrorFromTransport('readinessProbe', err).code === 'INCODE_TIMEOUT' ? 'timeout' : 'connection_error');
       cached = { at: Date.now(), ok: false, detail: typeof code === 'string' ? code : 'unreachable' };
     }
     return cached;

@@ -85,9 +85,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
   app.addHook('onSend', async (_req, reply) => {
     reply.header('cache-control', 'no-store');
   });
-  // How long a session whose Idempotency-Key has no answer yet counts as still running its captures: longer than the
-  // start (INCODE_TIMEOUT_MS) and the five capture calls (INCODE_CAPTURE_TIMEOUT_MS each) can take. (The key's own
-  // pending claim covers the start alone: the session's write completes it.)
+  // How long a session whose Idempotency-Key has no answer yet counts as still running its captures (capturesWindowMs).
+  // (The key's own pending claim covers the start alone: the session's write completes it.)
   const capturesMs = capturesWindowMs(config);
   const requireServiceKey = serviceKeyGuard(config.adminApiKeys);
   // Background finishes still running: aborted and awaited at shutdown so nothing touches a closed store.
@@ -287,10 +286,11 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
               return answered(reply, { statusCode: 422, body: { code: 'CAPTURE_REJECTED', message: rejected.message ?? '', step: rejected.step, reason: rejected.code ?? '', interviewId } }, req.id);
             if (!steps.some((st) => st.outcome === 'failed') && Date.now() - s.createdAt < capturesMs)
               throw idempotencyInProgress();
-            // Its face match failed in a way that does not say Incode did nothing: the session may still finish, and
-            // captures sent again would start and bill a second one.
+            // Failed at a step, yet finished since (its face match had reached Incode): nothing to send again.
             if (s.resultsStatus === 'ready')
               throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId}, whose answer was a failure, but the session has since finished: its results are at GET /sessions/${interviewId}`, {}, { interviewId });
+            // Its face match failed in a way that does not say Incode did nothing: the session may still finish, and
+            // captures sent again would start and bill a second one.
             if (faceMatchMayHaveRun(steps, s))
               throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId}, whose face match failed but may have reached Incode: the session may still finish (GET /sessions/${interviewId}); send the captures again with a new Idempotency-Key only once it shows failed`, {}, { interviewId });
             throw new AppError(409, 'ONBOARDING_NOT_COMPLETED', `The request with this Idempotency-Key started onboarding ${interviewId} but did not complete its captures (GET /sessions/${interviewId} shows where it stopped); send them again with a new Idempotency-Key`, {}, { interviewId });

@@ -252,7 +252,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       }
       // The user is back: polling that gave up on the session watches it again (a failure here must not cost the
       // token just issued; the next webhook's status move revives it too).
-      if (spent.pollingGaveUp) await app.results.revive(interviewId, undefined, req.id).catch((err: unknown) => req.log.error({ interviewId, err: loggedError(err) }, 'polling not resumed'));
+      if (spent.revivable) await app.results.revive(interviewId, undefined, req.id).catch((err: unknown) => req.log.error({ interviewId, err: loggedError(err) }, 'polling not resumed'));
       return answer;
     },
   );

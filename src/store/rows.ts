@@ -174,12 +174,12 @@ export function retryJobSql(arg: SqlArg): string {
 }
 
 /**
- * Puts a running job off (deferJob), the same on both engines: queued for `runAt`, its attempt given back and its last
- * error kept (the attempt never reached Incode). `greatest` is the dialect's two-argument maximum. Parameters: run at,
- * now, then heldSql's.
+ * Puts a running job off (deferJob), the same on both engines: queued for `runAt`, its attempt given back (a running
+ * job's claim counted one) and its last error kept (the attempt never reached Incode). Parameters: run at, now, then
+ * heldSql's.
  */
-export function deferJobSql(arg: SqlArg, greatest: 'MAX' | 'GREATEST'): string {
-  return `UPDATE jobs SET state = 'queued', run_at = ${arg(0, 'bigint')}, attempts = ${greatest}(attempts - 1, 0),
+export function deferJobSql(arg: SqlArg): string {
+  return `UPDATE jobs SET state = 'queued', run_at = ${arg(0, 'bigint')}, attempts = attempts - 1,
       lease_owner = NULL, lease_expires_at = NULL, updated_at = ${arg(1, 'bigint')}
     WHERE ${heldSql(arg, 2)}`;
 }
@@ -240,6 +240,18 @@ export interface SpentRow {
   last_error: string | null;
 }
 
+/**
+ * The failures a later sign of life (a status move, a resume) undoes: polling gave up (POLLING_GAVE_UP), or Incode said
+ * twice it had no such session (INCODE_SESSION_GONE; a status move proves it has). Literals in SQL below: fixed strings
+ * of this module.
+ */
+const REVIVABLE_FAILURES: readonly string[] = ['POLLING_GAVE_UP', 'INCODE_SESSION_GONE'];
+const REVIVABLE_SQL = `(${REVIVABLE_FAILURES.map((c) => `'${c}'`).join(', ')})`;
+
+/** Whether a session's results failed for a reason a sign of life undoes (REVIVABLE_FAILURES). */
+export const revivableFailure = (s: { resultsStatus: string; lastError: string | null }): boolean =>
+  s.resultsStatus === 'failed' && s.lastError !== null && REVIVABLE_FAILURES.includes(s.lastError);
+
 export function toSpentResumeToken(r: SpentRow, heldUntil: number): SpentResumeToken {
   return {
     expiresAt: num(r.resume_expires_at),
@@ -247,7 +259,7 @@ export function toSpentResumeToken(r: SpentRow, heldUntil: number): SpentResumeT
     createdAt: num(r.created_at),
     onboardingStatus: r.onboarding_status,
     configurationId: r.configuration_id,
-    pollingGaveUp: r.results_status === 'failed' && (REVIVABLE_FAILURES as readonly unknown[]).includes(r.last_error),
+    revivable: revivableFailure({ resultsStatus: r.results_status, lastError: r.last_error }),
   };
 }
 
@@ -465,13 +477,6 @@ export const resultsStatusSql = (status: string) =>
  * Pending again is a compare-and-set: it only revives a session failed for one of those (another replica may have stored
  * its results meanwhile, which must not read pending again), and writes nothing otherwise.
  */
-/**
- * The failures a later sign of life undoes: polling gave up (POLLING_GAVE_UP), or Incode said twice it had no such
- * session (INCODE_SESSION_GONE; a status move proves it has). Literals in SQL below: fixed strings of this module.
- */
-export const REVIVABLE_FAILURES = ['POLLING_GAVE_UP', 'INCODE_SESSION_GONE'] as const;
-const REVIVABLE_SQL = `(${REVIVABLE_FAILURES.map((c) => `'${c}'`).join(', ')})`;
-
 export function setResultsStatusSql(p: { id: string; status: string; lastError: string; now: string }, greatest: 'MAX' | 'GREATEST'): string {
   return `UPDATE sessions SET
       results_status = ${resultsStatusSql(p.status)},

@@ -144,7 +144,7 @@ export const PURGE_DUE = `SELECT interview_id, origin FROM sessions WHERE create
 /** How long a write waits for another process's lock before the store answers "database unavailable". */
 const BUSY_TIMEOUT_MS = 5000;
 const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
-const DEFER_JOB = deferJobSql(sqliteArgs, 'MAX');
+const DEFER_JOB = deferJobSql(sqliteArgs);
 const COMPLETE_JOB = completeJobSql(sqliteArgs);
 const DEAD_JOB = deadJobSql(sqliteArgs);
 const UNFOLLOWED_DEAD_RESULTS = unfollowedDeadResultsSql(sqliteArgs);

@@ -74,8 +74,8 @@ export interface SpentResumeToken {
   onboardingStatus: string;
   /** The flow the session was started with, for the resume's start (null when unknown). */
   configurationId: string | null;
-  /** Polling had given up on the session (POLLING_GAVE_UP, or INCODE_SESSION_GONE): the resume is the sign of life that revives it. */
-  pollingGaveUp: boolean;
+  /** Its results had failed for a reason a sign of life undoes (POLLING_GAVE_UP, INCODE_SESSION_GONE): the resume revives it. */
+  revivable: boolean;
 }
 
 /** When an erased session is to be deleted at Incode (epoch ms), decided from its row; null: not at all. */

@@ -102,7 +102,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         await store.upsertSession({ interviewId: 'i2', origin: 'broker', configurationId: 'flow-c', now: T0 + 1 });
         expect((await store.getSession('i2'))?.configurationId).toBe('flow-c');
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 1000)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 1000, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a', pollingGaveUp: false });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 1000)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 1000, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: 'flow-a', revivable: false });
       });
 
       it('fills a missing token and externalCustomerId but never overwrites them', async () => {
@@ -1143,7 +1143,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.consumeResumeToken('i1', 'wrong', T0, HOLD)).toBeNull();
         expect(await store.consumeResumeToken('i1', 'h1', T0 + 100, HOLD)).toBeNull(); // expired
         const spends = await Promise.all([1, 2, 3].map(() => store.consumeResumeToken('i1', 'h1', T0 + 1, HOLD)));
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: HOLD, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: HOLD, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: null, revivable: false }]);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(false);
         await store.restoreResumeToken('i1', 'h1', T0 + 100, HOLD);
         expect(await store.checkResumeToken('i1', 'h1', T0 + 2)).toBe(true);
@@ -1189,24 +1189,24 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
       it("a spend answers the session's status as it was spent (the route refuses finished onboardings without a second read)", async () => {
         await session('i1', { onboardingStatus: 'ONBOARDING_FINISHED', statusRank: statusRank('ONBOARDING_FINISHED') });
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 50, createdAt: T0, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null, pollingGaveUp: false });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50)).toEqual({ expiresAt: T0 + 100, heldUntil: T0 + 50, createdAt: T0, onboardingStatus: 'ONBOARDING_FINISHED', configurationId: null, revivable: false });
       });
 
-      it('a spend says whether polling had given up on the session (the resume revives it without another read)', async () => {
+      it("a spend says whether the session's results failed for a reason a resume undoes (polling gave up, or Incode said it was gone)", async () => {
         await session('i1');
         await store.setResultsStatus('i1', 'failed', 'POLLING_GAVE_UP', T0 + 1);
         await store.createResumeToken('h1', 'i1', T0 + 100);
-        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 50)).toMatchObject({ pollingGaveUp: true });
+        expect(await store.consumeResumeToken('i1', 'h1', T0 + 2, T0 + 50)).toMatchObject({ revivable: true });
         // Or Incode had said it no longer knew the session (a resume Incode takes proves it does).
         await session('i2');
         await store.setResultsStatus('i2', 'failed', 'INCODE_SESSION_GONE', T0 + 1);
         await store.createResumeToken('h2', 'i2', T0 + 100);
-        expect(await store.consumeResumeToken('i2', 'h2', T0 + 2, T0 + 50)).toMatchObject({ pollingGaveUp: true });
+        expect(await store.consumeResumeToken('i2', 'h2', T0 + 2, T0 + 50)).toMatchObject({ revivable: true });
         // Not a session failed for another reason (a capture Incode refused).
         await session('i3');
         await store.setResultsStatus('i3', 'failed', 'INCODE_NOT_FOUND', T0 + 1);
         await store.createResumeToken('h3', 'i3', T0 + 100);
-        expect(await store.consumeResumeToken('i3', 'h3', T0 + 2, T0 + 50)).toMatchObject({ pollingGaveUp: false });
+        expect(await store.consumeResumeToken('i3', 'h3', T0 + 2, T0 + 50)).toMatchObject({ revivable: false });
       });
 
       it('a token spent before its session is erased is never restored after', async () => {
@@ -1230,7 +1230,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           Promise.all([store, other, store, other].map((s) => s.consumeResumeToken('i1', 'h1', T0 + 1, T0 + 50))),
         ]);
         expect(claims.filter((c) => c.state === 'new')).toHaveLength(1);
-        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: T0 + 50, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: null, pollingGaveUp: false }]);
+        expect(spends.filter((x) => x !== null)).toEqual([{ expiresAt: T0 + 100, heldUntil: T0 + 50, createdAt: T0, onboardingStatus: 'UNKNOWN', configurationId: null, revivable: false }]);
       });
     });
 
