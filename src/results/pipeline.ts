@@ -172,7 +172,8 @@ function callbackRetryJob(dead: Job, now: number): NewJob | null {
   const since = retryWindowStart(dead, now, CALLBACK_RETRY_FOR_MS);
   if (since === null) return null;
   const eventId = callbackEventId(dead);
-  return { kind: 'callback', subject: dead.subject, payload: { ...dead.payload, eventId, deadSince: since }, runAt: now + CALLBACK_RETRY_AFTER_MS, dedupeKey: `callback-retry:${eventId}` };
+  // Not over a session erased meanwhile: its payload, cleared by the erasure, would be written back with it.
+  return { kind: 'callback', subject: dead.subject, payload: { ...dead.payload, eventId, deadSince: since }, runAt: now + CALLBACK_RETRY_AFTER_MS, dedupeKey: `callback-retry:${eventId}`, whileLive: true };
 }
 
 /**
@@ -336,26 +337,27 @@ export class ResultsPipeline {
   }
 
   /**
+   * The job that tries a dead-lettering job again later, queued by the worker with its dead letter (so no stop or
+   * database failure between the two loses it), or null (`retryable` as for onDead). An erasure at Incode stopped by an
+   * outage (not a refusal, nor a fault of ours) is tried again rather than left undone, for a week; so is a customer
+   * callback whose receiver was down or refusing longer than its attempts, for three days.
+   */
+  retryOf(job: Job, code: string, retryable: boolean): NewJob | null {
+    const now = this.now();
+    if (job.kind === 'incode-delete' && retryable && isOutageCode(code)) return incodeDeleteRetryJob(job, now);
+    if (job.kind === 'callback' && retryable && this.d.config.callback.url) return callbackRetryJob(job, now);
+    return null;
+  }
+
+  /**
    * Called when a job is dead-lettered (`retryable`: its last failure was worth another try, only its attempts ran
-   * out): the session shows why, the audit keeps it without PII. An outage that outlasted the attempts (not a refusal,
-   * nor a fault of ours) is tried again later.
+   * out): the session shows why, the audit keeps it without PII.
    */
   async onDead(job: Job, code: string, retryable = false): Promise<void> {
     const now = this.now();
     const outage = retryable && isOutageCode(code);
     await this.d.store.audit('dead-letter', job.subject, { kind: job.kind, attempts: job.attempts, code }, now);
-    // An erasure at Incode stopped by an outage is tried again later rather than left undone (for a week).
-    if (job.kind === 'incode-delete' && outage) {
-      const again = incodeDeleteRetryJob(job, now);
-      if (again) await this.d.store.enqueueJob(again, now);
-    }
-    // So is a customer callback whose receiver was down or refusing longer than its attempts (for three days), unless
-    // the session was erased meanwhile: its payload, cleared by the erasure, would be written back with it.
     const callbackSession = job.kind === 'callback' ? await this.d.store.getSession(job.subject) : null;
-    if (job.kind === 'callback' && retryable && this.d.config.callback.url && callbackSession && callbackSession.resultsStatus !== 'erased') {
-      const again = callbackRetryJob(job, now);
-      if (again) await this.d.store.enqueueJob(again, now);
-    }
     // A session created elsewhere has no row until a check of it succeeds: when its first check dies, the row is written
     // here (an existing row is left as it is), so that it shows why and polling can still repair it. A results fetch
     // that died of an outage is tried again by polling too (its next check queues it again): its row is read once the

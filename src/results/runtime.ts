@@ -13,6 +13,7 @@ export function createResultsRuntime(d: ResultsRuntimeDeps, workerOverrides: Par
     store: d.store,
     handle: (job, signal) => pipeline.handle(job, signal),
     onDead: (job, code, retryable) => pipeline.onDead(job, code, retryable),
+    retryOf: (job, code, retryable) => pipeline.retryOf(job, code, retryable),
     concurrency: d.config.results.workerConcurrency,
     maxAttempts: d.config.results.jobMaxAttempts,
     backoffMs: d.config.results.jobBackoffMs,

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Metrics } from '../plugins/metrics';
-import type { Job, Store } from '../store/types';
+import type { Job, NewJob, Store } from '../store/types';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import { JobError, unnamedFailure } from './pipeline';
 import { loggedError } from '../logging';
@@ -29,6 +29,8 @@ export interface WorkerOptions {
    * attempts ran out; else its failure was final, or it crashed every process that ran it.
    */
   onDead: (job: Job, code: string, retryable: boolean) => Promise<void>;
+  /** A later retry of a job that dies now, queued in the same write as its dead letter; null for none. */
+  retryOf?: (job: Job, code: string, retryable: boolean) => NewJob | null;
   concurrency: number;
   maxAttempts: number;
   backoffMs: number;
@@ -225,9 +227,10 @@ export class JobWorker {
     } else {
       // Only a job this claim still holds is dead: else onDead would fail the session and release its webhook while
       // the attempt that holds it now may still succeed.
-      if (!(await this.record(store.failJob(job, this.owner, e.code, null, now), failed, 'failed for good'))) return;
-      // Its follow-up (the session's row, a poll that can still repair it) is not atomic with the dead-letter: a failure
-      // here is said, with the job, so an operator can refresh the session.
+      const then = this.o.retryOf?.(job, e.code, e.retryable) ?? undefined;
+      if (!(await this.record(store.failJob(job, this.owner, e.code, null, now, then), failed, 'failed for good'))) return;
+      // Its other follow-up (the session's row, a poll that can still repair it) is not atomic with the dead-letter: a
+      // failure here is said, with the job, so an operator can refresh the session (the sweep repairs a results job's).
       await this.o.onDead(job, e.code, e.retryable).catch((err: unknown) => log.error({ ...failed, followUpError: (err as { code?: string }).code ?? (err as Error).name }, 'dead-letter follow-up failed; refresh the session'));
       metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
       metrics.deadLetters.inc({ kind: job.kind });

@@ -17,6 +17,7 @@ import {
   idempotencyDoneSql,
   activeJobSql,
   ERASURE_FENCE,
+  liveSessionSql,
   recordStepSql,
   jobsOfKindSql,
   repeatsLatest,
@@ -177,6 +178,14 @@ const COMPLETE_JOB = completeJobSql(pgArgs(1));
 const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
   e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
   SELECT 1 FROM d`;
+// A dead letter with the later retry it queues (`then`), in one statement; a `whileLive` one waits for an erasure
+// holding its session and is left out over an erased one.
+const deadJobThenSql = (whileLive: boolean) => `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
+  e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL),
+  n AS (${queuedJobSql(6, `WHERE EXISTS (SELECT 1 FROM d)${whileLive ? ` AND EXISTS (${liveSessionSql(pgArgs(8), ERASURE_FENCE)})` : ''}`)})
+  SELECT 1 FROM d`;
+const DEAD_JOB_THEN = deadJobThenSql(false);
+const DEAD_JOB_THEN_WHILE_LIVE = deadJobThenSql(true);
 const RETRY_JOB = retryJobSql(pgArgs(1));
 const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
@@ -596,12 +605,15 @@ export class PostgresStore implements Store {
     return ((await this.q(COMPLETE_JOB, [now, ...heldParams(job, owner)])).rowCount ?? 0) > 0;
   }
 
-  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
+  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: NewJob): Promise<boolean> {
+    const held = heldParams(job, owner);
     const r =
-      retryAt === null
-        ? // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
-          await this.q(DEAD_JOB, [errorCode, now, ...heldParams(job, owner)])
-        : await this.q(RETRY_JOB, [errorCode, retryAt, now, ...heldParams(job, owner)]);
+      retryAt !== null
+        ? await this.q(RETRY_JOB, [errorCode, retryAt, now, ...held])
+        : // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
+          then
+          ? await this.q(then.whileLive ? DEAD_JOB_THEN_WHILE_LIVE : DEAD_JOB_THEN, [errorCode, now, ...held, ...queuedJobParams(then, now)])
+          : await this.q(DEAD_JOB, [errorCode, now, ...held]);
     return (r.rowCount ?? 0) > 0;
   }
 

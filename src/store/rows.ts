@@ -167,6 +167,9 @@ export function deadJobSql(arg: SqlArg): string {
   return `UPDATE jobs SET state = 'dead', last_error = ${arg(0)}, lease_expires_at = NULL, updated_at = ${arg(1, 'bigint')} WHERE ${heldSql(arg, 2)}`;
 }
 
+/** A session that exists and is not erased (a `whileLive` job's condition). Parameter: its interview id. */
+export const liveSessionSql = (arg: SqlArg, lock = '') => `SELECT 1 FROM sessions WHERE interview_id = ${arg(0)} AND results_status <> 'erased'${lock}`;
+
 /** failJob with a retry. Parameters: error code, retry time, now, then heldSql's. */
 export function retryJobSql(arg: SqlArg): string {
   return `UPDATE jobs SET state = 'queued', last_error = ${arg(0)}, run_at = ${arg(1, 'bigint')}, lease_owner = NULL, lease_expires_at = NULL,

@@ -47,6 +47,7 @@ import {
   deadJobSql,
   unfollowedDeadResultsSql,
   retryJobSql,
+  liveSessionSql,
   heldParams,
   assertNotErasing,
   ERASED_JOBS,
@@ -149,6 +150,7 @@ const COMPLETE_JOB = completeJobSql(sqliteArgs);
 const DEAD_JOB = deadJobSql(sqliteArgs);
 const UNFOLLOWED_DEAD_RESULTS = unfollowedDeadResultsSql(sqliteArgs);
 const RETRY_JOB = retryJobSql(sqliteArgs);
+const LIVE_SESSION = liveSessionSql(sqliteArgs);
 const SESSIONS_DUE = sessionsDueSql(sqliteArgs);
 
 export class SqliteStore implements Store {
@@ -557,13 +559,15 @@ export class SqliteStore implements Store {
     return this.write(() => this.st(COMPLETE_JOB).run(now, ...heldParams(job, owner)).changes > 0);
   }
 
-  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean> {
+  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: NewJob): Promise<boolean> {
     return this.write(() => {
       if (retryAt === null) {
         const dead = this.st(DEAD_JOB).run(errorCode, now, ...heldParams(job, owner)).changes > 0;
+        if (!dead) return false;
         // In the same write: released later, a redelivery in between would be acked as a duplicate and then forgotten.
-        if (dead) this.st(`DELETE FROM events WHERE key = (SELECT json_extract(payload, '$.eventKey') FROM jobs WHERE id = ?) AND processed_at IS NULL`).run(job.id);
-        return dead;
+        this.st(`DELETE FROM events WHERE key = (SELECT json_extract(payload, '$.eventKey') FROM jobs WHERE id = ?) AND processed_at IS NULL`).run(job.id);
+        if (then && (!then.whileLive || this.st(LIVE_SESSION).get(then.subject))) this.insertJob(then, now);
+        return true;
       }
       return this.st(RETRY_JOB).run(errorCode, retryAt, now, ...heldParams(job, owner)).changes > 0;
     });

@@ -155,6 +155,11 @@ export interface NewJob {
    * stop it (A, B, then A again is three events).
    */
   unlessRepeat?: string;
+  /**
+   * Queued only while its subject's session exists and is not erased: a job carrying what an erasure clears (an
+   * event's decision and status), which must not be written back after it.
+   */
+  whileLive?: boolean;
 }
 
 /** listSessions was given a cursor it did not hand out (or one whose values it could not search by). */
@@ -314,9 +319,11 @@ export interface Store {
    * Back to queued at retryAt, or dead when retryAt is null. false when this claim no longer holds the job (as
    * completeJob): nothing changed. A job that dies releases the unprocessed inbox event it
    * was checking (payload.eventKey) in the same write, so Incode's redelivery of that webhook is recorded and checked
-   * again instead of dropped as a duplicate; a processed event stays.
+   * again instead of dropped as a duplicate; a processed event stays. `then` (a later retry of a dead job) is queued
+   * in the same write as the dead letter, and only with it: a process that stops, or a database that fails, right
+   * after the dead letter cannot lose it.
    */
-  failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number): Promise<boolean>;
+  failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: NewJob): Promise<boolean>;
   /**
    * Hands a running job back unfinished (a shutdown stopped it): queued again at once with lastError SHUTDOWN, its claim
    * not counted as an attempt unless its previous one was handed back too, so deploys do not use up a job's attempts

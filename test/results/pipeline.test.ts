@@ -595,6 +595,33 @@ function pipelineSuite(which: Engine) {
     }
   });
 
+  it("a deletion at Incode dead-lettered by an outage is queued again even when the database then fails the dead letter's follow-up", async () => {
+    const proxy = await startOutageProxy();
+    try {
+      // The dead letter is written; the follow-up's first write (its audit row) fails, as in a database blip or a stop.
+      const failing = (real: Store) => (method: string) =>
+        method === 'audit'
+          ? async (...args: never[]) => {
+              const a = args as unknown as Parameters<Store['audit']>;
+              if (a[0] === 'dead-letter') throw new Error('database went away');
+              return real.audit(...a);
+            }
+          : null;
+      p = await startPair({ RESULTS_MODE: 'webhook', INCODE_API_URL: proxy.url, JOB_MAX_ATTEMPTS: '2', JOB_BACKOFF_MS: '10', INCODE_MAX_RETRIES: '0' }, {}, failing);
+      proxy.state.target = p.emulator.url;
+      const s = await p.newSession();
+      Object.assign(proxy.state, { failing: /^\/omni\/interview\?/, status: 503 });
+      const t0 = Date.now();
+      await request(p.broker.url).delete(`/sessions/${s.interviewId}?incode=true`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
+      const again = await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).find((j) => j.kind === 'incode-delete' && j.state === 'queued' && typeof j.payload.deadSince === 'number') ?? null, 10_000);
+      expect(again.runAt).toBeGreaterThanOrEqual(t0 + 3_600_000);
+      expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'incode-delete' && j.state === 'dead')).toEqual([expect.objectContaining({ lastError: 'INCODE_UNAVAILABLE' })]);
+      expect(p.broker.logs.text).toContain('dead-letter follow-up failed; refresh the session');
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('a results fetch refused for the API key (403, a key being rotated) is retried with backoff, not dead-lettered at once', async () => {
     const proxy = await startOutageProxy();
     try {
@@ -1061,17 +1088,14 @@ function pipelineSuite(which: Engine) {
       expect(shown.lastError).toMatch(/^CALLBACK_HTTP_500$/);
       await p.broker.app.results.onDead({ ...again, state: 'dead' }, 'CALLBACK_HTTP_502', true);
       expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ lastError: 'CALLBACK_HTTP_500', updatedAt: shown.updatedAt });
-      // Past three days from its first dead letter, a dead retry is not queued again; nor one whose failure no retry
-      // changes, nor one of a session erased since.
+      // A dead retry is tried again, still counted from the first dead letter, and not over a session erased since (the
+      // store checks that as it writes the dead letter); past three days it is not, nor one whose failure no retry
+      // changes.
+      const { results } = p.broker.app;
+      expect(results.retryOf({ ...again, state: 'dead' }, 'CALLBACK_HTTP_502', true)).toMatchObject({ payload: { deadSince: again.payload.deadSince }, whileLive: true });
       const old = { ...again, state: 'dead' as const, payload: { ...again.payload, deadSince: Date.now() - CALLBACK_RETRY_FOR_MS } };
-      const before = (await callbacks()).length;
-      await p.broker.app.results.onDead(old, 'CALLBACK_HTTP_500', true);
-      await p.broker.app.results.onDead({ ...again, id: 'other-1', payload: { ...again.payload, eventId: 'e-2' } }, 'ATTEMPTS_EXHAUSTED', false);
-      expect((await callbacks()).length).toBe(before);
-      await request(p.broker.url).delete(`/sessions/${s.interviewId}`).set('authorization', `Bearer ${ADMIN_KEY}`).expect(200);
-      const afterErasure = (await callbacks()).length;
-      await p.broker.app.results.onDead({ ...again, id: 'other-2', payload: { ...again.payload, eventId: 'e-3' } }, 'CALLBACK_HTTP_500', true);
-      expect((await callbacks()).length).toBe(afterErasure);
+      expect(results.retryOf(old, 'CALLBACK_HTTP_500', true)).toBeNull();
+      expect(results.retryOf({ ...again, state: 'dead' }, 'ATTEMPTS_EXHAUSTED', false)).toBeNull();
     } finally {
       await receiver.close();
     }
@@ -2052,29 +2076,30 @@ describe('a dead-lettered deletion at Incode', () => {
     const T0 = 1_800_000_000_000;
     const { real: store, pipeline, clock } = await barePipeline();
     clock.now = T0;
-    const dieNow = async () => {
+    // As the worker does: the retry is written with the dead letter, then the dead letter followed up.
+    const dieNow = async (code = 'INCODE_UNAVAILABLE', retryable = true) => {
       const [job] = await store.claimJobs('w', 1, 60_000, clock.now);
       expect(job).toMatchObject({ kind: 'incode-delete', subject: 'i1' });
-      expect(await store.failJob(job, 'w', 'INCODE_UNAVAILABLE', null, clock.now)).toBe(true);
-      return job;
+      expect(await store.failJob(job, 'w', code, null, clock.now, pipeline.retryOf(job, code, retryable) ?? undefined)).toBe(true);
+      await pipeline.onDead(job, code, retryable);
     };
     const queued = async () => (await store.listJobs('i1')).filter((j) => j.state === 'queued');
     await store.enqueueJob(incodeDeleteJob('i1', T0), T0);
-    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
+    await dieNow();
     expect(await queued()).toEqual([expect.objectContaining({ kind: 'incode-delete', runAt: T0 + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
     // Its retry dies too, within the week: once more, still counted from the first dead letter.
     clock.now = T0 + INCODE_DELETE_RETRY_AFTER_MS;
-    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
+    await dieNow();
     expect(await queued()).toEqual([expect.objectContaining({ runAt: clock.now + INCODE_DELETE_RETRY_AFTER_MS, payload: { deadSince: T0 } })]);
     // A week after the first: given up (the dead letters and the audit say so).
     clock.now = T0 + INCODE_DELETE_RETRY_FOR_MS;
-    await pipeline.onDead(await dieNow(), 'INCODE_UNAVAILABLE', true);
+    await dieNow();
     expect(await queued()).toEqual([]);
     // A refusal is final, and so are failures worth retrying within a job that time does not mend (a refused executive
     // token, a fault of ours).
     for (const [code, retryable] of [['INCODE_DELETE_REFUSED', false], ['INCODE_FORBIDDEN', true], ['INTERNAL_ERROR', true]] as const) {
       await store.enqueueJob(incodeDeleteJob('i1', clock.now), clock.now);
-      await pipeline.onDead(await dieNow(), code, retryable);
+      await dieNow(code, retryable);
       expect(await queued()).toEqual([]);
     }
     expect((await store.listAudit('i1')).filter((a) => a.kind === 'dead-letter')).toHaveLength(6);

@@ -867,6 +867,40 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.recordEvent(other, job('i5'))).toBe(false);
       });
 
+      it("a dead letter queues its later retry in the same write, and only when the dead letter is written; a whileLive one only over a live session", async () => {
+        const queuedOf = async (subject: string) => (await store.listJobs(subject)).filter((j) => j.state === 'queued');
+        const dieWith = async (subject: string, then: NewJob, owner = 'w', retryAt: number | null = null) => {
+          await store.enqueueJob(job(subject, { kind: 'callback' }), T0);
+          const [claimed] = await store.claimJobs('w', 1, 1000, T0, subject);
+          return store.failJob(claimed, owner, 'E', retryAt, T0 + 1, then);
+        };
+        const retry = (subject: string, over: Partial<NewJob> = {}) => job(subject, { kind: 'callback', payload: { again: 1 }, runAt: T0 + 3_600_000, dedupeKey: `retry:${subject}`, ...over });
+        await session('r1');
+        expect(await dieWith('r1', retry('r1'))).toBe(true);
+        expect(await queuedOf('r1')).toEqual([expect.objectContaining({ kind: 'callback', payload: { again: 1 }, runAt: T0 + 3_600_000, createdAt: T0 + 1 })]);
+        // Its dedupe key holds while it waits: a second dead letter's retry is not queued beside it.
+        expect(await dieWith('r1', retry('r1'))).toBe(true);
+        expect(await queuedOf('r1')).toHaveLength(1);
+        // Not held (another owner's), or not dead (a retry of the job itself): no later retry.
+        await session('r2');
+        expect(await dieWith('r2', retry('r2'), 'other')).toBe(false);
+        const [stillRunning] = (await store.listJobs('r2')).filter((j) => j.state === 'running');
+        expect(await store.failJob(stillRunning, 'w', 'E', T0 + 5, T0 + 1, retry('r2'))).toBe(true);
+        expect((await store.listJobs('r2')).filter((j) => j.kind === 'callback' && j.runAt === T0 + 3_600_000)).toEqual([]);
+        // whileLive: queued over a live session; not over an erased one, nor one with no row; without it, over either.
+        await session('r3');
+        await session('r4');
+        await store.eraseSession('r4', 'test', T0);
+        expect(await dieWith('r3', retry('r3', { whileLive: true }))).toBe(true);
+        expect(await dieWith('r4', retry('r4', { whileLive: true }))).toBe(true);
+        expect(await dieWith('r5', retry('r5', { whileLive: true }))).toBe(true);
+        expect(await dieWith('r6', retry('r6', { kind: 'incode-delete' }))).toBe(true);
+        expect((await queuedOf('r3')).map((j) => j.payload)).toEqual([{ again: 1 }]);
+        expect(await queuedOf('r4')).toEqual([]);
+        expect(await queuedOf('r5')).toEqual([]);
+        expect(await queuedOf('r6')).toEqual([expect.objectContaining({ kind: 'incode-delete' })]);
+      });
+
       it('recordEvent stores a payload holding NUL characters (PostgreSQL jsonb refuses them) with U+FFFD instead', async () => {
         const e = { key: 'i3:X', interviewId: 'i3', onboardingStatus: 'X', payload: { flowId: 'x\u0000y', nested: { list: ['\u0000', 'ok'] }, 'k\u0000': 1 }, receivedAt: T0 };
         expect(await store.recordEvent(e, job('i3'))).toBe(true);
