@@ -10,7 +10,7 @@ import type { ImageMetrics } from './image-analysis';
 import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, THRESHOLDS } from './image-analysis';
 import { buildOcr, documentKind, issueYearFor, seedOf } from './ocr';
 import * as samples from './sample-images';
-import { buildScore, existingInterviewIdFor } from './scores';
+import { buildScore, existingExternalIdFor, existingInterviewIdFor } from './scores';
 import type { CustomFields, OnboardingStatus, Session } from './state';
 import { ONBOARDING_STATUSES, SessionStore } from './state';
 import { parseDirectives, selfieErrorText } from './test-values';
@@ -765,7 +765,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     const out: Record<string, unknown> = { confidence: s.faceMatch ? 1 : 0, existingUser: d.existingUser };
     if (d.existingUser) {
       out.existingInterviewId = existingInterviewIdFor(s);
-      if (s.externalCustomerId ?? s.externalId) out.existingExternalId = s.externalCustomerId ?? s.externalId;
+      out.existingExternalId = existingExternalIdFor(s);
       out.nameMatched = true;
     }
     return out;

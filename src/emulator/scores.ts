@@ -94,9 +94,7 @@ export function buildScore(s: Session): Record<string, unknown> {
   if (faceDone && d.existingUser) {
     faceRecognition.existingInterviewId = existingInterviewIdFor(s);
     faceRecognition.customerId = `cust-${existingInterviewIdFor(s).slice(-8)}`;
-    // As process/face answers it: the earlier session's externalId, when it had one.
-    const externalId = s.externalCustomerId ?? s.externalId;
-    if (externalId) faceRecognition.existingExternalId = externalId;
+    faceRecognition.existingExternalId = existingExternalIdFor(s);
     faceRecognition.nameMatch = leaf('1', 'OK');
   }
 
@@ -181,4 +179,9 @@ function reasonFor(overall: string, id: Verdict, live: Verdict, face: Verdict): 
 /** The earlier session a duplicate "already exists" in (emu:existing-user). */
 export function existingInterviewIdFor(s: Session): string {
   return seedOf(s.interviewId, 9).toString(16).padStart(8, '0') + s.interviewId.slice(8);
+}
+
+/** That earlier session's externalId (not this one's: Incode names the identity the person already has). */
+export function existingExternalIdFor(s: Session): string {
+  return `ext-${existingInterviewIdFor(s).slice(0, 8)}`;
 }
