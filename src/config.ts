@@ -165,7 +165,7 @@ export const ENV_SCHEMA = {
   JWT_AUDIENCE: { kind: { type: 'string' }, doc: 'Expected aud of caller JWTs.' },
   IDEMPOTENCY_TTL_SECONDS: { kind: { type: 'int', min: 1, max: 604800 }, default: '86400', doc: 'How long an Idempotency-Key replays its session. A key whose first request is still running holds for max(60 s, 4 x INCODE_TIMEOUT_MS) whatever this is.' },
   RESUME_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 7776000 }, default: '86400', doc: 'Lifetime of resume tokens.' },
-  CIRCUIT_FAILURE_THRESHOLD: { kind: { type: 'int', min: 1, max: 1000 }, default: '5', doc: 'Consecutive Incode failures that open the circuit.' },
+  CIRCUIT_FAILURE_THRESHOLD: { kind: { type: 'int', min: 1, max: 1000 }, default: '5', doc: 'Consecutive failed Incode calls that open the circuit; each retry is a call (at INCODE_MAX_RETRIES=2, two requests failing through their retries open it at 5).' },
   CIRCUIT_RESET_MS: { kind: { type: 'int', min: 100, max: 3600000 }, default: '10000', doc: 'Open circuit waits this long before a probe.' },
   EVENT_LOOP_MAX_LAG_MS: { kind: { type: 'int', min: 0, max: 60000 }, default: '1000', doc: 'Shed load (503) above this event-loop delay (0 = off).' },
   SHUTDOWN_GRACE_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '10000', doc: 'Time for in-flight work at shutdown; connections still open after it are closed (a stalled upload cannot hold shutdown).' },
