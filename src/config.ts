@@ -163,6 +163,10 @@ export const ENV_SCHEMA = {
   JWT_JWKS_URL: { kind: { type: 'url' }, doc: 'JWKS of the customer\'s identity provider (CALLER_AUTH=jwt).' },
   JWT_ISSUER: { kind: { type: 'string' }, doc: 'Expected iss of caller JWTs.' },
   JWT_AUDIENCE: { kind: { type: 'string' }, doc: 'Expected aud of caller JWTs.' },
+  JWT_CUSTOMER_ID_CLAIM: {
+    kind: { type: 'string' },
+    doc: 'The caller JWT claim naming the user (e.g. sub): POST /session\'s externalCustomerId is then that claim\'s value (filled in when absent, 403 CUSTOMER_ID_MISMATCH when another), so no user starts sessions under, or spends the budget of, another\'s id. Unset, the id is whatever the app sends.',
+  },
   IDEMPOTENCY_TTL_SECONDS: { kind: { type: 'int', min: 1, max: 604800 }, default: '86400', doc: 'How long an Idempotency-Key replays its session. A key whose first request is still running holds for max(60 s, 4 x INCODE_TIMEOUT_MS) whatever this is.' },
   RESUME_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 7776000 }, default: '86400', doc: 'Lifetime of resume tokens.' },
   CIRCUIT_FAILURE_THRESHOLD: { kind: { type: 'int', min: 1, max: 1000 }, default: '5', doc: 'Consecutive failed Incode calls that open the circuit; each retry is a call (at INCODE_MAX_RETRIES=2, two requests failing through their retries open it at 5).' },
@@ -248,6 +252,8 @@ export interface Config {
     jwksUrl?: string;
     issuer?: string;
     audience?: string;
+    /** The JWT claim POST /session's externalCustomerId must be (JWT_CUSTOMER_ID_CLAIM), if any. */
+    customerIdClaim?: string;
   };
   idempotencyTtlSeconds: number;
   resumeTokenTtlSeconds: number;
@@ -620,6 +626,9 @@ export function loadConfig(env: Env): Config {
     if (!str(env, 'JWT_AUDIENCE')) throw new ConfigError('JWT_AUDIENCE', 'is required when CALLER_AUTH=jwt');
     if (production) refuseCleartext('JWT_JWKS_URL', jwksUrl, 'whoever sits on the path could serve its own keys and sign as any caller');
   }
+  const customerIdClaim = str(env, 'JWT_CUSTOMER_ID_CLAIM');
+  if (customerIdClaim !== undefined && callerAuthMode !== 'jwt') throw new ConfigError('JWT_CUSTOMER_ID_CLAIM', 'applies only when CALLER_AUTH=jwt');
+  if (customerIdClaim !== undefined && !/^\S{1,256}$/.test(customerIdClaim)) throw new ConfigError('JWT_CUSTOMER_ID_CLAIM', 'must be a claim name (no spaces)');
 
   const redirectionUrlOrigins = origins(env, 'REDIRECTION_URL_ORIGINS', production, ': list the origins a session may redirect to');
   // A link to the bank's onboarding that ends on any site is a phishing kit: whoever starts the session holds its token.
@@ -788,6 +797,7 @@ export function loadConfig(env: Env): Config {
       jwksUrl,
       issuer: str(env, 'JWT_ISSUER'),
       audience: str(env, 'JWT_AUDIENCE'),
+      customerIdClaim,
     },
     idempotencyTtlSeconds: int(env, 'IDEMPOTENCY_TTL_SECONDS'),
     resumeTokenTtlSeconds: int(env, 'RESUME_TOKEN_TTL_SECONDS'),

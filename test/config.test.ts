@@ -203,6 +203,14 @@ describe('loadConfig', () => {
     expect(e.message).toContain(variable);
   });
 
+  it('takes JWT_CUSTOMER_ID_CLAIM only with CALLER_AUTH=jwt, and only as a claim name', () => {
+    const jwt = { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY, CALLER_AUTH: 'jwt', JWT_JWKS_URL: 'https://idp.example.com/jwks.json', JWT_ISSUER: 'https://idp.example.com/', JWT_AUDIENCE: 'broker' };
+    expect(loadConfig({ ...jwt, JWT_CUSTOMER_ID_CLAIM: 'https://bank.example/customer' }).callerAuth.customerIdClaim).toBe('https://bank.example/customer');
+    expect(loadConfig(jwt).callerAuth.customerIdClaim).toBeUndefined();
+    expect(errorFor({ ...jwt, JWT_CUSTOMER_ID_CLAIM: 'two words' }).variable).toBe('JWT_CUSTOMER_ID_CLAIM');
+    expect(errorFor({ INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY, JWT_CUSTOMER_ID_CLAIM: 'sub' }).message).toMatch(/JWT_CUSTOMER_ID_CLAIM applies only when CALLER_AUTH=jwt/);
+  });
+
   it.each([
     ['whsec_abc$def+ghij', 'a character outside base64'],
     ['whsec_', 'nothing after the prefix'],

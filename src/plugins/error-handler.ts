@@ -77,9 +77,11 @@ function mapError(err: FastifyError | Error): Mapped {
 
 /**
  * The 503s this service gives on purpose: a replica leaving, load shed, billable starts refused while the database is
- * known down (the failure that found it was logged with its cause; the AppError is only ever the latch's refusal).
+ * known down (the failure that found it was logged with its cause; the AppError is only ever the latch's refusal),
+ * bearer tokens refused while the identity provider's key set cannot be had (its failed fetches are logged, one per
+ * pause, by the verifier: anyone could send tokens with an unknown key id to fill the log otherwise).
  */
-const DELIBERATE_503 = new Set(['SHUTTING_DOWN', 'OVERLOADED', 'DATABASE_UNAVAILABLE']);
+const DELIBERATE_503 = new Set(['SHUTTING_DOWN', 'OVERLOADED', 'DATABASE_UNAVAILABLE', 'AUTH_UNAVAILABLE']);
 
 /**
  * Whether a 5xx is this service's own choice: draining, shedding load, or failing fast while Incode's circuit is open

@@ -18,6 +18,8 @@ export interface JwtVerifierOptions {
   now?: () => number;
   /** How long fetched keys count as fresh before they are fetched again (jose's default: 10 minutes). */
   cacheMaxAgeMs?: number;
+  /** Told of each fetch of the key set that failed (at most one per JWKS_FAILURE_PAUSE_MS): why callers get 503s. */
+  onKeySetFailure?: (err: unknown) => void;
 }
 
 /**
@@ -47,7 +49,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): (token: string) => 
   return (token) => (ready ??= build(opts)).then((verify) => verify(token));
 }
 
-async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs = 600_000 }: JwtVerifierOptions): Promise<(token: string) => Promise<JWTPayload>> {
+async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs = 600_000, onKeySetFailure }: JwtVerifierOptions): Promise<(token: string) => Promise<JWTPayload>> {
   const { createLocalJWKSet, createRemoteJWKSet, errors, jwksCache, jwtVerify } = await import('jose');
   // jose fills this in at each fetch that succeeds (its uat changes then, and only then): how this verifier knows when
   // the keys it holds came in. (remote.jwks() hands out a copy at every call, so it cannot tell.)
@@ -84,12 +86,21 @@ async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs 
       noteKeys(); // a refetch for an unknown key id may have succeeded before the token was judged
       if (tokenJudged(err)) throw err;
       failedAt = now();
+      onKeySetFailure?.(err);
       return fromHeldKeys(header, token);
     }
   };
 
   const claims = { issuer, audience, clockTolerance: 30, requiredClaims: ['exp'] };
-  return async (token) => {
+  // jose checks iat only against a maximum age: a token issued in the future (a signer's clock far ahead, or one minted
+  // to be used later) would be taken. Refused beyond the same tolerance as exp and nbf.
+  const issuedBeforeNow = (payload: JWTPayload): JWTPayload => {
+    if (typeof payload.iat === 'number' && payload.iat > now() / 1000 + claims.clockTolerance)
+      throw new errors.JWTClaimValidationFailed('"iat" claim timestamp check failed (it should be in the past)', payload, 'iat', 'check_failed');
+    return payload;
+  };
+  return async (token) => issuedBeforeNow(await verifyAnyKey(token));
+  async function verifyAnyKey(token: string): Promise<JWTPayload> {
     try {
       return (await jwtVerify(token, getKey, claims)).payload;
     } catch (err) {
@@ -105,5 +116,5 @@ async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs 
       }
       throw new errors.JWSSignatureVerificationFailed();
     }
-  };
+  }
 }

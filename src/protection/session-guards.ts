@@ -2,8 +2,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config';
 import { AppError, retryAfter, retryAfterSeconds } from '../errors';
+import { CUSTOMER_ID_PATTERN } from '../schemas';
 import { IncodeError } from '../incode/errors';
 import { OnboardingError } from '../onboarding/orchestrator';
+import { loggedError } from '../logging';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { ClaimedKey, IdempotencyAnswer } from '../store/types';
 import { createJwtVerifier, tokenJudged } from './jwt-verifier';
@@ -65,6 +67,11 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Who called, for rate-limit and idempotency scopes: an app key's or a service key's hash, a JWT subject's keyed digest, or nobody. */
     caller?: string;
+    /**
+     * The user id the caller's JWT names in JWT_CUSTOMER_ID_CLAIM (null: the token lacks it); unset where no such claim
+     * is configured.
+     */
+    callerCustomerId?: string | null;
   }
 }
 
@@ -72,10 +79,21 @@ type GuardHook = ((req: FastifyRequest, reply: FastifyReply) => Promise<void>) |
 
 export interface SessionGuards {
   /**
+   * The onRequest hooks of a billable route: caller authentication, if configured, from the headers alone, before the
+   * body is read or validated (an unauthenticated caller learns nothing of what the route accepts).
+   */
+  onRequest: GuardHook[];
+  /**
    * The preHandler hooks a billable route needs: only the configured ones, so an unused guard costs nothing. The
-   * route's own checks of the request (`between`) run after caller authentication and before the rate limits.
+   * route's own checks of the request (`between`) run before the rate limits.
    */
   preHandlers(...between: Array<(req: FastifyRequest) => void>): GuardHook[];
+  /**
+   * With JWT_CUSTOMER_ID_CLAIM, the externalCustomerId a start goes under: the token's claim (the body's when it is the
+   * same, the claim's when the body names none); 403 when the body names another or the token lacks the claim. Without
+   * it, the body's.
+   */
+  customerIdOf(req: FastifyRequest, sent: string | undefined): string | undefined;
   /**
    * Runs create() once per Idempotency-Key; a retry with the same key and body gets the same session. create()
    * gets the claimed key and must record it with the session it stores (NewSession.idempotency), in one write.
@@ -106,6 +124,8 @@ const certainlyNotStarted = (err: unknown) => (err instanceof IncodeError || err
 /** A claim still pending: its first request is running (here or on another replica). */
 export const idempotencyInProgress = () => new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
 
+const CUSTOMER_ID = new RegExp(CUSTOMER_ID_PATTERN);
+
 export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;
   // A request (its externalCustomerId) and a customer's rate-limit key are kept only as keyed digests.
@@ -116,7 +136,14 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   // digest of it is kept. (Under a new first data key the digest changes: a key in flight across a rotation is new.)
   const subjectDigest = keyedDigest(dataKeys, 'caller-subject');
   const appKeyMatches = keyMatcher(callerAuth.appKeys);
-  const verify = createJwtVerifier({ jwksUrl: callerAuth.jwksUrl!, issuer: callerAuth.issuer!, audience: callerAuth.audience! });
+  const { customerIdClaim } = callerAuth;
+  const verify = createJwtVerifier({
+    jwksUrl: callerAuth.jwksUrl!,
+    issuer: callerAuth.issuer!,
+    audience: callerAuth.audience!,
+    // The refusals it causes are warn lines without frames (AUTH_UNAVAILABLE is a deliberate 503): its cause is here.
+    onKeySetFailure: (err) => app.log.warn({ jwksUrl: callerAuth.jwksUrl, err: loggedError(err) }, "the identity provider's key set (JWT_JWKS_URL) could not be fetched: bearer tokens are refused with 503 until it can"),
+  });
 
   async function authenticate(req: FastifyRequest): Promise<void> {
     if (callerAuth.mode === 'app-keys') {
@@ -131,6 +158,10 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
       const payload = await verify(token);
       // Without a subject, the token itself is the caller: never one scope shared by every such token.
       req.caller = typeof payload.sub === 'string' && payload.sub ? `sub:${subjectDigest.digest(payload.sub).slice(0, 32)}` : `jwt:${sha256Hex(token).slice(0, 16)}`;
+      if (customerIdClaim !== undefined) {
+        const named = payload[customerIdClaim];
+        req.callerCustomerId = typeof named === 'string' && named !== '' ? named : null;
+      }
     } catch (err) {
       // The identity provider's key set could not be had: the token is not known to be bad, so no invalid_token (a
       // client would refresh it, or sign its user out) but a 503 to retry.
@@ -214,6 +245,17 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
   const limits = anyLimit ? [rateLimitHook] : [];
   // `between`: a route's own checks of the request, after the caller is known and before anything is counted, so a
   // request refused for its content never uses up a budget (a customer's, the service's) for nothing.
-  const preHandlers = (...between: Array<(req: FastifyRequest) => void>) => [...authentication, ...between.map(sync), ...limits];
-  return { preHandlers, idempotent };
+  const preHandlers = (...between: Array<(req: FastifyRequest) => void>) => [...between.map(sync), ...limits];
+
+  function customerIdOf(req: FastifyRequest, sent: string | undefined): string | undefined {
+    if (customerIdClaim === undefined) return sent;
+    const named = req.callerCustomerId;
+    // Spelled as the token has it: the id Incode and the results API show is the identity provider's. One the body
+    // could not carry (too long, control characters) is refused as the body's would be.
+    if (typeof named !== 'string' || named.length > 128 || !CUSTOMER_ID.test(named))
+      throw new AppError(403, 'CUSTOMER_ID_CLAIM_MISSING', `The bearer token has no usable "${customerIdClaim}" claim (up to 128 characters, no control characters), which names the user sessions are started for (JWT_CUSTOMER_ID_CLAIM)`);
+    if (sent !== undefined && sent !== named) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', `externalCustomerId must be the user the bearer token names (its "${customerIdClaim}" claim), or left out`);
+    return named;
+  }
+  return { onRequest: authentication, preHandlers, idempotent, customerIdOf };
 }

@@ -90,6 +90,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
   /** POST /session's options, refused before any rate limit counts the request (and before Incode is called). */
   function checkStartOptions(req: FastifyRequest): void {
     const body = req.body as Static<typeof SessionBody>;
+    // Before the per-customer rate limit, which counts the id the session will go under.
+    body.externalCustomerId = guards.customerIdOf(req, body.externalCustomerId);
     assertCountryCode(body.countryCode);
     // The flow decides which checks run (liveness, government validation...): an app must not pick a lighter one.
     const allowed = config.incode.allowedConfigurationIds;
@@ -139,7 +141,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     {
       bodyLimit: config.limits.sessionBodyBytes,
       // The body is optional: no body at all (an empty one included) means every default.
-      onRequest: emptyBodyAsNone,
+      onRequest: [emptyBodyAsNone, ...guards.onRequest],
       preValidation: (req, _reply, done) => {
         if (req.body === undefined) req.body = {};
         done();
@@ -154,7 +156,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         // Length is no entropy, but it refuses the counters and short labels no one should use (a UUID has 36).
         headers: IdempotencyKeyHeaders('At least 16 characters and unguessable (a UUID v4): a retry with the same key and body gets the same session', 16),
         body: SessionBody,
-        response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 404, 409, 422, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 403, 404, 409, 422, 502, 504]),
       },
     },
     async (req, reply) => {
@@ -208,6 +210,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
     '/session/resume',
     {
       bodyLimit: config.limits.sessionBodyBytes,
+      onRequest: guards.onRequest,
       preHandler: guards.preHandlers(),
       schema: {
         summary: 'Exchange a resume token for a fresh token of the same onboarding (no new Incode session)',

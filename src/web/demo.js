@@ -44,8 +44,30 @@
     if (token) headers['x-incode-hardware-id'] = token;
     const res = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
     const data = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error(`${method} ${url}: HTTP ${res.status} ${data.code || ''} ${data.message || ''}`.trim());
+    if (!res.ok) {
+      const err = new Error(`${method} ${url}: HTTP ${res.status} ${data.code || ''} ${data.message || ''}`.trim());
+      throw Object.assign(err, { status: res.status, retryAfterS: Number(res.headers.get('retry-after')) || 0 });
+    }
     return data;
+  }
+
+  /**
+   * A read of a finished onboarding's state, tried again through what passes (the network, 429, 502-504) until
+   * `deadline`: one busy moment must not throw away an onboarding the person has finished.
+   */
+  async function read(url, deadline) {
+    for (;;) {
+      try {
+        return await api('GET', url, null, session.token);
+      } catch (e) {
+        // fetch's own failure (no answer) has no status.
+        const passing = e.status === undefined || e.status === 429 || (e.status >= 502 && e.status <= 504);
+        const wait = Math.min(Math.max(1000, (e.retryAfterS || 0) * 1000), 10000);
+        if (!passing || Date.now() + wait >= deadline) throw e;
+        $('decision').textContent = `Waiting for the service (${e.status ? `HTTP ${e.status}` : 'no answer'}); trying again…`;
+        await sleep(wait);
+      }
+    }
   }
 
   function truncated(s) {
@@ -106,7 +128,7 @@
     const deadline = Date.now() + 180000;
     let verdictBy = null;
     while (Date.now() < deadline) {
-      const st = await api('GET', '/session/status', null, session.token);
+      const st = await read('/session/status', deadline);
       const awaitsVerdict = st.resultsStatus === 'ready' && st.decision === 'review' && st.onboardingStatus === 'ONBOARDING_FINISHED';
       $('decision').textContent = awaitsVerdict ? 'REVIEW: waiting for a reviewer…' : `${st.onboardingStatus}, results ${st.resultsStatus}…`;
       if (awaitsVerdict) verdictBy ??= Date.now() + VERDICT_WAIT_MS;
@@ -135,7 +157,7 @@
     setPhase('result');
     $('result').hidden = false;
     const st = await waitForResult();
-    const r = await api('GET', '/demo/results', null, session.token);
+    const r = await read('/demo/results', Date.now() + 60000);
     const d = $('decision');
     d.textContent = r.decision ? r.decision.toUpperCase() : `none (${st.resultsStatus})`;
     d.className = `decision-${r.decision || 'none'}`;

@@ -1,5 +1,5 @@
 // Operator page: lists GET /sessions and shows GET /sessions/:id, with the service key held in this page's memory only.
-/* global document, window, location, history, fetch */
+/* global document, window, location, history, fetch, AbortSignal */
 (function () {
   'use strict';
 
@@ -11,6 +11,9 @@
   // Bumped when the key is forgotten or replaced: an answer to a request sent before is dropped, never shown.
   let generation = 0;
   const stale = () => Object.assign(new Error('stale'), { stale: true });
+  // Bumped by each detail asked for: only the latest one's answer is shown, whatever order answers come in.
+  let detailAsked = 0;
+  const CALL_TIMEOUT_MS = 15000;
 
   function status(text, kind) {
     $('status').textContent = text;
@@ -21,7 +24,11 @@
     const key = serviceKey;
     if (!key) throw Object.assign(new Error('unauthorized: enter a service key'), { unauthorized: true });
     const sent = generation;
-    const res = await fetch(url, { headers: { authorization: `Bearer ${key}`, accept: 'application/json' } });
+    // A service that never answers must not leave the page waiting without a word.
+    const res = await fetch(url, { headers: { authorization: `Bearer ${key}`, accept: 'application/json' }, signal: AbortSignal.timeout(CALL_TIMEOUT_MS) }).catch((e) => {
+      if (sent !== generation) throw stale();
+      throw e.name === 'TimeoutError' ? new Error(`no answer within ${CALL_TIMEOUT_MS / 1000} s`) : e;
+    });
     if (sent !== generation) throw stale();
     if (res.status === 401) throw Object.assign(new Error('unauthorized: the service key was refused'), { unauthorized: true });
     const data = await res.json().catch(() => ({}));
@@ -67,6 +74,7 @@
   }
 
   async function load(more) {
+    status('Loading sessions…', '');
     try {
       const url = `/sessions?limit=50${more && cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
       const page = await call(url);
@@ -89,18 +97,27 @@
     } catch {
       // A hand-edited hash that is not valid percent-encoding names no session.
     }
-    if (!id) {
-      $('detail').hidden = true;
-      return;
-    }
+    // What another address showed goes at once: it must never stand under this one's, nor stay after its load fails.
+    const asked = ++detailAsked;
+    hideDetail();
+    if (!id) return;
+    status(`Loading ${id}…`, '');
     try {
       const s = await call(`/sessions/${encodeURIComponent(id)}`);
+      if (asked !== detailAsked) return;
+      status(`${$('sessions').children.length} session(s) listed; showing ${id}`, 'ok');
       $('detail-title').textContent = `${s.interviewId}: ${s.decision || 'no decision'} (${s.resultsStatus})`;
       $('detail-json').textContent = JSON.stringify(s, null, 2);
       $('detail').hidden = false;
     } catch (e) {
-      failed(e);
+      if (asked === detailAsked) failed(e);
     }
+  }
+
+  function hideDetail() {
+    $('detail').hidden = true;
+    $('detail-title').textContent = '';
+    $('detail-json').textContent = '';
   }
 
   $('key-form').addEventListener('submit', (ev) => {
@@ -118,9 +135,8 @@
     generation++;
     if (!keepKey) serviceKey = '';
     $('sessions').replaceChildren();
-    $('detail').hidden = true;
-    $('detail-title').textContent = '';
-    $('detail-json').textContent = '';
+    detailAsked++;
+    hideDetail();
     cursor = null;
     $('more').hidden = true;
   }

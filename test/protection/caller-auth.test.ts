@@ -83,10 +83,10 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
   let otherKey: KeyLike;
   let jwksHits = 0;
 
-  const sign = (claims: Record<string, unknown> = {}, opts: { key?: KeyLike; kid?: string; iss?: string; aud?: string; exp?: number | string | null; alg?: string; sub?: string | null } = {}) => {
+  const sign = (claims: Record<string, unknown> = {}, opts: { key?: KeyLike; kid?: string; iss?: string; aud?: string; exp?: number | string | null; alg?: string; sub?: string | null; iat?: number } = {}) => {
     const jwt = new SignJWT({ scope: 'session:create', ...claims })
       .setProtectedHeader({ alg: opts.alg ?? 'ES256', kid: opts.kid ?? 'k1' })
-      .setIssuedAt();
+      .setIssuedAt(opts.iat);
     if (opts.sub !== null) jwt.setSubject(opts.sub ?? 'user-123');
     jwt.setIssuer(opts.iss ?? ISSUER).setAudience(opts.aud ?? AUDIENCE);
     if (opts.exp !== null) jwt.setExpirationTime(opts.exp ?? '5m');
@@ -197,6 +197,7 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     ['wrong audience', () => sign({}, { aud: 'someone-else' })],
     ['expired (beyond the clock tolerance)', () => sign({}, { exp: Math.floor(Date.now() / 1000) - 120 })],
     ['without exp (it would never expire)', () => sign({}, { exp: null })],
+    ['issued in the future (beyond the clock tolerance)', () => sign({}, { iat: Math.floor(Date.now() / 1000) + 3600, exp: Math.floor(Date.now() / 1000) + 7200 })],
     ['signed by another key with the same kid', () => sign({}, { key: otherKey })],
     ['signed by another key with an unknown kid', () => sign({}, { key: otherKey, kid: 'k2' })],
     ['alg none', async () => new UnsecuredJWT({ sub: 'user-123' }).setIssuer(ISSUER).setAudience(AUDIENCE).setIssuedAt().setExpirationTime('5m').encode()],
@@ -224,6 +225,61 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     expect(res.status).toBe(401);
     expect(res.body).toEqual({ code: 'UNAUTHORIZED', message: expect.any(String), requestId: expect.any(String) });
     expect(emu.app.emulator.sessions.size).toBe(before);
+  });
+
+  it('authenticates before the body is read: an unauthenticated caller gets 401, never a verdict on its body', async () => {
+    for (const path of ['/session', '/session/resume']) {
+      for (const token of [null, 'not-a-jwt']) {
+        const bad = request(broker.url).post(path).set('content-type', 'application/json');
+        const big = request(broker.url).post(path).set('content-type', 'application/json');
+        if (token) [bad, big].forEach((r) => r.set('authorization', `Bearer ${token}`));
+        expect((await bad.send('{"countryCode":1,"resumeToken":1}')).body).toMatchObject({ code: 'UNAUTHORIZED' });
+        expect((await big.send(JSON.stringify({ pad: 'x'.repeat(64 * 1024) }))).body).toMatchObject({ code: 'UNAUTHORIZED' });
+      }
+    }
+    // Authenticated, the body is judged as before.
+    expect((await request(broker.url).post('/session').set('authorization', `Bearer ${await sign()}`).send({ countryCode: 1 })).body).toMatchObject({ code: 'VALIDATION_FAILED' });
+  });
+
+  describe('JWT_CUSTOMER_ID_CLAIM', () => {
+    let bound: Broker;
+    const CLAIM = 'https://bank.example/customer';
+    beforeAll(async () => {
+      bound = await startBroker(brokerEnv(emu.url, { CALLER_AUTH: 'jwt', JWT_JWKS_URL: jwksUrl, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE, JWT_CUSTOMER_ID_CLAIM: CLAIM, RATE_LIMIT_PER_CUSTOMER: '2', RATE_LIMIT_PER_SUBJECT: '100', RATE_LIMIT_PER_IP: '100' }));
+    });
+    afterAll(async () => bound?.close());
+    const as = async (customer: string | undefined, body: Record<string, unknown>, sub = 'user-1') =>
+      request(bound.url)
+        .post('/session')
+        .set('authorization', `Bearer ${await sign(customer === undefined ? {} : { [CLAIM]: customer }, { sub })}`)
+        .send(body);
+
+    it("starts sessions under the token's customer id: filled in when the body has none, refused when it names another", async () => {
+      const filled = await as('cust-alice', {});
+      expect(filled.status).toBe(200);
+      expect((await bound.app.store.getSession(filled.body.interviewId))?.externalCustomerId).toBe('cust-alice');
+      expect(emu.app.emulator.sessions.get(filled.body.interviewId)?.externalCustomerId).toBe('cust-alice');
+      expect((await as('cust-alice', { externalCustomerId: 'cust-alice' })).status).toBe(200);
+      const before = emu.app.emulator.sessions.size;
+      const other = await as('cust-alice', { externalCustomerId: 'cust-bob' });
+      expect(other.status).toBe(403);
+      expect(other.body).toEqual({ code: 'CUSTOMER_ID_MISMATCH', message: expect.stringContaining(CLAIM), requestId: expect.any(String) });
+      // Spelled otherwise is another id: the token's spelling is the one sessions go under.
+      expect((await as('cust-alice', { externalCustomerId: 'CUST-ALICE' })).status).toBe(403);
+      for (const unusable of [undefined, '', 'x'.repeat(129), 'a\u0000b']) {
+        const res = await as(unusable, {});
+        expect(res.status).toBe(403);
+        expect(res.body.code).toBe('CUSTOMER_ID_CLAIM_MISSING');
+      }
+      expect(emu.app.emulator.sessions.size).toBe(before);
+    });
+
+    it("no user spends another customer's budget: a mismatch is refused before the per-customer limit counts it", async () => {
+      for (let i = 0; i < 4; i++) expect((await as('cust-mallory', { externalCustomerId: 'cust-victim' }, 'mallory')).status).toBe(403);
+      expect((await as('cust-victim', {}, 'victim')).status).toBe(200);
+      expect((await as('cust-victim', { externalCustomerId: 'cust-victim' }, 'victim')).status).toBe(200);
+      expect((await as('cust-victim', {}, 'victim')).body).toMatchObject({ code: 'RATE_LIMITED' });
+    });
   });
 
   it('refuses a non-Bearer scheme and an app key in place of a JWT', async () => {
@@ -268,6 +324,15 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     try {
       const res = await request(failingBroker.url).post('/session').set('authorization', `Bearer ${await sign()}`).send({});
       expect(res).toMatchObject({ status: 503, body: { code: 'AUTH_UNAVAILABLE' } });
+      // Anyone can send tokens with key ids no one has: each refusal is a warn line without frames, and the failed fetch
+      // behind them is said once per pause, with what failed.
+      for (let i = 0; i < 5; i++) expect((await request(failingBroker.url).post('/session').set('authorization', `Bearer ${await sign({}, { kid: `unknown-${i}` })}`).send({})).status).toBe(503);
+      const lines = failingBroker.logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string; code?: string; err?: { code?: string } });
+      expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+      expect(lines.filter((l) => l.msg === 'request refused' && l.code === 'AUTH_UNAVAILABLE' && l.level === 40)).toHaveLength(6);
+      const fetchFailures = lines.filter((l) => l.msg.includes('key set (JWT_JWKS_URL) could not be fetched'));
+      expect(fetchFailures).toHaveLength(1);
+      expect(fetchFailures[0]).toMatchObject({ level: 40, err: { code: 'ERR_JOSE_GENERIC' } });
     } finally {
       await failingBroker.close();
       await failing.close();
