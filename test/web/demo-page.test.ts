@@ -99,6 +99,39 @@ describeBrowser('sandbox demo page (real Web SDK camera UI, fake camera)', () =>
     expect(messages).toContain('Selfie accepted');
   }, 60_000);
 
+  test('a busy moment while it waits for the result (503, 429, no answer) is waited out, not the end of a finished onboarding', async () => {
+    const { broker, browser } = env;
+    const { page } = browser;
+    const refused = { status: 0, results: 0, dropped: 0 };
+    await page.route('**/session/status', async (route) => {
+      if (refused.status < 2) {
+        refused.status++;
+        return route.fulfill({ status: 503, headers: { 'retry-after': '1', 'content-type': 'application/json' }, body: '{"code":"OVERLOADED","message":"busy"}' });
+      }
+      if (refused.dropped < 1) {
+        refused.dropped++;
+        return route.abort('connectionreset');
+      }
+      return route.continue();
+    });
+    await page.route('**/demo/results', async (route) => {
+      if (refused.results++ < 1) return route.fulfill({ status: 429, headers: { 'retry-after': '1', 'content-type': 'application/json' }, body: '{"code":"RATE_LIMITED","message":"slow down"}' });
+      return route.continue();
+    });
+    try {
+      await page.goto(`${broker.url}/?manualAfter=1`);
+      await page.waitForFunction(() => typeof (window as any).OnBoarding?.create === 'function');
+      await page.click('#start-button');
+      await driveToEnd(page);
+      expect(refused).toEqual({ status: 2, results: 2, dropped: 1 });
+      expect(await page.textContent('#decision')).toMatch(/^(APPROVE|DECLINE|REVIEW)$/);
+      expect(((await page.textContent('#scores')) ?? '').length).toBeGreaterThan(0);
+    } finally {
+      await page.unroute('**/session/status');
+      await page.unroute('**/demo/results');
+    }
+  }, 60_000);
+
   test("marks the onboarding finished itself (a flow that completes only on finish-status) and waits for a reviewer's verdict", async () => {
     const { broker, browser } = env;
     const { page } = browser;

@@ -116,6 +116,49 @@ describeBrowser('operator page (Chromium)', () => {
     expect(await webStorage(page)).not.toContain(ADMIN_KEY);
   }, 60_000);
 
+  test("the detail shown is always the address's session: another's goes at once, a late answer is dropped, a failed load shows none", async () => {
+    const { broker, browser } = env;
+    const mk = async () => ((await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string }).interviewId;
+    const [first, second, third] = [await mk(), await mk(), await mk()];
+    const { page } = browser;
+    await page.goto(`${broker.url}/operator#${first}`);
+    await signIn(page);
+    await page.locator('#detail').waitFor();
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    await page.route(`**/sessions/${second}`, async (route) => {
+      await released;
+      await route.continue();
+    });
+    try {
+      await page.evaluate(() => {
+        const read: string[] = ((window as unknown as { answersRead: string[] }).answersRead = []);
+        const fetch = window.fetch;
+        window.fetch = (input, init) => fetch(input, init).finally(() => read.push(String(input)));
+      });
+      // Asked for the second (its answer held): the first's results leave the page at once.
+      await page.evaluate((id) => (location.hash = `#${id}`), second);
+      await page.waitForFunction(() => /Loading/.test(document.getElementById('status')!.textContent ?? ''));
+      expect(await page.isHidden('#detail')).toBe(true);
+      expect(await page.textContent('#detail-json')).toBe('');
+      // Then the third, answered first; the second's answer comes last and is dropped.
+      await page.evaluate((id) => (location.hash = `#${id}`), third);
+      await page.waitForFunction((id) => (document.getElementById('detail-json')!.textContent ?? '').includes(id), third);
+      release();
+      await page.waitForFunction((id) => (window as unknown as { answersRead: string[] }).answersRead.some((u) => u.endsWith(`/sessions/${id}`)), second);
+      expect(await page.textContent('#detail-json')).toContain(third);
+      expect(await page.textContent('#detail-json')).not.toContain(second);
+      expect(await page.textContent('#detail-title')).toContain(third);
+    } finally {
+      await page.unroute(`**/sessions/${second}`);
+    }
+    // A session that cannot be loaded: the error, and no other session's results under its address.
+    await page.evaluate(() => (location.hash = '#ffffffffffffffffffffffff'));
+    await page.waitForFunction(() => /HTTP 404/.test(document.getElementById('status')!.textContent ?? ''));
+    expect(await page.isHidden('#detail')).toBe(true);
+    expect(await page.textContent('#detail-json')).toBe('');
+  }, 60_000);
+
   test('the API docs render under their own CSP (never framed, nothing from other origins), opened apart from the page holding the key', async () => {
     const { broker, browser } = env;
     const { page } = browser;
