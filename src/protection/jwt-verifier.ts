@@ -85,8 +85,10 @@ async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs 
     } catch (err) {
       noteKeys(); // a refetch for an unknown key id may have succeeded before the token was judged
       if (tokenJudged(err)) throw err;
+      // Every request waiting on the one fetch (jose shares it) fails with it: it is said once.
+      const first = now() >= failedAt + JWKS_FAILURE_PAUSE_MS;
       failedAt = now();
-      onKeySetFailure?.(err);
+      if (first) onKeySetFailure?.(err);
       return fromHeldKeys(header, token);
     }
   };
@@ -95,7 +97,8 @@ async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs 
   // jose checks iat only against a maximum age: a token issued in the future (a signer's clock far ahead, or one minted
   // to be used later) would be taken. Refused beyond the same tolerance as exp and nbf.
   const issuedBeforeNow = (payload: JWTPayload): JWTPayload => {
-    if (typeof payload.iat === 'number' && payload.iat > now() / 1000 + claims.clockTolerance)
+    // The wall clock, as jose's own exp and nbf checks read it (`now` times only the key set's fetches).
+    if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + claims.clockTolerance)
       throw new errors.JWTClaimValidationFailed('"iat" claim timestamp check failed (it should be in the past)', payload, 'iat', 'check_failed');
     return payload;
   };

@@ -190,6 +190,16 @@ export class JobWorker {
     );
   }
 
+  /** The job's later retry, if any; a fault in deciding it costs only the retry (logged), never the dead letter. */
+  private retryOf(job: Job, e: JobError, jobLog: Record<string, unknown>): NewJob | undefined {
+    try {
+      return this.o.retryOf?.(job, e.code, e.retryable) ?? undefined;
+    } catch (err) {
+      this.o.log.error({ ...jobLog, err: loggedError(err) }, 'deciding a dead-lettered job\'s later retry failed; none is queued');
+      return undefined;
+    }
+  }
+
   private async recordDone(job: Job, jobLog: Record<string, unknown>): Promise<void> {
     if (!(await this.record(this.o.store.completeJob(job, this.owner, this.now()), jobLog, 'finished'))) return;
     this.o.metrics.jobs.inc({ kind: job.kind, outcome: 'done' });
@@ -227,7 +237,7 @@ export class JobWorker {
     } else {
       // Only a job this claim still holds is dead: else onDead would fail the session and release its webhook while
       // the attempt that holds it now may still succeed.
-      const then = this.o.retryOf?.(job, e.code, e.retryable) ?? undefined;
+      const then = this.retryOf(job, e, failed);
       if (!(await this.record(store.failJob(job, this.owner, e.code, null, now, then), failed, 'failed for good'))) return;
       // Its other follow-up (the session's row, a poll that can still repair it) is not atomic with the dead-letter: a
       // failure here is said, with the job, so an operator can refresh the session (the sweep repairs a results job's).

@@ -178,14 +178,13 @@ const COMPLETE_JOB = completeJobSql(pgArgs(1));
 const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
   e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
   SELECT 1 FROM d`;
-// A dead letter with the later retry it queues (`then`), in one statement; a `whileLive` one waits for an erasure
-// holding its session and is left out over an erased one.
-const deadJobThenSql = (whileLive: boolean) => `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
+// A dead letter with the later retry it queues (`then`), in one statement.
+const DEAD_JOB_THEN = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
   e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL),
-  n AS (${queuedJobSql(6, `WHERE EXISTS (SELECT 1 FROM d)${whileLive ? ` AND EXISTS (${liveSessionSql(pgArgs(8), ERASURE_FENCE)})` : ''}`)})
+  n AS (${queuedJobSql(6, 'WHERE EXISTS (SELECT 1 FROM d)')})
   SELECT 1 FROM d`;
-const DEAD_JOB_THEN = deadJobThenSql(false);
-const DEAD_JOB_THEN_WHILE_LIVE = deadJobThenSql(true);
+// A `whileLive` retry's session, locked against an erasure (which waits for it, or is waited for and then seen).
+const LIVE_SESSION_FENCE = liveSessionSql(pgArgs(1), ERASURE_FENCE);
 const RETRY_JOB = retryJobSql(pgArgs(1));
 const SESSIONS_DUE = sessionsDueSql(pgArgs(1));
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
@@ -607,13 +606,16 @@ export class PostgresStore implements Store {
 
   async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: NewJob): Promise<boolean> {
     const held = heldParams(job, owner);
+    // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
+    const dead = (c: Queryable, retry?: NewJob) => (retry ? this.q(DEAD_JOB_THEN, [errorCode, now, ...held, ...queuedJobParams(retry, now)], c) : this.q(DEAD_JOB, [errorCode, now, ...held], c));
     const r =
       retryAt !== null
         ? await this.q(RETRY_JOB, [errorCode, retryAt, now, ...held])
-        : // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
-          then
-          ? await this.q(then.whileLive ? DEAD_JOB_THEN_WHILE_LIVE : DEAD_JOB_THEN, [errorCode, now, ...held, ...queuedJobParams(then, now)])
-          : await this.q(DEAD_JOB, [errorCode, now, ...held]);
+        : then?.whileLive
+          ? // The session is locked before the job, in the order an erasure takes them (session, then its jobs): the
+            // other order deadlocks against an erasure of the same session.
+            await this.tx(async (c) => dead(c, ((await this.q(LIVE_SESSION_FENCE, [then.subject], c)).rowCount ?? 0) > 0 ? then : undefined))
+          : await dead(this.pool, then);
     return (r.rowCount ?? 0) > 0;
   }
 

@@ -31,7 +31,15 @@
     });
     if (sent !== generation) throw stale();
     if (res.status === 401) throw Object.assign(new Error('unauthorized: the service key was refused'), { unauthorized: true });
-    const data = await res.json().catch(() => ({}));
+    let data = {};
+    try {
+      data = await res.json();
+    } catch (e) {
+      if (sent !== generation) throw stale();
+      // The timeout covers the body too: an answer that stalls is no answer, not an empty session.
+      if (e.name === 'TimeoutError' || e.name === 'AbortError') throw new Error(`no answer within ${CALL_TIMEOUT_MS / 1000} s`);
+      if (res.ok) throw new Error(`HTTP ${res.status}: the answer could not be read`);
+    }
     if (sent !== generation) throw stale();
     if (!res.ok) throw new Error(`HTTP ${res.status} ${data.message || ''}`.trim());
     return data;
@@ -100,7 +108,10 @@
     // What another address showed goes at once: it must never stand under this one's, nor stay after its load fails.
     const asked = ++detailAsked;
     hideDetail();
-    if (!id) return;
+    if (!id) {
+      if (serviceKey) status(`${$('sessions').children.length} session(s)`, 'ok');
+      return;
+    }
     status(`Loading ${id}…`, '');
     try {
       const s = await call(`/sessions/${encodeURIComponent(id)}`);

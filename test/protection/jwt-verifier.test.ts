@@ -79,6 +79,18 @@ describe('createJwtVerifier', () => {
     expect(idp.hits).toBe(2);
   });
 
+  it('says a failed fetch once, however many requests were waiting on it', async () => {
+    const idp = await startIdp(null);
+    idps.push(idp);
+    const failures: unknown[] = [];
+    const verify = createJwtVerifier({ jwksUrl: idp.url, issuer: ISSUER, audience: AUDIENCE, onKeySetFailure: (err) => failures.push(err) });
+    const k1 = await keyPair('k1');
+    const tokens = await Promise.all(Array.from({ length: 20 }, (_, i) => sign(k1.privateKey, { kid: `k${i}` })));
+    await Promise.all(tokens.map((t) => expectUnavailable(verify(t))));
+    expect(idp.hits).toBe(1);
+    expect(failures).toHaveLength(1);
+  });
+
   it('while the identity provider fails, keys fetched within the last hour still verify the tokens they can, and no longer after', async () => {
     const k1 = await keyPair('k1');
     const idp = await startIdp({ keys: [k1.jwk] });

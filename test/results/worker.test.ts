@@ -59,6 +59,37 @@ async function afterOneFailure(err: Error, opts: { backoffMs: number; maxAttempt
   }
 }
 
+describe("a dead-lettered job's later retry", () => {
+  it('is queued with the dead letter; a fault deciding it is logged and costs only the retry, never the dead letter or the process', async () => {
+    const logs = new LogCapture();
+    const dead: string[] = [];
+    for (const subject of ['ok', 'faulty']) await store.enqueueJob({ kind: 'callback', subject, runAt: T0 }, T0);
+    const w = worker({
+      handle: async () => {
+        throw new JobError('CALLBACK_HTTP_500', true);
+      },
+      maxAttempts: 1,
+      now: () => T0,
+      log: pino({ level: 'info' }, logs),
+      onDead: async (job) => void dead.push(job.subject),
+      retryOf: (job) => {
+        if (job.subject === 'faulty') throw new TypeError('a bug');
+        return { kind: 'callback', subject: job.subject, runAt: T0 + 3_600_000, dedupeKey: `retry:${job.subject}` };
+      },
+    });
+    w.start();
+    try {
+      await waitFor(async () => dead.length === 2 || null, 5_000, 10);
+    } finally {
+      await w.stop(1000);
+    }
+    const states = async (subject: string) => (await store.listJobs(subject)).map((j) => `${j.state}@${j.runAt - T0}`);
+    expect(await states('ok')).toEqual(['dead@0', 'queued@3600000']);
+    expect(await states('faulty')).toEqual(['dead@0']);
+    expect(logs.text).toContain("deciding a dead-lettered job's later retry failed");
+  });
+});
+
 describe('a failure the handler did not name', () => {
   const captured = () => {
     const logs = new LogCapture();

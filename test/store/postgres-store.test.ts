@@ -467,6 +467,35 @@ describeWith('postgres', 'PostgresStore', () => {
       }
     });
 
+    it("a dead callback's retry racing an erasure of its session waits for it, then leaves the retry out (never a deadlock)", async () => {
+      const s = track(open(newSchema(), new Cipher([K1])));
+      await s.migrate();
+      await s.upsertSession({ interviewId: 'c1', origin: 'broker', token: 'tok-c1', now: 1000 });
+      await s.enqueueJob({ kind: 'callback', subject: 'c1', payload: { event: 'results_ready', decision: 'approve' }, runAt: 1000 }, 1000);
+      const [job] = await s.claimJobs('w', 1, 60_000, 1000, 'c1');
+      // An erasure in progress, as eraseSession takes its locks: the session row first, then (below) its jobs.
+      const eraser = await s.pool.connect();
+      try {
+        const eraserPid = (await eraser.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+        await eraser.query('BEGIN');
+        await eraser.query("SELECT 1 FROM sessions WHERE interview_id = 'c1' FOR UPDATE");
+        const retry = { kind: 'callback', subject: 'c1', payload: { decision: 'approve', deadSince: 2000 }, runAt: 3_602_000, dedupeKey: 'callback-retry:e1', whileLive: true };
+        const dying = s.failJob(job, 'w', 'CALLBACK_HTTP_500', null, 2000, retry);
+        await waitFor(async () => {
+          const { rows } = await adminPool().query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [eraserPid]);
+          return rows[0].n >= 1;
+        }, 5000, 10);
+        // The erasure goes on to the session's jobs, the dying one among them.
+        await eraser.query("UPDATE jobs SET payload = '{}' WHERE subject = 'c1'");
+        await eraser.query("UPDATE sessions SET results_status = 'erased' WHERE interview_id = 'c1'");
+        await eraser.query('COMMIT');
+        expect(await dying).toBe(true);
+        expect((await s.listJobs('c1')).map((j) => ({ state: j.state, lastError: j.lastError, payload: j.payload }))).toEqual([{ state: 'dead', lastError: 'CALLBACK_HTTP_500', payload: {} }]);
+      } finally {
+        eraser.release();
+      }
+    });
+
     it('refuses a schema name that is not a plain lowercase identifier', () => {
       expect(() => open('bad"; DROP', new Cipher([K1]))).toThrow(/invalid schema name/);
     });

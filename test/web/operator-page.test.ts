@@ -157,6 +157,22 @@ describeBrowser('operator page (Chromium)', () => {
     await page.waitForFunction(() => /HTTP 404/.test(document.getElementById('status')!.textContent ?? ''));
     expect(await page.isHidden('#detail')).toBe(true);
     expect(await page.textContent('#detail-json')).toBe('');
+    // An address cleared while a session loads: the page says what it lists, not "Loading" for good.
+    await page.route(`**/sessions/${first}`, async (route) => {
+      await new Promise((r) => setTimeout(r, 300));
+      await route.continue();
+    });
+    try {
+      await page.evaluate((id) => (location.hash = `#${id}`), first);
+      await page.waitForFunction(() => /Loading/.test(document.getElementById('status')!.textContent ?? ''));
+      await page.evaluate(() => (location.hash = ''));
+      await page.waitForFunction(() => /^\d+ session\(s\)$/.test(document.getElementById('status')!.textContent ?? ''));
+      await page.waitForTimeout(600);
+      expect(await page.textContent('#status')).toMatch(/^\d+ session\(s\)$/);
+      expect(await page.isHidden('#detail')).toBe(true);
+    } finally {
+      await page.unroute(`**/sessions/${first}`);
+    }
   }, 60_000);
 
   test('the API docs render under their own CSP (never framed, nothing from other origins), opened apart from the page holding the key', async () => {
