@@ -533,6 +533,10 @@ export function loadConfig(env: Env): Config {
   const production = nodeEnv === 'production';
   const port = int(env, 'PORT');
   const apiKey = str(env, 'INCODE_API_KEY');
+  // Sent as the x-api-key header: a line break or control character pasted in with it would fail every call as a
+  // connection error, which sends the operator looking at the network.
+  if (apiKey && /[^\x20-\x7e]/.test(apiKey))
+    throw new ConfigError('INCODE_API_KEY', 'holds a character an HTTP header cannot carry (a line break, tab or other control or non-ASCII character, often pasted in with it)');
   const host = str(env, 'HOST')!;
   // An address or a name, as listen() takes it and as the sandbox's own URL is built from it (an IPv6 address goes in
   // brackets there, so it may not bring its own, nor a zone or a port).

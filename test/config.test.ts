@@ -203,6 +203,13 @@ describe('loadConfig', () => {
     expect(e.message).toContain(variable);
   });
 
+  it.each(['key-123\r\nX-Evil: 1', 'key\u0001123', 'kéy-123', 'key\t123'])('refuses an INCODE_API_KEY no HTTP header can carry (%j), naming it and not its value', (apiKey) => {
+    const e = errorFor({ INCODE_API_KEY: apiKey, DATA_ENCRYPTION_KEY: KEY });
+    expect(e.variable).toBe('INCODE_API_KEY');
+    expect(e.message).toMatch(/header cannot carry/);
+    expect(e.message).not.toContain(apiKey.trim());
+  });
+
   it('takes JWT_CUSTOMER_ID_CLAIM only with CALLER_AUTH=jwt, and only as a claim name', () => {
     const jwt = { INCODE_API_KEY: 'k', DATA_ENCRYPTION_KEY: KEY, CALLER_AUTH: 'jwt', JWT_JWKS_URL: 'https://idp.example.com/jwks.json', JWT_ISSUER: 'https://idp.example.com/', JWT_AUDIENCE: 'broker' };
     expect(loadConfig({ ...jwt, JWT_CUSTOMER_ID_CLAIM: 'https://bank.example/customer' }).callerAuth.customerIdClaim).toBe('https://bank.example/customer');
