@@ -1,7 +1,7 @@
 // Store over better-sqlite3: WAL, cached prepared statements, BEGIN IMMEDIATE for every read-then-write so several processes can share a file.
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Cipher, hashesEqual } from './crypto';
 import { TurnBatch } from '../util/turn-batch';
@@ -153,6 +153,22 @@ const RETRY_JOB = retryJobSql(sqliteArgs);
 const LIVE_SESSION = liveSessionSql(sqliteArgs);
 const SESSIONS_DUE = sessionsDueSql(sqliteArgs);
 
+/**
+ * mkdir -p, one directory at a time: Node 20's recursive mkdirSync spins for good (at full CPU, deaf to signals) on a
+ * path it cannot create under some file systems (/proc/nope/db), where this fails with ENOENT naming the directory.
+ */
+function makeDirectories(dir: string): void {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) makeDirectories(parent);
+  try {
+    mkdirSync(dir);
+  } catch (err) {
+    // Made meanwhile by another process opening the same database.
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
 export class SqliteStore implements Store {
   readonly engine = 'sqlite' as const;
   /** The underlying handle, for tests and maintenance (checkpoints, backups). */
@@ -162,7 +178,7 @@ export class SqliteStore implements Store {
 
   constructor(opts: SqliteStoreOptions) {
     this.cipher = opts.cipher;
-    if (opts.filename !== IN_MEMORY) mkdirSync(dirname(opts.filename), { recursive: true });
+    if (opts.filename !== IN_MEMORY) makeDirectories(dirname(opts.filename));
     this.db = new Database(opts.filename);
     this.db.pragma('journal_mode = WAL');
     // NORMAL is durable across application crashes in WAL mode and is what makes >1k commits/s possible; FULL adds

@@ -411,6 +411,19 @@ describe('SqliteStore specifics', () => {
   }, 60_000);
 });
 
+describe('a SQLite file whose directory cannot be made', () => {
+  it('fails at once naming the directory, never spinning (Node 20 recursive mkdir loops for good under /proc)', async () => {
+    // In a child process (one: node with tsx's loader), killed at its timeout: the old spin ignored every other signal
+    // and would have held the test runner.
+    const code = `const { SqliteStore } = require(${JSON.stringify(resolve(__dirname, '../../src/store/sqlite-store'))});
+      const { Cipher } = require(${JSON.stringify(resolve(__dirname, '../../src/store/crypto'))});
+      try { new SqliteStore({ filename: '/proc/no-such-dir/sub/x.db', cipher: new Cipher([{ id: 'k1', key: Buffer.alloc(32, 1) }]) }); console.log('opened'); }
+      catch (e) { console.log(JSON.stringify({ code: e.code, path: e.path })); }`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '-e', code], { cwd: resolve(__dirname, '../..'), timeout: 20_000, killSignal: 'SIGKILL' });
+    expect(JSON.parse(stdout.trim())).toEqual({ code: 'ENOENT', path: '/proc/no-such-dir' });
+  }, 30_000);
+});
+
 describe('a SQLite file locked by another process', () => {
   it('reads as "database unavailable" (503), not as a bug', () => {
     const dir = tempDir('sqlite-busy-');
