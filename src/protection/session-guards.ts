@@ -95,6 +95,11 @@ export interface SessionGuards {
    */
   customerIdOf(req: FastifyRequest, sent: string | undefined): string | undefined;
   /**
+   * With JWT_CUSTOMER_ID_CLAIM, refuses (403) a caller whose token's claim is not `owner`, a session's externalCustomerId
+   * (null: a session started for no one, which no user owns); without it, nothing.
+   */
+  assertOwner(req: FastifyRequest, owner: string | null): void;
+  /**
    * Runs create() once per Idempotency-Key; a retry with the same key and body gets the same session. create()
    * gets the claimed key and must record it with the session it stores (NewSession.idempotency), in one write.
    * `request` builds what a retry must repeat, only when a key was sent (for an upload, digests of tens of MB).
@@ -257,5 +262,10 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     if (sent !== undefined && sent !== named) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', `externalCustomerId must be the user the bearer token names (its "${customerIdClaim}" claim), or left out`);
     return named;
   }
-  return { onRequest: authentication, preHandlers, idempotent, customerIdOf };
+  function assertOwner(req: FastifyRequest, owner: string | null): void {
+    if (customerIdClaim === undefined) return;
+    if (owner === null) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', 'This session was started for no user: it cannot be resumed under JWT_CUSTOMER_ID_CLAIM');
+    if (customerIdOf(req, owner) !== owner) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', 'This session was started for another user');
+  }
+  return { onRequest: authentication, preHandlers, idempotent, customerIdOf, assertOwner };
 }

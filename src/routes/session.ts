@@ -217,7 +217,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         tags: ['session'],
         ...callerSecurity(config.callerAuth.mode),
         body: ResumeBody,
-        response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 404, 409, 502, 504]),
+        response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 403, 404, 409, 502, 504]),
       },
     },
     async (req, reply) => {
@@ -233,6 +233,16 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       // A valid token proves the session exists and is not erased: erasure and the retention purge clear it.
       const { interviewId } = parsed;
       const { expiresAt, heldUntil, createdAt } = spent;
+      // Under JWT_CUSTOMER_ID_CLAIM, only the user the session was started for: a resume token that leaked (a QR code
+      // seen over a shoulder, a link forwarded) is no use to anyone else's login, and it stays the owner's to use.
+      if (config.callerAuth.customerIdClaim !== undefined) {
+        try {
+          guards.assertOwner(req, (await app.store.getSession(interviewId))?.externalCustomerId ?? null);
+        } catch (err) {
+          await app.store.restoreResumeToken(interviewId, parsed.tokenHash, expiresAt, heldUntil).catch(() => undefined);
+          throw err;
+        }
+      }
       // A finished onboarding needs no token any more, and a fresh one could still read its scores and OCR data from
       // Incode: a resume token that leaked from the app is worth nothing once the flow is over. (It stays spent.)
       if (isTerminal(spent.onboardingStatus)) throw sessionFinished();

@@ -274,6 +274,23 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
       expect(emu.app.emulator.sessions.size).toBe(before);
     });
 
+    it("a session is resumed only by the user it was started for; another user's attempt leaves the owner's resume token usable", async () => {
+      const started = await as('cust-carol', {}, 'carol');
+      expect(started.status).toBe(200);
+      const resume = async (customer: string | undefined, sub: string) =>
+        request(bound.url)
+          .post('/session/resume')
+          .set('authorization', `Bearer ${await sign(customer === undefined ? {} : { [CLAIM]: customer }, { sub })}`)
+          .send({ resumeToken: started.body.resumeToken });
+      const stolen = await resume('cust-mallory', 'mallory');
+      expect(stolen.status).toBe(403);
+      expect(stolen.body).toEqual({ code: 'CUSTOMER_ID_MISMATCH', message: expect.any(String), requestId: expect.any(String) });
+      expect((await resume(undefined, 'mallory')).body.code).toBe('CUSTOMER_ID_CLAIM_MISSING');
+      const back = await resume('cust-carol', 'carol');
+      expect(back.status).toBe(200);
+      expect(back.body.interviewId).toBe(started.body.interviewId);
+    });
+
     it("no user spends another customer's budget: a mismatch is refused before the per-customer limit counts it", async () => {
       for (let i = 0; i < 4; i++) expect((await as('cust-mallory', { externalCustomerId: 'cust-victim' }, 'mallory')).status).toBe(403);
       expect((await as('cust-victim', {}, 'victim')).status).toBe(200);
