@@ -100,7 +100,7 @@ export const ENV_SCHEMA = {
   WEBHOOK_CLIENT_SECRET_PREVIOUS: {
     kind: { type: 'string' },
     secret: true,
-    doc: 'During a rotation of WEBHOOK_CLIENT_SECRET: the old secret, still taken at the token endpoint, and the tokens issued under it still valid until they expire. Set the new one in WEBHOOK_CLIENT_SECRET and the old one here, then in Incode\'s dashboard; remove it a token lifetime (WEBHOOK_TOKEN_TTL_SECONDS) and a minute after the dashboard changed (tokens hold 60 s past their expiry).',
+    doc: 'During a rotation of WEBHOOK_CLIENT_SECRET: the old secret, still taken at the token endpoint, and the tokens issued under it still valid until they expire. Set the new one in WEBHOOK_CLIENT_SECRET and the old one here, then in Incode\'s dashboard; remove it a token lifetime (WEBHOOK_TOKEN_TTL_SECONDS) and a minute after the dashboard changed (tokens hold 60 s past their expiry). Removing it ends every token asked for with it at once, so a leaked secret is revoked with its tokens.',
   },
   WEBHOOK_SECRET: { kind: { type: 'string' }, secret: true, doc: 'Static shared secret Incode sends as a custom header.' },
   WEBHOOK_SECRET_PREVIOUS: { kind: { type: 'string' }, secret: true, doc: 'During a rotation of WEBHOOK_SECRET: the old one, still taken until Incode\'s dashboard sends the new one.' },

@@ -67,19 +67,21 @@ export const WEBHOOK_TOKEN_GRACE_SECONDS = 60;
 
 /**
  * Stateless access tokens (HMAC over expiry and nonce) so any replica can check what another issued. Signed under the
- * first secret's key; any secret's key verifies, so the tokens Incode holds stay good through a rotation of the
- * client secret (the old one listed second until they have expired).
+ * key of the secret the token was asked for with; any listed secret's key verifies, so the tokens Incode holds stay
+ * good through a rotation of the client secret (the old one listed second until they have expired), and taking a
+ * secret off the list (one that leaked) takes every token issued for it with it.
  */
 export class WebhookTokens {
   private readonly keys: Buffer[];
   constructor(secrets: readonly string[], private readonly ttlSeconds: number) {
     this.keys = secrets.map((secret) => createHmac('sha256', 'incode-broker/webhook-token').update(secret).digest());
   }
-  issue(now = Date.now()): { token: string; expiresIn: number } {
+  /** A token for the client that authenticated with the `secret`-th secret (0: the first). */
+  issue(now = Date.now(), secret = 0): { token: string; expiresIn: number } {
     // Rounded up: never a moment shorter than the `expires_in` told.
     const exp = Math.ceil(now / 1000) + this.ttlSeconds;
     const body = `whk1.${exp}.${randomBytes(12).toString('base64url')}`;
-    return { token: `${body}.${this.mac(this.keys[0], body)}`, expiresIn: this.ttlSeconds };
+    return { token: `${body}.${this.mac(this.keys[secret], body)}`, expiresIn: this.ttlSeconds };
   }
   verify(token: string, now = Date.now()): boolean {
     const parts = token.split('.');
@@ -145,6 +147,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
   // The new secret first (it signs), the one a rotation replaces after it.
   const clientSecrets = [cfg.clientSecret, cfg.previousClientSecret].filter((k): k is string => !!k);
   const clientSecretMatches = keyMatcher(clientSecrets);
+  const firstSecretMatches = keyMatcher(clientSecrets.slice(0, 1));
   const staticSecrets = [cfg.secret, cfg.previousSecret].filter((k): k is string => !!k);
   const staticSecretMatches = keyMatcher(staticSecrets);
   const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(clientSecrets, cfg.tokenTtlSeconds) : null;
@@ -190,7 +193,9 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         }
         (req as WebhookRequest).webhookAuth = 'oauth';
         if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
-        const t = tokens.issue();
+        // Which secret it was: the first, else (a rotation) the one that replaced it.
+        const readings = basicCredentials(req.headers.authorization);
+        const t = tokens.issue(Date.now(), credentialsMatch(readings, clientId, firstSecretMatches) ? 0 : 1);
         reply.header('cache-control', 'no-store');
         return { access_token: t.token, token_type: 'Bearer' as const, expires_in: t.expiresIn };
       },

@@ -13,7 +13,7 @@ import { createResultsRuntime } from '../../src/results/runtime';
 import * as img from '../../src/emulator/sample-images';
 import { Cipher, createStore, type Store } from '../../src/store/index';
 import type { EmulatorController } from '../../src/emulator/app';
-import { brokerEnv, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { brokerEnv, LogCapture, startEmulator, waitFor, type Running } from '../helpers/harness';
 
 const b64 = (b: Buffer) => b.toString('base64');
 const GOOD = { front: b64(img.idFront()), back: b64(img.idBack()), selfie: b64(img.selfie()) };
@@ -37,12 +37,11 @@ afterAll(async () => {
   await emulator.close();
 });
 
-async function rig(env: Record<string, string> = {}, incodeUrl = emulator.url): Promise<Rig> {
+async function rig(env: Record<string, string> = {}, incodeUrl = emulator.url, log = pino({ level: 'silent' })): Promise<Rig> {
   const config = loadConfig(brokerEnv(incodeUrl, { POLL_INTERVAL_MS: '100', JOB_MAX_ATTEMPTS: '3', JOB_BACKOFF_MS: '20', ...env }));
   const store = createStore({ url: 'sqlite::memory:', cipher: new Cipher(config.encryption.keys) });
   await store.migrate();
   const client = new IncodeClient({ baseUrl: incodeUrl, apiKey: config.incode.apiKey, timeoutMs: 3000, connectTimeoutMs: 1000, connections: 4, maxRetries: 1 });
-  const log = pino({ level: 'silent' });
   const metrics = createMetrics();
   const executiveTokens = ExecutiveTokenProvider.fromConfig(client, config);
   const { pipeline, worker } = createResultsRuntime({ store, incode: client, executiveTokens, config, metrics, log }, { concurrency: 2, idleMs: 20 });
@@ -137,6 +136,21 @@ describe('a passing session', () => {
     expect(await stepsOf(c.interviewId)).toEqual(['start:ok', 'front:ok', 'back:ok', 'process-id:ok', 'selfie:ok', 'face-match:ok', 'wait:ok', 'finish:skipped', 'results:ok']);
     expect(r.events.map((e) => e.step)).toEqual(['start', 'front', 'back', 'process-id', 'selfie', 'face-match', 'wait', 'finish', 'results']);
     expect(await r.store.getResults(c.interviewId)).not.toBeNull();
+  });
+
+  it("an erasure during the wait ends it as SESSION_ERASED, logged as a stop its owner asked for, not as an error", async () => {
+    await r.close();
+    const logs = new LogCapture();
+    r = await rig({}, emulator.url, pino({ level: 'info' }, logs));
+    // A flow that never finishes on its own: the wait is still on when the session is erased.
+    const captures = await r.orchestrator.runCaptures(input({ externalCustomerId: 'emu:no-auto-finish' }));
+    const waiting = r.orchestrator.finish(captures.interviewId).then(() => null, (e: unknown) => e);
+    await waitFor(async () => (await r.store.getSession(captures.interviewId))?.onboardingStatus !== 'UNKNOWN' || null, 10_000);
+    expect(await r.store.eraseSession(captures.interviewId, 'test', Date.now())).toBe(true);
+    expect(await waiting).toMatchObject({ code: 'SESSION_ERASED' });
+    const lines = logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string; code?: string });
+    expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+    expect(lines).toContainEqual(expect.objectContaining({ level: 30, msg: 'onboarding stopped', code: 'SESSION_ERASED' }));
   });
 
   it('marks the session completed when MARK_COMPLETE is on', async () => {

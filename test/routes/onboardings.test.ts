@@ -385,6 +385,9 @@ describe('POST /onboardings', () => {
       // Nothing of it came back: no steps were recorded after the erasure.
       const view = await fetch(`${b.url}/sessions/${interviewId}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json() as Promise<Record<string, unknown>>);
       expect(view).toMatchObject({ resultsStatus: 'erased', steps: [] });
+      // A stop its owner asked for: said, but not as an error an alert would wake someone for.
+      const lines = b.logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string; code?: string });
+      expect(lines.filter((l) => l.level >= 50)).toEqual([]);
     });
   }, 30_000);
 

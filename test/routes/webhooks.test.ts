@@ -33,7 +33,7 @@ describe('webhook secret rotation', () => {
   const webhook = (url: string, headers: Record<string, string>) =>
     request(url).post('/webhooks/incode').set(headers).send({ interviewId: 'aaaaaaaaaaaaaaaaaaaaaaaa', onboardingStatus: 'ID_VALIDATION_FINISHED' });
 
-  it('takes the previous client secret and the tokens issued under it until the rotation is over, and signs with the new one', async () => {
+  it('takes the previous client secret and the tokens issued for it until the rotation is over, and no token of it after', async () => {
     const emu = await startEmulator();
     const before = await startBroker(brokerEnv(emu.url, { WEBHOOK_CLIENT_SECRET: OLD, RESULTS_MODE: 'webhook' }), { runWorker: false });
     const during = await startBroker(brokerEnv(emu.url, { WEBHOOK_CLIENT_SECRET: NEW, WEBHOOK_CLIENT_SECRET_PREVIOUS: OLD, RESULTS_MODE: 'webhook' }), { runWorker: false });
@@ -42,12 +42,15 @@ describe('webhook secret rotation', () => {
       const held = (await token(before.url, OLD).expect(200)).body.access_token as string;
       // The token Incode cached before the rotation, and the old credentials, still work during it.
       await webhook(during.url, { authorization: `Bearer ${held}` }).expect(200);
-      await token(during.url, OLD).expect(200);
+      const viaOld = (await token(during.url, OLD).expect(200)).body.access_token as string;
+      await webhook(during.url, { authorization: `Bearer ${viaOld}` }).expect(200);
       const fresh = (await token(during.url, NEW).expect(200)).body.access_token as string;
       await token(during.url, 'some-other-secret-0123456789').expect(401);
-      // Tokens issued during it are under the new secret: good after it too, and the old secret's are not.
+      // Tokens asked for with the new secret are good after the rotation too; every token of the old secret's, asked
+      // for before the rotation or during it, goes with it (the old secret may be leaving because it leaked).
       await webhook(after.url, { authorization: `Bearer ${fresh}` }).expect(200);
       await webhook(after.url, { authorization: `Bearer ${held}` }).expect(401);
+      await webhook(after.url, { authorization: `Bearer ${viaOld}` }).expect(401);
       await token(after.url, OLD).expect(401);
     } finally {
       for (const b of [before, during, after]) await b.close();
