@@ -30,7 +30,7 @@ import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
 import { AppError, overloadedError, shuttingDownError } from './errors';
 import { REDACT_PATHS, errSerializer, requestPath } from './logging';
-import { ErrorBody, securitySchemes } from './schemas';
+import { ErrorBody, securitySchemes, withCallbacks } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
 import { attemptMarginMs } from './results/worker';
@@ -391,7 +391,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       if (!('openapiObject' in doc)) return doc.swaggerObject;
       const body = doc.openapiObject.paths?.['/session']?.post?.requestBody;
       if (body && !('$ref' in body)) body.required = false;
-      return doc.openapiObject;
+      return withCallbacks(doc.openapiObject);
     },
   });
   await app.register(metricsPlugin, { tokens: config.metricsTokens });

@@ -18,6 +18,66 @@ export const Decision = Type.Union([Type.Literal('approve'), Type.Literal('decli
 /** Where a session's results stand, wherever it is answered. */
 export const ResultsStatus = Type.Union(['pending', 'ready', 'failed', 'unprocessable', 'erased'].map((s) => Type.Literal(s)));
 
+const EventTime = (description: string) => Type.String({ format: 'date-time', description });
+const CALLBACK_DATA = {
+  interviewId: Type.String(),
+  onboardingStatus: Type.String({ description: "The session's last status this service read (UNKNOWN when it has read none); Incode's list grows, so any text" }),
+  updatedAt: EventTime("The session's last change as the event left: order a session's events by it"),
+};
+
+/**
+ * The bodies of the customer callbacks (CALLBACK_URL), signed per Standard Webhooks: published in the OpenAPI document
+ * (x-webhooks), and each one sent is checked against them by the tests.
+ */
+export const ResultsReadyEvent = Type.Object(
+  {
+    type: Type.Literal('session.results_ready'),
+    timestamp: EventTime('When the results were stored: the same on every attempt of one webhook-id'),
+    data: Type.Object({ ...CALLBACK_DATA, decision: Decision }, { additionalProperties: false }),
+  },
+  { additionalProperties: false, description: 'Results were stored: read them with GET /sessions/{interviewId}' },
+);
+export const ResultsFailedEvent = Type.Object(
+  {
+    type: Type.Literal('session.results_failed'),
+    timestamp: EventTime('When the results were marked failed: the same on every attempt of one webhook-id'),
+    data: Type.Object(
+      { ...CALLBACK_DATA, resultsStatus: Type.Literal('failed'), code: Type.String({ description: 'Why (an open set: SESSION_EXPIRED, POLLING_GAVE_UP, INCODE_SESSION_GONE, CAPTURE_REJECTED, an INCODE_... code...)' }) },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false, description: "The session's results failed for good (its latest failure only)" },
+);
+
+const CALLBACK_HEADERS = [
+  ['webhook-id', "The event's id, the same on every attempt of it: dedupe by it"],
+  ['webhook-timestamp', "The attempt's time (Unix seconds): refuse one far from your clock"],
+  ['webhook-signature', 'v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>"> per CALLBACK_SECRET, space-separated: verify it over the body as it arrived, before parsing'],
+].map(([name, description]) => ({ name, in: 'header', required: true, description, schema: { type: 'string' } }));
+
+/**
+ * The document with the customer callbacks: under x-webhooks (OpenAPI 3.0 has no webhooks; documentation tools read
+ * x-webhooks), their bodies as named schemas a receiver's types can be generated from.
+ */
+export function withCallbacks<D extends { components?: { schemas?: object } }>(doc: D): D {
+  const callback = (schema: string, summary: string) => ({
+    post: {
+      summary,
+      description: 'Sent to CALLBACK_URL, signed per Standard Webhooks (https://www.standardwebhooks.com/)',
+      parameters: CALLBACK_HEADERS,
+      requestBody: { required: true, content: { 'application/json': { schema: { $ref: `#/components/schemas/${schema}` } } } },
+      responses: { '2XX': { description: 'Taken: the event is not sent again' }, default: { description: 'Anything else, or no answer within 10 s: sent again with backoff' } } },
+  });
+  return {
+    ...doc,
+    components: { ...doc.components, schemas: { ...doc.components?.schemas, ResultsReadyEvent, ResultsFailedEvent } },
+    'x-webhooks': {
+      'session.results_ready': callback('ResultsReadyEvent', 'Results stored'),
+      'session.results_failed': callback('ResultsFailedEvent', 'Results failed for good'),
+    },
+  };
+}
+
 /** A status answered either by the route itself (schema) or by the error handler (e.g. 503 while shutting down). */
 export function orError(schema: TSchema): TSchema {
   return Type.Union([schema, errorRef]);

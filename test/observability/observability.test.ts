@@ -205,6 +205,11 @@ describe('HTTP hygiene', () => {
       expect.arrayContaining(['/session', '/session/resume', '/session/status', '/webhooks/incode', '/webhooks/incode/token', '/sessions', '/sessions/{interviewId}', '/sessions/{interviewId}/refresh', '/onboardings', '/healthz', '/readyz']),
     );
     expect(doc.body.paths['/session'].post.responses).toHaveProperty('429');
+    // The customer callbacks: their bodies as named schemas, and how they are signed (the tests of the callbacks check
+    // every body sent against these).
+    expect(doc.body['x-webhooks']['session.results_ready'].post.requestBody.content['application/json'].schema).toEqual({ $ref: '#/components/schemas/ResultsReadyEvent' });
+    expect(doc.body['x-webhooks']['session.results_failed'].post.parameters.map((h: { name: string }) => h.name)).toEqual(['webhook-id', 'webhook-timestamp', 'webhook-signature']);
+    expect(doc.body.components.schemas.ResultsFailedEvent.properties.data.required).toEqual(expect.arrayContaining(['interviewId', 'code', 'updatedAt']));
     const ui = await request(broker.url).get('/docs').redirects(3).expect(200);
     expect(ui.headers['content-type']).toMatch(/text\/html/);
     expect(ui.text).toMatch(/swagger/i);

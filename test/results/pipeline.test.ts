@@ -34,6 +34,9 @@ import type { IncodeClient } from '../../src/incode/client';
 import type { ExecutiveTokenProvider } from '../../src/incode/executive-token';
 import { createMetrics } from '../../src/plugins/metrics';
 import pino from 'pino';
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
+import { ResultsFailedEvent, ResultsReadyEvent } from '../../src/schemas';
 import { memoryStore, storeWith } from '../helpers/store-proxy';
 import { captureAll } from '../helpers/flow';
 import { tempDir } from '../helpers/temp';
@@ -1015,6 +1018,7 @@ function pipelineSuite(which: Engine) {
     expect(headers['webhook-signature']).toBe(`v1,${expected}`);
     const event = JSON.parse(body);
     expect(event).toMatchObject({ type: 'session.results_ready', data: { interviewId: s.interviewId, onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve' } });
+    expect(asPublished(body)).toBe(true);
     expect(body).not.toContain('cust-secret-name');
     // The event's own id (its job's), the same on its retry: the first attempt was refused. The job is marked done once
     // the receiver's answer is read, a moment after the receiver saw the delivery.
@@ -1274,6 +1278,7 @@ function pipelineSuite(which: Engine) {
       await waitFor(() => receiver.received.length > 0 || null, 10_000);
       const failed = receiver.received[0];
       expect(JSON.parse(failed.body)).toMatchObject({ type: 'session.results_failed', data: { interviewId: s.interviewId, onboardingStatus: 'EXPIRED', resultsStatus: 'failed', code: 'SESSION_EXPIRED', updatedAt: expect.any(String) } });
+      expect(asPublished(failed.body)).toBe(true);
       expect(String(failed.headers['webhook-id'])).toMatch(new RegExp(`^msg_${s.interviewId}_results_failed_[0-9a-f-]{36}$`));
       const signed = createHmac('sha256', CALLBACK_SECRET_BYTES).update(`${failed.headers['webhook-id']}.${failed.headers['webhook-timestamp']}.${failed.body}`).digest('base64');
       expect(failed.headers['webhook-signature']).toBe(`v1,${signed}`);
@@ -1487,6 +1492,14 @@ const bareStores: SqliteStore[] = [];
 afterEach(async () => {
   for (const s of bareStores.splice(0)) await s.close();
 });
+/** Whether a callback's body is what the OpenAPI document publishes for its type (x-webhooks); Ajv's errors if not. */
+function asPublished(body: string): unknown {
+  const ajv = addFormats(new Ajv({ strict: false, allErrors: true }));
+  const event = JSON.parse(body) as { type?: string };
+  const check = ajv.compile(event.type === 'session.results_failed' ? ResultsFailedEvent : ResultsReadyEvent);
+  return check(event) ? true : check.errors;
+}
+
 async function barePipeline(override: (real: SqliteStore) => StoreOverride = () => () => null) {
   const config = loadConfig(brokerEnv('http://127.0.0.1:9', { RESULTS_MODE: 'both' }));
   const real = await memoryStore();
