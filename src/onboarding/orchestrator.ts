@@ -166,8 +166,11 @@ function isCaptureAnswer(err: unknown): err is IncodeError {
   return err instanceof IncodeError && err.isCaptureAnswer;
 }
 
-/** The ends of an onboarding that someone asked for: its session erased, or the run stopped. */
-const ASKED_STOPS: ReadonlySet<string> = new Set(['SESSION_ERASED', 'SESSION_NOT_FOUND', 'ABORTED']);
+/** The ends of an onboarding that someone asked for: its session erased, or the run stopped (a caller, a shutdown). */
+const ASKED_STOPS: ReadonlySet<string> = new Set(['SESSION_ERASED', 'ABORTED']);
+
+/** Whether an onboarding's error code is a stop someone asked for, no failure of the service's. */
+export const askedStop = (code: unknown): boolean => typeof code === 'string' && ASKED_STOPS.has(code);
 
 /** Incode's "Processing error" (6000, seen under a 4xx and a 500). */
 function isProcessingError(err: unknown): err is IncodeError {
@@ -510,7 +513,7 @@ export class Orchestrator {
     } else if (isDatabaseUnavailable(err)) e = new OnboardingError(step, 'DATABASE_UNAVAILABLE', `The database did not answer at step ${step}`, interviewId, err);
     else e = new OnboardingError(step, 'INTERNAL_ERROR', `Step ${step} failed unexpectedly`, interviewId);
     // A stop someone asked for (an erasure, a shutdown, a caller's abort) is no failure of the service's.
-    if (ASKED_STOPS.has(e.code)) this.d.log.info({ interviewId, step, code: e.code }, 'onboarding stopped');
+    if (askedStop(e.code)) this.d.log.info({ interviewId, step, code: e.code }, 'onboarding stopped');
     else this.d.log.error({ interviewId, step, code: e.code, incodeStatus: e.incode?.incodeStatus }, 'onboarding step failed');
     // Not when the database itself failed: recording that would only wait out another DATABASE_TIMEOUT_MS before the
     // answer (503 with the interviewId); the session stays as it was, for polling to follow.

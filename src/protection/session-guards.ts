@@ -254,18 +254,25 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
 
   function customerIdOf(req: FastifyRequest, sent: string | undefined): string | undefined {
     if (customerIdClaim === undefined) return sent;
+    const named = claimedId(req, customerIdClaim);
+    if (sent !== undefined && sent !== named) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', `externalCustomerId must be the user the bearer token names (its "${customerIdClaim}" claim), or left out`);
+    return named;
+  }
+
+  /** The user id the caller's token names in `claim`, as it has it; 403 when it has none a session could go under. */
+  function claimedId(req: FastifyRequest, claim: string): string {
     const named = req.callerCustomerId;
     // Spelled as the token has it: the id Incode and the results API show is the identity provider's. One the body
     // could not carry (too long, control characters) is refused as the body's would be.
     if (typeof named !== 'string' || named.length > 128 || !CUSTOMER_ID.test(named))
-      throw new AppError(403, 'CUSTOMER_ID_CLAIM_MISSING', `The bearer token has no usable "${customerIdClaim}" claim (up to 128 characters, no control characters), which names the user sessions are started for (JWT_CUSTOMER_ID_CLAIM)`);
-    if (sent !== undefined && sent !== named) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', `externalCustomerId must be the user the bearer token names (its "${customerIdClaim}" claim), or left out`);
+      throw new AppError(403, 'CUSTOMER_ID_CLAIM_MISSING', `The bearer token has no usable "${claim}" claim (up to 128 characters, no control characters), which names the user sessions are started for (JWT_CUSTOMER_ID_CLAIM)`);
     return named;
   }
   function assertOwner(req: FastifyRequest, owner: string | null): void {
     if (customerIdClaim === undefined) return;
+    const named = claimedId(req, customerIdClaim);
     if (owner === null) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', 'This session was started for no user: it cannot be resumed under JWT_CUSTOMER_ID_CLAIM');
-    if (customerIdOf(req, owner) !== owner) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', 'This session was started for another user');
+    if (owner !== named) throw new AppError(403, 'CUSTOMER_ID_MISMATCH', 'This session was started for another user');
   }
   return { onRequest: authentication, preHandlers, idempotent, customerIdOf, assertOwner };
 }

@@ -5,7 +5,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../config';
 import { AppError, databaseUnavailableError, overloadedError } from '../errors';
 import { assertCountryCode } from '../iso3166';
-import { OnboardingError, Orchestrator, handOffQueuesCheck, type CaptureStep } from '../onboarding/orchestrator';
+import { OnboardingError, Orchestrator, askedStop, handOffQueuesCheck, type CaptureStep } from '../onboarding/orchestrator';
 import { decodeImage } from '../onboarding/images';
 import { serviceKeyGuard } from '../plugins/service-auth';
 import { idempotencyInProgress, type SessionGuards } from '../protection/session-guards';
@@ -151,6 +151,7 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         async (err: unknown) => {
           const e = err as OnboardingError;
           if (e?.code === 'ABORTED') log.warn({ interviewId }, `onboarding left to ${leftTo} at shutdown`);
+          else if (askedStop(e?.code)) log.info({ interviewId, code: e.code }, 'onboarding stopped: its session was erased');
           else log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
           // Stopped, timed out or refused for a while (the session kept pending), as opposed to given up: checked later.
           // Part of p, so shutdown waits for it while the store is still open.

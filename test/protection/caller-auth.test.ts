@@ -284,7 +284,7 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
           .send({ resumeToken: started.body.resumeToken });
       const stolen = await resume('cust-mallory', 'mallory');
       expect(stolen.status).toBe(403);
-      expect(stolen.body).toEqual({ code: 'CUSTOMER_ID_MISMATCH', message: expect.any(String), requestId: expect.any(String) });
+      expect(stolen.body).toEqual({ code: 'CUSTOMER_ID_MISMATCH', message: 'This session was started for another user', requestId: expect.any(String) });
       expect((await resume(undefined, 'mallory')).body.code).toBe('CUSTOMER_ID_CLAIM_MISSING');
       const back = await resume('cust-carol', 'carol');
       expect(back.status).toBe(200);

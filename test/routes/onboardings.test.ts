@@ -391,6 +391,20 @@ describe('POST /onboardings', () => {
     });
   }, 30_000);
 
+  it('an erasure while the onboarding finishes in the background stops it, logged as a stop, not as an error', async () => {
+    await withOwnIncode({ processingDelayMs: 50 }, { POLL_INTERVAL_MS: '100' }, async ({ b }) => {
+      // A flow that never finishes on its own: the background wait is still on when the session is erased.
+      const accepted = await post({ ...GOOD, externalCustomerId: 'emu:no-auto-finish' }, { url: b.url });
+      expect(accepted.status).toBe(202);
+      const { interviewId } = accepted.body as { interviewId: string };
+      await fetch(`${b.url}/sessions/${interviewId}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => expect(r.status).toBe(200));
+      await waitFor(() => /onboarding (did not finish|stopped: its session was erased)/.test(b.logs.text) || null, 10_000, 20);
+      const lines = b.logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string; code?: string });
+      expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+      expect(lines).toContainEqual(expect.objectContaining({ level: 30, msg: 'onboarding stopped: its session was erased', code: 'SESSION_ERASED' }));
+    });
+  }, 30_000);
+
   it('requires a service key', async () => {
     expect((await post(GOOD, { key: null })).status).toBe(401);
     expect((await post(GOOD, { key: 'wrong-key-0123456789abcdefghijkl' })).status).toBe(401);
