@@ -221,6 +221,8 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const ttlMs = config.idempotencyTtlSeconds * 1000;
     const { leaseExpiresAt, sendBefore } = claimDeadlines(config, now);
     const claim = await app.store.claimIdempotencyKey(scope, key, requestHash, leaseExpiresAt, now);
+    // Whatever the body: the erasure took the request's digests with it, and the key is not free for a second session.
+    if (claim.state === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key was erased');
     // A completed key's digest is the request's SHA-256 kept in its (re-encryptable) response, which matches accepts
     // too: a key rotation that retired the key of the request_hash HMAC does not turn a faithful retry into a 422.
     const same = claim.state === 'new' || requestDigest.matches(claim.requestHash, body);

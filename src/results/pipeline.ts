@@ -13,7 +13,7 @@ import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
 import { untilAborted } from '../util/settle';
 import { resultsFailedEvent, sendCallback } from './callback';
-import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, recordedStatus, statusRank, verdictOf } from './status';
+import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isReviewerVerdict, isTerminal, recordedStatus, statusRank, verdictOf } from './status';
 
 export type Source = 'webhook' | 'poll' | 'refresh' | 'orchestrator';
 
@@ -717,8 +717,22 @@ export class ResultsPipeline {
       }
       // Not the decision: with the interviewId it says how a person's verification ended, and logs outlive an erasure.
       this.logFor(ctx.requestId).info({ interviewId: id }, 'results stored');
+      // Scores a reviewer has decided already (MANUAL_OK, MANUAL_FAIL) at a status from before the verdict: the status
+      // was read before the verdict came, and the verdict's webhook may be lost, after which nothing would read the
+      // status again (the decision is no longer review). Read now: the verdict's status is applied, with its event.
+      if (latest.onboardingStatus === 'ONBOARDING_FINISHED' && isReviewerVerdict(scores.overall?.status)) await this.catchUpVerdict(id, token.value, ctx);
     } catch (err) {
       throw this.asJobError(err, token, id, ctx);
+    }
+  }
+
+  /** Reads the status of a session whose scores show a verdict and applies it; a failure is only logged (results are stored). */
+  private async catchUpVerdict(id: string, token: string, ctx: CallContext): Promise<void> {
+    try {
+      const status = (await this.d.incode.getOnboardingStatus(token, id, ctx)).onboardingStatus;
+      if (typeof status === 'string' && verdictOf(status) !== null) await this.apply(id, status, 'poll', ctx.requestId);
+    } catch (err) {
+      this.logFor(ctx.requestId).warn({ interviewId: id, code: (err as { code?: string }).code ?? 'INTERNAL_ERROR' }, "reading the status of a session whose scores show a reviewer's verdict failed; its webhook or a refresh applies it");
     }
   }
 

@@ -43,6 +43,11 @@ export function decisionFromOverall(overallStatus: unknown): Decision {
   return 'review';
 }
 
+/** Whether an overall score status is a reviewer's decision (the score Incode answers once a verdict is given). */
+export function isReviewerVerdict(overallStatus: unknown): boolean {
+  return overallStatus === 'MANUAL_OK' || overallStatus === 'MANUAL_FAIL';
+}
+
 /**
  * A status as a log line may carry it: a reviewer's verdict is the decision itself, which with the interviewId says how
  * a person's verification ended, and logs outlive an erasure; it is logged as MANUAL_REVIEW_VERDICT.

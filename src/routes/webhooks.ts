@@ -255,9 +255,10 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         // Acknowledged, or Incode would retry it for half an hour and count a failing endpoint; its field names are
         // logged (never its values) so an operator sees what is arriving here.
         (req as WebhookRequest).webhookOutcome = 'ignored';
-        // Names shaped like field names only: a key is text its sender chose, and could hold anything.
+        // Names shaped like field names only (letters and underscores): a key is text its sender chose, and could hold
+        // anything, a user's id among it (digits, dots and dashes are what ids and e-mail addresses are made of).
         const keys = Object.keys(req.body);
-        const fields = keys.filter((k) => /^[A-Za-z0-9_.-]{1,40}$/.test(k)).slice(0, 20);
+        const fields = keys.filter((k) => /^[A-Za-z][A-Za-z_]{0,39}$/.test(k)).slice(0, 20);
         req.log.info({ fields, otherFields: keys.length - fields.length }, 'webhook of another type ignored (no onboardingStatus)');
         return { success: true };
       }

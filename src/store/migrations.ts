@@ -330,6 +330,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX IF NOT EXISTS events_processed_at ON events (processed_at) WHERE processed_at IS NOT NULL;
       DROP INDEX IF EXISTS sessions_created_at;`,
   },
+  {
+    // An Idempotency-Key names the session it started, so that erasing the session can clear what the key kept of the
+    // request (its digests, which confirm a guess of the customer id to whoever holds the encryption key). Keys
+    // completed before it have none, and keep their digests until they expire (IDEMPOTENCY_TTL_SECONDS).
+    version: 11,
+    name: 'idempotency-key-session',
+    sqlite: `ALTER TABLE idempotency_keys ADD COLUMN interview_id TEXT;
+      CREATE INDEX IF NOT EXISTS idempotency_keys_interview ON idempotency_keys (interview_id) WHERE interview_id IS NOT NULL;`,
+    postgres: `ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS interview_id TEXT;
+      CREATE INDEX IF NOT EXISTS idempotency_keys_interview ON idempotency_keys (interview_id) WHERE interview_id IS NOT NULL;`,
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

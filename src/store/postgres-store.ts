@@ -49,6 +49,7 @@ import {
   heldParams,
   assertNotErasing,
   ERASED_JOBS,
+  ERASED_IDEMPOTENCY_KEYS,
   ERASED_VERDICT_STATUS,
   ERASED_COLUMNS,
   toSpentResumeToken,
@@ -288,7 +289,7 @@ export class PostgresStore implements Store {
     const { rows: fresh } = await this.q<{ inserted: number }>(INSERT_NEW_SESSION, [
       ...NEW_ROW.keys.map((k) => v[k]),
       // Without a key the UPDATE matches no row (scope and key NULL).
-      ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null, null]),
+      ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null, null, null]),
     ]);
     if (fresh[0].inserted) return freshSessionRecord(s, v);
     // An existing row (the insert above found it): merged by the rules both engines share, then its resume token and
@@ -479,6 +480,7 @@ export class PostgresStore implements Store {
       e AS (DELETE FROM events WHERE interview_id = ANY($1::text[])),
       j AS (UPDATE jobs SET ${ERASED_JOBS} AND subject = ANY($1::text[])),
       v AS (UPDATE sessions SET ${ERASED_VERDICT_STATUS} AND interview_id = ANY($1::text[])),
+      k AS (UPDATE idempotency_keys SET ${ERASED_IDEMPOTENCY_KEYS} AND interview_id = ANY($1::text[])),
       a AS (INSERT INTO audit (kind, subject, detail, at)
             SELECT '${auditKind}', interview_id, ${detail}, $2::bigint FROM t ORDER BY created_at, interview_id)
       SELECT count(*) AS n FROM t`;
@@ -672,7 +674,7 @@ export class PostgresStore implements Store {
       const ins = await this.q(
         `INSERT INTO idempotency_keys AS k (scope, key, request_hash, response_enc, state, expires_at, created_at)
          VALUES ($1, $2, $3, NULL, 'pending', $4::bigint, $5::bigint)
-         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, response_enc = NULL, state = 'pending',
+         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, response_enc = NULL, state = 'pending', interview_id = NULL,
            expires_at = excluded.expires_at, created_at = excluded.created_at
          WHERE k.expires_at <= $5::bigint`,
         [scope, key, requestHash, expiresAt, now],
@@ -685,6 +687,7 @@ export class PostgresStore implements Store {
       const r = rows[0];
       if (!r) continue;
       if (r.state === 'done') return idempotencyDone(this.cipher, scope, key, r.request_hash, r.response_enc!);
+      if (r.state === 'erased') return { state: 'erased' };
       return { state: 'pending', requestHash: r.request_hash };
     }
     // Claimed and released by others five times over while this one looked: the key is busy, as a pending claim is
@@ -694,11 +697,11 @@ export class PostgresStore implements Store {
 
   /** Parameters of idempotencyDoneSql. */
   private idempotencyDoneParams(idem: IdempotencyRef, interviewId: string): unknown[] {
-    return [idempotencyResponseEnc(this.cipher, idem, interviewId), idem.expiresAt, idem.scope, idem.key, idem.claimedAt];
+    return [idempotencyResponseEnc(this.cipher, idem, interviewId), idem.expiresAt, interviewId, idem.scope, idem.key, idem.claimedAt];
   }
 
   async recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void> {
-    await this.q(IDEMPOTENCY_ANSWER, [idempotencyResponseEnc(this.cipher, idem, interviewId, answer), idem.expiresAt, idem.scope, idem.key, idem.claimedAt]);
+    await this.q(IDEMPOTENCY_ANSWER, [idempotencyResponseEnc(this.cipher, idem, interviewId, answer), idem.expiresAt, interviewId, idem.scope, idem.key, idem.claimedAt]);
   }
 
   async releaseIdempotencyKey(scope: string, key: string, claimedAt: number): Promise<void> {

@@ -459,11 +459,21 @@ export type SqlArg = (i: number, cast?: string) => string;
 export const pgArgs = (first: number): SqlArg => (i, cast) => `$${first + i}${cast ? `::${cast}` : ''}`;
 export const sqliteArgs: SqlArg = () => '?';
 
-/** Marks one claim of an Idempotency-Key done. Parameters: response_enc, expires_at, scope, key, claimed_at. */
+/**
+ * Marks one claim of an Idempotency-Key done, naming its session (an erasure of the session finds the key by it).
+ * Parameters: response_enc, expires_at, interview_id, scope, key, claimed_at.
+ */
 export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
-  return `UPDATE idempotency_keys SET response_enc = ${arg(0)}, state = 'done', expires_at = ${arg(1, 'bigint')}
-    WHERE scope = ${arg(2)} AND key = ${arg(3)} AND created_at = ${arg(4, 'bigint')} ${when}`;
+  return `UPDATE idempotency_keys SET response_enc = ${arg(0)}, state = 'done', expires_at = ${arg(1, 'bigint')}, interview_id = ${arg(2)}
+    WHERE scope = ${arg(3)} AND key = ${arg(4)} AND created_at = ${arg(5, 'bigint')} ${when}`;
 }
+
+/**
+ * What an erasure leaves of the Idempotency-Keys that started the session (SET ... WHERE, the session's condition to
+ * follow with AND): the request's digests go (with the encryption key, an HMAC or a SHA-256 of a request holding the
+ * customer id confirms a guess of it), and the key answers that its session was erased until it expires.
+ */
+export const ERASED_IDEMPOTENCY_KEYS = "state = 'erased', request_hash = 'erased', response_enc = NULL WHERE state = 'done'";
 
 /**
  * The results_status a status update leaves: the given one (null keeps the current), except that stored results

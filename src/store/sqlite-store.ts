@@ -51,6 +51,7 @@ import {
   heldParams,
   assertNotErasing,
   ERASED_JOBS,
+  ERASED_IDEMPOTENCY_KEYS,
   ERASED_VERDICT_STATUS,
   ERASED_COLUMNS,
   toSpentResumeToken,
@@ -286,13 +287,13 @@ export class SqliteStore implements Store {
       // (no RETURNING, no decrypting what we just encrypted).
       const fresh = this.st(INSERT_NEW_SESSION).run(v).changes;
       if (fresh) {
-        if (s.idempotency) this.markIdempotencyDone(s.idempotency, done as string);
+        if (s.idempotency) this.markIdempotencyDone(s.idempotency, s.interviewId, done as string);
         return freshSessionRecord(s, v);
       }
       // An existing row: merged by the rules both engines share; write() makes this and what follows one transaction.
       const r = this.st(MERGE_SESSION).get(v) as SessionRow | undefined;
       if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
-      if (s.idempotency) this.markIdempotencyDone(s.idempotency, done as string);
+      if (s.idempotency) this.markIdempotencyDone(s.idempotency, s.interviewId, done as string);
       return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
     });
   }
@@ -462,6 +463,7 @@ export class SqliteStore implements Store {
     this.st(`DELETE FROM events WHERE interview_id IN (${each})`).run(list);
     this.st(`UPDATE jobs SET ${ERASED_JOBS} AND subject IN (${each})`).run(list);
     this.st(`UPDATE sessions SET ${ERASED_VERDICT_STATUS} AND interview_id IN (${each})`).run(list);
+    this.st(`UPDATE idempotency_keys SET ${ERASED_IDEMPOTENCY_KEYS} AND interview_id IN (${each})`).run(list);
   }
 
   async eraseSession(interviewId: string, reason: string, now: number, incodeDeletionAt?: IncodeDeletionAt): Promise<boolean> {
@@ -642,7 +644,7 @@ export class SqliteStore implements Store {
       const claimed = this.st(
         `INSERT INTO idempotency_keys (scope, key, request_hash, response_enc, state, expires_at, created_at)
          VALUES (@scope, @key, @hash, NULL, 'pending', @exp, @now)
-         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, response_enc = NULL, state = 'pending',
+         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, response_enc = NULL, state = 'pending', interview_id = NULL,
            expires_at = excluded.expires_at, created_at = excluded.created_at
          WHERE idempotency_keys.expires_at <= @now`,
       ).run({ scope, key, hash: requestHash, exp: expiresAt, now }).changes;
@@ -653,19 +655,20 @@ export class SqliteStore implements Store {
         state: string;
       };
       if (r.state === 'done') return idempotencyDone(this.cipher, scope, key, r.request_hash, r.response_enc!);
+      if (r.state === 'erased') return { state: 'erased' } as const;
       return { state: 'pending', requestHash: r.request_hash } as const;
     });
   }
 
-  private markIdempotencyDone(idem: IdempotencyRef, responseEnc: string): void {
+  private markIdempotencyDone(idem: IdempotencyRef, interviewId: string, responseEnc: string): void {
     // This claim only: a retry that took the key over after the lease owns it now.
-    this.st(IDEMPOTENCY_DONE).run(responseEnc, idem.expiresAt, idem.scope, idem.key, idem.claimedAt);
+    this.st(IDEMPOTENCY_DONE).run(responseEnc, idem.expiresAt, interviewId, idem.scope, idem.key, idem.claimedAt);
   }
 
   async recordIdempotencyAnswer(idem: IdempotencyRef, interviewId: string, answer: IdempotencyAnswer): Promise<void> {
     const enc = idempotencyResponseEnc(this.cipher, idem, interviewId, answer);
     return this.write(() => {
-      this.st(IDEMPOTENCY_ANSWER).run(enc, idem.expiresAt, idem.scope, idem.key, idem.claimedAt);
+      this.st(IDEMPOTENCY_ANSWER).run(enc, idem.expiresAt, interviewId, idem.scope, idem.key, idem.claimedAt);
     });
   }
 

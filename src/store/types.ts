@@ -200,7 +200,9 @@ export interface IdempotencyAnswer {
 export type IdempotencyClaim =
   | { state: 'new' }
   | { state: 'pending'; requestHash: string }
-  | { state: 'done'; requestHash: string; interviewId: string; answer?: IdempotencyAnswer };
+  | { state: 'done'; requestHash: string; interviewId: string; answer?: IdempotencyAnswer }
+  /** Its session was erased: nothing of the request is kept, and the key stays taken until it expires. */
+  | { state: 'erased' };
 
 export interface Store {
   readonly engine: 'sqlite' | 'postgres';

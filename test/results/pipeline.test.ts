@@ -882,7 +882,7 @@ function pipelineSuite(which: Engine) {
     expect(p.broker.logs.text).toMatch(/"onboardingStatus":"onboarding_finished"/);
     // Face authentication's payload and a session event, pointed at the same URL: acknowledged, so Incode does not
     // retry them for half an hour, and nothing recorded.
-    const other = await send({ interviewId: s.interviewId, customerId: 'c1', overallStatus: 'PASS', hint: 'MARIA GONZALEZ', 'email maria@example.com': 1 });
+    const other = await send({ interviewId: s.interviewId, customerId: 'c1', overallStatus: 'PASS', hint: 'MARIA GONZALEZ', 'email maria@example.com': 1, 'zq-alice-4711': 1, alice4711: 2 });
     expect([other.status, other.body]).toEqual([200, { success: true }]);
     expect((await send({ event_type: 'SESSION_SUCCEEDED', data: { secretValue: 'MARIA GONZALEZ' } })).status).toBe(200);
     expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify')).toHaveLength(2);
@@ -899,7 +899,7 @@ function pipelineSuite(which: Engine) {
     // Its field names are logged for the operator, never its values, nor a key that is not shaped like a field name.
     expect(p.broker.logs.text).toMatch(/webhook of another type ignored/);
     expect(p.broker.logs.text).toMatch(/overallStatus/);
-    expect(p.broker.logs.text).not.toMatch(/MARIA|PASS|maria@example/);
+    expect(p.broker.logs.text).not.toMatch(/MARIA|PASS|maria@example|alice/);
   });
 
   it('answers 400 with a code, never 500, for a cursor or a time the database cannot take', async () => {
@@ -1205,6 +1205,26 @@ function pipelineSuite(which: Engine) {
     } finally {
       await receiver.close();
     }
+  });
+
+  it("results read after a reviewer's verdict, at the status from before it (its webhook lost), bring the verdict's status too", async () => {
+    // No webhooks reach the broker and no poll comes: only the status read the test plays, and what the results bring.
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '3600000', POLL_MAX_INTERVAL_MS: '3600000' }, { faults: { dropWebhookRate: 1 }, processingDelayMs: 50 });
+    const s = await p.newSession({ externalCustomerId: 'emu:manual-rejected' });
+    await captureAll(s.apiUrl, s.token);
+    const emu = p.emulator.app.emulator.sessions;
+    await waitFor(() => emu.get(s.interviewId)?.status === 'MANUAL_REVIEW_REJECTED' || null, 15_000);
+    // A check that read ONBOARDING_FINISHED just before the verdict came: its results are read after it.
+    await p.broker.app.results.apply(s.interviewId, 'ONBOARDING_FINISHED', 'poll');
+    const caughtUp = await waitFor(async () => {
+      const v = await p.broker.app.store.getSession(s.interviewId);
+      return v?.onboardingStatus === 'MANUAL_REVIEW_REJECTED' && v.resultsStatus === 'ready' ? v : null;
+    }, 15_000);
+    expect(caughtUp.decision).toBe('decline');
+    expect((await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results').map((j) => [j.payload.status, j.state])).toEqual([
+      ['ONBOARDING_FINISHED', 'done'],
+      ['MANUAL_REVIEW_REJECTED', 'done'],
+    ]);
   });
 
   it("a reviewer's verdict recorded by a check that died before queueing its results is repaired by the check run again, or by a poll", async () => {

@@ -304,10 +304,10 @@ describe('SqliteStore specifics', () => {
     const old = new SqliteStore({ filename: file, cipher: new Cipher([K1]) });
     migrateSqlite(old.db, MIGRATIONS.slice(0, 1));
     insertV1Session(old.db, new Cipher([K1]), 'i1', 't1', { hash: 'rh', expiresAt: 2e12 });
-    await old.claimIdempotencyKey('session:a', 'k1', 'h1', 2e12, 1e12);
-    // Completed as version 1's code did it (today's code completes a key with the session's own write).
+    // Claimed and completed as version 1's code did it (today's code completes a key with the session's own write, and
+    // names the session in a column version 1 does not have).
     old.db
-      .prepare(`UPDATE idempotency_keys SET state = 'done', response_enc = ? WHERE scope = 'session:a' AND key = 'k1'`)
+      .prepare(`INSERT INTO idempotency_keys (scope, key, request_hash, response_enc, state, expires_at, created_at) VALUES ('session:a', 'k1', 'h1', ?, 'done', 2e12, 1e12)`)
       .run(new Cipher([K1]).encryptJson({ interviewId: 'i1' }, aad.idempotencyResponse('session:a', 'k1')));
     await old.close();
 

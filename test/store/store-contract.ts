@@ -1109,6 +1109,29 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 2000, T0 + 1000)).toEqual({ state: 'new' });
       });
 
+      it("an erasure of its session clears what the key kept of the request; the key answers erased until it expires, then is free", async () => {
+        const idem = (key: string, claimedAt: number) => ({ scope: 'session:a', key, expiresAt: T0 + 1000, claimedAt, requestSha256: `sha-${key}` });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0)).toEqual({ state: 'new' });
+        await store.upsertSession({ interviewId: 'i1', origin: 'broker', token: 't1', externalCustomerId: 'zq-erased@example.com', idempotency: idem('k1', T0), now: T0 });
+        expect(await store.claimIdempotencyKey('session:a', 'k2', 'h2', T0 + 10, T0)).toEqual({ state: 'new' });
+        await store.upsertSession({ interviewId: 'i2', origin: 'broker', token: 't2', idempotency: idem('k2', T0), now: T0 });
+        await store.recordIdempotencyAnswer(idem('k1', T0), 'i1', { statusCode: 422, body: { code: 'CAPTURE_REJECTED' } });
+        expect(await store.eraseSession('i1', 'test', T0 + 5)).toBe(true);
+        const rows = await h.exec("SELECT key, request_hash, response_enc, state FROM idempotency_keys WHERE scope = 'session:a' ORDER BY key");
+        expect(rows[0]).toEqual({ key: 'k1', request_hash: 'erased', response_enc: null, state: 'erased' });
+        // Whatever body a replay sends; a later answer of the first request is not written back.
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'other', T0 + 10, T0 + 6)).toEqual({ state: 'erased' });
+        await store.recordIdempotencyAnswer(idem('k1', T0), 'i1', { statusCode: 202, body: {} });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h1', T0 + 10, T0 + 7)).toEqual({ state: 'erased' });
+        // Another session's key is left as it was; an erased key expires like any other, and is then new.
+        expect(await store.claimIdempotencyKey('session:a', 'k2', 'h2', T0 + 10, T0 + 8)).toEqual({ state: 'done', requestHash: 'sha-k2', interviewId: 'i2' });
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h3', T0 + 2000, T0 + 1000)).toEqual({ state: 'new' });
+        // The retention purge clears them too.
+        await store.upsertSession({ interviewId: 'i3', origin: 'broker', token: 't3', idempotency: { ...idem('k1', T0 + 1000), expiresAt: T0 + 5000 }, now: T0 + 1001 });
+        expect(await store.purgeExpired(T0 + 2000, T0 + 1002)).toBeGreaterThanOrEqual(1);
+        expect(await store.claimIdempotencyKey('session:a', 'k1', 'h3', T0 + 2000, T0 + 1003)).toEqual({ state: 'erased' });
+      });
+
       it('new, then pending, then done with the stored response; release frees it', async () => {
         expect(await store.claimIdempotencyKey('start', 'k1', 'h1', T0 + 1000, T0)).toEqual({ state: 'new' });
         expect(await store.claimIdempotencyKey('start', 'k1', 'h2', T0 + 1000, T0 + 1)).toEqual({ state: 'pending', requestHash: 'h1' });
