@@ -12,12 +12,49 @@ async function signIn(page: Page, key = ADMIN_KEY): Promise<void> {
 /** Everything the page keeps in the browser's Web Storage, which Chromium writes to the profile on disk. */
 const webStorage = (page: Page) => page.evaluate(() => JSON.stringify({ session: { ...sessionStorage }, local: { ...localStorage } }));
 
+/** The page signed in with the service key, showing session `id`. */
+async function openOn(page: Page, brokerUrl: string, id: string): Promise<void> {
+  await page.goto(`${brokerUrl}/operator#${id}`);
+  await signIn(page);
+  await page.locator('#detail').waitFor();
+}
+
+/** A new session's interviewId. */
+async function newSession(brokerUrl: string): Promise<string> {
+  const res = await fetch(`${brokerUrl}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  return ((await res.json()) as { interviewId: string }).interviewId;
+}
+
+/**
+ * Holds the answer to GET /sessions/<id> at the network until `release()`; `handled()` resolves once the page has
+ * received it: its handler goes on from there in the same microtask checkpoint, so by then the handler has looked at it
+ * (and dropped it, or shown it). `done()` takes the hold away.
+ */
+async function holdAnswer(page: Page, id: string) {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  await page.route(`**/sessions/${id}`, async (route) => {
+    await released;
+    await route.continue();
+  });
+  await page.evaluate(() => {
+    const read: string[] = ((window as unknown as { answersRead: string[] }).answersRead = []);
+    const fetch = window.fetch;
+    window.fetch = (input, init) => fetch(input, init).finally(() => read.push(String(input)));
+  });
+  return {
+    release,
+    handled: () => page.waitForFunction((held) => (window as unknown as { answersRead: string[] }).answersRead.some((u) => u.endsWith(`/sessions/${held}`)), id),
+    done: () => page.unroute(`**/sessions/${id}`),
+  };
+}
+
 describeBrowser('operator page (Chromium)', () => {
   const env = sandboxWithBrowser();
 
   test('unauthorized without a valid key; lists the session and opens its results with the key', async () => {
     const { broker, browser } = env;
-    const created = (await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string };
+    const created = { interviewId: await newSession(broker.url) };
     const { page } = browser;
 
     const res = await page.goto(`${broker.url}/operator`);
@@ -54,7 +91,7 @@ describeBrowser('operator page (Chromium)', () => {
 
   test('"Forget key" also clears the session it showed: no personal data left in the page, its DOM or its address', async () => {
     const { broker, browser } = env;
-    const created = (await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string };
+    const created = { interviewId: await newSession(broker.url) };
     const { page } = browser;
     await page.goto(`${broker.url}/operator#${created.interviewId}`);
     await signIn(page);
@@ -72,41 +109,24 @@ describeBrowser('operator page (Chromium)', () => {
 
   test('an answer still on its way when the key is forgotten is dropped, and a refused key takes what was shown with it', async () => {
     const { broker, browser } = env;
-    const mk = async () => ((await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string }).interviewId;
-    const [first, second] = [await mk(), await mk()];
+    const [first, second] = [await newSession(broker.url), await newSession(broker.url)];
     const { page } = browser;
-    await page.goto(`${broker.url}/operator#${first}`);
-    await signIn(page);
-    await page.locator('#detail').waitFor();
+    await openOn(page, broker.url, first);
     // The second session's answer is held at the network until the key has been forgotten.
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    await page.route(`**/sessions/${second}`, async (route) => {
-      await released;
-      await route.continue();
-    });
+    const held = await holdAnswer(page, second);
     try {
-      // Which answers the page has received: its handler goes on from there in the same microtask checkpoint, so once
-      // the held answer is listed here, the handler has looked at it (and dropped it, or shown it).
-      await page.evaluate(() => {
-        const read: string[] = ((window as unknown as { answersRead: string[] }).answersRead = []);
-        const fetch = window.fetch;
-        window.fetch = (input, init) => fetch(input, init).finally(() => read.push(String(input)));
-      });
       await page.evaluate((id) => (location.hash = `#${id}`), second);
       await page.click('#forget');
-      release();
-      await page.waitForFunction((id) => (window as unknown as { answersRead: string[] }).answersRead.some((u) => u.endsWith(`/sessions/${id}`)), second);
+      held.release();
+      await held.handled();
       expect(await page.isHidden('#detail')).toBe(true);
       expect(await page.textContent('#detail-json')).toBe('');
       expect(await page.textContent('#status')).toBe('Key forgotten.');
     } finally {
-      await page.unroute(`**/sessions/${second}`);
+      await held.done();
     }
     // A refused key: what the previous key showed goes, and the refused key is not kept.
-    await page.goto(`${broker.url}/operator#${first}`);
-    await signIn(page);
-    await page.locator('#detail').waitFor();
+    await openOn(page, broker.url, first);
     await page.fill('#key', 'not-the-key-0123456789abcdefghij');
     await page.click('#key-form button[type=submit]');
     await page.waitForFunction(() => /refused/.test(document.getElementById('status')!.textContent ?? ''));
@@ -118,24 +138,11 @@ describeBrowser('operator page (Chromium)', () => {
 
   test("the detail shown is always the address's session: another's goes at once, a late answer is dropped, a failed load shows none", async () => {
     const { broker, browser } = env;
-    const mk = async () => ((await (await fetch(`${broker.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { interviewId: string }).interviewId;
-    const [first, second, third] = [await mk(), await mk(), await mk()];
+    const [first, second, third] = [await newSession(broker.url), await newSession(broker.url), await newSession(broker.url)];
     const { page } = browser;
-    await page.goto(`${broker.url}/operator#${first}`);
-    await signIn(page);
-    await page.locator('#detail').waitFor();
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    await page.route(`**/sessions/${second}`, async (route) => {
-      await released;
-      await route.continue();
-    });
+    await openOn(page, broker.url, first);
+    const held = await holdAnswer(page, second);
     try {
-      await page.evaluate(() => {
-        const read: string[] = ((window as unknown as { answersRead: string[] }).answersRead = []);
-        const fetch = window.fetch;
-        window.fetch = (input, init) => fetch(input, init).finally(() => read.push(String(input)));
-      });
       // Asked for the second (its answer held): the first's results leave the page at once.
       await page.evaluate((id) => (location.hash = `#${id}`), second);
       await page.waitForFunction(() => /Loading/.test(document.getElementById('status')!.textContent ?? ''));
@@ -144,13 +151,13 @@ describeBrowser('operator page (Chromium)', () => {
       // Then the third, answered first; the second's answer comes last and is dropped.
       await page.evaluate((id) => (location.hash = `#${id}`), third);
       await page.waitForFunction((id) => (document.getElementById('detail-json')!.textContent ?? '').includes(id), third);
-      release();
-      await page.waitForFunction((id) => (window as unknown as { answersRead: string[] }).answersRead.some((u) => u.endsWith(`/sessions/${id}`)), second);
+      held.release();
+      await held.handled();
       expect(await page.textContent('#detail-json')).toContain(third);
       expect(await page.textContent('#detail-json')).not.toContain(second);
       expect(await page.textContent('#detail-title')).toContain(third);
     } finally {
-      await page.unroute(`**/sessions/${second}`);
+      await held.done();
     }
     // A session that cannot be loaded: the error, and no other session's results under its address.
     await page.evaluate(() => (location.hash = '#ffffffffffffffffffffffff'));
