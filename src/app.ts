@@ -30,7 +30,7 @@ import webRoutes from './routes/web';
 import webhookRoutes from './routes/webhooks';
 import { AppError, overloadedError, shuttingDownError } from './errors';
 import { REDACT_PATHS, errSerializer, requestPath } from './logging';
-import { ErrorBody, securitySchemes, withCallbacks } from './schemas';
+import { ErrorBody, ResultsFailedEvent, ResultsReadyEvent, securitySchemes, withCallbacks } from './schemas';
 import { securityHeaders } from './security';
 import type { Store } from './store/types';
 import { attemptMarginMs } from './results/worker';
@@ -370,6 +370,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   });
 
   app.addSchema(ErrorBody);
+  // Referenced by no route: the customer callbacks' bodies, for the document's x-webhooks (withCallbacks).
+  app.addSchema(ResultsReadyEvent);
+  app.addSchema(ResultsFailedEvent);
   // Only JSON (and the webhook token endpoint's form body, registered in its own scope) is accepted.
   app.removeContentTypeParser('text/plain');
 

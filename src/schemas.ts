@@ -33,9 +33,10 @@ export const ResultsReadyEvent = Type.Object(
   {
     type: Type.Literal('session.results_ready'),
     timestamp: EventTime('When the results were stored: the same on every attempt of one webhook-id'),
-    data: Type.Object({ ...CALLBACK_DATA, decision: Decision }, { additionalProperties: false }),
+    // Never null here: stored results always have a decision.
+    data: Type.Object({ ...CALLBACK_DATA, decision: Type.Union([Type.Literal('approve'), Type.Literal('decline'), Type.Literal('review')]) }, { additionalProperties: false }),
   },
-  { additionalProperties: false, description: 'Results were stored: read them with GET /sessions/{interviewId}' },
+  { $id: 'ResultsReadyEvent', additionalProperties: false, description: 'Results were stored: read them with GET /sessions/{interviewId}' },
 );
 export const ResultsFailedEvent = Type.Object(
   {
@@ -46,7 +47,7 @@ export const ResultsFailedEvent = Type.Object(
       { additionalProperties: false },
     ),
   },
-  { additionalProperties: false, description: "The session's results failed for good (its latest failure only)" },
+  { $id: 'ResultsFailedEvent', additionalProperties: false, description: "The session's results failed for good (its latest failure only)" },
 );
 
 const CALLBACK_HEADERS = [
@@ -57,9 +58,10 @@ const CALLBACK_HEADERS = [
 
 /**
  * The document with the customer callbacks: under x-webhooks (OpenAPI 3.0 has no webhooks; documentation tools read
- * x-webhooks), their bodies as named schemas a receiver's types can be generated from.
+ * x-webhooks); their bodies are named schemas (added to the app as shared schemas, which the generator renders as
+ * OpenAPI 3.0, as it does ErrorBody) a receiver's types can be generated from.
  */
-export function withCallbacks<D extends { components?: { schemas?: object } }>(doc: D): D {
+export function withCallbacks<D extends object>(doc: D): D {
   const callback = (schema: string, summary: string) => ({
     post: {
       summary,
@@ -70,7 +72,6 @@ export function withCallbacks<D extends { components?: { schemas?: object } }>(d
   });
   return {
     ...doc,
-    components: { ...doc.components, schemas: { ...doc.components?.schemas, ResultsReadyEvent, ResultsFailedEvent } },
     'x-webhooks': {
       'session.results_ready': callback('ResultsReadyEvent', 'Results stored'),
       'session.results_failed': callback('ResultsFailedEvent', 'Results failed for good'),

@@ -13,7 +13,7 @@ import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
 import { untilAborted } from '../util/settle';
 import { resultsFailedEvent, sendCallback } from './callback';
-import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isReviewerVerdict, isTerminal, recordedStatus, statusRank, verdictOf } from './status';
+import { PROGRESS_RANK, decisionFor, hasResults, isKnownStatus, isTerminal, recordedStatus, statusRank, verdictOf, verdictStatusOf } from './status';
 
 export type Source = 'webhook' | 'poll' | 'refresh' | 'orchestrator';
 
@@ -719,20 +719,27 @@ export class ResultsPipeline {
       this.logFor(ctx.requestId).info({ interviewId: id }, 'results stored');
       // Scores a reviewer has decided already (MANUAL_OK, MANUAL_FAIL) at a status from before the verdict: the status
       // was read before the verdict came, and the verdict's webhook may be lost, after which nothing would read the
-      // status again (the decision is no longer review). Read now: the verdict's status is applied, with its event.
-      if (latest.onboardingStatus === 'ONBOARDING_FINISHED' && isReviewerVerdict(scores.overall?.status)) await this.catchUpVerdict(id, token.value, ctx);
+      // status again (the decision is no longer review). A check is queued as that webhook's would be: it reads the
+      // status, with backoff while the read is still behind, and applies the verdict with its own event.
+      const verdict = latest.onboardingStatus === 'ONBOARDING_FINISHED' ? verdictStatusOf(scores.overall?.status) : null;
+      if (verdict) await this.checkForVerdict(id, verdict);
     } catch (err) {
       throw this.asJobError(err, token, id, ctx);
     }
   }
 
-  /** Reads the status of a session whose scores show a verdict and applies it; a failure is only logged (results are stored). */
-  private async catchUpVerdict(id: string, token: string, ctx: CallContext): Promise<void> {
+  /**
+   * A check of a session whose scores show a reviewer's verdict its status does not, as the verdict's webhook would
+   * queue it (claiming that status): one per session at a time. A failure to queue it is only logged: the results are
+   * stored, and the verdict's webhook or a refresh still applies it.
+   */
+  private async checkForVerdict(id: string, verdict: string): Promise<void> {
+    const now = this.now();
     try {
-      const status = (await this.d.incode.getOnboardingStatus(token, id, ctx)).onboardingStatus;
-      if (typeof status === 'string' && verdictOf(status) !== null) await this.apply(id, status, 'poll', ctx.requestId);
+      await this.d.store.enqueueJob({ kind: 'verify', subject: id, payload: { source: 'webhook', claimed: verdict }, runAt: now, dedupeKey: `verify:${id}:verdict` }, now);
+      this.d.kick?.();
     } catch (err) {
-      this.logFor(ctx.requestId).warn({ interviewId: id, code: (err as { code?: string }).code ?? 'INTERNAL_ERROR' }, "reading the status of a session whose scores show a reviewer's verdict failed; its webhook or a refresh applies it");
+      this.d.log.warn({ interviewId: id, err: loggedError(err) }, "queueing the check of a reviewer's verdict the scores show failed; its webhook or a refresh applies it");
     }
   }
 

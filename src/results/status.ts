@@ -43,9 +43,9 @@ export function decisionFromOverall(overallStatus: unknown): Decision {
   return 'review';
 }
 
-/** Whether an overall score status is a reviewer's decision (the score Incode answers once a verdict is given). */
-export function isReviewerVerdict(overallStatus: unknown): boolean {
-  return overallStatus === 'MANUAL_OK' || overallStatus === 'MANUAL_FAIL';
+/** The verdict status an overall score status shows a reviewer gave (MANUAL_OK, MANUAL_FAIL), or null for any other. */
+export function verdictStatusOf(overallStatus: unknown): string | null {
+  return overallStatus === 'MANUAL_OK' ? 'MANUAL_REVIEW_APPROVED' : overallStatus === 'MANUAL_FAIL' ? 'MANUAL_REVIEW_REJECTED' : null;
 }
 
 /**

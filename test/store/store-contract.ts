@@ -1116,9 +1116,13 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('session:a', 'k2', 'h2', T0 + 10, T0)).toEqual({ state: 'new' });
         await store.upsertSession({ interviewId: 'i2', origin: 'broker', token: 't2', idempotency: idem('k2', T0), now: T0 });
         await store.recordIdempotencyAnswer(idem('k1', T0), 'i1', { statusCode: 422, body: { code: 'CAPTURE_REJECTED' } });
+        // A key a replica of the earlier release took over after it expired, and completed for another session without
+        // writing the column: it still names i1, but was claimed after i1 was created.
+        await h.exec("INSERT INTO idempotency_keys (scope, key, request_hash, response_enc, state, expires_at, created_at, interview_id) VALUES ('session:a', 'k9', 'h9', 'enc', 'done', ?, ?, 'i1')", [T0 + 1000, T0 + 1]);
         expect(await store.eraseSession('i1', 'test', T0 + 5)).toBe(true);
         const rows = await h.exec("SELECT key, request_hash, response_enc, state FROM idempotency_keys WHERE scope = 'session:a' ORDER BY key");
         expect(rows[0]).toEqual({ key: 'k1', request_hash: 'erased', response_enc: null, state: 'erased' });
+        expect(rows.find((r) => r.key === 'k9')).toEqual({ key: 'k9', request_hash: 'h9', response_enc: 'enc', state: 'done' });
         // Whatever body a replay sends; a later answer of the first request is not written back.
         expect(await store.claimIdempotencyKey('session:a', 'k1', 'other', T0 + 10, T0 + 6)).toEqual({ state: 'erased' });
         await store.recordIdempotencyAnswer(idem('k1', T0), 'i1', { statusCode: 202, body: {} });
