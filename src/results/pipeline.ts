@@ -193,6 +193,9 @@ function readyEvent(job: Job, session: SessionRecord): CallbackEvent | null {
   };
 }
 
+/** Reads of the status for a verdict only the scores show (at the default backoff, about a minute of them). */
+const VERDICT_CHECK_ATTEMPTS = 6;
+
 /** How far back the sweep looks for dead-lettered results jobs never followed up: a week of downtime. */
 const DEAD_LETTER_REPAIR_WINDOW_MS = 7 * 86_400_000;
 /** A dead-letter younger than this may still be followed up by its worker. */
@@ -531,7 +534,11 @@ export class ResultsPipeline {
       const after = this.d.config.results.mode === 'webhook' ? null : await this.d.store.getSession(id);
       // A poll due after polling gives up would be stopped unread.
       const polled = after !== null && after.nextPollAt !== null && !this.pollingGaveUp(after, after.nextPollAt);
-      if (!polled) throw new JobError('STATUS_BEHIND_WEBHOOK', true);
+      // A verdict only the scores showed is given a minute or so of reads: the decision is right already, and an Incode
+      // whose status never follows its score must not cost a dead letter and an hour of retries per refresh.
+      const scoresOnly = job.payload.fromScores === true && job.attempts >= Math.min(VERDICT_CHECK_ATTEMPTS, this.d.config.results.jobMaxAttempts);
+      if (!polled && !scoresOnly) throw new JobError('STATUS_BEHIND_WEBHOOK', true);
+      if (scoresOnly) this.logFor(ctx.requestId).info({ interviewId: id }, "the scores show a reviewer's verdict the status still does not; left to its webhook or a refresh");
     }
     await this.done(job);
   }
@@ -736,7 +743,8 @@ export class ResultsPipeline {
   private async checkForVerdict(id: string, verdict: string): Promise<void> {
     const now = this.now();
     try {
-      await this.d.store.enqueueJob({ kind: 'verify', subject: id, payload: { source: 'webhook', claimed: verdict }, runAt: now, dedupeKey: `verify:${id}:verdict` }, now);
+      // A poll's in all but its claim: a verdict it brings is a repair of the lost webhook's (the metric counts it).
+      await this.d.store.enqueueJob({ kind: 'verify', subject: id, payload: { source: 'poll', claimed: verdict, fromScores: true }, runAt: now, dedupeKey: `verify:${id}:verdict` }, now);
       this.d.kick?.();
     } catch (err) {
       this.d.log.warn({ interviewId: id, err: loggedError(err) }, "queueing the check of a reviewer's verdict the scores show failed; its webhook or a refresh applies it");

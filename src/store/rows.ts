@@ -472,11 +472,12 @@ export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
  * What an erasure leaves of the Idempotency-Keys that started the session (SET ... WHERE, the session's condition to
  * follow with AND): the request's digests go (with the encryption key, an HMAC or a SHA-256 of a request holding the
  * customer id confirms a guess of it), and the key answers that its session was erased until it expires. Only a key
- * claimed before its session was created: a key that started it always was, and one a replica of an earlier release
- * took over after it expired (which leaves the column as it was) names a later session.
+ * claimed before its session was created: a key that started it always was (2 s of room for a clock stepped back
+ * between the two), and one a replica of an earlier release took over after it expired (which leaves the column as it
+ * was) names a later session: a claim lapses at least 2 s after its session can have been created (SEND_MARGIN_MS).
  */
 export const ERASED_IDEMPOTENCY_KEYS = `state = 'erased', request_hash = 'erased', response_enc = NULL
-  WHERE state = 'done' AND created_at <= (SELECT s.created_at FROM sessions s WHERE s.interview_id = idempotency_keys.interview_id)`;
+  WHERE state = 'done' AND created_at <= (SELECT s.created_at FROM sessions s WHERE s.interview_id = idempotency_keys.interview_id) + 2000`;
 
 /**
  * The results_status a status update leaves: the given one (null keeps the current), except that stored results

@@ -26,7 +26,7 @@ import { loadConfig } from '../../src/config';
 import { statusRank } from '../../src/results/status';
 import { Cipher } from '../../src/store/crypto';
 import { SqliteStore } from '../../src/store/sqlite-store';
-import type { NewJob, Store } from '../../src/store/types';
+import type { Job, NewJob, Store } from '../../src/store/types';
 import { CALLBACK_RETRY_AFTER_MS, CALLBACK_RETRY_FOR_MS, ResultsPipeline, capturesWindowMs } from '../../src/results/pipeline';
 import { sendCallback } from '../../src/results/callback';
 import { INCODE_DELETE_RETRY_AFTER_MS, INCODE_DELETE_RETRY_FOR_MS, incodeDeleteJob } from '../../src/store/rows';
@@ -1212,6 +1212,30 @@ function pipelineSuite(which: Engine) {
       ['ONBOARDING_FINISHED', 'done'],
       ['MANUAL_REVIEW_REJECTED', 'done'],
     ]);
+  });
+
+  it("a verdict only the scores show, which Incode's status never follows, is read a few times and then left quietly", async () => {
+    p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '3600000', POLL_MAX_INTERVAL_MS: '3600000' });
+    const s = await p.newSession();
+    await captureAll(s.apiUrl, s.token);
+    await p.ready(s.interviewId);
+    // The check the results queue when their score shows a verdict, at its first attempts and at its last.
+    const check = (attempts: number): Job => ({
+      id: `verdict-check-${attempts}`,
+      kind: 'verify',
+      subject: s.interviewId,
+      payload: { source: 'poll', claimed: 'MANUAL_REVIEW_APPROVED', fromScores: true },
+      state: 'running',
+      attempts,
+      runAt: Date.now(),
+      leaseOwner: 'test',
+      leaseExpiresAt: Date.now() + 60_000,
+      lastError: null,
+      createdAt: Date.now(),
+    });
+    await expect(p.broker.app.results.handle(check(1))).rejects.toMatchObject({ code: 'STATUS_BEHIND_WEBHOOK', retryable: true });
+    await expect(p.broker.app.results.handle(check(6))).resolves.toBeUndefined();
+    expect(await p.broker.app.store.getSession(s.interviewId)).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED', resultsStatus: 'ready', lastError: null });
   });
 
   it("a reviewer's verdict recorded by a check that died before queueing its results is repaired by the check run again, or by a poll", async () => {

@@ -1116,9 +1116,15 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect(await store.claimIdempotencyKey('session:a', 'k2', 'h2', T0 + 10, T0)).toEqual({ state: 'new' });
         await store.upsertSession({ interviewId: 'i2', origin: 'broker', token: 't2', idempotency: idem('k2', T0), now: T0 });
         await store.recordIdempotencyAnswer(idem('k1', T0), 'i1', { statusCode: 422, body: { code: 'CAPTURE_REJECTED' } });
+        // A session written a moment "before" its key's claim (the wall clock stepped back between the two): its key.
+        expect(await store.claimIdempotencyKey('session:a', 'k5', 'h5', T0 + 1600, T0 + 1500)).toEqual({ state: 'new' });
+        await store.upsertSession({ interviewId: 'i5', origin: 'broker', token: 't5', idempotency: idem('k5', T0 + 1500), now: T0 });
+        expect(await store.eraseSession('i5', 'test', T0 + 5)).toBe(true);
+        expect(await store.claimIdempotencyKey('session:a', 'k5', 'h5', T0 + 10, T0 + 6)).toEqual({ state: 'erased' });
         // A key a replica of the earlier release took over after it expired, and completed for another session without
-        // writing the column: it still names i1, but was claimed after i1 was created.
-        await h.exec("INSERT INTO idempotency_keys (scope, key, request_hash, response_enc, state, expires_at, created_at, interview_id) VALUES ('session:a', 'k9', 'h9', 'enc', 'done', ?, ?, 'i1')", [T0 + 1000, T0 + 1]);
+        // writing the column: it still names i1, but was claimed after i1's key lapsed, which is at least 2 s after i1
+        // was created.
+        await h.exec("INSERT INTO idempotency_keys (scope, key, request_hash, response_enc, state, expires_at, created_at, interview_id) VALUES ('session:a', 'k9', 'h9', 'enc', 'done', ?, ?, 'i1')", [T0 + 9000, T0 + 2001]);
         expect(await store.eraseSession('i1', 'test', T0 + 5)).toBe(true);
         const rows = await h.exec("SELECT key, request_hash, response_enc, state FROM idempotency_keys WHERE scope = 'session:a' ORDER BY key");
         expect(rows[0]).toEqual({ key: 'k1', request_hash: 'erased', response_enc: null, state: 'erased' });
