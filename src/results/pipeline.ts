@@ -8,7 +8,7 @@ import { jwtClaims } from '../incode/token-claims';
 import type { OnboardingStatusWebhook } from '../incode/types';
 import type { Metrics } from '../plugins/metrics';
 import { incodeDeleteRetryJob, retryWindowStart, revivableFailure, webhookEventKey } from '../store/rows';
-import type { Job, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
+import type { Job, LaterRetry, NewJob, NewSession, SessionRecord, SessionState, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
 import { loggedError } from '../logging';
 import { untilAborted } from '../util/settle';
@@ -168,7 +168,7 @@ export const CALLBACK_RETRY_AFTER_MS = 3_600_000;
  * first dead letter: a receiver down for longer than one job's attempts (about 90 minutes at the defaults) still hears
  * of every result. Null past those days.
  */
-function callbackRetryJob(dead: Job, now: number): NewJob | null {
+function callbackRetryJob(dead: Job, now: number): LaterRetry | null {
   const since = retryWindowStart(dead, now, CALLBACK_RETRY_FOR_MS);
   if (since === null) return null;
   const eventId = callbackEventId(dead);
@@ -193,7 +193,7 @@ function readyEvent(job: Job, session: SessionRecord): CallbackEvent | null {
   };
 }
 
-/** Reads of the status for a verdict only the scores show (at the default backoff, about a minute of them). */
+/** Reads of the status for a verdict only the scores show (at the default backoff, about half a minute of them). */
 const VERDICT_CHECK_ATTEMPTS = 6;
 
 /** How far back the sweep looks for dead-lettered results jobs never followed up: a week of downtime. */
@@ -345,7 +345,7 @@ export class ResultsPipeline {
    * outage (not a refusal, nor a fault of ours) is tried again rather than left undone, for a week; so is a customer
    * callback whose receiver was down or refusing longer than its attempts, for three days.
    */
-  retryOf(job: Job, code: string, retryable: boolean): NewJob | null {
+  retryOf(job: Job, code: string, retryable: boolean): LaterRetry | null {
     const now = this.now();
     if (job.kind === 'incode-delete' && retryable && isOutageCode(code)) return incodeDeleteRetryJob(job, now);
     if (job.kind === 'callback' && retryable && this.d.config.callback.url) return callbackRetryJob(job, now);

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Metrics } from '../plugins/metrics';
-import type { Job, NewJob, Store } from '../store/types';
+import type { Job, LaterRetry, Store } from '../store/types';
 import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import { JobError, unnamedFailure } from './pipeline';
 import { loggedError } from '../logging';
@@ -30,7 +30,7 @@ export interface WorkerOptions {
    */
   onDead: (job: Job, code: string, retryable: boolean) => Promise<void>;
   /** A later retry of a job that dies now, queued in the same write as its dead letter; null for none. */
-  retryOf?: (job: Job, code: string, retryable: boolean) => NewJob | null;
+  retryOf?: (job: Job, code: string, retryable: boolean) => LaterRetry | null;
   concurrency: number;
   maxAttempts: number;
   backoffMs: number;
@@ -191,7 +191,7 @@ export class JobWorker {
   }
 
   /** The job's later retry, if any; a fault in deciding it costs only the retry (logged), never the dead letter. */
-  private retryOf(job: Job, e: JobError, jobLog: Record<string, unknown>): NewJob | undefined {
+  private retryOf(job: Job, e: JobError, jobLog: Record<string, unknown>): LaterRetry | undefined {
     try {
       return this.o.retryOf?.(job, e.code, e.retryable) ?? undefined;
     } catch (err) {

@@ -144,7 +144,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
   const cfg = opts.config.webhook;
   const { clientId, clientSecret } = cfg;
   const tokenFailures = failureLimiter(app.rateCounter, TOKEN_FAILURES_PER_MINUTE, 60_000);
-  // The new secret first (it signs), the one a rotation replaces after it.
+  // The new secret first, then the one a rotation replaces: each token is signed under the one it was asked for with.
   const clientSecrets = [cfg.clientSecret, cfg.previousClientSecret].filter((k): k is string => !!k);
   const clientSecretMatches = keyMatcher(clientSecrets);
   const firstSecretMatches = keyMatcher(clientSecrets.slice(0, 1));
@@ -193,7 +193,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         }
         (req as WebhookRequest).webhookAuth = 'oauth';
         if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
-        // Which secret it was: the first, else (a rotation) the one that replaced it.
+        // Which secret it was: the first (the new one), else the one it replaces (WEBHOOK_CLIENT_SECRET_PREVIOUS).
         const readings = basicCredentials(req.headers.authorization);
         const t = tokens.issue(Date.now(), credentialsMatch(readings, clientId, firstSecretMatches) ? 0 : 1);
         reply.header('cache-control', 'no-store');

@@ -88,6 +88,7 @@ import type {
   JobState,
   ListSessionsQuery,
   NewJob,
+  LaterRetry,
   NewSession,
   ResultsStatus,
   SessionListing,
@@ -469,8 +470,9 @@ export class PostgresStore implements Store {
   }
 
   // Data-modifying CTEs: the erasure, its deletes and its audit row commit together or not at all. $1 is the
-  // array of locked interview ids, $2 now, $3 what `detail` reads. Steps, inbox events and job payloads are swept for
-  // every locked id, erased before or not: a webhook recorded since (its check) is swept by erasing again.
+  // array of locked interview ids, $2 now, $3 what `detail` reads. Steps, inbox events, job payloads and the request
+  // digests of the Idempotency-Keys that started the sessions are swept for every locked id, erased before or not: a
+  // webhook recorded since (its check) is swept by erasing again.
   private eraseSql(auditKind: string, detail: string): string {
     return `WITH t AS (
         UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = GREATEST(updated_at + 1, $2::bigint)
@@ -606,7 +608,7 @@ export class PostgresStore implements Store {
     return ((await this.q(COMPLETE_JOB, [now, ...heldParams(job, owner)])).rowCount ?? 0) > 0;
   }
 
-  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: NewJob): Promise<boolean> {
+  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: LaterRetry): Promise<boolean> {
     const held = heldParams(job, owner);
     // One statement: released later, a redelivery in between would be acked as a duplicate and then forgotten.
     const dead = (c: Queryable, retry?: NewJob) => (retry ? this.q(DEAD_JOB_THEN, [errorCode, now, ...held, ...queuedJobParams(retry, now)], c) : this.q(DEAD_JOB, [errorCode, now, ...held], c));

@@ -90,6 +90,7 @@ import type {
   JobState,
   ListSessionsQuery,
   NewJob,
+  LaterRetry,
   NewSession,
   ResultsStatus,
   SessionListing,
@@ -456,7 +457,10 @@ export class SqliteStore implements Store {
     return this.st(`UPDATE sessions SET ${ERASED_COLUMNS}, updated_at = MAX(updated_at + 1, ?) WHERE interview_id IN (${each})`).run(now, list).changes;
   }
 
-  /** What says how the checks of these sessions (a JSON list of ids) went: their steps, inbox events and job payloads. */
+  /**
+   * What says how the checks of these sessions (a JSON list of ids) went (their steps, inbox events and job payloads),
+   * and the request digests of the Idempotency-Keys that started them (which name the customer id).
+   */
   private sweepErased(list: string): void {
     const each = 'SELECT value FROM json_each(?)';
     this.st(`DELETE FROM steps WHERE interview_id IN (${each})`).run(list);
@@ -577,7 +581,7 @@ export class SqliteStore implements Store {
     return this.write(() => this.st(COMPLETE_JOB).run(now, ...heldParams(job, owner)).changes > 0);
   }
 
-  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: NewJob): Promise<boolean> {
+  async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: LaterRetry): Promise<boolean> {
     return this.write(() => {
       if (retryAt === null) {
         const dead = this.st(DEAD_JOB).run(errorCode, now, ...heldParams(job, owner)).changes > 0;

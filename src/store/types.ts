@@ -155,6 +155,10 @@ export interface NewJob {
    * stop it (A, B, then A again is three events).
    */
   unlessRepeat?: string;
+}
+
+/** The later retry of a job that dies, queued by failJob with its dead letter. */
+export interface LaterRetry extends NewJob {
   /**
    * Queued only while its subject's session exists and is not erased: a job carrying what an erasure clears (an
    * event's decision and status), which must not be written back after it.
@@ -273,8 +277,8 @@ export interface Store {
   listSteps(interviewId: string): Promise<StepRecord[]>;
   /**
    * Deletes results and token; resultsStatus=erased; writes an audit entry without PII. Returns false if unknown. A
-   * session erased before gets no second audit entry, but its steps, inbox events and job payloads are swept again
-   * (a webhook that arrived since).
+   * session erased before gets no second audit entry, but its steps, inbox events, job payloads and the request digests
+   * of the Idempotency-Keys that started it are swept again (a webhook that arrived since).
    *
    * `incodeDeletionAt` (read from the row inside the erasure's transaction) says when to delete the session at Incode
    * too, or null not to: the deletion job is queued in the same transaction as the erasure, so neither can happen
@@ -325,7 +329,7 @@ export interface Store {
    * in the same write as the dead letter, and only with it: a process that stops, or a database that fails, right
    * after the dead letter cannot lose it.
    */
-  failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: NewJob): Promise<boolean>;
+  failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: LaterRetry): Promise<boolean>;
   /**
    * Hands a running job back unfinished (a shutdown stopped it): queued again at once with lastError SHUTDOWN, its claim
    * not counted as an attempt unless its previous one was handed back too, so deploys do not use up a job's attempts

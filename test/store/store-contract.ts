@@ -4,7 +4,7 @@ import { MIGRATIONS } from '../../src/store/migrations';
 import { statusRank } from '../../src/results/status';
 import { ENCRYPTED_TABLES, KeyRotation, REKEY_BATCH, REKEY_START } from '../../src/store/rekey';
 import { aad, incodeDeleteJob, sweepLimit } from '../../src/store/rows';
-import type { Decision, NewJob, RekeyCursor, SessionRecord, Store } from '../../src/store/types';
+import type { Decision, LaterRetry, NewJob, RekeyCursor, SessionRecord, Store } from '../../src/store/types';
 
 export const K1 = { id: 'k1', key: Buffer.alloc(32, 1) };
 export const K2 = { id: 'k2', key: Buffer.alloc(32, 2) };
@@ -874,7 +874,7 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
           const [claimed] = await store.claimJobs('w', 1, 1000, T0, subject);
           return store.failJob(claimed, owner, 'E', retryAt, T0 + 1, then);
         };
-        const retry = (subject: string, over: Partial<NewJob> = {}) => job(subject, { kind: 'callback', payload: { again: 1 }, runAt: T0 + 3_600_000, dedupeKey: `retry:${subject}`, ...over });
+        const retry = (subject: string, over: Partial<LaterRetry> = {}): LaterRetry => job(subject, { kind: 'callback', payload: { again: 1 }, runAt: T0 + 3_600_000, dedupeKey: `retry:${subject}`, ...over });
         await session('r1');
         expect(await dieWith('r1', retry('r1'))).toBe(true);
         expect(await queuedOf('r1')).toEqual([expect.objectContaining({ kind: 'callback', payload: { again: 1 }, runAt: T0 + 3_600_000, createdAt: T0 + 1 })]);
