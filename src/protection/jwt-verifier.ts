@@ -78,12 +78,17 @@ async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs 
   const getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<KeyLike> => {
     // No fetch during the pause after a failed one.
     if (now() < failedAt + JWKS_FAILURE_PAUSE_MS) return fromHeldKeys(header, token);
+    const seen = fetched.uat;
     try {
       const key = await remote(header, token);
       noteKeys();
       return key;
     } catch (err) {
       noteKeys(); // a refetch for an unknown key id may have succeeded before the token was judged
+      // A key id the keys held lack, with no fetch since (jose fetches again for one at most every 30 s): the provider
+      // may have published it a moment ago, in a rotation. Not a verdict on the token (an app told invalid_token signs
+      // its user out) until a fetch made for it still lacks it.
+      if (err instanceof errors.JWKSNoMatchingKey && fetched.uat === seen) throw new KeySetUnavailable();
       if (tokenJudged(err)) throw err;
       // Every request waiting on the one fetch (jose shares it) fails with it: it is said once.
       const first = now() >= failedAt + JWKS_FAILURE_PAUSE_MS;

@@ -187,8 +187,11 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     // every token is the one app's (a caller is one of its users): per user, as many accounts as anyone signs up for
     // would each have the customer's whole budget.
     const callerApp = callerAuth.mode === 'jwt' ? 'jwt' : (req.caller ?? 'anonymous');
-    if (typeof ext === 'string' && rateLimit.perCustomer > 0)
-      limits.push({ key: `customer:${customerDigest.digest(`${callerApp}\n${foldCustomerId(ext)}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
+    // Under JWT_CUSTOMER_ID_CLAIM the id is the identity provider's, which no caller chooses: spelled as it is, or
+    // users whose ids differ only in case (an IdP with case-sensitive ids) would share one budget.
+    const customer = typeof ext === 'string' ? (customerIdClaim === undefined ? foldCustomerId(ext) : ext) : null;
+    if (customer !== null && rateLimit.perCustomer > 0)
+      limits.push({ key: `customer:${customerDigest.digest(`${callerApp}\n${customer}`)}`, max: rateLimit.perCustomer, what: 'for this customer' });
     // The /48 after the narrower limits: a request they refuse spends none of a network that many users may share.
     const site = rateLimit.perIpv6Site > 0 ? ipv6Site(network) : null;
     if (site) limits.push({ key: `ip:${site}`, max: rateLimit.perIpv6Site, what: 'from this network' });

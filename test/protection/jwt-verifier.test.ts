@@ -79,6 +79,23 @@ describe('createJwtVerifier', () => {
     expect(idp.hits).toBe(2);
   });
 
+  it("a key id the keys held lack is no verdict until a fetch made for it still lacks it (a key published mid-rotation)", async () => {
+    const [k1, k2, k3] = [await keyPair('k1'), await keyPair('k2'), await keyPair('k3')];
+    const idp = await startIdp({ keys: [k1.jwk] });
+    idps.push(idp);
+    const verify = createJwtVerifier({ jwksUrl: idp.url, issuer: ISSUER, audience: AUDIENCE });
+    // First sight of the key set, fetched for this token: its key id is not there, which judges the token.
+    const bogus = await failure(verify(await sign(k3.privateKey, { kid: 'k3' })));
+    expect(tokenJudged(bogus)).toBe(true);
+    expect(idp.hits).toBe(1);
+    // The provider publishes k2 a moment later; jose fetches for an unknown key id at most every 30 s, so a k2 token
+    // finds the keys held without it: unavailable (retry), not invalid (an app would sign its user out).
+    idp.answer = { keys: [k1.jwk, k2.jwk] };
+    await expectUnavailable(verify(await sign(k2.privateKey, { kid: 'k2' })));
+    expect(idp.hits).toBe(1);
+    expect(await verify(await sign(k1.privateKey, { kid: 'k1' }))).toMatchObject({ sub: 'user-1' });
+  });
+
   it('says a failed fetch once, however many requests were waiting on it', async () => {
     const idp = await startIdp(null);
     idps.push(idp);
