@@ -5,6 +5,13 @@ import type { ExportedJWKSCache, FlattenedJWSInput, JSONWebKeySet, JWSHeaderPara
 export const JWKS_FAILURE_PAUSE_MS = 5000;
 
 /**
+ * After a fetch, how long a token with a key id the set lacks is judged by that set without fetching it again
+ * (jose's cooldown, 30 s by default): a key the provider publishes and signs with at once is taken this soon after,
+ * and tokens with made-up key ids make this service fetch at most this often.
+ */
+export const JWKS_REFETCH_COOLDOWN_MS = 5000;
+
+/**
  * How long keys last fetched keep verifying tokens while the identity provider fails, past jose's 10 minutes of
  * freshness: an outage of the provider does not turn every valid token into a 503 at once. (A key it removed during
  * its own outage is still taken that long.)
@@ -54,7 +61,7 @@ async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs 
   // jose fills this in at each fetch that succeeds (its uat changes then, and only then): how this verifier knows when
   // the keys it holds came in. (remote.jwks() hands out a copy at every call, so it cannot tell.)
   const fetched: { jwks?: JSONWebKeySet; uat?: number } = {};
-  const remote = createRemoteJWKSet(new URL(jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: cacheMaxAgeMs, [jwksCache]: fetched as ExportedJWKSCache });
+  const remote = createRemoteJWKSet(new URL(jwksUrl), { timeoutDuration: 5000, cooldownDuration: JWKS_REFETCH_COOLDOWN_MS, cacheMaxAge: cacheMaxAgeMs, [jwksCache]: fetched as ExportedJWKSCache });
   // jose pauses its refetches only after a fetch that succeeded: while the identity provider fails (or before it
   // ever answered), every request with a token would fetch again, so anyone could make this service hammer it.
   let failedAt = -Infinity;
@@ -78,17 +85,12 @@ async function build({ jwksUrl, issuer, audience, now = Date.now, cacheMaxAgeMs 
   const getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<KeyLike> => {
     // No fetch during the pause after a failed one.
     if (now() < failedAt + JWKS_FAILURE_PAUSE_MS) return fromHeldKeys(header, token);
-    const seen = fetched.uat;
     try {
       const key = await remote(header, token);
       noteKeys();
       return key;
     } catch (err) {
       noteKeys(); // a refetch for an unknown key id may have succeeded before the token was judged
-      // A key id the keys held lack, with no fetch since (jose fetches again for one at most every 30 s): the provider
-      // may have published it a moment ago, in a rotation. Not a verdict on the token (an app told invalid_token signs
-      // its user out) until a fetch made for it still lacks it.
-      if (err instanceof errors.JWKSNoMatchingKey && fetched.uat === seen) throw new KeySetUnavailable();
       if (tokenJudged(err)) throw err;
       // Every request waiting on the one fetch (jose shares it) fails with it: it is said once.
       const first = now() >= failedAt + JWKS_FAILURE_PAUSE_MS;

@@ -245,7 +245,9 @@ export class JobWorker {
       metrics.jobs.inc({ kind: job.kind, outcome: 'dead' });
       metrics.deadLetters.inc({ kind: job.kind });
       metrics.jobAttempts.observe({ kind: job.kind }, job.attempts);
-      log.error(failed, 'job dead-lettered');
+      // Whether it is tried again later (a callback, a deletion at Incode; not over a session erased meanwhile) or lost
+      // for good: the one line that tells an operator which.
+      log.error({ ...failed, laterRetryAt: then ? new Date(then.runAt).toISOString() : null }, 'job dead-lettered');
     }
   }
 }

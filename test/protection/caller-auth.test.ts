@@ -199,6 +199,7 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
     ['without exp (it would never expire)', () => sign({}, { exp: null })],
     ['issued in the future (beyond the clock tolerance)', () => sign({}, { iat: Math.floor(Date.now() / 1000) + 3600, exp: Math.floor(Date.now() / 1000) + 7200 })],
     ['signed by another key with the same kid', () => sign({}, { key: otherKey })],
+    ['signed by another key with an unknown kid', () => sign({}, { key: otherKey, kid: 'k2' })],
     ['alg none', async () => new UnsecuredJWT({ sub: 'user-123' }).setIssuer(ISSUER).setAudience(AUDIENCE).setIssuedAt().setExpirationTime('5m').encode()],
     ['alg none with a stolen header', async () => {
       const good = await sign();
