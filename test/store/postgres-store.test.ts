@@ -492,6 +492,8 @@ describeWith('postgres', 'PostgresStore', () => {
         expect(await dying).toBe(true);
         expect((await s.listJobs('c1')).map((j) => ({ state: j.state, lastError: j.lastError, payload: j.payload }))).toEqual([{ state: 'dead', lastError: 'CALLBACK_HTTP_500', payload: {} }]);
       } finally {
+        // A failure part way must not hand the pool a connection with its transaction still open.
+        await eraser.query('ROLLBACK').catch(() => undefined);
         eraser.release();
       }
     });

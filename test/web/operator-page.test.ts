@@ -164,6 +164,20 @@ describeBrowser('operator page (Chromium)', () => {
     await page.waitForFunction(() => /HTTP 404/.test(document.getElementById('status')!.textContent ?? ''));
     expect(await page.isHidden('#detail')).toBe(true);
     expect(await page.textContent('#detail-json')).toBe('');
+    // A late failure for an address left meanwhile says nothing over the session shown now.
+    const gone = 'eeeeeeeeeeeeeeeeeeeeeeee';
+    const heldFailure = await holdAnswer(page, gone);
+    try {
+      await page.evaluate((id) => (location.hash = `#${id}`), gone);
+      await page.evaluate((id) => (location.hash = `#${id}`), third);
+      await page.waitForFunction((id) => (document.getElementById('detail-json')!.textContent ?? '').includes(id), third);
+      heldFailure.release();
+      await heldFailure.handled();
+      expect(await page.textContent('#status')).not.toMatch(/HTTP 404/);
+      expect(await page.textContent('#detail-json')).toContain(third);
+    } finally {
+      await heldFailure.done();
+    }
     // An address cleared while a session loads: the page says what it lists, not "Loading" for good.
     await page.route(`**/sessions/${first}`, async (route) => {
       await new Promise((r) => setTimeout(r, 300));
