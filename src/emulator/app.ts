@@ -5,7 +5,7 @@ import Fastify from 'fastify';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { alpha2Of, normalizeCountry } from './countries';
 import type { FaultOptions } from './faults';
-import { Faults } from './faults';
+import { Faults, faultSettingsError } from './faults';
 import type { ImageMetrics } from './image-analysis';
 import { analyzeImage, base64ToBuffer, decodeImage, ImageDecodeError, THRESHOLDS } from './image-analysis';
 import { buildOcr, documentKind, issueYearFor, seedOf } from './ocr';
@@ -381,7 +381,7 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
     if (claims.role === 'EXECUTIVE') {
       if (cfg.zero) return fail(reply, 401, 'Executive tokens are not accepted on /0/ endpoints');
       if (auth === 'access') return fail(reply, 401, 'This endpoint takes a session token, not an executive token');
-      if (!named) return fail(reply, 400, 'Query parameter id is required with an executive token');
+      if (!named) return fail(reply, 400, `Query parameter ${cfg.idParam === 'interviewId' ? 'interviewId' : 'id'} is required with an executive token`);
       const s = sessions.get(named);
       if (!s) return fail(reply, 404, `Session ${named} not found`);
       (req as EmuRequest).emuSession = s;
@@ -913,6 +913,8 @@ function routes(app: FastifyInstance, opts: EmulatorOptions, emu: EmulatorContro
   admin('POST', '/__emulator/faults', (req, reply) => {
     const b = req.body as FaultOptions | undefined;
     if (!b || typeof b !== 'object' || Buffer.isBuffer(b)) return fail(reply, 400, 'Body must be a JSON object of fault settings');
+    const invalid = faultSettingsError(b as Record<string, unknown>);
+    if (invalid) return fail(reply, 400, invalid);
     faults.set(b);
     return faults.snapshot();
   });

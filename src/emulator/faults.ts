@@ -37,6 +37,27 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+const RATES = ['errorRate', 'timeoutRate', 'dropWebhookRate', 'duplicateWebhookRate'] as const;
+const DELAYS = ['latencyMs', 'startLatencyMs'] as const;
+const KNOWN: ReadonlySet<string> = new Set([...RATES, ...DELAYS, 'errorStatuses', 'errorAfterHandler', 'faultPaths', 'seed']);
+
+/**
+ * Why fault settings cannot be taken as given, or null: a fault test must not pass because its fault was silently
+ * clamped away or ignored (a rate of 50 meant as 50 %, a misspelt field).
+ */
+export function faultSettingsError(opts: Record<string, unknown>): string | null {
+  for (const k of Object.keys(opts)) if (!KNOWN.has(k)) return `unknown fault setting ${k} (known: ${[...KNOWN].join(', ')})`;
+  for (const k of RATES) if (k in opts && !(typeof opts[k] === 'number' && opts[k] >= 0 && opts[k] <= 1)) return `${k} must be a number from 0 to 1`;
+  for (const k of DELAYS) if (k in opts && !(typeof opts[k] === 'number' && Number.isFinite(opts[k]) && opts[k] >= 0)) return `${k} must be a number of milliseconds, 0 or more`;
+  const statuses = opts.errorStatuses;
+  if (statuses !== undefined && !(Array.isArray(statuses) && statuses.length > 0 && statuses.every((s) => Number.isInteger(s) && s >= 500 && s <= 599)))
+    return 'errorStatuses must be a list of HTTP statuses from 500 to 599';
+  if ('errorAfterHandler' in opts && typeof opts.errorAfterHandler !== 'boolean') return 'errorAfterHandler must be true or false';
+  if ('faultPaths' in opts && !(Array.isArray(opts.faultPaths) && opts.faultPaths.every((p) => typeof p === 'string' && p !== ''))) return 'faultPaths must be a list of path parts';
+  if ('seed' in opts && !(typeof opts.seed === 'number' && Number.isFinite(opts.seed))) return 'seed must be a number';
+  return null;
+}
+
 const clampRate = (v: number | undefined): number => (typeof v === 'number' && v > 0 ? Math.min(1, v) : 0);
 const clampMs = (v: number | undefined): number => (typeof v === 'number' && v > 0 ? Math.floor(v) : 0);
 

@@ -3,7 +3,16 @@ import { buildEmulator } from './app';
 import type { EmulatorOptions } from './app';
 
 const env = process.env;
-const num = (name: string): number | undefined => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : undefined);
+/** A numeric variable, or undefined when unset; a value that is no number in its range stops the start, naming it. */
+const num = (name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined => {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}, got "${raw}"`);
+  return n;
+};
+/** A rate from 0 to 1 (0.3 is 30 %). */
+const rate = (name: string) => num(name, 0, 1);
 /** A comma-separated variable's entries, trimmed, empty ones left out (undefined when the variable is unset). */
 const list = (name: string): string[] | undefined => env[name]?.split(',').map((v) => v.trim()).filter(Boolean);
 
@@ -24,20 +33,28 @@ function options(): EmulatorOptions {
             : undefined,
           headers: env.EMULATOR_WEBHOOK_HEADERS ? (JSON.parse(env.EMULATOR_WEBHOOK_HEADERS) as Record<string, string>) : undefined,
           // Comma-separated delays before each retry ("" for none: the single delivery older Incode docs describe).
-          retryDelaysMs: list('EMULATOR_WEBHOOK_RETRY_DELAYS_MS')?.map(Number).filter((d) => Number.isFinite(d) && d >= 0),
+          retryDelaysMs: list('EMULATOR_WEBHOOK_RETRY_DELAYS_MS')?.map((d) => {
+            const n = Number(d);
+            if (!Number.isFinite(n) || n < 0) throw new Error(`EMULATOR_WEBHOOK_RETRY_DELAYS_MS must list delays in milliseconds, got "${d}"`);
+            return n;
+          }),
           timeoutMs: num('EMULATOR_WEBHOOK_TIMEOUT_MS'),
         }
       : undefined,
     faults: {
       latencyMs: num('EMULATOR_LATENCY_MS'),
       startLatencyMs: num('EMULATOR_START_LATENCY_MS'),
-      errorRate: num('EMULATOR_ERROR_RATE'),
-      errorStatuses: list('EMULATOR_ERROR_STATUSES')?.map(Number),
+      errorRate: rate('EMULATOR_ERROR_RATE'),
+      errorStatuses: list('EMULATOR_ERROR_STATUSES')?.map((s) => {
+        const n = Number(s);
+        if (!Number.isInteger(n) || n < 500 || n > 599) throw new Error(`EMULATOR_ERROR_STATUSES must list statuses from 500 to 599, got "${s}"`);
+        return n;
+      }),
       errorAfterHandler: env.EMULATOR_ERROR_AFTER_HANDLER === '1' || env.EMULATOR_ERROR_AFTER_HANDLER === 'true',
-      timeoutRate: num('EMULATOR_TIMEOUT_RATE'),
-      dropWebhookRate: num('EMULATOR_DROP_WEBHOOK_RATE'),
-      duplicateWebhookRate: num('EMULATOR_DUPLICATE_WEBHOOK_RATE'),
-      seed: num('EMULATOR_SEED'),
+      timeoutRate: rate('EMULATOR_TIMEOUT_RATE'),
+      dropWebhookRate: rate('EMULATOR_DROP_WEBHOOK_RATE'),
+      duplicateWebhookRate: rate('EMULATOR_DUPLICATE_WEBHOOK_RATE'),
+      seed: num('EMULATOR_SEED', -Number.MAX_SAFE_INTEGER),
       faultPaths: list('EMULATOR_FAULT_PATHS'),
     },
     logger: env.EMULATOR_LOG === '1' || env.EMULATOR_LOG === 'true',
@@ -46,7 +63,7 @@ function options(): EmulatorOptions {
 
 async function main(): Promise<void> {
   const app = buildEmulator(options());
-  const port = num('EMULATOR_PORT') ?? 8701;
+  const port = num('EMULATOR_PORT', 0, 65535) ?? 8701;
   const host = env.EMULATOR_HOST ?? '127.0.0.1';
   const address = await app.listen({ port, host });
   process.stdout.write(`Incode emulator listening on ${address} (token-only surface: ${address}/0)\n`);

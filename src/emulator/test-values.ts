@@ -155,9 +155,10 @@ export function parseDirectives(...ids: Array<string | undefined>): { directives
   const unknown: string[] = [];
   for (const id of ids) {
     // Cheap early exit: start is the hot path and almost no id carries directives.
-    if (!id || !id.includes(PREFIX)) continue;
+    // Any case (EMU:WARN is emu:warn): a value that looks like a directive is never silently ignored.
+    if (!id || !id.toLowerCase().includes(PREFIX)) continue;
     for (const word of id.split(/[\s,]+/)) {
-      if (!word.startsWith(PREFIX)) continue;
+      if (!word.toLowerCase().startsWith(PREFIX)) continue;
       const name = word.slice(PREFIX.length).toLowerCase();
       let matched = false;
       for (const spec of DIRECTIVES) {

@@ -634,6 +634,15 @@ describe('emulator app', () => {
       expect((await emu.call('GET', '/__emulator/faults')).body).toMatchObject({ errorStatuses: [503], errorAfterHandler: false });
     });
 
+    it('refuses fault settings it would otherwise clamp away or ignore (400), and changes nothing', async () => {
+      const before = (await emu.call('GET', '/__emulator/faults')).body;
+      for (const body of [{ errorRate: 50 }, { errorRate: -0.1 }, { timeoutRate: '0.5' }, { latencyMs: -5 }, { errorStatuses: [404] }, { errorStatuses: [] }, { bogus: 1 }, { faultPaths: '/omni/add/' }, { errorAfterHandler: 'yes' }, { seed: 'abc' }]) {
+        const res = await emu.call('POST', '/__emulator/faults', { body });
+        expect([res.status, res.body.message]).toEqual([400, expect.any(String)]);
+      }
+      expect((await emu.call('GET', '/__emulator/faults')).body).toEqual(before);
+    });
+
     it('limits the faults to faultPaths when given (a partial outage: image uploads fail, start works)', async () => {
       const set = await emu.call('POST', '/__emulator/faults', { body: { errorRate: 1, faultPaths: ['/omni/add/'] } });
       expect(set.body.faultPaths).toEqual(['/omni/add/']);

@@ -44,6 +44,26 @@ describe('npm run emulator', () => {
     }
   }, 30_000);
 
+  it.each([
+    ['EMULATOR_ERROR_RATE', '50'],
+    ['EMULATOR_ERROR_RATE', 'abc'],
+    ['EMULATOR_ERROR_STATUSES', '404,503'],
+    ['EMULATOR_LATENCY_MS', '1s'],
+    ['EMULATOR_PROCESSING_DELAY_MS', '-5'],
+    ['EMULATOR_SEED', 'abc'],
+    ['EMULATOR_WEBHOOK_RETRY_DELAYS_MS', '30000,soon'],
+  ])('refuses to start with %s=%s, naming the variable (a fault silently clamped away would pass a fault test)', async (name, value) => {
+    const p = spawnNode(['--import', 'tsx', join(ROOT, 'src', 'emulator', 'main.ts')], { EMULATOR_PORT: String(await freePort()), [name]: value, EMULATOR_WEBHOOK_URL: 'http://127.0.0.1:9/hook' }, ['ignore', 'pipe', 'pipe']);
+    let err = '';
+    p.child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    try {
+      expect(await p.exited).toBe(1);
+      expect(err).toContain(name);
+    } finally {
+      await p.stop();
+    }
+  }, 30_000);
+
   it('takes the webhook retry schedule and timeout from the environment (none: a single delivery, given up after 1 s)', async () => {
     let hits = 0;
     // A receiver that never answers: only the configured timeout (1 s, not the default 10 s) ends the delivery.

@@ -13,6 +13,9 @@ describe('parseDirectives', () => {
     expect(directives).toMatchObject({ decline: true, spoof: 'once', selfieError: { code: 3006, repeat: 'once' } });
     expect(stripDirectives('cust-1 emu:decline,emu:warn')).toBe('cust-1');
     expect(parseDirectives('emu:nope').unknown).toEqual(['emu:nope']);
+    // Any case: a value that looks like a test value is never silently ignored.
+    expect(parseDirectives('EMU:WARN').directives.warn).toBe(true);
+    expect(parseDirectives('Emu:Nope').unknown).toEqual(['Emu:Nope']);
     expect(parseDirectives('plain-id').directives.decline).toBe(false);
   });
 
