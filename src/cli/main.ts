@@ -51,7 +51,7 @@ Options:
   --timeout <seconds>            Give up waiting for the results after this long (default 300)
   --show-ocr                     Also print the name and address read from the ID (personal data)
   --json                         Print one JSON document on stdout and nothing else
-  --verbose                      Service logs on stderr
+  --verbose                      The service's debug log lines on stderr
   -h, --help                     This help
 
 Configuration comes from the environment and ./.env (see .env.example). Data is kept in
