@@ -81,7 +81,10 @@ const CORS_EXPOSED_HEADERS = ['x-request-id', 'retry-after', 'x-ratelimit-limit'
 /** Where sandbox mode mounts the emulator. */
 const SANDBOX_PREFIX = '/sandbox/incode';
 // The prefix itself too: the router (ignoring trailing slashes) also registers the emulator's `/*` route without it.
-const isEmulatorUrl = (url: string) => url.startsWith(`${SANDBOX_PREFIX}/`) || url.split('?', 1)[0] === SANDBOX_PREFIX;
+const isEmulatorUrl = (url: string) => {
+  const path = requestPath(url);
+  return path === SANDBOX_PREFIX || path.startsWith(`${SANDBOX_PREFIX}/`);
+};
 
 const ajvCompilers = AjvCompiler();
 

@@ -165,7 +165,7 @@ export const ENV_SCHEMA = {
   JWT_AUDIENCE: { kind: { type: 'string' }, doc: 'Expected aud of caller JWTs.' },
   JWT_CUSTOMER_ID_CLAIM: {
     kind: { type: 'string' },
-    doc: 'The caller JWT claim naming the user (e.g. sub): POST /session\'s externalCustomerId is then that claim\'s value (filled in when absent, 403 CUSTOMER_ID_MISMATCH when another), so no user starts sessions under, or spends the budget of, another\'s id; and POST /session/resume resumes only a session of that id. Unset, the id is whatever the app sends.',
+    doc: 'The caller JWT claim naming the user (e.g. sub): POST /session\'s externalCustomerId is then that claim\'s value (filled in when absent, 403 CUSTOMER_ID_MISMATCH when another, CUSTOMER_ID_CLAIM_MISSING when the token has none usable), so no user starts sessions under, or spends the budget of, another\'s id; and POST /session/resume resumes only a session of that id. Unset, the id is whatever the app sends.',
   },
   IDEMPOTENCY_TTL_SECONDS: { kind: { type: 'int', min: 1, max: 604800 }, default: '86400', doc: 'How long an Idempotency-Key replays its session. A key whose first request is still running holds for max(60 s, 4 x INCODE_TIMEOUT_MS) whatever this is.' },
   RESUME_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 7776000 }, default: '86400', doc: 'Lifetime of resume tokens.' },

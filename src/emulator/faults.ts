@@ -45,7 +45,9 @@ const KNOWN: ReadonlySet<string> = new Set([...RATES, ...DELAYS, 'errorStatuses'
  * Why fault settings cannot be taken as given, or null: a fault test must not pass because its fault was silently
  * clamped away or ignored (a rate of 50 meant as 50 %, a misspelt field).
  */
-export function faultSettingsError(opts: Record<string, unknown>): string | null {
+export function faultSettingsError(given: Record<string, unknown>): string | null {
+  // A field left undefined is one not given (an options object built from variables that are unset).
+  const opts = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
   for (const k of Object.keys(opts)) if (!KNOWN.has(k)) return `unknown fault setting ${k} (known: ${[...KNOWN].join(', ')})`;
   for (const k of RATES) if (k in opts && !(typeof opts[k] === 'number' && opts[k] >= 0 && opts[k] <= 1)) return `${k} must be a number from 0 to 1`;
   for (const k of DELAYS) if (k in opts && !(typeof opts[k] === 'number' && Number.isFinite(opts[k]) && opts[k] >= 0)) return `${k} must be a number of milliseconds, 0 or more`;
@@ -78,8 +80,10 @@ export class Faults {
     this.set(opts);
   }
 
-  /** Merges the given fields; a seed (re)starts the deterministic sequence. */
+  /** Merges the given fields; a seed (re)starts the deterministic sequence. Settings out of range throw (faultSettingsError). */
   set(opts: FaultOptions): void {
+    const invalid = faultSettingsError(opts as Record<string, unknown>);
+    if (invalid) throw new Error(`invalid fault settings: ${invalid}`);
     if ('latencyMs' in opts) this.latencyMs = clampMs(opts.latencyMs);
     if ('startLatencyMs' in opts) this.startLatencyMs = clampMs(opts.startLatencyMs);
     if ('errorRate' in opts) this.errorRate = clampRate(opts.errorRate);

@@ -1,4 +1,5 @@
 // Decodes uploaded JPEG/PNG and derives Incode-like capture metrics (sharpness, glare, brightness, side) from pixels.
+import { SOF_MARKERS } from '../util/jpeg';
 import * as jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 
@@ -78,9 +79,6 @@ export interface JpegFrames {
   /** A frame header jpeg-js would refuse (no components, more than four, a sampling factor of 0 or over 4). */
   invalid: boolean;
 }
-
-// Start-of-frame markers: baseline, extended, progressive and lossless, Huffman or arithmetic (not DHT C4, JPG C8, DAC CC).
-const SOF_MARKERS = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd, 0xce, 0xcf]);
 
 /** One frame header's size and blocks; components by id, a repeated id replacing the earlier one, as jpeg-js keeps them. */
 function frameBlocks(buf: Buffer, f: number): { width: number; height: number; blocks: number; invalid: boolean } | null {

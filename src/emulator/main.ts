@@ -1,6 +1,7 @@
 // Standalone emulator runner (`npm run emulator`): configuration from EMULATOR_* environment variables.
 import { buildEmulator } from './app';
 import type { EmulatorOptions } from './app';
+import { faultSettingsError, type FaultOptions } from './faults';
 
 const env = process.env;
 /** A numeric variable, or undefined when unset; a value that is no number in its range stops the start, naming it. */
@@ -11,8 +12,45 @@ const num = (name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | und
   if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}, got "${raw}"`);
   return n;
 };
-/** A rate from 0 to 1 (0.3 is 30 %). */
-const rate = (name: string) => num(name, 0, 1);
+/** The variable of each fault setting: faultSettingsError judges the values, the message names the variable. */
+const FAULT_VARIABLES: Record<keyof FaultOptions, string> = {
+  latencyMs: 'EMULATOR_LATENCY_MS',
+  startLatencyMs: 'EMULATOR_START_LATENCY_MS',
+  errorRate: 'EMULATOR_ERROR_RATE',
+  errorStatuses: 'EMULATOR_ERROR_STATUSES',
+  errorAfterHandler: 'EMULATOR_ERROR_AFTER_HANDLER',
+  timeoutRate: 'EMULATOR_TIMEOUT_RATE',
+  dropWebhookRate: 'EMULATOR_DROP_WEBHOOK_RATE',
+  duplicateWebhookRate: 'EMULATOR_DUPLICATE_WEBHOOK_RATE',
+  faultPaths: 'EMULATOR_FAULT_PATHS',
+  seed: 'EMULATOR_SEED',
+};
+
+function faults(): FaultOptions {
+  // Numbers as written (text is NaN, which the check refuses); ranges are faultSettingsError's to judge.
+  const given = (key: keyof FaultOptions) => {
+    const raw = env[FAULT_VARIABLES[key]];
+    return raw === undefined || raw.trim() === '' ? undefined : Number(raw);
+  };
+  const opts: FaultOptions = {
+    latencyMs: given('latencyMs'),
+    startLatencyMs: given('startLatencyMs'),
+    errorRate: given('errorRate'),
+    errorStatuses: list(FAULT_VARIABLES.errorStatuses)?.map(Number),
+    errorAfterHandler: env.EMULATOR_ERROR_AFTER_HANDLER === '1' || env.EMULATOR_ERROR_AFTER_HANDLER === 'true',
+    timeoutRate: given('timeoutRate'),
+    dropWebhookRate: given('dropWebhookRate'),
+    duplicateWebhookRate: given('duplicateWebhookRate'),
+    seed: given('seed'),
+    faultPaths: list(FAULT_VARIABLES.faultPaths),
+  };
+  const invalid = faultSettingsError(opts as Record<string, unknown>);
+  if (invalid) {
+    const key = (Object.keys(FAULT_VARIABLES) as (keyof FaultOptions)[]).find((k) => invalid.startsWith(k)) ?? 'errorRate';
+    throw new Error(`${FAULT_VARIABLES[key]}: ${invalid}, got "${env[FAULT_VARIABLES[key]] ?? ''}"`);
+  }
+  return opts;
+}
 /** A comma-separated variable's entries, trimmed, empty ones left out (undefined when the variable is unset). */
 const list = (name: string): string[] | undefined => env[name]?.split(',').map((v) => v.trim()).filter(Boolean);
 
@@ -41,22 +79,7 @@ function options(): EmulatorOptions {
           timeoutMs: num('EMULATOR_WEBHOOK_TIMEOUT_MS'),
         }
       : undefined,
-    faults: {
-      latencyMs: num('EMULATOR_LATENCY_MS'),
-      startLatencyMs: num('EMULATOR_START_LATENCY_MS'),
-      errorRate: rate('EMULATOR_ERROR_RATE'),
-      errorStatuses: list('EMULATOR_ERROR_STATUSES')?.map((s) => {
-        const n = Number(s);
-        if (!Number.isInteger(n) || n < 500 || n > 599) throw new Error(`EMULATOR_ERROR_STATUSES must list statuses from 500 to 599, got "${s}"`);
-        return n;
-      }),
-      errorAfterHandler: env.EMULATOR_ERROR_AFTER_HANDLER === '1' || env.EMULATOR_ERROR_AFTER_HANDLER === 'true',
-      timeoutRate: rate('EMULATOR_TIMEOUT_RATE'),
-      dropWebhookRate: rate('EMULATOR_DROP_WEBHOOK_RATE'),
-      duplicateWebhookRate: rate('EMULATOR_DUPLICATE_WEBHOOK_RATE'),
-      seed: num('EMULATOR_SEED', -Number.MAX_SAFE_INTEGER),
-      faultPaths: list('EMULATOR_FAULT_PATHS'),
-    },
+    faults: faults(),
     logger: env.EMULATOR_LOG === '1' || env.EMULATOR_LOG === 'true',
   };
 }

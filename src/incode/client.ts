@@ -1,8 +1,8 @@
 // Typed Incode Omni API client: one undici keep-alive Pool, one method per Incode operation.
 import { setTimeout as delay } from 'node:timers/promises';
+import { STOP_WIND_DOWN_MS, settledWithin } from '../util/settle';
 import { Pool, errors as undiciErrors, type Dispatcher } from '../util/undici';
 import type { Config } from '../config';
-import { STOP_WIND_DOWN_MS } from '../util/settle';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker';
 import { IncodeError, circuitOpenError, incodeErrorFromResponse, incodeErrorFromTransport } from './errors';
 import type {
@@ -335,12 +335,7 @@ export class IncodeClient {
    */
   async close(windDownMs = STOP_WIND_DOWN_MS): Promise<void> {
     if (!this.ownsDispatcher) return;
-    const ac = new AbortController();
-    const closed = this.dispatcher.close().then(() => true);
-    const late = delay(windDownMs, false, { signal: ac.signal }).catch(() => false);
-    const inTime = await Promise.race([closed, late]);
-    ac.abort();
-    if (!inTime) await this.dispatcher.destroy();
+    if (!(await settledWithin([this.dispatcher.close()], windDownMs))) await this.dispatcher.destroy();
   }
 
   // ---- transport ----

@@ -1,5 +1,6 @@
 // Image input checks shared by POST /onboardings and the CLI: base64 that decodes to a JPEG or PNG.
 import { AppError } from '../errors';
+import { SOF_MARKERS } from '../util/jpeg';
 
 type ImageKind = 'jpeg' | 'png';
 
@@ -67,7 +68,7 @@ function hasImageHeader(kind: ImageKind, b64: string, chars: number): boolean {
     else {
       const len = at(pos + 2, 2)?.readUInt16BE(0);
       if (len === undefined || len < 2) return false;
-      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      if (SOF_MARKERS.has(marker)) {
         const frame = at(pos + 4, 5);
         return frame !== null && len >= 8 && frame.readUInt16BE(3) > 0;
       }

@@ -39,7 +39,7 @@ export function createMetrics() {
       labelNames: ['status', 'auth', 'outcome'],
       registers: [registry],
     }),
-    jobs: new Counter({ name: 'result_jobs_total', help: 'Result pipeline jobs by kind and outcome (done, retry, dead; released: handed back at shutdown)', labelNames: ['kind', 'outcome'], registers: [registry] }),
+    jobs: new Counter({ name: 'result_jobs_total', help: 'Result pipeline jobs by kind and outcome (done, retry, dead; released: handed back at shutdown; deferred: put off by an open Incode circuit)', labelNames: ['kind', 'outcome'], registers: [registry] }),
     jobAttempts: new Histogram({ name: 'result_job_attempts', help: 'Attempts a job took, finished or dead-lettered', labelNames: ['kind'], buckets: [1, 2, 3, 5, 8, 13, 21], registers: [registry] }),
     deadLetters: new Counter({ name: 'result_jobs_dead_letters_total', help: 'Jobs given up on: their attempts exhausted, or failed for good at once (a refusal no retry can change)', labelNames: ['kind'], registers: [registry] }),
     sources,

@@ -8,6 +8,7 @@ import { OnboardingError } from '../onboarding/orchestrator';
 import { loggedError } from '../logging';
 import { bearer, keyedDigest, keyMatcher, sha256Hex } from '../security';
 import type { ClaimedKey, IdempotencyAnswer } from '../store/types';
+import { SEND_MARGIN_MS } from '../store/rows';
 import { createJwtVerifier, tokenJudged } from './jwt-verifier';
 import { ipv6Site, requestNetwork, type RateLimitEntry } from './rate-counter';
 
@@ -21,8 +22,6 @@ function startLeaseMs(config: Pick<Config, 'incode'>): number {
   return Math.max(60_000, 4 * config.incode.timeoutMs);
 }
 
-/** Room between the end, at the latest, of a start sent at its deadline and the claim lapsing. */
-const SEND_MARGIN_MS = 2000;
 
 /**
  * When a claim made at `now` lapses, and the latest moment its start may be sent (ClaimedKey.sendBefore). A start sent

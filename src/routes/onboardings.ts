@@ -151,8 +151,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
         async (err: unknown) => {
           const e = err as OnboardingError;
           if (e?.code === 'ABORTED') log.warn({ interviewId }, `onboarding left to ${leftTo} at shutdown`);
-          else if (askedStop(e?.code)) log.info({ interviewId, code: e.code }, 'onboarding stopped: its session was erased');
-          else log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
+          // An erasure: the orchestrator has said so ('onboarding stopped').
+          else if (!askedStop(e?.code)) log.error({ interviewId, step: e?.step, code: e?.code ?? 'INTERNAL_ERROR' }, 'onboarding did not finish');
           // Stopped, timed out or refused for a while (the session kept pending), as opposed to given up: checked later.
           // Part of p, so shutdown waits for it while the store is still open.
           await o.handOff(interviewId, log);
@@ -272,7 +272,8 @@ const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = as
             return answered(reply, answer, req.id);
           },
           async (interviewId, answer) => {
-            // An erased session's kept answer is not replayed either: erasure does not reach the key's row.
+            // An erased session's kept answer is not replayed either: a key erasure did not mark (completed before schema
+            // version 11, or by a replica of an earlier release) is caught here.
             const s = await app.store.getSession(interviewId);
             if (!s || s.resultsStatus === 'erased') throw new AppError(404, 'SESSION_NOT_FOUND', 'The session of this Idempotency-Key no longer exists');
             if (answer) return answered(reply, answer, req.id);

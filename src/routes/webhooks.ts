@@ -119,15 +119,19 @@ function basicCredentials(header: string | undefined): { id: string; secret: str
   return [raw, { id: dec(raw.id), secret: dec(raw.secret) }];
 }
 
-/** Whether any reading matches the id and one of the secrets (`secretMatches`, a keyMatcher); every comparison runs. */
-function credentialsMatch(readings: { id: string; secret: string }[], id: string, secretMatches: (candidate: string) => boolean): boolean {
-  let ok = false;
+/**
+ * Which of the secrets (one keyMatcher each, in order) a reading matches with the id, or -1 for none; every comparison
+ * runs, so the time taken tells nothing of which.
+ */
+function matchingSecret(readings: { id: string; secret: string }[], id: string, secrets: readonly ((candidate: string) => boolean)[]): number {
+  let found = -1;
   for (const r of readings) {
     const idOk = safeEqual(r.id, id);
-    const secretOk = secretMatches(r.secret);
-    ok = (idOk && secretOk) || ok;
+    secrets.forEach((matches, i) => {
+      if (matches(r.secret) && idOk && found < 0) found = i;
+    });
   }
-  return ok;
+  return found;
 }
 
 /** RFC 6749's error for a refused token request (section 5.2); none for a limit, an outage or a missing endpoint. */
@@ -146,8 +150,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
   const tokenFailures = failureLimiter(app.rateCounter, TOKEN_FAILURES_PER_MINUTE, 60_000);
   // The new secret first, then the one a rotation replaces: each token is signed under the one it was asked for with.
   const clientSecrets = [cfg.clientSecret, cfg.previousClientSecret].filter((k): k is string => !!k);
-  const clientSecretMatches = keyMatcher(clientSecrets);
-  const firstSecretMatches = keyMatcher(clientSecrets.slice(0, 1));
+  const clientSecretMatchers = clientSecrets.map((secret) => keyMatcher([secret]));
   const staticSecrets = [cfg.secret, cfg.previousSecret].filter((k): k is string => !!k);
   const staticSecretMatches = keyMatcher(staticSecrets);
   const tokens = cfg.clientId && cfg.clientSecret ? new WebhookTokens(clientSecrets, cfg.tokenTtlSeconds) : null;
@@ -183,7 +186,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         // Guessing the client secret is the attack here: failed attempts are counted per network, and a network over
         // the limit is refused before its credentials are even checked. Only failures count: Incode, asking from its
         // own network, is never limited however often it asks (it may fetch a token for every webhook it sends).
-        const check = await tokenFailures(`whtoken:${requestNetwork(req)}`, () => credentialsMatch(basicCredentials(req.headers.authorization), clientId, clientSecretMatches));
+        let secret = -1;
+        const check = await tokenFailures(`whtoken:${requestNetwork(req)}`, () => (secret = matchingSecret(basicCredentials(req.headers.authorization), clientId, clientSecretMatchers)) >= 0);
         if (check.outcome !== 'passed') {
           // Refused unread: its credentials were never looked at.
           (req as WebhookRequest).webhookAuth = check.outcome === 'failed' ? 'rejected' : 'unchecked';
@@ -193,9 +197,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         }
         (req as WebhookRequest).webhookAuth = 'oauth';
         if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
-        // Which secret it was: the first (the new one), else the one it replaces (WEBHOOK_CLIENT_SECRET_PREVIOUS).
-        const readings = basicCredentials(req.headers.authorization);
-        const t = tokens.issue(Date.now(), credentialsMatch(readings, clientId, firstSecretMatches) ? 0 : 1);
+        // Signed under the secret it was asked with: the first (the new one), or the one it replaces.
+        const t = tokens.issue(Date.now(), secret);
         reply.header('cache-control', 'no-store');
         return { access_token: t.token, token_type: 'Bearer' as const, expires_in: t.expiresIn };
       },

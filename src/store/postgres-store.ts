@@ -177,14 +177,13 @@ const EXPIRED_KEYS_PURGE = expiredKeysPurgeSql(pgArgs(1));
 const RELEASE_JOB = releaseJobSql(pgArgs(1), 'GREATEST');
 const DEFER_JOB = deferJobSql(pgArgs(1));
 const COMPLETE_JOB = completeJobSql(pgArgs(1));
-const DEAD_JOB = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
-  e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)
+/** A dead letter, its unprocessed inbox event released, and with `retry` the later retry it queues: one statement. */
+const deadJobPgSql = (retry: boolean) => `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
+  e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)${retry ? `,
+  n AS (${queuedJobSql(6, 'WHERE EXISTS (SELECT 1 FROM d)')})` : ''}
   SELECT 1 FROM d`;
-// A dead letter with the later retry it queues (`then`), in one statement.
-const DEAD_JOB_THEN = `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
-  e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL),
-  n AS (${queuedJobSql(6, 'WHERE EXISTS (SELECT 1 FROM d)')})
-  SELECT 1 FROM d`;
+const DEAD_JOB = deadJobPgSql(false);
+const DEAD_JOB_THEN = deadJobPgSql(true);
 // A `whileLive` retry's session, locked against an erasure (which waits for it, or is waited for and then seen).
 const LIVE_SESSION_FENCE = liveSessionSql(pgArgs(1), ERASURE_FENCE);
 const RETRY_JOB = retryJobSql(pgArgs(1));

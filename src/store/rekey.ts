@@ -3,6 +3,9 @@ import { Cipher } from './crypto';
 import { aad, clampLimit, hasRequestSha256, type SqlArg, type SweepLimit } from './rows';
 import type { RekeyBatch, RekeyCursor, Store } from './types';
 
+/** How many key ids that no configured key matches a pass names (enough to act on, bounded per pass). */
+const MAX_MISSING_KEY_IDS = 5;
+
 /** Rows read per batch: a batch's decryptions run on the event loop, so it stays at a few milliseconds. */
 export const REKEY_BATCH = 250;
 
@@ -106,7 +109,7 @@ function reencryptRows(cipher: Cipher, t: EncryptedTable, rows: Record<string, s
         } catch {
           unreadable++;
           const id = Cipher.keyIdOf(v);
-          if (id !== null && missing.size < 5) missing.add(id);
+          if (id !== null && missing.size < MAX_MISSING_KEY_IDS) missing.add(id);
         }
         if (plain !== null && c.waits?.(plain)) waiting++;
         else if (plain !== null) next = cipher.encrypt(plain, c.aad(pk));
@@ -229,7 +232,7 @@ export class KeyRotation {
       const b = await this.store.reencryptBatch(this.cursor, REKEY_BATCH);
       onBatch?.(b);
       const p = this.pass;
-      const missing = [...new Set([...(p.missingKeyIds ?? []), ...(b.missingKeyIds ?? [])])].slice(0, 5);
+      const missing = [...new Set([...(p.missingKeyIds ?? []), ...(b.missingKeyIds ?? [])])].slice(0, MAX_MISSING_KEY_IDS);
       this.pass = { found: p.found + b.found, reencrypted: p.reencrypted + b.reencrypted, unreadable: p.unreadable + b.unreadable, waiting: p.waiting + b.waiting, ...(missing.length ? { missingKeyIds: missing } : {}) };
       if (b.next) {
         this.cursor = b.next;

@@ -468,6 +468,9 @@ export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
     WHERE scope = ${arg(3)} AND key = ${arg(4)} AND created_at = ${arg(5, 'bigint')} ${when}`;
 }
 
+/** Room between the end, at the latest, of a start sent at its claim's deadline and the claim lapsing (claimDeadlines). */
+export const SEND_MARGIN_MS = 2000;
+
 /**
  * What an erasure leaves of the Idempotency-Keys that started the session (SET ... WHERE, the session's condition to
  * follow with AND): the request's digests go (with the encryption key, an HMAC or a SHA-256 of a request holding the
@@ -477,7 +480,7 @@ export function idempotencyDoneSql(arg: SqlArg, when = ''): string {
  * was) names a later session: a claim lapses at least 2 s after its session can have been created (SEND_MARGIN_MS).
  */
 export const ERASED_IDEMPOTENCY_KEYS = `state = 'erased', request_hash = 'erased', response_enc = NULL
-  WHERE state = 'done' AND created_at <= (SELECT s.created_at FROM sessions s WHERE s.interview_id = idempotency_keys.interview_id) + 2000`;
+  WHERE state = 'done' AND created_at <= (SELECT s.created_at FROM sessions s WHERE s.interview_id = idempotency_keys.interview_id) + ${SEND_MARGIN_MS}`;
 
 /**
  * The results_status a status update leaves: the given one (null keeps the current), except that stored results
