@@ -10,9 +10,12 @@ describe('Faults', () => {
     for (const x of xs) expect(x >= 0 && x < 1).toBe(true);
   });
 
-  it('clamps, merges and resets settings', () => {
-    const f = new Faults({ errorRate: 2, latencyMs: -5, seed: 1 });
+  it('refuses settings out of range (none is clamped away), merges and resets them', () => {
+    expect(() => new Faults({ errorRate: 2 })).toThrow(/errorRate must be a number from 0 to 1/);
+    expect(() => new Faults({ latencyMs: -5 })).toThrow(/latencyMs/);
+    const f = new Faults({ errorRate: 1, latencyMs: 0, seed: 1 });
     expect(f.snapshot()).toMatchObject({ errorRate: 1, latencyMs: 0, seed: 1 });
+    expect(() => f.set({ timeoutRate: 50 })).toThrow(/timeoutRate/);
     expect(f.shouldError()).toBe(true);
     f.set({ timeoutRate: 0.5 });
     expect(f.errorRate).toBe(1);

@@ -48,6 +48,21 @@ export class LogCapture extends Writable {
   get text(): string {
     return this.lines.join('\n');
   }
+  /** Each line as pino wrote it: its level and message, and the fields it carries. */
+  get records(): LogRecord[] {
+    return this.lines.map((l) => JSON.parse(l) as LogRecord);
+  }
+  /** The lines an alert would wake someone for (error and fatal). */
+  get errors(): LogRecord[] {
+    return this.records.filter((l) => l.level >= 50);
+  }
+}
+
+export interface LogRecord {
+  level: number;
+  msg: string;
+  code?: string;
+  [field: string]: unknown;
 }
 
 /** Environment of a broker pointed at a running emulator (non-sandbox: real API key flow). */

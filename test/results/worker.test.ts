@@ -88,7 +88,7 @@ describe("a dead-lettered job's later retry", () => {
     expect(await states('faulty')).toEqual(['dead@0']);
     expect(logs.text).toContain("deciding a dead-lettered job's later retry failed");
     // The dead letter's line says whether the job is tried again, and when.
-    const deadLines = logs.lines.map((l) => JSON.parse(l) as { msg: string; interviewId?: string; laterRetryAt?: string | null }).filter((l) => l.msg === 'job dead-lettered');
+    const deadLines = logs.records.filter((l) => l.msg === 'job dead-lettered');
     expect(deadLines.find((l) => l.interviewId === 'ok')?.laterRetryAt).toBe(new Date(T0 + 3_600_000).toISOString());
     expect(deadLines.find((l) => l.interviewId === 'faulty')?.laterRetryAt).toBeNull();
   });

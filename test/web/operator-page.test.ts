@@ -179,20 +179,19 @@ describeBrowser('operator page (Chromium)', () => {
       await heldFailure.done();
     }
     // An address cleared while a session loads: the page says what it lists, not "Loading" for good.
-    await page.route(`**/sessions/${first}`, async (route) => {
-      await new Promise((r) => setTimeout(r, 300));
-      await route.continue();
-    });
+    const heldLoad = await holdAnswer(page, first);
     try {
       await page.evaluate((id) => (location.hash = `#${id}`), first);
       await page.waitForFunction(() => /Loading/.test(document.getElementById('status')!.textContent ?? ''));
       await page.evaluate(() => (location.hash = ''));
       await page.waitForFunction(() => /^\d+ session\(s\)$/.test(document.getElementById('status')!.textContent ?? ''));
-      await page.waitForTimeout(600);
+      // The held answer arrives after the address was cleared, and changes nothing.
+      heldLoad.release();
+      await heldLoad.handled();
       expect(await page.textContent('#status')).toMatch(/^\d+ session\(s\)$/);
       expect(await page.isHidden('#detail')).toBe(true);
     } finally {
-      await page.unroute(`**/sessions/${first}`);
+      await heldLoad.done();
     }
   }, 60_000);
 
