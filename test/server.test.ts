@@ -219,6 +219,10 @@ describe('server process', () => {
   }, 20_000);
 });
 
+// A request waiting for an advisory lock this connection holds.
+const WAITING_ON_MY_LOCK = `SELECT 1 FROM pg_locks w JOIN pg_locks h USING (locktype, database, classid, objid, objsubid)
+  WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted AND h.pid = pg_backend_pid()`;
+
 describeWith('postgres', 'server process on PostgreSQL', () => {
   it('a SIGTERM while start-up waits for another replica\'s migration lock exits 0 after the grace, not at the hard limit', async () => {
     const schema = schemaName('lockwait');
@@ -229,8 +233,8 @@ describeWith('postgres', 'server process on PostgreSQL', () => {
     const key = `k1:${Buffer.alloc(32, 9).toString('base64')}`;
     const p = spawnBroker({ DATABASE_URL: services.postgres, DATABASE_SCHEMA: schema, DATA_ENCRYPTION_KEY: key, SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DELAY_MS: '0' });
     try {
-      // Its start is held at the lock (it cannot be healthy): give it time to get there.
-      await new Promise((r) => setTimeout(r, 3000));
+      // Its start is held at the lock (it cannot be healthy): wait until PostgreSQL shows its request waiting there.
+      await waitFor(async () => (await holder.query(WAITING_ON_MY_LOCK)).rowCount, 15_000, 50);
       expect(p.child.exitCode).toBeNull();
       const signalled = Date.now();
       p.child.kill('SIGTERM');
