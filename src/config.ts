@@ -171,7 +171,7 @@ export const ENV_SCHEMA = {
   RESUME_TOKEN_TTL_SECONDS: { kind: { type: 'int', min: 60, max: 7776000 }, default: '86400', doc: 'Lifetime of resume tokens.' },
   CIRCUIT_FAILURE_THRESHOLD: { kind: { type: 'int', min: 1, max: 1000 }, default: '5', doc: 'Consecutive failed Incode calls that open the circuit; each retry is a call (at INCODE_MAX_RETRIES=2, two requests failing through their retries open it at 5).' },
   CIRCUIT_RESET_MS: { kind: { type: 'int', min: 100, max: 3600000 }, default: '10000', doc: 'Open circuit waits this long before a probe.' },
-  EVENT_LOOP_MAX_LAG_MS: { kind: { type: 'int', min: 0, max: 60000 }, default: '1000', doc: 'Shed load (503) above this event-loop delay (0 = off).' },
+  EVENT_LOOP_MAX_LAG_MS: { kind: { type: 'int', min: 0, max: 60000 }, default: '1000', doc: 'Shed load (503) above this event-loop delay (0 = off, else at least 10).' },
   SHUTDOWN_GRACE_MS: { kind: { type: 'int', min: 0, max: 600000 }, default: '10000', doc: 'Time for in-flight work at shutdown; connections still open after it are closed (a stalled upload cannot hold shutdown).' },
   READINESS_REQUIRES_INCODE: { kind: { type: 'bool' }, default: 'true', doc: 'false: /readyz stays 200 ("degraded") while Incode is unreachable, so an Incode outage does not take every replica out of the load balancer (the results API and webhooks keep working; Incode calls get 503 from the circuit).' },
   SHUTDOWN_DELAY_MS: { kind: { type: 'int', min: 0, max: 120000 }, default: '5000', doc: 'On SIGTERM, time spent answering /readyz with 503 while still serving, before new connections are refused: a load balancer stops routing here first (SIGINT skips it).' },
@@ -715,6 +715,11 @@ export function loadConfig(env: Env): Config {
   const pollMaxIntervalMs = int(env, 'POLL_MAX_INTERVAL_MS');
   if (pollMaxIntervalMs < pollIntervalMs) throw new ConfigError('POLL_MAX_INTERVAL_MS', `must be at least POLL_INTERVAL_MS (${pollIntervalMs})`);
 
+  // The lag is sampled every 10 ms and measured above that resolution: a smaller limit sheds on ordinary scheduling noise.
+  const eventLoopMaxLagMs = int(env, 'EVENT_LOOP_MAX_LAG_MS');
+  if (eventLoopMaxLagMs > 0 && eventLoopMaxLagMs < 10)
+    throw new ConfigError('EVENT_LOOP_MAX_LAG_MS', `must be 0 (off) or at least 10 (the lag is sampled at a 10 ms resolution), got ${eventLoopMaxLagMs}`);
+
   const publicUrl = str(env, 'PUBLIC_URL') ?? `http://localhost:${port}`;
   const incodeApiUrl = str(env, 'INCODE_API_URL')!;
   // The key-authenticated API is the base; the SDK's token-only URL is derived from it (base + /0/), and the
@@ -806,7 +811,7 @@ export function loadConfig(env: Env): Config {
     idempotencyTtlSeconds: int(env, 'IDEMPOTENCY_TTL_SECONDS'),
     resumeTokenTtlSeconds: int(env, 'RESUME_TOKEN_TTL_SECONDS'),
     circuit: { failureThreshold: int(env, 'CIRCUIT_FAILURE_THRESHOLD'), resetMs: int(env, 'CIRCUIT_RESET_MS') },
-    eventLoopMaxLagMs: int(env, 'EVENT_LOOP_MAX_LAG_MS'),
+    eventLoopMaxLagMs,
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS'),
     shutdownDelayMs: int(env, 'SHUTDOWN_DELAY_MS'),
     readinessRequiresIncode: bool(env, 'READINESS_REQUIRES_INCODE'),

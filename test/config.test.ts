@@ -95,6 +95,7 @@ describe('loadConfig', () => {
     [{ CALLBACK_URL: 'https://cb.example.com/hook', CALLBACK_SECRET: 'pässwörd-€-secret-1234567890' }, 'CALLBACK_SECRET', /printable ASCII/],
     [{ PORT: '0' }, 'PORT', /sandbox mode/],
     [{ POLL_INTERVAL_MS: '5000', POLL_MAX_INTERVAL_MS: '1000' }, 'POLL_MAX_INTERVAL_MS', /at least POLL_INTERVAL_MS/],
+    [{ EVENT_LOOP_MAX_LAG_MS: '5' }, 'EVENT_LOOP_MAX_LAG_MS', /0 \(off\) or at least 10/],
     [{ WEBHOOK_ALLOW_UNAUTHENTICATED: 'maybe' }, 'WEBHOOK_ALLOW_UNAUTHENTICATED', /true or false/],
     // A password's unencoded "/" shifts the URL's parts: ioredis would connect to host "ss", database "word@redis:6379".
     [{ REDIS_URL: 'redis://:p@ss/word@redis:6379' }, 'REDIS_URL', /^(?!.*ss\/word).*database number.*percent-encoded/],

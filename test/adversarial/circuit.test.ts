@@ -3,7 +3,7 @@
 // towards Incode; load shedding when the event loop lags.
 import request from 'supertest';
 import type { EmulatorApp } from '../../src/emulator/app';
-import { brokerEnv, startBroker, startEmulator, waitFor, type Running } from '../helpers/harness';
+import { brokerEnv, startBroker, startEmulator, startSandbox, waitFor, type Running } from '../helpers/harness';
 import { startRecordingProxy, type RecordingProxy } from '../observability/recording-proxy';
 import { metricValue } from '../helpers/metrics';
 
@@ -185,24 +185,26 @@ describe('bounded concurrency towards Incode', () => {
   });
 });
 
+/** Keeps this process's event loop lagging (~100 ms per turn) until the given time. */
+async function lagLoop(until: number): Promise<void> {
+  while (Date.now() < until) {
+    const t = Date.now() + 100;
+    while (Date.now() < t) {
+      /* busy */
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
 describe('load shedding when the event loop lags', () => {
   it('answers 503 OVERLOADED with Retry-After while the loop is blocked, and recovers', async () => {
     const emu = await startEmulator();
     const b = await startBroker(brokerEnv(emu.url, { EVENT_LOOP_MAX_LAG_MS: '50' }));
     try {
       await request(b.url).get('/healthz').expect(200);
-      // The broker runs in this process: keep its event loop lagging (~100 ms per turn) for a few
-      // sampling intervals, and ask while it lags.
+      // The broker runs in this process: keep its event loop lagging for a few sampling intervals, and ask while it lags.
       const lagUntil = Date.now() + 3500;
-      const lagger = (async () => {
-        while (Date.now() < lagUntil) {
-          const t = Date.now() + 100;
-          while (Date.now() < t) {
-            /* busy */
-          }
-          await new Promise((r) => setImmediate(r));
-        }
-      })();
+      const lagger = lagLoop(lagUntil);
       await new Promise((r) => setTimeout(r, 1500));
       let shed: request.Response | undefined;
       let health: number | undefined;
@@ -226,6 +228,27 @@ describe('load shedding when the event loop lags', () => {
     } finally {
       await b.close();
       await emu.close();
+    }
+  }, 30_000);
+
+  it("never sheds the sandbox's emulator, which stands for Incode: only the broker's own routes are refused", async () => {
+    const b = await startSandbox({ EVENT_LOOP_MAX_LAG_MS: '50' });
+    try {
+      const lagUntil = Date.now() + 3500;
+      const lagger = lagLoop(lagUntil);
+      await new Promise((r) => setTimeout(r, 1500));
+      let shed = false;
+      const emulatorStatuses: number[] = [];
+      for (let i = 0; i < 5 && !shed && Date.now() < lagUntil; i++) {
+        shed = (await request(b.url).post('/session').send({})).status === 503;
+        // Asked while the broker sheds: the emulator answers as Incode would (401 for a token it never issued).
+        if (shed) emulatorStatuses.push((await request(b.url).get('/sandbox/incode/0/omni/get/onboarding/status').set('x-incode-hardware-id', 'not-a-token').set('api-version', '1.0')).status);
+      }
+      await lagger;
+      expect(shed).toBe(true);
+      expect(emulatorStatuses).toEqual([401]);
+    } finally {
+      await b.close();
     }
   }, 30_000);
 });
