@@ -178,10 +178,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       ...(deps.logStream ? { stream: deps.logStream } : {}),
     },
     // A caller's own id is kept (its lines and ours are found together), unless it takes the form of the result jobs'
-    // ids (job-<n>), which would pass its request off as a job in the logs and in the calls Incode sees.
+    // ids (job-<n>), which would pass its request off as a job in the logs and in the calls Incode sees. The sandbox's
+    // emulator, standing for Incode, keeps those too: they are the jobs' own calls, named as Incode would see them.
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
-      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) && !/^job-/i.test(given) ? given : randomUUID();
+      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) && (!/^job-/i.test(given) || (config.sandbox && isEmulatorUrl(req.url ?? ''))) ? given : randomUUID();
     },
     // A hop count, never blind trust: X-Forwarded-For is read only as deep as the configured proxies.
     // A function, not the number: Fastify >= 5.12 treats a numeric trustProxy as "trust nothing", which
@@ -219,13 +220,17 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     clientErrorHandler: (err, socket: Socket) => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
       const [status, code, message] = clientErrorAnswer(err.code);
-      app.log.trace({ code: err.code, status }, 'client error');
       // As Node does: no answer over one already under way (it would corrupt it).
       const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
       if (socket.writable && !inFlight?.headersSent) {
-        const body = JSON.stringify({ code, message });
-        socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-      }
+        // No request was made of it, so no hook runs: the id, the access line and the metric every answer has are
+        // given here (the method is unknown, or unparsed: "other"; the latency, from a request never complete, 0).
+        const requestId = randomUUID();
+        const body = JSON.stringify({ code, message, requestId });
+        socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`);
+        app.log.info({ reqId: requestId, code, status, remoteAddress: socket.remoteAddress }, 'request refused');
+        app.metrics.httpDuration.observe({ method: 'other', route: 'unmatched', status_code: String(status) }, 0);
+      } else app.log.trace({ code: err.code, status }, 'client error');
       socket.destroy(err);
     },
     // Fastify answers these before any route or hook, with its own body echoing the path: the same body as every

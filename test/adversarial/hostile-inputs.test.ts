@@ -7,6 +7,7 @@
 import net from 'node:net';
 import zlib from 'node:zlib';
 import { ADMIN_KEY, WEBHOOK_CLIENT_ID, WEBHOOK_CLIENT_SECRET, startSandbox } from '../helpers/harness';
+import { metricValue } from '../helpers/metrics';
 
 type Broker = Awaited<ReturnType<typeof startSandbox>>;
 
@@ -296,7 +297,14 @@ describe('duplicate and huge headers', () => {
   });
 
   it('headers over the limit are a JSON 431; large ones under it are refused by the route', async () => {
-    expectRefusal(await send('GET', '/healthz', ['X-Big: ' + 'a'.repeat(20_000)]), 431, 'HEADERS_TOO_LARGE');
+    const before = (await metricValue(broker.url, 'http_request_duration_seconds_count{method="other",route="unmatched",status_code="431"}')) ?? 0;
+    const tooLarge = await send('GET', '/healthz', ['X-Big: ' + 'a'.repeat(20_000)]);
+    // Refused by Node before any route or hook: still the request id, the access line and the metric of every answer.
+    const { requestId } = expectRefusal(tooLarge, 431, 'HEADERS_TOO_LARGE');
+    expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(tooLarge.headers['x-request-id']).toBe(requestId);
+    expect(broker.logs.records.filter((r) => r.reqId === requestId)).toEqual([expect.objectContaining({ level: 30, msg: 'request refused', code: 'HEADERS_TOO_LARGE', status: 431 })]);
+    expect(await metricValue(broker.url, 'http_request_duration_seconds_count{method="other",route="unmatched",status_code="431"}')).toBe(before + 1);
     expectRefusal(await send('GET', '/healthz', Array.from({ length: 3000 }, (_, i) => `X-H${i}: 1`)), 431, 'HEADERS_TOO_LARGE');
     expectRefusal(await send('GET', '/sessions?cursor=' + 'a'.repeat(70_000), [ADMIN]), 431, 'HEADERS_TOO_LARGE');
     const big = 'Authorization: Bearer ' + 'k'.repeat(12_000);

@@ -435,3 +435,22 @@ describe('metrics and a full flow with no secret or PII in the logs', () => {
     expect(text).not.toMatch(/"headers"\s*:/);
   }, 60_000);
 });
+
+describe('request ids in sandbox mode', () => {
+  it("names the results jobs' calls to the in-process emulator by their job (job-<id>), as Incode would see them", async () => {
+    const b = await startSandbox();
+    try {
+      const s = (await request(b.url).post('/session').send({}).expect(200)).body;
+      await captureAll(`${b.url}/sandbox/incode/0/`, s.token);
+      await waitForResults(b.url, s.interviewId);
+      const named = new Set((await b.app.store.listJobs(s.interviewId)).map((j) => `job-${j.id}`));
+      const reads = b.logs.records.filter((r) => r.msg === 'request completed' && /^\/sandbox\/incode\/omni\/get\/(score|ocr-data)/.test(String((r.req as { url?: string } | undefined)?.url)));
+      expect(reads.length).toBeGreaterThanOrEqual(2);
+      for (const r of reads) expect(named.has(String(r.reqId))).toBe(true);
+      // Still refused on the broker's own routes.
+      expect((await request(b.url).get('/healthz').set('x-request-id', 'job-7')).headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    } finally {
+      await b.close();
+    }
+  }, 30_000);
+});
