@@ -20,7 +20,10 @@ export default fp<{ config: Config }>(
       ...incodeClientOptions(config, config.incode.apiUrl),
       onCall: (operation, outcome, seconds) => app.metrics.incodeDuration.observe({ operation, outcome }, seconds),
       onCircuitRejection: (operation) => app.metrics.incodeCircuitRejections.inc({ operation }),
-      onCircuitChange: (group, state) => app.log.warn({ group, state }, 'incode circuit changed'),
+      onCircuitChange: (group, state) => {
+        app.metrics.circuitTransitions.inc({ group, to: state });
+        app.log.warn({ group, state }, 'incode circuit changed');
+      },
     });
     // An open circuit whose pause is over is reported half-open: its next call goes, as the probe.
     app.metrics.sources.circuitStates = () =>

@@ -20,6 +20,8 @@ export function createMetrics() {
     registry,
     httpDuration: new Histogram({ name: 'http_request_duration_seconds', help: 'HTTP request latency by route and status', labelNames: ['method', 'route', 'status_code'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [registry] }),
     incodeDuration: new Histogram({ name: 'incode_call_duration_seconds', help: 'Incode call latency by operation and outcome', labelNames: ['operation', 'outcome'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry] }),
+    // The gauge is read at scrape time: an open-and-closed shorter than the scrape interval shows only here.
+    circuitTransitions: new Counter({ name: 'incode_circuit_transitions_total', help: 'Circuit state changes per Incode operation group, by the state entered (open, half-open, closed)', labelNames: ['group', 'to'], registers: [registry] }),
     incodeCircuitRejections: new Counter({ name: 'incode_circuit_rejections_total', help: 'Incode calls refused at once by their open circuit (never sent), by operation', labelNames: ['operation'], registers: [registry] }),
     circuitState: new Gauge({
       name: 'incode_circuit_state',

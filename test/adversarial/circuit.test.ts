@@ -84,18 +84,24 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
 
   it('a failed half-open probe reopens the circuit; after healing it closes and the gauge is 0', async () => {
     await closedCircuit();
+    const entered = async (to: string) => (await metricValue(broker.url, `incode_circuit_transitions_total{group="start",to="${to}"}`)) ?? 0;
+    const before = { open: await entered('open'), halfOpen: await entered('half-open'), closed: await entered('closed') };
     await openCircuit();
+    expect(await entered('open')).toBe(before.open + 1);
     // Still failing after the reset delay: one probe reaches Incode, fails, and the circuit reopens.
     emu.app.emulator.setFaults({ errorRate: 1 });
     await new Promise((r) => setTimeout(r, RESET_MS + 50));
     // Its pause over with no call yet: reported half-open (the next call probes), not still open.
     expect(await gauge(broker.url, 'start')).toBe(1);
-    const before = starts();
+    const sent = starts();
     expect((await request(broker.url).post('/session').send({})).status).toBe(502);
-    expect(starts()).toBe(before + 1);
+    expect(starts()).toBe(sent + 1);
     expect((await request(broker.url).post('/session').send({})).status).toBe(503);
-    expect(starts()).toBe(before + 1);
+    expect(starts()).toBe(sent + 1);
     expect(await gauge(broker.url, 'start')).toBe(2);
+    // Every change is counted, the probe's brief half-open too, which no scrape of the gauge would catch.
+    expect(await entered('half-open')).toBe(before.halfOpen + 1);
+    expect(await entered('open')).toBe(before.open + 2);
 
     // Healed: after CIRCUIT_RESET_MS the probe succeeds and the circuit closes.
     emu.app.emulator.resetFaults();
@@ -107,6 +113,7 @@ describe('circuit breaker against an emulator that fails, then heals', () => {
     }, 5000, 100);
     expect(ok.interviewId).toMatch(/^[0-9a-f]{24}$/);
     expect(await gauge(broker.url, 'start')).toBe(0);
+    expect(await entered('closed')).toBe(before.closed + 1);
     for (let i = 0; i < 3; i++) await request(broker.url).post('/session').send({}).expect(200);
   });
 
