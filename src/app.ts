@@ -282,11 +282,11 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // Allowed, but worth an operator's second look: each is a setting someone may have left by accident.
   if (!config.sandbox && config.nodeEnv !== 'production')
     app.log.warn({ nodeEnv: config.nodeEnv }, 'a real INCODE_API_KEY without NODE_ENV=production: the production refusals of unsafe settings are off');
-  // A job's attempt is stopped before its lease lapses: shorter than one Incode call, and a slow answer fails every
-  // attempt until the job is dead-lettered.
+  // A job's attempt is stopped before its lease lapses: shorter than one Incode call (its headers, then its body, each
+  // within INCODE_TIMEOUT_MS), and a slow answer fails every attempt until the job is dead-lettered.
   const { jobLeaseMs } = config.results;
-  if (jobLeaseMs - attemptMarginMs(jobLeaseMs) < config.incode.timeoutMs)
-    app.log.warn({ jobLeaseMs, incodeTimeoutMs: config.incode.timeoutMs }, 'JOB_LEASE_MS leaves a job\'s attempt less time than one Incode call may take (INCODE_TIMEOUT_MS): a slow answer fails every attempt');
+  if (jobLeaseMs - attemptMarginMs(jobLeaseMs) < 2 * config.incode.timeoutMs)
+    app.log.warn({ jobLeaseMs, incodeTimeoutMs: config.incode.timeoutMs }, 'JOB_LEASE_MS leaves a job\'s attempt less time than one Incode call may take (2 × INCODE_TIMEOUT_MS: its headers, then its body): a slow answer fails every attempt');
   // The default INCODE_API_URL is Incode's demo environment, which refuses a production key: say it where it shows.
   if (!config.sandbox && config.nodeEnv === 'production' && upstreamUrl.hostname.startsWith('demo-'))
     app.log.warn({ upstream }, "INCODE_API_URL is Incode's demo environment with NODE_ENV=production: a production API key is refused there (set https://saas-api.incodesmile.com)");

@@ -726,6 +726,9 @@ describe('POST /session against the emulator', () => {
     expect((await warnings({ CALLER_AUTH: 'app-keys', APP_API_KEYS: 'app-key-0123456789abcdefghij', RATE_LIMIT_GLOBAL: '1000' })).filter((m) => /RATE_LIMIT_GLOBAL/.test(m))).toEqual([]);
     // A job lease shorter than one Incode call.
     expect(await warnings({ JOB_LEASE_MS: '2000' })).toEqual(expect.arrayContaining([expect.stringMatching(/JOB_LEASE_MS leaves/)]));
+    // One call may take its timeout for its headers and again for its body: 16 s of attempt is short of 30 s, 32 s is not.
+    expect(await warnings({ JOB_LEASE_MS: '20000', INCODE_TIMEOUT_MS: '15000' })).toEqual(expect.arrayContaining([expect.stringMatching(/JOB_LEASE_MS leaves/)]));
+    expect((await warnings({ JOB_LEASE_MS: '40000', INCODE_TIMEOUT_MS: '15000' })).filter((m) => /JOB_LEASE_MS/.test(m))).toEqual([]);
     expect((await warnings({ RATE_LIMIT_GLOBAL: '1000' })).filter((m) => /JOB_LEASE_MS/.test(m))).toEqual([]);
     // Tokens of an identity provider anyone may sign up with are no budget either.
     const jwt = { CALLER_AUTH: 'jwt', JWT_JWKS_URL: 'http://127.0.0.1:9/jwks.json', JWT_ISSUER: 'https://idp.example.com/', JWT_AUDIENCE: 'broker' };
