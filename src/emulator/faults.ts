@@ -37,6 +37,9 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** The longest delay a Node timer takes: a longer one fires after 1 ms (with a TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 const RATES = ['errorRate', 'timeoutRate', 'dropWebhookRate', 'duplicateWebhookRate'] as const;
 const DELAYS = ['latencyMs', 'startLatencyMs'] as const;
 const KNOWN: ReadonlySet<string> = new Set([...RATES, ...DELAYS, 'errorStatuses', 'errorAfterHandler', 'faultPaths', 'seed']);
@@ -50,7 +53,7 @@ export function faultSettingsError(given: Record<string, unknown>): string | nul
   const opts = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
   for (const k of Object.keys(opts)) if (!KNOWN.has(k)) return `unknown fault setting ${k} (known: ${[...KNOWN].join(', ')})`;
   for (const k of RATES) if (k in opts && !(typeof opts[k] === 'number' && opts[k] >= 0 && opts[k] <= 1)) return `${k} must be a number from 0 to 1`;
-  for (const k of DELAYS) if (k in opts && !(typeof opts[k] === 'number' && Number.isFinite(opts[k]) && opts[k] >= 0)) return `${k} must be a number of milliseconds, 0 or more`;
+  for (const k of DELAYS) if (k in opts && !(typeof opts[k] === 'number' && opts[k] >= 0 && opts[k] <= MAX_TIMER_MS)) return `${k} must be a number of milliseconds from 0 to ${MAX_TIMER_MS}`;
   const statuses = opts.errorStatuses;
   if (statuses !== undefined && !(Array.isArray(statuses) && statuses.length > 0 && statuses.every((s) => Number.isInteger(s) && s >= 500 && s <= 599)))
     return 'errorStatuses must be a list of HTTP statuses from 500 to 599';

@@ -1,7 +1,7 @@
 // Standalone emulator runner (`npm run emulator`): configuration from EMULATOR_* environment variables.
 import { buildEmulator } from './app';
 import type { EmulatorOptions } from './app';
-import { faultSettingsError, type FaultOptions } from './faults';
+import { MAX_TIMER_MS, faultSettingsError, type FaultOptions } from './faults';
 
 const env = process.env;
 /** A numeric variable, or undefined when unset; a value that is no number in its range stops the start, naming it. */
@@ -61,7 +61,7 @@ function options(): EmulatorOptions {
     clientId: env.EMULATOR_CLIENT_ID ?? 'emulator',
     executiveEmail: env.EMULATOR_EXECUTIVE_EMAIL ?? 'executive@example.com',
     executivePassword: env.EMULATOR_EXECUTIVE_PASSWORD ?? 'executive',
-    processingDelayMs: num('EMULATOR_PROCESSING_DELAY_MS'),
+    processingDelayMs: num('EMULATOR_PROCESSING_DELAY_MS', 0, MAX_TIMER_MS),
     jwtSecret: env.EMULATOR_JWT_SECRET || undefined,
     webhook: webhookUrl
       ? {
@@ -73,10 +73,10 @@ function options(): EmulatorOptions {
           // Comma-separated delays before each retry ("" for none: the single delivery older Incode docs describe).
           retryDelaysMs: list('EMULATOR_WEBHOOK_RETRY_DELAYS_MS')?.map((d) => {
             const n = Number(d);
-            if (!Number.isFinite(n) || n < 0) throw new Error(`EMULATOR_WEBHOOK_RETRY_DELAYS_MS must list delays in milliseconds, got "${d}"`);
+            if (!Number.isFinite(n) || n < 0 || n > MAX_TIMER_MS) throw new Error(`EMULATOR_WEBHOOK_RETRY_DELAYS_MS must list delays in milliseconds from 0 to ${MAX_TIMER_MS}, got "${d}"`);
             return n;
           }),
-          timeoutMs: num('EMULATOR_WEBHOOK_TIMEOUT_MS'),
+          timeoutMs: num('EMULATOR_WEBHOOK_TIMEOUT_MS', 0, MAX_TIMER_MS),
         }
       : undefined,
     faults: faults(),

@@ -13,6 +13,7 @@ describe('Faults', () => {
   it('refuses settings out of range (none is clamped away), merges and resets them', () => {
     expect(() => new Faults({ errorRate: 2 })).toThrow(/errorRate must be a number from 0 to 1/);
     expect(() => new Faults({ latencyMs: -5 })).toThrow(/latencyMs/);
+    expect(() => new Faults({ startLatencyMs: 3_000_000_000 })).toThrow(/startLatencyMs must be a number of milliseconds from 0 to 2147483647/);
     const f = new Faults({ errorRate: 1, latencyMs: 0, seed: 1 });
     expect(f.snapshot()).toMatchObject({ errorRate: 1, latencyMs: 0, seed: 1 });
     expect(() => f.set({ timeoutRate: 50 })).toThrow(/timeoutRate/);

@@ -52,6 +52,10 @@ describe('npm run emulator', () => {
     ['EMULATOR_PROCESSING_DELAY_MS', '-5'],
     ['EMULATOR_SEED', 'abc'],
     ['EMULATOR_WEBHOOK_RETRY_DELAYS_MS', '30000,soon'],
+    // Past a Node timer's limit a delay fires after 1 ms: a latency fault that silently became none.
+    ['EMULATOR_LATENCY_MS', '3000000000'],
+    ['EMULATOR_PROCESSING_DELAY_MS', '3000000000'],
+    ['EMULATOR_WEBHOOK_RETRY_DELAYS_MS', '3000000000'],
   ])('refuses to start with %s=%s, naming the variable (a fault silently clamped away would pass a fault test)', async (name, value) => {
     const p = spawnNode(['--import', 'tsx', join(ROOT, 'src', 'emulator', 'main.ts')], { EMULATOR_PORT: String(await freePort()), [name]: value, EMULATOR_WEBHOOK_URL: 'http://127.0.0.1:9/hook' }, ['ignore', 'pipe', 'pipe']);
     let err = '';
