@@ -258,9 +258,13 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   };
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>();
   // An Expect other than 100-continue: Node would answer 417 itself, with no body.
-  app.server.on('checkExpectation', (_req, res: ServerResponse) => {
-    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
-    res.end(JSON.stringify({ code: 'EXPECTATION_FAILED', message: 'Only Expect: 100-continue is supported' }));
+  // No hook runs for it either: the request id, access line and metric of every answer are given here.
+  app.server.on('checkExpectation', (req, res: ServerResponse) => {
+    const requestId = randomUUID();
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'x-request-id': requestId, connection: 'close' });
+    res.end(JSON.stringify({ code: 'EXPECTATION_FAILED', message: 'Only Expect: 100-continue is supported', requestId }));
+    app.log.info({ reqId: requestId, code: 'EXPECTATION_FAILED', status: 417, remoteAddress: req.socket.remoteAddress }, 'request refused');
+    app.metrics.httpDuration.observe({ method: 'other', route: 'unmatched', status_code: '417' }, 0);
   });
 
   // Origin and path only: a URL's user info or query may hold credentials.

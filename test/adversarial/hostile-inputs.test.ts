@@ -258,7 +258,8 @@ describe('content types and encodings', () => {
     const cont = await send('POST', '/session', [J, 'Expect: 100-continue'], '{}');
     expect(cont.interim).toEqual([100]);
     expect(cont.status).toBe(200);
-    expectRefusal(await send('POST', '/session', [J, 'Expect: 200-ok'], '{}'), 417, 'EXPECTATION_FAILED');
+    const expectation = await send('POST', '/session', [J, 'Expect: 200-ok'], '{}');
+    expect(expectation.headers['x-request-id']).toBe(expectRefusal(expectation, 417, 'EXPECTATION_FAILED').requestId);
   });
 });
 

@@ -549,7 +549,9 @@ describe('POST /session against the emulator', () => {
     // READINESS_REQUIRES_INCODE=false rides out an unreachable Incode, not a key it refuses.
     const lenient = await startBroker(brokerEnv(emu.url, { INCODE_API_KEY: 'not-the-key', READINESS_REQUIRES_INCODE: 'false' }));
     try {
-      expect((await request(lenient.url).get('/readyz').expect(503)).body).toMatchObject({ status: 'not ready', checks: { incode: { ok: false } } });
+      const notReady = await request(lenient.url).get('/readyz').expect(503);
+      expect(notReady.body).toMatchObject({ status: 'not ready', checks: { incode: { ok: false } } });
+      expect(notReady.headers['retry-after']).toBe('5');
     } finally {
       await lenient.close();
     }
@@ -642,7 +644,9 @@ describe('POST /session against the emulator', () => {
       const res = await request(gone.url).get('/readyz').expect(200);
       expect(res.body).toMatchObject({ status: 'degraded', checks: { database: { ok: true }, incode: { ok: false } } });
       databaseDown = true;
-      expect((await request(gone.url).get('/readyz').expect(503)).body).toMatchObject({ status: 'not ready', checks: { database: { ok: false } } });
+      const notReady = await request(gone.url).get('/readyz').expect(503);
+      expect(notReady.body).toMatchObject({ status: 'not ready', checks: { database: { ok: false } } });
+      expect(notReady.headers['retry-after']).toBe('5');
     } finally {
       await gone.close();
       await real.close();
