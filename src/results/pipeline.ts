@@ -610,7 +610,8 @@ export class ResultsPipeline {
   }
 
   /**
-   * finish-status, one call per session at a time in this process (replicas sharing a database may each make it once:
+   * finish-status, once per session: not again once a `finish` step records one that went through, and one call at a
+   * time in this process (replicas sharing a database may each make it once if they ask at the same moment:
    * a second call re-applies the business rules and fires another webhook, which the inbox takes as a duplicate; the
    * client never repeats one that may have been sent): the orchestrator's wait and a status check (a webhook's, a poll's) can find
    * processing done in the same moment. `record` (the `finish` step) runs before the call is let go, so no one looks
@@ -631,6 +632,9 @@ export class ResultsPipeline {
     }
     const entry = {
       done: (async () => {
+        // One that went through already (this process's wait or a status check, one after the other rather than
+        // together, or another replica's) is not made again: inside the entry, so no caller slips in between.
+        if (finishRecorded(await this.d.store.listSteps(interviewId))) return;
         await this.d.incode.finishStatus(token, ctx);
         await record?.();
       })(),

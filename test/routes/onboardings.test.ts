@@ -610,6 +610,29 @@ describe('POST /onboardings', () => {
     }
   }, 40_000);
 
+  it('with MARK_COMPLETE, each onboarding gets one finish-status, whether its own wait or a status check in the background makes it', async () => {
+    // Sandbox: the emulator's webhooks reach the broker at once, and their status checks complete a session well
+    // before its request's own wait polls again (every 2 s); that wait must not call finish-status a second time,
+    // which has Incode re-apply its rules and send another webhook.
+    const b = await startSandbox({ MARK_COMPLETE: 'true', EMULATOR_PROCESSING_DELAY_MS: '300', POLL_INTERVAL_MS: '2000', POLL_MAX_INTERVAL_MS: '4000' });
+    const incode = recordRequests(b.app.server);
+    try {
+      const customers = ['emu:no-auto-finish', 'emu:no-auto-finish', 'emu:no-auto-finish', 'emu:no-auto-finish', 'plain-customer-1', 'plain-customer-2'];
+      const ids = await Promise.all(customers.map(async (externalCustomerId) => {
+        const res = await post({ ...GOOD, externalCustomerId }, { url: b.url });
+        expect(res.status).toBe(202);
+        return res.body.interviewId as string;
+      }));
+      for (const id of ids) expect(await waitForResults(b.url, id, 20_000)).toMatchObject({ onboardingStatus: 'ONBOARDING_FINISHED' });
+      // The requests' waits are over too (their last step, results, recorded), so no call is still to come.
+      await waitFor(async () => (await Promise.all(ids.map((id) => session(id, b.url)))).every((s) => s.steps.some((st: { step: string }) => st.step === 'results')), 15_000, 50);
+      expect(incode.urls.filter((u) => u.startsWith('/sandbox/incode/omni/finish-status'))).toHaveLength(ids.length);
+    } finally {
+      incode.stop();
+      await b.close();
+    }
+  }, 40_000);
+
   it('past ONBOARDING_MAX_BACKGROUND an accepted onboarding is left to polling, which still completes it', async () => {
     // One background finish at a time; processing slow enough that the first is still watching when the second is
     // accepted, and a flow that only finish-status completes (so polling must mark it complete).
