@@ -86,6 +86,15 @@ function keepsPolling(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus
   return !isTerminal(s.onboardingStatus) || awaitsVerdict(s) || resultsBehind(s);
 }
 
+/**
+ * A poll's routine status check, done: one is queued at each poll of every unfinished session (about 150 over the
+ * 72 h of an abandoned one), and its row would tell nothing later, so it is deleted rather than kept for
+ * RETENTION_DAYS. A verdict check, a webhook's or a refresh's, and any that failed, stay as history.
+ */
+export function isRoutinePoll(job: Job): boolean {
+  return job.kind === 'verify' && job.payload.source === 'poll' && job.payload.claimed === undefined;
+}
+
 /** Whether a session's steps hold a finish-status that went through (by its own request or in the background). */
 export function finishRecorded(steps: StepRecord[]): boolean {
   return steps.some((s) => s.step === 'finish' && s.outcome === 'ok');

@@ -1,5 +1,5 @@
 // The results pipeline and its job worker, wired the same way for the server (plugins/results.ts) and the CLI.
-import { ResultsPipeline, type PipelineDeps } from './pipeline';
+import { ResultsPipeline, isRoutinePoll, type PipelineDeps } from './pipeline';
 import { JobWorker, type WorkerOptions } from './worker';
 
 /** The pipeline's own dependencies; the runtime supplies its kick (the worker). */
@@ -14,6 +14,7 @@ export function createResultsRuntime(d: ResultsRuntimeDeps, workerOverrides: Par
     handle: (job, signal) => pipeline.handle(job, signal),
     onDead: (job, code, retryable) => pipeline.onDead(job, code, retryable),
     retryOf: (job, code, retryable) => pipeline.retryOf(job, code, retryable),
+    forgetWhenDone: isRoutinePoll,
     concurrency: d.config.results.workerConcurrency,
     maxAttempts: d.config.results.jobMaxAttempts,
     backoffMs: d.config.results.jobBackoffMs,

@@ -31,6 +31,8 @@ export interface WorkerOptions {
   onDead: (job: Job, code: string, retryable: boolean) => Promise<void>;
   /** A later retry of a job that dies now, queued in the same write as its dead letter; null for none. */
   retryOf?: (job: Job, code: string, retryable: boolean) => LaterRetry | null;
+  /** Jobs whose finished rows are deleted, not kept as history: routine checks repeated for as long as a session lives. */
+  forgetWhenDone?: (job: Job) => boolean;
   concurrency: number;
   maxAttempts: number;
   backoffMs: number;
@@ -201,7 +203,7 @@ export class JobWorker {
   }
 
   private async recordDone(job: Job, jobLog: Record<string, unknown>): Promise<void> {
-    if (!(await this.record(this.o.store.completeJob(job, this.owner, this.now()), jobLog, 'finished'))) return;
+    if (!(await this.record(this.o.store.completeJob(job, this.owner, this.now(), this.o.forgetWhenDone?.(job) ?? false), jobLog, 'finished'))) return;
     this.o.metrics.jobs.inc({ kind: job.kind, outcome: 'done' });
     this.o.metrics.jobAttempts.observe({ kind: job.kind }, job.attempts);
   }

@@ -43,6 +43,7 @@ import {
   releaseJobSql,
   deferJobSql,
   completeJobSql,
+  forgetJobSql,
   deadJobSql,
   unfollowedDeadResultsSql,
   retryJobSql,
@@ -177,6 +178,7 @@ const EXPIRED_KEYS_PURGE = expiredKeysPurgeSql(pgArgs(1));
 const RELEASE_JOB = releaseJobSql(pgArgs(1), 'GREATEST');
 const DEFER_JOB = deferJobSql(pgArgs(1));
 const COMPLETE_JOB = completeJobSql(pgArgs(1));
+const FORGET_JOB = forgetJobSql(pgArgs(1));
 /** A dead letter, its unprocessed inbox event released, and with `retry` the later retry it queues: one statement. */
 const deadJobPgSql = (retry: boolean) => `WITH d AS (${deadJobSql(pgArgs(1))} RETURNING payload),
   e AS (DELETE FROM events WHERE key = (SELECT payload->>'eventKey' FROM d) AND processed_at IS NULL)${retry ? `,
@@ -603,8 +605,8 @@ export class PostgresStore implements Store {
     return rows.map(toJob).sort(byRunAt);
   }
 
-  async completeJob(job: JobLease, owner: string, now: number): Promise<boolean> {
-    return ((await this.q(COMPLETE_JOB, [now, ...heldParams(job, owner)])).rowCount ?? 0) > 0;
+  async completeJob(job: JobLease, owner: string, now: number, forget = false): Promise<boolean> {
+    return ((await (forget ? this.q(FORGET_JOB, heldParams(job, owner)) : this.q(COMPLETE_JOB, [now, ...heldParams(job, owner)]))).rowCount ?? 0) > 0;
   }
 
   async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: LaterRetry): Promise<boolean> {

@@ -162,6 +162,11 @@ export function completeJobSql(arg: SqlArg): string {
   return `UPDATE jobs SET state = 'done', lease_expires_at = NULL, updated_at = ${arg(0, 'bigint')} WHERE ${heldSql(arg, 1)}`;
 }
 
+/** completeJob of a job kept as no history. Parameters: heldSql's. */
+export function forgetJobSql(arg: SqlArg): string {
+  return `DELETE FROM jobs WHERE ${heldSql(arg, 0)}`;
+}
+
 /** failJob for good. Parameters: error code, now, then heldSql's. */
 export function deadJobSql(arg: SqlArg): string {
   return `UPDATE jobs SET state = 'dead', last_error = ${arg(0)}, lease_expires_at = NULL, updated_at = ${arg(1, 'bigint')} WHERE ${heldSql(arg, 2)}`;

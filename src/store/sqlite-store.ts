@@ -44,6 +44,7 @@ import {
   releaseJobSql,
   deferJobSql,
   completeJobSql,
+  forgetJobSql,
   deadJobSql,
   unfollowedDeadResultsSql,
   retryJobSql,
@@ -149,6 +150,7 @@ const BUSY_TIMEOUT_MS = 5000;
 const RELEASE_JOB = releaseJobSql(sqliteArgs, 'MAX');
 const DEFER_JOB = deferJobSql(sqliteArgs);
 const COMPLETE_JOB = completeJobSql(sqliteArgs);
+const FORGET_JOB = forgetJobSql(sqliteArgs);
 const DEAD_JOB = deadJobSql(sqliteArgs);
 const UNFOLLOWED_DEAD_RESULTS = unfollowedDeadResultsSql(sqliteArgs);
 const RETRY_JOB = retryJobSql(sqliteArgs);
@@ -577,8 +579,8 @@ export class SqliteStore implements Store {
     return rows.map(toJob).sort(byRunAt);
   }
 
-  async completeJob(job: JobLease, owner: string, now: number): Promise<boolean> {
-    return this.write(() => this.st(COMPLETE_JOB).run(now, ...heldParams(job, owner)).changes > 0);
+  async completeJob(job: JobLease, owner: string, now: number, forget = false): Promise<boolean> {
+    return this.write(() => (forget ? this.st(FORGET_JOB).run(...heldParams(job, owner)) : this.st(COMPLETE_JOB).run(now, ...heldParams(job, owner))).changes > 0);
   }
 
   async failJob(job: JobLease, owner: string, errorCode: string, retryAt: number | null, now: number, then?: LaterRetry): Promise<boolean> {

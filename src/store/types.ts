@@ -320,7 +320,8 @@ export interface Store {
    * Marks the job done. false when this claim (`job` as claimJobs gave it, and `owner`) no longer holds it: its lease
    * lapsed and the job was claimed again, by another worker or by the same one. Nothing changed then.
    */
-  completeJob(job: JobLease, owner: string, now: number): Promise<boolean>;
+  /** `forget`: the finished row is deleted rather than kept as history (a routine check that tells nothing later). */
+  completeJob(job: JobLease, owner: string, now: number, forget?: boolean): Promise<boolean>;
   /**
    * Back to queued at retryAt, or dead when retryAt is null. false when this claim no longer holds the job (as
    * completeJob): nothing changed. A job that dies releases the unprocessed inbox event it

@@ -354,6 +354,26 @@ function pipelineSuite(which: Engine) {
     expect((await request(p.broker.url).get('/metrics')).text).toMatch(/^polling_repairs_total 0$/m);
   });
 
+  it("keeps no row of a poll's routine check once done: an unfinished session polled for days leaves no pile of them", async () => {
+    p = await startPair({ RESULTS_MODE: 'polling', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '100' });
+    const s = await p.newSession();
+    const incode = recordRequests(p.emulator.app.server);
+    try {
+      // Never captured: each poll reads the status and finds nothing to do.
+      await waitFor(() => incode.urls.filter((u) => u.includes('onboarding/status') && u.includes(s.interviewId)).length >= 5 || null, 15_000);
+      const verify = (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'verify');
+      // At most the check under way or queued next; none kept done.
+      expect(verify.filter((j) => j.state === 'done')).toEqual([]);
+      expect(verify.length).toBeLessThanOrEqual(1);
+      // A check that reads the final status still leads to the results, whose job stays as history.
+      await captureAll(s.apiUrl, s.token);
+      expect((await p.ready(s.interviewId)).decision).toBe('approve');
+      await waitFor(async () => (await p.broker.app.store.listJobs(s.interviewId)).some((j) => j.kind === 'results' && j.state === 'done'));
+    } finally {
+      incode.stop();
+    }
+  });
+
   it('polling fills in when webhooks never come', async () => {
     p = await startPair({ RESULTS_MODE: 'both', POLL_INTERVAL_MS: '100', POLL_MAX_INTERVAL_MS: '300' }, { faults: { dropWebhookRate: 1 } });
     const s = await p.newSession();
@@ -723,7 +743,8 @@ function pipelineSuite(which: Engine) {
       proxy.state.failing = null;
       const done = await p.ready(s.interviewId, 10_000);
       expect(done.decision).toBe('approve');
-      expect((await store.listJobs(s.interviewId)).some((j) => j.kind === 'verify' && (j.payload as { source?: string }).source === 'poll' && j.state === 'done')).toBe(true);
+      // The poll's own check is kept as no history: the results job it queued says who found them.
+      expect((await store.listJobs(s.interviewId)).some((j) => j.kind === 'results' && (j.payload as { source?: string }).source === 'poll' && j.state === 'done')).toBe(true);
     } finally {
       await proxy.close();
     }
@@ -760,7 +781,7 @@ function pipelineSuite(which: Engine) {
       proxy.state.failing = null;
       const done = await p.ready(id, 10_000);
       expect(done).toMatchObject({ origin: 'external', onboardingStatus: 'ONBOARDING_FINISHED', decision: 'approve', lastError: null });
-      expect((await p.broker.app.store.listJobs(id)).some((j) => j.kind === 'verify' && (j.payload as { source?: string }).source === 'poll' && j.state === 'done')).toBe(true);
+      expect((await p.broker.app.store.listJobs(id)).some((j) => j.kind === 'results' && (j.payload as { source?: string }).source === 'poll' && j.state === 'done')).toBe(true);
       await p.close();
 
       // Polling off: nothing will read the session again until Incode redelivers, so the row shows the failure.

@@ -987,6 +987,21 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
         expect((await store.listJobs('y'))[0]).toMatchObject({ state: 'done' });
       });
 
+      it('completeJob with forget deletes the finished row, only while its claim holds it, and frees its dedupe key', async () => {
+        await store.enqueueJob(job('f', { dedupeKey: 'verify:f:poll' }), T0);
+        const [first] = await store.claimJobs('w', 1, 1000, T0);
+        const [second] = await store.claimJobs('w', 1, 1000, T0 + 1000);
+        expect(await store.completeJob(first, 'w', T0 + 1001, true)).toBe(false);
+        expect(await store.completeJob(second, 'other', T0 + 1001, true)).toBe(false);
+        expect(await store.listJobs('f')).toHaveLength(1);
+        expect(await store.completeJob(second, 'w', T0 + 1002, true)).toBe(true);
+        expect(await store.listJobs('f')).toEqual([]);
+        expect(await store.countJobs()).toEqual({ queued: 0, running: 0, done: 0, dead: 0 });
+        // The next check of the same session is queued under the same key.
+        expect(await store.enqueueJob(job('f', { dedupeKey: 'verify:f:poll' }), T0 + 2000)).toBe(true);
+        expect(await store.listJobs('f')).toEqual([expect.objectContaining({ state: 'queued' })]);
+      });
+
       it('releaseJob queues a running job again at once and gives its attempt back; only its holder can', async () => {
         await store.enqueueJob(job('r', { dedupeKey: 'dr' }), T0);
         const [j] = await store.claimJobs('w', 1, 60_000, T0);
