@@ -223,13 +223,12 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       // As Node does: no answer over one already under way (it would corrupt it).
       const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
       if (socket.writable && !inFlight?.headersSent) {
-        // No request was made of it, so no hook runs: the id, the access line and the metric every answer has are
-        // given here (the method is unknown, or unparsed: "other"; the latency, from a request never complete, 0).
         const requestId = randomUUID();
         const body = JSON.stringify({ code, message, requestId });
         socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`);
-        app.log.info({ reqId: requestId, code, status, remoteAddress: socket.remoteAddress }, 'request refused');
-        app.metrics.httpDuration.observe({ method: 'other', route: 'unmatched', status_code: String(status) }, 0);
+        // A connection that never sent a byte (a browser's preconnect, a proxy's spare) timing out asked nothing.
+        if (socket.bytesRead > 0) answeredByNode(requestId, code, status, { method: 'other', url: '', peer: socket.remoteAddress });
+        else app.log.trace({ code: err.code, status }, 'idle connection closed');
       } else app.log.trace({ code: err.code, status }, 'client error');
       socket.destroy(err);
     },
@@ -257,14 +256,25 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     schemaController: { compilersFactory: { buildValidator: bodyStrictValidators } },
   };
   const app = Fastify(options).withTypeProvider<TypeBoxTypeProvider>();
+  /**
+   * What every answer gets from the hooks, for one Node gave before any request reached Fastify (no hook runs): the
+   * refusal and access lines and the latency sample. Its latency is unknown (0), and its client the socket's peer (the
+   * load balancer, behind one: X-Forwarded-For is not read from a request refused as unreadable).
+   */
+  function answeredByNode(requestId: string, code: string, status: number, { method, url, peer }: { method: string; url: string; peer?: string }): void {
+    const log = app.log.child({ reqId: requestId });
+    log.info({ code, status }, 'request refused');
+    // Shaped by the req serializer as every access line is (the path without its query).
+    log.info({ req: { method, url, ip: peer }, res: { statusCode: status }, responseTime: 0 }, 'request completed');
+    app.metrics.httpDuration.observe({ method, route: 'unmatched', status_code: String(status) }, 0);
+  }
   // An Expect other than 100-continue: Node would answer 417 itself, with no body.
-  // No hook runs for it either: the request id, access line and metric of every answer are given here.
   app.server.on('checkExpectation', (req, res: ServerResponse) => {
     const requestId = randomUUID();
     res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'x-request-id': requestId, connection: 'close' });
     res.end(JSON.stringify({ code: 'EXPECTATION_FAILED', message: 'Only Expect: 100-continue is supported', requestId }));
-    app.log.info({ reqId: requestId, code: 'EXPECTATION_FAILED', status: 417, remoteAddress: req.socket.remoteAddress }, 'request refused');
-    app.metrics.httpDuration.observe({ method: 'other', route: 'unmatched', status_code: '417' }, 0);
+    // Node parses only the methods it knows: a bounded label.
+    answeredByNode(requestId, 'EXPECTATION_FAILED', 417, { method: req.method ?? 'other', url: req.url ?? '', peer: req.socket.remoteAddress });
   });
 
   // Origin and path only: a URL's user info or query may hold credentials.

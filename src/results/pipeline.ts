@@ -89,7 +89,7 @@ function keepsPolling(s: Pick<SessionRecord, 'onboardingStatus' | 'resultsStatus
 /**
  * A poll's routine status check, done: one is queued at each poll of every unfinished session (about 150 over the
  * 72 h of an abandoned one), and its row would tell nothing later, so it is deleted rather than kept for
- * RETENTION_DAYS. A verdict check, a webhook's or a refresh's, and any that failed, stay as history.
+ * RETENTION_DAYS. A verdict check, a webhook's or a refresh's, and any that was dead-lettered, stay as history.
  */
 export function isRoutinePoll(job: Job): boolean {
   return job.kind === 'verify' && job.payload.source === 'poll' && job.payload.claimed === undefined;

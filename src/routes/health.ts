@@ -98,7 +98,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, opts)
     // READINESS_REQUIRES_INCODE=false rides out an Incode that cannot be reached, not a key it refuses: that is this
     // instance's configuration, and every call it makes would fail.
     const ok = database.ok && !keyRefused && (incode.ok || !opts.requireIncode);
-    // Every 503 says when to ask again: the checks are cached for 5 s, so sooner would read the same answer.
+    // Every 503 says when to ask again: Incode's check is cached for 5 s, so sooner would read the same answer of it.
     if (ok) reply.status(200);
     else reply.status(503).header('retry-after', '5');
     return { status: !ok ? 'not ready' : incode.ok ? 'ready' : 'degraded', sandbox: opts.sandbox, checks: { config: { ok: true }, database, incode } };

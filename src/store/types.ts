@@ -317,10 +317,10 @@ export interface Store {
   /** Claims up to `limit` due jobs (queued and due, or running with an expired lease) for `owner`. */
   claimJobs(owner: string, limit: number, leaseMs: number, now: number, subject?: string): Promise<Job[]>;
   /**
-   * Marks the job done. false when this claim (`job` as claimJobs gave it, and `owner`) no longer holds it: its lease
-   * lapsed and the job was claimed again, by another worker or by the same one. Nothing changed then.
+   * Marks the job done, or with `forget` deletes its row instead (a routine check whose row would tell nothing later).
+   * false when this claim (`job` as claimJobs gave it, and `owner`) no longer holds it: its lease lapsed and the job
+   * was claimed again, by another worker or by the same one. Nothing changed then.
    */
-  /** `forget`: the finished row is deleted rather than kept as history (a routine check that tells nothing later). */
   completeJob(job: JobLease, owner: string, now: number, forget?: boolean): Promise<boolean>;
   /**
    * Back to queued at retryAt, or dead when retryAt is null. false when this claim no longer holds the job (as

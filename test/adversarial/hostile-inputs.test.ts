@@ -230,16 +230,24 @@ describe('content types and encodings', () => {
   });
 
   it('a chunked body that never ends, and headers that never end, get a JSON 408 at REQUEST_TIMEOUT_MS', async () => {
-    const [body, head, expected] = await Promise.all([
+    const timedOut = () => metricValue(broker.url, 'http_request_duration_seconds_count{method="other",route="unmatched",status_code="408"}');
+    const before = (await timedOut()) ?? 0;
+    const [body, head, expected, idle] = await Promise.all([
       raw(httpRequest('POST', '/session', [J, 'Transfer-Encoding: chunked'], '5\r\n{"a":'), { timeoutMs: 6000 }),
       raw(Buffer.from('GET /sessions HTTP/1.1\r\nHost: x\r\n' + ADMIN + '\r\n'), { timeoutMs: 6000 }),
       // Expect: 100-continue, then the body never comes.
       raw(httpRequest('POST', '/webhooks/incode', [J, 'Expect: 100-continue', 'Content-Length: 50', `Authorization: Bearer ${webhookBearer}`]), { timeoutMs: 6000 }),
+      // A connection that never sends a byte (a browser's preconnect): closed, but no request to log or count.
+      raw(Buffer.alloc(0), { timeoutMs: 6000 }),
     ]);
     for (const a of [body, head, expected]) {
-      expectRefusal(a, 408, 'REQUEST_TIMEOUT');
+      const { requestId } = expectRefusal(a, 408, 'REQUEST_TIMEOUT');
+      // The refusal and the access line every answer has, under the answer's id.
+      expect(broker.logs.records.filter((r) => r.reqId === requestId).map((r) => r.msg)).toEqual(['request refused', 'request completed']);
     }
     expect(expected.interim).toEqual([100]);
+    expect(idle.none || idle.status === 408).toBe(true);
+    expect(await timedOut()).toBe(before + 3);
     await expectHealthy();
   });
 
@@ -304,7 +312,10 @@ describe('duplicate and huge headers', () => {
     const { requestId } = expectRefusal(tooLarge, 431, 'HEADERS_TOO_LARGE');
     expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
     expect(tooLarge.headers['x-request-id']).toBe(requestId);
-    expect(broker.logs.records.filter((r) => r.reqId === requestId)).toEqual([expect.objectContaining({ level: 30, msg: 'request refused', code: 'HEADERS_TOO_LARGE', status: 431 })]);
+    expect(broker.logs.records.filter((r) => r.reqId === requestId)).toEqual([
+      expect.objectContaining({ level: 30, msg: 'request refused', code: 'HEADERS_TOO_LARGE', status: 431 }),
+      expect.objectContaining({ level: 30, msg: 'request completed', req: { method: 'other', url: '', remoteAddress: '127.0.0.1' }, res: { statusCode: 431 } }),
+    ]);
     expect(await metricValue(broker.url, 'http_request_duration_seconds_count{method="other",route="unmatched",status_code="431"}')).toBe(before + 1);
     expectRefusal(await send('GET', '/healthz', Array.from({ length: 3000 }, (_, i) => `X-H${i}: 1`)), 431, 'HEADERS_TOO_LARGE');
     expectRefusal(await send('GET', '/sessions?cursor=' + 'a'.repeat(70_000), [ADMIN]), 431, 'HEADERS_TOO_LARGE');
