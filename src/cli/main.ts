@@ -374,7 +374,7 @@ function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): numb
     return exitCode;
   }
   const lines: string[] = [];
-  const leaf = (l: ScoreLeaf | null | undefined) => (l ? `${String(l.status ?? 'UNKNOWN')}${l.value ? ` (${String(l.value)})` : ''}` : 'n/a');
+  const leaf = (l: ScoreLeaf | null | undefined) => (l ? `${shown(l.status ?? 'UNKNOWN')}${l.value ? ` (${shown(l.value)})` : ''}` : 'n/a');
   if (outcome === 'rejected' && r.rejection) {
     lines.push(`Capture rejected at step ${r.rejection.step}: ${r.rejection.reason}`, `Message to show: ${r.rejection.message}`);
   } else if (outcome === 'error' && r.error) {
@@ -388,13 +388,22 @@ function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): numb
     if (r.faceMatch) lines.push(`Face match: ${r.faceMatch.matched ? 'match' : 'NO MATCH'}${r.faceMatch.existingUser ? ' (person already registered)' : ''}`);
     if (r.ocr) {
       // ocrView left the name and address in only when --show-ocr asked for them.
-      if ('fullName' in r.ocr) lines.push(`Name: ${r.ocr.fullName ?? 'n/a'}`, `Address: ${r.ocr.address ?? 'n/a'}`);
-      lines.push(`Type of ID: ${r.ocr.typeOfId ?? 'n/a'}`);
+      if ('fullName' in r.ocr) lines.push(`Name: ${shown(r.ocr.fullName ?? 'n/a')}`, `Address: ${shown(r.ocr.address ?? 'n/a')}`);
+      lines.push(`Type of ID: ${shown(r.ocr.typeOfId ?? 'n/a')}`);
     }
   }
   if (r.interviewId) lines.push(`Interview ID: ${r.interviewId}${r.sandbox ? ' (emulator)' : ''}`);
   (outcome === 'error' ? io.stderr : io.stdout).write(lines.join('\n') + '\n');
   return exitCode;
+}
+
+/**
+ * Text read off a document, as a terminal may show it: control characters (escape sequences that could rewrite the
+ * screen) and bidirectional overrides (that could reorder what is read) become U+FFFD.
+ */
+export function shown(s: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what it matches
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '\ufffd');
 }
 
 /** Entry point: returns the exit code (the launcher exits with it). */

@@ -5,6 +5,9 @@ const obj = (v: unknown): Json | null => (v && typeof v === 'object' && !Array.i
 // Incode sends score values as strings, sometimes as numbers.
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : null);
 
+/** A non-empty string, trimmed; Incode sends "" for a field it could not read. */
+const text = (v: unknown): string | null => (typeof v === 'string' && v.trim() !== '' ? v.trim() : null);
+
 export interface ScoreLeaf {
   value: string | null;
   status: string | null;
@@ -15,13 +18,12 @@ function leafOf(block: unknown): ScoreLeaf | null {
   const b = obj(block);
   if (!b) return null;
   const l = obj(b.overall) ?? b;
-  const leaf = { value: str(l.value), status: str(l.status) };
+  // A blank status (Incode's answer seen with `overall.status: ""`) is no verdict: shown as unknown, not as nothing.
+  const leaf = { value: str(l.value), status: text(l.status) };
   // A block without an overall verdict (e.g. liveness {livenessScore} alone) is "not scored", not "unknown".
   return leaf.value === null && leaf.status === null ? null : leaf;
 }
 
-/** A non-empty string, trimmed; Incode sends "" for a field it could not read. */
-const text = (v: unknown): string | null => (typeof v === 'string' && v.trim() !== '' ? v.trim() : null);
 
 export function summarizeScores(scores: unknown) {
   const s = obj(scores) ?? {};
@@ -30,7 +32,7 @@ export function summarizeScores(scores: unknown) {
     idValidation: leafOf(s.idValidation),
     liveness: leafOf(s.liveness),
     faceRecognition: leafOf(s.faceRecognition),
-    reason: str(s.reasonMsg),
+    reason: text(s.reasonMsg),
   };
 }
 
@@ -47,6 +49,6 @@ export function summarizeOcr(ocr: unknown) {
   return {
     fullName: text(name.fullName) ?? (parts.filter(Boolean).join(' ') || null),
     address: address ? address.split('\n').map((line) => line.trim()).filter(Boolean).join(', ') : fromFields || null,
-    typeOfId: str(o.typeOfId),
+    typeOfId: text(o.typeOfId),
   };
 }

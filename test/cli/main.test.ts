@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config';
+import { shown } from '../../src/cli/main';
 import { Cipher } from '../../src/store/crypto';
 import { createStore } from '../../src/store/index';
 import { ROOT, spawnNode, type NodeProcess } from '../helpers/node-process';
@@ -90,6 +91,16 @@ describe('incode-broker onboard', () => {
     // stderr is not a terminal here: nothing but the document is printed.
     expect(r.stderr).toBe('');
     noSecrets(r.stdout);
+  });
+
+  it("shows a blank overall status (Incode's \"\") as UNKNOWN, not as nothing", async () => {
+    const r = await run(['onboard', ...GOOD, '--external-customer-id', 'emu:overall-blank']);
+    expect(r.stdout).toMatch(/^Overall score: UNKNOWN/m);
+  });
+
+  it('prints text read off a document with its control characters and direction overrides replaced', () => {
+    expect(shown('ANA\u001b[2J\u001b]0;pwned\u0007 LOPEZ\u202eZEPOL\r\nX')).toBe('ANA\ufffd[2J\ufffd]0;pwned\ufffd LOPEZ\ufffdZEPOL\ufffd\ufffdX');
+    expect(shown('JOSÉ ŁUKASZ 李 محمد')).toBe('JOSÉ ŁUKASZ 李 محمد');
   });
 
   it('prints the name and address read from the ID only with --show-ocr (text and JSON)', async () => {

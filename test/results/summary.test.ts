@@ -12,6 +12,9 @@ describe('results summary', () => {
       reason: 'All good',
     });
     expect(summarizeScores(null).overall).toBeNull();
+    // Incode's "" (a blank status, an empty reason) is nothing read, not a value to show.
+    expect(summarizeScores({ overall: { value: '0.0', status: '' }, reasonMsg: '' })).toMatchObject({ overall: { value: '0.0', status: null }, reason: null });
+    expect(summarizeOcr({ typeOfId: ' ' }).typeOfId).toBeNull();
   });
 
   it('falls back to first and last name, and puts a multi-line address on one line', () => {
