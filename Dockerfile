@@ -13,12 +13,16 @@ COPY package.json package-lock.json ./
 # does not ship (an air-gapped build would wait for it to time out). The addon is compiled here, against the image's
 # own Node headers: no prebuilt binary downloaded unchecked from GitHub, no headers from nodejs.org.
 RUN npm ci --ignore-scripts --no-audit --no-fund \
-    && npm_config_build_from_source=true npm_config_nodedir=/usr/local npm rebuild better-sqlite3
+    && npm rebuild better-sqlite3 --build-from-source --nodedir=/usr/local
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-# The compiler's intermediates and the addon's sources are not needed once it is built (tens of MB when it compiled).
+# Of the addon's build only the addon itself is needed at run time: its sources, the compiler's intermediates, the
+# static SQLite library and the test extension are not (tens of MB when it compiled).
 RUN npm run build && npm prune --omit=dev \
-    && rm -rf node_modules/better-sqlite3/build/Release/obj* node_modules/better-sqlite3/deps node_modules/better-sqlite3/src
+    && mv node_modules/better-sqlite3/build/Release/better_sqlite3.node /tmp/ \
+    && rm -rf node_modules/better-sqlite3/build node_modules/better-sqlite3/deps node_modules/better-sqlite3/src \
+    && mkdir -p node_modules/better-sqlite3/build/Release \
+    && mv /tmp/better_sqlite3.node node_modules/better-sqlite3/build/Release/
 
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \

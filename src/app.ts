@@ -158,9 +158,14 @@ function isBackendOnly(url: string): boolean {
   }
 }
 
-/** The one access line of a request. */
+/** Probes an orchestrator sends every few seconds: their passing answers would be most of a quiet service's log. */
+const PROBES: ReadonlySet<string | undefined> = new Set(['/healthz', '/readyz']);
+
+/** The one access line of a request (at debug for a probe that passed: a failing one is worth reading). */
 function logCompleted(req: FastifyRequest, reply: FastifyReply): void {
-  req.log.info({ req, res: { statusCode: reply.statusCode }, responseTime: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
+  const line = { req, res: { statusCode: reply.statusCode }, responseTime: Math.round(reply.elapsedTime * 100) / 100 };
+  if (reply.statusCode === 200 && PROBES.has(req.routeOptions.url)) req.log.debug(line, 'request completed');
+  else req.log.info(line, 'request completed');
 }
 
 export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise<FastifyInstance> {

@@ -89,7 +89,16 @@ async function main(): Promise<void> {
   );
   // Declared after the handlers, which can run only once this line has (a signal is handled on a later turn).
   const building = buildApp(config, { logStream });
-  const app = await building;
+  let app: FastifyInstance;
+  try {
+    app = await building;
+  } catch (err) {
+    // Asked to stop meanwhile: the stop is what was asked for, and it exits 0 (a database that never answered, say,
+    // is said once, not as a failed start).
+    if (!live.stopping) throw err;
+    log().warn({ reason: (err as Error).message }, 'start-up failed while stopping');
+    return;
+  }
   live.app = app;
   if (live.stopping) return;
   try {

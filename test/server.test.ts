@@ -1,7 +1,7 @@
 // The real server process: graceful shutdown on SIGTERM, and no result lost when it is killed with SIGKILL mid-job.
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
@@ -209,6 +209,25 @@ describe('server process', () => {
       expect(await p.exited).toBe(1);
       expect(p.output()).toMatch(/failed to start: the database of DATABASE_URL could not be opened or migrated: /);
       expect(p.output()).not.toContain('db-password-4477');
+    }
+  }, 30_000);
+
+  it('a SIGTERM while start-up waits on a database that never answers exits 0 once the start gives up, not as a failed start', async () => {
+    // Accepts the connection, never says a word: the PostgreSQL connect times out after DATABASE_TIMEOUT_MS.
+    let connected = 0;
+    const silent = createNetServer(() => void connected++);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const key = `k1:${Buffer.alloc(32, 5).toString('base64')}`;
+    const p = spawnBroker({ DATABASE_URL: `postgres://broker@127.0.0.1:${(silent.address() as AddressInfo).port}/test`, DATA_ENCRYPTION_KEY: key, DATABASE_TIMEOUT_MS: '2000', SHUTDOWN_GRACE_MS: '10000', SHUTDOWN_DELAY_MS: '0' });
+    procs.push(p);
+    try {
+      await waitFor(() => connected > 0 || null, 15_000, 20);
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+      expect(p.output()).toMatch(/start-up failed while stopping/);
+      expect(p.output()).not.toMatch(/failed to start/);
+    } finally {
+      silent.close();
     }
   }, 30_000);
 

@@ -216,7 +216,8 @@ describe('an error logged as a whole', () => {
 
 describe('a request target with credentials in it', () => {
   it('is logged and named by its path alone: no user info, host, query or fragment', async () => {
-    const b = await startSandbox();
+    // Debug: a passing probe's access line is written only there.
+    const b = await startSandbox({ LOG_LEVEL: 'debug' });
     const { port } = new URL(b.url);
     const rawGet = (target: string) =>
       new Promise<string>((resolve, reject) => {

@@ -454,3 +454,27 @@ describe('request ids in sandbox mode', () => {
     }
   }, 30_000);
 });
+
+describe('access lines of probes', () => {
+  it("writes a passing probe's access line at debug, every other request's at info", async () => {
+    const b = await startSandbox();
+    try {
+      await request(b.url).get('/healthz').set('x-request-id', 'probe-health-1').expect(200);
+      await request(b.url).get('/readyz').set('x-request-id', 'probe-ready-1').expect(200);
+      await request(b.url).get('/sessions').set('x-request-id', 'not-a-probe-1').expect(401);
+      await waitFor(() => b.logs.records.some((r) => r.reqId === 'not-a-probe-1' && r.msg === 'request completed') || null, 5000, 10);
+      // (The readiness probe's own call to the sandbox's emulator, under the same id, is a request to Incode's stand-in.)
+      const probeLines = b.logs.records.filter((r) => String(r.reqId).startsWith('probe-') && !String((r.req as { url?: string } | undefined)?.url).startsWith('/sandbox/'));
+      expect(probeLines).toEqual([]);
+    } finally {
+      await b.close();
+    }
+    const verbose = await startSandbox({ LOG_LEVEL: 'debug' });
+    try {
+      await request(verbose.url).get('/healthz').set('x-request-id', 'probe-health-2').expect(200);
+      await waitFor(() => verbose.logs.records.find((r) => r.reqId === 'probe-health-2' && r.msg === 'request completed') ?? null, 5000, 10).then((line) => expect(line.level).toBe(20));
+    } finally {
+      await verbose.close();
+    }
+  });
+});
