@@ -1,7 +1,7 @@
 // The real server process: graceful shutdown on SIGTERM, and no result lost when it is killed with SIGKILL mid-job.
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createConnection, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
@@ -79,10 +79,36 @@ describe('server process', () => {
     expect(await p.exited).toBe(0);
     expect(Date.now() - signalled).toBeGreaterThanOrEqual(8000);
     expect(p.output()).toMatch(/"outOfRotationMs":8000/);
-    // Its refusals are deliberate: a warn line each, no error with a stack per probe.
+    // Its refusals are planned: an info line each, no warning or error with a stack per probe.
     const refusals = p.output().split('\n').filter((l) => l.includes('"SHUTTING_DOWN"'));
     expect(refusals.length).toBeGreaterThan(0);
-    for (const line of refusals) expect(JSON.parse(line)).toMatchObject({ level: 40, msg: 'request refused' });
+    for (const line of refusals) expect(JSON.parse(line)).toMatchObject({ level: 30, msg: 'request refused' });
+    await emu.close();
+  }, 30_000);
+
+  it('out of rotation, closes kept-alive connections while still listening, so no client sends on one as the close drops it', async () => {
+    const emu = await startEmulator();
+    const { p, url } = await brokerProcess(emu.url, { SHUTDOWN_DELAY_MS: '6000' });
+    const { port } = new URL(url);
+    // A client's pooled connection: one answered request, then idle, kept alive.
+    const socket = createConnection(Number(port), '127.0.0.1');
+    let received = '';
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+    const closed = new Promise<number>((r) => socket.on('close', () => r(Date.now())));
+    socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    await waitFor(() => received.includes('{"status":"ok"}') || null, 5000, 10);
+    expect(received).not.toMatch(/^connection: close/im);
+    const signalled = Date.now();
+    p.child.kill('SIGTERM');
+    // Closed by the server within about a second, well before the 6 s delay ends and the listener closes.
+    expect((await closed) - signalled).toBeLessThan(4000);
+    // A request on a new connection meanwhile is served, and told to close its connection.
+    const served = await request(`${url}/healthz`);
+    await served.body.dump();
+    expect(served.statusCode).toBe(200);
+    expect(served.headers.connection).toBe('close');
+    expect(await p.exited).toBe(0);
+    expect(Date.now() - signalled).toBeGreaterThanOrEqual(6000);
     await emu.close();
   }, 30_000);
 

@@ -105,7 +105,8 @@ export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply
   // A 503 this service gives on purpose (draining, shedding load, an open circuit) is no failure: one warn line
   // without frames, as under overload an error line with a stack per refused request would add to the load it sheds.
   if (m.status >= 500 && !deliberate(err, m)) req.log.error({ err: loggedError(err) }, 'request failed');
-  else if (m.status >= 500) req.log.warn({ code: m.code, status: m.status }, 'request refused');
+  // Draining is planned: its refusals (a probe's during the out-of-rotation delay, most of all) are no warning.
+  else if (m.status >= 500 && m.code !== 'SHUTTING_DOWN') req.log.warn({ code: m.code, status: m.status }, 'request refused');
   else req.log.info({ code: m.code, status: m.status }, 'request refused');
   if (m.headers) reply.headers(m.headers);
   reply.status(m.status).send({ code: m.code, message: m.message, ...m.extra, ...fields?.(m), requestId: req.id });
