@@ -53,17 +53,28 @@ async function main(): Promise<void> {
   // wind-down each,
   // before the pools and the store close. A shorter delay would exit with a job still writing, and its handed-back
   // state lost.
-  closeWithGrace(
+  // SIGTERM is handled here, not by close-with-grace, which exits at once on any second signal: a SIGTERM sent again
+  // (an impatient operator, a supervisor's retry) must not cut the requests and jobs the first one is draining; the
+  // overall limit still bounds the stop. A second Ctrl-C (SIGINT) still ends it at once, as a person means it to.
+  let terminated = false;
+  process.on('SIGTERM', () => {
+    // Stopping already (this signal before, a Ctrl-C, a fatal error): the stop under way goes on as it is.
+    if (terminated || live.stopping) return void log().info({ signal: 'SIGTERM' }, 'already stopping: the signal again changes nothing');
+    terminated = true;
+    void closer.close();
+  });
+  const closer = closeWithGrace(
     {
       delay: shutdownDelayMs + 2 * shutdownGraceMs + 5000,
-      skip: ['unhandledRejection'],
+      skip: ['unhandledRejection', 'SIGTERM'],
       logger: { error: (m: unknown) => log().error(typeof m === 'string' ? {} : { err: fatal(m) }, typeof m === 'string' ? m : 'shutdown failed') },
       onSecondSignal: (signal: string) => log().error({ signal }, 'second signal, exiting now'),
       onSecondError: (e: unknown) => log().error({ err: fatal(e) }, 'second fatal error while shutting down, exiting now'),
       onTimeout: (ms: number) => log().error({ delayMs: ms }, 'shutdown did not finish in time, exiting now'),
     },
     async (out) => {
-      const { signal } = out;
+      // A SIGTERM arrives as the manual close above.
+      const signal = out.manual ? 'SIGTERM' : out.signal;
       live.stopping = true;
       // An uncaught throw of a non-Error (even undefined) is fatal too: close-with-grace exits 1 only for a truthy err.
       const failed = 'err' in out;

@@ -62,6 +62,38 @@ describe('server process', () => {
     await emu.close();
   }, 30_000);
 
+  it('a second SIGTERM while draining changes nothing (the request in flight is answered, exit 0); a second Ctrl-C ends it at once', async () => {
+    const emu = await startEmulator({ faults: { startLatencyMs: 1500 } });
+    const { p, url } = await brokerProcess(emu.url, { DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' });
+    const incode = recordRequests(emu.app.server);
+    const inflight = json(`${url}/session`, { method: 'POST' });
+    await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
+    incode.stop();
+    p.child.kill('SIGTERM');
+    await waitFor(() => /shutting down/.test(p.output()) || null, 5000, 10);
+    p.child.kill('SIGTERM');
+    const res = await inflight;
+    expect(res.status).toBe(200);
+    expect(res.body.token).toMatch(/^eyJ/);
+    expect(await p.exited).toBe(0);
+    expect(p.output()).toMatch(/already stopping/);
+    expect(p.output()).not.toMatch(/second signal/);
+    // Ctrl-C twice: the person means now.
+    const second = await brokerProcess(emu.url, { DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' });
+    const again = recordRequests(emu.app.server);
+    const held = json(`${second.url}/session`, { method: 'POST' }).catch((e: unknown) => e);
+    // Its start is held at the emulator: the stop has a request to wait for.
+    await waitFor(() => again.urls.some((u) => u.startsWith('/omni/start')) || null, 10_000, 10);
+    again.stop();
+    second.p.child.kill('SIGINT');
+    await waitFor(() => /shutting down/.test(second.p.output()) || null, 5000, 10);
+    second.p.child.kill('SIGINT');
+    expect(await second.p.exited).toBe(1);
+    expect(second.p.output()).toMatch(/second signal, exiting now/);
+    await held;
+    await emu.close();
+  }, 30_000);
+
   it('on SIGTERM leaves the rotation first: /readyz answers 503 while requests are still served, then it closes', async () => {
     const emu = await startEmulator();
     const { p, url } = await brokerProcess(emu.url, { SHUTDOWN_DELAY_MS: '8000' });
