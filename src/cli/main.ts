@@ -403,7 +403,7 @@ function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): numb
  */
 export function shown(s: string): string {
   // eslint-disable-next-line no-control-regex -- control characters are what it matches
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '\ufffd');
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]/g, '\ufffd');
 }
 
 /** Entry point: returns the exit code (the launcher exits with it). */

@@ -6,7 +6,10 @@ const obj = (v: unknown): Json | null => (v && typeof v === 'object' && !Array.i
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : null);
 
 /** A non-empty string, trimmed; Incode sends "" for a field it could not read. */
-const text = (v: unknown): string | null => (typeof v === 'string' && v.trim() !== '' ? v.trim() : null);
+const text = (v: unknown): string | null => {
+  const s = str(v)?.trim();
+  return s ? s : null;
+};
 
 export interface ScoreLeaf {
   value: string | null;

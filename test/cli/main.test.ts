@@ -101,6 +101,7 @@ describe('incode-broker onboard', () => {
   it('prints text read off a document with its control characters and direction overrides replaced', () => {
     expect(shown('ANA\u001b[2J\u001b]0;pwned\u0007 LOPEZ\u202eZEPOL\r\nX')).toBe('ANA\ufffd[2J\ufffd]0;pwned\ufffd LOPEZ\ufffdZEPOL\ufffd\ufffdX');
     expect(shown('JOSÉ ŁUKASZ 李 محمد')).toBe('JOSÉ ŁUKASZ 李 محمد');
+    expect(shown('A\u2028B\u200bC\ufeffD')).toBe('A\ufffdB\ufffdC\ufffdD');
   });
 
   it('prints the name and address read from the ID only with --show-ocr (text and JSON)', async () => {

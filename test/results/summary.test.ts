@@ -15,6 +15,8 @@ describe('results summary', () => {
     // Incode's "" (a blank status, an empty reason) is nothing read, not a value to show.
     expect(summarizeScores({ overall: { value: '0.0', status: '' }, reasonMsg: '' })).toMatchObject({ overall: { value: '0.0', status: null }, reason: null });
     expect(summarizeOcr({ typeOfId: ' ' }).typeOfId).toBeNull();
+    // Numbers (Incode sends some values so) are still read.
+    expect(summarizeScores({ overall: { value: 0, status: 1 }, reasonMsg: 7 })).toMatchObject({ overall: { value: '0', status: '1' }, reason: '7' });
   });
 
   it('falls back to first and last name, and puts a multi-line address on one line', () => {
