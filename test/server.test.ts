@@ -44,16 +44,23 @@ describe('server process', () => {
     expect((await waitForResults(url, s.body.interviewId)).resultsStatus).toBe('ready');
   }, 30_000);
 
+  /** A POST /session whose start is at the emulator (held there by its latency): a stop has it in flight. */
+  async function heldSession(emu: Awaited<ReturnType<typeof startEmulator>>, url: string) {
+    const incode = recordRequests(emu.app.server);
+    const answer = json(`${url}/session`, { method: 'POST' }).catch((e: unknown) => e as Error);
+    await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
+    incode.stop();
+    // Wrapped: an async function returning the promise itself would wait for the answer.
+    return { answer };
+  }
+
   it('finishes in-flight requests on SIGTERM, then exits 0', async () => {
     const emu = await startEmulator({ faults: { startLatencyMs: 800 } });
     const { p, url } = await brokerProcess(emu.url, { DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' });
-    // SIGTERM once the broker's call is at the emulator (held there by the latency), not after a guessed delay.
-    const incode = recordRequests(emu.app.server);
-    const inflight = json(`${url}/session`, { method: 'POST' });
-    await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
-    incode.stop();
+    // SIGTERM once the broker's call is at the emulator, not after a guessed delay.
+    const { answer } = await heldSession(emu, url);
     p.child.kill('SIGTERM');
-    const res = await inflight;
+    const res = (await answer) as Awaited<ReturnType<typeof json>>;
     expect(res.status).toBe(200);
     expect(res.body.token).toMatch(/^eyJ/);
     expect(await p.exited).toBe(0);
@@ -65,14 +72,11 @@ describe('server process', () => {
   it('a second SIGTERM while draining changes nothing (the request in flight is answered, exit 0); a second Ctrl-C ends it at once', async () => {
     const emu = await startEmulator({ faults: { startLatencyMs: 1500 } });
     const { p, url } = await brokerProcess(emu.url, { DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' });
-    const incode = recordRequests(emu.app.server);
-    const inflight = json(`${url}/session`, { method: 'POST' });
-    await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
-    incode.stop();
+    const { answer } = await heldSession(emu, url);
     p.child.kill('SIGTERM');
     await waitFor(() => /shutting down/.test(p.output()) || null, 5000, 10);
     p.child.kill('SIGTERM');
-    const res = await inflight;
+    const res = (await answer) as Awaited<ReturnType<typeof json>>;
     expect(res.status).toBe(200);
     expect(res.body.token).toMatch(/^eyJ/);
     expect(await p.exited).toBe(0);
@@ -80,17 +84,13 @@ describe('server process', () => {
     expect(p.output()).not.toMatch(/second signal/);
     // Ctrl-C twice: the person means now.
     const second = await brokerProcess(emu.url, { DATABASE_URL: 'sqlite::memory:', SHUTDOWN_GRACE_MS: '5000' });
-    const again = recordRequests(emu.app.server);
-    const held = json(`${second.url}/session`, { method: 'POST' }).catch((e: unknown) => e);
-    // Its start is held at the emulator: the stop has a request to wait for.
-    await waitFor(() => again.urls.some((u) => u.startsWith('/omni/start')) || null, 10_000, 10);
-    again.stop();
+    const held = await heldSession(emu, second.url);
     second.p.child.kill('SIGINT');
     await waitFor(() => /shutting down/.test(second.p.output()) || null, 5000, 10);
     second.p.child.kill('SIGINT');
     expect(await second.p.exited).toBe(1);
     expect(second.p.output()).toMatch(/second signal, exiting now/);
-    await held;
+    await held.answer;
     await emu.close();
   }, 30_000);
 
