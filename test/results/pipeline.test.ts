@@ -1229,7 +1229,11 @@ function pipelineSuite(which: Engine) {
     // The verdict's status is recorded before its own results are read (the first read's are still 'ready' then):
     // caught up once both reads are done.
     const resultJobs = async () => (await p.broker.app.store.listJobs(s.interviewId)).filter((j) => j.kind === 'results').map((j) => [j.payload.status, j.state]);
-    await waitFor(async () => (await resultJobs()).every(([, state]) => state === 'done' || state === 'dead') && (await resultJobs()).length >= 2, 15_000);
+    // One read of the list per check: two could see one job done, then two with the second still queued.
+    await waitFor(async () => {
+      const jobs = await resultJobs();
+      return jobs.length >= 2 && jobs.every(([, state]) => state === 'done' || state === 'dead');
+    }, 15_000);
     expect(await resultJobs()).toEqual([
       ['ONBOARDING_FINISHED', 'done'],
       ['MANUAL_REVIEW_REJECTED', 'done'],
