@@ -65,8 +65,9 @@ function mapError(err: FastifyError | Error): Mapped {
       return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON, or holds a __proto__ or constructor.prototype key' };
   }
   if (fe.statusCode === 429) return { status: 429, code: 'RATE_LIMITED', message: fe.message || 'Too many requests' };
+  // Fastify's own codes (FST_ERR_...) name its internals and change between its versions: the stable one instead.
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
-    return { status: fe.statusCode, code: fe.code ?? 'BAD_REQUEST', message: fe.message.slice(0, 300) };
+    return { status: fe.statusCode, code: fe.code && !fe.code.startsWith('FST_') ? fe.code : 'BAD_REQUEST', message: fe.message.slice(0, 300) };
   // A stalled or restarting database is an outage a retry can outlive, not a bug: 503 tells clients to come back.
   if (isDatabaseUnavailable(err)) return mapError(databaseUnavailableError());
   // Stored data under a key DATA_ENCRYPTION_KEY no longer lists (removed before the rotation's sweep was done): a code
