@@ -1,7 +1,8 @@
 // buildApp(config, deps): the whole broker, wired the same way in tests and in production.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { STATUS_CODES, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { Server as NetServer, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchemaValidationError } from 'fastify';
 import { AjvCompiler, type ValidatorFactory } from '@fastify/ajv-compiler';
 import cors from '@fastify/cors';
@@ -77,6 +78,9 @@ function clientErrorAnswer(code: string | undefined): [number, string, string] {
 
 /** What a browser frontend may read of an answer (Retry-After and the limit of a 429 among them). */
 const CORS_EXPOSED_HEADERS = ['x-request-id', 'retry-after', 'x-ratelimit-limit'];
+
+/** How long connections idle at the close may still send a request (answered 503) before they are dropped. */
+const IDLE_LINGER_MS = 1000;
 
 /** Where sandbox mode mounts the emulator. */
 const SANDBOX_PREFIX = '/sandbox/incode';
@@ -378,7 +382,14 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // too; requests in flight go on, and one arriving on a connection still open gets 503 SHUTTING_DOWN.
     // In sandbox mode the emulator is reached over this very listener: the onboardings still in their captures need it
     // (the hook above lets its calls through), so it stops listening when the close goes on, after these hooks.
-    if (app.server.listening && !config.sandbox) app.server.close();
+    // The listener only: http.Server.close() would also drop the idle keep-alive connections at once, under any request
+    // a client is sending on one just then. After an orchestrator's stop (out of rotation first) they get a moment to
+    // send it and be answered (503, Connection: close); the close drops what is still idle after it. A Ctrl-C or an
+    // embedding app's close() does not wait for them.
+    if (app.server.listening && !config.sandbox) {
+      NetServer.prototype.close.call(app.server);
+      if (!inRotation) await sleep(Math.min(IDLE_LINGER_MS, config.shutdownGraceMs));
+    }
     // Node stops enforcing REQUEST_TIMEOUT_MS once the server is closing, so a stalled upload would hold close()
     // forever: whatever is still connected when the grace for in-flight work is over is cut, a wind-down after it, in
     // which the captures stopped at the grace answer 503 SHUTTING_DOWN with their interviewId.
@@ -390,12 +401,10 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     logCompleted(req, reply);
     done();
   });
-  // Out of rotation and while draining, answers close their keep-alive connection: a client still sending here
-  // reconnects (to this process while it listens, or elsewhere) rather than reuse a connection the close drops. Idle
-  // connections are not closed before the close: one that looks idle may hold its next request unread, which would be
-  // lost (measured: about one per pooled connection of a busy client).
+  // While draining, answers close their keep-alive connection, so close() does not wait for idle sockets. Not before
+  // (out of rotation): a client told to reconnect then opens connections that the listener's close resets.
   app.addHook('onSend', (_req, reply, payload, done) => {
-    if (closingAt !== null || !inRotation) reply.header('connection', 'close');
+    if (closingAt !== null) reply.header('connection', 'close');
     done(null, payload);
   });
 
