@@ -387,8 +387,13 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
     // send it and be answered (503, Connection: close); the close drops what is still idle after it. A Ctrl-C or an
     // embedding app's close() does not wait for them.
     if (app.server.listening && !config.sandbox) {
-      NetServer.prototype.close.call(app.server);
-      if (!inRotation) await sleep(Math.min(IDLE_LINGER_MS, config.shutdownGraceMs));
+      // Its callback comes once every connection has ended: no need to wait out the moment then.
+      const ended = new Promise<void>((resolve) => NetServer.prototype.close.call(app.server, () => resolve()));
+      if (!inRotation) {
+        const linger = new AbortController();
+        await Promise.race([ended, sleep(Math.min(IDLE_LINGER_MS, config.shutdownGraceMs), undefined, { signal: linger.signal }).catch(() => undefined)]);
+        linger.abort();
+      }
     }
     // Node stops enforcing REQUEST_TIMEOUT_MS once the server is closing, so a stalled upload would hold close()
     // forever: whatever is still connected when the grace for in-flight work is over is cut, a wind-down after it, in
