@@ -2,7 +2,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { STATUS_CODES, type Server, type ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { LogController, type FastifyHttpOptions, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchemaValidationError } from 'fastify';
 import { AjvCompiler, type ValidatorFactory } from '@fastify/ajv-compiler';
 import cors from '@fastify/cors';
@@ -21,7 +20,7 @@ import resultsPlugin from './plugins/results';
 import storePlugin from './plugins/store';
 import type { RateCounter } from './protection/rate-counter';
 import { sandboxEmulatorOptions } from './sandbox';
-import { STOP_WIND_DOWN_MS } from './util/settle';
+import { STOP_WIND_DOWN_MS, settledWithin } from './util/settle';
 import { createSessionGuards } from './protection/session-guards';
 import healthRoutes from './routes/health';
 import onboardingsRoutes from './routes/onboardings';
@@ -377,30 +376,25 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.addHook('preClose', async () => {
     closingAt = Date.now();
     for (const fn of closingListeners) fn();
-    // No new connections from here on (Fastify stops listening only after every preClose hook, which may take the
-    // whole grace): a connection refused is one a load balancer retries elsewhere. Idle keep-alive connections close
-    // too; requests in flight go on, and one arriving on a connection still open gets 503 SHUTTING_DOWN.
-    // In sandbox mode the emulator is reached over this very listener: the onboardings still in their captures need it
-    // (the hook above lets its calls through), so it stops listening when the close goes on, after these hooks.
-    // The listener only: http.Server.close() would also drop the idle keep-alive connections at once, under any request
-    // a client is sending on one just then. After an orchestrator's stop (out of rotation first) they get a moment to
-    // send it and be answered (503, Connection: close); the close drops what is still idle after it. A Ctrl-C or an
-    // embedding app's close() does not wait for them.
-    if (app.server.listening && !config.sandbox) {
-      // Its callback comes once every connection has ended: no need to wait out the moment then.
-      const ended = new Promise<void>((resolve) => NetServer.prototype.close.call(app.server, () => resolve()));
-      if (!inRotation) {
-        const linger = new AbortController();
-        await Promise.race([ended, sleep(Math.min(IDLE_LINGER_MS, config.shutdownGraceMs), undefined, { signal: linger.signal }).catch(() => undefined)]);
-        linger.abort();
-      }
-    }
     // Node stops enforcing REQUEST_TIMEOUT_MS once the server is closing, so a stalled upload would hold close()
     // forever: whatever is still connected when the grace for in-flight work is over is cut, a wind-down after it, in
     // which the captures stopped at the grace answer 503 SHUTTING_DOWN with their interviewId.
     const cut = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs + STOP_WIND_DOWN_MS);
     cut.unref();
     app.server.once('close', () => clearTimeout(cut));
+    // No new connections from here on (Fastify stops listening only after every preClose hook, which may take the
+    // whole grace): a connection refused is one a load balancer retries elsewhere. Requests in flight go on, and one
+    // arriving on a connection still open gets 503 SHUTTING_DOWN. The listener only: http.Server.close() would also
+    // drop the idle keep-alive connections at once, under any request a client is sending on one just then. After an
+    // orchestrator's stop (out of rotation first) they get a moment to send it and be answered (503, Connection:
+    // close), ended as soon as no connection is left; Fastify's close drops what is still idle after it. A Ctrl-C or
+    // an embedding app's close() does not wait for them.
+    // In sandbox mode the emulator is reached over this very listener: the onboardings still in their captures need it
+    // (the hook above lets its calls through), so it stops listening when the close goes on, after these hooks.
+    if (app.server.listening && !config.sandbox) {
+      const ended = new Promise<void>((resolve) => NetServer.prototype.close.call(app.server, () => resolve()));
+      if (!inRotation) await settledWithin([ended], Math.min(IDLE_LINGER_MS, config.shutdownGraceMs));
+    }
   });
   app.addHook('onResponse', (req, reply, done) => {
     logCompleted(req, reply);

@@ -56,11 +56,10 @@ async function main(): Promise<void> {
   // SIGTERM is handled here, not by close-with-grace, which exits at once on any second signal: a SIGTERM sent again
   // (an impatient operator, a supervisor's retry) must not cut the requests and jobs the first one is draining; the
   // overall limit still bounds the stop. A second Ctrl-C (SIGINT) still ends it at once, as a person means it to.
-  let terminated = false;
   process.on('SIGTERM', () => {
     // Stopping already (this signal before, a Ctrl-C, a fatal error): the stop under way goes on as it is.
-    if (terminated || live.stopping) return void log().info({ signal: 'SIGTERM' }, 'already stopping: the signal again changes nothing');
-    terminated = true;
+    if (live.stopping) return void log().info({ signal: 'SIGTERM' }, 'already stopping: the signal again changes nothing');
+    live.stopping = true;
     void closer.close();
   });
   const closer = closeWithGrace(

@@ -47,11 +47,20 @@ describe('server process', () => {
   /** A POST /session whose start is at the emulator (held there by its latency): a stop has it in flight. */
   async function heldSession(emu: Awaited<ReturnType<typeof startEmulator>>, url: string) {
     const incode = recordRequests(emu.app.server);
-    const answer = json(`${url}/session`, { method: 'POST' }).catch((e: unknown) => e as Error);
+    // A connection cut by the stop is an answer of status 0 (handled here, so never an unhandled rejection).
+    const answer = json(`${url}/session`, { method: 'POST' }).catch((e: unknown) => ({ status: 0, body: { error: String(e) } }));
     await waitFor(() => incode.urls.some((u) => u.startsWith('/omni/start')), 10_000, 10);
     incode.stop();
     // Wrapped: an async function returning the promise itself would wait for the answer.
     return { answer };
+  }
+
+  /** The held session is answered with its token, and then the process exits 0. */
+  async function answeredThenExited(p: BrokerProcess, answer: Promise<{ status: number; body: any }>) {
+    const res = await answer;
+    expect(res.status).toBe(200);
+    expect(res.body.token).toMatch(/^eyJ/);
+    expect(await p.exited).toBe(0);
   }
 
   it('finishes in-flight requests on SIGTERM, then exits 0', async () => {
@@ -60,10 +69,7 @@ describe('server process', () => {
     // SIGTERM once the broker's call is at the emulator, not after a guessed delay.
     const { answer } = await heldSession(emu, url);
     p.child.kill('SIGTERM');
-    const res = (await answer) as Awaited<ReturnType<typeof json>>;
-    expect(res.status).toBe(200);
-    expect(res.body.token).toMatch(/^eyJ/);
-    expect(await p.exited).toBe(0);
+    await answeredThenExited(p, answer);
     expect(p.output()).toMatch(/shutting down/);
     await expect(request(`${url}/healthz`)).rejects.toThrow();
     await emu.close();
@@ -76,10 +82,7 @@ describe('server process', () => {
     p.child.kill('SIGTERM');
     await waitFor(() => /shutting down/.test(p.output()) || null, 5000, 10);
     p.child.kill('SIGTERM');
-    const res = (await answer) as Awaited<ReturnType<typeof json>>;
-    expect(res.status).toBe(200);
-    expect(res.body.token).toMatch(/^eyJ/);
-    expect(await p.exited).toBe(0);
+    await answeredThenExited(p, answer);
     expect(p.output()).toMatch(/already stopping/);
     expect(p.output()).not.toMatch(/second signal/);
     // Ctrl-C twice: the person means now.

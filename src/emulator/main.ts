@@ -4,13 +4,16 @@ import type { EmulatorOptions } from './app';
 import { MAX_TIMER_MS, faultSettingsError, type FaultOptions } from './faults';
 
 const env = process.env;
-/** A numeric variable, or undefined when unset; a value that is no number in its range stops the start, naming it. */
-const num = (name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined => {
-  const raw = env[name];
-  if (raw === undefined || raw.trim() === '') return undefined;
+/** A number in its range read from a variable's text; anything else stops the start, naming the variable. */
+function inRange(name: string, raw: string, min: number, max: number): number {
   const n = Number(raw);
   if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}, got "${raw}"`);
   return n;
+}
+/** A numeric variable, or undefined when unset. */
+const num = (name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined => {
+  const raw = env[name];
+  return raw === undefined || raw.trim() === '' ? undefined : inRange(name, raw, min, max);
 };
 /** The variable of each fault setting: faultSettingsError judges the values, the message names the variable. */
 const FAULT_VARIABLES: Record<keyof FaultOptions, string> = {
@@ -71,11 +74,7 @@ function options(): EmulatorOptions {
             : undefined,
           headers: env.EMULATOR_WEBHOOK_HEADERS ? (JSON.parse(env.EMULATOR_WEBHOOK_HEADERS) as Record<string, string>) : undefined,
           // Comma-separated delays before each retry ("" for none: the single delivery older Incode docs describe).
-          retryDelaysMs: list('EMULATOR_WEBHOOK_RETRY_DELAYS_MS')?.map((d) => {
-            const n = Number(d);
-            if (!Number.isFinite(n) || n < 0 || n > MAX_TIMER_MS) throw new Error(`EMULATOR_WEBHOOK_RETRY_DELAYS_MS must list delays in milliseconds from 0 to ${MAX_TIMER_MS}, got "${d}"`);
-            return n;
-          }),
+          retryDelaysMs: list('EMULATOR_WEBHOOK_RETRY_DELAYS_MS')?.map((d) => inRange('EMULATOR_WEBHOOK_RETRY_DELAYS_MS', d, 0, MAX_TIMER_MS)),
           timeoutMs: num('EMULATOR_WEBHOOK_TIMEOUT_MS', 0, MAX_TIMER_MS),
         }
       : undefined,

@@ -18,7 +18,7 @@ import {
 import type { CallContext, IncodeClient } from '../incode/client';
 import { circuitOpenError, IncodeError } from '../incode/errors';
 import type { AddIdResponse, StartRequest } from '../incode/types';
-import { finishRecorded, type ResultsPipeline } from '../results/pipeline';
+import type { ResultsPipeline } from '../results/pipeline';
 import { isKnownStatus, isTerminal, PROGRESS_RANK, statusRank } from '../results/status';
 import type { ClaimedKey, Decision, ResultsStatus, StepRecord, Store } from '../store/types';
 import { isDatabaseUnavailable } from '../store/unavailable';
@@ -415,9 +415,10 @@ export class Orchestrator {
     await this.record(interviewId, 'wait', 'ok', { code: status, detail: status });
 
     // 2. mark completed (optional in the guide: the flow may already do it), unless a status check already did
-    // while this request waited (a webhook's, a poll's: its `finish` step is recorded as BACKGROUND).
+    // while this request waited (a webhook's, a poll's: its `finish` step is recorded as BACKGROUND, and finishOnce
+    // makes no call then).
     if (!config.results.markComplete) await this.record(interviewId, 'finish', 'skipped', { code: 'MARK_COMPLETE_OFF' });
-    else if (!marked && !finishRecorded(await store.listSteps(interviewId))) await this.markComplete(interviewId, token, ctx, finishFailures);
+    else if (!marked) await this.markComplete(interviewId, token, ctx, finishFailures);
 
     // 3. results: the pipeline's job fetches and stores them; make sure one is queued, then wait for it.
     const before = await store.getSession(interviewId);

@@ -27,7 +27,6 @@ function leafOf(block: unknown): ScoreLeaf | null {
   return leaf.value === null && leaf.status === null ? null : leaf;
 }
 
-
 export function summarizeScores(scores: unknown) {
   const s = obj(scores) ?? {};
   return {
