@@ -1,9 +1,13 @@
 // docker-compose.yml as deployed: the broker's environment passes the production checks, and the data services stay private.
+import { spawn, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config';
+import { freePort } from '../helpers/free-port';
 import { ROOT } from '../helpers/node-process';
+import { waitFor } from '../helpers/wait';
 
 type Service = {
   environment?: Record<string, string | number>;
@@ -86,7 +90,7 @@ describe('docker-compose.yml', () => {
     }
     expect(broker.networks).toEqual(expect.arrayContaining(['backend', 'default']));
     expect(broker.ports).toEqual(['127.0.0.1:3000:3000']);
-    expect(redis.command).toEqual(expect.arrayContaining(['--requirepass']));
+    expect(redis.command?.join(' ')).toMatch(/requirepass \$\$REDIS_PASSWORD/);
     // Healthy only when the password works: redis-cli exits 0 on NOAUTH unless told -e.
     expect((redis as { healthcheck?: { test?: string[] } }).healthcheck?.test).toEqual(['CMD', 'redis-cli', '-e', 'ping']);
     // The broker's role is created on PostgreSQL's first start, by the script mounted for it.
@@ -105,5 +109,51 @@ describe('docker-compose.yml', () => {
     expect(loadConfig(brokerEnvironment({ ...DOT_ENV, SHUTDOWN_GRACE_MS: '60000' })).shutdownGraceMs).toBe(shutdownGraceMs);
     const grace = /^(\d+)s$/.exec(broker.stop_grace_period ?? '');
     expect(Number(grace![1]) * 1000).toBeGreaterThanOrEqual(shutdownDelayMs + 2 * shutdownGraceMs + 5000);
+  });
+
+  // The image's entrypoint script is replaced by the redis-server it ends in (it only drops root first); the rest of
+  // the command runs as compose would run it, with the machine's own redis-server.
+  const redisServer = (() => {
+    try {
+      return execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
+    } catch {
+      return '';
+    }
+  })();
+  (redisServer ? it : it.skip)(`runs Redis with its password kept off the command line${redisServer ? '' : ' [skipped: redis-server not installed]'}`, async () => {
+    const script = redis.command![2].replace(/\$\$/g, '$').replace('docker-entrypoint.sh redis-server -', 'redis-server - --port PORT --bind 127.0.0.1');
+    expect(script).toContain('--port PORT');
+    const port = await freePort();
+    const env = { PATH: process.env.PATH, ...Object.fromEntries(Object.entries(redis.environment ?? {}).map(([k, v]) => [k, interpolate(String(v), DOT_ENV)])) };
+    const child = spawn(redis.command![0], [redis.command![1], script.replace('PORT', String(port))], { env, stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const client = (password?: string) => {
+      // No ready check: without the password it is refused, which is what is being looked at.
+      const r = new Redis({ host: '127.0.0.1', port, password, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      r.on('error', () => undefined);
+      return r;
+    };
+    try {
+      const ok = await waitFor(async () => {
+        const r = client(DOT_ENV.REDIS_PASSWORD);
+        await r.connect().catch(() => r.disconnect());
+        return r.status === 'ready' ? r : null;
+      }, 10_000);
+      expect(await ok.ping()).toBe('PONG');
+      expect(await ok.config('GET', 'maxmemory-policy')).toEqual(['maxmemory-policy', 'volatile-ttl']);
+      ok.disconnect();
+      const anonymous = client();
+      await anonymous.connect();
+      await expect(anonymous.ping()).rejects.toThrow(/NOAUTH/);
+      anonymous.disconnect();
+      // exec: the shell became Redis, which the stop signal reaches, and whose arguments do not hold the password.
+      const cmdline = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8');
+      expect(cmdline).toMatch(/^redis-server/);
+      expect(cmdline).not.toContain(DOT_ENV.REDIS_PASSWORD);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
