@@ -124,5 +124,6 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   process.stderr.write(`failed to start: ${(err as Error).message}\n`);
-  process.exit(1);
+  // A setting found wrong only once the database is open (a key that is not the one its id stood for) is still one.
+  process.exit(err instanceof ConfigError ? 78 : 1);
 });

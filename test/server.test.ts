@@ -305,6 +305,28 @@ describe('server process', () => {
     }
   }, 30_000);
 
+  it('refuses to start (78) with another key under the id the database knows, and starts with the right one', async () => {
+    const emu = await startEmulator();
+    const dbFile = join(tempDir('broker-key-'), 'broker.db');
+    const key = (fill: number) => `k1:${Buffer.alloc(32, fill).toString('base64')}`;
+    const env = brokerEnv(emu.url, { DATABASE_URL: `sqlite:${dbFile}` });
+    try {
+      const first = await startBrokerProcess({ ...env, DATA_ENCRYPTION_KEY: key(1) });
+      procs.push(first);
+      await first.stop();
+      const wrong = spawnBroker({ ...env, DATA_ENCRYPTION_KEY: key(2) });
+      procs.push(wrong);
+      expect(await wrong.exited).toBe(78);
+      expect(wrong.output()).toMatch(/DATA_ENCRYPTION_KEY lists key k1, but the data stored under that id was written with another key/);
+      expect(wrong.output()).not.toContain(Buffer.alloc(32, 2).toString('base64'));
+      const right = await startBrokerProcess({ ...env, DATA_ENCRYPTION_KEY: key(1) });
+      procs.push(right);
+      await right.stop();
+    } finally {
+      await emu.close();
+    }
+  }, 60_000);
+
   it('refuses to start with a message naming the variable', async () => {
     const p = spawnBroker({ NODE_ENV: 'production' });
     expect(await p.exited).toBe(78);

@@ -341,6 +341,14 @@ export const MIGRATIONS: readonly Migration[] = [
     postgres: `ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS interview_id TEXT;
       CREATE INDEX IF NOT EXISTS idempotency_keys_interview ON idempotency_keys (interview_id) WHERE interview_id IS NOT NULL;`,
   },
+  {
+    // The fingerprint of each DATA_ENCRYPTION_KEY by its id (key-check.ts): a start with another key under an id
+    // already used is refused, instead of reading every stored value as unreadable and writing new ones beside them.
+    version: 12,
+    name: 'encryption-key-fingerprints',
+    sqlite: 'CREATE TABLE IF NOT EXISTS encryption_keys (key_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, created_at INTEGER NOT NULL);',
+    postgres: 'CREATE TABLE IF NOT EXISTS encryption_keys (key_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, created_at BIGINT NOT NULL);',
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

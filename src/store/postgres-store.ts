@@ -4,6 +4,7 @@ import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
 import { splitPgOptions } from './url';
 import { connectionSound, isDatabaseUnavailable, watchCheckedOut } from './unavailable';
+import { keySampleSql, sampledValue } from './key-check';
 import { reencryptBatch, rekeySelectSql, rekeyUpdateParams, rekeyUpdatePostgres } from './rekey';
 import {
   aad,
@@ -550,6 +551,32 @@ export class PostgresStore implements Store {
     // Nothing this store can do: old row versions stay until (auto)vacuum lets their space be reused, and the WAL
     // until its segments are recycled (README, "Security and personal data").
     return true;
+  }
+
+  async keyFingerprints(): Promise<Map<string, string>> {
+    const { rows } = await this.q<{ key_id: string; fingerprint: string }>('SELECT key_id, fingerprint FROM encryption_keys');
+    return new Map(rows.map((r) => [r.key_id, r.fingerprint]));
+  }
+
+  async recordKeyFingerprint(keyId: string, fingerprint: string, now: number): Promise<string> {
+    // One statement: the row inserted, or the one another replica inserted first.
+    const { rows } = await this.q<{ fingerprint: string }>(
+      `WITH ins AS (INSERT INTO encryption_keys (key_id, fingerprint, created_at) VALUES ($1, $2, $3::bigint) ON CONFLICT (key_id) DO NOTHING RETURNING fingerprint)
+       SELECT fingerprint FROM ins UNION ALL SELECT fingerprint FROM encryption_keys WHERE key_id = $1`,
+      [keyId, fingerprint, now],
+    );
+    return rows[0].fingerprint;
+  }
+
+  async sampleCiphertexts(keyId: string): Promise<{ value: string; aad: string }[]> {
+    const prefix = `v1.${keyId}.`;
+    const found = await Promise.all(
+      keySampleSql(pgArgs(1), prefix.length).map(async ({ sql, table, column }) => {
+        const { rows } = await this.q<Record<string, unknown>>(sql, [prefix]);
+        return rows.length ? [sampledValue(table, column, rows[0])] : [];
+      }),
+    );
+    return found.flat();
   }
 
   async reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch> {

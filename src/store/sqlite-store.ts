@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import { Cipher, hashesEqual } from './crypto';
 import { TurnBatch } from '../util/turn-batch';
 import { migrateSqlite } from './migrations';
+import { keySampleSql, sampledValue } from './key-check';
 import { IN_MEMORY } from './url';
 import { reencryptBatch, rekeySelectSql, rekeyUpdateNamed, rekeyUpdateSqlite } from './rekey';
 import {
@@ -533,6 +534,26 @@ export class SqliteStore implements Store {
         const update = this.st(rekeyUpdateSqlite(t));
         return this.write(() => changed.reduce((n, r) => n + (update.run(rekeyUpdateNamed(t, r)).changes ? r.reencrypted : 0), 0));
       },
+    });
+  }
+
+  async keyFingerprints(): Promise<Map<string, string>> {
+    const rows = this.st('SELECT key_id, fingerprint FROM encryption_keys').all() as { key_id: string; fingerprint: string }[];
+    return new Map(rows.map((r) => [r.key_id, r.fingerprint]));
+  }
+
+  async recordKeyFingerprint(keyId: string, fingerprint: string, now: number): Promise<string> {
+    return this.write(() => {
+      this.st('INSERT INTO encryption_keys (key_id, fingerprint, created_at) VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING').run(keyId, fingerprint, now);
+      return (this.st('SELECT fingerprint FROM encryption_keys WHERE key_id = ?').get(keyId) as { fingerprint: string }).fingerprint;
+    });
+  }
+
+  async sampleCiphertexts(keyId: string): Promise<{ value: string; aad: string }[]> {
+    const prefix = `v1.${keyId}.`;
+    return keySampleSql(sqliteArgs, prefix.length).flatMap(({ sql, table, column }) => {
+      const row = this.st(sql).get(prefix) as Record<string, unknown> | undefined;
+      return row ? [sampledValue(table, column, row)] : [];
     });
   }
 

@@ -300,6 +300,12 @@ export interface Store {
    * `next` is null after the last table.
    */
   reencryptBatch(cursor: RekeyCursor, limit: number): Promise<RekeyBatch>;
+  /** The fingerprints recorded for DATA_ENCRYPTION_KEY ids (key-check.ts), by id. */
+  keyFingerprints(): Promise<Map<string, string>>;
+  /** Records a key id's fingerprint unless one is recorded already; answers the one kept (this one, or another replica's). */
+  recordKeyFingerprint(keyId: string, fingerprint: string, now: number): Promise<string>;
+  /** At most one stored value per encrypted column under this key id, with the associated data it is bound to. */
+  sampleCiphertexts(keyId: string): Promise<{ value: string; aad: string }[]>;
   /**
    * Drops the copies of deleted and rewritten rows the engine keeps in files of its own, after the sweep: on SQLite the
    * WAL is checkpointed and truncated, without waiting for another process's reader (false then: the next sweep tries

@@ -128,6 +128,7 @@ describeWith('postgres', 'PostgresStore', () => {
       );
       expect(rows.map((r) => r.table_name)).toEqual([
         'audit',
+        'encryption_keys',
         'events',
         'idempotency_keys',
         'jobs',

@@ -1,0 +1,76 @@
+// Start-up check that each DATA_ENCRYPTION_KEY is the key its id stood for when the database's data was written.
+import { hkdfSync } from 'node:crypto';
+import { ConfigError } from '../config';
+import { Cipher, hashesEqual, type CipherKey } from './crypto';
+import { ENCRYPTED_TABLES } from './rekey';
+import type { SqlArg } from './rows';
+import type { Store } from './types';
+
+/**
+ * What the database keeps of a key: derived one way (HKDF, its own label), so it says whether two keys are the same
+ * and nothing about either. Ciphertexts name their key only by id, and a bare key is always `k1`: a key regenerated,
+ * or taken from another environment, under an id already used would otherwise be taken as the right one, every stored
+ * value would read as 500 STORED_DATA_UNREADABLE, and what it wrote meanwhile could not be told from the rest.
+ */
+export function keyFingerprint(key: Buffer): string {
+  return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), 'incode-broker/key-fingerprint/v1', 32)).toString('base64url');
+}
+
+/** How many rows of a table a sample reads at most: a start reads them once, so a large table cannot hold it long. */
+const SAMPLE_ROWS = 10_000;
+
+/**
+ * One stored value of each encrypted column under a key id, among the first rows the table yields (its prefix as a
+ * literal length, the prefix a parameter).
+ */
+export function keySampleSql(arg: SqlArg, prefixLength: number): { sql: string; table: (typeof ENCRYPTED_TABLES)[number]; column: string }[] {
+  return ENCRYPTED_TABLES.flatMap((t) =>
+    t.columns.map((c) => ({
+      table: t,
+      column: c.name,
+      sql: `SELECT ${t.pk.join(', ')}, ${c.name} AS value FROM (SELECT ${t.pk.join(', ')}, ${c.name} FROM ${t.table} LIMIT ${SAMPLE_ROWS}) AS s WHERE substr(${c.name}, 1, ${Math.trunc(prefixLength)}) = ${arg(0)} LIMIT 1`,
+    })),
+  );
+}
+
+/** The value a sample select found, with the associated data its row binds it to. */
+export function sampledValue(t: (typeof ENCRYPTED_TABLES)[number], column: string, row: Record<string, unknown>): { value: string; aad: string } {
+  const c = t.columns.find((x) => x.name === column)!;
+  return { value: String(row.value), aad: c.aad(t.pk.map((k) => String(row[k]))) };
+}
+
+const refusal = (id: string, why: string) =>
+  new ConfigError(
+    'DATA_ENCRYPTION_KEY',
+    `lists key ${id}, but ${why}: it is another key under the same id. List the key the data was written with under that id (or, for a new key, a new id: put it first as "k2:<key>,${id}:<old key>" to rotate)`,
+  );
+
+/**
+ * Refuses a start with a key that is not the one its id stood for: the fingerprint recorded for the id differs, or, on
+ * a database where none is recorded yet (one written before this check), a value already stored under the id does not
+ * decrypt. Otherwise records the fingerprints of ids not recorded yet: once some are, a new id is a new key, under
+ * which nothing can be stored yet.
+ */
+export async function verifyEncryptionKeys(store: Pick<Store, 'keyFingerprints' | 'recordKeyFingerprint' | 'sampleCiphertexts'>, keys: readonly CipherKey[], now: number): Promise<void> {
+  const recorded = await store.keyFingerprints();
+  const firstCheck = recorded.size === 0;
+  for (const k of keys) {
+    const fingerprint = keyFingerprint(k.key);
+    const known = recorded.get(k.id);
+    if (known !== undefined) {
+      if (!hashesEqual(known, fingerprint)) throw refusal(k.id, 'the data stored under that id was written with another key (its fingerprint differs)');
+      continue;
+    }
+    const one = new Cipher([k]);
+    for (const s of firstCheck ? await store.sampleCiphertexts(k.id) : []) {
+      try {
+        one.decrypt(s.value, s.aad);
+      } catch {
+        throw refusal(k.id, 'a value stored under that id does not decrypt with it');
+      }
+    }
+    // Another replica may record the same id at the same moment, with its own key: the first one kept is the one.
+    if (!hashesEqual(await store.recordKeyFingerprint(k.id, fingerprint, now), fingerprint))
+      throw refusal(k.id, 'another replica recorded a different key under that id as this one started');
+  }
+}

@@ -1,0 +1,114 @@
+// The start-up key check on both engines: another key under an id already used is refused, a rotation's new id is not.
+import { join } from 'node:path';
+import { ConfigError } from '../../src/config';
+import { Cipher, type CipherKey } from '../../src/store/crypto';
+import { keyFingerprint, verifyEncryptionKeys } from '../../src/store/key-check';
+import { SqliteStore } from '../../src/store/sqlite-store';
+import type { Store } from '../../src/store/types';
+import { dropSchema, throwawayPgStore } from '../helpers/pg-schema';
+import { describeWith } from '../helpers/services';
+import { tempDir } from '../helpers/temp';
+
+const A: CipherKey = { id: 'k1', key: Buffer.alloc(32, 1) };
+const B: CipherKey = { id: 'k1', key: Buffer.alloc(32, 2) };
+const C: CipherKey = { id: 'k2', key: Buffer.alloc(32, 3) };
+
+/** Opens the same database under these keys, migrated; close() closes it (and drop() removes it, last). */
+type Open = (keys: CipherKey[]) => Promise<Store>;
+
+function keyCheckCases(open: Open) {
+  const refused = async (keys: CipherKey[], why: RegExp) => {
+    const store = await open(keys);
+    try {
+      const err = await verifyEncryptionKeys(store, keys, 2).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toMatch(/^Invalid configuration: DATA_ENCRYPTION_KEY lists key k1, but /);
+      expect((err as Error).message).toMatch(why);
+      // The message names ids, never key material.
+      for (const k of keys) expect((err as Error).message).not.toContain(k.key.toString('base64'));
+    } finally {
+      await store.close();
+    }
+  };
+
+  it('records each key at the first start and refuses another key under the same id afterwards', async () => {
+    const first = await open([A]);
+    await verifyEncryptionKeys(first, [A], 1);
+    await first.upsertSession({ interviewId: 'key-check-1', origin: 'broker', externalCustomerId: 'customer-1', now: 1 });
+    expect(await first.keyFingerprints()).toEqual(new Map([['k1', keyFingerprint(A.key)]]));
+    await first.close();
+
+    // The same key again: nothing changes.
+    const again = await open([A]);
+    await verifyEncryptionKeys(again, [A], 2);
+    await again.close();
+
+    await refused([B], /its fingerprint differs/);
+
+    // A rotation: a new key under a new id first, the old one after it.
+    const rotated = await open([C, A]);
+    await verifyEncryptionKeys(rotated, [C, A], 3);
+    expect([...(await rotated.keyFingerprints()).keys()].sort()).toEqual(['k1', 'k2']);
+    expect((await rotated.getSession('key-check-1'))?.externalCustomerId).toBe('customer-1');
+    await rotated.close();
+    await refused([C, B], /its fingerprint differs/);
+  });
+
+  it('on a database written before the check, refuses a key that does not decrypt what is stored under its id', async () => {
+    const old = await open([A]);
+    await old.upsertSession({ interviewId: 'key-check-2', origin: 'broker', externalCustomerId: 'customer-2', now: 1 });
+    await old.close();
+    await refused([B], /a value stored under that id does not decrypt with it/);
+    // Nothing was recorded for the wrong key: the right one is checked the same way, and kept.
+    const right = await open([A]);
+    expect((await right.keyFingerprints()).size).toBe(0);
+    await verifyEncryptionKeys(right, [A], 3);
+    expect(await right.keyFingerprints()).toEqual(new Map([['k1', keyFingerprint(A.key)]]));
+    await right.close();
+  });
+
+  it('keeps the first fingerprint recorded for an id when two replicas record theirs at once', async () => {
+    const store = await open([A]);
+    try {
+      expect(await store.recordKeyFingerprint('k9', 'first', 1)).toBe('first');
+      expect(await store.recordKeyFingerprint('k9', 'second', 2)).toBe('first');
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+describe('verifyEncryptionKeys on SQLite', () => {
+  const dir = tempDir('key-check-');
+  let n = 0;
+  let file = '';
+  beforeEach(() => {
+    file = join(dir, `db-${n++}.sqlite`);
+  });
+  keyCheckCases(async (keys) => {
+    const s = new SqliteStore({ filename: file, cipher: new Cipher(keys) });
+    await s.migrate();
+    return s;
+  });
+});
+
+describeWith('postgres', 'verifyEncryptionKeys on PostgreSQL', () => {
+  let schema = '';
+  const schemas = new Set<string>();
+  beforeEach(() => {
+    schema = `key_check_${process.pid}_${Date.now().toString(36)}_${Math.floor(Math.random() * 1e6)}`;
+    schemas.add(schema);
+  });
+  afterAll(async () => {
+    for (const s of schemas) await dropSchema(s);
+  });
+  // The cases close each store they open; the schema stays for the next open until afterAll.
+  keyCheckCases(async (keys) => {
+    const { store } = throwawayPgStore('key_check', { schema, cipher: new Cipher(keys) });
+    await store.migrate();
+    return store;
+  });
+});
