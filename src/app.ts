@@ -21,6 +21,7 @@ import storePlugin from './plugins/store';
 import type { RateCounter } from './protection/rate-counter';
 import { sandboxEmulatorOptions } from './sandbox';
 import { STOP_WIND_DOWN_MS, settledWithin } from './util/settle';
+import { parseJsonBody } from './util/json-body';
 import { createSessionGuards } from './protection/session-guards';
 import healthRoutes from './routes/health';
 import onboardingsRoutes from './routes/onboardings';
@@ -173,7 +174,9 @@ function logCompleted(req: FastifyRequest, reply: FastifyReply): void {
 
 export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const config = sandboxDefaults(inputConfig);
-  const helmetHeaders = securityHeaders();
+  // Every answer is no-store unless its route says otherwise (the pages and their assets): tokens, results and error
+  // bodies alike are for their caller only, and an error answered before a route's own hooks ran is one too.
+  const helmetHeaders = { ...securityHeaders(), 'cache-control': 'no-store' };
   const options: FastifyHttpOptions<Server> = {
     logger: {
       level: config.logLevel,
@@ -233,7 +236,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       if (socket.writable && !inFlight?.headersSent) {
         const requestId = randomUUID();
         const body = JSON.stringify({ code, message, requestId });
-        socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`);
+        socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`);
         // A connection that never sent a byte (a browser's preconnect, a proxy's spare) timing out asked nothing.
         if (socket.bytesRead > 0) answeredByNode(requestId, code, status, { method: 'other', url: '', peer: socket.remoteAddress });
         else app.log.trace({ code: err.code, status }, 'idle connection closed');
@@ -252,6 +255,8 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       if (origin && config.sandbox && isEmulatorUrl(req.url)) reply.header('access-control-allow-origin', '*');
       else if (origin && !isBackendOnly(req.url) && (config.corsOrigins.includes('*') || config.corsOrigins.includes(origin)))
         reply.headers({ 'access-control-allow-origin': origin, vary: 'Origin', 'access-control-expose-headers': CORS_EXPOSED_HEADERS.join(', ') });
+      // As @fastify/cors does for every other answer: this one too differs by Origin, allowed or not.
+      else if (config.corsOrigins.length > 0 && !config.corsOrigins.includes('*')) reply.header('vary', 'Origin');
       void reply.code(tooLong ? 414 : 400).send({ ...body, requestId: req.id });
       // Nor will any hook: the refusal's log lines and its latency are recorded here, as for every other answer.
       req.log.info({ code: body.code, status: reply.statusCode }, 'request refused');
@@ -279,10 +284,17 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // An Expect other than 100-continue: Node would answer 417 itself, with no body.
   app.server.on('checkExpectation', (req, res: ServerResponse) => {
     const requestId = randomUUID();
-    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'x-request-id': requestId, connection: 'close' });
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-request-id': requestId, connection: 'close' });
     res.end(JSON.stringify({ code: 'EXPECTATION_FAILED', message: 'Only Expect: 100-continue is supported', requestId }));
     // Node parses only the methods it knows: a bounded label.
     answeredByNode(requestId, 'EXPECTATION_FAILED', 417, { method: req.method ?? 'other', url: req.url ?? '', peer: req.socket.remoteAddress });
+  });
+  // CONNECT (a proxy's tunnel) reaches no route: without a listener Node drops the connection without a word.
+  app.server.on('connect', (req, socket: Socket) => {
+    const requestId = randomUUID();
+    const body = JSON.stringify({ code: 'METHOD_NOT_ALLOWED', message: 'CONNECT is not supported: this is no proxy', requestId });
+    socket.end(`HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`);
+    answeredByNode(requestId, 'METHOD_NOT_ALLOWED', 405, { method: 'CONNECT', url: '', peer: socket.remoteAddress });
   });
 
   // Origin and path only: a URL's user info or query may hold credentials.
@@ -343,7 +355,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // Headers that must come once: Node keeps the first of two Authorization headers and joins two Idempotency-Key
   // or X-App-Key headers with ", ", so a proxy reading the last one would see other credentials than this service,
   // and a retry sending one of two keys would start (and pay for) a second session.
-  const single = new Set(['authorization', 'idempotency-key', 'x-app-key', 'x-incode-hardware-id', config.webhook.secretHeader]);
+  // Two Host or Content-Type headers are refused for the same reason (RFC 9112 asks a 400 for the first): a proxy may
+  // route, or read the body, by the other one.
+  const single = new Set(['host', 'content-type', 'authorization', 'idempotency-key', 'x-app-key', 'x-incode-hardware-id', config.webhook.secretHeader]);
   const singleLengths = new Set([...single].map((h) => h.length));
   // @fastify/cors refuses an OPTIONS request without Origin or Access-Control-Request-Method with a text/plain 400:
   // the same refusal, answered like every other error. Only where it would refuse (CORS enabled, not the emulator).
@@ -413,6 +427,9 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   app.addSchema(ResultsFailedEvent);
   // Only JSON (and the webhook token endpoint's form body, registered in its own scope) is accepted.
   app.removeContentTypeParser('text/plain');
+  // JSON as UTF-8 only, checked, instead of decoded blindly (util/json-body).
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
 
   // The error handler first: a route takes the handler in place when it is registered, /metrics included.
   await app.register(errorHandler);

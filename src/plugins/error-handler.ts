@@ -113,11 +113,49 @@ export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply
   reply.status(m.status).send({ code: m.code, message: m.message, ...m.extra, ...fields?.(m), requestId: req.id });
 }
 
+/**
+ * The methods the routes take, by path pattern, for a 405's Allow: a path that exists under other methods was not
+ * "not found" (RFC 9110 15.5.6). Catch-all patterns (the CORS preflight's `*`) are left out: they would make every
+ * unknown path a 405.
+ */
+class AllowedMethods {
+  private readonly routes: { pattern: RegExp; methods: Set<string> }[] = [];
+  private readonly byUrl = new Map<string, Set<string>>();
+
+  add(url: string, method: string | string[]): void {
+    if (url.includes('*')) return;
+    let methods = this.byUrl.get(url);
+    if (!methods) {
+      methods = new Set();
+      this.byUrl.set(url, methods);
+      const source = url.replace(/\/$/, '').split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
+      this.routes.push({ pattern: new RegExp(`^${source}/?$`), methods });
+    }
+    for (const m of Array.isArray(method) ? method : [method]) methods.add(m.toUpperCase());
+  }
+
+  /** The methods a path takes, as an Allow header lists them; empty when no route has the path. */
+  of(path: string): string[] {
+    const all = new Set<string>();
+    for (const r of this.routes) if (r.pattern.test(path)) for (const m of r.methods) all.add(m);
+    if (all.has('GET')) all.add('HEAD');
+    return [...all].sort();
+  }
+}
+
 export default fp(
   async (app) => {
     app.setErrorHandler((err, req, reply) => sendError(err, req, reply));
+    const allowed = new AllowedMethods();
+    app.addHook('onRoute', (r) => allowed.add(r.url, r.method));
     app.setNotFoundHandler((req, reply) => {
-      reply.status(404).send({ code: 'NOT_FOUND', message: `No route ${req.method} ${requestPath(req.url).slice(0, 200)}`, requestId: req.id });
+      const path = requestPath(req.url);
+      const methods = allowed.of(path);
+      if (methods.length > 0 && !methods.includes(req.method)) {
+        void reply.status(405).header('allow', methods.join(', '));
+        return reply.send({ code: 'METHOD_NOT_ALLOWED', message: `${req.method} is not allowed here: ${methods.join(', ')}`, requestId: req.id });
+      }
+      reply.status(404).send({ code: 'NOT_FOUND', message: `No route ${req.method} ${path.slice(0, 200)}`, requestId: req.id });
     });
   },
   { name: 'error-handler' },

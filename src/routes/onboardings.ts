@@ -80,11 +80,6 @@ export interface OnboardingsRouteOptions {
 
 const onboardingsRoutes: FastifyPluginAsyncTypebox<OnboardingsRouteOptions> = async (app, opts) => {
   const { config, guards } = opts;
-  // Its answers name a session and how its captures went (a step, a reason, the message the user saw): identity data,
-  // which no intermediary may keep.
-  app.addHook('onSend', async (_req, reply) => {
-    reply.header('cache-control', 'no-store');
-  });
   // How long a session whose Idempotency-Key has no answer yet counts as still running its captures (capturesWindowMs).
   // (The key's own pending claim covers the start alone: the session's write completes it.)
   const capturesMs = capturesWindowMs(config);

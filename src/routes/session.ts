@@ -159,9 +159,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 403, 404, 409, 422, 502, 504]),
       },
     },
-    async (req, reply) => {
-      // A session token and a resume token: no intermediary may keep a copy.
-      reply.header('cache-control', 'no-store');
+    async (req) => {
       const body = req.body;
       const startReq: StartRequest = {
         countryCode: body.countryCode ?? 'ALL',
@@ -220,8 +218,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         response: withErrors({ 200: SessionResponse }, [...WITH_BODY, ...RATE_LIMITED, 401, 403, 404, 409, 502, 504]),
       },
     },
-    async (req, reply) => {
-      reply.header('cache-control', 'no-store');
+    async (req) => {
       const parsed = parseResumeToken(req.body.resumeToken);
       // Spent before Incode is called, so concurrent requests with one token get one fresh token, not several.
       // The spend holds the token as long as an Idempotency-Key holds a start: if this request never restores it (its
@@ -281,7 +278,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         response: withErrors({ 200: Type.Object({ url: Type.String() }) }, [401, 404, 502, 504]),
       },
     },
-    async (req, reply) => {
+    async (req) => {
       // The caller first: an unauthenticated request learns nothing about the configuration.
       const session = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
       const { clientId } = config.incode;
@@ -289,7 +286,6 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
       if (!clientId) throw new AppError(404, 'ONBOARDING_URL_NOT_CONFIGURED', 'Hosted-flow links need INCODE_CLIENT_ID');
       const { url } = await app.incode.getOnboardingUrl(session.token!, clientId, { requestId: req.id, callerGone: callerGone(req) });
       if (typeof url !== 'string') throw new AppError(502, 'INCODE_BAD_RESPONSE', 'Incode answered without a url');
-      reply.header('cache-control', 'no-store');
       return { url };
     },
   );
@@ -305,9 +301,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = async (app
         response: withErrors({ 200: StatusResponse }, [401]),
       },
     },
-    async (req, reply) => {
-      // Chosen by a header, not the URL: a shared cache keyed on the URL must never hand one user's answer to another.
-      reply.header('cache-control', 'no-store');
+    async (req) => {
       const session = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
       return { interviewId: session.interviewId, onboardingStatus: session.onboardingStatus, resultsStatus: session.resultsStatus, decision: session.decision };
     },

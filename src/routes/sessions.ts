@@ -92,10 +92,6 @@ export function summary(s: SessionListing) {
 
 const sessionsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, opts) => {
   app.addHook('onRequest', serviceKeyGuard(opts.config.adminApiKeys));
-  // Results are identity data: no intermediary may keep a copy.
-  app.addHook('onSend', async (_req, reply) => {
-    reply.header('cache-control', 'no-store');
-  });
 
   /**
    * The latest deletion at Incode of an erased session: its job's state (listJobs is oldest first), or, once the

@@ -191,10 +191,9 @@ const webRoutes: FastifyPluginAsyncTypebox<WebRouteOptions> = async (app, opts) 
         response: withErrors({ 200: DemoResults }, [401]),
       },
     },
-    async (req, reply) => {
+    async (req) => {
       const s = await sessionForToken(app.store, req.headers['x-incode-hardware-id']);
       const results = s.resultsStatus === 'ready' ? await app.store.getResults(s.interviewId) : null;
-      reply.header('cache-control', 'no-store');
       return demoView(s, results?.scores, results?.ocr);
     },
   );

@@ -11,6 +11,7 @@ import { RATE_LIMITED, type Security, WITH_BODY, withErrors } from '../schemas';
 import { bearer, keyMatcher, safeEqual } from '../security';
 import { isKnownStatus, loggedStatus } from '../results/status';
 import { failureLimiter, requestNetwork } from '../protection/rate-counter';
+import { parseJsonBodyLeniently } from '../util/json-body';
 
 /** What the webhook route notes on its request for the metrics hook. */
 type WebhookRequest = FastifyRequest & { webhookAuth?: string; webhookOutcome?: 'duplicate' | 'ignored'; body?: { onboardingStatus?: unknown } };
@@ -147,6 +148,9 @@ const TOKEN_FAILURES_PER_MINUTE = 30;
 const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, opts) => {
   const cfg = opts.config.webhook;
   const { clientId, clientSecret } = cfg;
+  // In this scope only: Incode's webhooks are read leniently (util/json-body).
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBodyLeniently);
   const tokenFailures = failureLimiter(app.rateCounter, TOKEN_FAILURES_PER_MINUTE, 60_000);
   // The new secret first, then the one a rotation replaces: each token is signed under the one it was asked for with.
   const clientSecrets = [cfg.clientSecret, cfg.previousClientSecret].filter((k): k is string => !!k);
@@ -181,7 +185,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
           ),
         },
       },
-      async (req, reply) => {
+      async (req) => {
         if (!tokens || !clientId || !clientSecret) throw new AppError(404, 'OAUTH_NOT_CONFIGURED', 'Webhook OAuth is not configured (WEBHOOK_CLIENT_ID)');
         // Guessing the client secret is the attack here: failed attempts are counted per network, and a network over
         // the limit is refused before its credentials are even checked. Only failures count: Incode, asking from its
@@ -199,7 +203,6 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app,
         if (req.body.grant_type !== 'client_credentials') throw new AppError(400, 'UNSUPPORTED_GRANT_TYPE', 'grant_type must be client_credentials');
         // Signed under the secret it was asked with: the first (the new one), or the one it replaces.
         const t = tokens.issue(Date.now(), secret);
-        reply.header('cache-control', 'no-store');
         return { access_token: t.token, token_type: 'Bearer' as const, expires_in: t.expiresIn };
       },
     );

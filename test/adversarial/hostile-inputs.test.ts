@@ -121,6 +121,9 @@ const jsonRoutes = (): [string, string[]][] => [
 ];
 
 /** A refusal as the project promises it: the expected 4xx, a JSON body with string code and message, no internals. */
+/** Sessions created through POST /session so far, by the service's own metric. */
+const created = async () => Number(/sessions_created_total\{route="session"\} (\d+)/.exec((await send('GET', '/metrics')).body)?.[1] ?? 0);
+
 function expectRefusal(a: Answer, status: number | number[], code?: string | RegExp): Record<string, unknown> {
   const where = `${a.status} ${JSON.stringify(a.headers['content-type'])} ${a.body.slice(0, 300)}`;
   expect({ where, ok: (Array.isArray(status) ? status : [status]).includes(a.status) }).toEqual({ where, ok: true });
@@ -178,12 +181,21 @@ afterAll(async () => {
 
 describe('content types and encodings', () => {
   it('charset variants, a BOM and a complete chunked body are read as JSON', async () => {
-    for (const ct of ['application/json; charset=utf-8', 'application/json; charset=UTF-8', 'Application/JSON', 'application/json ; charset=utf-8', 'application/json;'])
+    for (const ct of ['application/json; charset=utf-8', 'application/json; charset=UTF-8', 'application/json; charset="utf-8"', 'application/json; Charset=UTF8', 'Application/JSON', 'application/json ; charset=utf-8', 'application/json;'])
       expect((await send('POST', '/session', [`Content-Type: ${ct}`], '{}')).status).toBe(200);
     const bom = await send('POST', '/session', [J], Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{}')]));
     expect(bom.status).toBe(200);
     const chunked = await send('POST', '/session', [J, 'Transfer-Encoding: chunked'], '1\r\n{\r\n1\r\n}\r\n0\r\n\r\n');
     expect(chunked.status).toBe(200);
+  });
+
+  it('JSON in another charset is 415 on every JSON route but the webhook, not decoded as UTF-8 into replacement characters', async () => {
+    const before = await created();
+    const latin1 = Buffer.from('{"externalCustomerId":"Jos\xe9"}', 'latin1');
+    for (const [path, auth] of jsonRoutes().filter(([p]) => p !== '/webhooks/incode'))
+      for (const charset of ['iso-8859-1', 'latin1', 'utf-16', '"windows-1252"', 'nonsense'])
+        expectRefusal(await send('POST', path, [...auth, `Content-Type: application/json; charset=${charset}`], latin1), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    expect(await created()).toBe(before);
   });
 
   it('anything but JSON is 415 on every JSON route (text/plain, multipart, form, +json, empty, none)', async () => {
@@ -282,7 +294,6 @@ describe('duplicate and huge headers', () => {
   });
 
   it('two Idempotency-Key or X-Incode-Hardware-Id headers are refused before a session is started or read', async () => {
-    const created = async () => Number(/sessions_created_total\{route="session"\} (\d+)/.exec((await send('GET', '/metrics')).body)?.[1] ?? 0);
     const before = await created();
     // Sessions were created in beforeAll, so a metric that stopped matching could not pass as "unchanged".
     expect(before).toBeGreaterThan(0);
@@ -292,10 +303,12 @@ describe('duplicate and huge headers', () => {
     expect(await created()).toBe(before);
   });
 
-  it('two Content-Type headers never give a 5xx; two session tokens or webhook secrets are refused', async () => {
-    // Node keeps the first Content-Type and drops the rest, so the first one decides.
-    expect(expectAccepted(await send('POST', '/session', [J, 'Content-Type: text/plain'], '{}'))).toHaveProperty('token');
-    expectRefusal(await send('POST', '/session', ['Content-Type: text/plain', J], '{}'), 415, 'UNSUPPORTED_MEDIA_TYPE');
+  it('two Content-Type or Host headers, two session tokens or webhook secrets are refused', async () => {
+    // Node keeps the first Content-Type and drops the rest: a proxy reading the last one would see another body.
+    expectRefusal(await send('POST', '/session', [J, 'Content-Type: text/plain'], '{}'), 400, 'DUPLICATE_HEADER');
+    expectRefusal(await send('POST', '/session', ['Content-Type: text/plain', J], '{}'), 400, 'DUPLICATE_HEADER');
+    expectRefusal(await send('POST', '/session', [J, J], '{}'), 400, 'DUPLICATE_HEADER');
+    expectRefusal(await raw(Buffer.from('GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n')), 400, 'DUPLICATE_HEADER');
     expectRefusal(await send('GET', '/session/status', [`X-Incode-Hardware-Id: ${sessionToken}`, `X-Incode-Hardware-Id: ${sessionToken}`]), 400, 'DUPLICATE_HEADER');
     expectRefusal(await send('GET', '/demo/results', [`X-Incode-Hardware-Id: ${sessionToken}`, 'X-Incode-Hardware-Id: x']), 400, 'DUPLICATE_HEADER');
     expectRefusal(
@@ -382,11 +395,15 @@ describe('JSON values: depth, numbers, prototype keys, invalid UTF-8', () => {
     expectRefusal(await send('POST', '/webhooks/incode/token', [J, `Authorization: ${BASIC}`], '{"grant_type":1e309}'), 400);
   });
 
-  it('invalid UTF-8 in bodies and headers is read as replacement characters: never a 5xx', async () => {
+  it('invalid UTF-8 is a 400 in JSON bodies (the webhook reads it as replacement characters), and harmless in headers: never a 5xx', async () => {
     const bad = Buffer.from([0xff, 0xfe, 0xc3, 0x28, 0xed, 0xa0, 0x80, 0xc0, 0xaf]);
-    const cust = await send('POST', '/session', [J], Buffer.concat([Buffer.from('{"externalCustomerId":"bad-utf8-'), bad, Buffer.from('"}')]));
-    expect(cust.status).toBe(200);
-    expectRefusal(await send('POST', '/session/resume', [J], Buffer.concat([Buffer.from('{"resumeToken":"'), bad, Buffer.from('.' + 'a'.repeat(43) + '"}')])), 401, 'INVALID_RESUME_TOKEN');
+    const before = await created();
+    for (const one of [bad, Buffer.from([0xc3]), Buffer.from([0xed, 0xa0, 0x80])]) {
+      const cust = await send('POST', '/session', [J], Buffer.concat([Buffer.from('{"externalCustomerId":"bad-utf8-'), one, Buffer.from('"}')]));
+      expect(expectRefusal(cust, 400, 'INVALID_JSON').message).toBe('Body is not valid UTF-8');
+    }
+    expect(await created()).toBe(before);
+    expectRefusal(await send('POST', '/session/resume', [J], Buffer.concat([Buffer.from('{"resumeToken":"'), bad, Buffer.from('.' + 'a'.repeat(43) + '"}')])), 400, 'INVALID_JSON');
     expectRefusal(await send('POST', '/session/resume', [J], '{"resumeToken":"\\ud800\\udc00\\ud800.' + 'a'.repeat(43) + '"}'), 401, 'INVALID_RESUME_TOKEN');
     expect(
       expectAccepted(await send('POST', '/webhooks/incode', [J, `Authorization: Bearer ${webhookBearer}`], Buffer.concat([Buffer.from('{"interviewId":"utf8abc","onboardingStatus":"OTHER","clientId":"a\\u0000\\ud800","externalId":"'), bad, Buffer.from('"}')]))),
@@ -500,8 +517,23 @@ describe('HEAD, OPTIONS and CORS on every route', () => {
       expect(head.body).toBe('');
       expect({ path, head: head.status }).toEqual({ path, head: get.status });
     }
-    expect((await send('HEAD', '/session')).status).toBe(404);
-    expect((await send('HEAD', '/onboardings')).status).toBe(404);
+    expect((await send('HEAD', '/session')).status).toBe(405);
+    expect((await send('HEAD', '/onboardings')).status).toBe(405);
+  });
+
+  it('every answer but the pages and their assets is no-store, refusals before any route or hook included', async () => {
+    const pages = new Set(['/operator', '/', '/demo/demo.js', '/web/operator.js']);
+    for (const [method, path] of routes) {
+      const a = await send(method, path, method === 'POST' ? [J] : [], method === 'POST' ? '{}' : '');
+      expect({ path, status: a.status, cacheControl: a.headers['cache-control'] }).toEqual({ path, status: a.status, cacheControl: pages.has(path) ? expect.not.stringMatching(/no-store/) : 'no-store' });
+    }
+    // Answered by Fastify's router (a bad escape, a parameter too long) and by Node (unparsable): no-store, and Vary:
+    // Origin for a caller whose origin is not allowed, as every other answer carries it.
+    for (const path of ['/%zz', `/sessions/${'a'.repeat(200)}`]) {
+      const a = await send('GET', path, ['Origin: https://elsewhere.example']);
+      expect([a.status, a.headers['cache-control'], a.headers.vary]).toEqual([path === '/%zz' ? 400 : 414, 'no-store', 'Origin']);
+    }
+    expect((await raw(httpRequest('get', '/healthz'))).headers['cache-control']).toBe('no-store');
   });
 
   it('OPTIONS without Origin or Access-Control-Request-Method is a JSON 400 on every route', async () => {
@@ -559,8 +591,22 @@ describe('HEAD, OPTIONS and CORS on every route', () => {
   });
 
   it('odd methods and request targets are refused as JSON', async () => {
-    for (const m of ['PUT', 'PATCH', 'TRACE', 'PROPFIND']) expectRefusal(await send(m, '/sessions', [ADMIN]), 404, 'NOT_FOUND');
-    expectRefusal(await send('POST', '/sessions/abc', [ADMIN, 'X-HTTP-Method-Override: DELETE']), 404, 'NOT_FOUND');
+    // A path that exists under other methods: 405 with the methods it takes (RFC 9110), before any authentication.
+    for (const m of ['PUT', 'PATCH', 'TRACE', 'PROPFIND']) {
+      const a = await send(m, '/sessions', [ADMIN]);
+      expectRefusal(a, 405, 'METHOD_NOT_ALLOWED');
+      expect(a.headers.allow).toBe('GET, HEAD');
+    }
+    const override = await send('POST', '/sessions/abc', [ADMIN, 'X-HTTP-Method-Override: DELETE']);
+    expectRefusal(override, 405, 'METHOD_NOT_ALLOWED');
+    expect(override.headers.allow).toBe('DELETE, GET, HEAD');
+    for (const path of ['/session', '/session/', '/onboardings']) expect((await send('GET', path)).headers.allow).toBe('POST');
+    expectRefusal(await send('PUT', '/no/such/route'), 404, 'NOT_FOUND');
+    // A method Node's parser does not know is malformed HTTP (a 400: a client's mistake, not a 501 from the server);
+    // CONNECT (a proxy's tunnel) is a method Node knows, and would drop the connection for without a word.
+    expectRefusal(await raw(httpRequest('FROB', '/healthz')), 400, 'MALFORMED_REQUEST');
+    const connect = await raw(Buffer.from('CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n'));
+    expect(connect.headers['x-request-id']).toBe(expectRefusal(connect, 405, 'METHOD_NOT_ALLOWED').requestId);
     expectRefusal(await raw(httpRequest('get', '/healthz')), 400, 'MALFORMED_REQUEST');
     // A method Fastify wants a Content-Type for: its refusal under this service's code, not the framework's FST_ERR_*.
     expectRefusal(await send('QUERY', '/session'), 400, 'BAD_REQUEST');
