@@ -497,7 +497,10 @@ export class Orchestrator {
     const now = this.now();
     await this.record(interviewId, step, 'rejected', { code: check.reason, message: check.message });
     await this.abandon(interviewId, 'CAPTURE_REJECTED', now);
-    this.d.log.info({ interviewId, step, reason: check.reason }, 'capture rejected');
+    // Without the interviewId: logs outlive an erasure, and a reason (ID_BLURRY, FACE_NOT_MATCHED...) with it would say
+    // how this person's checks went, which the erasure deletes from the steps. The request id links it to the caller's
+    // own record of the answer, which names the session.
+    this.d.log.info({ step, reason: check.reason }, 'capture rejected');
     const out: CaptureRejection = { ok: false, interviewId, step, reason: check.reason, message: check.message };
     if (check.incodeCode !== undefined) out.incodeCode = check.incodeCode;
     return out;
