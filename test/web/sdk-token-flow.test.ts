@@ -74,7 +74,9 @@ describeBrowser('Web SDK token-only flow (real @incodetech/welcome in Chromium)'
         r.processFace = await at('processFace', () => incode.processFace({ token }));
         r.geolocation = await at('geolocation', () => incode.addGeolocation({ token: session, latitude: 40.4168, longitude: -3.7038 }));
         await incode.addEvent({ token, eventName: 'browserTest', eventData: {}, eventType: 'text' });
-        r.customFields = await at('customFields', () => incode.addCustomFields({ token, customFields: { plan: 'test' } }));
+        // The SDK takes them as `fields` and posts them as {customFields}.
+        r.customFields = await at('customFields', () => incode.addCustomFields({ token, fields: { plan: 'test' } }));
+        r.customFieldsRead = (await at('customFieldsRead', () => incode.getCustomFields({ token }))).data;
         const deadline = Date.now() + 20_000;
         do {
           r.statusEnd = await at('statusEnd', () => incode.getOnboardingStatus(session));
@@ -110,6 +112,7 @@ describeBrowser('Web SDK token-only flow (real @incodetech/welcome in Chromium)'
     expect(out.processFace).toEqual(expect.objectContaining({ confidence: expect.any(Number), existingUser: false }));
     expect(out.processFace.confidence).toBeGreaterThan(0);
     expect(out.geolocation).toEqual({ success: true });
+    expect(out.customFieldsRead).toEqual({ customFields: { plan: 'test' } });
     expect(out.statusEnd).toEqual({ onboardingStatus: 'ONBOARDING_FINISHED' });
     expect(out.finish).toEqual(expect.objectContaining({ action: 'approved' }));
     expect(out.score.overall.status).toBe('OK');
