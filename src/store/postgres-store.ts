@@ -559,12 +559,10 @@ export class PostgresStore implements Store {
   }
 
   async recordKeyFingerprint(keyId: string, fingerprint: string, now: number): Promise<string> {
-    // One statement: the row inserted, or the one another replica inserted first.
-    const { rows } = await this.q<{ fingerprint: string }>(
-      `WITH ins AS (INSERT INTO encryption_keys (key_id, fingerprint, created_at) VALUES ($1, $2, $3::bigint) ON CONFLICT (key_id) DO NOTHING RETURNING fingerprint)
-       SELECT fingerprint FROM ins UNION ALL SELECT fingerprint FROM encryption_keys WHERE key_id = $1`,
-      [keyId, fingerprint, now],
-    );
+    await this.q('INSERT INTO encryption_keys (key_id, fingerprint, created_at) VALUES ($1, $2, $3::bigint) ON CONFLICT (key_id) DO NOTHING', [keyId, fingerprint, now]);
+    // A statement of its own: one statement's reads see its own start, before a replica's insert that this one's
+    // conflict waited for was committed (a read in the same statement would find no row at all).
+    const { rows } = await this.q<{ fingerprint: string }>('SELECT fingerprint FROM encryption_keys WHERE key_id = $1', [keyId]);
     return rows[0].fingerprint;
   }
 

@@ -1,12 +1,13 @@
 // The start-up key check on both engines: another key under an id already used is refused, a rotation's new id is not.
 import { join } from 'node:path';
+import { Client } from 'pg';
 import { ConfigError } from '../../src/config';
 import { Cipher, type CipherKey } from '../../src/store/crypto';
 import { keyFingerprint, verifyEncryptionKeys } from '../../src/store/key-check';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import type { Store } from '../../src/store/types';
 import { dropSchema, throwawayPgStore } from '../helpers/pg-schema';
-import { describeWith } from '../helpers/services';
+import { describeWith, services } from '../helpers/services';
 import { tempDir } from '../helpers/temp';
 
 const A: CipherKey = { id: 'k1', key: Buffer.alloc(32, 1) };
@@ -110,5 +111,24 @@ describeWith('postgres', 'verifyEncryptionKeys on PostgreSQL', () => {
     const { store } = throwawayPgStore('key_check', { schema, cipher: new Cipher(keys) });
     await store.migrate();
     return store;
+  });
+
+  it("answers the fingerprint another replica committed while this one's insert waited on it", async () => {
+    const { store } = throwawayPgStore('key_check', { schema, cipher: new Cipher([A]) });
+    await store.migrate();
+    const other = new Client({ connectionString: services.postgres });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query(`INSERT INTO "${schema}".encryption_keys (key_id, fingerprint, created_at) VALUES ('k7', 'theirs', 1)`);
+      const mine = store.recordKeyFingerprint('k7', 'mine', 2);
+      // Its insert is waiting on the uncommitted row: commit that, as a replica starting beside this one would.
+      await new Promise((r) => setTimeout(r, 300));
+      await other.query('COMMIT');
+      expect(await mine).toBe('theirs');
+    } finally {
+      await other.end();
+      await store.close();
+    }
   });
 });
