@@ -671,8 +671,19 @@ export class ResultsPipeline {
     // failure) finds the status recorded and must still queue what it would have queued.
     const wantResults = hasResults(current) && (changed || source === 'refresh' || session.resultsStatus === 'failed' || resultsBehind(session));
     if (wantResults) {
+      // Results found behind in a session read before another replica's results job for this status finished: that
+      // job's dedupe key no longer holds once it is done, and its work would be done again (score and OCR read twice).
+      // Not for a move of the status or a refresh, which ask for a new read.
+      const behindOnly = !changed && source !== 'refresh';
       const enq = await this.d.store.enqueueJob(
-        { kind: 'results', subject: interviewId, payload: { status: current, source }, runAt: now, dedupeKey: `results:${interviewId}:${current}` },
+        {
+          kind: 'results',
+          subject: interviewId,
+          payload: { status: current, source },
+          runAt: now,
+          dedupeKey: `results:${interviewId}:${current}`,
+          ...(behindOnly ? { unlessDoneSince: now } : {}),
+        },
         now,
       );
       if (enq) this.d.kick?.();

@@ -613,7 +613,14 @@ export class PostgresStore implements Store {
   }
 
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {
-    const r = await this.q(queuedJobSql(1), queuedJobParams(j, now));
+    // Unless one with its dedupe key was done since (by its subject's index).
+    const r =
+      j.unlessDoneSince !== undefined && j.dedupeKey !== undefined
+        ? await this.q(
+            queuedJobSql(1, "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE subject = $3 AND dedupe_key = $6 AND state = 'done' AND updated_at >= $8::bigint)"),
+            [...queuedJobParams(j, now), j.unlessDoneSince],
+          )
+        : await this.q(queuedJobSql(1), queuedJobParams(j, now));
     return (r.rowCount ?? 0) > 0;
   }
 

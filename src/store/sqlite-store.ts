@@ -124,6 +124,11 @@ const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
+/** A job, unless one with its dedupe key was done since (by its subject's index). */
+const INSERT_JOB_UNLESS_DONE = `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
+  SELECT ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?
+  WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE subject = ? AND dedupe_key = ? AND state = 'done' AND updated_at >= ?)
+  ON CONFLICT DO NOTHING`;
 const RECORD_STEP = recordStepSql(sqliteArgs);
 
 const DUE = dueJobsSql({ now: '@now', limit: '@limit', subject: '@subject' });
@@ -560,11 +565,14 @@ export class SqliteStore implements Store {
   // ---- inbox and jobs
 
   private insertJob(j: NewJob, now: number): boolean {
+    const args = [newId(), j.kind, j.subject, jsonText(j.payload), j.runAt, j.dedupeKey ?? null, now, now];
+    if (j.unlessDoneSince !== undefined && j.dedupeKey !== undefined)
+      return this.st(INSERT_JOB_UNLESS_DONE).run(...args, j.subject, j.dedupeKey, j.unlessDoneSince).changes > 0;
     return (
       this.st(
         `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
          VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-      ).run(newId(), j.kind, j.subject, jsonText(j.payload), j.runAt, j.dedupeKey ?? null, now, now).changes > 0
+      ).run(...args).changes > 0
     );
   }
 

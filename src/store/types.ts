@@ -155,6 +155,11 @@ export interface NewJob {
    * stop it (A, B, then A again is three events).
    */
   unlessRepeat?: string;
+  /**
+   * Not queued when a job with its dedupe key was done at or after this time (its subject's jobs are searched): a
+   * check that read its session before such a job finished would otherwise queue the same work again behind it.
+   */
+  unlessDoneSince?: number;
 }
 
 /** The later retry of a job that dies, queued by failJob with its dead letter. */

@@ -1576,6 +1576,37 @@ async function barePipeline(override: (real: SqliteStore) => StoreOverride = () 
 }
 
 describe('apply, against a results job that finishes first', () => {
+  it('queues no second results job behind one that finished after its session was read', async () => {
+    const id = 'f'.repeat(24);
+    // Another replica's results job for this status finishes between this check's read of the session (results still
+    // pending) and its enqueue: its dedupe key no longer holds, and the same score and OCR reads would run again.
+    let armed = false;
+    const { real, pipeline, clock } = await barePipeline((real) => (method) =>
+      method === 'advanceStatus' && armed
+        ? async (...args: never[]) => {
+            armed = false;
+            const out = (await (real.advanceStatus as (...a: never[]) => Promise<{ changed: boolean; session: unknown }>)(...args)) as { changed: boolean; session: { resultsStatus: string } | null };
+            const now = clock.now;
+            const [other] = await real.claimJobs('other-replica', 1, 60_000, now);
+            await real.saveResults(id, { scores: { overall: { status: 'OK' } }, ocr: {}, fetchedAt: now }, 'approve', now);
+            expect(await real.completeJob(other, 'other-replica', now)).toBe(true);
+            return out;
+          }
+        : null,
+    );
+    await pipeline.trackSession({ interviewId: id, token: 'tok' });
+    await real.advanceStatus(id, 'ONBOARDING_FINISHED', statusRank('ONBOARDING_FINISHED'), false, clock.now);
+    await real.enqueueJob({ kind: 'results', subject: id, payload: { status: 'ONBOARDING_FINISHED', source: 'webhook' }, runAt: clock.now, dedupeKey: `results:${id}:ONBOARDING_FINISHED` }, clock.now);
+    // A duplicate webhook's check: the status is unchanged, and the session it reads still has its results pending.
+    armed = true;
+    await pipeline.apply(id, 'ONBOARDING_FINISHED', 'webhook');
+    expect(armed).toBe(false);
+    expect((await real.listJobs(id)).filter((j) => j.kind === 'results').map((j) => j.state)).toEqual(['done']);
+    // A refresh asks for a new read all the same.
+    await pipeline.apply(id, 'ONBOARDING_FINISHED', 'refresh');
+    expect((await real.listJobs(id)).filter((j) => j.kind === 'results').map((j) => j.state).sort()).toEqual(['done', 'queued']);
+  });
+
   it("keeps the verdict poll that job scheduled: a final status ends only the poll the check itself saw", async () => {
     const verdictPollAt = Date.now() + 60_000;
     // Another replica's results job stores a `review` and schedules the poll for the verdict as soon as it is queued,

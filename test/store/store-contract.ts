@@ -822,6 +822,20 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
     });
 
     describe('inbox and jobs', () => {
+      it('unlessDoneSince skips a job whose dedupe key was done at or after that time, and only then', async () => {
+        const results = (over: Partial<NewJob> = {}) => job('u1', { kind: 'results', dedupeKey: 'results:u1:ONBOARDING_FINISHED', ...over });
+        expect(await store.enqueueJob(results(), T0)).toBe(true);
+        const [first] = await store.claimJobs('w', 1, 1000, T0);
+        expect(await store.completeJob(first, 'w', T0 + 10)).toBe(true);
+        // Done at T0 + 10: a check that read the session at T0 + 5 (before it finished) queues nothing.
+        expect(await store.enqueueJob(results({ unlessDoneSince: T0 + 5 }), T0 + 20)).toBe(false);
+        expect(await store.enqueueJob(results({ unlessDoneSince: T0 + 10 }), T0 + 20)).toBe(false);
+        // Another key, or a read after it finished: queued.
+        expect(await store.enqueueJob(results({ dedupeKey: 'results:u1:MANUAL_REVIEW_APPROVED', unlessDoneSince: T0 + 5 }), T0 + 20)).toBe(true);
+        expect(await store.enqueueJob(results({ unlessDoneSince: T0 + 11 }), T0 + 20)).toBe(true);
+        expect((await store.listJobs('u1')).map((j) => j.state).sort()).toEqual(['done', 'queued', 'queued']);
+      });
+
       it('recordEvent stores the event and its job once', async () => {
         const e = { key: 'i1:ONBOARDING_FINISHED', interviewId: 'i1', onboardingStatus: 'ONBOARDING_FINISHED', payload: { a: 1 }, receivedAt: T0 };
         expect(await store.hasEvent(e.key)).toBe(false);
