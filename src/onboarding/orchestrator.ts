@@ -275,9 +275,11 @@ export class Orchestrator {
     // session is marked failed where the store allows, instead of staying pending and polled for days.
     const progress: { step: OnboardingStep } = { step: 'start' };
     try {
-      // Stored before any capture: a webhook or the poller can then follow this session like any other.
-      await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId, configurationId: startReq.configurationId, idempotency: input.idempotency });
-      await this.captured(id, 'start', 'ok', { detail: startReq.countryCode });
+      // Stored before any capture: a webhook or the poller can then follow this session like any other. With its start
+      // step in the same write: a session stored without one looks like an app's, which polling never calls interrupted.
+      const startStep: StepRecord = { step: 'start', outcome: 'ok', code: null, message: null, at: this.now() };
+      await pipeline.trackSession({ interviewId: id, token, externalCustomerId: input.externalCustomerId, configurationId: startReq.configurationId, idempotency: input.idempotency, firstStep: startStep });
+      this.emit({ ...startStep, interviewId: id, detail: startReq.countryCode });
       return await this.captureSteps(id, token, input, ctx, progress);
     } catch (err) {
       // Every step's failure ends here (the steps rethrow what is not a capture to repeat): recorded at the step reached.

@@ -315,6 +315,7 @@ export class ResultsPipeline {
     configurationId?: string;
     resume?: NewSession['resume'];
     idempotency?: NewSession['idempotency'];
+    firstStep?: NewSession['firstStep'];
   }): Promise<void> {
     const now = this.now();
     await this.d.store.upsertSession({
@@ -326,6 +327,7 @@ export class ResultsPipeline {
       nextPollAt: this.firstPollAt('broker', now),
       resume: s.resume,
       idempotency: s.idempotency,
+      firstStep: s.firstStep,
       now,
     });
   }

@@ -286,23 +286,40 @@ export class PostgresStore implements Store {
 
   async upsertSession(s: NewSession): Promise<SessionRecord> {
     const v = sessionInsertValues(s, this.cipher);
+    // A first step goes in the same transaction (a server-side onboarding's start, off POST /session's path).
+    const step = s.firstStep;
+    if (step)
+      return this.tx(async (c) => {
+        const r = await this.upsertWith(s, v, c);
+        await this.q(RECORD_STEP_SQL, [step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, s.interviewId], c);
+        return r;
+      });
+    return this.upsertWith(s, v);
+  }
+
+  private async upsertWith(s: NewSession, v: ReturnType<typeof sessionInsertValues>, c?: Queryable): Promise<SessionRecord> {
     // The common case, a brand-new session, is one statement (one round trip, one commit): the row with its resume
     // token and, when an Idempotency-Key created it, that key marked done. An existing row takes the path below.
     const idem = s.idempotency;
-    const { rows: fresh } = await this.q<{ inserted: number }>(INSERT_NEW_SESSION, [
-      ...NEW_ROW.keys.map((k) => v[k]),
-      // Without a key the UPDATE matches no row (scope and key NULL).
-      ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null, null, null]),
-    ]);
+    const { rows: fresh } = await this.q<{ inserted: number }>(
+      INSERT_NEW_SESSION,
+      [
+        ...NEW_ROW.keys.map((k) => v[k]),
+        // Without a key the UPDATE matches no row (scope and key NULL).
+        ...(idem ? this.idempotencyDoneParams(idem, s.interviewId) : [null, null, null, null, null, null]),
+      ],
+      c,
+    );
     if (fresh[0].inserted) return freshSessionRecord(s, v);
     // An existing row (the insert above found it): merged by the rules both engines share, then its resume token and
-    // the Idempotency-Key it completes, in one transaction.
-    return this.tx(async (c) => {
-      const { rows } = await this.q<SessionRow>(MERGE_SESSION, MERGED_ROW.keys.map((k) => v[k]), c);
-      if (s.resume) await this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt, c);
-      if (s.idempotency) await this.q(idempotencyDoneSql(pgArgs(1)), this.idempotencyDoneParams(s.idempotency, s.interviewId), c);
-      return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId, c)) as SessionRecord);
-    });
+    // the Idempotency-Key it completes, in one transaction (the caller's, when it has one).
+    const merge = async (t: Queryable) => {
+      const { rows } = await this.q<SessionRow>(MERGE_SESSION, MERGED_ROW.keys.map((k) => v[k]), t);
+      if (s.resume) await this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt, t);
+      if (s.idempotency) await this.q(idempotencyDoneSql(pgArgs(1)), this.idempotencyDoneParams(s.idempotency, s.interviewId), t);
+      return rows[0] ? toSession(rows[0], this.cipher) : ((await this.rec(s.interviewId, t)) as SessionRecord);
+    };
+    return c ? merge(c) : this.tx(merge);
   }
 
   async replaceToken(interviewId: string, token: string, now: number): Promise<boolean> {

@@ -294,15 +294,18 @@ export class SqliteStore implements Store {
     return this.write(() => {
       // The common case is a brand-new session: a plain insert, and the record is built from what we hold
       // (no RETURNING, no decrypting what we just encrypted).
+      const step = s.firstStep;
       const fresh = this.st(INSERT_NEW_SESSION).run(v).changes;
       if (fresh) {
         if (s.idempotency) this.markIdempotencyDone(s.idempotency, s.interviewId, done as string);
+        if (step) this.st(RECORD_STEP).run(step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, s.interviewId);
         return freshSessionRecord(s, v);
       }
       // An existing row: merged by the rules both engines share; write() makes this and what follows one transaction.
       const r = this.st(MERGE_SESSION).get(v) as SessionRow | undefined;
       if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
       if (s.idempotency) this.markIdempotencyDone(s.idempotency, s.interviewId, done as string);
+      if (step) this.st(RECORD_STEP).run(step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, s.interviewId);
       return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
     });
   }

@@ -61,6 +61,11 @@ export interface NewSession {
   resume?: { tokenHash: string; expiresAt: number };
   /** The claimed Idempotency-Key that created this session: marked done with it, in the same write. */
   idempotency?: IdempotencyRef;
+  /**
+   * A server-side onboarding's first step (its start), in the same write: a session stored without it could not be told
+   * from an app's (POST /session), and one whose captures were cut off before they began would be polled for days.
+   */
+  firstStep?: StepRecord;
   now: number;
 }
 

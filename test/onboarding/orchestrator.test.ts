@@ -8,7 +8,7 @@ import { ExecutiveTokenProvider } from '../../src/incode/executive-token';
 import { DEFAULT_SELFIE_MESSAGE, ID_MESSAGES } from '../../src/incode/capture-checks';
 import { OnboardingError, Orchestrator, type CaptureInput, type StepEvent } from '../../src/onboarding/orchestrator';
 import { createMetrics } from '../../src/plugins/metrics';
-import type { ResultsPipeline } from '../../src/results/pipeline';
+import { capturesInterrupted, type ResultsPipeline } from '../../src/results/pipeline';
 import { createResultsRuntime } from '../../src/results/runtime';
 import * as img from '../../src/emulator/sample-images';
 import { Cipher, createStore, type Store } from '../../src/store/index';
@@ -570,6 +570,22 @@ describe('failures', () => {
     } finally {
       upsert.mockRestore();
       writes.mockRestore();
+    }
+  });
+
+  it('a database outage at the first write after the session is stored leaves it marked as begun: polling calls it interrupted later', async () => {
+    // The session and its start step are one write: one without the other would look like an app's session (no steps),
+    // which polling never calls interrupted, and it would be polled, pending, for POLL_GIVE_UP_HOURS.
+    const locked = Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' });
+    const record = jest.spyOn(r.store, 'recordStep').mockRejectedValueOnce(locked);
+    try {
+      const err = (await r.orchestrator.runCaptures(input()).catch((e: unknown) => e)) as OnboardingError;
+      expect(err).toMatchObject({ code: 'DATABASE_UNAVAILABLE', interviewId: expect.stringMatching(/^[0-9a-f]{24}$/) });
+      expect(await stepsOf(err.interviewId!)).toEqual(['start:ok']);
+      expect(capturesInterrupted(await r.store.listSteps(err.interviewId!))).toBe(true);
+      expect(r.events[0]).toMatchObject({ step: 'start', outcome: 'ok', interviewId: err.interviewId });
+    } finally {
+      record.mockRestore();
     }
   });
 

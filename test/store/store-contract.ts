@@ -69,6 +69,17 @@ export function runStoreContract(name: string, make: MakeHarness, opts: { shared
     });
 
     describe('sessions', () => {
+      it('writes a first step with the session, new or existing, in the same write', async () => {
+        const start = { step: 'start' as const, outcome: 'ok' as const, code: null, message: null, at: T0 };
+        await store.upsertSession({ interviewId: 'fs1', origin: 'broker', token: 'tok-fs1', firstStep: start, now: T0 });
+        expect(await store.listSteps('fs1')).toEqual([start]);
+        await store.upsertSession({ interviewId: 'fs2', origin: 'broker', now: T0 });
+        expect(await store.listSteps('fs2')).toEqual([]);
+        await store.upsertSession({ interviewId: 'fs2', origin: 'broker', token: 'tok-fs2', firstStep: { ...start, at: T0 + 1 }, now: T0 + 1 });
+        expect(await store.listSteps('fs2')).toEqual([{ ...start, at: T0 + 1 }]);
+        expect((await store.getSession('fs2'))?.token).toBe('tok-fs2');
+      });
+
       it('inserts with defaults and reads back; unknown is null', async () => {
         const s = await store.upsertSession({ interviewId: 'i1', origin: 'external', now: T0 });
         expect(s).toEqual<SessionRecord>({
