@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { config as loadDotenv } from 'dotenv';
 import pino from 'pino';
 import { ConfigError, isInMemoryDatabase, loadConfig, refuseCleartextIncode, type Config } from '../config';
+import { verifyEncryptionKeys } from '../store/key-check';
 import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
@@ -263,6 +264,13 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
 
     const store: Store = await openStore(() => createStore(storeOptions(config)));
     cleanup.push(() => store.close());
+    // The broker's own database, as the broker itself would open it: another key under an id it knows is refused.
+    try {
+      await verifyEncryptionKeys(store, config.encryption.keys, Date.now());
+    } catch (err) {
+      if (err instanceof ConfigError) throw new UsageError(err.message);
+      throw err;
+    }
     const client = new IncodeClient(incodeClientOptions(config, apiUrl));
     cleanup.push(() => client.close());
     // One onboarding at a time: two job slots, and a worker that looks for work often (someone is waiting).

@@ -6,9 +6,10 @@ import { loadConfig } from '../../src/config';
 import { shown } from '../../src/cli/main';
 import { Cipher } from '../../src/store/crypto';
 import { createStore } from '../../src/store/index';
+import { verifyEncryptionKeys } from '../../src/store/key-check';
 import { ROOT, spawnNode, type NodeProcess } from '../helpers/node-process';
 import { tempDir } from '../helpers/temp';
-import { ENCRYPTION_KEY, TEST_API_KEY, startEmulator } from '../helpers/harness';
+import { ENCRYPTION_KEY, TEST_API_KEY, recordRequests, startEmulator } from '../helpers/harness';
 
 const BIN = join(ROOT, 'bin/incode-broker.js');
 const sample = (name: string) => join(ROOT, 'samples', name);
@@ -299,6 +300,27 @@ describe('incode-broker onboard', () => {
       } finally {
         await store.close();
       }
+    } finally {
+      await emu.close();
+    }
+  }, 30_000);
+
+  it("refuses, before anything is sent to Incode, a key that is not the one the broker's database knows under its id", async () => {
+    const emu = await startEmulator();
+    try {
+      const env = sharedDatabase();
+      const [id] = ENCRYPTION_KEY.split(':');
+      // The broker's database, recorded under another key with the same id.
+      const other = { id, key: Buffer.alloc(32, 9) };
+      const broker = createStore({ url: loadConfig({ ...env, INCODE_API_KEY: TEST_API_KEY }).database.url, cipher: new Cipher([other]) });
+      await broker.migrate();
+      await verifyEncryptionKeys(broker, [other], Date.now());
+      await broker.close();
+      const seen = recordRequests(emu.app.server);
+      const r = await run(['onboard', ...GOOD, '--json'], { ...env, INCODE_API_KEY: TEST_API_KEY, INCODE_API_URL: emu.url });
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'error', error: { code: 'USAGE', message: expect.stringMatching(new RegExp(`DATA_ENCRYPTION_KEY lists key ${id}, but`)) } });
+      expect(seen.urls).toEqual([]);
     } finally {
       await emu.close();
     }
