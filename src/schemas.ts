@@ -152,12 +152,16 @@ export function withErrors<T extends Record<number, TSchema>>(own: T, statuses: 
 }
 
 /**
- * A customer id: no C0/C1 controls and no bidirectional overrides or isolates, which would let an id display as
- * another one in Incode's dashboard and in logs of the customer's own systems; no lone surrogate either, which UTF-8
- * cannot carry (the stored id would read U+FFFD in its place, no longer the id the customer sent). The pattern is
- * compiled with the `u` flag, so a well-formed pair is one code point outside the range and passes.
+ * A customer id: no C0/C1 controls, no bidirectional overrides or isolates, and no invisible marks (zero-width space,
+ * direction marks, the Arabic letter mark, word joiners and invisible operators, a BOM, line and paragraph separators),
+ * any of which would let an id display as another one (`ab\u200bcd` as `abcd`) in Incode's dashboard, on the operator
+ * page and in logs of the customer's own systems; no lone surrogate either, which UTF-8 cannot carry (the stored id
+ * would read U+FFFD in its place, no longer the id the customer sent). The zero-width joiner and non-joiner stay: they
+ * are part of how Persian, Indic scripts and emoji are written. The pattern is compiled with the `u` flag, so a
+ * well-formed pair is one code point outside the range and passes.
  */
-export const CUSTOMER_ID_PATTERN = '^[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff]+$';
+export const CUSTOMER_ID_PATTERN =
+  '^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ud800-\\udfff]+$';
 
 /** The app's own session token, for routes that answer a session about itself (never PII). */
 export const SessionTokenHeaders = Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) });

@@ -112,6 +112,12 @@
       if (serviceKey) status(`${$('sessions').children.length} session(s)`, 'ok');
       return;
     }
+    // As the results API takes them: anything else is no session, and `.` or `..` would make the fetch below another
+    // path (the list, or `/`, which would then get the service key).
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+      status(`No such session: ${id.slice(0, 80)}`, 'error');
+      return;
+    }
     status(`Loading ${id}…`, '');
     try {
       const s = await call(`/sessions/${encodeURIComponent(id)}`);

@@ -96,6 +96,13 @@ describe('POST /session against the emulator', () => {
     expect(emu.app.emulator.sessions.get(res.body.interviewId)!.externalCustomerId).toBe('ana-😀-𝒳');
   });
 
+  it('keeps the zero-width joiner and non-joiner, which Persian, Indic scripts and emoji are written with', async () => {
+    for (const id of ['\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645', '\u{1f469}\u200d\u{1f467}']) {
+      const res = await request(broker.url).post('/session').send({ externalCustomerId: id }).expect(200);
+      expect(await broker.app.store.getSession(res.body.interviewId)).toMatchObject({ externalCustomerId: id });
+    }
+  });
+
   it.each([
     [{ countryCode: 'XXX' }, 'INVALID_COUNTRY_CODE'],
     [{ countryCode: 'br' }, 'VALIDATION_FAILED'],
@@ -111,6 +118,8 @@ describe('POST /session against the emulator', () => {
     // A lone surrogate: UTF-8 cannot carry it, so the id stored would not be the id sent.
     [{ externalCustomerId: 'a\ud800b' }, 'VALIDATION_FAILED'],
     [{ externalCustomerId: '\udc00' }, 'VALIDATION_FAILED'],
+    // Marks that make an id display as another (`ab\u200bcd` as `abcd`).
+    ...['\u200b', '\u200e', '\u200f', '\u061c', '\u2028', '\u2029', '\u2060', '\ufeff', '\u202e', '\u2067'].map((c) => [{ externalCustomerId: `ab${c}cd` }, 'VALIDATION_FAILED'] as const),
     [{ unexpected: true }, 'VALIDATION_FAILED'],
     [[1, 2], 'VALIDATION_FAILED'],
   ])('rejects %j with 400 %s', async (body, code) => {

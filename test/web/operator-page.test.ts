@@ -193,6 +193,24 @@ describeBrowser('operator page (Chromium)', () => {
     } finally {
       await heldLoad.done();
     }
+    // Hashes that are no session id: `.` and `..` would turn the fetch into the list, or `/` with the service key.
+    const keyed: string[] = [];
+    const onRequest = (r: { url: () => string; headers: () => Record<string, string> }) => {
+      if (r.headers().authorization) keyed.push(new URL(r.url()).pathname);
+    };
+    page.on('request', onRequest);
+    try {
+      for (const hash of ['#.', '#..', '#%2e%2e', '#%2e', '#a%2fb']) {
+        await page.evaluate((h) => (location.hash = h), hash);
+        await page.waitForFunction(() => /^No such session/.test(document.getElementById('status')!.textContent ?? ''));
+        expect(await page.isHidden('#detail')).toBe(true);
+        await page.evaluate(() => (location.hash = ''));
+        await page.waitForFunction(() => /^\d+ session\(s\)$/.test(document.getElementById('status')!.textContent ?? ''));
+      }
+      expect(keyed).toEqual([]);
+    } finally {
+      page.off('request', onRequest);
+    }
   }, 60_000);
 
   test('the API docs render under their own CSP (never framed, nothing from other origins), opened apart from the page holding the key', async () => {
