@@ -152,16 +152,18 @@ export function withErrors<T extends Record<number, TSchema>>(own: T, statuses: 
 }
 
 /**
- * A customer id: no C0/C1 controls, no bidirectional overrides or isolates, and no invisible marks (zero-width space,
- * direction marks, the Arabic letter mark, word joiners and invisible operators, a BOM, line and paragraph separators),
- * any of which would let an id display as another one (`ab\u200bcd` as `abcd`) in Incode's dashboard, on the operator
- * page and in logs of the customer's own systems; no lone surrogate either, which UTF-8 cannot carry (the stored id
- * would read U+FFFD in its place, no longer the id the customer sent). The zero-width joiner and non-joiner stay: they
- * are part of how Persian, Indic scripts and emoji are written. The pattern is compiled with the `u` flag, so a
- * well-formed pair is one code point outside the range and passes.
+ * A customer id: no C0/C1 controls, no bidirectional overrides or isolates, and no characters that display as nothing
+ * on their own (the soft hyphen, the combining grapheme joiner, the Hangul and Khmer fillers, the Mongolian vowel
+ * separator, the zero-width space, direction marks, the Arabic letter mark, word joiners and invisible operators, a
+ * BOM, line and paragraph separators), any of which would let an id display as another one (`ab\u200bcd` as `abcd`) in
+ * Incode's dashboard, on the operator page and in logs of the customer's own systems; no lone surrogate either, which
+ * UTF-8 cannot carry (the stored id would read U+FFFD in its place, no longer the id the customer sent). The zero-width
+ * joiner and non-joiner and the variation selectors stay: they are part of how Persian, Indic scripts and emoji are
+ * written. Compiled with the `u` flag (Ajv does; so must any other use), so a well-formed pair is one code point
+ * outside the range and passes.
  */
 export const CUSTOMER_ID_PATTERN =
-  '^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ud800-\\udfff]+$';
+  '^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180e\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\u3164\\ufeff\\uffa0\\ud800-\\udfff]+$';
 
 /** The app's own session token, for routes that answer a session about itself (never PII). */
 export const SessionTokenHeaders = Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) });

@@ -128,7 +128,8 @@ const certainlyNotStarted = (err: unknown) => (err instanceof IncodeError || err
 /** A claim still pending: its first request is running (here or on another replica). */
 export const idempotencyInProgress = () => new AppError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running; retry shortly', retryAfter(1000));
 
-const CUSTOMER_ID = new RegExp(CUSTOMER_ID_PATTERN);
+// With the `u` flag, as Ajv compiles it for the body: without it an emoji's two halves fall in the surrogate range.
+const CUSTOMER_ID = new RegExp(CUSTOMER_ID_PATTERN, 'u');
 
 export function createSessionGuards(app: FastifyInstance, config: Config): SessionGuards {
   const { callerAuth, rateLimit } = config;
@@ -268,7 +269,7 @@ export function createSessionGuards(app: FastifyInstance, config: Config): Sessi
     const named = req.callerCustomerId;
     // Spelled as the token has it: the id Incode and the results API show is the identity provider's. One the body
     // could not carry (too long, control characters) is refused as the body's would be.
-    if (typeof named !== 'string' || named.length > 128 || !CUSTOMER_ID.test(named))
+    if (typeof named !== 'string' || [...named].length > 128 || !CUSTOMER_ID.test(named))
       throw new AppError(403, 'CUSTOMER_ID_CLAIM_MISSING', `The bearer token has no usable "${claim}" claim (up to 128 characters, no control characters), which names the user sessions are started for (JWT_CUSTOMER_ID_CLAIM)`);
     return named;
   }

@@ -274,6 +274,16 @@ describe('CALLER_AUTH=jwt against a JWKS', () => {
       expect(emu.app.emulator.sessions.size).toBe(before);
     });
 
+    it('reads the claim as the body is read: astral characters count once and pass, invisible marks do not', async () => {
+      // As Ajv checks the body: the `u` flag (an emoji is one code point, not two surrogate halves) and a length in code points.
+      for (const id of ['ana-\u{1f600}-\u{1d4b3}', '\u{1f600}'.repeat(128)]) {
+        const res = await as(id, {});
+        expect(res.status).toBe(200);
+        expect((await bound.app.store.getSession(res.body.interviewId))?.externalCustomerId).toBe(id);
+      }
+      for (const unusable of ['ab\u200bcd', '\u{1f600}'.repeat(129)]) expect((await as(unusable, {})).body.code).toBe('CUSTOMER_ID_CLAIM_MISSING');
+    });
+
     it("a session is resumed only by the user it was started for; another user's attempt leaves the owner's resume token usable", async () => {
       const started = await as('cust-carol', {}, 'carol');
       expect(started.status).toBe(200);

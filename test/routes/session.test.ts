@@ -97,7 +97,7 @@ describe('POST /session against the emulator', () => {
   });
 
   it('keeps the zero-width joiner and non-joiner, which Persian, Indic scripts and emoji are written with', async () => {
-    for (const id of ['\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645', '\u{1f469}\u200d\u{1f467}']) {
+    for (const id of ['\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645', '\u{1f469}\u200d\u{1f467}', '\u2764\ufe0f']) {
       const res = await request(broker.url).post('/session').send({ externalCustomerId: id }).expect(200);
       expect(await broker.app.store.getSession(res.body.interviewId)).toMatchObject({ externalCustomerId: id });
     }
@@ -119,7 +119,7 @@ describe('POST /session against the emulator', () => {
     [{ externalCustomerId: 'a\ud800b' }, 'VALIDATION_FAILED'],
     [{ externalCustomerId: '\udc00' }, 'VALIDATION_FAILED'],
     // Marks that make an id display as another (`ab\u200bcd` as `abcd`).
-    ...['\u200b', '\u200e', '\u200f', '\u061c', '\u2028', '\u2029', '\u2060', '\ufeff', '\u202e', '\u2067'].map((c) => [{ externalCustomerId: `ab${c}cd` }, 'VALIDATION_FAILED'] as const),
+    ...['\u200b', '\u200e', '\u200f', '\u061c', '\u2028', '\u2029', '\u2060', '\ufeff', '\u202e', '\u2067', '\u00ad', '\u034f', '\u3164', '\u180e'].map((c): [object, string] => [{ externalCustomerId: `ab${c}cd` }, 'VALIDATION_FAILED']),
     [{ unexpected: true }, 'VALIDATION_FAILED'],
     [[1, 2], 'VALIDATION_FAILED'],
   ])('rejects %j with 400 %s', async (body, code) => {
