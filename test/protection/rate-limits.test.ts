@@ -140,18 +140,18 @@ describe('POST /session rate limits (memory counter)', () => {
     await as('app-one-key-0123456789abcdef', 'victim').expect(200);
     await as('app-one-key-0123456789abcdef', 'VICTIM').expect(200);
     await as('app-one-key-0123456789abcdef', 'victim\u00a0').expect(429);
-    await as('app-one-key-0123456789abcdef', 'vic\u200btim\u00ad').expect(429);
-    // Variation selectors, tag characters and fillers display as nothing too; ß folds to ss.
-    for (const ext of ['victim\ufe0f', 'vic\u{e0041}tim', 'victim\u3164', 'VICTIM\u034f']) await as('app-one-key-0123456789abcdef', ext).expect(429);
+    // Variation selectors and tag characters display as nothing too, and are taken (emoji need them): the same id; ß
+    // folds to ss.
+    for (const ext of ['victim\ufe0f', 'vic\u{e0041}tim']) await as('app-one-key-0123456789abcdef', ext).expect(429);
     await as('app-one-key-0123456789abcdef', 'strasse').expect(200);
     await as('app-one-key-0123456789abcdef', 'STRASSE').expect(200);
     await as('app-one-key-0123456789abcdef', 'Straße').expect(429);
     // An invisible character between a letter and its accent does not make another spelling of it.
     await as('app-one-key-0123456789abcdef', 'José').expect(200);
     await as('app-one-key-0123456789abcdef', 'JOSE\u0301').expect(200);
-    for (const ext of ['Jose\u200b\u0301', 'jose\u034f\u0301', 'JOS\u00c9\u2060']) await as('app-one-key-0123456789abcdef', ext).expect(429);
-    // Characters that would make an id display as another one are refused outright.
-    for (const ext of ['victim\u202e', 'vic\u2066tim', 'victim\u0085'])
+    for (const ext of ['Jose\ufe0f\u0301', 'JOS\u00c9\ufe0e']) await as('app-one-key-0123456789abcdef', ext).expect(429);
+    // Characters that would make an id display as another one are refused outright, before any budget is counted.
+    for (const ext of ['victim\u202e', 'vic\u2066tim', 'victim\u0085', 'vic\u200btim\u00ad', 'victim\u3164', 'VICTIM\u034f', 'Jose\u200b\u0301', 'JOS\u00c9\u2060'])
       expect((await as('app-one-key-0123456789abcdef', ext).expect(400)).body.code).toBe('VALIDATION_FAILED');
     // Another app's customer of the same id has a budget of its own.
     await as('app-two-key-0123456789abcdef', 'victim').expect(200);
