@@ -7,7 +7,6 @@ import { parseArgs } from 'node:util';
 import { config as loadDotenv } from 'dotenv';
 import pino from 'pino';
 import { ConfigError, isInMemoryDatabase, loadConfig, refuseCleartextIncode, type Config } from '../config';
-import { verifyEncryptionKeys } from '../store/key-check';
 import { buildEmulator } from '../emulator/app';
 import { IncodeClient, incodeClientOptions } from '../incode/client';
 import { ExecutiveTokenProvider } from '../incode/executive-token';
@@ -262,15 +261,15 @@ async function onboard(args: OnboardArgs, io: CliIo): Promise<number> {
       io.stderr.write('warning: no DATABASE_URL: this onboarding is recorded in this process only; if its wait gives up or the process stops, nothing follows it up (set DATABASE_URL to the broker\'s database)\n');
     }
 
-    const store: Store = await openStore(() => createStore(storeOptions(config)));
-    cleanup.push(() => store.close());
-    // The broker's own database, as the broker itself would open it: another key under an id it knows is refused.
+    // The broker's own database, opened as the broker opens it: another key under an id it knows is refused.
+    let store: Store;
     try {
-      await verifyEncryptionKeys(store, config.encryption.keys, Date.now());
+      store = await openStore(() => createStore(storeOptions(config)), true, config.encryption.keys);
     } catch (err) {
       if (err instanceof ConfigError) throw new UsageError(err.message);
       throw err;
     }
+    cleanup.push(() => store.close());
     const client = new IncodeClient(incodeClientOptions(config, apiUrl));
     cleanup.push(() => client.close());
     // One onboarding at a time: two job slots, and a worker that looks for work often (someone is waiting).

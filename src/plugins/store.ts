@@ -4,7 +4,6 @@ import type { Config } from '../config';
 import { createStore, openStore, storeOptions } from '../store/index';
 import type { Store } from '../store/types';
 import { DatabaseOutage } from '../store/outage';
-import { verifyEncryptionKeys } from '../store/key-check';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -17,14 +16,8 @@ declare module 'fastify' {
 export default fp<{ config: Config; store?: Store }>(
   async (app, opts) => {
     const owned = !opts.store;
-    const store = await openStore(() => opts.store ?? createStore(storeOptions(opts.config)), owned);
-    // Before anything reads or writes: another key under a known id would read as unreadable and write beside it.
-    try {
-      await verifyEncryptionKeys(store, opts.config.encryption.keys, Date.now());
-    } catch (err) {
-      if (owned) await store.close().catch(() => undefined);
-      throw err;
-    }
+    // Another key under an id the database knows is refused before the migrations and before anything is read or written.
+    const store = await openStore(() => opts.store ?? createStore(storeOptions(opts.config)), owned, opts.config.encryption.keys);
     app.decorate('store', store);
     // A superuser could read files and run programs on the database server (COPY ... PROGRAM): the broker needs its own
     // database's ownership only. Said, not refused: moving an existing deployment to another role is a manual step.

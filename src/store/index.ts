@@ -1,6 +1,7 @@
 // Store factory: picks SQLite or PostgreSQL from the URL; re-exports the contract and the crypto helpers.
-import type { Config } from '../config';
-import { Cipher } from './crypto';
+import { ConfigError, type Config } from '../config';
+import { Cipher, type CipherKey } from './crypto';
+import { verifyEncryptionKeys } from './key-check';
 import type { PostgresStore as PostgresStoreType } from './postgres-store';
 import type { SqliteStore as SqliteStoreType } from './sqlite-store';
 import type { Store } from './types';
@@ -56,14 +57,20 @@ export function createStore(opts: CreateStoreOptions): Store {
  * error names DATABASE_URL: "connect ECONNREFUSED" or "EACCES: mkdir" alone does not say which setting to look at.
  * The driver's words after it name a host, a port or a path, never the URL's password.
  */
-export async function openStore(make: () => Store, owned = true): Promise<Store> {
+export async function openStore(make: () => Store, owned = true, keys?: readonly CipherKey[]): Promise<Store> {
   let store: Store | undefined;
   try {
     store = make();
+    // The keys are checked before the migrations too: a start refused for its key must leave the schema where it was,
+    // or the release it was upgrading from could no longer open the database (it refuses a newer schema).
+    if (keys) await verifyEncryptionKeys(store, keys, Date.now(), { record: false });
     await store.migrate();
+    if (keys) await verifyEncryptionKeys(store, keys, Date.now());
     return store;
   } catch (err) {
     if (owned) await store?.close().catch(() => undefined);
+    // A setting to fix, named as such (the service exits 78 for it).
+    if (err instanceof ConfigError) throw err;
     throw new Error(`the database of DATABASE_URL could not be opened or migrated: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
 }

@@ -46,14 +46,20 @@ const refusal = (id: string, why: string) =>
   );
 
 /**
- * Refuses a start with a key that is not the one its id stood for: the fingerprint recorded for the id differs, or, on
- * a database where none is recorded yet (one written before this check), a value already stored under the id does not
- * decrypt. Otherwise records the fingerprints of ids not recorded yet: once some are, a new id is a new key, under
- * which nothing can be stored yet.
+ * Refuses a start with a key that is not the one its id stood for: the fingerprint recorded for the id differs, or, for
+ * an id with none recorded (a database written before this check, or a key new to it), a value already stored under
+ * the id does not decrypt. Every key is checked before any is recorded: a list refused for its second key records
+ * nothing, so a retry checks the first one again rather than taking it as known. `record: false` checks only (before
+ * the migrations run, when the table of fingerprints may not exist yet, and then reads as empty).
  */
-export async function verifyEncryptionKeys(store: Pick<Store, 'keyFingerprints' | 'recordKeyFingerprint' | 'sampleCiphertexts'>, keys: readonly CipherKey[], now: number): Promise<void> {
+export async function verifyEncryptionKeys(
+  store: Pick<Store, 'keyFingerprints' | 'recordKeyFingerprint' | 'sampleCiphertexts'>,
+  keys: readonly CipherKey[],
+  now: number,
+  opts: { record?: boolean } = {},
+): Promise<void> {
   const recorded = await store.keyFingerprints();
-  const firstCheck = recorded.size === 0;
+  const unrecorded: { id: string; fingerprint: string }[] = [];
   for (const k of keys) {
     const fingerprint = keyFingerprint(k.key);
     const known = recorded.get(k.id);
@@ -62,15 +68,17 @@ export async function verifyEncryptionKeys(store: Pick<Store, 'keyFingerprints' 
       continue;
     }
     const one = new Cipher([k]);
-    for (const s of firstCheck ? await store.sampleCiphertexts(k.id) : []) {
+    for (const s of await store.sampleCiphertexts(k.id)) {
       try {
         one.decrypt(s.value, s.aad);
       } catch {
         throw refusal(k.id, 'a value stored under that id does not decrypt with it');
       }
     }
-    // Another replica may record the same id at the same moment, with its own key: the first one kept is the one.
-    if (!hashesEqual(await store.recordKeyFingerprint(k.id, fingerprint, now), fingerprint))
-      throw refusal(k.id, 'another replica recorded a different key under that id as this one started');
+    unrecorded.push({ id: k.id, fingerprint });
   }
+  if (opts.record === false) return;
+  // Another replica may record the same id at the same moment, with its own key: the first one kept is the one.
+  for (const { id, fingerprint } of unrecorded)
+    if (!hashesEqual(await store.recordKeyFingerprint(id, fingerprint, now), fingerprint)) throw refusal(id, 'another replica recorded a different key under that id as this one started');
 }

@@ -138,6 +138,16 @@ interface LockedSession {
   created_at?: string | number;
 }
 
+/** Rows read from a table the migrations may not have created yet (42P01: undefined table): none when it is missing. */
+async function missingTableAsNone<T>(read: () => Promise<T[]>): Promise<T[]> {
+  try {
+    return await read();
+  } catch (err) {
+    if ((err as { code?: unknown }).code === '42P01') return [];
+    throw err;
+  }
+}
+
 /** Queues a job unless an active one has its dedupe key (no conflict target: covers the partial unique index). */
 function queuedJobSql(p: number, when = ''): string {
   return `${INSERT_JOB}
@@ -571,7 +581,8 @@ export class PostgresStore implements Store {
   }
 
   async keyFingerprints(): Promise<Map<string, string>> {
-    const { rows } = await this.q<{ key_id: string; fingerprint: string }>('SELECT key_id, fingerprint FROM encryption_keys');
+    // Read before the migrations too, on a database that may not have the table (or the schema) yet: none recorded.
+    const rows = await missingTableAsNone(async () => (await this.q<{ key_id: string; fingerprint: string }>('SELECT key_id, fingerprint FROM encryption_keys')).rows);
     return new Map(rows.map((r) => [r.key_id, r.fingerprint]));
   }
 
@@ -587,7 +598,7 @@ export class PostgresStore implements Store {
     const prefix = `v1.${keyId}.`;
     const found = await Promise.all(
       keySampleSql(pgArgs(1), prefix.length).map(async ({ sql, table, column }) => {
-        const { rows } = await this.q<Record<string, unknown>>(sql, [prefix]);
+        const rows = await missingTableAsNone(async () => (await this.q<Record<string, unknown>>(sql, [prefix])).rows);
         return rows.length ? [sampledValue(table, column, rows[0])] : [];
       }),
     );

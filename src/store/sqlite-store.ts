@@ -124,6 +124,16 @@ const IDEMPOTENCY_DONE = idempotencyDoneSql(sqliteArgs);
 // Keeps a done claim's final answer (the claim's own completion again, on a done row only).
 const IDEMPOTENCY_ANSWER = idempotencyDoneSql(sqliteArgs, "AND state = 'done'");
 const ACTIVE_JOB = activeJobSql(sqliteArgs);
+
+/** Rows read from a table the migrations may not have created yet: none when it is missing. */
+function missingTableAsNone<T>(read: () => T[]): T[] {
+  try {
+    return read();
+  } catch (err) {
+    if (/no such table/.test((err as Error).message)) return [];
+    throw err;
+  }
+}
 /** A job, unless one with its dedupe key was done since (by its subject's index). */
 const INSERT_JOB_UNLESS_DONE = `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
   SELECT ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?
@@ -546,7 +556,8 @@ export class SqliteStore implements Store {
   }
 
   async keyFingerprints(): Promise<Map<string, string>> {
-    const rows = this.st('SELECT key_id, fingerprint FROM encryption_keys').all() as { key_id: string; fingerprint: string }[];
+    // Read before the migrations too, on a database that may not have the table yet (none recorded then).
+    const rows = missingTableAsNone(() => this.db.prepare('SELECT key_id, fingerprint FROM encryption_keys').all() as { key_id: string; fingerprint: string }[]);
     return new Map(rows.map((r) => [r.key_id, r.fingerprint]));
   }
 
@@ -560,7 +571,7 @@ export class SqliteStore implements Store {
   async sampleCiphertexts(keyId: string): Promise<{ value: string; aad: string }[]> {
     const prefix = `v1.${keyId}.`;
     return keySampleSql(sqliteArgs, prefix.length).flatMap(({ sql, table, column }) => {
-      const row = this.st(sql).get(prefix) as Record<string, unknown> | undefined;
+      const [row] = missingTableAsNone(() => [this.db.prepare(sql).get(prefix) as Record<string, unknown> | undefined]);
       return row ? [sampledValue(table, column, row)] : [];
     });
   }

@@ -4,6 +4,9 @@ import { Client } from 'pg';
 import { ConfigError } from '../../src/config';
 import { Cipher, type CipherKey } from '../../src/store/crypto';
 import { keyFingerprint, verifyEncryptionKeys } from '../../src/store/key-check';
+import { openStore } from '../../src/store/index';
+import { MIGRATIONS, migratePostgres, migrateSqlite } from '../../src/store/migrations';
+import type { PostgresStore } from '../../src/store/postgres-store';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import type { Store } from '../../src/store/types';
 import { dropSchema, throwawayPgStore } from '../helpers/pg-schema';
@@ -14,10 +17,19 @@ const A: CipherKey = { id: 'k1', key: Buffer.alloc(32, 1) };
 const B: CipherKey = { id: 'k1', key: Buffer.alloc(32, 2) };
 const C: CipherKey = { id: 'k2', key: Buffer.alloc(32, 3) };
 
-/** Opens the same database under these keys, migrated; close() closes it (and drop() removes it, last). */
+/** Opens the same database under these keys, migrated; close() closes it. */
 type Open = (keys: CipherKey[]) => Promise<Store>;
 
-function keyCheckCases(open: Open) {
+/** The same database as an engine opens it: unmigrated, migrated only to the schema before the check, its version. */
+interface Engine {
+  make: (keys: CipherKey[]) => Store;
+  migrateBeforeCheck: (store: Store) => Promise<void>;
+  version: (store: Store) => Promise<number>;
+}
+
+const BEFORE_CHECK = MIGRATIONS.filter((m) => m.version < 12);
+
+function keyCheckCases(open: Open, engine: Engine) {
   const refused = async (keys: CipherKey[], why: RegExp) => {
     const store = await open(keys);
     try {
@@ -71,6 +83,50 @@ function keyCheckCases(open: Open) {
     await right.close();
   });
 
+  it('checks every key before recording any: a list refused for its second key records nothing, and a retry is refused again', async () => {
+    const old = await open([A]);
+    await old.upsertSession({ interviewId: 'key-check-3', origin: 'broker', externalCustomerId: 'customer-3', now: 1 });
+    await old.close();
+    // A rotation's list, its old key mistyped: k2 passes (nothing under it), k1 does not.
+    await refused([C, B], /a value stored under that id does not decrypt with it/);
+    const after = await open([A]);
+    expect((await after.keyFingerprints()).size).toBe(0);
+    await after.close();
+    await refused([C, B], /a value stored under that id does not decrypt with it/);
+    const right = await open([C, A]);
+    await verifyEncryptionKeys(right, [C, A], 3);
+    expect([...(await right.keyFingerprints()).keys()].sort()).toEqual(['k1', 'k2']);
+    await right.close();
+  });
+
+  it('a start refused for its key leaves the schema where the release it upgrades from can still open it', async () => {
+    const old = engine.make([A]);
+    await engine.migrateBeforeCheck(old);
+    await old.upsertSession({ interviewId: 'key-check-4', origin: 'broker', externalCustomerId: 'customer-4', now: 1 });
+    await old.close();
+    const err = await openStore(() => engine.make([B]), true, [B]).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ConfigError);
+    const after = engine.make([A]);
+    try {
+      expect(await engine.version(after)).toBe(11);
+      expect((await after.keyFingerprints()).size).toBe(0);
+    } finally {
+      await after.close();
+    }
+    // The right key migrates and records it.
+    const upgraded = await openStore(() => engine.make([A]), true, [A]);
+    try {
+      expect(await engine.version(upgraded)).toBe(MIGRATIONS.at(-1)!.version);
+      expect([...(await upgraded.keyFingerprints()).keys()]).toEqual(['k1']);
+      expect((await upgraded.getSession('key-check-4'))?.externalCustomerId).toBe('customer-4');
+    } finally {
+      await upgraded.close();
+    }
+  });
+
   it('keeps the first fingerprint recorded for an id when two replicas record theirs at once', async () => {
     const store = await open([A]);
     try {
@@ -89,11 +145,19 @@ describe('verifyEncryptionKeys on SQLite', () => {
   beforeEach(() => {
     file = join(dir, `db-${n++}.sqlite`);
   });
-  keyCheckCases(async (keys) => {
-    const s = new SqliteStore({ filename: file, cipher: new Cipher(keys) });
-    await s.migrate();
-    return s;
-  });
+  const make = (keys: CipherKey[]) => new SqliteStore({ filename: file, cipher: new Cipher(keys) });
+  keyCheckCases(
+    async (keys) => {
+      const s = make(keys);
+      await s.migrate();
+      return s;
+    },
+    {
+      make,
+      migrateBeforeCheck: async (s) => void migrateSqlite((s as SqliteStore).db, BEFORE_CHECK),
+      version: async (s) => ((s as SqliteStore).db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number }).v,
+    },
+  );
 });
 
 describeWith('postgres', 'verifyEncryptionKeys on PostgreSQL', () => {
@@ -107,11 +171,19 @@ describeWith('postgres', 'verifyEncryptionKeys on PostgreSQL', () => {
     for (const s of schemas) await dropSchema(s);
   });
   // The cases close each store they open; the schema stays for the next open until afterAll.
-  keyCheckCases(async (keys) => {
-    const { store } = throwawayPgStore('key_check', { schema, cipher: new Cipher(keys) });
-    await store.migrate();
-    return store;
-  });
+  const make = (keys: CipherKey[]) => throwawayPgStore('key_check', { schema, cipher: new Cipher(keys) }).store;
+  keyCheckCases(
+    async (keys) => {
+      const store = make(keys);
+      await store.migrate();
+      return store;
+    },
+    {
+      make,
+      migrateBeforeCheck: async (s) => void (await migratePostgres((s as PostgresStore).pool, schema, BEFORE_CHECK)),
+      version: async (s) => Number((await (s as PostgresStore).pool.query(`SELECT MAX(version) AS v FROM "${schema}".schema_migrations`)).rows[0].v),
+    },
+  );
 
   it("answers the fingerprint another replica committed while this one's insert waited on it", async () => {
     const { store } = throwawayPgStore('key_check', { schema, cipher: new Cipher([A]) });
