@@ -641,15 +641,34 @@ export class PostgresStore implements Store {
   }
 
   async enqueueJob(j: NewJob, now: number): Promise<boolean> {
-    // Unless one with its dedupe key was done since (by its subject's index).
-    const r =
-      j.unlessDoneSince !== undefined && j.dedupeKey !== undefined
-        ? await this.q(
-            queuedJobSql(1, "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE subject = $3 AND dedupe_key = $6 AND state = 'done' AND updated_at >= $8::bigint)"),
-            [...queuedJobParams(j, now), j.unlessDoneSince],
-          )
-        : await this.q(queuedJobSql(1), queuedJobParams(j, now));
+    if (j.unlessDoneSince !== undefined && j.dedupeKey !== undefined) return this.enqueueUnlessDone(j, j.dedupeKey, j.unlessDoneSince, now);
+    const r = await this.q(queuedJobSql(1), queuedJobParams(j, now));
     return (r.rowCount ?? 0) > 0;
+  }
+
+  /**
+   * Unless one with its dedupe key was done since (by its subject's index). The insert's own check reads the snapshot
+   * its statement began with: a job whose `done` another replica commits while the insert waits on the dedupe key is
+   * not seen, and once it commits the key no longer conflicts. So it is checked again in a second statement, which
+   * sees that commit, and the job just inserted (no worker can see it before this transaction commits) taken back.
+   */
+  private async enqueueUnlessDone(j: NewJob, dedupeKey: string, since: number, now: number): Promise<boolean> {
+    const params = queuedJobParams(j, now);
+    return this.tx(async (c) => {
+      // queuedJobParams: $3 the subject, $6 the dedupe key; $8 the time.
+      const r = await this.q(
+        queuedJobSql(1, "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE subject = $3 AND dedupe_key = $6 AND state = 'done' AND updated_at >= $8::bigint)"),
+        [...params, since],
+        c,
+      );
+      if (!r.rowCount) return false;
+      const taken = await this.q(
+        "DELETE FROM jobs WHERE id = $1 AND EXISTS (SELECT 1 FROM jobs WHERE subject = $2 AND dedupe_key = $3 AND state = 'done' AND updated_at >= $4::bigint)",
+        [params[0], j.subject, dedupeKey, since],
+        c,
+      );
+      return !taken.rowCount;
+    });
   }
 
   async claimJobs(owner: string, limit: number, leaseMs: number, now: number, subject?: string): Promise<Job[]> {

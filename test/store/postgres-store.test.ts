@@ -118,6 +118,28 @@ describeWith('postgres', 'PostgresStore', () => {
       }
     });
 
+    it("queues no job behind one with its dedupe key whose `done` another replica commits while the insert waits on it", async () => {
+      const schema = newSchema();
+      const s = track(open(schema, new Cipher([K1])));
+      await s.migrate();
+      const key = 'results:race1:ONBOARDING_FINISHED';
+      expect(await s.enqueueJob({ kind: 'results', subject: 'race1', runAt: 1000, dedupeKey: key }, 1000)).toBe(true);
+      const [running] = await s.claimJobs('other-replica', 1, 60_000, 1000);
+      const other = await adminPool().connect();
+      try {
+        await other.query('BEGIN');
+        await other.query(`UPDATE "${schema}".jobs SET state = 'done', updated_at = 2000 WHERE id = $1`, [running.id]);
+        // The check began at 1500, before that job finished: its insert waits on the dedupe key the job still holds.
+        const queued = s.enqueueJob({ kind: 'results', subject: 'race1', runAt: 1500, dedupeKey: key, unlessDoneSince: 1500 }, 1500);
+        await waitFor(async () => (await adminPool().query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO jobs%'`)).rowCount, 10_000);
+        await other.query('COMMIT');
+        expect(await queued).toBe(false);
+      } finally {
+        other.release();
+      }
+      expect((await s.listJobs('race1')).map((j) => j.state)).toEqual(['done']);
+    });
+
     it('keeps its tables in its own schema', async () => {
       const schema = newSchema();
       const s = track(open(schema, new Cipher([K1])));
