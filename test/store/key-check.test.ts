@@ -17,9 +17,6 @@ const A: CipherKey = { id: 'k1', key: Buffer.alloc(32, 1) };
 const B: CipherKey = { id: 'k1', key: Buffer.alloc(32, 2) };
 const C: CipherKey = { id: 'k2', key: Buffer.alloc(32, 3) };
 
-/** Opens the same database under these keys, migrated; close() closes it. */
-type Open = (keys: CipherKey[]) => Promise<Store>;
-
 /** The same database as an engine opens it: unmigrated, migrated only to the schema before the check, its version. */
 interface Engine {
   make: (keys: CipherKey[]) => Store;
@@ -29,7 +26,13 @@ interface Engine {
 
 const BEFORE_CHECK = MIGRATIONS.filter((m) => m.version < 12);
 
-function keyCheckCases(open: Open, engine: Engine) {
+function keyCheckCases(engine: Engine) {
+  /** The same database under these keys, migrated; the case closes it. */
+  const open = async (keys: CipherKey[]) => {
+    const s = engine.make(keys);
+    await s.migrate();
+    return s;
+  };
   const refused = async (keys: CipherKey[], why: RegExp) => {
     const store = await open(keys);
     try {
@@ -145,19 +148,11 @@ describe('verifyEncryptionKeys on SQLite', () => {
   beforeEach(() => {
     file = join(dir, `db-${n++}.sqlite`);
   });
-  const make = (keys: CipherKey[]) => new SqliteStore({ filename: file, cipher: new Cipher(keys) });
-  keyCheckCases(
-    async (keys) => {
-      const s = make(keys);
-      await s.migrate();
-      return s;
-    },
-    {
-      make,
-      migrateBeforeCheck: async (s) => void migrateSqlite((s as SqliteStore).db, BEFORE_CHECK),
-      version: async (s) => ((s as SqliteStore).db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number }).v,
-    },
-  );
+  keyCheckCases({
+    make: (keys) => new SqliteStore({ filename: file, cipher: new Cipher(keys) }),
+    migrateBeforeCheck: async (s) => void migrateSqlite((s as SqliteStore).db, BEFORE_CHECK),
+    version: async (s) => ((s as SqliteStore).db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number }).v,
+  });
 });
 
 describeWith('postgres', 'verifyEncryptionKeys on PostgreSQL', () => {
@@ -171,19 +166,11 @@ describeWith('postgres', 'verifyEncryptionKeys on PostgreSQL', () => {
     for (const s of schemas) await dropSchema(s);
   });
   // The cases close each store they open; the schema stays for the next open until afterAll.
-  const make = (keys: CipherKey[]) => throwawayPgStore('key_check', { schema, cipher: new Cipher(keys) }).store;
-  keyCheckCases(
-    async (keys) => {
-      const store = make(keys);
-      await store.migrate();
-      return store;
-    },
-    {
-      make,
-      migrateBeforeCheck: async (s) => void (await migratePostgres((s as PostgresStore).pool, schema, BEFORE_CHECK)),
-      version: async (s) => Number((await (s as PostgresStore).pool.query(`SELECT MAX(version) AS v FROM "${schema}".schema_migrations`)).rows[0].v),
-    },
-  );
+  keyCheckCases({
+    make: (keys) => throwawayPgStore('key_check', { schema, cipher: new Cipher(keys) }).store,
+    migrateBeforeCheck: async (s) => void (await migratePostgres((s as PostgresStore).pool, schema, BEFORE_CHECK)),
+    version: async (s) => Number((await (s as PostgresStore).pool.query(`SELECT MAX(version) AS v FROM "${schema}".schema_migrations`)).rows[0].v),
+  });
 
   it("answers the fingerprint another replica committed while this one's insert waited on it", async () => {
     const { store } = throwawayPgStore('key_check', { schema, cipher: new Cipher([A]) });
