@@ -62,8 +62,13 @@ export async function openStore(make: () => Store, owned = true, keys?: readonly
   try {
     store = make();
     // The keys are checked before the migrations too: a start refused for its key must leave the schema where it was,
-    // or the release it was upgrading from could no longer open the database (it refuses a newer schema).
-    if (keys) await verifyEncryptionKeys(store, keys, Date.now(), { record: false });
+    // or the release it was upgrading from could no longer open the database (it refuses a newer schema). Only a
+    // refusal stops the start there: a read held up behind another replica's migration (its table locks) until the
+    // statement timeout, or failing, is left to the migration, which waits for that replica, and to the check after it.
+    if (keys)
+      await verifyEncryptionKeys(store, keys, Date.now(), { record: false }).catch((err: unknown) => {
+        if (err instanceof ConfigError) throw err;
+      });
     await store.migrate();
     if (keys) await verifyEncryptionKeys(store, keys, Date.now());
     return store;

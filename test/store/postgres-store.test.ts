@@ -3,6 +3,7 @@ import { Pool, type PoolClient } from 'pg';
 import { Cipher, sha256Hex } from '../../src/store/crypto';
 import { MIGRATIONS, migratePostgres } from '../../src/store/migrations';
 import { isDatabaseUnavailable } from '../../src/store/unavailable';
+import { openStore } from '../../src/store/index';
 import { PostgresStore } from '../../src/store/postgres-store';
 import type { Store } from '../../src/store/types';
 import { describeWith, services } from '../helpers/services';
@@ -138,6 +139,30 @@ describeWith('postgres', 'PostgresStore', () => {
         other.release();
       }
       expect((await s.listJobs('race1')).map((j) => j.state)).toEqual(['done']);
+    });
+
+    it("opens with its keys while another replica's migration holds the tables: a key check held up before migrating gives way to the migration's own wait", async () => {
+      const schema = newSchema();
+      const before = new PostgresStore({ url: services.postgres, cipher: new Cipher([K1]), schema });
+      await migratePostgres(before.pool, schema, MIGRATIONS.filter((m) => m.version < 10));
+      await before.close();
+      // The other replica, mid-migration: its advisory lock and a table lock its next step took.
+      const other = await adminPool().connect();
+      try {
+        await other.query('BEGIN');
+        await other.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`incode-broker:migrations:${schema}`]);
+        await other.query(`LOCK TABLE "${schema}".sessions IN ACCESS EXCLUSIVE MODE`);
+        const opened = openStore(() => new PostgresStore({ url: services.postgres, cipher: new Cipher([K1]), schema, timeoutMs: 1000 }), true, [K1]);
+        // Longer than the statement timeout, which bounded the key check's read before the migration.
+        await new Promise((r) => setTimeout(r, 2500));
+        await other.query('COMMIT');
+        const s = track((await opened) as PostgresStore);
+        expect([...(await s.keyFingerprints()).keys()]).toEqual(['k1']);
+        const { rows } = await adminPool().query(`SELECT MAX(version) AS v FROM "${schema}".schema_migrations`);
+        expect(Number(rows[0].v)).toBe(MIGRATIONS.at(-1)!.version);
+      } finally {
+        other.release();
+      }
     });
 
     it('keeps its tables in its own schema', async () => {
