@@ -20,6 +20,9 @@ import {
   ERASURE_FENCE,
   liveSessionSql,
   recordStepSql,
+  recordStepParams,
+  INSERT_JOB,
+  doneSinceSql,
   jobsOfKindSql,
   repeatsLatest,
   wakeQueuedJobSql,
@@ -128,7 +131,6 @@ type Queryable = Pick<PoolClient, 'query'>;
 // extra condition (the CTE's "only if the row before it was new").
 
 
-const INSERT_JOB = 'INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)';
 
 /** A session row locked for erasure, and whether this service started it. */
 interface LockedSession {
@@ -301,7 +303,7 @@ export class PostgresStore implements Store {
     if (step)
       return this.tx(async (c) => {
         const r = await this.upsertWith(s, v, c);
-        await this.q(RECORD_STEP_SQL, [step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, s.interviewId], c);
+        await this.q(RECORD_STEP_SQL, recordStepParams(s.interviewId, step), c);
         return r;
       });
     return this.upsertWith(s, v);
@@ -489,7 +491,7 @@ export class PostgresStore implements Store {
   }
 
   async recordStep(interviewId: string, step: StepRecord): Promise<boolean> {
-    const { rowCount } = await this.q(RECORD_STEP_SQL, [step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, interviewId]);
+    const { rowCount } = await this.q(RECORD_STEP_SQL, recordStepParams(interviewId, step));
     return (rowCount ?? 0) > 0;
   }
 
@@ -656,17 +658,9 @@ export class PostgresStore implements Store {
     const params = queuedJobParams(j, now);
     return this.tx(async (c) => {
       // queuedJobParams: $3 the subject, $6 the dedupe key; $8 the time.
-      const r = await this.q(
-        queuedJobSql(1, "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE subject = $3 AND dedupe_key = $6 AND state = 'done' AND updated_at >= $8::bigint)"),
-        [...params, since],
-        c,
-      );
+      const r = await this.q(queuedJobSql(1, `WHERE NOT ${doneSinceSql('$3', '$6', '$8::bigint')}`), [...params, since], c);
       if (!r.rowCount) return false;
-      const taken = await this.q(
-        "DELETE FROM jobs WHERE id = $1 AND EXISTS (SELECT 1 FROM jobs WHERE subject = $2 AND dedupe_key = $3 AND state = 'done' AND updated_at >= $4::bigint)",
-        [params[0], j.subject, dedupeKey, since],
-        c,
-      );
+      const taken = await this.q(`DELETE FROM jobs WHERE id = $1 AND ${doneSinceSql('$2', '$3', '$4::bigint')}`, [params[0], j.subject, dedupeKey, since], c);
       return !taken.rowCount;
     });
   }

@@ -238,6 +238,19 @@ export const recordStepSql = (arg: SqlArg, lock = '') =>
   `INSERT INTO steps (interview_id, step, outcome, code, message, at)
    SELECT interview_id, ${arg(0)}, ${arg(1)}, ${arg(2)}, ${arg(3)}, ${arg(4, 'bigint')} FROM sessions WHERE interview_id = ${arg(5)} AND results_status <> 'erased'${lock}`;
 
+/** recordStepSql's parameters, in its order. */
+export const recordStepParams = (interviewId: string, step: StepRecord) => [step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, interviewId];
+
+/** The columns a job is inserted with (its values in this order), on both engines. */
+export const INSERT_JOB = 'INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)';
+
+/**
+ * NewJob.unlessDoneSince's condition: a job of this subject with this dedupe key done at or after that time (found
+ * through the subject's index). Parameters: subject, dedupe key, time.
+ */
+export const doneSinceSql = (subject: string, dedupeKey: string, since: string) =>
+  `EXISTS (SELECT 1 FROM jobs WHERE subject = ${subject} AND dedupe_key = ${dedupeKey} AND state = 'done' AND updated_at >= ${since})`;
+
 /** The columns a spent resume token answers with, on both engines. */
 export interface SpentRow {
   resume_expires_at: Num;

@@ -21,6 +21,9 @@ import {
   idempotencyDoneSql,
   activeJobSql,
   recordStepSql,
+  recordStepParams,
+  INSERT_JOB,
+  doneSinceSql,
   jobsOfKindSql,
   repeatsLatest,
   wakeQueuedJobSql,
@@ -134,11 +137,9 @@ function missingTableAsNone<T>(read: () => T[]): T[] {
     throw err;
   }
 }
-/** A job, unless one with its dedupe key was done since (by its subject's index). */
-const INSERT_JOB_UNLESS_DONE = `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
-  SELECT ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?
-  WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE subject = ? AND dedupe_key = ? AND state = 'done' AND updated_at >= ?)
-  ON CONFLICT DO NOTHING`;
+const INSERT_NEW_JOB = `${INSERT_JOB} VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING`;
+/** A job, unless one with its dedupe key was done since (NewJob.unlessDoneSince). */
+const INSERT_JOB_UNLESS_DONE = `${INSERT_JOB} SELECT ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ? WHERE NOT ${doneSinceSql('?', '?', '?')} ON CONFLICT DO NOTHING`;
 const RECORD_STEP = recordStepSql(sqliteArgs);
 
 const DUE = dueJobsSql({ now: '@now', limit: '@limit', subject: '@subject' });
@@ -308,14 +309,14 @@ export class SqliteStore implements Store {
       const fresh = this.st(INSERT_NEW_SESSION).run(v).changes;
       if (fresh) {
         if (s.idempotency) this.markIdempotencyDone(s.idempotency, s.interviewId, done as string);
-        if (step) this.st(RECORD_STEP).run(step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, s.interviewId);
+        if (step) this.st(RECORD_STEP).run(...recordStepParams(s.interviewId, step));
         return freshSessionRecord(s, v);
       }
       // An existing row: merged by the rules both engines share; write() makes this and what follows one transaction.
       const r = this.st(MERGE_SESSION).get(v) as SessionRow | undefined;
       if (s.resume) this.setResume(s.interviewId, s.resume.tokenHash, s.resume.expiresAt);
       if (s.idempotency) this.markIdempotencyDone(s.idempotency, s.interviewId, done as string);
-      if (step) this.st(RECORD_STEP).run(step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, s.interviewId);
+      if (step) this.st(RECORD_STEP).run(...recordStepParams(s.interviewId, step));
       return r ? toSession(r, this.cipher) : (this.rec(s.interviewId) as SessionRecord);
     });
   }
@@ -457,7 +458,7 @@ export class SqliteStore implements Store {
   }
 
   async recordStep(interviewId: string, step: StepRecord): Promise<boolean> {
-    return this.write(() => this.st(RECORD_STEP).run(step.step, step.outcome, step.code ?? null, step.message ?? null, step.at, interviewId).changes > 0);
+    return this.write(() => this.st(RECORD_STEP).run(...recordStepParams(interviewId, step)).changes > 0);
   }
 
   async listSteps(interviewId: string): Promise<StepRecord[]> {
@@ -582,12 +583,7 @@ export class SqliteStore implements Store {
     const args = [newId(), j.kind, j.subject, jsonText(j.payload), j.runAt, j.dedupeKey ?? null, now, now];
     if (j.unlessDoneSince !== undefined && j.dedupeKey !== undefined)
       return this.st(INSERT_JOB_UNLESS_DONE).run(...args, j.subject, j.dedupeKey, j.unlessDoneSince).changes > 0;
-    return (
-      this.st(
-        `INSERT INTO jobs (id, kind, subject, payload, state, attempts, run_at, dedupe_key, created_at, updated_at)
-         VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-      ).run(...args).changes > 0
-    );
+    return this.st(INSERT_NEW_JOB).run(...args).changes > 0;
   }
 
   async recordEvent(e: InboxEvent, job: NewJob): Promise<boolean> {
