@@ -1,7 +1,7 @@
 // Store factory: picks SQLite or PostgreSQL from the URL; re-exports the contract and the crypto helpers.
 import { ConfigError, type Config } from '../config';
 import { Cipher, type CipherKey } from './crypto';
-import { verifyEncryptionKeys } from './key-check';
+import { checkEncryptionKeys, recordEncryptionKeys, verifyEncryptionKeys } from './key-check';
 import type { PostgresStore as PostgresStoreType } from './postgres-store';
 import type { SqliteStore as SqliteStoreType } from './sqlite-store';
 import type { Store } from './types';
@@ -65,12 +65,17 @@ export async function openStore(make: () => Store, owned = true, keys?: readonly
     // or the release it was upgrading from could no longer open the database (it refuses a newer schema). Only a
     // refusal stops the start there: a read held up behind another replica's migration (its table locks) until the
     // statement timeout, or failing, is left to the migration, which waits for that replica, and to the check after it.
-    if (keys)
-      await verifyEncryptionKeys(store, keys, Date.now(), { record: false }).catch((err: unknown) => {
-        if (err instanceof ConfigError) throw err;
-      });
+    // What that check passed is recorded after the migrations without being read again; only when it gave way is the
+    // whole check made then.
+    const checked = keys
+      ? await checkEncryptionKeys(store, keys).catch((err: unknown) => {
+          if (err instanceof ConfigError) throw err;
+          return null;
+        })
+      : null;
     await store.migrate();
-    if (keys) await verifyEncryptionKeys(store, keys, Date.now());
+    if (checked) await recordEncryptionKeys(store, checked, Date.now());
+    else if (keys) await verifyEncryptionKeys(store, keys, Date.now());
     return store;
   } catch (err) {
     if (owned) await store?.close().catch(() => undefined);

@@ -45,21 +45,24 @@ const refusal = (id: string, why: string) =>
     `lists key ${id}, but ${why}: it is another key under the same id. List the key the data was written with under that id (or, for a new key, a new id: put it first as "k2:<key>,${id}:<old key>" to rotate)`,
   );
 
+/** A key checked against what is stored under its id, whose fingerprint is not recorded yet. */
+export interface UnrecordedKey {
+  id: string;
+  fingerprint: string;
+}
+
+type KeyStore = Pick<Store, 'keyFingerprints' | 'recordKeyFingerprint' | 'sampleCiphertexts'>;
+
 /**
- * Refuses a start with a key that is not the one its id stood for: the fingerprint recorded for the id differs, or, for
- * an id with none recorded (a database written before this check, or a key new to it), a value already stored under
- * the id does not decrypt. Every key is checked before any is recorded: a list refused for its second key records
- * nothing, so a retry checks the first one again rather than taking it as known. `record: false` checks only (before
- * the migrations run, when the table of fingerprints may not exist yet, and then reads as empty).
+ * Refuses a key that is not the one its id stood for: the fingerprint recorded for the id differs, or, for an id with
+ * none recorded (a database written before this check, or a key new to it), a value already stored under the id does
+ * not decrypt. Records nothing: it answers the keys to record (recordEncryptionKeys), so that a list refused for its
+ * second key records nothing and a retry checks the first one again rather than taking it as known. It can run before
+ * the migrations: a table of fingerprints not created yet reads as empty.
  */
-export async function verifyEncryptionKeys(
-  store: Pick<Store, 'keyFingerprints' | 'recordKeyFingerprint' | 'sampleCiphertexts'>,
-  keys: readonly CipherKey[],
-  now: number,
-  opts: { record?: boolean } = {},
-): Promise<void> {
+export async function checkEncryptionKeys(store: KeyStore, keys: readonly CipherKey[]): Promise<UnrecordedKey[]> {
   const recorded = await store.keyFingerprints();
-  const unrecorded: { id: string; fingerprint: string }[] = [];
+  const unrecorded: UnrecordedKey[] = [];
   for (const k of keys) {
     const fingerprint = keyFingerprint(k.key);
     const known = recorded.get(k.id);
@@ -77,8 +80,16 @@ export async function verifyEncryptionKeys(
     }
     unrecorded.push({ id: k.id, fingerprint });
   }
-  if (opts.record === false) return;
-  // Another replica may record the same id at the same moment, with its own key: the first one kept is the one.
+  return unrecorded;
+}
+
+/** Records the fingerprints of keys checkEncryptionKeys passed; another replica's, kept first under an id, refuses. */
+export async function recordEncryptionKeys(store: KeyStore, unrecorded: readonly UnrecordedKey[], now: number): Promise<void> {
   for (const { id, fingerprint } of unrecorded)
     if (!hashesEqual(await store.recordKeyFingerprint(id, fingerprint, now), fingerprint)) throw refusal(id, 'another replica recorded a different key under that id as this one started');
+}
+
+/** checkEncryptionKeys, then recordEncryptionKeys: the whole check of a migrated database. */
+export async function verifyEncryptionKeys(store: KeyStore, keys: readonly CipherKey[], now: number): Promise<void> {
+  await recordEncryptionKeys(store, await checkEncryptionKeys(store, keys), now);
 }

@@ -11,6 +11,7 @@ import { SqliteStore } from '../../src/store/sqlite-store';
 import type { Store } from '../../src/store/types';
 import { dropSchema, throwawayPgStore } from '../helpers/pg-schema';
 import { describeWith, services } from '../helpers/services';
+import { storeWith } from '../helpers/store-proxy';
 import { tempDir } from '../helpers/temp';
 
 const A: CipherKey = { id: 'k1', key: Buffer.alloc(32, 1) };
@@ -127,6 +128,35 @@ function keyCheckCases(engine: Engine) {
       expect((await upgraded.getSession('key-check-4'))?.externalCustomerId).toBe('customer-4');
     } finally {
       await upgraded.close();
+    }
+  });
+
+  it('a start reads what is stored under each unrecorded key once, before the migrations, and records it after them', async () => {
+    const old = engine.make([A]);
+    await engine.migrateBeforeCheck(old);
+    await old.upsertSession({ interviewId: 'key-check-5', origin: 'broker', externalCustomerId: 'customer-5', now: 1 });
+    await old.close();
+    const sampled: string[] = [];
+    const store = await openStore(
+      () => {
+        const real = engine.make([C, A]);
+        return storeWith(real, (method) =>
+          method === 'sampleCiphertexts'
+            ? async (...args: never[]) => {
+                sampled.push(String(args[0]));
+                return real.sampleCiphertexts(args[0]);
+              }
+            : null,
+        );
+      },
+      true,
+      [C, A],
+    );
+    try {
+      expect(sampled).toEqual(['k2', 'k1']);
+      expect([...(await store.keyFingerprints()).keys()].sort()).toEqual(['k1', 'k2']);
+    } finally {
+      await store.close();
     }
   });
 
