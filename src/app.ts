@@ -76,6 +76,12 @@ function clientErrorAnswer(code: string | undefined): [number, string, string] {
   return [400, 'MALFORMED_REQUEST', 'The request is not valid HTTP/1.1'];
 }
 
+/** An error answer written on the socket itself, for a request no Fastify route or hook ever sees: then closed. */
+function rawAnswer(status: number, code: string, message: string, requestId: string): string {
+  const body = JSON.stringify({ code, message, requestId });
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`;
+}
+
 /** What a browser frontend may read of an answer (Retry-After and the limit of a 429 among them). */
 const CORS_EXPOSED_HEADERS = ['x-request-id', 'retry-after', 'x-ratelimit-limit'];
 
@@ -235,8 +241,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
       const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
       if (socket.writable && !inFlight?.headersSent) {
         const requestId = randomUUID();
-        const body = JSON.stringify({ code, message, requestId });
-        socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`);
+        socket.write(rawAnswer(status, code, message, requestId));
         // A connection that never sent a byte (a browser's preconnect, a proxy's spare) timing out asked nothing.
         if (socket.bytesRead > 0) answeredByNode(requestId, code, status, { method: 'other', url: '', peer: socket.remoteAddress });
         else app.log.trace({ code: err.code, status }, 'idle connection closed');
@@ -292,8 +297,7 @@ export async function buildApp(inputConfig: Config, deps: AppDeps = {}): Promise
   // CONNECT (a proxy's tunnel) reaches no route: without a listener Node drops the connection without a word.
   app.server.on('connect', (req, socket: Socket) => {
     const requestId = randomUUID();
-    const body = JSON.stringify({ code: 'METHOD_NOT_ALLOWED', message: 'CONNECT is not supported: this is no proxy', requestId });
-    socket.end(`HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`);
+    socket.end(rawAnswer(405, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: this is no proxy', requestId));
     answeredByNode(requestId, 'METHOD_NOT_ALLOWED', 405, { method: 'CONNECT', url: '', peer: socket.remoteAddress });
   });
 

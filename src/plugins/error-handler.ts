@@ -56,13 +56,8 @@ function mapError(err: FastifyError | Error): Mapped {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       // Every route takes JSON but the webhook token endpoint, which takes a form (OAuth 2.0 client credentials).
       return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Unsupported Content-Type: send application/json (the OAuth token endpoint: application/x-www-form-urlencoded)' };
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return { status: 400, code: 'INVALID_JSON', message: 'Body is empty but Content-Type is application/json' };
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return { status: 400, code: 'INVALID_CONTENT_LENGTH', message: 'Content-Length does not match the body' };
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      // Fastify's parser gives the same error (and no cause) for both.
-      return { status: 400, code: 'INVALID_JSON', message: 'Body is not valid JSON, or holds a __proto__ or constructor.prototype key' };
   }
   if (fe.statusCode === 429) return { status: 429, code: 'RATE_LIMITED', message: fe.message || 'Too many requests' };
   // Fastify's own codes (FST_ERR_...) name its internals and change between its versions: the stable one instead.
