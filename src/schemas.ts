@@ -152,6 +152,17 @@ export function withErrors<T extends Record<number, TSchema>>(own: T, statuses: 
 }
 
 /**
+ * The characters that change how text reads rather than what it says, as the inside of a character class: C0 and C1
+ * controls (a terminal's escape sequences among them), bidirectional overrides and isolates, and those that display
+ * as nothing on their own (the soft hyphen, the combining grapheme joiner, Hangul and Khmer fillers, the Mongolian
+ * vowel separator, the zero-width space, direction marks, the Arabic letter mark, word joiners and invisible operators,
+ * a BOM, line and paragraph separators). The zero-width joiner and non-joiner and the variation selectors are not
+ * among them: Persian, Indic scripts and emoji are written with them.
+ */
+export const MISLEADING_CHARACTERS =
+  '\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180e\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\u3164\\ufeff\\uffa0';
+
+/**
  * A customer id: no C0/C1 controls, no bidirectional overrides or isolates, and no characters that display as nothing
  * on their own (the soft hyphen, the combining grapheme joiner, the Hangul and Khmer fillers, the Mongolian vowel
  * separator, the zero-width space, direction marks, the Arabic letter mark, word joiners and invisible operators, a
@@ -162,8 +173,7 @@ export function withErrors<T extends Record<number, TSchema>>(own: T, statuses: 
  * written. Compiled with the `u` flag (Ajv does; so must any other use), so a well-formed pair is one code point
  * outside the range and passes.
  */
-export const CUSTOMER_ID_PATTERN =
-  '^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180e\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\u3164\\ufeff\\uffa0\\ud800-\\udfff]+$';
+export const CUSTOMER_ID_PATTERN = `^[^${MISLEADING_CHARACTERS}\\ud800-\\udfff]+$`;
 
 /** The app's own session token, for routes that answer a session about itself (never PII). */
 export const SessionTokenHeaders = Type.Object({ 'x-incode-hardware-id': Type.Optional(Type.String({ maxLength: 4096 })) });

@@ -18,6 +18,7 @@ import { createMetrics } from '../plugins/metrics';
 import { createResultsRuntime } from '../results/runtime';
 import { summarizeOcr, summarizeScores, type ScoreLeaf } from '../results/summary';
 import { sandboxEmulatorOptions } from '../sandbox';
+import { MISLEADING_CHARACTERS } from '../schemas';
 import { createStore, openStore, storeOptions } from '../store/index';
 import type { Store } from '../store/types';
 
@@ -405,12 +406,18 @@ function report(io: CliIo, args: OnboardArgs, outcome: Outcome, r: Report): numb
 }
 
 /**
+ * The characters a customer id may not hold (schemas.ts), wherever they are in a text, and the zero-width joiner and
+ * non-joiner too: a terminal line is no place to tell a name's own joiner from one slipped between two words.
+ */
+const MISLEADING = new RegExp(`[${MISLEADING_CHARACTERS}\\u200c\\u200d]`, 'gu');
+
+/**
  * Text read off a document, as a terminal may show it: control characters (escape sequences that could rewrite the
- * screen) and bidirectional overrides (that could reorder what is read) become U+FFFD.
+ * screen), bidirectional overrides (that could reorder what is read) and characters that display as nothing become
+ * U+FFFD.
  */
 export function shown(s: string): string {
-  // eslint-disable-next-line no-control-regex -- control characters are what it matches
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]/g, '\ufffd');
+  return s.replace(MISLEADING, '\ufffd');
 }
 
 /** Entry point: returns the exit code (the launcher exits with it). */
