@@ -20,23 +20,19 @@ export function keyFingerprint(key: Buffer): string {
 const SAMPLE_ROWS = 10_000;
 
 /**
- * One stored value of each encrypted column under a key id, among the first rows the table yields (its prefix as a
- * literal length, the prefix a parameter).
+ * For each encrypted column, a select of one value under a key id among the first rows the table yields (its one
+ * parameter: `prefix`, what every ciphertext under that key starts with), and the value with the associated data its
+ * row binds it to, from the row the select found.
  */
-export function keySampleSql(arg: SqlArg, prefixLength: number): { sql: string; table: (typeof ENCRYPTED_TABLES)[number]; column: string }[] {
+export function keySamples(arg: SqlArg, keyId: string): { sql: string; prefix: string; sampled: (row: Record<string, unknown>) => { value: string; aad: string } }[] {
+  const prefix = `v1.${keyId}.`;
   return ENCRYPTED_TABLES.flatMap((t) =>
     t.columns.map((c) => ({
-      table: t,
-      column: c.name,
-      sql: `SELECT ${t.pk.join(', ')}, ${c.name} AS value FROM (SELECT ${t.pk.join(', ')}, ${c.name} FROM ${t.table} LIMIT ${SAMPLE_ROWS}) AS s WHERE substr(${c.name}, 1, ${Math.trunc(prefixLength)}) = ${arg(0)} LIMIT 1`,
+      sql: `SELECT ${t.pk.join(', ')}, ${c.name} AS value FROM (SELECT ${t.pk.join(', ')}, ${c.name} FROM ${t.table} LIMIT ${SAMPLE_ROWS}) AS s WHERE substr(${c.name}, 1, ${prefix.length}) = ${arg(0)} LIMIT 1`,
+      prefix,
+      sampled: (row) => ({ value: String(row.value), aad: c.aad(t.pk.map((k) => String(row[k]))) }),
     })),
   );
-}
-
-/** The value a sample select found, with the associated data its row binds it to. */
-export function sampledValue(t: (typeof ENCRYPTED_TABLES)[number], column: string, row: Record<string, unknown>): { value: string; aad: string } {
-  const c = t.columns.find((x) => x.name === column)!;
-  return { value: String(row.value), aad: c.aad(t.pk.map((k) => String(row[k]))) };
 }
 
 const refusal = (id: string, why: string) =>

@@ -4,7 +4,7 @@ import { Cipher, hashesEqual } from './crypto';
 import { migratePostgres, quoteIdent } from './migrations';
 import { splitPgOptions } from './url';
 import { connectionSound, isDatabaseUnavailable, watchCheckedOut } from './unavailable';
-import { keySampleSql, sampledValue } from './key-check';
+import { keySamples } from './key-check';
 import { reencryptBatch, rekeySelectSql, rekeyUpdateParams, rekeyUpdatePostgres } from './rekey';
 import {
   aad,
@@ -597,11 +597,10 @@ export class PostgresStore implements Store {
   }
 
   async sampleCiphertexts(keyId: string): Promise<{ value: string; aad: string }[]> {
-    const prefix = `v1.${keyId}.`;
     const found = await Promise.all(
-      keySampleSql(pgArgs(1), prefix.length).map(async ({ sql, table, column }) => {
+      keySamples(pgArgs(1), keyId).map(async ({ sql, prefix, sampled }) => {
         const rows = await missingTableAsNone(async () => (await this.q<Record<string, unknown>>(sql, [prefix])).rows);
-        return rows.length ? [sampledValue(table, column, rows[0])] : [];
+        return rows.length ? [sampled(rows[0])] : [];
       }),
     );
     return found.flat();

@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
 import { Cipher, hashesEqual } from './crypto';
 import { TurnBatch } from '../util/turn-batch';
 import { migrateSqlite } from './migrations';
-import { keySampleSql, sampledValue } from './key-check';
+import { keySamples } from './key-check';
 import { IN_MEMORY } from './url';
 import { reencryptBatch, rekeySelectSql, rekeyUpdateNamed, rekeyUpdateSqlite } from './rekey';
 import {
@@ -570,10 +570,9 @@ export class SqliteStore implements Store {
   }
 
   async sampleCiphertexts(keyId: string): Promise<{ value: string; aad: string }[]> {
-    const prefix = `v1.${keyId}.`;
-    return keySampleSql(sqliteArgs, prefix.length).flatMap(({ sql, table, column }) => {
+    return keySamples(sqliteArgs, keyId).flatMap(({ sql, prefix, sampled }) => {
       const [row] = missingTableAsNone(() => [this.db.prepare(sql).get(prefix) as Record<string, unknown> | undefined]);
-      return row ? [sampledValue(table, column, row)] : [];
+      return row ? [sampled(row)] : [];
     });
   }
 
