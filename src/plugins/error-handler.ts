@@ -114,25 +114,24 @@ export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply
  * unknown path a 405.
  */
 class AllowedMethods {
-  private readonly routes: { pattern: RegExp; methods: Set<string> }[] = [];
-  private readonly byUrl = new Map<string, Set<string>>();
+  /** By route pattern: the path's expression and the methods registered under it. */
+  private readonly routes = new Map<string, { pattern: RegExp; methods: Set<string> }>();
 
   add(url: string, method: string | string[]): void {
     if (url.includes('*')) return;
-    let methods = this.byUrl.get(url);
-    if (!methods) {
-      methods = new Set();
-      this.byUrl.set(url, methods);
+    let route = this.routes.get(url);
+    if (!route) {
       const source = url.replace(/\/$/, '').split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
-      this.routes.push({ pattern: new RegExp(`^${source}/?$`), methods });
+      route = { pattern: new RegExp(`^${source}/?$`), methods: new Set() };
+      this.routes.set(url, route);
     }
-    for (const m of Array.isArray(method) ? method : [method]) methods.add(m.toUpperCase());
+    for (const m of Array.isArray(method) ? method : [method]) route.methods.add(m.toUpperCase());
   }
 
   /** The methods a path takes, as an Allow header lists them; empty when no route has the path. */
   of(path: string): string[] {
     const all = new Set<string>();
-    for (const r of this.routes) if (r.pattern.test(path)) for (const m of r.methods) all.add(m);
+    for (const r of this.routes.values()) if (r.pattern.test(path)) for (const m of r.methods) all.add(m);
     if (all.has('GET')) all.add('HEAD');
     return [...all].sort();
   }
