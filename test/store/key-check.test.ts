@@ -28,6 +28,13 @@ interface Engine {
 const BEFORE_CHECK = MIGRATIONS.filter((m) => m.version < 12);
 
 function keyCheckCases(engine: Engine) {
+  /** A session stored under A by the release before the check (its schema, no fingerprints). */
+  const writtenBeforeCheck = async (interviewId: string) => {
+    const old = engine.make([A]);
+    await engine.migrateBeforeCheck(old);
+    await old.upsertSession({ interviewId, origin: 'broker', externalCustomerId: interviewId.replace('key-check', 'customer'), now: 1 });
+    await old.close();
+  };
   /** The same database under these keys, migrated; the case closes it. */
   const open = async (keys: CipherKey[]) => {
     const s = engine.make(keys);
@@ -104,10 +111,7 @@ function keyCheckCases(engine: Engine) {
   });
 
   it('a start refused for its key leaves the schema where the release it upgrades from can still open it', async () => {
-    const old = engine.make([A]);
-    await engine.migrateBeforeCheck(old);
-    await old.upsertSession({ interviewId: 'key-check-4', origin: 'broker', externalCustomerId: 'customer-4', now: 1 });
-    await old.close();
+    await writtenBeforeCheck('key-check-4');
     const err = await openStore(() => engine.make([B]), true, [B]).then(
       () => null,
       (e: unknown) => e,
@@ -132,10 +136,7 @@ function keyCheckCases(engine: Engine) {
   });
 
   it('a start reads what is stored under each unrecorded key once, before the migrations, and records it after them', async () => {
-    const old = engine.make([A]);
-    await engine.migrateBeforeCheck(old);
-    await old.upsertSession({ interviewId: 'key-check-5', origin: 'broker', externalCustomerId: 'customer-5', now: 1 });
-    await old.close();
+    await writtenBeforeCheck('key-check-5');
     const sampled: string[] = [];
     const store = await openStore(
       () => {
